@@ -1,0 +1,33 @@
+// The contract's enums, registered with type-graphql. Values equal the strings stored in the database.
+import { registerEnumType } from 'type-graphql';
+
+export enum TierEnum { FREE = 'FREE', PROFESSIONAL = 'PROFESSIONAL', BUSINESS_CRITICAL = 'BUSINESS_CRITICAL', VIRTUAL_DEDICATED_CLOUD = 'VIRTUAL_DEDICATED_CLOUD' }
+export enum EngineVersionEnum { V4 = 'V4', V5 = 'V5' }
+export enum InstanceStatusEnum { CREATING = 'CREATING', RUNNING = 'RUNNING', RESTORING = 'RESTORING', DESTROYING = 'DESTROYING', FAILED = 'FAILED' }
+export enum AvailabilityEnum { AVAILABLE = 'AVAILABLE', READ_ONLY = 'READ_ONLY', UNAVAILABLE = 'UNAVAILABLE' }
+export enum SnapshotProfileEnum { SCHEDULED = 'SCHEDULED', ON_DEMAND = 'ON_DEMAND', PRE_RESTORE = 'PRE_RESTORE' }
+export enum SnapshotStatusEnum { PENDING = 'PENDING', IN_PROGRESS = 'IN_PROGRESS', COMPLETED = 'COMPLETED', FAILED = 'FAILED' }
+export enum ArchiveFormatEnum { BACKUP = 'BACKUP', DUMP = 'DUMP' }
+export enum OperationKindEnum { SNAPSHOT = 'SNAPSHOT', RESTORE = 'RESTORE', CREATE_FROM_SNAPSHOT = 'CREATE_FROM_SNAPSHOT', RESTORE_FROM_FILE = 'RESTORE_FROM_FILE' }
+export enum OperationStatusEnum { QUEUED = 'QUEUED', RUNNING = 'RUNNING', SUCCEEDED = 'SUCCEEDED', FAILED = 'FAILED' }
+export enum RoleEnum { ADMIN = 'ADMIN', MEMBER = 'MEMBER', VIEWER = 'VIEWER' }
+
+registerEnumType(TierEnum, { name: 'Tier' });
+registerEnumType(EngineVersionEnum, { name: 'EngineVersion', description: 'V5 instances export .backup archives; V4 instances export .dump archives' });
+registerEnumType(InstanceStatusEnum, { name: 'InstanceStatus' });
+registerEnumType(AvailabilityEnum, {
+  name: 'Availability',
+  description: 'READ_ONLY: reads work, writes fail with INSTANCE_UNAVAILABLE (a restore is being prepared)',
+});
+registerEnumType(SnapshotProfileEnum, {
+  name: 'SnapshotProfile',
+  description: 'PRE_RESTORE: the safety snapshot taken automatically right before a restore overwrites data',
+});
+registerEnumType(SnapshotStatusEnum, { name: 'SnapshotStatus' });
+registerEnumType(ArchiveFormatEnum, { name: 'ArchiveFormat' });
+registerEnumType(OperationKindEnum, { name: 'OperationKind' });
+registerEnumType(OperationStatusEnum, { name: 'OperationStatus' });
+registerEnumType(RoleEnum, {
+  name: 'Role',
+  description: 'ADMIN: everything in the tenant. MEMBER: all but restores, deletes and API keys. VIEWER: read only.',
+});

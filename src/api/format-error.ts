@@ -1,0 +1,40 @@
+// Every error leaves with one of the contract's codes; outside development, unexpected errors say nothing internal.
+import type { GraphQLFormattedError } from 'graphql';
+
+const CONTRACT_CODES = new Set([
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'NOT_FOUND',
+  'BAD_USER_INPUT',
+  'CONFIRMATION_REQUIRED',
+  'CONFLICT',
+  'INSTANCE_UNAVAILABLE',
+  'SNAPSHOT_NOT_READY',
+  'CAPACITY_EXCEEDED',
+  'INVALID_BACKUP_FILE',
+  'FILE_TOO_LARGE',
+  'INCOMPATIBLE_VERSION',
+  'INTERNAL_SERVER_ERROR',
+]);
+
+// Apollo's and graphql-js's own codes for a malformed request: the client's input is at fault.
+const CLIENT_INPUT_CODES = new Set([
+  'GRAPHQL_PARSE_FAILED',
+  'GRAPHQL_VALIDATION_FAILED',
+  'BAD_REQUEST',
+  'OPERATION_RESOLUTION_FAILURE',
+  'PERSISTED_QUERY_NOT_SUPPORTED',
+  'PERSISTED_QUERY_NOT_FOUND',
+]);
+
+export function formatError(formatted: GraphQLFormattedError, production: boolean): GraphQLFormattedError {
+  const extensions = { ...(formatted.extensions ?? {}) };
+  const original = typeof extensions.code === 'string' ? extensions.code : undefined;
+  let code = original ?? (formatted.message.startsWith('Variable "') ? 'BAD_USER_INPUT' : 'INTERNAL_SERVER_ERROR');
+  if (!CONTRACT_CODES.has(code)) code = CLIENT_INPUT_CODES.has(code) ? 'BAD_USER_INPUT' : 'INTERNAL_SERVER_ERROR';
+  extensions.code = code;
+  delete extensions.http;
+  if (production) delete extensions.stacktrace;
+  const message = code === 'INTERNAL_SERVER_ERROR' && production ? 'Internal server error' : formatted.message;
+  return { ...formatted, message, extensions };
+}

@@ -1,0 +1,83 @@
+import { Arg, Ctx, ID, Int, Mutation, Query, Resolver } from 'type-graphql';
+import type { Principal } from '../../services/principal';
+import { type ApiContext, Caller } from '../context';
+import { decodeCursor, encodeCursor } from '../cursor';
+import { pageInfo } from '../types/common.type';
+import {
+  GraphNode,
+  GraphRelationship,
+  NodeConnection,
+  NodeInput,
+  RelationshipConnection,
+  RelationshipInput,
+} from '../types/graph.type';
+
+const cursorOf = (item: { id: string }) => encodeCursor([item.id]);
+const afterId = (after?: string | null) => (after ? String(decodeCursor(after, ['string'])[0]) : undefined);
+
+@Resolver()
+export class GraphResolver {
+  @Query(() => NodeConnection)
+  async nodes(
+    @Caller() caller: Principal,
+    @Ctx() { services }: ApiContext,
+    @Arg('instanceId', () => ID) instanceId: string,
+    @Arg('label', () => String, { nullable: true }) label: string | null,
+    @Arg('first', () => Int, { nullable: true, defaultValue: 100 }) first: number,
+    @Arg('after', () => String, { nullable: true }) after: string | null,
+  ): Promise<NodeConnection> {
+    const page = await services.graph.nodes(caller, instanceId, label ?? undefined, first, afterId(after));
+    return {
+      edges: page.items.map((node) => ({ cursor: cursorOf(node), node })),
+      pageInfo: pageInfo(page.items, cursorOf, page.hasNextPage, after),
+      totalCount: page.totalCount,
+    };
+  }
+
+  @Query(() => RelationshipConnection)
+  async relationships(
+    @Caller() caller: Principal,
+    @Ctx() { services }: ApiContext,
+    @Arg('instanceId', () => ID) instanceId: string,
+    @Arg('type', () => String, { nullable: true }) type: string | null,
+    @Arg('first', () => Int, { nullable: true, defaultValue: 100 }) first: number,
+    @Arg('after', () => String, { nullable: true }) after: string | null,
+  ): Promise<RelationshipConnection> {
+    const page = await services.graph.relationships(caller, instanceId, type ?? undefined, first, afterId(after));
+    return {
+      edges: page.items.map((node) => ({ cursor: cursorOf(node), node })),
+      pageInfo: pageInfo(page.items, cursorOf, page.hasNextPage, after),
+      totalCount: page.totalCount,
+    };
+  }
+
+  @Mutation(() => [GraphNode])
+  createNodes(
+    @Caller() caller: Principal,
+    @Ctx() { services }: ApiContext,
+    @Arg('instanceId', () => ID) instanceId: string,
+    @Arg('nodes', () => [NodeInput]) nodes: NodeInput[],
+  ): Promise<GraphNode[]> {
+    return services.graph.createNodes(caller, instanceId, nodes);
+  }
+
+  @Mutation(() => [GraphRelationship])
+  createRelationships(
+    @Caller() caller: Principal,
+    @Ctx() { services }: ApiContext,
+    @Arg('instanceId', () => ID) instanceId: string,
+    @Arg('relationships', () => [RelationshipInput]) relationships: RelationshipInput[],
+  ): Promise<GraphRelationship[]> {
+    return services.graph.createRelationships(caller, instanceId, relationships);
+  }
+
+  @Mutation(() => Int, { description: 'deletes the nodes and their relationships; returns how many nodes were deleted' })
+  deleteNodes(
+    @Caller() caller: Principal,
+    @Ctx() { services }: ApiContext,
+    @Arg('instanceId', () => ID) instanceId: string,
+    @Arg('ids', () => [ID]) ids: string[],
+  ): Promise<number> {
+    return services.graph.deleteNodes(caller, instanceId, ids);
+  }
+}

@@ -1,0 +1,49 @@
+import { Field, ID, InputType, Int, ObjectType } from 'type-graphql';
+import { DateTimeScalar } from '../scalars';
+import { AvailabilityEnum, EngineVersionEnum, InstanceStatusEnum, TierEnum } from '../enums';
+
+@ObjectType()
+export class SnapshotSchedule {
+  @Field({ description: 'false on FREE: on-demand snapshots only' }) enabled: boolean;
+  @Field(() => String, { nullable: true, description: 'ISO-8601 duration between scheduled snapshots (P1D, PT1H); null when not enabled' })
+  interval: string | null;
+  @Field(() => String, { nullable: true, description: 'ISO-8601 duration a snapshot is kept (P7D, P30D, P60D); null on FREE' })
+  retention: string | null;
+  @Field({ description: 'FREE: only the most recent snapshot is kept' }) keepLatestOnly: boolean;
+  @Field(() => DateTimeScalar, { nullable: true }) nextSnapshotAt: number | null;
+}
+
+/** Resolved from an InstanceEntity; computed fields live in InstanceResolver. */
+@ObjectType('Instance')
+export class Instance {
+  @Field(() => ID) id: string;
+  @Field() name: string;
+  @Field(() => TierEnum) tier: string;
+  @Field(() => Int) memoryGB: number;
+  @Field(() => Int, {
+    description: 'capacity: the data the instance can hold; restores and writes beyond it fail with CAPACITY_EXCEEDED',
+  })
+  storageGB: number;
+  @Field(() => EngineVersionEnum) engineVersion: string;
+  @Field(() => InstanceStatusEnum) status: string;
+  @Field(() => AvailabilityEnum) availability: string;
+  @Field(() => DateTimeScalar) createdAt: number;
+}
+
+@InputType()
+export class CreateInstanceInput {
+  @Field() name: string;
+  @Field(() => TierEnum) tier: TierEnum;
+  @Field(() => Int, { nullable: true, defaultValue: 1 }) memoryGB: number;
+  @Field(() => EngineVersionEnum, { nullable: true, defaultValue: EngineVersionEnum.V5 }) engineVersion: EngineVersionEnum;
+}
+
+@ObjectType()
+export class InstanceAvailabilityEvent {
+  @Field(() => ID) instanceId: string;
+  @Field(() => AvailabilityEnum) availability: string;
+  @Field(() => AvailabilityEnum, { nullable: true }) previousAvailability: string | null;
+  @Field(() => InstanceStatusEnum) status: string;
+  @Field(() => String, { nullable: true }) reason: string | null;
+  @Field(() => DateTimeScalar) at: string;
+}

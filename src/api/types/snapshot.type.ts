@@ -1,0 +1,64 @@
+import { Field, Float, ID, InputType, Int, ObjectType } from 'type-graphql';
+import { ArchiveFormatEnum, EngineVersionEnum, SnapshotProfileEnum, SnapshotStatusEnum } from '../enums';
+import { DateTimeScalar } from '../scalars';
+import { GraphStats, PageInfo } from './common.type';
+
+@ObjectType('Snapshot')
+export class Snapshot {
+  @Field(() => ID) id: string;
+  @Field(() => ID) instanceId: string;
+  @Field(() => SnapshotProfileEnum) profile: string;
+  @Field(() => SnapshotStatusEnum) status: string;
+  @Field(() => DateTimeScalar, { description: 'the point in time the snapshot captures' }) createdAt: number;
+  @Field(() => DateTimeScalar, { nullable: true }) completedAt: number | null;
+  @Field(() => DateTimeScalar, {
+    nullable: true,
+    description: 'when retention removes it; null when it is kept until replaced (FREE keeps the latest only)',
+  })
+  expiresAt: number | null;
+  @Field(() => String, { nullable: true }) description: string | null;
+  @Field(() => Float, { nullable: true, description: 'size of the export archive, once COMPLETED' }) sizeBytes: number | null;
+  @Field(() => String, { nullable: true, description: 'hex SHA-256 of the export archive bytes, once COMPLETED' })
+  sha256: string | null;
+  @Field(() => EngineVersionEnum) engineVersion: string;
+  @Field(() => GraphStats, { nullable: true, description: 'what the snapshot holds, read without restoring it; null until COMPLETED' })
+  contents: GraphStats | null;
+  @Field(() => String, { nullable: true }) error: string | null;
+}
+
+@ObjectType()
+export class SnapshotEdge {
+  @Field() cursor: string;
+  @Field(() => Snapshot) node: Snapshot;
+}
+
+@ObjectType()
+export class SnapshotConnection {
+  @Field(() => [SnapshotEdge]) edges: SnapshotEdge[];
+  @Field(() => PageInfo) pageInfo: PageInfo;
+  @Field(() => Int) totalCount: number;
+}
+
+@InputType({ description: 'Filters combine with AND. from/to bound createdAt, inclusive.' })
+export class SnapshotFilter {
+  @Field(() => DateTimeScalar, { nullable: true }) from?: Date;
+  @Field(() => DateTimeScalar, { nullable: true }) to?: Date;
+  @Field(() => SnapshotProfileEnum, { nullable: true }) profile?: SnapshotProfileEnum;
+  @Field(() => SnapshotStatusEnum, { nullable: true }) status?: SnapshotStatusEnum;
+}
+
+@ObjectType()
+export class SnapshotExport {
+  @Field({ description: 'absolute URL; GET streams the archive (Range supported) until expiresAt, without other credentials' })
+  url: string;
+  @Field({
+    description: '<instance-name>-<YYYY-MM-DDTHH-MM-SSZ>.backup (V5) or .dump (V4), from the snapshot\'s createdAt in UTC',
+  })
+  fileName: string;
+  @Field(() => DateTimeScalar) expiresAt: number;
+  @Field(() => Float) sizeBytes: number;
+  @Field() sha256: string;
+}
+
+export const formatOf = (engineVersion: string): ArchiveFormatEnum =>
+  engineVersion === 'V4' ? ArchiveFormatEnum.DUMP : ArchiveFormatEnum.BACKUP;

@@ -1,0 +1,165 @@
+// The server's configuration: the environment and the SNAPGRAPH_CONFIG file, parsed and validated once.
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { parseDuration } from './duration';
+import { resolveTierPolicies, type Tier, type TierPolicy } from './tiers';
+
+export interface AppConfig {
+  host: string;
+  port: number;
+  production: boolean;
+  dataDir: string;
+  /** postgres://… switches metadata to PostgreSQL; undefined = embedded SQLite in dataDir. */
+  databaseUrl?: string;
+  /** redis://… switches PubSub to Redis; undefined = in-process. */
+  redisUrl?: string;
+  bootstrapToken?: string;
+  /** base64 of 32 bytes; undefined = a key file generated in dataDir. Never logged. */
+  masterKey?: string;
+  publicUrl?: string;
+  tiers: Record<Tier, TierPolicy>;
+  maxUploadBytes: number;
+  exportUrlTtlMs: number;
+  /** Bytes in one "GB" of instance storage capacity; lowered in tests to reach capacity quickly. */
+  bytesPerStorageGB: number;
+  /** An operation whose runner has not renewed its lease for this long is failed and compensated. */
+  operationLeaseMs: number;
+  /** Drop an upload or a WebSocket connection that sends nothing for this long. */
+  idleTimeoutMs: number;
+  logLevel: string;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const GIB = 1024 ** 3;
+const FILE_KEYS = new Set(['tiers', 'maxUploadBytes', 'exportUrlTtl', 'bytesPerStorageGB']);
+
+/** Parses and validates the environment; throws ConfigError listing every bad variable (never its secret value). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  const problems: string[] = [];
+  const check = <T>(name: string, parse: () => T, fallback: T): T => {
+    try {
+      return parse();
+    } catch (error) {
+      problems.push(`${name}: ${(error as Error).message}`);
+      return fallback;
+    }
+  };
+
+  const port = check('PORT', () => parsePort(env.PORT ?? '4000'), 4000);
+  const host = env.HOST?.trim() || '127.0.0.1';
+  const dataDir = resolve(env.SNAPGRAPH_DATA_DIR?.trim() || './data');
+  const databaseUrl = check('DATABASE_URL', () => optionalUrl(env.DATABASE_URL, ['postgres:', 'postgresql:']), undefined);
+  const redisUrl = check('REDIS_URL', () => optionalUrl(env.REDIS_URL, ['redis:', 'rediss:']), undefined);
+  const publicUrl = check('SNAPGRAPH_PUBLIC_URL', () => optionalUrl(env.SNAPGRAPH_PUBLIC_URL, ['http:', 'https:']), undefined);
+  const masterKey = check('SNAPGRAPH_MASTER_KEY', () => optionalMasterKey(env.SNAPGRAPH_MASTER_KEY), undefined);
+  const bootstrapToken = check('SNAPGRAPH_BOOTSTRAP_TOKEN', () => optionalToken(env.SNAPGRAPH_BOOTSTRAP_TOKEN), undefined);
+  const file = check('SNAPGRAPH_CONFIG', () => readConfigFile(env.SNAPGRAPH_CONFIG), {} as Record<string, unknown>);
+  const tiers = check('SNAPGRAPH_CONFIG', () => resolveTierPolicies(file.tiers ?? {}), resolveTierPolicies({}));
+  const maxUploadBytes = check('SNAPGRAPH_CONFIG', () => positiveInteger('maxUploadBytes', file.maxUploadBytes, 4 * GIB), 4 * GIB);
+  const exportUrlTtlMs = check('SNAPGRAPH_CONFIG', () => durationField('exportUrlTtl', file.exportUrlTtl, 'PT15M'), 15 * 60_000);
+  const bytesPerStorageGB = check('SNAPGRAPH_CONFIG', () => positiveInteger('bytesPerStorageGB', file.bytesPerStorageGB, GIB), GIB);
+  const operationLeaseMs = check('SNAPGRAPH_OPERATION_LEASE_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_OPERATION_LEASE_MS), 30_000), 30_000);
+  const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
+  const logLevel = check('LOG_LEVEL', () => oneOf(env.LOG_LEVEL ?? 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info');
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    host,
+    port,
+    production: env.NODE_ENV === 'production',
+    dataDir,
+    databaseUrl,
+    redisUrl,
+    bootstrapToken,
+    masterKey,
+    publicUrl,
+    tiers,
+    maxUploadBytes,
+    exportUrlTtlMs,
+    bytesPerStorageGB,
+    operationLeaseMs,
+    idleTimeoutMs,
+    logLevel,
+  };
+}
+
+function parsePort(text: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port > 65535) throw new Error(`"${text}" is not a port number (0-65535)`);
+  return port;
+}
+
+function optionalUrl(text: string | undefined, protocols: string[]): string | undefined {
+  if (!text?.trim()) return undefined;
+  let url: URL;
+  try {
+    url = new URL(text.trim());
+  } catch {
+    throw new Error('is not a URL');
+  }
+  if (!protocols.includes(url.protocol)) throw new Error(`must start with ${protocols.map((p) => `${p}//`).join(' or ')}`);
+  return text.trim().replace(/\/+$/, '');
+}
+
+function optionalMasterKey(text: string | undefined): string | undefined {
+  if (!text?.trim()) return undefined;
+  const bytes = Buffer.from(text.trim(), 'base64');
+  if (bytes.length !== 32 || bytes.toString('base64') !== text.trim()) {
+    throw new Error('must be the base64 encoding of exactly 32 bytes (e.g. `openssl rand -base64 32`)');
+  }
+  return text.trim();
+}
+
+function optionalToken(text: string | undefined): string | undefined {
+  if (text === undefined || text === '') return undefined;
+  if (text.length < 16 || /\s/.test(text)) throw new Error('must be at least 16 characters without whitespace');
+  return text;
+}
+
+function readConfigFile(path: string | undefined): Record<string, unknown> {
+  if (!path?.trim()) return {};
+  const file = isAbsolute(path) ? path : resolve(path);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new Error(`cannot read ${file} as JSON: ${(error as Error).message}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error(`${file} must hold a JSON object`);
+  const unknownKeys = Object.keys(parsed).filter((key) => !FILE_KEYS.has(key));
+  if (unknownKeys.length > 0) throw new Error(`unknown field(s) ${unknownKeys.join(', ')}; known: ${[...FILE_KEYS].join(', ')}`);
+  return parsed as Record<string, unknown>;
+}
+
+function numeric(text: string | undefined): unknown {
+  return text === undefined || text === '' ? undefined : Number(text);
+}
+
+function positiveInteger(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
+    throw new Error(`${name} must be a positive integer`);
+  }
+  return value;
+}
+
+function durationField(name: string, value: unknown, fallback: string): number {
+  const text = value === undefined ? fallback : value;
+  if (typeof text !== 'string') throw new Error(`${name} must be an ISO-8601 duration string`);
+  try {
+    return parseDuration(text);
+  } catch (error) {
+    throw new Error(`${name}: ${(error as Error).message}`);
+  }
+}
+
+function oneOf(value: string, allowed: string[]): string {
+  if (!allowed.includes(value)) throw new Error(`"${value}" is not one of ${allowed.join(', ')}`);
+  return value;
+}

@@ -1,0 +1,34 @@
+// The metadata database: embedded SQLite in the data dir by default, PostgreSQL when DATABASE_URL is set.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { DataSource } from 'typeorm';
+import { Initial1764000000000 } from '../migrations/1764000000000-initial';
+import { ApiKeyEntity } from './api-key.entity';
+import { InstanceEntity } from './instance.entity';
+import { OperationEntity } from './operation.entity';
+import { SnapshotEntity } from './snapshot.entity';
+import { TenantEntity } from './tenant.entity';
+
+export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity];
+export const MIGRATIONS = [Initial1764000000000];
+
+export interface MetadataDatabaseOptions {
+  dataDir: string;
+  databaseUrl?: string;
+}
+
+export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatabaseOptions): DataSource {
+  const common = { entities: ENTITIES, migrations: MIGRATIONS, synchronize: false, logging: false } as const;
+  if (databaseUrl) {
+    return new DataSource({ type: 'postgres', url: databaseUrl, ...common, extra: { max: 10 } });
+  }
+  mkdirSync(dataDir, { recursive: true });
+  return new DataSource({
+    type: 'better-sqlite3',
+    database: join(dataDir, 'metadata.sqlite'),
+    enableWAL: true,
+    // The CLI (`snapgraph tenant create`) may write while the server runs: wait for the lock instead of failing.
+    timeout: 10_000,
+    ...common,
+  });
+}

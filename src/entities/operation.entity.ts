@@ -1,0 +1,65 @@
+import { Entity, PrimaryColumn, Column, Index } from 'typeorm';
+import { BigIntColumn, IdColumn, JsonColumn } from './columns';
+
+export type OperationKind = 'SNAPSHOT' | 'RESTORE' | 'CREATE_FROM_SNAPSHOT' | 'RESTORE_FROM_FILE';
+export type OperationStatus = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED';
+
+/** The durable record of one job: what to do, who runs it (lease), how far it got, how it ended. */
+@Entity('operations')
+@Index('idx_operations_instance', ['instanceId', 'createdAt', 'id'])
+@Index('idx_operations_status', ['status'])
+// At most one queued or running operation per instance, enforced by the database across processes.
+@Index('uq_operations_active', ['instanceId'], { unique: true, where: "status IN ('QUEUED', 'RUNNING')" })
+export class OperationEntity {
+  @PrimaryColumn({ type: 'varchar', length: 36 })
+  id: string;
+
+  @IdColumn()
+  tenantId: string;
+
+  @IdColumn()
+  instanceId: string;
+
+  @Column({ type: 'varchar', length: 32 })
+  kind: OperationKind;
+
+  @Column({ type: 'varchar', length: 16 })
+  status: OperationStatus;
+
+  @Column({ type: 'varchar', length: 64, nullable: true })
+  phase: string | null;
+
+  @BigIntColumn({ default: 0 })
+  bytesDone: number;
+
+  @BigIntColumn({ nullable: true })
+  bytesTotal: number | null;
+
+  @IdColumn({ nullable: true })
+  snapshotId: string | null;
+
+  /** Kind-specific input (e.g. the uploaded file's path), JSON. */
+  @JsonColumn({ nullable: true })
+  params: Record<string, unknown> | null;
+
+  @Column({ type: 'varchar', length: 32, nullable: true })
+  errorCode: string | null;
+
+  @Column({ type: 'varchar', length: 1000, nullable: true })
+  errorMessage: string | null;
+
+  @BigIntColumn()
+  createdAt: number;
+
+  @BigIntColumn({ nullable: true })
+  startedAt: number | null;
+
+  @BigIntColumn({ nullable: true })
+  finishedAt: number | null;
+
+  @Column({ type: 'varchar', length: 64, nullable: true })
+  leaseOwner: string | null;
+
+  @BigIntColumn({ nullable: true })
+  leaseExpiresAt: number | null;
+}

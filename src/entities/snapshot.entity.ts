@@ -1,0 +1,57 @@
+import { Entity, PrimaryColumn, Column, Index } from 'typeorm';
+import type { EngineVersion, GraphStats } from '../graph/records';
+import { BigIntColumn, IdColumn, JsonColumn } from './columns';
+
+export type SnapshotProfile = 'SCHEDULED' | 'ON_DEMAND' | 'PRE_RESTORE';
+export type SnapshotStatus = 'PENDING' | 'IN_PROGRESS' | 'COMPLETED' | 'FAILED';
+
+@Entity('snapshots')
+// History pages walk (instanceId, createdAt desc, id desc): this index answers them without a sort.
+@Index('idx_snapshots_history', ['instanceId', 'createdAt', 'id'])
+@Index('idx_snapshots_tenant', ['tenantId', 'createdAt'])
+export class SnapshotEntity {
+  @PrimaryColumn({ type: 'varchar', length: 36 })
+  id: string;
+
+  @IdColumn()
+  tenantId: string;
+
+  @IdColumn()
+  instanceId: string;
+
+  @Column({ type: 'varchar', length: 16 })
+  profile: SnapshotProfile;
+
+  @Column({ type: 'varchar', length: 16 })
+  status: SnapshotStatus;
+
+  @BigIntColumn()
+  createdAt: number;
+
+  @BigIntColumn({ nullable: true })
+  completedAt: number | null;
+
+  @BigIntColumn({ nullable: true })
+  expiresAt: number | null;
+
+  @Column({ type: 'varchar', length: 500, nullable: true })
+  description: string | null;
+
+  @BigIntColumn({ nullable: true })
+  sizeBytes: number | null;
+
+  @Column({ type: 'varchar', length: 64, nullable: true })
+  sha256: string | null;
+
+  @Column({ type: 'varchar', length: 2 })
+  engineVersion: EngineVersion;
+
+  @JsonColumn({ nullable: true })
+  contents: GraphStats | null;
+
+  @Column({ type: 'varchar', length: 1000, nullable: true })
+  error: string | null;
+
+  @Column({ type: 'varchar', length: 200, nullable: true })
+  blobKey: string | null;
+}

@@ -1,0 +1,39 @@
+// The engine-neutral shape of graph data as it moves between stores and archives.
+
+export type PropertyMap = Record<string, unknown>;
+
+export interface NodeRecord {
+  /** Stable across snapshot and restore: a positive integer, as a decimal string. */
+  id: string;
+  labels: string[];
+  properties: PropertyMap;
+}
+
+export interface RelationshipRecord {
+  id: string;
+  type: string;
+  startNodeId: string;
+  endNodeId: string;
+  properties: PropertyMap;
+}
+
+export type GraphRecord =
+  | { kind: 'node'; node: NodeRecord }
+  | { kind: 'relationship'; relationship: RelationshipRecord };
+
+export interface NameCount {
+  name: string;
+  count: number;
+}
+
+/** What a store or an archive holds; mirrors the GraphQL GraphStats type. */
+export interface GraphStats {
+  nodeCount: number;
+  relationshipCount: number;
+  labels: NameCount[];
+  relationshipTypes: NameCount[];
+  /** Bytes the data takes in the instance's store. */
+  storeSizeBytes: number;
+}
+
+export type EngineVersion = 'V4' | 'V5';

@@ -1,0 +1,94 @@
+// Opens, caches and removes the SQLite stores of instances under <dataDir>/instances/<instanceId>/.
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { GraphLoader, GraphStore, GraphStoreProvider } from './graph-store';
+import { SqliteGraphLoader, SqliteGraphStore } from './sqlite-graph-store';
+
+interface OpenStore {
+  store: Promise<SqliteGraphStore>;
+  users: number;
+  retired: boolean;
+}
+
+const INSTANCE_ID = /^[0-9a-f-]{36}$/;
+
+export class SqliteGraphStoreProvider implements GraphStoreProvider {
+  private readonly open = new Map<string, OpenStore>();
+
+  constructor(private readonly rootDir: string) {}
+
+  async use<T>(instanceId: string, generation: number, fn: (store: GraphStore) => Promise<T>): Promise<T> {
+    const key = this.fileOf(instanceId, generation);
+    let entry = this.open.get(key);
+    if (!entry) {
+      const opening = SqliteGraphStore.open(key);
+      entry = { store: opening, users: 0, retired: false };
+      this.open.set(key, entry);
+      opening.catch(() => this.open.delete(key));
+    }
+    entry.users += 1;
+    try {
+      return await fn(await entry.store);
+    } finally {
+      entry.users -= 1;
+      if (entry.retired && entry.users === 0) await this.closeEntry(key, entry);
+    }
+  }
+
+  async create(instanceId: string, generation: number): Promise<void> {
+    await mkdir(this.dirOf(instanceId), { recursive: true });
+    await this.use(instanceId, generation, async () => undefined);
+  }
+
+  async createLoader(instanceId: string, generation: number): Promise<GraphLoader> {
+    await mkdir(this.dirOf(instanceId), { recursive: true });
+    const path = this.fileOf(instanceId, generation);
+    await removeStoreFiles(path);
+    return SqliteGraphLoader.create(path, () => removeStoreFiles(path));
+  }
+
+  async removeGenerations(instanceId: string, keep?: number): Promise<void> {
+    const dir = this.dirOf(instanceId);
+    const keepFile = keep === undefined ? undefined : this.fileOf(instanceId, keep);
+    for (const [key, entry] of this.open) {
+      if (key.startsWith(dir + '/') && key !== keepFile) await this.retire(key, entry);
+    }
+    if (keep === undefined) {
+      await rm(dir, { recursive: true, force: true });
+      return;
+    }
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const keepName = `graph-${keep}.sqlite`;
+    await Promise.all(
+      names.filter((name) => !name.startsWith(keepName)).map((name) => rm(join(dir, name), { force: true })),
+    );
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.open].map(([key, entry]) => this.closeEntry(key, entry)));
+  }
+
+  private async retire(key: string, entry: OpenStore): Promise<void> {
+    entry.retired = true;
+    if (entry.users === 0) await this.closeEntry(key, entry);
+  }
+
+  private async closeEntry(key: string, entry: OpenStore): Promise<void> {
+    if (this.open.get(key) !== entry) return;
+    this.open.delete(key);
+    await (await entry.store).close().catch(() => undefined);
+  }
+
+  private dirOf(instanceId: string): string {
+    if (!INSTANCE_ID.test(instanceId)) throw new Error(`not an instance id: ${instanceId}`);
+    return join(this.rootDir, instanceId);
+  }
+
+  private fileOf(instanceId: string, generation: number): string {
+    return join(this.dirOf(instanceId), `graph-${generation}.sqlite`);
+  }
+}
+
+async function removeStoreFiles(path: string): Promise<void> {
+  await Promise.all(['', '-wal', '-shm', '-journal'].map((suffix) => rm(path + suffix, { force: true })));
+}

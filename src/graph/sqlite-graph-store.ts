@@ -1,0 +1,451 @@
+// An instance's graph in one SQLite file (WAL mode), through the async `sqlite3` driver.
+import { AppError, badInput, capacityExceeded } from '../errors/app-error';
+import type {
+  GraphLoader,
+  GraphReadView,
+  GraphStore,
+  NodeDraft,
+  Page,
+  PageRequest,
+  RelationshipDraft,
+  WriteLimits,
+} from './graph-store';
+import type { GraphRecord, GraphStats, NameCount, NodeRecord, RelationshipRecord } from './records';
+import { Mutex, SqliteConnection } from './sqlite-connection';
+import sqlite3 from 'sqlite3';
+
+const TABLES = `
+  CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, labels TEXT NOT NULL, properties TEXT NOT NULL);
+  CREATE TABLE IF NOT EXISTS node_labels (label TEXT NOT NULL, node_id INTEGER NOT NULL, PRIMARY KEY (label, node_id)) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS relationships (
+    id INTEGER PRIMARY KEY, type TEXT NOT NULL, start_id INTEGER NOT NULL, end_id INTEGER NOT NULL, properties TEXT NOT NULL);
+  CREATE TABLE IF NOT EXISTS counts (kind TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (kind, name)) WITHOUT ROWID;
+`;
+// Built after a bulk load rather than maintained row by row during it.
+const INDEXES = `
+  CREATE INDEX IF NOT EXISTS rel_by_type ON relationships (type, id);
+  CREATE INDEX IF NOT EXISTS rel_by_start ON relationships (start_id);
+  CREATE INDEX IF NOT EXISTS rel_by_end ON relationships (end_id);
+`;
+const TUNING = `PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000; PRAGMA temp_store = MEMORY;`;
+
+/** counts rows: ('nodes',''), ('relationships',''), ('label', <label>), ('type', <type>). */
+type CountKind = 'nodes' | 'relationships' | 'label' | 'type';
+type CountDelta = [CountKind, string, number];
+
+const READ_BATCH = 5_000;
+
+interface NodeRow {
+  id: number;
+  labels: string;
+  properties: string;
+}
+interface RelationshipRow {
+  id: number;
+  type: string;
+  start_id: number;
+  end_id: number;
+  properties: string;
+}
+
+const toNode = (row: NodeRow): NodeRecord => ({
+  id: String(row.id),
+  labels: JSON.parse(row.labels),
+  properties: JSON.parse(row.properties),
+});
+const toRelationship = (row: RelationshipRow): RelationshipRecord => ({
+  id: String(row.id),
+  type: row.type,
+  startNodeId: String(row.start_id),
+  endNodeId: String(row.end_id),
+  properties: JSON.parse(row.properties),
+});
+
+/** Parses a client-supplied id; ids are positive integers. */
+export function parseEntityId(id: string, what = 'id'): number {
+  if (!/^[1-9]\d{0,15}$/.test(id)) throw badInput(`${what} "${id}" is not a valid id`);
+  return Number(id);
+}
+
+export class SqliteGraphStore implements GraphStore {
+  private readonly writeLock = new Mutex();
+
+  private constructor(
+    readonly path: string,
+    private readonly writer: SqliteConnection,
+    private readonly reader: SqliteConnection,
+  ) {}
+
+  static async open(path: string): Promise<SqliteGraphStore> {
+    const writer = await SqliteConnection.open(path);
+    try {
+      await writer.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; ${TUNING}`);
+      await writer.exec(`BEGIN; ${TABLES} ${INDEXES} COMMIT;`);
+      const reader = await SqliteConnection.open(path, sqlite3.OPEN_READONLY);
+      await reader.exec(TUNING);
+      return new SqliteGraphStore(path, writer, reader);
+    } catch (error) {
+      await writer.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.writeLock.run(async () => {
+      await this.reader.close();
+      await this.writer.close();
+    });
+  }
+
+  createNodes(drafts: NodeDraft[], limits: WriteLimits): Promise<NodeRecord[]> {
+    const payload = JSON.stringify(drafts.map((draft) => [draft.labels, draft.properties]));
+    return this.write(async () => {
+      const used = await usedBytes(this.writer);
+      const counts = await readCounts(this.writer);
+      if (limits.maxNodes !== null && counts.nodes + drafts.length > limits.maxNodes) {
+        throw capacityExceeded(
+          `the instance holds ${counts.nodes} nodes; ${drafts.length} more would exceed its limit of ${limits.maxNodes}`,
+        );
+      }
+      assertFits(used, payload.length, limits.maxBytes);
+      const firstId = await nextId(this.writer, 'next_node_id');
+      await this.writer.run(
+        `INSERT INTO nodes (id, labels, properties) SELECT ?1 + key, value ->> 0, value ->> 1 FROM json_each(?2)`,
+        [firstId, payload],
+      );
+      await this.writer.run(
+        `INSERT INTO node_labels (label, node_id) SELECT l.value, ?1 + n.key FROM json_each(?2) n, json_each(n.value, '$[0]') l`,
+        [firstId, payload],
+      );
+      const deltas: CountDelta[] = [['nodes', '', drafts.length]];
+      for (const [label, count] of tally(drafts.flatMap((draft) => draft.labels))) deltas.push(['label', label, count]);
+      await applyCounts(this.writer, deltas);
+      await setMeta(this.writer, 'next_node_id', firstId + drafts.length);
+      return drafts.map((draft, index) => ({ id: String(firstId + index), labels: draft.labels, properties: draft.properties }));
+    });
+  }
+
+  createRelationships(drafts: RelationshipDraft[], limits: WriteLimits): Promise<RelationshipRecord[]> {
+    const rows = drafts.map((draft) => [
+      draft.type,
+      parseEntityId(draft.startNodeId, 'startNodeId'),
+      parseEntityId(draft.endNodeId, 'endNodeId'),
+      draft.properties,
+    ]);
+    const payload = JSON.stringify(rows);
+    const endpoints = JSON.stringify([...new Set(rows.flatMap((row) => [row[1], row[2]]))]);
+    return this.write(async () => {
+      const missing = await this.writer.all<{ id: number }>(
+        `SELECT e.value AS id FROM json_each(?1) e WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.value) LIMIT 10`,
+        [endpoints],
+      );
+      if (missing.length > 0) {
+        throw badInput(`relationships refer to nodes that do not exist: ${missing.map((row) => row.id).join(', ')}`);
+      }
+      const counts = await readCounts(this.writer);
+      if (limits.maxRelationships !== null && counts.relationships + drafts.length > limits.maxRelationships) {
+        throw capacityExceeded(
+          `the instance holds ${counts.relationships} relationships; ${drafts.length} more would exceed its limit of ${limits.maxRelationships}`,
+        );
+      }
+      assertFits(await usedBytes(this.writer), payload.length, limits.maxBytes);
+      const firstId = await nextId(this.writer, 'next_relationship_id');
+      await this.writer.run(
+        `INSERT INTO relationships (id, type, start_id, end_id, properties)
+         SELECT ?1 + key, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?2)`,
+        [firstId, payload],
+      );
+      const deltas: CountDelta[] = [['relationships', '', drafts.length]];
+      for (const [type, count] of tally(drafts.map((draft) => draft.type))) deltas.push(['type', type, count]);
+      await applyCounts(this.writer, deltas);
+      await setMeta(this.writer, 'next_relationship_id', firstId + drafts.length);
+      return drafts.map((draft, index) => ({ id: String(firstId + index), ...draft }));
+    });
+  }
+
+  deleteNodes(ids: string[]): Promise<number> {
+    const payload = JSON.stringify([...new Set(ids.map((id) => parseEntityId(id)))]);
+    return this.write(async () => {
+      const nodes = await this.writer.all<{ id: number; labels: string }>(
+        `SELECT id, labels FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`,
+        [payload],
+      );
+      if (nodes.length === 0) return 0;
+      const existing = JSON.stringify(nodes.map((node) => node.id));
+      const attached = `SELECT id FROM relationships WHERE start_id IN (SELECT value FROM json_each(?1))
+                        UNION SELECT id FROM relationships WHERE end_id IN (SELECT value FROM json_each(?1))`;
+      const types = await this.writer.all<{ type: string; count: number }>(
+        `SELECT type, count(*) AS count FROM relationships WHERE id IN (${attached}) GROUP BY type`,
+        [existing],
+      );
+      await this.writer.run(`DELETE FROM relationships WHERE id IN (${attached})`, [existing]);
+      await this.writer.run(
+        `DELETE FROM node_labels WHERE (label, node_id) IN
+           (SELECT l.value, n.id FROM nodes n, json_each(n.labels) l WHERE n.id IN (SELECT value FROM json_each(?1)))`,
+        [existing],
+      );
+      await this.writer.run(`DELETE FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`, [existing]);
+      const removedRelationships = types.reduce((sum, row) => sum + row.count, 0);
+      const deltas: CountDelta[] = [
+        ['nodes', '', -nodes.length],
+        ['relationships', '', -removedRelationships],
+      ];
+      for (const [label, count] of tally(nodes.flatMap((node) => JSON.parse(node.labels) as string[]))) {
+        deltas.push(['label', label, -count]);
+      }
+      for (const row of types) deltas.push(['type', row.type, -row.count]);
+      await applyCounts(this.writer, deltas);
+      return nodes.length;
+    });
+  }
+
+  async nodes(label: string | undefined, page: PageRequest): Promise<Page<NodeRecord>> {
+    const after = page.afterId === undefined ? 0 : parseEntityId(page.afterId, 'cursor');
+    const rows =
+      label === undefined
+        ? await this.reader.all<NodeRow>(`SELECT id, labels, properties FROM nodes WHERE id > ? ORDER BY id LIMIT ?`, [
+            after,
+            page.first + 1,
+          ])
+        : await this.reader.all<NodeRow>(
+            `SELECT n.id, n.labels, n.properties FROM node_labels l JOIN nodes n ON n.id = l.node_id
+             WHERE l.label = ? AND l.node_id > ? ORDER BY l.node_id LIMIT ?`,
+            [label, after, page.first + 1],
+          );
+    const totalCount = await countOf(this.reader, label === undefined ? ['nodes', ''] : ['label', label]);
+    return { items: rows.slice(0, page.first).map(toNode), hasNextPage: rows.length > page.first, totalCount };
+  }
+
+  async relationships(type: string | undefined, page: PageRequest): Promise<Page<RelationshipRecord>> {
+    const after = page.afterId === undefined ? 0 : parseEntityId(page.afterId, 'cursor');
+    const columns = 'id, type, start_id, end_id, properties';
+    const rows =
+      type === undefined
+        ? await this.reader.all<RelationshipRow>(`SELECT ${columns} FROM relationships WHERE id > ? ORDER BY id LIMIT ?`, [
+            after,
+            page.first + 1,
+          ])
+        : await this.reader.all<RelationshipRow>(
+            `SELECT ${columns} FROM relationships WHERE type = ? AND id > ? ORDER BY type, id LIMIT ?`,
+            [type, after, page.first + 1],
+          );
+    const totalCount = await countOf(this.reader, type === undefined ? ['relationships', ''] : ['type', type]);
+    return { items: rows.slice(0, page.first).map(toRelationship), hasNextPage: rows.length > page.first, totalCount };
+  }
+
+  stats(): Promise<GraphStats> {
+    return readStats(this.reader);
+  }
+
+  async openReadView(): Promise<GraphReadView> {
+    const connection = await SqliteConnection.open(this.path, sqlite3.OPEN_READONLY);
+    await connection.exec(TUNING);
+    // A deferred read transaction starts at its first SELECT; everything after sees that one point in time.
+    await connection.exec('BEGIN');
+    try {
+      const stats = await readStats(connection);
+      return new SqliteReadView(connection, stats);
+    } catch (error) {
+      await connection.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  private write<T>(fn: () => Promise<T>): Promise<T> {
+    return this.writeLock.run(() => this.writer.transaction(fn));
+  }
+}
+
+class SqliteReadView implements GraphReadView {
+  constructor(
+    private readonly connection: SqliteConnection,
+    private readonly snapshotStats: GraphStats,
+  ) {}
+
+  async stats(): Promise<GraphStats> {
+    return this.snapshotStats;
+  }
+
+  async *batches(batchSize = READ_BATCH): AsyncIterable<GraphRecord[]> {
+    for (let after = 0; ; ) {
+      const rows = await this.connection.all<NodeRow>(
+        `SELECT id, labels, properties FROM nodes WHERE id > ? ORDER BY id LIMIT ?`,
+        [after, batchSize],
+      );
+      if (rows.length === 0) break;
+      after = rows[rows.length - 1].id;
+      yield rows.map((row) => ({ kind: 'node', node: toNode(row) }));
+    }
+    for (let after = 0; ; ) {
+      const rows = await this.connection.all<RelationshipRow>(
+        `SELECT id, type, start_id, end_id, properties FROM relationships WHERE id > ? ORDER BY id LIMIT ?`,
+        [after, batchSize],
+      );
+      if (rows.length === 0) break;
+      after = rows[rows.length - 1].id;
+      yield rows.map((row) => ({ kind: 'relationship', relationship: toRelationship(row) }));
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.connection.exec('COMMIT').catch(() => undefined);
+    await this.connection.close();
+  }
+}
+
+/** Fills a fresh file as fast as SQLite allows (no journal: a crash just means the shadow is discarded). */
+export class SqliteGraphLoader implements GraphLoader {
+  private constructor(
+    private readonly connection: SqliteConnection,
+    private readonly onAbort: () => Promise<void>,
+  ) {}
+
+  static async create(path: string, onAbort: () => Promise<void>): Promise<SqliteGraphLoader> {
+    const connection = await SqliteConnection.open(path);
+    await connection.exec(`PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; ${TUNING} ${TABLES}`);
+    return new SqliteGraphLoader(connection, onAbort);
+  }
+
+  async insert(records: GraphRecord[]): Promise<void> {
+    const nodes: unknown[] = [];
+    const relationships: unknown[] = [];
+    for (const record of records) {
+      if (record.kind === 'node') {
+        const { id, labels, properties } = record.node;
+        nodes.push([Number(id), labels, properties]);
+      } else {
+        const { id, type, startNodeId, endNodeId, properties } = record.relationship;
+        relationships.push([Number(id), type, Number(startNodeId), Number(endNodeId), properties]);
+      }
+    }
+    await this.connection.exec('BEGIN');
+    try {
+      if (nodes.length > 0) {
+        const payload = JSON.stringify(nodes);
+        await this.connection.run(
+          `INSERT INTO nodes (id, labels, properties) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)`,
+          [payload],
+        );
+        await this.connection.run(
+          `INSERT INTO node_labels (label, node_id) SELECT l.value, n.value ->> 0 FROM json_each(?1) n, json_each(n.value, '$[1]') l`,
+          [payload],
+        );
+      }
+      if (relationships.length > 0) {
+        await this.connection.run(
+          `INSERT INTO relationships (id, type, start_id, end_id, properties)
+           SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?1)`,
+          [JSON.stringify(relationships)],
+        );
+      }
+      await this.connection.exec('COMMIT');
+    } catch (error) {
+      await this.connection.exec('ROLLBACK').catch(() => undefined);
+      throw new AppError('INVALID_BACKUP_FILE', `the archive holds records that cannot be loaded: ${(error as Error).message}`);
+    }
+  }
+
+  async finish(): Promise<GraphStats> {
+    const db = this.connection;
+    await db.exec(INDEXES);
+    const dangling = await db.get<{ count: number }>(
+      `SELECT count(*) AS count FROM relationships r
+       WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = r.start_id) OR NOT EXISTS (SELECT 1 FROM nodes WHERE id = r.end_id)`,
+    );
+    if (dangling && dangling.count > 0) {
+      throw new AppError('INVALID_BACKUP_FILE', `the archive holds ${dangling.count} relationships whose nodes are missing`);
+    }
+    await db.exec(`BEGIN;
+      DELETE FROM counts;
+      INSERT INTO counts SELECT 'nodes', '', count(*) FROM nodes;
+      INSERT INTO counts SELECT 'relationships', '', count(*) FROM relationships;
+      INSERT INTO counts SELECT 'label', label, count(*) FROM node_labels GROUP BY label;
+      INSERT INTO counts SELECT 'type', type, count(*) FROM relationships GROUP BY type;
+      INSERT OR REPLACE INTO meta SELECT 'next_node_id', coalesce(max(id), 0) + 1 FROM nodes;
+      INSERT OR REPLACE INTO meta SELECT 'next_relationship_id', coalesce(max(id), 0) + 1 FROM relationships;
+      COMMIT;`);
+    const stats = await readStats(db);
+    // Seal it as a live store would be: WAL mode, and everything on disk before the swap points at it.
+    await db.exec(`PRAGMA synchronous = FULL; PRAGMA journal_mode = WAL; PRAGMA wal_checkpoint(TRUNCATE);`);
+    await db.close();
+    return stats;
+  }
+
+  async abort(): Promise<void> {
+    await this.connection.close().catch(() => undefined);
+    await this.onAbort();
+  }
+}
+
+async function readCounts(db: SqliteConnection): Promise<{ nodes: number; relationships: number }> {
+  const rows = await db.all<{ kind: string; count: number }>(
+    `SELECT kind, count FROM counts WHERE kind IN ('nodes', 'relationships') AND name = ''`,
+  );
+  const of = (kind: string) => rows.find((row) => row.kind === kind)?.count ?? 0;
+  return { nodes: of('nodes'), relationships: of('relationships') };
+}
+
+async function countOf(db: SqliteConnection, [kind, name]: [CountKind, string]): Promise<number> {
+  const row = await db.get<{ count: number }>(`SELECT count FROM counts WHERE kind = ? AND name = ?`, [kind, name]);
+  return row?.count ?? 0;
+}
+
+async function readStats(db: SqliteConnection): Promise<GraphStats> {
+  const rows = await db.all<{ kind: CountKind; name: string; count: number }>(
+    `SELECT kind, name, count FROM counts WHERE count > 0 ORDER BY kind, name`,
+  );
+  const named = (kind: CountKind): NameCount[] =>
+    rows.filter((row) => row.kind === kind).map((row) => ({ name: row.name, count: row.count }));
+  const total = (kind: CountKind) => rows.find((row) => row.kind === kind)?.count ?? 0;
+  return {
+    nodeCount: total('nodes'),
+    relationshipCount: total('relationships'),
+    labels: named('label'),
+    relationshipTypes: named('type'),
+    storeSizeBytes: await usedBytes(db),
+  };
+}
+
+/** Bytes the data occupies: allocated pages minus free ones. */
+async function usedBytes(db: SqliteConnection): Promise<number> {
+  const row = await db.get<{ pages: number; free: number; size: number }>(
+    `SELECT (SELECT page_count FROM pragma_page_count) AS pages, (SELECT freelist_count FROM pragma_freelist_count) AS free,
+            (SELECT page_size FROM pragma_page_size) AS size`,
+  );
+  return row ? (row.pages - row.free) * row.size : 0;
+}
+
+function assertFits(usedBytes: number, incomingBytes: number, maxBytes: number): void {
+  // Text plus row and index overhead: a deliberately cautious estimate of what the batch will take.
+  const estimate = Math.ceil(incomingBytes * 1.5) + 4096;
+  if (usedBytes + estimate > maxBytes) {
+    throw capacityExceeded(
+      `the instance's storage is full: ${usedBytes} of ${maxBytes} bytes used, and this batch needs about ${estimate} more`,
+    );
+  }
+}
+
+async function nextId(db: SqliteConnection, key: string): Promise<number> {
+  const row = await db.get<{ value: number }>(`SELECT value FROM meta WHERE key = ?`, [key]);
+  return row?.value ?? 1;
+}
+
+async function setMeta(db: SqliteConnection, key: string, value: number): Promise<void> {
+  await db.run(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [key, value]);
+}
+
+async function applyCounts(db: SqliteConnection, deltas: CountDelta[]): Promise<void> {
+  await db.run(
+    `INSERT INTO counts (kind, name, count) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true
+     ON CONFLICT (kind, name) DO UPDATE SET count = count + excluded.count`,
+    [JSON.stringify(deltas)],
+  );
+  await db.run(`DELETE FROM counts WHERE count <= 0 AND kind IN ('label', 'type')`);
+}
+
+function tally(names: string[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const name of names) counts.set(name, (counts.get(name) ?? 0) + 1);
+  return counts;
+}

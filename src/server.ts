@@ -1,0 +1,166 @@
+// The HTTP and WebSocket front: Apollo Server on express, graphql-ws on the same port and path, health checks,
+// graceful shutdown.
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ApolloServer } from '@apollo/server';
+import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
+import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
+import { expressMiddleware } from '@as-integrations/express5';
+import express from 'express';
+import type { GraphQLSchema } from 'graphql';
+import type { Context as WsContext } from 'graphql-ws';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { ApiContext } from './api/context';
+import { formatError } from './api/format-error';
+import { buildApiSchema } from './api/schema';
+import { type App, createApp } from './app';
+import type { AppConfig } from './config/app-config';
+import { unauthenticated } from './errors/app-error';
+import type { Logger } from './logging/logger';
+import type { Principal } from './services/principal';
+
+export interface RunningServer {
+  app: App;
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+type WsExtra = { socket: WebSocket; request: IncomingMessage };
+
+const bearer = (header: unknown): string | null => {
+  if (typeof header !== 'string') return null;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return match ? match[1] : null;
+};
+
+export async function startServer(config: AppConfig, logger: Logger): Promise<RunningServer> {
+  const app = await createApp(config, logger);
+  try {
+    return await listen(app, await buildApiSchema());
+  } catch (error) {
+    await app.close();
+    throw error;
+  }
+}
+
+async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
+  const { config, logger, services } = app;
+  const expressApp = express();
+  expressApp.disable('x-powered-by');
+  const httpServer = createServer(expressApp);
+  let ready = false;
+
+  const authenticate = async (authorization: unknown): Promise<Principal | null> => {
+    if (authorization === undefined || authorization === null || authorization === '') return null;
+    const secret = bearer(authorization);
+    const principal = secret ? await services.tenants.authenticate(secret) : null;
+    if (!principal) throw unauthenticated('the API key is not valid (Authorization: Bearer <key>)');
+    return principal;
+  };
+
+  // WebSocket: graphql-transport-ws on /graphql; the key comes in connection_init.
+  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
+  const wsPrincipals = new WeakMap<object, Principal>();
+  const wsCleanup = useServer<Record<string, unknown> | undefined, WsExtra>(
+    {
+      schema,
+      onConnect: async (ctx) => {
+        const principal = await authenticate(ctx.connectionParams?.authorization).catch(() => null);
+        if (!principal) {
+          ctx.extra.socket.close(4401, 'Unauthorized: send {"authorization": "Bearer <key>"} in connection_init');
+          return false;
+        }
+        wsPrincipals.set(ctx, principal);
+        return true;
+      },
+      context: (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>): ApiContext => ({
+        principal: wsPrincipals.get(ctx) ?? null,
+        services,
+        requestId: randomUUID(),
+        origin: originOf(ctx.extra.request, config),
+      }),
+      onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), config.production)),
+      onNext: (_ctx, _id, _payload, _args, result) =>
+        result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), config.production)) } : undefined,
+    },
+    wsServer,
+  );
+
+  const apollo = new ApolloServer<ApiContext>({
+    schema,
+    csrfPrevention: true,
+    includeStacktraceInErrorResponses: !config.production,
+    formatError: (formatted) => formatError(formatted, config.production),
+    plugins: [
+      ApolloServerPluginDrainHttpServer({ httpServer }),
+      { serverWillStart: async () => ({ drainServer: async () => wsCleanup.dispose() }) },
+      ApolloServerPluginLandingPageLocalDefault({ embed: true, includeCookies: false }),
+    ],
+  });
+  await apollo.start();
+
+  expressApp.get('/healthz', (_req, res) => {
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ok' : 'starting' });
+  });
+  expressApp.use(
+    '/graphql',
+    express.json({ limit: '64mb' }),
+    expressMiddleware(apollo, {
+      context: async ({ req }): Promise<ApiContext> => ({
+        principal: await authenticate(req.headers.authorization),
+        services,
+        requestId: typeof req.headers['x-request-id'] === 'string' ? req.headers['x-request-id'].slice(0, 100) : randomUUID(),
+        origin: originOf(req, config),
+      }),
+    }),
+  );
+
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(config.port, config.host, () => resolve());
+  });
+  ready = true;
+  const { port } = httpServer.address() as AddressInfo;
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  logger.info({ url: `${url}/graphql`, dataDir: config.dataDir, metadata: config.databaseUrl ? 'postgres' : 'sqlite' }, 'snapgraph is serving');
+
+  let closing: Promise<void> | null = null;
+  const close = () =>
+    (closing ??= (async () => {
+      ready = false;
+      await apollo.stop();
+      await new Promise<void>((resolve) => wsServer.close(() => resolve()));
+      await app.close();
+      logger.info('snapgraph stopped');
+    })());
+  return { app, url, port, close };
+}
+
+function originOf(req: IncomingMessage, config: AppConfig): string {
+  if (config.publicUrl) return config.publicUrl;
+  const host = req.headers.host ?? `${config.host}:${config.port}`;
+  return `http://${host}`;
+}
+
+export function installSignalHandlers(server: RunningServer, logger: Logger): void {
+  const shutdown = (signal: string) => {
+    logger.info({ signal }, 'shutting down: draining HTTP and WebSocket connections');
+    const force = setTimeout(() => {
+      logger.error('shutdown took longer than 30 s; exiting');
+      process.exit(1);
+    }, 30_000);
+    force.unref();
+    server.close().then(
+      () => process.exit(0),
+      (error) => {
+        logger.error({ err: error }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+}

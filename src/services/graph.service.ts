@@ -1,0 +1,111 @@
+// The data plane: validated reads and writes of an instance's graph, refused while a restore owns it.
+import { badInput, instanceUnavailable } from '../errors/app-error';
+import type { InstanceEntity } from '../entities/instance.entity';
+import type { GraphStore, NodeDraft, Page, RelationshipDraft } from '../graph/graph-store';
+import type { NodeRecord, PropertyMap, RelationshipRecord } from '../graph/records';
+import type { InstanceService } from './instance.service';
+import { type Principal, requireRole } from './principal';
+
+export const MAX_BATCH = 10_000;
+export const MAX_PAGE = 1_000;
+const MAX_NAME_LENGTH = 200;
+
+export interface NodeInputDraft {
+  labels: string[];
+  properties?: PropertyMap | null;
+}
+export interface RelationshipInputDraft {
+  type: string;
+  startNodeId: string;
+  endNodeId: string;
+  properties?: PropertyMap | null;
+}
+
+export class GraphService {
+  constructor(private readonly instances: InstanceService) {}
+
+  async createNodes(principal: Principal, instanceId: string, inputs: NodeInputDraft[]): Promise<NodeRecord[]> {
+    requireRole(principal, 'MEMBER', 'writing data');
+    checkBatch(inputs.length);
+    const drafts: NodeDraft[] = inputs.map((input) => ({
+      labels: [...new Set(input.labels.map((label) => checkName(label, 'label')))],
+      properties: input.properties ?? {},
+    }));
+    return this.write(principal, instanceId, (store, instance) => store.createNodes(drafts, this.instances.limitsOf(instance)));
+  }
+
+  async createRelationships(
+    principal: Principal,
+    instanceId: string,
+    inputs: RelationshipInputDraft[],
+  ): Promise<RelationshipRecord[]> {
+    requireRole(principal, 'MEMBER', 'writing data');
+    checkBatch(inputs.length);
+    const drafts: RelationshipDraft[] = inputs.map((input) => ({
+      type: checkName(input.type, 'relationship type'),
+      startNodeId: input.startNodeId,
+      endNodeId: input.endNodeId,
+      properties: input.properties ?? {},
+    }));
+    return this.write(principal, instanceId, (store, instance) =>
+      store.createRelationships(drafts, this.instances.limitsOf(instance)),
+    );
+  }
+
+  async deleteNodes(principal: Principal, instanceId: string, ids: string[]): Promise<number> {
+    requireRole(principal, 'MEMBER', 'writing data');
+    checkBatch(ids.length);
+    return this.write(principal, instanceId, (store) => store.deleteNodes(ids));
+  }
+
+  nodes(principal: Principal, instanceId: string, label: string | undefined, first: number, afterId?: string): Promise<Page<NodeRecord>> {
+    return this.read(principal, instanceId, (store) => store.nodes(label, { first: checkPage(first), afterId }));
+  }
+
+  relationships(
+    principal: Principal,
+    instanceId: string,
+    type: string | undefined,
+    first: number,
+    afterId?: string,
+  ): Promise<Page<RelationshipRecord>> {
+    return this.read(principal, instanceId, (store) => store.relationships(type, { first: checkPage(first), afterId }));
+  }
+
+  private async write<T>(
+    principal: Principal,
+    instanceId: string,
+    fn: (store: GraphStore, instance: InstanceEntity) => Promise<T>,
+  ): Promise<T> {
+    const instance = await this.instances.require(principal, instanceId);
+    if (instance.status !== 'RUNNING' || instance.availability !== 'AVAILABLE') {
+      throw instanceUnavailable(
+        `instance ${instanceId} is ${instance.status} and ${instance.availability}: writes are refused until it is AVAILABLE again`,
+      );
+    }
+    return this.instances.withStore(instance, (store) => fn(store, instance));
+  }
+
+  private async read<T>(principal: Principal, instanceId: string, fn: (store: GraphStore) => Promise<T>): Promise<T> {
+    const instance = await this.instances.require(principal, instanceId);
+    if (instance.availability === 'UNAVAILABLE') {
+      throw instanceUnavailable(`instance ${instanceId} is ${instance.status} and UNAVAILABLE; try again shortly`);
+    }
+    return this.instances.withStore(instance, fn);
+  }
+}
+
+function checkBatch(size: number): void {
+  if (size === 0) throw badInput('the batch is empty');
+  if (size > MAX_BATCH) throw badInput(`a batch holds at most ${MAX_BATCH} items; this one has ${size}`);
+}
+
+function checkPage(first: number): number {
+  if (!Number.isInteger(first) || first < 0 || first > MAX_PAGE) throw badInput(`first must be between 0 and ${MAX_PAGE}`);
+  return first;
+}
+
+function checkName(name: string, what: string): string {
+  if (name.length === 0 || name.length > MAX_NAME_LENGTH) throw badInput(`a ${what} must be 1-${MAX_NAME_LENGTH} characters`);
+  return name;
+}

@@ -1,0 +1,182 @@
+// Instances: creation by tier rules, lookup within a tenant, status and availability (always published), deletion.
+import { randomUUID } from 'node:crypto';
+import type { DataSource, Repository } from 'typeorm';
+import type { AppConfig } from '../config/app-config';
+import { scheduleOf, TIERS, type Tier } from '../config/tiers';
+import { type Availability, InstanceEntity, type InstanceStatus } from '../entities/instance.entity';
+import { OperationEntity } from '../entities/operation.entity';
+import { badInput, conflict, notFound } from '../errors/app-error';
+import type { EventBus } from '../events/event-bus';
+import type { GraphStore, GraphStoreProvider, WriteLimits } from '../graph/graph-store';
+import type { EngineVersion, GraphStats } from '../graph/records';
+import { nextSnapshotAt } from '../scheduler/retention';
+import { type Principal, requireRole } from './principal';
+
+export interface InstanceInput {
+  name: string;
+  tier: Tier;
+  memoryGB: number;
+  engineVersion: EngineVersion;
+}
+
+export interface ScheduleView {
+  enabled: boolean;
+  interval: string | null;
+  retention: string | null;
+  keepLatestOnly: boolean;
+  nextSnapshotAt: number | null;
+}
+
+/** Called before an instance's row goes, so that owners of its other data (snapshots, blobs) clean up. */
+export type InstanceRemovalHook = (instance: InstanceEntity) => Promise<void>;
+
+export class InstanceService {
+  private readonly instances: Repository<InstanceEntity>;
+  private readonly removalHooks: InstanceRemovalHook[] = [];
+
+  constructor(
+    private readonly db: DataSource,
+    private readonly config: AppConfig,
+    private readonly stores: GraphStoreProvider,
+    private readonly events: EventBus,
+  ) {
+    this.instances = db.getRepository(InstanceEntity);
+  }
+
+  onRemove(hook: InstanceRemovalHook): void {
+    this.removalHooks.push(hook);
+  }
+
+  /** Checks an input against the tier rules; throws BAD_USER_INPUT naming the problem. */
+  validateInput(input: InstanceInput): InstanceInput {
+    const name = input.name.trim();
+    if (name.length === 0 || name.length > 100) throw badInput('name must be 1-100 characters');
+    if (!TIERS.includes(input.tier)) throw badInput(`tier must be one of ${TIERS.join(', ')}`);
+    const sizes = this.config.tiers[input.tier].memoryGB;
+    if (!sizes.includes(input.memoryGB)) {
+      throw badInput(`memoryGB ${input.memoryGB} is not offered on ${input.tier}; choose one of ${sizes.join(', ')}`);
+    }
+    if (input.engineVersion !== 'V4' && input.engineVersion !== 'V5') throw badInput('engineVersion must be V4 or V5');
+    return { ...input, name };
+  }
+
+  async create(
+    principal: Principal,
+    input: InstanceInput,
+    origin: { status: InstanceStatus; sourceSnapshotId: string | null } = { status: 'RUNNING', sourceSnapshotId: null },
+  ): Promise<InstanceEntity> {
+    requireRole(principal, 'MEMBER', 'creating an instance');
+    const valid = this.validateInput(input);
+    const instance = Object.assign(new InstanceEntity(), {
+      id: randomUUID(),
+      tenantId: principal.tenantId,
+      name: valid.name,
+      tier: valid.tier,
+      memoryGB: valid.memoryGB,
+      storageGB: 2 * valid.memoryGB,
+      engineVersion: valid.engineVersion,
+      status: origin.status,
+      availability: origin.status === 'RUNNING' ? 'AVAILABLE' : 'UNAVAILABLE',
+      sourceSnapshotId: origin.sourceSnapshotId,
+      storeGeneration: 1,
+      createdAt: Date.now(),
+      lastScheduledAt: null,
+    } satisfies InstanceEntity);
+    if (origin.status === 'RUNNING') await this.stores.create(instance.id, instance.storeGeneration);
+    await this.instances.insert(instance);
+    return instance;
+  }
+
+  async remove(principal: Principal, id: string): Promise<void> {
+    requireRole(principal, 'ADMIN', 'deleting an instance');
+    const instance = await this.require(principal, id);
+    const busy = await this.db.getRepository(OperationEntity).exists({ where: [
+      { instanceId: id, status: 'QUEUED' },
+      { instanceId: id, status: 'RUNNING' },
+    ] });
+    if (busy) throw conflict(`instance ${id} has an operation in progress; delete it when the operation ends`);
+    await this.setState(instance, { status: 'DESTROYING', availability: 'UNAVAILABLE', reason: 'instance deleted' });
+    for (const hook of this.removalHooks) await hook(instance);
+    await this.stores.removeGenerations(instance.id);
+    await this.instances.delete({ id });
+  }
+
+  list(principal: Principal): Promise<InstanceEntity[]> {
+    return this.instances.find({ where: { tenantId: principal.tenantId }, order: { createdAt: 'ASC', id: 'ASC' } });
+  }
+
+  /** The instance, or null when it is missing or another tenant's (the two are indistinguishable). */
+  async find(principal: Principal, id: string): Promise<InstanceEntity | null> {
+    return this.instances.findOne({ where: { id, tenantId: principal.tenantId } });
+  }
+
+  async require(principal: Principal, id: string): Promise<InstanceEntity> {
+    const instance = await this.find(principal, id);
+    if (!instance) throw notFound('instance', id);
+    return instance;
+  }
+
+  /** Fresh from the database, for code that holds an instance across awaits. */
+  async reload(id: string): Promise<InstanceEntity | null> {
+    return this.instances.findOne({ where: { id } });
+  }
+
+  /**
+   * The only way status and availability change: the row is updated and, when availability moved,
+   * an InstanceAvailabilityEvent is published in the same step, so queries and events agree.
+   */
+  async setState(
+    instance: InstanceEntity,
+    change: { status?: InstanceStatus; availability?: Availability; storeGeneration?: number; reason: string },
+  ): Promise<InstanceEntity> {
+    const previous = instance.availability;
+    const patch: Partial<InstanceEntity> = {};
+    if (change.status !== undefined) patch.status = change.status;
+    if (change.availability !== undefined) patch.availability = change.availability;
+    if (change.storeGeneration !== undefined) patch.storeGeneration = change.storeGeneration;
+    await this.instances.update({ id: instance.id }, patch);
+    Object.assign(instance, patch);
+    if (change.availability !== undefined && change.availability !== previous) {
+      this.events.pubSub.publish('instance.availability', instance.tenantId, {
+        tenantId: instance.tenantId,
+        instanceId: instance.id,
+        availability: instance.availability,
+        previousAvailability: previous,
+        status: instance.status,
+        reason: change.reason,
+        at: new Date().toISOString(),
+      });
+    }
+    return instance;
+  }
+
+  /** Runs fn on the instance's current store (the generation its row points at). */
+  withStore<T>(instance: InstanceEntity, fn: (store: GraphStore) => Promise<T>): Promise<T> {
+    return this.stores.use(instance.id, instance.storeGeneration, fn);
+  }
+
+  stats(instance: InstanceEntity): Promise<GraphStats> {
+    return this.withStore(instance, (store) => store.stats());
+  }
+
+  capacityBytes(instance: Pick<InstanceEntity, 'storageGB'>): number {
+    return instance.storageGB * this.config.bytesPerStorageGB;
+  }
+
+  limitsOf(instance: Pick<InstanceEntity, 'tier' | 'storageGB'>): WriteLimits {
+    const policy = this.config.tiers[instance.tier];
+    return { maxNodes: policy.maxNodes, maxRelationships: policy.maxRelationships, maxBytes: this.capacityBytes(instance) };
+  }
+
+  schedule(instance: InstanceEntity, now = Date.now()): ScheduleView {
+    const policy = this.config.tiers[instance.tier];
+    const schedule = scheduleOf(policy);
+    return {
+      enabled: schedule.intervalMs !== null,
+      interval: schedule.intervalMs === null ? null : policy.snapshotInterval,
+      retention: schedule.keepLatestOnly ? null : policy.retention,
+      keepLatestOnly: schedule.keepLatestOnly,
+      nextSnapshotAt: nextSnapshotAt(schedule, instance.lastScheduledAt, instance.createdAt, now),
+    };
+  }
+}

@@ -1,0 +1,90 @@
+// Tenants and their API keys: creation, the first-boot bootstrap, authentication, rotation.
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { DataSource, Repository } from 'typeorm';
+import { ApiKeyEntity, type Role } from '../entities/api-key.entity';
+import { TenantEntity } from '../entities/tenant.entity';
+import { badInput, notFound } from '../errors/app-error';
+import { type Principal, requireRole } from './principal';
+
+export interface NewApiKey {
+  key: ApiKeyEntity;
+  /** Shown once; only its hash is stored. */
+  secret: string;
+}
+
+const TENANT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
+
+export const hashSecret = (secret: string) => createHash('sha256').update(secret, 'utf8').digest('hex');
+const newSecret = () => `sg_${randomBytes(32).toString('base64url')}`;
+
+export class TenantService {
+  private readonly tenants: Repository<TenantEntity>;
+  private readonly keys: Repository<ApiKeyEntity>;
+
+  constructor(private readonly db: DataSource) {
+    this.tenants = db.getRepository(TenantEntity);
+    this.keys = db.getRepository(ApiKeyEntity);
+  }
+
+  /** On first boot (no tenant at all): tenant `default` with an ADMIN key. Returns the secret when it was generated. */
+  async bootstrap(bootstrapToken?: string): Promise<{ tenant: TenantEntity; generatedSecret?: string } | null> {
+    if ((await this.tenants.count()) > 0) return null;
+    const secret = bootstrapToken ?? newSecret();
+    const { tenant } = await this.createTenantWithKey('default', secret);
+    return { tenant, generatedSecret: bootstrapToken ? undefined : secret };
+  }
+
+  async createTenant(name: string): Promise<{ tenant: TenantEntity; apiKey: string }> {
+    if (!TENANT_NAME.test(name)) {
+      throw badInput(`tenant name "${name}" must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+    }
+    if (await this.tenants.exists({ where: { name } })) throw badInput(`a tenant named "${name}" already exists`);
+    const secret = newSecret();
+    const { tenant } = await this.createTenantWithKey(name, secret);
+    return { tenant, apiKey: secret };
+  }
+
+  async authenticate(secret: string): Promise<Principal | null> {
+    const key = await this.keys.findOne({ where: { secretHash: hashSecret(secret) } });
+    if (!key || key.revokedAt !== null) return null;
+    const tenant = await this.tenants.findOne({ where: { id: key.tenantId } });
+    if (!tenant) return null;
+    return { tenantId: tenant.id, tenantName: tenant.name, role: key.role, apiKeyId: key.id, apiKeyName: key.name };
+  }
+
+  async createApiKey(principal: Principal, name: string, role: Role): Promise<NewApiKey> {
+    requireRole(principal, 'ADMIN', 'creating API keys');
+    const trimmed = name.trim();
+    if (trimmed.length === 0 || trimmed.length > 100) throw badInput('an API key name must be 1-100 characters');
+    const secret = newSecret();
+    const key = await this.keys.save(this.keys.create(this.keyRow(principal.tenantId, trimmed, role, secret)));
+    return { key, secret };
+  }
+
+  async revokeApiKey(principal: Principal, id: string): Promise<void> {
+    requireRole(principal, 'ADMIN', 'revoking API keys');
+    const key = await this.keys.findOne({ where: { id, tenantId: principal.tenantId } });
+    if (!key || key.revokedAt !== null) throw notFound('API key', id);
+    await this.keys.update({ id }, { revokedAt: Date.now() });
+  }
+
+  private async createTenantWithKey(name: string, secret: string): Promise<{ tenant: TenantEntity; key: ApiKeyEntity }> {
+    return this.db.transaction(async (manager) => {
+      const tenant = await manager.save(TenantEntity, { id: randomUUID(), name, createdAt: Date.now() });
+      const key = await manager.save(ApiKeyEntity, this.keyRow(tenant.id, 'admin', 'ADMIN', secret));
+      return { tenant, key };
+    });
+  }
+
+  private keyRow(tenantId: string, name: string, role: Role, secret: string): ApiKeyEntity {
+    return Object.assign(new ApiKeyEntity(), {
+      id: randomUUID(),
+      tenantId,
+      name,
+      role,
+      secretHash: hashSecret(secret),
+      createdAt: Date.now(),
+      revokedAt: null,
+    });
+  }
+}
