@@ -1,0 +1,132 @@
+// Retention and scheduling decisions as pure functions of (snapshots, tier schedule, now):
+// no I/O and no clock, so the sweep can be re-run at any time and tested with a fake clock.
+
+import type { TierSchedule } from '../config/tiers.js';
+
+export type RetainedSnapshotStatus = 'PENDING' | 'IN_PROGRESS' | 'COMPLETED' | 'FAILED';
+export type RetainedSnapshotProfile = 'SCHEDULED' | 'ON_DEMAND' | 'PRE_RESTORE';
+
+export interface RetainedSnapshot {
+  id: string;
+  /** The point in time the snapshot captures, ms since the epoch. */
+  createdAt: number;
+  status: RetainedSnapshotStatus;
+  profile: RetainedSnapshotProfile;
+}
+
+/**
+ * The expiresAt to store on a snapshot when it completes: createdAt + retention, or null when
+ * the tier keeps the latest snapshot only or has no retention. On a tier with thinning this is
+ * an upper bound: a scheduled snapshot can be thinned out before it.
+ */
+export function expiresAtFor(createdAt: number, schedule: TierSchedule): number | null {
+  if (schedule.keepLatestOnly || schedule.retentionMs === null) return null;
+  return createdAt + schedule.retentionMs;
+}
+
+/**
+ * The ids of the snapshots to delete at `now`, oldest first. PENDING and IN_PROGRESS snapshots
+ * are never removed.
+ *
+ * - keepLatestOnly: the newest COMPLETED snapshot is kept; every COMPLETED or FAILED snapshot
+ *   older than it goes (a FAILED one newer than it stays, as the record of the last attempt).
+ *   Retention and thinning do not apply (tier config rejects combining them).
+ * - Retention: COMPLETED and FAILED snapshots go once createdAt + retention <= now.
+ * - Thinning, applied to what retention leaves: SCHEDULED snapshots with
+ *   createdAt <= now - thinAfter are grouped into buckets aligned to epoch multiples of
+ *   thinInterval, and each bucket keeps only its OLDEST completed snapshot. Snapshots cross the
+ *   thinAfter line oldest first, so the first one of a bucket to cross is the one kept, and
+ *   every later arrival is newer and is removed as it crosses: a snapshot kept once stays kept
+ *   until retention removes it, and each snapshot is decided once. (Keeping the newest would
+ *   keep each arrival for one sweep, then delete it when the next one crossed.) A bucket whose
+ *   oldest candidate is still PENDING/IN_PROGRESS is left alone until it settles, since it may
+ *   become the keeper. ON_DEMAND and PRE_RESTORE snapshots are not thinned: someone asked for
+ *   them, and they stay until their expiresAt.
+ */
+export function snapshotsToRemove(
+  snapshots: RetainedSnapshot[],
+  schedule: TierSchedule,
+  now: number,
+): string[] {
+  const oldestFirst = [...snapshots].sort(byAge);
+  let removed: RetainedSnapshot[];
+  if (schedule.keepLatestOnly) {
+    removed = supersededByLatest(oldestFirst);
+  } else {
+    const expired = expiredByRetention(oldestFirst, schedule.retentionMs, now);
+    const expiredSet = new Set(expired);
+    const survivors = oldestFirst.filter((s) => !expiredSet.has(s));
+    removed = [...expired, ...thinnedOut(survivors, schedule, now)].sort(byAge);
+  }
+  return removed.map((s) => s.id);
+}
+
+/**
+ * When the next scheduled snapshot is due, or null when the tier has no schedule.
+ *
+ * Snapshots are due on a grid anchored at the instance's creation (createdAt + k × interval),
+ * so a daily snapshot keeps its time of day and small delays in taking one never accumulate.
+ * The next due time is the first grid point at least half an interval after `lastScheduledAt`
+ * (the createdAt of the newest SCHEDULED snapshot, whatever its status: a failed attempt waits
+ * for the next slot instead of retrying in a loop). The half-interval margin means a snapshot
+ * taken a little early or late, or a catch-up one, is never followed by a near-duplicate.
+ * When that time has already passed (the server was down), the snapshot is due `now`, once:
+ * after it is taken, the schedule continues from the grid, with no burst of catch-up snapshots.
+ */
+export function nextSnapshotAt(
+  schedule: TierSchedule,
+  lastScheduledAt: number | null,
+  instanceCreatedAt: number,
+  now: number,
+): number | null {
+  const interval = schedule.intervalMs;
+  if (interval === null) return null;
+  const earliest = lastScheduledAt === null ? instanceCreatedAt + interval : lastScheduledAt + interval / 2;
+  const slots = Math.max(1, Math.ceil((earliest - instanceCreatedAt) / interval));
+  const due = instanceCreatedAt + slots * interval;
+  return Math.max(due, now);
+}
+
+function supersededByLatest(oldestFirst: RetainedSnapshot[]): RetainedSnapshot[] {
+  const latest = oldestFirst.filter((s) => s.status === 'COMPLETED').at(-1);
+  if (!latest) return [];
+  return oldestFirst.filter((s) => s !== latest && isSettled(s) && byAge(s, latest) < 0);
+}
+
+function expiredByRetention(
+  oldestFirst: RetainedSnapshot[],
+  retentionMs: number | null,
+  now: number,
+): RetainedSnapshot[] {
+  if (retentionMs === null) return [];
+  return oldestFirst.filter((s) => isSettled(s) && s.createdAt + retentionMs <= now);
+}
+
+function thinnedOut(oldestFirst: RetainedSnapshot[], schedule: TierSchedule, now: number): RetainedSnapshot[] {
+  const { thinAfterMs, thinIntervalMs } = schedule;
+  if (thinAfterMs === null || thinIntervalMs === null) return [];
+  const buckets = new Map<number, RetainedSnapshot[]>();
+  for (const s of oldestFirst) {
+    const candidate = s.profile === 'SCHEDULED' && s.status !== 'FAILED' && s.createdAt <= now - thinAfterMs;
+    if (!candidate) continue;
+    const bucket = Math.floor(s.createdAt / thinIntervalMs);
+    const members = buckets.get(bucket);
+    if (members) members.push(s);
+    else buckets.set(bucket, [s]);
+  }
+  const removed: RetainedSnapshot[] = [];
+  for (const [keeper, ...rest] of buckets.values()) {
+    if (keeper.status !== 'COMPLETED') continue;
+    removed.push(...rest.filter((s) => s.status === 'COMPLETED'));
+  }
+  return removed;
+}
+
+function isSettled(s: RetainedSnapshot): boolean {
+  return s.status === 'COMPLETED' || s.status === 'FAILED';
+}
+
+/** Oldest first; ties broken by id so every run decides the same way. */
+function byAge(a: RetainedSnapshot, b: RetainedSnapshot): number {
+  return a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
