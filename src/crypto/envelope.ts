@@ -1,0 +1,251 @@
+// Envelope encryption of blobs as streams: a random data key per blob, sealed by the master
+// key, encrypting fixed-size chunks with AES-256-GCM. See envelope-layout.ts for the format.
+import { createCipheriv, createDecipheriv, createSecretKey, KeyObject, randomBytes } from 'node:crypto';
+import { Transform, TransformCallback } from 'node:stream';
+
+import { assertValidByteRange } from '../storage/byte-range';
+import { ByteQueue } from './byte-queue';
+import {
+  assertValidChunkSize,
+  chunkAssociatedData,
+  chunkNonce,
+  CHUNK_TAG_BYTES,
+  DATA_KEY_BYTES,
+  DEFAULT_CHUNK_SIZE,
+  encodeEnvelopeHeader,
+  ENVELOPE_HEADER_BYTES,
+  EnvelopeHeader,
+  parseEnvelopeHeader,
+  PlaintextRange,
+} from './envelope-layout';
+import { BlobIntegrityError } from './errors';
+import { Keyring } from './keyring';
+
+export interface EncryptStreamOptions {
+  /** Plaintext bytes per chunk; default 64 KiB. */
+  chunkSize?: number;
+}
+
+/** Plaintext in, encrypted blob out; encrypts under the keyring's current key. */
+export function createEncryptStream(keyring: Keyring, options: EncryptStreamOptions = {}): EncryptStream {
+  return new EncryptStream(keyring, options);
+}
+
+export interface DecryptStreamOptions extends PlaintextRange {
+  /**
+   * For a range read that seeks: the blob's first ENVELOPE_HEADER_BYTES bytes. The input then
+   * starts at the chunk holding `start` rather than at byte 0 (see `planRangeRead`, which
+   * also gives the stored bytes to feed). Without it the input is the whole stored blob.
+   */
+  header?: Buffer;
+}
+
+/**
+ * Encrypted blob in, plaintext (or the plaintext range `[start, end)`) out. A chunk's
+ * plaintext is emitted only after its tag verified. Corruption, truncation, reordering or
+ * trailing bytes end the stream with a BlobIntegrityError; a blob under a key that is not in
+ * the keyring, with an UnknownKeyError.
+ *
+ * @throws RangeError at once when `start`/`end` are not a valid range.
+ */
+export function createDecryptStream(keyring: Keyring, options: DecryptStreamOptions = {}): DecryptStream {
+  return new DecryptStream(keyring, options);
+}
+
+/**
+ * Re-seals a blob's data key under the keyring's current key: key rotation rewrites only
+ * the fixed-size header, never the chunks.
+ */
+export function rewrapEnvelopeHeader(header: Buffer, keyring: Keyring): Buffer {
+  const parsed = parseEnvelopeHeader(header);
+  const dataKey = unsealDataKey(parsed, keyring);
+  try {
+    return encodeEnvelopeHeader(keyring.current, parsed.chunkSize, dataKey);
+  } finally {
+    dataKey.fill(0);
+  }
+}
+
+export class EncryptStream extends Transform {
+  /** Id of the master key the data key is sealed under. */
+  readonly keyId: string;
+  readonly chunkSize: number;
+  readonly #dataKey: KeyObject;
+  readonly #queue = new ByteQueue();
+  #chunkIndex = 0;
+  #plainBytes = 0;
+  #storedBytes = 0;
+
+  constructor(keyring: Keyring, { chunkSize = DEFAULT_CHUNK_SIZE }: EncryptStreamOptions = {}) {
+    assertValidChunkSize(chunkSize);
+    super();
+    this.chunkSize = chunkSize;
+    this.keyId = keyring.current.keyId;
+    const dataKey = randomBytes(DATA_KEY_BYTES);
+    this.#dataKey = createSecretKey(dataKey);
+    this.#emit(encodeEnvelopeHeader(keyring.current, chunkSize, dataKey));
+    dataKey.fill(0);
+  }
+
+  /** Plaintext bytes consumed so far. */
+  get plainBytes(): number {
+    return this.#plainBytes;
+  }
+
+  /** Encrypted bytes produced so far. */
+  get storedBytes(): number {
+    return this.#storedBytes;
+  }
+
+  override _transform(plain: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.#plainBytes += plain.length;
+    this.#queue.append(plain);
+    settle(callback, () => {
+      while (this.#queue.length >= this.chunkSize) this.#sealChunk(this.#queue.take(this.chunkSize), false);
+    });
+  }
+
+  override _flush(callback: TransformCallback): void {
+    settle(callback, () => this.#sealChunk(this.#queue.take(this.#queue.length), true));
+  }
+
+  #sealChunk(plain: Buffer, final: boolean): void {
+    const index = this.#chunkIndex++;
+    const cipher = createCipheriv('aes-256-gcm', this.#dataKey, chunkNonce(index), { authTagLength: CHUNK_TAG_BYTES });
+    cipher.setAAD(chunkAssociatedData(index, final));
+    this.#emit(cipher.update(plain));
+    cipher.final();
+    this.#emit(cipher.getAuthTag());
+  }
+
+  #emit(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    this.#storedBytes += bytes.length;
+    this.push(bytes);
+  }
+}
+
+export class DecryptStream extends Transform {
+  readonly #keyring: Keyring;
+  readonly #start: number;
+  readonly #end: number;
+  readonly #seekHeader: Buffer | undefined;
+  readonly #queue = new ByteQueue();
+  #dataKey: KeyObject | undefined;
+  #chunkSize = 0;
+  #chunkIndex = 0;
+  #done = false;
+  #keyId: string | undefined;
+
+  constructor(keyring: Keyring, options: DecryptStreamOptions = {}) {
+    assertValidByteRange(options);
+    super();
+    this.#keyring = keyring;
+    this.#start = options.start ?? 0;
+    this.#end = options.end ?? Number.POSITIVE_INFINITY;
+    this.#seekHeader = options.header;
+  }
+
+  /** Id of the master key the blob is under, once its header has been read. */
+  get keyId(): string | undefined {
+    return this.#keyId;
+  }
+
+  override _transform(stored: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    // Past the requested range the rest of the input is not needed.
+    if (this.#done) return callback();
+    this.#queue.append(stored);
+    settle(callback, () => this.#openAvailableChunks());
+  }
+
+  override _flush(callback: TransformCallback): void {
+    settle(callback, () => {
+      this.#openAvailableChunks();
+      if (!this.#done) this.#openFinalChunk();
+    });
+  }
+
+  /** Opens every complete full-size chunk; a full-size chunk is never the final one. */
+  #openAvailableChunks(): void {
+    if (!this.#dataKey && !this.#openHeader()) return;
+    const recordBytes = this.#chunkSize + CHUNK_TAG_BYTES;
+    while (!this.#done && this.#queue.length >= recordBytes) this.#openChunk(this.#queue.take(recordBytes), false);
+  }
+
+  /** At the end of the input, what is left must be one short chunk flagged final. */
+  #openFinalChunk(): void {
+    if (!this.#dataKey) this.#useHeader(this.#queue.take(this.#queue.length));
+    const rest = this.#queue.length;
+    if (rest < CHUNK_TAG_BYTES) throw new BlobIntegrityError('Blob is truncated: it ends without its final chunk');
+    this.#openChunk(this.#queue.take(rest), true);
+  }
+
+  #openHeader(): boolean {
+    if (this.#seekHeader) {
+      this.#useHeader(this.#seekHeader);
+      this.#chunkIndex = Math.floor(this.#start / this.#chunkSize);
+      return true;
+    }
+    if (this.#queue.length < ENVELOPE_HEADER_BYTES) return false;
+    this.#useHeader(this.#queue.take(ENVELOPE_HEADER_BYTES));
+    return true;
+  }
+
+  #useHeader(bytes: Buffer): void {
+    const header = parseEnvelopeHeader(bytes);
+    this.#keyId = header.keyId;
+    const dataKey = unsealDataKey(header, this.#keyring);
+    this.#dataKey = createSecretKey(dataKey);
+    dataKey.fill(0);
+    this.#chunkSize = header.chunkSize;
+  }
+
+  #openChunk(record: Buffer, final: boolean): void {
+    const index = this.#chunkIndex++;
+    const tagOffset = record.length - CHUNK_TAG_BYTES;
+    const decipher = createDecipheriv('aes-256-gcm', this.#dataKey!, chunkNonce(index), {
+      authTagLength: CHUNK_TAG_BYTES,
+    });
+    decipher.setAAD(chunkAssociatedData(index, final));
+    decipher.setAuthTag(record.subarray(tagOffset));
+    const plain = decipher.update(record.subarray(0, tagOffset));
+    try {
+      decipher.final();
+    } catch {
+      throw new BlobIntegrityError(
+        final
+          ? `Blob is corrupted or truncated: its last chunk (${index}) does not authenticate`
+          : `Blob is corrupted: chunk ${index} does not authenticate`,
+      );
+    }
+    const position = index * this.#chunkSize;
+    this.#emitWithinRange(plain, position);
+    if (final || position + plain.length >= this.#end) this.#done = true;
+  }
+
+  #emitWithinRange(plain: Buffer, position: number): void {
+    const from = Math.max(0, this.#start - position);
+    const to = Math.min(plain.length, this.#end - position);
+    if (to <= from) return;
+    this.push(from === 0 && to === plain.length ? plain : plain.subarray(from, to));
+  }
+}
+
+/** @throws UnknownKeyError or BlobIntegrityError; the caller zeroes the returned key. */
+function unsealDataKey(header: EnvelopeHeader, keyring: Keyring): Buffer {
+  const dataKey = keyring.get(header.keyId).unseal(header.sealedDataKey, header.boundFields);
+  if (dataKey?.length !== DATA_KEY_BYTES) {
+    throw new BlobIntegrityError('Blob header is corrupted: its data key does not authenticate');
+  }
+  return dataKey;
+}
+
+function settle(callback: TransformCallback, work: () => void): void {
+  try {
+    work();
+  } catch (error) {
+    callback(error as Error);
+    return;
+  }
+  callback();
+}

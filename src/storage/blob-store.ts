@@ -1,0 +1,58 @@
+// The strategy interface every blob backend implements, and the key rules they all enforce.
+import { Readable } from 'node:stream';
+
+import { ByteRange } from './byte-range';
+import { InvalidBlobKeyError } from './errors';
+
+export interface BlobStore {
+  init?(): Promise<void>;
+  /**
+   * Streams `data` into `key` atomically: the blob appears whole or not at all. Overwrites an
+   * existing blob. On any failure, including `data` erroring, nothing is left behind and the
+   * promise rejects with that error.
+   */
+  write(key: string, data: Readable): Promise<{ sizeBytes: number }>;
+  /**
+   * The stored bytes `[start, end)` (default: all).
+   * @throws BlobNotFoundError when there is no such blob; RangeError for an invalid range.
+   */
+  read(key: string, range?: ByteRange): Promise<Readable>;
+  /** Stored size in bytes, or null when there is no such blob. */
+  size(key: string): Promise<number | null>;
+  /** Idempotent: deleting a missing blob succeeds. */
+  delete(key: string): Promise<void>;
+  exists(key: string): Promise<boolean>;
+  /**
+   * Boot recovery: removes temp files that a crash left behind and returns how many. Writes
+   * in flight in this process are spared; call it before other processes share the store.
+   */
+  removeTemporaryFiles?(): Promise<number>;
+  destroy?(): Promise<void>;
+}
+
+/** Marks temp files (`<key>.tmp-<random>`); keys may not contain it, so no key looks like one. */
+export const TEMP_FILE_MARKER = '.tmp-';
+
+const MAX_KEY_LENGTH = 512;
+// A segment starts with a letter, digit or underscore, so '.', '..' and hidden names are out.
+const KEY_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$/;
+
+/**
+ * Checks a key such as `tenants/<tenantId>/snapshots/<snapshotId>.blob` before any file
+ * operation: '/'-separated segments of [A-Za-z0-9._-], none empty, none starting with '.' or
+ * '-', no absolute paths, no traversal, at most 512 characters.
+ *
+ * @throws InvalidBlobKeyError
+ */
+export function assertValidBlobKey(key: string): void {
+  const segments = typeof key === 'string' && key.length <= MAX_KEY_LENGTH ? key.split('/') : null;
+  const valid =
+    segments !== null &&
+    segments.every((segment) => KEY_SEGMENT.test(segment) && !segment.includes(TEMP_FILE_MARKER));
+  if (!valid) {
+    const shown = typeof key === 'string' ? JSON.stringify(key.slice(0, 100)) : typeof key;
+    throw new InvalidBlobKeyError(
+      `Invalid blob key ${shown}: expected '/'-separated names of letters, digits, '.', '_' and '-'`,
+    );
+  }
+}

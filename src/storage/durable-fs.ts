@@ -1,0 +1,39 @@
+// Small helpers for making file-system changes survive a crash.
+import { open } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+/**
+ * Makes a directory's entries (a rename, a new file, a new sub-directory) durable.
+ * Platforms that cannot open a directory for syncing (Windows) are skipped: there a rename
+ * is made durable by the file system itself.
+ */
+export async function fsyncDirectory(dir: string): Promise<void> {
+  let handle;
+  try {
+    handle = await open(dir, 'r');
+    await handle.sync();
+  } catch (error) {
+    if (!isUnsupportedDirectorySync(error)) throw error;
+  } finally {
+    await handle?.close();
+  }
+}
+
+/**
+ * After `mkdir(dir, { recursive: true })` returned `firstCreated`, makes every new directory
+ * entry durable by syncing the parent of each directory that was created.
+ */
+export async function fsyncCreatedDirectories(dir: string, firstCreated: string | undefined): Promise<void> {
+  if (firstCreated === undefined) return;
+  const parents: string[] = [];
+  for (let current = dir; ; current = dirname(current)) {
+    parents.push(dirname(current));
+    if (current === firstCreated || dirname(current) === current) break;
+  }
+  for (const parent of parents.reverse()) await fsyncDirectory(parent);
+}
+
+function isUnsupportedDirectorySync(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'EISDIR' || code === 'EPERM' || code === 'EINVAL' || code === 'ENOTSUP';
+}

@@ -1,0 +1,158 @@
+// Blobs as files under one root directory, written atomically and durably.
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+import { assertValidBlobKey, BlobStore, TEMP_FILE_MARKER } from './blob-store';
+import { assertValidByteRange, ByteRange } from './byte-range';
+import { fsyncCreatedDirectories, fsyncDirectory } from './durable-fs';
+import { BlobNotFoundError } from './errors';
+
+const TEMP_FILE_NAME = /\.tmp-[0-9a-f]{16}$/;
+const WRITE_BUFFER_BYTES = 1024 * 1024;
+const READ_BUFFER_BYTES = 256 * 1024;
+
+export class FilesystemBlobStore implements BlobStore {
+  /** Temp files of writes in progress here, which removeTemporaryFiles must not touch. */
+  readonly #inFlight = new Set<string>();
+
+  constructor(readonly rootDir: string) {}
+
+  async init(): Promise<void> {
+    await mkdir(this.rootDir, { recursive: true });
+  }
+
+  /**
+   * Writes `<path>.tmp-<random>`, fsyncs it, renames it over `<path>`, fsyncs the directory.
+   * On failure `data` is destroyed, so that its producer (an upload, say) is released.
+   */
+  async write(key: string, data: Readable): Promise<{ sizeBytes: number }> {
+    try {
+      return await this.#writeAtomically(this.#pathOf(key), data);
+    } catch (error) {
+      data.destroy();
+      throw error;
+    }
+  }
+
+  async #writeAtomically(path: string, data: Readable): Promise<{ sizeBytes: number }> {
+    const dir = dirname(path);
+    await fsyncCreatedDirectories(dir, await mkdir(dir, { recursive: true }));
+    const temp = `${path}${TEMP_FILE_MARKER}${randomBytes(8).toString('hex')}`;
+    this.#inFlight.add(temp);
+    let renamed = false;
+    try {
+      const sizeBytes = await writeFileDurably(temp, data);
+      await rename(temp, path);
+      renamed = true;
+      await fsyncDirectory(dir);
+      return { sizeBytes };
+    } catch (error) {
+      await rm(renamed ? path : temp, { force: true });
+      throw error;
+    } finally {
+      this.#inFlight.delete(temp);
+    }
+  }
+
+  async read(key: string, range: ByteRange = {}): Promise<Readable> {
+    assertValidByteRange(range);
+    const handle = await openRegularFile(this.#pathOf(key), key);
+    const start = range.start ?? 0;
+    if (range.end !== undefined && range.end <= start) {
+      await handle.close();
+      return Readable.from([], { objectMode: false });
+    }
+    // fs ranges include `end`; ours do not.
+    const end = range.end === undefined ? undefined : range.end - 1;
+    return handle.createReadStream({ start, end, highWaterMark: READ_BUFFER_BYTES });
+  }
+
+  async size(key: string): Promise<number | null> {
+    const path = this.#pathOf(key);
+    try {
+      const stats = await stat(path);
+      return stats.isFile() ? stats.size : null;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    return (await this.size(key)) !== null;
+  }
+
+  async delete(key: string): Promise<void> {
+    const path = this.#pathOf(key);
+    try {
+      await unlink(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+  }
+
+  async removeTemporaryFiles(): Promise<number> {
+    let removed = 0;
+    for await (const path of walkFiles(this.rootDir)) {
+      if (!TEMP_FILE_NAME.test(path) || this.#inFlight.has(path)) continue;
+      await rm(path, { force: true });
+      removed += 1;
+    }
+    return removed;
+  }
+
+  #pathOf(key: string): string {
+    assertValidBlobKey(key);
+    return join(this.rootDir, ...key.split('/'));
+  }
+}
+
+/**
+ * Streams `data` into a new file (never an existing one) and fsyncs it before resolving.
+ * On failure the file is closed, but not removed, before the error is rethrown.
+ */
+async function writeFileDurably(path: string, data: Readable): Promise<number> {
+  const file = createWriteStream(path, { flags: 'wx', mode: 0o600, flush: true, highWaterMark: WRITE_BUFFER_BYTES });
+  try {
+    // Resolves on 'close', which `flush` makes wait for fsync.
+    await pipeline(data, file);
+  } catch (error) {
+    if (!file.closed) await new Promise<void>((resolve) => file.once('close', () => resolve()));
+    throw error;
+  }
+  return file.bytesWritten;
+}
+
+/** @throws BlobNotFoundError when `path` is missing or not a regular file. */
+async function openRegularFile(path: string, key: string): Promise<FileHandle> {
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(path, 'r');
+    if ((await handle.stat()).isFile()) return handle;
+  } catch (error) {
+    await handle?.close();
+    const code = (error as NodeJS.ErrnoException).code;
+    throw code === 'ENOENT' || code === 'EISDIR' ? new BlobNotFoundError(key) : error;
+  }
+  await handle.close();
+  throw new BlobNotFoundError(key);
+}
+
+async function* walkFiles(dir: string): AsyncGenerator<string> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
+  }
+  for (const entry of entries) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) yield* walkFiles(path);
+    else if (entry.isFile()) yield path;
+  }
+}

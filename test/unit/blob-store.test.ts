@@ -1,0 +1,330 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+
+import { BlobIntegrityError, encryptedSize, Keyring, MasterKey, UnknownKeyError } from '../../src/crypto';
+import { assertValidBlobKey } from '../../src/storage/blob-store';
+import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
+import { ByteRange } from '../../src/storage/byte-range';
+import { BlobNotFoundError, InvalidBlobKeyError } from '../../src/storage/errors';
+import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
+
+const KEY = 'tenants/t-1/snapshots/0b9f3c52-6f7e-4c1a-9d7e-3a1f2b4c5d6e.blob';
+
+async function drain(stream: Readable): Promise<{ output: Buffer; error?: Error }> {
+  const chunks: Buffer[] = [];
+  try {
+    for await (const chunk of stream) chunks.push(chunk as Buffer);
+  } catch (error) {
+    return { output: Buffer.concat(chunks), error: error as Error };
+  }
+  return { output: Buffer.concat(chunks) };
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const { output, error } = await drain(stream);
+  if (error) throw error;
+  return output;
+}
+
+/** A stream that yields `bytes`, then fails the way a dropped upload or a full disk does. */
+function failingAfter(bytes: Buffer, message = 'client went away'): Readable {
+  return Readable.from(
+    (async function* () {
+      yield bytes;
+      await new Promise((resolve) => setImmediate(resolve));
+      throw new Error(message);
+    })(),
+    { objectMode: false },
+  );
+}
+
+/** Every file under `dir`, relative to it. */
+async function listFiles(dir: string, prefix = ''): Promise<string[]> {
+  const files: string[] = [];
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const relative = prefix + entry.name;
+    if (entry.isDirectory()) files.push(...(await listFiles(join(dir, entry.name), `${relative}/`)));
+    else files.push(relative);
+  }
+  return files.sort();
+}
+
+/** A filesystem store that records the ranges asked of it. */
+class RecordingBlobStore extends FilesystemBlobStore {
+  readonly ranges: ByteRange[] = [];
+
+  override read(key: string, range?: ByteRange): Promise<Readable> {
+    this.ranges.push(range ?? {});
+    return super.read(key, range);
+  }
+}
+
+describe('FilesystemBlobStore', () => {
+  let root: string;
+  let store: FilesystemBlobStore;
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'snapgraph-blobs-'));
+    store = new FilesystemBlobStore(join(root, 'blobs'));
+    await store.init();
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('stores a stream under a nested key and reads it back', async () => {
+    const data = randomBytes(300_000);
+    assert.deepEqual(await store.write(KEY, Readable.from([data.subarray(0, 1), data.subarray(1)])), { sizeBytes: data.length });
+    assert.deepEqual(await readAll(await store.read(KEY)), data);
+    assert.equal(await store.size(KEY), data.length);
+    assert.equal(await store.exists(KEY), true);
+    assert.deepEqual(await listFiles(store.rootDir), [KEY]);
+  });
+
+  it('stores an empty blob', async () => {
+    assert.deepEqual(await store.write('empty.blob', Readable.from([])), { sizeBytes: 0 });
+    assert.deepEqual(await readAll(await store.read('empty.blob')), Buffer.alloc(0));
+  });
+
+  it('writes files readable only by their owner', async () => {
+    await store.write(KEY, Readable.from([Buffer.from('x')]));
+    assert.equal((await stat(join(store.rootDir, KEY))).mode & 0o077, 0);
+  });
+
+  it('replaces an existing blob whole', async () => {
+    await store.write(KEY, Readable.from([Buffer.from('old contents')]));
+    await store.write(KEY, Readable.from([Buffer.from('new')]));
+    assert.equal((await readAll(await store.read(KEY))).toString(), 'new');
+  });
+
+  it('leaves neither the blob nor a temp file when the input stream fails', async () => {
+    await assert.rejects(store.write(KEY, failingAfter(randomBytes(2 * 1024 * 1024))), /client went away/);
+    assert.equal(await store.exists(KEY), false);
+    assert.deepEqual(await listFiles(store.rootDir), []);
+  });
+
+  it('keeps the previous blob when replacing it fails', async () => {
+    await store.write(KEY, Readable.from([Buffer.from('old contents')]));
+    await assert.rejects(store.write(KEY, failingAfter(Buffer.from('partial'))));
+    assert.equal((await readAll(await store.read(KEY))).toString(), 'old contents');
+    assert.deepEqual(await listFiles(store.rootDir), [KEY]);
+  });
+
+  it('never shows a partly written blob under its key', async () => {
+    const input = new PassThrough();
+    const writing = store.write(KEY, input);
+    input.write(randomBytes(1000));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(await store.exists(KEY), false);
+    input.end(randomBytes(1000));
+    assert.deepEqual(await writing, { sizeBytes: 2000 });
+    assert.equal(await store.size(KEY), 2000);
+  });
+
+  it('reads a byte range [start, end)', async () => {
+    const data = randomBytes(1000);
+    await store.write(KEY, Readable.from([data]));
+    for (const [start, end] of [[0, 1000], [10, undefined], [999, 1000], [500, 501], [0, 0], [700, 700], [990, 5000], [2000, undefined]] as const) {
+      assert.deepEqual(await readAll(await store.read(KEY, { start, end })), data.subarray(start, end), `${start}..${end}`);
+    }
+    await assert.rejects(store.read(KEY, { start: 5, end: 4 }), RangeError);
+    await assert.rejects(store.read(KEY, { start: -1 }), RangeError);
+  });
+
+  it('reports a missing blob', async () => {
+    await assert.rejects(store.read(KEY), BlobNotFoundError);
+    assert.equal(await store.size(KEY), null);
+    assert.equal(await store.exists(KEY), false);
+  });
+
+  it('treats a directory as no blob', async () => {
+    await store.write(KEY, Readable.from([Buffer.from('x')]));
+    assert.equal(await store.exists('tenants/t-1'), false);
+    await assert.rejects(store.read('tenants/t-1'), BlobNotFoundError);
+  });
+
+  it('deletes idempotently', async () => {
+    await store.write(KEY, Readable.from([Buffer.from('x')]));
+    await store.delete(KEY);
+    await store.delete(KEY);
+    await store.delete('never/written.blob');
+    assert.equal(await store.exists(KEY), false);
+  });
+
+  it('refuses unsafe keys before touching the file system', async () => {
+    const outside = join(root, 'outside.blob');
+    await writeFile(outside, 'must survive');
+    const badKeys = [
+      '', '/etc/passwd', '../outside.blob', 'a/../../outside.blob', 'a/./b', 'a//b', 'a/', '.hidden', 'a/..',
+      '-rf', 'a\\b', 'C:evil', 'a b', 'tenants/t1/snap\u0000.blob', 'ünïcode', 'x.blob.tmp-0123456789abcdef',
+      'a'.repeat(201), `${'a/'.repeat(256)}a`,
+    ];
+    for (const key of badKeys) {
+      assert.throws(() => assertValidBlobKey(key), InvalidBlobKeyError, JSON.stringify(key));
+      await assert.rejects(store.write(key, Readable.from([Buffer.from('x')])), InvalidBlobKeyError);
+      await assert.rejects(store.read(key), InvalidBlobKeyError);
+      await assert.rejects(store.size(key), InvalidBlobKeyError);
+      await assert.rejects(store.exists(key), InvalidBlobKeyError);
+      await assert.rejects(store.delete(key), InvalidBlobKeyError);
+    }
+    assert.equal(await readFile(outside, 'utf8'), 'must survive');
+    assert.deepEqual(await listFiles(store.rootDir), []);
+    for (const key of [KEY, 'a', 'exports/2024-01-01T00_00_00Z.backup', 'A_b-c.d/e.F']) assertValidBlobKey(key);
+  });
+
+  it('releases the input stream when the write fails before reading it', async () => {
+    const input = new PassThrough();
+    await assert.rejects(store.write('../escape.blob', input), InvalidBlobKeyError);
+    assert.equal(input.destroyed, true);
+  });
+
+  it('removes temp files left by a crash, and only those', async () => {
+    await store.write(KEY, Readable.from([Buffer.from('keep me')]));
+    const leftovers = ['tenants/t-1/snapshots/a.blob.tmp-0123456789abcdef', 'b.blob.tmp-fedcba9876543210'];
+    for (const leftover of leftovers) {
+      await mkdir(join(store.rootDir, leftover, '..'), { recursive: true });
+      await writeFile(join(store.rootDir, leftover), 'half a blob');
+    }
+    assert.equal(await store.removeTemporaryFiles(), 2);
+    assert.deepEqual(await listFiles(store.rootDir), [KEY]);
+    assert.equal(await store.removeTemporaryFiles(), 0);
+  });
+
+  it('spares the temp files of writes still in progress', async () => {
+    const input = new PassThrough();
+    const writing = store.write(KEY, input);
+    input.write(Buffer.from('first half '));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(await store.removeTemporaryFiles(), 0);
+    input.end(Buffer.from('second half'));
+    await writing;
+    assert.equal((await readAll(await store.read(KEY))).toString(), 'first half second half');
+  });
+
+  it('finds nothing to clean in a store that does not exist yet', async () => {
+    assert.equal(await new FilesystemBlobStore(join(root, 'missing')).removeTemporaryFiles(), 0);
+  });
+});
+
+describe('EncryptedBlobStore', () => {
+  const chunkSize = 1000;
+  const keyring = new Keyring(MasterKey.generate());
+  let root: string;
+  let files: FilesystemBlobStore;
+  let store: EncryptedBlobStore;
+  const rawPath = () => join(files.rootDir, KEY);
+
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'snapgraph-encrypted-blobs-'));
+    files = new FilesystemBlobStore(join(root, 'blobs'));
+    store = new EncryptedBlobStore(files, keyring, { chunkSize });
+    await store.init();
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('round-trips plaintext and reports plain and stored sizes', async () => {
+    const plain = randomBytes(12_345);
+    const result = await store.write(KEY, Readable.from([plain]));
+    assert.deepEqual(result, { plainBytes: plain.length, storedBytes: encryptedSize(plain.length, chunkSize) });
+    assert.equal(await files.size(KEY), result.storedBytes);
+    assert.equal(await store.plainSize(KEY), plain.length);
+    assert.deepEqual(await readAll(await store.read(KEY)), plain);
+  });
+
+  it('stores no recognisable plaintext', async () => {
+    const phrase = 'MATCH (n:Customer {ssn: "123-45-6789"}) ';
+    await store.write(KEY, Readable.from([Buffer.from(phrase.repeat(2000))]));
+    const raw = await readFile(rawPath());
+    for (let offset = 0; offset + 12 <= phrase.length; offset += 4) {
+      assert.equal(raw.indexOf(phrase.slice(offset, offset + 12)), -1, 'plaintext visible in the stored file');
+    }
+  });
+
+  it('reads plaintext ranges [start, end) equal to slices', async () => {
+    const plain = randomBytes(5555);
+    await store.write(KEY, Readable.from([plain]));
+    for (const start of [0, 1, 999, 1000, 1001, 2500, 5554, 5555, 9000]) {
+      for (const end of [start, start + 1, start + 999, start + 1000, start + 3001, undefined]) {
+        const output = await readAll(await store.read(KEY, { start, end }));
+        assert.deepEqual(output, plain.subarray(start, end), `${start}..${end}`);
+      }
+    }
+  });
+
+  it('fetches only the header and the chunks a range needs', async () => {
+    const recording = new RecordingBlobStore(files.rootDir);
+    const ranged = new EncryptedBlobStore(recording, keyring, { chunkSize });
+    await ranged.write(KEY, Readable.from([randomBytes(100_000)]));
+    assert.equal((await readAll(await ranged.read(KEY, { start: 50_500, end: 50_600 }))).length, 100);
+    const [header, body] = recording.ranges;
+    assert.deepEqual(header, { start: 0, end: 79 });
+    assert.equal(body.end! - body.start!, chunkSize + 16);
+  });
+
+  it('detects a flipped byte anywhere in the stored file, whole or by range', async () => {
+    const plain = randomBytes(4321);
+    await store.write(KEY, Readable.from([plain]));
+    const original = await readFile(rawPath());
+    for (let offset = 0; offset < original.length; offset += 37) {
+      const tampered = Buffer.from(original);
+      tampered[offset] ^= 0x04;
+      await writeFile(rawPath(), tampered);
+      const whole = await drain(await store.read(KEY));
+      assert.ok(whole.error instanceof BlobIntegrityError || whole.error instanceof UnknownKeyError, `offset ${offset}`);
+      assert.deepEqual(whole.output, plain.subarray(0, whole.output.length));
+      const chunk = Math.max(0, Math.floor((offset - 79) / (chunkSize + 16)));
+      const ranged = await drain(await store.read(KEY, { start: chunk * chunkSize + 1, end: chunk * chunkSize + 2 }));
+      assert.ok(ranged.error instanceof BlobIntegrityError || ranged.error instanceof UnknownKeyError, `range, offset ${offset}`);
+      assert.equal(ranged.output.length, 0);
+    }
+  });
+
+  it('detects a truncated file', async () => {
+    const plain = randomBytes(4321);
+    await store.write(KEY, Readable.from([plain]));
+    const storedBytes = (await files.size(KEY))!;
+    for (const length of [storedBytes - 1, storedBytes - 16, 79 + 4 * (chunkSize + 16), 79 + 2 * (chunkSize + 16) + 500, 100, 10, 0]) {
+      await truncate(rawPath(), length);
+      const { error } = await drain(await store.read(KEY));
+      assert.ok(error instanceof BlobIntegrityError, `length ${length}: ${String(error)}`);
+      const ranged = await drain(await store.read(KEY, { start: 3000 }));
+      assert.ok(ranged.error instanceof BlobIntegrityError, `range, length ${length}: ${String(ranged.error)}`);
+    }
+  });
+
+  it('fails the stream with UnknownKeyError without the right master key', async () => {
+    await store.write(KEY, Readable.from([randomBytes(100)]));
+    const stranger = new EncryptedBlobStore(files, new Keyring(MasterKey.generate()));
+    const { output, error } = await drain(await stranger.read(KEY));
+    assert.ok(error instanceof UnknownKeyError);
+    assert.equal(output.length, 0);
+  });
+
+  it('leaves nothing behind when the plaintext stream fails', async () => {
+    await assert.rejects(store.write(KEY, failingAfter(randomBytes(50_000), 'upload aborted')), /upload aborted/);
+    assert.equal(await store.exists(KEY), false);
+    assert.deepEqual(await listFiles(files.rootDir), []);
+  });
+
+  it('releases the plaintext stream when the write fails before reading it', async () => {
+    const input = new PassThrough();
+    await assert.rejects(store.write('/etc/passwd', input), InvalidBlobKeyError);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(input.destroyed, true);
+  });
+
+  it('reports a missing blob and deletes idempotently', async () => {
+    await assert.rejects(store.read(KEY), BlobNotFoundError);
+    await assert.rejects(store.read(KEY, { start: 10 }), BlobNotFoundError);
+    assert.equal(await store.plainSize(KEY), null);
+    await store.write(KEY, Readable.from([Buffer.from('x')]));
+    await store.delete(KEY);
+    await store.delete(KEY);
+    assert.equal(await store.exists(KEY), false);
+  });
+});
