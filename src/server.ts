@@ -14,11 +14,14 @@ import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { ApiContext } from './api/context';
 import { formatError } from './api/format-error';
+import { exportDownloadHandler } from './api/http/export-download';
+import { createUploadMiddleware } from './api/http/upload-middleware';
 import { buildApiSchema } from './api/schema';
 import { type App, createApp } from './app';
 import type { AppConfig } from './config/app-config';
 import { unauthenticated } from './errors/app-error';
 import type { Logger } from './logging/logger';
+import { EXPORT_PATH } from './services/export.service';
 import type { Principal } from './services/principal';
 
 export interface RunningServer {
@@ -105,8 +108,10 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   expressApp.get('/healthz', (_req, res) => {
     res.status(ready ? 200 : 503).json({ status: ready ? 'ok' : 'starting' });
   });
+  expressApp.get(`${EXPORT_PATH}/:token`, exportDownloadHandler(services.exports, logger));
   expressApp.use(
     '/graphql',
+    await createUploadMiddleware(config, async (authorization) => Boolean(await authenticate(authorization).catch(() => null))),
     express.json({ limit: '64mb' }),
     expressMiddleware(apollo, {
       context: async ({ req }): Promise<ApiContext> => ({

@@ -5,7 +5,7 @@ import type { AppConfig } from '../config/app-config';
 import { scheduleOf, TIERS, type Tier } from '../config/tiers';
 import { type Availability, InstanceEntity, type InstanceStatus } from '../entities/instance.entity';
 import { OperationEntity } from '../entities/operation.entity';
-import { badInput, conflict, notFound } from '../errors/app-error';
+import { badInput, conflict, instanceUnavailable, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { GraphStore, GraphStoreProvider, WriteLimits } from '../graph/graph-store';
 import type { EngineVersion, GraphStats } from '../graph/records';
@@ -29,6 +29,16 @@ export interface ScheduleView {
 
 /** Called before an instance's row goes, so that owners of its other data (snapshots, blobs) clean up. */
 export type InstanceRemovalHook = (instance: InstanceEntity) => Promise<void>;
+
+/** CONFLICT while another operation owns the instance; INSTANCE_UNAVAILABLE when it is being deleted or has failed. */
+export function assertAcceptsOperations(instance: Pick<InstanceEntity, 'id' | 'status'>): void {
+  if (instance.status === 'RESTORING' || instance.status === 'CREATING') {
+    throw conflict(`instance ${instance.id} is ${instance.status}: another operation is running on it; try again when it has finished`);
+  }
+  if (instance.status !== 'RUNNING') {
+    throw instanceUnavailable(`instance ${instance.id} is ${instance.status}`);
+  }
+}
 
 export class InstanceService {
   private readonly instances: Repository<InstanceEntity>;

@@ -1,9 +1,14 @@
-import { Arg, Ctx, FieldResolver, ID, Mutation, Query, Resolver, Root } from 'type-graphql';
+import { Arg, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import type { InstanceEntity } from '../../entities/instance.entity';
+import type { OperationEntity } from '../../entities/operation.entity';
+import type { SnapshotEntity } from '../../entities/snapshot.entity';
 import type { Principal } from '../../services/principal';
 import { type ApiContext, Caller } from '../context';
 import { GraphStats } from '../types/common.type';
 import { CreateInstanceInput, Instance, SnapshotSchedule } from '../types/instance.type';
+import { Operation } from '../types/operation.type';
+import { Snapshot, SnapshotConnection, SnapshotFilter } from '../types/snapshot.type';
+import { snapshotConnection } from './snapshot.resolver';
 
 @Resolver(() => Instance)
 export class InstanceResolver {
@@ -44,5 +49,31 @@ export class InstanceResolver {
   @FieldResolver(() => SnapshotSchedule)
   schedule(@Root() instance: InstanceEntity, @Ctx() { services }: ApiContext): SnapshotSchedule {
     return services.instances.schedule(instance);
+  }
+
+  @FieldResolver(() => Snapshot, { nullable: true, description: 'set when the instance was created from a snapshot' })
+  sourceSnapshot(
+    @Root() instance: InstanceEntity,
+    @Caller() caller: Principal,
+    @Ctx() { services }: ApiContext,
+  ): Promise<SnapshotEntity | null> | null {
+    return instance.sourceSnapshotId ? services.snapshots.find(caller, instance.sourceSnapshotId) : null;
+  }
+
+  @FieldResolver(() => Operation, { nullable: true, description: 'the operation running on or queued for this instance, if any' })
+  currentOperation(@Root() instance: InstanceEntity, @Ctx() { services }: ApiContext): Promise<OperationEntity | null> {
+    return services.operations.current(instance.id);
+  }
+
+  @FieldResolver(() => SnapshotConnection, { description: 'newest first' })
+  snapshots(
+    @Root() instance: InstanceEntity,
+    @Caller() caller: Principal,
+    @Ctx() context: ApiContext,
+    @Arg('first', () => Int, { nullable: true, defaultValue: 20 }) first: number,
+    @Arg('after', () => String, { nullable: true }) after: string | null,
+    @Arg('filter', () => SnapshotFilter, { nullable: true }) filter: SnapshotFilter | null,
+  ): Promise<SnapshotConnection> {
+    return snapshotConnection(context, caller, instance.id, first, after, filter);
   }
 }

@@ -1,0 +1,79 @@
+// GET/HEAD /exports/<token>: streams a snapshot's archive to whoever holds the link, with resumable Range requests.
+import { pipeline } from 'node:stream/promises';
+import type { Request, RequestHandler, Response } from 'express';
+import type { Logger } from '../../logging/logger';
+import { DownloadRefused, type ExportService } from '../../services/export.service';
+
+type RangeRequest = { start: number; end: number } | 'unsatisfiable' | null;
+
+/** One `bytes=` range (multiple ranges are answered with the whole file, as RFC 9110 allows). */
+export function parseRange(header: string | undefined, size: number): RangeRequest {
+  if (!header) return null;
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!match || (match[1] === '' && match[2] === '')) return null;
+  let start: number;
+  let end: number;
+  if (match[1] === '') {
+    const suffix = Number(match[2]);
+    if (suffix === 0) return 'unsatisfiable';
+    start = Math.max(0, size - suffix);
+    end = size - 1;
+  } else {
+    start = Number(match[1]);
+    end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
+    if (match[2] !== '' && Number(match[2]) < start) return null;
+  }
+  if (start >= size) return 'unsatisfiable';
+  return { start, end };
+}
+
+export function exportDownloadHandler(exports: ExportService, logger: Logger): RequestHandler {
+  return async (req: Request, res: Response) => {
+    const token = String(req.params.token ?? '');
+    let download;
+    try {
+      download = await exports.resolve(token);
+    } catch (error) {
+      if (error instanceof DownloadRefused) {
+        res.status(error.status).json({ error: error.message });
+        return;
+      }
+      throw error;
+    }
+    const { sizeBytes, sha256, fileName } = download;
+    const etag = `"${sha256}"`;
+    res.setHeader('Accept-Ranges', 'bytes');
+    res.setHeader('ETag', etag);
+    res.setHeader('Cache-Control', 'private, no-store');
+    res.setHeader('Content-Type', 'application/octet-stream');
+    res.setHeader('Content-Disposition', `attachment; filename="${fileName}"`);
+    // A Range only applies to the same bytes the client started with.
+    const ifRange = req.headers['if-range'];
+    const range = ifRange && ifRange !== etag ? null : parseRange(req.headers.range, sizeBytes);
+    if (range === 'unsatisfiable') {
+      res.status(416).setHeader('Content-Range', `bytes */${sizeBytes}`).end();
+      return;
+    }
+    const start = range?.start ?? 0;
+    const end = range?.end ?? sizeBytes - 1;
+    if (range) {
+      res.status(206).setHeader('Content-Range', `bytes ${start}-${end}/${sizeBytes}`);
+    }
+    res.setHeader('Content-Length', String(Math.max(0, end - start + 1)));
+    if (req.method === 'HEAD' || sizeBytes === 0) {
+      res.end();
+      return;
+    }
+    const body = await download.open({ start, end: end + 1 });
+    try {
+      await pipeline(body, res);
+      logger.info({ snapshotId: download.snapshot.id, bytes: end - start + 1, partial: Boolean(range) }, 'export downloaded');
+    } catch (error) {
+      // A client that goes away mid-download is normal; a damaged blob is not.
+      if (!res.writableEnded && (error as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') {
+        logger.error({ err: error, snapshotId: download.snapshot.id }, 'export download failed');
+      }
+      res.destroy();
+    }
+  };
+}

@@ -1,0 +1,65 @@
+import { Arg, Ctx, FieldResolver, Float, ID, Int, Query, Resolver, Root } from 'type-graphql';
+import type { InstanceEntity } from '../../entities/instance.entity';
+import type { SnapshotEntity } from '../../entities/snapshot.entity';
+import type { OperationView } from '../../services/operation.service';
+import type { Principal } from '../../services/principal';
+import { type ApiContext, Caller } from '../context';
+import { decodeCursor, encodeCursor } from '../cursor';
+import { pageInfo } from '../types/common.type';
+import { Instance } from '../types/instance.type';
+import { Operation, OperationConnection, OperationError } from '../types/operation.type';
+import { Snapshot } from '../types/snapshot.type';
+
+const cursorOf = (operation: OperationView) => encodeCursor([operation.createdAt, operation.id]);
+
+@Resolver(() => Operation)
+export class OperationResolver {
+  @Query(() => Operation, { nullable: true })
+  operation(@Caller() caller: Principal, @Ctx() { services }: ApiContext, @Arg('id', () => ID) id: string): Promise<OperationView | null> {
+    return services.operations.find(caller, id);
+  }
+
+  @Query(() => OperationConnection, { description: 'newest first' })
+  async operations(
+    @Caller() caller: Principal,
+    @Ctx() { services }: ApiContext,
+    @Arg('instanceId', () => ID) instanceId: string,
+    @Arg('first', () => Int, { nullable: true, defaultValue: 20 }) first: number,
+    @Arg('after', () => String, { nullable: true }) after: string | null,
+  ): Promise<OperationConnection> {
+    const cursor = after ? decodeCursor(after, ['number', 'string']) : null;
+    const page = await services.operations.list(
+      caller,
+      instanceId,
+      first,
+      cursor ? { createdAt: cursor[0] as number, id: cursor[1] as string } : null,
+    );
+    return {
+      edges: page.items.map((operation) => ({ cursor: cursorOf(operation), node: operation })),
+      pageInfo: pageInfo(page.items, cursorOf, page.hasNextPage, after),
+      totalCount: page.totalCount,
+    };
+  }
+
+  @FieldResolver(() => Float, { description: '0 to 1; 1 when SUCCEEDED' })
+  progress(@Root() operation: OperationView): number {
+    if (operation.status === 'SUCCEEDED') return 1;
+    if (!operation.bytesTotal) return 0;
+    return Math.min(0.999, operation.bytesDone / operation.bytesTotal);
+  }
+
+  @FieldResolver(() => OperationError, { nullable: true })
+  error(@Root() operation: OperationView): OperationError | null {
+    return operation.errorCode ? { code: operation.errorCode, message: operation.errorMessage ?? operation.errorCode } : null;
+  }
+
+  @FieldResolver(() => Instance, { nullable: true })
+  instance(@Root() operation: OperationView, @Caller() caller: Principal, @Ctx() { services }: ApiContext): Promise<InstanceEntity | null> {
+    return services.instances.find(caller, operation.instanceId);
+  }
+
+  @FieldResolver(() => Snapshot, { nullable: true })
+  snapshot(@Root() operation: OperationView, @Caller() caller: Principal, @Ctx() { services }: ApiContext): Promise<SnapshotEntity | null> | null {
+    return operation.snapshotId ? services.snapshots.find(caller, operation.snapshotId) : null;
+  }
+}

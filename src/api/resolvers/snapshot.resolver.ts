@@ -1,0 +1,94 @@
+import { Arg, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
+import type { InstanceEntity } from '../../entities/instance.entity';
+import type { SnapshotEntity } from '../../entities/snapshot.entity';
+import type { Principal } from '../../services/principal';
+import { type ApiContext, Caller } from '../context';
+import { decodeCursor, encodeCursor } from '../cursor';
+import { ArchiveFormatEnum } from '../enums';
+import { pageInfo } from '../types/common.type';
+import { Instance } from '../types/instance.type';
+import { formatOf, Snapshot, SnapshotConnection, SnapshotFilter } from '../types/snapshot.type';
+
+const cursorOf = (snapshot: SnapshotEntity) => encodeCursor([snapshot.createdAt, snapshot.id]);
+
+export function decodeSnapshotCursor(after: string | null | undefined): { createdAt: number; id: string } | null {
+  if (!after) return null;
+  const [createdAt, id] = decodeCursor(after, ['number', 'string']);
+  return { createdAt: createdAt as number, id: id as string };
+}
+
+/** One page of an instance's history as a Relay connection (shared by Query.snapshots and Instance.snapshots). */
+export async function snapshotConnection(
+  context: ApiContext,
+  caller: Principal,
+  instanceId: string,
+  first: number,
+  after: string | null,
+  filter: SnapshotFilter | null,
+): Promise<SnapshotConnection> {
+  const page = await context.services.snapshots.list(caller, instanceId, first, decodeSnapshotCursor(after), filter ?? {});
+  return {
+    edges: page.items.map((snapshot) => ({ cursor: cursorOf(snapshot), node: snapshot })),
+    pageInfo: pageInfo(page.items, cursorOf, page.hasNextPage, after),
+    totalCount: page.totalCount,
+  };
+}
+
+@Resolver(() => Snapshot)
+export class SnapshotResolver {
+  @Query(() => Snapshot, { nullable: true })
+  snapshot(@Caller() caller: Principal, @Ctx() { services }: ApiContext, @Arg('id', () => ID) id: string): Promise<SnapshotEntity | null> {
+    return services.snapshots.find(caller, id);
+  }
+
+  @Query(() => SnapshotConnection, { description: 'newest first' })
+  async snapshots(
+    @Caller() caller: Principal,
+    @Ctx() context: ApiContext,
+    @Arg('instanceId', () => ID) instanceId: string,
+    @Arg('first', () => Int, { nullable: true, defaultValue: 20 }) first: number,
+    @Arg('after', () => String, { nullable: true }) after: string | null,
+    @Arg('filter', () => SnapshotFilter, { nullable: true }) filter: SnapshotFilter | null,
+  ): Promise<SnapshotConnection> {
+    await context.services.instances.require(caller, instanceId);
+    return snapshotConnection(context, caller, instanceId, first, after, filter);
+  }
+
+  @Mutation(() => Snapshot, { description: 'on-demand snapshot; returns at once with status PENDING or IN_PROGRESS' })
+  createSnapshot(
+    @Caller() caller: Principal,
+    @Ctx() { services }: ApiContext,
+    @Arg('instanceId', () => ID) instanceId: string,
+    @Arg('description', () => String, { nullable: true }) description: string | null,
+  ): Promise<SnapshotEntity> {
+    return services.snapshots.requestSnapshot(caller, instanceId, description ?? null);
+  }
+
+  @Mutation(() => Boolean)
+  async deleteSnapshot(@Caller() caller: Principal, @Ctx() { services }: ApiContext, @Arg('id', () => ID) id: string): Promise<boolean> {
+    await services.snapshots.remove(caller, id);
+    return true;
+  }
+
+  @FieldResolver(() => Instance, { nullable: true })
+  instance(@Root() snapshot: SnapshotEntity, @Caller() caller: Principal, @Ctx() { services }: ApiContext): Promise<InstanceEntity | null> {
+    return services.instances.find(caller, snapshot.instanceId);
+  }
+
+  @FieldResolver(() => ArchiveFormatEnum)
+  format(@Root() snapshot: SnapshotEntity): ArchiveFormatEnum {
+    return formatOf(snapshot.engineVersion);
+  }
+
+  @FieldResolver(() => Boolean)
+  exportable(@Root() snapshot: SnapshotEntity): boolean {
+    return snapshot.status === 'COMPLETED';
+  }
+
+  @FieldResolver(() => Boolean, {
+    description: 'true only in a snapshotUpdated event that announces the snapshot was deleted or expired',
+  })
+  removed(@Root() snapshot: SnapshotEntity & { removed?: boolean }): boolean {
+    return snapshot.removed === true;
+  }
+}

@@ -1,0 +1,85 @@
+import { Arg, Ctx, FieldResolver, ID, Resolver, Root, Subscription } from 'type-graphql';
+import type { InstanceEntity } from '../../entities/instance.entity';
+import { unauthenticated } from '../../errors/app-error';
+import type { AvailabilityEventPayload, SnapshotEventPayload } from '../../events/event-bus';
+import type { OperationView } from '../../services/operation.service';
+import type { Principal } from '../../services/principal';
+import { watchAvailability, watchSnapshots } from '../../services/watch';
+import { type ApiContext, Caller } from '../context';
+import { Instance, InstanceAvailabilityEvent } from '../types/instance.type';
+import { Operation } from '../types/operation.type';
+import { Snapshot } from '../types/snapshot.type';
+
+type SubscribeData = { args: Record<string, unknown>; context: ApiContext };
+
+const callerOf = (context: ApiContext): Principal => {
+  if (!context.principal) throw unauthenticated();
+  return context.principal;
+};
+
+const RESTORE_KINDS = ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT'] as const;
+
+@Resolver()
+export class SubscriptionResolver {
+  @Subscription(() => Operation, {
+    description: `For RESTORE, RESTORE_FROM_FILE and CREATE_FROM_SNAPSHOT operations: the operation's current
+state at once, then every change; completes after SUCCEEDED or FAILED.`,
+    subscribe: ({ args, context }: SubscribeData) =>
+      context.services.operations.watch(callerOf(context), String(args.operationId), [...RESTORE_KINDS]),
+  })
+  restoreProgress(@Root() operation: OperationView, @Arg('operationId', () => ID) _operationId: string): OperationView {
+    return operation;
+  }
+
+  @Subscription(() => Operation, {
+    description: 'the same, for an operation of any kind',
+    subscribe: ({ args, context }: SubscribeData) => context.services.operations.watch(callerOf(context), String(args.operationId)),
+  })
+  operationProgress(@Root() operation: OperationView, @Arg('operationId', () => ID) _operationId: string): OperationView {
+    return operation;
+  }
+
+  @Subscription(() => InstanceAvailabilityEvent, {
+    description: "every availability change of one instance, or of all the caller's instances when instanceId is omitted",
+    subscribe: async ({ args, context }: SubscribeData) => {
+      const caller = callerOf(context);
+      const instanceId = (args.instanceId as string | null | undefined) ?? null;
+      if (instanceId) await context.services.instances.require(caller, instanceId);
+      return watchAvailability(context.services.events, caller, instanceId);
+    },
+  })
+  instanceAvailabilityChanged(
+    @Root() event: AvailabilityEventPayload,
+    @Arg('instanceId', () => ID, { nullable: true }) _instanceId: string | null,
+  ): AvailabilityEventPayload {
+    return event;
+  }
+
+  @Subscription(() => Snapshot, {
+    description: "snapshots created, changing status, or removed by retention, for one instance or all the caller's",
+    subscribe: async ({ args, context }: SubscribeData) => {
+      const caller = callerOf(context);
+      const instanceId = (args.instanceId as string | null | undefined) ?? null;
+      if (instanceId) await context.services.instances.require(caller, instanceId);
+      return watchSnapshots(context.services.events, caller, instanceId);
+    },
+  })
+  snapshotUpdated(
+    @Root() event: SnapshotEventPayload,
+    @Arg('instanceId', () => ID, { nullable: true }) _instanceId: string | null,
+  ): Record<string, unknown> {
+    return { ...event.snapshot, removed: event.removed };
+  }
+}
+
+@Resolver(() => InstanceAvailabilityEvent)
+export class AvailabilityEventResolver {
+  @FieldResolver(() => Instance, { nullable: true })
+  instance(
+    @Root() event: AvailabilityEventPayload,
+    @Caller() caller: Principal,
+    @Ctx() { services }: ApiContext,
+  ): Promise<InstanceEntity | null> {
+    return services.instances.find(caller, event.instanceId);
+  }
+}

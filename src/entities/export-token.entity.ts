@@ -1,0 +1,28 @@
+import { Entity, PrimaryColumn, Column, Index } from 'typeorm';
+import { BigIntColumn, IdColumn } from './columns';
+
+/** A download link for one snapshot. Only the token's SHA-256 is stored; the URL is shown once. */
+@Entity('export_tokens')
+@Index('idx_export_tokens_expiry', ['expiresAt'])
+export class ExportTokenEntity {
+  @PrimaryColumn({ type: 'varchar', length: 36 })
+  id: string;
+
+  @IdColumn()
+  tenantId: string;
+
+  @IdColumn()
+  snapshotId: string;
+
+  @Column({ type: 'varchar', length: 64, unique: true })
+  tokenHash: string;
+
+  @Column({ type: 'varchar', length: 300 })
+  fileName: string;
+
+  @BigIntColumn()
+  createdAt: number;
+
+  @BigIntColumn()
+  expiresAt: number;
+}

@@ -1,0 +1,26 @@
+// What a kind of operation must provide to the runner.
+import type { OperationEntity, OperationKind } from '../entities/operation.entity';
+
+export interface ProgressUpdate {
+  phase?: string;
+  bytesDone?: number;
+  bytesTotal?: number | null;
+}
+
+export interface JobContext {
+  /** Records progress; the runner throttles publishing (≤ 10/s) and persisting (≤ 1/s). */
+  progress(update: ProgressUpdate): void;
+  /** Aborted when the runner loses the lease or shuts down: stop at the next step. */
+  signal: AbortSignal;
+}
+
+export interface OperationHandler {
+  readonly kind: OperationKind;
+  /** Does the work. Throwing (an AppError ideally) fails the operation; compensate() is then called. */
+  run(operation: OperationEntity, context: JobContext): Promise<void>;
+  /**
+   * Puts things back after a failure, a crash or an expired lease: the instance RUNNING/AVAILABLE on its old
+   * data, temp files and half-written blobs removed. Must be idempotent: it may run after a crash at any step.
+   */
+  compensate(operation: OperationEntity, error: { code: string; message: string }): Promise<void>;
+}

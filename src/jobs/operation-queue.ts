@@ -1,0 +1,51 @@
+// Inserting operation rows: the database's partial unique index turns a second active operation into CONFLICT.
+import { randomUUID } from 'node:crypto';
+import type { EntityManager } from 'typeorm';
+import { OperationEntity, type OperationKind } from '../entities/operation.entity';
+import { conflict } from '../errors/app-error';
+
+export interface NewOperation {
+  tenantId: string;
+  instanceId: string;
+  kind: OperationKind;
+  snapshotId?: string | null;
+  params?: Record<string, unknown> | null;
+  bytesTotal?: number | null;
+}
+
+export async function insertOperation(manager: EntityManager, fields: NewOperation): Promise<OperationEntity> {
+  const operation = Object.assign(new OperationEntity(), {
+    id: randomUUID(),
+    tenantId: fields.tenantId,
+    instanceId: fields.instanceId,
+    kind: fields.kind,
+    status: 'QUEUED',
+    phase: 'queued',
+    bytesDone: 0,
+    bytesTotal: fields.bytesTotal ?? null,
+    snapshotId: fields.snapshotId ?? null,
+    params: fields.params ?? null,
+    errorCode: null,
+    errorMessage: null,
+    createdAt: Date.now(),
+    startedAt: null,
+    finishedAt: null,
+    leaseOwner: null,
+    leaseExpiresAt: null,
+  } satisfies OperationEntity);
+  try {
+    await manager.save(OperationEntity, operation, { reload: false });
+  } catch (error) {
+    if (isUniqueViolation(error)) {
+      throw conflict(`instance ${fields.instanceId} already has an operation in progress; try again when it has finished`);
+    }
+    throw error;
+  }
+  return operation;
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  const e = error as { code?: string; driverError?: { code?: string }; message?: string };
+  const code = e.driverError?.code ?? e.code;
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || /UNIQUE constraint failed/.test(e.message ?? '');
+}

@@ -1,0 +1,109 @@
+// Export links: an unguessable, expiring URL that streams a snapshot's archive without other credentials.
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { LessThan, type DataSource, type Repository } from 'typeorm';
+import { archiveExtension } from '../archive';
+import type { AppConfig } from '../config/app-config';
+import { ExportTokenEntity } from '../entities/export-token.entity';
+import type { SnapshotEntity } from '../entities/snapshot.entity';
+import { AppError } from '../errors/app-error';
+import type { InstanceService } from './instance.service';
+import { type Principal, requireRole } from './principal';
+import type { SnapshotService } from './snapshot.service';
+
+export const EXPORT_PATH = '/exports';
+
+export interface ExportLink {
+  url: string;
+  fileName: string;
+  expiresAt: number;
+  sizeBytes: number;
+  sha256: string;
+}
+
+export interface Download {
+  snapshot: SnapshotEntity;
+  fileName: string;
+  sizeBytes: number;
+  sha256: string;
+  open(range?: { start: number; end: number }): Promise<Readable>;
+}
+
+/** Why a link does not work: unknown (404) or expired (410). */
+export class DownloadRefused extends Error {
+  constructor(readonly status: 404 | 410, message: string) {
+    super(message);
+  }
+}
+
+const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
+
+export class ExportService {
+  private readonly tokens: Repository<ExportTokenEntity>;
+
+  constructor(
+    db: DataSource,
+    private readonly config: AppConfig,
+    private readonly instances: InstanceService,
+    private readonly snapshots: SnapshotService,
+  ) {
+    this.tokens = db.getRepository(ExportTokenEntity);
+  }
+
+  async createLink(principal: Principal, snapshotId: string, origin: string): Promise<ExportLink> {
+    requireRole(principal, 'MEMBER', 'exporting a snapshot');
+    const snapshot = await this.snapshots.require(principal, snapshotId);
+    if (snapshot.status !== 'COMPLETED' || snapshot.sizeBytes === null || snapshot.sha256 === null) {
+      throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} is ${snapshot.status}; only COMPLETED snapshots can be exported`);
+    }
+    const instance = await this.instances.find(principal, snapshot.instanceId);
+    const fileName = exportFileName(instance?.name ?? snapshot.instanceId, snapshot.createdAt, snapshot.engineVersion);
+    const token = randomBytes(32).toString('base64url');
+    const now = Date.now();
+    const expiresAt = now + this.config.exportUrlTtlMs;
+    await this.tokens.insert({
+      id: randomUUID(),
+      tenantId: principal.tenantId,
+      snapshotId: snapshot.id,
+      tokenHash: hashToken(token),
+      fileName,
+      createdAt: now,
+      expiresAt,
+    });
+    await this.tokens.delete({ expiresAt: LessThan(now - 24 * 3600_000) });
+    const base = (this.config.publicUrl ?? origin).replace(/\/+$/, '');
+    return { url: `${base}${EXPORT_PATH}/${token}`, fileName, expiresAt, sizeBytes: snapshot.sizeBytes, sha256: snapshot.sha256 };
+  }
+
+  /** The download behind a token; DownloadRefused(404) when unknown or the snapshot is gone, (410) when expired. */
+  async resolve(token: string): Promise<Download> {
+    if (!/^[A-Za-z0-9_-]{20,100}$/.test(token)) throw new DownloadRefused(404, 'no such export link');
+    const link = await this.tokens.findOne({ where: { tokenHash: hashToken(token) } });
+    if (!link) throw new DownloadRefused(404, 'no such export link');
+    if (link.expiresAt <= Date.now()) throw new DownloadRefused(410, 'this export link has expired; ask for a new one with exportSnapshot');
+    const snapshot = await this.snapshots.byId(link.snapshotId);
+    if (!snapshot || snapshot.tenantId !== link.tenantId || snapshot.status !== 'COMPLETED') {
+      throw new DownloadRefused(404, 'the snapshot of this export link no longer exists');
+    }
+    return {
+      snapshot,
+      fileName: link.fileName,
+      sizeBytes: snapshot.sizeBytes ?? 0,
+      sha256: snapshot.sha256 ?? '',
+      open: (range) => this.snapshots.openArchive(snapshot, range),
+    };
+  }
+}
+
+/** `<instance-name>-<YYYY-MM-DDTHH-MM-SSZ>.backup|.dump`, with the name made safe for any file system. */
+export function exportFileName(instanceName: string, createdAt: number, engineVersion: 'V4' | 'V5'): string {
+  const safeName =
+    instanceName
+      .normalize('NFKD')
+      .replace(/[^A-Za-z0-9._-]+/g, '-')
+      .replace(/-{2,}/g, '-')
+      .replace(/^[-.]+|[-.]+$/g, '')
+      .slice(0, 100) || 'instance';
+  const stamp = new Date(createdAt).toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/:/g, '-');
+  return `${safeName}-${stamp}${archiveExtension(engineVersion)}`;
+}

@@ -1,0 +1,268 @@
+// Restores: a snapshot over an instance, a snapshot into a new instance, or an uploaded archive over an instance.
+// One pipeline serves all three: READ_ONLY → PRE_RESTORE snapshot → shadow store → verify → UNAVAILABLE → swap → AVAILABLE.
+import type { Readable } from 'node:stream';
+import type { DataSource } from 'typeorm';
+import { type ArchiveHeader, isArchiveError, openArchive } from '../archive';
+import type { InstanceEntity } from '../entities/instance.entity';
+import { InstanceEntity as InstanceRow } from '../entities/instance.entity';
+import { OperationEntity, type OperationKind } from '../entities/operation.entity';
+import type { SnapshotEntity } from '../entities/snapshot.entity';
+import { AppError, capacityExceeded } from '../errors/app-error';
+import type { GraphStoreProvider } from '../graph/graph-store';
+import type { EngineVersion, GraphStats, NameCount } from '../graph/records';
+import type { JobContext, OperationHandler } from '../jobs/operation-handler';
+import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
+import { insertOperation } from '../jobs/operation-queue';
+import { assertAcceptsOperations, type InstanceInput, type InstanceService } from './instance.service';
+import { type Principal, requireRole } from './principal';
+import type { SnapshotService, WorkAnnouncer } from './snapshot.service';
+
+export const CONFIRM_WORD = 'RESTORE';
+
+/** What the operation row remembers, so a restart can compensate precisely. */
+interface RestoreParams {
+  /** RESTORE_FROM_FILE: the verified upload (an encrypted blob), removed when the operation ends. */
+  uploadKey?: string;
+  preRestoreSnapshotId?: string;
+  shadowGeneration?: number;
+}
+
+export function assertConfirmed(confirm: string): void {
+  if (confirm !== CONFIRM_WORD) {
+    throw new AppError('CONFIRMATION_REQUIRED', `type ${CONFIRM_WORD} in confirm to overwrite the instance's data; nothing was changed`);
+  }
+}
+
+export function assertCompatible(archiveEngine: EngineVersion, target: Pick<InstanceEntity, 'engineVersion' | 'id'>): void {
+  if (archiveEngine === 'V5' && target.engineVersion === 'V4') {
+    throw new AppError(
+      'INCOMPATIBLE_VERSION',
+      `a V5 archive cannot be restored into V4 instance ${target.id}; restore it into a V5 instance (V4 into V5 is allowed)`,
+    );
+  }
+}
+
+export class RestoreService {
+  constructor(
+    private readonly db: DataSource,
+    private readonly instances: InstanceService,
+    private readonly snapshots: SnapshotService,
+    private readonly announceWork: WorkAnnouncer,
+  ) {}
+
+  async requestRestore(principal: Principal, snapshotId: string, confirm: string, instanceId: string | null): Promise<OperationEntity> {
+    requireRole(principal, 'ADMIN', 'restoring a snapshot');
+    assertConfirmed(confirm);
+    const snapshot = await this.snapshots.require(principal, snapshotId);
+    const target = await this.instances.require(principal, instanceId ?? snapshot.instanceId);
+    this.assertRestorable(snapshot, target);
+    return this.enqueue(target, 'RESTORE', { snapshotId: snapshot.id, bytesTotal: snapshot.sizeBytes });
+  }
+
+  async requestCreateFromSnapshot(principal: Principal, snapshotId: string, input: InstanceInput): Promise<InstanceEntity> {
+    requireRole(principal, 'MEMBER', 'creating an instance from a snapshot');
+    const snapshot = await this.snapshots.require(principal, snapshotId);
+    const valid = this.instances.validateInput(input);
+    this.assertRestorable(snapshot, { ...valid, id: 'the new instance', storageGB: 2 * valid.memoryGB });
+    const instance = await this.instances.create(principal, valid, { status: 'CREATING', sourceSnapshotId: snapshot.id });
+    try {
+      await this.enqueue(instance, 'CREATE_FROM_SNAPSHOT', { snapshotId: snapshot.id, bytesTotal: snapshot.sizeBytes });
+    } catch (error) {
+      await this.db.getRepository(InstanceRow).delete({ id: instance.id });
+      throw error;
+    }
+    return instance;
+  }
+
+  /**
+   * Queues a restore of an already verified upload. The caller has checked the archive end to end
+   * (see UploadService); this checks that it fits the target.
+   */
+  async requestRestoreFromFile(
+    principal: Principal,
+    target: InstanceEntity,
+    upload: { key: string; sizeBytes: number; header: ArchiveHeader },
+  ): Promise<OperationEntity> {
+    assertCompatible(upload.header.engineVersion, target);
+    this.assertFits(upload.header.stats, target);
+    assertAcceptsOperations(target);
+    return this.enqueue(target, 'RESTORE_FROM_FILE', {
+      bytesTotal: upload.sizeBytes,
+      params: { uploadKey: upload.key } satisfies RestoreParams,
+    });
+  }
+
+  private assertRestorable(
+    snapshot: SnapshotEntity,
+    target: Pick<InstanceEntity, 'id' | 'tier' | 'storageGB' | 'engineVersion'> & { status?: string },
+  ): void {
+    if (snapshot.status !== 'COMPLETED' || !snapshot.contents) {
+      throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} is ${snapshot.status}; only COMPLETED snapshots can be restored`);
+    }
+    assertCompatible(snapshot.engineVersion, target);
+    this.assertFits(snapshot.contents, target);
+    if (target.status !== undefined) assertAcceptsOperations(target as InstanceEntity);
+  }
+
+  /** CAPACITY_EXCEEDED when the data would not fit the target's tier limits or storage. */
+  assertFits(stats: GraphStats, target: Pick<InstanceEntity, 'id' | 'tier' | 'storageGB'>): void {
+    const limits = this.instances.limitsOf(target);
+    if (limits.maxNodes !== null && stats.nodeCount > limits.maxNodes) {
+      throw capacityExceeded(`the data holds ${stats.nodeCount} nodes; ${target.tier} allows ${limits.maxNodes}`);
+    }
+    if (limits.maxRelationships !== null && stats.relationshipCount > limits.maxRelationships) {
+      throw capacityExceeded(`the data holds ${stats.relationshipCount} relationships; ${target.tier} allows ${limits.maxRelationships}`);
+    }
+    if (stats.storeSizeBytes > limits.maxBytes) {
+      throw capacityExceeded(
+        `the data takes ${stats.storeSizeBytes} bytes; ${target.id} has ${target.storageGB} GB of storage (${limits.maxBytes} bytes)`,
+      );
+    }
+  }
+
+  private async enqueue(
+    target: InstanceEntity,
+    kind: OperationKind,
+    fields: { snapshotId?: string; bytesTotal?: number | null; params?: RestoreParams },
+  ): Promise<OperationEntity> {
+    const operation = await this.db.transaction((manager) =>
+      insertOperation(manager, { tenantId: target.tenantId, instanceId: target.id, kind, ...fields, params: { ...fields.params } }),
+    );
+    this.announceWork();
+    return operation;
+  }
+}
+
+/** Runs RESTORE, RESTORE_FROM_FILE and CREATE_FROM_SNAPSHOT operations. */
+export class RestoreOperationHandler implements OperationHandler {
+  constructor(
+    readonly kind: 'RESTORE' | 'RESTORE_FROM_FILE' | 'CREATE_FROM_SNAPSHOT',
+    private readonly db: DataSource,
+    private readonly instances: InstanceService,
+    private readonly snapshots: SnapshotService,
+    private readonly stores: GraphStoreProvider,
+    private readonly blobs: EncryptedBlobStore,
+  ) {}
+
+  async run(operation: OperationEntity, context: JobContext): Promise<void> {
+    const instance = await this.instances.reload(operation.instanceId);
+    if (!instance) throw new AppError('NOT_FOUND', `instance ${operation.instanceId} no longer exists`);
+    const params: RestoreParams = { ...(operation.params as RestoreParams | null) };
+    const overwriting = this.kind !== 'CREATE_FROM_SNAPSHOT';
+
+    if (overwriting) {
+      // READ_ONLY before the safety snapshot, so no write can be acknowledged and then lost in the swap.
+      await this.instances.setState(instance, { status: 'RESTORING', availability: 'READ_ONLY', reason: 'a restore is being prepared' });
+      context.progress({ phase: 'pre-restore snapshot' });
+      const safety = this.snapshots.newSnapshot(instance, 'PRE_RESTORE', `taken automatically before operation ${operation.id}`);
+      params.preRestoreSnapshotId = safety.id;
+      await this.saveParams(operation, params);
+      await this.snapshots.insert(safety);
+      // Its own progress is not the restore's: only the phase shows, so restore progress never moves back.
+      await this.snapshots.capture(instance, safety, { signal: context.signal, progress: () => undefined });
+    }
+
+    const shadowGeneration = instance.storeGeneration + 1;
+    params.shadowGeneration = shadowGeneration;
+    await this.saveParams(operation, params);
+    context.progress({ phase: 'loading', bytesDone: 0 });
+    const loader = await this.stores.createLoader(instance.id, shadowGeneration);
+    let header: ArchiveHeader;
+    let loaded: GraphStats;
+    try {
+      const archive = openArchive(await this.openSource(operation, params));
+      try {
+        header = await archive.header;
+        assertCompatible(header.engineVersion, instance);
+        for await (const batch of archive.records()) {
+          context.signal.throwIfAborted();
+          await loader.insert(batch);
+          context.progress({ bytesDone: archive.bytesRead() });
+        }
+      } catch (error) {
+        throw asBackupError(error);
+      }
+      context.progress({ phase: 'verifying' });
+      loaded = await loader.finish();
+    } catch (error) {
+      await loader.abort();
+      throw error;
+    }
+    assertSameGraph(loaded, header.stats);
+    context.signal.throwIfAborted();
+
+    // The only moment the instance is unavailable: one metadata update pointing it at the new store.
+    context.progress({ phase: 'swapping' });
+    if (overwriting) await this.instances.setState(instance, { availability: 'UNAVAILABLE', reason: 'swapping in the restored data' });
+    await this.instances.setState(instance, {
+      storeGeneration: shadowGeneration,
+      status: 'RUNNING',
+      availability: 'AVAILABLE',
+      reason: overwriting ? 'restore completed' : 'created from snapshot',
+    });
+    await this.stores.removeGenerations(instance.id, shadowGeneration);
+    if (params.uploadKey) await this.blobs.delete(params.uploadKey);
+  }
+
+  async compensate(operation: OperationEntity, error: { code: string; message: string }): Promise<void> {
+    const params: RestoreParams = { ...(operation.params as RestoreParams | null) };
+    if (params.uploadKey) await this.blobs.delete(params.uploadKey);
+    if (params.preRestoreSnapshotId) {
+      const safety = await this.snapshots.byId(params.preRestoreSnapshotId);
+      if (safety && safety.status !== 'COMPLETED') await this.snapshots.failSnapshot(safety.id, `the restore failed: ${error.message}`);
+    }
+    const instance = await this.instances.reload(operation.instanceId);
+    if (!instance) return;
+    // Whatever generation the row points at is the data; every other file of the instance is a shadow.
+    await this.stores.removeGenerations(instance.id, instance.storeGeneration);
+    if (this.kind === 'CREATE_FROM_SNAPSHOT' && instance.status === 'CREATING') {
+      await this.instances.setState(instance, { status: 'FAILED', availability: 'UNAVAILABLE', reason: `creation failed: ${error.message}` });
+      return;
+    }
+    if (instance.status === 'RESTORING' || instance.availability !== 'AVAILABLE') {
+      await this.instances.setState(instance, { status: 'RUNNING', availability: 'AVAILABLE', reason: `restore failed; the data is unchanged` });
+    }
+  }
+
+  private async openSource(operation: OperationEntity, params: RestoreParams): Promise<Readable> {
+    if (this.kind === 'RESTORE_FROM_FILE') {
+      if (!params.uploadKey) throw new AppError('INVALID_BACKUP_FILE', 'the uploaded file is gone');
+      return this.blobs.read(params.uploadKey);
+    }
+    const snapshot = operation.snapshotId ? await this.snapshots.byId(operation.snapshotId) : null;
+    if (!snapshot) throw new AppError('NOT_FOUND', `snapshot ${operation.snapshotId} no longer exists`);
+    return this.snapshots.openArchive(snapshot);
+  }
+
+  private async saveParams(operation: OperationEntity, params: RestoreParams): Promise<void> {
+    operation.params = { ...params };
+    await this.db.getRepository(OperationEntity).save(operation, { reload: false });
+  }
+}
+
+function asBackupError(error: unknown): unknown {
+  if (isArchiveError(error)) return new AppError('INVALID_BACKUP_FILE', error.message);
+  if (error instanceof Error && /integrity|authentic|tamper/i.test(error.message)) {
+    return new AppError('INVALID_BACKUP_FILE', `the stored snapshot is damaged: ${error.message}`);
+  }
+  return error;
+}
+
+/** The shadow must hold exactly what the archive header promised. */
+function assertSameGraph(loaded: GraphStats, expected: GraphStats): void {
+  const same = (a: NameCount[], b: NameCount[]) =>
+    a.length === b.length && a.every((entry, i) => entry.name === b[i].name && entry.count === b[i].count);
+  const sort = (list: NameCount[]) => [...list].sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  if (
+    loaded.nodeCount !== expected.nodeCount ||
+    loaded.relationshipCount !== expected.relationshipCount ||
+    !same(sort(loaded.labels), sort(expected.labels)) ||
+    !same(sort(loaded.relationshipTypes), sort(expected.relationshipTypes))
+  ) {
+    throw new AppError(
+      'INVALID_BACKUP_FILE',
+      `verification failed: the archive promised ${expected.nodeCount} nodes and ${expected.relationshipCount} relationships, ` +
+        `the restored store holds ${loaded.nodeCount} and ${loaded.relationshipCount}`,
+    );
+  }
+}

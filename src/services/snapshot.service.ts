@@ -1,0 +1,310 @@
+// Snapshots: on-demand and scheduled capture into encrypted blobs, history for dashboards, deletion, events.
+import { createHash, randomUUID } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import { PassThrough, type Readable, Transform } from 'node:stream';
+import { Brackets, type DataSource, type Repository } from 'typeorm';
+import { createArchiveWriter } from '../archive';
+import type { AppConfig } from '../config/app-config';
+import { scheduleOf } from '../config/tiers';
+import type { InstanceEntity } from '../entities/instance.entity';
+import { OperationEntity } from '../entities/operation.entity';
+import { SnapshotEntity, type SnapshotProfile, type SnapshotStatus } from '../entities/snapshot.entity';
+import { AppError, badInput, notFound } from '../errors/app-error';
+import type { EventBus } from '../events/event-bus';
+import type { JobContext, OperationHandler } from '../jobs/operation-handler';
+import { insertOperation } from '../jobs/operation-queue';
+import type { Logger } from '../logging/logger';
+import { expiresAtFor } from '../scheduler/retention';
+import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
+import { assertAcceptsOperations, type InstanceService } from './instance.service';
+import { type Principal, requireRole } from './principal';
+
+export interface SnapshotFilterInput {
+  from?: Date;
+  to?: Date;
+  profile?: SnapshotProfile;
+  status?: SnapshotStatus;
+}
+
+export interface SnapshotPage {
+  items: SnapshotEntity[];
+  hasNextPage: boolean;
+  totalCount: number;
+}
+
+export const MAX_SNAPSHOT_PAGE = 500;
+
+/** Called when an operation row is inserted, so the runner picks it up at once. */
+export type WorkAnnouncer = () => void;
+
+export class SnapshotService {
+  private readonly snapshots: Repository<SnapshotEntity>;
+
+  constructor(
+    private readonly db: DataSource,
+    private readonly config: AppConfig,
+    private readonly instances: InstanceService,
+    private readonly blobs: EncryptedBlobStore,
+    private readonly events: EventBus,
+    private readonly logger: Logger,
+    private readonly announceWork: WorkAnnouncer,
+  ) {
+    this.snapshots = db.getRepository(SnapshotEntity);
+  }
+
+  /** An on-demand snapshot: the row and its SNAPSHOT operation, returned at once (PENDING). */
+  async requestSnapshot(principal: Principal, instanceId: string, description: string | null): Promise<SnapshotEntity> {
+    requireRole(principal, 'MEMBER', 'taking a snapshot');
+    if (description !== null && description.length > 500) throw badInput('description must be at most 500 characters');
+    const instance = await this.instances.require(principal, instanceId);
+    return this.enqueueSnapshot(instance, 'ON_DEMAND', description);
+  }
+
+  /** Inserts a PENDING snapshot and its operation in one transaction; CONFLICT when the instance is busy. */
+  async enqueueSnapshot(instance: InstanceEntity, profile: SnapshotProfile, description: string | null): Promise<SnapshotEntity> {
+    assertAcceptsOperations(instance);
+    const snapshot = this.newSnapshot(instance, profile, description);
+    await this.db.transaction(async (manager) => {
+      await manager.insert(SnapshotEntity, snapshot);
+      await insertOperation(manager, {
+        tenantId: instance.tenantId,
+        instanceId: instance.id,
+        kind: 'SNAPSHOT',
+        snapshotId: snapshot.id,
+      });
+    });
+    this.publish(snapshot);
+    this.announceWork();
+    return snapshot;
+  }
+
+  /**
+   * Captures the instance's data into the snapshot's blob: one read transaction, streamed through the archive
+   * writer, hashed, encrypted and stored atomically. Writes to the instance go on meanwhile.
+   * Used by the SNAPSHOT operation and, for PRE_RESTORE snapshots, inside a restore.
+   */
+  async capture(instance: InstanceEntity, snapshot: SnapshotEntity, context: JobContext): Promise<SnapshotEntity> {
+    await this.update(snapshot, { status: 'IN_PROGRESS' });
+    const blobKey = blobKeyOf(snapshot);
+    const view = await this.instances.withStore(instance, (store) => store.openReadView());
+    try {
+      const stats = await view.stats();
+      const records = Math.max(1, stats.nodeCount + stats.relationshipCount);
+      context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: stats.storeSizeBytes });
+      const writer = createArchiveWriter({
+        engineVersion: instance.engineVersion,
+        sourceInstanceId: instance.id,
+        sourceInstanceName: instance.name,
+        capturedAt: new Date(snapshot.createdAt).toISOString(),
+        stats,
+      });
+      const digest = createHash('sha256');
+      let sizeBytes = 0;
+      const measure = new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          digest.update(chunk);
+          sizeBytes += chunk.length;
+          callback(null, chunk);
+        },
+      });
+      const plaintext = new PassThrough({ highWaterMark: 1024 * 1024 });
+      const piped = pipeline(writer.stream, measure, plaintext);
+      const stored = this.blobs.write(blobKey, plaintext);
+      piped.catch(() => undefined);
+      stored.catch(() => undefined);
+      try {
+        let done = 0;
+        for await (const batch of view.batches()) {
+          context.signal.throwIfAborted();
+          await writer.write(batch);
+          done += batch.length;
+          context.progress({ bytesDone: Math.floor((stats.storeSizeBytes * done) / records) });
+        }
+        await writer.end();
+        await piped;
+        await stored;
+      } catch (error) {
+        writer.destroy(error as Error);
+        await stored.catch(() => undefined);
+        await this.blobs.delete(blobKey).catch(() => undefined);
+        throw error;
+      }
+      const completedAt = Date.now();
+      return await this.update(snapshot, {
+        status: 'COMPLETED',
+        completedAt,
+        sizeBytes,
+        sha256: digest.digest('hex'),
+        contents: stats,
+        blobKey,
+        expiresAt: expiresAtFor(snapshot.createdAt, scheduleOf(this.config.tiers[instance.tier])),
+      });
+    } finally {
+      await view.close();
+    }
+  }
+
+  /** Marks a snapshot FAILED and removes anything it may have half-written. Idempotent. */
+  async failSnapshot(snapshotId: string, message: string): Promise<void> {
+    const snapshot = await this.snapshots.findOne({ where: { id: snapshotId } });
+    if (!snapshot) return;
+    await this.blobs.delete(blobKeyOf(snapshot)).catch(() => undefined);
+    if (snapshot.status === 'COMPLETED' || snapshot.status === 'FAILED') return;
+    await this.update(snapshot, { status: 'FAILED', error: message, blobKey: null });
+  }
+
+  newSnapshot(instance: InstanceEntity, profile: SnapshotProfile, description: string | null): SnapshotEntity {
+    return Object.assign(new SnapshotEntity(), {
+      id: randomUUID(),
+      tenantId: instance.tenantId,
+      instanceId: instance.id,
+      profile,
+      status: 'PENDING',
+      createdAt: Date.now(),
+      completedAt: null,
+      expiresAt: null,
+      description,
+      sizeBytes: null,
+      sha256: null,
+      engineVersion: instance.engineVersion,
+      contents: null,
+      error: null,
+      blobKey: null,
+    } satisfies SnapshotEntity);
+  }
+
+  async insert(snapshot: SnapshotEntity): Promise<void> {
+    await this.snapshots.insert(snapshot);
+    this.publish(snapshot);
+  }
+
+  find(principal: Principal, id: string): Promise<SnapshotEntity | null> {
+    return this.snapshots.findOne({ where: { id, tenantId: principal.tenantId } });
+  }
+
+  async require(principal: Principal, id: string): Promise<SnapshotEntity> {
+    const snapshot = await this.find(principal, id);
+    if (!snapshot) throw notFound('snapshot', id);
+    return snapshot;
+  }
+
+  byId(id: string): Promise<SnapshotEntity | null> {
+    return this.snapshots.findOne({ where: { id } });
+  }
+
+  /**
+   * History, newest first: keyset pagination over (createdAt, id), so a cursor stays correct while new
+   * snapshots arrive. The (instanceId, createdAt, id) index answers it without sorting.
+   */
+  async list(
+    principal: Principal,
+    instanceId: string,
+    first: number,
+    after: { createdAt: number; id: string } | null,
+    filter: SnapshotFilterInput = {},
+  ): Promise<SnapshotPage> {
+    if (!Number.isInteger(first) || first < 0 || first > MAX_SNAPSHOT_PAGE) {
+      throw badInput(`first must be between 0 and ${MAX_SNAPSHOT_PAGE}`);
+    }
+    const query = this.snapshots
+      .createQueryBuilder('s')
+      .where('s.instanceId = :instanceId AND s.tenantId = :tenantId', { instanceId, tenantId: principal.tenantId });
+    if (filter.from) query.andWhere('s.createdAt >= :from', { from: filter.from.getTime() });
+    if (filter.to) query.andWhere('s.createdAt <= :to', { to: filter.to.getTime() });
+    if (filter.profile) query.andWhere('s.profile = :profile', { profile: filter.profile });
+    if (filter.status) query.andWhere('s.status = :status', { status: filter.status });
+    const totalCount = await query.getCount();
+    if (after) {
+      query.andWhere(
+        new Brackets((q) =>
+          q
+            .where('s.createdAt < :afterCreatedAt', { afterCreatedAt: after.createdAt })
+            .orWhere('(s.createdAt = :afterCreatedAt AND s.id < :afterId)', { afterId: after.id }),
+        ),
+      );
+    }
+    const rows = await query.orderBy('s.createdAt', 'DESC').addOrderBy('s.id', 'DESC').take(first + 1).getMany();
+    return { items: rows.slice(0, first), hasNextPage: rows.length > first, totalCount };
+  }
+
+  async remove(principal: Principal, id: string): Promise<void> {
+    requireRole(principal, 'ADMIN', 'deleting a snapshot');
+    const snapshot = await this.require(principal, id);
+    const inUse = await this.db.getRepository(OperationEntity).exists({
+      where: [
+        { snapshotId: id, status: 'QUEUED' },
+        { snapshotId: id, status: 'RUNNING' },
+      ],
+    });
+    if (inUse) throw new AppError('CONFLICT', `snapshot ${id} is being written or restored; delete it when that has finished`);
+    await this.delete(snapshot);
+  }
+
+  /** Removes the row and the blob, and tells subscribers. Used by deletion, retention and instance removal. */
+  async delete(snapshot: SnapshotEntity): Promise<void> {
+    await this.blobs.delete(blobKeyOf(snapshot));
+    await this.snapshots.delete({ id: snapshot.id });
+    this.publish(snapshot, true);
+  }
+
+  async deleteAllOf(instance: InstanceEntity): Promise<void> {
+    const all = await this.snapshots.find({ where: { instanceId: instance.id } });
+    for (const snapshot of all) await this.delete(snapshot);
+  }
+
+  /** The snapshot's export archive, decrypted, optionally a byte range [start, end). */
+  openArchive(snapshot: SnapshotEntity, range?: { start?: number; end?: number }): Promise<Readable> {
+    if (snapshot.status !== 'COMPLETED' || !snapshot.blobKey) {
+      throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} is ${snapshot.status}, not COMPLETED`);
+    }
+    return this.blobs.read(snapshot.blobKey, range);
+  }
+
+  snapshotsOf(instanceId: string): Promise<SnapshotEntity[]> {
+    return this.snapshots.find({ where: { instanceId } });
+  }
+
+  private async update(snapshot: SnapshotEntity, patch: Partial<SnapshotEntity>): Promise<SnapshotEntity> {
+    await this.snapshots.update({ id: snapshot.id }, patch);
+    Object.assign(snapshot, patch);
+    this.publish(snapshot);
+    return snapshot;
+  }
+
+  private publish(snapshot: SnapshotEntity, removed = false): void {
+    const { blobKey: _blobKey, ...visible } = snapshot;
+    this.events.pubSub.publish('snapshot.updated', snapshot.tenantId, {
+      tenantId: snapshot.tenantId,
+      instanceId: snapshot.instanceId,
+      snapshotId: snapshot.id,
+      removed,
+      snapshot: { ...visible },
+    });
+  }
+}
+
+export const blobKeyOf = (snapshot: Pick<SnapshotEntity, 'tenantId' | 'id'>) =>
+  `tenants/${snapshot.tenantId}/snapshots/${snapshot.id}.blob`;
+
+/** The SNAPSHOT operation: capture, and on any failure a FAILED snapshot with no blob left behind. */
+export class SnapshotOperationHandler implements OperationHandler {
+  readonly kind = 'SNAPSHOT' as const;
+
+  constructor(
+    private readonly snapshots: SnapshotService,
+    private readonly instances: InstanceService,
+    private readonly afterCapture: (instance: InstanceEntity) => Promise<void>,
+  ) {}
+
+  async run(operation: OperationEntity, context: JobContext): Promise<void> {
+    const instance = await this.instances.reload(operation.instanceId);
+    const snapshot = operation.snapshotId ? await this.snapshots.byId(operation.snapshotId) : null;
+    if (!instance || !snapshot) throw new AppError('NOT_FOUND', 'the instance or snapshot no longer exists');
+    await this.snapshots.capture(instance, snapshot, context);
+    await this.afterCapture(instance);
+  }
+
+  async compensate(operation: OperationEntity, error: { message: string }): Promise<void> {
+    if (operation.snapshotId) await this.snapshots.failSnapshot(operation.snapshotId, error.message);
+  }
+}
