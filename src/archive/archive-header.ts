@@ -1,12 +1,10 @@
 // The archive's fixed-layout start: magic, format version and a checksummed JSON header that
-// can be read without touching the body (docs/archive-format.md, "Preamble and header").
+// can be read without touching the body (docs/archive-format.md, "Byte layout" and "Header").
 import { crc32 } from 'node:zlib';
 import type { EngineVersion, GraphStats, NameCount } from '../graph/records';
 import { ArchiveError, readOrTruncated, truncatedError } from './archive-error';
 import type { StreamByteReader } from './byte-reader';
 import { ARCHIVE_MAGIC, foreignFileError, SNIFF_LENGTH } from './file-type';
-
-export { ARCHIVE_MAGIC };
 
 /** The format version this code writes, and the newest it reads. */
 export const ARCHIVE_FORMAT_VERSION = 1;
@@ -33,22 +31,7 @@ export type ArchiveHeaderInput = Omit<ArchiveHeader, 'formatVersion'>;
 export function encodeArchiveHeader(header: ArchiveHeaderInput, formatVersion = ARCHIVE_FORMAT_VERSION): Buffer {
   const problem = describeHeaderProblem(header);
   if (problem) throw new ArchiveError('INVALID_HEADER', `Cannot write the archive header: ${problem}.`);
-  const json = Buffer.from(
-    JSON.stringify({
-      engineVersion: header.engineVersion,
-      sourceInstanceId: header.sourceInstanceId,
-      sourceInstanceName: header.sourceInstanceName,
-      capturedAt: header.capturedAt,
-      stats: {
-        nodeCount: header.stats.nodeCount,
-        relationshipCount: header.stats.relationshipCount,
-        labels: header.stats.labels.map(({ name, count }) => ({ name, count })),
-        relationshipTypes: header.stats.relationshipTypes.map(({ name, count }) => ({ name, count })),
-        storeSizeBytes: header.stats.storeSizeBytes,
-      },
-    }),
-    'utf8',
-  );
+  const json = Buffer.from(JSON.stringify(knownFields(header)), 'utf8');
   if (json.length > MAX_HEADER_JSON_BYTES) {
     throw new ArchiveError('INVALID_HEADER', 'Cannot write the archive header: it is larger than 4 MiB.');
   }
@@ -108,7 +91,7 @@ function checkFormatVersion(formatVersion: number): void {
   }
 }
 
-function parseHeaderJson(json: Buffer): Omit<ArchiveHeader, 'formatVersion'> {
+function parseHeaderJson(json: Buffer): ArchiveHeaderInput {
   let value: unknown;
   try {
     value = JSON.parse(json.toString('utf8'));
@@ -117,19 +100,26 @@ function parseHeaderJson(json: Buffer): Omit<ArchiveHeader, 'formatVersion'> {
   }
   const problem = describeHeaderProblem(value);
   if (problem) throw new ArchiveError('CORRUPT', `The archive header is invalid: ${problem}.`);
-  const header = value as ArchiveHeaderInput;
-  // Rebuilt field by field: unknown fields a later minor revision may add are not passed on.
+  return knownFields(value as ArchiveHeaderInput);
+}
+
+/**
+ * The header's fields and nothing else: extra properties of the writer's object stay out of
+ * the file, and fields a later minor revision may add are not passed on by the reader.
+ */
+function knownFields(header: ArchiveHeaderInput): ArchiveHeaderInput {
+  const { stats } = header;
   return {
     engineVersion: header.engineVersion,
     sourceInstanceId: header.sourceInstanceId,
     sourceInstanceName: header.sourceInstanceName,
     capturedAt: header.capturedAt,
     stats: {
-      nodeCount: header.stats.nodeCount,
-      relationshipCount: header.stats.relationshipCount,
-      labels: header.stats.labels.map(({ name, count }) => ({ name, count })),
-      relationshipTypes: header.stats.relationshipTypes.map(({ name, count }) => ({ name, count })),
-      storeSizeBytes: header.stats.storeSizeBytes,
+      nodeCount: stats.nodeCount,
+      relationshipCount: stats.relationshipCount,
+      labels: stats.labels.map(({ name, count }) => ({ name, count })),
+      relationshipTypes: stats.relationshipTypes.map(({ name, count }) => ({ name, count })),
+      storeSizeBytes: stats.storeSizeBytes,
     },
   };
 }
