@@ -4,12 +4,12 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { inflateRawSync } from 'node:zlib';
-import type { GraphRecord } from '../graph/records';
+import type { EncodedBatch, GraphRecord } from '../graph/records';
 import { ArchiveError, readOrTruncated } from './archive-error';
 import { DIGEST_LENGTH, END_FRAME, decodeEndFrame, readFrame, type Frame, type RecordCounts } from './archive-frame';
 import { decodeArchiveHeader, type ArchiveHeader } from './archive-header';
 import { StreamByteReader } from './byte-reader';
-import { decodeRecordLines } from './record-codec';
+import { decodeRecordLines, splitRecordLines } from './record-codec';
 
 export interface ArchiveReader {
   /** The header; rejects with an ArchiveError when the file is not a readable archive. */
@@ -21,6 +21,12 @@ export interface ArchiveReader {
    * Can be iterated once.
    */
   records(): AsyncIterable<GraphRecord[]>;
+  /**
+   * The same verified stream as tuple lines, without parsing records in JavaScript (for bulk loading,
+   * where SQLite parses them). Each frame yields its node lines, then its relationship lines.
+   * Use either records() or encodedBatches(), once.
+   */
+  encodedBatches(): AsyncIterable<EncodedBatch>;
   /** Bytes of the input consumed so far (for progress against the file size). */
   bytesRead(): number;
 }
@@ -67,10 +73,35 @@ class StreamingArchiveReader implements ArchiveReader {
     return this.readRecords();
   }
 
+  encodedBatches(): AsyncIterable<EncodedBatch> {
+    if (this.iterated) throw new Error('ArchiveReader.encodedBatches() can only be iterated once');
+    this.iterated = true;
+    return this.readEncoded();
+  }
+
   private async *readRecords(): AsyncGenerator<GraphRecord[]> {
+    const counter = new RecordCounter(await this.header);
+    for await (const text of this.frameTexts(counter)) {
+      const batch = decodeRecordLines(text);
+      counter.count(batch);
+      if (batch.length > 0) yield batch;
+    }
+  }
+
+  private async *readEncoded(): AsyncGenerator<EncodedBatch> {
+    const counter = new RecordCounter(await this.header);
+    for await (const text of this.frameTexts(counter)) {
+      for (const batch of splitRecordLines(text)) {
+        counter.countEncoded(batch);
+        yield batch;
+      }
+    }
+  }
+
+  /** Each data frame's text, CRC-checked; ends only after the end frame, digest and end of file are verified. */
+  private async *frameTexts(counter: RecordCounter): AsyncGenerator<string> {
     let complete = false;
     try {
-      const counter = new RecordCounter(await this.header);
       for (;;) {
         const frame = await readFrame(this.bytes);
         if (frame.type === END_FRAME) {
@@ -78,9 +109,7 @@ class StreamingArchiveReader implements ArchiveReader {
           complete = true;
           return;
         }
-        const batch = decodeRecordLines(inflateDataFrame(frame).toString('utf8'));
-        counter.count(batch);
-        if (batch.length > 0) yield batch;
+        yield inflateDataFrame(frame).toString('utf8');
       }
     } finally {
       if (!complete) this.input.destroy();
@@ -128,6 +157,16 @@ class RecordCounter {
 
   constructor(header: ArchiveHeader) {
     this.announced = { nodeCount: header.stats.nodeCount, relationshipCount: header.stats.relationshipCount };
+  }
+
+  countEncoded(batch: EncodedBatch): void {
+    if (batch.kind === 'node') {
+      if (this.relationships > 0) throw new ArchiveError('CORRUPT', 'The archive is invalid: a node follows the relationships.');
+      this.nodes += batch.lines.length;
+    } else {
+      this.relationships += batch.lines.length;
+    }
+    if (this.overflowing()) throw this.mismatch();
   }
 
   count(batch: GraphRecord[]): void {

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { deflateRaw } from 'node:zlib';
-import type { GraphRecord } from '../graph/records';
+import type { EncodedBatch, GraphRecord } from '../graph/records';
 import { ArchiveError } from './archive-error';
 import { DATA_FRAME, encodeEndFrame, encodeFrame, type RecordCounts } from './archive-frame';
 import { encodeArchiveHeader, type ArchiveHeaderInput } from './archive-header';
@@ -35,6 +35,11 @@ export interface ArchiveWriter {
    * destroyed), or with the stream's error when its consumer failed.
    */
   write(records: GraphRecord | readonly GraphRecord[]): Promise<void>;
+  /**
+   * Appends records already encoded as tuple lines (see EncodedBatch), as a store's bulk reader produces
+   * them; same ordering rules and backpressure as write(). The lines are trusted to be well-formed tuples.
+   */
+  writeEncoded(batch: EncodedBatch): Promise<void>;
   /**
    * Writes the last frame, the end frame and the digest, and ends the stream. Rejects with
    * COUNT_MISMATCH (and destroys the stream) when the records written differ from the counts
@@ -114,6 +119,20 @@ class StreamingArchiveWriter implements ArchiveWriter {
     this.throwIfFailed();
   }
 
+  async writeEncoded(batch: EncodedBatch): Promise<void> {
+    if (this.ending) throw new Error('ArchiveWriter.writeEncoded() called after end()');
+    this.throwIfFailed();
+    try {
+      for (const line of batch.lines) this.appendLine(batch.kind, line);
+    } catch (err) {
+      this.fail(err as Error);
+      throw err;
+    }
+    await this.olderFramesPushed;
+    await this.consumerDemand();
+    this.throwIfFailed();
+  }
+
   end(): Promise<void> {
     this.ending ??= this.finish();
     return this.ending;
@@ -124,13 +143,16 @@ class StreamingArchiveWriter implements ArchiveWriter {
   }
 
   private append(record: GraphRecord): void {
-    const line = encodeRecordLine(record);
+    this.appendLine(record.kind, encodeRecordLine(record), () => recordName(record));
+  }
+
+  private appendLine(kind: GraphRecord['kind'], line: string, name = () => `a ${kind}`): void {
     if (line.length > MAX_RECORD_CHARS) {
-      throw new ArchiveError('INVALID_RECORD', `Cannot write ${recordName(record)}: it is larger than 16 MiB once encoded.`);
+      throw new ArchiveError('INVALID_RECORD', `Cannot write ${name()}: it is larger than 16 MiB once encoded.`);
     }
-    if (record.kind === 'node') {
+    if (kind === 'node') {
       if (this.written.relationshipCount > 0) {
-        throw new ArchiveError('INVALID_RECORD', `Cannot write ${recordName(record)}: all nodes must be written before the first relationship.`);
+        throw new ArchiveError('INVALID_RECORD', `Cannot write ${name()}: all nodes must be written before the first relationship.`);
       }
       this.written.nodeCount++;
     } else {

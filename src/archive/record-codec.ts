@@ -2,7 +2,7 @@
 //   ["N", id, labels, properties]
 //   ["R", id, type, startNodeId, endNodeId, properties]
 // Tuples rather than objects: smaller before compression, and faster to parse.
-import type { GraphRecord, PropertyMap } from '../graph/records';
+import type { EncodedBatch, GraphRecord, PropertyMap } from '../graph/records';
 import { ArchiveError } from './archive-error';
 
 const NODE_TAG = 'N';
@@ -102,4 +102,23 @@ function invalidShape(record: GraphRecord): ArchiveError {
 
 function malformed(problem: string): ArchiveError {
   return new ArchiveError('CORRUPT', `The archive is invalid: ${problem}.`);
+}
+
+/**
+ * A data frame's lines grouped by kind, checking only each line's tag (`["N",` or `["R",`); the rest of the
+ * tuple is validated by whoever parses it (the bulk loader, in SQL).
+ */
+export function splitRecordLines(text: string): EncodedBatch[] {
+  if (text.length === 0) return [];
+  if (text.charCodeAt(text.length - 1) !== 0x0a) throw malformed('a data frame does not end with a complete record');
+  const lines = text.slice(0, -1).split('\n');
+  const batches: EncodedBatch[] = [];
+  for (const line of lines) {
+    const kind: EncodedBatch['kind'] | null = line.startsWith('["N",') ? 'node' : line.startsWith('["R",') ? 'relationship' : null;
+    if (kind === null) throw malformed('a record is not a node or relationship tuple');
+    const current = batches[batches.length - 1];
+    if (current?.kind === kind) current.lines.push(line);
+    else batches.push({ kind, lines: [line] });
+  }
+  return batches;
 }

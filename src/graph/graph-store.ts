@@ -1,5 +1,5 @@
 // The graph data plane behind a small interface: one store per instance (embedded: a SQLite file).
-import type { GraphRecord, GraphStats, NodeRecord, PropertyMap, RelationshipRecord } from './records';
+import type { EncodedBatch, GraphStats, NodeRecord, PropertyMap, RelationshipRecord } from './records';
 
 export interface NodeDraft {
   labels: string[];
@@ -35,13 +35,15 @@ export interface PageRequest {
 /** A consistent, point-in-time view of a store (one read transaction), read in batches. */
 export interface GraphReadView {
   stats(): Promise<GraphStats>;
-  batches(batchSize?: number): AsyncIterable<GraphRecord[]>;
+  /** Every node, then every relationship, in id order, as tuple lines built by the store. */
+  encodedBatches(batchSize?: number): AsyncIterable<EncodedBatch>;
   close(): Promise<void>;
 }
 
 /** Builds a new store from records (a restore's shadow), then verifies and seals it. */
 export interface GraphLoader {
-  insert(records: GraphRecord[]): Promise<void>;
+  /** Loads tuple lines (nodes before relationships); malformed lines are INVALID_BACKUP_FILE. */
+  insert(batch: EncodedBatch): Promise<void>;
   /** Builds indexes and counts, checks every relationship's ends exist, and returns what the store holds. */
   finish(): Promise<GraphStats>;
   /** Discards the partial store. */

@@ -37,3 +37,15 @@ export interface GraphStats {
 }
 
 export type EngineVersion = 'V4' | 'V5';
+
+/**
+ * Records as JSON text, the engine-neutral encoding shared by stores and archives, one tuple per line:
+ *   ["N", "<id>", [labels…], {properties}]
+ *   ["R", "<id>", "<type>", "<startNodeId>", "<endNodeId>", {properties}]
+ * Bulk paths (snapshot, restore) move these lines between SQLite and the archive without parsing them in
+ * JavaScript: SQLite builds and reads them in its own threads.
+ */
+export interface EncodedBatch {
+  kind: 'node' | 'relationship';
+  lines: string[];
+}

@@ -10,7 +10,7 @@ import type {
   RelationshipDraft,
   WriteLimits,
 } from './graph-store';
-import type { GraphRecord, GraphStats, NameCount, NodeRecord, RelationshipRecord } from './records';
+import type { EncodedBatch, GraphStats, NameCount, NodeRecord, RelationshipRecord } from './records';
 import { Mutex, SqliteConnection } from './sqlite-connection';
 import sqlite3 from 'sqlite3';
 
@@ -35,6 +35,14 @@ type CountKind = 'nodes' | 'relationships' | 'label' | 'type';
 type CountDelta = [CountKind, string, number];
 
 const READ_BATCH = 5_000;
+
+// The tuple lines of EncodedBatch (graph/records.ts), built by SQLite in its own thread.
+const ENCODED_READS: [EncodedBatch['kind'], string][] = [
+  ['node', `SELECT id, json_array('N', CAST(id AS TEXT), json(labels), json(properties)) AS line
+            FROM nodes WHERE id > ? ORDER BY id LIMIT ?`],
+  ['relationship', `SELECT id, json_array('R', CAST(id AS TEXT), type, CAST(start_id AS TEXT), CAST(end_id AS TEXT), json(properties)) AS line
+                    FROM relationships WHERE id > ? ORDER BY id LIMIT ?`],
+];
 
 interface NodeRow {
   id: number;
@@ -64,8 +72,10 @@ const toRelationship = (row: RelationshipRow): RelationshipRecord => ({
 
 /** Parses a client-supplied id; ids are positive integers. */
 export function parseEntityId(id: string, what = 'id'): number {
-  if (!/^[1-9]\d{0,15}$/.test(id)) throw badInput(`${what} "${id}" is not a valid id`);
-  return Number(id);
+  const value = Number(id);
+  // Above 2^53 distinct ids would round to the same number (and could address another node).
+  if (!/^[1-9]\d{0,15}$/.test(id) || !Number.isSafeInteger(value)) throw badInput(`${what} "${id}" is not a valid id`);
+  return value;
 }
 
 export class SqliteGraphStore implements GraphStore {
@@ -267,24 +277,16 @@ class SqliteReadView implements GraphReadView {
     return this.snapshotStats;
   }
 
-  async *batches(batchSize = READ_BATCH): AsyncIterable<GraphRecord[]> {
-    for (let after = 0; ; ) {
-      const rows = await this.connection.all<NodeRow>(
-        `SELECT id, labels, properties FROM nodes WHERE id > ? ORDER BY id LIMIT ?`,
-        [after, batchSize],
-      );
-      if (rows.length === 0) break;
-      after = rows[rows.length - 1].id;
-      yield rows.map((row) => ({ kind: 'node', node: toNode(row) }));
-    }
-    for (let after = 0; ; ) {
-      const rows = await this.connection.all<RelationshipRow>(
-        `SELECT id, type, start_id, end_id, properties FROM relationships WHERE id > ? ORDER BY id LIMIT ?`,
-        [after, batchSize],
-      );
-      if (rows.length === 0) break;
-      after = rows[rows.length - 1].id;
-      yield rows.map((row) => ({ kind: 'relationship', relationship: toRelationship(row) }));
+  /** Reads ahead one batch, so SQLite builds the next lines while the current ones are compressed. */
+  async *encodedBatches(batchSize = READ_BATCH): AsyncIterable<EncodedBatch> {
+    for (const [kind, sql] of ENCODED_READS) {
+      let next = this.connection.all<{ id: number; line: string }>(sql, [0, batchSize]);
+      for (;;) {
+        const rows = await next;
+        if (rows.length === 0) break;
+        next = this.connection.all(sql, [rows[rows.length - 1].id, batchSize]);
+        yield { kind, lines: rows.map((row) => row.line) };
+      }
     }
   }
 
@@ -293,6 +295,17 @@ class SqliteReadView implements GraphReadView {
     await this.connection.close();
   }
 }
+
+// Parsing happens in SQLite's thread. Ids go into INTEGER PRIMARY KEY columns, which refuse anything but integers;
+// a line with the wrong tag is skipped and the count gives it away; finish() checks what is left (shapes, ends).
+const LOAD_NODES = [
+  `INSERT INTO nodes (id, labels, properties) SELECT value ->> 1, value -> 2, value -> 3 FROM json_each(?1) WHERE value ->> 0 = 'N'`,
+  `INSERT INTO node_labels (label, node_id) SELECT l.value, n.value ->> 1 FROM json_each(?1) n, json_each(n.value, '$[2]') l`,
+];
+const LOAD_RELATIONSHIPS = [
+  `INSERT INTO relationships (id, type, start_id, end_id, properties)
+   SELECT value ->> 1, value ->> 2, value ->> 3, value ->> 4, value -> 5 FROM json_each(?1) WHERE value ->> 0 = 'R'`,
+];
 
 /** Fills a fresh file as fast as SQLite allows (no journal: a crash just means the shadow is discarded). */
 export class SqliteGraphLoader implements GraphLoader {
@@ -303,58 +316,41 @@ export class SqliteGraphLoader implements GraphLoader {
 
   static async create(path: string, onAbort: () => Promise<void>): Promise<SqliteGraphLoader> {
     const connection = await SqliteConnection.open(path);
-    await connection.exec(`PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; ${TUNING} ${TABLES}`);
+    // One transaction for the whole load: without a journal there is nothing to roll back to anyway.
+    await connection.exec(`PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; ${TUNING} ${TABLES} BEGIN;`);
     return new SqliteGraphLoader(connection, onAbort);
   }
 
-  async insert(records: GraphRecord[]): Promise<void> {
-    const nodes: unknown[] = [];
-    const relationships: unknown[] = [];
-    for (const record of records) {
-      if (record.kind === 'node') {
-        const { id, labels, properties } = record.node;
-        nodes.push([Number(id), labels, properties]);
-      } else {
-        const { id, type, startNodeId, endNodeId, properties } = record.relationship;
-        relationships.push([Number(id), type, Number(startNodeId), Number(endNodeId), properties]);
-      }
-    }
-    await this.connection.exec('BEGIN');
+  async insert(batch: EncodedBatch): Promise<void> {
+    if (batch.lines.length === 0) return;
+    const payload = `[${batch.lines.join(',')}]`;
+    const [load, ...derived] = batch.kind === 'node' ? LOAD_NODES : LOAD_RELATIONSHIPS;
     try {
-      if (nodes.length > 0) {
-        const payload = JSON.stringify(nodes);
-        await this.connection.run(
-          `INSERT INTO nodes (id, labels, properties) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)`,
-          [payload],
-        );
-        await this.connection.run(
-          `INSERT INTO node_labels (label, node_id) SELECT l.value, n.value ->> 0 FROM json_each(?1) n, json_each(n.value, '$[1]') l`,
-          [payload],
-        );
+      const { changes } = await this.connection.run(load, [payload]);
+      if (changes !== batch.lines.length) {
+        throw new Error(`${batch.lines.length - changes} of ${batch.lines.length} ${batch.kind} records are malformed`);
       }
-      if (relationships.length > 0) {
-        await this.connection.run(
-          `INSERT INTO relationships (id, type, start_id, end_id, properties)
-           SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?1)`,
-          [JSON.stringify(relationships)],
-        );
-      }
-      await this.connection.exec('COMMIT');
+      for (const statement of derived) await this.connection.run(statement, [payload]);
     } catch (error) {
-      await this.connection.exec('ROLLBACK').catch(() => undefined);
       throw new AppError('INVALID_BACKUP_FILE', `the archive holds records that cannot be loaded: ${(error as Error).message}`);
     }
   }
 
   async finish(): Promise<GraphStats> {
     const db = this.connection;
-    await db.exec(INDEXES);
-    const dangling = await db.get<{ count: number }>(
-      `SELECT count(*) AS count FROM relationships r
-       WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = r.start_id) OR NOT EXISTS (SELECT 1 FROM nodes WHERE id = r.end_id)`,
+    await db.exec(`COMMIT; ${INDEXES}`);
+    const malformed = await db.get<{ nodes: number; relationships: number }>(
+      `SELECT (SELECT count(*) FROM nodes WHERE json_type(labels) <> 'array' OR json_type(properties) <> 'object') AS nodes,
+              (SELECT count(*) FROM relationships r
+               WHERE typeof(type) <> 'text' OR json_type(properties) <> 'object'
+                  OR NOT EXISTS (SELECT 1 FROM nodes WHERE id = r.start_id) OR NOT EXISTS (SELECT 1 FROM nodes WHERE id = r.end_id)
+              ) AS relationships`,
     );
-    if (dangling && dangling.count > 0) {
-      throw new AppError('INVALID_BACKUP_FILE', `the archive holds ${dangling.count} relationships whose nodes are missing`);
+    if (malformed && (malformed.nodes > 0 || malformed.relationships > 0)) {
+      throw new AppError(
+        'INVALID_BACKUP_FILE',
+        `the archive holds ${malformed.nodes} malformed nodes and ${malformed.relationships} relationships that are malformed or whose nodes are missing`,
+      );
     }
     await db.exec(`BEGIN;
       DELETE FROM counts;

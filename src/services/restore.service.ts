@@ -9,7 +9,7 @@ import { OperationEntity, type OperationKind } from '../entities/operation.entit
 import type { SnapshotEntity } from '../entities/snapshot.entity';
 import { AppError, capacityExceeded } from '../errors/app-error';
 import type { GraphStoreProvider } from '../graph/graph-store';
-import type { EngineVersion, GraphStats, NameCount } from '../graph/records';
+import type { EncodedBatch, EngineVersion, GraphStats, NameCount } from '../graph/records';
 import type { JobContext, OperationHandler } from '../jobs/operation-handler';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { insertOperation } from '../jobs/operation-queue';
@@ -149,46 +149,37 @@ export class RestoreOperationHandler implements OperationHandler {
     if (!instance) throw new AppError('NOT_FOUND', `instance ${operation.instanceId} no longer exists`);
     const params: RestoreParams = { ...(operation.params as RestoreParams | null) };
     const overwriting = this.kind !== 'CREATE_FROM_SNAPSHOT';
+    const shadowGeneration = instance.storeGeneration + 1;
+    params.shadowGeneration = shadowGeneration;
 
+    let safetySnapshot: Promise<unknown> | null = null;
     if (overwriting) {
-      // READ_ONLY before the safety snapshot, so no write can be acknowledged and then lost in the swap.
+      // READ_ONLY first: the current store is frozen from here on, so no acknowledged write is lost in the swap,
+      // and the safety snapshot can be read from it while the shadow is built beside it.
       await this.instances.setState(instance, { status: 'RESTORING', availability: 'READ_ONLY', reason: 'a restore is being prepared' });
-      context.progress({ phase: 'pre-restore snapshot' });
       const safety = this.snapshots.newSnapshot(instance, 'PRE_RESTORE', `taken automatically before operation ${operation.id}`);
       params.preRestoreSnapshotId = safety.id;
       await this.saveParams(operation, params);
       await this.snapshots.insert(safety);
-      // Its own progress is not the restore's: only the phase shows, so restore progress never moves back.
-      await this.snapshots.capture(instance, safety, { signal: context.signal, progress: () => undefined });
+      // Its own progress is not the restore's: only the restore's bytes count, so progress never moves back.
+      safetySnapshot = this.snapshots.capture(instance, safety, { signal: context.signal, progress: () => undefined });
+      safetySnapshot.catch(() => undefined);
+    } else {
+      await this.saveParams(operation, params);
     }
 
-    const shadowGeneration = instance.storeGeneration + 1;
-    params.shadowGeneration = shadowGeneration;
-    await this.saveParams(operation, params);
-    context.progress({ phase: 'loading', bytesDone: 0 });
-    const loader = await this.stores.createLoader(instance.id, shadowGeneration);
-    let header: ArchiveHeader;
-    let loaded: GraphStats;
+    let loaded: { header: ArchiveHeader; stats: GraphStats };
     try {
-      const archive = openArchive(await this.openSource(operation, params));
-      try {
-        header = await archive.header;
-        assertCompatible(header.engineVersion, instance);
-        for await (const batch of archive.records()) {
-          context.signal.throwIfAborted();
-          await loader.insert(batch);
-          context.progress({ bytesDone: archive.bytesRead() });
-        }
-      } catch (error) {
-        throw asBackupError(error);
-      }
-      context.progress({ phase: 'verifying' });
-      loaded = await loader.finish();
-    } catch (error) {
-      await loader.abort();
-      throw error;
+      loaded = await this.buildShadow(operation, params, instance, shadowGeneration, context);
+    } finally {
+      // Never leave a capture running behind a failed restore; on success, the swap waits for it.
+      await safetySnapshot?.catch(() => undefined);
     }
-    assertSameGraph(loaded, header.stats);
+    assertSameGraph(loaded.stats, loaded.header.stats);
+    if (safetySnapshot) {
+      context.progress({ phase: 'pre-restore snapshot' });
+      await safetySnapshot;
+    }
     context.signal.throwIfAborted();
 
     // The only moment the instance is unavailable: one metadata update pointing it at the new store.
@@ -202,6 +193,43 @@ export class RestoreOperationHandler implements OperationHandler {
     });
     await this.stores.removeGenerations(instance.id, shadowGeneration);
     if (params.uploadKey) await this.blobs.delete(params.uploadKey);
+  }
+
+  /** Streams the archive into a new store generation, then seals it; the shadow is removed on any failure. */
+  private async buildShadow(
+    operation: OperationEntity,
+    params: RestoreParams,
+    instance: InstanceEntity,
+    generation: number,
+    context: JobContext,
+  ): Promise<{ header: ArchiveHeader; stats: GraphStats }> {
+    context.progress({ phase: 'loading', bytesDone: 0 });
+    const loader = await this.stores.createLoader(instance.id, generation);
+    try {
+      const archive = openArchive(await this.openSource(operation, params));
+      let header: ArchiveHeader;
+      try {
+        header = await archive.header;
+        assertCompatible(header.engineVersion, instance);
+        // SQLite loads one batch while the next is read, decrypted and inflated.
+        let loading: Promise<void> = Promise.resolve();
+        for await (const batch of coalesce(archive.encodedBatches(), LOAD_BATCH_LINES)) {
+          context.signal.throwIfAborted();
+          await loading;
+          loading = loader.insert(batch);
+          loading.catch(() => undefined);
+          context.progress({ bytesDone: archive.bytesRead() });
+        }
+        await loading;
+      } catch (error) {
+        throw asBackupError(error);
+      }
+      context.progress({ phase: 'verifying' });
+      return { header, stats: await loader.finish() };
+    } catch (error) {
+      await loader.abort();
+      throw error;
+    }
   }
 
   async compensate(operation: OperationEntity, error: { code: string; message: string }): Promise<void> {
@@ -238,6 +266,22 @@ export class RestoreOperationHandler implements OperationHandler {
     operation.params = { ...params };
     await this.db.getRepository(OperationEntity).save(operation, { reload: false });
   }
+}
+
+const LOAD_BATCH_LINES = 5_000;
+
+/** Merges consecutive batches of one kind up to `limit` lines: fewer, larger statements for SQLite. */
+async function* coalesce(batches: AsyncIterable<EncodedBatch>, limit: number): AsyncGenerator<EncodedBatch> {
+  let pending: EncodedBatch | null = null;
+  for await (const batch of batches) {
+    if (pending && (pending.kind !== batch.kind || pending.lines.length >= limit)) {
+      yield pending;
+      pending = null;
+    }
+    if (pending) pending.lines.push(...batch.lines);
+    else pending = { kind: batch.kind, lines: [...batch.lines] };
+  }
+  if (pending) yield pending;
 }
 
 function asBackupError(error: unknown): unknown {

@@ -71,8 +71,8 @@ export class UploadService {
       stored.catch(() => undefined);
       const reader = openArchive(toVerify);
       const header = await reader.header;
-      for await (const _batch of reader.records()) {
-        // Reading is the check: the reader throws at the first damaged byte.
+      for await (const _batch of reader.encodedBatches()) {
+        // Reading is the check: the reader throws at the first damaged byte (frame CRCs, counts, SHA-256).
       }
       const { plainBytes } = await stored;
       return { key, sizeBytes: plainBytes, header };

@@ -1,0 +1,17 @@
+// Child process of the benchmarks: writes a synthetic graph into a new SQLite store file with the bulk loader,
+// so that the memory of generating test data never counts against the server being measured.
+// Usage: node fill-store.js <store-path> <nodes> <relationships>   (prints the store's GraphStats as JSON)
+import { SqliteGraphLoader } from '../../src/graph/sqlite-graph-store';
+import { syntheticGraph } from './synthetic-graph';
+
+async function main() {
+  const [path, nodes, relationships] = process.argv.slice(2);
+  const loader = await SqliteGraphLoader.create(path, async () => undefined);
+  for await (const batch of syntheticGraph(Number(nodes), Number(relationships))) await loader.insert(batch);
+  process.stdout.write(JSON.stringify(await loader.finish()));
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
