@@ -26,6 +26,9 @@ export interface AppConfig {
   operationLeaseMs: number;
   /** Drop an upload or a WebSocket connection that sends nothing for this long. */
   idleTimeoutMs: number;
+  /** Public-endpoint protection: deepest field nesting and highest graphql-armor cost a query may have. */
+  maxQueryDepth: number;
+  maxQueryCost: number;
   logLevel: string;
 }
 
@@ -51,7 +54,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     }
   };
 
-  const port = check('PORT', () => parsePort(env.PORT ?? '4000'), 4000);
+  // An empty variable counts as unset, as for every other variable.
+  const port = check('PORT', () => parsePort(env.PORT?.trim() || '4000'), 4000);
   const host = env.HOST?.trim() || '127.0.0.1';
   const dataDir = resolve(env.SNAPGRAPH_DATA_DIR?.trim() || './data');
   const databaseUrl = check('DATABASE_URL', () => optionalUrl(env.DATABASE_URL, ['postgres:', 'postgresql:']), undefined);
@@ -66,7 +70,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const bytesPerStorageGB = check('SNAPGRAPH_CONFIG', () => positiveInteger('bytesPerStorageGB', file.bytesPerStorageGB, GIB), GIB);
   const operationLeaseMs = check('SNAPGRAPH_OPERATION_LEASE_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_OPERATION_LEASE_MS), 30_000), 30_000);
   const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
-  const logLevel = check('LOG_LEVEL', () => oneOf(env.LOG_LEVEL ?? 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info');
+  const maxQueryDepth = check('SNAPGRAPH_MAX_QUERY_DEPTH', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_DEPTH), 12), 12);
+  const maxQueryCost = check('SNAPGRAPH_MAX_QUERY_COST', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_COST), 100_000), 100_000);
+  const logLevel = check('LOG_LEVEL', () => oneOf(env.LOG_LEVEL?.trim() || 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info');
 
   if (problems.length > 0) throw new ConfigError(problems);
   return {
@@ -85,6 +91,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     bytesPerStorageGB,
     operationLeaseMs,
     idleTimeoutMs,
+    maxQueryDepth,
+    maxQueryCost,
     logLevel,
   };
 }

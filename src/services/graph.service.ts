@@ -9,6 +9,8 @@ import { type Principal, requireRole } from './principal';
 export const MAX_BATCH = 10_000;
 export const MAX_PAGE = 1_000;
 const MAX_NAME_LENGTH = 200;
+// SQLite's JSON functions stop at 1,000 levels (the batch adds a few); deeper maps would fail as internal errors.
+export const MAX_PROPERTY_DEPTH = 100;
 
 export interface NodeInputDraft {
   labels: string[];
@@ -29,7 +31,7 @@ export class GraphService {
     checkBatch(inputs.length);
     const drafts: NodeDraft[] = inputs.map((input) => ({
       labels: [...new Set(input.labels.map((label) => checkName(label, 'label')))],
-      properties: input.properties ?? {},
+      properties: checkProperties(input.properties ?? {}),
     }));
     return this.write(principal, instanceId, (store, instance) => store.createNodes(drafts, this.instances.limitsOf(instance)));
   }
@@ -45,7 +47,7 @@ export class GraphService {
       type: checkName(input.type, 'relationship type'),
       startNodeId: input.startNodeId,
       endNodeId: input.endNodeId,
-      properties: input.properties ?? {},
+      properties: checkProperties(input.properties ?? {}),
     }));
     return this.write(principal, instanceId, (store, instance) =>
       store.createRelationships(drafts, this.instances.limitsOf(instance)),
@@ -103,6 +105,20 @@ function checkBatch(size: number): void {
 function checkPage(first: number): number {
   if (!Number.isInteger(first) || first < 0 || first > MAX_PAGE) throw badInput(`first must be between 0 and ${MAX_PAGE}`);
   return first;
+}
+
+function checkProperties(properties: PropertyMap): PropertyMap {
+  // Iterative, so a hostile input cannot overflow the stack; flat maps (the usual case) push nothing.
+  const pending: [object, number][] = [[properties, 1]];
+  for (let item = pending.pop(); item; item = pending.pop()) {
+    const [value, depth] = item;
+    if (depth > MAX_PROPERTY_DEPTH) throw badInput(`properties may nest at most ${MAX_PROPERTY_DEPTH} levels deep`);
+    for (const key in value) {
+      const child = (value as Record<string, unknown>)[key];
+      if (child !== null && typeof child === 'object') pending.push([child, depth + 1]);
+    }
+  }
+  return properties;
 }
 
 function checkName(name: string, what: string): string {

@@ -12,8 +12,12 @@ import {
   RelationshipInput,
 } from '../types/graph.type';
 
+// An explicit `first: null` (clients send it for an unset variable) means the default, as an omitted one does.
+const DEFAULT_PAGE = 100;
 const cursorOf = (item: { id: string }) => encodeCursor([item.id]);
-const afterId = (after?: string | null) => (after ? String(decodeCursor(after, ['string'])[0]) : undefined);
+// An empty string is not a cursor this server issued: it is refused like any other malformed cursor.
+const afterId = (after?: string | null) =>
+  after === null || after === undefined ? undefined : String(decodeCursor(after, ['string'])[0]);
 
 @Resolver()
 export class GraphResolver {
@@ -23,10 +27,10 @@ export class GraphResolver {
     @Ctx() { services }: ApiContext,
     @Arg('instanceId', () => ID) instanceId: string,
     @Arg('label', () => String, { nullable: true }) label: string | null,
-    @Arg('first', () => Int, { nullable: true, defaultValue: 100 }) first: number,
+    @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
   ): Promise<NodeConnection> {
-    const page = await services.graph.nodes(caller, instanceId, label ?? undefined, first, afterId(after));
+    const page = await services.graph.nodes(caller, instanceId, label ?? undefined, first ?? DEFAULT_PAGE, afterId(after));
     return {
       edges: page.items.map((node) => ({ cursor: cursorOf(node), node })),
       pageInfo: pageInfo(page.items, cursorOf, page.hasNextPage, after),
@@ -40,10 +44,10 @@ export class GraphResolver {
     @Ctx() { services }: ApiContext,
     @Arg('instanceId', () => ID) instanceId: string,
     @Arg('type', () => String, { nullable: true }) type: string | null,
-    @Arg('first', () => Int, { nullable: true, defaultValue: 100 }) first: number,
+    @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
   ): Promise<RelationshipConnection> {
-    const page = await services.graph.relationships(caller, instanceId, type ?? undefined, first, afterId(after));
+    const page = await services.graph.relationships(caller, instanceId, type ?? undefined, first ?? DEFAULT_PAGE, afterId(after));
     return {
       edges: page.items.map((node) => ({ cursor: cursorOf(node), node })),
       pageInfo: pageInfo(page.items, cursorOf, page.hasNextPage, after),

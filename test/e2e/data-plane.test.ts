@@ -1,0 +1,442 @@
+import assert from 'node:assert/strict';
+import {
+  allNodes,
+  allRelationships,
+  type Connection,
+  createInstance,
+  createNodes,
+  createRelationships,
+  CREATE_NODES,
+  CREATE_RELATIONSHIPS,
+  DELETE_NODES,
+  expectCode,
+  expectData,
+  gql,
+  NODES_PAGE,
+  type NodeJson,
+  RELATIONSHIPS_PAGE,
+  type RelationshipJson,
+  serverPerSuite,
+  statsOf,
+} from '../support';
+
+/** Every kind of JSON value a property map can hold. */
+const EVERY_JSON_TYPE = {
+  zero: 0,
+  int: 42,
+  negative: -17,
+  maxSafeInteger: Number.MAX_SAFE_INTEGER,
+  minSafeInteger: Number.MIN_SAFE_INTEGER,
+  float: 3.14159,
+  tinyFloat: 1.5e-7,
+  hugeFloat: 1.7976931348623157e308,
+  inexact: 0.1 + 0.2,
+  negativeFloat: -0.5,
+  yes: true,
+  no: false,
+  nothing: null,
+  empty: '',
+  text: 'plain text',
+  escapes: 'quote " backslash \\ newline \n tab \t',
+  unicode: 'Grüße, 東京, Ελληνικά, עברית',
+  emoji: '👩‍💻🚀 graph 🧬',
+  astral: '𝔘𝔫𝔦𝔠𝔬𝔡𝔢',
+  numericString: '007',
+  jsonLookingString: '{"not":"an object"}',
+  list: [1, 'two', 3.5, false, null],
+  emptyList: [],
+  nestedLists: [[1, 2], [], [[3]]],
+  nested: { level1: { level2: { level3: ['deep', { leaf: true }] } } },
+  emptyObject: {},
+  listOfObjects: [{ a: 1 }, { b: [2] }],
+  'key with spaces': 1,
+  'ключ': 'значение',
+  '🔑': '🗝️',
+};
+
+describe('the graph data plane', () => {
+  const suite = serverPerSuite();
+
+  describe('properties', () => {
+    let instanceId: string;
+    before(async () => {
+      instanceId = (await createInstance(suite.server, { name: 'types', tier: 'PROFESSIONAL' })).id;
+    });
+
+    it('keep every JSON type on nodes, as returned by the write and by a later read', async () => {
+      const [written] = await createNodes(suite.server, instanceId, [{ labels: ['Typed'], properties: EVERY_JSON_TYPE }]);
+      assert.deepEqual(written.properties, EVERY_JSON_TYPE);
+      const [read] = await allNodes(suite.server, instanceId, { label: 'Typed' });
+      assert.deepEqual(read.properties, EVERY_JSON_TYPE);
+      assert.equal(Object.is(read.properties.zero, 0), true);
+    });
+
+    it('keep every JSON type on relationships', async () => {
+      const [a, b] = await createNodes(suite.server, instanceId, [{ labels: ['End'] }, { labels: ['End'] }]);
+      const [written] = await createRelationships(suite.server, instanceId, [
+        { type: 'TYPED', startNodeId: a.id, endNodeId: b.id, properties: EVERY_JSON_TYPE },
+      ]);
+      assert.deepEqual(written.properties, EVERY_JSON_TYPE);
+      const [read] = await allRelationships(suite.server, instanceId, { type: 'TYPED' });
+      assert.deepEqual(read, written);
+    });
+
+    it('default to an empty object when omitted or null', async () => {
+      const nodes = await createNodes(suite.server, instanceId, [{ labels: ['Bare'] }, { labels: ['Bare'], properties: null as never }]);
+      assert.deepEqual(nodes.map((node) => node.properties), [{}, {}]);
+      assert.deepEqual((await allNodes(suite.server, instanceId, { label: 'Bare' })).map((node) => node.properties), [{}, {}]);
+    });
+
+    it('keep labels with unicode, and a node may have no label or several', async () => {
+      const nodes = await createNodes(suite.server, instanceId, [
+        { labels: [] },
+        { labels: ['Ünïcödé', '🏷️', 'Second'] },
+      ]);
+      assert.deepEqual(nodes[0].labels, []);
+      assert.deepEqual(nodes[1].labels, ['Ünïcödé', '🏷️', 'Second']);
+      assert.deepEqual((await allNodes(suite.server, instanceId, { label: '🏷️' })).map((node) => node.id), [nodes[1].id]);
+    });
+
+    it('stores a label given twice on one node once', async () => {
+      const [node] = await createNodes(suite.server, instanceId, [{ labels: ['Twice', 'Twice'] }]);
+      assert.deepEqual(node.labels, ['Twice']);
+      const stats = await statsOf(suite.server, instanceId);
+      assert.deepEqual(stats.labels.find((label) => label.name === 'Twice'), { name: 'Twice', count: 1 });
+    });
+  });
+
+  describe('filters', () => {
+    let instanceId: string;
+    let people: NodeJson[];
+    let cities: NodeJson[];
+    let knows: RelationshipJson[];
+    let livesIn: RelationshipJson[];
+
+    before(async () => {
+      const server = suite.server;
+      instanceId = (await createInstance(server, { name: 'filters', tier: 'PROFESSIONAL' })).id;
+      const nodes = await createNodes(server, instanceId, [
+        { labels: ['Person'], properties: { name: 'Ann' } },
+        { labels: ['City'], properties: { name: 'Oslo' } },
+        { labels: ['Person', 'Admin'], properties: { name: 'Bo' } },
+        { labels: ['City'], properties: { name: 'Lima' } },
+        { labels: ['Person'], properties: { name: 'Cy' } },
+      ]);
+      people = [nodes[0], nodes[2], nodes[4]];
+      cities = [nodes[1], nodes[3]];
+      const relationships = await createRelationships(server, instanceId, [
+        { type: 'KNOWS', startNodeId: people[0].id, endNodeId: people[1].id },
+        { type: 'LIVES_IN', startNodeId: people[0].id, endNodeId: cities[0].id },
+        { type: 'KNOWS', startNodeId: people[1].id, endNodeId: people[2].id },
+        { type: 'LIVES_IN', startNodeId: people[2].id, endNodeId: cities[1].id },
+        { type: 'KNOWS', startNodeId: people[2].id, endNodeId: people[0].id },
+      ]);
+      knows = relationships.filter((r) => r.type === 'KNOWS');
+      livesIn = relationships.filter((r) => r.type === 'LIVES_IN');
+    });
+
+    it('`nodes(label:)` returns only nodes with that label, with its own totalCount', async () => {
+      const page = expectData(await gql(suite.server, NODES_PAGE, { instanceId, label: 'Person' })).nodes as Connection<NodeJson>;
+      assert.deepEqual(page.edges.map((edge) => edge.node), people);
+      assert.equal(page.totalCount, 3);
+      const admins = expectData(await gql(suite.server, NODES_PAGE, { instanceId, label: 'Admin' })).nodes as Connection<NodeJson>;
+      assert.deepEqual(admins.edges.map((edge) => edge.node.properties.name), ['Bo']);
+      assert.equal(admins.totalCount, 1);
+    });
+
+    it('`nodes` without a label returns every node, in creation order', async () => {
+      const page = expectData(await gql(suite.server, NODES_PAGE, { instanceId })).nodes as Connection<NodeJson>;
+      assert.deepEqual(page.edges.map((edge) => edge.node.properties.name), ['Ann', 'Oslo', 'Bo', 'Lima', 'Cy']);
+      assert.equal(page.totalCount, 5);
+    });
+
+    it('an unknown label or type gives an empty page with totalCount 0', async () => {
+      const nodes = expectData(await gql(suite.server, NODES_PAGE, { instanceId, label: 'Nobody' })).nodes;
+      assert.deepEqual(nodes.edges, []);
+      assert.equal(nodes.totalCount, 0);
+      assert.deepEqual(nodes.pageInfo, { hasNextPage: false, hasPreviousPage: false, startCursor: null, endCursor: null });
+      const relationships = expectData(await gql(suite.server, RELATIONSHIPS_PAGE, { instanceId, type: 'HATES' })).relationships;
+      assert.deepEqual(relationships.edges, []);
+      assert.equal(relationships.totalCount, 0);
+    });
+
+    it('`relationships(type:)` returns only that type, with its own totalCount', async () => {
+      const page = expectData(await gql(suite.server, RELATIONSHIPS_PAGE, { instanceId, type: 'KNOWS' }))
+        .relationships as Connection<RelationshipJson>;
+      assert.deepEqual(page.edges.map((edge) => edge.node), knows);
+      assert.equal(page.totalCount, 3);
+      assert.deepEqual(await allRelationships(suite.server, instanceId, { type: 'LIVES_IN', pageSize: 1 }), livesIn);
+    });
+
+    it('Instance.stats counts nodes, relationships, labels and types, sorted by name', async () => {
+      const stats = await statsOf(suite.server, instanceId);
+      assert.equal(stats.nodeCount, 5);
+      assert.equal(stats.relationshipCount, 5);
+      assert.deepEqual(stats.labels, [
+        { name: 'Admin', count: 1 },
+        { name: 'City', count: 2 },
+        { name: 'Person', count: 3 },
+      ]);
+      assert.deepEqual(stats.relationshipTypes, [
+        { name: 'KNOWS', count: 3 },
+        { name: 'LIVES_IN', count: 2 },
+      ]);
+      assert.ok(stats.storeSizeBytes > 0);
+    });
+  });
+
+  describe('paging a 2,000-node graph', () => {
+    const NODE_COUNT = 2_000;
+    let instanceId: string;
+    let written: NodeJson[];
+    let relationships: RelationshipJson[];
+
+    before(async function () {
+      this.timeout(30_000);
+      const server = suite.server;
+      instanceId = (await createInstance(server, { name: 'paging', tier: 'PROFESSIONAL', memoryGB: 4 })).id;
+      written = [];
+      for (let start = 0; start < NODE_COUNT; start += 1_000) {
+        const batch = Array.from({ length: 1_000 }, (_, i) => ({
+          labels: ['Item', (start + i) % 2 === 0 ? 'Even' : 'Odd'],
+          properties: { n: start + i },
+        }));
+        written.push(...(await createNodes(server, instanceId, batch)));
+      }
+      relationships = await createRelationships(
+        server,
+        instanceId,
+        written.slice(1).map((node, i) => ({ type: i % 3 === 0 ? 'NEXT' : 'STEP', startNodeId: written[i].id, endNodeId: node.id, properties: { i } })),
+      );
+    });
+
+    it('the writes returned distinct, increasing ids', () => {
+      assert.equal(written.length, NODE_COUNT);
+      const ids = written.map((node) => Number(node.id));
+      assert.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]), 'ids are not increasing');
+      assert.equal(new Set(ids).size, NODE_COUNT);
+    });
+
+    it('`first`/`after` visit every node exactly once, in order, with consistent page info', async () => {
+      const seen: NodeJson[] = [];
+      let after: string | null = null;
+      let pages = 0;
+      for (;;) {
+        const page: Connection<NodeJson> = expectData(await gql(suite.server, NODES_PAGE, { instanceId, first: 150, after })).nodes;
+        pages += 1;
+        assert.equal(page.totalCount, NODE_COUNT, 'totalCount is the whole graph on every page');
+        assert.equal(page.pageInfo.hasPreviousPage, after !== null);
+        if (page.edges.length > 0) {
+          assert.equal(page.pageInfo.startCursor, page.edges[0].cursor);
+          assert.equal(page.pageInfo.endCursor, page.edges[page.edges.length - 1].cursor);
+        }
+        seen.push(...page.edges.map((edge) => edge.node));
+        if (!page.pageInfo.hasNextPage) break;
+        assert.equal(page.edges.length, 150, 'a page before the last one is full');
+        after = page.pageInfo.endCursor;
+      }
+      assert.equal(pages, Math.ceil(NODE_COUNT / 150));
+      assert.deepEqual(seen, written);
+    });
+
+    it('any edge cursor resumes right after that edge', async () => {
+      const first: Connection<NodeJson> = expectData(await gql(suite.server, NODES_PAGE, { instanceId, first: 10 })).nodes;
+      const resumed: Connection<NodeJson> = expectData(
+        await gql(suite.server, NODES_PAGE, { instanceId, first: 5, after: first.edges[3].cursor }),
+      ).nodes;
+      assert.deepEqual(resumed.edges.map((edge) => edge.node.id), written.slice(4, 9).map((node) => node.id));
+    });
+
+    it('a label filter pages through its own nodes only', async () => {
+      const even = await allNodes(suite.server, instanceId, { label: 'Even', pageSize: 77 });
+      assert.deepEqual(even, written.filter((_, i) => i % 2 === 0));
+      const page = expectData(await gql(suite.server, NODES_PAGE, { instanceId, label: 'Odd', first: 1 })).nodes;
+      assert.equal(page.totalCount, NODE_COUNT / 2);
+    });
+
+    it('`first: 1000` returns a whole page of 1,000 and `first: 0` an empty one', async () => {
+      const full: Connection<NodeJson> = expectData(await gql(suite.server, NODES_PAGE, { instanceId, first: 1000 })).nodes;
+      assert.equal(full.edges.length, 1000);
+      assert.equal(full.pageInfo.hasNextPage, true);
+      const none: Connection<NodeJson> = expectData(await gql(suite.server, NODES_PAGE, { instanceId, first: 0 })).nodes;
+      assert.deepEqual(none.edges, []);
+      assert.equal(none.totalCount, NODE_COUNT);
+    });
+
+    it('the default page holds 100 nodes, also when `first` is null', async () => {
+      const page: Connection<NodeJson> = expectData(await gql(suite.server, NODES_PAGE, { instanceId })).nodes;
+      assert.equal(page.edges.length, 100);
+      const nullFirst: Connection<NodeJson> = expectData(await gql(suite.server, NODES_PAGE, { instanceId, first: null })).nodes;
+      assert.equal(nullFirst.edges.length, 100);
+      const relationships = expectData(await gql(suite.server, RELATIONSHIPS_PAGE, { instanceId, first: null })).relationships;
+      assert.equal(relationships.edges.length, 100);
+    });
+
+    it('relationships page the same way, with and without a type filter', async () => {
+      assert.deepEqual(await allRelationships(suite.server, instanceId, { pageSize: 333 }), relationships);
+      const next = await allRelationships(suite.server, instanceId, { type: 'NEXT', pageSize: 100 });
+      assert.deepEqual(next, relationships.filter((r) => r.type === 'NEXT'));
+    });
+
+    it('Instance.stats counts the whole graph', async () => {
+      const stats = await statsOf(suite.server, instanceId);
+      assert.equal(stats.nodeCount, NODE_COUNT);
+      assert.equal(stats.relationshipCount, NODE_COUNT - 1);
+      assert.deepEqual(stats.labels, [
+        { name: 'Even', count: 1000 },
+        { name: 'Item', count: 2000 },
+        { name: 'Odd', count: 1000 },
+      ]);
+      assert.deepEqual(stats.relationshipTypes, [
+        { name: 'NEXT', count: 667 },
+        { name: 'STEP', count: 1332 },
+      ]);
+    });
+  });
+
+  describe('deleteNodes', () => {
+    let instanceId: string;
+    let hub: NodeJson;
+    let spokes: NodeJson[];
+    let loner: NodeJson;
+
+    beforeEach(async () => {
+      const server = suite.server;
+      instanceId = (await createInstance(server, { name: 'deletes', tier: 'PROFESSIONAL' })).id;
+      [hub, loner, ...spokes] = await createNodes(server, instanceId, [
+        { labels: ['Hub'] },
+        { labels: ['Loner'] },
+        { labels: ['Spoke'] },
+        { labels: ['Spoke'] },
+        { labels: ['Spoke', 'Last'] },
+      ]);
+      await createRelationships(server, instanceId, [
+        { type: 'OUT', startNodeId: hub.id, endNodeId: spokes[0].id },
+        { type: 'OUT', startNodeId: hub.id, endNodeId: spokes[1].id },
+        { type: 'IN', startNodeId: spokes[2].id, endNodeId: hub.id },
+        { type: 'SELF', startNodeId: hub.id, endNodeId: hub.id },
+        { type: 'CHAIN', startNodeId: spokes[0].id, endNodeId: spokes[1].id },
+      ]);
+    });
+
+    it('removes the nodes and every relationship attached to them, and updates stats', async () => {
+      const { deleteNodes } = expectData(await gql(suite.server, DELETE_NODES, { instanceId, ids: [hub.id] }));
+      assert.equal(deleteNodes, 1);
+      const relationships = await allRelationships(suite.server, instanceId);
+      assert.deepEqual(relationships.map((r) => r.type), ['CHAIN']);
+      assert.deepEqual((await allNodes(suite.server, instanceId)).map((node) => node.id), [loner.id, ...spokes.map((s) => s.id)]);
+      const stats = await statsOf(suite.server, instanceId);
+      assert.equal(stats.nodeCount, 4);
+      assert.equal(stats.relationshipCount, 1);
+      assert.deepEqual(stats.labels, [
+        { name: 'Last', count: 1 },
+        { name: 'Loner', count: 1 },
+        { name: 'Spoke', count: 3 },
+      ]);
+      assert.deepEqual(stats.relationshipTypes, [{ name: 'CHAIN', count: 1 }]);
+      const hubs = expectData(await gql(suite.server, NODES_PAGE, { instanceId, label: 'Hub' })).nodes;
+      assert.equal(hubs.totalCount, 0);
+      assert.deepEqual(hubs.edges, []);
+    });
+
+    it('counts only nodes that existed, once each', async () => {
+      const ids = [spokes[2].id, spokes[2].id, '999999', loner.id];
+      assert.equal(expectData(await gql(suite.server, DELETE_NODES, { instanceId, ids })).deleteNodes, 2);
+      assert.equal(expectData(await gql(suite.server, DELETE_NODES, { instanceId, ids: ['999999'] })).deleteNodes, 0);
+      const stats = await statsOf(suite.server, instanceId);
+      assert.equal(stats.nodeCount, 3);
+      assert.equal(stats.relationshipCount, 4);
+      assert.deepEqual(stats.labels.map((label) => label.name), ['Hub', 'Spoke']);
+    });
+
+    it('leaves an empty graph when every node goes', async () => {
+      const ids = [hub.id, loner.id, ...spokes.map((s) => s.id)];
+      assert.equal(expectData(await gql(suite.server, DELETE_NODES, { instanceId, ids })).deleteNodes, 5);
+      const stats = await statsOf(suite.server, instanceId);
+      assert.deepEqual(
+        [stats.nodeCount, stats.relationshipCount, stats.labels, stats.relationshipTypes],
+        [0, 0, [], []],
+      );
+    });
+
+    it('never reuses the id of a deleted node', async () => {
+      await gql(suite.server, DELETE_NODES, { instanceId, ids: [spokes[2].id] });
+      const [fresh] = await createNodes(suite.server, instanceId, [{ labels: ['Fresh'] }]);
+      assert.ok(Number(fresh.id) > Number(spokes[2].id), `id ${fresh.id} reused or went backwards`);
+    });
+  });
+
+  describe('all-or-nothing batches', () => {
+    let instanceId: string;
+    let nodes: NodeJson[];
+
+    before(async () => {
+      instanceId = (await createInstance(suite.server, { name: 'atomic', tier: 'PROFESSIONAL' })).id;
+      nodes = await createNodes(suite.server, instanceId, [{ labels: ['A'] }, { labels: ['B'] }]);
+    });
+
+    const snapshotOf = async () => ({
+      stats: await statsOf(suite.server, instanceId),
+      nodes: await allNodes(suite.server, instanceId),
+      relationships: await allRelationships(suite.server, instanceId),
+    });
+
+    it('refuses a relationship batch with one missing node, writing none of it', async () => {
+      const before = await snapshotOf();
+      const result = await gql(suite.server, CREATE_RELATIONSHIPS, {
+        instanceId,
+        relationships: [
+          { type: 'OK', startNodeId: nodes[0].id, endNodeId: nodes[1].id },
+          { type: 'OK', startNodeId: nodes[1].id, endNodeId: nodes[0].id },
+          { type: 'BROKEN', startNodeId: nodes[0].id, endNodeId: '424242' },
+        ],
+      });
+      const error = expectCode(result, 'BAD_USER_INPUT');
+      assert.match(error.message, /424242/);
+      assert.deepEqual(await snapshotOf(), before);
+    });
+
+    it('refuses a relationship to a deleted node', async () => {
+      const [gone] = await createNodes(suite.server, instanceId, [{ labels: ['Gone'] }]);
+      expectData(await gql(suite.server, DELETE_NODES, { instanceId, ids: [gone.id] }));
+      const before = await snapshotOf();
+      const result = await gql(suite.server, CREATE_RELATIONSHIPS, {
+        instanceId,
+        relationships: [{ type: 'TO_GHOST', startNodeId: nodes[0].id, endNodeId: gone.id }],
+      });
+      expectCode(result, 'BAD_USER_INPUT');
+      assert.deepEqual(await snapshotOf(), before);
+    });
+
+    it('refuses a node batch with one bad label, writing none of it', async () => {
+      const before = await snapshotOf();
+      const result = await gql(suite.server, CREATE_NODES, {
+        instanceId,
+        nodes: [{ labels: ['Fine'] }, { labels: ['Fine'], properties: { n: 1 } }, { labels: [''] }],
+      });
+      expectCode(result, 'BAD_USER_INPUT');
+      assert.deepEqual(await snapshotOf(), before);
+    });
+
+    it('writes a later valid batch normally', async () => {
+      const [rel] = await createRelationships(suite.server, instanceId, [{ type: 'OK', startNodeId: nodes[0].id, endNodeId: nodes[1].id }]);
+      assert.equal(rel.type, 'OK');
+      assert.equal((await statsOf(suite.server, instanceId)).relationshipCount, 1);
+    });
+  });
+
+  describe('concurrent writers', () => {
+    it('lose no write when many batches hit one instance at once', async () => {
+      const instanceId = (await createInstance(suite.server, { name: 'concurrent', tier: 'PROFESSIONAL' })).id;
+      const batches = await Promise.all(
+        Array.from({ length: 20 }, (_, b) =>
+          createNodes(suite.server, instanceId, Array.from({ length: 50 }, (_, i) => ({ labels: ['C'], properties: { b, i } }))),
+        ),
+      );
+      const ids = batches.flat().map((node) => node.id);
+      assert.equal(new Set(ids).size, 1000);
+      assert.equal((await statsOf(suite.server, instanceId)).nodeCount, 1000);
+      assert.equal((await allNodes(suite.server, instanceId)).length, 1000);
+    });
+  });
+});

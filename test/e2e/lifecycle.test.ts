@@ -1,0 +1,204 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  allNodes,
+  allRelationships,
+  bootExpectingFailure,
+  type CliResult,
+  connectWs,
+  createInstance,
+  createKey,
+  createNodes,
+  createRelationships,
+  createTenant,
+  exitOf,
+  expectCode,
+  expectData,
+  gql,
+  makeTempDir,
+  randomToken,
+  startServer,
+  statsOf,
+  within,
+} from '../support';
+
+describe('restarts', () => {
+  it('keep instances, graph data, tenants and keys, and do not bootstrap again', async () => {
+    const server = await startServer();
+    const member = await createKey(server, server.adminKey, 'MEMBER');
+    const revoked = await createKey(server, server.adminKey, 'VIEWER');
+    expectData(await gql(server, `mutation ($id: ID!) { revokeApiKey(id: $id) }`, { id: revoked.id }));
+    const acme = await createTenant(server, 'acme');
+    const instance = await createInstance(server, { name: 'durable', tier: 'BUSINESS_CRITICAL', memoryGB: 2, engineVersion: 'V4' });
+    const nodes = await createNodes(server, instance.id, [
+      { labels: ['Kept'], properties: { n: 1, nested: { ok: true } } },
+      { labels: ['Kept', 'Twice'], properties: { emoji: '💾' } },
+    ]);
+    const relationships = await createRelationships(server, instance.id, [{ type: 'LINK', startNodeId: nodes[0].id, endNodeId: nodes[1].id }]);
+    const statsBefore = await statsOf(server, instance.id);
+    const schedule = `query ($id: ID!) { instance(id: $id) { schedule { nextSnapshotAt } } }`;
+    const scheduleBefore = expectData(await gql(server, schedule, { id: instance.id })).instance.schedule;
+
+    // A different bootstrap token on the next boot must not create a second default tenant or a new key.
+    const otherToken = randomToken();
+    await server.restart({ env: { SNAPGRAPH_BOOTSTRAP_TOKEN: otherToken } });
+
+    assert.doesNotMatch(server.logs(), /created tenant/);
+    assert.doesNotMatch(server.logs(), /migrations applied/);
+    expectCode(await gql(server, `{ viewer { role } }`, {}, otherToken), 'UNAUTHENTICATED');
+    assert.equal(expectData(await gql(server, `{ viewer { role } }`)).viewer.role, 'ADMIN');
+    assert.equal(expectData(await gql(server, `{ viewer { role } }`, {}, member.secret)).viewer.role, 'MEMBER');
+    assert.equal(expectData(await gql(server, `{ viewer { tenantName } }`, {}, acme.apiKey)).viewer.tenantName, 'acme');
+    expectCode(await gql(server, `{ viewer { role } }`, {}, revoked.secret), 'UNAUTHENTICATED');
+
+    const { instances } = expectData(await gql(server, `{ instances { id name tier memoryGB storageGB engineVersion status availability createdAt } }`));
+    assert.deepEqual(instances, [instance]);
+    assert.deepEqual(await allNodes(server, instance.id), nodes);
+    assert.deepEqual(await allRelationships(server, instance.id), relationships);
+    assert.deepEqual(await statsOf(server, instance.id), statsBefore);
+    assert.deepEqual(expectData(await gql(server, schedule, { id: instance.id })).instance.schedule, scheduleBefore);
+
+    const [next] = await createNodes(server, instance.id, [{ labels: ['After'] }], member.secret);
+    assert.ok(Number(next.id) > Number(nodes[1].id), 'ids restarted from the beginning');
+  });
+
+  it('keep every acknowledged write after a crash (SIGKILL)', async () => {
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'crashy', tier: 'PROFESSIONAL' });
+    const written = [];
+    for (let batch = 0; batch < 5; batch++) {
+      written.push(...(await createNodes(server, instance.id, Array.from({ length: 200 }, (_, i) => ({ labels: ['W'], properties: { batch, i } })))));
+    }
+    await server.kill();
+    await server.restart();
+    assert.deepEqual(await allNodes(server, instance.id), written);
+    assert.equal((await statsOf(server, instance.id)).nodeCount, 1000);
+  });
+});
+
+describe('configuration errors stop the boot', () => {
+  const configDir = () => {
+    const dir = makeTempDir();
+    writeFileSync(join(dir, 'broken.json'), '{"tiers": ');
+    writeFileSync(join(dir, 'bad-tier.json'), JSON.stringify({ tiers: { FREE: { memoryGB: [3] } } }));
+    writeFileSync(join(dir, 'unknown.json'), JSON.stringify({ tier: {} }));
+    return dir;
+  };
+  // Every refused boot is a separate process: start them all at once, then read each outcome in its own test.
+  const cases = {
+    portText: { PORT: 'abc' },
+    portRange: { PORT: '70000' },
+    masterKey: { SNAPGRAPH_MASTER_KEY: 'short-master-key-Zq9' },
+    bootstrapToken: { SNAPGRAPH_BOOTSTRAP_TOKEN: 'tiny-Zq9' },
+    databaseUrl: { DATABASE_URL: 'mysql://admin:pw-Zq9-secret@localhost/db' },
+    redisUrl: { REDIS_URL: 'http://localhost:6379' },
+    configMissing: (dir: string) => ({ SNAPGRAPH_CONFIG: join(dir, 'missing.json') }),
+    configBroken: (dir: string) => ({ SNAPGRAPH_CONFIG: join(dir, 'broken.json') }),
+    configBadTier: (dir: string) => ({ SNAPGRAPH_CONFIG: join(dir, 'bad-tier.json') }),
+    configUnknownField: (dir: string) => ({ SNAPGRAPH_CONFIG: join(dir, 'unknown.json') }),
+    several: { PORT: 'abc', LOG_LEVEL: 'loud', REDIS_URL: 'nope' },
+  };
+  let outcomes: Record<keyof typeof cases, CliResult>;
+
+  before(async function () {
+    this.timeout(60_000);
+    const dir = configDir();
+    const entries = await Promise.all(
+      Object.entries(cases).map(async ([name, env]) => [name, await bootExpectingFailure(typeof env === 'function' ? env(dir) : env)] as const),
+    );
+    outcomes = Object.fromEntries(entries) as typeof outcomes;
+  });
+
+  const expectRefusal = (name: keyof typeof cases, variable: string, secret?: string): CliResult => {
+    const result = outcomes[name];
+    assert.ok(result.code !== null, 'the process was killed rather than exiting');
+    assert.notEqual(result.code, 0, `the server booted (${name})`);
+    assert.match(result.stderr, new RegExp(variable), `stderr does not name ${variable}:\n${result.stderr}`);
+    if (secret) {
+      assert.ok(!result.stderr.includes(secret) && !result.stdout.includes(secret), `the value of ${variable} was printed`);
+    }
+    return result;
+  };
+
+  it('PORT that is not a number', () => {
+    expectRefusal('portText', 'PORT');
+  });
+
+  it('PORT out of range', () => {
+    expectRefusal('portRange', 'PORT');
+  });
+
+  it('SNAPGRAPH_MASTER_KEY that is not 32 bytes of base64, without printing it', () => {
+    expectRefusal('masterKey', 'SNAPGRAPH_MASTER_KEY', 'short-master-key-Zq9');
+  });
+
+  it('SNAPGRAPH_BOOTSTRAP_TOKEN shorter than 16 characters, without printing it', () => {
+    expectRefusal('bootstrapToken', 'SNAPGRAPH_BOOTSTRAP_TOKEN', 'tiny-Zq9');
+  });
+
+  it('DATABASE_URL that is not postgres://, without printing its password', () => {
+    expectRefusal('databaseUrl', 'DATABASE_URL', 'pw-Zq9-secret');
+  });
+
+  it('REDIS_URL that is not redis://', () => {
+    expectRefusal('redisUrl', 'REDIS_URL');
+  });
+
+  it('SNAPGRAPH_CONFIG naming a missing file, holding broken JSON, an unknown field or a bad tier value', () => {
+    expectRefusal('configMissing', 'SNAPGRAPH_CONFIG');
+    expectRefusal('configBroken', 'SNAPGRAPH_CONFIG');
+    expectRefusal('configUnknownField', 'SNAPGRAPH_CONFIG');
+    assert.match(expectRefusal('configBadTier', 'SNAPGRAPH_CONFIG').stderr, /tiers\.FREE\.memoryGB/);
+  });
+
+  it('lists every bad variable at once', () => {
+    const result = expectRefusal('several', 'PORT');
+    assert.match(result.stderr, /LOG_LEVEL/);
+    assert.match(result.stderr, /REDIS_URL/);
+  });
+
+  it('but empty variables count as unset', async () => {
+    const server = await startServer({
+      env: { LOG_LEVEL: '', DATABASE_URL: '', REDIS_URL: '', SNAPGRAPH_MASTER_KEY: '', SNAPGRAPH_CONFIG: '', SNAPGRAPH_PUBLIC_URL: '' },
+    });
+    expectData(await gql(server, `{ viewer { role } }`));
+  });
+
+  it('a port that is already taken', async () => {
+    const server = await startServer();
+    const port = new URL(server.url).port;
+    const result = await bootExpectingFailure({ PORT: port });
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, new RegExp(`EADDRINUSE|${port}`));
+    expectData(await gql(server, `{ viewer { role } }`));
+  });
+});
+
+describe('shutdown', () => {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    it(`on ${signal}: closes open WebSockets, stops serving and exits 0`, async () => {
+      const server = await startServer();
+      await createNodes(server, (await createInstance(server, { tier: 'FREE' })).id, [{ labels: ['Before'] }]);
+      const socket = await connectWs(server, server.adminKey);
+      assert.equal(socket.acknowledged, true);
+
+      const exited = exitOf(server.process);
+      server.process.kill(signal);
+      const closed = await within(socket.closed, 10_000, 'closing the WebSocket');
+      assert.ok(closed.code >= 1000, `close code ${closed.code}`);
+      assert.deepEqual(await within(exited, 15_000, 'the exit'), { code: 0, signal: null });
+      assert.match(server.logs(), /snapgraph stopped/);
+      await assert.rejects(fetch(`${server.url}/healthz`));
+    });
+  }
+
+  it('leaves the data dir ready for the next boot', async () => {
+    const server = await startServer();
+    const instance = await createInstance(server, { tier: 'FREE' });
+    const nodes = await createNodes(server, instance.id, [{ labels: ['Clean'] }]);
+    assert.deepEqual(await server.stop({ keepDataDir: true }), { code: 0, signal: null });
+    await server.restart();
+    assert.deepEqual(await allNodes(server, instance.id), nodes);
+  });
+});

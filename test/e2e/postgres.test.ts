@@ -1,0 +1,38 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { itRunsTheCoreRoundTrip } from '../support/core-round-trip';
+import { createTestDatabase, describePostgres, serverPerSuite, type TestDatabase, withClient } from '../support';
+
+describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
+  let database: TestDatabase;
+  before(async () => {
+    database = await createTestDatabase(postgres.adminUrl());
+  });
+  const suite = serverPerSuite(() => ({ env: { DATABASE_URL: database.url } }));
+  // Declared after serverPerSuite, so it runs after the server has stopped.
+  after(async () => {
+    await database?.drop();
+  });
+
+  it('keeps metadata in PostgreSQL, not in the data dir', async () => {
+    assert.ok(!existsSync(join(suite.server.dataDir, 'metadata.sqlite')), 'metadata.sqlite was created despite DATABASE_URL');
+    const tenants = await withClient(database.url, (client) => client.query<{ name: string }>('SELECT name FROM tenants'));
+    assert.deepEqual(tenants.rows.map((row) => row.name), ['default']);
+    const migrations = await withClient(database.url, (client) => client.query('SELECT name FROM migrations'));
+    assert.ok(migrations.rowCount && migrations.rowCount > 0, 'no migrations recorded');
+  });
+
+  it('never logs the connection string', () => {
+    assert.ok(!suite.server.logs().includes(database.url));
+  });
+
+  itRunsTheCoreRoundTrip(() => suite.server);
+
+  it('stores API keys hashed', async () => {
+    const keys = await withClient(database.url, (client) => client.query<{ secretHash: string }>('SELECT "secretHash" FROM api_keys'));
+    assert.ok(keys.rows.length > 0);
+    for (const row of keys.rows) assert.notEqual(row.secretHash, suite.server.adminKey);
+    assert.ok(!keys.rows.some((row) => row.secretHash.includes(suite.server.adminKey)));
+  });
+});

@@ -1,0 +1,388 @@
+// Snapshots, operations, export downloads and file uploads as a client drives them, and what they leave on disk.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  allNodes,
+  allRelationships,
+  createNodes,
+  createRelationships,
+  expectData,
+  gql,
+  type GqlResult,
+  type GraphQLErrorJson,
+  type NodeJson,
+  type RelationshipJson,
+} from './graphql';
+import type { TestServer } from './server';
+import { eventually, within } from './wait';
+import type { ExecutionResult, Subscription } from './ws';
+
+type ServerLike = Pick<TestServer, 'graphqlUrl' | 'adminKey'>;
+
+export const STATS_FIELDS = 'nodeCount relationshipCount labels { name count } relationshipTypes { name count } storeSizeBytes';
+export const SNAPSHOT_FIELDS = `id instanceId profile status createdAt completedAt expiresAt description sizeBytes sha256
+  exportable format engineVersion error contents { ${STATS_FIELDS} }`;
+export const OPERATION_FIELDS = `id kind status phase progress bytesDone bytesTotal instanceId snapshotId
+  error { code message } createdAt startedAt finishedAt`;
+
+export interface SnapshotJson {
+  id: string;
+  instanceId: string;
+  profile: string;
+  status: string;
+  createdAt: string;
+  completedAt: string | null;
+  expiresAt: string | null;
+  description: string | null;
+  sizeBytes: number | null;
+  sha256: string | null;
+  exportable: boolean;
+  format: string;
+  engineVersion: string;
+  error: string | null;
+  contents: {
+    nodeCount: number;
+    relationshipCount: number;
+    labels: { name: string; count: number }[];
+    relationshipTypes: { name: string; count: number }[];
+    storeSizeBytes: number;
+  } | null;
+  removed?: boolean;
+}
+
+export interface OperationJson {
+  id: string;
+  kind: string;
+  status: string;
+  phase: string | null;
+  progress: number;
+  bytesDone: number;
+  bytesTotal: number | null;
+  instanceId: string;
+  snapshotId: string | null;
+  error: { code: string; message: string } | null;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export const CREATE_SNAPSHOT = `mutation ($instanceId: ID!, $description: String) {
+  createSnapshot(instanceId: $instanceId, description: $description) { ${SNAPSHOT_FIELDS} }
+}`;
+export const RESTORE_SNAPSHOT = `mutation ($snapshotId: ID!, $confirm: String!, $instanceId: ID) {
+  restoreSnapshot(snapshotId: $snapshotId, confirm: $confirm, instanceId: $instanceId) { ${OPERATION_FIELDS} }
+}`;
+export const EXPORT_SNAPSHOT = `mutation ($id: ID!) { exportSnapshot(id: $id) { url fileName expiresAt sizeBytes sha256 } }`;
+export const RESTORE_FROM_FILE = `mutation ($instanceId: ID!, $file: Upload!, $confirm: String!) {
+  restoreFromFile(instanceId: $instanceId, file: $file, confirm: $confirm) { ${OPERATION_FIELDS} }
+}`;
+
+export const sha256Of = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
+/** createSnapshot, returning the snapshot as the mutation answered (PENDING or IN_PROGRESS). */
+export async function requestSnapshot(
+  server: ServerLike,
+  instanceId: string,
+  { description, key = server.adminKey }: { description?: string; key?: string } = {},
+): Promise<SnapshotJson> {
+  return expectData(await gql<{ createSnapshot: SnapshotJson }>(server, CREATE_SNAPSHOT, { instanceId, description }, key)).createSnapshot;
+}
+
+export async function snapshotById(server: ServerLike, id: string, key = server.adminKey): Promise<SnapshotJson | null> {
+  return expectData(await gql(server, `query ($id: ID!) { snapshot(id: $id) { ${SNAPSHOT_FIELDS} } }`, { id }, key)).snapshot;
+}
+
+/** Polls until the snapshot is COMPLETED or FAILED; returns it as it then is. */
+export function settledSnapshot(server: ServerLike, id: string, key = server.adminKey, timeoutMs = 30_000): Promise<SnapshotJson> {
+  return eventually(
+    async () => {
+      const snapshot = await snapshotById(server, id, key);
+      return snapshot && (snapshot.status === 'COMPLETED' || snapshot.status === 'FAILED') ? snapshot : undefined;
+    },
+    { timeoutMs, intervalMs: 25, what: `snapshot ${id} to settle` },
+  );
+}
+
+/** createSnapshot and wait until it is COMPLETED (asserted). */
+export async function takeSnapshot(
+  server: ServerLike,
+  instanceId: string,
+  { description, key = server.adminKey }: { description?: string; key?: string } = {},
+): Promise<SnapshotJson> {
+  const requested = await requestSnapshot(server, instanceId, { description, key });
+  const settled = await settledSnapshot(server, requested.id, key);
+  assert.equal(settled.status, 'COMPLETED', `snapshot ${settled.id} failed: ${settled.error}`);
+  return settled;
+}
+
+export async function operationById(server: ServerLike, id: string, key = server.adminKey): Promise<OperationJson | null> {
+  return expectData(await gql(server, `query ($id: ID!) { operation(id: $id) { ${OPERATION_FIELDS} } }`, { id }, key)).operation;
+}
+
+/** Polls until the operation is SUCCEEDED or FAILED; returns it as it then is. */
+export function settledOperation(server: ServerLike, id: string, key = server.adminKey, timeoutMs = 60_000): Promise<OperationJson> {
+  return eventually(
+    async () => {
+      const operation = await operationById(server, id, key);
+      return operation && (operation.status === 'SUCCEEDED' || operation.status === 'FAILED') ? operation : undefined;
+    },
+    { timeoutMs, intervalMs: 25, what: `operation ${id} to finish` },
+  );
+}
+
+/** restoreSnapshot and wait until the operation has finished; returns the finished operation. */
+export async function restoreAndWait(
+  server: ServerLike,
+  snapshotId: string,
+  instanceId?: string,
+): Promise<OperationJson> {
+  const { restoreSnapshot } = expectData(
+    await gql<{ restoreSnapshot: OperationJson }>(server, RESTORE_SNAPSHOT, { snapshotId, confirm: 'RESTORE', instanceId }),
+  );
+  return settledOperation(server, restoreSnapshot.id);
+}
+
+export async function operationCount(server: ServerLike, instanceId: string): Promise<number> {
+  return expectData(await gql(server, `query ($id: ID!) { operations(instanceId: $id, first: 0) { totalCount } }`, { id: instanceId }))
+    .operations.totalCount;
+}
+
+export async function instanceState(
+  server: ServerLike,
+  instanceId: string,
+): Promise<{ status: string; availability: string; currentOperation: { id: string; kind: string; status: string } | null }> {
+  const { instance } = expectData(
+    await gql(server, `query ($id: ID!) { instance(id: $id) { status availability currentOperation { id kind status } } }`, {
+      id: instanceId,
+    }),
+  );
+  assert.ok(instance, `instance ${instanceId} is not visible`);
+  return instance;
+}
+
+export interface Graph {
+  nodes: NodeJson[];
+  relationships: RelationshipJson[];
+}
+
+/** Every node and relationship of the instance, in id order. */
+export async function graphOf(server: ServerLike, instanceId: string): Promise<Graph> {
+  return { nodes: await allNodes(server, instanceId), relationships: await allRelationships(server, instanceId) };
+}
+
+/**
+ * Writes `nodes` nodes and `relationships` relationships in batches, `lanes` requests at a time (a large instance
+ * for tests that need a snapshot or a restore to take a while). Node i has label `L<i % 3>` and a padded string.
+ */
+export async function fillInstance(
+  server: ServerLike,
+  instanceId: string,
+  { nodes, relationships, batch = 10_000, lanes = 2 }: { nodes: number; relationships: number; batch?: number; lanes?: number },
+): Promise<void> {
+  const nodeBatches: (() => Promise<unknown>)[] = [];
+  for (let start = 0; start < nodes; start += batch) {
+    const size = Math.min(batch, nodes - start);
+    nodeBatches.push(() =>
+      createNodes(
+        server,
+        instanceId,
+        Array.from({ length: size }, (_, i) => ({
+          labels: [`L${(start + i) % 3}`],
+          properties: { n: start + i, name: `node-${start + i}`, pad: `${start + i}`.padStart(40, '~'), even: (start + i) % 2 === 0 },
+        })),
+      ),
+    );
+  }
+  await inLanes(nodeBatches, lanes);
+  const { nodes: page } = expectData(await gql(server, `query ($id: ID!) { nodes(instanceId: $id, first: 1) { edges { node { id } } } }`, { id: instanceId }));
+  const firstId = Number(page.edges[0]?.node.id ?? 1);
+  const relationshipBatches: (() => Promise<unknown>)[] = [];
+  for (let start = 0; start < relationships; start += batch) {
+    const size = Math.min(batch, relationships - start);
+    relationshipBatches.push(() =>
+      createRelationships(
+        server,
+        instanceId,
+        Array.from({ length: size }, (_, i) => {
+          const k = start + i;
+          return {
+            type: k % 2 === 0 ? 'NEXT' : 'LINKS',
+            startNodeId: String(firstId + (k % nodes)),
+            endNodeId: String(firstId + ((k * 7919 + 13) % nodes)),
+            properties: { k, weight: (k % 100) / 10 },
+          };
+        }),
+      ),
+    );
+  }
+  await inLanes(relationshipBatches, lanes);
+}
+
+async function inLanes(tasks: (() => Promise<unknown>)[], lanes: number): Promise<void> {
+  const queue = [...tasks];
+  await Promise.all(
+    Array.from({ length: lanes }, async () => {
+      for (let task = queue.shift(); task; task = queue.shift()) await task();
+    }),
+  );
+}
+
+export interface ExportLinkJson {
+  url: string;
+  fileName: string;
+  expiresAt: string;
+  sizeBytes: number;
+  sha256: string;
+}
+
+export async function exportLink(server: ServerLike, snapshotId: string, key = server.adminKey): Promise<ExportLinkJson> {
+  return expectData(await gql<{ exportSnapshot: ExportLinkJson }>(server, EXPORT_SNAPSHOT, { id: snapshotId }, key)).exportSnapshot;
+}
+
+export interface DownloadResult {
+  status: number;
+  headers: Headers;
+  body: Buffer;
+}
+
+/** GET (or HEAD) an export URL with no credentials, as a browser or curl would. */
+export async function download(url: string, headers: Record<string, string> = {}, method = 'GET'): Promise<DownloadResult> {
+  const response = await fetch(url, { method, headers });
+  return { status: response.status, headers: response.headers, body: Buffer.from(await response.arrayBuffer()) };
+}
+
+/** The snapshot's export archive bytes (exported and downloaded; the sha256 is checked). */
+export async function archiveOf(server: ServerLike, snapshotId: string): Promise<Buffer> {
+  const link = await exportLink(server, snapshotId);
+  const { status, body } = await download(link.url);
+  assert.equal(status, 200);
+  assert.equal(sha256Of(body), link.sha256);
+  return body;
+}
+
+/**
+ * restoreFromFile as a real multipart request (GraphQL multipart request spec: operations, map, then the file),
+ * with the `Apollo-Require-Preflight` header unless `preflight` is false.
+ */
+export async function uploadFile(
+  server: ServerLike,
+  {
+    instanceId,
+    file,
+    fileName = 'graph.backup',
+    confirm = 'RESTORE',
+    key = server.adminKey,
+    preflight = true,
+  }: { instanceId: string; file: Buffer; fileName?: string; confirm?: string; key?: string | null; preflight?: boolean },
+): Promise<GqlResult<{ restoreFromFile: OperationJson }>> {
+  const form = new FormData();
+  form.append('operations', JSON.stringify({ query: RESTORE_FROM_FILE, variables: { instanceId, file: null, confirm } }));
+  form.append('map', JSON.stringify({ 0: ['variables.file'] }));
+  form.append('0', new Blob([file], { type: 'application/octet-stream' }), fileName);
+  const headers: Record<string, string> = {};
+  if (key !== null) headers.authorization = `Bearer ${key}`;
+  if (preflight) headers['apollo-require-preflight'] = 'true';
+  const response = await fetch(server.graphqlUrl, { method: 'POST', headers, body: form });
+  const text = await response.text();
+  let json: { data?: { restoreFromFile: OperationJson } | null; errors?: GraphQLErrorJson[] } = {};
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // Not JSON: callers look at status and text.
+  }
+  return { status: response.status, data: json.data, errors: json.errors, text };
+}
+
+/** Every regular file under `dir`, recursively (absolute paths). */
+export function filesUnder(dir: string): string[] {
+  let entries;
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  return entries.flatMap((entry) => {
+    const path = join(dir, entry.name);
+    return entry.isDirectory() ? filesUnder(path) : entry.isFile() ? [path] : [];
+  });
+}
+
+/** The blob file that holds a snapshot (see blobKeyOf in the snapshot service). */
+export const snapshotBlobPath = (dataDir: string, tenantId: string, snapshotId: string) =>
+  join(dataDir, 'blobs', 'tenants', tenantId, 'snapshots', `${snapshotId}.blob`);
+
+/** Uploads being received or kept for a restore, for every tenant. */
+export const uploadBlobs = (dataDir: string) => filesUnder(join(dataDir, 'blobs', 'tenants')).filter((path) => /\/uploads\//.test(path));
+
+/** Temp files of blob writes (`<name>.tmp-<random>`). */
+export const tempBlobs = (dataDir: string) => filesUnder(join(dataDir, 'blobs')).filter((path) => /\.tmp-/.test(path));
+
+/** The store files of an instance (`graph-<generation>.sqlite` and its -wal/-shm). */
+export const storeFiles = (dataDir: string, instanceId: string) =>
+  filesUnder(join(dataDir, 'instances', instanceId)).map((path) => path.slice(path.lastIndexOf('/') + 1)).sort();
+
+/** The store generations present for an instance. */
+export const storeGenerations = (dataDir: string, instanceId: string) => [
+  ...new Set(storeFiles(dataDir, instanceId).map((name) => /^graph-(\d+)\.sqlite/.exec(name)?.[1] ?? name)),
+];
+
+/** The data of every result of a subscription so far, under its one root field. */
+export function payloads<T>(subscription: Subscription, field: string): T[] {
+  return subscription.results.map((result: ExecutionResult) => {
+    assert.equal(result.errors, undefined, `subscription error: ${JSON.stringify(result.errors)}`);
+    return result.data[field] as T;
+  });
+}
+
+/** The GraphQL errors a subscription ended with (from an error result or its rejection). */
+export async function subscriptionErrors(subscription: Subscription, timeoutMs = 5_000): Promise<GraphQLErrorJson[]> {
+  const ended = await within(
+    subscription.complete.then(
+      () => null,
+      (error: Error & { graphQLErrors?: GraphQLErrorJson[] }) => error,
+    ),
+    timeoutMs,
+    'the refusal of the subscription',
+  );
+  const errors = ended?.graphQLErrors ?? subscription.results.find((result) => result.errors)?.errors;
+  assert.ok(errors, `expected the subscription to fail, got ${ended ? ended.message : JSON.stringify(subscription.results)}`);
+  assert.equal(subscription.results.some((result) => result.data), false, 'the subscription delivered data before failing');
+  return errors as GraphQLErrorJson[];
+}
+
+/** The server starts a subscription a moment after the connection is acknowledged. */
+export async function listening(...subscriptions: Subscription[]): Promise<void> {
+  await Promise.all(subscriptions.map((subscription) => subscription.connected));
+  await new Promise((resolve) => setTimeout(resolve, 250));
+}
+
+const STATUS_ORDER = ['QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED'];
+
+/**
+ * What restoreProgress/operationProgress promise: the current state first, status never moving back, progress and
+ * bytesDone never decreasing, and the stream ends on `finalStatus` (progress 1 when SUCCEEDED).
+ */
+export function assertProgressSequence(states: OperationJson[], finalStatus: 'SUCCEEDED' | 'FAILED'): void {
+  assert.ok(states.length > 0, 'no progress events');
+  const rank = (status: string) => Math.min(STATUS_ORDER.indexOf(status), 2);
+  for (let i = 1; i < states.length; i++) {
+    const [before, after] = [states[i - 1], states[i]];
+    assert.equal(after.id, states[0].id, `event ${i} is about another operation`);
+    assert.ok(rank(after.status) >= rank(before.status), `status went back at event ${i}: ${before.status} → ${after.status}`);
+    assert.ok(after.progress >= before.progress, `progress went back at event ${i}: ${before.progress} → ${after.progress}`);
+    assert.ok(after.bytesDone >= before.bytesDone, `bytesDone went back at event ${i}`);
+  }
+  for (const state of states.slice(0, -1)) assert.ok(['QUEUED', 'RUNNING'].includes(state.status), `ended early on ${state.status}`);
+  const last = states.at(-1)!;
+  assert.equal(last.status, finalStatus, JSON.stringify(last.error));
+  if (finalStatus === 'SUCCEEDED') {
+    assert.equal(last.progress, 1);
+    assert.equal(last.error, null);
+  } else {
+    assert.match(last.error?.code ?? '', /^[A-Z_]+$/);
+  }
+  assert.ok(last.finishedAt);
+}
