@@ -6,10 +6,22 @@ import { createMetadataDataSource } from '../entities/data-source';
 import { createLogger } from '../logging/logger';
 import { installSignalHandlers, startServer } from '../server';
 import { TenantService } from '../services/tenant.service';
+import { DEFAULT_URL } from './api-client';
+import { CliError, UsageError } from './cli-error';
+import { exportCommand } from './export-command';
+import { restoreFileCommand } from './restore-file-command';
 
 const USAGE = `usage:
   snapgraph serve                          run the server (configured by the environment; see README)
   snapgraph tenant create <name> [--json]  create a tenant and print its first ADMIN API key
+  snapgraph export <snapshotId> [-o file]  download a snapshot's archive (resumes <file>.part; checks its sha256)
+  snapgraph restore-file <instanceId> <file> --confirm RESTORE [--chunk-size 64M]
+                                           upload a .backup/.dump/.tar of any size and restore it into the
+                                           instance (a rerun after Ctrl-C resumes the upload)
+
+export and restore-file talk to a running server:
+  --url <url>   or SNAPGRAPH_URL      (default ${DEFAULT_URL})
+  --key <key>   or SNAPGRAPH_API_KEY  (prefer the variable: arguments are visible to other local users)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -20,6 +32,10 @@ async function main(argv: string[]): Promise<number> {
       return serve();
     case 'tenant':
       return tenant(rest);
+    case 'export':
+      return exportCommand(rest);
+    case 'restore-file':
+      return restoreFileCommand(rest);
     case '-h':
     case '--help':
     case 'help':
@@ -67,6 +83,14 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exit(code);
   },
   (error) => {
+    if (error instanceof UsageError) {
+      process.stderr.write(`snapgraph: ${error.message}\n${USAGE}`);
+      process.exit(error.exitCode);
+    }
+    if (error instanceof CliError) {
+      process.stderr.write(`snapgraph: ${error.message}\n`);
+      process.exit(error.exitCode);
+    }
     if (error instanceof ConfigError) {
       process.stderr.write(`snapgraph: ${error.message}\n`);
       process.exit(78);

@@ -1,0 +1,133 @@
+// The CLI's connection to a running server: GraphQL over HTTP, subscriptions over graphql-ws, and the URLs and
+// credentials of the transfer endpoints. Every failure becomes a CliError whose message names the cause.
+import { type Client, createClient } from 'graphql-ws';
+import WebSocket from 'ws';
+import { CliError, UsageError } from './cli-error';
+
+export const DEFAULT_URL = 'http://127.0.0.1:4000';
+
+/** The global options every server command takes (node:util parseArgs format). */
+export const CONNECTION_OPTIONS = {
+  url: { type: 'string' },
+  key: { type: 'string' },
+} as const;
+
+export interface GraphQLErrorJson {
+  message: string;
+  extensions?: { code?: string };
+}
+
+/** `CODE: message` for the first error of a GraphQL-style error body; null when the body is not one. */
+export function describeErrorBody(body: string): string | null {
+  try {
+    const { errors } = JSON.parse(body) as { errors?: GraphQLErrorJson[] };
+    if (!Array.isArray(errors) || errors.length === 0) return null;
+    return errors.map(describeGraphQLError).join('; ');
+  } catch {
+    return null;
+  }
+}
+
+const describeGraphQLError = (error: GraphQLErrorJson) =>
+  error.extensions?.code ? `${error.extensions.code}: ${error.message}` : error.message;
+
+export class ApiClient {
+  readonly url: string;
+  readonly key: string;
+
+  /** From --url/--key, else SNAPGRAPH_URL/SNAPGRAPH_API_KEY, else the default URL (the key is required). */
+  static fromOptions(values: { url?: string; key?: string }, env: NodeJS.ProcessEnv = process.env): ApiClient {
+    const url = (values.url ?? env.SNAPGRAPH_URL ?? DEFAULT_URL).trim();
+    const key = (values.key ?? env.SNAPGRAPH_API_KEY ?? '').trim();
+    if (!/^https?:\/\/[^/]/i.test(url)) throw new UsageError(`the server URL "${url}" must start with http:// or https://`);
+    if (!key) throw new UsageError('an API key is required: set SNAPGRAPH_API_KEY (or pass --key)');
+    return new ApiClient(url.replace(/\/+$/, ''), key);
+  }
+
+  constructor(url: string, key: string) {
+    this.url = url;
+    this.key = key;
+  }
+
+  get authorization(): string {
+    return `Bearer ${this.key}`;
+  }
+
+  endpoint(path: string): string {
+    return `${this.url}${path}`;
+  }
+
+  /** One query or mutation; resolves with its data, or throws a CliError with the error code and message. */
+  async request<TData>(query: string, variables: Record<string, unknown>): Promise<TData> {
+    const response = await this.fetch(this.endpoint('/graphql'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: this.authorization },
+      body: JSON.stringify({ query, variables }),
+    });
+    const text = await response.text();
+    const described = describeErrorBody(text);
+    if (described) throw new CliError(described);
+    if (!response.ok) throw new CliError(`the server answered HTTP ${response.status}: ${text.slice(0, 200)}`);
+    const { data } = JSON.parse(text) as { data?: TData };
+    if (!data) throw new CliError(`the server answered without data: ${text.slice(0, 200)}`);
+    return data;
+  }
+
+  /** fetch, with a network failure said in words (the URL, and what the connection did). */
+  async fetch(url: string, init: RequestInit): Promise<Response> {
+    try {
+      return await fetch(url, init);
+    } catch (error) {
+      if ((error as Error).name === 'AbortError') throw error;
+      throw this.unreachable(error);
+    }
+  }
+
+  /** A network failure (fetch's TypeError with a cause, or a socket error) as a CliError naming the server. */
+  unreachable(error: unknown): CliError {
+    const { cause } = error as { cause?: unknown };
+    const { code, message } = (cause ?? error ?? {}) as { code?: unknown; message?: string };
+    const why = typeof code === 'string' ? code : (message ?? String(error));
+    return new CliError(`cannot reach the Snapgraph server at ${this.url} (${why}); set SNAPGRAPH_URL or --url`);
+  }
+
+  /**
+   * A subscription over graphql-ws: calls onNext with each result's data; resolves when the server completes it.
+   * GraphQL errors and refused or lost connections reject with a CliError.
+   */
+  async subscribe<TData>(query: string, variables: Record<string, unknown>, onNext: (data: TData) => void): Promise<void> {
+    const client: Client = createClient({
+      url: this.endpoint('/graphql').replace(/^http/i, 'ws'),
+      webSocketImpl: WebSocket,
+      connectionParams: { authorization: this.authorization },
+      retryAttempts: 3,
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        client.subscribe<TData>(
+          { query, variables },
+          {
+            next: (result) => {
+              if (result.errors?.length) reject(new CliError(result.errors.map(describeGraphQLError).join('; ')));
+              else if (result.data) onNext(result.data);
+            },
+            error: (error) => reject(this.describeSocketError(error)),
+            complete: resolve,
+          },
+        );
+      });
+    } finally {
+      await client.dispose();
+    }
+  }
+
+  private describeSocketError(error: unknown): CliError {
+    if (Array.isArray(error)) return new CliError(error.map(describeGraphQLError).join('; '));
+    if (error && typeof error === 'object' && 'code' in error && typeof error.code === 'number') {
+      const { code, reason } = error as { code: number; reason?: string };
+      if (code === 4401) return new CliError('UNAUTHENTICATED: the server refused the API key');
+      return new CliError(`the connection to ${this.url} closed (${code}${reason ? ` ${reason}` : ''})`);
+    }
+    return this.unreachable(error);
+  }
+}

@@ -1,0 +1,200 @@
+// `snapgraph export <snapshotId> [-o file]`: downloads a snapshot's archive through a fresh export link into
+// <file>.part, resuming a partial one with a Range request, and keeps the file only when its sha256 is the snapshot's.
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, stat, unlink } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { ApiClient } from './api-client';
+import { CliError, Interrupted } from './cli-error';
+import { parseCommandArgs } from './command-args';
+import { Interruption } from './interruption';
+import { formatBytes, ProgressBar } from './progress-bar';
+
+const EXPORT_SNAPSHOT = `mutation ($id: ID!) { exportSnapshot(id: $id) { url fileName sizeBytes sha256 expiresAt } }`;
+
+interface ExportLink {
+  url: string;
+  fileName: string;
+  sizeBytes: number;
+  sha256: string;
+  expiresAt: string;
+}
+
+interface Downloaded {
+  bytes: number;
+  sha256: string;
+}
+
+export async function exportCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseCommandArgs(args, { output: { type: 'string', short: 'o' } }, 1, 'export takes one snapshot id');
+  const [snapshotId] = positionals;
+  const client = ApiClient.fromOptions(values);
+  const { exportSnapshot: link } = await client.request<{ exportSnapshot: ExportLink }>(EXPORT_SNAPSHOT, { id: snapshotId });
+  const target = await targetPath(values.output, link.fileName);
+  if ((await sizeOf(target)) !== null) throw new CliError(`${target} already exists; remove it or choose another name with -o`);
+
+  const part = `${target}.part`;
+  const interruption = new Interruption();
+  try {
+    const { bytes, sha256 } = await download(client, link, part, interruption);
+    if (bytes !== link.sizeBytes || sha256 !== link.sha256) {
+      await unlink(part);
+      throw new CliError(
+        `the download is damaged: sha256 ${sha256} (${bytes} bytes) instead of ${link.sha256} (${link.sizeBytes} bytes); ` +
+          `${part} was removed, run the command again`,
+      );
+    }
+    await rename(part, target);
+    process.stdout.write(`saved ${target} (${bytes} bytes, sha256 ${sha256})\n`);
+    return 0;
+  } finally {
+    interruption.dispose();
+  }
+}
+
+/** -o as given, or inside -o when it is a directory, else the API's file name in the current directory. */
+async function targetPath(output: string | undefined, fileName: string): Promise<string> {
+  const safeName = basename(fileName);
+  if (!safeName || safeName !== fileName || safeName.startsWith('.')) {
+    throw new CliError(`the server suggested an unusable file name "${fileName}"; choose one with -o <file>`);
+  }
+  if (!output) return resolve(safeName);
+  const stats = await stat(output).catch(() => null);
+  return resolve(stats?.isDirectory() ? join(output, safeName) : output);
+}
+
+/** Appends to (or starts) the .part file; returns its size and sha256 over every byte, old and new. */
+async function download(client: ApiClient, link: ExportLink, part: string, interruption: Interruption): Promise<Downloaded> {
+  let hash = createHash('sha256');
+  let offset = (await sizeOf(part)) ?? 0;
+  if (offset > link.sizeBytes) {
+    await unlink(part);
+    offset = 0;
+  }
+  if (offset > 0) {
+    process.stderr.write(`resuming at byte ${offset} of ${link.sizeBytes} (${formatBytes(offset)} already in ${part})\n`);
+    await hashFile(part, hash);
+    if (offset === link.sizeBytes) return { bytes: offset, sha256: hash.digest('hex') };
+  } else {
+    process.stderr.write(`downloading ${formatBytes(link.sizeBytes)} to ${part}\n`);
+  }
+
+  const controller = new AbortController();
+  interruption.onRequest(() => controller.abort());
+  const { body, from } = await openDownload(client, link, offset, part, controller.signal).catch((error) => {
+    throw interruption.isRequested ? resumeHint(offset, link, part) : error;
+  });
+  if (from === 0 && offset > 0) {
+    process.stderr.write('the server sent the whole file; starting over\n');
+    hash = createHash('sha256');
+  }
+  const bytes = await appendBody(body, part, from, hash, link.sizeBytes, interruption);
+  if (interruption.isRequested) throw resumeHint(bytes, link, part);
+  if (bytes < link.sizeBytes) {
+    throw new CliError(`the download stopped at byte ${bytes} of ${link.sizeBytes}; run the same command again to resume`);
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+/** GET the link, with Range + If-Range when resuming; `from` is where the body starts (0 when the server sent all). */
+async function openDownload(
+  client: ApiClient,
+  link: ExportLink,
+  offset: number,
+  part: string,
+  signal: AbortSignal,
+): Promise<{ body: Readable; from: number }> {
+  // If-Range: a partial file of other bytes (another snapshot) gets the whole new file instead of a bad splice.
+  const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-`, 'if-range': `"${link.sha256}"` } : {};
+  const response = await client.fetch(link.url, { headers, signal });
+  if (response.ok && response.body) {
+    const body = Readable.fromWeb(response.body as WebReadableStream<Uint8Array>);
+    if (response.status !== 206) return { body, from: 0 };
+    const start = /^bytes (\d+)-/.exec(response.headers.get('content-range') ?? '')?.[1];
+    if (Number(start) === offset) return { body, from: offset };
+    body.destroy();
+    throw new CliError(`the server answered a different range (${response.headers.get('content-range')}); run the command again`);
+  }
+  const text = await response.text().catch(() => '');
+  const reason = describeRefusal(text);
+  switch (response.status) {
+    case 410:
+      throw new CliError(
+        `the export link expired (HTTP 410): run the command again for a fresh link${offset > 0 ? '; the partial download is kept' : ''}`,
+      );
+    case 404:
+      throw new CliError(`the export link was refused (HTTP 404: ${reason ?? 'not found'}); the snapshot may have been deleted`);
+    case 416:
+      await unlink(part).catch(() => undefined);
+      throw new CliError(`${part} does not match the export (HTTP 416); it was removed, run the command again`);
+    default:
+      throw new CliError(`the download failed: HTTP ${response.status}${reason ? ` (${reason})` : ''}`);
+  }
+}
+
+/** Streams the body into the file in constant memory, hashing and showing progress; returns the file's size. */
+async function appendBody(
+  body: Readable,
+  part: string,
+  from: number,
+  hash: Hash,
+  total: number,
+  interruption: Interruption,
+): Promise<number> {
+  const writer = createWriteStream(part, { flags: from > 0 ? 'a' : 'w' });
+  const written = finished(writer);
+  written.catch(() => undefined); // awaited below; a write error also surfaces through writer.errored
+  const progress = new ProgressBar('downloading', { total, start: from });
+  let done = from;
+  let failure: unknown = null;
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      const piece = interruption.clip(chunk, done);
+      hash.update(piece);
+      done += piece.length;
+      progress.update(done);
+      if (!writer.write(piece)) await new Promise<void>((resolveDrain) => writer.once('drain', () => resolveDrain()));
+      if (writer.errored) throw writer.errored;
+      if (interruption.isRequested) break;
+    }
+  } catch (error) {
+    // A Ctrl-C aborts the request: not a failure, the bytes so far are kept.
+    if (!interruption.isRequested) failure = error;
+  } finally {
+    body.destroy();
+    writer.end();
+    await written.catch((error) => (failure ??= error));
+    progress.finish(done);
+  }
+  if (failure) {
+    if (writer.errored) throw new CliError(`cannot write ${part}: ${(failure as Error).message}`);
+    throw new CliError(`the download was cut off at byte ${done} (${(failure as Error).message}); run the same command again to resume`);
+  }
+  return done;
+}
+
+function resumeHint(bytes: number, link: ExportLink, part: string): Interrupted {
+  return new Interrupted(`${bytes} of ${link.sizeBytes} bytes are in ${part}; run the same command again to resume`);
+}
+
+/** The download route answers refusals as {"error": "..."}. */
+function describeRefusal(text: string): string | null {
+  try {
+    const { error } = JSON.parse(text) as { error?: unknown };
+    return typeof error === 'string' ? error : null;
+  } catch {
+    return null;
+  }
+}
+
+async function hashFile(path: string, hash: Hash): Promise<void> {
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+}
+
+async function sizeOf(path: string): Promise<number | null> {
+  const stats = await stat(path).catch(() => null);
+  return stats ? stats.size : null;
+}

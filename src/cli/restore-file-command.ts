@@ -1,0 +1,250 @@
+// `snapgraph restore-file <instanceId> <file> --confirm RESTORE`: uploads a backup file of any size through the
+// resumable /uploads endpoint (tus), then follows the restore it starts until it succeeds or fails.
+// A rerun after Ctrl-C resumes the upload: its URL is kept in $XDG_STATE_HOME/snapgraph/uploads.json under a
+// fingerprint of the file (path, size, mtime), the target instance, the server and the key.
+import { createHash } from 'node:crypto';
+import { createReadStream, type Stats } from 'node:fs';
+import { mkdir, stat } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import * as tus from 'tus-js-client';
+import { OPERATION_ID_HEADER, UPLOADS_PATH } from '../api/http/tus-uploads';
+import { ApiClient, describeErrorBody } from './api-client';
+import { CliError, Interrupted, UsageError } from './cli-error';
+import { parseCommandArgs } from './command-args';
+import { Interruption } from './interruption';
+import { formatBytes, ProgressBar } from './progress-bar';
+
+const MIB = 1024 * 1024;
+const DEFAULT_CHUNK_BYTES = 64 * MIB;
+const RETRY_DELAYS_MS = [0, 1_000, 3_000, 5_000, 10_000, 20_000];
+
+// FileUrlStorage is exported for Node but missing from the package's typings.
+const { FileUrlStorage } = tus as unknown as { FileUrlStorage: new (path: string) => tus.UrlStorage };
+
+const RESTORE_PROGRESS = `subscription ($id: ID!) {
+  restoreProgress(operationId: $id) { id status phase progress bytesDone bytesTotal error { code message } }
+}`;
+
+interface OperationState {
+  id: string;
+  status: 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED';
+  phase: string | null;
+  progress: number;
+  bytesDone: number;
+  bytesTotal: number | null;
+  error: { code: string; message: string } | null;
+}
+
+interface UploadRequest {
+  instanceId: string;
+  file: string;
+  stats: Stats;
+  confirm: string;
+  chunkSize: number;
+}
+
+export async function restoreFileCommand(args: string[]): Promise<number> {
+  const options = { confirm: { type: 'string' }, 'chunk-size': { type: 'string' } } as const;
+  const { values, positionals } = parseCommandArgs(args, options, 2, 'restore-file takes an instance id and a file');
+  const [instanceId, file] = positionals;
+  if (values.confirm !== 'RESTORE') {
+    throw new UsageError("--confirm RESTORE is required: the restore replaces the instance's data (a PRE_RESTORE snapshot is taken first)");
+  }
+  const chunkSize = values['chunk-size'] === undefined ? DEFAULT_CHUNK_BYTES : parseSize(values['chunk-size']);
+  const stats = await stat(file).catch((error: NodeJS.ErrnoException) => {
+    throw new CliError(`cannot read ${file}: ${error.code ?? error.message}`);
+  });
+  if (!stats.isFile()) throw new CliError(`${file} is not a regular file`);
+  const client = ApiClient.fromOptions(values);
+
+  const interruption = new Interruption();
+  try {
+    const operationId = await uploadFile(client, { instanceId, file, stats, confirm: values.confirm, chunkSize }, interruption);
+    process.stderr.write(`the server verified the file; restore queued as operation ${operationId}\n`);
+    const final = await followRestore(client, operationId, interruption);
+    if (final.status !== 'SUCCEEDED') {
+      const why = final.error ? `${final.error.code}: ${final.error.message}` : 'no error was reported';
+      throw new CliError(`restore FAILED (operation ${operationId}): ${why}`);
+    }
+    process.stdout.write(`restore SUCCEEDED: instance ${instanceId} now holds the data of ${basename(file)} (operation ${operationId})\n`);
+    return 0;
+  } finally {
+    interruption.dispose();
+  }
+}
+
+/** 1048576, 512k, 16M, 1G (binary units). */
+function parseSize(text: string): number {
+  const match = /^(\d+)\s*([kmg]?)(?:i?b)?$/i.exec(text.trim());
+  const bytes = match ? Number(match[1]) * 1024 ** ' kmg'.indexOf((match[2] || ' ').toLowerCase()) : NaN;
+  if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new UsageError(`--chunk-size "${text}" is not a size (e.g. 16M)`);
+  return bytes;
+}
+
+/** Uploads (or resumes uploading) the file; resolves with the id of the restore operation the server queued. */
+async function uploadFile(client: ApiClient, request: UploadRequest, interruption: Interruption): Promise<string> {
+  const { file, stats } = request;
+  const urlStorage = new FileUrlStorage(await urlStoragePath());
+  const fingerprint = fingerprintOf(client, request);
+  let progress: ProgressBar | null = null;
+
+  return new Promise<string>((resolvePromise, reject) => {
+    const upload = new tus.Upload(createReadStream(file), {
+      endpoint: client.endpoint(UPLOADS_PATH),
+      headers: { Authorization: client.authorization },
+      metadata: { instanceId: request.instanceId, confirm: request.confirm, filename: basename(file) },
+      chunkSize: request.chunkSize,
+      retryDelays: RETRY_DELAYS_MS,
+      onShouldRetry: isTransient,
+      urlStorage,
+      fingerprint: async () => fingerprint,
+      removeFingerprintOnSuccess: true,
+      httpStack: httpStackTellingWhenSent(stats.size, () => {
+        progress?.finish(stats.size);
+        process.stderr.write('upload complete; the server is verifying the archive\n');
+      }),
+      onProgress: (sent, total) => {
+        // Created at the first report, which is where a resumed upload starts: the rate counts this run only.
+        progress ??= new ProgressBar('uploading', { total, start: sent });
+        progress.update(sent);
+      },
+      onChunkComplete: (_chunk, accepted) => interruption.count(accepted),
+      onSuccess: ({ lastResponse }) => {
+        progress?.finish(stats.size);
+        const operationId = lastResponse.getHeader(OPERATION_ID_HEADER);
+        if (operationId) resolvePromise(operationId);
+        else reject(new CliError(`the upload finished but the server named no restore operation; see operations(instanceId: "${request.instanceId}")`));
+      },
+      onError: (error) => {
+        progress?.finish();
+        const failure = describeUploadError(client, error);
+        // Refused for good (the server said why): forget the upload URL, so a rerun starts afresh.
+        const forgotten = isRefusal(error) ? forgetUploads(urlStorage, fingerprint) : Promise.resolve();
+        void forgotten.finally(() => reject(failure));
+      },
+    });
+    interruption.onRequest(() => {
+      progress?.finish();
+      void upload.abort().then(() => reject(new Interrupted('run the same command again to resume the upload')));
+    });
+    upload.findPreviousUploads().then(
+      (previous) => {
+        if (interruption.isRequested) return;
+        const latest = previous.sort((a, b) => Date.parse(b.creationTime) - Date.parse(a.creationTime))[0];
+        if (latest) {
+          process.stderr.write(`resuming an earlier upload of ${basename(file)}\n`);
+          upload.resumeFromPreviousUpload(latest);
+        } else {
+          process.stderr.write(`uploading ${basename(file)} (${formatBytes(stats.size)})\n`);
+        }
+        upload.start();
+      },
+      (error) => reject(new CliError(`cannot read the upload state file: ${(error as Error).message}`)),
+    );
+  });
+}
+
+/**
+ * tus-js-client's Node HTTP stack, calling `onAllSent` when the body of the request carrying the file's last byte has
+ * been read out: the server verifies the whole archive before it answers that request, which takes a while for a
+ * large file (and tus-js-client's own progress reports are throttled, so they may not say 100 % until the answer).
+ */
+function httpStackTellingWhenSent(fileSize: number, onAllSent: () => void): tus.HttpStack {
+  const stack = new tus.DefaultHttpStack({});
+  return {
+    getName: () => 'SnapgraphNodeHttpStack',
+    createRequest(method, url) {
+      const request = stack.createRequest(method, url);
+      const send = request.send.bind(request);
+      request.send = (body: unknown) => {
+        const offset = Number(request.getHeader('Upload-Offset'));
+        if (body instanceof Readable && offset + (body as Readable & { size?: number }).size! === fileSize) {
+          body.once('end', onAllSent);
+        }
+        return send(body);
+      };
+      return request;
+    },
+  };
+}
+
+/** Same file (path, size, mtime) into the same instance on the same server with the same key: the same upload. */
+function fingerprintOf(client: ApiClient, { file, stats, instanceId }: UploadRequest): string {
+  const parts = [resolve(file), stats.size, stats.mtimeMs, instanceId, client.url, createHash('sha256').update(client.key).digest('hex')];
+  return `snapgraph-restore-${createHash('sha256').update(parts.join('\n')).digest('hex')}`;
+}
+
+async function urlStoragePath(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const dir = join(env.XDG_STATE_HOME?.trim() || join(homedir(), '.local', 'state'), 'snapgraph');
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  return join(dir, 'uploads.json');
+}
+
+type UploadError = Error & { originalResponse?: tus.HttpResponse | null; causingError?: Error | null };
+
+/** An answer from Snapgraph itself saying why (a contract error code), as opposed to a tus protocol answer. */
+function isRefusal(error: UploadError): boolean {
+  return Boolean(error.originalResponse && describeErrorBody(error.originalResponse.getBody()));
+}
+
+/** Retry network trouble and tus-level conflicts; never a refusal (it would say the same again). */
+function isTransient(error: UploadError): boolean {
+  const response = error.originalResponse;
+  if (!response) return true;
+  if (isRefusal(error)) return false;
+  const status = response.getStatus();
+  return status >= 500 || status === 409 || status === 423;
+}
+
+async function forgetUploads(urlStorage: tus.UrlStorage, fingerprint: string): Promise<void> {
+  const uploads = await urlStorage.findUploadsByFingerprint(fingerprint).catch(() => []);
+  for (const upload of uploads) await urlStorage.removeUpload(upload.urlStorageKey).catch(() => undefined);
+}
+
+function describeUploadError(client: ApiClient, error: UploadError): CliError {
+  const response = error.originalResponse;
+  if (response) {
+    const described = describeErrorBody(response.getBody());
+    return new CliError(described ?? `the upload failed: HTTP ${response.getStatus()} ${response.getBody().slice(0, 200)}`.trim());
+  }
+  if (error.causingError) return client.unreachable(error.causingError);
+  return new CliError(`the upload failed: ${error.message}`);
+}
+
+/** Prints the restore's status and phases (and a bar while it reports bytes) until it ends; returns the last state. */
+async function followRestore(client: ApiClient, operationId: string, interruption: Interruption): Promise<OperationState> {
+  let last: OperationState | null = null;
+  let shown = '';
+  let bar: ProgressBar | null = null;
+  let barWanted = false;
+  const show = (operation: OperationState) => {
+    last = operation;
+    const line = `restore: ${operation.status}${operation.phase ? ` (${operation.phase})` : ''}`;
+    if (line !== shown) {
+      bar?.finish();
+      bar = null;
+      shown = line;
+      process.stderr.write(`${line}\n`);
+      // A bar only for a phase that moves bytes (loading), not for one that starts with all of them done.
+      barWanted = operation.bytesTotal !== null && operation.bytesDone < operation.bytesTotal;
+    }
+    if (barWanted && operation.status === 'RUNNING' && operation.bytesTotal && operation.bytesDone > 0) {
+      bar ??= new ProgressBar(`  ${operation.phase ?? 'restoring'}`, { total: operation.bytesTotal });
+      bar.update(operation.bytesDone);
+    }
+  };
+  await new Promise<void>((resolveFollow, reject) => {
+    interruption.onRequest(() => reject(new Interrupted(`the restore continues on the server as operation ${operationId}`)));
+    client
+      .subscribe<{ restoreProgress: OperationState }>(RESTORE_PROGRESS, { id: operationId }, (data) => show(data.restoreProgress))
+      .then(resolveFollow, reject);
+  });
+  (bar as ProgressBar | null)?.finish();
+  const final = last as OperationState | null;
+  if (!final || (final.status !== 'SUCCEEDED' && final.status !== 'FAILED')) {
+    throw new CliError(`lost track of operation ${operationId}; query operation(id: "${operationId}") for its outcome`);
+  }
+  return final;
+}

@@ -1,0 +1,466 @@
+// The transfer CLI against a real server: `snapgraph export` (resumable, sha256-checked downloads) and
+// `snapgraph restore-file` (resumable tus uploads beyond the GraphQL upload limit), and the /uploads endpoint itself.
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  allNodes,
+  allRelationships,
+  type CliResult,
+  createInstance,
+  createKey,
+  createNodes,
+  createRelationships,
+  createTenant,
+  eventually,
+  expectData,
+  gql,
+  makeTempDir,
+  runCli,
+  type NewTenant,
+  serverEnv,
+  serverPerSuite,
+  type TestServer,
+} from '../support';
+
+const MAX_UPLOAD_BYTES = 16 * 1024;
+
+interface SnapshotJson {
+  id: string;
+  status: string;
+  sizeBytes: number;
+  sha256: string;
+}
+
+/** The CLI's state dir (XDG_STATE_HOME) for the current suite: where it keeps tus upload URLs. */
+let stateHome: string;
+
+/** `snapgraph <args>` against the server (its URL and a key in the environment), with the suite's state dir. */
+function snapgraph(
+  server: TestServer,
+  args: string[],
+  { key = server.adminKey, env = {} }: { key?: string; env?: Record<string, string> } = {},
+): Promise<CliResult> {
+  const cliEnv = serverEnv({
+    SNAPGRAPH_URL: server.url,
+    SNAPGRAPH_API_KEY: key,
+    XDG_STATE_HOME: stateHome,
+    SNAPGRAPH_CLI_STOP_AFTER_BYTES: undefined,
+    ...env,
+  });
+  return runCli(args, cliEnv, 60_000);
+}
+
+const sha256Of = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+const output = (run: CliResult) => `exit ${run.code}\n--- stdout\n${run.stdout}\n--- stderr\n${run.stderr}`;
+
+async function snapshotOf(server: TestServer, instanceId: string): Promise<SnapshotJson> {
+  const { createSnapshot } = expectData(
+    await gql(server, `mutation ($id: ID!) { createSnapshot(instanceId: $id) { id } }`, { id: instanceId }),
+  );
+  return eventually(
+    async () => {
+      const { snapshot } = expectData(
+        await gql(server, `query ($id: ID!) { snapshot(id: $id) { id status sizeBytes sha256 } }`, { id: createSnapshot.id }),
+      );
+      assert.notEqual(snapshot.status, 'FAILED');
+      return snapshot.status === 'COMPLETED' ? (snapshot as SnapshotJson) : undefined;
+    },
+    { timeoutMs: 30_000, what: `snapshot ${createSnapshot.id} COMPLETED` },
+  );
+}
+
+/** A graph whose archive is well over MAX_UPLOAD_BYTES: random text does not compress away. */
+async function fillInstance(server: TestServer, instanceId: string): Promise<void> {
+  const nodes = await createNodes(
+    server,
+    instanceId,
+    Array.from({ length: 300 }, (_, i) => ({ labels: ['Item', i % 2 ? 'Odd' : 'Even'], properties: { i, blob: randomBytes(128).toString('hex') } })),
+  );
+  await createRelationships(
+    server,
+    instanceId,
+    nodes.slice(1).map((node, i) => ({ type: 'NEXT', startNodeId: nodes[i].id, endNodeId: node.id, properties: { i } })),
+  );
+}
+
+async function graphOf(server: TestServer, instanceId: string) {
+  return { nodes: await allNodes(server, instanceId), relationships: await allRelationships(server, instanceId) };
+}
+
+async function downloadArchive(server: TestServer, snapshotId: string): Promise<Buffer> {
+  const { exportSnapshot } = expectData(await gql(server, `mutation ($id: ID!) { exportSnapshot(id: $id) { url } }`, { id: snapshotId }));
+  const response = await fetch(exportSnapshot.url);
+  assert.equal(response.status, 200);
+  return Buffer.from(await response.arrayBuffer());
+}
+
+/** The tus creation request, as any tus client sends it. */
+function createUpload(server: TestServer, key: string | null, metadata: Record<string, string>, length = 1024) {
+  const headers: Record<string, string> = {
+    'Tus-Resumable': '1.0.0',
+    'Upload-Length': String(length),
+    'Upload-Metadata': Object.entries(metadata)
+      .map(([name, value]) => `${name} ${Buffer.from(value).toString('base64')}`)
+      .join(','),
+  };
+  if (key !== null) headers.Authorization = `Bearer ${key}`;
+  return fetch(`${server.url}/uploads`, { method: 'POST', headers });
+}
+
+/** extensions.code of the first error of a refusal's JSON body. */
+const errorCodeOf = (body: string): string => JSON.parse(body).errors[0].extensions.code;
+
+/** PATCH bytes at an offset, as a tus client does. */
+function patchUpload(location: string, key: string, offset: number, body: Buffer) {
+  return fetch(location, {
+    method: 'PATCH',
+    headers: {
+      'Tus-Resumable': '1.0.0',
+      Authorization: `Bearer ${key}`,
+      'Upload-Offset': String(offset),
+      'Content-Type': 'application/offset+octet-stream',
+    },
+    body,
+  });
+}
+
+describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
+  let uploadDir: string;
+  const suite = serverPerSuite(() => {
+    uploadDir = makeTempDir('snapgraph-e2e-uploads-');
+    return { config: { maxUploadBytes: MAX_UPLOAD_BYTES }, env: { SNAPGRAPH_UPLOAD_DIR: uploadDir } };
+  });
+  let sourceId: string;
+  let snapshot: SnapshotJson;
+  let archive: Buffer;
+  let other: NewTenant;
+
+  before(async function () {
+    this.timeout(60_000);
+    stateHome = makeTempDir('snapgraph-e2e-state-');
+    const server = suite.server;
+    sourceId = (await createInstance(server, { name: 'source graph' })).id;
+    await fillInstance(server, sourceId);
+    snapshot = await snapshotOf(server, sourceId);
+    archive = await downloadArchive(server, snapshot.id);
+    other = await createTenant(server, 'other-tenant');
+  });
+
+  const uploadsLeft = () => readdirSync(uploadDir);
+  /** The upload URLs the CLI keeps for resuming (tus-js-client's FileUrlStorage). */
+  const storedUploads = () => {
+    const file = join(stateHome, 'snapgraph', 'uploads.json');
+    return existsSync(file) ? Object.keys(JSON.parse(readFileSync(file, 'utf8'))) : [];
+  };
+
+  describe('snapgraph export', () => {
+    it('downloads the archive under the file name the API gives, and its sha256 is the snapshot\'s', async () => {
+      const dir = makeTempDir();
+      const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', dir]);
+      assert.equal(run.code, 0, output(run));
+      const files = readdirSync(dir);
+      assert.equal(files.length, 1, `expected only the archive, found ${files.join(', ')}`);
+      assert.match(files[0], /^source-graph-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}Z\.backup$/);
+      const bytes = readFileSync(join(dir, files[0]));
+      assert.equal(sha256Of(bytes), snapshot.sha256);
+      assert.equal(bytes.length, snapshot.sizeBytes);
+      assert.match(run.stdout, new RegExp(`saved .*${files[0]} \\(${snapshot.sizeBytes} bytes, sha256 ${snapshot.sha256}\\)`));
+      assert.match(run.stderr, /downloading: .*100%.*MB\/s/, 'a plain progress line (not a terminal)');
+    });
+
+    it('resumes an interrupted download with a Range request', async () => {
+      const out = join(makeTempDir(), 'copy.backup');
+      const stopAt = Math.floor(snapshot.sizeBytes / 3);
+      const interrupted = await snapgraph(suite.server, ['export', snapshot.id, '-o', out], {
+        env: { SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(stopAt) },
+      });
+      assert.equal(interrupted.code, 130, output(interrupted));
+      assert.match(interrupted.stderr, /interrupted; .*run the same command again to resume/);
+      assert.deepEqual(readFileSync(`${out}.part`), archive.subarray(0, stopAt));
+      assert.equal(existsSync(out), false);
+
+      const resumed = await snapgraph(suite.server, ['export', snapshot.id, '-o', out]);
+      assert.equal(resumed.code, 0, output(resumed));
+      assert.match(resumed.stderr, new RegExp(`resuming at byte ${stopAt} of ${snapshot.sizeBytes}`));
+      assert.deepEqual(readFileSync(out), archive);
+      assert.equal(existsSync(`${out}.part`), false);
+      const ranged = suite.server
+        .logLines()
+        .filter((line) => line.msg === 'export downloaded' && line.snapshotId === snapshot.id && line.partial === true);
+      assert.ok(
+        ranged.some((line) => line.bytes === snapshot.sizeBytes - stopAt),
+        `no ranged download of the last ${snapshot.sizeBytes - stopAt} bytes in the server log: ${JSON.stringify(ranged)}`,
+      );
+    });
+
+    it('finishes a partial file left by a crash (first bytes already in <file>.part)', async () => {
+      const out = join(makeTempDir(), 'crash.backup');
+      writeFileSync(`${out}.part`, archive.subarray(0, 1000));
+      const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', out]);
+      assert.equal(run.code, 0, output(run));
+      assert.match(run.stderr, /resuming at byte 1000 /);
+      assert.deepEqual(readFileSync(out), archive);
+    });
+
+    it('detects a damaged partial download by its sha256, removes it and exits non-zero', async () => {
+      const out = join(makeTempDir(), 'damaged.backup');
+      const damaged = Buffer.from(archive.subarray(0, 2000));
+      damaged[1500] ^= 0xff;
+      writeFileSync(`${out}.part`, damaged);
+      const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', out]);
+      assert.equal(run.code, 1, output(run));
+      assert.match(run.stderr, /damaged: sha256 [0-9a-f]{64} .* instead of [0-9a-f]{64} .*was removed, run the command again/);
+      assert.equal(existsSync(`${out}.part`), false);
+      assert.equal(existsSync(out), false);
+    });
+
+    it('refuses to overwrite an existing file', async () => {
+      const out = join(makeTempDir(), 'taken.backup');
+      writeFileSync(out, 'mine');
+      const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', out]);
+      assert.equal(run.code, 1, output(run));
+      assert.match(run.stderr, /already exists/);
+      assert.equal(readFileSync(out, 'utf8'), 'mine');
+    });
+
+    it("says NOT_FOUND for another tenant's snapshot", async () => {
+      const dir = makeTempDir();
+      const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', dir], { key: other.apiKey });
+      assert.equal(run.code, 1, output(run));
+      assert.match(run.stderr, /NOT_FOUND: snapshot .* not found/);
+      assert.deepEqual(readdirSync(dir), []);
+    });
+
+    it('explains a missing key and bad arguments with the usage (exit 2)', async () => {
+      const noKey = await snapgraph(suite.server, ['export', snapshot.id], { env: { SNAPGRAPH_API_KEY: '' } });
+      assert.equal(noKey.code, 2, output(noKey));
+      assert.match(noKey.stderr, /an API key is required: set SNAPGRAPH_API_KEY/);
+      const noId = await snapgraph(suite.server, ['export']);
+      assert.equal(noId.code, 2, output(noId));
+      assert.match(noId.stderr, /usage:/);
+    });
+  });
+
+  describe('snapgraph restore-file', () => {
+    let archivePath: string;
+
+    before(() => {
+      archivePath = join(makeTempDir(), 'source.backup');
+      writeFileSync(archivePath, archive);
+    });
+
+    it('restores a file larger than the GraphQL upload limit into another instance', async () => {
+      const server = suite.server;
+      assert.ok(archive.length > MAX_UPLOAD_BYTES, `the archive (${archive.length} bytes) must exceed maxUploadBytes`);
+      const targetId = (await createInstance(server, { name: 'target' })).id;
+      await createNodes(server, targetId, [{ labels: ['Old'], properties: { gone: true } }]);
+
+      // The GraphQL multipart upload refuses this file (FILE_TOO_LARGE)...
+      const form = new FormData();
+      form.append(
+        'operations',
+        JSON.stringify({
+          query: 'mutation ($id: ID!, $file: Upload!) { restoreFromFile(instanceId: $id, file: $file, confirm: "RESTORE") { id } }',
+          variables: { id: targetId, file: null },
+        }),
+      );
+      form.append('map', JSON.stringify({ 0: ['variables.file'] }));
+      form.append('0', new Blob([archive]), 'source.backup');
+      const multipart = await fetch(server.graphqlUrl, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${server.adminKey}`, 'apollo-require-preflight': 'true' },
+        body: form,
+      });
+      const refused = (await multipart.json()) as { data?: unknown; errors?: { message: string }[] };
+      assert.equal(refused.data, null);
+      assert.match(refused.errors?.[0]?.message ?? '', /exceeds the 16384 byte size limit/);
+
+      // ...and restore-file takes it.
+      const run = await snapgraph(server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE']);
+      assert.equal(run.code, 0, output(run));
+      assert.match(run.stderr, /uploading: .*100%/);
+      assert.match(run.stderr, /restore queued as operation \S+/);
+      assert.match(run.stderr, /^restore: (QUEUED|RUNNING)/m, 'the restore is followed');
+      assert.match(run.stderr, /^restore: SUCCEEDED/m);
+      assert.match(run.stdout, /restore SUCCEEDED/);
+      assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
+      assert.deepEqual(uploadsLeft(), [], 'the plain upload is deleted once stored encrypted');
+    });
+
+    it('resumes an interrupted upload where it stopped', async () => {
+      const server = suite.server;
+      const targetId = (await createInstance(server, { name: 'resumed' })).id;
+      const chunk = 8 * 1024;
+      const interrupted = await snapgraph(server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE', '--chunk-size', '8k'], {
+        env: { SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(chunk) },
+      });
+      assert.equal(interrupted.code, 130, output(interrupted));
+      assert.match(interrupted.stderr, /interrupted; run the same command again to resume the upload/);
+      const partial = uploadsLeft().filter((name) => !name.endsWith('.json'));
+      assert.equal(partial.length, 1, `one partial upload expected, found ${uploadsLeft().join(', ')}`);
+      assert.equal(readFileSync(join(uploadDir, partial[0])).length, chunk);
+
+      const resumed = await snapgraph(server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE', '--chunk-size', '8k']);
+      assert.equal(resumed.code, 0, output(resumed));
+      assert.match(resumed.stderr, /resuming an earlier upload of source\.backup/);
+      assert.match(resumed.stderr, /^uploading: 8\.2 kB \//m, 'the first progress line starts where the first run stopped');
+      assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
+      assert.deepEqual(uploadsLeft(), []);
+      assert.deepEqual(storedUploads(), [], 'a finished upload is forgotten');
+    });
+
+    it('refuses a file that is not an archive, with a clear message, and changes nothing', async () => {
+      const server = suite.server;
+      const targetId = (await createInstance(server, { name: 'kept' })).id;
+      await createNodes(server, targetId, [{ labels: ['Keep'], properties: { n: 1 } }]);
+      const before = await graphOf(server, targetId);
+      const junk = join(makeTempDir(), 'junk.backup');
+      writeFileSync(junk, randomBytes(100_000));
+
+      const run = await snapgraph(server, ['restore-file', targetId, junk, '--confirm', 'RESTORE']);
+      assert.equal(run.code, 1, output(run));
+      assert.match(run.stderr, /snapgraph: INVALID_BACKUP_FILE: /);
+      assert.doesNotMatch(run.stderr, /restore queued/);
+      assert.deepEqual(await graphOf(server, targetId), before);
+      assert.deepEqual(storedUploads(), [], 'a refused upload is not offered for resuming');
+      const { instance } = expectData(
+        await gql(server, `query ($id: ID!) { instance(id: $id) { availability currentOperation { id } } }`, { id: targetId }),
+      );
+      assert.deepEqual(instance, { availability: 'AVAILABLE', currentOperation: null });
+      assert.deepEqual(uploadsLeft(), []);
+    });
+
+    it("refuses another tenant's instance before uploading anything", async () => {
+      const server = suite.server;
+      const before = await graphOf(server, sourceId);
+      const run = await snapgraph(server, ['restore-file', sourceId, archivePath, '--confirm', 'RESTORE'], { key: other.apiKey });
+      assert.equal(run.code, 1, output(run));
+      assert.match(run.stderr, /NOT_FOUND: instance .* not found/);
+      assert.doesNotMatch(run.stderr, /uploading:/);
+      assert.deepEqual(await graphOf(server, sourceId), before);
+      assert.deepEqual(uploadsLeft(), []);
+    });
+
+    it('requires --confirm RESTORE', async () => {
+      const run = await snapgraph(suite.server, ['restore-file', sourceId, archivePath]);
+      assert.equal(run.code, 2, output(run));
+      assert.match(run.stderr, /--confirm RESTORE is required/);
+    });
+  });
+
+  describe('the /uploads endpoint', () => {
+    it('answers 401 without a valid API key', async () => {
+      const none = await createUpload(suite.server, null, { instanceId: sourceId, confirm: 'RESTORE' });
+      assert.equal(none.status, 401);
+      assert.match(await none.text(), /UNAUTHENTICATED/);
+      const wrong = await createUpload(suite.server, 'sg_not_a_key', { instanceId: sourceId, confirm: 'RESTORE' });
+      assert.equal(wrong.status, 401);
+    });
+
+    it('refuses at creation, storing nothing: 403 for a MEMBER key, 400 without confirm, 404 for an unknown instance', async () => {
+      const server = suite.server;
+      const member = await createKey(server, server.adminKey, 'MEMBER');
+      const cases: [string, Record<string, string>, number, string][] = [
+        [member.secret, { instanceId: sourceId, confirm: 'RESTORE' }, 403, 'FORBIDDEN'],
+        [server.adminKey, { instanceId: sourceId, confirm: 'yes' }, 400, 'CONFIRMATION_REQUIRED'],
+        [server.adminKey, { confirm: 'RESTORE' }, 400, 'BAD_USER_INPUT'],
+        [server.adminKey, { instanceId: 'no-such-instance', confirm: 'RESTORE' }, 404, 'NOT_FOUND'],
+        [other.apiKey, { instanceId: sourceId, confirm: 'RESTORE' }, 404, 'NOT_FOUND'],
+      ];
+      for (const [key, metadata, status, code] of cases) {
+        const response = await createUpload(server, key, metadata);
+        const body = await response.text();
+        assert.equal(response.status, status, `${JSON.stringify(metadata)}: ${body}`);
+        assert.equal(errorCodeOf(body), code);
+      }
+      assert.deepEqual(uploadsLeft(), []);
+    });
+
+    it("keeps an upload to the tenant that created it: another tenant's key gets 404", async () => {
+      const server = suite.server;
+      const created = await createUpload(server, server.adminKey, { instanceId: sourceId, confirm: 'RESTORE', filename: 'x.backup' });
+      assert.equal(created.status, 201, await created.text());
+      assert.ok(created.headers.get('upload-expires'), 'unfinished uploads expire');
+      const location = new URL(created.headers.get('location')!, server.url).toString();
+      const head = (key: string) => fetch(location, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${key}` } });
+
+      assert.equal((await head(other.apiKey)).status, 404);
+      assert.equal((await patchUpload(location, other.apiKey, 0, Buffer.alloc(10))).status, 404);
+      const own = await head(server.adminKey);
+      assert.equal(own.status, 200);
+      assert.equal(own.headers.get('upload-offset'), '0', 'the other tenant wrote nothing');
+
+      const terminated = await fetch(location, {
+        method: 'DELETE',
+        headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${server.adminKey}` },
+      });
+      assert.equal(terminated.status, 204);
+      assert.deepEqual(uploadsLeft(), []);
+    });
+
+    it('answers a damaged file with 422 INVALID_BACKUP_FILE and keeps none of it', async () => {
+      const server = suite.server;
+      const damaged = Buffer.from(archive);
+      damaged[Math.floor(damaged.length / 2)] ^= 0xff;
+      const created = await createUpload(server, server.adminKey, { instanceId: sourceId, confirm: 'RESTORE' }, damaged.length);
+      const location = new URL(created.headers.get('location')!, server.url).toString();
+      const finished = await patchUpload(location, server.adminKey, 0, damaged);
+      assert.equal(finished.status, 422);
+      assert.equal(errorCodeOf(await finished.text()), 'INVALID_BACKUP_FILE');
+      assert.deepEqual(uploadsLeft(), []);
+    });
+
+    it('gives a client that lost the final answer the same restore operation, never a second restore', async () => {
+      const server = suite.server;
+      const targetId = (await createInstance(server, { name: 'once' })).id;
+      const created = await createUpload(server, server.adminKey, { instanceId: targetId, confirm: 'RESTORE' }, archive.length);
+      const location = new URL(created.headers.get('location')!, server.url).toString();
+      const finished = await patchUpload(location, server.adminKey, 0, archive);
+      assert.equal(finished.status, 204, await finished.text());
+      const operationId = finished.headers.get('snapgraph-operation-id');
+      assert.ok(operationId);
+
+      const head = await fetch(location, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${server.adminKey}` } });
+      assert.equal(head.status, 200);
+      assert.equal(head.headers.get('upload-offset'), String(archive.length));
+      assert.equal(head.headers.get('snapgraph-operation-id'), operationId);
+      const repeated = await patchUpload(location, server.adminKey, archive.length, Buffer.alloc(0));
+      assert.equal(repeated.status, 204);
+      assert.equal(repeated.headers.get('snapgraph-operation-id'), operationId);
+
+      await eventually(
+        async () => {
+          const { operation } = expectData(await gql(server, `query ($id: ID!) { operation(id: $id) { status } }`, { id: operationId }));
+          return operation.status === 'SUCCEEDED' || undefined;
+        },
+        { timeoutMs: 30_000, what: 'the restore SUCCEEDED' },
+      );
+      const { operations } = expectData(
+        await gql(server, `query ($id: ID!) { operations(instanceId: $id) { edges { node { id kind } } } }`, { id: targetId }),
+      );
+      const fileRestores = (operations.edges as { node: { id: string; kind: string } }[])
+        .filter((edge) => edge.node.kind === 'RESTORE_FROM_FILE')
+        .map((edge) => edge.node.id);
+      assert.deepEqual(fileRestores, [operationId]);
+      assert.deepEqual(uploadsLeft(), []);
+    });
+  });
+});
+
+describe('snapgraph export with an export link that expires at once', () => {
+  const suite = serverPerSuite({ config: { exportUrlTtl: 'PT0.001S' } });
+
+  it('says the link expired and to run the command again', async () => {
+    stateHome = makeTempDir('snapgraph-e2e-state-');
+    const instanceId = (await createInstance(suite.server, { name: 'short-lived' })).id;
+    await createNodes(suite.server, instanceId, [{ labels: ['A'] }]);
+    const { id } = await snapshotOf(suite.server, instanceId);
+    const dir = makeTempDir();
+    const run = await snapgraph(suite.server, ['export', id, '-o', dir]);
+    assert.equal(run.code, 1, output(run));
+    assert.match(run.stderr, /the export link expired \(HTTP 410\): run the command again/);
+    assert.deepEqual(readdirSync(dir), []);
+  });
+});
