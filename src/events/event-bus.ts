@@ -1,6 +1,7 @@
 // Typed topics over a PubSub that is in-process by default and Redis-backed across replicas.
 // Payloads are JSON (ISO strings, not Dates) so that they survive the trip through Redis.
-import { createPubSub, type PubSub, SlidingBuffer } from '@graphql-yoga/subscription';
+import { Repeater, SlidingBuffer } from '@graphql-yoga/subscription';
+import type { TypedEventTarget } from '@graphql-yoga/typed-event-target';
 import { createRedisEventTarget } from '@graphql-yoga/redis-event-target';
 import { Redis } from 'ioredis';
 import type { Availability, InstanceStatus } from '../entities/instance.entity';
@@ -37,16 +38,40 @@ export type Topics = {
   'snapshot.updated': [tenantId: string, payload: SnapshotEventPayload];
 };
 
+/** Typed publish/subscribe over an EventTarget (in-process, or Redis-backed across replicas). */
+export interface PubSub<T extends Record<string, [string, unknown]>> {
+  publish<K extends keyof T & string>(topic: K, id: T[K][0], payload: T[K][1]): void;
+  subscribe<K extends keyof T & string>(topic: K, id: T[K][0]): Repeater<T[K][1]>;
+}
+
 export interface EventBus {
   pubSub: PubSub<Topics>;
   close(): Promise<void>;
 }
 
-// A subscriber that stops reading loses its oldest events rather than growing memory without bound.
+// A subscriber that stops reading loses its oldest events rather than growing memory without bound. Each
+// subscriber has its own buffer: @graphql-yoga's createPubSub shares one buffer object between all of them,
+// so one subscription could take another's events.
 const SUBSCRIBER_BUFFER = 1000;
 
+function createTypedPubSub(target: TypedEventTarget<CustomEvent>): PubSub<Topics> {
+  return {
+    publish(topic, id, payload) {
+      target.dispatchEvent(new CustomEvent(`${topic}:${id}`, { detail: payload }));
+    },
+    subscribe(topic, id) {
+      const name = `${topic}:${id}`;
+      return new Repeater((push, stop) => {
+        const listener = (event: CustomEvent) => void push(event.detail);
+        target.addEventListener(name, listener);
+        void stop.then(() => target.removeEventListener(name, listener));
+      }, new SlidingBuffer(SUBSCRIBER_BUFFER));
+    },
+  };
+}
+
 export function createInMemoryEventBus(): EventBus {
-  return { pubSub: createPubSub<Topics>({ repeaterBuffer: new SlidingBuffer(SUBSCRIBER_BUFFER) }), close: async () => undefined };
+  return { pubSub: createTypedPubSub(new EventTarget() as TypedEventTarget<CustomEvent>), close: async () => undefined };
 }
 
 export async function createRedisEventBus(url: string): Promise<EventBus> {
@@ -56,7 +81,7 @@ export async function createRedisEventBus(url: string): Promise<EventBus> {
   await Promise.all([publishClient.connect(), subscribeClient.connect()]);
   const eventTarget = createRedisEventTarget<CustomEvent>({ publishClient, subscribeClient });
   return {
-    pubSub: createPubSub<Topics>({ eventTarget, repeaterBuffer: new SlidingBuffer(SUBSCRIBER_BUFFER) }),
+    pubSub: createTypedPubSub(eventTarget),
     close: async () => {
       publishClient.disconnect();
       subscribeClient.disconnect();
