@@ -8,6 +8,11 @@ import { Keyring, loadMasterKey } from './crypto';
 import { SqliteGraphStoreProvider } from './graph/sqlite-graph-store-provider';
 import { OperationRunner } from './jobs/operation-runner';
 import type { Logger } from './logging/logger';
+import { Metrics } from './observability/metrics';
+import { probeWritableDirectory, type ReadinessChecks } from './observability/operator-endpoints';
+import { createSchedulerLeadership } from './scheduler/leadership';
+import { RetentionSweeper } from './scheduler/retention-sweeper';
+import { Scheduler } from './scheduler/scheduler';
 import { ExportService } from './services/export.service';
 import { GraphService } from './services/graph.service';
 import { InstanceService } from './services/instance.service';
@@ -26,8 +31,12 @@ export interface App {
   db: DataSource;
   events: EventBus;
   services: Services;
+  /** This server's Prometheus metrics (GET /metrics). */
+  metrics: Metrics;
   /** Checks that the metadata database answers (readiness). */
   ping(): Promise<void>;
+  /** What GET /readyz checks: the metadata database and the stores' directories. */
+  readiness: ReadinessChecks;
   close(): Promise<void>;
 }
 
@@ -44,34 +53,44 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
 
     const events = config.redisUrl ? await createRedisEventBus(config.redisUrl) : createInMemoryEventBus();
     closers.push(() => events.close());
-    const stores = new SqliteGraphStoreProvider(join(config.dataDir, 'instances'));
+    const metrics = new Metrics();
+    const instanceDir = join(config.dataDir, 'instances');
+    const blobDir = join(config.dataDir, 'blobs');
+    const stores = new SqliteGraphStoreProvider(instanceDir);
     closers.push(() => stores.close());
 
     const masterKey = await loadMasterKey({ dataDir: config.dataDir, envValue: config.masterKey });
     if (masterKey.generated) logger.warn({ path: masterKey.path }, 'generated a new master key for encryption at rest; back it up');
-    const blobs = new EncryptedBlobStore(new FilesystemBlobStore(join(config.dataDir, 'blobs')), new Keyring(masterKey.key));
+    const blobs = new EncryptedBlobStore(new FilesystemBlobStore(blobDir), new Keyring(masterKey.key));
     await blobs.init();
-    const removedTemp = await blobs.removeTemporaryFiles();
+    // Alone on the data (embedded SQLite), every temp blob is a crash's leftover; with replicas sharing it, only
+    // the ones nobody has touched for an hour are.
+    const removedTemp = await blobs.removeTemporaryFiles({ olderThanMs: config.databaseUrl ? 3_600_000 : 0 });
     if (removedTemp > 0) logger.warn({ count: removedTemp }, 'removed partial blobs left by an earlier crash');
 
-    const runner = new OperationRunner(db, events, logger, { leaseMs: config.operationLeaseMs, soleProcess: !config.databaseUrl });
+    const runner = new OperationRunner(db, events, logger, { leaseMs: config.operationLeaseMs, soleProcess: !config.databaseUrl }, metrics);
     const tenants = new TenantService(db);
     const instances = new InstanceService(db, config, stores, events);
     const graph = new GraphService(instances);
-    const snapshots = new SnapshotService(db, config, instances, blobs, events, logger, () => runner.kick());
+    const snapshots = new SnapshotService(db, config, instances, blobs, events, logger, () => runner.kick(), metrics);
     const operations = new OperationService(db, instances, events);
     const restores = new RestoreService(db, instances, snapshots, () => runner.kick());
     const exports = new ExportService(db, config, instances, snapshots);
-    const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes);
+    const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
     const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, events };
 
     instances.onRemove((instance) => snapshots.deleteAllOf(instance));
-    runner.register(new SnapshotOperationHandler(snapshots, instances, async () => undefined));
+    metrics.countInstancesWith(() => instances.countByAvailability());
+    const retention = new RetentionSweeper(db, config, snapshots, logger);
+    runner.register(new SnapshotOperationHandler(snapshots, instances, (instance) => retention.onSnapshotCompleted(instance)));
     for (const kind of ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT'] as const) {
-      runner.register(new RestoreOperationHandler(kind, db, instances, snapshots, stores, blobs));
+      runner.register(new RestoreOperationHandler(kind, db, instances, snapshots, stores, blobs, metrics));
     }
     await runner.start();
     closers.push(() => runner.stop());
+    const scheduler = new Scheduler(db, config, snapshots, retention, createSchedulerLeadership(config, logger), logger);
+    scheduler.start();
+    closers.push(() => scheduler.stop());
 
     const bootstrapped = await tenants.bootstrap(config.bootstrapToken);
     if (bootstrapped?.generatedSecret) {
@@ -83,15 +102,18 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       logger.info('created tenant "default" with the ADMIN key from SNAPGRAPH_BOOTSTRAP_TOKEN');
     }
 
+    const ping = async () => {
+      await db.query('SELECT 1');
+    };
     return {
       config,
       logger,
       db,
       events,
       services,
-      ping: async () => {
-        await db.query('SELECT 1');
-      },
+      metrics,
+      ping,
+      readiness: { metadata: ping, blobs: () => probeWritableDirectory(blobDir), instanceStores: () => probeWritableDirectory(instanceDir) },
       close: closeAll,
     };
   } catch (error) {

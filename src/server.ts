@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
-import { ApolloServerPluginLandingPageLocalDefault } from '@apollo/server/plugin/landingPage/default';
+import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { expressMiddleware } from '@as-integrations/express5';
 import express from 'express';
 import type { GraphQLSchema } from 'graphql';
@@ -14,13 +14,20 @@ import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { ApiContext } from './api/context';
 import { formatError } from './api/format-error';
+import { applyHttpTimeouts, webSocketTimeouts } from './api/http/connection-timeouts';
 import { exportDownloadHandler } from './api/http/export-download';
+import { playground } from './api/http/playground';
+import { createTusUploads, UPLOADS_PATH } from './api/http/tus-uploads';
 import { createUploadMiddleware } from './api/http/upload-middleware';
+import { queryLimitRules, validateWithLimits } from './api/query-limits';
 import { buildApiSchema } from './api/schema';
 import { type App, createApp } from './app';
 import type { AppConfig } from './config/app-config';
 import { unauthenticated } from './errors/app-error';
 import type { Logger } from './logging/logger';
+import { graphqlRequestLogPlugin, requestIdFrom } from './observability/graphql-request-log';
+import { operatorEndpoints } from './observability/operator-endpoints';
+import { instrumentWebSocketServer, observeWebSocketOperations } from './observability/websocket-instrumentation';
 import { EXPORT_PATH } from './services/export.service';
 import type { Principal } from './services/principal';
 
@@ -54,6 +61,9 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const expressApp = express();
   expressApp.disable('x-powered-by');
   const httpServer = createServer(expressApp);
+  applyHttpTimeouts(httpServer, config.idleTimeoutMs, logger);
+  const limits = { maxDepth: config.maxQueryDepth, maxCost: config.maxQueryCost };
+  const wsTimeouts = webSocketTimeouts(config.idleTimeoutMs);
   let ready = false;
 
   const authenticate = async (authorization: unknown): Promise<Principal | null> => {
@@ -66,10 +76,14 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
 
   // WebSocket: graphql-transport-ws on /graphql; the key comes in connection_init.
   const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
+  instrumentWebSocketServer(wsServer, app.metrics, logger);
   const wsPrincipals = new WeakMap<object, Principal>();
   const wsCleanup = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
       schema,
+      validate: validateWithLimits(limits),
+      connectionInitWaitTimeout: wsTimeouts.connectionInitWaitTimeout,
+      onOperation: observeWebSocketOperations(app.metrics, logger, config.production),
       onConnect: async (ctx) => {
         const principal = await authenticate(ctx.connectionParams?.authorization).catch(() => null);
         if (!principal) {
@@ -90,25 +104,30 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), config.production)) } : undefined,
     },
     wsServer,
+    wsTimeouts.keepAliveMs,
   );
 
   const apollo = new ApolloServer<ApiContext>({
     schema,
     csrfPrevention: true,
+    // Our own SIGTERM/SIGINT handler drains everything (installSignalHandlers); Apollo's would re-raise the signal.
+    stopOnTerminationSignals: false,
     includeStacktraceInErrorResponses: !config.production,
     formatError: (formatted) => formatError(formatted, config.production),
+    validationRules: queryLimitRules(limits),
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
       { serverWillStart: async () => ({ drainServer: async () => wsCleanup.dispose() }) },
-      ApolloServerPluginLandingPageLocalDefault({ embed: true, includeCookies: false }),
+      ApolloServerPluginLandingPageDisabled(),
+      graphqlRequestLogPlugin(logger, app.metrics, config.production),
     ],
   });
   await apollo.start();
 
-  expressApp.get('/healthz', (_req, res) => {
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ok' : 'starting' });
-  });
-  expressApp.get(`${EXPORT_PATH}/:token`, exportDownloadHandler(services.exports, logger));
+  expressApp.use(operatorEndpoints({ isServing: () => ready, readiness: app.readiness, metrics: app.metrics, logger }));
+  expressApp.use(playground(logger));
+  expressApp.get(`${EXPORT_PATH}/:token`, exportDownloadHandler(services.exports, logger, app.metrics));
+  expressApp.use(UPLOADS_PATH, await createTusUploads(app));
   expressApp.use(
     '/graphql',
     await createUploadMiddleware(config, async (authorization) => Boolean(await authenticate(authorization).catch(() => null))),
@@ -117,7 +136,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       context: async ({ req }): Promise<ApiContext> => ({
         principal: await authenticate(req.headers.authorization),
         services,
-        requestId: typeof req.headers['x-request-id'] === 'string' ? req.headers['x-request-id'].slice(0, 100) : randomUUID(),
+        requestId: requestIdFrom(req.headers['x-request-id']),
         origin: originOf(req, config),
       }),
     }),

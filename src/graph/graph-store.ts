@@ -58,6 +58,12 @@ export interface GraphStore {
   relationships(type: string | undefined, page: PageRequest): Promise<Page<RelationshipRecord>>;
   stats(): Promise<GraphStats>;
   openReadView(): Promise<GraphReadView>;
+  /**
+   * Lets the writes already admitted commit, then refuses every later one with INSTANCE_UNAVAILABLE until
+   * thawWrites(): once it resolves, a read view holds every acknowledged write (a restore's safety snapshot).
+   */
+  freezeWrites(): Promise<void>;
+  thawWrites(): Promise<void>;
 }
 
 /** Where instance stores live; a store is addressed by instance and generation (a restore makes a new one). */

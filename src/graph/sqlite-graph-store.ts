@@ -1,5 +1,5 @@
 // An instance's graph in one SQLite file (WAL mode), through the async `sqlite3` driver.
-import { AppError, badInput, capacityExceeded } from '../errors/app-error';
+import { AppError, badInput, capacityExceeded, instanceUnavailable } from '../errors/app-error';
 import type {
   GraphLoader,
   GraphReadView,
@@ -80,6 +80,8 @@ export function parseEntityId(id: string, what = 'id'): number {
 
 export class SqliteGraphStore implements GraphStore {
   private readonly writeLock = new Mutex();
+  /** Set while a restore replaces this store (see freezeWrites). */
+  private frozen = false;
 
   private constructor(
     readonly path: string,
@@ -262,8 +264,22 @@ export class SqliteGraphStore implements GraphStore {
     }
   }
 
+  async freezeWrites(): Promise<void> {
+    await this.writeLock.run(async () => {
+      this.frozen = true;
+    });
+  }
+
+  async thawWrites(): Promise<void> {
+    this.frozen = false;
+  }
+
   private write<T>(fn: () => Promise<T>): Promise<T> {
-    return this.writeLock.run(() => this.writer.transaction(fn));
+    return this.writeLock.run(async () => {
+      // Checked under the lock: a write admitted before the instance became READ_ONLY may only reach it now.
+      if (this.frozen) throw instanceUnavailable('the instance is being restored: writes are refused until it is AVAILABLE again');
+      return this.writer.transaction(fn);
+    });
   }
 }
 

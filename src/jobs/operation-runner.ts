@@ -7,6 +7,7 @@ import { OperationEntity, type OperationKind } from '../entities/operation.entit
 import { isAppError } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { Logger } from '../logging/logger';
+import type { Metrics } from '../observability/metrics';
 import type { JobContext, OperationHandler, ProgressUpdate } from './operation-handler';
 import { operationJson } from './operation-json';
 
@@ -43,6 +44,7 @@ export class OperationRunner {
     private readonly events: EventBus,
     private readonly logger: Logger,
     private readonly options: RunnerOptions,
+    private readonly metrics: Metrics,
   ) {
     this.operations = db.getRepository(OperationEntity);
   }
@@ -206,10 +208,9 @@ export class OperationRunner {
       },
     );
     this.publish(op);
-    this.logger.info(
-      { operationId: op.id, kind: op.kind, status: op.status, errorCode: op.errorCode, ms: op.finishedAt! - (op.startedAt ?? op.createdAt) },
-      'operation finished',
-    );
+    const ms = op.finishedAt! - (op.startedAt ?? op.createdAt);
+    this.metrics.recordOperation(op.kind, op.status, ms);
+    this.logger.info({ operationId: op.id, kind: op.kind, status: op.status, errorCode: op.errorCode, ms }, 'operation finished');
   }
 
   private async heartbeat(): Promise<void> {

@@ -131,6 +131,17 @@ export class InstanceService {
     return this.instances.findOne({ where: { id } });
   }
 
+  /** Every tenant's instances counted by availability (operator metrics). */
+  async countByAvailability(): Promise<Partial<Record<Availability, number>>> {
+    const rows = await this.instances
+      .createQueryBuilder('i')
+      .select('i.availability', 'availability')
+      .addSelect('COUNT(*)', 'count')
+      .groupBy('i.availability')
+      .getRawMany<{ availability: Availability; count: string | number }>();
+    return Object.fromEntries(rows.map((row) => [row.availability, Number(row.count)]));
+  }
+
   /**
    * The only way status and availability change: the row is updated and, when availability moved,
    * an InstanceAvailabilityEvent is published in the same step, so queries and events agree.

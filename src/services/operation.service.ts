@@ -80,7 +80,8 @@ export class OperationService {
         const event = await events.next();
         if (!event) return;
         const next = event.operation as unknown as OperationView;
-        if (event.tenantId !== principal.tenantId || isBehind(next, last)) continue;
+        // The topic is the operation's id; checked again so that a misrouted event can never show another operation.
+        if (event.operationId !== id || event.tenantId !== principal.tenantId || isBehind(next, last)) continue;
         last = next;
         yield next;
       }

@@ -2,16 +2,19 @@
 // One pipeline serves all three: READ_ONLY → PRE_RESTORE snapshot → shadow store → verify → UNAVAILABLE → swap → AVAILABLE.
 import type { Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
-import { type ArchiveHeader, isArchiveError, openArchive } from '../archive';
+import { type ArchiveHeader, type ArchiveReader, isArchiveError, openArchive } from '../archive';
 import type { InstanceEntity } from '../entities/instance.entity';
 import { InstanceEntity as InstanceRow } from '../entities/instance.entity';
 import { OperationEntity, type OperationKind } from '../entities/operation.entity';
 import type { SnapshotEntity } from '../entities/snapshot.entity';
+import { CryptoError } from '../crypto/errors';
 import { AppError, capacityExceeded } from '../errors/app-error';
 import type { GraphStoreProvider } from '../graph/graph-store';
 import type { EncodedBatch, EngineVersion, GraphStats, NameCount } from '../graph/records';
 import type { JobContext, OperationHandler } from '../jobs/operation-handler';
+import type { Metrics } from '../observability/metrics';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
+import { BlobNotFoundError } from '../storage/errors';
 import { insertOperation } from '../jobs/operation-queue';
 import { assertAcceptsOperations, type InstanceInput, type InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
@@ -142,6 +145,7 @@ export class RestoreOperationHandler implements OperationHandler {
     private readonly snapshots: SnapshotService,
     private readonly stores: GraphStoreProvider,
     private readonly blobs: EncryptedBlobStore,
+    private readonly metrics: Metrics,
   ) {}
 
   async run(operation: OperationEntity, context: JobContext): Promise<void> {
@@ -154,9 +158,10 @@ export class RestoreOperationHandler implements OperationHandler {
 
     let safetySnapshot: Promise<unknown> | null = null;
     if (overwriting) {
-      // READ_ONLY first: the current store is frozen from here on, so no acknowledged write is lost in the swap,
-      // and the safety snapshot can be read from it while the shadow is built beside it.
+      // READ_ONLY first, then the store itself is frozen: writes admitted before READ_ONLY commit, later ones are
+      // refused, so the safety snapshot read from it holds every acknowledged write and none is lost in the swap.
       await this.instances.setState(instance, { status: 'RESTORING', availability: 'READ_ONLY', reason: 'a restore is being prepared' });
+      await this.instances.withStore(instance, (store) => store.freezeWrites());
       const safety = this.snapshots.newSnapshot(instance, 'PRE_RESTORE', `taken automatically before operation ${operation.id}`);
       params.preRestoreSnapshotId = safety.id;
       await this.saveParams(operation, params);
@@ -206,14 +211,15 @@ export class RestoreOperationHandler implements OperationHandler {
     context.progress({ phase: 'loading', bytesDone: 0 });
     const loader = await this.stores.createLoader(instance.id, generation);
     try {
-      const archive = openArchive(await this.openSource(operation, params));
+      let archive: ArchiveReader;
       let header: ArchiveHeader;
       try {
+        archive = openArchive(await this.openSource(operation, params));
         header = await archive.header;
         assertCompatible(header.engineVersion, instance);
         // SQLite loads one batch while the next is read, decrypted and inflated.
         let loading: Promise<void> = Promise.resolve();
-        for await (const batch of coalesce(archive.encodedBatches(), LOAD_BATCH_LINES)) {
+        for await (const batch of coalesce(archive.encodedBatches())) {
           context.signal.throwIfAborted();
           await loading;
           loading = loader.insert(batch);
@@ -221,6 +227,7 @@ export class RestoreOperationHandler implements OperationHandler {
           context.progress({ bytesDone: archive.bytesRead() });
         }
         await loading;
+        this.metrics.bytesRestored.inc(archive.bytesRead());
       } catch (error) {
         throw asBackupError(error);
       }
@@ -248,6 +255,7 @@ export class RestoreOperationHandler implements OperationHandler {
       return;
     }
     if (instance.status === 'RESTORING' || instance.availability !== 'AVAILABLE') {
+      await this.instances.withStore(instance, (store) => store.thawWrites());
       await this.instances.setState(instance, { status: 'RUNNING', availability: 'AVAILABLE', reason: `restore failed; the data is unchanged` });
     }
   }
@@ -268,27 +276,32 @@ export class RestoreOperationHandler implements OperationHandler {
   }
 }
 
-const LOAD_BATCH_LINES = 5_000;
+// A load statement carries up to this many records or characters, whichever comes first: large enough to keep
+// SQLite busy, small enough that memory stays flat with large properties.
+const LOAD_BATCH = { lines: 5_000, chars: 2 * 1024 * 1024 };
 
-/** Merges consecutive batches of one kind up to `limit` lines: fewer, larger statements for SQLite. */
-async function* coalesce(batches: AsyncIterable<EncodedBatch>, limit: number): AsyncGenerator<EncodedBatch> {
+/** Merges consecutive batches of one kind up to LOAD_BATCH: fewer, larger statements for SQLite. */
+async function* coalesce(batches: AsyncIterable<EncodedBatch>): AsyncGenerator<EncodedBatch> {
   let pending: EncodedBatch | null = null;
+  let chars = 0;
   for await (const batch of batches) {
-    if (pending && (pending.kind !== batch.kind || pending.lines.length >= limit)) {
+    if (pending && (pending.kind !== batch.kind || pending.lines.length >= LOAD_BATCH.lines || chars >= LOAD_BATCH.chars)) {
       yield pending;
       pending = null;
+      chars = 0;
     }
     if (pending) pending.lines.push(...batch.lines);
     else pending = { kind: batch.kind, lines: [...batch.lines] };
+    for (const line of batch.lines) chars += line.length;
   }
   if (pending) yield pending;
 }
 
+/** Damage to the stored bytes (the archive inside, or the encryption around it) is the archive's fault, not a bug. */
 function asBackupError(error: unknown): unknown {
   if (isArchiveError(error)) return new AppError('INVALID_BACKUP_FILE', error.message);
-  if (error instanceof Error && /integrity|authentic|tamper/i.test(error.message)) {
-    return new AppError('INVALID_BACKUP_FILE', `the stored snapshot is damaged: ${error.message}`);
-  }
+  if (error instanceof CryptoError) return new AppError('INVALID_BACKUP_FILE', `the stored archive is damaged: ${error.message}`);
+  if (error instanceof BlobNotFoundError) return new AppError('INVALID_BACKUP_FILE', 'the stored archive is missing');
   return error;
 }
 

@@ -2,18 +2,19 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough, type Readable, Transform } from 'node:stream';
-import { Brackets, type DataSource, type Repository } from 'typeorm';
+import { Brackets, type DataSource, type EntityManager, IsNull, type Repository } from 'typeorm';
 import { createArchiveWriter } from '../archive';
 import type { AppConfig } from '../config/app-config';
 import { scheduleOf } from '../config/tiers';
-import type { InstanceEntity } from '../entities/instance.entity';
+import { InstanceEntity } from '../entities/instance.entity';
 import { OperationEntity } from '../entities/operation.entity';
 import { SnapshotEntity, type SnapshotProfile, type SnapshotStatus } from '../entities/snapshot.entity';
-import { AppError, badInput, notFound } from '../errors/app-error';
+import { AppError, badInput, conflict, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { JobContext, OperationHandler } from '../jobs/operation-handler';
 import { insertOperation } from '../jobs/operation-queue';
 import type { Logger } from '../logging/logger';
+import type { Metrics } from '../observability/metrics';
 import { expiresAtFor } from '../scheduler/retention';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { assertAcceptsOperations, type InstanceService } from './instance.service';
@@ -48,6 +49,7 @@ export class SnapshotService {
     private readonly events: EventBus,
     private readonly logger: Logger,
     private readonly announceWork: WorkAnnouncer,
+    private readonly metrics: Metrics,
   ) {
     this.snapshots = db.getRepository(SnapshotEntity);
   }
@@ -61,7 +63,35 @@ export class SnapshotService {
   }
 
   /** Inserts a PENDING snapshot and its operation in one transaction; CONFLICT when the instance is busy. */
-  async enqueueSnapshot(instance: InstanceEntity, profile: SnapshotProfile, description: string | null): Promise<SnapshotEntity> {
+  enqueueSnapshot(instance: InstanceEntity, profile: SnapshotProfile, description: string | null): Promise<SnapshotEntity> {
+    return this.enqueue(instance, profile, description);
+  }
+
+  /**
+   * The scheduler's snapshot: queued like any other, and in the same transaction the instance's lastScheduledAt
+   * moves to the snapshot's createdAt, so a crash can neither lose the record of a queued snapshot nor queue it
+   * twice. The move only happens while lastScheduledAt still holds the value the caller read: a second scheduler
+   * acting on the same due time (a leader that lost its lock mid-tick) gets CONFLICT and writes nothing.
+   */
+  async enqueueScheduledSnapshot(instance: InstanceEntity): Promise<SnapshotEntity> {
+    const snapshot = await this.enqueue(instance, 'SCHEDULED', null, async (manager, scheduled) => {
+      const moved = await manager.update(
+        InstanceEntity,
+        { id: instance.id, lastScheduledAt: instance.lastScheduledAt ?? IsNull() },
+        { lastScheduledAt: scheduled.createdAt },
+      );
+      if (!moved.affected) throw conflict(`instance ${instance.id} was scheduled by another process meanwhile`);
+    });
+    instance.lastScheduledAt = snapshot.createdAt;
+    return snapshot;
+  }
+
+  private async enqueue(
+    instance: InstanceEntity,
+    profile: SnapshotProfile,
+    description: string | null,
+    alsoInTransaction?: (manager: EntityManager, snapshot: SnapshotEntity) => Promise<void>,
+  ): Promise<SnapshotEntity> {
     assertAcceptsOperations(instance);
     const snapshot = this.newSnapshot(instance, profile, description);
     await this.db.transaction(async (manager) => {
@@ -72,6 +102,7 @@ export class SnapshotService {
         kind: 'SNAPSHOT',
         snapshotId: snapshot.id,
       });
+      await alsoInTransaction?.(manager, snapshot);
     });
     this.publish(snapshot);
     this.announceWork();
@@ -114,10 +145,10 @@ export class SnapshotService {
       stored.catch(() => undefined);
       try {
         let done = 0;
-        for await (const batch of view.batches()) {
+        for await (const batch of view.encodedBatches()) {
           context.signal.throwIfAborted();
-          await writer.write(batch);
-          done += batch.length;
+          await writer.writeEncoded(batch);
+          done += batch.lines.length;
           context.progress({ bytesDone: Math.floor((stats.storeSizeBytes * done) / records) });
         }
         await writer.end();
@@ -130,6 +161,7 @@ export class SnapshotService {
         throw error;
       }
       const completedAt = Date.now();
+      this.metrics.bytesArchived.inc(sizeBytes);
       return await this.update(snapshot, {
         status: 'COMPLETED',
         completedAt,
@@ -147,9 +179,8 @@ export class SnapshotService {
   /** Marks a snapshot FAILED and removes anything it may have half-written. Idempotent. */
   async failSnapshot(snapshotId: string, message: string): Promise<void> {
     const snapshot = await this.snapshots.findOne({ where: { id: snapshotId } });
-    if (!snapshot) return;
+    if (!snapshot || snapshot.status === 'COMPLETED' || snapshot.status === 'FAILED') return;
     await this.blobs.delete(blobKeyOf(snapshot)).catch(() => undefined);
-    if (snapshot.status === 'COMPLETED' || snapshot.status === 'FAILED') return;
     await this.update(snapshot, { status: 'FAILED', error: message, blobKey: null });
   }
 
@@ -240,11 +271,16 @@ export class SnapshotService {
     await this.delete(snapshot);
   }
 
-  /** Removes the row and the blob, and tells subscribers. Used by deletion, retention and instance removal. */
-  async delete(snapshot: SnapshotEntity): Promise<void> {
+  /**
+   * Removes the row and the blob, and tells subscribers. Used by deletion, retention and instance removal.
+   * Returns false (and publishes nothing) when the row was already gone: two removers racing announce it once.
+   */
+  async delete(snapshot: SnapshotEntity): Promise<boolean> {
     await this.blobs.delete(blobKeyOf(snapshot));
-    await this.snapshots.delete({ id: snapshot.id });
+    const { affected } = await this.snapshots.delete({ id: snapshot.id });
+    if (!affected) return false;
     this.publish(snapshot, true);
+    return true;
   }
 
   async deleteAllOf(instance: InstanceEntity): Promise<void> {

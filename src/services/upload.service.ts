@@ -5,8 +5,9 @@ import { PassThrough, Readable } from 'node:stream';
 import { type ArchiveHeader, extractArchiveFromTar, isArchiveError, openArchive, SNIFF_LENGTH, sniffFileType } from '../archive';
 import type { OperationEntity } from '../entities/operation.entity';
 import { AppError, isAppError } from '../errors/app-error';
+import type { Metrics } from '../observability/metrics';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
-import type { InstanceService } from './instance.service';
+import { assertAcceptsOperations, type InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
 import { assertConfirmed, type RestoreService } from './restore.service';
 
@@ -22,13 +23,16 @@ export class UploadService {
     private readonly restores: RestoreService,
     private readonly blobs: EncryptedBlobStore,
     private readonly maxUploadBytes: number,
+    private readonly metrics: Metrics,
   ) {}
 
   /** Checks everything that does not need the file, so a refused request never reads (or stores) it. */
   async authorize(principal: Principal, instanceId: string, confirm: string) {
     requireRole(principal, 'ADMIN', 'restoring from a file');
     assertConfirmed(confirm);
-    return this.instances.require(principal, instanceId);
+    const instance = await this.instances.require(principal, instanceId);
+    assertAcceptsOperations(instance);
+    return instance;
   }
 
   async restoreFromFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<OperationEntity> {
@@ -57,17 +61,18 @@ export class UploadService {
   private async receive(tenantId: string, input: Readable): Promise<ReceivedArchive> {
     const key = `tenants/${tenantId}/uploads/${randomUUID()}.blob`;
     let archive: Readable | null = null;
+    const toStore = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const toVerify = new PassThrough({ highWaterMark: 1024 * 1024 });
+    let stored: Promise<{ storedBytes: number; plainBytes: number }> | null = null;
     try {
       archive = await this.unwrap(input);
-      const toStore = new PassThrough({ highWaterMark: 1024 * 1024 });
-      const toVerify = new PassThrough({ highWaterMark: 1024 * 1024 });
       archive.on('error', (error) => {
         toStore.destroy(error);
         toVerify.destroy(error);
       });
       archive.pipe(toStore);
       archive.pipe(toVerify);
-      const stored = this.blobs.write(key, toStore);
+      stored = this.blobs.write(key, toStore);
       stored.catch(() => undefined);
       const reader = openArchive(toVerify);
       const header = await reader.header;
@@ -75,10 +80,15 @@ export class UploadService {
         // Reading is the check: the reader throws at the first damaged byte (frame CRCs, counts, SHA-256).
       }
       const { plainBytes } = await stored;
+      this.metrics.bytesUploaded.inc(plainBytes);
       return { key, sizeBytes: plainBytes, header };
     } catch (error) {
       input.destroy();
       archive?.destroy();
+      // End the blob write too (a premature close fails it), and let it remove its temp file before the key is
+      // deleted: otherwise a write still running would leave its temp file, or rename a whole blob into place after.
+      toStore.destroy();
+      await stored?.catch(() => undefined);
       await this.blobs.delete(key).catch(() => undefined);
       throw this.describe(error);
     }

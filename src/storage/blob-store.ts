@@ -24,9 +24,10 @@ export interface BlobStore {
   exists(key: string): Promise<boolean>;
   /**
    * Boot recovery: removes temp files that a crash left behind and returns how many. Writes
-   * in flight in this process are spared; call it before other processes share the store.
+   * in flight in this process are spared, and so are temp files modified within `olderThanMs`
+   * (another process sharing the store may still be writing them).
    */
-  removeTemporaryFiles?(): Promise<number>;
+  removeTemporaryFiles?(options?: { olderThanMs?: number }): Promise<number>;
   destroy?(): Promise<void>;
 }
 

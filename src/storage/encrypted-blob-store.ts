@@ -93,8 +93,8 @@ export class EncryptedBlobStore {
     return this.inner.exists(key);
   }
 
-  async removeTemporaryFiles(): Promise<number> {
-    return (await this.inner.removeTemporaryFiles?.()) ?? 0;
+  async removeTemporaryFiles(options?: { olderThanMs?: number }): Promise<number> {
+    return (await this.inner.removeTemporaryFiles?.(options)) ?? 0;
   }
 
   async destroy(): Promise<void> {

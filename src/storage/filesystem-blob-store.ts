@@ -95,10 +95,12 @@ export class FilesystemBlobStore implements BlobStore {
     }
   }
 
-  async removeTemporaryFiles(): Promise<number> {
+  async removeTemporaryFiles({ olderThanMs = 0 }: { olderThanMs?: number } = {}): Promise<number> {
     let removed = 0;
+    const cutoff = Date.now() - olderThanMs;
     for await (const path of walkFiles(this.rootDir)) {
       if (!TEMP_FILE_NAME.test(path) || this.#inFlight.has(path)) continue;
+      if (olderThanMs > 0 && (await stat(path).catch(() => null))?.mtimeMs! > cutoff) continue;
       await rm(path, { force: true });
       removed += 1;
     }

@@ -2,6 +2,7 @@
 import { pipeline } from 'node:stream/promises';
 import type { Request, RequestHandler, Response } from 'express';
 import type { Logger } from '../../logging/logger';
+import { countBytes, type Metrics } from '../../observability/metrics';
 import { DownloadRefused, type ExportService } from '../../services/export.service';
 
 type RangeRequest = { start: number; end: number } | 'unsatisfiable' | null;
@@ -27,7 +28,8 @@ export function parseRange(header: string | undefined, size: number): RangeReque
   return { start, end };
 }
 
-export function exportDownloadHandler(exports: ExportService, logger: Logger): RequestHandler {
+// The URL holds the token: nothing here logs req.url or the token, only the snapshot id.
+export function exportDownloadHandler(exports: ExportService, logger: Logger, metrics: Metrics): RequestHandler {
   return async (req: Request, res: Response) => {
     const token = String(req.params.token ?? '');
     let download;
@@ -66,7 +68,7 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger): R
     }
     const body = await download.open({ start, end: end + 1 });
     try {
-      await pipeline(body, res);
+      await pipeline(body, countBytes(metrics.bytesExported), res);
       logger.info({ snapshotId: download.snapshot.id, bytes: end - start + 1, partial: Boolean(range) }, 'export downloaded');
     } catch (error) {
       // A client that goes away mid-download is normal; a damaged blob is not.

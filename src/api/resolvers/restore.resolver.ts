@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { Arg, Ctx, ID, Mutation, Resolver } from 'type-graphql';
 import type { InstanceEntity } from '../../entities/instance.entity';
 import type { OperationEntity } from '../../entities/operation.entity';
@@ -45,7 +45,22 @@ confirm must be exactly "RESTORE", else CONFIRMATION_REQUIRED and nothing happen
     @Arg('confirm') confirm: string,
   ): Promise<OperationEntity> {
     await services.uploads.authorize(caller, instanceId, confirm);
-    const upload = await file;
-    return services.uploads.restoreFromFile(caller, instanceId, upload.createReadStream() as Readable, confirm);
+    return services.uploads.restoreFromFile(caller, instanceId, openUpload(await file), confirm);
+  }
+}
+
+/**
+ * The uploaded bytes. graphql-upload's createReadStream() throws when the upload has already failed (e.g. it went
+ * over maxFileSize before the resolver ran): that failure becomes the stream's error, which the service reports.
+ */
+function openUpload(upload: FileUpload): Readable {
+  try {
+    return upload.createReadStream() as Readable;
+  } catch (error) {
+    return new Readable({
+      read() {
+        this.destroy(error as Error);
+      },
+    });
   }
 }

@@ -1,0 +1,38 @@
+// Timeouts that drop stalled connections without cutting long transfers: an upload of several GiB or a long
+// export download keeps bytes moving, so every limit here is on silence, never on total duration.
+import type { Server } from 'node:http';
+import type { Logger } from '../../logging/logger';
+
+/** How long a client may take to send its request headers (slow-header attacks). */
+const HEADERS_TIMEOUT_MS = 30_000;
+/** graphql-ws closes a socket that sends no connection_init within this (4408), capped by the idle timeout. */
+const MAX_CONNECTION_INIT_WAIT_MS = 10_000;
+/** Pings at least this often: proxies commonly close WebSockets silent for 60 s. */
+const MAX_PING_INTERVAL_MS = 15_000;
+
+/**
+ * HTTP (uploads, downloads, GraphQL requests): a socket with no byte in either direction for `idleTimeoutMs` is
+ * destroyed. Node's requestTimeout (default 300 s for the whole request, body included) would cut a large upload
+ * on a slow link, so it is off; headersTimeout still bounds the headers. WebSocket sockets are exempt here (`ws`
+ * clears the socket timeout on upgrade) and get the graphql-ws limits below instead.
+ */
+export function applyHttpTimeouts(httpServer: Server, idleTimeoutMs: number, logger: Logger): void {
+  httpServer.requestTimeout = 0;
+  httpServer.headersTimeout = Math.min(HEADERS_TIMEOUT_MS, Math.max(idleTimeoutMs, 1_000));
+  httpServer.timeout = idleTimeoutMs;
+  // With a listener Node leaves the socket to us: log (no URL — export links hold a token) and destroy it.
+  httpServer.on('timeout', (socket) => {
+    logger.info({ remoteAddress: socket.remoteAddress, idleTimeoutMs }, 'dropped an idle HTTP connection');
+    socket.destroy();
+  });
+}
+
+/** graphql-ws options: a socket must say connection_init soon, and answer pings for as long as it stays open. */
+export function webSocketTimeouts(idleTimeoutMs: number): { connectionInitWaitTimeout: number; keepAliveMs: number } {
+  return {
+    connectionInitWaitTimeout: Math.min(idleTimeoutMs, MAX_CONNECTION_INIT_WAIT_MS),
+    // useServer pings every keepAliveMs and terminates a socket whose pong does not come back within keepAliveMs:
+    // a stalled peer is dropped within 2 × keepAliveMs ≤ idleTimeoutMs.
+    keepAliveMs: Math.max(50, Math.min(Math.floor(idleTimeoutMs / 2), MAX_PING_INTERVAL_MS)),
+  };
+}

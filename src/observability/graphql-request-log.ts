@@ -1,0 +1,69 @@
+// One structured log line per GraphQL request over HTTP (an Apollo plugin), the request counter, and the
+// X-Request-Id response header. Fields are picked one by one: never the query text, variables or headers,
+// which may carry keys.
+import { randomUUID } from 'node:crypto';
+import type { ApolloServerPlugin } from '@apollo/server';
+import type { GraphQLFormattedError } from 'graphql';
+import type { ApiContext } from '../api/context';
+import { formatError } from '../api/format-error';
+import type { Logger } from '../logging/logger';
+import type { Metrics } from './metrics';
+
+const MAX_NAME_LENGTH = 100;
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/;
+
+/** The client's X-Request-Id when it is a plain token, else a new id: logs hold no arbitrary client text. */
+export function requestIdFrom(header: unknown): string {
+  return typeof header === 'string' && CLIENT_REQUEST_ID.test(header) ? header : randomUUID();
+}
+
+export function graphqlRequestLogPlugin(logger: Logger, metrics: Metrics, production: boolean): ApolloServerPlugin<ApiContext> {
+  return {
+    async requestDidStart({ contextValue }) {
+      const started = performance.now();
+      return {
+        async didEncounterErrors({ errors }) {
+          // The client sees "Internal server error" in production; the operator needs the cause.
+          for (const error of errors) {
+            if (formatError(error.toJSON(), production).extensions?.code === 'INTERNAL_SERVER_ERROR') {
+              logger.error({ requestId: contextValue.requestId, err: error.originalError ?? error, path: error.path }, 'graphql request failed');
+            }
+          }
+        },
+        async willSendResponse({ request, response, operation, operationName }) {
+          const body = response.body;
+          const errors: readonly GraphQLFormattedError[] =
+            (body.kind === 'single' ? body.singleResult.errors : body.initialResult.errors) ?? [];
+          const errorCodes = [...new Set(errors.map((error) => String(error.extensions?.code ?? 'INTERNAL_SERVER_ERROR')))];
+          const operationType = operation?.operation ?? 'unknown';
+          const status = response.http.status ?? 200;
+          response.http.headers.set('x-request-id', contextValue.requestId);
+          metrics.graphqlRequests.inc({ operation_type: operationType, outcome: errorCodes[0] ?? 'ok' });
+          logger.info(
+            {
+              requestId: contextValue.requestId,
+              operationName: (operationName ?? request.operationName ?? null)?.slice(0, MAX_NAME_LENGTH) ?? null,
+              operationType,
+              tenantId: contextValue.principal?.tenantId ?? null,
+              status,
+              ...(errorCodes.length > 0 ? { errorCodes } : {}),
+              ms: Math.round(performance.now() - started),
+            },
+            'graphql request',
+          );
+        },
+      };
+    },
+    // Refused before a GraphQL request started: no context (e.g. an unknown API key) or a malformed HTTP request.
+    async contextCreationDidFail({ error }) {
+      const code = formatError({ message: error.message, extensions: (error as { extensions?: Record<string, unknown> }).extensions }, production)
+        .extensions?.code;
+      metrics.graphqlRequests.inc({ operation_type: 'unknown', outcome: String(code) });
+      logger.info({ errorCodes: [code] }, 'graphql request refused');
+    },
+    async invalidRequestWasReceived() {
+      metrics.graphqlRequests.inc({ operation_type: 'unknown', outcome: 'BAD_USER_INPUT' });
+      logger.info({ errorCodes: ['BAD_USER_INPUT'] }, 'graphql request refused');
+    },
+  };
+}

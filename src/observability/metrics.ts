@@ -1,0 +1,109 @@
+// The Prometheus metrics of one server (GET /metrics): one Registry per App, so servers booted side by side never
+// share counters. Call sites stay one-liners: `metrics.bytesArchived.inc(n)`, `metrics.recordOperation(...)`.
+import { Transform } from 'node:stream';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { OperationKind } from '../entities/operation.entity';
+
+export const AVAILABILITIES = ['AVAILABLE', 'READ_ONLY', 'UNAVAILABLE'] as const;
+export type InstanceCounts = Partial<Record<(typeof AVAILABILITIES)[number], number>>;
+
+const OPERATION_KINDS: OperationKind[] = ['SNAPSHOT', 'RESTORE', 'CREATE_FROM_SNAPSHOT', 'RESTORE_FROM_FILE'];
+const OUTCOMES = ['succeeded', 'failed'] as const;
+type OperationOutcome = (typeof OUTCOMES)[number];
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly operations = new Counter({
+    name: 'snapgraph_operations_total',
+    help: 'Operations (SNAPSHOT, RESTORE, CREATE_FROM_SNAPSHOT, RESTORE_FROM_FILE) finished, by kind and outcome',
+    labelNames: ['kind', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly operationDuration = new Histogram({
+    name: 'snapgraph_operation_duration_seconds',
+    help: 'Time from an operation starting to run until it finished, by kind and outcome',
+    labelNames: ['kind', 'outcome'] as const,
+    buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600],
+    registers: [this.registry],
+  });
+
+  readonly bytesArchived = this.byteCounter('snapgraph_archived_bytes_total', 'Archive bytes written by snapshots (on-demand, scheduled and pre-restore)');
+  readonly bytesRestored = this.byteCounter('snapgraph_restored_bytes_total', 'Archive bytes read into instance stores by restores');
+  readonly bytesExported = this.byteCounter('snapgraph_exported_bytes_total', 'Archive bytes sent by export downloads');
+  readonly bytesUploaded = this.byteCounter('snapgraph_uploaded_bytes_total', 'Archive bytes received by uploads and stored after verification');
+
+  readonly graphqlRequests = new Counter({
+    name: 'snapgraph_graphql_requests_total',
+    help: 'GraphQL requests over HTTP, by operation type and outcome (ok, or the first error code)',
+    labelNames: ['operation_type', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly webSocketConnections = new Gauge({
+    name: 'snapgraph_websocket_connections',
+    help: 'Open WebSocket connections on /graphql',
+    registers: [this.registry],
+  });
+
+  readonly activeSubscriptions = new Gauge({
+    name: 'snapgraph_subscriptions_active',
+    help: 'GraphQL subscriptions currently delivering events',
+    registers: [this.registry],
+  });
+
+  private countInstances: () => Promise<InstanceCounts> = async () => ({});
+
+  constructor() {
+    const metrics = this;
+    new Gauge({
+      name: 'snapgraph_instances',
+      help: 'Instances by availability, read from the metadata database at scrape time (the same on every replica)',
+      labelNames: ['availability'] as const,
+      registers: [this.registry],
+      collect: async function collectInstances(this: Gauge<'availability'>) {
+        const counts = await metrics.countInstances();
+        for (const availability of AVAILABILITIES) this.set({ availability }, counts[availability] ?? 0);
+      },
+    });
+    collectDefaultMetrics({ register: this.registry });
+    // Every series exists from the start at 0, so rate() and increase() see the first operation of each kind.
+    for (const kind of OPERATION_KINDS) {
+      for (const outcome of OUTCOMES) {
+        this.operations.inc({ kind, outcome }, 0);
+        this.operationDuration.zero({ kind, outcome });
+      }
+    }
+  }
+
+  /** Where the instance gauge reads its numbers at scrape time. */
+  countInstancesWith(count: () => Promise<InstanceCounts>): void {
+    this.countInstances = count;
+  }
+
+  recordOperation(kind: string, status: string, durationMs: number): void {
+    const labels = { kind, outcome: (status === 'SUCCEEDED' ? 'succeeded' : 'failed') satisfies OperationOutcome };
+    this.operations.inc(labels);
+    this.operationDuration.observe(labels, Math.max(0, durationMs) / 1000);
+  }
+
+  /** Prometheus text exposition of every metric. */
+  expose(): Promise<{ contentType: string; body: string }> {
+    return this.registry.metrics().then((body) => ({ contentType: this.registry.contentType, body }));
+  }
+
+  private byteCounter(name: string, help: string): Counter {
+    return new Counter({ name, help, registers: [this.registry] });
+  }
+}
+
+/** A pass-through stream that adds the bytes flowing through it to a counter (as they flow, so aborted transfers count). */
+export function countBytes(counter: Counter): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      counter.inc(chunk.length);
+      callback(null, chunk);
+    },
+  });
+}
