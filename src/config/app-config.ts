@@ -17,6 +17,8 @@ export interface AppConfig {
   /** base64 of 32 bytes; undefined = a key file generated in dataDir. Never logged. */
   masterKey?: string;
   publicUrl?: string;
+  /** Where partial resumable (tus) uploads are kept; never inside dataDir, since they are plain archive bytes. */
+  uploadDir?: string;
   tiers: Record<Tier, TierPolicy>;
   maxUploadBytes: number;
   exportUrlTtlMs: number;
@@ -60,6 +62,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const dataDir = resolve(env.SNAPGRAPH_DATA_DIR?.trim() || './data');
   const databaseUrl = check('DATABASE_URL', () => optionalUrl(env.DATABASE_URL, ['postgres:', 'postgresql:']), undefined);
   const redisUrl = check('REDIS_URL', () => optionalUrl(env.REDIS_URL, ['redis:', 'rediss:']), undefined);
+  const uploadDir = env.SNAPGRAPH_UPLOAD_DIR?.trim() ? resolve(env.SNAPGRAPH_UPLOAD_DIR.trim()) : undefined;
   const publicUrl = check('SNAPGRAPH_PUBLIC_URL', () => optionalUrl(env.SNAPGRAPH_PUBLIC_URL, ['http:', 'https:']), undefined);
   const masterKey = check('SNAPGRAPH_MASTER_KEY', () => optionalMasterKey(env.SNAPGRAPH_MASTER_KEY), undefined);
   const bootstrapToken = check('SNAPGRAPH_BOOTSTRAP_TOKEN', () => optionalToken(env.SNAPGRAPH_BOOTSTRAP_TOKEN), undefined);
@@ -85,6 +88,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     bootstrapToken,
     masterKey,
     publicUrl,
+    uploadDir,
     tiers,
     maxUploadBytes,
     exportUrlTtlMs,

@@ -273,9 +273,10 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
         headers: { authorization: `Bearer ${server.adminKey}`, 'apollo-require-preflight': 'true' },
         body: form,
       });
-      const refused = (await multipart.json()) as { data?: unknown; errors?: { message: string }[] };
+      const refused = (await multipart.json()) as { data?: unknown; errors?: { message: string; extensions?: { code?: string } }[] };
       assert.equal(refused.data, null);
-      assert.match(refused.errors?.[0]?.message ?? '', /exceeds the 16384 byte size limit/);
+      assert.equal(refused.errors?.[0]?.extensions?.code, 'FILE_TOO_LARGE');
+      assert.match(refused.errors?.[0]?.message ?? '', /upload limit of 16384 bytes/);
 
       // ...and restore-file takes it.
       const run = await snapgraph(server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE']);

@@ -25,6 +25,11 @@ const INHERITED_VARIABLES_TO_DROP = [
   'SNAPGRAPH_PUBLIC_URL',
   'SNAPGRAPH_OPERATION_LEASE_MS',
   'SNAPGRAPH_IDLE_TIMEOUT_MS',
+  'SNAPGRAPH_UPLOAD_DIR',
+  'SNAPGRAPH_MAX_QUERY_DEPTH',
+  'SNAPGRAPH_MAX_QUERY_COST',
+  'SNAPGRAPH_URL',
+  'SNAPGRAPH_API_KEY',
 ];
 
 export interface StartOptions {
@@ -98,8 +103,11 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
   let configDir: string | undefined;
   let env: NodeJS.ProcessEnv;
   const adminKey = options.bootstrapToken ?? randomToken();
+  // Partial tus uploads live outside the data dir; a sibling folder is removed with it (even after a SIGKILL).
+  const uploadDir = `${dataDir}-uploads`;
   const removeFiles = () => {
     if (ownsDataDir) rmSync(dataDir, { recursive: true, force: true });
+    if (ownsDataDir) rmSync(uploadDir, { recursive: true, force: true });
     if (configDir) rmSync(configDir, { recursive: true, force: true });
   };
 
@@ -109,6 +117,7 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
       HOST: '127.0.0.1',
       SNAPGRAPH_DATA_DIR: dataDir,
       SNAPGRAPH_BOOTSTRAP_TOKEN: adminKey,
+      SNAPGRAPH_UPLOAD_DIR: uploadDir,
       LOG_LEVEL: 'info',
     };
     if (options.config !== undefined) {

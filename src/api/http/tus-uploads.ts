@@ -55,11 +55,10 @@ interface TusRefusal {
 }
 
 /** Where partial uploads are kept: SNAPGRAPH_UPLOAD_DIR, or a per-data-dir folder in the OS temp dir. */
-export function uploadDirectory(config: Pick<AppConfig, 'dataDir'>, env: NodeJS.ProcessEnv = process.env): string {
-  const configured = env.SNAPGRAPH_UPLOAD_DIR?.trim();
-  const dir = configured
-    ? resolve(configured)
-    : join(tmpdir(), `snapgraph-uploads-${createHash('sha256').update(config.dataDir).digest('hex').slice(0, 16)}`);
+export function uploadDirectory(config: Pick<AppConfig, 'dataDir' | 'uploadDir'>): string {
+  const dir =
+    config.uploadDir ??
+    join(tmpdir(), `snapgraph-uploads-${createHash('sha256').update(config.dataDir).digest('hex').slice(0, 16)}`);
   const inside = relative(config.dataDir, dir);
   if (inside === '' || (!inside.startsWith('..') && !isAbsolute(inside))) {
     throw new ConfigError([
