@@ -1,7 +1,7 @@
 // Transfer benchmark: a ~1 GB archive (--mb N to change) uploaded with restoreFromFile until the restore has
 // finished, and downloaded through an export link; each beside a plain `cp` of the same file, with the server's
 // peak RSS during each (the server runs as a separate process so the benchmark's own memory does not count).
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdtempSync, openAsBlob, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -139,8 +139,10 @@ async function main() {
     const downloadCp = timeCp(archive, join(work, 'cp-download.backup'));
     peakRss = rssSampler(server.child.pid!);
     started = performance.now();
-    const download = await fetch(exportSnapshot.url);
-    await pipeline(download.body as any, createWriteStream(downloadPath));
+    // curl, a separate process, is the client: a Node client on the same two cores would compete with the server.
+    await new Promise<void>((resolve, reject) =>
+      execFile('curl', ['-sSf', '-o', downloadPath, exportSnapshot.url], (error) => (error ? reject(error) : resolve())),
+    );
     const downloaded = (performance.now() - started) / 1000;
     const downloadRss = peakRss();
     const downloadSize = statSync(downloadPath).size;

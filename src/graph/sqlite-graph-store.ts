@@ -28,7 +28,7 @@ const INDEXES = `
   CREATE INDEX IF NOT EXISTS rel_by_start ON relationships (start_id);
   CREATE INDEX IF NOT EXISTS rel_by_end ON relationships (end_id);
 `;
-const TUNING = `PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000; PRAGMA temp_store = MEMORY;`;
+const TUNING = `PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000;`;
 
 /** counts rows: ('nodes',''), ('relationships',''), ('label', <label>), ('type', <type>). */
 type CountKind = 'nodes' | 'relationships' | 'label' | 'type';
@@ -357,15 +357,16 @@ export class SqliteGraphLoader implements GraphLoader {
     await db.exec(`COMMIT; ${INDEXES}`);
     const malformed = await db.get<{ nodes: number; relationships: number }>(
       `SELECT (SELECT count(*) FROM nodes WHERE json_type(labels) <> 'array' OR json_type(properties) <> 'object') AS nodes,
-              (SELECT count(*) FROM relationships r
-               WHERE typeof(type) <> 'text' OR json_type(properties) <> 'object'
-                  OR NOT EXISTS (SELECT 1 FROM nodes WHERE id = r.start_id) OR NOT EXISTS (SELECT 1 FROM nodes WHERE id = r.end_id)
-              ) AS relationships`,
+              (SELECT count(*) FROM relationships WHERE typeof(type) <> 'text' OR json_type(properties) <> 'object')
+              -- Ends are checked per distinct id, walking the new indexes in order: sequential lookups into nodes.
+              + (SELECT count(*) FROM (SELECT DISTINCT start_id AS id FROM relationships) e WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.id))
+              + (SELECT count(*) FROM (SELECT DISTINCT end_id AS id FROM relationships) e WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.id))
+              AS relationships`,
     );
     if (malformed && (malformed.nodes > 0 || malformed.relationships > 0)) {
       throw new AppError(
         'INVALID_BACKUP_FILE',
-        `the archive holds ${malformed.nodes} malformed nodes and ${malformed.relationships} relationships that are malformed or whose nodes are missing`,
+        `the archive holds ${malformed.nodes} malformed nodes and ${malformed.relationships} malformed relationships or references to missing nodes`,
       );
     }
     await db.exec(`BEGIN;
