@@ -114,7 +114,24 @@ export async function takeSnapshot(
   const requested = await requestSnapshot(server, instanceId, { description, key });
   const settled = await settledSnapshot(server, requested.id, key);
   assert.equal(settled.status, 'COMPLETED', `snapshot ${settled.id} failed: ${settled.error}`);
+  await idle(server, instanceId, key);
   return settled;
+}
+
+/**
+ * Waits until the instance has no operation running or queued. A snapshot is COMPLETED a moment before its
+ * operation ends (retention runs in between), and the next operation is refused (CONFLICT) until then.
+ */
+export function idle(server: ServerLike, instanceId: string, key = server.adminKey): Promise<true> {
+  return eventually(
+    async () => {
+      const { instance } = expectData(
+        await gql(server, `query ($id: ID!) { instance(id: $id) { currentOperation { id } } }`, { id: instanceId }, key),
+      );
+      return instance.currentOperation === null;
+    },
+    { timeoutMs: 30_000, intervalMs: 25, what: `instance ${instanceId} to be idle` },
+  );
 }
 
 export async function operationById(server: ServerLike, id: string, key = server.adminKey): Promise<OperationJson | null> {

@@ -1,0 +1,723 @@
+// Restores end to end (issue 4): the accident and the undo, live progress and availability, refusals before
+// anything starts, create-from-snapshot, other tenants, a corrupt blob, writes while READ_ONLY and a crash mid-restore.
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  archiveOf,
+  assertProgressSequence,
+  connectWs,
+  createInstance,
+  createKey,
+  createNodes,
+  createRelationships,
+  createTenant,
+  CREATE_NODES,
+  CREATE_RELATIONSHIPS,
+  CREATE_SNAPSHOT,
+  DELETE_NODES,
+  expectCode,
+  expectData,
+  fillInstance,
+  gql,
+  type Graph,
+  graphOf,
+  idle,
+  instanceState,
+  listening,
+  type NewTenant,
+  type NodeJson,
+  OPERATION_FIELDS,
+  type OperationJson,
+  operationCount,
+  payloads,
+  requestSnapshot,
+  RESTORE_SNAPSHOT,
+  restoreAndWait,
+  serverPerSuite,
+  settledOperation,
+  settledSnapshot,
+  SNAPSHOT_FIELDS,
+  snapshotBlobPath,
+  type SnapshotJson,
+  statsOf,
+  storeGenerations,
+  subscribe,
+  subscriptionErrors,
+  takeSnapshot,
+  tempBlobs,
+  type TestServer,
+  uploadBlobs,
+  uploadFile,
+} from '../support';
+
+const RESTORE_PROGRESS = `subscription ($id: ID!) { restoreProgress(operationId: $id) { ${OPERATION_FIELDS} } }`;
+const OPERATION_PROGRESS = `subscription ($id: ID!) { operationProgress(operationId: $id) { ${OPERATION_FIELDS} } }`;
+const AVAILABILITY = `subscription ($instanceId: ID) {
+  instanceAvailabilityChanged(instanceId: $instanceId) { instanceId instance { id } availability previousAvailability status reason at }
+}`;
+const CREATE_FROM_SNAPSHOT = `mutation ($snapshotId: ID!, $input: CreateInstanceInput!) {
+  createInstanceFromSnapshot(snapshotId: $snapshotId, input: $input) {
+    id name tier memoryGB storageGB engineVersion status availability
+    sourceSnapshot { id } currentOperation { id kind status }
+  }
+}`;
+const INSTANCES = `{ instances { id } }`;
+
+interface AvailabilityEvent {
+  instanceId: string;
+  instance: { id: string } | null;
+  availability: string;
+  previousAvailability: string | null;
+  status: string;
+  reason: string | null;
+  at: string;
+}
+
+/** A graph with every kind of property value, labels and relationship shapes (self-loops, parallel edges). */
+async function buildVariedGraph(server: TestServer, instanceId: string): Promise<NodeJson[]> {
+  const nodes = await createNodes(server, instanceId, [
+    { labels: ['Person'], properties: { name: 'Ada', born: 1815, tags: ['math', 'poetry'], nested: { a: { b: [1, { c: null }] } } } },
+    { labels: ['Person', 'Engineer'], properties: { name: 'Grace', float: 0.1 + 0.2, max: Number.MAX_SAFE_INTEGER, min: Number.MIN_SAFE_INTEGER } },
+    { labels: [], properties: {} },
+    { labels: ['Text'], properties: { unicode: 'Grüße, 東京, עברית 👩‍💻', escapes: 'quote " backslash \\ newline \n', empty: '', emptyList: [], emptyObject: {} } },
+    { labels: ['Flags'], properties: { yes: true, no: false, nothing: null, zero: 0, negative: -1.5e-7 } },
+    ...Array.from({ length: 40 }, (_, i) => ({ labels: [`Bulk${i % 4}`], properties: { i, even: i % 2 === 0 } })),
+  ]);
+  await createRelationships(server, instanceId, [
+    { type: 'KNOWS', startNodeId: nodes[0].id, endNodeId: nodes[1].id, properties: { since: 1843, how: { where: 'London' } } },
+    { type: 'KNOWS', startNodeId: nodes[0].id, endNodeId: nodes[1].id },
+    { type: 'SELF', startNodeId: nodes[2].id, endNodeId: nodes[2].id, properties: { loop: true } },
+    ...nodes.slice(5).map((node, i) => ({ type: `REL${i % 3}`, startNodeId: node.id, endNodeId: nodes[i % 5].id, properties: { i } })),
+  ]);
+  return nodes;
+}
+
+/** Deletes some nodes (and so their relationships) and adds others: the accident. */
+async function haveAnAccident(server: TestServer, instanceId: string, nodes: NodeJson[]): Promise<void> {
+  const deleted = expectData(await gql(server, DELETE_NODES, { instanceId, ids: [nodes[0].id, nodes[3].id, ...nodes.slice(10, 20).map((n) => n.id)] }));
+  assert.equal(deleted.deleteNodes, 12);
+  const added = await createNodes(server, instanceId, [{ labels: ['Oops'], properties: { by: 'mistake' } }, { labels: ['Oops'] }]);
+  await createRelationships(server, instanceId, [{ type: 'WRONG', startNodeId: added[0].id, endNodeId: nodes[1].id }]);
+}
+
+const countsOf = (stats: { nodeCount: number; relationshipCount: number; labels: unknown; relationshipTypes: unknown }) => ({
+  nodeCount: stats.nodeCount,
+  relationshipCount: stats.relationshipCount,
+  labels: stats.labels,
+  relationshipTypes: stats.relationshipTypes,
+});
+
+async function snapshotsOf(server: TestServer, instanceId: string, profile?: string): Promise<SnapshotJson[]> {
+  const query = `query ($id: ID!, $filter: SnapshotFilter) { snapshots(instanceId: $id, first: 100, filter: $filter) { edges { node { ${SNAPSHOT_FIELDS} } } } }`;
+  const { snapshots } = expectData(await gql(server, query, { id: instanceId, filter: profile ? { profile } : null }));
+  return snapshots.edges.map((edge: { node: SnapshotJson }) => edge.node);
+}
+
+async function instanceIds(server: TestServer, key = server.adminKey): Promise<string[]> {
+  return expectData(await gql(server, INSTANCES, {}, key)).instances.map((instance: { id: string }) => instance.id);
+}
+
+async function startRestore(server: TestServer, snapshotId: string, instanceId?: string): Promise<OperationJson> {
+  return expectData(await gql(server, RESTORE_SNAPSHOT, { snapshotId, confirm: 'RESTORE', instanceId })).restoreSnapshot;
+}
+
+/** The availability events of one instance, as [availability, previousAvailability, status]. */
+const transitions = (events: AvailabilityEvent[], instanceId: string) =>
+  events.filter((event) => event.instanceId === instanceId).map((event) => [event.availability, event.previousAvailability, event.status]);
+
+describe('restoreSnapshot', () => {
+  const suite = serverPerSuite();
+
+  describe('the accident and the undo', () => {
+    let instanceId: string;
+    let snapshot: SnapshotJson;
+    let beforeAccident: Graph;
+    let afterAccident: Graph;
+    let other: NewTenant;
+
+    before(async () => {
+      other = await createTenant(suite.server, 'restore-bystander');
+      instanceId = (await createInstance(suite.server, { name: 'production', tier: 'PROFESSIONAL' })).id;
+      const nodes = await buildVariedGraph(suite.server, instanceId);
+      snapshot = await takeSnapshot(suite.server, instanceId, { description: 'known good' });
+      beforeAccident = await graphOf(suite.server, instanceId);
+      await haveAnAccident(suite.server, instanceId, nodes);
+      afterAccident = await graphOf(suite.server, instanceId);
+      assert.notDeepEqual(afterAccident, beforeAccident);
+    });
+
+    it('brings back every node, relationship, id and property of the snapshot, live over restoreProgress and availability', async () => {
+      const server = suite.server;
+      const one = subscribe<{ instanceAvailabilityChanged: AvailabilityEvent }>(server, server.adminKey, AVAILABILITY, { instanceId });
+      const all = subscribe(server, server.adminKey, AVAILABILITY);
+      const bystander = subscribe(server, other.apiKey, AVAILABILITY);
+      await listening(one, all, bystander);
+      const operationsBefore = await operationCount(server, instanceId);
+
+      const started = await startRestore(server, snapshot.id);
+      assert.equal(started.kind, 'RESTORE');
+      assert.equal(started.instanceId, instanceId);
+      assert.equal(started.snapshotId, snapshot.id);
+      assert.ok(['QUEUED', 'RUNNING'].includes(started.status));
+      const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: started.id });
+      await progress.complete;
+      const states = payloads<OperationJson>(progress, 'restoreProgress');
+      assertProgressSequence(states, 'SUCCEEDED');
+
+      assert.deepEqual(await graphOf(server, instanceId), beforeAccident);
+      assert.deepEqual(countsOf(await statsOf(server, instanceId)), countsOf(snapshot.contents!));
+      assert.deepEqual(await instanceState(server, instanceId), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+      assert.equal(await operationCount(server, instanceId), operationsBefore + 1);
+
+      await one.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE');
+      const events = payloads<AvailabilityEvent>(one, 'instanceAvailabilityChanged');
+      assert.deepEqual(transitions(events, instanceId), [
+        ['READ_ONLY', 'AVAILABLE', 'RESTORING'],
+        ['UNAVAILABLE', 'READ_ONLY', 'RESTORING'],
+        ['AVAILABLE', 'UNAVAILABLE', 'RUNNING'],
+      ]);
+      for (const event of events) {
+        assert.equal(event.instance?.id, instanceId);
+        assert.match(event.reason ?? '', /\S/);
+        assert.match(event.at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      }
+      assert.ok(events.every((event, i) => i === 0 || Date.parse(event.at) >= Date.parse(events[i - 1].at)));
+
+      await all.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE');
+      assert.deepEqual(transitions(payloads(all, 'instanceAvailabilityChanged'), instanceId), transitions(events, instanceId));
+      // The bystander's stream works (its own instance's deletion arrives), and carried nothing of ours before it.
+      const theirs = await createInstance(server, { name: 'theirs' }, other.apiKey);
+      expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: theirs.id }, other.apiKey));
+      await bystander.waitFor(() => true, 5_000);
+      assert.deepEqual(payloads<AvailabilityEvent>(bystander, 'instanceAvailabilityChanged').map((event) => event.instanceId), [theirs.id]);
+
+      // New writes continue after the restored ids.
+      const [next] = await createNodes(server, instanceId, [{ labels: ['AfterRestore'] }]);
+      assert.ok(beforeAccident.nodes.every((node) => Number(node.id) < Number(next.id)));
+    });
+
+    it('took a PRE_RESTORE snapshot first, and restoring it undoes the restore', async () => {
+      const [preRestore] = await snapshotsOf(suite.server, instanceId, 'PRE_RESTORE');
+      assert.equal(preRestore.status, 'COMPLETED');
+      assert.deepEqual(countsOf(preRestore.contents!), countsOf(await statsOfGraph(afterAccident)));
+      assert.ok(Date.parse(preRestore.createdAt) > Date.parse(snapshot.createdAt));
+
+      const undo = await restoreAndWait(suite.server, preRestore.id);
+      assert.equal(undo.status, 'SUCCEEDED', JSON.stringify(undo.error));
+      assert.deepEqual(await graphOf(suite.server, instanceId), afterAccident);
+      // The undo took its own safety snapshot.
+      assert.equal((await snapshotsOf(suite.server, instanceId, 'PRE_RESTORE')).length, 2);
+    });
+
+    /** The counts a graph gives, for comparing with a snapshot's contents. */
+    async function statsOfGraph(graph: Graph) {
+      const tally = (names: string[]) =>
+        [...names.reduce((map, name) => map.set(name, (map.get(name) ?? 0) + 1), new Map<string, number>())]
+          .map(([name, count]) => ({ name, count }))
+          .sort((a, b) => (a.name < b.name ? -1 : 1));
+      return {
+        nodeCount: graph.nodes.length,
+        relationshipCount: graph.relationships.length,
+        labels: tally(graph.nodes.flatMap((node) => node.labels)),
+        relationshipTypes: tally(graph.relationships.map((relationship) => relationship.type)),
+      };
+    }
+  });
+
+  describe('writes racing the start of a restore', () => {
+    it('are either refused with INSTANCE_UNAVAILABLE or kept: in the PRE_RESTORE snapshot, or after the swap', async () => {
+      const server = suite.server;
+      const instanceId = (await createInstance(server, { name: 'busy', memoryGB: 4 })).id;
+      await createNodes(server, instanceId, [{ labels: ['Base'] }]);
+      const snapshot = await takeSnapshot(server, instanceId);
+
+      // Four writers send 2,000-node batches back to back, each batch under its own label, until the restore ends.
+      let restoring = true;
+      let sequence = 0;
+      const acknowledged: string[] = [];
+      const refused: string[] = [];
+      const writers = Array.from({ length: 4 }, async () => {
+        while (restoring) {
+          const label = `Batch${sequence++}`;
+          const nodes = Array.from({ length: 2_000 }, (_, i) => ({ labels: [label], properties: { i, text: 'x'.repeat(50) } }));
+          const result = await gql(server, CREATE_NODES, { instanceId, nodes });
+          if (!result.errors) acknowledged.push(label);
+          else refused.push(expectCode(result, 'INSTANCE_UNAVAILABLE').extensions!.code as string);
+        }
+      });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const operation = await startRestore(server, snapshot.id);
+      const finished = await settledOperation(server, operation.id).finally(() => (restoring = false));
+      await Promise.all(writers);
+      assert.equal(finished.status, 'SUCCEEDED', JSON.stringify(finished.error));
+
+      const [safety] = await snapshotsOf(server, instanceId, 'PRE_RESTORE');
+      const kept = new Set([...safety.contents!.labels, ...(await statsOf(server, instanceId)).labels].map((label) => label.name));
+      assert.deepEqual(acknowledged.filter((label) => !kept.has(label)), [], 'acknowledged writes were lost');
+      assert.ok(refused.length > 0, 'no write met the restore: nothing was tested');
+    });
+  });
+
+  describe('refusals', () => {
+    let instanceId: string;
+    let snapshot: SnapshotJson;
+    let graph: Graph;
+
+    before(async () => {
+      instanceId = (await createInstance(suite.server, { name: 'guarded' })).id;
+      await buildVariedGraph(suite.server, instanceId);
+      snapshot = await takeSnapshot(suite.server, instanceId);
+      await createNodes(suite.server, instanceId, [{ labels: ['Newer'] }]);
+      graph = await graphOf(suite.server, instanceId);
+    });
+
+    const assertNothingHappened = async (operations: number) => {
+      assert.equal(await operationCount(suite.server, instanceId), operations);
+      assert.deepEqual(await instanceState(suite.server, instanceId), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+      assert.deepEqual(await graphOf(suite.server, instanceId), graph);
+    };
+
+    it('CONFIRMATION_REQUIRED unless confirm is exactly RESTORE, without an operation row', async () => {
+      const operations = await operationCount(suite.server, instanceId);
+      for (const confirm of ['', 'restore', 'RESTORE ', ' RESTORE', 'Restore', 'YES', 'RESTORE\n']) {
+        const result = await gql(suite.server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm });
+        expectCode(result, 'CONFIRMATION_REQUIRED');
+        assert.equal(result.data, null);
+      }
+      await assertNothingHappened(operations);
+    });
+
+    it('FORBIDDEN for MEMBER and VIEWER keys', async () => {
+      const operations = await operationCount(suite.server, instanceId);
+      for (const role of ['MEMBER', 'VIEWER'] as const) {
+        const key = await createKey(suite.server, suite.server.adminKey, role);
+        expectCode(await gql(suite.server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE' }, key.secret), 'FORBIDDEN');
+      }
+      await assertNothingHappened(operations);
+    });
+
+    it('NOT_FOUND for a snapshot or a target instance that does not exist', async () => {
+      const missing = '00000000-0000-4000-8000-000000000000';
+      expectCode(await gql(suite.server, RESTORE_SNAPSHOT, { snapshotId: missing, confirm: 'RESTORE' }), 'NOT_FOUND');
+      expectCode(await gql(suite.server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE', instanceId: missing }), 'NOT_FOUND');
+    });
+
+    it('INCOMPATIBLE_VERSION for a V5 snapshot into a V4 instance; V4 into V5 is an upgrade that works', async () => {
+      const server = suite.server;
+      const v4 = await createInstance(server, { name: 'old-engine', engineVersion: 'V4' });
+      await createNodes(server, v4.id, [{ labels: ['V4Data'], properties: { engine: 4 } }]);
+      const v4Graph = await graphOf(server, v4.id);
+      const operations = await operationCount(server, v4.id);
+      expectCode(await gql(server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE', instanceId: v4.id }), 'INCOMPATIBLE_VERSION');
+      assert.equal(await operationCount(server, v4.id), operations);
+      assert.deepEqual(await graphOf(server, v4.id), v4Graph);
+
+      const v4Snapshot = await takeSnapshot(server, v4.id);
+      assert.equal(v4Snapshot.format, 'DUMP');
+      const v5 = await createInstance(server, { name: 'new-engine', engineVersion: 'V5' });
+      const upgrade = await restoreAndWait(server, v4Snapshot.id, v5.id);
+      assert.equal(upgrade.status, 'SUCCEEDED', JSON.stringify(upgrade.error));
+      assert.deepEqual(await graphOf(server, v5.id), v4Graph);
+    });
+
+    it('restores into another instance of the same tenant and leaves the source as it was', async () => {
+      const server = suite.server;
+      const target = await createInstance(server, { name: 'staging', tier: 'BUSINESS_CRITICAL', memoryGB: 2 });
+      await createNodes(server, target.id, [{ labels: ['StagingOnly'] }]);
+      const sourceOperations = await operationCount(server, instanceId);
+      const operation = await restoreAndWait(server, snapshot.id, target.id);
+      assert.equal(operation.status, 'SUCCEEDED', JSON.stringify(operation.error));
+      assert.equal(operation.instanceId, target.id);
+
+      const restored = await graphOf(server, target.id);
+      const snapshotGraph = { nodes: graph.nodes.filter((node) => !node.labels.includes('Newer')), relationships: graph.relationships };
+      assert.deepEqual(restored, snapshotGraph);
+      await assertNothingHappened(sourceOperations);
+      const [safety] = await snapshotsOf(server, target.id, 'PRE_RESTORE');
+      assert.equal(safety.contents?.nodeCount, 1, 'the safety snapshot is not of the target');
+    });
+  });
+
+  describe('createInstanceFromSnapshot', () => {
+    let source: { id: string };
+    let snapshot: SnapshotJson;
+    let sourceGraph: Graph;
+
+    before(async () => {
+      source = await createInstance(suite.server, { name: 'source', tier: 'PROFESSIONAL', memoryGB: 1 });
+      await buildVariedGraph(suite.server, source.id);
+      snapshot = await takeSnapshot(suite.server, source.id);
+      sourceGraph = await graphOf(suite.server, source.id);
+    });
+
+    it('creates an instance of another tier and size holding the same data and ids: CREATING, then RUNNING', async () => {
+      const server = suite.server;
+      const availability = subscribe(server, server.adminKey, AVAILABILITY);
+      await listening(availability);
+      const sourceOperations = await operationCount(server, source.id);
+
+      const { createInstanceFromSnapshot: created } = expectData(
+        await gql(server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input: { name: 'staging copy', tier: 'BUSINESS_CRITICAL', memoryGB: 4 } }),
+      );
+      assert.deepEqual(
+        { ...created, id: undefined, currentOperation: undefined },
+        {
+          id: undefined,
+          name: 'staging copy',
+          tier: 'BUSINESS_CRITICAL',
+          memoryGB: 4,
+          storageGB: 8,
+          engineVersion: 'V5',
+          status: 'CREATING',
+          availability: 'UNAVAILABLE',
+          sourceSnapshot: { id: snapshot.id },
+          currentOperation: undefined,
+        },
+      );
+      assert.equal(created.currentOperation?.kind, 'CREATE_FROM_SNAPSHOT');
+
+      const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: created.currentOperation.id });
+      await progress.complete;
+      assertProgressSequence(payloads(progress, 'restoreProgress'), 'SUCCEEDED');
+
+      assert.deepEqual(await instanceState(server, created.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+      assert.deepEqual(await graphOf(server, created.id), sourceGraph);
+      assert.deepEqual(await snapshotsOf(server, created.id), [], 'a new instance needs no PRE_RESTORE snapshot');
+      const { instance } = expectData(await gql(server, `query ($id: ID!) { instance(id: $id) { sourceSnapshot { id } } }`, { id: created.id }));
+      assert.equal(instance.sourceSnapshot.id, snapshot.id);
+
+      await availability.waitFor((result) => result.data?.instanceAvailabilityChanged.instanceId === created.id);
+      assert.deepEqual(transitions(payloads(availability, 'instanceAvailabilityChanged'), created.id), [['AVAILABLE', 'UNAVAILABLE', 'RUNNING']]);
+
+      // The source is untouched, and the copy is a separate instance.
+      assert.deepEqual(await graphOf(server, source.id), sourceGraph);
+      assert.equal(await operationCount(server, source.id), sourceOperations);
+      await createNodes(server, created.id, [{ labels: ['OnlyInCopy'] }]);
+      assert.deepEqual(await graphOf(server, source.id), sourceGraph);
+    });
+
+    it('refuses a V5 snapshot for a V4 instance with INCOMPATIBLE_VERSION, and creates nothing', async () => {
+      const before = await instanceIds(suite.server);
+      const input = { name: 'downgrade', tier: 'PROFESSIONAL', engineVersion: 'V4' };
+      expectCode(await gql(suite.server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input }), 'INCOMPATIBLE_VERSION');
+      assert.deepEqual(await instanceIds(suite.server), before);
+    });
+
+    it('refuses a VIEWER with FORBIDDEN and bad input with BAD_USER_INPUT, and creates nothing', async () => {
+      const before = await instanceIds(suite.server);
+      const viewer = await createKey(suite.server, suite.server.adminKey, 'VIEWER');
+      const input = { name: 'copy', tier: 'PROFESSIONAL' };
+      expectCode(await gql(suite.server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input }, viewer.secret), 'FORBIDDEN');
+      expectCode(await gql(suite.server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input: { ...input, memoryGB: 3 } }), 'BAD_USER_INPUT');
+      assert.deepEqual(await instanceIds(suite.server), before);
+    });
+  });
+
+  describe('another tenant', () => {
+    let other: NewTenant;
+    let instanceId: string;
+    let snapshot: SnapshotJson;
+    let operationId: string;
+    let theirInstanceId: string;
+    let theirSnapshot: SnapshotJson;
+
+    before(async () => {
+      other = await createTenant(suite.server, 'restore-snoop');
+      instanceId = (await createInstance(suite.server, { name: 'ours' })).id;
+      await createNodes(suite.server, instanceId, [{ labels: ['Ours'] }]);
+      snapshot = await takeSnapshot(suite.server, instanceId);
+      operationId = (await restoreAndWait(suite.server, snapshot.id)).id;
+      theirInstanceId = (await createInstance(suite.server, { name: 'theirs' }, other.apiKey)).id;
+      theirSnapshot = await takeSnapshot(suite.server, theirInstanceId, { key: other.apiKey });
+    });
+
+    it('gets NOT_FOUND from restoreSnapshot and createInstanceFromSnapshot, in either direction', async () => {
+      const server = suite.server;
+      const before = { ours: await instanceIds(server), theirs: await instanceIds(server, other.apiKey) };
+      const operations = await operationCount(server, instanceId);
+      expectCode(await gql(server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE' }, other.apiKey), 'NOT_FOUND');
+      expectCode(
+        await gql(server, RESTORE_SNAPSHOT, { snapshotId: theirSnapshot.id, confirm: 'RESTORE', instanceId }, other.apiKey),
+        'NOT_FOUND',
+      );
+      expectCode(
+        await gql(server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE', instanceId: theirInstanceId }),
+        'NOT_FOUND',
+      );
+      expectCode(
+        await gql(server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input: { name: 'stolen', tier: 'PROFESSIONAL' } }, other.apiKey),
+        'NOT_FOUND',
+      );
+      assert.deepEqual({ ours: await instanceIds(server), theirs: await instanceIds(server, other.apiKey) }, before);
+      assert.equal(await operationCount(server, instanceId), operations);
+    });
+
+    it('cannot follow its operations or its instance over subscriptions', async () => {
+      for (const [query, variables] of [
+        [RESTORE_PROGRESS, { id: operationId }],
+        [OPERATION_PROGRESS, { id: operationId }],
+        [AVAILABILITY, { instanceId }],
+      ] as const) {
+        const snoop = subscribe(suite.server, other.apiKey, query, variables);
+        assert.equal((await subscriptionErrors(snoop))[0].extensions?.code, 'NOT_FOUND', query);
+      }
+    });
+
+    it('a socket without a valid key is refused', async () => {
+      const connection = await connectWs(suite.server, 'sg_not-a-real-key-0123456789');
+      assert.equal(connection.acknowledged, false);
+      assert.equal(connection.closeCode, 4401);
+      const anonymous = subscribe(suite.server, null, RESTORE_PROGRESS, { id: operationId });
+      await assert.rejects(anonymous.complete);
+      assert.equal(anonymous.results.length, 0);
+    });
+
+    it('restoreProgress refuses an operation that is not a restore', async () => {
+      const { operations } = expectData(
+        await gql(suite.server, `query ($id: ID!) { operations(instanceId: $id) { edges { node { id kind } } } }`, { id: instanceId }),
+      );
+      const snapshotOperation = operations.edges.find((edge: { node: { kind: string } }) => edge.node.kind === 'SNAPSHOT').node;
+      const progress = subscribe(suite.server, suite.server.adminKey, RESTORE_PROGRESS, { id: snapshotOperation.id });
+      assert.equal((await subscriptionErrors(progress))[0].extensions?.code, 'BAD_USER_INPUT');
+    });
+  });
+
+  describe('a corrupt snapshot blob', () => {
+    let tenantId: string;
+    before(async () => {
+      tenantId = expectData(await gql(suite.server, `{ viewer { tenantId } }`)).viewer.tenantId;
+    });
+
+    const damages: [string, (path: string) => void][] = [
+      ['a flipped byte in the middle', (path) => flipByte(path, Math.floor(statSync(path).size / 2))],
+      ['a flipped first byte', (path) => flipByte(path, 0)],
+      ['a cut-off end', (path) => truncateSync(path, statSync(path).size - 100)],
+      ['its file gone', (path) => rmSync(path)],
+    ];
+    for (const [damage, inflict] of damages) {
+      it(`with ${damage}: the restore FAILS with INVALID_BACKUP_FILE, the old data stays, AVAILABLE, no shadow left`, async () => {
+        const server = suite.server;
+        const instance = await createInstance(server, { name: 'damaged' });
+        await createNodes(server, instance.id, Array.from({ length: 500 }, (_, i) => ({ labels: ['Old'], properties: { i, text: `${i}`.repeat(50) } })));
+        const snapshot = await takeSnapshot(server, instance.id);
+        await createNodes(server, instance.id, [{ labels: ['Newer'] }]);
+        const graph = await graphOf(server, instance.id);
+        inflict(snapshotBlobPath(server.dataDir, tenantId, snapshot.id));
+        const availability = subscribe(server, server.adminKey, AVAILABILITY, { instanceId: instance.id });
+        await listening(availability);
+
+        const operation = await startRestore(server, snapshot.id);
+        const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
+        await progress.complete;
+        const states = payloads<OperationJson>(progress, 'restoreProgress');
+        assertProgressSequence(states, 'FAILED');
+        assert.equal(states.at(-1)!.error?.code, 'INVALID_BACKUP_FILE', states.at(-1)!.error?.message);
+        assert.equal((await settledOperation(server, operation.id)).error?.code, 'INVALID_BACKUP_FILE');
+
+        assert.deepEqual(await instanceState(server, instance.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+        assert.deepEqual(await graphOf(server, instance.id), graph);
+        assert.equal(storeGenerations(server.dataDir, instance.id).length, 1, `store files: ${storeGenerations(server.dataDir, instance.id)}`);
+        assert.deepEqual(tempBlobs(server.dataDir), []);
+        await availability.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE');
+        assert.deepEqual(transitions(payloads(availability, 'instanceAvailabilityChanged'), instance.id), [
+          ['READ_ONLY', 'AVAILABLE', 'RESTORING'],
+          ['AVAILABLE', 'READ_ONLY', 'RUNNING'],
+        ]);
+        await createNodes(server, instance.id, [{ labels: ['StillWritable'] }]);
+      });
+    }
+  });
+});
+
+function flipByte(path: string, offset: number): void {
+  const bytes = readFileSync(path);
+  bytes[offset] ^= 0x01;
+  writeFileSync(path, bytes);
+}
+
+describe('restore capacity checks', () => {
+  // 1 "GB" = 100 kB: a 1 GB instance holds 200 kB; FREE holds at most 50 nodes.
+  const suite = serverPerSuite({ config: { tiers: { FREE: { maxNodes: 50 } }, bytesPerStorageGB: 100_000 } });
+  let large: SnapshotJson;
+  let sixtyNodes: SnapshotJson;
+
+  before(async () => {
+    const big = await createInstance(suite.server, { name: 'big', tier: 'PROFESSIONAL', memoryGB: 16 });
+    await createNodes(suite.server, big.id, Array.from({ length: 1500 }, (_, i) => ({ labels: ['Big'], properties: { i, text: 'x'.repeat(300) } })));
+    large = await takeSnapshot(suite.server, big.id);
+    assert.ok(large.contents!.storeSizeBytes > 200_000, `the big snapshot holds only ${large.contents!.storeSizeBytes} bytes`);
+    const sixty = await createInstance(suite.server, { name: 'sixty', tier: 'PROFESSIONAL', memoryGB: 16 });
+    await createNodes(suite.server, sixty.id, Array.from({ length: 60 }, (_, i) => ({ labels: ['Node'], properties: { i } })));
+    sixtyNodes = await takeSnapshot(suite.server, sixty.id);
+  });
+
+  it('restoreSnapshot: CAPACITY_EXCEEDED over the target storage or its tier node limit, and nothing changes', async () => {
+    const server = suite.server;
+    const small = await createInstance(server, { name: 'small', tier: 'PROFESSIONAL', memoryGB: 1 });
+    const free = await createInstance(server, { name: 'free', tier: 'FREE' });
+    for (const [snapshot, target] of [
+      [large, small],
+      [sixtyNodes, free],
+    ] as const) {
+      await createNodes(server, target.id, [{ labels: ['Existing'] }]);
+      const graph = await graphOf(server, target.id);
+      const operations = await operationCount(server, target.id);
+      expectCode(await gql(server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE', instanceId: target.id }), 'CAPACITY_EXCEEDED');
+      assert.equal(await operationCount(server, target.id), operations);
+      assert.deepEqual(await graphOf(server, target.id), graph);
+      assert.deepEqual(await instanceState(server, target.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+    }
+    // Where it fits, it works: the same snapshot into a larger instance.
+    const roomy = await createInstance(server, { name: 'roomy', tier: 'PROFESSIONAL', memoryGB: 16 });
+    assert.equal((await restoreAndWait(server, large.id, roomy.id)).status, 'SUCCEEDED');
+  });
+
+  it('createInstanceFromSnapshot: CAPACITY_EXCEEDED leaves no instance behind', async () => {
+    const before = await instanceIds(suite.server);
+    for (const [snapshot, input] of [
+      [large, { name: 'too-small', tier: 'PROFESSIONAL', memoryGB: 1 }],
+      [sixtyNodes, { name: 'too-free', tier: 'FREE' }],
+    ] as const) {
+      expectCode(await gql(suite.server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input }), 'CAPACITY_EXCEEDED');
+    }
+    assert.deepEqual(await instanceIds(suite.server), before);
+  });
+});
+
+describe('restoring a large instance', () => {
+  // 60,000 nodes and 120,000 relationships: a restore takes long enough to watch it, and to kill the server during it.
+  const suite = serverPerSuite({ env: { SNAPGRAPH_OPERATION_LEASE_MS: '1000' } });
+  let instanceId: string;
+  let snapshot: SnapshotJson;
+  let smallArchive: Buffer;
+
+  before(async function () {
+    this.timeout(120_000);
+    const small = await createInstance(suite.server, { name: 'small' });
+    await createNodes(suite.server, small.id, [{ labels: ['Small'] }]);
+    smallArchive = await archiveOf(suite.server, (await takeSnapshot(suite.server, small.id)).id);
+    instanceId = (await createInstance(suite.server, { name: 'large', tier: 'PROFESSIONAL', memoryGB: 4 })).id;
+    await fillInstance(suite.server, instanceId, { nodes: 60_000, relationships: 120_000 });
+    snapshot = await takeSnapshot(suite.server, instanceId);
+  });
+
+  it('SNAPSHOT_NOT_READY for a snapshot still being taken, and CONFLICT for a restore meanwhile', async () => {
+    const server = suite.server;
+    const pending = await requestSnapshot(server, instanceId);
+    const other = await createInstance(server, { name: 'elsewhere', memoryGB: 4 });
+    expectCode(await gql(server, RESTORE_SNAPSHOT, { snapshotId: pending.id, confirm: 'RESTORE', instanceId: other.id }), 'SNAPSHOT_NOT_READY');
+    expectCode(await gql(server, CREATE_FROM_SNAPSHOT, { snapshotId: pending.id, input: { name: 'early', tier: 'PROFESSIONAL' } }), 'SNAPSHOT_NOT_READY');
+    expectCode(await gql(server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE' }), 'CONFLICT');
+    const settled = await settledSnapshot(server, pending.id);
+    assert.equal(settled.status, 'COMPLETED', 'the snapshot finished before the refusals were checked');
+    assert.ok(Date.parse(settled.completedAt!) > Date.now() - 60_000);
+    assert.equal(await operationCount(server, other.id), 0);
+    await idle(server, instanceId);
+  });
+
+  it('keeps reads working and refuses writes with INSTANCE_UNAVAILABLE while READ_ONLY; CONFLICT while it runs', async () => {
+    const server = suite.server;
+    await createNodes(server, instanceId, [{ labels: ['AddedAfterTheSnapshot'] }]);
+    const availability = subscribe<{ instanceAvailabilityChanged: AvailabilityEvent }>(server, server.adminKey, AVAILABILITY, { instanceId });
+    await listening(availability);
+
+    const operation = await startRestore(server, snapshot.id);
+    const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
+    await availability.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'READ_ONLY', 10_000);
+    const [firstNode] = (await graphPage(server, instanceId)).edges;
+    const refusals = await Promise.all([
+      gql(server, CREATE_NODES, { instanceId, nodes: [{ labels: ['DuringRestore'] }] }),
+      gql(server, CREATE_RELATIONSHIPS, { instanceId, relationships: [{ type: 'X', startNodeId: firstNode.node.id, endNodeId: firstNode.node.id }] }),
+      gql(server, DELETE_NODES, { instanceId, ids: [firstNode.node.id] }),
+    ]);
+    const reads = await Promise.all([graphPage(server, instanceId), statsOf(server, instanceId), instanceState(server, instanceId)]);
+    const conflicts = await Promise.all([
+      gql(server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE' }),
+      gql(server, CREATE_SNAPSHOT, { instanceId }),
+      uploadFile(server, { instanceId, file: smallArchive }),
+      gql(server, `mutation ($id: ID!) { deleteSnapshot(id: $id) }`, { id: snapshot.id }),
+      gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: instanceId }),
+    ]);
+    const stillReadOnly = (await instanceState(server, instanceId)).availability === 'READ_ONLY';
+
+    for (const refusal of refusals) expectCode(refusal, 'INSTANCE_UNAVAILABLE');
+    assert.equal(reads[0].edges.length, 5);
+    assert.equal(reads[1].nodeCount, 60_001);
+    assert.equal(reads[2].availability, 'READ_ONLY');
+    assert.deepEqual(reads[2].currentOperation, { id: operation.id, kind: 'RESTORE', status: 'RUNNING' });
+    for (const conflict of conflicts) expectCode(conflict, 'CONFLICT');
+    assert.deepEqual(uploadBlobs(server.dataDir), [], 'a refused upload was kept');
+    assert.ok(stillReadOnly, 'the restore left READ_ONLY before the checks were done: make the instance larger');
+
+    await progress.complete;
+    const states = payloads<OperationJson>(progress, 'restoreProgress');
+    assertProgressSequence(states, 'SUCCEEDED');
+    const loading = states.filter((state) => state.phase === 'loading');
+    assert.ok(loading.some((state) => state.progress > 0 && state.progress < 1), `phases: ${states.map((state) => `${state.phase} ${state.progress}`)}`);
+    assert.ok(states.every((state) => state.bytesTotal === snapshot.sizeBytes), 'bytesTotal is not the archive size');
+    assert.deepEqual(countsOf(await statsOf(server, instanceId)), countsOf(snapshot.contents!));
+
+    // The unavailable window is the swap only.
+    await availability.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE');
+    const events = payloads<AvailabilityEvent>(availability, 'instanceAvailabilityChanged');
+    assert.deepEqual(events.map((event) => event.availability), ['READ_ONLY', 'UNAVAILABLE', 'AVAILABLE']);
+    const unavailableMs = Date.parse(events[2].at) - Date.parse(events[1].at);
+    const readOnlyMs = Date.parse(events[1].at) - Date.parse(events[0].at);
+    assert.ok(unavailableMs < 500, `UNAVAILABLE for ${unavailableMs} ms`);
+    assert.ok(unavailableMs < readOnlyMs, `UNAVAILABLE for ${unavailableMs} ms, READ_ONLY for ${readOnlyMs} ms`);
+  });
+
+  it('leaves the old data in place and nothing stuck when the server is killed in the middle of a restore', async function () {
+    this.timeout(60_000);
+    const server = suite.server;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId;
+    const markers = await createNodes(server, instanceId, [{ labels: ['KeepMe'], properties: { why: 'written after the snapshot' } }]);
+    const statsBefore = await statsOf(server, instanceId);
+    // A restore over the instance and a new instance from the snapshot, both killed while they load.
+    const operation = await startRestore(server, snapshot.id);
+    const { createInstanceFromSnapshot: copy } = expectData(
+      await gql(server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input: { name: 'copy', tier: 'PROFESSIONAL', memoryGB: 4 } }),
+    );
+    const loading = (result: { data?: { restoreProgress: OperationJson } | null }) =>
+      result.data?.restoreProgress.phase === 'loading' && result.data.restoreProgress.bytesDone > 0;
+    await Promise.all([
+      subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id }).waitFor(loading, 10_000),
+      subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: copy.currentOperation.id }).waitFor(loading, 10_000),
+    ]);
+    await server.kill();
+    await server.restart();
+
+    const after = await settledOperation(server, operation.id, undefined, 5_000);
+    assert.equal(after.status, 'FAILED', 'the restore finished before the kill: make the instance larger');
+    assert.equal(after.error?.code, 'INTERRUPTED');
+    const creation = await settledOperation(server, copy.currentOperation.id, undefined, 5_000);
+    assert.deepEqual([creation.status, creation.error?.code], ['FAILED', 'INTERRUPTED']);
+    // The half-created instance says it failed, holds no store, and can be deleted.
+    const { instance: failedCopy } = expectData(await gql(server, `query ($id: ID!) { instance(id: $id) { status availability } }`, { id: copy.id }));
+    assert.deepEqual(failedCopy, { status: 'FAILED', availability: 'UNAVAILABLE' });
+    assert.deepEqual(storeGenerations(server.dataDir, copy.id), []);
+    expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: copy.id }));
+    assert.equal(expectData(await gql(server, `query ($id: ID!) { instance(id: $id) { id } }`, { id: copy.id })).instance, null);
+
+    assert.deepEqual(await instanceState(server, instanceId), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+    assert.deepEqual(countsOf(await statsOf(server, instanceId)), countsOf(statsBefore));
+    const { nodes } = expectData(await gql(server, `query ($id: ID!) { nodes(instanceId: $id, label: "KeepMe") { edges { node { id labels properties } } } }`, { id: instanceId }));
+    assert.deepEqual(nodes.edges.map((edge: { node: NodeJson }) => edge.node), markers);
+    assert.equal(storeGenerations(server.dataDir, instanceId).length, 1, `store files: ${storeGenerations(server.dataDir, instanceId)}`);
+    assert.deepEqual(tempBlobs(server.dataDir), []);
+    for (const safety of await snapshotsOf(server, instanceId, 'PRE_RESTORE')) {
+      assert.ok(['COMPLETED', 'FAILED'].includes(safety.status), `a safety snapshot is stuck in ${safety.status}`);
+      assert.equal(existsSync(snapshotBlobPath(server.dataDir, tenantId, safety.id)), safety.status === 'COMPLETED');
+    }
+
+    // Nothing is stuck: writes work and the restore can be run again.
+    await createNodes(server, instanceId, [{ labels: ['AfterCrash'] }]);
+    assert.equal((await restoreAndWait(server, snapshot.id)).status, 'SUCCEEDED');
+    assert.deepEqual(countsOf(await statsOf(server, instanceId)), countsOf(snapshot.contents!));
+  });
+});
+
+async function graphPage(server: TestServer, instanceId: string): Promise<{ edges: { node: NodeJson }[] }> {
+  return expectData(await gql(server, `query ($id: ID!) { nodes(instanceId: $id, first: 5) { edges { node { id labels properties } } } }`, { id: instanceId }))
+    .nodes;
+}
