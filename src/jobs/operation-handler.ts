@@ -21,6 +21,8 @@ export interface OperationHandler {
   /**
    * Puts things back after a failure, a crash or an expired lease: the instance RUNNING/AVAILABLE on its old
    * data, temp files and half-written blobs removed. Must be idempotent: it may run after a crash at any step.
+   * Resolves true when it finds the work had in fact been done (a crash after the last step): the operation then
+   * SUCCEEDED rather than FAILED.
    */
-  compensate(operation: OperationEntity, error: { code: string; message: string }): Promise<void>;
+  compensate(operation: OperationEntity, error: { code: string; message: string }): Promise<boolean | void>;
 }

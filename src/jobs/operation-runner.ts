@@ -133,10 +133,11 @@ export class OperationRunner {
           ? { code: 'INTERRUPTED', message: `${(job.abort.signal.reason as Error)?.message ?? 'aborted'}; nothing was changed` }
           : describeFailure(error);
         if (failure.code === 'INTERNAL_SERVER_ERROR') this.logger.error({ err: error, operationId: operation.id }, 'operation crashed');
-        await handler.compensate(operation, failure).catch((err) =>
-          this.logger.error({ err, operationId: operation.id }, 'compensation failed'),
-        );
-        await this.finish(job, failure);
+        const completed = await handler.compensate(operation, failure).catch((err) => {
+          this.logger.error({ err, operationId: operation.id }, 'compensation failed');
+          return false;
+        });
+        await this.finish(job, completed === true ? null : failure);
       } finally {
         this.running.delete(operation.id);
       }
@@ -237,9 +238,12 @@ export class OperationRunner {
       if (!taken.affected) continue;
       this.logger.warn({ operationId: operation.id, kind: operation.kind }, 'failing an interrupted operation');
       const handler = this.handlers.get(operation.kind);
-      await handler?.compensate(operation, failure).catch((err) => this.logger.error({ err, operationId: operation.id }, 'compensation failed'));
+      const completed = await handler?.compensate(operation, failure).catch((err) => {
+        this.logger.error({ err, operationId: operation.id }, 'compensation failed');
+        return false;
+      });
       const job: Running = { operation, abort: new AbortController(), publishTimer: null, lastPublished: 0, lastPersisted: 0, done: Promise.resolve() };
-      await this.finish(job, failure);
+      await this.finish(job, completed === true ? null : failure);
     }
   }
 

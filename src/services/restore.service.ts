@@ -239,25 +239,35 @@ export class RestoreOperationHandler implements OperationHandler {
     }
   }
 
-  async compensate(operation: OperationEntity, error: { code: string; message: string }): Promise<void> {
+  async compensate(operation: OperationEntity, error: { code: string; message: string }): Promise<boolean> {
     const params: RestoreParams = { ...(operation.params as RestoreParams | null) };
     if (params.uploadKey) await this.blobs.delete(params.uploadKey);
+    const swapped = await this.instances.reload(operation.instanceId);
+    if (swapped && params.shadowGeneration !== undefined && swapped.storeGeneration === params.shadowGeneration) {
+      // Interrupted after the swap: the restored data is in place, so the restore did happen.
+      await this.stores.removeGenerations(swapped.id, swapped.storeGeneration);
+      if (swapped.status !== 'RUNNING' || swapped.availability !== 'AVAILABLE') {
+        await this.instances.setState(swapped, { status: 'RUNNING', availability: 'AVAILABLE', reason: 'restore completed' });
+      }
+      return true;
+    }
     if (params.preRestoreSnapshotId) {
       const safety = await this.snapshots.byId(params.preRestoreSnapshotId);
       if (safety && safety.status !== 'COMPLETED') await this.snapshots.failSnapshot(safety.id, `the restore failed: ${error.message}`);
     }
-    const instance = await this.instances.reload(operation.instanceId);
-    if (!instance) return;
+    const instance = swapped;
+    if (!instance) return false;
     // Whatever generation the row points at is the data; every other file of the instance is a shadow.
     await this.stores.removeGenerations(instance.id, instance.storeGeneration);
     if (this.kind === 'CREATE_FROM_SNAPSHOT' && instance.status === 'CREATING') {
       await this.instances.setState(instance, { status: 'FAILED', availability: 'UNAVAILABLE', reason: `creation failed: ${error.message}` });
-      return;
+      return false;
     }
     if (instance.status === 'RESTORING' || instance.availability !== 'AVAILABLE') {
       await this.instances.withStore(instance, (store) => store.thawWrites());
       await this.instances.setState(instance, { status: 'RUNNING', availability: 'AVAILABLE', reason: `restore failed; the data is unchanged` });
     }
+    return false;
   }
 
   private async openSource(operation: OperationEntity, params: RestoreParams): Promise<Readable> {
