@@ -1,11 +1,11 @@
 // A deterministic synthetic graph (labels, types, mixed property types) as tuple lines, for benchmarks.
 import type { EncodedBatch } from '../../src/graph/records';
 
-const LABELS = ['Person', 'Movie', 'Company', 'City', 'Tag'];
-const TYPES = ['KNOWS', 'ACTED_IN', 'LOCATED_IN'];
+export const LABELS = ['Person', 'Movie', 'Company', 'City', 'Tag'];
+export const TYPES = ['KNOWS', 'ACTED_IN', 'LOCATED_IN'];
 
 /** Deterministic pseudo-random numbers, so runs are comparable. */
-function rng(seed = 42): () => number {
+export function rng(seed = 42): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state * 1664525 + 1013904223) >>> 0;

@@ -4,6 +4,7 @@
 //   npm run bench:write -- [--nodes 100000] [--relationships 2×nodes] [--batch 1000] [--concurrency 1]
 import { readFileSync } from 'node:fs';
 import { expectData, gql, releaseAll, startServer, type TestServer } from '../../test/support';
+import { LABELS, rng, TYPES } from './synthetic-graph';
 
 function flag(name: string, fallback: number): number {
   const index = process.argv.indexOf(`--${name}`);
@@ -13,17 +14,6 @@ function flag(name: string, fallback: number): number {
   return value;
 }
 
-const LABELS = ['Person', 'Movie', 'Company', 'City', 'Tag'];
-const TYPES = ['KNOWS', 'ACTED_IN', 'LOCATED_IN'];
-
-/** Deterministic pseudo-random numbers, so runs are comparable. */
-function rng(seed = 42): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state * 1664525 + 1013904223) >>> 0;
-    return state / 2 ** 32;
-  };
-}
 
 /** VmHWM (peak resident set) of a process, in MiB; null where /proc is not available. */
 function peakRssMiB(pid: number): number | null {

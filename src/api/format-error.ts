@@ -1,21 +1,8 @@
 // Every error leaves with one of the contract's codes; outside development, unexpected errors say nothing internal.
 import type { GraphQLFormattedError } from 'graphql';
+import { ERROR_CODES } from '../errors/app-error';
 
-const CONTRACT_CODES = new Set([
-  'UNAUTHENTICATED',
-  'FORBIDDEN',
-  'NOT_FOUND',
-  'BAD_USER_INPUT',
-  'CONFIRMATION_REQUIRED',
-  'CONFLICT',
-  'INSTANCE_UNAVAILABLE',
-  'SNAPSHOT_NOT_READY',
-  'CAPACITY_EXCEEDED',
-  'INVALID_BACKUP_FILE',
-  'FILE_TOO_LARGE',
-  'INCOMPATIBLE_VERSION',
-  'INTERNAL_SERVER_ERROR',
-]);
+const CONTRACT_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
 
 // Apollo's and graphql-js's own codes for a malformed request: the client's input is at fault.
 const CLIENT_INPUT_CODES = new Set([

@@ -104,26 +104,25 @@ class StreamingArchiveWriter implements ArchiveWriter {
     this.push(headerBytes);
   }
 
-  async write(records: GraphRecord | readonly GraphRecord[]): Promise<void> {
-    if (this.ending) throw new Error('ArchiveWriter.write() called after end()');
-    this.throwIfFailed();
-    try {
+  write(records: GraphRecord | readonly GraphRecord[]): Promise<void> {
+    return this.appendThenYield('write', () => {
       if (isRecordList(records)) for (const record of records) this.append(record);
       else this.append(records);
-    } catch (err) {
-      this.fail(err as Error);
-      throw err;
-    }
-    await this.olderFramesPushed;
-    await this.consumerDemand();
-    this.throwIfFailed();
+    });
   }
 
-  async writeEncoded(batch: EncodedBatch): Promise<void> {
-    if (this.ending) throw new Error('ArchiveWriter.writeEncoded() called after end()');
+  writeEncoded(batch: EncodedBatch): Promise<void> {
+    return this.appendThenYield('writeEncoded', () => {
+      for (const line of batch.lines) this.appendLine(batch.kind, line);
+    });
+  }
+
+  /** Appends (failing the archive on a bad record), then waits until the caller may write more. */
+  private async appendThenYield(method: string, append: () => void): Promise<void> {
+    if (this.ending) throw new Error(`ArchiveWriter.${method}() called after end()`);
     this.throwIfFailed();
     try {
-      for (const line of batch.lines) this.appendLine(batch.kind, line);
+      append();
     } catch (err) {
       this.fail(err as Error);
       throw err;

@@ -1,20 +1,24 @@
 // Every error a client can see: a GraphQLError whose extensions.code is one of the contract's codes.
 import { GraphQLError } from 'graphql';
 
-export type ErrorCode =
-  | 'UNAUTHENTICATED'
-  | 'FORBIDDEN'
-  | 'NOT_FOUND'
-  | 'BAD_USER_INPUT'
-  | 'CONFIRMATION_REQUIRED'
-  | 'CONFLICT'
-  | 'INSTANCE_UNAVAILABLE'
-  | 'SNAPSHOT_NOT_READY'
-  | 'CAPACITY_EXCEEDED'
-  | 'INVALID_BACKUP_FILE'
-  | 'FILE_TOO_LARGE'
-  | 'INCOMPATIBLE_VERSION'
-  | 'INTERNAL_SERVER_ERROR';
+/** The contract's error codes (api/contract.graphql, end of file). */
+export const ERROR_CODES = [
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'NOT_FOUND',
+  'BAD_USER_INPUT',
+  'CONFIRMATION_REQUIRED',
+  'CONFLICT',
+  'INSTANCE_UNAVAILABLE',
+  'SNAPSHOT_NOT_READY',
+  'CAPACITY_EXCEEDED',
+  'INVALID_BACKUP_FILE',
+  'FILE_TOO_LARGE',
+  'INCOMPATIBLE_VERSION',
+  'INTERNAL_SERVER_ERROR',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   UNAUTHENTICATED: 401,
