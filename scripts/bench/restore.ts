@@ -79,6 +79,15 @@ async function benchSize(nodes: number) {
     await reader;
     await availability.return();
     const seconds = (Number(row.finishedAt) - Number(row.startedAt)) / 1000;
+
+    // The same data into a new instance: the pipeline without a safety snapshot of existing data.
+    const { createInstanceFromSnapshot } = await gql(
+      server,
+      `mutation($s: ID!) { createInstanceFromSnapshot(snapshotId: $s, input: { name: "copy", tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`,
+      { s: createSnapshot.id },
+    );
+    const copyOp = await operationDone((await server.app.services.operations.current(createInstanceFromSnapshot.id))!.id);
+    const copySeconds = (Number(copyOp.finishedAt) - Number(copyOp.startedAt)) / 1000;
     return {
       nodes,
       relationships,
@@ -87,6 +96,8 @@ async function benchSize(nodes: number) {
       recordsPerSecond: Math.round((nodes + relationships) / seconds),
       snapshotSeconds: +snapshotSeconds.toFixed(2),
       ratioToSnapshot: +(seconds / snapshotSeconds).toFixed(2),
+      createFromSnapshotSeconds: +copySeconds.toFixed(2),
+      createFromSnapshotRatioToSnapshot: +(copySeconds / snapshotSeconds).toFixed(2),
       peakRssMB: +mb(peak),
       unavailableWindowMs: +unavailableMs.toFixed(1),
       readP99ms: +percentile(latencies, 99).toFixed(1),
