@@ -9,7 +9,7 @@ import { ArchiveError, readOrTruncated } from './archive-error';
 import { DIGEST_LENGTH, END_FRAME, decodeEndFrame, readFrame, type Frame, type RecordCounts } from './archive-frame';
 import { decodeArchiveHeader, type ArchiveHeader } from './archive-header';
 import { StreamByteReader } from './byte-reader';
-import { decodeRecordLines, splitRecordLines } from './record-codec';
+import { countRecordRuns, decodeRecordLines, splitRecordLines } from './record-codec';
 
 export interface ArchiveReader {
   /** The header; rejects with an ArchiveError when the file is not a readable archive. */
@@ -27,6 +27,11 @@ export interface ArchiveReader {
    * Use either records() or encodedBatches(), once.
    */
   encodedBatches(): AsyncIterable<EncodedBatch>;
+  /**
+   * Checks the whole archive (frame CRCs, record tags and order, counts, digest, end of file) without building
+   * a string per record: the cheapest full check, for uploads. Rejects with ArchiveError at the first damage.
+   */
+  verify(): Promise<ArchiveHeader>;
   /** Bytes of the input consumed so far (for progress against the file size). */
   bytesRead(): number;
 }
@@ -79,6 +84,17 @@ class StreamingArchiveReader implements ArchiveReader {
     return this.readEncoded();
   }
 
+  async verify(): Promise<ArchiveHeader> {
+    if (this.iterated) throw new Error('ArchiveReader.verify() can only be called once');
+    this.iterated = true;
+    const header = await this.header;
+    const counter = new RecordCounter(header);
+    for await (const raw of this.frames(counter)) {
+      for (const run of countRecordRuns(raw)) counter.countRun(run.kind, run.count);
+    }
+    return header;
+  }
+
   private async *readRecords(): AsyncGenerator<GraphRecord[]> {
     const counter = new RecordCounter(await this.header);
     for await (const text of this.frameTexts(counter)) {
@@ -98,8 +114,12 @@ class StreamingArchiveReader implements ArchiveReader {
     }
   }
 
-  /** Each data frame's text, CRC-checked; ends only after the end frame, digest and end of file are verified. */
   private async *frameTexts(counter: RecordCounter): AsyncGenerator<string> {
+    for await (const raw of this.frames(counter)) yield raw.toString('utf8');
+  }
+
+  /** Each data frame, CRC-checked and inflated; ends only after the end frame, digest and end of file are verified. */
+  private async *frames(counter: RecordCounter): AsyncGenerator<Buffer> {
     let complete = false;
     try {
       for (;;) {
@@ -109,7 +129,7 @@ class StreamingArchiveReader implements ArchiveReader {
           complete = true;
           return;
         }
-        yield inflateDataFrame(frame).toString('utf8');
+        yield inflateDataFrame(frame);
       }
     } finally {
       if (!complete) this.input.destroy();
@@ -160,11 +180,15 @@ class RecordCounter {
   }
 
   countEncoded(batch: EncodedBatch): void {
-    if (batch.kind === 'node') {
+    this.countRun(batch.kind, batch.lines.length);
+  }
+
+  countRun(kind: EncodedBatch['kind'], count: number): void {
+    if (kind === 'node') {
       if (this.relationships > 0) throw new ArchiveError('CORRUPT', 'The archive is invalid: a node follows the relationships.');
-      this.nodes += batch.lines.length;
+      this.nodes += count;
     } else {
-      this.relationships += batch.lines.length;
+      this.relationships += count;
     }
     if (this.overflowing()) throw this.mismatch();
   }

@@ -122,3 +122,24 @@ export function splitRecordLines(text: string): EncodedBatch[] {
   }
   return batches;
 }
+
+const NODE_PREFIX = Buffer.from('["N",');
+const RELATIONSHIP_PREFIX = Buffer.from('["R",');
+
+/** The same check as splitRecordLines on a frame's bytes, counting runs of each kind without making strings. */
+export function countRecordRuns(raw: Buffer): { kind: EncodedBatch['kind']; count: number }[] {
+  if (raw.length === 0) return [];
+  if (raw[raw.length - 1] !== 0x0a) throw malformed('a data frame does not end with a complete record');
+  const runs: { kind: EncodedBatch['kind']; count: number }[] = [];
+  for (let start = 0; start < raw.length; ) {
+    const end = raw.indexOf(0x0a, start);
+    const kind = raw.compare(NODE_PREFIX, 0, 5, start, start + 5) === 0 ? 'node'
+      : raw.compare(RELATIONSHIP_PREFIX, 0, 5, start, start + 5) === 0 ? 'relationship' : null;
+    if (kind === null || end - start < 6) throw malformed('a record is not a node or relationship tuple');
+    const last = runs[runs.length - 1];
+    if (last?.kind === kind) last.count += 1;
+    else runs.push({ kind, count: 1 });
+    start = end + 1;
+  }
+  return runs;
+}

@@ -420,6 +420,42 @@ describe('snapshot archive format', () => {
     });
   });
 
+  describe('verify (the upload check)', () => {
+    const verify = async (bytes: Buffer) => {
+      try {
+        return { header: await openArchive(streamOf(bytes, 997)).verify() };
+      } catch (error) {
+        return { error };
+      }
+    };
+
+    it('accepts a sound many-frame archive and returns its header', async () => {
+      const records = largeGraph(800, 800);
+      const archive = await writeArchive(records, headerFor(records), { targetFrameBytes: 2048 });
+      const { header, error } = await verify(archive);
+      assert.equal(error, undefined);
+      assert.equal(header?.stats.nodeCount, 800);
+    });
+
+    it('detects truncation and flipped bytes at a dense sample of offsets', async () => {
+      const records = largeGraph(300, 300);
+      const archive = await writeArchive(records, headerFor(records), { targetFrameBytes: 2048 });
+      for (let offset = 1; offset < archive.length; offset += 17) {
+        assertArchiveError((await verify(archive.subarray(0, offset))).error, ['TRUNCATED'], `truncated to ${offset}`);
+        const flipped = Buffer.from(archive);
+        flipped[offset] ^= 0x20;
+        assert.ok((await verify(flipped)).error instanceof ArchiveError, `flipped byte at ${offset} went unnoticed`);
+      }
+    });
+
+    it('detects a header whose counts do not match the records', async () => {
+      const records = smallGraph();
+      const header = headerFor(records);
+      const archive = withHeader(await writeArchive(records), { ...header, stats: { ...header.stats, nodeCount: header.stats.nodeCount + 1 } });
+      assertArchiveError((await verify(archive)).error, ['COUNT_MISMATCH']);
+    });
+  });
+
   describe('createArchiveWriter', () => {
     it('refuses to end when the records written differ from the header stats', async () => {
       const records = smallGraph();
