@@ -17,11 +17,15 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
 
   constructor(private readonly rootDir: string) {}
 
-  async use<T>(instanceId: string, generation: number, fn: (store: GraphStore) => Promise<T>): Promise<T> {
+  use<T>(instanceId: string, generation: number, fn: (store: GraphStore) => Promise<T>): Promise<T> {
+    return this.withOpen(instanceId, generation, false, fn);
+  }
+
+  private async withOpen<T>(instanceId: string, generation: number, create: boolean, fn: (store: GraphStore) => Promise<T>): Promise<T> {
     const key = this.fileOf(instanceId, generation);
     let entry = this.open.get(key);
     if (!entry) {
-      const opening = SqliteGraphStore.open(key);
+      const opening = SqliteGraphStore.open(key, { create });
       entry = { store: opening, users: 0, retired: false };
       this.open.set(key, entry);
       opening.catch(() => this.open.delete(key));
@@ -37,7 +41,7 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
 
   async create(instanceId: string, generation: number): Promise<void> {
     await mkdir(this.dirOf(instanceId), { recursive: true });
-    await this.use(instanceId, generation, async () => undefined);
+    await this.withOpen(instanceId, generation, true, async () => undefined);
   }
 
   async createLoader(instanceId: string, generation: number): Promise<GraphLoader> {

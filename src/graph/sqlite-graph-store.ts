@@ -89,8 +89,9 @@ export class SqliteGraphStore implements GraphStore {
     private readonly reader: SqliteConnection,
   ) {}
 
-  static async open(path: string): Promise<SqliteGraphStore> {
-    const writer = await SqliteConnection.open(path);
+  /** Opens an existing store; `create` makes a new file instead (an instance's first store). */
+  static async open(path: string, { create = false } = {}): Promise<SqliteGraphStore> {
+    const writer = await SqliteConnection.open(path, sqlite3.OPEN_READWRITE | (create ? sqlite3.OPEN_CREATE : 0));
     try {
       await writer.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; ${TUNING}`);
       await writer.exec(`BEGIN; ${TABLES} ${INDEXES} COMMIT;`);

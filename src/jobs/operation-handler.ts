@@ -12,6 +12,8 @@ export interface JobContext {
   progress(update: ProgressUpdate): void;
   /** Aborted when the runner loses the lease or shuts down: stop at the next step. */
   signal: AbortSignal;
+  /** Renews the lease now, and throws when it was lost: call it right before an irreversible step. */
+  confirmLease(): Promise<void>;
 }
 
 export interface OperationHandler {

@@ -91,7 +91,13 @@ export class OperationRunner {
       for (const operation of queued) {
         if (this.stopped) break;
         if (!this.handlers.has(operation.kind)) continue;
-        if (await this.claim(operation)) this.execute(operation);
+        if (!(await this.claim(operation))) continue;
+        if (this.stopped) {
+          // Stopped while claiming: hand it back for the next process rather than start it during shutdown.
+          await this.operations.update({ id: operation.id, leaseOwner: this.owner }, { status: 'QUEUED', startedAt: null, leaseOwner: null, leaseExpiresAt: null });
+          break;
+        }
+        this.execute(operation);
       }
     } finally {
       this.polling = false;
@@ -122,7 +128,16 @@ export class OperationRunner {
     this.running.set(operation.id, job);
     this.publishNow(job);
     this.logger.info({ operationId: operation.id, kind: operation.kind, instanceId: operation.instanceId }, 'operation started');
-    const context: JobContext = { signal: job.abort.signal, progress: (update) => this.progress(job, update) };
+    const context: JobContext = {
+      signal: job.abort.signal,
+      progress: (update) => this.progress(job, update),
+      confirmLease: async () => {
+        if (!(await this.renewLease(operation.id))) {
+          job.abort.abort(new Error('the operation lease was lost'));
+          throw job.abort.signal.reason;
+        }
+      },
+    };
     job.done = (async () => {
       try {
         await handler.run(operation, context);
@@ -194,8 +209,9 @@ export class OperationRunner {
     });
     if (!failure && op.bytesTotal !== null) op.bytesDone = op.bytesTotal;
     if (!failure) op.phase = 'done';
-    await this.operations.update(
-      { id: op.id },
+    // Only the lease holder records the outcome (recovery takes the lease before it finishes an orphan).
+    const recorded = await this.operations.update(
+      { id: op.id, leaseOwner: this.owner },
       {
         status: op.status,
         phase: op.phase,
@@ -208,6 +224,10 @@ export class OperationRunner {
         leaseExpiresAt: null,
       },
     );
+    if (!recorded.affected) {
+      this.logger.warn({ operationId: op.id }, 'lost the lease before recording the outcome; another runner owns this operation');
+      return;
+    }
     this.publish(op);
     const ms = op.finishedAt! - (op.startedAt ?? op.createdAt);
     this.metrics.recordOperation(op.kind, op.status, ms);
@@ -216,10 +236,15 @@ export class OperationRunner {
 
   private async heartbeat(): Promise<void> {
     for (const job of this.running.values()) {
-      const leaseExpiresAt = Date.now() + this.options.leaseMs;
-      const result = await this.operations.update({ id: job.operation.id, leaseOwner: this.owner, status: 'RUNNING' }, { leaseExpiresAt });
-      if (!result.affected) job.abort.abort(new Error('the operation lease was lost'));
+      if (!(await this.renewLease(job.operation.id))) job.abort.abort(new Error('the operation lease was lost'));
     }
+  }
+
+  /** Extends this runner's lease on the operation; false when another runner has taken it. */
+  private async renewLease(operationId: string): Promise<boolean> {
+    const leaseExpiresAt = Date.now() + this.options.leaseMs;
+    const result = await this.operations.update({ id: operationId, leaseOwner: this.owner, status: 'RUNNING' }, { leaseExpiresAt });
+    return Boolean(result.affected);
   }
 
   /** Fails and compensates RUNNING operations nobody runs any more (all of them when this is the sole process). */

@@ -1,6 +1,6 @@
 // Instances: creation by tier rules, lookup within a tenant, status and availability (always published), deletion.
 import { randomUUID } from 'node:crypto';
-import type { DataSource, Repository } from 'typeorm';
+import { In, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { scheduleOf, TIERS, type Tier } from '../config/tiers';
 import { type Availability, InstanceEntity, type InstanceStatus } from '../entities/instance.entity';
@@ -70,10 +70,12 @@ export class InstanceService {
     return { ...input, name };
   }
 
+  /** Inserts the instance (through `manager` when given, to share a transaction with what must go with it). */
   async create(
     principal: Principal,
     input: InstanceInput,
     origin: { status: InstanceStatus; sourceSnapshotId: string | null } = { status: 'RUNNING', sourceSnapshotId: null },
+    manager: EntityManager = this.db.manager,
   ): Promise<InstanceEntity> {
     requireRole(principal, 'MEMBER', 'creating an instance');
     const valid = this.validateInput(input);
@@ -93,18 +95,26 @@ export class InstanceService {
       lastScheduledAt: null,
     } satisfies InstanceEntity);
     if (origin.status === 'RUNNING') await this.stores.create(instance.id, instance.storeGeneration);
-    await this.instances.insert(instance);
+    await manager.insert(InstanceEntity, instance);
     return instance;
   }
 
   async remove(principal: Principal, id: string): Promise<void> {
     requireRole(principal, 'ADMIN', 'deleting an instance');
     const instance = await this.require(principal, id);
+    // Claim the instance first (new operations are refused from here on), then look for running ones.
+    const claimed = await this.instances.update({ id, status: In(['RUNNING', 'FAILED']) }, { status: 'DESTROYING' });
+    if (!claimed.affected) throw conflict(`instance ${id} is ${instance.status}; delete it when that has finished`);
+    const previousStatus = instance.status;
+    instance.status = 'DESTROYING';
     const busy = await this.db.getRepository(OperationEntity).exists({ where: [
       { instanceId: id, status: 'QUEUED' },
       { instanceId: id, status: 'RUNNING' },
     ] });
-    if (busy) throw conflict(`instance ${id} has an operation in progress; delete it when the operation ends`);
+    if (busy) {
+      await this.instances.update({ id }, { status: previousStatus });
+      throw conflict(`instance ${id} has an operation in progress; delete it when the operation ends`);
+    }
     await this.setState(instance, { status: 'DESTROYING', availability: 'UNAVAILABLE', reason: 'instance deleted' });
     for (const hook of this.removalHooks) await hook(instance);
     await this.stores.removeGenerations(instance.id);
@@ -177,6 +187,10 @@ export class InstanceService {
   }
 
   stats(instance: InstanceEntity): Promise<GraphStats> {
+    // A CREATING instance has no store until its data is in; a FAILED or DESTROYING one may have none left.
+    if (instance.status !== 'RUNNING' && instance.status !== 'RESTORING') {
+      return Promise.resolve({ nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 });
+    }
     return this.withStore(instance, (store) => store.stats());
   }
 

@@ -4,7 +4,6 @@ import type { Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
 import { type ArchiveHeader, type ArchiveReader, isArchiveError, openArchive } from '../archive';
 import type { InstanceEntity } from '../entities/instance.entity';
-import { InstanceEntity as InstanceRow } from '../entities/instance.entity';
 import { OperationEntity, type OperationKind } from '../entities/operation.entity';
 import type { SnapshotEntity } from '../entities/snapshot.entity';
 import { CryptoError } from '../crypto/errors';
@@ -67,13 +66,20 @@ export class RestoreService {
     const snapshot = await this.snapshots.require(principal, snapshotId);
     const valid = this.instances.validateInput(input);
     this.assertRestorable(snapshot, { ...valid, id: 'the new instance', storageGB: 2 * valid.memoryGB });
-    const instance = await this.instances.create(principal, valid, { status: 'CREATING', sourceSnapshotId: snapshot.id });
-    try {
-      await this.enqueue(instance, 'CREATE_FROM_SNAPSHOT', { snapshotId: snapshot.id, bytesTotal: snapshot.sizeBytes });
-    } catch (error) {
-      await this.db.getRepository(InstanceRow).delete({ id: instance.id });
-      throw error;
-    }
+    // The instance and its operation go in together: a crash can never leave a CREATING instance nobody finishes.
+    const instance = await this.db.transaction(async (manager) => {
+      const created = await this.instances.create(principal, valid, { status: 'CREATING', sourceSnapshotId: snapshot.id }, manager);
+      await insertOperation(manager, {
+        tenantId: created.tenantId,
+        instanceId: created.id,
+        kind: 'CREATE_FROM_SNAPSHOT',
+        snapshotId: snapshot.id,
+        bytesTotal: snapshot.sizeBytes,
+        params: {},
+      });
+      return created;
+    });
+    this.announceWork();
     return instance;
   }
 
@@ -167,7 +173,7 @@ export class RestoreOperationHandler implements OperationHandler {
       await this.saveParams(operation, params);
       await this.snapshots.insert(safety);
       // Its own progress is not the restore's: only the restore's bytes count, so progress never moves back.
-      safetySnapshot = this.snapshots.capture(instance, safety, { signal: context.signal, progress: () => undefined });
+      safetySnapshot = this.snapshots.capture(instance, safety, { ...context, progress: () => undefined });
       safetySnapshot.catch(() => undefined);
     } else {
       await this.saveParams(operation, params);
@@ -187,7 +193,9 @@ export class RestoreOperationHandler implements OperationHandler {
     }
     context.signal.throwIfAborted();
 
-    // The only moment the instance is unavailable: one metadata update pointing it at the new store.
+    // The only moment the instance is unavailable: one metadata update pointing it at the new store. Only while
+    // this runner still holds the lease: after a long stall another replica may already have compensated.
+    await context.confirmLease();
     context.progress({ phase: 'swapping' });
     if (overwriting) await this.instances.setState(instance, { availability: 'UNAVAILABLE', reason: 'swapping in the restored data' });
     await this.instances.setState(instance, {
@@ -241,33 +249,36 @@ export class RestoreOperationHandler implements OperationHandler {
 
   async compensate(operation: OperationEntity, error: { code: string; message: string }): Promise<boolean> {
     const params: RestoreParams = { ...(operation.params as RestoreParams | null) };
-    if (params.uploadKey) await this.blobs.delete(params.uploadKey);
-    const swapped = await this.instances.reload(operation.instanceId);
-    if (swapped && params.shadowGeneration !== undefined && swapped.storeGeneration === params.shadowGeneration) {
-      // Interrupted after the swap: the restored data is in place, so the restore did happen.
-      await this.stores.removeGenerations(swapped.id, swapped.storeGeneration);
-      if (swapped.status !== 'RUNNING' || swapped.availability !== 'AVAILABLE') {
-        await this.instances.setState(swapped, { status: 'RUNNING', availability: 'AVAILABLE', reason: 'restore completed' });
+    const instance = await this.instances.reload(operation.instanceId);
+    let completed = false;
+    if (instance) {
+      // The instance's state comes first: a failing clean-up below must never leave it RESTORING or READ_ONLY.
+      completed = params.shadowGeneration !== undefined && instance.storeGeneration === params.shadowGeneration;
+      if (this.kind !== 'CREATE_FROM_SNAPSHOT') {
+        await this.instances.withStore(instance, async (store) => store.thawWrites()).catch(() => undefined);
       }
-      return true;
+      if (completed) {
+        // Interrupted after the swap: the restored data is in place, so the restore did happen.
+        if (instance.status !== 'RUNNING' || instance.availability !== 'AVAILABLE') {
+          await this.instances.setState(instance, { status: 'RUNNING', availability: 'AVAILABLE', reason: 'restore completed' });
+        }
+      } else if (this.kind === 'CREATE_FROM_SNAPSHOT' && instance.status === 'CREATING') {
+        await this.instances.setState(instance, { status: 'FAILED', availability: 'UNAVAILABLE', reason: `creation failed: ${error.message}` });
+      } else if (instance.status === 'RESTORING' || instance.availability !== 'AVAILABLE') {
+        await this.instances.setState(instance, { status: 'RUNNING', availability: 'AVAILABLE', reason: 'restore failed; the data is unchanged' });
+      }
     }
-    if (params.preRestoreSnapshotId) {
+    // Clean-up, each step on its own: whatever the row points at is the data; every other generation is a shadow.
+    const attempt = (step: Promise<unknown>) => step.catch(() => undefined);
+    if (instance) await attempt(this.stores.removeGenerations(instance.id, instance.storeGeneration));
+    if (params.uploadKey) await attempt(this.blobs.delete(params.uploadKey));
+    if (params.preRestoreSnapshotId && !completed) {
       const safety = await this.snapshots.byId(params.preRestoreSnapshotId);
-      if (safety && safety.status !== 'COMPLETED') await this.snapshots.failSnapshot(safety.id, `the restore failed: ${error.message}`);
+      if (safety && safety.status !== 'COMPLETED') {
+        await attempt(this.snapshots.failSnapshot(safety.id, `the restore failed: ${error.message}`));
+      }
     }
-    const instance = swapped;
-    if (!instance) return false;
-    // Whatever generation the row points at is the data; every other file of the instance is a shadow.
-    await this.stores.removeGenerations(instance.id, instance.storeGeneration);
-    if (this.kind === 'CREATE_FROM_SNAPSHOT' && instance.status === 'CREATING') {
-      await this.instances.setState(instance, { status: 'FAILED', availability: 'UNAVAILABLE', reason: `creation failed: ${error.message}` });
-      return false;
-    }
-    if (instance.status === 'RESTORING' || instance.availability !== 'AVAILABLE') {
-      await this.instances.withStore(instance, (store) => store.thawWrites());
-      await this.instances.setState(instance, { status: 'RUNNING', availability: 'AVAILABLE', reason: `restore failed; the data is unchanged` });
-    }
-    return false;
+    return completed;
   }
 
   private async openSource(operation: OperationEntity, params: RestoreParams): Promise<Readable> {

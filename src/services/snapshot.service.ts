@@ -95,6 +95,9 @@ export class SnapshotService {
     assertAcceptsOperations(instance);
     const snapshot = this.newSnapshot(instance, profile, description);
     await this.db.transaction(async (manager) => {
+      const current = await manager.findOne(InstanceEntity, { where: { id: instance.id } });
+      if (!current) throw new AppError('NOT_FOUND', `instance ${instance.id} not found`);
+      assertAcceptsOperations(current);
       await manager.insert(SnapshotEntity, snapshot);
       await insertOperation(manager, {
         tenantId: instance.tenantId,
@@ -261,6 +264,9 @@ export class SnapshotService {
   async remove(principal: Principal, id: string): Promise<void> {
     requireRole(principal, 'ADMIN', 'deleting a snapshot');
     const snapshot = await this.require(principal, id);
+    if (snapshot.status !== 'COMPLETED' && snapshot.status !== 'FAILED') {
+      throw new AppError('CONFLICT', `snapshot ${id} is ${snapshot.status}; delete it when it has completed or failed`);
+    }
     const inUse = await this.db.getRepository(OperationEntity).exists({
       where: [
         { snapshotId: id, status: 'QUEUED' },

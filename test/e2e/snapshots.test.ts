@@ -565,7 +565,7 @@ describe('a snapshot of a large instance', () => {
     await fillInstance(suite.server, instanceId, { nodes: 60_000, relationships: 120_000 });
   });
 
-  it('refuses a second snapshot with CONFLICT while one runs, takes writes meanwhile, and reports progress', async () => {
+  it('refuses a second snapshot and its own deletion with CONFLICT while one runs, takes writes meanwhile, and reports progress', async () => {
     const server = suite.server;
     const events = subscribe(server, server.adminKey, SNAPSHOT_UPDATED, { instanceId });
     await listening(events);
@@ -578,6 +578,7 @@ describe('a snapshot of a large instance', () => {
     const progress = subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: currentOperation.id });
 
     expectCode(await gql(server, CREATE_SNAPSHOT, { instanceId }), 'CONFLICT');
+    expectCode(await gql(server, DELETE_SNAPSHOT, { id: requested.id }), 'CONFLICT');
     await events.waitFor((result) => result.data?.snapshotUpdated.status === 'IN_PROGRESS');
     const written = await createNodes(server, instanceId, [{ labels: ['DuringSnapshot'] }]);
     assert.equal(written.length, 1);

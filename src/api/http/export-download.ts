@@ -66,7 +66,15 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
       res.end();
       return;
     }
-    const body = await download.open({ start, end: end + 1 });
+    let body;
+    try {
+      body = await download.open({ start, end: end + 1 });
+    } catch (error) {
+      logger.error({ err: error, snapshotId: download.snapshot.id }, 'export download could not open the archive');
+      res.removeHeader('Content-Disposition');
+      res.status(500).json({ error: 'the archive cannot be read; try again or contact the operator' });
+      return;
+    }
     try {
       await pipeline(body, countBytes(metrics.bytesExported), res);
       logger.info({ snapshotId: download.snapshot.id, bytes: end - start + 1, partial: Boolean(range) }, 'export downloaded');
