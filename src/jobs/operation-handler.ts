@@ -1,4 +1,5 @@
 // What a kind of operation must provide to the runner.
+import type { EntityManager } from 'typeorm';
 import type { OperationEntity, OperationKind } from '../entities/operation.entity';
 
 export interface ProgressUpdate {
@@ -16,10 +17,18 @@ export interface JobContext {
   confirmLease(): Promise<void>;
 }
 
+/** What a successful run leaves for the runner to record together with the operation's SUCCEEDED. */
+export interface OperationResult {
+  /** Runs in the same transaction as the operation's SUCCEEDED: clients never see the result before the operation ends. */
+  commit?(manager: EntityManager): Promise<void>;
+  /** Runs once that transaction has committed (events, follow-up work); failures are logged, not fatal. */
+  afterCommit?(): Promise<void>;
+}
+
 export interface OperationHandler {
   readonly kind: OperationKind;
   /** Does the work. Throwing (an AppError ideally) fails the operation; compensate() is then called. */
-  run(operation: OperationEntity, context: JobContext): Promise<void>;
+  run(operation: OperationEntity, context: JobContext): Promise<OperationResult | void>;
   /**
    * Puts things back after a failure, a crash or an expired lease: the instance RUNNING/AVAILABLE on its old
    * data, temp files and half-written blobs removed. Must be idempotent: it may run after a crash at any step.

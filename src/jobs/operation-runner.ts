@@ -8,7 +8,7 @@ import { isAppError } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { Logger } from '../logging/logger';
 import type { Metrics } from '../observability/metrics';
-import type { JobContext, OperationHandler, ProgressUpdate } from './operation-handler';
+import type { JobContext, OperationHandler, OperationResult, ProgressUpdate } from './operation-handler';
 import { operationJson } from './operation-json';
 
 const PUBLISH_INTERVAL_MS = 100; // ≤ 10 events/s per operation
@@ -140,9 +140,9 @@ export class OperationRunner {
     };
     job.done = (async () => {
       try {
-        await handler.run(operation, context);
+        const result = await handler.run(operation, context);
         if (job.abort.signal.aborted) throw job.abort.signal.reason;
-        await this.finish(job, null);
+        await this.finish(job, null, result ?? undefined);
       } catch (error) {
         const failure = job.abort.signal.aborted
           ? { code: 'INTERRUPTED', message: `${(job.abort.signal.reason as Error)?.message ?? 'aborted'}; nothing was changed` }
@@ -196,7 +196,7 @@ export class OperationRunner {
     });
   }
 
-  private async finish(job: Running, failure: { code: string; message: string } | null): Promise<void> {
+  private async finish(job: Running, failure: { code: string; message: string } | null, result?: OperationResult): Promise<void> {
     if (job.publishTimer) clearTimeout(job.publishTimer);
     const op = job.operation;
     Object.assign(op, {
@@ -209,26 +209,41 @@ export class OperationRunner {
     });
     if (!failure && op.bytesTotal !== null) op.bytesDone = op.bytesTotal;
     if (!failure) op.phase = 'done';
-    // Only the lease holder records the outcome (recovery takes the lease before it finishes an orphan).
-    const recorded = await this.operations.update(
-      { id: op.id, leaseOwner: this.owner },
-      {
-        status: op.status,
-        phase: op.phase,
-        bytesDone: op.bytesDone,
-        bytesTotal: op.bytesTotal,
-        finishedAt: op.finishedAt,
-        errorCode: op.errorCode,
-        errorMessage: op.errorMessage,
-        leaseOwner: null,
-        leaseExpiresAt: null,
-      },
-    );
-    if (!recorded.affected) {
+    // Only the lease holder records the outcome (recovery takes the lease before it finishes an orphan), and the
+    // handler's result is recorded in the same transaction.
+    const recorded = await this.db
+      .transaction(async (manager) => {
+        await result?.commit?.(manager);
+        const update = await manager.update(
+          OperationEntity,
+          { id: op.id, leaseOwner: this.owner },
+          {
+            status: op.status,
+            phase: op.phase,
+            bytesDone: op.bytesDone,
+            bytesTotal: op.bytesTotal,
+            finishedAt: op.finishedAt,
+            errorCode: op.errorCode,
+            errorMessage: op.errorMessage,
+            leaseOwner: null,
+            leaseExpiresAt: null,
+          },
+        );
+        if (!update.affected) throw new LeaseLost();
+      })
+      .then(
+        () => true,
+        (error) => {
+          if (error instanceof LeaseLost) return false;
+          throw error;
+        },
+      );
+    if (!recorded) {
       this.logger.warn({ operationId: op.id }, 'lost the lease before recording the outcome; another runner owns this operation');
       return;
     }
     this.publish(op);
+    await result?.afterCommit?.().catch((err) => this.logger.error({ err, operationId: op.id }, 'after-commit step failed'));
     const ms = op.finishedAt! - (op.startedAt ?? op.createdAt);
     this.metrics.recordOperation(op.kind, op.status, ms);
     this.logger.info({ operationId: op.id, kind: op.kind, status: op.status, errorCode: op.errorCode, ms }, 'operation finished');
@@ -277,6 +292,8 @@ export class OperationRunner {
     return [...this.running.keys()];
   }
 }
+
+class LeaseLost extends Error {}
 
 function describeFailure(error: unknown): { code: string; message: string } {
   if (isAppError(error)) return { code: error.code, message: error.message };

@@ -11,7 +11,7 @@ import { OperationEntity } from '../entities/operation.entity';
 import { SnapshotEntity, type SnapshotProfile, type SnapshotStatus } from '../entities/snapshot.entity';
 import { AppError, badInput, conflict, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
-import type { JobContext, OperationHandler } from '../jobs/operation-handler';
+import type { JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
 import { insertOperation } from '../jobs/operation-queue';
 import type { Logger } from '../logging/logger';
 import type { Metrics } from '../observability/metrics';
@@ -118,6 +118,13 @@ export class SnapshotService {
    * Used by the SNAPSHOT operation and, for PRE_RESTORE snapshots, inside a restore.
    */
   async capture(instance: InstanceEntity, snapshot: SnapshotEntity, context: JobContext): Promise<SnapshotEntity> {
+    await this.complete(snapshot, await this.captureArchive(instance, snapshot, context));
+    this.publish(snapshot);
+    return snapshot;
+  }
+
+  /** capture() without its last step: the archive is stored, and the returned fields mark the snapshot COMPLETED. */
+  async captureArchive(instance: InstanceEntity, snapshot: SnapshotEntity, context: JobContext): Promise<Partial<SnapshotEntity>> {
     await this.update(snapshot, { status: 'IN_PROGRESS' });
     const blobKey = blobKeyOf(snapshot);
     const view = await this.instances.withStore(instance, (store) => store.openReadView());
@@ -165,7 +172,7 @@ export class SnapshotService {
       }
       const completedAt = Date.now();
       this.metrics.bytesArchived.inc(sizeBytes);
-      return await this.update(snapshot, {
+      return {
         status: 'COMPLETED',
         completedAt,
         sizeBytes,
@@ -173,7 +180,7 @@ export class SnapshotService {
         contents: stats,
         blobKey,
         expiresAt: expiresAtFor(snapshot.createdAt, scheduleOf(this.config.tiers[instance.tier])),
-      });
+      };
     } finally {
       await view.close();
     }
@@ -306,6 +313,12 @@ export class SnapshotService {
     return this.snapshots.find({ where: { instanceId } });
   }
 
+  /** Records a captured snapshot as COMPLETED (in `manager`'s transaction when given); subscribers are told separately. */
+  async complete(snapshot: SnapshotEntity, completion: Partial<SnapshotEntity>, manager: EntityManager = this.db.manager): Promise<void> {
+    await manager.update(SnapshotEntity, { id: snapshot.id }, completion);
+    Object.assign(snapshot, completion);
+  }
+
   private async update(snapshot: SnapshotEntity, patch: Partial<SnapshotEntity>): Promise<SnapshotEntity> {
     await this.snapshots.update({ id: snapshot.id }, patch);
     Object.assign(snapshot, patch);
@@ -313,7 +326,7 @@ export class SnapshotService {
     return snapshot;
   }
 
-  private publish(snapshot: SnapshotEntity, removed = false): void {
+  publish(snapshot: SnapshotEntity, removed = false): void {
     const { blobKey: _blobKey, ...visible } = snapshot;
     this.events.pubSub.publish('snapshot.updated', snapshot.tenantId, {
       tenantId: snapshot.tenantId,
@@ -338,12 +351,19 @@ export class SnapshotOperationHandler implements OperationHandler {
     private readonly afterCapture: (instance: InstanceEntity) => Promise<void>,
   ) {}
 
-  async run(operation: OperationEntity, context: JobContext): Promise<void> {
+  async run(operation: OperationEntity, context: JobContext): Promise<OperationResult> {
     const instance = await this.instances.reload(operation.instanceId);
     const snapshot = operation.snapshotId ? await this.snapshots.byId(operation.snapshotId) : null;
     if (!instance || !snapshot) throw new AppError('NOT_FOUND', 'the instance or snapshot no longer exists');
-    await this.snapshots.capture(instance, snapshot, context);
-    await this.afterCapture(instance);
+    const completion = await this.snapshots.captureArchive(instance, snapshot, context);
+    // COMPLETED is recorded with the operation's SUCCEEDED: a client that sees the snapshot done can restore it at once.
+    return {
+      commit: (manager) => this.snapshots.complete(snapshot, completion, manager),
+      afterCommit: async () => {
+        this.snapshots.publish(snapshot);
+        await this.afterCapture(instance);
+      },
+    };
   }
 
   async compensate(operation: OperationEntity, error: { message: string }): Promise<void> {

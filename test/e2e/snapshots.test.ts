@@ -110,6 +110,22 @@ describe('snapshots', () => {
   });
 
   describe('createSnapshot', () => {
+    it('ends its operation in the same step as the snapshot completes: the next operation never meets CONFLICT', async () => {
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'back-to-back', tier: 'FREE' });
+      await createNodes(server, instance.id, [{ labels: ['Person'] }]);
+      for (let round = 0; round < 5; round++) {
+        const requested = await requestSnapshot(server, instance.id);
+        for (let seen = requested; seen.status !== 'COMPLETED'; ) {
+          assert.notEqual(seen.status, 'FAILED', seen.error ?? undefined);
+          seen = (await snapshotById(server, requested.id))!;
+        }
+        // Polled as tightly as a client can: the moment it reads COMPLETED, the instance is free.
+        expectData(await gql(server, CREATE_SNAPSHOT, { instanceId: instance.id }));
+        await idle(server, instance.id);
+      }
+    });
+
     it('returns at once as PENDING or IN_PROGRESS, ON_DEMAND, and completes with the facts of its archive', async () => {
       const server = suite.server;
       const instance = await createInstance(server, { name: 'facts', tier: 'PROFESSIONAL', engineVersion: 'V5' });
