@@ -72,7 +72,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const tenants = new TenantService(db);
     const instances = new InstanceService(db, config, stores, events);
     const graph = new GraphService(instances);
-    const snapshots = new SnapshotService(db, config, instances, blobs, events, logger, () => runner.kick(), metrics);
+    const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics);
     const operations = new OperationService(db, instances, events);
     const restores = new RestoreService(db, instances, snapshots, () => runner.kick());
     const exports = new ExportService(db, config, instances, snapshots);

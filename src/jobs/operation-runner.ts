@@ -286,11 +286,6 @@ export class OperationRunner {
       await this.finish(job, completed === true ? null : failure);
     }
   }
-
-  /** Operations still queued or running, for shutdown and tests. */
-  activeIds(): string[] {
-    return [...this.running.keys()];
-  }
 }
 
 class LeaseLost extends Error {}

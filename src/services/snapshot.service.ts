@@ -13,7 +13,6 @@ import { AppError, badInput, conflict, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
 import { insertOperation } from '../jobs/operation-queue';
-import type { Logger } from '../logging/logger';
 import type { Metrics } from '../observability/metrics';
 import { expiresAtFor } from '../scheduler/retention';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
@@ -47,7 +46,6 @@ export class SnapshotService {
     private readonly instances: InstanceService,
     private readonly blobs: EncryptedBlobStore,
     private readonly events: EventBus,
-    private readonly logger: Logger,
     private readonly announceWork: WorkAnnouncer,
     private readonly metrics: Metrics,
   ) {
@@ -92,7 +90,6 @@ export class SnapshotService {
     description: string | null,
     alsoInTransaction?: (manager: EntityManager, snapshot: SnapshotEntity) => Promise<void>,
   ): Promise<SnapshotEntity> {
-    assertAcceptsOperations(instance);
     const snapshot = this.newSnapshot(instance, profile, description);
     await this.db.transaction(async (manager) => {
       const current = await manager.findOne(InstanceEntity, { where: { id: instance.id } });
@@ -297,8 +294,7 @@ export class SnapshotService {
   }
 
   async deleteAllOf(instance: InstanceEntity): Promise<void> {
-    const all = await this.snapshots.find({ where: { instanceId: instance.id } });
-    for (const snapshot of all) await this.delete(snapshot);
+    for (const snapshot of await this.snapshotsOf(instance.id)) await this.delete(snapshot);
   }
 
   /** The snapshot's export archive, decrypted, optionally a byte range [start, end). */

@@ -49,11 +49,6 @@ export class UploadService {
     }
   }
 
-  /** Deletes an upload that no operation will use. */
-  discard(key: string): Promise<void> {
-    return this.blobs.delete(key);
-  }
-
   /**
    * Stores the archive encrypted while reading it through once: header, every frame, counts and digest.
    * Anything unreadable is INVALID_BACKUP_FILE, and nothing is left behind.

@@ -44,7 +44,7 @@ confirm must be exactly "RESTORE", else CONFIRMATION_REQUIRED and nothing happen
     @Arg('file', () => UploadScalar) file: Promise<FileUpload>,
     @Arg('confirm') confirm: string,
   ): Promise<OperationEntity> {
-    await services.uploads.authorize(caller, instanceId, confirm);
+    // restoreFromFile authorizes before it reads a byte of the file.
     return services.uploads.restoreFromFile(caller, instanceId, openUpload(await file), confirm);
   }
 }
