@@ -1,4 +1,4 @@
-// Per-tier policy (schedules, retention, limits): defaults from DESIGN.md sections 5 and 9,
+// Per-tier policy (schedules, retention, limits): the documented defaults (README, docs/scheduling.md),
 // merged field by field with the `tiers.<TIER>` objects of the SNAPGRAPH_CONFIG file.
 
 import { parseDuration } from './duration.js';

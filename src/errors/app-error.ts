@@ -1,7 +1,7 @@
 // Every error a client can see: a GraphQLError whose extensions.code is one of the contract's codes.
 import { GraphQLError } from 'graphql';
 
-/** The contract's error codes (api/contract.graphql, end of file). */
+/** The API's error codes (the contract lists them at the end of test/contract/contract.graphql). */
 export const ERROR_CODES = [
   'UNAUTHENTICATED',
   'FORBIDDEN',

@@ -1,4 +1,4 @@
-// Scheduled snapshots and retention by tier (DESIGN.md section 9), watched on second-scale tier configs.
+// Scheduled snapshots and retention by tier, watched on second-scale tier configs.
 //
 // Each scenario needs seconds of wall time, mostly waiting, so they all run at once and each `it` reports its own
 // verdict: the suite takes as long as its longest scenario, not their sum.
@@ -24,7 +24,7 @@ import {
 
 const SECOND = 1_000;
 
-/** How late a scheduled snapshot may be (DESIGN.md: "within a few seconds"); it is usually a few ms. */
+/** How late a scheduled snapshot may be (docs/scheduling.md: queued within milliseconds of the due time); it is usually a few ms. */
 const ON_TIME_MS = 2 * SECOND;
 /** How long after it is due a removal may come: one tick, plus the time to notice it here. */
 const SWEEP_SLACK_MS = 2 * SECOND;

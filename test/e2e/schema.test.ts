@@ -1,11 +1,21 @@
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildSchema, findBreakingChanges, type GraphQLSchema } from 'graphql';
 import { renderSchemaFile, REPO_ROOT, SCHEMA_FILE } from '../../scripts/emit-schema';
 import { buildApiSchema } from '../../src/api/schema';
 
-const CONTRACT_FILE = join(REPO_ROOT, '..', 'shared', 'api', 'contract.graphql');
+// The public API contract, kept in the repository so that this check runs on every clone: the base contract and
+// one file per v2 capability block. A block joins IMPLEMENTED_BLOCKS when its issue is done.
+const CONTRACT_DIR = join(REPO_ROOT, 'test', 'contract');
+const IMPLEMENTED_BLOCKS: string[] = [];
+// Where the contract is published beside the project (development machines); the copy must not drift from it.
+const PUBLISHED_CONTRACT_DIR = join(REPO_ROOT, '..', 'shared', 'api');
+
+function contractFiles(dir: string): string[] {
+  const v2 = join(dir, 'v2');
+  return ['contract.graphql', ...readdirSync(v2).filter((f) => f.endsWith('.graphql')).sort().map((f) => join('v2', f))];
+}
 
 /** The first lines where two texts part ways, for a failure message a person can act on. */
 function firstDifference(committed: string, emitted: string): string {
@@ -33,17 +43,26 @@ describe('the GraphQL schema', () => {
     }
   });
 
-  it('implements the whole API contract (../shared/api/contract.graphql)', function () {
-    if (!existsSync(CONTRACT_FILE)) {
-      console.log(`      (skipped: no contract at ${CONTRACT_FILE})`);
-      this.skip();
-    }
-    const contract = buildSchema(readFileSync(CONTRACT_FILE, 'utf8'));
+  it('implements the whole API contract and every implemented v2 block', () => {
+    const files = [join(CONTRACT_DIR, 'contract.graphql'), ...IMPLEMENTED_BLOCKS.map((block) => join(CONTRACT_DIR, 'v2', `${block}.graphql`))];
+    const contract = buildSchema(files.map((file) => readFileSync(file, 'utf8')).join('\n'));
     const differences = findBreakingChanges(contract, schema);
     assert.deepEqual(
       differences.map((change) => `${change.type}: ${change.description}`),
       [],
       `the schema breaks the contract in ${differences.length} place(s):\n${differences.map((c) => `  - ${c.type}: ${c.description}`).join('\n')}`,
     );
+  });
+
+  it('keeps test/contract identical to the published contract, where one is beside the project', function () {
+    if (!existsSync(PUBLISHED_CONTRACT_DIR)) {
+      console.log(`      (skipped: no published contract at ${PUBLISHED_CONTRACT_DIR})`);
+      this.skip();
+    }
+    for (const file of contractFiles(PUBLISHED_CONTRACT_DIR)) {
+      const copy = join(CONTRACT_DIR, file);
+      assert.ok(existsSync(copy), `test/contract/${file} is missing: copy it from the published contract`);
+      assert.equal(readFileSync(copy, 'utf8'), readFileSync(join(PUBLISHED_CONTRACT_DIR, file), 'utf8'), `test/contract/${file} differs from the published one`);
+    }
   });
 });

@@ -1,4 +1,4 @@
-// The local PostgreSQL (DESIGN.md section 10: 127.0.0.1:5432, trust auth, database `test`) for suites that run
+// The local PostgreSQL (127.0.0.1:5432, trust auth, database `test`) for suites that run
 // against PostgreSQL metadata; skipped with a message when it is not there.
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
