@@ -80,7 +80,8 @@ export function parseWithinLimits(source: string, limits: QueryLimits): CheckedD
     document = parse(source, { maxTokens: limits.maxTokens });
   } catch (error) {
     if (!(error instanceof GraphQLError)) throw error;
-    if (/Document contains more than \d+ tokens/.test(error.message)) return { refusal: limitError('tokens', limits.maxTokens) };
+    // graphql-js 16 spells it "more that"; later versions may not.
+    if (/Document contains more tha[nt] \d+ tokens/.test(error.message)) return { refusal: limitError('tokens', limits.maxTokens) };
     return { syntaxError: new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, extensions: { code: 'BAD_USER_INPUT' } }) };
   }
   const { fields, aliases } = measure(document);
