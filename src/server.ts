@@ -15,17 +15,22 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { ApiContext } from './api/context';
 import { formatError } from './api/format-error';
 import { applyHttpTimeouts, webSocketTimeouts } from './api/http/connection-timeouts';
+import { cors } from './api/http/cors';
 import { exportDownloadHandler } from './api/http/export-download';
+import { sendGraphQLRefusal } from './api/http/graphql-refusal';
+import { httpErrorHandler } from './api/http/http-errors';
 import { playground } from './api/http/playground';
+import { queryGuard } from './api/http/query-guard';
 import { createTusUploads, UPLOADS_PATH } from './api/http/tus-uploads';
 import { createUploadMiddleware } from './api/http/upload-middleware';
-import { queryLimitRules, validateWithLimits } from './api/query-limits';
+import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { buildApiSchema } from './api/schema';
+import { checkWebSocketOperation } from './api/websocket-operations';
 import { type App, createApp } from './app';
 import type { AppConfig } from './config/app-config';
 import { unauthenticated } from './errors/app-error';
 import type { Logger } from './logging/logger';
-import { graphqlRequestLogPlugin, requestIdFrom } from './observability/graphql-request-log';
+import { graphqlRequestLogPlugin, logRefusal, requestIdFrom } from './observability/graphql-request-log';
 import { operatorEndpoints } from './observability/operator-endpoints';
 import { instrumentWebSocketServer, observeWebSocketOperations } from './observability/websocket-instrumentation';
 import { EXPORT_PATH } from './services/export.service';
@@ -62,7 +67,16 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   expressApp.disable('x-powered-by');
   const httpServer = createServer(expressApp);
   applyHttpTimeouts(httpServer, config.idleTimeoutMs, logger);
-  const limits = { maxDepth: config.maxQueryDepth, maxCost: config.maxQueryCost };
+  const limits: QueryLimits = {
+    maxBytes: config.maxQueryBytes,
+    maxTokens: config.maxQueryTokens,
+    maxFields: config.maxQueryFields,
+    maxAliases: config.maxQueryAliases,
+    maxDepth: config.maxQueryDepth,
+    maxCost: config.maxQueryCost,
+  };
+  const exposure = { debugErrors: config.debugErrors };
+  const introspection = { introspection: config.introspection };
   const wsTimeouts = webSocketTimeouts(config.idleTimeoutMs);
   let ready = false;
 
@@ -78,12 +92,21 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
   instrumentWebSocketServer(wsServer, app.metrics, logger);
   const wsPrincipals = new WeakMap<object, Principal>();
+  const checkOperation = checkWebSocketOperation(schema, limits, introspection);
   const wsCleanup = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
       schema,
-      validate: validateWithLimits(limits),
+      // Parsed, limited and validated here: graphql-ws's own parse would close the socket on a syntax error.
+      onSubscribe: (ctx, _id, payload) => {
+        const checked = checkOperation(payload);
+        if (Array.isArray(checked)) {
+          const errorCodes = [...new Set(checked.map((error) => String(formatError(error.toJSON(), exposure).extensions?.code)))];
+          logger.info({ transport: 'websocket', tenantId: wsPrincipals.get(ctx)?.tenantId ?? null, errorCodes }, 'graphql request refused');
+        }
+        return checked;
+      },
       connectionInitWaitTimeout: wsTimeouts.connectionInitWaitTimeout,
-      onOperation: observeWebSocketOperations(app.metrics, logger, config.production),
+      onOperation: observeWebSocketOperations(app.metrics, logger, exposure),
       onConnect: async (ctx) => {
         const principal = await authenticate(ctx.connectionParams?.authorization).catch(() => null);
         if (!principal) {
@@ -99,9 +122,9 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         requestId: randomUUID(),
         origin: originOf(ctx.extra.request, config),
       }),
-      onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), config.production)),
+      onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), exposure)),
       onNext: (_ctx, _id, _payload, _args, result) =>
-        result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), config.production)) } : undefined,
+        result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), exposure)) } : undefined,
     },
     wsServer,
     wsTimeouts.keepAliveMs,
@@ -112,26 +135,45 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     csrfPrevention: true,
     // Our own SIGTERM/SIGINT handler drains everything (installSignalHandlers); Apollo's would re-raise the signal.
     stopOnTerminationSignals: false,
-    includeStacktraceInErrorResponses: !config.production,
-    formatError: (formatted) => formatError(formatted, config.production),
-    validationRules: queryLimitRules(limits),
+    // Switched off by our own validation rule, the same one WebSocket uses, so that the two always agree.
+    introspection: true,
+    includeStacktraceInErrorResponses: config.debugErrors,
+    formatError: (formatted) => formatError(formatted, exposure),
+    parseOptions: { maxTokens: limits.maxTokens },
+    validationRules: queryValidationRules(limits, introspection),
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
       { serverWillStart: async () => ({ drainServer: async () => wsCleanup.dispose() }) },
       ApolloServerPluginLandingPageDisabled(),
-      graphqlRequestLogPlugin(logger, app.metrics, config.production),
+      graphqlRequestLogPlugin(logger, app.metrics, exposure),
+      {
+        // The cost needs the variables: `nodes(first: $f)` costs what $f says.
+        requestDidStart: async () => ({
+          didResolveOperation: async ({ schema: operationSchema, document, operationName, request }) => {
+            const refusal = costRefusal(operationSchema, document, operationName, request.variables, limits);
+            if (refusal) throw refusal;
+          },
+        }),
+      },
     ],
   });
   await apollo.start();
 
   expressApp.use(operatorEndpoints({ isServing: () => ready, readiness: app.readiness, metrics: app.metrics, logger }));
-  expressApp.use(playground(logger));
+  expressApp.use(cors(config.corsOrigins));
+  if (config.playground) expressApp.use(playground(logger));
   expressApp.get(`${EXPORT_PATH}/:token`, exportDownloadHandler(services.exports, logger, app.metrics));
   expressApp.use(UPLOADS_PATH, await createTusUploads(app));
   expressApp.use(
     '/graphql',
     await createUploadMiddleware(config, async (authorization) => Boolean(await authenticate(authorization).catch(() => null))),
-    express.json({ limit: '64mb' }),
+    express.json({ limit: config.maxBodyBytes }),
+    queryGuard(limits, (req, res, error) => {
+      const requestId = requestIdFrom(req.headers['x-request-id']);
+      res.setHeader('x-request-id', requestId);
+      logRefusal(logger, app.metrics, { requestId, status: 400, errorCode: 'BAD_USER_INPUT', reason: String(error.extensions.limit) });
+      sendGraphQLRefusal(req, res, 400, [error], exposure);
+    }),
     expressMiddleware(apollo, {
       context: async ({ req }): Promise<ApiContext> => ({
         principal: await authenticate(req.headers.authorization),
@@ -141,6 +183,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       }),
     }),
   );
+  expressApp.use(httpErrorHandler(logger, app.metrics, exposure));
 
   await new Promise<void>((resolve, reject) => {
     httpServer.once('error', reject);

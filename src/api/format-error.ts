@@ -1,4 +1,6 @@
-// Every error leaves with one of the contract's codes; outside development, unexpected errors say nothing internal.
+// Every error leaves with one of the contract's codes. Unexpected errors say nothing internal and no error carries
+// a stack trace, unless a developer asked for them (SNAPGRAPH_DEBUG_ERRORS); even then, paths are relative to the app.
+import { isAbsolute, relative, resolve, sep } from 'node:path';
 import type { GraphQLFormattedError } from 'graphql';
 import { ERROR_CODES } from '../errors/app-error';
 
@@ -14,14 +16,36 @@ const CLIENT_INPUT_CODES = new Set([
   'PERSISTED_QUERY_NOT_FOUND',
 ]);
 
-export function formatError(formatted: GraphQLFormattedError, production: boolean): GraphQLFormattedError {
+export interface ErrorExposure {
+  /** Internal messages and stack traces for a developer (SNAPGRAPH_DEBUG_ERRORS=true); never the default. */
+  debugErrors: boolean;
+}
+
+export function formatError(formatted: GraphQLFormattedError, { debugErrors }: ErrorExposure): GraphQLFormattedError {
   const extensions = { ...(formatted.extensions ?? {}) };
   const original = typeof extensions.code === 'string' ? extensions.code : undefined;
   let code = original ?? (formatted.message.startsWith('Variable "') ? 'BAD_USER_INPUT' : 'INTERNAL_SERVER_ERROR');
   if (!CONTRACT_CODES.has(code)) code = CLIENT_INPUT_CODES.has(code) ? 'BAD_USER_INPUT' : 'INTERNAL_SERVER_ERROR';
   extensions.code = code;
   delete extensions.http;
-  if (production) delete extensions.stacktrace;
-  const message = code === 'INTERNAL_SERVER_ERROR' && production ? 'Internal server error' : formatted.message;
+  if (debugErrors && Array.isArray(extensions.stacktrace)) extensions.stacktrace = extensions.stacktrace.map((line) => withoutAbsolutePaths(String(line)));
+  else delete extensions.stacktrace;
+  const message = code === 'INTERNAL_SERVER_ERROR' && !debugErrors ? 'Internal server error' : formatted.message;
   return { ...formatted, message, extensions };
+}
+
+/** The app's root: this file is dist/src/api/format-error.js. */
+const APP_ROOT = resolve(__dirname, '..', '..', '..');
+// Two segments at least, so that "application/json" in a message is left alone.
+const ABSOLUTE_PATH = /(?:file:\/\/)?(\/(?:[^\s/():'"]+\/)+[^\s/():'"]+)/g;
+
+/** `at f (/srv/app/dist/src/x.js:1:2)` → `at f (dist/src/x.js:1:2)`; a path outside the app keeps its last part. */
+export function withoutAbsolutePaths(line: string): string {
+  return line.replace(ABSOLUTE_PATH, (_match, path: string) => {
+    if (!isAbsolute(path)) return path;
+    const inside = relative(APP_ROOT, path);
+    if (!inside.startsWith('..')) return inside;
+    const modules = path.lastIndexOf(`${sep}node_modules${sep}`);
+    return modules >= 0 ? path.slice(modules + 1) : path.split(sep).slice(-1)[0];
+  });
 }

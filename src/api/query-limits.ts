@@ -1,46 +1,259 @@
-// Depth and cost limits for a public endpoint (graphql-armor), as validation rules shared by HTTP and WebSocket:
-// a query over a limit is refused before anything runs, with BAD_USER_INPUT and the limit in its extensions.
-import { costLimitRule } from '@escape.tech/graphql-armor-cost-limit';
+// Limits that keep one request from taking the server down, shared by HTTP and WebSocket. They run in order of
+// cost, each bounding the work of the next: the document's size in bytes, then its tokens (graphql-js stops parsing
+// at the limit), then a linear walk counting fields and aliases with fragments expanded; only then graphql's
+// validation, whose rules include quadratic ones (overlapping fields) and the depth limit; and last, once the
+// variables are known, the cost. A query over a limit is refused before anything runs, with BAD_USER_INPUT and
+// `extensions: { limit, max, found }`.
 import { maxDepthRule } from '@escape.tech/graphql-armor-max-depth';
-import { type DocumentNode, GraphQLError, type GraphQLSchema, specifiedRules, validate, type ValidationContext, type ValidationRule } from 'graphql';
+import {
+  type DocumentNode,
+  type FragmentDefinitionNode,
+  getNamedType,
+  getOperationAST,
+  GraphQLError,
+  type GraphQLField,
+  type GraphQLNamedType,
+  type GraphQLSchema,
+  isCompositeType,
+  isInterfaceType,
+  isObjectType,
+  Kind,
+  NoSchemaIntrospectionCustomRule,
+  type OperationDefinitionNode,
+  parse,
+  type SelectionSetNode,
+  specifiedRules,
+  validate,
+  type ValidationContext,
+  type ValidationRule,
+  type ValueNode,
+} from 'graphql';
 
 export interface QueryLimits {
+  /** Largest query text, in UTF-8 bytes. */
+  maxBytes: number;
+  /** Most lexical tokens in the query text. */
+  maxTokens: number;
+  /** Most field selections, counting each fragment once per place it is spread. */
+  maxFields: number;
+  /** Most aliased fields, counted the same way. */
+  maxAliases: number;
   /** Deepest field nesting allowed (introspection's __schema is not counted). */
   maxDepth: number;
-  /** graphql-armor cost: objects 2, scalars 1, ×1.5 per level, × a literal `first` argument. */
+  /** Objects 2, scalars 1, ×1.5 per level, × first/last (literal, variable or the argument's default). */
   maxCost: number;
 }
 
-type Limit = 'depth' | 'cost';
+export type Limit = 'bytes' | 'tokens' | 'fields' | 'aliases' | 'depth' | 'cost';
 
 const ADVICE: Record<Limit, string> = {
+  bytes: 'send a shorter query (large inputs belong in variables)',
+  tokens: 'send a shorter query (large inputs belong in variables)',
+  fields: 'ask for fewer fields, or split the query',
+  aliases: 'use fewer aliases, or split the query',
   depth: 'ask for fewer nested fields, or split the query',
   cost: 'ask for fewer fields or smaller pages (first), or split the query',
 };
 
+/** The refusal of a query over one limit. `found` is omitted when counting stopped at the limit (tokens). */
+export function limitError(limit: Limit, max: number, found?: number): GraphQLError {
+  const message =
+    found === undefined
+      ? `the query has more ${limit} than this server's limit of ${max}: ${ADVICE[limit]}`
+      : `the query's ${limit} is ${found}, over this server's limit of ${max}: ${ADVICE[limit]}`;
+  return new GraphQLError(message, {
+    extensions: { code: 'BAD_USER_INPUT', limit, max, ...(found === undefined ? {} : { found }), http: { status: 400 } },
+  });
+}
+
+export type CheckedDocument =
+  | { document: DocumentNode; refusal?: undefined; syntaxError?: undefined }
+  | { refusal: GraphQLError; document?: undefined; syntaxError?: undefined }
+  | { syntaxError: GraphQLError; document?: undefined; refusal?: undefined };
+
+/** Size, tokens, fields and aliases: everything that can be checked in time linear in the text. */
+export function parseWithinLimits(source: string, limits: QueryLimits): CheckedDocument {
+  const bytes = Buffer.byteLength(source, 'utf8');
+  if (bytes > limits.maxBytes) return { refusal: limitError('bytes', limits.maxBytes, bytes) };
+  let document: DocumentNode;
+  try {
+    document = parse(source, { maxTokens: limits.maxTokens });
+  } catch (error) {
+    if (!(error instanceof GraphQLError)) throw error;
+    // graphql-js 16 spells it "more that"; later versions may not.
+    if (/Document contains more tha[nt] \d+ tokens/.test(error.message)) return { refusal: limitError('tokens', limits.maxTokens) };
+    return { syntaxError: new GraphQLError(error.message, { nodes: error.nodes, source: error.source, positions: error.positions, extensions: { code: 'BAD_USER_INPUT' } }) };
+  }
+  const { fields, aliases } = measure(document);
+  if (fields > limits.maxFields) return { refusal: limitError('fields', limits.maxFields, fields) };
+  if (aliases > limits.maxAliases) return { refusal: limitError('aliases', limits.maxAliases, aliases) };
+  return { document };
+}
+
+interface Size {
+  fields: number;
+  aliases: number;
+}
+
+/**
+ * Field selections and aliases of every operation and fragment (validation visits them all), each fragment expanded
+ * where it is spread, so that `{ ...F ...F }` counts F twice. Memoized per fragment: linear in the text however the
+ * fragments nest; a cycle counts nothing (validation refuses it).
+ */
+export function measure(document: DocumentNode): Size {
+  const fragments = new Map<string, FragmentDefinitionNode>();
+  for (const definition of document.definitions) {
+    if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
+  }
+  const sizes = new Map<string, Size | 'visiting'>();
+  const ofFragment = (name: string): Size => {
+    const known = sizes.get(name);
+    if (known === 'visiting') return { fields: 0, aliases: 0 };
+    if (known) return known;
+    const fragment = fragments.get(name);
+    if (!fragment) return { fields: 0, aliases: 0 };
+    sizes.set(name, 'visiting');
+    const size = ofSelections(fragment.selectionSet);
+    sizes.set(name, size);
+    return size;
+  };
+  const ofSelections = (selectionSet: SelectionSetNode | undefined): Size => {
+    const total = { fields: 0, aliases: 0 };
+    for (const selection of selectionSet?.selections ?? []) {
+      let part: Size;
+      if (selection.kind === Kind.FIELD) {
+        const inner = ofSelections(selection.selectionSet);
+        part = { fields: inner.fields + 1, aliases: inner.aliases + (selection.alias ? 1 : 0) };
+      } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+        part = ofSelections(selection.selectionSet);
+      } else {
+        part = ofFragment(selection.name.value);
+      }
+      total.fields += part.fields;
+      total.aliases += part.aliases;
+    }
+    return total;
+  };
+  const total = { fields: 0, aliases: 0 };
+  for (const definition of document.definitions) {
+    let part: Size | null = null;
+    if (definition.kind === Kind.OPERATION_DEFINITION) part = ofSelections(definition.selectionSet);
+    else if (definition.kind === Kind.FRAGMENT_DEFINITION) part = ofFragment(definition.name.value);
+    if (part) {
+      total.fields += part.fields;
+      total.aliases += part.aliases;
+    }
+  }
+  return total;
+}
+
 /** graphql-armor reports "Syntax Error: Query depth limit of 10 exceeded, found 12."; clients get a plain sentence. */
-const reportAs = (limit: Limit) => (context: ValidationContext | null, error: GraphQLError) => {
-  const numbers = /limit of (\d+(?:\.\d+)?) exceeded, found (\d+(?:\.\d+)?)/.exec(error.message);
-  const max = numbers ? Number(numbers[1]) : undefined;
-  const found = numbers ? Math.ceil(Number(numbers[2])) : undefined;
-  const message = numbers
-    ? `the query's ${limit} is ${found}, over this server's limit of ${max}: ${ADVICE[limit]}`
-    : `the query is over this server's ${limit} limit: ${ADVICE[limit]}`;
-  context?.reportError(new GraphQLError(message, { extensions: { code: 'BAD_USER_INPUT', limit, max, found } }));
+const reportDepth = (context: ValidationContext | null, error: GraphQLError) => {
+  const numbers = /limit of (\d+) exceeded, found (\d+)/.exec(error.message);
+  const refusal = numbers ? limitError('depth', Number(numbers[1]), Number(numbers[2])) : new GraphQLError(error.message);
+  context?.reportError(refusal);
 };
 
-/** The rules to add to graphql-js's own (Apollo `validationRules`). */
-export function queryLimitRules(limits: QueryLimits): ValidationRule[] {
-  // propagateOnRejection: false — a thrown error would escape validate() and become a 500; reported errors are 400s.
-  const common = { exposeLimits: true, ignoreIntrospection: true, propagateOnRejection: false } as const;
+/** The rules to add to graphql-js's own: the depth limit, and no introspection when it is switched off. */
+export function queryValidationRules(limits: QueryLimits, { introspection }: { introspection: boolean }): ValidationRule[] {
   return [
-    maxDepthRule({ ...common, n: limits.maxDepth, onReject: [reportAs('depth')] }) as ValidationRule,
-    costLimitRule({ ...common, maxCost: limits.maxCost, onReject: [reportAs('cost')] }) as ValidationRule,
+    // propagateOnRejection: false — a thrown error would escape validate() and become a 500; reported errors are 400s.
+    maxDepthRule({ n: limits.maxDepth, exposeLimits: true, ignoreIntrospection: true, propagateOnRejection: false, onReject: [reportDepth] }) as ValidationRule,
+    ...(introspection ? [] : [NoSchemaIntrospectionCustomRule]),
   ];
 }
 
-/** A `validate` for graphql-ws: the standard rules plus the limits. */
-export function validateWithLimits(limits: QueryLimits): (schema: GraphQLSchema, document: DocumentNode) => ReadonlyArray<GraphQLError> {
-  const rules = [...specifiedRules, ...queryLimitRules(limits)];
-  return (schema, document) => validate(schema, document, rules);
+/** graphql-js's rules plus ours, for transports that validate themselves (WebSocket). */
+export function validateWithLimits(schema: GraphQLSchema, document: DocumentNode, limits: QueryLimits, options: { introspection: boolean }): readonly GraphQLError[] {
+  return validate(schema, document, [...specifiedRules, ...queryValidationRules(limits, options)]);
+}
+
+const OBJECT_COST = 2;
+const SCALAR_COST = 1;
+const DEPTH_FACTOR = 1.5;
+const PAGE_ARGUMENTS = new Set(['first', 'last']);
+
+/** The refusal of an operation over the cost limit, or null. For a validated document. */
+export function costRefusal(
+  schema: GraphQLSchema,
+  document: DocumentNode,
+  operationName: string | null | undefined,
+  variables: Record<string, unknown> | null | undefined,
+  limits: QueryLimits,
+): GraphQLError | null {
+  const operation = getOperationAST(document, operationName);
+  if (!operation) return null;
+  const cost = Math.ceil(operationCost(schema, document, operation, variables ?? {}));
+  return cost > limits.maxCost ? limitError('cost', limits.maxCost, cost) : null;
+}
+
+/**
+ * Objects 2, scalars 1, each level's fields ×1.5, and a list field's cost × its page size: `first` or `last` as
+ * given (literally or in a variable), or the argument's default. Fragments count as if written in place.
+ * Introspection (__schema, __type) is free.
+ */
+export function operationCost(
+  schema: GraphQLSchema,
+  document: DocumentNode,
+  operation: OperationDefinitionNode,
+  variables: Record<string, unknown>,
+): number {
+  const fragments = new Map<string, FragmentDefinitionNode>();
+  for (const definition of document.definitions) {
+    if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
+  }
+  const variableDefaults = new Map<string, ValueNode>();
+  for (const definition of operation.variableDefinitions ?? []) {
+    if (definition.defaultValue) variableDefaults.set(definition.variable.name.value, definition.defaultValue);
+  }
+  const intOf = (value: ValueNode | undefined): number | undefined => {
+    if (!value) return undefined;
+    if (value.kind === Kind.INT) return Number(value.value);
+    if (value.kind === Kind.VARIABLE) {
+      const given = variables[value.name.value];
+      if (typeof given === 'number') return given;
+      return given === undefined ? intOf(variableDefaults.get(value.name.value)) : undefined;
+    }
+    return undefined;
+  };
+  const pageSize = (field: GraphQLField<unknown, unknown> | undefined, node: { arguments?: readonly { name: { value: string }; value: ValueNode }[] }): number => {
+    let size = 1;
+    for (const name of PAGE_ARGUMENTS) {
+      const given = node.arguments?.find((argument) => argument.name.value === name);
+      const fallback = field?.args.find((argument) => argument.name === name)?.defaultValue;
+      const value = given ? intOf(given.value) : typeof fallback === 'number' ? fallback : undefined;
+      if (value !== undefined && Number.isFinite(value)) size = Math.max(size, value);
+    }
+    return size;
+  };
+  // A validated document has no fragment cycles; the guard keeps a bug from becoming a stack overflow.
+  const spreading = new Set<string>();
+  const childrenCost = (selectionSet: SelectionSetNode, parent: GraphQLNamedType | undefined): number => {
+    let cost = 0;
+    for (const selection of selectionSet.selections) {
+      if (selection.kind === Kind.FIELD) {
+        const name = selection.name.value;
+        if (name === '__schema' || name === '__type') continue;
+        const field = parent && (isObjectType(parent) || isInterfaceType(parent)) ? parent.getFields()[name] : undefined;
+        if (!selection.selectionSet) {
+          cost += SCALAR_COST;
+          continue;
+        }
+        const type = field ? getNamedType(field.type) : undefined;
+        cost += pageSize(field, selection) * (OBJECT_COST + DEPTH_FACTOR * childrenCost(selection.selectionSet, type));
+      } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+        const type = selection.typeCondition ? schema.getType(selection.typeCondition.name.value) : parent;
+        cost += childrenCost(selection.selectionSet, type && isCompositeType(type) ? type : parent);
+      } else {
+        const fragment = fragments.get(selection.name.value);
+        if (!fragment || spreading.has(fragment.name.value)) continue;
+        spreading.add(fragment.name.value);
+        const type = schema.getType(fragment.typeCondition.name.value);
+        cost += childrenCost(fragment.selectionSet, type && isCompositeType(type) ? type : parent);
+        spreading.delete(fragment.name.value);
+      }
+    }
+    return cost;
+  };
+  return childrenCost(operation.selectionSet, schema.getRootType(operation.operation) ?? undefined);
 }

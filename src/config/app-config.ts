@@ -7,7 +7,14 @@ import { resolveTierPolicies, type Tier, type TierPolicy } from './tiers';
 export interface AppConfig {
   host: string;
   port: number;
-  production: boolean;
+  /** GraphQL introspection, over HTTP and WebSocket alike (codegen, the playground's autocompletion). */
+  introspection: boolean;
+  /** The GraphiQL page on GET / and GET /graphql in a browser. */
+  playground: boolean;
+  /** A developer's switch: internal error messages and stack traces (paths relative to the app) in responses. */
+  debugErrors: boolean;
+  /** Browser origins allowed to call /graphql, /uploads and export links (CORS); empty = none. */
+  corsOrigins: string[];
   dataDir: string;
   /** postgres://… switches metadata to PostgreSQL; undefined = embedded SQLite in dataDir. */
   databaseUrl?: string;
@@ -28,9 +35,15 @@ export interface AppConfig {
   operationLeaseMs: number;
   /** Drop an upload or a WebSocket connection that sends nothing for this long. */
   idleTimeoutMs: number;
-  /** Public-endpoint protection: deepest field nesting and highest graphql-armor cost a query may have. */
+  /** Public-endpoint protection, checked before anything runs: see QueryLimits (api/query-limits.ts). */
   maxQueryDepth: number;
   maxQueryCost: number;
+  maxQueryBytes: number;
+  maxQueryTokens: number;
+  maxQueryFields: number;
+  maxQueryAliases: number;
+  /** Largest JSON request body (POST /graphql without files). */
+  maxBodyBytes: number;
   logLevel: string;
 }
 
@@ -75,13 +88,25 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
   const maxQueryDepth = check('SNAPGRAPH_MAX_QUERY_DEPTH', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_DEPTH), 12), 12);
   const maxQueryCost = check('SNAPGRAPH_MAX_QUERY_COST', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_COST), 100_000), 100_000);
+  const maxQueryBytes = check('SNAPGRAPH_MAX_QUERY_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_BYTES), 100_000), 100_000);
+  const maxQueryTokens = check('SNAPGRAPH_MAX_QUERY_TOKENS', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_TOKENS), 10_000), 10_000);
+  const maxQueryFields = check('SNAPGRAPH_MAX_QUERY_FIELDS', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_FIELDS), 1_000), 1_000);
+  const maxQueryAliases = check('SNAPGRAPH_MAX_QUERY_ALIASES', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_ALIASES), 50), 50);
+  const maxBodyBytes = check('SNAPGRAPH_MAX_BODY_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_BODY_BYTES), 64 * 1024 ** 2), 64 * 1024 ** 2);
+  const introspection = check('SNAPGRAPH_INTROSPECTION', () => flag(env.SNAPGRAPH_INTROSPECTION, true), true);
+  const playground = check('SNAPGRAPH_PLAYGROUND', () => flag(env.SNAPGRAPH_PLAYGROUND, true), true);
+  const debugErrors = check('SNAPGRAPH_DEBUG_ERRORS', () => flag(env.SNAPGRAPH_DEBUG_ERRORS, false), false);
+  const corsOrigins = check('SNAPGRAPH_CORS_ORIGINS', () => originList(env.SNAPGRAPH_CORS_ORIGINS), []);
   const logLevel = check('LOG_LEVEL', () => oneOf(env.LOG_LEVEL?.trim() || 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info');
 
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     host,
     port,
-    production: env.NODE_ENV === 'production',
+    introspection,
+    playground,
+    debugErrors,
+    corsOrigins,
     dataDir,
     databaseUrl,
     redisUrl,
@@ -97,6 +122,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     idleTimeoutMs,
     maxQueryDepth,
     maxQueryCost,
+    maxQueryBytes,
+    maxQueryTokens,
+    maxQueryFields,
+    maxQueryAliases,
+    maxBodyBytes,
     logLevel,
   };
 }
@@ -169,6 +199,35 @@ function durationField(name: string, value: unknown, fallback: string): number {
   } catch (error) {
     throw new Error(`${name}: ${(error as Error).message}`);
   }
+}
+
+function flag(text: string | undefined, fallback: boolean): boolean {
+  const value = text?.trim().toLowerCase();
+  if (!value) return fallback;
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  throw new Error(`"${text}" is not true or false`);
+}
+
+/** "https://a.example, http://localhost:3000": exact origins (scheme, host, port), as browsers send them. */
+function originList(text: string | undefined): string[] {
+  if (!text?.trim()) return [];
+  return text
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '')
+    .map((item) => {
+      let url: URL;
+      try {
+        url = new URL(item);
+      } catch {
+        throw new Error(`"${item}" is not an origin (e.g. https://dashboard.example.com)`);
+      }
+      if (!['http:', 'https:'].includes(url.protocol) || url.origin !== item.replace(/\/$/, '')) {
+        throw new Error(`"${item}" is not an origin: scheme, host and optional port only (e.g. https://dashboard.example.com)`);
+      }
+      return url.origin;
+    });
 }
 
 function oneOf(value: string, allowed: string[]): string {

@@ -8,6 +8,7 @@ import { ApiKeyEntity } from './api-key.entity';
 import { ExportTokenEntity } from './export-token.entity';
 import { InstanceEntity } from './instance.entity';
 import { OperationEntity } from './operation.entity';
+import { SqliteTransactionGate } from './sqlite-transaction-gate';
 import { SnapshotEntity } from './snapshot.entity';
 import { TenantEntity } from './tenant.entity';
 
@@ -25,7 +26,7 @@ export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatab
     return new DataSource({ type: 'postgres', url: databaseUrl, ...common, extra: { max: 10 } });
   }
   mkdirSync(dataDir, { recursive: true });
-  return new DataSource({
+  const db = new DataSource({
     type: 'better-sqlite3',
     database: join(dataDir, 'metadata.sqlite'),
     enableWAL: true,
@@ -33,4 +34,7 @@ export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatab
     timeout: 10_000,
     ...common,
   });
+  // One connection for everyone: transactions take turns (see the gate).
+  SqliteTransactionGate.install(db);
+  return db;
 }

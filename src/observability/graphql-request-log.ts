@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { GraphQLFormattedError } from 'graphql';
 import type { ApiContext } from '../api/context';
-import { formatError } from '../api/format-error';
+import { type ErrorExposure, formatError } from '../api/format-error';
 import type { Logger } from '../logging/logger';
 import type { Metrics } from './metrics';
 
@@ -17,15 +17,29 @@ export function requestIdFrom(header: unknown): string {
   return typeof header === 'string' && CLIENT_REQUEST_ID.test(header) ? header : randomUUID();
 }
 
-export function graphqlRequestLogPlugin(logger: Logger, metrics: Metrics, production: boolean): ApolloServerPlugin<ApiContext> {
+export interface Refusal {
+  requestId: string;
+  status: number;
+  errorCode: string;
+  /** Which limit, or what was malformed (e.g. "json"): never the client's text. */
+  reason: string;
+}
+
+/** The one log line of a request refused before Apollo saw it (its body or its query over a limit). */
+export function logRefusal(logger: Logger, metrics: Metrics, { requestId, status, errorCode, reason }: Refusal): void {
+  metrics.graphqlRequests.inc({ operation_type: 'unknown', outcome: errorCode });
+  logger.info({ requestId, status, errorCodes: [errorCode], reason }, 'graphql request refused');
+}
+
+export function graphqlRequestLogPlugin(logger: Logger, metrics: Metrics, exposure: ErrorExposure): ApolloServerPlugin<ApiContext> {
   return {
     async requestDidStart({ contextValue }) {
       const started = performance.now();
       return {
         async didEncounterErrors({ errors }) {
-          // The client sees "Internal server error" in production; the operator needs the cause.
+          // The client sees "Internal server error" (unless debugging); the operator needs the cause.
           for (const error of errors) {
-            if (formatError(error.toJSON(), production).extensions?.code === 'INTERNAL_SERVER_ERROR') {
+            if (formatError(error.toJSON(), exposure).extensions?.code === 'INTERNAL_SERVER_ERROR') {
               logger.error({ requestId: contextValue.requestId, err: error.originalError ?? error, path: error.path }, 'graphql request failed');
             }
           }
@@ -56,7 +70,7 @@ export function graphqlRequestLogPlugin(logger: Logger, metrics: Metrics, produc
     },
     // Refused before a GraphQL request started: no context (e.g. an unknown API key) or a malformed HTTP request.
     async contextCreationDidFail({ error }) {
-      const code = formatError({ message: error.message, extensions: (error as { extensions?: Record<string, unknown> }).extensions }, production)
+      const code = formatError({ message: error.message, extensions: (error as { extensions?: Record<string, unknown> }).extensions }, exposure)
         .extensions?.code;
       metrics.graphqlRequests.inc({ operation_type: 'unknown', outcome: String(code) });
       logger.info({ errorCodes: [code] }, 'graphql request refused');

@@ -5,7 +5,7 @@ import { type ExecutionArgs, type ExecutionResult, getOperationAST, type GraphQL
 import type { OperationResult } from 'graphql-ws';
 import type { WebSocketServer } from 'ws';
 import type { ApiContext } from '../api/context';
-import { formatError } from '../api/format-error';
+import { type ErrorExposure, formatError } from '../api/format-error';
 import type { Logger } from '../logging/logger';
 import type { Metrics } from './metrics';
 
@@ -30,13 +30,13 @@ export function instrumentWebSocketServer(wsServer: WebSocketServer, metrics: Me
  * stopped by the client, socket closed), and its line is logged then. A plain iterator rather than an async
  * generator: a generator's return() would wait for the next event before stopping.
  */
-export function observeWebSocketOperations(metrics: Metrics, logger: Logger, production: boolean) {
+export function observeWebSocketOperations(metrics: Metrics, logger: Logger, exposure: ErrorExposure) {
   return (_ctx: unknown, _id: string, _payload: unknown, args: ExecutionArgs, result: OperationResult): OperationResult => {
     const started = performance.now();
     const context = args.contextValue as ApiContext | undefined;
     const operation = getOperationAST(args.document, args.operationName);
     const log = (errors: readonly GraphQLError[] = []) => {
-      const errorCodes = [...new Set(errors.map((error) => String(formatError(error.toJSON(), production).extensions?.code)))];
+      const errorCodes = [...new Set(errors.map((error) => String(formatError(error.toJSON(), exposure).extensions?.code)))];
       logger.info(
         {
           requestId: context?.requestId,

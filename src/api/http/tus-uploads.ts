@@ -26,7 +26,7 @@ import { isAppError, unauthenticated } from '../../errors/app-error';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
 import type { Services } from '../../services/services';
-import { formatError } from '../format-error';
+import { type ErrorExposure, formatError } from '../format-error';
 
 export const UPLOADS_PATH = '/uploads';
 export const OPERATION_ID_HEADER = 'Snapgraph-Operation-Id';
@@ -81,7 +81,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   const completions = new Completions();
   const principalOf = (req: HookRequest): Principal => {
     const principal = req.runtime?.node?.req && principals.get(req.runtime.node.req);
-    if (!principal) throw refusal(unauthenticated(), config.production); // unreachable: the front handler authenticated
+    if (!principal) throw refusal(unauthenticated(), { debugErrors: config.debugErrors }); // unreachable: the front handler authenticated
     return principal;
   };
 
@@ -90,6 +90,8 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     datastore,
     relativeLocation: true, // resolved by clients against the URL they used (works behind proxies)
     exposedHeaders: [OPERATION_ID_HEADER],
+    // CORS is decided in one place (http/cors.ts, SNAPGRAPH_CORS_ORIGINS); without this tus would allow any origin.
+    allowedOrigins: (origin) => config.corsOrigins.includes(origin),
     disableTerminationForFinishedUploads: true,
 
     /** Every request on an existing upload: only the creating tenant sees it (404 for everyone else). */
@@ -98,7 +100,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       try {
         requireRole(principal, 'ADMIN', 'uploading a file to restore');
       } catch (error) {
-        throw refusal(error, config.production);
+        throw refusal(error, { debugErrors: config.debugErrors });
       }
       if (req.method === 'POST') return;
       const upload = await datastore.getUpload(id).catch(() => null);
@@ -113,7 +115,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         if (!instanceId) throw badMetadata();
         await services.uploads.authorize(principal, instanceId, confirm ?? '');
       } catch (error) {
-        throw refusal(error, config.production);
+        throw refusal(error, { debugErrors: config.debugErrors });
       }
       logger.info({ uploadId: upload.id, instanceId, filename, sizeBytes: upload.size }, 'restore upload created');
       return { metadata: { instanceId, confirm: confirm ?? '', filename: filename ?? null, tenantId: principal.tenantId } };
@@ -127,7 +129,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       const operationId = await verified.catch((error) => {
         if (isAppError(error)) logger.info({ uploadId: upload.id, code: error.code }, 'restore upload refused');
         else logger.error({ err: error, uploadId: upload.id }, 'restore upload failed');
-        throw refusal(error, config.production);
+        throw refusal(error, { debugErrors: config.debugErrors });
       });
       logger.info({ uploadId: upload.id, operationId, sizeBytes: upload.size }, 'restore upload received');
       return { headers: { [OPERATION_ID_HEADER]: operationId } };
@@ -136,7 +138,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     onResponseError: (_req, error) => {
       if ('status_code' in error) return undefined; // a tus protocol answer or one of ours
       logger.error({ err: error }, 'upload request failed');
-      return refusal(error, config.production);
+      return refusal(error, { debugErrors: config.debugErrors });
     },
   });
 
@@ -158,7 +160,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         const principal = secret ? await services.tenants.authenticate(secret) : null;
         if (!principal) {
           res.setHeader('WWW-Authenticate', 'Bearer');
-          return void sendRefusal(res, refusal(unauthenticated(), config.production));
+          return void sendRefusal(res, refusal(unauthenticated(), { debugErrors: config.debugErrors }));
         }
         principals.set(req, principal);
         const completed = id ? completions.find(id, principal.tenantId) : undefined;
@@ -170,7 +172,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       await tus.handle(req, res);
     } catch (error) {
       logger.error({ err: error }, 'upload request failed');
-      if (!res.headersSent) sendRefusal(res, refusal(error, config.production));
+      if (!res.headersSent) sendRefusal(res, refusal(error, { debugErrors: config.debugErrors }));
       else res.destroy();
     }
   };
@@ -311,12 +313,12 @@ const notFoundRefusal = (): TusRefusal => ({
 });
 
 /** Any error as a tus answer: the contract's code in a GraphQL-style body, with a matching HTTP status. */
-function refusal(error: unknown, production: boolean): TusRefusal {
+function refusal(error: unknown, exposure: ErrorExposure): TusRefusal {
   const graphQLError =
     error instanceof GraphQLError
       ? error
       : new GraphQLError(error instanceof Error ? error.message : String(error), { originalError: error as Error });
-  const { message, extensions } = formatError(graphQLError.toJSON(), production);
+  const { message, extensions } = formatError(graphQLError.toJSON(), exposure);
   const code = String(extensions?.code);
   return { status_code: STATUS_OF_CODE[code] ?? 500, body: errorBody(code, message) };
 }

@@ -1,5 +1,8 @@
 // Multipart GraphQL requests (the GraphQL multipart request spec), through graphql-upload with explicit limits.
-// Checked before a byte of the file is buffered: the CSRF preflight header and the API key.
+// Checked before a byte of the file is buffered: the CSRF preflight header and the API key. Whatever the outcome,
+// the answer leaves only once the whole request has been read (the rest of a refused file is discarded): an answer
+// sent while the client is still sending makes the connection close under it, and the client sees a reset instead
+// of the error.
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { AppConfig } from '../../config/app-config';
 
@@ -22,6 +25,7 @@ export async function createUploadMiddleware(
 
   return async (req: Request, res: Response, next: NextFunction) => {
     if (!req.is('multipart/form-data')) return next();
+    answerAfterRequestEnds(req, res);
     if (!PREFLIGHT_HEADERS.some((header) => req.headers[header])) {
       // Same rule as Apollo's CSRF prevention, applied before the body is read.
       return refuse(
@@ -44,7 +48,35 @@ export async function createUploadMiddleware(
       next();
     } catch (error) {
       const status = (error as { status?: number }).status ?? 400;
+      // graphql-upload stopped parsing and resumed the request: what is left is read and dropped.
       refuse(res, status, status === 413 ? 'FILE_TOO_LARGE' : 'BAD_USER_INPUT', (error as Error).message);
     }
   };
+}
+
+/** Holds the response (Apollo's and ours both end with res.send or res.end) until the request has been read. */
+function answerAfterRequestEnds(req: Request, res: Response): void {
+  const ended = new Promise<void>((resolve) => {
+    if (req.readableEnded) return resolve();
+    req.once('end', () => resolve());
+    req.once('close', () => resolve());
+  });
+  const { send, end } = res;
+  res.send = (...args: Parameters<Response['send']>) => {
+    // Unread, the rest of the body would never end: drained (a no-op while a parser is reading it).
+    if (!req.readableEnded && req.readableFlowing !== true) req.resume();
+    void ended.then(() => {
+      res.send = send;
+      res.send(...args);
+    });
+    return res;
+  };
+  res.end = ((...args: Parameters<Response['end']>) => {
+    if (!req.readableEnded && req.readableFlowing !== true) req.resume();
+    void ended.then(() => {
+      res.end = end;
+      (res.end as (...a: unknown[]) => Response)(...args);
+    });
+    return res;
+  }) as Response['end'];
 }

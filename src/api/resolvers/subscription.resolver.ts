@@ -17,6 +17,20 @@ const callerOf = (context: ApiContext): Principal => {
   return context.principal;
 };
 
+/**
+ * A stream whose refusal (a missing or foreign id) comes out of its first step, as the operation streams' does:
+ * graphql-ws then sends an `error` message for the subscription, the same for all four, instead of a `next`
+ * carrying errors (what a refusal thrown while the stream is being created would become).
+ */
+async function* checkedFirst<T>(check: () => Promise<unknown>, stream: () => AsyncGenerator<T>): AsyncGenerator<T> {
+  await check();
+  yield* stream();
+}
+
+const requireInstance = async (context: ApiContext, caller: Principal, instanceId: string | null) => {
+  if (instanceId) await context.services.instances.require(caller, instanceId);
+};
+
 const RESTORE_KINDS = ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT'] as const;
 
 @Resolver()
@@ -41,11 +55,10 @@ state at once, then every change; completes after SUCCEEDED or FAILED.`,
 
   @Subscription(() => InstanceAvailabilityEvent, {
     description: "every availability change of one instance, or of all the caller's instances when instanceId is omitted",
-    subscribe: async ({ args, context }: SubscribeData) => {
+    subscribe: ({ args, context }: SubscribeData) => {
       const caller = callerOf(context);
       const instanceId = (args.instanceId as string | null | undefined) ?? null;
-      if (instanceId) await context.services.instances.require(caller, instanceId);
-      return watchAvailability(context.services.events, caller, instanceId);
+      return checkedFirst(() => requireInstance(context, caller, instanceId), () => watchAvailability(context.services.events, caller, instanceId));
     },
   })
   instanceAvailabilityChanged(
@@ -57,11 +70,10 @@ state at once, then every change; completes after SUCCEEDED or FAILED.`,
 
   @Subscription(() => Snapshot, {
     description: "snapshots created, changing status, or removed by retention, for one instance or all the caller's",
-    subscribe: async ({ args, context }: SubscribeData) => {
+    subscribe: ({ args, context }: SubscribeData) => {
       const caller = callerOf(context);
       const instanceId = (args.instanceId as string | null | undefined) ?? null;
-      if (instanceId) await context.services.instances.require(caller, instanceId);
-      return watchSnapshots(context.services.events, caller, instanceId);
+      return checkedFirst(() => requireInstance(context, caller, instanceId), () => watchSnapshots(context.services.events, caller, instanceId));
     },
   })
   snapshotUpdated(

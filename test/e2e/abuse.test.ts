@@ -1,0 +1,177 @@
+// No request can take the server down: documents built to make parsing, validation or execution expensive are
+// refused with a code before validation's expensive rules, over HTTP and WebSocket alike, while ordinary requests
+// keep being answered; the cost limit counts page sizes given in variables; a refused upload gets its answer.
+import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
+import {
+  connectWs,
+  createInstance,
+  createNodes,
+  expectCode,
+  expectData,
+  gql,
+  type GqlResult,
+  serverPerSuite,
+} from '../support';
+
+const repeated = (times: number) => `{ viewer { ${'role '.repeat(times)}} }`;
+const manyVariables = (count: number) => `query (${Array.from({ length: count }, (_, i) => `$v${i}: Int`).join(', ')}) { viewer { role } }`;
+/** F30 spreads F29 twice, which spreads F28 twice…: 2^30 fields once expanded, in 2 KB of text. */
+const fragmentBomb = (levels: number) =>
+  [
+    `{ viewer { ...F${levels} } }`,
+    `fragment F0 on Viewer { role }`,
+    ...Array.from({ length: levels }, (_, i) => `fragment F${i + 1} on Viewer { ...F${i} ...F${i} }`),
+  ].join('\n');
+const aliasedPages = (count: number) =>
+  `query ($id: ID!, $f: Int) { ${Array.from({ length: count }, (_, i) => `p${i}: nodes(instanceId: $id, first: $f) { edges { node { id labels properties } } }`).join(' ')} }`;
+
+const limitOf = (result: GqlResult) => expectCode(result, 'BAD_USER_INPUT').extensions?.limit;
+
+describe('abusive requests', () => {
+  const suite = serverPerSuite({ config: { maxUploadBytes: 100_000 } });
+  let instanceId: string;
+
+  before(async () => {
+    instanceId = (await createInstance(suite.server, { name: 'abuse', tier: 'PROFESSIONAL' })).id;
+    await createNodes(suite.server, instanceId, Array.from({ length: 50 }, (_, i) => ({ labels: ['N'], properties: { i } })));
+  });
+
+  it('refuses each with BAD_USER_INPUT and the limit it broke, while a concurrent trivial query answers', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const abusive: [string, Promise<GqlResult>, string][] = [
+      ['a field repeated 6,000 times', gql(server, repeated(6_000)), 'fields'],
+      ['a field repeated 12,000 times', gql(server, repeated(12_000)), 'tokens'],
+      ['a field repeated 100,000 times (500 KB)', gql(server, repeated(100_000)), 'bytes'],
+      ['20,000 tokens of variable definitions', gql(server, manyVariables(2_500)), 'tokens'],
+      ['a fragment bomb', gql(server, fragmentBomb(30)), 'fields'],
+      ['100 aliases of nodes(first: $f)', gql(server, aliasedPages(100), { id: instanceId, f: 1000 }), 'aliases'],
+    ];
+    const trivial = gql(server, '{ viewer { role } }');
+    assert.equal(expectData(await trivial).viewer.role, 'ADMIN');
+    for (const [what, result, limit] of abusive) {
+      const refused = await result;
+      assert.equal(refused.status, 400, `${what}: HTTP ${refused.status}`);
+      assert.equal(limitOf(refused), limit, `${what}: ${refused.text.slice(0, 300)}`);
+    }
+    expectData(await gql(server, '{ viewer { role } }'));
+  });
+
+  it('counts page sizes given as variables (and defaults) in the cost', async () => {
+    const { server } = suite;
+    // 10 pages of 1,000 nodes with three fields each: about 196,000, over the limit of 100,000.
+    const refused = expectCode(await gql(server, aliasedPages(10), { id: instanceId, f: 1000 }), 'BAD_USER_INPUT');
+    assert.equal(refused.extensions?.limit, 'cost');
+    assert.match(refused.message, /cost is \d+, over this server's limit of 100000/);
+    // The same document with small pages is fine: the variable's value is what counts.
+    const answered = expectData(await gql(server, aliasedPages(10), { id: instanceId, f: 10 }));
+    assert.equal(answered.p9.edges.length, 10);
+    // A variable's default counts too.
+    const defaulted = aliasedPages(10).replace('$f: Int', '$f: Int = 1000');
+    assert.equal(limitOf(await gql(server, defaulted, { id: instanceId })), 'cost');
+  });
+
+  it('applies the same limits over WebSocket, as an error message that leaves the socket open', async () => {
+    const { server } = suite;
+    const connection = await connectWs(server, server.adminKey);
+    const run = (id: string, query: string, variables?: Record<string, unknown>) =>
+      new Promise<{ type: string; payload: any }>((resolve) => {
+        const onMessage = (data: Buffer) => {
+          const message = JSON.parse(data.toString()) as { id?: string; type: string; payload: any };
+          if (message.id !== id) return;
+          connection.socket.off('message', onMessage);
+          resolve(message);
+        };
+        connection.socket.on('message', onMessage);
+        connection.socket.send(JSON.stringify({ id, type: 'subscribe', payload: { query, variables } }));
+      });
+    for (const [id, query, variables, limit] of [
+      ['repeated', repeated(6_000), undefined, 'fields'],
+      ['bomb', fragmentBomb(30), undefined, 'fields'],
+      ['large', repeated(100_000), undefined, 'bytes'],
+      ['cost', aliasedPages(10), { id: instanceId, f: 1000 }, 'cost'],
+    ] as const) {
+      const message = await run(id, query, variables);
+      assert.equal(message.type, 'error', `${id}: ${JSON.stringify(message).slice(0, 300)}`);
+      assert.deepEqual([message.payload[0].extensions.code, message.payload[0].extensions.limit], ['BAD_USER_INPUT', limit], id);
+    }
+    const answer = await run('ok', '{ viewer { role } }');
+    assert.equal(answer.payload.data.viewer.role, 'ADMIN');
+    await connection.close();
+  });
+
+  describe('a refused multipart upload', () => {
+    /** Sends the whole body at once and reports the answer, or the network error a client would see. */
+    const send = (body: Buffer, contentType: string, extraHeaders: Record<string, string> = {}) =>
+      new Promise<{ status?: number; text?: string; error?: string }>((resolve) => {
+        const req = httpRequest(suite.server.graphqlUrl, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${suite.server.adminKey}`,
+            'apollo-require-preflight': 'true',
+            'content-type': contentType,
+            'content-length': String(body.length),
+            ...extraHeaders,
+          },
+        });
+        req.on('response', (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (chunk) => (text += chunk));
+          res.on('end', () => resolve({ status: res.statusCode, text }));
+          res.on('error', (error) => resolve({ error: `${(error as NodeJS.ErrnoException).code ?? error.message}` }));
+        });
+        req.on('error', (error) => resolve({ error: `${(error as NodeJS.ErrnoException).code ?? error.message}` }));
+        req.end(body);
+      });
+
+    const multipart = (operations: string, file: Buffer) => {
+      const boundary = 'snapgraph-abuse-boundary';
+      const head = (name: string, extra = '') => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"${extra}\r\n\r\n`;
+      const body = Buffer.concat([
+        Buffer.from(`${head('operations')}${operations}\r\n${head('map')}{"0":["variables.file"]}\r\n`),
+        Buffer.from(`${head('0', '; filename="big.backup"')}`),
+        file,
+        Buffer.from(`\r\n--${boundary}--\r\n`),
+      ]);
+      return { body, contentType: `multipart/form-data; boundary=${boundary}` };
+    };
+    const operations = (id: string) =>
+      JSON.stringify({
+        query: 'mutation ($instanceId: ID!, $file: Upload!, $confirm: String!) { restoreFromFile(instanceId: $instanceId, file: $file, confirm: $confirm) { id } }',
+        variables: { instanceId: id, file: null, confirm: 'RESTORE' },
+      });
+    const bigFile = Buffer.alloc(8 * 1024 * 1024, 7);
+
+    it('over maxUploadBytes: answered 413 FILE_TOO_LARGE, not reset', async function () {
+      this.timeout(30_000);
+      const { body, contentType } = multipart(operations(instanceId), bigFile);
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const answer = await send(body, contentType);
+        assert.equal(answer.error, undefined, `attempt ${attempt}: ${answer.error}`);
+        assert.equal(answer.status, 413, answer.text);
+        assert.equal(JSON.parse(answer.text!).errors[0].extensions.code, 'FILE_TOO_LARGE');
+      }
+      expectData(await gql(suite.server, '{ viewer { role } }'));
+    });
+
+    it('with malformed operations: answered 400 BAD_USER_INPUT, not reset', async function () {
+      this.timeout(30_000);
+      const { body, contentType } = multipart('{"query": ', bigFile);
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const answer = await send(body, contentType);
+        assert.equal(answer.error, undefined, `attempt ${attempt}: ${answer.error}`);
+        assert.equal(answer.status, 400, answer.text);
+        assert.equal(JSON.parse(answer.text!).errors[0].extensions.code, 'BAD_USER_INPUT');
+      }
+    });
+
+    it('without the CSRF header: answered 400, not reset', async function () {
+      this.timeout(30_000);
+      const { body, contentType } = multipart(operations(instanceId), bigFile);
+      const answer = await send(body, contentType, { 'apollo-require-preflight': '' });
+      assert.equal(answer.error, undefined, answer.error);
+      assert.equal(answer.status, 400, answer.text);
+    });
+  });
+});
