@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildSchema, findBreakingChanges, type GraphQLSchema } from 'graphql';
+import { buildSchema, findBreakingChanges, type GraphQLEnumType, type GraphQLObjectType, type GraphQLSchema } from 'graphql';
 import { renderSchemaFile, REPO_ROOT, SCHEMA_FILE } from '../../scripts/emit-schema';
 import { buildApiSchema } from '../../src/api/schema';
+import { OPERATION_PHASES } from '../../src/jobs/operation-phases';
 
 const CONTRACT_FILE = join(REPO_ROOT, '..', 'shared', 'api', 'contract.graphql');
 
@@ -45,5 +46,21 @@ describe('the GraphQL schema', () => {
       [],
       `the schema breaks the contract in ${differences.length} place(s):\n${differences.map((c) => `  - ${c.type}: ${c.description}`).join('\n')}`,
     );
+  });
+
+  it('implements the operations block: OperationStatus.CANCELLED, Operation.attempt: Int!, cancelOperation(id: ID!): Operation!', () => {
+    const status = schema.getType('OperationStatus') as GraphQLEnumType;
+    assert.deepEqual(status.getValues().map((value) => value.name), ['QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED']);
+    const operation = schema.getType('Operation') as GraphQLObjectType;
+    assert.equal(String(operation.getFields().attempt?.type), 'Int!');
+    const cancel = schema.getMutationType()!.getFields().cancelOperation;
+    assert.ok(cancel, 'Mutation.cancelOperation is missing');
+    assert.equal(String(cancel.type), 'Operation!');
+    assert.deepEqual(cancel.args.map((arg) => `${arg.name}: ${String(arg.type)}`), ['id: ID!']);
+  });
+
+  it('lists every operation phase in the description of Operation.phase', () => {
+    const phase = (schema.getType('Operation') as GraphQLObjectType).getFields().phase;
+    for (const name of OPERATION_PHASES) assert.ok(phase.description?.includes(name), `${name} is missing from "${phase.description}"`);
   });
 });
