@@ -81,7 +81,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     if (removedTemp > 0) logger.warn({ count: removedTemp }, 'removed partial blobs left by an earlier crash');
 
     const soleProcess = !config.databaseUrl;
-    const runner = new OperationRunner(db, events, logger, { leaseMs: config.operationLeaseMs, soleProcess, maxAttempts: config.maxAttempts }, metrics);
+    const runner = new OperationRunner(db, events, logger, { leaseMs: config.operationLeaseMs, soleProcess, maxAttempts: config.maxAttempts, maxConcurrent: config.maxConcurrentOperations }, metrics);
     const tenants = new TenantService(db);
     const instances = new InstanceService(db, config, stores, events);
     const graph = new GraphService(instances);

@@ -30,6 +30,8 @@ export interface AppConfig {
   shutdownGraceMs: number;
   /** Starts an operation gets before an interruption (restart, crash, lost lease) fails it with INTERRUPTED. */
   maxAttempts: number;
+  /** Operations one process runs at once (0: no limit); more wait QUEUED. */
+  maxConcurrentOperations: number;
   /** Drop an upload or a WebSocket connection that sends nothing for this long. */
   idleTimeoutMs: number;
   /** Public-endpoint protection: deepest field nesting and highest graphql-armor cost a query may have. */
@@ -78,6 +80,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const operationLeaseMs = check('SNAPGRAPH_OPERATION_LEASE_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_OPERATION_LEASE_MS), 30_000), 30_000);
   const shutdownGraceMs = check('SNAPGRAPH_SHUTDOWN_GRACE_MS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_SHUTDOWN_GRACE_MS), 25_000), 25_000);
   const maxAttempts = check('SNAPGRAPH_MAX_ATTEMPTS', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_ATTEMPTS), 3), 3);
+  const maxConcurrentOperations = check('SNAPGRAPH_MAX_CONCURRENT_OPERATIONS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_MAX_CONCURRENT_OPERATIONS), 0), 0);
   const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
   const maxQueryDepth = check('SNAPGRAPH_MAX_QUERY_DEPTH', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_DEPTH), 12), 12);
   const maxQueryCost = check('SNAPGRAPH_MAX_QUERY_COST', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_COST), 100_000), 100_000);
@@ -102,6 +105,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     operationLeaseMs,
     shutdownGraceMs,
     maxAttempts,
+    maxConcurrentOperations,
     idleTimeoutMs,
     maxQueryDepth,
     maxQueryCost,

@@ -24,6 +24,8 @@ export interface RunnerOptions {
   soleProcess: boolean;
   /** Starts an operation gets: an interruption of the last one fails it with INTERRUPTED instead of queuing it again. */
   maxAttempts: number;
+  /** Operations this process runs at once; more wait QUEUED (0: no limit). */
+  maxConcurrent: number;
 }
 
 /** What a cancellation request found: done at once (QUEUED), asked of the runner (RUNNING), or refused. */
@@ -178,7 +180,7 @@ export class OperationRunner {
   private async claimQueued(): Promise<void> {
     const queued = await this.operations.find({ where: { status: 'QUEUED' }, order: { createdAt: 'ASC' }, take: 20 });
     for (const operation of queued) {
-      if (this.stopped) break;
+      if (this.stopped || this.atCapacity()) break;
       if (!this.handlers.has(operation.kind)) continue;
       if (!(await this.claim(operation))) continue;
       if (this.stopped) {
@@ -191,6 +193,10 @@ export class OperationRunner {
       }
       this.execute(operation);
     }
+  }
+
+  private atCapacity(): boolean {
+    return this.options.maxConcurrent > 0 && this.running.size >= this.options.maxConcurrent;
   }
 
   private async claim(operation: OperationEntity): Promise<boolean> {
@@ -230,6 +236,7 @@ export class OperationRunner {
       } finally {
         this.running.delete(operation.id);
         await stopListening();
+        this.kick();
       }
     })();
   }
