@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { IsNull, LessThan, Not, type DataSource, type Repository } from 'typeorm';
+import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
 import { OperationEntity, type OperationKind, type OperationStatus } from '../entities/operation.entity';
 import { isAppError } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
@@ -252,7 +253,7 @@ export class OperationRunner {
       signal: job.abort.signal,
       progress: (update) => this.progress(job, update),
       saveParams: async (params) => {
-        const { affected } = await this.operations.update({ id: operation.id, leaseOwner: this.owner, status: 'RUNNING' }, { params: params as never });
+        const { affected } = await this.operations.update({ id: operation.id, leaseOwner: this.owner, status: 'RUNNING' }, { params } as QueryDeepPartialEntity<OperationEntity>);
         await stopUnlessUpdated(affected);
         operation.params = params;
       },
