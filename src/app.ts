@@ -40,6 +40,18 @@ export interface App {
   close(): Promise<void>;
 }
 
+/** How often deletions that a crashed replica left half done are finished (at boot too). */
+const DELETION_SWEEP_MS = 60_000;
+
+async function finishDeletions(instances: InstanceService, all: boolean, logger: Logger): Promise<void> {
+  try {
+    const finished = await instances.finishInterruptedDeletions(all);
+    if (finished > 0) logger.warn({ count: finished }, 'finished deleting instances an earlier crash left DESTROYING');
+  } catch (err) {
+    logger.error({ err }, 'could not finish interrupted deletions');
+  }
+}
+
 export async function createApp(config: AppConfig, logger: Logger): Promise<App> {
   const db = createMetadataDataSource(config);
   await db.initialize();
@@ -68,12 +80,13 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const removedTemp = await blobs.removeTemporaryFiles({ olderThanMs: config.databaseUrl ? 3_600_000 : 0 });
     if (removedTemp > 0) logger.warn({ count: removedTemp }, 'removed partial blobs left by an earlier crash');
 
-    const runner = new OperationRunner(db, events, logger, { leaseMs: config.operationLeaseMs, soleProcess: !config.databaseUrl }, metrics);
+    const soleProcess = !config.databaseUrl;
+    const runner = new OperationRunner(db, events, logger, { leaseMs: config.operationLeaseMs, soleProcess, maxAttempts: config.maxAttempts, maxConcurrent: config.maxConcurrentOperations }, metrics);
     const tenants = new TenantService(db);
     const instances = new InstanceService(db, config, stores, events);
     const graph = new GraphService(instances);
     const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics);
-    const operations = new OperationService(db, instances, events);
+    const operations = new OperationService(db, instances, events, runner);
     const restores = new RestoreService(db, instances, snapshots, () => runner.kick());
     const exports = new ExportService(db, config, instances, snapshots);
     const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
@@ -84,10 +97,14 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const retention = new RetentionSweeper(db, config, snapshots, logger);
     runner.register(new SnapshotOperationHandler(snapshots, instances, (instance) => retention.onSnapshotCompleted(instance)));
     for (const kind of ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT'] as const) {
-      runner.register(new RestoreOperationHandler(kind, db, instances, snapshots, stores, blobs, metrics));
+      runner.register(new RestoreOperationHandler(kind, instances, snapshots, stores, blobs, metrics));
     }
+    await finishDeletions(instances, soleProcess, logger);
+    const deletionSweep = setInterval(() => void finishDeletions(instances, false, logger), DELETION_SWEEP_MS);
+    deletionSweep.unref();
+    closers.push(async () => clearInterval(deletionSweep));
     await runner.start();
-    closers.push(() => runner.stop());
+    closers.push(() => runner.stop(config.shutdownGraceMs));
     const scheduler = new Scheduler(db, config, snapshots, retention, createSchedulerLeadership(config, logger), logger);
     scheduler.start();
     closers.push(() => scheduler.stop());

@@ -214,11 +214,13 @@ function originOf(req: IncomingMessage, config: AppConfig): string {
 
 export function installSignalHandlers(server: RunningServer, logger: Logger): void {
   const shutdown = (signal: string) => {
-    logger.info({ signal }, 'shutting down: draining HTTP and WebSocket connections');
+    logger.info({ signal, graceMs: server.app.config.shutdownGraceMs }, 'shutting down: draining connections, then running operations');
+    // Running operations get the grace period, then are handed back; the rest (connections, stores) gets 15 s more.
+    const limitMs = server.app.config.shutdownGraceMs + 15_000;
     const force = setTimeout(() => {
-      logger.error('shutdown took longer than 30 s; exiting');
+      logger.error({ limitMs }, 'shutdown took too long; exiting');
       process.exit(1);
-    }, 30_000);
+    }, limitMs);
     force.unref();
     server.close().then(
       () => process.exit(0),

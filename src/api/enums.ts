@@ -9,7 +9,7 @@ export enum SnapshotProfileEnum { SCHEDULED = 'SCHEDULED', ON_DEMAND = 'ON_DEMAN
 export enum SnapshotStatusEnum { PENDING = 'PENDING', IN_PROGRESS = 'IN_PROGRESS', COMPLETED = 'COMPLETED', FAILED = 'FAILED' }
 export enum ArchiveFormatEnum { BACKUP = 'BACKUP', DUMP = 'DUMP' }
 export enum OperationKindEnum { SNAPSHOT = 'SNAPSHOT', RESTORE = 'RESTORE', CREATE_FROM_SNAPSHOT = 'CREATE_FROM_SNAPSHOT', RESTORE_FROM_FILE = 'RESTORE_FROM_FILE' }
-export enum OperationStatusEnum { QUEUED = 'QUEUED', RUNNING = 'RUNNING', SUCCEEDED = 'SUCCEEDED', FAILED = 'FAILED' }
+export enum OperationStatusEnum { QUEUED = 'QUEUED', RUNNING = 'RUNNING', SUCCEEDED = 'SUCCEEDED', FAILED = 'FAILED', CANCELLED = 'CANCELLED' }
 export enum RoleEnum { ADMIN = 'ADMIN', MEMBER = 'MEMBER', VIEWER = 'VIEWER' }
 
 registerEnumType(TierEnum, { name: 'Tier' });
@@ -26,7 +26,11 @@ registerEnumType(SnapshotProfileEnum, {
 registerEnumType(SnapshotStatusEnum, { name: 'SnapshotStatus' });
 registerEnumType(ArchiveFormatEnum, { name: 'ArchiveFormat' });
 registerEnumType(OperationKindEnum, { name: 'OperationKind' });
-registerEnumType(OperationStatusEnum, { name: 'OperationStatus' });
+registerEnumType(OperationStatusEnum, {
+  name: 'OperationStatus',
+  description:
+    'QUEUED (again after a restart handed it back) → RUNNING → SUCCEEDED, FAILED or CANCELLED (cancelOperation; error.code CANCELLED)',
+});
 registerEnumType(RoleEnum, {
   name: 'Role',
   description: 'ADMIN: everything in the tenant. MEMBER: all but restores, deletes and API keys. VIEWER: read only.',

@@ -15,9 +15,10 @@ const USAGE = `usage:
   snapgraph serve                          run the server (configured by the environment; see README)
   snapgraph tenant create <name> [--json]  create a tenant and print its first ADMIN API key
   snapgraph export <snapshotId> [-o file]  download a snapshot's archive (resumes <file>.part; checks its sha256)
-  snapgraph restore-file <instanceId> <file> --confirm RESTORE [--chunk-size 64M]
+  snapgraph restore-file <instanceId> <file> --confirm RESTORE [--chunk-size 64M] [--cancel-on-interrupt]
                                            upload a .backup/.dump/.tar of any size and restore it into the
-                                           instance (a rerun after Ctrl-C resumes the upload)
+                                           instance (a rerun after Ctrl-C resumes the upload; Ctrl-C during the
+                                           restore cancels it: asked on a terminal, at once with the flag)
 
 export and restore-file talk to a running server:
   --url <url>   or SNAPGRAPH_URL      (default ${DEFAULT_URL})

@@ -1,9 +1,11 @@
 // `snapgraph restore-file <instanceId> <file> --confirm RESTORE`: uploads a backup file of any size through the
 // resumable /uploads endpoint (tus), then follows the restore it starts until it succeeds or fails.
 // A rerun after Ctrl-C resumes the upload: its URL is kept in $XDG_STATE_HOME/snapgraph/uploads.json under a
-// fingerprint of the file (path, size, mtime), the target instance, the server and the key.
+// fingerprint of the file (path, size, mtime), the target instance, the server and the key. Ctrl-C once the server
+// works on the restore cancels it (--cancel-on-interrupt, or yes to the question on a terminal) or leaves it running.
 import { createHash } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
+import { createInterface } from 'node:readline/promises';
 import { mkdir, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
@@ -27,9 +29,14 @@ const RESTORE_PROGRESS = `subscription ($id: ID!) {
   restoreProgress(operationId: $id) { id status phase progress bytesDone bytesTotal error { code message } }
 }`;
 
+const CANCEL_OPERATION = `mutation ($id: ID!) { cancelOperation(id: $id) { id status } }`;
+
+/** What Ctrl-C does once the upload is done and the server restores: cancel it, ask (on a terminal), or leave it. */
+type OnInterrupt = 'cancel' | 'ask' | 'leave';
+
 interface OperationState {
   id: string;
-  status: 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED';
+  status: 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
   phase: string | null;
   progress: number;
   bytesDone: number;
@@ -46,7 +53,7 @@ interface UploadRequest {
 }
 
 export async function restoreFileCommand(args: string[]): Promise<number> {
-  const options = { confirm: { type: 'string' }, 'chunk-size': { type: 'string' } } as const;
+  const options = { confirm: { type: 'string' }, 'chunk-size': { type: 'string' }, 'cancel-on-interrupt': { type: 'boolean' } } as const;
   const { values, positionals } = parseCommandArgs(args, options, 2, 'restore-file takes an instance id and a file');
   const [instanceId, file] = positionals;
   if (values.confirm !== 'RESTORE') {
@@ -63,7 +70,8 @@ export async function restoreFileCommand(args: string[]): Promise<number> {
   try {
     const operationId = await uploadFile(client, { instanceId, file, stats, confirm: values.confirm, chunkSize }, interruption);
     process.stderr.write(`the server verified the file; restore queued as operation ${operationId}\n`);
-    const final = await followRestore(client, operationId, interruption);
+    const onInterrupt: OnInterrupt = values['cancel-on-interrupt'] ? 'cancel' : process.stdin.isTTY && process.stderr.isTTY ? 'ask' : 'leave';
+    const final = await followRestore(client, operationId, interruption, onInterrupt);
     if (final.status !== 'SUCCEEDED') {
       const why = final.error ? `${final.error.code}: ${final.error.message}` : 'no error was reported';
       throw new CliError(`restore FAILED (operation ${operationId}): ${why}`);
@@ -214,7 +222,7 @@ function describeUploadError(client: ApiClient, error: UploadError): CliError {
 }
 
 /** Prints the restore's status and phases (and a bar while it reports bytes) until it ends; returns the last state. */
-async function followRestore(client: ApiClient, operationId: string, interruption: Interruption): Promise<OperationState> {
+async function followRestore(client: ApiClient, operationId: string, interruption: Interruption, onInterrupt: OnInterrupt): Promise<OperationState> {
   let last: OperationState | null = null;
   let shown = '';
   let bar: ProgressBar | null = null;
@@ -236,15 +244,43 @@ async function followRestore(client: ApiClient, operationId: string, interruptio
     }
   };
   await new Promise<void>((resolveFollow, reject) => {
-    interruption.onRequest(() => reject(new Interrupted(`the restore continues on the server as operation ${operationId}`)));
+    interruption.onRequest(() => {
+      (bar as ProgressBar | null)?.finish();
+      void whenInterrupted(client, operationId, onInterrupt).then(reject, reject);
+    });
     client
       .subscribe<{ restoreProgress: OperationState }>(RESTORE_PROGRESS, { id: operationId }, (data) => show(data.restoreProgress))
       .then(resolveFollow, reject);
   });
   (bar as ProgressBar | null)?.finish();
   const final = last as OperationState | null;
-  if (!final || (final.status !== 'SUCCEEDED' && final.status !== 'FAILED')) {
+  if (!final || (final.status !== 'SUCCEEDED' && final.status !== 'FAILED' && final.status !== 'CANCELLED')) {
     throw new CliError(`lost track of operation ${operationId}; query operation(id: "${operationId}") for its outcome`);
   }
   return final;
+}
+
+/** Ctrl-C while the server restores: cancels the operation (asking first on a terminal) or leaves it running. */
+async function whenInterrupted(client: ApiClient, operationId: string, onInterrupt: OnInterrupt): Promise<CliError> {
+  const leave = new Interrupted(
+    `the restore continues on the server as operation ${operationId}; cancelOperation(id: "${operationId}") stops it before its swap`,
+  );
+  if (onInterrupt === 'leave') return leave;
+  if (onInterrupt === 'ask') {
+    const prompt = createInterface({ input: process.stdin, output: process.stderr });
+    const answer = await prompt.question('\ncancel the restore on the server (the instance keeps its data)? [y/N] ').finally(() => prompt.close());
+    if (!/^y(es)?$/i.test(answer.trim())) return leave;
+  }
+  try {
+    const { cancelOperation } = await client.request<{ cancelOperation: OperationState }>(CANCEL_OPERATION, { id: operationId });
+    if (cancelOperation.status === 'CANCELLED') {
+      return new Interrupted(`restore CANCELLED (operation ${operationId}): the instance keeps its data`);
+    }
+    return new Interrupted(`cancellation requested; the server is stopping operation ${operationId} (now ${cancelOperation.status})`);
+  } catch (error) {
+    if (/^CONFLICT/.test((error as Error).message)) {
+      return new Interrupted(`too late to cancel: the restore is past its point of no return and completes on the server (operation ${operationId})`);
+    }
+    return new CliError(`could not cancel operation ${operationId}: ${(error as Error).message}`);
+  }
 }

@@ -33,6 +33,12 @@ export interface AppConfig {
   bytesPerStorageGB: number;
   /** An operation whose runner has not renewed its lease for this long is failed and compensated. */
   operationLeaseMs: number;
+  /** On SIGTERM/SIGINT, how long running operations may go on before they are handed back to the queue. */
+  shutdownGraceMs: number;
+  /** Starts an operation gets before an interruption (restart, crash, lost lease) fails it with INTERRUPTED. */
+  maxAttempts: number;
+  /** Operations one process runs at once (0: no limit); more wait QUEUED. */
+  maxConcurrentOperations: number;
   /** Drop an upload or a WebSocket connection that sends nothing for this long. */
   idleTimeoutMs: number;
   /** Public-endpoint protection, checked before anything runs: see QueryLimits (api/query-limits.ts). */
@@ -85,6 +91,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const exportUrlTtlMs = check('SNAPGRAPH_CONFIG', () => durationField('exportUrlTtl', file.exportUrlTtl, 'PT15M'), 15 * 60_000);
   const bytesPerStorageGB = check('SNAPGRAPH_CONFIG', () => positiveInteger('bytesPerStorageGB', file.bytesPerStorageGB, GIB), GIB);
   const operationLeaseMs = check('SNAPGRAPH_OPERATION_LEASE_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_OPERATION_LEASE_MS), 30_000), 30_000);
+  const shutdownGraceMs = check('SNAPGRAPH_SHUTDOWN_GRACE_MS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_SHUTDOWN_GRACE_MS), 25_000), 25_000);
+  const maxAttempts = check('SNAPGRAPH_MAX_ATTEMPTS', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_ATTEMPTS), 3), 3);
+  const maxConcurrentOperations = check('SNAPGRAPH_MAX_CONCURRENT_OPERATIONS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_MAX_CONCURRENT_OPERATIONS), 0), 0);
   const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
   const maxQueryDepth = check('SNAPGRAPH_MAX_QUERY_DEPTH', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_DEPTH), 12), 12);
   const maxQueryCost = check('SNAPGRAPH_MAX_QUERY_COST', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_COST), 100_000), 100_000);
@@ -119,6 +128,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     exportUrlTtlMs,
     bytesPerStorageGB,
     operationLeaseMs,
+    shutdownGraceMs,
+    maxAttempts,
+    maxConcurrentOperations,
     idleTimeoutMs,
     maxQueryDepth,
     maxQueryCost,
@@ -188,6 +200,12 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) {
     throw new Error(`${name} must be a positive integer`);
   }
+  return value;
+}
+
+function nonNegativeInteger(value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw new Error('value must be an integer of 0 or more');
   return value;
 }
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { DataSource } from 'typeorm';
 import { Initial1764000000000 } from '../migrations/1764000000000-initial';
 import { ExportTokens1764100000000 } from '../migrations/1764100000000-export-tokens';
+import { OperationAttempts1765000000000 } from '../migrations/1765000000000-operation-attempts';
 import { ApiKeyEntity } from './api-key.entity';
 import { ExportTokenEntity } from './export-token.entity';
 import { InstanceEntity } from './instance.entity';
@@ -13,7 +14,7 @@ import { SnapshotEntity } from './snapshot.entity';
 import { TenantEntity } from './tenant.entity';
 
 export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity];
-export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000];
+export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000];
 
 export interface MetadataDatabaseOptions {
   dataDir: string;

@@ -2,7 +2,7 @@ import { Entity, PrimaryColumn, Column, Index } from 'typeorm';
 import { BigIntColumn, IdColumn, JsonColumn } from './columns';
 
 export type OperationKind = 'SNAPSHOT' | 'RESTORE' | 'CREATE_FROM_SNAPSHOT' | 'RESTORE_FROM_FILE';
-export type OperationStatus = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED';
+export type OperationStatus = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 
 /** The durable record of one job: what to do, who runs it (lease), how far it got, how it ended. */
 @Entity('operations')
@@ -62,4 +62,12 @@ export class OperationEntity {
 
   @BigIntColumn({ nullable: true })
   leaseExpiresAt: number | null;
+
+  /** How many times a runner has started it: 0 while first queued, then 1, 2, … (each restart or lost lease adds one). */
+  @Column({ type: 'integer', default: 0 })
+  attempt: number;
+
+  /** Set by cancelOperation on a RUNNING operation; the runner holding the lease sees it and stops. */
+  @BigIntColumn({ nullable: true })
+  cancelRequestedAt: number | null;
 }

@@ -32,9 +32,16 @@ export interface SnapshotEventPayload {
   snapshot: Record<string, unknown>;
 }
 
+/** A request to the runner that holds an operation, wherever it runs: stop it, or publish its live state now. */
+export interface OperationControlPayload {
+  operationId: string;
+  action: 'cancel' | 'publish-state';
+}
+
 export type Topics = {
   'instance.availability': [tenantId: string, payload: AvailabilityEventPayload];
   'operation.updated': [operationId: string, payload: OperationEventPayload];
+  'operation.control': [operationId: string, payload: OperationControlPayload];
   'snapshot.updated': [tenantId: string, payload: SnapshotEventPayload];
 };
 

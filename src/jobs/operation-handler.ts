@@ -1,9 +1,10 @@
 // What a kind of operation must provide to the runner.
 import type { EntityManager } from 'typeorm';
 import type { OperationEntity, OperationKind } from '../entities/operation.entity';
+import type { OperationPhase } from './operation-phases';
 
 export interface ProgressUpdate {
-  phase?: string;
+  phase?: OperationPhase;
   bytesDone?: number;
   bytesTotal?: number | null;
 }
@@ -11,10 +12,15 @@ export interface ProgressUpdate {
 export interface JobContext {
   /** Records progress; the runner throttles publishing (≤ 10/s) and persisting (≤ 1/s). */
   progress(update: ProgressUpdate): void;
-  /** Aborted when the runner loses the lease or shuts down: stop at the next step. */
+  /** Aborted on cancellation, shutdown or a lost lease: stop at the next step (the runner then compensates). */
   signal: AbortSignal;
-  /** Renews the lease now, and throws when it was lost: call it right before an irreversible step. */
-  confirmLease(): Promise<void>;
+  /** Records the operation's params (what compensation needs to know) under the lease; throws when it was lost. */
+  saveParams(params: Record<string, unknown>): Promise<void>;
+  /**
+   * Enters the phase POINT_OF_NO_RETURN under the lease, unless a cancellation was asked first; from then on
+   * cancelOperation answers CONFLICT. Throws (and aborts the signal) when cancelled or when the lease was lost.
+   */
+  enterPointOfNoReturn(): Promise<void>;
 }
 
 /** What a successful run leaves for the runner to record together with the operation's SUCCEEDED. */
@@ -25,15 +31,26 @@ export interface OperationResult {
   afterCommit?(): Promise<void>;
 }
 
+/** Why compensation runs, and whether the operation will run again. */
+export interface Compensation {
+  code: string;
+  message: string;
+  /**
+   * True when the operation goes back to QUEUED for another attempt (a shutdown or a crash interrupted it): inputs
+   * it needs again (an uploaded file) are kept. False when it ends (failed or cancelled): everything it owns goes.
+   */
+  retry: boolean;
+}
+
 export interface OperationHandler {
   readonly kind: OperationKind;
   /** Does the work. Throwing (an AppError ideally) fails the operation; compensate() is then called. */
   run(operation: OperationEntity, context: JobContext): Promise<OperationResult | void>;
   /**
-   * Puts things back after a failure, a crash or an expired lease: the instance RUNNING/AVAILABLE on its old
-   * data, temp files and half-written blobs removed. Must be idempotent: it may run after a crash at any step.
-   * Resolves true when it finds the work had in fact been done (a crash after the last step): the operation then
-   * SUCCEEDED rather than FAILED.
+   * Puts things back to where the operation started: the instance RUNNING/AVAILABLE on its old data, temp files
+   * and half-written blobs removed. Must be idempotent: it may run after a crash at any step, and for a QUEUED
+   * operation that never started (a cancellation). Resolves true when it finds the work had in fact been done
+   * (a crash after the last step): the operation then SUCCEEDED.
    */
-  compensate(operation: OperationEntity, error: { code: string; message: string }): Promise<boolean | void>;
+  compensate(operation: OperationEntity, why: Compensation): Promise<boolean | void>;
 }

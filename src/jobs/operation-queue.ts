@@ -32,6 +32,8 @@ export async function insertOperation(manager: EntityManager, fields: NewOperati
     finishedAt: null,
     leaseOwner: null,
     leaseExpiresAt: null,
+    attempt: 0,
+    cancelRequestedAt: null,
   } satisfies OperationEntity);
   try {
     await manager.save(OperationEntity, operation, { reload: false });

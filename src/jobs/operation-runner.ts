@@ -1,15 +1,19 @@
-// Runs durable operations: claims queued rows, holds a lease with a heartbeat, throttles progress,
-// and fails + compensates whatever a crash or an expired lease left behind.
+// Runs durable operations: claims queued rows, holds a lease with a heartbeat, throttles progress, and owns the
+// operation row: only the runner writes it. What cannot finish is handed back: a shutdown (after its grace period),
+// a crash or an expired lease compensates the operation to its starting point and queues it again, until
+// maxAttempts; a cancellation compensates it and ends it CANCELLED.
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { LessThan, type DataSource, type Repository } from 'typeorm';
-import { OperationEntity, type OperationKind } from '../entities/operation.entity';
+import { IsNull, LessThan, Not, type DataSource, type Repository } from 'typeorm';
+import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
+import { OperationEntity, type OperationKind, type OperationStatus } from '../entities/operation.entity';
 import { isAppError } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { Logger } from '../logging/logger';
 import type { Metrics } from '../observability/metrics';
 import type { JobContext, OperationHandler, OperationResult, ProgressUpdate } from './operation-handler';
-import { operationJson } from './operation-json';
+import { isTerminal, operationJson } from './operation-json';
+import { POINT_OF_NO_RETURN } from './operation-phases';
 
 const PUBLISH_INTERVAL_MS = 100; // ≤ 10 events/s per operation
 const PERSIST_INTERVAL_MS = 1_000; // ≤ 1 write/s per operation
@@ -19,7 +23,30 @@ export interface RunnerOptions {
   leaseMs: number;
   /** The only process on this metadata database (embedded SQLite): every RUNNING row at boot is an orphan. */
   soleProcess: boolean;
+  /** Starts an operation gets: an interruption of the last one fails it with INTERRUPTED instead of queuing it again. */
+  maxAttempts: number;
+  /** Operations this process runs at once; more wait QUEUED (0: no limit). */
+  maxConcurrent: number;
 }
+
+/** What a cancellation request found: done at once (QUEUED), asked of the runner (RUNNING), or refused. */
+export type CancelRequest = 'cancelled' | 'requested' | 'past-point-of-no-return' | 'finished';
+
+/** Why the runner stopped a job before its end. */
+class Interruption extends Error {
+  constructor(
+    readonly cause: 'shutdown' | 'lease-lost' | 'cancelled',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** How an attempt ended without succeeding: FAILED, CANCELLED, or QUEUED again (handed back). */
+type Stop = { status: Exclude<OperationStatus, 'SUCCEEDED' | 'RUNNING'>; code: string; message: string };
+type Outcome = { status: 'SUCCEEDED'; result?: OperationResult; cancellable: boolean } | Stop;
+
+const CANCELLED: Stop = { status: 'CANCELLED', code: 'CANCELLED', message: 'cancelled on request; nothing was changed' };
 
 interface Running {
   operation: OperationEntity;
@@ -35,9 +62,10 @@ export class OperationRunner {
   private readonly operations: Repository<OperationEntity>;
   private readonly handlers = new Map<OperationKind, OperationHandler>();
   private readonly running = new Map<string, Running>();
-  private timers: NodeJS.Timeout[] = [];
+  private pollTimer: NodeJS.Timeout | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
   private stopped = true;
-  private polling = false;
+  private polling: Promise<void> | null = null;
 
   constructor(
     private readonly db: DataSource,
@@ -59,23 +87,38 @@ export class OperationRunner {
     const every = (ms: number, fn: () => Promise<void>) => {
       const timer = setInterval(() => fn().catch((err) => this.logger.error({ err }, 'operation runner tick failed')), ms);
       timer.unref();
-      this.timers.push(timer);
+      return timer;
     };
-    every(Math.max(250, Math.floor(this.options.leaseMs / 3)), () => this.heartbeat());
-    every(POLL_INTERVAL_MS, async () => {
+    this.heartbeatTimer = every(Math.max(250, Math.floor(this.options.leaseMs / 3)), () => this.heartbeat());
+    this.pollTimer = every(POLL_INTERVAL_MS, async () => {
       await this.recoverOrphans(false);
       await this.poll();
     });
     await this.poll();
   }
 
-  /** Stops claiming work; running operations are aborted, failed and compensated. */
-  async stop(): Promise<void> {
+  /**
+   * Stops claiming work, lets running operations finish for up to `graceMs`, then interrupts the rest: each is
+   * compensated and queued again for the next process (or FAILED INTERRUPTED after its last attempt).
+   */
+  async stop(graceMs = 0): Promise<void> {
     this.stopped = true;
-    for (const timer of this.timers) clearInterval(timer);
-    this.timers = [];
-    for (const job of this.running.values()) job.abort.abort(new Error('the server is shutting down'));
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    this.pollTimer = null;
+    await this.polling;
+    const finished = Promise.all([...this.running.values()].map((job) => job.done));
+    if (this.running.size > 0) {
+      this.logger.info({ operations: [...this.running.keys()], graceMs }, 'waiting for running operations before stopping');
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([finished, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+      clearTimeout(timer);
+    }
+    for (const job of this.running.values()) {
+      if (!job.abort.signal.aborted) job.abort.abort(new Interruption('shutdown', 'the server shut down before the operation finished'));
+    }
     await Promise.all([...this.running.values()].map((job) => job.done));
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
   }
 
   /** Asks the runner to look for queued work now (called right after a service inserts a row). */
@@ -83,80 +126,218 @@ export class OperationRunner {
     if (!this.stopped) void this.poll().catch((err) => this.logger.error({ err }, 'operation poll failed'));
   }
 
-  private async poll(): Promise<void> {
-    if (this.polling || this.stopped) return;
-    this.polling = true;
-    try {
-      const queued = await this.operations.find({ where: { status: 'QUEUED' }, order: { createdAt: 'ASC' }, take: 20 });
-      for (const operation of queued) {
-        if (this.stopped) break;
-        if (!this.handlers.has(operation.kind)) continue;
-        if (!(await this.claim(operation))) continue;
-        if (this.stopped) {
-          // Stopped while claiming: hand it back for the next process rather than start it during shutdown.
-          await this.operations.update({ id: operation.id, leaseOwner: this.owner }, { status: 'QUEUED', startedAt: null, leaseOwner: null, leaseExpiresAt: null });
-          break;
-        }
-        this.execute(operation);
+  /** The live state of an operation this process runs (fresher than its row, which is persisted ≤ 1/s). */
+  liveState(operationId: string): OperationEntity | null {
+    const job = this.running.get(operationId);
+    return job ? { ...job.operation } : null;
+  }
+
+  /** Asks whichever runner holds the operation (this process or another replica) to publish its live state now. */
+  requestState(operationId: string): void {
+    this.events.pubSub.publish('operation.control', operationId, { operationId, action: 'publish-state' });
+  }
+
+  /**
+   * Cancels a QUEUED operation here and now (compensated, CANCELLED), or records the request on a RUNNING one and
+   * tells its runner, which stops it at its next step (it also sees the request at its next lease renewal).
+   * Once the operation has entered POINT_OF_NO_RETURN, the request is refused.
+   */
+  async cancel(operationId: string): Promise<CancelRequest> {
+    // Between the two conditional updates the operation may move from QUEUED to RUNNING: then try again.
+    for (let tries = 0; tries < 3; tries++) {
+      const now = Date.now();
+      const taken = await this.operations.update(
+        { id: operationId, status: 'QUEUED' },
+        { status: 'RUNNING', leaseOwner: this.owner, leaseExpiresAt: now + this.options.leaseMs, cancelRequestedAt: now },
+      );
+      if (taken.affected) {
+        const operation = await this.operations.findOneByOrFail({ id: operationId });
+        await this.compensateAndRecord(this.jobFor(operation), CANCELLED);
+        return 'cancelled';
       }
-    } finally {
-      this.polling = false;
+      const requested = await this.operations.update(
+        { id: operationId, status: 'RUNNING', phase: Not(POINT_OF_NO_RETURN) },
+        { cancelRequestedAt: now },
+      );
+      if (requested.affected) {
+        this.events.pubSub.publish('operation.control', operationId, { operationId, action: 'cancel' });
+        return 'requested';
+      }
+      const current = await this.operations.findOneBy({ id: operationId });
+      if (!current || isTerminal(current.status)) return 'finished';
+      if (current.status === 'RUNNING' && current.phase === POINT_OF_NO_RETURN) return 'past-point-of-no-return';
     }
+    return 'finished';
+  }
+
+  private poll(): Promise<void> {
+    if (this.polling || this.stopped) return this.polling ?? Promise.resolve();
+    this.polling = this.claimQueued().finally(() => {
+      this.polling = null;
+    });
+    return this.polling;
+  }
+
+  private async claimQueued(): Promise<void> {
+    const queued = await this.operations.find({ where: { status: 'QUEUED' }, order: { createdAt: 'ASC' }, take: 20 });
+    for (const operation of queued) {
+      if (this.stopped || this.atCapacity()) break;
+      if (!this.handlers.has(operation.kind)) continue;
+      if (!(await this.claim(operation))) continue;
+      if (this.stopped) {
+        // Stopped while claiming: hand it back untouched for the next process rather than start it during shutdown.
+        await this.operations.update(
+          { id: operation.id, leaseOwner: this.owner },
+          { status: 'QUEUED', leaseOwner: null, leaseExpiresAt: null, attempt: operation.attempt - 1 },
+        );
+        break;
+      }
+      this.execute(operation);
+    }
+  }
+
+  private atCapacity(): boolean {
+    return this.options.maxConcurrent > 0 && this.running.size >= this.options.maxConcurrent;
   }
 
   private async claim(operation: OperationEntity): Promise<boolean> {
     const now = Date.now();
-    const result = await this.operations.update(
-      { id: operation.id, status: 'QUEUED' },
-      { status: 'RUNNING', startedAt: now, leaseOwner: this.owner, leaseExpiresAt: now + this.options.leaseMs },
-    );
+    const claimed = { status: 'RUNNING' as const, startedAt: now, leaseOwner: this.owner, leaseExpiresAt: now + this.options.leaseMs, attempt: operation.attempt + 1 };
+    const result = await this.operations.update({ id: operation.id, status: 'QUEUED', attempt: operation.attempt }, claimed);
     if (!result.affected) return false;
-    Object.assign(operation, { status: 'RUNNING', startedAt: now, leaseOwner: this.owner, leaseExpiresAt: now + this.options.leaseMs });
+    Object.assign(operation, claimed);
     return true;
+  }
+
+  private jobFor(operation: OperationEntity): Running {
+    return { operation, abort: new AbortController(), publishTimer: null, lastPublished: 0, lastPersisted: Date.now(), done: Promise.resolve() };
   }
 
   private execute(operation: OperationEntity): void {
     const handler = this.handlers.get(operation.kind)!;
-    const job: Running = {
-      operation,
-      abort: new AbortController(),
-      publishTimer: null,
-      lastPublished: 0,
-      lastPersisted: Date.now(),
-      done: Promise.resolve(),
-    };
+    const job = this.jobFor(operation);
     this.running.set(operation.id, job);
+    const stopListening = this.listenForControl(job);
     this.publishNow(job);
-    this.logger.info({ operationId: operation.id, kind: operation.kind, instanceId: operation.instanceId }, 'operation started');
-    const context: JobContext = {
-      signal: job.abort.signal,
-      progress: (update) => this.progress(job, update),
-      confirmLease: async () => {
-        if (!(await this.renewLease(operation.id))) {
-          job.abort.abort(new Error('the operation lease was lost'));
-          throw job.abort.signal.reason;
-        }
-      },
-    };
+    this.logger.info(
+      { operationId: operation.id, kind: operation.kind, instanceId: operation.instanceId, attempt: operation.attempt },
+      'operation started',
+    );
     job.done = (async () => {
       try {
-        const result = await handler.run(operation, context);
-        if (job.abort.signal.aborted) throw job.abort.signal.reason;
-        await this.finish(job, null, result ?? undefined);
+        try {
+          const result = await handler.run(operation, this.contextFor(job));
+          job.abort.signal.throwIfAborted();
+          await this.record(job, { status: 'SUCCEEDED', result: result ?? undefined, cancellable: true });
+        } catch (error) {
+          await this.afterStop(job, error);
+        }
       } catch (error) {
-        const failure = job.abort.signal.aborted
-          ? { code: 'INTERRUPTED', message: `${(job.abort.signal.reason as Error)?.message ?? 'aborted'}; nothing was changed` }
-          : describeFailure(error);
-        if (failure.code === 'INTERNAL_SERVER_ERROR') this.logger.error({ err: error, operationId: operation.id }, 'operation crashed');
-        const completed = await handler.compensate(operation, failure).catch((err) => {
-          this.logger.error({ err, operationId: operation.id }, 'compensation failed');
-          return false;
-        });
-        await this.finish(job, completed === true ? null : failure);
+        this.logger.error({ err: error, operationId: operation.id }, 'could not record the outcome of an operation');
       } finally {
         this.running.delete(operation.id);
+        await stopListening();
+        this.kick();
       }
     })();
+  }
+
+  private contextFor(job: Running): JobContext {
+    const { operation } = job;
+    const stopUnlessUpdated = async (affected: number | undefined) => {
+      if (affected) return;
+      job.abort.abort(await this.interruptionOf(job));
+      throw job.abort.signal.reason;
+    };
+    return {
+      signal: job.abort.signal,
+      progress: (update) => this.progress(job, update),
+      saveParams: async (params) => {
+        const { affected } = await this.operations.update({ id: operation.id, leaseOwner: this.owner, status: 'RUNNING' }, { params } as QueryDeepPartialEntity<OperationEntity>);
+        await stopUnlessUpdated(affected);
+        operation.params = params;
+      },
+      enterPointOfNoReturn: async () => {
+        job.abort.signal.throwIfAborted();
+        const { affected } = await this.operations.update(
+          { id: operation.id, leaseOwner: this.owner, status: 'RUNNING', cancelRequestedAt: IsNull() },
+          { phase: POINT_OF_NO_RETURN, leaseExpiresAt: Date.now() + this.options.leaseMs },
+        );
+        await stopUnlessUpdated(affected);
+        this.progress(job, { phase: POINT_OF_NO_RETURN });
+      },
+    };
+  }
+
+  /** Cancellation requests and live-state requests for a running job, from this process or another replica. */
+  private listenForControl(job: Running): () => Promise<void> {
+    const messages = this.events.pubSub.subscribe('operation.control', job.operation.id);
+    void (async () => {
+      for await (const message of messages) {
+        if (message.operationId !== job.operation.id) continue;
+        if (message.action === 'publish-state') this.publishNow(job);
+        else if (!job.abort.signal.aborted) job.abort.abort(new Interruption('cancelled', 'cancelled on request'));
+      }
+    })().catch((err) => this.logger.warn({ err, operationId: job.operation.id }, 'operation control channel failed'));
+    return async () => {
+      await messages.return();
+    };
+  }
+
+  /** Why the row no longer lets this runner go on: a cancellation request, or another runner's lease. */
+  private async interruptionOf(job: Running): Promise<Interruption> {
+    const row = await this.operations.findOneBy({ id: job.operation.id });
+    if (row && row.status === 'RUNNING' && row.leaseOwner === this.owner && row.cancelRequestedAt !== null) {
+      return new Interruption('cancelled', 'cancelled on request');
+    }
+    return new Interruption('lease-lost', 'the operation lease was lost');
+  }
+
+  /** A run that threw or was interrupted: compensated, then FAILED, CANCELLED or queued again. */
+  private async afterStop(job: Running, error: unknown): Promise<void> {
+    const { operation } = job;
+    const interruption = job.abort.signal.aborted ? (job.abort.signal.reason as Interruption) : error instanceof Interruption ? error : null;
+    if (interruption?.cause === 'lease-lost') {
+      // Another runner has taken the operation (our lease expired): it compensates; touching anything here could
+      // undo its next attempt.
+      this.logger.warn({ operationId: operation.id }, 'lost the lease of a running operation; another runner owns it now');
+      return;
+    }
+    let outcome: Stop;
+    if (interruption?.cause === 'cancelled') outcome = CANCELLED;
+    else if (interruption?.cause === 'shutdown') outcome = this.interrupted(operation, interruption.message);
+    else {
+      const failure = describeFailure(error);
+      if (failure.code === 'INTERNAL_SERVER_ERROR') this.logger.error({ err: error, operationId: operation.id }, 'operation crashed');
+      outcome = { status: 'FAILED', ...failure };
+    }
+    await this.compensateAndRecord(job, outcome);
+  }
+
+  /** An interrupted attempt: queued again while attempts remain, else FAILED with INTERRUPTED. */
+  private interrupted(operation: OperationEntity, why: string): Stop {
+    if (operation.attempt < this.options.maxAttempts) return { status: 'QUEUED', code: 'INTERRUPTED', message: why };
+    return {
+      status: 'FAILED',
+      code: 'INTERRUPTED',
+      message: `${why}; interrupted on each of its ${operation.attempt} attempts, so it was given up; nothing was changed`,
+    };
+  }
+
+  private async compensateAndRecord(job: Running, outcome: Stop): Promise<void> {
+    const { operation } = job;
+    const handler = this.handlers.get(operation.kind);
+    let completed: boolean | void = false;
+    try {
+      completed = await handler?.compensate(operation, { code: outcome.code, message: outcome.message, retry: outcome.status === 'QUEUED' });
+    } catch (err) {
+      this.logger.error({ err, operationId: operation.id }, 'compensation failed');
+      // Not back at its starting point: another attempt would start from an unknown state.
+      if (outcome.status === 'QUEUED') {
+        outcome = { status: 'FAILED', code: outcome.code, message: `${outcome.message}; putting things back failed (see the server log)` };
+      }
+    }
+    await this.record(job, completed === true ? { status: 'SUCCEEDED', cancellable: false } : outcome);
   }
 
   private progress(job: Running, update: ProgressUpdate): void {
@@ -170,7 +351,7 @@ export class OperationRunner {
     if (now - job.lastPersisted >= PERSIST_INTERVAL_MS) {
       job.lastPersisted = now;
       void this.operations
-        .update({ id: op.id, status: 'RUNNING' }, { phase: op.phase, bytesDone: op.bytesDone, bytesTotal: op.bytesTotal })
+        .update({ id: op.id, status: 'RUNNING', leaseOwner: this.owner }, { phase: op.phase, bytesDone: op.bytesDone, bytesTotal: op.bytesTotal })
         .catch((err) => this.logger.warn({ err, operationId: op.id }, 'could not persist progress'));
     }
     // Coalesce: at most one event per interval, always carrying the latest state.
@@ -196,99 +377,121 @@ export class OperationRunner {
     });
   }
 
-  private async finish(job: Running, failure: { code: string; message: string } | null, result?: OperationResult): Promise<void> {
+  /**
+   * Records the outcome, only while this runner holds the lease (recovery takes the lease before it finishes an
+   * orphan), with the handler's result in the same transaction. A SUCCEEDED that finds a cancellation request
+   * throws it instead: the result is rolled back and the operation is cancelled.
+   */
+  private async record(job: Running, outcome: Outcome): Promise<void> {
     if (job.publishTimer) clearTimeout(job.publishTimer);
+    job.publishTimer = null;
     const op = job.operation;
-    Object.assign(op, {
-      status: failure ? 'FAILED' : 'SUCCEEDED',
-      finishedAt: Date.now(),
-      errorCode: failure?.code ?? null,
-      errorMessage: failure?.message ?? null,
-      leaseOwner: null,
-      leaseExpiresAt: null,
-    });
-    if (!failure && op.bytesTotal !== null) op.bytesDone = op.bytesTotal;
-    if (!failure) op.phase = 'done';
-    // Only the lease holder records the outcome (recovery takes the lease before it finishes an orphan), and the
-    // handler's result is recorded in the same transaction.
-    const recorded = await this.db
-      .transaction(async (manager) => {
-        await result?.commit?.(manager);
-        const update = await manager.update(
-          OperationEntity,
-          { id: op.id, leaseOwner: this.owner },
-          {
-            status: op.status,
-            phase: op.phase,
-            bytesDone: op.bytesDone,
-            bytesTotal: op.bytesTotal,
-            finishedAt: op.finishedAt,
-            errorCode: op.errorCode,
-            errorMessage: op.errorMessage,
-            leaseOwner: null,
-            leaseExpiresAt: null,
-          },
-        );
-        if (!update.affected) throw new LeaseLost();
-      })
-      .then(
-        () => true,
-        (error) => {
-          if (error instanceof LeaseLost) return false;
-          throw error;
-        },
-      );
+    const patch = outcomePatch(op, outcome);
+    const condition =
+      outcome.status === 'SUCCEEDED' && outcome.cancellable
+        ? { id: op.id, leaseOwner: this.owner, cancelRequestedAt: IsNull() }
+        : { id: op.id, leaseOwner: this.owner };
+    const recorded = await this.db.transaction(async (manager) => {
+      if (outcome.status === 'SUCCEEDED') await outcome.result?.commit?.(manager);
+      const { affected } = await manager.update(OperationEntity, condition, patch);
+      if (!affected) throw new NotRecorded();
+    }).then(
+      () => true,
+      (error) => {
+        if (error instanceof NotRecorded) return false;
+        throw error;
+      },
+    );
     if (!recorded) {
+      const interruption = await this.interruptionOf(job);
+      if (outcome.status === 'SUCCEEDED' && interruption.cause === 'cancelled') throw interruption;
       this.logger.warn({ operationId: op.id }, 'lost the lease before recording the outcome; another runner owns this operation');
       return;
     }
+    Object.assign(op, patch);
     this.publish(op);
-    await result?.afterCommit?.().catch((err) => this.logger.error({ err, operationId: op.id }, 'after-commit step failed'));
+    if (outcome.status === 'QUEUED') {
+      this.logger.warn({ operationId: op.id, kind: op.kind, attempt: op.attempt, why: outcome.message }, 'operation handed back to the queue');
+      return;
+    }
+    if (outcome.status === 'SUCCEEDED') {
+      await outcome.result?.afterCommit?.().catch((err) => this.logger.error({ err, operationId: op.id }, 'after-commit step failed'));
+    }
     const ms = op.finishedAt! - (op.startedAt ?? op.createdAt);
     this.metrics.recordOperation(op.kind, op.status, ms);
-    this.logger.info({ operationId: op.id, kind: op.kind, status: op.status, errorCode: op.errorCode, ms }, 'operation finished');
+    this.logger.info({ operationId: op.id, kind: op.kind, status: op.status, errorCode: op.errorCode, attempt: op.attempt, ms }, 'operation finished');
   }
 
   private async heartbeat(): Promise<void> {
     for (const job of this.running.values()) {
-      if (!(await this.renewLease(job.operation.id))) job.abort.abort(new Error('the operation lease was lost'));
+      // While a stopped job compensates, its lease is still renewed, or another runner would compensate it too.
+      const stopping = job.abort.signal.aborted;
+      const { affected } = await this.operations.update(
+        stopping
+          ? { id: job.operation.id, leaseOwner: this.owner, status: 'RUNNING' }
+          : { id: job.operation.id, leaseOwner: this.owner, status: 'RUNNING', cancelRequestedAt: IsNull() },
+        { leaseExpiresAt: Date.now() + this.options.leaseMs },
+      );
+      if (!affected && !stopping) job.abort.abort(await this.interruptionOf(job));
     }
   }
 
-  /** Extends this runner's lease on the operation; false when another runner has taken it. */
-  private async renewLease(operationId: string): Promise<boolean> {
-    const leaseExpiresAt = Date.now() + this.options.leaseMs;
-    const result = await this.operations.update({ id: operationId, leaseOwner: this.owner, status: 'RUNNING' }, { leaseExpiresAt });
-    return Boolean(result.affected);
-  }
-
-  /** Fails and compensates RUNNING operations nobody runs any more (all of them when this is the sole process). */
+  /**
+   * Compensates RUNNING operations nobody runs any more (all of them when this is the sole process) and queues
+   * them again, or ends them CANCELLED (a cancellation was asked) or FAILED (no attempts left).
+   */
   private async recoverOrphans(all: boolean): Promise<void> {
     const orphans = await this.operations.find({
       where: all ? { status: 'RUNNING' } : { status: 'RUNNING', leaseExpiresAt: LessThan(Date.now()) },
     });
     for (const operation of orphans) {
       if (this.running.has(operation.id)) continue;
-      const failure = { code: 'INTERRUPTED', message: 'the server stopped while the operation was running; nothing was changed' };
       // Take the row first so that two replicas never compensate the same operation.
       const taken = await this.operations.update(
-        { id: operation.id, status: 'RUNNING', leaseOwner: operation.leaseOwner ?? undefined },
+        { id: operation.id, status: 'RUNNING', leaseOwner: operation.leaseOwner === null ? IsNull() : operation.leaseOwner },
         { leaseOwner: this.owner, leaseExpiresAt: Date.now() + this.options.leaseMs },
       );
       if (!taken.affected) continue;
-      this.logger.warn({ operationId: operation.id, kind: operation.kind }, 'failing an interrupted operation');
-      const handler = this.handlers.get(operation.kind);
-      const completed = await handler?.compensate(operation, failure).catch((err) => {
-        this.logger.error({ err, operationId: operation.id }, 'compensation failed');
-        return false;
-      });
-      const job: Running = { operation, abort: new AbortController(), publishTimer: null, lastPublished: 0, lastPersisted: 0, done: Promise.resolve() };
-      await this.finish(job, completed === true ? null : failure);
+      const outcome = operation.cancelRequestedAt !== null ? CANCELLED : this.interrupted(operation, 'the server stopped while the operation was running');
+      this.logger.warn({ operationId: operation.id, kind: operation.kind, attempt: operation.attempt, next: outcome.status }, 'recovering an interrupted operation');
+      await this.compensateAndRecord(this.jobFor(operation), outcome);
     }
   }
 }
 
-class LeaseLost extends Error {}
+class NotRecorded extends Error {}
+
+/** The row's fields for an outcome. */
+function outcomePatch(op: OperationEntity, outcome: Outcome): Omit<Partial<OperationEntity>, 'params'> {
+  const released = { leaseOwner: null, leaseExpiresAt: null };
+  if (outcome.status === 'QUEUED') {
+    // Back to its starting point: the next attempt starts over, and its progress with it.
+    return { ...released, status: 'QUEUED', phase: 'queued', bytesDone: 0, errorCode: null, errorMessage: null };
+  }
+  const finishedAt = Date.now();
+  if (outcome.status === 'SUCCEEDED') {
+    return {
+      ...released,
+      status: 'SUCCEEDED',
+      phase: 'done',
+      bytesDone: op.bytesTotal ?? op.bytesDone,
+      bytesTotal: op.bytesTotal,
+      finishedAt,
+      errorCode: null,
+      errorMessage: null,
+    };
+  }
+  return {
+    ...released,
+    status: outcome.status,
+    phase: op.phase,
+    bytesDone: op.bytesDone,
+    bytesTotal: op.bytesTotal,
+    finishedAt,
+    errorCode: outcome.code,
+    errorMessage: outcome.message.slice(0, 1000),
+  };
+}
 
 function describeFailure(error: unknown): { code: string; message: string } {
   if (isAppError(error)) return { code: error.code, message: error.message };

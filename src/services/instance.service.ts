@@ -27,6 +27,8 @@ export interface ScheduleView {
   nextSnapshotAt: number | null;
 }
 
+type StateChange = { status?: InstanceStatus; availability?: Availability; storeGeneration?: number; reason: string };
+
 /** Called before an instance's row goes, so that owners of its other data (snapshots, blobs) clean up. */
 export type InstanceRemovalHook = (instance: InstanceEntity) => Promise<void>;
 
@@ -43,6 +45,8 @@ export function assertAcceptsOperations(instance: Pick<InstanceEntity, 'id' | 's
 export class InstanceService {
   private readonly instances: Repository<InstanceEntity>;
   private readonly removalHooks: InstanceRemovalHook[] = [];
+  /** Deletions this process is carrying out, which the recovery sweep leaves alone. */
+  private readonly deleting = new Set<string>();
 
   constructor(
     private readonly db: DataSource,
@@ -116,9 +120,38 @@ export class InstanceService {
       throw conflict(`instance ${id} has an operation in progress; delete it when the operation ends`);
     }
     await this.setState(instance, { status: 'DESTROYING', availability: 'UNAVAILABLE', reason: 'instance deleted' });
-    for (const hook of this.removalHooks) await hook(instance);
-    await this.stores.removeGenerations(instance.id);
-    await this.instances.delete({ id });
+    await this.finishDeletion(instance);
+  }
+
+  /**
+   * Finishes deletions a crash interrupted. Every step of a deletion can be repeated, so this is safe to run while
+   * another replica deletes the same instance. `all`: also instances claimed but not yet made UNAVAILABLE (only
+   * when this is the sole process: elsewhere, such an instance may be about to go back to RUNNING).
+   */
+  async finishInterruptedDeletions(all: boolean): Promise<number> {
+    const stuck = await this.instances.find({ where: all ? { status: 'DESTROYING' } : { status: 'DESTROYING', availability: 'UNAVAILABLE' } });
+    let finished = 0;
+    for (const instance of stuck) {
+      if (this.deleting.has(instance.id)) continue;
+      await this.finishDeletion(instance);
+      finished++;
+    }
+    return finished;
+  }
+
+  /** Snapshots (each row before its blob, so none is ever listed without its data), then the stores, then the row. */
+  private async finishDeletion(instance: InstanceEntity): Promise<void> {
+    this.deleting.add(instance.id);
+    try {
+      if (instance.availability !== 'UNAVAILABLE') {
+        await this.setState(instance, { status: 'DESTROYING', availability: 'UNAVAILABLE', reason: 'instance deleted' });
+      }
+      for (const hook of this.removalHooks) await hook(instance);
+      await this.stores.removeGenerations(instance.id);
+      await this.instances.delete({ id: instance.id });
+    } finally {
+      this.deleting.delete(instance.id);
+    }
   }
 
   list(principal: Principal): Promise<InstanceEntity[]> {
@@ -158,16 +191,27 @@ export class InstanceService {
    */
   async setState(
     instance: InstanceEntity,
-    change: { status?: InstanceStatus; availability?: Availability; storeGeneration?: number; reason: string },
+    change: StateChange,
   ): Promise<InstanceEntity> {
+    const announce = await this.setStateIn(this.db.manager, instance, change);
+    announce();
+    return instance;
+  }
+
+  /**
+   * setState inside a transaction: the row changes with it, and the returned function publishes the event, to be
+   * called once the transaction has committed (an event must never announce a change that was rolled back).
+   */
+  async setStateIn(manager: EntityManager, instance: InstanceEntity, change: StateChange): Promise<() => void> {
     const previous = instance.availability;
     const patch: Partial<InstanceEntity> = {};
     if (change.status !== undefined) patch.status = change.status;
     if (change.availability !== undefined) patch.availability = change.availability;
     if (change.storeGeneration !== undefined) patch.storeGeneration = change.storeGeneration;
-    await this.instances.update({ id: instance.id }, patch);
+    await manager.update(InstanceEntity, { id: instance.id }, patch);
     Object.assign(instance, patch);
-    if (change.availability !== undefined && change.availability !== previous) {
+    return () => {
+      if (change.availability === undefined || change.availability === previous) return;
       this.events.pubSub.publish('instance.availability', instance.tenantId, {
         tenantId: instance.tenantId,
         instanceId: instance.id,
@@ -177,8 +221,7 @@ export class InstanceService {
         reason: change.reason,
         at: new Date().toISOString(),
       });
-    }
-    return instance;
+    };
   }
 
   /** Runs fn on the instance's current store (the generation its row points at). */

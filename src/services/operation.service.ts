@@ -1,18 +1,45 @@
-// Operations as clients see them: lookups, history, and live progress streams.
+// Operations as clients see them: lookups, history, cancellation and live progress streams.
 import { In, type DataSource, type Repository } from 'typeorm';
 import { OperationEntity, type OperationKind } from '../entities/operation.entity';
-import { badInput, notFound } from '../errors/app-error';
-import type { EventBus } from '../events/event-bus';
+import { badInput, conflict, notFound } from '../errors/app-error';
+import type { EventBus, OperationEventPayload } from '../events/event-bus';
 import { isTerminal } from '../jobs/operation-json';
+import { POINT_OF_NO_RETURN } from '../jobs/operation-phases';
+import type { CancelRequest } from '../jobs/operation-runner';
 import type { InstanceService } from './instance.service';
-import { startListening } from './listen';
-import type { Principal } from './principal';
+import { type Listener, startListening } from './listen';
+import { type Principal, requireRole } from './principal';
 
 export const MAX_OPERATION_PAGE = 500;
-const STATUS_RANK: Record<string, number> = { QUEUED: 0, RUNNING: 1, SUCCEEDED: 2, FAILED: 2 };
+const STATUS_RANK: Record<string, number> = { QUEUED: 0, RUNNING: 1, SUCCEEDED: 2, FAILED: 2, CANCELLED: 2 };
+/** How long cancelOperation waits for the runner to stop and compensate before answering with the state so far. */
+const CANCEL_WAIT_MS = 15_000;
+/** How long a subscription waits for another replica's runner to answer with its live state. */
+const LIVE_STATE_WAIT_MS = 500;
 
-/** The operation view carried by events and rows alike (entity fields, params and lease omitted). */
-export type OperationView = Omit<OperationEntity, 'params' | 'leaseOwner' | 'leaseExpiresAt'>;
+/** The operation view carried by events and rows alike (entity fields, params, lease and cancel request omitted). */
+export type OperationView = Omit<OperationEntity, 'params' | 'leaseOwner' | 'leaseExpiresAt' | 'cancelRequestedAt'>;
+
+/** What the runner offers this service: live state and cancellation. */
+export interface OperationControl {
+  liveState(operationId: string): OperationEntity | null;
+  requestState(operationId: string): void;
+  cancel(operationId: string): Promise<CancelRequest>;
+}
+
+/**
+ * Whether an operation can be cancelled: QUEUED and RUNNING ones can until they reach the point of no return
+ * (a restore's swap); a CANCELLED one is answered as it is; anything else is CONFLICT.
+ */
+export function cancellation(operation: Pick<OperationEntity, 'status' | 'phase'>): 'cancel' | 'already-cancelled' | 'conflict' {
+  if (operation.status === 'CANCELLED') return 'already-cancelled';
+  if (operation.status === 'QUEUED') return 'cancel';
+  if (operation.status === 'RUNNING') return operation.phase === POINT_OF_NO_RETURN ? 'conflict' : 'cancel';
+  return 'conflict';
+}
+
+/** Restores change data (ADMIN, like starting one); a snapshot is the MEMBER's own. */
+const CANCEL_ROLE = { SNAPSHOT: 'MEMBER', RESTORE: 'ADMIN', RESTORE_FROM_FILE: 'ADMIN', CREATE_FROM_SNAPSHOT: 'MEMBER' } as const;
 
 export class OperationService {
   private readonly operations: Repository<OperationEntity>;
@@ -21,8 +48,48 @@ export class OperationService {
     db: DataSource,
     private readonly instances: InstanceService,
     private readonly events: EventBus,
+    private readonly control: OperationControl,
   ) {
     this.operations = db.getRepository(OperationEntity);
+  }
+
+  /**
+   * Stops a QUEUED or RUNNING operation before its point of no return; waits (up to CANCEL_WAIT_MS) until it is
+   * CANCELLED and answers with it. CONFLICT when it has ended or is past that point.
+   */
+  async cancel(principal: Principal, id: string): Promise<OperationEntity> {
+    const operation = await this.require(principal, id);
+    requireRole(principal, CANCEL_ROLE[operation.kind], `cancelling a ${operation.kind} operation`);
+    const tooLate = (status: string) =>
+      conflict(
+        status === 'RUNNING'
+          ? `operation ${id} is past its point of no return (${POINT_OF_NO_RETURN}); it can no longer be cancelled`
+          : `operation ${id} has already ended (${status}); only QUEUED or RUNNING operations can be cancelled`,
+      );
+    const rule = cancellation(operation);
+    if (rule === 'already-cancelled') return operation;
+    if (rule === 'conflict') throw tooLate(operation.status);
+
+    const events = startListening(this.events.pubSub.subscribe('operation.updated', id));
+    try {
+      const request = await this.control.cancel(id);
+      if (request === 'past-point-of-no-return') throw tooLate('RUNNING');
+      if (request === 'requested') await this.untilEnded(events, id, CANCEL_WAIT_MS);
+      const current = await this.require(principal, id);
+      if (current.status === 'SUCCEEDED' || current.status === 'FAILED') throw tooLate(current.status);
+      return current;
+    } finally {
+      await events.close();
+    }
+  }
+
+  private async untilEnded(events: Listener<OperationEventPayload>, id: string, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const event = await events.nextWithin(Math.max(0, deadline - Date.now()));
+      if (!event) return;
+      if (event.operationId === id && isTerminal(String(event.operation.status))) return;
+    }
   }
 
   find(principal: Principal, id: string): Promise<OperationEntity | null> {
@@ -63,18 +130,17 @@ export class OperationService {
   }
 
   /**
-   * The operation's current state at once, then every change; ends after SUCCEEDED or FAILED.
-   * Subscribes before reading the row, so no change falls in between; stale events never move progress back.
+   * The operation's live state at once, then every change; ends after SUCCEEDED, FAILED or CANCELLED.
+   * Subscribes before looking, so no change falls in between; stale events never move progress back.
    */
   async *watch(principal: Principal, id: string, kinds?: OperationKind[]): AsyncGenerator<OperationView> {
     const found = await this.require(principal, id);
     if (kinds && !kinds.includes(found.kind)) {
       throw badInput(`operation ${id} is a ${found.kind} operation; use operationProgress to follow it`);
     }
-    // Listening starts before the row is read, so no change can fall in between.
     const events = startListening(this.events.pubSub.subscribe('operation.updated', id));
     try {
-      let last: OperationView = (await this.require(principal, id)) as OperationView;
+      let last = await this.liveState(principal, id, events);
       yield last;
       while (!isTerminal(last.status)) {
         const event = await events.next();
@@ -89,10 +155,31 @@ export class OperationService {
       await events.close();
     }
   }
+
+  /**
+   * The freshest state there is: the runner's in-memory state when it runs here; when it runs on another replica,
+   * the state its runner publishes on request (the row is persisted at most once a second); else the row.
+   */
+  private async liveState(principal: Principal, id: string, events: Listener<OperationEventPayload>): Promise<OperationView> {
+    const local = this.control.liveState(id);
+    if (local) return local;
+    const row: OperationView = await this.require(principal, id);
+    if (row.status !== 'RUNNING') return row;
+    this.control.requestState(id);
+    const answer = await events.nextWithin(LIVE_STATE_WAIT_MS);
+    if (!answer || answer.operationId !== id) return row;
+    const published = answer.operation as unknown as OperationView;
+    return isBehind(published, row) ? row : published;
+  }
 }
 
-function isBehind(next: OperationView, last: OperationView): boolean {
-  const rank = STATUS_RANK[next.status] - STATUS_RANK[last.status];
-  if (rank !== 0) return rank < 0;
-  return next.bytesDone < last.bytesDone && !isTerminal(next.status);
+/**
+ * Whether `next` is older than `last`. An operation handed back to the queue goes RUNNING → QUEUED within one
+ * attempt, and a new attempt starts over (bytesDone 0): attempts order first, then status, then bytes.
+ */
+export function isBehind(next: OperationView, last: OperationView): boolean {
+  if (isTerminal(next.status) || isTerminal(last.status)) return STATUS_RANK[next.status] < STATUS_RANK[last.status];
+  if (next.attempt !== last.attempt) return next.attempt < last.attempt;
+  if (next.status !== last.status) return next.status === 'RUNNING' && last.status === 'QUEUED';
+  return next.bytesDone < last.bytesDone;
 }

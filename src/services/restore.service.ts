@@ -4,13 +4,13 @@ import type { Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
 import { type ArchiveHeader, type ArchiveReader, isArchiveError, openArchive } from '../archive';
 import type { InstanceEntity } from '../entities/instance.entity';
-import { OperationEntity, type OperationKind } from '../entities/operation.entity';
+import type { OperationEntity, OperationKind } from '../entities/operation.entity';
 import type { SnapshotEntity } from '../entities/snapshot.entity';
 import { CryptoError } from '../crypto/errors';
 import { AppError, capacityExceeded } from '../errors/app-error';
 import type { GraphStoreProvider } from '../graph/graph-store';
 import type { EncodedBatch, EngineVersion, GraphStats, NameCount } from '../graph/records';
-import type { JobContext, OperationHandler } from '../jobs/operation-handler';
+import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
 import type { Metrics } from '../observability/metrics';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../storage/errors';
@@ -146,7 +146,6 @@ export class RestoreService {
 export class RestoreOperationHandler implements OperationHandler {
   constructor(
     readonly kind: 'RESTORE' | 'RESTORE_FROM_FILE' | 'CREATE_FROM_SNAPSHOT',
-    private readonly db: DataSource,
     private readonly instances: InstanceService,
     private readonly snapshots: SnapshotService,
     private readonly stores: GraphStoreProvider,
@@ -154,13 +153,15 @@ export class RestoreOperationHandler implements OperationHandler {
     private readonly metrics: Metrics,
   ) {}
 
-  async run(operation: OperationEntity, context: JobContext): Promise<void> {
+  async run(operation: OperationEntity, context: JobContext): Promise<OperationResult> {
     const instance = await this.instances.reload(operation.instanceId);
     if (!instance) throw new AppError('NOT_FOUND', `instance ${operation.instanceId} no longer exists`);
-    const params: RestoreParams = { ...(operation.params as RestoreParams | null) };
+    // Only the input survives an earlier attempt; everything else is this attempt's.
+    const params: RestoreParams = { uploadKey: (operation.params as RestoreParams | null)?.uploadKey };
     const overwriting = this.kind !== 'CREATE_FROM_SNAPSHOT';
     const shadowGeneration = instance.storeGeneration + 1;
     params.shadowGeneration = shadowGeneration;
+    context.progress({ phase: 'preparing', bytesDone: 0 });
 
     let safetySnapshot: Promise<unknown> | null = null;
     if (overwriting) {
@@ -170,13 +171,13 @@ export class RestoreOperationHandler implements OperationHandler {
       await this.instances.withStore(instance, (store) => store.freezeWrites());
       const safety = this.snapshots.newSnapshot(instance, 'PRE_RESTORE', `taken automatically before operation ${operation.id}`);
       params.preRestoreSnapshotId = safety.id;
-      await this.saveParams(operation, params);
+      await context.saveParams({ ...params });
       await this.snapshots.insert(safety);
       // Its own progress is not the restore's: only the restore's bytes count, so progress never moves back.
       safetySnapshot = this.snapshots.capture(instance, safety, { ...context, progress: () => undefined });
       safetySnapshot.catch(() => undefined);
     } else {
-      await this.saveParams(operation, params);
+      await context.saveParams({ ...params });
     }
 
     let loaded: { header: ArchiveHeader; stats: GraphStats };
@@ -193,19 +194,27 @@ export class RestoreOperationHandler implements OperationHandler {
     }
     context.signal.throwIfAborted();
 
-    // The only moment the instance is unavailable: one metadata update pointing it at the new store. Only while
-    // this runner still holds the lease: after a long stall another replica may already have compensated.
-    await context.confirmLease();
-    context.progress({ phase: 'swapping' });
+    // The point of no return, only while this runner still holds the lease and nobody asked to cancel. The swap is
+    // one metadata update pointing the instance at the new store, committed by the runner together with SUCCEEDED:
+    // the instance is UNAVAILABLE only for that moment, and a crash before the commit leaves the old data in place.
+    await context.enterPointOfNoReturn();
     if (overwriting) await this.instances.setState(instance, { availability: 'UNAVAILABLE', reason: 'swapping in the restored data' });
-    await this.instances.setState(instance, {
-      storeGeneration: shadowGeneration,
-      status: 'RUNNING',
-      availability: 'AVAILABLE',
-      reason: overwriting ? 'restore completed' : 'created from snapshot',
-    });
-    await this.stores.removeGenerations(instance.id, shadowGeneration);
-    if (params.uploadKey) await this.blobs.delete(params.uploadKey);
+    let announceSwap = () => undefined as void;
+    return {
+      commit: async (manager) => {
+        announceSwap = await this.instances.setStateIn(manager, instance, {
+          storeGeneration: shadowGeneration,
+          status: 'RUNNING',
+          availability: 'AVAILABLE',
+          reason: overwriting ? 'restore completed' : 'created from snapshot',
+        });
+      },
+      afterCommit: async () => {
+        announceSwap();
+        await this.stores.removeGenerations(instance.id, shadowGeneration);
+        if (params.uploadKey) await this.blobs.delete(params.uploadKey);
+      },
+    };
   }
 
   /** Streams the archive into a new store generation, then seals it; the shadow is removed on any failure. */
@@ -247,7 +256,7 @@ export class RestoreOperationHandler implements OperationHandler {
     }
   }
 
-  async compensate(operation: OperationEntity, error: { code: string; message: string }): Promise<boolean> {
+  async compensate(operation: OperationEntity, why: Compensation): Promise<boolean> {
     const params: RestoreParams = { ...(operation.params as RestoreParams | null) };
     const instance = await this.instances.reload(operation.instanceId);
     let completed = false;
@@ -258,25 +267,31 @@ export class RestoreOperationHandler implements OperationHandler {
         await this.instances.withStore(instance, async (store) => store.thawWrites()).catch(() => undefined);
       }
       if (completed) {
-        // Interrupted after the swap: the restored data is in place, so the restore did happen.
+        // Interrupted after the swap (written by an earlier version, which swapped before recording SUCCEEDED):
+        // the restored data is in place, so the restore did happen.
         if (instance.status !== 'RUNNING' || instance.availability !== 'AVAILABLE') {
           await this.instances.setState(instance, { status: 'RUNNING', availability: 'AVAILABLE', reason: 'restore completed' });
         }
       } else if (this.kind === 'CREATE_FROM_SNAPSHOT' && instance.status === 'CREATING') {
-        await this.instances.setState(instance, { status: 'FAILED', availability: 'UNAVAILABLE', reason: `creation failed: ${error.message}` });
+        // Handed back, the instance stays CREATING for the next attempt; otherwise it says it failed (and can be deleted).
+        if (!why.retry) {
+          await this.instances.setState(instance, { status: 'FAILED', availability: 'UNAVAILABLE', reason: `creation did not complete: ${why.message}` });
+        }
       } else if (instance.status === 'RESTORING' || instance.availability !== 'AVAILABLE') {
-        await this.instances.setState(instance, { status: 'RUNNING', availability: 'AVAILABLE', reason: 'restore failed; the data is unchanged' });
+        const reason = why.retry ? 'restore interrupted; the data is unchanged and it will run again' : 'restore did not complete; the data is unchanged';
+        await this.instances.setState(instance, { status: 'RUNNING', availability: 'AVAILABLE', reason });
       }
     }
     // Clean-up, each step on its own: whatever the row points at is the data; every other generation is a shadow.
     const attempt = (step: Promise<unknown>) => step.catch(() => undefined);
     if (instance) await attempt(this.stores.removeGenerations(instance.id, instance.storeGeneration));
-    if (params.uploadKey) await attempt(this.blobs.delete(params.uploadKey));
+    // The uploaded file is the input of the next attempt; it goes once the operation has ended.
+    if (params.uploadKey && (completed || !why.retry)) await attempt(this.blobs.delete(params.uploadKey));
+    // A restore that did not happen leaves no safety snapshot: it would only copy data that is still there
+    // (the next attempt takes its own).
     if (params.preRestoreSnapshotId && !completed) {
       const safety = await this.snapshots.byId(params.preRestoreSnapshotId);
-      if (safety && safety.status !== 'COMPLETED') {
-        await attempt(this.snapshots.failSnapshot(safety.id, `the restore failed: ${error.message}`));
-      }
+      if (safety) await attempt(this.snapshots.delete(safety));
     }
     return completed;
   }
@@ -289,11 +304,6 @@ export class RestoreOperationHandler implements OperationHandler {
     const snapshot = operation.snapshotId ? await this.snapshots.byId(operation.snapshotId) : null;
     if (!snapshot) throw new AppError('NOT_FOUND', `snapshot ${operation.snapshotId} no longer exists`);
     return this.snapshots.openArchive(snapshot);
-  }
-
-  private async saveParams(operation: OperationEntity, params: RestoreParams): Promise<void> {
-    operation.params = { ...params };
-    await this.db.getRepository(OperationEntity).save(operation, { reload: false });
   }
 }
 

@@ -11,7 +11,7 @@ import { OperationEntity } from '../entities/operation.entity';
 import { SnapshotEntity, type SnapshotProfile, type SnapshotStatus } from '../entities/snapshot.entity';
 import { AppError, badInput, conflict, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
-import type { JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
+import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
 import { insertOperation } from '../jobs/operation-queue';
 import type { Metrics } from '../observability/metrics';
 import { expiresAtFor } from '../scheduler/retention';
@@ -183,6 +183,14 @@ export class SnapshotService {
     }
   }
 
+  /** Puts a snapshot back to PENDING for another attempt, removing anything it may have half-written. Idempotent. */
+  async resetSnapshot(snapshotId: string): Promise<void> {
+    const snapshot = await this.snapshots.findOne({ where: { id: snapshotId } });
+    if (!snapshot || snapshot.status === 'COMPLETED' || snapshot.status === 'FAILED') return;
+    await this.blobs.delete(blobKeyOf(snapshot)).catch(() => undefined);
+    if (snapshot.status !== 'PENDING') await this.update(snapshot, { status: 'PENDING', blobKey: null });
+  }
+
   /** Marks a snapshot FAILED and removes anything it may have half-written. Idempotent. */
   async failSnapshot(snapshotId: string, message: string): Promise<void> {
     const snapshot = await this.snapshots.findOne({ where: { id: snapshotId } });
@@ -282,12 +290,13 @@ export class SnapshotService {
   }
 
   /**
-   * Removes the row and the blob, and tells subscribers. Used by deletion, retention and instance removal.
+   * Removes the row, then the blob, and tells subscribers. Used by deletion, retention and instance removal.
    * Returns false (and publishes nothing) when the row was already gone: two removers racing announce it once.
    */
   async delete(snapshot: SnapshotEntity): Promise<boolean> {
-    await this.blobs.delete(blobKeyOf(snapshot));
+    // The row goes first: a crash in between leaves an unlisted blob, never a listed snapshot without its data.
     const { affected } = await this.snapshots.delete({ id: snapshot.id });
+    await this.blobs.delete(blobKeyOf(snapshot));
     if (!affected) return false;
     this.publish(snapshot, true);
     return true;
@@ -337,7 +346,7 @@ export class SnapshotService {
 export const blobKeyOf = (snapshot: Pick<SnapshotEntity, 'tenantId' | 'id'>) =>
   `tenants/${snapshot.tenantId}/snapshots/${snapshot.id}.blob`;
 
-/** The SNAPSHOT operation: capture, and on any failure a FAILED snapshot with no blob left behind. */
+/** The SNAPSHOT operation: capture; on a failure or a cancellation a FAILED snapshot with no blob left behind. */
 export class SnapshotOperationHandler implements OperationHandler {
   readonly kind = 'SNAPSHOT' as const;
 
@@ -362,7 +371,10 @@ export class SnapshotOperationHandler implements OperationHandler {
     };
   }
 
-  async compensate(operation: OperationEntity, error: { message: string }): Promise<void> {
-    if (operation.snapshotId) await this.snapshots.failSnapshot(operation.snapshotId, error.message);
+  /** Handed back: PENDING again, for the next attempt. Ended (failed or cancelled): FAILED with the reason. */
+  async compensate(operation: OperationEntity, why: Compensation): Promise<void> {
+    if (!operation.snapshotId) return;
+    if (why.retry) await this.snapshots.resetSnapshot(operation.snapshotId);
+    else await this.snapshots.failSnapshot(operation.snapshotId, why.message);
   }
 }

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildSchema, findBreakingChanges, type GraphQLSchema } from 'graphql';
+import { buildSchema, findBreakingChanges, type GraphQLObjectType, type GraphQLSchema } from 'graphql';
 import { renderSchemaFile, REPO_ROOT, SCHEMA_FILE } from '../../scripts/emit-schema';
 import { buildApiSchema } from '../../src/api/schema';
+import { OPERATION_PHASES } from '../../src/jobs/operation-phases';
 
 // The public API contract, kept in the repository so that this check runs on every clone: the base contract and
 // one file per v2 capability block. A block joins IMPLEMENTED_BLOCKS when its issue is done.
@@ -64,5 +65,10 @@ describe('the GraphQL schema', () => {
       assert.ok(existsSync(copy), `test/contract/${file} is missing: copy it from the published contract`);
       assert.equal(readFileSync(copy, 'utf8'), readFileSync(join(PUBLISHED_CONTRACT_DIR, file), 'utf8'), `test/contract/${file} differs from the published one`);
     }
+  });
+
+  it('lists every operation phase in the description of Operation.phase', () => {
+    const phase = (schema.getType('Operation') as GraphQLObjectType).getFields().phase;
+    for (const name of OPERATION_PHASES) assert.ok(phase.description?.includes(name), `${name} is missing from "${phase.description}"`);
   });
 });

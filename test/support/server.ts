@@ -24,6 +24,9 @@ const INHERITED_VARIABLES_TO_DROP = [
   'SNAPGRAPH_MASTER_KEY',
   'SNAPGRAPH_PUBLIC_URL',
   'SNAPGRAPH_OPERATION_LEASE_MS',
+  'SNAPGRAPH_SHUTDOWN_GRACE_MS',
+  'SNAPGRAPH_MAX_ATTEMPTS',
+  'SNAPGRAPH_MAX_CONCURRENT_OPERATIONS',
   'SNAPGRAPH_IDLE_TIMEOUT_MS',
   'SNAPGRAPH_UPLOAD_DIR',
   'SNAPGRAPH_MAX_QUERY_DEPTH',
@@ -152,7 +155,8 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
   }
 
   let dispose: Disposer;
-  const stop = async ({ keepDataDir = false, timeoutMs = 15_000 } = {}): Promise<ExitStatus> => {
+  // Longer than the server's default shutdown grace (25 s) for running operations.
+  const stop = async ({ keepDataDir = false, timeoutMs = 45_000 } = {}): Promise<ExitStatus> => {
     const status = await terminate(current.child, 'SIGTERM', timeoutMs);
     if (!keepDataDir) {
       forgetCleanup(dispose);
@@ -188,7 +192,7 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
     stop,
     kill: () => terminate(current.child, 'SIGKILL', 15_000),
     restart: async ({ env: changes } = {}) => {
-      await terminate(current.child, 'SIGTERM', 15_000);
+      await terminate(current.child, 'SIGTERM', 45_000);
       if (changes) env = serverEnv({ ...env, ...changes });
       current = await boot(env, options);
     },

@@ -25,7 +25,7 @@ export const STATS_FIELDS = 'nodeCount relationshipCount labels { name count } r
 export const SNAPSHOT_FIELDS = `id instanceId profile status createdAt completedAt expiresAt description sizeBytes sha256
   exportable format engineVersion error contents { ${STATS_FIELDS} }`;
 export const OPERATION_FIELDS = `id kind status phase progress bytesDone bytesTotal instanceId snapshotId
-  error { code message } createdAt startedAt finishedAt`;
+  error { code message } createdAt startedAt finishedAt attempt`;
 
 export interface SnapshotJson {
   id: string;
@@ -66,6 +66,7 @@ export interface OperationJson {
   createdAt: string;
   startedAt: string | null;
   finishedAt: string | null;
+  attempt: number;
 }
 
 export const CREATE_SNAPSHOT = `mutation ($instanceId: ID!, $description: String) {
@@ -138,12 +139,12 @@ export async function operationById(server: ServerLike, id: string, key = server
   return expectData(await gql(server, `query ($id: ID!) { operation(id: $id) { ${OPERATION_FIELDS} } }`, { id }, key)).operation;
 }
 
-/** Polls until the operation is SUCCEEDED or FAILED; returns it as it then is. */
+/** Polls until the operation is SUCCEEDED, FAILED or CANCELLED; returns it as it then is. */
 export function settledOperation(server: ServerLike, id: string, key = server.adminKey, timeoutMs = 60_000): Promise<OperationJson> {
   return eventually(
     async () => {
       const operation = await operationById(server, id, key);
-      return operation && (operation.status === 'SUCCEEDED' || operation.status === 'FAILED') ? operation : undefined;
+      return operation && ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(operation.status) ? operation : undefined;
     },
     { timeoutMs, intervalMs: 25, what: `operation ${id} to finish` },
   );
@@ -376,13 +377,13 @@ export async function listening(...subscriptions: Subscription[]): Promise<void>
   await new Promise((resolve) => setTimeout(resolve, 250));
 }
 
-const STATUS_ORDER = ['QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED'];
+const STATUS_ORDER = ['QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED'];
 
 /**
  * What restoreProgress/operationProgress promise: the current state first, status never moving back, progress and
  * bytesDone never decreasing, and the stream ends on `finalStatus` (progress 1 when SUCCEEDED).
  */
-export function assertProgressSequence(states: OperationJson[], finalStatus: 'SUCCEEDED' | 'FAILED'): void {
+export function assertProgressSequence(states: OperationJson[], finalStatus: 'SUCCEEDED' | 'FAILED' | 'CANCELLED'): void {
   assert.ok(states.length > 0, 'no progress events');
   const rank = (status: string) => Math.min(STATUS_ORDER.indexOf(status), 2);
   for (let i = 1; i < states.length; i++) {

@@ -1,4 +1,4 @@
-import { Arg, Ctx, FieldResolver, Float, ID, Int, Query, Resolver, Root } from 'type-graphql';
+import { Arg, Ctx, FieldResolver, Float, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import type { InstanceEntity } from '../../entities/instance.entity';
 import type { SnapshotEntity } from '../../entities/snapshot.entity';
 import type { OperationView } from '../../services/operation.service';
@@ -39,6 +39,14 @@ export class OperationResolver {
       pageInfo: pageInfo(page.items, cursorOf, page.hasNextPage, after),
       totalCount: page.totalCount,
     };
+  }
+
+  @Mutation(() => Operation, {
+    description: `Stops a QUEUED or RUNNING operation before its point of no return: status CANCELLED, nothing
+changed, the instance AVAILABLE on its old data. CONFLICT once it is past that point.`,
+  })
+  cancelOperation(@Caller() caller: Principal, @Ctx() { services }: ApiContext, @Arg('id', () => ID) id: string): Promise<OperationView> {
+    return services.operations.cancel(caller, id);
   }
 
   @FieldResolver(() => Float, { description: '0 to 1; 1 when SUCCEEDED' })

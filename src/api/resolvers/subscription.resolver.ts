@@ -36,8 +36,8 @@ const RESTORE_KINDS = ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT'] a
 @Resolver()
 export class SubscriptionResolver {
   @Subscription(() => Operation, {
-    description: `For RESTORE, RESTORE_FROM_FILE and CREATE_FROM_SNAPSHOT operations: the operation's current
-state at once, then every change; completes after SUCCEEDED or FAILED.`,
+    description: `For RESTORE, RESTORE_FROM_FILE and CREATE_FROM_SNAPSHOT operations: the operation's live
+state at once, then every change; completes after SUCCEEDED, FAILED or CANCELLED.`,
     subscribe: ({ args, context }: SubscribeData) =>
       context.services.operations.watch(callerOf(context), String(args.operationId), [...RESTORE_KINDS]),
   })

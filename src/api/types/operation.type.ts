@@ -1,4 +1,5 @@
 import { Field, Float, ID, Int, ObjectType } from 'type-graphql';
+import { OPERATION_PHASES } from '../../jobs/operation-phases';
 import { OperationKindEnum, OperationStatusEnum } from '../enums';
 import { DateTimeScalar } from '../scalars';
 import { PageInfo } from './common.type';
@@ -14,7 +15,7 @@ export class Operation {
   @Field(() => ID) id: string;
   @Field(() => OperationKindEnum) kind: string;
   @Field(() => OperationStatusEnum) status: string;
-  @Field(() => String, { nullable: true, description: 'current phase in words, e.g. preparing, loading, verifying, swapping' })
+  @Field(() => String, { nullable: true, description: `current phase, one of: ${OPERATION_PHASES.join(', ')}` })
   phase: string | null;
   @Field(() => Float) bytesDone: number;
   @Field(() => Float, { nullable: true }) bytesTotal: number | null;
@@ -23,6 +24,8 @@ export class Operation {
   @Field(() => DateTimeScalar) createdAt: number;
   @Field(() => DateTimeScalar, { nullable: true }) startedAt: number | null;
   @Field(() => DateTimeScalar, { nullable: true }) finishedAt: number | null;
+  @Field(() => Int, { description: '1 for the first run; higher when a restart or a lost lease made another process run it again' })
+  attempt: number;
 }
 
 @ObjectType()

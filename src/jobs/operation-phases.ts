@@ -1,0 +1,29 @@
+// The phases an operation reports, in the order a restore goes through them. One list: handlers are typed by it,
+// the schema's `phase` description and docs/api.md list it, and tests check every emitted phase is in it.
+export const OPERATION_PHASES = [
+  /** Waiting for a runner (also after a restart handed the operation back). */
+  'queued',
+  /** Restores: the instance turns READ_ONLY, its store is frozen and the safety snapshot starts. */
+  'preparing',
+  /** Snapshots: the instance's data is read into the archive. */
+  'capturing',
+  /** Restores: the archive is loaded into a shadow store. */
+  'loading',
+  /** Restores: the shadow store is checked against the archive's header. */
+  'verifying',
+  /** Restores: waiting for the PRE_RESTORE safety snapshot to complete. */
+  'pre-restore snapshot',
+  /** Restores: the point of no return; the instance is switched to the new data (cancel answers CONFLICT). */
+  'swapping',
+  /** SUCCEEDED. */
+  'done',
+] as const;
+
+export type OperationPhase = (typeof OPERATION_PHASES)[number];
+
+/** From this phase on, an operation can no longer be cancelled. */
+export const POINT_OF_NO_RETURN: OperationPhase = 'swapping';
+
+export function isOperationPhase(value: unknown): value is OperationPhase {
+  return (OPERATION_PHASES as readonly unknown[]).includes(value);
+}

@@ -1,0 +1,390 @@
+// Operations survive restarts and can be cancelled (issue 10): SIGTERM and kill -9 in the middle of snapshots and
+// restores, bounded attempts, cancelOperation of QUEUED and RUNNING work, the live first event of a subscription,
+// and instance deletions finished after a crash.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { OPERATION_PHASES } from '../../src/jobs/operation-phases';
+import {
+  archiveOf,
+  CLI,
+  createInstance,
+  createKey,
+  createNodes,
+  eventually,
+  exitOf,
+  expectCode,
+  expectData,
+  fillInstance,
+  filesUnder,
+  gql,
+  instanceState,
+  listening,
+  makeTempDir,
+  REPO_ROOT,
+  OPERATION_FIELDS,
+  type OperationJson,
+  operationById,
+  payloads,
+  requestSnapshot,
+  RESTORE_SNAPSHOT,
+  serverEnv,
+  serverPerSuite,
+  settledOperation,
+  SNAPSHOT_FIELDS,
+  snapshotBlobPath,
+  snapshotById,
+  type SnapshotJson,
+  startServer,
+  statsOf,
+  storeGenerations,
+  subscribe,
+  takeSnapshot,
+  tempBlobs,
+  type TestServer,
+} from '../support';
+
+const OPERATION_PROGRESS = `subscription ($id: ID!) { operationProgress(operationId: $id) { ${OPERATION_FIELDS} } }`;
+const RESTORE_PROGRESS = `subscription ($id: ID!) { restoreProgress(operationId: $id) { ${OPERATION_FIELDS} } }`;
+const CANCEL = `mutation ($id: ID!) { cancelOperation(id: $id) { ${OPERATION_FIELDS} } }`;
+const AVAILABILITY = `subscription ($instanceId: ID) { instanceAvailabilityChanged(instanceId: $instanceId) { availability } }`;
+
+type Progress = { data?: { operationProgress?: OperationJson; restoreProgress?: OperationJson } | null };
+const stateOf = (result: Progress) => result.data?.operationProgress ?? result.data?.restoreProgress;
+/** A result showing the operation at work: RUNNING in `phase` with some bytes done. */
+const workingIn = (phase: string) => (result: Progress) => {
+  const state = stateOf(result);
+  return state?.status === 'RUNNING' && state.phase === phase && state.bytesDone > 0;
+};
+
+const countsOf = (stats: { nodeCount: number; relationshipCount: number }) => ({ nodes: stats.nodeCount, relationships: stats.relationshipCount });
+
+async function startRestore(server: TestServer, snapshotId: string, instanceId: string): Promise<OperationJson> {
+  return expectData(await gql(server, RESTORE_SNAPSHOT, { snapshotId, confirm: 'RESTORE', instanceId })).restoreSnapshot;
+}
+
+async function snapshotsOf(server: TestServer, instanceId: string, profile: string): Promise<SnapshotJson[]> {
+  const query = `query ($id: ID!, $filter: SnapshotFilter) { snapshots(instanceId: $id, first: 100, filter: $filter) { edges { node { ${SNAPSHOT_FIELDS} } } } }`;
+  return expectData(await gql(server, query, { id: instanceId, filter: { profile } })).snapshots.edges.map((edge: { node: SnapshotJson }) => edge.node);
+}
+
+/** Polls until the operation runs its `attempt`-th attempt. */
+function runningAttempt(server: TestServer, id: string, attempt: number): Promise<OperationJson> {
+  return eventually(
+    async () => {
+      const operation = await operationById(server, id);
+      return operation?.status === 'RUNNING' && operation.attempt === attempt ? operation : undefined;
+    },
+    { timeoutMs: 20_000, intervalMs: 10, what: `operation ${id} to run attempt ${attempt}` },
+  );
+}
+
+describe('operations across restarts, cancellation and live progress', function () {
+  // A 1 s lease, no shutdown grace (a SIGTERM hands running work back at once), and one operation at a time, so
+  // that a second one waits QUEUED.
+  const suite = serverPerSuite({
+    env: { SNAPGRAPH_OPERATION_LEASE_MS: '1000', SNAPGRAPH_SHUTDOWN_GRACE_MS: '0', SNAPGRAPH_MAX_CONCURRENT_OPERATIONS: '1' },
+  });
+  let tenantId: string;
+  let large: string;
+  let snapshot: SnapshotJson;
+
+  before(async function () {
+    this.timeout(180_000);
+    tenantId = expectData(await gql(suite.server, `{ viewer { tenantId } }`)).viewer.tenantId;
+    large = (await createInstance(suite.server, { name: 'large', tier: 'PROFESSIONAL', memoryGB: 4 })).id;
+    await fillInstance(suite.server, large, { nodes: 60_000, relationships: 120_000 });
+    snapshot = await takeSnapshot(suite.server, large);
+  });
+
+  describe('a graceful stop (SIGTERM) hands running work back, and the next boot finishes it', () => {
+    it('a snapshot: PENDING again on the way, COMPLETED on attempt 2', async function () {
+      this.timeout(60_000);
+      const server = suite.server;
+      const requested = await requestSnapshot(server, large);
+      const operationId = (await instanceState(server, large)).currentOperation!.id;
+      await subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: operationId }).waitFor(workingIn('capturing'), 10_000);
+      await server.restart();
+
+      const operation = await settledOperation(server, operationId);
+      assert.deepEqual([operation.status, operation.attempt], ['SUCCEEDED', 2], 'the snapshot finished before the SIGTERM: make the instance larger');
+      const done = (await snapshotById(server, requested.id))!;
+      assert.equal(done.status, 'COMPLETED');
+      assert.deepEqual(countsOf(done.contents!), countsOf(snapshot.contents!));
+      assert.ok(existsSync(snapshotBlobPath(server.dataDir, tenantId, done.id)));
+      assert.deepEqual(tempBlobs(server.dataDir), []);
+    });
+
+    it('a restore: the old data in place meanwhile, restored on attempt 2 with one safety snapshot', async function () {
+      this.timeout(60_000);
+      const server = suite.server;
+      await createNodes(server, large, [{ labels: ['AfterTheSnapshot'] }]);
+      const before = await statsOf(server, large);
+      const operation = await startRestore(server, snapshot.id, large);
+      await subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id }).waitFor(workingIn('loading'), 10_000);
+      await server.restart();
+
+      const after = await settledOperation(server, operation.id);
+      assert.deepEqual([after.status, after.attempt], ['SUCCEEDED', 2], JSON.stringify(after));
+      assert.deepEqual(await instanceState(server, large), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+      assert.deepEqual(countsOf(await statsOf(server, large)), countsOf(snapshot.contents!));
+      const safeties = (await snapshotsOf(server, large, 'PRE_RESTORE')).filter((s) => s.description?.includes(operation.id));
+      assert.deepEqual(safeties.map((s) => [s.status, s.contents?.nodeCount]), [['COMPLETED', before.nodeCount]]);
+      assert.equal(storeGenerations(server.dataDir, large).length, 1);
+    });
+
+    it('an operation interrupted on each of its 3 attempts is FAILED with INTERRUPTED, nothing changed', async function () {
+      this.timeout(120_000);
+      const server = suite.server;
+      await createNodes(server, large, [{ labels: ['Marker'] }]);
+      const before = await statsOf(server, large);
+      const operation = await startRestore(server, snapshot.id, large);
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        await runningAttempt(server, operation.id, attempt);
+        await server.restart();
+      }
+      const failed = await settledOperation(server, operation.id);
+      assert.deepEqual([failed.status, failed.error?.code, failed.attempt], ['FAILED', 'INTERRUPTED', 3], JSON.stringify(failed));
+      assert.match(failed.error!.message, /3 attempts/);
+      assert.deepEqual(await instanceState(server, large), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+      assert.deepEqual(await statsOf(server, large), before);
+      assert.deepEqual((await snapshotsOf(server, large, 'PRE_RESTORE')).filter((s) => s.description?.includes(operation.id)), []);
+      assert.equal(storeGenerations(server.dataDir, large).length, 1);
+    });
+  });
+
+  describe('cancelOperation', () => {
+    let small: string;
+    let smallSnapshot: SnapshotJson;
+
+    before(async function () {
+      this.timeout(60_000);
+      small = (await createInstance(suite.server, { name: 'small', tier: 'PROFESSIONAL', memoryGB: 4 })).id;
+      await createNodes(suite.server, small, [{ labels: ['Small'] }]);
+      smallSnapshot = await takeSnapshot(suite.server, small);
+      await createNodes(suite.server, small, [{ labels: ['NewerThanTheSnapshot'] }]);
+    });
+
+    it('cancels QUEUED work at once: a snapshot ends FAILED with the reason, a restore changes nothing', async function () {
+      this.timeout(60_000);
+      const server = suite.server;
+      // The one operation slot is busy with a restore of the large instance; what follows waits QUEUED.
+      const busy = await startRestore(server, snapshot.id, large);
+      await runningAttempt(server, busy.id, 1);
+      const smallBefore = await statsOf(server, small);
+
+      const queuedSnapshot = await requestSnapshot(server, small);
+      const snapshotOperation = (await instanceState(server, small)).currentOperation!;
+      assert.equal(snapshotOperation.status, 'QUEUED');
+      const cancelled = expectData(await gql(server, CANCEL, { id: snapshotOperation.id })).cancelOperation;
+      assert.deepEqual([cancelled.status, cancelled.error?.code, cancelled.attempt], ['CANCELLED', 'CANCELLED', 0]);
+      const failedSnapshot = (await snapshotById(server, queuedSnapshot.id))!;
+      assert.equal(failedSnapshot.status, 'FAILED');
+      assert.match(failedSnapshot.error ?? '', /cancel/);
+
+      const queuedRestore = await startRestore(server, smallSnapshot.id, small);
+      assert.equal(queuedRestore.status, 'QUEUED');
+      const cancelledRestore = expectData(await gql(server, CANCEL, { id: queuedRestore.id })).cancelOperation;
+      assert.equal(cancelledRestore.status, 'CANCELLED');
+      assert.deepEqual(await instanceState(server, small), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+      assert.deepEqual(await statsOf(server, small), smallBefore);
+      assert.deepEqual(await snapshotsOf(server, small, 'PRE_RESTORE'), []);
+
+      assert.equal((await settledOperation(server, busy.id)).status, 'SUCCEEDED', 'the other operation was disturbed');
+    });
+
+    it('cancels a RUNNING snapshot: CANCELLED, the snapshot FAILED without a blob, the instance free', async function () {
+      this.timeout(60_000);
+      const server = suite.server;
+      const requested = await requestSnapshot(server, large);
+      const operationId = (await instanceState(server, large)).currentOperation!.id;
+      const progress = subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: operationId });
+      await progress.waitFor(workingIn('capturing'), 10_000);
+      const member = await createKey(server, server.adminKey, 'MEMBER');
+      const cancelled = expectData(await gql(server, CANCEL, { id: operationId }, member.secret)).cancelOperation;
+      assert.deepEqual([cancelled.status, cancelled.error?.code], ['CANCELLED', 'CANCELLED']);
+      await progress.complete;
+      assert.equal(payloads<OperationJson>(progress, 'operationProgress').at(-1)!.status, 'CANCELLED');
+      const failed = (await snapshotById(server, requested.id))!;
+      assert.equal(failed.status, 'FAILED');
+      assert.match(failed.error ?? '', /cancel/);
+      assert.equal(existsSync(snapshotBlobPath(server.dataDir, tenantId, failed.id)), false);
+      assert.deepEqual(tempBlobs(server.dataDir), []);
+      assert.deepEqual(await instanceState(server, large), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+    });
+
+    it('cancels a RUNNING restore before its swap: the instance AVAILABLE on its old data, nothing left behind; ADMIN only', async function () {
+      this.timeout(60_000);
+      const server = suite.server;
+      await createNodes(server, large, [{ labels: ['KeepMe'] }]);
+      const before = await statsOf(server, large);
+      const availability = subscribe(server, server.adminKey, AVAILABILITY, { instanceId: large });
+      await listening(availability);
+      const operation = await startRestore(server, snapshot.id, large);
+      await subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id }).waitFor(workingIn('loading'), 10_000);
+
+      const member = await createKey(server, server.adminKey, 'MEMBER');
+      expectCode(await gql(server, CANCEL, { id: operation.id }, member.secret), 'FORBIDDEN');
+      const cancelled = expectData(await gql(server, CANCEL, { id: operation.id })).cancelOperation;
+      assert.deepEqual([cancelled.status, cancelled.error?.code], ['CANCELLED', 'CANCELLED']);
+
+      assert.deepEqual(await instanceState(server, large), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+      assert.deepEqual(await statsOf(server, large), before);
+      await availability.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE', 5_000);
+      assert.deepEqual(payloads<{ availability: string }>(availability, 'instanceAvailabilityChanged').map((e) => e.availability), ['READ_ONLY', 'AVAILABLE']);
+      assert.deepEqual((await snapshotsOf(server, large, 'PRE_RESTORE')).filter((s) => s.description?.includes(operation.id)), []);
+      assert.equal(storeGenerations(server.dataDir, large).length, 1);
+      assert.deepEqual(tempBlobs(server.dataDir), []);
+      // And the instance takes writes and restores as before.
+      await createNodes(server, large, [{ labels: ['AfterCancel'] }]);
+    });
+
+    /** `snapgraph restore-file` of the large snapshot's archive, interrupted (SIGINT) once the server is loading it. */
+    async function restoreFileInterrupted(extraArgs: string[]): Promise<{ code: number | null; stderr: string; operationId: string }> {
+      const server = suite.server;
+      const file = join(makeTempDir(), 'large.backup');
+      writeFileSync(file, await archiveOf(server, snapshot.id));
+      const env = serverEnv({ SNAPGRAPH_URL: server.url, SNAPGRAPH_API_KEY: server.adminKey, XDG_STATE_HOME: makeTempDir() });
+      const child = spawn(process.execPath, [CLI, 'restore-file', large, file, '--confirm', 'RESTORE', ...extraArgs], {
+        env,
+        cwd: REPO_ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+      const exited = exitOf(child);
+      await eventually(() => /^restore: RUNNING \(loading\)/m.test(stderr), { timeoutMs: 30_000, what: `the restore to load:\n${stderr}` });
+      child.kill('SIGINT');
+      const { code } = await exited;
+      const operationId = /operation ([0-9a-f-]{36})/.exec(stderr)?.[1] ?? '';
+      return { code, stderr, operationId };
+    }
+
+    it('snapgraph restore-file --cancel-on-interrupt: Ctrl-C while the server restores cancels it; the instance keeps its data', async function () {
+      this.timeout(90_000);
+      const server = suite.server;
+      const before = await statsOf(server, large);
+      const run = await restoreFileInterrupted(['--cancel-on-interrupt']);
+      assert.equal(run.code, 130, run.stderr);
+      assert.match(run.stderr, /restore CANCELLED \(operation [0-9a-f-]{36}\): the instance keeps its data/);
+      assert.equal((await operationById(server, run.operationId))?.status, 'CANCELLED');
+      assert.deepEqual(await instanceState(server, large), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+      assert.deepEqual(await statsOf(server, large), before);
+    });
+
+    it('snapgraph restore-file without a terminal: Ctrl-C leaves the restore running and says how to cancel it', async function () {
+      this.timeout(90_000);
+      const server = suite.server;
+      const run = await restoreFileInterrupted([]);
+      assert.equal(run.code, 130, run.stderr);
+      assert.match(run.stderr, /the restore continues on the server as operation [0-9a-f-]{36}; cancelOperation/);
+      assert.equal((await settledOperation(server, run.operationId)).status, 'SUCCEEDED');
+      assert.deepEqual(countsOf(await statsOf(server, large)), countsOf(snapshot.contents!));
+    });
+
+    it('answers CONFLICT for an operation that has ended, and a CANCELLED one as it is', async () => {
+      const server = suite.server;
+      const { operations } = expectData(
+        await gql(server, `query ($id: ID!) { operations(instanceId: $id, first: 50) { edges { node { id status } } } }`, { id: large }),
+      );
+      const nodes: { id: string; status: string }[] = operations.edges.map((edge: { node: { id: string; status: string } }) => edge.node);
+      const succeeded = nodes.find((node) => node.status === 'SUCCEEDED')!;
+      const cancelled = nodes.find((node) => node.status === 'CANCELLED')!;
+      assert.match(expectCode(await gql(server, CANCEL, { id: succeeded.id }), 'CONFLICT').message, /already ended/);
+      assert.equal(expectData(await gql(server, CANCEL, { id: cancelled.id })).cancelOperation.status, 'CANCELLED');
+      expectCode(await gql(server, CANCEL, { id: '00000000-0000-4000-8000-000000000000' }), 'NOT_FOUND');
+    });
+  });
+
+  describe('restoreProgress', () => {
+    it('gives a late subscriber the live state first, and every phase it goes through is a documented one', async function () {
+      this.timeout(60_000);
+      const server = suite.server;
+      const operation = await startRestore(server, snapshot.id, large);
+      const early = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
+      // Well into the load, where the row (persisted at most once a second) lags the live state.
+      await early.waitFor((result) => (stateOf(result)?.progress ?? 0) > 0.2 && stateOf(result)?.phase === 'loading', 20_000);
+      const seenBefore = payloads<OperationJson>(early, 'restoreProgress').at(-1)!;
+      const late = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
+      const first = stateOf(await late.next(5_000))!;
+      await Promise.all([early.complete, late.complete]);
+
+      assert.equal(first.status, 'RUNNING');
+      assert.ok(first.bytesDone >= seenBefore.bytesDone, `the late subscriber started at ${first.bytesDone} bytes, behind the ${seenBefore.bytesDone} already published`);
+      const published = payloads<OperationJson>(early, 'restoreProgress').map((state) => state.bytesDone);
+      assert.ok(published.includes(first.bytesDone) || first.bytesDone > seenBefore.bytesDone, 'the first event is no state the runner published');
+
+      // Every phase the runner entered, from its log, in the documented order, "preparing" included.
+      const ofThisRestore = (line: Record<string, unknown>) => line.operationId === operation.id;
+      await eventually(() => server.logLines().some((line) => ofThisRestore(line) && line.msg === 'operation finished'), {
+        what: 'the log line of the finished restore',
+      });
+      const phases = server
+        .logLines()
+        .filter((line) => ofThisRestore(line) && line.msg === 'operation phase')
+        .map((line) => String(line.phase));
+      for (const phase of phases) assert.ok((OPERATION_PHASES as readonly string[]).includes(phase), `undocumented phase ${phase}`);
+      assert.deepEqual(phases, ['preparing', 'loading', 'verifying', 'pre-restore snapshot', 'swapping']);
+      assert.equal(stateOf(late.results.at(-1)!)!.phase, 'done');
+    });
+  });
+});
+
+describe('deleteInstance after a kill -9', () => {
+  it('finishes every interrupted deletion at the next boot: no instance left DESTROYING, no snapshot without its data', async function () {
+    this.timeout(120_000);
+    const server = await startServer();
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId;
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const id = (await createInstance(server, { name: `doomed-${i}`, tier: 'PROFESSIONAL', memoryGB: 4 })).id;
+      await fillInstance(server, id, { nodes: 3_000, relationships: 3_000, batch: 3_000 });
+      for (let s = 0; s < 3; s++) await takeSnapshot(server, id);
+      ids.push(id);
+    }
+    const snapshotIds = new Map<string, string[]>();
+    for (const id of ids) {
+      const { snapshots } = expectData(await gql(server, `query ($id: ID!) { snapshots(instanceId: $id) { edges { node { id } } } }`, { id }));
+      snapshotIds.set(id, snapshots.edges.map((edge: { node: { id: string } }) => edge.node.id));
+    }
+
+    // All eight deletions at once; the process dies as soon as the first one has answered.
+    const deletions = ids.map((id) => gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id }).catch(() => null));
+    await Promise.race(deletions);
+    await server.kill();
+    await Promise.all(deletions);
+
+    // What the crash left, read straight from the metadata database.
+    const metadata = new Database(join(server.dataDir, 'metadata.sqlite'), { readonly: true });
+    const leftover = metadata.prepare(`SELECT id, status FROM instances`).all() as { id: string; status: string }[];
+    const listedWithoutData = (metadata.prepare(`SELECT id, "tenantId" FROM snapshots WHERE status = 'COMPLETED'`).all() as { id: string; tenantId: string }[])
+      .filter((row) => !existsSync(snapshotBlobPath(server.dataDir, row.tenantId, row.id)));
+    metadata.close();
+    assert.ok(leftover.length > 0, 'every deletion finished before the kill: nothing was interrupted');
+    assert.deepEqual(listedWithoutData, [], 'a snapshot is listed COMPLETED while its blob is gone');
+    console.log(`      the kill left ${leftover.length} of 8 instances (${leftover.filter((row) => row.status === 'DESTROYING').length} DESTROYING)`);
+
+    await server.restart();
+    // Every deletion that had begun is finished; an instance whose request never got in is as it was.
+    const destroying = new Set(leftover.filter((row) => row.status === 'DESTROYING').map((row) => row.id));
+    const remaining: { id: string; status: string }[] = expectData(await gql(server, `{ instances { id status } }`)).instances;
+    assert.deepEqual(remaining.filter((instance) => instance.status !== 'RUNNING'), []);
+    assert.deepEqual(remaining.filter((instance) => destroying.has(instance.id)), []);
+    for (const { id } of remaining) {
+      for (const snapshot of await snapshotsOf(server, id, 'ON_DEMAND')) {
+        assert.ok(existsSync(snapshotBlobPath(server.dataDir, tenantId, snapshot.id)), `snapshot ${snapshot.id} is listed without its data`);
+      }
+      expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id }));
+    }
+    assert.deepEqual(expectData(await gql(server, `{ instances { id } }`)).instances, []);
+    for (const id of ids) {
+      assert.deepEqual(storeGenerations(server.dataDir, id), []);
+      for (const snapshotId of snapshotIds.get(id)!) {
+        assert.equal(expectData(await gql(server, `query ($id: ID!) { snapshot(id: $id) { id } }`, { id: snapshotId })).snapshot, null);
+      }
+    }
+    assert.deepEqual(filesUnder(join(server.dataDir, 'instances')), []);
+  });
+});
