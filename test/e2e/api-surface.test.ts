@@ -9,6 +9,7 @@ import {
   createInstance,
   createNodes,
   expectCode,
+  eventually,
   expectData,
   gql,
   NODES_PAGE,
@@ -106,7 +107,14 @@ for (const nodeEnv of [undefined, 'production']) {
       assert.match(response.headers.get('content-type') ?? '', /json/);
       const body = (await response.json()) as { errors: { message: string; extensions: { code: string } }[] };
       assert.equal(body.errors[0].extensions.code, 'BAD_USER_INPUT');
-      expectData(await gql(server, '{ viewer { role } }'));
+      // A request after it, whose own log line marks that everything about the malformed one has been written.
+      const after = await fetch(server.graphqlUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${server.adminKey}`, 'x-request-id': 'after-malformed-1' },
+        body: JSON.stringify({ query: '{ viewer { role } }' }),
+      });
+      assert.equal(after.status, 200);
+      await eventually(() => server.logs().slice(before).includes('after-malformed-1'), { what: 'the next request\'s log line' });
       const written = server.logs().slice(before).split('\n').filter((line) => line.trim() !== '');
       const about = written.filter((line) => line.includes('malformed-body-1'));
       assert.equal(about.length, 1, written.join('\n'));
