@@ -32,10 +32,18 @@ export interface SnapshotEventPayload {
   snapshot: Record<string, unknown>;
 }
 
+export interface ApiKeyRevokedPayload {
+  tenantId: string;
+  apiKeyId: string;
+  at: string;
+}
+
 export type Topics = {
   'instance.availability': [tenantId: string, payload: AvailabilityEventPayload];
   'operation.updated': [operationId: string, payload: OperationEventPayload];
   'snapshot.updated': [tenantId: string, payload: SnapshotEventPayload];
+  /** One stream for the whole server ('all'): every replica closes the revoked key's WebSockets. */
+  'api-key.revoked': [scope: 'all', payload: ApiKeyRevokedPayload];
 };
 
 /** Typed publish/subscribe over an EventTarget (in-process, or Redis-backed across replicas). */

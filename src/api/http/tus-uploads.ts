@@ -28,6 +28,7 @@ import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
 import type { Services } from '../../services/services';
 import { formatError } from '../format-error';
+import { errorBody, JSON_CONTENT_TYPE } from './error-body';
 
 export const UPLOADS_PATH = '/uploads';
 export const OPERATION_ID_HEADER = 'Snapgraph-Operation-Id';
@@ -226,7 +227,7 @@ function answerRefusalsAsJson(tus: Server): void {
       body = errorBody(TUS_PROTOCOL_CODES[status] ?? (status >= 500 ? 'INTERNAL_SERVER_ERROR' : 'BAD_USER_INPUT'), text.trim() || 'refused');
     }
     if (status === 412) headers.set('Tus-Version', TUS_VERSION);
-    headers.set('Content-Type', 'application/json; charset=utf-8');
+    headers.set('Content-Type', JSON_CONTENT_TYPE);
     headers.set('Content-Length', String(Buffer.byteLength(body)));
     headers.set('Cache-Control', 'no-store');
     return new globalThis.Response(body, { status, headers });
@@ -439,13 +440,9 @@ function refusal(error: unknown, production: boolean): TusRefusal {
   return { status_code: STATUS_OF_CODE[code] ?? 500, body: errorBody(code, message) };
 }
 
-function errorBody(code: string, message: string): string {
-  return JSON.stringify({ errors: [{ message, extensions: { code } }] });
-}
-
 function sendRefusal(res: Response, { status_code, body }: TusRefusal): void {
   res
     .status(status_code)
-    .set({ 'Tus-Resumable': TUS_VERSION, 'Cache-Control': 'no-store', 'Content-Type': 'application/json; charset=utf-8' })
+    .set({ 'Tus-Resumable': TUS_VERSION, 'Cache-Control': 'no-store', 'Content-Type': JSON_CONTENT_TYPE })
     .send(body);
 }
