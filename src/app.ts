@@ -24,10 +24,7 @@ import { TenantService } from './services/tenant.service';
 import { UploadService } from './services/upload.service';
 import { EncryptedBlobStore } from './storage/encrypted-blob-store';
 import { FilesystemBlobStore } from './storage/filesystem-blob-store';
-import { makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
-
-/** Where the first boot writes the generated ADMIN key of tenant `default`. */
-export const initialAdminKeyPath = (dataDir: string) => join(dataDir, 'keys', 'initial-admin.key');
+import { initialAdminKeyPath, makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
 
 export interface App {
   config: AppConfig;

@@ -3,6 +3,9 @@
 import { chmod, lstat, mkdir, open, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
+/** Where the first boot writes the generated ADMIN key of tenant `default`. */
+export const initialAdminKeyPath = (dataDir: string) => join(dataDir, 'keys', 'initial-admin.key');
+
 const PRIVATE_DIR = 0o700;
 const PRIVATE_FILE = 0o600;
 
