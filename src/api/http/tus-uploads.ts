@@ -5,8 +5,9 @@
 // (`instanceId`, `confirm` = RESTORE, `filename`), which is checked before anything is stored. An upload belongs to
 // the tenant that created it: other tenants get 404. When the last byte arrives, the file is streamed through
 // UploadService.restoreFromFile (verified, stored encrypted, restore queued) and deleted; the response carries the
-// operation id in the `Snapgraph-Operation-Id` header. Refusals carry a GraphQL-style JSON body
-// ({"errors":[{"message","extensions":{"code"}}]}) with a matching HTTP status.
+// operation id in the `Snapgraph-Operation-Id` header, whether that is a PATCH or the creating POST itself
+// (creation-with-upload). X-HTTP-Method-Override is honoured on POST. Every refusal, tus's own protocol answers
+// included, carries a GraphQL-style JSON body ({"errors":[{"message","extensions":{"code"}}]}) with a matching status.
 //
 // Partial uploads are plain archive bytes, so they live OUTSIDE the data dir: SNAPGRAPH_UPLOAD_DIR, by default
 // <os tmpdir>/snapgraph-uploads-<hash of the data dir>, a 0700 directory. Uploads left unfinished for 24 h expire.
