@@ -24,6 +24,7 @@ import { TenantService } from './services/tenant.service';
 import { UploadService } from './services/upload.service';
 import { EncryptedBlobStore } from './storage/encrypted-blob-store';
 import { FilesystemBlobStore } from './storage/filesystem-blob-store';
+import { initialAdminKeyPath, makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
 
 export interface App {
   config: AppConfig;
@@ -53,6 +54,8 @@ async function finishDeletions(instances: InstanceService, all: boolean, logger:
 }
 
 export async function createApp(config: AppConfig, logger: Logger): Promise<App> {
+  const tightened = await makeDataDirPrivate(config.dataDir);
+  if (tightened > 0) logger.warn({ dataDir: config.dataDir, entries: tightened }, 'made the data dir readable by its owner only');
   const db = createMetadataDataSource(config);
   await db.initialize();
   const closers: (() => Promise<unknown>)[] = [() => db.destroy()];
@@ -82,13 +85,13 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
 
     const soleProcess = !config.databaseUrl;
     const runner = new OperationRunner(db, events, logger, { leaseMs: config.operationLeaseMs, soleProcess, maxAttempts: config.maxAttempts, maxConcurrent: config.maxConcurrentOperations }, metrics);
-    const tenants = new TenantService(db);
+    const tenants = new TenantService(db, events);
     const instances = new InstanceService(db, config, stores, events);
     const graph = new GraphService(instances);
     const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics);
     const operations = new OperationService(db, instances, events, runner);
     const restores = new RestoreService(db, instances, snapshots, () => runner.kick());
-    const exports = new ExportService(db, config, instances, snapshots);
+    const exports = new ExportService(db, config, instances, snapshots, tenants);
     const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
     const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, events };
 
@@ -111,10 +114,10 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
 
     const bootstrapped = await tenants.bootstrap(config.bootstrapToken);
     if (bootstrapped?.generatedSecret) {
-      // Printed once, on stdout only, outside the structured log: the operator's first key.
-      process.stdout.write(
-        `\nSnapgraph created tenant "default" with an ADMIN API key (shown once, keep it safe):\n\n  ${bootstrapped.generatedSecret}\n\n`,
-      );
+      // The log is a JSON stream that is collected and shipped: the key goes to a file only its owner can read.
+      const path = initialAdminKeyPath(config.dataDir);
+      await writePrivateFile(path, `${bootstrapped.generatedSecret}\n`);
+      logger.warn({ path }, 'created tenant "default" with an ADMIN API key, written to this file (mode 0600): read it, keep it safe, delete the file');
     } else if (bootstrapped) {
       logger.info('created tenant "default" with the ADMIN key from SNAPGRAPH_BOOTSTRAP_TOKEN');
     }

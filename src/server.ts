@@ -22,6 +22,8 @@ import { httpErrorHandler } from './api/http/http-errors';
 import { playground } from './api/http/playground';
 import { queryGuard } from './api/http/query-guard';
 import { createTusUploads, UPLOADS_PATH } from './api/http/tus-uploads';
+import { publicOrigin } from './api/http/public-origin';
+import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { buildApiSchema } from './api/schema';
@@ -79,6 +81,8 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const introspection = { introspection: config.introspection };
   const wsTimeouts = webSocketTimeouts(config.idleTimeoutMs);
   let ready = false;
+  /** http://HOST:PORT once listening: the base of export links when no public URL or allowed host says otherwise. */
+  let listeningUrl = `http://${config.host}:${config.port}`;
 
   const authenticate = async (authorization: unknown): Promise<Principal | null> => {
     if (authorization === undefined || authorization === null || authorization === '') return null;
@@ -93,6 +97,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   instrumentWebSocketServer(wsServer, app.metrics, logger);
   const wsPrincipals = new WeakMap<object, Principal>();
   const checkOperation = checkWebSocketOperation(schema, limits, introspection);
+  const keySockets = closeSocketsOfRevokedKeys(app, logger);
   const wsCleanup = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
       schema,
@@ -114,13 +119,14 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
           return false;
         }
         wsPrincipals.set(ctx, principal);
+        keySockets.add(principal.apiKeyId, ctx.extra.socket);
         return true;
       },
       context: (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>): ApiContext => ({
         principal: wsPrincipals.get(ctx) ?? null,
         services,
         requestId: randomUUID(),
-        origin: originOf(ctx.extra.request, config),
+        origin: publicOrigin(config, listeningUrl, ctx.extra.request.headers.host),
       }),
       onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), exposure)),
       onNext: (_ctx, _id, _payload, _args, result) =>
@@ -179,7 +185,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         principal: await authenticate(req.headers.authorization),
         services,
         requestId: requestIdFrom(req.headers['x-request-id']),
-        origin: originOf(req, config),
+        origin: publicOrigin(config, listeningUrl, req.headers.host),
       }),
     }),
   );
@@ -192,6 +198,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   ready = true;
   const { port } = httpServer.address() as AddressInfo;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  listeningUrl = url;
   logger.info({ url: `${url}/graphql`, dataDir: config.dataDir, metadata: config.databaseUrl ? 'postgres' : 'sqlite' }, 'snapgraph is serving');
 
   let closing: Promise<void> | null = null;
@@ -200,16 +207,11 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       ready = false;
       await apollo.stop();
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
+      keySockets.stop();
       await app.close();
       logger.info('snapgraph stopped');
     })());
   return { app, url, port, close };
-}
-
-function originOf(req: IncomingMessage, config: AppConfig): string {
-  if (config.publicUrl) return config.publicUrl;
-  const host = req.headers.host ?? `${config.host}:${config.port}`;
-  return `http://${host}`;
 }
 
 export function installSignalHandlers(server: RunningServer, logger: Logger): void {

@@ -1,13 +1,12 @@
 // `snapgraph export <snapshotId> [-o file]`: downloads a snapshot's archive through a fresh export link into
 // <file>.part, resuming a partial one with a Range request, and keeps the file only when its sha256 is the snapshot's.
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, stat, unlink } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { type FileHandle, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { ApiClient } from './api-client';
+import { ApiClient, describeErrorBody } from './api-client';
 import { CliError, Interrupted } from './cli-error';
 import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
@@ -119,7 +118,7 @@ async function openDownload(
     throw new CliError(`the server answered a different range (${response.headers.get('content-range')}); run the command again`);
   }
   const text = await response.text().catch(() => '');
-  const reason = describeRefusal(text);
+  const reason = describeErrorBody(text);
   switch (response.status) {
     case 410:
       throw new CliError(
@@ -135,7 +134,10 @@ async function openDownload(
   }
 }
 
-/** Streams the body into the file in constant memory, hashing and showing progress; returns the file's size. */
+/**
+ * Streams the body into the file in constant memory, hashing and showing progress; returns the file's size once every
+ * byte is on disk (fsynced). A file that cannot be written is a CliError at once, never a silent stop.
+ */
 async function appendBody(
   body: Readable,
   part: string,
@@ -144,50 +146,54 @@ async function appendBody(
   total: number,
   interruption: Interruption,
 ): Promise<number> {
-  const writer = createWriteStream(part, { flags: from > 0 ? 'a' : 'w' });
-  const written = finished(writer);
-  written.catch(() => undefined); // awaited below; a write error also surfaces through writer.errored
+  let handle: FileHandle;
+  try {
+    handle = await open(part, from > 0 ? 'a' : 'w');
+  } catch (error) {
+    body.destroy();
+    throw cannotWrite(part, error);
+  }
   const progress = new ProgressBar('downloading', { total, start: from });
   let done = from;
   let failure: unknown = null;
+  let writeFailure: unknown = null;
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       const piece = interruption.clip(chunk, done);
       hash.update(piece);
+      try {
+        await handle.write(piece);
+      } catch (error) {
+        writeFailure = error;
+        break;
+      }
       done += piece.length;
       progress.update(done);
-      if (!writer.write(piece)) await new Promise<void>((resolveDrain) => writer.once('drain', () => resolveDrain()));
-      if (writer.errored) throw writer.errored;
       if (interruption.isRequested) break;
     }
+    if (!writeFailure) await handle.sync().catch((error) => (writeFailure = error));
   } catch (error) {
     // A Ctrl-C aborts the request: not a failure, the bytes so far are kept.
     if (!interruption.isRequested) failure = error;
   } finally {
     body.destroy();
-    writer.end();
-    await written.catch((error) => (failure ??= error));
+    await handle.close().catch((error) => (writeFailure ??= error));
     progress.finish(done);
   }
+  if (writeFailure) throw cannotWrite(part, writeFailure);
   if (failure) {
-    if (writer.errored) throw new CliError(`cannot write ${part}: ${(failure as Error).message}`);
     throw new CliError(`the download was cut off at byte ${done} (${(failure as Error).message}); run the same command again to resume`);
   }
   return done;
 }
 
-function resumeHint(bytes: number, link: ExportLink, part: string): Interrupted {
-  return new Interrupted(`${bytes} of ${link.sizeBytes} bytes are in ${part}; run the same command again to resume`);
+function cannotWrite(path: string, error: unknown): CliError {
+  const { code, message } = error as NodeJS.ErrnoException;
+  return new CliError(`cannot write ${path}: ${code ?? message}; nothing was saved`);
 }
 
-/** The download route answers refusals as {"error": "..."}. */
-function describeRefusal(text: string): string | null {
-  try {
-    const { error } = JSON.parse(text) as { error?: unknown };
-    return typeof error === 'string' ? error : null;
-  } catch {
-    return null;
-  }
+function resumeHint(bytes: number, link: ExportLink, part: string): Interrupted {
+  return new Interrupted(`${bytes} of ${link.sizeBytes} bytes are in ${part}; run the same command again to resume`);
 }
 
 async function hashFile(path: string, hash: Hash): Promise<void> {

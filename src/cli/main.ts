@@ -2,25 +2,30 @@
 // The snapgraph command: serve, tenant administration, and (with a running server) archive transfer.
 import 'reflect-metadata';
 import { ConfigError, loadConfig } from '../config/app-config';
-import { createMetadataDataSource } from '../entities/data-source';
 import { createLogger } from '../logging/logger';
 import { installSignalHandlers, startServer } from '../server';
-import { TenantService } from '../services/tenant.service';
 import { DEFAULT_URL } from './api-client';
 import { CliError, UsageError } from './cli-error';
 import { exportCommand } from './export-command';
 import { restoreFileCommand } from './restore-file-command';
+import { apiKeyCommand, tenantCommand } from './tenant-commands';
 
 const USAGE = `usage:
   snapgraph serve                          run the server (configured by the environment; see README)
-  snapgraph tenant create <name> [--json]  create a tenant and print its first ADMIN API key
+  snapgraph tenant create <name> [--json] [--init]
+                                           create a tenant and print its first ADMIN API key
+                                           (--init: create the metadata database if there is none)
+  snapgraph tenant list [--json]           the tenants
+  snapgraph apikey list [--tenant <name>] [--json]
+                                           API keys that are not revoked (no secrets), with when each was last used
   snapgraph export <snapshotId> [-o file]  download a snapshot's archive (resumes <file>.part; checks its sha256)
   snapgraph restore-file <instanceId> <file> --confirm RESTORE [--chunk-size 64M] [--cancel-on-interrupt]
                                            upload a .backup/.dump/.tar of any size and restore it into the
                                            instance (a rerun after Ctrl-C resumes the upload; Ctrl-C during the
                                            restore cancels it: asked on a terminal, at once with the flag)
 
-export and restore-file talk to a running server:
+tenant and apikey work on the server's metadata database (same SNAPGRAPH_DATA_DIR or DATABASE_URL), even while
+it runs. export and restore-file talk to a running server:
   --url <url>   or SNAPGRAPH_URL      (default ${DEFAULT_URL})
   --key <key>   or SNAPGRAPH_API_KEY  (prefer the variable: arguments are visible to other local users)
 `;
@@ -28,11 +33,15 @@ export and restore-file talk to a running server:
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
-    case 'serve':
     case undefined:
+      process.stderr.write(`snapgraph: a command is needed (\`snapgraph serve\` runs the server)\n${USAGE}`);
+      return 2;
+    case 'serve':
       return serve();
     case 'tenant':
-      return tenant(rest);
+      return tenantCommand(rest);
+    case 'apikey':
+      return apiKeyCommand(rest);
     case 'export':
       return exportCommand(rest);
     case 'restore-file':
@@ -54,29 +63,6 @@ async function serve(): Promise<number> {
   const server = await startServer(config, logger);
   installSignalHandlers(server, logger);
   return -1; // keep running
-}
-
-async function tenant(args: string[]): Promise<number> {
-  const [sub, name, ...flags] = args;
-  if (sub !== 'create' || !name || flags.some((flag) => flag !== '--json')) {
-    process.stderr.write(USAGE);
-    return 2;
-  }
-  const config = loadConfig();
-  const db = createMetadataDataSource(config);
-  await db.initialize();
-  try {
-    await db.runMigrations({ transaction: 'each' });
-    const { tenant: created, apiKey } = await new TenantService(db).createTenant(name);
-    if (flags.includes('--json')) {
-      process.stdout.write(`${JSON.stringify({ tenantId: created.id, apiKey })}\n`);
-    } else {
-      process.stdout.write(`tenant "${created.name}" created (${created.id})\nADMIN API key (shown once): ${apiKey}\n`);
-    }
-    return 0;
-  } finally {
-    await db.destroy();
-  }
 }
 
 main(process.argv.slice(2)).then(

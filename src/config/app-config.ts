@@ -24,6 +24,11 @@ export interface AppConfig {
   /** base64 of 32 bytes; undefined = a key file generated in dataDir. Never logged. */
   masterKey?: string;
   publicUrl?: string;
+  /**
+   * Hosts (host[:port], or origins such as https://a.example) this server may be reached as: a request's Host header
+   * is used for export links only when it is one of them. Ignored when publicUrl is set.
+   */
+  allowedHosts: string[];
   /** Where partial resumable (tus) uploads are kept; never inside dataDir, since they are plain archive bytes. */
   uploadDir?: string;
   tiers: Record<Tier, TierPolicy>;
@@ -83,6 +88,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const redisUrl = check('REDIS_URL', () => optionalUrl(env.REDIS_URL, ['redis:', 'rediss:']), undefined);
   const uploadDir = env.SNAPGRAPH_UPLOAD_DIR?.trim() ? resolve(env.SNAPGRAPH_UPLOAD_DIR.trim()) : undefined;
   const publicUrl = check('SNAPGRAPH_PUBLIC_URL', () => optionalUrl(env.SNAPGRAPH_PUBLIC_URL, ['http:', 'https:']), undefined);
+  const allowedHosts = check('SNAPGRAPH_ALLOWED_HOSTS', () => parseAllowedHosts(env.SNAPGRAPH_ALLOWED_HOSTS), []);
   const masterKey = check('SNAPGRAPH_MASTER_KEY', () => optionalMasterKey(env.SNAPGRAPH_MASTER_KEY), undefined);
   const bootstrapToken = check('SNAPGRAPH_BOOTSTRAP_TOKEN', () => optionalToken(env.SNAPGRAPH_BOOTSTRAP_TOKEN), undefined);
   const file = check('SNAPGRAPH_CONFIG', () => readConfigFile(env.SNAPGRAPH_CONFIG), {} as Record<string, unknown>);
@@ -122,6 +128,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     bootstrapToken,
     masterKey,
     publicUrl,
+    allowedHosts,
     uploadDir,
     tiers,
     maxUploadBytes,
@@ -159,6 +166,24 @@ function optionalUrl(text: string | undefined, protocols: string[]): string | un
   }
   if (!protocols.includes(url.protocol)) throw new Error(`must start with ${protocols.map((p) => `${p}//`).join(' or ')}`);
   return text.trim().replace(/\/+$/, '');
+}
+
+/** A comma-separated list of host[:port] or http(s) origins, each turned into an origin (http:// by default). */
+function parseAllowedHosts(text: string | undefined): string[] {
+  if (!text?.trim()) return [];
+  return text.split(',').map((entry) => {
+    const trimmed = entry.trim();
+    let url: URL;
+    try {
+      url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed) ? trimmed : `http://${trimmed}`);
+    } catch {
+      throw new Error(`"${trimmed}" is not a host[:port] or an http(s) origin`);
+    }
+    if (!['http:', 'https:'].includes(url.protocol) || url.pathname !== '/' || url.search || url.username || !url.host) {
+      throw new Error(`"${trimmed}" is not a host[:port] or an http(s) origin`);
+    }
+    return url.origin;
+  });
 }
 
 function optionalMasterKey(text: string | undefined): string | undefined {

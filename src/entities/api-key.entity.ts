@@ -26,4 +26,8 @@ export class ApiKeyEntity {
 
   @BigIntColumn({ nullable: true })
   revokedAt: number | null;
+
+  /** Recorded at most once a minute per key (API_KEY_USAGE_RESOLUTION_MS), not on every request. */
+  @BigIntColumn({ nullable: true })
+  lastUsedAt: number | null;
 }

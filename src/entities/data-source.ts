@@ -5,6 +5,7 @@ import { DataSource } from 'typeorm';
 import { Initial1764000000000 } from '../migrations/1764000000000-initial';
 import { ExportTokens1764100000000 } from '../migrations/1764100000000-export-tokens';
 import { OperationAttempts1765000000000 } from '../migrations/1765000000000-operation-attempts';
+import { ApiKeyUsage1765100000000 } from '../migrations/1765100000000-api-key-usage';
 import { ApiKeyEntity } from './api-key.entity';
 import { ExportTokenEntity } from './export-token.entity';
 import { InstanceEntity } from './instance.entity';
@@ -14,22 +15,25 @@ import { SnapshotEntity } from './snapshot.entity';
 import { TenantEntity } from './tenant.entity';
 
 export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity];
-export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000];
+export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000];
 
 export interface MetadataDatabaseOptions {
   dataDir: string;
   databaseUrl?: string;
 }
 
+/** The embedded metadata database's file. */
+export const metadataDatabasePath = (dataDir: string) => join(dataDir, 'metadata.sqlite');
+
 export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatabaseOptions): DataSource {
   const common = { entities: ENTITIES, migrations: MIGRATIONS, synchronize: false, logging: false } as const;
   if (databaseUrl) {
     return new DataSource({ type: 'postgres', url: databaseUrl, ...common, extra: { max: 10 } });
   }
-  mkdirSync(dataDir, { recursive: true });
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const db = new DataSource({
     type: 'better-sqlite3',
-    database: join(dataDir, 'metadata.sqlite'),
+    database: metadataDatabasePath(dataDir),
     enableWAL: true,
     // The CLI (`snapgraph tenant create`) may write while the server runs: wait for the lock instead of failing.
     timeout: 10_000,

@@ -14,6 +14,10 @@ export class ExportTokenEntity {
   @IdColumn()
   snapshotId: string;
 
+  /** The key that asked for the link: revoking it ends the link. Null for links made before keys were recorded. */
+  @IdColumn({ nullable: true })
+  apiKeyId: string | null;
+
   @Column({ type: 'varchar', length: 64, unique: true })
   tokenHash: string;
 

@@ -38,11 +38,19 @@ export interface OperationControlPayload {
   action: 'cancel' | 'publish-state';
 }
 
+export interface ApiKeyRevokedPayload {
+  tenantId: string;
+  apiKeyId: string;
+  at: string;
+}
+
 export type Topics = {
   'instance.availability': [tenantId: string, payload: AvailabilityEventPayload];
   'operation.updated': [operationId: string, payload: OperationEventPayload];
   'operation.control': [operationId: string, payload: OperationControlPayload];
   'snapshot.updated': [tenantId: string, payload: SnapshotEventPayload];
+  /** One stream for the whole server ('all'): every replica closes the revoked key's WebSockets. */
+  'api-key.revoked': [scope: 'all', payload: ApiKeyRevokedPayload];
 };
 
 /** Typed publish/subscribe over an EventTarget (in-process, or Redis-backed across replicas). */

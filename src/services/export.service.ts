@@ -6,10 +6,11 @@ import { archiveExtension } from '../archive';
 import type { AppConfig } from '../config/app-config';
 import { ExportTokenEntity } from '../entities/export-token.entity';
 import type { SnapshotEntity } from '../entities/snapshot.entity';
-import { AppError } from '../errors/app-error';
+import { AppError, type ErrorCode } from '../errors/app-error';
 import type { InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
 import type { SnapshotService } from './snapshot.service';
+import type { TenantService } from './tenant.service';
 
 export const EXPORT_PATH = '/exports';
 
@@ -29,10 +30,17 @@ export interface Download {
   open(range?: { start: number; end: number }): Promise<Readable>;
 }
 
-/** Why a link does not work: unknown (404) or expired (410). */
+/** Why a link does not work: unknown (404), its key revoked (403) or expired (410). */
 export class DownloadRefused extends Error {
-  constructor(readonly status: 404 | 410, message: string) {
+  constructor(
+    readonly status: 403 | 404 | 410,
+    message: string,
+  ) {
     super(message);
+  }
+
+  get code(): ErrorCode {
+    return this.status === 403 ? 'FORBIDDEN' : 'NOT_FOUND';
   }
 }
 
@@ -46,6 +54,7 @@ export class ExportService {
     private readonly config: AppConfig,
     private readonly instances: InstanceService,
     private readonly snapshots: SnapshotService,
+    private readonly tenants: TenantService,
   ) {
     this.tokens = db.getRepository(ExportTokenEntity);
   }
@@ -65,6 +74,7 @@ export class ExportService {
       id: randomUUID(),
       tenantId: principal.tenantId,
       snapshotId: snapshot.id,
+      apiKeyId: principal.apiKeyId,
       tokenHash: hashToken(token),
       fileName,
       createdAt: now,
@@ -81,6 +91,9 @@ export class ExportService {
     const link = await this.tokens.findOne({ where: { tokenHash: hashToken(token) } });
     if (!link) throw new DownloadRefused(404, 'no such export link');
     if (link.expiresAt <= Date.now()) throw new DownloadRefused(410, 'this export link has expired; ask for a new one with exportSnapshot');
+    if (link.apiKeyId !== null && !(await this.tenants.isActiveKey(link.apiKeyId))) {
+      throw new DownloadRefused(403, 'the API key that created this export link was revoked; ask for a new link with another key');
+    }
     const snapshot = await this.snapshots.byId(link.snapshotId);
     if (!snapshot || snapshot.tenantId !== link.tenantId || snapshot.status !== 'COMPLETED') {
       throw new DownloadRefused(404, 'the snapshot of this export link no longer exists');

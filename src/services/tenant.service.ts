@@ -1,9 +1,10 @@
-// Tenants and their API keys: creation, the first-boot bootstrap, authentication, rotation.
+// Tenants and their API keys: creation, the first-boot bootstrap, authentication, listing, rotation.
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import type { DataSource, Repository } from 'typeorm';
+import { type DataSource, IsNull, LessThan, type Repository } from 'typeorm';
 import { ApiKeyEntity, type Role } from '../entities/api-key.entity';
 import { TenantEntity } from '../entities/tenant.entity';
 import { badInput, notFound } from '../errors/app-error';
+import type { EventBus } from '../events/event-bus';
 import { type Principal, requireRole } from './principal';
 
 export interface NewApiKey {
@@ -14,6 +15,9 @@ export interface NewApiKey {
 
 const TENANT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
 
+/** lastUsedAt is kept to this resolution: at most one write per key per minute, whatever the request rate. */
+export const API_KEY_USAGE_RESOLUTION_MS = 60_000;
+
 export const hashSecret = (secret: string) => createHash('sha256').update(secret, 'utf8').digest('hex');
 const newSecret = () => `sg_${randomBytes(32).toString('base64url')}`;
 
@@ -21,7 +25,11 @@ export class TenantService {
   private readonly tenants: Repository<TenantEntity>;
   private readonly keys: Repository<ApiKeyEntity>;
 
-  constructor(private readonly db: DataSource) {
+  /** `events` carries revocations to every replica (their WebSockets close); the CLI, which revokes nothing, has none. */
+  constructor(
+    private readonly db: DataSource,
+    private readonly events?: EventBus,
+  ) {
     this.tenants = db.getRepository(TenantEntity);
     this.keys = db.getRepository(ApiKeyEntity);
   }
@@ -49,7 +57,28 @@ export class TenantService {
     if (!key || key.revokedAt !== null) return null;
     const tenant = await this.tenants.findOne({ where: { id: key.tenantId } });
     if (!tenant) return null;
+    await this.recordUse(key);
     return { tenantId: tenant.id, tenantName: tenant.name, role: key.role, apiKeyId: key.id, apiKeyName: key.name };
+  }
+
+  /** Whether the key exists and is not revoked (export links die with the key that made them). */
+  async isActiveKey(id: string): Promise<boolean> {
+    return this.keys.exists({ where: { id, revokedAt: IsNull() } });
+  }
+
+  /** The tenant's keys, oldest first, without secrets (only their hashes are stored anyway), revoked ones left out. */
+  async listApiKeys(principal: Principal): Promise<ApiKeyEntity[]> {
+    requireRole(principal, 'ADMIN', 'listing API keys');
+    return this.keysOf(principal.tenantId);
+  }
+
+  /** For the operator's CLI, which works on the metadata database directly. */
+  async listTenants(): Promise<TenantEntity[]> {
+    return this.tenants.find({ order: { createdAt: 'ASC', name: 'ASC' } });
+  }
+
+  async keysOf(tenantId: string): Promise<ApiKeyEntity[]> {
+    return this.keys.find({ where: { tenantId, revokedAt: IsNull() }, order: { createdAt: 'ASC', id: 'ASC' } });
   }
 
   async createApiKey(principal: Principal, name: string, role: Role): Promise<NewApiKey> {
@@ -65,7 +94,21 @@ export class TenantService {
     requireRole(principal, 'ADMIN', 'revoking API keys');
     const key = await this.keys.findOne({ where: { id, tenantId: principal.tenantId } });
     if (!key || key.revokedAt !== null) throw notFound('API key', id);
-    await this.keys.update({ id }, { revokedAt: Date.now() });
+    const at = Date.now();
+    await this.keys.update({ id }, { revokedAt: at });
+    // Every replica closes the key's open WebSockets (requests and export links check the row themselves).
+    this.events?.pubSub.publish('api-key.revoked', 'all', { tenantId: key.tenantId, apiKeyId: id, at: new Date(at).toISOString() });
+  }
+
+  /**
+   * lastUsedAt, to the minute: a conditional update, so that concurrent requests (and replicas) write it once.
+   * A failure here (a full disk) must not refuse the request that was being authenticated.
+   */
+  private async recordUse(key: ApiKeyEntity): Promise<void> {
+    const now = Date.now();
+    if (key.lastUsedAt !== null && now - key.lastUsedAt < API_KEY_USAGE_RESOLUTION_MS) return;
+    const stale = key.lastUsedAt === null ? IsNull() : LessThan(now - API_KEY_USAGE_RESOLUTION_MS + 1);
+    await this.keys.update({ id: key.id, lastUsedAt: stale }, { lastUsedAt: now }).catch(() => undefined);
   }
 
   private async createTenantWithKey(name: string, secret: string): Promise<{ tenant: TenantEntity; key: ApiKeyEntity }> {
@@ -85,6 +128,7 @@ export class TenantService {
       secretHash: hashSecret(secret),
       createdAt: Date.now(),
       revokedAt: null,
+      lastUsedAt: null,
     });
   }
 }

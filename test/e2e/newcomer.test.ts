@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { itRunsTheCoreRoundTrip } from '../support/core-round-trip';
 import { expectCode, expectData, gql, serverPerSuite, startServer } from '../support';
@@ -22,17 +22,22 @@ describe("a newcomer's first run", () => {
   });
 
   describe('without SNAPGRAPH_BOOTSTRAP_TOKEN', () => {
-    it('prints a generated ADMIN key once on stdout, which works, and never again', async () => {
+    it('writes a generated ADMIN key to a 0600 file it names in the log (never the key), which works, and never again', async () => {
       const server = await startServer({ env: { SNAPGRAPH_BOOTSTRAP_TOKEN: undefined } });
-      const printed = /^\s+(\S{32,})\s*$/m.exec(server.logs())?.[1];
-      assert.ok(printed, `no generated key in the output:\n${server.logs()}`);
-      const { viewer } = expectData(await gql(server, `{ viewer { tenantName role } }`, {}, printed));
+      const announced = server.logLines().find((line) => typeof line.path === 'string' && line.path.endsWith('initial-admin.key'));
+      assert.ok(announced, `the key file is not announced:\n${server.logs()}`);
+      const path = announced.path as string;
+      assert.equal(statSync(path).mode & 0o777, 0o600);
+      const written = readFileSync(path, 'utf8').trim();
+      assert.match(written, /^\S{32,}$/);
+      const { viewer } = expectData(await gql(server, `{ viewer { tenantName role } }`, {}, written));
       assert.deepEqual(viewer, { tenantName: 'default', role: 'ADMIN' });
-      for (const line of server.logLines()) assert.ok(!JSON.stringify(line).includes(printed), 'the key reached a log line');
+      assert.ok(!server.logs().includes(written), 'the key reached the output');
 
+      unlinkSync(path);
       await server.restart();
-      assert.ok(!server.logs().includes(printed), 'the key was printed again after a restart');
-      expectData(await gql(server, `{ viewer { role } }`, {}, printed));
+      assert.ok(!existsSync(path), 'a key file was written again after a restart');
+      expectData(await gql(server, `{ viewer { role } }`, {}, written));
       expectCode(await gql(server, `{ viewer { role } }`), 'UNAUTHENTICATED');
     });
   });

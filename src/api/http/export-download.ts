@@ -4,6 +4,7 @@ import type { Request, RequestHandler, Response } from 'express';
 import type { Logger } from '../../logging/logger';
 import { countBytes, type Metrics } from '../../observability/metrics';
 import { DownloadRefused, type ExportService } from '../../services/export.service';
+import { sendError } from './error-body';
 
 type RangeRequest = { start: number; end: number } | 'unsatisfiable' | null;
 
@@ -36,10 +37,7 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
     try {
       download = await exports.resolve(token);
     } catch (error) {
-      if (error instanceof DownloadRefused) {
-        res.status(error.status).json({ error: error.message });
-        return;
-      }
+      if (error instanceof DownloadRefused) return void sendError(res, error.status, error.code, error.message);
       throw error;
     }
     const { sizeBytes, sha256, fileName } = download;
@@ -53,8 +51,9 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
     const ifRange = req.headers['if-range'];
     const range = ifRange && ifRange !== etag ? null : parseRange(req.headers.range, sizeBytes);
     if (range === 'unsatisfiable') {
-      res.status(416).setHeader('Content-Range', `bytes */${sizeBytes}`).end();
-      return;
+      res.setHeader('Content-Range', `bytes */${sizeBytes}`);
+      res.removeHeader('Content-Disposition');
+      return void sendError(res, 416, 'BAD_USER_INPUT', `the range is outside the file (${sizeBytes} bytes)`);
     }
     const start = range?.start ?? 0;
     const end = range?.end ?? sizeBytes - 1;
@@ -72,8 +71,7 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
     } catch (error) {
       logger.error({ err: error, snapshotId: download.snapshot.id }, 'export download could not open the archive');
       res.removeHeader('Content-Disposition');
-      res.status(500).json({ error: 'the archive cannot be read; try again or contact the operator' });
-      return;
+      return void sendError(res, 500, 'INTERNAL_SERVER_ERROR', 'the archive cannot be read; try again or contact the operator');
     }
     try {
       await pipeline(body, countBytes(metrics.bytesExported), res);

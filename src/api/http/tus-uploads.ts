@@ -5,8 +5,9 @@
 // (`instanceId`, `confirm` = RESTORE, `filename`), which is checked before anything is stored. An upload belongs to
 // the tenant that created it: other tenants get 404. When the last byte arrives, the file is streamed through
 // UploadService.restoreFromFile (verified, stored encrypted, restore queued) and deleted; the response carries the
-// operation id in the `Snapgraph-Operation-Id` header. Refusals carry a GraphQL-style JSON body
-// ({"errors":[{"message","extensions":{"code"}}]}) with a matching HTTP status.
+// operation id in the `Snapgraph-Operation-Id` header, whether that is a PATCH or the creating POST itself
+// (creation-with-upload). X-HTTP-Method-Override is honoured on POST. Every refusal, tus's own protocol answers
+// included, carries a GraphQL-style JSON body ({"errors":[{"message","extensions":{"code"}}]}) with a matching status.
 //
 // Partial uploads are plain archive bytes, so they live OUTSIDE the data dir: SNAPGRAPH_UPLOAD_DIR, by default
 // <os tmpdir>/snapgraph-uploads-<hash of the data dir>, a 0700 directory. Uploads left unfinished for 24 h expire.
@@ -14,6 +15,7 @@ import { createHash } from 'node:crypto';
 import { rmdirSync } from 'node:fs';
 import { chmod, lstat, mkdir } from 'node:fs/promises';
 import type { Socket } from 'node:net';
+import { pipeline, Transform } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { FileStore } from '@tus/file-store' with { 'resolution-mode': 'import' };
@@ -27,6 +29,7 @@ import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
 import type { Services } from '../../services/services';
 import { type ErrorExposure, formatError } from '../format-error';
+import { errorBody, JSON_CONTENT_TYPE } from './error-body';
 
 export const UPLOADS_PATH = '/uploads';
 export const OPERATION_ID_HEADER = 'Snapgraph-Operation-Id';
@@ -78,6 +81,9 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   const datastore = new FileStore({ directory, expirationPeriodInMilliseconds: UPLOAD_EXPIRY_MS });
   // Keyed by the node request, which @tus/server exposes to its hooks as req.runtime.node.req.
   const principals = new WeakMap<object, Principal>();
+  // Work to do once a request's response is sent, keyed like principals: @tus/server still reads a finished upload's
+  // record while it answers the request that finished it (the creating POST of a creation-with-upload does).
+  const afterResponse = new WeakMap<object, (() => Promise<unknown>)[]>();
   const completions = new Completions();
   const principalOf = (req: HookRequest): Principal => {
     const principal = req.runtime?.node?.req && principals.get(req.runtime.node.req);
@@ -124,13 +130,19 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     /** The last byte arrived: verify and store the file, queue the restore, delete the plain copy. */
     onUploadFinish: async (req, upload) => {
       const principal = principalOf(req);
-      const restore = () => restoreFromUpload(services, datastore, principal, upload);
-      const verified = withoutIdleTimeout(req.runtime?.node?.req?.socket, () => completions.run(upload, principal.tenantId, restore));
-      const operationId = await verified.catch((error) => {
+      const nodeReq = req.runtime?.node?.req;
+      const removePlainCopy = () => datastore.remove(upload.id).catch(() => undefined);
+      const restore = () => restoreFromUpload(services, datastore, principal, upload, config.idleTimeoutMs);
+      const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload, principal.tenantId, restore));
+      const operationId = await verified.catch(async (error) => {
         if (isAppError(error)) logger.info({ uploadId: upload.id, code: error.code }, 'restore upload refused');
         else logger.error({ err: error, uploadId: upload.id }, 'restore upload failed');
+        await removePlainCopy();
         throw refusal(error, { debugErrors: config.debugErrors });
       });
+      // Verified and stored encrypted: the plain copy goes once the answer is sent.
+      if (nodeReq) afterResponse.set(nodeReq, [...(afterResponse.get(nodeReq) ?? []), removePlainCopy]);
+      else await removePlainCopy();
       logger.info({ uploadId: upload.id, operationId, sizeBytes: upload.size }, 'restore upload received');
       return { headers: { [OPERATION_ID_HEADER]: operationId } };
     },
@@ -141,6 +153,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       return refusal(error, { debugErrors: config.debugErrors });
     },
   });
+  answerRefusalsAsJson(tus);
 
   await sweepAtBoot(tus, datastore, logger);
   const sweep = setInterval(() => {
@@ -155,6 +168,9 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     try {
       const id = uploadIdOf(req.path);
       if (id === null) return void sendRefusal(res, notFoundRefusal());
+      const override = overriddenMethod(req);
+      if (override === null) return void sendRefusal(res, badOverrideRefusal());
+      req.method = override;
       if (req.method !== 'OPTIONS') {
         const secret = bearerSecret(req.headers.authorization);
         const principal = secret ? await services.tenants.authenticate(secret) : null;
@@ -174,8 +190,76 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       logger.error({ err: error }, 'upload request failed');
       if (!res.headersSent) sendRefusal(res, refusal(error, { debugErrors: config.debugErrors }));
       else res.destroy();
+    } finally {
+      for (const work of afterResponse.get(req) ?? []) await work().catch(() => undefined);
     }
   };
+}
+
+const TUS_METHODS = new Set(['POST', 'HEAD', 'PATCH', 'DELETE', 'OPTIONS']);
+
+/**
+ * The method the request stands for: X-HTTP-Method-Override (which @tus/server advertises, for clients that can only
+ * send GET and POST) names it on a POST; null when it names something that is not a tus method.
+ */
+function overriddenMethod(req: Request): string | null {
+  const override = req.headers['x-http-method-override'];
+  if (typeof override !== 'string' || req.method !== 'POST') return req.method;
+  const method = override.trim().toUpperCase();
+  return TUS_METHODS.has(method) ? method : null;
+}
+
+/**
+ * @tus/server answers protocol errors itself, as text/plain (and sends our JSON refusals as text/plain too). Every
+ * refusal leaves here as the one JSON shape of every endpoint, with Content-Type application/json; an unsupported
+ * or missing Tus-Resumable is 412 with the version this server speaks (tus 1.0: "Tus-Version").
+ */
+function answerRefusalsAsJson(tus: Server): void {
+  // `handler` (web Request in, web Response out) is what handle() calls; it is private in the typings only.
+  const server = tus as unknown as { handler(req: globalThis.Request): Promise<globalThis.Response> };
+  const answer = server.handler.bind(tus);
+  server.handler = async (req) => {
+    const response = await answer(req);
+    if (response.status < 400) return response;
+    const text = await response.text();
+    const headers = new Headers(response.headers);
+    let status = response.status;
+    let body = text;
+    if (!isErrorBody(text)) {
+      status = protocolStatus(req, status, text);
+      body = errorBody(TUS_PROTOCOL_CODES[status] ?? (status >= 500 ? 'INTERNAL_SERVER_ERROR' : 'BAD_USER_INPUT'), text.trim() || 'refused');
+    }
+    if (status === 412) headers.set('Tus-Version', TUS_VERSION);
+    headers.set('Content-Type', JSON_CONTENT_TYPE);
+    headers.set('Content-Length', String(Buffer.byteLength(body)));
+    headers.set('Cache-Control', 'no-store');
+    return new globalThis.Response(body, { status, headers });
+  };
+}
+
+/** tus's status for a protocol error, corrected where the tus 1.0 protocol says otherwise. */
+function protocolStatus(req: globalThis.Request, status: number, text: string): number {
+  const version = req.headers.get('tus-resumable');
+  if (req.method !== 'OPTIONS' && req.method !== 'GET' && version !== TUS_VERSION) return 412; // @tus/server says 400
+  if (/content-type/i.test(text)) return 415; // @tus/server says 400 or 403
+  if (status === 403) return 400; // @tus/server's 403s are malformed requests, not a lack of permission
+  return status;
+}
+
+const TUS_PROTOCOL_CODES: Record<number, string> = {
+  404: 'NOT_FOUND',
+  409: 'CONFLICT',
+  410: 'NOT_FOUND',
+  413: 'FILE_TOO_LARGE',
+  423: 'CONFLICT',
+};
+
+function isErrorBody(text: string): boolean {
+  try {
+    return Array.isArray((JSON.parse(text) as { errors?: unknown }).errors);
+  } catch {
+    return false;
+  }
 }
 
 /** What @tus/server passes its hooks: a web Request carrying the node request it came from. */
@@ -195,14 +279,45 @@ async function withoutIdleTimeout<T>(socket: Socket | undefined, work: () => Pro
   }
 }
 
-async function restoreFromUpload(services: Services, datastore: FileStore, principal: Principal, upload: Upload): Promise<string> {
+/**
+ * Verifies and stores the file, and queues its restore. The client's idle timeout is paused meanwhile, so this one
+ * bounds the work instead: reading the file from local disk, storing and recording it must make progress at least
+ * every `stallTimeoutMs`, else the upload fails (and its file descriptor is closed) rather than waiting forever.
+ */
+async function restoreFromUpload(
+  services: Services,
+  datastore: FileStore,
+  principal: Principal,
+  upload: Upload,
+  stallTimeoutMs: number,
+): Promise<string> {
   const { instanceId, confirm } = upload.metadata ?? {};
+  let timer: NodeJS.Timeout | undefined;
+  let onStall: (error: Error) => void = () => undefined;
+  const stalled = new Promise<never>((_, reject) => (onStall = reject));
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      const error = new Error(`verifying the upload made no progress for ${stallTimeoutMs} ms`);
+      file.destroy(error);
+      onStall(error);
+    }, stallTimeoutMs);
+  };
+  const file = new Transform({
+    transform(chunk, _encoding, done) {
+      arm();
+      done(null, chunk);
+    },
+  });
+  // pipeline closes the file (its descriptor) whichever side ends first.
+  pipeline(datastore.read(upload.id), file, () => undefined);
+  arm();
   try {
-    const operation = await services.uploads.restoreFromFile(principal, instanceId ?? '', datastore.read(upload.id), confirm ?? '');
+    const operation = await Promise.race([services.uploads.restoreFromFile(principal, instanceId ?? '', file, confirm ?? ''), stalled]);
     return operation.id;
   } finally {
-    // Verified and stored encrypted, or refused: either way the plain copy goes.
-    await datastore.remove(upload.id).catch(() => undefined);
+    clearTimeout(timer);
+    file.destroy();
   }
 }
 
@@ -307,6 +422,11 @@ const badMetadata = () =>
     extensions: { code: 'BAD_USER_INPUT' },
   });
 
+const badOverrideRefusal = (): TusRefusal => ({
+  status_code: 400,
+  body: errorBody('BAD_USER_INPUT', `X-HTTP-Method-Override must name one of ${[...TUS_METHODS].join(', ')}`),
+});
+
 const notFoundRefusal = (): TusRefusal => ({
   status_code: 404,
   body: errorBody('NOT_FOUND', 'no such upload (it finished, expired, or belongs to another tenant)'),
@@ -323,13 +443,9 @@ function refusal(error: unknown, exposure: ErrorExposure): TusRefusal {
   return { status_code: STATUS_OF_CODE[code] ?? 500, body: errorBody(code, message) };
 }
 
-function errorBody(code: string, message: string): string {
-  return JSON.stringify({ errors: [{ message, extensions: { code } }] });
-}
-
 function sendRefusal(res: Response, { status_code, body }: TusRefusal): void {
   res
     .status(status_code)
-    .set({ 'Tus-Resumable': TUS_VERSION, 'Cache-Control': 'no-store', 'Content-Type': 'application/json; charset=utf-8' })
+    .set({ 'Tus-Resumable': TUS_VERSION, 'Cache-Control': 'no-store', 'Content-Type': JSON_CONTENT_TYPE })
     .send(body);
 }

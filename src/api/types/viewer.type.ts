@@ -1,5 +1,6 @@
 import { Field, ID, ObjectType } from 'type-graphql';
 import { RoleEnum } from '../enums';
+import { DateTimeScalar } from '../scalars';
 
 @ObjectType()
 export class Viewer {
@@ -15,4 +16,14 @@ export class ApiKeyWithSecret {
   @Field() name: string;
   @Field(() => RoleEnum) role: string;
   @Field({ description: 'shown once' }) secret: string;
+}
+
+@ObjectType({ description: 'An API key of the tenant, without its secret' })
+export class ApiKey {
+  @Field(() => ID) id: string;
+  @Field() name: string;
+  @Field(() => RoleEnum) role: string;
+  @Field(() => DateTimeScalar) createdAt: number;
+  @Field(() => DateTimeScalar, { nullable: true, description: 'to the minute; null when the key was never used' })
+  lastUsedAt: number | null;
 }

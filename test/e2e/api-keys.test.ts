@@ -1,0 +1,250 @@
+// API keys as an administrator manages them (issue 10): listing without secrets, lastUsedAt, and revocation that
+// reaches open WebSockets and export links at once, on every replica.
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import {
+  bootExpectingFailure,
+  connectWs,
+  createInstance,
+  createKey,
+  createNodes,
+  createTenant,
+  createTestDatabase,
+  describePostgres,
+  expectCode,
+  expectData,
+  exportLink,
+  gql,
+  makeTempDir,
+  serverPerSuite,
+  startServer,
+  subscribe,
+  takeSnapshot,
+  type TestDatabase,
+  type TestServer,
+  within,
+} from '../support';
+
+const API_KEYS = `{ apiKeys { id name role createdAt lastUsedAt } }`;
+const REVOKE = `mutation ($id: ID!) { revokeApiKey(id: $id) }`;
+const AVAILABILITY = `subscription ($id: ID!) { instanceAvailability(instanceId: $id) { availability } }`;
+
+interface ApiKeyJson {
+  id: string;
+  name: string;
+  role: string;
+  createdAt: string;
+  lastUsedAt: string | null;
+}
+
+async function apiKeys(server: TestServer, key = server.adminKey): Promise<ApiKeyJson[]> {
+  return expectData(await gql(server, API_KEYS, {}, key)).apiKeys;
+}
+
+/** Asserts the JSON refusal shape of export links and the other endpoints. */
+async function assertRefusal(response: Response, status: number, code: string): Promise<string> {
+  const body = await response.text();
+  assert.equal(response.status, status, body);
+  assert.match(response.headers.get('content-type') ?? '', /^application\/json/);
+  const { errors } = JSON.parse(body) as { errors: { message: string; extensions: { code: string } }[] };
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].extensions.code, code);
+  assert.ok(errors[0].message.length > 0);
+  return errors[0].message;
+}
+
+/** Opens a graphql-ws socket with the key and starts a subscription on it; resolves with the socket's close. */
+async function openSubscription(server: TestServer, key: string, instanceId: string) {
+  const connection = await connectWs(server, key);
+  assert.ok(connection.acknowledged, `the socket was refused: ${connection.closeCode}`);
+  connection.socket.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: AVAILABILITY, variables: { id: instanceId } } }));
+  return connection;
+}
+
+describe('API keys', () => {
+  const suite = serverPerSuite();
+
+  describe('apiKeys', () => {
+    it('lists the tenant\'s keys for an ADMIN, without secrets; MEMBER and VIEWER are FORBIDDEN', async () => {
+      const server = suite.server;
+      const member = await createKey(server, server.adminKey, 'MEMBER', 'ci member');
+      const viewer = await createKey(server, server.adminKey, 'VIEWER', 'dashboard');
+      const other = await createTenant(server, 'other-keys');
+
+      const keys = await apiKeys(server);
+      const byName = new Map(keys.map((key) => [key.name, key]));
+      assert.equal(byName.get('ci member')?.role, 'MEMBER');
+      assert.equal(byName.get('ci member')?.id, member.id);
+      assert.equal(byName.get('dashboard')?.role, 'VIEWER');
+      assert.equal(byName.get('admin')?.role, 'ADMIN');
+      for (const key of keys) {
+        assert.deepEqual(Object.keys(key).sort(), ['createdAt', 'id', 'lastUsedAt', 'name', 'role']);
+        assert.ok(!Number.isNaN(Date.parse(key.createdAt)));
+      }
+      const text = JSON.stringify(keys);
+      for (const secret of [server.adminKey, member.secret, viewer.secret, other.apiKey]) assert.ok(!text.includes(secret));
+      assert.equal((await apiKeys(server, other.apiKey)).length, 1, "another tenant sees only its own key");
+
+      expectCode(await gql(server, API_KEYS, {}, member.secret), 'FORBIDDEN');
+      expectCode(await gql(server, API_KEYS, {}, viewer.secret), 'FORBIDDEN');
+      expectCode(await gql(server, API_KEYS, {}, null), 'UNAUTHENTICATED');
+    });
+
+    it('records lastUsedAt when a key is used, to the minute (one write, not one per request)', async () => {
+      const server = suite.server;
+      const started = Date.now();
+      const viewer = await createKey(server, server.adminKey, 'VIEWER', 'seldom used');
+      const find = async () => (await apiKeys(server)).find((key) => key.id === viewer.id)!;
+      assert.equal((await find()).lastUsedAt, null, 'never used yet');
+
+      expectData(await gql(server, `{ viewer { role } }`, {}, viewer.secret));
+      const first = (await find()).lastUsedAt;
+      assert.ok(first, 'lastUsedAt was not recorded');
+      assert.ok(Date.parse(first) >= started - 1000 && Date.parse(first) <= Date.now() + 1000);
+      for (let i = 0; i < 5; i += 1) expectData(await gql(server, `{ viewer { role } }`, {}, viewer.secret));
+      assert.equal((await find()).lastUsedAt, first, 'written again within the minute');
+    });
+
+    it('leaves revoked keys out', async () => {
+      const server = suite.server;
+      const member = await createKey(server, server.adminKey, 'MEMBER', 'to revoke');
+      expectData(await gql(server, REVOKE, { id: member.id }));
+      assert.ok(!(await apiKeys(server)).some((key) => key.id === member.id));
+      expectCode(await gql(server, REVOKE, { id: member.id }), 'NOT_FOUND');
+    });
+  });
+
+  describe('revokeApiKey', () => {
+    it("closes the key's open WebSockets with 4403 at once; other keys' sockets live on", async () => {
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'watched' });
+      const doomed = await createKey(server, server.adminKey, 'VIEWER', 'doomed');
+      const kept = await createKey(server, server.adminKey, 'VIEWER', 'kept');
+      const doomedSockets = [await openSubscription(server, doomed.secret, instance.id), await openSubscription(server, doomed.secret, instance.id)];
+      const keptSocket = await openSubscription(server, kept.secret, instance.id);
+
+      expectData(await gql(server, REVOKE, { id: doomed.id }));
+      for (const socket of doomedSockets) {
+        const closed = await within(socket.closed, 5_000, 'the revoked key\'s socket closing');
+        assert.equal(closed.code, 4403);
+      }
+      const refused = await connectWs(server, doomed.secret);
+      assert.equal(refused.acknowledged, false);
+      assert.equal(refused.closeCode, 4401);
+
+      // The other key's subscription still delivers.
+      const live = subscribe(server, kept.secret, AVAILABILITY, { id: instance.id });
+      await live.connected;
+      assert.equal(keptSocket.socket.readyState, keptSocket.socket.OPEN);
+    });
+
+    it('ends the export links the key created, with the JSON refusal; links of other keys keep working', async () => {
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'exported' });
+      await createNodes(server, instance.id, [{ labels: ['A'] }]);
+      const snapshot = await takeSnapshot(server, instance.id);
+      const member = await createKey(server, server.adminKey, 'MEMBER', 'exporter');
+      const theirs = await exportLink(server, snapshot.id, member.secret);
+      const mine = await exportLink(server, snapshot.id);
+      assert.equal((await fetch(theirs.url)).status, 200);
+
+      expectData(await gql(server, REVOKE, { id: member.id }));
+      const message = await assertRefusal(await fetch(theirs.url), 403, 'FORBIDDEN');
+      assert.match(message, /revoked/);
+      assert.equal((await fetch(mine.url)).status, 200);
+    });
+  });
+});
+
+describe('export links and the Host header', () => {
+  const plain = serverPerSuite();
+
+  async function linkWithHost(server: TestServer, host: string): Promise<URL> {
+    const instance = await createInstance(server, { name: 'hosted' });
+    await createNodes(server, instance.id, [{ labels: ['A'] }]);
+    const snapshot = await takeSnapshot(server, instance.id);
+    // fetch does not let a caller set Host; node:http does.
+    const body = JSON.stringify({ query: `mutation ($id: ID!) { exportSnapshot(id: $id) { url } }`, variables: { id: snapshot.id } });
+    const url = new URL(server.graphqlUrl);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const req = request(
+        { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { host, 'content-type': 'application/json', authorization: `Bearer ${server.adminKey}` } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+          res.on('end', () => resolve(text));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+    const { data } = JSON.parse(answer) as { data: { exportSnapshot: { url: string } } };
+    return new URL(data.exportSnapshot.url);
+  }
+
+  it('never builds a link on an arbitrary Host header: the listening address when nothing is configured', async () => {
+    const link = await linkWithHost(plain.server, 'attacker.example');
+    assert.equal(link.origin, plain.server.url);
+    assert.equal((await fetch(link)).status, 200);
+  });
+
+  it('uses the Host header only when SNAPGRAPH_ALLOWED_HOSTS lists it, else the first allowed host', async () => {
+    const server = await startServer({ env: { SNAPGRAPH_ALLOWED_HOSTS: 'files.example:8443, https://backup.example' } });
+    assert.equal((await linkWithHost(server, 'backup.example')).origin, 'https://backup.example');
+    assert.equal((await linkWithHost(server, 'files.example:8443')).origin, 'http://files.example:8443');
+    assert.equal((await linkWithHost(server, 'attacker.example')).origin, 'http://files.example:8443');
+  });
+
+  it('refuses a malformed SNAPGRAPH_ALLOWED_HOSTS at boot, naming the variable', async () => {
+    const result = await bootExpectingFailure({ SNAPGRAPH_ALLOWED_HOSTS: 'ftp://files.example' });
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /SNAPGRAPH_ALLOWED_HOSTS/);
+  });
+
+  it('answers an unknown or expired link, and /graphql without a valid key, with the same JSON refusal', async () => {
+    await assertRefusal(await fetch(`${plain.server.url}/exports/${'x'.repeat(43)}`), 404, 'NOT_FOUND');
+    await assertRefusal(await fetch(`${plain.server.url}/exports/short`), 404, 'NOT_FOUND');
+    const graphql = await fetch(plain.server.graphqlUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer sg_not_a_key' },
+      body: JSON.stringify({ query: '{ viewer { role } }' }),
+    });
+    await assertRefusal(graphql, 401, 'UNAUTHENTICATED');
+  });
+});
+
+describePostgres('revocation across replicas (PostgreSQL + Redis)', (postgres) => {
+  let database: TestDatabase;
+  let replicas: TestServer[];
+
+  before(async function () {
+    this.timeout(90_000);
+    database = await createTestDatabase(postgres.adminUrl());
+    // Replicas share PostgreSQL, Redis and the data dir (the stores every replica can reach).
+    const dataDir = makeTempDir('snapgraph-e2e-replicas-');
+    const env = { DATABASE_URL: database.url, REDIS_URL: process.env.SNAPGRAPH_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379' };
+    const first = await startServer({ dataDir, env });
+    const second = await startServer({ dataDir, env, bootstrapToken: first.adminKey });
+    replicas = [first, second];
+  });
+  after(async () => {
+    for (const replica of replicas ?? []) await replica.stop({ keepDataDir: true });
+    await database?.drop();
+  });
+
+  it("closes the key's WebSockets and ends its export links on the other replica too", async () => {
+    const [first, second] = replicas;
+    const instance = await createInstance(first, { name: 'replicated' });
+    await createNodes(first, instance.id, [{ labels: ['A'] }]);
+    const snapshot = await takeSnapshot(first, instance.id);
+    const member = await createKey(first, first.adminKey, 'MEMBER', 'roaming');
+    const link = await exportLink(second, snapshot.id, member.secret);
+    const socket = await openSubscription(second, member.secret, instance.id);
+
+    expectData(await gql(first, REVOKE, { id: member.id }));
+    const closed = await within(socket.closed, 5_000, 'the socket on the other replica closing');
+    assert.equal(closed.code, 4403);
+    await assertRefusal(await fetch(link.url), 403, 'FORBIDDEN');
+    await assertRefusal(await fetch(link.url.replace(new URL(link.url).origin, first.url)), 403, 'FORBIDDEN');
+  });
+});

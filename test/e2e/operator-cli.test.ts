@@ -1,0 +1,187 @@
+// The snapgraph command as an operator meets it (issue 10): usage, tenant and key administration on the metadata
+// database, failures that say so, file modes, and the README's commands as written.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  createInstance,
+  createKey,
+  createNodes,
+  expectData,
+  filesUnder,
+  gql,
+  makeTempDir,
+  REPO_ROOT,
+  runCli,
+  serverEnv,
+  serverPerSuite,
+  startServer,
+  takeSnapshot,
+} from '../support';
+
+const modeOf = (path: string) => statSync(path).mode & 0o777;
+const octal = (mode: number) => `0${mode.toString(8)}`;
+
+describe('the snapgraph command', () => {
+  const suite = serverPerSuite();
+
+  it('prints the usage and exits 2 when run without a command (it does not start a server)', async () => {
+    const run = await runCli([], serverEnv({ SNAPGRAPH_DATA_DIR: makeTempDir() }), 15_000);
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(run.stderr, /a command is needed/);
+    assert.match(run.stderr, /snapgraph serve/);
+    assert.match(run.stderr, /snapgraph apikey list/);
+    assert.equal(run.stdout, '');
+  });
+
+  describe('tenant create', () => {
+    it('refuses to make a metadata database where there is none, naming SNAPGRAPH_DATA_DIR; --init makes one', async () => {
+      const dataDir = join(makeTempDir(), 'not-the-server');
+      const env = serverEnv({ SNAPGRAPH_DATA_DIR: dataDir });
+      const refused = await runCli(['tenant', 'create', 'acme', '--json'], env);
+      assert.equal(refused.code, 1, refused.stderr);
+      assert.match(refused.stderr, /no metadata database in .*not-the-server.*SNAPGRAPH_DATA_DIR.*--init/);
+      assert.equal(refused.stdout, '');
+      assert.ok(!existsSync(dataDir), 'the data dir was created anyway');
+
+      const created = await runCli(['tenant', 'create', 'acme', '--json', '--init'], env);
+      assert.equal(created.code, 0, created.stderr);
+      assert.ok(JSON.parse(created.stdout).apiKey);
+      assert.equal(modeOf(dataDir), 0o700);
+      assert.equal(modeOf(join(dataDir, 'metadata.sqlite')), 0o600);
+    });
+
+    it("works on the running server's data dir, and its key works", async () => {
+      const run = await runCli(['tenant', 'create', 'beta', '--json'], suite.server.env);
+      assert.equal(run.code, 0, run.stderr);
+      const { apiKey } = JSON.parse(run.stdout);
+      assert.equal(expectData(await gql(suite.server, `{ viewer { tenantName } }`, {}, apiKey)).viewer.tenantName, 'beta');
+    });
+  });
+
+  describe('tenant list and apikey list', () => {
+    it('list tenants, and keys without secrets with when each was last used', async () => {
+      const server = suite.server;
+      const member = await createKey(server, server.adminKey, 'MEMBER', 'listed member');
+      expectData(await gql(server, `{ viewer { role } }`, {}, member.secret));
+
+      const tenants = await runCli(['tenant', 'list', '--json'], server.env);
+      assert.equal(tenants.code, 0, tenants.stderr);
+      const names = (JSON.parse(tenants.stdout) as { name: string }[]).map((t) => t.name);
+      assert.ok(names.includes('default'));
+
+      const keys = await runCli(['apikey', 'list', '--tenant', 'default', '--json'], server.env);
+      assert.equal(keys.code, 0, keys.stderr);
+      assert.ok(!keys.stdout.includes(server.adminKey) && !keys.stdout.includes(member.secret), 'a secret was printed');
+      const listed = (JSON.parse(keys.stdout) as { id: string; tenant: string; role: string; lastUsedAt: string | null }[]).find((k) => k.id === member.id);
+      assert.equal(listed?.tenant, 'default');
+      assert.equal(listed?.role, 'MEMBER');
+      assert.ok(listed?.lastUsedAt, 'lastUsedAt missing');
+
+      const table = await runCli(['apikey', 'list'], server.env);
+      assert.equal(table.code, 0, table.stderr);
+      assert.match(table.stdout, /^TENANT\s+ID\s+NAME\s+ROLE\s+CREATED\s+LAST USED$/m);
+      assert.match(table.stdout, /listed member\s+MEMBER/);
+
+      const unknown = await runCli(['apikey', 'list', '--tenant', 'nobody'], server.env);
+      assert.equal(unknown.code, 1);
+      assert.match(unknown.stderr, /no tenant named "nobody"/);
+      const empty = await runCli(['tenant', 'list'], serverEnv({ SNAPGRAPH_DATA_DIR: join(makeTempDir(), 'none') }));
+      assert.equal(empty.code, 1);
+      assert.match(empty.stderr, /SNAPGRAPH_DATA_DIR/);
+    });
+  });
+
+  describe('export', () => {
+    it('exits non-zero with a message when the file cannot be written, and leaves no file', async () => {
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'unwritable' });
+      await createNodes(server, instance.id, [{ labels: ['A'] }]);
+      const snapshot = await takeSnapshot(server, instance.id);
+      const env = serverEnv({ SNAPGRAPH_URL: server.url, SNAPGRAPH_API_KEY: server.adminKey, XDG_STATE_HOME: makeTempDir() });
+
+      const missing = await runCli(['export', snapshot.id, '-o', '/nonexistent/dir/x.backup'], env);
+      assert.equal(missing.code, 1, missing.stderr);
+      assert.match(missing.stderr, /cannot write \/nonexistent\/dir\/x\.backup\.part: ENOENT/);
+      assert.ok(!existsSync('/nonexistent/dir'));
+
+      const readOnly = makeTempDir();
+      chmodSync(readOnly, 0o500);
+      const denied = await runCli(['export', snapshot.id, '-o', join(readOnly, 'x.backup')], env);
+      chmodSync(readOnly, 0o700);
+      // root ignores directory permissions: then the file is written, and whole.
+      if (process.getuid?.() === 0) assert.equal(denied.code, 0, denied.stderr);
+      else {
+        assert.equal(denied.code, 1, denied.stderr);
+        assert.match(denied.stderr, /cannot write .*EACCES/);
+        assert.deepEqual(readdirSync(readOnly), []);
+      }
+    });
+  });
+});
+
+describe('files in the data dir', () => {
+  it('are readable by their owner only: dir 0700; metadata, stores and blobs 0600; the first key in a 0600 file', async () => {
+    const server = await startServer({ env: { SNAPGRAPH_BOOTSTRAP_TOKEN: undefined } });
+    const keyFile = join(server.dataDir, 'keys', 'initial-admin.key');
+    const adminKey = readFileSync(keyFile, 'utf8').trim();
+    assert.equal(modeOf(keyFile), 0o600);
+    const announced = server.logLines().find((line) => line.path === keyFile);
+    assert.ok(announced, 'the key file is not announced in the log');
+    assert.ok(!server.logs().includes(adminKey), 'the key reached the output');
+
+    const instance = await createInstance({ graphqlUrl: server.graphqlUrl, adminKey }, { name: 'private' });
+    await createNodes({ graphqlUrl: server.graphqlUrl, adminKey }, instance.id, [{ labels: ['Secret'], properties: { pin: 1234 } }]);
+    await takeSnapshot({ graphqlUrl: server.graphqlUrl, adminKey }, instance.id);
+
+    assert.equal(modeOf(server.dataDir), 0o700);
+    const files = filesUnder(server.dataDir);
+    assert.ok(files.some((file) => file.endsWith('metadata.sqlite')));
+    assert.ok(files.some((file) => file.includes(`${join('instances', instance.id)}`)), files.join('\n'));
+    assert.ok(files.some((file) => file.includes('/blobs/')), files.join('\n'));
+    for (const file of files) assert.equal(octal(modeOf(file)), '0600', file);
+    for (const dir of new Set(files.map((file) => file.slice(0, file.lastIndexOf('/'))))) assert.equal(octal(modeOf(dir)), '0700', dir);
+  });
+
+  it('tightens the modes of an existing data dir at boot', async () => {
+    const dataDir = makeTempDir();
+    const server = await startServer({ dataDir });
+    await server.stop({ keepDataDir: true });
+    chmodSync(dataDir, 0o755);
+    chmodSync(join(dataDir, 'metadata.sqlite'), 0o644);
+    mkdirSync(join(dataDir, 'instances', 'old'), { recursive: true, mode: 0o755 });
+    writeFileSync(join(dataDir, 'instances', 'old', 'left.sqlite'), 'x', { mode: 0o644 });
+    chmodSync(join(dataDir, 'instances', 'old'), 0o755);
+
+    await server.restart();
+    assert.equal(modeOf(dataDir), 0o700);
+    assert.equal(modeOf(join(dataDir, 'metadata.sqlite')), 0o600);
+    assert.equal(modeOf(join(dataDir, 'instances', 'old')), 0o700);
+    assert.equal(modeOf(join(dataDir, 'instances', 'old', 'left.sqlite')), 0o600);
+    assert.ok(server.logLines().some((line) => line.msg === 'made the data dir readable by its owner only'));
+  });
+});
+
+describe("the README's commands, right after npm install", () => {
+  it('use `npx snapgraph`, which runs through package.json "bin"', async function () {
+    this.timeout(300_000);
+    const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+    const cliLines = readme.split('\n').filter((line) => /^\s*(npx )?snapgraph /.test(line));
+    assert.ok(cliLines.length > 0);
+    for (const line of cliLines) assert.match(line, /^\s*npx snapgraph /, `the README says "${line.trim()}"; snapgraph is not on PATH`);
+    const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    assert.ok(readFileSync(join(REPO_ROOT, pkg.bin.snapgraph), 'utf8').startsWith('#!/usr/bin/env node'));
+
+    // As a newcomer types it (offline: nothing is fetched; the first run may build the package through "prepare").
+    const run = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn('npx', ['--offline', 'snapgraph', 'help'], { cwd: REPO_ROOT, env: serverEnv({}), stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      child.once('close', (code) => resolve({ code, out }));
+    });
+    assert.equal(run.code, 0, run.out);
+    assert.match(run.out, /snapgraph tenant list/);
+  });
+});
