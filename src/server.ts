@@ -24,6 +24,7 @@ import { buildApiSchema } from './api/schema';
 import { type App, createApp } from './app';
 import type { AppConfig } from './config/app-config';
 import { unauthenticated } from './errors/app-error';
+import { isStorageFull } from './errors/storage-full';
 import type { Logger } from './logging/logger';
 import { graphqlRequestLogPlugin, requestIdFrom } from './observability/graphql-request-log';
 import { operatorEndpoints } from './observability/operator-endpoints';
@@ -99,9 +100,9 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         requestId: randomUUID(),
         origin: originOf(ctx.extra.request, config),
       }),
-      onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), config.production)),
+      onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), config.production, error)),
       onNext: (_ctx, _id, _payload, _args, result) =>
-        result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), config.production)) } : undefined,
+        result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), config.production, e)) } : undefined,
     },
     wsServer,
     wsTimeouts.keepAliveMs,
@@ -113,7 +114,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     // Our own SIGTERM/SIGINT handler drains everything (installSignalHandlers); Apollo's would re-raise the signal.
     stopOnTerminationSignals: false,
     includeStacktraceInErrorResponses: !config.production,
-    formatError: (formatted) => formatError(formatted, config.production),
+    formatError: (formatted, error) => formatError(formatted, config.production, error),
     validationRules: queryLimitRules(limits),
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
@@ -187,4 +188,22 @@ export function installSignalHandlers(server: RunningServer, logger: Logger): vo
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
+}
+
+/**
+ * A full disk met by work nobody awaits (a background write, a stream's 'error' event) is logged and the server
+ * serves on: whoever asked for that work is answered STORAGE_FULL, and everything works again once space returns.
+ * Anything else that escapes is a bug: it is logged and the process exits, as Node's default would.
+ */
+export function installProcessErrorHandlers(logger: Logger): void {
+  const handle = (what: string) => (error: unknown) => {
+    if (isStorageFull(error)) {
+      logger.error({ err: error }, `${what}: the disk is full; serving on`);
+      return;
+    }
+    logger.fatal({ err: error }, what);
+    process.exit(1);
+  };
+  process.on('unhandledRejection', handle('unhandled promise rejection'));
+  process.on('uncaughtException', handle('uncaught exception'));
 }

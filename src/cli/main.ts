@@ -4,7 +4,7 @@ import 'reflect-metadata';
 import { ConfigError, loadConfig } from '../config/app-config';
 import { createMetadataDataSource } from '../entities/data-source';
 import { createLogger } from '../logging/logger';
-import { installSignalHandlers, startServer } from '../server';
+import { installProcessErrorHandlers, installSignalHandlers, startServer } from '../server';
 import { TenantService } from '../services/tenant.service';
 import { DEFAULT_URL } from './api-client';
 import { CliError, UsageError } from './cli-error';
@@ -50,6 +50,7 @@ async function main(argv: string[]): Promise<number> {
 async function serve(): Promise<number> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
+  installProcessErrorHandlers(logger);
   const server = await startServer(config, logger);
   installSignalHandlers(server, logger);
   return -1; // keep running

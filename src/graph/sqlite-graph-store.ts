@@ -1,5 +1,6 @@
 // An instance's graph in one SQLite file (WAL mode), through the async `sqlite3` driver.
 import { AppError, badInput, capacityExceeded, instanceUnavailable } from '../errors/app-error';
+import { isStorageFull } from '../errors/storage-full';
 import type {
   GraphLoader,
   GraphReadView,
@@ -350,6 +351,8 @@ export class SqliteGraphLoader implements GraphLoader {
       }
       for (const statement of derived) await this.connection.run(statement, [payload]);
     } catch (error) {
+      // A full disk is not the archive's fault.
+      if (isStorageFull(error)) throw error;
       throw new AppError('INVALID_BACKUP_FILE', `the archive holds records that cannot be loaded: ${(error as Error).message}`);
     }
   }

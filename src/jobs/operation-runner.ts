@@ -2,9 +2,11 @@
 // and fails + compensates whatever a crash or an expired lease left behind.
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { LessThan, type DataSource, type Repository } from 'typeorm';
 import { OperationEntity, type OperationKind } from '../entities/operation.entity';
 import { isAppError } from '../errors/app-error';
+import { asStorageFull, isStorageFull } from '../errors/storage-full';
 import type { EventBus } from '../events/event-bus';
 import type { Logger } from '../logging/logger';
 import type { Metrics } from '../observability/metrics';
@@ -14,6 +16,7 @@ import { operationJson } from './operation-json';
 const PUBLISH_INTERVAL_MS = 100; // ≤ 10 events/s per operation
 const PERSIST_INTERVAL_MS = 1_000; // ≤ 1 write/s per operation
 const POLL_INTERVAL_MS = 1_000;
+const SETTLE_RETRY_MS = 2_000;
 
 export interface RunnerOptions {
   leaseMs: number;
@@ -139,24 +142,57 @@ export class OperationRunner {
       },
     };
     job.done = (async () => {
+      let outcome: Outcome;
       try {
         const result = await handler.run(operation, context);
         if (job.abort.signal.aborted) throw job.abort.signal.reason;
-        await this.finish(job, null, result ?? undefined);
+        outcome = { failure: null, result: result ?? undefined };
       } catch (error) {
         const failure = job.abort.signal.aborted
           ? { code: 'INTERRUPTED', message: `${(job.abort.signal.reason as Error)?.message ?? 'aborted'}; nothing was changed` }
           : describeFailure(error);
         if (failure.code === 'INTERNAL_SERVER_ERROR') this.logger.error({ err: error, operationId: operation.id }, 'operation crashed');
-        const completed = await handler.compensate(operation, failure).catch((err) => {
-          this.logger.error({ err, operationId: operation.id }, 'compensation failed');
-          return false;
-        });
-        await this.finish(job, completed === true ? null : failure);
+        outcome = { failure };
+      }
+      try {
+        await this.settle(job, handler, outcome);
       } finally {
         this.running.delete(operation.id);
       }
     })();
+  }
+
+  /**
+   * Compensates a failure and records the outcome. When the disk is full (the metadata database cannot take the
+   * write), the outcome is neither lost nor allowed to stop the server: the operation stays RUNNING under this
+   * runner's lease and is settled again every SETTLE_RETRY_MS until space returns. Shutdown or a lost lease ends the
+   * retries, and recovery then takes the operation as it takes any other.
+   */
+  private async settle(job: Running, handler: OperationHandler, outcome: Outcome): Promise<void> {
+    const op = job.operation;
+    for (;;) {
+      try {
+        if (!outcome.failure) return await this.finish(job, null, outcome.result);
+        const { failure } = outcome;
+        const completed = await handler.compensate(op, failure).catch((err) => {
+          if (isStorageFull(err)) throw err;
+          this.logger.error({ err, operationId: op.id }, 'compensation failed');
+          return false;
+        });
+        return await this.finish(job, completed === true ? null : failure);
+      } catch (error) {
+        if (!isStorageFull(error)) {
+          this.logger.error({ err: error, operationId: op.id }, 'could not record the outcome of an operation; recovery will take it');
+          return;
+        }
+        if (job.abort.signal.aborted) {
+          this.logger.warn({ operationId: op.id }, 'the disk is still full; the operation is left to recovery');
+          return;
+        }
+        this.logger.warn({ operationId: op.id, retryInMs: SETTLE_RETRY_MS }, 'the disk is full: the outcome of the operation will be recorded when space returns');
+        await sleep(SETTLE_RETRY_MS, undefined, { signal: job.abort.signal }).catch(() => undefined);
+      }
+    }
   }
 
   private progress(job: Running, update: ProgressUpdate): void {
@@ -290,9 +326,10 @@ export class OperationRunner {
 
 class LeaseLost extends Error {}
 
+type Outcome = { failure: null; result?: OperationResult } | { failure: { code: string; message: string } };
+
 function describeFailure(error: unknown): { code: string; message: string } {
-  if (isAppError(error)) return { code: error.code, message: error.message };
-  const message = error instanceof Error ? error.message : String(error);
-  if (/ENOSPC/.test(message)) return { code: 'STORAGE_FULL', message: 'the disk is full' };
+  const known = isAppError(error) ? error : asStorageFull(error);
+  if (known) return { code: known.code, message: known.message };
   return { code: 'INTERNAL_SERVER_ERROR', message: 'the operation failed unexpectedly; see the server log' };
 }
