@@ -280,7 +280,14 @@ export class SqliteGraphStore implements GraphStore {
     return this.writeLock.run(async () => {
       // Checked under the lock: a write admitted before the instance became READ_ONLY may only reach it now.
       if (this.frozen) throw instanceUnavailable('the instance is being restored: writes are refused until it is AVAILABLE again');
-      return this.writer.transaction(fn);
+      try {
+        return await this.writer.transaction(fn);
+      } catch (error) {
+        // The batch grew the WAL until the disk was full before it was rolled back, and a WAL keeps its size:
+        // truncate it so the space goes back to the volume (the metadata, snapshots) rather than to this store.
+        if (isStorageFull(error)) await this.writer.exec('PRAGMA wal_checkpoint(TRUNCATE)').catch(() => undefined);
+        throw error;
+      }
     });
   }
 }
