@@ -3,18 +3,24 @@
 // The disk is a real one: a small tmpfs, filled with a filler file.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import {
   archiveOf,
   createInstance,
   CREATE_NODES,
   createNodes,
+  eventually,
   expectCode,
   expectData,
+  fillInstance,
   gql,
   graphOf,
   instanceState,
+  makeTempDir,
   mountSmallVolume,
+  operationById,
   type OperationJson,
   OPERATION_FIELDS,
   requestSnapshot,
@@ -23,6 +29,7 @@ import {
   settledSnapshot,
   type SmallVolume,
   startServer,
+  subscribe,
   takeSnapshot,
   type TestServer,
   uploadFile,
@@ -166,6 +173,78 @@ describe('a full disk', function () {
     assert.equal(restore.status, 'SUCCEEDED', JSON.stringify(restore.error));
     assert.deepEqual(await graphOf(server, instance.id), before);
     assert.equal(server.process, process, 'the same server process');
+    assertAlive(server);
+  });
+});
+
+describe('a full metadata volume when an operation finishes', function () {
+  this.timeout(180_000);
+
+  it('keeps the outcome, serves on, and records it once space returns', async function () {
+    const volume = mountSmallVolume(8 * MiB);
+    if ('unavailable' in volume) {
+      console.log(`      skipped: ${volume.unavailable}`);
+      this.skip();
+    }
+    // Only the metadata database is on the small volume: the snapshot's capture succeeds, its recording cannot.
+    const dataDir = join(volume.path, 'data');
+    const elsewhere = makeTempDir('snapgraph-e2e-stores-');
+    mkdirSync(dataDir);
+    for (const name of ['instances', 'blobs']) {
+      mkdirSync(join(elsewhere, name));
+      symlinkSync(join(elsewhere, name), join(dataDir, name));
+    }
+    const server = await startServer({ dataDir });
+    const instance = await createInstance(server, { name: 'metadata-full' });
+    await fillInstance(server, instance.id, { nodes: 100_000, relationships: 100_000 });
+
+    // Pause the server while its snapshot is capturing, and fill the metadata volume meanwhile.
+    const snapshot = await requestSnapshot(server, instance.id);
+    const operation = await latestOperation(server, instance.id);
+    const progress = subscribe(server, server.adminKey, `subscription ($id: ID!) { operationProgress(operationId: $id) { status phase bytesDone } }`, {
+      id: operation.id,
+    });
+    await progress.waitFor(({ data }) => data?.operationProgress.phase === 'capturing' && data.operationProgress.bytesDone > 0);
+    server.process.kill('SIGSTOP');
+    try {
+      const metadata = new Database(join(dataDir, 'metadata.sqlite'), { readonly: true, fileMustExist: true });
+      try {
+        const state = metadata
+          .prepare('SELECT o.status AS operation, s.status AS snapshot FROM operations o JOIN snapshots s ON s.id = o.snapshotId WHERE o.id = ?')
+          .get(operation.id);
+        assert.deepEqual(state, { operation: 'RUNNING', snapshot: 'IN_PROGRESS' }, 'the capture ended before the server was paused: give the instance more data');
+      } finally {
+        metadata.close();
+      }
+      volume.fill();
+    } finally {
+      server.process.kill('SIGCONT');
+    }
+
+    const retrying = (line: Record<string, unknown>) =>
+      line.operationId === operation.id && line.msg === 'the disk is full: the outcome of the operation will be recorded when space returns';
+    await eventually(async () => server.process.exitCode !== null || server.logLines().some(retrying), {
+      timeoutMs: 60_000,
+      intervalMs: 100,
+      what: 'the runner to meet the full metadata volume',
+    });
+    assertAlive(server);
+    // Reads go on; the operation is not lost (still RUNNING), and a metadata write is STORAGE_FULL.
+    assert.equal((await operationById(server, operation.id))?.status, 'RUNNING');
+    assert.equal((await instanceState(server, instance.id)).availability, 'AVAILABLE');
+    const key = await gql(server, `mutation { createApiKey(name: "while-full", role: VIEWER) { id secret } }`);
+    assertStorageFullMessage(expectCode(key, 'STORAGE_FULL').message, /SNAPGRAPH_DATA_DIR/);
+    assertAlive(server);
+
+    // Space returns: the outcome is recorded, the snapshot is whole, and metadata writes work again.
+    volume.release();
+    const finished = await settledOperation(server, operation.id);
+    assert.equal(finished.status, 'SUCCEEDED', JSON.stringify(finished.error));
+    const completed = await settledSnapshot(server, snapshot.id);
+    assert.equal(completed.status, 'COMPLETED');
+    assert.equal(completed.contents?.nodeCount, 100_000);
+    assert.equal((await archiveOf(server, snapshot.id)).length, completed.sizeBytes);
+    expectData(await gql(server, `mutation { createApiKey(name: "after", role: VIEWER) { id secret } }`));
     assertAlive(server);
   });
 });
