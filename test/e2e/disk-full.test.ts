@@ -3,7 +3,7 @@
 // The disk is a real one: a small tmpfs, filled with a filler file.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, symlinkSync } from 'node:fs';
+import { mkdirSync, readdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import {
@@ -159,6 +159,15 @@ describe('a full disk', function () {
       headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${server.adminKey}` },
     });
     assert.equal(terminated.status, 204);
+    assertAlive(server);
+
+    // With no byte left, a new instance cannot be created, and leaves no store behind.
+    volume.fill();
+    const stores = readdirSync(join(server.dataDir, 'instances'));
+    const created = await gql(server, `mutation { createInstance(input: { name: "no-room", tier: PROFESSIONAL }) { id } }`);
+    assertStorageFullMessage(expectCode(created, 'STORAGE_FULL').message, /SNAPGRAPH_DATA_DIR/);
+    assert.deepEqual(readdirSync(join(server.dataDir, 'instances')), stores);
+    assert.deepEqual(expectData(await gql(server, `{ instances { id } }`)).instances, [{ id: instance.id }]);
     assertAlive(server);
 
     // Space returns: writes, snapshots and restores work again, without a restart.
