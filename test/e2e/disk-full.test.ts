@@ -136,6 +136,11 @@ describe('a full disk', function () {
     assert.equal(failedSnapshot.error?.code, 'STORAGE_FULL', JSON.stringify(failedSnapshot.error));
     assertStorageFullMessage(failedSnapshot.error!.message, /SNAPGRAPH_DATA_DIR/);
 
+    // A restore of a snapshot: FAILED with STORAGE_FULL, the instance back on its old data.
+    const failedRestore = await restoreAndWait(server, good.id);
+    assert.equal(failedRestore.status, 'FAILED');
+    assert.equal(failedRestore.error?.code, 'STORAGE_FULL', JSON.stringify(failedRestore.error));
+
     // restoreFromFile (GraphQL multipart): refused before any restore starts.
     const upload = await uploadFile(server, { instanceId: instance.id, file: archive });
     assertStorageFullMessage(expectCode(upload, 'STORAGE_FULL').message, /SNAPGRAPH_DATA_DIR/);
