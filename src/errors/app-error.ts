@@ -1,7 +1,7 @@
 // Every error a client can see: a GraphQLError whose extensions.code is one of the contract's codes.
 import { GraphQLError } from 'graphql';
 
-/** The contract's error codes (api/contract.graphql, end of file). */
+/** Every code a client can see in extensions.code (docs/api.md, Errors): the contract's, and STORAGE_FULL. */
 export const ERROR_CODES = [
   'UNAUTHENTICATED',
   'FORBIDDEN',
