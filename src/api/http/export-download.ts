@@ -1,7 +1,6 @@
 // GET/HEAD /exports/<token>: streams a snapshot's archive to whoever holds the link, with resumable Range requests.
 import { pipeline } from 'node:stream/promises';
 import type { Request, RequestHandler, Response } from 'express';
-import { asStorageFull } from '../../errors/storage-full';
 import type { Logger } from '../../logging/logger';
 import { countBytes, type Metrics } from '../../observability/metrics';
 import { DownloadRefused, type ExportService } from '../../services/export.service';
@@ -41,11 +40,6 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
         res.status(error.status).json({ error: error.message });
         return;
       }
-      const storageFull = asStorageFull(error);
-      if (storageFull) {
-        res.status(507).json({ error: storageFull.message });
-        return;
-      }
       throw error;
     }
     const { sizeBytes, sha256, fileName } = download;
@@ -78,9 +72,7 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
     } catch (error) {
       logger.error({ err: error, snapshotId: download.snapshot.id }, 'export download could not open the archive');
       res.removeHeader('Content-Disposition');
-      const storageFull = asStorageFull(error);
-      if (storageFull) res.status(507).json({ error: storageFull.message });
-      else res.status(500).json({ error: 'the archive cannot be read; try again or contact the operator' });
+      res.status(500).json({ error: 'the archive cannot be read; try again or contact the operator' });
       return;
     }
     try {

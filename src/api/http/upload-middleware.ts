@@ -2,7 +2,6 @@
 // Checked before a byte of the file is buffered: the CSRF preflight header and the API key.
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { AppConfig } from '../../config/app-config';
-import { asStorageFull } from '../../errors/storage-full';
 
 type ProcessRequest = (
   req: Request,
@@ -44,8 +43,6 @@ export async function createUploadMiddleware(
       });
       next();
     } catch (error) {
-      const storageFull = asStorageFull(error);
-      if (storageFull) return refuse(res, 507, storageFull.code, storageFull.message);
       const status = (error as { status?: number }).status ?? 400;
       refuse(res, status, status === 413 ? 'FILE_TOO_LARGE' : 'BAD_USER_INPUT', (error as Error).message);
     }
