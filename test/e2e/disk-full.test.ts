@@ -93,18 +93,18 @@ async function tusUpload(server: TestServer, instanceId: string, file: Buffer): 
   return { location, patch };
 }
 
+/** A tmpfs of `sizeBytes`, or a skipped test saying why there is none. */
+function volumeOrSkip(context: Mocha.Context, sizeBytes: number): SmallVolume {
+  const volume = mountSmallVolume(sizeBytes);
+  if ('unavailable' in volume) {
+    console.log(`      skipped: ${volume.unavailable}`);
+    context.skip();
+  }
+  return volume as SmallVolume;
+}
+
 describe('a full disk', function () {
   this.timeout(180_000);
-
-  /** A tmpfs of `sizeBytes`, or a skipped test saying why there is none. */
-  function volumeOrSkip(context: Mocha.Context, sizeBytes: number): SmallVolume {
-    const volume = mountSmallVolume(sizeBytes);
-    if ('unavailable' in volume) {
-      console.log(`      skipped: ${volume.unavailable}`);
-      context.skip();
-    }
-    return volume as SmallVolume;
-  }
 
   it('answers STORAGE_FULL to writes, snapshots and uploads, keeps serving reads, and recovers when space returns', async function () {
     const volume = volumeOrSkip(this, 32 * MiB);
@@ -195,11 +195,7 @@ describe('a full metadata volume when an operation finishes', function () {
   this.timeout(180_000);
 
   it('keeps the outcome, serves on, and records it once space returns', async function () {
-    const volume = mountSmallVolume(8 * MiB);
-    if ('unavailable' in volume) {
-      console.log(`      skipped: ${volume.unavailable}`);
-      this.skip();
-    }
+    const volume = volumeOrSkip(this, 8 * MiB);
     // Only the metadata database is on the small volume: the snapshot's capture succeeds, its recording cannot.
     const dataDir = join(volume.path, 'data');
     const elsewhere = makeTempDir('snapgraph-e2e-stores-');
