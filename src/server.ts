@@ -31,6 +31,7 @@ import { checkWebSocketOperation } from './api/websocket-operations';
 import { type App, createApp } from './app';
 import type { AppConfig } from './config/app-config';
 import { unauthenticated } from './errors/app-error';
+import { isStorageFull } from './errors/storage-full';
 import type { Logger } from './logging/logger';
 import { graphqlRequestLogPlugin, logRefusal, requestIdFrom } from './observability/graphql-request-log';
 import { operatorEndpoints } from './observability/operator-endpoints';
@@ -128,9 +129,9 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         requestId: randomUUID(),
         origin: publicOrigin(config, listeningUrl, ctx.extra.request.headers.host),
       }),
-      onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), exposure)),
+      onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), exposure, error)),
       onNext: (_ctx, _id, _payload, _args, result) =>
-        result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), exposure)) } : undefined,
+        result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), exposure, e)) } : undefined,
     },
     wsServer,
     wsTimeouts.keepAliveMs,
@@ -144,7 +145,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     // Switched off by our own validation rule, the same one WebSocket uses, so that the two always agree.
     introspection: true,
     includeStacktraceInErrorResponses: config.debugErrors,
-    formatError: (formatted) => formatError(formatted, exposure),
+    formatError: (formatted, error) => formatError(formatted, exposure, error),
     parseOptions: { maxTokens: limits.maxTokens },
     validationRules: queryValidationRules(limits, introspection),
     plugins: [
@@ -234,4 +235,22 @@ export function installSignalHandlers(server: RunningServer, logger: Logger): vo
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
+}
+
+/**
+ * A full disk met by work nobody awaits (a background write, a stream's 'error' event) is logged and the server
+ * serves on: whoever asked for that work is answered STORAGE_FULL, and everything works again once space returns.
+ * Anything else that escapes is a bug: it is logged and the process exits, as Node's default would.
+ */
+export function installProcessErrorHandlers(logger: Logger): void {
+  const handle = (what: string) => (error: unknown) => {
+    if (isStorageFull(error)) {
+      logger.error({ err: error }, `${what}: the disk is full; serving on`);
+      return;
+    }
+    logger.fatal({ err: error }, what);
+    process.exit(1);
+  };
+  process.on('unhandledRejection', handle('unhandled promise rejection'));
+  process.on('uncaughtException', handle('uncaught exception'));
 }

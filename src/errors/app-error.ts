@@ -1,7 +1,7 @@
 // Every error a client can see: a GraphQLError whose extensions.code is one of the contract's codes.
 import { GraphQLError } from 'graphql';
 
-/** The API's error codes (the contract lists them at the end of test/contract/contract.graphql). */
+/** Every code a client can see in extensions.code: the contract's (listed at the end of test/contract/contract.graphql), and STORAGE_FULL. */
 export const ERROR_CODES = [
   'UNAUTHENTICATED',
   'FORBIDDEN',
@@ -15,6 +15,7 @@ export const ERROR_CODES = [
   'INVALID_BACKUP_FILE',
   'FILE_TOO_LARGE',
   'INCOMPATIBLE_VERSION',
+  'STORAGE_FULL',
   'INTERNAL_SERVER_ERROR',
 ] as const;
 

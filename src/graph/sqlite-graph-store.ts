@@ -1,5 +1,6 @@
 // An instance's graph in one SQLite file (WAL mode), through the async `sqlite3` driver.
 import { AppError, badInput, capacityExceeded, instanceUnavailable } from '../errors/app-error';
+import { isStorageFull } from '../errors/storage-full';
 import type {
   GraphLoader,
   GraphReadView,
@@ -279,7 +280,14 @@ export class SqliteGraphStore implements GraphStore {
     return this.writeLock.run(async () => {
       // Checked under the lock: a write admitted before the instance became READ_ONLY may only reach it now.
       if (this.frozen) throw instanceUnavailable('the instance is being restored: writes are refused until it is AVAILABLE again');
-      return this.writer.transaction(fn);
+      try {
+        return await this.writer.transaction(fn);
+      } catch (error) {
+        // The batch grew the WAL until the disk was full before it was rolled back, and a WAL keeps its size:
+        // truncate it so the space goes back to the volume (the metadata, snapshots) rather than to this store.
+        if (isStorageFull(error)) await this.writer.exec('PRAGMA wal_checkpoint(TRUNCATE)').catch(() => undefined);
+        throw error;
+      }
     });
   }
 }
@@ -350,6 +358,8 @@ export class SqliteGraphLoader implements GraphLoader {
       }
       for (const statement of derived) await this.connection.run(statement, [payload]);
     } catch (error) {
+      // A full disk is not the archive's fault.
+      if (isStorageFull(error)) throw error;
       throw new AppError('INVALID_BACKUP_FILE', `the archive holds records that cannot be loaded: ${(error as Error).message}`);
     }
   }

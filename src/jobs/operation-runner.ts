@@ -4,10 +4,12 @@
 // maxAttempts; a cancellation compensates it and ends it CANCELLED.
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { IsNull, LessThan, Not, type DataSource, type Repository } from 'typeorm';
 import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
 import { OperationEntity, type OperationKind, type OperationStatus } from '../entities/operation.entity';
 import { isAppError } from '../errors/app-error';
+import { asStorageFull, isStorageFull } from '../errors/storage-full';
 import type { EventBus } from '../events/event-bus';
 import type { Logger } from '../logging/logger';
 import type { Metrics } from '../observability/metrics';
@@ -18,6 +20,7 @@ import { POINT_OF_NO_RETURN } from './operation-phases';
 const PUBLISH_INTERVAL_MS = 100; // ≤ 10 events/s per operation
 const PERSIST_INTERVAL_MS = 1_000; // ≤ 1 write/s per operation
 const POLL_INTERVAL_MS = 1_000;
+const SETTLE_RETRY_MS = 2_000; // how often an outcome a full disk refused is tried again
 
 export interface RunnerOptions {
   leaseMs: number;
@@ -225,13 +228,25 @@ export class OperationRunner {
     );
     job.done = (async () => {
       try {
+        let result: OperationResult | undefined;
+        let stopped: { error: unknown } | null = null;
         try {
-          const result = await handler.run(operation, this.contextFor(job));
+          result = (await handler.run(operation, this.contextFor(job))) ?? undefined;
           job.abort.signal.throwIfAborted();
-          await this.record(job, { status: 'SUCCEEDED', result: result ?? undefined, cancellable: true });
         } catch (error) {
-          await this.afterStop(job, error);
+          stopped = { error };
         }
+        await this.untilSettled(job, async () => {
+          if (!stopped) {
+            try {
+              return await this.record(job, { status: 'SUCCEEDED', result, cancellable: true });
+            } catch (error) {
+              if (isStorageFull(error)) throw error;
+              stopped = { error }; // e.g. a cancellation that came before the result could be committed
+            }
+          }
+          await this.afterStop(job, stopped.error);
+        });
       } catch (error) {
         this.logger.error({ err: error, operationId: operation.id }, 'could not record the outcome of an operation');
       } finally {
@@ -293,6 +308,31 @@ export class OperationRunner {
     return new Interruption('lease-lost', 'the operation lease was lost');
   }
 
+  /**
+   * Runs `settle` (compensation and the final write) until it gets past a full disk. The outcome is neither lost nor
+   * allowed to stop the server: the operation stays RUNNING under this runner's lease (the heartbeat goes on) and is
+   * settled again every SETTLE_RETRY_MS until space returns. A shutdown or a lost lease ends the retries; recovery
+   * then takes the operation as it takes any other.
+   */
+  private async untilSettled(job: Running, settle: () => Promise<void>): Promise<void> {
+    for (;;) {
+      try {
+        return await settle();
+      } catch (error) {
+        if (!isStorageFull(error)) throw error;
+        if (job.abort.signal.aborted || this.stopped) {
+          this.logger.warn({ operationId: job.operation.id }, 'the disk is still full; the operation is left to recovery');
+          return;
+        }
+        this.logger.warn(
+          { operationId: job.operation.id, retryInMs: SETTLE_RETRY_MS },
+          'the disk is full: the outcome of the operation will be recorded when space returns',
+        );
+        await sleep(SETTLE_RETRY_MS, undefined, { signal: job.abort.signal }).catch(() => undefined);
+      }
+    }
+  }
+
   /** A run that threw or was interrupted: compensated, then FAILED, CANCELLED or queued again. */
   private async afterStop(job: Running, error: unknown): Promise<void> {
     const { operation } = job;
@@ -331,6 +371,7 @@ export class OperationRunner {
     try {
       completed = await handler?.compensate(operation, { code: outcome.code, message: outcome.message, retry: outcome.status === 'QUEUED' });
     } catch (err) {
+      if (isStorageFull(err)) throw err; // settled again once space returns
       this.logger.error({ err, operationId: operation.id }, 'compensation failed');
       // Not back at its starting point: another attempt would start from an unknown state.
       if (outcome.status === 'QUEUED') {
@@ -494,8 +535,7 @@ function outcomePatch(op: OperationEntity, outcome: Outcome): Omit<Partial<Opera
 }
 
 function describeFailure(error: unknown): { code: string; message: string } {
-  if (isAppError(error)) return { code: error.code, message: error.message };
-  const message = error instanceof Error ? error.message : String(error);
-  if (/ENOSPC/.test(message)) return { code: 'STORAGE_FULL', message: 'the disk is full' };
+  const known = isAppError(error) ? error : asStorageFull(error);
+  if (known) return { code: known.code, message: known.message };
   return { code: 'INTERNAL_SERVER_ERROR', message: 'the operation failed unexpectedly; see the server log' };
 }

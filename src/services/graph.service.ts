@@ -1,5 +1,6 @@
 // The data plane: validated reads and writes of an instance's graph, refused while a restore owns it.
 import { badInput, instanceUnavailable } from '../errors/app-error';
+import { asStorageFull } from '../errors/storage-full';
 import type { InstanceEntity } from '../entities/instance.entity';
 import type { GraphStore, NodeDraft, Page, RelationshipDraft } from '../graph/graph-store';
 import type { NodeRecord, PropertyMap, RelationshipRecord } from '../graph/records';
@@ -85,7 +86,10 @@ export class GraphService {
         `instance ${instanceId} is ${instance.status} and ${instance.availability}: writes are refused until it is AVAILABLE again`,
       );
     }
-    return this.instances.withStore(instance, (store) => fn(store, instance));
+    return this.instances.withStore(instance, (store) => fn(store, instance)).catch((error) => {
+      // The store rolled the batch back; the instance keeps its data and serves reads.
+      throw asStorageFull(error) ?? error;
+    });
   }
 
   private async read<T>(principal: Principal, instanceId: string, fn: (store: GraphStore) => Promise<T>): Promise<T> {

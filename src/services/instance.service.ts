@@ -98,8 +98,18 @@ export class InstanceService {
       createdAt: Date.now(),
       lastScheduledAt: null,
     } satisfies InstanceEntity);
-    if (origin.status === 'RUNNING') await this.stores.create(instance.id, instance.storeGeneration);
-    await manager.insert(InstanceEntity, instance);
+    if (origin.status !== 'RUNNING') {
+      await manager.insert(InstanceEntity, instance);
+      return instance;
+    }
+    try {
+      await this.stores.create(instance.id, instance.storeGeneration);
+      await manager.insert(InstanceEntity, instance);
+    } catch (error) {
+      // A store nobody will ever reference (a full disk, typically) must not stay behind.
+      await this.stores.removeGenerations(instance.id).catch(() => undefined);
+      throw error;
+    }
     return instance;
   }
 

@@ -5,6 +5,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { type ArchiveHeader, extractArchiveFromTar, isArchiveError, openArchive, SNIFF_LENGTH, sniffFileType } from '../archive';
 import type { OperationEntity } from '../entities/operation.entity';
 import { AppError, isAppError } from '../errors/app-error';
+import { asStorageFull } from '../errors/storage-full';
 import type { Metrics } from '../observability/metrics';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { assertAcceptsOperations, type InstanceService } from './instance.service';
@@ -95,6 +96,8 @@ export class UploadService {
 
   private describe(error: unknown): unknown {
     if (isAppError(error)) return error;
+    const storageFull = asStorageFull(error);
+    if (storageFull) return storageFull;
     if (isArchiveError(error)) return new AppError('INVALID_BACKUP_FILE', error.message, { reason: error.code });
     const e = error as { status?: number; statusCode?: number; message?: string };
     if (e.status === 413 || e.statusCode === 413 || /exceeds the .* size limit/i.test(e.message ?? '')) {

@@ -21,3 +21,4 @@ export * from './server';
 export * from './snapshots';
 export * from './wait';
 export * from './ws';
+export * from './volumes';

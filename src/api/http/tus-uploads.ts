@@ -25,6 +25,7 @@ import { GraphQLError } from 'graphql';
 import type { App } from '../../app';
 import { type AppConfig, ConfigError } from '../../config/app-config';
 import { isAppError, unauthenticated } from '../../errors/app-error';
+import { asStorageFull } from '../../errors/storage-full';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
 import type { Services } from '../../services/services';
@@ -49,6 +50,7 @@ const STATUS_OF_CODE: Record<string, number> = {
   INVALID_BACKUP_FILE: 422,
   INCOMPATIBLE_VERSION: 422,
   CAPACITY_EXCEEDED: 422,
+  STORAGE_FULL: 507,
 };
 
 /** Thrown from tus hooks: @tus/server answers with this status and body. */
@@ -150,7 +152,8 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     onResponseError: (_req, error) => {
       if ('status_code' in error) return undefined; // a tus protocol answer or one of ours
       logger.error({ err: error }, 'upload request failed');
-      return refusal(error, { debugErrors: config.debugErrors });
+      // What fails here is storing the partial upload itself; the client resumes once space returns.
+      return refusal(asStorageFull(error, 'uploads') ?? error, { debugErrors: config.debugErrors });
     },
   });
   answerRefusalsAsJson(tus);
@@ -438,7 +441,7 @@ function refusal(error: unknown, exposure: ErrorExposure): TusRefusal {
     error instanceof GraphQLError
       ? error
       : new GraphQLError(error instanceof Error ? error.message : String(error), { originalError: error as Error });
-  const { message, extensions } = formatError(graphQLError.toJSON(), exposure);
+  const { message, extensions } = formatError(graphQLError.toJSON(), exposure, error);
   const code = String(extensions?.code);
   return { status_code: STATUS_OF_CODE[code] ?? 500, body: errorBody(code, message) };
 }

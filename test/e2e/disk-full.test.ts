@@ -1,0 +1,260 @@
+// A full disk (issue 10, point 9): STORAGE_FULL for the request or operation that met it, never an exit of the
+// server; the instance keeps its data and reads go on; once space returns everything works again without a restart.
+// The disk is a real one: a small tmpfs, filled with a filler file.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import {
+  archiveOf,
+  createInstance,
+  CREATE_NODES,
+  createNodes,
+  eventually,
+  expectCode,
+  expectData,
+  fillInstance,
+  gql,
+  graphOf,
+  instanceState,
+  makeTempDir,
+  mountSmallVolume,
+  operationById,
+  type OperationJson,
+  OPERATION_FIELDS,
+  requestSnapshot,
+  restoreAndWait,
+  settledOperation,
+  settledSnapshot,
+  type SmallVolume,
+  startServer,
+  subscribe,
+  takeSnapshot,
+  type TestServer,
+  uploadFile,
+} from '../support';
+
+const MiB = 1024 * 1024;
+
+/** Nodes whose properties do not compress: their archive is about as large as their text. */
+const bulkyNodes = (count: number, bytes = 6_000) =>
+  Array.from({ length: count }, () => ({ labels: ['Doc'], properties: { body: randomBytes(bytes).toString('base64') } }));
+
+async function latestOperation(server: TestServer, instanceId: string): Promise<OperationJson> {
+  const { operations } = expectData(
+    await gql(server, `query ($id: ID!) { operations(instanceId: $id, first: 1) { edges { node { ${OPERATION_FIELDS} } } } }`, {
+      id: instanceId,
+    }),
+  );
+  return operations.edges[0].node;
+}
+
+function assertAlive(server: TestServer): void {
+  assert.equal(server.process.exitCode, null, `the server exited:\n${server.logs().slice(-3000)}`);
+  assert.equal(server.process.signalCode, null);
+  const fatal = server.logLines().filter((line) => line.level === 60);
+  assert.deepEqual(fatal, [], 'no fatal log line');
+}
+
+/** A STORAGE_FULL message names the volume and what to do, and carries no driver text or path. */
+function assertStorageFullMessage(message: string, volume: RegExp): void {
+  assert.match(message, volume);
+  assert.match(message, /free space/i);
+  assert.doesNotMatch(message, /SQLITE|ENOSPC|EDQUOT|no space left|\//);
+}
+
+/** The tus creation request and one PATCH with the whole file, as a tus client sends them. */
+async function tusUpload(server: TestServer, instanceId: string, file: Buffer): Promise<{ location: string; patch: Response }> {
+  const metadata = { instanceId, confirm: 'RESTORE', filename: 'graph.backup' };
+  const created = await fetch(`${server.url}/uploads`, {
+    method: 'POST',
+    headers: {
+      'Tus-Resumable': '1.0.0',
+      Authorization: `Bearer ${server.adminKey}`,
+      'Upload-Length': String(file.length),
+      'Upload-Metadata': Object.entries(metadata)
+        .map(([name, value]) => `${name} ${Buffer.from(value).toString('base64')}`)
+        .join(','),
+    },
+  });
+  assert.equal(created.status, 201, await created.text());
+  const location = new URL(created.headers.get('location')!, `${server.url}/uploads/`).href;
+  const patch = await fetch(location, {
+    method: 'PATCH',
+    headers: {
+      'Tus-Resumable': '1.0.0',
+      Authorization: `Bearer ${server.adminKey}`,
+      'Upload-Offset': '0',
+      'Content-Type': 'application/offset+octet-stream',
+    },
+    body: file,
+  });
+  return { location, patch };
+}
+
+/** A tmpfs of `sizeBytes`, or a skipped test saying why there is none. */
+function volumeOrSkip(context: Mocha.Context, sizeBytes: number): SmallVolume {
+  const volume = mountSmallVolume(sizeBytes);
+  if ('unavailable' in volume) {
+    console.log(`      skipped: ${volume.unavailable}`);
+    context.skip();
+  }
+  return volume as SmallVolume;
+}
+
+describe('a full disk', function () {
+  this.timeout(180_000);
+
+  it('answers STORAGE_FULL to writes, snapshots and uploads, keeps serving reads, and recovers when space returns', async function () {
+    const volume = volumeOrSkip(this, 32 * MiB);
+    // The data dir and the partial uploads (a sibling folder) are both on the small volume.
+    const server = await startServer({ dataDir: join(volume.path, 'data') });
+    const instance = await createInstance(server, { name: 'full-disk' });
+    await createNodes(server, instance.id, bulkyNodes(200));
+    await createNodes(server, instance.id, bulkyNodes(200));
+    const good = await takeSnapshot(server, instance.id);
+    const archive = await archiveOf(server, good.id);
+    assert.ok(archive.length > 2 * MiB, `the archive (${archive.length} bytes) must not fit in the space left`);
+    // Restored, the data sits in the store's main file, as in a store that has run for a while (not in its WAL).
+    assert.equal((await restoreAndWait(server, good.id)).status, 'SUCCEEDED');
+    const before = await graphOf(server, instance.id);
+
+    volume.fill(MiB);
+
+    // A graph write that does not fit: refused whole, nothing written, and the space its attempt took is given back.
+    const write = await gql(server, CREATE_NODES, { instanceId: instance.id, nodes: bulkyNodes(300) });
+    assertStorageFullMessage(expectCode(write, 'STORAGE_FULL').message, /SNAPGRAPH_DATA_DIR/);
+
+    assert.ok(volume.availableBytes() > MiB / 2, `the failed batch gave its space back (${volume.availableBytes()} bytes free)`);
+    // An on-demand snapshot: its operation FAILED with STORAGE_FULL, the snapshot FAILED, no blob left behind.
+    const snapshot = await requestSnapshot(server, instance.id);
+    assert.equal((await settledSnapshot(server, snapshot.id)).status, 'FAILED');
+    const failedSnapshot = await settledOperation(server, (await latestOperation(server, instance.id)).id);
+    assert.equal(failedSnapshot.kind, 'SNAPSHOT');
+    assert.equal(failedSnapshot.status, 'FAILED');
+    assert.equal(failedSnapshot.error?.code, 'STORAGE_FULL', JSON.stringify(failedSnapshot.error));
+    assertStorageFullMessage(failedSnapshot.error!.message, /SNAPGRAPH_DATA_DIR/);
+
+    // A restore of a snapshot: FAILED with STORAGE_FULL, the instance back on its old data.
+    const failedRestore = await restoreAndWait(server, good.id);
+    assert.equal(failedRestore.status, 'FAILED');
+    assert.equal(failedRestore.error?.code, 'STORAGE_FULL', JSON.stringify(failedRestore.error));
+
+    // restoreFromFile (GraphQL multipart): refused before any restore starts.
+    const upload = await uploadFile(server, { instanceId: instance.id, file: archive });
+    assertStorageFullMessage(expectCode(upload, 'STORAGE_FULL').message, /SNAPGRAPH_DATA_DIR/);
+
+    // Reads go on, the instance is AVAILABLE on its old data, export links still download.
+    assert.deepEqual(await graphOf(server, instance.id), before);
+    const state = await instanceState(server, instance.id);
+    assert.equal(state.status, 'RUNNING');
+    assert.equal(state.availability, 'AVAILABLE');
+    assert.deepEqual(await archiveOf(server, good.id), archive);
+    assertAlive(server);
+
+    // tus: the partial upload cannot be stored. 507 with the JSON refusal; the client may resume later.
+    const tus = await tusUpload(server, instance.id, archive);
+    assert.equal(tus.patch.status, 507);
+    const refusal = (await tus.patch.json()) as { errors: { message: string; extensions: { code: string } }[] };
+    assert.equal(refusal.errors[0].extensions.code, 'STORAGE_FULL');
+    assertStorageFullMessage(refusal.errors[0].message, /SNAPGRAPH_UPLOAD_DIR/);
+    const terminated = await fetch(tus.location, {
+      method: 'DELETE',
+      headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${server.adminKey}` },
+    });
+    assert.equal(terminated.status, 204);
+    assertAlive(server);
+
+    // With no byte left, a new instance cannot be created, and leaves no store behind.
+    volume.fill();
+    const stores = readdirSync(join(server.dataDir, 'instances'));
+    const created = await gql(server, `mutation { createInstance(input: { name: "no-room", tier: PROFESSIONAL }) { id } }`);
+    assertStorageFullMessage(expectCode(created, 'STORAGE_FULL').message, /SNAPGRAPH_DATA_DIR/);
+    assert.deepEqual(readdirSync(join(server.dataDir, 'instances')), stores);
+    assert.deepEqual(expectData(await gql(server, `{ instances { id } }`)).instances, [{ id: instance.id }]);
+    assertAlive(server);
+
+    // Space returns: writes, snapshots and restores work again, without a restart.
+    volume.release();
+    const process = server.process;
+    const added = expectData(await gql(server, CREATE_NODES, { instanceId: instance.id, nodes: bulkyNodes(300) })).createNodes;
+    assert.equal(added.length, 300);
+    const after = await takeSnapshot(server, instance.id);
+    assert.equal(after.contents?.nodeCount, before.nodes.length + 300);
+    const restored = await uploadFile(server, { instanceId: instance.id, file: archive });
+    const restore = await settledOperation(server, expectData(restored).restoreFromFile.id);
+    assert.equal(restore.status, 'SUCCEEDED', JSON.stringify(restore.error));
+    assert.deepEqual(await graphOf(server, instance.id), before);
+    assert.equal(server.process, process, 'the same server process');
+    assertAlive(server);
+  });
+});
+
+describe('a full metadata volume when an operation finishes', function () {
+  this.timeout(180_000);
+
+  it('keeps the outcome, serves on, and records it once space returns', async function () {
+    const volume = volumeOrSkip(this, 8 * MiB);
+    // Only the metadata database is on the small volume: the snapshot's capture succeeds, its recording cannot.
+    const dataDir = join(volume.path, 'data');
+    const elsewhere = makeTempDir('snapgraph-e2e-stores-');
+    mkdirSync(dataDir);
+    for (const name of ['instances', 'blobs']) {
+      mkdirSync(join(elsewhere, name));
+      symlinkSync(join(elsewhere, name), join(dataDir, name));
+    }
+    const server = await startServer({ dataDir });
+    const instance = await createInstance(server, { name: 'metadata-full' });
+    await fillInstance(server, instance.id, { nodes: 100_000, relationships: 100_000 });
+
+    // Pause the server while its snapshot is capturing, and fill the metadata volume meanwhile.
+    const snapshot = await requestSnapshot(server, instance.id);
+    const operation = await latestOperation(server, instance.id);
+    const progress = subscribe(server, server.adminKey, `subscription ($id: ID!) { operationProgress(operationId: $id) { status phase bytesDone } }`, {
+      id: operation.id,
+    });
+    await progress.waitFor(({ data }) => data?.operationProgress.phase === 'capturing' && data.operationProgress.bytesDone > 0);
+    server.process.kill('SIGSTOP');
+    try {
+      const metadata = new Database(join(dataDir, 'metadata.sqlite'), { readonly: true, fileMustExist: true });
+      try {
+        const state = metadata
+          .prepare('SELECT o.status AS operation, s.status AS snapshot FROM operations o JOIN snapshots s ON s.id = o.snapshotId WHERE o.id = ?')
+          .get(operation.id);
+        assert.deepEqual(state, { operation: 'RUNNING', snapshot: 'IN_PROGRESS' }, 'the capture ended before the server was paused: give the instance more data');
+      } finally {
+        metadata.close();
+      }
+      volume.fill();
+    } finally {
+      server.process.kill('SIGCONT');
+    }
+
+    const retrying = (line: Record<string, unknown>) =>
+      line.operationId === operation.id && line.msg === 'the disk is full: the outcome of the operation will be recorded when space returns';
+    await eventually(async () => server.process.exitCode !== null || server.logLines().some(retrying), {
+      timeoutMs: 60_000,
+      intervalMs: 100,
+      what: 'the runner to meet the full metadata volume',
+    });
+    assertAlive(server);
+    // Reads go on; the operation is not lost (still RUNNING), and a metadata write is STORAGE_FULL.
+    assert.equal((await operationById(server, operation.id))?.status, 'RUNNING');
+    assert.equal((await instanceState(server, instance.id)).availability, 'AVAILABLE');
+    const key = await gql(server, `mutation { createApiKey(name: "while-full", role: VIEWER) { id secret } }`);
+    assertStorageFullMessage(expectCode(key, 'STORAGE_FULL').message, /SNAPGRAPH_DATA_DIR/);
+    assertAlive(server);
+
+    // Space returns: the outcome is recorded, the snapshot is whole, and metadata writes work again.
+    volume.release();
+    const finished = await settledOperation(server, operation.id);
+    assert.equal(finished.status, 'SUCCEEDED', JSON.stringify(finished.error));
+    const completed = await settledSnapshot(server, snapshot.id);
+    assert.equal(completed.status, 'COMPLETED');
+    assert.equal(completed.contents?.nodeCount, 100_000);
+    assert.equal((await archiveOf(server, snapshot.id)).length, completed.sizeBytes);
+    expectData(await gql(server, `mutation { createApiKey(name: "after", role: VIEWER) { id secret } }`));
+    assertAlive(server);
+  });
+});
