@@ -250,7 +250,8 @@ async function followRestore(client: ApiClient, operationId: string, interruptio
     });
     client
       .subscribe<{ restoreProgress: OperationState }>(RESTORE_PROGRESS, { id: operationId }, (data) => show(data.restoreProgress))
-      .then(resolveFollow, reject);
+      // Once Ctrl-C was pressed, its handler reports the outcome (the CANCELLED it asked for is no failure).
+      .then(() => interruption.isRequested || resolveFollow(), reject);
   });
   (bar as ProgressBar | null)?.finish();
   const final = last as OperationState | null;
