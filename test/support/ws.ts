@@ -103,8 +103,10 @@ export function subscribe<TData = any>(
         }
         if (ended) {
           done();
-          const why = ended.error === undefined ? 'completed' : `failed: ${describeWsError(ended.error).message}`;
-          reject(new Error(`the subscription ${why} before the expected result; received ${JSON.stringify(results)}`));
+          const failure = ended.error === undefined ? null : describeWsError(ended.error);
+          const why = failure ? `failed: ${failure.message}` : 'completed';
+          // The failure's details (graphQLErrors of an `error` message, or the close code) stay on the rejection.
+          reject(Object.assign(new Error(`the subscription ${why} before the expected result; received ${JSON.stringify(results)}`), { ...failure }));
         }
       };
       const timer = setTimeout(() => {
