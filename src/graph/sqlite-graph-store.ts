@@ -122,7 +122,7 @@ export class SqliteGraphStore implements GraphStore {
         );
       }
       assertFits(used, payload.length, limits.maxBytes);
-      const firstId = await nextId(this.writer, 'next_node_id');
+      const firstId = await nextId(this.writer, 'next_node_id', drafts.length);
       await this.writer.run(
         `INSERT INTO nodes (id, labels, properties) SELECT ?1 + key, value ->> 0, value ->> 1 FROM json_each(?2)`,
         [firstId, payload],
@@ -163,7 +163,7 @@ export class SqliteGraphStore implements GraphStore {
         );
       }
       assertFits(await usedBytes(this.writer), payload.length, limits.maxBytes);
-      const firstId = await nextId(this.writer, 'next_relationship_id');
+      const firstId = await nextId(this.writer, 'next_relationship_id', drafts.length);
       await this.writer.run(
         `INSERT INTO relationships (id, type, start_id, end_id, properties)
          SELECT ?1 + key, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?2)`,
@@ -392,16 +392,14 @@ export class SqliteGraphLoader implements GraphLoader {
     }
   }
 
-  /** A primary key refused the batch: names the first record whose id an earlier record (here or before) already has. */
+  /**
+   * A primary key refused the batch: names the record whose id an earlier record already has. Without a journal
+   * the rows of the batch before it stay in the table, so their number says which record was refused.
+   */
   private async repeatedIdError(batch: EncodedBatch): Promise<AppError> {
+    const row = await this.connection.get<{ count: number }>(`SELECT count(*) AS count FROM ${TABLE_OF[batch.kind]}`);
+    const at = Math.min(Math.max((row?.count ?? 0) - this.loaded[batch.kind], 0), batch.lines.length - 1);
     const ids = batch.lines.map((line) => (JSON.parse(line) as string[])[1]);
-    const taken = await this.connection.all<{ id: number }>(
-      `SELECT id FROM ${TABLE_OF[batch.kind]} WHERE id IN (SELECT value FROM json_each(?1))`,
-      [JSON.stringify(ids.map(Number))],
-    );
-    const used = new Set(taken.map((row) => String(row.id)));
-    let at = 0;
-    while (at < ids.length - 1 && !used.has(ids[at])) used.add(ids[at++]);
     return new AppError(
       'INVALID_BACKUP_FILE',
       `The archive is invalid: ${batch.kind} record ${this.loaded[batch.kind] + at + 1}: id "${ids[at]}" is already used by an earlier ${batch.kind} record.`,
@@ -477,9 +475,15 @@ function assertFits(usedBytes: number, incomingBytes: number, maxBytes: number):
   }
 }
 
-async function nextId(db: SqliteConnection, key: string): Promise<number> {
+/** The first of `count` new ids. Ids stay JavaScript-safe integers (a restored archive may already use the highest). */
+async function nextId(db: SqliteConnection, key: string, count: number): Promise<number> {
   const row = await db.get<{ value: number }>(`SELECT value FROM meta WHERE key = ?`, [key]);
-  return row?.value ?? 1;
+  const first = row?.value ?? 1;
+  // Compared this way round: first + count would round above 2^53.
+  if (first > Number.MAX_SAFE_INTEGER - (count - 1)) {
+    throw capacityExceeded(`the instance has no ids left: ids end at ${Number.MAX_SAFE_INTEGER}, and the next free one is ${first}`);
+  }
+  return first;
 }
 
 async function setMeta(db: SqliteConnection, key: string, value: number): Promise<void> {
