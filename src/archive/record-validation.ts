@@ -11,10 +11,11 @@ import type { ArchiveHeader } from './archive-header';
 /** Ids are JavaScript-safe integers: larger ones would round onto other ids. */
 export const MAX_RECORD_ID = Number.MAX_SAFE_INTEGER;
 /**
- * How deep lists and objects may nest inside one record's properties. SQLite's JSON functions stop at 1000
- * levels, counted from the statement that loads a batch of tuples; this leaves room for that wrapping.
+ * How deep a record's properties may nest, the properties object included. SQLite's JSON parser stops at 1000
+ * levels, and both a load statement (a batch of tuples) and createNodes (a list of drafts) wrap properties in two:
+ * exactly what a live store can hold, an archive may carry.
  */
-export const MAX_PROPERTY_DEPTH = 900;
+export const MAX_PROPERTY_DEPTH = 998;
 
 export type RecordKind = EncodedBatch['kind'];
 
@@ -95,7 +96,7 @@ function valueProblem(value: unknown, path: string, depth: number): string | und
     return undefined;
   }
   if (typeof value !== 'object' || value === null) return undefined;
-  if (depth >= MAX_PROPERTY_DEPTH) return `properties nest deeper than ${MAX_PROPERTY_DEPTH} levels`;
+  if (depth >= MAX_PROPERTY_DEPTH) return `properties nest deeper than ${MAX_PROPERTY_DEPTH} levels of lists and objects`;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
       const problem = valueProblem(value[i], `${path}[${i}]`, depth + 1);

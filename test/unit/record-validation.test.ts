@@ -72,13 +72,14 @@ describe('record validation', () => {
     }
 
     it(`refuses properties nested deeper than ${MAX_PROPERTY_DEPTH} levels, and accepts them at that depth`, () => {
-      const nest = (depth: number) => {
+      // `levels` lists and objects, the properties object included.
+      const nest = (levels: number) => {
         let value: unknown = 1;
-        for (let i = 0; i < depth; i++) value = [value];
+        for (let i = 1; i < levels; i++) value = [value];
         return { v: value };
       };
-      assert.equal(recordProblem('node', ['N', '1', [], nest(MAX_PROPERTY_DEPTH - 1)]), undefined);
-      assert.match(recordProblem('node', ['N', '1', [], nest(MAX_PROPERTY_DEPTH)]) ?? '', /nest deeper/);
+      assert.equal(recordProblem('node', ['N', '1', [], nest(MAX_PROPERTY_DEPTH)]), undefined);
+      assert.match(recordProblem('node', ['N', '1', [], nest(MAX_PROPERTY_DEPTH + 1)]) ?? '', /nest deeper than 998 levels/);
     });
   });
 
