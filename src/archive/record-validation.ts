@@ -1,8 +1,9 @@
 // The rules every record of an archive must satisfy before anything is restored from it
-// (docs/archive-format.md, "Validation"). Pure: each data frame's text in, the frame's checked
+// (docs/archive-format.md, "Validation"): the graph's own rules (graph-rules.ts), plus the tuple format's. Pure: each data frame's text in, the frame's checked
 // lines out, or an ArchiveError naming the first record that breaks a rule. Checks that need the
 // whole graph (unique ids, relationship ends, capacity) are the loader's, which has the data.
 import { isUtf8 } from 'node:buffer';
+import { MAX_PROPERTY_DEPTH, nameProblem, shortJson } from '../graph/graph-rules';
 import type { EncodedBatch } from '../graph/records';
 import { ArchiveError } from './archive-error';
 import type { RecordCounts } from './archive-frame';
@@ -10,12 +11,6 @@ import type { ArchiveHeader } from './archive-header';
 
 /** Ids are JavaScript-safe integers: larger ones would round onto other ids. */
 export const MAX_RECORD_ID = Number.MAX_SAFE_INTEGER;
-/**
- * How deep a record's properties may nest, the properties object included. SQLite's JSON parser stops at 1000
- * levels, and both a load statement (a batch of tuples) and createNodes (a list of drafts) wrap properties in two:
- * exactly what a live store can hold, an archive may carry.
- */
-export const MAX_PROPERTY_DEPTH = 998;
 
 export type RecordKind = EncodedBatch['kind'];
 
@@ -29,8 +24,6 @@ export interface CheckedRecord {
 const NODE_TAG = 'N';
 const RELATIONSHIP_TAG = 'R';
 const CANONICAL_ID = /^[1-9][0-9]{0,15}$/;
-/** In a `u` pattern a surrogate pair is one code point: only a lone surrogate matches. */
-const LONE_SURROGATE = /\p{Cs}/u;
 
 /** "1" to "9007199254740991": no sign, no leading zero, no exponent, point or space. */
 export function isCanonicalId(value: unknown): value is string {
@@ -60,31 +53,23 @@ export function recordProblem(kind: RecordKind, tuple: unknown): string | undefi
 
 function idProblem(field: string, value: unknown): string | undefined {
   if (isCanonicalId(value)) return undefined;
-  if (typeof value !== 'string') return `${field} ${show(value)} is not a string`;
-  return `${field} ${show(value)} is not a canonical decimal integer from 1 to ${MAX_RECORD_ID}`;
+  if (typeof value !== 'string') return `${field} ${shortJson(value)} is not a string`;
+  return `${field} ${shortJson(value)} is not a canonical decimal integer from 1 to ${MAX_RECORD_ID}`;
 }
 
 function labelsProblem(labels: unknown): string | undefined {
-  if (!Array.isArray(labels)) return `labels ${show(labels)} is not a list`;
+  if (!Array.isArray(labels)) return `labels ${shortJson(labels)} is not a list`;
   for (let i = 0; i < labels.length; i++) {
     const problem = nameProblem('label', labels[i]);
     if (problem) return problem;
     // Labels are few per node: a scan is cheaper than a Set.
-    if (labels.indexOf(labels[i]) < i) return `label ${show(labels[i])} appears twice`;
+    if (labels.indexOf(labels[i]) < i) return `label ${shortJson(labels[i])} appears twice`;
   }
   return undefined;
 }
 
-/** Labels and types: non-empty strings of well-formed Unicode (SQLite stores them as text, which cannot hold a lone surrogate). */
-function nameProblem(field: string, value: unknown): string | undefined {
-  if (typeof value !== 'string') return `${field} ${show(value)} is not a string`;
-  if (value.length === 0) return `${field} is empty`;
-  if (LONE_SURROGATE.test(value)) return `${field} ${show(value)} holds a lone UTF-16 surrogate`;
-  return undefined;
-}
-
 function propertiesProblem(properties: unknown): string | undefined {
-  if (!isPlainObject(properties)) return `properties ${show(properties)} is not a JSON object`;
+  if (!isPlainObject(properties)) return `properties ${shortJson(properties)} is not a JSON object`;
   return valueProblem(properties, 'properties', 0);
 }
 
@@ -113,12 +98,6 @@ function valueProblem(value: unknown, path: string, depth: number): string | und
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** A value for a message: JSON, cut short. */
-function show(value: unknown): string {
-  const text = value === undefined ? 'undefined' : JSON.stringify(value);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 
 /**
@@ -220,22 +199,22 @@ class NameTally {
     announced: { name: string; count: number }[],
   ) {
     for (const { name, count } of announced) {
-      if (this.counts.has(name)) throw mismatch(`its header lists the ${what} ${show(name)} twice`);
+      if (this.counts.has(name)) throw mismatch(`its header lists the ${what} ${shortJson(name)} twice`);
       this.counts.set(name, { announced: count, seen: 0 });
     }
   }
 
   add(name: string, record: string): void {
     const entry = this.counts.get(name);
-    if (!entry) throw mismatch(`${record} has the ${this.what} ${show(name)}, which its header does not list`);
+    if (!entry) throw mismatch(`${record} has the ${this.what} ${shortJson(name)}, which its header does not list`);
     if (++entry.seen > entry.announced) {
-      throw mismatch(`its header announces ${entry.announced} of the ${this.what} ${show(name)}, but ${record} is one more`);
+      throw mismatch(`its header announces ${entry.announced} of the ${this.what} ${shortJson(name)}, but ${record} is one more`);
     }
   }
 
   complete(): void {
     for (const [name, { announced, seen }] of this.counts) {
-      if (seen !== announced) throw mismatch(`its header announces ${announced} of the ${this.what} ${show(name)}, but it holds ${seen}`);
+      if (seen !== announced) throw mismatch(`its header announces ${announced} of the ${this.what} ${shortJson(name)}, but it holds ${seen}`);
     }
   }
 }

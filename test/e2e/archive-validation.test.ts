@@ -101,6 +101,7 @@ describe('archive validation', () => {
       ['an empty label', [node('1', [''])], /node record 1: label is empty/],
       ['labels that are not a list', [node('1', 'Person')], /node record 1: labels "Person" is not a list/],
       ['a lone surrogate in a label', [node('1', ['\ud800'])], /node record 1: label .* lone UTF-16 surrogate/],
+      ['a label longer than the API allows', [node('1', ['x'.repeat(201)])], /node record 1: label is longer than 200 characters/],
       ['a null type', [node('1'), relationship('1', null, '1', '1')], /relationship record 1: type null is not a string/],
       ['an empty type', [node('1'), relationship('1', '', '1', '1')], /relationship record 1: type is empty/],
     ];
@@ -118,6 +119,7 @@ describe('archive validation', () => {
       ['properties that are a string', [node('1', [], 'x')], /node record 1: properties "x" is not a JSON object/],
       ['a number beyond a double', ['["N","1",[],{"big":1e400}]'], /node record 1: properties.big is a number too large/],
       ['-0', ['["N","1",[],{"list":[1,-0]}]'], /node record 1: properties.list\[1\] is -0/],
+      ['properties nested deeper than the API allows', [`["N","1",[],{"deep":${'['.repeat(100)}${']'.repeat(100)}}]`], /node record 1: properties nest deeper than 100 levels/],
       ['a node tuple with a fifth element', ['["N","1",[],{},null]'], /node record 1: it has 5 elements/],
       ['a relationship tuple without properties', [node('1'), '["R","1","T","1","1"]'], /relationship record 1: it has 5 elements/],
       ['a line that is not JSON', [node('1'), '["N","2",[],{}'], /node record 2 is not valid JSON/],
@@ -129,6 +131,15 @@ describe('archive validation', () => {
         await expectRefusedUpload(craftArchive(lines), message);
       });
     }
+  });
+
+  it('the API refuses a lone surrogate in a label too, so that no instance holds what no archive may carry', async () => {
+    const refused = await gql(suite.server, `mutation ($id: ID!, $labels: [String!]!) { createNodes(instanceId: $id, nodes: [{ labels: $labels }]) { id } }`, {
+      id: target.id,
+      labels: ['\ud800'],
+    });
+    assert.match(expectCode(refused, 'BAD_USER_INPUT').message, /lone UTF-16 surrogate/);
+    await assertUnchanged();
   });
 
   describe('a header must agree with the body', () => {

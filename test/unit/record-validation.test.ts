@@ -1,7 +1,8 @@
 import { strict as assert } from 'node:assert';
 import { ArchiveError } from '../../src/archive';
 import type { ArchiveHeader } from '../../src/archive/archive-header';
-import { isCanonicalId, MAX_PROPERTY_DEPTH, recordProblem, RecordValidator } from '../../src/archive/record-validation';
+import { isCanonicalId, recordProblem, RecordValidator } from '../../src/archive/record-validation';
+import { MAX_NAME_LENGTH, MAX_PROPERTY_DEPTH } from '../../src/graph/graph-rules';
 
 function header(stats: Partial<ArchiveHeader['stats']> = {}): ArchiveHeader {
   return {
@@ -57,6 +58,7 @@ describe('record validation', () => {
       ['a duplicated label', 'node', ['N', '1', ['A', 'B', 'B'], {}], /label "B" appears twice/],
       ['an empty label', 'node', ['N', '1', [''], {}], /label is empty/],
       ['a lone surrogate in a label', 'node', ['N', '1', ['x\udc00'], {}], /lone UTF-16 surrogate/],
+      ['a label too long', 'node', ['N', '1', ['x'.repeat(MAX_NAME_LENGTH + 1)], {}], /label is longer than 200 characters/],
       ['labels as an object', 'node', ['N', '1', {}, {}], /labels \{\} is not a list/],
       ['a numeric type', 'relationship', ['R', '1', 5, '1', '1', {}], /type 5 is not a string/],
       ['an empty type', 'relationship', ['R', '1', '', '1', '1', {}], /type is empty/],
@@ -79,7 +81,7 @@ describe('record validation', () => {
         return { v: value };
       };
       assert.equal(recordProblem('node', ['N', '1', [], nest(MAX_PROPERTY_DEPTH)]), undefined);
-      assert.match(recordProblem('node', ['N', '1', [], nest(MAX_PROPERTY_DEPTH + 1)]) ?? '', /nest deeper than 998 levels/);
+      assert.match(recordProblem('node', ['N', '1', [], nest(MAX_PROPERTY_DEPTH + 1)]) ?? '', /nest deeper than 100 levels/);
     });
   });
 
