@@ -1,7 +1,8 @@
 // The rules every record of an archive must satisfy before anything is restored from it
-// (docs/archive-format.md, "Validation"): the graph's own rules (graph-rules.ts), plus the tuple format's. Pure: each data frame's text in, the frame's checked
-// lines out, or an ArchiveError naming the first record that breaks a rule. Checks that need the
-// whole graph (unique ids, relationship ends, capacity) are the loader's, which has the data.
+// (docs/archive-format.md, "Validation"): the graph's own rules (graph-rules.ts) and the tuple
+// format's. Pure: each data frame's bytes in, the frame's checked lines out, or an ArchiveError
+// naming the first record that breaks a rule. Checks that need the whole graph (unique ids,
+// relationship ends, capacity) are the loader's, which has the data.
 import { isUtf8 } from 'node:buffer';
 import { MAX_PROPERTY_DEPTH, nameProblem, shortJson } from '../graph/graph-rules';
 import type { EncodedBatch } from '../graph/records';
@@ -70,28 +71,32 @@ function labelsProblem(labels: unknown): string | undefined {
 
 function propertiesProblem(properties: unknown): string | undefined {
   if (!isPlainObject(properties)) return `properties ${shortJson(properties)} is not a JSON object`;
-  return valueProblem(properties, 'properties', 0);
+  const found = valueProblem(properties, 0);
+  return found && (found.path === null ? found.problem : `properties${found.path} ${found.problem}`);
 }
 
-/** Values JSON can write but an IEEE double cannot hold as written (1e400, -0), and nesting SQLite cannot load. */
-function valueProblem(value: unknown, path: string, depth: number): string | undefined {
+/**
+ * The first value JSON can write but an IEEE double cannot hold as written (1e400, -0), or nesting deeper than the
+ * graph's rules allow. The path to it is built only when there is one: most records have none.
+ */
+function valueProblem(value: unknown, depth: number): { path: string | null; problem: string } | undefined {
   if (typeof value === 'number') {
-    if (!Number.isFinite(value)) return `${path} is a number too large for a double`;
-    if (value === 0 && 1 / value < 0) return `${path} is -0, which is not an archive value`;
+    if (!Number.isFinite(value)) return { path: '', problem: 'is a number too large for a double' };
+    if (value === 0 && 1 / value < 0) return { path: '', problem: 'is -0, which is not an archive value' };
     return undefined;
   }
   if (typeof value !== 'object' || value === null) return undefined;
-  if (depth >= MAX_PROPERTY_DEPTH) return `properties nest deeper than ${MAX_PROPERTY_DEPTH} levels of lists and objects`;
+  if (depth >= MAX_PROPERTY_DEPTH) return { path: null, problem: `properties nest deeper than ${MAX_PROPERTY_DEPTH} levels of lists and objects` };
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const problem = valueProblem(value[i], `${path}[${i}]`, depth + 1);
-      if (problem) return problem;
+      const found = valueProblem(value[i], depth + 1);
+      if (found) return found.path === null ? found : { path: `[${i}]${found.path}`, problem: found.problem };
     }
     return undefined;
   }
   for (const key in value) {
-    const problem = valueProblem((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1);
-    if (problem) return problem;
+    const found = valueProblem((value as Record<string, unknown>)[key], depth + 1);
+    if (found) return found.path === null ? found : { path: `.${key}${found.path}`, problem: found.problem };
   }
   return undefined;
 }
