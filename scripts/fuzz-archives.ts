@@ -25,8 +25,10 @@ import {
   sealArchive,
   startServer,
   statsOfLines,
+  storeGenerations,
   takeSnapshot,
   type TestServer,
+  uploadBlobs,
   unsealArchive,
   type ArchiveParts,
   RESTORE_FROM_FILE,
@@ -437,11 +439,16 @@ async function main() {
       refusedButChanged: counts.changedByRefusal,
       crashes: counts.crashes,
       hangs: counts.hangs,
+      // Whatever was refused or restored, nothing is left behind: no upload, no shadow store.
+      uploadsLeft: uploadBlobs(server.dataDir).length,
+      targetStoreFiles: storeGenerations(server.dataDir, target.id).length,
       byMutation: Object.fromEntries(byMutation),
     };
     console.log(JSON.stringify(report, null, 2));
     for (const problem of problems.slice(0, 50)) console.log(problem);
-    const failed = counts.acceptedDifferent + counts.changedByRefusal + counts.crashes + counts.hangs > 0 || refused.has('INTERNAL_SERVER_ERROR (upload)') || refused.has('INTERNAL_SERVER_ERROR (restore)');
+    const failed =
+      counts.acceptedDifferent + counts.changedByRefusal + counts.crashes + counts.hangs + report.uploadsLeft > 0 ||
+      report.targetStoreFiles !== 1 || refused.has('INTERNAL_SERVER_ERROR (upload)') || refused.has('INTERNAL_SERVER_ERROR (restore)');
     process.exitCode = failed ? 1 : 0;
   } finally {
     await server.stop().catch(() => undefined);

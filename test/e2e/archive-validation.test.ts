@@ -193,6 +193,15 @@ describe('archive validation', () => {
     });
   });
 
+  it("restores a small body under a header claiming a huge store: the header's claim decides nothing", async () => {
+    const small = await createInstance(suite.server, { name: 'claims', tier: 'PROFESSIONAL', memoryGB: 1 });
+    const file = craftArchive([node('3', ['Fits']), node('5')], { stats: { storeSizeBytes: 10 ** 12 } });
+    const operation = expectData(await uploadFile(suite.server, { instanceId: small.id, file })).restoreFromFile;
+    const finished = await settledOperation(suite.server, operation.id);
+    assert.equal(finished.status, 'SUCCEEDED', finished.error?.message);
+    assert.deepEqual(await graphOf(suite.server, small.id), graphOfArchive(file));
+  });
+
   it('a snapshot whose blob was replaced by a crafted archive (checksums right): the restore FAILS naming the record', async () => {
     const server = suite.server;
     const instance = await createInstance(server, { name: 'tampered' });
