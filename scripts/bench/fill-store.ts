@@ -6,7 +6,9 @@ import { syntheticGraph } from './synthetic-graph';
 
 async function main() {
   const [path, nodes, relationships] = process.argv.slice(2);
-  const loader = await SqliteGraphLoader.create(path, async () => undefined);
+  // Benchmark data has no instance limits to respect.
+  const unlimited = { maxNodes: null, maxRelationships: null, maxBytes: Number.MAX_SAFE_INTEGER };
+  const loader = await SqliteGraphLoader.create(path, unlimited, async () => undefined);
   for await (const batch of syntheticGraph(Number(nodes), Number(relationships))) await loader.insert(batch);
   process.stdout.write(JSON.stringify(await loader.finish()));
 }

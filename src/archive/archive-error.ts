@@ -3,7 +3,7 @@ import type { StreamByteReader } from './byte-reader';
 /**
  * Why an archive could not be read or written. Reader codes describe the file a user handed
  * us; their messages are written for that user (they reach clients as INVALID_BACKUP_FILE).
- * Writer codes (INVALID_HEADER, INVALID_RECORD, COUNT_MISMATCH at end()) describe a bug or
+ * Writer codes (INVALID_HEADER, INVALID_RECORD and COUNT_MISMATCH at end()) describe a bug or
  * inconsistency in the data being archived.
  */
 export type ArchiveErrorCode =
@@ -19,11 +19,14 @@ export type ArchiveErrorCode =
   | 'NEO4J_DUMP'
   /** The file is empty, or a tar holds no Snapgraph archive. */
   | 'NOT_AN_ARCHIVE'
-  /** The records in the archive do not match the counts its header announces. */
+  /** The records in the archive do not match the counts (per kind, label or type) its header announces. */
   | 'COUNT_MISMATCH'
   /** The writer was given a header it cannot encode. */
   | 'INVALID_HEADER'
-  /** The writer was given a record it cannot encode (wrong shape, order or size). */
+  /**
+   * Reading: a record breaks the format's rules (shape, ids, labels, type, properties, order; the message names it).
+   * Writing: the writer was given a record it cannot encode (wrong shape, order or size).
+   */
   | 'INVALID_RECORD';
 
 export class ArchiveError extends Error {

@@ -1,15 +1,16 @@
 // Decodes archive bytes back into records, streaming, verifying as it goes: every frame's
-// CRC before its records are handed out, and counts, digest and end of file before the
-// iteration reports completion.
+// CRC and every record's fields (record-validation.ts) before its records are handed out, and
+// counts, digest and end of file before the iteration reports completion.
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { inflateRawSync } from 'node:zlib';
 import type { EncodedBatch, GraphRecord } from '../graph/records';
 import { ArchiveError, readOrTruncated } from './archive-error';
-import { DIGEST_LENGTH, END_FRAME, decodeEndFrame, readFrame, type Frame, type RecordCounts } from './archive-frame';
+import { DIGEST_LENGTH, END_FRAME, decodeEndFrame, readFrame, type Frame } from './archive-frame';
 import { decodeArchiveHeader, type ArchiveHeader } from './archive-header';
 import { StreamByteReader } from './byte-reader';
-import { countRecordRuns, decodeRecordLines, splitRecordLines } from './record-codec';
+import { toGraphRecord } from './record-codec';
+import { type CheckedRecord, RecordValidator } from './record-validation';
 
 export interface ArchiveReader {
   /** The header; rejects with an ArchiveError when the file is not a readable archive. */
@@ -22,14 +23,13 @@ export interface ArchiveReader {
    */
   records(): AsyncIterable<GraphRecord[]>;
   /**
-   * The same verified stream as tuple lines, without parsing records in JavaScript (for bulk loading,
-   * where SQLite parses them). Each frame yields its node lines, then its relationship lines.
-   * Use either records() or encodedBatches(), once.
+   * The same verified stream as the tuple lines stored (for bulk loading, where SQLite parses them again),
+   * one batch per run of one kind within a frame. Use either records() or encodedBatches(), once.
    */
   encodedBatches(): AsyncIterable<EncodedBatch>;
   /**
-   * Checks the whole archive (frame CRCs, record tags and order, counts, digest, end of file) without building
-   * a string per record: the cheapest full check, for uploads. Rejects with ArchiveError at the first damage.
+   * Checks the whole archive (frame CRCs, every record's fields, order and counts against the header, digest,
+   * end of file) without keeping anything: for uploads. Rejects with ArchiveError at the first damage.
    */
   verify(): Promise<ArchiveHeader>;
   /** Bytes of the input consumed so far (for progress against the file size). */
@@ -87,45 +87,48 @@ class StreamingArchiveReader implements ArchiveReader {
   async verify(): Promise<ArchiveHeader> {
     if (this.iterated) throw new Error('ArchiveReader.verify() can only be called once');
     this.iterated = true;
-    const header = await this.header;
-    const counter = new RecordCounter(header);
-    for await (const raw of this.frames(counter)) {
-      for (const run of countRecordRuns(raw)) counter.countRun(run.kind, run.count);
-    }
-    return header;
+    for await (const _ of this.checkedFrames());
+    return this.header;
   }
 
   private async *readRecords(): AsyncGenerator<GraphRecord[]> {
-    const counter = new RecordCounter(await this.header);
-    for await (const text of this.frameTexts(counter)) {
-      const batch = decodeRecordLines(text);
-      counter.count(batch);
-      if (batch.length > 0) yield batch;
+    for await (const records of this.checkedFrames()) {
+      if (records.length > 0) yield records.map(toGraphRecord);
     }
   }
 
   private async *readEncoded(): AsyncGenerator<EncodedBatch> {
-    const counter = new RecordCounter(await this.header);
-    for await (const text of this.frameTexts(counter)) {
-      for (const batch of splitRecordLines(text)) {
-        counter.countEncoded(batch);
-        yield batch;
+    for await (const records of this.checkedFrames()) {
+      const batches: EncodedBatch[] = [];
+      for (const record of records) {
+        const last = batches[batches.length - 1];
+        if (last?.kind === record.kind) last.lines.push(record.line);
+        else batches.push({ kind: record.kind, lines: [record.line] });
       }
+      yield* batches;
     }
   }
 
-  private async *frameTexts(counter: RecordCounter): AsyncGenerator<string> {
-    for await (const raw of this.frames(counter)) yield raw.toString('utf8');
+  /** Each data frame's records, every one checked; ends only after the end frame, digest and end of file are verified. */
+  private async *checkedFrames(): AsyncGenerator<CheckedRecord[]> {
+    let validator: RecordValidator;
+    try {
+      validator = new RecordValidator(await this.header);
+    } catch (error) {
+      this.input.destroy();
+      throw error;
+    }
+    for await (const raw of this.frames(validator)) yield validator.frame(raw);
   }
 
   /** Each data frame, CRC-checked and inflated; ends only after the end frame, digest and end of file are verified. */
-  private async *frames(counter: RecordCounter): AsyncGenerator<Buffer> {
+  private async *frames(validator: RecordValidator): AsyncGenerator<Buffer> {
     let complete = false;
     try {
       for (;;) {
         const frame = await readFrame(this.bytes);
         if (frame.type === END_FRAME) {
-          await this.verifyEnd(frame, counter);
+          await this.verifyEnd(frame, validator);
           complete = true;
           return;
         }
@@ -137,7 +140,7 @@ class StreamingArchiveReader implements ArchiveReader {
   }
 
   /** The end frame's counts, then the digest over everything before it, then nothing after it. */
-  private async verifyEnd(frame: Frame, counter: RecordCounter): Promise<void> {
+  private async verifyEnd(frame: Frame, validator: RecordValidator): Promise<void> {
     const ended = decodeEndFrame(frame);
     const expectedDigest = this.digest.digest();
     this.bytes.observe(() => undefined);
@@ -145,7 +148,7 @@ class StreamingArchiveReader implements ArchiveReader {
     if (!storedDigest.equals(expectedDigest)) {
       throw new ArchiveError('CORRUPT', 'The archive is damaged: its SHA-256 checksum does not match its contents.');
     }
-    counter.verifyComplete(ended);
+    validator.complete(ended);
     if (!(await this.bytes.atEnd())) {
       throw new ArchiveError('CORRUPT', `The archive is damaged: unexpected data after its end, at byte ${this.bytes.consumed}.`);
     }
@@ -167,70 +170,4 @@ function inflateDataFrame(frame: Frame): Buffer {
     throw new ArchiveError('CORRUPT', 'The archive is damaged: a data frame decompresses to the wrong size.');
   }
   return raw;
-}
-
-/** Checks the records read against the header's stats, as early as each mismatch shows. */
-class RecordCounter {
-  private nodes = 0;
-  private relationships = 0;
-  private readonly announced: RecordCounts;
-
-  constructor(header: ArchiveHeader) {
-    this.announced = { nodeCount: header.stats.nodeCount, relationshipCount: header.stats.relationshipCount };
-  }
-
-  countEncoded(batch: EncodedBatch): void {
-    this.countRun(batch.kind, batch.lines.length);
-  }
-
-  countRun(kind: EncodedBatch['kind'], count: number): void {
-    if (kind === 'node') {
-      if (this.relationships > 0) throw new ArchiveError('CORRUPT', 'The archive is invalid: a node follows the relationships.');
-      this.nodes += count;
-    } else {
-      this.relationships += count;
-    }
-    if (this.overflowing()) throw this.mismatch();
-  }
-
-  count(batch: GraphRecord[]): void {
-    for (const record of batch) {
-      if (record.kind === 'node') {
-        if (this.relationships > 0) {
-          throw new ArchiveError('CORRUPT', 'The archive is invalid: a node follows the relationships.');
-        }
-        this.nodes++;
-      } else {
-        this.relationships++;
-      }
-    }
-    if (this.overflowing()) throw this.mismatch();
-  }
-
-  verifyComplete(ended: RecordCounts): void {
-    if (ended.nodeCount !== this.nodes || ended.relationshipCount !== this.relationships) {
-      throw new ArchiveError(
-        'CORRUPT',
-        `The archive is invalid: its end frame counts ${ended.nodeCount} nodes and ${ended.relationshipCount} ` +
-          `relationships, but it holds ${this.nodes} nodes and ${this.relationships} relationships.`,
-      );
-    }
-    if (this.nodes !== this.announced.nodeCount || this.relationships !== this.announced.relationshipCount) {
-      throw this.mismatch();
-    }
-  }
-
-  private mismatch(): ArchiveError {
-    const { announced } = this;
-    return new ArchiveError(
-      'COUNT_MISMATCH',
-      `The archive is inconsistent: its header announces ${announced.nodeCount} nodes and ` +
-        `${announced.relationshipCount} relationships, but it holds ${this.nodes} nodes and ` +
-        `${this.relationships} relationships${this.overflowing() ? ' or more' : ''}.`,
-    );
-  }
-
-  private overflowing(): boolean {
-    return this.nodes > this.announced.nodeCount || this.relationships > this.announced.relationshipCount;
-  }
 }

@@ -40,11 +40,20 @@ export interface GraphReadView {
   close(): Promise<void>;
 }
 
-/** Builds a new store from records (a restore's shadow), then verifies and seals it. */
+/**
+ * Builds a new store from records (a restore's shadow), then verifies and seals it. The lines come from the
+ * archive reader, which has checked each record on its own; the loader checks what needs the whole graph.
+ */
 export interface GraphLoader {
-  /** Loads tuple lines (nodes before relationships); malformed lines are INVALID_BACKUP_FILE. */
+  /**
+   * Loads tuple lines (nodes before relationships). A repeated id is INVALID_BACKUP_FILE; more records than the
+   * limits allow, or data taking more bytes than they allow, is CAPACITY_EXCEEDED as soon as it shows.
+   */
   insert(batch: EncodedBatch): Promise<void>;
-  /** Builds indexes and counts, checks every relationship's ends exist, and returns what the store holds. */
+  /**
+   * Builds indexes and counts, checks every relationship's ends exist (INVALID_BACKUP_FILE) and the store's
+   * final size (CAPACITY_EXCEEDED), and returns what the store holds.
+   */
   finish(): Promise<GraphStats>;
   /** Discards the partial store. */
   abort(): Promise<void>;
@@ -71,7 +80,8 @@ export interface GraphStoreProvider {
   /** Runs fn with the store open; the store is not closed underneath a running call. */
   use<T>(instanceId: string, generation: number, fn: (store: GraphStore) => Promise<T>): Promise<T>;
   create(instanceId: string, generation: number): Promise<void>;
-  createLoader(instanceId: string, generation: number): Promise<GraphLoader>;
+  /** A loader for a new generation; `limits` are the instance's, checked against what is really loaded. */
+  createLoader(instanceId: string, generation: number, limits: WriteLimits): Promise<GraphLoader>;
   /** Closes and deletes every generation of the instance except `keep` (all when keep is undefined). */
   removeGenerations(instanceId: string, keep?: number): Promise<void>;
   close(): Promise<void>;

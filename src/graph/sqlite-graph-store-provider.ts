@@ -1,7 +1,7 @@
 // Opens, caches and removes the SQLite stores of instances under <dataDir>/instances/<instanceId>/.
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { GraphLoader, GraphStore, GraphStoreProvider } from './graph-store';
+import type { GraphLoader, GraphStore, GraphStoreProvider, WriteLimits } from './graph-store';
 import { SqliteGraphLoader, SqliteGraphStore } from './sqlite-graph-store';
 
 interface OpenStore {
@@ -44,11 +44,11 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
     await this.withOpen(instanceId, generation, true, async () => undefined);
   }
 
-  async createLoader(instanceId: string, generation: number): Promise<GraphLoader> {
+  async createLoader(instanceId: string, generation: number, limits: WriteLimits): Promise<GraphLoader> {
     await mkdir(this.dirOf(instanceId), { recursive: true });
     const path = this.fileOf(instanceId, generation);
     await removeStoreFiles(path);
-    return SqliteGraphLoader.create(path, () => removeStoreFiles(path));
+    return SqliteGraphLoader.create(path, limits, () => removeStoreFiles(path));
   }
 
   async removeGenerations(instanceId: string, keep?: number): Promise<void> {

@@ -123,7 +123,7 @@ export class SqliteGraphStore implements GraphStore {
         );
       }
       assertFits(used, payload.length, limits.maxBytes);
-      const firstId = await nextId(this.writer, 'next_node_id');
+      const firstId = await nextId(this.writer, 'next_node_id', drafts.length);
       await this.writer.run(
         `INSERT INTO nodes (id, labels, properties) SELECT ?1 + key, value ->> 0, value ->> 1 FROM json_each(?2)`,
         [firstId, payload],
@@ -164,7 +164,7 @@ export class SqliteGraphStore implements GraphStore {
         );
       }
       assertFits(await usedBytes(this.writer), payload.length, limits.maxBytes);
-      const firstId = await nextId(this.writer, 'next_relationship_id');
+      const firstId = await nextId(this.writer, 'next_relationship_id', drafts.length);
       await this.writer.run(
         `INSERT INTO relationships (id, type, start_id, end_id, properties)
          SELECT ?1 + key, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?2)`,
@@ -321,66 +321,57 @@ class SqliteReadView implements GraphReadView {
   }
 }
 
-// Parsing happens in SQLite's thread. Ids go into INTEGER PRIMARY KEY columns, which refuse anything but integers;
-// a line with the wrong tag is skipped and the count gives it away; finish() checks what is left (shapes, ends).
-// The label index (node_labels) is derived from the nodes table in finish(): one pass over small arrays instead of
-// a second parse of every batch.
-const LOAD_NODES = [
-  `INSERT INTO nodes (id, labels, properties) SELECT value ->> 1, value -> 2, value -> 3 FROM json_each(?1) WHERE value ->> 0 = 'N'`,
-];
-const LOAD_RELATIONSHIPS = [
-  `INSERT INTO relationships (id, type, start_id, end_id, properties)
-   SELECT value ->> 1, value ->> 2, value ->> 3, value ->> 4, value -> 5 FROM json_each(?1) WHERE value ->> 0 = 'R'`,
-];
+// The archive reader has checked every line (archive/record-validation.ts: shapes, canonical ids, labels, types,
+// properties); what needs the whole graph is checked here: unique ids (the primary keys), relationship ends (in
+// finish()) and capacity. Parsing happens in SQLite's thread. The label index (node_labels) is derived from the
+// nodes table in finish(): one pass over small arrays instead of a second parse of every batch.
+const LOAD: Record<EncodedBatch['kind'], string> = {
+  node: `INSERT INTO nodes (id, labels, properties) SELECT value ->> 1, value -> 2, value -> 3 FROM json_each(?1)`,
+  relationship: `INSERT INTO relationships (id, type, start_id, end_id, properties)
+                 SELECT value ->> 1, value ->> 2, value ->> 3, value ->> 4, value -> 5 FROM json_each(?1)`,
+};
+const TABLE_OF: Record<EncodedBatch['kind'], string> = { node: 'nodes', relationship: 'relationships' };
 
 /** Fills a fresh file as fast as SQLite allows (no journal: a crash just means the shadow is discarded). */
 export class SqliteGraphLoader implements GraphLoader {
+  /** Records loaded so far, per kind: record numbers in messages count from here. */
+  private readonly loaded: Record<EncodedBatch['kind'], number> = { node: 0, relationship: 0 };
+
   private constructor(
     private readonly connection: SqliteConnection,
+    private readonly limits: WriteLimits,
     private readonly onAbort: () => Promise<void>,
   ) {}
 
-  static async create(path: string, onAbort: () => Promise<void>): Promise<SqliteGraphLoader> {
+  static async create(path: string, limits: WriteLimits, onAbort: () => Promise<void>): Promise<SqliteGraphLoader> {
     const connection = await SqliteConnection.open(path);
     // One transaction for the whole load: without a journal there is nothing to roll back to anyway.
     await connection.exec(`PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; ${TUNING} ${TABLES} BEGIN;`);
-    return new SqliteGraphLoader(connection, onAbort);
+    return new SqliteGraphLoader(connection, limits, onAbort);
   }
 
   async insert(batch: EncodedBatch): Promise<void> {
     if (batch.lines.length === 0) return;
-    const payload = `[${batch.lines.join(',')}]`;
-    const [load, ...derived] = batch.kind === 'node' ? LOAD_NODES : LOAD_RELATIONSHIPS;
     try {
-      const { changes } = await this.connection.run(load, [payload]);
-      if (changes !== batch.lines.length) {
-        throw new Error(`${batch.lines.length - changes} of ${batch.lines.length} ${batch.kind} records are malformed`);
-      }
-      for (const statement of derived) await this.connection.run(statement, [payload]);
+      await this.connection.run(LOAD[batch.kind], [`[${batch.lines.join(',')}]`]);
     } catch (error) {
-      // A full disk is not the archive's fault.
-      if (isStorageFull(error)) throw error;
-      throw new AppError('INVALID_BACKUP_FILE', `the archive holds records that cannot be loaded: ${(error as Error).message}`);
+      // Lines were validated before they got here: a repeated id is the archive's fault, anything else (a full disk) is not.
+      throw /UNIQUE constraint/.test((error as Error).message) ? await this.repeatedIdError(batch) : error;
     }
+    this.loaded[batch.kind] += batch.lines.length;
+    const { maxNodes, maxRelationships } = this.limits;
+    const max = batch.kind === 'node' ? maxNodes : maxRelationships;
+    if (max !== null && this.loaded[batch.kind] > max) {
+      throw capacityExceeded(`the archive holds more than ${max} ${TABLE_OF[batch.kind]}, the most the instance may hold`);
+    }
+    await this.assertFitsStorage(`after ${this.loaded[batch.kind]} ${TABLE_OF[batch.kind]}`);
   }
 
   async finish(): Promise<GraphStats> {
     const db = this.connection;
     await db.exec(`INSERT INTO node_labels (label, node_id) SELECT l.value, n.id FROM nodes n, json_each(n.labels) l; COMMIT; ${INDEXES}`);
-    const malformed = await db.get<{ nodes: number; relationships: number }>(
-      `SELECT (SELECT count(*) FROM nodes WHERE json_type(labels) <> 'array' OR json_type(properties) <> 'object') AS nodes,
-              (SELECT count(*) FROM relationships WHERE typeof(type) <> 'text' OR json_type(properties) <> 'object')
-              -- Ends are checked per distinct id, walking the new indexes in order: sequential lookups into nodes.
-              + (SELECT count(*) FROM (SELECT DISTINCT start_id AS id FROM relationships) e WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.id))
-              + (SELECT count(*) FROM (SELECT DISTINCT end_id AS id FROM relationships) e WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.id))
-              AS relationships`,
-    );
-    if (malformed && (malformed.nodes > 0 || malformed.relationships > 0)) {
-      throw new AppError(
-        'INVALID_BACKUP_FILE',
-        `the archive holds ${malformed.nodes} malformed nodes and ${malformed.relationships} malformed relationships or references to missing nodes`,
-      );
-    }
+    await this.assertEndsExist();
+    await this.assertFitsStorage('with its indexes');
     await db.exec(`BEGIN;
       DELETE FROM counts;
       INSERT INTO counts SELECT 'nodes', '', count(*) FROM nodes;
@@ -400,6 +391,48 @@ export class SqliteGraphLoader implements GraphLoader {
   async abort(): Promise<void> {
     await this.connection.close().catch(() => undefined);
     await this.onAbort();
+  }
+
+  /** The real size of the data so far against the instance's storage: what a header claims decides nothing. */
+  private async assertFitsStorage(when: string): Promise<void> {
+    const used = await usedBytes(this.connection);
+    if (used > this.limits.maxBytes) {
+      throw capacityExceeded(`the restored data takes ${used} bytes ${when}; the instance has room for ${this.limits.maxBytes}`);
+    }
+  }
+
+  /**
+   * A primary key refused the batch: names the record whose id an earlier record already has. Without a journal
+   * the rows of the batch before it stay in the table, so their number says which record was refused.
+   */
+  private async repeatedIdError(batch: EncodedBatch): Promise<AppError> {
+    const row = await this.connection.get<{ count: number }>(`SELECT count(*) AS count FROM ${TABLE_OF[batch.kind]}`);
+    const at = Math.min(Math.max((row?.count ?? 0) - this.loaded[batch.kind], 0), batch.lines.length - 1);
+    const ids = batch.lines.map((line) => (JSON.parse(line) as string[])[1]);
+    return new AppError(
+      'INVALID_BACKUP_FILE',
+      `The archive is invalid: ${batch.kind} record ${this.loaded[batch.kind] + at + 1}: id "${ids[at]}" is already used by an earlier ${batch.kind} record.`,
+    );
+  }
+
+  /** Every relationship's ends are nodes of the archive; checked per distinct id, walking the new indexes in order. */
+  private async assertEndsExist(): Promise<void> {
+    const db = this.connection;
+    const dangling = await db.get<{ count: number }>(
+      `SELECT (SELECT count(*) FROM (SELECT DISTINCT start_id AS id FROM relationships) e WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.id))
+            + (SELECT count(*) FROM (SELECT DISTINCT end_id AS id FROM relationships) e WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.id))
+            AS count`,
+    );
+    if (!dangling || dangling.count === 0) return;
+    const row = await db.get<{ id: number; field: string; node: number }>(
+      `SELECT id, 'startNodeId' AS field, start_id AS node FROM relationships WHERE start_id NOT IN (SELECT id FROM nodes)
+       UNION ALL SELECT id, 'endNodeId', end_id FROM relationships WHERE end_id NOT IN (SELECT id FROM nodes)
+       ORDER BY id LIMIT 1`,
+    );
+    throw new AppError(
+      'INVALID_BACKUP_FILE',
+      `The archive is invalid: the relationship record with id "${row?.id}": ${row?.field} "${row?.node}" is not a node of the archive.`,
+    );
   }
 }
 
@@ -451,9 +484,15 @@ function assertFits(usedBytes: number, incomingBytes: number, maxBytes: number):
   }
 }
 
-async function nextId(db: SqliteConnection, key: string): Promise<number> {
+/** The first of `count` new ids. Ids stay JavaScript-safe integers (a restored archive may already use the highest). */
+async function nextId(db: SqliteConnection, key: string, count: number): Promise<number> {
   const row = await db.get<{ value: number }>(`SELECT value FROM meta WHERE key = ?`, [key]);
-  return row?.value ?? 1;
+  const first = row?.value ?? 1;
+  // Compared this way round: first + count would round above 2^53.
+  if (first > Number.MAX_SAFE_INTEGER - (count - 1)) {
+    throw capacityExceeded(`the instance has no ids left: ids end at ${Number.MAX_SAFE_INTEGER}, and the next free one is ${first}`);
+  }
+  return first;
 }
 
 async function setMeta(db: SqliteConnection, key: string, value: number): Promise<void> {

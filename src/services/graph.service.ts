@@ -2,6 +2,7 @@
 import { badInput, instanceUnavailable } from '../errors/app-error';
 import { asStorageFull } from '../errors/storage-full';
 import type { InstanceEntity } from '../entities/instance.entity';
+import { MAX_NAME_LENGTH, MAX_PROPERTY_DEPTH, nameProblem } from '../graph/graph-rules';
 import type { GraphStore, NodeDraft, Page, RelationshipDraft } from '../graph/graph-store';
 import type { NodeRecord, PropertyMap, RelationshipRecord } from '../graph/records';
 import type { InstanceService } from './instance.service';
@@ -9,9 +10,7 @@ import { type Principal, requireRole } from './principal';
 
 export const MAX_BATCH = 10_000;
 export const MAX_PAGE = 1_000;
-const MAX_NAME_LENGTH = 200;
-// SQLite's JSON functions stop at 1,000 levels (the batch adds a few); deeper maps would fail as internal errors.
-export const MAX_PROPERTY_DEPTH = 100;
+
 
 export interface NodeInputDraft {
   labels: string[];
@@ -126,6 +125,7 @@ function checkProperties(properties: PropertyMap): PropertyMap {
 }
 
 function checkName(name: string, what: string): string {
-  if (name.length === 0 || name.length > MAX_NAME_LENGTH) throw badInput(`a ${what} must be 1-${MAX_NAME_LENGTH} characters`);
+  const problem = nameProblem(what, name);
+  if (problem) throw badInput(`a ${what} must be 1-${MAX_NAME_LENGTH} characters of well-formed Unicode: this ${problem}`);
   return name;
 }

@@ -85,7 +85,8 @@ export class RestoreService {
 
   /**
    * Queues a restore of an already verified upload. The caller has checked the archive end to end
-   * (see UploadService); this checks that it fits the target.
+   * (see UploadService), so its header's record counts are the body's; this checks that they fit the target.
+   * The header's storeSizeBytes is only a claim about the source store: the load measures the real size.
    */
   async requestRestoreFromFile(
     principal: Principal,
@@ -93,7 +94,8 @@ export class RestoreService {
     upload: { key: string; sizeBytes: number; header: ArchiveHeader },
   ): Promise<OperationEntity> {
     assertCompatible(upload.header.engineVersion, target);
-    this.assertFits(upload.header.stats, target);
+    const { nodeCount, relationshipCount } = upload.header.stats;
+    this.assertFits({ nodeCount, relationshipCount }, target);
     assertAcceptsOperations(target);
     return this.enqueue(target, 'RESTORE_FROM_FILE', {
       bytesTotal: upload.sizeBytes,
@@ -113,8 +115,14 @@ export class RestoreService {
     if (target.status !== undefined) assertAcceptsOperations(target as InstanceEntity);
   }
 
-  /** CAPACITY_EXCEEDED when the data would not fit the target's tier limits or storage. */
-  assertFits(stats: GraphStats, target: Pick<InstanceEntity, 'id' | 'tier' | 'storageGB'>): void {
+  /**
+   * CAPACITY_EXCEEDED when the data would not fit the target's tier limits or storage: an early refusal, before
+   * any work. The restore's load checks again what it really writes.
+   */
+  assertFits(
+    stats: Pick<GraphStats, 'nodeCount' | 'relationshipCount'> & { storeSizeBytes?: number },
+    target: Pick<InstanceEntity, 'id' | 'tier' | 'storageGB'>,
+  ): void {
     const limits = this.instances.limitsOf(target);
     if (limits.maxNodes !== null && stats.nodeCount > limits.maxNodes) {
       throw capacityExceeded(`the data holds ${stats.nodeCount} nodes; ${target.tier} allows ${limits.maxNodes}`);
@@ -122,7 +130,7 @@ export class RestoreService {
     if (limits.maxRelationships !== null && stats.relationshipCount > limits.maxRelationships) {
       throw capacityExceeded(`the data holds ${stats.relationshipCount} relationships; ${target.tier} allows ${limits.maxRelationships}`);
     }
-    if (stats.storeSizeBytes > limits.maxBytes) {
+    if (stats.storeSizeBytes !== undefined && stats.storeSizeBytes > limits.maxBytes) {
       throw capacityExceeded(
         `the data takes ${stats.storeSizeBytes} bytes; ${target.id} has ${target.storageGB} GB of storage (${limits.maxBytes} bytes)`,
       );
@@ -226,7 +234,7 @@ export class RestoreOperationHandler implements OperationHandler {
     context: JobContext,
   ): Promise<{ header: ArchiveHeader; stats: GraphStats }> {
     context.progress({ phase: 'loading', bytesDone: 0 });
-    const loader = await this.stores.createLoader(instance.id, generation);
+    const loader = await this.stores.createLoader(instance.id, generation, this.instances.limitsOf(instance));
     try {
       let archive: ArchiveReader;
       let header: ArchiveHeader;
@@ -336,11 +344,12 @@ function asBackupError(error: unknown): unknown {
   return error;
 }
 
-/** The shadow must hold exactly what the archive header promised. */
+/** The shadow must hold exactly what the archive header promised (a name listed with count 0 promises nothing). */
 function assertSameGraph(loaded: GraphStats, expected: GraphStats): void {
   const same = (a: NameCount[], b: NameCount[]) =>
     a.length === b.length && a.every((entry, i) => entry.name === b[i].name && entry.count === b[i].count);
-  const sort = (list: NameCount[]) => [...list].sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  const sort = (list: NameCount[]) =>
+    list.filter((entry) => entry.count > 0).sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
   if (
     loaded.nodeCount !== expected.nodeCount ||
     loaded.relationshipCount !== expected.relationshipCount ||

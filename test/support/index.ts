@@ -14,11 +14,13 @@
 // Servers, sockets, temp dirs and databases started inside a test are released after it; those started in a
 // `before` hook are released by serverPerSuite's `after` or, at the latest, when the run ends (cleanup.ts).
 // A server started with startServer() inside a test may be restarted (same data dir, new port) or killed.
+export * from './archives';
 export * from './cleanup';
 export * from './graphql';
 export * from './postgres';
 export * from './server';
 export * from './snapshots';
+export * from './tus';
 export * from './wait';
 export * from './ws';
 export * from './volumes';

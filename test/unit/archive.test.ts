@@ -27,8 +27,10 @@ import { encodeArchiveHeader, PREAMBLE_LENGTH } from '../../src/archive/archive-
 // ---------------------------------------------------------------------------------------------
 // Fixtures and helpers
 
+/** A header whose stats agree with `records`: counts per kind, label and type. */
 function headerFor(records: GraphRecord[], overrides: Partial<ArchiveHeaderInput> = {}): ArchiveHeaderInput {
   const nodeCount = records.filter((r) => r.kind === 'node').length;
+  const tally = (names: string[]) => [...new Set(names)].map((name) => ({ name, count: names.filter((n) => n === name).length }));
   return {
     engineVersion: 'V5',
     sourceInstanceId: 'inst-7f3a',
@@ -37,8 +39,8 @@ function headerFor(records: GraphRecord[], overrides: Partial<ArchiveHeaderInput
     stats: {
       nodeCount,
       relationshipCount: records.length - nodeCount,
-      labels: [{ name: 'Person', count: nodeCount }],
-      relationshipTypes: [{ name: 'KNOWS', count: records.length - nodeCount }],
+      labels: tally(records.flatMap((r) => (r.kind === 'node' ? r.node.labels : []))),
+      relationshipTypes: tally(records.flatMap((r) => (r.kind === 'relationship' ? [r.relationship.type] : []))),
       storeSizeBytes: 123_456,
     },
     ...overrides,

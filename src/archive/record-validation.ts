@@ -1,0 +1,233 @@
+// The rules every record of an archive must satisfy before anything is restored from it
+// (docs/archive-format.md, "Validation"): the graph's own rules (graph-rules.ts) and the tuple
+// format's. Pure: each data frame's bytes in, the frame's checked lines out, or an ArchiveError
+// naming the first record that breaks a rule. Checks that need the whole graph (unique ids,
+// relationship ends, capacity) are the loader's, which has the data.
+import { isUtf8 } from 'node:buffer';
+import { MAX_PROPERTY_DEPTH, nameProblem, shortJson } from '../graph/graph-rules';
+import type { EncodedBatch } from '../graph/records';
+import { ArchiveError } from './archive-error';
+import type { RecordCounts } from './archive-frame';
+import type { ArchiveHeader } from './archive-header';
+
+/** Ids are JavaScript-safe integers: larger ones would round onto other ids. */
+export const MAX_RECORD_ID = Number.MAX_SAFE_INTEGER;
+
+export type RecordKind = EncodedBatch['kind'];
+
+/** One record of a frame, checked: its line as stored, and the parsed tuple. */
+export interface CheckedRecord {
+  kind: RecordKind;
+  line: string;
+  tuple: unknown[];
+}
+
+const NODE_TAG = 'N';
+const RELATIONSHIP_TAG = 'R';
+const CANONICAL_ID = /^[1-9][0-9]{0,15}$/;
+
+/** "1" to "9007199254740991": no sign, no leading zero, no exponent, point or space. */
+export function isCanonicalId(value: unknown): value is string {
+  return typeof value === 'string' && CANONICAL_ID.test(value) && Number(value) <= MAX_RECORD_ID;
+}
+
+/** Why `tuple` is not a valid record of `kind` (for a message after "node record 17: "), or undefined. */
+export function recordProblem(kind: RecordKind, tuple: unknown): string | undefined {
+  if (!Array.isArray(tuple)) return 'it is not a JSON array';
+  if (kind === 'node') {
+    if (tuple.length !== 4) return `it has ${tuple.length} elements; a node tuple has 4: ["N", id, labels, properties]`;
+    if (tuple[0] !== NODE_TAG) return 'its first element is not "N"';
+    return idProblem('id', tuple[1]) ?? labelsProblem(tuple[2]) ?? propertiesProblem(tuple[3]);
+  }
+  if (tuple.length !== 6) {
+    return `it has ${tuple.length} elements; a relationship tuple has 6: ["R", id, type, startNodeId, endNodeId, properties]`;
+  }
+  if (tuple[0] !== RELATIONSHIP_TAG) return 'its first element is not "R"';
+  return (
+    idProblem('id', tuple[1]) ??
+    nameProblem('type', tuple[2]) ??
+    idProblem('startNodeId', tuple[3]) ??
+    idProblem('endNodeId', tuple[4]) ??
+    propertiesProblem(tuple[5])
+  );
+}
+
+function idProblem(field: string, value: unknown): string | undefined {
+  if (isCanonicalId(value)) return undefined;
+  if (typeof value !== 'string') return `${field} ${shortJson(value)} is not a string`;
+  return `${field} ${shortJson(value)} is not a canonical decimal integer from 1 to ${MAX_RECORD_ID}`;
+}
+
+function labelsProblem(labels: unknown): string | undefined {
+  if (!Array.isArray(labels)) return `labels ${shortJson(labels)} is not a list`;
+  for (let i = 0; i < labels.length; i++) {
+    const problem = nameProblem('label', labels[i]);
+    if (problem) return problem;
+    // Labels are few per node: a scan is cheaper than a Set.
+    if (labels.indexOf(labels[i]) < i) return `label ${shortJson(labels[i])} appears twice`;
+  }
+  return undefined;
+}
+
+function propertiesProblem(properties: unknown): string | undefined {
+  if (!isPlainObject(properties)) return `properties ${shortJson(properties)} is not a JSON object`;
+  const found = valueProblem(properties, 0);
+  return found && (found.path === null ? found.problem : `properties${found.path} ${found.problem}`);
+}
+
+/**
+ * The first value JSON can write but an IEEE double cannot hold as written (1e400, -0), or nesting deeper than the
+ * graph's rules allow. The path to it is built only when there is one: most records have none.
+ */
+function valueProblem(value: unknown, depth: number): { path: string | null; problem: string } | undefined {
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value)) return { path: '', problem: 'is a number too large for a double' };
+    if (value === 0 && 1 / value < 0) return { path: '', problem: 'is -0, which is not an archive value' };
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  if (depth >= MAX_PROPERTY_DEPTH) return { path: null, problem: `properties nest deeper than ${MAX_PROPERTY_DEPTH} levels of lists and objects` };
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = valueProblem(value[i], depth + 1);
+      if (found) return found.path === null ? found : { path: `[${i}]${found.path}`, problem: found.problem };
+    }
+    return undefined;
+  }
+  for (const key in value) {
+    const found = valueProblem((value as Record<string, unknown>)[key], depth + 1);
+    if (found) return found.path === null ? found : { path: `.${key}${found.path}`, problem: found.problem };
+  }
+  return undefined;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Checks an archive's records frame by frame, in order, against the format's rules and against its header:
+ * tags and order (all nodes, then all relationships), each tuple's shape and fields, and the header's counts
+ * per kind, label and type (as soon as the records exceed one; the rest in complete()).
+ */
+export class RecordValidator {
+  private nodes = 0;
+  private relationships = 0;
+  private readonly announced: RecordCounts;
+  private readonly labels: NameTally;
+  private readonly types: NameTally;
+
+  constructor(header: ArchiveHeader) {
+    this.announced = { nodeCount: header.stats.nodeCount, relationshipCount: header.stats.relationshipCount };
+    this.labels = new NameTally('label', header.stats.labels);
+    this.types = new NameTally('relationship type', header.stats.relationshipTypes);
+  }
+
+  /**
+   * One data frame's raw bytes: UTF-8 text, one JSON tuple per newline-terminated line. Each line is parsed on
+   * its own: parsing the frame as one array would also accept a tuple spread over two lines.
+   */
+  frame(raw: Buffer): CheckedRecord[] {
+    if (raw.length === 0) return [];
+    if (!isUtf8(raw)) throw invalid(`the data frame after record ${this.nodes + this.relationships} is not valid UTF-8 text`);
+    if (raw[raw.length - 1] !== 0x0a) throw invalid(`the data frame after record ${this.nodes + this.relationships} does not end with a complete record`);
+    const lines = raw.toString('utf8', 0, raw.length - 1).split('\n');
+    const records: CheckedRecord[] = new Array(lines.length);
+    for (let i = 0; i < lines.length; i++) records[i] = this.record(lines[i]);
+    return records;
+  }
+
+  /** At the end frame: its counts, then the header's counts, label and type tallies, all exactly. */
+  complete(ended: RecordCounts): void {
+    if (ended.nodeCount !== this.nodes || ended.relationshipCount !== this.relationships) {
+      throw new ArchiveError(
+        'CORRUPT',
+        `The archive is invalid: its end frame counts ${ended.nodeCount} nodes and ${ended.relationshipCount} ` +
+          `relationships, but it holds ${this.nodes} nodes and ${this.relationships} relationships.`,
+      );
+    }
+    if (this.nodes !== this.announced.nodeCount || this.relationships !== this.announced.relationshipCount) {
+      throw this.countMismatch();
+    }
+    this.labels.complete();
+    this.types.complete();
+  }
+
+  private record(line: string): CheckedRecord {
+    const kind: RecordKind | null = line.startsWith('["N",') ? 'node' : line.startsWith('["R",') ? 'relationship' : null;
+    if (kind === null) throw invalid(`record ${this.nodes + this.relationships + 1} is not a node or relationship tuple`);
+    const name = this.count(kind);
+    let tuple: unknown;
+    try {
+      tuple = JSON.parse(line);
+    } catch {
+      throw invalid(`${name} is not valid JSON`);
+    }
+    const problem = recordProblem(kind, tuple);
+    if (problem) throw invalid(`${name}: ${problem}`);
+    const fields = tuple as unknown[];
+    if (kind === 'node') for (const label of fields[2] as string[]) this.labels.add(label, name);
+    else this.types.add(fields[2] as string, name);
+    return { kind, line, tuple: fields };
+  }
+
+  /** Counts the record, checking order and the header's counts; returns its name for messages. */
+  private count(kind: RecordKind): string {
+    if (kind === 'node') {
+      if (this.relationships > 0) throw invalid(`node record ${this.nodes + 1} follows the relationships; all nodes come first`);
+      this.nodes++;
+    } else {
+      this.relationships++;
+    }
+    if (this.nodes > this.announced.nodeCount || this.relationships > this.announced.relationshipCount) throw this.countMismatch();
+    return kind === 'node' ? `node record ${this.nodes}` : `relationship record ${this.relationships}`;
+  }
+
+  private countMismatch(): ArchiveError {
+    const { announced } = this;
+    const more = this.nodes > announced.nodeCount || this.relationships > announced.relationshipCount;
+    return new ArchiveError(
+      'COUNT_MISMATCH',
+      `The archive is inconsistent: its header announces ${announced.nodeCount} nodes and ` +
+        `${announced.relationshipCount} relationships, but it holds ${this.nodes} nodes and ` +
+        `${this.relationships} relationships${more ? ' or more' : ''}.`,
+    );
+  }
+}
+
+/** A header's label (or type) counts against the records: a name it does not list, or too many, shows at once. */
+class NameTally {
+  private readonly counts = new Map<string, { announced: number; seen: number }>();
+
+  constructor(
+    private readonly what: string,
+    announced: { name: string; count: number }[],
+  ) {
+    for (const { name, count } of announced) {
+      if (this.counts.has(name)) throw mismatch(`its header lists the ${what} ${shortJson(name)} twice`);
+      this.counts.set(name, { announced: count, seen: 0 });
+    }
+  }
+
+  add(name: string, record: string): void {
+    const entry = this.counts.get(name);
+    if (!entry) throw mismatch(`${record} has the ${this.what} ${shortJson(name)}, which its header does not list`);
+    if (++entry.seen > entry.announced) {
+      throw mismatch(`its header announces ${entry.announced} of the ${this.what} ${shortJson(name)}, but ${record} is one more`);
+    }
+  }
+
+  complete(): void {
+    for (const [name, { announced, seen }] of this.counts) {
+      if (seen !== announced) throw mismatch(`its header announces ${announced} of the ${this.what} ${shortJson(name)}, but it holds ${seen}`);
+    }
+  }
+}
+
+function invalid(problem: string): ArchiveError {
+  return new ArchiveError('INVALID_RECORD', `The archive is invalid: ${problem}.`);
+}
+
+function mismatch(problem: string): ArchiveError {
+  return new ArchiveError('COUNT_MISMATCH', `The archive is inconsistent: ${problem}.`);
+}

@@ -1,0 +1,161 @@
+// Archives built and taken apart byte by byte, independently of src/archive: tests and the fuzz script craft
+// files whose checksums are all right (so only validation can refuse them) and read back what a file holds
+// without trusting the reader under test. Layout: docs/archive-format.md.
+import { createHash } from 'node:crypto';
+import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
+
+const MAGIC = Buffer.from([0x89, 0x53, 0x47, 0x41, 0x0d, 0x0a, 0x1a, 0x0a]);
+const DATA = 0x44;
+const END = 0x45;
+
+/** An archive's parts, as they are stored: the header JSON's text and each data frame's text. */
+export interface ArchiveParts {
+  version: number;
+  headerJson: string;
+  /** Each data frame's decompressed text (newline-terminated tuple lines). */
+  frames: string[];
+  /** The end frame's counts; by default, the lines tagged N and R. */
+  endCounts?: { nodes: number; relationships: number };
+}
+
+/** The bytes of `parts`, every checksum (header CRC, frame CRCs, SHA-256) computed for what they hold. */
+export function sealArchive({ version, headerJson, frames, endCounts }: ArchiveParts): Buffer {
+  const json = Buffer.from(headerJson, 'utf8');
+  const preamble = Buffer.alloc(14);
+  MAGIC.copy(preamble, 0);
+  preamble.writeUInt16BE(version, 8);
+  preamble.writeUInt32BE(json.length, 10);
+  const headerCrc = Buffer.alloc(4);
+  headerCrc.writeUInt32BE(crc32(json, crc32(preamble)));
+  const parts: Buffer[] = [preamble, json, headerCrc];
+  for (const text of frames) {
+    const raw = Buffer.from(text, 'utf8');
+    parts.push(...frame(DATA, raw.length, deflateRawSync(raw, { level: 1 })));
+  }
+  const counts = endCounts ?? countLines(frames.join(''));
+  const end = Buffer.alloc(16);
+  end.writeBigUInt64BE(BigInt(counts.nodes), 0);
+  end.writeBigUInt64BE(BigInt(counts.relationships), 8);
+  parts.push(...frame(END, 16, end));
+  const body = Buffer.concat(parts);
+  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+}
+
+function frame(type: number, rawLength: number, stored: Buffer): Buffer[] {
+  const head = Buffer.alloc(13);
+  head.writeUInt8(type, 0);
+  head.writeUInt32BE(rawLength, 1);
+  head.writeUInt32BE(stored.length, 5);
+  head.writeUInt32BE(crc32(stored), 9);
+  return [head, stored];
+}
+
+/** The parts of an intact archive (throws on anything it cannot take apart). */
+export function unsealArchive(bytes: Buffer): ArchiveParts {
+  const version = bytes.readUInt16BE(8);
+  const jsonLength = bytes.readUInt32BE(10);
+  const headerJson = bytes.toString('utf8', 14, 14 + jsonLength);
+  const frames: string[] = [];
+  let offset = 14 + jsonLength + 4;
+  for (;;) {
+    const type = bytes[offset];
+    const storedLength = bytes.readUInt32BE(offset + 5);
+    const stored = bytes.subarray(offset + 13, offset + 13 + storedLength);
+    offset += 13 + storedLength;
+    if (type === END) {
+      return { version, headerJson, frames, endCounts: { nodes: Number(stored.readBigUInt64BE(0)), relationships: Number(stored.readBigUInt64BE(8)) } };
+    }
+    if (type !== DATA) throw new Error(`not a frame type: ${type}`);
+    frames.push(inflateRawSync(stored).toString('utf8'));
+  }
+}
+
+function countLines(text: string): { nodes: number; relationships: number } {
+  const lines = text.split('\n');
+  return { nodes: lines.filter((l) => l.startsWith('["N",')).length, relationships: lines.filter((l) => l.startsWith('["R",')).length };
+}
+
+export interface CraftedStats {
+  nodeCount: number;
+  relationshipCount: number;
+  labels: { name: string; count: number }[];
+  relationshipTypes: { name: string; count: number }[];
+  storeSizeBytes: number;
+}
+
+/**
+ * The stats a header must carry to agree with `lines`, read leniently (a line that is not JSON, a label that is
+ * not a string count for nothing), so that a crafted defect is met by record validation, not by the header.
+ */
+export function statsOfLines(lines: string[]): CraftedStats {
+  const labels = new Map<string, number>();
+  const types = new Map<string, number>();
+  let nodeCount = 0;
+  let relationshipCount = 0;
+  for (const line of lines) {
+    let tuple: unknown;
+    try {
+      tuple = JSON.parse(line);
+    } catch {
+      tuple = null;
+    }
+    if (line.startsWith('["N",')) {
+      nodeCount++;
+      const list = Array.isArray(tuple) && Array.isArray(tuple[2]) ? tuple[2] : [];
+      for (const label of list) if (typeof label === 'string') labels.set(label, (labels.get(label) ?? 0) + 1);
+    } else if (line.startsWith('["R",')) {
+      relationshipCount++;
+      const type = Array.isArray(tuple) ? tuple[2] : undefined;
+      if (typeof type === 'string') types.set(type, (types.get(type) ?? 0) + 1);
+    }
+  }
+  const list = (map: Map<string, number>) => [...map].map(([name, count]) => ({ name, count }));
+  return { nodeCount, relationshipCount, labels: list(labels), relationshipTypes: list(types), storeSizeBytes: 4096 };
+}
+
+/**
+ * A sealed archive of exactly these tuple lines, `linesPerFrame` to a frame, under a V5 header whose stats agree
+ * with them (or are overridden).
+ */
+export function craftArchive(
+  lines: string[],
+  { stats = {}, linesPerFrame = 100, engineVersion = 'V5' }: { stats?: Partial<CraftedStats>; linesPerFrame?: number; engineVersion?: string } = {},
+): Buffer {
+  const header = {
+    engineVersion,
+    sourceInstanceId: 'crafted',
+    sourceInstanceName: 'crafted',
+    capturedAt: '2024-05-01T12:00:00.000Z',
+    stats: { ...statsOfLines(lines), ...stats },
+  };
+  const frames: string[] = [];
+  for (let i = 0; i < lines.length; i += linesPerFrame) frames.push(lines.slice(i, i + linesPerFrame).map((line) => `${line}\n`).join(''));
+  return sealArchive({ version: 1, headerJson: JSON.stringify(header), frames });
+}
+
+/** The records an archive's tuple lines describe, parsed with nothing but JSON.parse: what a restore must give. */
+export function recordsOfArchive(bytes: Buffer): { nodes: unknown[][]; relationships: unknown[][] } {
+  const tuples = unsealArchive(bytes)
+    .frames.join('')
+    .split('\n')
+    .filter((line) => line.length > 0)
+    .map((line) => JSON.parse(line) as unknown[]);
+  return { nodes: tuples.filter((t) => t[0] === 'N'), relationships: tuples.filter((t) => t[0] === 'R') };
+}
+
+/** The graph an archive describes, shaped and ordered as the API lists it (graphOf): what a restore must give. */
+export function graphOfArchive(bytes: Buffer): {
+  nodes: { id: string; labels: string[]; properties: Record<string, unknown> }[];
+  relationships: { id: string; type: string; startNodeId: string; endNodeId: string; properties: Record<string, unknown> }[];
+} {
+  const { nodes, relationships } = recordsOfArchive(bytes);
+  const byId = (a: { id: string }, b: { id: string }) => Number(a.id) - Number(b.id);
+  return {
+    nodes: nodes.map(([, id, labels, properties]) => ({ id, labels, properties }) as { id: string; labels: string[]; properties: Record<string, unknown> }).sort(byId),
+    relationships: relationships
+      .map(([, id, type, startNodeId, endNodeId, properties]) => ({ id, type, startNodeId, endNodeId, properties }) as {
+        id: string; type: string; startNodeId: string; endNodeId: string; properties: Record<string, unknown>;
+      })
+      .sort(byId),
+  };
+}
