@@ -28,6 +28,7 @@ import {
   storeGenerations,
   takeSnapshot,
   type TestServer,
+  tusUpload,
   uploadBlobs,
   unsealArchive,
   type ArchiveParts,
@@ -271,24 +272,10 @@ async function sendGraphql(server: TestServer, instanceId: string, file: Buffer)
 }
 
 async function sendTus(server: TestServer, instanceId: string, file: Buffer): Promise<{ operationId?: string; code?: string; crash?: string }> {
-  const signal = AbortSignal.timeout(TIMEOUT_MS);
-  const auth = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${server.adminKey}` };
-  const metadata = [`instanceId ${Buffer.from(instanceId).toString('base64')}`, `confirm ${Buffer.from('RESTORE').toString('base64')}`].join(',');
-  const created = await fetch(`${server.url}/uploads`, { method: 'POST', headers: { ...auth, 'Upload-Length': String(file.length), 'Upload-Metadata': metadata }, signal });
-  if (created.status !== 201) return { code: refusalCode(await created.text()) ?? `HTTP_${created.status}` };
-  await created.arrayBuffer();
-  const location = new URL(created.headers.get('location')!, server.url).toString();
-  const patched = await fetch(location, {
-    method: 'PATCH',
-    headers: { ...auth, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' },
-    body: file,
-    signal,
-  });
-  const text = await patched.text();
-  const operationId = patched.headers.get('snapgraph-operation-id');
+  const { status, operationId, body } = await tusUpload(server, { instanceId, file, signal: AbortSignal.timeout(TIMEOUT_MS) });
   if (operationId) return { operationId };
-  const code = refusalCode(text);
-  if (!code) return { crash: `tus HTTP ${patched.status}: ${text.slice(0, 200)}` };
+  const code = refusalCode(body);
+  if (!code) return { crash: `tus HTTP ${status}: ${body.slice(0, 200)}` };
   return { code };
 }
 

@@ -12,7 +12,13 @@ export interface TusOutcome {
 
 export async function tusUpload(
   server: { url: string; adminKey: string },
-  { instanceId, file, confirm = 'RESTORE', key = server.adminKey }: { instanceId: string; file: Buffer; confirm?: string; key?: string },
+  {
+    instanceId,
+    file,
+    confirm = 'RESTORE',
+    key = server.adminKey,
+    signal,
+  }: { instanceId: string; file: Buffer; confirm?: string; key?: string; signal?: AbortSignal },
 ): Promise<TusOutcome> {
   const metadata = Object.entries({ instanceId, confirm, filename: 'graph.backup' })
     .map(([name, value]) => `${name} ${Buffer.from(value).toString('base64')}`)
@@ -21,6 +27,7 @@ export async function tusUpload(
   const created = await fetch(`${server.url}/uploads`, {
     method: 'POST',
     headers: { ...auth, 'Upload-Length': String(file.length), 'Upload-Metadata': metadata },
+    signal,
   });
   if (created.status !== 201) return { status: created.status, operationId: null, body: await created.text() };
   await created.arrayBuffer();
@@ -29,6 +36,7 @@ export async function tusUpload(
     method: 'PATCH',
     headers: { ...auth, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' },
     body: file,
+    signal,
   });
   return { status: patched.status, operationId: patched.headers.get('snapgraph-operation-id'), body: await patched.text() };
 }
