@@ -1,7 +1,7 @@
 import { Entity, PrimaryColumn, Column, Index } from 'typeorm';
 import { BigIntColumn, IdColumn, JsonColumn } from './columns';
 
-export type OperationKind = 'SNAPSHOT' | 'RESTORE' | 'CREATE_FROM_SNAPSHOT' | 'RESTORE_FROM_FILE';
+export type OperationKind = 'SNAPSHOT' | 'RESTORE' | 'CREATE_FROM_SNAPSHOT' | 'RESTORE_FROM_FILE' | 'VERIFY';
 export type OperationStatus = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 
 /** The durable record of one job: what to do, who runs it (lease), how far it got, how it ended. */

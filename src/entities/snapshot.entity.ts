@@ -52,6 +52,18 @@ export class SnapshotEntity {
   @Column({ type: 'varchar', length: 1000, nullable: true })
   error: string | null;
 
+  /** A snapshot of the previous release: its whole archive in one encrypted blob (null for restore points). */
   @Column({ type: 'varchar', length: 200, nullable: true })
   blobKey: string | null;
+
+  /** Where its data lives: a restore point over the chunk store. */
+  @IdColumn({ nullable: true })
+  restorePointId: string | null;
+
+  /** Bytes at rest this snapshot added; null until COMPLETED. */
+  @BigIntColumn({ nullable: true })
+  addedBytes: number | null;
+
+  @BigIntColumn({ nullable: true })
+  verifiedAt: number | null;
 }

@@ -61,7 +61,7 @@ export class ExportService {
 
   async createLink(principal: Principal, snapshotId: string, origin: string): Promise<ExportLink> {
     requireRole(principal, 'MEMBER', 'exporting a snapshot');
-    const snapshot = await this.snapshots.require(principal, snapshotId);
+    const snapshot = await this.snapshots.prepareExport(await this.snapshots.require(principal, snapshotId));
     if (snapshot.status !== 'COMPLETED' || snapshot.sizeBytes === null || snapshot.sha256 === null) {
       throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} is ${snapshot.status}; only COMPLETED snapshots can be exported`);
     }

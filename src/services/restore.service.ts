@@ -14,9 +14,11 @@ import type { Compensation, JobContext, OperationHandler, OperationResult } from
 import type { Metrics } from '../observability/metrics';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../storage/errors';
+import { ChunkStoreError } from '../chunks';
 import { insertOperation } from '../jobs/operation-queue';
 import { assertAcceptsOperations, type InstanceInput, type InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
+import type { BackupService } from './backup.service';
 import type { SnapshotService, WorkAnnouncer } from './snapshot.service';
 
 export const CONFIRM_WORD = 'RESTORE';
@@ -158,6 +160,7 @@ export class RestoreOperationHandler implements OperationHandler {
     private readonly snapshots: SnapshotService,
     private readonly stores: GraphStoreProvider,
     private readonly blobs: EncryptedBlobStore,
+    private readonly backups: BackupService,
     private readonly metrics: Metrics,
   ) {}
 
@@ -188,14 +191,14 @@ export class RestoreOperationHandler implements OperationHandler {
       await context.saveParams({ ...params });
     }
 
-    let loaded: { header: ArchiveHeader; stats: GraphStats };
+    let loaded: { expected: GraphStats; stats: GraphStats };
     try {
       loaded = await this.buildShadow(operation, params, instance, shadowGeneration, context);
     } finally {
       // Never leave a capture running behind a failed restore; on success, the swap waits for it.
       await safetySnapshot?.catch(() => undefined);
     }
-    assertSameGraph(loaded.stats, loaded.header.stats);
+    assertSameGraph(loaded.stats, loaded.expected);
     if (safetySnapshot) {
       context.progress({ phase: 'pre-restore snapshot' });
       await safetySnapshot;
@@ -225,21 +228,46 @@ export class RestoreOperationHandler implements OperationHandler {
     };
   }
 
-  /** Streams the archive into a new store generation, then seals it; the shadow is removed on any failure. */
+  /**
+   * Builds the new store generation: a snapshot's restore point written back physically (its base, then its deltas),
+   * or an archive (an upload, or a previous release's snapshot) loaded record by record. The shadow is removed on any
+   * failure. Returns what the store holds and what the source says it should.
+   */
   private async buildShadow(
     operation: OperationEntity,
     params: RestoreParams,
     instance: InstanceEntity,
     generation: number,
     context: JobContext,
-  ): Promise<{ header: ArchiveHeader; stats: GraphStats }> {
+  ): Promise<{ expected: GraphStats; stats: GraphStats }> {
+    const snapshot = this.kind === 'RESTORE_FROM_FILE' ? null : await this.sourceSnapshot(operation);
+    if (snapshot?.restorePointId && snapshot.contents) {
+      const limits = this.instances.limitsOf(instance);
+      const stats = await this.backups
+        .materialise(snapshot.restorePointId, { instanceId: instance.id, generation, limits }, context)
+        .catch((error: unknown) => {
+          throw asBackupError(error);
+        });
+      this.metrics.bytesRestored.inc(stats.storeSizeBytes);
+      return { expected: snapshot.contents, stats };
+    }
+    return this.loadArchive(snapshot ? this.snapshots.openArchive(snapshot) : this.openUpload(params), instance, generation, context);
+  }
+
+  /** Streams an archive into a new store generation, then seals it; the shadow is removed on any failure. */
+  private async loadArchive(
+    source: Promise<Readable>,
+    instance: InstanceEntity,
+    generation: number,
+    context: JobContext,
+  ): Promise<{ expected: GraphStats; stats: GraphStats }> {
     context.progress({ phase: 'loading', bytesDone: 0 });
     const loader = await this.stores.createLoader(instance.id, generation, this.instances.limitsOf(instance));
     try {
       let archive: ArchiveReader;
       let header: ArchiveHeader;
       try {
-        archive = openArchive(await this.openSource(operation, params));
+        archive = openArchive(await source);
         header = await archive.header;
         assertCompatible(header.engineVersion, instance);
         // SQLite loads one batch while the next is read, decrypted and inflated.
@@ -257,7 +285,7 @@ export class RestoreOperationHandler implements OperationHandler {
         throw asBackupError(error);
       }
       context.progress({ phase: 'verifying' });
-      return { header, stats: await loader.finish() };
+      return { expected: header.stats, stats: await loader.finish() };
     } catch (error) {
       await loader.abort();
       throw error;
@@ -304,14 +332,15 @@ export class RestoreOperationHandler implements OperationHandler {
     return completed;
   }
 
-  private async openSource(operation: OperationEntity, params: RestoreParams): Promise<Readable> {
-    if (this.kind === 'RESTORE_FROM_FILE') {
-      if (!params.uploadKey) throw new AppError('INVALID_BACKUP_FILE', 'the uploaded file is gone');
-      return this.blobs.read(params.uploadKey);
-    }
+  private async openUpload(params: RestoreParams): Promise<Readable> {
+    if (!params.uploadKey) throw new AppError('INVALID_BACKUP_FILE', 'the uploaded file is gone');
+    return this.blobs.read(params.uploadKey);
+  }
+
+  private async sourceSnapshot(operation: OperationEntity): Promise<SnapshotEntity> {
     const snapshot = operation.snapshotId ? await this.snapshots.byId(operation.snapshotId) : null;
     if (!snapshot) throw new AppError('NOT_FOUND', `snapshot ${operation.snapshotId} no longer exists`);
-    return this.snapshots.openArchive(snapshot);
+    return snapshot;
   }
 }
 
@@ -341,6 +370,7 @@ function asBackupError(error: unknown): unknown {
   if (isArchiveError(error)) return new AppError('INVALID_BACKUP_FILE', error.message);
   if (error instanceof CryptoError) return new AppError('INVALID_BACKUP_FILE', `the stored archive is damaged: ${error.message}`);
   if (error instanceof BlobNotFoundError) return new AppError('INVALID_BACKUP_FILE', 'the stored archive is missing');
+  if (error instanceof ChunkStoreError) return new AppError('INVALID_BACKUP_FILE', `the stored snapshot is damaged: ${error.message}`);
   return error;
 }
 

@@ -1,5 +1,6 @@
 // The service layer as the API sees it: one object, built once at boot by the composition root.
 import type { EventBus } from '../events/event-bus';
+import type { BackupService } from './backup.service';
 import type { ExportService } from './export.service';
 import type { GraphService } from './graph.service';
 import type { InstanceService } from './instance.service';
@@ -8,6 +9,7 @@ import type { RestoreService } from './restore.service';
 import type { SnapshotService } from './snapshot.service';
 import type { TenantService } from './tenant.service';
 import type { UploadService } from './upload.service';
+import type { VerifyService } from './verify.service';
 
 export interface Services {
   tenants: TenantService;
@@ -18,5 +20,7 @@ export interface Services {
   restores: RestoreService;
   exports: ExportService;
   uploads: UploadService;
+  backups: BackupService;
+  verify: VerifyService;
   events: EventBus;
 }

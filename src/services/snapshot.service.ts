@@ -16,6 +16,7 @@ import { insertOperation } from '../jobs/operation-queue';
 import type { Metrics } from '../observability/metrics';
 import { expiresAtFor } from '../scheduler/retention';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
+import type { BackupService } from './backup.service';
 import { assertAcceptsOperations, type InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
 
@@ -48,6 +49,7 @@ export class SnapshotService {
     private readonly events: EventBus,
     private readonly announceWork: WorkAnnouncer,
     private readonly metrics: Metrics,
+    private readonly backups: BackupService,
   ) {
     this.snapshots = db.getRepository(SnapshotEntity);
   }
@@ -110,93 +112,66 @@ export class SnapshotService {
   }
 
   /**
-   * Captures the instance's data into the snapshot's blob: one read transaction, streamed through the archive
-   * writer, hashed, encrypted and stored atomically. Writes to the instance go on meanwhile.
-   * Used by the SNAPSHOT operation and, for PRE_RESTORE snapshots, inside a restore.
+   * Captures the instance's data as a restore point (a delta over its latest one, or a new base: BackupService) and
+   * records the snapshot COMPLETED. Writes to the instance go on meanwhile. Used for PRE_RESTORE snapshots inside a
+   * restore; the SNAPSHOT operation records the completion with its own outcome instead (captureRestorePoint).
    */
   async capture(instance: InstanceEntity, snapshot: SnapshotEntity, context: JobContext): Promise<SnapshotEntity> {
-    await this.complete(snapshot, await this.captureArchive(instance, snapshot, context));
+    const captured = await this.captureRestorePoint(instance, snapshot, context);
+    await this.db.transaction((manager) => captured.commit(manager));
+    await captured.afterCommit();
     this.publish(snapshot);
     return snapshot;
   }
 
-  /** capture() without its last step: the archive is stored, and the returned fields mark the snapshot COMPLETED. */
-  async captureArchive(instance: InstanceEntity, snapshot: SnapshotEntity, context: JobContext): Promise<Partial<SnapshotEntity>> {
+  /**
+   * capture() without its last step: the restore point is stored; commit() records it and the snapshot's COMPLETED in
+   * the caller's transaction, afterCommit() lets the store forget the changes the point now holds.
+   */
+  async captureRestorePoint(
+    instance: InstanceEntity,
+    snapshot: SnapshotEntity,
+    context: JobContext,
+  ): Promise<{ commit(manager: EntityManager): Promise<void>; afterCommit(): Promise<void> }> {
     await this.update(snapshot, { status: 'IN_PROGRESS' });
-    const blobKey = blobKeyOf(snapshot);
-    const view = await this.instances.withStore(instance, (store) => store.openReadView());
-    try {
-      const stats = await view.stats();
-      const records = Math.max(1, stats.nodeCount + stats.relationshipCount);
-      context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: stats.storeSizeBytes });
-      const writer = createArchiveWriter({
-        engineVersion: instance.engineVersion,
-        sourceInstanceId: instance.id,
-        sourceInstanceName: instance.name,
-        capturedAt: new Date(snapshot.createdAt).toISOString(),
-        stats,
-      });
-      const digest = createHash('sha256');
-      let sizeBytes = 0;
-      const measure = new Transform({
-        transform(chunk: Buffer, _encoding, callback) {
-          digest.update(chunk);
-          sizeBytes += chunk.length;
-          callback(null, chunk);
-        },
-      });
-      const plaintext = new PassThrough({ highWaterMark: 1024 * 1024 });
-      const piped = pipeline(writer.stream, measure, plaintext);
-      const stored = this.blobs.write(blobKey, plaintext);
-      piped.catch(() => undefined);
-      stored.catch(() => undefined);
-      try {
-        let done = 0;
-        for await (const batch of view.encodedBatches()) {
-          context.signal.throwIfAborted();
-          await writer.writeEncoded(batch);
-          done += batch.lines.length;
-          context.progress({ bytesDone: Math.floor((stats.storeSizeBytes * done) / records) });
-        }
-        await writer.end();
-        await piped;
-        await stored;
-      } catch (error) {
-        writer.destroy(error as Error);
-        await stored.catch(() => undefined);
-        await this.blobs.delete(blobKey).catch(() => undefined);
-        throw error;
-      }
-      const completedAt = Date.now();
-      this.metrics.bytesArchived.inc(sizeBytes);
-      return {
-        status: 'COMPLETED',
-        completedAt,
-        sizeBytes,
-        sha256: digest.digest('hex'),
-        contents: stats,
-        blobKey,
-        expiresAt: expiresAtFor(snapshot.createdAt, scheduleOf(this.config.tiers[instance.tier])),
-      };
-    } finally {
-      await view.close();
-    }
+    const { restorePoint, stats } = await this.backups.capture(instance, context);
+    const completion: Partial<SnapshotEntity> = {
+      status: 'COMPLETED',
+      completedAt: Date.now(),
+      contents: stats,
+      restorePointId: restorePoint.id,
+      addedBytes: restorePoint.addedBytes,
+      expiresAt: expiresAtFor(snapshot.createdAt, scheduleOf(this.config.tiers[instance.tier])),
+    };
+    return {
+      commit: async (manager) => {
+        await this.backups.record(restorePoint, manager);
+        await this.complete(snapshot, completion, manager);
+      },
+      afterCommit: () => this.backups.afterRecorded(instance, restorePoint),
+    };
   }
 
-  /** Puts a snapshot back to PENDING for another attempt, removing anything it may have half-written. Idempotent. */
+  // A capture that stops removes what it wrote (BackupService.capture); packs a crash left without index rows are
+  // removed by the next collection. Nothing else needs cleaning here.
+
+  /** Puts a snapshot back to PENDING for another attempt. Idempotent. */
   async resetSnapshot(snapshotId: string): Promise<void> {
     const snapshot = await this.snapshots.findOne({ where: { id: snapshotId } });
     if (!snapshot || snapshot.status === 'COMPLETED' || snapshot.status === 'FAILED') return;
-    await this.blobs.delete(blobKeyOf(snapshot)).catch(() => undefined);
-    if (snapshot.status !== 'PENDING') await this.update(snapshot, { status: 'PENDING', blobKey: null });
+    if (snapshot.status !== 'PENDING') await this.update(snapshot, { status: 'PENDING' });
   }
 
-  /** Marks a snapshot FAILED and removes anything it may have half-written. Idempotent. */
+  /** Marks a snapshot FAILED. Idempotent. */
   async failSnapshot(snapshotId: string, message: string): Promise<void> {
     const snapshot = await this.snapshots.findOne({ where: { id: snapshotId } });
     if (!snapshot || snapshot.status === 'COMPLETED' || snapshot.status === 'FAILED') return;
-    await this.blobs.delete(blobKeyOf(snapshot)).catch(() => undefined);
-    await this.update(snapshot, { status: 'FAILED', error: message, blobKey: null });
+    await this.update(snapshot, { status: 'FAILED', error: message });
+  }
+
+  /** Verification found the snapshot damaged: its error says what (it stays listed, so that the damage is seen). */
+  async recordDamage(snapshot: SnapshotEntity, message: string): Promise<void> {
+    await this.update(snapshot, { error: message.slice(0, 1000) });
   }
 
   newSnapshot(instance: InstanceEntity, profile: SnapshotProfile, description: string | null): SnapshotEntity {
@@ -216,6 +191,9 @@ export class SnapshotService {
       contents: null,
       error: null,
       blobKey: null,
+      restorePointId: null,
+      addedBytes: null,
+      verifiedAt: null,
     } satisfies SnapshotEntity);
   }
 
@@ -290,13 +268,16 @@ export class SnapshotService {
   }
 
   /**
-   * Removes the row, then the blob, and tells subscribers. Used by deletion, retention and instance removal.
+   * Removes the row (then a previous release's blob, and its export copy), tells subscribers, and asks for a
+   * collection of what no snapshot needs any more. Used by deletion, retention and instance removal.
    * Returns false (and publishes nothing) when the row was already gone: two removers racing announce it once.
    */
   async delete(snapshot: SnapshotEntity): Promise<boolean> {
-    // The row goes first: a crash in between leaves an unlisted blob, never a listed snapshot without its data.
+    // The row goes first: a crash in between leaves unlisted data (collected later), never a listed snapshot without it.
     const { affected } = await this.snapshots.delete({ id: snapshot.id });
-    await this.blobs.delete(blobKeyOf(snapshot));
+    if (snapshot.blobKey) await this.blobs.delete(snapshot.blobKey);
+    await this.backups.forgetExport(snapshot);
+    this.backups.collectSoon(snapshot.tenantId);
     if (!affected) return false;
     this.publish(snapshot, true);
     return true;
@@ -306,12 +287,31 @@ export class SnapshotService {
     for (const snapshot of await this.snapshotsOf(instance.id)) await this.delete(snapshot);
   }
 
-  /** The snapshot's export archive, decrypted, optionally a byte range [start, end). */
+  /**
+   * The snapshot's export archive, optionally a byte range [start, end): a previous release's blob, or the archive
+   * produced from its restore point (prepareExport).
+   */
   openArchive(snapshot: SnapshotEntity, range?: { start?: number; end?: number }): Promise<Readable> {
-    if (snapshot.status !== 'COMPLETED' || !snapshot.blobKey) {
+    if (snapshot.status !== 'COMPLETED') {
       throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} is ${snapshot.status}, not COMPLETED`);
     }
-    return this.blobs.read(snapshot.blobKey, range);
+    if (snapshot.blobKey) return this.blobs.read(snapshot.blobKey, range);
+    return this.backups.openExport(snapshot, range);
+  }
+
+  /**
+   * Makes sure the snapshot's export archive exists and its sizeBytes and sha256 are set (produced from its restore
+   * point at the first export; an archive is deterministic, so they never change once set).
+   */
+  async prepareExport(snapshot: SnapshotEntity): Promise<SnapshotEntity> {
+    if (snapshot.blobKey || snapshot.status !== 'COMPLETED') return snapshot;
+    const instance = await this.instances.reload(snapshot.instanceId);
+    const produced = await this.backups.prepareExport(snapshot, instance?.name ?? snapshot.instanceId);
+    if (snapshot.sha256 === null) {
+      await this.snapshots.update({ id: snapshot.id, sha256: IsNull() }, produced);
+      Object.assign(snapshot, produced);
+    }
+    return snapshot;
   }
 
   snapshotsOf(instanceId: string): Promise<SnapshotEntity[]> {
@@ -332,7 +332,7 @@ export class SnapshotService {
   }
 
   publish(snapshot: SnapshotEntity, removed = false): void {
-    const { blobKey: _blobKey, ...visible } = snapshot;
+    const { blobKey: _blobKey, restorePointId: _restorePointId, ...visible } = snapshot;
     this.events.pubSub.publish('snapshot.updated', snapshot.tenantId, {
       tenantId: snapshot.tenantId,
       instanceId: snapshot.instanceId,
@@ -342,9 +342,6 @@ export class SnapshotService {
     });
   }
 }
-
-export const blobKeyOf = (snapshot: Pick<SnapshotEntity, 'tenantId' | 'id'>) =>
-  `tenants/${snapshot.tenantId}/snapshots/${snapshot.id}.blob`;
 
 /** The SNAPSHOT operation: capture; on a failure or a cancellation a FAILED snapshot with no blob left behind. */
 export class SnapshotOperationHandler implements OperationHandler {
@@ -360,12 +357,13 @@ export class SnapshotOperationHandler implements OperationHandler {
     const instance = await this.instances.reload(operation.instanceId);
     const snapshot = operation.snapshotId ? await this.snapshots.byId(operation.snapshotId) : null;
     if (!instance || !snapshot) throw new AppError('NOT_FOUND', 'the instance or snapshot no longer exists');
-    const completion = await this.snapshots.captureArchive(instance, snapshot, context);
+    const captured = await this.snapshots.captureRestorePoint(instance, snapshot, context);
     // COMPLETED is recorded with the operation's SUCCEEDED: a client that sees the snapshot done can restore it at once.
     return {
-      commit: (manager) => this.snapshots.complete(snapshot, completion, manager),
+      commit: (manager) => captured.commit(manager),
       afterCommit: async () => {
         this.snapshots.publish(snapshot);
+        await captured.afterCommit();
         await this.afterCapture(instance);
       },
     };

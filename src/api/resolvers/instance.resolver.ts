@@ -7,7 +7,7 @@ import { type ApiContext, Caller } from '../context';
 import { GraphStats } from '../types/common.type';
 import { CreateInstanceInput, Instance, SnapshotSchedule } from '../types/instance.type';
 import { Operation } from '../types/operation.type';
-import { Snapshot, SnapshotConnection, SnapshotFilter } from '../types/snapshot.type';
+import { Snapshot, SnapshotConnection, SnapshotFilter, StorageUsage } from '../types/snapshot.type';
 import { snapshotConnection } from './snapshot.resolver';
 
 @Resolver(() => Instance)
@@ -44,6 +44,11 @@ export class InstanceResolver {
   @FieldResolver(() => GraphStats)
   stats(@Root() instance: InstanceEntity, @Ctx() { services }: ApiContext): Promise<GraphStats> {
     return services.instances.stats(instance);
+  }
+
+  @FieldResolver(() => StorageUsage, { description: "the instance's snapshots and change history, as stored" })
+  backupStorage(@Root() instance: InstanceEntity, @Ctx() { services }: ApiContext): Promise<StorageUsage> {
+    return services.backups.usage({ tenantId: instance.tenantId, instanceId: instance.id });
   }
 
   @FieldResolver(() => SnapshotSchedule)

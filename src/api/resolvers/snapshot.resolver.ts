@@ -1,5 +1,6 @@
 import { Arg, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import type { InstanceEntity } from '../../entities/instance.entity';
+import type { OperationEntity } from '../../entities/operation.entity';
 import type { SnapshotEntity } from '../../entities/snapshot.entity';
 import type { Principal } from '../../services/principal';
 import { type ApiContext, Caller } from '../context';
@@ -7,7 +8,8 @@ import { decodeCursor, encodeCursor } from '../cursor';
 import { ArchiveFormatEnum } from '../enums';
 import { pageInfo } from '../types/common.type';
 import { Instance } from '../types/instance.type';
-import { formatOf, Snapshot, SnapshotConnection, SnapshotFilter } from '../types/snapshot.type';
+import { Operation } from '../types/operation.type';
+import { formatOf, Snapshot, SnapshotConnection, SnapshotFilter, StorageUsage } from '../types/snapshot.type';
 
 const cursorOf = (snapshot: SnapshotEntity) => encodeCursor([snapshot.createdAt, snapshot.id]);
 
@@ -68,6 +70,19 @@ export class SnapshotResolver {
   async deleteSnapshot(@Caller() caller: Principal, @Ctx() { services }: ApiContext, @Arg('id', () => ID) id: string): Promise<boolean> {
     await services.snapshots.remove(caller, id);
     return true;
+  }
+
+  @Mutation(() => Operation, {
+    description:
+      'Reads every stored byte of the snapshot back, checks every checksum, and checks that it restores to exactly its recorded contents, without touching any instance. A VERIFY operation; a failure is FAILED with code INVALID_BACKUP_FILE and the snapshot\'s error says what is damaged.',
+  })
+  verifySnapshot(@Caller() caller: Principal, @Ctx() { services }: ApiContext, @Arg('id', () => ID) id: string): Promise<OperationEntity> {
+    return services.verify.requestVerify(caller, id);
+  }
+
+  @Query(() => StorageUsage, { description: "the whole tenant's backup storage" })
+  usage(@Caller() caller: Principal, @Ctx() { services }: ApiContext): Promise<StorageUsage> {
+    return services.backups.usage({ tenantId: caller.tenantId });
   }
 
   @FieldResolver(() => Instance, { nullable: true })

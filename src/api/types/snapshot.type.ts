@@ -17,13 +17,37 @@ export class Snapshot {
   })
   expiresAt: number | null;
   @Field(() => String, { nullable: true }) description: string | null;
-  @Field(() => Float, { nullable: true, description: 'size of the export archive, once COMPLETED' }) sizeBytes: number | null;
-  @Field(() => String, { nullable: true, description: 'hex SHA-256 of the export archive bytes, once COMPLETED' })
+  @Field(() => Float, {
+    nullable: true,
+    description:
+      'size of the export archive; set once the archive has been produced (at the first export or verification), then never changes',
+  })
+  sizeBytes: number | null;
+  @Field(() => String, { nullable: true, description: 'hex SHA-256 of the export archive bytes; set when sizeBytes is, then never changes' })
   sha256: string | null;
   @Field(() => EngineVersionEnum) engineVersion: string;
   @Field(() => GraphStats, { nullable: true, description: 'what the snapshot holds, read without restoring it; null until COMPLETED' })
   contents: GraphStats | null;
   @Field(() => String, { nullable: true }) error: string | null;
+  @Field(() => Float, {
+    nullable: true,
+    description: 'bytes at rest this snapshot added (data no earlier snapshot already holds); null until COMPLETED',
+  })
+  addedBytes: number | null;
+  @Field(() => DateTimeScalar, { nullable: true, description: 'when the snapshot was last read back in full and found restorable; null if never' })
+  verifiedAt: number | null;
+}
+
+@ObjectType('StorageUsage')
+export class StorageUsage {
+  @Field(() => Int) snapshotCount: number;
+  @Field(() => Float, {
+    description:
+      "what the snapshots' export archives add up to: the cost of keeping full copies (a snapshot whose archive was never produced counts its store's plain size)",
+  })
+  logicalBytes: number;
+  @Field(() => Float, { description: 'what is really stored for them at rest, after deduplication, compression and encryption' })
+  storedBytes: number;
 }
 
 @ObjectType()

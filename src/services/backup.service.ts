@@ -1,0 +1,557 @@
+// Backup storage: snapshots as restore points over the tenant's chunk store. A restore point is a physical base image
+// of an instance's store or the rows changed since a parent point; a restore writes the base back at disk speed and
+// applies the deltas of its chain. This service decides base or delta, writes and reads manifests, materialises
+// restore points into stores (restores, exports, verification), and collects what no snapshot needs any more.
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { In, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import { createArchiveWriter, openArchive } from '../archive';
+import type { ChunkRef, ChunkStore, ChunkWriter } from '../chunks';
+import type { InstanceEntity } from '../entities/instance.entity';
+import { RestorePointEntity } from '../entities/restore-point.entity';
+import { SnapshotEntity } from '../entities/snapshot.entity';
+import { AppError } from '../errors/app-error';
+import type { GraphStoreProvider, WriteLimits } from '../graph/graph-store';
+import type { EncodedBatch, GraphStats } from '../graph/records';
+import type { JobContext } from '../jobs/operation-handler';
+import type { Logger } from '../logging/logger';
+import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
+import { BlobNotFoundError } from '../storage/errors';
+import type { InstanceService } from './instance.service';
+
+/** Plain bytes of one chunk of a base image: a whole number of SQLite pages (pages are at most 64 KiB). */
+export const BASE_CHUNK_BYTES = 256 * 1024;
+/** About this many bytes of delta lines go in one chunk. */
+export const DELTA_CHUNK_BYTES = 1024 * 1024;
+/** A new base once the chain's deltas hold this share of the base's stored bytes, or this many deltas. */
+export const BASE_POLICY = { maxDeltaShare: 0.25, maxChainLength: 200 };
+
+const MANIFEST_VERSION = 1;
+
+/** What a restore point's manifest blob holds. */
+export interface Manifest {
+  version: typeof MANIFEST_VERSION;
+  id: string;
+  tenantId: string;
+  instanceId: string;
+  kind: 'BASE' | 'DELTA';
+  parentId: string | null;
+  epoch: number;
+  seq: number;
+  stats: GraphStats;
+  /** BASE: the store file, in order. */
+  base: { sizeBytes: number; pageSize: number; chunks: ChunkRef[] } | null;
+  /** DELTA: tuple lines (upserts, and deletions `["-N",id]`/`["-R",id]`), newline-separated, in order. */
+  delta: { lines: number; chunks: ChunkRef[] } | null;
+}
+
+export interface CapturedPoint {
+  restorePoint: RestorePointEntity;
+  stats: GraphStats;
+}
+
+export class BackupService {
+  private readonly points: Repository<RestorePointEntity>;
+  private readonly collecting = new Map<string, { again: boolean }>();
+
+  constructor(
+    private readonly db: DataSource,
+    private readonly chunks: ChunkStore,
+    private readonly blobs: EncryptedBlobStore,
+    private readonly stores: GraphStoreProvider,
+    private readonly instances: InstanceService,
+    private readonly logger: Logger,
+    private readonly options: { scratchDir: string; collectGraceMs: number },
+  ) {
+    this.points = db.getRepository(RestorePointEntity);
+  }
+
+  /**
+   * Captures the instance's store as a restore point: a delta over the newest point of its lineage when the base
+   * policy allows one, else a new base. The point's row is returned, not inserted: the caller records it together
+   * with the snapshot's COMPLETED.
+   */
+  async capture(instance: InstanceEntity, context: JobContext): Promise<CapturedPoint> {
+    const id = randomUUID();
+    const writer = this.chunks.writer(instance.tenantId);
+    try {
+      const manifest = (await this.captureDelta(instance, id, writer, context)) ?? (await this.captureBase(instance, id, writer, context));
+      context.signal.throwIfAborted();
+      const manifestKey = manifestKeyOf(instance.tenantId, id);
+      const { storedBytes: manifestBytes } = await this.blobs.write(manifestKey, Readable.from([JSON.stringify(manifest)]));
+      const { addedBytes: chunkBytes } = await writer.finish();
+      const addedBytes = chunkBytes + manifestBytes;
+      const parent = manifest.parentId ? await this.points.findOneByOrFail({ id: manifest.parentId }) : null;
+      const ownDeltaBytes = manifest.kind === 'DELTA' ? addedBytes : 0;
+      const restorePoint = Object.assign(new RestorePointEntity(), {
+        id,
+        tenantId: instance.tenantId,
+        instanceId: instance.id,
+        kind: manifest.kind,
+        parentId: manifest.parentId,
+        baseId: parent?.baseId ?? id,
+        epoch: manifest.epoch,
+        seq: manifest.seq,
+        chainLength: parent ? parent.chainLength + 1 : 0,
+        chainDeltaBytes: (parent?.chainDeltaBytes ?? 0) + ownDeltaBytes,
+        addedBytes,
+        manifestBytes,
+        manifestKey,
+        stats: manifest.stats,
+        createdAt: Date.now(),
+      } satisfies RestorePointEntity);
+      return { restorePoint, stats: manifest.stats };
+    } catch (error) {
+      await writer.abort().catch(() => undefined);
+      await this.blobs.delete(manifestKeyOf(instance.tenantId, id)).catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** The parent a delta may build on: the newest point of the store's lineage, while the base policy allows it. */
+  private async parentFor(tenantId: string, epoch: number): Promise<RestorePointEntity | null> {
+    const newest = await this.points.findOne({ where: { tenantId, epoch }, order: { seq: 'DESC' } });
+    if (!newest) return null;
+    const base = newest.kind === 'BASE' ? newest : await this.points.findOneBy({ id: newest.baseId });
+    if (!base) return null;
+    const tooLong = newest.chainLength + 1 > BASE_POLICY.maxChainLength;
+    const tooHeavy = newest.chainDeltaBytes > BASE_POLICY.maxDeltaShare * base.addedBytes;
+    return tooLong || tooHeavy ? null : newest;
+  }
+
+  private async captureDelta(
+    instance: InstanceEntity,
+    id: string,
+    writer: ChunkWriter,
+    context: JobContext,
+  ): Promise<Manifest | null> {
+    const epoch = await this.instances.withStore(instance, (store) => store.changeEpoch());
+    const parent = await this.parentFor(instance.tenantId, epoch);
+    if (!parent) return null;
+    const view = await this.instances.withStore(instance, (store) => store.openDeltaView(parent.seq)).catch((error) => {
+      if (isChangesTrimmed(error)) return null;
+      throw error;
+    });
+    if (!view) return null;
+    try {
+      context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
+      const chunks: ChunkRef[] = [];
+      let pending: string[] = [];
+      let pendingBytes = 0;
+      let lines = 0;
+      let bytes = 0;
+      const flush = async () => {
+        if (pending.length === 0) return;
+        chunks.push(await writer.put(Buffer.from(pending.join('\n') + '\n')));
+        pending = [];
+        pendingBytes = 0;
+      };
+      for await (const batch of view.batches) {
+        context.signal.throwIfAborted();
+        for (const line of batch.lines) {
+          pending.push(line);
+          pendingBytes += line.length + 1;
+          lines += 1;
+          bytes += line.length + 1;
+          if (pendingBytes >= DELTA_CHUNK_BYTES) await flush();
+        }
+        context.progress({ bytesDone: bytes });
+      }
+      await flush();
+      return { version: MANIFEST_VERSION, id, tenantId: instance.tenantId, instanceId: instance.id, kind: 'DELTA', parentId: parent.id, epoch: view.epoch, seq: view.seq, stats: view.stats, base: null, delta: { lines, chunks } };
+    } finally {
+      await view.close();
+    }
+  }
+
+  private async captureBase(
+    instance: InstanceEntity,
+    id: string,
+    writer: ChunkWriter,
+    context: JobContext,
+  ): Promise<Manifest> {
+    await mkdir(this.options.scratchDir, { recursive: true, mode: 0o700 });
+    const copy = join(this.options.scratchDir, `base-${id}.sqlite`);
+    try {
+      context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
+      const base = await this.instances.withStore(instance, (store) => store.captureBase(copy));
+      context.progress({ bytesDone: 0, bytesTotal: base.sizeBytes });
+      const chunks: ChunkRef[] = [];
+      let done = 0;
+      for await (const piece of createReadStream(copy, { highWaterMark: BASE_CHUNK_BYTES })) {
+        context.signal.throwIfAborted();
+        chunks.push(await writer.put(piece as Buffer));
+        done += (piece as Buffer).length;
+        context.progress({ bytesDone: done });
+      }
+      return {
+        version: MANIFEST_VERSION,
+        id,
+        tenantId: instance.tenantId,
+        instanceId: instance.id,
+        kind: 'BASE',
+        parentId: null,
+        epoch: base.epoch,
+        seq: base.seq,
+        stats: base.stats,
+        base: { sizeBytes: base.sizeBytes, pageSize: base.pageSize, chunks },
+        delta: null,
+      };
+    } finally {
+      await rm(copy, { force: true });
+    }
+  }
+
+  /** The manifests from the base to `restorePointId`, in that order. */
+  async chainOf(restorePointId: string): Promise<Manifest[]> {
+    const chain: Manifest[] = [];
+    let next: string | null = restorePointId;
+    while (next) {
+      const point: RestorePointEntity | null = await this.points.findOneBy({ id: next });
+      if (!point) throw new AppError('INVALID_BACKUP_FILE', `restore point ${next} of this snapshot's chain is missing`);
+      chain.unshift(await this.readManifest(point));
+      next = point.parentId;
+    }
+    return chain;
+  }
+
+  private async readManifest(point: RestorePointEntity): Promise<Manifest> {
+    let text = '';
+    try {
+      for await (const piece of await this.blobs.read(point.manifestKey)) text += (piece as Buffer).toString('utf8');
+    } catch (error) {
+      if (error instanceof BlobNotFoundError) throw new AppError('INVALID_BACKUP_FILE', `the manifest of restore point ${point.id} is missing`);
+      throw new AppError('INVALID_BACKUP_FILE', `the manifest of restore point ${point.id} is damaged: ${(error as Error).message}`);
+    }
+    const manifest = JSON.parse(text) as Manifest;
+    if (manifest.version !== MANIFEST_VERSION || manifest.id !== point.id || manifest.tenantId !== point.tenantId) {
+      throw new AppError('INVALID_BACKUP_FILE', `the manifest of restore point ${point.id} does not describe it`);
+    }
+    return manifest;
+  }
+
+  /**
+   * Builds the restore point's data into a new store generation: the base written back, then each delta applied;
+   * verified against the recorded stats. The generation is removed on any failure.
+   */
+  async materialise(
+    restorePointId: string,
+    target: { instanceId: string; generation: number; limits: WriteLimits },
+    context: JobContext,
+  ): Promise<GraphStats> {
+    const chain = await this.chainOf(restorePointId);
+    const [base, ...deltas] = chain;
+    if (!base.base) throw new AppError('INVALID_BACKUP_FILE', `restore point ${restorePointId} has no base`);
+    const tenantId = base.tenantId;
+    const expected = chain[chain.length - 1].stats;
+    const total = base.base.sizeBytes + deltas.reduce((sum, d) => sum + d.delta!.chunks.reduce((s, c) => s + c.plainLength, 0), 0);
+    context.progress({ phase: 'loading', bytesDone: 0, bytesTotal: total });
+    let done = 0;
+    const counted = async function* (source: AsyncIterable<Buffer>) {
+      for await (const piece of source) {
+        context.signal.throwIfAborted();
+        done += piece.length;
+        context.progress({ bytesDone: done });
+        yield piece;
+      }
+    };
+    const baseBytes = Readable.from(counted(this.chunks.read(tenantId, base.base.chunks, { signal: context.signal })));
+    const chunks = this.chunks;
+    const deltaBatches = async function* (): AsyncGenerator<EncodedBatch> {
+      for (const delta of deltas) {
+        yield* linesOf(counted(chunks.read(tenantId, delta.delta!.chunks, { signal: context.signal })));
+      }
+    };
+    return this.stores.materialise(target.instanceId, target.generation, baseBytes, deltaBatches(), expected, target.limits);
+  }
+
+  /** Records a captured point (in the snapshot's completing transaction); CONFLICT when its parent was collected meanwhile. */
+  async record(point: RestorePointEntity, manager: EntityManager): Promise<void> {
+    if (point.parentId && !(await manager.existsBy(RestorePointEntity, { id: point.parentId }))) {
+      throw new AppError('CONFLICT', 'the restore point this snapshot builds on was collected while it was taken; take the snapshot again');
+    }
+    await manager.insert(RestorePointEntity, point);
+  }
+
+  /** Once a point is recorded, its store forgets the changes the point holds (the next delta starts after them). */
+  async afterRecorded(instance: InstanceEntity, point: RestorePointEntity): Promise<void> {
+    const current = await this.instances.reload(instance.id);
+    if (!current) return;
+    await this.instances
+      .withStore(current, async (store) => {
+        if ((await store.changeEpoch()) === point.epoch) await store.trimChanges(point.seq);
+      })
+      .catch((err) => this.logger.warn({ err, instanceId: instance.id }, 'could not trim the change log after a snapshot'));
+  }
+
+  // ---- exports ----------------------------------------------------------------------------------------------------
+
+  /**
+   * Produces the snapshot's export archive from its restore point into an encrypted export copy (kept until the
+   * snapshot goes), and returns its size and sha256. Deterministic: the same restore point always gives the same bytes.
+   */
+  async prepareExport(snapshot: SnapshotEntity, instanceName: string): Promise<{ sizeBytes: number; sha256: string }> {
+    const key = exportKeyOf(snapshot);
+    const known = snapshot.sha256 !== null && snapshot.sizeBytes !== null && (await this.blobs.exists(key));
+    if (known) return { sizeBytes: snapshot.sizeBytes!, sha256: snapshot.sha256! };
+    return this.withArchive(snapshot, instanceName, async (archive, measured) => {
+      await this.blobs.write(key, archive);
+      const produced = measured();
+      if (snapshot.sha256 !== null && snapshot.sha256 !== produced.sha256) {
+        await this.blobs.delete(key);
+        throw new AppError('INVALID_BACKUP_FILE', `snapshot ${snapshot.id} no longer produces the archive its sha256 records`);
+      }
+      return produced;
+    });
+  }
+
+  openExport(snapshot: SnapshotEntity, range?: { start?: number; end?: number }): Promise<Readable> {
+    return this.blobs.read(exportKeyOf(snapshot), range);
+  }
+
+  async forgetExport(snapshot: SnapshotEntity): Promise<void> {
+    await this.blobs.delete(exportKeyOf(snapshot));
+  }
+
+  /**
+   * Materialises the snapshot into a scratch store and streams its archive (header from the snapshot's recorded
+   * contents and capture time, so that it is the same every time) through `consume`; the scratch store is removed.
+   */
+  private async withArchive<T>(
+    snapshot: SnapshotEntity,
+    instanceName: string,
+    consume: (archive: Readable, measured: () => { sizeBytes: number; sha256: string }) => Promise<T>,
+    context: JobContext = quietContext(),
+  ): Promise<T> {
+    if (!snapshot.restorePointId || !snapshot.contents) throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} has no restore point`);
+    const scratchId = randomUUID();
+    try {
+      await this.materialise(snapshot.restorePointId, { instanceId: scratchId, generation: 1, limits: UNLIMITED }, context);
+      return await this.stores.use(scratchId, 1, async (store) => {
+        const view = await store.openReadView();
+        try {
+          const writer = createArchiveWriter({
+            engineVersion: snapshot.engineVersion,
+            sourceInstanceId: snapshot.instanceId,
+            sourceInstanceName: instanceName,
+            capturedAt: new Date(snapshot.createdAt).toISOString(),
+            stats: snapshot.contents!,
+          });
+          const digest = createHash('sha256');
+          let sizeBytes = 0;
+          const measure = new Transform({
+            transform(chunk: Buffer, _encoding, callback) {
+              digest.update(chunk);
+              sizeBytes += chunk.length;
+              callback(null, chunk);
+            },
+          });
+          const archive = writer.stream.pipe(measure);
+          writer.stream.on('error', (error) => measure.destroy(error));
+          const consumed = consume(archive, () => ({ sizeBytes, sha256: digest.digest('hex') }));
+          consumed.catch(() => undefined);
+          try {
+            for await (const batch of view.encodedBatches()) {
+              context.signal.throwIfAborted();
+              await writer.writeEncoded(batch);
+            }
+            await writer.end();
+          } catch (error) {
+            writer.destroy(error as Error);
+            throw error;
+          }
+          return await consumed;
+        } finally {
+          await view.close();
+        }
+      });
+    } finally {
+      await this.stores.removeGenerations(scratchId);
+    }
+  }
+
+  // ---- verification -----------------------------------------------------------------------------------------------
+
+  /**
+   * Reads every stored byte of the snapshot's chain back (manifests and chunks, authenticated, ids recomputed),
+   * materialises it into a scratch store checked against its recorded contents, and compares the archive it
+   * produces with the recorded sha256 (recording it when none was). Throws INVALID_BACKUP_FILE naming the damage.
+   */
+  async verify(snapshot: SnapshotEntity, instanceName: string, context: JobContext): Promise<{ sizeBytes: number; sha256: string }> {
+    if (snapshot.blobKey) return this.verifyLegacy(snapshot, context);
+    if (!snapshot.restorePointId) throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} has no data to verify`);
+    context.progress({ phase: 'verifying' });
+    const chain = await this.chainOf(snapshot.restorePointId);
+    for (const manifest of chain) {
+      const refs = [...(manifest.base?.chunks ?? []), ...(manifest.delta?.chunks ?? [])];
+      const report = await this.chunks.verify(manifest.tenantId, refs);
+      if (!report.ok) {
+        throw new AppError('INVALID_BACKUP_FILE', `restore point ${manifest.id} is damaged: ${report.problems.slice(0, 3).join('; ')}`);
+      }
+      context.signal.throwIfAborted();
+    }
+    const produced = await this.withArchive(
+      snapshot,
+      instanceName,
+      async (archive, measured) => {
+        for await (const _piece of archive) context.signal.throwIfAborted();
+        return measured();
+      },
+      context,
+    );
+    if (snapshot.sha256 !== null && produced.sha256 !== snapshot.sha256) {
+      throw new AppError('INVALID_BACKUP_FILE', `the snapshot restores to different data than it recorded (sha256 ${produced.sha256}, recorded ${snapshot.sha256})`);
+    }
+    return produced;
+  }
+
+  /** A previous release's snapshot: its whole archive read back and checked, frame by frame. */
+  private async verifyLegacy(snapshot: SnapshotEntity, context: JobContext): Promise<{ sizeBytes: number; sha256: string }> {
+    const digest = createHash('sha256');
+    let sizeBytes = 0;
+    try {
+      const source = await this.blobs.read(snapshot.blobKey!);
+      const tee = new Transform({
+        transform(chunk: Buffer, _encoding, callback) {
+          digest.update(chunk);
+          sizeBytes += chunk.length;
+          callback(null, chunk);
+        },
+      });
+      const archive = openArchive(source.pipe(tee));
+      await archive.verify();
+      context.signal.throwIfAborted();
+    } catch (error) {
+      if (error instanceof AppError) throw error;
+      throw new AppError('INVALID_BACKUP_FILE', `the stored archive is damaged: ${(error as Error).message}`);
+    }
+    const sha256 = digest.digest('hex');
+    if (snapshot.sha256 !== null && sha256 !== snapshot.sha256) {
+      throw new AppError('INVALID_BACKUP_FILE', `the stored archive no longer matches its sha256 (${sha256}, recorded ${snapshot.sha256})`);
+    }
+    return { sizeBytes, sha256 };
+  }
+
+  // ---- usage and collection ---------------------------------------------------------------------------------------
+
+  /** Storage of the snapshots in `where` (a tenant, or one instance). */
+  async usage(where: { tenantId: string; instanceId?: string }): Promise<{ snapshotCount: number; logicalBytes: number; storedBytes: number }> {
+    const snapshots = await this.db.getRepository(SnapshotEntity).find({ where: { ...where, status: 'COMPLETED' } });
+    const logicalBytes = snapshots.reduce((sum, s) => sum + (s.sizeBytes ?? s.contents?.storeSizeBytes ?? 0), 0);
+    const legacyBytes = snapshots.reduce((sum, s) => sum + (s.blobKey ? s.addedBytes ?? 0 : 0), 0);
+    let storedBytes: number;
+    if (where.instanceId === undefined) {
+      const chunkBytes = (await this.chunks.usage(where.tenantId)).storedBytes;
+      const points = await this.points.find({ where: { tenantId: where.tenantId } });
+      storedBytes = chunkBytes + points.reduce((sum, p) => sum + p.manifestBytes, 0) + legacyBytes;
+    } else {
+      // What the instance's own points added (after repacking, an approximation; the tenant's total is exact).
+      const points = await this.points.find({ where: { tenantId: where.tenantId, instanceId: where.instanceId } });
+      storedBytes = points.reduce((sum, p) => sum + p.addedBytes, 0) + legacyBytes;
+    }
+    return { snapshotCount: snapshots.length, logicalBytes, storedBytes };
+  }
+
+  /** Collects the tenant's garbage soon, once at a time per tenant (a request during a run asks for one more run). */
+  collectSoon(tenantId: string): void {
+    const running = this.collecting.get(tenantId);
+    if (running) {
+      running.again = true;
+      return;
+    }
+    const state = { again: false };
+    this.collecting.set(tenantId, state);
+    void (async () => {
+      try {
+        do {
+          state.again = false;
+          await this.collect(tenantId);
+        } while (state.again);
+      } catch (err) {
+        this.logger.error({ err, tenantId }, 'backup storage collection failed; the next one retries');
+      } finally {
+        this.collecting.delete(tenantId);
+      }
+    })();
+  }
+
+  /**
+   * Mark and sweep. Restore points no snapshot needs (directly, or through a descendant) go first, leaf by leaf, each
+   * in a transaction that re-checks it is still unreferenced (a snapshot recorded meanwhile keeps its chain: see
+   * record()); then every chunk the remaining manifests do not list is left to the chunk store's collection, which
+   * keeps anything younger than the grace period (a capture in progress may have just deduplicated against it).
+   */
+  async collect(tenantId: string): Promise<{ removedPoints: number; freedBytes: number }> {
+    let removedPoints = 0;
+    for (;;) {
+      const removed = await this.db.transaction(async (manager) => {
+        const dead = await manager
+          .createQueryBuilder(RestorePointEntity, 'p')
+          .where('p.tenantId = :tenantId', { tenantId })
+          .andWhere('NOT EXISTS (SELECT 1 FROM snapshots s WHERE s."restorePointId" = p.id)')
+          .andWhere('NOT EXISTS (SELECT 1 FROM restore_points c WHERE c."parentId" = p.id)')
+          .getMany();
+        if (dead.length > 0) await manager.delete(RestorePointEntity, { id: In(dead.map((p) => p.id)) });
+        return dead;
+      });
+      if (removed.length === 0) break;
+      removedPoints += removed.length;
+      for (const point of removed) await this.blobs.delete(point.manifestKey);
+    }
+    const live = new Set<string>();
+    for (const point of await this.points.find({ where: { tenantId } })) {
+      const manifest = await this.readManifest(point);
+      for (const ref of [...(manifest.base?.chunks ?? []), ...(manifest.delta?.chunks ?? [])]) live.add(ref.id);
+    }
+    const swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs });
+    if (removedPoints > 0 || swept.freedBytes > 0) {
+      this.logger.info({ tenantId, removedPoints, ...swept }, 'collected backup storage');
+    }
+    return { removedPoints, freedBytes: swept.freedBytes };
+  }
+}
+
+export const manifestKeyOf = (tenantId: string, restorePointId: string) => `tenants/${tenantId}/manifests/${restorePointId}.json`;
+const exportKeyOf = (snapshot: Pick<SnapshotEntity, 'tenantId' | 'id'>) => `tenants/${snapshot.tenantId}/exports/${snapshot.id}.archive`;
+
+/** Scratch stores (exports, verification) hold whatever the snapshot holds. */
+const UNLIMITED: WriteLimits = { maxNodes: null, maxRelationships: null, maxBytes: Number.MAX_SAFE_INTEGER };
+
+/** For work nobody watches: no progress, never aborted. */
+function quietContext(): JobContext {
+  return {
+    signal: new AbortController().signal,
+    progress: () => undefined,
+    saveParams: async () => undefined,
+    enterPointOfNoReturn: async () => undefined,
+  };
+}
+
+/** Newline-separated lines across chunk boundaries, as batches of up to 5,000. */
+async function* linesOf(source: AsyncIterable<Buffer>): AsyncGenerator<EncodedBatch> {
+  let rest = '';
+  let batch: string[] = [];
+  for await (const piece of source) {
+    const text = rest + piece.toString('utf8');
+    const lines = text.split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line === '') continue;
+      batch.push(line);
+      if (batch.length >= 5_000) {
+        yield { kind: 'node', lines: batch } as EncodedBatch;
+        batch = [];
+      }
+    }
+  }
+  if (rest !== '') batch.push(rest);
+  if (batch.length > 0) yield { kind: 'node', lines: batch } as EncodedBatch;
+}
+
+function isChangesTrimmed(error: unknown): boolean {
+  return (error as { code?: string })?.code === 'CHANGES_TRIMMED';
+}
+
