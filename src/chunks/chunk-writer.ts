@@ -220,7 +220,7 @@ export class ChunkWriter {
         throw new ChunkStoreError(`chunk ${location.id} was collected while this writer used it (the writer outlived the collection grace period)`);
       }
     }
-    await insertChunkRows(manager, missing.map((location) => ({ tenantId: this.tenantId, ...location, touchedAt: now })));
+    await insertChunkRows(manager, missing.map((location) => ({ ...location, tenantId: this.tenantId, touchedAt: now })));
     for (const pack of packs.filter((row) => row.state === 'CONDEMNED')) {
       await manager.update(ChunkPackEntity, { tenantId: this.tenantId, id: pack.id }, { state: 'SEALED', touchedAt: now });
     }
