@@ -16,6 +16,7 @@ import { ChunkEntity } from '../../src/entities/chunk.entity';
 import { createMetadataDataSource } from '../../src/entities/data-source';
 import { BlobStore } from '../../src/storage/blob-store';
 import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
+import { createTestDatabase, describePostgres, TestDatabase } from '../support/postgres';
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -39,8 +40,20 @@ async function readAll(stream: Readable): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-describe('ChunkStore', function () {
+/** Where a suite's metadata lives: the embedded SQLite database, or a fresh PostgreSQL database. */
+type MetadataBackend = { name: 'SQLite' } | { name: 'PostgreSQL'; adminUrl: () => string };
+
+describe('ChunkStore on SQLite metadata', function () {
   this.timeout(120_000);
+  chunkStoreSuite({ name: 'SQLite' });
+});
+
+describePostgres('ChunkStore on PostgreSQL metadata', (postgres) => {
+  chunkStoreSuite({ name: 'PostgreSQL', adminUrl: postgres.adminUrl });
+});
+
+function chunkStoreSuite(backend: MetadataBackend) {
+  let database: TestDatabase | undefined;
   let dir: string;
   let db: DataSource;
   let fsBlobs: FilesystemBlobStore;
@@ -91,7 +104,8 @@ describe('ChunkStore', function () {
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'snapgraph-chunks-'));
-    db = createMetadataDataSource({ dataDir: dir });
+    database = backend.name === 'PostgreSQL' ? await createTestDatabase(backend.adminUrl()) : undefined;
+    db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
     await db.initialize();
     await db.runMigrations({ transaction: 'each' });
     fsBlobs = new FilesystemBlobStore(join(dir, 'blobs'));
@@ -103,6 +117,7 @@ describe('ChunkStore', function () {
   afterEach(async () => {
     await Promise.all(stores.splice(0).map((store) => store.close()));
     await db.destroy();
+    await database?.drop();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -448,7 +463,8 @@ describe('ChunkStore', function () {
     });
   });
 
-  describe('memory', () => {
+  // Memory does not depend on where the metadata lives.
+  (backend.name === 'SQLite' ? describe : describe.skip)('memory', () => {
     it('stays flat while 200 MB are written', async () => {
       const store = open(fsBlobs, { packTargetBytes: 16 * MIB });
       const writer = store.writer(tenant);
@@ -467,4 +483,4 @@ describe('ChunkStore', function () {
       assert.ok(peak - warm < 48 * MIB, `RSS grew by ${((peak - warm) / MIB).toFixed(1)} MiB over the last 150 MiB`);
     });
   });
-});
+}
