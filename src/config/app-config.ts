@@ -44,6 +44,8 @@ export interface AppConfig {
   maxAttempts: number;
   /** Operations one process runs at once (0: no limit); more wait QUEUED. */
   maxConcurrentOperations: number;
+  /** Worker threads that hash, compress, encrypt and decrypt snapshot chunks (0: on the main thread). */
+  chunkWorkers: number;
   /** Drop an upload or a WebSocket connection that sends nothing for this long. */
   idleTimeoutMs: number;
   /** Public-endpoint protection, checked before anything runs: see QueryLimits (api/query-limits.ts). */
@@ -99,6 +101,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const operationLeaseMs = check('SNAPGRAPH_OPERATION_LEASE_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_OPERATION_LEASE_MS), 30_000), 30_000);
   const shutdownGraceMs = check('SNAPGRAPH_SHUTDOWN_GRACE_MS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_SHUTDOWN_GRACE_MS), 25_000), 25_000);
   const maxAttempts = check('SNAPGRAPH_MAX_ATTEMPTS', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_ATTEMPTS), 3), 3);
+  const chunkWorkers = check('SNAPGRAPH_CHUNK_WORKERS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_CHUNK_WORKERS), 2), 2);
   const maxConcurrentOperations = check('SNAPGRAPH_MAX_CONCURRENT_OPERATIONS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_MAX_CONCURRENT_OPERATIONS), 0), 0);
   const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
   const maxQueryDepth = check('SNAPGRAPH_MAX_QUERY_DEPTH', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_DEPTH), 12), 12);
@@ -138,6 +141,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     shutdownGraceMs,
     maxAttempts,
     maxConcurrentOperations,
+    chunkWorkers,
     idleTimeoutMs,
     maxQueryDepth,
     maxQueryCost,

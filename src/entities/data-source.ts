@@ -6,7 +6,11 @@ import { Initial1764000000000 } from '../migrations/1764000000000-initial';
 import { ExportTokens1764100000000 } from '../migrations/1764100000000-export-tokens';
 import { OperationAttempts1765000000000 } from '../migrations/1765000000000-operation-attempts';
 import { ApiKeyUsage1765100000000 } from '../migrations/1765100000000-api-key-usage';
+import { ChunkStore1766000000000 } from '../migrations/1766000000000-chunk-store';
 import { ApiKeyEntity } from './api-key.entity';
+import { ChunkKeyEntity } from './chunk-key.entity';
+import { ChunkPackEntity } from './chunk-pack.entity';
+import { ChunkEntity } from './chunk.entity';
 import { ExportTokenEntity } from './export-token.entity';
 import { InstanceEntity } from './instance.entity';
 import { OperationEntity } from './operation.entity';
@@ -14,8 +18,8 @@ import { SqliteTransactionGate } from './sqlite-transaction-gate';
 import { SnapshotEntity } from './snapshot.entity';
 import { TenantEntity } from './tenant.entity';
 
-export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity];
-export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000];
+export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity];
+export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000];
 
 export interface MetadataDatabaseOptions {
   dataDir: string;

@@ -23,6 +23,11 @@ export interface BlobStore {
   delete(key: string): Promise<void>;
   exists(key: string): Promise<boolean>;
   /**
+   * Keys of the blobs under the folder `prefix` (a valid key; its descendants at any depth), in no particular order.
+   * Temp files of writes in progress are never listed. Used to rebuild indexes from the blobs alone.
+   */
+  list(prefix: string): AsyncIterable<string>;
+  /**
    * Boot recovery: removes temp files that a crash left behind and returns how many. Writes
    * in flight in this process are spared, and so are temp files modified within `olderThanMs`
    * (another process sharing the store may still be writing them).

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
@@ -95,6 +95,14 @@ export class FilesystemBlobStore implements BlobStore {
     }
   }
 
+  async *list(prefix: string): AsyncIterable<string> {
+    const root = this.#pathOf(prefix);
+    for await (const path of walkFiles(root)) {
+      if (TEMP_FILE_NAME.test(path)) continue;
+      yield [prefix, ...relative(root, path).split(sep)].join('/');
+    }
+  }
+
   async removeTemporaryFiles({ olderThanMs = 0 }: { olderThanMs?: number } = {}): Promise<number> {
     let removed = 0;
     const cutoff = Date.now() - olderThanMs;
@@ -149,7 +157,8 @@ async function* walkFiles(dir: string): AsyncGenerator<string> {
   try {
     entries = await readdir(dir, { withFileTypes: true });
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    // A missing folder, or a blob where a folder was asked for, holds no files.
+    if (['ENOENT', 'ENOTDIR'].includes((error as NodeJS.ErrnoException).code!)) return;
     throw error;
   }
   for (const entry of entries) {

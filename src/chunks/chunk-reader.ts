@@ -1,0 +1,150 @@
+// Reading chunks back: the plaintext of a list of refs as a stream (ranged reads of packs, opened on the worker pool,
+// a bounded number ahead of the consumer), and verification of every pack a list of refs uses.
+import { ChunkDamage } from './chunk-codec';
+import { ChunkLocation, ChunkStoreContext, locateChunks, readPackRange } from './chunk-store-context';
+import { ChunkRef } from './chunk-writer';
+import { ChunkIntegrityError, ChunkNotFoundError } from './errors';
+import { FOOTER_BYTES, PackEntry, packKey, parseFooter, parseTrailer } from './pack-format';
+import { TenantKeys } from './tenant-chunk-keys';
+
+/** Largest ranged read of a pack: neighbouring chunks are fetched together up to this size. */
+const SEGMENT_BYTES = 4 * 1024 * 1024;
+
+export interface ReadOptions {
+  /** Recompute each chunk's keyed id from its plaintext (authentication already proves it is what was stored). */
+  verifyIds?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface VerifyReport {
+  packs: number;
+  chunks: number;
+  /** Stored bytes read back. */
+  bytes: number;
+  /** Everything found damaged, each naming its pack and, when known, its chunk; empty when all is well. */
+  damage: ChunkIntegrityError[];
+}
+
+/** Consecutive chunks of one pack, fetched with one ranged read. */
+interface Segment {
+  packId: string;
+  start: number;
+  end: number;
+  bytes?: Promise<Buffer>;
+}
+
+export class ChunkReader {
+  constructor(private readonly context: ChunkStoreContext) {}
+
+  /** The plaintext of `refs`, in order; reads at most a few segments and chunks ahead of the consumer. */
+  async *plaintext(tenantId: string, refs: ChunkRef[], { verifyIds = false, signal }: ReadOptions): AsyncGenerator<Buffer> {
+    const keys = await this.context.keys.get(tenantId);
+    const locations = await locateChunks(this.context.db.manager, tenantId, [...new Set(refs.map((ref) => ref.id))]);
+    const missing = refs.find((ref) => !locations.has(ref.id));
+    if (missing) throw new ChunkNotFoundError(missing.id);
+    const pieces = planSegments(refs.map((ref) => locations.get(ref.id)!));
+    const ahead: Promise<Buffer>[] = [];
+    let next = 0;
+    const readAhead = this.context.pool.parallelism + 2;
+    while (next < pieces.length || ahead.length > 0) {
+      signal?.throwIfAborted();
+      while (next < pieces.length && ahead.length < readAhead) {
+        const { location, segment } = pieces[next++];
+        const plaintext = this.#open(keys, tenantId, location, segment, verifyIds);
+        plaintext.catch(() => undefined); // awaited in turn below; the consumer may stop before that
+        ahead.push(plaintext);
+      }
+      yield await ahead.shift()!;
+    }
+  }
+
+  /**
+   * Reads back every pack that `refs` use, whole: the footer, the trailer, and every chunk in it (authenticated,
+   * inflated, id recomputed), so that a flipped byte anywhere in those packs is found; and checks that the index
+   * agrees with each pack's trailer.
+   */
+  async verify(tenantId: string, refs: ChunkRef[]): Promise<VerifyReport> {
+    const keys = await this.context.keys.get(tenantId);
+    const ids = [...new Set(refs.map((ref) => ref.id))];
+    const locations = await locateChunks(this.context.db.manager, tenantId, ids);
+    const report: VerifyReport = { packs: 0, chunks: 0, bytes: 0, damage: [] };
+    for (const id of ids.filter((candidate) => !locations.has(candidate))) {
+      report.damage.push(new ChunkIntegrityError(null, id, 'it is not in the index'));
+    }
+    const byPack = new Map<string, ChunkLocation[]>();
+    for (const location of locations.values()) byPack.set(location.packId, [...(byPack.get(location.packId) ?? []), location]);
+    for (const [packId, used] of byPack) {
+      report.packs += 1;
+      try {
+        const entries = await readPackEntries(this.context, keys, packId);
+        for (const location of used) {
+          const entry = entries.find((candidate) => candidate.id === location.id);
+          if (!entry || entry.offset !== location.offset || entry.length !== location.length || entry.plainLength !== location.plainLength) {
+            report.damage.push(new ChunkIntegrityError(packId, location.id, 'the index does not match the pack trailer'));
+          }
+        }
+        const pieces = planSegments(entries.map((entry) => ({ ...entry, packId })));
+        const window = this.context.pool.parallelism + 2;
+        for (let start = 0; start < pieces.length; start += window) {
+          const opened = pieces.slice(start, start + window).map(({ location, segment }) =>
+            this.#open(keys, tenantId, location, segment, true).then(
+              () => null,
+              (error) => (error instanceof ChunkIntegrityError ? error : Promise.reject(error)),
+            ),
+          );
+          for (const damage of await Promise.all(opened)) if (damage) report.damage.push(damage);
+        }
+        report.chunks += entries.length;
+        report.bytes += entries.reduce((sum, entry) => sum + entry.length, 0);
+      } catch (error) {
+        if (!(error instanceof ChunkIntegrityError)) throw error;
+        report.damage.push(error);
+      }
+    }
+    return report;
+  }
+
+  async #open(keys: TenantKeys, tenantId: string, location: ChunkLocation, segment: Segment, verifyId: boolean): Promise<Buffer> {
+    segment.bytes ??= readPackRange(this.context.blobs, tenantId, segment.packId, segment.start, segment.end);
+    const bytes = await segment.bytes;
+    const stored = bytes.subarray(location.offset - segment.start, location.offset - segment.start + location.length);
+    try {
+      return await this.context.pool.open(keys, location.id, stored, location.plainLength, verifyId);
+    } catch (error) {
+      if (error instanceof ChunkDamage) throw new ChunkIntegrityError(location.packId, location.id, error.message);
+      throw error;
+    }
+  }
+}
+
+/** The entries of a pack from its footer and trailer. @throws ChunkIntegrityError naming the pack. */
+export async function readPackEntries(context: ChunkStoreContext, keys: TenantKeys, packId: string): Promise<PackEntry[]> {
+  const { blobs } = context;
+  const size = await blobs.size(packKey(keys.tenantId, packId));
+  if (size === null) throw new ChunkIntegrityError(packId, null, 'the pack is missing');
+  if (size < FOOTER_BYTES) throw new ChunkIntegrityError(packId, null, 'the pack is truncated');
+  const footer = parseFooter(await readPackRange(blobs, keys.tenantId, packId, size - FOOTER_BYTES, size), size);
+  if (typeof footer === 'string') throw new ChunkIntegrityError(packId, null, footer);
+  const { trailerOffset, trailerLength } = footer;
+  const trailer = await readPackRange(blobs, keys.tenantId, packId, trailerOffset, trailerOffset + trailerLength);
+  const entries = parseTrailer(keys.dataKey, keys.tenantId, packId, trailer, trailerOffset);
+  if (typeof entries === 'string') throw new ChunkIntegrityError(packId, null, entries);
+  return entries;
+}
+
+/**
+ * Groups locations, in the order given, into ranged reads: a chunk joins the previous one's segment when it follows
+ * it directly in the same pack and the segment stays within SEGMENT_BYTES.
+ */
+function planSegments(locations: ChunkLocation[]): { location: ChunkLocation; segment: Segment }[] {
+  let segment: Segment | null = null;
+  return locations.map((location) => {
+    const end = location.offset + location.length;
+    if (segment && segment.packId === location.packId && segment.end === location.offset && end - segment.start <= SEGMENT_BYTES) {
+      segment.end = end;
+    } else {
+      segment = { packId: location.packId, start: location.offset, end };
+    }
+    return { location, segment };
+  });
+}

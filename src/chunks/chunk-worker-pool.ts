@@ -1,0 +1,120 @@
+// Hashing, sealing and opening of chunks on a small pool of worker threads, so that the event loop stays responsive
+// while a snapshot or a restore runs and every core works. With no workers the same code runs inline.
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+
+import { ChunkDamage, ChunkKeyMaterial } from './chunk-codec';
+import { ChunkTask, runChunkTask } from './chunk-task';
+import { ownedBytes } from './owned-bytes';
+
+interface QueuedTask {
+  task: ChunkTask;
+  transfer: ArrayBuffer[];
+  resolve: (result: string | Uint8Array) => void;
+  reject: (error: Error) => void;
+}
+
+interface PoolWorker {
+  thread: Worker;
+  running: (QueuedTask & { seq: number }) | null;
+}
+
+export const DEFAULT_CHUNK_WORKERS = Math.min(2, cpus().length);
+
+export class ChunkWorkerPool {
+  readonly #workers: PoolWorker[] = [];
+  readonly #queue: QueuedTask[] = [];
+  #seq = 0;
+  #closed = false;
+
+  /** @param size worker threads; 0 runs every task inline on the calling thread. */
+  constructor(readonly size: number) {}
+
+  /** Tasks that may usefully be in flight at once: one running per worker and one waiting for each. */
+  get parallelism(): number {
+    return Math.max(1, this.size * 2);
+  }
+
+  async hash(keys: ChunkKeyMaterial, plaintext: Uint8Array): Promise<string> {
+    return (await this.#run({ op: 'hash', keys, data: plaintext })) as string;
+  }
+
+  async seal(keys: ChunkKeyMaterial, id: string, plaintext: Uint8Array): Promise<Buffer> {
+    return asBuffer(await this.#run({ op: 'seal', keys, id, data: plaintext }));
+  }
+
+  /** @throws ChunkDamage (see openChunk). */
+  async open(keys: ChunkKeyMaterial, id: string, stored: Uint8Array, plainLength: number, verifyId: boolean): Promise<Buffer> {
+    return asBuffer(await this.#run({ op: 'open', keys, id, data: stored, plainLength, verifyId }));
+  }
+
+  /** Ends the worker threads; tasks still queued fail. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const queued of this.#queue.splice(0)) queued.reject(new Error('the chunk worker pool is closed'));
+    await Promise.all(this.#workers.splice(0).map((worker) => worker.thread.terminate()));
+  }
+
+  #run(task: ChunkTask): Promise<string | Uint8Array> {
+    if (this.#closed) return Promise.reject(new Error('the chunk worker pool is closed'));
+    if (this.size === 0) {
+      try {
+        return Promise.resolve(runChunkTask(task));
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
+    const data = ownedBytes(task.data);
+    return new Promise((resolve, reject) => {
+      // A copy of its own is transferred rather than cloned: the caller's buffer stays usable.
+      const transfer = data === task.data ? [] : [data.buffer as ArrayBuffer];
+      this.#queue.push({ task: { ...task, data }, transfer, resolve, reject });
+      this.#dispatch();
+    });
+  }
+
+  #dispatch(): void {
+    while (this.#queue.length > 0) {
+      const worker = this.#workers.find((candidate) => candidate.running === null) ?? this.#spawn();
+      if (!worker) return;
+      const queued = this.#queue.shift()!;
+      worker.running = { ...queued, seq: ++this.#seq };
+      worker.thread.ref(); // busy workers keep the process alive until their results arrive
+      worker.thread.postMessage({ seq: worker.running.seq, task: queued.task }, queued.transfer);
+    }
+  }
+
+  #spawn(): PoolWorker | null {
+    if (this.#workers.length >= this.size) return null;
+    const worker: PoolWorker = { thread: new Worker(join(__dirname, 'chunk-worker.js')), running: null };
+    worker.thread.unref();
+    worker.thread.on('message', (message: { seq: number; result?: string | Uint8Array; error?: string; damage?: boolean }) => {
+      const running = worker.running;
+      if (!running || running.seq !== message.seq) return;
+      worker.running = null;
+      worker.thread.unref();
+      if (message.error === undefined) running.resolve(message.result!);
+      else running.reject(message.damage ? new ChunkDamage(message.error) : new Error(message.error));
+      this.#dispatch();
+    });
+    // A crashed worker fails its task and is replaced on the next dispatch.
+    const lost = (error: Error) => {
+      const index = this.#workers.indexOf(worker);
+      if (index < 0) return;
+      this.#workers.splice(index, 1);
+      worker.running?.reject(error);
+      worker.running = null;
+      this.#dispatch();
+    };
+    worker.thread.on('error', lost);
+    worker.thread.on('exit', (code) => lost(new Error(`a chunk worker exited with code ${code}`)));
+    this.#workers.push(worker);
+    return worker;
+  }
+}
+
+function asBuffer(bytes: string | Uint8Array): Buffer {
+  const view = bytes as Uint8Array;
+  return Buffer.isBuffer(view) ? view : Buffer.from(view.buffer, view.byteOffset, view.byteLength);
+}

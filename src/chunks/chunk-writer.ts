@@ -1,0 +1,237 @@
+// Writes the chunks of one snapshot: deduplicates them against the tenant's index and its own pending chunks, seals
+// the new ones on the worker pool and streams them into packs, and commits their index rows at the end.
+import { In, type EntityManager } from 'typeorm';
+
+import { ChunkPackEntity } from '../entities/chunk-pack.entity';
+import { ChunkEntity } from '../entities/chunk.entity';
+import { batches, ChunkLocation, ChunkStoreContext, insertChunkRows, locateChunks, lockPacks } from './chunk-store-context';
+import { ChunkStoreError } from './errors';
+import { discardPack, PackWriter, SealedPack } from './pack-writer';
+import { TenantKeys } from './tenant-chunk-keys';
+
+export interface ChunkRef {
+  /** Hex HMAC-SHA256 of the plaintext under the tenant's id key. */
+  id: string;
+  plainLength: number;
+}
+
+export interface ChunkWriterResult {
+  /** Stored bytes of the packs this writer added (chunks, trailers and footers). */
+  addedBytes: number;
+  newChunks: number;
+  dedupedChunks: number;
+}
+
+/** Pieces of a JSON document stored by putJson. */
+const JSON_PIECE_BYTES = 1024 * 1024;
+/** How often a writer tells collection that its unfinished packs are still being written. */
+const HEARTBEAT_MS = 60_000;
+
+export class ChunkWriter {
+  #state: 'open' | 'finishing' | 'finished' | 'aborted' = 'open';
+  #keys: Promise<TenantKeys>;
+  /** Chunks this writer stores (sealing, or in a pack). */
+  readonly #stored = new Set<string>();
+  /** Chunks found in the index, with where they were: put back by finish if collection removed their rows meanwhile. */
+  readonly #deduped = new Map<string, ChunkLocation>();
+  readonly #inFlight = new Set<Promise<void>>();
+  #appending: Promise<void> = Promise.resolve();
+  #open: PackWriter | null = null;
+  readonly #sealed: SealedPack[] = [];
+  #failure: Error | null = null;
+  #dedupedCount = 0;
+  #lastHeartbeat: number;
+
+  constructor(
+    private readonly context: ChunkStoreContext,
+    readonly tenantId: string,
+  ) {
+    this.#keys = context.keys.get(tenantId);
+    this.#keys.catch(() => undefined); // reported by put
+    this.#lastHeartbeat = context.clock();
+  }
+
+  /**
+   * Stores `plaintext` as one chunk unless the tenant already has it, and returns its ref. Resolves once the chunk's
+   * id is known and it is queued: sealing and writing go on in the background, a few chunks at a time (a put waits
+   * while that many are in flight), and their failure is reported by the next put or by finish.
+   */
+  async put(plaintext: Buffer): Promise<ChunkRef> {
+    this.#assertWritable();
+    const keys = await this.#keys;
+    const id = await this.context.pool.hash(keys, plaintext);
+    const ref = { id, plainLength: plaintext.length };
+    if (this.#isKnown(id)) return this.#dedup(ref);
+    const hit = await this.context.db.getRepository(ChunkEntity).findOne({
+      select: { id: true, packId: true, offset: true, length: true, plainLength: true },
+      where: { tenantId: this.tenantId, id },
+    });
+    this.#assertWritable();
+    if (this.#isKnown(id)) return this.#dedup(ref);
+    if (hit) {
+      this.#deduped.set(id, hit);
+      return this.#dedup(ref);
+    }
+    this.#stored.add(id);
+    while (this.#inFlight.size >= this.context.pool.parallelism) await Promise.race(this.#inFlight);
+    this.#assertWritable();
+    await this.#heartbeat();
+    const task = this.context.pool
+      .seal(keys, id, plaintext)
+      .then((stored) => this.#append(keys, id, stored, plaintext.length))
+      .catch((error: Error) => {
+        this.#failure ??= error;
+      })
+      .finally(() => this.#inFlight.delete(task));
+    this.#inFlight.add(task);
+    return ref;
+  }
+
+  /** Stores a JSON document (a manifest) as chunks of at most 1 MiB; read it back with ChunkStore.readJson. */
+  async putJson(value: unknown): Promise<ChunkRef[]> {
+    const bytes = Buffer.from(JSON.stringify(value));
+    const refs: ChunkRef[] = [];
+    for (let start = 0; start < bytes.length || refs.length === 0; start += JSON_PIECE_BYTES) {
+      refs.push(await this.put(bytes.subarray(start, start + JSON_PIECE_BYTES)));
+    }
+    return refs;
+  }
+
+  /**
+   * Seals the open pack and commits the index rows of every new chunk in one transaction, which also makes sure each
+   * deduplicated chunk is still indexed (putting back rows a concurrent collection removed; their packs are kept for
+   * the grace period). On failure nothing of this writer is left.
+   * @throws ChunkStoreError when a chunk this writer relies on is gone: the writer outlived the collection grace period.
+   */
+  async finish(): Promise<ChunkWriterResult> {
+    this.#assertWritable();
+    this.#state = 'finishing';
+    try {
+      await this.#settle();
+      if (this.#failure) throw this.#failure;
+      if (this.#open) {
+        this.#sealed.push(await this.#open.seal());
+        this.#open = null;
+      }
+      await this.context.db.transaction((manager) => this.#commit(manager));
+    } catch (error) {
+      await this.#discard();
+      throw error;
+    }
+    this.#state = 'finished';
+    return {
+      addedBytes: this.#sealed.reduce((sum, pack) => sum + pack.sizeBytes, 0),
+      newChunks: this.#stored.size,
+      dedupedChunks: this.#dedupedCount,
+    };
+  }
+
+  /** Stops writing and removes every pack this writer wrote; no index row was committed. */
+  async abort(): Promise<void> {
+    if (this.#state === 'finished' || this.#state === 'aborted') return;
+    this.#state = 'aborted';
+    await this.#settle();
+    await this.#discard();
+  }
+
+  #assertWritable(): void {
+    if (this.#state !== 'open') throw new ChunkStoreError(`this chunk writer is ${this.#state}`);
+    if (this.#failure) throw this.#failure;
+  }
+
+  #isKnown(id: string): boolean {
+    return this.#stored.has(id) || this.#deduped.has(id);
+  }
+
+  #dedup(ref: { id: string; plainLength: number }): ChunkRef {
+    this.#dedupedCount += 1;
+    return ref;
+  }
+
+  /** Appends in order, one pack at a time; a full pack is sealed before the next one opens. */
+  #append(keys: TenantKeys, id: string, stored: Buffer, plainLength: number): Promise<void> {
+    this.#appending = this.#appending.then(async () => {
+      if (this.#failure || this.#state === 'aborted') return;
+      this.#open ??= await PackWriter.create(this.context, keys);
+      await this.#open.append(id, stored, plainLength);
+      if (this.#open.dataBytes >= this.context.packTargetBytes) {
+        const pack = this.#open;
+        this.#open = null;
+        this.#sealed.push(await pack.seal());
+      }
+    });
+    return this.#appending;
+  }
+
+  async #settle(): Promise<void> {
+    await Promise.all(this.#inFlight);
+    await this.#appending.catch(() => undefined);
+  }
+
+  /** Refreshes the WRITING packs' touchedAt now and then: collection removes WRITING packs untouched for its grace. */
+  async #heartbeat(): Promise<void> {
+    const now = this.context.clock();
+    if (now - this.#lastHeartbeat < HEARTBEAT_MS) return;
+    this.#lastHeartbeat = now;
+    const ids = [...this.#sealed.map((pack) => pack.id), ...(this.#open ? [this.#open.id] : [])];
+    for (const batch of batches(ids)) {
+      await this.context.db
+        .getRepository(ChunkPackEntity)
+        .update({ tenantId: this.tenantId, id: In(batch), state: 'WRITING' }, { touchedAt: now });
+    }
+  }
+
+  async #commit(manager: EntityManager): Promise<void> {
+    const now = this.context.clock();
+    const packs = await lockPacks(manager, this.tenantId, this.#sealed.map((pack) => pack.id), 'write');
+    for (const pack of this.#sealed) {
+      if (packs.find((row) => row.id === pack.id)?.state !== 'WRITING') {
+        throw new ChunkStoreError(`pack ${pack.id} was collected while it was being written (the writer outlived the collection grace period)`);
+      }
+      await manager.update(
+        ChunkPackEntity,
+        { tenantId: this.tenantId, id: pack.id },
+        { state: 'SEALED', sizeBytes: pack.sizeBytes, chunkCount: pack.entries.length, touchedAt: now },
+      );
+      await insertChunkRows(
+        manager,
+        pack.entries.map((entry) => ({ tenantId: this.tenantId, packId: pack.id, ...entry, touchedAt: now })),
+      );
+    }
+    await this.#keepDeduped(manager, now);
+  }
+
+  /**
+   * Touches every deduplicated chunk (collection spares chunks touched within its grace period, so they survive
+   * until the snapshot's manifest is recorded as live) and puts back the rows of those collected since put.
+   */
+  async #keepDeduped(manager: EntityManager, now: number): Promise<void> {
+    const ids = [...this.#deduped.keys()];
+    for (const batch of batches(ids)) {
+      await manager.update(ChunkEntity, { tenantId: this.tenantId, id: In(batch) }, { touchedAt: now });
+    }
+    const present = await locateChunks(manager, this.tenantId, ids);
+    const missing = [...this.#deduped.values()].filter((location) => !present.has(location.id));
+    if (missing.length === 0) return;
+    const packs = await lockPacks(manager, this.tenantId, [...new Set(missing.map((location) => location.packId))], 'share');
+    for (const location of missing) {
+      const pack = packs.find((row) => row.id === location.packId);
+      if (pack?.state !== 'SEALED' && pack?.state !== 'CONDEMNED') {
+        throw new ChunkStoreError(`chunk ${location.id} was collected while this writer used it (the writer outlived the collection grace period)`);
+      }
+    }
+    await insertChunkRows(manager, missing.map((location) => ({ ...location, tenantId: this.tenantId, touchedAt: now })));
+    for (const pack of packs.filter((row) => row.state === 'CONDEMNED')) {
+      await manager.update(ChunkPackEntity, { tenantId: this.tenantId, id: pack.id }, { state: 'SEALED', touchedAt: now });
+    }
+  }
+
+  async #discard(): Promise<void> {
+    const packs = this.#sealed.map((pack) => pack.id);
+    const open = this.#open;
+    this.#open = null;
+    this.#sealed.length = 0;
+    await open?.discard();
+    for (const id of packs) await discardPack(this.context, this.tenantId, id);
+  }
+}

@@ -1,0 +1,486 @@
+// The chunk store against a real FilesystemBlobStore in a temp dir and the product's SQLite metadata database.
+import assert from 'node:assert/strict';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { readdir, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import type { DataSource } from 'typeorm';
+
+import { ChunkIntegrityError, ChunkNotFoundError, ChunkRef, ChunkStore, ChunkStoreOptions, TenantChunkKeys } from '../../src/chunks';
+import { Keyring, MasterKey } from '../../src/crypto';
+import { ChunkKeyEntity } from '../../src/entities/chunk-key.entity';
+import { ChunkPackEntity } from '../../src/entities/chunk-pack.entity';
+import { ChunkEntity } from '../../src/entities/chunk.entity';
+import { createMetadataDataSource } from '../../src/entities/data-source';
+import { BlobStore } from '../../src/storage/blob-store';
+import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
+import { createTestDatabase, describePostgres, TestDatabase } from '../support/postgres';
+
+const KIB = 1024;
+const MIB = 1024 * KIB;
+const HOUR = 3_600_000;
+
+/** Text-like data that deflate shrinks, different for every seed. */
+function compressible(bytes: number, seed: number): Buffer {
+  const words = ['node', 'relationship', 'label', 'Person', 'KNOWS', '{"name":"', 'since', '2024', 'id'];
+  let text = '';
+  let state = seed * 7919 + 1;
+  while (text.length < bytes) {
+    state = (state * 1103515245 + 12345) % 2 ** 31;
+    text += `${words[state % words.length]}:${state % 1000} `;
+  }
+  return Buffer.from(text.slice(0, bytes));
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of stream) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}
+
+/** Where a suite's metadata lives: the embedded SQLite database, or a fresh PostgreSQL database. */
+type MetadataBackend = { name: 'SQLite' } | { name: 'PostgreSQL'; adminUrl: () => string };
+
+describe('ChunkStore on SQLite metadata', function () {
+  this.timeout(120_000);
+  chunkStoreSuite({ name: 'SQLite' });
+});
+
+describePostgres('ChunkStore on PostgreSQL metadata', (postgres) => {
+  chunkStoreSuite({ name: 'PostgreSQL', adminUrl: postgres.adminUrl });
+});
+
+function chunkStoreSuite(backend: MetadataBackend) {
+  let database: TestDatabase | undefined;
+  let dir: string;
+  let db: DataSource;
+  let fsBlobs: FilesystemBlobStore;
+  let keyring: Keyring;
+  let now: number;
+  const stores: ChunkStore[] = [];
+  const tenant = randomUUID();
+
+  const open = (blobs: BlobStore = fsBlobs, options: ChunkStoreOptions = {}) => {
+    const store = new ChunkStore(blobs, db, new TenantChunkKeys(blobs, db, keyring), {
+      packTargetBytes: 256 * KIB,
+      workers: 2,
+      clock: () => now,
+      ...options,
+    });
+    stores.push(store);
+    return store;
+  };
+
+  async function writeAll(store: ChunkStore, tenantId: string, pieces: Buffer[]) {
+    const writer = store.writer(tenantId);
+    const refs: ChunkRef[] = [];
+    for (const piece of pieces) refs.push(await writer.put(piece));
+    return { refs, result: await writer.finish() };
+  }
+
+  // Temp files of writes still in flight are not packs (after a crash, boot's removeTemporaryFiles deletes them).
+  const packFiles = async (tenantId: string) =>
+    (await readdir(join(dir, 'blobs', 'tenants', tenantId, 'chunks', 'packs')).catch(() => [] as string[]))
+      .filter((name) => !name.includes('.tmp-'))
+      .sort();
+  const packPath = (tenantId: string, packId: string) => join(dir, 'blobs', 'tenants', tenantId, 'chunks', 'packs', packId);
+  const bytesOnDisk = async (tenantId: string) => {
+    let total = 0;
+    for (const name of await packFiles(tenantId)) total += (await stat(packPath(tenantId, name))).size;
+    return total;
+  };
+  const packRows = (tenantId: string) => db.getRepository(ChunkPackEntity).find({ where: { tenantId }, order: { id: 'ASC' } });
+  const chunkRows = (tenantId: string) => db.getRepository(ChunkEntity).findBy({ tenantId });
+
+  /** Every pack blob has a SEALED row and every row a blob: nothing a crash left behind. */
+  async function assertTidy(tenantId: string) {
+    const rows = await packRows(tenantId);
+    assert.deepEqual(rows.map((row) => row.state), rows.map(() => 'SEALED'));
+    assert.deepEqual(await packFiles(tenantId), rows.map((row) => row.id));
+    assert.equal((await open().usage(tenantId)).storedBytes, await bytesOnDisk(tenantId));
+  }
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'snapgraph-chunks-'));
+    database = backend.name === 'PostgreSQL' ? await createTestDatabase(backend.adminUrl()) : undefined;
+    db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
+    await db.initialize();
+    await db.runMigrations({ transaction: 'each' });
+    fsBlobs = new FilesystemBlobStore(join(dir, 'blobs'));
+    await fsBlobs.init();
+    keyring = new Keyring(MasterKey.generate());
+    now = Date.parse('2026-01-01T00:00:00Z');
+  });
+
+  afterEach(async () => {
+    await Promise.all(stores.splice(0).map((store) => store.close()));
+    await db.destroy();
+    await database?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  describe('round trip', () => {
+    it('gives back random and compressible data exactly, across several packs, compressing only what shrinks', async () => {
+      const store = open();
+      const random = Array.from({ length: 12 }, () => randomBytes(64 * KIB));
+      const text = Array.from({ length: 12 }, (_, index) => compressible(64 * KIB, index));
+      const a = await writeAll(store, tenant, random);
+      const b = await writeAll(store, tenant, text);
+      assert.deepEqual(await readAll(store.read(tenant, a.refs)), Buffer.concat(random));
+      assert.deepEqual(await readAll(store.read(tenant, b.refs, { verifyIds: true })), Buffer.concat(text));
+      assert.ok((await packFiles(tenant)).length >= 3, 'several packs');
+      assert.ok(a.result.addedBytes > 12 * 64 * KIB, 'random data is stored raw (plus overhead)');
+      assert.ok(b.result.addedBytes < (12 * 64 * KIB) / 2, `text is deflated (${b.result.addedBytes})`);
+      assert.deepEqual([a.result.newChunks, b.result.newChunks], [12, 12]);
+      await assertTidy(tenant);
+    });
+
+    it('reads refs in the order given, repeats included, and stores JSON documents', async () => {
+      const store = open();
+      const pieces = [randomBytes(1000), randomBytes(70 * KIB), Buffer.alloc(0)];
+      const { refs } = await writeAll(store, tenant, pieces);
+      const order = [refs[1], refs[0], refs[1], refs[2], refs[0]];
+      assert.deepEqual(await readAll(store.read(tenant, order)), Buffer.concat([pieces[1], pieces[0], pieces[1], pieces[2], pieces[0]]));
+      const writer = store.writer(tenant);
+      const manifest = { format: 1, refs, note: 'x'.repeat(3 * MIB) };
+      const manifestRefs = await writer.putJson(manifest);
+      await writer.finish();
+      assert.equal(manifestRefs.length, 4, '1 MiB pieces');
+      assert.deepEqual(await store.readJson(tenant, manifestRefs), manifest);
+    });
+
+    it('runs the same with no worker threads', async () => {
+      const store = open(fsBlobs, { workers: 0 });
+      const pieces = [randomBytes(100 * KIB), compressible(100 * KIB, 3)];
+      const { refs } = await writeAll(store, tenant, pieces);
+      assert.deepEqual(await readAll(open().read(tenant, refs, { verifyIds: true })), Buffer.concat(pieces));
+    });
+
+    it('fails a read of a chunk the store does not hold', async () => {
+      const store = open();
+      await assert.rejects(readAll(store.read(tenant, [{ id: 'ab'.repeat(32), plainLength: 1 }])), ChunkNotFoundError);
+    });
+  });
+
+  describe('deduplication', () => {
+    it('stores the same data once, within a writer and across writers', async () => {
+      const store = open();
+      const pieces = Array.from({ length: 6 }, () => randomBytes(64 * KIB));
+      const first = await writeAll(store, tenant, [...pieces, pieces[0], pieces[1]]);
+      assert.deepEqual([first.result.newChunks, first.result.dedupedChunks], [6, 2]);
+      const before = await bytesOnDisk(tenant);
+      const second = await writeAll(store, tenant, pieces);
+      assert.deepEqual(second.result, { addedBytes: 0, newChunks: 0, dedupedChunks: 6 });
+      assert.deepEqual(second.refs, first.refs.slice(0, 6));
+      assert.equal(await bytesOnDisk(tenant), before);
+      assert.equal((await chunkRows(tenant)).length, 6);
+    });
+
+    it('never shares chunks, packs or ids between tenants', async () => {
+      const store = open();
+      const other = randomUUID();
+      const pieces = [randomBytes(64 * KIB), compressible(64 * KIB, 1)];
+      const mine = await writeAll(store, tenant, pieces);
+      const theirs = await writeAll(store, other, pieces);
+      assert.equal(theirs.result.newChunks, 2, 'the other tenant stores its own copy');
+      for (const index of [0, 1]) assert.notEqual(mine.refs[index].id, theirs.refs[index].id);
+      const myPacks = await packFiles(tenant);
+      const theirPacks = await packFiles(other);
+      assert.ok(myPacks.length > 0 && theirPacks.length > 0);
+      assert.deepEqual(myPacks.filter((id) => theirPacks.includes(id)), []);
+      // The ids are keyed: one tenant's refs mean nothing in the other's store.
+      await assert.rejects(readAll(store.read(other, mine.refs)), ChunkNotFoundError);
+      assert.deepEqual(await readAll(store.read(other, theirs.refs)), Buffer.concat(pieces));
+    });
+  });
+
+  describe('damage', () => {
+    async function onePack(store: ChunkStore) {
+      const pieces = Array.from({ length: 3 }, () => randomBytes(40 * KIB));
+      const { refs } = await writeAll(store, tenant, pieces);
+      const [packId] = await packFiles(tenant);
+      return { refs, packId, path: packPath(tenant, packId) };
+    }
+
+    it('finds a flipped byte in a chunk on read and on verify, naming the pack and the chunk', async () => {
+      const store = open();
+      const { refs, packId, path } = await onePack(store);
+      const bytes = await readFile(path);
+      bytes[50 * KIB] ^= 0x01;
+      await writeFile(path, bytes);
+      // Chunks land in a pack in the order their sealing finishes: the index says which one holds that byte.
+      const hit = (await chunkRows(tenant)).find((row) => row.offset <= 50 * KIB && 50 * KIB < row.offset + row.length)!;
+      const damaged = refs.findIndex((ref) => ref.id === hit.id);
+      await assert.rejects(readAll(store.read(tenant, refs)), (error: ChunkIntegrityError) => {
+        assert.ok(error instanceof ChunkIntegrityError);
+        assert.equal(error.packId, packId);
+        assert.equal(error.chunkId, refs[damaged].id);
+        assert.match(error.message, new RegExp(`pack ${packId}`));
+        return true;
+      });
+      const report = await store.verify(tenant, refs);
+      assert.deepEqual(report.damage.map((damage) => [damage.packId, damage.chunkId]), [[packId, refs[damaged].id]]);
+      assert.equal(report.chunks, 3);
+    });
+
+    it('finds a flipped byte in the trailer or footer on verify, even when no chunk read needs it', async () => {
+      const store = open();
+      const { refs, packId, path } = await onePack(store);
+      const bytes = await readFile(path);
+      for (const at of [bytes.length - 40, bytes.length - 5]) {
+        const damaged = Buffer.from(bytes);
+        damaged[at] ^= 0x80;
+        await writeFile(path, damaged);
+        const report = await store.verify(tenant, refs);
+        assert.equal(report.damage.length, 1, `byte ${at}`);
+        assert.equal(report.damage[0].packId, packId);
+      }
+      await writeFile(path, bytes);
+      assert.deepEqual((await store.verify(tenant, refs)).damage, []);
+    });
+
+    it('reports a truncated pack on read and verify', async () => {
+      const store = open();
+      const { refs, packId, path } = await onePack(store);
+      await truncate(path, 100 * KIB);
+      await assert.rejects(readAll(store.read(tenant, refs)), (error: ChunkIntegrityError) => {
+        assert.equal(error.packId, packId);
+        assert.match(error.message, /truncated/);
+        return true;
+      });
+      const report = await store.verify(tenant, refs);
+      assert.equal(report.damage[0].packId, packId);
+      assert.match(report.damage[0].message, /truncated/);
+    });
+  });
+
+  describe('abort', () => {
+    it('leaves no pack blob and no index row, even after several packs were written', async () => {
+      const store = open();
+      const writer = store.writer(tenant);
+      for (let index = 0; index < 10; index++) await writer.put(randomBytes(64 * KIB));
+      await writer.abort();
+      assert.deepEqual(await packFiles(tenant), []);
+      assert.deepEqual(await packRows(tenant), []);
+      assert.deepEqual(await chunkRows(tenant), []);
+      await assert.rejects(writer.put(randomBytes(10)), /aborted/);
+    });
+  });
+
+  describe('collect', () => {
+    it('frees exactly the dead data, repacks mostly-dead packs, and keeps the rest readable', async () => {
+      const store = open();
+      const shared = Array.from({ length: 2 }, () => randomBytes(60 * KIB));
+      const onlyA = Array.from({ length: 6 }, () => randomBytes(60 * KIB));
+      // A's packs: shared chunks and A-only chunks mixed, so that deleting A leaves packs under half live.
+      const a = await writeAll(store, tenant, [shared[0], ...onlyA.slice(0, 3), shared[1], ...onlyA.slice(3)]);
+      const onlyB = [randomBytes(60 * KIB)];
+      const b = await writeAll(store, tenant, [...shared, ...onlyB]);
+      const liveB = new Set(b.refs.map((ref) => ref.id));
+      now += HOUR;
+
+      const result = await store.collect(tenant, liveB, { graceMs: 0 });
+      assert.equal(result.removedChunks, onlyA.length);
+      assert.ok(result.repackedPacks >= 1, 'a pack holding one live chunk of four is repacked');
+      assert.ok(result.removedPacks >= 2 && result.freedBytes > 0);
+      assert.deepEqual((await chunkRows(tenant)).map((row) => row.id).sort(), [...liveB].sort());
+      assert.deepEqual(await readAll(store.read(tenant, b.refs, { verifyIds: true })), Buffer.concat([...shared, ...onlyB]));
+      await assertTidy(tenant);
+      // What remains is the live data and pack overhead: nothing dead is still stored.
+      const liveStored = (await chunkRows(tenant)).reduce((sum, row) => sum + row.length, 0);
+      assert.ok((await bytesOnDisk(tenant)) - liveStored < 1 * KIB, 'only trailers and footers besides live chunks');
+      await assert.rejects(readAll(store.read(tenant, a.refs.slice(1, 2))), ChunkNotFoundError);
+
+      now += HOUR;
+      const all = await store.collect(tenant, new Set(), { graceMs: 0 });
+      assert.equal(all.removedChunks, 3);
+      assert.deepEqual(await packFiles(tenant), []);
+      assert.deepEqual(await store.usage(tenant), { storedBytes: 0, reclaimableBytes: 0, packs: 0 });
+    });
+
+    it('spares chunks and packs touched within the grace period, and keeps condemned packs for it', async () => {
+      const store = open();
+      const { refs } = await writeAll(store, tenant, [randomBytes(10 * KIB)]);
+      assert.equal((await store.collect(tenant, new Set(), { graceMs: HOUR })).removedChunks, 0);
+      now += 2 * HOUR;
+      const first = await store.collect(tenant, new Set(), { graceMs: HOUR });
+      assert.deepEqual([first.removedChunks, first.removedPacks], [1, 0], 'the pack is condemned, not deleted yet');
+      assert.equal((await store.usage(tenant)).reclaimableBytes, await bytesOnDisk(tenant));
+      now += 2 * HOUR;
+      const second = await store.collect(tenant, new Set(), { graceMs: HOUR });
+      assert.equal(second.removedPacks, 1);
+      assert.deepEqual(await packFiles(tenant), []);
+      await assert.rejects(readAll(store.read(tenant, refs)), ChunkNotFoundError);
+    });
+
+    it("never breaks a concurrent writer's dedup: finish puts back rows collected since put", async () => {
+      const store = open();
+      const old = [randomBytes(50 * KIB), randomBytes(50 * KIB)];
+      await writeAll(store, tenant, old); // snapshot A, deleted below
+      now += 10 * HOUR;
+      const writer = store.writer(tenant);
+      const refs = [await writer.put(old[0]), await writer.put(randomBytes(20 * KIB))];
+      // A is deleted and collected while the writer runs: its chunks look dead to the caller's live set.
+      const collected = await store.collect(tenant, new Set(), { graceMs: HOUR });
+      assert.equal(collected.removedChunks, 2);
+      assert.equal(collected.removedPacks, 0, 'a condemned pack is kept for the grace period');
+      now += 10 * 60_000;
+      assert.equal((await writer.finish()).dedupedChunks, 1);
+      assert.deepEqual(await readAll(store.read(tenant, refs)), Buffer.concat([old[0], await readAll(store.read(tenant, [refs[1]]))]));
+      // Later collections keep it while it is live: the pack went back to SEALED.
+      now += 5 * HOUR;
+      const live = new Set(refs.map((ref) => ref.id));
+      const later = await store.collect(tenant, live, { graceMs: HOUR });
+      assert.deepEqual([later.removedChunks, later.repackedPacks], [0, 1], "A's pack holds one live chunk of two");
+      now += 2 * HOUR;
+      await store.collect(tenant, live, { graceMs: HOUR });
+      assert.deepEqual(await readAll(store.read(tenant, refs.slice(0, 1), { verifyIds: true })), old[0]);
+      await assertTidy(tenant);
+    });
+
+    it('spares chunks a finished writer deduplicated against until its manifest can be recorded as live', async () => {
+      const store = open();
+      const data = randomBytes(30 * KIB);
+      await writeAll(store, tenant, [data]);
+      now += 10 * HOUR;
+      const { refs } = await writeAll(store, tenant, [data]); // dedups; its manifest is not yet live
+      assert.equal((await store.collect(tenant, new Set(), { graceMs: HOUR })).removedChunks, 0);
+      assert.deepEqual(await readAll(store.read(tenant, refs)), data);
+    });
+
+    it('loses nothing and leaves nothing when a collection dies between steps', async () => {
+      let failDelete = true;
+      let failWriteAfterStoring = true;
+      // Dies after a repacked pack's blob is stored but before its rows move, and before a condemned blob is deleted.
+      const crashing: BlobStore = Object.assign(Object.create(fsBlobs) as FilesystemBlobStore, {
+        write: async (key: string, data: Readable) => {
+          const stored = await fsBlobs.write(key, data);
+          if (failWriteAfterStoring && key.includes('/packs/')) throw new Error('killed after the blob was written');
+          return stored;
+        },
+        delete: async (key: string) => {
+          if (failDelete) throw new Error('killed before the blob was deleted');
+          return fsBlobs.delete(key);
+        },
+        list: (prefix: string) => fsBlobs.list(prefix),
+        size: (key: string) => fsBlobs.size(key),
+        read: (key: string, range?: { start?: number; end?: number }) => fsBlobs.read(key, range),
+      });
+      const store = open();
+      const keep = Array.from({ length: 2 }, () => randomBytes(60 * KIB));
+      const drop = Array.from({ length: 6 }, () => randomBytes(60 * KIB));
+      const { refs } = await writeAll(store, tenant, [keep[0], ...drop.slice(0, 3), keep[1], ...drop.slice(3)]);
+      const live = new Set([refs[0].id, refs[4].id]);
+      now += HOUR;
+
+      const dying = open(crashing);
+      // The repack's own clean-up dies too (it would delete the blob): the new pack is left WRITING, as by kill -9.
+      await assert.rejects(dying.collect(tenant, live, { graceMs: 0 }), /killed/);
+      assert.ok((await packRows(tenant)).some((row) => row.state === 'WRITING'));
+      assert.deepEqual(await readAll(store.read(tenant, [refs[0], refs[4]])), Buffer.concat(keep));
+      failWriteAfterStoring = false;
+      await assert.rejects(dying.collect(tenant, live, { graceMs: 0 }), /killed before the blob was deleted/);
+      assert.deepEqual(await readAll(store.read(tenant, [refs[0], refs[4]])), Buffer.concat(keep));
+
+      failDelete = false;
+      now += HOUR;
+      await store.collect(tenant, live, { graceMs: 0 });
+      assert.deepEqual(await readAll(store.read(tenant, [refs[0], refs[4]], { verifyIds: true })), Buffer.concat(keep));
+      assert.deepEqual((await chunkRows(tenant)).map((row) => row.id).sort(), [...live].sort());
+      await assertTidy(tenant);
+    });
+
+    it("deletes a crashed writer's packs once its heartbeat is older than the grace period", async () => {
+      const store = open();
+      const writer = store.writer(tenant);
+      for (let index = 0; index < 6; index++) await writer.put(randomBytes(64 * KIB));
+      // The process dies: the writer is never finished nor aborted.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.ok((await packFiles(tenant)).length >= 1);
+      await store.collect(tenant, new Set(), { graceMs: HOUR });
+      assert.ok((await packRows(tenant)).length >= 1, 'spared within the grace period');
+      now += 2 * HOUR;
+      await store.collect(tenant, new Set(), { graceMs: HOUR });
+      assert.deepEqual(await packRows(tenant), []);
+      assert.deepEqual(await packFiles(tenant), []);
+      await writer.abort();
+    });
+  });
+
+  describe('rebuildIndex', () => {
+    it('rebuilds the index (and adopts the key copy) from the pack blobs alone', async () => {
+      const store = open();
+      const pieces = Array.from({ length: 8 }, (_, index) => (index % 2 ? randomBytes(64 * KIB) : compressible(64 * KIB, index)));
+      const { refs } = await writeAll(store, tenant, pieces);
+      const rowsBefore = (await chunkRows(tenant)).map(({ touchedAt: _touched, ...row }) => row);
+      await db.getRepository(ChunkEntity).delete({ tenantId: tenant });
+      await db.getRepository(ChunkPackEntity).delete({ tenantId: tenant });
+      await db.getRepository(ChunkKeyEntity).delete({ tenantId: tenant });
+
+      const fresh = open(); // a new process: no cached keys
+      const result = await fresh.rebuildIndex(tenant);
+      assert.deepEqual([result.packs, result.chunks, result.damage], [(await packFiles(tenant)).length, 8, []]);
+      const sortById = <T extends { id: string }>(rows: T[]) => rows.sort((x, y) => x.id.localeCompare(y.id));
+      assert.deepEqual(sortById((await chunkRows(tenant)).map(({ touchedAt: _touched, ...row }) => row)), sortById(rowsBefore));
+      assert.deepEqual(await readAll(fresh.read(tenant, refs, { verifyIds: true })), Buffer.concat(pieces));
+      await assertTidy(tenant);
+    });
+
+    it('reports a pack whose trailer is damaged and indexes the others', async () => {
+      const store = open();
+      await writeAll(store, tenant, Array.from({ length: 8 }, () => randomBytes(64 * KIB)));
+      const [first] = await packFiles(tenant);
+      const bytes = await readFile(packPath(tenant, first));
+      bytes[bytes.length - 30] ^= 0x01;
+      await writeFile(packPath(tenant, first), bytes);
+      const result = await store.rebuildIndex(tenant);
+      assert.deepEqual(result.damage.map((damage) => damage.packId), [first]);
+      assert.equal(result.packs, (await packFiles(tenant)).length - 1);
+    });
+  });
+
+  describe('keys', () => {
+    it('creates one key set per tenant even when asked concurrently, and reads it back after a master key rotation', async () => {
+      const store = open();
+      const keys = new TenantChunkKeys(fsBlobs, db, keyring);
+      const racing = new TenantChunkKeys(fsBlobs, db, keyring);
+      const [a, b] = await Promise.all([keys.get(tenant), racing.get(tenant)]);
+      assert.deepEqual([a.dataKey, a.idKey], [b.dataKey, b.idKey]);
+      const { refs } = await writeAll(store, tenant, [compressible(10 * KIB, 9)]);
+
+      const rotated = new Keyring(MasterKey.generate(), [keyring.current]);
+      const after = new TenantChunkKeys(fsBlobs, db, rotated);
+      assert.deepEqual((await after.get(tenant)).dataKey, a.dataKey);
+      const row = await db.getRepository(ChunkKeyEntity).findOneByOrFail({ tenantId: tenant });
+      assert.equal(row.masterKeyId, rotated.current.keyId, 'rewrapped under the current master key');
+      const copy = JSON.parse(await readFile(join(dir, 'blobs', 'tenants', tenant, 'chunks', 'keys'), 'utf8'));
+      assert.equal(copy.masterKeyId, rotated.current.keyId);
+      const later = new ChunkStore(fsBlobs, db, new TenantChunkKeys(fsBlobs, db, new Keyring(rotated.current)), { workers: 0 });
+      stores.push(later);
+      assert.deepEqual(await readAll(later.read(tenant, refs)), compressible(10 * KIB, 9));
+    });
+  });
+
+  // Memory does not depend on where the metadata lives.
+  (backend.name === 'SQLite' ? describe : describe.skip)('memory', () => {
+    it('stays flat while 200 MB are written', async () => {
+      const store = open(fsBlobs, { packTargetBytes: 16 * MIB });
+      const writer = store.writer(tenant);
+      const rss = () => process.memoryUsage().rss;
+      // The first 50 MiB start the workers and let the garbage collector settle on a heap size.
+      let warm = 0;
+      let peak = 0;
+      for (let index = 0; index < 800; index++) {
+        await writer.put(randomBytes(256 * KIB));
+        if (index < 200) warm = Math.max(warm, rss());
+        else peak = Math.max(peak, rss());
+      }
+      const result = await writer.finish();
+      assert.equal(result.newChunks, 800);
+      // Buffering what is written would add 150 MiB over the last 150 MiB.
+      assert.ok(peak - warm < 48 * MIB, `RSS grew by ${((peak - warm) / MIB).toFixed(1)} MiB over the last 150 MiB`);
+    });
+  });
+}
