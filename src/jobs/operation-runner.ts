@@ -450,17 +450,20 @@ export class OperationRunner {
       return;
     }
     Object.assign(op, patch);
-    this.publish(op);
     if (outcome.status === 'QUEUED') {
+      this.publish(op);
       this.logger.warn({ operationId: op.id, kind: op.kind, attempt: op.attempt, why: outcome.message }, 'operation handed back to the queue');
       return;
     }
-    if (outcome.status === 'SUCCEEDED') {
-      await outcome.result?.afterCommit?.().catch((err) => this.logger.error({ err, operationId: op.id }, 'after-commit step failed'));
-    }
+    // The operation ended at the commit: its metrics and log line come before anyone is told (clients that see it
+    // ended find them in place), and before the clean-up that follows.
     const ms = op.finishedAt! - (op.startedAt ?? op.createdAt);
     this.metrics.recordOperation(op.kind, op.status, ms);
     this.logger.info({ operationId: op.id, kind: op.kind, status: op.status, errorCode: op.errorCode, attempt: op.attempt, ms }, 'operation finished');
+    this.publish(op);
+    if (outcome.status === 'SUCCEEDED') {
+      await outcome.result?.afterCommit?.().catch((err) => this.logger.error({ err, operationId: op.id }, 'after-commit step failed'));
+    }
   }
 
   private async heartbeat(): Promise<void> {

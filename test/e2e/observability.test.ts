@@ -126,7 +126,11 @@ describe('observability', () => {
       const instance = await createInstance(server, { name: 'logged' });
       const snapshot = await takeSnapshot(server, instance.id);
       const { id: operationId } = await restoreAndWait(server, snapshot.id);
-      const ofRestore = server.logLines().filter((line) => line.operationId === operationId);
+      // The log reaches the test through a pipe, a moment after the API says the operation ended.
+      const ofRestore = await eventually(() => {
+        const lines = server.logLines().filter((line) => line.operationId === operationId);
+        return lines.some((line) => line.msg === 'operation finished') && lines;
+      }, { what: 'the operation\'s "operation finished" log line' });
       assert.deepEqual(
         ofRestore.filter((line) => line.msg !== 'operation phase').map((line) => line.msg),
         ['operation started', 'operation finished'],
