@@ -4,6 +4,7 @@ import type { DataSource } from 'typeorm';
 import type { AppConfig } from './config/app-config';
 import { createMetadataDataSource } from './entities/data-source';
 import { createInMemoryEventBus, createRedisEventBus, type EventBus } from './events/event-bus';
+import { ChunkStore, TenantChunkKeys } from './chunks';
 import { Keyring, loadMasterKey } from './crypto';
 import { SqliteGraphStoreProvider } from './graph/sqlite-graph-store-provider';
 import { OperationRunner } from './jobs/operation-runner';
@@ -13,6 +14,7 @@ import { probeWritableDirectory, type ReadinessChecks } from './observability/op
 import { createSchedulerLeadership } from './scheduler/leadership';
 import { RetentionSweeper } from './scheduler/retention-sweeper';
 import { Scheduler } from './scheduler/scheduler';
+import { BackupService } from './services/backup.service';
 import { ExportService } from './services/export.service';
 import { GraphService } from './services/graph.service';
 import { InstanceService } from './services/instance.service';
@@ -22,6 +24,7 @@ import type { Services } from './services/services';
 import { SnapshotOperationHandler, SnapshotService } from './services/snapshot.service';
 import { TenantService } from './services/tenant.service';
 import { UploadService } from './services/upload.service';
+import { VerifyOperationHandler, VerifyService } from './services/verify.service';
 import { EncryptedBlobStore } from './storage/encrypted-blob-store';
 import { FilesystemBlobStore } from './storage/filesystem-blob-store';
 import { initialAdminKeyPath, makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
@@ -76,7 +79,9 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
 
     const masterKey = await loadMasterKey({ dataDir: config.dataDir, envValue: config.masterKey });
     if (masterKey.generated) logger.warn({ path: masterKey.path }, 'generated a new master key for encryption at rest; back it up');
-    const blobs = new EncryptedBlobStore(new FilesystemBlobStore(blobDir), new Keyring(masterKey.key));
+    const rawBlobs = new FilesystemBlobStore(blobDir);
+    const keyring = new Keyring(masterKey.key);
+    const blobs = new EncryptedBlobStore(rawBlobs, keyring);
     await blobs.init();
     // Alone on the data (embedded SQLite), every temp blob is a crash's leftover; with replicas sharing it, only
     // the ones nobody has touched for an hour are.
@@ -88,20 +93,32 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const tenants = new TenantService(db, events);
     const instances = new InstanceService(db, config, stores, events);
     const graph = new GraphService(instances);
-    const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics);
+    const chunks = new ChunkStore(rawBlobs, db, new TenantChunkKeys(rawBlobs, db, keyring), { workers: config.chunkWorkers });
+    closers.push(() => chunks.close());
+    const backups = new BackupService(db, chunks, blobs, stores, instances, logger, {
+      scratchDir: join(config.dataDir, 'scratch'),
+      collectGraceMs: config.collectGraceMs,
+    });
+    const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics, backups);
     const operations = new OperationService(db, instances, events, runner);
     const restores = new RestoreService(db, instances, snapshots, () => runner.kick());
     const exports = new ExportService(db, config, instances, snapshots, tenants);
     const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
-    const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, events };
+    const verify = new VerifyService(db, snapshots, () => runner.kick());
+    const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, backups, verify, events };
 
     instances.onRemove((instance) => snapshots.deleteAllOf(instance));
     metrics.countInstancesWith(() => instances.countByAvailability());
     const retention = new RetentionSweeper(db, config, snapshots, logger);
     runner.register(new SnapshotOperationHandler(snapshots, instances, (instance) => retention.onSnapshotCompleted(instance)));
     for (const kind of ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT'] as const) {
-      runner.register(new RestoreOperationHandler(kind, instances, snapshots, stores, blobs, metrics));
+      runner.register(new RestoreOperationHandler(kind, instances, snapshots, stores, blobs, backups, metrics));
     }
+    runner.register(new VerifyOperationHandler(snapshots, instances, backups));
+    await backups.recordLegacySizes(rawBlobs);
+    const collection = setInterval(() => void backups.collectAll(), config.collectIntervalMs);
+    collection.unref();
+    closers.push(async () => clearInterval(collection));
     await finishDeletions(instances, soleProcess, logger);
     const deletionSweep = setInterval(() => void finishDeletions(instances, false, logger), DELETION_SWEEP_MS);
     deletionSweep.unref();

@@ -46,6 +46,10 @@ export interface AppConfig {
   maxConcurrentOperations: number;
   /** Worker threads that hash, compress, encrypt and decrypt snapshot chunks (0: on the main thread). */
   chunkWorkers: number;
+  /** Backup storage nobody needs is kept this long before it is removed (a capture or restore in flight may need it). */
+  collectGraceMs: number;
+  /** How often every tenant's backup storage is collected (it is also collected after each deletion). */
+  collectIntervalMs: number;
   /** Drop an upload or a WebSocket connection that sends nothing for this long. */
   idleTimeoutMs: number;
   /** Public-endpoint protection, checked before anything runs: see QueryLimits (api/query-limits.ts). */
@@ -101,6 +105,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const operationLeaseMs = check('SNAPGRAPH_OPERATION_LEASE_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_OPERATION_LEASE_MS), 30_000), 30_000);
   const shutdownGraceMs = check('SNAPGRAPH_SHUTDOWN_GRACE_MS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_SHUTDOWN_GRACE_MS), 25_000), 25_000);
   const maxAttempts = check('SNAPGRAPH_MAX_ATTEMPTS', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_ATTEMPTS), 3), 3);
+  const collectGraceMs = check('SNAPGRAPH_COLLECT_GRACE_MS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_COLLECT_GRACE_MS), 3_600_000), 3_600_000);
+  const collectIntervalMs = check('SNAPGRAPH_COLLECT_INTERVAL_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_COLLECT_INTERVAL_MS), 600_000), 600_000);
   const chunkWorkers = check('SNAPGRAPH_CHUNK_WORKERS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_CHUNK_WORKERS), 2), 2);
   const maxConcurrentOperations = check('SNAPGRAPH_MAX_CONCURRENT_OPERATIONS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_MAX_CONCURRENT_OPERATIONS), 0), 0);
   const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
@@ -142,6 +148,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     maxAttempts,
     maxConcurrentOperations,
     chunkWorkers,
+    collectGraceMs,
+    collectIntervalMs,
     idleTimeoutMs,
     maxQueryDepth,
     maxQueryCost,

@@ -7,7 +7,7 @@ import type { OperationKind } from '../entities/operation.entity';
 export const AVAILABILITIES = ['AVAILABLE', 'READ_ONLY', 'UNAVAILABLE'] as const;
 export type InstanceCounts = Partial<Record<(typeof AVAILABILITIES)[number], number>>;
 
-const OPERATION_KINDS: OperationKind[] = ['SNAPSHOT', 'RESTORE', 'CREATE_FROM_SNAPSHOT', 'RESTORE_FROM_FILE'];
+const OPERATION_KINDS: OperationKind[] = ['SNAPSHOT', 'RESTORE', 'CREATE_FROM_SNAPSHOT', 'RESTORE_FROM_FILE', 'VERIFY'];
 const OUTCOMES = ['succeeded', 'failed'] as const;
 type OperationOutcome = (typeof OUTCOMES)[number];
 

@@ -6,8 +6,9 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { Readable, Transform } from 'node:stream';
-import { In, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import { In, IsNull, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import { createArchiveWriter, openArchive } from '../archive';
 import type { ChunkRef, ChunkStore, ChunkWriter } from '../chunks';
 import type { InstanceEntity } from '../entities/instance.entity';
@@ -15,7 +16,7 @@ import { RestorePointEntity } from '../entities/restore-point.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { AppError } from '../errors/app-error';
 import type { GraphStoreProvider, WriteLimits } from '../graph/graph-store';
-import type { EncodedBatch, GraphStats } from '../graph/records';
+import type { DeltaBatch, GraphStats } from '../graph/records';
 import type { JobContext } from '../jobs/operation-handler';
 import type { Logger } from '../logging/logger';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
@@ -128,14 +129,11 @@ export class BackupService {
     writer: ChunkWriter,
     context: JobContext,
   ): Promise<Manifest | null> {
-    const epoch = await this.instances.withStore(instance, (store) => store.changeEpoch());
-    const parent = await this.parentFor(instance.tenantId, epoch);
-    if (!parent) return null;
-    const view = await this.instances.withStore(instance, (store) => store.openDeltaView(parent.seq)).catch((error) => {
-      if (isChangesTrimmed(error)) return null;
-      throw error;
-    });
-    if (!view) return null;
+    const tracking = await this.instances.withStore(instance, (store) => store.changeTracking());
+    const parent = await this.parentFor(instance.tenantId, tracking.epoch);
+    // The store must still hold every change since the parent (they are trimmed once a later point holds them).
+    if (!parent || parent.seq < tracking.trimmedThrough || parent.seq > tracking.seq) return null;
+    const view = await this.instances.withStore(instance, (store) => store.openDeltaView(parent.seq));
     try {
       context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
       const chunks: ChunkRef[] = [];
@@ -149,7 +147,7 @@ export class BackupService {
         pending = [];
         pendingBytes = 0;
       };
-      for await (const batch of view.batches) {
+      for await (const batch of view.batches()) {
         context.signal.throwIfAborted();
         for (const line of batch.lines) {
           pending.push(line);
@@ -260,12 +258,12 @@ export class BackupService {
     };
     const baseBytes = Readable.from(counted(this.chunks.read(tenantId, base.base.chunks, { signal: context.signal })));
     const chunks = this.chunks;
-    const deltaBatches = async function* (): AsyncGenerator<EncodedBatch> {
+    const deltaBatches = async function* (): AsyncGenerator<DeltaBatch> {
       for (const delta of deltas) {
         yield* linesOf(counted(chunks.read(tenantId, delta.delta!.chunks, { signal: context.signal })));
       }
     };
-    return this.stores.materialise(target.instanceId, target.generation, baseBytes, deltaBatches(), expected, target.limits);
+    return this.stores.materialise(target.instanceId, target.generation, baseBytes, deltaBatches(), expected, { signal: context.signal });
   }
 
   /** Records a captured point (in the snapshot's completing transaction); CONFLICT when its parent was collected meanwhile. */
@@ -282,7 +280,7 @@ export class BackupService {
     if (!current) return;
     await this.instances
       .withStore(current, async (store) => {
-        if ((await store.changeEpoch()) === point.epoch) await store.trimChanges(point.seq);
+        if ((await store.changeTracking()).epoch === point.epoch) await store.trimChanges(point.seq);
       })
       .catch((err) => this.logger.warn({ err, instanceId: instance.id }, 'could not trim the change log after a snapshot'));
   }
@@ -387,9 +385,10 @@ export class BackupService {
     const chain = await this.chainOf(snapshot.restorePointId);
     for (const manifest of chain) {
       const refs = [...(manifest.base?.chunks ?? []), ...(manifest.delta?.chunks ?? [])];
-      const report = await this.chunks.verify(manifest.tenantId, refs);
-      if (!report.ok) {
-        throw new AppError('INVALID_BACKUP_FILE', `restore point ${manifest.id} is damaged: ${report.problems.slice(0, 3).join('; ')}`);
+      const { damage } = await this.chunks.verify(manifest.tenantId, refs);
+      if (damage.length > 0) {
+        const named = damage.slice(0, 3).map((d) => d.message).join('; ');
+        throw new AppError('INVALID_BACKUP_FILE', `restore point ${manifest.id} is damaged (${damage.length} chunk(s)): ${named}`);
       }
       context.signal.throwIfAborted();
     }
@@ -453,6 +452,23 @@ export class BackupService {
       storedBytes = points.reduce((sum, p) => sum + p.addedBytes, 0) + legacyBytes;
     }
     return { snapshotCount: snapshots.length, logicalBytes, storedBytes };
+  }
+
+  /** Every tenant that has backup storage, collected one after the other (the periodic sweep). */
+  async collectAll(): Promise<void> {
+    const tenants = await this.points.createQueryBuilder('p').select('DISTINCT p."tenantId"', 'tenantId').getRawMany<{ tenantId: string }>();
+    for (const { tenantId } of tenants) this.collectSoon(tenantId);
+  }
+
+  /** A previous release's snapshots (whole archives in one blob) count their stored size as the bytes they added. */
+  async recordLegacySizes(raw: { size(key: string): Promise<number | null> }): Promise<void> {
+    const repository = this.db.getRepository(SnapshotEntity);
+    const legacy = await repository.find({ where: { status: 'COMPLETED', addedBytes: IsNull(), restorePointId: IsNull() } });
+    for (const snapshot of legacy) {
+      if (!snapshot.blobKey) continue;
+      const size = await raw.size(snapshot.blobKey);
+      if (size !== null) await repository.update({ id: snapshot.id }, { addedBytes: size });
+    }
   }
 
   /** Collects the tenant's garbage soon, once at a time per tenant (a request during a run asks for one more run). */
@@ -530,28 +546,31 @@ function quietContext(): JobContext {
   };
 }
 
-/** Newline-separated lines across chunk boundaries, as batches of up to 5,000. */
-async function* linesOf(source: AsyncIterable<Buffer>): AsyncGenerator<EncodedBatch> {
-  let rest = '';
-  let batch: string[] = [];
-  for await (const piece of source) {
-    const text = rest + piece.toString('utf8');
-    const lines = text.split('\n');
-    rest = lines.pop() ?? '';
-    for (const line of lines) {
-      if (line === '') continue;
-      batch.push(line);
-      if (batch.length >= 5_000) {
-        yield { kind: 'node', lines: batch } as EncodedBatch;
-        batch = [];
-      }
-    }
-  }
-  if (rest !== '') batch.push(rest);
-  if (batch.length > 0) yield { kind: 'node', lines: batch } as EncodedBatch;
-}
+const DELTA_BATCH_LINES = 5_000;
 
-function isChangesTrimmed(error: unknown): boolean {
-  return (error as { code?: string })?.code === 'CHANGES_TRIMMED';
+/**
+ * A delta's newline-separated lines (across chunk boundaries) as batches of one kind: nodes (`["N",…]`, `["-N",…]`)
+ * come before relationships (`["R",…]`, `["-R",…]`), as the store wrote them.
+ */
+async function* linesOf(source: AsyncIterable<Buffer>): AsyncGenerator<DeltaBatch> {
+  const decoder = new StringDecoder('utf8');
+  let rest = '';
+  let batch: DeltaBatch | null = null;
+  const take = function* (line: string): Generator<DeltaBatch> {
+    if (line === '') return;
+    const kind = line.startsWith('["R"') || line.startsWith('["-R"') ? 'relationship' : 'node';
+    if (batch && (batch.kind !== kind || batch.lines.length >= DELTA_BATCH_LINES)) {
+      yield batch;
+      batch = null;
+    }
+    (batch ??= { kind, lines: [] }).lines.push(line);
+  };
+  for await (const piece of source) {
+    const lines = (rest + decoder.write(piece)).split('\n');
+    rest = lines.pop() ?? '';
+    for (const line of lines) yield* take(line);
+  }
+  yield* take(rest + decoder.end());
+  if (batch) yield batch;
 }
 
