@@ -8,6 +8,7 @@ import {
   GraphRelationship,
   NodeConnection,
   NodeInput,
+  NodeUpdateInput,
   RelationshipConnection,
   RelationshipInput,
 } from '../types/graph.type';
@@ -63,6 +64,16 @@ export class GraphResolver {
     @Arg('nodes', () => [NodeInput]) nodes: NodeInput[],
   ): Promise<GraphNode[]> {
     return services.graph.createNodes(caller, instanceId, nodes);
+  }
+
+  @Mutation(() => [GraphNode], { description: 'replaces labels and/or properties of existing nodes; all or nothing (NOT_FOUND names a missing id)' })
+  updateNodes(
+    @Caller() caller: Principal,
+    @Ctx() { services }: ApiContext,
+    @Arg('instanceId', () => ID) instanceId: string,
+    @Arg('nodes', () => [NodeUpdateInput]) nodes: NodeUpdateInput[],
+  ): Promise<GraphNode[]> {
+    return services.graph.updateNodes(caller, instanceId, nodes);
   }
 
   @Mutation(() => [GraphRelationship])

@@ -51,6 +51,13 @@ export class NodeInput {
   @Field(() => JSONObjectScalar, { nullable: true }) properties?: PropertyMap | null;
 }
 
+@InputType({ description: 'labels and properties replace the node\'s own when given; null or absent keeps them' })
+export class NodeUpdateInput {
+  @Field(() => ID) id: string;
+  @Field(() => [String], { nullable: true }) labels?: string[] | null;
+  @Field(() => JSONObjectScalar, { nullable: true }) properties?: PropertyMap | null;
+}
+
 @InputType()
 export class RelationshipInput {
   @Field() type: string;
