@@ -229,6 +229,7 @@ export class SqliteGraphStore implements GraphStore {
     ] as const);
     const ids = rows.map((row) => row[0]);
     if (new Set(ids).size !== ids.length) throw badInput('a batch of updates names a node more than once');
+    if (ids.length === 0) return [];
     const payload = JSON.stringify(rows);
     const relabelled = JSON.stringify(rows.filter((row) => row[1] !== null).map((row) => row[0]));
     return this.write(async () => {

@@ -476,7 +476,7 @@ describe('graph store change tracking, base copies and deltas', function () {
       }
 
       it('a delta line is malformed', async () => {
-        for (const line of ['["X","1"]', '["N","abc",[],{}]', '["N","0",[],{}]', '{"not":"a tuple"}', '["N","5",[], {"broken"']) {
+        for (const line of ['["X","1"]', '["N","abc",[],{}]', '["N","0",[],{}]', '{"not":"a tuple"}', '["N","5",[], {"broken"', '["N","7","A",{}]', '["N","7",[],[]]', '["R","7","T","1","2",{}]']) {
           await assertRefused(
             provider.materialise(instanceId, 2, createReadStream(basePath), concat([{ kind: 'node', lines: [line] }]), delta.stats),
             /delta/,
