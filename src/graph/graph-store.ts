@@ -118,6 +118,12 @@ export interface GraphStore {
   thawWrites(): Promise<void>;
 }
 
+export interface MaterialiseOptions {
+  signal?: AbortSignal;
+  /** Also runs SQLite's structural check on the base (verification wants it; a restore can skip its cost). */
+  quickCheck?: boolean;
+}
+
 /** Where instance stores live; a store is addressed by instance and generation (a restore makes a new one). */
 export interface GraphStoreProvider {
   /** Runs fn with the store open; the store is not closed underneath a running call. */
@@ -134,7 +140,7 @@ export interface GraphStoreProvider {
     base: Readable,
     deltas: AsyncIterable<DeltaBatch>,
     expected: GraphStats,
-    options?: { signal?: AbortSignal },
+    options?: MaterialiseOptions,
   ): Promise<GraphStats>;
   /** Closes and deletes every generation of the instance except `keep` (all when keep is undefined). */
   removeGenerations(instanceId: string, keep?: number): Promise<void>;

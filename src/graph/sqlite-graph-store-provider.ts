@@ -2,7 +2,7 @@
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { GraphLoader, GraphStore, GraphStoreProvider } from './graph-store';
+import type { GraphLoader, GraphStore, GraphStoreProvider, MaterialiseOptions } from './graph-store';
 import type { DeltaBatch, GraphStats } from './records';
 import { SqliteGraphLoader, SqliteGraphStore, removeStoreFiles } from './sqlite-graph-store';
 import { materialiseStore } from './sqlite-materialiser';
@@ -60,7 +60,7 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
     base: Readable,
     deltas: AsyncIterable<DeltaBatch>,
     expected: GraphStats,
-    options: { signal?: AbortSignal } = {},
+    options: MaterialiseOptions = {},
   ): Promise<GraphStats> {
     await mkdir(this.dirOf(instanceId), { recursive: true });
     const path = this.fileOf(instanceId, generation);
