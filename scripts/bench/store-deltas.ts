@@ -13,7 +13,7 @@ import { SqliteConnection } from '../../src/graph/sqlite-connection';
 import { SqliteGraphLoader, SqliteGraphStore, removeStoreFiles } from '../../src/graph/sqlite-graph-store';
 import { materialiseStore } from '../../src/graph/sqlite-materialiser';
 import { flag, mb } from './support';
-import { LABELS, rng, syntheticGraph } from './synthetic-graph';
+import { rng, syntheticGraph } from './synthetic-graph';
 
 const LIMITS = { maxNodes: null, maxRelationships: null, maxBytes: Number.MAX_SAFE_INTEGER };
 const PAGE = 4096;
@@ -105,7 +105,7 @@ async function main() {
 
     await updateRandomNodes(store, nodes, onePercent, random, 1);
     const delta1 = await readDelta(store, base0.seq);
-    const base1 = await store.captureBase(file('base1.sqlite'));
+    await store.captureBase(file('base1.sqlite'));
     const [b0, b1] = [readFileSync(file('base0.sqlite')), readFileSync(file('base1.sqlite'))];
     for (const size of [PAGE, CHUNK]) {
       const diff = blockDiff(b0, b1, size);
@@ -191,7 +191,6 @@ async function main() {
     console.log(`(d) materialise base + 1 delta: ${summary(runs.one)} s, ratio ${summary(runs.one.map((t, i) => t / runs.plain[i]))}`);
     console.log(`    the same with quick_check: ${summary(runs.oneChecked)} s, ratio ${summary(runs.oneChecked.map((t, i) => t / runs.plain[i]))}`);
     console.log(`(d) materialise base + ${deltas.length} deltas: ${summary(runs.all)} s, ratio ${summary(runs.all.map((t, i) => t / runs.plain[i]))}`);
-    console.log(`    (base ${mb(base1.sizeBytes)} MiB at seq ${base1.seq}; labels ${LABELS.length})`);
     await store.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
