@@ -98,6 +98,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const backups = new BackupService(db, chunks, blobs, stores, instances, logger, {
       scratchDir: join(config.dataDir, 'scratch'),
       collectGraceMs: config.collectGraceMs,
+      listBlobs: (prefix) => rawBlobs.list(prefix),
     });
     const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics, backups);
     const operations = new OperationService(db, instances, events, runner);

@@ -8,7 +8,8 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { Readable, Transform } from 'node:stream';
-import { In, IsNull, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import { In, IsNull, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import { ExportTokenEntity } from '../entities/export-token.entity';
 import { createArchiveWriter, openArchive } from '../archive';
 import type { ChunkRef, ChunkStore, ChunkWriter } from '../chunks';
 import type { InstanceEntity } from '../entities/instance.entity';
@@ -69,7 +70,7 @@ export class BackupService {
     private readonly stores: GraphStoreProvider,
     private readonly instances: InstanceService,
     private readonly logger: Logger,
-    private readonly options: { scratchDir: string; collectGraceMs: number },
+    private readonly options: { scratchDir: string; collectGraceMs: number; listBlobs: (prefix: string) => AsyncIterable<string> },
   ) {
     this.points = db.getRepository(RestorePointEntity);
   }
@@ -313,8 +314,29 @@ export class BackupService {
     });
   }
 
-  openExport(snapshot: SnapshotEntity, range?: { start?: number; end?: number }): Promise<Readable> {
-    return this.blobs.read(exportKeyOf(snapshot), range);
+  /** The export copy; produced again when a collection removed it meanwhile (it is deterministic). */
+  async openExport(snapshot: SnapshotEntity, instanceName: string, range?: { start?: number; end?: number }): Promise<Readable> {
+    try {
+      return await this.blobs.read(exportKeyOf(snapshot), range);
+    } catch (error) {
+      if (!(error instanceof BlobNotFoundError)) throw error;
+      await this.prepareExport({ ...snapshot, sizeBytes: null } as SnapshotEntity, instanceName);
+      return this.blobs.read(exportKeyOf(snapshot), range);
+    }
+  }
+
+  /** Export copies whose links have all expired: they are a cache of what the restore point produces again. */
+  private async removeUnusedExports(tenantId: string): Promise<number> {
+    const prefix = `tenants/${tenantId}/exports/`;
+    let removed = 0;
+    for await (const key of this.options.listBlobs(prefix)) {
+      const snapshotId = key.slice(prefix.length).replace(/\.archive$/, '');
+      const live = await this.db.getRepository(ExportTokenEntity).existsBy({ snapshotId, expiresAt: MoreThan(Date.now()) });
+      if (live) continue;
+      await this.blobs.delete(key);
+      removed += 1;
+    }
+    return removed;
   }
 
   async forgetExport(snapshot: SnapshotEntity): Promise<void> {
@@ -530,6 +552,7 @@ export class BackupService {
       for (const ref of [...(manifest.base?.chunks ?? []), ...(manifest.delta?.chunks ?? [])]) live.add(ref.id);
     }
     const swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs });
+    await this.removeUnusedExports(tenantId);
     if (removedPoints > 0 || swept.freedBytes > 0) {
       this.logger.info({ tenantId, removedPoints, ...swept }, 'collected backup storage');
     }

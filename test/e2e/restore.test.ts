@@ -37,7 +37,7 @@ import {
   settledOperation,
   settledSnapshot,
   SNAPSHOT_FIELDS,
-  snapshotBlobPath,
+  packsOf,
   type SnapshotJson,
   statsOf,
   storeGenerations,
@@ -504,7 +504,8 @@ describe('restoreSnapshot', () => {
         const snapshot = await takeSnapshot(server, instance.id);
         await createNodes(server, instance.id, [{ labels: ['Newer'] }]);
         const graph = await graphOf(server, instance.id);
-        inflict(snapshotBlobPath(server.dataDir, tenantId, snapshot.id));
+        // The snapshot of a new instance is a base written into a pack of its own: the newest.
+        inflict(packsOf(server.dataDir, tenantId).at(-1)!);
         const availability = subscribe(server, server.adminKey, AVAILABILITY, { instanceId: instance.id });
         await listening(availability);
 
@@ -710,7 +711,7 @@ describe('restoring a large instance', () => {
     assert.deepEqual(countsOf(ofThisRestore[0].contents!), countsOf(statsBefore));
     for (const safety of safeties) {
       assert.ok(['COMPLETED', 'FAILED'].includes(safety.status), `a safety snapshot is stuck in ${safety.status}`);
-      assert.equal(existsSync(snapshotBlobPath(server.dataDir, tenantId, safety.id)), safety.status === 'COMPLETED');
+      if (safety.status === 'COMPLETED') assert.ok((await archiveOf(server, safety.id)).length > 0, 'a COMPLETED safety snapshot has no data');
     }
 
     // Nothing is stuck: writes work and the restore can be run again.
