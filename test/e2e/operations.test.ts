@@ -358,8 +358,10 @@ describe('deleteInstance after a kill -9', () => {
     // What the crash left, read straight from the metadata database.
     const metadata = new Database(join(server.dataDir, 'metadata.sqlite'), { readonly: true });
     const leftover = metadata.prepare(`SELECT id, status FROM instances`).all() as { id: string; status: string }[];
-    const listedWithoutData = (metadata.prepare(`SELECT id, "tenantId" FROM snapshots WHERE status = 'COMPLETED'`).all() as { id: string; tenantId: string }[])
-      .filter((row) => !existsSync(snapshotBlobPath(server.dataDir, row.tenantId, row.id)));
+    const completed = metadata
+      .prepare(`SELECT s.id, p."manifestKey" FROM snapshots s LEFT JOIN restore_points p ON p.id = s."restorePointId" WHERE s.status = 'COMPLETED'`)
+      .all() as { id: string; manifestKey: string | null }[];
+    const listedWithoutData = completed.filter((row) => row.manifestKey === null || !existsSync(join(server.dataDir, 'blobs', row.manifestKey)));
     metadata.close();
     assert.ok(leftover.length > 0, 'every deletion finished before the kill: nothing was interrupted');
     assert.deepEqual(listedWithoutData, [], 'a snapshot is listed COMPLETED while its blob is gone');
@@ -373,7 +375,7 @@ describe('deleteInstance after a kill -9', () => {
     assert.deepEqual(remaining.filter((instance) => destroying.has(instance.id)), []);
     for (const { id } of remaining) {
       for (const snapshot of await snapshotsOf(server, id, 'ON_DEMAND')) {
-        assert.ok(existsSync(snapshotBlobPath(server.dataDir, tenantId, snapshot.id)), `snapshot ${snapshot.id} is listed without its data`);
+        assert.ok((await archiveOf(server, snapshot.id)).length > 0, `snapshot ${snapshot.id} is listed without its data`);
       }
       expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id }));
     }
