@@ -53,8 +53,9 @@ const usageOf = async (server: TestServer, instanceId: string) => expectData(awa
 const bytesOnDisk = (dataDir: string) => filesUnder(join(dataDir, 'blobs')).reduce((sum, path) => sum + statSync(path).size, 0);
 
 describe('backup storage', () => {
-  // Collected at once and often, so that the tests see collection happen.
-  const suite = serverPerSuite({ env: { SNAPGRAPH_COLLECT_GRACE_MS: '0', SNAPGRAPH_COLLECT_INTERVAL_MS: '300' } });
+  // Collected often and with a short grace period, so that the tests see collection happen. The grace period must
+  // stay longer than a capture: a capture that deduplicates against a chunk collection then removes fails.
+  const suite = serverPerSuite({ env: { SNAPGRAPH_COLLECT_GRACE_MS: '3000', SNAPGRAPH_COLLECT_INTERVAL_MS: '300' } });
 
   it('stores a snapshot after a 1% change as a small delta, and restores each snapshot to exactly its data', async function () {
     this.timeout(120_000);
@@ -129,7 +130,10 @@ describe('backup storage', () => {
     });
     const [safety] = expectData(await gql(server, `query ($id: ID!) { snapshots(instanceId: $id) { edges { node { id } } } }`, { id: instance.id })).snapshots.edges;
     expectData(await gql(server, DELETE, { id: safety.node.id }));
-    await eventually(async () => (await usageOf(server, instance.id)).instance.backupStorage.storedBytes === 0, { what: 'the instance\'s storage to reach 0' });
+    await eventually(async () => (await usageOf(server, instance.id)).instance.backupStorage.storedBytes === 0, {
+      timeoutMs: 30_000,
+      what: 'the instance\'s storage to reach 0',
+    });
     assert.deepEqual(await graphOf(server, instance.id), restoredGraph, 'collection touched the instance');
   });
 
