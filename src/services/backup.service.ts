@@ -333,10 +333,11 @@ export class BackupService {
 
   /** Export copies whose links have all expired: they are a cache of what the restore point produces again. */
   private async removeUnusedExports(tenantId: string): Promise<number> {
-    const prefix = `tenants/${tenantId}/exports/`;
+    // The folder is itself a key: no trailing '/' (BlobStore.list).
+    const folder = `tenants/${tenantId}/exports`;
     let removed = 0;
-    for await (const key of this.options.listBlobs(prefix)) {
-      const snapshotId = key.slice(prefix.length).replace(/\.archive$/, '');
+    for await (const key of this.options.listBlobs(folder)) {
+      const snapshotId = key.slice(folder.length + 1).replace(/\.archive$/, '');
       const live = await this.db.getRepository(ExportTokenEntity).existsBy({ snapshotId, expiresAt: MoreThan(Date.now()) });
       if (live) continue;
       await this.blobs.delete(key);
