@@ -20,6 +20,7 @@ import type { GraphStoreProvider, WriteLimits } from '../graph/graph-store';
 import type { DeltaBatch, GraphStats } from '../graph/records';
 import type { JobContext } from '../jobs/operation-handler';
 import type { Logger } from '../logging/logger';
+import type { Metrics } from '../observability/metrics';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../storage/errors';
 import type { InstanceService } from './instance.service';
@@ -70,6 +71,7 @@ export class BackupService {
     private readonly stores: GraphStoreProvider,
     private readonly instances: InstanceService,
     private readonly logger: Logger,
+    private readonly metrics: Metrics,
     private readonly options: { scratchDir: string; collectGraceMs: number; listBlobs: (prefix: string) => AsyncIterable<string> },
   ) {
     this.points = db.getRepository(RestorePointEntity);
@@ -241,13 +243,14 @@ export class BackupService {
 
   /**
    * Builds the restore point's data into a new store generation: the base written back, then each delta applied;
-   * verified against the recorded stats. The generation is removed on any failure.
+   * verified against the recorded stats. The generation is removed on any failure. Returns what the store holds and
+   * the plain bytes of the chain it was built from.
    */
   async materialise(
     restorePointId: string,
     target: { instanceId: string; generation: number; limits: WriteLimits },
     context: JobContext,
-  ): Promise<GraphStats> {
+  ): Promise<{ stats: GraphStats; bytesRead: number }> {
     const chain = await this.chainOf(restorePointId);
     const [base, ...deltas] = chain;
     if (!base.base) throw new AppError('INVALID_BACKUP_FILE', `restore point ${restorePointId} has no base`);
@@ -271,7 +274,8 @@ export class BackupService {
         yield* linesOf(counted(chunks.read(tenantId, delta.delta!.chunks, { signal: context.signal })));
       }
     };
-    return this.stores.materialise(target.instanceId, target.generation, baseBytes, deltaBatches(), expected, { signal: context.signal });
+    const stats = await this.stores.materialise(target.instanceId, target.generation, baseBytes, deltaBatches(), expected, { signal: context.signal });
+    return { stats, bytesRead: done };
   }
 
   /** Records a captured point (in the snapshot's completing transaction); CONFLICT when its parent was collected meanwhile. */
@@ -306,6 +310,8 @@ export class BackupService {
     return this.withArchive(snapshot, instanceName, async (archive, measured) => {
       await this.blobs.write(key, archive);
       const produced = measured();
+      // Snapshots no longer write archives; the archive bytes written to backup storage are these export copies.
+      this.metrics.bytesArchived.inc(produced.sizeBytes);
       if (snapshot.sha256 !== null && snapshot.sha256 !== produced.sha256) {
         await this.blobs.delete(key);
         throw new AppError('INVALID_BACKUP_FILE', `snapshot ${snapshot.id} no longer produces the archive its sha256 records`);
@@ -327,10 +333,11 @@ export class BackupService {
 
   /** Export copies whose links have all expired: they are a cache of what the restore point produces again. */
   private async removeUnusedExports(tenantId: string): Promise<number> {
-    const prefix = `tenants/${tenantId}/exports/`;
+    // The folder is itself a key: no trailing '/' (BlobStore.list).
+    const folder = `tenants/${tenantId}/exports`;
     let removed = 0;
-    for await (const key of this.options.listBlobs(prefix)) {
-      const snapshotId = key.slice(prefix.length).replace(/\.archive$/, '');
+    for await (const key of this.options.listBlobs(folder)) {
+      const snapshotId = key.slice(folder.length + 1).replace(/\.archive$/, '');
       const live = await this.db.getRepository(ExportTokenEntity).existsBy({ snapshotId, expiresAt: MoreThan(Date.now()) });
       if (live) continue;
       await this.blobs.delete(key);
