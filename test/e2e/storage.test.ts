@@ -76,9 +76,9 @@ describe('backup storage', () => {
     assert.ok(own.backupStorage.storedBytes < own.backupStorage.logicalBytes, JSON.stringify(own.backupStorage));
     assert.ok(Math.abs(usage.storedBytes - bytesOnDisk(server.dataDir)) <= 0.01 * usage.storedBytes + 4096, `${usage.storedBytes} reported, ${bytesOnDisk(server.dataDir)} on disk`);
 
-    await restoreAndWait(server, first.id);
+    assert.equal((await restoreAndWait(server, first.id)).status, 'SUCCEEDED');
     assert.deepEqual(await graphOf(server, instance.id), graphAtFirst);
-    await restoreAndWait(server, second.id);
+    assert.equal((await restoreAndWait(server, second.id)).status, 'SUCCEEDED');
     assert.deepEqual(await graphOf(server, instance.id), graphAtSecond);
     // Into a new instance, too.
     const { createInstanceFromSnapshot: copy } = expectData(
@@ -121,7 +121,7 @@ describe('backup storage', () => {
     // The oldest first: the newer ones still need the base it holds.
     const DELETE = `mutation ($id: ID!) { deleteSnapshot(id: $id) }`;
     expectData(await gql(server, DELETE, { id: snapshots[0].id }));
-    await restoreAndWait(server, snapshots[3].id);
+    assert.equal((await restoreAndWait(server, snapshots[3].id)).status, 'SUCCEEDED');
     for (const snapshot of snapshots.slice(1)) expectData(await gql(server, DELETE, { id: snapshot.id }));
     const restoredGraph = await graphOf(server, instance.id);
     await eventually(async () => {
