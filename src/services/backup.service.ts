@@ -270,6 +270,8 @@ export class BackupService {
       for (const delta of deltas) {
         yield* linesOf(counted(chunks.read(tenantId, delta.delta!.chunks, { signal: context.signal })));
       }
+      // Every byte is in: what remains is the check of the store against the recorded contents.
+      context.progress({ phase: 'verifying' });
     };
     return this.stores.materialise(target.instanceId, target.generation, baseBytes, deltaBatches(), expected, { signal: context.signal });
   }
