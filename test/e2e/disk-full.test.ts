@@ -202,7 +202,8 @@ describe('a full metadata volume when an operation finishes', function () {
     const dataDir = join(volume.path, 'data');
     const elsewhere = makeTempDir('snapgraph-e2e-stores-');
     mkdirSync(dataDir);
-    for (const name of ['instances', 'blobs']) {
+    // (The scratch directory holds the copy of a store a base is cut from.)
+    for (const name of ['instances', 'blobs', 'scratch']) {
       mkdirSync(join(elsewhere, name));
       symlinkSync(join(elsewhere, name), join(dataDir, name));
     }
