@@ -273,6 +273,8 @@ export class BackupService {
       for (const delta of deltas) {
         yield* linesOf(counted(chunks.read(tenantId, delta.delta!.chunks, { signal: context.signal })));
       }
+      // Every byte is in: what remains is the check of the store against the recorded contents.
+      context.progress({ phase: 'verifying' });
     };
     const stats = await this.stores.materialise(target.instanceId, target.generation, baseBytes, deltaBatches(), expected, { signal: context.signal });
     return { stats, bytesRead: done };

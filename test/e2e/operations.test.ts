@@ -80,6 +80,17 @@ function runningAttempt(server: TestServer, id: string, attempt: number): Promis
   );
 }
 
+/** Rewrites the properties of the instance's `count` nodes (ids are consecutive from the first). */
+async function touchEveryNode(server: TestServer, instanceId: string, count: number): Promise<void> {
+  const { nodes: page } = expectData(await gql(server, `query ($id: ID!) { nodes(instanceId: $id, first: 1) { edges { node { id } } } }`, { id: instanceId }));
+  const firstId = Number(page.edges[0].node.id);
+  const UPDATE = `mutation ($instanceId: ID!, $nodes: [NodeUpdateInput!]!) { updateNodes(instanceId: $instanceId, nodes: $nodes) { id } }`;
+  for (let start = 0; start < count; start += 10_000) {
+    const nodes = Array.from({ length: Math.min(10_000, count - start) }, (_, i) => ({ id: String(firstId + start + i), properties: { touched: start + i } }));
+    expectData(await gql(server, UPDATE, { instanceId, nodes }));
+  }
+}
+
 describe('operations across restarts, cancellation and live progress', function () {
   // A 1 s lease, no shutdown grace (a SIGTERM hands running work back at once), and one operation at a time, so
   // that a second one waits QUEUED.
@@ -102,6 +113,8 @@ describe('operations across restarts, cancellation and live progress', function 
     it('a snapshot: PENDING again on the way, COMPLETED on attempt 2', async function () {
       this.timeout(60_000);
       const server = suite.server;
+      // A snapshot holds only what changed since the last one: every node changes, so that it takes a while.
+      await touchEveryNode(server, large, 60_000);
       const requested = await requestSnapshot(server, large);
       const operationId = (await instanceState(server, large)).currentOperation!.id;
       await subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: operationId }).waitFor(workingIn('capturing'), 10_000);
@@ -197,6 +210,8 @@ describe('operations across restarts, cancellation and live progress', function 
     it('cancels a RUNNING snapshot: CANCELLED, the snapshot FAILED without a blob, the instance free', async function () {
       this.timeout(60_000);
       const server = suite.server;
+      // A snapshot holds only what changed since the last one: every node changes, so that it takes a while.
+      await touchEveryNode(server, large, 60_000);
       const requested = await requestSnapshot(server, large);
       const operationId = (await instanceState(server, large)).currentOperation!.id;
       const progress = subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: operationId });
