@@ -41,6 +41,7 @@ import {
   storeGenerations,
   subscribe,
   takeSnapshot,
+  touchEveryNode,
   tempBlobs,
   type TestServer,
 } from '../support';
@@ -80,16 +81,6 @@ function runningAttempt(server: TestServer, id: string, attempt: number): Promis
   );
 }
 
-/** Rewrites the properties of the instance's `count` nodes (ids are consecutive from the first). */
-async function touchEveryNode(server: TestServer, instanceId: string, count: number): Promise<void> {
-  const { nodes: page } = expectData(await gql(server, `query ($id: ID!) { nodes(instanceId: $id, first: 1) { edges { node { id } } } }`, { id: instanceId }));
-  const firstId = Number(page.edges[0].node.id);
-  const UPDATE = `mutation ($instanceId: ID!, $nodes: [NodeUpdateInput!]!) { updateNodes(instanceId: $instanceId, nodes: $nodes) { id } }`;
-  for (let start = 0; start < count; start += 10_000) {
-    const nodes = Array.from({ length: Math.min(10_000, count - start) }, (_, i) => ({ id: String(firstId + start + i), properties: { touched: start + i } }));
-    expectData(await gql(server, UPDATE, { instanceId, nodes }));
-  }
-}
 
 describe('operations across restarts, cancellation and live progress', function () {
   // A 1 s lease, no shutdown grace (a SIGTERM hands running work back at once), and one operation at a time, so

@@ -44,6 +44,7 @@ import {
   subscribe,
   subscriptionErrors,
   takeSnapshot,
+  touchEveryNode,
   tempBlobs,
   type TestServer,
   uploadBlobs,
@@ -728,16 +729,6 @@ describe('restoring a large instance', () => {
   });
 });
 
-/** Rewrites the properties of the instance's `count` nodes (ids are consecutive from the first). */
-async function touchEveryNode(server: TestServer, instanceId: string, count: number): Promise<void> {
-  const { nodes: page } = expectData(await gql(server, `query ($id: ID!) { nodes(instanceId: $id, first: 1) { edges { node { id } } } }`, { id: instanceId }));
-  const firstId = Number(page.edges[0].node.id);
-  const UPDATE = `mutation ($instanceId: ID!, $nodes: [NodeUpdateInput!]!) { updateNodes(instanceId: $instanceId, nodes: $nodes) { id } }`;
-  for (let start = 0; start < count; start += 10_000) {
-    const nodes = Array.from({ length: Math.min(10_000, count - start) }, (_, i) => ({ id: String(firstId + start + i), properties: { touched: start + i } }));
-    expectData(await gql(server, UPDATE, { instanceId, nodes }));
-  }
-}
 
 async function graphPage(server: TestServer, instanceId: string): Promise<{ edges: { node: NodeJson }[] }> {
   return expectData(await gql(server, `query ($id: ID!) { nodes(instanceId: $id, first: 5) { edges { node { id labels properties } } } }`, { id: instanceId }))

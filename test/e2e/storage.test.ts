@@ -21,11 +21,11 @@ import {
   snapshotById,
   takeSnapshot,
   type TestServer,
+  UPDATE_NODES,
   uploadFile,
 } from '../support';
 
 const USAGE = `query ($id: ID!) { usage { snapshotCount logicalBytes storedBytes } instance(id: $id) { backupStorage { snapshotCount logicalBytes storedBytes } } }`;
-const UPDATE_NODES = `mutation ($instanceId: ID!, $nodes: [NodeUpdateInput!]!) { updateNodes(instanceId: $instanceId, nodes: $nodes) { id } }`;
 const VERIFY = `mutation ($id: ID!) { verifySnapshot(id: $id) { id kind status } }`;
 const STORAGE_OF_SNAPSHOT = `query ($id: ID!) { snapshot(id: $id) { id status addedBytes verifiedAt sizeBytes sha256 error } }`;
 

@@ -24,6 +24,7 @@ type ServerLike = Pick<TestServer, 'graphqlUrl' | 'adminKey'>;
 export const STATS_FIELDS = 'nodeCount relationshipCount labels { name count } relationshipTypes { name count } storeSizeBytes';
 export const SNAPSHOT_FIELDS = `id instanceId profile status createdAt completedAt expiresAt description sizeBytes sha256 addedBytes verifiedAt
   exportable format engineVersion error contents { ${STATS_FIELDS} }`;
+export const UPDATE_NODES = `mutation ($instanceId: ID!, $nodes: [NodeUpdateInput!]!) { updateNodes(instanceId: $instanceId, nodes: $nodes) { id } }`;
 export const OPERATION_FIELDS = `id kind status phase progress bytesDone bytesTotal instanceId snapshotId
   error { code message } createdAt startedAt finishedAt attempt`;
 
@@ -408,4 +409,14 @@ export function assertProgressSequence(states: OperationJson[], finalStatus: 'SU
     assert.match(last.error?.code ?? '', /^[A-Z_]+$/);
   }
   assert.ok(last.finishedAt);
+}
+
+/** Rewrites the properties of the instance's `count` nodes (ids are consecutive from the first). */
+export async function touchEveryNode(server: ServerLike, instanceId: string, count: number): Promise<void> {
+  const { nodes: page } = expectData(await gql(server, `query ($id: ID!) { nodes(instanceId: $id, first: 1) { edges { node { id } } } }`, { id: instanceId }));
+  const firstId = Number(page.edges[0].node.id);
+  for (let start = 0; start < count; start += 10_000) {
+    const nodes = Array.from({ length: Math.min(10_000, count - start) }, (_, i) => ({ id: String(firstId + start + i), properties: { touched: start + i } }));
+    expectData(await gql(server, UPDATE_NODES, { instanceId, nodes }));
+  }
 }
