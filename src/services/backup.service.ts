@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { Readable, Transform } from 'node:stream';
 import { In, IsNull, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ExportTokenEntity } from '../entities/export-token.entity';
 import { createArchiveWriter, openArchive } from '../archive';
 import type { ChunkRef, ChunkStore, ChunkWriter } from '../chunks';
@@ -494,8 +495,12 @@ export class BackupService {
 
   /** Every tenant that has backup storage, collected one after the other (the periodic sweep). */
   async collectAll(): Promise<void> {
-    const tenants = await this.points.createQueryBuilder('p').select('DISTINCT p."tenantId"', 'tenantId').getRawMany<{ tenantId: string }>();
-    for (const { tenantId } of tenants) this.collectSoon(tenantId);
+    // Tenants with packs too: once their last restore point is gone, emptied packs still wait for their grace period.
+    const [withPoints, withPacks] = await Promise.all([
+      this.points.createQueryBuilder('p').select('DISTINCT p."tenantId"', 'tenantId').getRawMany<{ tenantId: string }>(),
+      this.db.getRepository(ChunkPackEntity).createQueryBuilder('k').select('DISTINCT k."tenantId"', 'tenantId').getRawMany<{ tenantId: string }>(),
+    ]);
+    for (const tenantId of new Set([...withPoints, ...withPacks].map((row) => row.tenantId))) this.collectSoon(tenantId);
   }
 
   /** A previous release's snapshots (whole archives in one blob) count their stored size as the bytes they added. */

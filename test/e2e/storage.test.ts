@@ -9,6 +9,7 @@ import {
   createInstance,
   createNodes,
   createRelationships,
+  createTenant,
   eventually,
   expectCode,
   expectData,
@@ -135,6 +136,20 @@ describe('backup storage', () => {
       what: 'the instance\'s storage to reach 0',
     });
     assert.deepEqual(await graphOf(server, instance.id), restoredGraph, 'collection touched the instance');
+  });
+
+  it("brings a tenant's stored bytes, and its packs on disk, to 0 once all its snapshots are gone", async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const tenant = await createTenant(server, 'short-lived');
+    const instance = await createInstance(server, { name: 'only', tier: 'PROFESSIONAL' }, tenant.apiKey);
+    await createNodes(server, instance.id, Array.from({ length: 500 }, () => ({ labels: ['N'], properties: noise() })), tenant.apiKey);
+    const snapshot = await takeSnapshot(server, instance.id, { key: tenant.apiKey });
+    const usage = async () => expectData(await gql(server, `{ usage { snapshotCount storedBytes } }`, {}, tenant.apiKey)).usage;
+    assert.ok((await usage()).storedBytes > 0);
+    expectData(await gql(server, `mutation ($id: ID!) { deleteSnapshot(id: $id) }`, { id: snapshot.id }, tenant.apiKey));
+    await eventually(async () => (await usage()).storedBytes === 0, { timeoutMs: 30_000, what: "the tenant's stored bytes to reach 0" });
+    assert.deepEqual(filesUnder(join(server.dataDir, 'blobs', 'tenants', tenant.tenantId, 'chunks', 'packs')), []);
   });
 
   it('verifies a sound snapshot, and finds a flipped byte in a pack: FAILED INVALID_BACKUP_FILE, named in the snapshot, restore refused cleanly', async function () {
