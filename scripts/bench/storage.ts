@@ -179,18 +179,31 @@ function rssSampler(pid: number) {
     }
   };
   const peaks = new Map<string, number>();
+  const delays = new Map<string, { p99: number; max: number }>();
   let part = 'boot';
   const sample = () => peaks.set(part, Math.max(peaks.get(part) ?? 0, read('VmRSS')));
   const timer = setInterval(sample, 100);
+  // prom-client's event-loop histogram restarts at every scrape, and nothing else scrapes this server.
+  const scrapeDelay = async () => {
+    const text = await fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
+    const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN) * 1000;
+    const seen = delays.get(part) ?? { p99: 0, max: 0 };
+    const p99 = value('nodejs_eventloop_lag_p99_seconds');
+    const max = value('nodejs_eventloop_lag_max_seconds');
+    if (Number.isFinite(p99)) delays.set(part, { p99: Math.max(seen.p99, p99), max: Math.max(seen.max, max) });
+  };
   return {
-    part(name: string) {
+    /** Starts a new part of the run (peaks and event-loop delay are kept per part). */
+    async part(name: string) {
       sample();
+      await scrapeDelay();
       part = name;
     },
-    stop() {
+    async stop() {
       sample();
       clearInterval(timer);
-      return { peaks, hwm: read('VmHWM') };
+      await scrapeDelay();
+      return { peaks, delays, hwm: read('VmHWM') };
     },
   };
 }
@@ -398,7 +411,7 @@ async function main(): Promise<void> {
   const summary: Record<string, unknown> = { nodes, relationships, snapshots, pairs, change };
   try {
     // --- data
-    rss.part('fill');
+    await rss.part('fill');
     const { createInstance } = await gql(`mutation { createInstance(input: { name: "bench-storage", tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`);
     const instanceId: string = createInstance.id;
     let started = performance.now();
@@ -412,7 +425,7 @@ async function main(): Promise<void> {
       const productFirst = pair % 2 === 1;
       let product!: Awaited<ReturnType<typeof snapshot>>;
       let baseline!: ReturnType<typeof baselineSnapshot>;
-      rss.part('full snapshots');
+      await rss.part('full snapshots');
       if (productFirst) product = await snapshot(instanceId);
       baseline = baselineSnapshot(copy, baselineDir);
       if (!productFirst) product = await snapshot(instanceId);
@@ -429,7 +442,7 @@ async function main(): Promise<void> {
 
     // --- 1. hourly snapshots with 1% change
     console.log(`\n[1] ${snapshots} snapshots, ${pct(change)} of the nodes changed (updateNodes, new random properties) before each after the first`);
-    rss.part('hourly snapshots');
+    await rss.part('hourly snapshots');
     const later: { ms: number; added: number }[] = [];
     let latest = first.row;
     for (let i = 2; i <= snapshots; i++) {
@@ -442,7 +455,7 @@ async function main(): Promise<void> {
     const used = await storage(instanceId);
     const onDisk = walk(join(dataDir, 'blobs'));
     const firstStored = first.row.addedBytes ?? 0;
-    rss.part('export');
+    await rss.part('export');
     const exported = await gql(`mutation($id: ID!) { exportSnapshot(id: $id) { url sizeBytes sha256 } }`, { id: first.row.id });
     const download = await fetch(exported.exportSnapshot.url);
     const archiveBytes = (await download.arrayBuffer()).byteLength;
@@ -481,7 +494,7 @@ async function main(): Promise<void> {
 
     // --- 3. restores
     console.log(`\n[3] restore of snapshot ${snapshots} over the instance (safety point included; ${pct(change)} of the nodes changed before each) / (gzip -dc of a gzip -1 copy of the store + fsync)`);
-    rss.part('restore baseline prep');
+    await rss.part('restore baseline prep');
     const prepared = baselineSnapshot(copyStore(instanceId, baselineDir), baselineDir);
     const gz = join(baselineDir, 'backup.sqlite.gz');
     console.log(`  baseline input: ${MiB(prepared.backupBytes)} store file, ${MiB(prepared.gzipBytes)} gzip -1`);
@@ -489,18 +502,22 @@ async function main(): Promise<void> {
       await changeNodes(instanceId, ids, change, batch, random);
       const productFirst = pair % 2 === 1;
       let baselineMs = 0;
-      rss.part('restores');
+      await rss.part('restores');
       if (!productFirst) baselineMs = baselineRestore(gz, join(baselineDir, 'restored.sqlite'));
       const restoreStarted = performance.now();
       const { restoreSnapshot } = await gql(`mutation($s: ID!) { restoreSnapshot(snapshotId: $s, confirm: "RESTORE") { id } }`, { s: latest.id });
       const op = await operationDone(restoreSnapshot.id);
       const productMs = performance.now() - restoreStarted;
+      await until('the instance to take writes again', async () => {
+        const { instance } = await gql(`query($id: ID!) { instance(id: $id) { status availability } }`, { id: instanceId });
+        return instance.status === 'RUNNING' && instance.availability === 'AVAILABLE';
+      });
       if (productFirst) baselineMs = baselineRestore(gz, join(baselineDir, 'restored.sqlite'));
       const serverMs = Date.parse(op.finishedAt) - Date.parse(op.startedAt);
       restorePairs.push({ product: productMs, server: serverMs, baseline: baselineMs, order: productFirst ? 'product first' : 'baseline first' });
       console.log(`  pair ${pair} (${productFirst ? 'product first' : 'baseline first'}): restore ${secs(productMs)} (operation startedAt→finishedAt ${secs(serverMs)}); baseline ${secs(baselineMs)}; ratio ${(productMs / baselineMs).toFixed(2)}`);
     }
-    rss.part('create from snapshot');
+    await rss.part('create from snapshot');
     started = performance.now();
     const { createInstanceFromSnapshot } = await gql(
       `mutation($s: ID!) { createInstanceFromSnapshot(snapshotId: $s, input: { name: "bench-copy", tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`,
@@ -519,7 +536,7 @@ async function main(): Promise<void> {
     // --- 2. (continued) full snapshots again: every snapshot deleted and collected first
     console.log(`\n[2] (continued) before each further pair: every snapshot of the instance deleted, collection waited for until usage.storedBytes = 0`);
     for (let pair = 2; pair <= pairs; pair++) {
-      rss.part('delete and collect');
+      await rss.part('delete and collect');
       for (;;) {
         const { snapshots: page } = await gql(`query($id: ID!) { snapshots(instanceId: $id, first: 100) { edges { node { id } } } }`, { id: instanceId });
         if (page.edges.length === 0) break;
@@ -534,8 +551,9 @@ async function main(): Promise<void> {
 
     const snapshotRatios = snapshotPairs.map((p) => p.product / p.baseline);
     const restoreRatios = restorePairs.map((p) => p.product / p.baseline);
-    const { peaks, hwm } = rss.stop();
+    const { peaks, delays, hwm } = await rss.stop();
     console.log(`\n[4] server peak RSS: VmHWM ${MiB(hwm)}; VmRSS sampled every 100 ms, peak per part: ${[...peaks].map(([part, bytes]) => `${part} ${MiB(bytes)}`).join(', ')}`);
+    console.log(`    event-loop delay of the server (its /metrics, per part; p99 is the worst scrape interval): ${[...delays].map(([part, d]) => `${part} p99 ${d.p99.toFixed(0)} ms / max ${d.max.toFixed(0)} ms`).join(', ')}`);
 
     console.log('\nsummary');
     console.log(`  stored after ${snapshots} snapshots: ${MiB(used.usage.storedBytes)} vs ${MiB(fullCopies)} for ${snapshots} full copies (${pct(used.usage.storedBytes / fullCopies)}) and ${MiB(fullArchives)} for ${snapshots} export archives (${pct(used.usage.storedBytes / fullArchives)})`);
@@ -554,13 +572,14 @@ async function main(): Promise<void> {
       createFromSnapshotMs: Math.round(copyMs),
       peakRssBytes: hwm,
       peakRssByPart: Object.fromEntries(peaks),
+      eventLoopDelayMsByPart: Object.fromEntries(delays),
     });
     console.log(JSON.stringify(summary));
   } catch (error) {
     console.error(`--- last server output ---\n${server.output.join('').slice(-8000)}`);
     throw error;
   } finally {
-    rss.stop();
+    await rss.stop();
     await stopServer(server);
     if (keep) console.log(`kept ${work}`);
     else rmSync(work, { recursive: true, force: true });
