@@ -95,9 +95,10 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const graph = new GraphService(instances);
     const chunks = new ChunkStore(rawBlobs, db, new TenantChunkKeys(rawBlobs, db, keyring), { workers: config.chunkWorkers });
     closers.push(() => chunks.close());
-    const backups = new BackupService(db, chunks, blobs, stores, instances, logger, {
+    const backups = new BackupService(db, chunks, blobs, stores, instances, logger, metrics, {
       scratchDir: join(config.dataDir, 'scratch'),
       collectGraceMs: config.collectGraceMs,
+      listBlobs: (prefix) => rawBlobs.list(prefix),
     });
     const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics, backups);
     const operations = new OperationService(db, instances, events, runner);

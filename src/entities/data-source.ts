@@ -7,6 +7,7 @@ import { ExportTokens1764100000000 } from '../migrations/1764100000000-export-to
 import { OperationAttempts1765000000000 } from '../migrations/1765000000000-operation-attempts';
 import { ApiKeyUsage1765100000000 } from '../migrations/1765100000000-api-key-usage';
 import { ChunkStore1766000000000 } from '../migrations/1766000000000-chunk-store';
+import { RestorePoints1766100000000 } from '../migrations/1766100000000-restore-points';
 import { ApiKeyEntity } from './api-key.entity';
 import { ChunkKeyEntity } from './chunk-key.entity';
 import { ChunkPackEntity } from './chunk-pack.entity';
@@ -14,12 +15,13 @@ import { ChunkEntity } from './chunk.entity';
 import { ExportTokenEntity } from './export-token.entity';
 import { InstanceEntity } from './instance.entity';
 import { OperationEntity } from './operation.entity';
+import { RestorePointEntity } from './restore-point.entity';
 import { SqliteTransactionGate } from './sqlite-transaction-gate';
 import { SnapshotEntity } from './snapshot.entity';
 import { TenantEntity } from './tenant.entity';
 
-export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity];
-export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000];
+export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity, RestorePointEntity];
+export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000];
 
 export interface MetadataDatabaseOptions {
   dataDir: string;

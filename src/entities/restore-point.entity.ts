@@ -45,6 +45,10 @@ export class RestorePointEntity {
   @Column({ type: 'integer' })
   chainLength: number;
 
+  /** Rows (upserts and deletions) in the deltas from the base up to and including this point: what a restore replays. */
+  @BigIntColumn()
+  chainDeltaLines: number;
+
   /** Stored bytes of the deltas from the base up to and including this point. */
   @BigIntColumn()
   chainDeltaBytes: number;

@@ -1,5 +1,6 @@
 // The graph data plane behind a small interface: one store per instance (embedded: a SQLite file).
-import type { EncodedBatch, GraphStats, NodeRecord, PropertyMap, RelationshipRecord } from './records';
+import type { Readable } from 'node:stream';
+import type { DeltaBatch, EncodedBatch, GraphStats, NodeRecord, PropertyMap, RelationshipRecord } from './records';
 
 export interface NodeDraft {
   labels: string[];
@@ -11,6 +12,13 @@ export interface RelationshipDraft {
   startNodeId: string;
   endNodeId: string;
   properties: PropertyMap;
+}
+
+/** Replaces what is given (labels, properties or both) of an existing node. */
+export interface NodeUpdate {
+  id: string;
+  labels?: string[];
+  properties?: PropertyMap;
 }
 
 /** Checked inside the write transaction, so a refused batch writes nothing. */
@@ -41,6 +49,37 @@ export interface GraphReadView {
 }
 
 /**
+ * Where a store's change tracking stands. Every write transaction bumps `seq` once and records the rows it touched
+ * with that seq; `epoch` names the history those seqs belong to (a new store, or a restored one, starts a new one).
+ * Changes at or below `trimmedThrough` are no longer recorded individually.
+ */
+export interface ChangeTracking {
+  epoch: number;
+  seq: number;
+  trimmedThrough: number;
+}
+
+/** A physical copy of a store at one point in time (see GraphStore.captureBase). */
+export interface BaseCapture {
+  epoch: number;
+  seq: number;
+  stats: GraphStats;
+  sizeBytes: number;
+  pageSize: number;
+}
+
+/** The rows changed since a seq, read at one point in time (one read transaction). */
+export interface DeltaView {
+  epoch: number;
+  /** The store's seq at this view's point: the next delta starts from it. */
+  seq: number;
+  stats: GraphStats;
+  /** Every changed node, then every changed relationship, in id order: its current tuple line, or its deletion. */
+  batches(batchSize?: number): AsyncIterable<DeltaBatch>;
+  close(): Promise<void>;
+}
+
+/**
  * Builds a new store from records (a restore's shadow), then verifies and seals it. The lines come from the
  * archive reader, which has checked each record on its own; the loader checks what needs the whole graph.
  */
@@ -62,17 +101,36 @@ export interface GraphLoader {
 export interface GraphStore {
   createNodes(drafts: NodeDraft[], limits: WriteLimits): Promise<NodeRecord[]>;
   createRelationships(drafts: RelationshipDraft[], limits: WriteLimits): Promise<RelationshipRecord[]>;
+  /** All or nothing: an id that names no node is NOT_FOUND and nothing is written. */
+  updateNodes(updates: NodeUpdate[], limits: WriteLimits): Promise<NodeRecord[]>;
+  /** Deletes the nodes and every relationship attached to them; ids that name no node are ignored. */
   deleteNodes(ids: string[]): Promise<number>;
   nodes(label: string | undefined, page: PageRequest): Promise<Page<NodeRecord>>;
   relationships(type: string | undefined, page: PageRequest): Promise<Page<RelationshipRecord>>;
   stats(): Promise<GraphStats>;
   openReadView(): Promise<GraphReadView>;
+  changeTracking(): Promise<ChangeTracking>;
+  /**
+   * Writes a consistent copy of the store to destPath (a new file) in one step of SQLite's online backup: writes go
+   * on meanwhile and the copy is one point in time. Returns what the copy holds.
+   */
+  captureBase(destPath: string): Promise<BaseCapture>;
+  /** Refuses with ChangesTrimmedError when sinceSeq is below the trim horizon (those changes are gone). */
+  openDeltaView(sinceSeq: number): Promise<DeltaView>;
+  /** Forgets the individual changes up to throughSeq: deltas from an earlier seq are refused from then on. */
+  trimChanges(throughSeq: number): Promise<void>;
   /**
    * Lets the writes already admitted commit, then refuses every later one with INSTANCE_UNAVAILABLE until
    * thawWrites(): once it resolves, a read view holds every acknowledged write (a restore's safety snapshot).
    */
   freezeWrites(): Promise<void>;
   thawWrites(): Promise<void>;
+}
+
+export interface MaterialiseOptions {
+  signal?: AbortSignal;
+  /** Also runs SQLite's structural check on the base (verification wants it; a restore can skip its cost). */
+  quickCheck?: boolean;
 }
 
 /** Where instance stores live; a store is addressed by instance and generation (a restore makes a new one). */
@@ -82,6 +140,18 @@ export interface GraphStoreProvider {
   create(instanceId: string, generation: number): Promise<void>;
   /** A loader for a new generation; `limits` are the instance's, checked against what is really loaded. */
   createLoader(instanceId: string, generation: number, limits: WriteLimits): Promise<GraphLoader>;
+  /**
+   * Builds a generation from a base copy's bytes and the deltas after it (in order), checks it against `expected`,
+   * and returns what it holds; it then has a new epoch and no recorded changes. On any failure nothing is left.
+   */
+  materialise(
+    instanceId: string,
+    generation: number,
+    base: Readable,
+    deltas: AsyncIterable<DeltaBatch>,
+    expected: GraphStats,
+    options?: MaterialiseOptions,
+  ): Promise<GraphStats>;
   /** Closes and deletes every generation of the instance except `keep` (all when keep is undefined). */
   removeGenerations(instanceId: string, keep?: number): Promise<void>;
   close(): Promise<void>;

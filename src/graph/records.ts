@@ -49,3 +49,12 @@ export interface EncodedBatch {
   kind: 'node' | 'relationship';
   lines: string[];
 }
+
+/**
+ * A batch of a delta (rows changed since a seq): tuple lines as in EncodedBatch for rows that exist, and
+ * ["-N", "<id>"] or ["-R", "<id>"] for rows that no longer do.
+ */
+export interface DeltaBatch {
+  kind: 'node' | 'relationship';
+  lines: string[];
+}

@@ -35,6 +35,30 @@ export class SqliteConnection {
     return new Promise((resolve, reject) => this.db.exec(sql, (error) => (error ? reject(error) : resolve())));
   }
 
+  /**
+   * Copies this connection's main database to a new file at destPath with SQLite's online backup API, in one step:
+   * the copy is one point in time (inside this connection's read transaction when one is open).
+   */
+  backupTo(destPath: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const backup = (this.db as unknown as { backup(path: string, callback: (error: Error | null) => void): SqliteBackup }).backup(
+        destPath,
+        (error) => {
+          if (error) return reject(error);
+          backup.step(-1, (stepError, done) => {
+            backup.finish(() => {
+              if (stepError) reject(stepError);
+              else if (!done) reject(new Error('the backup of the store did not complete in one step'));
+              else resolve();
+            });
+          });
+        },
+      );
+      // Any error ends the backup (the driver would otherwise keep it open for a retry on BUSY or LOCKED).
+      backup.retryErrors = [];
+    });
+  }
+
   close(): Promise<void> {
     return new Promise((resolve, reject) => this.db.close((error) => (error ? reject(error) : resolve())));
   }
@@ -51,6 +75,13 @@ export class SqliteConnection {
       throw error;
     }
   }
+}
+
+/** The part of the driver's (untyped) Backup object used here. */
+interface SqliteBackup {
+  retryErrors: number[];
+  step(pages: number, callback: (error: Error | null, done: boolean) => void): void;
+  finish(callback: () => void): void;
 }
 
 /** A FIFO lock: one writer at a time per store, as SQLite wants. */

@@ -1,8 +1,11 @@
 // Opens, caches and removes the SQLite stores of instances under <dataDir>/instances/<instanceId>/.
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { GraphLoader, GraphStore, GraphStoreProvider, WriteLimits } from './graph-store';
-import { SqliteGraphLoader, SqliteGraphStore } from './sqlite-graph-store';
+import type { Readable } from 'node:stream';
+import type { GraphLoader, GraphStore, GraphStoreProvider, MaterialiseOptions, WriteLimits } from './graph-store';
+import type { DeltaBatch, GraphStats } from './records';
+import { SqliteGraphLoader, SqliteGraphStore, removeStoreFiles } from './sqlite-graph-store';
+import { materialiseStore } from './sqlite-materialiser';
 
 interface OpenStore {
   store: Promise<SqliteGraphStore>;
@@ -51,6 +54,20 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
     return SqliteGraphLoader.create(path, limits, () => removeStoreFiles(path));
   }
 
+  async materialise(
+    instanceId: string,
+    generation: number,
+    base: Readable,
+    deltas: AsyncIterable<DeltaBatch>,
+    expected: GraphStats,
+    options: MaterialiseOptions = {},
+  ): Promise<GraphStats> {
+    await mkdir(this.dirOf(instanceId), { recursive: true });
+    const path = this.fileOf(instanceId, generation);
+    if (this.open.has(path)) throw new Error(`generation ${generation} of instance ${instanceId} is in use`);
+    return materialiseStore(path, base, deltas, expected, options);
+  }
+
   async removeGenerations(instanceId: string, keep?: number): Promise<void> {
     const dir = this.dirOf(instanceId);
     const keepFile = keep === undefined ? undefined : this.fileOf(instanceId, keep);
@@ -93,6 +110,3 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
   }
 }
 
-async function removeStoreFiles(path: string): Promise<void> {
-  await Promise.all(['', '-wal', '-shm', '-journal'].map((suffix) => rm(path + suffix, { force: true })));
-}

@@ -1,41 +1,52 @@
 // An instance's graph in one SQLite file (WAL mode), through the async `sqlite3` driver.
+import { randomBytes } from 'node:crypto';
+import { rm, stat } from 'node:fs/promises';
 import { AppError, badInput, capacityExceeded, instanceUnavailable } from '../errors/app-error';
 import { isStorageFull } from '../errors/storage-full';
 import type {
+  BaseCapture,
+  ChangeTracking,
+  DeltaView,
   GraphLoader,
   GraphReadView,
   GraphStore,
   NodeDraft,
+  NodeUpdate,
   Page,
   PageRequest,
   RelationshipDraft,
   WriteLimits,
 } from './graph-store';
-import type { EncodedBatch, GraphStats, NameCount, NodeRecord, RelationshipRecord } from './records';
+import type { DeltaBatch, EncodedBatch, GraphStats, NameCount, NodeRecord, RelationshipRecord } from './records';
 import { Mutex, SqliteConnection } from './sqlite-connection';
 import sqlite3 from 'sqlite3';
 
-const TABLES = `
+// meta keys: next_node_id, next_relationship_id; epoch, seq, changes_trimmed_through (change tracking).
+// changes: the latest seq that touched each node ('N') or relationship ('R') row, whether it still exists or not.
+export const TABLES = `
   CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
   CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, labels TEXT NOT NULL, properties TEXT NOT NULL);
   CREATE TABLE IF NOT EXISTS node_labels (label TEXT NOT NULL, node_id INTEGER NOT NULL, PRIMARY KEY (label, node_id)) WITHOUT ROWID;
   CREATE TABLE IF NOT EXISTS relationships (
     id INTEGER PRIMARY KEY, type TEXT NOT NULL, start_id INTEGER NOT NULL, end_id INTEGER NOT NULL, properties TEXT NOT NULL);
   CREATE TABLE IF NOT EXISTS counts (kind TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (kind, name)) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS changes (kind TEXT NOT NULL, id INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
 `;
 // Built after a bulk load rather than maintained row by row during it.
-const INDEXES = `
+export const INDEXES = `
   CREATE INDEX IF NOT EXISTS rel_by_type ON relationships (type, id);
   CREATE INDEX IF NOT EXISTS rel_by_start ON relationships (start_id);
   CREATE INDEX IF NOT EXISTS rel_by_end ON relationships (end_id);
 `;
-const TUNING = `PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000;`;
+export const TUNING = `PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000;`;
 
 /** counts rows: ('nodes',''), ('relationships',''), ('label', <label>), ('type', <type>). */
 type CountKind = 'nodes' | 'relationships' | 'label' | 'type';
 type CountDelta = [CountKind, string, number];
+type ChangeKind = 'N' | 'R';
 
 const READ_BATCH = 5_000;
+const DELTA_BATCH = 5_000;
 
 // The tuple lines of EncodedBatch (graph/records.ts), built by SQLite in its own thread.
 const ENCODED_READS: [EncodedBatch['kind'], string][] = [
@@ -44,6 +55,33 @@ const ENCODED_READS: [EncodedBatch['kind'], string][] = [
   ['relationship', `SELECT id, json_array('R', CAST(id AS TEXT), type, CAST(start_id AS TEXT), CAST(end_id AS TEXT), json(properties)) AS line
                     FROM relationships WHERE id > ? ORDER BY id LIMIT ?`],
 ];
+
+// A delta's lines: each changed row's current tuple line (as ENCODED_READS builds it), or its deletion.
+const DELTA_READS: [DeltaBatch['kind'], string][] = [
+  ['node', `SELECT c.id, CASE WHEN n.id IS NULL THEN json_array('-N', CAST(c.id AS TEXT))
+                 ELSE json_array('N', CAST(n.id AS TEXT), json(n.labels), json(n.properties)) END AS line
+            FROM changes c LEFT JOIN nodes n ON n.id = c.id
+            WHERE c.kind = 'N' AND c.id > ?1 AND c.seq > ?2 ORDER BY c.id LIMIT ?3`],
+  ['relationship', `SELECT c.id, CASE WHEN r.id IS NULL THEN json_array('-R', CAST(c.id AS TEXT))
+                 ELSE json_array('R', CAST(r.id AS TEXT), r.type, CAST(r.start_id AS TEXT), CAST(r.end_id AS TEXT), json(r.properties)) END AS line
+            FROM changes c LEFT JOIN relationships r ON r.id = c.id
+            WHERE c.kind = 'R' AND c.id > ?1 AND c.seq > ?2 ORDER BY c.id LIMIT ?3`],
+];
+
+/** A delta was asked for from a point the store can no longer (or cannot yet) give changes since: take a base. */
+export class ChangesUnavailableError extends Error {
+  constructor(
+    readonly sinceSeq: number,
+    readonly tracking: ChangeTracking,
+  ) {
+    super(
+      sinceSeq < tracking.trimmedThrough
+        ? `changes up to seq ${tracking.trimmedThrough} are trimmed: no delta since seq ${sinceSeq}`
+        : `the store is at seq ${tracking.seq}: no delta since the later seq ${sinceSeq}`,
+    );
+    this.name = 'ChangesUnavailableError';
+  }
+}
 
 interface NodeRow {
   id: number;
@@ -95,7 +133,10 @@ export class SqliteGraphStore implements GraphStore {
     const writer = await SqliteConnection.open(path, sqlite3.OPEN_READWRITE | (create ? sqlite3.OPEN_CREATE : 0));
     try {
       await writer.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; ${TUNING}`);
-      await writer.exec(`BEGIN; ${TABLES} ${INDEXES} COMMIT;`);
+      await writer.transaction(async () => {
+        await writer.exec(`${TABLES} ${INDEXES}`);
+        await startTracking(writer);
+      });
       const reader = await SqliteConnection.open(path, sqlite3.OPEN_READONLY);
       await reader.exec(TUNING);
       return new SqliteGraphStore(path, writer, reader);
@@ -128,6 +169,7 @@ export class SqliteGraphStore implements GraphStore {
         `INSERT INTO nodes (id, labels, properties) SELECT ?1 + key, value ->> 0, value ->> 1 FROM json_each(?2)`,
         [firstId, payload],
       );
+      await recordIdRange(this.writer, 'N', firstId, drafts.length);
       await this.writer.run(
         `INSERT INTO node_labels (label, node_id) SELECT l.value, ?1 + n.key FROM json_each(?2) n, json_each(n.value, '$[0]') l`,
         [firstId, payload],
@@ -170,11 +212,64 @@ export class SqliteGraphStore implements GraphStore {
          SELECT ?1 + key, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?2)`,
         [firstId, payload],
       );
+      await recordIdRange(this.writer, 'R', firstId, drafts.length);
       const deltas: CountDelta[] = [['relationships', '', drafts.length]];
       for (const [type, count] of tally(drafts.map((draft) => draft.type))) deltas.push(['type', type, count]);
       await applyCounts(this.writer, deltas);
       await setMeta(this.writer, 'next_relationship_id', firstId + drafts.length);
       return drafts.map((draft, index) => ({ id: String(firstId + index), ...draft }));
+    });
+  }
+
+  async updateNodes(updates: NodeUpdate[], limits: WriteLimits): Promise<NodeRecord[]> {
+    const rows = updates.map((update) => [
+      parseEntityId(update.id),
+      update.labels === undefined ? null : [...new Set(update.labels)],
+      update.properties === undefined ? null : update.properties,
+    ] as const);
+    const ids = rows.map((row) => row[0]);
+    if (new Set(ids).size !== ids.length) throw badInput('a batch of updates names a node more than once');
+    if (ids.length === 0) return [];
+    const payload = JSON.stringify(rows);
+    const relabelled = JSON.stringify(rows.filter((row) => row[1] !== null).map((row) => row[0]));
+    return this.write(async () => {
+      const missing = await this.writer.all<{ id: number }>(
+        `SELECT e.value ->> 0 AS id FROM json_each(?1) e WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.value ->> 0) LIMIT 10`,
+        [payload],
+      );
+      if (missing.length > 0) {
+        throw new AppError('NOT_FOUND', `no node has the id ${missing.map((row) => row.id).join(', ')}: nothing was updated`);
+      }
+      assertFits(await usedBytes(this.writer), payload.length, limits.maxBytes);
+      const previous = await this.writer.all<{ labels: string }>(
+        `SELECT labels FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`,
+        [relabelled],
+      );
+      await this.writer.run(
+        `DELETE FROM node_labels WHERE (label, node_id) IN
+           (SELECT l.value, n.id FROM nodes n, json_each(n.labels) l WHERE n.id IN (SELECT value FROM json_each(?1)))`,
+        [relabelled],
+      );
+      await this.writer.run(
+        `UPDATE nodes SET labels = coalesce(u.value ->> 1, nodes.labels), properties = coalesce(u.value ->> 2, nodes.properties)
+         FROM json_each(?1) u WHERE nodes.id = u.value ->> 0`,
+        [payload],
+      );
+      await this.writer.run(
+        `INSERT INTO node_labels (label, node_id) SELECT l.value, u.value ->> 0 FROM json_each(?1) u, json_each(u.value, '$[1]') l
+         WHERE u.value ->> 1 IS NOT NULL`,
+        [payload],
+      );
+      const deltas: CountDelta[] = [];
+      for (const [label, count] of tally(previous.flatMap((row) => JSON.parse(row.labels) as string[]))) deltas.push(['label', label, -count]);
+      for (const [label, count] of tally(rows.flatMap((row) => row[1] ?? []))) deltas.push(['label', label, count]);
+      await applyCounts(this.writer, deltas);
+      await recordIds(this.writer, 'N', JSON.stringify(ids), await bumpSeq(this.writer));
+      const updated = await this.writer.all<NodeRow>(
+        `SELECT n.id, n.labels, n.properties FROM json_each(?1) u JOIN nodes n ON n.id = u.value ORDER BY u.key`,
+        [JSON.stringify(ids)],
+      );
+      return updated.map(toNode);
     });
   }
 
@@ -193,6 +288,12 @@ export class SqliteGraphStore implements GraphStore {
         `SELECT type, count(*) AS count FROM relationships WHERE id IN (${attached}) GROUP BY type`,
         [existing],
       );
+      const seq = await bumpSeq(this.writer);
+      await this.writer.run(`INSERT OR REPLACE INTO changes (kind, id, seq) SELECT 'R', id, ?2 FROM relationships WHERE id IN (${attached})`, [
+        existing,
+        seq,
+      ]);
+      await recordIds(this.writer, 'N', existing, seq);
       await this.writer.run(`DELETE FROM relationships WHERE id IN (${attached})`, [existing]);
       await this.writer.run(
         `DELETE FROM node_labels WHERE (label, node_id) IN
@@ -266,6 +367,59 @@ export class SqliteGraphStore implements GraphStore {
     }
   }
 
+  changeTracking(): Promise<ChangeTracking> {
+    return readTracking(this.reader);
+  }
+
+  async captureBase(destPath: string): Promise<BaseCapture> {
+    await removeStoreFiles(destPath);
+    const source = await SqliteConnection.open(this.path, sqlite3.OPEN_READONLY);
+    try {
+      await source.exec(TUNING);
+      // The backup runs inside this read transaction, so what is read here describes the copy exactly.
+      await source.exec('BEGIN');
+      const tracking = await readTracking(source);
+      const stats = await readStats(source);
+      const page = await source.get<{ size: number }>(`SELECT page_size AS size FROM pragma_page_size`);
+      await source.backupTo(destPath);
+      await source.exec('COMMIT');
+      return { epoch: tracking.epoch, seq: tracking.seq, stats, sizeBytes: (await stat(destPath)).size, pageSize: page!.size };
+    } catch (error) {
+      await removeStoreFiles(destPath);
+      throw error;
+    } finally {
+      await source.close().catch(() => undefined);
+    }
+  }
+
+  async openDeltaView(sinceSeq: number): Promise<DeltaView> {
+    const connection = await SqliteConnection.open(this.path, sqlite3.OPEN_READONLY);
+    try {
+      await connection.exec(TUNING);
+      await connection.exec('BEGIN');
+      const tracking = await readTracking(connection);
+      if (sinceSeq < tracking.trimmedThrough || sinceSeq > tracking.seq) throw new ChangesUnavailableError(sinceSeq, tracking);
+      const stats = await readStats(connection);
+      return new SqliteDeltaView(connection, tracking, sinceSeq, stats);
+    } catch (error) {
+      await connection.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  trimChanges(throughSeq: number): Promise<void> {
+    // Not refused while frozen: it changes no data, only how far back deltas can reach.
+    return this.writeLock.run(() =>
+      this.writer.transaction(async () => {
+        const tracking = await readTracking(this.writer);
+        const through = Math.min(throughSeq, tracking.seq);
+        if (through <= tracking.trimmedThrough) return;
+        await this.writer.run(`DELETE FROM changes WHERE seq <= ?`, [through]);
+        await setMeta(this.writer, 'changes_trimmed_through', through);
+      }),
+    );
+  }
+
   async freezeWrites(): Promise<void> {
     await this.writeLock.run(async () => {
       this.frozen = true;
@@ -310,6 +464,39 @@ class SqliteReadView implements GraphReadView {
         const rows = await next;
         if (rows.length === 0) break;
         next = this.connection.all(sql, [rows[rows.length - 1].id, batchSize]);
+        yield { kind, lines: rows.map((row) => row.line) };
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.connection.exec('COMMIT').catch(() => undefined);
+    await this.connection.close();
+  }
+}
+
+class SqliteDeltaView implements DeltaView {
+  readonly epoch: number;
+  readonly seq: number;
+
+  constructor(
+    private readonly connection: SqliteConnection,
+    tracking: ChangeTracking,
+    private readonly sinceSeq: number,
+    readonly stats: GraphStats,
+  ) {
+    this.epoch = tracking.epoch;
+    this.seq = tracking.seq;
+  }
+
+  /** Reads ahead one batch, as SqliteReadView does. */
+  async *batches(batchSize = DELTA_BATCH): AsyncIterable<DeltaBatch> {
+    for (const [kind, sql] of DELTA_READS) {
+      let next = this.connection.all<{ id: number; line: string }>(sql, [0, this.sinceSeq, batchSize]);
+      for (;;) {
+        const rows = await next;
+        if (rows.length === 0) break;
+        next = this.connection.all(sql, [rows[rows.length - 1].id, this.sinceSeq, batchSize]);
         yield { kind, lines: rows.map((row) => row.line) };
       }
     }
@@ -379,8 +566,9 @@ export class SqliteGraphLoader implements GraphLoader {
       INSERT INTO counts SELECT 'label', label, count(*) FROM node_labels GROUP BY label;
       INSERT INTO counts SELECT 'type', type, count(*) FROM relationships GROUP BY type;
       INSERT OR REPLACE INTO meta SELECT 'next_node_id', coalesce(max(id), 0) + 1 FROM nodes;
-      INSERT OR REPLACE INTO meta SELECT 'next_relationship_id', coalesce(max(id), 0) + 1 FROM relationships;
-      COMMIT;`);
+      INSERT OR REPLACE INTO meta SELECT 'next_relationship_id', coalesce(max(id), 0) + 1 FROM relationships;`);
+    await startTracking(db);
+    await db.exec('COMMIT');
     const stats = await readStats(db);
     // Seal it as a live store would be: WAL mode, and everything on disk before the swap points at it.
     await db.exec(`PRAGMA synchronous = FULL; PRAGMA journal_mode = WAL; PRAGMA wal_checkpoint(TRUNCATE);`);
@@ -449,7 +637,7 @@ async function countOf(db: SqliteConnection, [kind, name]: [CountKind, string]):
   return row?.count ?? 0;
 }
 
-async function readStats(db: SqliteConnection): Promise<GraphStats> {
+export async function readStats(db: SqliteConnection): Promise<GraphStats> {
   const rows = await db.all<{ kind: CountKind; name: string; count: number }>(
     `SELECT kind, name, count FROM counts WHERE count > 0 ORDER BY kind, name`,
   );
@@ -495,11 +683,11 @@ async function nextId(db: SqliteConnection, key: string, count: number): Promise
   return first;
 }
 
-async function setMeta(db: SqliteConnection, key: string, value: number): Promise<void> {
+export async function setMeta(db: SqliteConnection, key: string, value: number): Promise<void> {
   await db.run(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [key, value]);
 }
 
-async function applyCounts(db: SqliteConnection, deltas: CountDelta[]): Promise<void> {
+export async function applyCounts(db: SqliteConnection, deltas: CountDelta[]): Promise<void> {
   await db.run(
     `INSERT INTO counts (kind, name, count) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true
      ON CONFLICT (kind, name) DO UPDATE SET count = count + excluded.count`,
@@ -512,4 +700,60 @@ function tally(names: string[]): Map<string, number> {
   const counts = new Map<string, number>();
   for (const name of names) counts.set(name, (counts.get(name) ?? 0) + 1);
   return counts;
+}
+
+/** A new random epoch: 53 bits, so it is exact as a JavaScript number and as an SQLite integer. */
+export function newEpoch(): number {
+  return Number(randomBytes(8).readBigUInt64BE() >> 11n) || 1;
+}
+
+/**
+ * Gives a store that has none a change history: a new epoch, seq 0. A store that already holds rows written before
+ * change tracking existed starts at seq 1 with changes trimmed through 1, so no delta can claim to cover them.
+ */
+export async function startTracking(db: SqliteConnection): Promise<void> {
+  if (await db.get(`SELECT 1 FROM meta WHERE key = 'epoch'`)) return;
+  const untracked = await db.get<{ rows: number }>(
+    `SELECT EXISTS (SELECT 1 FROM nodes) OR EXISTS (SELECT 1 FROM relationships) AS rows`,
+  );
+  const start = untracked?.rows ? 1 : 0;
+  await db.run(`INSERT INTO meta (key, value) VALUES ('epoch', ?1), ('seq', ?2), ('changes_trimmed_through', ?2)`, [newEpoch(), start]);
+}
+
+export async function readTracking(db: SqliteConnection): Promise<ChangeTracking> {
+  const rows = await db.all<{ key: string; value: number }>(
+    `SELECT key, value FROM meta WHERE key IN ('epoch', 'seq', 'changes_trimmed_through')`,
+  );
+  const of = (key: string) => {
+    const row = rows.find((candidate) => candidate.key === key);
+    if (!row) throw new Error(`the store has no change tracking (${key} is missing)`);
+    return row.value;
+  };
+  return { epoch: of('epoch'), seq: of('seq'), trimmedThrough: of('changes_trimmed_through') };
+}
+
+/** Starts the write transaction's seq: called once by every write transaction that changes a row. */
+async function bumpSeq(db: SqliteConnection): Promise<number> {
+  const row = await db.get<{ value: number }>(`UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value`);
+  return row!.value;
+}
+
+/** Records ids (a JSON array) as changed at seq. */
+async function recordIds(db: SqliteConnection, kind: ChangeKind, ids: string, seq: number): Promise<void> {
+  await db.run(`INSERT OR REPLACE INTO changes (kind, id, seq) SELECT ?1, value, ?3 FROM json_each(?2)`, [kind, ids, seq]);
+}
+
+/** Records count consecutive new ids from firstId as changed, in a new seq. */
+async function recordIdRange(db: SqliteConnection, kind: ChangeKind, firstId: number, count: number): Promise<void> {
+  if (count === 0) return;
+  const seq = await bumpSeq(db);
+  await db.run(
+    `WITH RECURSIVE ids (id) AS (SELECT ?2 UNION ALL SELECT id + 1 FROM ids WHERE id < ?3)
+     INSERT OR REPLACE INTO changes (kind, id, seq) SELECT ?1, id, ?4 FROM ids`,
+    [kind, firstId, firstId + count - 1, seq],
+  );
+}
+
+export async function removeStoreFiles(path: string): Promise<void> {
+  await Promise.all(['', '-wal', '-shm', '-journal'].map((suffix) => rm(path + suffix, { force: true })));
 }

@@ -5,11 +5,11 @@ export const OPERATION_PHASES = [
   'queued',
   /** Restores: the instance turns READ_ONLY, its store is frozen and the safety snapshot starts. */
   'preparing',
-  /** Snapshots: the instance's data is read into the archive. */
+  /** Snapshots: the instance's data is read into a restore point (a base image, or the rows changed since the last). */
   'capturing',
-  /** Restores: the archive is loaded into a shadow store. */
+  /** Restores: the snapshot's base and changes (or an uploaded archive) are written into a shadow store. */
   'loading',
-  /** Restores: the shadow store is checked against the archive's header. */
+  /** Restores: the shadow store is checked against what the source recorded. Verifications: everything is read back. */
   'verifying',
   /** Restores: waiting for the PRE_RESTORE safety snapshot to complete. */
   'pre-restore snapshot',

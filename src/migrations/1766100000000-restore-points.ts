@@ -21,6 +21,7 @@ export class RestorePoints1766100000000 implements MigrationInterface {
           bigint('epoch'),
           bigint('seq'),
           { name: 'chainLength', type: 'integer' },
+          bigint('chainDeltaLines'),
           bigint('chainDeltaBytes'),
           bigint('addedBytes'),
           bigint('manifestBytes'),

@@ -29,8 +29,8 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  readonly bytesArchived = this.byteCounter('snapgraph_archived_bytes_total', 'Archive bytes written by snapshots (on-demand, scheduled and pre-restore)');
-  readonly bytesRestored = this.byteCounter('snapgraph_restored_bytes_total', 'Archive bytes read into instance stores by restores');
+  readonly bytesArchived = this.byteCounter('snapgraph_archived_bytes_total', 'Archive bytes written to backup storage: export archives produced from snapshots');
+  readonly bytesRestored = this.byteCounter('snapgraph_restored_bytes_total', 'Bytes loaded into instance stores by restores (a restore point\'s base and deltas, or an archive)');
   readonly bytesExported = this.byteCounter('snapgraph_exported_bytes_total', 'Archive bytes sent by export downloads');
   readonly bytesUploaded = this.byteCounter('snapgraph_uploaded_bytes_total', 'Archive bytes received by uploads and stored after verification');
 

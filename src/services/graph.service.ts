@@ -3,7 +3,7 @@ import { badInput, instanceUnavailable } from '../errors/app-error';
 import { asStorageFull } from '../errors/storage-full';
 import type { InstanceEntity } from '../entities/instance.entity';
 import { MAX_NAME_LENGTH, MAX_PROPERTY_DEPTH, nameProblem } from '../graph/graph-rules';
-import type { GraphStore, NodeDraft, Page, RelationshipDraft } from '../graph/graph-store';
+import type { GraphStore, NodeDraft, NodeUpdate, Page, RelationshipDraft } from '../graph/graph-store';
 import type { NodeRecord, PropertyMap, RelationshipRecord } from '../graph/records';
 import type { InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
@@ -14,6 +14,12 @@ export const MAX_PAGE = 1_000;
 
 export interface NodeInputDraft {
   labels: string[];
+  properties?: PropertyMap | null;
+}
+/** Null or absent labels or properties are kept as they are. */
+export interface NodeUpdateInput {
+  id: string;
+  labels?: string[] | null;
   properties?: PropertyMap | null;
 }
 export interface RelationshipInputDraft {
@@ -52,6 +58,17 @@ export class GraphService {
     return this.write(principal, instanceId, (store, instance) =>
       store.createRelationships(drafts, this.instances.limitsOf(instance)),
     );
+  }
+
+  async updateNodes(principal: Principal, instanceId: string, inputs: NodeUpdateInput[]): Promise<NodeRecord[]> {
+    requireRole(principal, 'MEMBER', 'writing data');
+    checkBatch(inputs.length);
+    const updates: NodeUpdate[] = inputs.map((input) => ({
+      id: input.id,
+      ...(input.labels == null ? {} : { labels: [...new Set(input.labels.map((label) => checkName(label, 'label')))] }),
+      ...(input.properties == null ? {} : { properties: checkProperties(input.properties) }),
+    }));
+    return this.write(principal, instanceId, (store, instance) => store.updateNodes(updates, this.instances.limitsOf(instance)));
   }
 
   async deleteNodes(principal: Principal, instanceId: string, ids: string[]): Promise<number> {

@@ -243,12 +243,12 @@ export class RestoreOperationHandler implements OperationHandler {
     const snapshot = this.kind === 'RESTORE_FROM_FILE' ? null : await this.sourceSnapshot(operation);
     if (snapshot?.restorePointId && snapshot.contents) {
       const limits = this.instances.limitsOf(instance);
-      const stats = await this.backups
+      const { stats, bytesRead } = await this.backups
         .materialise(snapshot.restorePointId, { instanceId: instance.id, generation, limits }, context)
         .catch((error: unknown) => {
           throw asBackupError(error);
         });
-      this.metrics.bytesRestored.inc(stats.storeSizeBytes);
+      this.metrics.bytesRestored.inc(bytesRead);
       return { expected: snapshot.contents, stats };
     }
     return this.loadArchive(snapshot ? this.snapshots.openArchive(snapshot) : this.openUpload(params), instance, generation, context);

@@ -291,12 +291,13 @@ export class SnapshotService {
    * The snapshot's export archive, optionally a byte range [start, end): a previous release's blob, or the archive
    * produced from its restore point (prepareExport).
    */
-  openArchive(snapshot: SnapshotEntity, range?: { start?: number; end?: number }): Promise<Readable> {
+  async openArchive(snapshot: SnapshotEntity, range?: { start?: number; end?: number }): Promise<Readable> {
     if (snapshot.status !== 'COMPLETED') {
       throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} is ${snapshot.status}, not COMPLETED`);
     }
     if (snapshot.blobKey) return this.blobs.read(snapshot.blobKey, range);
-    return this.backups.openExport(snapshot, range);
+    const instance = await this.instances.reload(snapshot.instanceId);
+    return this.backups.openExport(snapshot, instance?.name ?? snapshot.instanceId, range);
   }
 
   /**

@@ -48,11 +48,11 @@ export class VerifyOperationHandler implements OperationHandler {
     const instance = await this.instances.reload(snapshot.instanceId);
     try {
       const produced = await this.backups.verify(snapshot, instance?.name ?? snapshot.instanceId, context);
-      const verifiedAt = Date.now();
+      // Decided once: the runner commits again after a full disk refused a commit, and by then `snapshot` has the patch.
+      const patch: Partial<SnapshotEntity> = { verifiedAt: Date.now(), error: null };
+      if (snapshot.sha256 === null) Object.assign(patch, produced);
       return {
         commit: async (manager) => {
-          const patch: Partial<SnapshotEntity> = { verifiedAt, error: null };
-          if (snapshot.sha256 === null) Object.assign(patch, produced);
           await manager.update(SnapshotEntity, { id: snapshot.id }, patch);
           Object.assign(snapshot, patch);
         },

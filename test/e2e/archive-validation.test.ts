@@ -1,9 +1,11 @@
 // Crafted archives whose checksums are all right (issue 10, point 4): every field is validated before anything
 // changes, a refusal names the record, capacity is measured on what is really loaded, and what a restore accepts
-// it restores exactly. Through the GraphQL multipart upload, the tus endpoint and a snapshot's own blob.
+// it restores exactly. Through the GraphQL multipart upload, the tus endpoint and a previous release's snapshot blob.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import Database from 'better-sqlite3';
 import { Keyring, loadMasterKey } from '../../src/crypto';
 import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
@@ -202,16 +204,33 @@ describe('archive validation', () => {
     assert.deepEqual(await graphOf(suite.server, small.id), graphOfArchive(file));
   });
 
-  it('a snapshot whose blob was replaced by a crafted archive (checksums right): the restore FAILS naming the record', async () => {
+  it("a previous release's snapshot whose blob is a crafted archive (checksums right): the restore FAILS naming the record", async function () {
+    this.timeout(90_000);
     const server = suite.server;
     const instance = await createInstance(server, { name: 'tampered' });
     await createNodes(server, instance.id, [{ labels: ['Real'] }]);
     const snapshot = await takeSnapshot(server, instance.id);
     const graph = await graphOf(server, instance.id);
     const { viewer } = expectData(await gql(server, `{ viewer { tenantId } }`));
+
+    // Snapshots of the previous release are one encrypted archive each (blobKey set, no restore point): turn this one
+    // into such a snapshot, its archive crafted, while the server is stopped.
+    await server.stop({ keepDataDir: true });
+    const crafted = craftArchive([node('01', ['Real'])]);
+    const blobKey = `tenants/${viewer.tenantId}/snapshots/${snapshot.id}.blob`;
     const { key } = await loadMasterKey({ dataDir: server.dataDir });
     const blobs = new EncryptedBlobStore(new FilesystemBlobStore(join(server.dataDir, 'blobs')), new Keyring(key));
-    await blobs.write(`tenants/${viewer.tenantId}/snapshots/${snapshot.id}.blob`, Readable.from([craftArchive([node('01', ['Real'])])]));
+    await blobs.write(blobKey, Readable.from([crafted]));
+    const metadata = new Database(join(server.dataDir, 'metadata.sqlite'));
+    try {
+      const changed = metadata
+        .prepare(`UPDATE snapshots SET "blobKey" = ?, "restorePointId" = NULL, "sizeBytes" = ?, sha256 = ?, "addedBytes" = NULL WHERE id = ?`)
+        .run(blobKey, crafted.length, createHash('sha256').update(crafted).digest('hex'), snapshot.id);
+      assert.equal(changed.changes, 1);
+    } finally {
+      metadata.close();
+    }
+    await server.restart();
 
     const operation = expectData(await gql(server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE' })).restoreSnapshot;
     const finished = await settledOperation(server, operation.id);

@@ -71,6 +71,11 @@ async function snapshotOf(server: TestServer, instanceId: string): Promise<Snaps
   );
 }
 
+/** The snapshot as it reads now: once exported, with the size and sha256 of the archive the export produced. */
+async function snapshotNow(server: TestServer, id: string): Promise<SnapshotJson> {
+  return expectData(await gql(server, `query ($id: ID!) { snapshot(id: $id) { id status sizeBytes sha256 } }`, { id })).snapshot;
+}
+
 /** A graph whose archive is well over MAX_UPLOAD_BYTES: random text does not compress away. */
 async function fillInstance(server: TestServer, instanceId: string): Promise<void> {
   const nodes = await createNodes(
@@ -144,7 +149,13 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
     sourceId = (await createInstance(server, { name: 'source graph' })).id;
     await fillInstance(server, sourceId);
     snapshot = await snapshotOf(server, sourceId);
+    // Null until the first export produces the snapshot's archive, which records them.
+    assert.equal(snapshot.sizeBytes, null);
+    assert.equal(snapshot.sha256, null);
     archive = await downloadArchive(server, snapshot.id);
+    snapshot = await snapshotNow(server, snapshot.id);
+    assert.equal(snapshot.sizeBytes, archive.length);
+    assert.equal(snapshot.sha256, sha256Of(archive));
     other = await createTenant(server, 'other-tenant');
   });
 

@@ -196,33 +196,39 @@ describe('a full metadata volume when an operation finishes', function () {
 
   it('keeps the outcome, serves on, and records it once space returns', async function () {
     const volume = volumeOrSkip(this, 8 * MiB);
-    // Only the metadata database is on the small volume: the snapshot's capture succeeds, its recording cannot.
+    // Only the metadata database is on the small volume. A verification writes nothing there until its outcome (the
+    // snapshot's verifiedAt, sha256 and size): its work succeeds, its recording cannot. (A snapshot no longer fits
+    // this: its capture writes its chunk index into the metadata database, so a full volume fails the capture itself.)
     const dataDir = join(volume.path, 'data');
     const elsewhere = makeTempDir('snapgraph-e2e-stores-');
     mkdirSync(dataDir);
-    for (const name of ['instances', 'blobs']) {
+    // (The scratch directory holds the copy of a store a base is cut from.)
+    for (const name of ['instances', 'blobs', 'scratch']) {
       mkdirSync(join(elsewhere, name));
       symlinkSync(join(elsewhere, name), join(dataDir, name));
     }
     const server = await startServer({ dataDir });
     const instance = await createInstance(server, { name: 'metadata-full' });
     await fillInstance(server, instance.id, { nodes: 100_000, relationships: 100_000 });
+    const snapshot = await takeSnapshot(server, instance.id);
+    assert.equal(snapshot.sha256, null, 'a new snapshot has no recorded archive yet');
 
-    // Pause the server while its snapshot is capturing, and fill the metadata volume meanwhile.
-    const snapshot = await requestSnapshot(server, instance.id);
-    const operation = await latestOperation(server, instance.id);
+    // Pause the server while it verifies the snapshot, and fill the metadata volume meanwhile.
+    const operation = expectData(await gql(server, `mutation ($id: ID!) { verifySnapshot(id: $id) { id } }`, { id: snapshot.id })).verifySnapshot as {
+      id: string;
+    };
     const progress = subscribe(server, server.adminKey, `subscription ($id: ID!) { operationProgress(operationId: $id) { status phase bytesDone } }`, {
       id: operation.id,
     });
-    await progress.waitFor(({ data }) => data?.operationProgress.phase === 'capturing' && data.operationProgress.bytesDone > 0);
+    await progress.waitFor(({ data }) => data?.operationProgress.status === 'RUNNING' && data.operationProgress.bytesDone > 0);
     server.process.kill('SIGSTOP');
     try {
       const metadata = new Database(join(dataDir, 'metadata.sqlite'), { readonly: true, fileMustExist: true });
       try {
         const state = metadata
-          .prepare('SELECT o.status AS operation, s.status AS snapshot FROM operations o JOIN snapshots s ON s.id = o.snapshotId WHERE o.id = ?')
+          .prepare('SELECT o.status AS operation, s.verifiedAt AS verifiedAt FROM operations o JOIN snapshots s ON s.id = o.snapshotId WHERE o.id = ?')
           .get(operation.id);
-        assert.deepEqual(state, { operation: 'RUNNING', snapshot: 'IN_PROGRESS' }, 'the capture ended before the server was paused: give the instance more data');
+        assert.deepEqual(state, { operation: 'RUNNING', verifiedAt: null }, 'the verification ended before the server was paused: give the instance more data');
       } finally {
         metadata.close();
       }
@@ -246,14 +252,15 @@ describe('a full metadata volume when an operation finishes', function () {
     assertStorageFullMessage(expectCode(key, 'STORAGE_FULL').message, /SNAPGRAPH_DATA_DIR/);
     assertAlive(server);
 
-    // Space returns: the outcome is recorded, the snapshot is whole, and metadata writes work again.
+    // Space returns: the outcome is recorded (what the verification measured included), and metadata writes work again.
     volume.release();
     const finished = await settledOperation(server, operation.id);
     assert.equal(finished.status, 'SUCCEEDED', JSON.stringify(finished.error));
-    const completed = await settledSnapshot(server, snapshot.id);
-    assert.equal(completed.status, 'COMPLETED');
-    assert.equal(completed.contents?.nodeCount, 100_000);
-    assert.equal((await archiveOf(server, snapshot.id)).length, completed.sizeBytes);
+    const verified = await settledSnapshot(server, snapshot.id);
+    assert.equal(verified.status, 'COMPLETED');
+    assert.equal(verified.contents?.nodeCount, 100_000);
+    assert.ok(verified.verifiedAt !== null && verified.sha256 !== null, JSON.stringify(verified));
+    assert.equal((await archiveOf(server, snapshot.id)).length, verified.sizeBytes);
     expectData(await gql(server, `mutation { createApiKey(name: "after", role: VIEWER) { id secret } }`));
     assertAlive(server);
   });

@@ -31,6 +31,7 @@ import {
   serverPerSuite,
   settledOperation,
   sha256Of,
+  snapshotById,
   type SnapshotJson,
   storeGenerations,
   subscribe,
@@ -121,7 +122,14 @@ describe('export and restore from a file', () => {
     source = await createInstance(suite.server, { name: 'Prod / Graph ü 日本', tier: 'PROFESSIONAL' });
     await buildGraph(suite.server, source.id);
     snapshot = await takeSnapshot(suite.server, source.id);
+    // A restore point has no archive until its first export, which produces it and records its size and sha256.
+    assert.equal(snapshot.sizeBytes, null);
+    assert.equal(snapshot.sha256, null);
+    assert.ok(snapshot.addedBytes! > 0);
     archive = await archiveOf(suite.server, snapshot.id);
+    snapshot = (await snapshotById(suite.server, snapshot.id))!;
+    assert.equal(snapshot.sizeBytes, archive.length);
+    assert.equal(snapshot.sha256, sha256Of(archive));
     sourceGraph = await graphOf(suite.server, source.id);
   });
 
@@ -447,6 +455,9 @@ describe('export links and uploads with small limits', () => {
     instanceId = (await createInstance(suite.server, { name: 'limits' })).id;
     await createNodes(suite.server, instanceId, Array.from({ length: 200 }, (_, i) => ({ labels: ['Noise'], properties: { i, noise: randomBytes(96).toString('base64') } })));
     snapshot = await takeSnapshot(suite.server, instanceId);
+    // The first export produces the archive and records its size and sha256 on the snapshot.
+    await exportLink(suite.server, snapshot.id);
+    snapshot = (await snapshotById(suite.server, snapshot.id))!;
     assert.ok(snapshot.sizeBytes! > 16 * 1024, `the archive is only ${snapshot.sizeBytes} bytes`);
   });
 

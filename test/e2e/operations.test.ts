@@ -34,7 +34,6 @@ import {
   serverPerSuite,
   settledOperation,
   SNAPSHOT_FIELDS,
-  snapshotBlobPath,
   snapshotById,
   type SnapshotJson,
   startServer,
@@ -81,6 +80,17 @@ function runningAttempt(server: TestServer, id: string, attempt: number): Promis
   );
 }
 
+/** Rewrites the properties of the instance's `count` nodes (ids are consecutive from the first). */
+async function touchEveryNode(server: TestServer, instanceId: string, count: number): Promise<void> {
+  const { nodes: page } = expectData(await gql(server, `query ($id: ID!) { nodes(instanceId: $id, first: 1) { edges { node { id } } } }`, { id: instanceId }));
+  const firstId = Number(page.edges[0].node.id);
+  const UPDATE = `mutation ($instanceId: ID!, $nodes: [NodeUpdateInput!]!) { updateNodes(instanceId: $instanceId, nodes: $nodes) { id } }`;
+  for (let start = 0; start < count; start += 10_000) {
+    const nodes = Array.from({ length: Math.min(10_000, count - start) }, (_, i) => ({ id: String(firstId + start + i), properties: { touched: start + i } }));
+    expectData(await gql(server, UPDATE, { instanceId, nodes }));
+  }
+}
+
 describe('operations across restarts, cancellation and live progress', function () {
   // A 1 s lease, no shutdown grace (a SIGTERM hands running work back at once), and one operation at a time, so
   // that a second one waits QUEUED.
@@ -103,6 +113,8 @@ describe('operations across restarts, cancellation and live progress', function 
     it('a snapshot: PENDING again on the way, COMPLETED on attempt 2', async function () {
       this.timeout(60_000);
       const server = suite.server;
+      // A snapshot holds only what changed since the last one: every node changes, so that it takes a while.
+      await touchEveryNode(server, large, 60_000);
       const requested = await requestSnapshot(server, large);
       const operationId = (await instanceState(server, large)).currentOperation!.id;
       await subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: operationId }).waitFor(workingIn('capturing'), 10_000);
@@ -113,7 +125,7 @@ describe('operations across restarts, cancellation and live progress', function 
       const done = (await snapshotById(server, requested.id))!;
       assert.equal(done.status, 'COMPLETED');
       assert.deepEqual(countsOf(done.contents!), countsOf(snapshot.contents!));
-      assert.ok(existsSync(snapshotBlobPath(server.dataDir, tenantId, done.id)));
+      assert.ok((await archiveOf(server, done.id)).length > 0, 'the snapshot has no data');
       assert.deepEqual(tempBlobs(server.dataDir), []);
     });
 
@@ -198,6 +210,8 @@ describe('operations across restarts, cancellation and live progress', function 
     it('cancels a RUNNING snapshot: CANCELLED, the snapshot FAILED without a blob, the instance free', async function () {
       this.timeout(60_000);
       const server = suite.server;
+      // A snapshot holds only what changed since the last one: every node changes, so that it takes a while.
+      await touchEveryNode(server, large, 60_000);
       const requested = await requestSnapshot(server, large);
       const operationId = (await instanceState(server, large)).currentOperation!.id;
       const progress = subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: operationId });
@@ -210,7 +224,7 @@ describe('operations across restarts, cancellation and live progress', function 
       const failed = (await snapshotById(server, requested.id))!;
       assert.equal(failed.status, 'FAILED');
       assert.match(failed.error ?? '', /cancel/);
-      assert.equal(existsSync(snapshotBlobPath(server.dataDir, tenantId, failed.id)), false);
+      assert.equal(failed.addedBytes ?? null, null, 'a cancelled snapshot stored data');
       assert.deepEqual(tempBlobs(server.dataDir), []);
       assert.deepEqual(await instanceState(server, large), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
     });
@@ -359,8 +373,10 @@ describe('deleteInstance after a kill -9', () => {
     // What the crash left, read straight from the metadata database.
     const metadata = new Database(join(server.dataDir, 'metadata.sqlite'), { readonly: true });
     const leftover = metadata.prepare(`SELECT id, status FROM instances`).all() as { id: string; status: string }[];
-    const listedWithoutData = (metadata.prepare(`SELECT id, "tenantId" FROM snapshots WHERE status = 'COMPLETED'`).all() as { id: string; tenantId: string }[])
-      .filter((row) => !existsSync(snapshotBlobPath(server.dataDir, row.tenantId, row.id)));
+    const completed = metadata
+      .prepare(`SELECT s.id, p."manifestKey" FROM snapshots s LEFT JOIN restore_points p ON p.id = s."restorePointId" WHERE s.status = 'COMPLETED'`)
+      .all() as { id: string; manifestKey: string | null }[];
+    const listedWithoutData = completed.filter((row) => row.manifestKey === null || !existsSync(join(server.dataDir, 'blobs', row.manifestKey)));
     metadata.close();
     assert.ok(leftover.length > 0, 'every deletion finished before the kill: nothing was interrupted');
     assert.deepEqual(listedWithoutData, [], 'a snapshot is listed COMPLETED while its blob is gone');
@@ -374,7 +390,7 @@ describe('deleteInstance after a kill -9', () => {
     assert.deepEqual(remaining.filter((instance) => destroying.has(instance.id)), []);
     for (const { id } of remaining) {
       for (const snapshot of await snapshotsOf(server, id, 'ON_DEMAND')) {
-        assert.ok(existsSync(snapshotBlobPath(server.dataDir, tenantId, snapshot.id)), `snapshot ${snapshot.id} is listed without its data`);
+        assert.ok((await archiveOf(server, snapshot.id)).length > 0, `snapshot ${snapshot.id} is listed without its data`);
       }
       expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id }));
     }

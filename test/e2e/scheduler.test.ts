@@ -44,8 +44,11 @@ const RESTART_CONFIG = { tiers: { PROFESSIONAL: { snapshotInterval: 'PT3S', rete
 
 /** A longer interval, so that a restore can be started just before a due time with room to set it up. */
 const RESTORE_CONFIG = { tiers: { BUSINESS_CRITICAL: { snapshotInterval: 'PT6S', retention: 'PT60S' } } };
-/** Data that keeps a restore busy well past the due time it is started 300 ms before (about 1 s here). */
-const RESTORE_DATA = { nodes: 8_000, padBytes: 3_000 };
+/**
+ * Data that keeps a restore busy well past the due time it is started 300 ms before (about 1 s here). A restore writes
+ * the store file back at disk speed, so the store is large and its padding random (it neither compresses nor dedups).
+ */
+const RESTORE_DATA = { nodes: 24_000, padBytes: 3_000 };
 
 const SNAPSHOT_FIELDS = 'id instanceId profile status createdAt completedAt expiresAt';
 
@@ -393,9 +396,9 @@ async function takesASnapshotSkippedDuringARestoreRightAfter(): Promise<void> {
   const server = await startServer({ config: RESTORE_CONFIG });
   const intervalMs = 6 * SECOND;
   const instance = await createInstance(server, { name: 'restored', tier: 'BUSINESS_CRITICAL' });
-  const pad = 'x'.repeat(RESTORE_DATA.padBytes);
+  const pad = () => randomBytes((RESTORE_DATA.padBytes * 3) / 4).toString('base64');
   for (let i = 0; i < RESTORE_DATA.nodes; i += 4_000) {
-    await createNodes(server, instance.id, Array.from({ length: 4_000 }, (_, j) => ({ labels: ['Bulk'], properties: { n: i + j, pad } })));
+    await createNodes(server, instance.id, Array.from({ length: 4_000 }, (_, j) => ({ labels: ['Bulk'], properties: { n: i + j, pad: pad() } })));
   }
   const source = await completed(server, await takeSnapshot(server, instance.id));
   /** The next due time at least a second away, so that a restore can be started just before it. */

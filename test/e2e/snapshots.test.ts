@@ -34,8 +34,8 @@ import {
   serverPerSuite,
   settledOperation,
   settledSnapshot,
+  sha256Of,
   SNAPSHOT_FIELDS,
-  snapshotBlobPath,
   snapshotById,
   type SnapshotJson,
   statsOf,
@@ -155,16 +155,17 @@ describe('snapshots', () => {
       assert.equal(completed.error, null);
       assert.equal(completed.createdAt, requested.createdAt);
       assert.ok(Date.parse(completed.completedAt!) >= Date.parse(completed.createdAt));
-      assert.ok(completed.sizeBytes! > 0);
-      assert.match(completed.sha256!, /^[0-9a-f]{64}$/);
       assert.equal(completed.exportable, true);
       assert.equal(completed.format, 'BACKUP');
       assert.equal(completed.engineVersion, 'V5');
       assert.deepEqual(completed.contents, statsAtTheTime);
 
-      // The export is those bytes: same size and hash, and its header holds the same stats.
+      // The export archive is produced at the first export (archiveOf checks its sha256 against the link's): the
+      // snapshot then records its size and hash, which never change again; its header holds the same stats.
       const archive = await archiveOf(server, completed.id);
-      assert.equal(archive.length, completed.sizeBytes);
+      const exported = (await snapshotById(server, completed.id))!;
+      assert.equal(exported.sizeBytes, archive.length);
+      assert.equal(exported.sha256, sha256Of(archive));
       const header = await openArchive(Readable.from([archive])).header;
       assert.deepEqual(header.stats, statsAtTheTime);
       assert.equal(header.engineVersion, 'V5');
@@ -372,15 +373,13 @@ describe('snapshots', () => {
         expectCode(await gql(suite.server, DELETE_SNAPSHOT, { id: snapshot.id }, key.secret), 'FORBIDDEN');
       }
       assert.equal((await snapshotById(suite.server, snapshot.id))?.status, 'COMPLETED');
-      assert.ok(existsSync(snapshotBlobPath(suite.server.dataDir, tenantId, snapshot.id)));
+      assert.ok((await archiveOf(suite.server, snapshot.id)).length > 0, 'its data is still there');
     });
 
-    it('removes the row and the blob, and announces the removal', async () => {
+    it('removes the row and announces the removal; the other snapshot keeps its data', async () => {
       const server = suite.server;
       const instance = await createInstance(server, { name: 'drop' });
       const [kept, dropped] = [await takeSnapshot(server, instance.id), await takeSnapshot(server, instance.id)];
-      const blob = snapshotBlobPath(server.dataDir, tenantId, dropped.id);
-      assert.ok(existsSync(blob), `no blob at ${blob}`);
       const events = subscribe(server, server.adminKey, SNAPSHOT_UPDATED, { instanceId: instance.id });
       await listening(events);
 
@@ -391,8 +390,7 @@ describe('snapshots', () => {
       assert.equal(data.snapshotUpdated.removed, true);
       assert.equal(await snapshotById(server, dropped.id), null);
       assert.deepEqual(ids((await snapshotPage(server, instance.id)).edges.map((edge) => edge.node)), [kept.id]);
-      assert.equal(existsSync(blob), false, 'the blob file is still there');
-      assert.ok(existsSync(snapshotBlobPath(server.dataDir, tenantId, kept.id)), 'the other blob went too');
+      assert.ok((await archiveOf(server, kept.id)).length > 0, 'the other snapshot lost its data');
       expectCode(await gql(server, DELETE_SNAPSHOT, { id: dropped.id }), 'NOT_FOUND');
     });
   });
@@ -501,7 +499,7 @@ describe('snapshots', () => {
 
       const files = filesUnder(server.dataDir);
       const blobs = files.filter((path) => path.startsWith(join(server.dataDir, 'blobs')));
-      assert.ok(blobs.includes(snapshotBlobPath(server.dataDir, tenantId, snapshot.id)));
+      assert.ok(blobs.some((path) => path.startsWith(join(server.dataDir, 'blobs', 'tenants', tenantId, 'chunks', 'packs'))), 'no pack was written');
       for (const path of files) {
         const content = readFileSync(path);
         for (const window of windows) assert.equal(content.includes(window), false, `${path} holds archive bytes in the clear`);
@@ -519,7 +517,7 @@ describe('snapshots', () => {
       // The tests run as root, so permissions would not stop the server: a file where the directory must go does.
       const tenantBlobs = join(server.dataDir, 'blobs', 'tenants', tenant.tenantId);
       mkdirSync(tenantBlobs, { recursive: true });
-      writeFileSync(join(tenantBlobs, 'snapshots'), 'in the way');
+      writeFileSync(join(tenantBlobs, 'chunks'), 'in the way');
       const events = subscribe(server, tenant.apiKey, SNAPSHOT_UPDATED, { instanceId: instance.id });
       await listening(events);
 
@@ -544,7 +542,7 @@ describe('snapshots', () => {
       );
       assert.deepEqual(after, { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
       await createNodes(server, instance.id, [{ labels: ['After'] }], tenant.apiKey);
-      assert.deepEqual(filesUnder(tenantBlobs), [join(tenantBlobs, 'snapshots')], 'a partial blob was left');
+      assert.deepEqual(filesUnder(tenantBlobs), [join(tenantBlobs, 'chunks')], 'a partial blob was left');
       assert.deepEqual(tempBlobs(server.dataDir), []);
 
       const failedOnly = expectData(
@@ -554,7 +552,7 @@ describe('snapshots', () => {
       expectCode(await gql(server, `mutation ($id: ID!) { exportSnapshot(id: $id) { url } }`, { id: failed.id }, tenant.apiKey), 'SNAPSHOT_NOT_READY');
       expectCode(await gql(server, RESTORE_SNAPSHOT, { snapshotId: failed.id, confirm: 'RESTORE' }, tenant.apiKey), 'SNAPSHOT_NOT_READY');
 
-      rmSync(join(tenantBlobs, 'snapshots'));
+      rmSync(join(tenantBlobs, 'chunks'));
       await idle(server, instance.id, tenant.apiKey);
       const next = await settledSnapshot(server, (await requestSnapshot(server, instance.id, { key: tenant.apiKey })).id, tenant.apiKey);
       assert.equal(next.status, 'COMPLETED', next.error ?? undefined);
@@ -640,7 +638,7 @@ describe('a snapshot of a large instance', () => {
     const snapshot = (await snapshotById(server, requested.id))!;
     assert.equal(snapshot.status, 'COMPLETED');
     assert.deepEqual({ ...snapshot.contents, storeSizeBytes: 0 }, { ...statsBefore, storeSizeBytes: 0 });
-    assert.equal(existsSync(snapshotBlobPath(server.dataDir, tenantId, snapshot.id)), true);
+    assert.ok((await archiveOf(server, snapshot.id)).length > 0, 'the snapshot has no data');
     assert.deepEqual(await instanceState(server, instanceId), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
     assert.deepEqual(tempBlobs(server.dataDir), []);
 

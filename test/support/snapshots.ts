@@ -1,7 +1,7 @@
 // Snapshots, operations, export downloads and file uploads as a client drives them, and what they leave on disk.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   allNodes,
@@ -22,7 +22,7 @@ import type { ExecutionResult, Subscription } from './ws';
 type ServerLike = Pick<TestServer, 'graphqlUrl' | 'adminKey'>;
 
 export const STATS_FIELDS = 'nodeCount relationshipCount labels { name count } relationshipTypes { name count } storeSizeBytes';
-export const SNAPSHOT_FIELDS = `id instanceId profile status createdAt completedAt expiresAt description sizeBytes sha256
+export const SNAPSHOT_FIELDS = `id instanceId profile status createdAt completedAt expiresAt description sizeBytes sha256 addedBytes verifiedAt
   exportable format engineVersion error contents { ${STATS_FIELDS} }`;
 export const OPERATION_FIELDS = `id kind status phase progress bytesDone bytesTotal instanceId snapshotId
   error { code message } createdAt startedAt finishedAt attempt`;
@@ -38,6 +38,8 @@ export interface SnapshotJson {
   description: string | null;
   sizeBytes: number | null;
   sha256: string | null;
+  addedBytes: number | null;
+  verifiedAt: string | null;
   exportable: boolean;
   format: string;
   engineVersion: string;
@@ -329,8 +331,11 @@ export function filesUnder(dir: string): string[] {
 }
 
 /** The blob file that holds a snapshot (see blobKeyOf in the snapshot service). */
-export const snapshotBlobPath = (dataDir: string, tenantId: string, snapshotId: string) =>
-  join(dataDir, 'blobs', 'tenants', tenantId, 'snapshots', `${snapshotId}.blob`);
+/** The tenant's chunk packs (where snapshots are stored), oldest first. */
+export const packsOf = (dataDir: string, tenantId: string) =>
+  filesUnder(join(dataDir, 'blobs', 'tenants', tenantId, 'chunks', 'packs'))
+    .filter((path) => !/\.tmp-/.test(path))
+    .sort((a, b) => statSync(a).mtimeMs - statSync(b).mtimeMs);
 
 /** Uploads being received or kept for a restore, for every tenant. */
 export const uploadBlobs = (dataDir: string) => filesUnder(join(dataDir, 'blobs', 'tenants')).filter((path) => /\/uploads\//.test(path));

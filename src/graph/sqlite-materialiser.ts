@@ -1,0 +1,226 @@
+// Restores a store physically: a base copy's bytes written back to a file, then the deltas after it applied in order.
+import { open } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import sqlite3 from 'sqlite3';
+import { AppError } from '../errors/app-error';
+import { isStorageFull } from '../errors/storage-full';
+import type { MaterialiseOptions } from './graph-store';
+import type { DeltaBatch, GraphStats, NameCount } from './records';
+import { SqliteConnection } from './sqlite-connection';
+import { newEpoch, readStats, readTracking, removeStoreFiles, setMeta, TUNING } from './sqlite-graph-store';
+
+// A batch's lines are parsed once, into a temporary table (ids are INTEGER PRIMARY KEYs there: an id that is not an
+// integer fails the insert). What each line replaces is read once from the store into another. From those two small
+// tables, counts move by what leaves and what arrives (no recount), the label index changes only for nodes whose
+// labels did (a 1% delta mostly changes properties), and each table of the store is written in one pass.
+// `touched` keeps every id a delta named (and whether its last line deleted it), for verifyTouched and the next ids.
+const TEMP_TABLES = `
+  CREATE TEMP TABLE touched (kind TEXT NOT NULL, id INTEGER NOT NULL, deleted INTEGER NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
+  CREATE TEMP TABLE incoming_nodes (id INTEGER PRIMARY KEY, tag, labels, properties);
+  CREATE TEMP TABLE previous_nodes (id INTEGER PRIMARY KEY, labels);
+  CREATE TEMP TABLE relabelled (id INTEGER PRIMARY KEY);
+  CREATE TEMP TABLE incoming_relationships (id INTEGER PRIMARY KEY, tag, type, start_id, end_id, properties);
+  CREATE TEMP TABLE previous_relationships (id INTEGER PRIMARY KEY, type);
+`;
+
+const MATERIALISE_CACHE_KIB = 64 * 1024;
+const UPSERT_COUNTS = `WHERE true ON CONFLICT (kind, name) DO UPDATE SET count = count + excluded.count`;
+const APPLY: Record<DeltaBatch['kind'], { clear: string; parse: string; statements: string[] }> = {
+  node: {
+    clear: `DELETE FROM temp.incoming_nodes; DELETE FROM temp.previous_nodes; DELETE FROM temp.relabelled;`,
+    parse: `INSERT INTO temp.incoming_nodes (id, tag, labels, properties) SELECT value ->> 1, value ->> 0, value -> 2, value -> 3 FROM json_each(?1)`,
+    statements: [
+      `INSERT INTO temp.previous_nodes (id, labels) SELECT n.id, n.labels FROM temp.incoming_nodes i JOIN nodes n ON n.id = i.id`,
+      `INSERT OR REPLACE INTO temp.touched (kind, id, deleted) SELECT 'N', id, tag = '-N' FROM temp.incoming_nodes`,
+      // New labels NULL for a deletion: a node that is gone and was never there needs nothing.
+      `INSERT INTO temp.relabelled (id) SELECT i.id FROM temp.incoming_nodes i LEFT JOIN temp.previous_nodes p ON p.id = i.id
+       WHERE p.labels IS NOT (CASE WHEN i.tag = 'N' THEN i.labels END)`,
+      `INSERT INTO counts (kind, name, count) SELECT * FROM (
+         SELECT 'label', l.value, sum(x.delta) FROM (
+           SELECT p.labels, -1 AS delta FROM temp.previous_nodes p JOIN temp.relabelled r ON r.id = p.id
+           UNION ALL SELECT i.labels, 1 FROM temp.incoming_nodes i JOIN temp.relabelled r ON r.id = i.id WHERE i.tag = 'N') x,
+           json_each(x.labels) l GROUP BY l.value
+         UNION ALL SELECT 'nodes', '', (SELECT count(*) FROM temp.incoming_nodes WHERE tag = 'N') - (SELECT count(*) FROM temp.previous_nodes))
+       ${UPSERT_COUNTS}`,
+      `DELETE FROM node_labels WHERE (label, node_id) IN
+         (SELECT l.value, p.id FROM temp.previous_nodes p JOIN temp.relabelled r ON r.id = p.id, json_each(p.labels) l)`,
+      `INSERT INTO node_labels (label, node_id)
+       SELECT l.value, i.id FROM temp.incoming_nodes i JOIN temp.relabelled r ON r.id = i.id, json_each(i.labels) l WHERE i.tag = 'N'`,
+      `INSERT OR REPLACE INTO nodes (id, labels, properties) SELECT id, labels, properties FROM temp.incoming_nodes WHERE tag = 'N'`,
+      `DELETE FROM nodes WHERE id IN (SELECT id FROM temp.incoming_nodes WHERE tag = '-N')`,
+    ],
+  },
+  relationship: {
+    clear: `DELETE FROM temp.incoming_relationships; DELETE FROM temp.previous_relationships;`,
+    parse: `INSERT INTO temp.incoming_relationships (id, tag, type, start_id, end_id, properties)
+                SELECT value ->> 1, value ->> 0, value ->> 2, value ->> 3, value ->> 4, value -> 5 FROM json_each(?1)`,
+    statements: [
+      `INSERT INTO temp.previous_relationships (id, type)
+       SELECT r.id, r.type FROM temp.incoming_relationships i JOIN relationships r ON r.id = i.id`,
+      `INSERT OR REPLACE INTO temp.touched (kind, id, deleted) SELECT 'R', id, tag = '-R' FROM temp.incoming_relationships`,
+      `INSERT INTO counts (kind, name, count) SELECT * FROM (
+         SELECT 'type', x.type, sum(x.delta) FROM (
+           SELECT type, -1 AS delta FROM temp.previous_relationships
+           UNION ALL SELECT type, 1 FROM temp.incoming_relationships WHERE tag = 'R') x GROUP BY x.type
+         UNION ALL SELECT 'relationships', '',
+           (SELECT count(*) FROM temp.incoming_relationships WHERE tag = 'R') - (SELECT count(*) FROM temp.previous_relationships))
+       ${UPSERT_COUNTS}`,
+      `INSERT OR REPLACE INTO relationships (id, type, start_id, end_id, properties)
+       SELECT id, type, start_id, end_id, properties FROM temp.incoming_relationships WHERE tag = 'R'`,
+      `DELETE FROM relationships WHERE id IN (SELECT id FROM temp.incoming_relationships WHERE tag = '-R')`,
+    ],
+  },
+};
+
+// A line is [tag, "<positive integer id>", …] with the tag of its batch's kind; the rest of its shape is checked by
+// the NOT NULL columns it goes into and by verifyTouched.
+const MALFORMED = (kind: DeltaBatch['kind']) => {
+  const [upsert, deletion] = kind === 'node' ? ['N', '-N'] : ['R', '-R'];
+  return `SELECT count(*) AS count FROM temp.${kind === 'node' ? 'incoming_nodes' : 'incoming_relationships'}
+          WHERE (tag IS NOT '${upsert}' AND tag IS NOT '${deletion}') OR id <= 0
+             OR (tag = '${upsert}' AND (${kind === 'node' ? `json_type(labels) IS NOT 'array' OR ` : `typeof(type) IS NOT 'text' OR `}json_type(properties) IS NOT 'object'))`;
+};
+
+/**
+ * Writes the base's bytes to path, applies the deltas, checks the result against `expected`, gives it a new epoch
+ * with no recorded changes, and syncs it to disk. Leaves nothing at path when it fails. quick_check is off by
+ * default: at 1M nodes it costs about as much as writing the file, and the chunk store has already authenticated
+ * every byte of the base; verification, which must find damage whatever its cause, asks for it.
+ */
+export async function materialiseStore(
+  path: string,
+  base: Readable,
+  deltas: AsyncIterable<DeltaBatch>,
+  expected: GraphStats,
+  { signal, quickCheck = false }: MaterialiseOptions = {},
+): Promise<GraphStats> {
+  await removeStoreFiles(path);
+  let db: SqliteConnection | null = null;
+  try {
+    await writeFile(path, base, signal);
+    db = await SqliteConnection.open(path, sqlite3.OPEN_READWRITE);
+    // No journal: a crash leaves a partial shadow, which is discarded anyway. One sync of the whole file at the end
+    // makes base and deltas durable together. A larger cache than a live store's: a delta's rows are read, then
+    // rewritten, all over the nodes table.
+    await db.exec(`${TUNING} PRAGMA cache_size = -${MATERIALISE_CACHE_KIB}; PRAGMA temp_store = MEMORY; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;`);
+    if (quickCheck) await checkBase(db);
+    const tracking = await readTracking(db).catch((error: Error) => {
+      throw new AppError('INVALID_BACKUP_FILE', `the base is not a graph store: ${error.message}`);
+    });
+
+    await db.exec(`BEGIN; ${TEMP_TABLES}`);
+    for await (const batch of deltas) {
+      signal?.throwIfAborted();
+      await applyBatch(db, batch);
+    }
+    signal?.throwIfAborted();
+    await verifyTouched(db);
+    // Ids a delta named (existing or deleted) were handed out at the source: never hand them out again.
+    for (const [key, kind] of [['next_node_id', 'N'], ['next_relationship_id', 'R']] as const) {
+      await db.run(
+        `INSERT OR REPLACE INTO meta (key, value) SELECT ?1, max(coalesce((SELECT value FROM meta WHERE key = ?1), 1),
+           coalesce((SELECT max(id) FROM temp.touched WHERE kind = ?2), 0) + 1)`,
+        [key, kind],
+      );
+    }
+    await db.run(`DELETE FROM counts WHERE count <= 0 AND kind IN ('label', 'type')`);
+    // A new history starts here: this store's seqs no longer follow the source's, so no delta of the source applies.
+    await db.run(`DELETE FROM changes`);
+    await setMeta(db, 'epoch', newEpoch());
+    await setMeta(db, 'changes_trimmed_through', tracking.seq);
+    await db.exec('COMMIT');
+
+    const stats = await readStats(db);
+    assertSameGraph(stats, expected);
+    await db.exec(`PRAGMA journal_mode = WAL;`);
+    await db.close();
+    db = null;
+    await syncFile(path);
+    return stats;
+  } catch (error) {
+    await db?.close().catch(() => undefined);
+    await removeStoreFiles(path);
+    throw error;
+  }
+}
+
+async function writeFile(path: string, base: Readable, signal: AbortSignal | undefined): Promise<void> {
+  const file = await open(path, 'wx');
+  try {
+    for await (const chunk of base) {
+      signal?.throwIfAborted();
+      await file.write(chunk as Buffer);
+    }
+  } finally {
+    await file.close();
+  }
+}
+
+async function syncFile(path: string): Promise<void> {
+  const file = await open(path, 'r+');
+  try {
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+}
+
+async function checkBase(db: SqliteConnection): Promise<void> {
+  const rows = await db.all<{ quick_check: string }>(`PRAGMA quick_check(10)`).catch((error: Error) => {
+    if (isStorageFull(error)) throw error;
+    return [{ quick_check: error.message }];
+  });
+  if (rows.length !== 1 || rows[0].quick_check !== 'ok') {
+    throw new AppError('INVALID_BACKUP_FILE', `the base store is damaged: ${rows.map((row) => row.quick_check).join('; ')}`);
+  }
+}
+
+async function applyBatch(db: SqliteConnection, batch: DeltaBatch): Promise<void> {
+  if (batch.lines.length === 0) return;
+  const { clear, parse, statements } = APPLY[batch.kind];
+  try {
+    await db.exec(clear);
+    await db.run(parse, [`[${batch.lines.join(',')}]`]);
+    const bad = await db.get<{ count: number }>(MALFORMED(batch.kind));
+    if (bad!.count > 0) throw new Error(`${bad!.count} of ${batch.lines.length} ${batch.kind} lines are malformed`);
+    for (const statement of statements) await db.run(statement);
+  } catch (error) {
+    if (isStorageFull(error)) throw error;
+    throw new AppError('INVALID_BACKUP_FILE', `a delta holds records that cannot be applied: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * The base passed quick_check, each line's shape was checked as it came in, and the counts are compared afterwards:
+ * what is left is whether the relationships the deltas wrote, and the nodes they deleted, leave every end in place.
+ */
+async function verifyTouched(db: SqliteConnection): Promise<void> {
+  const bad = await db.get<{ relationships: number; dangling: number }>(
+    `SELECT
+       (SELECT count(*) FROM temp.touched t JOIN relationships r ON r.id = t.id
+        WHERE t.kind = 'R' AND NOT t.deleted AND (NOT EXISTS (SELECT 1 FROM nodes WHERE id = r.start_id) OR NOT EXISTS (SELECT 1 FROM nodes WHERE id = r.end_id))) AS relationships,
+       (SELECT count(*) FROM temp.touched t
+        WHERE t.kind = 'N' AND t.deleted
+          AND (EXISTS (SELECT 1 FROM relationships WHERE start_id = t.id) OR EXISTS (SELECT 1 FROM relationships WHERE end_id = t.id))) AS dangling`,
+  );
+  if (bad && (bad.relationships > 0 || bad.dangling > 0)) {
+    throw new AppError(
+      'INVALID_BACKUP_FILE',
+      `the deltas leave ${bad.relationships} relationships to missing nodes and ${bad.dangling} deleted nodes that relationships still refer to`,
+    );
+  }
+}
+
+function assertSameGraph(actual: GraphStats, expected: GraphStats): void {
+  const names = (list: NameCount[]) => JSON.stringify([...list].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)));
+  const differences = [
+    actual.nodeCount !== expected.nodeCount && `${actual.nodeCount} nodes instead of ${expected.nodeCount}`,
+    actual.relationshipCount !== expected.relationshipCount &&
+      `${actual.relationshipCount} relationships instead of ${expected.relationshipCount}`,
+    names(actual.labels) !== names(expected.labels) && 'different label counts',
+    names(actual.relationshipTypes) !== names(expected.relationshipTypes) && 'different relationship type counts',
+  ].filter(Boolean);
+  if (differences.length > 0) {
+    throw new AppError('INVALID_BACKUP_FILE', `the restored store does not match its snapshot: ${differences.join(', ')}`);
+  }
+}
