@@ -534,7 +534,7 @@ async function main(): Promise<void> {
     await gql(`mutation($id: ID!) { deleteInstance(id: $id) }`, { id: createInstanceFromSnapshot.id });
 
     // --- 2. (continued) full snapshots again: every snapshot deleted and collected first
-    console.log(`\n[2] (continued) before each further pair: every snapshot of the instance deleted, collection waited for until usage.storedBytes = 0`);
+    console.log(`\n[2] (continued) before each further pair: every snapshot of the instance deleted and collection waited for, so that the next snapshot stores everything again`);
     for (let pair = 2; pair <= pairs; pair++) {
       await rss.part('delete and collect');
       for (;;) {
@@ -542,11 +542,21 @@ async function main(): Promise<void> {
         if (page.edges.length === 0) break;
         for (const edge of page.edges) await gql(`mutation($id: ID!) { deleteSnapshot(id: $id) }`, { id: edge.node.id });
       }
+      // Collection runs after the deletes; it is waited for until the stored bytes are 0 or stop falling for 2 s.
       started = performance.now();
-      const emptied = await until('collection', async () => ((await storage(instanceId)).usage.storedBytes === 0 ? true : null), 200, 300_000).catch(() => false);
-      const left = await storage(instanceId);
-      console.log(`  collection: usage.storedBytes ${left.usage.storedBytes} after ${secs(performance.now() - started)}${emptied ? '' : ' (did NOT reach 0: the next snapshot may deduplicate against what is left)'}; ${walk(join(dataDir, 'blobs')).bytes} bytes under <data>/blobs`);
-      await fullPair(pair);
+      const before = (await storage(instanceId)).usage.storedBytes;
+      let last = before;
+      let steadySince = performance.now();
+      await until('collection', async () => {
+        const now = (await storage(instanceId)).usage.storedBytes;
+        if (now !== last) steadySince = performance.now();
+        last = now;
+        return now === 0 || (now < before && performance.now() - steadySince > 2_000) ? true : null;
+      }, 250, 30_000).catch(() => undefined);
+      console.log(`  collection: usage.storedBytes ${MiB(before)} → ${MiB(last)} after ${secs(performance.now() - started)}; ${MiB(walk(join(dataDir, 'blobs')).bytes)} under <data>/blobs`);
+      const full = await fullPair(pair);
+      const added = (full.row.addedBytes ?? 0) / firstStored;
+      console.log(`    its addedBytes are ${pct(added)} of the first snapshot's${added < 0.9 ? ': it deduplicated against what collection left, so it is NOT a full snapshot' : ' (a full snapshot again)'}`);
     }
 
     const snapshotRatios = snapshotPairs.map((p) => p.product / p.baseline);
