@@ -17,7 +17,8 @@
 //    changed before each restore (so the safety point has something to keep) / (`gzip -dc` of a `gzip -1` copy of the
 //    store file + fsync of the output).
 // 4. Peak RSS of the server process: VmRSS sampled every 100 ms (peak per part) and VmHWM at the end.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
@@ -348,8 +349,12 @@ function copyStore(instanceId: string, into: string): string {
  * The snapshot baseline in its own process: sqlite3's online backup of the copy to a new file in one step, then
  * `gzip -1 -k` of it; the child times itself (node start-up excluded). Leaves <dir>/backup.sqlite and .gz.
  */
-function baselineSnapshot(copy: string, dir: string): { ms: number; backupBytes: number; gzipBytes: number } {
-  const output = execFileSync(process.execPath, [__filename, '--baseline-snapshot', copy, dir], { encoding: 'utf8' });
+// Asynchronous, so this process keeps serving its sockets meanwhile (a blocked client misses the server closing an
+// idle keep-alive connection and then writes into it: EPIPE).
+const run = promisify(execFile);
+
+async function baselineSnapshot(copy: string, dir: string): Promise<{ ms: number; backupBytes: number; gzipBytes: number }> {
+  const { stdout: output } = await run(process.execPath, [__filename, '--baseline-snapshot', copy, dir], { encoding: 'utf8' });
   return JSON.parse(output.trim().split('\n').pop()!);
 }
 
@@ -375,10 +380,10 @@ async function baselineSnapshotChild(copy: string, dir: string): Promise<void> {
 }
 
 /** The restore baseline: decompress a `gzip -1` copy of the store file and fsync the result (`sync FILE`). */
-function baselineRestore(gz: string, out: string): number {
+async function baselineRestore(gz: string, out: string): Promise<number> {
   rmSync(out, { force: true });
   const started = performance.now();
-  execFileSync('sh', ['-c', 'gzip -dc "$1" > "$2" && sync "$2"', 'sh', gz, out]);
+  await run('sh', ['-c', 'gzip -dc "$1" > "$2" && sync "$2"', 'sh', gz, out]);
   const ms = performance.now() - started;
   rmSync(out, { force: true });
   return ms;
@@ -424,10 +429,10 @@ async function main(): Promise<void> {
       const copy = copyStore(instanceId, baselineDir);
       const productFirst = pair % 2 === 1;
       let product!: Awaited<ReturnType<typeof snapshot>>;
-      let baseline!: ReturnType<typeof baselineSnapshot>;
+      let baseline!: Awaited<ReturnType<typeof baselineSnapshot>>;
       await rss.part('full snapshots');
       if (productFirst) product = await snapshot(instanceId);
-      baseline = baselineSnapshot(copy, baselineDir);
+      baseline = await baselineSnapshot(copy, baselineDir);
       if (!productFirst) product = await snapshot(instanceId);
       snapshotPairs.push({ product: product.ms, baseline: baseline.ms, order: productFirst ? 'product first' : 'baseline first', storedBytes: product.row.addedBytes ?? 0, gzipBytes: baseline.gzipBytes });
       console.log(
@@ -495,7 +500,7 @@ async function main(): Promise<void> {
     // --- 3. restores
     console.log(`\n[3] restore of snapshot ${snapshots} over the instance (safety point included; ${pct(change)} of the nodes changed before each) / (gzip -dc of a gzip -1 copy of the store + fsync)`);
     await rss.part('restore baseline prep');
-    const prepared = baselineSnapshot(copyStore(instanceId, baselineDir), baselineDir);
+    const prepared = await baselineSnapshot(copyStore(instanceId, baselineDir), baselineDir);
     const gz = join(baselineDir, 'backup.sqlite.gz');
     console.log(`  baseline input: ${MiB(prepared.backupBytes)} store file, ${MiB(prepared.gzipBytes)} gzip -1`);
     for (let pair = 1; pair <= pairs; pair++) {
@@ -503,7 +508,7 @@ async function main(): Promise<void> {
       const productFirst = pair % 2 === 1;
       let baselineMs = 0;
       await rss.part('restores');
-      if (!productFirst) baselineMs = baselineRestore(gz, join(baselineDir, 'restored.sqlite'));
+      if (!productFirst) baselineMs = await baselineRestore(gz, join(baselineDir, 'restored.sqlite'));
       const restoreStarted = performance.now();
       const { restoreSnapshot } = await gql(`mutation($s: ID!) { restoreSnapshot(snapshotId: $s, confirm: "RESTORE") { id } }`, { s: latest.id });
       const op = await operationDone(restoreSnapshot.id);
@@ -512,7 +517,7 @@ async function main(): Promise<void> {
         const { instance } = await gql(`query($id: ID!) { instance(id: $id) { status availability } }`, { id: instanceId });
         return instance.status === 'RUNNING' && instance.availability === 'AVAILABLE';
       });
-      if (productFirst) baselineMs = baselineRestore(gz, join(baselineDir, 'restored.sqlite'));
+      if (productFirst) baselineMs = await baselineRestore(gz, join(baselineDir, 'restored.sqlite'));
       const serverMs = Date.parse(op.finishedAt) - Date.parse(op.startedAt);
       restorePairs.push({ product: productMs, server: serverMs, baseline: baselineMs, order: productFirst ? 'product first' : 'baseline first' });
       console.log(`  pair ${pair} (${productFirst ? 'product first' : 'baseline first'}): restore ${secs(productMs)} (operation startedAt→finishedAt ${secs(serverMs)}); baseline ${secs(baselineMs)}; ratio ${(productMs / baselineMs).toFixed(2)}`);
