@@ -12,7 +12,8 @@
 //    usage.storedBytes against the bytes really under <data>/blobs.
 // 2. Full snapshot time / (sqlite3 online backup + `gzip -1` of the same store). Pair 1 is the instance's first
 //    snapshot; before each later pair every snapshot of the instance is deleted and the server's collection (grace 0
-//    for this run) brings the tenant's stored bytes back to 0, so that snapshot is a full one again.
+//    for this run) is waited for until the stored bytes settle; that pair's addedBytes are printed as a share of the
+//    first's, to show it stored everything again (a full snapshot) rather than deduplicating against leftovers.
 // 3. Restore of the newest of those snapshots over the instance, its safety point included, with 1% of the nodes
 //    changed before each restore (so the safety point has something to keep) / (`gzip -dc` of a `gzip -1` copy of the
 //    store file + fsync of the output).
