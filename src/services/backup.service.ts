@@ -477,18 +477,19 @@ export class BackupService {
 
   /** Storage of the snapshots in `where` (a tenant, or one instance). */
   async usage(where: { tenantId: string; instanceId?: string }): Promise<{ snapshotCount: number; logicalBytes: number; storedBytes: number }> {
-    const snapshots = await this.db.getRepository(SnapshotEntity).find({ where: { ...where, status: 'COMPLETED' } });
+    const snapshots = await this.db.getRepository(SnapshotEntity).find({
+      select: { id: true, sizeBytes: true, contents: true, blobKey: true, addedBytes: true },
+      where: { ...where, status: 'COMPLETED' },
+    });
     const logicalBytes = snapshots.reduce((sum, s) => sum + (s.sizeBytes ?? s.contents?.storeSizeBytes ?? 0), 0);
     const legacyBytes = snapshots.reduce((sum, s) => sum + (s.blobKey ? s.addedBytes ?? 0 : 0), 0);
     let storedBytes: number;
     if (where.instanceId === undefined) {
       const chunkBytes = (await this.chunks.usage(where.tenantId)).storedBytes;
-      const points = await this.points.find({ where: { tenantId: where.tenantId } });
-      storedBytes = chunkBytes + points.reduce((sum, p) => sum + p.manifestBytes, 0) + legacyBytes;
+      storedBytes = chunkBytes + ((await this.points.sum('manifestBytes', { tenantId: where.tenantId })) ?? 0) + legacyBytes;
     } else {
       // What the instance's own points added (after repacking, an approximation; the tenant's total is exact).
-      const points = await this.points.find({ where: { tenantId: where.tenantId, instanceId: where.instanceId } });
-      storedBytes = points.reduce((sum, p) => sum + p.addedBytes, 0) + legacyBytes;
+      storedBytes = ((await this.points.sum('addedBytes', { tenantId: where.tenantId, instanceId: where.instanceId })) ?? 0) + legacyBytes;
     }
     return { snapshotCount: snapshots.length, logicalBytes, storedBytes };
   }

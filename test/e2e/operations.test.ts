@@ -88,13 +88,11 @@ describe('operations across restarts, cancellation and live progress', function 
   const suite = serverPerSuite({
     env: { SNAPGRAPH_OPERATION_LEASE_MS: '1000', SNAPGRAPH_SHUTDOWN_GRACE_MS: '0', SNAPGRAPH_MAX_CONCURRENT_OPERATIONS: '1' },
   });
-  let tenantId: string;
   let large: string;
   let snapshot: SnapshotJson;
 
   before(async function () {
     this.timeout(180_000);
-    tenantId = expectData(await gql(suite.server, `{ viewer { tenantId } }`)).viewer.tenantId;
     large = (await createInstance(suite.server, { name: 'large', tier: 'PROFESSIONAL', memoryGB: 4 })).id;
     await fillInstance(suite.server, large, { nodes: 60_000, relationships: 120_000 });
     snapshot = await takeSnapshot(suite.server, large);
