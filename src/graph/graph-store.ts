@@ -59,6 +59,24 @@ export interface ChangeTracking {
   trimmedThrough: number;
 }
 
+/** One write transaction of the change log: its seq, commit time (ms) and tuple lines in replay order. */
+export interface LogEntry {
+  seq: number;
+  at: number;
+  lines: string[];
+}
+
+/**
+ * Where a store stands: its epoch, the seq of its latest write and that write's commit time (null before any write
+ * of this epoch), and what it holds; read in one transaction.
+ */
+export interface StorePosition {
+  epoch: number;
+  seq: number;
+  at: number | null;
+  stats: GraphStats;
+}
+
 /** A physical copy of a store at one point in time (see GraphStore.captureBase). */
 export interface BaseCapture {
   epoch: number;
@@ -110,6 +128,11 @@ export interface GraphStore {
   stats(): Promise<GraphStats>;
   openReadView(): Promise<GraphReadView>;
   changeTracking(): Promise<ChangeTracking>;
+  position(): Promise<StorePosition>;
+  /** Entries with seq > afterSeq in seq order, at most about maxBytes of lines (always at least one entry when any exists). */
+  readLog(afterSeq: number, maxBytes: number): Promise<LogEntry[]>;
+  /** Deletes the entries up to throughSeq (they are shipped). */
+  trimLog(throughSeq: number): Promise<void>;
   /**
    * Writes a consistent copy of the store to destPath (a new file) in one step of SQLite's online backup: writes go
    * on meanwhile and the copy is one point in time. Returns what the copy holds.
@@ -125,6 +148,17 @@ export interface GraphStore {
    */
   freezeWrites(): Promise<void>;
   thawWrites(): Promise<void>;
+}
+
+/** The store file of an instance's generation is not there (lost, or removed underneath the server). */
+export class StoreMissingError extends Error {
+  constructor(
+    readonly instanceId: string,
+    readonly generation: number,
+  ) {
+    super(`the store of instance ${instanceId} (generation ${generation}) is missing`);
+    this.name = 'StoreMissingError';
+  }
 }
 
 export interface MaterialiseOptions {
