@@ -117,6 +117,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     instances.onRemove(async (instance) => {
       await snapshots.deleteAllOf(instance);
       await changeLog.endEpochs(instance.id);
+      backups.collectSoon(instance.tenantId);
     });
     metrics.countInstancesWith(() => instances.countByAvailability());
     const retention = new RetentionSweeper(db, config, snapshots, logger);
