@@ -25,7 +25,8 @@ export async function startEpoch(
     endedAt: null,
     shippedSeq: 0,
     headSha256: null,
-    shippedThrough: null,
+    // Nothing is written to it yet: the instance's history is shipped up to the moment it took over.
+    shippedThrough: at - 1,
     damage: null,
     damagedFromSeq: null,
   } satisfies StoreEpochEntity);

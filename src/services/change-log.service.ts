@@ -174,8 +174,10 @@ export class ChangeLogService {
     return this.instances.withStore(instance, async (store) => {
       const readAt = Date.now();
       const position = await store.position();
-      const epoch = (await this.epochs.findOneBy({ epoch: position.epoch })) ?? (await this.adopt(instance, position));
-      let shippedAny = false;
+      let epoch = await this.epochs.findOneBy({ epoch: position.epoch });
+      // A store adopted now wants its first base at once (the base policy hears of it like of a shipped segment).
+      let shippedAny = !epoch;
+      epoch ??= await this.adopt(instance, position);
       for (;;) {
         const entries = await store.readLog(epoch.shippedSeq, this.options.segmentBytes);
         if (entries.length === 0) break;
