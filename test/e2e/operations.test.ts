@@ -363,10 +363,24 @@ describe('deleteInstance after a kill -9', () => {
     // What the crash left, read straight from the metadata database.
     const metadata = new Database(join(server.dataDir, 'metadata.sqlite'), { readonly: true });
     const leftover = metadata.prepare(`SELECT id, status FROM instances`).all() as { id: string; status: string }[];
+    // A snapshot's data: its restore point's manifest (a base), or for a point on the change log its base's manifest
+    // (when it has one) and the log segments up to it.
     const completed = metadata
-      .prepare(`SELECT s.id, p."manifestKey" FROM snapshots s LEFT JOIN restore_points p ON p.id = s."restorePointId" WHERE s.status = 'COMPLETED'`)
-      .all() as { id: string; manifestKey: string | null }[];
-    const listedWithoutData = completed.filter((row) => row.manifestKey === null || !existsSync(join(server.dataDir, 'blobs', row.manifestKey)));
+      .prepare(
+        `SELECT s.id, p.id AS point, p."baseId" AS base, COALESCE(p."manifestKey", b."manifestKey") AS "manifestKey",
+                (SELECT group_concat(g."blobKey", '|') FROM log_segments g WHERE p.kind = 'LOG' AND g.epoch = p.epoch AND g."firstSeq" <= p.seq) AS segments
+         FROM snapshots s LEFT JOIN restore_points p ON p.id = s."restorePointId" LEFT JOIN restore_points b ON b.id = p."baseId"
+         WHERE s.status = 'COMPLETED'`,
+      )
+      .all() as { id: string; point: string | null; base: string | null; manifestKey: string | null; segments: string | null }[];
+    const blobExists = (key: string) => existsSync(join(server.dataDir, 'blobs', key));
+    const listedWithoutData = completed.filter(
+      (row) =>
+        row.point === null ||
+        (row.base !== null && row.manifestKey === null) ||
+        (row.manifestKey !== null && !blobExists(row.manifestKey)) ||
+        (row.segments ?? '').split('|').some((key) => key !== '' && !blobExists(key)),
+    );
     metadata.close();
     assert.ok(leftover.length > 0, 'every deletion finished before the kill: nothing was interrupted');
     assert.deepEqual(listedWithoutData, [], 'a snapshot is listed COMPLETED while its blob is gone');
