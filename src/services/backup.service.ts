@@ -1,12 +1,11 @@
 // Backup storage: snapshots as restore points over the tenant's chunk store. A restore point is a physical base image
 // of an instance's store or the rows changed since a parent point; a restore writes the base back at disk speed and
-// applies the deltas of its chain. This service decides base or delta, writes and reads manifests, materialises
+// applies the deltas of its chain. This service takes bases, writes and reads manifests, materialises
 // restore points into stores (restores, exports, verification), and collects what no snapshot needs any more.
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StringDecoder } from 'node:string_decoder';
 import { Readable, Transform } from 'node:stream';
 import { In, IsNull, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
@@ -18,6 +17,7 @@ import { RestorePointEntity } from '../entities/restore-point.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { AppError } from '../errors/app-error';
 import type { GraphStoreProvider, WriteLimits } from '../graph/graph-store';
+import { lineBatches } from '../graph/line-batches';
 import type { DeltaBatch, GraphStats } from '../graph/records';
 import type { JobContext } from '../jobs/operation-handler';
 import type { Logger } from '../logging/logger';
@@ -28,15 +28,6 @@ import type { InstanceService } from './instance.service';
 
 /** Plain bytes of one chunk of a base image: a whole number of SQLite pages (pages are at most 64 KiB). */
 export const BASE_CHUNK_BYTES = 256 * 1024;
-/** About this many bytes of delta lines go in one chunk. */
-export const DELTA_CHUNK_BYTES = 1024 * 1024;
-/**
- * A new base once the chain's deltas hold this share of the base's stored bytes, or rows for this share of the base's
- * records (a restore replays them: measured at 1M nodes, 24 deltas of 1% cost 2.2x writing the file back, so a
- * quarter of the records keeps a restore near 4x), or this many deltas.
- */
-export const BASE_POLICY = { maxDeltaShare: 0.25, maxDeltaLineShare: 0.25, maxChainLength: 200 };
-
 const MANIFEST_VERSION = 1;
 
 /** What a restore point's manifest blob holds. */
@@ -79,15 +70,14 @@ export class BackupService {
   }
 
   /**
-   * Captures the instance's store as a restore point: a delta over the newest point of its lineage when the base
-   * policy allows one, else a new base. The point's row is returned, not inserted: the caller records it together
-   * with the snapshot's COMPLETED.
+   * Captures the instance's store as a restore point: a base copy. The point's row is returned, not inserted: the
+   * caller records it together with the snapshot's COMPLETED.
    */
   async capture(instance: InstanceEntity, context: JobContext): Promise<CapturedPoint> {
     const id = randomUUID();
     const writer = this.chunks.writer(instance.tenantId);
     try {
-      const manifest = (await this.captureDelta(instance, id, writer, context)) ?? (await this.captureBase(instance, id, writer, context));
+      const manifest = await this.captureBase(instance, id, writer, context);
       context.signal.throwIfAborted();
       const manifestKey = manifestKeyOf(instance.tenantId, id);
       const { storedBytes: manifestBytes } = await this.blobs.write(manifestKey, Readable.from([JSON.stringify(manifest)]));
@@ -118,61 +108,6 @@ export class BackupService {
       await writer.abort().catch(() => undefined);
       await this.blobs.delete(manifestKeyOf(instance.tenantId, id)).catch(() => undefined);
       throw error;
-    }
-  }
-
-  /** The parent a delta may build on: the newest point of the store's lineage, while the base policy allows it. */
-  private async parentFor(tenantId: string, epoch: number): Promise<RestorePointEntity | null> {
-    const newest = await this.points.findOne({ where: { tenantId, epoch }, order: { seq: 'DESC' } });
-    if (!newest) return null;
-    const base = newest.kind === 'BASE' ? newest : await this.points.findOneBy({ id: newest.baseId });
-    if (!base) return null;
-    const baseRecords = base.stats.nodeCount + base.stats.relationshipCount;
-    const tooLong = newest.chainLength + 1 > BASE_POLICY.maxChainLength;
-    const tooHeavy = newest.chainDeltaBytes > BASE_POLICY.maxDeltaShare * base.addedBytes;
-    const tooSlow = newest.chainDeltaLines > BASE_POLICY.maxDeltaLineShare * baseRecords;
-    return tooLong || tooHeavy || tooSlow ? null : newest;
-  }
-
-  private async captureDelta(
-    instance: InstanceEntity,
-    id: string,
-    writer: ChunkWriter,
-    context: JobContext,
-  ): Promise<Manifest | null> {
-    const tracking = await this.instances.withStore(instance, (store) => store.changeTracking());
-    const parent = await this.parentFor(instance.tenantId, tracking.epoch);
-    // The store must still hold every change since the parent (they are trimmed once a later point holds them).
-    if (!parent || parent.seq < tracking.trimmedThrough || parent.seq > tracking.seq) return null;
-    const view = await this.instances.withStore(instance, (store) => store.openDeltaView(parent.seq));
-    try {
-      context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
-      const chunks: ChunkRef[] = [];
-      let pending: string[] = [];
-      let pendingBytes = 0;
-      let lines = 0;
-      let bytes = 0;
-      const flush = async () => {
-        if (pending.length === 0) return;
-        chunks.push(await writer.put(Buffer.from(pending.join('\n') + '\n')));
-        pending = [];
-        pendingBytes = 0;
-      };
-      for await (const batch of view.batches()) {
-        context.signal.throwIfAborted();
-        for (const line of batch.lines) {
-          pending.push(line);
-          pendingBytes += line.length + 1;
-          lines += 1;
-          bytes += line.length + 1;
-          if (pendingBytes >= DELTA_CHUNK_BYTES) await flush();
-        }
-        context.progress({ bytesDone: bytes });
-      }
-      await flush();
-      return { version: MANIFEST_VERSION, id, tenantId: instance.tenantId, instanceId: instance.id, kind: 'DELTA', parentId: parent.id, epoch: view.epoch, seq: view.seq, stats: view.stats, base: null, delta: { lines, chunks } };
-    } finally {
-      await view.close();
     }
   }
 
@@ -272,7 +207,7 @@ export class BackupService {
     const chunks = this.chunks;
     const deltaBatches = async function* (): AsyncGenerator<DeltaBatch> {
       for (const delta of deltas) {
-        yield* linesOf(counted(chunks.read(tenantId, delta.delta!.chunks, { signal: context.signal })));
+        yield* lineBatches(counted(chunks.read(tenantId, delta.delta!.chunks, { signal: context.signal })));
       }
       // Every byte is in: what remains is the check of the store against the recorded contents.
       context.progress({ phase: 'verifying' });
@@ -287,17 +222,6 @@ export class BackupService {
       throw new AppError('CONFLICT', 'the restore point this snapshot builds on was collected while it was taken; take the snapshot again');
     }
     await manager.insert(RestorePointEntity, point);
-  }
-
-  /** Once a point is recorded, its store forgets the changes the point holds (the next delta starts after them). */
-  async afterRecorded(instance: InstanceEntity, point: RestorePointEntity): Promise<void> {
-    const current = await this.instances.reload(instance.id);
-    if (!current) return;
-    await this.instances
-      .withStore(current, async (store) => {
-        if ((await store.changeTracking()).epoch === point.epoch) await store.trimChanges(point.seq);
-      })
-      .catch((err) => this.logger.warn({ err, instanceId: instance.id }, 'could not trim the change log after a snapshot'));
   }
 
   // ---- exports ----------------------------------------------------------------------------------------------------
@@ -590,32 +514,3 @@ function quietContext(): JobContext {
     enterPointOfNoReturn: async () => undefined,
   };
 }
-
-const DELTA_BATCH_LINES = 5_000;
-
-/**
- * A delta's newline-separated lines (across chunk boundaries) as batches of one kind: nodes (`["N",…]`, `["-N",…]`)
- * come before relationships (`["R",…]`, `["-R",…]`), as the store wrote them.
- */
-async function* linesOf(source: AsyncIterable<Buffer>): AsyncGenerator<DeltaBatch> {
-  const decoder = new StringDecoder('utf8');
-  let rest = '';
-  let batch: DeltaBatch | null = null;
-  const take = function* (line: string): Generator<DeltaBatch> {
-    if (line === '') return;
-    const kind = line.startsWith('["R"') || line.startsWith('["-R"') ? 'relationship' : 'node';
-    if (batch && (batch.kind !== kind || batch.lines.length >= DELTA_BATCH_LINES)) {
-      yield batch;
-      batch = null;
-    }
-    (batch ??= { kind, lines: [] }).lines.push(line);
-  };
-  for await (const piece of source) {
-    const lines = (rest + decoder.write(piece)).split('\n');
-    rest = lines.pop() ?? '';
-    for (const line of lines) yield* take(line);
-  }
-  yield* take(rest + decoder.end());
-  if (batch) yield batch;
-}
-
