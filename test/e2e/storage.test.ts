@@ -56,7 +56,11 @@ const bytesOnDisk = (dataDir: string) => filesUnder(join(dataDir, 'blobs')).redu
 describe('backup storage', () => {
   // Collected often and with a short grace period, so that the tests see collection happen. The grace period must
   // stay longer than a capture: a capture that deduplicates against a chunk collection then removes fails.
-  const suite = serverPerSuite({ env: { SNAPGRAPH_COLLECT_GRACE_MS: '3000', SNAPGRAPH_COLLECT_INTERVAL_MS: '300' } });
+  // BUSINESS_CRITICAL without a restore window here: what its instances keep is only what their snapshots need.
+  const suite = serverPerSuite({
+    env: { SNAPGRAPH_COLLECT_GRACE_MS: '3000', SNAPGRAPH_COLLECT_INTERVAL_MS: '300' },
+    config: { tiers: { BUSINESS_CRITICAL: { pointInTimeWindow: null } } },
+  });
 
   it('stores a snapshot after a 1% change as a small delta, and restores each snapshot to exactly its data', async function () {
     this.timeout(120_000);
@@ -111,19 +115,21 @@ describe('backup storage', () => {
   it('frees what no snapshot and no restore window needs once its snapshots are deleted', async function () {
     this.timeout(60_000);
     const { server } = suite;
-    const instance = await createInstance(server, { name: 'collected', tier: 'PROFESSIONAL' });
+    const instance = await createInstance(server, { name: 'collected', tier: 'BUSINESS_CRITICAL' });
     const ids = await fill(server, instance.id, 2_000);
     const snapshots = [await takeSnapshot(server, instance.id)];
     for (let i = 0; i < 3; i++) {
       await changeSome(server, instance.id, ids, 0.05);
       snapshots.push(await takeSnapshot(server, instance.id));
     }
-    const before = (await usageOf(server, instance.id)).instance.backupStorage.storedBytes;
-    assert.ok(before > 0);
+    assert.ok((await usageOf(server, instance.id)).instance.backupStorage.storedBytes > 0);
     // The oldest first: the newer ones still need the base it holds.
     const DELETE = `mutation ($id: ID!) { deleteSnapshot(id: $id) }`;
     expectData(await gql(server, DELETE, { id: snapshots[0].id }));
+    // Writes only the restore's safety snapshot holds: once it is deleted, nothing needs their log.
+    await changeSome(server, instance.id, ids, 0.05);
     assert.equal((await restoreAndWait(server, snapshots[3].id)).status, 'SUCCEEDED');
+    const before = (await usageOf(server, instance.id)).instance.backupStorage.storedBytes;
     for (const snapshot of snapshots.slice(1)) expectData(await gql(server, DELETE, { id: snapshot.id }));
     const restoredGraph = await graphOf(server, instance.id);
     await eventually(async () => {
@@ -132,8 +138,8 @@ describe('backup storage', () => {
     });
     const [safety] = expectData(await gql(server, `query ($id: ID!) { snapshots(instanceId: $id) { edges { node { id } } } }`, { id: instance.id })).snapshots.edges;
     expectData(await gql(server, DELETE, { id: safety.node.id }));
-    // What stays is the restored store's history: the restore point it was built from and the log since (the
-    // restore window); the old store's log and every snapshot-only point are gone.
+    // What stays is what the restored store's next snapshot builds on: the restore point it was built from and the
+    // log since; the old store's log and bases, and every snapshot-only point, are gone.
     await eventually(async () => (await usageOf(server, instance.id)).instance.backupStorage.storedBytes < before, {
       timeoutMs: 30_000,
       what: 'the instance\'s storage to shrink',
