@@ -60,9 +60,9 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
   async materialise(
     instanceId: string,
     generation: number,
-    base: Readable,
+    base: Readable | null,
     deltas: AsyncIterable<DeltaBatch>,
-    expected: GraphStats,
+    expected: GraphStats | null,
     options: MaterialiseOptions = {},
   ): Promise<GraphStats> {
     await mkdir(this.dirOf(instanceId), { recursive: true });

@@ -8,7 +8,6 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StringDecoder } from 'node:string_decoder';
 import { Readable, Transform } from 'node:stream';
 import { In, IsNull, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
@@ -21,6 +20,7 @@ import { SnapshotEntity } from '../entities/snapshot.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
 import { AppError } from '../errors/app-error';
 import type { GraphStoreProvider, WriteLimits } from '../graph/graph-store';
+import { batchesOfLines, lineBatches } from '../graph/line-batches';
 import type { DeltaBatch, GraphStats } from '../graph/records';
 import type { JobContext } from '../jobs/operation-handler';
 import type { Logger } from '../logging/logger';
@@ -389,10 +389,10 @@ export class BackupService {
     const baseBytes = base?.base ? Readable.from(counted(this.chunks.read(base.tenantId, base.base.chunks, { signal }))) : null;
     const { chunks, log } = this;
     const replay = async function* (): AsyncGenerator<DeltaBatch> {
-      for (const delta of deltas) yield* linesOf(counted(chunks.read(delta.tenantId, delta.delta!.chunks, { signal })));
+      for (const delta of deltas) yield* lineBatches(counted(chunks.read(delta.tenantId, delta.delta!.chunks, { signal })));
       for (const stretch of logs) {
         const entries = log.entries(stretch.epoch, stretch.afterSeq, { seq: stretch.untilSeq }, signal);
-        yield* batchesOf(
+        yield* batchesOfLines(
           (async function* () {
             for await (const entry of entries) {
               count(entry.lines.reduce((sum, line) => sum + line.length + 1, 0));
@@ -779,37 +779,4 @@ function quietContext(): JobContext {
     saveParams: async () => undefined,
     enterPointOfNoReturn: async () => undefined,
   };
-}
-
-const DELTA_BATCH_LINES = 5_000;
-
-/** Tuple lines, in order, as batches of one kind: consecutive node lines, then relationship lines, and so on. */
-async function* batchesOf(lines: AsyncIterable<string>): AsyncGenerator<DeltaBatch> {
-  let batch: DeltaBatch | null = null;
-  for await (const line of lines) {
-    if (line === '') continue;
-    const kind = line.startsWith('["R"') || line.startsWith('["-R"') ? 'relationship' : 'node';
-    if (batch && (batch.kind !== kind || batch.lines.length >= DELTA_BATCH_LINES)) {
-      yield batch;
-      batch = null;
-    }
-    (batch ??= { kind, lines: [] }).lines.push(line);
-  }
-  if (batch) yield batch;
-}
-
-/** A legacy delta's newline-separated lines (across chunk boundaries) as batches of one kind. */
-function linesOf(source: AsyncIterable<Buffer>): AsyncGenerator<DeltaBatch> {
-  return batchesOf(
-    (async function* () {
-      const decoder = new StringDecoder('utf8');
-      let rest = '';
-      for await (const piece of source) {
-        const lines = (rest + decoder.write(piece)).split('\n');
-        rest = lines.pop() ?? '';
-        yield* lines;
-      }
-      yield rest + decoder.end();
-    })(),
-  );
 }

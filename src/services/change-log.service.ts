@@ -172,7 +172,6 @@ export class ChangeLogService {
     const instance = (await this.instances.reload(instanceId)) ?? known;
     if (!instance || (instance.status !== 'RUNNING' && instance.status !== 'RESTORING')) return null;
     return this.instances.withStore(instance, async (store) => {
-      const readAt = Date.now();
       const position = await store.position();
       let epoch = await this.epochs.findOneBy({ epoch: position.epoch });
       // A store adopted now wants its first base at once (the base policy hears of it like of a shipped segment).
@@ -190,9 +189,9 @@ export class ChangeLogService {
         await store.trimLog(epoch.shippedSeq);
         shippedAny = true;
       }
-      // Everything committed before readAt is at or below position.seq, which is now shipped.
-      if (epoch.shippedSeq >= position.seq && (epoch.shippedThrough ?? -1) < readAt - 1) {
-        epoch.shippedThrough = readAt - 1;
+      // Every write with a commit time before readAt is at or below position.seq, which is now shipped.
+      if (epoch.shippedSeq >= position.seq && (epoch.shippedThrough ?? -1) < position.readAt - 1) {
+        epoch.shippedThrough = position.readAt - 1;
         await this.epochs.update({ epoch: epoch.epoch }, { shippedThrough: epoch.shippedThrough });
       }
       if (shippedAny) for (const listener of this.listeners) listener(instance, epoch);
