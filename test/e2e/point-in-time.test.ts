@@ -11,6 +11,7 @@ import {
   assertProgressSequence,
   createInstance,
   createKey,
+  createNodes,
   CREATE_NODES,
   CREATE_RELATIONSHIPS,
   DELETE_NODES,
@@ -376,7 +377,7 @@ describe('point-in-time restore', () => {
     for (const confirm of ['', 'restore', 'RESTORE ']) {
       expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at: inside, confirm, targetInstanceId: target.id }), 'CONFIRMATION_REQUIRED');
     }
-    expectCode(await gql(server, `mutation ($id: ID!, $at: DateTime!) { restoreToPointInTime(instanceId: $id, at: $at) { id } }`, { id: source.id, at: iso(inside) }), 'GRAPHQL_VALIDATION_FAILED');
+    expectCode(await gql(server, `mutation ($id: ID!, $at: DateTime!) { restoreToPointInTime(instanceId: $id, at: $at) { id } }`, { id: source.id, at: iso(inside) }), 'BAD_USER_INPUT');
     expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at: inside, targetInstanceId: target.id, key: member.secret }), 'FORBIDDEN');
     expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at: inside, targetInstanceId: target.id, key: viewer.secret }), 'FORBIDDEN');
     expectCode(await gql(server, CREATE_FROM_POINT, { instanceId: source.id, at: iso(inside), input: { name: 'never', tier: 'PROFESSIONAL' } }, viewer.secret), 'FORBIDDEN');
@@ -606,23 +607,28 @@ describe('point-in-time restore after a crash', () => {
     const tenant = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
     const instance = await createInstance(server, { name: 'damaged', tier: 'PROFESSIONAL' });
     const target = await createInstance(server, { name: 'target', tier: 'PROFESSIONAL' });
-    const writer = new ModelWriter(server, instance.id, random);
-    // Batches far enough apart to ship in segments of their own.
-    for (let i = 0; i < 4; i++) {
-      await writer.batch();
-      await restorableThrough(server, instance.id, writer.batches.at(-1)!.ackedAt);
+    const segmentsOf = () => filesUnder(join(server.dataDir, 'blobs', 'tenants', tenant, 'log', instance.id)).filter((path) => path.endsWith('.seg'));
+    // Many nodes first (the base policy then takes a base of them), then single writes, each shipped in segments of its
+    // own, too few for another base: a restore to the last of them replays every one.
+    const segmentsOfWrite: string[][] = [];
+    let lastAck = 0;
+    for (const count of [2_000, 1, 1, 1]) {
+      const before = new Set(segmentsOf());
+      await createNodes(server, instance.id, Array.from({ length: count }, (_, i) => ({ labels: ['N'], properties: { i, count } })));
+      lastAck = Date.now();
+      await restorableThrough(server, instance.id, lastAck);
+      segmentsOfWrite.push(segmentsOf().filter((path) => !before.has(path)));
     }
     await new ModelWriter(server, target.id, random).write(2);
     const targetGraph = await graphOf(server, target.id);
-    const segments = filesUnder(join(server.dataDir, 'blobs', 'tenants', tenant, 'log', instance.id)).filter((path) => path.endsWith('.seg')).sort();
-    assert.ok(segments.length >= 3, `expected a segment per batch, found ${segments.join(', ')}`);
-    const damaged = segments[1];
+    assert.equal(segmentsOfWrite[2].length, 1, `expected one segment for the third write: ${JSON.stringify(segmentsOfWrite)}`);
+    const [damaged] = segmentsOfWrite[2];
     const bytes = readFileSync(damaged);
     bytes[Math.floor(bytes.length / 2)] ^= 0x01;
     writeFileSync(damaged, bytes);
     const firstSeq = Number(/(\d+)\.seg$/.exec(damaged)![1]);
 
-    const operation = await restoreToPoint(server, instance.id, writer.batches.at(-1)!.ackedAt + 1, target.id);
+    const operation = await restoreToPoint(server, instance.id, lastAck + 1, target.id);
     assert.equal(operation.status, 'FAILED');
     assert.equal(operation.error?.code, 'INVALID_BACKUP_FILE');
     assert.match(operation.error!.message, new RegExp(`segment ${firstSeq}\\b`), `the error names the damaged segment ${damaged}`);
@@ -630,7 +636,7 @@ describe('point-in-time restore after a crash', () => {
     assert.deepEqual(await instanceState(server, target.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
 
     // The window no longer offers what cannot be restored: null, or starting after the damage, saying why.
-    const unrestorable = writer.batches.at(-1)!.ackedAt + 1;
+    const unrestorable = lastAck + 1;
     const window = await restoreWindowOf(server, instance.id);
     if (window !== null) {
       assert.ok(window.earliest > unrestorable, `the window still offers ${iso(unrestorable)}: ${JSON.stringify(window)}`);
