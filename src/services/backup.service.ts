@@ -37,7 +37,7 @@ export const BASE_CHUNK_BYTES = 256 * 1024;
  * store's bytes, or lines for this share of its records: a restore replays that log, and at 1M nodes a replay of a
  * quarter of the records costs about as much as writing the base back.
  */
-export const BASE_POLICY = { maxLogShare: 0.25, maxLogLineShare: 0.25 };
+export const BASE_POLICY = { maxLogShare: 0.25, maxLogLineShare: 0.25, minStoreBytes: 4 * 1024 * 1024, minRecords: 10_000 };
 
 const MANIFEST_VERSION = 1;
 
@@ -148,10 +148,11 @@ export class BackupService {
     }
     const since = await this.log.sizeAfter(epoch.epoch, base?.seq ?? 0);
     const reference = base?.stats ?? (await this.instances.stats(instance));
-    const records = reference.nodeCount + reference.relationshipCount;
+    // Small stores count as a few MiB and 10,000 records: their log replays in no time, and a base per write is churn.
+    const records = Math.max(reference.nodeCount + reference.relationshipCount, BASE_POLICY.minRecords);
     const due =
-      since.plainBytes > BASE_POLICY.maxLogShare * Math.max(reference.storeSizeBytes, 1024 * 1024) ||
-      (records > 0 && since.lines > BASE_POLICY.maxLogLineShare * records);
+      since.plainBytes > BASE_POLICY.maxLogShare * Math.max(reference.storeSizeBytes, BASE_POLICY.minStoreBytes) ||
+      since.lines > BASE_POLICY.maxLogLineShare * records;
     if (due) await this.takeBase(instance);
   }
 

@@ -177,7 +177,9 @@ export class ChangeLogService {
       // A store adopted now wants its first base at once (the base policy hears of it like of a shipped segment).
       let shippedAny = !epoch;
       epoch ??= await this.adopt(instance, position);
-      for (;;) {
+      // Up to the position read, not on after it: under steady writes this round would never end, and `latest` is
+      // only moved at its end. Later writes are the next round's.
+      while (epoch.shippedSeq < position.seq) {
         const entries = await store.readLog(epoch.shippedSeq, this.options.segmentBytes);
         if (entries.length === 0) break;
         if (entries[0].seq !== epoch.shippedSeq + 1) {
