@@ -99,7 +99,10 @@ export class BackupService {
    */
   async capture(instance: InstanceEntity, context: JobContext): Promise<CapturedPoint> {
     context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
-    const { position, epoch } = await this.log.flush(instance);
+    const { position, epoch } = await this.log.flush(instance, {
+      signal: context.signal,
+      progress: (bytes) => context.progress({ bytesDone: bytes }),
+    });
     const base = await this.newestBase(epoch.epoch, position.seq);
     if (!base && epoch.anchor === 'NONE') return this.captureBase(instance, context);
     const previous = await this.points.findOne({ where: { epoch: epoch.epoch }, order: { seq: 'DESC' } });

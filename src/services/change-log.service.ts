@@ -44,6 +44,12 @@ export interface HistoryPosition {
   at: number | null;
 }
 
+/** A caller waiting for its shipping (a snapshot): stop between segments when aborted; bytes shipped so far. */
+export interface ShipWatch {
+  signal?: AbortSignal;
+  progress?: (shippedBytes: number) => void;
+}
+
 /** Told after every shipped segment, with the epoch as it now stands (the base policy listens). */
 export type ShippedListener = (instance: InstanceEntity, epoch: StoreEpochEntity) => void;
 
@@ -136,8 +142,8 @@ export class ChangeLogService {
    * Ships everything the instance's store has logged and returns the store's position as read first: every write up
    * to it is then in a recorded segment. (A snapshot is this position; so is a restore's safety point.)
    */
-  async flush(instance: InstanceEntity): Promise<{ position: StorePosition; epoch: StoreEpochEntity }> {
-    const shipped = await this.ship(instance.id, instance);
+  async flush(instance: InstanceEntity, watch: ShipWatch = {}): Promise<{ position: StorePosition; epoch: StoreEpochEntity }> {
+    const shipped = await this.ship(instance.id, instance, watch);
     if (!shipped) throw new AppError('INSTANCE_UNAVAILABLE', `instance ${instance.id} has no store to read its change log from`);
     return shipped;
   }
@@ -158,9 +164,13 @@ export class ChangeLogService {
     }
   }
 
-  private ship(instanceId: string, known?: InstanceEntity): Promise<{ position: StorePosition; epoch: StoreEpochEntity } | null> {
+  private ship(
+    instanceId: string,
+    known?: InstanceEntity,
+    watch: ShipWatch = {},
+  ): Promise<{ position: StorePosition; epoch: StoreEpochEntity } | null> {
     const previous = this.shipping.get(instanceId) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(() => this.shipNow(instanceId, known));
+    const next = previous.catch(() => undefined).then(() => this.shipNow(instanceId, known, watch));
     this.shipping.set(instanceId, next);
     void next.finally(() => {
       if (this.shipping.get(instanceId) === next) this.shipping.delete(instanceId);
@@ -168,7 +178,11 @@ export class ChangeLogService {
     return next;
   }
 
-  private async shipNow(instanceId: string, known?: InstanceEntity): Promise<{ position: StorePosition; epoch: StoreEpochEntity } | null> {
+  private async shipNow(
+    instanceId: string,
+    known: InstanceEntity | undefined,
+    watch: ShipWatch,
+  ): Promise<{ position: StorePosition; epoch: StoreEpochEntity } | null> {
     const instance = (await this.instances.reload(instanceId)) ?? known;
     if (!instance || (instance.status !== 'RUNNING' && instance.status !== 'RESTORING')) return null;
     return this.instances.withStore(instance, async (store) => {
@@ -179,7 +193,9 @@ export class ChangeLogService {
       epoch ??= await this.adopt(instance, position);
       // Up to the position read, not on after it: under steady writes this round would never end, and `latest` is
       // only moved at its end. Later writes are the next round's.
+      let shippedBytes = 0;
       while (epoch.shippedSeq < position.seq) {
+        watch.signal?.throwIfAborted();
         const entries = await store.readLog(epoch.shippedSeq, this.options.segmentBytes);
         if (entries.length === 0) break;
         if (entries[0].seq !== epoch.shippedSeq + 1) {
@@ -187,9 +203,10 @@ export class ChangeLogService {
           await this.recordDamage(epoch, epoch.shippedSeq + 1, `log entries ${epoch.shippedSeq + 1}–${entries[0].seq - 1} were lost before they were shipped`);
           epoch.shippedSeq = entries[0].seq - 1;
         }
-        await this.writeSegment(instance, epoch, entries);
+        shippedBytes += await this.writeSegment(instance, epoch, entries);
         await store.trimLog(epoch.shippedSeq);
         shippedAny = true;
+        watch.progress?.(shippedBytes);
       }
       // Every write with a commit time before readAt is at or below position.seq, which is now shipped.
       if (epoch.shippedSeq >= position.seq && (epoch.shippedThrough ?? -1) < position.readAt - 1) {
@@ -201,7 +218,8 @@ export class ChangeLogService {
     });
   }
 
-  private async writeSegment(instance: InstanceEntity, epoch: StoreEpochEntity, entries: LogEntry[]): Promise<void> {
+  /** Returns the segment's plain bytes. */
+  private async writeSegment(instance: InstanceEntity, epoch: StoreEpochEntity, entries: LogEntry[]): Promise<number> {
     const segment = encodeSegment({ instanceId: instance.id, epoch: epoch.epoch, prevSha256: epoch.headSha256 }, entries);
     const { header } = segment;
     // The key is the segment's place: a crash before its row is recorded leaves a blob the next attempt overwrites.
@@ -234,6 +252,7 @@ export class ChangeLogService {
     });
     epoch.shippedSeq = header.lastSeq;
     epoch.headSha256 = segment.sha256;
+    return segment.plaintext.length;
   }
 
   /**
