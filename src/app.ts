@@ -15,7 +15,7 @@ import { createSchedulerLeadership } from './scheduler/leadership';
 import { RetentionSweeper } from './scheduler/retention-sweeper';
 import { Scheduler } from './scheduler/scheduler';
 import { BackupService } from './services/backup.service';
-import { ChangeLogService, LOG_SEGMENT_BYTES } from './services/change-log.service';
+import { ChangeLogService } from './services/change-log.service';
 import { ExportService } from './services/export.service';
 import { GraphService } from './services/graph.service';
 import { InstanceService } from './services/instance.service';
@@ -96,7 +96,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const changeLog = new ChangeLogService(db, blobs, instances, logger, {
       shipDelayMs: config.logShipDelayMs,
       tickMs: config.logShipIntervalMs,
-      segmentBytes: LOG_SEGMENT_BYTES,
+      segmentBytes: config.logSegmentBytes,
     });
     const graph = new GraphService(instances, changeLog);
     const chunks = new ChunkStore(rawBlobs, db, new TenantChunkKeys(rawBlobs, db, keyring), { workers: config.chunkWorkers });

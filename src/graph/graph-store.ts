@@ -114,6 +114,8 @@ export interface GraphStore {
   position(): Promise<StorePosition & { readAt: number }>;
   /** Entries with seq > afterSeq in seq order, at most about maxBytes of lines (always at least one entry when any exists). */
   readLog(afterSeq: number, maxBytes: number): Promise<LogEntry[]>;
+  /** Bytes of the lines of the entries after afterSeq (what shipping them reads). */
+  logBytesAfter(afterSeq: number): Promise<number>;
   /** Deletes the entries up to throughSeq (they are shipped). */
   trimLog(throughSeq: number): Promise<void>;
   /**

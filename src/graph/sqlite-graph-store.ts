@@ -369,6 +369,11 @@ export class SqliteGraphStore implements GraphStore {
     return rows.map((row) => ({ seq: row.seq, at: row.at, lines: row.lines.split('\n') }));
   }
 
+  async logBytesAfter(afterSeq: number): Promise<number> {
+    const row = await this.reader.get<{ bytes: number }>(`SELECT coalesce(sum(length(CAST(lines AS BLOB))), 0) AS bytes FROM change_log WHERE seq > ?`, [afterSeq]);
+    return row?.bytes ?? 0;
+  }
+
   trimLog(throughSeq: number): Promise<void> {
     // Under the lock, as the writer connection's statements must be, but not refused while frozen: it changes no data.
     return this.writeLock.run(async () => {

@@ -101,7 +101,7 @@ export class BackupService {
     context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
     const { position, epoch } = await this.log.flush(instance, {
       signal: context.signal,
-      progress: (bytes) => context.progress({ bytesDone: bytes }),
+      progress: (bytesDone, bytesTotal) => context.progress({ bytesDone, bytesTotal }),
     });
     const base = await this.newestBase(epoch.epoch, position.seq);
     if (!base && epoch.anchor === 'NONE') return this.captureBase(instance, context);
@@ -395,13 +395,11 @@ export class BackupService {
     const replay = async function* (): AsyncGenerator<DeltaBatch> {
       for (const delta of deltas) yield* lineBatches(counted(chunks.read(delta.tenantId, delta.delta!.chunks, { signal })));
       for (const stretch of logs) {
-        const entries = log.entries(stretch.epoch, stretch.afterSeq, { seq: stretch.untilSeq }, signal);
+        // Progress counts segments as they are read, as the total does (their plaintext bytes).
+        const entries = log.entries(stretch.epoch, stretch.afterSeq, { seq: stretch.untilSeq }, signal, count);
         yield* batchesOfLines(
           (async function* () {
-            for await (const entry of entries) {
-              count(entry.lines.reduce((sum, line) => sum + line.length + 1, 0));
-              yield* entry.lines;
-            }
+            for await (const entry of entries) yield* entry.lines;
           })(),
         );
       }

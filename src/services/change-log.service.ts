@@ -18,9 +18,6 @@ import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../storage/errors';
 import type { InstanceService } from './instance.service';
 
-/** About this many bytes of tuple lines go in one segment. */
-export const LOG_SEGMENT_BYTES = 4 * 1024 * 1024;
-
 export interface ChangeLogOptions {
   /** A write is shipped at most this long after it commits (plus the time the shipping itself takes). */
   shipDelayMs: number;
@@ -47,7 +44,7 @@ export interface HistoryPosition {
 /** A caller waiting for its shipping (a snapshot): stop between segments when aborted; bytes shipped so far. */
 export interface ShipWatch {
   signal?: AbortSignal;
-  progress?: (shippedBytes: number) => void;
+  progress?: (shippedBytes: number, totalBytes: number) => void;
 }
 
 /** Told after every shipped segment, with the epoch as it now stands (the base policy listens). */
@@ -194,6 +191,7 @@ export class ChangeLogService {
       // Up to the position read, not on after it: under steady writes this round would never end, and `latest` is
       // only moved at its end. Later writes are the next round's.
       let shippedBytes = 0;
+      const totalBytes = watch.progress && epoch.shippedSeq < position.seq ? await store.logBytesAfter(epoch.shippedSeq) : 0;
       while (epoch.shippedSeq < position.seq) {
         watch.signal?.throwIfAborted();
         const entries = await store.readLog(epoch.shippedSeq, this.options.segmentBytes);
@@ -206,7 +204,7 @@ export class ChangeLogService {
         shippedBytes += await this.writeSegment(instance, epoch, entries);
         await store.trimLog(epoch.shippedSeq);
         shippedAny = true;
-        watch.progress?.(shippedBytes);
+        watch.progress?.(shippedBytes, Math.max(totalBytes, shippedBytes));
       }
       // Every write with a commit time before readAt is at or below position.seq, which is now shipped.
       if (epoch.shippedSeq >= position.seq && (epoch.shippedThrough ?? -1) < position.readAt - 1) {
@@ -278,6 +276,7 @@ export class ChangeLogService {
     afterSeq: number,
     until: { seq?: number; at?: number },
     signal?: AbortSignal,
+    onRead?: (plainBytes: number) => void,
   ): AsyncGenerator<LogEntry> {
     const lastSeq = until.seq ?? epoch.shippedSeq;
     if (lastSeq <= afterSeq) return;
@@ -292,7 +291,9 @@ export class ChangeLogService {
       if (row.firstSeq > expectedSeq) await this.damaged(epoch, expectedSeq, `no segment holds seqs ${expectedSeq}–${row.firstSeq - 1}`);
       const previous = index > 0 ? rows[index - 1] : null;
       if (previous && row.prevSha256 !== previous.sha256) await this.damaged(epoch, row.firstSeq, `segment ${row.firstSeq}–${row.lastSeq} does not follow the one before it`);
-      for (const entry of (await this.readSegment(epoch, row)).entries) {
+      const segment = await this.readSegment(epoch, row);
+      onRead?.(row.plainBytes);
+      for (const entry of segment.entries) {
         if (entry.seq < expectedSeq) continue;
         if (entry.seq > lastSeq || (until.at !== undefined && entry.at > until.at)) return;
         yield entry;

@@ -14,6 +14,7 @@ import {
   expectCode,
   expectData,
   filesUnder,
+  logSegmentsOf,
   gql,
   graphOf,
   restoreAndWait,
@@ -163,7 +164,7 @@ describe('backup storage', () => {
     assert.deepEqual(filesUnder(join(server.dataDir, 'blobs', 'tenants', tenant.tenantId, 'chunks', 'packs')), []);
   });
 
-  it('verifies a sound snapshot, and finds a flipped byte in a pack: FAILED INVALID_BACKUP_FILE, named in the snapshot, restore refused cleanly', async function () {
+  it('verifies a sound snapshot, and finds a flipped byte in its packs and log: FAILED INVALID_BACKUP_FILE, named in the snapshot, restore refused cleanly', async function () {
     this.timeout(60_000);
     const { server } = suite;
     const tenant = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
@@ -177,12 +178,13 @@ describe('backup storage', () => {
     assert.ok(sound.sha256, 'verification records the archive\'s sha256');
 
     const before = await graphOf(server, instance.id);
-    const packs = filesUnder(join(server.dataDir, 'blobs', 'tenants', tenant, 'chunks', 'packs'));
-    assert.ok(packs.length > 0, 'no pack on disk');
-    for (const pack of packs) {
-      const bytes = readFileSync(pack);
+    // Everything the snapshot is stored in: the packs of its base (if the base policy took one) and its change log.
+    const stored = [...filesUnder(join(server.dataDir, 'blobs', 'tenants', tenant, 'chunks', 'packs')), ...logSegmentsOf(server.dataDir, tenant, instance.id)];
+    assert.ok(stored.length > 0, 'no pack or log segment on disk');
+    for (const path of stored) {
+      const bytes = readFileSync(path);
       bytes[Math.floor(bytes.length / 3)] ^= 0x20;
-      writeFileSync(pack, bytes);
+      writeFileSync(path, bytes);
     }
     const failed = await settledOperation(server, expectData(await gql(server, VERIFY, { id: snapshot.id })).verifySnapshot.id);
     assert.equal(failed.status, 'FAILED');
