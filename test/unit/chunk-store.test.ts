@@ -396,8 +396,10 @@ function chunkStoreSuite(backend: MetadataBackend) {
       const store = open();
       const writer = store.writer(tenant);
       for (let index = 0; index < 6; index++) await writer.put(randomBytes(64 * KIB));
-      // The process dies: the writer is never finished nor aborted.
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // The process dies: the writer is never finished nor aborted. Its full packs are sealed in the background (puts
+      // do not wait for that): waited for, rather than for a fixed time a loaded machine may overrun.
+      const deadline = Date.now() + 10_000;
+      while ((await packFiles(tenant)).length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
       assert.ok((await packFiles(tenant)).length >= 1);
       await store.collect(tenant, new Set(), { graceMs: HOUR });
       assert.ok((await packRows(tenant)).length >= 1, 'spared within the grace period');
