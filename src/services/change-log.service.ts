@@ -57,6 +57,12 @@ export class ChangeLogService {
   private readonly shipping = new Map<string, Promise<unknown>>();
   private readonly scheduled = new Map<string, NodeJS.Timeout>();
   private readonly listeners: ShippedListener[] = [];
+  /**
+   * How far this process has seen each epoch shipped (its restore window's latest). Persisted with every shipped
+   * segment, and otherwise at most every LATEST_PERSIST_MS: an idle instance's window moves on every second without a
+   * metadata write every second (which would also contend with other writers of an embedded database, the CLI's).
+   */
+  private readonly latest = new Map<number, { shippedThrough: number; persistedAt: number }>();
   private ticker: NodeJS.Timeout | null = null;
   private ticking = false;
 
@@ -207,13 +213,20 @@ export class ChangeLogService {
         watch.progress?.(shippedBytes, Math.max(totalBytes, shippedBytes));
       }
       // Every write with a commit time before readAt is at or below position.seq, which is now shipped.
-      if (epoch.shippedSeq >= position.seq && (epoch.shippedThrough ?? -1) < position.readAt - 1) {
-        epoch.shippedThrough = position.readAt - 1;
-        await this.epochs.update({ epoch: epoch.epoch }, { shippedThrough: epoch.shippedThrough });
-      }
+      if (epoch.shippedSeq >= position.seq) await this.advanceLatest(epoch, position.readAt - 1, shippedAny);
       if (shippedAny) for (const listener of this.listeners) listener(instance, epoch);
       return { position, epoch };
     });
+  }
+
+  private async advanceLatest(epoch: StoreEpochEntity, shippedThrough: number, persistNow: boolean): Promise<void> {
+    const seen = this.latest.get(epoch.epoch);
+    if (seen && seen.shippedThrough >= shippedThrough) return;
+    const now = Date.now();
+    const persist = persistNow || !seen || now - seen.persistedAt >= LATEST_PERSIST_MS;
+    this.latest.set(epoch.epoch, { shippedThrough, persistedAt: persist ? now : seen!.persistedAt });
+    epoch.shippedThrough = Math.max(epoch.shippedThrough ?? -1, shippedThrough);
+    if (persist) await this.epochs.update({ epoch: epoch.epoch }, { shippedThrough: epoch.shippedThrough });
   }
 
   /** Returns the segment's plain bytes. */
@@ -354,8 +367,8 @@ export class ChangeLogService {
     if (windowMs === null) return null;
     const epochs = await this.epochsOf(instance.id);
     const current = epochs.find((epoch) => epoch.endedAt === null);
-    if (!current || current.shippedThrough === null) return null;
-    const latest = current.shippedThrough;
+    const latest = current ? Math.max(current.shippedThrough ?? -1, this.latest.get(current.epoch)?.shippedThrough ?? -1) : -1;
+    if (!current || latest < 0) return null;
     const floor = now - windowMs;
     let earliest: number | null = null;
     let reason: string | null = null;
@@ -458,6 +471,9 @@ export class ChangeLogService {
     return removed;
   }
 }
+
+/** See ChangeLogService.latest. */
+const LATEST_PERSIST_MS = 10_000;
 
 export const segmentKeyOf = (tenantId: string, instanceId: string, epoch: number, firstSeq: number) =>
   `tenants/${tenantId}/log/${instanceId}/${epoch}/${String(firstSeq).padStart(16, '0')}.seg`;
