@@ -15,6 +15,7 @@ import { createSchedulerLeadership } from './scheduler/leadership';
 import { RetentionSweeper } from './scheduler/retention-sweeper';
 import { Scheduler } from './scheduler/scheduler';
 import { BackupService } from './services/backup.service';
+import { ChangeLogService } from './services/change-log.service';
 import { ExportService } from './services/export.service';
 import { GraphService } from './services/graph.service';
 import { InstanceService } from './services/instance.service';
@@ -92,28 +93,37 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const runner = new OperationRunner(db, events, logger, { leaseMs: config.operationLeaseMs, soleProcess, maxAttempts: config.maxAttempts, maxConcurrent: config.maxConcurrentOperations }, metrics);
     const tenants = new TenantService(db, events);
     const instances = new InstanceService(db, config, stores, events);
-    const graph = new GraphService(instances);
+    const changeLog = new ChangeLogService(db, blobs, instances, logger, {
+      shipDelayMs: config.logShipDelayMs,
+      tickMs: config.logShipIntervalMs,
+      segmentBytes: config.logSegmentBytes,
+    });
+    const graph = new GraphService(instances, changeLog);
     const chunks = new ChunkStore(rawBlobs, db, new TenantChunkKeys(rawBlobs, db, keyring), { workers: config.chunkWorkers });
     closers.push(() => chunks.close());
-    const backups = new BackupService(db, chunks, blobs, stores, instances, logger, metrics, {
+    const backups = new BackupService(db, chunks, blobs, stores, instances, changeLog, logger, metrics, {
       scratchDir: join(config.dataDir, 'scratch'),
       collectGraceMs: config.collectGraceMs,
       listBlobs: (prefix) => rawBlobs.list(prefix),
     });
     const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics, backups);
     const operations = new OperationService(db, instances, events, runner);
-    const restores = new RestoreService(db, instances, snapshots, () => runner.kick());
+    const restores = new RestoreService(db, instances, snapshots, () => runner.kick(), changeLog);
     const exports = new ExportService(db, config, instances, snapshots, tenants);
     const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
     const verify = new VerifyService(db, snapshots, () => runner.kick());
-    const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, backups, verify, events };
+    const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, backups, verify, events, changeLog };
 
-    instances.onRemove((instance) => snapshots.deleteAllOf(instance));
+    instances.onRemove(async (instance) => {
+      await snapshots.deleteAllOf(instance);
+      await changeLog.endEpochs(instance.id);
+      backups.collectSoon(instance.tenantId);
+    });
     metrics.countInstancesWith(() => instances.countByAvailability());
     const retention = new RetentionSweeper(db, config, snapshots, logger);
     runner.register(new SnapshotOperationHandler(snapshots, instances, (instance) => retention.onSnapshotCompleted(instance)));
-    for (const kind of ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT'] as const) {
-      runner.register(new RestoreOperationHandler(kind, instances, snapshots, stores, blobs, backups, metrics));
+    for (const kind of ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT', 'RESTORE_TO_POINT_IN_TIME', 'CREATE_FROM_POINT_IN_TIME'] as const) {
+      runner.register(new RestoreOperationHandler(kind, instances, snapshots, stores, blobs, backups, changeLog, metrics));
     }
     runner.register(new VerifyOperationHandler(snapshots, instances, backups));
     await backups.recordLegacySizes(rawBlobs);
@@ -124,6 +134,8 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const deletionSweep = setInterval(() => void finishDeletions(instances, false, logger), DELETION_SWEEP_MS);
     deletionSweep.unref();
     closers.push(async () => clearInterval(deletionSweep));
+    changeLog.start();
+    closers.push(() => changeLog.stop());
     await runner.start();
     closers.push(() => runner.stop(config.shutdownGraceMs));
     const scheduler = new Scheduler(db, config, snapshots, retention, createSchedulerLeadership(config, logger), logger);

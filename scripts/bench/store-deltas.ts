@@ -7,7 +7,9 @@ import { execFileSync } from 'node:child_process';
 import { createReadStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
+import { lineBatches } from '../../src/graph/line-batches';
 import type { DeltaBatch, GraphStats } from '../../src/graph/records';
 import { SqliteConnection } from '../../src/graph/sqlite-connection';
 import { SqliteGraphLoader, SqliteGraphStore, removeStoreFiles } from '../../src/graph/sqlite-graph-store';
@@ -44,12 +46,18 @@ async function updateRandomNodes(store: SqliteGraphStore, nodes: number, count: 
   }
 }
 
+/** The store's change log since a seq, as the batches a materialise applies, and where the store stands after it. */
 async function readDelta(store: SqliteGraphStore, since: number): Promise<{ seq: number; stats: GraphStats; batches: DeltaBatch[] }> {
-  const view = await store.openDeltaView(since);
+  const { seq, stats } = await store.position();
+  const pieces: Buffer[] = [];
+  for (let after = since; after < seq; ) {
+    const entries = await store.readLog(after, 1 << 20);
+    for (const entry of entries) pieces.push(Buffer.from(entry.lines.join('\n') + '\n'));
+    after = entries[entries.length - 1].seq;
+  }
   const batches: DeltaBatch[] = [];
-  for await (const batch of view.batches()) batches.push(batch);
-  await view.close();
-  return { seq: view.seq, stats: view.stats, batches };
+  for await (const batch of lineBatches(Readable.from(pieces))) batches.push(batch);
+  return { seq, stats, batches };
 }
 
 /** Fraction of fixed-size blocks that differ between two files, and the gzip -1 size of the differing ones. */

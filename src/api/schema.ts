@@ -6,6 +6,7 @@ import { ExportResolver } from './resolvers/export.resolver';
 import { GraphResolver } from './resolvers/graph.resolver';
 import { InstanceResolver } from './resolvers/instance.resolver';
 import { OperationResolver } from './resolvers/operation.resolver';
+import { PointInTimeResolver } from './resolvers/point-in-time.resolver';
 import { RestoreResolver } from './resolvers/restore.resolver';
 import { SnapshotResolver } from './resolvers/snapshot.resolver';
 import { AvailabilityEventResolver, SubscriptionResolver } from './resolvers/subscription.resolver';
@@ -18,6 +19,7 @@ export const RESOLVERS = [
   SnapshotResolver,
   OperationResolver,
   RestoreResolver,
+  PointInTimeResolver,
   ExportResolver,
   SubscriptionResolver,
   AvailabilityEventResolver,

@@ -30,6 +30,8 @@ interface Segment {
   packId: string;
   start: number;
   end: number;
+  /** Its chunks not yet opened: the bytes are let go after the last one (a read plans every segment up front). */
+  unopened: number;
   bytes?: Promise<Buffer>;
 }
 
@@ -106,7 +108,9 @@ export class ChunkReader {
 
   async #open(keys: TenantKeys, tenantId: string, location: ChunkLocation, segment: Segment, verifyId: boolean): Promise<Buffer> {
     segment.bytes ??= readPackRange(this.context.blobs, tenantId, segment.packId, segment.start, segment.end);
-    const bytes = await segment.bytes;
+    const read = segment.bytes;
+    if (--segment.unopened === 0) segment.bytes = undefined;
+    const bytes = await read;
     const stored = bytes.subarray(location.offset - segment.start, location.offset - segment.start + location.length);
     try {
       return await this.context.pool.open(keys, location.id, stored, location.plainLength, verifyId);
@@ -142,8 +146,9 @@ function planSegments(locations: ChunkLocation[]): { location: ChunkLocation; se
     const end = location.offset + location.length;
     if (segment && segment.packId === location.packId && segment.end === location.offset && end - segment.start <= SEGMENT_BYTES) {
       segment.end = end;
+      segment.unopened += 1;
     } else {
-      segment = { packId: location.packId, start: location.offset, end };
+      segment = { packId: location.packId, start: location.offset, end, unopened: 1 };
     }
     return { location, segment };
   });

@@ -1,17 +1,14 @@
 // The CPU-heavy work on chunks, as messages a worker thread (or the main thread, without workers) can run.
-import { ChunkDamage, chunkId, ChunkKeyMaterial, openChunk, sealChunk } from './chunk-codec';
+import { ChunkDamage, ChunkKeyMaterial, openChunk, sealChunk } from './chunk-codec';
 
 export type ChunkTask =
-  | { op: 'hash'; keys: ChunkKeyMaterial; data: Uint8Array }
   | { op: 'seal'; keys: ChunkKeyMaterial; id: string; data: Uint8Array }
   | { op: 'open'; keys: ChunkKeyMaterial; id: string; data: Uint8Array; plainLength: number; verifyId: boolean };
 
-/** The id (hash), the stored bytes (seal) or the plaintext (open). @throws ChunkDamage from open. */
-export function runChunkTask(task: ChunkTask): string | Uint8Array {
+/** The stored bytes (seal) or the plaintext (open). @throws ChunkDamage from open. */
+export function runChunkTask(task: ChunkTask): Uint8Array {
   const keys = { dataKey: Buffer.from(task.keys.dataKey), idKey: Buffer.from(task.keys.idKey) };
   switch (task.op) {
-    case 'hash':
-      return chunkId(keys, task.data);
     case 'seal':
       return sealChunk(keys, task.id, task.data);
     case 'open':

@@ -1,4 +1,4 @@
-// Hashing, sealing and opening of chunks on a small pool of worker threads, so that the event loop stays responsive
+// Sealing and opening of chunks on a small pool of worker threads, so that the event loop stays responsive
 // while a snapshot or a restore runs and every core works. With no workers the same code runs inline.
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -6,12 +6,11 @@ import { Worker } from 'node:worker_threads';
 
 import { ChunkDamage, ChunkKeyMaterial } from './chunk-codec';
 import { ChunkTask, runChunkTask } from './chunk-task';
-import { ownedBytes } from './owned-bytes';
 
 interface QueuedTask {
   task: ChunkTask;
   transfer: ArrayBuffer[];
-  resolve: (result: string | Uint8Array) => void;
+  resolve: (result: Uint8Array) => void;
   reject: (error: Error) => void;
 }
 
@@ -36,10 +35,6 @@ export class ChunkWorkerPool {
     return Math.max(1, this.size * 2);
   }
 
-  async hash(keys: ChunkKeyMaterial, plaintext: Uint8Array): Promise<string> {
-    return (await this.#run({ op: 'hash', keys, data: plaintext })) as string;
-  }
-
   async seal(keys: ChunkKeyMaterial, id: string, plaintext: Uint8Array): Promise<Buffer> {
     return asBuffer(await this.#run({ op: 'seal', keys, id, data: plaintext }));
   }
@@ -56,7 +51,7 @@ export class ChunkWorkerPool {
     await Promise.all(this.#workers.splice(0).map((worker) => worker.thread.terminate()));
   }
 
-  #run(task: ChunkTask): Promise<string | Uint8Array> {
+  #run(task: ChunkTask): Promise<Uint8Array> {
     if (this.#closed) return Promise.reject(new Error('the chunk worker pool is closed'));
     if (this.size === 0) {
       try {
@@ -65,11 +60,11 @@ export class ChunkWorkerPool {
         return Promise.reject(error);
       }
     }
-    const data = ownedBytes(task.data);
+    // A copy of its own is transferred: the caller's buffer stays usable, and copying then transferring costs about a
+    // quarter of what posting it (a structured clone) does.
+    const data = new Uint8Array(task.data);
     return new Promise((resolve, reject) => {
-      // A copy of its own is transferred rather than cloned: the caller's buffer stays usable.
-      const transfer = data === task.data ? [] : [data.buffer as ArrayBuffer];
-      this.#queue.push({ task: { ...task, data }, transfer, resolve, reject });
+      this.#queue.push({ task: { ...task, data }, transfer: [data.buffer as ArrayBuffer], resolve, reject });
       this.#dispatch();
     });
   }
@@ -89,7 +84,7 @@ export class ChunkWorkerPool {
     if (this.#workers.length >= this.size) return null;
     const worker: PoolWorker = { thread: new Worker(join(__dirname, 'chunk-worker.js')), running: null };
     worker.thread.unref();
-    worker.thread.on('message', (message: { seq: number; result?: string | Uint8Array; error?: string; damage?: boolean }) => {
+    worker.thread.on('message', (message: { seq: number; result?: Uint8Array; error?: string; damage?: boolean }) => {
       const running = worker.running;
       if (!running || running.seq !== message.seq) return;
       worker.running = null;
@@ -114,7 +109,6 @@ export class ChunkWorkerPool {
   }
 }
 
-function asBuffer(bytes: string | Uint8Array): Buffer {
-  const view = bytes as Uint8Array;
+function asBuffer(view: Uint8Array): Buffer {
   return Buffer.isBuffer(view) ? view : Buffer.from(view.buffer, view.byteOffset, view.byteLength);
 }

@@ -1,4 +1,4 @@
-// A worker thread of the chunk pool: hashes, seals and opens chunks off the main thread (see chunk-worker-pool.ts).
+// A worker thread of the chunk pool: seals and opens chunks off the main thread (see chunk-worker-pool.ts).
 import { parentPort } from 'node:worker_threads';
 
 import { ChunkDamage, ChunkTask, runChunkTask } from './chunk-task';
@@ -6,9 +6,7 @@ import { ownedBytes } from './owned-bytes';
 
 parentPort!.on('message', ({ seq, task }: { seq: number; task: ChunkTask }) => {
   try {
-    const result = runChunkTask(task);
-    if (typeof result === 'string') return parentPort!.postMessage({ seq, result });
-    const bytes = ownedBytes(result);
+    const bytes = ownedBytes(runChunkTask(task));
     parentPort!.postMessage({ seq, result: bytes }, [bytes.buffer as ArrayBuffer]);
   } catch (error) {
     parentPort!.postMessage({ seq, error: (error as Error).message, damage: error instanceof ChunkDamage });

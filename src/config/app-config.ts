@@ -50,6 +50,12 @@ export interface AppConfig {
   collectGraceMs: number;
   /** How often every tenant's backup storage is collected (it is also collected after each deletion). */
   collectIntervalMs: number;
+  /** A write reaches backup storage (the change log) at most about this long after it commits. */
+  logShipDelayMs: number;
+  /** How often every instance's change log is looked at even when nobody wrote (the restore window's latest moves on). */
+  logShipIntervalMs: number;
+  /** About this many bytes of change-log lines go in one segment blob. */
+  logSegmentBytes: number;
   /** Drop an upload or a WebSocket connection that sends nothing for this long. */
   idleTimeoutMs: number;
   /** Public-endpoint protection, checked before anything runs: see QueryLimits (api/query-limits.ts). */
@@ -109,6 +115,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const collectIntervalMs = check('SNAPGRAPH_COLLECT_INTERVAL_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_COLLECT_INTERVAL_MS), 600_000), 600_000);
   const chunkWorkers = check('SNAPGRAPH_CHUNK_WORKERS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_CHUNK_WORKERS), 2), 2);
   const maxConcurrentOperations = check('SNAPGRAPH_MAX_CONCURRENT_OPERATIONS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_MAX_CONCURRENT_OPERATIONS), 0), 0);
+  const logShipDelayMs = check('SNAPGRAPH_LOG_SHIP_DELAY_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SHIP_DELAY_MS), 250), 250);
+  const logShipIntervalMs = check('SNAPGRAPH_LOG_SHIP_INTERVAL_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SHIP_INTERVAL_MS), 1_000), 1_000);
+  const logSegmentBytes = check('SNAPGRAPH_LOG_SEGMENT_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SEGMENT_BYTES), 4 * 1024 ** 2), 4 * 1024 ** 2);
   const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
   const maxQueryDepth = check('SNAPGRAPH_MAX_QUERY_DEPTH', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_DEPTH), 12), 12);
   const maxQueryCost = check('SNAPGRAPH_MAX_QUERY_COST', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_COST), 100_000), 100_000);
@@ -150,6 +159,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     chunkWorkers,
     collectGraceMs,
     collectIntervalMs,
+    logShipDelayMs,
+    logShipIntervalMs,
+    logSegmentBytes,
     idleTimeoutMs,
     maxQueryDepth,
     maxQueryCost,

@@ -28,6 +28,11 @@ export interface TierPolicy {
    * combined with retention or thinning: the three rules would contradict each other.
    */
   keepLatestOnly: boolean;
+  /**
+   * ISO-8601 duration back from now that a point-in-time restore can reach (the change log and bases are kept that
+   * long); null = no point-in-time restore.
+   */
+  pointInTimeWindow: string | null;
   /** null = unlimited (only the instance's storage limits the data). */
   maxNodes: number | null;
   maxRelationships: number | null;
@@ -54,6 +59,7 @@ export const DEFAULT_TIER_POLICIES: Record<Tier, TierPolicy> = deepFreeze({
     keepLatestOnly: true,
     maxNodes: 200_000,
     maxRelationships: 400_000,
+    pointInTimeWindow: null,
     memoryGB: [1],
   },
   PROFESSIONAL: {
@@ -62,6 +68,7 @@ export const DEFAULT_TIER_POLICIES: Record<Tier, TierPolicy> = deepFreeze({
     thinAfter: null,
     thinInterval: null,
     ...PAID_TIER_LIMITS,
+    pointInTimeWindow: 'P7D',
     memoryGB: [...MEMORY_SIZES_GB],
   },
   BUSINESS_CRITICAL: {
@@ -70,6 +77,7 @@ export const DEFAULT_TIER_POLICIES: Record<Tier, TierPolicy> = deepFreeze({
     thinAfter: null,
     thinInterval: null,
     ...PAID_TIER_LIMITS,
+    pointInTimeWindow: 'P30D',
     memoryGB: [...MEMORY_SIZES_GB],
   },
   VIRTUAL_DEDICATED_CLOUD: {
@@ -78,6 +86,7 @@ export const DEFAULT_TIER_POLICIES: Record<Tier, TierPolicy> = deepFreeze({
     thinAfter: 'P7D',
     thinInterval: 'P1D',
     ...PAID_TIER_LIMITS,
+    pointInTimeWindow: 'P60D',
     memoryGB: [...MEMORY_SIZES_GB],
   },
 });
@@ -98,6 +107,7 @@ const FIELD_VALIDATORS: Record<keyof TierPolicy, FieldValidator> = {
   thinAfter: nullable(positiveDuration),
   thinInterval: nullable(positiveDuration),
   keepLatestOnly: boolean,
+  pointInTimeWindow: nullable(positiveDuration),
   maxNodes: nullable(positiveInteger),
   maxRelationships: nullable(positiveInteger),
   memoryGB: memorySizes,
@@ -146,6 +156,7 @@ export interface TierSchedule {
   thinAfterMs: number | null;
   thinIntervalMs: number | null;
   keepLatestOnly: boolean;
+  pointInTimeWindowMs: number | null;
 }
 
 /** Expects a validated policy (a default or a resolveTierPolicies result). */
@@ -156,6 +167,7 @@ export function scheduleOf(policy: TierPolicy): TierSchedule {
     thinAfterMs: parseOptionalDuration(policy.thinAfter),
     thinIntervalMs: parseOptionalDuration(policy.thinInterval),
     keepLatestOnly: policy.keepLatestOnly,
+    pointInTimeWindowMs: parseOptionalDuration(policy.pointInTimeWindow),
   };
 }
 

@@ -8,6 +8,7 @@ import { OperationAttempts1765000000000 } from '../migrations/1765000000000-oper
 import { ApiKeyUsage1765100000000 } from '../migrations/1765100000000-api-key-usage';
 import { ChunkStore1766000000000 } from '../migrations/1766000000000-chunk-store';
 import { RestorePoints1766100000000 } from '../migrations/1766100000000-restore-points';
+import { ChangeLog1766200000000 } from '../migrations/1766200000000-change-log';
 import { ApiKeyEntity } from './api-key.entity';
 import { ChunkKeyEntity } from './chunk-key.entity';
 import { ChunkPackEntity } from './chunk-pack.entity';
@@ -15,13 +16,15 @@ import { ChunkEntity } from './chunk.entity';
 import { ExportTokenEntity } from './export-token.entity';
 import { InstanceEntity } from './instance.entity';
 import { OperationEntity } from './operation.entity';
+import { LogSegmentEntity } from './log-segment.entity';
 import { RestorePointEntity } from './restore-point.entity';
+import { StoreEpochEntity } from './store-epoch.entity';
 import { SqliteTransactionGate } from './sqlite-transaction-gate';
 import { SnapshotEntity } from './snapshot.entity';
 import { TenantEntity } from './tenant.entity';
 
-export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity, RestorePointEntity];
-export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000];
+export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity, RestorePointEntity, StoreEpochEntity, LogSegmentEntity];
+export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000, ChangeLog1766200000000];
 
 export interface MetadataDatabaseOptions {
   dataDir: string;

@@ -1,7 +1,14 @@
 import { Entity, PrimaryColumn, Column, Index } from 'typeorm';
 import { BigIntColumn, IdColumn, JsonColumn } from './columns';
 
-export type OperationKind = 'SNAPSHOT' | 'RESTORE' | 'CREATE_FROM_SNAPSHOT' | 'RESTORE_FROM_FILE' | 'VERIFY';
+export type OperationKind =
+  | 'SNAPSHOT'
+  | 'RESTORE'
+  | 'CREATE_FROM_SNAPSHOT'
+  | 'RESTORE_FROM_FILE'
+  | 'VERIFY'
+  | 'RESTORE_TO_POINT_IN_TIME'
+  | 'CREATE_FROM_POINT_IN_TIME';
 export type OperationStatus = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 
 /** The durable record of one job: what to do, who runs it (lease), how far it got, how it ended. */
@@ -70,4 +77,11 @@ export class OperationEntity {
   /** Set by cancelOperation on a RUNNING operation; the runner holding the lease sees it and stops. */
   @BigIntColumn({ nullable: true })
   cancelRequestedAt: number | null;
+
+  /** RESTORE_TO_POINT_IN_TIME / CREATE_FROM_POINT_IN_TIME: the moment restored (ms), and the instance whose history it is. */
+  @BigIntColumn({ nullable: true })
+  pointInTime: number | null;
+
+  @IdColumn({ nullable: true })
+  sourceInstanceId: string | null;
 }

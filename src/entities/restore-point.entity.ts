@@ -2,12 +2,14 @@ import { Entity, PrimaryColumn, Column, Index } from 'typeorm';
 import type { GraphStats } from '../graph/records';
 import { BigIntColumn, IdColumn, JsonColumn } from './columns';
 
-export type RestorePointKind = 'BASE' | 'DELTA';
+export type RestorePointKind = 'BASE' | 'DELTA' | 'LOG';
 
 /**
- * One point an instance's data can be brought back to: a physical base image of its store, or the rows changed since
- * a parent point. Its manifest (the chunks that hold it) is an encrypted blob; snapshots point at restore points, and a
- * restore point lives while a snapshot needs it or one of its descendants.
+ * One point an instance's data can be brought back to: a physical base image of its store (BASE), a position on its
+ * change log (LOG: the newest base of its epoch at or before it, or the epoch's anchor, then the log up to its seq), or
+ * the rows changed since a parent point (DELTA, written by the previous release; still restorable). BASE and DELTA
+ * points have a manifest (the chunks that hold them) in an encrypted blob. Snapshots point at restore points; a point
+ * lives while a snapshot, a descendant, an epoch built from it or a restore window needs it.
  */
 @Entity('restore_points')
 // The parent of the next delta: the newest point of the store's epoch.
@@ -30,9 +32,9 @@ export class RestorePointEntity {
   @IdColumn({ nullable: true })
   parentId: string | null;
 
-  /** The base at the root of its chain (itself for a base). */
-  @IdColumn()
-  baseId: string;
+  /** The base at the root of its chain (itself for a base); for LOG, the base its replay starts from (null: the anchor). */
+  @IdColumn({ nullable: true })
+  baseId: string | null;
 
   /** The store lineage it belongs to (a new store, or a restored one, starts a new epoch) and its change sequence. */
   @BigIntColumn()
@@ -40,6 +42,10 @@ export class RestorePointEntity {
 
   @BigIntColumn()
   seq: number;
+
+  /** The commit time of the write at seq (null for seq 0, before any write of the epoch). */
+  @BigIntColumn({ nullable: true })
+  at: number | null;
 
   /** Deltas from the base up to and including this point (0 for a base). */
   @Column({ type: 'integer' })
@@ -61,8 +67,9 @@ export class RestorePointEntity {
   @BigIntColumn()
   manifestBytes: number;
 
-  @Column({ type: 'varchar', length: 200 })
-  manifestKey: string;
+  /** BASE and DELTA only. */
+  @Column({ type: 'varchar', length: 200, nullable: true })
+  manifestKey: string | null;
 
   @JsonColumn()
   stats: GraphStats;

@@ -48,35 +48,33 @@ export interface GraphReadView {
   close(): Promise<void>;
 }
 
-/**
- * Where a store's change tracking stands. Every write transaction bumps `seq` once and records the rows it touched
- * with that seq; `epoch` names the history those seqs belong to (a new store, or a restored one, starts a new one).
- * Changes at or below `trimmedThrough` are no longer recorded individually.
- */
-export interface ChangeTracking {
-  epoch: number;
+// The change log. Every write transaction that changes a row bumps the store's `seq` once and logs, atomically with
+// the write, one entry: its seq, its commit time and the tuple lines of the rows it touched as it left them. `epoch`
+// names the history those seqs belong to: a new, loaded or materialised store starts a new one at seq 0, holding what
+// it was given (nothing for a new store), and its log replayed in order onto that reproduces it at any later seq.
+
+/** One write transaction of the change log: its seq, commit time (ms) and tuple lines in replay order. */
+export interface LogEntry {
   seq: number;
-  trimmedThrough: number;
+  at: number;
+  lines: string[];
 }
 
-/** A physical copy of a store at one point in time (see GraphStore.captureBase). */
-export interface BaseCapture {
+/**
+ * Where a store stands: its epoch, the seq of its latest write and that write's commit time (null before any write
+ * of this epoch), and what it holds; read in one transaction.
+ */
+export interface StorePosition {
   epoch: number;
   seq: number;
+  at: number | null;
   stats: GraphStats;
+}
+
+/** A physical copy of a store at one point in time (see GraphStore.captureBase): its position, size and page size. */
+export interface BaseCapture extends StorePosition {
   sizeBytes: number;
   pageSize: number;
-}
-
-/** The rows changed since a seq, read at one point in time (one read transaction). */
-export interface DeltaView {
-  epoch: number;
-  /** The store's seq at this view's point: the next delta starts from it. */
-  seq: number;
-  stats: GraphStats;
-  /** Every changed node, then every changed relationship, in id order: its current tuple line, or its deletion. */
-  batches(batchSize?: number): AsyncIterable<DeltaBatch>;
-  close(): Promise<void>;
 }
 
 /**
@@ -109,22 +107,40 @@ export interface GraphStore {
   relationships(type: string | undefined, page: PageRequest): Promise<Page<RelationshipRecord>>;
   stats(): Promise<GraphStats>;
   openReadView(): Promise<GraphReadView>;
-  changeTracking(): Promise<ChangeTracking>;
+  /**
+   * Where the store stands now, and `readAt`: a moment such that every write committed with a commit time before it is
+   * within this position, and every later write gets a later commit time.
+   */
+  position(): Promise<StorePosition & { readAt: number }>;
+  /** Entries with seq > afterSeq in seq order, at most about maxBytes of lines (always at least one entry when any exists). */
+  readLog(afterSeq: number, maxBytes: number): Promise<LogEntry[]>;
+  /** Bytes of the lines of the entries after afterSeq (what shipping them reads). */
+  logBytesAfter(afterSeq: number): Promise<number>;
+  /** Deletes the entries up to throughSeq (they are shipped). */
+  trimLog(throughSeq: number): Promise<void>;
   /**
    * Writes a consistent copy of the store to destPath (a new file) in one step of SQLite's online backup: writes go
-   * on meanwhile and the copy is one point in time. Returns what the copy holds.
+   * on meanwhile and the copy is one point in time. Returns where the copy stands. The copy also holds the log
+   * entries not yet trimmed; they mean nothing there (its content is defined by its seq), and materialise drops them.
    */
   captureBase(destPath: string): Promise<BaseCapture>;
-  /** Refuses with ChangesTrimmedError when sinceSeq is below the trim horizon (those changes are gone). */
-  openDeltaView(sinceSeq: number): Promise<DeltaView>;
-  /** Forgets the individual changes up to throughSeq: deltas from an earlier seq are refused from then on. */
-  trimChanges(throughSeq: number): Promise<void>;
   /**
    * Lets the writes already admitted commit, then refuses every later one with INSTANCE_UNAVAILABLE until
    * thawWrites(): once it resolves, a read view holds every acknowledged write (a restore's safety snapshot).
    */
   freezeWrites(): Promise<void>;
   thawWrites(): Promise<void>;
+}
+
+/** The store file of an instance's generation is not there (lost, or removed underneath the server). */
+export class StoreMissingError extends Error {
+  constructor(
+    readonly instanceId: string,
+    readonly generation: number,
+  ) {
+    super(`the store of instance ${instanceId} (generation ${generation}) is missing`);
+    this.name = 'StoreMissingError';
+  }
 }
 
 export interface MaterialiseOptions {
@@ -141,15 +157,17 @@ export interface GraphStoreProvider {
   /** A loader for a new generation; `limits` are the instance's, checked against what is really loaded. */
   createLoader(instanceId: string, generation: number, limits: WriteLimits): Promise<GraphLoader>;
   /**
-   * Builds a generation from a base copy's bytes and the deltas after it (in order), checks it against `expected`,
-   * and returns what it holds; it then has a new epoch and no recorded changes. On any failure nothing is left.
+   * Builds a generation from a base copy's bytes (null: an empty store) and the batches after it, applied in order
+   * (a snapshot's deltas, or log lines replayed), and checks it: against `expected`, or when that is null (a point in
+   * time nothing recorded) against its own rows. Returns what it holds; it then starts a new epoch at seq 0 with an
+   * empty log. On any failure nothing is left.
    */
   materialise(
     instanceId: string,
     generation: number,
-    base: Readable,
+    base: Readable | null,
     deltas: AsyncIterable<DeltaBatch>,
-    expected: GraphStats,
+    expected: GraphStats | null,
     options?: MaterialiseOptions,
   ): Promise<GraphStats>;
   /** Closes and deletes every generation of the instance except `keep` (all when keep is undefined). */

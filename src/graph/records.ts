@@ -51,8 +51,9 @@ export interface EncodedBatch {
 }
 
 /**
- * A batch of a delta (rows changed since a seq): tuple lines as in EncodedBatch for rows that exist, and
- * ["-N", "<id>"] or ["-R", "<id>"] for rows that no longer do.
+ * A batch of changes (a delta: rows changed since a seq; or change log lines): tuple lines as in EncodedBatch for rows
+ * as they now are, and ["-N", "<id>"] or ["-R", "<id>"] for rows that are gone. An id may appear more than once in a
+ * batch (log lines of successive writes): the last line for it wins.
  */
 export interface DeltaBatch {
   kind: 'node' | 'relationship';

@@ -1,8 +1,8 @@
 // Opens, caches and removes the SQLite stores of instances under <dataDir>/instances/<instanceId>/.
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { access, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { GraphLoader, GraphStore, GraphStoreProvider, MaterialiseOptions, WriteLimits } from './graph-store';
+import { type GraphLoader, type GraphStore, type GraphStoreProvider, type MaterialiseOptions, StoreMissingError, type WriteLimits } from './graph-store';
 import type { DeltaBatch, GraphStats } from './records';
 import { SqliteGraphLoader, SqliteGraphStore, removeStoreFiles } from './sqlite-graph-store';
 import { materialiseStore } from './sqlite-materialiser';
@@ -14,6 +14,8 @@ interface OpenStore {
 }
 
 const INSTANCE_ID = /^[0-9a-f-]{36}$/;
+
+const exists = (path: string) => access(path).then(() => true, () => false);
 
 export class SqliteGraphStoreProvider implements GraphStoreProvider {
   private readonly open = new Map<string, OpenStore>();
@@ -28,6 +30,7 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
     const key = this.fileOf(instanceId, generation);
     let entry = this.open.get(key);
     if (!entry) {
+      if (!create && !(await exists(key))) throw new StoreMissingError(instanceId, generation);
       const opening = SqliteGraphStore.open(key, { create });
       entry = { store: opening, users: 0, retired: false };
       this.open.set(key, entry);
@@ -57,9 +60,9 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
   async materialise(
     instanceId: string,
     generation: number,
-    base: Readable,
+    base: Readable | null,
     deltas: AsyncIterable<DeltaBatch>,
-    expected: GraphStats,
+    expected: GraphStats | null,
     options: MaterialiseOptions = {},
   ): Promise<GraphStats> {
     await mkdir(this.dirOf(instanceId), { recursive: true });

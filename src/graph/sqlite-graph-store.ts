@@ -5,24 +5,25 @@ import { AppError, badInput, capacityExceeded, instanceUnavailable } from '../er
 import { isStorageFull } from '../errors/storage-full';
 import type {
   BaseCapture,
-  ChangeTracking,
-  DeltaView,
   GraphLoader,
   GraphReadView,
   GraphStore,
+  LogEntry,
   NodeDraft,
   NodeUpdate,
   Page,
   PageRequest,
   RelationshipDraft,
+  StorePosition,
   WriteLimits,
 } from './graph-store';
-import type { DeltaBatch, EncodedBatch, GraphStats, NameCount, NodeRecord, RelationshipRecord } from './records';
+import type { EncodedBatch, GraphStats, NameCount, NodeRecord, RelationshipRecord } from './records';
 import { Mutex, SqliteConnection } from './sqlite-connection';
 import sqlite3 from 'sqlite3';
 
-// meta keys: next_node_id, next_relationship_id; epoch, seq, changes_trimmed_through (change tracking).
-// changes: the latest seq that touched each node ('N') or relationship ('R') row, whether it still exists or not.
+// meta keys: next_node_id, next_relationship_id; epoch, seq and last_at (the change log: see graph-store.ts; last_at
+// is the latest entry's commit time, kept here so that trimming the log keeps it).
+// change_log: one entry per write transaction, its tuple lines newline-separated.
 export const TABLES = `
   CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
   CREATE TABLE IF NOT EXISTS nodes (id INTEGER PRIMARY KEY, labels TEXT NOT NULL, properties TEXT NOT NULL);
@@ -30,7 +31,7 @@ export const TABLES = `
   CREATE TABLE IF NOT EXISTS relationships (
     id INTEGER PRIMARY KEY, type TEXT NOT NULL, start_id INTEGER NOT NULL, end_id INTEGER NOT NULL, properties TEXT NOT NULL);
   CREATE TABLE IF NOT EXISTS counts (kind TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (kind, name)) WITHOUT ROWID;
-  CREATE TABLE IF NOT EXISTS changes (kind TEXT NOT NULL, id INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
+  CREATE TABLE IF NOT EXISTS change_log (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, lines TEXT NOT NULL);
 `;
 // Built after a bulk load rather than maintained row by row during it.
 export const INDEXES = `
@@ -43,10 +44,8 @@ export const TUNING = `PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000;`
 /** counts rows: ('nodes',''), ('relationships',''), ('label', <label>), ('type', <type>). */
 type CountKind = 'nodes' | 'relationships' | 'label' | 'type';
 type CountDelta = [CountKind, string, number];
-type ChangeKind = 'N' | 'R';
 
 const READ_BATCH = 5_000;
-const DELTA_BATCH = 5_000;
 
 // The tuple lines of EncodedBatch (graph/records.ts), built by SQLite in its own thread.
 const ENCODED_READS: [EncodedBatch['kind'], string][] = [
@@ -56,32 +55,22 @@ const ENCODED_READS: [EncodedBatch['kind'], string][] = [
                     FROM relationships WHERE id > ? ORDER BY id LIMIT ?`],
 ];
 
-// A delta's lines: each changed row's current tuple line (as ENCODED_READS builds it), or its deletion.
-const DELTA_READS: [DeltaBatch['kind'], string][] = [
-  ['node', `SELECT c.id, CASE WHEN n.id IS NULL THEN json_array('-N', CAST(c.id AS TEXT))
-                 ELSE json_array('N', CAST(n.id AS TEXT), json(n.labels), json(n.properties)) END AS line
-            FROM changes c LEFT JOIN nodes n ON n.id = c.id
-            WHERE c.kind = 'N' AND c.id > ?1 AND c.seq > ?2 ORDER BY c.id LIMIT ?3`],
-  ['relationship', `SELECT c.id, CASE WHEN r.id IS NULL THEN json_array('-R', CAST(c.id AS TEXT))
-                 ELSE json_array('R', CAST(r.id AS TEXT), r.type, CAST(r.start_id AS TEXT), CAST(r.end_id AS TEXT), json(r.properties)) END AS line
-            FROM changes c LEFT JOIN relationships r ON r.id = c.id
-            WHERE c.kind = 'R' AND c.id > ?1 AND c.seq > ?2 ORDER BY c.id LIMIT ?3`],
-];
+// The same tuple lines for the change log, joined by newlines, from the rows of nodes `n` or relationships `r` a
+// write selects. Spliced rather than rendered by json_array: the labels and properties columns only ever receive JSON
+// text from parsed JSON, and json() of them would cost as much again as the rest of the log.
+const NODE_LINES = `group_concat('["N","' || n.id || '",' || n.labels || ',' || n.properties || ']', char(10))`;
+const RELATIONSHIP_LINES = `group_concat('["R","' || r.id || '",' || json_quote(r.type) || ',"' || r.start_id || '","' || r.end_id || '",' || r.properties || ']', char(10))`;
 
-/** A delta was asked for from a point the store can no longer (or cannot yet) give changes since: take a base. */
-export class ChangesUnavailableError extends Error {
-  constructor(
-    readonly sinceSeq: number,
-    readonly tracking: ChangeTracking,
-  ) {
-    super(
-      sinceSeq < tracking.trimmedThrough
-        ? `changes up to seq ${tracking.trimmedThrough} are trimmed: no delta since seq ${sinceSeq}`
-        : `the store is at seq ${tracking.seq}: no delta since the later seq ${sinceSeq}`,
-    );
-    this.name = 'ChangesUnavailableError';
-  }
-}
+// Entries after a seq, in seq order, while their lines fit in a number of bytes (the first one whatever its size):
+// one statement, so the entries are one point in time, walking the log's primary key only as far as it returns.
+const READ_LOG = `
+  WITH RECURSIVE entries (seq, at, lines, bytes) AS (
+    SELECT * FROM (SELECT seq, at, lines, octet_length(lines) FROM change_log WHERE seq > ?1 ORDER BY seq LIMIT 1)
+    UNION ALL
+    SELECT c.seq, c.at, c.lines, e.bytes + octet_length(c.lines)
+    FROM entries e JOIN change_log c ON c.seq = (SELECT min(seq) FROM change_log WHERE seq > e.seq)
+    WHERE e.bytes + octet_length(c.lines) <= ?2)
+  SELECT seq, at, lines FROM entries`;
 
 interface NodeRow {
   id: number;
@@ -133,10 +122,7 @@ export class SqliteGraphStore implements GraphStore {
     const writer = await SqliteConnection.open(path, sqlite3.OPEN_READWRITE | (create ? sqlite3.OPEN_CREATE : 0));
     try {
       await writer.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; ${TUNING}`);
-      await writer.transaction(async () => {
-        await writer.exec(`${TABLES} ${INDEXES}`);
-        await startTracking(writer);
-      });
+      await writer.transaction(() => upgradeSchema(writer));
       const reader = await SqliteConnection.open(path, sqlite3.OPEN_READONLY);
       await reader.exec(TUNING);
       return new SqliteGraphStore(path, writer, reader);
@@ -169,7 +155,6 @@ export class SqliteGraphStore implements GraphStore {
         `INSERT INTO nodes (id, labels, properties) SELECT ?1 + key, value ->> 0, value ->> 1 FROM json_each(?2)`,
         [firstId, payload],
       );
-      await recordIdRange(this.writer, 'N', firstId, drafts.length);
       await this.writer.run(
         `INSERT INTO node_labels (label, node_id) SELECT l.value, ?1 + n.key FROM json_each(?2) n, json_each(n.value, '$[0]') l`,
         [firstId, payload],
@@ -178,6 +163,7 @@ export class SqliteGraphStore implements GraphStore {
       for (const [label, count] of tally(drafts.flatMap((draft) => draft.labels))) deltas.push(['label', label, count]);
       await applyCounts(this.writer, deltas);
       await setMeta(this.writer, 'next_node_id', firstId + drafts.length);
+      await logWrite(this.writer, `SELECT ${NODE_LINES} FROM nodes n WHERE n.id BETWEEN ?1 AND ?2`, [firstId, firstId + drafts.length - 1]);
       return drafts.map((draft, index) => ({ id: String(firstId + index), labels: draft.labels, properties: draft.properties }));
     });
   }
@@ -212,11 +198,14 @@ export class SqliteGraphStore implements GraphStore {
          SELECT ?1 + key, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?2)`,
         [firstId, payload],
       );
-      await recordIdRange(this.writer, 'R', firstId, drafts.length);
       const deltas: CountDelta[] = [['relationships', '', drafts.length]];
       for (const [type, count] of tally(drafts.map((draft) => draft.type))) deltas.push(['type', type, count]);
       await applyCounts(this.writer, deltas);
       await setMeta(this.writer, 'next_relationship_id', firstId + drafts.length);
+      await logWrite(this.writer, `SELECT ${RELATIONSHIP_LINES} FROM relationships r WHERE r.id BETWEEN ?1 AND ?2`, [
+        firstId,
+        firstId + drafts.length - 1,
+      ]);
       return drafts.map((draft, index) => ({ id: String(firstId + index), ...draft }));
     });
   }
@@ -264,7 +253,7 @@ export class SqliteGraphStore implements GraphStore {
       for (const [label, count] of tally(previous.flatMap((row) => JSON.parse(row.labels) as string[]))) deltas.push(['label', label, -count]);
       for (const [label, count] of tally(rows.flatMap((row) => row[1] ?? []))) deltas.push(['label', label, count]);
       await applyCounts(this.writer, deltas);
-      await recordIds(this.writer, 'N', JSON.stringify(ids), await bumpSeq(this.writer));
+      await logWrite(this.writer, `SELECT ${NODE_LINES} FROM nodes n WHERE n.id IN (SELECT value FROM json_each(?1))`, [JSON.stringify(ids)]);
       const updated = await this.writer.all<NodeRow>(
         `SELECT n.id, n.labels, n.properties FROM json_each(?1) u JOIN nodes n ON n.id = u.value ORDER BY u.key`,
         [JSON.stringify(ids)],
@@ -288,12 +277,14 @@ export class SqliteGraphStore implements GraphStore {
         `SELECT type, count(*) AS count FROM relationships WHERE id IN (${attached}) GROUP BY type`,
         [existing],
       );
-      const seq = await bumpSeq(this.writer);
-      await this.writer.run(`INSERT OR REPLACE INTO changes (kind, id, seq) SELECT 'R', id, ?2 FROM relationships WHERE id IN (${attached})`, [
-        existing,
-        seq,
-      ]);
-      await recordIds(this.writer, 'N', existing, seq);
+      // Logged before the rows go: the relationships' deletions first, so that no replayed state has dangling ends.
+      await logWrite(
+        this.writer,
+        `SELECT concat_ws(char(10),
+           (SELECT group_concat('["-R","' || id || '"]', char(10)) FROM relationships WHERE id IN (${attached})),
+           (SELECT group_concat('["-N","' || value || '"]', char(10)) FROM json_each(?1)))`,
+        [existing],
+      );
       await this.writer.run(`DELETE FROM relationships WHERE id IN (${attached})`, [existing]);
       await this.writer.run(
         `DELETE FROM node_labels WHERE (label, node_id) IN
@@ -367,57 +358,57 @@ export class SqliteGraphStore implements GraphStore {
     }
   }
 
-  changeTracking(): Promise<ChangeTracking> {
-    return readTracking(this.reader);
+  position(): Promise<StorePosition & { readAt: number }> {
+    // Under the write lock no write is in flight: every write that took a commit time before readAt has committed,
+    // and every later one takes a later time (the change log's `latest` relies on this).
+    return this.writeLock.run(async () => ({ ...(await readPosition(this.writer)), readAt: Date.now() }));
+  }
+
+  async readLog(afterSeq: number, maxBytes: number): Promise<LogEntry[]> {
+    const rows = await this.reader.all<{ seq: number; at: number; lines: string }>(READ_LOG, [afterSeq, maxBytes]);
+    return rows.map((row) => ({ seq: row.seq, at: row.at, lines: row.lines.split('\n') }));
+  }
+
+  async logBytesAfter(afterSeq: number): Promise<number> {
+    const row = await this.reader.get<{ bytes: number }>(`SELECT coalesce(sum(length(CAST(lines AS BLOB))), 0) AS bytes FROM change_log WHERE seq > ?`, [afterSeq]);
+    return row?.bytes ?? 0;
+  }
+
+  trimLog(throughSeq: number): Promise<void> {
+    // Under the lock, as the writer connection's statements must be, but not refused while frozen: it changes no data.
+    return this.writeLock.run(async () => {
+      await this.writer.run(`DELETE FROM change_log WHERE seq <= ?`, [throughSeq]);
+    });
   }
 
   async captureBase(destPath: string): Promise<BaseCapture> {
     await removeStoreFiles(destPath);
-    const source = await SqliteConnection.open(this.path, sqlite3.OPEN_READONLY);
     try {
-      await source.exec(TUNING);
-      // The backup runs inside this read transaction, so what is read here describes the copy exactly.
-      await source.exec('BEGIN');
-      const tracking = await readTracking(source);
-      const stats = await readStats(source);
-      const page = await source.get<{ size: number }>(`SELECT page_size AS size FROM pragma_page_size`);
-      await source.backupTo(destPath);
-      await source.exec('COMMIT');
-      return { epoch: tracking.epoch, seq: tracking.seq, stats, sizeBytes: (await stat(destPath)).size, pageSize: page!.size };
+      // The backup runs inside the read transaction, so the position read there describes the copy exactly.
+      return await this.inReadTransaction(async (source) => {
+        const position = await readPosition(source);
+        const page = await source.get<{ size: number }>(`SELECT page_size AS size FROM pragma_page_size`);
+        await source.backupTo(destPath);
+        return { ...position, sizeBytes: (await stat(destPath)).size, pageSize: page!.size };
+      });
     } catch (error) {
       await removeStoreFiles(destPath);
       throw error;
-    } finally {
-      await source.close().catch(() => undefined);
     }
   }
 
-  async openDeltaView(sinceSeq: number): Promise<DeltaView> {
+  /** Runs fn in a read transaction of its own connection: everything it reads is one point in time. */
+  private async inReadTransaction<T>(fn: (connection: SqliteConnection) => Promise<T>): Promise<T> {
     const connection = await SqliteConnection.open(this.path, sqlite3.OPEN_READONLY);
     try {
       await connection.exec(TUNING);
       await connection.exec('BEGIN');
-      const tracking = await readTracking(connection);
-      if (sinceSeq < tracking.trimmedThrough || sinceSeq > tracking.seq) throw new ChangesUnavailableError(sinceSeq, tracking);
-      const stats = await readStats(connection);
-      return new SqliteDeltaView(connection, tracking, sinceSeq, stats);
-    } catch (error) {
+      const result = await fn(connection);
+      await connection.exec('COMMIT');
+      return result;
+    } finally {
       await connection.close().catch(() => undefined);
-      throw error;
     }
-  }
-
-  trimChanges(throughSeq: number): Promise<void> {
-    // Not refused while frozen: it changes no data, only how far back deltas can reach.
-    return this.writeLock.run(() =>
-      this.writer.transaction(async () => {
-        const tracking = await readTracking(this.writer);
-        const through = Math.min(throughSeq, tracking.seq);
-        if (through <= tracking.trimmedThrough) return;
-        await this.writer.run(`DELETE FROM changes WHERE seq <= ?`, [through]);
-        await setMeta(this.writer, 'changes_trimmed_through', through);
-      }),
-    );
   }
 
   async freezeWrites(): Promise<void> {
@@ -464,39 +455,6 @@ class SqliteReadView implements GraphReadView {
         const rows = await next;
         if (rows.length === 0) break;
         next = this.connection.all(sql, [rows[rows.length - 1].id, batchSize]);
-        yield { kind, lines: rows.map((row) => row.line) };
-      }
-    }
-  }
-
-  async close(): Promise<void> {
-    await this.connection.exec('COMMIT').catch(() => undefined);
-    await this.connection.close();
-  }
-}
-
-class SqliteDeltaView implements DeltaView {
-  readonly epoch: number;
-  readonly seq: number;
-
-  constructor(
-    private readonly connection: SqliteConnection,
-    tracking: ChangeTracking,
-    private readonly sinceSeq: number,
-    readonly stats: GraphStats,
-  ) {
-    this.epoch = tracking.epoch;
-    this.seq = tracking.seq;
-  }
-
-  /** Reads ahead one batch, as SqliteReadView does. */
-  async *batches(batchSize = DELTA_BATCH): AsyncIterable<DeltaBatch> {
-    for (const [kind, sql] of DELTA_READS) {
-      let next = this.connection.all<{ id: number; line: string }>(sql, [0, this.sinceSeq, batchSize]);
-      for (;;) {
-        const rows = await next;
-        if (rows.length === 0) break;
-        next = this.connection.all(sql, [rows[rows.length - 1].id, this.sinceSeq, batchSize]);
         yield { kind, lines: rows.map((row) => row.line) };
       }
     }
@@ -567,7 +525,7 @@ export class SqliteGraphLoader implements GraphLoader {
       INSERT INTO counts SELECT 'type', type, count(*) FROM relationships GROUP BY type;
       INSERT OR REPLACE INTO meta SELECT 'next_node_id', coalesce(max(id), 0) + 1 FROM nodes;
       INSERT OR REPLACE INTO meta SELECT 'next_relationship_id', coalesce(max(id), 0) + 1 FROM relationships;`);
-    await startTracking(db);
+    await startEpoch(db);
     await db.exec('COMMIT');
     const stats = await readStats(db);
     // Seal it as a live store would be: WAL mode, and everything on disk before the swap points at it.
@@ -708,50 +666,56 @@ export function newEpoch(): number {
 }
 
 /**
- * Gives a store that has none a change history: a new epoch, seq 0. A store that already holds rows written before
- * change tracking existed starts at seq 1 with changes trimmed through 1, so no delta can claim to cover them.
+ * Brings a store file to this release's schema: the tables a new file lacks, and the change log in place of the
+ * previous release's change tracking (a table of the latest seq per row), keeping the epoch and the seq it reached.
+ * A store with no history yet starts one.
  */
-export async function startTracking(db: SqliteConnection): Promise<void> {
-  if (await db.get(`SELECT 1 FROM meta WHERE key = 'epoch'`)) return;
-  const untracked = await db.get<{ rows: number }>(
-    `SELECT EXISTS (SELECT 1 FROM nodes) OR EXISTS (SELECT 1 FROM relationships) AS rows`,
+export async function upgradeSchema(db: SqliteConnection): Promise<void> {
+  await db.exec(`${TABLES} ${INDEXES}`);
+  if (await db.get(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'changes'`)) {
+    await db.exec(`DROP TABLE changes; DELETE FROM meta WHERE key = 'changes_trimmed_through';`);
+  }
+  if (!(await db.get(`SELECT 1 FROM meta WHERE key = 'epoch'`))) await startEpoch(db);
+}
+
+/** Starts a new history for what the store now holds: a new epoch at seq 0, an empty log, no write time yet. */
+export async function startEpoch(db: SqliteConnection): Promise<void> {
+  await db.run(`DELETE FROM change_log`);
+  await db.run(`DELETE FROM meta WHERE key = 'last_at'`);
+  await setMeta(db, 'epoch', newEpoch());
+  await setMeta(db, 'seq', 0);
+}
+
+export async function readPosition(db: SqliteConnection): Promise<StorePosition> {
+  const rows = await db.all<{ key: string; value: number }>(`SELECT key, value FROM meta WHERE key IN ('epoch', 'seq', 'last_at')`);
+  const of = (key: string) => rows.find((row) => row.key === key)?.value ?? null;
+  const [epoch, seq] = [of('epoch'), of('seq')];
+  if (epoch === null || seq === null) throw new Error('the store has no change log position (its epoch or seq is missing)');
+  return { epoch, seq, at: of('last_at'), stats: await readStats(db) };
+}
+
+/**
+ * Logs the write transaction: the next seq, a commit time that never goes back, and the newline-separated tuple lines
+ * `lines` selects (in replay order; parameters ?1…?n) from the rows as the transaction leaves them. No lines (NULL or
+ * empty) log nothing: the write changed nothing.
+ */
+async function logWrite(db: SqliteConnection, lines: string, params: unknown[]): Promise<void> {
+  const now = params.length + 1;
+  const entry = await db.get<{ seq: number; at: number }>(
+    `INSERT INTO change_log (seq, at, lines)
+     SELECT * FROM (
+       SELECT (SELECT value + 1 FROM meta WHERE key = 'seq') AS seq,
+              max(?${now}, coalesce((SELECT value FROM meta WHERE key = 'last_at'), 0)) AS at,
+              (${lines}) AS lines)
+     WHERE lines <> ''
+     RETURNING seq, at`,
+    [...params, Date.now()],
   );
-  const start = untracked?.rows ? 1 : 0;
-  await db.run(`INSERT INTO meta (key, value) VALUES ('epoch', ?1), ('seq', ?2), ('changes_trimmed_through', ?2)`, [newEpoch(), start]);
-}
-
-export async function readTracking(db: SqliteConnection): Promise<ChangeTracking> {
-  const rows = await db.all<{ key: string; value: number }>(
-    `SELECT key, value FROM meta WHERE key IN ('epoch', 'seq', 'changes_trimmed_through')`,
-  );
-  const of = (key: string) => {
-    const row = rows.find((candidate) => candidate.key === key);
-    if (!row) throw new Error(`the store has no change tracking (${key} is missing)`);
-    return row.value;
-  };
-  return { epoch: of('epoch'), seq: of('seq'), trimmedThrough: of('changes_trimmed_through') };
-}
-
-/** Starts the write transaction's seq: called once by every write transaction that changes a row. */
-async function bumpSeq(db: SqliteConnection): Promise<number> {
-  const row = await db.get<{ value: number }>(`UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value`);
-  return row!.value;
-}
-
-/** Records ids (a JSON array) as changed at seq. */
-async function recordIds(db: SqliteConnection, kind: ChangeKind, ids: string, seq: number): Promise<void> {
-  await db.run(`INSERT OR REPLACE INTO changes (kind, id, seq) SELECT ?1, value, ?3 FROM json_each(?2)`, [kind, ids, seq]);
-}
-
-/** Records count consecutive new ids from firstId as changed, in a new seq. */
-async function recordIdRange(db: SqliteConnection, kind: ChangeKind, firstId: number, count: number): Promise<void> {
-  if (count === 0) return;
-  const seq = await bumpSeq(db);
-  await db.run(
-    `WITH RECURSIVE ids (id) AS (SELECT ?2 UNION ALL SELECT id + 1 FROM ids WHERE id < ?3)
-     INSERT OR REPLACE INTO changes (kind, id, seq) SELECT ?1, id, ?4 FROM ids`,
-    [kind, firstId, firstId + count - 1, seq],
-  );
+  if (!entry) return;
+  await db.run(`INSERT INTO meta (key, value) VALUES ('seq', ?1), ('last_at', ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [
+    entry!.seq,
+    entry!.at,
+  ]);
 }
 
 export async function removeStoreFiles(path: string): Promise<void> {

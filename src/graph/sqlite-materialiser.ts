@@ -1,4 +1,5 @@
-// Restores a store physically: a base copy's bytes written back to a file, then the deltas after it applied in order.
+// Restores a store physically: a base copy's bytes written back to a file (or an empty store), then the changes after
+// it (a snapshot's deltas, or change log lines) applied in order.
 import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import sqlite3 from 'sqlite3';
@@ -7,10 +8,10 @@ import { isStorageFull } from '../errors/storage-full';
 import type { MaterialiseOptions } from './graph-store';
 import type { DeltaBatch, GraphStats, NameCount } from './records';
 import { SqliteConnection } from './sqlite-connection';
-import { newEpoch, readStats, readTracking, removeStoreFiles, setMeta, TUNING } from './sqlite-graph-store';
+import { readPosition, readStats, removeStoreFiles, startEpoch, TUNING, upgradeSchema } from './sqlite-graph-store';
 
 // A batch's lines are parsed once, into a temporary table (ids are INTEGER PRIMARY KEYs there: an id that is not an
-// integer fails the insert). What each line replaces is read once from the store into another. From those two small
+// integer fails the insert; a later line for an id replaces an earlier one, so the last line for it wins). What each line replaces is read once from the store into another. From those two small
 // tables, counts move by what leaves and what arrives (no recount), the label index changes only for nodes whose
 // labels did (a 1% delta mostly changes properties), and each table of the store is written in one pass.
 // `touched` keeps every id a delta named (and whether its last line deleted it), for verifyTouched and the next ids.
@@ -28,7 +29,8 @@ const UPSERT_COUNTS = `WHERE true ON CONFLICT (kind, name) DO UPDATE SET count =
 const APPLY: Record<DeltaBatch['kind'], { clear: string; parse: string; statements: string[] }> = {
   node: {
     clear: `DELETE FROM temp.incoming_nodes; DELETE FROM temp.previous_nodes; DELETE FROM temp.relabelled;`,
-    parse: `INSERT INTO temp.incoming_nodes (id, tag, labels, properties) SELECT value ->> 1, value ->> 0, value -> 2, value -> 3 FROM json_each(?1)`,
+    parse: `INSERT OR REPLACE INTO temp.incoming_nodes (id, tag, labels, properties)
+            SELECT value ->> 1, value ->> 0, value -> 2, value -> 3 FROM json_each(?1) ORDER BY key`,
     statements: [
       `INSERT INTO temp.previous_nodes (id, labels) SELECT n.id, n.labels FROM temp.incoming_nodes i JOIN nodes n ON n.id = i.id`,
       `INSERT OR REPLACE INTO temp.touched (kind, id, deleted) SELECT 'N', id, tag = '-N' FROM temp.incoming_nodes`,
@@ -52,8 +54,8 @@ const APPLY: Record<DeltaBatch['kind'], { clear: string; parse: string; statemen
   },
   relationship: {
     clear: `DELETE FROM temp.incoming_relationships; DELETE FROM temp.previous_relationships;`,
-    parse: `INSERT INTO temp.incoming_relationships (id, tag, type, start_id, end_id, properties)
-                SELECT value ->> 1, value ->> 0, value ->> 2, value ->> 3, value ->> 4, value -> 5 FROM json_each(?1)`,
+    parse: `INSERT OR REPLACE INTO temp.incoming_relationships (id, tag, type, start_id, end_id, properties)
+            SELECT value ->> 1, value ->> 0, value ->> 2, value ->> 3, value ->> 4, value -> 5 FROM json_each(?1) ORDER BY key`,
     statements: [
       `INSERT INTO temp.previous_relationships (id, type)
        SELECT r.id, r.type FROM temp.incoming_relationships i JOIN relationships r ON r.id = i.id`,
@@ -73,7 +75,8 @@ const APPLY: Record<DeltaBatch['kind'], { clear: string; parse: string; statemen
 };
 
 // A line is [tag, "<positive integer id>", …] with the tag of its batch's kind; the rest of its shape is checked by
-// the NOT NULL columns it goes into and by verifyTouched.
+// the NOT NULL columns it goes into and by verifyTouched. A line a later one for the same id replaced has no effect,
+// and is not checked.
 const MALFORMED = (kind: DeltaBatch['kind']) => {
   const [upsert, deletion] = kind === 'node' ? ['N', '-N'] : ['R', '-R'];
   return `SELECT count(*) AS count FROM temp.${kind === 'node' ? 'incoming_nodes' : 'incoming_relationships'}
@@ -82,33 +85,38 @@ const MALFORMED = (kind: DeltaBatch['kind']) => {
 };
 
 /**
- * Writes the base's bytes to path, applies the deltas, checks the result against `expected`, gives it a new epoch
- * with no recorded changes, and syncs it to disk. Leaves nothing at path when it fails. quick_check is off by
- * default: at 1M nodes it costs about as much as writing the file, and the chunk store has already authenticated
- * every byte of the base; verification, which must find damage whatever its cause, asks for it.
+ * Writes the base's bytes to path (an empty store when there is none), applies the batches, checks the result against
+ * `expected` (against its own rows when there is none), starts a new epoch at seq 0 with an empty log, and syncs it to
+ * disk. Leaves nothing at path when it fails. quick_check is off by default: at 1M nodes it costs about as much as
+ * writing the file, and the chunk store has already authenticated every byte of the base; verification, which must
+ * find damage whatever its cause, asks for it.
  */
 export async function materialiseStore(
   path: string,
-  base: Readable,
+  base: Readable | null,
   deltas: AsyncIterable<DeltaBatch>,
-  expected: GraphStats,
+  expected: GraphStats | null,
   { signal, quickCheck = false }: MaterialiseOptions = {},
 ): Promise<GraphStats> {
   await removeStoreFiles(path);
   let db: SqliteConnection | null = null;
   try {
-    await writeFile(path, base, signal);
-    db = await SqliteConnection.open(path, sqlite3.OPEN_READWRITE);
+    if (base) await writeFile(path, base, signal);
+    db = await SqliteConnection.open(path, sqlite3.OPEN_READWRITE | (base ? 0 : sqlite3.OPEN_CREATE));
     // No journal: a crash leaves a partial shadow, which is discarded anyway. One sync of the whole file at the end
     // makes base and deltas durable together. A larger cache than a live store's: a delta's rows are read, then
     // rewritten, all over the nodes table.
     await db.exec(`${TUNING} PRAGMA cache_size = -${MATERIALISE_CACHE_KIB}; PRAGMA temp_store = MEMORY; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;`);
-    if (quickCheck) await checkBase(db);
-    const tracking = await readTracking(db).catch((error: Error) => {
-      throw new AppError('INVALID_BACKUP_FILE', `the base is not a graph store: ${error.message}`);
-    });
+    if (base) {
+      if (quickCheck) await checkBase(db);
+      await readPosition(db).catch((error: Error) => {
+        throw new AppError('INVALID_BACKUP_FILE', `the base is not a graph store: ${error.message}`);
+      });
+    }
 
     await db.exec(`BEGIN; ${TEMP_TABLES}`);
+    // An empty store gets its tables; a previous release's base its change log.
+    await upgradeSchema(db);
     for await (const batch of deltas) {
       signal?.throwIfAborted();
       await applyBatch(db, batch);
@@ -124,14 +132,13 @@ export async function materialiseStore(
       );
     }
     await db.run(`DELETE FROM counts WHERE count <= 0 AND kind IN ('label', 'type')`);
-    // A new history starts here: this store's seqs no longer follow the source's, so no delta of the source applies.
-    await db.run(`DELETE FROM changes`);
-    await setMeta(db, 'epoch', newEpoch());
-    await setMeta(db, 'changes_trimmed_through', tracking.seq);
+    // A new history starts here: this store's seqs no longer follow the source's, so none of its log applies.
+    await startEpoch(db);
     await db.exec('COMMIT');
 
     const stats = await readStats(db);
-    assertSameGraph(stats, expected);
+    if (expected) assertSameGraph(stats, expected, 'its snapshot');
+    else assertSameGraph(stats, await recountedStats(db), 'its own rows');
     await db.exec(`PRAGMA journal_mode = WAL;`);
     await db.close();
     db = null;
@@ -211,7 +218,20 @@ async function verifyTouched(db: SqliteConnection): Promise<void> {
   }
 }
 
-function assertSameGraph(actual: GraphStats, expected: GraphStats): void {
+/** What the rows themselves add up to, for a store with no recorded stats to compare with (the counts table's shape). */
+async function recountedStats(db: SqliteConnection): Promise<GraphStats> {
+  const rows = await db.all<{ kind: string; name: string; count: number }>(
+    `SELECT 'nodes' AS kind, '' AS name, count(*) AS count FROM nodes
+     UNION ALL SELECT 'relationships', '', count(*) FROM relationships
+     UNION ALL SELECT 'label', label, count(*) FROM node_labels GROUP BY label
+     UNION ALL SELECT 'type', type, count(*) FROM relationships GROUP BY type`,
+  );
+  const named = (kind: string): NameCount[] => rows.filter((row) => row.kind === kind).map((row) => ({ name: row.name, count: row.count }));
+  const total = (kind: string) => rows.find((row) => row.kind === kind)!.count;
+  return { nodeCount: total('nodes'), relationshipCount: total('relationships'), labels: named('label'), relationshipTypes: named('type'), storeSizeBytes: 0 };
+}
+
+function assertSameGraph(actual: GraphStats, expected: GraphStats, source: string): void {
   const names = (list: NameCount[]) => JSON.stringify([...list].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)));
   const differences = [
     actual.nodeCount !== expected.nodeCount && `${actual.nodeCount} nodes instead of ${expected.nodeCount}`,
@@ -221,6 +241,6 @@ function assertSameGraph(actual: GraphStats, expected: GraphStats): void {
     names(actual.relationshipTypes) !== names(expected.relationshipTypes) && 'different relationship type counts',
   ].filter(Boolean);
   if (differences.length > 0) {
-    throw new AppError('INVALID_BACKUP_FILE', `the restored store does not match its snapshot: ${differences.join(', ')}`);
+    throw new AppError('INVALID_BACKUP_FILE', `the restored store does not match ${source}: ${differences.join(', ')}`);
   }
 }

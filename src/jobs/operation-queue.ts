@@ -11,6 +11,8 @@ export interface NewOperation {
   snapshotId?: string | null;
   params?: Record<string, unknown> | null;
   bytesTotal?: number | null;
+  pointInTime?: number | null;
+  sourceInstanceId?: string | null;
 }
 
 export async function insertOperation(manager: EntityManager, fields: NewOperation): Promise<OperationEntity> {
@@ -34,6 +36,8 @@ export async function insertOperation(manager: EntityManager, fields: NewOperati
     leaseExpiresAt: null,
     attempt: 0,
     cancelRequestedAt: null,
+    pointInTime: fields.pointInTime ?? null,
+    sourceInstanceId: fields.sourceInstanceId ?? null,
   } satisfies OperationEntity);
   try {
     await manager.save(OperationEntity, operation, { reload: false });

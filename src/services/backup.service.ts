@@ -1,12 +1,13 @@
-// Backup storage: snapshots as restore points over the tenant's chunk store. A restore point is a physical base image
-// of an instance's store or the rows changed since a parent point; a restore writes the base back at disk speed and
-// applies the deltas of its chain. This service decides base or delta, writes and reads manifests, materialises
-// restore points into stores (restores, exports, verification), and collects what no snapshot needs any more.
+// Backup storage: restore points over the tenant's chunk store and the instances' change logs. A snapshot is a
+// position on its instance's change log (a LOG point, recorded once the log up to it is shipped); base images of the
+// store are taken by policy in the background (BASE points), so that a restore writes the newest base before its
+// point back at disk speed and replays only the log after it. This service takes bases, writes and reads manifests,
+// materialises restore points and moments in time into stores (restores, exports, verification), and collects what
+// no snapshot and no restore window needs any more.
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StringDecoder } from 'node:string_decoder';
 import { Readable, Transform } from 'node:stream';
 import { In, IsNull, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
@@ -16,30 +17,31 @@ import type { ChunkRef, ChunkStore, ChunkWriter } from '../chunks';
 import type { InstanceEntity } from '../entities/instance.entity';
 import { RestorePointEntity } from '../entities/restore-point.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
+import { StoreEpochEntity } from '../entities/store-epoch.entity';
 import { AppError } from '../errors/app-error';
 import type { GraphStoreProvider, WriteLimits } from '../graph/graph-store';
+import { batchesOfLines, lineBatches } from '../graph/line-batches';
 import type { DeltaBatch, GraphStats } from '../graph/records';
 import type { JobContext } from '../jobs/operation-handler';
 import type { Logger } from '../logging/logger';
 import type { Metrics } from '../observability/metrics';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../storage/errors';
+import type { ChangeLogService } from './change-log.service';
 import type { InstanceService } from './instance.service';
 
 /** Plain bytes of one chunk of a base image: a whole number of SQLite pages (pages are at most 64 KiB). */
 export const BASE_CHUNK_BYTES = 256 * 1024;
-/** About this many bytes of delta lines go in one chunk. */
-export const DELTA_CHUNK_BYTES = 1024 * 1024;
 /**
- * A new base once the chain's deltas hold this share of the base's stored bytes, or rows for this share of the base's
- * records (a restore replays them: measured at 1M nodes, 24 deltas of 1% cost 2.2x writing the file back, so a
- * quarter of the records keeps a restore near 4x), or this many deltas.
+ * A new base of an instance's store once the log since its newest base (or its anchor) holds this share of the
+ * store's bytes, or lines for this share of its records: a restore replays that log, and at 1M nodes a replay of a
+ * quarter of the records costs about as much as writing the base back.
  */
-export const BASE_POLICY = { maxDeltaShare: 0.25, maxDeltaLineShare: 0.25, maxChainLength: 200 };
+export const BASE_POLICY = { maxLogShare: 0.25, maxLogLineShare: 0.25, minStoreBytes: 4 * 1024 * 1024, minRecords: 10_000 };
 
 const MANIFEST_VERSION = 1;
 
-/** What a restore point's manifest blob holds. */
+/** What a BASE or DELTA restore point's manifest blob holds. */
 export interface Manifest {
   version: typeof MANIFEST_VERSION;
   id: string;
@@ -52,8 +54,15 @@ export interface Manifest {
   stats: GraphStats;
   /** BASE: the store file, in order. */
   base: { sizeBytes: number; pageSize: number; chunks: ChunkRef[] } | null;
-  /** DELTA: tuple lines (upserts, and deletions `["-N",id]`/`["-R",id]`), newline-separated, in order. */
+  /** DELTA (written by the previous release): tuple lines, newline-separated, in order. */
   delta: { lines: number; chunks: ChunkRef[] } | null;
+}
+
+/** How to build a restore point: a base (or an empty store), legacy deltas, then stretches of change log, in order. */
+interface MaterialisePlan {
+  base: Manifest | null;
+  deltas: Manifest[];
+  logs: { epoch: StoreEpochEntity; afterSeq: number; untilSeq: number }[];
 }
 
 export interface CapturedPoint {
@@ -64,6 +73,8 @@ export interface CapturedPoint {
 export class BackupService {
   private readonly points: Repository<RestorePointEntity>;
   private readonly collecting = new Map<string, { again: boolean }>();
+  /** Instances whose base is being taken by this process (one at a time each). */
+  private readonly basing = new Set<string>();
 
   constructor(
     private readonly db: DataSource,
@@ -71,43 +82,127 @@ export class BackupService {
     private readonly blobs: EncryptedBlobStore,
     private readonly stores: GraphStoreProvider,
     private readonly instances: InstanceService,
+    private readonly log: ChangeLogService,
     private readonly logger: Logger,
     private readonly metrics: Metrics,
     private readonly options: { scratchDir: string; collectGraceMs: number; listBlobs: (prefix: string) => AsyncIterable<string> },
   ) {
     this.points = db.getRepository(RestorePointEntity);
+    log.onShipped((instance, epoch) => void this.considerBase(instance, epoch));
   }
 
   /**
-   * Captures the instance's store as a restore point: a delta over the newest point of its lineage when the base
-   * policy allows one, else a new base. The point's row is returned, not inserted: the caller records it together
-   * with the snapshot's COMPLETED.
+   * A snapshot's restore point: the instance's position on its change log, once the log up to it is shipped (a
+   * second or so, whatever the size of the store). A store whose history before its first base is unknown (written
+   * before the change log existed) gets that base now instead. The row is returned, not inserted: the caller records
+   * it together with the snapshot's COMPLETED.
    */
   async capture(instance: InstanceEntity, context: JobContext): Promise<CapturedPoint> {
+    context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
+    const { position, epoch } = await this.log.flush(instance, {
+      signal: context.signal,
+      progress: (bytesDone, bytesTotal) => context.progress({ bytesDone, bytesTotal }),
+    });
+    const base = await this.newestBase(epoch.epoch, position.seq);
+    if (!base && epoch.anchor === 'NONE') return this.captureBase(instance, context);
+    const previous = await this.points.findOne({ where: { epoch: epoch.epoch }, order: { seq: 'DESC' } });
+    const addedBytes = await this.log.storedBytesBetween(epoch.epoch, previous?.seq ?? 0, position.seq);
+    const restorePoint = Object.assign(new RestorePointEntity(), {
+      id: randomUUID(),
+      tenantId: instance.tenantId,
+      instanceId: instance.id,
+      kind: 'LOG',
+      parentId: null,
+      baseId: base?.id ?? null,
+      epoch: epoch.epoch,
+      seq: position.seq,
+      at: position.at,
+      chainLength: 0,
+      chainDeltaLines: 0,
+      chainDeltaBytes: 0,
+      addedBytes,
+      manifestBytes: 0,
+      manifestKey: null,
+      stats: position.stats,
+      createdAt: Date.now(),
+    } satisfies RestorePointEntity);
+    return { restorePoint, stats: position.stats };
+  }
+
+  /** The newest base of the epoch at or before seq. */
+  private newestBase(epoch: number, seq: number): Promise<RestorePointEntity | null> {
+    return this.points
+      .createQueryBuilder('p')
+      .where("p.epoch = :epoch AND p.kind = 'BASE' AND p.seq <= :seq", { epoch, seq })
+      .orderBy('p.seq', 'DESC')
+      .getOne();
+  }
+
+  /**
+   * The base policy, after each shipped segment: a new base once the log since the newest one (or since the epoch's
+   * anchor) outgrows BASE_POLICY, or at once for a store whose earlier history is unknown. Taken in the background.
+   */
+  private async considerBase(instance: InstanceEntity, epoch: StoreEpochEntity): Promise<void> {
+    if (this.basing.has(instance.id)) return;
+    const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
+    if (!base && epoch.anchor === 'NONE') {
+      await this.takeBase(instance);
+      return;
+    }
+    const since = await this.log.sizeAfter(epoch.epoch, base?.seq ?? 0);
+    const reference = base?.stats ?? (await this.instances.stats(instance));
+    // Small stores count as a few MiB and 10,000 records: their log replays in no time, and a base per write is churn.
+    const records = Math.max(reference.nodeCount + reference.relationshipCount, BASE_POLICY.minRecords);
+    const due =
+      since.plainBytes > BASE_POLICY.maxLogShare * Math.max(reference.storeSizeBytes, BASE_POLICY.minStoreBytes) ||
+      since.lines > BASE_POLICY.maxLogLineShare * records;
+    if (due) await this.takeBase(instance);
+  }
+
+  /** Takes a base of the instance's store and records it as a BASE point (nothing else refers to it yet). */
+  async takeBase(instance: InstanceEntity, context: JobContext = quietContext()): Promise<RestorePointEntity | null> {
+    if (this.basing.has(instance.id)) return null;
+    this.basing.add(instance.id);
+    try {
+      const { restorePoint } = await this.captureBase(instance, context);
+      await this.points.insert(restorePoint);
+      this.logger.info({ instanceId: instance.id, epoch: restorePoint.epoch, seq: restorePoint.seq, addedBytes: restorePoint.addedBytes }, 'took a base of the store');
+      return restorePoint;
+    } catch (err) {
+      this.logger.warn({ err, instanceId: instance.id }, 'taking a base of the store failed; the next shipped segment tries again');
+      return null;
+    } finally {
+      this.basing.delete(instance.id);
+    }
+  }
+
+  /**
+   * Copies the store (the instance's current one, or `generation`: a restore's shadow) into the chunk store as a BASE
+   * point, returned, not inserted.
+   */
+  async captureBase(instance: InstanceEntity, context: JobContext, generation = instance.storeGeneration): Promise<CapturedPoint> {
     const id = randomUUID();
     const writer = this.chunks.writer(instance.tenantId);
+    const manifestKey = manifestKeyOf(instance.tenantId, id);
     try {
-      const manifest = (await this.captureDelta(instance, id, writer, context)) ?? (await this.captureBase(instance, id, writer, context));
+      const manifest = await this.copyBase(instance, generation, id, writer, context);
       context.signal.throwIfAborted();
-      const manifestKey = manifestKeyOf(instance.tenantId, id);
       const { storedBytes: manifestBytes } = await this.blobs.write(manifestKey, Readable.from([JSON.stringify(manifest)]));
       const { addedBytes: chunkBytes } = await writer.finish();
-      const addedBytes = chunkBytes + manifestBytes;
-      const parent = manifest.parentId ? await this.points.findOneByOrFail({ id: manifest.parentId }) : null;
-      const ownDeltaBytes = manifest.kind === 'DELTA' ? addedBytes : 0;
       const restorePoint = Object.assign(new RestorePointEntity(), {
         id,
         tenantId: instance.tenantId,
         instanceId: instance.id,
-        kind: manifest.kind,
-        parentId: manifest.parentId,
-        baseId: parent?.baseId ?? id,
+        kind: 'BASE',
+        parentId: null,
+        baseId: id,
         epoch: manifest.epoch,
         seq: manifest.seq,
-        chainLength: parent ? parent.chainLength + 1 : 0,
-        chainDeltaLines: (parent?.chainDeltaLines ?? 0) + (manifest.delta?.lines ?? 0),
-        chainDeltaBytes: (parent?.chainDeltaBytes ?? 0) + ownDeltaBytes,
-        addedBytes,
+        at: manifest.at,
+        chainLength: 0,
+        chainDeltaLines: 0,
+        chainDeltaBytes: 0,
+        addedBytes: chunkBytes + manifestBytes,
         manifestBytes,
         manifestKey,
         stats: manifest.stats,
@@ -116,77 +211,23 @@ export class BackupService {
       return { restorePoint, stats: manifest.stats };
     } catch (error) {
       await writer.abort().catch(() => undefined);
-      await this.blobs.delete(manifestKeyOf(instance.tenantId, id)).catch(() => undefined);
+      await this.blobs.delete(manifestKey).catch(() => undefined);
       throw error;
     }
   }
 
-  /** The parent a delta may build on: the newest point of the store's lineage, while the base policy allows it. */
-  private async parentFor(tenantId: string, epoch: number): Promise<RestorePointEntity | null> {
-    const newest = await this.points.findOne({ where: { tenantId, epoch }, order: { seq: 'DESC' } });
-    if (!newest) return null;
-    const base = newest.kind === 'BASE' ? newest : await this.points.findOneBy({ id: newest.baseId });
-    if (!base) return null;
-    const baseRecords = base.stats.nodeCount + base.stats.relationshipCount;
-    const tooLong = newest.chainLength + 1 > BASE_POLICY.maxChainLength;
-    const tooHeavy = newest.chainDeltaBytes > BASE_POLICY.maxDeltaShare * base.addedBytes;
-    const tooSlow = newest.chainDeltaLines > BASE_POLICY.maxDeltaLineShare * baseRecords;
-    return tooLong || tooHeavy || tooSlow ? null : newest;
-  }
-
-  private async captureDelta(
+  private async copyBase(
     instance: InstanceEntity,
+    generation: number,
     id: string,
     writer: ChunkWriter,
     context: JobContext,
-  ): Promise<Manifest | null> {
-    const tracking = await this.instances.withStore(instance, (store) => store.changeTracking());
-    const parent = await this.parentFor(instance.tenantId, tracking.epoch);
-    // The store must still hold every change since the parent (they are trimmed once a later point holds them).
-    if (!parent || parent.seq < tracking.trimmedThrough || parent.seq > tracking.seq) return null;
-    const view = await this.instances.withStore(instance, (store) => store.openDeltaView(parent.seq));
-    try {
-      context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
-      const chunks: ChunkRef[] = [];
-      let pending: string[] = [];
-      let pendingBytes = 0;
-      let lines = 0;
-      let bytes = 0;
-      const flush = async () => {
-        if (pending.length === 0) return;
-        chunks.push(await writer.put(Buffer.from(pending.join('\n') + '\n')));
-        pending = [];
-        pendingBytes = 0;
-      };
-      for await (const batch of view.batches()) {
-        context.signal.throwIfAborted();
-        for (const line of batch.lines) {
-          pending.push(line);
-          pendingBytes += line.length + 1;
-          lines += 1;
-          bytes += line.length + 1;
-          if (pendingBytes >= DELTA_CHUNK_BYTES) await flush();
-        }
-        context.progress({ bytesDone: bytes });
-      }
-      await flush();
-      return { version: MANIFEST_VERSION, id, tenantId: instance.tenantId, instanceId: instance.id, kind: 'DELTA', parentId: parent.id, epoch: view.epoch, seq: view.seq, stats: view.stats, base: null, delta: { lines, chunks } };
-    } finally {
-      await view.close();
-    }
-  }
-
-  private async captureBase(
-    instance: InstanceEntity,
-    id: string,
-    writer: ChunkWriter,
-    context: JobContext,
-  ): Promise<Manifest> {
+  ): Promise<Manifest & { at: number | null }> {
     await mkdir(this.options.scratchDir, { recursive: true, mode: 0o700 });
     const copy = join(this.options.scratchDir, `base-${id}.sqlite`);
     try {
       context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
-      const base = await this.instances.withStore(instance, (store) => store.captureBase(copy));
+      const base = await this.stores.use(instance.id, generation, (store) => store.captureBase(copy));
       context.progress({ bytesDone: 0, bytesTotal: base.sizeBytes });
       const chunks: ChunkRef[] = [];
       let done = 0;
@@ -205,6 +246,7 @@ export class BackupService {
         parentId: null,
         epoch: base.epoch,
         seq: base.seq,
+        at: base.at,
         stats: base.stats,
         base: { sizeBytes: base.sizeBytes, pageSize: base.pageSize, chunks },
         delta: null,
@@ -228,6 +270,7 @@ export class BackupService {
   }
 
   private async readManifest(point: RestorePointEntity): Promise<Manifest> {
+    if (!point.manifestKey) throw new AppError('INVALID_BACKUP_FILE', `restore point ${point.id} has no manifest`);
     let text = '';
     try {
       for await (const piece of await this.blobs.read(point.manifestKey)) text += (piece as Buffer).toString('utf8');
@@ -242,62 +285,138 @@ export class BackupService {
     return manifest;
   }
 
+  /** How to build a restore point: see MaterialisePlan. */
+  private async planOf(point: RestorePointEntity): Promise<MaterialisePlan> {
+    if (point.kind !== 'LOG') {
+      const [base, ...deltas] = await this.chainOf(point.id);
+      if (!base.base) throw new AppError('INVALID_BACKUP_FILE', `restore point ${point.id} has no base`);
+      return { base, deltas, logs: [] };
+    }
+    const epoch = await this.log.epoch(point.epoch);
+    if (!epoch) throw new AppError('INVALID_BACKUP_FILE', `the change log restore point ${point.id} is on is gone`);
+    return this.planAt(epoch, point.seq);
+  }
+
+  /** The newest base of the epoch at or before seq (or its anchor), then the log up to seq. */
+  private async planAt(epoch: StoreEpochEntity, seq: number): Promise<MaterialisePlan> {
+    const base = await this.newestBase(epoch.epoch, seq);
+    let plan: MaterialisePlan;
+    if (base) plan = await this.planOf(base);
+    else if (epoch.anchor === 'EMPTY') plan = { base: null, deltas: [], logs: [] };
+    else if (epoch.anchor === 'ORIGIN' && epoch.originPointId) {
+      const origin = await this.points.findOneBy({ id: epoch.originPointId });
+      if (!origin) throw new AppError('INVALID_BACKUP_FILE', `the restore point store epoch ${epoch.epoch} was built from is gone`);
+      plan = await this.planOf(origin);
+    } else {
+      throw new AppError('INVALID_BACKUP_FILE', `no base of instance ${epoch.instanceId}'s store reaches seq ${seq} of epoch ${epoch.epoch}`);
+    }
+    const afterSeq = base?.seq ?? 0;
+    if (seq > afterSeq) plan.logs.push({ epoch, afterSeq, untilSeq: seq });
+    return plan;
+  }
+
   /**
-   * Builds the restore point's data into a new store generation: the base written back, then each delta applied;
-   * verified against the recorded stats. The generation is removed on any failure. Returns what the store holds and
-   * the plain bytes of the chain it was built from.
+   * Builds the restore point's data into a new store generation: its base written back (or an empty store), legacy
+   * deltas and the change log after it applied in order; checked against the recorded stats. The generation is
+   * removed on any failure. Returns what the store holds and the plain bytes it was built from.
    */
   async materialise(
     restorePointId: string,
     target: { instanceId: string; generation: number; limits: WriteLimits },
     context: JobContext,
   ): Promise<{ stats: GraphStats; bytesRead: number }> {
-    const chain = await this.chainOf(restorePointId);
-    const [base, ...deltas] = chain;
-    if (!base.base) throw new AppError('INVALID_BACKUP_FILE', `restore point ${restorePointId} has no base`);
-    const tenantId = base.tenantId;
-    const expected = chain[chain.length - 1].stats;
-    const total = base.base.sizeBytes + deltas.reduce((sum, d) => sum + d.delta!.chunks.reduce((s, c) => s + c.plainLength, 0), 0);
+    const point = await this.points.findOneBy({ id: restorePointId });
+    if (!point) throw new AppError('INVALID_BACKUP_FILE', `restore point ${restorePointId} is missing`);
+    return this.build(await this.planOf(point), point.stats, target, context);
+  }
+
+  /**
+   * Builds the instance's data exactly as it was at `at` (every write committed at or before it) into a new store
+   * generation, and returns it with a LOG point for that moment (not inserted: the new store's epoch is built from it).
+   */
+  async materialiseAt(
+    source: Pick<InstanceEntity, 'id' | 'tenantId'>,
+    at: number,
+    target: { instanceId: string; generation: number; limits: WriteLimits },
+    context: JobContext,
+  ): Promise<{ stats: GraphStats; bytesRead: number; point: RestorePointEntity }> {
+    const epoch = await this.log.epochAt(source.id, at);
+    if (!epoch) throw new AppError('OUT_OF_RESTORE_WINDOW', `instance ${source.id} has no history at ${new Date(at).toISOString()}`);
+    const seq = await this.log.seqAt(epoch, at);
+    const built = await this.build(await this.planAt(epoch, seq), null, target, context);
+    const point = Object.assign(new RestorePointEntity(), {
+      id: randomUUID(),
+      tenantId: source.tenantId,
+      instanceId: source.id,
+      kind: 'LOG',
+      parentId: null,
+      baseId: (await this.newestBase(epoch.epoch, seq))?.id ?? null,
+      epoch: epoch.epoch,
+      seq,
+      at,
+      chainLength: 0,
+      chainDeltaLines: 0,
+      chainDeltaBytes: 0,
+      addedBytes: 0,
+      manifestBytes: 0,
+      manifestKey: null,
+      stats: built.stats,
+      createdAt: Date.now(),
+    } satisfies RestorePointEntity);
+    return { ...built, point };
+  }
+
+  private async build(
+    plan: MaterialisePlan,
+    expected: GraphStats | null,
+    target: { instanceId: string; generation: number; limits: WriteLimits },
+    context: JobContext,
+  ): Promise<{ stats: GraphStats; bytesRead: number }> {
+    const { base, deltas, logs } = plan;
+    const chunkBytes = (refs: ChunkRef[]) => refs.reduce((sum, ref) => sum + ref.plainLength, 0);
+    let total = (base?.base?.sizeBytes ?? 0) + deltas.reduce((sum, d) => sum + chunkBytes(d.delta!.chunks), 0);
+    for (const stretch of logs) total += (await this.log.sizeAfter(stretch.epoch.epoch, stretch.afterSeq, stretch.untilSeq)).plainBytes;
     context.progress({ phase: 'loading', bytesDone: 0, bytesTotal: total });
     let done = 0;
+    const count = (bytes: number) => {
+      done += bytes;
+      context.progress({ bytesDone: done });
+    };
     const counted = async function* (source: AsyncIterable<Buffer>) {
       for await (const piece of source) {
         context.signal.throwIfAborted();
-        done += piece.length;
-        context.progress({ bytesDone: done });
+        count(piece.length);
         yield piece;
       }
     };
-    const baseBytes = Readable.from(counted(this.chunks.read(tenantId, base.base.chunks, { signal: context.signal })));
-    const chunks = this.chunks;
-    const deltaBatches = async function* (): AsyncGenerator<DeltaBatch> {
-      for (const delta of deltas) {
-        yield* linesOf(counted(chunks.read(tenantId, delta.delta!.chunks, { signal: context.signal })));
+    const signal = context.signal;
+    const baseBytes = base?.base ? Readable.from(counted(this.chunks.read(base.tenantId, base.base.chunks, { signal }))) : null;
+    const { chunks, log } = this;
+    const replay = async function* (): AsyncGenerator<DeltaBatch> {
+      for (const delta of deltas) yield* lineBatches(counted(chunks.read(delta.tenantId, delta.delta!.chunks, { signal })));
+      for (const stretch of logs) {
+        // Progress counts segments as they are read, as the total does (their plaintext bytes).
+        const entries = log.entries(stretch.epoch, stretch.afterSeq, { seq: stretch.untilSeq }, signal, count);
+        yield* batchesOfLines(
+          (async function* () {
+            for await (const entry of entries) yield* entry.lines;
+          })(),
+        );
       }
       // Every byte is in: what remains is the check of the store against the recorded contents.
       context.progress({ phase: 'verifying' });
     };
-    const stats = await this.stores.materialise(target.instanceId, target.generation, baseBytes, deltaBatches(), expected, { signal: context.signal });
+    const stats = await this.stores.materialise(target.instanceId, target.generation, baseBytes, replay(), expected, { signal });
     return { stats, bytesRead: done };
   }
 
-  /** Records a captured point (in the snapshot's completing transaction); CONFLICT when its parent was collected meanwhile. */
+  /** Records a captured point (in the snapshot's completing transaction); CONFLICT when its base was collected meanwhile. */
   async record(point: RestorePointEntity, manager: EntityManager): Promise<void> {
-    if (point.parentId && !(await manager.existsBy(RestorePointEntity, { id: point.parentId }))) {
+    const needs = point.kind === 'LOG' ? point.baseId : point.parentId;
+    if (needs && !(await manager.existsBy(RestorePointEntity, { id: needs }))) {
       throw new AppError('CONFLICT', 'the restore point this snapshot builds on was collected while it was taken; take the snapshot again');
     }
     await manager.insert(RestorePointEntity, point);
-  }
-
-  /** Once a point is recorded, its store forgets the changes the point holds (the next delta starts after them). */
-  async afterRecorded(instance: InstanceEntity, point: RestorePointEntity): Promise<void> {
-    const current = await this.instances.reload(instance.id);
-    if (!current) return;
-    await this.instances
-      .withStore(current, async (store) => {
-        if ((await store.changeTracking()).epoch === point.epoch) await store.trimChanges(point.seq);
-      })
-      .catch((err) => this.logger.warn({ err, instanceId: instance.id }, 'could not trim the change log after a snapshot'));
   }
 
   // ---- exports ----------------------------------------------------------------------------------------------------
@@ -421,8 +540,12 @@ export class BackupService {
     if (snapshot.blobKey) return this.verifyLegacy(snapshot, context);
     if (!snapshot.restorePointId) throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} has no data to verify`);
     context.progress({ phase: 'verifying' });
-    const chain = await this.chainOf(snapshot.restorePointId);
-    for (const manifest of chain) {
+    const point = await this.points.findOneBy({ id: snapshot.restorePointId });
+    if (!point) throw new AppError('INVALID_BACKUP_FILE', `restore point ${snapshot.restorePointId} is missing`);
+    const plan = await this.planOf(point);
+    // The chunks of the base and legacy deltas are read here; the change log is read (and its chain checked) by the
+    // materialisation below.
+    for (const manifest of [plan.base, ...plan.deltas].filter((m): m is Manifest => m !== null)) {
       const refs = [...(manifest.base?.chunks ?? []), ...(manifest.delta?.chunks ?? [])];
       const { damage } = await this.chunks.verify(manifest.tenantId, refs);
       if (damage.length > 0) {
@@ -475,7 +598,7 @@ export class BackupService {
 
   // ---- usage and collection ---------------------------------------------------------------------------------------
 
-  /** Storage of the snapshots in `where` (a tenant, or one instance). */
+  /** Storage of the snapshots and change logs in `where` (a tenant, or one instance). */
   async usage(where: { tenantId: string; instanceId?: string }): Promise<{ snapshotCount: number; logicalBytes: number; storedBytes: number }> {
     const snapshots = await this.db.getRepository(SnapshotEntity).find({
       select: { id: true, sizeBytes: true, contents: true, blobKey: true, addedBytes: true },
@@ -483,13 +606,15 @@ export class BackupService {
     });
     const logicalBytes = snapshots.reduce((sum, s) => sum + (s.sizeBytes ?? s.contents?.storeSizeBytes ?? 0), 0);
     const legacyBytes = snapshots.reduce((sum, s) => sum + (s.blobKey ? s.addedBytes ?? 0 : 0), 0);
+    const logBytes = await this.log.storedBytes(where);
     let storedBytes: number;
     if (where.instanceId === undefined) {
       const chunkBytes = (await this.chunks.usage(where.tenantId)).storedBytes;
-      storedBytes = chunkBytes + ((await this.points.sum('manifestBytes', { tenantId: where.tenantId })) ?? 0) + legacyBytes;
+      storedBytes = chunkBytes + ((await this.points.sum('manifestBytes', { tenantId: where.tenantId })) ?? 0) + legacyBytes + logBytes;
     } else {
-      // What the instance's own points added (after repacking, an approximation; the tenant's total is exact).
-      storedBytes = ((await this.points.sum('addedBytes', { tenantId: where.tenantId, instanceId: where.instanceId })) ?? 0) + legacyBytes;
+      // What the instance's own bases added (after repacking, an approximation; the tenant's total is exact).
+      const baseBytes = (await this.points.sum('addedBytes', { tenantId: where.tenantId, instanceId: where.instanceId, kind: In(['BASE', 'DELTA']) })) ?? 0;
+      storedBytes = baseBytes + legacyBytes + logBytes;
     }
     return { snapshotCount: snapshots.length, logicalBytes, storedBytes };
   }
@@ -497,11 +622,12 @@ export class BackupService {
   /** Every tenant that has backup storage, collected one after the other (the periodic sweep). */
   async collectAll(): Promise<void> {
     // Tenants with packs too: once their last restore point is gone, emptied packs still wait for their grace period.
-    const [withPoints, withPacks] = await Promise.all([
+    const [withPoints, withPacks, withLogs] = await Promise.all([
       this.points.createQueryBuilder('p').select('DISTINCT p."tenantId"', 'tenantId').getRawMany<{ tenantId: string }>(),
       this.db.getRepository(ChunkPackEntity).createQueryBuilder('k').select('DISTINCT k."tenantId"', 'tenantId').getRawMany<{ tenantId: string }>(),
+      this.log.tenantsWithLogs(),
     ]);
-    for (const tenantId of new Set([...withPoints, ...withPacks].map((row) => row.tenantId))) this.collectSoon(tenantId);
+    for (const tenantId of new Set([...withPoints, ...withPacks].map((row) => row.tenantId).concat(withLogs))) this.collectSoon(tenantId);
   }
 
   /** A previous release's snapshots (whole archives in one blob) count their stored size as the bytes they added. */
@@ -539,39 +665,105 @@ export class BackupService {
   }
 
   /**
-   * Mark and sweep. Restore points no snapshot needs (directly, or through a descendant) go first, leaf by leaf, each
-   * in a transaction that re-checks it is still unreferenced (a snapshot recorded meanwhile keeps its chain: see
-   * record()); then every chunk the remaining manifests do not list is left to the chunk store's collection, which
-   * keeps anything younger than the grace period (a capture in progress may have just deduplicated against it).
+   * Mark and sweep. Marked: every snapshot's restore point; each instance's current store from its newest base on
+   * (the next snapshot builds on it); its restore window (the newest base at or before the window's start, and
+   * everything after); and, for each of those, what it is built from (its base, or its epoch's anchor: the origin
+   * point, recursively) and the log between. Unmarked points go (in a transaction that re-checks nothing recorded
+   * meanwhile refers to them), then unmarked epochs and log segments, then every chunk the remaining manifests do not
+   * list is left to the chunk store's collection, which keeps anything younger than the grace period (a base being
+   * taken may have just deduplicated against it).
    */
-  async collect(tenantId: string): Promise<{ removedPoints: number; freedBytes: number }> {
-    let removedPoints = 0;
-    for (;;) {
-      const removed = await this.db.transaction(async (manager) => {
-        const dead = await manager
-          .createQueryBuilder(RestorePointEntity, 'p')
-          .where('p.tenantId = :tenantId', { tenantId })
-          .andWhere('NOT EXISTS (SELECT 1 FROM snapshots s WHERE s."restorePointId" = p.id)')
-          .andWhere('NOT EXISTS (SELECT 1 FROM restore_points c WHERE c."parentId" = p.id)')
-          .getMany();
-        if (dead.length > 0) await manager.delete(RestorePointEntity, { id: In(dead.map((p) => p.id)) });
-        return dead;
-      });
-      if (removed.length === 0) break;
-      removedPoints += removed.length;
-      for (const point of removed) await this.blobs.delete(point.manifestKey);
-    }
+  async collect(tenantId: string): Promise<{ removedPoints: number; removedSegments: number; freedBytes: number }> {
+    const marks = await this.mark(tenantId, Date.now());
+    const removed = await this.db.transaction(async (manager) => {
+      const candidates = marks.unmarked;
+      const dead = new Set(candidates.map((point) => point.id));
+      const referenced = new Set<string>();
+      for (const snapshot of await manager.find(SnapshotEntity, { select: { restorePointId: true }, where: { tenantId } })) {
+        if (snapshot.restorePointId) referenced.add(snapshot.restorePointId);
+      }
+      for (const point of await manager.find(RestorePointEntity, { where: { tenantId } })) {
+        if (dead.has(point.id)) continue;
+        if (point.baseId && point.baseId !== point.id) referenced.add(point.baseId);
+        if (point.parentId) referenced.add(point.parentId);
+      }
+      for (const epoch of await manager.find(StoreEpochEntity, { where: { tenantId } })) {
+        if (epoch.originPointId && marks.epochs.has(epoch.epoch)) referenced.add(epoch.originPointId);
+      }
+      const removable = candidates.filter((point) => !referenced.has(point.id));
+      if (removable.length > 0) await manager.delete(RestorePointEntity, { id: In(removable.map((point) => point.id)) });
+      return removable;
+    });
+    for (const point of removed) if (point.manifestKey) await this.blobs.delete(point.manifestKey);
+    const removedSegments = await this.log.sweep(tenantId, marks.epochs, marks.ranges);
     const live = new Set<string>();
     for (const point of await this.points.find({ where: { tenantId } })) {
+      if (point.kind === 'LOG') continue;
       const manifest = await this.readManifest(point);
       for (const ref of [...(manifest.base?.chunks ?? []), ...(manifest.delta?.chunks ?? [])]) live.add(ref.id);
     }
     const swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs });
     await this.removeUnusedExports(tenantId);
-    if (removedPoints > 0 || swept.freedBytes > 0) {
-      this.logger.info({ tenantId, removedPoints, ...swept }, 'collected backup storage');
+    if (removed.length > 0 || removedSegments > 0 || swept.freedBytes > 0) {
+      this.logger.info({ tenantId, removedPoints: removed.length, removedSegments, ...swept }, 'collected backup storage');
     }
-    return { removedPoints, freedBytes: swept.freedBytes };
+    return { removedPoints: removed.length, removedSegments, freedBytes: swept.freedBytes };
+  }
+
+  /** What collect() keeps: see there. Ranges are (afterSeq, untilSeq] stretches of each marked epoch's log. */
+  private async mark(tenantId: string, now: number): Promise<{ unmarked: RestorePointEntity[]; epochs: Set<number>; ranges: Map<number, [number, number][]> }> {
+    const all = await this.points.find({ where: { tenantId } });
+    const points = new Map(all.map((point) => [point.id, point]));
+    const basesOf = new Map<number, RestorePointEntity[]>();
+    for (const point of all) {
+      if (point.kind === 'BASE') basesOf.set(point.epoch, [...(basesOf.get(point.epoch) ?? []), point]);
+    }
+    for (const list of basesOf.values()) list.sort((a, b) => a.seq - b.seq);
+    const epochs = new Map((await this.log.epochsOfTenant(tenantId)).map((epoch) => [epoch.epoch, epoch]));
+    const marked = new Set<string>();
+    const liveEpochs = new Set<number>();
+    const ranges = new Map<number, [number, number][]>();
+    const keepLog = (epoch: number, afterSeq: number, untilSeq: number) => {
+      liveEpochs.add(epoch);
+      if (untilSeq > afterSeq) ranges.set(epoch, [...(ranges.get(epoch) ?? []), [afterSeq, untilSeq]]);
+    };
+    const markPoint = (point: RestorePointEntity | undefined): void => {
+      if (!point || marked.has(point.id)) return;
+      marked.add(point.id);
+      if (point.kind === 'LOG') markReach(point.epoch, point.seq, point.seq);
+      else if (point.parentId) markPoint(points.get(point.parentId));
+    };
+    /** Makes the epoch's seqs from `fromSeq` to `untilSeq` reachable: the newest base at or before fromSeq (or the anchor), and the log. */
+    const markReach = (epoch: number, fromSeq: number, untilSeq: number): void => {
+      const base = [...(basesOf.get(epoch) ?? [])].reverse().find((candidate) => candidate.seq <= fromSeq);
+      if (epochs.has(epoch)) liveEpochs.add(epoch);
+      if (base) {
+        markPoint(base);
+        keepLog(epoch, base.seq, untilSeq);
+        return;
+      }
+      keepLog(epoch, 0, untilSeq);
+      const origin = epochs.get(epoch)?.originPointId;
+      if (origin) markPoint(points.get(origin));
+    };
+    for (const snapshot of await this.db.getRepository(SnapshotEntity).find({ select: { restorePointId: true }, where: { tenantId } })) {
+      if (snapshot.restorePointId) markPoint(points.get(snapshot.restorePointId));
+    }
+    for (const epoch of epochs.values()) {
+      const instance = await this.instances.reload(epoch.instanceId);
+      if (!instance || instance.status === 'DESTROYING') continue;
+      const bases = basesOf.get(epoch.epoch) ?? [];
+      if (epoch.endedAt === null) markReach(epoch.epoch, bases[bases.length - 1]?.seq ?? 0, Number.MAX_SAFE_INTEGER);
+      const windowMs = this.instances.restoreWindowMs(instance);
+      const floor = windowMs === null ? null : now - windowMs;
+      if (floor === null || (epoch.endedAt !== null && epoch.endedAt <= floor)) continue;
+      // The window: from the newest base at or before its start (or the anchor) on, with every later base.
+      const start = Math.max(floor, epoch.startedAt);
+      const first = [...bases].reverse().find((base) => (base.at ?? epoch.startedAt) <= start);
+      markReach(epoch.epoch, first?.seq ?? 0, Number.MAX_SAFE_INTEGER);
+      for (const base of bases) if (!first || base.seq > first.seq) markPoint(base);
+    }
+    return { unmarked: all.filter((point) => !marked.has(point.id)), epochs: liveEpochs, ranges };
   }
 }
 
@@ -590,32 +782,3 @@ function quietContext(): JobContext {
     enterPointOfNoReturn: async () => undefined,
   };
 }
-
-const DELTA_BATCH_LINES = 5_000;
-
-/**
- * A delta's newline-separated lines (across chunk boundaries) as batches of one kind: nodes (`["N",…]`, `["-N",…]`)
- * come before relationships (`["R",…]`, `["-R",…]`), as the store wrote them.
- */
-async function* linesOf(source: AsyncIterable<Buffer>): AsyncGenerator<DeltaBatch> {
-  const decoder = new StringDecoder('utf8');
-  let rest = '';
-  let batch: DeltaBatch | null = null;
-  const take = function* (line: string): Generator<DeltaBatch> {
-    if (line === '') return;
-    const kind = line.startsWith('["R"') || line.startsWith('["-R"') ? 'relationship' : 'node';
-    if (batch && (batch.kind !== kind || batch.lines.length >= DELTA_BATCH_LINES)) {
-      yield batch;
-      batch = null;
-    }
-    (batch ??= { kind, lines: [] }).lines.push(line);
-  };
-  for await (const piece of source) {
-    const lines = (rest + decoder.write(piece)).split('\n');
-    rest = lines.pop() ?? '';
-    for (const line of lines) yield* take(line);
-  }
-  yield* take(rest + decoder.end());
-  if (batch) yield batch;
-}
-

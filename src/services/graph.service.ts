@@ -29,8 +29,16 @@ export interface RelationshipInputDraft {
   properties?: PropertyMap | null;
 }
 
+/** Told after every write that committed (the change log ships it). */
+export interface WriteListener {
+  notify(instance: InstanceEntity): void;
+}
+
 export class GraphService {
-  constructor(private readonly instances: InstanceService) {}
+  constructor(
+    private readonly instances: InstanceService,
+    private readonly written: WriteListener,
+  ) {}
 
   async createNodes(principal: Principal, instanceId: string, inputs: NodeInputDraft[]): Promise<NodeRecord[]> {
     requireRole(principal, 'MEMBER', 'writing data');
@@ -102,10 +110,12 @@ export class GraphService {
         `instance ${instanceId} is ${instance.status} and ${instance.availability}: writes are refused until it is AVAILABLE again`,
       );
     }
-    return this.instances.withStore(instance, (store) => fn(store, instance)).catch((error) => {
+    const result = await this.instances.withStore(instance, (store) => fn(store, instance)).catch((error) => {
       // The store rolled the batch back; the instance keeps its data and serves reads.
       throw asStorageFull(error) ?? error;
     });
+    this.written.notify(instance);
+    return result;
   }
 
   private async read<T>(principal: Principal, instanceId: string, fn: (store: GraphStore) => Promise<T>): Promise<T> {

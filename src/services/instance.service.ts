@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { In, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
+import { startEpoch } from '../changelog/store-epochs';
 import { scheduleOf, TIERS, type Tier } from '../config/tiers';
 import { type Availability, InstanceEntity, type InstanceStatus } from '../entities/instance.entity';
 import { OperationEntity } from '../entities/operation.entity';
@@ -104,7 +105,10 @@ export class InstanceService {
     }
     try {
       await this.stores.create(instance.id, instance.storeGeneration);
+      const { epoch } = await this.stores.use(instance.id, instance.storeGeneration, (store) => store.position());
       await manager.insert(InstanceEntity, instance);
+      // Its history starts empty: every write from here on is in its change log.
+      await startEpoch(manager, instance, epoch, { anchor: 'EMPTY' }, instance.createdAt);
     } catch (error) {
       // A store nobody will ever reference (a full disk, typically) must not stay behind.
       await this.stores.removeGenerations(instance.id).catch(() => undefined);
@@ -182,6 +186,17 @@ export class InstanceService {
   /** Fresh from the database, for code that holds an instance across awaits. */
   async reload(id: string): Promise<InstanceEntity | null> {
     return this.instances.findOne({ where: { id } });
+  }
+
+  /** The instances whose store is in use (their change logs ship). */
+  async runningIds(): Promise<string[]> {
+    const rows = await this.instances.find({ select: { id: true }, where: { status: In(['RUNNING', 'RESTORING']) } });
+    return rows.map((row) => row.id);
+  }
+
+  /** How far back a point-in-time restore of the instance reaches (its tier's pointInTimeWindow); null: not at all. */
+  restoreWindowMs(instance: Pick<InstanceEntity, 'tier'>): number | null {
+    return scheduleOf(this.config.tiers[instance.tier]).pointInTimeWindowMs;
   }
 
   /** Every tenant's instances counted by availability (operator metrics). */

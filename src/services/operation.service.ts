@@ -39,7 +39,15 @@ export function cancellation(operation: Pick<OperationEntity, 'status' | 'phase'
 }
 
 /** Restores change data (ADMIN, like starting one); a snapshot is the MEMBER's own. */
-const CANCEL_ROLE = { SNAPSHOT: 'MEMBER', RESTORE: 'ADMIN', RESTORE_FROM_FILE: 'ADMIN', CREATE_FROM_SNAPSHOT: 'MEMBER', VERIFY: 'MEMBER' } as const;
+const CANCEL_ROLE = {
+  SNAPSHOT: 'MEMBER',
+  RESTORE: 'ADMIN',
+  RESTORE_FROM_FILE: 'ADMIN',
+  CREATE_FROM_SNAPSHOT: 'MEMBER',
+  VERIFY: 'MEMBER',
+  RESTORE_TO_POINT_IN_TIME: 'ADMIN',
+  CREATE_FROM_POINT_IN_TIME: 'MEMBER',
+} as const;
 
 export class OperationService {
   private readonly operations: Repository<OperationEntity>;

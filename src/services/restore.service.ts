@@ -8,7 +8,8 @@ import type { OperationEntity, OperationKind } from '../entities/operation.entit
 import type { SnapshotEntity } from '../entities/snapshot.entity';
 import { CryptoError } from '../crypto/errors';
 import { AppError, capacityExceeded } from '../errors/app-error';
-import type { GraphStoreProvider } from '../graph/graph-store';
+import type { GraphStoreProvider, WriteLimits } from '../graph/graph-store';
+import { badInput } from '../errors/app-error';
 import type { EncodedBatch, EngineVersion, GraphStats, NameCount } from '../graph/records';
 import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
 import type { Metrics } from '../observability/metrics';
@@ -19,6 +20,11 @@ import { insertOperation } from '../jobs/operation-queue';
 import { assertAcceptsOperations, type InstanceInput, type InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
 import type { BackupService } from './backup.service';
+import type { ChangeLogService } from './change-log.service';
+import { startEpoch } from '../changelog/store-epochs';
+import { RestorePointEntity } from '../entities/restore-point.entity';
+import type { EpochAnchor } from '../entities/store-epoch.entity';
+import { StoreMissingError } from '../graph/graph-store';
 import type { SnapshotService, WorkAnnouncer } from './snapshot.service';
 
 export const CONFIRM_WORD = 'RESTORE';
@@ -52,7 +58,67 @@ export class RestoreService {
     private readonly instances: InstanceService,
     private readonly snapshots: SnapshotService,
     private readonly announceWork: WorkAnnouncer,
+    private readonly log: ChangeLogService,
   ) {}
+
+  /** Queues a restore of instanceId's data as it was at `at` over targetInstanceId (default: instanceId itself). */
+  async requestRestoreToPointInTime(
+    principal: Principal,
+    instanceId: string,
+    at: Date,
+    confirm: string,
+    targetInstanceId: string | null,
+  ): Promise<OperationEntity> {
+    requireRole(principal, 'ADMIN', 'restoring to a point in time');
+    assertConfirmed(confirm);
+    const source = await this.instances.require(principal, instanceId);
+    const target = targetInstanceId ? await this.instances.require(principal, targetInstanceId) : source;
+    const pointInTime = await this.assertInWindow(source, at);
+    assertCompatible(source.engineVersion, target);
+    assertAcceptsOperations(target);
+    return this.enqueue(target, 'RESTORE_TO_POINT_IN_TIME', { pointInTime, sourceInstanceId: source.id });
+  }
+
+  /** A new instance holding instanceId's data as it was at `at`. */
+  async requestCreateFromPointInTime(principal: Principal, instanceId: string, at: Date, input: InstanceInput): Promise<InstanceEntity> {
+    requireRole(principal, 'MEMBER', 'creating an instance from a point in time');
+    const source = await this.instances.require(principal, instanceId);
+    const valid = this.instances.validateInput(input);
+    const pointInTime = await this.assertInWindow(source, at);
+    assertCompatible(source.engineVersion, { ...valid, id: 'the new instance' });
+    const instance = await this.db.transaction(async (manager) => {
+      const created = await this.instances.create(principal, valid, { status: 'CREATING', sourceSnapshotId: null }, manager);
+      await insertOperation(manager, {
+        tenantId: created.tenantId,
+        instanceId: created.id,
+        kind: 'CREATE_FROM_POINT_IN_TIME',
+        pointInTime,
+        sourceInstanceId: source.id,
+        params: {},
+      });
+      return created;
+    });
+    this.announceWork();
+    return instance;
+  }
+
+  /** OUT_OF_RESTORE_WINDOW unless `at` is inside the instance's restore window; returns it in ms. */
+  private async assertInWindow(source: InstanceEntity, at: Date): Promise<number> {
+    const moment = at.getTime();
+    if (!Number.isFinite(moment)) throw badInput('at is not a valid date-time');
+    const window = await this.log.restoreWindow(source, this.instances.restoreWindowMs(source));
+    if (!window) {
+      throw new AppError('OUT_OF_RESTORE_WINDOW', `instance ${source.id} (${source.tier}) has no restore window; restore one of its snapshots instead`);
+    }
+    if (moment < window.earliest || moment > window.latest) {
+      throw new AppError(
+        'OUT_OF_RESTORE_WINDOW',
+        `${at.toISOString()} is outside instance ${source.id}'s restore window, ${new Date(window.earliest).toISOString()} to ` +
+          `${new Date(window.latest).toISOString()}; nothing was changed`,
+      );
+    }
+    return moment;
+  }
 
   async requestRestore(principal: Principal, snapshotId: string, confirm: string, instanceId: string | null): Promise<OperationEntity> {
     requireRole(principal, 'ADMIN', 'restoring a snapshot');
@@ -125,24 +191,13 @@ export class RestoreService {
     stats: Pick<GraphStats, 'nodeCount' | 'relationshipCount'> & { storeSizeBytes?: number },
     target: Pick<InstanceEntity, 'id' | 'tier' | 'storageGB'>,
   ): void {
-    const limits = this.instances.limitsOf(target);
-    if (limits.maxNodes !== null && stats.nodeCount > limits.maxNodes) {
-      throw capacityExceeded(`the data holds ${stats.nodeCount} nodes; ${target.tier} allows ${limits.maxNodes}`);
-    }
-    if (limits.maxRelationships !== null && stats.relationshipCount > limits.maxRelationships) {
-      throw capacityExceeded(`the data holds ${stats.relationshipCount} relationships; ${target.tier} allows ${limits.maxRelationships}`);
-    }
-    if (stats.storeSizeBytes !== undefined && stats.storeSizeBytes > limits.maxBytes) {
-      throw capacityExceeded(
-        `the data takes ${stats.storeSizeBytes} bytes; ${target.id} has ${target.storageGB} GB of storage (${limits.maxBytes} bytes)`,
-      );
-    }
+    assertFitsLimits(stats, target, this.instances.limitsOf(target));
   }
 
   private async enqueue(
     target: InstanceEntity,
     kind: OperationKind,
-    fields: { snapshotId?: string; bytesTotal?: number | null; params?: RestoreParams },
+    fields: { snapshotId?: string; bytesTotal?: number | null; params?: RestoreParams; pointInTime?: number; sourceInstanceId?: string },
   ): Promise<OperationEntity> {
     const operation = await this.db.transaction((manager) =>
       insertOperation(manager, { tenantId: target.tenantId, instanceId: target.id, kind, ...fields, params: { ...fields.params } }),
@@ -152,24 +207,39 @@ export class RestoreService {
   }
 }
 
-/** Runs RESTORE, RESTORE_FROM_FILE and CREATE_FROM_SNAPSHOT operations. */
+type RestoreKind = 'RESTORE' | 'RESTORE_FROM_FILE' | 'CREATE_FROM_SNAPSHOT' | 'RESTORE_TO_POINT_IN_TIME' | 'CREATE_FROM_POINT_IN_TIME';
+
+/** What a new store was built from: the anchor of the epoch it starts, and a restore point to record with it. */
+interface Shadow {
+  expected: GraphStats | null;
+  stats: GraphStats;
+  anchor: { anchor: EpochAnchor; originPointId: string | null };
+  newPoint: RestorePointEntity | null;
+}
+
+/** Runs the restores: a snapshot or a point in time over an instance or into a new one, and an uploaded archive. */
 export class RestoreOperationHandler implements OperationHandler {
   constructor(
-    readonly kind: 'RESTORE' | 'RESTORE_FROM_FILE' | 'CREATE_FROM_SNAPSHOT',
+    readonly kind: RestoreKind,
     private readonly instances: InstanceService,
     private readonly snapshots: SnapshotService,
     private readonly stores: GraphStoreProvider,
     private readonly blobs: EncryptedBlobStore,
     private readonly backups: BackupService,
+    private readonly log: ChangeLogService,
     private readonly metrics: Metrics,
   ) {}
+
+  private get creating(): boolean {
+    return this.kind === 'CREATE_FROM_SNAPSHOT' || this.kind === 'CREATE_FROM_POINT_IN_TIME';
+  }
 
   async run(operation: OperationEntity, context: JobContext): Promise<OperationResult> {
     const instance = await this.instances.reload(operation.instanceId);
     if (!instance) throw new AppError('NOT_FOUND', `instance ${operation.instanceId} no longer exists`);
     // Only the input survives an earlier attempt; everything else is this attempt's.
     const params: RestoreParams = { uploadKey: (operation.params as RestoreParams | null)?.uploadKey };
-    const overwriting = this.kind !== 'CREATE_FROM_SNAPSHOT';
+    const overwriting = !this.creating;
     const shadowGeneration = instance.storeGeneration + 1;
     params.shadowGeneration = shadowGeneration;
     context.progress({ phase: 'preparing', bytesDone: 0 });
@@ -179,7 +249,14 @@ export class RestoreOperationHandler implements OperationHandler {
       // READ_ONLY first, then the store itself is frozen: writes admitted before READ_ONLY commit, later ones are
       // refused, so the safety snapshot read from it holds every acknowledged write and none is lost in the swap.
       await this.instances.setState(instance, { status: 'RESTORING', availability: 'READ_ONLY', reason: 'a restore is being prepared' });
-      await this.instances.withStore(instance, (store) => store.freezeWrites());
+      const lost = await this.instances
+        .withStore(instance, (store) => store.freezeWrites())
+        .then(() => false, (error: unknown) => {
+          if (error instanceof StoreMissingError) return true;
+          throw error;
+        });
+      // A lost store has nothing left to keep: its data is what its change log shipped (see the restore window).
+      if (!lost) {
       const safety = this.snapshots.newSnapshot(instance, 'PRE_RESTORE', `taken automatically before operation ${operation.id}`);
       params.preRestoreSnapshotId = safety.id;
       await context.saveParams({ ...params });
@@ -187,18 +264,22 @@ export class RestoreOperationHandler implements OperationHandler {
       // Its own progress is not the restore's: only the restore's bytes count, so progress never moves back.
       safetySnapshot = this.snapshots.capture(instance, safety, { ...context, progress: () => undefined });
       safetySnapshot.catch(() => undefined);
+      }
     } else {
       await context.saveParams({ ...params });
     }
 
-    let loaded: { expected: GraphStats; stats: GraphStats };
+    let loaded: Shadow;
     try {
       loaded = await this.buildShadow(operation, params, instance, shadowGeneration, context);
     } finally {
       // Never leave a capture running behind a failed restore; on success, the swap waits for it.
       await safetySnapshot?.catch(() => undefined);
     }
-    assertSameGraph(loaded.stats, loaded.expected);
+    if (loaded.expected) assertSameGraph(loaded.stats, loaded.expected);
+    else assertFitsLimits(loaded.stats, instance, this.instances.limitsOf(instance));
+    // The new store's history: a new epoch, built from what the restore wrote back.
+    const { epoch: newEpoch } = await this.stores.use(instance.id, shadowGeneration, (store) => store.position());
     if (safetySnapshot) {
       context.progress({ phase: 'pre-restore snapshot' });
       await safetySnapshot;
@@ -217,8 +298,10 @@ export class RestoreOperationHandler implements OperationHandler {
           storeGeneration: shadowGeneration,
           status: 'RUNNING',
           availability: 'AVAILABLE',
-          reason: overwriting ? 'restore completed' : 'created from snapshot',
+          reason: overwriting ? 'restore completed' : this.kind === 'CREATE_FROM_SNAPSHOT' ? 'created from snapshot' : 'created from a point in time',
         });
+        if (loaded.newPoint) await manager.insert(RestorePointEntity, loaded.newPoint);
+        await startEpoch(manager, instance, newEpoch, loaded.anchor);
       },
       afterCommit: async () => {
         announceSwap();
@@ -229,9 +312,9 @@ export class RestoreOperationHandler implements OperationHandler {
   }
 
   /**
-   * Builds the new store generation: a snapshot's restore point written back physically (its base, then its deltas),
-   * or an archive (an upload, or a previous release's snapshot) loaded record by record. The shadow is removed on any
-   * failure. Returns what the store holds and what the source says it should.
+   * Builds the new store generation: a restore point (a snapshot's, or the source's moment in time) written back
+   * physically, or an archive (an upload, or a previous release's snapshot) loaded record by record, of which a base is
+   * then taken (the new epoch's anchor). The shadow is removed on any failure.
    */
   private async buildShadow(
     operation: OperationEntity,
@@ -239,19 +322,33 @@ export class RestoreOperationHandler implements OperationHandler {
     instance: InstanceEntity,
     generation: number,
     context: JobContext,
-  ): Promise<{ expected: GraphStats; stats: GraphStats }> {
+  ): Promise<Shadow> {
+    const target = { instanceId: instance.id, generation, limits: this.instances.limitsOf(instance) };
+    const backupError = (error: unknown) => {
+      throw asBackupError(error);
+    };
+    if (this.kind === 'RESTORE_TO_POINT_IN_TIME' || this.kind === 'CREATE_FROM_POINT_IN_TIME') {
+      const source = operation.sourceInstanceId ? await this.instances.reload(operation.sourceInstanceId) : null;
+      if (!source || operation.pointInTime === null) throw new AppError('NOT_FOUND', `instance ${operation.sourceInstanceId} no longer exists`);
+      const built = await this.backups.materialiseAt(source, operation.pointInTime, target, context).catch(backupError);
+      this.metrics.bytesRestored.inc(built.bytesRead);
+      return { expected: null, stats: built.stats, anchor: { anchor: 'ORIGIN', originPointId: built.point.id }, newPoint: built.point };
+    }
     const snapshot = this.kind === 'RESTORE_FROM_FILE' ? null : await this.sourceSnapshot(operation);
     if (snapshot?.restorePointId && snapshot.contents) {
-      const limits = this.instances.limitsOf(instance);
-      const { stats, bytesRead } = await this.backups
-        .materialise(snapshot.restorePointId, { instanceId: instance.id, generation, limits }, context)
-        .catch((error: unknown) => {
-          throw asBackupError(error);
-        });
+      const { stats, bytesRead } = await this.backups.materialise(snapshot.restorePointId, target, context).catch(backupError);
       this.metrics.bytesRestored.inc(bytesRead);
-      return { expected: snapshot.contents, stats };
+      return { expected: snapshot.contents, stats, anchor: { anchor: 'ORIGIN', originPointId: snapshot.restorePointId }, newPoint: null };
     }
-    return this.loadArchive(snapshot ? this.snapshots.openArchive(snapshot) : this.openUpload(params), instance, generation, context);
+    const loaded = await this.loadArchive(snapshot ? this.snapshots.openArchive(snapshot) : this.openUpload(params), instance, generation, context);
+    try {
+      context.progress({ phase: 'capturing' });
+      const { restorePoint } = await this.backups.captureBase(instance, { ...context, progress: () => undefined }, generation);
+      return { ...loaded, anchor: { anchor: 'BASE', originPointId: null }, newPoint: restorePoint };
+    } catch (error) {
+      await this.stores.removeGenerations(instance.id, instance.storeGeneration).catch(() => undefined);
+      throw error;
+    }
   }
 
   /** Streams an archive into a new store generation, then seals it; the shadow is removed on any failure. */
@@ -299,7 +396,7 @@ export class RestoreOperationHandler implements OperationHandler {
     if (instance) {
       // The instance's state comes first: a failing clean-up below must never leave it RESTORING or READ_ONLY.
       completed = params.shadowGeneration !== undefined && instance.storeGeneration === params.shadowGeneration;
-      if (this.kind !== 'CREATE_FROM_SNAPSHOT') {
+      if (!this.creating) {
         await this.instances.withStore(instance, async (store) => store.thawWrites()).catch(() => undefined);
       }
       if (completed) {
@@ -308,7 +405,7 @@ export class RestoreOperationHandler implements OperationHandler {
         if (instance.status !== 'RUNNING' || instance.availability !== 'AVAILABLE') {
           await this.instances.setState(instance, { status: 'RUNNING', availability: 'AVAILABLE', reason: 'restore completed' });
         }
-      } else if (this.kind === 'CREATE_FROM_SNAPSHOT' && instance.status === 'CREATING') {
+      } else if (this.creating && instance.status === 'CREATING') {
         // Handed back, the instance stays CREATING for the next attempt; otherwise it says it failed (and can be deleted).
         if (!why.retry) {
           await this.instances.setState(instance, { status: 'FAILED', availability: 'UNAVAILABLE', reason: `creation did not complete: ${why.message}` });
@@ -363,6 +460,26 @@ async function* coalesce(batches: AsyncIterable<EncodedBatch>): AsyncGenerator<E
     for (const line of batch.lines) chars += line.length;
   }
   if (pending) yield pending;
+}
+
+/**
+ * CAPACITY_EXCEEDED when the data would not fit the target's tier limits or storage: an early refusal, before
+ * any work (the restore's load checks again what it really writes), or a point in time's check once it is built.
+ */
+export function assertFitsLimits(
+  stats: Pick<GraphStats, 'nodeCount' | 'relationshipCount'> & { storeSizeBytes?: number },
+  target: Pick<InstanceEntity, 'id' | 'tier' | 'storageGB'>,
+  limits: WriteLimits,
+): void {
+  if (limits.maxNodes !== null && stats.nodeCount > limits.maxNodes) {
+    throw capacityExceeded(`the data holds ${stats.nodeCount} nodes; ${target.tier} allows ${limits.maxNodes}`);
+  }
+  if (limits.maxRelationships !== null && stats.relationshipCount > limits.maxRelationships) {
+    throw capacityExceeded(`the data holds ${stats.relationshipCount} relationships; ${target.tier} allows ${limits.maxRelationships}`);
+  }
+  if (stats.storeSizeBytes !== undefined && stats.storeSizeBytes > limits.maxBytes) {
+    throw capacityExceeded(`the data takes ${stats.storeSizeBytes} bytes; ${target.id} has ${target.storageGB} GB of storage (${limits.maxBytes} bytes)`);
+  }
 }
 
 /** Damage to the stored bytes (the archive inside, or the encryption around it) is the archive's fault, not a bug. */

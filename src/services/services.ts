@@ -1,6 +1,7 @@
 // The service layer as the API sees it: one object, built once at boot by the composition root.
 import type { EventBus } from '../events/event-bus';
 import type { BackupService } from './backup.service';
+import type { ChangeLogService } from './change-log.service';
 import type { ExportService } from './export.service';
 import type { GraphService } from './graph.service';
 import type { InstanceService } from './instance.service';
@@ -23,4 +24,5 @@ export interface Services {
   backups: BackupService;
   verify: VerifyService;
   events: EventBus;
+  changeLog: ChangeLogService;
 }

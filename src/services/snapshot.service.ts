@@ -112,27 +112,26 @@ export class SnapshotService {
   }
 
   /**
-   * Captures the instance's data as a restore point (a delta over its latest one, or a new base: BackupService) and
-   * records the snapshot COMPLETED. Writes to the instance go on meanwhile. Used for PRE_RESTORE snapshots inside a
+   * Captures the instance's data as a restore point (its position on the change log, once shipped: BackupService)
+   * and records the snapshot COMPLETED. Writes to the instance go on meanwhile. Used for PRE_RESTORE snapshots inside a
    * restore; the SNAPSHOT operation records the completion with its own outcome instead (captureRestorePoint).
    */
   async capture(instance: InstanceEntity, snapshot: SnapshotEntity, context: JobContext): Promise<SnapshotEntity> {
     const captured = await this.captureRestorePoint(instance, snapshot, context);
     await this.db.transaction((manager) => captured.commit(manager));
-    await captured.afterCommit();
     this.publish(snapshot);
     return snapshot;
   }
 
   /**
-   * capture() without its last step: the restore point is stored; commit() records it and the snapshot's COMPLETED in
-   * the caller's transaction, afterCommit() lets the store forget the changes the point now holds.
+   * capture() without its last step: the restore point is ready; commit() records it and the snapshot's COMPLETED in
+   * the caller's transaction.
    */
   async captureRestorePoint(
     instance: InstanceEntity,
     snapshot: SnapshotEntity,
     context: JobContext,
-  ): Promise<{ commit(manager: EntityManager): Promise<void>; afterCommit(): Promise<void> }> {
+  ): Promise<{ commit(manager: EntityManager): Promise<void> }> {
     await this.update(snapshot, { status: 'IN_PROGRESS' });
     const { restorePoint, stats } = await this.backups.capture(instance, context);
     const completion: Partial<SnapshotEntity> = {
@@ -148,7 +147,6 @@ export class SnapshotService {
         await this.backups.record(restorePoint, manager);
         await this.complete(snapshot, completion, manager);
       },
-      afterCommit: () => this.backups.afterRecorded(instance, restorePoint),
     };
   }
 
@@ -364,7 +362,6 @@ export class SnapshotOperationHandler implements OperationHandler {
       commit: (manager) => captured.commit(manager),
       afterCommit: async () => {
         this.snapshots.publish(snapshot);
-        await captured.afterCommit();
         await this.afterCapture(instance);
       },
     };

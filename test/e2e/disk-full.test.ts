@@ -107,9 +107,14 @@ describe('a full disk', function () {
   this.timeout(180_000);
 
   it('answers STORAGE_FULL to writes, snapshots and uploads, keeps serving reads, and recovers when space returns', async function () {
-    const volume = volumeOrSkip(this, 32 * MiB);
+    // Room for the store, its WAL and its unshipped change log (a write takes about twice its size until shipped).
+    const volume = volumeOrSkip(this, 64 * MiB);
     // The data dir and the partial uploads (a sibling folder) are both on the small volume.
-    const server = await startServer({ dataDir: join(volume.path, 'data') });
+    // The change log ships only when a snapshot asks: what is written while there is room waits in the store.
+    const server = await startServer({
+      dataDir: join(volume.path, 'data'),
+      env: { SNAPGRAPH_LOG_SHIP_DELAY_MS: '3600000', SNAPGRAPH_LOG_SHIP_INTERVAL_MS: '3600000' },
+    });
     const instance = await createInstance(server, { name: 'full-disk' });
     await createNodes(server, instance.id, bulkyNodes(200));
     await createNodes(server, instance.id, bulkyNodes(200));
@@ -119,15 +124,22 @@ describe('a full disk', function () {
     // Restored, the data sits in the store's main file, as in a store that has run for a while (not in its WAL).
     assert.equal((await restoreAndWait(server, good.id)).status, 'SUCCEEDED');
     const before = await graphOf(server, instance.id);
+    // Written while there is room; its log (about 2.4 MiB) is what a snapshot must write once the disk is full. (With
+    // its log entry the write passes the WAL's checkpoint size, so that it is in the main file before the disk fills.)
+    await createNodes(server, instance.id, bulkyNodes(300));
+    const current = await graphOf(server, instance.id);
 
     volume.fill(MiB);
 
     // A graph write that does not fit: refused whole, nothing written, and the space its attempt took is given back.
-    const write = await gql(server, CREATE_NODES, { instanceId: instance.id, nodes: bulkyNodes(300) });
+    // (About 4.8 MiB, twice that with its change-log entry: more than the WAL the previous write left to reuse.)
+    const write = await gql(server, CREATE_NODES, { instanceId: instance.id, nodes: bulkyNodes(600) });
     assertStorageFullMessage(expectCode(write, 'STORAGE_FULL').message, /SNAPGRAPH_DATA_DIR/);
 
     assert.ok(volume.availableBytes() > MiB / 2, `the failed batch gave its space back (${volume.availableBytes()} bytes free)`);
-    // An on-demand snapshot: its operation FAILED with STORAGE_FULL, the snapshot FAILED, no blob left behind.
+    // An on-demand snapshot, which must ship that log: its operation FAILED with STORAGE_FULL, the snapshot FAILED, no
+    // blob left behind. (The space the refused write gave back is taken again first.)
+    volume.fill(MiB);
     const snapshot = await requestSnapshot(server, instance.id);
     assert.equal((await settledSnapshot(server, snapshot.id)).status, 'FAILED');
     const failedSnapshot = await settledOperation(server, (await latestOperation(server, instance.id)).id);
@@ -146,7 +158,7 @@ describe('a full disk', function () {
     assertStorageFullMessage(expectCode(upload, 'STORAGE_FULL').message, /SNAPGRAPH_DATA_DIR/);
 
     // Reads go on, the instance is AVAILABLE on its old data, export links still download.
-    assert.deepEqual(await graphOf(server, instance.id), before);
+    assert.deepEqual(await graphOf(server, instance.id), current);
     const state = await instanceState(server, instance.id);
     assert.equal(state.status, 'RUNNING');
     assert.equal(state.availability, 'AVAILABLE');
@@ -181,7 +193,7 @@ describe('a full disk', function () {
     const added = expectData(await gql(server, CREATE_NODES, { instanceId: instance.id, nodes: bulkyNodes(300) })).createNodes;
     assert.equal(added.length, 300);
     const after = await takeSnapshot(server, instance.id);
-    assert.equal(after.contents?.nodeCount, before.nodes.length + 300);
+    assert.equal(after.contents?.nodeCount, current.nodes.length + 300);
     const restored = await uploadFile(server, { instanceId: instance.id, file: archive });
     const restore = await settledOperation(server, expectData(restored).restoreFromFile.id);
     assert.equal(restore.status, 'SUCCEEDED', JSON.stringify(restore.error));

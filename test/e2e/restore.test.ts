@@ -38,7 +38,7 @@ import {
   settledOperation,
   settledSnapshot,
   SNAPSHOT_FIELDS,
-  packsOf,
+  logSegmentsOf,
   type SnapshotJson,
   statsOf,
   storeGenerations,
@@ -486,7 +486,7 @@ describe('restoreSnapshot', () => {
     });
   });
 
-  describe('a corrupt snapshot blob', () => {
+  describe('a corrupt snapshot blob (a change-log segment)', () => {
     let tenantId: string;
     before(async () => {
       tenantId = expectData(await gql(suite.server, `{ viewer { tenantId } }`)).viewer.tenantId;
@@ -495,7 +495,7 @@ describe('restoreSnapshot', () => {
     const damages: [string, (path: string) => void][] = [
       ['a flipped byte in the middle', (path) => flipByte(path, Math.floor(statSync(path).size / 2))],
       ['a flipped first byte', (path) => flipByte(path, 0)],
-      // Cut short to two thirds: its last chunk and its trailer are gone (the trailer alone is not read by a restore).
+      // Cut short to two thirds: the end of its ciphertext and its authentication tag are gone.
       ['a cut-off end', (path) => truncateSync(path, Math.floor((statSync(path).size * 2) / 3))],
       ['its file gone', (path) => rmSync(path)],
     ];
@@ -507,8 +507,8 @@ describe('restoreSnapshot', () => {
         const snapshot = await takeSnapshot(server, instance.id);
         await createNodes(server, instance.id, [{ labels: ['Newer'] }]);
         const graph = await graphOf(server, instance.id);
-        // The snapshot of a new instance is a base written into a pack of its own: the newest.
-        inflict(packsOf(server.dataDir, tenantId).at(-1)!);
+        // The snapshot of a small new instance is its change log (no base yet): the first segment holds its nodes.
+        inflict(logSegmentsOf(server.dataDir, tenantId, instance.id)[0]);
         const availability = subscribe(server, server.adminKey, AVAILABILITY, { instanceId: instance.id });
         await listening(availability);
 
@@ -592,7 +592,16 @@ describe('restore capacity checks', () => {
 
 describe('restoring a large instance', () => {
   // 60,000 nodes and 120,000 relationships: a restore takes long enough to watch it, and to kill the server during it.
-  const suite = serverPerSuite({ env: { SNAPGRAPH_OPERATION_LEASE_MS: '1000' } });
+  // The change log ships only when a snapshot asks, in small segments, so that a snapshot after every node changed
+  // takes a while too.
+  const suite = serverPerSuite({
+    env: {
+      SNAPGRAPH_OPERATION_LEASE_MS: '1000',
+      SNAPGRAPH_LOG_SHIP_DELAY_MS: '3600000',
+      SNAPGRAPH_LOG_SHIP_INTERVAL_MS: '3600000',
+      SNAPGRAPH_LOG_SEGMENT_BYTES: '32768',
+    },
+  });
   let instanceId: string;
   let snapshot: SnapshotJson;
   let smallArchive: Buffer;
@@ -610,7 +619,7 @@ describe('restoring a large instance', () => {
   it('SNAPSHOT_NOT_READY for a snapshot still being taken, and CONFLICT for a restore meanwhile', async function () {
     this.timeout(60_000);
     const server = suite.server;
-    // A snapshot holds only what changed since the last one: every node changes, so that it takes a while.
+    // A snapshot ships the log since the last one: every node changes, so that it takes a while.
     await touchEveryNode(server, instanceId, 60_000);
     const pending = await requestSnapshot(server, instanceId);
     const other = await createInstance(server, { name: 'elsewhere', memoryGB: 4 });

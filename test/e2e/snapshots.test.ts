@@ -499,7 +499,8 @@ describe('snapshots', () => {
 
       const files = filesUnder(server.dataDir);
       const blobs = files.filter((path) => path.startsWith(join(server.dataDir, 'blobs')));
-      assert.ok(blobs.some((path) => path.startsWith(join(server.dataDir, 'blobs', 'tenants', tenantId, 'chunks', 'packs'))), 'no pack was written');
+      // The snapshot's data: its change log (a small new instance has no base yet), in segments.
+      assert.ok(blobs.some((path) => path.startsWith(join(server.dataDir, 'blobs', 'tenants', tenantId, 'log', instance.id))), 'no change-log segment was written');
       for (const path of files) {
         const content = readFileSync(path);
         for (const window of windows) assert.equal(content.includes(window), false, `${path} holds archive bytes in the clear`);
@@ -513,11 +514,12 @@ describe('snapshots', () => {
       const server = suite.server;
       const tenant = await createTenant(server, 'unlucky');
       const instance = await createInstance(server, { name: 'unlucky' }, tenant.apiKey);
-      await createNodes(server, instance.id, [{ labels: ['Still'] }], tenant.apiKey);
       // The tests run as root, so permissions would not stop the server: a file where the directory must go does.
+      // In place before the write, so that its change log cannot be shipped, by the snapshot or before it.
       const tenantBlobs = join(server.dataDir, 'blobs', 'tenants', tenant.tenantId);
       mkdirSync(tenantBlobs, { recursive: true });
-      writeFileSync(join(tenantBlobs, 'chunks'), 'in the way');
+      writeFileSync(join(tenantBlobs, 'log'), 'in the way');
+      await createNodes(server, instance.id, [{ labels: ['Still'] }], tenant.apiKey);
       const events = subscribe(server, tenant.apiKey, SNAPSHOT_UPDATED, { instanceId: instance.id });
       await listening(events);
 
@@ -542,7 +544,7 @@ describe('snapshots', () => {
       );
       assert.deepEqual(after, { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
       await createNodes(server, instance.id, [{ labels: ['After'] }], tenant.apiKey);
-      assert.deepEqual(filesUnder(tenantBlobs), [join(tenantBlobs, 'chunks')], 'a partial blob was left');
+      assert.deepEqual(filesUnder(tenantBlobs), [join(tenantBlobs, 'log')], 'a partial blob was left');
       assert.deepEqual(tempBlobs(server.dataDir), []);
 
       const failedOnly = expectData(
@@ -552,7 +554,7 @@ describe('snapshots', () => {
       expectCode(await gql(server, `mutation ($id: ID!) { exportSnapshot(id: $id) { url } }`, { id: failed.id }, tenant.apiKey), 'SNAPSHOT_NOT_READY');
       expectCode(await gql(server, RESTORE_SNAPSHOT, { snapshotId: failed.id, confirm: 'RESTORE' }, tenant.apiKey), 'SNAPSHOT_NOT_READY');
 
-      rmSync(join(tenantBlobs, 'chunks'));
+      rmSync(join(tenantBlobs, 'log'));
       await idle(server, instance.id, tenant.apiKey);
       const next = await settledSnapshot(server, (await requestSnapshot(server, instance.id, { key: tenant.apiKey })).id, tenant.apiKey);
       assert.equal(next.status, 'COMPLETED', next.error ?? undefined);
@@ -568,8 +570,16 @@ function withoutRelations(operation: object): object {
 }
 
 describe('a snapshot of a large instance', () => {
-  // 60,000 nodes and 120,000 relationships: a snapshot takes long enough to be seen running.
-  const suite = serverPerSuite({ env: { SNAPGRAPH_OPERATION_LEASE_MS: '1000' } });
+  // 60,000 nodes and 120,000 relationships whose change log ships only when a snapshot asks, in small segments: the
+  // first snapshot ships all of it, and takes long enough to be seen running.
+  const suite = serverPerSuite({
+    env: {
+      SNAPGRAPH_OPERATION_LEASE_MS: '1000',
+      SNAPGRAPH_LOG_SHIP_DELAY_MS: '3600000',
+      SNAPGRAPH_LOG_SHIP_INTERVAL_MS: '3600000',
+      SNAPGRAPH_LOG_SEGMENT_BYTES: '65536',
+    },
+  });
   let instanceId: string;
   let tenantId: string;
 

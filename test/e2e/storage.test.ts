@@ -14,6 +14,7 @@ import {
   expectCode,
   expectData,
   filesUnder,
+  logSegmentsOf,
   gql,
   graphOf,
   restoreAndWait,
@@ -56,7 +57,11 @@ const bytesOnDisk = (dataDir: string) => filesUnder(join(dataDir, 'blobs')).redu
 describe('backup storage', () => {
   // Collected often and with a short grace period, so that the tests see collection happen. The grace period must
   // stay longer than a capture: a capture that deduplicates against a chunk collection then removes fails.
-  const suite = serverPerSuite({ env: { SNAPGRAPH_COLLECT_GRACE_MS: '3000', SNAPGRAPH_COLLECT_INTERVAL_MS: '300' } });
+  // BUSINESS_CRITICAL without a restore window here: what its instances keep is only what their snapshots need.
+  const suite = serverPerSuite({
+    env: { SNAPGRAPH_COLLECT_GRACE_MS: '3000', SNAPGRAPH_COLLECT_INTERVAL_MS: '300' },
+    config: { tiers: { BUSINESS_CRITICAL: { pointInTimeWindow: null } } },
+  });
 
   it('stores a snapshot after a 1% change as a small delta, and restores each snapshot to exactly its data', async function () {
     this.timeout(120_000);
@@ -108,10 +113,10 @@ describe('backup storage', () => {
     assert.deepEqual(await graphOf(server, target.id), graph);
   });
 
-  it('frees every byte of an instance once all its snapshots are deleted', async function () {
+  it('frees what no snapshot and no restore window needs once its snapshots are deleted', async function () {
     this.timeout(60_000);
     const { server } = suite;
-    const instance = await createInstance(server, { name: 'collected', tier: 'PROFESSIONAL' });
+    const instance = await createInstance(server, { name: 'collected', tier: 'BUSINESS_CRITICAL' });
     const ids = await fill(server, instance.id, 2_000);
     const snapshots = [await takeSnapshot(server, instance.id)];
     for (let i = 0; i < 3; i++) {
@@ -122,7 +127,10 @@ describe('backup storage', () => {
     // The oldest first: the newer ones still need the base it holds.
     const DELETE = `mutation ($id: ID!) { deleteSnapshot(id: $id) }`;
     expectData(await gql(server, DELETE, { id: snapshots[0].id }));
+    // Writes only the restore's safety snapshot holds: once it is deleted, nothing needs their log.
+    await changeSome(server, instance.id, ids, 0.05);
     assert.equal((await restoreAndWait(server, snapshots[3].id)).status, 'SUCCEEDED');
+    const before = (await usageOf(server, instance.id)).instance.backupStorage.storedBytes;
     for (const snapshot of snapshots.slice(1)) expectData(await gql(server, DELETE, { id: snapshot.id }));
     const restoredGraph = await graphOf(server, instance.id);
     await eventually(async () => {
@@ -131,14 +139,16 @@ describe('backup storage', () => {
     });
     const [safety] = expectData(await gql(server, `query ($id: ID!) { snapshots(instanceId: $id) { edges { node { id } } } }`, { id: instance.id })).snapshots.edges;
     expectData(await gql(server, DELETE, { id: safety.node.id }));
-    await eventually(async () => (await usageOf(server, instance.id)).instance.backupStorage.storedBytes === 0, {
+    // What stays is what the restored store's next snapshot builds on: the restore point it was built from and the
+    // log since; the old store's log and bases, and every snapshot-only point, are gone.
+    await eventually(async () => (await usageOf(server, instance.id)).instance.backupStorage.storedBytes < before, {
       timeoutMs: 30_000,
-      what: 'the instance\'s storage to reach 0',
+      what: 'the instance\'s storage to shrink',
     });
     assert.deepEqual(await graphOf(server, instance.id), restoredGraph, 'collection touched the instance');
   });
 
-  it("brings a tenant's stored bytes, and its packs on disk, to 0 once all its snapshots are gone", async function () {
+  it("brings a tenant's stored bytes, and its packs on disk, to 0 once its snapshots and its instance are gone", async function () {
     this.timeout(60_000);
     const { server } = suite;
     const tenant = await createTenant(server, 'short-lived');
@@ -148,11 +158,13 @@ describe('backup storage', () => {
     const usage = async () => expectData(await gql(server, `{ usage { snapshotCount storedBytes } }`, {}, tenant.apiKey)).usage;
     assert.ok((await usage()).storedBytes > 0);
     expectData(await gql(server, `mutation ($id: ID!) { deleteSnapshot(id: $id) }`, { id: snapshot.id }, tenant.apiKey));
+    // The instance's restore window keeps its log and base while it lives.
+    expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: instance.id }, tenant.apiKey));
     await eventually(async () => (await usage()).storedBytes === 0, { timeoutMs: 30_000, what: "the tenant's stored bytes to reach 0" });
     assert.deepEqual(filesUnder(join(server.dataDir, 'blobs', 'tenants', tenant.tenantId, 'chunks', 'packs')), []);
   });
 
-  it('verifies a sound snapshot, and finds a flipped byte in a pack: FAILED INVALID_BACKUP_FILE, named in the snapshot, restore refused cleanly', async function () {
+  it('verifies a sound snapshot, and finds a flipped byte in its packs and log: FAILED INVALID_BACKUP_FILE, named in the snapshot, restore refused cleanly', async function () {
     this.timeout(60_000);
     const { server } = suite;
     const tenant = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
@@ -166,12 +178,13 @@ describe('backup storage', () => {
     assert.ok(sound.sha256, 'verification records the archive\'s sha256');
 
     const before = await graphOf(server, instance.id);
-    const packs = filesUnder(join(server.dataDir, 'blobs', 'tenants', tenant, 'chunks', 'packs'));
-    assert.ok(packs.length > 0, 'no pack on disk');
-    for (const pack of packs) {
-      const bytes = readFileSync(pack);
+    // Everything the snapshot is stored in: the packs of its base (if the base policy took one) and its change log.
+    const stored = [...filesUnder(join(server.dataDir, 'blobs', 'tenants', tenant, 'chunks', 'packs')), ...logSegmentsOf(server.dataDir, tenant, instance.id)];
+    assert.ok(stored.length > 0, 'no pack or log segment on disk');
+    for (const path of stored) {
+      const bytes = readFileSync(path);
       bytes[Math.floor(bytes.length / 3)] ^= 0x20;
-      writeFileSync(pack, bytes);
+      writeFileSync(path, bytes);
     }
     const failed = await settledOperation(server, expectData(await gql(server, VERIFY, { id: snapshot.id })).verifySnapshot.id);
     assert.equal(failed.status, 'FAILED');

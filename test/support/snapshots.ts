@@ -338,6 +338,12 @@ export const packsOf = (dataDir: string, tenantId: string) =>
     .filter((path) => !/\.tmp-/.test(path))
     .sort((a, b) => statSync(a).mtimeMs - statSync(b).mtimeMs);
 
+/** An instance's change-log segment blobs, oldest first (their names are their first seqs). */
+export const logSegmentsOf = (dataDir: string, tenantId: string, instanceId: string) =>
+  filesUnder(join(dataDir, 'blobs', 'tenants', tenantId, 'log', instanceId))
+    .filter((path) => path.endsWith('.seg'))
+    .sort();
+
 /** Uploads being received or kept for a restore, for every tenant. */
 export const uploadBlobs = (dataDir: string) => filesUnder(join(dataDir, 'blobs', 'tenants')).filter((path) => /\/uploads\//.test(path));
 

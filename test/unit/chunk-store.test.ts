@@ -396,9 +396,14 @@ function chunkStoreSuite(backend: MetadataBackend) {
       const store = open();
       const writer = store.writer(tenant);
       for (let index = 0; index < 6; index++) await writer.put(randomBytes(64 * KIB));
-      // The process dies: the writer is never finished nor aborted.
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      assert.ok((await packFiles(tenant)).length >= 1);
+      // The process dies: the writer is never finished nor aborted. Its full packs are sealed in the background (puts
+      // do not wait for that): waited for, rather than for a fixed time a loaded machine may overrun.
+      // Both packs must exist before the clock moves: the sealed one (chunks 1-4 fill its 256 KiB) and the open one
+      // (chunks 5-6), whose row a late append would otherwise create after the move, inside the grace period.
+      const deadline = Date.now() + 10_000;
+      const settled = async () => (await packFiles(tenant)).length >= 1 && (await packRows(tenant)).length >= 2;
+      while (!(await settled()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.ok(await settled(), 'the writer did not seal its first pack and open its second');
       await store.collect(tenant, new Set(), { graceMs: HOUR });
       assert.ok((await packRows(tenant)).length >= 1, 'spared within the grace period');
       now += 2 * HOUR;

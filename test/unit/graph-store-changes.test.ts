@@ -1,4 +1,4 @@
-// Change tracking in the SQLite graph store, and what is built on it: base copies, deltas, and restoring from them.
+// The change log of the SQLite graph store, and what is built on it: base copies, and restoring by replaying the log.
 import { strict as assert } from 'node:assert';
 import { randomUUID } from 'node:crypto';
 import { createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -7,11 +7,18 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import sqlite3 from 'sqlite3';
 import { AppError } from '../../src/errors/app-error';
-import type { DeltaView, NodeDraft, WriteLimits } from '../../src/graph/graph-store';
+import type { LogEntry, NodeDraft, StorePosition, WriteLimits } from '../../src/graph/graph-store';
+import { lineBatches } from '../../src/graph/line-batches';
 import type { DeltaBatch, GraphStats } from '../../src/graph/records';
 import { SqliteConnection } from '../../src/graph/sqlite-connection';
-import { ChangesUnavailableError, SqliteGraphLoader, SqliteGraphStore } from '../../src/graph/sqlite-graph-store';
+import { SqliteGraphLoader, SqliteGraphStore } from '../../src/graph/sqlite-graph-store';
 import { SqliteGraphStoreProvider } from '../../src/graph/sqlite-graph-store-provider';
+
+/** The store's position without `readAt` (the moment it was read, different at every call). */
+async function positionOf(store: { position(): Promise<StorePosition & { readAt: number }> }): Promise<StorePosition> {
+  const { readAt: _readAt, ...position } = await store.position();
+  return position;
+}
 
 const LIMITS: WriteLimits = { maxNodes: null, maxRelationships: null, maxBytes: 1e12 };
 
@@ -33,10 +40,19 @@ async function rowsOf<T>(path: string, sql: string): Promise<T[]> {
   }
 }
 
-const changesOf = (path: string) =>
-  rowsOf<{ kind: string; id: number; seq: number }>(path, `SELECT kind, id, seq FROM changes ORDER BY kind, id`);
+async function execOn(path: string, sql: string): Promise<void> {
+  const db = await SqliteConnection.open(path);
+  try {
+    await db.exec(sql);
+  } finally {
+    await db.close();
+  }
+}
+
 const metaOf = async (path: string) =>
   Object.fromEntries((await rowsOf<{ key: string; value: number }>(path, `SELECT key, value FROM meta`)).map((row) => [row.key, row.value]));
+const tablesOf = async (path: string) =>
+  (await rowsOf<{ name: string }>(path, `SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name`)).map((row) => row.name);
 
 /** Every node and relationship of a store, parsed, in id order. */
 async function contentsOf(store: SqliteGraphStore): Promise<unknown[]> {
@@ -50,26 +66,29 @@ async function contentsOf(store: SqliteGraphStore): Promise<unknown[]> {
   }
 }
 
-async function readDelta(view: DeltaView, batchSize?: number): Promise<DeltaBatch[]> {
-  const batches: DeltaBatch[] = [];
-  for await (const batch of view.batches(batchSize)) batches.push(batch);
-  return batches;
-}
-
-async function deltaSince(store: SqliteGraphStore, seq: number, batchSize?: number) {
-  const view = await store.openDeltaView(seq);
-  try {
-    return { seq: view.seq, epoch: view.epoch, stats: view.stats, batches: await readDelta(view, batchSize) };
-  } finally {
-    await view.close();
+/** The whole log after a seq, read in small pieces. */
+async function logAfter(store: SqliteGraphStore, seq: number, maxBytes = 2_000): Promise<LogEntry[]> {
+  const entries: LogEntry[] = [];
+  for (let after = seq; ; ) {
+    const more = await store.readLog(after, maxBytes);
+    if (more.length === 0) return entries;
+    entries.push(...more);
+    after = more[more.length - 1].seq;
   }
 }
 
-const linesOf = (batches: DeltaBatch[]) => batches.flatMap((batch) => batch.lines.map((line) => JSON.parse(line)));
-
-async function* concat(...deltas: DeltaBatch[][]): AsyncIterable<DeltaBatch> {
-  for (const delta of deltas) yield* delta;
+/** Log entries as shipped bytes (cut at arbitrary places), read back into batches as a restore does. */
+function replay(entries: LogEntry[]): AsyncIterable<DeltaBatch> {
+  const bytes = Buffer.from(entries.map((entry) => entry.lines.join('\n') + '\n').join(''));
+  const pieces = Array.from({ length: Math.ceil(bytes.length / 777) }, (_, i) => bytes.subarray(i * 777, (i + 1) * 777));
+  return lineBatches(Readable.from(pieces));
 }
+
+async function* batchesOf(...batches: DeltaBatch[]): AsyncIterable<DeltaBatch> {
+  yield* batches;
+}
+
+const parsed = (entries: LogEntry[]) => entries.map((entry) => entry.lines.map((line) => JSON.parse(line)));
 
 const drafts = (count: number, label = 'Person', extra: Record<string, unknown> = {}): NodeDraft[] =>
   Array.from({ length: count }, (_, index) => ({ labels: [label], properties: { index, ...extra } }));
@@ -80,7 +99,7 @@ function assertStatsEqual(actual: GraphStats, expected: GraphStats): void {
   assert.deepEqual(left, right);
 }
 
-describe('graph store change tracking, base copies and deltas', function () {
+describe('graph store change log, base copies and replay', function () {
   this.timeout(120_000);
   let dir: string;
   let store: SqliteGraphStore;
@@ -97,68 +116,144 @@ describe('graph store change tracking, base copies and deltas', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  describe('change tracking', () => {
-    it('starts a new store at seq 0 with a random epoch, different for every store', async () => {
-      const tracking = await store.changeTracking();
-      assert.equal(tracking.seq, 0);
-      assert.equal(tracking.trimmedThrough, 0);
-      assert.ok(Number.isSafeInteger(tracking.epoch) && tracking.epoch > 0);
+  describe('change log', () => {
+    it('starts a new store at seq 0 with a random epoch, an empty log and no write time; reopening keeps its position', async () => {
+      const position = await positionOf(store);
+      assert.deepEqual({ ...position, epoch: 0 }, { epoch: 0, seq: 0, at: null, stats: await store.stats() });
+      assert.ok(Number.isSafeInteger(position.epoch) && position.epoch > 0);
+      assert.deepEqual(await store.readLog(0, 1_000), []);
       const other = await SqliteGraphStore.open(join(dir, 'other.sqlite'), { create: true });
-      assert.notEqual((await other.changeTracking()).epoch, tracking.epoch);
+      assert.notEqual((await positionOf(other)).epoch, position.epoch);
       await other.close();
-      // Reopening keeps the history.
+      await store.createNodes(drafts(1), LIMITS);
+      const written = await positionOf(store);
       await store.close();
       store = await SqliteGraphStore.open(path);
-      assert.deepEqual(await store.changeTracking(), tracking);
+      assert.deepEqual(await positionOf(store), written);
     });
 
-    it('records each write transaction once, with every row it touched, cascades included', async () => {
-      const nodes = await store.createNodes(drafts(3), LIMITS);
-      assert.deepEqual(await changesOf(path), [
-        { kind: 'N', id: 1, seq: 1 },
-        { kind: 'N', id: 2, seq: 1 },
-        { kind: 'N', id: 3, seq: 1 },
-      ]);
+    it('logs each write transaction once: the rows it touched as it left them, in replay order, cascades included', async () => {
+      const before = Date.now();
+      const nodes = await store.createNodes(
+        [
+          { labels: ['Person'], properties: { name: 'a', nested: { list: [1, 'two', null] } } },
+          { labels: [], properties: { quote: 'say "hi"\n', é: 'ü' } },
+          { labels: ['Person', 'Admin'], properties: {} },
+        ],
+        LIMITS,
+      );
       await store.createRelationships(
         [
-          { type: 'KNOWS', startNodeId: nodes[0].id, endNodeId: nodes[1].id, properties: {} },
-          { type: 'KNOWS', startNodeId: nodes[2].id, endNodeId: nodes[0].id, properties: {} },
+          { type: 'KNOWS', startNodeId: nodes[0].id, endNodeId: nodes[1].id, properties: { w: 1.5 } },
+          { type: 'ODD "TYPE"', startNodeId: nodes[2].id, endNodeId: nodes[0].id, properties: {} },
           { type: 'LIKES', startNodeId: nodes[1].id, endNodeId: nodes[2].id, properties: {} },
         ],
         LIMITS,
       );
-      assert.deepEqual((await changesOf(path)).filter((row) => row.kind === 'R'), [
-        { kind: 'R', id: 1, seq: 2 },
-        { kind: 'R', id: 2, seq: 2 },
-        { kind: 'R', id: 3, seq: 2 },
+      await store.updateNodes([{ id: nodes[1].id, properties: { changed: true } }, { id: nodes[2].id, labels: ['Robot'] }], LIMITS);
+      // Deleting node 1 takes relationships 1 and 2 with it, logged before the node.
+      assert.equal(await store.deleteNodes([nodes[0].id, '999']), 1);
+      const entries = await store.readLog(0, 1e9);
+      assert.deepEqual(entries.map((entry) => entry.seq), [1, 2, 3, 4]);
+      assert.deepEqual(parsed(entries), [
+        [
+          ['N', '1', ['Person'], { name: 'a', nested: { list: [1, 'two', null] } }],
+          ['N', '2', [], { quote: 'say "hi"\n', é: 'ü' }],
+          ['N', '3', ['Person', 'Admin'], {}],
+        ],
+        [
+          ['R', '1', 'KNOWS', '1', '2', { w: 1.5 }],
+          ['R', '2', 'ODD "TYPE"', '3', '1', {}],
+          ['R', '3', 'LIKES', '2', '3', {}],
+        ],
+        [
+          ['N', '2', [], { changed: true }],
+          ['N', '3', ['Robot'], {}],
+        ],
+        [['-R', '1'], ['-R', '2'], ['-N', '1']],
       ]);
-      await store.updateNodes([{ id: nodes[1].id, properties: { changed: true } }], LIMITS);
-      assert.deepEqual((await changesOf(path)).find((row) => row.kind === 'N' && row.id === 2), { kind: 'N', id: 2, seq: 3 });
-      // Deleting node 1 takes relationships 1 and 2 with it: all three are recorded in the same seq.
-      assert.equal(await store.deleteNodes([nodes[0].id]), 1);
-      assert.deepEqual(await changesOf(path), [
-        { kind: 'N', id: 1, seq: 4 },
-        { kind: 'N', id: 2, seq: 3 },
-        { kind: 'N', id: 3, seq: 1 },
-        { kind: 'R', id: 1, seq: 4 },
-        { kind: 'R', id: 2, seq: 4 },
-        { kind: 'R', id: 3, seq: 2 },
-      ]);
-      assert.equal((await store.changeTracking()).seq, 4);
+      // The lines are the ones a snapshot's read view builds for the same rows.
+      const current = new Set((await contentsOf(store)).map((line) => JSON.stringify(line)));
+      for (const line of [...entries[2].lines, entries[1].lines[2]]) assert.ok(current.has(line), line);
+      const ats = entries.map((entry) => entry.at);
+      assert.ok(ats[0] >= before && ats[3] <= Date.now(), JSON.stringify(ats));
+      assert.deepEqual([...ats].sort((a, b) => a - b), ats);
+      assert.deepEqual(await positionOf(store), { epoch: (await positionOf(store)).epoch, seq: 4, at: ats[3], stats: await store.stats() });
     });
 
-    it('records nothing for a refused write or one that changes nothing', async () => {
+    it('logs nothing for a refused or failed write, or one that changes nothing', async () => {
       await store.createNodes(drafts(2), LIMITS);
-      const before = await changesOf(path);
+      const [entry] = await store.readLog(0, 1e9);
       await assert.rejects(store.createNodes(drafts(5), { ...LIMITS, maxNodes: 4 }), (error: AppError) => error.code === 'CAPACITY_EXCEEDED');
       await assert.rejects(
         store.createRelationships([{ type: 'T', startNodeId: '1', endNodeId: '99', properties: {} }], LIMITS),
         (error: AppError) => error.code === 'BAD_USER_INPUT',
       );
       await assert.rejects(store.updateNodes([{ id: '1', labels: ['X'] }, { id: '42', labels: ['X'] }], LIMITS), (error: AppError) => error.code === 'NOT_FOUND');
+      // Fails after its nodes are written (a label twice breaks the label index's key): the whole batch rolls back.
+      await assert.rejects(store.createNodes([{ labels: ['Twice', 'Twice'], properties: {} }], LIMITS), /UNIQUE/);
       assert.equal(await store.deleteNodes(['77']), 0);
-      assert.deepEqual(await changesOf(path), before);
-      assert.equal((await store.changeTracking()).seq, 1);
+      assert.deepEqual(await store.createNodes([], LIMITS), []);
+      assert.deepEqual(await store.readLog(0, 1e9), [entry]);
+      assert.deepEqual(await positionOf(store), { ...(await positionOf(store)), seq: 1, at: entry.at });
+      assert.equal((await store.stats()).nodeCount, 2);
+    });
+
+    it('never moves commit times back, even when the clock does', async () => {
+      await store.createNodes(drafts(1), LIMITS);
+      // As if the previous write had committed a minute from now and the clock had since been set back.
+      const ahead = Date.now() + 60_000;
+      await execOn(path, `UPDATE meta SET value = ${ahead} WHERE key = 'last_at'`);
+      await store.createNodes(drafts(1), LIMITS);
+      await store.updateNodes([{ id: '1', properties: { later: true } }], LIMITS);
+      assert.deepEqual((await store.readLog(1, 1e9)).map((entry) => entry.at), [ahead, ahead]);
+      assert.equal((await positionOf(store)).at, ahead);
+    });
+
+    it('reads entries in seq order within about maxBytes, always at least one', async () => {
+      for (let i = 0; i < 6; i++) await store.createNodes(drafts(10, 'Person', { pad: 'x'.repeat(50) }), LIMITS);
+      const all = await store.readLog(0, 1e9);
+      assert.deepEqual(all.map((entry) => entry.seq), [1, 2, 3, 4, 5, 6]);
+      const size = (entry: LogEntry) => Buffer.byteLength(entry.lines.join('\n'));
+      assert.deepEqual(await store.readLog(0, 1), [all[0]]);
+      assert.deepEqual(await store.readLog(2, size(all[2]) + size(all[3]) + size(all[4]) - 1), [all[2], all[3]]);
+      assert.deepEqual(await store.readLog(2, size(all[2]) + size(all[3]) + size(all[4])), [all[2], all[3], all[4]]);
+      assert.deepEqual(await logAfter(store, 0, 1), all);
+      assert.deepEqual(await store.readLog(6, 1e9), []);
+    });
+
+    it('trims shipped entries and keeps the position', async () => {
+      await store.createNodes(drafts(5), LIMITS);
+      await store.updateNodes([{ id: '1', properties: { a: 1 } }], LIMITS);
+      await store.updateNodes([{ id: '2', properties: { a: 2 } }], LIMITS);
+      const position = await positionOf(store);
+      await store.trimLog(2);
+      assert.deepEqual(parsed(await store.readLog(0, 1e9)), [[['N', '2', ['Person'], { a: 2 }]]]);
+      // Also while writes are frozen (a restore), and past the end.
+      await store.freezeWrites();
+      await store.trimLog(99);
+      await store.thawWrites();
+      assert.deepEqual(await store.readLog(0, 1e9), []);
+      assert.deepEqual(await positionOf(store), position);
+      await store.createNodes(drafts(1), LIMITS);
+      assert.deepEqual((await store.readLog(0, 1e9)).map((entry) => entry.seq), [4]);
+    });
+
+    it('reads a position whose seq, time and stats describe the same moment while writes go on', async () => {
+      let writing = true;
+      const writer = (async () => {
+        while (writing) await store.createNodes(drafts(10), LIMITS);
+      })();
+      const positions = [];
+      for (let i = 0; i < 40; i++) positions.push(await positionOf(store));
+      writing = false;
+      await writer;
+      const times = new Map((await store.readLog(0, 1e12)).map((entry) => [entry.seq, entry.at]));
+      assert.ok(positions[positions.length - 1].seq > positions[0].seq, 'writes went on');
+      for (const position of positions) {
+        assert.equal(position.stats.nodeCount, 10 * position.seq);
+        assert.equal(position.at, position.seq === 0 ? null : times.get(position.seq));
+      }
     });
   });
 
@@ -210,78 +305,10 @@ describe('graph store change tracking, base copies and deltas', function () {
     });
   });
 
-  describe('delta views', () => {
-    it("give each changed row's current tuple line, or its deletion, in id order", async () => {
-      await store.createNodes(drafts(3), LIMITS);
-      await store.createRelationships([{ type: 'KNOWS', startNodeId: '1', endNodeId: '2', properties: { w: 1 } }], LIMITS);
-      const since = (await store.changeTracking()).seq;
-      await store.updateNodes([{ id: '3', labels: ['Tag'], properties: { v: 'x' } }], LIMITS);
-      await store.deleteNodes(['2']);
-      const [created] = await store.createNodes([{ labels: [], properties: { fresh: 1.5 } }], LIMITS);
-      await store.createRelationships([{ type: 'LIKES', startNodeId: '3', endNodeId: created.id, properties: {} }], LIMITS);
-      const delta = await deltaSince(store, since);
-      assert.deepEqual(
-        delta.batches.map((batch) => [batch.kind, batch.lines.map((line) => JSON.parse(line))]),
-        [
-          ['node', [['-N', '2'], ['N', '3', ['Tag'], { v: 'x' }], ['N', '4', [], { fresh: 1.5 }]]],
-          ['relationship', [['-R', '1'], ['R', '2', 'LIKES', '3', '4', {}]]],
-        ],
-      );
-      assert.equal(delta.seq, (await store.changeTracking()).seq);
-      assertStatsEqual(delta.stats, await store.stats());
-      // Nothing changed since the view's own seq.
-      assert.deepEqual((await deltaSince(store, delta.seq)).batches, []);
-    });
-
-    it('are one point in time while writes go on', async () => {
-      await store.createNodes(drafts(500), LIMITS);
-      const since = (await store.changeTracking()).seq;
-      await store.updateNodes(Array.from({ length: 200 }, (_, i) => ({ id: String(1 + i * 2), properties: { round: 1 } })), LIMITS);
-      await store.deleteNodes(['400', '402']);
-      const expected = await deltaSince(store, since, 50);
-
-      const view = await store.openDeltaView(since);
-      const iterator = view.batches(50)[Symbol.asyncIterator]();
-      const first = await iterator.next();
-      // Writes between the view's batches: updates of rows it has not read yet, new rows, deletions.
-      await store.updateNodes(Array.from({ length: 200 }, (_, i) => ({ id: String(1 + i * 2), properties: { round: 2 } })), LIMITS);
-      await store.createNodes(drafts(10), LIMITS);
-      await store.deleteNodes(['399', '301']);
-      const rest: DeltaBatch[] = [];
-      for (let next = await iterator.next(); !next.done; next = await iterator.next()) rest.push(next.value);
-      await view.close();
-      assert.deepEqual([first.value, ...rest], expected.batches);
-      assert.equal(view.seq, expected.seq);
-      assertStatsEqual(view.stats, expected.stats);
-    });
-
-    it('are refused below the trim horizon (and beyond the current seq); trimming removes the older changes', async () => {
-      await store.createNodes(drafts(5), LIMITS);
-      await store.updateNodes([{ id: '1', properties: { a: 1 } }], LIMITS);
-      await store.updateNodes([{ id: '2', properties: { a: 2 } }], LIMITS);
-      await store.trimChanges(2);
-      assert.deepEqual(await store.changeTracking(), { ...(await store.changeTracking()), seq: 3, trimmedThrough: 2 });
-      assert.deepEqual(await changesOf(path), [{ kind: 'N', id: 2, seq: 3 }]);
-      await assert.rejects(store.openDeltaView(1), (error: unknown) => {
-        assert.ok(error instanceof ChangesUnavailableError);
-        assert.equal(error.tracking.trimmedThrough, 2);
-        return true;
-      });
-      await assert.rejects(store.openDeltaView(4), ChangesUnavailableError);
-      assert.deepEqual(linesOf((await deltaSince(store, 2)).batches), [['N', '2', ['Person'], { a: 2 }]]);
-      // The horizon never moves back, nor beyond what has happened.
-      await store.trimChanges(1);
-      await store.trimChanges(99);
-      assert.deepEqual((await store.changeTracking()).trimmedThrough, 3);
-      assert.deepEqual(await changesOf(path), []);
-      assert.deepEqual((await deltaSince(store, 3)).batches, []);
-    });
-  });
-
   describe('base copies', () => {
     it('copy the store at one point in time while writes go on', async () => {
       for (let i = 0; i < 40; i++) await store.createNodes(drafts(5_000, 'Bulk', { padding: 'x'.repeat(100) }), LIMITS);
-      const before = (await store.changeTracking()).seq;
+      const before = (await positionOf(store)).seq;
       let capturing = true;
       let writesDuringCapture = 0;
       const writer = (async () => {
@@ -298,24 +325,26 @@ describe('graph store change tracking, base copies and deltas', function () {
       await writer;
       assert.ok(writesDuringCapture > 0, 'writes went on while the copy was taken');
 
-      assert.ok(base.seq >= before && base.seq < (await store.changeTracking()).seq);
-      assert.equal(base.epoch, (await store.changeTracking()).epoch);
+      const after = await positionOf(store);
+      assert.ok(base.seq >= before && base.seq < after.seq);
+      assert.equal(base.epoch, after.epoch);
+      assert.equal(base.at, (await store.readLog(base.seq - 1, 1))[0].at);
       assert.equal(base.pageSize, 4096);
       assert.equal(base.sizeBytes, readFileSync(copyPath).length);
       assert.equal(base.sizeBytes % base.pageSize, 0);
-      // One point: the copy's counts, rows, seq and recorded changes all agree with each other and with what it returned.
+      // One point: the copy's counts, rows, seq and log all agree with each other and with what it returned.
       const [check] = await rowsOf<{ quick_check: string }>(copyPath, 'PRAGMA quick_check');
       assert.equal(check.quick_check, 'ok');
-      const [copy] = await rowsOf<{ nodes: number; counted: number; during: number; seq: number; maxSeq: number }>(
+      const [copy] = await rowsOf<{ nodes: number; counted: number; during: number; seq: number; maxSeq: number; at: number }>(
         copyPath,
         `SELECT (SELECT count(*) FROM nodes) AS nodes, (SELECT count FROM counts WHERE kind = 'nodes') AS counted,
                 (SELECT count(*) FROM node_labels WHERE label = 'During') AS during,
-                (SELECT value FROM meta WHERE key = 'seq') AS seq, (SELECT max(seq) FROM changes) AS maxSeq`,
+                (SELECT value FROM meta WHERE key = 'seq') AS seq, (SELECT max(seq) FROM change_log) AS maxSeq,
+                (SELECT value FROM meta WHERE key = 'last_at') AS at`,
       );
       assert.equal(copy.nodes, base.stats.nodeCount);
       assert.equal(copy.counted, copy.nodes);
-      assert.equal(copy.seq, base.seq);
-      assert.equal(copy.maxSeq, base.seq);
+      assert.deepEqual([copy.seq, copy.maxSeq, copy.at], [base.seq, base.seq, base.at]);
       // Every round is two transactions (create, update): the copy holds whole rounds or a round's create alone.
       assert.equal(copy.during, 1_000 * Math.ceil((base.seq - before) / 2));
       const copied = await SqliteGraphStore.open(copyPath);
@@ -336,6 +365,7 @@ describe('graph store change tracking, base copies and deltas', function () {
   describe('materialise', () => {
     let provider: SqliteGraphStoreProvider;
     const instanceId = randomUUID();
+    const fileOf = (generation: number) => join(dir, 'instances', instanceId, `graph-${generation}.sqlite`);
 
     beforeEach(() => {
       provider = new SqliteGraphStoreProvider(join(dir, 'instances'));
@@ -392,63 +422,129 @@ describe('graph store change tracking, base copies and deltas', function () {
       }
     }
 
-    it('rebuilds exactly the source at the last delta from a base and a chain of deltas', async () => {
-      const random = rng(7);
-      await churn(random, 40);
-      const basePath = join(dir, 'base.sqlite');
-      const base = await store.captureBase(basePath);
-      const chain: DeltaBatch[][] = [];
-      let seq = base.seq;
-      let last!: Awaited<ReturnType<typeof deltaSince>>;
-      for (let i = 0; i < 5; i++) {
-        await churn(random, 25);
-        last = await deltaSince(store, seq, 7);
-        assert.equal(last.epoch, base.epoch);
-        chain.push(last.batches);
-        seq = last.seq;
-      }
-      // A node created and deleted between two deltas is a deletion of a row the base never had.
-      const [ghost] = await store.createNodes(drafts(1), LIMITS);
-      await store.deleteNodes([ghost.id]);
-      last = await deltaSince(store, seq);
-      chain.push(last.batches);
-      assert.ok(linesOf(chain.flat()).some((line) => line[0] === '-R'), 'the chain deletes relationships');
-
-      const expected = await contentsOf(store);
-      const sourceMeta = await metaOf(path);
-      const stats = await provider.materialise(instanceId, 3, createReadStream(basePath), concat(...chain), last.stats);
-      assertStatsEqual(stats, last.stats);
-      await provider.use(instanceId, 3, async (restored) => {
-        assert.deepEqual(await contentsOf(restored as SqliteGraphStore), expected);
+    /** The restored generation holds exactly what the source holds, label and type indexes and counts included. */
+    async function assertSameAsSource(generation: number): Promise<void> {
+      await provider.use(instanceId, generation, async (restored) => {
+        assert.deepEqual(await contentsOf(restored as SqliteGraphStore), await contentsOf(store));
         assertStatsEqual(await restored.stats(), await store.stats());
-        for (const label of ['A', 'B', 'E']) {
+        for (const label of ['A', 'B', 'C', 'D', 'E']) {
           assert.deepEqual(await restored.nodes(label, { first: 1000 }), await store.nodes(label, { first: 1000 }));
         }
         for (const type of ['KNOWS', 'LIKES', 'OWNS']) {
           assert.deepEqual(await restored.relationships(type, { first: 1000 }), await store.relationships(type, { first: 1000 }));
         }
-        const tracking = await restored.changeTracking();
-        assert.notEqual(tracking.epoch, base.epoch);
-        assert.deepEqual([tracking.seq, tracking.trimmedThrough], [base.seq, base.seq]);
-        await assert.rejects(restored.openDeltaView(0), ChangesUnavailableError);
       });
-      const restoredPath = join(dir, 'instances', instanceId, 'graph-3.sqlite');
-      assert.deepEqual(await changesOf(restoredPath), []);
-      const restoredMeta = await metaOf(restoredPath);
       // Ids the source handed out (even to rows since deleted) are not handed out again.
+      const [sourceMeta, restoredMeta] = [await metaOf(path), await metaOf(fileOf(generation))];
       assert.equal(restoredMeta.next_node_id, sourceMeta.next_node_id);
       assert.equal(restoredMeta.next_relationship_id, sourceMeta.next_relationship_id);
+      const [check] = await rowsOf<{ integrity_check: string }>(fileOf(generation), 'PRAGMA integrity_check');
+      assert.equal(check.integrity_check, 'ok');
+    }
+
+    /** The batches of a replay in which some id appears more than once within one batch. */
+    function assertIdsRepeatWithinBatches(entries: LogEntry[]): void {
+      let run: string[] = [];
+      let kind = '';
+      for (const line of entries.flatMap((entry) => entry.lines)) {
+        const [tag, id] = JSON.parse(line) as string[];
+        if (tag.replace('-', '') !== kind) [run, kind] = [[], tag.replace('-', '')];
+        if (run.includes(id)) return;
+        run.push(id);
+      }
+      assert.fail('no id repeats within a batch of the replay');
+    }
+
+    it('replays the log onto a base copy taken mid-way and reproduces the store exactly', async () => {
+      const random = rng(7);
+      await churn(random, 40);
+      const basePath = join(dir, 'base.sqlite');
+      const base = await store.captureBase(basePath);
+      await churn(random, 120);
+      // A node created, changed and deleted after the base: lines for a row the base never had, the last one a deletion.
+      const [ghost] = await store.createNodes(drafts(1, 'A'), LIMITS);
+      await store.updateNodes([{ id: ghost.id, labels: ['B'] }], LIMITS);
+      await store.deleteNodes([ghost.id]);
+      const entries = await logAfter(store, base.seq);
+      assert.equal(entries[0].seq, base.seq + 1);
+      const lines = entries.flatMap((entry) => entry.lines.map((line) => JSON.parse(line)[0]));
+      assert.ok(lines.includes('-R') && lines.includes('-N'), 'the replay deletes nodes and relationships');
+      assertIdsRepeatWithinBatches(entries);
+
+      const position = await positionOf(store);
+      const stats = await provider.materialise(instanceId, 3, createReadStream(basePath), replay(entries), position.stats);
+      assertStatsEqual(stats, position.stats);
+      await assertSameAsSource(3);
+      await provider.use(instanceId, 3, async (restored) => {
+        // A history of its own: a new epoch at seq 0, nothing logged yet.
+        const restoredPosition = await positionOf(restored);
+        assert.notEqual(restoredPosition.epoch, base.epoch);
+        assert.deepEqual([restoredPosition.seq, restoredPosition.at], [0, null]);
+        assert.deepEqual(await restored.readLog(0, 1e9), []);
+      });
       // Open through the provider, hence its WAL files.
       assert.deepEqual(readdirSync(join(dir, 'instances', instanceId)).filter((name) => !/-(wal|shm)$/.test(name)), ['graph-3.sqlite']);
-      const [check] = await rowsOf<{ integrity_check: string }>(restoredPath, 'PRAGMA integrity_check');
-      assert.equal(check.integrity_check, 'ok');
+    });
+
+    it('replays the whole log from seq 0 onto an empty store, checking the result against its own rows', async () => {
+      await churn(rng(5), 150);
+      const entries = await logAfter(store, 0);
+      assert.equal(entries.length, (await positionOf(store)).seq);
+      assertIdsRepeatWithinBatches(entries);
+      const stats = await provider.materialise(instanceId, 1, null, replay(entries), null);
+      assertStatsEqual(stats, await store.stats());
+      await assertSameAsSource(1);
+    });
+
+    it('lets the last line for an id win within a batch', async () => {
+      const lines = [
+        '["N","1",["A"],{"v":1}]',
+        '["N","2",["A"],{}]',
+        '["N","1",["B"],{"v":2}]',
+        '["N","3",[],{}]',
+        '["-N","2"]',
+        '["N","1",["B","C"],{"v":3}]',
+      ];
+      const relationships = ['["R","1","T","1","3",{}]', '["R","1","U","3","1",{"w":1}]', '["R","2","T","1","1",{}]', '["-R","2"]'];
+      const stats = await provider.materialise(instanceId, 1, null, batchesOf({ kind: 'node', lines }, { kind: 'relationship', lines: relationships }), null);
+      assert.deepEqual(
+        { ...stats, storeSizeBytes: 0 },
+        { nodeCount: 2, relationshipCount: 1, labels: [{ name: 'B', count: 1 }, { name: 'C', count: 1 }], relationshipTypes: [{ name: 'U', count: 1 }], storeSizeBytes: 0 },
+      );
+      await provider.use(instanceId, 1, async (restored) => {
+        assert.deepEqual(await contentsOf(restored as SqliteGraphStore), [
+          ['N', '1', ['B', 'C'], { v: 3 }],
+          ['N', '3', [], {}],
+          ['R', '1', 'U', '3', '1', { w: 1 }],
+        ]);
+        assert.deepEqual((await restored.nodes('A', { first: 10 })).items, []);
+      });
+      assert.deepEqual([(await metaOf(fileOf(1))).next_node_id, (await metaOf(fileOf(1))).next_relationship_id], [4, 3]);
+    });
+
+    it("applies a previous release's delta (each changed row once, nodes then relationships, in id order)", async () => {
+      await churn(rng(9), 40);
+      const basePath = join(dir, 'base.sqlite');
+      const base = await store.captureBase(basePath);
+      await churn(rng(10), 40);
+      // What the previous release's delta view read: the latest line of every row changed since the base.
+      const latest = new Map<string, string>();
+      for (const line of (await logAfter(store, base.seq)).flatMap((entry) => entry.lines)) {
+        const [tag, id] = JSON.parse(line) as string[];
+        latest.set(`${tag.endsWith('N') ? 'node' : 'relationship'} ${id.padStart(12, '0')}`, line);
+      }
+      const keys = [...latest.keys()].sort();
+      const delta = (['node', 'relationship'] as const).map((kind) => ({ kind, lines: keys.filter((key) => key.startsWith(kind)).map((key) => latest.get(key)!) }));
+      const stats = await provider.materialise(instanceId, 2, createReadStream(basePath), batchesOf(...delta), (await positionOf(store)).stats);
+      assertStatsEqual(stats, await store.stats());
+      await assertSameAsSource(2);
     });
 
     it('restores a base alone', async () => {
       await churn(rng(3), 30);
       const basePath = join(dir, 'base.sqlite');
       const base = await store.captureBase(basePath);
-      const stats = await provider.materialise(instanceId, 1, createReadStream(basePath), concat(), base.stats);
+      const stats = await provider.materialise(instanceId, 1, createReadStream(basePath), batchesOf(), base.stats);
       assertStatsEqual(stats, base.stats);
       await provider.use(instanceId, 1, async (restored) => assert.deepEqual(await contentsOf(restored as SqliteGraphStore), await contentsOf(store)));
     });
@@ -456,14 +552,16 @@ describe('graph store change tracking, base copies and deltas', function () {
     describe('leaves nothing behind and changes nothing when', () => {
       let basePath: string;
       let base: Awaited<ReturnType<SqliteGraphStore['captureBase']>>;
-      let delta: Awaited<ReturnType<typeof deltaSince>>;
+      let entries: LogEntry[];
+      let expected: GraphStats;
 
       beforeEach(async () => {
         await churn(rng(11), 30);
         basePath = join(dir, 'base.sqlite');
         base = await store.captureBase(basePath);
         await store.updateNodes([{ id: (await store.nodes(undefined, { first: 1 })).items[0].id, labels: ['Changed'] }], LIMITS);
-        delta = await deltaSince(store, base.seq);
+        entries = await logAfter(store, base.seq);
+        expected = (await positionOf(store)).stats;
       });
 
       async function assertRefused(run: Promise<unknown>, pattern: RegExp): Promise<void> {
@@ -475,28 +573,31 @@ describe('graph store change tracking, base copies and deltas', function () {
         assert.deepEqual(readdirSync(join(dir, 'instances', instanceId)), []);
       }
 
-      it('a delta line is malformed', async () => {
+      it('a line is malformed', async () => {
         for (const line of ['["X","1"]', '["N","abc",[],{}]', '["N","0",[],{}]', '{"not":"a tuple"}', '["N","5",[], {"broken"', '["N","7","A",{}]', '["N","7",[],[]]', '["R","7","T","1","2",{}]']) {
-          await assertRefused(
-            provider.materialise(instanceId, 2, createReadStream(basePath), concat([{ kind: 'node', lines: [line] }]), delta.stats),
-            /delta/,
-          );
+          await assertRefused(provider.materialise(instanceId, 2, createReadStream(basePath), batchesOf({ kind: 'node', lines: [line] }), expected), /delta/);
+          await assertRefused(provider.materialise(instanceId, 2, null, batchesOf({ kind: 'node', lines: [line] }), null), /delta/);
         }
       });
 
-      it('a delta leaves a relationship without its end', async () => {
+      it('the lines leave a relationship without its end', async () => {
         const lines = ['["R","999","KNOWS","1","123456",{}]'];
+        await assertRefused(provider.materialise(instanceId, 2, createReadStream(basePath), batchesOf({ kind: 'relationship', lines }), expected), /missing nodes/);
         await assertRefused(
-          provider.materialise(instanceId, 2, createReadStream(basePath), concat([{ kind: 'relationship', lines }]), delta.stats),
-          /missing nodes/,
+          provider.materialise(instanceId, 2, null, batchesOf({ kind: 'node', lines: ['["N","1",[],{}]', '["N","2",[],{}]'] }, { kind: 'relationship', lines: ['["R","1","T","1","2",{}]'] }, { kind: 'node', lines: ['["-N","2"]'] }), null),
+          /deleted nodes that relationships still refer to/,
         );
       });
 
       it('the result does not match the expected stats', async () => {
-        await assertRefused(
-          provider.materialise(instanceId, 2, createReadStream(basePath), concat(), delta.stats),
-          /does not match/,
-        );
+        await assertRefused(provider.materialise(instanceId, 2, createReadStream(basePath), batchesOf(), expected), /does not match its snapshot/);
+      });
+
+      it('with no expected stats, the counts do not match the rows', async () => {
+        const tampered = join(dir, 'tampered.sqlite');
+        writeFileSync(tampered, readFileSync(basePath));
+        await execOn(tampered, `UPDATE counts SET count = count + 1 WHERE kind = 'label' AND name = 'A'`);
+        await assertRefused(provider.materialise(instanceId, 2, createReadStream(tampered), replay(entries), null), /does not match its own rows: different label counts/);
       });
 
       it('the base is damaged', async () => {
@@ -506,7 +607,7 @@ describe('graph store change tracking, base copies and deltas', function () {
         const damaged = join(dir, 'damaged.sqlite');
         writeFileSync(damaged, bytes);
         await assertRefused(
-          provider.materialise(instanceId, 2, createReadStream(damaged), concat(delta.batches), delta.stats, { quickCheck: true }),
+          provider.materialise(instanceId, 2, createReadStream(damaged), replay(entries), expected, { quickCheck: true }),
           /the base store is damaged/,
         );
       });
@@ -515,9 +616,7 @@ describe('graph store change tracking, base copies and deltas', function () {
         const controller = new AbortController();
         controller.abort(new Error('cancelled by the test'));
         await assert.rejects(
-          provider.materialise(instanceId, 2, Readable.from([readFileSync(basePath)]), concat(delta.batches), delta.stats, {
-            signal: controller.signal,
-          }),
+          provider.materialise(instanceId, 2, Readable.from([readFileSync(basePath)]), replay(entries), expected, { signal: controller.signal }),
           /cancelled by the test/,
         );
         assert.deepEqual(readdirSync(join(dir, 'instances', instanceId)), []);
@@ -525,8 +624,8 @@ describe('graph store change tracking, base copies and deltas', function () {
     });
   });
 
-  describe('stores written before change tracking', () => {
-    // The tables as the release before change tracking created them.
+  describe('stores of earlier releases', () => {
+    // The tables as the releases before the change log created them.
     const OLD_TABLES = `
       CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
       CREATE TABLE nodes (id INTEGER PRIMARY KEY, labels TEXT NOT NULL, properties TEXT NOT NULL);
@@ -535,50 +634,74 @@ describe('graph store change tracking, base copies and deltas', function () {
       CREATE TABLE counts (kind TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (kind, name)) WITHOUT ROWID;
       CREATE INDEX rel_by_type ON relationships (type, id);
       CREATE INDEX rel_by_start ON relationships (start_id);
-      CREATE INDEX rel_by_end ON relationships (end_id);`;
+      CREATE INDEX rel_by_end ON relationships (end_id);
+      INSERT INTO nodes VALUES (1, '["Person"]', '{"name":"old"}'), (2, '[]', '{}');
+      INSERT INTO node_labels VALUES ('Person', 1);
+      INSERT INTO relationships VALUES (1, 'KNOWS', 1, 2, '{}');
+      INSERT INTO counts VALUES ('nodes', '', 2), ('relationships', '', 1), ('label', 'Person', 1), ('type', 'KNOWS', 1);
+      INSERT INTO meta VALUES ('next_node_id', 3), ('next_relationship_id', 2);`;
+    // The previous release's change tracking: the latest seq per row, and how far it was trimmed.
+    const CHANGE_TRACKING = `
+      CREATE TABLE changes (kind TEXT NOT NULL, id INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (kind, id)) WITHOUT ROWID;
+      INSERT INTO changes VALUES ('N', 2, 7), ('R', 1, 6);
+      INSERT INTO meta VALUES ('epoch', 123456789), ('seq', 7), ('changes_trimmed_through', 5);`;
 
-    async function oldStore(file: string, withData: boolean): Promise<string> {
-      const db = await SqliteConnection.open(join(dir, file));
-      await db.exec(`PRAGMA journal_mode = WAL; ${OLD_TABLES}`);
-      if (withData) {
-        await db.exec(`
-          INSERT INTO nodes VALUES (1, '["Person"]', '{"name":"old"}'), (2, '[]', '{}');
-          INSERT INTO node_labels VALUES ('Person', 1);
-          INSERT INTO relationships VALUES (1, 'KNOWS', 1, 2, '{}');
-          INSERT INTO counts VALUES ('nodes', '', 2), ('relationships', '', 1), ('label', 'Person', 1), ('type', 'KNOWS', 1);
-          INSERT INTO meta VALUES ('next_node_id', 3), ('next_relationship_id', 2);`);
-      }
-      await db.close();
+    async function oldStore(file: string, sql: string): Promise<string> {
+      await execOn(join(dir, file), `PRAGMA journal_mode = WAL; ${sql}`);
       return join(dir, file);
     }
 
-    it('are upgraded on open: their rows are before the trim horizon, so their first delta is refused and a base is taken', async () => {
-      const old = await SqliteGraphStore.open(await oldStore('old.sqlite', true));
-      const tracking = await old.changeTracking();
-      assert.equal(tracking.seq, 1);
-      assert.equal(tracking.trimmedThrough, 1);
-      await assert.rejects(old.openDeltaView(0), ChangesUnavailableError);
-      const base = await old.captureBase(join(dir, 'old-base.sqlite'));
-      assert.equal(base.seq, 1);
+    it("are migrated on open from the previous release's change tracking: same epoch and seq, an empty log", async () => {
+      const oldPath = await oldStore('previous.sqlite', OLD_TABLES + CHANGE_TRACKING);
+      const old = await SqliteGraphStore.open(oldPath);
+      assert.deepEqual(await tablesOf(oldPath), ['change_log', 'counts', 'meta', 'node_labels', 'nodes', 'relationships']);
+      assert.equal((await metaOf(oldPath)).changes_trimmed_through, undefined);
+      assert.deepEqual(await positionOf(old), { epoch: 123456789, seq: 7, at: null, stats: await old.stats() });
+      assert.deepEqual(await old.readLog(0, 1e9), []);
       await old.updateNodes([{ id: '2', labels: ['New'] }], LIMITS);
-      assert.deepEqual(linesOf((await deltaSince(old, base.seq)).batches), [['N', '2', ['New'], {}]]);
+      const [entry] = await old.readLog(0, 1e9);
+      assert.deepEqual([entry.seq, parsed([entry])], [8, [[['N', '2', ['New'], {}]]]]);
+      assert.deepEqual(await positionOf(old), { epoch: 123456789, seq: 8, at: entry.at, stats: await old.stats() });
       await old.close();
     });
 
-    it('that are empty start at seq 0', async () => {
-      const old = await SqliteGraphStore.open(await oldStore('empty.sqlite', false));
-      assert.deepEqual({ ...(await old.changeTracking()), epoch: 0 }, { epoch: 0, seq: 0, trimmedThrough: 0 });
+    it("materialise a previous release's base into a store with a change log", async () => {
+      const oldBase = await oldStore('previous-base.sqlite', OLD_TABLES + CHANGE_TRACKING);
+      await execOn(oldBase, `PRAGMA journal_mode = DELETE`);
+      const provider = new SqliteGraphStoreProvider(join(dir, 'instances'));
+      const instanceId = randomUUID();
+      try {
+        const stats = await provider.materialise(instanceId, 1, createReadStream(oldBase), batchesOf({ kind: 'node', lines: ['["N","3",["New"],{}]'] }), null);
+        assert.equal(stats.nodeCount, 3);
+        const restoredPath = join(dir, 'instances', instanceId, 'graph-1.sqlite');
+        assert.deepEqual(await tablesOf(restoredPath), ['change_log', 'counts', 'meta', 'node_labels', 'nodes', 'relationships']);
+        await provider.use(instanceId, 1, async (restored) => {
+          const position = await positionOf(restored);
+          assert.notEqual(position.epoch, 123456789);
+          assert.deepEqual([position.seq, position.at], [0, null]);
+        });
+      } finally {
+        await provider.close();
+      }
+    });
+
+    it('that never had change tracking start a history at seq 0', async () => {
+      const old = await SqliteGraphStore.open(await oldStore('untracked.sqlite', OLD_TABLES));
+      const position = await positionOf(old);
+      assert.deepEqual([position.seq, position.at, position.stats.nodeCount], [0, null, 2]);
+      assert.ok(position.epoch > 0);
       await old.close();
     });
 
-    it('loaded from an archive start a history of their own', async () => {
+    it('loaded from an archive start a history of their own at seq 0', async () => {
       const loadedPath = join(dir, 'loaded.sqlite');
       const loader = await SqliteGraphLoader.create(loadedPath, { maxNodes: null, maxRelationships: null, maxBytes: Number.MAX_SAFE_INTEGER }, async () => undefined);
       await loader.insert({ kind: 'node', lines: ['["N","4",["A"],{}]'] });
       await loader.finish();
       const loaded = await SqliteGraphStore.open(loadedPath);
-      const tracking = await loaded.changeTracking();
-      assert.deepEqual([tracking.seq, tracking.trimmedThrough], [1, 1]);
+      const position = await positionOf(loaded);
+      assert.deepEqual([position.seq, position.at, position.stats.nodeCount], [0, null, 1]);
+      assert.deepEqual(await loaded.readLog(0, 1e9), []);
       await loaded.close();
       assert.ok(existsSync(loadedPath));
     });

@@ -32,6 +32,7 @@ describe('DEFAULT_TIER_POLICIES', () => {
       thinAfter: null,
       thinInterval: null,
       keepLatestOnly: true,
+      pointInTimeWindow: null,
       maxNodes: 200_000,
       maxRelationships: 400_000,
       memoryGB: [1],
@@ -43,6 +44,7 @@ describe('DEFAULT_TIER_POLICIES', () => {
       thinAfter: null,
       thinInterval: null,
       keepLatestOnly: false,
+      pointInTimeWindow: 'P7D',
       maxNodes: null,
       maxRelationships: null,
       memoryGB: allSizes,
@@ -50,12 +52,14 @@ describe('DEFAULT_TIER_POLICIES', () => {
     assert.equal(DEFAULT_TIER_POLICIES.BUSINESS_CRITICAL.snapshotInterval, 'PT1H');
     assert.equal(DEFAULT_TIER_POLICIES.BUSINESS_CRITICAL.retention, 'P30D');
     assert.equal(DEFAULT_TIER_POLICIES.BUSINESS_CRITICAL.thinAfter, null);
+    assert.equal(DEFAULT_TIER_POLICIES.BUSINESS_CRITICAL.pointInTimeWindow, 'P30D');
     assert.deepEqual(DEFAULT_TIER_POLICIES.VIRTUAL_DEDICATED_CLOUD, {
       snapshotInterval: 'PT1H',
       retention: 'P60D',
       thinAfter: 'P7D',
       thinInterval: 'P1D',
       keepLatestOnly: false,
+      pointInTimeWindow: 'P60D',
       maxNodes: null,
       maxRelationships: null,
       memoryGB: allSizes,
@@ -189,6 +193,7 @@ describe('scheduleOf', () => {
       thinAfterMs: null,
       thinIntervalMs: null,
       keepLatestOnly: true,
+      pointInTimeWindowMs: null,
     });
     assert.deepEqual(scheduleOf(DEFAULT_TIER_POLICIES.PROFESSIONAL), {
       intervalMs: DAY,
@@ -196,6 +201,7 @@ describe('scheduleOf', () => {
       thinAfterMs: null,
       thinIntervalMs: null,
       keepLatestOnly: false,
+      pointInTimeWindowMs: 7 * DAY,
     });
     assert.deepEqual(scheduleOf(DEFAULT_TIER_POLICIES.BUSINESS_CRITICAL), {
       intervalMs: HOUR,
@@ -203,6 +209,7 @@ describe('scheduleOf', () => {
       thinAfterMs: null,
       thinIntervalMs: null,
       keepLatestOnly: false,
+      pointInTimeWindowMs: 30 * DAY,
     });
     assert.deepEqual(scheduleOf(DEFAULT_TIER_POLICIES.VIRTUAL_DEDICATED_CLOUD), {
       intervalMs: HOUR,
@@ -210,6 +217,7 @@ describe('scheduleOf', () => {
       thinAfterMs: 7 * DAY,
       thinIntervalMs: DAY,
       keepLatestOnly: false,
+      pointInTimeWindowMs: 60 * DAY,
     });
   });
 

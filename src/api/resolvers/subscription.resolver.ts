@@ -31,12 +31,12 @@ const requireInstance = async (context: ApiContext, caller: Principal, instanceI
   if (instanceId) await context.services.instances.require(caller, instanceId);
 };
 
-const RESTORE_KINDS = ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT'] as const;
+const RESTORE_KINDS = ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT', 'RESTORE_TO_POINT_IN_TIME', 'CREATE_FROM_POINT_IN_TIME'] as const;
 
 @Resolver()
 export class SubscriptionResolver {
   @Subscription(() => Operation, {
-    description: `For RESTORE, RESTORE_FROM_FILE and CREATE_FROM_SNAPSHOT operations: the operation's live
+    description: `For RESTORE, RESTORE_FROM_FILE, CREATE_FROM_SNAPSHOT, RESTORE_TO_POINT_IN_TIME and CREATE_FROM_POINT_IN_TIME operations: the operation's live
 state at once, then every change; completes after SUCCEEDED, FAILED or CANCELLED.`,
     subscribe: ({ args, context }: SubscribeData) =>
       context.services.operations.watch(callerOf(context), String(args.operationId), [...RESTORE_KINDS]),

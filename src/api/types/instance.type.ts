@@ -3,6 +3,19 @@ import { DateTimeScalar } from '../scalars';
 import { AvailabilityEnum, EngineVersionEnum, InstanceStatusEnum, TierEnum } from '../enums';
 
 @ObjectType()
+export class RestoreWindow {
+  @Field(() => DateTimeScalar, { description: 'the earliest point in time a restore can reach' })
+  earliest: number;
+  @Field(() => DateTimeScalar, { description: 'the latest: every write acknowledged before it is recoverable' })
+  latest: number;
+  @Field(() => String, {
+    nullable: true,
+    description: "why the window starts later than the tier's pointInTimeWindow allows (a damaged change log, or history from before it existed)",
+  })
+  reason: string | null;
+}
+
+@ObjectType()
 export class SnapshotSchedule {
   @Field({ description: 'false on FREE: on-demand snapshots only' }) enabled: boolean;
   @Field(() => String, { nullable: true, description: 'ISO-8601 duration between scheduled snapshots (P1D, PT1H); null when not enabled' })

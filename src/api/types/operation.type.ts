@@ -24,6 +24,10 @@ export class Operation {
   @Field(() => DateTimeScalar) createdAt: number;
   @Field(() => DateTimeScalar, { nullable: true }) startedAt: number | null;
   @Field(() => DateTimeScalar, { nullable: true }) finishedAt: number | null;
+  @Field(() => DateTimeScalar, { nullable: true, description: 'the point in time a point-in-time restore targets' })
+  pointInTime: number | null;
+  @Field(() => ID, { nullable: true, description: 'the instance whose history a point-in-time restore reads' })
+  sourceInstanceId: string | null;
   @Field(() => Int, { description: '1 for the first run; higher when a restart or a lost lease made another process run it again' })
   attempt: number;
 }

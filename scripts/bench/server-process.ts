@@ -1,0 +1,383 @@
+// Shared pieces of the benchmarks that drive the server in its own process (`node dist/src/cli/main.js serve`, fresh
+// data dir, LOG_LEVEL=warn) only through its GraphQL API: the process, API helpers, data through the API, and file
+// baselines run in separate processes on copies of an instance's store.
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { LABELS, TYPES } from './synthetic-graph';
+
+const REPO_ROOT = resolve(__dirname, '..', '..', '..');
+const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+const ADMIN_KEY = 'bench-admin-key-0123456789';
+export const MAX_BATCH = 10_000;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Arguments and small helpers
+
+export function flag(name: string, fallback: number): number {
+  const index = process.argv.indexOf(`--${name}`);
+  if (index < 0) return fallback;
+  const value = Number(process.argv[index + 1]);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`--${name} needs a positive number`);
+  return value;
+}
+
+export const MiB = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+export const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+export const pct = (share: number) => `${(share * 100).toFixed(2)}%`;
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/** "median (min–max)" of a list, formatted by `format`. */
+export function spread(values: number[], format: (value: number) => string): string {
+  return `${format(median(values))} (range ${format(Math.min(...values))} – ${format(Math.max(...values))}, n=${values.length})`;
+}
+
+const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+
+export async function until<T>(what: string, poll: () => Promise<T | null | undefined>, intervalMs = 25, timeoutMs = 3_600_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await poll();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+/** Every file under a directory: count, apparent bytes and allocated bytes. */
+export function walk(dir: string): { files: number; bytes: number; allocated: number } {
+  const total = { files: 0, bytes: 0, allocated: 0 };
+  if (!existsSync(dir)) return total;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) {
+      const sub = walk(path);
+      total.files += sub.files;
+      total.bytes += sub.bytes;
+      total.allocated += sub.allocated;
+    } else if (entry.isFile()) {
+      const stat = statSync(path);
+      total.files += 1;
+      total.bytes += stat.size;
+      total.allocated += stat.blocks * 512;
+    }
+  }
+  return total;
+}
+
+/** Random-ish, not trivially compressible text. */
+function token(random: () => number, length: number): string {
+  let text = '';
+  while (text.length < length) text += Math.floor(random() * 2 ** 32).toString(36);
+  return text.slice(0, length);
+}
+
+function nodeProperties(random: () => number, n: number) {
+  return {
+    name: `node-${n}-${token(random, 6)}`,
+    age: Math.floor(random() * 100),
+    score: Math.round(random() * 1e6) / 1e3,
+    active: random() < 0.5,
+    code: token(random, 12),
+    tags: [LABELS[Math.floor(random() * LABELS.length)].toLowerCase(), token(random, 4)],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The server process
+
+export interface Server {
+  url: string;
+  dataDir: string;
+  child: ChildProcess;
+  output: string[];
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const probe = createServer();
+    probe.once('error', fail);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => done(port));
+    });
+  });
+}
+
+/** The environment of this shell minus everything Snapgraph reads, plus the bench's own settings. */
+function serverEnv(overrides: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (!name.startsWith('SNAPGRAPH_') && !['PORT', 'HOST', 'LOG_LEVEL', 'DATABASE_URL', 'REDIS_URL', 'NODE_ENV'].includes(name)) env[name] = value;
+  }
+  return { ...env, ...overrides };
+}
+
+export async function startServer(dataDir: string, env: Record<string, string>): Promise<Server> {
+  const port = await freePort();
+  const output: string[] = [];
+  const child = spawn(process.execPath, [CLI, 'serve'], {
+    cwd: REPO_ROOT,
+    env: serverEnv({ PORT: String(port), HOST: '127.0.0.1', SNAPGRAPH_DATA_DIR: dataDir, SNAPGRAPH_BOOTSTRAP_TOKEN: ADMIN_KEY, LOG_LEVEL: 'warn', ...env }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const keep = (chunk: Buffer) => {
+    output.push(chunk.toString());
+    if (output.length > 400) output.splice(0, output.length - 400);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const url = `http://127.0.0.1:${port}`;
+  await until('the server to serve /healthz', async () => {
+    if (child.exitCode !== null) throw new Error(`the server exited during boot (code ${child.exitCode}):\n${output.join('')}`);
+    return fetch(`${url}/healthz`).then((response) => response.ok, () => false);
+  }, 100, 60_000);
+  server = { url, dataDir, child, output };
+  return server;
+}
+
+export async function stopServer(server: Server): Promise<void> {
+  if (server.child.exitCode !== null || server.child.signalCode !== null) return;
+  const exited = new Promise((done) => server.child.once('exit', done));
+  server.child.kill('SIGTERM');
+  const timer = setTimeout(() => server.child.kill('SIGKILL'), 60_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** VmRSS every 100 ms, the peak kept per part of the run; VmHWM (the kernel's own peak) read at the end. */
+export function rssSampler(pid: number) {
+  const read = (field: 'VmRSS' | 'VmHWM'): number => {
+    try {
+      const match = new RegExp(`^${field}:\\s+(\\d+)\\s+kB$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      return match ? Number(match[1]) * 1024 : 0;
+    } catch {
+      return 0;
+    }
+  };
+  const peaks = new Map<string, number>();
+  const delays = new Map<string, { p99: number; max: number }>();
+  let part = 'boot';
+  const sample = () => peaks.set(part, Math.max(peaks.get(part) ?? 0, read('VmRSS')));
+  const timer = setInterval(sample, 100);
+  // prom-client's event-loop histogram restarts at every scrape, and nothing else scrapes this server.
+  const scrapeDelay = async () => {
+    const text = await fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
+    const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN) * 1000;
+    const seen = delays.get(part) ?? { p99: 0, max: 0 };
+    const p99 = value('nodejs_eventloop_lag_p99_seconds');
+    const max = value('nodejs_eventloop_lag_max_seconds');
+    if (Number.isFinite(p99)) delays.set(part, { p99: Math.max(seen.p99, p99), max: Math.max(seen.max, max) });
+  };
+  return {
+    /** Starts a new part of the run (peaks and event-loop delay are kept per part). */
+    async part(name: string) {
+      sample();
+      await scrapeDelay();
+      part = name;
+    },
+    async stop() {
+      sample();
+      clearInterval(timer);
+      await scrapeDelay();
+      return { peaks, delays, hwm: read('VmHWM') };
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// GraphQL
+
+/** The server process the benchmark drives (the one startServer started last). */
+let server: Server;
+
+export async function gql<T = any>(query: string, variables: Record<string, unknown> = {}): Promise<T> {
+  const response = await fetch(`${server.url}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const text = await response.text();
+  let body: { data?: T; errors?: { message: string; extensions?: { code?: string } }[] };
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new Error(`HTTP ${response.status}: ${text.slice(0, 500)}`);
+  }
+  if (body.errors?.length) throw new Error(body.errors.map((e) => `${e.extensions?.code ?? '?'}: ${e.message}`).join('; '));
+  return body.data as T;
+}
+
+export interface SnapshotRow {
+  id: string;
+  status: string;
+  addedBytes: number | null;
+  sizeBytes: number | null;
+  error: string | null;
+  contents: { storeSizeBytes: number; nodeCount: number; relationshipCount: number } | null;
+}
+
+/** createSnapshot, then poll until COMPLETED; the wall-clock time is the client's, queueing included. */
+export async function snapshot(instanceId: string): Promise<{ row: SnapshotRow; ms: number }> {
+  const started = performance.now();
+  const { createSnapshot } = await gql(`mutation($id: ID!) { createSnapshot(instanceId: $id) { id } }`, { id: instanceId });
+  const row = await until('a snapshot', async () => {
+    const { snapshot: s } = await gql<{ snapshot: SnapshotRow }>(
+      `query($id: ID!) { snapshot(id: $id) { id status addedBytes sizeBytes error contents { storeSizeBytes nodeCount relationshipCount } } }`,
+      { id: createSnapshot.id },
+    );
+    if (s.status === 'FAILED') throw new Error(`snapshot ${s.id} FAILED: ${s.error}`);
+    return s.status === 'COMPLETED' ? s : null;
+  });
+  return { row, ms: performance.now() - started };
+}
+
+export async function operationDone(id: string): Promise<{ startedAt: string; finishedAt: string }> {
+  return until('an operation', async () => {
+    const { operation } = await gql(`query($id: ID!) { operation(id: $id) { status phase startedAt finishedAt error { code message } } }`, { id });
+    if (operation.status === 'FAILED' || operation.status === 'CANCELLED') {
+      throw new Error(`operation ${id} ${operation.status}: ${operation.error?.code} ${operation.error?.message}`);
+    }
+    return operation.status === 'SUCCEEDED' ? operation : null;
+  });
+}
+
+export async function storage(instanceId: string) {
+  return gql<{ usage: { snapshotCount: number; logicalBytes: number; storedBytes: number }; instance: { backupStorage: { snapshotCount: number; logicalBytes: number; storedBytes: number } } }>(
+    `query($id: ID!) { usage { snapshotCount logicalBytes storedBytes } instance(id: $id) { backupStorage { snapshotCount logicalBytes storedBytes } } }`,
+    { id: instanceId },
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Data
+
+async function inBatches<T>(items: T[], batch: number, inFlight: number, send: (slice: T[], start: number) => Promise<void>) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const start = next;
+      next += batch;
+      await send(items.slice(start, start + batch), start);
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+}
+
+export async function fill(instanceId: string, nodes: number, relationships: number, batch: number, random: () => number): Promise<string[]> {
+  const ids: string[] = new Array(nodes);
+  const indexes = Array.from({ length: nodes }, (_, i) => i);
+  await inBatches(indexes, batch, 2, async (slice, start) => {
+    const input = slice.map((n) => ({ labels: [LABELS[n % LABELS.length]], properties: nodeProperties(random, n) }));
+    const { createNodes } = await gql(`mutation($id: ID!, $nodes: [NodeInput!]!) { createNodes(instanceId: $id, nodes: $nodes) { id } }`, { id: instanceId, nodes: input });
+    createNodes.forEach((node: { id: string }, i: number) => (ids[start + i] = node.id));
+  });
+  const relIndexes = Array.from({ length: relationships }, (_, i) => i);
+  await inBatches(relIndexes, batch, 2, async (slice) => {
+    const input = slice.map((r) => ({
+      type: TYPES[r % TYPES.length],
+      startNodeId: ids[Math.floor(random() * nodes)],
+      endNodeId: ids[Math.floor(random() * nodes)],
+      properties: { since: 1990 + Math.floor(random() * 35), weight: Math.round(random() * 1e4) / 1e4, ref: token(random, 8) },
+    }));
+    await gql(`mutation($id: ID!, $r: [RelationshipInput!]!) { createRelationships(instanceId: $id, relationships: $r) { id } }`, { id: instanceId, r: input });
+  });
+  return ids;
+}
+
+/** New random properties for `share` of the nodes, scattered over the whole id range. */
+export async function changeNodes(instanceId: string, ids: string[], share: number, batch: number, random: () => number): Promise<number> {
+  const count = Math.max(1, Math.round(ids.length * share));
+  const chosen = new Set<number>();
+  while (chosen.size < count) chosen.add(Math.floor(random() * ids.length));
+  await inBatches([...chosen], batch, 1, async (slice) => {
+    const nodes = slice.map((n) => ({ id: ids[n], properties: nodeProperties(random, n) }));
+    await gql(`mutation($id: ID!, $nodes: [NodeUpdateInput!]!) { updateNodes(instanceId: $id, nodes: $nodes) { id } }`, { id: instanceId, nodes });
+  });
+  return count;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Baselines (separate processes)
+
+/** The instance's current store file: the highest generation under <data>/instances/<id>/. */
+export function storeFileOf(instanceId: string): string {
+  const dir = join(server.dataDir, 'instances', instanceId);
+  const generations = readdirSync(dir)
+    .map((name) => /^graph-(\d+)\.sqlite$/.exec(name))
+    .filter((match): match is RegExpExecArray => match !== null)
+    .map((match) => Number(match[1]));
+  if (generations.length === 0) throw new Error(`no store file in ${dir}`);
+  return join(dir, `graph-${Math.max(...generations)}.sqlite`);
+}
+
+/** Copies the store (with its WAL, if any) while the server is idle, so the baselines never touch the live file. */
+export function copyStore(instanceId: string, into: string): string {
+  const source = storeFileOf(instanceId);
+  rmSync(into, { recursive: true, force: true });
+  mkdirSync(into, { recursive: true });
+  const copy = join(into, 'store.sqlite');
+  copyFileSync(source, copy);
+  if (existsSync(`${source}-wal`)) copyFileSync(`${source}-wal`, `${copy}-wal`);
+  return copy;
+}
+
+/**
+ * The snapshot baseline in its own process: sqlite3's online backup of the copy to a new file in one step, then
+ * `gzip -1 -k` of it; the child times itself (node start-up excluded). Leaves <dir>/backup.sqlite and .gz.
+ */
+// Asynchronous, so this process keeps serving its sockets meanwhile (a blocked client misses the server closing an
+// idle keep-alive connection and then writes into it: EPIPE).
+const run = promisify(execFile);
+
+export async function baselineSnapshot(copy: string, dir: string): Promise<{ ms: number; backupBytes: number; gzipBytes: number }> {
+  const { stdout: output } = await run(process.execPath, [__filename, '--baseline-snapshot', copy, dir], { encoding: 'utf8' });
+  return JSON.parse(output.trim().split('\n').pop()!);
+}
+
+async function baselineSnapshotChild(copy: string, dir: string): Promise<void> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const sqlite3 = require('sqlite3') as typeof import('sqlite3');
+  const dest = join(dir, 'backup.sqlite');
+  rmSync(dest, { force: true });
+  rmSync(`${dest}.gz`, { force: true });
+  const started = performance.now();
+  const db = await new Promise<import('sqlite3').Database>((done, fail) => {
+    const opened = new sqlite3.Database(copy, sqlite3.OPEN_READONLY, (error) => (error ? fail(error) : done(opened)));
+  });
+  // sqlite3's Backup is not in its typings: backup(file) → step(pages, cb), finish(cb).
+  const backup = (db as unknown as { backup(file: string): { step(pages: number, cb: (e: Error | null) => void): void; finish(cb?: () => void): void; completed: boolean } }).backup(dest);
+  await new Promise<void>((done, fail) => backup.step(-1, (error) => (error ? fail(error) : done())));
+  if (!backup.completed) throw new Error('backup did not complete in one step');
+  await new Promise<void>((done) => backup.finish(() => done()));
+  await new Promise<void>((done, fail) => db.close((error) => (error ? fail(error) : done())));
+  execFileSync('gzip', ['-1', '-k', '-f', dest]);
+  const ms = performance.now() - started;
+  process.stdout.write(`${JSON.stringify({ ms, backupBytes: statSync(dest).size, gzipBytes: statSync(`${dest}.gz`).size })}\n`);
+}
+
+/** The restore baseline: decompress a `gzip -1` copy of the store file and fsync the result (`sync FILE`). */
+export async function baselineRestore(gz: string, out: string): Promise<number> {
+  rmSync(out, { force: true });
+  const started = performance.now();
+  await run('sh', ['-c', 'gzip -dc "$1" > "$2" && sync "$2"', 'sh', gz, out]);
+  const ms = performance.now() - started;
+  rmSync(out, { force: true });
+  return ms;
+}
+
+
+if (require.main === module && process.argv[2] === '--baseline-snapshot') {
+  baselineSnapshotChild(process.argv[3], process.argv[4]).catch((error) => {
+    console.error(error);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,480 @@
+// The change log of every instance: each store epoch's write transactions, shipped from the store's own log table to
+// backup storage as encrypted, checksummed, chained segments within about a second of commit, then trimmed from the
+// store. Also reads them back in order (replays, verification) and says how far back an instance can be restored.
+import { randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { IsNull, type DataSource, type Repository } from 'typeorm';
+import { CryptoError } from '../crypto/errors';
+import { decodeSegment, encodeSegment, expectSegment, SegmentFormatError } from '../changelog/segment-format';
+import type { InstanceEntity } from '../entities/instance.entity';
+import { LogSegmentEntity } from '../entities/log-segment.entity';
+import { RestorePointEntity } from '../entities/restore-point.entity';
+import { StoreEpochEntity } from '../entities/store-epoch.entity';
+import { startEpoch } from '../changelog/store-epochs';
+import { AppError } from '../errors/app-error';
+import type { LogEntry, StorePosition } from '../graph/graph-store';
+import type { Logger } from '../logging/logger';
+import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
+import { BlobNotFoundError } from '../storage/errors';
+import type { InstanceService } from './instance.service';
+
+export interface ChangeLogOptions {
+  /** A write is shipped at most this long after it commits (plus the time the shipping itself takes). */
+  shipDelayMs: number;
+  /** Every instance's log is looked at this often, also when nobody wrote (so that the window's latest moves on). */
+  tickMs: number;
+  /** About this many bytes of tuple lines go in one segment. */
+  segmentBytes: number;
+}
+
+export interface RestoreWindowView {
+  earliest: number;
+  latest: number;
+  /** Why the window starts later than the retention allows (damage, or history from before the change log). */
+  reason: string | null;
+}
+
+/** A point on an instance's history: the epoch whose store held it, and the newest seq at or before it. */
+export interface HistoryPosition {
+  epoch: StoreEpochEntity;
+  /** Entries with a commit time at or before this belong to the point (null: up to `seq`). */
+  at: number | null;
+}
+
+/** A caller waiting for its shipping (a snapshot): stop between segments when aborted; bytes shipped so far. */
+export interface ShipWatch {
+  signal?: AbortSignal;
+  progress?: (shippedBytes: number, totalBytes: number) => void;
+}
+
+/** Told after every shipped segment, with the epoch as it now stands (the base policy listens). */
+export type ShippedListener = (instance: InstanceEntity, epoch: StoreEpochEntity) => void;
+
+export class ChangeLogService {
+  private readonly epochs: Repository<StoreEpochEntity>;
+  private readonly segments: Repository<LogSegmentEntity>;
+  /** One shipping at a time per instance: each call runs after the previous one has settled. */
+  private readonly shipping = new Map<string, Promise<unknown>>();
+  private readonly scheduled = new Map<string, NodeJS.Timeout>();
+  private readonly listeners: ShippedListener[] = [];
+  /**
+   * How far this process has seen each epoch shipped (its restore window's latest). Persisted with every shipped
+   * segment, and otherwise at most every LATEST_PERSIST_MS: an idle instance's window moves on every second without a
+   * metadata write every second (which would also contend with other writers of an embedded database, the CLI's).
+   */
+  private readonly latest = new Map<number, { shippedThrough: number; persistedAt: number }>();
+  private ticker: NodeJS.Timeout | null = null;
+  private ticking = false;
+
+  constructor(
+    private readonly db: DataSource,
+    private readonly blobs: EncryptedBlobStore,
+    private readonly instances: InstanceService,
+    private readonly logger: Logger,
+    private readonly options: ChangeLogOptions,
+  ) {
+    this.epochs = db.getRepository(StoreEpochEntity);
+    this.segments = db.getRepository(LogSegmentEntity);
+  }
+
+  onShipped(listener: ShippedListener): void {
+    this.listeners.push(listener);
+  }
+
+  // ---- epochs -----------------------------------------------------------------------------------------------------
+
+  /** The instance's history has ended (it is deleted): its epochs stay only as long as snapshots need them. */
+  async endEpochs(instanceId: string, at = Date.now()): Promise<void> {
+    await this.epochs.update({ instanceId, endedAt: IsNull() }, { endedAt: at });
+  }
+
+  epoch(epoch: number): Promise<StoreEpochEntity | null> {
+    return this.epochs.findOneBy({ epoch });
+  }
+
+  /** Newest first. */
+  epochsOf(instanceId: string): Promise<StoreEpochEntity[]> {
+    return this.epochs.find({ where: { instanceId }, order: { startedAt: 'DESC', epoch: 'DESC' } });
+  }
+
+  /** The epoch whose store held the instance's data at `at`. */
+  async epochAt(instanceId: string, at: number): Promise<StoreEpochEntity | null> {
+    for (const epoch of await this.epochsOf(instanceId)) {
+      if (epoch.startedAt <= at && (epoch.endedAt === null || at < epoch.endedAt)) return epoch;
+    }
+    return null;
+  }
+
+  /** Records that the epoch's segments from `fromSeq` on cannot be read (the window then stops short of them). */
+  async recordDamage(epoch: StoreEpochEntity, fromSeq: number, message: string): Promise<void> {
+    if (epoch.damagedFromSeq !== null && epoch.damagedFromSeq <= fromSeq) return;
+    this.logger.error({ epoch: epoch.epoch, instanceId: epoch.instanceId, fromSeq, damage: message }, 'change log damaged');
+    await this.epochs.update({ epoch: epoch.epoch }, { damage: message.slice(0, 1000), damagedFromSeq: fromSeq });
+    Object.assign(epoch, { damage: message.slice(0, 1000), damagedFromSeq: fromSeq });
+  }
+
+  // ---- shipping ---------------------------------------------------------------------------------------------------
+
+  /** Starts the periodic look at every instance's log. */
+  start(): void {
+    this.ticker = setInterval(() => void this.tick(), this.options.tickMs);
+    this.ticker.unref();
+  }
+
+  /** Stops shipping and lets what is running finish (the rest ships at the next start: it is in the stores). */
+  async stop(): Promise<void> {
+    if (this.ticker) clearInterval(this.ticker);
+    this.ticker = null;
+    for (const timer of this.scheduled.values()) clearTimeout(timer);
+    this.scheduled.clear();
+    await Promise.allSettled([...this.shipping.values()]);
+  }
+
+  /** A write committed on the instance: ship it soon. */
+  notify(instance: InstanceEntity): void {
+    if (this.scheduled.has(instance.id) || !this.ticker) return;
+    const timer = setTimeout(() => {
+      this.scheduled.delete(instance.id);
+      void this.ship(instance.id).catch((err) => this.logger.warn({ err, instanceId: instance.id }, 'shipping the change log failed; it is retried'));
+    }, this.options.shipDelayMs);
+    timer.unref();
+    this.scheduled.set(instance.id, timer);
+  }
+
+  /**
+   * Ships everything the instance's store has logged and returns the store's position as read first: every write up
+   * to it is then in a recorded segment. (A snapshot is this position; so is a restore's safety point.)
+   */
+  async flush(instance: InstanceEntity, watch: ShipWatch = {}): Promise<{ position: StorePosition; epoch: StoreEpochEntity }> {
+    const shipped = await this.ship(instance.id, instance, watch);
+    if (!shipped) throw new AppError('INSTANCE_UNAVAILABLE', `instance ${instance.id} has no store to read its change log from`);
+    return shipped;
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking) return;
+    this.ticking = true;
+    try {
+      const current = await this.epochs.find({ select: { instanceId: true }, where: { endedAt: IsNull() } });
+      const known = new Set(current.map((row) => row.instanceId));
+      // Stores older than the change log get their epoch row at their first look.
+      const running = await this.instances.runningIds();
+      for (const instanceId of new Set([...known, ...running])) {
+        await this.ship(instanceId).catch((err) => this.logger.warn({ err, instanceId }, 'shipping the change log failed; it is retried'));
+      }
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private ship(
+    instanceId: string,
+    known?: InstanceEntity,
+    watch: ShipWatch = {},
+  ): Promise<{ position: StorePosition; epoch: StoreEpochEntity } | null> {
+    const previous = this.shipping.get(instanceId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(() => this.shipNow(instanceId, known, watch));
+    this.shipping.set(instanceId, next);
+    void next.finally(() => {
+      if (this.shipping.get(instanceId) === next) this.shipping.delete(instanceId);
+    }).catch(() => undefined);
+    return next;
+  }
+
+  private async shipNow(
+    instanceId: string,
+    known: InstanceEntity | undefined,
+    watch: ShipWatch,
+  ): Promise<{ position: StorePosition; epoch: StoreEpochEntity } | null> {
+    const instance = (await this.instances.reload(instanceId)) ?? known;
+    if (!instance || (instance.status !== 'RUNNING' && instance.status !== 'RESTORING')) return null;
+    return this.instances.withStore(instance, async (store) => {
+      const position = await store.position();
+      let epoch = await this.epochs.findOneBy({ epoch: position.epoch });
+      // A store adopted now wants its first base at once (the base policy hears of it like of a shipped segment).
+      let shippedAny = !epoch;
+      epoch ??= await this.adopt(instance, position);
+      // Up to the position read, not on after it: under steady writes this round would never end, and `latest` is
+      // only moved at its end. Later writes are the next round's.
+      let shippedBytes = 0;
+      const totalBytes = watch.progress && epoch.shippedSeq < position.seq ? await store.logBytesAfter(epoch.shippedSeq) : 0;
+      while (epoch.shippedSeq < position.seq) {
+        watch.signal?.throwIfAborted();
+        const entries = await store.readLog(epoch.shippedSeq, this.options.segmentBytes);
+        if (entries.length === 0) break;
+        if (entries[0].seq !== epoch.shippedSeq + 1) {
+          // The store no longer holds entries that were never shipped: nothing can restore across them.
+          await this.recordDamage(epoch, epoch.shippedSeq + 1, `log entries ${epoch.shippedSeq + 1}–${entries[0].seq - 1} were lost before they were shipped`);
+          epoch.shippedSeq = entries[0].seq - 1;
+        }
+        shippedBytes += await this.writeSegment(instance, epoch, entries);
+        await store.trimLog(epoch.shippedSeq);
+        shippedAny = true;
+        watch.progress?.(shippedBytes, Math.max(totalBytes, shippedBytes));
+      }
+      // Every write with a commit time before readAt is at or below position.seq, which is now shipped.
+      if (epoch.shippedSeq >= position.seq) await this.advanceLatest(epoch, position.readAt - 1, shippedAny);
+      if (shippedAny) for (const listener of this.listeners) listener(instance, epoch);
+      return { position, epoch };
+    });
+  }
+
+  private async advanceLatest(epoch: StoreEpochEntity, shippedThrough: number, persistNow: boolean): Promise<void> {
+    const seen = this.latest.get(epoch.epoch);
+    if (seen && seen.shippedThrough >= shippedThrough) return;
+    const now = Date.now();
+    const persist = persistNow || !seen || now - seen.persistedAt >= LATEST_PERSIST_MS;
+    this.latest.set(epoch.epoch, { shippedThrough, persistedAt: persist ? now : seen!.persistedAt });
+    epoch.shippedThrough = Math.max(epoch.shippedThrough ?? -1, shippedThrough);
+    if (persist) await this.epochs.update({ epoch: epoch.epoch }, { shippedThrough: epoch.shippedThrough });
+  }
+
+  /** Returns the segment's plain bytes. */
+  private async writeSegment(instance: InstanceEntity, epoch: StoreEpochEntity, entries: LogEntry[]): Promise<number> {
+    const segment = encodeSegment({ instanceId: instance.id, epoch: epoch.epoch, prevSha256: epoch.headSha256 }, entries);
+    const { header } = segment;
+    // The key is the segment's place: a crash before its row is recorded leaves a blob the next attempt overwrites.
+    const blobKey = segmentKeyOf(instance.tenantId, instance.id, epoch.epoch, header.firstSeq);
+    const { storedBytes } = await this.blobs.write(blobKey, Readable.from([segment.plaintext]));
+    await this.db.transaction(async (manager) => {
+      const moved = await manager.update(
+        StoreEpochEntity,
+        { epoch: epoch.epoch, shippedSeq: header.firstSeq - 1 },
+        { shippedSeq: header.lastSeq, headSha256: segment.sha256 },
+      );
+      if (!moved.affected) throw new AppError('CONFLICT', `the change log of epoch ${epoch.epoch} was shipped by another process meanwhile`);
+      await manager.insert(LogSegmentEntity, {
+        id: randomUUID(),
+        tenantId: instance.tenantId,
+        instanceId: instance.id,
+        epoch: epoch.epoch,
+        firstSeq: header.firstSeq,
+        lastSeq: header.lastSeq,
+        firstAt: header.firstAt,
+        lastAt: header.lastAt,
+        lines: header.lines,
+        plainBytes: segment.plaintext.length,
+        storedBytes,
+        sha256: segment.sha256,
+        prevSha256: header.prevSha256,
+        blobKey,
+        createdAt: Date.now(),
+      } satisfies LogSegmentEntity);
+    });
+    epoch.shippedSeq = header.lastSeq;
+    epoch.headSha256 = segment.sha256;
+    return segment.plaintext.length;
+  }
+
+  /**
+   * A store no epoch row knows: one written before the change log existed (or whose row a crash lost). Its history
+   * so far is unknown (anchor NONE) until its first base; its log from now on ships as usual.
+   */
+  private async adopt(instance: InstanceEntity, position: StorePosition): Promise<StoreEpochEntity> {
+    await this.db.transaction((manager) => startEpoch(manager, instance, position.epoch, { anchor: 'NONE' }));
+    await this.epochs.update({ epoch: position.epoch }, { shippedSeq: position.seq });
+    this.logger.info({ instanceId: instance.id, epoch: position.epoch }, 'change log started for a store that had none');
+    return (await this.epochs.findOneByOrFail({ epoch: position.epoch }));
+  }
+
+  // ---- reading ----------------------------------------------------------------------------------------------------
+
+  /**
+   * The epoch's entries after `afterSeq`, in order, up to `until` (a seq, or a commit time: entries at or before it),
+   * read from their segments and checked: each is the segment recorded (sha256), in an unbroken chain. A damaged or
+   * missing segment is recorded on the epoch and thrown as INVALID_BACKUP_FILE.
+   */
+  async *entries(
+    epoch: StoreEpochEntity,
+    afterSeq: number,
+    until: { seq?: number; at?: number },
+    signal?: AbortSignal,
+    onRead?: (plainBytes: number) => void,
+  ): AsyncGenerator<LogEntry> {
+    const lastSeq = until.seq ?? epoch.shippedSeq;
+    if (lastSeq <= afterSeq) return;
+    const rows = await this.segments
+      .createQueryBuilder('s')
+      .where('s.epoch = :epoch AND s.lastSeq > :afterSeq AND s.firstSeq <= :lastSeq', { epoch: epoch.epoch, afterSeq, lastSeq })
+      .orderBy('s.firstSeq', 'ASC')
+      .getMany();
+    let expectedSeq = afterSeq + 1;
+    for (const [index, row] of rows.entries()) {
+      signal?.throwIfAborted();
+      if (row.firstSeq > expectedSeq) await this.damaged(epoch, expectedSeq, `no segment holds seqs ${expectedSeq}–${row.firstSeq - 1}`);
+      const previous = index > 0 ? rows[index - 1] : null;
+      if (previous && row.prevSha256 !== previous.sha256) await this.damaged(epoch, row.firstSeq, `segment ${row.firstSeq}–${row.lastSeq} does not follow the one before it`);
+      const segment = await this.readSegment(epoch, row);
+      onRead?.(row.plainBytes);
+      for (const entry of segment.entries) {
+        if (entry.seq < expectedSeq) continue;
+        if (entry.seq > lastSeq || (until.at !== undefined && entry.at > until.at)) return;
+        yield entry;
+        expectedSeq = entry.seq + 1;
+      }
+    }
+    if (expectedSeq <= lastSeq && until.at === undefined) await this.damaged(epoch, expectedSeq, `no segment holds seqs ${expectedSeq}–${lastSeq}`);
+  }
+
+  private async readSegment(epoch: StoreEpochEntity, row: LogSegmentEntity): Promise<{ entries: LogEntry[] }> {
+    const place = `change-log segment ${row.firstSeq}–${row.lastSeq} of instance ${row.instanceId}`;
+    try {
+      const pieces: Buffer[] = [];
+      for await (const piece of await this.blobs.read(row.blobKey)) pieces.push(piece as Buffer);
+      const decoded = decodeSegment(Buffer.concat(pieces));
+      expectSegment(decoded, { instanceId: row.instanceId, epoch: row.epoch, firstSeq: row.firstSeq, lastSeq: row.lastSeq, sha256: row.sha256, prevSha256: row.prevSha256 });
+      return decoded;
+    } catch (error) {
+      if (error instanceof AppError) throw error;
+      const why = error instanceof BlobNotFoundError ? 'is missing' : `is damaged (${(error as Error).message})`;
+      if (error instanceof BlobNotFoundError || error instanceof SegmentFormatError || error instanceof CryptoError) {
+        return this.damaged(epoch, row.firstSeq, `${place} ${why}`);
+      }
+      throw error;
+    }
+  }
+
+  private async damaged(epoch: StoreEpochEntity, fromSeq: number, message: string): Promise<never> {
+    await this.recordDamage(epoch, fromSeq, message);
+    throw new AppError('INVALID_BACKUP_FILE', message);
+  }
+
+  /** The newest seq of the epoch committed at or before `at` (0 when none was). */
+  async seqAt(epoch: StoreEpochEntity, at: number): Promise<number> {
+    const row = await this.segments
+      .createQueryBuilder('s')
+      .where('s.epoch = :epoch AND s.firstAt <= :at', { epoch: epoch.epoch, at })
+      .orderBy('s.firstSeq', 'DESC')
+      .getOne();
+    if (!row) return 0;
+    if (row.lastAt <= at) return row.lastSeq;
+    let seq = row.firstSeq - 1;
+    for (const entry of (await this.readSegment(epoch, row)).entries) {
+      if (entry.at > at) break;
+      seq = entry.seq;
+    }
+    return seq;
+  }
+
+  // ---- the restore window -----------------------------------------------------------------------------------------
+
+  /**
+   * How far back the instance can be restored: from the oldest moment its retained history reaches without a break
+   * (and no further back than `windowMs`) to the newest moment whose writes are all shipped. Null without a window,
+   * or while nothing is shipped yet.
+   */
+  async restoreWindow(instance: Pick<InstanceEntity, 'id'>, windowMs: number | null, now = Date.now()): Promise<RestoreWindowView | null> {
+    if (windowMs === null) return null;
+    const epochs = await this.epochsOf(instance.id);
+    const current = epochs.find((epoch) => epoch.endedAt === null);
+    const latest = current ? Math.max(current.shippedThrough ?? -1, this.latest.get(current.epoch)?.shippedThrough ?? -1) : -1;
+    if (!current || latest < 0) return null;
+    const floor = now - windowMs;
+    let earliest: number | null = null;
+    let reason: string | null = null;
+    for (const epoch of epochs) {
+      if (epoch.endedAt !== null && epoch.endedAt <= floor) break;
+      const reach = await this.reachOf(epoch);
+      if (reach.from === null) {
+        reason ??= reach.reason;
+        break;
+      }
+      earliest = reach.from;
+      if (reach.from > epoch.startedAt) {
+        reason ??= reach.reason;
+        break;
+      }
+    }
+    if (earliest === null || Math.max(earliest, floor) > latest) return null;
+    return { earliest: Math.max(earliest, floor), latest, reason: earliest > floor ? reason : null };
+  }
+
+  /** The oldest moment of the epoch a restore can reach (null: none), and why not its start. */
+  private async reachOf(epoch: StoreEpochEntity): Promise<{ from: number | null; reason: string | null }> {
+    const points = this.db.getRepository(RestorePointEntity);
+    const firstBaseFrom = async (seq: number) =>
+      points
+        .createQueryBuilder('p')
+        .where("p.epoch = :epoch AND p.kind = 'BASE' AND p.seq >= :seq", { epoch: epoch.epoch, seq })
+        .orderBy('p.seq', 'ASC')
+        .getOne();
+    if (epoch.damagedFromSeq !== null) {
+      const base = await firstBaseFrom(epoch.damagedFromSeq);
+      return { from: base ? base.at ?? epoch.startedAt : null, reason: epoch.damage };
+    }
+    const anchored =
+      epoch.anchor === 'EMPTY' ||
+      epoch.anchor === 'BASE' ||
+      (epoch.anchor === 'ORIGIN' && epoch.originPointId !== null && (await points.existsBy({ id: epoch.originPointId })));
+    if (anchored) return { from: epoch.startedAt, reason: null };
+    const base = await firstBaseFrom(0);
+    return {
+      from: base ? base.at ?? epoch.startedAt : null,
+      reason: 'the history before the first base of this store was written before the change log existed',
+    };
+  }
+
+  // ---- storage and collection -------------------------------------------------------------------------------------
+
+  async storedBytes(where: { tenantId: string; instanceId?: string }): Promise<number> {
+    return (await this.segments.sum('storedBytes', where)) ?? 0;
+  }
+
+  /** Stored bytes of the epoch's segments that hold seqs in (afterSeq, untilSeq]: what a point there makes needed. */
+  async storedBytesBetween(epoch: number, afterSeq: number, untilSeq: number): Promise<number> {
+    const row = await this.segments
+      .createQueryBuilder('s')
+      .select('COALESCE(SUM(s.storedBytes), 0)', 'bytes')
+      .where('s.epoch = :epoch AND s.lastSeq > :afterSeq AND s.firstSeq <= :untilSeq', { epoch, afterSeq, untilSeq })
+      .getRawOne<{ bytes: string | number }>();
+    return Number(row?.bytes ?? 0);
+  }
+
+  /** Plain bytes and lines of the epoch's log after afterSeq (up to untilSeq): what a replay of it reads. */
+  async sizeAfter(epoch: number, afterSeq: number, untilSeq = Number.MAX_SAFE_INTEGER): Promise<{ plainBytes: number; lines: number }> {
+    const row = await this.segments
+      .createQueryBuilder('s')
+      .select('COALESCE(SUM(s.plainBytes), 0)', 'plainBytes')
+      .addSelect('COALESCE(SUM(s.lines), 0)', 'lines')
+      .where('s.epoch = :epoch AND s.lastSeq > :afterSeq AND s.firstSeq <= :untilSeq', { epoch, afterSeq, untilSeq })
+      .getRawOne<{ plainBytes: string | number; lines: string | number }>();
+    return { plainBytes: Number(row?.plainBytes ?? 0), lines: Number(row?.lines ?? 0) };
+  }
+
+  epochsOfTenant(tenantId: string): Promise<StoreEpochEntity[]> {
+    return this.epochs.find({ where: { tenantId } });
+  }
+
+  async tenantsWithLogs(): Promise<string[]> {
+    const rows = await this.epochs.createQueryBuilder('e').select('DISTINCT e."tenantId"', 'tenantId').getRawMany<{ tenantId: string }>();
+    return rows.map((row) => row.tenantId);
+  }
+
+  /**
+   * Removes the tenant's epochs that are not in `live` (with all their segments), and the segments of live epochs
+   * that hold no seq of their `ranges` ((afterSeq, untilSeq] stretches). Each row goes before its blob: a crash in
+   * between leaves an unlisted blob, never a listed segment without its data. Returns how many segments went.
+   */
+  async sweep(tenantId: string, live: Set<number>, ranges: Map<number, [number, number][]>): Promise<number> {
+    let removed = 0;
+    const needed = (row: LogSegmentEntity) =>
+      live.has(row.epoch) && (ranges.get(row.epoch) ?? []).some(([afterSeq, untilSeq]) => row.lastSeq > afterSeq && row.firstSeq <= untilSeq);
+    for (const epoch of await this.epochsOfTenant(tenantId)) {
+      const rows = await this.segments.find({ where: { epoch: epoch.epoch } });
+      for (const row of rows.filter((candidate) => !needed(candidate))) {
+        await this.segments.delete({ id: row.id });
+        await this.blobs.delete(row.blobKey);
+        removed += 1;
+      }
+      if (!live.has(epoch.epoch) && epoch.endedAt !== null) await this.epochs.delete({ epoch: epoch.epoch });
+    }
+    return removed;
+  }
+}
+
+/** See ChangeLogService.latest. */
+const LATEST_PERSIST_MS = 10_000;
+
+export const segmentKeyOf = (tenantId: string, instanceId: string, epoch: number, firstSeq: number) =>
+  `tenants/${tenantId}/log/${instanceId}/${epoch}/${String(firstSeq).padStart(16, '0')}.seg`;
+

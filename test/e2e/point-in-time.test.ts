@@ -1,0 +1,648 @@
+// Point-in-time restore end to end (issue 12): clients write random batches against a model and record when each was
+// sent and acknowledged; restores to instants between the batches must give exactly the model's graph at that instant.
+// Also: refusals outside the window, restores across earlier restores, kill -9 while writing, a lost store file, a
+// damaged change-log segment, and snapshots as positions on the log.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import {
+  assertProgressSequence,
+  createInstance,
+  createKey,
+  createNodes,
+  CREATE_NODES,
+  CREATE_RELATIONSHIPS,
+  DELETE_NODES,
+  eventually,
+  expectCode,
+  expectData,
+  filesUnder,
+  gql,
+  type GqlResult,
+  type Graph,
+  graphOf,
+  instanceState,
+  type NodeJson,
+  OPERATION_FIELDS,
+  type OperationJson,
+  operationCount,
+  payloads,
+  type RelationshipJson,
+  restoreAndWait,
+  serverPerSuite,
+  settledOperation,
+  startServer,
+  subscribe,
+  takeSnapshot,
+  type TestServer,
+  UPDATE_NODES,
+} from '../support';
+
+type ServerLike = Pick<TestServer, 'graphqlUrl' | 'adminKey'>;
+
+const PIT_OPERATION_FIELDS = `${OPERATION_FIELDS} pointInTime sourceInstanceId`;
+const RESTORE_TO_POINT = `mutation ($instanceId: ID!, $at: DateTime!, $confirm: String!, $targetInstanceId: ID) {
+  restoreToPointInTime(instanceId: $instanceId, at: $at, confirm: $confirm, targetInstanceId: $targetInstanceId) { ${PIT_OPERATION_FIELDS} }
+}`;
+const CREATE_FROM_POINT = `mutation ($instanceId: ID!, $at: DateTime!, $input: CreateInstanceInput!) {
+  createInstanceFromPointInTime(instanceId: $instanceId, at: $at, input: $input) {
+    id status currentOperation { ${PIT_OPERATION_FIELDS} }
+  }
+}`;
+const RESTORE_WINDOW = `query ($id: ID!) { instance(id: $id) { restoreWindow { earliest latest reason } } }`;
+const RESTORE_PROGRESS = `subscription ($id: ID!) { restoreProgress(operationId: $id) { ${OPERATION_FIELDS} } }`;
+const INSTANCES = `{ instances { id } }`;
+const SNAPSHOT_PROFILES = `query ($id: ID!) { snapshots(instanceId: $id) { edges { node { id profile } } } }`;
+
+interface RestoreWindow {
+  earliest: number;
+  latest: number;
+  reason: string | null;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function restoreWindowOf(server: ServerLike, instanceId: string, key = server.adminKey): Promise<RestoreWindow | null> {
+  const { instance } = expectData(await gql(server, RESTORE_WINDOW, { id: instanceId }, key));
+  assert.ok(instance, `instance ${instanceId} is not visible`);
+  const window = instance.restoreWindow;
+  return window && { earliest: Date.parse(window.earliest), latest: Date.parse(window.latest), reason: window.reason };
+}
+
+/** Waits until every write acknowledged up to `moment` is restorable (restoreWindow.latest has passed it). */
+function restorableThrough(server: ServerLike, instanceId: string, moment: number, timeoutMs = 15_000): Promise<RestoreWindow> {
+  return eventually(
+    async () => {
+      const window = await restoreWindowOf(server, instanceId);
+      return window !== null && window.latest >= moment ? window : undefined;
+    },
+    { timeoutMs, intervalMs: 100, what: `restoreWindow.latest of ${instanceId} to reach ${iso(moment)}` },
+  );
+}
+
+function requestRestoreToPoint(
+  server: ServerLike,
+  { instanceId, at, confirm = 'RESTORE', targetInstanceId, key = server.adminKey }: { instanceId: string; at: number | string; confirm?: string; targetInstanceId?: string; key?: string },
+): Promise<GqlResult<{ restoreToPointInTime: OperationJson & { pointInTime: string; sourceInstanceId: string } }>> {
+  return gql(server, RESTORE_TO_POINT, { instanceId, at: typeof at === 'number' ? iso(at) : at, confirm, targetInstanceId }, key);
+}
+
+/** restoreToPointInTime, checked as queued, then waited for; returns the finished operation. */
+async function restoreToPoint(server: ServerLike, instanceId: string, at: number, targetInstanceId?: string): Promise<OperationJson> {
+  const { restoreToPointInTime: started } = expectData(await requestRestoreToPoint(server, { instanceId, at, targetInstanceId }));
+  assert.equal(started.kind, 'RESTORE_TO_POINT_IN_TIME');
+  assert.equal(started.instanceId, targetInstanceId ?? instanceId);
+  assert.equal(started.sourceInstanceId, instanceId);
+  assert.equal(started.pointInTime, iso(at));
+  return settledOperation(server, started.id);
+}
+
+/** createInstanceFromPointInTime, waited for until the new instance is RUNNING; returns its id. */
+async function createFromPoint(server: ServerLike, instanceId: string, at: number, name: string, key = server.adminKey): Promise<string> {
+  const { createInstanceFromPointInTime: created } = expectData(
+    await gql(server, CREATE_FROM_POINT, { instanceId, at: iso(at), input: { name, tier: 'PROFESSIONAL' } }, key),
+  );
+  assert.equal(created.status, 'CREATING');
+  assert.equal(created.currentOperation.kind, 'CREATE_FROM_POINT_IN_TIME');
+  assert.equal(created.currentOperation.sourceInstanceId, instanceId);
+  assert.equal(created.currentOperation.pointInTime, iso(at));
+  const operation = await settledOperation(server, created.currentOperation.id, key);
+  assert.equal(operation.status, 'SUCCEEDED', `creating from ${iso(at)}: ${JSON.stringify(operation.error)}`);
+  assert.equal((await instanceState(server, created.id)).status, 'RUNNING');
+  return created.id as string;
+}
+
+const deleteInstance = async (server: ServerLike, id: string) => expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id }));
+
+/** Deterministic pseudo-random numbers (mulberry32), so that a failure can be replayed with PITR_SEED. */
+function seeded(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+const SEED = Number(process.env.PITR_SEED ?? Math.floor(Math.random() * 2 ** 31));
+const seedNote = `(PITR_SEED=${SEED} replays this run's choices)`;
+
+/** A random integer strictly between lo and hi (hi - lo >= 2). */
+const strictlyBetween = (random: () => number, lo: number, hi: number) => lo + 1 + Math.floor(random() * (hi - lo - 1));
+
+/** One acknowledged write and the whole graph it left, as the model says. */
+interface Batch {
+  what: string;
+  sentAt: number;
+  ackedAt: number;
+  after: Graph;
+}
+
+/**
+ * A client writing random batches one at a time (creates, relationships, updates, deletes with their relationships)
+ * and keeping a model of the graph; each batch records the wall-clock time just before it was sent and just after
+ * its acknowledgement.
+ */
+class ModelWriter {
+  readonly batches: Batch[] = [];
+  private nodes = new Map<string, NodeJson>();
+  private relationships = new Map<string, RelationshipJson>();
+
+  constructor(
+    private readonly server: ServerLike,
+    private readonly instanceId: string,
+    private readonly random: () => number,
+  ) {}
+
+  /** The model's graph, ordered as graphOf orders it (by id). */
+  graph(): Graph {
+    const byId = (a: { id: string }, b: { id: string }) => Number(a.id) - Number(b.id);
+    return structuredClone({ nodes: [...this.nodes.values()].sort(byId), relationships: [...this.relationships.values()].sort(byId) });
+  }
+
+  /** The instance was restored: the model continues from that graph. */
+  resetTo(graph: Graph): void {
+    this.nodes = new Map(structuredClone(graph.nodes).map((node) => [node.id, node]));
+    this.relationships = new Map(structuredClone(graph.relationships).map((relationship) => [relationship.id, relationship]));
+  }
+
+  /** `count` batches with a pause of at least 3 ms between them (so that there are instants between them). */
+  async write(count: number): Promise<Batch[]> {
+    const written: Batch[] = [];
+    for (let i = 0; i < count; i++) {
+      written.push(await this.batch());
+      await sleep(3 + Math.floor(this.random() * 6));
+    }
+    return written;
+  }
+
+  async batch(): Promise<Batch> {
+    const roll = this.random();
+    const ids = [...this.nodes.keys()];
+    const kind = ids.length < 6 || roll < 0.3 ? 'createNodes' : roll < 0.6 ? 'createRelationships' : roll < 0.85 ? 'updateNodes' : 'deleteNodes';
+    const sentAt = Date.now();
+    const what = await this[kind](ids);
+    const ackedAt = Date.now();
+    const batch = { what, sentAt, ackedAt, after: this.graph() };
+    this.batches.push(batch);
+    return batch;
+  }
+
+  private pick<T>(items: T[]): T {
+    return items[Math.floor(this.random() * items.length)];
+  }
+
+  private some<T>(items: T[], most: number): T[] {
+    const count = 1 + Math.floor(this.random() * Math.min(most, items.length));
+    return [...new Set(Array.from({ length: count }, () => this.pick(items)))];
+  }
+
+  /** Random values that do not compress away, of every JSON type. */
+  private properties(): Record<string, unknown> {
+    const properties: Record<string, unknown> = {
+      text: randomBytes(6 + Math.floor(this.random() * 20)).toString('base64'),
+      n: Math.floor(this.random() * 1e9) - 5e8,
+      x: Math.round(this.random() * 1e6) / 1e3,
+      flag: this.random() < 0.5,
+    };
+    if (this.random() < 0.3) properties.list = [this.pick(['a', 'b', 'c']), Math.floor(this.random() * 100)];
+    if (this.random() < 0.2) properties.nested = { depth: 1, inner: { word: this.pick(['alpha', 'beta']) } };
+    return properties;
+  }
+
+  private labels(): string[] {
+    return this.some(['Person', 'Movie', 'City', 'Tag'], 2);
+  }
+
+  private async createNodes(): Promise<string> {
+    const input = Array.from({ length: 1 + Math.floor(this.random() * 25) }, () => ({ labels: this.labels(), properties: this.properties() }));
+    const { createNodes } = expectData(await gql<{ createNodes: NodeJson[] }>(this.server, CREATE_NODES, { instanceId: this.instanceId, nodes: input }));
+    assert.equal(createNodes.length, input.length);
+    createNodes.forEach((node, i) => this.nodes.set(node.id, { id: node.id, labels: input[i].labels, properties: input[i].properties }));
+    return `createNodes ×${input.length}`;
+  }
+
+  private async createRelationships(ids: string[]): Promise<string> {
+    const input = Array.from({ length: 1 + Math.floor(this.random() * 25) }, () => ({
+      type: this.pick(['KNOWS', 'LIKES', 'IN']),
+      startNodeId: this.pick(ids),
+      endNodeId: this.pick(ids),
+      properties: this.properties(),
+    }));
+    const { createRelationships } = expectData(
+      await gql<{ createRelationships: RelationshipJson[] }>(this.server, CREATE_RELATIONSHIPS, { instanceId: this.instanceId, relationships: input }),
+    );
+    assert.equal(createRelationships.length, input.length);
+    createRelationships.forEach((relationship, i) => this.relationships.set(relationship.id, { id: relationship.id, ...input[i] }));
+    return `createRelationships ×${input.length}`;
+  }
+
+  private async updateNodes(ids: string[]): Promise<string> {
+    // updateNodes replaces what it is given (labels, properties or both) and keeps what it is not.
+    const input = this.some(ids, 10).map((id) => {
+      const change = this.random();
+      return { id, ...(change < 0.7 ? { properties: this.properties() } : {}), ...(change > 0.5 ? { labels: this.labels() } : {}) };
+    });
+    expectData(await gql(this.server, UPDATE_NODES, { instanceId: this.instanceId, nodes: input }));
+    for (const update of input) {
+      const node = this.nodes.get(update.id)!;
+      if (update.properties) node.properties = update.properties;
+      if (update.labels) node.labels = update.labels;
+    }
+    return `updateNodes ×${input.length}`;
+  }
+
+  private async deleteNodes(ids: string[]): Promise<string> {
+    const doomed = new Set(this.some(ids, 3));
+    const { deleteNodes } = expectData(await gql(this.server, DELETE_NODES, { instanceId: this.instanceId, ids: [...doomed] }));
+    assert.equal(deleteNodes, doomed.size);
+    for (const id of doomed) this.nodes.delete(id);
+    for (const [id, relationship] of this.relationships) {
+      if (doomed.has(relationship.startNodeId) || doomed.has(relationship.endNodeId)) this.relationships.delete(id);
+    }
+    return `deleteNodes ×${doomed.size}`;
+  }
+}
+
+/** An interval of time in which the model's graph was `graph`: after batch `after` was acknowledged, before the next was sent. */
+interface Gap {
+  lo: number;
+  hi: number;
+  after: number;
+  graph: Graph;
+}
+
+/** The gaps after each batch; the last batch's gap ends at `until` (none without it). */
+function gapsAfter(batches: Batch[], until?: number): Gap[] {
+  return batches.flatMap((batch, i) => {
+    const hi = i + 1 < batches.length ? batches[i + 1].sentAt : until === undefined ? null : until + 1;
+    return hi === null ? [] : [{ lo: batch.ackedAt, hi, after: i, graph: batch.after }];
+  });
+}
+
+/** A random instant strictly inside each of `count` randomly chosen gaps (of at least one whole millisecond). */
+function instantsIn(gaps: Gap[], count: number, random: () => number): (Gap & { at: number })[] {
+  const wide = gaps.filter((gap) => gap.hi - gap.lo >= 2);
+  assert.ok(wide.length >= count, `only ${wide.length} gaps of at least 1 ms, ${count} wanted`);
+  for (let i = wide.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [wide[i], wide[j]] = [wide[j], wide[i]];
+  }
+  return wide.slice(0, count).map((gap) => ({ ...gap, at: strictlyBetween(random, gap.lo, gap.hi) }));
+}
+
+const emptyGraph = (): Graph => ({ nodes: [], relationships: [] });
+
+describe('point-in-time restore', () => {
+  const suite = serverPerSuite();
+  const random = seeded(SEED);
+
+  it('restores and creates from 20 random instants between random batches to exactly the model graph of that instant', async function () {
+    this.timeout(180_000);
+    const { server } = suite;
+    const source = await createInstance(server, { name: 'modelled', tier: 'PROFESSIONAL' });
+    const target = await createInstance(server, { name: 'scratch', tier: 'PROFESSIONAL' });
+    const opened = await eventually(() => restoreWindowOf(server, source.id).then((window) => window ?? undefined), {
+      timeoutMs: 10_000,
+      what: 'a restore window for the new instance',
+    });
+    await sleep(20);
+    const writer = new ModelWriter(server, source.id, random);
+    const batches = await writer.write(30);
+    assert.deepEqual(await graphOf(server, source.id), writer.graph(), 'the model does not match the live instance: a test bug');
+    const last = batches.at(-1)!;
+    const window = await restorableThrough(server, source.id, last.ackedAt);
+    assert.ok(window.earliest <= opened.earliest + 1, `earliest moved from ${iso(opened.earliest)} to ${iso(window.earliest)}`);
+
+    const beforeFirst = { lo: window.earliest - 1, hi: batches[0].sentAt, after: -1, graph: emptyGraph() };
+    const instants = instantsIn([beforeFirst, ...gapsAfter(batches, window.latest)], 20, random);
+    const failures: string[] = [];
+    for (const [i, instant] of instants.entries()) {
+      const how = i < 12 ? 'restoreToPointInTime over the scratch instance' : 'createInstanceFromPointInTime';
+      let restored: Graph;
+      if (i < 12) {
+        const operation = await restoreToPoint(server, source.id, instant.at, target.id);
+        assert.equal(operation.status, 'SUCCEEDED', `${how} to ${iso(instant.at)}: ${JSON.stringify(operation.error)} ${seedNote}`);
+        restored = await graphOf(server, target.id);
+      } else {
+        const copy = await createFromPoint(server, source.id, instant.at, `at-${instant.at}`);
+        restored = await graphOf(server, copy);
+        await deleteInstance(server, copy);
+      }
+      try {
+        assert.deepEqual(restored, instant.graph);
+      } catch {
+        const counts = (graph: Graph) => `${graph.nodes.length} nodes, ${graph.relationships.length} relationships`;
+        failures.push(`${how} to ${iso(instant.at)} (after batch ${instant.after}): got ${counts(restored)}, expected ${counts(instant.graph)}`);
+      }
+    }
+    const timeline = batches.map((batch, i) => `${i}: ${batch.what} sent ${iso(batch.sentAt)} acked ${iso(batch.ackedAt)}`).join('\n');
+    assert.deepEqual(failures, [], `${failures.length} of ${instants.length} restores were not exact ${seedNote}\n${timeline}`);
+    assert.deepEqual(await graphOf(server, source.id), writer.graph(), 'the restores changed their source');
+  });
+
+  it('refuses instants outside the window (OUT_OF_RESTORE_WINDOW), FREE instances, a missing confirmation and a MEMBER key, changing nothing', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const source = await createInstance(server, { name: 'bounded', tier: 'PROFESSIONAL' });
+    const target = await createInstance(server, { name: 'bystander', tier: 'PROFESSIONAL' });
+    await new ModelWriter(server, target.id, random).write(3);
+    const sourceWriter = new ModelWriter(server, source.id, random);
+    const [written] = await sourceWriter.write(1);
+    const window = await restorableThrough(server, source.id, written.ackedAt);
+    const free = await createInstance(server, { name: 'free', tier: 'FREE' });
+    assert.equal(await restoreWindowOf(server, free.id), null, 'FREE has no restore window');
+
+    const targetGraph = await graphOf(server, target.id);
+    const operationsBefore = [await operationCount(server, source.id), await operationCount(server, target.id), await operationCount(server, free.id)];
+    const instancesBefore = expectData(await gql(server, INSTANCES)).instances.length;
+    const member = await createKey(server, server.adminKey, 'MEMBER');
+    const viewer = await createKey(server, server.adminKey, 'VIEWER');
+
+    const outside = [window.earliest - 1, window.earliest - 3_600_000, Date.now() + 60_000, Date.parse('2000-01-01T00:00:00.000Z')];
+    for (const at of outside) {
+      const refused = expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at, targetInstanceId: target.id }), 'OUT_OF_RESTORE_WINDOW');
+      assert.match(refused.message, /window/);
+      expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at }), 'OUT_OF_RESTORE_WINDOW');
+      expectCode(await gql(server, CREATE_FROM_POINT, { instanceId: source.id, at: iso(at), input: { name: 'never', tier: 'PROFESSIONAL' } }), 'OUT_OF_RESTORE_WINDOW');
+    }
+    const inside = window.latest;
+    expectCode(await requestRestoreToPoint(server, { instanceId: free.id, at: Date.now() - 1_000 }), 'OUT_OF_RESTORE_WINDOW');
+    expectCode(await gql(server, CREATE_FROM_POINT, { instanceId: free.id, at: iso(Date.now() - 1_000), input: { name: 'never', tier: 'FREE' } }), 'OUT_OF_RESTORE_WINDOW');
+    for (const confirm of ['', 'restore', 'RESTORE ']) {
+      expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at: inside, confirm, targetInstanceId: target.id }), 'CONFIRMATION_REQUIRED');
+    }
+    expectCode(await gql(server, `mutation ($id: ID!, $at: DateTime!) { restoreToPointInTime(instanceId: $id, at: $at) { id } }`, { id: source.id, at: iso(inside) }), 'BAD_USER_INPUT');
+    expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at: inside, targetInstanceId: target.id, key: member.secret }), 'FORBIDDEN');
+    expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at: inside, targetInstanceId: target.id, key: viewer.secret }), 'FORBIDDEN');
+    expectCode(await gql(server, CREATE_FROM_POINT, { instanceId: source.id, at: iso(inside), input: { name: 'never', tier: 'PROFESSIONAL' } }, viewer.secret), 'FORBIDDEN');
+    expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at: 'yesterday', targetInstanceId: target.id }), 'BAD_USER_INPUT');
+    expectCode(await requestRestoreToPoint(server, { instanceId: 'no-such-instance', at: inside, targetInstanceId: target.id }), 'NOT_FOUND');
+    expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at: inside, targetInstanceId: 'no-such-instance' }), 'NOT_FOUND');
+
+    assert.deepEqual(await graphOf(server, target.id), targetGraph);
+    assert.deepEqual(await graphOf(server, source.id), sourceWriter.graph());
+    assert.deepEqual([await operationCount(server, source.id), await operationCount(server, target.id), await operationCount(server, free.id)], operationsBefore);
+    assert.equal(expectData(await gql(server, INSTANCES)).instances.length, instancesBefore);
+    assert.deepEqual(await instanceState(server, target.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+
+    // A MEMBER may create an instance from a point in time (as from a snapshot); only overwriting needs ADMIN.
+    const copy = await createFromPoint(server, source.id, inside, 'member-copy', member.secret);
+    assert.deepEqual(await graphOf(server, copy), sourceWriter.graph());
+  });
+
+  it('restores an instance over itself, then restores to instants on both sides of that restore exactly', async function () {
+    this.timeout(120_000);
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'twice', tier: 'PROFESSIONAL' });
+    await restorableThrough(server, instance.id, Date.now() - 1_000);
+    const writer = new ModelWriter(server, instance.id, random);
+    const early = await writer.write(8);
+    const late = await writer.write(6);
+    await restorableThrough(server, instance.id, late.at(-1)!.ackedAt);
+    const gaps = gapsAfter([...early, ...late]);
+    const [undo] = instantsIn(gaps.slice(0, early.length), 1, random);
+    const [beforeUndo] = instantsIn(gaps.slice(early.length), 1, random);
+    const snapshotsBefore = expectData(await gql(server, SNAPSHOT_PROFILES, { id: instance.id })).snapshots.edges.length;
+
+    const { restoreToPointInTime: started } = expectData(await requestRestoreToPoint(server, { instanceId: instance.id, at: undo.at }));
+    const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: started.id });
+    await progress.complete;
+    assertProgressSequence(payloads<OperationJson>(progress, 'restoreProgress'), 'SUCCEEDED');
+    assert.deepEqual(await graphOf(server, instance.id), undo.graph, `the restore over itself is not exact ${seedNote}`);
+    const profiles = expectData(await gql(server, SNAPSHOT_PROFILES, { id: instance.id })).snapshots.edges.map((edge: { node: { profile: string } }) => edge.node.profile);
+    assert.equal(profiles.length, snapshotsBefore + 1);
+    assert.ok(profiles.includes('PRE_RESTORE'), `a PRE_RESTORE snapshot is taken first (snapshots: ${profiles})`);
+    const swapped = Date.parse((await settledOperation(server, started.id)).finishedAt!);
+
+    await sleep(20);
+    writer.resetTo(undo.graph);
+    const after = await writer.write(8);
+    await restorableThrough(server, instance.id, after.at(-1)!.ackedAt);
+    const [later] = instantsIn(gapsAfter(after), 1, random);
+    const checks = [
+      { name: 'between batches written after the restore', ...later },
+      { name: 'between the restore and the first write after it', at: strictlyBetween(random, swapped, after[0].sentAt), graph: undo.graph },
+      { name: 'before the restore, among the writes it undid', ...beforeUndo },
+      { name: 'before the restore, at the instant it went back to', ...undo },
+      { name: 'the newest write', at: (await restoreWindowOf(server, instance.id))!.latest, graph: writer.graph() },
+    ];
+    for (const check of checks) {
+      const operation = await restoreToPoint(server, instance.id, check.at);
+      assert.equal(operation.status, 'SUCCEEDED', `${check.name}: ${JSON.stringify(operation.error)}`);
+      assert.deepEqual(await graphOf(server, instance.id), check.graph, `restoring to ${iso(check.at)} (${check.name}) is not exact ${seedNote}`);
+    }
+  });
+
+  it('makes snapshots positions on the change log: quick, a 1% change adds little, each restores exactly', async function () {
+    this.timeout(120_000);
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'logged', tier: 'PROFESSIONAL', memoryGB: 2 });
+    const ids: string[] = [];
+    const noise = () => ({ text: randomBytes(24).toString('base64'), n: Math.floor(Math.random() * 1e9) });
+    for (let done = 0; done < 10_000; done += 2_000) {
+      const created = await gql<{ createNodes: NodeJson[] }>(server, CREATE_NODES, { instanceId: instance.id, nodes: Array.from({ length: 2_000 }, () => ({ labels: ['N'], properties: noise() })) });
+      ids.push(...expectData(created).createNodes.map((node) => node.id));
+    }
+    const relationships = ids.slice(1).map((id, i) => ({ type: 'NEXT', startNodeId: ids[i], endNodeId: id, properties: noise() }));
+    for (let done = 0; done < relationships.length; done += 2_000) {
+      expectData(await gql(server, CREATE_RELATIONSHIPS, { instanceId: instance.id, relationships: relationships.slice(done, done + 2_000) }));
+    }
+    const first = await takeSnapshot(server, instance.id);
+    const firstGraph = await graphOf(server, instance.id);
+    // What the data takes in backup storage: the log of its writes, and any base the policy took of it.
+    const STORAGE = `query ($id: ID!) { instance(id: $id) { backupStorage { storedBytes } } }`;
+    const full = expectData(await gql(server, STORAGE, { id: instance.id })).instance.backupStorage.storedBytes as number;
+
+    const changed = ids.filter((_, i) => i % 100 === 0);
+    expectData(await gql(server, UPDATE_NODES, { instanceId: instance.id, nodes: changed.map((id) => ({ id, properties: noise() })) }));
+    const second = await takeSnapshot(server, instance.id);
+    const secondGraph = await graphOf(server, instance.id);
+    for (const snapshot of [first, second]) {
+      const tookMs = Date.parse(snapshot.completedAt!) - Date.parse(snapshot.createdAt);
+      assert.ok(tookMs < 1_000, `snapshot ${snapshot.id} took ${tookMs} ms from createdAt to completedAt`);
+    }
+    assert.ok(second.addedBytes !== null && second.addedBytes <= 0.02 * full, `after a 1% change the snapshot added ${second.addedBytes} bytes; the data takes ${full} stored`);
+
+    expectData(await gql(server, DELETE_NODES, { instanceId: instance.id, ids: ids.slice(0, 500) }));
+    assert.equal((await restoreAndWait(server, first.id)).status, 'SUCCEEDED');
+    assert.deepEqual(await graphOf(server, instance.id), firstGraph);
+    assert.equal((await restoreAndWait(server, second.id)).status, 'SUCCEEDED');
+    assert.deepEqual(await graphOf(server, instance.id), secondGraph);
+  });
+});
+
+describe('point-in-time restore after a crash', () => {
+  const random = seeded(SEED + 1);
+
+  /** Each client writes its own nodes, created and then updated (v = how many times), until the server goes away. */
+  interface Client {
+    acked: Map<string, Record<string, unknown>>;
+    /** Properties the unanswered request would have written (node id → properties; 'new' for a create). */
+    pending: Map<string, Record<string, unknown>[]>;
+  }
+
+  async function writeUntilGone(server: TestServer, instanceId: string, client: Client, name: string, crashed: () => boolean): Promise<void> {
+    for (let k = 0; ; k++) {
+      const own = [...client.acked.keys()];
+      let request: Promise<unknown>;
+      if (own.length < 5 || random() < 0.5) {
+        const input = Array.from({ length: 5 }, (_, i) => ({ labels: ['W'], properties: { client: name, k, i, v: 0 } }));
+        client.pending = new Map([['new', input.map((node) => node.properties)]]);
+        request = gql<{ createNodes: NodeJson[] }>(server, CREATE_NODES, { instanceId, nodes: input }).then((result) => {
+          for (const node of expectData(result).createNodes) client.acked.set(node.id, node.properties);
+        });
+      } else {
+        const id = own[Math.floor(random() * own.length)];
+        const properties = { ...client.acked.get(id)!, v: (client.acked.get(id)!.v as number) + 1 };
+        client.pending = new Map([[id, [properties]]]);
+        request = gql(server, UPDATE_NODES, { instanceId, nodes: [{ id, properties }] }).then((result) => {
+          expectData(result);
+          client.acked.set(id, properties);
+        });
+      }
+      try {
+        await request;
+      } catch (error) {
+        if (crashed()) return;
+        throw error;
+      }
+      client.pending = new Map();
+    }
+  }
+
+  /**
+   * Every acknowledged write is there, and anything else there is what an unanswered request would have written;
+   * what is there is then what the clients go on from.
+   */
+  function settle(graph: Graph, clients: Client[], where: string): void {
+    const live = new Map(graph.nodes.map((node) => [node.id, node.properties]));
+    for (const client of clients) {
+      for (const [id, properties] of client.acked) {
+        const found = live.get(id);
+        const pending = client.pending.get(id) ?? [];
+        assert.ok(found, `${where}: acknowledged node ${id} ${JSON.stringify(properties)} is missing`);
+        assert.ok([properties, ...pending].some((expected) => JSON.stringify(expected) === JSON.stringify(found)), `${where}: node ${id} holds ${JSON.stringify(found)}, acknowledged ${JSON.stringify(properties)}`);
+        live.delete(id);
+      }
+    }
+    const unanswered = clients.flatMap((client) => client.pending.get('new') ?? []).map((properties) => JSON.stringify(properties));
+    for (const [id, properties] of live) assert.ok(unanswered.includes(JSON.stringify(properties)), `${where}: node ${id} ${JSON.stringify(properties)} was never written`);
+    const owner = new Map(clients.flatMap((client) => (client.pending.get('new') ?? []).map((properties) => [JSON.stringify(properties), client] as const)));
+    for (const node of graph.nodes) {
+      const client = clients.find((candidate) => candidate.acked.has(node.id)) ?? owner.get(JSON.stringify(node.properties))!;
+      client.acked.set(node.id, node.properties);
+    }
+    for (const client of clients) client.pending = new Map();
+  }
+
+  it('keeps every acknowledged write through kill -9 during writes and shipping, and a restore to latest holds them all', async function () {
+    this.timeout(120_000);
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'crashing', tier: 'PROFESSIONAL' });
+    const clients: Client[] = Array.from({ length: 3 }, () => ({ acked: new Map(), pending: new Map() }));
+    for (let round = 1; round <= 2; round++) {
+      let crashed = false;
+      const writing = clients.map((client, i) => writeUntilGone(server, instance.id, client, `c${i}`, () => crashed));
+      await sleep(700 + Math.floor(random() * 1_500));
+      crashed = true;
+      await server.kill();
+      await Promise.all(writing);
+      await server.restart();
+      settle(await graphOf(server, instance.id), clients, `after crash ${round}`);
+    }
+    const live = await graphOf(server, instance.id);
+    assert.ok(clients.every((client) => client.acked.size > 0), 'every client wrote something');
+    const window = await restorableThrough(server, instance.id, Date.now() + 500, 20_000);
+    const target = await createInstance(server, { name: 'recovered', tier: 'PROFESSIONAL' });
+    const operation = await restoreToPoint(server, instance.id, window.latest, target.id);
+    assert.equal(operation.status, 'SUCCEEDED', JSON.stringify(operation.error));
+    assert.deepEqual(await graphOf(server, target.id), live, 'the restore to latest differs from the instance');
+  });
+
+  it('recovers a lost store file to restoreWindow.latest with every write acknowledged more than 1 s before the loss', async function () {
+    this.timeout(120_000);
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'lost', tier: 'PROFESSIONAL' });
+    await restorableThrough(server, instance.id, Date.now() - 1_000);
+    const writer = new ModelWriter(server, instance.id, random);
+    await writer.write(10);
+    await restorableThrough(server, instance.id, writer.batches.at(-1)!.ackedAt + 100);
+    // More writes up to the crash: those of its last second may be lost, no earlier one.
+    const stopAt = Date.now() + 1_500 + Math.floor(random() * 1_500);
+    while (Date.now() < stopAt) await writer.batch();
+    const killedAt = Date.now();
+    await server.kill();
+    const storeFiles = filesUnder(join(server.dataDir, 'instances', instance.id)).filter((path) => /\/graph-\d+\.sqlite/.test(path));
+    assert.ok(storeFiles.length > 0, 'no store file to lose');
+    for (const path of storeFiles) rmSync(path);
+    await server.restart();
+
+    const window = await restoreWindowOf(server, instance.id);
+    assert.ok(window, 'the instance has no restore window after losing its store');
+    const operation = await restoreToPoint(server, instance.id, window.latest);
+    assert.equal(operation.status, 'SUCCEEDED', JSON.stringify(operation.error));
+    const restored = await graphOf(server, instance.id);
+    const { batches } = writer;
+    const lastIndexWhere = (holds: (batch: Batch) => boolean) => batches.reduce((last, batch, i) => (holds(batch) ? i : last), -1);
+    const kept = lastIndexWhere((batch) => isDeepStrictEqual(batch.after, restored));
+    const mustKeep = lastIndexWhere((batch) => batch.ackedAt < killedAt - 1_000 || batch.ackedAt <= window.latest);
+    const timeline = batches.map((batch, i) => `${i}: ${batch.what} sent ${iso(batch.sentAt)} acked ${iso(batch.ackedAt)}`).slice(-15).join('\n');
+    assert.ok(kept >= 0, `the restored graph (${restored.nodes.length} nodes) is no state the writes left; latest ${iso(window.latest)}, killed ${iso(killedAt)} ${seedNote}\n${timeline}`);
+    assert.ok(kept >= mustKeep, `restored to the state after batch ${kept}; batch ${mustKeep} was acknowledged before ${iso(window.latest)} (latest) or more than 1 s before the kill at ${iso(killedAt)}\n${timeline}`);
+    const sentAfter = batches.findIndex((batch) => batch.sentAt > window.latest);
+    assert.ok(sentAfter < 0 || kept < sentAfter, `the restore to ${iso(window.latest)} holds batch ${kept}, sent after it\n${timeline}`);
+    assert.deepEqual(await instanceState(server, instance.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+    await server.stop();
+  });
+
+  it('finds a damaged change-log segment: the restore fails with INVALID_BACKUP_FILE naming it, the target is unchanged, the window shrinks', async function () {
+    this.timeout(90_000);
+    const server = await startServer();
+    const tenant = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'damaged', tier: 'PROFESSIONAL' });
+    const target = await createInstance(server, { name: 'target', tier: 'PROFESSIONAL' });
+    const segmentsOf = () => filesUnder(join(server.dataDir, 'blobs', 'tenants', tenant, 'log', instance.id)).filter((path) => path.endsWith('.seg'));
+    // Many nodes first (the base policy then takes a base of them), then single writes, each shipped in segments of its
+    // own, too few for another base: a restore to the last of them replays every one.
+    const segmentsOfWrite: string[][] = [];
+    let lastAck = 0;
+    for (const count of [2_000, 1, 1, 1]) {
+      const before = new Set(segmentsOf());
+      await createNodes(server, instance.id, Array.from({ length: count }, (_, i) => ({ labels: ['N'], properties: { i, count } })));
+      lastAck = Date.now();
+      await restorableThrough(server, instance.id, lastAck);
+      segmentsOfWrite.push(segmentsOf().filter((path) => !before.has(path)));
+    }
+    await new ModelWriter(server, target.id, random).write(2);
+    const targetGraph = await graphOf(server, target.id);
+    assert.equal(segmentsOfWrite[2].length, 1, `expected one segment for the third write: ${JSON.stringify(segmentsOfWrite)}`);
+    const [damaged] = segmentsOfWrite[2];
+    const bytes = readFileSync(damaged);
+    bytes[Math.floor(bytes.length / 2)] ^= 0x01;
+    writeFileSync(damaged, bytes);
+    const firstSeq = Number(/(\d+)\.seg$/.exec(damaged)![1]);
+
+    const operation = await restoreToPoint(server, instance.id, lastAck + 1, target.id);
+    assert.equal(operation.status, 'FAILED');
+    assert.equal(operation.error?.code, 'INVALID_BACKUP_FILE');
+    assert.match(operation.error!.message, new RegExp(`segment ${firstSeq}\\b`), `the error names the damaged segment ${damaged}`);
+    assert.deepEqual(await graphOf(server, target.id), targetGraph);
+    assert.deepEqual(await instanceState(server, target.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+
+    // The window no longer offers what cannot be restored: null, or starting after the damage, saying why.
+    const unrestorable = lastAck + 1;
+    const window = await restoreWindowOf(server, instance.id);
+    if (window !== null) {
+      assert.ok(window.earliest > unrestorable, `the window still offers ${iso(unrestorable)}: ${JSON.stringify(window)}`);
+      assert.match(window.reason ?? '', /damaged|segment/, 'the window says why it starts later');
+    }
+    expectCode(await requestRestoreToPoint(server, { instanceId: instance.id, at: unrestorable, targetInstanceId: target.id }), 'OUT_OF_RESTORE_WINDOW');
+    await server.stop();
+  });
+});
