@@ -24,6 +24,7 @@ import {
   type Graph,
   graphOf,
   instanceState,
+  logSegmentsOf,
   type NodeJson,
   OPERATION_FIELDS,
   type OperationJson,
@@ -644,5 +645,47 @@ describe('point-in-time restore after a crash', () => {
     }
     expectCode(await requestRestoreToPoint(server, { instanceId: instance.id, at: unrestorable, targetInstanceId: target.id }), 'OUT_OF_RESTORE_WINDOW');
     await server.stop();
+  });
+});
+
+describe('point-in-time restore: retention', () => {
+  // A 3-second window on BUSINESS_CRITICAL, and a collection every 300 ms with no grace, so that retention shows.
+  const suite = serverPerSuite({
+    env: { SNAPGRAPH_COLLECT_INTERVAL_MS: '300', SNAPGRAPH_COLLECT_GRACE_MS: '0' },
+    config: { tiers: { BUSINESS_CRITICAL: { pointInTimeWindow: 'PT3S' } } },
+  });
+
+  it('removes the log no restore point and no window needs, and the window starts later with it', async function () {
+    this.timeout(60_000);
+    const server = suite.server;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'short-window', tier: 'BUSINESS_CRITICAL' });
+    await createNodes(server, instance.id, [{ labels: ['Kept'] }]);
+    const keptAt = Date.now();
+    await restorableThrough(server, instance.id, keptAt);
+    const sentLater = Date.now() + 5;
+    await sleep(10);
+    await createNodes(server, instance.id, [{ labels: ['Dropped'] }]);
+    await restorableThrough(server, instance.id, Date.now());
+    const [kept, dropped, ...others] = logSegmentsOf(server.dataDir, tenantId, instance.id);
+    assert.ok(kept && dropped && others.length === 0, 'each write has a segment of its own');
+
+    // Back to before the second write: the new store is built from the first write's position on the old log.
+    const at = strictlyBetween(Math.random, keptAt, sentLater);
+    assert.equal((await restoreToPoint(server, instance.id, at)).status, 'SUCCEEDED');
+    const { snapshots } = expectData(await gql(server, SNAPSHOT_PROFILES, { id: instance.id }));
+    for (const { node } of snapshots.edges) expectData(await gql(server, `mutation ($id: ID!) { deleteSnapshot(id: $id) }`, { id: node.id }));
+    const graph = await graphOf(server, instance.id);
+    assert.deepEqual(graph.nodes.map((node) => node.labels), [['Kept']]);
+
+    // Once the old store's end is out of the window, only what the new store is built from remains of its log.
+    await eventually(async () => isDeepStrictEqual(logSegmentsOf(server.dataDir, tenantId, instance.id), [kept]), {
+      timeoutMs: 20_000,
+      what: 'the log after the restored position to be collected',
+    });
+    const window = (await restoreWindowOf(server, instance.id))!;
+    assert.ok(window.earliest > sentLater, `earliest ${iso(window.earliest)} is after the collected write`);
+    expectCode(await requestRestoreToPoint(server, { instanceId: instance.id, at }), 'OUT_OF_RESTORE_WINDOW');
+    assert.deepEqual(await graphOf(server, instance.id), graph, 'collection touched the instance');
   });
 });
