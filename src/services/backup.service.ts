@@ -37,7 +37,16 @@ export const BASE_CHUNK_BYTES = 256 * 1024;
  * store's bytes, or lines for this share of its records: a restore replays that log, and at 1M nodes a replay of a
  * quarter of the records costs about as much as writing the base back.
  */
-export const BASE_POLICY = { maxLogShare: 0.25, maxLogLineShare: 0.25, minStoreBytes: 4 * 1024 * 1024, minRecords: 10_000 };
+export const BASE_POLICY = {
+  maxLogShare: 0.25,
+  maxLogLineShare: 0.25,
+  minStoreBytes: 4 * 1024 * 1024,
+  minRecords: 10_000,
+  /** At most one base per instance this often (a bulk load would otherwise take one at every quarter of growth)... */
+  minIntervalMs: 5 * 60_000,
+  /** ...unless the log since the newest base has outgrown the store itself. */
+  urgentLogShare: 1,
+};
 
 const MANIFEST_VERSION = 1;
 
@@ -150,13 +159,14 @@ export class BackupService {
       return;
     }
     const since = await this.log.sizeAfter(epoch.epoch, base?.seq ?? 0);
-    const reference = base?.stats ?? (await this.instances.stats(instance));
+    // Measured against the store as it is now (what a restore writes back), not as the last base found it.
+    const current = await this.instances.stats(instance);
     // Small stores count as a few MiB and 10,000 records: their log replays in no time, and a base per write is churn.
-    const records = Math.max(reference.nodeCount + reference.relationshipCount, BASE_POLICY.minRecords);
-    const due =
-      since.plainBytes > BASE_POLICY.maxLogShare * Math.max(reference.storeSizeBytes, BASE_POLICY.minStoreBytes) ||
-      since.lines > BASE_POLICY.maxLogLineShare * records;
-    if (due) await this.takeBase(instance);
+    const bytes = Math.max(current.storeSizeBytes, BASE_POLICY.minStoreBytes);
+    const records = Math.max(current.nodeCount + current.relationshipCount, BASE_POLICY.minRecords);
+    const share = Math.max(since.plainBytes / bytes, since.lines / records);
+    const recent = base !== null && Date.now() - base.createdAt < BASE_POLICY.minIntervalMs;
+    if (share > (recent ? BASE_POLICY.urgentLogShare : BASE_POLICY.maxLogShare)) await this.takeBase(instance);
   }
 
   /** Takes a base of the instance's store and records it as a BASE point (nothing else refers to it yet). */
