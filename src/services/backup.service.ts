@@ -82,8 +82,8 @@ export interface CapturedPoint {
 export class BackupService {
   private readonly points: Repository<RestorePointEntity>;
   private readonly collecting = new Map<string, { again: boolean }>();
-  /** Instances whose base is being taken by this process (one at a time each). */
-  private readonly basing = new Set<string>();
+  /** Bases being taken by this process in the background, by instance (one at a time each). */
+  private readonly basing = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly db: DataSource,
@@ -151,8 +151,9 @@ export class BackupService {
    * The base policy, after each shipped segment: a new base once the log since the newest one (or since the epoch's
    * anchor) outgrows BASE_POLICY, or at once for a store whose earlier history is unknown. Taken in the background.
    */
-  private async considerBase(instance: InstanceEntity, epoch: StoreEpochEntity): Promise<void> {
-    if (this.basing.has(instance.id)) return;
+  private async considerBase(known: InstanceEntity, epoch: StoreEpochEntity): Promise<void> {
+    const instance = await this.instances.reload(known.id);
+    if (!instance || instance.status !== 'RUNNING' || this.basing.has(instance.id)) return;
     const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
     if (!base && epoch.anchor === 'NONE') {
       await this.takeBase(instance);
@@ -172,7 +173,21 @@ export class BackupService {
   /** Takes a base of the instance's store and records it as a BASE point (nothing else refers to it yet). */
   async takeBase(instance: InstanceEntity, context: JobContext = quietContext()): Promise<RestorePointEntity | null> {
     if (this.basing.has(instance.id)) return null;
-    this.basing.add(instance.id);
+    const taking = this.baseNow(instance, context);
+    this.basing.set(instance.id, taking);
+    try {
+      return await taking;
+    } finally {
+      this.basing.delete(instance.id);
+    }
+  }
+
+  /** Waits for a background base of the instance in flight (its store is about to be removed). */
+  async settle(instanceId: string): Promise<void> {
+    await this.basing.get(instanceId)?.catch(() => undefined);
+  }
+
+  private async baseNow(instance: InstanceEntity, context: JobContext): Promise<RestorePointEntity | null> {
     try {
       const { restorePoint } = await this.captureBase(instance, context);
       await this.points.insert(restorePoint);
@@ -181,8 +196,6 @@ export class BackupService {
     } catch (err) {
       this.logger.warn({ err, instanceId: instance.id }, 'taking a base of the store failed; the next shipped segment tries again');
       return null;
-    } finally {
-      this.basing.delete(instance.id);
     }
   }
 
