@@ -116,7 +116,9 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
 
     instances.onRemove(async (instance) => {
       await snapshots.deleteAllOf(instance);
+      // Background work on its store ends before the store goes.
       await changeLog.endEpochs(instance.id);
+      await backups.settle(instance.id);
       backups.collectSoon(instance.tenantId);
     });
     metrics.countInstancesWith(() => instances.countByAvailability());

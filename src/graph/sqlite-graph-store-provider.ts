@@ -78,7 +78,8 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
       if (key.startsWith(dir + '/') && key !== keepFile) await this.retire(key, entry);
     }
     if (keep === undefined) {
-      await rm(dir, { recursive: true, force: true });
+      // Retried: a store being opened meanwhile (background work that had not seen the deletion yet) adds files.
+      await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
       return;
     }
     const names = await readdir(dir).catch(() => [] as string[]);

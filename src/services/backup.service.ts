@@ -37,7 +37,16 @@ export const BASE_CHUNK_BYTES = 256 * 1024;
  * store's bytes, or lines for this share of its records: a restore replays that log, and at 1M nodes a replay of a
  * quarter of the records costs about as much as writing the base back.
  */
-export const BASE_POLICY = { maxLogShare: 0.25, maxLogLineShare: 0.25, minStoreBytes: 4 * 1024 * 1024, minRecords: 10_000 };
+export const BASE_POLICY = {
+  maxLogShare: 0.25,
+  maxLogLineShare: 0.25,
+  minStoreBytes: 4 * 1024 * 1024,
+  minRecords: 10_000,
+  /** At most one base per instance this often (a bulk load would otherwise take one at every quarter of growth)... */
+  minIntervalMs: 5 * 60_000,
+  /** ...unless the log since the newest base has outgrown the store itself. */
+  urgentLogShare: 1,
+};
 
 const MANIFEST_VERSION = 1;
 
@@ -73,8 +82,8 @@ export interface CapturedPoint {
 export class BackupService {
   private readonly points: Repository<RestorePointEntity>;
   private readonly collecting = new Map<string, { again: boolean }>();
-  /** Instances whose base is being taken by this process (one at a time each). */
-  private readonly basing = new Set<string>();
+  /** Bases being taken by this process in the background, by instance (one at a time each). */
+  private readonly basing = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly db: DataSource,
@@ -142,27 +151,43 @@ export class BackupService {
    * The base policy, after each shipped segment: a new base once the log since the newest one (or since the epoch's
    * anchor) outgrows BASE_POLICY, or at once for a store whose earlier history is unknown. Taken in the background.
    */
-  private async considerBase(instance: InstanceEntity, epoch: StoreEpochEntity): Promise<void> {
-    if (this.basing.has(instance.id)) return;
+  private async considerBase(known: InstanceEntity, epoch: StoreEpochEntity): Promise<void> {
+    const instance = await this.instances.reload(known.id);
+    if (!instance || instance.status !== 'RUNNING' || this.basing.has(instance.id)) return;
     const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
     if (!base && epoch.anchor === 'NONE') {
       await this.takeBase(instance);
       return;
     }
     const since = await this.log.sizeAfter(epoch.epoch, base?.seq ?? 0);
-    const reference = base?.stats ?? (await this.instances.stats(instance));
+    // Measured against the store as it is now (what a restore writes back), not as the last base found it.
+    const current = await this.instances.stats(instance);
     // Small stores count as a few MiB and 10,000 records: their log replays in no time, and a base per write is churn.
-    const records = Math.max(reference.nodeCount + reference.relationshipCount, BASE_POLICY.minRecords);
-    const due =
-      since.plainBytes > BASE_POLICY.maxLogShare * Math.max(reference.storeSizeBytes, BASE_POLICY.minStoreBytes) ||
-      since.lines > BASE_POLICY.maxLogLineShare * records;
-    if (due) await this.takeBase(instance);
+    const bytes = Math.max(current.storeSizeBytes, BASE_POLICY.minStoreBytes);
+    const records = Math.max(current.nodeCount + current.relationshipCount, BASE_POLICY.minRecords);
+    const share = Math.max(since.plainBytes / bytes, since.lines / records);
+    const recent = base !== null && Date.now() - base.createdAt < BASE_POLICY.minIntervalMs;
+    if (share > (recent ? BASE_POLICY.urgentLogShare : BASE_POLICY.maxLogShare)) await this.takeBase(instance);
   }
 
   /** Takes a base of the instance's store and records it as a BASE point (nothing else refers to it yet). */
   async takeBase(instance: InstanceEntity, context: JobContext = quietContext()): Promise<RestorePointEntity | null> {
     if (this.basing.has(instance.id)) return null;
-    this.basing.add(instance.id);
+    const taking = this.baseNow(instance, context);
+    this.basing.set(instance.id, taking);
+    try {
+      return await taking;
+    } finally {
+      this.basing.delete(instance.id);
+    }
+  }
+
+  /** Waits for a background base of the instance in flight (its store is about to be removed). */
+  async settle(instanceId: string): Promise<void> {
+    await this.basing.get(instanceId)?.catch(() => undefined);
+  }
+
+  private async baseNow(instance: InstanceEntity, context: JobContext): Promise<RestorePointEntity | null> {
     try {
       const { restorePoint } = await this.captureBase(instance, context);
       await this.points.insert(restorePoint);
@@ -171,8 +196,6 @@ export class BackupService {
     } catch (err) {
       this.logger.warn({ err, instanceId: instance.id }, 'taking a base of the store failed; the next shipped segment tries again');
       return null;
-    } finally {
-      this.basing.delete(instance.id);
     }
   }
 

@@ -83,8 +83,14 @@ export class ChangeLogService {
 
   // ---- epochs -----------------------------------------------------------------------------------------------------
 
-  /** The instance's history has ended (it is deleted): its epochs stay only as long as snapshots need them. */
+  /**
+   * The instance's history has ended (it is being deleted): its epochs stay only as long as snapshots need them. Waits
+   * for a shipping of it in flight, which may have opened its store, so that the store can be removed after this.
+   */
   async endEpochs(instanceId: string, at = Date.now()): Promise<void> {
+    clearTimeout(this.scheduled.get(instanceId));
+    this.scheduled.delete(instanceId);
+    await this.shipping.get(instanceId)?.catch(() => undefined);
     await this.epochs.update({ instanceId, endedAt: IsNull() }, { endedAt: at });
   }
 
