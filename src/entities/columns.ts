@@ -2,7 +2,7 @@
 import { Column, type ColumnOptions, type ValueTransformer } from 'typeorm';
 
 /** pg returns bigint as a string; the app works in numbers (epoch ms, byte counts: all far below 2^53). */
-const bigintAsNumber: ValueTransformer = {
+export const bigintAsNumber: ValueTransformer = {
   to: (value: number | null | undefined) => value,
   from: (value: string | number | null) => (value === null || value === undefined ? null : Number(value)),
 };

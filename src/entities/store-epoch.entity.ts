@@ -1,5 +1,5 @@
 import { Entity, PrimaryColumn, Column, Index } from 'typeorm';
-import { BigIntColumn, IdColumn } from './columns';
+import { BigIntColumn, bigintAsNumber, IdColumn } from './columns';
 
 /**
  * What an epoch's store held at seq 0, before its first logged write:
@@ -16,7 +16,7 @@ export type EpochAnchor = 'EMPTY' | 'ORIGIN' | 'BASE' | 'NONE';
 @Entity('store_epochs')
 @Index('idx_store_epochs_instance', ['instanceId', 'startedAt'])
 export class StoreEpochEntity {
-  @PrimaryColumn({ type: 'bigint', transformer: { to: (v: number) => v, from: (v: string | number) => Number(v) } })
+  @PrimaryColumn({ type: 'bigint', transformer: bigintAsNumber })
   epoch: number;
 
   @IdColumn()

@@ -321,8 +321,8 @@ export class BackupService {
   }
 
   /** The newest base of the epoch at or before seq (or its anchor), then the log up to seq. */
-  private async planAt(epoch: StoreEpochEntity, seq: number): Promise<MaterialisePlan> {
-    const base = await this.newestBase(epoch.epoch, seq);
+  private async planAt(epoch: StoreEpochEntity, seq: number, known?: RestorePointEntity | null): Promise<MaterialisePlan> {
+    const base = known !== undefined ? known : await this.newestBase(epoch.epoch, seq);
     let plan: MaterialisePlan;
     if (base) plan = await this.planOf(base);
     else if (epoch.anchor === 'EMPTY') plan = { base: null, deltas: [], logs: [] };
@@ -366,14 +366,15 @@ export class BackupService {
     const epoch = await this.log.epochAt(source.id, at);
     if (!epoch) throw new AppError('OUT_OF_RESTORE_WINDOW', `instance ${source.id} has no history at ${new Date(at).toISOString()}`);
     const seq = await this.log.seqAt(epoch, at);
-    const built = await this.build(await this.planAt(epoch, seq), null, target, context);
+    const base = await this.newestBase(epoch.epoch, seq);
+    const built = await this.build(await this.planAt(epoch, seq, base), null, target, context);
     const point = Object.assign(new RestorePointEntity(), {
       id: randomUUID(),
       tenantId: source.tenantId,
       instanceId: source.id,
       kind: 'LOG',
       parentId: null,
-      baseId: (await this.newestBase(epoch.epoch, seq))?.id ?? null,
+      baseId: base?.id ?? null,
       epoch: epoch.epoch,
       seq,
       at,
