@@ -3,7 +3,7 @@
 // baselines run in separate processes on copies of an instance's store.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -11,7 +11,8 @@ import { LABELS, TYPES } from './synthetic-graph';
 
 const REPO_ROOT = resolve(__dirname, '..', '..', '..');
 const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
-const ADMIN_KEY = 'bench-admin-key-0123456789';
+/** The bootstrap ADMIN key of every bench server's tenant `default`. */
+export const ADMIN_KEY = 'bench-admin-key-0123456789';
 export const MAX_BATCH = 10_000;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -121,19 +122,26 @@ function serverEnv(overrides: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...overrides };
 }
 
-export async function startServer(dataDir: string, env: Record<string, string>): Promise<Server> {
+/**
+ * Boots `snapgraph serve` on a free port. Its log goes to this process (the last lines kept for error messages), or
+ * with `logFile` straight into that file, so that a bench that logs every request (LOG_LEVEL=info, as a server runs
+ * by default) pays for writing its log as a deployment does, without this process reading it.
+ */
+export async function startServer(dataDir: string, env: Record<string, string>, { logFile }: { logFile?: string } = {}): Promise<Server> {
   const port = await freePort();
   const output: string[] = [];
+  const logFd = logFile === undefined ? null : openSync(logFile, 'a');
   const child = spawn(process.execPath, [CLI, 'serve'], {
     cwd: REPO_ROOT,
     env: serverEnv({ PORT: String(port), HOST: '127.0.0.1', SNAPGRAPH_DATA_DIR: dataDir, SNAPGRAPH_BOOTSTRAP_TOKEN: ADMIN_KEY, LOG_LEVEL: 'warn', ...env }),
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', logFd ?? 'pipe', 'pipe'],
   });
+  if (logFd !== null) closeSync(logFd);
   const keep = (chunk: Buffer) => {
     output.push(chunk.toString());
     if (output.length > 400) output.splice(0, output.length - 400);
   };
-  child.stdout!.on('data', keep);
+  child.stdout?.on('data', keep);
   child.stderr!.on('data', keep);
   const url = `http://127.0.0.1:${port}`;
   await until('the server to serve /healthz', async () => {
