@@ -7,7 +7,7 @@ import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, 
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { LABELS, TYPES } from './synthetic-graph';
+import { LABELS, type PropertyMaker, TYPES } from './synthetic-graph';
 
 const REPO_ROOT = resolve(__dirname, '..', '..', '..');
 const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -280,11 +280,12 @@ async function inBatches<T>(items: T[], batch: number, inFlight: number, send: (
   await Promise.all(Array.from({ length: inFlight }, worker));
 }
 
-export async function fill(instanceId: string, nodes: number, relationships: number, batch: number, random: () => number): Promise<string[]> {
+/** Writes a graph through the API; `properties` (synthetic-graph's, e.g. realistic ones) replaces the default tokens. */
+export async function fill(instanceId: string, nodes: number, relationships: number, batch: number, random: () => number, properties?: PropertyMaker): Promise<string[]> {
   const ids: string[] = new Array(nodes);
   const indexes = Array.from({ length: nodes }, (_, i) => i);
   await inBatches(indexes, batch, 2, async (slice, start) => {
-    const input = slice.map((n) => ({ labels: [LABELS[n % LABELS.length]], properties: nodeProperties(random, n) }));
+    const input = slice.map((n) => ({ labels: [LABELS[n % LABELS.length]], properties: properties?.node(n) ?? nodeProperties(random, n) }));
     const { createNodes } = await gql(`mutation($id: ID!, $nodes: [NodeInput!]!) { createNodes(instanceId: $id, nodes: $nodes) { id } }`, { id: instanceId, nodes: input });
     createNodes.forEach((node: { id: string }, i: number) => (ids[start + i] = node.id));
   });
@@ -294,7 +295,7 @@ export async function fill(instanceId: string, nodes: number, relationships: num
       type: TYPES[r % TYPES.length],
       startNodeId: ids[Math.floor(random() * nodes)],
       endNodeId: ids[Math.floor(random() * nodes)],
-      properties: { since: 1990 + Math.floor(random() * 35), weight: Math.round(random() * 1e4) / 1e4, ref: token(random, 8) },
+      properties: properties?.relationship(r) ?? { since: 1990 + Math.floor(random() * 35), weight: Math.round(random() * 1e4) / 1e4, ref: token(random, 8) },
     }));
     await gql(`mutation($id: ID!, $r: [RelationshipInput!]!) { createRelationships(instanceId: $id, relationships: $r) { id } }`, { id: instanceId, r: input });
   });
