@@ -91,7 +91,8 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
 
     const soleProcess = !config.databaseUrl;
     const runner = new OperationRunner(db, events, logger, { leaseMs: config.operationLeaseMs, soleProcess, maxAttempts: config.maxAttempts, maxConcurrent: config.maxConcurrentOperations }, metrics);
-    const tenants = new TenantService(db, events);
+    const tenants = new TenantService(db, events, { cacheMs: config.apiKeyCacheMs });
+    closers.push(() => tenants.close());
     const instances = new InstanceService(db, config, stores, events);
     const changeLog = new ChangeLogService(db, blobs, instances, logger, {
       shipDelayMs: config.logShipDelayMs,

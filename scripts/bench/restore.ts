@@ -1,9 +1,11 @@
 // Restore benchmark at 10,000 and 1,000,000 nodes (+ 2× relationships); `--sizes 10000,100000` to choose.
 // For each size: seconds (and per phase), records/s, peak RSS, the UNAVAILABLE window, and the p99 latency of a
 // read query issued every 50 ms during the restore; beside it, the time of a plain snapshot of the same data.
+// `--realistic` fills the stores with realistic, less compressible properties (synthetic-graph.ts).
 import { OperationEntity } from '../../src/entities/operation.entity';
 import type { AvailabilityEventPayload } from '../../src/events/event-bus';
 import { eventLoopMonitor, fillInstance, gql, mb, rssSampler, startBenchServer, waitFor } from './support';
+import { propertyStyleFromArgs } from './synthetic-graph';
 
 const sizes = (process.argv.includes('--sizes') ? process.argv[process.argv.indexOf('--sizes') + 1] : '10000,1000000')
   .split(',')
@@ -20,7 +22,7 @@ async function benchSize(nodes: number) {
   try {
     const { createInstance } = await gql(server, `mutation { createInstance(input: { name: "bench", tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`);
     const instanceId: string = createInstance.id;
-    await fillInstance(server, instanceId, nodes, relationships);
+    await fillInstance(server, instanceId, nodes, relationships, propertyStyleFromArgs());
     const operationDone = async (id: string) =>
       waitFor(async () => {
         const row = await server.app.db.getRepository(OperationEntity).findOne({ where: { id } });

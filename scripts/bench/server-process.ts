@@ -3,15 +3,16 @@
 // baselines run in separate processes on copies of an instance's store.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { LABELS, TYPES } from './synthetic-graph';
+import { LABELS, type PropertyMaker, TYPES } from './synthetic-graph';
 
 const REPO_ROOT = resolve(__dirname, '..', '..', '..');
 const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
-const ADMIN_KEY = 'bench-admin-key-0123456789';
+/** The bootstrap ADMIN key of every bench server's tenant `default`. */
+export const ADMIN_KEY = 'bench-admin-key-0123456789';
 export const MAX_BATCH = 10_000;
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -121,19 +122,26 @@ function serverEnv(overrides: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...overrides };
 }
 
-export async function startServer(dataDir: string, env: Record<string, string>): Promise<Server> {
+/**
+ * Boots `snapgraph serve` on a free port. Its log goes to this process (the last lines kept for error messages), or
+ * with `logFile` straight into that file, so that a bench that logs every request (LOG_LEVEL=info, as a server runs
+ * by default) pays for writing its log as a deployment does, without this process reading it.
+ */
+export async function startServer(dataDir: string, env: Record<string, string>, { logFile }: { logFile?: string } = {}): Promise<Server> {
   const port = await freePort();
   const output: string[] = [];
+  const logFd = logFile === undefined ? null : openSync(logFile, 'a');
   const child = spawn(process.execPath, [CLI, 'serve'], {
     cwd: REPO_ROOT,
     env: serverEnv({ PORT: String(port), HOST: '127.0.0.1', SNAPGRAPH_DATA_DIR: dataDir, SNAPGRAPH_BOOTSTRAP_TOKEN: ADMIN_KEY, LOG_LEVEL: 'warn', ...env }),
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', logFd ?? 'pipe', 'pipe'],
   });
+  if (logFd !== null) closeSync(logFd);
   const keep = (chunk: Buffer) => {
     output.push(chunk.toString());
     if (output.length > 400) output.splice(0, output.length - 400);
   };
-  child.stdout!.on('data', keep);
+  child.stdout?.on('data', keep);
   child.stderr!.on('data', keep);
   const url = `http://127.0.0.1:${port}`;
   await until('the server to serve /healthz', async () => {
@@ -272,11 +280,12 @@ async function inBatches<T>(items: T[], batch: number, inFlight: number, send: (
   await Promise.all(Array.from({ length: inFlight }, worker));
 }
 
-export async function fill(instanceId: string, nodes: number, relationships: number, batch: number, random: () => number): Promise<string[]> {
+/** Writes a graph through the API; `properties` (synthetic-graph's, e.g. realistic ones) replaces the default tokens. */
+export async function fill(instanceId: string, nodes: number, relationships: number, batch: number, random: () => number, properties?: PropertyMaker): Promise<string[]> {
   const ids: string[] = new Array(nodes);
   const indexes = Array.from({ length: nodes }, (_, i) => i);
   await inBatches(indexes, batch, 2, async (slice, start) => {
-    const input = slice.map((n) => ({ labels: [LABELS[n % LABELS.length]], properties: nodeProperties(random, n) }));
+    const input = slice.map((n) => ({ labels: [LABELS[n % LABELS.length]], properties: properties?.node(n) ?? nodeProperties(random, n) }));
     const { createNodes } = await gql(`mutation($id: ID!, $nodes: [NodeInput!]!) { createNodes(instanceId: $id, nodes: $nodes) { id } }`, { id: instanceId, nodes: input });
     createNodes.forEach((node: { id: string }, i: number) => (ids[start + i] = node.id));
   });
@@ -286,7 +295,7 @@ export async function fill(instanceId: string, nodes: number, relationships: num
       type: TYPES[r % TYPES.length],
       startNodeId: ids[Math.floor(random() * nodes)],
       endNodeId: ids[Math.floor(random() * nodes)],
-      properties: { since: 1990 + Math.floor(random() * 35), weight: Math.round(random() * 1e4) / 1e4, ref: token(random, 8) },
+      properties: properties?.relationship(r) ?? { since: 1990 + Math.floor(random() * 35), weight: Math.round(random() * 1e4) / 1e4, ref: token(random, 8) },
     }));
     await gql(`mutation($id: ID!, $r: [RelationshipInput!]!) { createRelationships(instanceId: $id, relationships: $r) { id } }`, { id: instanceId, r: input });
   });

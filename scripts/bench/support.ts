@@ -11,6 +11,7 @@ import type { InstanceEntity } from '../../src/entities/instance.entity';
 import type { GraphStats } from '../../src/graph/records';
 import { createLogger } from '../../src/logging/logger';
 import { type RunningServer, startServer } from '../../src/server';
+import type { PropertyStyle } from './synthetic-graph';
 
 export const BENCH_KEY = 'bench-admin-key-0123456789';
 
@@ -48,12 +49,12 @@ export async function gql<T = any>(server: { url: string }, query: string, varia
  * Fills an instance quickly: a child process builds the next store generation with the bulk loader (the restore
  * path), then the instance is pointed at it, instead of pushing millions of records through the API.
  */
-export async function fillInstance(server: RunningServer & { dataDir: string }, instanceId: string, nodes: number, relationships: number) {
+export async function fillInstance(server: RunningServer & { dataDir: string }, instanceId: string, nodes: number, relationships: number, style: PropertyStyle = 'simple') {
   const { instances } = server.app.services;
   const instance = (await instances.reload(instanceId)) as InstanceEntity;
   const generation = instance.storeGeneration + 1;
   const storePath = join(server.dataDir, 'instances', instanceId, `graph-${generation}.sqlite`);
-  const output = execFileSync(process.execPath, [join(__dirname, 'fill-store.js'), storePath, String(nodes), String(relationships)], {
+  const output = execFileSync(process.execPath, [join(__dirname, 'fill-store.js'), storePath, String(nodes), String(relationships), style], {
     maxBuffer: 64 * 1024 * 1024,
   });
   await instances.setState(instance, { storeGeneration: generation, reason: 'bench data loaded' });

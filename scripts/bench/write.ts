@@ -1,10 +1,12 @@
 // Write throughput through the public API: a real server process, batched createNodes and createRelationships
 // over HTTP, then the server's peak RSS. Prints figures; asserts nothing. Not part of `npm test`.
 //
-//   npm run bench:write -- [--nodes 100000] [--relationships 2×nodes] [--batch 1000] [--concurrency 1]
+//   npm run bench:write -- [--nodes 100000] [--relationships 2×nodes] [--batch 1000] [--concurrency 1] [--realistic]
+//
+// --realistic: realistic, less compressible properties (synthetic-graph.ts) instead of short repetitive ones.
 import { readFileSync } from 'node:fs';
 import { expectData, gql, releaseAll, startServer, type TestServer } from '../../test/support';
-import { LABELS, rng, TYPES } from './synthetic-graph';
+import { LABELS, propertyMaker, propertyStyleFromArgs, rng, TYPES } from './synthetic-graph';
 
 function flag(name: string, fallback: number): number {
   const index = process.argv.indexOf(`--${name}`);
@@ -53,6 +55,8 @@ async function main(): Promise<void> {
   const batchSize = flag('batch', 1_000);
   const concurrency = flag('concurrency', 1);
   const random = rng();
+  const style = propertyStyleFromArgs();
+  const properties = propertyMaker(style, random);
 
   const server: TestServer = await startServer();
   try {
@@ -66,7 +70,7 @@ async function main(): Promise<void> {
         const n = start + i;
         return {
           labels: [LABELS[n % LABELS.length]],
-          properties: { name: `node-${n}`, age: n % 97, score: Math.round(random() * 1e6) / 1e3, active: n % 2 === 0, tags: ['a', 'b'] },
+          properties: properties.node(n),
         };
       });
       const { createNodes } = expectData(
@@ -78,12 +82,12 @@ async function main(): Promise<void> {
       createNodes.forEach((node: { id: string }, i: number) => (nodeIds[start + i] = node.id));
     });
 
-    const relationships = await timeBatches(relationshipCount, batchSize, concurrency, async (_start, size) => {
+    const relationships = await timeBatches(relationshipCount, batchSize, concurrency, async (start, size) => {
       const batch = Array.from({ length: size }, (_, i) => ({
-        type: TYPES[i % TYPES.length],
+        type: TYPES[(start + i) % TYPES.length],
         startNodeId: nodeIds[Math.floor(random() * nodeCount)],
         endNodeId: nodeIds[Math.floor(random() * nodeCount)],
-        properties: { since: 1990 + (i % 35), weight: Math.round(random() * 100) / 100 },
+        properties: properties.relationship(start + i),
       }));
       expectData(
         await gql(
@@ -102,6 +106,7 @@ async function main(): Promise<void> {
     const figures = {
       nodes: nodeCount,
       relationships: relationshipCount,
+      properties: style,
       batch: batchSize,
       concurrency,
       nodesPerSecond: Math.round(nodes.perSecond),
@@ -115,7 +120,7 @@ async function main(): Promise<void> {
       throw new Error(`the instance holds ${JSON.stringify(written.stats)}, not what was written`);
     }
     process.stdout.write(
-      `write benchmark (${nodeCount} nodes, ${relationshipCount} relationships, batches of ${batchSize}, ${concurrency} in flight)\n` +
+      `write benchmark (${nodeCount} nodes, ${relationshipCount} relationships, ${style} properties, batches of ${batchSize}, ${concurrency} in flight)\n` +
         `  nodes:         ${figures.nodesPerSecond.toLocaleString('en')} /s  (${figures.nodeSeconds} s)\n` +
         `  relationships: ${figures.relationshipsPerSecond.toLocaleString('en')} /s  (${figures.relationshipSeconds} s)\n` +
         `  store size:    ${figures.storeMiB} MiB\n` +

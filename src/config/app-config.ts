@@ -58,6 +58,11 @@ export interface AppConfig {
   logSegmentBytes: number;
   /** Drop an upload or a WebSocket connection that sends nothing for this long. */
   idleTimeoutMs: number;
+  /**
+   * How long a replica may answer a shown API key from memory (0: every request reads the database). A revocation
+   * through the API reaches every replica at once regardless; this bounds changes made to the database by other means.
+   */
+  apiKeyCacheMs: number;
   /** Public-endpoint protection, checked before anything runs: see QueryLimits (api/query-limits.ts). */
   maxQueryDepth: number;
   maxQueryCost: number;
@@ -119,6 +124,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const logShipIntervalMs = check('SNAPGRAPH_LOG_SHIP_INTERVAL_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SHIP_INTERVAL_MS), 1_000), 1_000);
   const logSegmentBytes = check('SNAPGRAPH_LOG_SEGMENT_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SEGMENT_BYTES), 4 * 1024 ** 2), 4 * 1024 ** 2);
   const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
+  const apiKeyCacheMs = check('SNAPGRAPH_API_KEY_CACHE_MS', () => atMost(60_000, nonNegativeInteger(numeric(env.SNAPGRAPH_API_KEY_CACHE_MS), 1_000)), 1_000);
   const maxQueryDepth = check('SNAPGRAPH_MAX_QUERY_DEPTH', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_DEPTH), 12), 12);
   const maxQueryCost = check('SNAPGRAPH_MAX_QUERY_COST', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_COST), 100_000), 100_000);
   const maxQueryBytes = check('SNAPGRAPH_MAX_QUERY_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_BYTES), 100_000), 100_000);
@@ -163,6 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     logShipIntervalMs,
     logSegmentBytes,
     idleTimeoutMs,
+    apiKeyCacheMs,
     maxQueryDepth,
     maxQueryCost,
     maxQueryBytes,
@@ -255,6 +262,11 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
 function nonNegativeInteger(value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw new Error('value must be an integer of 0 or more');
+  return value;
+}
+
+function atMost(max: number, value: number): number {
+  if (value > max) throw new Error(`value must be at most ${max}`);
   return value;
 }
 

@@ -61,6 +61,16 @@ export interface PubSub<T extends Record<string, [string, unknown]>> {
 
 export interface EventBus {
   pubSub: PubSub<Topics>;
+  /**
+   * Whether events published by any replica reach this process now. In-process always; over Redis, while the
+   * subscribing connection is up and subscribed. Whatever this process caches on the promise of being told about
+   * changes (API keys) must not cache while this is false.
+   */
+  isDelivering(): boolean;
+  /** Called whenever events may have been missed (the Redis subscription dropped): such caches must be emptied. */
+  onDeliveryLost(listener: () => void): void;
+  /** Resolves once what this process has published so far has been handed to every subscribed replica. */
+  flush(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -86,7 +96,14 @@ function createTypedPubSub(target: TypedEventTarget<CustomEvent>): PubSub<Topics
 }
 
 export function createInMemoryEventBus(): EventBus {
-  return { pubSub: createTypedPubSub(new EventTarget() as TypedEventTarget<CustomEvent>), close: async () => undefined };
+  return {
+    pubSub: createTypedPubSub(new EventTarget() as TypedEventTarget<CustomEvent>),
+    // Dispatch is synchronous: nothing is ever missed, and a publish has reached every listener when it returns.
+    isDelivering: () => true,
+    onDeliveryLost: () => undefined,
+    flush: async () => undefined,
+    close: async () => undefined,
+  };
 }
 
 export async function createRedisEventBus(url: string): Promise<EventBus> {
@@ -95,8 +112,31 @@ export async function createRedisEventBus(url: string): Promise<EventBus> {
   const subscribeClient = new Redis(url, options);
   await Promise.all([publishClient.connect(), subscribeClient.connect()]);
   const eventTarget = createRedisEventTarget<CustomEvent>({ publishClient, subscribeClient });
+  // Messages published while the subscribing connection is down are lost for good. It counts as delivering again
+  // only once a PING has come back after the reconnection: ioredis re-sends its SUBSCRIBEs first, so by then
+  // Redis has them.
+  let delivering = true;
+  const lostListeners: (() => void)[] = [];
+  subscribeClient.on('close', () => {
+    if (!delivering) return;
+    delivering = false;
+    for (const listener of lostListeners) listener();
+  });
+  subscribeClient.on('ready', () => {
+    subscribeClient.ping().then(
+      () => (delivering = subscribeClient.status === 'ready'),
+      () => undefined,
+    );
+  });
   return {
     pubSub: createTypedPubSub(eventTarget),
+    isDelivering: () => delivering,
+    onDeliveryLost: (listener) => void lostListeners.push(listener),
+    // Redis answers one connection's commands in order: once the PING is answered, every earlier PUBLISH has been
+    // fanned out to the subscribers' connections.
+    flush: async () => {
+      await publishClient.ping();
+    },
     close: async () => {
       publishClient.disconnect();
       subscribeClient.disconnect();

@@ -1,11 +1,12 @@
 // Tenants and their API keys: creation, the first-boot bootstrap, authentication, listing, rotation.
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { hash, randomBytes, randomUUID } from 'node:crypto';
 import { type DataSource, IsNull, LessThan, type Repository } from 'typeorm';
 import { ApiKeyEntity, type Role } from '../entities/api-key.entity';
 import { TenantEntity } from '../entities/tenant.entity';
 import { badInput, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import { type Principal, requireRole } from './principal';
+import { PrincipalCache } from './principal-cache';
 
 export interface NewApiKey {
   key: ApiKeyEntity;
@@ -18,20 +19,44 @@ const TENANT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
 /** lastUsedAt is kept to this resolution: at most one write per key per minute, whatever the request rate. */
 export const API_KEY_USAGE_RESOLUTION_MS = 60_000;
 
-export const hashSecret = (secret: string) => createHash('sha256').update(secret, 'utf8').digest('hex');
+export const hashSecret = (secret: string) => hash('sha256', secret, 'hex');
+
+/** Keys one replica keeps in memory at most (each entry is a few hundred bytes). */
+const CACHED_KEYS = 10_000;
 const newSecret = () => `sg_${randomBytes(32).toString('base64url')}`;
 
 export class TenantService {
   private readonly tenants: Repository<TenantEntity>;
   private readonly keys: Repository<ApiKeyEntity>;
+  private readonly principals: PrincipalCache;
+  private readonly revocations?: AsyncIterator<unknown>;
 
-  /** `events` carries revocations to every replica (their WebSockets close); the CLI, which revokes nothing, has none. */
+  /**
+   * `events` carries revocations to every replica (their WebSockets close, their caches forget the key); the CLI,
+   * which authenticates nothing, has none, and then nothing is cached. `cacheMs` is how long a shown key's principal
+   * may be answered from memory (config apiKeyCacheMs).
+   */
   constructor(
     private readonly db: DataSource,
     private readonly events?: EventBus,
+    { cacheMs = 0 }: { cacheMs?: number } = {},
   ) {
     this.tenants = db.getRepository(TenantEntity);
     this.keys = db.getRepository(ApiKeyEntity);
+    this.principals = new PrincipalCache(events ? cacheMs : 0, CACHED_KEYS, () => events?.isDelivering() ?? false);
+    if (events && cacheMs > 0) {
+      events.onDeliveryLost(() => this.principals.clear());
+      const revocations = events.pubSub.subscribe('api-key.revoked', 'all');
+      this.revocations = revocations;
+      void (async () => {
+        for await (const { apiKeyId } of revocations) this.principals.forgetKey(apiKeyId);
+      })();
+    }
+  }
+
+  /** Stops following revocations (the server is closing). */
+  async close(): Promise<void> {
+    await this.revocations?.return?.();
   }
 
   /** On first boot (no tenant at all): tenant `default` with an ADMIN key. Returns the secret when it was generated. */
@@ -52,8 +77,17 @@ export class TenantService {
     return { tenant, apiKey: secret };
   }
 
+  /**
+   * The caller a secret stands for, or null. Answered from memory for up to `cacheMs` after a database read (which
+   * also records lastUsedAt), so lastUsedAt may lag its minute by that much.
+   */
   async authenticate(secret: string): Promise<Principal | null> {
-    const key = await this.keys.findOne({ where: { secretHash: hashSecret(secret) } });
+    const secretHash = hashSecret(secret);
+    return this.principals.get(secretHash, () => this.readPrincipal(secretHash));
+  }
+
+  private async readPrincipal(secretHash: string): Promise<Principal | null> {
+    const key = await this.keys.findOne({ where: { secretHash } });
     if (!key || key.revokedAt !== null) return null;
     const tenant = await this.tenants.findOne({ where: { id: key.tenantId } });
     if (!tenant) return null;
@@ -96,8 +130,13 @@ export class TenantService {
     if (!key || key.revokedAt !== null) throw notFound('API key', id);
     const at = Date.now();
     await this.keys.update({ id }, { revokedAt: at });
-    // Every replica closes the key's open WebSockets (requests and export links check the row themselves).
-    this.events?.pubSub.publish('api-key.revoked', 'all', { tenantId: key.tenantId, apiKeyId: id, at: new Date(at).toISOString() });
+    // This replica refuses the key from now on; every replica forgets it and closes its open WebSockets (export
+    // links check the row themselves). The answer waits until Redis has handed the revocation to every replica.
+    this.principals.forgetKey(id);
+    if (this.events) {
+      this.events.pubSub.publish('api-key.revoked', 'all', { tenantId: key.tenantId, apiKeyId: id, at: new Date(at).toISOString() });
+      await this.events.flush().catch(() => undefined);
+    }
   }
 
   /**

@@ -22,10 +22,12 @@ import {
   takeSnapshot,
   type TestDatabase,
   type TestServer,
+  withClient,
   within,
 } from '../support';
 
 const API_KEYS = `{ apiKeys { id name role createdAt lastUsedAt } }`;
+const VIEWER = `{ viewer { role } }`;
 const REVOKE = `mutation ($id: ID!) { revokeApiKey(id: $id) }`;
 const AVAILABILITY = `subscription ($id: ID!) { instanceAvailability(instanceId: $id) { availability } }`;
 
@@ -59,6 +61,32 @@ async function openSubscription(server: TestServer, key: string, instanceId: str
   assert.ok(connection.acknowledged, `the socket was refused: ${connection.closeCode}`);
   connection.socket.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query: AVAILABILITY, variables: { id: instanceId } } }));
   return connection;
+}
+
+/**
+ * Requests with one key, back to back on every server given (a few in flight on each), until stopped: some of them
+ * are under way whenever a revocation happens. `started` resolves once each server has answered one.
+ */
+function raceRequests(servers: TestServer[], key: string) {
+  let running = true;
+  const answered: Promise<void>[] = [];
+  const loops = servers.flatMap((server) => {
+    let first!: () => void;
+    answered.push(new Promise<void>((resolve) => (first = resolve)));
+    return Array.from({ length: 4 }, async () => {
+      while (running) {
+        await gql(server, VIEWER, {}, key);
+        first();
+      }
+    });
+  });
+  return {
+    started: Promise.all(answered),
+    stop: async () => {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
 }
 
 describe('API keys', () => {
@@ -115,6 +143,27 @@ describe('API keys', () => {
   });
 
   describe('revokeApiKey', () => {
+    it('refuses the key at once, though the server had been answering it from memory', async () => {
+      const server = suite.server;
+      const viewer = await createKey(server, server.adminKey, 'VIEWER', 'cached');
+      for (let i = 0; i < 5; i += 1) expectData(await gql(server, VIEWER, {}, viewer.secret));
+
+      expectData(await gql(server, REVOKE, { id: viewer.id }));
+      expectCode(await gql(server, VIEWER, {}, viewer.secret), 'UNAUTHENTICATED');
+      const ws = await connectWs(server, viewer.secret);
+      assert.equal(ws.acknowledged, false);
+    });
+
+    it('lets no request racing the revocation bring the key back', async () => {
+      const server = suite.server;
+      const member = await createKey(server, server.adminKey, 'MEMBER', 'raced');
+      const racing = raceRequests([server], member.secret);
+      await racing.started;
+      expectData(await gql(server, REVOKE, { id: member.id }));
+      await racing.stop();
+      for (let i = 0; i < 10; i += 1) expectCode(await gql(server, VIEWER, {}, member.secret), 'UNAUTHENTICATED');
+    });
+
     it("closes the key's open WebSockets with 4403 at once; other keys' sockets live on", async () => {
       const server = suite.server;
       const instance = await createInstance(server, { name: 'watched' });
@@ -241,10 +290,61 @@ describePostgres('revocation across replicas (PostgreSQL + Redis)', (postgres) =
     const link = await exportLink(second, snapshot.id, member.secret);
     const socket = await openSubscription(second, member.secret, instance.id);
 
+    // The other replica has been answering the key from memory.
+    for (let i = 0; i < 5; i += 1) expectData(await gql(second, VIEWER, {}, member.secret));
+
     expectData(await gql(first, REVOKE, { id: member.id }));
+    expectCode(await gql(second, VIEWER, {}, member.secret), 'UNAUTHENTICATED');
+    expectCode(await gql(first, VIEWER, {}, member.secret), 'UNAUTHENTICATED');
     const closed = await within(socket.closed, 5_000, 'the socket on the other replica closing');
     assert.equal(closed.code, 4403);
     await assertRefusal(await fetch(link.url), 403, 'FORBIDDEN');
     await assertRefusal(await fetch(link.url.replace(new URL(link.url).origin, first.url)), 403, 'FORBIDDEN');
   });
+
+  it('lets no request racing the revocation, on either replica, bring the key back', async () => {
+    const [first, second] = replicas;
+    const member = await createKey(first, first.adminKey, 'MEMBER', 'raced across');
+    const racing = raceRequests(replicas, member.secret);
+    await racing.started;
+    expectData(await gql(first, REVOKE, { id: member.id }));
+    await racing.stop();
+    for (let i = 0; i < 5; i += 1) {
+      expectCode(await gql(first, VIEWER, {}, member.secret), 'UNAUTHENTICATED');
+      expectCode(await gql(second, VIEWER, {}, member.secret), 'UNAUTHENTICATED');
+    }
+  });
+
+  it('serves a role change or a deleted tenant made in the database itself within SNAPGRAPH_API_KEY_CACHE_MS (1 s)', async () => {
+    const [first, second] = replicas;
+    const { apiKey: secret } = await createTenant(first, 'short-lived');
+    for (const replica of replicas) assert.equal(expectData(await gql(replica, VIEWER, {}, secret)).viewer.role, 'ADMIN');
+
+    // Changed behind the servers' backs: no event tells them.
+    await withClient(database.url, (client) => client.query(`UPDATE api_keys SET role = 'VIEWER' WHERE "tenantId" = (SELECT id FROM tenants WHERE name = 'short-lived')`));
+    const changed = Date.now();
+    await Promise.all(replicas.map((replica) => until(async () => expectData(await gql(replica, VIEWER, {}, secret)).viewer.role === 'VIEWER')));
+    assert.ok(Date.now() - changed < 1_000 + SLACK_MS, `the old role was served for ${Date.now() - changed} ms`);
+
+    await withClient(database.url, async (client) => {
+      await client.query(`DELETE FROM api_keys WHERE "tenantId" = (SELECT id FROM tenants WHERE name = 'short-lived')`);
+      await client.query(`DELETE FROM tenants WHERE name = 'short-lived'`);
+    });
+    const deleted = Date.now();
+    await Promise.all(replicas.map((replica) => until(async () => (await gql(replica, VIEWER, {}, secret)).errors?.[0]?.extensions?.code === 'UNAUTHENTICATED')));
+    assert.ok(Date.now() - deleted < 1_000 + SLACK_MS, `the deleted tenant was served for ${Date.now() - deleted} ms`);
+    expectCode(await gql(second, VIEWER, {}, secret), 'UNAUTHENTICATED');
+  });
 });
+
+/** What a loaded CI machine may add to the cache's bound before a change shows. */
+const SLACK_MS = 2_000;
+
+/** Polls every 50 ms until `check` holds (10 s at most). */
+async function until(check: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('the change never showed');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

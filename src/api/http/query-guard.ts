@@ -4,12 +4,30 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { GraphQLError } from 'graphql';
 import { parseWithinLimits, type QueryLimits } from '../query-limits';
 
+/**
+ * Clients send the same few queries again and again: the verdict on a query text is kept (the limits never change
+ * while the server runs), for this many texts of at most REMEMBERED_LENGTH characters, the oldest forgotten first.
+ */
+const REMEMBERED_QUERIES = 500;
+const REMEMBERED_LENGTH = 8 * 1024;
+
 export function queryGuard(limits: QueryLimits, refuse: (req: Request, res: Response, error: GraphQLError) => void): RequestHandler {
+  const verdicts = new Map<string, GraphQLError | null>();
+  const verdictOn = (source: string): GraphQLError | null => {
+    const known = verdicts.get(source);
+    if (known !== undefined) return known;
+    // A plain syntax error goes on: Apollo answers it as it answers every malformed request.
+    const refusal = parseWithinLimits(source, limits).refusal ?? null;
+    if (source.length <= REMEMBERED_LENGTH) {
+      if (verdicts.size >= REMEMBERED_QUERIES) verdicts.delete(verdicts.keys().next().value!);
+      verdicts.set(source, refusal);
+    }
+    return refusal;
+  };
   return (req: Request, res: Response, next: NextFunction) => {
     const source = querySource(req);
     if (source === undefined) return next();
-    const { refusal } = parseWithinLimits(source, limits);
-    // A plain syntax error goes on: Apollo answers it as it answers every malformed request.
+    const refusal = verdictOn(source);
     if (refusal) return refuse(req, res, refusal);
     next();
   };

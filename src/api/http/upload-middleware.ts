@@ -24,7 +24,8 @@ export async function createUploadMiddleware(
     res.status(status).json({ errors: [{ message, extensions: { code } }] });
 
   return async (req: Request, res: Response, next: NextFunction) => {
-    if (!req.is('multipart/form-data')) return next();
+    // The header test first: req.is() parses the media type, a cost every JSON request would pay.
+    if (!/multipart/i.test(req.headers['content-type'] ?? '') || !req.is('multipart/form-data')) return next();
     answerAfterRequestEnds(req, res);
     if (!PREFLIGHT_HEADERS.some((header) => req.headers[header])) {
       // Same rule as Apollo's CSRF prevention, applied before the body is read.

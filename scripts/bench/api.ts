@@ -1,0 +1,144 @@
+// Cheap requests: an authenticated `{ viewer { role } }` and an instance list against a bare Apollo Server 5 + express
+// hello world. Three processes besides this one: Snapgraph (`snapgraph serve`, default log level, its log written to
+// a file), the baseline (apollo-hello-world.ts), and the load generator (load-generator.ts: keep-alive connections,
+// fixed time after a warm-up). The three loads run interleaved, in alternating order, round after round; the figures
+// are the median and range over the rounds, and each ratio is taken within its round. Prints figures; asserts nothing.
+//
+//   npm run bench:api -- [--rounds 3] [--seconds 10] [--warmup 2] [--connections 50] [--instances 20]
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { LoadResult, LoadSpec } from './load-generator';
+import { ADMIN_KEY, flag, gql, spread, startServer, stopServer } from './server-process';
+
+const run = promisify(execFile);
+
+interface Load {
+  name: string;
+  spec: LoadSpec;
+  pid: number;
+}
+
+async function startBaseline(): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, [join(__dirname, 'apollo-hello-world.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    let text = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      const match = /listening (\d+)/.exec(text);
+      if (match) resolve(Number(match[1]));
+    });
+    child.once('exit', (code) => reject(new Error(`the baseline exited during boot (code ${code})`)));
+  });
+  return { url: `http://127.0.0.1:${port}/graphql`, child };
+}
+
+/** CPU time (user + system) a process has used so far, in ms. */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  // utime and stime are fields 14 and 15 of the stat line, in clock ticks (100 per second on Linux).
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}
+
+interface Measured extends LoadResult {
+  /** The server's CPU time per answer: unlike req/s, barely moved by other processes competing for the cores. */
+  serverCpuMsPerRequest: number;
+}
+
+async function runLoad(spec: LoadSpec, serverPid: number): Promise<Measured> {
+  const cpuBefore = cpuMs(serverPid);
+  const { stdout } = await run(process.execPath, [join(__dirname, 'load-generator.js'), JSON.stringify(spec)], { maxBuffer: 1024 * 1024 });
+  const result = JSON.parse(stdout.trim().split('\n').pop()!) as LoadResult;
+  return { ...result, serverCpuMsPerRequest: (cpuMs(serverPid) - cpuBefore) / result.answered };
+}
+
+async function main(): Promise<void> {
+  const rounds = flag('rounds', 3);
+  const seconds = flag('seconds', 10);
+  const warmupSeconds = flag('warmup', 2);
+  const connections = flag('connections', 50);
+  const instanceCount = flag('instances', 20);
+
+  const dataDir = mkdtempSync(join(tmpdir(), 'snapgraph-bench-api-'));
+  const server = await startServer(join(dataDir, 'data'), { LOG_LEVEL: 'info' }, { logFile: join(dataDir, 'server.log') });
+  const baseline = await startBaseline();
+  try {
+    // A VIEWER key, as a dashboard would hold: not the bootstrap ADMIN key.
+    const { createApiKey } = await gql(`mutation { createApiKey(name: "dashboard", role: VIEWER) { secret } }`);
+    const regions = ['eu-west', 'us-east', 'ap-south', 'sa-east'];
+    for (let i = 0; i < instanceCount; i++) {
+      await gql(`mutation($name: String!) { createInstance(input: { name: $name, tier: PROFESSIONAL }) { id } }`, {
+        name: `${regions[i % regions.length]}-graph-${i}`,
+      });
+    }
+    const common = { method: 'POST' as const, connections, warmupSeconds, seconds };
+    const json = { 'content-type': 'application/json' };
+    const authorized = { ...json, authorization: `Bearer ${createApiKey.secret}` };
+    const loads: Load[] = [
+      { name: 'baseline { hello }', pid: baseline.child.pid!, spec: { ...common, url: baseline.url, headers: json, body: JSON.stringify({ query: '{ hello }' }), expect: '"world"' } },
+      {
+        name: 'snapgraph { viewer { role } }',
+        pid: server.child.pid!,
+        spec: { ...common, url: `${server.url}/graphql`, headers: authorized, body: JSON.stringify({ query: '{ viewer { role } }' }), expect: '"VIEWER"' },
+      },
+      {
+        name: `snapgraph instance list (${instanceCount})`,
+        pid: server.child.pid!,
+        spec: {
+          ...common,
+          url: `${server.url}/graphql`,
+          headers: authorized,
+          body: JSON.stringify({ query: '{ instances { id name tier status availability createdAt } }' }),
+          expect: '"availability"',
+        },
+      },
+    ];
+
+    const results = new Map<string, Measured[]>(loads.map((load) => [load.name, []]));
+    process.stdout.write(`bench:api: ${connections} connections, ${warmupSeconds} s warm-up + ${seconds} s per load, ${rounds} rounds\n`);
+    for (let round = 0; round < rounds; round++) {
+      // Alternating order, so that a drift of the machine over time does not always favour the same side.
+      const order = round % 2 === 0 ? loads : [...loads].reverse();
+      for (const load of order) {
+        const result = await runLoad(load.spec, load.pid);
+        if (result.errors > 0) throw new Error(`${load.name}: ${result.errors} failed requests, the first: ${result.firstError}`);
+        results.get(load.name)!.push(result);
+        process.stdout.write(
+          `  round ${round + 1}  ${load.name.padEnd(36)} ${Math.round(result.requestsPerSecond).toString().padStart(6)} req/s` +
+            `  p50 ${result.p50ms.toFixed(2)} ms  p99 ${result.p99ms.toFixed(2)} ms  server CPU ${result.serverCpuMsPerRequest.toFixed(3)} ms/req\n`,
+        );
+      }
+    }
+
+    const rps = (value: number) => `${Math.round(value)} req/s`;
+    const ms = (value: number) => `${value.toFixed(2)} ms`;
+    const ratio = (value: number) => `${value.toFixed(2)}×`;
+    const base = results.get(loads[0].name)!;
+    process.stdout.write('\nmedian (range) over the rounds\n');
+    for (const load of loads) {
+      const rows = results.get(load.name)!;
+      process.stdout.write(`  ${load.name}\n`);
+      process.stdout.write(`    throughput ${spread(rows.map((r) => r.requestsPerSecond), rps)}\n`);
+      process.stdout.write(`    p50        ${spread(rows.map((r) => r.p50ms), ms)}\n`);
+      process.stdout.write(`    p99        ${spread(rows.map((r) => r.p99ms), ms)}\n`);
+      process.stdout.write(`    server CPU ${spread(rows.map((r) => r.serverCpuMsPerRequest), (v) => `${v.toFixed(3)} ms/req`)}\n`);
+      if (load !== loads[0]) {
+        process.stdout.write(`    throughput vs baseline (same round) ${spread(rows.map((r, i) => r.requestsPerSecond / base[i].requestsPerSecond), ratio)}\n`);
+        process.stdout.write(
+          `    CPU per request, baseline's / this (same round) ${spread(rows.map((r, i) => base[i].serverCpuMsPerRequest / r.serverCpuMsPerRequest), ratio)}\n`,
+        );
+      }
+    }
+  } finally {
+    baseline.child.kill('SIGTERM');
+    await stopServer(server);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,84 @@
+// The principals of recently shown API keys, by the key's hash, so that a request costs no database read. Bounded in
+// time (each entry lives `ttlMs`) and in size (the oldest entries go first). Whoever changes a key invalidates it here
+// (a revocation, on every replica through the event bus); a lookup that was under way meanwhile stores nothing, so
+// that a request racing a revocation cannot put the revoked key back.
+import type { Principal } from './principal';
+
+interface Entry {
+  principal: Principal;
+  expiresAt: number;
+}
+
+export class PrincipalCache {
+  private readonly entries = new Map<string, Entry>();
+  /** Lookups under way, by key hash: concurrent requests with one key share one database read. */
+  private readonly pending = new Map<string, Promise<Principal | null>>();
+  /** Bumped by every invalidation: a lookup that began before it must not store its (possibly stale) result. */
+  private generation = 0;
+
+  constructor(
+    private readonly ttlMs: number,
+    private readonly maxEntries: number,
+    /** False while invalidations may be missed (the event bus is disconnected): nothing is stored then. */
+    private readonly canCache: () => boolean,
+  ) {}
+
+  /**
+   * The principal of a key hash: from memory while its entry lives, else from `read` (shared with concurrent callers
+   * that ask for the same hash), stored unless something was invalidated while it ran.
+   */
+  async get(hash: string, read: () => Promise<Principal | null>): Promise<Principal | null> {
+    if (this.ttlMs === 0) return read();
+    const entry = this.entries.get(hash);
+    if (entry !== undefined) {
+      if (entry.expiresAt > Date.now()) return entry.principal;
+      this.entries.delete(hash);
+    }
+    const under = this.pending.get(hash);
+    if (under !== undefined) return under;
+    // The generation when the read began; null when the result must not be kept at all.
+    const ticket = this.canCache() ? this.generation : null;
+    const lookup = read().then(
+      (principal) => {
+        if (this.pending.get(hash) === lookup) this.pending.delete(hash);
+        if (principal !== null && ticket === this.generation) this.store(hash, principal);
+        return principal;
+      },
+      (error: unknown) => {
+        if (this.pending.get(hash) === lookup) this.pending.delete(hash);
+        throw error;
+      },
+    );
+    this.pending.set(hash, lookup);
+    return lookup;
+  }
+
+  /** Forgets one key everywhere in this process; lookups under way store nothing. */
+  forgetKey(apiKeyId: string): void {
+    this.invalidate();
+    for (const [hash, entry] of this.entries) {
+      if (entry.principal.apiKeyId === apiKeyId) this.entries.delete(hash);
+    }
+  }
+
+  /** Forgets everything (events may have been missed); lookups under way store nothing. */
+  clear(): void {
+    this.invalidate();
+    this.entries.clear();
+  }
+
+  private invalidate(): void {
+    this.generation += 1;
+    // A request that comes after the invalidation must read the database itself, not join a read from before it.
+    this.pending.clear();
+  }
+
+  private store(hash: string, principal: Principal): void {
+    this.entries.delete(hash);
+    if (this.entries.size >= this.maxEntries) {
+      const oldest = this.entries.keys().next();
+      if (!oldest.done) this.entries.delete(oldest.value);
+    }
+    this.entries.set(hash, { principal, expiresAt: Date.now() + this.ttlMs });
+  }
+}
