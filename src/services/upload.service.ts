@@ -1,6 +1,7 @@
 // Uploaded archives (.backup, .dump, or a .tar holding one): verified end to end while they are stored
 // encrypted, then restored through the same pipeline as a snapshot.
 import { randomUUID } from 'node:crypto';
+import { peekStream as peek } from '../archive/stream-peek';
 import { PassThrough, Readable } from 'node:stream';
 import { type ArchiveHeader, extractArchiveFromTar, isArchiveError, openArchive, SNIFF_LENGTH, sniffFileType } from '../archive';
 import type { OperationEntity } from '../entities/operation.entity';
@@ -105,28 +106,4 @@ export class UploadService {
     }
     return error;
   }
-}
-
-/** The first `length` bytes (fewer if the stream is shorter), and a stream that reads everything from the start. */
-async function peek(input: Readable, length: number): Promise<{ head: Buffer; stream: Readable }> {
-  const iterator = input[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let done = false;
-  while (size < length) {
-    const next = await iterator.next();
-    if (next.done) {
-      done = true;
-      break;
-    }
-    chunks.push(next.value);
-    size += next.value.length;
-  }
-  const head = Buffer.concat(chunks);
-  async function* replay(): AsyncGenerator<Buffer> {
-    if (head.length > 0) yield head;
-    if (done) return;
-    for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
-  }
-  return { head: head.subarray(0, length), stream: Readable.from(replay(), { objectMode: false }) };
 }

@@ -53,7 +53,7 @@ confirm must be exactly "RESTORE", else CONFIRMATION_REQUIRED and nothing happen
  * The uploaded bytes. graphql-upload's createReadStream() throws when the upload has already failed (e.g. it went
  * over maxFileSize before the resolver ran): that failure becomes the stream's error, which the service reports.
  */
-function openUpload(upload: FileUpload): Readable {
+export function openUpload(upload: FileUpload): Readable {
   try {
     return upload.createReadStream() as Readable;
   } catch (error) {
