@@ -88,6 +88,16 @@ export interface GraphLoader {
    */
   insert(batch: EncodedBatch): Promise<void>;
   /**
+   * Loads records of a foreign file, which names nodes by its own keys (graph-files/): tuple lines
+   *   [at, "<key>", "<id>", [labels…], {properties}]                                     (nodes)
+   *   [at, "<id>", "<type>", "<startKey>", "<endKey>", {properties}, "<key>" | null]    (relationships)
+   * with fresh ids chosen by the caller and `at` the record's place in the file. Keys go to an on-disk map beside the
+   * store (memory stays flat for any file), removed by finish() and abort(). A node key or relationship key the file
+   * already used, or an end naming no node loaded before it, is INVALID_BACKUP_FILE naming describe(at); limits as
+   * for insert().
+   */
+  insertKeyed(batch: EncodedBatch, describe: (at: number) => string): Promise<void>;
+  /**
    * Builds indexes and counts, checks every relationship's ends exist (INVALID_BACKUP_FILE) and the store's
    * final size (CAPACITY_EXCEEDED), and returns what the store holds.
    */
