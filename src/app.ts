@@ -18,6 +18,7 @@ import { BackupService } from './services/backup.service';
 import { ChangeLogService } from './services/change-log.service';
 import { ExportService } from './services/export.service';
 import { FileInspectionService } from './services/file-inspection.service';
+import { GRAPH_FILE_FORMATS } from './graph-files/graph-file-formats';
 import { GraphService } from './services/graph.service';
 import { InstanceService } from './services/instance.service';
 import { OperationService } from './services/operation.service';
@@ -112,7 +113,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const restores = new RestoreService(db, instances, snapshots, () => runner.kick(), changeLog);
     const exports = new ExportService(db, config, instances, snapshots, tenants);
     const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
-    const inspections = new FileInspectionService([]);
+    const inspections = new FileInspectionService(GRAPH_FILE_FORMATS);
     const verify = new VerifyService(db, snapshots, () => runner.kick());
     const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, inspections, backups, verify, events, changeLog };
 

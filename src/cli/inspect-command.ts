@@ -2,10 +2,11 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { GRAPH_FILE_FORMATS } from '../graph-files/graph-file-formats';
 import { type FileInspection, FileInspectionService } from '../services/file-inspection.service';
 import { CliError, UsageError } from './cli-error';
 
-export async function inspectCommand(args: string[], service = new FileInspectionService([])): Promise<number> {
+export async function inspectCommand(args: string[], service = new FileInspectionService(GRAPH_FILE_FORMATS)): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({ args, options: { json: { type: 'boolean' } }, allowPositionals: true, strict: true });

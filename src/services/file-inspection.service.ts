@@ -2,12 +2,13 @@
 // Reads the file once, as a stream: record counts come from reading every record, never from memory of them.
 import { Readable } from 'node:stream';
 import { extract as createTarExtract } from 'tar-stream';
-import { ARCHIVE_MAGIC, isArchiveError, isNeo4jStorePath, openArchive, type ArchiveHeader } from '../archive';
+import { ARCHIVE_MAGIC, isArchiveError, isNeo4jStorePath, openArchive, SNIFF_LENGTH, type ArchiveHeader } from '../archive';
 import { isTarHeader, NEO4J_DUMP_MESSAGE } from '../archive/file-type';
 import { peekStream as peek } from '../archive/stream-peek';
 import { describeNeo4jFile, NEO4J_HEADER_PEEK_LENGTH } from '../archive/neo4j-file-header';
 import type { GraphFileFormat } from '../graph-files/graph-file-format';
-import type { EngineVersion, GraphStats, NameCount } from '../graph/records';
+import { takeCensus } from '../graph-files/graph-file-census';
+import type { EngineVersion, GraphStats } from '../graph/records';
 
 export type FileKind =
   | 'SNAPGRAPH_ARCHIVE'
@@ -60,7 +61,7 @@ export class FileInspectionService {
     if (neo4j) {
       return { ...neo4j, restorable: false, contents: null, problem: NEO4J_DUMP_MESSAGE };
     }
-    const format = this.formats.find((candidate) => candidate.detect(head));
+    const format = this.formats.find((candidate) => candidate.detect(head.subarray(0, SNIFF_LENGTH)));
     if (format) return inspectForeign(format, stream);
     if (mayBeTar && isTarHeader(head)) return this.inspectTar(stream);
     return undefined;
@@ -133,54 +134,17 @@ function archiveFacts(header: ArchiveHeader) {
   };
 }
 
-/** A foreign graph file: every record read and counted, as a restore would read it. */
+/** A foreign graph file: every record read and checked as a restore reads it, and counted. */
 async function inspectForeign(format: InspectableFormat, input: Readable): Promise<FileInspection> {
-  const counts = new GraphCounts();
   const base = { kind: format.kind, engineVersion: null, capturedAt: null, details: null };
   try {
-    for await (const batch of format.open(input).records()) {
-      for (const record of batch) {
-        if (record.kind === 'node') counts.node(record.labels);
-        else counts.relationship(record.type);
-      }
-    }
-    return { ...base, restorable: true, contents: counts.stats(), problem: null };
+    const census = await takeCensus(format.open(input));
+    // A foreign file says nothing about the store it will make.
+    return { ...base, restorable: true, contents: { ...census, storeSizeBytes: 0 }, problem: null };
   } catch (error) {
     if (!isArchiveError(error)) throw error;
     return { ...base, restorable: false, contents: null, problem: error.message };
   }
-}
-
-class GraphCounts {
-  private nodes = 0;
-  private relationships = 0;
-  private readonly labels = new Map<string, number>();
-  private readonly types = new Map<string, number>();
-
-  node(labels: readonly string[]): void {
-    this.nodes++;
-    for (const label of labels) this.labels.set(label, (this.labels.get(label) ?? 0) + 1);
-  }
-
-  relationship(type: string): void {
-    this.relationships++;
-    this.types.set(type, (this.types.get(type) ?? 0) + 1);
-  }
-
-  /** storeSizeBytes is 0: a foreign file says nothing about the store it will make. */
-  stats(): GraphStats {
-    return {
-      nodeCount: this.nodes,
-      relationshipCount: this.relationships,
-      labels: sortedCounts(this.labels),
-      relationshipTypes: sortedCounts(this.types),
-      storeSizeBytes: 0,
-    };
-  }
-}
-
-function sortedCounts(counts: Map<string, number>): NameCount[] {
-  return [...counts].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, count]) => ({ name, count }));
 }
 
 function unknown(problem: string): FileInspection {
