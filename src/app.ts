@@ -109,7 +109,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics, backups);
     const operations = new OperationService(db, instances, events, runner);
     const restores = new RestoreService(db, instances, snapshots, () => runner.kick(), changeLog);
-    const exports = new ExportService(db, config, instances, snapshots, tenants);
+    const exports = new ExportService(db, config, instances, snapshots, tenants, backups);
     const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
     const verify = new VerifyService(db, snapshots, () => runner.kick());
     const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, backups, verify, events, changeLog };

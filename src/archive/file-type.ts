@@ -61,7 +61,9 @@ export function foreignFileError(firstBytes: Buffer): ArchiveError {
   }
 }
 
-export const WHAT_TO_UPLOAD = 'Upload a .backup or .dump file exported from Snapgraph, or a .tar holding one.';
+export const WHAT_TO_UPLOAD =
+  'Upload a .backup or .dump file exported from Snapgraph, an APOC export (apoc.export.json.all or apoc.export.cypher.all), ' +
+  'or a .tar holding one.';
 export const NEO4J_DUMP_MESSAGE =
   'This file is a Neo4j database dump or backup (made by neo4j-admin), not a Snapgraph archive. ' +
   'Snapgraph cannot read Neo4j store files. ' +
