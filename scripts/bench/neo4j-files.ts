@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fill, flag, gql, median, MiB, operationDone, rssSampler, secs, snapshot, spread, startServer, stopServer } from './server-process';
+import { fill, flag, gql, median, MiB, operationDone, rssSampler, secs, snapshot, spread, startServer, stopServer, until } from './server-process';
 
 const nodes = flag('nodes', 200_000);
 const pairs = flag('pairs', 3);
@@ -41,6 +41,10 @@ async function main(): Promise<void> {
     for (let round = 0; round < pairs; round++) {
       for (const format of FORMATS) {
         const { createInstance: target } = await gql(`mutation { createInstance(input: { name: "target", tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`);
+        await until('the target instance to run', async () => {
+          const { instance } = await gql(`query($id: ID!) { instance(id: $id) { status } }`, { id: target.id });
+          return instance.status === 'RUNNING' ? instance : null;
+        });
         await rss.part(format);
         const started = performance.now();
         const operationId = await upload(server.url, target.id, files[format]);
