@@ -111,7 +111,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics, backups);
     const operations = new OperationService(db, instances, events, runner);
     const restores = new RestoreService(db, instances, snapshots, () => runner.kick(), changeLog);
-    const exports = new ExportService(db, config, instances, snapshots, tenants);
+    const exports = new ExportService(db, config, instances, snapshots, tenants, backups);
     const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
     const inspections = new FileInspectionService(GRAPH_FILE_FORMATS);
     const verify = new VerifyService(db, snapshots, () => runner.kick());

@@ -251,9 +251,10 @@ class ApocCypherReader implements GraphFileReader {
   /** Optimizations NONE: `MATCH (n1:L{k:v}), (n2:L{k:v}) CREATE (n1)-[r:TYPE {…}]->(n2);` */
   private matchCreateRelationship(p: CypherTextParser, line: number): ForeignRecord {
     p.expect('MATCH');
+    if (!p.accept('(') || !p.peek('n1')) p.fail(UNKNOWN_STATEMENT);
     const [startKey, endKey] = ['n1', 'n2'].map((variable, i) => {
-      if (i === 1) p.expect(',');
-      p.expect('(', variable, ':');
+      if (i === 1) p.expect(',', '(');
+      p.expect(variable, ':');
       const label = p.name();
       const map = p.map();
       p.expect(')');

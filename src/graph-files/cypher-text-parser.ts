@@ -102,12 +102,16 @@ export class CypherTextParser {
       this.pos = start;
       this.fail(`${JSON.stringify(name)} is not a value Snapgraph can load (NaN and Infinity cannot be stored either)`);
     }
+    const unsupported = () => {
+      this.pos = start;
+      return this.fail(`${name}(…) is not a value Snapgraph can load`);
+    };
+    if (!TEMPORAL_FUNCTIONS.has(name) && name !== 'point') unsupported();
     const argument = this.value();
     this.expect(')');
     if (TEMPORAL_FUNCTIONS.has(name) && typeof argument === 'string') return argument;
     if (name === 'point' && isRecord(argument)) return pointOf(argument, (problem) => this.fail(problem));
-    this.pos = start;
-    return this.fail(`${name}(…) is not a value Snapgraph can load`);
+    return unsupported();
   }
 
   map(): Record<string, unknown> {

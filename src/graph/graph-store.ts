@@ -45,6 +45,8 @@ export interface GraphReadView {
   stats(): Promise<GraphStats>;
   /** Every node, then every relationship, in id order, as tuple lines built by the store. */
   encodedBatches(batchSize?: number): AsyncIterable<EncodedBatch>;
+  /** The labels of the given nodes (ids that name no node are left out). */
+  nodeLabels(ids: string[]): Promise<Map<string, string[]>>;
   close(): Promise<void>;
 }
 

@@ -460,6 +460,14 @@ class SqliteReadView implements GraphReadView {
     }
   }
 
+  async nodeLabels(ids: string[]): Promise<Map<string, string[]>> {
+    const rows = await this.connection.all<{ id: number; labels: string }>(
+      `SELECT id, labels FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`,
+      [JSON.stringify([...new Set(ids)].map(Number))],
+    );
+    return new Map(rows.map((row) => [String(row.id), JSON.parse(row.labels) as string[]]));
+  }
+
   async close(): Promise<void> {
     await this.connection.exec('COMMIT').catch(() => undefined);
     await this.connection.close();

@@ -96,7 +96,7 @@ describe('inspectFile and snapgraph inspect', () => {
     assert.equal(await operationCount(suite.server, instanceId), before);
   });
 
-  it('shows a Neo4j backup header and says to export with APOC or neo4j-admin CSV instead', async () => {
+  it('shows a Neo4j backup header and says to export with APOC instead', async () => {
     const { inspection } = await inspectUpload(suite.server, neo4jBackupHeader());
     assert.equal(inspection?.kind, 'NEO4J_BACKUP');
     assert.equal(inspection?.restorable, false);
@@ -105,7 +105,7 @@ describe('inspectFile and snapgraph inspect', () => {
     assert.equal(inspection?.details?.databaseName, 'neo4j');
     assert.equal(inspection?.details?.backupType, 'full');
     assert.deepEqual(inspection?.details?.transactionRange, { from: '12', to: '345' });
-    assert.match(inspection?.problem ?? '', /APOC.*neo4j-admin import CSV/s);
+    assert.match(inspection?.problem ?? '', /APOC.*apoc\.export\.json\.all/s);
   });
 
   it('needs an API key and the CSRF preflight header', async () => {

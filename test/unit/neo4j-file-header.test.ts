@@ -141,7 +141,7 @@ describe('FileInspectionService', () => {
     assert.equal(inspection.capturedAt, '2025-01-01T00:00:00.000Z');
     assert.equal(inspection.details?.databaseName, 'movies');
     assert.match(String(inspection.problem), /APOC/);
-    assert.match(String(inspection.problem), /neo4j-admin import CSV/);
+    assert.match(String(inspection.problem), /apoc\.export\.json\.all/);
   });
 
   it('reports a tar holding a Neo4j dump as the dump, naming the entry', async () => {
