@@ -17,6 +17,8 @@ import { Scheduler } from './scheduler/scheduler';
 import { BackupService } from './services/backup.service';
 import { ChangeLogService } from './services/change-log.service';
 import { ExportService } from './services/export.service';
+import { FileInspectionService } from './services/file-inspection.service';
+import { GRAPH_FILE_FORMATS } from './graph-files/graph-file-formats';
 import { GraphService } from './services/graph.service';
 import { InstanceService } from './services/instance.service';
 import { OperationService } from './services/operation.service';
@@ -110,10 +112,11 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics, backups);
     const operations = new OperationService(db, instances, events, runner);
     const restores = new RestoreService(db, instances, snapshots, () => runner.kick(), changeLog);
-    const exports = new ExportService(db, config, instances, snapshots, tenants);
+    const exports = new ExportService(db, config, instances, snapshots, tenants, backups);
     const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
+    const inspections = new FileInspectionService(GRAPH_FILE_FORMATS);
     const verify = new VerifyService(db, snapshots, () => runner.kick());
-    const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, backups, verify, events, changeLog };
+    const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, inspections, backups, verify, events, changeLog };
 
     instances.onRemove(async (instance) => {
       await snapshots.deleteAllOf(instance);

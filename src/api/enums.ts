@@ -8,6 +8,13 @@ export enum AvailabilityEnum { AVAILABLE = 'AVAILABLE', READ_ONLY = 'READ_ONLY',
 export enum SnapshotProfileEnum { SCHEDULED = 'SCHEDULED', ON_DEMAND = 'ON_DEMAND', PRE_RESTORE = 'PRE_RESTORE' }
 export enum SnapshotStatusEnum { PENDING = 'PENDING', IN_PROGRESS = 'IN_PROGRESS', COMPLETED = 'COMPLETED', FAILED = 'FAILED' }
 export enum ArchiveFormatEnum { BACKUP = 'BACKUP', DUMP = 'DUMP' }
+export enum ExportFormatEnum {
+  ARCHIVE = 'ARCHIVE',
+  APOC_JSON = 'APOC_JSON',
+  CYPHER = 'CYPHER',
+  GRAPHML = 'GRAPHML',
+  NEO4J_ADMIN_CSV = 'NEO4J_ADMIN_CSV',
+}
 export enum OperationKindEnum {
   SNAPSHOT = 'SNAPSHOT',
   RESTORE = 'RESTORE',
@@ -33,6 +40,13 @@ registerEnumType(SnapshotProfileEnum, {
 });
 registerEnumType(SnapshotStatusEnum, { name: 'SnapshotStatus' });
 registerEnumType(ArchiveFormatEnum, { name: 'ArchiveFormat' });
+registerEnumType(ExportFormatEnum, {
+  name: 'ExportFormat',
+  description: `ARCHIVE: the snapshot archive (.backup for V5, .dump for V4). APOC_JSON: JSON lines as
+apoc.export.json.all writes them (.json). CYPHER: a script as apoc.export.cypher.all writes it
+(.cypher). GRAPHML: as apoc.export.graphml.all writes it (.graphml). NEO4J_ADMIN_CSV: a .tar of
+header-carrying CSV files that \`neo4j-admin database import full\` loads (.tar).`,
+});
 registerEnumType(OperationKindEnum, { name: 'OperationKind' });
 registerEnumType(OperationStatusEnum, {
   name: 'OperationStatus',

@@ -3,6 +3,7 @@ import type { GraphQLSchema } from 'graphql';
 import { createPubSub } from '@graphql-yoga/subscription';
 import { buildSchema } from 'type-graphql';
 import { ExportResolver } from './resolvers/export.resolver';
+import { FileInspectionResolver } from './resolvers/file-inspection.resolver';
 import { GraphResolver } from './resolvers/graph.resolver';
 import { InstanceResolver } from './resolvers/instance.resolver';
 import { OperationResolver } from './resolvers/operation.resolver';
@@ -21,6 +22,7 @@ export const RESOLVERS = [
   RestoreResolver,
   PointInTimeResolver,
   ExportResolver,
+  FileInspectionResolver,
   SubscriptionResolver,
   AvailabilityEventResolver,
 ] as const;

@@ -61,11 +61,13 @@ export function foreignFileError(firstBytes: Buffer): ArchiveError {
   }
 }
 
-export const WHAT_TO_UPLOAD = 'Upload a .backup or .dump file exported from Snapgraph, or a .tar holding one.';
+export const WHAT_TO_UPLOAD =
+  'Upload a .backup or .dump file exported from Snapgraph, an APOC export (apoc.export.json.all or apoc.export.cypher.all), ' +
+  'or a .tar holding one.';
 export const NEO4J_DUMP_MESSAGE =
   'This file is a Neo4j database dump or backup (made by neo4j-admin), not a Snapgraph archive. ' +
-  'Snapgraph cannot read Neo4j store files. ' +
-  WHAT_TO_UPLOAD;
+  'Snapgraph cannot read Neo4j store files. Export the database from Neo4j with APOC ' +
+  '(apoc.export.json.all or apoc.export.cypher.all) and upload that file instead.';
 
 const NEO4J_ARCHIVE_MAGIC = /^[DB][ZGT]V[0-9]$/;
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
@@ -77,7 +79,7 @@ function startsWith(bytes: Buffer, prefix: Buffer): boolean {
 }
 
 /** As much of the gzip'd content as the prefix holds (a prefix is an incomplete stream). */
-function gunzipPrefix(bytes: Buffer): Buffer {
+export function gunzipPrefix(bytes: Buffer): Buffer {
   try {
     return gunzipSync(bytes, { finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: 8 * 1024 * 1024 });
   } catch {
@@ -91,7 +93,7 @@ function holdsNeo4jStore(bytes: Buffer): boolean {
 }
 
 /** The names in the tar headers that `bytes` (the start of a tar) holds whole. */
-function tarEntryNames(bytes: Buffer): string[] {
+export function tarEntryNames(bytes: Buffer): string[] {
   const names: string[] = [];
   let offset = 0;
   while (offset + TAR_BLOCK <= bytes.length) {
@@ -108,7 +110,7 @@ function tarEntryNames(bytes: Buffer): string[] {
 }
 
 /** A tar header block: its checksum field matches its bytes (the ustar magic is optional). */
-function isTarHeader(bytes: Buffer): boolean {
+export function isTarHeader(bytes: Buffer): boolean {
   if (bytes.length < TAR_BLOCK || bytes[0] === 0) return false;
   const stored = parseTarNumber(bytes.subarray(148, 156));
   if (stored === undefined) return false;

@@ -6,13 +6,13 @@ import { ArchiveError } from './archive-error';
 import { isNeo4jStorePath, NEO4J_DUMP_MESSAGE, sniffFileType, SNIFF_LENGTH, WHAT_TO_UPLOAD } from './file-type';
 
 /**
- * The first entry of the tar `input` whose content starts with the archive magic, as a byte
- * stream. Entries before it that are not archives are skipped; entries after it are not read.
+ * The first entry of the tar `input` whose content starts with the archive magic (or that `accepts`: another
+ * format a restore reads), as a byte stream. Entries before it that are not archives are skipped; entries after it are not read.
  * Rejects with NOT_AN_ARCHIVE when the tar holds no archive (or is not a tar), and NEO4J_DUMP
  * when it holds Neo4j store files or a Neo4j dump. A tar cut off inside the archive entry is
  * TRUNCATED: the rejection of this call, or the error of the returned stream.
  */
-export async function extractArchiveFromTar(input: Readable): Promise<Readable> {
+export async function extractArchiveFromTar(input: Readable, accepts: (head: Buffer) => boolean = () => false): Promise<Readable> {
   const tar = new TarReader(input);
   let lookalike: string | undefined; // an entry named like an archive that is not one, for the message
   try {
@@ -33,7 +33,7 @@ export async function extractArchiveFromTar(input: Readable): Promise<Readable> 
       const chunks = entry[Symbol.asyncIterator]() as Chunks;
       const head = await readHead(chunks, SNIFF_LENGTH, tar);
       const type = sniffFileType(head);
-      if (type === 'snapgraph-archive') return Readable.from(tar.streamEntry(head, chunks), { objectMode: false });
+      if (type === 'snapgraph-archive' || accepts(head)) return Readable.from(tar.streamEntry(head, chunks), { objectMode: false });
       if (type === 'neo4j-dump') {
         throw new ArchiveError('NEO4J_DUMP', `The tar file holds a Neo4j dump (${name}). ${NEO4J_DUMP_MESSAGE}`);
       }

@@ -7,6 +7,7 @@ import { installProcessErrorHandlers, installSignalHandlers, startServer } from 
 import { DEFAULT_URL } from './api-client';
 import { CliError, UsageError } from './cli-error';
 import { exportCommand } from './export-command';
+import { inspectCommand } from './inspect-command';
 import { restoreFileCommand } from './restore-file-command';
 import { apiKeyCommand, tenantCommand } from './tenant-commands';
 
@@ -19,6 +20,8 @@ const USAGE = `usage:
   snapgraph apikey list [--tenant <name>] [--json]
                                            API keys that are not revoked (no secrets), with when each was last used
   snapgraph export <snapshotId> [-o file]  download a snapshot's archive (resumes <file>.part; checks its sha256)
+  snapgraph inspect <file> [--json]       what a file is and holds (kind, counts by label and type, engine version,
+                                           capture time, header facts), read locally without a server; changes nothing
   snapgraph restore-file <instanceId> <file> --confirm RESTORE [--chunk-size 64M] [--cancel-on-interrupt]
                                            upload a .backup/.dump/.tar of any size and restore it into the
                                            instance (a rerun after Ctrl-C resumes the upload; Ctrl-C during the
@@ -46,6 +49,8 @@ async function main(argv: string[]): Promise<number> {
       return exportCommand(rest);
     case 'restore-file':
       return restoreFileCommand(rest);
+    case 'inspect':
+      return inspectCommand(rest);
     case '-h':
     case '--help':
     case 'help':

@@ -24,6 +24,17 @@ export class ExportTokenEntity {
   @Column({ type: 'varchar', length: 300 })
   fileName: string;
 
+  /** ARCHIVE, or the foreign graph file format of exportSnapshotAs (graph-files/). */
+  @Column({ type: 'varchar', length: 20, default: 'ARCHIVE' })
+  format: string;
+
+  /** A foreign format's file: its size and SHA-256 (it is deterministic); null for an archive (the snapshot's). */
+  @BigIntColumn({ nullable: true })
+  sizeBytes: number | null;
+
+  @Column({ type: 'varchar', length: 64, nullable: true })
+  sha256: string | null;
+
   @BigIntColumn()
   createdAt: number;
 

@@ -45,6 +45,8 @@ export interface GraphReadView {
   stats(): Promise<GraphStats>;
   /** Every node, then every relationship, in id order, as tuple lines built by the store. */
   encodedBatches(batchSize?: number): AsyncIterable<EncodedBatch>;
+  /** The labels of the given nodes (ids that name no node are left out). */
+  nodeLabels(ids: string[]): Promise<Map<string, string[]>>;
   close(): Promise<void>;
 }
 
@@ -87,6 +89,16 @@ export interface GraphLoader {
    * limits allow, or data taking more bytes than they allow, is CAPACITY_EXCEEDED as soon as it shows.
    */
   insert(batch: EncodedBatch): Promise<void>;
+  /**
+   * Loads records of a foreign file, which names nodes by its own keys (graph-files/): tuple lines
+   *   [at, "<key>", "<id>", [labels…], {properties}]                                     (nodes)
+   *   [at, "<id>", "<type>", "<startKey>", "<endKey>", {properties}, "<key>" | null]    (relationships)
+   * with fresh ids chosen by the caller and `at` the record's place in the file. Keys go to an on-disk map beside the
+   * store (memory stays flat for any file), removed by finish() and abort(). A node key or relationship key the file
+   * already used, or an end naming no node loaded before it, is INVALID_BACKUP_FILE naming describe(at); limits as
+   * for insert().
+   */
+  insertKeyed(batch: EncodedBatch, describe: (at: number) => string): Promise<void>;
   /**
    * Builds indexes and counts, checks every relationship's ends exist (INVALID_BACKUP_FILE) and the store's
    * final size (CAPACITY_EXCEEDED), and returns what the store holds.

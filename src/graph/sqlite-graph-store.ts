@@ -460,6 +460,14 @@ class SqliteReadView implements GraphReadView {
     }
   }
 
+  async nodeLabels(ids: string[]): Promise<Map<string, string[]>> {
+    const rows = await this.connection.all<{ id: number; labels: string }>(
+      `SELECT id, labels FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`,
+      [JSON.stringify([...new Set(ids)].map(Number))],
+    );
+    return new Map(rows.map((row) => [String(row.id), JSON.parse(row.labels) as string[]]));
+  }
+
   async close(): Promise<void> {
     await this.connection.exec('COMMIT').catch(() => undefined);
     await this.connection.close();
@@ -477,22 +485,54 @@ const LOAD: Record<EncodedBatch['kind'], string> = {
 };
 const TABLE_OF: Record<EncodedBatch['kind'], string> = { node: 'nodes', relationship: 'relationships' };
 
+// The key map of a foreign file: its node keys with the ids they were given, and the keys of its relationships (only
+// to refuse a repeated one); `at` is where the record is in the file, for messages.
+const KEY_MAP = `
+  CREATE TABLE keyed.node_keys (key TEXT PRIMARY KEY, id INTEGER NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE TABLE keyed.relationship_keys (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;`;
+// Tuple lines of GraphLoader.insertKeyed. A repeated key is skipped (and then reported): the count of changes says.
+const KEYED_LOAD = {
+  nodeKeys: `INSERT INTO keyed.node_keys (key, id, at) SELECT value ->> 1, value ->> 2, value ->> 0 FROM json_each(?1) WHERE true
+             ON CONFLICT DO NOTHING`,
+  nodes: `INSERT INTO nodes (id, labels, properties) SELECT value ->> 2, value -> 3, value -> 4 FROM json_each(?1)`,
+  relationshipKeys: `INSERT INTO keyed.relationship_keys (key, at) SELECT value ->> 6, value ->> 0 FROM json_each(?1)
+                     WHERE value ->> 6 IS NOT NULL ON CONFLICT DO NOTHING`,
+  // Relationships whose ends are not (yet) in the map are left out: the count of changes says so.
+  relationships: `INSERT INTO relationships (id, type, start_id, end_id, properties)
+                  SELECT j.value ->> 1, j.value ->> 2, s.id, e.id, j.value -> 5
+                  FROM json_each(?1) j JOIN keyed.node_keys s ON s.key = j.value ->> 3 JOIN keyed.node_keys e ON e.key = j.value ->> 4`,
+};
+
+/** The key map of a loader's foreign file: beside the store, removed with it. */
+export const keyMapPath = (storePath: string) => `${storePath}-keys`;
+const sqlString = (text: string) => `'${text.replace(/'/g, "''")}'`;
+
 /** Fills a fresh file as fast as SQLite allows (no journal: a crash just means the shadow is discarded). */
 export class SqliteGraphLoader implements GraphLoader {
   /** Records loaded so far, per kind: record numbers in messages count from here. */
   private readonly loaded: Record<EncodedBatch['kind'], number> = { node: 0, relationship: 0 };
 
+  /** Whether the key map's tables exist (made at the first insertKeyed). */
+  private keyed = false;
+
   private constructor(
     private readonly connection: SqliteConnection,
+    private readonly path: string,
     private readonly limits: WriteLimits,
     private readonly onAbort: () => Promise<void>,
   ) {}
 
   static async create(path: string, limits: WriteLimits, onAbort: () => Promise<void>): Promise<SqliteGraphLoader> {
     const connection = await SqliteConnection.open(path);
-    // One transaction for the whole load: without a journal there is nothing to roll back to anyway.
-    await connection.exec(`PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; ${TUNING} ${TABLES} BEGIN;`);
-    return new SqliteGraphLoader(connection, limits, onAbort);
+    // One transaction for the whole load: without a journal there is nothing to roll back to anyway. The key map of a
+    // foreign file (insertKeyed) is a file of its own beside the store, so that the store holds nothing of it after.
+    await connection.exec(
+      `PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; ${TUNING} ${TABLES}
+       ATTACH DATABASE ${sqlString(keyMapPath(path))} AS keyed;
+       PRAGMA keyed.journal_mode = OFF; PRAGMA keyed.synchronous = OFF; PRAGMA keyed.cache_size = -16000;
+       BEGIN;`,
+    );
+    return new SqliteGraphLoader(connection, path, limits, onAbort);
   }
 
   async insert(batch: EncodedBatch): Promise<void> {
@@ -503,6 +543,34 @@ export class SqliteGraphLoader implements GraphLoader {
       // Lines were validated before they got here: a repeated id is the archive's fault, anything else (a full disk) is not.
       throw /UNIQUE constraint/.test((error as Error).message) ? await this.repeatedIdError(batch) : error;
     }
+    await this.counted(batch);
+  }
+
+  async insertKeyed(batch: EncodedBatch, describe: (at: number) => string): Promise<void> {
+    if (batch.lines.length === 0) return;
+    if (!this.keyed) {
+      await this.connection.exec(KEY_MAP);
+      this.keyed = true;
+    }
+    const json = `[${batch.lines.join(',')}]`;
+    const db = this.connection;
+    if (batch.kind === 'node') {
+      const { changes } = await db.run(KEYED_LOAD.nodeKeys, [json]);
+      if (changes < batch.lines.length) throw await this.repeatedKeyError(json, 'nodeKeys', describe);
+      await db.run(KEYED_LOAD.nodes, [json]);
+    } else {
+      const withKeys = batch.lines.filter((line) => !line.endsWith(',null]')).length;
+      if (withKeys > 0) {
+        const { changes } = await db.run(KEYED_LOAD.relationshipKeys, [json]);
+        if (changes < withKeys) throw await this.repeatedKeyError(json, 'relationshipKeys', describe);
+      }
+      const { changes } = await db.run(KEYED_LOAD.relationships, [json]);
+      if (changes < batch.lines.length) throw await this.missingEndError(json, describe);
+    }
+    await this.counted(batch);
+  }
+
+  private async counted(batch: EncodedBatch): Promise<void> {
     this.loaded[batch.kind] += batch.lines.length;
     const { maxNodes, maxRelationships } = this.limits;
     const max = batch.kind === 'node' ? maxNodes : maxRelationships;
@@ -515,6 +583,8 @@ export class SqliteGraphLoader implements GraphLoader {
   async finish(): Promise<GraphStats> {
     const db = this.connection;
     await db.exec(`INSERT INTO node_labels (label, node_id) SELECT l.value, n.id FROM nodes n, json_each(n.labels) l; COMMIT; ${INDEXES}`);
+    await db.exec('DETACH DATABASE keyed');
+    await rm(keyMapPath(this.path), { force: true });
     await this.assertEndsExist();
     await this.assertFitsStorage('with its indexes');
     await db.exec(`BEGIN;
@@ -558,6 +628,40 @@ export class SqliteGraphLoader implements GraphLoader {
     return new AppError(
       'INVALID_BACKUP_FILE',
       `The archive is invalid: ${batch.kind} record ${this.loaded[batch.kind] + at + 1}: id "${ids[at]}" is already used by an earlier ${batch.kind} record.`,
+    );
+  }
+
+  /** The first record of the batch whose key an earlier record (of this batch or before) already has. */
+  private async repeatedKeyError(json: string, table: 'nodeKeys' | 'relationshipKeys', describe: (at: number) => string): Promise<AppError> {
+    const keyField = table === 'nodeKeys' ? 1 : 6;
+    const row = await this.connection.get<{ at: number; key: string; first: number }>(
+      `SELECT j.value ->> 0 AS at, j.value ->> ${keyField} AS key, k.at AS first
+       FROM json_each(?1) j JOIN keyed.${table === 'nodeKeys' ? 'node_keys' : 'relationship_keys'} k ON k.key = j.value ->> ${keyField}
+       WHERE k.at <> j.value ->> 0 ORDER BY j.key LIMIT 1`,
+      [json],
+    );
+    const what = table === 'nodeKeys' ? 'node' : 'relationship';
+    if (!row) return new AppError('INVALID_BACKUP_FILE', `The file is invalid: a ${what} id is used twice.`);
+    return new AppError(
+      'INVALID_BACKUP_FILE',
+      `The file is invalid at ${describe(row.at)}: ${what} id ${JSON.stringify(row.key)} is already used by the ${what} at ${describe(row.first)}.`,
+    );
+  }
+
+  /** The first relationship of the batch with an end that names no node loaded before it. */
+  private async missingEndError(json: string, describe: (at: number) => string): Promise<AppError> {
+    const row = await this.connection.get<{ at: number; startKey: string; endKey: string; start: number | null }>(
+      `SELECT j.value ->> 0 AS at, j.value ->> 3 AS startKey, j.value ->> 4 AS endKey, s.id AS start
+       FROM json_each(?1) j LEFT JOIN keyed.node_keys s ON s.key = j.value ->> 3 LEFT JOIN keyed.node_keys e ON e.key = j.value ->> 4
+       WHERE s.id IS NULL OR e.id IS NULL ORDER BY j.key LIMIT 1`,
+      [json],
+    );
+    if (!row) return new AppError('INVALID_BACKUP_FILE', 'The file is invalid: a relationship names a node the file does not hold.');
+    const [end, key] = row.start === null ? ['start', row.startKey] : ['end', row.endKey];
+    return new AppError(
+      'INVALID_BACKUP_FILE',
+      `The file is invalid at ${describe(row.at)}: the relationship's ${end} node ${JSON.stringify(key)} is not a node of the file ` +
+        '(or comes after the relationship: nodes must come first).',
     );
   }
 
@@ -719,5 +823,5 @@ async function logWrite(db: SqliteConnection, lines: string, params: unknown[]):
 }
 
 export async function removeStoreFiles(path: string): Promise<void> {
-  await Promise.all(['', '-wal', '-shm', '-journal'].map((suffix) => rm(path + suffix, { force: true })));
+  await Promise.all(['', '-wal', '-shm', '-journal', '-keys'].map((suffix) => rm(path + suffix, { force: true })));
 }

@@ -19,7 +19,10 @@ import { RestorePointEntity } from '../entities/restore-point.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
 import { AppError } from '../errors/app-error';
-import type { GraphStoreProvider, WriteLimits } from '../graph/graph-store';
+import type { GraphReadView, GraphStoreProvider, WriteLimits } from '../graph/graph-store';
+import type { GraphFileFormat, GraphFileKind, GraphFileSource } from '../graph-files/graph-file-format';
+import { GRAPH_FILE_FORMATS } from '../graph-files/graph-file-formats';
+import { decodedBatches } from '../graph-files/decoded-batches';
 import { batchesOfLines, lineBatches } from '../graph/line-batches';
 import type { DeltaBatch, GraphStats } from '../graph/records';
 import type { JobContext } from '../jobs/operation-handler';
@@ -466,6 +469,68 @@ export class BackupService {
     });
   }
 
+  /**
+   * Produces the snapshot as a foreign graph file (exportSnapshotAs) into an encrypted export copy beside the archive's,
+   * and returns its size and sha256. Deterministic, like the archive: `expectedSha256` (a link's) is checked.
+   */
+  async prepareGraphFileExport(
+    snapshot: SnapshotEntity,
+    instanceName: string,
+    format: GraphFileFormat,
+    expectedSha256?: string,
+  ): Promise<{ sizeBytes: number; sha256: string }> {
+    const write = format.write;
+    if (!write) throw new AppError('BAD_USER_INPUT', `exporting as ${format.kind} is not available`);
+    const key = exportKeyOf(snapshot, format.kind);
+    return this.withScratchView(snapshot, quietContext(), async (view) => {
+      const source: GraphFileSource = {
+        stats: snapshot.contents!,
+        engineVersion: snapshot.engineVersion,
+        capturedAt: new Date(snapshot.createdAt).toISOString(),
+        sourceInstanceName: instanceName,
+        batches: () => decodedBatches(view.encodedBatches()),
+        nodeLabels: (ids) => view.nodeLabels(ids),
+      };
+      const digest = createHash('sha256');
+      let sizeBytes = 0;
+      const file = write(source);
+      const measured = file.pipe(
+        new Transform({
+          transform(chunk: Buffer, _encoding, callback) {
+            digest.update(chunk);
+            sizeBytes += chunk.length;
+            callback(null, chunk);
+          },
+        }),
+      );
+      file.on('error', (error) => measured.destroy(error));
+      await this.blobs.write(key, measured);
+      const sha256 = digest.digest('hex');
+      if (expectedSha256 !== undefined && expectedSha256 !== sha256) {
+        await this.blobs.delete(key);
+        throw new AppError('INVALID_BACKUP_FILE', `snapshot ${snapshot.id} no longer produces the ${format.kind} file its link records`);
+      }
+      return { sizeBytes, sha256 };
+    });
+  }
+
+  /** A foreign graph file export copy; produced again when a collection removed it meanwhile. */
+  async openGraphFileExport(
+    snapshot: SnapshotEntity,
+    instanceName: string,
+    format: GraphFileFormat,
+    sha256: string,
+    range?: { start?: number; end?: number },
+  ): Promise<Readable> {
+    try {
+      return await this.blobs.read(exportKeyOf(snapshot, format.kind), range);
+    } catch (error) {
+      if (!(error instanceof BlobNotFoundError)) throw error;
+      await this.prepareGraphFileExport(snapshot, instanceName, format, sha256);
+      return this.blobs.read(exportKeyOf(snapshot, format.kind), range);
+    }
+  }
+
   /** The export copy; produced again when a collection removed it meanwhile (it is deterministic). */
   async openExport(snapshot: SnapshotEntity, instanceName: string, range?: { start?: number; end?: number }): Promise<Readable> {
     try {
@@ -483,7 +548,7 @@ export class BackupService {
     const folder = `tenants/${tenantId}/exports`;
     let removed = 0;
     for await (const key of this.options.listBlobs(folder)) {
-      const snapshotId = key.slice(folder.length + 1).replace(/\.archive$/, '');
+      const snapshotId = key.slice(folder.length + 1).replace(/\.[a-z_]+$/, '');
       const live = await this.db.getRepository(ExportTokenEntity).existsBy({ snapshotId, expiresAt: MoreThan(Date.now()) });
       if (live) continue;
       await this.blobs.delete(key);
@@ -494,6 +559,7 @@ export class BackupService {
 
   async forgetExport(snapshot: SnapshotEntity): Promise<void> {
     await this.blobs.delete(exportKeyOf(snapshot));
+    for (const format of GRAPH_FILE_FORMATS) await this.blobs.delete(exportKeyOf(snapshot, format.kind));
   }
 
   /**
@@ -506,13 +572,7 @@ export class BackupService {
     consume: (archive: Readable, measured: () => { sizeBytes: number; sha256: string }) => Promise<T>,
     context: JobContext = quietContext(),
   ): Promise<T> {
-    if (!snapshot.restorePointId || !snapshot.contents) throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} has no restore point`);
-    const scratchId = randomUUID();
-    try {
-      await this.materialise(snapshot.restorePointId, { instanceId: scratchId, generation: 1, limits: UNLIMITED }, context);
-      return await this.stores.use(scratchId, 1, async (store) => {
-        const view = await store.openReadView();
-        try {
+    return this.withScratchView(snapshot, context, async (view) => {
           const writer = createArchiveWriter({
             engineVersion: snapshot.engineVersion,
             sourceInstanceId: snapshot.instanceId,
@@ -544,6 +604,19 @@ export class BackupService {
             throw error;
           }
           return await consumed;
+    });
+  }
+
+  /** The snapshot materialised into a scratch store, read through one view; the scratch store is removed after. */
+  private async withScratchView<T>(snapshot: SnapshotEntity, context: JobContext, fn: (view: GraphReadView) => Promise<T>): Promise<T> {
+    if (!snapshot.restorePointId || !snapshot.contents) throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} has no restore point`);
+    const scratchId = randomUUID();
+    try {
+      await this.materialise(snapshot.restorePointId, { instanceId: scratchId, generation: 1, limits: UNLIMITED }, context);
+      return await this.stores.use(scratchId, 1, async (store) => {
+        const view = await store.openReadView();
+        try {
+          return await fn(view);
         } finally {
           await view.close();
         }
@@ -792,7 +865,9 @@ export class BackupService {
 }
 
 export const manifestKeyOf = (tenantId: string, restorePointId: string) => `tenants/${tenantId}/manifests/${restorePointId}.json`;
-const exportKeyOf = (snapshot: Pick<SnapshotEntity, 'tenantId' | 'id'>) => `tenants/${snapshot.tenantId}/exports/${snapshot.id}.archive`;
+/** The export copy of a snapshot: its archive, or a foreign graph file (`<id>.apoc_json`). */
+const exportKeyOf = (snapshot: Pick<SnapshotEntity, 'tenantId' | 'id'>, kind: GraphFileKind | 'ARCHIVE' = 'ARCHIVE') =>
+  `tenants/${snapshot.tenantId}/exports/${snapshot.id}.${kind.toLowerCase()}`;
 
 /** Scratch stores (exports, verification) hold whatever the snapshot holds. */
 const UNLIMITED: WriteLimits = { maxNodes: null, maxRelationships: null, maxBytes: Number.MAX_SAFE_INTEGER };

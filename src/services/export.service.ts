@@ -11,6 +11,9 @@ import type { InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
 import type { SnapshotService } from './snapshot.service';
 import type { TenantService } from './tenant.service';
+import type { BackupService } from './backup.service';
+import type { GraphFileFormat, GraphFileKind } from '../graph-files/graph-file-format';
+import { graphFileFormat } from '../graph-files/graph-file-formats';
 
 export const EXPORT_PATH = '/exports';
 
@@ -22,9 +25,12 @@ export interface ExportLink {
   sha256: string;
 }
 
+export type ExportFormat = 'ARCHIVE' | GraphFileKind;
+
 export interface Download {
   snapshot: SnapshotEntity;
   fileName: string;
+  contentType: string;
   sizeBytes: number;
   sha256: string;
   open(range?: { start: number; end: number }): Promise<Readable>;
@@ -55,18 +61,27 @@ export class ExportService {
     private readonly instances: InstanceService,
     private readonly snapshots: SnapshotService,
     private readonly tenants: TenantService,
+    private readonly backups: BackupService,
   ) {
     this.tokens = db.getRepository(ExportTokenEntity);
   }
 
-  async createLink(principal: Principal, snapshotId: string, origin: string): Promise<ExportLink> {
+  /** A link to the snapshot as an archive (format ARCHIVE) or as a foreign graph file (exportSnapshotAs). */
+  async createLink(principal: Principal, snapshotId: string, origin: string, format: ExportFormat = 'ARCHIVE'): Promise<ExportLink> {
     requireRole(principal, 'MEMBER', 'exporting a snapshot');
-    const snapshot = await this.snapshots.prepareExport(await this.snapshots.require(principal, snapshotId));
-    if (snapshot.status !== 'COMPLETED' || snapshot.sizeBytes === null || snapshot.sha256 === null) {
+    const fileFormat = format === 'ARCHIVE' ? null : writableFormat(format);
+    const found = await this.snapshots.require(principal, snapshotId);
+    const snapshot = fileFormat ? found : await this.snapshots.prepareExport(found);
+    if (snapshot.status !== 'COMPLETED' || (!fileFormat && (snapshot.sizeBytes === null || snapshot.sha256 === null))) {
       throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} is ${snapshot.status}; only COMPLETED snapshots can be exported`);
     }
     const instance = await this.instances.find(principal, snapshot.instanceId);
-    const fileName = exportFileName(instance?.name ?? snapshot.instanceId, snapshot.createdAt, snapshot.engineVersion);
+    const instanceName = instance?.name ?? snapshot.instanceId;
+    const file = fileFormat
+      ? await this.backups.prepareGraphFileExport(snapshot, instanceName, fileFormat)
+      : { sizeBytes: snapshot.sizeBytes!, sha256: snapshot.sha256! };
+    const extension = fileFormat ? fileFormat.extension : archiveExtension(snapshot.engineVersion);
+    const fileName = exportFileName(instanceName, snapshot.createdAt, extension);
     const token = randomBytes(32).toString('base64url');
     const now = Date.now();
     const expiresAt = now + this.config.exportUrlTtlMs;
@@ -77,12 +92,15 @@ export class ExportService {
       apiKeyId: principal.apiKeyId,
       tokenHash: hashToken(token),
       fileName,
+      format,
+      sizeBytes: fileFormat ? file.sizeBytes : null,
+      sha256: fileFormat ? file.sha256 : null,
       createdAt: now,
       expiresAt,
     });
     await this.tokens.delete({ expiresAt: LessThan(now - 24 * 3600_000) });
     const base = (this.config.publicUrl ?? origin).replace(/\/+$/, '');
-    return { url: `${base}${EXPORT_PATH}/${token}`, fileName, expiresAt, sizeBytes: snapshot.sizeBytes, sha256: snapshot.sha256 };
+    return { url: `${base}${EXPORT_PATH}/${token}`, fileName, expiresAt, ...file };
   }
 
   /** The download behind a token; DownloadRefused(404) when unknown or the snapshot is gone, (410) when expired. */
@@ -98,9 +116,23 @@ export class ExportService {
     if (!snapshot || snapshot.tenantId !== link.tenantId || snapshot.status !== 'COMPLETED') {
       throw new DownloadRefused(404, 'the snapshot of this export link no longer exists');
     }
+    const fileFormat = link.format === 'ARCHIVE' ? null : graphFileFormat(link.format);
+    if (fileFormat && link.sha256 !== null && link.sizeBytes !== null) {
+      const sha256 = link.sha256;
+      const instanceName = (await this.instances.reload(snapshot.instanceId))?.name ?? snapshot.instanceId;
+      return {
+        snapshot,
+        fileName: link.fileName,
+        contentType: fileFormat.contentType,
+        sizeBytes: link.sizeBytes,
+        sha256,
+        open: (range) => this.backups.openGraphFileExport(snapshot, instanceName, fileFormat, sha256, range),
+      };
+    }
     return {
       snapshot,
       fileName: link.fileName,
+      contentType: 'application/octet-stream',
       sizeBytes: snapshot.sizeBytes ?? 0,
       sha256: snapshot.sha256 ?? '',
       open: (range) => this.snapshots.openArchive(snapshot, range),
@@ -108,8 +140,17 @@ export class ExportService {
   }
 }
 
-/** `<instance-name>-<YYYY-MM-DDTHH-MM-SSZ>.backup|.dump`, with the name made safe for any file system. */
-export function exportFileName(instanceName: string, createdAt: number, engineVersion: 'V4' | 'V5'): string {
+/** The format to export as, or BAD_USER_INPUT when Snapgraph cannot write it (yet). */
+function writableFormat(format: Exclude<ExportFormat, 'ARCHIVE'>): GraphFileFormat {
+  const found = graphFileFormat(format);
+  if (!found?.write) {
+    throw new AppError('BAD_USER_INPUT', `exporting as ${format} is not available in this release; export as ARCHIVE, APOC_JSON or CYPHER`);
+  }
+  return found;
+}
+
+/** `<instance-name>-<YYYY-MM-DDTHH-MM-SSZ><extension>` (.backup, .dump, .json, …), the name made safe for any file system. */
+export function exportFileName(instanceName: string, createdAt: number, extension: string): string {
   const safeName =
     instanceName
       .normalize('NFKD')
@@ -118,5 +159,5 @@ export function exportFileName(instanceName: string, createdAt: number, engineVe
       .replace(/^[-.]+|[-.]+$/g, '')
       .slice(0, 100) || 'instance';
   const stamp = new Date(createdAt).toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/:/g, '-');
-  return `${safeName}-${stamp}${archiveExtension(engineVersion)}`;
+  return `${safeName}-${stamp}${extension}`;
 }

@@ -3,6 +3,10 @@
 import type { Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
 import { type ArchiveHeader, type ArchiveReader, isArchiveError, openArchive } from '../archive';
+import type { GraphFileKind } from '../graph-files/graph-file-format';
+import { graphFileFormat } from '../graph-files/graph-file-formats';
+import { loadGraphFile } from '../graph-files/graph-file-loader';
+import type { ReceivedFile } from './upload.service';
 import type { InstanceEntity } from '../entities/instance.entity';
 import type { OperationEntity, OperationKind } from '../entities/operation.entity';
 import type { SnapshotEntity } from '../entities/snapshot.entity';
@@ -33,6 +37,8 @@ export const CONFIRM_WORD = 'RESTORE';
 interface RestoreParams {
   /** RESTORE_FROM_FILE: the verified upload (an encrypted blob), removed when the operation ends. */
   uploadKey?: string;
+  /** RESTORE_FROM_FILE of a foreign graph file: its format (absent for a Snapgraph archive). */
+  fileKind?: GraphFileKind;
   preRestoreSnapshotId?: string;
   shadowGeneration?: number;
 }
@@ -156,18 +162,16 @@ export class RestoreService {
    * (see UploadService), so its header's record counts are the body's; this checks that they fit the target.
    * The header's storeSizeBytes is only a claim about the source store: the load measures the real size.
    */
-  async requestRestoreFromFile(
-    principal: Principal,
-    target: InstanceEntity,
-    upload: { key: string; sizeBytes: number; header: ArchiveHeader },
-  ): Promise<OperationEntity> {
-    assertCompatible(upload.header.engineVersion, target);
-    const { nodeCount, relationshipCount } = upload.header.stats;
+  async requestRestoreFromFile(principal: Principal, target: InstanceEntity, upload: ReceivedFile): Promise<OperationEntity> {
+    const { content } = upload;
+    // A foreign graph file carries no engine version: it restores into any instance.
+    if (content.kind === 'ARCHIVE') assertCompatible(content.header.engineVersion, target);
+    const { nodeCount, relationshipCount } = content.kind === 'ARCHIVE' ? content.header.stats : content.census;
     this.assertFits({ nodeCount, relationshipCount }, target);
     assertAcceptsOperations(target);
     return this.enqueue(target, 'RESTORE_FROM_FILE', {
       bytesTotal: upload.sizeBytes,
-      params: { uploadKey: upload.key } satisfies RestoreParams,
+      params: { uploadKey: upload.key, ...(content.kind === 'ARCHIVE' ? {} : { fileKind: content.kind }) } satisfies RestoreParams,
     });
   }
 
@@ -238,7 +242,8 @@ export class RestoreOperationHandler implements OperationHandler {
     const instance = await this.instances.reload(operation.instanceId);
     if (!instance) throw new AppError('NOT_FOUND', `instance ${operation.instanceId} no longer exists`);
     // Only the input survives an earlier attempt; everything else is this attempt's.
-    const params: RestoreParams = { uploadKey: (operation.params as RestoreParams | null)?.uploadKey };
+    const given = operation.params as RestoreParams | null;
+    const params: RestoreParams = { uploadKey: given?.uploadKey, fileKind: given?.fileKind };
     const overwriting = !this.creating;
     const shadowGeneration = instance.storeGeneration + 1;
     params.shadowGeneration = shadowGeneration;
@@ -340,7 +345,9 @@ export class RestoreOperationHandler implements OperationHandler {
       this.metrics.bytesRestored.inc(bytesRead);
       return { expected: snapshot.contents, stats, anchor: { anchor: 'ORIGIN', originPointId: snapshot.restorePointId }, newPoint: null };
     }
-    const loaded = await this.loadArchive(snapshot ? this.snapshots.openArchive(snapshot) : this.openUpload(params), instance, generation, context);
+    const loaded = params.fileKind
+      ? await this.loadGraphFile(params.fileKind, this.openUpload(params), instance, generation, context)
+      : await this.loadArchive(snapshot ? this.snapshots.openArchive(snapshot) : this.openUpload(params), instance, generation, context);
     try {
       context.progress({ phase: 'capturing' });
       const { restorePoint } = await this.backups.captureBase(instance, { ...context, progress: () => undefined }, generation);
@@ -383,6 +390,37 @@ export class RestoreOperationHandler implements OperationHandler {
       }
       context.progress({ phase: 'verifying' });
       return { expected: header.stats, stats: await loader.finish() };
+    } catch (error) {
+      await loader.abort();
+      throw error;
+    }
+  }
+
+  /**
+   * Streams a foreign graph file into a new store generation, then seals it; the shadow is removed on any failure.
+   * Nothing promised what it holds (expected: null): the load's own checks and the instance's limits decide.
+   */
+  private async loadGraphFile(
+    kind: GraphFileKind,
+    source: Promise<Readable>,
+    instance: InstanceEntity,
+    generation: number,
+    context: JobContext,
+  ): Promise<{ expected: null; stats: GraphStats }> {
+    const format = graphFileFormat(kind);
+    if (!format) throw new AppError('INVALID_BACKUP_FILE', `files of kind ${kind} can no longer be read`);
+    context.progress({ phase: 'loading', bytesDone: 0 });
+    const loader = await this.stores.createLoader(instance.id, generation, this.instances.limitsOf(instance));
+    try {
+      const reader = format.open(await source);
+      try {
+        await loadGraphFile(reader, loader, { signal: context.signal, progress: (bytesDone) => context.progress({ bytesDone }) });
+        this.metrics.bytesRestored.inc(reader.bytesRead());
+      } catch (error) {
+        throw asBackupError(error);
+      }
+      context.progress({ phase: 'verifying' });
+      return { expected: null, stats: await loader.finish() };
     } catch (error) {
       await loader.abort();
       throw error;

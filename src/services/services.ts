@@ -3,6 +3,7 @@ import type { EventBus } from '../events/event-bus';
 import type { BackupService } from './backup.service';
 import type { ChangeLogService } from './change-log.service';
 import type { ExportService } from './export.service';
+import type { FileInspectionService } from './file-inspection.service';
 import type { GraphService } from './graph.service';
 import type { InstanceService } from './instance.service';
 import type { OperationService } from './operation.service';
@@ -21,6 +22,7 @@ export interface Services {
   restores: RestoreService;
   exports: ExportService;
   uploads: UploadService;
+  inspections: FileInspectionService;
   backups: BackupService;
   verify: VerifyService;
   events: EventBus;

@@ -1,8 +1,12 @@
-// Uploaded archives (.backup, .dump, or a .tar holding one): verified end to end while they are stored
-// encrypted, then restored through the same pipeline as a snapshot.
+// Uploaded files (.backup, .dump, an APOC export or another foreign graph file, or a .tar holding one): checked while
+// they are stored encrypted, then restored through the same pipeline as a snapshot.
 import { randomUUID } from 'node:crypto';
+import { peekStream as peek } from '../archive/stream-peek';
 import { PassThrough, Readable } from 'node:stream';
 import { type ArchiveHeader, extractArchiveFromTar, isArchiveError, openArchive, SNIFF_LENGTH, sniffFileType } from '../archive';
+import { type GraphFileCensus, takeCensus } from '../graph-files/graph-file-census';
+import type { GraphFileFormat, GraphFileKind } from '../graph-files/graph-file-format';
+import { detectGraphFileFormat } from '../graph-files/graph-file-formats';
 import type { OperationEntity } from '../entities/operation.entity';
 import { AppError, isAppError } from '../errors/app-error';
 import { asStorageFull } from '../errors/storage-full';
@@ -12,10 +16,11 @@ import { assertAcceptsOperations, type InstanceService } from './instance.servic
 import { type Principal, requireRole } from './principal';
 import { assertConfirmed, type RestoreService } from './restore.service';
 
-export interface ReceivedArchive {
+/** A stored upload: a Snapgraph archive (its verified header), or a foreign graph file (its format and census). */
+export interface ReceivedFile {
   key: string;
   sizeBytes: number;
-  header: ArchiveHeader;
+  content: { kind: 'ARCHIVE'; header: ArchiveHeader } | { kind: GraphFileKind; census: GraphFileCensus };
 }
 
 export class UploadService {
@@ -51,17 +56,19 @@ export class UploadService {
   }
 
   /**
-   * Stores the archive encrypted while reading it through once: header, every frame, counts and digest.
-   * Anything unreadable is INVALID_BACKUP_FILE, and nothing is left behind.
+   * Stores the file encrypted while reading it through once: an archive's header, every frame, counts and digest; a
+   * foreign graph file's every record (its format and the graph's rules; repeated ids and relationships naming missing
+   * nodes are found by the restore's load). Anything unreadable is INVALID_BACKUP_FILE, and nothing is left behind.
    */
-  private async receive(tenantId: string, input: Readable): Promise<ReceivedArchive> {
+  private async receive(tenantId: string, input: Readable): Promise<ReceivedFile> {
     const key = `tenants/${tenantId}/uploads/${randomUUID()}.blob`;
     let archive: Readable | null = null;
     const toStore = new PassThrough({ highWaterMark: 1024 * 1024 });
     const toVerify = new PassThrough({ highWaterMark: 1024 * 1024 });
     let stored: Promise<{ storedBytes: number; plainBytes: number }> | null = null;
     try {
-      archive = await this.unwrap(input);
+      const unwrapped = await this.unwrap(input);
+      archive = unwrapped.stream;
       archive.on('error', (error) => {
         toStore.destroy(error);
         toVerify.destroy(error);
@@ -70,11 +77,10 @@ export class UploadService {
       archive.pipe(toVerify);
       stored = this.blobs.write(key, toStore);
       stored.catch(() => undefined);
-      // The full check: frame CRCs, record tags and counts, SHA-256; it throws at the first damaged byte.
-      const header = await openArchive(toVerify).verify();
+      const content = await this.check(unwrapped.format, toVerify);
       const { plainBytes } = await stored;
       this.metrics.bytesUploaded.inc(plainBytes);
-      return { key, sizeBytes: plainBytes, header };
+      return { key, sizeBytes: plainBytes, content };
     } catch (error) {
       input.destroy();
       archive?.destroy();
@@ -87,11 +93,26 @@ export class UploadService {
     }
   }
 
-  /** The archive stream inside the upload: the upload itself, or the one archive inside a tar. */
-  private async unwrap(input: Readable): Promise<Readable> {
+  /** The full check of what the upload holds; it throws at the first damage. */
+  private async check(format: GraphFileFormat | null, bytes: Readable): Promise<ReceivedFile['content']> {
+    // An archive: frame CRCs, record tags and counts, SHA-256.
+    if (!format) return { kind: 'ARCHIVE', header: await openArchive(bytes).verify() };
+    return { kind: format.kind, census: await takeCensus(format.open(bytes)) };
+  }
+
+  /**
+   * The file inside the upload and its format (null: a Snapgraph archive, or something the archive reader will name):
+   * the upload itself, or the one archive or graph file inside a tar.
+   */
+  private async unwrap(input: Readable): Promise<{ stream: Readable; format: GraphFileFormat | null }> {
     const { head, stream } = await peek(input, SNIFF_LENGTH);
-    if (head.length === 0) throw new AppError('INVALID_BACKUP_FILE', 'the file is empty: it is not a Snapgraph archive');
-    return sniffFileType(head) === 'tar' ? extractArchiveFromTar(stream) : stream;
+    if (head.length === 0) throw new AppError('INVALID_BACKUP_FILE', 'the file is empty: it is neither a Snapgraph archive nor a graph file');
+    const type = sniffFileType(head);
+    if (type === 'snapgraph-archive') return { stream, format: null };
+    const format = detectGraphFileFormat(head);
+    if (format || type !== 'tar') return { stream, format: format ?? null };
+    const inner = await peek(await extractArchiveFromTar(stream, (entryHead) => detectGraphFileFormat(entryHead) !== undefined), SNIFF_LENGTH);
+    return { stream: inner.stream, format: sniffFileType(inner.head) === 'snapgraph-archive' ? null : detectGraphFileFormat(inner.head) ?? null };
   }
 
   private describe(error: unknown): unknown {
@@ -105,28 +126,4 @@ export class UploadService {
     }
     return error;
   }
-}
-
-/** The first `length` bytes (fewer if the stream is shorter), and a stream that reads everything from the start. */
-async function peek(input: Readable, length: number): Promise<{ head: Buffer; stream: Readable }> {
-  const iterator = input[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let done = false;
-  while (size < length) {
-    const next = await iterator.next();
-    if (next.done) {
-      done = true;
-      break;
-    }
-    chunks.push(next.value);
-    size += next.value.length;
-  }
-  const head = Buffer.concat(chunks);
-  async function* replay(): AsyncGenerator<Buffer> {
-    if (head.length > 0) yield head;
-    if (done) return;
-    for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
-  }
-  return { head: head.subarray(0, length), stream: Readable.from(replay(), { objectMode: false }) };
 }

@@ -45,7 +45,7 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
     res.setHeader('Accept-Ranges', 'bytes');
     res.setHeader('ETag', etag);
     res.setHeader('Cache-Control', 'private, no-store');
-    res.setHeader('Content-Type', 'application/octet-stream');
+    res.setHeader('Content-Type', download.contentType);
     res.setHeader('Content-Disposition', `attachment; filename="${fileName}"`);
     // A Range only applies to the same bytes the client started with.
     const ifRange = req.headers['if-range'];

@@ -36,7 +36,9 @@ confirm must be exactly "RESTORE", else CONFIRMATION_REQUIRED and nothing happen
     return services.restores.requestCreateFromSnapshot(caller, snapshotId, input);
   }
 
-  @Mutation(() => Operation, { description: 'file: a .backup, .dump or .tar archive; confirm must be exactly RESTORE' })
+  @Mutation(() => Operation, {
+    description: 'file: a .backup or .dump archive, an APOC JSON lines or Cypher export, or a .tar holding one; confirm must be exactly RESTORE',
+  })
   async restoreFromFile(
     @Caller() caller: Principal,
     @Ctx() { services }: ApiContext,
@@ -53,7 +55,7 @@ confirm must be exactly "RESTORE", else CONFIRMATION_REQUIRED and nothing happen
  * The uploaded bytes. graphql-upload's createReadStream() throws when the upload has already failed (e.g. it went
  * over maxFileSize before the resolver ran): that failure becomes the stream's error, which the service reports.
  */
-function openUpload(upload: FileUpload): Readable {
+export function openUpload(upload: FileUpload): Readable {
   try {
     return upload.createReadStream() as Readable;
   } catch (error) {

@@ -1,0 +1,399 @@
+// APOC Cypher scripts, as apoc.export.cypher.all writes them for cypher-shell (format 'cypher-shell', cypherFormat
+// 'create', optimizations UNWIND_BATCH by default, or NONE; UNWIND_BATCH_PARAMS' :param rows too):
+//   :begin / :commit around batches; the schema first (indexes and constraints, incl. the temporary
+//   CREATE CONSTRAINT UNIQUE_IMPORT_NAME FOR (node:`UNIQUE IMPORT LABEL`) REQUIRE (node.`UNIQUE IMPORT ID`) IS UNIQUE),
+//   CALL db.awaitIndexes(300); nodes as
+//   UNWIND [{_id:0, properties:{…}}, …] AS row
+//   CREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties SET n:Foo;
+//   (or keyed by a uniqueness constraint: CREATE (n:Bar{name: row.name}) SET n += row.properties;), relationships as
+//   UNWIND [{start: {_id:0}, end: {_id:1}, properties:{…}}, …] AS row
+//   MATCH (start:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row.start._id})
+//   MATCH (end:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row.end._id})
+//   CREATE (start)-[r:KNOWS]->(end) SET r += row.properties;
+//   and the clean-up (REMOVE of the import label and id in batches, DROP CONSTRAINT UNIQUE_IMPORT_NAME).
+// Reading parses exactly these shapes (schema statements and the clean-up are skipped: Snapgraph keeps no schema);
+// anything else is refused naming its line.
+import { Readable } from 'node:stream';
+import { graphFileError, unexportableValueError } from './graph-file-error';
+import type { ForeignNode, ForeignRecord, GraphFileFormat, GraphFileReader, GraphFileSource } from './graph-file-format';
+import { CypherSyntaxError, CypherTextParser } from './cypher-text-parser';
+import { cypherMap, cypherName, UnstorableValue } from './cypher-values';
+import { numberedLines } from './text-lines';
+
+const IMPORT_LABEL = 'UNIQUE IMPORT LABEL';
+const IMPORT_ID = 'UNIQUE IMPORT ID';
+const IMPORT_REL_ID = 'UNIQUE IMPORT ID REL';
+/** APOC's defaults: rows per UNWIND (unwindBatchSize) and per transaction (batchSize). */
+const UNWIND_ROWS = 20;
+const TRANSACTION_ROWS = 20_000;
+const MAX_STATEMENT_CHARS = 64 * 1024 * 1024;
+
+// Statements skipped as a whole: the schema (Snapgraph keeps none) and the clean-up of the import label and ids.
+const SKIPPED: RegExp[] = [
+  /^CREATE\s+CONSTRAINT\b/i,
+  /^CREATE\s+(?:RANGE\s+|TEXT\s+|POINT\s+|FULLTEXT\s+|LOOKUP\s+|VECTOR\s+|BTREE\s+)?INDEX\b/i,
+  /^DROP\s+(?:CONSTRAINT|INDEX)\s+[^;]*;$/i,
+  /^CALL\s+db\.awaitIndex(?:es)?\([^;]*\)\s*;$/i,
+  /^MATCH\s+\(n:`UNIQUE IMPORT LABEL`\)\s+WITH\s+n\s+LIMIT\s+\d+\s+REMOVE\s+n:`UNIQUE IMPORT LABEL`\s+REMOVE\s+n\.`UNIQUE IMPORT ID`\s*;$/,
+  /^MATCH\s+\(\)-\[r\]->\(\)\s+WHERE\s+r\.`UNIQUE IMPORT ID REL`\s+IS\s+NOT\s+NULL\s+WITH\s+r\s+LIMIT\s+\d+\s+REMOVE\s+r\.`UNIQUE IMPORT ID REL`\s*;$/,
+];
+// Lines that are shell commands, not statements.
+const COMMANDS = /^(?::begin|:commit|BEGIN|COMMIT|SCHEMA AWAIT)$/;
+
+export const apocCypherFormat: GraphFileFormat = {
+  kind: 'CYPHER',
+  extension: '.cypher',
+  contentType: 'application/x-cypher-query; charset=utf-8',
+  detect(head: Buffer): boolean {
+    const text = head.toString('utf8').replace(/^\uFEFF/, '').trimStart();
+    return /^(?::begin|:param\s|BEGIN\s*\n|UNWIND\s|CREATE\s+(?:CONSTRAINT|(?:RANGE\s+|TEXT\s+|POINT\s+|FULLTEXT\s+)?INDEX|\(:))/.test(text);
+  },
+  open: (input) => new ApocCypherReader(input),
+  write: (source) => Readable.from(cypherScript(source), { objectMode: false }),
+};
+
+/** How a statement names a node: the label and key properties of its lookup, and where the row holds their values. */
+interface NodeLookup {
+  label: string;
+  /** [property, field of the row map] pairs, e.g. [['UNIQUE IMPORT ID', '_id']] or [['name', 'name']]. */
+  fields: Array<[string, string]>;
+}
+
+class ApocCypherReader implements GraphFileReader {
+  private readonly lines;
+  /** The rows of the latest `:param rows => […]`, for `UNWIND $rows AS row`. */
+  private rows: unknown[] | null = null;
+
+  constructor(input: Readable) {
+    this.lines = numberedLines(input);
+  }
+
+  describe(at: number): string {
+    return `line ${at}`;
+  }
+
+  bytesRead(): number {
+    return this.lines.bytesRead();
+  }
+
+  async *records(): AsyncGenerator<ForeignRecord[]> {
+    let statement = '';
+    let startLine = 0;
+    for await (const lines of this.lines.batches()) {
+      const records: ForeignRecord[] = [];
+      for (const [number, text] of lines) {
+        if (statement === '') {
+          const trimmed = text.trim();
+          if (trimmed === '' || COMMANDS.test(trimmed)) continue;
+          if (trimmed.startsWith(':param')) {
+            this.param(trimmed, number);
+            continue;
+          }
+          startLine = number;
+        }
+        statement += statement === '' ? text : `\n${text}`;
+        if (statement.length > MAX_STATEMENT_CHARS) throw graphFileError(this.describe(startLine), `the statement is longer than ${MAX_STATEMENT_CHARS} characters`);
+        if (text.trimEnd().endsWith(';')) {
+          this.statement(statement.trim(), startLine, records);
+          statement = '';
+        }
+      }
+      if (records.length > 0) yield records;
+    }
+    if (statement !== '') throw graphFileError(this.describe(startLine), 'the file ends inside this statement (no closing ";")');
+  }
+
+  /** `:param rows => [ … ]` (UNWIND_BATCH_PARAMS). */
+  private param(text: string, line: number): void {
+    this.parse(text, line, (p) => {
+      p.expect(':param', 'rows', '=>');
+      const rows = p.value();
+      if (!Array.isArray(rows) || !p.atEnd()) return p.fail('expected :param rows => [ … ]');
+      this.rows = rows;
+    });
+  }
+
+  private statement(text: string, line: number, out: ForeignRecord[]): void {
+    if (SKIPPED.some((pattern) => pattern.test(text))) return;
+    this.parse(text, line, (p) => {
+      if (p.accept('UNWIND')) return this.unwind(p, line, out);
+      if (p.peek('CREATE')) return out.push(this.createNode(p, line));
+      if (p.peek('MATCH')) return out.push(this.matchCreateRelationship(p, line));
+      p.fail(UNKNOWN_STATEMENT);
+    });
+  }
+
+  /** Runs a parse, turning its syntax errors into errors naming the line. */
+  private parse(text: string, line: number, body: (p: CypherTextParser) => void): void {
+    const parser = new CypherTextParser(text);
+    try {
+      body(parser);
+    } catch (error) {
+      if (!(error instanceof CypherSyntaxError)) throw error;
+      const before = text.slice(0, error.offset);
+      const at = line + (before.match(/\n/g)?.length ?? 0);
+      throw graphFileError(this.describe(at), error.message);
+    }
+  }
+
+  private unwind(p: CypherTextParser, line: number, out: ForeignRecord[]): void {
+    let rows: unknown;
+    if (p.accept('$')) {
+      p.expect('rows');
+      if (!this.rows) p.fail('UNWIND $rows comes without a :param rows before it');
+      rows = this.rows;
+    } else {
+      rows = p.value();
+    }
+    if (!Array.isArray(rows)) p.fail('UNWIND must be given a list of rows');
+    p.expect('AS', 'row');
+    if (p.accept('MATCH')) {
+      const start = this.lookupOfRow(p, 'start');
+      p.expect('MATCH');
+      const end = this.lookupOfRow(p, 'end');
+      if (!p.accept('CREATE')) p.expect('MERGE');
+      p.expect('(', 'start', ')', '-', '[', 'r', ':');
+      const type = p.name();
+      let keyed = false;
+      if (p.accept('{')) {
+        if (p.name() !== IMPORT_REL_ID) p.fail(`expected \`${IMPORT_REL_ID}\``);
+        p.expect(':', 'row', '.', 'id', '}');
+        keyed = true;
+      }
+      p.expect(']', '->', '(', 'end', ')');
+      this.setProperties(p, 'r');
+      this.end(p);
+      for (const row of rows) {
+        const map = this.rowMap(p, row);
+        const startKey = keyOf(start, this.field(p, map.start, 'start'));
+        const endKey = keyOf(end, this.field(p, map.end, 'end'));
+        if (keyed && map.id === undefined) p.fail('a row has no id (its relationship\'s import id)');
+        const key = map.id === undefined ? null : JSON.stringify(map.id);
+        out.push({ kind: 'relationship', at: line, key, type, startKey, endKey, properties: this.propertiesOf(p, map) });
+      }
+      return;
+    }
+    if (!p.accept('CREATE')) p.expect('MERGE');
+    p.expect('(', 'n', ':');
+    const lookup = this.lookup(p, 'row.');
+    p.expect(')');
+    this.setProperties(p, 'n');
+    const labels = lookup.label === IMPORT_LABEL ? [] : [lookup.label];
+    if (p.accept('SET')) {
+      p.expect('n');
+      while (p.accept(':')) labels.push(p.name());
+    }
+    this.end(p);
+    for (const row of rows) {
+      const map = this.rowMap(p, row);
+      const key = keyOf(lookup, map);
+      const properties: Record<string, unknown> = {};
+      for (const [property, field] of lookup.fields) if (property !== IMPORT_ID) properties[property] = map[field];
+      Object.assign(properties, this.propertiesOf(p, map));
+      out.push({ kind: 'node', at: line, key, labels: [...labels], properties });
+    }
+  }
+
+  /** `(start:Label{prop: row.start.field, …})`: the MATCH of a relationship UNWIND. */
+  private lookupOfRow(p: CypherTextParser, end: 'start' | 'end'): NodeLookup {
+    p.expect('(', end, ':');
+    const lookup = this.lookup(p, `row.${end}.`);
+    p.expect(')');
+    return lookup;
+  }
+
+  /** `Label{prop: <prefix>field, …}` */
+  private lookup(p: CypherTextParser, prefix: string): NodeLookup {
+    const label = p.name();
+    p.expect('{');
+    const fields: Array<[string, string]> = [];
+    do {
+      const property = p.name();
+      p.expect(':');
+      for (const part of prefix.split('.').filter(Boolean)) p.expect(part, '.');
+      fields.push([property, p.name()]);
+    } while (p.accept(','));
+    p.expect('}');
+    if (label === IMPORT_LABEL && (fields.length !== 1 || fields[0][0] !== IMPORT_ID)) p.fail(`the import label is looked up by \`${IMPORT_ID}\` only`);
+    return { label, fields };
+  }
+
+  /** `[ON CREATE] SET x += row.properties` */
+  private setProperties(p: CypherTextParser, variable: string): void {
+    p.accept('ON') && p.expect('CREATE');
+    p.expect('SET', variable, '+=', 'row', '.', 'properties');
+  }
+
+  private end(p: CypherTextParser): void {
+    p.expect(';');
+    if (!p.atEnd()) p.fail('expected the end of the statement after ";"');
+  }
+
+  /** Optimizations NONE: `CREATE (:Foo:`UNIQUE IMPORT LABEL` {name:"foo", `UNIQUE IMPORT ID`:0});` */
+  private createNode(p: CypherTextParser, line: number): ForeignNode {
+    p.expect('CREATE', '(');
+    if (!p.peek(':')) p.fail(UNKNOWN_STATEMENT);
+    const labels: string[] = [];
+    while (p.accept(':')) labels.push(p.name());
+    const properties = p.peek('{') ? p.map() : {};
+    p.expect(')');
+    this.end(p);
+    const at = labels.indexOf(IMPORT_LABEL);
+    const id = properties[IMPORT_ID];
+    if (at === -1 || id === undefined) {
+      p.fail(`this node has no \`${IMPORT_LABEL}\` and \`${IMPORT_ID}\`: nodes keyed by a uniqueness constraint are read in the UNWIND form only (export with the default optimizations)`);
+    }
+    labels.splice(at, 1);
+    delete properties[IMPORT_ID];
+    return { kind: 'node', at: line, key: keyOf({ label: IMPORT_LABEL, fields: [[IMPORT_ID, IMPORT_ID]] }, { [IMPORT_ID]: id }), labels, properties };
+  }
+
+  /** Optimizations NONE: `MATCH (n1:L{k:v}), (n2:L{k:v}) CREATE (n1)-[r:TYPE {…}]->(n2);` */
+  private matchCreateRelationship(p: CypherTextParser, line: number): ForeignRecord {
+    p.expect('MATCH');
+    if (!p.accept('(') || !p.peek('n1')) p.fail(UNKNOWN_STATEMENT);
+    const [startKey, endKey] = ['n1', 'n2'].map((variable, i) => {
+      if (i === 1) p.expect(',', '(');
+      p.expect(variable, ':');
+      const label = p.name();
+      const map = p.map();
+      p.expect(')');
+      return keyOf({ label, fields: Object.keys(map).map((k) => [k, k]) }, map);
+    });
+    p.expect('CREATE', '(', 'n1', ')', '-', '[', 'r', ':');
+    const type = p.name();
+    const properties = p.peek('{') ? p.map() : {};
+    p.expect(']', '->', '(', 'n2', ')');
+    this.end(p);
+    return { kind: 'relationship', at: line, key: null, type, startKey, endKey, properties };
+  }
+
+  private rowMap(p: CypherTextParser, row: unknown): Record<string, unknown> {
+    if (typeof row !== 'object' || row === null || Array.isArray(row)) p.fail('an UNWIND row is not a map');
+    return row as Record<string, unknown>;
+  }
+
+  private field(p: CypherTextParser, value: unknown, what: string): Record<string, unknown> {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) p.fail(`a row's ${what} is not a map`);
+    return value as Record<string, unknown>;
+  }
+
+  private propertiesOf(p: CypherTextParser, row: Record<string, unknown>): Record<string, unknown> {
+    const properties = row.properties ?? {};
+    return this.field(p, properties, 'properties');
+  }
+}
+
+const UNKNOWN_STATEMENT =
+  'this is not a statement apoc.export.cypher writes (Snapgraph reads the statements of its cypher-shell scripts: ' +
+  ':begin/:commit, schema, UNWIND batches or single CREATE/MATCH…CREATE statements, and the clean-up)';
+
+/** The key of a node in the file: its import id, or its label and key properties. */
+function keyOf(lookup: NodeLookup, row: Record<string, unknown>): string {
+  const values = lookup.fields.map(([property, field]) => {
+    const value = row[field];
+    if (value === undefined) throw new CypherSyntaxError(`a row has no ${field} (the key of its node)`, 0);
+    return [property, value] as const;
+  });
+  if (lookup.label === IMPORT_LABEL) {
+    const id = values[0][1];
+    if (typeof id !== 'number' || !Number.isSafeInteger(id)) throw new CypherSyntaxError(`\`${IMPORT_ID}\` ${JSON.stringify(id)} is not an integer`, 0);
+    return String(id);
+  }
+  return `${lookup.label}\u0000${values.map(([property, value]) => `${property}=${JSON.stringify(value)}`).join('\u0000')}`;
+}
+
+// ---- writing ----
+
+/** The script APOC writes for a graph without constraints (every node keyed by the import label and id). */
+async function* cypherScript(source: GraphFileSource): AsyncGenerator<string> {
+  const { nodeCount } = source.stats;
+  if (nodeCount > 0) {
+    yield ':begin\n' +
+      `CREATE CONSTRAINT UNIQUE_IMPORT_NAME FOR (node:\`${IMPORT_LABEL}\`) REQUIRE (node.\`${IMPORT_ID}\`) IS UNIQUE;\n` +
+      ':commit\nCALL db.awaitIndexes(300);\n';
+  }
+  const script = new ScriptBatches();
+  for await (const batch of source.batches()) {
+    let text = '';
+    for (const record of batch) {
+      if (record.kind === 'node') {
+        const { id, labels, properties } = record.node;
+        const row = `{_id:${id}, properties:${exportable(() => cypherMap(properties, `node ${id}`))}}`;
+        text += script.add('node', labels.map((l) => `:${cypherName(l)}`).join(''), row);
+      } else {
+        const { id, type, startNodeId, endNodeId, properties } = record.relationship;
+        const map = exportable(() => cypherMap(properties, `relationship ${id}`));
+        text += script.add('relationship', cypherName(type), `{start: {_id:${startNodeId}}, end: {_id:${endNodeId}}, properties:${map}}`);
+      }
+    }
+    yield text;
+  }
+  yield script.finish();
+  if (nodeCount > 0) {
+    let cleanUp = '';
+    for (let left = nodeCount; left > 0; left -= TRANSACTION_ROWS) {
+      cleanUp +=
+        `:begin\nMATCH (n:\`${IMPORT_LABEL}\`)  WITH n LIMIT ${TRANSACTION_ROWS} REMOVE n:\`${IMPORT_LABEL}\` REMOVE n.\`${IMPORT_ID}\`;\n:commit\n`;
+    }
+    yield `${cleanUp}:begin\nDROP CONSTRAINT UNIQUE_IMPORT_NAME;\n:commit\n`;
+  }
+}
+
+function exportable(write: () => string): string {
+  try {
+    return write();
+  } catch (error) {
+    if (error instanceof UnstorableValue) throw unexportableValueError('CYPHER', error.subject, error.problem);
+    throw error;
+  }
+}
+
+/**
+ * Rows grouped as APOC groups them: consecutive records of one kind and label set (or type) share an UNWIND of at most
+ * UNWIND_ROWS rows; a transaction (:begin … :commit) holds at most TRANSACTION_ROWS rows and one kind.
+ */
+class ScriptBatches {
+  private kind: 'node' | 'relationship' | null = null;
+  private group = '';
+  private rows: string[] = [];
+  private inTransaction = 0;
+
+  add(kind: 'node' | 'relationship', group: string, row: string): string {
+    let text = '';
+    if (this.rows.length > 0 && (kind !== this.kind || group !== this.group || this.rows.length >= UNWIND_ROWS)) text += this.flushRows();
+    if (this.inTransaction > 0 && (kind !== this.kind || this.inTransaction >= TRANSACTION_ROWS)) text += this.commit();
+    if (this.inTransaction === 0) text += ':begin\n';
+    this.kind = kind;
+    this.group = group;
+    this.rows.push(row);
+    this.inTransaction += 1;
+    return text;
+  }
+
+  finish(): string {
+    return this.flushRows() + (this.inTransaction > 0 ? this.commit() : '');
+  }
+
+  private commit(): string {
+    const text = this.flushRows() + ':commit\n';
+    this.inTransaction = 0;
+    return text;
+  }
+
+  private flushRows(): string {
+    if (this.rows.length === 0) return '';
+    const list = `UNWIND [${this.rows.join(', ')}] AS row\n`;
+    this.rows = [];
+    if (this.kind === 'node') {
+      const labels = this.group ? ` SET n${this.group}` : '';
+      return `${list}CREATE (n:\`${IMPORT_LABEL}\`{\`${IMPORT_ID}\`: row._id}) SET n += row.properties${labels};\n`;
+    }
+    return (
+      list +
+      `MATCH (start:\`${IMPORT_LABEL}\`{\`${IMPORT_ID}\`: row.start._id})\n` +
+      `MATCH (end:\`${IMPORT_LABEL}\`{\`${IMPORT_ID}\`: row.end._id})\n` +
+      `CREATE (start)-[r:${this.group}]->(end) SET r += row.properties;\n`
+    );
+  }
+}

@@ -1,0 +1,226 @@
+// Reads the pieces of APOC's Cypher statements: names, keywords and literal values (strings, numbers, booleans, lists,
+// maps, and the temporal and point functions APOC writes). Not a general Cypher parser: the statement shapes are
+// matched in apoc-cypher-format.ts.
+import { UNSAFE_INTEGER } from './json-values';
+
+/** A syntax error at a character offset of the statement. */
+export class CypherSyntaxError extends Error {
+  constructor(
+    message: string,
+    readonly offset: number,
+  ) {
+    super(message);
+  }
+}
+
+const TEMPORAL_FUNCTIONS = new Set(['date', 'datetime', 'localdatetime', 'localtime', 'time', 'duration']);
+const NUMBER = /-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?/y;
+const IDENTIFIER = /[\p{L}_][\p{L}\p{N}_]*/uy;
+const SPACE = /\s*/y;
+
+export class CypherTextParser {
+  private pos = 0;
+
+  constructor(private readonly text: string) {}
+
+  get offset(): number {
+    return this.pos;
+  }
+
+  fail(problem: string): never {
+    throw new CypherSyntaxError(problem, this.pos);
+  }
+
+  atEnd(): boolean {
+    this.skipSpaces();
+    return this.pos >= this.text.length;
+  }
+
+  /** Consumes `token` (case-insensitive for words) if it comes next. */
+  accept(token: string): boolean {
+    this.skipSpaces();
+    const next = this.text.slice(this.pos, this.pos + token.length);
+    const word = /^[A-Za-z]/.test(token);
+    if (word ? next.toUpperCase() !== token.toUpperCase() : next !== token) return false;
+    if (word && /[\p{L}\p{N}_]/u.test(this.text.charAt(this.pos + token.length))) return false;
+    this.pos += token.length;
+    return true;
+  }
+
+  expect(...tokens: string[]): void {
+    for (const token of tokens) if (!this.accept(token)) this.fail(`expected ${token} ${this.here()}`);
+  }
+
+  peek(token: string): boolean {
+    const at = this.pos;
+    const found = this.accept(token);
+    this.pos = at;
+    return found;
+  }
+
+  /** A name: an identifier or a `quoted` one (`` inside stands for one backtick). */
+  name(): string {
+    this.skipSpaces();
+    if (this.text.charAt(this.pos) === '`') {
+      let result = '';
+      for (let i = this.pos + 1; i < this.text.length; i++) {
+        if (this.text.charAt(i) !== '`') {
+          result += this.text.charAt(i);
+          continue;
+        }
+        if (this.text.charAt(i + 1) === '`') {
+          result += '`';
+          i++;
+          continue;
+        }
+        this.pos = i + 1;
+        return result;
+      }
+      this.fail('a `quoted name` is not closed');
+    }
+    IDENTIFIER.lastIndex = this.pos;
+    const match = IDENTIFIER.exec(this.text);
+    if (!match) this.fail(`expected a name ${this.here()}`);
+    this.pos += match[0].length;
+    return match[0];
+  }
+
+  /** A literal value, as a property value: see docs/neo4j-files.md for what each Cypher type becomes. */
+  value(): unknown {
+    this.skipSpaces();
+    const c = this.text.charAt(this.pos);
+    if (c === '"' || c === "'") return this.string();
+    if (c === '[') return this.list();
+    if (c === '{') return this.map();
+    if (c === '-' || c === '.' || (c >= '0' && c <= '9')) return this.number();
+    if (this.accept('true')) return true;
+    if (this.accept('false')) return false;
+    if (this.accept('null')) return null;
+    const start = this.pos;
+    const name = this.name().toLowerCase();
+    if (!this.accept('(')) {
+      this.pos = start;
+      this.fail(`${JSON.stringify(name)} is not a value Snapgraph can load (NaN and Infinity cannot be stored either)`);
+    }
+    const unsupported = () => {
+      this.pos = start;
+      return this.fail(`${name}(…) is not a value Snapgraph can load`);
+    };
+    if (!TEMPORAL_FUNCTIONS.has(name) && name !== 'point') unsupported();
+    const argument = this.value();
+    this.expect(')');
+    if (TEMPORAL_FUNCTIONS.has(name) && typeof argument === 'string') return argument;
+    if (name === 'point' && isRecord(argument)) return pointOf(argument, (problem) => this.fail(problem));
+    return unsupported();
+  }
+
+  map(): Record<string, unknown> {
+    this.expect('{');
+    const result: Record<string, unknown> = {};
+    if (this.accept('}')) return result;
+    do {
+      const key = this.name();
+      this.expect(':');
+      result[key] = this.value();
+    } while (this.accept(','));
+    this.expect('}');
+    return result;
+  }
+
+  private list(): unknown[] {
+    this.expect('[');
+    const result: unknown[] = [];
+    if (this.accept(']')) return result;
+    do result.push(this.value());
+    while (this.accept(','));
+    this.expect(']');
+    return result;
+  }
+
+  private number(): number {
+    NUMBER.lastIndex = this.pos;
+    const match = NUMBER.exec(this.text);
+    if (!match) this.fail(`expected a number ${this.here()}`);
+    const text = match[0];
+    const value = Number(text);
+    if (/^-?\d+$/.test(text) && !Number.isSafeInteger(value)) this.fail(`the integer ${text} is ${UNSAFE_INTEGER}`);
+    if (!Number.isFinite(value)) this.fail(`the number ${text} is too large for a double`);
+    this.pos += text.length;
+    return Object.is(value, -0) ? 0 : value;
+  }
+
+  /** A string literal with Cypher's escapes. */
+  private string(): string {
+    const quote = this.text.charAt(this.pos);
+    let result = '';
+    let i = this.pos + 1;
+    for (;;) {
+      const end = this.text.indexOf(quote, i);
+      const escape = this.text.indexOf('\\', i);
+      if (end === -1) this.fail('a string is not closed');
+      if (escape === -1 || escape > end) {
+        result += this.text.slice(i, end);
+        this.pos = end + 1;
+        return result;
+      }
+      result += this.text.slice(i, escape);
+      const code = this.text.charAt(escape + 1);
+      const simple = ESCAPES[code];
+      if (simple !== undefined) {
+        result += simple;
+        i = escape + 2;
+      } else if (code === 'u' || code === 'U') {
+        const digits = code === 'u' ? 4 : 8;
+        const hex = this.text.slice(escape + 2, escape + 2 + digits);
+        if (!new RegExp(`^[0-9A-Fa-f]{${digits}}$`).test(hex)) {
+          this.pos = escape;
+          this.fail(`\\${code} must be followed by ${digits} hexadecimal digits`);
+        }
+        result += String.fromCodePoint(parseInt(hex, 16));
+        i = escape + 2 + digits;
+      } else {
+        this.pos = escape;
+        this.fail(`\\${code} is not an escape Cypher knows`);
+      }
+    }
+  }
+
+  private skipSpaces(): void {
+    SPACE.lastIndex = this.pos;
+    SPACE.exec(this.text);
+    this.pos = SPACE.lastIndex;
+  }
+
+  private here(): string {
+    const rest = this.text.slice(this.pos, this.pos + 30);
+    return rest ? `before ${JSON.stringify(rest)}` : 'at the end of the statement';
+  }
+}
+
+const ESCAPES: Record<string, string> = { '\\': '\\', "'": "'", '"': '"', n: '\n', r: '\r', t: '\t', b: '\b', f: '\f' };
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * A point as Snapgraph holds it: {crs, x, y[, z]} for cartesian points, {crs, longitude, latitude[, height]} for
+ * WGS-84 ones (APOC's JSON export names them so); APOC's Cypher writes point({x: …, y: …[, z: …], crs: '…'}).
+ */
+function pointOf(map: Record<string, unknown>, fail: (problem: string) => never): Record<string, unknown> {
+  const number = (key: string) => {
+    const value = map[key];
+    if (value === undefined) return undefined;
+    if (typeof value !== 'number') fail(`the point's ${key} is not a number`);
+    return value;
+  };
+  const x = number('x') ?? number('longitude');
+  const y = number('y') ?? number('latitude');
+  const z = number('z') ?? number('height');
+  if (x === undefined || y === undefined) fail('a point needs x and y (or longitude and latitude)');
+  const geographic = 'longitude' in map || 'latitude' in map;
+  const crs = typeof map.crs === 'string' ? map.crs.toLowerCase() : `${geographic ? 'wgs-84' : 'cartesian'}${z === undefined ? '' : '-3d'}`;
+  if (!['cartesian', 'cartesian-3d', 'wgs-84', 'wgs-84-3d'].includes(crs)) fail(`the point's crs ${JSON.stringify(map.crs)} is not one Neo4j knows`);
+  if (crs.startsWith('wgs-84')) return z === undefined ? { crs, longitude: x, latitude: y } : { crs, longitude: x, latitude: y, height: z };
+  return z === undefined ? { crs, x, y } : { crs, x, y, z };
+}

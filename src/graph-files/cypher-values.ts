@@ -1,0 +1,89 @@
+// Property values and names as APOC's Cypher export writes them (CypherFormatterUtils, FormatUtils), for values Neo4j
+// can store: strings, numbers, booleans, points, and lists of one of these kinds.
+
+/** Thrown for a value Neo4j cannot store as a property: `subject` names it (once known), `problem` says why. */
+export class UnstorableValue extends Error {
+  constructor(
+    readonly problem: string,
+    readonly subject = 'a property',
+  ) {
+    super(`${subject} ${problem}`);
+  }
+}
+
+/** A name as APOC quotes it (Util.quote): bare when an identifier, else in backticks (a backtick inside doubled). */
+export function cypherName(name: string): string {
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : `\`${name.replace(/`/g, '``')}\``;
+}
+
+/** `{key:value, …}` with keys in the record's order; `owner` (e.g. "node 17") names the record in errors. */
+export function cypherMap(properties: Record<string, unknown>, owner: string): string {
+  const parts: string[] = [];
+  for (const key in properties) {
+    try {
+      parts.push(`${cypherName(key)}:${cypherValue(properties[key])}`);
+    } catch (error) {
+      if (error instanceof UnstorableValue) throw new UnstorableValue(error.problem, `${owner}'s property ${JSON.stringify(key)}`);
+      throw error;
+    }
+  }
+  return `{${parts.join(', ')}}`;
+}
+
+export function cypherValue(value: unknown): string {
+  if (typeof value === 'string') return cypherString(value);
+  if (typeof value === 'boolean') return String(value);
+  if (typeof value === 'number') return cypherNumber(value, false);
+  if (value === null) throw new UnstorableValue('is null, which Neo4j does not store');
+  if (Array.isArray(value)) return cypherList(value);
+  const point = pointText(value as Record<string, unknown>);
+  if (point) return point;
+  throw new UnstorableValue('is a map, which Neo4j cannot store as a property (only points are maps)');
+}
+
+function cypherList(values: unknown[]): string {
+  const kinds = new Set(values.map((v) => (v === null ? 'null' : Array.isArray(v) ? 'list' : typeof v)));
+  if (kinds.size > 1) throw new UnstorableValue('is a list of mixed types, which Neo4j cannot store');
+  const kind = [...kinds][0];
+  if (kind !== undefined && !['string', 'number', 'boolean'].includes(kind)) {
+    throw new UnstorableValue(`is a list of ${kind === 'object' ? 'maps' : `${kind}s`}, which Neo4j cannot store`);
+  }
+  // A list holding a fraction is a list of floats in Neo4j: its whole numbers are written as floats too.
+  const floats = kind === 'number' && values.some((v) => !Number.isInteger(v));
+  return `[${values.map((v) => (kind === 'number' ? cypherNumber(v as number, floats) : cypherValue(v))).join(', ')}]`;
+}
+
+/** Integers as digits; floats as Java prints doubles where Cypher needs it (1.0E21), otherwise as JavaScript does. */
+function cypherNumber(value: number, asFloat: boolean): string {
+  if (Number.isSafeInteger(value)) return asFloat ? `${value}.0` : String(value);
+  // A whole double beyond 2^53 printed as digits would read back as an integer Snapgraph refuses: give it an exponent.
+  const text = Number.isInteger(value) ? value.toExponential() : String(value);
+  if (!/e/.test(text)) return text;
+  const [mantissa, exponent] = text.split('e');
+  return `${mantissa.includes('.') ? mantissa : `${mantissa}.0`}E${exponent.replace('+', '')}`;
+}
+
+/** As FormatUtils.formatString, and other control characters as \uXXXX (APOC leaves them raw). */
+export function cypherString(text: string): string {
+  return `"${text.replace(/[\\"\u0000-\u001f\u2028\u2029]/g, (c) => STRING_ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}"`;
+}
+
+const STRING_ESCAPES: Record<string, string> = { '\\': '\\\\', '"': '\\"', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/** point({x: …, y: …[, z: …], crs: '…'}) as Neo4j prints a point, for a map in Snapgraph's point shape. */
+function pointText(map: Record<string, unknown>): string | undefined {
+  const keys = Object.keys(map);
+  const numbers = (names: string[]) => names.every((name) => typeof map[name] === 'number');
+  const crs = map.crs;
+  let coordinates: string[];
+  if ((crs === 'cartesian' || crs === 'cartesian-3d') && numbers(['x', 'y'])) {
+    coordinates = crs === 'cartesian' ? ['x', 'y'] : ['x', 'y', 'z'];
+  } else if ((crs === 'wgs-84' || crs === 'wgs-84-3d') && numbers(['longitude', 'latitude'])) {
+    coordinates = crs === 'wgs-84' ? ['longitude', 'latitude'] : ['longitude', 'latitude', 'height'];
+  } else {
+    return undefined;
+  }
+  if (keys.length !== coordinates.length + 1 || !numbers(coordinates)) return undefined;
+  const [x, y, z] = coordinates.map((name) => cypherNumber(map[name] as number, true));
+  return `point({x: ${x}, y: ${y}${z === undefined ? '' : `, z: ${z}`}, crs: '${crs}'})`;
+}

@@ -1,0 +1,229 @@
+// Neo4j files (issue 15): APOC JSON lines and APOC Cypher scripts restored with restoreFromFile (also inside a .tar)
+// and written by exportSnapshotAs; round trips compare the whole graph, property types included; bad files are
+// INVALID_BACKUP_FILE naming the line, and nothing changes.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pack as tarPack } from 'tar-stream';
+import {
+  createInstance,
+  createNodes,
+  createRelationships,
+  download,
+  expectCode,
+  expectData,
+  gql,
+  type Graph,
+  graphOf,
+  instanceState,
+  serverPerSuite,
+  settledOperation,
+  sha256Of,
+  takeSnapshot,
+  uploadFile,
+} from '../support';
+
+const FIXTURES = join(__dirname, '../../../test/fixtures');
+const EXPORT_AS = `mutation ($id: ID!, $format: ExportFormat!) { exportSnapshotAs(id: $id, format: $format) { url fileName sizeBytes sha256 } }`;
+
+async function tarOf(name: string, content: Buffer): Promise<Buffer> {
+  const tar = tarPack();
+  tar.entry({ name: 'README.txt' }, Buffer.from('exported from neo4j\n'));
+  tar.entry({ name }, content);
+  tar.finalize();
+  const chunks: Buffer[] = [];
+  for await (const chunk of tar as AsyncIterable<Buffer>) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+describe('Neo4j files', function () {
+  this.timeout(120_000);
+  const suite = serverPerSuite();
+
+  /** Uploads and waits for the restore; returns the settled operation. */
+  async function restore(instanceId: string, file: Buffer, fileName: string) {
+    const operation = expectData(await uploadFile(suite.server, { instanceId, file, fileName })).restoreFromFile;
+    return settledOperation(suite.server, operation.id);
+  }
+
+  async function restored(file: Buffer, fileName: string): Promise<Graph> {
+    const target = await createInstance(suite.server, { name: 'target' });
+    const operation = await restore(target.id, file, fileName);
+    assert.equal(operation.status, 'SUCCEEDED', JSON.stringify(operation.error));
+    return graphOf(suite.server, target.id);
+  }
+
+  describe('exportSnapshotAs and back (round trips)', () => {
+    let sourceGraph: Graph;
+    let snapshotId: string;
+
+    before(async () => {
+      const source = await createInstance(suite.server, { name: 'Movies & more' });
+      const nodes = await createNodes(suite.server, source.id, [
+        { labels: ['Person', 'Actor'], properties: { name: 'Keanu "K" Reeves', born: 1964, height: 1.86, active: true } },
+        { labels: ['Movie'], properties: { title: 'line\nbreak\ttab \\ back`tick \u00e9\u{1F600} \u0001', released: '1999-03-31', rating: 8.7 } },
+        { labels: [], properties: {} },
+        { labels: ['Odd Label', 'with`backtick'], properties: { 'odd key': ['a', 'b'], counts: [1, 2, 3], mixed: [1, 2.5], empty: [] } },
+        { labels: ['Place'], properties: { at: { crs: 'wgs-84', longitude: 12.5, latitude: 55.1 }, corner: { crs: 'cartesian-3d', x: 1, y: 2.5, z: -3 } } },
+        { labels: ['Big'], properties: { large: 9007199254740991, small: -9007199254740991, tiny: 1e-7, huge: 1.5e300, negative: -0.5 } },
+      ]);
+      await createRelationships(suite.server, source.id, [
+        { type: 'ACTED_IN', startNodeId: nodes[0].id, endNodeId: nodes[1].id, properties: { roles: ['Neo'], since: '2024-01-01T10:00:00Z' } },
+        { type: 'odd type', startNodeId: nodes[2].id, endNodeId: nodes[3].id },
+        { type: 'SELF', startNodeId: nodes[4].id, endNodeId: nodes[4].id, properties: { weight: 0.25 } },
+      ]);
+      sourceGraph = await graphOf(suite.server, source.id);
+      snapshotId = (await takeSnapshot(suite.server, source.id)).id;
+    });
+
+    for (const [format, extension] of [
+      ['APOC_JSON', '.json'],
+      ['CYPHER', '.cypher'],
+    ] as const) {
+      it(`${format}: the export downloads as ${extension} and restores into another instance as the same graph`, async () => {
+        const link = expectData(await gql(suite.server, EXPORT_AS, { id: snapshotId, format })).exportSnapshotAs;
+        assert.match(link.fileName, new RegExp(`^Movies-more-\\d{4}-\\d\\d-\\d\\dT\\d\\d-\\d\\d-\\d\\dZ\\${extension}$`));
+        const { status, body } = await download(link.url);
+        assert.equal(status, 200);
+        assert.equal(body.length, link.sizeBytes);
+        assert.equal(sha256Of(body), link.sha256);
+        // Deterministic: asking again gives the same file.
+        const again = expectData(await gql(suite.server, EXPORT_AS, { id: snapshotId, format })).exportSnapshotAs;
+        assert.equal(again.sha256, link.sha256);
+        assert.deepEqual(await restored(body, link.fileName), sourceGraph);
+      });
+    }
+
+    it('ARCHIVE equals exportSnapshot', async () => {
+      const link = expectData(await gql(suite.server, EXPORT_AS, { id: snapshotId, format: 'ARCHIVE' })).exportSnapshotAs;
+      assert.match(link.fileName, /\.backup$/);
+      const plain = expectData(await gql(suite.server, `mutation ($id: ID!) { exportSnapshot(id: $id) { sha256 } }`, { id: snapshotId })).exportSnapshot;
+      assert.equal(link.sha256, plain.sha256);
+    });
+
+    it('the Cypher script has the shape apoc.export.cypher.all writes', async () => {
+      const link = expectData(await gql(suite.server, EXPORT_AS, { id: snapshotId, format: 'CYPHER' })).exportSnapshotAs;
+      const text = (await download(link.url)).body.toString('utf8');
+      assert.match(text, /^:begin\nCREATE CONSTRAINT UNIQUE_IMPORT_NAME FOR \(node:`UNIQUE IMPORT LABEL`\) REQUIRE \(node.`UNIQUE IMPORT ID`\) IS UNIQUE;\n:commit\nCALL db.awaitIndexes\(300\);\n:begin\nUNWIND \[\{_id:1, properties:\{name:"Keanu \\"K\\" Reeves", born:1964, height:1.86, active:true\}\}\] AS row\nCREATE \(n:`UNIQUE IMPORT LABEL`\{`UNIQUE IMPORT ID`: row._id\}\) SET n \+= row.properties SET n:Person:Actor;\n/);
+      assert.match(text, /at:point\(\{x: 12.5, y: 55.1, crs: 'wgs-84'\}\)/);
+      assert.match(text, /MATCH \(start:`UNIQUE IMPORT LABEL`\{`UNIQUE IMPORT ID`: row.start._id\}\)\nMATCH \(end:`UNIQUE IMPORT LABEL`\{`UNIQUE IMPORT ID`: row.end._id\}\)\nCREATE \(start\)-\[r:`odd type`\]->\(end\) SET r \+= row.properties;/);
+      assert.match(text, /:begin\nMATCH \(n:`UNIQUE IMPORT LABEL`\)  WITH n LIMIT 20000 REMOVE n:`UNIQUE IMPORT LABEL` REMOVE n.`UNIQUE IMPORT ID`;\n:commit\n:begin\nDROP CONSTRAINT UNIQUE_IMPORT_NAME;\n:commit\n$/);
+    });
+
+    it('a value Neo4j cannot store refuses the Cypher export, naming it; GRAPHML says it is not available yet', async () => {
+      const other = await createInstance(suite.server, { name: 'maps' });
+      const [created] = await createNodes(suite.server, other.id, [{ labels: ['A'], properties: { address: { city: 'Oslo' } } }]);
+      const snapshot = await takeSnapshot(suite.server, other.id);
+      const refused = expectCode(await gql(suite.server, EXPORT_AS, { id: snapshot.id, format: 'CYPHER' }), 'BAD_USER_INPUT');
+      assert.match(refused.message, new RegExp(`node ${created.id}'s property "address" is a map`));
+      // APOC JSON carries it (apoc.import.json flattens maps into address.city).
+      expectData(await gql(suite.server, EXPORT_AS, { id: snapshot.id, format: 'APOC_JSON' }));
+      const graphml = expectCode(await gql(suite.server, EXPORT_AS, { id: snapshot.id, format: 'GRAPHML' }), 'BAD_USER_INPUT');
+      assert.match(graphml.message, /GRAPHML is not available/);
+    });
+  });
+
+  describe('files written the way APOC writes them', () => {
+    it('reads apoc.export.json.all output (ids as the file names them, types as written)', async () => {
+      const graph = await restored(readFileSync(join(FIXTURES, 'apoc-export-all.json')), 'all.json');
+      assert.deepEqual(
+        graph.nodes.map((n) => [n.id, n.labels, n.properties]),
+        [
+          ['1', ['User'], { born: '2015-07-04T19:32:24', name: 'Adam', place: { crs: 'wgs-84', latitude: 13.1, longitude: 33.46789, height: null }, age: 42, male: true, kids: ['Sam', 'Anna', 'Grace'] }],
+          ['2', ['User'], { name: 'Jim', age: 42 }],
+          ['3', ['User'], { age: 12 }],
+          ['4', [], {}],
+        ],
+      );
+      assert.deepEqual(
+        graph.relationships.map((r) => [r.type, r.startNodeId, r.endNodeId, r.properties]),
+        [
+          ['KNOWS', '1', '2', { since: 1993, bffSince: 'P5M1DT12H' }],
+          ['KNOWS', '2', '4', {}],
+        ],
+      );
+    });
+
+    it('reads apoc.export.cypher.all output: schema, UNWIND batches, constraint-keyed nodes, single statements, clean-up', async () => {
+      const graph = await restored(readFileSync(join(FIXTURES, 'apoc-export-all.cypher')), 'all.cypher');
+      assert.deepEqual(
+        graph.nodes.map((n) => [n.labels, n.properties]),
+        [
+          [['Bar'], { age: 17 }],
+          [['Bar', 'Person'], { age: 12, place: { crs: 'cartesian', x: 2.3, y: 4.5 } }],
+          [['Foo'], { born: '2018-10-31', name: 'foo', seen: '2018-10-30T12:50:35.556+01:00' }],
+          [['Foo'], { born: '2017-09-29', name: 'foo2\n"quoted"', scores: [1.5, 2] }],
+          [['Bar'], { name: 'bar', age: 42 }],
+          [['Bar'], { name: 'bar2', age: 44 }],
+          [[], { age: 99, home: { crs: 'wgs-84-3d', longitude: 56.7, latitude: 12.78, height: 100 } }],
+        ],
+      );
+      assert.deepEqual(
+        graph.relationships.map((r) => [r.type, r.startNodeId, r.endNodeId, r.properties]),
+        [
+          ['KNOWS', '3', '5', { since: 2016 }],
+          ['KNOWS', '4', '6', { since: 2015 }],
+          ['LIVES NEAR', '1', '7', { distance: 'P5M1DT12H' }],
+        ],
+      );
+    });
+
+    it('finds an APOC file inside a .tar', async () => {
+      const json = readFileSync(join(FIXTURES, 'apoc-export-all.json'));
+      const graph = await restored(await tarOf('export/all.json', json), 'export.tar');
+      assert.equal(graph.nodes.length, 4);
+      assert.equal(graph.relationships.length, 2);
+    });
+  });
+
+  describe('bad files: INVALID_BACKUP_FILE naming the line, nothing changed', () => {
+    let targetId: string;
+    let before: Graph;
+
+    beforeEach(async () => {
+      const target = await createInstance(suite.server, { name: 'keep' });
+      targetId = target.id;
+      await createNodes(suite.server, targetId, [{ labels: ['Keep'], properties: { me: true } }]);
+      before = await graphOf(suite.server, targetId);
+    });
+
+    async function assertUnchanged(): Promise<void> {
+      assert.deepEqual(await graphOf(suite.server, targetId), before);
+      assert.deepEqual(await instanceState(suite.server, targetId), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+    }
+
+    const node = (id: string) => `{"type":"node","id":"${id}","labels":["A"],"properties":{}}`;
+    const rel = (id: string, start: string, end: string) => `{"type":"relationship","id":"${id}","label":"R","start":{"id":"${start}"},"end":{"id":"${end}"}}`;
+
+    const refusedAtUpload: [string, string, string, RegExp][] = [
+      ['broken JSON', 'bad.json', [node('1'), node('2'), '{"type":"node","id":"3",', node('4')].join('\n'), /line 3: it is not valid JSON/],
+      ['an unknown record type', 'bad.json', [node('1'), '{"type":"path","id":"3"}'].join('\n'), /line 2: "type" is "path"/],
+      ['an integer Snapgraph cannot hold', 'bad.json', [node('1'), '{"type":"node","id":"2","properties":{"n":9223372036854775807}}'].join('\n'), /line 2: property "n" holds the integer 9223372036854775807/],
+      ['an empty label', 'bad.json', [node('1'), '{"type":"node","id":"2","labels":[""]}'].join('\n'), /line 2: the node label is empty/],
+      ['an unknown Cypher statement', 'bad.cypher', ':begin\nUNWIND [{_id:1, properties:{}}] AS row\nCREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties;\nMATCH (n) DETACH DELETE n;\n:commit\n', /line 4: this is not a statement apoc.export.cypher writes/],
+      ['a Cypher value Neo4j does not have', 'bad.cypher', ':begin\nUNWIND [{_id:1, properties:{a:1}},\n{_id:2, properties:{a:rand()}}] AS row\nCREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties;\n:commit\n', /line 3: rand\(…\) is not a value Snapgraph can load/],
+    ];
+    for (const [what, fileName, text, message] of refusedAtUpload) {
+      it(`${what}`, async () => {
+        const error = expectCode(await uploadFile(suite.server, { instanceId: targetId, file: Buffer.from(text), fileName }), 'INVALID_BACKUP_FILE');
+        assert.match(error.message, message);
+        await assertUnchanged();
+      });
+    }
+
+    const refusedByTheLoad: [string, string, RegExp][] = [
+      ['a relationship to a missing node', [node('1'), node('2'), rel('1', '1', '2'), rel('2', '2', '9')].join('\n'), /line 4: the relationship's end node "9" is not a node of the file/],
+      ['a repeated node id', [node('1'), node('2'), node('1')].join('\n'), /line 3: node id "1" is already used by the node at line 1/],
+      ['a repeated relationship id', [node('1'), rel('7', '1', '1'), rel('7', '1', '1')].join('\n'), /line 3: relationship id "7" is already used by the relationship at line 2/],
+    ];
+    for (const [what, text, message] of refusedByTheLoad) {
+      it(`${what}`, async () => {
+        const operation = await restore(targetId, Buffer.from(text), 'bad.json');
+        assert.equal(operation.status, 'FAILED');
+        assert.equal(operation.error?.code, 'INVALID_BACKUP_FILE');
+        assert.match(operation.error?.message ?? '', message);
+        await assertUnchanged();
+      });
+    }
+  });
+});
