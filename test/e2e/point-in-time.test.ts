@@ -31,7 +31,9 @@ import {
   operationCount,
   payloads,
   type RelationshipJson,
+  restorableThrough,
   restoreAndWait,
+  restoreWindowOf,
   serverPerSuite,
   settledOperation,
   startServer,
@@ -52,37 +54,12 @@ const CREATE_FROM_POINT = `mutation ($instanceId: ID!, $at: DateTime!, $input: C
     id status currentOperation { ${PIT_OPERATION_FIELDS} }
   }
 }`;
-const RESTORE_WINDOW = `query ($id: ID!) { instance(id: $id) { restoreWindow { earliest latest reason } } }`;
 const RESTORE_PROGRESS = `subscription ($id: ID!) { restoreProgress(operationId: $id) { ${OPERATION_FIELDS} } }`;
 const INSTANCES = `{ instances { id } }`;
 const SNAPSHOT_PROFILES = `query ($id: ID!) { snapshots(instanceId: $id) { edges { node { id profile } } } }`;
 
-interface RestoreWindow {
-  earliest: number;
-  latest: number;
-  reason: string | null;
-}
-
 const iso = (ms: number) => new Date(ms).toISOString();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function restoreWindowOf(server: ServerLike, instanceId: string, key = server.adminKey): Promise<RestoreWindow | null> {
-  const { instance } = expectData(await gql(server, RESTORE_WINDOW, { id: instanceId }, key));
-  assert.ok(instance, `instance ${instanceId} is not visible`);
-  const window = instance.restoreWindow;
-  return window && { earliest: Date.parse(window.earliest), latest: Date.parse(window.latest), reason: window.reason };
-}
-
-/** Waits until every write acknowledged up to `moment` is restorable (restoreWindow.latest has passed it). */
-function restorableThrough(server: ServerLike, instanceId: string, moment: number, timeoutMs = 15_000): Promise<RestoreWindow> {
-  return eventually(
-    async () => {
-      const window = await restoreWindowOf(server, instanceId);
-      return window !== null && window.latest >= moment ? window : undefined;
-    },
-    { timeoutMs, intervalMs: 100, what: `restoreWindow.latest of ${instanceId} to reach ${iso(moment)}` },
-  );
-}
 
 function requestRestoreToPoint(
   server: ServerLike,

@@ -426,3 +426,29 @@ export async function touchEveryNode(server: ServerLike, instanceId: string, cou
     expectData(await gql(server, UPDATE_NODES, { instanceId, nodes }));
   }
 }
+
+const RESTORE_WINDOW = `query ($id: ID!) { instance(id: $id) { restoreWindow { earliest latest reason } } }`;
+
+export interface RestoreWindow {
+  earliest: number;
+  latest: number;
+  reason: string | null;
+}
+
+export async function restoreWindowOf(server: ServerLike, instanceId: string, key = server.adminKey): Promise<RestoreWindow | null> {
+  const { instance } = expectData(await gql(server, RESTORE_WINDOW, { id: instanceId }, key));
+  assert.ok(instance, `instance ${instanceId} is not visible`);
+  const window = instance.restoreWindow;
+  return window && { earliest: Date.parse(window.earliest), latest: Date.parse(window.latest), reason: window.reason };
+}
+
+/** Waits until every write acknowledged up to `moment` is restorable (restoreWindow.latest has passed it). */
+export function restorableThrough(server: ServerLike, instanceId: string, moment: number, timeoutMs = 15_000): Promise<RestoreWindow> {
+  return eventually(
+    async () => {
+      const window = await restoreWindowOf(server, instanceId);
+      return window !== null && window.latest >= moment ? window : undefined;
+    },
+    { timeoutMs, intervalMs: 100, what: `restoreWindow.latest of ${instanceId} to reach ${new Date(moment).toISOString()}` },
+  );
+}
