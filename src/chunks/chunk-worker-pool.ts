@@ -17,7 +17,7 @@ interface QueuedTask {
 interface PoolWorker {
   thread: Worker;
   running: (QueuedTask & { seq: number }) | null;
-  /** Ends the thread once it has been idle for IDLE_MS. */
+  /** Ends the thread once it has been idle for the pool's idleMs. */
   idleTimer: NodeJS.Timeout | null;
 }
 
@@ -27,7 +27,7 @@ export const DEFAULT_CHUNK_WORKERS = Math.min(2, cpus().length);
  * A worker idle this long ends, and gives back its heap and its allocator's memory (tens of MiB each after a restore);
  * the next task starts one again (in about 30 ms, once per burst of work, not per chunk).
  */
-const IDLE_MS = 5_000;
+export const DEFAULT_WORKER_IDLE_MS = 5_000;
 
 /**
  * A worker's own heap holds a task's small objects only: the chunks are ArrayBuffers outside it. Bounded, so that
@@ -41,8 +41,19 @@ export class ChunkWorkerPool {
   #seq = 0;
   #closed = false;
 
-  /** @param size worker threads; 0 runs every task inline on the calling thread. */
-  constructor(readonly size: number) {}
+  /**
+   * @param size worker threads; 0 runs every task inline on the calling thread.
+   * @param idleMs a worker idle this long ends (see DEFAULT_WORKER_IDLE_MS).
+   */
+  constructor(
+    readonly size: number,
+    private readonly idleMs = DEFAULT_WORKER_IDLE_MS,
+  ) {}
+
+  /** Worker threads running now (busy or waiting for work). */
+  get threads(): number {
+    return this.#workers.length;
+  }
 
   /** Tasks that may usefully be in flight at once: one running per worker and one waiting for each. */
   get parallelism(): number {
@@ -139,7 +150,7 @@ export class ChunkWorkerPool {
       if (worker.running !== null || index < 0) return;
       this.#workers.splice(index, 1); // its exit event then finds nothing to fail
       void worker.thread.terminate();
-    }, IDLE_MS);
+    }, this.idleMs);
     worker.idleTimer.unref();
   }
 }
