@@ -3,7 +3,7 @@
 // baselines run in separate processes on copies of an instance's store.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -161,7 +161,13 @@ export async function stopServer(server: Server): Promise<void> {
   clearTimeout(timer);
 }
 
-/** VmRSS every 100 ms, the peak kept per part of the run; VmHWM (the kernel's own peak) read at the end. */
+/**
+ * The server's peak RSS per part of the run: the kernel's own high-water mark (VmHWM, every thread of the process),
+ * reset at the start of each part (`echo 5 > /proc/<pid>/clear_refs`) and read at its end; without that reset (an
+ * older kernel) VmRSS sampled every 100 ms. And the server's event-loop delay per part: p99 and max of prom-client's
+ * histogram on its /metrics, which restarts at every scrape (nothing else scrapes this server), scraped once at each
+ * part's start and end, so that p99 is over the whole part.
+ */
 export function rssSampler(pid: number) {
   const read = (field: 'VmRSS' | 'VmHWM'): number => {
     try {
@@ -171,12 +177,22 @@ export function rssSampler(pid: number) {
       return 0;
     }
   };
+  const resetPeak = (): boolean => {
+    try {
+      writeFileSync(`/proc/${pid}/clear_refs`, '5');
+      return true;
+    } catch {
+      return false;
+    }
+  };
   const peaks = new Map<string, number>();
   const delays = new Map<string, { p99: number; max: number }>();
+  const keep = (name: string, bytes: number) => peaks.set(name, Math.max(peaks.get(name) ?? 0, bytes));
   let part = 'boot';
-  const sample = () => peaks.set(part, Math.max(peaks.get(part) ?? 0, read('VmRSS')));
+  const started: [string, number][] = [];
+  let hwmPerPart = false; // boot's peak is the process's own VmHWM since it started
+  const sample = () => keep(part, read('VmRSS'));
   const timer = setInterval(sample, 100);
-  // prom-client's event-loop histogram restarts at every scrape, and nothing else scrapes this server.
   const scrapeDelay = async () => {
     const text = await fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
     const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN) * 1000;
@@ -185,18 +201,24 @@ export function rssSampler(pid: number) {
     const max = value('nodejs_eventloop_lag_max_seconds');
     if (Number.isFinite(p99)) delays.set(part, { p99: Math.max(seen.p99, p99), max: Math.max(seen.max, max) });
   };
+  const endPart = async () => {
+    sample();
+    keep(part, read('VmHWM'));
+    await scrapeDelay();
+  };
   return {
-    /** Starts a new part of the run (peaks and event-loop delay are kept per part). */
+    /** Starts a new part of the run (peaks and event-loop delay are kept per part; a part may come back). */
     async part(name: string) {
-      sample();
-      await scrapeDelay();
+      await endPart();
       part = name;
+      started.push([name, Date.now()]);
+      hwmPerPart = resetPeak();
+      sample();
     },
     async stop() {
-      sample();
+      await endPart();
       clearInterval(timer);
-      await scrapeDelay();
-      return { peaks, delays, hwm: read('VmHWM') };
+      return { peaks, delays, hwmPerPart, peak: Math.max(...peaks.values()), started };
     },
   };
 }

@@ -51,7 +51,7 @@ async function main(): Promise<void> {
           `baseline ${secs(baseline.ms)}, gzip -1 ${MiB(baseline.gzipBytes)}; ratio ${(product.ms / baseline.ms).toFixed(2)}×\n`,
       );
     }
-    const { peaks, hwm } = await rss.stop();
+    const { peaks, peak } = await rss.stop();
     const snapshotPeak = Math.max(...[...peaks].filter(([part]) => part.startsWith('snapshot')).map(([, bytes]) => bytes));
     process.stdout.write(
       `\nfull snapshot, ${nodes.toLocaleString('en')} nodes + ${relationships.toLocaleString('en')} relationships, ${style} properties, ` +
@@ -61,7 +61,7 @@ async function main(): Promise<void> {
         `  ratio (per pair)    ${spread(rows.map((r) => r.productMs / r.baselineMs), (v) => `${v.toFixed(2)}×`)}\n` +
         `  stored bytes        ${spread(rows.map((r) => r.archiveBytes), MiB)}  (gzip -1 of the store: ${MiB(rows[0].gzipBytes)})\n` +
         `  records/s           ${spread(rows.map((r) => (nodes + relationships) / (r.productMs / 1000)), (v) => Math.round(v).toLocaleString('en'))}\n` +
-        `  server peak RSS while snapshotting ${MiB(snapshotPeak)} (VmHWM over the run, fills included: ${MiB(hwm)})\n`,
+        `  server peak RSS while snapshotting ${MiB(snapshotPeak)} (over the whole run, fills included: ${MiB(peak)})\n`,
     );
   } finally {
     await stopServer(server);

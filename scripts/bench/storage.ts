@@ -17,9 +17,10 @@
 // 3. Restore of the newest of those snapshots over the instance, its safety point included, with 1% of the nodes
 //    changed before each restore (so the safety point has something to keep) / (`gzip -dc` of a `gzip -1` copy of the
 //    store file + fsync of the output).
-// 4. Peak RSS of the server process: VmRSS sampled every 100 ms (peak per part) and VmHWM at the end; the server's
-//    event-loop delay per part. The API calls that fill and change the graph are parts of their own ('fill',
-//    'changes'), so that what they cost is not counted against the snapshots and restores around them.
+// 4. Peak RSS of the server process per part: its VmHWM (all threads), reset at the start of each part; the server's
+//    event-loop delay per part (p99 and max over the whole part). A verifySnapshot of the newest snapshot is a part;
+//    the API calls that fill and change the graph are parts of their own ('fill', 'changes'), so that what they cost
+//    is not counted against the snapshots and restores around them.
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -159,6 +160,13 @@ async function main(): Promise<void> {
       storedVsDisk: +((used.usage.storedBytes - onDisk.bytes) / onDisk.bytes).toFixed(4),
     });
 
+    // --- verification of the newest snapshot (its base and log read back, materialised into a scratch store)
+    await rss.part('verify');
+    started = performance.now();
+    const { verifySnapshot } = await gql(`mutation($s: ID!) { verifySnapshot(id: $s) { id } }`, { s: latest.id });
+    await operationDone(verifySnapshot.id);
+    console.log(`  verifySnapshot of snapshot ${snapshots}: ${secs(performance.now() - started)}`);
+
     // --- 3. restores
     console.log(`\n[3] restore of snapshot ${snapshots} over the instance (safety point included; ${pct(change)} of the nodes changed before each) / (gzip -dc of a gzip -1 copy of the store + fsync)`);
     await rss.part('restore baseline prep');
@@ -229,10 +237,12 @@ async function main(): Promise<void> {
 
     const snapshotRatios = snapshotPairs.map((p) => p.product / p.baseline);
     const restoreRatios = restorePairs.map((p) => p.product / p.baseline);
-    const { peaks, delays, hwm } = await rss.stop();
-    console.log(`\n[4] server peak RSS: VmHWM ${MiB(hwm)}; VmRSS sampled every 100 ms, peak per part: ${[...peaks].map(([part, bytes]) => `${part} ${MiB(bytes)}`).join(', ')}`);
-    console.log(`    event-loop delay of the server (its /metrics, per part; p99 is the worst scrape interval): ${[...delays].map(([part, d]) => `${part} p99 ${d.p99.toFixed(0)} ms / max ${d.max.toFixed(0)} ms`).join(', ')}`);
-
+    const { peaks, delays, hwmPerPart, peak, started: partsStarted } = await rss.stop();
+    console.log(`\n[4] server peak RSS and event-loop delay per part (${hwmPerPart ? 'VmHWM of the server process, reset at the start of each part' : 'VmRSS sampled every 100 ms'}; delay from its /metrics):`);
+    for (const [part, bytes] of peaks) {
+      const delay = delays.get(part);
+      console.log(`    ${part.padEnd(22)} peak RSS ${MiB(bytes).padStart(10)} (${(bytes / 1e6).toFixed(0)} MB)   event-loop delay p99 ${delay ? `${delay.p99.toFixed(0)} ms, max ${delay.max.toFixed(0)} ms` : '?'}`);
+    }
     console.log('\nsummary');
     console.log(`  stored after ${snapshots} snapshots: ${MiB(used.usage.storedBytes)} vs ${MiB(fullCopies)} for ${snapshots} full copies (${pct(used.usage.storedBytes / fullCopies)}) and ${MiB(fullArchives)} for ${snapshots} export archives (${pct(used.usage.storedBytes / fullArchives)})`);
     if (shares.length > 0) console.log(`  addedBytes after the first: max ${pct(Math.max(...shares))}, median ${pct(median(shares))} of the first snapshot's`);
@@ -241,16 +251,17 @@ async function main(): Promise<void> {
     console.log(`  snapshot / (.backup + gzip -1) ratio: ${spread(snapshotRatios, (r) => r.toFixed(2))}`);
     console.log(`  restore: ${spread(restorePairs.map((p) => p.product), secs)}; baseline ${spread(restorePairs.map((p) => p.baseline), secs)}`);
     console.log(`  restore / (gzip -d + fsync) ratio: ${spread(restoreRatios, (r) => r.toFixed(2))}`);
-    console.log(`  server peak RSS (VmHWM): ${MiB(hwm)}`);
+    console.log(`  server peak RSS over every part: ${MiB(peak)} (${(peak / 1e6).toFixed(0)} MB); worst event-loop delay p99 of a part after boot: ${Math.max(...[...delays].filter(([part]) => part !== 'boot').map(([, d]) => d.p99)).toFixed(0)} ms`);
     Object.assign(summary, {
       snapshotPairs: snapshotPairs.map((p) => ({ ...p, ratio: +(p.product / p.baseline).toFixed(3) })),
       snapshotRatioMedian: +median(snapshotRatios).toFixed(3),
       restorePairs: restorePairs.map((p) => ({ ...p, ratio: +(p.product / p.baseline).toFixed(3) })),
       restoreRatioMedian: +median(restoreRatios).toFixed(3),
       createFromSnapshotMs: Math.round(copyMs),
-      peakRssBytes: hwm,
+      peakRssBytes: peak,
       peakRssByPart: Object.fromEntries(peaks),
       eventLoopDelayMsByPart: Object.fromEntries(delays),
+      partsStartedAt: partsStarted,
     });
     console.log(JSON.stringify(summary));
   } catch (error) {

@@ -17,9 +17,23 @@ interface QueuedTask {
 interface PoolWorker {
   thread: Worker;
   running: (QueuedTask & { seq: number }) | null;
+  /** Ends the thread once it has been idle for the pool's idleMs. */
+  idleTimer: NodeJS.Timeout | null;
 }
 
 export const DEFAULT_CHUNK_WORKERS = Math.min(2, cpus().length);
+
+/**
+ * A worker idle this long ends, and gives back its heap and its allocator's memory (tens of MiB each after a restore);
+ * the next task starts one again (in about 30 ms, once per burst of work, not per chunk).
+ */
+export const DEFAULT_WORKER_IDLE_MS = 5_000;
+
+/**
+ * A worker's own heap holds a task's small objects only: the chunks are ArrayBuffers outside it. Bounded, so that
+ * garbage cannot pile up there between collections (V8 sizes a thread's heap by the machine's memory otherwise).
+ */
+const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 };
 
 export class ChunkWorkerPool {
   readonly #workers: PoolWorker[] = [];
@@ -27,8 +41,19 @@ export class ChunkWorkerPool {
   #seq = 0;
   #closed = false;
 
-  /** @param size worker threads; 0 runs every task inline on the calling thread. */
-  constructor(readonly size: number) {}
+  /**
+   * @param size worker threads; 0 runs every task inline on the calling thread.
+   * @param idleMs a worker idle this long ends (see DEFAULT_WORKER_IDLE_MS).
+   */
+  constructor(
+    readonly size: number,
+    private readonly idleMs = DEFAULT_WORKER_IDLE_MS,
+  ) {}
+
+  /** Worker threads running now (busy or waiting for work). */
+  get threads(): number {
+    return this.#workers.length;
+  }
 
   /** Tasks that may usefully be in flight at once: one running per worker and one waiting for each. */
   get parallelism(): number {
@@ -48,7 +73,9 @@ export class ChunkWorkerPool {
   async close(): Promise<void> {
     this.#closed = true;
     for (const queued of this.#queue.splice(0)) queued.reject(new Error('the chunk worker pool is closed'));
-    await Promise.all(this.#workers.splice(0).map((worker) => worker.thread.terminate()));
+    const workers = this.#workers.splice(0);
+    for (const worker of workers) if (worker.idleTimer) clearTimeout(worker.idleTimer);
+    await Promise.all(workers.map((worker) => worker.thread.terminate()));
   }
 
   #run(task: ChunkTask): Promise<Uint8Array> {
@@ -74,6 +101,8 @@ export class ChunkWorkerPool {
       const worker = this.#workers.find((candidate) => candidate.running === null) ?? this.#spawn();
       if (!worker) return;
       const queued = this.#queue.shift()!;
+      if (worker.idleTimer) clearTimeout(worker.idleTimer);
+      worker.idleTimer = null;
       worker.running = { ...queued, seq: ++this.#seq };
       worker.thread.ref(); // busy workers keep the process alive until their results arrive
       worker.thread.postMessage({ seq: worker.running.seq, task: queued.task }, queued.transfer);
@@ -82,7 +111,11 @@ export class ChunkWorkerPool {
 
   #spawn(): PoolWorker | null {
     if (this.#workers.length >= this.size) return null;
-    const worker: PoolWorker = { thread: new Worker(join(__dirname, 'chunk-worker.js')), running: null };
+    const worker: PoolWorker = {
+      thread: new Worker(join(__dirname, 'chunk-worker.js'), { resourceLimits: WORKER_LIMITS }),
+      running: null,
+      idleTimer: null,
+    };
     worker.thread.unref();
     worker.thread.on('message', (message: { seq: number; result?: Uint8Array; error?: string; damage?: boolean }) => {
       const running = worker.running;
@@ -92,9 +125,11 @@ export class ChunkWorkerPool {
       if (message.error === undefined) running.resolve(message.result!);
       else running.reject(message.damage ? new ChunkDamage(message.error) : new Error(message.error));
       this.#dispatch();
+      if (worker.running === null) this.#retireWhenIdle(worker);
     });
     // A crashed worker fails its task and is replaced on the next dispatch.
     const lost = (error: Error) => {
+      if (worker.idleTimer) clearTimeout(worker.idleTimer);
       const index = this.#workers.indexOf(worker);
       if (index < 0) return;
       this.#workers.splice(index, 1);
@@ -106,6 +141,17 @@ export class ChunkWorkerPool {
     worker.thread.on('exit', (code) => lost(new Error(`a chunk worker exited with code ${code}`)));
     this.#workers.push(worker);
     return worker;
+  }
+
+  #retireWhenIdle(worker: PoolWorker): void {
+    worker.idleTimer = setTimeout(() => {
+      worker.idleTimer = null;
+      const index = this.#workers.indexOf(worker);
+      if (worker.running !== null || index < 0) return;
+      this.#workers.splice(index, 1); // its exit event then finds nothing to fail
+      void worker.thread.terminate();
+    }, this.idleMs);
+    worker.idleTimer.unref();
   }
 }
 

@@ -3,7 +3,7 @@
 import 'reflect-metadata';
 import { ConfigError, loadConfig } from '../config/app-config';
 import { createLogger } from '../logging/logger';
-import { installProcessErrorHandlers, installSignalHandlers, startServer } from '../server';
+import { installProcessErrorHandlers, installSignalHandlers, limitHeapGrowth, startServer } from '../server';
 import { DEFAULT_URL } from './api-client';
 import { CliError, UsageError } from './cli-error';
 import { exportCommand } from './export-command';
@@ -66,6 +66,7 @@ async function serve(): Promise<number> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   installProcessErrorHandlers(logger);
+  limitHeapGrowth(config.heapGrowthPercent);
   const server = await startServer(config, logger);
   installSignalHandlers(server, logger);
   return -1; // keep running

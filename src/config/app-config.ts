@@ -46,6 +46,8 @@ export interface AppConfig {
   maxConcurrentOperations: number;
   /** Worker threads that hash, compress, encrypt and decrypt snapshot chunks (0: on the main thread). */
   chunkWorkers: number;
+  /** `snapgraph serve`: the JavaScript heap grows by at most this percentage over what is live after a full collection (0: V8 decides). */
+  heapGrowthPercent: number;
   /** Backup storage nobody needs is kept this long before it is removed (a capture or restore in flight may need it). */
   collectGraceMs: number;
   /** How often every tenant's backup storage is collected (it is also collected after each deletion). */
@@ -118,6 +120,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const maxAttempts = check('SNAPGRAPH_MAX_ATTEMPTS', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_ATTEMPTS), 3), 3);
   const collectGraceMs = check('SNAPGRAPH_COLLECT_GRACE_MS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_COLLECT_GRACE_MS), 3_600_000), 3_600_000);
   const collectIntervalMs = check('SNAPGRAPH_COLLECT_INTERVAL_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_COLLECT_INTERVAL_MS), 600_000), 600_000);
+  const heapGrowthPercent = check('SNAPGRAPH_HEAP_GROWTH_PERCENT', () => nonNegativeInteger(numeric(env.SNAPGRAPH_HEAP_GROWTH_PERCENT), 50), 50);
   const chunkWorkers = check('SNAPGRAPH_CHUNK_WORKERS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_CHUNK_WORKERS), 2), 2);
   const maxConcurrentOperations = check('SNAPGRAPH_MAX_CONCURRENT_OPERATIONS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_MAX_CONCURRENT_OPERATIONS), 0), 0);
   const logShipDelayMs = check('SNAPGRAPH_LOG_SHIP_DELAY_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SHIP_DELAY_MS), 250), 250);
@@ -163,6 +166,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     maxAttempts,
     maxConcurrentOperations,
     chunkWorkers,
+    heapGrowthPercent,
     collectGraceMs,
     collectIntervalMs,
     logShipDelayMs,

@@ -39,7 +39,14 @@ export const INDEXES = `
   CREATE INDEX IF NOT EXISTS rel_by_start ON relationships (start_id);
   CREATE INDEX IF NOT EXISTS rel_by_end ON relationships (end_id);
 `;
-export const TUNING = `PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000;`;
+/**
+ * Every graph-store connection of the process (live stores' writers and readers, read views, base captures,
+ * materialisations) shares one SQLite heap of at most about this size: past it, SQLite recycles the least recently
+ * used cached page of any of them instead of allocating another. Without it each connection's cache grows to its own
+ * cache_size, and memory grows with the number of stores open and the work on them.
+ */
+export const SQLITE_HEAP_BYTES = 64 * 1024 * 1024;
+export const TUNING = `PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000; PRAGMA soft_heap_limit = ${SQLITE_HEAP_BYTES};`;
 
 /** counts rows: ('nodes',''), ('relationships',''), ('label', <label>), ('type', <type>). */
 type CountKind = 'nodes' | 'relationships' | 'label' | 'type';

@@ -105,7 +105,7 @@ export async function materialiseStore(
     db = await SqliteConnection.open(path, sqlite3.OPEN_READWRITE | (base ? 0 : sqlite3.OPEN_CREATE));
     // No journal: a crash leaves a partial shadow, which is discarded anyway. One sync of the whole file at the end
     // makes base and deltas durable together. A larger cache than a live store's: a delta's rows are read, then
-    // rewritten, all over the nodes table.
+    // rewritten, all over the nodes table. (All graph-store connections together stay within SQLITE_HEAP_BYTES.)
     await db.exec(`${TUNING} PRAGMA cache_size = -${MATERIALISE_CACHE_KIB}; PRAGMA temp_store = MEMORY; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;`);
     if (base) {
       if (quickCheck) await checkBase(db);

@@ -1,0 +1,41 @@
+// The chunk worker pool: idle workers end (giving their memory back) and the next task starts one again.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { chunkId } from '../../src/chunks/chunk-codec';
+import { ChunkWorkerPool } from '../../src/chunks/chunk-worker-pool';
+
+const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+
+describe('ChunkWorkerPool', () => {
+  const keys = { dataKey: randomBytes(32), idKey: randomBytes(32) };
+  let pool: ChunkWorkerPool;
+
+  afterEach(() => pool.close());
+
+  it('ends idle workers and starts them again for the next task', async () => {
+    pool = new ChunkWorkerPool(2, 100);
+    const seal = async () => {
+      const plaintext = randomBytes(64 * 1024);
+      const id = chunkId(keys, plaintext);
+      const stored = await pool.seal(keys, id, plaintext);
+      assert.deepEqual(await pool.open(keys, id, stored, plaintext.length, true), plaintext);
+    };
+    await Promise.all([seal(), seal(), seal()]);
+    assert.equal(pool.threads, 2);
+    for (let waited = 0; pool.threads > 0 && waited < 5_000; waited += 50) await sleep(50);
+    assert.equal(pool.threads, 0, 'idle workers ended');
+    await seal();
+    assert.equal(pool.threads, 1, 'the next task started a worker again');
+  });
+
+  it('keeps a worker that gets work before its idle time is up', async () => {
+    pool = new ChunkWorkerPool(1, 300);
+    const plaintext = randomBytes(1024);
+    const id = chunkId(keys, plaintext);
+    for (let i = 0; i < 5; i++) {
+      await pool.seal(keys, id, plaintext);
+      await sleep(100);
+      assert.equal(pool.threads, 1);
+    }
+  });
+});
