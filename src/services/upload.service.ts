@@ -2,7 +2,8 @@
 // encrypted, then restored through the same pipeline as a snapshot.
 import { randomUUID } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
-import { type ArchiveHeader, extractArchiveFromTar, isArchiveError, openArchive, SNIFF_LENGTH, sniffFileType } from '../archive';
+import { type ArchiveHeader, extractArchiveFromTar, isArchiveError, SNIFF_LENGTH, sniffFileType } from '../archive';
+import { ArchiveVerifier } from '../archive/archive-verifier';
 import type { OperationEntity } from '../entities/operation.entity';
 import { AppError, isAppError } from '../errors/app-error';
 import { asStorageFull } from '../errors/storage-full';
@@ -51,33 +52,37 @@ export class UploadService {
   }
 
   /**
-   * Stores the archive encrypted while reading it through once: header, every frame, counts and digest.
-   * Anything unreadable is INVALID_BACKUP_FILE, and nothing is left behind.
+   * Stores the archive encrypted while reading it through once: header, every frame, counts and digest, checked on a
+   * worker thread as the bytes arrive (the event loop only encrypts and writes). Anything unreadable is
+   * INVALID_BACKUP_FILE, and nothing is left behind.
    */
   private async receive(tenantId: string, input: Readable): Promise<ReceivedArchive> {
     const key = `tenants/${tenantId}/uploads/${randomUUID()}.blob`;
     let archive: Readable | null = null;
-    const toStore = new PassThrough({ highWaterMark: 1024 * 1024 });
-    const toVerify = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const toStore = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
+    const verifier = new ArchiveVerifier();
     let stored: Promise<{ storedBytes: number; plainBytes: number }> | null = null;
     try {
       archive = await this.unwrap(input);
       archive.on('error', (error) => {
         toStore.destroy(error);
-        toVerify.destroy(error);
+        verifier.destroy(error);
       });
+      // A verdict of damage stops the upload at once (the verifier is destroyed with it).
+      verifier.on('error', (error) => archive?.destroy(error));
       archive.pipe(toStore);
-      archive.pipe(toVerify);
+      archive.pipe(verifier);
       stored = this.blobs.write(key, toStore);
       stored.catch(() => undefined);
       // The full check: frame CRCs, record tags and counts, SHA-256; it throws at the first damaged byte.
-      const header = await openArchive(toVerify).verify();
+      const header = await verifier.result;
       const { plainBytes } = await stored;
       this.metrics.bytesUploaded.inc(plainBytes);
       return { key, sizeBytes: plainBytes, header };
     } catch (error) {
       input.destroy();
       archive?.destroy();
+      verifier.destroy();
       // End the blob write too (a premature close fails it), and let it remove its temp file before the key is
       // deleted: otherwise a write still running would leave its temp file, or rename a whole blob into place after.
       toStore.destroy();
