@@ -174,7 +174,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   expressApp.use(UPLOADS_PATH, await createTusUploads(app));
   expressApp.use(
     '/graphql',
-    await createUploadMiddleware(config, async (authorization) => Boolean(await authenticate(authorization).catch(() => null))),
+    createUploadMiddleware(config, async (authorization) => Boolean(await authenticate(authorization).catch(() => null))),
     express.json({ limit: config.maxBodyBytes }),
     queryGuard(limits, (req, res, error) => {
       const requestId = requestIdFrom(req.headers['x-request-id']);

@@ -1,23 +1,41 @@
-// Transfer benchmark: a ~1 GB archive (--mb N to change) uploaded with restoreFromFile until the restore has
-// finished, and downloaded through an export link; each beside a plain `cp` of the same file, with the server's
-// peak RSS during each (the server runs as a separate process so the benchmark's own memory does not count).
-import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { once } from 'node:events';
-import { pipeline } from 'node:stream/promises';
+// bench:transfer — uploads and export downloads against minimal Node HTTP servers, side by side.
+//
+// An archive of --size MiB (default 1024) whose payload is random text (deflate gains little) is uploaded to a fresh
+// instance, each time right after the same bytes went through the baseline:
+//   - multipart: curl -F into restoreFromFile (GraphQL multipart request spec, Apollo-Require-Preflight);
+//   - tus: `snapgraph restore-file` (the CLI, its own process) through /uploads;
+//   - baseline: `curl -T` into a minimal Node server that writes the body to a file and fsyncs it.
+// "Accepted" is the answer to the upload (stored encrypted and verified); "restored" is the operation SUCCEEDED.
+// Then an export link of a snapshot of the restored instance is downloaded with curl, interleaved with the same bytes
+// from a minimal Node file server (fs.createReadStream). Every server runs in its own process; --pairs (default 3)
+// pairs of each; median and range printed, with the ratios and the server's peak RSS per part.
+//
+//   npm run bench:transfer -- [--size 256] [--pairs 3]
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
 import { createArchiveWriter } from '../../src/archive';
-import { BENCH_KEY, flag, mb } from './support';
+import { flag, gql, median, MiB, operationDone, rssSampler, secs, snapshot, spread, startServer, stopServer, type Server } from './server-process';
 
-const targetBytes = flag('mb', 1024) * 1024 * 1024;
-const PROPERTY_BYTES = 1024;
+const run = promisify(execFile);
+const REPO_ROOT = resolve(__dirname, '..', '..', '..');
+const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+const ADMIN_KEY = 'bench-admin-key-0123456789';
 
-/** Nodes carrying random (incompressible) text, so the archive is about as large as the data. */
-async function writeArchive(path: string): Promise<{ nodes: number }> {
-  // ~1,036 archive bytes a node (1 KiB of random bytes as base64, deflated).
-  const nodes = Math.ceil(targetBytes / 1_036);
+const sizeBytes = flag('size', 1024) * 1024 * 1024;
+const pairs = flag('pairs', 3);
+
+/**
+ * Nodes whose properties are mostly random text (1 KiB of random bytes as base64, plus a few small fields): deflate
+ * saves about a quarter, so the archive is about as large as the data it restores.
+ */
+async function writeArchive(path: string): Promise<number> {
+  const nodes = Math.ceil(sizeBytes / 800);
   const writer = createArchiveWriter({
     engineVersion: 'V5',
     sourceInstanceId: 'bench',
@@ -29,147 +47,163 @@ async function writeArchive(path: string): Promise<{ nodes: number }> {
   for (let start = 1; start <= nodes; start += 2_000) {
     const lines: string[] = [];
     for (let id = start; id < Math.min(start + 2_000, nodes + 1); id++) {
-      lines.push(JSON.stringify(['N', String(id), ['Blob'], { payload: randomBytes(PROPERTY_BYTES).toString('base64') }]));
+      const payload = randomBytes(768).toString('base64');
+      lines.push(JSON.stringify(['N', String(id), ['Blob'], { name: `blob-${id}`, size: id % 4096, payload }]));
     }
     await writer.writeEncoded({ kind: 'node', lines });
   }
   await writer.end();
   await written;
-  return { nodes };
+  return nodes;
 }
 
-function rssSampler(pid: number) {
-  let peak = 0;
-  const read = () => {
-    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    if (match) peak = Math.max(peak, Number(match[1]) * 1024);
-  };
-  const timer = setInterval(read, 100);
-  return () => {
-    clearInterval(timer);
-    read();
-    return peak;
-  };
-}
-
-async function startServer(dataDir: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [join(__dirname, '../../src/cli/main.js'), 'serve'], {
-    env: { ...process.env, PORT: '0', SNAPGRAPH_DATA_DIR: dataDir, SNAPGRAPH_BOOTSTRAP_TOKEN: BENCH_KEY, LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let buffered = '';
+/** A baseline server (transfer-baselines.ts) in its own process; resolves with its URL once it listens. */
+async function startBaseline(mode: 'upload' | 'serve', target: string): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, [join(__dirname, 'transfer-baselines.js'), mode, target], { stdio: ['ignore', 'pipe', 'inherit'] });
   for await (const chunk of child.stdout!) {
-    buffered += chunk;
-    const match = /"url":"(http:[^"]+)\/graphql".*snapgraph is serving/.exec(buffered);
-    if (match) {
-      child.stdout!.resume();
-      return { child, url: match[1] };
-    }
+    const port = /^(\d+)$/m.exec(String(chunk));
+    if (port) return { url: `http://127.0.0.1:${port[1]}`, child };
   }
-  throw new Error(`server did not start: ${buffered}`);
+  throw new Error(`the ${mode} baseline did not start`);
 }
 
-async function gql(url: string, query: string, variables: Record<string, unknown> = {}) {
-  const response = await fetch(`${url}/graphql`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_KEY}` },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = (await response.json()) as any;
-  if (body.errors) throw new Error(JSON.stringify(body.errors));
-  return body.data;
-}
-
-async function waitForOperation(url: string, id: string) {
-  for (;;) {
-    const { operation } = await gql(url, `query($id: ID!) { operation(id: $id) { status error { code message } } }`, { id });
-    if (operation.status === 'SUCCEEDED') return;
-    if (operation.status === 'FAILED') throw new Error(`operation failed: ${JSON.stringify(operation.error)}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
-
-function timeCp(from: string, to: string): number {
-  execFileSync('sync');
+async function timed(work: () => Promise<unknown>): Promise<number> {
   const started = performance.now();
-  execFileSync('cp', [from, to]);
-  const seconds = (performance.now() - started) / 1000;
-  rmSync(to, { force: true });
-  return seconds;
+  await work();
+  return performance.now() - started;
+}
+
+const curl = (args: string[]) => run('curl', ['-sS', '--fail-with-body', ...args], { maxBuffer: 16 * 1024 * 1024 });
+
+async function newInstance(name: string): Promise<string> {
+  const { createInstance } = await gql(`mutation($name: String!) { createInstance(input: { name: $name, tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`, { name });
+  return createInstance.id;
+}
+
+/** restoreFromFile through curl -F; the times to the answer (accepted) and to SUCCEEDED (restored). */
+async function multipartUpload(server: Server, archive: string, instanceId: string, rss: ReturnType<typeof rssSampler>) {
+  const operations = JSON.stringify({
+    query: `mutation($id: ID!, $file: Upload!) { restoreFromFile(instanceId: $id, file: $file, confirm: "RESTORE") { id } }`,
+    variables: { id: instanceId, file: null },
+  });
+  await rss.part('multipart: receiving and verifying');
+  const started = performance.now();
+  const { stdout } = await curl([
+    '-H', `Authorization: Bearer ${ADMIN_KEY}`, '-H', 'Apollo-Require-Preflight: true',
+    '-F', `operations=${operations}`, '-F', 'map={"0":["variables.file"]}', '-F', `0=@${archive}`, `${server.url}/graphql`,
+  ]);
+  const accepted = performance.now() - started;
+  const body = JSON.parse(stdout);
+  if (body.errors) throw new Error(JSON.stringify(body.errors));
+  await rss.part('multipart: restoring');
+  await operationDone(body.data.restoreFromFile.id);
+  return { accepted, restored: performance.now() - started };
+}
+
+/** `snapgraph restore-file` in its own process: accepted when it says the server verified the file, restored at its exit. */
+async function tusUpload(server: Server, archive: string, instanceId: string, stateDir: string, rss: ReturnType<typeof rssSampler>) {
+  await rss.part('tus: receiving and verifying');
+  const started = performance.now();
+  const child = spawn(process.execPath, [CLI, 'restore-file', instanceId, archive, '--confirm', 'RESTORE'], {
+    env: { ...process.env, SNAPGRAPH_URL: server.url, SNAPGRAPH_API_KEY: ADMIN_KEY, XDG_STATE_HOME: stateDir },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let accepted = 0;
+  let errors = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    errors += chunk;
+    if (!accepted && errors.includes('the server verified the file')) {
+      accepted = performance.now() - started;
+      void rss.part('tus: restoring');
+    }
+  });
+  const code = await new Promise<number | null>((done) => child.once('exit', done));
+  if (code !== 0 || !accepted) throw new Error(`restore-file exited with ${code}: ${errors.slice(-2000)}`);
+  return { accepted, restored: performance.now() - started };
+}
+
+interface UploadFigures {
+  baseline: number[];
+  accepted: number[];
+  restored: number[];
+}
+
+function report(name: string, bytes: number, figures: UploadFigures): void {
+  const rate = (ms: number) => `${(bytes / 1024 / 1024 / (ms / 1000)).toFixed(0)} MiB/s`;
+  const ratios = (times: number[]) => times.map((ms, i) => ms / figures.baseline[i]);
+  console.log(`\n${name}`);
+  console.log(`  baseline curl -T + fsync: ${spread(figures.baseline, secs)}  ${rate(median(figures.baseline))}`);
+  console.log(`  accepted:                 ${spread(figures.accepted, secs)}  ${rate(median(figures.accepted))}`);
+  console.log(`  accepted and restored:    ${spread(figures.restored, secs)}`);
+  console.log(`  accept / baseline:        ${spread(ratios(figures.accepted), (r) => `${r.toFixed(2)}×`)}   (target ≤ 2×)`);
+  console.log(`  restored / baseline:      ${spread(ratios(figures.restored), (r) => `${r.toFixed(2)}×`)}   (target ≤ 4×)`);
 }
 
 async function main() {
   const work = mkdtempSync(join(tmpdir(), 'snapgraph-transfer-'));
-  const dataDir = join(work, 'data');
   const archive = join(work, 'bench.backup');
-  const server = await startServer(dataDir);
+  const stateDir = join(work, 'cli-state');
+  const received = join(work, 'baseline-uploads');
+  mkdirSync(received);
+  const children: ChildProcess[] = [];
+  let server: Server | undefined;
   try {
-    let started = performance.now();
-    const { nodes } = await writeArchive(archive);
-    const size = statSync(archive).size;
-    console.log(`wrote a ${mb(size)} MB archive of ${nodes} nodes in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    const nodes = await writeArchive(archive);
+    const bytes = statSync(archive).size;
+    console.log(`archive: ${MiB(bytes)}, ${nodes} nodes of random text; ${pairs} pairs of each measurement`);
 
-    const { createInstance } = await gql(server.url, `mutation { createInstance(input: { name: "bench", tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`);
-    const operations = JSON.stringify({
-      query: `mutation($id: ID!, $file: Upload!) { restoreFromFile(instanceId: $id, file: $file, confirm: "RESTORE") { id } }`,
-      variables: { id: createInstance.id, file: null },
-    });
-    const uploadCp = timeCp(archive, join(work, 'cp-upload.backup'));
-    let peakRss = rssSampler(server.child.pid!);
-    started = performance.now();
-    // curl sends the multipart request (GraphQL multipart request spec), as it fetches the download below.
-    const body = JSON.parse(
-      await new Promise<string>((resolve, reject) =>
-        execFile(
-          'curl',
-          ['-sS', '-H', `Authorization: Bearer ${BENCH_KEY}`, '-H', 'Apollo-Require-Preflight: true', '-F', `operations=${operations}`,
-            '-F', 'map={"0":["variables.file"]}', '-F', `0=@${archive}`, `${server.url}/graphql`],
-          { maxBuffer: 1024 * 1024 },
-          (error, stdout) => (error ? reject(error) : resolve(stdout)),
-        ),
-      ),
-    );
-    if (body.errors) throw new Error(JSON.stringify(body.errors));
-    const uploaded = (performance.now() - started) / 1000;
-    const acceptRss = peakRss();
-    peakRss = rssSampler(server.child.pid!);
-    await waitForOperation(server.url, body.data.restoreFromFile.id);
-    const restored = (performance.now() - started) / 1000;
-    const uploadRss = peakRss();
+    const uploadBaseline = await startBaseline('upload', received);
+    children.push(uploadBaseline.child);
+    server = await startServer(join(work, 'data'), {});
+    const rss = rssSampler(server.child.pid!);
+    const baselineUpload = () => timed(() => curl(['-T', archive, `${uploadBaseline.url}/upload`]));
 
-    const { createSnapshot } = await gql(server.url, `mutation($id: ID!) { createSnapshot(instanceId: $id) { id } }`, { id: createInstance.id });
-    const { instance } = await gql(server.url, `query($id: ID!) { instance(id: $id) { currentOperation { id } } }`, { id: createInstance.id });
-    await waitForOperation(server.url, instance.currentOperation.id);
-    const { exportSnapshot } = await gql(server.url, `mutation($id: ID!) { exportSnapshot(id: $id) { url sizeBytes } }`, { id: createSnapshot.id });
-    const downloadPath = join(work, 'download.backup');
-    const downloadCp = timeCp(archive, join(work, 'cp-download.backup'));
-    peakRss = rssSampler(server.child.pid!);
-    started = performance.now();
-    // curl, a separate process, is the client: a Node client on the same two cores would compete with the server.
-    await new Promise<void>((resolve, reject) =>
-      execFile('curl', ['-sSf', '-o', downloadPath, exportSnapshot.url], (error) => (error ? reject(error) : resolve())),
-    );
-    const downloaded = (performance.now() - started) / 1000;
-    const downloadRss = peakRss();
-    const downloadSize = statSync(downloadPath).size;
+    const multipart: UploadFigures = { baseline: [], accepted: [], restored: [] };
+    const tus: UploadFigures = { baseline: [], accepted: [], restored: [] };
+    let restoredInstance = '';
+    for (let pair = 0; pair < pairs; pair++) {
+      for (const [path, figures] of [['multipart', multipart], ['tus', tus]] as const) {
+        if (restoredInstance) await gql(`mutation($id: ID!) { deleteInstance(id: $id) }`, { id: restoredInstance });
+        const instanceId = await newInstance(`bench-${path}-${pair}`);
+        await rss.part('idle');
+        figures.baseline.push(await baselineUpload());
+        const { accepted, restored } =
+          path === 'multipart' ? await multipartUpload(server, archive, instanceId, rss) : await tusUpload(server, archive, instanceId, stateDir, rss);
+        figures.accepted.push(accepted);
+        figures.restored.push(restored);
+        restoredInstance = instanceId;
+        console.log(`  ${path} ${pair + 1}: baseline ${secs(figures.baseline.at(-1)!)}, accepted ${secs(accepted)}, restored ${secs(restored)}`);
+      }
+    }
 
-    console.log(JSON.stringify({
-      archiveMB: +mb(size),
-      upload: {
-        secondsToAccepted: +uploaded.toFixed(1), secondsToRestored: +restored.toFixed(1),
-        MBps: +(size / 1024 / 1024 / restored).toFixed(1), cpMBps: +(size / 1024 / 1024 / uploadCp).toFixed(1),
-        ratioToCp: +((size / restored) / (size / uploadCp)).toFixed(3),
-        serverPeakRssMB: { receivingAndVerifying: +mb(acceptRss), restoring: +mb(uploadRss) },
-      },
-      download: {
-        seconds: +downloaded.toFixed(1), MB: +mb(downloadSize), MBps: +(downloadSize / 1024 / 1024 / downloaded).toFixed(1),
-        cpMBps: +(size / 1024 / 1024 / downloadCp).toFixed(1), ratioToCp: +((downloadSize / downloaded) / (size / downloadCp)).toFixed(3),
-        serverPeakRssMB: +mb(downloadRss),
-      },
-    }, null, 2));
+    await rss.part('idle');
+    const { row } = await snapshot(restoredInstance);
+    const { exportSnapshot } = await gql(`mutation($id: ID!) { exportSnapshot(id: $id) { url sizeBytes } }`, { id: row.id });
+    const exported = join(work, 'exported.backup');
+    await curl(['-o', exported, exportSnapshot.url]);
+    const exportBytes = statSync(exported).size;
+    const fileServer = await startBaseline('serve', exported);
+    children.push(fileServer.child);
+    const download = { baseline: [] as number[], product: [] as number[] };
+    await rss.part('export downloads');
+    for (let pair = 0; pair < pairs; pair++) {
+      download.baseline.push(await timed(() => curl(['-o', '/dev/null', `${fileServer.url}/file`])));
+      download.product.push(await timed(() => curl(['-o', '/dev/null', exportSnapshot.url])));
+    }
+    const { peaks } = await rss.stop();
+
+    report('multipart upload (restoreFromFile, curl -F)', bytes, multipart);
+    report('tus upload (snapgraph restore-file)', bytes, tus);
+    const rate = (ms: number) => exportBytes / 1024 / 1024 / (ms / 1000);
+    console.log(`\nexport download (${MiB(exportBytes)}, curl -o /dev/null)`);
+    console.log(`  baseline fs.createReadStream: ${spread(download.baseline.map(rate), (r) => `${r.toFixed(0)} MiB/s`)}`);
+    console.log(`  export link:                  ${spread(download.product.map(rate), (r) => `${r.toFixed(0)} MiB/s`)}`);
+    console.log(`  export / baseline:            ${spread(download.product.map((ms, i) => download.baseline[i] / ms), (r) => `${r.toFixed(2)}×`)}   (target ≥ 0.8×)`);
+    console.log('\nserver peak RSS');
+    for (const [part, peak] of peaks) if (part !== 'boot') console.log(`  ${part.padEnd(36)} ${MiB(peak)}`);
   } finally {
-    server.child.kill('SIGTERM');
-    await once(server.child, 'exit');
+    if (server) await stopServer(server);
+    for (const child of children) child.kill();
     rmSync(work, { recursive: true, force: true });
   }
 }

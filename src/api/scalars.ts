@@ -32,7 +32,7 @@ export const JSONObjectScalar = new GraphQLScalarType({
   description: 'A JSON object (graphql-scalars JSONObject): property maps of nodes and relationships',
 });
 
-/** What graphql-upload's processRequest puts where an Upload variable was: resolves to the file. */
+/** What readMultipartRequest (http/multipart-request.ts) puts where an Upload variable was: resolves to the file. */
 export interface FileUploadPromise {
   promise: Promise<FileUpload>;
 }
@@ -43,7 +43,7 @@ export interface FileUpload {
   createReadStream(): NodeJS.ReadableStream;
 }
 
-// Own scalar (the graphql-upload package is ESM-only): accepts what processRequest produced for a file part.
+// Accepts what readMultipartRequest produced for a file part.
 export const UploadScalar = new GraphQLScalarType<Promise<FileUpload>, never>({
   name: 'Upload',
   description: 'A file sent with the GraphQL multipart request spec',

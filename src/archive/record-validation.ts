@@ -3,7 +3,7 @@
 // format's. Pure: each data frame's bytes in, the frame's checked lines out, or an ArchiveError
 // naming the first record that breaks a rule. Checks that need the whole graph (unique ids,
 // relationship ends, capacity) are the loader's, which has the data.
-import { isUtf8 } from 'node:buffer';
+import { isAscii, isUtf8 } from 'node:buffer';
 import { MAX_PROPERTY_DEPTH, nameProblem, shortJson } from '../graph/graph-rules';
 import type { EncodedBatch } from '../graph/records';
 import { ArchiveError } from './archive-error';
@@ -129,9 +129,11 @@ export class RecordValidator {
    */
   frame(raw: Buffer): CheckedRecord[] {
     if (raw.length === 0) return [];
-    if (!isUtf8(raw)) throw invalid(`the data frame after record ${this.nodes + this.relationships} is not valid UTF-8 text`);
+    // ASCII (most frames) is decoded as latin1, which copies bytes instead of decoding them: the same text, faster.
+    const ascii = isAscii(raw);
+    if (!ascii && !isUtf8(raw)) throw invalid(`the data frame after record ${this.nodes + this.relationships} is not valid UTF-8 text`);
     if (raw[raw.length - 1] !== 0x0a) throw invalid(`the data frame after record ${this.nodes + this.relationships} does not end with a complete record`);
-    const lines = raw.toString('utf8', 0, raw.length - 1).split('\n');
+    const lines = decodeLines(raw, ascii ? 'latin1' : 'utf8');
     const records: CheckedRecord[] = new Array(lines.length);
     for (let i = 0; i < lines.length; i++) records[i] = this.record(lines[i]);
     return records;
@@ -222,6 +224,28 @@ class NameTally {
       if (seen !== announced) throw mismatch(`its header announces ${announced} of the ${this.what} ${shortJson(name)}, but it holds ${seen}`);
     }
   }
+}
+
+/**
+ * Strings are decoded in pieces of whole lines at most this long: a string over V8's largest regular object (128 KiB,
+ * about the size of a frame) goes to the large-object space, which made decoding a frame about 100× slower.
+ */
+const DECODE_PIECE_BYTES = 64 * 1024;
+
+/** The lines of a frame that ends with a newline, without their newlines. */
+function decodeLines(raw: Buffer, encoding: 'latin1' | 'utf8'): string[] {
+  const lines: string[] = [];
+  for (let start = 0; start < raw.length; ) {
+    let end = raw.length;
+    if (end - start > DECODE_PIECE_BYTES) {
+      // Cut after the last newline within the piece (newline bytes never occur inside a UTF-8 sequence); a longer line is one piece.
+      const newline = raw.lastIndexOf(0x0a, start + DECODE_PIECE_BYTES - 1);
+      end = (newline >= start ? newline : raw.indexOf(0x0a, start + DECODE_PIECE_BYTES)) + 1;
+    }
+    for (const line of raw.toString(encoding, start, end - 1).split('\n')) lines.push(line);
+    start = end;
+  }
+  return lines;
 }
 
 function invalid(problem: string): ArchiveError {

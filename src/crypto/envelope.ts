@@ -21,6 +21,9 @@ import {
 import { BlobIntegrityError } from './errors';
 import { Keyring } from './keyring';
 
+/** Room for several chunks on each side, so that large reads and writes pass through without stalls. */
+const STREAM_BUFFERS = { readableHighWaterMark: 1024 * 1024, writableHighWaterMark: 1024 * 1024 };
+
 export interface EncryptStreamOptions {
   /** Plaintext bytes per chunk; default 64 KiB. */
   chunkSize?: number;
@@ -78,7 +81,7 @@ export class EncryptStream extends Transform {
 
   constructor(keyring: Keyring, { chunkSize = DEFAULT_CHUNK_SIZE }: EncryptStreamOptions = {}) {
     assertValidChunkSize(chunkSize);
-    super();
+    super(STREAM_BUFFERS);
     this.chunkSize = chunkSize;
     this.keyId = keyring.current.keyId;
     const dataKey = randomBytes(DATA_KEY_BYTES);
@@ -139,7 +142,7 @@ export class DecryptStream extends Transform {
 
   constructor(keyring: Keyring, options: DecryptStreamOptions = {}) {
     assertValidByteRange(options);
-    super();
+    super(STREAM_BUFFERS);
     this.#keyring = keyring;
     this.#start = options.start ?? 0;
     this.#end = options.end ?? Number.POSITIVE_INFINITY;

@@ -1,6 +1,5 @@
 // The Prometheus metrics of one server (GET /metrics): one Registry per App, so servers booted side by side never
 // share counters. Call sites stay one-liners: `metrics.bytesArchived.inc(n)`, `metrics.recordOperation(...)`.
-import { Transform } from 'node:stream';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { OperationKind } from '../entities/operation.entity';
 
@@ -96,14 +95,4 @@ export class Metrics {
   private byteCounter(name: string, help: string): Counter {
     return new Counter({ name, help, registers: [this.registry] });
   }
-}
-
-/** A pass-through stream that adds the bytes flowing through it to a counter (as they flow, so aborted transfers count). */
-export function countBytes(counter: Counter): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      counter.inc(chunk.length);
-      callback(null, chunk);
-    },
-  });
 }

@@ -2,8 +2,9 @@
 // they are stored encrypted, then restored through the same pipeline as a snapshot.
 import { randomUUID } from 'node:crypto';
 import { peekStream as peek } from '../archive/stream-peek';
-import { PassThrough, Readable } from 'node:stream';
-import { type ArchiveHeader, extractArchiveFromTar, isArchiveError, openArchive, SNIFF_LENGTH, sniffFileType } from '../archive';
+import { PassThrough, Readable, type Writable } from 'node:stream';
+import { type ArchiveHeader, extractArchiveFromTar, isArchiveError, SNIFF_LENGTH, sniffFileType } from '../archive';
+import { ArchiveVerifier } from '../archive/archive-verifier';
 import { type GraphFileCensus, takeCensus } from '../graph-files/graph-file-census';
 import type { GraphFileFormat, GraphFileKind } from '../graph-files/graph-file-format';
 import { detectGraphFileFormat } from '../graph-files/graph-file-formats';
@@ -56,34 +57,39 @@ export class UploadService {
   }
 
   /**
-   * Stores the file encrypted while reading it through once: an archive's header, every frame, counts and digest; a
-   * foreign graph file's every record (its format and the graph's rules; repeated ids and relationships naming missing
-   * nodes are found by the restore's load). Anything unreadable is INVALID_BACKUP_FILE, and nothing is left behind.
+   * Stores the file encrypted while reading it through once: an archive's header, every frame, counts and digest
+   * (checked on a worker thread as the bytes arrive: the event loop only encrypts and writes); a foreign graph file's
+   * every record (its format and the graph's rules; repeated ids and relationships naming missing nodes are found by the
+   * restore's load). Anything unreadable is INVALID_BACKUP_FILE, and nothing is left behind.
    */
   private async receive(tenantId: string, input: Readable): Promise<ReceivedFile> {
     const key = `tenants/${tenantId}/uploads/${randomUUID()}.blob`;
     let archive: Readable | null = null;
-    const toStore = new PassThrough({ highWaterMark: 1024 * 1024 });
-    const toVerify = new PassThrough({ highWaterMark: 1024 * 1024 });
+    let checker: Checker | null = null;
+    const toStore = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
     let stored: Promise<{ storedBytes: number; plainBytes: number }> | null = null;
     try {
       const unwrapped = await this.unwrap(input);
       archive = unwrapped.stream;
+      const { sink, content } = (checker = startCheck(unwrapped.format));
       archive.on('error', (error) => {
         toStore.destroy(error);
-        toVerify.destroy(error);
+        sink.destroy(error);
       });
+      // A verdict of damage stops the upload at once.
+      sink.on('error', (error) => archive?.destroy(error));
       archive.pipe(toStore);
-      archive.pipe(toVerify);
+      archive.pipe(sink);
       stored = this.blobs.write(key, toStore);
       stored.catch(() => undefined);
-      const content = await this.check(unwrapped.format, toVerify);
+      const checked = await content;
       const { plainBytes } = await stored;
       this.metrics.bytesUploaded.inc(plainBytes);
-      return { key, sizeBytes: plainBytes, content };
+      return { key, sizeBytes: plainBytes, content: checked };
     } catch (error) {
       input.destroy();
       archive?.destroy();
+      checker?.sink.destroy();
       // End the blob write too (a premature close fails it), and let it remove its temp file before the key is
       // deleted: otherwise a write still running would leave its temp file, or rename a whole blob into place after.
       toStore.destroy();
@@ -91,13 +97,6 @@ export class UploadService {
       await this.blobs.delete(key).catch(() => undefined);
       throw this.describe(error);
     }
-  }
-
-  /** The full check of what the upload holds; it throws at the first damage. */
-  private async check(format: GraphFileFormat | null, bytes: Readable): Promise<ReceivedFile['content']> {
-    // An archive: frame CRCs, record tags and counts, SHA-256.
-    if (!format) return { kind: 'ARCHIVE', header: await openArchive(bytes).verify() };
-    return { kind: format.kind, census: await takeCensus(format.open(bytes)) };
   }
 
   /**
@@ -126,4 +125,23 @@ export class UploadService {
     }
     return error;
   }
+}
+
+/** Where an upload's bytes go to be checked, and the verdict: what it holds, or the first damage. */
+interface Checker {
+  sink: Writable;
+  content: Promise<ReceivedFile['content']>;
+}
+
+/**
+ * The full check of what the upload holds. An archive: frame CRCs, record tags and counts, SHA-256, on a worker thread
+ * (CPU work in JavaScript, kept off the event loop). A foreign graph file: every record through its format's reader.
+ */
+function startCheck(format: GraphFileFormat | null): Checker {
+  if (!format) {
+    const verifier = new ArchiveVerifier();
+    return { sink: verifier, content: verifier.result.then((header) => ({ kind: 'ARCHIVE' as const, header })) };
+  }
+  const bytes = new PassThrough({ highWaterMark: 1024 * 1024 });
+  return { sink: bytes, content: takeCensus(format.open(bytes)).then((census) => ({ kind: format.kind, census })) };
 }

@@ -13,7 +13,7 @@ import { BlobNotFoundError } from './errors';
 
 const TEMP_FILE_NAME = /\.tmp-[0-9a-f]{16}$/;
 const WRITE_BUFFER_BYTES = 1024 * 1024;
-const READ_BUFFER_BYTES = 256 * 1024;
+const READ_BUFFER_BYTES = 1024 * 1024;
 
 export class FilesystemBlobStore implements BlobStore {
   /** Temp files of writes in progress here, which removeTemporaryFiles must not touch. */

@@ -42,6 +42,7 @@ import {
 } from '../support';
 
 const RESTORE_PROGRESS = `subscription ($id: ID!) { restoreProgress(operationId: $id) { ${OPERATION_FIELDS} } }`;
+const RESTORE_FILE_QUERY = 'mutation ($id: ID!, $file: Upload!) { restoreFromFile(instanceId: $id, file: $file, confirm: "RESTORE") { id } }';
 const ARCHIVE_PREAMBLE = 14; // magic (8), format version (2), header length (4)
 
 /** `<YYYY-MM-DDTHH-MM-SSZ>` of a snapshot's createdAt, as export file names carry it. */
@@ -427,6 +428,38 @@ describe('export and restore from a file', () => {
       assert.equal(result.status, 400);
       assert.match(expectCode(result, 'BAD_USER_INPUT').message, /CSRF|Cross-Site Request Forgery/);
       await assertUnchanged(target.id, targetGraph, operations);
+    });
+
+    it('answers a request whose file no resolver reads (an invalid operation) once the file is dropped', async () => {
+      // Larger than what the server buffers for a reader: the file is read from the request as it is consumed.
+      const file = randomBytes(12 * 1024 * 1024);
+      const form = new FormData();
+      form.append('operations', JSON.stringify({ query: 'mutation ($file: Upload!) { restoreFromFile(file: $file) { id } }', variables: { file: null } }));
+      form.append('map', JSON.stringify({ 0: ['variables.file'] }));
+      form.append('0', new Blob([file]), 'graph.backup');
+      const response = await fetch(suite.server.graphqlUrl, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${suite.server.adminKey}`, 'apollo-require-preflight': 'true' },
+        body: form,
+      });
+      const body = (await response.json()) as { errors?: { extensions?: { code?: string } }[] };
+      assert.equal(body.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
+    });
+
+    it('refuses a multipart request whose fields are out of order, and reads the rest of it', async () => {
+      const form = new FormData();
+      form.append('map', JSON.stringify({ 0: ['variables.file'] }));
+      form.append('operations', JSON.stringify({ query: RESTORE_FILE_QUERY, variables: { file: null } }));
+      form.append('0', new Blob([randomBytes(6 * 1024 * 1024)]), 'graph.backup');
+      const response = await fetch(suite.server.graphqlUrl, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${suite.server.adminKey}`, 'apollo-require-preflight': 'true' },
+        body: form,
+      });
+      assert.equal(response.status, 400);
+      const body = (await response.json()) as { errors: { message: string; extensions: { code: string } }[] };
+      assert.equal(body.errors[0].extensions.code, 'BAD_USER_INPUT');
+      assert.match(body.errors[0].message, /operations/);
     });
 
     it('refuses a wrong confirm, a MEMBER, no key, and another tenant, and changes nothing', async () => {

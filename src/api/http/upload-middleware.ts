@@ -1,32 +1,23 @@
-// Multipart GraphQL requests (the GraphQL multipart request spec), through graphql-upload with explicit limits.
+// Multipart GraphQL requests (the GraphQL multipart request spec, see multipart-request.ts), with explicit limits.
 // Checked before a byte of the file is buffered: the CSRF preflight header and the API key. Whatever the outcome,
 // the answer leaves only once the whole request has been read (the rest of a refused file is discarded): an answer
 // sent while the client is still sending makes the connection close under it, and the client sees a reset instead
 // of the error.
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { AppConfig } from '../../config/app-config';
-
-type ProcessRequest = (
-  req: Request,
-  res: Response,
-  options: { maxFileSize: number; maxFiles: number; maxFieldSize: number },
-) => Promise<unknown>;
+import { readMultipartRequest } from './multipart-request';
 
 const PREFLIGHT_HEADERS = ['apollo-require-preflight', 'x-apollo-operation-name'];
 
-export async function createUploadMiddleware(
-  config: AppConfig,
-  isAuthorized: (authorization: unknown) => Promise<boolean>,
-): Promise<RequestHandler> {
-  // graphql-upload is ESM-only.
-  const { default: processRequest } = (await import('graphql-upload/processRequest.mjs')) as { default: ProcessRequest };
+export function createUploadMiddleware(config: AppConfig, isAuthorized: (authorization: unknown) => Promise<boolean>): RequestHandler {
   const refuse = (res: Response, status: number, code: string, message: string) =>
     res.status(status).json({ errors: [{ message, extensions: { code } }] });
 
   return async (req: Request, res: Response, next: NextFunction) => {
     // The header test first: req.is() parses the media type, a cost every JSON request would pay.
     if (!/multipart/i.test(req.headers['content-type'] ?? '') || !req.is('multipart/form-data')) return next();
-    answerAfterRequestEnds(req, res);
+    let discardBody: () => void = () => req.resume();
+    answerAfterRequestEnds(req, res, () => discardBody());
     if (!PREFLIGHT_HEADERS.some((header) => req.headers[header])) {
       // Same rule as Apollo's CSRF prevention, applied before the body is read.
       return refuse(
@@ -41,22 +32,28 @@ export async function createUploadMiddleware(
       return refuse(res, 401, 'UNAUTHENTICATED', 'a valid API key is required (Authorization: Bearer <key>)');
     }
     try {
-      req.body = await processRequest(req, res, {
+      const multipart = await readMultipartRequest(req, {
         maxFileSize: config.maxUploadBytes,
         maxFiles: 1,
         maxFieldSize: 10 * 1024 * 1024,
       });
+      // The parser reads the request now: what nobody read of the file is dropped through it.
+      discardBody = () => multipart.discard();
+      req.body = multipart.operations;
       next();
     } catch (error) {
       const status = (error as { status?: number }).status ?? 400;
-      // graphql-upload stopped parsing and resumed the request: what is left is read and dropped.
+      // Parsing stopped: what is left of the request is read and dropped before the answer leaves.
       refuse(res, status, status === 413 ? 'FILE_TOO_LARGE' : 'BAD_USER_INPUT', (error as Error).message);
     }
   };
 }
 
-/** Holds the response (Apollo's and ours both end with res.send or res.end) until the request has been read. */
-function answerAfterRequestEnds(req: Request, res: Response): void {
+/**
+ * Holds the response (Apollo's and ours both end with res.send or res.end) until the request has been read; when the
+ * answer is ready, what is left unread is discarded.
+ */
+function answerAfterRequestEnds(req: Request, res: Response, discardBody: () => void): void {
   const ended = new Promise<void>((resolve) => {
     if (req.readableEnded) return resolve();
     req.once('end', () => resolve());
@@ -64,8 +61,8 @@ function answerAfterRequestEnds(req: Request, res: Response): void {
   });
   const { send, end } = res;
   res.send = (...args: Parameters<Response['send']>) => {
-    // Unread, the rest of the body would never end: drained (a no-op while a parser is reading it).
-    if (!req.readableEnded && req.readableFlowing !== true) req.resume();
+    // Unread, the rest of the body would never end: drained.
+    if (!req.readableEnded) discardBody();
     void ended.then(() => {
       res.send = send;
       res.send(...args);
@@ -73,7 +70,7 @@ function answerAfterRequestEnds(req: Request, res: Response): void {
     return res;
   };
   res.end = ((...args: Parameters<Response['end']>) => {
-    if (!req.readableEnded && req.readableFlowing !== true) req.resume();
+    if (!req.readableEnded) discardBody();
     void ended.then(() => {
       res.end = end;
       (res.end as (...a: unknown[]) => Response)(...args);

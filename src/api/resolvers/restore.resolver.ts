@@ -52,8 +52,8 @@ confirm must be exactly "RESTORE", else CONFIRMATION_REQUIRED and nothing happen
 }
 
 /**
- * The uploaded bytes. graphql-upload's createReadStream() throws when the upload has already failed (e.g. it went
- * over maxFileSize before the resolver ran): that failure becomes the stream's error, which the service reports.
+ * The uploaded bytes. When createReadStream() throws (the upload has already failed), that failure becomes the
+ * stream's error, which the service reports.
  */
 export function openUpload(upload: FileUpload): Readable {
   try {
