@@ -1,0 +1,120 @@
+// Child process of bench:fanout: many graphql-transport-ws clients over raw `ws` sockets, kept light so that the
+// clients cost the machine as little as possible. Driven by its parent over IPC:
+//   {cmd:'connect', url, key, count, instanceId} → opens `count` sockets, each subscribed to the instance's
+//       availability; answers {ready}.
+//   {cmd:'watch', operationId} → every socket subscribes to restoreProgress; answers {done} once every socket has
+//       the operation's final event and the instance's AVAILABLE (or timeoutMs passed), with the figures.
+//   {cmd:'close'} → closes every socket and exits.
+// Latency = this process's receive time − the server's time of the event (availability `at`, the operation's
+// `finishedAt`), both from the same machine clock.
+import WebSocket from 'ws';
+
+const CONNECTING_AT_ONCE = 100;
+
+interface Client {
+  socket: WebSocket;
+  progress: number;
+  availabilityLatencies: number[];
+  finalLatency: number | null;
+  available: boolean;
+  outOfOrder: boolean;
+  lastBytesDone: number;
+}
+
+const clients: Client[] = [];
+let onProgressDone: (() => void) | null = null;
+
+const AVAILABILITY = 'subscription ($id: ID) { instanceAvailabilityChanged(instanceId: $id) { availability previousAvailability at } }';
+const PROGRESS = 'subscription ($id: ID!) { restoreProgress(operationId: $id) { status phase progress bytesDone finishedAt } }';
+
+function finished(client: Client): boolean {
+  return client.finalLatency !== null && client.available;
+}
+
+function open(url: string, key: string, instanceId: string): Promise<Client> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url.replace(/^http/, 'ws') + '/graphql', 'graphql-transport-ws');
+    const client: Client = { socket, progress: 0, availabilityLatencies: [], finalLatency: null, available: false, outOfOrder: false, lastBytesDone: -1 };
+    socket.once('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${key}` } })));
+    socket.once('error', reject);
+    socket.once('close', () => reject(new Error('closed before connection_ack')));
+    socket.on('message', (data) => {
+      const received = Date.now();
+      const message = JSON.parse(String(data));
+      if (message.type === 'connection_ack') {
+        socket.send(JSON.stringify({ id: 'a', type: 'subscribe', payload: { query: AVAILABILITY, variables: { id: instanceId } } }));
+        resolve(client);
+        return;
+      }
+      if (message.type === 'ping') {
+        socket.send(JSON.stringify({ type: 'pong' }));
+        return;
+      }
+      if (message.type !== 'next') return;
+      if (message.id === 'a') {
+        const event = message.payload.data.instanceAvailabilityChanged;
+        client.availabilityLatencies.push(received - Date.parse(event.at));
+        if (event.availability === 'AVAILABLE') client.available = true;
+      } else if (message.id === 'p') {
+        const state = message.payload.data.restoreProgress;
+        client.progress += 1;
+        if (state.bytesDone < client.lastBytesDone && state.status === 'RUNNING') client.outOfOrder = true;
+        client.lastBytesDone = Math.max(client.lastBytesDone, state.bytesDone);
+        if (state.finishedAt) client.finalLatency = received - Date.parse(state.finishedAt);
+      }
+      if (onProgressDone && finished(client)) onProgressDone();
+    });
+  });
+}
+
+async function connect(url: string, key: string, count: number, instanceId: string): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      next += 1;
+      clients.push(await open(url, key, instanceId));
+    }
+  };
+  await Promise.all(Array.from({ length: CONNECTING_AT_ONCE }, worker));
+}
+
+async function watch(operationId: string, timeoutMs: number) {
+  const subscribe = JSON.stringify({ id: 'p', type: 'subscribe', payload: { query: PROGRESS, variables: { id: operationId } } });
+  for (const client of clients) client.socket.send(subscribe);
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    const check = () => {
+      if (clients.every(finished)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    onProgressDone = check;
+    check();
+  });
+  onProgressDone = null;
+  return {
+    clients: clients.length,
+    finished: clients.filter(finished).length,
+    closed: clients.filter((c) => c.socket.readyState !== WebSocket.OPEN).length,
+    outOfOrder: clients.filter((c) => c.outOfOrder).length,
+    progress: clients.map((c) => c.progress),
+    availabilityLatencies: clients.flatMap((c) => c.availabilityLatencies),
+    finalLatencies: clients.flatMap((c) => (c.finalLatency === null ? [] : [c.finalLatency])),
+  };
+}
+
+process.on('message', (message: { cmd: string; [key: string]: any }) => {
+  const reply = (value: unknown) => process.send!(value);
+  if (message.cmd === 'connect') {
+    connect(message.url, message.key, message.count, message.instanceId).then(
+      () => reply({ ready: clients.length }),
+      (error) => reply({ error: String(error) }),
+    );
+  } else if (message.cmd === 'watch') {
+    watch(message.operationId, message.timeoutMs).then((figures) => reply({ done: figures }), (error) => reply({ error: String(error) }));
+  } else if (message.cmd === 'close') {
+    for (const client of clients) client.socket.terminate();
+    process.exit(0);
+  }
+});

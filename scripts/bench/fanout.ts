@@ -1,0 +1,201 @@
+// Fan-out benchmark: N graphql-ws clients subscribed to one restore's progress and its instance's availability,
+// against the same restore with no subscribers. The server runs in its own process (server-process.ts), the clients
+// in separate processes (fanout-clients.ts, raw graphql-transport-ws over `ws`), each with a VIEWER key as a
+// dashboard would use. Pairs interleave the baseline (0 subscribers) and the product (N), the order alternating per
+// pair. Prints figures; asserts nothing. Not part of `npm test`.
+//
+//   npm run bench:fanout -- [--subscribers 1000,10000] [--nodes 100000] [--pairs 3] [--per-process 2500] [--keep]
+//
+// Per N: the restore's time (the operation's startedAt → finishedAt) with N subscribers / with none; delivery latency
+// (client receive time − the event's server time: availability `at`, the final state's `finishedAt`) p50/p99 over
+// every client and event; progress events per client; the server's peak RSS (VmRSS every 100 ms) and CPU seconds
+// (utime + stime from the restore mutation to its end). 10,000 sockets need `ulimit -n` above 10,000 on both sides.
+import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fill, flag, gql, MAX_BATCH, median, MiB, operationDone, rssSampler, secs, snapshot, spread, startServer, stopServer } from './server-process';
+import { rng } from './synthetic-graph';
+
+const list = (name: string, fallback: string) =>
+  (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback).split(',').map(Number);
+
+const subscriberCounts = list('subscribers', '1000,10000');
+const nodes = flag('nodes', 100_000);
+const pairs = flag('pairs', 3);
+const perProcess = flag('per-process', 2500);
+const keep = process.argv.includes('--keep');
+const CLIENT_TIMEOUT_MS = 120_000;
+
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = Float64Array.from(values).sort();
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+/** CPU seconds (user + system) the process has used so far. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+interface ClientFigures {
+  clients: number;
+  finished: number;
+  closed: number;
+  outOfOrder: number;
+  progress: number[];
+  availabilityLatencies: number[];
+  finalLatencies: number[];
+}
+
+class ClientProcess {
+  private readonly child: ChildProcess;
+  private waiting: ((message: any) => void) | null = null;
+
+  constructor() {
+    this.child = fork(join(__dirname, 'fanout-clients.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.child.on('message', (message) => {
+      const waiting = this.waiting;
+      this.waiting = null;
+      waiting?.(message);
+    });
+  }
+
+  private ask<T>(message: object): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.waiting = (answer) => (answer.error ? reject(new Error(answer.error)) : resolve(answer));
+      this.child.send(message);
+    });
+  }
+
+  connect(url: string, key: string, count: number, instanceId: string) {
+    return this.ask<{ ready: number }>({ cmd: 'connect', url, key, count, instanceId });
+  }
+
+  watch(operationId: string) {
+    return this.ask<{ done: ClientFigures }>({ cmd: 'watch', operationId, timeoutMs: CLIENT_TIMEOUT_MS });
+  }
+
+  async close() {
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.send({ cmd: 'close' });
+    await exited;
+  }
+}
+
+interface RunFigures {
+  restoreMs: number;
+  cpuSeconds: number;
+  clients?: ClientFigures;
+}
+
+async function main() {
+  const work = mkdtempSync(join(tmpdir(), 'snapgraph-bench-fanout-'));
+  const relationships = 2 * nodes;
+  console.log('bench:fanout');
+  console.log(JSON.stringify({ subscribers: subscriberCounts, nodes, relationships, pairs, perProcess, work, cpus: cpus().length }));
+  const server = await startServer(join(work, 'data'), {});
+  const rss = rssSampler(server.child.pid!);
+  try {
+    const { createInstance } = await gql(`mutation { createInstance(input: { name: "bench-fanout", tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`);
+    const instanceId: string = createInstance.id;
+    let started = performance.now();
+    await fill(instanceId, nodes, relationships, MAX_BATCH, rng(13));
+    console.log(`filled through the API: ${nodes} nodes + ${relationships} relationships in ${secs(performance.now() - started)}`);
+    const { row: source } = await snapshot(instanceId);
+    const { createApiKey } = await gql(`mutation { createApiKey(name: "dashboard", role: VIEWER) { secret } }`);
+    const viewerKey: string = createApiKey.secret;
+
+    const restore = async (subscribers: number, part: string): Promise<RunFigures> => {
+      await rss.part(part);
+      const processes = Array.from({ length: Math.ceil(subscribers / perProcess) }, () => new ClientProcess());
+      try {
+        started = performance.now();
+        await Promise.all(processes.map((p, i) => p.connect(server.url, viewerKey, Math.min(perProcess, subscribers - i * perProcess), instanceId)));
+        if (subscribers > 0) console.log(`  ${subscribers} clients connected and subscribed to availability in ${secs(performance.now() - started)}`);
+        const cpuBefore = cpuSeconds(server.child.pid!);
+        const { restoreSnapshot } = await gql(`mutation($s: ID!) { restoreSnapshot(snapshotId: $s, confirm: "RESTORE") { id } }`, { s: source.id });
+        const watching = processes.map((p) => p.watch(restoreSnapshot.id));
+        const done = await operationDone(restoreSnapshot.id);
+        const cpu = cpuSeconds(server.child.pid!) - cpuBefore;
+        const answers = await Promise.all(watching);
+        const clients = answers.length === 0 ? undefined : merge(answers.map((a) => a.done));
+        return { restoreMs: Date.parse(done.finishedAt) - Date.parse(done.startedAt), cpuSeconds: cpu, clients };
+      } finally {
+        await Promise.all(processes.map((p) => p.close()));
+      }
+    };
+
+    // A first restore warms the server (the first pre-restore snapshot stores the data; later ones deduplicate).
+    console.log(`warm-up restore: ${secs((await restore(0, 'warm-up')).restoreMs)}`);
+    const results: { n: number; baseline: RunFigures[]; product: RunFigures[] }[] = [];
+    for (const n of subscriberCounts) {
+      console.log(`\n[${n} subscribers] restoreSnapshot of ${nodes} nodes + ${relationships} relationships; ${pairs} pairs, order alternating`);
+      const baseline: RunFigures[] = [];
+      const product: RunFigures[] = [];
+      for (let pair = 0; pair < pairs; pair++) {
+        for (const subscribers of pair % 2 === 0 ? [0, n] : [n, 0]) {
+          const run = await restore(subscribers, subscribers === 0 ? `${n}:baseline` : `${n}:subscribed`);
+          (subscribers === 0 ? baseline : product).push(run);
+          const c = run.clients;
+          console.log(
+            `  pair ${pair + 1}, ${subscribers} subscribers: restore ${secs(run.restoreMs)}, server CPU ${run.cpuSeconds.toFixed(1)} s` +
+              (c
+                ? `; ${c.finished}/${c.clients} got final + AVAILABLE, ${c.closed} closed, ${c.outOfOrder} out of order; ` +
+                  `availability p50/p99 ${percentile(c.availabilityLatencies, 50)}/${percentile(c.availabilityLatencies, 99)} ms, ` +
+                  `final p50/p99 ${percentile(c.finalLatencies, 50)}/${percentile(c.finalLatencies, 99)} ms, ` +
+                  `progress events per client min/median/max ${Math.min(...c.progress)}/${median(c.progress)}/${Math.max(...c.progress)}`
+                : ''),
+          );
+        }
+      }
+      results.push({ n, baseline, product });
+    }
+    await rss.part('end');
+    const { peaks } = await rss.stop();
+    for (const { n, baseline, product } of results) report(n, baseline, product, peaks);
+  } finally {
+    await stopServer(server);
+    if (!keep) rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function merge(parts: ClientFigures[]): ClientFigures {
+  return {
+    clients: parts.reduce((sum, p) => sum + p.clients, 0),
+    finished: parts.reduce((sum, p) => sum + p.finished, 0),
+    closed: parts.reduce((sum, p) => sum + p.closed, 0),
+    outOfOrder: parts.reduce((sum, p) => sum + p.outOfOrder, 0),
+    progress: parts.flatMap((p) => p.progress),
+    availabilityLatencies: parts.flatMap((p) => p.availabilityLatencies),
+    finalLatencies: parts.flatMap((p) => p.finalLatencies),
+  };
+}
+
+function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks: Map<string, number>) {
+  const ratios = product.map((run, i) => run.restoreMs / baseline[i].restoreMs);
+  const ms = (value: number) => `${value.toFixed(0)} ms`;
+  const x = (value: number) => `${value.toFixed(2)}×`;
+  const clients = product.map((run) => run.clients!);
+  console.log(`\n  summary, ${n} subscribers:`);
+  console.log(`    restore, no subscribers:   ${spread(baseline.map((r) => r.restoreMs), secs)}`);
+  console.log(`    restore, ${n} subscribers: ${spread(product.map((r) => r.restoreMs), secs)}`);
+  console.log(`    ratio (per pair):          ${spread(ratios, x)}`);
+  console.log(`    availability latency p50:  ${spread(clients.map((c) => percentile(c.availabilityLatencies, 50)), ms)}`);
+  console.log(`    availability latency p99:  ${spread(clients.map((c) => percentile(c.availabilityLatencies, 99)), ms)}`);
+  console.log(`    final-event latency p50:   ${spread(clients.map((c) => percentile(c.finalLatencies, 50)), ms)}`);
+  console.log(`    final-event latency p99:   ${spread(clients.map((c) => percentile(c.finalLatencies, 99)), ms)}`);
+  console.log(`    clients with final + AVAILABLE: ${clients.map((c) => `${c.finished}/${c.clients}`).join(', ')}; out of order: ${clients.map((c) => c.outOfOrder).join(', ')}`);
+  console.log(`    progress events per client (min/median/max per run): ${clients.map((c) => `${Math.min(...c.progress)}/${median(c.progress)}/${Math.max(...c.progress)}`).join(', ')}`);
+  console.log(`    server CPU, no subscribers: ${spread(baseline.map((r) => r.cpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
+  console.log(`    server CPU, ${n} subscribers: ${spread(product.map((r) => r.cpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
+  const peak = (suffix: string) => Math.max(0, ...[...peaks].filter(([part]) => part.endsWith(suffix)).map(([, bytes]) => bytes));
+  console.log(`    server peak RSS: no subscribers ${MiB(peak(':baseline'))}, ${n} subscribers ${MiB(peak(':subscribed'))}`);
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
