@@ -27,6 +27,7 @@ import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { buildApiSchema } from './api/schema';
+import { SubscriptionFanout } from './api/subscriptions/subscription-fanout';
 import { checkWebSocketOperation } from './api/websocket-operations';
 import { type App, createApp } from './app';
 import type { AppConfig } from './config/app-config';
@@ -47,6 +48,11 @@ export interface RunningServer {
 }
 
 type WsExtra = { socket: WebSocket; request: IncomingMessage };
+
+/** Progress frames per second to all subscribers together; each sees progress less often as they grow in number. */
+const PROGRESS_FRAMES_PER_SECOND = 1_000;
+/** Availability or snapshot events a subscriber may be behind before its socket is taken for one that stopped reading. */
+const MAX_QUEUED_EVENTS = 1_000;
 
 const bearer = (header: unknown): string | null => {
   if (typeof header !== 'string') return null;
@@ -99,6 +105,17 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const wsPrincipals = new WeakMap<object, Principal>();
   const checkOperation = checkWebSocketOperation(schema, limits, introspection);
   const keySockets = closeSocketsOfRevokedKeys(app, logger);
+  const contextSockets = new WeakMap<ApiContext, WebSocket>();
+  const fanout = new SubscriptionFanout({
+    progressFramesPerSecond: PROGRESS_FRAMES_PER_SECOND,
+    maxQueuedEvents: MAX_QUEUED_EVENTS,
+    onTooFarBehind: (context) => {
+      const socket = contextSockets.get(context);
+      if (!socket) return;
+      logger.warn({ tenantId: context.principal?.tenantId ?? null, maxQueuedEvents: MAX_QUEUED_EVENTS }, 'closed a WebSocket that stopped reading its events');
+      socket.terminate();
+    },
+  });
   const wsCleanup = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
       schema,
@@ -112,6 +129,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         return checked;
       },
       connectionInitWaitTimeout: wsTimeouts.connectionInitWaitTimeout,
+      subscribe: fanout.subscribe,
       onOperation: observeWebSocketOperations(app.metrics, logger, exposure),
       onConnect: async (ctx) => {
         const principal = await authenticate(ctx.connectionParams?.authorization).catch(() => null);
@@ -123,12 +141,16 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         keySockets.add(principal.apiKeyId, ctx.extra.socket);
         return true;
       },
-      context: (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>): ApiContext => ({
-        principal: wsPrincipals.get(ctx) ?? null,
-        services,
-        requestId: randomUUID(),
-        origin: publicOrigin(config, listeningUrl, ctx.extra.request.headers.host),
-      }),
+      context: (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>): ApiContext => {
+        const context: ApiContext = {
+          principal: wsPrincipals.get(ctx) ?? null,
+          services,
+          requestId: randomUUID(),
+          origin: publicOrigin(config, listeningUrl, ctx.extra.request.headers.host),
+        };
+        contextSockets.set(context, ctx.extra.socket);
+        return context;
+      },
       onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), exposure, error)),
       onNext: (_ctx, _id, _payload, _args, result) =>
         result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), exposure, e)) } : undefined,
