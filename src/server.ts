@@ -27,6 +27,7 @@ import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { buildApiSchema } from './api/schema';
+import { boundedWebSocket } from './api/bounded-web-socket';
 import { SubscriptionFanout } from './api/subscriptions/subscription-fanout';
 import { checkWebSocketOperation } from './api/websocket-operations';
 import { type App, createApp } from './app';
@@ -50,7 +51,7 @@ export interface RunningServer {
 type WsExtra = { socket: WebSocket; request: IncomingMessage };
 
 /** Progress frames per second to all subscribers together; each sees progress less often as they grow in number. */
-const PROGRESS_FRAMES_PER_SECOND = 1_000;
+const PROGRESS_FRAMES_PER_SECOND = 500;
 /** Availability or snapshot events a subscriber may be behind before its socket is taken for one that stopped reading. */
 const MAX_QUEUED_EVENTS = 1_000;
 
@@ -100,7 +101,12 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   };
 
   // WebSocket: graphql-transport-ws on /graphql; the key comes in connection_init.
-  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
+  const stoppedReading = (details: Record<string, unknown>) => logger.warn(details, 'dropped a WebSocket whose client stopped reading');
+  const wsServer = new WebSocketServer({
+    server: httpServer,
+    path: '/graphql',
+    WebSocket: boundedWebSocket(config.wsMaxBufferedBytes, (_socket, bufferedBytes) => stoppedReading({ bufferedBytes })),
+  });
   instrumentWebSocketServer(wsServer, app.metrics, logger);
   const wsPrincipals = new WeakMap<object, Principal>();
   const checkOperation = checkWebSocketOperation(schema, limits, introspection);
@@ -112,7 +118,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     onTooFarBehind: (context) => {
       const socket = contextSockets.get(context);
       if (!socket) return;
-      logger.warn({ tenantId: context.principal?.tenantId ?? null, maxQueuedEvents: MAX_QUEUED_EVENTS }, 'closed a WebSocket that stopped reading its events');
+      stoppedReading({ tenantId: context.principal?.tenantId ?? null, queuedEvents: MAX_QUEUED_EVENTS });
       socket.terminate();
     },
   });

@@ -1,9 +1,10 @@
 // Child process of bench:fanout: many graphql-transport-ws clients over raw `ws` sockets, kept light so that the
 // clients cost the machine as little as possible. Driven by its parent over IPC:
-//   {cmd:'connect', url, key, count, instanceId} → opens `count` sockets, each subscribed to the instance's
-//       availability; answers {ready}.
+//   {cmd:'connect', url, key, count} → opens `count` sockets (connection_init, connection_ack); answers {ready}.
+//   {cmd:'subscribe', instanceId} → every socket subscribes to the instance's availability (fresh figures); {sent}.
 //   {cmd:'watch', operationId} → every socket subscribes to restoreProgress; answers {done} once every socket has
-//       the operation's final event and the instance's AVAILABLE (or timeoutMs passed), with the figures.
+//       the operation's final event and the instance's AVAILABLE (or timeoutMs passed), with the figures, and
+//       unsubscribes from availability.
 //   {cmd:'close'} → closes every socket and exits.
 // Latency = this process's receive time − the server's time of the event (availability `at`, the operation's
 // `finishedAt`), both from the same machine clock.
@@ -31,7 +32,7 @@ function finished(client: Client): boolean {
   return client.finalLatency !== null && client.available;
 }
 
-function open(url: string, key: string, instanceId: string): Promise<Client> {
+function open(url: string, key: string): Promise<Client> {
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(url.replace(/^http/, 'ws') + '/graphql', 'graphql-transport-ws');
     const client: Client = { socket, progress: 0, availabilityLatencies: [], finalLatency: null, available: false, outOfOrder: false, lastBytesDone: -1 };
@@ -42,7 +43,6 @@ function open(url: string, key: string, instanceId: string): Promise<Client> {
       const received = Date.now();
       const message = JSON.parse(String(data));
       if (message.type === 'connection_ack') {
-        socket.send(JSON.stringify({ id: 'a', type: 'subscribe', payload: { query: AVAILABILITY, variables: { id: instanceId } } }));
         resolve(client);
         return;
       }
@@ -67,15 +67,23 @@ function open(url: string, key: string, instanceId: string): Promise<Client> {
   });
 }
 
-async function connect(url: string, key: string, count: number, instanceId: string): Promise<void> {
+async function connect(url: string, key: string, count: number): Promise<void> {
   let next = 0;
   const worker = async () => {
     while (next < count) {
       next += 1;
-      clients.push(await open(url, key, instanceId));
+      clients.push(await open(url, key));
     }
   };
   await Promise.all(Array.from({ length: CONNECTING_AT_ONCE }, worker));
+}
+
+function subscribeAvailability(instanceId: string): void {
+  const subscribe = JSON.stringify({ id: 'a', type: 'subscribe', payload: { query: AVAILABILITY, variables: { id: instanceId } } });
+  for (const client of clients) {
+    Object.assign(client, { progress: 0, availabilityLatencies: [], finalLatency: null, available: false, outOfOrder: false, lastBytesDone: -1 });
+    client.socket.send(subscribe);
+  }
 }
 
 async function watch(operationId: string, timeoutMs: number) {
@@ -93,6 +101,8 @@ async function watch(operationId: string, timeoutMs: number) {
     check();
   });
   onProgressDone = null;
+  const unsubscribe = JSON.stringify({ id: 'a', type: 'complete' });
+  for (const client of clients) if (client.socket.readyState === WebSocket.OPEN) client.socket.send(unsubscribe);
   return {
     clients: clients.length,
     finished: clients.filter(finished).length,
@@ -107,10 +117,13 @@ async function watch(operationId: string, timeoutMs: number) {
 process.on('message', (message: { cmd: string; [key: string]: any }) => {
   const reply = (value: unknown) => process.send!(value);
   if (message.cmd === 'connect') {
-    connect(message.url, message.key, message.count, message.instanceId).then(
+    connect(message.url, message.key, message.count).then(
       () => reply({ ready: clients.length }),
       (error) => reply({ error: String(error) }),
     );
+  } else if (message.cmd === 'subscribe') {
+    subscribeAvailability(message.instanceId);
+    reply({ sent: clients.length });
   } else if (message.cmd === 'watch') {
     watch(message.operationId, message.timeoutMs).then((figures) => reply({ done: figures }), (error) => reply({ error: String(error) }));
   } else if (message.cmd === 'close') {

@@ -2,7 +2,10 @@
 // against the same restore with no subscribers. The server runs in its own process (server-process.ts), the clients
 // in separate processes (fanout-clients.ts, raw graphql-transport-ws over `ws`), each with a VIEWER key as a
 // dashboard would use. Pairs interleave the baseline (0 subscribers) and the product (N), the order alternating per
-// pair. Prints figures; asserts nothing. Not part of `npm test`.
+// pair. The N clients connect once per N and stay connected through its pairs (connecting 10,000 authenticated
+// sockets takes minutes on a busy 2-core machine): in a baseline run they hold no subscription, in a product run each
+// subscribes to the instance's availability before the restore starts and to its progress right after. Prints
+// figures; asserts nothing. Not part of `npm test`.
 //
 //   npm run bench:fanout -- [--subscribers 1000,10000] [--nodes 50000] [--pairs 3] [--per-process 2500] [--keep]
 //
@@ -83,8 +86,12 @@ class ClientProcess {
     });
   }
 
-  connect(url: string, key: string, count: number, instanceId: string) {
-    return this.ask<{ ready: number }>({ cmd: 'connect', url, key, count, instanceId });
+  connect(url: string, key: string, count: number) {
+    return this.ask<{ ready: number }>({ cmd: 'connect', url, key, count });
+  }
+
+  subscribe(instanceId: string) {
+    return this.ask<{ sent: number }>({ cmd: 'subscribe', instanceId });
   }
 
   watch(operationId: string) {
@@ -121,36 +128,44 @@ async function main() {
     const { createApiKey } = await gql(`mutation { createApiKey(name: "dashboard", role: VIEWER) { secret } }`);
     const viewerKey: string = createApiKey.secret;
 
-    const restore = async (subscribers: number, part: string): Promise<RunFigures> => {
+    /** A restore watched by every client of `processes`, or by none (the clients stay connected, idle). */
+    const restore = async (processes: ClientProcess[], part: string): Promise<RunFigures> => {
       await rss.part(part);
-      const processes = Array.from({ length: Math.ceil(subscribers / perProcess) }, () => new ClientProcess());
-      try {
-        started = performance.now();
-        await Promise.all(processes.map((p, i) => p.connect(server.url, viewerKey, Math.min(perProcess, subscribers - i * perProcess), instanceId)));
-        if (subscribers > 0) console.log(`  ${subscribers} clients connected and subscribed to availability in ${secs(performance.now() - started)}`);
-        const cpuBefore = cpuSeconds(server.child.pid!);
-        const { restoreSnapshot } = await gql(`mutation($s: ID!) { restoreSnapshot(snapshotId: $s, confirm: "RESTORE") { id } }`, { s: source.id });
-        const watching = processes.map((p) => p.watch(restoreSnapshot.id));
-        const done = await restoreDone(restoreSnapshot.id);
-        const cpu = cpuSeconds(server.child.pid!) - cpuBefore;
-        const answers = await Promise.all(watching);
-        const clients = answers.length === 0 ? undefined : merge(answers.map((a) => a.done));
-        return { restoreMs: Date.parse(done.finishedAt) - Date.parse(done.startedAt), cpuSeconds: cpu, clients };
-      } finally {
-        await Promise.all(processes.map((p) => p.close()));
+      if (processes.length > 0) {
+        const baseline = await activeSubscriptions();
+        const sent = await Promise.all(processes.map((p) => p.subscribe(instanceId)));
+        const count = sent.reduce((sum, answer) => sum + answer.sent, 0);
+        await until('every availability subscription to start', async () => (await activeSubscriptions()) >= baseline + count, 200);
       }
+      const cpuBefore = cpuSeconds(server.child.pid!);
+      const { restoreSnapshot } = await gql(`mutation($s: ID!) { restoreSnapshot(snapshotId: $s, confirm: "RESTORE") { id } }`, { s: source.id });
+      const watching = processes.map((p) => p.watch(restoreSnapshot.id));
+      const done = await restoreDone(restoreSnapshot.id);
+      const cpu = cpuSeconds(server.child.pid!) - cpuBefore;
+      const answers = await Promise.all(watching);
+      const clients = answers.length === 0 ? undefined : merge(answers.map((a) => a.done));
+      return { restoreMs: Date.parse(done.finishedAt) - Date.parse(done.startedAt), cpuSeconds: cpu, clients };
+    };
+    const activeSubscriptions = async () => {
+      const text = await fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
+      return Number(/^snapgraph_subscriptions_active (\S+)$/m.exec(text)?.[1] ?? 0);
     };
 
     // A first restore warms the server (the first pre-restore snapshot stores the data; later ones deduplicate).
-    console.log(`warm-up restore: ${secs((await restore(0, 'warm-up')).restoreMs)}`);
+    console.log(`warm-up restore: ${secs((await restore([], 'warm-up')).restoreMs)}`);
     const results: { n: number; baseline: RunFigures[]; product: RunFigures[] }[] = [];
     for (const n of subscriberCounts) {
       console.log(`\n[${n} subscribers] restoreSnapshot of ${nodes} nodes + ${relationships} relationships; ${pairs} pairs, order alternating`);
       const baseline: RunFigures[] = [];
       const product: RunFigures[] = [];
+      await rss.part(`${n}:connecting`);
+      const processes = Array.from({ length: Math.ceil(n / perProcess) }, () => new ClientProcess());
+      started = performance.now();
+      await Promise.all(processes.map((p, i) => p.connect(server.url, viewerKey, Math.min(perProcess, n - i * perProcess))));
+      console.log(`  ${n} clients connected in ${secs(performance.now() - started)} (they stay connected, idle in the baseline runs)`);
       for (let pair = 0; pair < pairs; pair++) {
         for (const subscribers of pair % 2 === 0 ? [0, n] : [n, 0]) {
-          const run = await restore(subscribers, subscribers === 0 ? `${n}:baseline` : `${n}:subscribed`);
+          const run = await restore(subscribers === 0 ? [] : processes, subscribers === 0 ? `${n}:baseline` : `${n}:subscribed`);
           (subscribers === 0 ? baseline : product).push(run);
           const c = run.clients;
           console.log(
@@ -164,6 +179,7 @@ async function main() {
           );
         }
       }
+      await Promise.all(processes.map((p) => p.close()));
       results.push({ n, baseline, product });
     }
     await rss.part('end');
