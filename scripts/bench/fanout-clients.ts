@@ -3,7 +3,7 @@
 //   {cmd:'connect', url, key, count} → opens `count` sockets (connection_init, connection_ack); answers {ready}.
 //   {cmd:'subscribe', instanceId} → every socket subscribes to the instance's availability (fresh figures); {sent}.
 //   {cmd:'watch', operationId} → every socket subscribes to restoreProgress; answers {done} once every socket has
-//       the operation's final event and the instance's AVAILABLE (or timeoutMs passed), with the figures, and
+//       the operation's final event and the instance's AVAILABLE (or {cmd:'stop'} came), with the figures, and
 //       unsubscribes from availability.
 //   {cmd:'close'} → closes every socket and exits.
 // Latency = this process's receive time − the server's time of the event (availability `at`, the operation's
@@ -24,6 +24,7 @@ interface Client {
 
 const clients: Client[] = [];
 let onProgressDone: (() => void) | null = null;
+let stopWatching: (() => void) | null = null;
 
 const AVAILABILITY = 'subscription ($id: ID) { instanceAvailabilityChanged(instanceId: $id) { availability previousAvailability at } }';
 const PROGRESS = 'subscription ($id: ID!) { restoreProgress(operationId: $id) { status phase progress bytesDone finishedAt } }';
@@ -86,21 +87,18 @@ function subscribeAvailability(instanceId: string): void {
   }
 }
 
-async function watch(operationId: string, timeoutMs: number) {
+async function watch(operationId: string) {
   const subscribe = JSON.stringify({ id: 'p', type: 'subscribe', payload: { query: PROGRESS, variables: { id: operationId } } });
   for (const client of clients) client.socket.send(subscribe);
   await new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs);
-    const check = () => {
-      if (clients.every(finished)) {
-        clearTimeout(timer);
-        resolve();
-      }
+    stopWatching = resolve;
+    onProgressDone = () => {
+      if (clients.every(finished)) resolve();
     };
-    onProgressDone = check;
-    check();
+    onProgressDone();
   });
   onProgressDone = null;
+  stopWatching = null;
   const unsubscribe = JSON.stringify({ id: 'a', type: 'complete' });
   for (const client of clients) if (client.socket.readyState === WebSocket.OPEN) client.socket.send(unsubscribe);
   return {
@@ -125,7 +123,9 @@ process.on('message', (message: { cmd: string; [key: string]: any }) => {
     subscribeAvailability(message.instanceId);
     reply({ sent: clients.length });
   } else if (message.cmd === 'watch') {
-    watch(message.operationId, message.timeoutMs).then((figures) => reply({ done: figures }), (error) => reply({ error: String(error) }));
+    watch(message.operationId).then((figures) => reply({ done: figures }), (error) => reply({ error: String(error) }));
+  } else if (message.cmd === 'stop') {
+    stopWatching?.();
   } else if (message.cmd === 'close') {
     for (const client of clients) client.socket.terminate();
     process.exit(0);
