@@ -28,6 +28,8 @@ import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { buildApiSchema } from './api/schema';
+import { boundedWebSocket } from './api/bounded-web-socket';
+import { SubscriptionFanout } from './api/subscriptions/subscription-fanout';
 import { checkWebSocketOperation } from './api/websocket-operations';
 import { type App, createApp } from './app';
 import type { AppConfig } from './config/app-config';
@@ -48,6 +50,11 @@ export interface RunningServer {
 }
 
 type WsExtra = { socket: WebSocket; request: IncomingMessage };
+
+/** Progress frames per second to all subscribers together; each sees progress less often as they grow in number. */
+const PROGRESS_FRAMES_PER_SECOND = 500;
+/** Availability or snapshot events a subscriber may be behind before its socket is taken for one that stopped reading. */
+const MAX_QUEUED_EVENTS = 1_000;
 
 const bearer = (header: unknown): string | null => {
   if (typeof header !== 'string') return null;
@@ -95,11 +102,27 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   };
 
   // WebSocket: graphql-transport-ws on /graphql; the key comes in connection_init.
-  const wsServer = new WebSocketServer({ server: httpServer, path: '/graphql' });
+  const stoppedReading = (details: Record<string, unknown>) => logger.warn(details, 'dropped a WebSocket whose client stopped reading');
+  const wsServer = new WebSocketServer({
+    server: httpServer,
+    path: '/graphql',
+    WebSocket: boundedWebSocket(config.wsMaxBufferedBytes, (_socket, bufferedBytes) => stoppedReading({ bufferedBytes })),
+  });
   instrumentWebSocketServer(wsServer, app.metrics, logger);
   const wsPrincipals = new WeakMap<object, Principal>();
   const checkOperation = checkWebSocketOperation(schema, limits, introspection);
   const keySockets = closeSocketsOfRevokedKeys(app, logger);
+  const contextSockets = new WeakMap<ApiContext, WebSocket>();
+  const fanout = new SubscriptionFanout({
+    progressFramesPerSecond: PROGRESS_FRAMES_PER_SECOND,
+    maxQueuedEvents: MAX_QUEUED_EVENTS,
+    onTooFarBehind: (context) => {
+      const socket = contextSockets.get(context);
+      if (!socket) return;
+      stoppedReading({ tenantId: context.principal?.tenantId ?? null, queuedEvents: MAX_QUEUED_EVENTS });
+      socket.terminate();
+    },
+  });
   const wsCleanup = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
       schema,
@@ -113,6 +136,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         return checked;
       },
       connectionInitWaitTimeout: wsTimeouts.connectionInitWaitTimeout,
+      subscribe: fanout.subscribe,
       onOperation: observeWebSocketOperations(app.metrics, logger, exposure),
       onConnect: async (ctx) => {
         const principal = await authenticate(ctx.connectionParams?.authorization).catch(() => null);
@@ -124,12 +148,16 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         keySockets.add(principal.apiKeyId, ctx.extra.socket);
         return true;
       },
-      context: (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>): ApiContext => ({
-        principal: wsPrincipals.get(ctx) ?? null,
-        services,
-        requestId: randomUUID(),
-        origin: publicOrigin(config, listeningUrl, ctx.extra.request.headers.host),
-      }),
+      context: (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>): ApiContext => {
+        const context: ApiContext = {
+          principal: wsPrincipals.get(ctx) ?? null,
+          services,
+          requestId: randomUUID(),
+          origin: publicOrigin(config, listeningUrl, ctx.extra.request.headers.host),
+        };
+        contextSockets.set(context, ctx.extra.socket);
+        return context;
+      },
       onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), exposure, error)),
       onNext: (_ctx, _id, _payload, _args, result) =>
         result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), exposure, e)) } : undefined,

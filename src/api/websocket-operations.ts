@@ -7,7 +7,33 @@ import { costRefusal, parseWithinLimits, type QueryLimits, validateWithLimits } 
 
 export type WebSocketOperationCheck = (payload: SubscribePayload) => ExecutionArgs | GraphQLError[];
 
+// Thousands of dashboards subscribe with the same document and variables; parsing and validating each costs more
+// than everything else a subscription does, so accepted operations are remembered (only small ones: the cache is
+// bounded in bytes as well as in entries). graphql-js never changes a document, so executions can share one.
+const CACHED_OPERATIONS = 256;
+const MAX_CACHED_KEY_LENGTH = 8_192;
+
 export function checkWebSocketOperation(schema: GraphQLSchema, limits: QueryLimits, options: { introspection: boolean }): WebSocketOperationCheck {
+  const check = checkOperation(schema, limits, options);
+  const accepted = new Map<string, ExecutionArgs>();
+  return (payload) => {
+    const key = JSON.stringify([payload.query, payload.operationName ?? null, payload.variables ?? null]);
+    const known = accepted.get(key);
+    if (known) {
+      accepted.delete(key);
+      accepted.set(key, known); // most recently used last
+      return { ...known };
+    }
+    const checked = check(payload);
+    if (!Array.isArray(checked) && key.length <= MAX_CACHED_KEY_LENGTH) {
+      accepted.set(key, checked);
+      if (accepted.size > CACHED_OPERATIONS) accepted.delete(accepted.keys().next().value!);
+    }
+    return Array.isArray(checked) ? checked : { ...checked };
+  };
+}
+
+function checkOperation(schema: GraphQLSchema, limits: QueryLimits, options: { introspection: boolean }): WebSocketOperationCheck {
   return (payload) => {
     const checked = parseWithinLimits(payload.query, limits);
     if (!checked.document) return [checked.refusal ?? checked.syntaxError];

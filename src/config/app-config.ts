@@ -74,6 +74,8 @@ export interface AppConfig {
   maxQueryAliases: number;
   /** Largest JSON request body (POST /graphql without files). */
   maxBodyBytes: number;
+  /** Bytes a WebSocket may have waiting to be sent before the server takes its client for one that stopped reading. */
+  wsMaxBufferedBytes: number;
   logLevel: string;
 }
 
@@ -135,6 +137,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const maxQueryFields = check('SNAPGRAPH_MAX_QUERY_FIELDS', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_FIELDS), 1_000), 1_000);
   const maxQueryAliases = check('SNAPGRAPH_MAX_QUERY_ALIASES', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_ALIASES), 50), 50);
   const maxBodyBytes = check('SNAPGRAPH_MAX_BODY_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_BODY_BYTES), 64 * 1024 ** 2), 64 * 1024 ** 2);
+  const wsMaxBufferedBytes = check('SNAPGRAPH_WS_MAX_BUFFERED_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_WS_MAX_BUFFERED_BYTES), 64 * 1024 ** 2), 64 * 1024 ** 2);
   const introspection = check('SNAPGRAPH_INTROSPECTION', () => flag(env.SNAPGRAPH_INTROSPECTION, true), true);
   const playground = check('SNAPGRAPH_PLAYGROUND', () => flag(env.SNAPGRAPH_PLAYGROUND, true), true);
   const debugErrors = check('SNAPGRAPH_DEBUG_ERRORS', () => flag(env.SNAPGRAPH_DEBUG_ERRORS, false), false);
@@ -181,6 +184,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     maxQueryFields,
     maxQueryAliases,
     maxBodyBytes,
+    wsMaxBufferedBytes,
     logLevel,
   };
 }

@@ -1,0 +1,240 @@
+// Fan-out benchmark: N graphql-ws clients subscribed to one restore's progress and its instance's availability,
+// against the same restore with no subscribers. The server runs in its own process (server-process.ts), the clients
+// in separate processes (fanout-clients.ts, raw graphql-transport-ws over `ws`), each with a VIEWER key as a
+// dashboard would use. Pairs interleave the baseline (0 subscribers) and the product (N), the order alternating per
+// pair. The N clients connect once per N and stay connected through its pairs (connecting 10,000 authenticated
+// sockets takes minutes on a busy 2-core machine): in a baseline run they hold no subscription, in a product run each
+// subscribes to the instance's availability before the restore starts and to its progress right after. Prints
+// figures; asserts nothing. Not part of `npm test`.
+//
+//   npm run bench:fanout -- [--subscribers 1000,10000] [--nodes 50000] [--pairs 3] [--per-process 2500] [--keep]
+//
+// Per N: the restore's time (the operation's startedAt → finishedAt) with N subscribers / with none; delivery latency
+// (client receive time − the event's server time: availability `at`, the final state's `finishedAt`) p50/p99 over
+// every client and event; progress events per client; the server's peak RSS (VmRSS every 100 ms) and CPU seconds
+// (utime + stime from the restore mutation to its end). 10,000 sockets need `ulimit -n` above 10,000 on both sides.
+import { type ChildProcess, fork } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fill, flag, gql, MAX_BATCH, median, MiB, rssSampler, secs, snapshot, spread, startServer, stopServer, until } from './server-process';
+import { rng } from './synthetic-graph';
+
+const list = (name: string, fallback: string) =>
+  (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback).split(',').map(Number);
+
+const subscriberCounts = list('subscribers', '1000,10000');
+const nodes = flag('nodes', 50_000);
+const pairs = flag('pairs', 3);
+const perProcess = flag('per-process', 2500);
+const keep = process.argv.includes('--keep');
+/** How long after the restore's end the clients may still be receiving its last events before they report anyway. */
+const DELIVERY_GRACE_MS = 60_000;
+
+function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = Float64Array.from(values).sort();
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+/** CPU seconds (user + system) the process has used so far. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/**
+ * The restore's start and end once it SUCCEEDED. A poll the server answers late or not at all (a busy server before
+ * the fan-out work answered 408) is tried again: the figure is the server's own.
+ */
+async function restoreDone(id: string): Promise<{ startedAt: string; finishedAt: string }> {
+  return until('the restore', async () => {
+    const answer = await gql(`query($id: ID!) { operation(id: $id) { status startedAt finishedAt error { code message } } }`, { id }).catch(() => null);
+    const operation = answer?.operation;
+    if (operation?.status === 'FAILED' || operation?.status === 'CANCELLED') throw new Error(`restore ${id} ${operation.status}: ${operation.error?.code} ${operation.error?.message}`);
+    return operation?.status === 'SUCCEEDED' ? operation : null;
+  }, 100);
+}
+
+interface ClientFigures {
+  clients: number;
+  finished: number;
+  closed: number;
+  outOfOrder: number;
+  progress: number[];
+  availabilityLatencies: number[];
+  finalLatencies: number[];
+}
+
+class ClientProcess {
+  private readonly child: ChildProcess;
+  private waiting: ((message: any) => void) | null = null;
+
+  constructor() {
+    this.child = fork(join(__dirname, 'fanout-clients.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.child.on('message', (message) => {
+      const waiting = this.waiting;
+      this.waiting = null;
+      waiting?.(message);
+    });
+  }
+
+  private ask<T>(message: object): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.waiting = (answer) => (answer.error ? reject(new Error(answer.error)) : resolve(answer));
+      this.child.send(message);
+    });
+  }
+
+  connect(url: string, key: string, count: number) {
+    return this.ask<{ ready: number }>({ cmd: 'connect', url, key, count });
+  }
+
+  subscribe(instanceId: string) {
+    return this.ask<{ sent: number }>({ cmd: 'subscribe', instanceId });
+  }
+
+  watch(operationId: string) {
+    return this.ask<{ done: ClientFigures }>({ cmd: 'watch', operationId });
+  }
+
+  /** Ends a watch that is still waiting for events: the clients report what they have. */
+  stop() {
+    this.child.send({ cmd: 'stop' });
+  }
+
+  async close() {
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.send({ cmd: 'close' });
+    await exited;
+  }
+}
+
+interface RunFigures {
+  restoreMs: number;
+  cpuSeconds: number;
+  clients?: ClientFigures;
+}
+
+async function main() {
+  const work = mkdtempSync(join(tmpdir(), 'snapgraph-bench-fanout-'));
+  const relationships = 2 * nodes;
+  console.log('bench:fanout');
+  console.log(JSON.stringify({ subscribers: subscriberCounts, nodes, relationships, pairs, perProcess, work, cpus: cpus().length }));
+  const server = await startServer(join(work, 'data'), {});
+  const rss = rssSampler(server.child.pid!);
+  try {
+    const { createInstance } = await gql(`mutation { createInstance(input: { name: "bench-fanout", tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`);
+    const instanceId: string = createInstance.id;
+    let started = performance.now();
+    await fill(instanceId, nodes, relationships, MAX_BATCH, rng(13));
+    console.log(`filled through the API: ${nodes} nodes + ${relationships} relationships in ${secs(performance.now() - started)}`);
+    const { row: source } = await snapshot(instanceId);
+    const { createApiKey } = await gql(`mutation { createApiKey(name: "dashboard", role: VIEWER) { secret } }`);
+    const viewerKey: string = createApiKey.secret;
+
+    /** A restore watched by every client of `processes`, or by none (the clients stay connected, idle). */
+    const restore = async (processes: ClientProcess[], part: string): Promise<RunFigures> => {
+      await rss.part(part);
+      if (processes.length > 0) {
+        const baseline = await activeSubscriptions();
+        const sent = await Promise.all(processes.map((p) => p.subscribe(instanceId)));
+        const count = sent.reduce((sum, answer) => sum + answer.sent, 0);
+        await until('every availability subscription to start', async () => (await activeSubscriptions()) >= baseline + count, 200);
+      }
+      const cpuBefore = cpuSeconds(server.child.pid!);
+      const { restoreSnapshot } = await gql(`mutation($s: ID!) { restoreSnapshot(snapshotId: $s, confirm: "RESTORE") { id } }`, { s: source.id });
+      const watching = processes.map((p) => p.watch(restoreSnapshot.id));
+      const done = await restoreDone(restoreSnapshot.id);
+      const cpu = cpuSeconds(server.child.pid!) - cpuBefore;
+      const grace = setTimeout(() => processes.forEach((p) => p.stop()), DELIVERY_GRACE_MS);
+      const answers = await Promise.all(watching);
+      clearTimeout(grace);
+      const clients = answers.length === 0 ? undefined : merge(answers.map((a) => a.done));
+      return { restoreMs: Date.parse(done.finishedAt) - Date.parse(done.startedAt), cpuSeconds: cpu, clients };
+    };
+    const activeSubscriptions = async () => {
+      const text = await fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
+      return Number(/^snapgraph_subscriptions_active (\S+)$/m.exec(text)?.[1] ?? 0);
+    };
+
+    // A first restore warms the server (the first pre-restore snapshot stores the data; later ones deduplicate).
+    console.log(`warm-up restore: ${secs((await restore([], 'warm-up')).restoreMs)}`);
+    const results: { n: number; baseline: RunFigures[]; product: RunFigures[] }[] = [];
+    for (const n of subscriberCounts) {
+      console.log(`\n[${n} subscribers] restoreSnapshot of ${nodes} nodes + ${relationships} relationships; ${pairs} pairs, order alternating`);
+      const baseline: RunFigures[] = [];
+      const product: RunFigures[] = [];
+      await rss.part(`${n}:connecting`);
+      const processes = Array.from({ length: Math.ceil(n / perProcess) }, () => new ClientProcess());
+      started = performance.now();
+      await Promise.all(processes.map((p, i) => p.connect(server.url, viewerKey, Math.min(perProcess, n - i * perProcess))));
+      console.log(`  ${n} clients connected in ${secs(performance.now() - started)} (they stay connected, idle in the baseline runs)`);
+      for (let pair = 0; pair < pairs; pair++) {
+        for (const subscribers of pair % 2 === 0 ? [0, n] : [n, 0]) {
+          const run = await restore(subscribers === 0 ? [] : processes, subscribers === 0 ? `${n}:baseline` : `${n}:subscribed`);
+          (subscribers === 0 ? baseline : product).push(run);
+          const c = run.clients;
+          console.log(
+            `  pair ${pair + 1}, ${subscribers} subscribers: restore ${secs(run.restoreMs)}, server CPU ${run.cpuSeconds.toFixed(1)} s` +
+              (c
+                ? `; ${c.finished}/${c.clients} got final + AVAILABLE, ${c.closed} closed, ${c.outOfOrder} out of order; ` +
+                  `availability p50/p99 ${percentile(c.availabilityLatencies, 50)}/${percentile(c.availabilityLatencies, 99)} ms, ` +
+                  `final p50/p99 ${percentile(c.finalLatencies, 50)}/${percentile(c.finalLatencies, 99)} ms, ` +
+                  `progress events per client min/median/max ${Math.min(...c.progress)}/${median(c.progress)}/${Math.max(...c.progress)}`
+                : ''),
+          );
+        }
+      }
+      await Promise.all(processes.map((p) => p.close()));
+      results.push({ n, baseline, product });
+    }
+    await rss.part('end');
+    const { peaks } = await rss.stop();
+    for (const { n, baseline, product } of results) report(n, baseline, product, peaks);
+  } finally {
+    await stopServer(server);
+    if (!keep) rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function merge(parts: ClientFigures[]): ClientFigures {
+  return {
+    clients: parts.reduce((sum, p) => sum + p.clients, 0),
+    finished: parts.reduce((sum, p) => sum + p.finished, 0),
+    closed: parts.reduce((sum, p) => sum + p.closed, 0),
+    outOfOrder: parts.reduce((sum, p) => sum + p.outOfOrder, 0),
+    progress: parts.flatMap((p) => p.progress),
+    availabilityLatencies: parts.flatMap((p) => p.availabilityLatencies),
+    finalLatencies: parts.flatMap((p) => p.finalLatencies),
+  };
+}
+
+function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks: Map<string, number>) {
+  const ratios = product.map((run, i) => run.restoreMs / baseline[i].restoreMs);
+  const ms = (value: number) => `${value.toFixed(0)} ms`;
+  const x = (value: number) => `${value.toFixed(2)}×`;
+  const clients = product.map((run) => run.clients!);
+  // A run where some client never got an event has no latency for it: the count of clients that did is printed.
+  const known = (values: number[]) => values.filter((value) => Number.isFinite(value));
+  console.log(`\n  summary, ${n} subscribers:`);
+  console.log(`    restore, no subscribers:   ${spread(baseline.map((r) => r.restoreMs), secs)}`);
+  console.log(`    restore, ${n} subscribers: ${spread(product.map((r) => r.restoreMs), secs)}`);
+  console.log(`    ratio (per pair):          ${spread(ratios, x)}`);
+  console.log(`    availability latency p50:  ${spread(known(clients.map((c) => percentile(c.availabilityLatencies, 50))), ms)}`);
+  console.log(`    availability latency p99:  ${spread(known(clients.map((c) => percentile(c.availabilityLatencies, 99))), ms)}`);
+  console.log(`    final-event latency p50:   ${spread(known(clients.map((c) => percentile(c.finalLatencies, 50))), ms)}`);
+  console.log(`    final-event latency p99:   ${spread(known(clients.map((c) => percentile(c.finalLatencies, 99))), ms)}`);
+  console.log(`    clients with final + AVAILABLE: ${clients.map((c) => `${c.finished}/${c.clients}`).join(', ')}; out of order: ${clients.map((c) => c.outOfOrder).join(', ')}`);
+  console.log(`    progress events per client (min/median/max per run): ${clients.map((c) => `${Math.min(...c.progress)}/${median(c.progress)}/${Math.max(...c.progress)}`).join(', ')}`);
+  console.log(`    server CPU, no subscribers: ${spread(baseline.map((r) => r.cpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
+  console.log(`    server CPU, ${n} subscribers: ${spread(product.map((r) => r.cpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
+  const peak = (part: string) => peaks.get(`${n}:${part}`) ?? 0;
+  console.log(`    server peak RSS: no subscribers (${n} clients connected, idle) ${MiB(peak('baseline'))}, ${n} subscribers ${MiB(peak('subscribed'))}`);
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

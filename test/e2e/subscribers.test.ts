@@ -1,0 +1,161 @@
+// Many subscribers to one restore: each sees the live state first and then every change in order, whoever else is
+// subscribed; another tenant sees nothing; a client that stops reading holds up nobody and is dropped once too far
+// behind. Tens of subscribers, not thousands: the figures at scale are bench:fanout's.
+import assert from 'node:assert/strict';
+import {
+  assertProgressSequence,
+  connectWs,
+  createInstance,
+  createKey,
+  createTenant,
+  eventually,
+  expectData,
+  fillInstance,
+  gql,
+  type NewTenant,
+  OPERATION_FIELDS,
+  type OperationJson,
+  payloads,
+  RESTORE_SNAPSHOT,
+  serverPerSuite,
+  settledOperation,
+  type SnapshotJson,
+  subscribe,
+  subscriptionErrors,
+  takeSnapshot,
+  type TestServer,
+} from '../support';
+
+const RESTORE_PROGRESS = `subscription ($id: ID!) { restoreProgress(operationId: $id) { ${OPERATION_FIELDS} } }`;
+const AVAILABILITY = `subscription ($instanceId: ID) {
+  instanceAvailabilityChanged(instanceId: $instanceId) { instanceId instance { id name } availability previousAvailability status at }
+}`;
+const BIG_PAGE = `query ($id: ID!) { nodes(instanceId: $id, first: 500) { edges { node { id labels properties } } } }`;
+
+interface AvailabilityEvent {
+  instanceId: string;
+  instance: { id: string; name: string } | null;
+  availability: string;
+  previousAvailability: string | null;
+  status: string;
+  at: string;
+}
+
+/** Backlog past which the server drops a WebSocket (small here, so that a test fills it quickly). */
+const MAX_BUFFERED_BYTES = 256 * 1024;
+
+async function activeSubscriptions(server: TestServer): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  return Number(/^snapgraph_subscriptions_active (\S+)$/m.exec(text)?.[1] ?? NaN);
+}
+
+/** Resolves once the server runs at least `count` subscriptions (a subscription's stream starts when it has it). */
+async function untilSubscribed(server: TestServer, count: number): Promise<void> {
+  await eventually(async () => (await activeSubscriptions(server)) >= count, { what: `${count} active subscriptions` });
+}
+
+async function startRestore(server: TestServer, snapshotId: string): Promise<OperationJson> {
+  return expectData(await gql(server, RESTORE_SNAPSHOT, { snapshotId, confirm: 'RESTORE' })).restoreSnapshot;
+}
+
+const STATUS_RANK: Record<string, number> = { QUEUED: 0, RUNNING: 1, SUCCEEDED: 2, FAILED: 2, CANCELLED: 2 };
+
+describe('many subscribers to one restore', () => {
+  const suite = serverPerSuite({ env: { SNAPGRAPH_WS_MAX_BUFFERED_BYTES: String(MAX_BUFFERED_BYTES) } });
+  let instanceId: string;
+  let snapshot: SnapshotJson;
+  let other: NewTenant;
+
+  before(async function () {
+    this.timeout(120_000);
+    other = await createTenant(suite.server, 'subscribers-bystander');
+    instanceId = (await createInstance(suite.server, { name: 'watched', tier: 'BUSINESS_CRITICAL', memoryGB: 64 })).id;
+    await fillInstance(suite.server, instanceId, { nodes: 20_000, relationships: 20_000 });
+    snapshot = await takeSnapshot(suite.server, instanceId);
+  });
+
+  it('gives every subscriber the live state first, then every change in order, the same availability events, and another tenant nothing', async function () {
+    this.timeout(120_000);
+    const server = suite.server;
+    const viewer = await createKey(server, server.adminKey, 'VIEWER');
+    const keys = [server.adminKey, viewer.secret];
+    const watchers = Array.from({ length: 12 }, (_, i) => subscribe<{ instanceAvailabilityChanged: AvailabilityEvent }>(server, keys[i % 2], AVAILABILITY, { instanceId }));
+    const everything = subscribe(server, server.adminKey, AVAILABILITY);
+    const bystander = subscribe(server, other.apiKey, AVAILABILITY);
+    await untilSubscribed(server, 14);
+
+    const operation = await startRestore(server, snapshot.id);
+    const early = Array.from({ length: 10 }, (_, i) => subscribe<{ restoreProgress: OperationJson }>(server, keys[i % 2], RESTORE_PROGRESS, { id: operation.id }));
+    const foreign = subscribe(server, other.apiKey, RESTORE_PROGRESS, { id: operation.id });
+    assert.deepEqual((await subscriptionErrors(foreign)).map((error) => error.extensions?.code), ['NOT_FOUND']);
+
+    // Latecomers join a stream that others have been following: their first event is the state as it is now.
+    await early[0].waitFor((result) => result.data?.restoreProgress.phase !== 'preparing', 60_000);
+    const seenBeforeJoining = payloads<OperationJson>(early[0], 'restoreProgress').at(-1)!;
+    const late = Array.from({ length: 10 }, (_, i) => subscribe<{ restoreProgress: OperationJson }>(server, keys[i % 2], RESTORE_PROGRESS, { id: operation.id }));
+
+    await Promise.all([...early, ...late].map((progress) => progress.complete));
+    for (const progress of [...early, ...late]) assertProgressSequence(payloads(progress, 'restoreProgress'), 'SUCCEEDED');
+    for (const progress of late) {
+      const first = payloads<OperationJson>(progress, 'restoreProgress')[0];
+      assert.ok(STATUS_RANK[first.status] >= STATUS_RANK[seenBeforeJoining.status], `a latecomer started at ${first.status}, behind ${seenBeforeJoining.status}`);
+      assert.ok(first.bytesDone >= seenBeforeJoining.bytesDone, `a latecomer started behind: ${first.bytesDone} < ${seenBeforeJoining.bytesDone} bytes`);
+    }
+    assert.equal((await settledOperation(server, operation.id)).status, 'SUCCEEDED');
+
+    // Every watcher: READ_ONLY → UNAVAILABLE → AVAILABLE, each change once, the same events (same times) for all.
+    await Promise.all(watchers.map((watcher) => watcher.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE', 30_000)));
+    const seen = watchers.map((watcher) => payloads<AvailabilityEvent>(watcher, 'instanceAvailabilityChanged'));
+    for (const events of seen) {
+      assert.deepEqual(
+        events.map((event) => [event.previousAvailability, event.availability]),
+        [['AVAILABLE', 'READ_ONLY'], ['READ_ONLY', 'UNAVAILABLE'], ['UNAVAILABLE', 'AVAILABLE']],
+      );
+      assert.deepEqual(events, seen[0]);
+      assert.deepEqual(events[0].instance, { id: instanceId, name: 'watched' });
+    }
+    await everything.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE', 30_000);
+
+    // The other tenant, subscribed to all of its instances the whole time, saw none of it.
+    assert.deepEqual(bystander.results, []);
+    // And a late subscriber to the ended restore gets its final state, then the end.
+    const after = subscribe<{ restoreProgress: OperationJson }>(server, viewer.secret, RESTORE_PROGRESS, { id: operation.id });
+    await after.complete;
+    assert.deepEqual(payloads<OperationJson>(after, 'restoreProgress').map((state) => state.status), ['SUCCEEDED']);
+  });
+
+  it('does not let a client that stops reading hold up the others, and drops it once too far behind', async function () {
+    this.timeout(120_000);
+    const server = suite.server;
+    const others = Array.from({ length: 5 }, () => subscribe<{ instanceAvailabilityChanged: AvailabilityEvent }>(server, server.adminKey, AVAILABILITY, { instanceId }));
+    const stuck = await connectWs(server, server.adminKey);
+    assert.ok(stuck.acknowledged);
+    stuck.socket.send(JSON.stringify({ id: 'a', type: 'subscribe', payload: { query: AVAILABILITY, variables: { instanceId } } }));
+    await untilSubscribed(server, 6);
+    // It stops reading its socket, and goes on asking: far more answers than the socket buffers and the bound hold.
+    const received: { id?: string; type: string }[] = [];
+    stuck.socket.on('message', (data) => received.push(JSON.parse(String(data))));
+    (stuck.socket as unknown as { _socket: { pause(): void } })._socket.pause();
+    const asked = 120;
+    for (let i = 0; i < asked; i++) {
+      stuck.socket.send(JSON.stringify({ id: `q${i}`, type: 'subscribe', payload: { query: BIG_PAGE, variables: { id: instanceId } } }));
+    }
+
+    const operation = await startRestore(server, snapshot.id);
+    const progress = Array.from({ length: 5 }, () => subscribe<{ restoreProgress: OperationJson }>(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id }));
+    await Promise.all(progress.map((p) => p.complete));
+    for (const p of progress) assertProgressSequence(payloads(p, 'restoreProgress'), 'SUCCEEDED');
+    await Promise.all(others.map((watcher) => watcher.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE', 30_000)));
+
+    // The server dropped it: its backlog is gone with it.
+    await eventually(() => server.logLines().some((line) => line.msg === 'dropped a WebSocket whose client stopped reading'), {
+      what: 'the stuck socket to be dropped',
+      timeoutMs: 30_000,
+    });
+    (stuck.socket as unknown as { _socket: { resume(): void } })._socket.resume();
+    const closed = await stuck.closed;
+    assert.equal(closed.code, 1006);
+    const answers = received.filter((message) => message.id?.startsWith('q') && message.type === 'next');
+    assert.ok(answers.length < asked, `all ${asked} answers were kept for a client that did not read`);
+  });
+});
