@@ -27,7 +27,7 @@ import { TenantService } from './services/tenant.service';
 import { UploadService } from './services/upload.service';
 import { VerifyOperationHandler, VerifyService } from './services/verify.service';
 import { EncryptedBlobStore } from './storage/encrypted-blob-store';
-import { FilesystemBlobStore } from './storage/filesystem-blob-store';
+import { createConfiguredBlobStore } from './storage/configured-blob-store';
 import { initialAdminKeyPath, makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
 
 export interface App {
@@ -74,16 +74,18 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     closers.push(() => events.close());
     const metrics = new Metrics();
     const instanceDir = join(config.dataDir, 'instances');
-    const blobDir = join(config.dataDir, 'blobs');
     const stores = new SqliteGraphStoreProvider(instanceDir);
     closers.push(() => stores.close());
 
     const masterKey = await loadMasterKey({ dataDir: config.dataDir, envValue: config.masterKey });
     if (masterKey.generated) logger.warn({ path: masterKey.path }, 'generated a new master key for encryption at rest; back it up');
-    const rawBlobs = new FilesystemBlobStore(blobDir);
+    const blobStore = createConfiguredBlobStore(config);
+    const rawBlobs = blobStore.store;
+    if (config.blobStore.kind === 's3') logger.info({ blobs: blobStore.description }, 'snapshot data is kept in S3');
     const keyring = new Keyring(masterKey.key);
     const blobs = new EncryptedBlobStore(rawBlobs, keyring);
     await blobs.init();
+    closers.push(() => blobs.destroy());
     // Alone on the data (embedded SQLite), every temp blob is a crash's leftover; with replicas sharing it, only
     // the ones nobody has touched for an hour are.
     const removedTemp = await blobs.removeTemporaryFiles({ olderThanMs: config.databaseUrl ? 3_600_000 : 0 });
@@ -165,7 +167,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       services,
       metrics,
       ping,
-      readiness: { metadata: ping, blobs: () => probeWritableDirectory(blobDir), instanceStores: () => probeWritableDirectory(instanceDir) },
+      readiness: { metadata: ping, blobs: blobStore.probe, instanceStores: () => probeWritableDirectory(instanceDir) },
       close: closeAll,
     };
   } catch (error) {
