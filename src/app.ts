@@ -16,6 +16,7 @@ import { RetentionSweeper } from './scheduler/retention-sweeper';
 import { Scheduler } from './scheduler/scheduler';
 import { BackupService } from './services/backup.service';
 import { ChangeLogService } from './services/change-log.service';
+import { ExportDestinationService, ExportOperationHandler } from './services/export-destination.service';
 import { ExportService } from './services/export.service';
 import { GraphService } from './services/graph.service';
 import { InstanceService } from './services/instance.service';
@@ -114,7 +115,9 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const exports = new ExportService(db, config, instances, snapshots, tenants);
     const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
     const verify = new VerifyService(db, snapshots, () => runner.kick());
-    const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, backups, verify, events, changeLog };
+    const destinations = new ExportDestinationService(db, keyring, instances, snapshots, () => runner.kick(), { retryBaseMs: config.exportRetryMs });
+    snapshots.onCompleted((snapshot, manager) => destinations.enqueueAutoExports(snapshot, manager));
+    const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, destinations, uploads, backups, verify, events, changeLog };
 
     instances.onRemove(async (instance) => {
       await snapshots.deleteAllOf(instance);
@@ -130,6 +133,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       runner.register(new RestoreOperationHandler(kind, instances, snapshots, stores, blobs, backups, changeLog, metrics));
     }
     runner.register(new VerifyOperationHandler(snapshots, instances, backups));
+    runner.register(new ExportOperationHandler(destinations, snapshots, instances));
     await backups.recordLegacySizes(rawBlobs);
     const collection = setInterval(() => void backups.collectAll(), config.collectIntervalMs);
     collection.unref();
@@ -138,6 +142,12 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const deletionSweep = setInterval(() => void finishDeletions(instances, false, logger), DELETION_SWEEP_MS);
     deletionSweep.unref();
     closers.push(async () => clearInterval(deletionSweep));
+    const exportRetries = setInterval(
+      () => void destinations.retryFailedAutoExports().catch((err) => logger.error({ err }, 'could not queue the retries of failed exports')),
+      Math.min(60_000, Math.max(250, Math.floor(config.exportRetryMs / 4))),
+    );
+    exportRetries.unref();
+    closers.push(async () => clearInterval(exportRetries));
     changeLog.start();
     closers.push(() => changeLog.stop());
     await runner.start();

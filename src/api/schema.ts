@@ -2,6 +2,7 @@
 import type { GraphQLSchema } from 'graphql';
 import { createPubSub } from '@graphql-yoga/subscription';
 import { buildSchema } from 'type-graphql';
+import { ExportDestinationResolver } from './resolvers/export-destination.resolver';
 import { ExportResolver } from './resolvers/export.resolver';
 import { GraphResolver } from './resolvers/graph.resolver';
 import { InstanceResolver } from './resolvers/instance.resolver';
@@ -21,6 +22,7 @@ export const RESOLVERS = [
   RestoreResolver,
   PointInTimeResolver,
   ExportResolver,
+  ExportDestinationResolver,
   SubscriptionResolver,
   AvailabilityEventResolver,
 ] as const;

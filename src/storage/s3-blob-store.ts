@@ -71,25 +71,26 @@ export class S3BlobStore implements BlobStore {
     await this.client.send(new HeadBucketCommand({ Bucket: this.location.bucket }));
   }
 
-  async write(key: string, data: Readable): Promise<{ sizeBytes: number }> {
+  /** BlobStore.write; `metadata` becomes the object's user metadata (x-amz-meta-*). */
+  async write(key: string, data: Readable, { metadata }: { metadata?: Record<string, string> } = {}): Promise<{ sizeBytes: number }> {
     try {
-      return await this.#upload(this.#objectKey(key), data);
+      return await this.#upload(this.#objectKey(key), data, metadata);
     } catch (error) {
       data.destroy();
       throw error;
     }
   }
 
-  async #upload(objectKey: string, data: Readable): Promise<{ sizeBytes: number }> {
+  async #upload(objectKey: string, data: Readable, metadata?: Record<string, string>): Promise<{ sizeBytes: number }> {
     const parts = partsOf(data, this.#partBytes);
     const first = await parts.next();
     const firstPart = first.done ? Buffer.alloc(0) : first.value;
     const second = first.done ? first : await parts.next();
     if (second.done) {
-      await this.#putWhole(objectKey, firstPart);
+      await this.#putWhole(objectKey, firstPart, metadata);
       return { sizeBytes: firstPart.length };
     }
-    const { UploadId: uploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.location.bucket, Key: objectKey }));
+    const { UploadId: uploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.location.bucket, Key: objectKey, Metadata: metadata }));
     if (!uploadId) throw new BlobStoreError(`the S3 service started no multipart upload for ${objectKey}`);
     this.#inFlight.add(uploadId);
     const uploads = new PartUploads(this.#partConcurrency, (number, body) => this.#uploadPart(objectKey, uploadId, number, body));
@@ -118,10 +119,10 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  async #putWhole(objectKey: string, body: Buffer): Promise<void> {
+  async #putWhole(objectKey: string, body: Buffer, metadata?: Record<string, string>): Promise<void> {
     const md5 = createHash('md5').update(body).digest();
     const { ETag } = await this.client.send(
-      new PutObjectCommand({ Bucket: this.location.bucket, Key: objectKey, Body: body, ContentLength: body.length, ContentMD5: md5.toString('base64') }),
+      new PutObjectCommand({ Bucket: this.location.bucket, Key: objectKey, Body: body, ContentLength: body.length, ContentMD5: md5.toString('base64'), Metadata: metadata }),
     );
     if (ETag !== undefined && unquote(ETag) !== md5.toString('hex')) {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: objectKey })).catch(() => undefined);

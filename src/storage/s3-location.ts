@@ -50,7 +50,10 @@ export function keyUnder(prefix: string, name: string): string {
  * OpenStack Swift's s3api need (they reject the newer default CRC32 trailers). Integrity is checked with Content-MD5
  * and ETags instead (S3BlobStore).
  */
-export function createS3Client({ endpoint, region, credentials }: S3Endpoint, maxAttempts = 5): S3Client {
+export function createS3Client(
+  { endpoint, region, credentials }: S3Endpoint,
+  { maxAttempts = 5, requestTimeoutMs = 120_000 }: { maxAttempts?: number; requestTimeoutMs?: number } = {},
+): S3Client {
   return new S3Client({
     endpoint,
     region: region ?? (endpoint ? 'us-east-1' : undefined),
@@ -58,6 +61,8 @@ export function createS3Client({ endpoint, region, credentials }: S3Endpoint, ma
     forcePathStyle: endpoint !== undefined,
     maxAttempts,
     retryMode: 'standard',
+    // A silent connection is dropped and retried rather than hanging an operation.
+    requestHandler: { connectionTimeout: 10_000, requestTimeout: requestTimeoutMs },
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });

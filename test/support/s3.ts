@@ -53,7 +53,7 @@ async function probe(): Promise<S3Availability> {
     blobs: { accessKeyId: s.SNAPGRAPH_TEST_S3_ACCESS_KEY_ID ?? '', secretAccessKey: s.SNAPGRAPH_TEST_S3_SECRET_ACCESS_KEY ?? '' },
     second: { accessKeyId: s.SNAPGRAPH_TEST_S3_SECOND_ACCESS_KEY_ID ?? '', secretAccessKey: s.SNAPGRAPH_TEST_S3_SECOND_SECRET_ACCESS_KEY ?? '' },
   };
-  const client = createS3Client({ endpoint: found.endpoint, credentials: found.blobs }, 1);
+  const client = createS3Client({ endpoint: found.endpoint, credentials: found.blobs }, { maxAttempts: 1 });
   try {
     await client.send(new ListBucketsCommand({}), { abortSignal: AbortSignal.timeout(5_000) });
     return found;
