@@ -57,7 +57,8 @@ export function createS3Client(
   return new S3Client({
     endpoint,
     region: region ?? (endpoint ? 'us-east-1' : undefined),
-    credentials,
+    // A copy: the SDK annotates the object it is given.
+    credentials: credentials && { accessKeyId: credentials.accessKeyId, secretAccessKey: credentials.secretAccessKey },
     forcePathStyle: endpoint !== undefined,
     maxAttempts,
     retryMode: 'standard',

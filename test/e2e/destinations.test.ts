@@ -113,6 +113,11 @@ describeS3('export destinations', ({ s3 }) => {
     assert.match(error.message, /did not accept a probe object/);
     assert.ok(!JSON.stringify(result).includes(wrongSecret), 'the answer holds the secret');
     expectCode(await gql(server, CREATE_DESTINATION, { input: input('snapgraph-no-such-bucket-here') }), 'BAD_USER_INPUT');
+    // An input that does not fit its type: graphql-js would print the whole value in its message.
+    const misfit = await gql(server, CREATE_DESTINATION, { input: { ...input(bucket, { secretAccessKey: wrongSecret }), extra: true } });
+    expectCode(misfit, 'BAD_USER_INPUT');
+    assert.ok(!JSON.stringify(misfit).includes(wrongSecret), `the refusal repeats the secret: ${JSON.stringify(misfit.errors)}`);
+    assert.ok(!JSON.stringify(misfit).includes(s3().second.accessKeyId), 'the refusal repeats the access key id');
     expectCode(await gql(server, CREATE_DESTINATION, { input: input(bucket, { url: 'https://not-s3/x' }) }), 'BAD_USER_INPUT');
     assert.ok(!(await destinations()).some((found) => found.url.startsWith(`s3://${bucket}`)));
     const logs = server.logs();
