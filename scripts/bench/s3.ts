@@ -17,7 +17,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { createS3Client } from '../../src/storage/s3-location';
 import { fill, flag, gql, MAX_BATCH, median, MiB, operationDone, secs, snapshot, spread, startServer, stopServer } from './server-process';
 import { rng } from './synthetic-graph';
@@ -55,7 +55,8 @@ async function emptyAndDelete(client: S3Client, bucket: string): Promise<void> {
   for (;;) {
     const { Contents = [] } = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
     if (Contents.length === 0) break;
-    await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: Contents.map((o) => ({ Key: o.Key! })) } }));
+    // One by one: DeleteObjects needs a Content-MD5 that the SDK only sends as a CRC, which Swift refuses.
+    for (const object of Contents) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: object.Key! }));
   }
   await client.send(new DeleteBucketCommand({ Bucket: bucket }));
 }
