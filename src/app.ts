@@ -80,7 +80,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
 
     const masterKey = await loadMasterKey({ dataDir: config.dataDir, envValue: config.masterKey });
     if (masterKey.generated) logger.warn({ path: masterKey.path }, 'generated a new master key for encryption at rest; back it up');
-    const blobStore = createConfiguredBlobStore(config);
+    const blobStore = await createConfiguredBlobStore(config);
     const rawBlobs = blobStore.store;
     if (config.blobStore.kind === 's3') logger.info({ blobs: blobStore.description }, 'snapshot data is kept in S3');
     const keyring = new Keyring(masterKey.key);

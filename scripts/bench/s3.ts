@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { createS3Client } from '../../src/storage/s3-location';
+import { createS3Client } from '../../src/storage/s3-client';
 import { fill, flag, gql, MAX_BATCH, median, MiB, operationDone, secs, snapshot, spread, startServer, stopServer } from './server-process';
 import { rng } from './synthetic-graph';
 

@@ -10,8 +10,9 @@ import type { SnapshotEntity } from '../entities/snapshot.entity';
 import { AppError, badInput, isAppError, notFound } from '../errors/app-error';
 import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
 import { insertOperation } from '../jobs/operation-queue';
-import { describeS3Error, S3BlobStore } from '../storage/s3-blob-store';
-import { createS3Client, formatS3Url, parseS3Url } from '../storage/s3-location';
+import type { S3BlobStore } from '../storage/s3-blob-store';
+import { describeS3Error } from '../storage/s3-errors';
+import { formatS3Url, parseS3Url } from '../storage/s3-location';
 import { exportFileName } from './export.service';
 import type { InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
@@ -170,9 +171,14 @@ export class ExportDestinationService {
   }
 
   /** The destination's bucket, with its unsealed keys (they live in the client only). */
-  openBucket(destination: ExportDestinationEntity): { bucket: S3BlobStore; scrub: (message: string) => string } {
-    const credentials = this.unseal(destination);
-    const client = createS3Client({ endpoint: destination.endpoint ?? undefined, region: destination.region ?? undefined, credentials });
+  async openBucket(
+    destination: ExportDestinationEntity,
+    options?: { maxAttempts?: number; requestTimeoutMs?: number },
+    credentials: Credentials = this.unseal(destination),
+  ): Promise<{ bucket: S3BlobStore; scrub: (message: string) => string }> {
+    // The AWS SDK is loaded when a destination is first used, not at every boot.
+    const [{ createS3Client }, { S3BlobStore }] = await Promise.all([import('../storage/s3-client.js'), import('../storage/s3-blob-store.js')]);
+    const client = createS3Client({ endpoint: destination.endpoint ?? undefined, region: destination.region ?? undefined, credentials }, options);
     return { bucket: new S3BlobStore(client, parseS3Url(destination.url)), scrub: (message) => scrubSecrets(message, credentials) };
   }
 
@@ -206,19 +212,15 @@ export class ExportDestinationService {
 
   /** Writes and deletes a small object where exports will go: wrong keys, bucket or endpoint show here, not later. */
   private async probe(destination: ExportDestinationEntity, credentials: Credentials): Promise<void> {
-    const client = createS3Client(
-      { endpoint: destination.endpoint ?? undefined, region: destination.region ?? undefined, credentials },
-      { maxAttempts: 2, requestTimeoutMs: 15_000 },
-    );
-    const bucket = new S3BlobStore(client, parseS3Url(destination.url));
+    const { bucket, scrub } = await this.openBucket(destination, { maxAttempts: 2, requestTimeoutMs: 15_000 }, credentials);
     const key = `snapgraph-probe-${randomUUID()}`;
     try {
       await bucket.write(key, Readable.from([Buffer.from('Snapgraph checks that it may write here; this object is deleted at once.\n')]));
       await bucket.delete(key);
     } catch (error) {
-      throw badInput(`the destination ${destination.url} did not accept a probe object: ${scrubSecrets(describeS3Error(error), credentials)}`);
+      throw badInput(`the destination ${destination.url} did not accept a probe object: ${scrub(describeS3Error(error))}`);
     } finally {
-      client.destroy();
+      await bucket.destroy();
     }
   }
 
@@ -261,7 +263,7 @@ export class ExportOperationHandler implements OperationHandler {
     const instance = await this.instances.reload(snapshot.instanceId);
     const fileName = exportFileName(instance?.name ?? snapshot.instanceId, snapshot.createdAt, snapshot.engineVersion);
     context.progress({ bytesTotal: snapshot.sizeBytes });
-    const { bucket, scrub } = this.destinations.openBucket(destination);
+    const { bucket, scrub } = await this.destinations.openBucket(destination);
     try {
       const sha256 = await this.copy(snapshot, fileName, bucket, context).catch((error) => {
         context.signal.throwIfAborted();

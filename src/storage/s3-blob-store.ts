@@ -19,7 +19,8 @@ import {
 import { assertValidBlobKey, BlobStore } from './blob-store';
 import { assertValidByteRange, ByteRange } from './byte-range';
 import { BlobNotFoundError, BlobStoreError } from './errors';
-import { keyUnder, s3ErrorCode, s3Status, type S3Location } from './s3-location';
+import { describeS3Error, s3ErrorCode, s3Status } from './s3-errors';
+import { keyUnder, type S3Location } from './s3-location';
 
 /** S3's smallest part (all but the last); also its default here is a multiple of it. */
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -339,12 +340,4 @@ function unquote(etag: string): string {
 
 function isNotFound(error: unknown): boolean {
   return s3Status(error) === 404 || ['NoSuchKey', 'NotFound'].includes(s3ErrorCode(error));
-}
-
-/** An S3 error in a few words: its code and HTTP status (SDK messages never carry credentials). */
-export function describeS3Error(error: unknown): string {
-  const status = s3Status(error);
-  const code = s3ErrorCode(error);
-  const message = error instanceof Error && error.message && error.message !== code ? `: ${error.message.slice(0, 200)}` : '';
-  return `${code}${status ? ` (HTTP ${status})` : ''}${message}`;
 }

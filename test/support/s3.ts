@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, ListBucketsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { createS3Client } from '../../src/storage/s3-location';
+import { createS3Client } from '../../src/storage/s3-client';
 import { registerCleanup } from './cleanup';
 
 export interface S3Account {
