@@ -16,6 +16,7 @@ import { RetentionSweeper } from './scheduler/retention-sweeper';
 import { Scheduler } from './scheduler/scheduler';
 import { BackupService } from './services/backup.service';
 import { ChangeLogService } from './services/change-log.service';
+import { ExportDestinationService, ExportOperationHandler } from './services/export-destination.service';
 import { ExportService } from './services/export.service';
 import { FileInspectionService } from './services/file-inspection.service';
 import { GRAPH_FILE_FORMATS } from './graph-files/graph-file-formats';
@@ -29,7 +30,7 @@ import { TenantService } from './services/tenant.service';
 import { UploadService } from './services/upload.service';
 import { VerifyOperationHandler, VerifyService } from './services/verify.service';
 import { EncryptedBlobStore } from './storage/encrypted-blob-store';
-import { FilesystemBlobStore } from './storage/filesystem-blob-store';
+import { createConfiguredBlobStore } from './storage/configured-blob-store';
 import { initialAdminKeyPath, makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
 
 export interface App {
@@ -76,16 +77,18 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     closers.push(() => events.close());
     const metrics = new Metrics();
     const instanceDir = join(config.dataDir, 'instances');
-    const blobDir = join(config.dataDir, 'blobs');
     const stores = new SqliteGraphStoreProvider(instanceDir);
     closers.push(() => stores.close());
 
     const masterKey = await loadMasterKey({ dataDir: config.dataDir, envValue: config.masterKey });
     if (masterKey.generated) logger.warn({ path: masterKey.path }, 'generated a new master key for encryption at rest; back it up');
-    const rawBlobs = new FilesystemBlobStore(blobDir);
+    const blobStore = await createConfiguredBlobStore(config);
+    const rawBlobs = blobStore.store;
+    if (config.blobStore.kind === 's3') logger.info({ blobs: blobStore.description }, 'snapshot data is kept in S3');
     const keyring = new Keyring(masterKey.key);
     const blobs = new EncryptedBlobStore(rawBlobs, keyring);
     await blobs.init();
+    closers.push(() => blobs.destroy());
     // Alone on the data (embedded SQLite), every temp blob is a crash's leftover; with replicas sharing it, only
     // the ones nobody has touched for an hour are.
     const removedTemp = await blobs.removeTemporaryFiles({ olderThanMs: config.databaseUrl ? 3_600_000 : 0 });
@@ -116,7 +119,9 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
     const inspections = new FileInspectionService(GRAPH_FILE_FORMATS);
     const verify = new VerifyService(db, snapshots, () => runner.kick());
-    const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, uploads, inspections, backups, verify, events, changeLog };
+    const destinations = new ExportDestinationService(db, keyring, instances, snapshots, () => runner.kick(), { retryBaseMs: config.exportRetryMs });
+    snapshots.onCompleted((snapshot, manager) => destinations.enqueueAutoExports(snapshot, manager));
+    const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, destinations, uploads, inspections, backups, verify, events, changeLog };
 
     instances.onRemove(async (instance) => {
       await snapshots.deleteAllOf(instance);
@@ -132,6 +137,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       runner.register(new RestoreOperationHandler(kind, instances, snapshots, stores, blobs, backups, changeLog, metrics));
     }
     runner.register(new VerifyOperationHandler(snapshots, instances, backups));
+    runner.register(new ExportOperationHandler(destinations, snapshots, instances));
     await backups.recordLegacySizes(rawBlobs);
     const collection = setInterval(() => void backups.collectAll(), config.collectIntervalMs);
     collection.unref();
@@ -140,6 +146,12 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const deletionSweep = setInterval(() => void finishDeletions(instances, false, logger), DELETION_SWEEP_MS);
     deletionSweep.unref();
     closers.push(async () => clearInterval(deletionSweep));
+    const exportRetries = setInterval(
+      () => void destinations.retryFailedAutoExports().catch((err) => logger.error({ err }, 'could not queue the retries of failed exports')),
+      Math.min(60_000, Math.max(250, Math.floor(config.exportRetryMs / 4))),
+    );
+    exportRetries.unref();
+    closers.push(async () => clearInterval(exportRetries));
     changeLog.start();
     closers.push(() => changeLog.stop());
     await runner.start();
@@ -169,7 +181,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       services,
       metrics,
       ping,
-      readiness: { metadata: ping, blobs: () => probeWritableDirectory(blobDir), instanceStores: () => probeWritableDirectory(instanceDir) },
+      readiness: { metadata: ping, blobs: blobStore.probe, instanceStores: () => probeWritableDirectory(instanceDir) },
       close: closeAll,
     };
   } catch (error) {

@@ -38,8 +38,16 @@ export function formatError(formatted: GraphQLFormattedError, { debugErrors }: E
   delete extensions.http;
   if (debugErrors && Array.isArray(extensions.stacktrace)) extensions.stacktrace = extensions.stacktrace.map((line) => withoutAbsolutePaths(String(line)));
   else delete extensions.stacktrace;
-  const message = code === 'INTERNAL_SERVER_ERROR' && !debugErrors ? 'Internal server error' : formatted.message;
+  const message = code === 'INTERNAL_SERVER_ERROR' && !debugErrors ? 'Internal server error' : withoutSecrets(formatted.message);
   return { ...formatted, message, extensions };
+}
+
+// graphql-js prints a variable's whole value when it does not fit its type (`Variable "$input" got invalid value
+// { …, secretAccessKey: "…" }`): credentials never come back in an error, not even to their sender.
+const SECRET_FIELDS = /\b(secretAccessKey|accessKeyId)(["']?\s*:\s*)"(?:[^"\\]|\\.)*"/g;
+
+function withoutSecrets(message: string): string {
+  return message.replace(SECRET_FIELDS, '$1$2"***"');
 }
 
 /** The app's root: this file is dist/src/api/format-error.js. */

@@ -2,6 +2,7 @@
 import type { GraphQLSchema } from 'graphql';
 import { createPubSub } from '@graphql-yoga/subscription';
 import { buildSchema } from 'type-graphql';
+import { ExportDestinationResolver } from './resolvers/export-destination.resolver';
 import { ExportResolver } from './resolvers/export.resolver';
 import { FileInspectionResolver } from './resolvers/file-inspection.resolver';
 import { GraphResolver } from './resolvers/graph.resolver';
@@ -23,6 +24,7 @@ export const RESOLVERS = [
   PointInTimeResolver,
   ExportResolver,
   FileInspectionResolver,
+  ExportDestinationResolver,
   SubscriptionResolver,
   AvailabilityEventResolver,
 ] as const;

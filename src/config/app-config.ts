@@ -1,6 +1,7 @@
 // The server's configuration: the environment and the SNAPGRAPH_CONFIG file, parsed and validated once.
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
+import { parseS3Url, type S3Location } from '../storage/s3-location';
 import { parseDuration } from './duration';
 import { resolveTierPolicies, type Tier, type TierPolicy } from './tiers';
 
@@ -16,6 +17,8 @@ export interface AppConfig {
   /** Browser origins allowed to call /graphql, /uploads and export links (CORS); empty = none. */
   corsOrigins: string[];
   dataDir: string;
+  /** Where snapshot data (chunks, manifests, change-log segments, uploads waiting to be restored) is kept. */
+  blobStore: BlobStoreConfig;
   /** postgres://… switches metadata to PostgreSQL; undefined = embedded SQLite in dataDir. */
   databaseUrl?: string;
   /** redis://… switches PubSub to Redis; undefined = in-process. */
@@ -58,6 +61,8 @@ export interface AppConfig {
   logShipIntervalMs: number;
   /** About this many bytes of change-log lines go in one segment blob. */
   logSegmentBytes: number;
+  /** The first retry of a failed automatic export waits this long; each further retry twice as long (at most 1 h). */
+  exportRetryMs: number;
   /** Drop an upload or a WebSocket connection that sends nothing for this long. */
   idleTimeoutMs: number;
   /**
@@ -78,6 +83,11 @@ export interface AppConfig {
   wsMaxBufferedBytes: number;
   logLevel: string;
 }
+
+/** Blobs under `<dataDir>/blobs`, or in an S3 bucket (credentials from the SDK's standard chain: AWS_ACCESS_KEY_ID, …). */
+export type BlobStoreConfig =
+  | { kind: 'filesystem' }
+  | { kind: 's3'; location: S3Location; endpoint?: string; region?: string; partBytes: number; partConcurrency: number };
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -107,6 +117,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const dataDir = resolve(env.SNAPGRAPH_DATA_DIR?.trim() || './data');
   const databaseUrl = check('DATABASE_URL', () => optionalUrl(env.DATABASE_URL, ['postgres:', 'postgresql:']), undefined);
   const redisUrl = check('REDIS_URL', () => optionalUrl(env.REDIS_URL, ['redis:', 'rediss:']), undefined);
+  const blobStore = check('SNAPGRAPH_BLOB_URL', () => parseBlobStore(env), { kind: 'filesystem' } as BlobStoreConfig);
   const uploadDir = env.SNAPGRAPH_UPLOAD_DIR?.trim() ? resolve(env.SNAPGRAPH_UPLOAD_DIR.trim()) : undefined;
   const publicUrl = check('SNAPGRAPH_PUBLIC_URL', () => optionalUrl(env.SNAPGRAPH_PUBLIC_URL, ['http:', 'https:']), undefined);
   const allowedHosts = check('SNAPGRAPH_ALLOWED_HOSTS', () => parseAllowedHosts(env.SNAPGRAPH_ALLOWED_HOSTS), []);
@@ -128,6 +139,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const logShipDelayMs = check('SNAPGRAPH_LOG_SHIP_DELAY_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SHIP_DELAY_MS), 250), 250);
   const logShipIntervalMs = check('SNAPGRAPH_LOG_SHIP_INTERVAL_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SHIP_INTERVAL_MS), 1_000), 1_000);
   const logSegmentBytes = check('SNAPGRAPH_LOG_SEGMENT_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SEGMENT_BYTES), 4 * 1024 ** 2), 4 * 1024 ** 2);
+  const exportRetryMs = check('SNAPGRAPH_EXPORT_RETRY_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_EXPORT_RETRY_MS), 60_000), 60_000);
   const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
   const apiKeyCacheMs = check('SNAPGRAPH_API_KEY_CACHE_MS', () => atMost(60_000, nonNegativeInteger(numeric(env.SNAPGRAPH_API_KEY_CACHE_MS), 1_000)), 1_000);
   const maxQueryDepth = check('SNAPGRAPH_MAX_QUERY_DEPTH', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_DEPTH), 12), 12);
@@ -153,6 +165,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     debugErrors,
     corsOrigins,
     dataDir,
+    blobStore,
     databaseUrl,
     redisUrl,
     bootstrapToken,
@@ -175,6 +188,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     logShipDelayMs,
     logShipIntervalMs,
     logSegmentBytes,
+    exportRetryMs,
     idleTimeoutMs,
     apiKeyCacheMs,
     maxQueryDepth,
@@ -223,6 +237,29 @@ function parseAllowedHosts(text: string | undefined): string[] {
     }
     return url.origin;
   });
+}
+
+/** SNAPGRAPH_BLOB_URL=s3://bucket/prefix with SNAPGRAPH_S3_* beside it; unset = the data dir. */
+function parseBlobStore(env: NodeJS.ProcessEnv): BlobStoreConfig {
+  const url = env.SNAPGRAPH_BLOB_URL?.trim();
+  if (!url) return { kind: 'filesystem' };
+  const location = parseS3Url(url);
+  const problems: string[] = [];
+  const endpoint = (() => {
+    try {
+      return optionalUrl(env.SNAPGRAPH_S3_ENDPOINT, ['http:', 'https:']);
+    } catch (error) {
+      problems.push(`SNAPGRAPH_S3_ENDPOINT ${(error as Error).message}`);
+    }
+  })();
+  const region = env.SNAPGRAPH_S3_REGION?.trim() || env.AWS_REGION?.trim() || undefined;
+  if (!region && !endpoint) problems.push('SNAPGRAPH_S3_REGION (or AWS_REGION) is needed without SNAPGRAPH_S3_ENDPOINT');
+  const partBytes = Number(env.SNAPGRAPH_S3_PART_BYTES?.trim() || 8 * 1024 ** 2);
+  if (!Number.isSafeInteger(partBytes) || partBytes < 5 * 1024 ** 2) problems.push('SNAPGRAPH_S3_PART_BYTES must be an integer of at least 5242880 (5 MiB, S3\'s smallest part)');
+  const partConcurrency = Number(env.SNAPGRAPH_S3_PART_CONCURRENCY?.trim() || 4);
+  if (!Number.isSafeInteger(partConcurrency) || partConcurrency < 1 || partConcurrency > 64) problems.push('SNAPGRAPH_S3_PART_CONCURRENCY must be an integer from 1 to 64');
+  if (problems.length > 0) throw new Error(problems.join('; '));
+  return { kind: 's3', location, endpoint, region, partBytes, partConcurrency };
 }
 
 function optionalMasterKey(text: string | undefined): string | undefined {

@@ -8,15 +8,17 @@ export type OperationKind =
   | 'RESTORE_FROM_FILE'
   | 'VERIFY'
   | 'RESTORE_TO_POINT_IN_TIME'
-  | 'CREATE_FROM_POINT_IN_TIME';
+  | 'CREATE_FROM_POINT_IN_TIME'
+  | 'EXPORT';
 export type OperationStatus = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 
 /** The durable record of one job: what to do, who runs it (lease), how far it got, how it ended. */
 @Entity('operations')
 @Index('idx_operations_instance', ['instanceId', 'createdAt', 'id'])
 @Index('idx_operations_status', ['status'])
-// At most one queued or running operation per instance, enforced by the database across processes.
-@Index('uq_operations_active', ['instanceId'], { unique: true, where: "status IN ('QUEUED', 'RUNNING')" })
+// At most one queued or running operation per instance, enforced by the database across processes. An EXPORT only
+// reads a snapshot: it runs beside the instance's other work.
+@Index('uq_operations_active', ['instanceId'], { unique: true, where: "status IN ('QUEUED', 'RUNNING') AND kind <> 'EXPORT'" })
 export class OperationEntity {
   @PrimaryColumn({ type: 'varchar', length: 36 })
   id: string;

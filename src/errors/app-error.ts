@@ -1,7 +1,7 @@
 // Every error a client can see: a GraphQLError whose extensions.code is one of the contract's codes.
 import { GraphQLError } from 'graphql';
 
-/** Every code a client can see in extensions.code: the contract's (listed at the end of test/contract/contract.graphql), and STORAGE_FULL. */
+/** Every code a client can see in extensions.code: the contract's (listed at the end of test/contract/contract.graphql), STORAGE_FULL and DESTINATION_UNAVAILABLE. */
 export const ERROR_CODES = [
   'UNAUTHENTICATED',
   'FORBIDDEN',
@@ -17,6 +17,8 @@ export const ERROR_CODES = [
   'INCOMPATIBLE_VERSION',
   'OUT_OF_RESTORE_WINDOW',
   'STORAGE_FULL',
+  /** An export destination (a tenant's own bucket) refused or could not be reached: its message says what it answered. */
+  'DESTINATION_UNAVAILABLE',
   'INTERNAL_SERVER_ERROR',
 ] as const;
 

@@ -13,6 +13,8 @@ export const OPERATION_PHASES = [
   'verifying',
   /** Restores: waiting for the PRE_RESTORE safety snapshot to complete. */
   'pre-restore snapshot',
+  /** Exports: the snapshot's archive is streamed to the destination bucket. */
+  'uploading',
   /** Restores: the point of no return; the instance is switched to the new data (cancel answers CONFLICT). */
   'swapping',
   /** SUCCEEDED. */

@@ -5,6 +5,8 @@ import { OperationEntity, type OperationKind } from '../entities/operation.entit
 import { conflict } from '../errors/app-error';
 
 export interface NewOperation {
+  /** A chosen id (e.g. derived from another row, so that racing replicas insert it once); random by default. */
+  id?: string;
   tenantId: string;
   instanceId: string;
   kind: OperationKind;
@@ -17,7 +19,7 @@ export interface NewOperation {
 
 export async function insertOperation(manager: EntityManager, fields: NewOperation): Promise<OperationEntity> {
   const operation = Object.assign(new OperationEntity(), {
-    id: randomUUID(),
+    id: fields.id ?? randomUUID(),
     tenantId: fields.tenantId,
     instanceId: fields.instanceId,
     kind: fields.kind,
@@ -50,7 +52,7 @@ export async function insertOperation(manager: EntityManager, fields: NewOperati
   return operation;
 }
 
-function isUniqueViolation(error: unknown): boolean {
+export function isUniqueViolation(error: unknown): boolean {
   const e = error as { code?: string; driverError?: { code?: string }; message?: string };
   const code = e.driverError?.code ?? e.code;
   return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || /UNIQUE constraint failed/.test(e.message ?? '');

@@ -1,5 +1,5 @@
 // Operations as clients see them: lookups, history, cancellation and live progress streams.
-import { In, type DataSource, type Repository } from 'typeorm';
+import { In, Not, type DataSource, type Repository } from 'typeorm';
 import { OperationEntity, type OperationKind } from '../entities/operation.entity';
 import { badInput, conflict, notFound } from '../errors/app-error';
 import type { EventBus, OperationEventPayload } from '../events/event-bus';
@@ -47,6 +47,7 @@ const CANCEL_ROLE = {
   VERIFY: 'MEMBER',
   RESTORE_TO_POINT_IN_TIME: 'ADMIN',
   CREATE_FROM_POINT_IN_TIME: 'MEMBER',
+  EXPORT: 'ADMIN',
 } as const;
 
 export class OperationService {
@@ -110,9 +111,9 @@ export class OperationService {
     return operation;
   }
 
-  /** The operation running on or queued for the instance, if any. */
+  /** The operation running on or queued for the instance, if any (exports of its snapshots run beside it). */
   current(instanceId: string): Promise<OperationEntity | null> {
-    return this.operations.findOne({ where: { instanceId, status: In(['QUEUED', 'RUNNING']) } });
+    return this.operations.findOne({ where: { instanceId, status: In(['QUEUED', 'RUNNING']), kind: Not('EXPORT') } });
   }
 
   /** Newest first, keyset-paginated over (createdAt, id). */

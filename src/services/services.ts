@@ -2,6 +2,7 @@
 import type { EventBus } from '../events/event-bus';
 import type { BackupService } from './backup.service';
 import type { ChangeLogService } from './change-log.service';
+import type { ExportDestinationService } from './export-destination.service';
 import type { ExportService } from './export.service';
 import type { FileInspectionService } from './file-inspection.service';
 import type { GraphService } from './graph.service';
@@ -21,6 +22,7 @@ export interface Services {
   operations: OperationService;
   restores: RestoreService;
   exports: ExportService;
+  destinations: ExportDestinationService;
   uploads: UploadService;
   inspections: FileInspectionService;
   backups: BackupService;

@@ -38,8 +38,12 @@ export const MAX_SNAPSHOT_PAGE = 500;
 /** Called when an operation row is inserted, so the runner picks it up at once. */
 export type WorkAnnouncer = () => void;
 
+/** Runs in the transaction that records a snapshot COMPLETED (work that must follow it durably, such as exports). */
+export type CompletionHook = (snapshot: SnapshotEntity, manager: EntityManager) => Promise<void>;
+
 export class SnapshotService {
   private readonly snapshots: Repository<SnapshotEntity>;
+  private readonly completionHooks: CompletionHook[] = [];
 
   constructor(
     private readonly db: DataSource,
@@ -317,10 +321,20 @@ export class SnapshotService {
     return this.snapshots.find({ where: { instanceId } });
   }
 
-  /** Records a captured snapshot as COMPLETED (in `manager`'s transaction when given); subscribers are told separately. */
-  async complete(snapshot: SnapshotEntity, completion: Partial<SnapshotEntity>, manager: EntityManager = this.db.manager): Promise<void> {
+  /** Adds work that is recorded together with every snapshot's COMPLETED. */
+  onCompleted(hook: CompletionHook): void {
+    this.completionHooks.push(hook);
+  }
+
+  /**
+   * Records a captured snapshot as COMPLETED, with the completion hooks' work, in `manager`'s transaction (one of
+   * its own otherwise); subscribers are told separately.
+   */
+  async complete(snapshot: SnapshotEntity, completion: Partial<SnapshotEntity>, manager?: EntityManager): Promise<void> {
+    if (!manager) return this.db.transaction((own) => this.complete(snapshot, completion, own));
     await manager.update(SnapshotEntity, { id: snapshot.id }, completion);
     Object.assign(snapshot, completion);
+    for (const hook of this.completionHooks) await hook(snapshot, manager);
   }
 
   private async update(snapshot: SnapshotEntity, patch: Partial<SnapshotEntity>): Promise<SnapshotEntity> {

@@ -9,7 +9,7 @@ import { OPERATION_PHASES } from '../../src/jobs/operation-phases';
 // The public API contract, kept in the repository so that this check runs on every clone: the base contract and
 // one file per v2 capability block. A block joins IMPLEMENTED_BLOCKS when its issue is done.
 const CONTRACT_DIR = join(REPO_ROOT, 'test', 'contract');
-const IMPLEMENTED_BLOCKS = ['operations', 'storage', 'point-in-time', 'neo4j-files'];
+const IMPLEMENTED_BLOCKS = ['operations', 'storage', 'point-in-time', 'neo4j-files', 'destinations'];
 // Where the contract is published beside the project (development machines); the copy must not drift from it.
 const PUBLISHED_CONTRACT_DIR = join(REPO_ROOT, '..', 'shared', 'api');
 

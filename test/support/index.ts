@@ -24,3 +24,4 @@ export * from './tus';
 export * from './wait';
 export * from './ws';
 export * from './volumes';
+export * from './s3';

@@ -6,7 +6,11 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 
 import { BlobIntegrityError, encryptedSize, Keyring, MasterKey, UnknownKeyError } from '../../src/crypto';
-import { assertValidBlobKey } from '../../src/storage/blob-store';
+import { createHash } from 'node:crypto';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
+import { assertValidBlobKey, type BlobStore, TEMP_FILE_MARKER } from '../../src/storage/blob-store';
+import { MIN_PART_BYTES, S3BlobStore, type S3BlobStoreOptions } from '../../src/storage/s3-blob-store';
+import { createTestBucket, describeS3, testS3Client } from '../support/s3';
 import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { ByteRange } from '../../src/storage/byte-range';
 import { BlobNotFoundError, InvalidBlobKeyError } from '../../src/storage/errors';
@@ -63,16 +67,26 @@ class RecordingBlobStore extends FilesystemBlobStore {
   }
 }
 
-describe('FilesystemBlobStore', () => {
-  let root: string;
-  let store: FilesystemBlobStore;
-  beforeEach(async () => {
-    root = await mkdtemp(join(tmpdir(), 'snapgraph-blobs-'));
-    store = new FilesystemBlobStore(join(root, 'blobs'));
-    await store.init();
-  });
-  afterEach(async () => {
-    await rm(root, { recursive: true, force: true });
+/** A backend under test: the store, and what it really holds underneath (temp files, unfinished uploads). */
+interface Backend {
+  store: BlobStore;
+  /** Every object or file it holds, temp files included, sorted. */
+  stored(): Promise<string[]>;
+  /** Writes not finished: temp files (filesystem), multipart uploads not completed or aborted (S3). */
+  unfinishedWrites(): Promise<number>;
+  /** Leaves what a crash mid-write leaves behind, `count` times. */
+  plantCrashLeftovers(count: number): Promise<void>;
+}
+
+/** The BlobStore contract, for every backend. */
+function behavesAsBlobStore(makeBackend: () => Promise<Backend>): void {
+  let backend: Backend;
+  let store: BlobStore;
+  beforeEach(async function () {
+    this.timeout(20_000);
+    backend = await makeBackend();
+    store = backend.store;
+    await store.init?.();
   });
 
   it('stores a stream under a nested key and reads it back', async () => {
@@ -81,17 +95,13 @@ describe('FilesystemBlobStore', () => {
     assert.deepEqual(await readAll(await store.read(KEY)), data);
     assert.equal(await store.size(KEY), data.length);
     assert.equal(await store.exists(KEY), true);
-    assert.deepEqual(await listFiles(store.rootDir), [KEY]);
+    assert.deepEqual(await backend.stored(), [KEY]);
   });
 
   it('stores an empty blob', async () => {
     assert.deepEqual(await store.write('empty.blob', Readable.from([])), { sizeBytes: 0 });
     assert.deepEqual(await readAll(await store.read('empty.blob')), Buffer.alloc(0));
-  });
-
-  it('writes files readable only by their owner', async () => {
-    await store.write(KEY, Readable.from([Buffer.from('x')]));
-    assert.equal((await stat(join(store.rootDir, KEY))).mode & 0o077, 0);
+    assert.equal(await store.size('empty.blob'), 0);
   });
 
   it('replaces an existing blob whole', async () => {
@@ -100,17 +110,18 @@ describe('FilesystemBlobStore', () => {
     assert.equal((await readAll(await store.read(KEY))).toString(), 'new');
   });
 
-  it('leaves neither the blob nor a temp file when the input stream fails', async () => {
+  it('leaves neither the blob nor an unfinished write when the input stream fails', async () => {
     await assert.rejects(store.write(KEY, failingAfter(randomBytes(2 * 1024 * 1024))), /client went away/);
     assert.equal(await store.exists(KEY), false);
-    assert.deepEqual(await listFiles(store.rootDir), []);
+    assert.deepEqual(await backend.stored(), []);
+    assert.equal(await backend.unfinishedWrites(), 0);
   });
 
   it('keeps the previous blob when replacing it fails', async () => {
     await store.write(KEY, Readable.from([Buffer.from('old contents')]));
     await assert.rejects(store.write(KEY, failingAfter(Buffer.from('partial'))));
     assert.equal((await readAll(await store.read(KEY))).toString(), 'old contents');
-    assert.deepEqual(await listFiles(store.rootDir), [KEY]);
+    assert.deepEqual(await backend.stored(), [KEY]);
   });
 
   it('never shows a partly written blob under its key', async () => {
@@ -136,11 +147,13 @@ describe('FilesystemBlobStore', () => {
 
   it('reports a missing blob', async () => {
     await assert.rejects(store.read(KEY), BlobNotFoundError);
+    await assert.rejects(store.read(KEY, { start: 10, end: 20 }), BlobNotFoundError);
+    await assert.rejects(store.read(KEY, { start: 10, end: 10 }), BlobNotFoundError);
     assert.equal(await store.size(KEY), null);
     assert.equal(await store.exists(KEY), false);
   });
 
-  it('treats a directory as no blob', async () => {
+  it('treats a folder as no blob', async () => {
     await store.write(KEY, Readable.from([Buffer.from('x')]));
     assert.equal(await store.exists('tenants/t-1'), false);
     await assert.rejects(store.read('tenants/t-1'), BlobNotFoundError);
@@ -154,9 +167,22 @@ describe('FilesystemBlobStore', () => {
     assert.equal(await store.exists(KEY), false);
   });
 
-  it('refuses unsafe keys before touching the file system', async () => {
-    const outside = join(root, 'outside.blob');
-    await writeFile(outside, 'must survive');
+  it('lists the blobs under a folder at any depth, and only those', async () => {
+    const keys = ['tenants/t-1/a.blob', 'tenants/t-1/packs/00/b.pack', 'tenants/t-1/packs/01/c.pack', 'tenants/t-10/d.blob', 'tenants/t-2/e.blob'];
+    for (const key of keys) await store.write(key, Readable.from([Buffer.from(key)]));
+    const listed = async (prefix: string) => {
+      const found: string[] = [];
+      for await (const key of store.list(prefix)) found.push(key);
+      return found.sort();
+    };
+    assert.deepEqual(await listed('tenants/t-1'), keys.slice(0, 3));
+    assert.deepEqual(await listed('tenants/t-1/packs'), keys.slice(1, 3));
+    assert.deepEqual(await listed('tenants'), keys);
+    assert.deepEqual(await listed('tenants/t-3'), []);
+    assert.deepEqual(await listed('tenants/t-1/a.blob'), []);
+  });
+
+  it('refuses unsafe keys before touching the storage', async () => {
     const badKeys = [
       '', '/etc/passwd', '../outside.blob', 'a/../../outside.blob', 'a/./b', 'a//b', 'a/', '.hidden', 'a/..',
       '-rf', 'a\\b', 'C:evil', 'a b', 'tenants/t1/snap\u0000.blob', 'ünïcode', 'x.blob.tmp-0123456789abcdef',
@@ -170,8 +196,7 @@ describe('FilesystemBlobStore', () => {
       await assert.rejects(store.exists(key), InvalidBlobKeyError);
       await assert.rejects(store.delete(key), InvalidBlobKeyError);
     }
-    assert.equal(await readFile(outside, 'utf8'), 'must survive');
-    assert.deepEqual(await listFiles(store.rootDir), []);
+    assert.deepEqual(await backend.stored(), []);
     for (const key of [KEY, 'a', 'exports/2024-01-01T00_00_00Z.backup', 'A_b-c.d/e.F']) assertValidBlobKey(key);
   });
 
@@ -181,31 +206,147 @@ describe('FilesystemBlobStore', () => {
     assert.equal(input.destroyed, true);
   });
 
-  it('removes temp files left by a crash, and only those', async () => {
+  it('removes what a crash left mid-write, and only that', async () => {
     await store.write(KEY, Readable.from([Buffer.from('keep me')]));
-    const leftovers = ['tenants/t-1/snapshots/a.blob.tmp-0123456789abcdef', 'b.blob.tmp-fedcba9876543210'];
-    for (const leftover of leftovers) {
-      await mkdir(join(store.rootDir, leftover, '..'), { recursive: true });
-      await writeFile(join(store.rootDir, leftover), 'half a blob');
-    }
-    assert.equal(await store.removeTemporaryFiles(), 2);
-    assert.deepEqual(await listFiles(store.rootDir), [KEY]);
-    assert.equal(await store.removeTemporaryFiles(), 0);
+    await backend.plantCrashLeftovers(2);
+    assert.equal(await store.removeTemporaryFiles!(), 2);
+    assert.deepEqual(await backend.stored(), [KEY]);
+    assert.equal(await backend.unfinishedWrites(), 0);
+    assert.equal(await store.removeTemporaryFiles!(), 0);
   });
 
-  it('spares the temp files of writes still in progress', async () => {
+  it('spares recent leftovers when asked to (another replica may be writing them)', async () => {
+    await backend.plantCrashLeftovers(1);
+    assert.equal(await store.removeTemporaryFiles!({ olderThanMs: 3_600_000 }), 0);
+    assert.equal(await backend.unfinishedWrites(), 1);
+    assert.equal(await store.removeTemporaryFiles!(), 1);
+  });
+
+  it('spares the writes still in progress', async () => {
     const input = new PassThrough();
     const writing = store.write(KEY, input);
     input.write(Buffer.from('first half '));
     await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.equal(await store.removeTemporaryFiles(), 0);
+    assert.equal(await store.removeTemporaryFiles!(), 0);
     input.end(Buffer.from('second half'));
     await writing;
     assert.equal((await readAll(await store.read(KEY))).toString(), 'first half second half');
   });
+}
+
+describe('FilesystemBlobStore', () => {
+  let root: string;
+  let store: FilesystemBlobStore;
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'snapgraph-blobs-'));
+    store = new FilesystemBlobStore(join(root, 'blobs'));
+  });
+  afterEach(async () => {
+    await rm(root, { recursive: true, force: true });
+  });
+
+  behavesAsBlobStore(async () => ({
+    store,
+    stored: () => listFiles(store.rootDir),
+    unfinishedWrites: async () => (await listFiles(store.rootDir)).filter((file) => file.includes(TEMP_FILE_MARKER)).length,
+    plantCrashLeftovers: async (count) => {
+      for (let i = 0; i < count; i++) {
+        const leftover = join(store.rootDir, 'tenants', `t-${i}`, `snapshots/a.blob.tmp-${randomBytes(8).toString('hex')}`);
+        await mkdir(join(leftover, '..'), { recursive: true });
+        await writeFile(leftover, 'half a blob');
+      }
+    },
+  }));
+
+  it('writes files readable only by their owner', async () => {
+    await store.init();
+    await store.write(KEY, Readable.from([Buffer.from('x')]));
+    assert.equal((await stat(join(store.rootDir, KEY))).mode & 0o077, 0);
+  });
+
+  it('never lets a key reach outside its root', async () => {
+    await store.init();
+    const outside = join(root, 'outside.blob');
+    await writeFile(outside, 'must survive');
+    for (const key of ['../outside.blob', 'a/../../outside.blob']) await assert.rejects(store.delete(key), InvalidBlobKeyError);
+    assert.equal(await readFile(outside, 'utf8'), 'must survive');
+  });
 
   it('finds nothing to clean in a store that does not exist yet', async () => {
     assert.equal(await new FilesystemBlobStore(join(root, 'missing')).removeTemporaryFiles(), 0);
+  });
+});
+
+describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
+  let bucket: string;
+  let client: S3Client;
+  let location: { bucket: string; prefix: string };
+  const newStore = (options?: S3BlobStoreOptions) => new S3BlobStore(testS3Client(s3(), s3().blobs), location, options);
+  before(async function () {
+    this.timeout(20_000);
+    bucket = await createTestBucket(s3(), s3().blobs);
+    client = testS3Client(s3(), s3().blobs);
+  });
+  after(() => client?.destroy());
+  beforeEach(() => {
+    location = { bucket, prefix: `run-${randomBytes(6).toString('hex')}/blobs` };
+  });
+
+  const unfinishedUploads = async () => (await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: `${location.prefix}/` }))).Uploads ?? [];
+
+  behavesAsBlobStore(async () => {
+    const store = newStore({ listPageSize: 2 });
+    return {
+      store,
+      stored: async () => {
+        const { Contents = [] } = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${location.prefix}/` }));
+        return Contents.map((object) => object.Key!.slice(location.prefix.length + 1)).sort();
+      },
+      unfinishedWrites: async () => (await unfinishedUploads()).length,
+      plantCrashLeftovers: async (count) => {
+        for (let i = 0; i < count; i++) {
+          const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `${location.prefix}/tenants/t-${i}/a.blob` }));
+          await client.send(new UploadPartCommand({ Bucket: bucket, Key: `${location.prefix}/tenants/t-${i}/a.blob`, UploadId, PartNumber: 1, Body: Buffer.from('half a blob') }));
+        }
+      },
+    };
+  });
+
+  it('streams a large blob in checked parts and reads ranges across part boundaries', async function () {
+    this.timeout(60_000);
+    const store = newStore({ partBytes: MIN_PART_BYTES, partConcurrency: 2 });
+    const data = randomBytes(2 * MIN_PART_BYTES + 12_345);
+    // Pieces that do not line up with parts.
+    const pieces = Array.from({ length: Math.ceil(data.length / 777_777) }, (_, i) => data.subarray(i * 777_777, (i + 1) * 777_777));
+    assert.deepEqual(await store.write(KEY, Readable.from(pieces)), { sizeBytes: data.length });
+    assert.equal(await store.size(KEY), data.length);
+    assert.ok(createHash('sha256').update(await readAll(await store.read(KEY))).digest().equals(createHash('sha256').update(data).digest()));
+    for (const [start, end] of [[MIN_PART_BYTES - 10, MIN_PART_BYTES + 10], [2 * MIN_PART_BYTES, undefined], [data.length - 1, data.length]] as const) {
+      assert.deepEqual(await readAll(await store.read(KEY, { start, end })), data.subarray(start, end), `${start}..${end}`);
+    }
+    assert.equal((await unfinishedUploads()).length, 0);
+  });
+
+  it('aborts the multipart upload when the input fails after some parts', async function () {
+    this.timeout(60_000);
+    const store = newStore({ partBytes: MIN_PART_BYTES, partConcurrency: 2 });
+    await assert.rejects(store.write(KEY, failingAfter(randomBytes(MIN_PART_BYTES * 2 + 1))), /client went away/);
+    assert.equal(await store.exists(KEY), false);
+    assert.equal((await unfinishedUploads()).length, 0);
+  });
+
+  it('keeps encrypted blobs that read back through EncryptedBlobStore, by range too', async () => {
+    const encrypted = new EncryptedBlobStore(newStore(), new Keyring(MasterKey.generate()), { chunkSize: 1000 });
+    const plain = randomBytes(12_345);
+    await encrypted.write(KEY, Readable.from([plain]));
+    assert.deepEqual(await readAll(await encrypted.read(KEY)), plain);
+    assert.deepEqual(await readAll(await encrypted.read(KEY, { start: 4321, end: 9876 })), plain.subarray(4321, 9876));
+    assert.equal(await encrypted.plainSize(KEY), plain.length);
+  });
+
+  it('says which bucket it cannot reach at init', async () => {
+    const store = new S3BlobStore(testS3Client(s3(), s3().blobs), { bucket: 'snapgraph-no-such-bucket', prefix: '' });
+    await assert.rejects(store.init(), /cannot reach the blob bucket snapgraph-no-such-bucket/);
   });
 });
 

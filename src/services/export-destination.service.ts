@@ -1,0 +1,369 @@
+// Export destinations: a tenant's own S3-compatible buckets that snapshots' archives are copied to, on request or as
+// soon as a snapshot of a chosen instance completes. Their keys are sealed under the master key and never leave.
+import { createHash, randomUUID } from 'node:crypto';
+import { pipeline, Readable, Transform } from 'node:stream';
+import { In, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import type { Keyring } from '../crypto/keyring';
+import { ExportDestinationEntity } from '../entities/export-destination.entity';
+import { OperationEntity } from '../entities/operation.entity';
+import type { SnapshotEntity } from '../entities/snapshot.entity';
+import { AppError, badInput, isAppError, notFound } from '../errors/app-error';
+import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
+import { insertOperation } from '../jobs/operation-queue';
+import type { S3BlobStore } from '../storage/s3-blob-store';
+import { describeS3Error } from '../storage/s3-errors';
+import { formatS3Url, parseS3Url } from '../storage/s3-location';
+import { exportFileName } from './export.service';
+import type { InstanceService } from './instance.service';
+import { type Principal, requireRole } from './principal';
+import type { SnapshotService, WorkAnnouncer } from './snapshot.service';
+
+export interface ExportDestinationInput {
+  name: string;
+  url: string;
+  endpoint?: string | null;
+  region?: string | null;
+  accessKeyId: string;
+  secretAccessKey: string;
+  autoExportInstanceIds?: string[] | null;
+}
+
+interface Credentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+/** What an EXPORT operation's params hold. */
+interface ExportParams {
+  destinationId: string;
+  /** Queued because a snapshot completed (these are retried after a failure), not by exportSnapshotTo. */
+  auto: boolean;
+  /** 0 for the first try; the n-th retry of a failed automatic export has n. */
+  retry: number;
+}
+
+/** Retries of one failed automatic export before it is left FAILED (lastError says why). */
+export const MAX_EXPORT_RETRIES = 6;
+const MAX_RETRY_DELAY_MS = 3_600_000;
+/** Failed exports older than this are not looked at again (all retries are due long before). */
+const RETRY_HORIZON_MS = 24 * 3_600_000;
+
+const credentialsAad = (tenantId: string, destinationId: string) => Buffer.from(`snapgraph export destination\0${tenantId}\0${destinationId}`);
+
+export class ExportDestinationService {
+  private readonly destinations: Repository<ExportDestinationEntity>;
+  private readonly operations: Repository<OperationEntity>;
+
+  constructor(
+    private readonly db: DataSource,
+    private readonly keyring: Keyring,
+    private readonly instances: InstanceService,
+    private readonly snapshots: SnapshotService,
+    private readonly announceWork: WorkAnnouncer,
+    private readonly options: { retryBaseMs: number },
+  ) {
+    this.destinations = db.getRepository(ExportDestinationEntity);
+    this.operations = db.getRepository(OperationEntity);
+  }
+
+  async list(principal: Principal): Promise<ExportDestinationEntity[]> {
+    requireRole(principal, 'ADMIN', 'listing export destinations');
+    return this.destinations.find({ where: { tenantId: principal.tenantId }, order: { createdAt: 'ASC', id: 'ASC' } });
+  }
+
+  /** Checks the input and the credentials (a probe object is written and deleted), then stores them sealed. */
+  async create(principal: Principal, input: ExportDestinationInput): Promise<ExportDestinationEntity> {
+    requireRole(principal, 'ADMIN', 'adding an export destination');
+    const credentials = checkCredentials(input);
+    const destination = Object.assign(new ExportDestinationEntity(), {
+      id: randomUUID(),
+      tenantId: principal.tenantId,
+      name: checkName(input.name),
+      url: formatS3Url(checked('url', () => parseS3Url(input.url))),
+      endpoint: checked('endpoint', () => checkEndpoint(input.endpoint)),
+      region: checked('region', () => checkRegion(input.region)),
+      autoExportInstanceIds: await this.checkInstances(principal, input.autoExportInstanceIds ?? []),
+      masterKeyId: '',
+      sealedCredentials: '',
+      createdAt: Date.now(),
+      lastExportAt: null,
+      lastError: null,
+    } satisfies ExportDestinationEntity);
+    await this.probe(destination, credentials);
+    Object.assign(destination, this.seal(destination, credentials));
+    await this.destinations.insert(destination);
+    return destination;
+  }
+
+  async remove(principal: Principal, id: string): Promise<boolean> {
+    requireRole(principal, 'ADMIN', 'deleting an export destination');
+    const { affected } = await this.destinations.delete({ id, tenantId: principal.tenantId });
+    if (!affected) throw notFound('export destination', id);
+    return true;
+  }
+
+  /** Queues an EXPORT operation copying a COMPLETED snapshot's archive to one of the tenant's destinations. */
+  async exportSnapshotTo(principal: Principal, snapshotId: string, destinationId: string): Promise<OperationEntity> {
+    requireRole(principal, 'ADMIN', 'exporting a snapshot to a destination');
+    const snapshot = await this.snapshots.require(principal, snapshotId);
+    if (snapshot.status !== 'COMPLETED') {
+      throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} is ${snapshot.status}; only COMPLETED snapshots can be exported`);
+    }
+    const destination = await this.destinations.findOne({ where: { id: destinationId, tenantId: principal.tenantId } });
+    if (!destination) throw notFound('export destination', destinationId);
+    const operation = await this.db.transaction((manager) => this.enqueue(manager, snapshot, { destinationId, auto: false, retry: 0 }));
+    this.announceWork();
+    return operation;
+  }
+
+  /** Run in the transaction that records a snapshot COMPLETED: its automatic exports are queued with it or not at all. */
+  async enqueueAutoExports(snapshot: SnapshotEntity, manager: EntityManager): Promise<void> {
+    const destinations = await manager.find(ExportDestinationEntity, { where: { tenantId: snapshot.tenantId } });
+    for (const destination of destinations) {
+      if (!destination.autoExportInstanceIds.includes(snapshot.instanceId)) continue;
+      await this.enqueue(manager, snapshot, { destinationId: destination.id, auto: true, retry: 0 });
+    }
+  }
+
+  /**
+   * Queues the next try of every failed automatic export whose backoff (retryBaseMs, doubling, at most 1 h) has
+   * passed, while its destination and snapshot remain. The retry's id is derived from the failed operation's, so
+   * replicas sweeping at once queue it once. Returns how many were queued.
+   */
+  async retryFailedAutoExports(now = Date.now()): Promise<number> {
+    const failed = await this.operations.find({
+      where: { kind: 'EXPORT', status: 'FAILED', finishedAt: MoreThan(now - RETRY_HORIZON_MS) },
+      order: { finishedAt: 'ASC' },
+      take: 500,
+    });
+    const due = failed.filter((operation) => {
+      const params = operation.params as ExportParams | null;
+      return params?.auto === true && params.retry < MAX_EXPORT_RETRIES && operation.finishedAt! + this.retryDelay(params.retry) <= now;
+    });
+    if (due.length === 0) return 0;
+    const queued = new Set((await this.operations.find({ select: { id: true }, where: { id: In(due.map((op) => retryIdOf(op.id))) } })).map((op) => op.id));
+    let count = 0;
+    for (const operation of due.filter((op) => !queued.has(retryIdOf(op.id)))) {
+      const params = operation.params as unknown as ExportParams;
+      const snapshot = operation.snapshotId ? await this.snapshots.byId(operation.snapshotId) : null;
+      const destination = await this.destinations.findOneBy({ id: params.destinationId });
+      if (!snapshot || snapshot.status !== 'COMPLETED' || !destination) continue;
+      try {
+        await this.db.transaction((manager) =>
+          this.enqueue(manager, snapshot, { ...params, retry: params.retry + 1 }, retryIdOf(operation.id)),
+        );
+        count += 1;
+      } catch (error) {
+        // Another replica queued this retry first.
+        if (!(isAppError(error) && error.code === 'CONFLICT')) throw error;
+      }
+    }
+    if (count > 0) this.announceWork();
+    return count;
+  }
+
+  retryDelay(retry: number): number {
+    return Math.min(MAX_RETRY_DELAY_MS, this.options.retryBaseMs * 2 ** retry);
+  }
+
+  byId(id: string): Promise<ExportDestinationEntity | null> {
+    return this.destinations.findOneBy({ id });
+  }
+
+  /** The destination's bucket, with its unsealed keys (they live in the client only). */
+  async openBucket(
+    destination: ExportDestinationEntity,
+    options?: { maxAttempts?: number; requestTimeoutMs?: number },
+    credentials: Credentials = this.unseal(destination),
+  ): Promise<{ bucket: S3BlobStore; scrub: (message: string) => string }> {
+    // The AWS SDK is loaded when a destination is first used, not at every boot.
+    const [{ createS3Client }, { S3BlobStore }] = await Promise.all([import('../storage/s3-client.js'), import('../storage/s3-blob-store.js')]);
+    const client = createS3Client({ endpoint: destination.endpoint ?? undefined, region: destination.region ?? undefined, credentials }, options);
+    return { bucket: new S3BlobStore(client, parseS3Url(destination.url)), scrub: (message) => scrubSecrets(message, credentials) };
+  }
+
+  /** With the EXPORT operation's SUCCEEDED. */
+  async recordExport(manager: EntityManager, destinationId: string, at: number): Promise<void> {
+    await manager.update(ExportDestinationEntity, { id: destinationId }, { lastExportAt: at, lastError: null });
+  }
+
+  async recordFailure(destinationId: string, message: string): Promise<void> {
+    await this.destinations.update({ id: destinationId }, { lastError: message.slice(0, 1000) });
+  }
+
+  private enqueue(manager: EntityManager, snapshot: SnapshotEntity, params: ExportParams, id?: string): Promise<OperationEntity> {
+    return insertOperation(manager, {
+      id,
+      tenantId: snapshot.tenantId,
+      instanceId: snapshot.instanceId,
+      kind: 'EXPORT',
+      snapshotId: snapshot.id,
+      params: { ...params },
+      bytesTotal: snapshot.sizeBytes,
+    });
+  }
+
+  private async checkInstances(principal: Principal, ids: string[]): Promise<string[]> {
+    const unique = [...new Set(ids)];
+    if (unique.length > 100) throw badInput('autoExportInstanceIds may name at most 100 instances');
+    for (const id of unique) await this.instances.require(principal, id);
+    return unique;
+  }
+
+  /** Writes and deletes a small object where exports will go: wrong keys, bucket or endpoint show here, not later. */
+  private async probe(destination: ExportDestinationEntity, credentials: Credentials): Promise<void> {
+    const { bucket, scrub } = await this.openBucket(destination, { maxAttempts: 2, requestTimeoutMs: 15_000 }, credentials);
+    const key = `snapgraph-probe-${randomUUID()}`;
+    try {
+      await bucket.write(key, Readable.from([Buffer.from('Snapgraph checks that it may write here; this object is deleted at once.\n')]));
+      await bucket.delete(key);
+    } catch (error) {
+      throw badInput(`the destination ${destination.url} did not accept a probe object: ${scrub(describeS3Error(error))}`);
+    } finally {
+      await bucket.destroy();
+    }
+  }
+
+  private seal(destination: ExportDestinationEntity, credentials: Credentials): Pick<ExportDestinationEntity, 'masterKeyId' | 'sealedCredentials'> {
+    const key = this.keyring.current;
+    const sealed = key.seal(Buffer.from(JSON.stringify(credentials)), credentialsAad(destination.tenantId, destination.id));
+    return { masterKeyId: key.keyId, sealedCredentials: sealed.toString('base64') };
+  }
+
+  private unseal(destination: ExportDestinationEntity): Credentials {
+    const opened = this.keyring
+      .get(destination.masterKeyId)
+      .unseal(Buffer.from(destination.sealedCredentials, 'base64'), credentialsAad(destination.tenantId, destination.id));
+    if (!opened) throw new AppError('INTERNAL_SERVER_ERROR', `the keys of export destination ${destination.id} do not decrypt`);
+    return JSON.parse(opened.toString('utf8')) as Credentials;
+  }
+}
+
+/**
+ * Runs EXPORT: streams the snapshot's archive (the bytes its download serves) to `<prefix>/<fileName>` with its
+ * sha256 in the object's metadata. The object appears whole or not at all, so a stopped export leaves nothing.
+ */
+export class ExportOperationHandler implements OperationHandler {
+  readonly kind = 'EXPORT' as const;
+
+  constructor(
+    private readonly destinations: ExportDestinationService,
+    private readonly snapshots: SnapshotService,
+    private readonly instances: InstanceService,
+  ) {}
+
+  async run(operation: OperationEntity, context: JobContext): Promise<OperationResult> {
+    const params = operation.params as ExportParams | null;
+    const destination = params ? await this.destinations.byId(params.destinationId) : null;
+    if (!destination || destination.tenantId !== operation.tenantId) throw new AppError('NOT_FOUND', 'the export destination no longer exists');
+    const found = operation.snapshotId ? await this.snapshots.byId(operation.snapshotId) : null;
+    if (!found || found.status !== 'COMPLETED') throw new AppError('NOT_FOUND', `snapshot ${operation.snapshotId} no longer exists`);
+    context.progress({ phase: 'uploading', bytesDone: 0 });
+    const snapshot = await this.snapshots.prepareExport(found);
+    const instance = await this.instances.reload(snapshot.instanceId);
+    const fileName = exportFileName(instance?.name ?? snapshot.instanceId, snapshot.createdAt, snapshot.engineVersion);
+    context.progress({ bytesTotal: snapshot.sizeBytes });
+    const { bucket, scrub } = await this.destinations.openBucket(destination);
+    try {
+      const sha256 = await this.copy(snapshot, fileName, bucket, context).catch((error) => {
+        context.signal.throwIfAborted();
+        if (isAppError(error)) throw error;
+        throw new AppError('DESTINATION_UNAVAILABLE', `copying to ${destination.url} failed: ${scrub(describeS3Error(error))}`);
+      });
+      if (sha256 !== snapshot.sha256) {
+        await bucket.delete(fileName).catch(() => undefined);
+        throw new AppError('INTERNAL_SERVER_ERROR', `the archive read back with sha256 ${sha256}, not the snapshot's ${snapshot.sha256}; the copy was removed`);
+      }
+    } finally {
+      await bucket.destroy();
+    }
+    const exportedAt = Date.now();
+    return { commit: (manager) => this.destinations.recordExport(manager, destination.id, exportedAt) };
+  }
+
+  /** Streams the archive into the bucket, counting progress and hashing what was sent; stops when the signal aborts. */
+  private async copy(snapshot: SnapshotEntity, fileName: string, bucket: S3BlobStore, context: JobContext): Promise<string> {
+    const hash = createHash('sha256');
+    let bytesDone = 0;
+    const counting = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        hash.update(chunk);
+        bytesDone += chunk.length;
+        context.progress({ bytesDone });
+        callback(null, chunk);
+      },
+    });
+    const stop = () => counting.destroy(context.signal.reason as Error);
+    context.signal.addEventListener('abort', stop, { once: true });
+    try {
+      const archive = await this.snapshots.openArchive(snapshot);
+      await bucket.write(fileName, pipeline(archive, counting, () => undefined), { metadata: { sha256: snapshot.sha256! } });
+    } finally {
+      context.signal.removeEventListener('abort', stop);
+    }
+    return hash.digest('hex');
+  }
+
+  /** Nothing is left to put back (the object is whole or absent); a final failure is what lastError shows. */
+  async compensate(operation: OperationEntity, why: Compensation): Promise<void> {
+    const params = operation.params as ExportParams | null;
+    if (why.retry || why.code === 'CANCELLED' || !params) return;
+    await this.destinations.recordFailure(params.destinationId, `${why.code}: ${why.message}`);
+  }
+}
+
+/** The id of the retry of a failed export: the same for every replica that queues it. */
+function retryIdOf(operationId: string): string {
+  const hex = createHash('sha256').update(`export retry\0${operationId}`).digest('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-5${hex.slice(13, 16)}-8${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
+}
+
+/** Removes the keys from a message, should a service ever echo them. */
+function scrubSecrets(message: string, { accessKeyId, secretAccessKey }: Credentials): string {
+  return message.split(secretAccessKey).join('***').split(accessKeyId).join('***');
+}
+
+function checked<T>(field: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    throw badInput(`${field} ${(error as Error).message}`);
+  }
+}
+
+function checkName(name: string): string {
+  const trimmed = name.trim();
+  if (trimmed.length < 1 || trimmed.length > 100) throw badInput('name must be 1 to 100 characters');
+  return trimmed;
+}
+
+function checkEndpoint(text: string | null | undefined): string | null {
+  if (!text?.trim()) return null;
+  let url: URL;
+  try {
+    url = new URL(text.trim());
+  } catch {
+    throw new Error('is not a URL');
+  }
+  if (!['http:', 'https:'].includes(url.protocol) || url.username || url.password || url.search || url.hash) {
+    throw new Error('must be an http(s) URL without credentials, query or fragment');
+  }
+  return url.toString().replace(/\/+$/, '');
+}
+
+function checkRegion(text: string | null | undefined): string | null {
+  if (!text?.trim()) return null;
+  if (!/^[a-z0-9-]{1,64}$/.test(text.trim())) throw new Error('must be lowercase letters, digits and dashes (e.g. eu-west-1)');
+  return text.trim();
+}
+
+/** Presence and length only: whether they work is what the probe finds out. Never echoed in a message. */
+function checkCredentials(input: ExportDestinationInput): Credentials {
+  for (const field of ['accessKeyId', 'secretAccessKey'] as const) {
+    const value = input[field];
+    if (typeof value !== 'string' || value.length < 1 || value.length > 256 || /\s/.test(value)) {
+      throw badInput(`${field} must be 1 to 256 characters without whitespace`);
+    }
+  }
+  return { accessKeyId: input.accessKeyId, secretAccessKey: input.secretAccessKey };
+}

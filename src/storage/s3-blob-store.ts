@@ -1,0 +1,343 @@
+// Blobs as objects in an S3 bucket (AWS or any S3-compatible service), written atomically with checked parts.
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  type S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+
+import { assertValidBlobKey, BlobStore } from './blob-store';
+import { assertValidByteRange, ByteRange } from './byte-range';
+import { BlobNotFoundError, BlobStoreError } from './errors';
+import { describeS3Error, s3ErrorCode, s3Status } from './s3-errors';
+import { keyUnder, type S3Location } from './s3-location';
+
+/** S3's smallest part (all but the last); also its default here is a multiple of it. */
+export const MIN_PART_BYTES = 5 * 1024 * 1024;
+
+export interface S3BlobStoreOptions {
+  /** Bytes per multipart part (≥ 5 MiB); a blob smaller than one part is a single PUT. Default 8 MiB. */
+  partBytes?: number;
+  /** Parts uploaded at once. A write holds at most (partConcurrency + 2) parts in memory. Default 4. */
+  partConcurrency?: number;
+  /** Keys asked for per listing request (S3 answers at most 1000). */
+  listPageSize?: number;
+}
+
+/**
+ * Each blob is the object `<prefix>/<key>`. A write is a single PUT or a multipart upload, both of which S3 makes
+ * visible whole or not at all; every part carries its Content-MD5 (the service refuses a part damaged on the way) and
+ * its returned ETag is compared with it; after the write the object's size (and, for a multipart object, its composite
+ * ETag) is checked. A failed multipart write is aborted, so its parts are not kept (and billed). Uploads a crash left
+ * behind are what removeTemporaryFiles aborts.
+ */
+export class S3BlobStore implements BlobStore {
+  readonly #partBytes: number;
+  readonly #partConcurrency: number;
+  readonly #listPageSize: number;
+  /** Multipart uploads of writes in progress here, which removeTemporaryFiles must not abort. */
+  readonly #inFlight = new Set<string>();
+
+  constructor(
+    readonly client: S3Client,
+    readonly location: S3Location,
+    { partBytes = 8 * 1024 * 1024, partConcurrency = 4, listPageSize = 1000 }: S3BlobStoreOptions = {},
+  ) {
+    if (!Number.isSafeInteger(partBytes) || partBytes < MIN_PART_BYTES) throw new RangeError(`partBytes must be at least ${MIN_PART_BYTES}`);
+    if (!Number.isSafeInteger(partConcurrency) || partConcurrency < 1) throw new RangeError('partConcurrency must be at least 1');
+    this.#partBytes = partBytes;
+    this.#partConcurrency = partConcurrency;
+    this.#listPageSize = listPageSize;
+  }
+
+  /** Checks that the bucket exists and the credentials reach it. */
+  async init(): Promise<void> {
+    await this.probe().catch((error) => {
+      throw new BlobStoreError(`cannot reach the blob bucket ${this.location.bucket}: ${describeS3Error(error)}`, { cause: error });
+    });
+  }
+
+  /** Readiness: the bucket answers. */
+  async probe(): Promise<void> {
+    await this.client.send(new HeadBucketCommand({ Bucket: this.location.bucket }));
+  }
+
+  /** BlobStore.write; `metadata` becomes the object's user metadata (x-amz-meta-*). */
+  async write(key: string, data: Readable, { metadata }: { metadata?: Record<string, string> } = {}): Promise<{ sizeBytes: number }> {
+    try {
+      return await this.#upload(this.#objectKey(key), data, metadata);
+    } catch (error) {
+      data.destroy();
+      throw error;
+    }
+  }
+
+  async #upload(objectKey: string, data: Readable, metadata?: Record<string, string>): Promise<{ sizeBytes: number }> {
+    const parts = partsOf(data, this.#partBytes);
+    const first = await parts.next();
+    const firstPart = first.done ? Buffer.alloc(0) : first.value;
+    const second = first.done ? first : await parts.next();
+    if (second.done) {
+      await this.#putWhole(objectKey, firstPart, metadata);
+      return { sizeBytes: firstPart.length };
+    }
+    const { UploadId: uploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.location.bucket, Key: objectKey, Metadata: metadata }));
+    if (!uploadId) throw new BlobStoreError(`the S3 service started no multipart upload for ${objectKey}`);
+    this.#inFlight.add(uploadId);
+    const uploads = new PartUploads(this.#partConcurrency, (number, body) => this.#uploadPart(objectKey, uploadId, number, body));
+    try {
+      await uploads.add(firstPart);
+      for (let next: IteratorResult<Buffer> = second; !next.done; next = await parts.next()) await uploads.add(next.value);
+      const { etags, digests, sizeBytes } = await uploads.finish();
+      await this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.location.bucket,
+          Key: objectKey,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
+        }),
+      );
+      await this.#verifyStored(objectKey, sizeBytes, compositeEtag(digests));
+      return { sizeBytes };
+    } catch (error) {
+      await uploads.settle();
+      await this.client
+        .send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: objectKey, UploadId: uploadId }))
+        .catch(() => undefined); // removeTemporaryFiles aborts it later
+      throw error;
+    } finally {
+      this.#inFlight.delete(uploadId);
+    }
+  }
+
+  async #putWhole(objectKey: string, body: Buffer, metadata?: Record<string, string>): Promise<void> {
+    const md5 = createHash('md5').update(body).digest();
+    const { ETag } = await this.client.send(
+      new PutObjectCommand({ Bucket: this.location.bucket, Key: objectKey, Body: body, ContentLength: body.length, ContentMD5: md5.toString('base64'), Metadata: metadata }),
+    );
+    if (ETag !== undefined && unquote(ETag) !== md5.toString('hex')) {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: objectKey })).catch(() => undefined);
+      throw new BlobStoreError(`the S3 service stored ${objectKey} with ETag ${ETag}, not the MD5 of the bytes sent`);
+    }
+  }
+
+  async #uploadPart(objectKey: string, uploadId: string, partNumber: number, body: Buffer): Promise<{ etag: string; digest: Buffer }> {
+    const digest = createHash('md5').update(body).digest();
+    const { ETag } = await this.client.send(
+      new UploadPartCommand({
+        Bucket: this.location.bucket,
+        Key: objectKey,
+        UploadId: uploadId,
+        PartNumber: partNumber,
+        Body: body,
+        ContentLength: body.length,
+        ContentMD5: digest.toString('base64'),
+      }),
+    );
+    if (!ETag || unquote(ETag) !== digest.toString('hex')) {
+      throw new BlobStoreError(`part ${partNumber} of ${objectKey} came back with ETag ${ETag}, not the MD5 of the bytes sent`);
+    }
+    return { etag: ETag, digest };
+  }
+
+  /** The completed object has the size written and, where the service reports a composite ETag, the parts sent. */
+  async #verifyStored(objectKey: string, sizeBytes: number, expectedEtag: string): Promise<void> {
+    const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: objectKey }));
+    const etag = head.ETag ? unquote(head.ETag) : undefined;
+    const etagDiffers = etag !== undefined && /-\d+$/.test(etag) && etag !== expectedEtag;
+    if (head.ContentLength !== sizeBytes || etagDiffers) {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: objectKey })).catch(() => undefined);
+      throw new BlobStoreError(
+        `the S3 service stored ${objectKey} as ${head.ContentLength} bytes with ETag ${etag}; ${sizeBytes} bytes with ETag ${expectedEtag} were sent`,
+      );
+    }
+  }
+
+  async read(key: string, range: ByteRange = {}): Promise<Readable> {
+    assertValidByteRange(range);
+    const objectKey = this.#objectKey(key);
+    const start = range.start ?? 0;
+    if (range.end !== undefined && range.end <= start) {
+      // Still a BlobNotFoundError for a missing blob, as for any other read.
+      if ((await this.size(key)) === null) throw new BlobNotFoundError(key);
+      return Readable.from([], { objectMode: false });
+    }
+    const header = start === 0 && range.end === undefined ? undefined : `bytes=${start}-${range.end === undefined ? '' : range.end - 1}`;
+    try {
+      const { Body } = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: objectKey, Range: header }));
+      return (Body as Readable | undefined) ?? Readable.from([], { objectMode: false });
+    } catch (error) {
+      if (isNotFound(error)) throw new BlobNotFoundError(key);
+      // A range that starts at or past the end holds no bytes, as in a file.
+      if (s3Status(error) === 416) return Readable.from([], { objectMode: false });
+      throw error;
+    }
+  }
+
+  async size(key: string): Promise<number | null> {
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.#objectKey(key) }));
+      return head.ContentLength ?? 0;
+    } catch (error) {
+      if (isNotFound(error)) return null;
+      throw error;
+    }
+  }
+
+  async exists(key: string): Promise<boolean> {
+    return (await this.size(key)) !== null;
+  }
+
+  /** S3 answers a delete of a missing object with success too. */
+  async delete(key: string): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.#objectKey(key) }));
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    const folder = `${this.#objectKey(prefix)}/`;
+    const rootLength = this.location.prefix ? this.location.prefix.length + 1 : 0;
+    let token: string | undefined;
+    do {
+      const page = await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.location.bucket, Prefix: folder, ContinuationToken: token, MaxKeys: this.#listPageSize }),
+      );
+      for (const object of page.Contents ?? []) if (object.Key) yield object.Key.slice(rootLength);
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  /**
+   * Aborts multipart uploads under the prefix that a crash left unfinished (their parts are invisible but kept and
+   * billed), sparing this process's writes and, with `olderThanMs`, uploads started more recently (another replica may
+   * be writing them).
+   */
+  async removeTemporaryFiles({ olderThanMs = 0 }: { olderThanMs?: number } = {}): Promise<number> {
+    const cutoff = Date.now() - olderThanMs;
+    const prefix = this.location.prefix ? `${this.location.prefix}/` : undefined;
+    let removed = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    do {
+      const page = await this.client.send(
+        new ListMultipartUploadsCommand({ Bucket: this.location.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker, MaxUploads: this.#listPageSize }),
+      );
+      for (const upload of page.Uploads ?? []) {
+        if (!upload.UploadId || !upload.Key || this.#inFlight.has(upload.UploadId)) continue;
+        if (olderThanMs > 0 && (upload.Initiated?.getTime() ?? 0) > cutoff) continue;
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: upload.Key, UploadId: upload.UploadId }));
+        removed += 1;
+      }
+      const more = page.IsTruncated === true;
+      keyMarker = more ? page.NextKeyMarker : undefined;
+      uploadIdMarker = more ? page.NextUploadIdMarker : undefined;
+    } while (keyMarker);
+    return removed;
+  }
+
+  async destroy(): Promise<void> {
+    this.client.destroy();
+  }
+
+  #objectKey(key: string): string {
+    assertValidBlobKey(key);
+    return keyUnder(this.location.prefix, key);
+  }
+}
+
+/**
+ * Parts uploading at once, at most `limit`: add() waits for a free slot. The first failure is rethrown by the next
+ * add() or by finish(); the others are settled quietly, so that none becomes an unhandled rejection.
+ */
+class PartUploads {
+  readonly #running = new Set<Promise<void>>();
+  readonly #etags: string[] = [];
+  readonly #digests: Buffer[] = [];
+  #count = 0;
+  #sizeBytes = 0;
+  #failure: { error: unknown } | null = null;
+
+  constructor(
+    private readonly limit: number,
+    private readonly uploadPart: (partNumber: number, body: Buffer) => Promise<{ etag: string; digest: Buffer }>,
+  ) {}
+
+  async add(body: Buffer): Promise<void> {
+    while (this.#running.size >= this.limit && !this.#failure) await Promise.race(this.#running);
+    this.#throwIfFailed();
+    const index = this.#count++;
+    this.#sizeBytes += body.length;
+    const upload: Promise<void> = this.uploadPart(index + 1, body).then(
+      ({ etag, digest }) => {
+        this.#etags[index] = etag;
+        this.#digests[index] = digest;
+      },
+      (error) => {
+        this.#failure ??= { error };
+      },
+    );
+    this.#running.add(upload);
+    void upload.finally(() => this.#running.delete(upload));
+  }
+
+  async finish(): Promise<{ etags: string[]; digests: Buffer[]; sizeBytes: number }> {
+    await this.settle();
+    this.#throwIfFailed();
+    return { etags: this.#etags, digests: this.#digests, sizeBytes: this.#sizeBytes };
+  }
+
+  /** Waits until no part is uploading. */
+  async settle(): Promise<void> {
+    await Promise.all(this.#running);
+  }
+
+  #throwIfFailed(): void {
+    if (this.#failure) throw this.#failure.error;
+  }
+}
+
+/** `data` cut into parts of exactly `partBytes` (the last one shorter); one empty part for empty data. */
+async function* partsOf(data: Readable, partBytes: number): AsyncGenerator<Buffer> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let yielded = false;
+  for await (const chunk of data) {
+    let bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
+    while (pendingBytes + bytes.length >= partBytes) {
+      const take = partBytes - pendingBytes;
+      pending.push(bytes.subarray(0, take));
+      yield Buffer.concat(pending);
+      yielded = true;
+      pending = [];
+      pendingBytes = 0;
+      bytes = bytes.subarray(take);
+    }
+    if (bytes.length > 0) {
+      pending.push(bytes);
+      pendingBytes += bytes.length;
+    }
+  }
+  if (pendingBytes > 0 || !yielded) yield Buffer.concat(pending);
+}
+
+/** S3's ETag of a multipart object: the MD5 of its parts' MD5s, then '-' and the number of parts. */
+function compositeEtag(digests: Buffer[]): string {
+  return `${createHash('md5').update(Buffer.concat(digests)).digest('hex')}-${digests.length}`;
+}
+
+function unquote(etag: string): string {
+  return etag.replace(/^"|"$/g, '');
+}
+
+function isNotFound(error: unknown): boolean {
+  return s3Status(error) === 404 || ['NoSuchKey', 'NotFound'].includes(s3ErrorCode(error));
+}

@@ -1,0 +1,36 @@
+// The one way this server builds S3 clients. The AWS SDK is loaded only where S3 is used (it takes a second or
+// more to load on a busy machine): import this module lazily (`await import`).
+import { S3Client } from '@aws-sdk/client-s3';
+
+export interface S3Endpoint {
+  /** An S3-compatible service's URL (path-style addressing is used then); undefined for AWS itself. */
+  endpoint?: string;
+  region?: string;
+  /** Explicit keys; undefined = the SDK's standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profiles, roles). */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+}
+
+/**
+ * An S3 client with retries (the SDK's standard strategy: exponential backoff with jitter on throttling, 5xx and
+ * network errors) and checksums only where an operation requires them, which S3-compatible services such as
+ * OpenStack Swift's s3api need (they reject the newer default CRC32 trailers). Integrity is checked with Content-MD5
+ * and ETags instead (S3BlobStore).
+ */
+export function createS3Client(
+  { endpoint, region, credentials }: S3Endpoint,
+  { maxAttempts = 5, requestTimeoutMs = 120_000 }: { maxAttempts?: number; requestTimeoutMs?: number } = {},
+): S3Client {
+  return new S3Client({
+    endpoint,
+    region: region ?? (endpoint ? 'us-east-1' : undefined),
+    // A copy: the SDK annotates the object it is given.
+    credentials: credentials && { accessKeyId: credentials.accessKeyId, secretAccessKey: credentials.secretAccessKey },
+    forcePathStyle: endpoint !== undefined,
+    maxAttempts,
+    retryMode: 'standard',
+    // A silent connection is dropped and retried rather than hanging an operation.
+    requestHandler: { connectionTimeout: 10_000, requestTimeout: requestTimeoutMs },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+}

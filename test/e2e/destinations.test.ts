@@ -1,0 +1,227 @@
+// Export destinations (contract block `destinations`) against the local Swift s3api endpoint: a second account with
+// its own credentials stands for the tenant's bucket.
+import assert from 'node:assert/strict';
+import { CreateBucketCommand, DeleteBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import {
+  archiveOf,
+  createInstance,
+  createKey,
+  createNodes,
+  createTenant,
+  createTestBucket,
+  describeS3,
+  eventually,
+  expectCode,
+  expectData,
+  exportLink,
+  gql,
+  OPERATION_FIELDS,
+  type OperationJson,
+  settledOperation,
+  startServer,
+  takeSnapshot,
+  testS3Client,
+  type TestServer,
+} from '../support';
+
+const DESTINATION_FIELDS = 'id name url endpoint region autoExportInstanceIds createdAt lastExportAt lastError';
+const CREATE_DESTINATION = `mutation ($input: ExportDestinationInput!) { createExportDestination(input: $input) { ${DESTINATION_FIELDS} } }`;
+const EXPORT_TO = `mutation ($s: ID!, $d: ID!) { exportSnapshotTo(snapshotId: $s, destinationId: $d) { ${OPERATION_FIELDS} } }`;
+const DESTINATIONS = `{ exportDestinations { ${DESTINATION_FIELDS} } }`;
+
+interface DestinationJson {
+  id: string;
+  name: string;
+  url: string;
+  endpoint: string | null;
+  region: string | null;
+  autoExportInstanceIds: string[];
+  createdAt: string;
+  lastExportAt: string | null;
+  lastError: string | null;
+}
+
+describeS3('export destinations', ({ s3 }) => {
+  let server: TestServer;
+  before(async function () {
+    this.timeout(60_000);
+    server = await startServer({ env: { SNAPGRAPH_EXPORT_RETRY_MS: '500' } });
+  });
+  after(async () => {
+    await server?.stop();
+  });
+
+  const input = (bucket: string, extra: Record<string, unknown> = {}) => ({
+    name: 'my bucket',
+    url: `s3://${bucket}/backups/snapgraph`,
+    endpoint: s3().endpoint,
+    region: 'us-east-1',
+    accessKeyId: s3().second.accessKeyId,
+    secretAccessKey: s3().second.secretAccessKey,
+    ...extra,
+  });
+  const createDestination = async (bucket: string, extra: Record<string, unknown> = {}, key = server.adminKey) =>
+    expectData(await gql<{ createExportDestination: DestinationJson }>(server, CREATE_DESTINATION, { input: input(bucket, extra) }, key))
+      .createExportDestination;
+  const destinations = async (key = server.adminKey): Promise<DestinationJson[]> =>
+    expectData(await gql<{ exportDestinations: DestinationJson[] }>(server, DESTINATIONS, {}, key)).exportDestinations;
+  const exportsOf = async (instanceId: string): Promise<OperationJson[]> => {
+    const { operations } = expectData(
+      await gql(server, `query ($id: ID!) { operations(instanceId: $id, first: 100) { edges { node { ${OPERATION_FIELDS} } } } }`, { id: instanceId }),
+    );
+    return operations.edges.map((edge: { node: OperationJson }) => edge.node).filter((op: OperationJson) => op.kind === 'EXPORT');
+  };
+  const secondAccount = () => testS3Client(s3(), s3().second);
+  const objectOf = async (bucket: string, key: string) => {
+    const client = secondAccount();
+    try {
+      const { Body, Metadata } = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+      return { bytes: Buffer.from(await Body!.transformToByteArray()), metadata: Metadata ?? {} };
+    } finally {
+      client.destroy();
+    }
+  };
+  const keysIn = async (bucket: string) => {
+    const client = secondAccount();
+    try {
+      return ((await client.send(new ListObjectsV2Command({ Bucket: bucket }))).Contents ?? []).map((object) => object.Key!);
+    } finally {
+      client.destroy();
+    }
+  };
+
+  it('registers a bucket after a probe, and never shows its keys', async function () {
+    this.timeout(30_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    const destination = await createDestination(bucket);
+    assert.equal(destination.url, `s3://${bucket}/backups/snapgraph`);
+    assert.equal(destination.endpoint, s3().endpoint);
+    assert.deepEqual(destination.autoExportInstanceIds, []);
+    assert.equal(destination.lastExportAt, null);
+    assert.deepEqual(await keysIn(bucket), [], 'the probe object is deleted');
+    assert.ok((await destinations()).some((found) => found.id === destination.id));
+    const listed = JSON.stringify(await destinations());
+    assert.ok(!listed.includes(s3().second.secretAccessKey) && !listed.includes(s3().second.accessKeyId));
+  });
+
+  it('refuses wrong credentials without repeating them, in the answer or the log', async function () {
+    this.timeout(30_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    const wrongSecret = `wrong-${s3().second.secretAccessKey}-secret`;
+    const result = await gql(server, CREATE_DESTINATION, { input: input(bucket, { secretAccessKey: wrongSecret }) });
+    const error = expectCode(result, 'BAD_USER_INPUT');
+    assert.match(error.message, /did not accept a probe object/);
+    assert.ok(!JSON.stringify(result).includes(wrongSecret), 'the answer holds the secret');
+    expectCode(await gql(server, CREATE_DESTINATION, { input: input('snapgraph-no-such-bucket-here') }), 'BAD_USER_INPUT');
+    // An input that does not fit its type: graphql-js would print the whole value in its message.
+    const misfit = await gql(server, CREATE_DESTINATION, { input: { ...input(bucket, { secretAccessKey: wrongSecret }), extra: true } });
+    expectCode(misfit, 'BAD_USER_INPUT');
+    assert.ok(!JSON.stringify(misfit).includes(wrongSecret), `the refusal repeats the secret: ${JSON.stringify(misfit.errors)}`);
+    assert.ok(!JSON.stringify(misfit).includes(s3().second.accessKeyId), 'the refusal repeats the access key id');
+    expectCode(await gql(server, CREATE_DESTINATION, { input: input(bucket, { url: 'https://not-s3/x' }) }), 'BAD_USER_INPUT');
+    assert.ok(!(await destinations()).some((found) => found.url.startsWith(`s3://${bucket}`)));
+    const logs = server.logs();
+    assert.ok(!logs.includes(wrongSecret), 'the log holds the wrong secret');
+    assert.ok(!logs.includes(s3().second.secretAccessKey), 'the log holds the secret');
+  });
+
+  it('copies a snapshot as <prefix>/<fileName>: the download bytes, with their sha256 in the metadata', async function () {
+    this.timeout(60_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    const destination = await createDestination(bucket);
+    const instance = await createInstance(server, { name: 'exported', tier: 'PROFESSIONAL' });
+    await createNodes(server, instance.id, Array.from({ length: 30 }, (_, i) => ({ labels: ['Row'], properties: { i } })));
+    const snapshot = await takeSnapshot(server, instance.id);
+    const { exportSnapshotTo: queued } = expectData(await gql<{ exportSnapshotTo: OperationJson }>(server, EXPORT_TO, { s: snapshot.id, d: destination.id }));
+    assert.equal(queued.kind, 'EXPORT');
+    assert.equal(queued.snapshotId, snapshot.id);
+    const finished = await settledOperation(server, queued.id);
+    assert.equal(finished.status, 'SUCCEEDED', JSON.stringify(finished.error));
+    assert.equal(finished.progress, 1);
+    const link = await exportLink(server, snapshot.id);
+    const copy = await objectOf(bucket, `backups/snapgraph/${link.fileName}`);
+    assert.deepEqual(copy.bytes, await archiveOf(server, snapshot.id));
+    assert.equal(copy.metadata.sha256, link.sha256);
+    const [after] = (await destinations()).filter((found) => found.id === destination.id);
+    assert.ok(after.lastExportAt !== null);
+    assert.equal(after.lastError, null);
+  });
+
+  it('copies the snapshots of auto-export instances as soon as they complete', async function () {
+    this.timeout(60_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    const instance = await createInstance(server, { name: 'auto-exported', tier: 'PROFESSIONAL' });
+    await createDestination(bucket, { autoExportInstanceIds: [instance.id] });
+    await createNodes(server, instance.id, [{ labels: ['A'], properties: {} }]);
+    const snapshot = await takeSnapshot(server, instance.id);
+    const exported = await eventually(async () => (await exportsOf(instance.id)).find((op) => op.snapshotId === snapshot.id && op.status === 'SUCCEEDED'), {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      what: 'the automatic export to succeed',
+    });
+    assert.equal(exported.kind, 'EXPORT');
+    const { fileName } = await exportLink(server, snapshot.id);
+    assert.deepEqual(await keysIn(bucket), [`backups/snapgraph/${fileName}`]);
+  });
+
+  it('records a failed automatic export in lastError and retries it with backoff', async function () {
+    this.timeout(90_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    const instance = await createInstance(server, { name: 'retried', tier: 'PROFESSIONAL' });
+    const destination = await createDestination(bucket, { autoExportInstanceIds: [instance.id] });
+    const client = secondAccount();
+    try {
+      // The bucket goes away after it was registered (it is empty: the probe object was deleted).
+      await client.send(new DeleteBucketCommand({ Bucket: bucket }));
+      const snapshot = await takeSnapshot(server, instance.id);
+      const failed = await eventually(async () => (await exportsOf(instance.id)).find((op) => op.snapshotId === snapshot.id && op.status === 'FAILED'), {
+        timeoutMs: 30_000,
+        intervalMs: 100,
+        what: 'the automatic export to fail',
+      });
+      assert.equal(failed.error?.code, 'DESTINATION_UNAVAILABLE');
+      assert.match(failed.error!.message, /NoSuchBucket/);
+      const [shown] = (await destinations()).filter((found) => found.id === destination.id);
+      assert.match(shown.lastError ?? '', /DESTINATION_UNAVAILABLE/);
+      await client.send(new CreateBucketCommand({ Bucket: bucket }));
+      await eventually(async () => (await exportsOf(instance.id)).find((op) => op.snapshotId === snapshot.id && op.status === 'SUCCEEDED'), {
+        timeoutMs: 60_000,
+        intervalMs: 200,
+        what: 'a retry of the export to succeed',
+      });
+      const { fileName } = await exportLink(server, snapshot.id);
+      await client.send(new HeadObjectCommand({ Bucket: bucket, Key: `backups/snapgraph/${fileName}` }));
+      const [recovered] = (await destinations()).filter((found) => found.id === destination.id);
+      assert.equal(recovered.lastError, null);
+      assert.ok(recovered.lastExportAt !== null);
+    } finally {
+      client.destroy();
+    }
+  });
+
+  it("keeps one tenant's destinations out of another's sight and reach, and needs ADMIN", async function () {
+    this.timeout(30_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    const destination = await createDestination(bucket);
+    const other = await createTenant(server, 'other-tenant');
+    assert.deepEqual(await destinations(other.apiKey), []);
+    expectCode(await gql(server, `mutation ($id: ID!) { deleteExportDestination(id: $id) }`, { id: destination.id }, other.apiKey), 'NOT_FOUND');
+    const theirs = await createInstance(server, { name: 'theirs', tier: 'PROFESSIONAL' }, other.apiKey);
+    await createNodes(server, theirs.id, [{ labels: ['T'], properties: {} }], other.apiKey);
+    const snapshot = await takeSnapshot(server, theirs.id, { key: other.apiKey });
+    expectCode(await gql(server, EXPORT_TO, { s: snapshot.id, d: destination.id }, other.apiKey), 'NOT_FOUND');
+    // Nor may an auto-export name another tenant's instance.
+    expectCode(await gql(server, CREATE_DESTINATION, { input: input(bucket, { autoExportInstanceIds: [theirs.id] }) }), 'NOT_FOUND');
+    const member = await createKey(server, server.adminKey, 'MEMBER');
+    expectCode(await gql(server, DESTINATIONS, {}, member.secret), 'FORBIDDEN');
+    expectCode(await gql(server, CREATE_DESTINATION, { input: input(bucket) }, member.secret), 'FORBIDDEN');
+    expectData(await gql(server, `mutation ($id: ID!) { deleteExportDestination(id: $id) }`, { id: destination.id }));
+    assert.ok(!(await destinations()).some((found) => found.id === destination.id));
+  });
+
+  it('never logs the credentials it was given', () => {
+    const logs = server.logs();
+    assert.ok(!logs.includes(s3().second.secretAccessKey), 'the log holds the secret');
+    assert.ok(!logs.includes(s3().second.accessKeyId), 'the log holds the access key id');
+  });
+});
