@@ -3,6 +3,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { pipeline, Readable, Transform } from 'node:stream';
 import { In, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import { archiveExtension } from '../archive';
 import type { Keyring } from '../crypto/keyring';
 import { ExportDestinationEntity } from '../entities/export-destination.entity';
 import { OperationEntity } from '../entities/operation.entity';
@@ -261,7 +262,7 @@ export class ExportOperationHandler implements OperationHandler {
     context.progress({ phase: 'uploading', bytesDone: 0 });
     const snapshot = await this.snapshots.prepareExport(found);
     const instance = await this.instances.reload(snapshot.instanceId);
-    const fileName = exportFileName(instance?.name ?? snapshot.instanceId, snapshot.createdAt, snapshot.engineVersion);
+    const fileName = exportFileName(instance?.name ?? snapshot.instanceId, snapshot.createdAt, archiveExtension(snapshot.engineVersion));
     context.progress({ bytesTotal: snapshot.sizeBytes });
     const { bucket, scrub } = await this.destinations.openBucket(destination);
     try {
