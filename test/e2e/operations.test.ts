@@ -116,8 +116,9 @@ describe('operations across restarts, cancellation and live progress', function 
     it('a snapshot: PENDING again on the way, COMPLETED on attempt 2', async function () {
       this.timeout(60_000);
       const server = suite.server;
-      // A snapshot ships the log since the last one: every node changes, so that it takes a while.
-      await touchEveryNode(server, large, 60_000);
+      // A snapshot ships the log since the last one: every node changes, with an incompressible note, so that it takes a
+      // while (progress is paced: an operation of a few hundred milliseconds may show only its first and last states).
+      await touchEveryNode(server, large, 60_000, { noteBytes: 256 });
       const requested = await requestSnapshot(server, large);
       const operationId = (await instanceState(server, large)).currentOperation!.id;
       await subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: operationId }).waitFor(workingIn('capturing'), 10_000);
@@ -214,8 +215,9 @@ describe('operations across restarts, cancellation and live progress', function 
     it('cancels a RUNNING snapshot: CANCELLED, the snapshot FAILED without a blob, the instance free', async function () {
       this.timeout(60_000);
       const server = suite.server;
-      // A snapshot ships the log since the last one: every node changes, so that it takes a while.
-      await touchEveryNode(server, large, 60_000);
+      // A snapshot ships the log since the last one: every node changes, with an incompressible note, so that it takes a
+      // while (progress is paced: an operation of a few hundred milliseconds may show only its first and last states).
+      await touchEveryNode(server, large, 60_000, { noteBytes: 256 });
       const requested = await requestSnapshot(server, large);
       const operationId = (await instanceState(server, large)).currentOperation!.id;
       const progress = subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: operationId });

@@ -1,6 +1,6 @@
 // Snapshots, operations, export downloads and file uploads as a client drives them, and what they leave on disk.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -418,11 +418,13 @@ export function assertProgressSequence(states: OperationJson[], finalStatus: 'SU
 }
 
 /** Rewrites the properties of the instance's `count` nodes (ids are consecutive from the first). */
-export async function touchEveryNode(server: ServerLike, instanceId: string, count: number): Promise<void> {
+export async function touchEveryNode(server: ServerLike, instanceId: string, count: number, { noteBytes = 0 } = {}): Promise<void> {
   const { nodes: page } = expectData(await gql(server, `query ($id: ID!) { nodes(instanceId: $id, first: 1) { edges { node { id } } } }`, { id: instanceId }));
   const firstId = Number(page.edges[0].node.id);
+  // An incompressible note of `noteBytes` per node makes the change log (and whatever ships it) that much larger.
+  const note = () => (noteBytes > 0 ? { note: randomBytes(Math.ceil(noteBytes / 2)).toString('hex').slice(0, noteBytes) } : {});
   for (let start = 0; start < count; start += 10_000) {
-    const nodes = Array.from({ length: Math.min(10_000, count - start) }, (_, i) => ({ id: String(firstId + start + i), properties: { touched: start + i } }));
+    const nodes = Array.from({ length: Math.min(10_000, count - start) }, (_, i) => ({ id: String(firstId + start + i), properties: { touched: start + i, ...note() } }));
     expectData(await gql(server, UPDATE_NODES, { instanceId, nodes }));
   }
 }
