@@ -15,10 +15,10 @@
 // anything else is refused naming its line.
 import { Readable } from 'node:stream';
 import { graphFileError, unexportableValueError } from './graph-file-error';
-import type { ForeignNode, ForeignRecord, GraphFileFormat, GraphFileReader, GraphFileSource } from './graph-file-format';
+import type { ForeignNode, ForeignRecord, GraphFileFormat, GraphFileSource } from './graph-file-format';
 import { CypherSyntaxError, CypherTextParser } from './cypher-text-parser';
 import { cypherMap, cypherName, UnstorableValue } from './cypher-values';
-import { numberedLines } from './text-lines';
+import { LineFileReader } from './text-lines';
 
 const IMPORT_LABEL = 'UNIQUE IMPORT LABEL';
 const IMPORT_ID = 'UNIQUE IMPORT ID';
@@ -59,22 +59,9 @@ interface NodeLookup {
   fields: Array<[string, string]>;
 }
 
-class ApocCypherReader implements GraphFileReader {
-  private readonly lines;
+class ApocCypherReader extends LineFileReader {
   /** The rows of the latest `:param rows => […]`, for `UNWIND $rows AS row`. */
   private rows: unknown[] | null = null;
-
-  constructor(input: Readable) {
-    this.lines = numberedLines(input);
-  }
-
-  describe(at: number): string {
-    return `line ${at}`;
-  }
-
-  bytesRead(): number {
-    return this.lines.bytesRead();
-  }
 
   async *records(): AsyncGenerator<ForeignRecord[]> {
     let statement = '';

@@ -5,8 +5,8 @@
 import { Readable } from 'node:stream';
 import { holdsUnsafeWholeNumber, UNSAFE_INTEGER, unsafeIntegerLiteral } from './json-values';
 import { graphFileError } from './graph-file-error';
-import type { ForeignRecord, GraphFileFormat, GraphFileReader, GraphFileSource } from './graph-file-format';
-import { numberedLines } from './text-lines';
+import type { ForeignRecord, GraphFileFormat, GraphFileSource } from './graph-file-format';
+import { LineFileReader } from './text-lines';
 
 /** A line longer than this is refused: memory stays bounded whatever the file holds. */
 const MAX_LINE_CHARS = 64 * 1024 * 1024;
@@ -24,21 +24,7 @@ export const apocJsonFormat: GraphFileFormat = {
   write: (source) => Readable.from(apocJsonLines(source), { objectMode: false }),
 };
 
-class ApocJsonReader implements GraphFileReader {
-  private readonly lines;
-
-  constructor(input: Readable) {
-    this.lines = numberedLines(input);
-  }
-
-  describe(at: number): string {
-    return `line ${at}`;
-  }
-
-  bytesRead(): number {
-    return this.lines.bytesRead();
-  }
-
+class ApocJsonReader extends LineFileReader {
   async *records(): AsyncGenerator<ForeignRecord[]> {
     for await (const lines of this.lines.batches()) {
       const records: ForeignRecord[] = [];

@@ -1,6 +1,7 @@
 // The lines of a UTF-8 byte stream with their numbers, for line-oriented formats (APOC JSON lines, Cypher scripts).
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
+import type { ForeignRecord, GraphFileReader } from './graph-file-format';
 
 export interface NumberedLines {
   /** Batches of [lineNumber (from 1), text without its line ending] in order. */
@@ -39,4 +40,23 @@ export function numberedLines(input: Readable): NumberedLines {
 
 function stripCr(line: string): string {
   return line.endsWith('\r') ? line.slice(0, -1) : line;
+}
+
+/** A reader of a line-oriented format: positions are line numbers; subclasses turn `this.lines` into records. */
+export abstract class LineFileReader implements GraphFileReader {
+  protected readonly lines: NumberedLines;
+
+  constructor(input: Readable) {
+    this.lines = numberedLines(input);
+  }
+
+  describe(at: number): string {
+    return `line ${at}`;
+  }
+
+  bytesRead(): number {
+    return this.lines.bytesRead();
+  }
+
+  abstract records(): AsyncGenerator<ForeignRecord[]>;
 }
