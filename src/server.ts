@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
-import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { expressMiddleware } from '@as-integrations/express5';
 import express from 'express';
 import type { GraphQLSchema } from 'graphql';
@@ -24,6 +24,7 @@ import { playground } from './api/http/playground';
 import { queryGuard } from './api/http/query-guard';
 import { createTusUploads, UPLOADS_PATH } from './api/http/tus-uploads';
 import { publicOrigin } from './api/http/public-origin';
+import { uncacheableResponses } from './api/http/uncacheable-responses';
 import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
@@ -181,6 +182,8 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       ApolloServerPluginDrainHttpServer({ httpServer }),
       { serverWillStart: async () => ({ drainServer: async () => wsCleanup.dispose() }) },
       ApolloServerPluginLandingPageDisabled(),
+      ApolloServerPluginCacheControlDisabled(),
+      uncacheableResponses(),
       graphqlRequestLogPlugin(logger, app.metrics, exposure),
       {
         // The cost needs the variables: `nodes(first: $f)` costs what $f says.
