@@ -11,8 +11,9 @@ import type { SocketFrames } from './socket-frames';
  * How a stream's events may be thinned for a member.
  * - `state`: every event is the whole state (an operation's progress). A member holds only the newest event not yet
  *   sent (latest wins), so one that is behind skips to the present; a new member starts with the newest (the current
- *   state); between the first and the last, a member gets at most one event per pacing interval, and none while its
- *   socket still holds more than STATE_BACKLOG_BYTES unsent. The last event is always sent, with the complete.
+ *   state); between the first and the last, the stream releases the newest to all its members at once, at most once
+ *   per pacing interval, skipping a member whose socket still holds more than STATE_BACKLOG_BYTES unsent (it gets a
+ *   newer one later). The last event is always sent, with the complete.
  * - `changes`: every event matters (availability, snapshots): each member gets them all, in order, at once; a client
  *   that stops reading is dropped by its socket's bound (SNAPGRAPH_WS_MAX_BUFFERED_BYTES).
  */
@@ -74,10 +75,6 @@ export class SharedSubscription {
     return this.options.frames;
   }
 
-  intervalMs(): number {
-    return this.options.pacing.intervalMs();
-  }
-
   join(sink: FrameSink): SubscriptionMember {
     const member = new SubscriptionMember(this, sink);
     this.members.add(member);
@@ -128,26 +125,18 @@ export class SharedSubscription {
     if (this.kind === 'state') this.release();
   }
 
-  /** Sends their pending event to the members that may have it now; plans the next release for the others. */
+  /** Plans the next release of a `state` stream: one pacing interval from now, unless one is planned already. */
   private release(): void {
-    if (this.releaseTimer) clearTimeout(this.releaseTimer);
-    this.releaseTimer = null;
-    let nextInMs = Infinity;
-    for (const member of this.members) {
-      if (!member.hasPending()) continue;
-      const inMs = member.readyInMs();
-      if (inMs <= 0) member.sendPending();
-      else nextInMs = Math.min(nextInMs, inMs);
-    }
-    if (nextInMs < Infinity) this.scheduleRelease(nextInMs);
-  }
-
-  private scheduleRelease(inMs: number): void {
     if (this.releaseTimer || this.ended) return;
     this.releaseTimer = setTimeout(() => {
       this.releaseTimer = null;
-      this.release();
-    }, Math.max(1, inMs));
+      let held = false;
+      for (const member of this.members) {
+        if (member.isBackedUp()) held ||= member.hasPending();
+        else member.sendPending();
+      }
+      if (held) this.release();
+    }, this.options.pacing.intervalMs());
   }
 
   /** Every member left: nobody joins this one any more, and its source stops (a generator at its next event). */
@@ -175,7 +164,6 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
   /** A `state` stream's newest event not yet sent. */
   private pending: Buffer | null = null;
   private sent = 0;
-  private lastSentAt = 0;
   private readonly prefix: Buffer;
   private waiting: { resolve: (step: Step) => void; reject: (error: unknown) => void } | null = null;
   private outcome: { failure: { error: unknown } | null } | null = null;
@@ -205,19 +193,15 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
     return this.pending !== null;
   }
 
-  /** When its pending event may go: the pacing interval since the last, and a socket that is not backed up. */
-  readyInMs(): number {
-    if (this.sent === 0) return 0;
-    const paced = this.lastSentAt + this.stream.intervalMs() - Date.now();
-    if (paced > 0) return paced;
-    return this.sink.socket.bufferedAmount > STATE_BACKLOG_BYTES ? this.stream.intervalMs() : 0;
+  /** Its socket holds too much unsent for another progress event now. */
+  isBackedUp(): boolean {
+    return this.sink.socket.bufferedAmount > STATE_BACKLOG_BYTES;
   }
 
   sendPending(): void {
     const payload = this.pending;
     if (!payload) return;
     this.pending = null;
-    this.lastSentAt = Date.now();
     this.send(payload);
   }
 
