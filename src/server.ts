@@ -6,10 +6,10 @@ import type { AddressInfo } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
-import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { expressMiddleware } from '@as-integrations/express5';
 import express from 'express';
-import type { GraphQLSchema } from 'graphql';
+import type { ExecutionResult, FormattedExecutionResult, GraphQLSchema } from 'graphql';
 import type { Context as WsContext } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -24,11 +24,13 @@ import { playground } from './api/http/playground';
 import { queryGuard } from './api/http/query-guard';
 import { createTusUploads, UPLOADS_PATH } from './api/http/tus-uploads';
 import { publicOrigin } from './api/http/public-origin';
+import { uncacheableResponses } from './api/http/uncacheable-responses';
 import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { buildApiSchema } from './api/schema';
 import { boundedWebSocket } from './api/bounded-web-socket';
+import type { FrameSink } from './api/subscriptions/shared-subscription';
 import { SubscriptionFanout } from './api/subscriptions/subscription-fanout';
 import { checkWebSocketOperation } from './api/websocket-operations';
 import { type App, createApp } from './app';
@@ -53,8 +55,6 @@ type WsExtra = { socket: WebSocket; request: IncomingMessage };
 
 /** Progress frames per second to all subscribers together; each sees progress less often as they grow in number. */
 const PROGRESS_FRAMES_PER_SECOND = 500;
-/** Availability or snapshot events a subscriber may be behind before its socket is taken for one that stopped reading. */
-const MAX_QUEUED_EVENTS = 1_000;
 
 const bearer = (header: unknown): string | null => {
   if (typeof header !== 'string') return null;
@@ -112,16 +112,15 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const wsPrincipals = new WeakMap<object, Principal>();
   const checkOperation = checkWebSocketOperation(schema, limits, introspection);
   const keySockets = closeSocketsOfRevokedKeys(app, logger);
-  const contextSockets = new WeakMap<ApiContext, WebSocket>();
+  /** The socket and operation id of each WebSocket operation's context: where a shared subscription writes. */
+  const contextSinks = new WeakMap<ApiContext, FrameSink>();
+  /** A result as subscribers are sent it: errors formatted (codes, no internals). */
+  const formatResult = (result: ExecutionResult): FormattedExecutionResult =>
+    result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), exposure, e)) } : (result as FormattedExecutionResult);
   const fanout = new SubscriptionFanout({
     progressFramesPerSecond: PROGRESS_FRAMES_PER_SECOND,
-    maxQueuedEvents: MAX_QUEUED_EVENTS,
-    onTooFarBehind: (context) => {
-      const socket = contextSockets.get(context);
-      if (!socket) return;
-      stoppedReading({ tenantId: context.principal?.tenantId ?? null, queuedEvents: MAX_QUEUED_EVENTS });
-      socket.terminate();
-    },
+    sinkOf: (context) => contextSinks.get(context) ?? null,
+    format: formatResult,
   });
   const wsCleanup = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
@@ -148,19 +147,18 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         keySockets.add(principal.apiKeyId, ctx.extra.socket);
         return true;
       },
-      context: (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>): ApiContext => {
+      context: (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>, id: string): ApiContext => {
         const context: ApiContext = {
           principal: wsPrincipals.get(ctx) ?? null,
           services,
           requestId: randomUUID(),
           origin: publicOrigin(config, listeningUrl, ctx.extra.request.headers.host),
         };
-        contextSockets.set(context, ctx.extra.socket);
+        contextSinks.set(context, { socket: ctx.extra.socket, id, detach: () => delete ctx.subscriptions[id] });
         return context;
       },
       onError: (_ctx, _id, _payload, errors) => errors.map((error) => formatError(error.toJSON(), exposure, error)),
-      onNext: (_ctx, _id, _payload, _args, result) =>
-        result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), exposure, e)) } : undefined,
+      onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? formatResult(result) : undefined),
     },
     wsServer,
     wsTimeouts.keepAliveMs,
@@ -181,6 +179,8 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       ApolloServerPluginDrainHttpServer({ httpServer }),
       { serverWillStart: async () => ({ drainServer: async () => wsCleanup.dispose() }) },
       ApolloServerPluginLandingPageDisabled(),
+      ApolloServerPluginCacheControlDisabled(),
+      uncacheableResponses(),
       graphqlRequestLogPlugin(logger, app.metrics, exposure),
       {
         // The cost needs the variables: `nodes(first: $f)` costs what $f says.

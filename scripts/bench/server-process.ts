@@ -122,8 +122,13 @@ function serverEnv(overrides: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...overrides };
 }
 
+/** Node's own flags for the server process, from BENCH_SERVER_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`). */
+function serverNodeArgs(): string[] {
+  return (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== '');
+}
+
 /**
- * Boots `snapgraph serve` on a free port. Its log goes to this process (the last lines kept for error messages), or
+ * Boots `snapgraph serve` on a free port (with BENCH_SERVER_NODE_ARGS before the script, if set). Its log goes to this process (the last lines kept for error messages), or
  * with `logFile` straight into that file, so that a bench that logs every request (LOG_LEVEL=info, as a server runs
  * by default) pays for writing its log as a deployment does, without this process reading it.
  */
@@ -131,7 +136,7 @@ export async function startServer(dataDir: string, env: Record<string, string>, 
   const port = await freePort();
   const output: string[] = [];
   const logFd = logFile === undefined ? null : openSync(logFile, 'a');
-  const child = spawn(process.execPath, [CLI, 'serve'], {
+  const child = spawn(process.execPath, [...serverNodeArgs(), CLI, 'serve'], {
     cwd: REPO_ROOT,
     env: serverEnv({ PORT: String(port), HOST: '127.0.0.1', SNAPGRAPH_DATA_DIR: dataDir, SNAPGRAPH_BOOTSTRAP_TOKEN: ADMIN_KEY, LOG_LEVEL: 'warn', ...env }),
     stdio: ['ignore', logFd ?? 'pipe', 'pipe'],

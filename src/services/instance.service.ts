@@ -48,6 +48,8 @@ export class InstanceService {
   private readonly removalHooks: InstanceRemovalHook[] = [];
   /** Deletions this process is carrying out, which the recovery sweep leaves alone. */
   private readonly deleting = new Set<string>();
+  /** The statement of list(), built on first use. */
+  private listSql: string | null = null;
 
   constructor(
     private readonly db: DataSource,
@@ -168,8 +170,32 @@ export class InstanceService {
     }
   }
 
-  list(principal: Principal): Promise<InstanceEntity[]> {
-    return this.instances.find({ where: { tenantId: principal.tenantId }, order: { createdAt: 'ASC', id: 'ASC' } });
+  /** The tenant's instances, oldest first: one prebuilt statement (the busiest list), hydrated as TypeORM would. */
+  async list(principal: Principal): Promise<InstanceEntity[]> {
+    this.listSql ??= this.listStatement();
+    const rows: Record<string, unknown>[] = await this.db.query(this.listSql, [principal.tenantId]);
+    return rows.map((row) => this.hydrate(row));
+  }
+
+  /** SELECT every column WHERE tenantId ORDER BY createdAt, id, in the driver's own quoting and placeholders. */
+  private listStatement(): string {
+    const { driver } = this.db;
+    const metadata = this.instances.metadata;
+    const column = (name: keyof InstanceEntity) => driver.escape(metadata.findColumnWithPropertyName(name)!.databaseName);
+    const columns = metadata.columns.map((c) => driver.escape(c.databaseName)).join(', ');
+    const [sql] = driver.escapeQueryWithParameters(
+      `SELECT ${columns} FROM ${driver.escape(metadata.tableName)} WHERE ${column('tenantId')} = :tenantId ORDER BY ${column('createdAt')} ASC, ${column('id')} ASC`,
+      { tenantId: '' },
+    );
+    return sql;
+  }
+
+  private hydrate(row: Record<string, unknown>): InstanceEntity {
+    const entity = this.instances.create();
+    for (const column of this.instances.metadata.columns) {
+      column.setEntityValue(entity, this.db.driver.prepareHydratedValue(row[column.databaseName], column));
+    }
+    return entity;
   }
 
   /** The instance, or null when it is missing or another tenant's (the two are indistinguishable). */

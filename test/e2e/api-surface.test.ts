@@ -123,6 +123,23 @@ for (const nodeEnv of [undefined, 'production']) {
       assert.ok(written.every((line) => line.startsWith('{')), `a line that is not JSON:\n${written.join('\n')}`);
     });
 
+    it('marks every GraphQL answer Cache-Control: no-store, data and errors alike, GET and POST', async () => {
+      const { server } = suite;
+      const headers = { 'content-type': 'application/json', authorization: `Bearer ${server.adminKey}` };
+      const answers = [
+        await fetch(server.graphqlUrl, { method: 'POST', headers, body: JSON.stringify({ query: '{ viewer { role } instances { id } }' }) }),
+        await fetch(server.graphqlUrl, { method: 'POST', headers, body: JSON.stringify({ query: '{ viewer { nope } }' }) }),
+        await fetch(server.graphqlUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ viewer { role } }' }) }),
+        await fetch(`${server.graphqlUrl}?query=${encodeURIComponent('{ viewer { role } }')}`, { headers: { authorization: headers.authorization, 'apollo-require-preflight': 'true' } }),
+      ];
+      for (const [i, answer] of answers.entries()) {
+        assert.match(answer.headers.get('content-type') ?? '', /json/, `answer ${i}`);
+        assert.equal(answer.headers.get('cache-control'), 'no-store', `answer ${i}: ${await answer.text()}`);
+      }
+      assert.equal(answers[0].status, 200);
+      assert.equal(answers[3].status, 200);
+    });
+
     it('sends no CORS header to any origin by default, on /graphql and /uploads alike', async () => {
       const { server } = suite;
       for (const path of ['/graphql', '/uploads']) {

@@ -124,6 +124,52 @@ describe('many subscribers to one restore', () => {
     assert.deepEqual(payloads<OperationJson>(after, 'restoreProgress').map((state) => state.status), ['SUCCEEDED']);
   });
 
+  it('writes one socket\'s subscriptions in order, each event\'s frames together, and the last event with its complete', async function () {
+    this.timeout(120_000);
+    const server = suite.server;
+    // One raw socket with three availability subscriptions and, once the restore runs, two to its progress; what
+    // arrives is read as the TCP chunks it came in.
+    const connection = await connectWs(server, server.adminKey);
+    assert.ok(connection.acknowledged);
+    const raw = (connection.socket as unknown as { _socket: NodeJS.EventEmitter })._socket;
+    const chunks: string[] = [];
+    raw.on('data', (chunk: Buffer) => chunks.push(chunk.toString('latin1')));
+    const messages: { id: string; type: string; payload?: { data?: Record<string, any> } }[] = [];
+    connection.socket.on('message', (data) => messages.push(JSON.parse(String(data))));
+    const send = (message: unknown) => connection.socket.send(JSON.stringify(message));
+    for (const id of ['a1', 'a2', 'a3']) send({ id, type: 'subscribe', payload: { query: AVAILABILITY, variables: { instanceId } } });
+    await untilSubscribed(server, 3);
+    const operation = await startRestore(server, snapshot.id);
+    for (const id of ['p1', 'p2']) send({ id, type: 'subscribe', payload: { query: RESTORE_PROGRESS, variables: { id: operation.id } } });
+    await eventually(() => messages.filter((m) => m.type === 'complete').length === 2, { what: 'both progress subscriptions to complete', timeoutMs: 60_000 });
+    await eventually(() => messages.filter((m) => m.id === 'a1' && m.type === 'next').length === 3, { what: 'three availability events', timeoutMs: 30_000 });
+
+    const of = (id: string) => messages.filter((m) => m.id === id);
+    const availability = ['a1', 'a2', 'a3'].map((id) => of(id).map((m) => m.payload!.data!.instanceAvailabilityChanged));
+    for (const events of availability) {
+      assert.deepEqual(events.map((e: AvailabilityEvent) => e.availability), ['READ_ONLY', 'UNAVAILABLE', 'AVAILABLE']);
+      assert.deepEqual(events, availability[0]);
+    }
+    for (const id of ['p1', 'p2']) {
+      const frames = of(id);
+      assert.equal(frames.at(-1)!.type, 'complete');
+      assert.ok(frames.slice(0, -1).every((m) => m.type === 'next'), JSON.stringify(frames.map((m) => m.type)));
+      const states = frames.slice(0, -1).map((m) => m.payload!.data!.restoreProgress as OperationJson);
+      assertProgressSequence(states, 'SUCCEEDED');
+      // The last event and the complete went out in one write: they arrive in the same chunk.
+      const complete = `{"id":"${id}","type":"complete"}`;
+      const last = chunks.find((chunk) => chunk.includes(complete));
+      assert.ok(last, `no chunk holds ${complete}`);
+      assert.ok(last.indexOf(`{"id":"${id}","type":"next"`) >= 0 && last.indexOf('"SUCCEEDED"') < last.indexOf(complete), `the last event of ${id} came apart from its complete`);
+    }
+    // Each availability event went to the three subscriptions in one write.
+    for (const availabilityNow of ['READ_ONLY', 'UNAVAILABLE', 'AVAILABLE']) {
+      const together = chunks.some((chunk) => ['a1', 'a2', 'a3'].every((id) => new RegExp(`\\{"id":"${id}","type":"next","payload":\\{"data":\\{"instanceAvailabilityChanged":\\{"instanceId":"[^"]+","instance":\\{[^}]*\\},"availability":"${availabilityNow}"`).test(chunk)));
+      assert.ok(together, `the ${availabilityNow} event came to the three subscriptions in separate writes`);
+    }
+    await connection.close();
+  });
+
   it('does not let a client that stops reading hold up the others, and drops it once too far behind', async function () {
     this.timeout(120_000);
     const server = suite.server;
@@ -142,6 +188,8 @@ describe('many subscribers to one restore', () => {
     }
 
     const operation = await startRestore(server, snapshot.id);
+    // The stuck client follows the same progress: its stream is shared with the others, who must not wait for it.
+    stuck.socket.send(JSON.stringify({ id: 'p', type: 'subscribe', payload: { query: RESTORE_PROGRESS, variables: { id: operation.id } } }));
     const progress = Array.from({ length: 5 }, () => subscribe<{ restoreProgress: OperationJson }>(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id }));
     await Promise.all(progress.map((p) => p.complete));
     for (const p of progress) assertProgressSequence(payloads(p, 'restoreProgress'), 'SUCCEEDED');

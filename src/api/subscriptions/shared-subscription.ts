@@ -1,30 +1,46 @@
 // One GraphQL subscription executed once for everyone who asked for exactly the same thing (SubscriptionFanout
-// decides who that is); each subscriber is a member with its own stream, and the result of an event, computed once,
-// is the same object for every member, whichever socket it goes to.
-import type { ExecutionResult } from 'graphql';
+// decides who that is). Each event is executed, formatted and serialised once; each subscriber is a member that
+// writes that payload, framed with its own operation id, straight to its socket (socket-frames.ts), without a
+// GraphQL execution or a JSON serialisation of its own.
+import type { ExecutionResult, FormattedExecutionResult } from 'graphql';
+import type { WebSocket } from 'ws';
 import type { ProgressPacing } from './progress-pacing';
+import type { SocketFrames } from './socket-frames';
 
 /**
  * How a stream's events may be thinned for a member.
  * - `state`: every event is the whole state (an operation's progress). A member holds only the newest event not yet
  *   sent (latest wins), so one that is behind skips to the present; a new member starts with the newest (the current
- *   state); between the first and the last, a member gets at most one event per pacing interval.
- * - `changes`: every event matters (availability, snapshots): each member gets them all, in order, at once; one that
- *   falls more than `maxQueued` behind has stopped reading and is dropped (`onTooFarBehind` closes its socket).
+ *   state); between the first and the last, the stream releases the newest to all its members at once, at most once
+ *   per pacing interval, skipping a member whose socket still holds more than STATE_BACKLOG_BYTES unsent (it gets a
+ *   newer one later). The last event is always sent, with the complete.
+ * - `changes`: every event matters (availability, snapshots): each member gets them all, in order, at once; a client
+ *   that stops reading is dropped by its socket's bound (SNAPGRAPH_WS_MAX_BUFFERED_BYTES).
  */
 export type StreamKind = 'state' | 'changes';
 
 export type SourceStream = AsyncIterableIterator<ExecutionResult> | ExecutionResult;
 
+/** Where a member writes: its socket and the id of its operation there (graphql-transport-ws). */
+export interface FrameSink {
+  socket: WebSocket;
+  id: string;
+  /** graphql-ws forgets the operation, so that it sends no complete of its own after the member's. */
+  detach(): void;
+}
+
 type Step = IteratorResult<ExecutionResult>;
 const DONE: Step = { done: true, value: undefined };
+const CLOSE = Buffer.from('}');
+/** A progress frame waits while its socket holds more than this unsent: a slow client skips to the present. */
+export const STATE_BACKLOG_BYTES = 64 * 1024;
 
 export interface SharedSubscriptionOptions {
   kind: StreamKind;
   pacing: ProgressPacing;
-  maxQueued: number;
-  /** A member's queue overflowed: its subscriber stopped reading. */
-  onTooFarBehind(member: SubscriptionMember): void;
+  frames: SocketFrames;
+  /** What a subscriber is sent of a result (errors formatted as for everyone else), computed once per event. */
+  format(result: ExecutionResult): FormattedExecutionResult;
   /** Called once, when nobody may join any more: the source ended, or every member left. */
   onRetired(): void;
 }
@@ -32,8 +48,8 @@ export interface SharedSubscriptionOptions {
 export class SharedSubscription {
   private readonly members = new Set<SubscriptionMember>();
   private source: AsyncIterator<ExecutionResult> | null = null;
-  /** The newest result of a `state` stream: what a member joining now receives first. */
-  private latest: ExecutionResult | undefined;
+  /** The newest event of a `state` stream: what a member joining now receives first. */
+  private latest: Buffer | undefined;
   private ended = false;
   private failure: { error: unknown } | null = null;
   private closed = false;
@@ -55,41 +71,22 @@ export class SharedSubscription {
     return this.ended;
   }
 
-  /** How the source ended when it threw; members rethrow it once they have had every event before it. */
-  get failed(): { error: unknown } | null {
-    return this.failure;
+  get frames(): SocketFrames {
+    return this.options.frames;
   }
 
-  get maxQueued(): number {
-    return this.options.maxQueued;
-  }
-
-  intervalMs(): number {
-    return this.options.pacing.intervalMs();
-  }
-
-  join(context: unknown): SubscriptionMember {
-    const member = new SubscriptionMember(this, context);
+  join(sink: FrameSink): SubscriptionMember {
+    const member = new SubscriptionMember(this, sink);
     this.members.add(member);
     if (this.kind === 'state') this.options.pacing.members += 1;
     if (this.latest) member.offer(this.latest);
     return member;
   }
 
-  /** A member asked for its next event: at once when it may have it, else when its pacing interval is up. */
-  requestRelease(member: SubscriptionMember): void {
-    if (member.isReady()) member.release();
-    else if (member.hasQueued()) this.scheduleRelease(member.readyInMs());
-  }
-
   leave(member: SubscriptionMember): void {
     if (!this.members.delete(member)) return;
     if (this.kind === 'state') this.options.pacing.members -= 1;
     if (this.members.size === 0 && !this.ended) this.close();
-  }
-
-  overflowed(member: SubscriptionMember): void {
-    this.options.onTooFarBehind(member);
   }
 
   private async pump(start: () => Promise<SourceStream> | SourceStream): Promise<void> {
@@ -114,35 +111,32 @@ export class SharedSubscription {
     } finally {
       this.ended = true;
       this.retire();
-      this.release();
+      if (this.releaseTimer) clearTimeout(this.releaseTimer);
+      this.releaseTimer = null;
+      for (const member of [...this.members]) member.end(this.failure);
     }
   }
 
+  /** The event's payload, formatted and serialised once for every member. */
   private publish(result: ExecutionResult): void {
-    if (this.kind === 'state') this.latest = result;
-    for (const member of this.members) member.offer(result);
-    this.release();
+    const payload = Buffer.from(JSON.stringify(this.options.format(result)));
+    if (this.kind === 'state') this.latest = payload;
+    for (const member of this.members) member.offer(payload);
+    if (this.kind === 'state') this.release();
   }
 
-  /** Hands their next step to the waiting members that may have it now; plans the next release for paced ones. */
+  /** Plans the next release of a `state` stream: one pacing interval from now, unless one is planned already. */
   private release(): void {
-    if (this.releaseTimer) clearTimeout(this.releaseTimer);
-    this.releaseTimer = null;
-    let nextInMs = Infinity;
-    for (const member of this.members) {
-      if (!member.isWaiting()) continue;
-      if (member.isReady()) member.release();
-      else if (member.hasQueued()) nextInMs = Math.min(nextInMs, member.readyInMs());
-    }
-    if (nextInMs < Infinity) this.scheduleRelease(nextInMs);
-  }
-
-  private scheduleRelease(inMs: number): void {
     if (this.releaseTimer || this.ended) return;
     this.releaseTimer = setTimeout(() => {
       this.releaseTimer = null;
-      this.release();
-    }, Math.max(0, inMs));
+      let held = false;
+      for (const member of this.members) {
+        if (member.isBackedUp()) held ||= member.hasPending();
+        else member.sendPending();
+      }
+      if (held) this.release();
+    }, this.options.pacing.intervalMs());
   }
 
   /** Every member left: nobody joins this one any more, and its source stops (a generator at its next event). */
@@ -161,85 +155,87 @@ export class SharedSubscription {
   }
 }
 
-/** One subscriber's stream of a shared subscription: what graphql-ws iterates and sends on its socket. */
+/**
+ * One subscriber's part of a shared subscription. It writes its events to its socket itself; to graphql-ws it is an
+ * iterator whose first next() settles only when the subscription is over (done once the member has sent the last
+ * event and the complete, or the source's error, which graphql-ws then sends after everything before it).
+ */
 export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
-  private queue: ExecutionResult[] = [];
-  private delivered = 0;
-  private lastDeliveredAt = 0;
+  /** A `state` stream's newest event not yet sent. */
+  private pending: Buffer | null = null;
+  private sent = 0;
+  private readonly prefix: Buffer;
   private waiting: { resolve: (step: Step) => void; reject: (error: unknown) => void } | null = null;
+  private outcome: { failure: { error: unknown } | null } | null = null;
+  /** Stopped by its client (complete, or the socket closed): nothing more is sent. */
+  private stopped = false;
   private left = false;
+  private readonly wanted = () => !this.stopped;
 
   constructor(
     private readonly stream: SharedSubscription,
-    /** The subscriber's own GraphQL context, by which its socket is found when it falls too far behind. */
-    readonly context: unknown,
-  ) {}
+    private readonly sink: FrameSink,
+  ) {
+    this.prefix = Buffer.from(`{"id":${JSON.stringify(sink.id)},"type":"next","payload":`);
+  }
 
-  offer(result: ExecutionResult): void {
+  offer(payload: Buffer): void {
     if (this.left) return;
-    if (this.stream.kind === 'state') {
-      this.queue[0] = result;
+    if (this.stream.kind === 'changes') {
+      this.send(payload);
       return;
     }
-    this.queue.push(result);
-    if (this.queue.length > this.stream.maxQueued) {
-      this.leave(DONE);
-      this.stream.overflowed(this);
+    this.pending = payload;
+    if (this.sent === 0) this.sendPending();
+  }
+
+  hasPending(): boolean {
+    return this.pending !== null;
+  }
+
+  /** Its socket holds too much unsent for another progress event now. */
+  isBackedUp(): boolean {
+    return this.sink.socket.bufferedAmount > STATE_BACKLOG_BYTES;
+  }
+
+  sendPending(): void {
+    const payload = this.pending;
+    if (!payload) return;
+    this.pending = null;
+    this.send(payload);
+  }
+
+  /** The source is over: the last event (if not sent yet) and the complete, in one write; or the source's error. */
+  end(failure: { error: unknown } | null): void {
+    if (this.left) return;
+    if (failure) {
+      // graphql-ws sends the error: everything queued before it goes first.
+      this.pending = null;
+      this.stream.frames.flush(this.sink.socket);
+    } else {
+      this.sendPending();
+      this.stream.frames.queue(this.sink.socket, Buffer.from(`{"id":${JSON.stringify(this.sink.id)},"type":"complete"}`), this.wanted);
     }
-  }
-
-  isWaiting(): boolean {
-    return this.waiting !== null;
-  }
-
-  hasQueued(): boolean {
-    return this.queue.length > 0;
-  }
-
-  /** Whether a waiting next() can be settled now: with an event that is not paced, or with the end. */
-  isReady(): boolean {
-    if (this.queue.length === 0) return this.stream.isEnded;
-    if (this.stream.kind === 'changes' || this.delivered === 0 || this.stream.isEnded) return true;
-    return this.readyInMs() <= 0;
-  }
-
-  readyInMs(): number {
-    return this.lastDeliveredAt + this.stream.intervalMs() - Date.now();
-  }
-
-  /** Settles the waiting next() with the next event, or with the end (the source's error, if it threw). */
-  release(): void {
-    const waiting = this.waiting;
-    if (!waiting) return;
-    this.waiting = null;
-    const value = this.queue.shift();
-    if (value) {
-      this.delivered += 1;
-      this.lastDeliveredAt = Date.now();
-      waiting.resolve({ done: false, value });
-      return;
-    }
-    const failure = this.stream.failed;
-    this.leave(DONE);
-    if (failure) waiting.reject(failure.error);
-    else waiting.resolve(DONE);
+    this.outcome = { failure };
+    this.leave();
+    this.settle();
   }
 
   next(): Promise<Step> {
-    if (this.left) return Promise.resolve(DONE);
+    if (this.left && !this.outcome) return Promise.resolve(DONE);
     return new Promise((resolve, reject) => {
       this.waiting = { resolve, reject };
-      this.stream.requestRelease(this);
+      if (this.outcome) this.settle();
     });
   }
 
   async return(): Promise<Step> {
-    this.leave(DONE);
+    this.stop();
     return DONE;
   }
 
   async throw(error?: unknown): Promise<Step> {
-    this.leave(DONE);
+    this.stop();
     throw error;
   }
 
@@ -248,17 +244,42 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    this.leave(DONE);
+    this.stop();
   }
 
-  private leave(step: Step): void {
-    if (this.left) return;
-    this.left = true;
-    this.queue = [];
-    this.stream.leave(this);
+  private send(payload: Buffer): void {
+    this.sent += 1;
+    this.stream.frames.queue(this.sink.socket, Buffer.concat([this.prefix, payload, CLOSE]), this.wanted);
+  }
+
+  private settle(): void {
+    const waiting = this.waiting;
+    if (!waiting || !this.outcome) return;
+    this.waiting = null;
+    const { failure } = this.outcome;
+    this.outcome = { failure: null }; // one error, then done
+    if (failure) {
+      waiting.reject(failure.error);
+      return;
+    }
+    // Only now, with graphql-ws iterating (so holding the operation): before, it would take it for one stopped.
+    this.sink.detach();
+    waiting.resolve(DONE);
+  }
+
+  private stop(): void {
+    this.stopped = true;
+    this.pending = null;
+    this.leave();
     const waiting = this.waiting;
     this.waiting = null;
-    waiting?.resolve(step);
+    waiting?.resolve(DONE);
+  }
+
+  private leave(): void {
+    if (this.left) return;
+    this.left = true;
+    this.stream.leave(this);
   }
 }
 

@@ -1,12 +1,13 @@
 // Subscriptions with many subscribers: graphql-ws's `subscribe`. Without it, every subscriber ran its own GraphQL
 // execution of every event on the event loop that also runs the work being watched (~66 µs per event per
-// subscriber: 5,000 subscribers made a restore 13× slower). Here subscribers who ask for exactly the same thing
-// share one source stream and one execution per event; each still gets its own stream, in order, paced and thinned
-// as its stream's kind allows (shared-subscription.ts).
-import { type ExecutionArgs, getOperationAST, subscribe } from 'graphql';
+// subscriber: 5,000 subscribers made a restore 13× slower), then graphql-ws serialised it for each. Here subscribers
+// who ask for exactly the same thing share one source stream, one execution and one serialisation per event, which
+// each writes to its socket itself, in order, paced and thinned as its stream's kind allows (shared-subscription.ts).
+import { type ExecutionArgs, type ExecutionResult, type FormattedExecutionResult, getOperationAST, subscribe } from 'graphql';
 import type { ApiContext } from '../context';
 import { ProgressPacing } from './progress-pacing';
-import { SharedSubscription, type StreamKind, type SubscriptionMember } from './shared-subscription';
+import { type FrameSink, SharedSubscription, type StreamKind, type SubscriptionMember } from './shared-subscription';
+import { SocketFrames } from './socket-frames';
 
 /** The root fields shared, by kind; any other subscription runs on its own, as graphql-js does. */
 const SHARED_FIELDS: Record<string, StreamKind> = {
@@ -19,10 +20,10 @@ const SHARED_FIELDS: Record<string, StreamKind> = {
 export interface SubscriptionFanoutOptions {
   /** Progress frames per second, all subscribers of all operations together (see ProgressPacing). */
   progressFramesPerSecond: number;
-  /** Events of a `changes` stream a subscriber may be behind before it is taken for one that stopped reading. */
-  maxQueuedEvents: number;
-  /** Closes the connection of a subscriber that fell too far behind. */
-  onTooFarBehind(context: ApiContext): void;
+  /** Where the subscriber of this context writes (its socket and operation id); null: it is not shared. */
+  sinkOf(context: ApiContext): FrameSink | null;
+  /** What a subscriber is sent of a result (as graphql-ws's onNext would make it). */
+  format(result: ExecutionResult): FormattedExecutionResult;
 }
 
 export const MIN_PROGRESS_INTERVAL_MS = 100;
@@ -30,6 +31,7 @@ export const MIN_PROGRESS_INTERVAL_MS = 100;
 export class SubscriptionFanout {
   private readonly streams = new Map<string, SharedSubscription>();
   private readonly pacing: ProgressPacing;
+  private readonly frames = new SocketFrames();
 
   constructor(private readonly options: SubscriptionFanoutOptions) {
     this.pacing = new ProgressPacing(options.progressFramesPerSecond, MIN_PROGRESS_INTERVAL_MS);
@@ -43,15 +45,16 @@ export class SubscriptionFanout {
   readonly subscribe = (args: ExecutionArgs): ReturnType<typeof subscribe> | SubscriptionMember => {
     const kind = sharedKind(args);
     const context = args.contextValue as ApiContext | undefined;
-    if (!kind || !context?.principal) return subscribe(args);
-    const key = shareKey(args, context);
+    const sink = kind && context?.principal ? this.options.sinkOf(context) : null;
+    if (!kind || !sink) return subscribe(args);
+    const key = shareKey(args, context!);
     let stream = this.streams.get(key);
     if (!stream) {
       const created: SharedSubscription = new SharedSubscription(() => subscribe(args), {
         kind,
         pacing: this.pacing,
-        maxQueued: this.options.maxQueuedEvents,
-        onTooFarBehind: (member) => this.options.onTooFarBehind(member.context as ApiContext),
+        frames: this.frames,
+        format: this.options.format,
         onRetired: () => {
           if (this.streams.get(key) === created) this.streams.delete(key);
         },
@@ -59,7 +62,7 @@ export class SubscriptionFanout {
       stream = created;
       this.streams.set(key, stream);
     }
-    return stream.join(context);
+    return stream.join(sink);
   };
 }
 
