@@ -239,9 +239,28 @@ export class ChangeLogService {
   private async writeSegment(instance: InstanceEntity, epoch: StoreEpochEntity, entries: LogEntry[]): Promise<number> {
     const segment = encodeSegment({ instanceId: instance.id, epoch: epoch.epoch, prevSha256: epoch.headSha256 }, entries);
     const { header } = segment;
-    // The key is the segment's place: a crash before its row is recorded leaves a blob the next attempt overwrites.
-    const blobKey = segmentKeyOf(instance.tenantId, instance.id, epoch.epoch, header.firstSeq);
+    // The key is the segment's place and content: two replicas shipping the same entries at once (each reads the log
+    // as far as it has got) write two blobs and record one, so neither can overwrite the blob the other recorded.
+    const blobKey = segmentKeyOf(instance.tenantId, instance.id, epoch.epoch, header.firstSeq, segment.sha256);
     const { storedBytes } = await this.blobs.write(blobKey, Readable.from([segment.plaintext]));
+    await this.recordSegment(instance, epoch, segment, blobKey, storedBytes).catch(async (error) => {
+      // Not recorded (another process shipped these entries first): nothing refers to the blob.
+      await this.blobs.delete(blobKey).catch(() => undefined);
+      throw error;
+    });
+    epoch.shippedSeq = header.lastSeq;
+    epoch.headSha256 = segment.sha256;
+    return segment.plaintext.length;
+  }
+
+  private async recordSegment(
+    instance: InstanceEntity,
+    epoch: StoreEpochEntity,
+    segment: ReturnType<typeof encodeSegment>,
+    blobKey: string,
+    storedBytes: number,
+  ): Promise<void> {
+    const { header } = segment;
     await this.db.transaction(async (manager) => {
       const moved = await manager.update(
         StoreEpochEntity,
@@ -267,9 +286,6 @@ export class ChangeLogService {
         createdAt: Date.now(),
       } satisfies LogSegmentEntity);
     });
-    epoch.shippedSeq = header.lastSeq;
-    epoch.headSha256 = segment.sha256;
-    return segment.plaintext.length;
   }
 
   /**
@@ -481,6 +497,8 @@ export class ChangeLogService {
 /** See ChangeLogService.latest. */
 const LATEST_PERSIST_MS = 10_000;
 
-export const segmentKeyOf = (tenantId: string, instanceId: string, epoch: number, firstSeq: number) =>
-  `tenants/${tenantId}/log/${instanceId}/${epoch}/${String(firstSeq).padStart(16, '0')}.seg`;
+// `<first seq>-<first 16 hex digits of its sha256>.seg`; segments written before replicas were supported are named
+// `<first seq>.seg`. Either is read through its row's blobKey.
+export const segmentKeyOf = (tenantId: string, instanceId: string, epoch: number, firstSeq: number, sha256: string) =>
+  `tenants/${tenantId}/log/${instanceId}/${epoch}/${String(firstSeq).padStart(16, '0')}-${sha256.slice(0, 16)}.seg`;
 
