@@ -244,8 +244,9 @@ export class ChangeLogService {
     const blobKey = segmentKeyOf(instance.tenantId, instance.id, epoch.epoch, header.firstSeq, segment.sha256);
     const { storedBytes } = await this.blobs.write(blobKey, Readable.from([segment.plaintext]));
     await this.recordSegment(instance, epoch, segment, blobKey, storedBytes).catch(async (error) => {
-      // Not recorded (another process shipped these entries first): nothing refers to the blob.
-      await this.blobs.delete(blobKey).catch(() => undefined);
+      // Not recorded (another process shipped these entries first): the blob goes, unless that process shipped the
+      // very same segment (same entries, same key) and recorded it.
+      if (!(await this.segments.existsBy({ blobKey }).catch(() => true))) await this.blobs.delete(blobKey).catch(() => undefined);
       throw error;
     });
     epoch.shippedSeq = header.lastSeq;

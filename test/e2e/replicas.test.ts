@@ -274,44 +274,47 @@ describeReplicas('three replicas on one PostgreSQL, Redis, S3 bucket and data di
     assert.equal(operations.operations.totalCount, 1, 'one restore for one upload');
   });
 
-  it('after kill -9 of the replica running a restore, another settles it within the lease; no instance is stuck', async function () {
-    this.timeout(240_000);
-    const [a] = servers;
-    const instance = await createInstance(a, { name: 'orphaned' });
-    await fillInstance(a, instance.id, { nodes: 60_000, relationships: 20_000 });
-    const snapshot = await takeSnapshot(a, instance.id);
-    await createNodes(a, instance.id, [{ labels: ['AfterSnapshot'] }]);
-    const before = await statsOf(a, instance.id);
-    const operation = await startRestore(a, snapshot.id);
-    const runner = await eventually(() => runnerOf(servers, operation.id), { timeoutMs: 30_000, what: 'a replica to start the restore' });
-    const survivor = servers.find((server) => server !== runner)!;
-    // Killed in the middle: once it is building the new store.
-    const watching = subscribe(survivor, survivor.adminKey, OPERATION_PROGRESS, { id: operation.id });
-    await watching.waitFor((result) => ['loading', 'pre-restore snapshot', 'capturing'].includes(result.data?.operationProgress.phase ?? '') || (result.data?.operationProgress.bytesDone ?? 0) > 0, 60_000);
-    await runner.kill();
-    const killedAt = Date.now();
+  // Last: it kills a replica.
+  describe('kill -9', () => {
+    it('of the replica running a restore leaves another to settle it within the lease; no instance is stuck', async function () {
+      this.timeout(240_000);
+      const [a] = servers;
+      const instance = await createInstance(a, { name: 'orphaned' });
+      await fillInstance(a, instance.id, { nodes: 60_000, relationships: 20_000 });
+      const snapshot = await takeSnapshot(a, instance.id);
+      await createNodes(a, instance.id, [{ labels: ['AfterSnapshot'] }]);
+      const before = await statsOf(a, instance.id);
+      const operation = await startRestore(a, snapshot.id);
+      const runner = await eventually(() => runnerOf(servers, operation.id), { timeoutMs: 30_000, what: 'a replica to start the restore' });
+      const survivor = servers.find((server) => server !== runner)!;
+      // Killed in the middle: once it is building the new store.
+      const watching = subscribe(survivor, survivor.adminKey, OPERATION_PROGRESS, { id: operation.id });
+      await watching.waitFor((result) => ['loading', 'pre-restore snapshot', 'capturing'].includes(result.data?.operationProgress.phase ?? '') || (result.data?.operationProgress.bytesDone ?? 0) > 0, 60_000);
+      await runner.kill();
+      const killedAt = Date.now();
 
-    // Undone (the old data back, AVAILABLE) by another replica once the lease has expired, then run again to the end.
-    const recovered = await eventually(
-      () => settledOperationOrRunningAgain(survivor, operation.id),
-      { timeoutMs: LEASE_MS * 4, intervalMs: 100, what: 'another replica to take the restore over' },
-    );
-    const undoneSeconds = (Date.now() - killedAt) / 1000;
-    const settled = await settledOperation(survivor, operation.id, survivor.adminKey, 120_000);
-    const settledSeconds = (Date.now() - killedAt) / 1000;
-    console.log(
-      `      kill -9 of the restoring replica: undone by another within ${undoneSeconds.toFixed(1)} s (lease ${LEASE_MS / 1000} s, seen as ${recovered.status} attempt ${recovered.attempt}), ` +
-        `${settled.status} at attempt ${settled.attempt} after ${settledSeconds.toFixed(1)} s`,
-    );
-    assert.ok(undoneSeconds < (LEASE_MS + 4_000) / 1000, `taken over after ${undoneSeconds} s`);
-    assert.equal(settled.status, 'SUCCEEDED', JSON.stringify(settled));
-    assert.equal(settled.attempt, 2);
-    await idle(survivor, instance.id);
-    assert.deepEqual(await instanceState(survivor, instance.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
-    assert.equal((await statsOf(survivor, instance.id)).nodeCount, snapshot.contents!.nodeCount);
-    assert.equal(before.nodeCount, snapshot.contents!.nodeCount + 1);
-    // Writable again from every replica still up.
-    for (const server of servers.filter((server) => server !== runner)) await createNodes(server, instance.id, [{ labels: ['AfterKill'] }]);
+      // Undone (the old data back, AVAILABLE) by another replica once the lease has expired, then run again to the end.
+      const recovered = await eventually(
+        () => settledOperationOrRunningAgain(survivor, operation.id),
+        { timeoutMs: LEASE_MS * 4, intervalMs: 100, what: 'another replica to take the restore over' },
+      );
+      const undoneSeconds = (Date.now() - killedAt) / 1000;
+      const settled = await settledOperation(survivor, operation.id, survivor.adminKey, 120_000);
+      const settledSeconds = (Date.now() - killedAt) / 1000;
+      console.log(
+        `      kill -9 of the restoring replica: undone by another within ${undoneSeconds.toFixed(1)} s (lease ${LEASE_MS / 1000} s, seen as ${recovered.status} attempt ${recovered.attempt}), ` +
+          `${settled.status} at attempt ${settled.attempt} after ${settledSeconds.toFixed(1)} s`,
+      );
+      assert.ok(undoneSeconds < (LEASE_MS + 4_000) / 1000, `taken over after ${undoneSeconds} s`);
+      assert.equal(settled.status, 'SUCCEEDED', JSON.stringify(settled));
+      assert.equal(settled.attempt, 2);
+      await idle(survivor, instance.id);
+      assert.deepEqual(await instanceState(survivor, instance.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+      assert.equal((await statsOf(survivor, instance.id)).nodeCount, snapshot.contents!.nodeCount);
+      assert.equal(before.nodeCount, snapshot.contents!.nodeCount + 1);
+      // Writable again from every replica still up.
+      for (const server of servers.filter((server) => server !== runner)) await createNodes(server, instance.id, [{ labels: ['AfterKill'] }]);
+    });
   });
 });
 
