@@ -11,7 +11,7 @@ import { LogSegmentEntity } from '../entities/log-segment.entity';
 import { RestorePointEntity } from '../entities/restore-point.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
 import { startEpoch } from '../changelog/store-epochs';
-import { AppError } from '../errors/app-error';
+import { AppError, isAppError } from '../errors/app-error';
 import type { LogEntry, StorePosition } from '../graph/graph-store';
 import type { Logger } from '../logging/logger';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
@@ -207,13 +207,20 @@ export class ChangeLogService {
       while (epoch.shippedSeq < position.seq) {
         watch.signal?.throwIfAborted();
         const entries = await store.readLog(epoch.shippedSeq, this.options.segmentBytes);
-        if (entries.length === 0) break;
-        if (entries[0].seq !== epoch.shippedSeq + 1) {
+        if (entries.length === 0 || entries[0].seq !== epoch.shippedSeq + 1) {
+          // Another replica writing to the same store may have shipped (and trimmed) these entries meanwhile.
+          if (await this.caughtUp(epoch)) continue;
+          if (entries.length === 0) break;
           // The store no longer holds entries that were never shipped: nothing can restore across them.
           await this.recordDamage(epoch, epoch.shippedSeq + 1, `log entries ${epoch.shippedSeq + 1}–${entries[0].seq - 1} were lost before they were shipped`);
           epoch.shippedSeq = entries[0].seq - 1;
         }
-        shippedBytes += await this.writeSegment(instance, epoch, entries);
+        try {
+          shippedBytes += await this.writeSegment(instance, epoch, entries);
+        } catch (error) {
+          if (isAppError(error) && error.code === 'CONFLICT' && (await this.caughtUp(epoch))) continue;
+          throw error;
+        }
         await store.trimLog(epoch.shippedSeq);
         shippedAny = true;
         watch.progress?.(shippedBytes, Math.max(totalBytes, shippedBytes));
@@ -223,6 +230,14 @@ export class ChangeLogService {
       if (shippedAny) for (const listener of this.listeners) listener(instance, epoch);
       return { position, epoch };
     });
+  }
+
+  /** Whether another process shipped more of the epoch than `epoch` says; if so, `epoch` is brought up to date. */
+  private async caughtUp(epoch: StoreEpochEntity): Promise<boolean> {
+    const row = await this.epochs.findOneBy({ epoch: epoch.epoch });
+    if (!row || row.shippedSeq <= epoch.shippedSeq) return false;
+    Object.assign(epoch, { shippedSeq: row.shippedSeq, headSha256: row.headSha256 });
+    return true;
   }
 
   private async advanceLatest(epoch: StoreEpochEntity, shippedThrough: number, persistNow: boolean): Promise<void> {
