@@ -1,5 +1,10 @@
 // Opens, caches and removes the SQLite stores of instances under <dataDir>/instances/<instanceId>/.
-import { access, mkdir, readdir, rm } from 'node:fs/promises';
+//
+// Replicas share that directory (docs/replicas.md): another process may remove a generation (a restore it ran swapped
+// in a new one) or put a new file at a generation's path. A cached store is therefore checked against the file at its
+// path (device and inode) whenever its instance is used, and closed once the file it has open is no longer there, so
+// no replica keeps serving, or holding open, a store another one removed.
+import { access, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { type GraphLoader, type GraphStore, type GraphStoreProvider, type MaterialiseOptions, StoreMissingError, type WriteLimits } from './graph-store';
@@ -9,13 +14,22 @@ import { materialiseStore } from './sqlite-materialiser';
 
 interface OpenStore {
   store: Promise<SqliteGraphStore>;
+  /** The file opened (`<dev>:<ino>`), once it is open. */
+  identity: string | null;
   users: number;
+  /** Closed once its last user is done; `replaced` too when its file is no longer the one at its path. */
   retired: boolean;
+  replaced: boolean;
+  closed: boolean;
 }
 
 const INSTANCE_ID = /^[0-9a-f-]{36}$/;
 
 const exists = (path: string) => access(path).then(() => true, () => false);
+
+/** `<dev>:<ino>` of the file at path, or null when there is none. */
+export const fileIdentity = (path: string): Promise<string | null> =>
+  stat(path).then((stats) => `${stats.dev}:${stats.ino}`, () => null);
 
 export class SqliteGraphStoreProvider implements GraphStoreProvider {
   private readonly open = new Map<string, OpenStore>();
@@ -28,13 +42,22 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
 
   private async withOpen<T>(instanceId: string, generation: number, create: boolean, fn: (store: GraphStore) => Promise<T>): Promise<T> {
     const key = this.fileOf(instanceId, generation);
+    await this.retireReplaced(instanceId);
     let entry = this.open.get(key);
-    if (!entry) {
+    if (!entry || entry.replaced) {
       if (!create && !(await exists(key))) throw new StoreMissingError(instanceId, generation);
       const opening = SqliteGraphStore.open(key, { create });
-      entry = { store: opening, users: 0, retired: false };
-      this.open.set(key, entry);
-      opening.catch(() => this.open.delete(key));
+      const opened: OpenStore = { store: opening, identity: null, users: 0, retired: false, replaced: false, closed: false };
+      entry = opened;
+      this.open.set(key, opened);
+      opening.then(
+        async () => {
+          opened.identity = await fileIdentity(key);
+        },
+        () => {
+          if (this.open.get(key) === opened) this.open.delete(key);
+        },
+      );
     }
     entry.users += 1;
     try {
@@ -42,6 +65,17 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
     } finally {
       entry.users -= 1;
       if (entry.retired && entry.users === 0) await this.closeEntry(key, entry);
+    }
+  }
+
+  /** Retires the instance's cached stores whose file was removed or replaced (by another process) since they opened it. */
+  private async retireReplaced(instanceId: string): Promise<void> {
+    const dir = this.dirOf(instanceId) + '/';
+    for (const [key, entry] of this.open) {
+      if (!key.startsWith(dir) || entry.retired || entry.identity === null) continue;
+      if ((await fileIdentity(key)) === entry.identity) continue;
+      entry.replaced = true;
+      await this.retire(key, entry);
     }
   }
 
@@ -99,8 +133,9 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
   }
 
   private async closeEntry(key: string, entry: OpenStore): Promise<void> {
-    if (this.open.get(key) !== entry) return;
-    this.open.delete(key);
+    if (entry.closed) return;
+    entry.closed = true;
+    if (this.open.get(key) === entry) this.open.delete(key);
     await (await entry.store).close().catch(() => undefined);
   }
 

@@ -23,6 +23,7 @@ import sqlite3 from 'sqlite3';
 
 // meta keys: next_node_id, next_relationship_id; epoch, seq and last_at (the change log: see graph-store.ts; last_at
 // is the latest entry's commit time, kept here so that trimming the log keeps it).
+// `frozen` (1) while a restore replaces the store: the write fence (see freezeWrites); a new epoch starts unfrozen.
 // change_log: one entry per write transaction, its tuple lines newline-separated.
 export const TABLES = `
   CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -53,6 +54,8 @@ type CountKind = 'nodes' | 'relationships' | 'label' | 'type';
 type CountDelta = [CountKind, string, number];
 
 const READ_BATCH = 5_000;
+/** The meta key of the write fence. */
+const FROZEN = 'frozen';
 
 // The tuple lines of EncodedBatch (graph/records.ts), built by SQLite in its own thread.
 const ENCODED_READS: [EncodedBatch['kind'], string][] = [
@@ -114,9 +117,8 @@ export function parseEntityId(id: string, what = 'id'): number {
 }
 
 export class SqliteGraphStore implements GraphStore {
+  /** Serialises this process's writers on the connection; SQLite's own write lock serialises processes. */
   private readonly writeLock = new Mutex();
-  /** Set while a restore replaces this store (see freezeWrites). */
-  private frozen = false;
 
   private constructor(
     readonly path: string,
@@ -366,9 +368,10 @@ export class SqliteGraphStore implements GraphStore {
   }
 
   position(): Promise<StorePosition & { readAt: number }> {
-    // Under the write lock no write is in flight: every write that took a commit time before readAt has committed,
-    // and every later one takes a later time (the change log's `latest` relies on this).
-    return this.writeLock.run(async () => ({ ...(await readPosition(this.writer)), readAt: Date.now() }));
+    // Under SQLite's write lock (BEGIN IMMEDIATE) no write of any process sharing the file is in flight: every write
+    // that took a commit time before readAt has committed, and every later one takes a later time (the change log's
+    // `latest` and a restore's safety point rely on this).
+    return this.writeLock.run(() => this.writer.transaction(async () => ({ ...(await readPosition(this.writer)), readAt: Date.now() })));
   }
 
   async readLog(afterSeq: number, maxBytes: number): Promise<LogEntry[]> {
@@ -418,22 +421,30 @@ export class SqliteGraphStore implements GraphStore {
     }
   }
 
+  /**
+   * The fence is a row in the store itself, written in a write transaction: every process that shares the file (the
+   * replicas of a deployment) sees it in its next write transaction, under the same SQLite write lock. Once this
+   * resolves, every write that any of them committed is in the store, and every later one is refused.
+   */
   async freezeWrites(): Promise<void> {
-    await this.writeLock.run(async () => {
-      this.frozen = true;
-    });
+    await this.writeLock.run(() => this.writer.transaction(() => setMeta(this.writer, FROZEN, 1)));
   }
 
   async thawWrites(): Promise<void> {
-    this.frozen = false;
+    await this.writeLock.run(() => this.writer.transaction(() => this.writer.run(`DELETE FROM meta WHERE key = ?`, [FROZEN])));
   }
 
   private write<T>(fn: () => Promise<T>): Promise<T> {
     return this.writeLock.run(async () => {
-      // Checked under the lock: a write admitted before the instance became READ_ONLY may only reach it now.
-      if (this.frozen) throw instanceUnavailable('the instance is being restored: writes are refused until it is AVAILABLE again');
       try {
-        return await this.writer.transaction(fn);
+        return await this.writer.transaction(async () => {
+          // Checked inside the write transaction: a write admitted (on any replica) before the instance became
+          // READ_ONLY may only reach the store now, and then lands before the safety point or is refused.
+          if (await this.writer.get(`SELECT 1 FROM meta WHERE key = ?`, [FROZEN])) {
+            throw instanceUnavailable('the instance is being restored: writes are refused until it is AVAILABLE again');
+          }
+          return fn();
+        });
       } catch (error) {
         // The batch grew the WAL until the disk was full before it was rolled back, and a WAL keeps its size:
         // truncate it so the space goes back to the volume (the metadata, snapshots) rather than to this store.
@@ -792,7 +803,8 @@ export async function upgradeSchema(db: SqliteConnection): Promise<void> {
 /** Starts a new history for what the store now holds: a new epoch at seq 0, an empty log, no write time yet. */
 export async function startEpoch(db: SqliteConnection): Promise<void> {
   await db.run(`DELETE FROM change_log`);
-  await db.run(`DELETE FROM meta WHERE key = 'last_at'`);
+  // A base copied from a frozen store (a restore's safety snapshot) must not carry the fence into the new store.
+  await db.run(`DELETE FROM meta WHERE key IN ('last_at', '${FROZEN}')`);
   await setMeta(db, 'epoch', newEpoch());
   await setMeta(db, 'seq', 0);
 }

@@ -11,7 +11,7 @@ import { LogSegmentEntity } from '../entities/log-segment.entity';
 import { RestorePointEntity } from '../entities/restore-point.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
 import { startEpoch } from '../changelog/store-epochs';
-import { AppError } from '../errors/app-error';
+import { AppError, isAppError } from '../errors/app-error';
 import type { LogEntry, StorePosition } from '../graph/graph-store';
 import type { Logger } from '../logging/logger';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
@@ -207,13 +207,20 @@ export class ChangeLogService {
       while (epoch.shippedSeq < position.seq) {
         watch.signal?.throwIfAborted();
         const entries = await store.readLog(epoch.shippedSeq, this.options.segmentBytes);
-        if (entries.length === 0) break;
-        if (entries[0].seq !== epoch.shippedSeq + 1) {
+        if (entries.length === 0 || entries[0].seq !== epoch.shippedSeq + 1) {
+          // Another replica writing to the same store may have shipped (and trimmed) these entries meanwhile.
+          if (await this.caughtUp(epoch)) continue;
+          if (entries.length === 0) break;
           // The store no longer holds entries that were never shipped: nothing can restore across them.
           await this.recordDamage(epoch, epoch.shippedSeq + 1, `log entries ${epoch.shippedSeq + 1}–${entries[0].seq - 1} were lost before they were shipped`);
           epoch.shippedSeq = entries[0].seq - 1;
         }
-        shippedBytes += await this.writeSegment(instance, epoch, entries);
+        try {
+          shippedBytes += await this.writeSegment(instance, epoch, entries);
+        } catch (error) {
+          if (isAppError(error) && error.code === 'CONFLICT' && (await this.caughtUp(epoch))) continue;
+          throw error;
+        }
         await store.trimLog(epoch.shippedSeq);
         shippedAny = true;
         watch.progress?.(shippedBytes, Math.max(totalBytes, shippedBytes));
@@ -223,6 +230,14 @@ export class ChangeLogService {
       if (shippedAny) for (const listener of this.listeners) listener(instance, epoch);
       return { position, epoch };
     });
+  }
+
+  /** Whether another process shipped more of the epoch than `epoch` says; if so, `epoch` is brought up to date. */
+  private async caughtUp(epoch: StoreEpochEntity): Promise<boolean> {
+    const row = await this.epochs.findOneBy({ epoch: epoch.epoch });
+    if (!row || row.shippedSeq <= epoch.shippedSeq) return false;
+    Object.assign(epoch, { shippedSeq: row.shippedSeq, headSha256: row.headSha256 });
+    return true;
   }
 
   private async advanceLatest(epoch: StoreEpochEntity, shippedThrough: number, persistNow: boolean): Promise<void> {
@@ -239,9 +254,29 @@ export class ChangeLogService {
   private async writeSegment(instance: InstanceEntity, epoch: StoreEpochEntity, entries: LogEntry[]): Promise<number> {
     const segment = encodeSegment({ instanceId: instance.id, epoch: epoch.epoch, prevSha256: epoch.headSha256 }, entries);
     const { header } = segment;
-    // The key is the segment's place: a crash before its row is recorded leaves a blob the next attempt overwrites.
-    const blobKey = segmentKeyOf(instance.tenantId, instance.id, epoch.epoch, header.firstSeq);
+    // The key is the segment's place and content: two replicas shipping the same entries at once (each reads the log
+    // as far as it has got) write two blobs and record one, so neither can overwrite the blob the other recorded.
+    const blobKey = segmentKeyOf(instance.tenantId, instance.id, epoch.epoch, header.firstSeq, segment.sha256);
     const { storedBytes } = await this.blobs.write(blobKey, Readable.from([segment.plaintext]));
+    await this.recordSegment(instance, epoch, segment, blobKey, storedBytes).catch(async (error) => {
+      // Not recorded (another process shipped these entries first): the blob goes, unless that process shipped the
+      // very same segment (same entries, same key) and recorded it.
+      if (!(await this.segments.existsBy({ blobKey }).catch(() => true))) await this.blobs.delete(blobKey).catch(() => undefined);
+      throw error;
+    });
+    epoch.shippedSeq = header.lastSeq;
+    epoch.headSha256 = segment.sha256;
+    return segment.plaintext.length;
+  }
+
+  private async recordSegment(
+    instance: InstanceEntity,
+    epoch: StoreEpochEntity,
+    segment: ReturnType<typeof encodeSegment>,
+    blobKey: string,
+    storedBytes: number,
+  ): Promise<void> {
+    const { header } = segment;
     await this.db.transaction(async (manager) => {
       const moved = await manager.update(
         StoreEpochEntity,
@@ -267,9 +302,6 @@ export class ChangeLogService {
         createdAt: Date.now(),
       } satisfies LogSegmentEntity);
     });
-    epoch.shippedSeq = header.lastSeq;
-    epoch.headSha256 = segment.sha256;
-    return segment.plaintext.length;
   }
 
   /**
@@ -481,6 +513,8 @@ export class ChangeLogService {
 /** See ChangeLogService.latest. */
 const LATEST_PERSIST_MS = 10_000;
 
-export const segmentKeyOf = (tenantId: string, instanceId: string, epoch: number, firstSeq: number) =>
-  `tenants/${tenantId}/log/${instanceId}/${epoch}/${String(firstSeq).padStart(16, '0')}.seg`;
+// `<first seq>-<first 16 hex digits of its sha256>.seg`; segments written before replicas were supported are named
+// `<first seq>.seg`. Either is read through its row's blobKey.
+export const segmentKeyOf = (tenantId: string, instanceId: string, epoch: number, firstSeq: number, sha256: string) =>
+  `tenants/${tenantId}/log/${instanceId}/${epoch}/${String(firstSeq).padStart(16, '0')}-${sha256.slice(0, 16)}.seg`;
 

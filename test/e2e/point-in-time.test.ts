@@ -604,7 +604,7 @@ describe('point-in-time restore after a crash', () => {
     const bytes = readFileSync(damaged);
     bytes[Math.floor(bytes.length / 2)] ^= 0x01;
     writeFileSync(damaged, bytes);
-    const firstSeq = Number(/(\d+)\.seg$/.exec(damaged)![1]);
+    const firstSeq = Number(/\/(\d+)(?:-[0-9a-f]{16})?\.seg$/.exec(damaged)![1]);
 
     const operation = await restoreToPoint(server, instance.id, lastAck + 1, target.id);
     assert.equal(operation.status, 'FAILED');

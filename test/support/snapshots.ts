@@ -338,7 +338,7 @@ export const packsOf = (dataDir: string, tenantId: string) =>
     .filter((path) => !/\.tmp-/.test(path))
     .sort((a, b) => statSync(a).mtimeMs - statSync(b).mtimeMs);
 
-/** An instance's change-log segment blobs, oldest first (their names are their first seqs). */
+/** An instance's change-log segment blobs, oldest first (their names begin with their first seqs). */
 export const logSegmentsOf = (dataDir: string, tenantId: string, instanceId: string) =>
   filesUnder(join(dataDir, 'blobs', 'tenants', tenantId, 'log', instanceId))
     .filter((path) => path.endsWith('.seg'))

@@ -11,6 +11,8 @@
 //
 // Partial uploads are plain archive bytes, so they live OUTSIDE the data dir: SNAPGRAPH_UPLOAD_DIR, by default
 // <os tmpdir>/snapgraph-uploads-<hash of the data dir>, a 0700 directory. Uploads left unfinished for 24 h expire.
+// Replicas that share the data dir share that directory too (on one host the default is the same for all of them), and
+// which uploads are complete (upload-completions.ts): an upload started on one replica resumes on any other.
 import { createHash } from 'node:crypto';
 import { rmdirSync } from 'node:fs';
 import { chmod, lstat, mkdir } from 'node:fs/promises';
@@ -31,6 +33,7 @@ import { type Principal, requireRole } from '../../services/principal';
 import type { Services } from '../../services/services';
 import { type ErrorExposure, formatError } from '../format-error';
 import { errorBody, JSON_CONTENT_TYPE } from './error-body';
+import { type Completion, UploadCompletions } from './upload-completions';
 
 export const UPLOADS_PATH = '/uploads';
 export const OPERATION_ID_HEADER = 'Snapgraph-Operation-Id';
@@ -86,7 +89,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   // Work to do once a request's response is sent, keyed like principals: @tus/server still reads a finished upload's
   // record while it answers the request that finished it (the creating POST of a creation-with-upload does).
   const afterResponse = new WeakMap<object, (() => Promise<unknown>)[]>();
-  const completions = new Completions();
+  const completions = await UploadCompletions.open(config.dataDir, UPLOAD_EXPIRY_MS);
   const principalOf = (req: HookRequest): Principal => {
     const principal = req.runtime?.node?.req && principals.get(req.runtime.node.req);
     if (!principal) throw refusal(unauthenticated(), { debugErrors: config.debugErrors }); // unreachable: the front handler authenticated
@@ -135,7 +138,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       const nodeReq = req.runtime?.node?.req;
       const removePlainCopy = () => datastore.remove(upload.id).catch(() => undefined);
       const restore = () => restoreFromUpload(services, datastore, principal, upload, config.idleTimeoutMs);
-      const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload, principal.tenantId, restore));
+      const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload.id, principal.tenantId, upload.size ?? upload.offset, restore));
       const operationId = await verified.catch(async (error) => {
         if (isAppError(error)) logger.info({ uploadId: upload.id, code: error.code }, 'restore upload refused');
         else logger.error({ err: error, uploadId: upload.id }, 'restore upload failed');
@@ -158,10 +161,10 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   });
   answerRefusalsAsJson(tus);
 
-  await sweepAtBoot(tus, datastore, logger);
+  await sweepAtBoot(tus, datastore, completions, logger);
   const sweep = setInterval(() => {
-    tus.cleanUpExpiredUploads().then(
-      (removed) => removed > 0 && logger.info({ removed }, 'removed expired partial uploads'),
+    Promise.all([tus.cleanUpExpiredUploads(), completions.sweep()]).then(
+      ([removed]) => removed > 0 && logger.info({ removed }, 'removed expired partial uploads'),
       (error) => logger.error({ err: error }, 'could not remove expired partial uploads'),
     );
   }, SWEEP_INTERVAL_MS);
@@ -182,7 +185,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
           return void sendRefusal(res, refusal(unauthenticated(), { debugErrors: config.debugErrors }));
         }
         principals.set(req, principal);
-        const completed = id ? completions.find(id, principal.tenantId) : undefined;
+        const completed = id ? await completions.find(id, principal.tenantId) : undefined;
         if (completed && (req.method === 'HEAD' || req.method === 'PATCH')) {
           return void (await withoutIdleTimeout(req.socket, () => answerCompleted(req, res, completed)));
         }
@@ -324,38 +327,6 @@ async function restoreFromUpload(
   }
 }
 
-interface Completion {
-  tenantId: string;
-  sizeBytes: number;
-  at: number;
-  operationId: Promise<string>;
-}
-
-/**
- * Uploads whose last byte arrived: a client that lost the final response (Ctrl-C while the server verified the file)
- * and resumes gets the same operation id instead of uploading the file again, and a repeated final PATCH never starts
- * a second restore. Kept in memory for UPLOAD_EXPIRY_MS; a refused file is forgotten at once.
- */
-class Completions {
-  private readonly byId = new Map<string, Completion>();
-
-  run(upload: Upload, tenantId: string, restore: () => Promise<string>): Promise<string> {
-    const now = Date.now();
-    for (const [id, completion] of this.byId) if (now - completion.at > UPLOAD_EXPIRY_MS) this.byId.delete(id);
-    const existing = this.byId.get(upload.id);
-    if (existing) return existing.operationId;
-    const operationId = restore();
-    this.byId.set(upload.id, { tenantId, sizeBytes: upload.size ?? upload.offset, at: now, operationId });
-    operationId.catch(() => this.byId.delete(upload.id));
-    return operationId;
-  }
-
-  find(id: string, tenantId: string): Completion | undefined {
-    const completion = this.byId.get(id);
-    return completion?.tenantId === tenantId ? completion : undefined;
-  }
-}
-
 /** HEAD or PATCH on a completed upload: the whole file is here; answer (after verification) with the operation. */
 async function answerCompleted(req: Request, res: Response, completed: Completion): Promise<void> {
   req.resume(); // a repeated final PATCH carries no new bytes
@@ -377,12 +348,15 @@ async function answerCompleted(req: Request, res: Response, completed: Completio
     .end();
 }
 
-/** At boot nothing is in flight: complete uploads whose restore never started (the server stopped) go, then expired ones. */
-async function sweepAtBoot(tus: Server, datastore: FileStore, logger: Logger): Promise<void> {
+/**
+ * At boot nothing of this process is in flight: complete uploads whose restore never started (the server stopped) go,
+ * unless another replica is verifying them now, then expired ones.
+ */
+async function sweepAtBoot(tus: Server, datastore: FileStore, completions: UploadCompletions, logger: Logger): Promise<void> {
   let removed = 0;
   for (const id of (await datastore.configstore.list?.()) ?? []) {
     const upload = await datastore.getUpload(id).catch(() => null);
-    if (upload && upload.size !== undefined && upload.offset === upload.size) {
+    if (upload && upload.size !== undefined && upload.offset === upload.size && !(await completions.inProgress(id))) {
       await datastore.remove(id).catch(() => undefined);
       removed += 1;
     }

@@ -1,0 +1,189 @@
+// Uploads whose last byte arrived, shared by every replica through files in the data dir (<data dir>/upload-completions,
+// which replicas share: docs/replicas.md). A client that lost the final response (Ctrl-C while the server verified the
+// file, or a replica that stopped) and resumes, on any replica, gets the same operation id instead of uploading the
+// file again, and a repeated final PATCH never starts a second restore.
+//
+// One marker file per upload, `<id>.json`: created exclusively by the replica that verifies the file, which rewrites
+// it every HEARTBEAT_MS while it works and then records the operation id in it. A marker whose heartbeat stopped for
+// ABANDONED_MS (its replica died) is taken over. A refused file's marker is removed at once; the others expire with
+// the uploads (UPLOAD_EXPIRY_MS).
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AppError } from '../../errors/app-error';
+
+export const HEARTBEAT_MS = 2_000;
+export const ABANDONED_MS = 15_000;
+const POLL_MS = 200;
+
+export interface Completion {
+  tenantId: string;
+  sizeBytes: number;
+  operationId: Promise<string>;
+}
+
+interface Marker {
+  tenantId: string;
+  sizeBytes: number;
+  at: number;
+  heartbeatAt: number;
+  operationId: string | null;
+}
+
+const refused = () => new AppError('NOT_FOUND', 'the upload was refused or abandoned while it was verified; upload the file again');
+
+export class UploadCompletions {
+  /** The completions this process runs or waits for (so that its own callers share one promise and its error). */
+  private readonly local = new Map<string, Completion>();
+
+  private constructor(
+    private readonly dir: string,
+    private readonly expiryMs: number,
+  ) {}
+
+  static async open(dataDir: string, expiryMs: number): Promise<UploadCompletions> {
+    const dir = join(dataDir, 'upload-completions');
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    return new UploadCompletions(dir, expiryMs);
+  }
+
+  /** Runs `restore` for the upload unless some replica already has (or is doing it): its operation id either way. */
+  run(id: string, tenantId: string, sizeBytes: number, restore: () => Promise<string>): Promise<string> {
+    const existing = this.local.get(id);
+    if (existing) return existing.operationId;
+    const operationId = this.claimAndRun(id, { tenantId, sizeBytes }, restore);
+    this.local.set(id, { tenantId, sizeBytes, operationId });
+    operationId.then(
+      () => this.local.delete(id),
+      () => this.local.delete(id),
+    );
+    return operationId;
+  }
+
+  /** The upload's completion, when some replica has completed it (or is verifying it) for this tenant. */
+  async find(id: string, tenantId: string): Promise<Completion | undefined> {
+    const local = this.local.get(id);
+    if (local) return local.tenantId === tenantId ? local : undefined;
+    const marker = await this.read(id);
+    if (!marker || marker.tenantId !== tenantId || this.abandoned(marker)) return undefined;
+    const operationId = marker.operationId !== null ? Promise.resolve(marker.operationId) : this.awaitOther(id);
+    operationId.catch(() => undefined);
+    return { tenantId, sizeBytes: marker.sizeBytes, operationId };
+  }
+
+  /** Whether a replica is verifying the upload now (its file must stay). */
+  async inProgress(id: string): Promise<boolean> {
+    const marker = await this.read(id);
+    return marker !== null && marker.operationId === null && !this.abandoned(marker);
+  }
+
+  /** Removes the markers of expired uploads. */
+  async sweep(now = Date.now()): Promise<number> {
+    let removed = 0;
+    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+      const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : null;
+      const marker = id ? await this.read(id) : null;
+      if (marker ? now - marker.at > this.expiryMs : /\.tmp-/.test(name)) {
+        await rm(join(this.dir, name), { force: true });
+        removed += 1;
+      }
+    }
+    return removed;
+  }
+
+  private async claimAndRun(id: string, owner: Pick<Marker, 'tenantId' | 'sizeBytes'>, restore: () => Promise<string>): Promise<string> {
+    for (;;) {
+      const now = Date.now();
+      const mine: Marker = { ...owner, at: now, heartbeatAt: now, operationId: null };
+      if (await this.create(id, mine)) return this.runClaimed(id, mine, restore);
+      const marker = await this.read(id);
+      if (!marker) continue; // removed meanwhile (refused): claim it again, and hear why ourselves
+      if (marker.operationId !== null) return marker.operationId;
+      if (!this.abandoned(marker)) return this.awaitOther(id);
+      // Its replica stopped while verifying: take over (whoever removes it first and creates it again wins).
+      const again = await this.read(id);
+      if (again && again.heartbeatAt === marker.heartbeatAt) await rm(this.pathOf(id), { force: true });
+    }
+  }
+
+  private async runClaimed(id: string, marker: Marker, restore: () => Promise<string>): Promise<string> {
+    // Rewrites one after the other, so that no heartbeat lands after the outcome.
+    let writes: Promise<unknown> = Promise.resolve();
+    const heartbeat = setInterval(() => {
+      writes = writes.then(() => this.write(id, { ...marker, heartbeatAt: Date.now() })).catch(() => undefined);
+    }, HEARTBEAT_MS);
+    heartbeat.unref();
+    const stop = () => {
+      clearInterval(heartbeat);
+      return writes;
+    };
+    try {
+      const operationId = await restore();
+      await stop();
+      await this.write(id, { ...marker, heartbeatAt: Date.now(), operationId });
+      return operationId;
+    } catch (error) {
+      await stop();
+      await rm(this.pathOf(id), { force: true });
+      throw error;
+    }
+  }
+
+  /** Waits for another replica's verification of the upload: its operation id, or NOT_FOUND when it refused or died. */
+  private async awaitOther(id: string): Promise<string> {
+    for (;;) {
+      const marker = await this.read(id);
+      if (!marker || this.abandoned(marker)) throw refused();
+      if (marker.operationId !== null) return marker.operationId;
+      await sleep(POLL_MS);
+    }
+  }
+
+  private abandoned(marker: Marker): boolean {
+    return marker.operationId === null && Date.now() - marker.heartbeatAt > ABANDONED_MS;
+  }
+
+  private pathOf(id: string): string {
+    return join(this.dir, `${id}.json`);
+  }
+
+  private async read(id: string): Promise<Marker | null> {
+    const text = await readFile(this.pathOf(id), 'utf8').catch(() => null);
+    if (text === null) return null;
+    try {
+      return JSON.parse(text) as Marker;
+    } catch {
+      // Being created this very moment (created, not yet written): a fresh claim.
+      const now = Date.now();
+      return { tenantId: '', sizeBytes: 0, at: now, heartbeatAt: now, operationId: null };
+    }
+  }
+
+  /** Creates the marker unless one exists: whether this process now owns the upload's verification. */
+  private async create(id: string, marker: Marker): Promise<boolean> {
+    const handle = await open(this.pathOf(id), 'wx', 0o600).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'EEXIST') return null;
+      throw error;
+    });
+    if (!handle) return false;
+    try {
+      await handle.writeFile(JSON.stringify(marker));
+    } finally {
+      await handle.close();
+    }
+    return true;
+  }
+
+  /** Replaces the marker whole (readers never see half of it). */
+  private async write(id: string, marker: Marker): Promise<void> {
+    const temp = `${this.pathOf(id)}.tmp-${randomBytes(6).toString('hex')}`;
+    const handle = await open(temp, 'w', 0o600);
+    try {
+      await handle.writeFile(JSON.stringify(marker));
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, this.pathOf(id));
+  }
+}
