@@ -232,7 +232,8 @@ export class XmlTokenizer {
     this.text = [];
     this.textChars = 0;
     if (this.open.length === 0) {
-      if (/\S/.test(raw)) throw new XmlSyntaxError(`text outside the root element (${JSON.stringify(raw.trim().slice(0, 40))})`, this.textLine);
+      const at = raw.search(/\S/);
+      if (at !== -1) throw new XmlSyntaxError(`text outside the root element (${JSON.stringify(raw.trim().slice(0, 40))})`, this.textLine + countLines(raw.slice(0, at)));
       return;
     }
     if (raw.includes(']]>')) throw new XmlSyntaxError("']]>' in text (write it as ]]&gt;)", this.textLine);

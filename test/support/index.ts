@@ -25,3 +25,4 @@ export * from './wait';
 export * from './ws';
 export * from './volumes';
 export * from './s3';
+export * from './graphml-files';
