@@ -35,7 +35,7 @@ export const graphmlFormat: GraphFileFormat = {
   contentType: 'application/graphml+xml',
   detect(head: Buffer): boolean {
     const text = head.toString('utf8');
-    return /^\uFEFF?\s*(?:(?:<\?[\s\S]*?\?>|<!--[\s\S]*?-->|<!DOCTYPE[^>[]*>)\s*)*<(?:[A-Za-z_][\w.-]*:)?graphml[\s>/]/.test(text);
+    return /^\uFEFF?\s*(?:(?:<\?[\s\S]*?\?>|<!--[\s\S]*?-->|<!DOCTYPE[^>[]*(?:\[[\s\S]*?\])?\s*>)\s*)*<(?:[A-Za-z_][\w.-]*:)?graphml[\s>/]/.test(text);
   },
   open: (input) => new GraphmlReader(input),
   write: writeGraphml,
