@@ -137,7 +137,7 @@ class GraphmlReader implements GraphFileReader {
         this.skip += token.kind === 'open' ? 1 : -1;
         continue;
       }
-      if (token.kind === 'open') this.open(token.name.replace(/^.*:/, ''), token.attributes, token.line);
+      if (token.kind === 'open') this.open(localName(token.name), token.attributes, token.line);
       else this.close(out);
     }
     return out;
@@ -329,6 +329,12 @@ class GraphmlReader implements GraphFileReader {
       }
     }
   }
+}
+
+/** The name without its namespace prefix (APOC reads local names). */
+function localName(name: string): string {
+  const colon = name.indexOf(':');
+  return colon === -1 ? name : name.slice(colon + 1);
 }
 
 function parseJson(text: string): unknown {

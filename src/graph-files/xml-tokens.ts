@@ -23,9 +23,20 @@ export class XmlSyntaxError extends Error {
 }
 
 const NAME = /^[A-Za-z_:\u00C0-\uFFFF][A-Za-z0-9_:.\-\u00B7\u00C0-\uFFFF]*$/;
-const ATTRIBUTE = /\s*([^\s=/>]+)\s*=\s*(?:"([^"]*)"|'([^']*)')/y;
+const ATTRIBUTE = /\s+([^\s=/>]+)\s*=\s*(?:"([^"]*)"|'([^']*)')/y;
+const TRAILING_SPACE = /\s*$/y;
+/** Names already found valid (a file uses a handful of element and attribute names, over and over). */
+const validNames = new Set<string>();
+function isName(name: string): boolean {
+  if (validNames.has(name)) return true;
+  if (!NAME.test(name)) return false;
+  if (validNames.size < 10_000) validNames.add(name);
+  return true;
+}
 const ENTITIES: Record<string, string> = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'" };
 // Characters XML 1.0 does not allow in a document (also not as character references).
+/** A quick test for the characters NOT_XML_CHAR looks at closely (surrogates are fine in pairs). */
+const SUSPECT_CHAR = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uD800-\uDFFF\uFFFE\uFFFF]/;
 const NOT_XML_CHAR = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /**
@@ -153,6 +164,8 @@ export class XmlTokenizer {
 
   private markup(markup: string, tokens: XmlToken[]): void {
     const line = this.line;
+    const second = markup.charCodeAt(1);
+    if (second !== 33 /* ! */ && second !== 63 /* ? */ && second !== 47 /* / */) return this.startTag(markup, line, tokens);
     if (markup.startsWith('<!--')) return;
     if (markup.startsWith('<?')) {
       if (/^<\?xml[\s?]/i.test(markup) && (this.open.length > 0 || this.rootClosed)) {
@@ -180,11 +193,15 @@ export class XmlTokenizer {
       tokens.push({ kind: 'close', name, line });
       return;
     }
+    this.startTag(markup, line, tokens);
+  }
+
+  private startTag(markup: string, line: number, tokens: XmlToken[]): void {
     const selfClosing = markup.endsWith('/>');
     const body = markup.slice(1, selfClosing ? -2 : -1);
     const nameEnd = body.search(/[\s]|$/);
     const name = body.slice(0, nameEnd);
-    if (!NAME.test(name)) throw new XmlSyntaxError(`${JSON.stringify(markup.slice(0, 40))} is not a tag`, line);
+    if (!isName(name)) throw new XmlSyntaxError(`${JSON.stringify(markup.slice(0, 40))} is not a tag`, line);
     if (this.rootClosed) throw new XmlSyntaxError(`<${name}> after the root element has ended`, line);
     const attributes = this.attributes(body, nameEnd, name, line);
     tokens.push({ kind: 'open', name, attributes, line });
@@ -198,20 +215,22 @@ export class XmlTokenizer {
 
   private attributes(body: string, from: number, element: string, line: number): Map<string, string> {
     const attributes = new Map<string, string>();
-    ATTRIBUTE.lastIndex = from;
     let at = from;
     for (;;) {
-      if (/^\s*$/.test(body.slice(at))) return attributes;
+      if (at === body.length) return attributes;
       ATTRIBUTE.lastIndex = at;
       const match = ATTRIBUTE.exec(body);
-      if (!match || !/\s/.test(body.charAt(at))) {
+      if (!match) {
+        TRAILING_SPACE.lastIndex = at;
+        if (TRAILING_SPACE.test(body) && TRAILING_SPACE.lastIndex === body.length) return attributes;
         throw new XmlSyntaxError(`<${element}> has a malformed attribute near ${JSON.stringify(body.slice(at, at + 30).trim())} (attributes are name="value")`, line);
       }
       const name = match[1];
-      if (!NAME.test(name)) throw new XmlSyntaxError(`<${element}> has an attribute named ${JSON.stringify(name)}`, line);
+      if (!isName(name)) throw new XmlSyntaxError(`<${element}> has an attribute named ${JSON.stringify(name)}`, line);
       if (attributes.has(name)) throw new XmlSyntaxError(`<${element}> has the attribute ${name} twice`, line);
       // Whitespace characters in an attribute value become spaces; character references keep what they name.
-      const raw = (match[2] ?? match[3]).replace(/[\t\n]/g, ' ');
+      let raw = match[2] ?? match[3];
+      if (raw.includes('\t') || raw.includes('\n')) raw = raw.replace(/[\t\n]/g, ' ');
       checkChars(raw, line);
       attributes.set(name, decodeEntities(raw, line + countLines(body.slice(0, at))));
       at = ATTRIBUTE.lastIndex;
@@ -255,6 +274,7 @@ function countLines(text: string): number {
 }
 
 function checkChars(text: string, line: number): void {
+  if (!SUSPECT_CHAR.test(text)) return;
   const bad = NOT_XML_CHAR.exec(text);
   if (bad) {
     const code = bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0');
@@ -290,5 +310,5 @@ const XML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&
 
 /** True when `text` holds a character XML 1.0 cannot carry, even as a reference. */
 export function hasNonXmlChar(text: string): boolean {
-  return NOT_XML_CHAR.test(text);
+  return SUSPECT_CHAR.test(text) && NOT_XML_CHAR.test(text);
 }
