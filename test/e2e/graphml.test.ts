@@ -6,12 +6,14 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  type BadFileCase,
   createInstance,
   createNodes,
   createRelationships,
   download,
   expectCode,
   expectData,
+  fileRestores,
   gql,
   type Graph,
   graphmlDocument,
@@ -19,17 +21,15 @@ import {
   graphmlKey,
   graphmlNode,
   graphOf,
-  instanceState,
+  itRefusesBadFiles,
   makeTempDir,
   runCli,
   serverEnv,
   serverPerSuite,
-  settledOperation,
   sha256Of,
   STATS_FIELDS,
   takeSnapshot,
   tarWith,
-  uploadFile,
 } from '../support';
 
 const FIXTURE = join(__dirname, '../../../test/fixtures/apoc-export-all.graphml');
@@ -40,17 +40,7 @@ describe('GraphML files', function () {
   this.timeout(120_000);
   const suite = serverPerSuite();
 
-  async function restore(instanceId: string, file: Buffer, fileName: string) {
-    const operation = expectData(await uploadFile(suite.server, { instanceId, file, fileName })).restoreFromFile;
-    return settledOperation(suite.server, operation.id);
-  }
-
-  async function restored(file: Buffer, fileName: string): Promise<Graph> {
-    const target = await createInstance(suite.server, { name: 'target' });
-    const operation = await restore(target.id, file, fileName);
-    assert.equal(operation.status, 'SUCCEEDED', JSON.stringify(operation.error));
-    return graphOf(suite.server, target.id);
-  }
+  const { restored } = fileRestores(suite);
 
   async function inspect(file: Buffer) {
     const form = new FormData();
@@ -278,25 +268,11 @@ describe('GraphML files', function () {
   });
 
   describe('bad files: INVALID_BACKUP_FILE naming the element and line, nothing changed', () => {
-    let targetId: string;
-    let before: Graph;
-
-    beforeEach(async () => {
-      const target = await createInstance(suite.server, { name: 'keep' });
-      targetId = target.id;
-      await createNodes(suite.server, targetId, [{ labels: ['Keep'], properties: { me: true } }]);
-      before = await graphOf(suite.server, targetId);
-    });
-
-    async function assertUnchanged(): Promise<void> {
-      assert.deepEqual(await graphOf(suite.server, targetId), before);
-      assert.deepEqual(await instanceState(suite.server, targetId), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
-    }
-
     const keys = [graphmlKey('labels', 'node', 'string'), graphmlKey('age', 'node', 'long'), graphmlKey('tags', 'node', 'string', 'string'), graphmlKey('label', 'edge', 'string')];
     const doc = (...body: string[]) => graphmlDocument(keys, body);
+    const named = ([what, text, message]: [string, string, RegExp]): BadFileCase => [what, 'bad.graphml', text, message];
     // Line 1 is the XML declaration, 2 <graphml>, 3–6 the keys, 7 <graph>: the body starts on line 8.
-    const refusedAtUpload: Array<[string, string, RegExp]> = [
+    const atUpload: Array<[string, string, RegExp]> = [
       ['malformed XML', doc(graphmlNode('n0', ['A']), '<node id="n1"><data key="age">1</node>'), /line 9: <\/node> where <\/data> was expected \(the file is not well-formed XML\)/],
       ['a file cut short', doc(graphmlNode('n0', ['A'])).slice(0, -20), /the file ends inside <graph>/],
       ['an unknown entity', doc(graphmlNode('n0', ['A'], { tags: '&nbsp;' })), /line 8: unknown entity &nbsp;/],
@@ -310,15 +286,7 @@ describe('GraphML files', function () {
       ['a boolean that is not one', graphmlDocument([graphmlKey('ok', 'node', 'boolean')], [graphmlNode('n0', [], { ok: 'yes' })]), /the <data> element on line 5: "yes" is not a boolean \(true or false\)/],
       ['a document type with entities', `<?xml version="1.0"?>\n<!DOCTYPE graphml [<!ENTITY a "aaaa">]>\n<graphml><graph></graph></graphml>`, /line 2: the document type declaration has an internal subset/],
     ];
-    for (const [what, text, message] of refusedAtUpload) {
-      it(`${what}`, async () => {
-        const error = expectCode(await uploadFile(suite.server, { instanceId: targetId, file: Buffer.from(text), fileName: 'bad.graphml' }), 'INVALID_BACKUP_FILE');
-        assert.match(error.message, message);
-        await assertUnchanged();
-      });
-    }
-
-    const refusedByTheLoad: Array<[string, string, RegExp]> = [
+    const byTheLoad: Array<[string, string, RegExp]> = [
       [
         'an edge naming a missing node',
         doc(graphmlNode('n0', ['A']), graphmlNode('n1', ['A']), graphmlEdge('e0', 'n0', 'n1', 'R'), graphmlEdge('e1', 'n1', 'n9', 'R')),
@@ -327,15 +295,7 @@ describe('GraphML files', function () {
       ['a repeated node id', doc(graphmlNode('n0', ['A']), graphmlNode('n1', ['A']), graphmlNode('n0', ['B'])), /the <node> element on line 10: node id "n0" is already used by the node at the <node> element on line 8/],
       ['an edge before its node', doc(graphmlNode('n0', ['A']), graphmlEdge('e0', 'n0', 'n1', 'R'), graphmlNode('n1', ['A'])), /the <edge> element on line 9: the relationship's end node "n1"/],
     ];
-    for (const [what, text, message] of refusedByTheLoad) {
-      it(`${what}`, async () => {
-        const operation = await restore(targetId, Buffer.from(text), 'bad.graphml');
-        assert.equal(operation.status, 'FAILED');
-        assert.equal(operation.error?.code, 'INVALID_BACKUP_FILE');
-        assert.match(operation.error?.message ?? '', message);
-        await assertUnchanged();
-      });
-    }
+    itRefusesBadFiles(suite, { atUpload: atUpload.map(named), byTheLoad: byTheLoad.map(named) });
 
     it('inspectFile says why such a file cannot be restored', async () => {
       const inspection = await inspect(Buffer.from(doc(graphmlNode('n0', ['A'], { age: 'x' }))));
