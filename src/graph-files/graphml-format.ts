@@ -46,6 +46,8 @@ interface Key {
   type: GraphmlType;
   list: GraphmlType | null;
   map: boolean;
+  /** yEd's graphics (a key with yfiles.type): XML, not a value; its data is skipped. */
+  graphics?: boolean;
   /** The value of the key's <default>, given to every node (or edge) without data for it. */
   defaultValue?: unknown;
 }
@@ -56,7 +58,6 @@ interface OpenRecord {
   line: number;
   id: string | null;
   labels: string[];
-  labelsSeen: boolean;
   type: string | null;
   source: string;
   target: string;
@@ -79,7 +80,7 @@ class GraphmlReader implements GraphFileReader {
   private readonly stack: Where[] = [];
   private skip = 0;
   private record: OpenRecord | null = null;
-  private key: { line: number; id: string; targets: Array<'node' | 'edge'>; key: Key } | null = null;
+  private key: { id: string; targets: Array<'node' | 'edge'>; key: Key } | null = null;
   /** The value being collected: its key id and line, and its text. */
   private value: { element: 'data' | 'default'; keyId: string; line: number; text: string[]; chars: number } | null = null;
 
@@ -154,7 +155,7 @@ class GraphmlReader implements GraphFileReader {
         return enter(Where.Graphml);
       case Where.Graphml:
         if (name === 'key') {
-          this.key = this.keyOf(attributes, fail, line);
+          this.key = this.keyOf(attributes, fail);
           return enter(Where.Key);
         }
         if (name === 'graph') return enter(Where.Graph);
@@ -176,6 +177,7 @@ class GraphmlReader implements GraphFileReader {
         if (name === 'data') {
           const keyId = attributes.get('key');
           if (keyId === undefined) throw fail('it has no key attribute');
+          if (this.keys[this.record!.kind].get(keyId)?.graphics) break;
           this.value = { element: 'data', keyId, line, text: [], chars: 0 };
           return enter(Where.Value);
         }
@@ -217,7 +219,7 @@ class GraphmlReader implements GraphFileReader {
     if (value.chars > MAX_TOKEN_CHARS) throw graphFileError(`the <${value.element}> element on line ${line}`, `its value is longer than ${MAX_TOKEN_CHARS} characters`);
   }
 
-  private keyOf(attributes: Map<string, string>, fail: (problem: string) => Error, line: number) {
+  private keyOf(attributes: Map<string, string>, fail: (problem: string) => Error) {
     const id = attributes.get('id');
     if (id === undefined) throw fail('the key has no id attribute');
     const typeOf = (attribute: string): GraphmlType | null => {
@@ -233,15 +235,16 @@ class GraphmlReader implements GraphFileReader {
     if (marker !== undefined && marker !== 'map') throw fail(`${SNAPGRAPH_TYPE_ATTRIBUTE}="${marker}" is not a type Snapgraph writes (only "map")`);
     const domain = attributes.get('for') ?? 'all';
     const targets: Array<'node' | 'edge'> = domain === 'node' || domain === 'edge' ? [domain] : domain === 'all' ? ['node', 'edge'] : [];
+    if (attributes.has('yfiles.type')) return { id, targets, key: { name: id, type: 'string' as const, list: null, map: false, graphics: true } };
     const key: Key = { name: attributes.get('attr.name') ?? id, type: typeOf('attr.type') ?? 'string', list: typeOf('attr.list'), map: marker === 'map' };
-    return { line, id, targets, key };
+    return { id, targets, key };
   }
 
   private recordOf(kind: 'node' | 'edge', attributes: Map<string, string>, fail: (problem: string) => Error, line: number): OpenRecord {
     const properties: Record<string, unknown> = {};
     for (const key of this.keys[kind].values()) if (key.defaultValue !== undefined) properties[key.name] = key.defaultValue;
     const id = attributes.get('id') ?? null;
-    const record: OpenRecord = { kind, line, id, labels: [], labelsSeen: false, type: null, source: '', target: '', properties };
+    const record: OpenRecord = { kind, line, id, labels: [], type: null, source: '', target: '', properties };
     if (kind === 'node') {
       if (id === null) throw fail('the node has no id attribute');
       const labels = attributes.get('labels');
@@ -258,7 +261,6 @@ class GraphmlReader implements GraphFileReader {
   }
 
   private addLabels(record: OpenRecord, text: string): void {
-    record.labelsSeen = true;
     for (const part of text.trim().split(LABEL_SPLIT)) {
       const label = part.trim();
       if (label !== '' && !record.labels.includes(label)) record.labels.push(label);

@@ -232,7 +232,7 @@ describe('GraphML files', function () {
       ]);
     });
 
-    it('reads GraphML from other tools: undeclared keys as strings, defaults, for="all", edges without a label, comments and CDATA', async () => {
+    it('reads GraphML from other tools: undeclared keys as strings, defaults, for="all", edges without a label, comments, CDATA, yEd graphics', async () => {
       const text = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         '<!-- Created by igraph -->',
@@ -240,9 +240,11 @@ describe('GraphML files', function () {
         '  <key id="d0" for="node" attr.name="username" attr.type="string"/>',
         '  <key id="d1" for="edge" attr.name="weight" attr.type="double"><default>1.5</default></key>',
         '  <key id="d2" attr.name="rank" attr.type="int"/>',
+        '  <key id="d3" for="node" yfiles.type="nodegraphics"/>',
         '  <graph id="G" edgedefault="undirected">',
         '    <desc>a <b>described</b> graph</desc>',
-        '    <node id="a"><data key="d0"><![CDATA[Dodo <von> den Bergen]]></data><data key="d2">7</data><data key="kids">[a,b,c]</data></node>',
+        '    <node id="a"><data key="d0"><![CDATA[Dodo <von> den Bergen]]></data><data key="d2">7</data><data key="kids">[a,b,c]</data>' +
+          '<data key="d3"><y:ShapeNode xmlns:y="http://www.yworks.com/xml/graphml"><y:Fill color="#FFCC00"/></y:ShapeNode></data></node>',
         '    <node id="b"/>',
         '    <edge source="a" target="b"><data key="d2">1</data></edge>',
         '    <edge source="b" target="a"><data key="d1">2</data></edge>',
