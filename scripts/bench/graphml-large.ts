@@ -1,5 +1,4 @@
-// A large GraphML file, inspected and restored as a stream: `npm run build && node dist/scripts/bench/graphml-large.js
-// --nodes 600000` writes an APOC-shaped GraphML file (useTypes keys; each node with six typed properties, two edges
+// A large GraphML file, inspected and restored as a stream: `npm run bench:graphml-large -- --nodes 600000` writes an APOC-shaped GraphML file (useTypes keys; each node with six typed properties, two edges
 // per node), then times `snapgraph inspect` on it (its peak RSS from /usr/bin/time -v) and `snapgraph restore-file`
 // into a server in its own process (the tus upload, the check while stored, and the load; the server's peak RSS).
 // Memory must stay flat whatever the file's size.
