@@ -1,7 +1,8 @@
-// A large GraphML file, inspected and restored as a stream: `npm run bench:graphml-large -- --nodes 600000` writes an APOC-shaped GraphML file (useTypes keys; each node with six typed properties, two edges
-// per node), then times `snapgraph inspect` on it (its peak RSS from /usr/bin/time -v) and `snapgraph restore-file`
-// into a server in its own process (the tus upload, the check while stored, and the load; the server's peak RSS).
-// Memory must stay flat whatever the file's size.
+// A large GraphML file, inspected and restored as a stream: `npm run bench:graphml-large -- --nodes 600000` writes
+// an APOC-shaped GraphML file (useTypes keys; each node with six typed properties, two edges per node), then times
+// `snapgraph inspect` on it (its peak RSS from /usr/bin/time -v) and `snapgraph restore-file` into a server in its own
+// process (the tus upload, the check while stored, and the load; the server's peak RSS). Memory must stay flat
+// whatever the file's size.
 import { execFile, spawnSync } from 'node:child_process';
 import { createWriteStream, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { once } from 'node:events';
