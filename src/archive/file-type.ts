@@ -62,12 +62,12 @@ export function foreignFileError(firstBytes: Buffer): ArchiveError {
 }
 
 export const WHAT_TO_UPLOAD =
-  'Upload a .backup or .dump file exported from Snapgraph, an APOC export (apoc.export.json.all or apoc.export.cypher.all), ' +
+  'Upload a .backup or .dump file exported from Snapgraph, an APOC export (apoc.export.json.all, apoc.export.cypher.all or apoc.export.graphml.all), ' +
   'or a .tar holding one.';
 export const NEO4J_DUMP_MESSAGE =
   'This file is a Neo4j database dump or backup (made by neo4j-admin), not a Snapgraph archive. ' +
   'Snapgraph cannot read Neo4j store files. Export the database from Neo4j with APOC ' +
-  '(apoc.export.json.all or apoc.export.cypher.all) and upload that file instead.';
+  '(apoc.export.json.all, apoc.export.cypher.all or apoc.export.graphml.all) and upload that file instead.';
 
 const NEO4J_ARCHIVE_MAGIC = /^[DB][ZGT]V[0-9]$/;
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);

@@ -54,7 +54,7 @@ function cypherList(values: unknown[]): string {
 }
 
 /** Integers as digits; floats as Java prints doubles where Cypher needs it (1.0E21), otherwise as JavaScript does. */
-function cypherNumber(value: number, asFloat: boolean): string {
+export function cypherNumber(value: number, asFloat: boolean): string {
   if (Number.isSafeInteger(value)) return asFloat ? `${value}.0` : String(value);
   // A whole double beyond 2^53 printed as digits would read back as an integer Snapgraph refuses: give it an exponent.
   const text = Number.isInteger(value) ? value.toExponential() : String(value);

@@ -144,7 +144,7 @@ export class ExportService {
 function writableFormat(format: Exclude<ExportFormat, 'ARCHIVE'>): GraphFileFormat {
   const found = graphFileFormat(format);
   if (!found?.write) {
-    throw new AppError('BAD_USER_INPUT', `exporting as ${format} is not available in this release; export as ARCHIVE, APOC_JSON or CYPHER`);
+    throw new AppError('BAD_USER_INPUT', `exporting as ${format} is not available in this release; export as ARCHIVE, APOC_JSON, CYPHER or GRAPHML`);
   }
   return found;
 }

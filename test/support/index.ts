@@ -26,3 +26,4 @@ export * from './ws';
 export * from './volumes';
 export * from './s3';
 export * from './replicas';
+export * from './graphml-files';
