@@ -304,7 +304,7 @@ interface Group {
   kind: 'nodes' | 'relationships';
   labels: string[];
   kinds: Map<string, Kind>;
-  /** Number columns (and number list columns) that hold a fraction: double, else long. */
+  /** Number columns (and number list columns) holding a value that is not a safe integer: double, else long. */
   fractions: Set<string>;
 }
 
@@ -415,10 +415,10 @@ function propertyKinds(properties: Record<string, unknown>, what: string): Map<s
         if (typeof item === 'string' && item.includes(';')) throw refuse("is a list holding a string with ';', the array delimiter");
       }
       if (element === 'string' && value.length === 1 && value[0] === '') throw refuse('is a list of one empty string, which a CSV cell cannot tell from no value');
-      kinds.set(key, { kind: `${element}[]` as Kind, fraction: element === 'number' && value.some((n) => !Number.isInteger(n)) });
+      kinds.set(key, { kind: `${element}[]` as Kind, fraction: element === 'number' && value.some((n) => !Number.isSafeInteger(n)) });
     } else {
       const kind = scalarKind(value, refuse);
-      kinds.set(key, { kind, fraction: kind === 'number' && !Number.isInteger(value) });
+      kinds.set(key, { kind, fraction: kind === 'number' && !Number.isSafeInteger(value) });
     }
   }
   return kinds;
