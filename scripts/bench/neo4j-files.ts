@@ -1,6 +1,6 @@
 // Restoring Neo4j files against restoring an archive of the same graph: `npm run bench:neo4j-files -- --nodes 200000
 // --pairs 3`. A synthetic graph (random properties: not trivially compressible; 2 relationships per node) is
-// snapshotted and exported as ARCHIVE, APOC_JSON and CYPHER; each file is then restored with restoreFromFile into a
+// snapshotted and exported as ARCHIVE, APOC_JSON, CYPHER and NEO4J_ADMIN_CSV; each file is then restored with restoreFromFile into a
 // new instance, the formats interleaved round by round. Per format: seconds from the first byte of the upload to the
 // restore's SUCCEEDED (upload + check + load + base), MB/s of the file and records/s (median and range), and the
 // server's peak RSS while it restored that format. The server runs in its own process.
@@ -12,7 +12,7 @@ import { fill, flag, gql, median, MiB, operationDone, rssSampler, secs, snapshot
 
 const nodes = flag('nodes', 200_000);
 const pairs = flag('pairs', 3);
-const FORMATS = ['ARCHIVE', 'APOC_JSON', 'CYPHER'] as const;
+const FORMATS = ['ARCHIVE', 'APOC_JSON', 'CYPHER', 'NEO4J_ADMIN_CSV'] as const;
 
 function seeded(seed: number): () => number {
   let state = seed >>> 0;
