@@ -14,7 +14,6 @@ import {
   gql,
   type Graph,
   graphOf,
-  instanceState,
   makeTempDir,
   runCli,
   serverEnv,
@@ -24,7 +23,7 @@ import {
   takeSnapshot,
   uploadFile,
 } from '../support';
-import { DOCS_EXAMPLE, filesOfTar, tarOfFiles } from '../support/admin-csv-files';
+import { DOCS_EXAMPLE, filesOfTar, keptInstance, tarOfFiles } from '../support/admin-csv-files';
 
 const EXPORT_AS = `mutation ($id: ID!, $format: ExportFormat!) { exportSnapshotAs(id: $id, format: $format) { url fileName sizeBytes sha256 } }`;
 
@@ -201,20 +200,7 @@ describe('neo4j-admin CSV bundles', function () {
   });
 
   describe('bad bundles: INVALID_BACKUP_FILE naming the file and line, nothing changed', () => {
-    let targetId: string;
-    let before: Graph;
-
-    beforeEach(async () => {
-      const target = await createInstance(suite.server, { name: 'keep' });
-      targetId = target.id;
-      await createNodes(suite.server, targetId, [{ labels: ['Keep'], properties: { me: true } }]);
-      before = await graphOf(suite.server, targetId);
-    });
-
-    async function assertUnchanged(): Promise<void> {
-      assert.deepEqual(await graphOf(suite.server, targetId), before);
-      assert.deepEqual(await instanceState(suite.server, targetId), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
-    }
+    const target = keptInstance(suite);
 
     const people = 'id:ID(P),name,:LABEL\n1,Ann,P\n2,Bob,P\n';
     const refusedAtUpload: Array<[string, Record<string, string>, RegExp]> = [
@@ -226,10 +212,10 @@ describe('neo4j-admin CSV bundles', function () {
     ];
     for (const [what, files, message] of refusedAtUpload) {
       it(what, async () => {
-        const result = await uploadFile(suite.server, { instanceId: targetId, file: await tarOfFiles(files), fileName: 'bad.tar' });
+        const result = await uploadFile(suite.server, { instanceId: target.id, file: await tarOfFiles(files), fileName: 'bad.tar' });
         assert.equal(result.errors?.[0]?.extensions?.code, 'INVALID_BACKUP_FILE', JSON.stringify(result));
         assert.match(result.errors?.[0]?.message ?? '', message);
-        await assertUnchanged();
+        await target.assertUnchanged();
       });
     }
 
@@ -239,11 +225,11 @@ describe('neo4j-admin CSV bundles', function () {
     ];
     for (const [what, files, message] of refusedByTheLoad) {
       it(what, async () => {
-        const operation = await restore(targetId, await tarOfFiles(files));
+        const operation = await restore(target.id, await tarOfFiles(files));
         assert.equal(operation.status, 'FAILED');
         assert.equal(operation.error?.code, 'INVALID_BACKUP_FILE');
         assert.match(operation.error?.message ?? '', message);
-        await assertUnchanged();
+        await target.assertUnchanged();
       });
     }
 

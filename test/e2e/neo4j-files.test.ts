@@ -15,13 +15,13 @@ import {
   gql,
   type Graph,
   graphOf,
-  instanceState,
   serverPerSuite,
   settledOperation,
   sha256Of,
   takeSnapshot,
   uploadFile,
 } from '../support';
+import { keptInstance } from '../support/admin-csv-files';
 
 const FIXTURES = join(__dirname, '../../../test/fixtures');
 const EXPORT_AS = `mutation ($id: ID!, $format: ExportFormat!) { exportSnapshotAs(id: $id, format: $format) { url fileName sizeBytes sha256 } }`;
@@ -177,20 +177,7 @@ describe('Neo4j files', function () {
   });
 
   describe('bad files: INVALID_BACKUP_FILE naming the line, nothing changed', () => {
-    let targetId: string;
-    let before: Graph;
-
-    beforeEach(async () => {
-      const target = await createInstance(suite.server, { name: 'keep' });
-      targetId = target.id;
-      await createNodes(suite.server, targetId, [{ labels: ['Keep'], properties: { me: true } }]);
-      before = await graphOf(suite.server, targetId);
-    });
-
-    async function assertUnchanged(): Promise<void> {
-      assert.deepEqual(await graphOf(suite.server, targetId), before);
-      assert.deepEqual(await instanceState(suite.server, targetId), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
-    }
+    const target = keptInstance(suite);
 
     const node = (id: string) => `{"type":"node","id":"${id}","labels":["A"],"properties":{}}`;
     const rel = (id: string, start: string, end: string) => `{"type":"relationship","id":"${id}","label":"R","start":{"id":"${start}"},"end":{"id":"${end}"}}`;
@@ -205,9 +192,9 @@ describe('Neo4j files', function () {
     ];
     for (const [what, fileName, text, message] of refusedAtUpload) {
       it(`${what}`, async () => {
-        const error = expectCode(await uploadFile(suite.server, { instanceId: targetId, file: Buffer.from(text), fileName }), 'INVALID_BACKUP_FILE');
+        const error = expectCode(await uploadFile(suite.server, { instanceId: target.id, file: Buffer.from(text), fileName }), 'INVALID_BACKUP_FILE');
         assert.match(error.message, message);
-        await assertUnchanged();
+        await target.assertUnchanged();
       });
     }
 
@@ -218,11 +205,11 @@ describe('Neo4j files', function () {
     ];
     for (const [what, text, message] of refusedByTheLoad) {
       it(`${what}`, async () => {
-        const operation = await restore(targetId, Buffer.from(text), 'bad.json');
+        const operation = await restore(target.id, Buffer.from(text), 'bad.json');
         assert.equal(operation.status, 'FAILED');
         assert.equal(operation.error?.code, 'INVALID_BACKUP_FILE');
         assert.match(operation.error?.message ?? '', message);
-        await assertUnchanged();
+        await target.assertUnchanged();
       });
     }
   });
