@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { once } from 'node:events';
 import { extract as createTarExtract, pack as createTarPack } from 'tar-stream';
+import { ArchiveError } from '../archive/archive-error';
 import { isTarHeader, tarEntriesIn } from '../archive/file-type';
 import type { GraphRecord } from '../graph/records';
 import { cellValue, type Column, type Header, parseHeader } from './admin-csv-header';
@@ -287,10 +288,13 @@ function countLineBreaks(fields: string[]): number {
   return count;
 }
 
+/** tar-stream's own failures, in words for the user (the reader's errors pass through). */
 function tarError(error: unknown): unknown {
-  if (error instanceof Error && !('code' in error && (error as { code?: unknown }).code === 'INVALID_RECORD') && /tar|header|unexpected end/i.test(error.message)) {
-    return graphFileError('the .tar', `it is not a readable tar file (${error.message})`);
+  if (error instanceof ArchiveError || !(error instanceof Error)) return error;
+  if (/unexpected end/i.test(error.message)) {
+    return new ArchiveError('TRUNCATED', 'The .tar file is incomplete: it ends inside an entry. Upload the complete file.', { cause: error });
   }
+  if (/tar|header/i.test(error.message)) return new ArchiveError('NOT_AN_ARCHIVE', `The file is not a valid tar file (${error.message}).`, { cause: error });
   return error;
 }
 

@@ -238,6 +238,8 @@ describe('neo4j-admin CSV', () => {
       assert.match(await failureOf(await tarOfFiles({ 'p.csv': ':ID,:LABEL\n1,P\n', 'r.csv': ':START_ID,:END_ID,:TYPE\n1,1,\n' })), /at r\.csv line 2: the relationship has no type/);
       assert.match(await failureOf(await tarOfFiles({ 'p.csv': ':ID,:LABEL\n1,P\n', 'more.csv.gz': 'x' })), /more\.csv\.gz: compressed CSV files are not supported/);
       assert.match(await failureOf(await tarOfFiles({ 'p.csv': ':ID,:LABEL\n1,P\n', 'h.csv': 'name,born\n' })), /at h\.csv line 1: .*separate files/);
+      const whole = await tarOfFiles(DOCS_EXAMPLE);
+      for (const cut of [700, 1600, whole.length - 1100]) assert.match(await failureOf(whole.subarray(0, cut)), /The \.tar file is incomplete/);
     });
 
     it('is detected from the first .csv file in the tar, and tried before the single-file formats', async () => {
