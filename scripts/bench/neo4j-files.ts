@@ -33,7 +33,7 @@ async function main(): Promise<void> {
       const body = Buffer.from(await (await fetch(exportSnapshotAs.url)).arrayBuffer());
       files[format] = join(work, exportSnapshotAs.fileName);
       writeFileSync(files[format], body);
-      console.log(`${format.padEnd(9)} ${exportSnapshotAs.fileName}: ${MiB(body.length)}`);
+      console.log(`${format.padEnd(15)} ${exportSnapshotAs.fileName}: ${MiB(body.length)}`);
     }
     const records = 3 * nodes;
     const times: Record<string, number[]> = Object.fromEntries(FORMATS.map((f) => [f, []]));
@@ -61,7 +61,7 @@ async function main(): Promise<void> {
       const size = statSync(files[format]).size;
       const ms = median(times[format]);
       console.log(
-        `${format.padEnd(9)} ${MiB(size).padStart(10)}  ${secs(ms)} (${spread(times[format], secs)})  ` +
+        `${format.padEnd(15)} ${MiB(size).padStart(10)}  ${secs(ms)} (${spread(times[format], secs)})  ` +
           `${(size / 1024 / 1024 / (ms / 1000)).toFixed(1)} MiB/s  ${Math.round(records / (ms / 1000))} records/s  ` +
           `${(archive / ms).toFixed(2)}× the archive's throughput  server peak RSS ${MiB(peaks.get(format) ?? 0)}`,
       );
