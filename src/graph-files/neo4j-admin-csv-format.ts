@@ -47,8 +47,8 @@ class AdminCsvReader implements GraphFileReader {
   /** Each file read, with the position its line 0 has (positions are base + line number). */
   private readonly files: Array<{ name: string; base: number }> = [];
   private nextBase = 0;
-  /** The ID spaces node files declared (null: the global one). */
-  private readonly spaces = new Set<string | null>();
+  /** The ID spaces node files declared (null: the global one), with the type of their ids ({id-type:…}). */
+  private readonly spaces = new Map<string | null, Column['type']>();
   private unnamed = 0;
 
   constructor(private readonly input: Readable) {}
@@ -169,7 +169,7 @@ class AdminCsvReader implements GraphFileReader {
   private async *nodeRecords(name: string, header: Header, rows: AsyncIterable<CsvRow[]>): AsyncGenerator<ForeignRecord[]> {
     const base = this.files[this.files.length - 1].base;
     const idColumn = header.columns.find((column) => column.role === 'ID');
-    if (idColumn) this.spaces.add(idColumn.space);
+    if (idColumn && !this.spaces.has(idColumn.space)) this.spaces.set(idColumn.space, idColumn.type);
     for await (const batch of rows) {
       const records: ForeignRecord[] = [];
       for (const row of batch) {
@@ -202,11 +202,15 @@ class AdminCsvReader implements GraphFileReader {
 
   private async *relationshipRecords(name: string, header: Header, rows: AsyncIterable<CsvRow[]>): AsyncGenerator<ForeignRecord[]> {
     const base = this.files[this.files.length - 1].base;
-    for (const column of header.columns) {
-      if ((column.role === 'START_ID' || column.role === 'END_ID') && !this.spaces.has(column.space)) {
+    // An end's id is read as its ID space's ids are (a space declared {id-type:long} matches 7 and 07).
+    const columns = header.columns.map((column) => {
+      if (column.role !== 'START_ID' && column.role !== 'END_ID') return column;
+      const type = this.spaces.get(column.space);
+      if (type === undefined) {
         throw graphFileError(`${name} line 1`, `${column.raw} names the ID space ${column.space === null ? '(the global one)' : JSON.stringify(column.space)}, which no node file's :ID column declares`);
       }
-    }
+      return { ...column, type };
+    });
     for await (const batch of rows) {
       const records: ForeignRecord[] = [];
       for (const row of batch) {
@@ -216,7 +220,7 @@ class AdminCsvReader implements GraphFileReader {
         let startKey = '';
         let endKey = '';
         const properties: Record<string, unknown> = {};
-        header.columns.forEach((column, i) => {
+        columns.forEach((column, i) => {
           const text = row.fields[i] ?? '';
           if (column.role === 'TYPE') type = text;
           else if (column.role === 'START_ID' || column.role === 'END_ID') {

@@ -227,6 +227,8 @@ describe('neo4j-admin CSV', () => {
           ['7 in ID space N', ['B'], { num: 7 }],
         ],
       );
+      const typed = await recordsOf(await tarOfFiles({ 'r.csv': ':START_ID(N),:END_ID(N),:TYPE\n007,7,SELF\n', 'n.csv': ':ID(N){id-type:long},:LABEL\n7,N\n' }));
+      assert.deepEqual(typed[1].kind === 'relationship' && [typed[1].startKey, typed[1].endKey], ['7 in ID space N', '7 in ID space N']);
     });
 
     it('names the file and line of a bad cell, a bad header and CSV errors', async () => {
