@@ -111,7 +111,7 @@ class AdminCsvReader implements GraphFileReader {
       } catch (error) {
         throw tarError(error);
       }
-      if (csvFiles === 0) throw graphFileError('the .tar', 'it holds no .csv file');
+      if (csvFiles === 0) throw new ArchiveError('INVALID_RECORD', 'The .tar file holds no .csv file: a neo4j-admin import bundle is a .tar of CSV files.');
       for (const file of relationshipFiles) {
         const input = createReadStream(file.path);
         try {
