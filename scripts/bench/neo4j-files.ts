@@ -1,9 +1,9 @@
 // Restoring Neo4j files against restoring an archive of the same graph: `npm run bench:neo4j-files -- --nodes 200000
 // --pairs 3`. A synthetic graph (random properties: not trivially compressible; 2 relationships per node) is
-// snapshotted and exported as ARCHIVE, APOC_JSON, CYPHER and GRAPHML; each file is then restored with restoreFromFile into a
-// new instance, the formats interleaved round by round. Per format: seconds from the first byte of the upload to the
-// restore's SUCCEEDED (upload + check + load + base), MB/s of the file and records/s (median and range), and the
-// server's peak RSS while it restored that format. The server runs in its own process.
+// snapshotted and exported as ARCHIVE, APOC_JSON, CYPHER, GRAPHML and NEO4J_ADMIN_CSV; each file is then restored
+// with restoreFromFile into a new instance, the formats interleaved round by round. Per format: seconds from the
+// first byte of the upload to the restore's SUCCEEDED (upload + check + load + base), MB/s of the file and records/s
+// (median and range), and the server's peak RSS while it restored that format. The server runs in its own process.
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +12,7 @@ import { fill, flag, gql, median, MiB, operationDone, rssSampler, secs, snapshot
 
 const nodes = flag('nodes', 200_000);
 const pairs = flag('pairs', 3);
-const FORMATS = ['ARCHIVE', 'APOC_JSON', 'CYPHER', 'GRAPHML'] as const;
+const FORMATS = ['ARCHIVE', 'APOC_JSON', 'CYPHER', 'GRAPHML', 'NEO4J_ADMIN_CSV'] as const;
 
 function seeded(seed: number): () => number {
   let state = seed >>> 0;
@@ -33,7 +33,7 @@ async function main(): Promise<void> {
       const body = Buffer.from(await (await fetch(exportSnapshotAs.url)).arrayBuffer());
       files[format] = join(work, exportSnapshotAs.fileName);
       writeFileSync(files[format], body);
-      console.log(`${format.padEnd(9)} ${exportSnapshotAs.fileName}: ${MiB(body.length)}`);
+      console.log(`${format.padEnd(15)} ${exportSnapshotAs.fileName}: ${MiB(body.length)}`);
     }
     const records = 3 * nodes;
     const times: Record<string, number[]> = Object.fromEntries(FORMATS.map((f) => [f, []]));
@@ -61,7 +61,7 @@ async function main(): Promise<void> {
       const size = statSync(files[format]).size;
       const ms = median(times[format]);
       console.log(
-        `${format.padEnd(9)} ${MiB(size).padStart(10)}  ${secs(ms)} (${spread(times[format], secs)})  ` +
+        `${format.padEnd(15)} ${MiB(size).padStart(10)}  ${secs(ms)} (${spread(times[format], secs)})  ` +
           `${(size / 1024 / 1024 / (ms / 1000)).toFixed(1)} MiB/s  ${Math.round(records / (ms / 1000))} records/s  ` +
           `${(archive / ms).toFixed(2)}× the archive's throughput  server peak RSS ${MiB(peaks.get(format) ?? 0)}`,
       );

@@ -63,11 +63,12 @@ export function foreignFileError(firstBytes: Buffer): ArchiveError {
 
 export const WHAT_TO_UPLOAD =
   'Upload a .backup or .dump file exported from Snapgraph, an APOC export (apoc.export.json.all, apoc.export.cypher.all or apoc.export.graphml.all), ' +
-  'or a .tar holding one.';
+  'a .tar of neo4j-admin import CSV files, or a .tar holding one.';
 export const NEO4J_DUMP_MESSAGE =
   'This file is a Neo4j database dump or backup (made by neo4j-admin), not a Snapgraph archive. ' +
   'Snapgraph cannot read Neo4j store files. Export the database from Neo4j with APOC ' +
-  '(apoc.export.json.all, apoc.export.cypher.all or apoc.export.graphml.all) and upload that file instead.';
+  '(apoc.export.json.all, apoc.export.cypher.all or apoc.export.graphml.all) or as neo4j-admin import CSV files ' +
+  '(a .tar of them) and upload that file instead.';
 
 const NEO4J_ARCHIVE_MAGIC = /^[DB][ZGT]V[0-9]$/;
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
@@ -94,19 +95,24 @@ function holdsNeo4jStore(bytes: Buffer): boolean {
 
 /** The names in the tar headers that `bytes` (the start of a tar) holds whole. */
 export function tarEntryNames(bytes: Buffer): string[] {
-  const names: string[] = [];
+  return tarEntriesIn(bytes).map((entry) => entry.name);
+}
+
+/** The entries whose headers `bytes` (the start of a tar) holds whole: name, where the content starts, its size. */
+export function tarEntriesIn(bytes: Buffer): Array<{ name: string; contentOffset: number; size: number }> {
+  const entries: Array<{ name: string; contentOffset: number; size: number }> = [];
   let offset = 0;
   while (offset + TAR_BLOCK <= bytes.length) {
     const block = bytes.subarray(offset, offset + TAR_BLOCK);
     if (!isTarHeader(block)) break;
     const name = cString(block, 0, 100);
     const prefix = block.subarray(257, 262).toString('latin1') === 'ustar' ? cString(block, 345, 155) : '';
-    names.push(prefix ? `${prefix}/${name}` : name);
     const size = parseTarNumber(block.subarray(124, 136));
+    entries.push({ name: prefix ? `${prefix}/${name}` : name, contentOffset: offset + TAR_BLOCK, size: size ?? 0 });
     if (size === undefined) break;
     offset += TAR_BLOCK + Math.ceil(size / TAR_BLOCK) * TAR_BLOCK;
   }
-  return names;
+  return entries;
 }
 
 /** A tar header block: its checksum field matches its bytes (the ustar magic is optional). */

@@ -2,6 +2,7 @@
 // maps, and the temporal and point functions APOC writes). Not a general Cypher parser: the statement shapes are
 // matched in apoc-cypher-format.ts.
 import { UNSAFE_INTEGER } from './json-values';
+import { pointOf } from './cypher-values';
 
 /** A syntax error at a character offset of the statement. */
 export class CypherSyntaxError extends Error {
@@ -201,26 +202,4 @@ const ESCAPES: Record<string, string> = { '\\': '\\', "'": "'", '"': '"', n: '\n
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/**
- * A point as Snapgraph holds it: {crs, x, y[, z]} for cartesian points, {crs, longitude, latitude[, height]} for
- * WGS-84 ones (APOC's JSON export names them so); APOC's Cypher writes point({x: …, y: …[, z: …], crs: '…'}).
- */
-function pointOf(map: Record<string, unknown>, fail: (problem: string) => never): Record<string, unknown> {
-  const number = (key: string) => {
-    const value = map[key];
-    if (value === undefined) return undefined;
-    if (typeof value !== 'number') fail(`the point's ${key} is not a number`);
-    return value;
-  };
-  const x = number('x') ?? number('longitude');
-  const y = number('y') ?? number('latitude');
-  const z = number('z') ?? number('height');
-  if (x === undefined || y === undefined) fail('a point needs x and y (or longitude and latitude)');
-  const geographic = 'longitude' in map || 'latitude' in map;
-  const crs = typeof map.crs === 'string' ? map.crs.toLowerCase() : `${geographic ? 'wgs-84' : 'cartesian'}${z === undefined ? '' : '-3d'}`;
-  if (!['cartesian', 'cartesian-3d', 'wgs-84', 'wgs-84-3d'].includes(crs)) fail(`the point's crs ${JSON.stringify(map.crs)} is not one Neo4j knows`);
-  if (crs.startsWith('wgs-84')) return z === undefined ? { crs, longitude: x, latitude: y } : { crs, longitude: x, latitude: y, height: z };
-  return z === undefined ? { crs, x, y } : { crs, x, y, z };
 }

@@ -71,7 +71,7 @@ export function cypherString(text: string): string {
 const STRING_ESCAPES: Record<string, string> = { '\\': '\\\\', '"': '\\"', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 
 /** point({x: …, y: …[, z: …], crs: '…'}) as Neo4j prints a point, for a map in Snapgraph's point shape. */
-function pointText(map: Record<string, unknown>): string | undefined {
+export function pointText(map: Record<string, unknown>): string | undefined {
   const keys = Object.keys(map);
   const numbers = (names: string[]) => names.every((name) => typeof map[name] === 'number');
   const crs = map.crs;
@@ -86,4 +86,26 @@ function pointText(map: Record<string, unknown>): string | undefined {
   if (keys.length !== coordinates.length + 1 || !numbers(coordinates)) return undefined;
   const [x, y, z] = coordinates.map((name) => cypherNumber(map[name] as number, true));
   return `point({x: ${x}, y: ${y}${z === undefined ? '' : `, z: ${z}`}, crs: '${crs}'})`;
+}
+
+/**
+ * A point as Snapgraph holds it: {crs, x, y[, z]} for cartesian points, {crs, longitude, latitude[, height]} for
+ * WGS-84 ones (APOC's JSON export names them so); APOC's Cypher writes point({x: …, y: …[, z: …], crs: '…'}).
+ */
+export function pointOf(map: Record<string, unknown>, fail: (problem: string) => never): Record<string, unknown> {
+  const number = (key: string) => {
+    const value = map[key];
+    if (value === undefined) return undefined;
+    if (typeof value !== 'number') fail(`the point's ${key} is not a number`);
+    return value;
+  };
+  const x = number('x') ?? number('longitude');
+  const y = number('y') ?? number('latitude');
+  const z = number('z') ?? number('height');
+  if (x === undefined || y === undefined) fail('a point needs x and y (or longitude and latitude)');
+  const geographic = 'longitude' in map || 'latitude' in map;
+  const crs = typeof map.crs === 'string' ? map.crs.toLowerCase() : `${geographic ? 'wgs-84' : 'cartesian'}${z === undefined ? '' : '-3d'}`;
+  if (!['cartesian', 'cartesian-3d', 'wgs-84', 'wgs-84-3d'].includes(crs)) fail(`the point's crs ${JSON.stringify(map.crs)} is not one Neo4j knows`);
+  if (crs.startsWith('wgs-84')) return z === undefined ? { crs, longitude: x, latitude: y } : { crs, longitude: x, latitude: y, height: z };
+  return z === undefined ? { crs, x, y } : { crs, x, y, z };
 }

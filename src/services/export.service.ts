@@ -13,7 +13,7 @@ import type { SnapshotService } from './snapshot.service';
 import type { TenantService } from './tenant.service';
 import type { BackupService } from './backup.service';
 import type { GraphFileFormat, GraphFileKind } from '../graph-files/graph-file-format';
-import { graphFileFormat } from '../graph-files/graph-file-formats';
+import { GRAPH_FILE_FORMATS, graphFileFormat } from '../graph-files/graph-file-formats';
 
 export const EXPORT_PATH = '/exports';
 
@@ -144,7 +144,8 @@ export class ExportService {
 function writableFormat(format: Exclude<ExportFormat, 'ARCHIVE'>): GraphFileFormat {
   const found = graphFileFormat(format);
   if (!found?.write) {
-    throw new AppError('BAD_USER_INPUT', `exporting as ${format} is not available in this release; export as ARCHIVE, APOC_JSON, CYPHER or GRAPHML`);
+    const writable = GRAPH_FILE_FORMATS.filter((candidate) => candidate.write).map((candidate) => candidate.kind);
+    throw new AppError('BAD_USER_INPUT', `exporting as ${format} is not available in this release; export as ${['ARCHIVE', ...writable].join(', ')}`);
   }
   return found;
 }

@@ -36,7 +36,7 @@ export type InspectableFormat = Pick<GraphFileFormat, 'kind' | 'detect' | 'open'
 
 export const UNKNOWN_FILE_PROBLEM =
   'Snapgraph cannot restore this file: it is not a Snapgraph archive (.backup or .dump) or an APOC export ' +
-  '(apoc.export.json.all, apoc.export.cypher.all, apoc.export.graphml.all), nor a .tar holding one of them.';
+  '(apoc.export.json.all, apoc.export.cypher.all, apoc.export.graphml.all), nor a .tar of neo4j-admin import CSV files or holding one of them.';
 
 export class FileInspectionService {
   constructor(private readonly formats: readonly InspectableFormat[]) {}

@@ -37,7 +37,7 @@ confirm must be exactly "RESTORE", else CONFIRMATION_REQUIRED and nothing happen
   }
 
   @Mutation(() => Operation, {
-    description: 'file: a .backup or .dump archive, an APOC JSON lines or Cypher export, or a .tar holding one; confirm must be exactly RESTORE',
+    description: 'file: a .backup or .dump archive, an APOC JSON lines or Cypher export, a .tar of neo4j-admin import CSV files, or a .tar holding one; confirm must be exactly RESTORE',
   })
   async restoreFromFile(
     @Caller() caller: Principal,
