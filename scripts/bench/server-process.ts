@@ -1,5 +1,5 @@
-// Shared pieces of the benchmarks that drive the server in its own process (`node dist/src/cli/main.js serve`, fresh
-// data dir, LOG_LEVEL=warn) only through its GraphQL API: the process, API helpers, data through the API, and file
+// Shared pieces of the benchmarks that drive the server in its own process (`bin/snapgraph serve`, as operators start
+// it, fresh data dir, LOG_LEVEL=warn) only through its GraphQL API: the process, API helpers, data through the API, and file
 // baselines run in separate processes on copies of an instance's store.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -10,7 +10,8 @@ import { performance } from 'node:perf_hooks';
 import { LABELS, type PropertyMaker, TYPES } from './synthetic-graph';
 
 const REPO_ROOT = resolve(__dirname, '..', '..', '..');
-const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+/** The launcher operators run (package.json "bin"): node on dist/src/cli/main.js, with MALLOC_ARENA_MAX=2 unless set. */
+const LAUNCHER = join(REPO_ROOT, 'bin', 'snapgraph');
 /** The bootstrap ADMIN key of every bench server's tenant `default`. */
 export const ADMIN_KEY = 'bench-admin-key-0123456789';
 export const MAX_BATCH = 10_000;
@@ -131,7 +132,7 @@ export async function startServer(dataDir: string, env: Record<string, string>, 
   const port = await freePort();
   const output: string[] = [];
   const logFd = logFile === undefined ? null : openSync(logFile, 'a');
-  const child = spawn(process.execPath, [CLI, 'serve'], {
+  const child = spawn(LAUNCHER, ['serve'], {
     cwd: REPO_ROOT,
     env: serverEnv({ PORT: String(port), HOST: '127.0.0.1', SNAPGRAPH_DATA_DIR: dataDir, SNAPGRAPH_BOOTSTRAP_TOKEN: ADMIN_KEY, LOG_LEVEL: 'warn', ...env }),
     stdio: ['ignore', logFd ?? 'pipe', 'pipe'],

@@ -1,5 +1,5 @@
 // Snapshot storage benchmark: deduplicated restore points against full copies and against plain file baselines.
-// The server runs in its own process (`node dist/src/cli/main.js serve`, fresh data dir, LOG_LEVEL=warn) and is
+// The server runs in its own process (`bin/snapgraph serve`, fresh data dir, LOG_LEVEL=warn) and is
 // driven only through its GraphQL API; the baselines run in separate processes on copies of the instance's store file
 // taken while the server is idle, interleaved with the product (order alternating per pair). Prints figures; asserts
 // nothing. Not part of `npm test`.
