@@ -290,8 +290,9 @@ export function warnAboutMallocArenas(logger: Logger, env: NodeJS.ProcessEnv = p
   if (!header?.glibcVersionRuntime) return;
   logger.warn(
     { glibc: header.glibcVersionRuntime },
-    'MALLOC_ARENA_MAX is not set: glibc keeps freed memory in up to 8 arenas per core, about 150 MiB more peak memory; ' +
-      'start the server with bin/snapgraph (npx snapgraph serve, npm start), which sets MALLOC_ARENA_MAX=2, or set it yourself',
+    'MALLOC_ARENA_MAX is not set: glibc keeps freed memory in up to 8 malloc arenas per core, tens of MiB more peak ' +
+      'memory (docs/operations.md, Memory); start the server with bin/snapgraph (npx snapgraph serve, npm start), ' +
+      'which sets MALLOC_ARENA_MAX=2, or set it yourself',
   );
 }
 

@@ -167,7 +167,7 @@ export async function stopServer(server: Server): Promise<void> {
  * reset at the start of each part (`echo 5 > /proc/<pid>/clear_refs`) and read at its end; without that reset (an
  * older kernel) VmRSS sampled every 100 ms. And the server's event-loop delay per part: p99 and max of prom-client's
  * histogram on its /metrics, which restarts at every scrape (nothing else scrapes this server), scraped once at each
- * part's start and end, so that p99 is over the whole part.
+ * part's start and end, so that p99 is over the whole part. And the server's CPU time per part (/proc/<pid>/stat).
  */
 export function rssSampler(pid: number) {
   const read = (field: 'VmRSS' | 'VmHWM'): number => {
@@ -188,6 +188,19 @@ export function rssSampler(pid: number) {
   };
   const peaks = new Map<string, number>();
   const delays = new Map<string, { p99: number; max: number }>();
+  // CPU seconds (user + system, every thread) the server spent per part: unlike wall time, about the same on a machine
+  // busy with other work, so that settings can be compared by what they cost.
+  const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  const cpuNow = (): number => {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+    } catch {
+      return 0;
+    }
+  };
+  const cpu = new Map<string, number>();
+  let cpuAtStart = cpuNow();
   const keep = (name: string, bytes: number) => peaks.set(name, Math.max(peaks.get(name) ?? 0, bytes));
   let part = 'boot';
   const started: [string, number][] = [];
@@ -205,6 +218,9 @@ export function rssSampler(pid: number) {
   const endPart = async () => {
     sample();
     keep(part, read('VmHWM'));
+    const cpuAtEnd = cpuNow();
+    cpu.set(part, (cpu.get(part) ?? 0) + cpuAtEnd - cpuAtStart);
+    cpuAtStart = cpuAtEnd;
     await scrapeDelay();
   };
   return {
@@ -219,7 +235,7 @@ export function rssSampler(pid: number) {
     async stop() {
       await endPart();
       clearInterval(timer);
-      return { peaks, delays, hwmPerPart, peak: Math.max(...peaks.values()), started };
+      return { peaks, delays, cpu, hwmPerPart, peak: Math.max(...peaks.values()), started };
     },
   };
 }
