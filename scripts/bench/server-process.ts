@@ -1,6 +1,6 @@
 // Shared pieces of the benchmarks that drive the server in its own process (`bin/snapgraph serve`, as operators start
-// it, fresh data dir, LOG_LEVEL=warn) only through its GraphQL API: the process, API helpers, data through the API, and file
-// baselines run in separate processes on copies of an instance's store.
+// it, fresh data dir, LOG_LEVEL=warn) only through its GraphQL API: the process, API helpers, data through the API,
+// and file baselines run in separate processes on copies of an instance's store.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';

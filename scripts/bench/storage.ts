@@ -18,9 +18,9 @@
 //    changed before each restore (so the safety point has something to keep) / (`gzip -dc` of a `gzip -1` copy of the
 //    store file + fsync of the output).
 // 4. Peak RSS of the server process per part: its VmHWM (all threads), reset at the start of each part; the server's
-//    event-loop delay per part (p99 and max over the whole part); the server's CPU time per part (user + system). A verifySnapshot of the newest snapshot is a part;
-//    the API calls that fill and change the graph are parts of their own ('fill', 'changes'), so that what they cost
-//    is not counted against the snapshots and restores around them.
+//    event-loop delay per part (p99 and max over the whole part); its CPU time per part (user + system, all threads).
+//    A verifySnapshot of the newest snapshot is a part; the API calls that fill and change the graph are parts of their
+//    own ('fill', 'changes'), so that what they cost is not counted against the snapshots and restores around them.
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -66,8 +66,8 @@ async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'snapgraph-bench-storage-'));
   const dataDir = join(work, 'data');
   const baselineDir = join(work, 'baseline');
-  // The first export of a snapshot produces its archive before exportSnapshot answers; at 1M nodes on a loaded machine
-  // that is silent for longer than the default idle timeout (2 min), which would drop the request's connection.
+  // The first export of a snapshot produces its archive before exportSnapshot answers: at 1M nodes on a busy 2-core
+  // machine 213 s without a byte, longer than the default idle timeout (2 min), which drops the request's connection.
   const serverSettings = { SNAPGRAPH_COLLECT_GRACE_MS: '0', SNAPGRAPH_IDLE_TIMEOUT_MS: '3600000' };
   console.log('bench:storage');
   console.log(JSON.stringify({ nodes, relationships, snapshots, pairs, changePerSnapshot: change, batch, work, serverEnv: serverSettings, cpus: cpus().length }));
