@@ -278,6 +278,25 @@ export function limitHeapGrowth(percent: number): void {
 }
 
 /**
+ * glibc's malloc gives each thread that allocates (libuv's pool running SQLite, zstd and crypto; V8's helpers) an arena
+ * of its own, up to 8 per core, and keeps what was freed in each: the largest part of the server's peak RSS after a
+ * snapshot or restore. The snapgraph launcher (bin/snapgraph) sets MALLOC_ARENA_MAX=2; a server started some other way
+ * on glibc without it says so once. Nothing to say on musl (Alpine) and other C libraries.
+ */
+export function warnAboutMallocArenas(logger: Logger, env: NodeJS.ProcessEnv = process.env): void {
+  if (env.MALLOC_ARENA_MAX || process.platform !== 'linux') return;
+  (process.report as { excludeNetwork?: boolean }).excludeNetwork = true; // Node ≥ 20.13: no network interfaces in it
+  const { header } = process.report.getReport() as { header?: { glibcVersionRuntime?: string } };
+  if (!header?.glibcVersionRuntime) return;
+  logger.warn(
+    { glibc: header.glibcVersionRuntime },
+    'MALLOC_ARENA_MAX is not set: glibc keeps freed memory in up to 8 malloc arenas per core, tens of MiB more peak ' +
+      'memory (docs/operations.md, Memory); start the server with bin/snapgraph (npx snapgraph serve, npm start), ' +
+      'which sets MALLOC_ARENA_MAX=2, or set it yourself',
+  );
+}
+
+/**
  * A full disk met by work nobody awaits (a background write, a stream's 'error' event) is logged and the server
  * serves on: whoever asked for that work is answered STORAGE_FULL, and everything works again once space returns.
  * Anything else that escapes is a bug: it is logged and the process exits, as Node's default would.

@@ -1,6 +1,6 @@
-// Shared pieces of the benchmarks that drive the server in its own process (`node dist/src/cli/main.js serve`, fresh
-// data dir, LOG_LEVEL=warn) only through its GraphQL API: the process, API helpers, data through the API, and file
-// baselines run in separate processes on copies of an instance's store.
+// Shared pieces of the benchmarks that drive the server in its own process (`bin/snapgraph serve`, as operators start
+// it, fresh data dir, LOG_LEVEL=warn) only through its GraphQL API: the process, API helpers, data through the API,
+// and file baselines run in separate processes on copies of an instance's store.
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -10,7 +10,8 @@ import { performance } from 'node:perf_hooks';
 import { LABELS, type PropertyMaker, TYPES } from './synthetic-graph';
 
 const REPO_ROOT = resolve(__dirname, '..', '..', '..');
-const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+/** The launcher operators run (package.json "bin"): node on dist/src/cli/main.js, with MALLOC_ARENA_MAX=2 unless set. */
+const LAUNCHER = join(REPO_ROOT, 'bin', 'snapgraph');
 /** The bootstrap ADMIN key of every bench server's tenant `default`. */
 export const ADMIN_KEY = 'bench-admin-key-0123456789';
 export const MAX_BATCH = 10_000;
@@ -122,23 +123,31 @@ function serverEnv(overrides: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...overrides };
 }
 
-/** Node's own flags for the server process, from BENCH_SERVER_NODE_ARGS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`). */
-function serverNodeArgs(): string[] {
-  return (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== '');
+/**
+ * The server's command: bin/snapgraph, as operators run it; or, with BENCH_SERVER_NODE_ARGS (Node's own flags such as
+ * `--cpu-prof --cpu-prof-dir=/tmp/prof`, which NODE_OPTIONS refuses), node itself with those flags and the launcher's
+ * malloc setting (not its young-generation flag).
+ */
+function serverCommand(): { command: string; args: string[]; env: Record<string, string> } {
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== '');
+  if (nodeArgs.length === 0) return { command: LAUNCHER, args: ['serve'], env: {} };
+  const cli = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+  return { command: process.execPath, args: [...nodeArgs, cli, 'serve'], env: { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2' } };
 }
 
 /**
- * Boots `snapgraph serve` on a free port (with BENCH_SERVER_NODE_ARGS before the script, if set). Its log goes to this process (the last lines kept for error messages), or
- * with `logFile` straight into that file, so that a bench that logs every request (LOG_LEVEL=info, as a server runs
- * by default) pays for writing its log as a deployment does, without this process reading it.
+ * Boots `snapgraph serve` on a free port (see serverCommand). Its log goes to this process (the last lines kept for
+ * error messages), or with `logFile` straight into that file, so that a bench that logs every request (LOG_LEVEL=info,
+ * as a server runs by default) pays for writing its log as a deployment does, without this process reading it.
  */
 export async function startServer(dataDir: string, env: Record<string, string>, { logFile }: { logFile?: string } = {}): Promise<Server> {
   const port = await freePort();
   const output: string[] = [];
   const logFd = logFile === undefined ? null : openSync(logFile, 'a');
-  const child = spawn(process.execPath, [...serverNodeArgs(), CLI, 'serve'], {
+  const launch = serverCommand();
+  const child = spawn(launch.command, launch.args, {
     cwd: REPO_ROOT,
-    env: serverEnv({ PORT: String(port), HOST: '127.0.0.1', SNAPGRAPH_DATA_DIR: dataDir, SNAPGRAPH_BOOTSTRAP_TOKEN: ADMIN_KEY, LOG_LEVEL: 'warn', ...env }),
+    env: serverEnv({ ...launch.env, PORT: String(port), HOST: '127.0.0.1', SNAPGRAPH_DATA_DIR: dataDir, SNAPGRAPH_BOOTSTRAP_TOKEN: ADMIN_KEY, LOG_LEVEL: 'warn', ...env }),
     stdio: ['ignore', logFd ?? 'pipe', 'pipe'],
   });
   if (logFd !== null) closeSync(logFd);
@@ -171,7 +180,7 @@ export async function stopServer(server: Server): Promise<void> {
  * reset at the start of each part (`echo 5 > /proc/<pid>/clear_refs`) and read at its end; without that reset (an
  * older kernel) VmRSS sampled every 100 ms. And the server's event-loop delay per part: p99 and max of prom-client's
  * histogram on its /metrics, which restarts at every scrape (nothing else scrapes this server), scraped once at each
- * part's start and end, so that p99 is over the whole part.
+ * part's start and end, so that p99 is over the whole part. And the server's CPU time per part (/proc/<pid>/stat).
  */
 export function rssSampler(pid: number) {
   const read = (field: 'VmRSS' | 'VmHWM'): number => {
@@ -192,6 +201,19 @@ export function rssSampler(pid: number) {
   };
   const peaks = new Map<string, number>();
   const delays = new Map<string, { p99: number; max: number }>();
+  // CPU seconds (user + system, every thread) the server spent per part: unlike wall time, about the same on a machine
+  // busy with other work, so that settings can be compared by what they cost.
+  const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  const cpuNow = (): number => {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+    } catch {
+      return 0;
+    }
+  };
+  const cpu = new Map<string, number>();
+  let cpuAtStart = cpuNow();
   const keep = (name: string, bytes: number) => peaks.set(name, Math.max(peaks.get(name) ?? 0, bytes));
   let part = 'boot';
   const started: [string, number][] = [];
@@ -209,6 +231,9 @@ export function rssSampler(pid: number) {
   const endPart = async () => {
     sample();
     keep(part, read('VmHWM'));
+    const cpuAtEnd = cpuNow();
+    cpu.set(part, (cpu.get(part) ?? 0) + cpuAtEnd - cpuAtStart);
+    cpuAtStart = cpuAtEnd;
     await scrapeDelay();
   };
   return {
@@ -223,7 +248,7 @@ export function rssSampler(pid: number) {
     async stop() {
       await endPart();
       clearInterval(timer);
-      return { peaks, delays, hwmPerPart, peak: Math.max(...peaks.values()), started };
+      return { peaks, delays, cpu, hwmPerPart, peak: Math.max(...peaks.values()), started };
     },
   };
 }

@@ -3,7 +3,7 @@
 import 'reflect-metadata';
 import { ConfigError, loadConfig } from '../config/app-config';
 import { createLogger } from '../logging/logger';
-import { installProcessErrorHandlers, installSignalHandlers, limitHeapGrowth, startServer } from '../server';
+import { installProcessErrorHandlers, installSignalHandlers, limitHeapGrowth, startServer, warnAboutMallocArenas } from '../server';
 import { DEFAULT_URL } from './api-client';
 import { CliError, UsageError } from './cli-error';
 import { exportCommand } from './export-command';
@@ -67,6 +67,7 @@ async function serve(): Promise<number> {
   const logger = createLogger(config.logLevel);
   installProcessErrorHandlers(logger);
   limitHeapGrowth(config.heapGrowthPercent);
+  warnAboutMallocArenas(logger);
   const server = await startServer(config, logger);
   installSignalHandlers(server, logger);
   return -1; // keep running

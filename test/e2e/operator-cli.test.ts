@@ -2,8 +2,8 @@
 // database, failures that say so, file modes, and the README's commands as written.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import {
   createInstance,
   createKey,
@@ -11,6 +11,7 @@ import {
   expectData,
   filesUnder,
   gql,
+  LAUNCHER,
   makeTempDir,
   REPO_ROOT,
   runCli,
@@ -18,6 +19,7 @@ import {
   serverPerSuite,
   startServer,
   takeSnapshot,
+  type TestServer,
 } from '../support';
 
 const modeOf = (path: string) => statSync(path).mode & 0o777;
@@ -163,6 +165,59 @@ describe('files in the data dir', () => {
   });
 });
 
+describe('the launcher, bin/snapgraph (package.json "bin")', () => {
+  const environ = (server: TestServer) => readFileSync(`/proc/${server.process.pid}/environ`, 'utf8').split('\0');
+  const arenaWarnings = (server: TestServer) => server.logLines().filter((line) => String(line.msg).startsWith('MALLOC_ARENA_MAX is not set'));
+
+  it('runs the server in node itself (exec) with MALLOC_ARENA_MAX=2, or the value the environment sets', async function () {
+    if (process.platform !== 'linux') this.skip(); // /proc
+    const server = await startServer({ env: { MALLOC_ARENA_MAX: undefined } });
+    assert.match(readFileSync(`/proc/${server.process.pid}/cmdline`, 'utf8'), /^node\0--max-semi-space-size=4\0.*dist\/src\/cli\/main\.js\0serve\0$/);
+    assert.ok(environ(server).includes('MALLOC_ARENA_MAX=2'), 'MALLOC_ARENA_MAX=2 is not in the server process environment');
+    assert.deepEqual(arenaWarnings(server), []);
+    await server.restart({ env: { MALLOC_ARENA_MAX: '4' } });
+    assert.ok(environ(server).includes('MALLOC_ARENA_MAX=4'));
+    assert.ok(!environ(server).includes('MALLOC_ARENA_MAX=2'));
+    await server.stop();
+  });
+
+  it('a server started with plain node on glibc without MALLOC_ARENA_MAX warns once; with it, it does not', async function () {
+    const { header } = process.report.getReport() as { header?: { glibcVersionRuntime?: string } };
+    if (!header?.glibcVersionRuntime) this.skip(); // musl and others: nothing to warn about
+    const server = await startServer({ plainNode: true, env: { MALLOC_ARENA_MAX: undefined } });
+    const warnings = arenaWarnings(server);
+    assert.equal(warnings.length, 1, server.logs());
+    assert.equal(warnings[0].level, 40);
+    assert.match(String(warnings[0].msg), /bin\/snapgraph/);
+    await server.restart({ env: { MALLOC_ARENA_MAX: '2' } });
+    assert.deepEqual(arenaWarnings(server), []);
+    await server.stop();
+  });
+
+  it('finds the package through symlinks, as node_modules/.bin/snapgraph and `npm link` install it', async () => {
+    const dir = makeTempDir();
+    const binDir = join(dir, 'node_modules', '.bin');
+    mkdirSync(binDir, { recursive: true });
+    symlinkSync(relative(binDir, LAUNCHER), join(binDir, 'snapgraph'));
+    symlinkSync(join(binDir, 'snapgraph'), join(dir, 'snapgraph'));
+    for (const [command, env] of [
+      [join(binDir, 'snapgraph'), serverEnv({})],
+      [join(dir, 'snapgraph'), serverEnv({})],
+      ['snapgraph', serverEnv({ PATH: `${binDir}:${process.env.PATH}` })],
+    ] as const) {
+      const run = await new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn(command, ['help'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
+        child.once('close', (code) => resolve({ code, out }));
+      });
+      assert.equal(run.code, 0, `${command}: ${run.out}`);
+      assert.match(run.out, /snapgraph tenant list/, command);
+    }
+  });
+});
+
 describe("the README's commands, right after npm install", () => {
   it('use `npx snapgraph`, which runs through package.json "bin"', async function () {
     this.timeout(300_000);
@@ -170,8 +225,14 @@ describe("the README's commands, right after npm install", () => {
     const cliLines = readme.split('\n').filter((line) => /^\s*(npx )?snapgraph /.test(line));
     assert.ok(cliLines.length > 0);
     for (const line of cliLines) assert.match(line, /^\s*npx snapgraph /, `the README says "${line.trim()}"; snapgraph is not on PATH`);
-    const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> };
-    assert.ok(readFileSync(join(REPO_ROOT, pkg.bin.snapgraph), 'utf8').startsWith('#!/usr/bin/env node'));
+    const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string>; scripts: Record<string, string> };
+    // "bin" is the sh launcher (MALLOC_ARENA_MAX), which execs node on the built CLI; `npm start` runs it too.
+    assert.equal(join(REPO_ROOT, pkg.bin.snapgraph), LAUNCHER);
+    const launcher = readFileSync(LAUNCHER, 'utf8');
+    assert.ok(launcher.startsWith('#!/bin/sh\n'), launcher.split('\n')[0]);
+    assert.match(launcher, /^exec node --max-semi-space-size=4 "\$\(dirname "\$self"\)\/\.\.\/dist\/src\/cli\/main\.js" "\$@"$/m);
+    assert.ok(statSync(LAUNCHER).mode & 0o100, 'the launcher is not executable');
+    assert.equal(pkg.scripts.start, 'bin/snapgraph serve');
 
     // As a newcomer types it (offline: nothing is fetched; the first run may build the package through "prepare").
     const run = await new Promise<{ code: number | null; out: string }>((resolve) => {

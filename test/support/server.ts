@@ -1,4 +1,5 @@
-// Boots the real server (`node dist/src/cli/main.js serve`) as a child process on a free port, as users run it.
+// Boots the real server (`bin/snapgraph serve`, the launcher package.json "bin" names) as a child process on a free
+// port, as users run it.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,6 +10,8 @@ import { type Disposer, forgetCleanup, registerCleanup } from './cleanup';
 /** The repository root (this file runs from dist/test/support). */
 export const REPO_ROOT = resolve(__dirname, '..', '..', '..');
 export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+/** The snapgraph command as installed (package.json "bin"): a sh launcher that sets MALLOC_ARENA_MAX and runs CLI. */
+export const LAUNCHER = join(REPO_ROOT, 'bin', 'snapgraph');
 
 /** Variables of the developer's shell that would change what a test server does; tests set them explicitly. */
 const INHERITED_VARIABLES_TO_DROP = [
@@ -71,8 +74,10 @@ export interface StartOptions {
   bootstrapToken?: string;
   /** How long to wait for the "snapgraph is serving" line. */
   bootTimeoutMs?: number;
-  /** Extra node flags for the server process (e.g. --cpu-prof, --inspect). */
+  /** Extra node flags for the server process (e.g. --cpu-prof, --inspect); the server then runs as plainNode. */
   nodeArgs?: string[];
+  /** Runs `node dist/src/cli/main.js serve` rather than the launcher (what a server started without it does). */
+  plainNode?: boolean;
 }
 
 export interface ExitStatus {
@@ -228,9 +233,10 @@ interface Booted {
   output: string[];
 }
 
-async function boot(env: NodeJS.ProcessEnv, { bootTimeoutMs: timeoutMs = 30_000, nodeArgs = [] }: StartOptions): Promise<Booted> {
+async function boot(env: NodeJS.ProcessEnv, { bootTimeoutMs: timeoutMs = 30_000, nodeArgs = [], plainNode = false }: StartOptions): Promise<Booted> {
   const output: string[] = [];
-  const child = spawn(process.execPath, [...nodeArgs, CLI, 'serve'], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, args] = plainNode || nodeArgs.length > 0 ? [process.execPath, [...nodeArgs, CLI, 'serve']] : [LAUNCHER, ['serve']];
+  const child = spawn(command, args, { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   liveServers.add(child);
   child.once('exit', () => liveServers.delete(child));
   child.stdout.setEncoding('utf8');
@@ -344,10 +350,10 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `node dist/src/cli/main.js <args>` with the given environment (a server's, to share its data). */
+/** Runs `bin/snapgraph <args>` with the given environment (a server's, to share its data). */
 export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(LAUNCHER, args, { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
