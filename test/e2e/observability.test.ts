@@ -321,6 +321,12 @@ describe('with SNAPGRAPH_IDLE_TIMEOUT_MS and SNAPGRAPH_MAX_QUERY_DEPTH set', () 
     expectData(await gql(suite.server, `{ instances { schedule { enabled } } }`));
   });
 
+  it('advertises a keep-alive time no longer than the idle timeout, so that no client reuses a socket being dropped', async () => {
+    const response = await fetch(`${suite.server.url}/healthz`);
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get('keep-alive') ?? '', new RegExp(`timeout=${IDLE_TIMEOUT_MS / 1000}\\b`));
+  });
+
   it('answers GET /readyz with 503, naming the check, while the blob store cannot be written', async () => {
     const blobs = join(suite.server.dataDir, 'blobs');
     renameSync(blobs, `${blobs}.away`);

@@ -14,12 +14,16 @@ const MAX_PING_INTERVAL_MS = 15_000;
  * HTTP (uploads, downloads, GraphQL requests): a socket with no byte in either direction for `idleTimeoutMs` is
  * destroyed. Node's requestTimeout (default 300 s for the whole request, body included) would cut a large upload
  * on a slow link, so it is off; headersTimeout still bounds the headers. WebSocket sockets are exempt here (`ws`
- * clears the socket timeout on upgrade) and get the graphql-ws limits below instead.
+ * clears the socket timeout on upgrade) and get the graphql-ws limits below instead. A kept-alive socket between
+ * requests is closed by the keep-alive timeout, which the response advertises (`Keep-Alive: timeout=…`), never later
+ * than the idle timeout: a client trusting a longer advertised time would reuse a socket the idle timeout is
+ * destroying and see its request reset.
  */
 export function applyHttpTimeouts(httpServer: Server, idleTimeoutMs: number, logger: Logger): void {
   httpServer.requestTimeout = 0;
   httpServer.headersTimeout = Math.min(HEADERS_TIMEOUT_MS, Math.max(idleTimeoutMs, 1_000));
   httpServer.timeout = idleTimeoutMs;
+  httpServer.keepAliveTimeout = Math.min(httpServer.keepAliveTimeout, idleTimeoutMs);
   // With a listener Node leaves the socket to us: log (no URL — export links hold a token) and destroy it.
   httpServer.on('timeout', (socket) => {
     logger.info({ remoteAddress: socket.remoteAddress, idleTimeoutMs }, 'dropped an idle HTTP connection');
