@@ -63,8 +63,7 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.e
 
 /** Fills a server with the graph, snapshots it and downloads one export per format, each streamed to a file. */
 async function exportFiles(work: string): Promise<Map<Format, string>> {
-  // exportSnapshotAs writes the whole file before it answers: longer than the default idle timeout for a large graph.
-  const server = await startServer(join(work, 'source'), { SNAPGRAPH_IDLE_TIMEOUT_MS: String(3_600_000) });
+  const server = await startServer(join(work, 'source'), {});
   const files = new Map<Format, string>();
   try {
     const { createInstance } = await gql(`mutation { createInstance(input: { name: "source", tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`);

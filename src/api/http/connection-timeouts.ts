@@ -1,6 +1,7 @@
 // Timeouts that drop stalled connections without cutting long transfers: an upload of several GiB or a long
 // export download keeps bytes moving, so every limit here is on silence, never on total duration.
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from '../../logging/logger';
 
 /** How long a client may take to send its request headers (slow-header attacks). */
@@ -12,7 +13,8 @@ const MAX_PING_INTERVAL_MS = 15_000;
 
 /**
  * HTTP (uploads, downloads, GraphQL requests): a socket with no byte in either direction for `idleTimeoutMs` is
- * destroyed. Node's requestTimeout (default 300 s for the whole request, body included) would cut a large upload
+ * destroyed, unless the silence is the server's own: a request received whole and not answered yet (an export of a
+ * large snapshot is built, hashed and sized before `exportSnapshot` answers) waits for its answer, however long. Node's requestTimeout (default 300 s for the whole request, body included) would cut a large upload
  * on a slow link, so it is off; headersTimeout still bounds the headers. WebSocket sockets are exempt here (`ws`
  * clears the socket timeout on upgrade) and get the graphql-ws limits below instead. A kept-alive socket between
  * requests is closed by the keep-alive timeout, which the response advertises (`Keep-Alive: timeout=…`), never later
@@ -24,8 +26,18 @@ export function applyHttpTimeouts(httpServer: Server, idleTimeoutMs: number, log
   httpServer.headersTimeout = Math.min(HEADERS_TIMEOUT_MS, Math.max(idleTimeoutMs, 1_000));
   httpServer.timeout = idleTimeoutMs;
   httpServer.keepAliveTimeout = Math.min(httpServer.keepAliveTimeout, idleTimeoutMs);
-  // With a listener Node leaves the socket to us: log (no URL — export links hold a token) and destroy it.
-  httpServer.on('timeout', (socket) => {
+  const answering = new WeakMap<Socket, { request: IncomingMessage; response: ServerResponse }>();
+  httpServer.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    answering.set(request.socket, { request, response });
+    response.once('close', () => {
+      if (answering.get(request.socket)?.response === response) answering.delete(request.socket);
+    });
+  });
+  // With a listener Node leaves the socket to us: log (no URL — export links hold a token) and destroy it. The next
+  // byte written arms the timeout again, so an answer that then stalls is still dropped.
+  httpServer.on('timeout', (socket: Socket) => {
+    const current = answering.get(socket);
+    if (current && current.request.complete && !current.response.headersSent) return;
     logger.info({ remoteAddress: socket.remoteAddress, idleTimeoutMs }, 'dropped an idle HTTP connection');
     socket.destroy();
   });
