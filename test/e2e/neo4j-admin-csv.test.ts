@@ -23,7 +23,8 @@ import {
   takeSnapshot,
   uploadFile,
 } from '../support';
-import { DOCS_EXAMPLE, filesOfTar, keptInstance, tarOfFiles } from '../support/admin-csv-files';
+import { DOCS_EXAMPLE } from '../support/admin-csv-files';
+import { filesOfTar, keptInstance, tarOfFiles } from '../support/graph-files';
 
 const EXPORT_AS = `mutation ($id: ID!, $format: ExportFormat!) { exportSnapshotAs(id: $id, format: $format) { url fileName sizeBytes sha256 } }`;
 

@@ -26,4 +26,5 @@ export * from './ws';
 export * from './volumes';
 export * from './s3';
 export * from './replicas';
+export * from './graph-files';
 export * from './graphml-files';

@@ -8,7 +8,8 @@ import type { ForeignRecord, GraphFileSource } from '../../src/graph-files/graph
 import { detectGraphFileFormat, GRAPH_FILE_FORMATS } from '../../src/graph-files/graph-file-formats';
 import { neo4jAdminCsvFormat } from '../../src/graph-files/neo4j-admin-csv-format';
 import type { GraphRecord } from '../../src/graph/records';
-import { DOCS_EXAMPLE, filesOfTar, tarOfFiles } from '../support/admin-csv-files';
+import { DOCS_EXAMPLE } from '../support/admin-csv-files';
+import { filesOfTar, tarOfFiles } from '../support/graph-files';
 
 async function rowsOf(text: string | Buffer, chunk = 3) {
   const bytes = Buffer.isBuffer(text) ? text : Buffer.from(text);
