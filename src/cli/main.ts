@@ -33,6 +33,9 @@ it runs. export and restore-file talk to a running server:
   --key <key>   or SNAPGRAPH_API_KEY  (prefer the variable: arguments are visible to other local users)
 `;
 
+/** `snapgraph inspect`'s bound on heap growth between full collections (limitHeapGrowth); the server's default. */
+const INSPECT_HEAP_GROWTH_PERCENT = 50;
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -50,6 +53,9 @@ async function main(argv: string[]): Promise<number> {
     case 'restore-file':
       return restoreFileCommand(rest);
     case 'inspect':
+      // What it holds stays small (a few MiB live whatever the file's size), but V8 would let garbage of the records
+      // read pile up to several times that between full collections: peak RSS then grows with the file.
+      limitHeapGrowth(INSPECT_HEAP_GROWTH_PERCENT);
       return inspectCommand(rest);
     case '-h':
     case '--help':
