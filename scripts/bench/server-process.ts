@@ -4,6 +4,7 @@
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -259,13 +260,29 @@ export function rssSampler(pid: number) {
 /** The server process the benchmark drives (the one startServer started last). */
 let server: Server;
 
-export async function gql<T = any>(query: string, variables: Record<string, unknown> = {}): Promise<T> {
-  const response = await fetch(`${server.url}/graphql`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
-    body: JSON.stringify({ query, variables }),
+/**
+ * An HTTP POST with no client-side time limit. fetch (undici) gives up on a response whose headers take over 300 s,
+ * and a mutation that builds a large file before answering (exportSnapshotAs of a million nodes) takes longer.
+ */
+function post(url: string, body: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
+  return new Promise((resolvePost, reject) => {
+    const sent = httpRequest(url, { method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) } }, (response) => {
+      const parts: Buffer[] = [];
+      response.on('data', (part: Buffer) => parts.push(part));
+      response.on('end', () => resolvePost({ status: response.statusCode ?? 0, body: Buffer.concat(parts).toString('utf8') }));
+      response.on('error', reject);
+    });
+    sent.on('error', reject);
+    sent.end(body);
   });
-  const text = await response.text();
+}
+
+export async function gql<T = any>(query: string, variables: Record<string, unknown> = {}): Promise<T> {
+  const response = await post(`${server.url}/graphql`, JSON.stringify({ query, variables }), {
+    'content-type': 'application/json',
+    authorization: `Bearer ${ADMIN_KEY}`,
+  });
+  const text = response.body;
   let body: { data?: T; errors?: { message: string; extensions?: { code?: string } }[] };
   try {
     body = JSON.parse(text);
