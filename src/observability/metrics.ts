@@ -29,6 +29,10 @@ export class Metrics {
   });
 
   readonly bytesArchived = this.byteCounter('snapgraph_archived_bytes_total', 'Archive bytes written to backup storage: export archives produced from snapshots');
+  readonly graphFileBytesWritten = this.byteCounter(
+    'snapgraph_graph_file_bytes_total',
+    'Bytes of foreign graph files (exportSnapshotAs APOC_JSON, CYPHER, GRAPHML, NEO4J_ADMIN_CSV) written to backup storage',
+  );
   readonly bytesRestored = this.byteCounter('snapgraph_restored_bytes_total', 'Bytes loaded into instance stores by restores (a restore point\'s base and deltas, or an archive)');
   readonly bytesExported = this.byteCounter('snapgraph_exported_bytes_total', 'Archive bytes sent by export downloads');
   readonly bytesUploaded = this.byteCounter('snapgraph_uploaded_bytes_total', 'Archive bytes received by uploads and stored after verification');

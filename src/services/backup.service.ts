@@ -471,17 +471,19 @@ export class BackupService {
 
   /**
    * Produces the snapshot as a foreign graph file (exportSnapshotAs) into an encrypted export copy beside the archive's,
-   * and returns its size and sha256. Deterministic, like the archive: `expectedSha256` (a link's) is checked.
+   * and returns its size and sha256. Deterministic, like the archive: `expected` (an earlier link's) is checked, and
+   * returned at once while the copy it describes is still stored.
    */
   async prepareGraphFileExport(
     snapshot: SnapshotEntity,
     instanceName: string,
     format: GraphFileFormat,
-    expectedSha256?: string,
+    expected?: { sizeBytes: number; sha256: string },
   ): Promise<{ sizeBytes: number; sha256: string }> {
     const write = format.write;
     if (!write) throw new AppError('BAD_USER_INPUT', `exporting as ${format.kind} is not available`);
     const key = exportKeyOf(snapshot, format.kind);
+    if (expected && (await this.blobs.exists(key))) return expected;
     return this.withScratchView(snapshot, quietContext(), async (view) => {
       const source: GraphFileSource = {
         stats: snapshot.contents!,
@@ -505,8 +507,9 @@ export class BackupService {
       );
       file.on('error', (error) => measured.destroy(error));
       await this.blobs.write(key, measured);
+      this.metrics.graphFileBytesWritten.inc(sizeBytes);
       const sha256 = digest.digest('hex');
-      if (expectedSha256 !== undefined && expectedSha256 !== sha256) {
+      if (expected !== undefined && expected.sha256 !== sha256) {
         await this.blobs.delete(key);
         throw new AppError('INVALID_BACKUP_FILE', `snapshot ${snapshot.id} no longer produces the ${format.kind} file its link records`);
       }
@@ -519,14 +522,14 @@ export class BackupService {
     snapshot: SnapshotEntity,
     instanceName: string,
     format: GraphFileFormat,
-    sha256: string,
+    expected: { sizeBytes: number; sha256: string },
     range?: { start?: number; end?: number },
   ): Promise<Readable> {
     try {
       return await this.blobs.read(exportKeyOf(snapshot, format.kind), range);
     } catch (error) {
       if (!(error instanceof BlobNotFoundError)) throw error;
-      await this.prepareGraphFileExport(snapshot, instanceName, format, sha256);
+      await this.prepareGraphFileExport(snapshot, instanceName, format, expected);
       return this.blobs.read(exportKeyOf(snapshot, format.kind), range);
     }
   }

@@ -1,7 +1,7 @@
 // Export links: an unguessable, expiring URL that streams a snapshot's archive without other credentials.
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { LessThan, type DataSource, type Repository } from 'typeorm';
+import { IsNull, LessThan, Not, type DataSource, type Repository } from 'typeorm';
 import { archiveExtension } from '../archive';
 import type { AppConfig } from '../config/app-config';
 import { ExportTokenEntity } from '../entities/export-token.entity';
@@ -78,7 +78,7 @@ export class ExportService {
     const instance = await this.instances.find(principal, snapshot.instanceId);
     const instanceName = instance?.name ?? snapshot.instanceId;
     const file = fileFormat
-      ? await this.backups.prepareGraphFileExport(snapshot, instanceName, fileFormat)
+      ? await this.backups.prepareGraphFileExport(snapshot, instanceName, fileFormat, await this.producedBefore(snapshot.id, format))
       : { sizeBytes: snapshot.sizeBytes!, sha256: snapshot.sha256! };
     const extension = fileFormat ? fileFormat.extension : archiveExtension(snapshot.engineVersion);
     const fileName = exportFileName(instanceName, snapshot.createdAt, extension);
@@ -103,6 +103,12 @@ export class ExportService {
     return { url: `${base}${EXPORT_PATH}/${token}`, fileName, expiresAt, ...file };
   }
 
+  /** The size and sha256 an earlier link recorded for the snapshot in this foreign format (the file is deterministic). */
+  private async producedBefore(snapshotId: string, format: ExportFormat): Promise<{ sizeBytes: number; sha256: string } | undefined> {
+    const earlier = await this.tokens.findOne({ where: { snapshotId, format, sha256: Not(IsNull()) }, order: { createdAt: 'DESC' } });
+    return earlier && earlier.sizeBytes !== null && earlier.sha256 !== null ? { sizeBytes: earlier.sizeBytes, sha256: earlier.sha256 } : undefined;
+  }
+
   /** The download behind a token; DownloadRefused(404) when unknown or the snapshot is gone, (410) when expired. */
   async resolve(token: string): Promise<Download> {
     if (!/^[A-Za-z0-9_-]{20,100}$/.test(token)) throw new DownloadRefused(404, 'no such export link');
@@ -118,15 +124,14 @@ export class ExportService {
     }
     const fileFormat = link.format === 'ARCHIVE' ? null : graphFileFormat(link.format);
     if (fileFormat && link.sha256 !== null && link.sizeBytes !== null) {
-      const sha256 = link.sha256;
+      const produced = { sizeBytes: link.sizeBytes, sha256: link.sha256 };
       const instanceName = (await this.instances.reload(snapshot.instanceId))?.name ?? snapshot.instanceId;
       return {
         snapshot,
         fileName: link.fileName,
         contentType: fileFormat.contentType,
-        sizeBytes: link.sizeBytes,
-        sha256,
-        open: (range) => this.backups.openGraphFileExport(snapshot, instanceName, fileFormat, sha256, range),
+        ...produced,
+        open: (range) => this.backups.openGraphFileExport(snapshot, instanceName, fileFormat, produced, range),
       };
     }
     return {

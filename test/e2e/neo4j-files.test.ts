@@ -17,6 +17,7 @@ import {
   type Graph,
   graphOf,
   itRefusesBadFiles,
+  metricsValue,
   serverPerSuite,
   sha256Of,
   takeSnapshot,
@@ -66,9 +67,15 @@ describe('Neo4j files', function () {
         assert.equal(status, 200);
         assert.equal(body.length, link.sizeBytes);
         assert.equal(sha256Of(body), link.sha256);
-        // Deterministic: asking again gives the same file.
+        // Deterministic: asking again gives the same file, the one already stored (not written again).
+        const written = await metricsValue(suite.server, 'snapgraph_graph_file_bytes_total');
+        assert.ok(written >= link.sizeBytes, `the first export was written (${written} bytes counted)`);
         const again = expectData(await gql(suite.server, EXPORT_AS, { id: snapshotId, format })).exportSnapshotAs;
         assert.equal(again.sha256, link.sha256);
+        assert.equal(again.sizeBytes, link.sizeBytes);
+        assert.notEqual(again.url, link.url);
+        assert.equal(await metricsValue(suite.server, 'snapgraph_graph_file_bytes_total'), written);
+        assert.equal(sha256Of((await download(again.url)).body), link.sha256);
         assert.deepEqual(await restored(body, link.fileName), sourceGraph);
       });
     }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { type DocumentNode, Kind, type OperationDefinitionNode, parse, print } from 'graphql';
 import type { BrowserContext, Page } from 'playwright-core';
 import { PLAYGROUND_DOCUMENT } from '../../src/api/http/playground-examples';
-import { eventually, expectData, gql, serverPerSuite, subscribe, type TestServer } from '../support';
+import { eventually, expectData, gql, metricsValue, serverPerSuite, subscribe } from '../support';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -222,11 +222,3 @@ async function waitForResponse(page: Page, matches: (text: string) => boolean, t
   });
 }
 
-/** One sample of GET /metrics (a metric without labels, or the sum of its series). */
-async function metricsValue(server: TestServer, name: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  return text
-    .split('\n')
-    .filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}{`))
-    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
-}

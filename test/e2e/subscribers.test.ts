@@ -12,6 +12,7 @@ import {
   expectData,
   fillInstance,
   gql,
+  metricsValue,
   type NewTenant,
   OPERATION_FIELDS,
   type OperationJson,
@@ -44,10 +45,7 @@ interface AvailabilityEvent {
 /** Backlog past which the server drops a WebSocket (small here, so that a test fills it quickly). */
 const MAX_BUFFERED_BYTES = 256 * 1024;
 
-async function activeSubscriptions(server: TestServer): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  return Number(/^snapgraph_subscriptions_active (\S+)$/m.exec(text)?.[1] ?? NaN);
-}
+const activeSubscriptions = (server: TestServer) => metricsValue(server, 'snapgraph_subscriptions_active');
 
 /** Resolves once the server runs at least `count` subscriptions (a subscription's stream starts when it has it). */
 async function untilSubscribed(server: TestServer, count: number): Promise<void> {

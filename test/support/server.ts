@@ -313,6 +313,15 @@ function parseLogLine(line: string): Record<string, unknown> | null {
   }
 }
 
+/** One sample of the server's GET /metrics: a metric without labels, or the sum of its series. */
+export async function metricsValue(server: Pick<TestServer, 'url'>, name: string): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}{`))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+}
+
 export function parseLogLines(text: string): Record<string, unknown>[] {
   return text
     .split('\n')
