@@ -141,7 +141,10 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     await backups.recordLegacySizes(rawBlobs);
     const collection = setInterval(() => void backups.collectAll(), config.collectIntervalMs);
     collection.unref();
-    closers.push(async () => clearInterval(collection));
+    closers.push(async () => {
+      clearInterval(collection);
+      backups.close();
+    });
     await finishDeletions(instances, soleProcess, logger);
     const deletionSweep = setInterval(() => void finishDeletions(instances, false, logger), DELETION_SWEEP_MS);
     deletionSweep.unref();

@@ -33,6 +33,15 @@ export class Metrics {
     'snapgraph_graph_file_bytes_total',
     'Bytes of foreign graph files (exportSnapshotAs APOC_JSON, CYPHER, GRAPHML, NEO4J_ADMIN_CSV) written to backup storage',
   );
+  readonly storeBases = new Counter({
+    name: 'snapgraph_store_bases_total',
+    help: 'Bases (page images) of instance stores written to the chunk store: by the base policy, by snapshots after a long change log, by restores',
+    registers: [this.registry],
+  });
+  readonly replayedLogBytes = this.byteCounter(
+    'snapgraph_replayed_log_bytes_total',
+    'Change-log bytes restores applied record by record on top of a base (the rest of what they loaded is page images)',
+  );
   readonly bytesRestored = this.byteCounter('snapgraph_restored_bytes_total', 'Bytes loaded into instance stores by restores (a restore point\'s base and deltas, or an archive)');
   readonly bytesExported = this.byteCounter('snapgraph_exported_bytes_total', 'Archive bytes sent by export downloads');
   readonly bytesUploaded = this.byteCounter('snapgraph_uploaded_bytes_total', 'Archive bytes received by uploads and stored after verification');

@@ -87,6 +87,8 @@ export class BackupService {
   private readonly collecting = new Map<string, { again: boolean }>();
   /** Bases being taken by this process in the background, by instance (one at a time each). */
   private readonly basing = new Map<string, Promise<unknown>>();
+  /** Instances whose base the policy put off until BASE_POLICY.minIntervalMs after the last one. */
+  private readonly deferredBases = new Map<string, NodeJS.Timeout>();
 
   constructor(
     private readonly db: DataSource,
@@ -106,17 +108,34 @@ export class BackupService {
   /**
    * A snapshot's restore point: the instance's position on its change log, once the log up to it is shipped (a
    * second or so, whatever the size of the store). A store whose history before its first base is unknown (written
-   * before the change log existed) gets that base now instead. The row is returned, not inserted: the caller records
-   * it together with the snapshot's COMPLETED.
+   * before the change log existed) gets that base now instead. A store whose shipped log since its newest base has
+   * outgrown BASE_POLICY (a bulk load the background policy has not caught up with) gets a base too, unless `logOnly`
+   * (a restore's safety point, which must cost only what changed), and the base is the snapshot's point when nothing
+   * was written since the position: restoring it would otherwise replay that log record by record. The row is
+   * returned, not inserted: the caller records it together with the snapshot's COMPLETED.
    */
-  async capture(instance: InstanceEntity, context: JobContext): Promise<CapturedPoint> {
+  async capture(instance: InstanceEntity, context: JobContext, { logOnly = false } = {}): Promise<CapturedPoint> {
     context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
+    // Decided before shipping, so that progress counts the log and the base's bytes from the start.
+    const baseBytes = logOnly ? null : await this.baseDueBytes(instance);
+    let shipped = 0;
     const { position, epoch } = await this.log.flush(instance, {
       signal: context.signal,
-      progress: (bytesDone, bytesTotal) => context.progress({ bytesDone, bytesTotal }),
+      progress: (bytesDone, bytesTotal) => {
+        shipped = bytesTotal;
+        context.progress({ bytesDone, bytesTotal: bytesTotal + (baseBytes ?? 0) });
+      },
     });
     const base = await this.newestBase(epoch.epoch, position.seq);
     if (!base && epoch.anchor === 'NONE') return this.captureBase(instance, context);
+    if (baseBytes !== null) {
+      context.progress({ bytesDone: shipped, bytesTotal: shipped + baseBytes });
+      const taken = await this.captureBase(instance, countedAfter(context, shipped, baseBytes));
+      // Nothing written since the position: the base is exactly that point. Otherwise it serves later points, and
+      // this one stays a position on the log (a base holds the store as it is when copied, not as it was).
+      if (taken.restorePoint.epoch === epoch.epoch && taken.restorePoint.seq === position.seq) return taken;
+      await this.points.insert(taken.restorePoint);
+    }
     const previous = await this.points.findOne({ where: { epoch: epoch.epoch }, order: { seq: 'DESC' } });
     const addedBytes = await this.log.storedBytesBetween(epoch.epoch, previous?.seq ?? 0, position.seq);
     const restorePoint = Object.assign(new RestorePointEntity(), {
@@ -162,15 +181,55 @@ export class BackupService {
       await this.takeBase(instance);
       return;
     }
+    const share = await this.logShareSince(instance, epoch, base);
+    if (share <= BASE_POLICY.maxLogShare) return;
+    const wait = base === null ? 0 : base.createdAt + BASE_POLICY.minIntervalMs - Date.now();
+    if (wait <= 0 || share > BASE_POLICY.urgentLogShare) {
+      await this.takeBase(instance);
+      return;
+    }
+    // Too soon after the last base: look again once the interval is over, so that a bulk load followed by silence
+    // (no segment shipped to bring this back) still gets its base.
+    if (this.deferredBases.has(instance.id)) return;
+    const timer = setTimeout(() => {
+      this.deferredBases.delete(instance.id);
+      void (async () => {
+        const current = await this.log.epoch(epoch.epoch);
+        // A restore meanwhile ended the epoch: the new store's history starts from a base of its own.
+        if (current && current.endedAt === null) await this.considerBase(instance, current);
+      })().catch((err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'a deferred base of the store failed'));
+    }, wait);
+    timer.unref();
+    this.deferredBases.set(instance.id, timer);
+  }
+
+  /** The store's size when the log it has shipped since its newest base is past BASE_POLICY (a snapshot then takes a base). */
+  private async baseDueBytes(instance: InstanceEntity): Promise<number | null> {
+    const epoch = await this.log.currentEpoch(instance.id);
+    if (!epoch) return null;
+    const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
+    if (!base && epoch.anchor === 'NONE') return null;
+    if ((await this.logShareSince(instance, epoch, base)) <= BASE_POLICY.maxLogShare) return null;
+    return (await this.instances.stats(instance)).storeSizeBytes;
+  }
+
+  /**
+   * How far the log since `base` (or since the epoch's anchor) has grown, as a share of the store as it is now (what a
+   * restore writes back): the larger of its bytes over the store's and its lines over the store's records.
+   */
+  private async logShareSince(instance: InstanceEntity, epoch: StoreEpochEntity, base: RestorePointEntity | null): Promise<number> {
     const since = await this.log.sizeAfter(epoch.epoch, base?.seq ?? 0);
-    // Measured against the store as it is now (what a restore writes back), not as the last base found it.
     const current = await this.instances.stats(instance);
     // Small stores count as a few MiB and 10,000 records: their log replays in no time, and a base per write is churn.
     const bytes = Math.max(current.storeSizeBytes, BASE_POLICY.minStoreBytes);
     const records = Math.max(current.nodeCount + current.relationshipCount, BASE_POLICY.minRecords);
-    const share = Math.max(since.plainBytes / bytes, since.lines / records);
-    const recent = base !== null && Date.now() - base.createdAt < BASE_POLICY.minIntervalMs;
-    if (share > (recent ? BASE_POLICY.urgentLogShare : BASE_POLICY.maxLogShare)) await this.takeBase(instance);
+    return Math.max(since.plainBytes / bytes, since.lines / records);
+  }
+
+  /** Drops the bases put off for later (the server is closing). */
+  close(): void {
+    for (const timer of this.deferredBases.values()) clearTimeout(timer);
+    this.deferredBases.clear();
   }
 
   /** Takes a base of the instance's store and records it as a BASE point (nothing else refers to it yet). */
@@ -185,8 +244,10 @@ export class BackupService {
     }
   }
 
-  /** Waits for a background base of the instance in flight (its store is about to be removed). */
+  /** Waits for a background base of the instance in flight, and drops one put off (its store is about to be removed). */
   async settle(instanceId: string): Promise<void> {
+    clearTimeout(this.deferredBases.get(instanceId));
+    this.deferredBases.delete(instanceId);
     await this.basing.get(instanceId)?.catch(() => undefined);
   }
 
@@ -234,6 +295,7 @@ export class BackupService {
         stats: manifest.stats,
         createdAt: Date.now(),
       } satisfies RestorePointEntity);
+      this.metrics.storeBases.inc();
       return { restorePoint, stats: manifest.stats };
     } catch (error) {
       await writer.abort().catch(() => undefined);
@@ -401,8 +463,9 @@ export class BackupService {
   ): Promise<{ stats: GraphStats; bytesRead: number }> {
     const { base, deltas, logs } = plan;
     const chunkBytes = (refs: ChunkRef[]) => refs.reduce((sum, ref) => sum + ref.plainLength, 0);
-    let total = (base?.base?.sizeBytes ?? 0) + deltas.reduce((sum, d) => sum + chunkBytes(d.delta!.chunks), 0);
-    for (const stretch of logs) total += (await this.log.sizeAfter(stretch.epoch.epoch, stretch.afterSeq, stretch.untilSeq)).plainBytes;
+    let replayed = deltas.reduce((sum, d) => sum + chunkBytes(d.delta!.chunks), 0);
+    for (const stretch of logs) replayed += (await this.log.sizeAfter(stretch.epoch.epoch, stretch.afterSeq, stretch.untilSeq)).plainBytes;
+    const total = (base?.base?.sizeBytes ?? 0) + replayed;
     context.progress({ phase: 'loading', bytesDone: 0, bytesTotal: total });
     let done = 0;
     const count = (bytes: number) => {
@@ -434,6 +497,7 @@ export class BackupService {
       context.progress({ phase: 'verifying' });
     };
     const stats = await this.stores.materialise(target.instanceId, target.generation, baseBytes, replay(), expected, { signal });
+    this.metrics.replayedLogBytes.inc(replayed);
     return { stats, bytesRead: done };
   }
 
@@ -882,5 +946,23 @@ function quietContext(): JobContext {
     progress: () => undefined,
     saveParams: async () => undefined,
     enterPointOfNoReturn: async () => undefined,
+  };
+}
+
+/**
+ * The context of work that follows `offset` bytes already counted and was announced as `span` more: its bytes are
+ * counted after them, scaled to that span, so that progress never moves back.
+ */
+function countedAfter(context: JobContext, offset: number, span: number): JobContext {
+  let scale = 1;
+  return {
+    ...context,
+    progress: ({ phase, bytesDone, bytesTotal }) => {
+      if (bytesTotal) scale = span / bytesTotal;
+      context.progress({
+        ...(phase !== undefined ? { phase } : {}),
+        ...(bytesDone !== undefined ? { bytesDone: offset + Math.round(bytesDone * scale) } : {}),
+      });
+    },
   };
 }

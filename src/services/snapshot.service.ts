@@ -137,7 +137,7 @@ export class SnapshotService {
     context: JobContext,
   ): Promise<{ commit(manager: EntityManager): Promise<void> }> {
     await this.update(snapshot, { status: 'IN_PROGRESS' });
-    const { restorePoint, stats } = await this.backups.capture(instance, context);
+    const { restorePoint, stats } = await this.backups.capture(instance, context, { logOnly: snapshot.profile === 'PRE_RESTORE' });
     const completion: Partial<SnapshotEntity> = {
       status: 'COMPLETED',
       completedAt: Date.now(),

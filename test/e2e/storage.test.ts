@@ -15,6 +15,7 @@ import {
   expectData,
   filesUnder,
   logSegmentsOf,
+  metricsValue,
   gql,
   graphOf,
   restoreAndWait,
@@ -94,6 +95,33 @@ describe('backup storage', () => {
     );
     await eventually(async () => (await gql(server, `query ($id: ID!) { instance(id: $id) { status } }`, { id: copy.id })).data?.instance?.status === 'RUNNING', { timeoutMs: 30_000 });
     assert.deepEqual(await graphOf(server, copy.id), graphAtSecond);
+  });
+
+  it('takes a snapshot right after a bulk load as a base of its own: restoring it writes pages back and replays no log', async function () {
+    this.timeout(120_000);
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'bulk', tier: 'PROFESSIONAL', memoryGB: 2 });
+    const nodes = (count: number) => Array.from({ length: count }, (_, i) => ({ labels: [`L${i % 3}`], properties: noise() }));
+    // A first write: the base policy takes a base of the young store in the background...
+    const basesBefore = await metricsValue(server, 'snapgraph_store_bases_total');
+    await createNodes(server, instance.id, nodes(3_000));
+    await eventually(async () => (await metricsValue(server, 'snapgraph_store_bases_total')) > basesBefore, { what: 'the first base' });
+    // ...then a bulk load, soon after: the policy puts the next base off (one per instance per 5 minutes), so the log
+    // since that base holds nearly the whole store when the snapshot is taken.
+    for (let i = 0; i < 20; i++) await createNodes(server, instance.id, nodes(1_000));
+    const graph = await graphOf(server, instance.id);
+    const snapshot = await takeSnapshot(server, instance.id);
+    const replayedBefore = await metricsValue(server, 'snapgraph_replayed_log_bytes_total');
+    const { createInstanceFromSnapshot: copy } = expectData(
+      await gql(server, `mutation ($id: ID!) { createInstanceFromSnapshot(snapshotId: $id, input: { name: "bulk-copy", tier: PROFESSIONAL, memoryGB: 2 }) { id } }`, {
+        id: snapshot.id,
+      }),
+    );
+    await eventually(async () => (await gql(server, `query ($id: ID!) { instance(id: $id) { status } }`, { id: copy.id })).data?.instance?.status === 'RUNNING', {
+      timeoutMs: 60_000,
+    });
+    assert.deepEqual(await graphOf(server, copy.id), graph);
+    assert.equal(await metricsValue(server, 'snapgraph_replayed_log_bytes_total'), replayedBefore, 'the restore replayed change-log records');
   });
 
   it('exports the documented archive, the same bytes every time, with the recorded sha256, and the archive restores', async function () {
