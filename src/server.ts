@@ -106,6 +106,8 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const wsServer = new WebSocketServer({
     server: httpServer,
     path: '/graphql',
+    // No compression: shared subscriptions write ready-made frames straight to the socket (bounded-web-socket.ts).
+    perMessageDeflate: false,
     WebSocket: boundedWebSocket(config.wsMaxBufferedBytes, (_socket, bufferedBytes) => stoppedReading({ bufferedBytes })),
   });
   instrumentWebSocketServer(wsServer, app.metrics, logger);

@@ -214,7 +214,7 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
       this.stream.frames.flush(this.sink.socket);
     } else {
       this.sendPending();
-      this.stream.frames.queue(this.sink.socket, Buffer.from(`{"id":${JSON.stringify(this.sink.id)},"type":"complete"}`), this.wanted);
+      this.stream.frames.queue(this.sink.socket, [Buffer.from(`{"id":${JSON.stringify(this.sink.id)},"type":"complete"}`)], this.wanted);
     }
     this.outcome = { failure };
     this.leave();
@@ -249,7 +249,7 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
 
   private send(payload: Buffer): void {
     this.sent += 1;
-    this.stream.frames.queue(this.sink.socket, Buffer.concat([this.prefix, payload, CLOSE]), this.wanted);
+    this.stream.frames.queue(this.sink.socket, [this.prefix, payload, CLOSE], this.wanted);
   }
 
   private settle(): void {

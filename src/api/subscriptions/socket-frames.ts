@@ -1,11 +1,11 @@
 // Frames of shared subscriptions, written straight to their sockets. Every frame asked for during one turn of the
-// event loop is sent in the next, all of a socket's frames in one write (the socket corked meanwhile), in the order
-// they were asked for. A socket whose client stopped reading is dropped by its own bound (bounded-web-socket.ts).
-import type { Socket } from 'node:net';
+// event loop is sent in the next, all of a socket's frames in one write, in the order they were asked for. A socket
+// whose client stopped reading is dropped by its own bound (bounded-web-socket.ts).
 import { WebSocket } from 'ws';
+import { canSendTextFrames, type TextFrame } from '../bounded-web-socket';
 
 interface Pending {
-  frame: Buffer;
+  frame: TextFrame;
   /** Whether the frame is still wanted when its turn comes (a subscription stopped by its client is not). */
   wanted(): boolean;
 }
@@ -14,8 +14,8 @@ export class SocketFrames {
   private readonly pending = new Map<WebSocket, Pending[]>();
   private scheduled = false;
 
-  /** Queues a text frame for the socket; it goes out in the next turn, after the frames queued before it. */
-  queue(socket: WebSocket, frame: Buffer, wanted: () => boolean): void {
+  /** Queues a text frame (its payload in parts) for the socket; it goes out in the next turn, after those queued before it. */
+  queue(socket: WebSocket, frame: TextFrame, wanted: () => boolean): void {
     let frames = this.pending.get(socket);
     if (!frames) {
       frames = [];
@@ -44,17 +44,15 @@ export class SocketFrames {
   };
 }
 
-function write(socket: WebSocket, frames: Pending[]): void {
+function write(socket: WebSocket, pending: Pending[]): void {
   if (socket.readyState !== WebSocket.OPEN) return;
-  const raw = (socket as unknown as { _socket?: Socket })._socket;
-  raw?.cork();
-  try {
-    for (const { frame, wanted } of frames) {
-      if (!wanted()) continue;
-      socket.send(frame, { binary: false });
-      if (socket.readyState !== WebSocket.OPEN) return; // dropped by its bound: the rest goes with it
-    }
-  } finally {
-    raw?.uncork();
+  const frames = pending.filter(({ wanted }) => wanted()).map(({ frame }) => frame);
+  if (canSendTextFrames(socket)) {
+    socket.sendTextFrames(frames);
+    return;
+  }
+  for (const parts of frames) {
+    socket.send(Buffer.concat(parts), { binary: false });
+    if (socket.readyState !== WebSocket.OPEN) return; // dropped by its bound: the rest goes with it
   }
 }
