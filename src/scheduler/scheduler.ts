@@ -66,19 +66,24 @@ export class Scheduler {
   }
 
   /**
-   * One round: nothing unless this process leads; then the due snapshots, then the retention sweep. Returns when
-   * the next snapshot falls due if that is before the next regular tick, else null.
+   * One round: nothing unless this process leads; then the due snapshots, then the retention sweep. Returns when the
+   * next round should start if that is before the next regular tick (a snapshot falls due, or the next sweep), else
+   * null.
    */
   async tick(): Promise<number | null> {
     if (!(await this.leadership.check())) return null;
     const { due, soonest } = await this.scheduledBy(Date.now(), Date.now() + this.tickMs);
     await this.takeDueSnapshots(due);
-    // Extra ticks woken for a due time do not sweep again: retention is swept once per regular tick.
+    // Retention is swept once a tick's length, not at every extra round woken for a due time...
     if (this.running && Date.now() - this.lastSweepAt >= this.tickMs) {
       this.lastSweepAt = Date.now();
       await this.retention.sweep(this.lastSweepAt);
     }
-    return soonest;
+    // ...and a round for a due time does not put the next sweep off: a round just short of a tick after the last
+    // sweep would otherwise skip it, and the one after come a whole tick later (measured: expired snapshots removed
+    // 2 s late on a 3 s schedule).
+    const nextSweep = this.lastSweepAt + this.tickMs;
+    return soonest === null ? nextSweep : Math.min(soonest, nextSweep);
   }
 
   private scheduleTick(delayMs: number): void {
@@ -89,10 +94,10 @@ export class Scheduler {
         this.logger.error({ err: error }, 'scheduler tick failed');
         return null;
       });
-      this.inFlight = tick.then((soonest) => {
+      this.inFlight = tick.then((next) => {
         this.inFlight = null;
         if (!this.running) return;
-        this.scheduleTick(soonest === null ? this.tickMs : Math.min(this.tickMs, Math.max(0, soonest - Date.now())));
+        this.scheduleTick(next === null ? this.tickMs : Math.min(this.tickMs, Math.max(0, next - Date.now())));
       });
     }, delayMs);
     this.timer.unref();

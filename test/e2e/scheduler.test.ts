@@ -236,6 +236,7 @@ async function removesExpiredSnapshots(server: TestServer): Promise<void> {
       expiresAt - Date.now() + SWEEP_SLACK_MS + SECOND,
     );
     const removedAt = Date.now();
+    observations.push(`the expired ${snapshot.profile} snapshot's removal event arrived ${removedAt - expiresAt} ms after it expired`);
     assert.ok(removedAt >= expiresAt, `${snapshot.profile} snapshot removed ${expiresAt - removedAt} ms before it expired`);
     assert.ok(removedAt - expiresAt <= SWEEP_SLACK_MS, `${snapshot.profile} snapshot removed ${removedAt - expiresAt} ms after it expired`);
     assert.deepEqual(
