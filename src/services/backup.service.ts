@@ -102,7 +102,10 @@ export class BackupService {
     private readonly options: { scratchDir: string; collectGraceMs: number; listBlobs: (prefix: string) => AsyncIterable<string> },
   ) {
     this.points = db.getRepository(RestorePointEntity);
-    log.onShipped((instance, epoch) => void this.considerBase(instance, epoch));
+    log.onShipped(
+      (instance, epoch) =>
+        void this.considerBase(instance, epoch).catch((err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed')),
+    );
   }
 
   /**
@@ -197,7 +200,7 @@ export class BackupService {
         const current = await this.log.epoch(epoch.epoch);
         // A restore meanwhile ended the epoch: the new store's history starts from a base of its own.
         if (current && current.endedAt === null) await this.considerBase(instance, current);
-      })().catch((err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'a deferred base of the store failed'));
+      })().catch((err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed'));
     }, wait);
     timer.unref();
     this.deferredBases.set(instance.id, timer);
