@@ -46,7 +46,7 @@ export const INDEXES = `
  * used cached page of any of them instead of allocating another. Without it each connection's cache grows to its own
  * cache_size, and memory grows with the number of stores open and the work on them.
  */
-export const SQLITE_HEAP_BYTES = 64 * 1024 * 1024;
+export const SQLITE_HEAP_BYTES = 32 * 1024 * 1024;
 export const TUNING = `PRAGMA busy_timeout = 10000; PRAGMA cache_size = -16000; PRAGMA soft_heap_limit = ${SQLITE_HEAP_BYTES};`;
 
 /** counts rows: ('nodes',''), ('relationships',''), ('label', <label>), ('type', <type>). */
