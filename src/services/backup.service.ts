@@ -111,29 +111,24 @@ export class BackupService {
   /**
    * A snapshot's restore point: the instance's position on its change log, once the log up to it is shipped (a
    * second or so, whatever the size of the store). A store whose history before its first base is unknown (written
-   * before the change log existed) gets that base now instead. A store whose shipped log since its newest base has
-   * outgrown BASE_POLICY (a bulk load the background policy has not caught up with) gets a base too, unless `logOnly`
-   * (a restore's safety point, which must cost only what changed), and the base is the snapshot's point when nothing
-   * was written since the position: restoring it would otherwise replay that log record by record. The row is
+   * before the change log existed) gets that base now instead. A store whose log since its newest base has outgrown
+   * BASE_POLICY (a bulk load the background policy has not caught up with) gets a base too, unless `logOnly` (a
+   * restore's safety point, which must cost only what changed), and the base is the snapshot's point when nothing was
+   * written since the position: restoring it would otherwise replay that log record by record. The row is
    * returned, not inserted: the caller records it together with the snapshot's COMPLETED.
    */
   async capture(instance: InstanceEntity, context: JobContext, { logOnly = false } = {}): Promise<CapturedPoint> {
     context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
-    // Decided before shipping, so that progress counts the log and the base's bytes from the start.
-    const baseBytes = logOnly ? null : await this.baseDueBytes(instance);
-    let shipped = 0;
+    // The position first, at once: a write acknowledged after the snapshot started is not in it.
     const { position, epoch } = await this.log.flush(instance, {
       signal: context.signal,
-      progress: (bytesDone, bytesTotal) => {
-        shipped = bytesTotal;
-        context.progress({ bytesDone, bytesTotal: bytesTotal + (baseBytes ?? 0) });
-      },
+      progress: (bytesDone, bytesTotal) => context.progress({ bytesDone, bytesTotal }),
     });
     const base = await this.newestBase(epoch.epoch, position.seq);
     if (!base && epoch.anchor === 'NONE') return this.captureBase(instance, context);
-    if (baseBytes !== null) {
-      context.progress({ bytesDone: shipped, bytesTotal: shipped + baseBytes });
-      const taken = await this.captureBase(instance, countedAfter(context, shipped, baseBytes));
+    if (!logOnly && (await this.logShareSince(instance, epoch, base)) > BASE_POLICY.maxLogShare) {
+      // Its bytes are not counted: the log's were, and a total that grew now would move progress back.
+      const taken = await this.captureBase(instance, { ...context, progress: ({ phase }) => phase && context.progress({ phase }) });
       // Nothing written since the position: the base is exactly that point. Otherwise it serves later points, and
       // this one stays a position on the log (a base holds the store as it is when copied, not as it was).
       if (taken.restorePoint.epoch === epoch.epoch && taken.restorePoint.seq === position.seq) return taken;
@@ -204,16 +199,6 @@ export class BackupService {
     }, wait);
     timer.unref();
     this.deferredBases.set(instance.id, timer);
-  }
-
-  /** The store's size when the log it has shipped since its newest base is past BASE_POLICY (a snapshot then takes a base). */
-  private async baseDueBytes(instance: InstanceEntity): Promise<number | null> {
-    const epoch = await this.log.currentEpoch(instance.id);
-    if (!epoch) return null;
-    const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
-    if (!base && epoch.anchor === 'NONE') return null;
-    if ((await this.logShareSince(instance, epoch, base)) <= BASE_POLICY.maxLogShare) return null;
-    return (await this.instances.stats(instance)).storeSizeBytes;
   }
 
   /**
@@ -949,23 +934,5 @@ function quietContext(): JobContext {
     progress: () => undefined,
     saveParams: async () => undefined,
     enterPointOfNoReturn: async () => undefined,
-  };
-}
-
-/**
- * The context of work that follows `offset` bytes already counted and was announced as `span` more: its bytes are
- * counted after them, scaled to that span, so that progress never moves back.
- */
-function countedAfter(context: JobContext, offset: number, span: number): JobContext {
-  let scale = 1;
-  return {
-    ...context,
-    progress: ({ phase, bytesDone, bytesTotal }) => {
-      if (bytesTotal) scale = span / bytesTotal;
-      context.progress({
-        ...(phase !== undefined ? { phase } : {}),
-        ...(bytesDone !== undefined ? { bytesDone: offset + Math.round(bytesDone * scale) } : {}),
-      });
-    },
   };
 }

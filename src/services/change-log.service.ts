@@ -103,11 +103,6 @@ export class ChangeLogService {
     return this.epochs.find({ where: { instanceId }, order: { startedAt: 'DESC', epoch: 'DESC' } });
   }
 
-  /** The epoch of the instance's current store (null for a store older than the change log, until its first look). */
-  currentEpoch(instanceId: string): Promise<StoreEpochEntity | null> {
-    return this.epochs.findOne({ where: { instanceId, endedAt: IsNull() }, order: { startedAt: 'DESC', epoch: 'DESC' } });
-  }
-
   /** The epoch whose store held the instance's data at `at`. */
   async epochAt(instanceId: string, at: number): Promise<StoreEpochEntity | null> {
     for (const epoch of await this.epochsOf(instanceId)) {

@@ -42,6 +42,7 @@ import {
   subscribe,
   subscriptionErrors,
   takeSnapshot,
+  touchEveryNode,
   tempBlobs,
   type TestServer,
 } from '../support';
@@ -630,6 +631,8 @@ describe('a snapshot of a large instance', () => {
   it('takes the snapshot after a restart when the server is killed in the middle of it (attempt 2)', async function () {
     this.timeout(60_000);
     const server = suite.server;
+    // The first test's snapshot took a base: give this one a long log to ship again, so that it is seen running.
+    await touchEveryNode(server, instanceId, 60_000, { noteBytes: 256 });
     const events = subscribe(server, server.adminKey, SNAPSHOT_UPDATED, { instanceId });
     await listening(events);
     const statsBefore = await statsOf(server, instanceId);
