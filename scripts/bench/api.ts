@@ -1,8 +1,10 @@
 // Cheap requests: an authenticated `{ viewer { role } }` and an instance list against a bare Apollo Server 5 + express
-// hello world. Three processes besides this one: Snapgraph (`snapgraph serve`, default log level, its log written to
-// a file), the baseline (apollo-hello-world.ts), and the load generator (load-generator.ts: keep-alive connections,
-// fixed time after a warm-up). The three loads run interleaved, in alternating order, round after round; the figures
-// are the median and range over the rounds, and each ratio is taken within its round. Prints figures; asserts nothing.
+// hello world, and the instance list also against the same bare server answering the same list from memory (what
+// graphql-js and Apollo cost for it before any work of ours). Three processes besides this one: Snapgraph
+// (`snapgraph serve`, default log level, its log written to a file), the baselines (apollo-hello-world.ts), and the
+// load generator (load-generator.ts: keep-alive connections, fixed time after a warm-up). The four loads run
+// interleaved, in alternating order, round after round; the figures are the median and range over the rounds, and
+// each ratio is taken within its round. Prints figures; asserts nothing.
 //
 //   npm run bench:api -- [--rounds 3] [--seconds 10] [--warmup 2] [--connections 50] [--instances 20]
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
@@ -21,8 +23,8 @@ interface Load {
   pid: number;
 }
 
-async function startBaseline(): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [join(__dirname, 'apollo-hello-world.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function startBaseline(instanceCount: number): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, [join(__dirname, 'apollo-hello-world.js'), String(instanceCount)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     let text = '';
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -63,7 +65,7 @@ async function main(): Promise<void> {
 
   const dataDir = mkdtempSync(join(tmpdir(), 'snapgraph-bench-api-'));
   const server = await startServer(join(dataDir, 'data'), { LOG_LEVEL: 'info' }, { logFile: join(dataDir, 'server.log') });
-  const baseline = await startBaseline();
+  const baseline = await startBaseline(instanceCount);
   try {
     // A VIEWER key, as a dashboard would hold: not the bootstrap ADMIN key.
     const { createApiKey } = await gql(`mutation { createApiKey(name: "dashboard", role: VIEWER) { secret } }`);
@@ -76,6 +78,7 @@ async function main(): Promise<void> {
     const common = { method: 'POST' as const, connections, warmupSeconds, seconds };
     const json = { 'content-type': 'application/json' };
     const authorized = { ...json, authorization: `Bearer ${createApiKey.secret}` };
+    const listQuery = JSON.stringify({ query: '{ instances { id name tier status availability createdAt } }' });
     const loads: Load[] = [
       { name: 'baseline { hello }', pid: baseline.child.pid!, spec: { ...common, url: baseline.url, headers: json, body: JSON.stringify({ query: '{ hello }' }), expect: '"world"' } },
       {
@@ -90,9 +93,14 @@ async function main(): Promise<void> {
           ...common,
           url: `${server.url}/graphql`,
           headers: authorized,
-          body: JSON.stringify({ query: '{ instances { id name tier status availability createdAt } }' }),
+          body: listQuery,
           expect: '"availability"',
         },
+      },
+      {
+        name: `baseline instance list (${instanceCount})`,
+        pid: baseline.child.pid!,
+        spec: { ...common, url: baseline.url, headers: json, body: listQuery, expect: '"availability"' },
       },
     ];
 
@@ -116,6 +124,7 @@ async function main(): Promise<void> {
     const ms = (value: number) => `${value.toFixed(2)} ms`;
     const ratio = (value: number) => `${value.toFixed(2)}×`;
     const base = results.get(loads[0].name)!;
+    const bareList = results.get(loads[3].name)!;
     process.stdout.write('\nmedian (range) over the rounds\n');
     for (const load of loads) {
       const rows = results.get(load.name)!;
@@ -125,10 +134,13 @@ async function main(): Promise<void> {
       process.stdout.write(`    p99        ${spread(rows.map((r) => r.p99ms), ms)}\n`);
       process.stdout.write(`    server CPU ${spread(rows.map((r) => r.serverCpuMsPerRequest), (v) => `${v.toFixed(3)} ms/req`)}\n`);
       if (load !== loads[0]) {
-        process.stdout.write(`    throughput vs baseline (same round) ${spread(rows.map((r, i) => r.requestsPerSecond / base[i].requestsPerSecond), ratio)}\n`);
+        process.stdout.write(`    throughput vs baseline { hello } (same round) ${spread(rows.map((r, i) => r.requestsPerSecond / base[i].requestsPerSecond), ratio)}\n`);
         process.stdout.write(
           `    CPU per request, baseline's / this (same round) ${spread(rows.map((r, i) => base[i].serverCpuMsPerRequest / r.serverCpuMsPerRequest), ratio)}\n`,
         );
+      }
+      if (load === loads[2]) {
+        process.stdout.write(`    throughput vs baseline instance list (same round) ${spread(rows.map((r, i) => r.requestsPerSecond / bareList[i].requestsPerSecond), ratio)}\n`);
       }
     }
   } finally {
