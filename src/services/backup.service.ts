@@ -87,6 +87,8 @@ export class BackupService {
   private readonly collecting = new Map<string, { again: boolean }>();
   /** Bases being taken by this process in the background, by instance (one at a time each). */
   private readonly basing = new Map<string, Promise<unknown>>();
+  /** Instances a snapshot is being captured of (it decides on a base itself). */
+  private readonly capturing = new Set<string>();
   /** Instances whose base the policy put off until BASE_POLICY.minIntervalMs after the last one. */
   private readonly deferredBases = new Map<string, NodeJS.Timeout>();
 
@@ -118,21 +120,38 @@ export class BackupService {
    * returned, not inserted: the caller records it together with the snapshot's COMPLETED.
    */
   async capture(instance: InstanceEntity, context: JobContext, { logOnly = false } = {}): Promise<CapturedPoint> {
+    if (logOnly) return this.capturePoint(instance, context, { mayTakeBase: false });
+    // One base of a store at a time (each needs a copy of the store in room): while a snapshot decides on one, the
+    // background policy takes none.
+    this.capturing.add(instance.id);
+    try {
+      return await this.capturePoint(instance, context, { mayTakeBase: true });
+    } finally {
+      this.capturing.delete(instance.id);
+    }
+  }
+
+  private async capturePoint(instance: InstanceEntity, context: JobContext, { mayTakeBase }: { mayTakeBase: boolean }): Promise<CapturedPoint> {
     context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
     // The position first, at once: a write acknowledged after the snapshot started is not in it.
     const { position, epoch } = await this.log.flush(instance, {
       signal: context.signal,
       progress: (bytesDone, bytesTotal) => context.progress({ bytesDone, bytesTotal }),
     });
-    const base = await this.newestBase(epoch.epoch, position.seq);
+    let base = await this.newestBase(epoch.epoch, position.seq);
     if (!base && epoch.anchor === 'NONE') return this.captureBase(instance, context);
-    if (!logOnly && (await this.logShareSince(instance, epoch, base)) > BASE_POLICY.maxLogShare) {
-      // Its bytes are not counted: the log's were, and a total that grew now would move progress back.
-      const taken = await this.captureBase(instance, { ...context, progress: ({ phase }) => phase && context.progress({ phase }) });
+    if (mayTakeBase) {
+      // A base the background policy began before this snapshot is waited for: it may be this point's base.
+      const inFlight = this.basing.get(instance.id);
+      if (inFlight) {
+        await inFlight.catch(() => undefined);
+        base = await this.newestBase(epoch.epoch, position.seq);
+      }
+      const taken = await this.baseIfDue(instance, epoch, context);
       // Nothing written since the position: the base is exactly that point. Otherwise it serves later points, and
       // this one stays a position on the log (a base holds the store as it is when copied, not as it was).
-      if (taken.restorePoint.epoch === epoch.epoch && taken.restorePoint.seq === position.seq) return taken;
-      await this.points.insert(taken.restorePoint);
+      if (taken?.restorePoint.epoch === epoch.epoch && taken.restorePoint.seq === position.seq) return taken;
+      if (taken) await this.points.insert(taken.restorePoint);
     }
     const previous = await this.points.findOne({ where: { epoch: epoch.epoch }, order: { seq: 'DESC' } });
     const addedBytes = await this.log.storedBytesBetween(epoch.epoch, previous?.seq ?? 0, position.seq);
@@ -158,6 +177,17 @@ export class BackupService {
     return { restorePoint, stats: position.stats };
   }
 
+  /**
+   * A base for a snapshot when the log since the store's newest base has outgrown BASE_POLICY (a bulk load the
+   * background policy has not caught up with), else null. Its bytes are not counted in progress: the log's were, and a
+   * total that grew now would move progress back.
+   */
+  private async baseIfDue(instance: InstanceEntity, epoch: StoreEpochEntity, context: JobContext): Promise<CapturedPoint | null> {
+    const newest = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
+    if ((await this.logShareSince(instance, epoch, newest)) <= BASE_POLICY.maxLogShare) return null;
+    return this.captureBase(instance, { ...context, progress: ({ phase }) => phase && context.progress({ phase }) });
+  }
+
   /** The newest base of the epoch at or before seq. */
   private newestBase(epoch: number, seq: number): Promise<RestorePointEntity | null> {
     return this.points
@@ -173,7 +203,7 @@ export class BackupService {
    */
   private async considerBase(known: InstanceEntity, epoch: StoreEpochEntity): Promise<void> {
     const instance = await this.instances.reload(known.id);
-    if (!instance || instance.status !== 'RUNNING' || this.basing.has(instance.id)) return;
+    if (!instance || instance.status !== 'RUNNING' || this.basing.has(instance.id) || this.capturing.has(instance.id)) return;
     const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
     if (!base && epoch.anchor === 'NONE') {
       await this.takeBase(instance);
@@ -222,7 +252,7 @@ export class BackupService {
 
   /** Takes a base of the instance's store and records it as a BASE point (nothing else refers to it yet). */
   async takeBase(instance: InstanceEntity, context: JobContext = quietContext()): Promise<RestorePointEntity | null> {
-    if (this.basing.has(instance.id)) return null;
+    if (this.basing.has(instance.id) || this.capturing.has(instance.id)) return null;
     const taking = this.baseNow(instance, context);
     this.basing.set(instance.id, taking);
     try {
