@@ -70,6 +70,22 @@ describe('HTTP connection timeouts (idle sockets dropped, the server never cut o
     assert.match(received, /first part/);
   });
 
+  it('answers a request that arrived while the event loop was stalled past the idle timeout', async () => {
+    const accepted = once(server, 'connection');
+    const socket = connect(port, '127.0.0.1');
+    await accepted;
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    const closed = once(socket, 'close');
+    socket.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    // The request sits in the server's socket while the loop is busy: when it is free again, the idle timer fires
+    // before the request is read.
+    const stalledUntil = Date.now() + IDLE_MS * 2;
+    while (Date.now() < stalledUntil);
+    await closed;
+    assert.match(received, /^HTTP\/1\.1 200/, `the answer: ${JSON.stringify(received)}`);
+  });
+
   it('drops a kept-alive socket left silent, and advertises no longer a keep-alive than that', async () => {
     const { received, closedAfterMs } = await rawExchange(port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n');
     assert.match(received, /keep-alive: timeout=0\b/i);

@@ -6,6 +6,11 @@ import type { Logger } from '../../logging/logger';
 
 /** How long a client may take to send its request headers (slow-header attacks). */
 const HEADERS_TIMEOUT_MS = 30_000;
+/**
+ * Never less, however short the idle timeout: Node checks it on a timer that, after a stall of the event loop, runs
+ * before the headers waiting in the socket are read, and answers a request that came in time 408 and resets it.
+ */
+const MIN_HEADERS_TIMEOUT_MS = 10_000;
 /** graphql-ws closes a socket that sends no connection_init within this (4408), capped by the idle timeout. */
 const MAX_CONNECTION_INIT_WAIT_MS = 10_000;
 /** Pings at least this often: proxies commonly close WebSockets silent for 60 s. */
@@ -23,7 +28,7 @@ const MAX_PING_INTERVAL_MS = 15_000;
  */
 export function applyHttpTimeouts(httpServer: Server, idleTimeoutMs: number, logger: Logger): void {
   httpServer.requestTimeout = 0;
-  httpServer.headersTimeout = Math.min(HEADERS_TIMEOUT_MS, Math.max(idleTimeoutMs, 1_000));
+  httpServer.headersTimeout = Math.min(HEADERS_TIMEOUT_MS, Math.max(idleTimeoutMs, MIN_HEADERS_TIMEOUT_MS));
   httpServer.timeout = idleTimeoutMs;
   httpServer.keepAliveTimeout = Math.min(httpServer.keepAliveTimeout, idleTimeoutMs);
   const answering = new WeakMap<Socket, { request: IncomingMessage; response: ServerResponse }>();
@@ -34,12 +39,18 @@ export function applyHttpTimeouts(httpServer: Server, idleTimeoutMs: number, log
     });
   });
   // With a listener Node leaves the socket to us: log (no URL — export links hold a token) and destroy it. The next
-  // byte written arms the timeout again, so an answer that then stalls is still dropped.
+  // byte read or written arms the timeout again, so an answer that then stalls is still dropped. The verdict waits one
+  // turn of the event loop: after a stall of the loop the timer fires before the bytes that came meanwhile are read,
+  // and a socket silent only in our own eyes must not be dropped (its client would see its request reset).
   httpServer.on('timeout', (socket: Socket) => {
-    const current = answering.get(socket);
-    if (current && current.request.complete && !current.response.headersSent) return;
-    logger.info({ remoteAddress: socket.remoteAddress, idleTimeoutMs }, 'dropped an idle HTTP connection');
-    socket.destroy();
+    const { bytesRead, bytesWritten } = socket;
+    setImmediate(() => {
+      if (socket.destroyed || socket.bytesRead !== bytesRead || socket.bytesWritten !== bytesWritten) return;
+      const current = answering.get(socket);
+      if (current && current.request.complete && !current.response.headersSent) return;
+      logger.info({ remoteAddress: socket.remoteAddress, idleTimeoutMs }, 'dropped an idle HTTP connection');
+      socket.destroy();
+    });
   });
 }
 
