@@ -18,7 +18,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fill, flag, gql, MAX_BATCH, median, MiB, rssSampler, secs, snapshot, spread, startServer, stopServer, until } from './server-process';
+import { fill, flag, gql, MAX_BATCH, median, MiB, percentile, rssSampler, secs, snapshot, spread, startServer, stopServer, until } from './server-process';
 import { rng } from './synthetic-graph';
 
 const list = (name: string, fallback: string) =>
@@ -31,12 +31,6 @@ const perProcess = flag('per-process', 2500);
 const keep = process.argv.includes('--keep');
 /** How long after the restore's end the clients may still be receiving its last events before they report anyway. */
 const DELIVERY_GRACE_MS = 60_000;
-
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = Float64Array.from(values).sort();
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-}
 
 /** CPU seconds (user + system) the process has used so far. */
 function cpuSeconds(pid: number): number {

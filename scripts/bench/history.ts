@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
-import { flag, gql, snapshot, type Server, startServer, stopServer } from './server-process';
+import { flag, gql, percentile, snapshot, type Server, startServer, stopServer } from './server-process';
 
 const HOUR = 3_600_000;
 const SAMPLES = 200;
@@ -27,11 +27,6 @@ const PAGE = `query($id: ID!, $after: String, $filter: SnapshotFilter) {
   snapshots(instanceId: $id, first: 50, after: $after, filter: $filter) {
     totalCount edges { cursor node { id createdAt status profile sizeBytes contents { nodeCount relationshipCount } } }
     pageInfo { hasNextPage endCursor } } }`;
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-}
 
 /** The snapshot's row as the server wrote it, copied `count - 1` times into the hours before it, in one transaction. */
 function prepareHistory(dataDir: string, snapshotId: string, count: number): { oldest: number } {

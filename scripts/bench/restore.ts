@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
-import { ADMIN_KEY, fill, flag, gql, MAX_BATCH, operationDone, rssSampler, secs, type Server, startServer, stopServer, until } from './server-process';
+import { ADMIN_KEY, fill, flag, gql, MAX_BATCH, operationDone, percentile, rssSampler, secs, type Server, startServer, stopServer, until } from './server-process';
 import { propertyMaker, propertyStyleFromArgs, rng } from './synthetic-graph';
 
 const sizes = (process.argv.includes('--sizes') ? process.argv[process.argv.indexOf('--sizes') + 1] : '10000,1000000')
@@ -34,11 +34,6 @@ const style = propertyStyleFromArgs();
 
 const mb = (bytes: number) => +(bytes / 1024 / 1024).toFixed(1);
 const TERMINAL = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted.length === 0 ? 0 : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-}
 
 /** A minimal graphql-transport-ws client over a raw `ws` socket (as fanout-clients.ts), with the ADMIN key. */
 class Subscriptions {

@@ -14,7 +14,7 @@ import type { DeltaBatch, GraphStats } from '../../src/graph/records';
 import { SqliteConnection } from '../../src/graph/sqlite-connection';
 import { SqliteGraphLoader, SqliteGraphStore, removeStoreFiles } from '../../src/graph/sqlite-graph-store';
 import { materialiseStore } from '../../src/graph/sqlite-materialiser';
-import { flag, mb } from './support';
+import { flag, MiB } from './server-process';
 import { rng, syntheticGraph } from './synthetic-graph';
 
 const LIMITS = { maxNodes: null, maxRelationships: null, maxBytes: Number.MAX_SAFE_INTEGER };
@@ -102,7 +102,7 @@ async function main() {
     await updateRandomNodes(store, nodes, onePercent, random, 0);
     const base0 = await store.captureBase(file('base0.sqlite'));
     const storeBytes = statSync(file('base0.sqlite')).size;
-    console.log(`(a) store file ${mb(storeBytes)} MiB, gzip -1 ${mb(gzip1Bytes(file('base0.sqlite')))} MiB`);
+    console.log(`(a) store file ${MiB(storeBytes)}, gzip -1 ${MiB(gzip1Bytes(file('base0.sqlite')))}`);
     const freelist = await (async () => {
       const db = await SqliteConnection.open(file('base0.sqlite'));
       const row = await db.get<{ free: number }>(`SELECT freelist_count AS free FROM pragma_freelist_count`);
@@ -119,12 +119,12 @@ async function main() {
       const diff = blockDiff(b0, b1, size);
       console.log(
         `(b) ${size / 1024} KiB blocks changed between two base copies 1% apart: ${(diff.fraction * 100).toFixed(1)}%, ` +
-          `${mb(diff.changedBytes)} MiB, gzip -1 ${mb(diff.gzip1)} MiB`,
+          `${MiB(diff.changedBytes)}, gzip -1 ${MiB(diff.gzip1)}`,
       );
     }
     const lines = delta1.batches.flatMap((batch) => batch.lines).join('\n');
     console.log(
-      `(c) delta of 1%: ${delta1.batches.reduce((sum, batch) => sum + batch.lines.length, 0)} lines, ${mb(Buffer.byteLength(lines))} MiB, ` +
+      `(c) delta of 1%: ${delta1.batches.reduce((sum, batch) => sum + batch.lines.length, 0)} lines, ${MiB(Buffer.byteLength(lines))}, ` +
         `gzip -1 ${(gzipSync(lines, { level: 1 }).length / 1024).toFixed(0)} KiB`,
     );
 
@@ -139,7 +139,7 @@ async function main() {
     await db1.close();
     const vacuumDiff = blockDiff(readFileSync(file('vacuum0.sqlite')), readFileSync(file('vacuum1.sqlite')), PAGE);
     console.log(
-      `    VACUUM INTO of a copy: ${vacuumSeconds.toFixed(2)} s, ${mb(statSync(file('vacuum0.sqlite')).size)} MiB; ` +
+      `    VACUUM INTO of a copy: ${vacuumSeconds.toFixed(2)} s, ${MiB(statSync(file('vacuum0.sqlite')).size)}; ` +
         `4 KiB pages changed between two vacuumed copies 1% apart: ${(vacuumDiff.fraction * 100).toFixed(1)}%`,
     );
     rmSync(file('vacuum0.sqlite'));

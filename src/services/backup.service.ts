@@ -104,10 +104,7 @@ export class BackupService {
     private readonly options: { scratchDir: string; collectGraceMs: number; listBlobs: (prefix: string) => AsyncIterable<string> },
   ) {
     this.points = db.getRepository(RestorePointEntity);
-    log.onShipped(
-      (instance, epoch) =>
-        void this.considerBase(instance, epoch).catch((err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed')),
-    );
+    log.onShipped((instance, epoch) => this.considerBaseInBackground(instance, epoch));
   }
 
   /**
@@ -203,7 +200,7 @@ export class BackupService {
    */
   private async considerBase(known: InstanceEntity, epoch: StoreEpochEntity): Promise<void> {
     const instance = await this.instances.reload(known.id);
-    if (!instance || instance.status !== 'RUNNING' || this.basing.has(instance.id) || this.capturing.has(instance.id)) return;
+    if (!instance || instance.status !== 'RUNNING' || this.baseUnderWay(instance.id)) return;
     const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
     if (!base && epoch.anchor === 'NONE') {
       await this.takeBase(instance);
@@ -221,14 +218,24 @@ export class BackupService {
     if (this.deferredBases.has(instance.id)) return;
     const timer = setTimeout(() => {
       this.deferredBases.delete(instance.id);
-      void (async () => {
-        const current = await this.log.epoch(epoch.epoch);
+      void this.log.epoch(epoch.epoch).then(
         // A restore meanwhile ended the epoch: the new store's history starts from a base of its own.
-        if (current && current.endedAt === null) await this.considerBase(instance, current);
-      })().catch((err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed'));
+        (current) => current && current.endedAt === null && this.considerBaseInBackground(instance, current),
+        (err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed'),
+      );
     }, wait);
     timer.unref();
     this.deferredBases.set(instance.id, timer);
+  }
+
+  /** considerBase for work nobody awaits: a failure is logged (an unhandled rejection would end the server). */
+  private considerBaseInBackground(instance: InstanceEntity, epoch: StoreEpochEntity): void {
+    this.considerBase(instance, epoch).catch((err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed'));
+  }
+
+  /** Whether a base of the instance's store is being taken, or a snapshot of it is deciding on one (one at a time). */
+  private baseUnderWay(instanceId: string): boolean {
+    return this.basing.has(instanceId) || this.capturing.has(instanceId);
   }
 
   /**
@@ -252,7 +259,7 @@ export class BackupService {
 
   /** Takes a base of the instance's store and records it as a BASE point (nothing else refers to it yet). */
   async takeBase(instance: InstanceEntity, context: JobContext = quietContext()): Promise<RestorePointEntity | null> {
-    if (this.basing.has(instance.id) || this.capturing.has(instance.id)) return null;
+    if (this.baseUnderWay(instance.id)) return null;
     const taking = this.baseNow(instance, context);
     this.basing.set(instance.id, taking);
     try {
