@@ -3,7 +3,6 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { setFlagsFromString } from 'node:v8';
 import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
@@ -266,17 +265,6 @@ export function installSignalHandlers(server: RunningServer, logger: Logger): vo
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
-}
-
-/**
- * Bounds how far the process's JavaScript heap grows between full collections: at most `percent` over what was live
- * after the last one. V8's own choice on a machine with memory to spare is up to 4×: with the server's ~40 MiB live
- * that is ~160 MiB between collections, nearly all of it garbage of finished requests and replayed log lines, and the
- * largest part of the server's peak RSS. The price is more frequent full collections of a small heap (each a few tens
- * of ms, mostly on V8's helper threads). For `snapgraph serve` only: it applies to the whole process.
- */
-export function limitHeapGrowth(percent: number): void {
-  if (percent > 0) setFlagsFromString(`--heap-growing-percent=${percent}`);
 }
 
 /**

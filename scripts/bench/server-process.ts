@@ -128,7 +128,13 @@ function serverEnv(overrides: Record<string, string>): NodeJS.ProcessEnv {
   for (const [name, value] of Object.entries(process.env)) {
     if (!name.startsWith('SNAPGRAPH_') && !['PORT', 'HOST', 'LOG_LEVEL', 'DATABASE_URL', 'REDIS_URL', 'NODE_ENV'].includes(name)) env[name] = value;
   }
-  return { ...env, ...overrides };
+  return { ...env, ...overrides, ...benchServerSettings() };
+}
+
+/** BENCH_SERVER_ENV: settings to try on the measured server, as JSON (`{"SNAPGRAPH_HEAP_GROWTH_PERCENT":"100"}`). */
+function benchServerSettings(): Record<string, string> {
+  const settings = process.env.BENCH_SERVER_ENV;
+  return settings ? (JSON.parse(settings) as Record<string, string>) : {};
 }
 
 /**

@@ -3,7 +3,8 @@
 import 'reflect-metadata';
 import { ConfigError, loadConfig } from '../config/app-config';
 import { createLogger } from '../logging/logger';
-import { installProcessErrorHandlers, installSignalHandlers, limitHeapGrowth, startServer, warnAboutMallocArenas } from '../server';
+import { limitHeapGrowth } from '../runtime/heap-growth';
+import { installProcessErrorHandlers, installSignalHandlers, startServer, warnAboutMallocArenas } from '../server';
 import { DEFAULT_URL } from './api-client';
 import { CliError, UsageError } from './cli-error';
 import { exportCommand } from './export-command';

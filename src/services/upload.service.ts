@@ -5,6 +5,7 @@ import { peekStream as peek } from '../archive/stream-peek';
 import { PassThrough, Readable, type Writable } from 'node:stream';
 import { type ArchiveHeader, extractArchiveFromTar, isArchiveError, SNIFF_LENGTH, sniffFileType } from '../archive';
 import { ArchiveVerifier } from '../archive/archive-verifier';
+import { whileStreamingBulk } from '../runtime/heap-growth';
 import { type GraphFileCensus, takeCensus } from '../graph-files/graph-file-census';
 import type { GraphFileFormat, GraphFileKind } from '../graph-files/graph-file-format';
 import { detectGraphFileFormat } from '../graph-files/graph-file-formats';
@@ -80,10 +81,11 @@ export class UploadService {
       sink.on('error', (error) => archive?.destroy(error));
       archive.pipe(toStore);
       archive.pipe(sink);
-      stored = this.blobs.write(key, toStore);
-      stored.catch(() => undefined);
-      const checked = await content;
-      const { plainBytes } = await stored;
+      const storing = (stored = this.blobs.write(key, toStore));
+      storing.catch(() => undefined);
+      const finish = async () => ({ checked: await content, plainBytes: (await storing).plainBytes });
+      // An archive only streams through this thread (its check is on a worker): bulk bytes (see whileStreamingBulk).
+      const { checked, plainBytes } = await (unwrapped.format === null ? whileStreamingBulk(finish) : finish());
       this.metrics.bytesUploaded.inc(plainBytes);
       return { key, sizeBytes: plainBytes, content: checked };
     } catch (error) {

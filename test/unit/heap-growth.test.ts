@@ -1,0 +1,30 @@
+import { strict as assert } from 'node:assert';
+import { HeapGrowth } from '../../src/runtime/heap-growth';
+
+describe('HeapGrowth', () => {
+  function recorded() {
+    const flags: string[] = [];
+    return { flags, growth: new HeapGrowth((flag) => flags.push(flag)) };
+  }
+
+  it('bounds the growth, lifts it while bulk streams run, and brings it back when the last one ends', async () => {
+    const { flags, growth } = recorded();
+    growth.limit(50);
+    let endFirst!: () => void;
+    const first = growth.whileStreamingBulk(() => new Promise<void>((resolve) => (endFirst = resolve)));
+    const second = growth.whileStreamingBulk(async () => 'second');
+    assert.equal(await second, 'second');
+    assert.deepEqual(flags, ['--heap-growing-percent=50', '--heap-growing-percent=0'], 'lifted once, still lifted while one runs');
+    endFirst();
+    await first;
+    assert.deepEqual(flags.at(-1), '--heap-growing-percent=50');
+    assert.equal(flags.length, 3);
+  });
+
+  it('brings the bound back when a stream fails', async () => {
+    const { flags, growth } = recorded();
+    growth.limit(40);
+    await assert.rejects(growth.whileStreamingBulk(async () => Promise.reject(new Error('client went away'))), /client went away/);
+    assert.deepEqual(flags, ['--heap-growing-percent=40', '--heap-growing-percent=0', '--heap-growing-percent=40']);
+  });
+});
