@@ -3,7 +3,7 @@
 import 'reflect-metadata';
 import { ConfigError, loadConfig } from '../config/app-config';
 import { createLogger } from '../logging/logger';
-import { limitHeapGrowth } from '../runtime/heap-growth';
+import { heapGrowth } from '../runtime/heap-growth';
 import { installProcessErrorHandlers, installSignalHandlers, startServer, warnAboutMallocArenas } from '../server';
 import { DEFAULT_URL } from './api-client';
 import { CliError, UsageError } from './cli-error';
@@ -34,7 +34,7 @@ it runs. export and restore-file talk to a running server:
   --key <key>   or SNAPGRAPH_API_KEY  (prefer the variable: arguments are visible to other local users)
 `;
 
-/** `snapgraph inspect`'s bound on heap growth between full collections (limitHeapGrowth); the server's default. */
+/** `snapgraph inspect`'s bound on heap growth between full collections (heapGrowth.limit); the server's default. */
 const INSPECT_HEAP_GROWTH_PERCENT = 50;
 
 async function main(argv: string[]): Promise<number> {
@@ -56,7 +56,7 @@ async function main(argv: string[]): Promise<number> {
     case 'inspect':
       // What it holds stays small (a few MiB live whatever the file's size), but V8 would let garbage of the records
       // read pile up to several times that between full collections: peak RSS then grows with the file.
-      limitHeapGrowth(INSPECT_HEAP_GROWTH_PERCENT);
+      heapGrowth.limit(INSPECT_HEAP_GROWTH_PERCENT);
       return inspectCommand(rest);
     case '-h':
     case '--help':
@@ -73,7 +73,7 @@ async function serve(): Promise<number> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   installProcessErrorHandlers(logger);
-  limitHeapGrowth(config.heapGrowthPercent);
+  heapGrowth.limit(config.heapGrowthPercent);
   warnAboutMallocArenas(logger);
   const server = await startServer(config, logger);
   installSignalHandlers(server, logger);

@@ -15,6 +15,8 @@ import { setFlagsFromString } from 'node:v8';
 export class HeapGrowth {
   #boundPercent = 0;
   #streaming = 0;
+  /** The value V8 was last given, if any: with no bound to lift, a stream changes nothing. */
+  #applied: number | null = null;
 
   constructor(private readonly setFlags: (flags: string) => void = setFlagsFromString) {}
 
@@ -36,10 +38,11 @@ export class HeapGrowth {
 
   #apply(): void {
     // 0 is V8's own growing factor.
-    this.setFlags(`--heap-growing-percent=${this.#streaming > 0 ? 0 : this.#boundPercent}`);
+    const percent = this.#streaming > 0 ? 0 : this.#boundPercent;
+    if (percent === this.#applied) return;
+    this.#applied = percent;
+    this.setFlags(`--heap-growing-percent=${percent}`);
   }
 }
 
 export const heapGrowth = new HeapGrowth();
-export const limitHeapGrowth = (percent: number): void => heapGrowth.limit(percent);
-export const whileStreamingBulk = <T>(work: () => Promise<T>): Promise<T> => heapGrowth.whileStreamingBulk(work);

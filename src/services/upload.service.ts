@@ -5,7 +5,7 @@ import { peekStream as peek } from '../archive/stream-peek';
 import { PassThrough, Readable, type Writable } from 'node:stream';
 import { type ArchiveHeader, extractArchiveFromTar, isArchiveError, SNIFF_LENGTH, sniffFileType } from '../archive';
 import { ArchiveVerifier } from '../archive/archive-verifier';
-import { whileStreamingBulk } from '../runtime/heap-growth';
+import { heapGrowth } from '../runtime/heap-growth';
 import { type GraphFileCensus, takeCensus } from '../graph-files/graph-file-census';
 import type { GraphFileFormat, GraphFileKind } from '../graph-files/graph-file-format';
 import { detectGraphFileFormat } from '../graph-files/graph-file-formats';
@@ -81,11 +81,12 @@ export class UploadService {
       sink.on('error', (error) => archive?.destroy(error));
       archive.pipe(toStore);
       archive.pipe(sink);
-      const storing = (stored = this.blobs.write(key, toStore));
-      storing.catch(() => undefined);
-      const finish = async () => ({ checked: await content, plainBytes: (await storing).plainBytes });
-      // An archive only streams through this thread (its check is on a worker): bulk bytes (see whileStreamingBulk).
-      const { checked, plainBytes } = await (unwrapped.format === null ? whileStreamingBulk(finish) : finish());
+      const writing = this.blobs.write(key, toStore);
+      stored = writing; // for the clean-up below
+      writing.catch(() => undefined);
+      const finish = async () => ({ checked: await content, plainBytes: (await writing).plainBytes });
+      // An archive only streams through this thread (its check is on a worker): bulk bytes (see HeapGrowth).
+      const { checked, plainBytes } = await (unwrapped.format === null ? heapGrowth.whileStreamingBulk(finish) : finish());
       this.metrics.bytesUploaded.inc(plainBytes);
       return { key, sizeBytes: plainBytes, content: checked };
     } catch (error) {

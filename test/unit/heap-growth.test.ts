@@ -27,4 +27,11 @@ describe('HeapGrowth', () => {
     await assert.rejects(growth.whileStreamingBulk(async () => Promise.reject(new Error('client went away'))), /client went away/);
     assert.deepEqual(flags, ['--heap-growing-percent=40', '--heap-growing-percent=0', '--heap-growing-percent=40']);
   });
+
+  it('leaves V8 alone during streams when there is no bound to lift', async () => {
+    const { flags, growth } = recorded();
+    growth.limit(0);
+    await growth.whileStreamingBulk(async () => undefined);
+    assert.deepEqual(flags, ['--heap-growing-percent=0']);
+  });
 });

@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Request, RequestHandler, Response } from 'express';
 import type { Logger } from '../../logging/logger';
 import type { Metrics } from '../../observability/metrics';
-import { whileStreamingBulk } from '../../runtime/heap-growth';
+import { heapGrowth } from '../../runtime/heap-growth';
 import { DownloadRefused, type ExportService } from '../../services/export.service';
 import { sendError } from './error-body';
 
@@ -77,7 +77,7 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
     try {
       // Counted as the bytes pass, without a stream stage of its own between the file and the socket.
       body.on('data', (chunk: Buffer) => metrics.bytesExported.inc(chunk.length));
-      await whileStreamingBulk(() => pipeline(body, res));
+      await heapGrowth.whileStreamingBulk(() => pipeline(body, res));
       logger.info({ snapshotId: download.snapshot.id, bytes: end - start + 1, partial: Boolean(range) }, 'export downloaded');
     } catch (error) {
       // A client that goes away mid-download is normal; a damaged blob is not.
