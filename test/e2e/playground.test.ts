@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type DocumentNode, Kind, type OperationDefinitionNode, parse, print } from 'graphql';
@@ -29,6 +30,15 @@ function exampleOperation(name: string): string {
   return print({ kind: Kind.DOCUMENT, definitions: [operation] });
 }
 
+function statusOf(url: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    get(url, { headers }, (response) => {
+      response.resume();
+      resolve(response.statusCode!);
+    }).on('error', reject);
+  });
+}
+
 describe('playground', () => {
   const suite = serverPerSuite();
 
@@ -50,6 +60,29 @@ describe('playground', () => {
           assert.ok((await served.arrayBuffer()).byteLength > 0, asset);
         }
       }
+    });
+
+    it('revalidates the page and every asset by ETag (304), while GraphQL answers carry none', async () => {
+      const { server } = suite;
+      const html = { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' };
+      const page = await fetch(`${server.url}/graphql`, { headers: html });
+      const assets = [...(await page.text()).matchAll(/(?:src|href)="(\/[^"]+)"/g)].map((match) => match[1]);
+      assert.ok(assets.some((asset) => asset.endsWith('playground.js')), 'a generated asset is among them');
+      for (const [path, headers] of [['/graphql', html], ...assets.map((asset) => [asset, {}] as const)] as const) {
+        const first = await fetch(`${server.url}${path}`, { headers });
+        const etag = first.headers.get('etag');
+        assert.ok(etag, `${path} has an ETag`);
+        assert.equal((await fetch(`${server.url}${path}`, { headers })).headers.get('etag'), etag, `${path}: the same ETag again`);
+        // node:http, not fetch: fetch adds Cache-Control: no-cache to a conditional request, which asks for the body.
+        assert.equal(await statusOf(`${server.url}${path}`, { ...headers, 'if-none-match': etag }), 304, path);
+      }
+      const answer = await fetch(server.graphqlUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${server.adminKey}` },
+        body: JSON.stringify({ query: '{ viewer { role } }' }),
+      });
+      assert.equal(answer.status, 200);
+      assert.equal(answer.headers.get('etag'), null);
     });
 
     it('leaves API clients alone: POST, and GET asking for JSON, reach GraphQL as before', async () => {

@@ -1,6 +1,7 @@
 // GET /graphql and GET / in a browser: a self-hosted GraphiQL. Its assets come from node_modules (no CDN), under
 // /playground/assets. Clients that ask for JSON, and every POST and WebSocket, go on to the API untouched.
-import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type Request, type Response, Router } from 'express';
 import type { Logger } from '../../logging/logger';
@@ -22,27 +23,28 @@ const PACKAGE_ASSETS: Record<string, [string, string]> = {
   'graphql-ws.min.js': ['graphql-ws', 'umd/graphql-ws.min.js'],
 };
 
-const GENERATED_ASSETS: Record<string, { type: string; body: string }> = {
-  'playground.js': { type: 'text/javascript; charset=utf-8', body: PLAYGROUND_SCRIPT },
-  'playground.css': { type: 'text/css; charset=utf-8', body: PLAYGROUND_CSS },
+const GENERATED_ASSETS: Record<string, { type: string; body: string; etag: string }> = {
+  'playground.js': { type: 'text/javascript; charset=utf-8', body: PLAYGROUND_SCRIPT, etag: etagOf(PLAYGROUND_SCRIPT) },
+  'playground.css': { type: 'text/css; charset=utf-8', body: PLAYGROUND_CSS, etag: etagOf(PLAYGROUND_CSS) },
 };
 
 export function playground(logger: Logger): Router {
   const files = resolvePackageAssets(logger);
-  const page = playgroundHtml(defaultPlaygroundConfig('/graphql'));
+  const html = playgroundHtml(defaultPlaygroundConfig('/graphql'));
+  const page = { html, etag: etagOf(html) };
   const router = Router();
 
   router.get(`${PLAYGROUND_ASSETS_PATH}/:name`, (req, res, next) => {
     const name = String(req.params.name);
     const generated = GENERATED_ASSETS[name];
     if (generated) {
-      res.setHeader('Cache-Control', 'no-cache').type(generated.type).send(generated.body);
+      res.setHeader('Cache-Control', 'no-cache').setHeader('ETag', generated.etag).type(generated.type).send(generated.body);
       return;
     }
     const file = files.get(name);
     if (!file) return next();
     // no-cache: revalidated by ETag, so an upgraded package is picked up at once.
-    res.sendFile(file, { cacheControl: false, headers: { 'Cache-Control': 'no-cache' } }, (error) => {
+    res.sendFile(file.path, { cacheControl: false, headers: { 'Cache-Control': 'no-cache', ETag: file.etag } }, (error) => {
       if (error && !res.headersSent) next(error);
     });
   });
@@ -59,23 +61,36 @@ function prefersHtml(req: Request): boolean {
   return req.accepts(['application/json', 'application/graphql-response+json', 'text/html']) === 'text/html';
 }
 
-function sendPage(res: Response, html: string): void {
+function sendPage(res: Response, { html, etag }: { html: string; etag: string }): void {
   res
     .status(200)
     .setHeader('Content-Security-Policy', PLAYGROUND_CSP)
     .setHeader('X-Content-Type-Options', 'nosniff')
     .setHeader('Referrer-Policy', 'no-referrer')
     .setHeader('Cache-Control', 'no-cache')
+    .setHeader('ETag', etag)
     .type('html')
     .send(html);
 }
 
-function resolvePackageAssets(logger: Logger): Map<string, string> {
-  const files = new Map<string, string>();
+/**
+ * A fixed text's ETag, computed once (the app computes none: see server.ts). With it set, express answers a request
+ * whose If-None-Match matches with 304 (and so does sendFile).
+ */
+function etagOf(text: string): string {
+  return `"${createHash('sha256').update(text).digest('base64url').slice(0, 27)}"`;
+}
+
+/** The installed files, each with an ETag from its size and modification time (as express's own would be). */
+function resolvePackageAssets(logger: Logger): Map<string, { path: string; etag: string }> {
+  const files = new Map<string, { path: string; etag: string }>();
   for (const [name, [pkg, path]] of Object.entries(PACKAGE_ASSETS)) {
     const dir = packageDir(pkg);
     const file = dir ? join(dir, path) : null;
-    if (file && existsSync(file)) files.set(name, file);
+    if (file && existsSync(file)) {
+      const { size, mtimeMs } = statSync(file);
+      files.set(name, { path: file, etag: `W/"${size.toString(16)}-${Math.floor(mtimeMs).toString(16)}"` });
+    }
     else logger.warn({ package: pkg, path }, 'playground asset not found; reinstall dependencies (npm ci)');
   }
   return files;
