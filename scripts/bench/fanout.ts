@@ -5,7 +5,8 @@
 // pair. The N clients connect once per N and stay connected through its pairs (connecting 10,000 authenticated
 // sockets takes minutes on a busy 2-core machine): in a baseline run they hold no subscription, in a product run each
 // subscribes to the instance's availability before the restore starts and to its progress right after. Prints
-// figures; asserts nothing. Not part of `npm test`.
+// figures; asserts nothing. Not part of `npm test`. The server logs at its default level (info) into a file in the
+// work directory, as a deployment pays for its log.
 //
 //   npm run bench:fanout -- [--subscribers 1000,10000] [--nodes 50000] [--pairs 3] [--per-process 2500] [--keep]
 //
@@ -116,7 +117,8 @@ async function main() {
   const relationships = 2 * nodes;
   console.log('bench:fanout');
   console.log(JSON.stringify({ subscribers: subscriberCounts, nodes, relationships, pairs, perProcess, work, cpus: cpus().length }));
-  const server = await startServer(join(work, 'data'), {});
+  // The default log level, as deployed: every subscription that ends and every socket that closes is a log line.
+  const server = await startServer(join(work, 'data'), { LOG_LEVEL: 'info' }, { logFile: join(work, 'server.log') });
   const rss = rssSampler(server.child.pid!);
   try {
     const { createInstance } = await gql(`mutation { createInstance(input: { name: "bench-fanout", tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`);
