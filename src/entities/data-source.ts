@@ -1,7 +1,7 @@
 // The metadata database: embedded SQLite in the data dir by default, PostgreSQL when DATABASE_URL is set.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { DataSource } from 'typeorm';
+import { DataSource, type QueryRunner } from 'typeorm';
 import { Initial1764000000000 } from '../migrations/1764000000000-initial';
 import { ExportTokens1764100000000 } from '../migrations/1764100000000-export-tokens';
 import { OperationAttempts1765000000000 } from '../migrations/1765000000000-operation-attempts';
@@ -51,7 +51,30 @@ export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatab
     timeout: 10_000,
     ...common,
   });
+  beginImmediate(db);
   // One connection for everyone: transactions take turns (see the gate).
   SqliteTransactionGate.install(db);
   return db;
+}
+
+/**
+ * Every transaction takes SQLite's write lock at BEGIN (IMMEDIATE), waiting for it up to the busy timeout. A deferred
+ * one takes it at its first write, and when another process (the operator CLI while the server runs, or the server
+ * while the CLI does) has committed since the transaction first read, SQLite fails that write at once with "database
+ * is locked", without waiting: `snapgraph tenant create` failed so once in CI (TypeORM's save reads before it writes).
+ */
+function beginImmediate(db: DataSource): void {
+  const driver = db.driver as { createQueryRunner(mode: string): QueryRunner };
+  const create = driver.createQueryRunner.bind(driver);
+  const patched = new WeakSet<QueryRunner>();
+  driver.createQueryRunner = (mode) => {
+    const runner = create(mode);
+    if (!patched.has(runner)) {
+      patched.add(runner);
+      const query = runner.query.bind(runner) as (sql: string, ...rest: unknown[]) => Promise<unknown>;
+      // TypeORM's sqlite runners open every outermost transaction with exactly this statement.
+      runner.query = ((sql: string, ...rest: unknown[]) => query(sql === 'BEGIN TRANSACTION' ? 'BEGIN IMMEDIATE TRANSACTION' : sql, ...rest)) as QueryRunner['query'];
+    }
+    return runner;
+  };
 }

@@ -1,11 +1,12 @@
 // The embedded metadata database is one better-sqlite3 connection: its transactions must take turns.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
-import { createMetadataDataSource } from '../../src/entities/data-source';
+import { createMetadataDataSource, metadataDatabasePath } from '../../src/entities/data-source';
 import { TenantEntity } from '../../src/entities/tenant.entity';
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -95,6 +96,26 @@ describe('metadata transactions on SQLite', () => {
     assert.equal(results.filter((result) => result.status === 'rejected').length, 20);
     const expected = Array.from({ length: 20 }, (_, k) => [`t${2 * k}-a`, `t${2 * k}-b`]).flat().sort();
     assert.deepEqual(await names(), expected);
+  });
+
+  it('a transaction that read before it writes is not refused when another process wrote meanwhile (BEGIN IMMEDIATE)', async () => {
+    // The other process (as the operator CLI beside the server) inserts a tenant while this transaction is open.
+    const other = `
+      const Database = require('better-sqlite3');
+      const db = new Database(process.argv[1], { timeout: 10000 });
+      db.prepare('INSERT INTO tenants (id, name, createdAt) VALUES (?, ?, ?)').run(require('node:crypto').randomUUID(), 'from-the-cli', Date.now());
+    `;
+    let otherDone!: Promise<unknown>;
+    await db.transaction(async (manager) => {
+      await manager.getRepository(TenantEntity).count(); // a read first, as TypeORM's save does
+      otherDone = new Promise((resolve, reject) =>
+        execFile(process.execPath, ['-e', other, metadataDatabasePath(dir)], { cwd: process.cwd() }, (error) => (error ? reject(error) : resolve(null))),
+      );
+      await pause(300); // the other process is running (and waits for this transaction's lock)
+      await manager.insert(TenantEntity, tenant('from-the-server'));
+    });
+    await otherDone;
+    assert.deepEqual(await names(), ['from-the-cli', 'from-the-server']);
   });
 
   it('gives the connection back after a failed commit or rollback', async () => {
