@@ -90,8 +90,9 @@ function resolvePackageAssets(logger: Logger): Map<string, { path: string; etag:
     if (file && existsSync(file)) {
       const { size, mtimeMs } = statSync(file);
       files.set(name, { path: file, etag: `W/"${size.toString(16)}-${Math.floor(mtimeMs).toString(16)}"` });
+    } else {
+      logger.warn({ package: pkg, path }, 'playground asset not found; reinstall dependencies (npm ci)');
     }
-    else logger.warn({ package: pkg, path }, 'playground asset not found; reinstall dependencies (npm ci)');
   }
   return files;
 }
