@@ -52,8 +52,8 @@ export class SqliteTransactionGate {
         scope.owner = null;
         // With no scope open, nothing needs a store: disabled, AsyncLocalStorage stops hooking every promise of the
         // process (bench:api, interleaved: 0.72–0.82 against 0.96 ms of server CPU per `{ viewer { role } }`); the
-        // next run() enables it again. Work a scope started and that
-        // outlives it then sees no store, which means what a closed scope does: not inside a transaction.
+        // next run() enables it again. Work a scope started that outlives it then sees no store, which means what a
+        // closed scope does: not inside a transaction.
         if (--this.openScopes === 0) this.scopes.disable();
       }
     });

@@ -15,8 +15,8 @@ import { setFlagsFromString } from 'node:v8';
 export class HeapGrowth {
   #boundPercent = 0;
   #streaming = 0;
-  /** The value V8 was last given, if any: with no bound to lift, a stream changes nothing. */
-  #applied: number | null = null;
+  /** The value V8 has now (0, its own factor, until told otherwise): with no bound to lift, a stream changes nothing. */
+  #applied = 0;
 
   constructor(private readonly setFlags: (flags: string) => void = setFlagsFromString) {}
 

@@ -28,10 +28,13 @@ describe('HeapGrowth', () => {
     assert.deepEqual(flags, ['--heap-growing-percent=40', '--heap-growing-percent=0', '--heap-growing-percent=40']);
   });
 
-  it('leaves V8 alone during streams when there is no bound to lift', async () => {
+  it('leaves V8 alone when there is no bound (0, or never set), streams or not', async () => {
     const { flags, growth } = recorded();
     growth.limit(0);
     await growth.whileStreamingBulk(async () => undefined);
-    assert.deepEqual(flags, ['--heap-growing-percent=0']);
+    assert.deepEqual(flags, []);
+    const unset = recorded();
+    await unset.growth.whileStreamingBulk(async () => undefined);
+    assert.deepEqual(unset.flags, []);
   });
 });

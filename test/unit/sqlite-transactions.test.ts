@@ -109,7 +109,7 @@ describe('metadata transactions on SQLite', () => {
     await db.transaction(async (manager) => {
       await manager.getRepository(TenantEntity).count(); // a read first, as TypeORM's save does
       otherDone = new Promise((resolve, reject) =>
-        execFile(process.execPath, ['-e', other, metadataDatabasePath(dir)], { cwd: process.cwd() }, (error) => (error ? reject(error) : resolve(null))),
+        execFile(process.execPath, ['-e', other, metadataDatabasePath(dir)], (error) => (error ? reject(error) : resolve(null))),
       );
       await pause(300); // the other process is running (and waits for this transaction's lock)
       await manager.insert(TenantEntity, tenant('from-the-server'));
