@@ -346,8 +346,8 @@ export class RestoreOperationHandler implements OperationHandler {
       return { expected: snapshot.contents, stats, anchor: { anchor: 'ORIGIN', originPointId: snapshot.restorePointId }, newPoint: null };
     }
     const loaded = params.fileKind
-      ? await this.loadGraphFile(params.fileKind, this.openUpload(params), instance, generation, context)
-      : await this.loadArchive(snapshot ? this.snapshots.openArchive(snapshot) : this.openUpload(params), instance, generation, context);
+      ? await this.loadGraphFile(params.fileKind, () => this.openUpload(params), instance, generation, context)
+      : await this.loadArchive(snapshot ? () => this.snapshots.openArchive(snapshot) : () => this.openUpload(params), instance, generation, context);
     try {
       context.progress({ phase: 'capturing' });
       const { restorePoint } = await this.backups.captureBase(instance, { ...context, progress: () => undefined }, generation);
@@ -360,7 +360,7 @@ export class RestoreOperationHandler implements OperationHandler {
 
   /** Streams an archive into a new store generation, then seals it; the shadow is removed on any failure. */
   private async loadArchive(
-    source: Promise<Readable>,
+    openSource: () => Promise<Readable>,
     instance: InstanceEntity,
     generation: number,
     context: JobContext,
@@ -371,7 +371,7 @@ export class RestoreOperationHandler implements OperationHandler {
       let archive: ArchiveReader;
       let header: ArchiveHeader;
       try {
-        archive = openArchive(await source);
+        archive = openArchive(await openSource());
         header = await archive.header;
         assertCompatible(header.engineVersion, instance);
         // SQLite loads one batch while the next is read, decrypted and inflated.
@@ -402,7 +402,7 @@ export class RestoreOperationHandler implements OperationHandler {
    */
   private async loadGraphFile(
     kind: GraphFileKind,
-    source: Promise<Readable>,
+    openSource: () => Promise<Readable>,
     instance: InstanceEntity,
     generation: number,
     context: JobContext,
@@ -412,7 +412,7 @@ export class RestoreOperationHandler implements OperationHandler {
     context.progress({ phase: 'loading', bytesDone: 0 });
     const loader = await this.stores.createLoader(instance.id, generation, this.instances.limitsOf(instance));
     try {
-      const reader = format.open(await source);
+      const reader = format.open(await openSource());
       try {
         await loadGraphFile(reader, loader, { signal: context.signal, progress: (bytesDone) => context.progress({ bytesDone }) });
         this.metrics.bytesRestored.inc(reader.bytesRead());
@@ -468,8 +468,11 @@ export class RestoreOperationHandler implements OperationHandler {
   }
 
   private async openUpload(params: RestoreParams): Promise<Readable> {
-    if (!params.uploadKey) throw new AppError('INVALID_BACKUP_FILE', 'the uploaded file is gone');
-    return this.blobs.read(params.uploadKey);
+    const gone = () => new AppError('INVALID_BACKUP_FILE', 'the uploaded file is gone');
+    if (!params.uploadKey) throw gone();
+    return this.blobs.read(params.uploadKey).catch((error: unknown) => {
+      throw error instanceof BlobNotFoundError ? gone() : error;
+    });
   }
 
   private async sourceSnapshot(operation: OperationEntity): Promise<SnapshotEntity> {

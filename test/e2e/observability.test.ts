@@ -311,7 +311,8 @@ describe('with SNAPGRAPH_IDLE_TIMEOUT_MS and SNAPGRAPH_MAX_QUERY_DEPTH set', () 
     });
     assert.ok(Date.now() - started > IDLE_TIMEOUT_MS * 2, 'the upload took longer than the idle timeout');
     assert.equal(response.status, 200, response.text);
-    assert.match(JSON.parse(response.text).data.restoreFromFile.id, /\S/);
+    const { id } = JSON.parse(response.text).data.restoreFromFile;
+    assert.equal((await settledOperation(server, id)).status, 'SUCCEEDED');
   });
 
   it('refuses a query deeper than the configured depth', async () => {

@@ -3,7 +3,7 @@
 // and instance deletions finished after a crash.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { OPERATION_PHASES } from '../../src/jobs/operation-phases';
@@ -44,6 +44,7 @@ import {
   touchEveryNode,
   tempBlobs,
   type TestServer,
+  uploadFile,
 } from '../support';
 
 const OPERATION_PROGRESS = `subscription ($id: ID!) { operationProgress(operationId: $id) { ${OPERATION_FIELDS} } }`;
@@ -210,6 +211,35 @@ describe('operations across restarts, cancellation and live progress', function 
       assert.deepEqual(await snapshotsOf(server, small, 'PRE_RESTORE'), []);
 
       assert.equal((await settledOperation(server, busy.id)).status, 'SUCCEEDED', 'the other operation was disturbed');
+    });
+
+    it('fails a queued restore whose uploaded file went missing, and the server lives on', async function () {
+      this.timeout(120_000);
+      const server = suite.server;
+      const archive = await archiveOf(server, smallSnapshot.id);
+      // The one operation slot is busy with a restore of the large instance; the upload's restore waits QUEUED. The
+      // large restore takes a few hundred milliseconds: should it end before the upload is removed, once more.
+      for (let tries = 1; ; tries += 1) {
+        const smallBefore = await statsOf(server, small);
+        const uploadsBefore = uploadedFiles(server);
+        const busy = await startRestore(server, snapshot.id, large);
+        await runningAttempt(server, busy.id, 1);
+        const upload = expectData(await uploadFile(server, { instanceId: small, file: archive })).restoreFromFile;
+        const stored = uploadedFiles(server).filter((path) => !uploadsBefore.includes(path));
+        assert.equal(stored.length, 1, `the upload stored once: ${stored.join(', ')}`);
+        const queued = (await operationById(server, upload.id))?.status === 'QUEUED';
+        // The stored upload vanishes before the restore reads it (a volume lost, an operator's clean-up).
+        if (queued) rmSync(stored[0]);
+        const settled = await settledOperation(server, upload.id);
+        assert.equal((await settledOperation(server, busy.id)).status, 'SUCCEEDED');
+        if (!queued && tries < 3) continue;
+        assert.ok(queued, 'the large restore ended before the upload was queued, three times: make the instance larger');
+        assert.deepEqual([settled.status, settled.error?.code, settled.error?.message], ['FAILED', 'INVALID_BACKUP_FILE', 'the uploaded file is gone']);
+        assert.equal(server.process.exitCode, null, 'the server is still running');
+        assert.deepEqual(await instanceState(server, small), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+        assert.deepEqual(await statsOf(server, small), smallBefore);
+        break;
+      }
     });
 
     it('cancels a RUNNING snapshot: CANCELLED, the snapshot FAILED without a blob, the instance free', async function () {
@@ -426,3 +456,8 @@ describe('deleteInstance after a kill -9', () => {
     assert.deepEqual(filesUnder(join(server.dataDir, 'instances')), []);
   });
 });
+
+/** The uploaded files the server holds for restores to come. */
+function uploadedFiles(server: TestServer): string[] {
+  return filesUnder(join(server.dataDir, 'blobs')).filter((path) => path.split(/[\\/]/).includes('uploads'));
+}
