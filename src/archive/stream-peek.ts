@@ -22,5 +22,10 @@ export async function peekStream(input: Readable, length: number): Promise<{ hea
     if (done) return;
     for (let next = await iterator.next(); !next.done; next = await iterator.next()) yield next.value;
   }
-  return { head: head.subarray(0, length), stream: Readable.from(replay(), { objectMode: false }) };
+  const stream = Readable.from(replay(), { objectMode: false });
+  // Its readers see a failure of the input where they read (iteration, pipeline); one that stopped reading (an
+  // inspection that has its answer, an entry skipped) must not see it as an 'error' nobody listens to, which would
+  // end the process.
+  stream.on('error', () => undefined);
+  return { head: head.subarray(0, length), stream };
 }

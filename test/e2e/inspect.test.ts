@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -12,6 +13,7 @@ import {
   serverPerSuite,
   STATS_FIELDS,
   takeSnapshot,
+  tarOfFiles,
   type TestServer,
 } from '../support';
 
@@ -106,6 +108,29 @@ describe('inspectFile and snapgraph inspect', () => {
     assert.equal(inspection?.details?.backupType, 'full');
     assert.deepEqual(inspection?.details?.transactionRange, { from: '12', to: '345' });
     assert.match(inspection?.problem ?? '', /APOC.*apoc\.export\.json\.all/s);
+  });
+
+  it('says a tar cut off is not readable, wherever it breaks off, and the server lives on', async function () {
+    this.timeout(60_000);
+    // Entries longer than what is peeked at (64 KiB): a README nothing recognises, and an archive of random text.
+    const large = await createInstance(suite.server, { name: 'large-inspected' });
+    await createNodes(suite.server, large.id, Array.from({ length: 2_000 }, () => ({ labels: ['Noise'], properties: { text: randomBytes(48).toString('hex') } })));
+    const largeArchive = await archiveOf(suite.server, (await takeSnapshot(suite.server, large.id)).id);
+    const readme = Buffer.from(randomBytes(150_000).toString('base64'));
+    for (const [what, tar, cut] of [
+      ['inside the README', await tarOfFiles({ 'README.txt': readme, 'prod.backup': largeArchive }), 512 + 100_000],
+      ['inside the archive', await tarOfFiles({ 'prod.backup': largeArchive }), 512 + Math.floor(largeArchive.length / 2)],
+    ] as const) {
+      const { inspection } = await inspectUpload(suite.server, tar.subarray(0, cut));
+      assert.equal(inspection?.kind, 'UNKNOWN', what);
+      assert.equal(inspection?.restorable, false);
+      assert.match(inspection?.problem ?? '', /Unexpected end of data|cut off|truncated|ends/i, `${what}: ${inspection?.problem}`);
+      // Whatever was still reading the cut-off entry has failed by now, too.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.equal(suite.server.process.exitCode, null, `the server is still running after the tar cut off ${what}`);
+    }
+    const { inspection } = await inspectUpload(suite.server, archive);
+    assert.equal(inspection?.kind, 'SNAPGRAPH_ARCHIVE');
   });
 
   it('needs an API key and the CSRF preflight header', async () => {
