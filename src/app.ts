@@ -73,7 +73,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const migrations = await db.runMigrations({ transaction: 'each' });
     if (migrations.length > 0) logger.info({ migrations: migrations.map((m) => m.name) }, 'metadata migrations applied');
 
-    const events = config.redisUrl ? await createRedisEventBus(config.redisUrl) : createInMemoryEventBus();
+    const events = config.redisUrl ? await createRedisEventBus(config.redisUrl, logger) : createInMemoryEventBus();
     closers.push(() => events.close());
     const metrics = new Metrics();
     const instanceDir = join(config.dataDir, 'instances');

@@ -2,9 +2,9 @@
 // Payloads are JSON (ISO strings, not Dates) so that they survive the trip through Redis.
 import { Repeater, SlidingBuffer } from '@graphql-yoga/subscription';
 import type { TypedEventTarget } from '@graphql-yoga/typed-event-target';
-import { createRedisEventTarget } from '@graphql-yoga/redis-event-target';
 import { Redis } from 'ioredis';
 import type { Availability, InstanceStatus } from '../entities/instance.entity';
+import type { Logger } from '../logging/logger';
 
 export interface AvailabilityEventPayload {
   tenantId: string;
@@ -106,12 +106,21 @@ export function createInMemoryEventBus(): EventBus {
   };
 }
 
-export async function createRedisEventBus(url: string): Promise<EventBus> {
+export async function createRedisEventBus(url: string, logger: Logger): Promise<EventBus> {
   const options = { lazyConnect: true, maxRetriesPerRequest: 3 };
   const publishClient = new Redis(url, options);
   const subscribeClient = new Redis(url, options);
   await Promise.all([publishClient.connect(), subscribeClient.connect()]);
-  const eventTarget = createRedisEventTarget<CustomEvent>({ publishClient, subscribeClient });
+  // Without a listener ioredis prints every failed reconnection to stderr; one warning per outage says enough.
+  for (const [name, client] of [['publishing', publishClient], ['subscribing', subscribeClient]] as const) {
+    let reported = false;
+    client.on('error', (error: unknown) => {
+      if (!reported) logger.warn({ err: error }, `the ${name} connection to Redis failed; retrying`);
+      reported = true;
+    });
+    client.on('ready', () => (reported = false));
+  }
+  const eventTarget = redisEventTarget(publishClient, subscribeClient, logger);
   // Messages published while the subscribing connection is down are lost for good. It counts as delivering again
   // only once a PING has come back after the reconnection: ioredis re-sends its SUBSCRIBEs first, so by then
   // Redis has them.
@@ -142,4 +151,63 @@ export async function createRedisEventBus(url: string): Promise<EventBus> {
       subscribeClient.disconnect();
     },
   };
+}
+
+/**
+ * Events as Redis PUBLISH and SUBSCRIBE, one channel per event name. Redis may be away (a restart, a failover): ioredis
+ * then fails the commands queued meanwhile, and a command's failure must not end the process, as an unobserved
+ * rejection would. A PUBLISH that failed is an event lost, as any published while the subscribing connection is down
+ * (onDeliveryLost tells the caches); a SUBSCRIBE that failed is sent again once the connection is back, so that a
+ * subscription made during the outage gets the events that follow it. Failures are logged once per outage.
+ */
+function redisEventTarget(publishClient: Redis, subscribeClient: Redis, logger: Logger): TypedEventTarget<CustomEvent> {
+  const listeners = new Map<string, Set<(event: CustomEvent) => void>>();
+  const unsubscribed = new Set<string>();
+  const failing = { publish: false, subscribe: false };
+  const failed = (what: keyof typeof failing) => (error: unknown) => {
+    if (failing[what]) return;
+    failing[what] = true;
+    logger.warn({ err: error }, `Redis ${what} failed; events are lost until Redis answers again`);
+  };
+  publishClient.on('ready', () => (failing.publish = false));
+  subscribeClient.on('ready', () => {
+    failing.subscribe = false;
+    if (unsubscribed.size > 0) subscribe([...unsubscribed]);
+  });
+  const subscribe = (channels: string[]) => {
+    for (const channel of channels) unsubscribed.delete(channel);
+    subscribeClient.subscribe(...channels).catch((error: unknown) => {
+      // Still wanted (nobody unsubscribed meanwhile): again at the next 'ready'.
+      for (const channel of channels) if (listeners.has(channel)) unsubscribed.add(channel);
+      failed('subscribe')(error);
+    });
+  };
+  subscribeClient.on('message', (channel: string, message: string) => {
+    const callbacks = listeners.get(channel);
+    if (!callbacks) return;
+    const event = new CustomEvent(channel, { detail: message === '' ? null : JSON.parse(message) });
+    for (const callback of callbacks) callback(event);
+  });
+  return {
+    addEventListener(channel: string, listener: ((event: CustomEvent) => void) | null) {
+      if (!listener) return;
+      let callbacks = listeners.get(channel);
+      if (!callbacks) {
+        listeners.set(channel, (callbacks = new Set()));
+        subscribe([channel]);
+      }
+      callbacks.add(listener);
+    },
+    removeEventListener(channel: string, listener: ((event: CustomEvent) => void) | null) {
+      const callbacks = listeners.get(channel);
+      if (!listener || !callbacks?.delete(listener) || callbacks.size > 0) return;
+      listeners.delete(channel);
+      unsubscribed.delete(channel);
+      subscribeClient.unsubscribe(channel).catch(failed('subscribe'));
+    },
+    dispatchEvent(event: CustomEvent) {
+      publishClient.publish(event.type, event.detail === undefined ? '' : JSON.stringify(event.detail)).catch(failed('publish'));
+      return true;
+    },
+  } as TypedEventTarget<CustomEvent>;
 }

@@ -1,0 +1,103 @@
+// A server on Redis (REDIS_URL) while Redis goes away and comes back: it keeps serving, and events flow again after.
+// Runs its own redis-server (Debian's redis-server package) on a free port, so that stopping it disturbs nothing
+// else; skipped with a message when there is none.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import {
+  createInstance,
+  createNodes,
+  eventually,
+  metricsValue,
+  redisUnavailable,
+  registerCleanup,
+  restoreAndWait,
+  serverPerSuite,
+  subscribe,
+  type Subscription,
+  takeSnapshot,
+} from '../support';
+
+const AVAILABILITY = `subscription ($instanceId: ID) { instanceAvailabilityChanged(instanceId: $instanceId) { availability } }`;
+
+describe('a server on Redis while Redis restarts', function () {
+  let port = 0;
+  let redis: ChildProcess | null = null;
+  before(async function () {
+    if (spawnSync('redis-server', ['--version']).status !== 0) {
+      console.log('      (skipped: no redis-server on PATH; install Debian\'s redis-server package to run it)');
+      this.skip();
+    }
+    port = await freePort();
+    redis = await startRedis(port);
+  });
+
+  // Booted after the hook above (hooks run in order), on the Redis it started.
+  const suite = serverPerSuite(() => ({ env: { REDIS_URL: `redis://127.0.0.1:${port}` } }));
+
+  after(async () => {
+    redis?.kill('SIGKILL');
+  });
+
+  it('keeps serving while Redis is away, and delivers events again once it is back', async function () {
+    this.timeout(90_000);
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'through-an-outage' });
+    await createNodes(server, instance.id, [{ labels: ['Before'] }]);
+    const snapshot = await takeSnapshot(server, instance.id);
+    const readOnlySeen = (subscription: Subscription) =>
+      subscription.results.filter((result) => result.data?.instanceAvailabilityChanged?.availability === 'READ_ONLY').length;
+    /** Restores until each subscription has seen a restore it had not seen yet (events are lost until it is live). */
+    const restoresReach = async (what: string, subscriptions: Subscription[]) => {
+      const seen = subscriptions.map(readOnlySeen);
+      await eventually(
+        async () => {
+          assert.equal((await restoreAndWait(server, snapshot.id)).status, 'SUCCEEDED');
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          return subscriptions.every((subscription, i) => readOnlySeen(subscription) > seen[i]);
+        },
+        { timeoutMs: 30_000, intervalMs: 100, what },
+      );
+    };
+    const before = subscribe(server, server.adminKey, AVAILABILITY, { instanceId: instance.id });
+    await restoresReach('the subscription to deliver before the outage', [before]);
+
+    redis!.kill('SIGKILL');
+    await once(redis!, 'exit');
+    // Work that publishes (operation progress, snapshot and availability events) and a subscription that subscribes,
+    // while Redis is away for longer than ioredis retries a command (3 reconnections).
+    await takeSnapshot(server, instance.id);
+    const during = subscribe(server, server.adminKey, AVAILABILITY, { instanceId: instance.id });
+    await eventually(async () => (await metricsValue(server, 'snapgraph_subscriptions_active')) === 2, { what: 'the second subscription to start' });
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    assert.equal(server.process.exitCode, null, 'the server is still running');
+    assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+    await eventually(() => server.logLines().some((line) => /^Redis (publish|subscribe) failed/.test(String(line.msg))), {
+      what: 'the failed Redis commands to be logged',
+    });
+
+    // Both see restores again: the one made before (ioredis subscribes again) and the one made while Redis was away
+    // (its SUBSCRIBE failed, and is sent again).
+    redis = await startRedis(port);
+    await restoresReach('both subscriptions to deliver after the outage', [before, during]);
+    assert.equal(server.process.exitCode, null);
+  });
+});
+
+async function freePort(): Promise<number> {
+  const probe = createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const { port } = probe.address() as { port: number };
+  probe.close();
+  await once(probe, 'close');
+  return port;
+}
+
+/** redis-server in the foreground, without persistence, once it answers PING. */
+async function startRedis(port: number): Promise<ChildProcess> {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  registerCleanup(async () => void child.kill('SIGKILL'));
+  await eventually(async () => (await redisUnavailable(`redis://127.0.0.1:${port}`, 500)) === null, { what: `redis-server on port ${port}` });
+  return child;
+}
