@@ -139,7 +139,10 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     runner.register(new VerifyOperationHandler(snapshots, instances, backups));
     runner.register(new ExportOperationHandler(destinations, snapshots, instances));
     await backups.recordLegacySizes(rawBlobs);
-    const collection = setInterval(() => void backups.collectAll(), config.collectIntervalMs);
+    const collection = setInterval(
+      () => void backups.collectAll().catch((err) => logger.error({ err }, 'could not look for unreferenced snapshot data; it is retried')),
+      config.collectIntervalMs,
+    );
     collection.unref();
     closers.push(async () => {
       clearInterval(collection);

@@ -123,7 +123,8 @@ export class ChangeLogService {
 
   /** Starts the periodic look at every instance's log. */
   start(): void {
-    this.ticker = setInterval(() => void this.tick(), this.options.tickMs);
+    // A failed look (the metadata database away for a moment) is logged, and the next tick looks again.
+    this.ticker = setInterval(() => void this.tick().catch((err) => this.logger.warn({ err }, 'looking for change logs to ship failed; it is retried')), this.options.tickMs);
     this.ticker.unref();
   }
 

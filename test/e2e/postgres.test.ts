@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { itRunsTheCoreRoundTrip } from '../support/core-round-trip';
-import { createTestDatabase, describePostgres, serverPerSuite, type TestDatabase, withClient } from '../support';
+import { createInstance, createTestDatabase, describePostgres, eventually, gql, serverPerSuite, takeSnapshot, type TestDatabase, withClient } from '../support';
 
 describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
   let database: TestDatabase;
@@ -28,6 +28,26 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
   });
 
   itRunsTheCoreRoundTrip(() => suite.server);
+
+  it('lives through the database dropping its connections, and serves again after', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const name = new URL(database.url).pathname.slice(1);
+    // For a few seconds (the change-log ticker looks every second), every connection the server holds is cut, over
+    // and over, while requests come in.
+    const until = Date.now() + 4_000;
+    while (Date.now() < until) {
+      await withClient(database.url, (client) =>
+        client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]),
+      );
+      await gql(server, '{ instances { id } }').catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(server.process.exitCode, null, 'the server is still running');
+    await eventually(async () => (await gql(server, '{ instances { id } }')).data?.instances !== undefined, { what: 'requests to be answered again' });
+    const instance = await createInstance(server, { name: 'after-the-cut' });
+    assert.equal((await takeSnapshot(server, instance.id)).status, 'COMPLETED');
+  });
 
   it('stores API keys hashed', async () => {
     const keys = await withClient(database.url, (client) => client.query<{ secretHash: string }>('SELECT "secretHash" FROM api_keys'));
