@@ -321,9 +321,10 @@ const CSV_KIND = 'NEO4J_ADMIN_CSV';
 function writeBundle(source: GraphFileSource): Readable {
   const pack = createTarPack();
   const mtime = new Date(source.capturedAt);
+  let scratch: string | undefined;
   (async () => {
-    const scratch = await mkdtemp(join(tmpdir(), 'snapgraph-admin-csv-export-'));
     try {
+      scratch = await mkdtemp(join(tmpdir(), 'snapgraph-admin-csv-export-'));
       const groups = await planGroups(source);
       const entries: Array<{ name: string; header: string; body?: string }> = await writeBodies(source, groups, scratch);
       if (entries.length === 0) entries.push({ name: 'nodes.csv', header: ':ID,:LABEL\n' });
@@ -346,9 +347,9 @@ function writeBundle(source: GraphFileSource): Readable {
     } catch (error) {
       pack.destroy(error as Error);
     } finally {
-      await rm(scratch, { recursive: true, force: true });
+      if (scratch) await rm(scratch, { recursive: true, force: true });
     }
-  })();
+  })().catch(() => undefined); // the clean-up's own failure: nothing more to tell the reader, who has the bundle or its error
   return Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
 }
 

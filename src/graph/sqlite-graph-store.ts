@@ -473,6 +473,9 @@ class SqliteReadView implements GraphReadView {
         const rows = await next;
         if (rows.length === 0) break;
         next = this.connection.all(sql, [rows[rows.length - 1].id, batchSize]);
+        // Observed now, awaited at the next turn: a read that fails while the reader works on this batch, or after it
+        // stopped reading, is not an unhandled rejection.
+        next.catch(() => undefined);
         yield { kind, lines: rows.map((row) => row.line) };
       }
     }

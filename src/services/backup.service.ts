@@ -8,7 +8,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+import { pipeline, Readable, Transform } from 'node:stream';
 import { In, IsNull, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ExportTokenEntity } from '../entities/export-token.entity';
@@ -771,7 +771,8 @@ export class BackupService {
           callback(null, chunk);
         },
       });
-      const archive = openArchive(source.pipe(tee));
+      // pipeline, not pipe: a read or decryption failure must reach the reader, which would otherwise wait for ever.
+      const archive = openArchive(pipeline(source, tee, () => undefined));
       await archive.verify();
       context.signal.throwIfAborted();
     } catch (error) {

@@ -294,11 +294,13 @@ export class ExportOperationHandler implements OperationHandler {
         callback(null, chunk);
       },
     });
-    const stop = () => counting.destroy(context.signal.reason as Error);
+    // In a pipeline before the signal can destroy it: a Transform destroyed on its own emits an 'error' nobody hears.
+    const source = pipeline(await this.snapshots.openArchive(snapshot), counting, () => undefined);
+    const stop = () => source.destroy(context.signal.reason as Error);
+    if (context.signal.aborted) stop();
     context.signal.addEventListener('abort', stop, { once: true });
     try {
-      const archive = await this.snapshots.openArchive(snapshot);
-      await bucket.write(fileName, pipeline(archive, counting, () => undefined), { metadata: { sha256: snapshot.sha256! } });
+      await bucket.write(fileName, source, { metadata: { sha256: snapshot.sha256! } });
     } finally {
       context.signal.removeEventListener('abort', stop);
     }

@@ -163,6 +163,9 @@ class PartReader {
           continue;
         }
         const file = new FileStream();
+        // Its reader sees a broken-off body where it reads; until the resolver starts reading (after authorising,
+        // a database read), an 'error' with no listener would end the process.
+        file.on('error', () => undefined);
         this.file = file;
         upload.resolve({ filename: part.filename!, mimetype: part.mimetype, encoding: '7bit', createReadStream: () => file });
         await this.streamInto(file, maxFileSize);
