@@ -332,6 +332,7 @@ function writeBundle(source: GraphFileSource): Readable {
         const header = Buffer.from(entry.header);
         const size = header.length + (entry.body ? (await stat(entry.body)).size : 0);
         const sink = pack.entry({ name: entry.name, size, mtime, mode: 0o644, uid: 0, gid: 0, uname: '', gname: '' });
+        sink.on('error', () => undefined); // seen through 'close' (writeTo) or the finish below
         await writeTo(sink, header);
         if (entry.body) for await (const chunk of createReadStream(entry.body)) await writeTo(sink, chunk as Buffer);
         (sink as unknown as { end(): void }).end();
@@ -354,7 +355,23 @@ function writeBundle(source: GraphFileSource): Readable {
 }
 
 async function writeTo(sink: { write(chunk: Buffer): boolean; once(event: string, listener: () => void): unknown }, chunk: Buffer): Promise<void> {
-  if (!sink.write(chunk)) await new Promise<void>((resolve) => sink.once('drain', resolve));
+  if (sink.write(chunk)) return;
+  // The pack was destroyed (its reader went away): no 'drain' will come.
+  if ((sink as unknown as { destroying: boolean }).destroying) throw new Error('the bundle was abandoned');
+  await new Promise<void>((resolve, reject) => {
+    const s = sink as unknown as NodeJS.EventEmitter;
+    const settle = (error?: Error) => {
+      s.off('drain', onDrain);
+      s.off('close', onClose);
+      if (error) reject(error);
+      else resolve();
+    };
+    const onDrain = () => settle();
+    // The pack was destroyed (its reader went away): no 'drain' will come.
+    const onClose = () => settle(new Error('the bundle was abandoned'));
+    s.on('drain', onDrain);
+    s.on('close', onClose);
+  });
 }
 
 /** First pass: the groups (files) in order of first appearance, each with its columns' kinds. */

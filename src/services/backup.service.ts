@@ -585,7 +585,8 @@ export class BackupService {
       const digest = createHash('sha256');
       let sizeBytes = 0;
       const file = write(source);
-      const measured = file.pipe(
+      const measured = pipeline(
+        file,
         new Transform({
           transform(chunk: Buffer, _encoding, callback) {
             digest.update(chunk);
@@ -593,8 +594,8 @@ export class BackupService {
             callback(null, chunk);
           },
         }),
+        () => undefined,
       );
-      file.on('error', (error) => measured.destroy(error));
       await this.blobs.write(key, measured);
       this.metrics.graphFileBytesWritten.inc(sizeBytes);
       const sha256 = digest.digest('hex');
@@ -681,8 +682,8 @@ export class BackupService {
               callback(null, chunk);
             },
           });
-          const archive = writer.stream.pipe(measure);
-          writer.stream.on('error', (error) => measure.destroy(error));
+          // pipeline: a consumer that stops (a failed write) destroys writer.stream, which releases the producer.
+          const archive = pipeline(writer.stream, measure, () => undefined);
           const consumed = consume(archive, () => ({ sizeBytes, sha256: digest.digest('hex') }));
           consumed.catch(() => undefined);
           try {
@@ -693,6 +694,7 @@ export class BackupService {
             await writer.end();
           } catch (error) {
             writer.destroy(error as Error);
+            await consumed; // the consumer's own failure (ENOSPC, S3) is the cause worth reporting
             throw error;
           }
           return await consumed;

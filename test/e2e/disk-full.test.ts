@@ -14,6 +14,7 @@ import {
   eventually,
   expectCode,
   expectData,
+  EXPORT_SNAPSHOT,
   fillInstance,
   gql,
   graphOf,
@@ -33,6 +34,7 @@ import {
   takeSnapshot,
   type TestServer,
   uploadFile,
+  within,
 } from '../support';
 
 const MiB = 1024 * 1024;
@@ -199,6 +201,38 @@ describe('a full disk', function () {
     assert.equal(restore.status, 'SUCCEEDED', JSON.stringify(restore.error));
     assert.deepEqual(await graphOf(server, instance.id), before);
     assert.equal(server.process, process, 'the same server process');
+    assertAlive(server);
+  });
+});
+
+describe('a full backup storage when a snapshot is exported', function () {
+  this.timeout(180_000);
+
+  it('answers STORAGE_FULL at once, leaves no copy behind, and exports once space returns', async function () {
+    const volume = volumeOrSkip(this, 64 * MiB);
+    // Only the blobs are on the small volume: the export's scratch copy of the graph has room, its archive does not.
+    const dataDir = makeTempDir('snapgraph-e2e-data-');
+    mkdirSync(join(volume.path, 'blobs'));
+    symlinkSync(join(volume.path, 'blobs'), join(dataDir, 'blobs'));
+    const server = await startServer({ dataDir });
+    const instance = await createInstance(server, { name: 'export-full' });
+    for (let batch = 0; batch < 8; batch++) await createNodes(server, instance.id, bulkyNodes(300));
+    const snapshot = await takeSnapshot(server, instance.id);
+    const stores = readdirSync(join(dataDir, 'instances'));
+
+    // Room for a small part of the archive (about 15 MiB): the rest is more than the buffers on its way hold, and the
+    // archive writer was left waiting for a reader the failed write had gone, so the request was never answered.
+    volume.fill(2 * MiB);
+    const refused = await within(gql(server, EXPORT_SNAPSHOT, { id: snapshot.id }), 60_000, 'the answer to exportSnapshot');
+    assertStorageFullMessage(expectCode(refused, 'STORAGE_FULL').message, /SNAPGRAPH_DATA_DIR/);
+    await eventually(() => JSON.stringify(readdirSync(join(dataDir, 'instances'))) === JSON.stringify(stores), {
+      what: 'the scratch copy of the graph to be removed',
+    });
+    assertAlive(server);
+
+    volume.release();
+    const archive = await archiveOf(server, snapshot.id);
+    assert.ok(archive.length > 12 * MiB, `the archive (${archive.length} bytes) is far larger than the room left`);
     assertAlive(server);
   });
 });
