@@ -140,14 +140,15 @@ export class OperationService {
 
   /**
    * The operation's live state at once, then every change; ends after SUCCEEDED, FAILED or CANCELLED.
-   * Subscribes before looking, so no change falls in between; stale events never move progress back.
+   * Subscribes before looking, so no change falls in between; stale events never move progress back. Ends when
+   * `signal` aborts (see untilReturned).
    */
-  async *watch(principal: Principal, id: string, kinds?: OperationKind[]): AsyncGenerator<OperationView> {
+  async *watch(principal: Principal, id: string, signal: AbortSignal, kinds?: OperationKind[]): AsyncGenerator<OperationView> {
     const found = await this.require(principal, id);
     if (kinds && !kinds.includes(found.kind)) {
       throw badInput(`operation ${id} is a ${found.kind} operation; use operationProgress to follow it`);
     }
-    const events = startListening(this.events.pubSub.subscribe('operation.updated', id));
+    const events = startListening(this.events.pubSub.subscribe('operation.updated', id), signal);
     try {
       let last = await this.liveState(principal, id, events);
       yield last;

@@ -3,20 +3,24 @@ import type { AvailabilityEventPayload, EventBus, SnapshotEventPayload } from '.
 import { type Listener, startListening } from './listen';
 import type { Principal } from './principal';
 
+/** Until `signal` aborts (see untilReturned). */
 export async function* watchAvailability(
   events: EventBus,
   principal: Principal,
   instanceId: string | null,
+  signal: AbortSignal,
 ): AsyncGenerator<AvailabilityEventPayload> {
-  yield* filtered(startListening(events.pubSub.subscribe('instance.availability', principal.tenantId)), principal, instanceId);
+  yield* filtered(startListening(events.pubSub.subscribe('instance.availability', principal.tenantId), signal), principal, instanceId);
 }
 
+/** Until `signal` aborts (see untilReturned). */
 export async function* watchSnapshots(
   events: EventBus,
   principal: Principal,
   instanceId: string | null,
+  signal: AbortSignal,
 ): AsyncGenerator<SnapshotEventPayload> {
-  yield* filtered(startListening(events.pubSub.subscribe('snapshot.updated', principal.tenantId)), principal, instanceId);
+  yield* filtered(startListening(events.pubSub.subscribe('snapshot.updated', principal.tenantId), signal), principal, instanceId);
 }
 
 async function* filtered<T extends { tenantId: string; instanceId: string }>(

@@ -3,6 +3,7 @@ import type { InstanceEntity } from '../../entities/instance.entity';
 import { unauthenticated } from '../../errors/app-error';
 import type { AvailabilityEventPayload, SnapshotEventPayload } from '../../events/event-bus';
 import type { OperationView } from '../../services/operation.service';
+import { untilReturned } from '../../services/listen';
 import type { Principal } from '../../services/principal';
 import { watchAvailability, watchSnapshots } from '../../services/watch';
 import { type ApiContext, Caller } from '../context';
@@ -39,7 +40,7 @@ export class SubscriptionResolver {
     description: `For RESTORE, RESTORE_FROM_FILE, CREATE_FROM_SNAPSHOT, RESTORE_TO_POINT_IN_TIME and CREATE_FROM_POINT_IN_TIME operations: the operation's live
 state at once, then every change; completes after SUCCEEDED, FAILED or CANCELLED.`,
     subscribe: ({ args, context }: SubscribeData) =>
-      context.services.operations.watch(callerOf(context), String(args.operationId), [...RESTORE_KINDS]),
+      untilReturned((signal) => context.services.operations.watch(callerOf(context), String(args.operationId), signal, [...RESTORE_KINDS])),
   })
   restoreProgress(@Root() operation: OperationView, @Arg('operationId', () => ID) _operationId: string): OperationView {
     return operation;
@@ -47,7 +48,7 @@ state at once, then every change; completes after SUCCEEDED, FAILED or CANCELLED
 
   @Subscription(() => Operation, {
     description: 'the same, for an operation of any kind',
-    subscribe: ({ args, context }: SubscribeData) => context.services.operations.watch(callerOf(context), String(args.operationId)),
+    subscribe: ({ args, context }: SubscribeData) => untilReturned((signal) => context.services.operations.watch(callerOf(context), String(args.operationId), signal)),
   })
   operationProgress(@Root() operation: OperationView, @Arg('operationId', () => ID) _operationId: string): OperationView {
     return operation;
@@ -58,7 +59,9 @@ state at once, then every change; completes after SUCCEEDED, FAILED or CANCELLED
     subscribe: ({ args, context }: SubscribeData) => {
       const caller = callerOf(context);
       const instanceId = (args.instanceId as string | null | undefined) ?? null;
-      return checkedFirst(() => requireInstance(context, caller, instanceId), () => watchAvailability(context.services.events, caller, instanceId));
+      return untilReturned((signal) =>
+        checkedFirst(() => requireInstance(context, caller, instanceId), () => watchAvailability(context.services.events, caller, instanceId, signal)),
+      );
     },
   })
   instanceAvailabilityChanged(
@@ -73,7 +76,9 @@ state at once, then every change; completes after SUCCEEDED, FAILED or CANCELLED
     subscribe: ({ args, context }: SubscribeData) => {
       const caller = callerOf(context);
       const instanceId = (args.instanceId as string | null | undefined) ?? null;
-      return checkedFirst(() => requireInstance(context, caller, instanceId), () => watchSnapshots(context.services.events, caller, instanceId));
+      return untilReturned((signal) =>
+        checkedFirst(() => requireInstance(context, caller, instanceId), () => watchSnapshots(context.services.events, caller, instanceId, signal)),
+      );
     },
   })
   snapshotUpdated(

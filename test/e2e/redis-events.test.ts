@@ -1,10 +1,11 @@
-// A server on Redis (REDIS_URL) while Redis goes away and comes back: it keeps serving, and events flow again after.
-// Runs its own redis-server (Debian's redis-server package) on a free port, so that stopping it disturbs nothing
+// A server on Redis (REDIS_URL): it lets go of a channel once nobody listens, and while Redis goes away and comes
+// back it keeps serving, and events flow again after. Runs its own redis-server (Debian's redis-server package) on a free port, so that stopping it disturbs nothing
 // else; skipped with a message when there is none.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
+import { Redis } from 'ioredis';
 import {
   createInstance,
   createNodes,
@@ -20,8 +21,9 @@ import {
 } from '../support';
 
 const AVAILABILITY = `subscription ($instanceId: ID) { instanceAvailabilityChanged(instanceId: $instanceId) { availability } }`;
+const SNAPSHOTS = `subscription ($instanceId: ID) { snapshotUpdated(instanceId: $instanceId) { id status } }`;
 
-describe('a server on Redis while Redis restarts', function () {
+describe('events over Redis', function () {
   let port = 0;
   let redis: ChildProcess | null = null;
   before(async function () {
@@ -38,6 +40,29 @@ describe('a server on Redis while Redis restarts', function () {
 
   after(async () => {
     redis?.kill('SIGKILL');
+  });
+
+  it('lets go of a channel as soon as its last subscription ends, on a quiet tenant too', async function () {
+    this.timeout(30_000);
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'quiet' });
+    const redisClient = new Redis(`redis://127.0.0.1:${port}`);
+    registerCleanup(async () => void redisClient.disconnect());
+    const subscribed = async (pattern: string) => ((await redisClient.pubsub('CHANNELS', pattern)) as string[]).length;
+    const subscriptions = [
+      subscribe(server, server.adminKey, AVAILABILITY, { instanceId: instance.id }),
+      subscribe(server, server.adminKey, SNAPSHOTS, { instanceId: instance.id }),
+      subscribe(server, server.adminKey, SNAPSHOTS),
+    ];
+    await eventually(async () => (await subscribed('instance.availability:*')) === 1 && (await subscribed('snapshot.updated:*')) === 1, {
+      what: "the server to subscribe to the tenant's channels",
+    });
+    // The clients leave while the server waits for the next event, which on this tenant does not come.
+    for (const subscription of subscriptions) await subscription.close();
+    await eventually(async () => (await subscribed('instance.availability:*')) + (await subscribed('snapshot.updated:*')) === 0, {
+      timeoutMs: 5_000,
+      what: "the server to unsubscribe from the tenant's channels",
+    });
   });
 
   it('keeps serving while Redis is away, and delivers events again once it is back', async function () {
