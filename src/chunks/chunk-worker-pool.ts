@@ -74,7 +74,12 @@ export class ChunkWorkerPool {
     this.#closed = true;
     for (const queued of this.#queue.splice(0)) queued.reject(new Error('the chunk worker pool is closed'));
     const workers = this.#workers.splice(0);
-    for (const worker of workers) if (worker.idleTimer) clearTimeout(worker.idleTimer);
+    for (const worker of workers) {
+      if (worker.idleTimer) clearTimeout(worker.idleTimer);
+      // Out of the list, its exit no longer fails its task (see lost): so here, or the caller waits for ever.
+      worker.running?.reject(new Error('the chunk worker pool is closed'));
+      worker.running = null;
+    }
     await Promise.all(workers.map((worker) => worker.thread.terminate()));
   }
 

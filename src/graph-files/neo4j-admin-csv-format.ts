@@ -124,6 +124,8 @@ class AdminCsvReader implements GraphFileReader {
     } finally {
       extract.destroy();
       this.input.unpipe(counter);
+      // Stopped early (a load that failed, a cancel): the upload's file is let go now, not when it is collected.
+      this.input.destroy();
       await rm(spool, { recursive: true, force: true });
     }
   }

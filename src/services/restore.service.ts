@@ -370,8 +370,9 @@ export class RestoreOperationHandler implements OperationHandler {
     try {
       let archive: ArchiveReader;
       let header: ArchiveHeader;
+      let source: Readable | undefined;
       try {
-        archive = openArchive(await openSource());
+        archive = openArchive((source = await openSource()));
         header = await archive.header;
         assertCompatible(header.engineVersion, instance);
         // SQLite loads one batch while the next is read, decrypted and inflated.
@@ -386,6 +387,8 @@ export class RestoreOperationHandler implements OperationHandler {
         await loading;
         this.metrics.bytesRestored.inc(archive.bytesRead());
       } catch (error) {
+        // Refused by its header, the source was never read: its file or connection is let go now.
+        source?.destroy();
         throw asBackupError(error);
       }
       context.progress({ phase: 'verifying' });

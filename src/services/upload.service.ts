@@ -83,8 +83,13 @@ export class UploadService {
       archive.pipe(sink);
       const writing = this.blobs.write(key, toStore);
       stored = writing; // for the clean-up below
-      writing.catch(() => undefined);
-      const finish = async () => ({ checked: await content, plainBytes: (await writing).plainBytes });
+      // A write that fails (a full disk) stops the upload at once, rather than after the whole body was read and checked;
+      // its error, the first, is the one answered.
+      writing.catch((error: unknown) => archive?.destroy(error as Error));
+      const finish = async () => {
+        const [checked, written] = await Promise.all([content, writing]);
+        return { checked, plainBytes: written.plainBytes };
+      };
       // An archive only streams through this thread (its check is on a worker): bulk bytes (see HeapGrowth).
       const { checked, plainBytes } = await (unwrapped.format === null ? heapGrowth.whileStreamingBulk(finish) : finish());
       this.metrics.bytesUploaded.inc(plainBytes);

@@ -38,4 +38,21 @@ describe('ChunkWorkerPool', () => {
       assert.equal(pool.threads, 1);
     }
   });
+
+  it('fails the tasks it is running and those queued when it closes, rather than leaving them waiting', async () => {
+    pool = new ChunkWorkerPool(1);
+    const plaintext = randomBytes(16 * 1024 * 1024);
+    const id = chunkId(keys, plaintext);
+    const running = pool.seal(keys, id, plaintext);
+    const queued = pool.seal(keys, id, plaintext);
+    const outcomes = Promise.allSettled([running, queued]);
+    await sleep(20);
+    await pool.close();
+    const settled = await Promise.race([outcomes, sleep(5_000).then(() => 'still waiting' as const)]);
+    assert.notEqual(settled, 'still waiting');
+    for (const outcome of settled as PromiseSettledResult<Buffer>[]) {
+      assert.equal(outcome.status, 'rejected');
+      assert.match(String((outcome as PromiseRejectedResult).reason), /closed/);
+    }
+  });
 });
