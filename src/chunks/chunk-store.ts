@@ -72,7 +72,12 @@ export class ChunkStore {
    */
   read(tenantId: string, refs: ChunkRef[], options: ReadOptions = {}): Readable {
     const stream = Readable.from(this.#reader.plaintext(tenantId, refs, options), { objectMode: false });
-    return options.signal ? addAbortSignal(options.signal, stream) : stream;
+    if (!options.signal) return stream;
+    // A signal aborted already (a cancel while a restore or an export prepared) destroys the stream at once, before
+    // anyone reads it, and addAbortSignal then listens for nothing: its reader sees the AbortError where it reads, and
+    // until then it must not be an 'error' nobody hears, which ends the process.
+    stream.on('error', () => undefined);
+    return addAbortSignal(options.signal, stream);
   }
 
   /** A JSON document stored with ChunkWriter.putJson. */

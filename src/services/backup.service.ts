@@ -541,7 +541,7 @@ export class BackupService {
    * Produces the snapshot's export archive from its restore point into an encrypted export copy (kept until the
    * snapshot goes), and returns its size and sha256. Deterministic: the same restore point always gives the same bytes.
    */
-  async prepareExport(snapshot: SnapshotEntity, instanceName: string): Promise<{ sizeBytes: number; sha256: string }> {
+  async prepareExport(snapshot: SnapshotEntity, instanceName: string, signal?: AbortSignal): Promise<{ sizeBytes: number; sha256: string }> {
     const key = exportKeyOf(snapshot);
     const known = snapshot.sha256 !== null && snapshot.sizeBytes !== null && (await this.blobs.exists(key));
     if (known) return { sizeBytes: snapshot.sizeBytes!, sha256: snapshot.sha256! };
@@ -555,7 +555,7 @@ export class BackupService {
         throw new AppError('INVALID_BACKUP_FILE', `snapshot ${snapshot.id} no longer produces the archive its sha256 records`);
       }
       return produced;
-    });
+    }, quietContext(signal));
   }
 
   /**
@@ -694,7 +694,11 @@ export class BackupService {
             await writer.end();
           } catch (error) {
             writer.destroy(error as Error);
-            await consumed; // the consumer's own failure (ENOSPC, S3) is the cause worth reporting
+            // Unless cancelled, the consumer's own failure (ENOSPC, S3), which stopped the writer, is the cause worth
+            // reporting.
+            await consumed.catch((consumerError: unknown) => {
+              if (!context.signal.aborted) throw consumerError;
+            });
             throw error;
           }
           return await consumed;
@@ -967,10 +971,10 @@ const exportKeyOf = (snapshot: Pick<SnapshotEntity, 'tenantId' | 'id'>, kind: Gr
 /** Scratch stores (exports, verification) hold whatever the snapshot holds. */
 const UNLIMITED: WriteLimits = { maxNodes: null, maxRelationships: null, maxBytes: Number.MAX_SAFE_INTEGER };
 
-/** For work nobody watches: no progress, never aborted. */
-function quietContext(): JobContext {
+/** For work nobody watches: no progress; aborted only by `signal`, if given. */
+function quietContext(signal = new AbortController().signal): JobContext {
   return {
-    signal: new AbortController().signal,
+    signal,
     progress: () => undefined,
     saveParams: async () => undefined,
     enterPointOfNoReturn: async () => undefined,

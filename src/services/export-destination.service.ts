@@ -260,7 +260,7 @@ export class ExportOperationHandler implements OperationHandler {
     const found = operation.snapshotId ? await this.snapshots.byId(operation.snapshotId) : null;
     if (!found || found.status !== 'COMPLETED') throw new AppError('NOT_FOUND', `snapshot ${operation.snapshotId} no longer exists`);
     context.progress({ phase: 'uploading', bytesDone: 0 });
-    const snapshot = await this.snapshots.prepareExport(found);
+    const snapshot = await this.snapshots.prepareExport(found, context.signal);
     const instance = await this.instances.reload(snapshot.instanceId);
     const fileName = exportFileName(instance?.name ?? snapshot.instanceId, snapshot.createdAt, archiveExtension(snapshot.engineVersion));
     context.progress({ bytesTotal: snapshot.sizeBytes });

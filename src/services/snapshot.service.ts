@@ -304,12 +304,12 @@ export class SnapshotService {
 
   /**
    * Makes sure the snapshot's export archive exists and its sizeBytes and sha256 are set (produced from its restore
-   * point at the first export; an archive is deterministic, so they never change once set).
+   * point at the first export; an archive is deterministic, so they never change once set). Stops when `signal` aborts.
    */
-  async prepareExport(snapshot: SnapshotEntity): Promise<SnapshotEntity> {
+  async prepareExport(snapshot: SnapshotEntity, signal?: AbortSignal): Promise<SnapshotEntity> {
     if (snapshot.blobKey || snapshot.status !== 'COMPLETED') return snapshot;
     const instance = await this.instances.reload(snapshot.instanceId);
-    const produced = await this.backups.prepareExport(snapshot, instance?.name ?? snapshot.instanceId);
+    const produced = await this.backups.prepareExport(snapshot, instance?.name ?? snapshot.instanceId, signal);
     if (snapshot.sha256 === null) {
       await this.snapshots.update({ id: snapshot.id, sha256: IsNull() }, produced);
       Object.assign(snapshot, produced);

@@ -14,10 +14,13 @@ import {
   expectCode,
   expectData,
   exportLink,
+  fillInstance,
   gql,
   OPERATION_FIELDS,
+  operationById,
   type OperationJson,
   settledOperation,
+  snapshotById,
   startServer,
   takeSnapshot,
   testS3Client,
@@ -145,6 +148,23 @@ describeS3('export destinations', ({ s3 }) => {
     const [after] = (await destinations()).filter((found) => found.id === destination.id);
     assert.ok(after.lastExportAt !== null);
     assert.equal(after.lastError, null);
+  });
+
+  it('stops at once when cancelled while the archive is being built: CANCELLED, nothing copied, no export copy kept', async function () {
+    this.timeout(180_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    const destination = await createDestination(bucket);
+    const instance = await createInstance(server, { name: 'cancelled-export', tier: 'PROFESSIONAL', memoryGB: 4 });
+    await fillInstance(server, instance.id, { nodes: 60_000, relationships: 60_000 });
+    const snapshot = await takeSnapshot(server, instance.id);
+    assert.equal(snapshot.sizeBytes, null, 'never exported yet');
+    const { exportSnapshotTo: queued } = expectData(await gql<{ exportSnapshotTo: OperationJson }>(server, EXPORT_TO, { s: snapshot.id, d: destination.id }));
+    await eventually(async () => (await operationById(server, queued.id))?.status === 'RUNNING', { intervalMs: 10, what: 'the export to start' });
+    const cancelled = expectData(await gql(server, `mutation ($id: ID!) { cancelOperation(id: $id) { ${OPERATION_FIELDS} } }`, { id: queued.id })).cancelOperation;
+    assert.equal(cancelled.status, 'CANCELLED', JSON.stringify(cancelled));
+    // The archive was not finished: the snapshot's size and sha256 are still unknown, and the bucket is empty.
+    assert.equal((await snapshotById(server, snapshot.id))?.sizeBytes, null, 'the export copy was built all the same');
+    assert.deepEqual(await keysIn(bucket), []);
   });
 
   it('copies the snapshots of auto-export instances as soon as they complete', async function () {

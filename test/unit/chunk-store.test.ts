@@ -257,6 +257,25 @@ function chunkStoreSuite(backend: MetadataBackend) {
   });
 
   describe('abort', () => {
+    it('a read whose signal was aborted already fails its reader, and nothing else (no unheard error)', async () => {
+      const store = open();
+      const { refs } = await writeAll(store, tenant, [randomBytes(64 * KIB)]);
+      const controller = new AbortController();
+      controller.abort(new Error('cancelled on request'));
+      const unheard: unknown[] = [];
+      const onUncaught = (error: unknown) => unheard.push(error);
+      process.prependListener('uncaughtException', onUncaught);
+      let stream;
+      try {
+        stream = store.read(tenant, refs, { signal: controller.signal });
+        await new Promise((resolve) => setImmediate(resolve));
+      } finally {
+        process.off('uncaughtException', onUncaught);
+      }
+      assert.deepEqual(unheard, []);
+      await assert.rejects(readAll(stream), { name: 'AbortError' });
+    });
+
     it('leaves no pack blob and no index row, even after several packs were written', async () => {
       const store = open();
       const writer = store.writer(tenant);
