@@ -1,8 +1,10 @@
 // The composition root: builds every backend from the config, wires the services, and closes them in order.
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 import type { AppConfig } from './config/app-config';
 import { createMetadataDataSource } from './entities/data-source';
+import { InstanceEntity } from './entities/instance.entity';
 import { createInMemoryEventBus, createRedisEventBus, type EventBus } from './events/event-bus';
 import { ChunkStore, TenantChunkKeys } from './chunks';
 import { Keyring, loadMasterKey } from './crypto';
@@ -60,6 +62,20 @@ async function finishDeletions(instances: InstanceService, all: boolean, logger:
   }
 }
 
+/**
+ * What a crash can leave in the data dir of a process alone on it: scratch stores no instance owns (an export's copy
+ * of a snapshot, a verification's) and the copies a base was being cut from. Each is as large as its data.
+ */
+async function removeCrashLeftovers(db: DataSource, stores: SqliteGraphStoreProvider, scratchDir: string, logger: Logger): Promise<void> {
+  const owned = new Set((await db.getRepository(InstanceEntity).find({ select: { id: true } })).map((row) => row.id));
+  const stray = await stores.removeUnowned(owned);
+  const scratch = await readdir(scratchDir).catch(() => [] as string[]);
+  await Promise.all(scratch.map((name) => rm(join(scratchDir, name), { recursive: true, force: true })));
+  if (stray.length + scratch.length > 0) {
+    logger.warn({ scratchStores: stray.length, scratchFiles: scratch.length }, 'removed scratch copies an earlier crash left');
+  }
+}
+
 export async function createApp(config: AppConfig, logger: Logger): Promise<App> {
   const tightened = await makeDataDirPrivate(config.dataDir);
   if (tightened > 0) logger.warn({ dataDir: config.dataDir, entries: tightened }, 'made the data dir readable by its owner only');
@@ -77,6 +93,8 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     closers.push(() => events.close());
     const metrics = new Metrics();
     const instanceDir = join(config.dataDir, 'instances');
+    /** Where a base is cut from a copy of its store. */
+    const scratchDir = join(config.dataDir, 'scratch');
     const stores = new SqliteGraphStoreProvider(instanceDir);
     closers.push(() => stores.close());
 
@@ -95,6 +113,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     if (removedTemp > 0) logger.warn({ count: removedTemp }, 'removed partial blobs left by an earlier crash');
 
     const soleProcess = !config.databaseUrl;
+    if (soleProcess) await removeCrashLeftovers(db, stores, scratchDir, logger);
     const runner = new OperationRunner(db, events, logger, { leaseMs: config.operationLeaseMs, soleProcess, maxAttempts: config.maxAttempts, maxConcurrent: config.maxConcurrentOperations }, metrics);
     const tenants = new TenantService(db, events, { cacheMs: config.apiKeyCacheMs });
     closers.push(() => tenants.close());
@@ -108,7 +127,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const chunks = new ChunkStore(rawBlobs, db, new TenantChunkKeys(rawBlobs, db, keyring), { workers: config.chunkWorkers });
     closers.push(() => chunks.close());
     const backups = new BackupService(db, chunks, blobs, stores, instances, changeLog, logger, metrics, {
-      scratchDir: join(config.dataDir, 'scratch'),
+      scratchDir,
       collectGraceMs: config.collectGraceMs,
       listBlobs: (prefix) => rawBlobs.list(prefix),
     });

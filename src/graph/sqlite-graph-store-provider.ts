@@ -127,6 +127,18 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
     await Promise.all([...this.open].map(([key, entry]) => this.closeEntry(key, entry)));
   }
 
+  /**
+   * Removes the stores of every id not in `owned`, and returns those ids: scratch copies (an export's, a
+   * verification's) a crash left behind, each as large as its snapshot. Only for a process alone on the data dir, at
+   * boot: another process may be building one.
+   */
+  async removeUnowned(owned: ReadonlySet<string>): Promise<string[]> {
+    const names = await readdir(this.rootDir).catch(() => [] as string[]);
+    const unowned = names.filter((name) => INSTANCE_ID.test(name) && !owned.has(name));
+    for (const id of unowned) await this.removeGenerations(id);
+    return unowned;
+  }
+
   private async retire(key: string, entry: OpenStore): Promise<void> {
     entry.retired = true;
     if (entry.users === 0) await this.closeEntry(key, entry);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   allNodes,
@@ -74,6 +75,26 @@ describe('restarts', () => {
     await server.restart();
     assert.deepEqual(await allNodes(server, instance.id), written);
     assert.equal((await statsOf(server, instance.id)).nodeCount, 1000);
+  });
+
+  it('remove the scratch copies a crash left, and nothing an instance owns', async () => {
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'kept' });
+    await createNodes(server, instance.id, [{ labels: ['Kept'] }, { labels: ['Kept'] }]);
+    const before = await statsOf(server, instance.id);
+    await server.kill();
+    // As an export or a verification leaves them when the process dies mid-way: a scratch store under an id no instance
+    // has, and a copy a base was being cut from.
+    const stray = join(server.dataDir, 'instances', randomUUID());
+    mkdirSync(stray);
+    copyFileSync(join(server.dataDir, 'instances', instance.id, 'graph-1.sqlite'), join(stray, 'graph-1.sqlite'));
+    mkdirSync(join(server.dataDir, 'scratch'), { recursive: true });
+    writeFileSync(join(server.dataDir, 'scratch', `base-${randomUUID()}.sqlite`), 'a copy cut short');
+    await server.restart();
+    assert.ok(!existsSync(stray), 'the scratch store is gone');
+    assert.deepEqual(readdirSync(join(server.dataDir, 'scratch')), []);
+    assert.ok(server.logLines().some((line) => line.msg === 'removed scratch copies an earlier crash left' && line.scratchStores === 1 && line.scratchFiles === 1));
+    assert.deepEqual(await statsOf(server, instance.id), before);
   });
 });
 
