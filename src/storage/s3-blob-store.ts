@@ -94,7 +94,13 @@ export class S3BlobStore implements BlobStore {
     const { UploadId: uploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.location.bucket, Key: objectKey, Metadata: metadata }));
     if (!uploadId) throw new BlobStoreError(`the S3 service started no multipart upload for ${objectKey}`);
     this.#inFlight.add(uploadId);
-    const uploads = new PartUploads(this.#partConcurrency, (number, body) => this.#uploadPart(objectKey, uploadId, number, body));
+    // Once the upload is given up (its input failed, a part failed), the parts still on their way are abandoned too,
+    // rather than waited for through the SDK's retries and timeouts (minutes on a stalled service).
+    const abandon = new AbortController();
+    // Also while every part slot waits on a part: a cancel destroys the input, and this is where it is heard then.
+    const inputFailed = () => abandon.abort();
+    data.once('error', inputFailed);
+    const uploads = new PartUploads(this.#partConcurrency, (number, body) => this.#uploadPart(objectKey, uploadId, number, body, abandon.signal));
     try {
       await uploads.add(firstPart);
       for (let next: IteratorResult<Buffer> = second; !next.done; next = await parts.next()) await uploads.add(next.value);
@@ -110,12 +116,14 @@ export class S3BlobStore implements BlobStore {
       await this.#verifyStored(objectKey, sizeBytes, compositeEtag(digests));
       return { sizeBytes };
     } catch (error) {
+      abandon.abort();
       await uploads.settle();
       await this.client
         .send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: objectKey, UploadId: uploadId }))
         .catch(() => undefined); // removeTemporaryFiles aborts it later
       throw error;
     } finally {
+      data.off('error', inputFailed);
       this.#inFlight.delete(uploadId);
     }
   }
@@ -131,7 +139,7 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  async #uploadPart(objectKey: string, uploadId: string, partNumber: number, body: Buffer): Promise<{ etag: string; digest: Buffer }> {
+  async #uploadPart(objectKey: string, uploadId: string, partNumber: number, body: Buffer, signal: AbortSignal): Promise<{ etag: string; digest: Buffer }> {
     const digest = createHash('md5').update(body).digest();
     const { ETag } = await this.client.send(
       new UploadPartCommand({
@@ -143,6 +151,7 @@ export class S3BlobStore implements BlobStore {
         ContentLength: body.length,
         ContentMD5: digest.toString('base64'),
       }),
+      { abortSignal: signal },
     );
     if (!ETag || unquote(ETag) !== digest.toString('hex')) {
       throw new BlobStoreError(`part ${partNumber} of ${objectKey} came back with ETag ${ETag}, not the MD5 of the bytes sent`);

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer, request as httpRequest, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -11,6 +13,7 @@ import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV
 import { assertValidBlobKey, type BlobStore, TEMP_FILE_MARKER } from '../../src/storage/blob-store';
 import { MIN_PART_BYTES, S3BlobStore, type S3BlobStoreOptions } from '../../src/storage/s3-blob-store';
 import { createTestBucket, describeS3, testS3Client } from '../support/s3';
+import { eventually, within } from '../support/wait';
 import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { ByteRange } from '../../src/storage/byte-range';
 import { BlobNotFoundError, InvalidBlobKeyError } from '../../src/storage/errors';
@@ -333,6 +336,47 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
     await assert.rejects(store.write(KEY, failingAfter(randomBytes(MIN_PART_BYTES * 2 + 1))), /client went away/);
     assert.equal(await store.exists(KEY), false);
     assert.equal((await unfinishedUploads()).length, 0);
+  });
+
+  it('gives up the parts on their way when its input fails, rather than waiting for a stalled service', async function () {
+    this.timeout(60_000);
+    // In front of the endpoint: every request passes, but part uploads are held and never answered.
+    const held: ServerResponse[] = [];
+    const proxy = createHttpServer((request, response) => {
+      if (/[?&]partNumber=/.test(request.url ?? '')) {
+        request.resume();
+        held.push(response);
+        return;
+      }
+      const target = new URL(request.url ?? '/', s3().endpoint);
+      const forwarded = httpRequest(target, { method: request.method, headers: request.headers }, (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      });
+      forwarded.on('error', () => response.destroy());
+      request.pipe(forwarded);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const stalled = new S3BlobStore(
+      testS3Client({ ...s3(), endpoint: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` }, s3().blobs),
+      location,
+      { partBytes: MIN_PART_BYTES, partConcurrency: 2 },
+    );
+    try {
+      // The input fails while both part slots wait on parts the service does not answer (as a cancel does).
+      const input = new PassThrough();
+      input.write(randomBytes(MIN_PART_BYTES * 2 + 1));
+      const writing = stalled.write(KEY, input);
+      await eventually(() => held.length === 2, { what: 'both parts to be on their way' });
+      input.destroy(new Error('cancelled on request'));
+      await within(assert.rejects(writing, /cancelled on request/), 20_000, 'the write to give up');
+      assert.equal(await stalled.exists(KEY), false);
+      assert.equal((await unfinishedUploads()).length, 0, 'the multipart upload is aborted');
+    } finally {
+      for (const response of held) response.destroy();
+      proxy.closeAllConnections();
+      proxy.close();
+    }
   });
 
   it('keeps encrypted blobs that read back through EncryptedBlobStore, by range too', async () => {
