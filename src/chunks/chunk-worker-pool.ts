@@ -35,6 +35,8 @@ export const DEFAULT_WORKER_IDLE_MS = 5_000;
  */
 const WORKER_LIMITS = { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 32 };
 
+const poolClosed = () => new Error('the chunk worker pool is closed');
+
 export class ChunkWorkerPool {
   readonly #workers: PoolWorker[] = [];
   readonly #queue: QueuedTask[] = [];
@@ -72,19 +74,19 @@ export class ChunkWorkerPool {
   /** Ends the worker threads; tasks still queued fail. */
   async close(): Promise<void> {
     this.#closed = true;
-    for (const queued of this.#queue.splice(0)) queued.reject(new Error('the chunk worker pool is closed'));
+    for (const queued of this.#queue.splice(0)) queued.reject(poolClosed());
     const workers = this.#workers.splice(0);
     for (const worker of workers) {
       if (worker.idleTimer) clearTimeout(worker.idleTimer);
       // Out of the list, its exit no longer fails its task (see lost): so here, or the caller waits for ever.
-      worker.running?.reject(new Error('the chunk worker pool is closed'));
+      worker.running?.reject(poolClosed());
       worker.running = null;
     }
     await Promise.all(workers.map((worker) => worker.thread.terminate()));
   }
 
   #run(task: ChunkTask): Promise<Uint8Array> {
-    if (this.#closed) return Promise.reject(new Error('the chunk worker pool is closed'));
+    if (this.#closed) return Promise.reject(poolClosed());
     if (this.size === 0) {
       try {
         return Promise.resolve(runChunkTask(task));

@@ -372,7 +372,8 @@ export class RestoreOperationHandler implements OperationHandler {
       let header: ArchiveHeader;
       let source: Readable | undefined;
       try {
-        archive = openArchive((source = await openSource()));
+        source = await openSource();
+        archive = openArchive(source);
         header = await archive.header;
         assertCompatible(header.engineVersion, instance);
         // SQLite loads one batch while the next is read, decrypted and inflated.

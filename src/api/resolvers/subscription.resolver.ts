@@ -1,7 +1,7 @@
 import { Arg, Ctx, FieldResolver, ID, Resolver, Root, Subscription } from 'type-graphql';
 import type { InstanceEntity } from '../../entities/instance.entity';
 import { unauthenticated } from '../../errors/app-error';
-import type { AvailabilityEventPayload, SnapshotEventPayload } from '../../events/event-bus';
+import type { AvailabilityEventPayload, EventBus, SnapshotEventPayload } from '../../events/event-bus';
 import type { OperationView } from '../../services/operation.service';
 import { untilReturned } from '../../services/listen';
 import type { Principal } from '../../services/principal';
@@ -19,18 +19,22 @@ const callerOf = (context: ApiContext): Principal => {
 };
 
 /**
- * A stream whose refusal (a missing or foreign id) comes out of its first step, as the operation streams' does:
- * graphql-ws then sends an `error` message for the subscription, the same for all four, instead of a `next`
- * carrying errors (what a refusal thrown while the stream is being created would become).
+ * The events of one instance, or of all the caller's when the subscription names none, until its client leaves. A
+ * refusal (a missing or foreign id) comes out of the stream's first step, as the operation streams' does: graphql-ws
+ * then sends an `error` message for the subscription, the same for all four, instead of a `next` carrying errors
+ * (what a refusal thrown while the stream is being created would become).
  */
-async function* checkedFirst<T>(check: () => Promise<unknown>, stream: () => AsyncGenerator<T>): AsyncGenerator<T> {
-  await check();
-  yield* stream();
+function instanceEvents<T>(
+  { args, context }: SubscribeData,
+  watch: (events: EventBus, caller: Principal, instanceId: string | null, signal: AbortSignal) => AsyncGenerator<T>,
+): AsyncGenerator<T> {
+  const caller = callerOf(context);
+  const instanceId = (args.instanceId as string | null | undefined) ?? null;
+  return untilReturned(async function* (signal) {
+    if (instanceId) await context.services.instances.require(caller, instanceId);
+    yield* watch(context.services.events, caller, instanceId, signal);
+  });
 }
-
-const requireInstance = async (context: ApiContext, caller: Principal, instanceId: string | null) => {
-  if (instanceId) await context.services.instances.require(caller, instanceId);
-};
 
 const RESTORE_KINDS = ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT', 'RESTORE_TO_POINT_IN_TIME', 'CREATE_FROM_POINT_IN_TIME'] as const;
 
@@ -56,13 +60,7 @@ state at once, then every change; completes after SUCCEEDED, FAILED or CANCELLED
 
   @Subscription(() => InstanceAvailabilityEvent, {
     description: "every availability change of one instance, or of all the caller's instances when instanceId is omitted",
-    subscribe: ({ args, context }: SubscribeData) => {
-      const caller = callerOf(context);
-      const instanceId = (args.instanceId as string | null | undefined) ?? null;
-      return untilReturned((signal) =>
-        checkedFirst(() => requireInstance(context, caller, instanceId), () => watchAvailability(context.services.events, caller, instanceId, signal)),
-      );
-    },
+    subscribe: (data: SubscribeData) => instanceEvents(data, watchAvailability),
   })
   instanceAvailabilityChanged(
     @Root() event: AvailabilityEventPayload,
@@ -73,13 +71,7 @@ state at once, then every change; completes after SUCCEEDED, FAILED or CANCELLED
 
   @Subscription(() => Snapshot, {
     description: "snapshots created, changing status, or removed by retention, for one instance or all the caller's",
-    subscribe: ({ args, context }: SubscribeData) => {
-      const caller = callerOf(context);
-      const instanceId = (args.instanceId as string | null | undefined) ?? null;
-      return untilReturned((signal) =>
-        checkedFirst(() => requireInstance(context, caller, instanceId), () => watchSnapshots(context.services.events, caller, instanceId, signal)),
-      );
-    },
+    subscribe: (data: SubscribeData) => instanceEvents(data, watchSnapshots),
   })
   snapshotUpdated(
     @Root() event: SnapshotEventPayload,
