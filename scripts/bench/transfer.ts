@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { createArchiveWriter } from '../../src/archive';
-import { flag, gql, median, MiB, operationDone, rssSampler, secs, snapshot, spread, startServer, stopServer, type Server } from './server-process';
+import { flag, gql, median, MiB, operationDone, phaseTimes, rssSampler, secs, snapshot, spread, startServer, stopServer, type Server } from './server-process';
 
 const run = promisify(execFile);
 const REPO_ROOT = resolve(__dirname, '..', '..', '..');
@@ -96,8 +96,8 @@ async function multipartUpload(server: Server, archive: string, instanceId: stri
   const body = JSON.parse(stdout);
   if (body.errors) throw new Error(JSON.stringify(body.errors));
   await rss.part('multipart: restoring');
-  await operationDone(body.data.restoreFromFile.id);
-  return { accepted, restored: performance.now() - started };
+  const { phases } = await operationDone(body.data.restoreFromFile.id);
+  return { accepted, restored: performance.now() - started, phases };
 }
 
 /** `snapgraph restore-file` in its own process: accepted when it says the server verified the file, restored at its exit. */
@@ -110,16 +110,22 @@ async function tusUpload(server: Server, archive: string, instanceId: string, st
   });
   let accepted = 0;
   let errors = '';
+  let restoring: ReturnType<typeof operationDone> | null = null;
   child.stderr!.on('data', (chunk: Buffer) => {
     errors += chunk;
-    if (!accepted && errors.includes('the server verified the file')) {
+    const queued = /the server verified the file; restore queued as operation (\S+)/.exec(errors);
+    if (!accepted && queued) {
       accepted = performance.now() - started;
       void rss.part('tus: restoring');
+      restoring = operationDone(queued[1]);
+      restoring.catch(() => undefined);
     }
   });
   const code = await new Promise<number | null>((done) => child.once('exit', done));
-  if (code !== 0 || !accepted) throw new Error(`restore-file exited with ${code}: ${errors.slice(-2000)}`);
-  return { accepted, restored: performance.now() - started };
+  if (code !== 0 || !accepted || !restoring) throw new Error(`restore-file exited with ${code}: ${errors.slice(-2000)}`);
+  const restored = performance.now() - started;
+  const { phases } = await (restoring as ReturnType<typeof operationDone>);
+  return { accepted, restored, phases };
 }
 
 interface UploadFigures {
@@ -167,12 +173,12 @@ async function main() {
         const instanceId = await newInstance(`bench-${path}-${pair}`);
         await rss.part('idle');
         figures.baseline.push(await baselineUpload());
-        const { accepted, restored } =
+        const { accepted, restored, phases } =
           path === 'multipart' ? await multipartUpload(server, archive, instanceId, rss) : await tusUpload(server, archive, instanceId, stateDir, rss);
         figures.accepted.push(accepted);
         figures.restored.push(restored);
         restoredInstance = instanceId;
-        console.log(`  ${path} ${pair + 1}: baseline ${secs(figures.baseline.at(-1)!)}, accepted ${secs(accepted)}, restored ${secs(restored)}`);
+        console.log(`  ${path} ${pair + 1}: baseline ${secs(figures.baseline.at(-1)!)}, accepted ${secs(accepted)}, restored ${secs(restored)} (${phaseTimes(phases)})`);
       }
     }
 

@@ -101,8 +101,14 @@ export class OperationService {
     }
   }
 
-  find(principal: Principal, id: string): Promise<OperationEntity | null> {
-    return this.operations.findOne({ where: { id, tenantId: principal.tenantId } });
+  /**
+   * The operation as the caller may see it: its row, or the runner's in-memory state when it runs in this process
+   * (the row of a running operation is persisted at most once a second; another replica's lags by up to that).
+   */
+  async find(principal: Principal, id: string): Promise<OperationEntity | null> {
+    const row = await this.operations.findOne({ where: { id, tenantId: principal.tenantId } });
+    const local = row && this.control.liveState(id);
+    return local && !isBehind(local, row) ? local : row;
   }
 
   async require(principal: Principal, id: string): Promise<OperationEntity> {

@@ -381,6 +381,21 @@ describe('operations across restarts, cancellation and live progress', function 
       assert.deepEqual(phases, ['preparing', 'loading', 'verifying', 'pre-restore snapshot', 'swapping']);
       assert.equal(stateOf(late.results.at(-1)!)!.phase, 'done');
     });
+
+    it('answers the operation query with the live state on the replica that runs it, not the row persisted up to a second ago', async function () {
+      this.timeout(60_000);
+      const server = suite.server;
+      const operation = await startRestore(server, snapshot.id, large);
+      const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
+      await progress.waitFor((result) => (stateOf(result)?.progress ?? 0) > 0.2 && stateOf(result)?.phase === 'loading', 20_000);
+      const published = payloads<OperationJson>(progress, 'restoreProgress').at(-1)!;
+      const { operation: queried } = expectData(
+        await gql(server, `query ($id: ID!) { operation(id: $id) { status phase bytesDone } }`, { id: operation.id }),
+      );
+      await progress.complete;
+      assert.equal(queried.status, 'RUNNING');
+      assert.ok(queried.bytesDone >= published.bytesDone, `the query answered ${queried.bytesDone} bytes, behind the ${published.bytesDone} already published`);
+    });
   });
 });
 
