@@ -80,6 +80,17 @@ export interface BaseCapture extends StorePosition {
 }
 
 /**
+ * A store its loader has just sealed: where it stands, and its bytes. Until something opens the store (the swap that
+ * makes it an instance's), its file is a consistent copy by itself: a base is read straight from it, without the
+ * backup copy a live store needs (captureBase).
+ */
+export interface SealedStore {
+  base: BaseCapture;
+  /** The store's bytes in pieces of `pieceBytes` (the last one may be shorter). */
+  read(pieceBytes: number): Readable;
+}
+
+/**
  * Builds a new store from records (a restore's shadow), then verifies and seals it. The lines come from the
  * archive reader, which has checked each record on its own; the loader checks what needs the whole graph.
  */
@@ -101,9 +112,9 @@ export interface GraphLoader {
   insertKeyed(batch: EncodedBatch, describe: (at: number) => string): Promise<void>;
   /**
    * Builds indexes and counts, checks every relationship's ends exist (INVALID_BACKUP_FILE) and the store's
-   * final size (CAPACITY_EXCEEDED), and returns what the store holds.
+   * final size (CAPACITY_EXCEEDED), seals the store (everything on disk, a new epoch at seq 0, closed) and returns it.
    */
-  finish(): Promise<GraphStats>;
+  finish(): Promise<SealedStore>;
   /** Discards the partial store. */
   abort(): Promise<void>;
 }

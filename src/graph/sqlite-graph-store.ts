@@ -1,5 +1,6 @@
 // An instance's graph in one SQLite file (WAL mode), through the async `sqlite3` driver.
 import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import { AppError, badInput, capacityExceeded, instanceUnavailable } from '../errors/app-error';
 import { isStorageFull } from '../errors/storage-full';
@@ -14,6 +15,7 @@ import type {
   Page,
   PageRequest,
   RelationshipDraft,
+  SealedStore,
   StorePosition,
   WriteLimits,
 } from './graph-store';
@@ -601,7 +603,7 @@ export class SqliteGraphLoader implements GraphLoader {
     await this.assertFitsStorage(`after ${this.loaded[batch.kind]} ${TABLE_OF[batch.kind]}`);
   }
 
-  async finish(): Promise<GraphStats> {
+  async finish(): Promise<SealedStore> {
     const db = this.connection;
     await db.exec(`INSERT INTO node_labels (label, node_id) SELECT l.value, n.id FROM nodes n, json_each(n.labels) l; COMMIT; ${INDEXES}`);
     await db.exec('DETACH DATABASE keyed');
@@ -618,11 +620,17 @@ export class SqliteGraphLoader implements GraphLoader {
       INSERT OR REPLACE INTO meta SELECT 'next_relationship_id', coalesce(max(id), 0) + 1 FROM relationships;`);
     await startEpoch(db);
     await db.exec('COMMIT');
-    const stats = await readStats(db);
-    // Seal it as a live store would be: WAL mode, and everything on disk before the swap points at it.
+    const position = await readPosition(db);
+    const page = await db.get<{ size: number }>(`SELECT page_size AS size FROM pragma_page_size`);
+    // Seal it as a live store would be: WAL mode, and everything on disk before the swap points at it. Closing the
+    // last connection checkpoints the (empty) WAL and removes it: the file alone is the store.
     await db.exec(`PRAGMA synchronous = FULL; PRAGMA journal_mode = WAL; PRAGMA wal_checkpoint(TRUNCATE);`);
     await db.close();
-    return stats;
+    const path = this.path;
+    return {
+      base: { ...position, sizeBytes: (await stat(path)).size, pageSize: page!.size },
+      read: (pieceBytes) => createReadStream(path, { highWaterMark: pieceBytes }),
+    };
   }
 
   async abort(): Promise<void> {

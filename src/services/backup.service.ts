@@ -19,7 +19,7 @@ import { RestorePointEntity } from '../entities/restore-point.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
 import { AppError } from '../errors/app-error';
-import type { GraphReadView, GraphStoreProvider, WriteLimits } from '../graph/graph-store';
+import type { BaseCapture, GraphReadView, GraphStoreProvider, SealedStore, WriteLimits } from '../graph/graph-store';
 import type { GraphFileFormat, GraphFileKind, GraphFileSource } from '../graph-files/graph-file-format';
 import { GRAPH_FILE_FORMATS } from '../graph-files/graph-file-formats';
 import { decodedBatches } from '../graph-files/decoded-batches';
@@ -288,16 +288,36 @@ export class BackupService {
     }
   }
 
-  /**
-   * Copies the store (the instance's current one, or `generation`: a restore's shadow) into the chunk store as a BASE
-   * point, returned, not inserted.
-   */
-  async captureBase(instance: InstanceEntity, context: JobContext, generation = instance.storeGeneration): Promise<CapturedPoint> {
+  /** Copies the instance's current store into the chunk store as a BASE point, returned, not inserted. */
+  async captureBase(instance: InstanceEntity, context: JobContext): Promise<CapturedPoint> {
     const id = randomUUID();
+    await mkdir(this.options.scratchDir, { recursive: true, mode: 0o700 });
+    const copy = join(this.options.scratchDir, `base-${id}.sqlite`);
+    try {
+      context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
+      // A live store changes under a reader: SQLite's backup makes a copy that is one point in time.
+      const base = await this.stores.use(instance.id, instance.storeGeneration, (store) => store.captureBase(copy));
+      return await this.storeBase(instance, id, base, createReadStream(copy, { highWaterMark: BASE_CHUNK_BYTES }), context);
+    } finally {
+      await rm(copy, { force: true });
+    }
+  }
+
+  /**
+   * Stores a store its loader has just sealed (a restore's shadow) as a BASE point, returned, not inserted: read
+   * straight from its file, which nothing writes until the swap, so without a copy (which took as long as the load's
+   * own writing, and as much scratch space as the store).
+   */
+  captureSealed(instance: InstanceEntity, sealed: SealedStore, context: JobContext): Promise<CapturedPoint> {
+    return this.storeBase(instance, randomUUID(), sealed.base, sealed.read(BASE_CHUNK_BYTES), context);
+  }
+
+  /** Writes a base's bytes into the chunk store, then its manifest; on failure the chunks written are let go. */
+  private async storeBase(instance: InstanceEntity, id: string, base: BaseCapture, bytes: Readable, context: JobContext): Promise<CapturedPoint> {
     const writer = this.chunks.writer(instance.tenantId);
     const manifestKey = manifestKeyOf(instance.tenantId, id);
     try {
-      const manifest = await this.copyBase(instance, generation, id, writer, context);
+      const manifest = await this.writeBase(instance, id, base, bytes, writer, context);
       context.signal.throwIfAborted();
       const { storedBytes: manifestBytes } = await this.blobs.write(manifestKey, Readable.from([JSON.stringify(manifest)]));
       const { addedBytes: chunkBytes } = await writer.finish();
@@ -329,44 +349,42 @@ export class BackupService {
     }
   }
 
-  private async copyBase(
+  /** A base's bytes, in BASE_CHUNK_BYTES pieces, into chunks; its manifest. */
+  private async writeBase(
     instance: InstanceEntity,
-    generation: number,
     id: string,
+    base: BaseCapture,
+    bytes: Readable,
     writer: ChunkWriter,
     context: JobContext,
   ): Promise<Manifest & { at: number | null }> {
-    await mkdir(this.options.scratchDir, { recursive: true, mode: 0o700 });
-    const copy = join(this.options.scratchDir, `base-${id}.sqlite`);
+    context.progress({ bytesDone: 0, bytesTotal: base.sizeBytes });
+    const chunks: ChunkRef[] = [];
+    let done = 0;
     try {
-      context.progress({ phase: 'capturing', bytesDone: 0, bytesTotal: null });
-      const base = await this.stores.use(instance.id, generation, (store) => store.captureBase(copy));
-      context.progress({ bytesDone: 0, bytesTotal: base.sizeBytes });
-      const chunks: ChunkRef[] = [];
-      let done = 0;
-      for await (const piece of createReadStream(copy, { highWaterMark: BASE_CHUNK_BYTES })) {
+      for await (const piece of bytes) {
         context.signal.throwIfAborted();
         chunks.push(await writer.put(piece as Buffer));
         done += (piece as Buffer).length;
         context.progress({ bytesDone: done });
       }
-      return {
-        version: MANIFEST_VERSION,
-        id,
-        tenantId: instance.tenantId,
-        instanceId: instance.id,
-        kind: 'BASE',
-        parentId: null,
-        epoch: base.epoch,
-        seq: base.seq,
-        at: base.at,
-        stats: base.stats,
-        base: { sizeBytes: base.sizeBytes, pageSize: base.pageSize, chunks },
-        delta: null,
-      };
     } finally {
-      await rm(copy, { force: true });
+      bytes.destroy();
     }
+    return {
+      version: MANIFEST_VERSION,
+      id,
+      tenantId: instance.tenantId,
+      instanceId: instance.id,
+      kind: 'BASE',
+      parentId: null,
+      epoch: base.epoch,
+      seq: base.seq,
+      at: base.at,
+      stats: base.stats,
+      base: { sizeBytes: base.sizeBytes, pageSize: base.pageSize, chunks },
+      delta: null,
+    };
   }
 
   /** The manifests from the base to `restorePointId`, in that order. */

@@ -12,7 +12,7 @@ import type { OperationEntity, OperationKind } from '../entities/operation.entit
 import type { SnapshotEntity } from '../entities/snapshot.entity';
 import { CryptoError } from '../crypto/errors';
 import { AppError, capacityExceeded } from '../errors/app-error';
-import type { GraphStoreProvider, WriteLimits } from '../graph/graph-store';
+import type { GraphStoreProvider, SealedStore, WriteLimits } from '../graph/graph-store';
 import { badInput } from '../errors/app-error';
 import type { EncodedBatch, EngineVersion, GraphStats, NameCount } from '../graph/records';
 import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
@@ -345,13 +345,13 @@ export class RestoreOperationHandler implements OperationHandler {
       this.metrics.bytesRestored.inc(bytesRead);
       return { expected: snapshot.contents, stats, anchor: { anchor: 'ORIGIN', originPointId: snapshot.restorePointId }, newPoint: null };
     }
-    const loaded = params.fileKind
+    const { expected, sealed } = params.fileKind
       ? await this.loadGraphFile(params.fileKind, () => this.openUpload(params), instance, generation, context)
       : await this.loadArchive(snapshot ? () => this.snapshots.openArchive(snapshot) : () => this.openUpload(params), instance, generation, context);
     try {
       context.progress({ phase: 'capturing' });
-      const { restorePoint } = await this.backups.captureBase(instance, { ...context, progress: () => undefined }, generation);
-      return { ...loaded, anchor: { anchor: 'BASE', originPointId: null }, newPoint: restorePoint };
+      const { restorePoint } = await this.backups.captureSealed(instance, sealed, { ...context, progress: () => undefined });
+      return { expected, stats: sealed.base.stats, anchor: { anchor: 'BASE', originPointId: null }, newPoint: restorePoint };
     } catch (error) {
       await this.stores.removeGenerations(instance.id, instance.storeGeneration).catch(() => undefined);
       throw error;
@@ -364,7 +364,7 @@ export class RestoreOperationHandler implements OperationHandler {
     instance: InstanceEntity,
     generation: number,
     context: JobContext,
-  ): Promise<{ expected: GraphStats; stats: GraphStats }> {
+  ): Promise<{ expected: GraphStats; sealed: SealedStore }> {
     context.progress({ phase: 'loading', bytesDone: 0 });
     const loader = await this.stores.createLoader(instance.id, generation, this.instances.limitsOf(instance));
     try {
@@ -393,7 +393,7 @@ export class RestoreOperationHandler implements OperationHandler {
         throw asBackupError(error);
       }
       context.progress({ phase: 'verifying' });
-      return { expected: header.stats, stats: await loader.finish() };
+      return { expected: header.stats, sealed: await loader.finish() };
     } catch (error) {
       await loader.abort();
       throw error;
@@ -410,7 +410,7 @@ export class RestoreOperationHandler implements OperationHandler {
     instance: InstanceEntity,
     generation: number,
     context: JobContext,
-  ): Promise<{ expected: null; stats: GraphStats }> {
+  ): Promise<{ expected: null; sealed: SealedStore }> {
     const format = graphFileFormat(kind);
     if (!format) throw new AppError('INVALID_BACKUP_FILE', `files of kind ${kind} can no longer be read`);
     context.progress({ phase: 'loading', bytesDone: 0 });
@@ -424,7 +424,7 @@ export class RestoreOperationHandler implements OperationHandler {
         throw asBackupError(error);
       }
       context.progress({ phase: 'verifying' });
-      return { expected: null, stats: await loader.finish() };
+      return { expected: null, sealed: await loader.finish() };
     } catch (error) {
       await loader.abort();
       throw error;

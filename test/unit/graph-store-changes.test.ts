@@ -1,7 +1,7 @@
 // The change log of the SQLite graph store, and what is built on it: base copies, and restoring by replaying the log.
 import { strict as assert } from 'node:assert';
 import { randomUUID } from 'node:crypto';
-import { createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -697,13 +697,43 @@ describe('graph store change log, base copies and replay', function () {
       const loadedPath = join(dir, 'loaded.sqlite');
       const loader = await SqliteGraphLoader.create(loadedPath, { maxNodes: null, maxRelationships: null, maxBytes: Number.MAX_SAFE_INTEGER }, async () => undefined);
       await loader.insert({ kind: 'node', lines: ['["N","4",["A"],{}]'] });
-      await loader.finish();
+      const sealed = await loader.finish();
       const loaded = await SqliteGraphStore.open(loadedPath);
       const position = await positionOf(loaded);
       assert.deepEqual([position.seq, position.at, position.stats.nodeCount], [0, null, 1]);
+      assert.deepEqual(sealed.base, { ...position, sizeBytes: statSync(loadedPath).size, pageSize: 4096 });
       assert.deepEqual(await loaded.readLog(0, 1e9), []);
       await loaded.close();
       assert.ok(existsSync(loadedPath));
+    });
+
+    it('sealed by their loader are a base by themselves: their file, read as it is, materialises into the same graph', async () => {
+      const loadedPath = join(dir, 'sealed.sqlite');
+      const loader = await SqliteGraphLoader.create(loadedPath, { maxNodes: null, maxRelationships: null, maxBytes: Number.MAX_SAFE_INTEGER }, async () => undefined);
+      const nodes = Array.from({ length: 3_000 }, (_, i) => JSON.stringify(['N', String(i + 1), i % 2 ? ['A'] : ['A', 'B'], { n: i, text: 'x'.repeat(i % 700) }]));
+      await loader.insert({ kind: 'node', lines: nodes });
+      await loader.insert({ kind: 'relationship', lines: nodes.slice(1).map((_, i) => JSON.stringify(['R', String(i + 1), 'NEXT', String(i + 1), String(i + 2), {}])) });
+      const sealed = await loader.finish();
+      // Nothing beside the file: the WAL was checkpointed and removed when the loader closed it.
+      assert.deepEqual(readdirSync(dir).filter((name) => name.startsWith('sealed.sqlite')), ['sealed.sqlite']);
+      const pieces: Buffer[] = [];
+      for await (const piece of sealed.read(64 * 1024)) pieces.push(piece as Buffer);
+      assert.ok(pieces.slice(0, -1).every((piece) => piece.length === 64 * 1024), 'every piece but the last is whole');
+      assert.equal(Buffer.concat(pieces).length, sealed.base.sizeBytes);
+
+      const provider = new SqliteGraphStoreProvider(join(dir, 'instances'));
+      const instanceId = randomUUID();
+      try {
+        const stats = await provider.materialise(instanceId, 1, Readable.from(pieces), batchesOf(), sealed.base.stats);
+        assertStatsEqual(stats, sealed.base.stats);
+        assert.deepEqual([stats.nodeCount, stats.relationshipCount], [3_000, 2_999]);
+        const restoredPath = join(dir, 'instances', instanceId, 'graph-1.sqlite');
+        for (const sql of ['SELECT * FROM nodes ORDER BY id', 'SELECT * FROM node_labels ORDER BY label, node_id', 'SELECT * FROM relationships ORDER BY id']) {
+          assert.deepEqual(await rowsOf(restoredPath, sql), await rowsOf(loadedPath, sql), sql);
+        }
+      } finally {
+        await provider.close();
+      }
     });
   });
 });
