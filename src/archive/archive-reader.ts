@@ -10,7 +10,7 @@ import { DIGEST_LENGTH, END_FRAME, decodeEndFrame, readFrame, type Frame } from 
 import { decodeArchiveHeader, type ArchiveHeader } from './archive-header';
 import { StreamByteReader } from './byte-reader';
 import { toGraphRecord } from './record-codec';
-import { type CheckedRecord, RecordValidator } from './record-validation';
+import { type CheckedRecord, RecordValidator, type TaggedLine } from './record-validation';
 
 export interface ArchiveReader {
   /** The header; rejects with an ArchiveError when the file is not a readable archive. */
@@ -25,8 +25,10 @@ export interface ArchiveReader {
   /**
    * The same verified stream as the tuple lines stored (for bulk loading, where SQLite parses them again),
    * one batch per run of one kind within a frame. Use either records() or encodedBatches(), once.
+   * `recordsChecked`: every record passed this release's checks before (see RecordValidator.countedFrame), so lines
+   * are only counted, not parsed again; frames, counts, digest and end of file are checked all the same.
    */
-  encodedBatches(): AsyncIterable<EncodedBatch>;
+  encodedBatches(options?: { recordsChecked?: boolean }): AsyncIterable<EncodedBatch>;
   /**
    * Checks the whole archive (frame CRCs, every record's fields, order and counts against the header, digest,
    * end of file) without keeping anything: for uploads. Rejects with ArchiveError at the first damage.
@@ -54,6 +56,9 @@ export async function readArchiveHeader(input: Readable): Promise<ArchiveHeader>
   }
 }
 
+/** A frame's records, every field of every one checked. */
+const checked = (validator: RecordValidator, raw: Buffer): CheckedRecord[] => validator.frame(raw);
+
 class StreamingArchiveReader implements ArchiveReader {
   readonly header: Promise<ArchiveHeader>;
   private readonly bytes: StreamByteReader;
@@ -78,27 +83,27 @@ class StreamingArchiveReader implements ArchiveReader {
     return this.readRecords();
   }
 
-  encodedBatches(): AsyncIterable<EncodedBatch> {
+  encodedBatches({ recordsChecked = false }: { recordsChecked?: boolean } = {}): AsyncIterable<EncodedBatch> {
     if (this.iterated) throw new Error('ArchiveReader.encodedBatches() can only be iterated once');
     this.iterated = true;
-    return this.readEncoded();
+    return this.readEncoded(recordsChecked ? (validator, raw) => validator.countedFrame(raw) : checked);
   }
 
   async verify(): Promise<ArchiveHeader> {
     if (this.iterated) throw new Error('ArchiveReader.verify() can only be called once');
     this.iterated = true;
-    for await (const _ of this.checkedFrames());
+    for await (const _ of this.checkedFrames(checked));
     return this.header;
   }
 
   private async *readRecords(): AsyncGenerator<GraphRecord[]> {
-    for await (const records of this.checkedFrames()) {
+    for await (const records of this.checkedFrames(checked)) {
       if (records.length > 0) yield records.map(toGraphRecord);
     }
   }
 
-  private async *readEncoded(): AsyncGenerator<EncodedBatch> {
-    for await (const records of this.checkedFrames()) {
+  private async *readEncoded(take: (validator: RecordValidator, raw: Buffer) => TaggedLine[]): AsyncGenerator<EncodedBatch> {
+    for await (const records of this.checkedFrames(take)) {
       const batches: EncodedBatch[] = [];
       for (const record of records) {
         const last = batches[batches.length - 1];
@@ -109,8 +114,8 @@ class StreamingArchiveReader implements ArchiveReader {
     }
   }
 
-  /** Each data frame's records, every one checked; ends only after the end frame, digest and end of file are verified. */
-  private async *checkedFrames(): AsyncGenerator<CheckedRecord[]> {
+  /** Each data frame's records, as `take` checks them; ends only after the end frame, digest and end of file are verified. */
+  private async *checkedFrames<T>(take: (validator: RecordValidator, raw: Buffer) => T[]): AsyncGenerator<T[]> {
     let validator: RecordValidator;
     try {
       validator = new RecordValidator(await this.header);
@@ -118,7 +123,7 @@ class StreamingArchiveReader implements ArchiveReader {
       this.input.destroy();
       throw error;
     }
-    for await (const raw of this.frames(validator)) yield validator.frame(raw);
+    for await (const raw of this.frames(validator)) yield take(validator, raw);
   }
 
   /** Each data frame, CRC-checked and inflated; ends only after the end frame, digest and end of file are verified. */

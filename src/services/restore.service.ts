@@ -3,6 +3,7 @@
 import type { Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
 import { type ArchiveHeader, type ArchiveReader, isArchiveError, openArchive } from '../archive';
+import { RECORD_RULES_EDITION } from '../archive/record-validation';
 import type { GraphFileKind } from '../graph-files/graph-file-format';
 import { graphFileFormat } from '../graph-files/graph-file-formats';
 import { loadGraphFile } from '../graph-files/graph-file-loader';
@@ -39,6 +40,11 @@ interface RestoreParams {
   uploadKey?: string;
   /** RESTORE_FROM_FILE of a foreign graph file: its format (absent for a Snapgraph archive). */
   fileKind?: GraphFileKind;
+  /**
+   * RESTORE_FROM_FILE of a Snapgraph archive: the RECORD_RULES_EDITION its every record passed while it was stored.
+   * The load then only counts them; under another edition (queued before an upgrade) it checks them again.
+   */
+  recordsChecked?: number;
   preRestoreSnapshotId?: string;
   shadowGeneration?: number;
 }
@@ -171,7 +177,10 @@ export class RestoreService {
     assertAcceptsOperations(target);
     return this.enqueue(target, 'RESTORE_FROM_FILE', {
       bytesTotal: upload.sizeBytes,
-      params: { uploadKey: upload.key, ...(content.kind === 'ARCHIVE' ? {} : { fileKind: content.kind }) } satisfies RestoreParams,
+      params: {
+        uploadKey: upload.key,
+        ...(content.kind === 'ARCHIVE' ? { recordsChecked: RECORD_RULES_EDITION } : { fileKind: content.kind }),
+      } satisfies RestoreParams,
     });
   }
 
@@ -243,7 +252,7 @@ export class RestoreOperationHandler implements OperationHandler {
     if (!instance) throw new AppError('NOT_FOUND', `instance ${operation.instanceId} no longer exists`);
     // Only the input survives an earlier attempt; everything else is this attempt's.
     const given = operation.params as RestoreParams | null;
-    const params: RestoreParams = { uploadKey: given?.uploadKey, fileKind: given?.fileKind };
+    const params: RestoreParams = { uploadKey: given?.uploadKey, fileKind: given?.fileKind, recordsChecked: given?.recordsChecked };
     const overwriting = !this.creating;
     const shadowGeneration = instance.storeGeneration + 1;
     params.shadowGeneration = shadowGeneration;
@@ -347,7 +356,9 @@ export class RestoreOperationHandler implements OperationHandler {
     }
     const { expected, sealed } = params.fileKind
       ? await this.loadGraphFile(params.fileKind, () => this.openUpload(params), instance, generation, context)
-      : await this.loadArchive(snapshot ? () => this.snapshots.openArchive(snapshot) : () => this.openUpload(params), instance, generation, context);
+      : snapshot
+        ? await this.loadArchive(() => this.snapshots.openArchive(snapshot), instance, generation, context, false)
+        : await this.loadArchive(() => this.openUpload(params), instance, generation, context, params.recordsChecked === RECORD_RULES_EDITION);
     try {
       context.progress({ phase: 'capturing' });
       const { restorePoint } = await this.backups.captureSealed(instance, sealed, { ...context, progress: () => undefined });
@@ -358,12 +369,16 @@ export class RestoreOperationHandler implements OperationHandler {
     }
   }
 
-  /** Streams an archive into a new store generation, then seals it; the shadow is removed on any failure. */
+  /**
+   * Streams an archive into a new store generation, then seals it; the shadow is removed on any failure.
+   * `recordsChecked`: its records passed this release's checks when it was uploaded (see ArchiveReader.encodedBatches).
+   */
   private async loadArchive(
     openSource: () => Promise<Readable>,
     instance: InstanceEntity,
     generation: number,
     context: JobContext,
+    recordsChecked: boolean,
   ): Promise<{ expected: GraphStats; sealed: SealedStore }> {
     context.progress({ phase: 'loading', bytesDone: 0 });
     const loader = await this.stores.createLoader(instance.id, generation, this.instances.limitsOf(instance));
@@ -378,7 +393,7 @@ export class RestoreOperationHandler implements OperationHandler {
         assertCompatible(header.engineVersion, instance);
         // SQLite loads one batch while the next is read, decrypted and inflated.
         let loading: Promise<void> = Promise.resolve();
-        for await (const batch of coalesce(archive.encodedBatches())) {
+        for await (const batch of coalesce(archive.encodedBatches({ recordsChecked }))) {
           context.signal.throwIfAborted();
           await loading;
           loading = loader.insert(batch);

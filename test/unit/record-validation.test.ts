@@ -110,6 +110,26 @@ describe('record validation', () => {
       assert.match(refusal(() => new RecordValidator(header(stats)).frame(Buffer.from('["N","1",[],{}]'))).message, /does not end with a complete record/);
     });
 
+    it('counts, without parsing, the lines of records checked before: tags, order, UTF-8, whole lines and counts still hold', () => {
+      const stats = { nodeCount: 2, relationshipCount: 1, labels: [{ name: 'A', count: 2 }], relationshipTypes: [{ name: 'T', count: 1 }] };
+      const validator = new RecordValidator(header(stats));
+      // A field frame() would refuse passes: the line is not parsed (its checks were passed at upload).
+      const lines = ['["N","1",["A"],{}]', '["N","01",["A"],{}]', '["R","1","T","1","2",{}]'];
+      assert.deepEqual(validator.countedFrame(frame(...lines)), lines.map((line, i) => ({ kind: i < 2 ? 'node' : 'relationship', line })));
+      // Label and type tallies are not kept, so complete() holds the counts alone.
+      validator.complete({ nodeCount: 2, relationshipCount: 1 });
+      assert.equal(refusal(() => new RecordValidator(header(stats)).complete({ nodeCount: 0, relationshipCount: 0 })).code, 'COUNT_MISMATCH');
+
+      assert.match(refusal(() => new RecordValidator(header(stats)).countedFrame(frame('["N","1",[],{}]', '["R","1","T","1","1",{}]', '["N","2",[],{}]'))).message, /node record 2 follows the relationships/);
+      assert.match(refusal(() => new RecordValidator(header(stats)).countedFrame(frame('{"id":"2"}'))).message, /record 1 is not a node or relationship tuple/);
+      assert.match(refusal(() => new RecordValidator(header(stats)).countedFrame(Buffer.from('["N","1",[],{}]'))).message, /does not end with a complete record/);
+      assert.match(refusal(() => new RecordValidator(header(stats)).countedFrame(Buffer.concat([Buffer.from('["N","1",[],{"a":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}]\n')]))).message, /not valid UTF-8/);
+      assert.equal(refusal(() => new RecordValidator(header(stats)).countedFrame(frame('["N","1",[],{}]', '["N","2",[],{}]', '["N","3",[],{}]'))).code, 'COUNT_MISMATCH');
+      const ended = new RecordValidator(header(stats));
+      ended.countedFrame(frame(...lines));
+      assert.equal(refusal(() => ended.complete({ nodeCount: 3, relationshipCount: 1 })).code, 'CORRUPT');
+    });
+
     it('holds the records to the header: counts as soon as they are exceeded, labels and types exactly, at the end', () => {
       const over = new RecordValidator(header({ nodeCount: 1, labels: [] }));
       const tooMany = refusal(() => over.frame(frame('["N","1",[],{}]', '["N","2",[],{}]')));
