@@ -11,7 +11,7 @@ import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import * as tus from 'tus-js-client';
-import { OPERATION_ID_HEADER, UPLOADS_PATH } from '../api/http/tus-uploads';
+import { OPERATION_ID_HEADER, UPLOADS_PATH } from '../api/http/upload-endpoint';
 import { ApiClient, describeErrorBody } from './api-client';
 import { CliError, Interrupted, UsageError } from './cli-error';
 import { parseCommandArgs } from './command-args';

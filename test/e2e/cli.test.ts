@@ -117,6 +117,15 @@ function createUpload(server: TestServer, key: string | null, metadata: Record<s
 /** extensions.code of the first error of a refusal's JSON body. */
 const errorCodeOf = (body: string): string => JSON.parse(body).errors[0].extensions.code;
 
+/** How the server checked the upload whose restore `restore-file` reports queued: 'as received' or 'read back'. */
+function checkedAs(server: TestServer, stderr: string): unknown {
+  const operationId = /restore queued as operation (\S+)/.exec(stderr)?.[1];
+  assert.ok(operationId, `no operation in: ${stderr}`);
+  const line = server.logLines().find((entry) => entry.msg === 'restore upload received' && entry.operationId === operationId);
+  assert.ok(line, `no 'restore upload received' line for operation ${operationId}`);
+  return line.checked;
+}
+
 /** PATCH bytes at an offset, as a tus client does. */
 function patchUpload(location: string, key: string, offset: number, body: Buffer) {
   return fetch(location, {
@@ -299,6 +308,8 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.match(run.stdout, /restore SUCCEEDED/);
       assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
       assert.deepEqual(uploadsLeft(), [], 'the plain upload is deleted once stored encrypted');
+      // Every byte came to this server: it was checked as it arrived, not read back from the partial file at the end.
+      assert.equal(checkedAs(server, run.stderr), 'as received');
     });
 
     it('resumes an interrupted upload where it stopped', async () => {
@@ -321,6 +332,8 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
       assert.deepEqual(uploadsLeft(), []);
       assert.deepEqual(storedUploads(), [], 'a finished upload is forgotten');
+      // Resumed on the same server where the first run stopped: its check went on from there.
+      assert.equal(checkedAs(server, resumed.stderr), 'as received');
     });
 
     it('refuses a file that is not an archive, with a clear message, and changes nothing', async () => {

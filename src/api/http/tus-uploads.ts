@@ -3,9 +3,10 @@
 //
 // Every request needs `Authorization: Bearer <key>` of an ADMIN key. Creation metadata names the restore
 // (`instanceId`, `confirm` = RESTORE, `filename`), which is checked before anything is stored. An upload belongs to
-// the tenant that created it: other tenants get 404. When the last byte arrives, the file is streamed through
-// UploadService.restoreFromFile (verified, stored encrypted, restore queued) and deleted; the response carries the
-// operation id in the `Snapgraph-Operation-Id` header, whether that is a PATCH or the creating POST itself
+// the tenant that created it: other tenants get 404. The bytes go through UploadService.restoreFromFile (checked,
+// stored encrypted) as they arrive when every one of them arrives on this replica (upload-receivers.ts); otherwise the
+// partial file is read back through it when the last byte is in. Then the restore is queued, the partial file deleted,
+// and the response carries the operation id in the `Snapgraph-Operation-Id` header, whether that is a PATCH or the creating POST itself
 // (creation-with-upload). X-HTTP-Method-Override is honoured on POST. Every refusal, tus's own protocol answers
 // included, carries a GraphQL-style JSON body ({"errors":[{"message","extensions":{"code"}}]}) with a matching status.
 //
@@ -17,7 +18,7 @@ import { createHash } from 'node:crypto';
 import { rmdirSync } from 'node:fs';
 import { chmod, lstat, mkdir } from 'node:fs/promises';
 import type { Socket } from 'node:net';
-import { pipeline, Transform } from 'node:stream';
+import { pipeline, type Readable, Transform } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import type { FileStore } from '@tus/file-store' with { 'resolution-mode': 'import' };
@@ -34,9 +35,9 @@ import type { Services } from '../../services/services';
 import { type ErrorExposure, formatError } from '../format-error';
 import { errorBody, JSON_CONTENT_TYPE } from './error-body';
 import { type Completion, UploadCompletions } from './upload-completions';
+import { OPERATION_ID_HEADER, UPLOADS_PATH } from './upload-endpoint';
+import { UploadReceivers } from './upload-receivers';
 
-export const UPLOADS_PATH = '/uploads';
-export const OPERATION_ID_HEADER = 'Snapgraph-Operation-Id';
 export const UPLOAD_EXPIRY_MS = 24 * 3600_000;
 const SWEEP_INTERVAL_MS = 3600_000;
 const TUS_VERSION = '1.0.0';
@@ -83,7 +84,20 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   // Both packages are ESM-only.
   const { Server: TusServer } = await import('@tus/server');
   const { FileStore } = await import('@tus/file-store');
-  const datastore = new FileStore({ directory, expirationPeriodInMilliseconds: UPLOAD_EXPIRY_MS });
+  const receivers = new UploadReceivers();
+  /** The partial file, and each write's bytes also to the upload's receiver (upload-receivers.ts). */
+  class ReceivingFileStore extends FileStore {
+    override async write(body: Readable, id: string, offset: number): Promise<number> {
+      const receiving = receivers.receive(id, offset, body);
+      const end = await super.write(receiving.body, id, offset).catch((error: unknown) => {
+        receiving.settle(null);
+        throw error;
+      });
+      receiving.settle(end);
+      return end;
+    }
+  }
+  const datastore = new ReceivingFileStore({ directory, expirationPeriodInMilliseconds: UPLOAD_EXPIRY_MS });
   // Keyed by the node request, which @tus/server exposes to its hooks as req.runtime.node.req.
   const principals = new WeakMap<object, Principal>();
   // Work to do once a request's response is sent, keyed like principals: @tus/server still reads a finished upload's
@@ -129,6 +143,9 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         throw refusal(error, { debugErrors: config.debugErrors });
       }
       logger.info({ uploadId: upload.id, instanceId, filename, sizeBytes: upload.size }, 'restore upload created');
+      receivers.expect(upload.id, (input) =>
+        services.uploads.restoreFromFile(principal, instanceId, input, confirm ?? '').then((operation) => operation.id),
+      );
       return { metadata: { instanceId, confirm: confirm ?? '', filename: filename ?? null, tenantId: principal.tenantId } };
     },
 
@@ -137,7 +154,14 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       const principal = principalOf(req);
       const nodeReq = req.runtime?.node?.req;
       const removePlainCopy = () => datastore.remove(upload.id).catch(() => undefined);
-      const restore = () => restoreFromUpload(services, datastore, principal, upload, config.idleTimeoutMs);
+      // Received as it came: only ending the check is left. Else the file is read back and checked now.
+      let checked: 'as received' | 'read back' = 'as received';
+      const restore = async () => {
+        const received = await receivers.finish(upload.id, upload.size ?? upload.offset);
+        if (received !== null) return received;
+        checked = 'read back';
+        return restoreFromUpload(services, datastore, principal, upload, config.idleTimeoutMs);
+      };
       const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload.id, principal.tenantId, upload.size ?? upload.offset, restore));
       const operationId = await verified.catch(async (error) => {
         if (isAppError(error)) logger.info({ uploadId: upload.id, code: error.code }, 'restore upload refused');
@@ -148,7 +172,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       // Verified and stored encrypted: the plain copy goes once the answer is sent.
       if (nodeReq) afterResponse.set(nodeReq, [...(afterResponse.get(nodeReq) ?? []), removePlainCopy]);
       else await removePlainCopy();
-      logger.info({ uploadId: upload.id, operationId, sizeBytes: upload.size }, 'restore upload received');
+      logger.info({ uploadId: upload.id, operationId, sizeBytes: upload.size, checked }, 'restore upload received');
       return { headers: { [OPERATION_ID_HEADER]: operationId } };
     },
 
