@@ -44,12 +44,15 @@ export class UploadService {
   }
 
   async restoreFromFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<OperationEntity> {
-    const instance = await this.authorize(principal, instanceId, confirm).catch((error) => {
+    await this.authorize(principal, instanceId, confirm).catch((error) => {
       input.resume(); // discard the body so the connection can finish
       throw error;
     });
     const received = await this.receive(principal.tenantId, input);
     try {
+      // Looked at again: a large file takes minutes to arrive (a resumable one, hours), and the instance may have been
+      // deleted or become busy meanwhile.
+      const instance = await this.authorize(principal, instanceId, confirm);
       return await this.restores.requestRestoreFromFile(principal, instance, received);
     } catch (error) {
       await this.blobs.delete(received.key);

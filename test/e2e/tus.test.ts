@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { pack as tarPack } from 'tar-stream';
 import * as tus from 'tus-js-client';
 import {
@@ -11,6 +12,7 @@ import {
   createNodes,
   eventually,
   expectData,
+  filesUnder,
   gql,
   serverPerSuite,
   settledOperation,
@@ -218,6 +220,30 @@ describe('the /uploads endpoint with real tus clients', () => {
     const unknown = await request(secondUrl, { method: 'POST', headers: { ...auth, 'X-HTTP-Method-Override': 'PUT' } });
     assertRefusal(unknown, 400, 'BAD_USER_INPUT');
     assert.deepEqual(readdirSync(uploadDir), []);
+  });
+
+  it('refuses an upload whose instance was deleted while its bytes arrived, and keeps nothing of it', async () => {
+    const target = await createInstance(suite.server, { name: 'deleted meanwhile' });
+    const auth = { Authorization: `Bearer ${suite.server.adminKey}`, 'Tus-Resumable': '1.0.0' };
+    const created = await creation({
+      'Tus-Resumable': '1.0.0',
+      'Upload-Length': String(archive.length),
+      'Upload-Metadata': metadataHeader({ instanceId: target.id, confirm: 'RESTORE' }),
+    });
+    assert.equal(created.status, 201, created.body);
+    const url = new URL(created.headers.get('location')!, suite.server.url).toString();
+    const half = Math.floor(archive.length / 2);
+    const patch = (offset: number, body: Buffer) =>
+      request(url, { method: 'PATCH', headers: { ...auth, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' }, body });
+    assert.equal((await patch(0, archive.subarray(0, half))).status, 204);
+    expectData(await gql(suite.server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: target.id }));
+
+    // The instance is looked at again once the file is in, not only when its first bytes came.
+    assertRefusal(await patch(half, archive.subarray(half)), 404, 'NOT_FOUND');
+    assert.deepEqual(await fileRestoresOf(suite.server, target.id).catch(() => []), []);
+    await eventually(() => readdirSync(uploadDir).length === 0, { what: 'the upload dir is empty' });
+    const storedUploads = () => filesUnder(join(suite.server.dataDir, 'blobs')).filter((path) => path.includes('/uploads/'));
+    await eventually(() => storedUploads().length === 0 && tempBlobs(suite.server.dataDir).length === 0, { what: 'no stored upload' });
   });
 
   it('answers every refusal with the JSON error shape: protocol errors, unknown uploads, bad offsets, no key', async () => {
