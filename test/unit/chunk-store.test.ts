@@ -22,7 +22,7 @@ const KIB = 1024;
 const MIB = 1024 * KIB;
 const HOUR = 3_600_000;
 
-/** Text-like data that deflate shrinks, different for every seed. */
+/** Text-like data that compression shrinks, different for every seed. */
 function compressible(bytes: number, seed: number): Buffer {
   const words = ['node', 'relationship', 'label', 'Person', 'KNOWS', '{"name":"', 'since', '2024', 'id'];
   let text = '';
@@ -132,7 +132,7 @@ function chunkStoreSuite(backend: MetadataBackend) {
       assert.deepEqual(await readAll(store.read(tenant, b.refs, { verifyIds: true })), Buffer.concat(text));
       assert.ok((await packFiles(tenant)).length >= 3, 'several packs');
       assert.ok(a.result.addedBytes > 12 * 64 * KIB, 'random data is stored raw (plus overhead)');
-      assert.ok(b.result.addedBytes < (12 * 64 * KIB) / 2, `text is deflated (${b.result.addedBytes})`);
+      assert.ok(b.result.addedBytes < (12 * 64 * KIB) / 2, `text is compressed (${b.result.addedBytes})`);
       assert.deepEqual([a.result.newChunks, b.result.newChunks], [12, 12]);
       await assertTidy(tenant);
     });
