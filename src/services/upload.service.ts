@@ -44,20 +44,35 @@ export class UploadService {
   }
 
   async restoreFromFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<OperationEntity> {
+    return this.queueRestore(principal, instanceId, confirm, await this.receiveFile(principal, instanceId, input, confirm));
+  }
+
+  /** Checks and stores the file, once the request is allowed; queueRestore then queues its restore. */
+  async receiveFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<ReceivedFile> {
     await this.authorize(principal, instanceId, confirm).catch((error) => {
       input.resume(); // discard the body so the connection can finish
       throw error;
     });
-    const received = await this.receive(principal.tenantId, input);
+    return this.receive(principal.tenantId, input);
+  }
+
+  /**
+   * Queues the restore of a received file, looking at the request again: a large file takes minutes to arrive (a
+   * resumable one, hours), and the instance may have been deleted or become busy meanwhile. A refused file is deleted.
+   */
+  async queueRestore(principal: Principal, instanceId: string, confirm: string, received: ReceivedFile): Promise<OperationEntity> {
     try {
-      // Looked at again: a large file takes minutes to arrive (a resumable one, hours), and the instance may have been
-      // deleted or become busy meanwhile.
       const instance = await this.authorize(principal, instanceId, confirm);
       return await this.restores.requestRestoreFromFile(principal, instance, received);
     } catch (error) {
-      await this.blobs.delete(received.key);
+      await this.discard(received);
       throw error;
     }
+  }
+
+  /** Deletes a received file whose restore will not be queued; a failure to delete is not the answer (the refusal is). */
+  discard(received: ReceivedFile): Promise<void> {
+    return this.blobs.delete(received.key).catch(() => undefined);
   }
 
   /**
@@ -96,6 +111,8 @@ export class UploadService {
       // An archive only streams through this thread (its check is on a worker): bulk bytes (see HeapGrowth).
       const { checked, plainBytes } = await (unwrapped.format === null ? heapGrowth.whileStreamingBulk(finish) : finish());
       this.metrics.bytesUploaded.inc(plainBytes);
+      // What follows the file in the input (entries of a tar after its archive) is not needed: let it run out.
+      input.resume();
       return { key, sizeBytes: plainBytes, content: checked };
     } catch (error) {
       input.destroy();

@@ -24,15 +24,18 @@ import {
 
 const IDLE_TIMEOUT_MS = 4_000;
 
-/** A tar file holding one entry. */
-async function tarOf(name: string, content: Buffer): Promise<Buffer> {
+/** A tar file holding these entries, in order. */
+async function tarOfEntries(entries: [string, Buffer][]): Promise<Buffer> {
   const tar = tarPack();
-  tar.entry({ name }, content);
+  for (const [name, content] of entries) tar.entry({ name }, content);
   tar.finalize();
   const chunks: Buffer[] = [];
   for await (const chunk of tar as AsyncIterable<Buffer>) chunks.push(chunk);
   return Buffer.concat(chunks);
 }
+
+/** A tar file holding one entry. */
+const tarOf = (name: string, content: Buffer) => tarOfEntries([[name, content]]);
 
 const metadataHeader = (metadata: Record<string, string>) =>
   Object.entries(metadata)
@@ -220,6 +223,37 @@ describe('the /uploads endpoint with real tus clients', () => {
     const unknown = await request(secondUrl, { method: 'POST', headers: { ...auth, 'X-HTTP-Method-Override': 'PUT' } });
     assertRefusal(unknown, 400, 'BAD_USER_INPUT');
     assert.deepEqual(readdirSync(uploadDir), []);
+  });
+
+  it('queues the restore of a .tar only when its last byte is in, though its archive entry ended long before', async function () {
+    this.timeout(60_000);
+    const target = await createInstance(suite.server, { name: 'tar target' });
+    // The archive first, then an entry larger than what a check holds in flight: nothing reads it.
+    const tar = await tarOfEntries([['graph.backup', archive], ['notes.bin', randomBytes(12 * 1024 * 1024)]]);
+    const auth = { Authorization: `Bearer ${suite.server.adminKey}`, 'Tus-Resumable': '1.0.0' };
+    const created = await creation({
+      'Tus-Resumable': '1.0.0',
+      'Upload-Length': String(tar.length),
+      'Upload-Metadata': metadataHeader({ instanceId: target.id, confirm: 'RESTORE', filename: 'graph.tar' }),
+    });
+    assert.equal(created.status, 201, created.body);
+    const url = new URL(created.headers.get('location')!, suite.server.url).toString();
+    const patch = (offset: number, body: Buffer) =>
+      within(
+        request(url, { method: 'PATCH', headers: { ...auth, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' }, body }),
+        20_000,
+        `the PATCH at ${offset}`,
+      );
+    const half = Math.floor(tar.length / 2);
+    assert.equal((await patch(0, tar.subarray(0, half))).status, 204);
+    assert.deepEqual(await fileRestoresOf(suite.server, target.id), [], 'no restore before the upload is complete');
+    const last = await patch(half, tar.subarray(half));
+    assert.equal(last.status, 204, last.body);
+    const operationId = last.headers.get('snapgraph-operation-id')!;
+    assert.equal((await settledOperation(suite.server, operationId)).status, 'SUCCEEDED');
+    assert.deepEqual(await fileRestoresOf(suite.server, target.id), [operationId]);
+    const received = suite.server.logLines().find((line) => line.msg === 'restore upload received' && line.operationId === operationId);
+    assert.equal(received?.checked, 'as received');
   });
 
   it('refuses an upload whose instance was deleted while its bytes arrived, and keeps nothing of it', async () => {

@@ -29,6 +29,7 @@ import type { App } from '../../app';
 import { type AppConfig, ConfigError } from '../../config/app-config';
 import { isAppError, unauthenticated } from '../../errors/app-error';
 import { asStorageFull } from '../../errors/storage-full';
+import type { ReceivedFile } from '../../services/upload.service';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
 import type { Services } from '../../services/services';
@@ -84,7 +85,11 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   // Both packages are ESM-only.
   const { Server: TusServer } = await import('@tus/server');
   const { FileStore } = await import('@tus/file-store');
-  const receivers = new UploadReceivers();
+  const receivers = new UploadReceivers<ReceivedFile>({
+    discard: (received) => services.uploads.discard(received),
+    // Once the last byte is in, what is left of the check is bounded (what is in flight to it, and the blob's fsync).
+    finishTimeoutMs: config.idleTimeoutMs,
+  });
   /** The partial file, and each write's bytes also to the upload's receiver (upload-receivers.ts). */
   class ReceivingFileStore extends FileStore {
     override async write(body: Readable, id: string, offset: number): Promise<number> {
@@ -95,6 +100,12 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       });
       receiving.settle(end);
       return end;
+    }
+
+    /** A terminated or expired upload: its receiver goes with it. */
+    override async remove(id: string): Promise<void> {
+      receivers.abandon(id);
+      return super.remove(id);
     }
   }
   const datastore = new ReceivingFileStore({ directory, expirationPeriodInMilliseconds: UPLOAD_EXPIRY_MS });
@@ -143,9 +154,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         throw refusal(error, { debugErrors: config.debugErrors });
       }
       logger.info({ uploadId: upload.id, instanceId, filename, sizeBytes: upload.size }, 'restore upload created');
-      receivers.expect(upload.id, (input) =>
-        services.uploads.restoreFromFile(principal, instanceId, input, confirm ?? '').then((operation) => operation.id),
-      );
+      receivers.expect(upload.id, (input) => services.uploads.receiveFile(principal, instanceId, input, confirm ?? ''));
       return { metadata: { instanceId, confirm: confirm ?? '', filename: filename ?? null, tenantId: principal.tenantId } };
     },
 
@@ -154,15 +163,21 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       const principal = principalOf(req);
       const nodeReq = req.runtime?.node?.req;
       const removePlainCopy = () => datastore.remove(upload.id).catch(() => undefined);
-      // Received as it came: only ending the check is left. Else the file is read back and checked now.
+      // Received as it came: only ending the check is left, and queueing the restore (looked at again, for this
+      // request's key). Else the file is read back and checked now.
       let checked: 'as received' | 'read back' = 'as received';
       const restore = async () => {
         const received = await receivers.finish(upload.id, upload.size ?? upload.offset);
-        if (received !== null) return received;
+        if (received !== null) {
+          const { instanceId, confirm } = upload.metadata ?? {};
+          return (await services.uploads.queueRestore(principal, instanceId ?? '', confirm ?? '', received)).id;
+        }
         checked = 'read back';
         return restoreFromUpload(services, datastore, principal, upload, config.idleTimeoutMs);
       };
       const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload.id, principal.tenantId, upload.size ?? upload.offset, restore));
+      // Finished without this replica's receiver (another replica verifies it, or already has): it goes.
+      verified.finally(() => receivers.abandon(upload.id)).catch(() => undefined);
       const operationId = await verified.catch(async (error) => {
         if (isAppError(error)) logger.info({ uploadId: upload.id, code: error.code }, 'restore upload refused');
         else logger.error({ err: error, uploadId: upload.id }, 'restore upload failed');

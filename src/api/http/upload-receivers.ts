@@ -1,32 +1,47 @@
 // A tus upload's bytes go through UploadService's check and encrypted store as they arrive, PATCH after PATCH, on the
 // replica that receives them, beside the plain partial file that tus keeps for resuming. When the last byte arrives
 // the check is nearly done: finishing ends a stream instead of reading the whole file back and checking it then,
-// which took as long again as the transfer.
+// which took as long again as the transfer. The restore is queued only then, by the caller, with what finish() gives.
 //
-// The plain file stays the source of truth. A receiver that misses any byte is dropped, and the finished upload is
-// read back from its file as before: the client resumed on another replica or after a restart, a PATCH failed midway,
-// the upload paused longer than RECEIVER_IDLE_MS, or the check stopped early (a refusal is then given by the read-back
-// check, against the state of things when the upload finished, not when it started).
+// The plain file stays the source of truth. A receiver that misses any byte is dropped (its check stops, what it
+// stored is discarded), and the finished upload is read back from its file as before: the client resumed on another
+// replica or after a restart, a PATCH failed midway, the upload paused longer than RECEIVER_IDLE_MS or was deleted,
+// the check stopped early (a refusal is then given by the read-back check, against the state of things when the
+// upload finished, not when it started), or MAX_RECEIVERS uploads were being received already.
 import { PassThrough, pipeline, type Readable, Transform } from 'node:stream';
 
-/** A receiver that gets no byte for this long is dropped (its check stops and its stored bytes are deleted). */
+/** A receiver that gets no byte for this long is dropped. */
 export const RECEIVER_IDLE_MS = 5 * 60_000;
-/** Bytes a receiver holds for its check before the upload waits for it. */
-const FEED_BYTES = 4 * 1024 * 1024;
+/**
+ * Uploads received at once, at most (each holds a worker thread for its check and a blob being written, for as long
+ * as the upload lasts); more are read back when they are complete.
+ */
+export const MAX_RECEIVERS = 8;
+/** Bytes a receiver holds for its check before the upload waits for it (a PassThrough holds this on each side). */
+const FEED_SIDE_BYTES = 2 * 1024 * 1024;
 
-/** Starts the check and store of an upload's bytes, read from `input`; resolves with the queued operation's id. */
-export type StartReceiving = (input: Readable) => Promise<string>;
+export interface ReceiverOptions<T> {
+  /** Discards what a check stored when its receiver is dropped after the check ended. */
+  discard(received: T): Promise<void>;
+  idleMs?: number;
+  /** How long finish() waits for the check to end once the last byte is in, before reading the file back instead. */
+  finishTimeoutMs: number;
+}
 
-export class UploadReceivers {
-  /** Uploads created here whose first byte has not come yet: how to start their receiver. */
-  private readonly expected = new Map<string, { start: StartReceiving; timer: NodeJS.Timeout }>();
-  private readonly receivers = new Map<string, Receiver>();
+/** Receivers of the uploads of this process, by upload id; T is what a check gives (a stored, checked file). */
+export class UploadReceivers<T> {
+  /** Uploads created here whose first byte has not come yet: how to start their check. */
+  private readonly expected = new Map<string, { start: (input: Readable) => Promise<T>; timer: NodeJS.Timeout }>();
+  private readonly receivers = new Map<string, Receiver<T>>();
+  private readonly idleMs: number;
 
-  constructor(private readonly idleMs = RECEIVER_IDLE_MS) {}
+  constructor(private readonly options: ReceiverOptions<T>) {
+    this.idleMs = options.idleMs ?? RECEIVER_IDLE_MS;
+  }
 
-  /** An upload was created here: its bytes may be received from the first one on. */
-  expect(id: string, start: StartReceiving): void {
-    this.forget(id);
+  /** An upload was created here: its bytes may be checked by `start` from the first one on. */
+  expect(id: string, start: (input: Readable) => Promise<T>): void {
+    this.abandon(id);
     const timer = setTimeout(() => this.forget(id), this.idleMs);
     timer.unref();
     this.expected.set(id, { start, timer });
@@ -43,44 +58,44 @@ export class UploadReceivers {
       body: receiver.tee(body),
       // The file took the write (its new end), or not (null): the receiver is kept only if it got the same bytes.
       settle: (endOffset) => {
-        if (endOffset === null || endOffset !== receiver.received) this.drop(id);
+        if (endOffset === null || endOffset !== receiver.received) this.abandon(id);
       },
     };
   }
 
   /**
-   * The last byte of the upload (`sizeBytes` in all) is in its file: the operation its receiver queued, or null when
-   * there is none that got every byte, or its check did not end in an operation (then read the file back).
+   * The last byte of the upload (`sizeBytes` in all) is in its file: what its receiver's check gave, or null when
+   * there is no receiver that got every byte, or its check did not succeed in time (then read the file back).
    */
-  async finish(id: string, sizeBytes: number): Promise<string | null> {
+  async finish(id: string, sizeBytes: number): Promise<T | null> {
     this.forget(id);
     const receiver = this.receivers.get(id);
     this.receivers.delete(id);
-    if (!receiver) return null;
-    return receiver.finish(sizeBytes);
+    return receiver ? receiver.finish(sizeBytes, this.options.finishTimeoutMs) : null;
   }
 
-  private receiverAt(id: string, offset: number): Receiver | null {
+  /** Drops the upload's receiver, if any (the upload was deleted, or finished without it). */
+  abandon(id: string): void {
+    this.forget(id);
+    this.receivers.get(id)?.drop();
+    this.receivers.delete(id);
+  }
+
+  private receiverAt(id: string, offset: number): Receiver<T> | null {
     const receiver = this.receivers.get(id);
     if (receiver) {
       if (receiver.received === offset && receiver.alive) return receiver;
-      this.drop(id);
+      this.abandon(id);
       return null;
     }
     const expected = this.expected.get(id);
-    if (!expected || offset !== 0) return null;
+    if (!expected || offset !== 0 || this.receivers.size >= MAX_RECEIVERS) return null;
     this.forget(id);
-    const started = new Receiver(expected.start, this.idleMs, () => {
+    const started: Receiver<T> = new Receiver(expected.start, this.options.discard, this.idleMs, () => {
       if (this.receivers.get(id) === started) this.receivers.delete(id);
     });
     this.receivers.set(id, started);
     return started;
-  }
-
-  private drop(id: string): void {
-    this.forget(id);
-    this.receivers.get(id)?.drop();
-    this.receivers.delete(id);
   }
 
   private forget(id: string): void {
@@ -90,29 +105,42 @@ export class UploadReceivers {
   }
 }
 
-class Receiver {
+class Receiver<T> {
   /** Bytes handed to the check so far. */
   received = 0;
-  private readonly feed = new PassThrough({ highWaterMark: FEED_BYTES });
-  private readonly operationId: Promise<string>;
+  private readonly feed = new PassThrough({ highWaterMark: FEED_SIDE_BYTES });
+  private readonly checked: Promise<T>;
+  /** What the check gave, once it has (to discard if the receiver is dropped after that). */
+  private result: { value: T } | null = null;
   private stopped = false;
   /** A write waiting for the check to take more. */
   private waiting: (() => void) | null = null;
-  private idle: NodeJS.Timeout;
+  private readonly idle: NodeJS.Timeout;
 
   constructor(
-    start: StartReceiving,
-    private readonly idleMs: number,
+    start: (input: Readable) => Promise<T>,
+    private readonly discard: (received: T) => Promise<void>,
+    idleMs: number,
     private readonly onDropped: () => void,
   ) {
-    this.operationId = start(this.feed);
-    // A check that stops before the end (a refusal, the server's state) drops the receiver: see the top of the file.
-    this.operationId.catch(() => this.drop());
+    this.checked = start(this.feed);
+    this.checked.then(
+      (value) => {
+        if (this.stopped) return void this.discard(value).catch(() => undefined);
+        // The check may end before the last byte (an archive inside a tar ends before the tar does): what still comes
+        // is not needed by it, and must not wait for it (its reader may be gone).
+        this.result = { value };
+        this.release();
+      },
+      // A check that stops before the end (a refusal, the server's state) drops the receiver: see the top of the file.
+      () => this.drop(),
+    );
     this.feed.on('drain', () => this.release());
     // Its reader (the check) hears a drop where it reads; after the check has stopped nobody reads it, and the drop's
     // error must not reach the process as an 'error' event nobody listens to.
     this.feed.on('error', () => undefined);
-    this.idle = this.idleTimer();
+    this.idle = setTimeout(() => this.drop(), idleMs);
+    this.idle.unref();
   }
 
   get alive(): boolean {
@@ -126,7 +154,7 @@ class Receiver {
         if (this.stopped) return done(null, chunk);
         this.idle.refresh();
         this.received += chunk.length;
-        if (this.feed.write(chunk)) return done(null, chunk);
+        if (this.result || this.feed.write(chunk)) return done(null, chunk);
         this.waiting = () => done(null, chunk);
       },
     });
@@ -134,14 +162,19 @@ class Receiver {
     return tee;
   }
 
-  async finish(sizeBytes: number): Promise<string | null> {
+  async finish(sizeBytes: number, timeoutMs: number): Promise<T | null> {
     if (this.stopped || this.received !== sizeBytes) {
       this.drop();
       return null;
     }
     clearTimeout(this.idle);
-    this.feed.end();
-    return this.operationId.catch(() => null);
+    if (!this.result) this.feed.end();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs)));
+    const value = await Promise.race([this.checked.then((checked) => ({ checked }), () => null), late]);
+    clearTimeout(timer);
+    if (value === null) this.drop(); // stopped, or stuck: its work is discarded, and the file is read back
+    return value?.checked ?? null;
   }
 
   drop(): void {
@@ -149,6 +182,7 @@ class Receiver {
     this.stopped = true;
     clearTimeout(this.idle);
     this.feed.destroy(new Error('the upload was not received here to its end; its file is checked when it is complete'));
+    if (this.result) void this.discard(this.result.value).catch(() => undefined);
     this.release();
     this.onDropped();
   }
@@ -157,11 +191,5 @@ class Receiver {
     const waiting = this.waiting;
     this.waiting = null;
     waiting?.();
-  }
-
-  private idleTimer(): NodeJS.Timeout {
-    const timer = setTimeout(() => this.drop(), this.idleMs);
-    timer.unref();
-    return timer;
   }
 }
