@@ -8,7 +8,8 @@
 // "Accepted" is the answer to the upload (stored encrypted and verified); "restored" is the operation SUCCEEDED.
 // Then an export link of a snapshot of the restored instance is downloaded with curl, interleaved with the same bytes
 // from a minimal Node file server (fs.createReadStream). Every server runs in its own process; --pairs (default 3)
-// pairs of each; median and range printed, with the ratios and the server's peak RSS per part.
+// pairs of each, each measurement after `sync`; median and range printed, with the ratios and the server's peak RSS
+// per part, and where each restore's time went (its phases).
 //
 //   npm run bench:transfer -- [--size 256] [--pairs 3]
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
@@ -72,6 +73,13 @@ async function timed(work: () => Promise<unknown>): Promise<number> {
   await work();
   return performance.now() - started;
 }
+
+/**
+ * Waits until the data written so far is on disk. A restore leaves gigabytes of dirty pages that the kernel flushes
+ * for many seconds after; whichever measurement ran then was slowed (export downloads measured 350 to 850 MiB/s in
+ * a row). Each measurement starts from a settled disk instead.
+ */
+const settleDisk = () => run('sync', []);
 
 const curl = (args: string[]) => run('curl', ['-sS', '--fail-with-body', ...args], { maxBuffer: 16 * 1024 * 1024 });
 
@@ -172,7 +180,9 @@ async function main() {
         if (restoredInstance) await gql(`mutation($id: ID!) { deleteInstance(id: $id) }`, { id: restoredInstance });
         const instanceId = await newInstance(`bench-${path}-${pair}`);
         await rss.part('idle');
+        await settleDisk();
         figures.baseline.push(await baselineUpload());
+        await settleDisk();
         const { accepted, restored, phases } =
           path === 'multipart' ? await multipartUpload(server, archive, instanceId, rss) : await tusUpload(server, archive, instanceId, stateDir, rss);
         figures.accepted.push(accepted);
@@ -193,7 +203,9 @@ async function main() {
     const download = { baseline: [] as number[], product: [] as number[] };
     await rss.part('export downloads');
     for (let pair = 0; pair < pairs; pair++) {
+      await settleDisk();
       download.baseline.push(await timed(() => curl(['-o', '/dev/null', `${fileServer.url}/file`])));
+      await settleDisk();
       download.product.push(await timed(() => curl(['-o', '/dev/null', exportSnapshot.url])));
     }
     const { peaks } = await rss.stop();
