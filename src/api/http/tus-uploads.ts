@@ -3,12 +3,13 @@
 //
 // Every request needs `Authorization: Bearer <key>` of an ADMIN key. Creation metadata names the restore
 // (`instanceId`, `confirm` = RESTORE, `filename`), which is checked before anything is stored. An upload belongs to
-// the tenant that created it: other tenants get 404. The bytes go through UploadService.restoreFromFile (checked,
-// stored encrypted) as they arrive when every one of them arrives on this replica (upload-receivers.ts); otherwise the
-// partial file is read back through it when the last byte is in. Then the restore is queued, the partial file deleted,
-// and the response carries the operation id in the `Snapgraph-Operation-Id` header, whether that is a PATCH or the creating POST itself
-// (creation-with-upload). X-HTTP-Method-Override is honoured on POST. Every refusal, tus's own protocol answers
-// included, carries a GraphQL-style JSON body ({"errors":[{"message","extensions":{"code"}}]}) with a matching status.
+// the tenant that created it: other tenants get 404. Its bytes are checked and stored encrypted (UploadService's
+// receiveFile) as they arrive when every one of them arrives on this replica (upload-receivers.ts); otherwise the
+// partial file is read back through the same check when the last byte is in. Then the restore is queued (queueRestore,
+// which looks at the instance again), the partial file deleted, and the response carries the operation id in the
+// `Snapgraph-Operation-Id` header, whether that is a PATCH or the creating POST itself (creation-with-upload).
+// X-HTTP-Method-Override is honoured on POST. Every refusal, tus's own protocol answers included, carries a
+// GraphQL-style JSON body ({"errors":[{"message","extensions":{"code"}}]}) with a matching status.
 //
 // Partial uploads are plain archive bytes, so they live OUTSIDE the data dir: SNAPGRAPH_UPLOAD_DIR, by default
 // <os tmpdir>/snapgraph-uploads-<hash of the data dir>, a 0700 directory. Uploads left unfinished for 24 h expire.
@@ -29,10 +30,10 @@ import type { App } from '../../app';
 import { type AppConfig, ConfigError } from '../../config/app-config';
 import { isAppError, unauthenticated } from '../../errors/app-error';
 import { asStorageFull } from '../../errors/storage-full';
-import type { ReceivedFile } from '../../services/upload.service';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
 import type { Services } from '../../services/services';
+import type { ReceivedFile } from '../../services/upload.service';
 import { type ErrorExposure, formatError } from '../format-error';
 import { errorBody, JSON_CONTENT_TYPE } from './error-body';
 import { type Completion, UploadCompletions } from './upload-completions';
