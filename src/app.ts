@@ -124,7 +124,10 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       segmentBytes: config.logSegmentBytes,
     });
     const graph = new GraphService(instances, changeLog);
-    const chunks = new ChunkStore(rawBlobs, db, new TenantChunkKeys(rawBlobs, db, keyring), { workers: config.chunkWorkers });
+    const chunks = new ChunkStore(rawBlobs, db, new TenantChunkKeys(rawBlobs, db, keyring), {
+      workers: config.chunkWorkers,
+      compression: config.chunkCompression,
+    });
     closers.push(() => chunks.close());
     const backups = new BackupService(db, chunks, blobs, stores, instances, changeLog, logger, metrics, {
       scratchDir,

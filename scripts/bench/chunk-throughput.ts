@@ -1,5 +1,5 @@
-// Chunk store throughput, worker pool versus the main thread alone: MB/s of plaintext written (hash, deflate,
-// encrypt, pack) and read back (decrypt, inflate), for incompressible data and for a SQLite graph store, with the
+// Chunk store throughput, worker pool versus the main thread alone: MB/s of plaintext written (hash, compress,
+// encrypt, pack) and read back (decrypt, decompress), for incompressible data and for a SQLite graph store, with the
 // event loop's delay p99 while it runs. Usage: node dist/scripts/bench/chunk-throughput.js [MiB per run, default 64]
 import 'reflect-metadata';
 import Database from 'better-sqlite3';

@@ -1,13 +1,13 @@
 // The stored form of one chunk and of a pack trailer. Pure functions of keys and bytes, run in the worker pool or
 // inline. A chunk is stored as AES-256-GCM(nonce, flags ‖ body, AAD = chunk id) where body is the plaintext compressed
-// with Brotli (quality 1) when that shrinks it, else the plaintext itself. Chunks of earlier releases hold raw deflate
-// (level 1) instead, and are read as ever.
+// with Brotli (quality 1) when that shrinks it, else the plaintext itself; or with raw deflate (level 1), as releases
+// before 2026-12 wrote them and as SNAPGRAPH_CHUNK_COMPRESSION=deflate still does. Both are always read.
 //
 // Why Brotli at quality 1: sealing is where a base's time goes (it is CPU work on every byte of the store). On 256 KiB
 // chunks of SQLite stores (realistic properties; random text) it compressed 2 to 4 times faster than deflate level 1,
 // into 0.322 of the bytes where deflate made 0.337 (0.579 against 0.582), and opened as fast or faster.
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { brotliCompressSync, brotliDecompressSync, constants as zlib, inflateRawSync } from 'node:zlib';
+import { brotliCompressSync, brotliDecompressSync, constants as zlib, deflateRawSync, inflateRawSync } from 'node:zlib';
 
 export const CHUNK_ID_BYTES = 32;
 export const CHUNK_KEY_BYTES = 32;
@@ -17,9 +17,15 @@ const TAG_BYTES = 16;
 export const SEAL_OVERHEAD_BYTES = NONCE_BYTES + TAG_BYTES;
 
 const RAW = 0;
-/** Written by earlier releases only. */
 const DEFLATED = 1;
 const BROTLI = 2;
+
+/**
+ * How new chunks are compressed (SNAPGRAPH_CHUNK_COMPRESSION). Both are read whatever the setting; releases before
+ * 2026-12 read only deflate, so replicas that share a store write deflate until every one of them runs this release.
+ */
+export type ChunkCompression = 'brotli' | 'deflate';
+export const CHUNK_COMPRESSIONS: readonly ChunkCompression[] = ['brotli', 'deflate'];
 
 /** The raw key material of one tenant's chunk store. */
 export interface ChunkKeyMaterial {
@@ -38,12 +44,13 @@ export function chunkId(keys: ChunkKeyMaterial, plaintext: Uint8Array): string {
   return createHmac('sha256', keys.idKey).update(plaintext).digest('hex');
 }
 
-export function sealChunk(keys: ChunkKeyMaterial, id: string, plaintext: Uint8Array): Buffer {
-  const packed = brotliCompressSync(plaintext, {
-    params: { [zlib.BROTLI_PARAM_QUALITY]: 1, [zlib.BROTLI_PARAM_SIZE_HINT]: plaintext.length },
-  });
+export function sealChunk(keys: ChunkKeyMaterial, id: string, plaintext: Uint8Array, compression: ChunkCompression = 'brotli'): Buffer {
+  const packed =
+    compression === 'brotli'
+      ? brotliCompressSync(plaintext, { params: { [zlib.BROTLI_PARAM_QUALITY]: 1, [zlib.BROTLI_PARAM_SIZE_HINT]: plaintext.length } })
+      : deflateRawSync(plaintext, { level: 1 });
   const compressed = packed.length < plaintext.length;
-  const flags = Buffer.of(compressed ? BROTLI : RAW);
+  const flags = Buffer.of(compressed ? (compression === 'brotli' ? BROTLI : DEFLATED) : RAW);
   return seal(keys.dataKey, [flags, compressed ? packed : plaintext], Buffer.from(id, 'hex'));
 }
 
@@ -65,7 +72,7 @@ export function openChunk(keys: ChunkKeyMaterial, id: string, stored: Uint8Array
     } catch (error) {
       throw new ChunkDamage(`does not decompress (${(error as Error).message})`);
     }
-  } else throw new ChunkDamage(`unknown flags ${body[0]}`);
+  } else throw new ChunkDamage(`unknown flags ${body[0]} (written by a newer release?)`);
   if (plaintext.length !== plainLength) {
     throw new ChunkDamage(`holds ${plaintext.length} bytes where the index says ${plainLength}`);
   }

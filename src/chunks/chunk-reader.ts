@@ -62,7 +62,7 @@ export class ChunkReader {
 
   /**
    * Reads back every pack that `refs` use, whole: the footer, the trailer, and every chunk in it (authenticated,
-   * inflated, id recomputed), so that a flipped byte anywhere in those packs is found; and checks that the index
+   * decompressed, id recomputed), so that a flipped byte anywhere in those packs is found; and checks that the index
    * agrees with each pack's trailer.
    */
   async verify(tenantId: string, refs: ChunkRef[]): Promise<VerifyReport> {

@@ -7,6 +7,7 @@ import { In } from 'typeorm';
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ChunkEntity } from '../entities/chunk.entity';
 import { BlobStore } from '../storage/blob-store';
+import type { ChunkCompression } from './chunk-codec';
 import { ChunkCollector, CollectOptions, CollectResult } from './chunk-collector';
 import { ChunkReader, readPackEntries, ReadOptions, VerifyReport } from './chunk-reader';
 import { ChunkStoreContext, insertChunkRows, locateChunks } from './chunk-store-context';
@@ -23,6 +24,8 @@ export interface ChunkStoreOptions {
   packTargetBytes?: number;
   /** Worker threads that hash, seal and open chunks (SNAPGRAPH_CHUNK_WORKERS); 0 runs them inline. Default 2. */
   workers?: number;
+  /** How new chunks are compressed (SNAPGRAPH_CHUNK_COMPRESSION); both kinds are read. Default brotli. */
+  compression?: ChunkCompression;
   /** Epoch ms; tests move it to pass grace periods. */
   clock?: () => number;
 }
@@ -52,7 +55,7 @@ export class ChunkStore {
       blobs,
       db,
       keys,
-      pool: new ChunkWorkerPool(options.workers ?? DEFAULT_CHUNK_WORKERS),
+      pool: new ChunkWorkerPool(options.workers ?? DEFAULT_CHUNK_WORKERS, undefined, options.compression),
       packTargetBytes: options.packTargetBytes ?? DEFAULT_PACK_TARGET_BYTES,
       clock: options.clock ?? Date.now,
     };

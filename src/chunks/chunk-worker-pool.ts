@@ -4,7 +4,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-import { ChunkDamage, ChunkKeyMaterial } from './chunk-codec';
+import { ChunkCompression, ChunkDamage, ChunkKeyMaterial } from './chunk-codec';
 import { ChunkTask, runChunkTask } from './chunk-task';
 
 interface QueuedTask {
@@ -50,6 +50,7 @@ export class ChunkWorkerPool {
   constructor(
     readonly size: number,
     private readonly idleMs = DEFAULT_WORKER_IDLE_MS,
+    private readonly compression: ChunkCompression = 'brotli',
   ) {}
 
   /** Worker threads running now (busy or waiting for work). */
@@ -63,7 +64,7 @@ export class ChunkWorkerPool {
   }
 
   async seal(keys: ChunkKeyMaterial, id: string, plaintext: Uint8Array): Promise<Buffer> {
-    return asBuffer(await this.#run({ op: 'seal', keys, id, data: plaintext }));
+    return asBuffer(await this.#run({ op: 'seal', keys, id, data: plaintext, compression: this.compression }));
   }
 
   /** @throws ChunkDamage (see openChunk). */

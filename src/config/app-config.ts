@@ -1,6 +1,7 @@
 // The server's configuration: the environment and the SNAPGRAPH_CONFIG file, parsed and validated once.
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
+import { CHUNK_COMPRESSIONS, type ChunkCompression } from '../chunks/chunk-codec';
 import { parseS3Url, type S3Location } from '../storage/s3-location';
 import { parseDuration } from './duration';
 import { resolveTierPolicies, type Tier, type TierPolicy } from './tiers';
@@ -49,6 +50,8 @@ export interface AppConfig {
   maxConcurrentOperations: number;
   /** Worker threads that hash, compress, encrypt and decrypt snapshot chunks (0: on the main thread). */
   chunkWorkers: number;
+  /** How new backup chunks are compressed (both are read): brotli, or deflate while older replicas share the store. */
+  chunkCompression: ChunkCompression;
   /** `snapgraph serve`: the JavaScript heap grows by at most this percentage over what is live after a full collection (0: V8 decides). */
   heapGrowthPercent: number;
   /** Backup storage nobody needs is kept this long before it is removed (a capture or restore in flight may need it). */
@@ -135,6 +138,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const collectIntervalMs = check('SNAPGRAPH_COLLECT_INTERVAL_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_COLLECT_INTERVAL_MS), 600_000), 600_000);
   const heapGrowthPercent = check('SNAPGRAPH_HEAP_GROWTH_PERCENT', () => nonNegativeInteger(numeric(env.SNAPGRAPH_HEAP_GROWTH_PERCENT), 50), 50);
   const chunkWorkers = check('SNAPGRAPH_CHUNK_WORKERS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_CHUNK_WORKERS), 2), 2);
+  const chunkCompression = check(
+    'SNAPGRAPH_CHUNK_COMPRESSION',
+    () => oneOf(env.SNAPGRAPH_CHUNK_COMPRESSION?.trim() || 'brotli', [...CHUNK_COMPRESSIONS]) as ChunkCompression,
+    'brotli' as ChunkCompression,
+  );
   const maxConcurrentOperations = check('SNAPGRAPH_MAX_CONCURRENT_OPERATIONS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_MAX_CONCURRENT_OPERATIONS), 0), 0);
   const logShipDelayMs = check('SNAPGRAPH_LOG_SHIP_DELAY_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SHIP_DELAY_MS), 250), 250);
   const logShipIntervalMs = check('SNAPGRAPH_LOG_SHIP_INTERVAL_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SHIP_INTERVAL_MS), 1_000), 1_000);
@@ -182,6 +190,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     maxAttempts,
     maxConcurrentOperations,
     chunkWorkers,
+    chunkCompression,
     heapGrowthPercent,
     collectGraceMs,
     collectIntervalMs,

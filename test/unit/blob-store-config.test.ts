@@ -47,3 +47,11 @@ describe('choosing the blob store (SNAPGRAPH_BLOB_URL)', () => {
     assert.throws(() => parseS3Url('s3://bucket//double'));
   });
 });
+
+describe('chunk compression (SNAPGRAPH_CHUNK_COMPRESSION)', () => {
+  it('is brotli unless deflate is asked for (while replicas of an earlier release share the store)', () => {
+    assert.equal(loadConfig({}).chunkCompression, 'brotli');
+    assert.equal(loadConfig({ SNAPGRAPH_CHUNK_COMPRESSION: ' deflate ' }).chunkCompression, 'deflate');
+    assert.throws(() => loadConfig({ SNAPGRAPH_CHUNK_COMPRESSION: 'zstd' }), (error: unknown) => error instanceof ConfigError && /SNAPGRAPH_CHUNK_COMPRESSION/.test(error.message));
+  });
+});
