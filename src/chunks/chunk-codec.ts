@@ -26,6 +26,7 @@ const BROTLI = 2;
  */
 export type ChunkCompression = 'brotli' | 'deflate';
 export const CHUNK_COMPRESSIONS: readonly ChunkCompression[] = ['brotli', 'deflate'];
+export const DEFAULT_CHUNK_COMPRESSION: ChunkCompression = 'brotli';
 
 /** The raw key material of one tenant's chunk store. */
 export interface ChunkKeyMaterial {
@@ -44,7 +45,7 @@ export function chunkId(keys: ChunkKeyMaterial, plaintext: Uint8Array): string {
   return createHmac('sha256', keys.idKey).update(plaintext).digest('hex');
 }
 
-export function sealChunk(keys: ChunkKeyMaterial, id: string, plaintext: Uint8Array, compression: ChunkCompression = 'brotli'): Buffer {
+export function sealChunk(keys: ChunkKeyMaterial, id: string, plaintext: Uint8Array, compression: ChunkCompression): Buffer {
   const packed =
     compression === 'brotli'
       ? brotliCompressSync(plaintext, { params: { [zlib.BROTLI_PARAM_QUALITY]: 1, [zlib.BROTLI_PARAM_SIZE_HINT]: plaintext.length } })

@@ -4,7 +4,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 
-import { ChunkCompression, ChunkDamage, ChunkKeyMaterial } from './chunk-codec';
+import { ChunkCompression, ChunkDamage, ChunkKeyMaterial, DEFAULT_CHUNK_COMPRESSION } from './chunk-codec';
 import { ChunkTask, runChunkTask } from './chunk-task';
 
 interface QueuedTask {
@@ -50,7 +50,7 @@ export class ChunkWorkerPool {
   constructor(
     readonly size: number,
     private readonly idleMs = DEFAULT_WORKER_IDLE_MS,
-    private readonly compression: ChunkCompression = 'brotli',
+    private readonly compression: ChunkCompression = DEFAULT_CHUNK_COMPRESSION,
   ) {}
 
   /** Worker threads running now (busy or waiting for work). */

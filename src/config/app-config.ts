@@ -1,7 +1,7 @@
 // The server's configuration: the environment and the SNAPGRAPH_CONFIG file, parsed and validated once.
 import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { CHUNK_COMPRESSIONS, type ChunkCompression } from '../chunks/chunk-codec';
+import { CHUNK_COMPRESSIONS, type ChunkCompression, DEFAULT_CHUNK_COMPRESSION } from '../chunks/chunk-codec';
 import { parseS3Url, type S3Location } from '../storage/s3-location';
 import { parseDuration } from './duration';
 import { resolveTierPolicies, type Tier, type TierPolicy } from './tiers';
@@ -140,8 +140,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const chunkWorkers = check('SNAPGRAPH_CHUNK_WORKERS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_CHUNK_WORKERS), 2), 2);
   const chunkCompression = check(
     'SNAPGRAPH_CHUNK_COMPRESSION',
-    () => oneOf(env.SNAPGRAPH_CHUNK_COMPRESSION?.trim() || 'brotli', [...CHUNK_COMPRESSIONS]) as ChunkCompression,
-    'brotli' as ChunkCompression,
+    () => oneOf(env.SNAPGRAPH_CHUNK_COMPRESSION?.trim() || DEFAULT_CHUNK_COMPRESSION, [...CHUNK_COMPRESSIONS]) as ChunkCompression,
+    DEFAULT_CHUNK_COMPRESSION,
   );
   const maxConcurrentOperations = check('SNAPGRAPH_MAX_CONCURRENT_OPERATIONS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_MAX_CONCURRENT_OPERATIONS), 0), 0);
   const logShipDelayMs = check('SNAPGRAPH_LOG_SHIP_DELAY_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SHIP_DELAY_MS), 250), 250);

@@ -351,14 +351,21 @@ describe('operations across restarts, cancellation and live progress', function 
   });
 
   describe('restoreProgress', () => {
+    /**
+     * A restore of the large snapshot, followed by a subscription until it is well into the load, where the row
+     * (persisted at most once a second) lags the live state; `published`: the last state it was sent.
+     */
+    async function restoreWellIntoItsLoad(server: TestServer) {
+      const operation = await startRestore(server, snapshot.id, large);
+      const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
+      await progress.waitFor((result) => (stateOf(result)?.progress ?? 0) > 0.2 && stateOf(result)?.phase === 'loading', 20_000);
+      return { operation, progress, published: payloads<OperationJson>(progress, 'restoreProgress').at(-1)! };
+    }
+
     it('gives a late subscriber the live state first, and every phase it goes through is a documented one', async function () {
       this.timeout(60_000);
       const server = suite.server;
-      const operation = await startRestore(server, snapshot.id, large);
-      const early = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
-      // Well into the load, where the row (persisted at most once a second) lags the live state.
-      await early.waitFor((result) => (stateOf(result)?.progress ?? 0) > 0.2 && stateOf(result)?.phase === 'loading', 20_000);
-      const seenBefore = payloads<OperationJson>(early, 'restoreProgress').at(-1)!;
+      const { operation, progress: early, published: seenBefore } = await restoreWellIntoItsLoad(server);
       const late = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
       const first = stateOf(await late.next(5_000))!;
       await Promise.all([early.complete, late.complete]);
@@ -385,10 +392,7 @@ describe('operations across restarts, cancellation and live progress', function 
     it('answers the operation query with the live state on the replica that runs it, not the row persisted up to a second ago', async function () {
       this.timeout(60_000);
       const server = suite.server;
-      const operation = await startRestore(server, snapshot.id, large);
-      const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
-      await progress.waitFor((result) => (stateOf(result)?.progress ?? 0) > 0.2 && stateOf(result)?.phase === 'loading', 20_000);
-      const published = payloads<OperationJson>(progress, 'restoreProgress').at(-1)!;
+      const { operation, progress, published } = await restoreWellIntoItsLoad(server);
       const { operation: queried } = expectData(
         await gql(server, `query ($id: ID!) { operation(id: $id) { status phase bytesDone } }`, { id: operation.id }),
       );

@@ -12,11 +12,11 @@ describe('chunk codec', () => {
   it('compresses with Brotli what shrinks, stores the rest raw, and opens both', () => {
     for (const [plaintext, flags] of [[text, 2], [randomBytes(256 * 1024), 0]] as const) {
       const id = chunkId(keys, plaintext);
-      const sealed = sealChunk(keys, id, plaintext);
+      const sealed = sealChunk(keys, id, plaintext, 'brotli');
       assert.equal(open(keys.dataKey, sealed, Buffer.from(id, 'hex'))![0], flags);
       assert.deepEqual(openChunk(keys, id, sealed, plaintext.length, true), plaintext);
     }
-    assert.ok(sealChunk(keys, chunkId(keys, text), text).length < text.length / 10);
+    assert.ok(sealChunk(keys, chunkId(keys, text), text, 'brotli').length < text.length / 10);
   });
 
   it('opens the deflated chunks of earlier releases, and writes them with SNAPGRAPH_CHUNK_COMPRESSION=deflate', () => {
@@ -56,7 +56,7 @@ describe('chunk codec', () => {
 
   it('refuses a body that does not decompress to its length, and unknown flags', () => {
     const id = chunkId(keys, text);
-    const sealed = sealChunk(keys, id, text);
+    const sealed = sealChunk(keys, id, text, 'brotli');
     assert.throws(() => openChunk(keys, id, sealed, text.length - 1, false), ChunkDamage);
     const garbled = seal(keys.dataKey, [Buffer.of(2), randomBytes(1000)], Buffer.from(id, 'hex'));
     assert.throws(() => openChunk(keys, id, garbled, text.length, false), /does not decompress/);
