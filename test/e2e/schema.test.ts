@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildSchema, findBreakingChanges, type GraphQLObjectType, type GraphQLSchema } from 'graphql';
+import { getMetadataStorage } from 'type-graphql';
 import { renderSchemaFile, REPO_ROOT, SCHEMA_FILE } from '../../scripts/emit-schema';
 import { buildApiSchema } from '../../src/api/schema';
 import { OPERATION_PHASES } from '../../src/jobs/operation-phases';
@@ -70,5 +71,14 @@ describe('the GraphQL schema', () => {
   it('lists every operation phase in the description of Operation.phase', () => {
     const phase = (schema.getType('Operation') as GraphQLObjectType).getFields().phase;
     for (const name of OPERATION_PHASES) assert.ok(phase.description?.includes(name), `${name} is missing from "${phase.description}"`);
+  });
+
+  it('resolves plain fields with the default resolver of graphql-js: every object type declares simpleResolvers', () => {
+    // type-graphql otherwise wraps every field in a resolver of its own (middlewares, auth checker: neither is used),
+    // a cost every field of every answer pays; computed fields are @FieldResolver methods, which it still wraps.
+    const wrapped = getMetadataStorage()
+      .objectTypes.filter((type) => type.simpleResolvers !== true)
+      .map((type) => type.name);
+    assert.deepEqual(wrapped, [], `@ObjectType({ simpleResolvers: true }) is missing on ${wrapped.join(', ')}`);
   });
 });

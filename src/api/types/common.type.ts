@@ -1,6 +1,6 @@
 import { Field, Float, Int, ObjectType } from 'type-graphql';
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class PageInfo {
   @Field() hasNextPage: boolean;
   @Field() hasPreviousPage: boolean;
@@ -8,13 +8,13 @@ export class PageInfo {
   @Field(() => String, { nullable: true }) endCursor: string | null;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class LabelCount {
   @Field() name: string;
   @Field(() => Int) count: number;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class GraphStats {
   @Field(() => Int) nodeCount: number;
   @Field(() => Int) relationshipCount: number;

@@ -1,7 +1,7 @@
 import { Field, ID, InputType, ObjectType } from 'type-graphql';
 import { DateTimeScalar } from '../scalars';
 
-@ObjectType('ExportDestination', { description: "A tenant's own S3-compatible bucket that snapshots are exported to. Its keys are never shown." })
+@ObjectType('ExportDestination', { simpleResolvers: true, description: "A tenant's own S3-compatible bucket that snapshots are exported to. Its keys are never shown." })
 export class ExportDestination {
   @Field(() => ID) id: string;
   @Field() name: string;

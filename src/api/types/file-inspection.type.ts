@@ -3,7 +3,7 @@ import { EngineVersionEnum } from '../enums';
 import { DateTimeScalar, JSONObjectScalar } from '../scalars';
 import { GraphStats } from './common.type';
 
-@ObjectType({ description: 'what an uploaded file is and holds (inspectFile); nothing was changed to find out' })
+@ObjectType({ simpleResolvers: true, description: 'what an uploaded file is and holds (inspectFile); nothing was changed to find out' })
 export class FileInspection {
   @Field({
     description:

@@ -3,14 +3,14 @@ import type { PropertyMap } from '../../graph/records';
 import { JSONObjectScalar } from '../scalars';
 import { PageInfo } from './common.type';
 
-@ObjectType('Node')
+@ObjectType('Node', { simpleResolvers: true })
 export class GraphNode {
   @Field(() => ID) id: string;
   @Field(() => [String]) labels: string[];
   @Field(() => JSONObjectScalar) properties: PropertyMap;
 }
 
-@ObjectType('Relationship')
+@ObjectType('Relationship', { simpleResolvers: true })
 export class GraphRelationship {
   @Field(() => ID) id: string;
   @Field() type: string;
@@ -19,26 +19,26 @@ export class GraphRelationship {
   @Field(() => JSONObjectScalar) properties: PropertyMap;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class NodeEdge {
   @Field() cursor: string;
   @Field(() => GraphNode) node: GraphNode;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class NodeConnection {
   @Field(() => [NodeEdge]) edges: NodeEdge[];
   @Field(() => PageInfo) pageInfo: PageInfo;
   @Field(() => Int) totalCount: number;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class RelationshipEdge {
   @Field() cursor: string;
   @Field(() => GraphRelationship) node: GraphRelationship;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class RelationshipConnection {
   @Field(() => [RelationshipEdge]) edges: RelationshipEdge[];
   @Field(() => PageInfo) pageInfo: PageInfo;

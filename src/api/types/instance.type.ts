@@ -2,7 +2,7 @@ import { Field, ID, InputType, Int, ObjectType } from 'type-graphql';
 import { DateTimeScalar } from '../scalars';
 import { AvailabilityEnum, EngineVersionEnum, InstanceStatusEnum, TierEnum } from '../enums';
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class RestoreWindow {
   @Field(() => DateTimeScalar, { description: 'the earliest point in time a restore can reach' })
   earliest: number;
@@ -15,7 +15,7 @@ export class RestoreWindow {
   reason: string | null;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class SnapshotSchedule {
   @Field({ description: 'false on FREE: on-demand snapshots only' }) enabled: boolean;
   @Field(() => String, { nullable: true, description: 'ISO-8601 duration between scheduled snapshots (P1D, PT1H); null when not enabled' })
@@ -27,7 +27,7 @@ export class SnapshotSchedule {
 }
 
 /** Resolved from an InstanceEntity; computed fields live in InstanceResolver. */
-@ObjectType('Instance')
+@ObjectType('Instance', { simpleResolvers: true })
 export class Instance {
   @Field(() => ID) id: string;
   @Field() name: string;
@@ -51,7 +51,7 @@ export class CreateInstanceInput {
   @Field(() => EngineVersionEnum, { nullable: true, defaultValue: EngineVersionEnum.V5 }) engineVersion: EngineVersionEnum;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class InstanceAvailabilityEvent {
   @Field(() => ID) instanceId: string;
   @Field(() => AvailabilityEnum) availability: string;

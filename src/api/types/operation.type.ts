@@ -4,13 +4,13 @@ import { OperationKindEnum, OperationStatusEnum } from '../enums';
 import { DateTimeScalar } from '../scalars';
 import { PageInfo } from './common.type';
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class OperationError {
   @Field() code: string;
   @Field() message: string;
 }
 
-@ObjectType('Operation')
+@ObjectType('Operation', { simpleResolvers: true })
 export class Operation {
   @Field(() => ID) id: string;
   @Field(() => OperationKindEnum) kind: string;
@@ -32,13 +32,13 @@ export class Operation {
   attempt: number;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class OperationEdge {
   @Field() cursor: string;
   @Field(() => Operation) node: Operation;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class OperationConnection {
   @Field(() => [OperationEdge]) edges: OperationEdge[];
   @Field(() => PageInfo) pageInfo: PageInfo;

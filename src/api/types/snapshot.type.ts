@@ -3,7 +3,7 @@ import { ArchiveFormatEnum, EngineVersionEnum, SnapshotProfileEnum, SnapshotStat
 import { DateTimeScalar } from '../scalars';
 import { GraphStats, PageInfo } from './common.type';
 
-@ObjectType('Snapshot')
+@ObjectType('Snapshot', { simpleResolvers: true })
 export class Snapshot {
   @Field(() => ID) id: string;
   @Field(() => ID) instanceId: string;
@@ -38,7 +38,7 @@ export class Snapshot {
   verifiedAt: number | null;
 }
 
-@ObjectType('StorageUsage')
+@ObjectType('StorageUsage', { simpleResolvers: true })
 export class StorageUsage {
   @Field(() => Int) snapshotCount: number;
   @Field(() => Float, {
@@ -50,13 +50,13 @@ export class StorageUsage {
   storedBytes: number;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class SnapshotEdge {
   @Field() cursor: string;
   @Field(() => Snapshot) node: Snapshot;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class SnapshotConnection {
   @Field(() => [SnapshotEdge]) edges: SnapshotEdge[];
   @Field(() => PageInfo) pageInfo: PageInfo;
@@ -71,7 +71,7 @@ export class SnapshotFilter {
   @Field(() => SnapshotStatusEnum, { nullable: true }) status?: SnapshotStatusEnum;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class SnapshotExport {
   @Field({ description: 'absolute URL; GET streams the archive (Range supported) until expiresAt, without other credentials' })
   url: string;

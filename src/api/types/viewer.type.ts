@@ -2,7 +2,7 @@ import { Field, ID, ObjectType } from 'type-graphql';
 import { RoleEnum } from '../enums';
 import { DateTimeScalar } from '../scalars';
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class Viewer {
   @Field(() => ID) tenantId: string;
   @Field() tenantName: string;
@@ -10,7 +10,7 @@ export class Viewer {
   @Field(() => String, { nullable: true }) apiKeyName: string | null;
 }
 
-@ObjectType()
+@ObjectType({ simpleResolvers: true })
 export class ApiKeyWithSecret {
   @Field(() => ID) id: string;
   @Field() name: string;
@@ -18,7 +18,7 @@ export class ApiKeyWithSecret {
   @Field({ description: 'shown once' }) secret: string;
 }
 
-@ObjectType({ description: 'An API key of the tenant, without its secret' })
+@ObjectType({ simpleResolvers: true, description: 'An API key of the tenant, without its secret' })
 export class ApiKey {
   @Field(() => ID) id: string;
   @Field() name: string;
