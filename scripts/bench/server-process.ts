@@ -140,7 +140,7 @@ function benchServerSettings(): Record<string, string> {
 /**
  * The server's command: bin/snapgraph, as operators run it; or, with BENCH_SERVER_NODE_ARGS (Node's own flags such as
  * `--cpu-prof --cpu-prof-dir=/tmp/prof`, which NODE_OPTIONS refuses), node itself with those flags and the launcher's
- * malloc setting (not its young-generation flag).
+ * malloc setting.
  */
 function serverCommand(): { command: string; args: string[]; env: Record<string, string> } {
   const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== '');
