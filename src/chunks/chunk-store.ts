@@ -90,9 +90,9 @@ export class ChunkStore {
     return JSON.parse(Buffer.concat(parts).toString('utf8')) as T;
   }
 
-  /** See ChunkReader.verify: reads back every pack `refs` use, and reports what is damaged. */
-  verify(tenantId: string, refs: ChunkRef[]): Promise<VerifyReport> {
-    return this.#reader.verify(tenantId, refs);
+  /** See ChunkReader.verify: reads back every pack `refs` use, and reports what is damaged; stops when `signal` aborts. */
+  verify(tenantId: string, refs: ChunkRef[], signal?: AbortSignal): Promise<VerifyReport> {
+    return this.#reader.verify(tenantId, refs, signal);
   }
 
   /** What the tenant's chunk store takes in the blob store. */

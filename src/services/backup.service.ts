@@ -760,12 +760,11 @@ export class BackupService {
     // materialisation below.
     for (const manifest of [plan.base, ...plan.deltas].filter((m): m is Manifest => m !== null)) {
       const refs = [...(manifest.base?.chunks ?? []), ...(manifest.delta?.chunks ?? [])];
-      const { damage } = await this.chunks.verify(manifest.tenantId, refs);
+      const { damage } = await this.chunks.verify(manifest.tenantId, refs, context.signal);
       if (damage.length > 0) {
         const named = damage.slice(0, 3).map((d) => d.message).join('; ');
         throw new AppError('INVALID_BACKUP_FILE', `restore point ${manifest.id} is damaged (${damage.length} chunk(s)): ${named}`);
       }
-      context.signal.throwIfAborted();
     }
     const produced = await this.withArchive(
       snapshot,

@@ -276,6 +276,33 @@ function chunkStoreSuite(backend: MetadataBackend) {
       await assert.rejects(readAll(stream), { name: 'AbortError' });
     });
 
+    it('a verification stops once its signal aborts, before reading the packs left (a cancelled VERIFY)', async () => {
+      // 16 chunks of 64 KiB in packs of 256 KiB: several packs, several windows of reads.
+      const { refs } = await writeAll(open(), tenant, Array.from({ length: 16 }, () => randomBytes(64 * KIB)));
+      const packs = (await packFiles(tenant)).length;
+      assert.ok(packs >= 3, `${packs} packs`);
+      const controller = new AbortController();
+      let reads = 0;
+      // A blob store that cancels the verification at its first read, as cancelOperation would mid-way.
+      const cancelling = new Proxy(fsBlobs, {
+        get(target, name) {
+          const value = Reflect.get(target, name, target);
+          if (name !== 'read') return typeof value === 'function' ? value.bind(target) : value;
+          return (...args: Parameters<BlobStore['read']>) => {
+            reads += 1;
+            controller.abort(new DOMException('cancelled on request', 'AbortError'));
+            return target.read(...args);
+          };
+        },
+      });
+      await assert.rejects(open(cancelling).verify(tenant, refs, controller.signal), { name: 'AbortError' });
+      // The footer and trailer of the first pack (at most two reads); without the signal, every chunk of every pack.
+      assert.ok(reads <= 2, `${reads} reads after the cancel`);
+      reads = 0;
+      assert.deepEqual((await open(cancelling).verify(tenant, refs)).damage, []);
+      assert.ok(reads > packs, `${reads} reads for ${packs} packs`);
+    });
+
     it('leaves no pack blob and no index row, even after several packs were written', async () => {
       const store = open();
       const writer = store.writer(tenant);
