@@ -11,7 +11,10 @@
 // pairs of each, each measurement after `sync`; median and range printed, with the ratios and the server's peak RSS
 // per part, and where each restore's time went (its phases).
 //
-//   npm run bench:transfer -- [--size 256] [--pairs 3]
+//   npm run bench:transfer -- [--size 256] [--pairs 3] [--tus-chunk 64]
+//
+// --tus-chunk N: also upload with the CLI's `--chunk-size NM` (the bytes of one PATCH), in the same pairs, beside its
+// default.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -30,6 +33,7 @@ const ADMIN_KEY = 'bench-admin-key-0123456789';
 
 const sizeBytes = flag('size', 1024) * 1024 * 1024;
 const pairs = flag('pairs', 3);
+const tusChunkMiB = flag('tus-chunk', 0);
 
 /**
  * Nodes whose properties are mostly random text (1 KiB of random bytes as base64, plus a few small fields): deflate
@@ -109,10 +113,11 @@ async function multipartUpload(server: Server, archive: string, instanceId: stri
 }
 
 /** `snapgraph restore-file` in its own process: accepted when it says the server verified the file, restored at its exit. */
-async function tusUpload(server: Server, archive: string, instanceId: string, stateDir: string, rss: ReturnType<typeof rssSampler>) {
+async function tusUpload(server: Server, archive: string, instanceId: string, stateDir: string, rss: ReturnType<typeof rssSampler>, chunkMiB = 0) {
   await rss.part('tus: receiving and verifying');
   const started = performance.now();
-  const child = spawn(process.execPath, [CLI, 'restore-file', instanceId, archive, '--confirm', 'RESTORE'], {
+  const chunkSize = chunkMiB > 0 ? ['--chunk-size', `${chunkMiB}M`] : [];
+  const child = spawn(process.execPath, [CLI, 'restore-file', instanceId, archive, '--confirm', 'RESTORE', ...chunkSize], {
     env: { ...process.env, SNAPGRAPH_URL: server.url, SNAPGRAPH_API_KEY: ADMIN_KEY, XDG_STATE_HOME: stateDir },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -174,9 +179,11 @@ async function main() {
 
     const multipart: UploadFigures = { baseline: [], accepted: [], restored: [] };
     const tus: UploadFigures = { baseline: [], accepted: [], restored: [] };
+    const tusChunked: UploadFigures = { baseline: [], accepted: [], restored: [] };
+    const paths = [['multipart', multipart], ['tus', tus], ...(tusChunkMiB > 0 ? [['tus-chunked', tusChunked] as const] : [])] as const;
     let restoredInstance = '';
     for (let pair = 0; pair < pairs; pair++) {
-      for (const [path, figures] of [['multipart', multipart], ['tus', tus]] as const) {
+      for (const [path, figures] of paths) {
         if (restoredInstance) await gql(`mutation($id: ID!) { deleteInstance(id: $id) }`, { id: restoredInstance });
         const instanceId = await newInstance(`bench-${path}-${pair}`);
         await rss.part('idle');
@@ -184,7 +191,9 @@ async function main() {
         figures.baseline.push(await baselineUpload());
         await settleDisk();
         const { accepted, restored, phases } =
-          path === 'multipart' ? await multipartUpload(server, archive, instanceId, rss) : await tusUpload(server, archive, instanceId, stateDir, rss);
+          path === 'multipart'
+            ? await multipartUpload(server, archive, instanceId, rss)
+            : await tusUpload(server, archive, instanceId, stateDir, rss, path === 'tus-chunked' ? tusChunkMiB : 0);
         figures.accepted.push(accepted);
         figures.restored.push(restored);
         restoredInstance = instanceId;
@@ -212,6 +221,7 @@ async function main() {
 
     report('multipart upload (restoreFromFile, curl -F)', bytes, multipart);
     report('tus upload (snapgraph restore-file)', bytes, tus);
+    if (tusChunkMiB > 0) report(`tus upload (snapgraph restore-file --chunk-size ${tusChunkMiB}M)`, bytes, tusChunked);
     const rate = (ms: number) => exportBytes / 1024 / 1024 / (ms / 1000);
     console.log(`\nexport download (${MiB(exportBytes)}, curl -o /dev/null)`);
     console.log(`  baseline fs.createReadStream: ${spread(download.baseline.map(rate), (r) => `${r.toFixed(0)} MiB/s`)}`);

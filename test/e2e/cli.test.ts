@@ -23,6 +23,7 @@ import {
   serverPerSuite,
   type TestServer,
 } from '../support';
+import { formatBytes } from '../../src/cli/progress-bar';
 
 const MAX_UPLOAD_BYTES = 16 * 1024;
 
@@ -334,6 +335,31 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.deepEqual(storedUploads(), [], 'a finished upload is forgotten');
       // Resumed on the same server where the first run stopped: its check went on from there.
       assert.equal(checkedAs(server, resumed.stderr), 'as received');
+    });
+
+    it('resumes an upload interrupted in the middle of its one request (the default: no --chunk-size)', async () => {
+      const server = suite.server;
+      const targetId = (await createInstance(server, { name: 'resumed-mid-request' })).id;
+      const stopAt = 10_000;
+      const interrupted = await snapgraph(server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE'], {
+        env: { SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(stopAt) },
+      });
+      assert.equal(interrupted.code, 130, output(interrupted));
+      assert.match(interrupted.stderr, /interrupted; run the same command again to resume the upload/);
+      const partial = uploadsLeft().filter((name) => !name.endsWith('.json'));
+      assert.equal(partial.length, 1, `one partial upload expected, found ${uploadsLeft().join(', ')}`);
+      // What the server took of the broken request is kept: at most the bytes sent (all of them, unless some were
+      // still in flight when the request was aborted).
+      const kept = readFileSync(join(uploadDir, partial[0])).length;
+      assert.ok(kept <= stopAt, `${kept} bytes kept of ${stopAt} sent`);
+
+      const resumed = await snapgraph(server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE']);
+      assert.equal(resumed.code, 0, output(resumed));
+      assert.match(resumed.stderr, /resuming an earlier upload of source\.backup/);
+      assert.match(resumed.stderr, new RegExp(`^uploading: ${formatBytes(kept).replace('.', '\\.')} /`, 'm'), 'the resume starts at the bytes kept');
+      assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
+      assert.deepEqual(uploadsLeft(), []);
+      assert.deepEqual(storedUploads(), [], 'a finished upload is forgotten');
     });
 
     it('refuses a file that is not an archive, with a clear message, and changes nothing', async () => {
