@@ -20,9 +20,8 @@ const USAGE = `usage:
   snapgraph restore-file <instanceId> <file> --confirm RESTORE [--chunk-size 64M] [--cancel-on-interrupt]
                                            upload a .backup/.dump/.tar of any size and restore it into the
                                            instance (a rerun after Ctrl-C resumes the upload; Ctrl-C during the
-                                           restore cancels it: asked on a terminal, at once with the flag); the
-                                           file goes in one request unless --chunk-size splits it (for a proxy
-                                           that limits request bodies)
+                                           restore cancels it: asked on a terminal, at once with the flag);
+                                           --chunk-size: the bytes per request (default 64M)
 
 tenant and apikey work on the server's metadata database (same SNAPGRAPH_DATA_DIR or DATABASE_URL), even while
 it runs. export and restore-file talk to a running server:
