@@ -227,7 +227,7 @@ async function main() {
     if (tusChunkMiB > 0) report(`tus upload (snapgraph restore-file --chunk-size ${tusChunkMiB}M)`, bytes, tusChunked);
     const rate = (ms: number) => exportBytes / 1024 / 1024 / (ms / 1000);
     console.log(`\nexport download (${MiB(exportBytes)}, curl -o /dev/null)`);
-    console.log(`  first link of the snapshot:   ${secs(built)} (its archive built, hashed and stored; ${(exportBytes / 1024 / 1024 / (built / 1000)).toFixed(0)} MiB/s)`);
+    console.log(`  first link of the snapshot:   ${secs(built)} (its archive built, hashed and stored; ${rate(built).toFixed(0)} MiB/s)`);
     console.log(`  baseline fs.createReadStream: ${spread(download.baseline.map(rate), (r) => `${r.toFixed(0)} MiB/s`)}`);
     console.log(`  export link:                  ${spread(download.product.map(rate), (r) => `${r.toFixed(0)} MiB/s`)}`);
     console.log(`  export / baseline:            ${spread(download.product.map((ms, i) => download.baseline[i] / ms), (r) => `${r.toFixed(2)}×`)}   (target ≥ 0.8×)`);

@@ -27,6 +27,8 @@ const BROTLI = 2;
 export type ChunkCompression = 'brotli' | 'deflate';
 export const CHUNK_COMPRESSIONS: readonly ChunkCompression[] = ['brotli', 'deflate'];
 export const DEFAULT_CHUNK_COMPRESSION: ChunkCompression = 'brotli';
+/** The flags byte of a chunk compressed with each. */
+const COMPRESSED_FLAG: Record<ChunkCompression, number> = { brotli: BROTLI, deflate: DEFLATED };
 
 /** The raw key material of one tenant's chunk store. */
 export interface ChunkKeyMaterial {
@@ -51,7 +53,7 @@ export function sealChunk(keys: ChunkKeyMaterial, id: string, plaintext: Uint8Ar
       ? brotliCompressSync(plaintext, { params: { [zlib.BROTLI_PARAM_QUALITY]: 1, [zlib.BROTLI_PARAM_SIZE_HINT]: plaintext.length } })
       : deflateRawSync(plaintext, { level: 1 });
   const compressed = packed.length < plaintext.length;
-  const flags = Buffer.of(compressed ? (compression === 'brotli' ? BROTLI : DEFLATED) : RAW);
+  const flags = Buffer.of(compressed ? COMPRESSED_FLAG[compression] : RAW);
   return seal(keys.dataKey, [flags, compressed ? packed : plaintext], Buffer.from(id, 'hex'));
 }
 

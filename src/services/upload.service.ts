@@ -164,7 +164,8 @@ interface Checker {
 /**
  * The full check of what the upload holds. An archive: ArchiveReader.verify() on a worker thread (CPU work in
  * JavaScript, kept off the event loop): frame CRCs, every record parsed and checked against the rules, counts, SHA-256.
- * Its restore relies on that (it only counts the records again: RECORD_RULES_EDITION), so it must stay the full check. A foreign graph file: every record through its format's reader.
+ * Its restore relies on that (it only counts the records again: RECORD_RULES_EDITION), so it must stay the full check.
+ * A foreign graph file: every record through its format's reader.
  */
 function startCheck(format: GraphFileFormat | null): Checker {
   if (!format) {

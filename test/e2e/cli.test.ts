@@ -313,43 +313,21 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.equal(checkedAs(server, run.stderr), 'as received');
     });
 
-    it('resumes an interrupted upload where it stopped', async () => {
+    /**
+     * restore-file stopped after `stopAt` bytes (SNAPGRAPH_CLI_STOP_AFTER_BYTES), then run again on the same server:
+     * the server kept exactly the bytes sent, the rerun resumes from them, its check went on from them (as received,
+     * not read back from the partial file), and the restore matches the source.
+     */
+    async function interruptThenResume(instanceName: string, chunkSize: string, stopAt: number) {
       const server = suite.server;
-      const targetId = (await createInstance(server, { name: 'resumed' })).id;
-      const chunk = 8 * 1024;
-      const interrupted = await snapgraph(server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE', '--chunk-size', '8k'], {
-        env: { SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(chunk) },
-      });
-      assert.equal(interrupted.code, 130, output(interrupted));
-      assert.match(interrupted.stderr, /interrupted; run the same command again to resume the upload/);
-      const partial = uploadsLeft().filter((name) => !name.endsWith('.json'));
-      assert.equal(partial.length, 1, `one partial upload expected, found ${uploadsLeft().join(', ')}`);
-      assert.equal(readFileSync(join(uploadDir, partial[0])).length, chunk);
-
-      const resumed = await snapgraph(server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE', '--chunk-size', '8k']);
-      assert.equal(resumed.code, 0, output(resumed));
-      assert.match(resumed.stderr, /resuming an earlier upload of source\.backup/);
-      assert.match(resumed.stderr, /^uploading: 8\.2 kB \//m, 'the first progress line starts where the first run stopped');
-      assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
-      assert.deepEqual(uploadsLeft(), []);
-      assert.deepEqual(storedUploads(), [], 'a finished upload is forgotten');
-      // Resumed on the same server where the first run stopped: its check went on from there.
-      assert.equal(checkedAs(server, resumed.stderr), 'as received');
-    });
-
-    it('resumes an upload interrupted in the middle of a request from the bytes the server kept of it', async () => {
-      const server = suite.server;
-      const targetId = (await createInstance(server, { name: 'resumed-mid-request' })).id;
-      // One request for the whole file (as the default 64 MiB requests are for a smaller one), broken off 10,000
-      // bytes into it: the client stops sending there and drops the connection half a second later.
-      const stopAt = 10_000;
-      const args = ['restore-file', targetId, archivePath, '--confirm', 'RESTORE', '--chunk-size', '1G'];
+      const targetId = (await createInstance(server, { name: instanceName })).id;
+      const args = ['restore-file', targetId, archivePath, '--confirm', 'RESTORE', '--chunk-size', chunkSize];
       const interrupted = await snapgraph(server, args, { env: { SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(stopAt) } });
       assert.equal(interrupted.code, 130, output(interrupted));
       assert.match(interrupted.stderr, /interrupted; run the same command again to resume the upload/);
       const partial = uploadsLeft().filter((name) => !name.endsWith('.json'));
       assert.equal(partial.length, 1, `one partial upload expected, found ${uploadsLeft().join(', ')}`);
-      assert.equal(readFileSync(join(uploadDir, partial[0])).length, stopAt, 'the server keeps what it received of the broken request');
+      assert.equal(readFileSync(join(uploadDir, partial[0])).length, stopAt, 'the server keeps what it received');
 
       const resumed = await snapgraph(server, args);
       assert.equal(resumed.code, 0, output(resumed));
@@ -358,9 +336,15 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
       assert.deepEqual(uploadsLeft(), []);
       assert.deepEqual(storedUploads(), [], 'a finished upload is forgotten');
-      // The check went on from the bytes of the broken request: it was not read back from the partial file.
       assert.equal(checkedAs(server, resumed.stderr), 'as received');
-    });
+    }
+
+    it('resumes an interrupted upload where it stopped (after its first 8 KiB request)', () => interruptThenResume('resumed', '8k', 8 * 1024));
+
+    // One request for the whole file (as the default 64 MiB requests are for a smaller one), broken off 10,000 bytes
+    // into it: the client stops sending there and drops the connection half a second later.
+    it('resumes an upload interrupted in the middle of a request from the bytes the server kept of it', () =>
+      interruptThenResume('resumed-mid-request', '1G', 10_000));
 
     it('refuses a file that is not an archive, with a clear message, and changes nothing', async () => {
       const server = suite.server;
