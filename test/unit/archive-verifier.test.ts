@@ -1,0 +1,107 @@
+// The upload's verifier (ArchiveReader.verify() on a worker thread, fed as the bytes arrive) gives the verdict verify()
+// gives on the calling thread, for sound archives and for damage of every kind, the first damage in the file winning.
+import { strict as assert } from 'node:assert';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { openArchive } from '../../src/archive';
+import { ArchiveVerifier } from '../../src/archive/archive-verifier';
+import { craftArchive } from '../support';
+
+/** A data frame's type byte. */
+const DATA_FRAME = 0x44;
+
+type Verdict = { nodeCount: number } | { error: string };
+
+const node = (id: number, labels: string[] = ['Person'], properties: Record<string, unknown> = { i: id }) => JSON.stringify(['N', String(id), labels, properties]);
+const relationship = (id: number, start: number, end: number) => JSON.stringify(['R', String(id), 'KNOWS', String(start), String(end), { w: id / 7 }]);
+
+function pieces(bytes: Buffer, size: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0; at < bytes.length; at += size) out.push(bytes.subarray(at, at + size));
+  return out;
+}
+
+/** Where each frame's stored bytes start (see craftArchive's layout: magic, version, header JSON, its CRC, frames). */
+function frameDataOffsets(bytes: Buffer): number[] {
+  const offsets: number[] = [];
+  for (let offset = 14 + bytes.readUInt32BE(10) + 4; bytes[offset] === DATA_FRAME; offset += 13 + bytes.readUInt32BE(offset + 5)) offsets.push(offset + 13);
+  return offsets;
+}
+
+const verdictOf = (settled: Promise<{ stats: { nodeCount: number } }>): Promise<Verdict> =>
+  settled.then(
+    (header) => ({ nodeCount: header.stats.nodeCount }),
+    (error: Error & { code?: string }) => ({ error: `${error.code}: ${error.message}` }),
+  );
+
+async function twoThreads(bytes: Buffer): Promise<Verdict> {
+  const verifier = new ArchiveVerifier();
+  const verdict = verdictOf(verifier.result);
+  // A verdict of damage ends the verifier as a stream: what is still being written is refused.
+  await pipeline(Readable.from(pieces(bytes, 64 * 1024)), verifier).catch(() => undefined);
+  return verdict;
+}
+
+const oneThread = (bytes: Buffer): Promise<Verdict> => verdictOf(openArchive(Readable.from(pieces(bytes, 64 * 1024))).verify());
+
+async function assertSameVerdict(bytes: Buffer, expected: RegExp | number): Promise<void> {
+  const [two, one] = await Promise.all([twoThreads(bytes), oneThread(bytes)]);
+  assert.deepEqual(two, one);
+  if (typeof expected === 'number') assert.deepEqual(two, { nodeCount: expected });
+  else assert.match((two as { error: string }).error, expected);
+}
+
+describe('ArchiveVerifier', () => {
+  const nodes = Array.from({ length: 3_000 }, (_, i) => node(i + 1, i % 2 ? ['Person'] : ['Person', 'Admin'], { i, text: 'x'.repeat(i % 300) }));
+  const relationships = Array.from({ length: 1_000 }, (_, i) => relationship(i + 1, i + 1, 3_000 - i));
+  const sound = [...nodes, ...relationships];
+
+  it('accepts a sound archive, in frames small and large', async () => {
+    await assertSameVerdict(craftArchive(sound, { linesPerFrame: 3 }), 3_000);
+    await assertSameVerdict(craftArchive(sound, { linesPerFrame: 500 }), 3_000);
+  });
+
+  it('names the bad record, however far into the file', async () => {
+    const lines = [...sound];
+    lines[2_345] = node(2_346, ['Person'], 'not an object' as never);
+    await assertSameVerdict(craftArchive(lines), /INVALID_RECORD: .*node record 2346/);
+  });
+
+  it('reports the first damage in the file: a bad record before a damaged frame', async () => {
+    const lines = [...sound];
+    lines[150] = '["N","151",["Person"],{"i":}]';
+    const bytes = craftArchive(lines);
+    bytes[frameDataOffsets(bytes)[2] + 5] ^= 0xff;
+    await assertSameVerdict(bytes, /node record 151 is not valid JSON/);
+  });
+
+  it('reports a damaged frame before a bad record', async () => {
+    const lines = [...sound];
+    lines[250] = '["N","251",["Person"],{"i":}]';
+    const bytes = craftArchive(lines);
+    bytes[frameDataOffsets(bytes)[1] + 5] ^= 0xff;
+    await assertSameVerdict(bytes, /CORRUPT/);
+  });
+
+  it('checks the order of kinds and the counts across frames', async () => {
+    await assertSameVerdict(craftArchive([...nodes.slice(0, 10), relationships[0], nodes[10]]), /node record 11 follows the relationships/);
+    await assertSameVerdict(craftArchive(sound, { stats: { nodeCount: 2_999 } }), /COUNT_MISMATCH/);
+    await assertSameVerdict(craftArchive(sound, { stats: { nodeCount: 3_001 } }), /COUNT_MISMATCH/);
+    await assertSameVerdict(craftArchive(sound, { stats: { labels: [{ name: 'Person', count: 3_000 }, { name: 'Admin', count: 1_499 }] } }), /Admin/);
+    await assertSameVerdict(craftArchive(sound, { stats: { labels: [{ name: 'Person', count: 1 }, { name: 'Person', count: 1 }] } }), /twice/);
+  });
+
+  it('checks the digest, the end and what follows it', async () => {
+    const bytes = craftArchive(sound);
+    const digestDamaged = Buffer.from(bytes);
+    digestDamaged[digestDamaged.length - 1] ^= 0x01;
+    await assertSameVerdict(digestDamaged, /SHA-256/);
+    await assertSameVerdict(Buffer.concat([bytes, Buffer.from('more')]), /unexpected data after its end/);
+    await assertSameVerdict(bytes.subarray(0, bytes.length - 20), /TRUNCATED/);
+    await assertSameVerdict(bytes.subarray(0, Math.floor(bytes.length / 2)), /TRUNCATED/);
+  });
+
+  it('refuses what is not an archive', async () => {
+    await assertSameVerdict(Buffer.from('not an archive at all, just text'), /BAD_MAGIC|NOT_AN_ARCHIVE/);
+  });
+});
