@@ -501,7 +501,8 @@ class SqliteReadView implements GraphReadView {
 // The archive reader has checked every line (archive/record-validation.ts: shapes, canonical ids, labels, types,
 // properties); what needs the whole graph is checked here: unique ids (the primary keys), relationship ends (in
 // finish()) and capacity. Parsing happens in SQLite's thread. The label index (node_labels) is derived from the
-// nodes table in finish(): one pass over small arrays instead of a second parse of every batch.
+// nodes table in finish(): one pass over small arrays instead of a second parse of every batch. (Indexing the labels
+// of bound rows as they were inserted measured no faster: 1.3M nodes, what finish() saved the load spent.)
 const LOAD: Record<EncodedBatch['kind'], string> = {
   node: `INSERT INTO nodes (id, labels, properties) SELECT value ->> 1, value -> 2, value -> 3 FROM json_each(?1)`,
   relationship: `INSERT INTO relationships (id, type, start_id, end_id, properties)
@@ -557,6 +558,12 @@ export class SqliteGraphLoader implements GraphLoader {
   /** Records loaded so far, per kind: record numbers in messages count from here. */
   private readonly loaded: Record<EncodedBatch['kind'], number> = { node: 0, relationship: 0 };
 
+  /**
+   * Rows SQLite inserted, per kind: the store's counts at the end. Counting them again read the whole store (1.3M
+   * nodes of ~1 KiB: finish() took 4.4–4.7 s with the count, 3.3 s without).
+   */
+  private readonly inserted: Record<EncodedBatch['kind'], number> = { node: 0, relationship: 0 };
+
   /** Whether the key map's tables exist (made at the first insertKeyed). */
   private keyed = false;
 
@@ -585,10 +592,10 @@ export class SqliteGraphLoader implements GraphLoader {
     try {
       const rows = fieldsOf(batch);
       if (rows) await this.insertRows(batch.kind, rows);
-      else await this.connection.run(LOAD[batch.kind], [`[${batch.lines.join(',')}]`]);
+      else await this.insertJson(batch.kind, LOAD[batch.kind], `[${batch.lines.join(',')}]`);
     } catch (error) {
       // Lines were validated before they got here: a repeated id is the archive's fault, anything else (a full disk) is not.
-      throw /UNIQUE constraint/.test((error as Error).message) ? await this.repeatedIdError(batch) : error;
+      throw /UNIQUE constraint failed: (nodes|relationships)\.id/.test((error as Error).message) ? await this.repeatedIdError(batch) : error;
     }
     await this.counted(batch);
   }
@@ -600,8 +607,15 @@ export class SqliteGraphLoader implements GraphLoader {
     for (let start = 0; start < rows.length; start += ROWS_PER_STATEMENT) {
       const group = rows.slice(start, start + ROWS_PER_STATEMENT);
       const sql = `INSERT INTO ${table} (${columns.join(', ')}) VALUES ${Array(group.length).fill(placeholders).join(',')}`;
-      await this.connection.run(sql, group.flat());
+      this.inserted[kind] += (await this.connection.run(sql, group.flat())).changes;
     }
+  }
+
+  /** A batch as one JSON array, parsed by SQLite (`sql`'s ?1). */
+  private async insertJson(kind: EncodedBatch['kind'], sql: string, json: string): Promise<number> {
+    const { changes } = await this.connection.run(sql, [json]);
+    this.inserted[kind] += changes;
+    return changes;
   }
 
   async insertKeyed(batch: EncodedBatch, describe: (at: number) => string): Promise<void> {
@@ -615,14 +629,14 @@ export class SqliteGraphLoader implements GraphLoader {
     if (batch.kind === 'node') {
       const { changes } = await db.run(KEYED_LOAD.nodeKeys, [json]);
       if (changes < batch.lines.length) throw await this.repeatedKeyError(json, 'nodeKeys', describe);
-      await db.run(KEYED_LOAD.nodes, [json]);
+      await this.insertJson('node', KEYED_LOAD.nodes, json);
     } else {
       const withKeys = batch.lines.filter((line) => !line.endsWith(',null]')).length;
       if (withKeys > 0) {
         const { changes } = await db.run(KEYED_LOAD.relationshipKeys, [json]);
         if (changes < withKeys) throw await this.repeatedKeyError(json, 'relationshipKeys', describe);
       }
-      const { changes } = await db.run(KEYED_LOAD.relationships, [json]);
+      const changes = await this.insertJson('relationship', KEYED_LOAD.relationships, json);
       if (changes < batch.lines.length) throw await this.missingEndError(json, describe);
     }
     await this.counted(batch);
@@ -647,8 +661,7 @@ export class SqliteGraphLoader implements GraphLoader {
     await this.assertFitsStorage('with its indexes');
     await db.exec(`BEGIN;
       DELETE FROM counts;
-      INSERT INTO counts SELECT 'nodes', '', count(*) FROM nodes;
-      INSERT INTO counts SELECT 'relationships', '', count(*) FROM relationships;
+      INSERT INTO counts VALUES ('nodes', '', ${this.inserted.node}), ('relationships', '', ${this.inserted.relationship});
       INSERT INTO counts SELECT 'label', label, count(*) FROM node_labels GROUP BY label;
       INSERT INTO counts SELECT 'type', type, count(*) FROM relationships GROUP BY type;
       INSERT OR REPLACE INTO meta SELECT 'next_node_id', coalesce(max(id), 0) + 1 FROM nodes;

@@ -92,24 +92,36 @@ describe('tuple fields', () => {
     beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'tuple-fields-'))));
     afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-    async function load(batches: EncodedBatch[]): Promise<{ nodes: string[][]; relationships: string[][] }> {
+    type Loaded = { nodes: string[][]; relationships: string[][]; labels: string[][]; counts: string[][] };
+
+    async function load(batches: EncodedBatch[]): Promise<Loaded> {
       const path = join(dir, 'store.sqlite');
       const loader = await SqliteGraphLoader.create(path, { maxNodes: null, maxRelationships: null, maxBytes: 1e12 }, async () => undefined);
       for (const batch of batches) await loader.insert(batch);
       await loader.finish();
       const store = await SqliteConnection.open(path, sqlite3.OPEN_READONLY);
       try {
-        const nodes = await store.all<Record<string, unknown>>(`SELECT id, labels, properties FROM nodes ORDER BY id`);
-        const relationships = await store.all<Record<string, unknown>>(`SELECT id, type, start_id, end_id, properties FROM relationships ORDER BY id`);
-        return { nodes: nodes.map((row) => Object.values(row).map(String)), relationships: relationships.map((row) => Object.values(row).map(String)) };
+        const rows = async (sql: string) => (await store.all<Record<string, unknown>>(sql)).map((row) => Object.values(row).map(String));
+        return {
+          nodes: await rows(`SELECT id, labels, properties FROM nodes ORDER BY id`),
+          relationships: await rows(`SELECT id, type, start_id, end_id, properties FROM relationships ORDER BY id`),
+          labels: await rows(`SELECT label, node_id FROM node_labels ORDER BY label, node_id`),
+          counts: await rows(`SELECT kind, name, count FROM counts ORDER BY kind, name`),
+        };
       } finally {
         await store.close();
       }
     }
 
-    it('stores the same rows whether the lines are cut or parsed by SQLite (which makes them compact)', async () => {
+    it('stores the same rows, label index and counts whether the lines are cut or parsed by SQLite (which makes them compact)', async () => {
       const compact: EncodedBatch[] = [
-        { kind: 'node', lines: TRICKY_PROPERTIES.map((properties, i) => nodeLine(String(i + 1), ['A', 'b c'], properties)) },
+        {
+          kind: 'node',
+          lines: [
+            ...TRICKY_PROPERTIES.map((properties, i) => nodeLine(String(i + 1), i % 2 ? ['A', 'b c', 'with "quote"'] : [], properties)),
+            ...Array.from({ length: 1_200 }, (_, i) => nodeLine(String(100 + i), i % 3 ? ['A'] : ['Many', 'A'], { i })),
+          ],
+        },
         { kind: 'relationship', lines: TRICKY_PROPERTIES.map((properties, i) => relationshipLine(String(i + 1), 'T', String(i + 1), '1', properties)) },
       ];
       // The same records with a space after every comma that is not inside a string: every batch takes the JSON path.
@@ -121,8 +133,13 @@ describe('tuple fields', () => {
       assert.ok(spaced[1].lines.every((line) => relationshipFields(line) === null));
 
       const cut = await load(compact);
-      assert.equal(cut.nodes.length, TRICKY_PROPERTIES.length);
+      assert.equal(cut.nodes.length, TRICKY_PROPERTIES.length + 1_200);
       assert.equal(cut.relationships.length, TRICKY_PROPERTIES.length);
+      assert.equal(cut.labels.length, 2 * 3 + 1_200 + 400);
+      assert.deepEqual(cut.counts.filter(([kind]) => kind !== 'label' && kind !== 'type'), [
+        ['nodes', '', String(TRICKY_PROPERTIES.length + 1_200)],
+        ['relationships', '', String(TRICKY_PROPERTIES.length)],
+      ]);
       rmSync(dir, { recursive: true, force: true });
       dir = mkdtempSync(join(tmpdir(), 'tuple-fields-'));
       assert.deepEqual(await load(spaced), cut);
