@@ -23,7 +23,7 @@ export interface ArchiveReader {
    */
   records(): AsyncIterable<GraphRecord[]>;
   /**
-   * The same verified stream as the tuple lines stored (for bulk loading, where SQLite parses them again),
+   * The same verified stream as the tuple lines stored (for bulk loading, which binds their fields as they are),
    * one batch per run of one kind within a frame. Use either records() or encodedBatches(), once.
    * `recordsChecked`: every record passed this release's checks before (see RecordValidator.countedFrame), so lines
    * are only counted, not parsed again; frames, counts, digest and end of file are checked all the same.

@@ -96,8 +96,10 @@ export interface SealedStore {
  */
 export interface GraphLoader {
   /**
-   * Loads tuple lines (nodes before relationships). A repeated id is INVALID_BACKUP_FILE; more records than the
-   * limits allow, or data taking more bytes than they allow, is CAPACITY_EXCEEDED as soon as it shows.
+   * Loads tuple lines (nodes before relationships), each of which passed the archive's record checks
+   * (RecordValidator.frame, now or when its upload was stored): their fields are stored as they are written. A
+   * repeated id is INVALID_BACKUP_FILE; more records than the limits allow, or data taking more bytes than they allow,
+   * is CAPACITY_EXCEEDED as soon as it shows.
    */
   insert(batch: EncodedBatch): Promise<void>;
   /**

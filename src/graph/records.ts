@@ -43,7 +43,8 @@ export type EngineVersion = 'V4' | 'V5';
  *   ["N", "<id>", [labels…], {properties}]
  *   ["R", "<id>", "<type>", "<startNodeId>", "<endNodeId>", {properties}]
  * Bulk paths (snapshot, restore) move these lines between SQLite and the archive without parsing them in
- * JavaScript: SQLite builds and reads them in its own threads.
+ * JavaScript: SQLite builds them in its own threads, and a restore's load binds the fields it cuts out of compact
+ * lines (graph/tuple-fields.ts), leaving any other line to SQLite's JSON functions.
  */
 export interface EncodedBatch {
   kind: 'node' | 'relationship';

@@ -69,8 +69,9 @@ const ENCODED_READS: [EncodedBatch['kind'], string][] = [
 ];
 
 // The same tuple lines for the change log, joined by newlines, from the rows of nodes `n` or relationships `r` a
-// write selects. Spliced rather than rendered by json_array: the labels and properties columns only ever receive JSON
-// text from parsed JSON, and json() of them would cost as much again as the rest of the log.
+// write selects. Spliced rather than rendered by json_array: the labels and properties columns only ever receive
+// compact JSON text (from SQLite's JSON functions, or cut verbatim out of compact, checked lines: tuple-fields.ts),
+// and json() of them would cost as much again as the rest of the log.
 const NODE_LINES = `group_concat('["N","' || n.id || '",' || n.labels || ',' || n.properties || ']', char(10))`;
 const RELATIONSHIP_LINES = `group_concat('["R","' || r.id || '",' || json_quote(r.type) || ',"' || r.start_id || '","' || r.end_id || '",' || r.properties || ']', char(10))`;
 
@@ -500,7 +501,8 @@ class SqliteReadView implements GraphReadView {
 
 // The archive reader has checked every line (archive/record-validation.ts: shapes, canonical ids, labels, types,
 // properties); what needs the whole graph is checked here: unique ids (the primary keys), relationship ends (in
-// finish()) and capacity. Parsing happens in SQLite's thread. The label index (node_labels) is derived from the
+// finish()) and capacity. Lines that are not compact are parsed in SQLite's thread (compact ones are cut on the event
+// loop, about a millisecond per 512 KiB batch: ROW_INSERT below). The label index (node_labels) is derived from the
 // nodes table in finish(): one pass over small arrays instead of a second parse of every batch. (Indexing the labels
 // of bound rows as they were inserted measured no faster: 1.3M nodes, what finish() saved the load spent.)
 const LOAD: Record<EncodedBatch['kind'], string> = {
@@ -560,7 +562,9 @@ export class SqliteGraphLoader implements GraphLoader {
 
   /**
    * Rows SQLite inserted, per kind: the store's counts at the end. Counting them again read the whole store (1.3M
-   * nodes of ~1 KiB: finish() took 4.4–4.7 s with the count, 3.3 s without).
+   * nodes of ~1 KiB: finish() took 4.4–4.7 s with the count, 3.3 s without). Exact because insert() and
+   * insertKeyed() are the only writers of these tables in a load, plain INSERTs (no OR REPLACE, no triggers) that
+   * either take every row or fail the load.
    */
   private readonly inserted: Record<EncodedBatch['kind'], number> = { node: 0, relationship: 0 };
 
@@ -701,10 +705,10 @@ export class SqliteGraphLoader implements GraphLoader {
   private async repeatedIdError(batch: EncodedBatch): Promise<AppError> {
     const row = await this.connection.get<{ count: number }>(`SELECT count(*) AS count FROM ${TABLE_OF[batch.kind]}`);
     const at = Math.min(Math.max((row?.count ?? 0) - this.loaded[batch.kind], 0), batch.lines.length - 1);
-    const ids = batch.lines.map((line) => (JSON.parse(line) as string[])[1]);
+    const id = (JSON.parse(batch.lines[at]) as string[])[1];
     return new AppError(
       'INVALID_BACKUP_FILE',
-      `The archive is invalid: ${batch.kind} record ${this.loaded[batch.kind] + at + 1}: id "${ids[at]}" is already used by an earlier ${batch.kind} record.`,
+      `The archive is invalid: ${batch.kind} record ${this.loaded[batch.kind] + at + 1}: id "${id}" is already used by an earlier ${batch.kind} record.`,
     );
   }
 

@@ -38,7 +38,8 @@ export function relationshipFields(line: string): [string, string, string, strin
   if (idEnd < 0 || !punctuation(line, idEnd, QUOTE, COMMA, QUOTE)) return null;
   const typeStart = idEnd + 3;
   const typeEnd = line.indexOf('"', typeStart);
-  // `->>` unescapes a string: a type with a backslash in it is left to SQLite.
+  // `->>` unescapes a string: a type with a backslash in it is left to SQLite. (Looked for backwards from the type's
+  // end, over the line's short head, rather than forwards into its properties.)
   if (typeEnd < 0 || line.lastIndexOf('\\', typeEnd) >= typeStart || !punctuation(line, typeEnd, QUOTE, COMMA, QUOTE)) return null;
   const startEnd = digitsEnd(line, typeEnd + 3);
   if (startEnd < 0 || !punctuation(line, startEnd, QUOTE, COMMA, QUOTE)) return null;

@@ -501,8 +501,8 @@ export class RestoreOperationHandler implements OperationHandler {
   }
 }
 
-// A load statement carries up to this many records or characters, whichever comes first: large enough to keep
-// SQLite busy, small enough that memory stays flat with large properties.
+// A load batch carries up to this many records or characters, whichever comes first: large enough to keep SQLite
+// busy, small enough that memory stays flat with large properties.
 const LOAD_BATCH = { lines: 5_000, chars: 512 * 1024 };
 
 /** Merges consecutive batches of one kind up to LOAD_BATCH: fewer, larger statements for SQLite. */

@@ -53,6 +53,19 @@ describe('tuple fields', () => {
     );
   });
 
+  it('cut lines in spellings other writers use (escapes, numbers, repeated keys) as SQLite gives them', async () => {
+    const lines = [
+      '["N","1",["\\u0041","a\\/b"],{"a":1E5,"b":"\\/\\u00e9\\uD83D\\uDE00","c":-0.0,"d":1.50,"e":1e+400,"f":123456789012345678901234567890}]',
+      '["N","2",[],{"k":1,"k":2,"nested":{"deep":[[[{"x":"]}[{,\\""}]]]}}]',
+      '["N","3",["x"],{"s":"tab\\there","u":"\\u0000"}]',
+    ];
+    const expected = await sqliteFields(lines, `value ->> 1 AS id, value -> 2 AS labels, value -> 3 AS properties`);
+    assert.deepEqual(
+      lines.map((line) => nodeFields(line)),
+      expected,
+    );
+  });
+
   it('leave lines that are not compact, or not of the expected shape, to SQLite', () => {
     const notCut = [
       '["N", "1",["A"],{}]',
