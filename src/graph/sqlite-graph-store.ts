@@ -502,7 +502,7 @@ class SqliteReadView implements GraphReadView {
 // The archive reader has checked every line (archive/record-validation.ts: shapes, canonical ids, labels, types,
 // properties); what needs the whole graph is checked here: unique ids (the primary keys), relationship ends (in
 // finish()) and capacity. Lines that are not compact are parsed in SQLite's thread (compact ones are cut on the event
-// loop, about a millisecond per 512 KiB batch: ROW_INSERT below). The label index (node_labels) is derived from the
+// loop, about a millisecond per 512 KiB batch: insertRows). The label index (node_labels) is derived from the
 // nodes table in finish(): one pass over small arrays instead of a second parse of every batch. (Indexing the labels
 // of bound rows as they were inserted measured no faster: 1.3M nodes, what finish() saved the load spent.)
 const LOAD: Record<EncodedBatch['kind'], string> = {
@@ -510,13 +510,13 @@ const LOAD: Record<EncodedBatch['kind'], string> = {
   relationship: `INSERT INTO relationships (id, type, start_id, end_id, properties)
                  SELECT value ->> 1, value ->> 2, value ->> 3, value ->> 4, value -> 5 FROM json_each(?1)`,
 };
-const TABLE_OF: Record<EncodedBatch['kind'], string> = { node: 'nodes', relationship: 'relationships' };
 // A batch of compact lines (nearly all: every Snapgraph writer's) skips SQLite's JSON parser, which was most of a
 // load's time: their fields are cut out in JavaScript (tuple-fields.ts) and bound as values, many rows per statement.
-// 100k nodes of about 1 KiB (104 MiB): 1.8 s through json_each, 0.65 s bound.
-const ROW_INSERT: Record<EncodedBatch['kind'], { table: string; columns: string[] }> = {
-  node: { table: 'nodes', columns: ['id', 'labels', 'properties'] },
-  relationship: { table: 'relationships', columns: ['id', 'type', 'start_id', 'end_id', 'properties'] },
+// 100k nodes of about 1 KiB (104 MiB): 1.8 s through json_each, 0.65 s bound. Each kind's table, and the columns
+// a bound row fills, in the order tuple-fields.ts cuts them.
+const TABLE_OF: Record<EncodedBatch['kind'], { name: string; columns: string[] }> = {
+  node: { name: 'nodes', columns: ['id', 'labels', 'properties'] },
+  relationship: { name: 'relationships', columns: ['id', 'type', 'start_id', 'end_id', 'properties'] },
 };
 /** Up to 2,500 parameters a statement, well within SQLite's 32,766. */
 const ROWS_PER_STATEMENT = 500;
@@ -606,7 +606,7 @@ export class SqliteGraphLoader implements GraphLoader {
 
   /** Rows of fields bound as they are, many to a statement (see tuple-fields.ts). */
   private async insertRows(kind: EncodedBatch['kind'], rows: string[][]): Promise<void> {
-    const { table, columns } = ROW_INSERT[kind];
+    const { name: table, columns } = TABLE_OF[kind];
     const placeholders = `(${columns.map(() => '?').join(',')})`;
     for (let start = 0; start < rows.length; start += ROWS_PER_STATEMENT) {
       const group = rows.slice(start, start + ROWS_PER_STATEMENT);
@@ -651,9 +651,9 @@ export class SqliteGraphLoader implements GraphLoader {
     const { maxNodes, maxRelationships } = this.limits;
     const max = batch.kind === 'node' ? maxNodes : maxRelationships;
     if (max !== null && this.loaded[batch.kind] > max) {
-      throw capacityExceeded(`the archive holds more than ${max} ${TABLE_OF[batch.kind]}, the most the instance may hold`);
+      throw capacityExceeded(`the archive holds more than ${max} ${TABLE_OF[batch.kind].name}, the most the instance may hold`);
     }
-    await this.assertFitsStorage(`after ${this.loaded[batch.kind]} ${TABLE_OF[batch.kind]}`);
+    await this.assertFitsStorage(`after ${this.loaded[batch.kind]} ${TABLE_OF[batch.kind].name}`);
   }
 
   async finish(): Promise<SealedStore> {
@@ -703,7 +703,7 @@ export class SqliteGraphLoader implements GraphLoader {
    * the rows of the batch before it stay in the table, so their number says which record was refused.
    */
   private async repeatedIdError(batch: EncodedBatch): Promise<AppError> {
-    const row = await this.connection.get<{ count: number }>(`SELECT count(*) AS count FROM ${TABLE_OF[batch.kind]}`);
+    const row = await this.connection.get<{ count: number }>(`SELECT count(*) AS count FROM ${TABLE_OF[batch.kind].name}`);
     const at = Math.min(Math.max((row?.count ?? 0) - this.loaded[batch.kind], 0), batch.lines.length - 1);
     const id = (JSON.parse(batch.lines[at]) as string[])[1];
     return new AppError(

@@ -5,10 +5,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sqlite3 from 'sqlite3';
+import type { WriteLimits } from '../../src/graph/graph-store';
 import type { EncodedBatch } from '../../src/graph/records';
 import { SqliteConnection } from '../../src/graph/sqlite-connection';
 import { SqliteGraphLoader } from '../../src/graph/sqlite-graph-store';
 import { nodeFields, relationshipFields } from '../../src/graph/tuple-fields';
+
+const NO_LIMITS: WriteLimits = { maxNodes: null, maxRelationships: null, maxBytes: 1e12 };
 
 const TRICKY_PROPERTIES: Record<string, unknown>[] = [
   {},
@@ -109,7 +112,7 @@ describe('tuple fields', () => {
 
     async function load(batches: EncodedBatch[]): Promise<Loaded> {
       const path = join(dir, 'store.sqlite');
-      const loader = await SqliteGraphLoader.create(path, { maxNodes: null, maxRelationships: null, maxBytes: 1e12 }, async () => undefined);
+      const loader = await SqliteGraphLoader.create(path, NO_LIMITS, async () => undefined);
       for (const batch of batches) await loader.insert(batch);
       await loader.finish();
       const store = await SqliteConnection.open(path, sqlite3.OPEN_READONLY);
@@ -161,7 +164,7 @@ describe('tuple fields', () => {
     it('names the record whose id an earlier one of a cut batch already has', async () => {
       const lines = Array.from({ length: 1_200 }, (_, i) => nodeLine(String(i === 1_100 ? 7 : i + 1), ['A'], { i }));
       const path = join(dir, 'store.sqlite');
-      const loader = await SqliteGraphLoader.create(path, { maxNodes: null, maxRelationships: null, maxBytes: 1e12 }, async () => undefined);
+      const loader = await SqliteGraphLoader.create(path, NO_LIMITS, async () => undefined);
       await loader.insert({ kind: 'node', lines: [nodeLine('5000', [], {})] });
       await assert.rejects(loader.insert({ kind: 'node', lines }), /node record 1102: id "7" is already used by an earlier node record/);
       await loader.abort();
