@@ -33,7 +33,7 @@ export interface AppConfig {
    * is used for export links only when it is one of them. Ignored when publicUrl is set.
    */
   allowedHosts: string[];
-  /** Where partial resumable (tus) uploads are kept; never inside dataDir, since they are plain archive bytes. */
+  /** Where partial resumable (tus) uploads are kept, encrypted (default <dataDir>/uploads). */
   uploadDir?: string;
   tiers: Record<Tier, TierPolicy>;
   maxUploadBytes: number;

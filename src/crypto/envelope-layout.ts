@@ -169,3 +169,10 @@ export function chunkAssociatedData(index: number, final: boolean): Buffer {
   aad.writeUInt8(final ? 1 : 0, 8);
   return aad;
 }
+
+/** Associated data of a blob's unfinished chunk `index` while it is written in pieces (see sealTail): flag 2. */
+export function tailAssociatedData(index: number): Buffer {
+  const aad = chunkAssociatedData(index, false);
+  aad.writeUInt8(2, 8);
+  return aad;
+}

@@ -17,6 +17,7 @@ import {
   EnvelopeHeader,
   parseEnvelopeHeader,
   PlaintextRange,
+  tailAssociatedData,
 } from './envelope-layout';
 import { BlobIntegrityError } from './errors';
 import { Keyring } from './keyring';
@@ -69,25 +70,34 @@ export function rewrapEnvelopeHeader(header: Buffer, keyring: Keyring): Buffer {
   }
 }
 
-export class EncryptStream extends Transform {
-  /** Id of the master key the data key is sealed under. */
-  readonly keyId: string;
+export interface ChunkSealerOptions {
+  /** Index of the first chunk sealed (a blob written in pieces continues where it stopped). Default 0. */
+  firstIndex?: number;
+  /**
+   * Default true: the input's end is the blob's end, and the bytes left are sealed as the final chunk. With false they
+   * stay unsealed in `rest`, for the caller to keep (sealed with sealTail) until more bytes come.
+   */
+  final?: boolean;
+}
+
+/** Plaintext in, the blob's chunks out (envelope-layout.ts): every whole chunk, then the final one or `rest`. */
+export class ChunkSealer extends Transform {
   readonly chunkSize: number;
   readonly #dataKey: KeyObject;
+  readonly #final: boolean;
   readonly #queue = new ByteQueue();
-  #chunkIndex = 0;
+  #chunkIndex: number;
   #plainBytes = 0;
   #storedBytes = 0;
+  #rest: Buffer | null = null;
 
-  constructor(keyring: Keyring, { chunkSize = DEFAULT_CHUNK_SIZE }: EncryptStreamOptions = {}) {
+  constructor(dataKey: KeyObject, chunkSize: number, { firstIndex = 0, final = true }: ChunkSealerOptions = {}) {
     assertValidChunkSize(chunkSize);
     super(STREAM_BUFFERS);
     this.chunkSize = chunkSize;
-    this.keyId = keyring.current.keyId;
-    const dataKey = randomBytes(DATA_KEY_BYTES);
-    this.#dataKey = createSecretKey(dataKey);
-    this.#emit(encodeEnvelopeHeader(keyring.current, chunkSize, dataKey));
-    dataKey.fill(0);
+    this.#dataKey = dataKey;
+    this.#chunkIndex = firstIndex;
+    this.#final = final;
   }
 
   /** Plaintext bytes consumed so far. */
@@ -100,6 +110,16 @@ export class EncryptStream extends Transform {
     return this.#storedBytes;
   }
 
+  /** Index of the next chunk to seal. */
+  get chunkIndex(): number {
+    return this.#chunkIndex;
+  }
+
+  /** With `final: false`, once the input has ended: the bytes after the last whole chunk (fewer than a chunk). */
+  get rest(): Buffer | null {
+    return this.#rest;
+  }
+
   override _transform(plain: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.#plainBytes += plain.length;
     this.#queue.append(plain);
@@ -109,22 +129,34 @@ export class EncryptStream extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
-    settle(callback, () => this.#sealChunk(this.#queue.take(this.#queue.length), true));
+    settle(callback, () => {
+      const rest = this.#queue.take(this.#queue.length);
+      if (this.#final) this.#sealChunk(rest, true);
+      else this.#rest = Buffer.from(rest);
+    });
   }
 
   #sealChunk(plain: Buffer, final: boolean): void {
-    const index = this.#chunkIndex++;
-    const cipher = createCipheriv('aes-256-gcm', this.#dataKey, chunkNonce(index), { authTagLength: CHUNK_TAG_BYTES });
-    cipher.setAAD(chunkAssociatedData(index, final));
-    this.#emit(cipher.update(plain));
-    cipher.final();
-    this.#emit(cipher.getAuthTag());
+    for (const part of sealChunk(this.#dataKey, this.#chunkIndex++, plain, final)) this.emitStored(part);
   }
 
-  #emit(bytes: Buffer): void {
+  protected emitStored(bytes: Buffer): void {
     if (bytes.length === 0) return;
     this.#storedBytes += bytes.length;
     this.push(bytes);
+  }
+}
+
+/** A whole blob: its header (a new data key, sealed under the keyring's current key), then its chunks. */
+export class EncryptStream extends ChunkSealer {
+  /** Id of the master key the data key is sealed under. */
+  readonly keyId: string;
+
+  constructor(keyring: Keyring, { chunkSize = DEFAULT_CHUNK_SIZE }: EncryptStreamOptions = {}) {
+    const { header, dataKey } = newDataKey(keyring, chunkSize);
+    super(dataKey, chunkSize);
+    this.keyId = keyring.current.keyId;
+    this.emitStored(header);
   }
 }
 
@@ -231,6 +263,68 @@ export class DecryptStream extends Transform {
     const to = Math.min(plain.length, this.#end - position);
     if (to <= from) return;
     this.push(from === 0 && to === plain.length ? plain : plain.subarray(from, to));
+  }
+}
+
+/** Chunk `index` of a blob: its ciphertext and its tag (see envelope-layout.ts). */
+export function sealChunk(dataKey: KeyObject, index: number, plain: Buffer, final: boolean): [Buffer, Buffer] {
+  const cipher = createCipheriv('aes-256-gcm', dataKey, chunkNonce(index), { authTagLength: CHUNK_TAG_BYTES });
+  cipher.setAAD(chunkAssociatedData(index, final));
+  const ciphertext = cipher.update(plain);
+  cipher.final();
+  return [ciphertext, cipher.getAuthTag()];
+}
+
+const TAIL_NONCE_BYTES = 12;
+/** Bytes a sealed tail adds to its plaintext. */
+export const SEALED_TAIL_OVERHEAD = TAIL_NONCE_BYTES + CHUNK_TAG_BYTES;
+
+/**
+ * The bytes of a blob's unfinished chunk `index`, while the blob is written in pieces (storage/partial-blob-file.ts):
+ * nonce(12) ‖ ciphertext ‖ tag(16). The nonce is random, as a tail is sealed again after every piece; the associated
+ * data binds the index and marks it a tail, so it never passes for a chunk (nor a chunk for it).
+ */
+export function sealTail(dataKey: KeyObject, index: number, plain: Buffer): Buffer {
+  const nonce = randomBytes(TAIL_NONCE_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', dataKey, nonce, { authTagLength: CHUNK_TAG_BYTES });
+  cipher.setAAD(tailAssociatedData(index));
+  return Buffer.concat([nonce, cipher.update(plain), cipher.final(), cipher.getAuthTag()]);
+}
+
+/** Reverses sealTail. @throws BlobIntegrityError when the tail is not chunk `index`'s, or was altered. */
+export function openTail(dataKey: KeyObject, index: number, sealed: Buffer): Buffer {
+  if (sealed.length < TAIL_NONCE_BYTES + CHUNK_TAG_BYTES) throw new BlobIntegrityError('Blob tail is truncated');
+  const decipher = createDecipheriv('aes-256-gcm', dataKey, sealed.subarray(0, TAIL_NONCE_BYTES), { authTagLength: CHUNK_TAG_BYTES });
+  decipher.setAAD(tailAssociatedData(index));
+  decipher.setAuthTag(sealed.subarray(sealed.length - CHUNK_TAG_BYTES));
+  const plain = decipher.update(sealed.subarray(TAIL_NONCE_BYTES, sealed.length - CHUNK_TAG_BYTES));
+  try {
+    decipher.final();
+  } catch {
+    throw new BlobIntegrityError(`Blob tail of chunk ${index} does not authenticate`);
+  }
+  return plain;
+}
+
+
+/** The data key of a blob's header, ready to use. @throws UnknownKeyError or BlobIntegrityError */
+export function openDataKey(header: Buffer, keyring: Keyring): KeyObject {
+  const dataKey = unsealDataKey(parseEnvelopeHeader(header), keyring);
+  try {
+    return createSecretKey(dataKey);
+  } finally {
+    dataKey.fill(0);
+  }
+}
+
+/** A new random data key and the header that seals it under the keyring's current key. */
+export function newDataKey(keyring: Keyring, chunkSize: number): { header: Buffer; dataKey: KeyObject } {
+  assertValidChunkSize(chunkSize);
+  const dataKey = randomBytes(DATA_KEY_BYTES);
+  try {
+    return { header: encodeEnvelopeHeader(keyring.current, chunkSize, dataKey), dataKey: createSecretKey(dataKey) };
+  } finally {
+    dataKey.fill(0);
   }
 }
 

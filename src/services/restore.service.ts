@@ -31,6 +31,7 @@ import { RestorePointEntity } from '../entities/restore-point.entity';
 import type { EpochAnchor } from '../entities/store-epoch.entity';
 import { StoreMissingError } from '../graph/graph-store';
 import type { SnapshotService, WorkAnnouncer } from './snapshot.service';
+import { unwrapUploadedFile } from './uploaded-file';
 
 export const CONFIRM_WORD = 'RESTORE';
 
@@ -38,6 +39,8 @@ export const CONFIRM_WORD = 'RESTORE';
 interface RestoreParams {
   /** RESTORE_FROM_FILE: the verified upload (an encrypted blob), removed when the operation ends. */
   uploadKey?: string;
+  /** RESTORE_FROM_FILE: the upload is kept as it came, a tar holding the file (a resumable upload). */
+  inTar?: boolean;
   /** RESTORE_FROM_FILE of a foreign graph file: its format (absent for a Snapgraph archive). */
   fileKind?: GraphFileKind;
   /**
@@ -179,6 +182,7 @@ export class RestoreService {
       bytesTotal: upload.sizeBytes,
       params: {
         uploadKey: upload.key,
+        ...(upload.inTar ? { inTar: true } : {}),
         ...(content.kind === 'ARCHIVE' ? { recordsChecked: RECORD_RULES_EDITION } : { fileKind: content.kind }),
       } satisfies RestoreParams,
     });
@@ -252,7 +256,12 @@ export class RestoreOperationHandler implements OperationHandler {
     if (!instance) throw new AppError('NOT_FOUND', `instance ${operation.instanceId} no longer exists`);
     // Only the input survives an earlier attempt; everything else is this attempt's.
     const given = operation.params as RestoreParams | null;
-    const params: RestoreParams = { uploadKey: given?.uploadKey, fileKind: given?.fileKind, recordsChecked: given?.recordsChecked };
+    const params: RestoreParams = {
+      uploadKey: given?.uploadKey,
+      inTar: given?.inTar,
+      fileKind: given?.fileKind,
+      recordsChecked: given?.recordsChecked,
+    };
     const overwriting = !this.creating;
     const shadowGeneration = instance.storeGeneration + 1;
     params.shadowGeneration = shadowGeneration;
@@ -489,9 +498,10 @@ export class RestoreOperationHandler implements OperationHandler {
   private async openUpload(params: RestoreParams): Promise<Readable> {
     const gone = () => new AppError('INVALID_BACKUP_FILE', 'the uploaded file is gone');
     if (!params.uploadKey) throw gone();
-    return this.blobs.read(params.uploadKey).catch((error: unknown) => {
+    const stored = await this.blobs.read(params.uploadKey).catch((error: unknown) => {
       throw error instanceof BlobNotFoundError ? gone() : error;
     });
+    return params.inTar ? (await unwrapUploadedFile(stored)).stream : stored;
   }
 
   private async sourceSnapshot(operation: OperationEntity): Promise<SnapshotEntity> {

@@ -1,29 +1,34 @@
 // Uploaded files (.backup, .dump, an APOC export or another foreign graph file, or a .tar holding one): checked while
 // they are stored encrypted, then restored through the same pipeline as a snapshot.
 import { randomUUID } from 'node:crypto';
-import { peekStream as peek } from '../archive/stream-peek';
 import { PassThrough, Readable, type Writable } from 'node:stream';
-import { type ArchiveHeader, extractArchiveFromTar, isArchiveError, SNIFF_LENGTH, sniffFileType } from '../archive';
+import { type ArchiveHeader, isArchiveError } from '../archive';
 import { ArchiveVerifier } from '../archive/archive-verifier';
 import { heapGrowth } from '../runtime/heap-growth';
 import { type GraphFileCensus, takeCensus } from '../graph-files/graph-file-census';
 import type { GraphFileFormat, GraphFileKind } from '../graph-files/graph-file-format';
-import { detectGraphFileFormat } from '../graph-files/graph-file-formats';
 import type { OperationEntity } from '../entities/operation.entity';
 import { AppError, isAppError } from '../errors/app-error';
 import { asStorageFull } from '../errors/storage-full';
 import type { Metrics } from '../observability/metrics';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
+import { PartialBlobFile } from '../storage/partial-blob-file';
 import { assertAcceptsOperations, type InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
 import { assertConfirmed, type RestoreService } from './restore.service';
+import { unwrapUploadedFile } from './uploaded-file';
 
-/** A stored upload: a Snapgraph archive (its verified header), or a foreign graph file (its format and census). */
-export interface ReceivedFile {
-  key: string;
+/** A checked upload: a Snapgraph archive (its verified header), or a foreign graph file (its format and census). */
+export interface CheckedFile {
+  /** Bytes of the file (of the one file inside, when it came in a tar). */
   sizeBytes: number;
   content: { kind: 'ARCHIVE'; header: ArchiveHeader } | { kind: GraphFileKind; census: GraphFileCensus };
+  /** The file came inside a tar. */
+  inTar: boolean;
 }
+
+/** A checked upload stored encrypted as `key`: the file itself, or (`inTar`) the tar it came in, as it came. */
+export type ReceivedFile = CheckedFile & { key: string };
 
 export class UploadService {
   constructor(
@@ -57,6 +62,59 @@ export class UploadService {
   }
 
   /**
+   * Checks the file, once the request is allowed, storing nothing: a resumable upload's bytes are stored as they
+   * arrive (PartialBlobFile), and its blob is then adopted as it is.
+   */
+  async checkFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<CheckedFile> {
+    await this.authorize(principal, instanceId, confirm).catch((error) => {
+      input.resume();
+      throw error;
+    });
+    return this.examine(input);
+  }
+
+  /** A resumable upload's file at `path`: its bytes kept encrypted as they arrive, never plaintext on disk. */
+  partialFile(path: string): PartialBlobFile {
+    return new PartialBlobFile(path, this.blobs.keyring);
+  }
+
+  /**
+   * Keeps a resumable upload's complete file as the tenant's upload blob, as it is (moved, not written again). It may
+   * run again for the same upload (a replica taking over a completion): a file already moved is not looked for.
+   */
+  async adoptPartialFile(tenantId: string, uploadId: string, file: PartialBlobFile): Promise<string> {
+    const key = `tenants/${tenantId}/uploads/tus-${uploadId}.blob`;
+    const here = await file.size().then(() => true, (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return false;
+      throw error;
+    });
+    if (!here && (await this.blobs.exists(key))) return key;
+    await file.complete();
+    await this.blobs.adopt(key, file.path);
+    return key;
+  }
+
+  /**
+   * Checks a stored upload (kept as it came: `adoptPartialFile`) for the restore `queueRestore` will queue; a refused one
+   * is deleted. `watch` sees its bytes as they are read (to notice a read that stalls).
+   */
+  async checkStoredFile(
+    principal: Principal,
+    instanceId: string,
+    key: string,
+    confirm: string,
+    watch: (stored: Readable) => Readable = (stored) => stored,
+  ): Promise<ReceivedFile> {
+    try {
+      await this.authorize(principal, instanceId, confirm);
+      return { key, ...(await this.examine(watch(await this.blobs.read(key)))) };
+    } catch (error) {
+      await this.discard({ key });
+      throw error;
+    }
+  }
+
+  /**
    * Queues the restore of a received file, looking at the request again: a large file takes minutes to arrive (a
    * resumable one, hours), and the instance may have been deleted or become busy meanwhile. A refused file is deleted.
    */
@@ -71,75 +129,72 @@ export class UploadService {
   }
 
   /** Deletes a received file whose restore will not be queued; a failure to delete is not the answer (the refusal is). */
-  discard(received: ReceivedFile): Promise<void> {
+  discard(received: Pick<ReceivedFile, 'key'>): Promise<void> {
     return this.blobs.delete(received.key).catch(() => undefined);
   }
 
   /**
-   * Stores the file encrypted while reading it through once: an archive's header, every frame, counts and digest
-   * (checked on a worker thread as the bytes arrive: the event loop only encrypts and writes); a foreign graph file's
-   * every record (its format and the graph's rules; repeated ids and relationships naming missing nodes are found by the
-   * restore's load). Anything unreadable is INVALID_BACKUP_FILE, and nothing is left behind.
+   * Stores the file encrypted while it is checked (examine). Its blob holds the file itself, out of its tar if it came
+   * in one. A refused file leaves nothing behind.
    */
   private async receive(tenantId: string, input: Readable): Promise<ReceivedFile> {
     const key = `tenants/${tenantId}/uploads/${randomUUID()}.blob`;
-    let archive: Readable | null = null;
-    let checker: Checker | null = null;
-    const toStore = new PassThrough({ highWaterMark: 4 * 1024 * 1024 });
-    let stored: Promise<{ storedBytes: number; plainBytes: number }> | null = null;
     try {
-      const unwrapped = await this.unwrap(input);
-      archive = unwrapped.stream;
-      const { sink, content } = (checker = startCheck(unwrapped.format));
-      archive.on('error', (error) => {
-        toStore.destroy(error);
-        sink.destroy(error);
-      });
-      // A verdict of damage stops the upload at once.
-      sink.on('error', (error) => archive?.destroy(error));
-      archive.pipe(toStore);
-      archive.pipe(sink);
-      const writing = this.blobs.write(key, toStore);
-      stored = writing; // for the clean-up below
-      // A write that fails (a full disk) stops the upload at once, rather than after the whole body was read and checked;
-      // its error, the first, is the one answered.
-      writing.catch((error: unknown) => archive?.destroy(error as Error));
-      const finish = async () => {
-        const [checked, written] = await Promise.all([content, writing]);
-        return { checked, plainBytes: written.plainBytes };
-      };
-      // An archive only streams through this thread (its check is on a worker): bulk bytes (see HeapGrowth).
-      const { checked, plainBytes } = await (unwrapped.format === null ? heapGrowth.whileStreamingBulk(finish) : finish());
-      this.metrics.bytesUploaded.inc(plainBytes);
-      // What follows the file in the input (entries of a tar after its archive) is not needed: let it run out.
-      input.resume();
-      return { key, sizeBytes: plainBytes, content: checked };
+      const { sizeBytes, content } = await this.examine(input, (file) => this.blobs.write(key, file));
+      return { key, sizeBytes, content, inTar: false };
     } catch (error) {
-      input.destroy();
-      archive?.destroy();
-      checker?.sink.destroy();
-      // End the blob write too (a premature close fails it), and let it remove its temp file before the key is
-      // deleted: otherwise a write still running would leave its temp file, or rename a whole blob into place after.
-      toStore.destroy();
-      await stored?.catch(() => undefined);
       await this.blobs.delete(key).catch(() => undefined);
-      throw this.describe(error);
+      throw error;
     }
   }
 
   /**
-   * The file inside the upload and its format (null: a Snapgraph archive, or something the archive reader will name):
-   * the upload itself, or the one archive or graph file inside a tar.
+   * Reads the file through once: checked (startCheck: an archive's header, every frame, counts and digest on a worker
+   * thread as the bytes arrive, so the event loop only moves them; a foreign graph file's every record, against its
+   * format and the graph's rules, while repeated ids and relationships naming missing nodes are found by the restore's
+   * load) and, with `store`, stored meanwhile. Anything unreadable is INVALID_BACKUP_FILE; a store that fails stops the
+   * reading at once, and its error (the first) is the one thrown.
    */
-  private async unwrap(input: Readable): Promise<{ stream: Readable; format: GraphFileFormat | null }> {
-    const { head, stream } = await peek(input, SNIFF_LENGTH);
-    if (head.length === 0) throw new AppError('INVALID_BACKUP_FILE', 'the file is empty: it is neither a Snapgraph archive nor a graph file');
-    const type = sniffFileType(head);
-    if (type === 'snapgraph-archive') return { stream, format: null };
-    const format = detectGraphFileFormat(head);
-    if (format || type !== 'tar') return { stream, format: format ?? null };
-    const inner = await peek(await extractArchiveFromTar(stream, (entryHead) => detectGraphFileFormat(entryHead) !== undefined), SNIFF_LENGTH);
-    return { stream: inner.stream, format: sniffFileType(inner.head) === 'snapgraph-archive' ? null : detectGraphFileFormat(inner.head) ?? null };
+  private async examine(input: Readable, store?: (file: Readable) => Promise<unknown>): Promise<CheckedFile> {
+    let file: Readable | null = null;
+    let checker: Checker | null = null;
+    const toStore = store ? new PassThrough({ highWaterMark: 4 * 1024 * 1024 }) : null;
+    let storing: Promise<unknown> | null = null;
+    try {
+      const unwrapped = await unwrapUploadedFile(input);
+      file = unwrapped.stream;
+      const { sink, content } = (checker = startCheck(unwrapped.format));
+      let sizeBytes = 0;
+      file.on('data', (chunk: Buffer) => (sizeBytes += chunk.length));
+      file.on('error', (error) => {
+        toStore?.destroy(error);
+        sink.destroy(error);
+      });
+      // A verdict of damage stops the upload at once.
+      sink.on('error', (error) => file?.destroy(error));
+      file.pipe(sink);
+      if (store && toStore) {
+        file.pipe(toStore);
+        storing = store(toStore);
+        storing.catch((error: unknown) => file?.destroy(error as Error));
+      }
+      const finish = () => Promise.all([content, storing]);
+      // An archive only streams through this thread (its check is on a worker): bulk bytes (see HeapGrowth).
+      const [checked] = await (unwrapped.format === null ? heapGrowth.whileStreamingBulk(finish) : finish());
+      this.metrics.bytesUploaded.inc(sizeBytes);
+      // What follows the file in the input (entries of a tar after its archive) is not needed: let it run out.
+      input.resume();
+      return { sizeBytes, content: checked, inTar: unwrapped.inTar };
+    } catch (error) {
+      input.destroy();
+      file?.destroy();
+      checker?.sink.destroy();
+      // End the store too (a premature close fails it), and let it clean up before the caller removes what it kept:
+      // otherwise a blob write still running would leave its temp file, or rename a whole blob into place after.
+      toStore?.destroy();
+      await storing?.catch(() => undefined);
+      throw this.describe(error);
+    }
   }
 
   private describe(error: unknown): unknown {

@@ -1,4 +1,6 @@
 // The strategy interface every blob backend implements, and the key rules they all enforce.
+import { createReadStream } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 
 import { ByteRange } from './byte-range';
@@ -17,6 +19,11 @@ export interface BlobStore {
    * @throws BlobNotFoundError when there is no such blob; RangeError for an invalid range.
    */
   read(key: string, range?: ByteRange): Promise<Readable>;
+  /**
+   * Moves the whole local file at `path` in as `key`, atomically and durably, when the store can without copying it
+   * (a rename on the same file system); otherwise copies it (moveByCopy). The file is gone once this resolves.
+   */
+  adopt?(key: string, path: string): Promise<{ sizeBytes: number }>;
   /** Stored size in bytes, or null when there is no such blob. */
   size(key: string): Promise<number | null>;
   /** Idempotent: deleting a missing blob succeeds. */
@@ -61,4 +68,11 @@ export function assertValidBlobKey(key: string): void {
       `Invalid blob key ${shown}: expected '/'-separated names of letters, digits, '.', '_' and '-'`,
     );
   }
+}
+
+/** Adopts a local file by writing a copy of it as `key`, then removing it: for stores that cannot move files in. */
+export async function moveByCopy(store: BlobStore, key: string, path: string): Promise<{ sizeBytes: number }> {
+  const written = await store.write(key, createReadStream(path, { highWaterMark: 1024 * 1024 }));
+  await rm(path, { force: true });
+  return written;
 }

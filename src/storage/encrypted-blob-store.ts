@@ -11,7 +11,7 @@ import {
   plaintextSize,
 } from '../crypto/envelope-layout';
 import { Keyring } from '../crypto/keyring';
-import { BlobStore } from './blob-store';
+import { BlobStore, moveByCopy } from './blob-store';
 import { assertValidByteRange, ByteRange } from './byte-range';
 import { BlobNotFoundError } from './errors';
 
@@ -47,6 +47,15 @@ export class EncryptedBlobStore {
       encrypt.destroy();
       throw error;
     }
+  }
+
+  /**
+   * Takes a whole blob already encrypted in this format (a PartialBlobFile after complete()) as `key`, moving the file
+   * where the inner store can: a finished resumable upload is not written again.
+   */
+  async adopt(key: string, path: string): Promise<{ storedBytes: number }> {
+    const { sizeBytes } = await (this.inner.adopt ? this.inner.adopt(key, path) : moveByCopy(this.inner, key, path));
+    return { storedBytes: sizeBytes };
   }
 
   /**

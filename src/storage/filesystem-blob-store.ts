@@ -6,7 +6,7 @@ import { dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
-import { assertValidBlobKey, BlobStore, TEMP_FILE_MARKER } from './blob-store';
+import { assertValidBlobKey, BlobStore, moveByCopy, TEMP_FILE_MARKER } from './blob-store';
 import { assertValidByteRange, ByteRange } from './byte-range';
 import { fsyncCreatedDirectories, fsyncDirectory } from './durable-fs';
 import { BlobNotFoundError } from './errors';
@@ -56,6 +56,21 @@ export class FilesystemBlobStore implements BlobStore {
     } finally {
       this.#inFlight.delete(temp);
     }
+  }
+
+  /** A rename into place (the file must be synced already); a copy when it is on another file system. */
+  async adopt(key: string, path: string): Promise<{ sizeBytes: number }> {
+    const target = this.#pathOf(key);
+    const dir = dirname(target);
+    await fsyncCreatedDirectories(dir, await mkdir(dir, { recursive: true }));
+    try {
+      await rename(path, target);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EXDEV') return moveByCopy(this, key, path);
+      throw error;
+    }
+    await fsyncDirectory(dir);
+    return { sizeBytes: (await stat(target)).size };
   }
 
   async read(key: string, range: ByteRange = {}): Promise<Readable> {

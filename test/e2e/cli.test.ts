@@ -24,6 +24,8 @@ import {
   type TestServer,
 } from '../support';
 import { formatBytes } from '../../src/cli/progress-bar';
+import { Keyring, loadMasterKey } from '../../src/crypto';
+import { PartialBlobFile } from '../../src/storage/partial-blob-file';
 
 const MAX_UPLOAD_BYTES = 16 * 1024;
 
@@ -308,7 +310,7 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.match(run.stderr, /^restore: SUCCEEDED/m);
       assert.match(run.stdout, /restore SUCCEEDED/);
       assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
-      assert.deepEqual(uploadsLeft(), [], 'the plain upload is deleted once stored encrypted');
+      assert.deepEqual(uploadsLeft(), [], 'the finished upload is moved into the blob store');
       // Every byte came to this server: it was checked as it arrived, not read back from the partial file at the end.
       assert.equal(checkedAs(server, run.stderr), 'as received');
     });
@@ -325,9 +327,15 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       const interrupted = await snapgraph(server, args, { env: { SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(stopAt) } });
       assert.equal(interrupted.code, 130, output(interrupted));
       assert.match(interrupted.stderr, /interrupted; run the same command again to resume the upload/);
-      const partial = uploadsLeft().filter((name) => !name.endsWith('.json'));
+      const partial = uploadsLeft().filter((name) => !name.includes('.'));
       assert.equal(partial.length, 1, `one partial upload expected, found ${uploadsLeft().join(', ')}`);
-      assert.equal(readFileSync(join(uploadDir, partial[0])).length, stopAt, 'the server keeps what it received');
+      const { key } = await loadMasterKey({ dataDir: server.dataDir });
+      const kept = new PartialBlobFile(join(uploadDir, partial[0]), new Keyring(key));
+      assert.equal(await kept.size(), stopAt, 'the server keeps what it received');
+      const sent = archive.subarray(0, Math.min(stopAt, 4096));
+      for (const name of uploadsLeft()) {
+        assert.equal(readFileSync(join(uploadDir, name)).includes(sent.subarray(sent.length - 64)), false, `${name} holds the upload's bytes in plaintext`);
+      }
 
       const resumed = await snapgraph(server, args);
       assert.equal(resumed.code, 0, output(resumed));

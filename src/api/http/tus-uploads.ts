@@ -4,24 +4,25 @@
 // Every request needs `Authorization: Bearer <key>` of an ADMIN key. Creation metadata names the restore
 // (`instanceId`, `confirm` = RESTORE, `filename`), which is checked before anything is stored. An upload belongs to
 // the tenant that created it: other tenants get 404. Its bytes are checked and stored encrypted (UploadService's
-// receiveFile) as they arrive when every one of them arrives on this replica (upload-receivers.ts); otherwise the
-// partial file is read back through the same check when the last byte is in. Then the restore is queued (queueRestore,
-// which looks at the instance again), the partial file deleted, and the response carries the operation id in the
+// checkFile) as they arrive when every one of them arrives on this replica (upload-receivers.ts); otherwise the file is
+// read back through the same check when the last byte is in. Then the restore is queued (queueRestore, which looks at
+// the instance again), and the response carries the operation id in the
 // `Snapgraph-Operation-Id` header, whether that is a PATCH or the creating POST itself (creation-with-upload).
 // X-HTTP-Method-Override is honoured on POST. Every refusal, tus's own protocol answers included, carries a
 // GraphQL-style JSON body ({"errors":[{"message","extensions":{"code"}}]}) with a matching status.
 //
-// Partial uploads are plain archive bytes, so they live OUTSIDE the data dir: SNAPGRAPH_UPLOAD_DIR, by default
-// <os tmpdir>/snapgraph-uploads-<hash of the data dir>, a 0700 directory. Uploads left unfinished for 24 h expire.
-// Replicas that share the data dir share that directory too (on one host the default is the same for all of them), and
-// which uploads are complete (upload-completions.ts): an upload started on one replica resumes on any other.
+// An upload's bytes are kept encrypted as they arrive (PartialBlobFile, under the master key), in SNAPGRAPH_UPLOAD_DIR,
+// by default <data dir>/uploads: the complete file is then moved into the blob store as it is (a rename when both are
+// on one file system), never copied or kept in plaintext. Uploads left unfinished for 24 h expire. Replicas that share
+// the data dir share that directory too, and which uploads are complete (upload-completions.ts): an upload started on
+// one replica resumes on any other.
 import { createHash } from 'node:crypto';
 import { rmdirSync } from 'node:fs';
-import { chmod, lstat, mkdir } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { pipeline, type Readable, Transform } from 'node:stream';
 import { tmpdir } from 'node:os';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { FileStore } from '@tus/file-store' with { 'resolution-mode': 'import' };
 import type { Server, Upload } from '@tus/server' with { 'resolution-mode': 'import' };
 import type { Request, RequestHandler, Response } from 'express';
@@ -33,7 +34,8 @@ import { asStorageFull } from '../../errors/storage-full';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
 import type { Services } from '../../services/services';
-import type { ReceivedFile } from '../../services/upload.service';
+import type { CheckedFile } from '../../services/upload.service';
+import type { PartialBlobFile } from '../../storage/partial-blob-file';
 import { type ErrorExposure, formatError } from '../format-error';
 import { errorBody, JSON_CONTENT_TYPE } from './error-body';
 import { type Completion, UploadCompletions } from './upload-completions';
@@ -65,51 +67,92 @@ interface TusRefusal {
   body: string;
 }
 
-/** Where partial uploads are kept: SNAPGRAPH_UPLOAD_DIR, or a per-data-dir folder in the OS temp dir. */
+/** Where partial uploads are kept: SNAPGRAPH_UPLOAD_DIR, or <data dir>/uploads. */
 export function uploadDirectory(config: Pick<AppConfig, 'dataDir' | 'uploadDir'>): string {
-  const dir =
-    config.uploadDir ??
-    join(tmpdir(), `snapgraph-uploads-${createHash('sha256').update(config.dataDir).digest('hex').slice(0, 16)}`);
-  const inside = relative(config.dataDir, dir);
-  if (inside === '' || (!inside.startsWith('..') && !isAbsolute(inside))) {
-    throw new ConfigError([
-      `SNAPGRAPH_UPLOAD_DIR: ${dir} is inside SNAPGRAPH_DATA_DIR; partial uploads are unencrypted and must be kept elsewhere`,
-    ]);
-  }
-  return dir;
+  return config.uploadDir ?? join(config.dataDir, 'uploads');
+}
+
+/**
+ * Where earlier versions kept partial uploads by default, in plaintext: <os tmpdir>/snapgraph-uploads-<hash of the data
+ * dir>. Removed at boot (their clients start those uploads again).
+ */
+function legacyUploadDirectory(dataDir: string): string {
+  return join(tmpdir(), `snapgraph-uploads-${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}`);
 }
 
 /** The express handler to mount at UPLOADS_PATH. Starts the hourly sweep of expired partial uploads. */
 export async function createTusUploads({ config, logger, services }: Pick<App, 'config' | 'logger' | 'services'>): Promise<RequestHandler> {
   const directory = uploadDirectory(config);
   await preparePrivateDirectory(directory);
+  await removeLegacyUploads(config, logger);
   // Both packages are ESM-only.
-  const { Server: TusServer } = await import('@tus/server');
+  const { Server: TusServer, ERRORS: tusErrors, Upload: TusUpload } = await import('@tus/server');
   const { FileStore } = await import('@tus/file-store');
-  const receivers = new UploadReceivers<ReceivedFile>({
-    discard: (received) => services.uploads.discard(received),
-    // Once the last byte is in, what is left of the check is bounded (what is in flight to it, and the blob's fsync).
+  // A check keeps nothing: the bytes are kept by the upload's file.
+  const receivers = new UploadReceivers<CheckedFile>({
+    // Once the last byte is in, what is left of the check is bounded (what is in flight to it).
     finishTimeoutMs: config.idleTimeoutMs,
   });
-  /** The partial file, and each write's bytes also to the upload's receiver (upload-receivers.ts). */
-  class ReceivingFileStore extends FileStore {
-    override async write(body: Readable, id: string, offset: number): Promise<number> {
-      const receiving = receivers.receive(id, offset, body);
-      const end = await super.write(receiving.body, id, offset).catch((error: unknown) => {
-        receiving.settle(null);
-        throw error;
-      });
-      receiving.settle(end);
-      return end;
+  /**
+   * tus's FileStore (its metadata files, expiry and offsets), with each upload's bytes kept in a PartialBlobFile,
+   * encrypted as they arrive, and also handed to the upload's receiver (upload-receivers.ts).
+   */
+  class EncryptedFileStore extends FileStore {
+    /** Finished uploads of this process whose file is in the blob store now, until their record goes. */
+    readonly kept = new Set<string>();
+
+    fileOf(id: string): PartialBlobFile {
+      if (uploadIdOf(id) !== id) throw tusErrors.FILE_NOT_FOUND;
+      return services.uploads.partialFile(join(directory, id));
     }
 
-    /** A terminated or expired upload: its receiver goes with it. */
+    override async create(upload: Upload): Promise<Upload> {
+      const file = this.fileOf(upload.id);
+      await file.create();
+      await this.configstore.set(upload.id, upload);
+      upload.storage = { type: 'file', path: file.path };
+      return upload;
+    }
+
+    override async write(body: Readable, id: string, offset: number): Promise<number> {
+      const receiving = receivers.receive(id, offset, body);
+      const written = await this.fileOf(id)
+        .append(offset, receiving.body)
+        .catch((error: unknown) => {
+          receiving.settle(null);
+          throw error;
+        });
+      receiving.settle(written.size);
+      // What came is kept; the client resumes from there (a HEAD tells it where).
+      if (written.interrupted) throw tusErrors.FILE_WRITE_ERROR;
+      return written.size;
+    }
+
+    override async getUpload(id: string): Promise<Upload> {
+      const record = await this.configstore.get(id);
+      if (!record) throw tusErrors.FILE_NOT_FOUND;
+      const file = this.fileOf(id);
+      const offset = await file.size().catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT' && this.kept.has(id) && record.size !== undefined) return record.size;
+        throw error.code === 'ENOENT' ? tusErrors.FILE_NO_LONGER_EXISTS : error;
+      });
+      return new TusUpload({ ...record, offset, storage: { type: 'file', path: file.path } });
+    }
+
+    /** A terminated, expired or finished upload: its file (if not moved into the blob store) and its receiver go. */
     override async remove(id: string): Promise<void> {
       receivers.abandon(id);
-      return super.remove(id);
+      await this.fileOf(id).remove();
+      await this.configstore.delete(id).catch(() => undefined);
+      this.kept.delete(id);
+    }
+
+    /** An upload is never served back (tus GET): its file is encrypted, and it is moved away once complete. */
+    override read(): never {
+      throw tusErrors.FILE_NOT_FOUND;
     }
   }
-  const datastore = new ReceivingFileStore({ directory, expirationPeriodInMilliseconds: UPLOAD_EXPIRY_MS });
+  const datastore = new EncryptedFileStore({ directory, expirationPeriodInMilliseconds: UPLOAD_EXPIRY_MS });
   // Keyed by the node request, which @tus/server exposes to its hooks as req.runtime.node.req.
   const principals = new WeakMap<object, Principal>();
   // Work to do once a request's response is sent, keyed like principals: @tus/server still reads a finished upload's
@@ -155,26 +198,30 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         throw refusal(error, { debugErrors: config.debugErrors });
       }
       logger.info({ uploadId: upload.id, instanceId, filename, sizeBytes: upload.size }, 'restore upload created');
-      receivers.expect(upload.id, (input) => services.uploads.receiveFile(principal, instanceId, input, confirm ?? ''));
+      receivers.expect(upload.id, (input) => services.uploads.checkFile(principal, instanceId, input, confirm ?? ''));
       return { metadata: { instanceId, confirm: confirm ?? '', filename: filename ?? null, tenantId: principal.tenantId } };
     },
 
-    /** The last byte arrived: verify and store the file, queue the restore, delete the plain copy. */
+    /** The last byte arrived: check the file (unless it was checked as it came), keep it, queue the restore. */
     onUploadFinish: async (req, upload) => {
       const principal = principalOf(req);
       const nodeReq = req.runtime?.node?.req;
-      const removePlainCopy = () => datastore.remove(upload.id).catch(() => undefined);
+      const instanceId = upload.metadata?.instanceId ?? '';
+      const confirm = upload.metadata?.confirm ?? '';
+      const forget = () => datastore.remove(upload.id).catch(() => undefined);
       // Received as it came: only ending the check is left, and queueing the restore (looked at again, for this
       // request's key). Else the file is read back and checked now.
       let checked: 'as received' | 'read back' = 'as received';
       const restore = async () => {
         const received = await receivers.finish(upload.id, upload.size ?? upload.offset);
-        if (received !== null) {
-          const { instanceId, confirm } = upload.metadata ?? {};
-          return (await services.uploads.queueRestore(principal, instanceId ?? '', confirm ?? '', received)).id;
-        }
+        const key = await services.uploads.adoptPartialFile(principal.tenantId, upload.id, datastore.fileOf(upload.id));
+        datastore.kept.add(upload.id);
+        if (received !== null) return (await services.uploads.queueRestore(principal, instanceId, confirm, { key, ...received })).id;
         checked = 'read back';
-        return restoreFromUpload(services, datastore, principal, upload, config.idleTimeoutMs);
+        const stored = await checkWithoutStalling(config.idleTimeoutMs, (watch) =>
+          services.uploads.checkStoredFile(principal, instanceId, key, confirm, watch),
+        );
+        return (await services.uploads.queueRestore(principal, instanceId, confirm, stored)).id;
       };
       const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload.id, principal.tenantId, upload.size ?? upload.offset, restore));
       // Finished without this replica's receiver (another replica verifies it, or already has): it goes.
@@ -182,12 +229,12 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       const operationId = await verified.catch(async (error) => {
         if (isAppError(error)) logger.info({ uploadId: upload.id, code: error.code }, 'restore upload refused');
         else logger.error({ err: error, uploadId: upload.id }, 'restore upload failed');
-        await removePlainCopy();
+        await forget();
         throw refusal(error, { debugErrors: config.debugErrors });
       });
-      // Verified and stored encrypted: the plain copy goes once the answer is sent.
-      if (nodeReq) afterResponse.set(nodeReq, [...(afterResponse.get(nodeReq) ?? []), removePlainCopy]);
-      else await removePlainCopy();
+      // Kept in the blob store: its record goes once the answer is sent (@tus/server reads it while it answers).
+      if (nodeReq) afterResponse.set(nodeReq, [...(afterResponse.get(nodeReq) ?? []), forget]);
+      else await forget();
       logger.info({ uploadId: upload.id, operationId, sizeBytes: upload.size, checked }, 'restore upload received');
       return { headers: { [OPERATION_ID_HEADER]: operationId } };
     },
@@ -326,44 +373,39 @@ async function withoutIdleTimeout<T>(socket: Socket | undefined, work: () => Pro
 }
 
 /**
- * Verifies and stores the file, and queues its restore. The client's idle timeout is paused meanwhile, so this one
- * bounds the work instead: reading the file from local disk, storing and recording it must make progress at least
- * every `stallTimeoutMs`, else the upload fails (and its file descriptor is closed) rather than waiting forever.
+ * Runs a check of a stored file that reads it through `watch`. The client's idle timeout is paused meanwhile, so this
+ * one bounds the work instead: reading the file must make progress at least every `stallTimeoutMs`, else the check
+ * fails (and the read ends) rather than waiting forever.
  */
-async function restoreFromUpload(
-  services: Services,
-  datastore: FileStore,
-  principal: Principal,
-  upload: Upload,
-  stallTimeoutMs: number,
-): Promise<string> {
-  const { instanceId, confirm } = upload.metadata ?? {};
+async function checkWithoutStalling<T>(stallTimeoutMs: number, check: (watch: (stored: Readable) => Readable) => Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   let onStall: (error: Error) => void = () => undefined;
   const stalled = new Promise<never>((_, reject) => (onStall = reject));
-  const arm = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => {
-      const error = new Error(`verifying the upload made no progress for ${stallTimeoutMs} ms`);
-      file.destroy(error);
-      onStall(error);
-    }, stallTimeoutMs);
-  };
-  const file = new Transform({
+  const watched = new Transform({
     transform(chunk, _encoding, done) {
       arm();
       done(null, chunk);
     },
   });
-  // pipeline closes the file (its descriptor) whichever side ends first.
-  pipeline(datastore.read(upload.id), file, () => undefined);
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      const error = new Error(`checking the upload made no progress for ${stallTimeoutMs} ms`);
+      watched.destroy(error);
+      onStall(error);
+    }, stallTimeoutMs);
+  };
+  const watch = (stored: Readable) => {
+    // pipeline ends the read (its file descriptor, its S3 request) whichever side ends first.
+    pipeline(stored, watched, () => undefined);
+    return watched;
+  };
   arm();
   try {
-    const operation = await Promise.race([services.uploads.restoreFromFile(principal, instanceId ?? '', file, confirm ?? ''), stalled]);
-    return operation.id;
+    return await Promise.race([check(watch), stalled]);
   } finally {
     clearTimeout(timer);
-    file.destroy();
+    watched.destroy();
   }
 }
 
@@ -390,19 +432,39 @@ async function answerCompleted(req: Request, res: Response, completed: Completio
 
 /**
  * At boot nothing of this process is in flight: complete uploads whose restore never started (the server stopped) go,
- * unless another replica is verifying them now, then expired ones.
+ * unless another replica is verifying them now, then the records of uploads whose file is gone (moved into the blob
+ * store just before the server stopped), then expired ones.
  */
 async function sweepAtBoot(tus: Server, datastore: FileStore, completions: UploadCompletions, logger: Logger): Promise<void> {
   let removed = 0;
-  for (const id of (await datastore.configstore.list?.()) ?? []) {
+  const ids = new Set(((await datastore.configstore.list?.()) ?? []) as string[]);
+  for (const id of ids) {
     const upload = await datastore.getUpload(id).catch(() => null);
     if (upload && upload.size !== undefined && upload.offset === upload.size && !(await completions.inProgress(id))) {
       await datastore.remove(id).catch(() => undefined);
       removed += 1;
     }
   }
+  for (const name of await readdir(datastore.directory)) {
+    const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : null;
+    if (id && !ids.has(id) && !(await completions.inProgress(id))) {
+      await datastore.remove(id).catch(() => undefined);
+      removed += 1;
+    }
+  }
   removed += await tus.cleanUpExpiredUploads();
   if (removed > 0) logger.info({ removed }, 'removed stale partial uploads');
+}
+
+/** Partial uploads an earlier version kept in plaintext in the OS temp dir go, files and folder. */
+async function removeLegacyUploads(config: Pick<AppConfig, 'dataDir' | 'uploadDir'>, logger: Logger): Promise<void> {
+  if (config.uploadDir !== undefined) return;
+  const legacy = legacyUploadDirectory(config.dataDir);
+  const stats = await lstat(legacy).catch(() => null);
+  if (!stats?.isDirectory() || (process.getuid && stats.uid !== process.getuid())) return;
+  const names = await readdir(legacy);
+  await rm(legacy, { recursive: true, force: true });
+  logger.warn({ dir: legacy, files: names.length }, 'removed partial uploads an earlier version kept unencrypted; their clients start them again');
 }
 
 async function preparePrivateDirectory(dir: string): Promise<void> {

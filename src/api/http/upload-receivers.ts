@@ -1,28 +1,28 @@
-// A tus upload's bytes go through UploadService's check and encrypted store as they arrive, PATCH after PATCH, on the
-// replica that receives them, beside the plain partial file that tus keeps for resuming. When the last byte arrives
-// the check is nearly done: finishing ends a stream instead of reading the whole file back and checking it then,
-// which took as long again as the transfer. The restore is queued only then, by the caller, with what finish() gives.
+// A tus upload's bytes go through UploadService's check as they arrive, PATCH after PATCH, on the replica that
+// receives them, while the upload's file keeps them (encrypted: PartialBlobFile). When the last byte arrives the check
+// is nearly done: finishing ends a stream instead of reading the whole file back and checking it then, which took as
+// long again as the transfer. The restore is queued only then, by the caller, with what finish() gives.
 //
-// The plain file stays the source of truth. A receiver that misses any byte is dropped (its check stops, what it
-// stored is discarded), and the finished upload is read back from its file as before: the client resumed on another
-// replica or after a restart, a PATCH failed midway, the upload paused longer than RECEIVER_IDLE_MS or was deleted,
-// the check stopped early (a refusal is then given by the read-back check, against the state of things when the
-// upload finished, not when it started), or MAX_RECEIVERS uploads were being received already.
+// The upload's file stays the source of truth. A receiver that misses any byte is dropped (its check stops, and what
+// it kept, if anything, is discarded), and the finished upload is read back from its file instead: the client resumed
+// on another replica or after a restart, a PATCH failed midway, the upload paused longer than RECEIVER_IDLE_MS or was
+// deleted, the check stopped early (a refusal is then given by the read-back check, against the state of things when
+// the upload finished, not when it started), or MAX_RECEIVERS uploads were being received already.
 import { PassThrough, pipeline, type Readable, Transform } from 'node:stream';
 
 /** A receiver that gets no byte for this long is dropped. */
 export const RECEIVER_IDLE_MS = 5 * 60_000;
 /**
- * Uploads received at once, at most (each holds a worker thread for its check and a blob being written, for as long
- * as the upload lasts); more are read back when they are complete.
+ * Uploads received at once, at most (each holds a worker thread for its check for as long as the upload lasts); more
+ * are read back when they are complete.
  */
 export const MAX_RECEIVERS = 8;
 /** Bytes a receiver holds for its check before the upload waits for it (a PassThrough holds this on each side). */
 const FEED_SIDE_BYTES = 2 * 1024 * 1024;
 
 export interface ReceiverOptions<T> {
-  /** Discards what a check stored when its receiver is dropped after the check ended. */
-  discard(received: T): Promise<void>;
+  /** Discards what a check kept (if it keeps anything) when its receiver is dropped after the check ended. */
+  discard?(received: T): Promise<void>;
   idleMs?: number;
   /** How long finish() waits for the check to end once the last byte is in, before reading the file back instead. */
   finishTimeoutMs: number;
@@ -91,7 +91,8 @@ export class UploadReceivers<T> {
     const expected = this.expected.get(id);
     if (!expected || offset !== 0 || this.receivers.size >= MAX_RECEIVERS) return null;
     this.forget(id);
-    const started: Receiver<T> = new Receiver(expected.start, this.options.discard, this.idleMs, () => {
+    const discard = (received: T) => this.options.discard?.(received) ?? Promise.resolve();
+    const started: Receiver<T> = new Receiver(expected.start, discard, this.idleMs, () => {
       if (this.receivers.get(id) === started) this.receivers.delete(id);
     });
     this.receivers.set(id, started);
