@@ -1,6 +1,6 @@
 // Restores: a snapshot over an instance, a snapshot into a new instance, or an uploaded archive over an instance.
 // One pipeline serves all three: READ_ONLY → PRE_RESTORE snapshot → shadow store → verify → UNAVAILABLE → swap → AVAILABLE.
-import type { Readable } from 'node:stream';
+import { finished, type Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
 import { type ArchiveHeader, type ArchiveReader, isArchiveError, openArchive } from '../archive';
 import { RECORD_RULES_EDITION } from '../archive/record-validation';
@@ -501,7 +501,11 @@ export class RestoreOperationHandler implements OperationHandler {
     const stored = await this.blobs.read(params.uploadKey).catch((error: unknown) => {
       throw error instanceof BlobNotFoundError ? gone() : error;
     });
-    return params.inTar ? (await unwrapUploadedFile(stored)).stream : stored;
+    if (!params.inTar) return stored;
+    const { stream } = await unwrapUploadedFile(stored);
+    // The tar reader stops after the file's entry: what it read from goes with it (a descriptor, an S3 request).
+    finished(stream, () => stored.destroy());
+    return stream;
   }
 
   private async sourceSnapshot(operation: OperationEntity): Promise<SnapshotEntity> {

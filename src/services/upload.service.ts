@@ -53,7 +53,7 @@ export class UploadService {
   }
 
   /** Checks and stores the file, once the request is allowed; queueRestore then queues its restore. */
-  async receiveFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<ReceivedFile> {
+  private async receiveFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<ReceivedFile> {
     await this.authorize(principal, instanceId, confirm).catch((error) => {
       input.resume(); // discard the body so the connection can finish
       throw error;
@@ -78,40 +78,11 @@ export class UploadService {
     return new PartialBlobFile(path, this.blobs.keyring);
   }
 
-  /**
-   * Keeps a resumable upload's complete file as the tenant's upload blob, as it is (moved, not written again). It may
-   * run again for the same upload (a replica taking over a completion): a file already moved is not looked for.
-   */
+  /** Keeps a resumable upload's completed file as the tenant's upload blob, as it is (moved, not written again). */
   async adoptPartialFile(tenantId: string, uploadId: string, file: PartialBlobFile): Promise<string> {
     const key = `tenants/${tenantId}/uploads/tus-${uploadId}.blob`;
-    const here = await file.size().then(() => true, (error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') return false;
-      throw error;
-    });
-    if (!here && (await this.blobs.exists(key))) return key;
-    await file.complete();
     await this.blobs.adopt(key, file.path);
     return key;
-  }
-
-  /**
-   * Checks a stored upload (kept as it came: `adoptPartialFile`) for the restore `queueRestore` will queue; a refused one
-   * is deleted. `watch` sees its bytes as they are read (to notice a read that stalls).
-   */
-  async checkStoredFile(
-    principal: Principal,
-    instanceId: string,
-    key: string,
-    confirm: string,
-    watch: (stored: Readable) => Readable = (stored) => stored,
-  ): Promise<ReceivedFile> {
-    try {
-      await this.authorize(principal, instanceId, confirm);
-      return { key, ...(await this.examine(watch(await this.blobs.read(key)))) };
-    } catch (error) {
-      await this.discard({ key });
-      throw error;
-    }
   }
 
   /**

@@ -13,16 +13,17 @@
 // last whole chunk, and a write starts by cutting what follows it, so the size told is always what is there, and a
 // client resends the rest. The chunks are synced before the tail that follows them is renamed into place.
 import { type KeyObject } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { type FileHandle, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import type { Readable } from 'node:stream';
+import { pipeline as pipe, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import {
   chunkOffset,
   ChunkSealer,
   CHUNK_TAG_BYTES,
+  createDecryptStream,
   DEFAULT_CHUNK_SIZE,
   ENVELOPE_HEADER_BYTES,
   newDataKey,
@@ -65,11 +66,6 @@ export class PartialBlobFile {
     readonly path: string,
     private readonly keyring: Keyring,
   ) {}
-
-  /** The file names a partial blob at `path` uses (to tell them from other files in its folder). */
-  static isOwnFile(name: string): boolean {
-    return name.endsWith(TAIL_SUFFIX) || name.endsWith(`${TAIL_SUFFIX}.tmp`);
-  }
 
   /** An empty blob: its header (a new data key under the keyring's current key). Fails if `path` exists. */
   async create(chunkSize = DEFAULT_CHUNK_SIZE): Promise<void> {
@@ -124,12 +120,17 @@ export class PartialBlobFile {
     const { layout, rest, dataKey } = await this.#openForWriting();
     const file = await open(this.path, 'r+');
     try {
-      await file.write(Buffer.concat(sealChunk(dataKey, layout.wholeChunks, rest, true)), 0, undefined, chunkOffset(layout.wholeChunks, layout.chunkSize));
+      await writeFully(file, Buffer.concat(sealChunk(dataKey, layout.wholeChunks, rest, true)), chunkOffset(layout.wholeChunks, layout.chunkSize));
       await file.sync();
     } finally {
       await file.close();
     }
     return sizeOf(layout);
+  }
+
+  /** The plaintext of a completed blob; a damaged or truncated one fails the stream with a BlobIntegrityError. */
+  read(): Readable {
+    return pipe(createReadStream(this.path, { highWaterMark: WRITE_BUFFER_BYTES }), createDecryptStream(this.keyring), () => undefined);
   }
 
   /** Removes the blob and its tail; idempotent. */
@@ -165,7 +166,8 @@ export class PartialBlobFile {
       if (error.code === 'ENOENT') return null;
       throw error;
     });
-    const follows = tail !== null && tail.length >= INDEX_BYTES && Number(tail.readBigUInt64BE(0)) === wholeChunks;
+    // A tail too short to be one is none (it fails to authenticate when opened, like any other damage).
+    const follows = tail !== null && tail.length >= INDEX_BYTES + SEALED_TAIL_OVERHEAD && Number(tail.readBigUInt64BE(0)) === wholeChunks;
     return { header, chunkSize, wholeChunks, sealedTail: follows ? tail.subarray(INDEX_BYTES) : null };
   }
 
@@ -188,6 +190,10 @@ export class PartialBlobFile {
   toString(): string {
     return `PartialBlobFile(${basename(this.path)})`;
   }
+}
+
+async function writeFully(file: FileHandle, bytes: Buffer, position: number): Promise<void> {
+  for (let done = 0; done < bytes.length; ) done += (await file.write(bytes, done, bytes.length - done, position + done)).bytesWritten;
 }
 
 function sizeOf({ chunkSize, wholeChunks, sealedTail }: Layout): number {

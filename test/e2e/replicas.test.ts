@@ -270,7 +270,7 @@ describeReplicas('three replicas on one PostgreSQL, Redis, S3 bucket and data di
     const operation = await settledOperation(c, operationId);
     assert.equal(operation.status, 'SUCCEEDED', JSON.stringify(operation));
     assert.equal((await statsOf(a, target.id)).nodeCount, 50);
-    // B got only the second half: it read the whole file back from the shared partial upload to check it.
+    // B got only the second half: it read the whole file back from the shared upload directory to check it.
     const received = b.logLines().find((line) => line.msg === 'restore upload received' && line.operationId === operationId);
     assert.equal(received?.checked, 'read back', JSON.stringify(received));
     const operations = expectData(await gql(a, `query ($id: ID!) { operations(instanceId: $id, first: 10) { totalCount } }`, { id: target.id }));

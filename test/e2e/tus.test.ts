@@ -1,8 +1,9 @@
 // The /uploads endpoint as real tus clients meet it (issue 10): creation-with-upload through tus-js-client, protocol
 // versions, method override, one JSON refusal shape, and uploads that end badly leaving nothing behind.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pack as tarPack } from 'tar-stream';
 import * as tus from 'tus-js-client';
@@ -14,7 +15,10 @@ import {
   expectData,
   filesUnder,
   gql,
+  makeTempDir,
+  registerCleanup,
   serverPerSuite,
+  startServer,
   settledOperation,
   takeSnapshot,
   tempBlobs,
@@ -359,5 +363,64 @@ describe('the /uploads endpoint with real tus clients', () => {
     await eventually(() => readdirSync(uploadDir).length === 0, { what: 'the upload dir is empty' });
     assert.deepEqual(tempBlobs(server.dataDir), []);
     await eventually(() => openDescriptors(pid) <= before, { timeoutMs: 5_000, what: `descriptors back to ${before} (now ${openDescriptors(pid)})` });
+  });
+});
+
+describe('partial uploads on disk (the default <data dir>/uploads, and an upgrade)', () => {
+  it('removes the plaintext partial uploads an earlier version kept, and keeps new ones encrypted until they are restored', async function () {
+    this.timeout(60_000);
+    const dataDir = makeTempDir('snapgraph-e2e-upgrade-');
+    // Where earlier versions kept partial uploads, in plaintext, by default.
+    const legacy = join(tmpdir(), `snapgraph-uploads-${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}`);
+    mkdirSync(legacy, { mode: 0o700 });
+    const plaintext = Buffer.from('an old partial upload, kept unencrypted '.repeat(100));
+    writeFileSync(join(legacy, 'c0ffee'), plaintext);
+    writeFileSync(join(legacy, 'c0ffee.json'), JSON.stringify({ id: 'c0ffee', size: 10_000, offset: 0, metadata: {} }));
+    registerCleanup(async () => rmSync(legacy, { recursive: true, force: true }));
+
+    const server = await startServer({ dataDir, env: { SNAPGRAPH_UPLOAD_DIR: undefined } });
+    try {
+      assert.equal(existsSync(legacy), false, 'the plaintext partial uploads are gone');
+      assert.ok(server.logLines().some((line) => line.msg === 'removed partial uploads an earlier version kept unencrypted; their clients start them again'));
+
+      const source = await createInstance(server, { name: 'upgrade source' });
+      await createNodes(server, source.id, Array.from({ length: 1000 }, () => ({ labels: ['Doc'], properties: { text: randomBytes(300).toString('base64') } })));
+      const archive = await archiveOf(server, (await takeSnapshot(server, source.id)).id);
+      assert.ok(archive.length > 3 * 64 * 1024, `the archive spans several chunks (${archive.length} bytes)`);
+      const target = await createInstance(server, { name: 'upgrade target' });
+      const auth = { Authorization: `Bearer ${server.adminKey}`, 'Tus-Resumable': '1.0.0' };
+      const created = await request(`${server.url}/uploads`, {
+        method: 'POST',
+        headers: { ...auth, 'Upload-Length': String(archive.length), 'Upload-Metadata': metadataHeader({ instanceId: target.id, confirm: 'RESTORE' }) },
+      });
+      assert.equal(created.status, 201, created.body);
+      const url = new URL(created.headers.get('location')!, server.url).toString();
+      const patch = (offset: number, body: Buffer) =>
+        request(url, { method: 'PATCH', headers: { ...auth, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' }, body });
+      const part = archive.length - 1000;
+      assert.equal((await patch(0, archive.subarray(0, part))).status, 204);
+
+      // Whole chunks and the tail are on disk, in <data dir>/uploads, and no window of the file is readable there.
+      const uploads = join(dataDir, 'uploads');
+      const names = readdirSync(uploads);
+      assert.equal(names.length, 3, names.join(', '));
+      const head = await request(url, { method: 'HEAD', headers: auth });
+      assert.equal(head.headers.get('upload-offset'), String(part));
+      for (const name of names) {
+        const stored = readFileSync(join(uploads, name));
+        for (let at = 0; at + 48 <= part; at += 4096) {
+          assert.equal(stored.includes(archive.subarray(at, at + 48)), false, `${name} holds the upload's bytes ${at}..${at + 48} in plaintext`);
+        }
+      }
+
+      const finished = await patch(part, archive.subarray(part));
+      assert.equal(finished.status, 204, finished.body);
+      assert.equal((await settledOperation(server, finished.headers.get('snapgraph-operation-id')!)).status, 'SUCCEEDED');
+      await eventually(() => readdirSync(uploads).length === 0, { what: 'the upload dir is empty' });
+      const storedUploads = () => filesUnder(join(dataDir, 'blobs')).filter((path) => path.includes('/uploads/'));
+      await eventually(() => storedUploads().length === 0, { what: 'the restored upload is removed' });
+    } finally {
+      await server.stop();
+    }
   });
 });

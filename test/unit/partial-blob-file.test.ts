@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 
-import { BlobIntegrityError, createDecryptStream, Keyring, MasterKey } from '../../src/crypto';
+import { BlobIntegrityError, createDecryptStream, ENVELOPE_HEADER_BYTES, Keyring, MasterKey, parseEnvelopeHeader } from '../../src/crypto';
 import { PartialBlobFile, PartialBlobOffsetError } from '../../src/storage/partial-blob-file';
 
 const CHUNK = 1000;
@@ -116,6 +116,12 @@ describe('PartialBlobFile (a resumable upload kept encrypted)', () => {
     assert.deepEqual(await plaintextOf(file.path), data);
   });
 
+  it('counts a tail too short to be one as none', async () => {
+    await file.append(0, Readable.from([randomBytes(CHUNK + 100)]));
+    truncateSync(`${file.path}.tail`, 20);
+    assert.equal(await file.size(), CHUNK);
+  });
+
   it('may complete again (a replica taking over a completion) with the same result', async () => {
     const data = randomBytes(CHUNK + 10);
     await file.append(0, Readable.from([data]));
@@ -136,9 +142,10 @@ describe('PartialBlobFile (a resumable upload kept encrypted)', () => {
     await assert.rejects(file.complete(), BlobIntegrityError);
   });
 
-  it('is written under the current master key and read after a rotation', async () => {
+  it('is created under the current master key, and resumed and read after a rotation', async () => {
     const data = randomBytes(2500);
     await file.append(0, Readable.from([data.subarray(0, 1200)]));
+    assert.equal(parseEnvelopeHeader(readFileSync(file.path).subarray(0, ENVELOPE_HEADER_BYTES)).keyId, keyring.current.keyId);
     const rotated = new Keyring(MasterKey.generate(), [keyring.current]);
     const resumed = new PartialBlobFile(file.path, rotated);
     await resumed.append(1200, Readable.from([data.subarray(1200)]));

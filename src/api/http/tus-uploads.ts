@@ -3,21 +3,20 @@
 //
 // Every request needs `Authorization: Bearer <key>` of an ADMIN key. Creation metadata names the restore
 // (`instanceId`, `confirm` = RESTORE, `filename`), which is checked before anything is stored. An upload belongs to
-// the tenant that created it: other tenants get 404. Its bytes are checked and stored encrypted (UploadService's
-// checkFile) as they arrive when every one of them arrives on this replica (upload-receivers.ts); otherwise the file is
-// read back through the same check when the last byte is in. Then the restore is queued (queueRestore, which looks at
-// the instance again), and the response carries the operation id in the
-// `Snapgraph-Operation-Id` header, whether that is a PATCH or the creating POST itself (creation-with-upload).
+// the tenant that created it: other tenants get 404. Its bytes are checked (UploadService's checkFile) as they arrive
+// when every one of them arrives on this replica (upload-receivers.ts); otherwise its file is read back through the same
+// check when the last byte is in. Then the file goes to the blob store, the restore is queued (queueRestore, which
+// looks at the instance again), and the response carries the operation id in the `Snapgraph-Operation-Id` header,
+// whether that is a PATCH or the creating POST itself (creation-with-upload).
 // X-HTTP-Method-Override is honoured on POST. Every refusal, tus's own protocol answers included, carries a
 // GraphQL-style JSON body ({"errors":[{"message","extensions":{"code"}}]}) with a matching status.
 //
 // An upload's bytes are kept encrypted as they arrive (PartialBlobFile, under the master key), in SNAPGRAPH_UPLOAD_DIR,
-// by default <data dir>/uploads: the complete file is then moved into the blob store as it is (a rename when both are
-// on one file system), never copied or kept in plaintext. Uploads left unfinished for 24 h expire. Replicas that share
+// by default <data dir>/uploads, never in plaintext: the complete file goes to the blob store as it is, moved (a rename
+// when both are on one file system) or, to S3 or another file system, copied once. Uploads left unfinished for 24 h expire. Replicas that share
 // the data dir share that directory too, and which uploads are complete (upload-completions.ts): an upload started on
 // one replica resumes on any other.
 import { createHash } from 'node:crypto';
-import { rmdirSync } from 'node:fs';
 import { chmod, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { pipeline, type Readable, Transform } from 'node:stream';
@@ -29,13 +28,14 @@ import type { Request, RequestHandler, Response } from 'express';
 import { GraphQLError } from 'graphql';
 import type { App } from '../../app';
 import { type AppConfig, ConfigError } from '../../config/app-config';
-import { isAppError, unauthenticated } from '../../errors/app-error';
+import { AppError, isAppError, unauthenticated } from '../../errors/app-error';
 import { asStorageFull } from '../../errors/storage-full';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
 import type { Services } from '../../services/services';
 import type { CheckedFile } from '../../services/upload.service';
-import type { PartialBlobFile } from '../../storage/partial-blob-file';
+import { CryptoError } from '../../crypto';
+import { type PartialBlobFile, PartialBlobOffsetError } from '../../storage/partial-blob-file';
 import { type ErrorExposure, formatError } from '../format-error';
 import { errorBody, JSON_CONTENT_TYPE } from './error-body';
 import { type Completion, UploadCompletions } from './upload-completions';
@@ -108,8 +108,15 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
 
     override async create(upload: Upload): Promise<Upload> {
       const file = this.fileOf(upload.id);
-      await file.create();
-      await this.configstore.set(upload.id, upload);
+      // Another replica sharing the directory may have just removed it (an empty one, at its boot's sweep).
+      await mkdir(directory, { recursive: true, mode: 0o700 });
+      try {
+        await file.create();
+        await this.configstore.set(upload.id, upload);
+      } catch (error) {
+        await file.remove().catch(() => undefined);
+        throw error;
+      }
       upload.storage = { type: 'file', path: file.path };
       return upload;
     }
@@ -118,9 +125,9 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       const receiving = receivers.receive(id, offset, body);
       const written = await this.fileOf(id)
         .append(offset, receiving.body)
-        .catch((error: unknown) => {
+        .catch(async (error: unknown) => {
           receiving.settle(null);
-          throw error;
+          throw await this.#asTusError(id, error);
         });
       receiving.settle(written.size);
       // What came is kept; the client resumes from there (a HEAD tells it where).
@@ -145,6 +152,22 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       await this.fileOf(id).remove();
       await this.configstore.delete(id).catch(() => undefined);
       this.kept.delete(id);
+    }
+
+    /**
+     * A write that lost a race (another replica wrote at that offset, or removed the upload) is a tus conflict or gone;
+     * an upload that cannot be read any more (a damaged file, a master key no longer configured) is removed and gone.
+     * Anything else (a full disk) is the server's, for onResponseError.
+     */
+    async #asTusError(id: string, error: unknown): Promise<unknown> {
+      if (error instanceof PartialBlobOffsetError) return tusErrors.INVALID_OFFSET;
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return tusErrors.FILE_NO_LONGER_EXISTS;
+      if (error instanceof CryptoError) {
+        logger.warn({ uploadId: id, err: error }, 'removed a partial upload that cannot be read; its client starts again');
+        await this.remove(id).catch(() => undefined);
+        return tusErrors.FILE_NO_LONGER_EXISTS;
+      }
+      return error;
     }
 
     /** An upload is never served back (tus GET): its file is encrypted, and it is moved away once complete. */
@@ -213,15 +236,22 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       // request's key). Else the file is read back and checked now.
       let checked: 'as received' | 'read back' = 'as received';
       const restore = async () => {
-        const received = await receivers.finish(upload.id, upload.size ?? upload.offset);
-        const key = await services.uploads.adoptPartialFile(principal.tenantId, upload.id, datastore.fileOf(upload.id));
+        const sizeBytes = upload.size ?? upload.offset;
+        const received = await receivers.finish(upload.id, sizeBytes);
+        const file = datastore.fileOf(upload.id);
+        const kept = await file.complete();
+        // Every byte went to this replica's check, and the file holds as many: those are the bytes checked (a write
+        // racing from another replica would have changed the count).
+        if (kept !== sizeBytes) throw new AppError('CONFLICT', `the upload's file holds ${kept} of its ${sizeBytes} bytes; upload the file again`);
+        let verdict: CheckedFile | null = received;
+        if (verdict === null) {
+          checked = 'read back';
+          verdict = await checkWithoutStalling(config.idleTimeoutMs, (watch) => services.uploads.checkFile(principal, instanceId, watch(file.read()), confirm));
+        }
+        // Checked: only now is it moved into the blob store (until then a replica taking over finds it here).
+        const key = await services.uploads.adoptPartialFile(principal.tenantId, upload.id, file);
         datastore.kept.add(upload.id);
-        if (received !== null) return (await services.uploads.queueRestore(principal, instanceId, confirm, { key, ...received })).id;
-        checked = 'read back';
-        const stored = await checkWithoutStalling(config.idleTimeoutMs, (watch) =>
-          services.uploads.checkStoredFile(principal, instanceId, key, confirm, watch),
-        );
-        return (await services.uploads.queueRestore(principal, instanceId, confirm, stored)).id;
+        return (await services.uploads.queueRestore(principal, instanceId, confirm, { key, ...verdict })).id;
       };
       const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload.id, principal.tenantId, upload.size ?? upload.offset, restore));
       // Finished without this replica's receiver (another replica verifies it, or already has): it goes.
@@ -439,8 +469,13 @@ async function sweepAtBoot(tus: Server, datastore: FileStore, completions: Uploa
   let removed = 0;
   const ids = new Set(((await datastore.configstore.list?.()) ?? []) as string[]);
   for (const id of ids) {
-    const upload = await datastore.getUpload(id).catch(() => null);
-    if (upload && upload.size !== undefined && upload.offset === upload.size && !(await completions.inProgress(id))) {
+    const upload = await datastore.getUpload(id).catch((error: unknown) => (error instanceof CryptoError ? 'unreadable' : null));
+    // Not a partial blob: a plaintext file an earlier version kept (in a configured SNAPGRAPH_UPLOAD_DIR), or damage.
+    if (upload === 'unreadable') {
+      logger.warn({ uploadId: id }, 'removed a partial upload that is not encrypted (kept by an earlier version) or is damaged; its client starts again');
+      await datastore.remove(id).catch(() => undefined);
+      removed += 1;
+    } else if (upload && upload.size !== undefined && upload.offset === upload.size && !(await completions.inProgress(id))) {
       await datastore.remove(id).catch(() => undefined);
       removed += 1;
     }
@@ -469,16 +504,8 @@ async function removeLegacyUploads(config: Pick<AppConfig, 'dataDir' | 'uploadDi
 
 async function preparePrivateDirectory(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  // Leave no empty folder in the temp dir; one holding partial uploads stays for their resumption after a restart.
-  process.once('exit', () => {
-    try {
-      rmdirSync(dir);
-    } catch {
-      // not empty, or already gone
-    }
-  });
   const stats = await lstat(dir);
-  // A predictable name in a shared temp dir: refuse one that someone else made (or a symlink to elsewhere).
+  // Refuse one that someone else made (or a symlink to elsewhere).
   if (!stats.isDirectory() || (process.getuid && stats.uid !== process.getuid())) {
     throw new ConfigError([`SNAPGRAPH_UPLOAD_DIR: ${dir} is not a directory owned by this user`]);
   }
