@@ -41,6 +41,8 @@ interface ExportParams {
   auto: boolean;
   /** 0 for the first try; the n-th retry of a failed automatic export has n. */
   retry: number;
+  /** The multipart upload of the attempt running (with its object's name): aborted if the attempt ends without it. */
+  write?: { fileName: string; uploadId: string };
 }
 
 /** Retries of one failed automatic export before it is left FAILED (lastError says why). */
@@ -266,7 +268,8 @@ export class ExportOperationHandler implements OperationHandler {
     context.progress({ bytesTotal: snapshot.sizeBytes });
     const { bucket, scrub } = await this.destinations.openBucket(destination);
     try {
-      const sha256 = await this.copy(snapshot, fileName, bucket, context).catch((error) => {
+      const started = (uploadId: string) => context.saveParams({ ...params!, write: { fileName, uploadId } } satisfies ExportParams);
+      const sha256 = await this.copy(snapshot, fileName, bucket, context, started).catch((error) => {
         context.signal.throwIfAborted();
         if (isAppError(error)) throw error;
         throw new AppError('DESTINATION_UNAVAILABLE', `copying to ${destination.url} failed: ${scrub(describeS3Error(error))}`);
@@ -283,7 +286,13 @@ export class ExportOperationHandler implements OperationHandler {
   }
 
   /** Streams the archive into the bucket, counting progress and hashing what was sent; stops when the signal aborts. */
-  private async copy(snapshot: SnapshotEntity, fileName: string, bucket: S3BlobStore, context: JobContext): Promise<string> {
+  private async copy(
+    snapshot: SnapshotEntity,
+    fileName: string,
+    bucket: S3BlobStore,
+    context: JobContext,
+    onMultipartStarted: (uploadId: string) => Promise<void>,
+  ): Promise<string> {
     const hash = createHash('sha256');
     let bytesDone = 0;
     const counting = new Transform({
@@ -300,18 +309,35 @@ export class ExportOperationHandler implements OperationHandler {
     if (context.signal.aborted) stop();
     context.signal.addEventListener('abort', stop, { once: true });
     try {
-      await bucket.write(fileName, source, { metadata: { sha256: snapshot.sha256! } });
+      await bucket.write(fileName, source, { metadata: { sha256: snapshot.sha256! }, onMultipartStarted });
     } finally {
       context.signal.removeEventListener('abort', stop);
     }
     return hash.digest('hex');
   }
 
-  /** Nothing is left to put back (the object is whole or absent); a final failure is what lastError shows. */
+  /**
+   * The object is whole or absent, but an attempt that died mid-write (its process killed) left its multipart upload in
+   * the tenant's bucket, invisible and billed: it is aborted (a write that failed in a living process aborted its own).
+   * A final failure is what lastError shows.
+   */
   async compensate(operation: OperationEntity, why: Compensation): Promise<void> {
     const params = operation.params as ExportParams | null;
-    if (why.retry || why.code === 'CANCELLED' || !params) return;
+    if (!params) return;
+    if (params.write) await this.abortWrite(params.destinationId, params.write).catch(() => undefined);
+    if (why.retry || why.code === 'CANCELLED') return;
     await this.destinations.recordFailure(params.destinationId, `${why.code}: ${why.message}`);
+  }
+
+  private async abortWrite(destinationId: string, { fileName, uploadId }: NonNullable<ExportParams['write']>): Promise<void> {
+    const destination = await this.destinations.byId(destinationId);
+    if (!destination) return;
+    const { bucket } = await this.destinations.openBucket(destination);
+    try {
+      await bucket.abortWrite(fileName, uploadId);
+    } finally {
+      await bucket.destroy();
+    }
   }
 }
 

@@ -41,6 +41,11 @@ export interface S3BlobStoreOptions {
  * ETag) is checked. A failed multipart write is aborted, so its parts are not kept (and billed). Uploads a crash left
  * behind are what removeTemporaryFiles aborts.
  */
+export interface S3WriteOptions {
+  metadata?: Record<string, string>;
+  onMultipartStarted?(uploadId: string): Promise<void> | void;
+}
+
 export class S3BlobStore implements BlobStore {
   readonly #partBytes: number;
   readonly #partConcurrency: number;
@@ -72,17 +77,28 @@ export class S3BlobStore implements BlobStore {
     await this.client.send(new HeadBucketCommand({ Bucket: this.location.bucket }));
   }
 
-  /** BlobStore.write; `metadata` becomes the object's user metadata (x-amz-meta-*). */
-  async write(key: string, data: Readable, { metadata }: { metadata?: Record<string, string> } = {}): Promise<{ sizeBytes: number }> {
+  /**
+   * BlobStore.write; `metadata` becomes the object's user metadata (x-amz-meta-*). `onMultipartStarted` hears the id of
+   * a multipart upload before its first part is sent, so that a caller can abort it (abortWrite) should this process
+   * die before it ends; the write fails if it throws.
+   */
+  async write(key: string, data: Readable, options: S3WriteOptions = {}): Promise<{ sizeBytes: number }> {
     try {
-      return await this.#upload(this.#objectKey(key), data, metadata);
+      return await this.#upload(this.#objectKey(key), data, options);
     } catch (error) {
       data.destroy();
       throw error;
     }
   }
 
-  async #upload(objectKey: string, data: Readable, metadata?: Record<string, string>): Promise<{ sizeBytes: number }> {
+  /** Aborts the multipart upload `uploadId` of `key` (a write a dead process left); one already ended is no error. */
+  async abortWrite(key: string, uploadId: string): Promise<void> {
+    await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: this.#objectKey(key), UploadId: uploadId })).catch((error: unknown) => {
+      if ((error as { name?: string }).name !== 'NoSuchUpload') throw error;
+    });
+  }
+
+  async #upload(objectKey: string, data: Readable, { metadata, onMultipartStarted }: S3WriteOptions): Promise<{ sizeBytes: number }> {
     const parts = partsOf(data, this.#partBytes);
     const first = await parts.next();
     const firstPart = first.done ? Buffer.alloc(0) : first.value;
@@ -102,6 +118,7 @@ export class S3BlobStore implements BlobStore {
     data.once('error', inputFailed);
     const uploads = new PartUploads(this.#partConcurrency, (number, body) => this.#uploadPart(objectKey, uploadId, number, body, abandon.signal));
     try {
+      await onMultipartStarted?.(uploadId);
       await uploads.add(firstPart);
       for (let next: IteratorResult<Buffer> = second; !next.done; next = await parts.next()) await uploads.add(next.value);
       const { etags, digests, sizeBytes } = await uploads.finish();

@@ -338,6 +338,30 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
     assert.equal((await unfinishedUploads()).length, 0);
   });
 
+  it("tells a multipart upload's id before its first part, so that what a dead writer left can be aborted", async function () {
+    this.timeout(60_000);
+    const store = newStore({ partBytes: MIN_PART_BYTES, partConcurrency: 2 });
+    let heard: string | undefined;
+    let resume: () => void = () => undefined;
+    // A writer that stops after starting its upload, as a killed process does: only the id it told is left.
+    const dead = new Promise<void>((resolve) => (resume = resolve));
+    const writing = store.write(KEY, Readable.from([randomBytes(MIN_PART_BYTES * 2 + 1)]), {
+      onMultipartStarted: async (uploadId) => {
+        heard = uploadId;
+        await dead;
+        throw new Error('killed');
+      },
+    });
+    await eventually(() => heard !== undefined, { what: 'the upload id' });
+    assert.deepEqual((await unfinishedUploads()).map((upload) => upload.UploadId), [heard]);
+    await store.abortWrite(KEY, heard!);
+    assert.equal((await unfinishedUploads()).length, 0);
+    await store.abortWrite(KEY, heard!); // already ended: no error
+    resume();
+    await assert.rejects(writing, /killed/);
+    assert.equal(await store.exists(KEY), false);
+  });
+
   it('gives up the parts on their way when its input fails, rather than waiting for a stalled service', async function () {
     this.timeout(60_000);
     // In front of the endpoint: every request passes, but part uploads are held and never answered.
