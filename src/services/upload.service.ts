@@ -53,7 +53,7 @@ export class UploadService {
   }
 
   /** Checks and stores the file, once the request is allowed; queueRestore then queues its restore. */
-  private async receiveFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<ReceivedFile> {
+  async receiveFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<ReceivedFile> {
     await this.authorize(principal, instanceId, confirm).catch((error) => {
       input.resume(); // discard the body so the connection can finish
       throw error;
@@ -76,6 +76,14 @@ export class UploadService {
   /** A resumable upload's file at `path`: its bytes kept encrypted as they arrive, never plaintext on disk. */
   partialFile(path: string): PartialBlobFile {
     return new PartialBlobFile(path, this.blobs.keyring);
+  }
+
+  /**
+   * Whether a resumable upload's file is moved into the blob store as it is (adoptPartialFile): files on this file
+   * system. Otherwise (S3) its bytes are stored as they are checked (receiveFile), which would copy them anyway.
+   */
+  get adoptsPartialFiles(): boolean {
+    return this.blobs.adoptsFiles;
   }
 
   /** Keeps a resumable upload's completed file as the tenant's upload blob, as it is (moved, not written again). */

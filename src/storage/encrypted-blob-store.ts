@@ -49,6 +49,11 @@ export class EncryptedBlobStore {
     }
   }
 
+  /** Whether adopt() moves a file in (a rename) rather than copying it. */
+  get adoptsFiles(): boolean {
+    return this.inner.adopt !== undefined;
+  }
+
   /**
    * Takes a whole blob already encrypted in this format (a PartialBlobFile after complete()) as `key`, moving the file
    * where the inner store can: a finished resumable upload is not written again.

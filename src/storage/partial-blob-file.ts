@@ -16,7 +16,7 @@ import { type KeyObject } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { type FileHandle, open, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { pipeline as pipe, type Readable } from 'node:stream';
+import { finished, PassThrough, pipeline as pipe, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import {
@@ -95,21 +95,41 @@ export class PartialBlobFile {
    * `interrupted` is its error; when storing fails, that error is thrown.
    */
   async append(offset: number, body: Readable): Promise<{ size: number; interrupted: unknown }> {
-    // A body that fails while the file is opened is not an uncaught error: feed() reads its error where it reads it.
-    body.on('error', () => undefined);
-    const { layout, rest, dataKey } = await this.#openForWriting();
+    // Read from the start, while the file is opened (a busy thread pool can take long): a body that fails meanwhile
+    // (the client went away) keeps what it brought, rather than losing what it held unread.
+    const incoming = new PassThrough({ highWaterMark: WRITE_BUFFER_BYTES });
+    let interrupted: unknown = null;
+    finished(body, (error) => {
+      if (!error) return;
+      interrupted ??= error;
+      incoming.end();
+    });
+    body.pipe(incoming);
+    let opened;
+    try {
+      opened = await this.#openForWriting();
+    } catch (error) {
+      body.unpipe(incoming);
+      incoming.destroy();
+      throw error;
+    }
+    const { layout, rest, dataKey } = opened;
     const size = sizeOf(layout);
-    if (offset !== size) throw new PartialBlobOffsetError(offset, size);
+    if (offset !== size) {
+      body.unpipe(incoming);
+      incoming.destroy();
+      throw new PartialBlobOffsetError(offset, size);
+    }
     const sealer = new ChunkSealer(dataKey, layout.chunkSize, { firstIndex: layout.wholeChunks, final: false });
     // `flush`: closed only once synced, so the chunks are durable before the tail that follows them.
     const out = createWriteStream(this.path, { flags: 'r+', start: chunkOffset(layout.wholeChunks, layout.chunkSize), flush: true, highWaterMark: WRITE_BUFFER_BYTES });
     const stored = pipeline(sealer, out);
     stored.catch(() => undefined); // awaited below, after the body
     sealer.write(rest);
-    const received = await feed(body, sealer);
+    const received = await feed(incoming, sealer);
     await stored;
     await this.#writeTail(sealer.chunkIndex, sealTail(dataKey, sealer.chunkIndex, sealer.rest ?? Buffer.alloc(0)));
-    return { size: size + received.bytes, interrupted: received.error };
+    return { size: size + received.bytes, interrupted: interrupted ?? received.error };
   }
 
   /**

@@ -277,6 +277,40 @@ describeReplicas('three replicas on one PostgreSQL, Redis, S3 bucket and data di
     assert.equal(operations.operations.totalCount, 1, 'one restore for one upload');
   });
 
+  it('stores a tus upload that one replica receives whole in the bucket as it checks it, and keeps nothing of it after', async function () {
+    this.timeout(120_000);
+    const [a] = servers;
+    const source = await createInstance(a, { name: 'tus whole source' });
+    await createNodes(a, source.id, Array.from({ length: 40 }, (_, i) => ({ labels: ['Whole'], properties: { i } })));
+    const file = await archiveOf(a, (await takeSnapshot(a, source.id)).id);
+    const target = await createInstance(a, { name: 'tus whole target' });
+    const metadata = Object.entries({ instanceId: target.id, confirm: 'RESTORE' })
+      .map(([name, value]) => `${name} ${Buffer.from(value).toString('base64')}`)
+      .join(',');
+    const auth = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${replicas.adminKey}` };
+    const created = await fetch(`${a.url}/uploads`, { method: 'POST', headers: { ...auth, 'Upload-Length': String(file.length), 'Upload-Metadata': metadata } });
+    assert.equal(created.status, 201, await created.text());
+    const path = new URL(created.headers.get('location')!, a.url).pathname;
+    let offset = 0;
+    let operationId: string | null = null;
+    for (const end of [Math.floor(file.length / 3), file.length]) {
+      const patch = await fetch(`${a.url}${path}`, {
+        method: 'PATCH',
+        headers: { ...auth, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' },
+        body: file.subarray(offset, end),
+      });
+      assert.equal(patch.status, 204, await patch.text());
+      operationId = patch.headers.get('snapgraph-operation-id');
+      offset = end;
+    }
+    assert.ok(operationId, 'no operation id');
+    assert.equal((await settledOperation(a, operationId)).status, 'SUCCEEDED');
+    assert.equal((await statsOf(a, target.id)).nodeCount, 40);
+    const received = a.logLines().find((line) => line.msg === 'restore upload received' && line.operationId === operationId);
+    assert.equal(received?.checked, 'as received', JSON.stringify(received));
+    await eventually(() => readdirSync(replicas.uploadDir).length === 0, { what: 'the upload directory is empty' });
+  });
+
   // Last: it kills a replica.
   describe('kill -9', () => {
     it('of the replica running a restore leaves another to settle it within the lease; no instance is stuck', async function () {

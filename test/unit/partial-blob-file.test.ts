@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { appendFileSync, createReadStream, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 
 import { BlobIntegrityError, createDecryptStream, ENVELOPE_HEADER_BYTES, Keyring, MasterKey, parseEnvelopeHeader } from '../../src/crypto';
 import { PartialBlobFile, PartialBlobOffsetError } from '../../src/storage/partial-blob-file';
@@ -80,6 +80,20 @@ describe('PartialBlobFile (a resumable upload kept encrypted)', () => {
     assert.match(String(written.interrupted), /connection reset/);
     assert.equal(await file.size(), 1700);
     await file.append(1700, Readable.from([data.subarray(1700)]));
+    await file.complete();
+    assert.deepEqual(await plaintextOf(file.path), data);
+  });
+
+  it('keeps what a body brought before it failed while the file was still being opened', async () => {
+    const data = randomBytes(1500);
+    const body = new PassThrough();
+    body.write(data);
+    const appending = file.append(0, body);
+    await new Promise(setImmediate);
+    body.destroy(new Error('connection reset'));
+    const written = await appending;
+    assert.equal(written.size, data.length);
+    assert.match(String(written.interrupted), /connection reset/);
     await file.complete();
     assert.deepEqual(await plaintextOf(file.path), data);
   });

@@ -24,8 +24,15 @@ function recordingCheck(): { start: Start; read: Buffer[]; ended: Promise<'end' 
   return { start, read, ended };
 }
 
+/** Receivers whose discarded results are listed. */
 function receiversFor(options: Partial<ReceiverOptions<string>> = {}) {
-  return { receivers: new UploadReceivers<string>({ finishTimeoutMs: 5_000, ...options }) };
+  const discarded: string[] = [];
+  const receivers = new UploadReceivers<string>({
+    discard: async (received) => void discarded.push(received),
+    finishTimeoutMs: 5_000,
+    ...options,
+  });
+  return { receivers, discarded };
 }
 
 /** A write as the partial file takes it: the body read to the end; settled with its new end offset. */
@@ -41,13 +48,14 @@ describe('upload receivers (a tus upload checked as its bytes arrive)', () => {
   const file = randomBytes(200_000);
 
   it('hands every byte of the writes, in order, to the check, and finishes with what it gave', async () => {
-    const { receivers } = receiversFor();
+    const { receivers, discarded } = receiversFor();
     const check = recordingCheck();
     receivers.expect('u1', check.start);
     let offset = 0;
     for (const end of [70_000, 150_000, file.length]) offset = await write(receivers, 'u1', offset, file.subarray(offset, end));
     assert.equal(await receivers.finish('u1', file.length), `checked ${file.length} bytes`);
     assert.deepEqual(Buffer.concat(check.read), file);
+    assert.deepEqual(discarded, []);
   });
 
   it('paces the writes by the check: a check that does not read holds the write back (memory stays bounded), and loses nothing', async () => {
@@ -111,15 +119,16 @@ describe('upload receivers (a tus upload checked as its bytes arrive)', () => {
     }
   });
 
-  it('gives nothing for an upload whose receiver was dropped after its check ended (the upload was deleted)', async () => {
-    const { receivers } = receiversFor();
+  it('discards what a check stored when its receiver is dropped after the check ended (the upload was deleted)', async () => {
+    const { receivers, discarded } = receiversFor();
     receivers.expect('deleted', async (input) => {
       for await (const _ of input) break;
-      return 'checked';
+      return 'stored file';
     });
     await write(receivers, 'deleted', 0, file);
     receivers.abandon('deleted');
     await sleep(10);
+    assert.deepEqual(discarded, ['stored file']);
     assert.equal(await receivers.finish('deleted', file.length), null);
   });
 
@@ -155,20 +164,20 @@ describe('upload receivers (a tus upload checked as its bytes arrive)', () => {
     assert.equal(await receivers.finish('late', 1000), null);
   });
 
-  it('gives up on a check that does not end in time once the last byte is in; what it gives later is not used', async () => {
-    const { receivers } = receiversFor({ finishTimeoutMs: 100 });
+  it('gives up on a check that does not end in time once the last byte is in; what it gives later is discarded', async () => {
+    const { receivers, discarded } = receiversFor({ finishTimeoutMs: 100 });
     let go: () => void = () => undefined;
     const stuck = new Promise<void>((resolve) => (go = resolve));
     receivers.expect('stuck', async (input) => {
       for await (const _ of input);
-      await stuck; // its worker hangs, say
+      await stuck; // its blob write hangs, say
       return 'late';
     });
     await write(receivers, 'stuck', 0, file);
     assert.equal(await receivers.finish('stuck', file.length), null);
     go();
     await sleep(10);
-    assert.equal(await receivers.finish('stuck', file.length), null);
+    assert.deepEqual(discarded, ['late']);
   });
 
   it('finishes with null when the last byte is not the one it got to', async () => {

@@ -12,10 +12,11 @@
 // GraphQL-style JSON body ({"errors":[{"message","extensions":{"code"}}]}) with a matching status.
 //
 // An upload's bytes are kept encrypted as they arrive (PartialBlobFile, under the master key), in SNAPGRAPH_UPLOAD_DIR,
-// by default <data dir>/uploads, never in plaintext: the complete file goes to the blob store as it is, moved (a rename
-// when both are on one file system) or, to S3 or another file system, copied once. Uploads left unfinished for 24 h expire. Replicas that share
-// the data dir share that directory too, and which uploads are complete (upload-completions.ts): an upload started on
-// one replica resumes on any other.
+// by default <data dir>/uploads, never in plaintext. Once checked, the complete file is moved into the blob store as it
+// is (a rename; a copy across file systems). A blob store that cannot take it so (S3) is written while the bytes are
+// checked instead, as with a multipart upload. Uploads left unfinished for 24 h expire. Replicas that share the data
+// dir share that directory too, and which uploads are complete (upload-completions.ts): an upload started on one
+// replica resumes on any other.
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
@@ -33,7 +34,7 @@ import { asStorageFull } from '../../errors/storage-full';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
 import type { Services } from '../../services/services';
-import type { CheckedFile } from '../../services/upload.service';
+import type { CheckedFile, ReceivedFile } from '../../services/upload.service';
 import { CryptoError } from '../../crypto';
 import { type PartialBlobFile, PartialBlobOffsetError } from '../../storage/partial-blob-file';
 import { type ErrorExposure, formatError } from '../format-error';
@@ -88,8 +89,9 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   // Both packages are ESM-only.
   const { Server: TusServer, ERRORS: tusErrors, Upload: TusUpload } = await import('@tus/server');
   const { FileStore } = await import('@tus/file-store');
-  // A check keeps nothing: the bytes are kept by the upload's file.
-  const receivers = new UploadReceivers<CheckedFile>({
+  // A check keeps nothing (the bytes are kept by the upload's file), except when it stores them as well (S3).
+  const receivers = new UploadReceivers<CheckedFile | ReceivedFile>({
+    discard: (received) => ('key' in received ? services.uploads.discard(received) : Promise.resolve()),
     // Once the last byte is in, what is left of the check is bounded (what is in flight to it).
     finishTimeoutMs: config.idleTimeoutMs,
   });
@@ -221,7 +223,11 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         throw refusal(error, { debugErrors: config.debugErrors });
       }
       logger.info({ uploadId: upload.id, instanceId, filename, sizeBytes: upload.size }, 'restore upload created');
-      receivers.expect(upload.id, (input) => services.uploads.checkFile(principal, instanceId, input, confirm ?? ''));
+      receivers.expect(upload.id, (input) =>
+        services.uploads.adoptsPartialFiles
+          ? services.uploads.checkFile(principal, instanceId, input, confirm ?? '')
+          : services.uploads.receiveFile(principal, instanceId, input, confirm ?? ''),
+      );
       return { metadata: { instanceId, confirm: confirm ?? '', filename: filename ?? null, tenantId: principal.tenantId } };
     },
 
@@ -235,23 +241,29 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       // Received as it came: only ending the check is left, and queueing the restore (looked at again, for this
       // request's key). Else the file is read back and checked now.
       let checked: 'as received' | 'read back' = 'as received';
+      const queue = async (received: ReceivedFile) => (await services.uploads.queueRestore(principal, instanceId, confirm, received)).id;
       const restore = async () => {
         const sizeBytes = upload.size ?? upload.offset;
         const received = await receivers.finish(upload.id, sizeBytes);
+        // Checked and stored as it came, by this replica's receiver (S3).
+        if (received !== null && 'key' in received) return queue(received);
         const file = datastore.fileOf(upload.id);
         const kept = await file.complete();
         // Every byte went to this replica's check, and the file holds as many: those are the bytes checked (a write
         // racing from another replica would have changed the count).
         if (kept !== sizeBytes) throw new AppError('CONFLICT', `the upload's file holds ${kept} of its ${sizeBytes} bytes; upload the file again`);
-        let verdict: CheckedFile | null = received;
-        if (verdict === null) {
-          checked = 'read back';
-          verdict = await checkWithoutStalling(config.idleTimeoutMs, (watch) => services.uploads.checkFile(principal, instanceId, watch(file.read()), confirm));
-        }
         // Checked: only now is it moved into the blob store (until then a replica taking over finds it here).
-        const key = await services.uploads.adoptPartialFile(principal.tenantId, upload.id, file);
-        datastore.kept.add(upload.id);
-        return (await services.uploads.queueRestore(principal, instanceId, confirm, { key, ...verdict })).id;
+        const adopt = async (verdict: CheckedFile) => {
+          const key = await services.uploads.adoptPartialFile(principal.tenantId, upload.id, file);
+          datastore.kept.add(upload.id);
+          return queue({ key, ...verdict });
+        };
+        if (received !== null) return adopt(received);
+        checked = 'read back';
+        if (!services.uploads.adoptsPartialFiles) {
+          return queue(await checkWithoutStalling(config.idleTimeoutMs, (watch) => services.uploads.receiveFile(principal, instanceId, watch(file.read()), confirm)));
+        }
+        return adopt(await checkWithoutStalling(config.idleTimeoutMs, (watch) => services.uploads.checkFile(principal, instanceId, watch(file.read()), confirm)));
       };
       const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload.id, principal.tenantId, upload.size ?? upload.offset, restore));
       // Finished without this replica's receiver (another replica verifies it, or already has): it goes.

@@ -1,10 +1,11 @@
 // A tus upload's bytes go through UploadService's check as they arrive, PATCH after PATCH, on the replica that
-// receives them, while the upload's file keeps them (encrypted: PartialBlobFile). When the last byte arrives the check
+// receives them, while the upload's file keeps them (encrypted: PartialBlobFile); with a blob store that cannot take
+// that file as it is (S3), they are also stored there as they are checked, as a multipart upload's are. When the last byte arrives the check
 // is nearly done: finishing ends a stream instead of reading the whole file back and checking it then, which took as
 // long again as the transfer. The restore is queued only then, by the caller, with what finish() gives.
 //
-// The upload's file stays the source of truth. A receiver that misses any byte is dropped (its check stops), and the
-// finished upload is read back from its file instead: the client resumed
+// The upload's file stays the source of truth. A receiver that misses any byte is dropped (its check stops, and what
+// it kept, if anything, is discarded), and the finished upload is read back from its file instead: the client resumed
 // on another replica or after a restart, a PATCH failed midway, the upload paused longer than RECEIVER_IDLE_MS or was
 // deleted, the check stopped early (a refusal is then given by the read-back check, against the state of things when
 // the upload finished, not when it started), or MAX_RECEIVERS uploads were being received already.
@@ -13,14 +14,16 @@ import { PassThrough, pipeline, type Readable, Transform } from 'node:stream';
 /** A receiver that gets no byte for this long is dropped. */
 export const RECEIVER_IDLE_MS = 5 * 60_000;
 /**
- * Uploads received at once, at most (each holds a worker thread for its check for as long as the upload lasts); more
- * are read back when they are complete.
+ * Uploads received at once, at most (each holds a worker thread for its check, and with S3 a blob being written, for
+ * as long as the upload lasts); more are read back when they are complete.
  */
 export const MAX_RECEIVERS = 8;
 /** Bytes a receiver holds for its check before the upload waits for it (a PassThrough holds this on each side). */
 const FEED_SIDE_BYTES = 2 * 1024 * 1024;
 
 export interface ReceiverOptions<T> {
+  /** Discards what a check kept (if it keeps anything) when its receiver is dropped after the check ended. */
+  discard?(received: T): Promise<void>;
   idleMs?: number;
   /** How long finish() waits for the check to end once the last byte is in, before reading the file back instead. */
   finishTimeoutMs: number;
@@ -89,7 +92,8 @@ export class UploadReceivers<T> {
     const expected = this.expected.get(id);
     if (!expected || offset !== 0 || this.receivers.size >= MAX_RECEIVERS) return null;
     this.forget(id);
-    const started: Receiver<T> = new Receiver(expected.start, this.idleMs, () => {
+    const discard = (received: T) => this.options.discard?.(received) ?? Promise.resolve();
+    const started: Receiver<T> = new Receiver(expected.start, discard, this.idleMs, () => {
       if (this.receivers.get(id) === started) this.receivers.delete(id);
     });
     this.receivers.set(id, started);
@@ -108,7 +112,7 @@ class Receiver<T> {
   received = 0;
   private readonly feed = new PassThrough({ highWaterMark: FEED_SIDE_BYTES });
   private readonly checked: Promise<T>;
-  /** What the check gave, once it has. */
+  /** What the check gave, once it has (to discard if the receiver is dropped after that). */
   private result: { value: T } | null = null;
   private stopped = false;
   /** A write waiting for the check to take more. */
@@ -117,13 +121,14 @@ class Receiver<T> {
 
   constructor(
     start: (input: Readable) => Promise<T>,
+    private readonly discard: (received: T) => Promise<void>,
     idleMs: number,
     private readonly onDropped: () => void,
   ) {
     this.checked = start(this.feed);
     this.checked.then(
       (value) => {
-        if (this.stopped) return;
+        if (this.stopped) return void this.discard(value).catch(() => undefined);
         // The check may end before the last byte (an archive inside a tar ends before the tar does): what still comes
         // is not needed by it, and must not wait for it (its reader may be gone).
         this.result = { value };
@@ -170,7 +175,7 @@ class Receiver<T> {
     const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs)));
     const value = await Promise.race([this.checked.then((checked) => ({ checked }), () => null), late]);
     clearTimeout(timer);
-    if (value === null) this.drop(); // stopped, or stuck: the file is read back
+    if (value === null) this.drop(); // stopped, or stuck: its work is discarded, and the file is read back
     return value?.checked ?? null;
   }
 
@@ -179,6 +184,7 @@ class Receiver<T> {
     this.stopped = true;
     clearTimeout(this.idle);
     this.feed.destroy(new Error('the upload was not received here to its end; its file is checked when it is complete'));
+    if (this.result) void this.discard(this.result.value).catch(() => undefined);
     this.release();
     this.onDropped();
   }
