@@ -159,7 +159,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       runner.register(new RestoreOperationHandler(kind, instances, snapshots, stores, blobs, backups, changeLog, metrics));
     }
     runner.register(new VerifyOperationHandler(snapshots, instances, backups));
-    runner.register(new ExportOperationHandler(destinations, snapshots, instances));
+    runner.register(new ExportOperationHandler(destinations, snapshots, instances, logger));
     await backups.recordLegacySizes(rawBlobs);
     const collection = setInterval(
       () => void backups.collectAll().catch((err) => logger.error({ err }, 'could not look for unreferenced snapshot data; it is retried')),

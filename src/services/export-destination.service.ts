@@ -11,6 +11,7 @@ import type { SnapshotEntity } from '../entities/snapshot.entity';
 import { AppError, badInput, isAppError, notFound } from '../errors/app-error';
 import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
 import { insertOperation } from '../jobs/operation-queue';
+import type { Logger } from '../logging/logger';
 import type { S3BlobStore } from '../storage/s3-blob-store';
 import { describeS3Error } from '../storage/s3-errors';
 import { formatS3Url, parseS3Url } from '../storage/s3-location';
@@ -153,7 +154,7 @@ export class ExportDestinationService {
       if (!snapshot || snapshot.status !== 'COMPLETED' || !destination) continue;
       try {
         await this.db.transaction((manager) =>
-          this.enqueue(manager, snapshot, { ...params, retry: params.retry + 1 }, retryIdOf(operation.id)),
+          this.enqueue(manager, snapshot, { ...params, write: undefined, retry: params.retry + 1 }, retryIdOf(operation.id)),
         );
         count += 1;
       } catch (error) {
@@ -253,6 +254,7 @@ export class ExportOperationHandler implements OperationHandler {
     private readonly destinations: ExportDestinationService,
     private readonly snapshots: SnapshotService,
     private readonly instances: InstanceService,
+    private readonly log: Logger,
   ) {}
 
   async run(operation: OperationEntity, context: JobContext): Promise<OperationResult> {
@@ -268,9 +270,14 @@ export class ExportOperationHandler implements OperationHandler {
     context.progress({ bytesTotal: snapshot.sizeBytes });
     const { bucket, scrub } = await this.destinations.openBucket(destination);
     try {
-      const started = (uploadId: string) => context.saveParams({ ...params!, write: { fileName, uploadId } } satisfies ExportParams);
+      const started = (uploadId: string) =>
+        context.saveParams({ ...params!, write: { fileName, uploadId } } satisfies ExportParams).catch((error: unknown) => {
+          throw new RecordingFailed(error);
+        });
       const sha256 = await this.copy(snapshot, fileName, bucket, context, started).catch((error) => {
         context.signal.throwIfAborted();
+        // Recording the upload failed (the database, a lost lease): not the destination's fault, nor its tenant's news.
+        if (error instanceof RecordingFailed) throw error.cause;
         if (isAppError(error)) throw error;
         throw new AppError('DESTINATION_UNAVAILABLE', `copying to ${destination.url} failed: ${scrub(describeS3Error(error))}`);
       });
@@ -318,13 +325,19 @@ export class ExportOperationHandler implements OperationHandler {
 
   /**
    * The object is whole or absent, but an attempt that died mid-write (its process killed) left its multipart upload in
-   * the tenant's bucket, invisible and billed: it is aborted (a write that failed in a living process aborted its own).
-   * A final failure is what lastError shows.
+   * the tenant's bucket, invisible and billed: it is aborted (a write that failed in a living process aborted its own,
+   * and the abort then finds nothing). In the background, briefly: compensation (at boot, in a cancel request) never
+   * waits on a tenant's endpoint. A final failure is what lastError shows.
    */
   async compensate(operation: OperationEntity, why: Compensation): Promise<void> {
     const params = operation.params as ExportParams | null;
     if (!params) return;
-    if (params.write) await this.abortWrite(params.destinationId, params.write).catch(() => undefined);
+    if (params.write) {
+      const write = params.write;
+      void this.abortWrite(params.destinationId, write).catch((error: unknown) =>
+        this.log.warn({ err: error, operationId: operation.id, uploadId: write.uploadId }, 'could not abort the multipart upload an interrupted export left'),
+      );
+    }
     if (why.retry || why.code === 'CANCELLED') return;
     await this.destinations.recordFailure(params.destinationId, `${why.code}: ${why.message}`);
   }
@@ -332,12 +345,19 @@ export class ExportOperationHandler implements OperationHandler {
   private async abortWrite(destinationId: string, { fileName, uploadId }: NonNullable<ExportParams['write']>): Promise<void> {
     const destination = await this.destinations.byId(destinationId);
     if (!destination) return;
-    const { bucket } = await this.destinations.openBucket(destination);
+    const { bucket } = await this.destinations.openBucket(destination, { maxAttempts: 2, requestTimeoutMs: 15_000 });
     try {
       await bucket.abortWrite(fileName, uploadId);
     } finally {
       await bucket.destroy();
     }
+  }
+}
+
+/** An export's upload could not be recorded: the operation fails with that error, as the runner sees it. */
+class RecordingFailed extends Error {
+  constructor(override readonly cause: unknown) {
+    super('could not record the multipart upload', { cause });
   }
 }
 

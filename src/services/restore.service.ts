@@ -502,7 +502,10 @@ export class RestoreOperationHandler implements OperationHandler {
       throw error instanceof BlobNotFoundError ? gone() : error;
     });
     if (!params.inTar) return stored;
-    const { stream } = await unwrapUploadedFile(stored);
+    const { stream } = await unwrapUploadedFile(stored).catch((error: unknown) => {
+      stored.destroy();
+      throw error;
+    });
     // The tar reader stops after the file's entry: what it read from goes with it (a descriptor, an S3 request).
     finished(stream, () => stored.destroy());
     return stream;

@@ -62,8 +62,8 @@ export class UploadService {
   }
 
   /**
-   * Checks the file, once the request is allowed, storing nothing: a resumable upload's bytes are stored as they
-   * arrive (PartialBlobFile), and its blob is then adopted as it is.
+   * Checks the file, once the request is allowed, storing nothing: a resumable upload's bytes are kept as they arrive
+   * (PartialBlobFile), and where the blob store adopts files (adoptsPartialFiles) that file is then moved in as it is.
    */
   async checkFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<CheckedFile> {
     await this.authorize(principal, instanceId, confirm).catch((error) => {

@@ -49,7 +49,7 @@ export class EncryptedBlobStore {
     }
   }
 
-  /** Whether adopt() moves a file in (a rename) rather than copying it. */
+  /** Whether the inner store takes local files itself (a rename on one file system); otherwise adopt() copies them to it. */
   get adoptsFiles(): boolean {
     return this.inner.adopt !== undefined;
   }

@@ -34,6 +34,11 @@ export interface S3BlobStoreOptions {
   listPageSize?: number;
 }
 
+export interface S3WriteOptions {
+  metadata?: Record<string, string>;
+  onMultipartStarted?(uploadId: string): Promise<void> | void;
+}
+
 /**
  * Each blob is the object `<prefix>/<key>`. A write is a single PUT or a multipart upload, both of which S3 makes
  * visible whole or not at all; every part carries its Content-MD5 (the service refuses a part damaged on the way) and
@@ -41,11 +46,6 @@ export interface S3BlobStoreOptions {
  * ETag) is checked. A failed multipart write is aborted, so its parts are not kept (and billed). Uploads a crash left
  * behind are what removeTemporaryFiles aborts.
  */
-export interface S3WriteOptions {
-  metadata?: Record<string, string>;
-  onMultipartStarted?(uploadId: string): Promise<void> | void;
-}
-
 export class S3BlobStore implements BlobStore {
   readonly #partBytes: number;
   readonly #partConcurrency: number;

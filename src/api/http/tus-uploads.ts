@@ -440,6 +440,8 @@ async function checkWithoutStalling<T>(stallTimeoutMs: number, check: (watch: (s
   const watch = (stored: Readable) => {
     // pipeline ends the read (its file descriptor, its S3 request) whichever side ends first.
     pipeline(stored, watched, () => undefined);
+    // Read to its end: what is left (a bucket write's last parts) is bounded by its own timeouts, not by this one.
+    watched.once('end', () => clearTimeout(timer));
     return watched;
   };
   arm();
