@@ -229,9 +229,7 @@ export class DecryptStream extends Transform {
   #useHeader(bytes: Buffer): void {
     const header = parseEnvelopeHeader(bytes);
     this.#keyId = header.keyId;
-    const dataKey = unsealDataKey(header, this.#keyring);
-    this.#dataKey = createSecretKey(dataKey);
-    dataKey.fill(0);
+    this.#dataKey = openDataKey(header, this.#keyring);
     this.#chunkSize = header.chunkSize;
   }
 
@@ -308,8 +306,8 @@ export function openTail(dataKey: KeyObject, index: number, sealed: Buffer): Buf
 
 
 /** The data key of a blob's header, ready to use. @throws UnknownKeyError or BlobIntegrityError */
-export function openDataKey(header: Buffer, keyring: Keyring): KeyObject {
-  const dataKey = unsealDataKey(parseEnvelopeHeader(header), keyring);
+export function openDataKey(header: EnvelopeHeader, keyring: Keyring): KeyObject {
+  const dataKey = unsealDataKey(header, keyring);
   try {
     return createSecretKey(dataKey);
   } finally {

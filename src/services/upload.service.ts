@@ -54,23 +54,24 @@ export class UploadService {
 
   /** Checks and stores the file, once the request is allowed; queueRestore then queues its restore. */
   async receiveFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<ReceivedFile> {
-    await this.authorize(principal, instanceId, confirm).catch((error) => {
-      input.resume(); // discard the body so the connection can finish
-      throw error;
-    });
+    await this.admit(principal, instanceId, input, confirm);
     return this.receive(principal.tenantId, input);
   }
 
   /**
-   * Checks the file, once the request is allowed, storing nothing: a resumable upload's bytes are kept as they arrive
-   * (PartialBlobFile), and where the blob store adopts files (adoptsPartialFiles) that file is then moved in as it is.
+   * Checks the file, once the request is allowed, storing nothing (see checkResumableFile).
    */
   async checkFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<CheckedFile> {
+    await this.admit(principal, instanceId, input, confirm);
+    return this.examine(input);
+  }
+
+  /** authorize(), for a request whose body is `input`: a refused one is discarded, so the connection can finish. */
+  private async admit(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<void> {
     await this.authorize(principal, instanceId, confirm).catch((error) => {
       input.resume();
       throw error;
     });
-    return this.examine(input);
   }
 
   /** A resumable upload's file at `path`: its bytes kept encrypted as they arrive, never plaintext on disk. */
@@ -79,11 +80,12 @@ export class UploadService {
   }
 
   /**
-   * Whether a resumable upload's file is moved into the blob store as it is (adoptPartialFile): files on this file
-   * system. Otherwise (S3) its bytes are stored as they are checked (receiveFile), which would copy them anyway.
+   * A resumable upload's check. Where the blob store takes files as they are (on this file system), the check alone:
+   * the upload's file is then moved in (adoptPartialFile). Otherwise (S3) the file is stored as it is checked
+   * (receiveFile), which moving it would copy anyway.
    */
-  get adoptsPartialFiles(): boolean {
-    return this.blobs.adoptsFiles;
+  checkResumableFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<CheckedFile | ReceivedFile> {
+    return this.blobs.adoptsFiles ? this.checkFile(principal, instanceId, input, confirm) : this.receiveFile(principal, instanceId, input, confirm);
   }
 
   /** Keeps a resumable upload's completed file as the tenant's upload blob, as it is (moved, not written again). */

@@ -58,9 +58,8 @@ export class EncryptedBlobStore {
    * Takes a whole blob already encrypted in this format (a PartialBlobFile after complete()) as `key`, moving the file
    * where the inner store can: a finished resumable upload is not written again.
    */
-  async adopt(key: string, path: string): Promise<{ storedBytes: number }> {
-    const { sizeBytes } = await (this.inner.adopt ? this.inner.adopt(key, path) : moveByCopy(this.inner, key, path));
-    return { storedBytes: sizeBytes };
+  async adopt(key: string, path: string): Promise<void> {
+    await (this.inner.adopt ? this.inner.adopt(key, path) : moveByCopy(this.inner, key, path));
   }
 
   /**

@@ -25,6 +25,7 @@ import {
   CHUNK_TAG_BYTES,
   createDecryptStream,
   DEFAULT_CHUNK_SIZE,
+  type EnvelopeHeader,
   ENVELOPE_HEADER_BYTES,
   newDataKey,
   openDataKey,
@@ -54,8 +55,7 @@ export class PartialBlobOffsetError extends Error {
 
 /** Whole chunks and the tail that follows them, as found on disk. */
 interface Layout {
-  header: Buffer;
-  chunkSize: number;
+  header: EnvelopeHeader;
   wholeChunks: number;
   /** The sealed tail when it follows the last whole chunk; else nothing follows it yet. */
   sealedTail: Buffer | null;
@@ -120,9 +120,9 @@ export class PartialBlobFile {
       incoming.destroy();
       throw new PartialBlobOffsetError(offset, size);
     }
-    const sealer = new ChunkSealer(dataKey, layout.chunkSize, { firstIndex: layout.wholeChunks, final: false });
+    const sealer = new ChunkSealer(dataKey, layout.header.chunkSize, { firstIndex: layout.wholeChunks, final: false });
     // `flush`: closed only once synced, so the chunks are durable before the tail that follows them.
-    const out = createWriteStream(this.path, { flags: 'r+', start: chunkOffset(layout.wholeChunks, layout.chunkSize), flush: true, highWaterMark: WRITE_BUFFER_BYTES });
+    const out = createWriteStream(this.path, { flags: 'r+', start: chunkOffset(layout.wholeChunks, layout.header.chunkSize), flush: true, highWaterMark: WRITE_BUFFER_BYTES });
     const stored = pipeline(sealer, out);
     stored.catch(() => undefined); // awaited below, after the body
     sealer.write(rest);
@@ -140,7 +140,7 @@ export class PartialBlobFile {
     const { layout, rest, dataKey } = await this.#openForWriting();
     const file = await open(this.path, 'r+');
     try {
-      await writeFully(file, Buffer.concat(sealChunk(dataKey, layout.wholeChunks, rest, true)), chunkOffset(layout.wholeChunks, layout.chunkSize));
+      await writeFully(file, Buffer.concat(sealChunk(dataKey, layout.wholeChunks, rest, true)), chunkOffset(layout.wholeChunks, layout.header.chunkSize));
       await file.sync();
     } finally {
       await file.close();
@@ -167,7 +167,7 @@ export class PartialBlobFile {
     const file = await open(this.path, 'r+');
     try {
       const layout = await this.#layout(file);
-      await file.truncate(chunkOffset(layout.wholeChunks, layout.chunkSize));
+      await file.truncate(chunkOffset(layout.wholeChunks, layout.header.chunkSize));
       const dataKey = openDataKey(layout.header, this.keyring);
       const rest = layout.sealedTail ? openTail(dataKey, layout.wholeChunks, layout.sealedTail) : Buffer.alloc(0);
       return { layout, rest, dataKey };
@@ -177,18 +177,18 @@ export class PartialBlobFile {
   }
 
   async #layout(file: FileHandle): Promise<Layout> {
-    const header = Buffer.alloc(ENVELOPE_HEADER_BYTES);
-    const { bytesRead } = await file.read(header, 0, ENVELOPE_HEADER_BYTES, 0);
-    const { chunkSize } = parseEnvelopeHeader(header.subarray(0, bytesRead));
+    const bytes = Buffer.alloc(ENVELOPE_HEADER_BYTES);
+    const { bytesRead } = await file.read(bytes, 0, ENVELOPE_HEADER_BYTES, 0);
+    const header = parseEnvelopeHeader(bytes.subarray(0, bytesRead));
     const { size } = await file.stat();
-    const wholeChunks = Math.floor((size - ENVELOPE_HEADER_BYTES) / (chunkSize + CHUNK_TAG_BYTES));
+    const wholeChunks = Math.floor((size - ENVELOPE_HEADER_BYTES) / (header.chunkSize + CHUNK_TAG_BYTES));
     const tail = await readFile(this.#tailPath).catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'ENOENT') return null;
       throw error;
     });
     // A tail too short to be one is none (it fails to authenticate when opened, like any other damage).
     const follows = tail !== null && tail.length >= INDEX_BYTES + SEALED_TAIL_OVERHEAD && Number(tail.readBigUInt64BE(0)) === wholeChunks;
-    return { header, chunkSize, wholeChunks, sealedTail: follows ? tail.subarray(INDEX_BYTES) : null };
+    return { header, wholeChunks, sealedTail: follows ? tail.subarray(INDEX_BYTES) : null };
   }
 
   /** Replaces the tail durably: written beside it, synced, renamed over it. */
@@ -216,8 +216,8 @@ async function writeFully(file: FileHandle, bytes: Buffer, position: number): Pr
   for (let done = 0; done < bytes.length; ) done += (await file.write(bytes, done, bytes.length - done, position + done)).bytesWritten;
 }
 
-function sizeOf({ chunkSize, wholeChunks, sealedTail }: Layout): number {
-  return wholeChunks * chunkSize + (sealedTail ? sealedTail.length - SEALED_TAIL_OVERHEAD : 0);
+function sizeOf({ header, wholeChunks, sealedTail }: Layout): number {
+  return wholeChunks * header.chunkSize + (sealedTail ? sealedTail.length - SEALED_TAIL_OVERHEAD : 0);
 }
 
 /**

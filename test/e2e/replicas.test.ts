@@ -9,6 +9,7 @@ import {
   archiveOf,
   createInstance,
   createNodes,
+  createTusUpload,
   describeReplicas,
   eventually,
   expectData,
@@ -20,6 +21,7 @@ import {
   instanceState,
   OPERATION_FIELDS,
   type OperationJson,
+  patchTusUpload,
   payloads,
   RESTORE_SNAPSHOT,
   type ReplicaSet,
@@ -227,31 +229,19 @@ describeReplicas('three replicas on one PostgreSQL, Redis, S3 bucket and data di
     await createNodes(a, source.id, Array.from({ length: 50 }, (_, i) => ({ labels: ['Uploaded'], properties: { i } })));
     const file = await archiveOf(a, (await takeSnapshot(a, source.id)).id);
     const target = await createInstance(b, { name: 'tus target' });
-    const metadata = Object.entries({ instanceId: target.id, confirm: 'RESTORE', filename: 'graph.backup' })
-      .map(([name, value]) => `${name} ${Buffer.from(value).toString('base64')}`)
-      .join(',');
-    const auth = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${replicas.adminKey}` };
-    const created = await fetch(`${a.url}/uploads`, { method: 'POST', headers: { ...auth, 'Upload-Length': String(file.length), 'Upload-Metadata': metadata } });
-    assert.equal(created.status, 201, await created.text());
-    const path = new URL(created.headers.get('location')!, a.url).pathname;
+    const { status, body, location, auth } = await createTusUpload(a, { instanceId: target.id, length: file.length });
+    assert.equal(status, 201, body);
+    const path = new URL(location!).pathname;
     const half = Math.floor(file.length / 2);
-    const first = await fetch(`${a.url}${path}`, {
-      method: 'PATCH',
-      headers: { ...auth, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' },
-      body: file.subarray(0, half),
-    });
-    assert.equal(first.status, 204, await first.text());
+    const first = await patchTusUpload(`${a.url}${path}`, auth, 0, file.subarray(0, half));
+    assert.equal(first.status, 204, first.body);
     // Resumed on B: it knows how far the upload got, and takes the rest.
     const head = await fetch(`${b.url}${path}`, { method: 'HEAD', headers: auth });
     assert.equal(head.status, 200);
     assert.equal(head.headers.get('upload-offset'), String(half));
-    const rest = await fetch(`${b.url}${path}`, {
-      method: 'PATCH',
-      headers: { ...auth, 'Upload-Offset': String(half), 'Content-Type': 'application/offset+octet-stream' },
-      body: file.subarray(half),
-    });
-    assert.equal(rest.status, 204, await rest.text());
-    const operationId = rest.headers.get('snapgraph-operation-id');
+    const rest = await patchTusUpload(`${b.url}${path}`, auth, half, file.subarray(half));
+    assert.equal(rest.status, 204, rest.body);
+    const operationId = rest.operationId;
     assert.ok(operationId, 'no operation id');
     // C and A know it is complete, with the same operation (a client that lost the answer resumes anywhere).
     for (const server of [c, a]) {
@@ -260,13 +250,9 @@ describeReplicas('three replicas on one PostgreSQL, Redis, S3 bucket and data di
       assert.equal(again.headers.get('upload-offset'), String(file.length));
       assert.equal(again.headers.get('snapgraph-operation-id'), operationId);
     }
-    const repeated = await fetch(`${c.url}${path}`, {
-      method: 'PATCH',
-      headers: { ...auth, 'Upload-Offset': String(file.length), 'Content-Type': 'application/offset+octet-stream' },
-      body: Buffer.alloc(0),
-    });
+    const repeated = await patchTusUpload(`${c.url}${path}`, auth, file.length, Buffer.alloc(0));
     assert.equal(repeated.status, 204);
-    assert.equal(repeated.headers.get('snapgraph-operation-id'), operationId);
+    assert.equal(repeated.operationId, operationId);
     const operation = await settledOperation(c, operationId);
     assert.equal(operation.status, 'SUCCEEDED', JSON.stringify(operation));
     assert.equal((await statsOf(a, target.id)).nodeCount, 50);
@@ -284,23 +270,14 @@ describeReplicas('three replicas on one PostgreSQL, Redis, S3 bucket and data di
     await createNodes(a, source.id, Array.from({ length: 40 }, (_, i) => ({ labels: ['Whole'], properties: { i } })));
     const file = await archiveOf(a, (await takeSnapshot(a, source.id)).id);
     const target = await createInstance(a, { name: 'tus whole target' });
-    const metadata = Object.entries({ instanceId: target.id, confirm: 'RESTORE' })
-      .map(([name, value]) => `${name} ${Buffer.from(value).toString('base64')}`)
-      .join(',');
-    const auth = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${replicas.adminKey}` };
-    const created = await fetch(`${a.url}/uploads`, { method: 'POST', headers: { ...auth, 'Upload-Length': String(file.length), 'Upload-Metadata': metadata } });
-    assert.equal(created.status, 201, await created.text());
-    const path = new URL(created.headers.get('location')!, a.url).pathname;
+    const { status, body, location, auth } = await createTusUpload(a, { instanceId: target.id, length: file.length });
+    assert.equal(status, 201, body);
     let offset = 0;
     let operationId: string | null = null;
     for (const end of [Math.floor(file.length / 3), file.length]) {
-      const patch = await fetch(`${a.url}${path}`, {
-        method: 'PATCH',
-        headers: { ...auth, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' },
-        body: file.subarray(offset, end),
-      });
-      assert.equal(patch.status, 204, await patch.text());
-      operationId = patch.headers.get('snapgraph-operation-id');
+      const patch = await patchTusUpload(location!, auth, offset, file.subarray(offset, end));
+      assert.equal(patch.status, 204, patch.body);
+      operationId = patch.operationId;
       offset = end;
     }
     assert.ok(operationId, 'no operation id');

@@ -11,11 +11,13 @@ import {
   archiveOf,
   createInstance,
   createNodes,
+  createTusUpload,
   eventually,
   expectData,
   filesUnder,
   gql,
   makeTempDir,
+  patchTusUpload,
   registerCleanup,
   serverPerSuite,
   startServer,
@@ -388,17 +390,11 @@ describe('partial uploads on disk (the default <data dir>/uploads, and an upgrad
       const archive = await archiveOf(server, (await takeSnapshot(server, source.id)).id);
       assert.ok(archive.length > 3 * 64 * 1024, `the archive spans several chunks (${archive.length} bytes)`);
       const target = await createInstance(server, { name: 'upgrade target' });
-      const auth = { Authorization: `Bearer ${server.adminKey}`, 'Tus-Resumable': '1.0.0' };
-      const created = await request(`${server.url}/uploads`, {
-        method: 'POST',
-        headers: { ...auth, 'Upload-Length': String(archive.length), 'Upload-Metadata': metadataHeader({ instanceId: target.id, confirm: 'RESTORE' }) },
-      });
-      assert.equal(created.status, 201, created.body);
-      const url = new URL(created.headers.get('location')!, server.url).toString();
-      const patch = (offset: number, body: Buffer) =>
-        request(url, { method: 'PATCH', headers: { ...auth, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' }, body });
+      const { status, body, location, auth } = await createTusUpload(server, { instanceId: target.id, length: archive.length });
+      assert.equal(status, 201, body);
+      const url = location!;
       const part = archive.length - 1000;
-      assert.equal((await patch(0, archive.subarray(0, part))).status, 204);
+      assert.equal((await patchTusUpload(url, auth, 0, archive.subarray(0, part))).status, 204);
 
       // Whole chunks and the tail are on disk, in <data dir>/uploads, and no window of the file is readable there.
       const uploads = join(dataDir, 'uploads');
@@ -413,9 +409,9 @@ describe('partial uploads on disk (the default <data dir>/uploads, and an upgrad
         }
       }
 
-      const finished = await patch(part, archive.subarray(part));
+      const finished = await patchTusUpload(url, auth, part, archive.subarray(part));
       assert.equal(finished.status, 204, finished.body);
-      assert.equal((await settledOperation(server, finished.headers.get('snapgraph-operation-id')!)).status, 'SUCCEEDED');
+      assert.equal((await settledOperation(server, finished.operationId!)).status, 'SUCCEEDED');
       await eventually(() => readdirSync(uploads).length === 0, { what: 'the upload dir is empty' });
       const storedUploads = () => filesUnder(join(dataDir, 'blobs')).filter((path) => path.includes('/uploads/'));
       await eventually(() => storedUploads().length === 0, { what: 'the restored upload is removed' });

@@ -1,5 +1,5 @@
-// A restore-from-file upload over tus (/uploads) as any tus client sends it: the creation POST, then one PATCH
-// with the whole file.
+// A restore-from-file upload over tus (/uploads) as any tus client sends it: the creation POST, then PATCHes (one
+// with the whole file, for tusUpload).
 
 export interface TusOutcome {
   /** The final PATCH's status: 204 when the restore was queued. */
@@ -10,35 +10,57 @@ export interface TusOutcome {
   body: string;
 }
 
-export async function tusUpload(
+/** An upload created by its POST: where it is, and the headers every later request on it needs. */
+export interface TusCreation {
+  status: number;
+  body: string;
+  /** Absolute URL of the upload; null when the creation was refused. */
+  location: string | null;
+  auth: Record<string, string>;
+}
+
+/** The creation POST of an upload of `length` bytes restoring into `instanceId`. */
+export async function createTusUpload(
   server: { url: string; adminKey: string },
   {
     instanceId,
-    file,
+    length,
     confirm = 'RESTORE',
     key = server.adminKey,
     signal,
-  }: { instanceId: string; file: Buffer; confirm?: string; key?: string; signal?: AbortSignal },
-): Promise<TusOutcome> {
+  }: { instanceId: string; length: number; confirm?: string; key?: string; signal?: AbortSignal },
+): Promise<TusCreation> {
   const metadata = Object.entries({ instanceId, confirm, filename: 'graph.backup' })
     .map(([name, value]) => `${name} ${Buffer.from(value).toString('base64')}`)
     .join(',');
   const auth = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${key}` };
   const created = await fetch(`${server.url}/uploads`, {
     method: 'POST',
-    headers: { ...auth, 'Upload-Length': String(file.length), 'Upload-Metadata': metadata },
+    headers: { ...auth, 'Upload-Length': String(length), 'Upload-Metadata': metadata },
     signal,
   });
-  if (created.status !== 201) return { status: created.status, operationId: null, body: await created.text() };
-  await created.arrayBuffer();
-  const location = new URL(created.headers.get('location')!, server.url).toString();
-  const patched = await fetch(location, {
+  const location = created.status === 201 ? new URL(created.headers.get('location')!, server.url).toString() : null;
+  return { status: created.status, body: await created.text(), location, auth };
+}
+
+/** A PATCH of `bytes` at `offset` to the upload at `url` (which may be on another replica than its creation). */
+export async function patchTusUpload(url: string, auth: Record<string, string>, offset: number, bytes: Buffer, signal?: AbortSignal): Promise<TusOutcome> {
+  const patched = await fetch(url, {
     method: 'PATCH',
-    headers: { ...auth, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' },
-    body: file,
+    headers: { ...auth, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' },
+    body: bytes,
     signal,
   });
   return { status: patched.status, operationId: patched.headers.get('snapgraph-operation-id'), body: await patched.text() };
+}
+
+export async function tusUpload(
+  server: { url: string; adminKey: string },
+  options: { instanceId: string; file: Buffer; confirm?: string; key?: string; signal?: AbortSignal },
+): Promise<TusOutcome> {
+  const created = await createTusUpload(server, { ...options, length: options.file.length });
+  if (!created.location) return { status: created.status, operationId: null, body: created.body };
+  return patchTusUpload(created.location, created.auth, 0, options.file, options.signal);
 }
 
 /** extensions.code of a refusal's first error. */

@@ -223,11 +223,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         throw refusal(error, { debugErrors: config.debugErrors });
       }
       logger.info({ uploadId: upload.id, instanceId, filename, sizeBytes: upload.size }, 'restore upload created');
-      receivers.expect(upload.id, (input) =>
-        services.uploads.adoptsPartialFiles
-          ? services.uploads.checkFile(principal, instanceId, input, confirm ?? '')
-          : services.uploads.receiveFile(principal, instanceId, input, confirm ?? ''),
-      );
+      receivers.expect(upload.id, (input) => services.uploads.checkResumableFile(principal, instanceId, input, confirm ?? ''));
       return { metadata: { instanceId, confirm: confirm ?? '', filename: filename ?? null, tenantId: principal.tenantId } };
     },
 
@@ -244,26 +240,26 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       const queue = async (received: ReceivedFile) => (await services.uploads.queueRestore(principal, instanceId, confirm, received)).id;
       const restore = async () => {
         const sizeBytes = upload.size ?? upload.offset;
-        const received = await receivers.finish(upload.id, sizeBytes);
-        // Checked and stored as it came, by this replica's receiver (S3).
-        if (received !== null && 'key' in received) return queue(received);
+        let verdict = await receivers.finish(upload.id, sizeBytes);
         const file = datastore.fileOf(upload.id);
-        const kept = await file.complete();
-        // Every byte went to this replica's check, and the file holds as many: those are the bytes checked (a write
-        // racing from another replica would have changed the count).
-        if (kept !== sizeBytes) throw new AppError('CONFLICT', `the upload's file holds ${kept} of its ${sizeBytes} bytes; upload the file again`);
-        // Checked: only now is it moved into the blob store (until then a replica taking over finds it here).
-        const adopt = async (verdict: CheckedFile) => {
-          const key = await services.uploads.adoptPartialFile(principal.tenantId, upload.id, file);
-          datastore.kept.add(upload.id);
-          return queue({ key, ...verdict });
-        };
-        if (received !== null) return adopt(received);
-        checked = 'read back';
-        if (!services.uploads.adoptsPartialFiles) {
-          return queue(await checkWithoutStalling(config.idleTimeoutMs, (watch) => services.uploads.receiveFile(principal, instanceId, watch(file.read()), confirm)));
+        // Unless the receiver stored its own copy (S3), the upload's file is what is read back or moved in. It must hold
+        // every byte: when they all went to this replica's check, those are the bytes checked (a write racing from
+        // another replica would have changed the count).
+        if (verdict === null || !('key' in verdict)) {
+          const kept = await file.complete();
+          if (kept !== sizeBytes) throw new AppError('CONFLICT', `the upload's file holds ${kept} of its ${sizeBytes} bytes; upload the file again`);
         }
-        return adopt(await checkWithoutStalling(config.idleTimeoutMs, (watch) => services.uploads.checkFile(principal, instanceId, watch(file.read()), confirm)));
+        if (verdict === null) {
+          checked = 'read back';
+          verdict = await checkWithoutStalling(config.idleTimeoutMs, (watch) =>
+            services.uploads.checkResumableFile(principal, instanceId, watch(file.read()), confirm),
+          );
+        }
+        if ('key' in verdict) return queue(verdict);
+        // Checked: only now is it moved into the blob store (until then a replica taking over finds it here).
+        const key = await services.uploads.adoptPartialFile(principal.tenantId, upload.id, file);
+        datastore.kept.add(upload.id);
+        return queue({ key, ...verdict });
       };
       const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload.id, principal.tenantId, upload.size ?? upload.offset, restore));
       // Finished without this replica's receiver (another replica verifies it, or already has): it goes.
