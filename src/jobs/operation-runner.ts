@@ -496,9 +496,13 @@ export class OperationRunner {
         { leaseOwner: this.owner, leaseExpiresAt: Date.now() + this.options.leaseMs },
       );
       if (!taken.affected) continue;
-      const outcome = operation.cancelRequestedAt !== null ? CANCELLED : this.interrupted(operation, 'the server stopped while the operation was running');
-      this.logger.warn({ operationId: operation.id, kind: operation.kind, attempt: operation.attempt, next: outcome.status }, 'recovering an interrupted operation');
-      await this.compensateAndRecord(this.jobFor(operation), outcome);
+      // Read again once taken: until then its owner (stalled, not dead) could still record params, such as the
+      // upload id of a half-written export, which compensation must see. From now on nobody else can.
+      const current = await this.operations.findOneBy({ id: operation.id, leaseOwner: this.owner, status: 'RUNNING' });
+      if (!current) continue;
+      const outcome = current.cancelRequestedAt !== null ? CANCELLED : this.interrupted(current, 'the server stopped while the operation was running');
+      this.logger.warn({ operationId: current.id, kind: current.kind, attempt: current.attempt, next: outcome.status }, 'recovering an interrupted operation');
+      await this.compensateAndRecord(this.jobFor(current), outcome);
     }
   }
 }
