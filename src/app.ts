@@ -29,6 +29,7 @@ import { RestoreOperationHandler, RestoreService } from './services/restore.serv
 import type { Services } from './services/services';
 import { SnapshotOperationHandler, SnapshotService } from './services/snapshot.service';
 import { TenantService } from './services/tenant.service';
+import { UploadCollector } from './services/upload-collector';
 import { UploadService } from './services/upload.service';
 import { VerifyOperationHandler, VerifyService } from './services/verify.service';
 import { EncryptedBlobStore } from './storage/encrypted-blob-store';
@@ -161,13 +162,17 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     runner.register(new VerifyOperationHandler(snapshots, instances, backups));
     runner.register(new ExportOperationHandler(destinations, snapshots, instances, logger));
     await backups.recordLegacySizes(rawBlobs);
-    const collection = setInterval(
-      () => void backups.collectAll().catch((err) => logger.error({ err }, 'could not look for unreferenced snapshot data; it is retried')),
-      config.collectIntervalMs,
-    );
+    const uploadCollector = new UploadCollector(db, rawBlobs, logger, { graceMs: config.collectGraceMs });
+    const collectUploads = () => void uploadCollector.collect().catch((err) => logger.error({ err }, 'could not look for uploaded files no restore names; it is retried'));
+    collectUploads(); // from boot on, so that the grace period of what a crash left starts now
+    const collection = setInterval(() => {
+      void backups.collectAll().catch((err) => logger.error({ err }, 'could not look for unreferenced snapshot data; it is retried'));
+      collectUploads();
+    }, config.collectIntervalMs);
     collection.unref();
     closers.push(async () => {
       clearInterval(collection);
+      await uploadCollector.stop();
       backups.close();
     });
     await finishDeletions(instances, soleProcess, logger);

@@ -52,6 +52,12 @@ interface RestoreParams {
   shadowGeneration?: number;
 }
 
+/** The upload blob an operation's params name (a restore from a file reads it, and deletes it when it ends). */
+export function uploadKeyOf(params: Record<string, unknown> | null): string | null {
+  const key = (params as RestoreParams | null)?.uploadKey;
+  return typeof key === 'string' ? key : null;
+}
+
 export function assertConfirmed(confirm: string): void {
   if (confirm !== CONFIRM_WORD) {
     throw new AppError('CONFIRMATION_REQUIRED', `type ${CONFIRM_WORD} in confirm to overwrite the instance's data; nothing was changed`);

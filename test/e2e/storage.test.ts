@@ -2,8 +2,8 @@
 // that stay the documented archive, collection of what no snapshot needs, and verification that finds damage.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import {
   archiveOf,
   createInstance,
@@ -141,6 +141,26 @@ describe('backup storage', () => {
     const { restoreFromFile } = expectData(await uploadFile(server, { instanceId: target.id, file: once }));
     assert.equal((await settledOperation(server, restoreFromFile.id)).status, 'SUCCEEDED');
     assert.deepEqual(await graphOf(server, target.id), graph);
+  });
+
+  it('removes a stored upload no restore names once collections found it unclaimed for the grace period', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    // What a crash between storing an upload and queueing its restore leaves behind.
+    const orphan = join(server.dataDir, 'blobs', 'tenants', tenantId, 'uploads', 'left-by-a-crash.blob');
+    mkdirSync(dirname(orphan), { recursive: true });
+    writeFileSync(orphan, randomBytes(4096));
+    const seenAt = Date.now();
+    // Meanwhile uploads restore as before: each is named by its restore until the restore deletes it.
+    const instance = await createInstance(server, { name: 'uploaded', tier: 'PROFESSIONAL' });
+    await fill(server, instance.id, 200);
+    const file = await archiveOf(server, (await takeSnapshot(server, instance.id)).id);
+    const { restoreFromFile } = expectData(await uploadFile(server, { instanceId: instance.id, file }));
+    assert.equal((await settledOperation(server, restoreFromFile.id)).status, 'SUCCEEDED');
+    await eventually(() => !existsSync(orphan), { timeoutMs: 20_000, what: 'the unclaimed upload to be removed' });
+    assert.ok(Date.now() - seenAt >= 3_000, 'removed before the grace period (3 s) had passed');
+    assert.deepEqual(filesUnder(dirname(orphan)), [], 'an upload is left behind');
   });
 
   it('frees what no snapshot and no restore window needs once its snapshots are deleted', async function () {
