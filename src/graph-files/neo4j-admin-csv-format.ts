@@ -2,19 +2,17 @@
 // `neo4j-admin database import full` loads them (see admin-csv-header.ts for headers and values):
 //   persons.csv   personId:ID(Person),name,born:int,:LABEL
 //   acted_in.csv  :START_ID(Person),role,:END_ID(Movie),:TYPE
-// Reading: node files are read as the tar streams; relationship files are spooled to a temporary directory (removed
-// afterwards) and read once every node is known. Writing: one node file per label set, one relationship file per
-// type, typed headers, and import.sh with the command line that loads them; deterministic (fixed order and mtimes).
-import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Readable, Transform } from 'node:stream';
+// Reading: node files are read as the tar streams; relationship files are spooled to a scratch directory (encrypted,
+// removed afterwards) and read once every node is known. Writing: one node file per label set, one relationship file
+// per type, typed headers, and import.sh with the command line that loads them; deterministic (fixed order and
+// mtimes). The bodies wait in a scratch directory too, encrypted, until their sizes are known.
+import { Readable, Transform, type Writable } from 'node:stream';
 import { once } from 'node:events';
 import { extract as createTarExtract, pack as createTarPack } from 'tar-stream';
 import { ArchiveError } from '../archive/archive-error';
 import { isTarHeader, tarEntriesIn } from '../archive/file-type';
 import type { GraphRecord } from '../graph/records';
+import { SealedScratchDir } from '../storage/sealed-scratch-dir';
 import { cellValue, type Column, type Header, parseHeader } from './admin-csv-header';
 import { type CsvRow, csvField, csvRows, CsvSyntaxError } from './csv-rows';
 import { pointText } from './cypher-values';
@@ -70,7 +68,7 @@ class AdminCsvReader implements GraphFileReader {
   }
 
   async *records(): AsyncGenerator<ForeignRecord[]> {
-    const spool = await mkdtemp(join(tmpdir(), 'snapgraph-admin-csv-'));
+    const spool = await SealedScratchDir.create('snapgraph-admin-csv-');
     const extract = createTarExtract();
     const counter = new Transform({
       transform: (chunk: Buffer, _encoding, callback) => {
@@ -81,7 +79,7 @@ class AdminCsvReader implements GraphFileReader {
     this.input.on('error', (error) => extract.destroy(error));
     counter.on('error', (error) => extract.destroy(error));
     this.input.pipe(counter).pipe(extract as unknown as NodeJS.WritableStream);
-    const relationshipFiles: Array<{ name: string; path: string }> = [];
+    const relationshipFiles: Array<{ name: string; spooled: string }> = [];
     let csvFiles = 0;
     try {
       try {
@@ -103,9 +101,9 @@ class AdminCsvReader implements GraphFileReader {
           if (header.kind === 'nodes') {
             yield* this.nodeRecords(name, header, rest);
           } else {
-            const path = join(spool, `${relationshipFiles.length}.csv`);
-            await spoolTo(headerRow, rest, path);
-            relationshipFiles.push({ name, path });
+            const spooled = `${relationshipFiles.length}.csv`;
+            await spoolTo(headerRow, rest, spool.createWriteStream(spooled));
+            relationshipFiles.push({ name, spooled });
           }
         }
       } catch (error) {
@@ -113,7 +111,7 @@ class AdminCsvReader implements GraphFileReader {
       }
       if (csvFiles === 0) throw new ArchiveError('INVALID_RECORD', 'The .tar file holds no .csv file: a neo4j-admin import bundle is a .tar of CSV files.');
       for (const file of relationshipFiles) {
-        const input = createReadStream(file.path);
+        const input = spool.createReadStream(file.spooled);
         try {
           const { header, rest } = await this.headerOf(file.name, input);
           yield* this.relationshipRecords(file.name, header, rest);
@@ -126,7 +124,7 @@ class AdminCsvReader implements GraphFileReader {
       this.input.unpipe(counter);
       // Stopped early (a load that failed, a cancel): the upload's file is let go now, not when it is collected.
       this.input.destroy();
-      await rm(spool, { recursive: true, force: true });
+      await spool.remove();
     }
   }
 
@@ -261,8 +259,7 @@ function checkWidth(width: number, header: Header, fail: (problem: string) => Er
 }
 
 /** The file's records written again as CSV, each on the line it had (the blank lines read past are written back). */
-async function spoolTo(headerRow: CsvRow, rows: AsyncGenerator<CsvRow[]>, path: string): Promise<void> {
-  const out = createWriteStream(path);
+async function spoolTo(headerRow: CsvRow, rows: AsyncGenerator<CsvRow[]>, out: Writable): Promise<void> {
   try {
     let line = 1;
     async function* all() {
@@ -323,20 +320,20 @@ const CSV_KIND = 'NEO4J_ADMIN_CSV';
 function writeBundle(source: GraphFileSource): Readable {
   const pack = createTarPack();
   const mtime = new Date(source.capturedAt);
-  let scratch: string | undefined;
+  let scratch: SealedScratchDir | undefined;
   (async () => {
     try {
-      scratch = await mkdtemp(join(tmpdir(), 'snapgraph-admin-csv-export-'));
+      scratch = await SealedScratchDir.create('snapgraph-admin-csv-export-');
       const groups = await planGroups(source);
       const entries: Array<{ name: string; header: string; body?: string }> = await writeBodies(source, groups, scratch);
       if (entries.length === 0) entries.push({ name: 'nodes.csv', header: ':ID,:LABEL\n' });
       for (const entry of entries) {
         const header = Buffer.from(entry.header);
-        const size = header.length + (entry.body ? (await stat(entry.body)).size : 0);
+        const size = header.length + (entry.body ? await scratch.size(entry.body) : 0);
         const sink = pack.entry({ name: entry.name, size, mtime, mode: 0o644, uid: 0, gid: 0, uname: '', gname: '' });
         sink.on('error', () => undefined); // seen through 'close' (writeTo) or the finish below
         await writeTo(sink, header);
-        if (entry.body) for await (const chunk of createReadStream(entry.body)) await writeTo(sink, chunk as Buffer);
+        if (entry.body) for await (const chunk of scratch.createReadStream(entry.body)) await writeTo(sink, chunk as Buffer);
         (sink as unknown as { end(): void }).end();
         await new Promise<void>((resolve, reject) => {
           sink.once('finish', () => resolve());
@@ -350,7 +347,7 @@ function writeBundle(source: GraphFileSource): Readable {
     } catch (error) {
       pack.destroy(error as Error);
     } finally {
-      if (scratch) await rm(scratch, { recursive: true, force: true });
+      if (scratch) await scratch.remove();
     }
   })().catch(() => undefined); // the clean-up's own failure: nothing more to tell the reader, who has the bundle or its error
   return Readable.from(pack as AsyncIterable<Buffer>, { objectMode: false });
@@ -461,16 +458,16 @@ function scalarKind(value: unknown, refuse: (problem: string) => Error): 'string
 }
 
 /** Second pass: each group's rows (without the header line) into a file of `dir`. */
-async function writeBodies(source: GraphFileSource, groups: Group[], dir: string): Promise<Array<{ name: string; header: string; body: string }>> {
+async function writeBodies(source: GraphFileSource, groups: Group[], scratch: SealedScratchDir): Promise<Array<{ name: string; header: string; body: string }>> {
   const columns = new Map(groups.map((group) => [group, [...group.kinds.keys()]]));
-  const outputs = new Map<Group, { stream: WriteStream; pending: string }>();
+  const outputs = new Map<Group, { stream: Writable; pending: string }>();
   const byName = new Map<string, Group[]>();
   for (const group of groups) {
     const name = `${group.kind === 'nodes' ? 'node' : 'relationship'}:${JSON.stringify(group.labels)}`;
     byName.set(name, [...(byName.get(name) ?? []), group]);
-    outputs.set(group, { stream: createWriteStream(join(dir, group.file)), pending: '' });
+    outputs.set(group, { stream: scratch.createWriteStream(group.file), pending: '' });
   }
-  const flush = async (output: { stream: WriteStream; pending: string }) => {
+  const flush = async (output: { stream: Writable; pending: string }) => {
     if (output.pending === '') return;
     const ok = output.stream.write(output.pending);
     output.pending = '';
@@ -500,7 +497,7 @@ async function writeBodies(source: GraphFileSource, groups: Group[], dir: string
   } finally {
     for (const output of outputs.values()) output.stream.destroy();
   }
-  return groups.map((group) => ({ name: group.file, header: headerLine(group, columns.get(group)!), body: join(dir, group.file) }));
+  return groups.map((group) => ({ name: group.file, header: headerLine(group, columns.get(group)!), body: group.file }));
 }
 
 const COLUMN_TYPE: Record<Kind, string> = {

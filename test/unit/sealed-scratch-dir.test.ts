@@ -1,0 +1,79 @@
+// Scratch files sealed under a key of their own, kept in memory: round trips, nothing plaintext on disk, damage found.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+import { BlobIntegrityError } from '../../src/crypto';
+import { SealedScratchDir } from '../../src/storage/sealed-scratch-dir';
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of stream) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}
+
+/** CSV-like text, as the spools hold: every 64-byte window of it is distinctive. */
+function csvText(bytes: number): Buffer {
+  let text = '';
+  for (let i = 0; text.length < bytes; i++) text += `${i},person-${i * 7919},"${randomBytes(6).toString('hex')}",KNOWS\n`;
+  return Buffer.from(text.slice(0, bytes));
+}
+
+describe('SealedScratchDir', () => {
+  const dirs: SealedScratchDir[] = [];
+  const scratch = async () => {
+    const dir = await SealedScratchDir.create('snapgraph-scratch-test-');
+    dirs.push(dir);
+    return dir;
+  };
+  afterEach(async () => {
+    for (const dir of dirs.splice(0)) await dir.remove();
+  });
+
+  it('gives back exactly what was written, across chunk boundaries and for an empty file, with its size', async () => {
+    const dir = await scratch();
+    for (const [name, data] of [['empty', Buffer.alloc(0)], ['one-chunk', csvText(65_536)], ['several', csvText(300_001)]] as const) {
+      await pipeline(Readable.from([data.subarray(0, 1000), data.subarray(1000)]), dir.createWriteStream(name));
+      assert.equal(await dir.size(name), data.length, name);
+      assert.ok((await readAll(dir.createReadStream(name))).equals(data), name);
+    }
+  });
+
+  it('keeps nothing of the plaintext on disk, in a private directory', async () => {
+    const dir = await scratch();
+    const data = csvText(200_000);
+    await pipeline(Readable.from([data]), dir.createWriteStream('spool.csv'));
+    assert.equal(statSync(dir.path).mode & 0o777, 0o700);
+    const stored = readFileSync(`${dir.path}/spool.csv`);
+    for (let at = 0; at + 64 <= data.length; at += 4096) {
+      assert.equal(stored.indexOf(data.subarray(at, at + 64)), -1, `plaintext at ${at} is on disk`);
+    }
+  });
+
+  it('fails a read of a file altered on disk, and cannot read another directory’s files', async () => {
+    const dir = await scratch();
+    const data = csvText(150_000);
+    await pipeline(Readable.from([data]), dir.createWriteStream('a'));
+    const path = `${dir.path}/a`;
+    const stored = readFileSync(path);
+    stored[stored.length - 100] ^= 1;
+    writeFileSync(path, stored);
+    await assert.rejects(readAll(dir.createReadStream('a')), BlobIntegrityError);
+
+    const other = await scratch();
+    await pipeline(Readable.from([data]), dir.createWriteStream('b'));
+    writeFileSync(`${other.path}/b`, readFileSync(`${dir.path}/b`));
+    await assert.rejects(readAll(other.createReadStream('b')), /key/i);
+  });
+
+  it('fails a writer whose file cannot be written, and removes everything', async () => {
+    const dir = await scratch();
+    await assert.rejects(pipeline(Readable.from([csvText(10)]), dir.createWriteStream('missing/x')), /ENOENT/);
+    await pipeline(Readable.from([csvText(10)]), dir.createWriteStream('kept'));
+    assert.deepEqual(readdirSync(dir.path), ['kept']);
+    await dir.remove();
+    assert.equal(existsSync(dir.path), false);
+  });
+});
