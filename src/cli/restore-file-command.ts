@@ -224,8 +224,14 @@ async function urlStoragePath(env: NodeJS.ProcessEnv = process.env): Promise<str
 type UploadError = Error & { originalResponse?: tus.HttpResponse | null; causingError?: Error | null };
 
 /** An answer from Snapgraph itself saying why (a contract error code), as opposed to a tus protocol answer. */
+/**
+ * The server refused the file or the request (a 4xx with its reason): saying it again changes nothing. A 5xx is the
+ * server's own trouble (a full disk, a bucket or database error): it keeps what it received, complete or not, and the
+ * upload is retried, or resumed by running the command again.
+ */
 function isRefusal(error: UploadError): boolean {
-  return Boolean(error.originalResponse && describeErrorBody(error.originalResponse.getBody()));
+  const response = error.originalResponse;
+  return Boolean(response && response.getStatus() < 500 && describeErrorBody(response.getBody()));
 }
 
 /** Retry network trouble and tus-level conflicts; never a refusal (it would say the same again). */
@@ -245,8 +251,8 @@ async function forgetUploads(urlStorage: tus.UrlStorage, fingerprint: string): P
 function describeUploadError(client: ApiClient, error: UploadError): CliError {
   const response = error.originalResponse;
   if (response) {
-    const described = describeErrorBody(response.getBody());
-    return new CliError(described ?? `the upload failed: HTTP ${response.getStatus()} ${response.getBody().slice(0, 200)}`.trim());
+    const described = describeErrorBody(response.getBody()) ?? `the upload failed: HTTP ${response.getStatus()} ${response.getBody().slice(0, 200)}`.trim();
+    return new CliError(isRefusal(error) ? described : `${described}; the server keeps what it received: run the same command again to resume`);
   }
   if (error.causingError) return client.unreachable(error.causingError);
   return new CliError(`the upload failed: ${error.message}`);

@@ -237,6 +237,46 @@ describe('a full backup storage when a snapshot is exported', function () {
   });
 });
 
+describe('a full backup storage when a resumable upload completes', function () {
+  this.timeout(180_000);
+
+  it('keeps the complete upload, and a HEAD once space returns finishes it without sending the file again', async function () {
+    const volume = volumeOrSkip(this, 32 * MiB);
+    // The blobs are on the small volume, the partial uploads are not: the checked file is copied into the blob store
+    // (another file system), and that copy meets the full disk.
+    const dataDir = makeTempDir('snapgraph-e2e-data-');
+    mkdirSync(join(volume.path, 'blobs'));
+    symlinkSync(join(volume.path, 'blobs'), join(dataDir, 'blobs'));
+    const server = await startServer({ dataDir });
+    const source = await createInstance(server, { name: 'upload-source' });
+    for (let batch = 0; batch < 2; batch++) await createNodes(server, source.id, bulkyNodes(200));
+    const archive = await archiveOf(server, (await takeSnapshot(server, source.id)).id);
+    const graph = await graphOf(server, source.id);
+    const target = await createInstance(server, { name: 'upload-target' });
+
+    volume.fill();
+    const tus = await tusUpload(server, target.id, archive);
+    assert.equal(tus.patch.status, 507, await tus.patch.clone().text());
+    assertStorageFullMessage(((await tus.patch.json()) as { errors: { message: string }[] }).errors[0].message, /SNAPGRAPH_DATA_DIR/);
+    assertAlive(server);
+    const head = () => fetch(tus.location, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${server.adminKey}` } });
+    // Still full: the HEAD tries again, and is refused the same way; the upload stays.
+    assert.equal((await head()).status, 507);
+
+    volume.release();
+    const finished = await head();
+    assert.equal(finished.status, 200);
+    assert.equal(finished.headers.get('upload-offset'), String(archive.length));
+    const operationId = finished.headers.get('snapgraph-operation-id');
+    assert.ok(operationId, 'the HEAD names the restore it queued');
+    assert.equal((await settledOperation(server, operationId)).status, 'SUCCEEDED');
+    assert.deepEqual(await graphOf(server, target.id), graph);
+    // Asked again, the same operation: no second restore.
+    assert.equal((await head()).headers.get('snapgraph-operation-id'), operationId);
+    assertAlive(server);
+  });
+});
+
 describe('a full metadata volume when an operation finishes', function () {
   this.timeout(180_000);
 

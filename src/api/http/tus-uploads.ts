@@ -190,6 +190,77 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     return principal;
   };
 
+  /**
+   * Completes an upload whose every byte is in: checks the file (unless it was checked as it came), keeps it, queues
+   * its restore, once whichever replica and request asks (UploadCompletions); resolves with the operation id.
+   * - Refused (the file, or the request looked at again): the upload goes; the client starts again and hears why.
+   * - Failed for the server's own reasons (a full disk, a bucket or database error) while the file is still the
+   *   upload's: the upload stays, complete, and the client's retry completes it (a HEAD does, see the front handler):
+   *   a multi-GiB upload is not sent again for that. Once the file was moved into the blob store, a failure to queue
+   *   its restore has deleted it: the upload goes.
+   * `nodeReq`: the request it answers, whose socket waits without the idle timeout meanwhile.
+   */
+  const finishUpload = async (principal: Principal, upload: Upload, nodeReq: NodeRequest | undefined): Promise<string> => {
+    const instanceId = upload.metadata?.instanceId ?? '';
+    const confirm = upload.metadata?.confirm ?? '';
+    const forget = () => datastore.remove(upload.id).catch(() => undefined);
+    // Received as it came: only ending the check is left, and queueing the restore (looked at again, for this
+    // request's key). Else the file is read back and checked now.
+    let checked: 'as received' | 'read back' = 'as received';
+    const queue = async (received: ReceivedFile) => (await services.uploads.queueRestore(principal, instanceId, confirm, received)).id;
+    const restore = async () => {
+      const sizeBytes = upload.size ?? upload.offset;
+      let verdict = await receivers.finish(upload.id, sizeBytes);
+      const file = datastore.fileOf(upload.id);
+      // Unless the receiver stored its own copy (S3), the upload's file is what is read back or moved in. It must hold
+      // every byte: when they all went to this replica's check, those are the bytes checked (a write racing from
+      // another replica would have changed the count).
+      if (verdict === null || !('key' in verdict)) {
+        const kept = await file.complete();
+        if (kept !== sizeBytes) throw new AppError('CONFLICT', `the upload's file holds ${kept} of its ${sizeBytes} bytes; upload the file again`);
+      }
+      if (verdict === null) {
+        checked = 'read back';
+        verdict = await checkWithoutStalling(config.idleTimeoutMs, (watch) =>
+          services.uploads.checkResumableFile(principal, instanceId, watch(file.read()), confirm),
+        );
+      }
+      if ('key' in verdict) return queue(verdict);
+      // Checked: only now is it moved into the blob store (until then a replica taking over finds it here).
+      const key = await services.uploads.adoptPartialFile(principal.tenantId, upload.id, file);
+      datastore.kept.add(upload.id);
+      return queue({ key, ...verdict });
+    };
+    const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload.id, principal.tenantId, upload.size ?? upload.offset, restore));
+    // Finished without this replica's receiver (another replica verifies it, or already has): it goes.
+    verified.finally(() => receivers.abandon(upload.id)).catch(() => undefined);
+    const operationId = await verified.catch(async (error) => {
+      if (isAppError(error)) {
+        logger.info({ uploadId: upload.id, code: error.code }, 'restore upload refused');
+        await forget();
+      } else if (datastore.kept.has(upload.id)) {
+        logger.error({ err: error, uploadId: upload.id }, 'restore upload failed');
+        await forget();
+      } else {
+        logger.error({ err: error, uploadId: upload.id }, 'restore upload failed; it is kept, complete, for the client to finish again');
+      }
+      throw refusal(error, { debugErrors: config.debugErrors });
+    });
+    // Kept in the blob store: its record goes once the answer is sent (@tus/server reads it while it answers).
+    if (nodeReq) afterResponse.set(nodeReq, [...(afterResponse.get(nodeReq) ?? []), forget]);
+    else await forget();
+    logger.info({ uploadId: upload.id, operationId, sizeBytes: upload.size, checked }, 'restore upload received');
+    return operationId;
+  };
+
+  /** The caller's upload when every byte of it is in but nothing completes it (its completion failed): else null. */
+  const unfinishedUpload = async (id: string, principal: Principal): Promise<Upload | null> => {
+    const upload = await datastore.getUpload(id).catch(() => null);
+    if (!upload || upload.metadata?.tenantId !== principal.tenantId || upload.size === undefined || upload.offset !== upload.size) return null;
+    if (datastore.kept.has(id) || (await completions.inProgress(id))) return null;
+    return upload;
+  };
+
   const tus: Server = new TusServer({
     path: UPLOADS_PATH,
     datastore,
@@ -229,51 +300,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
 
     /** The last byte arrived: check the file (unless it was checked as it came), keep it, queue the restore. */
     onUploadFinish: async (req, upload) => {
-      const principal = principalOf(req);
-      const nodeReq = req.runtime?.node?.req;
-      const instanceId = upload.metadata?.instanceId ?? '';
-      const confirm = upload.metadata?.confirm ?? '';
-      const forget = () => datastore.remove(upload.id).catch(() => undefined);
-      // Received as it came: only ending the check is left, and queueing the restore (looked at again, for this
-      // request's key). Else the file is read back and checked now.
-      let checked: 'as received' | 'read back' = 'as received';
-      const queue = async (received: ReceivedFile) => (await services.uploads.queueRestore(principal, instanceId, confirm, received)).id;
-      const restore = async () => {
-        const sizeBytes = upload.size ?? upload.offset;
-        let verdict = await receivers.finish(upload.id, sizeBytes);
-        const file = datastore.fileOf(upload.id);
-        // Unless the receiver stored its own copy (S3), the upload's file is what is read back or moved in. It must hold
-        // every byte: when they all went to this replica's check, those are the bytes checked (a write racing from
-        // another replica would have changed the count).
-        if (verdict === null || !('key' in verdict)) {
-          const kept = await file.complete();
-          if (kept !== sizeBytes) throw new AppError('CONFLICT', `the upload's file holds ${kept} of its ${sizeBytes} bytes; upload the file again`);
-        }
-        if (verdict === null) {
-          checked = 'read back';
-          verdict = await checkWithoutStalling(config.idleTimeoutMs, (watch) =>
-            services.uploads.checkResumableFile(principal, instanceId, watch(file.read()), confirm),
-          );
-        }
-        if ('key' in verdict) return queue(verdict);
-        // Checked: only now is it moved into the blob store (until then a replica taking over finds it here).
-        const key = await services.uploads.adoptPartialFile(principal.tenantId, upload.id, file);
-        datastore.kept.add(upload.id);
-        return queue({ key, ...verdict });
-      };
-      const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload.id, principal.tenantId, upload.size ?? upload.offset, restore));
-      // Finished without this replica's receiver (another replica verifies it, or already has): it goes.
-      verified.finally(() => receivers.abandon(upload.id)).catch(() => undefined);
-      const operationId = await verified.catch(async (error) => {
-        if (isAppError(error)) logger.info({ uploadId: upload.id, code: error.code }, 'restore upload refused');
-        else logger.error({ err: error, uploadId: upload.id }, 'restore upload failed');
-        await forget();
-        throw refusal(error, { debugErrors: config.debugErrors });
-      });
-      // Kept in the blob store: its record goes once the answer is sent (@tus/server reads it while it answers).
-      if (nodeReq) afterResponse.set(nodeReq, [...(afterResponse.get(nodeReq) ?? []), forget]);
-      else await forget();
-      logger.info({ uploadId: upload.id, operationId, sizeBytes: upload.size, checked }, 'restore upload received');
+      const operationId = await finishUpload(principalOf(req), upload, req.runtime?.node?.req);
       return { headers: { [OPERATION_ID_HEADER]: operationId } };
     },
 
@@ -313,6 +340,15 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         const completed = id ? await completions.find(id, principal.tenantId) : undefined;
         if (completed && (req.method === 'HEAD' || req.method === 'PATCH')) {
           return void (await withoutIdleTimeout(req.socket, () => answerCompleted(req, res, completed)));
+        }
+        // A client resuming an upload whose completion failed (it retries with a HEAD, sees every byte in, and takes
+        // that answer as the end): complete it now, and answer with the operation as a completed upload's HEAD does.
+        const unfinished = req.method === 'HEAD' && principal.role === 'ADMIN' ? await unfinishedUpload(id, principal) : null;
+        if (unfinished) {
+          const sizeBytes = unfinished.size!;
+          const operationId = finishUpload(principal, unfinished, req);
+          operationId.catch(() => undefined);
+          return void (await answerCompleted(req, res, { tenantId: principal.tenantId, sizeBytes, operationId }, (error) => sendRefusal(res, error as TusRefusal)));
         }
       }
       req.url = req.originalUrl; // @tus/server routes on the full path
@@ -394,7 +430,9 @@ function isErrorBody(text: string): boolean {
 }
 
 /** What @tus/server passes its hooks: a web Request carrying the node request it came from. */
-type HookRequest = { runtime?: { node?: { req?: { socket?: Socket } } } };
+/** The node request under a tus hook's request (the key of `principals` and `afterResponse`). */
+type NodeRequest = { socket?: Socket };
+type HookRequest = { runtime?: { node?: { req?: NodeRequest } } };
 
 /**
  * The client waits in silence while the server verifies a whole archive (minutes for a large file): that silence is
@@ -450,13 +488,19 @@ async function checkWithoutStalling<T>(stallTimeoutMs: number, check: (watch: (s
 }
 
 /** HEAD or PATCH on a completed upload: the whole file is here; answer (after verification) with the operation. */
-async function answerCompleted(req: Request, res: Response, completed: Completion): Promise<void> {
+async function answerCompleted(
+  req: Request,
+  res: Response,
+  completed: Completion,
+  // Refused and deleted: the client starts over and hears why.
+  onRefused: (error: unknown) => void = () => sendRefusal(res, notFoundRefusal()),
+): Promise<void> {
   req.resume(); // a repeated final PATCH carries no new bytes
   let operationId: string;
   try {
     operationId = await completed.operationId;
-  } catch {
-    return void sendRefusal(res, notFoundRefusal()); // refused and deleted: the client starts over and hears why
+  } catch (error) {
+    return void onRefused(error);
   }
   res
     .status(req.method === 'HEAD' ? 200 : 204)
