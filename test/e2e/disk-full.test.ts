@@ -105,6 +105,14 @@ function volumeOrSkip(context: Mocha.Context, sizeBytes: number): SmallVolume {
   return volume as SmallVolume;
 }
 
+/** A data dir on the usual disk whose blob store is on `volume`. */
+function dataDirWithBlobsOn(volume: SmallVolume): string {
+  const dataDir = makeTempDir('snapgraph-e2e-data-');
+  mkdirSync(join(volume.path, 'blobs'));
+  symlinkSync(join(volume.path, 'blobs'), join(dataDir, 'blobs'));
+  return dataDir;
+}
+
 describe('a full disk', function () {
   this.timeout(180_000);
 
@@ -211,9 +219,7 @@ describe('a full backup storage when a snapshot is exported', function () {
   it('answers STORAGE_FULL at once, leaves no copy behind, and exports once space returns', async function () {
     const volume = volumeOrSkip(this, 64 * MiB);
     // Only the blobs are on the small volume: the export's scratch copy of the graph has room, its archive does not.
-    const dataDir = makeTempDir('snapgraph-e2e-data-');
-    mkdirSync(join(volume.path, 'blobs'));
-    symlinkSync(join(volume.path, 'blobs'), join(dataDir, 'blobs'));
+    const dataDir = dataDirWithBlobsOn(volume);
     const server = await startServer({ dataDir });
     const instance = await createInstance(server, { name: 'export-full' });
     for (let batch = 0; batch < 8; batch++) await createNodes(server, instance.id, bulkyNodes(300));
@@ -244,10 +250,7 @@ describe('a full backup storage when a resumable upload completes', function () 
     const volume = volumeOrSkip(this, 32 * MiB);
     // The blobs are on the small volume, the partial uploads are not: the checked file is copied into the blob store
     // (another file system), and that copy meets the full disk.
-    const dataDir = makeTempDir('snapgraph-e2e-data-');
-    mkdirSync(join(volume.path, 'blobs'));
-    symlinkSync(join(volume.path, 'blobs'), join(dataDir, 'blobs'));
-    const server = await startServer({ dataDir });
+    const server = await startServer({ dataDir: dataDirWithBlobsOn(volume) });
     const source = await createInstance(server, { name: 'upload-source' });
     for (let batch = 0; batch < 2; batch++) await createNodes(server, source.id, bulkyNodes(200));
     const archive = await archiveOf(server, (await takeSnapshot(server, source.id)).id);
