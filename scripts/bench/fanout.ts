@@ -187,8 +187,8 @@ async function main() {
       results.push({ n, baseline, product });
     }
     await rss.part('end');
-    const { peaks } = await rss.stop();
-    for (const { n, baseline, product } of results) report(n, baseline, product, peaks);
+    const { peaks, delays } = await rss.stop();
+    for (const { n, baseline, product } of results) report(n, baseline, product, peaks, delays);
   } finally {
     await stopServer(server);
     if (!keep) rmSync(work, { recursive: true, force: true });
@@ -207,7 +207,7 @@ function merge(parts: ClientFigures[]): ClientFigures {
   };
 }
 
-function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks: Map<string, number>) {
+function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks: Map<string, number>, delays: Map<string, { p99: number; max: number }>) {
   const ratios = product.map((run, i) => run.restoreMs / baseline[i].restoreMs);
   const ms = (value: number) => `${value.toFixed(0)} ms`;
   const x = (value: number) => `${value.toFixed(2)}×`;
@@ -228,6 +228,12 @@ function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks:
   console.log(`    server CPU, ${n} subscribers: ${spread(product.map((r) => r.cpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
   const peak = (part: string) => peaks.get(`${n}:${part}`) ?? 0;
   console.log(`    server peak RSS: no subscribers (${n} clients connected, idle) ${MiB(peak('baseline'))}, ${n} subscribers ${MiB(peak('subscribed'))}`);
+  // Over all runs of each kind: what every other request to this server waited for at worst while the restores ran.
+  const delay = (part: string) => {
+    const d = delays.get(`${n}:${part}`);
+    return d ? `p99 ${d.p99.toFixed(0)} ms, max ${d.max.toFixed(0)} ms` : 'not measured';
+  };
+  console.log(`    server event-loop delay: no subscribers ${delay('baseline')}; ${n} subscribers ${delay('subscribed')}`);
 }
 
 main().catch((error) => {

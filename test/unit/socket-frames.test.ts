@@ -8,8 +8,11 @@ class FakeSocket {
   readonly readyState = WebSocket.OPEN;
   readonly writes: string[][] = [];
 
+  constructor(private readonly onWrite: () => void = () => undefined) {}
+
   sendTextFrames(frames: readonly TextFrame[]): void {
     this.writes.push(frames.map((parts) => Buffer.concat(parts).toString()));
+    this.onWrite();
   }
 }
 
@@ -30,6 +33,35 @@ describe('socket frames: the writes of shared subscriptions', () => {
       sockets.map((socket) => socket.writes),
       sockets.map((_, i) => [[`a${i}`, `b${i}`]]),
     );
+  });
+
+  it('writes a large flush in slices, the event loop turning in between, each socket in order and once per frame queued', async () => {
+    // No time per slice: a slice is the sockets written between two looks at the clock (32).
+    const frames = new SocketFrames(1, 0);
+    let turned = false;
+    let seenBySecondSlice: boolean | undefined;
+    const sockets: FakeSocket[] = [];
+    for (let i = 0; i < 100; i++) {
+      sockets.push(
+        new FakeSocket(() => {
+          if (i === 0 && sockets[0].writes.length === 1) {
+            // Runs once the first slice lets the loop turn: queues frames for a socket written and one not yet.
+            setImmediate(() => {
+              turned = true;
+              frames.queue(sockets[0] as unknown as WebSocket, frame('late0'), always);
+              frames.queue(sockets[99] as unknown as WebSocket, frame('b99'), always);
+            });
+          }
+          if (i === 40) seenBySecondSlice = turned;
+        }),
+      );
+    }
+    for (const [i, socket] of sockets.entries()) frames.queue(socket as unknown as WebSocket, frame(`a${i}`), always);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    assert.equal(seenBySecondSlice, true, 'the loop did not turn between the first slice and a later one');
+    assert.deepEqual(sockets[0].writes, [['a0'], ['late0']]);
+    assert.deepEqual(sockets[99].writes, [['a99', 'b99']]);
+    for (let i = 1; i < 99; i++) assert.deepEqual(sockets[i].writes, [[`a${i}`]]);
   });
 
   it("writes one socket's queued frames at once when asked (before something else is sent on it), the others later", async () => {
