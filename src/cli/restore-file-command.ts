@@ -223,9 +223,9 @@ async function urlStoragePath(env: NodeJS.ProcessEnv = process.env): Promise<str
 
 type UploadError = Error & { originalResponse?: tus.HttpResponse | null; causingError?: Error | null };
 
-/** An answer from Snapgraph itself saying why (a contract error code), as opposed to a tus protocol answer. */
 /**
- * The server refused the file or the request (a 4xx with its reason): saying it again changes nothing. A 5xx is the
+ * An answer from Snapgraph itself saying why (a contract error code, as opposed to a tus protocol answer) in which the
+ * server refused the file or the request (a 4xx): saying it again changes nothing. A 5xx is the
  * server's own trouble (a full disk, a bucket or database error): it keeps what it received, complete or not, and the
  * upload is retried, or resumed by running the command again.
  */

@@ -6,13 +6,12 @@
 // removed afterwards) and read once every node is known. Writing: one node file per label set, one relationship file
 // per type, typed headers, and import.sh with the command line that loads them; deterministic (fixed order and
 // mtimes). The bodies wait in a scratch directory too, encrypted, until their sizes are known.
-import { Readable, Transform, type Writable } from 'node:stream';
-import { once } from 'node:events';
+import { Readable, Transform } from 'node:stream';
 import { extract as createTarExtract, pack as createTarPack } from 'tar-stream';
 import { ArchiveError } from '../archive/archive-error';
 import { isTarHeader, tarEntriesIn } from '../archive/file-type';
 import type { GraphRecord } from '../graph/records';
-import { SealedScratchDir } from '../storage/sealed-scratch-dir';
+import { type ScratchWriter, SealedScratchDir } from '../storage/sealed-scratch-dir';
 import { cellValue, type Column, type Header, parseHeader } from './admin-csv-header';
 import { type CsvRow, csvField, csvRows, CsvSyntaxError } from './csv-rows';
 import { pointText } from './cypher-values';
@@ -102,7 +101,7 @@ class AdminCsvReader implements GraphFileReader {
             yield* this.nodeRecords(name, header, rest);
           } else {
             const spooled = `${relationshipFiles.length}.csv`;
-            await spoolTo(headerRow, rest, spool.createWriteStream(spooled));
+            await spoolTo(headerRow, rest, spool.createWriter(spooled));
             relationshipFiles.push({ name, spooled });
           }
         }
@@ -259,7 +258,7 @@ function checkWidth(width: number, header: Header, fail: (problem: string) => Er
 }
 
 /** The file's records written again as CSV, each on the line it had (the blank lines read past are written back). */
-async function spoolTo(headerRow: CsvRow, rows: AsyncGenerator<CsvRow[]>, out: Writable): Promise<void> {
+async function spoolTo(headerRow: CsvRow, rows: AsyncGenerator<CsvRow[]>, out: ScratchWriter): Promise<void> {
   try {
     let line = 1;
     async function* all() {
@@ -276,10 +275,9 @@ async function spoolTo(headerRow: CsvRow, rows: AsyncGenerator<CsvRow[]>, out: W
         text += row.fields.map((field, i) => (row.quoted[i] ? `"${field.replace(/"/g, '""')}"` : field)).join(',') + '\n';
         line += 1 + countLineBreaks(row.fields);
       }
-      if (!out.write(text)) await once(out, 'drain');
+      await out.write(text);
     }
-    out.end();
-    await once(out, 'finish');
+    await out.end();
   } finally {
     out.destroy();
   }
@@ -460,18 +458,18 @@ function scalarKind(value: unknown, refuse: (problem: string) => Error): 'string
 /** Second pass: each group's rows (without the header line) into a file of `dir`. */
 async function writeBodies(source: GraphFileSource, groups: Group[], scratch: SealedScratchDir): Promise<Array<{ name: string; header: string; body: string }>> {
   const columns = new Map(groups.map((group) => [group, [...group.kinds.keys()]]));
-  const outputs = new Map<Group, { stream: Writable; pending: string }>();
+  const outputs = new Map<Group, { stream: ScratchWriter; pending: string }>();
   const byName = new Map<string, Group[]>();
   for (const group of groups) {
     const name = `${group.kind === 'nodes' ? 'node' : 'relationship'}:${JSON.stringify(group.labels)}`;
     byName.set(name, [...(byName.get(name) ?? []), group]);
-    outputs.set(group, { stream: scratch.createWriteStream(group.file), pending: '' });
+    outputs.set(group, { stream: scratch.createWriter(group.file), pending: '' });
   }
-  const flush = async (output: { stream: Writable; pending: string }) => {
+  const flush = async (output: { stream: ScratchWriter; pending: string }) => {
     if (output.pending === '') return;
-    const ok = output.stream.write(output.pending);
+    const text = output.pending;
     output.pending = '';
-    if (!ok) await once(output.stream, 'drain');
+    await output.stream.write(text);
   };
   try {
     for await (const batch of source.batches()) {
@@ -491,8 +489,7 @@ async function writeBodies(source: GraphFileSource, groups: Group[], scratch: Se
     }
     for (const output of outputs.values()) {
       await flush(output);
-      output.stream.end();
-      await once(output.stream, 'finish');
+      await output.stream.end();
     }
   } finally {
     for (const output of outputs.values()) output.stream.destroy();

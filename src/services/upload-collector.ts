@@ -59,17 +59,27 @@ export class UploadCollector {
     const tenants = await this.db.getRepository(TenantEntity).find({ select: { id: true } });
     const unclaimed = new Set<string>();
     const due: { key: string; since: number }[] = [];
+    const unlisted = new Set<string>();
     for (const { id } of tenants) {
-      for await (const key of this.blobs.list(`tenants/${id}/uploads`)) {
-        if (claimed.has(key)) continue;
-        unclaimed.add(key);
-        const since = this.unclaimedSince.get(key);
-        if (since === undefined) this.unclaimedSince.set(key, now);
-        // Never on a first sighting, whatever the grace: a file just stored is named by its restore a moment later.
-        else if (now - since >= this.options.graceMs) due.push({ key, since });
+      const folder = `tenants/${id}/uploads`;
+      try {
+        for await (const key of this.blobs.list(folder)) {
+          if (claimed.has(key)) continue;
+          unclaimed.add(key);
+          const since = this.unclaimedSince.get(key);
+          if (since === undefined) this.unclaimedSince.set(key, now);
+          // Never on a first sighting, whatever the grace: a file just stored is named by its restore a moment later.
+          else if (now - since >= this.options.graceMs) due.push({ key, since });
+        }
+      } catch (error) {
+        // One tenant's listing (a bucket's answer) does not hold up the others; what it had seen is kept.
+        unlisted.add(`${folder}/`);
+        this.logger.warn({ err: error, tenantId: id }, 'could not list the uploaded files of a tenant; it is retried');
       }
     }
-    for (const key of this.unclaimedSince.keys()) if (!unclaimed.has(key)) this.unclaimedSince.delete(key);
+    for (const key of this.unclaimedSince.keys()) {
+      if (!unclaimed.has(key) && !unlisted.has(key.slice(0, key.lastIndexOf('/') + 1))) this.unclaimedSince.delete(key);
+    }
     // Looked at again just before deleting: nothing may have queued a restore of it meanwhile.
     const stillClaimed = due.length > 0 ? await this.claimedKeys() : claimed;
     let removed = 0;

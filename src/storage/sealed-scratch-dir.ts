@@ -7,9 +7,20 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Readable, Writable } from 'node:stream';
-import { finished } from 'node:stream/promises';
+import { once } from 'node:events';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { createDecryptStream, createEncryptStream, DEFAULT_CHUNK_SIZE, Keyring, MasterKey, plaintextSize } from '../crypto';
+
+/** One scratch file being written. Its promises always settle: a failure of the file, whenever it happens, rejects the next of them. */
+export interface ScratchWriter {
+  /** Resolves once `data` is taken (at once, or once the file has caught up). */
+  write(data: string | Buffer): Promise<void>;
+  /** Resolves once every byte is sealed and in the file, which can then be read back. */
+  end(): Promise<void>;
+  /** Stops writing (the file is left incomplete; remove() deletes it). */
+  destroy(): void;
+}
 
 export class SealedScratchDir {
   private readonly keyring = new Keyring(MasterKey.generate());
@@ -21,34 +32,28 @@ export class SealedScratchDir {
     return new SealedScratchDir(await mkdtemp(join(tmpdir(), prefix)));
   }
 
-  /**
-   * Writes the file `name` (replacing it): a Writable whose 'finish' comes once every byte is sealed and in the file,
-   * so that it can be read back at once.
-   */
-  createWriteStream(name: string): Writable {
+  /** Writes the file `name` (replacing it); see ScratchWriter. */
+  createWriter(name: string): ScratchWriter {
     const sealer = createEncryptStream(this.keyring);
-    const file = createWriteStream(join(this.path, name), { mode: 0o600 });
-    const written = finished(sealer.pipe(file));
-    const writable = new Writable({
-      highWaterMark: DEFAULT_CHUNK_SIZE,
-      write(chunk: Buffer, _encoding, callback) {
-        if (sealer.write(chunk)) callback();
-        else sealer.once('drain', () => callback());
+    // Either stream's failure ends both, and is kept: the next write or end() rejects with it, whenever it came.
+    const written = pipeline(sealer, createWriteStream(join(this.path, name), { mode: 0o600 }));
+    let failure: unknown = null;
+    written.catch((error: unknown) => (failure ??= error));
+    return {
+      async write(data) {
+        if (failure) throw failure;
+        if (sealer.write(data)) return;
+        await Promise.race([once(sealer, 'drain'), written]);
       },
-      final(callback) {
+      async end() {
+        if (failure) throw failure;
         sealer.end();
-        written.then(() => callback(), callback);
+        await written;
       },
-      destroy(error, callback) {
+      destroy() {
         sealer.destroy();
-        file.destroy();
-        callback(error);
       },
-    });
-    // A file that cannot be written (a full disk) fails the writer, whose next write would otherwise wait for ever.
-    written.catch((error: Error) => writable.destroy(error));
-    sealer.on('error', (error) => writable.destroy(error));
-    return writable;
+    };
   }
 
   /** The file's plaintext, each chunk authenticated before its bytes are given out. */

@@ -246,11 +246,12 @@ describe('a full backup storage when a snapshot is exported', function () {
 describe('a full backup storage when a resumable upload completes', function () {
   this.timeout(180_000);
 
-  it('keeps the complete upload, and a HEAD once space returns finishes it without sending the file again', async function () {
+  it('keeps the complete upload, across a restart, and a HEAD once space returns finishes it without sending the file again', async function () {
     const volume = volumeOrSkip(this, 32 * MiB);
     // The blobs are on the small volume, the partial uploads are not: the checked file is copied into the blob store
     // (another file system), and that copy meets the full disk.
-    const server = await startServer({ dataDir: dataDirWithBlobsOn(volume) });
+    const dataDir = dataDirWithBlobsOn(volume);
+    let server = await startServer({ dataDir });
     const source = await createInstance(server, { name: 'upload-source' });
     for (let batch = 0; batch < 2; batch++) await createNodes(server, source.id, bulkyNodes(200));
     const archive = await archiveOf(server, (await takeSnapshot(server, source.id)).id);
@@ -262,9 +263,12 @@ describe('a full backup storage when a resumable upload completes', function () 
     assert.equal(tus.patch.status, 507, await tus.patch.clone().text());
     assertStorageFullMessage(((await tus.patch.json()) as { errors: { message: string }[] }).errors[0].message, /SNAPGRAPH_DATA_DIR/);
     assertAlive(server);
-    const head = () => fetch(tus.location, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${server.adminKey}` } });
-    // Still full: the HEAD tries again, and is refused the same way; the upload stays.
+    const path = new URL(tus.location).pathname;
+    const head = () => fetch(`${server.url}${path}`, { method: 'HEAD', headers: { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${server.adminKey}` } });
+    // Still full: the HEAD tries again, and is refused the same way; the upload stays, across a restart too.
     assert.equal((await head()).status, 507);
+    await server.stop();
+    server = await startServer({ dataDir, bootstrapToken: server.adminKey });
 
     volume.release();
     const finished = await head();

@@ -235,8 +235,9 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     // Finished without this replica's receiver (another replica verifies it, or already has): it goes.
     verified.finally(() => receivers.abandon(upload.id)).catch(() => undefined);
     const operationId = await verified.catch(async (error) => {
-      if (isAppError(error)) {
-        logger.info({ uploadId: upload.id, code: error.code }, 'restore upload refused');
+      const answer = refusal(error, { debugErrors: config.debugErrors });
+      if (answer.status_code < 500) {
+        logger.info({ uploadId: upload.id, code: isAppError(error) ? error.code : null }, 'restore upload refused');
         await forget();
       } else if (datastore.kept.has(upload.id)) {
         logger.error({ err: error, uploadId: upload.id }, 'restore upload failed');
@@ -244,7 +245,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       } else {
         logger.error({ err: error, uploadId: upload.id }, 'restore upload failed; it is kept, complete, for the client to finish again');
       }
-      throw refusal(error, { debugErrors: config.debugErrors });
+      throw answer;
     });
     // Kept in the blob store: its record goes once the answer is sent (@tus/server reads it while it answers).
     if (nodeReq) afterResponse.set(nodeReq, [...(afterResponse.get(nodeReq) ?? []), forget]);
@@ -253,10 +254,14 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     return operationId;
   };
 
-  /** The caller's upload when every byte of it is in but nothing completes it (its completion failed): else null. */
+  /**
+   * The caller's upload when every byte of it is in but nothing completes it (its completion failed, or the server
+   * stopped before its restore was queued), and it has not expired: else null.
+   */
   const unfinishedUpload = async (id: string, principal: Principal): Promise<Upload | null> => {
     const upload = await datastore.getUpload(id).catch(() => null);
     if (!upload || upload.metadata?.tenantId !== principal.tenantId || upload.size === undefined || upload.offset !== upload.size) return null;
+    if (upload.creation_date && Date.parse(upload.creation_date) + UPLOAD_EXPIRY_MS < Date.now()) return null;
     if (datastore.kept.has(id) || (await completions.inProgress(id))) return null;
     return upload;
   };
@@ -337,13 +342,13 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
           return void sendRefusal(res, refusal(unauthenticated(), { debugErrors: config.debugErrors }));
         }
         principals.set(req, principal);
-        const completed = id ? await completions.find(id, principal.tenantId) : undefined;
-        if (completed && (req.method === 'HEAD' || req.method === 'PATCH')) {
-          return void (await withoutIdleTimeout(req.socket, () => answerCompleted(req, res, completed)));
-        }
+        // Uploads are an ADMIN's, and speak tus 1.0: anything else is for @tus/server (and onIncomingRequest) to refuse.
+        const ours = principal.role === 'ADMIN' && req.headers['tus-resumable'] === TUS_VERSION;
+        const completed = ours && id && (req.method === 'HEAD' || req.method === 'PATCH') ? await completions.find(id, principal.tenantId) : undefined;
+        if (completed) return void (await withoutIdleTimeout(req.socket, () => answerCompleted(req, res, completed)));
         // A client resuming an upload whose completion failed (it retries with a HEAD, sees every byte in, and takes
         // that answer as the end): complete it now, and answer with the operation as a completed upload's HEAD does.
-        const unfinished = req.method === 'HEAD' && principal.role === 'ADMIN' ? await unfinishedUpload(id, principal) : null;
+        const unfinished = ours && id && req.method === 'HEAD' ? await unfinishedUpload(id, principal) : null;
         if (unfinished) {
           const sizeBytes = unfinished.size!;
           const operationId = finishUpload(principal, unfinished, req);
@@ -515,9 +520,10 @@ async function answerCompleted(
 }
 
 /**
- * At boot nothing of this process is in flight: complete uploads whose restore never started (the server stopped) go,
- * unless another replica is verifying them now, then the records of uploads whose file is gone (moved into the blob
- * store just before the server stopped), then expired ones.
+ * At boot: unreadable partial uploads go (plaintext ones an earlier version kept, or damage), then the records of
+ * uploads whose file is gone (moved into the blob store just before the server stopped), then expired ones. A complete
+ * upload whose restore was not queued (the server stopped, or its completion failed) stays: its client's next HEAD
+ * finishes it (see the front handler), until it expires.
  */
 async function sweepAtBoot(tus: Server, datastore: FileStore, completions: UploadCompletions, logger: Logger): Promise<void> {
   let removed = 0;
@@ -527,9 +533,6 @@ async function sweepAtBoot(tus: Server, datastore: FileStore, completions: Uploa
     // Not a partial blob: a plaintext file an earlier version kept (in a configured SNAPGRAPH_UPLOAD_DIR), or damage.
     if (upload === 'unreadable') {
       logger.warn({ uploadId: id }, 'removed a partial upload that is not encrypted (kept by an earlier version) or is damaged; its client starts again');
-      await datastore.remove(id).catch(() => undefined);
-      removed += 1;
-    } else if (upload && upload.size !== undefined && upload.offset === upload.size && !(await completions.inProgress(id))) {
       await datastore.remove(id).catch(() => undefined);
       removed += 1;
     }

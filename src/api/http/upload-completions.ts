@@ -118,16 +118,21 @@ export class UploadCompletions {
       clearInterval(heartbeat);
       return writes;
     };
+    let operationId: string;
     try {
-      const operationId = await restore();
-      await stop();
-      await this.write(id, { ...marker, heartbeatAt: Date.now(), operationId });
-      return operationId;
+      operationId = await restore();
     } catch (error) {
       await stop();
       await rm(this.pathOf(id), { force: true });
       throw error;
     }
+    await stop();
+    // The restore is queued whatever happens now: its id is the answer. A marker that cannot say so (a full disk) is
+    // tried again; failing that, it is left to look abandoned, and its upload's record goes with this answer, so no
+    // later request finds an upload to restore again.
+    const done = { ...marker, heartbeatAt: Date.now(), operationId };
+    await this.write(id, done).catch(() => sleep(POLL_MS).then(() => this.write(id, done))).catch(() => undefined);
+    return operationId;
   }
 
   /** Waits for another replica's verification of the upload: its operation id, or NOT_FOUND when it refused or died. */
