@@ -32,6 +32,8 @@ export interface FrameSink {
 type Step = IteratorResult<ExecutionResult>;
 const DONE: Step = { done: true, value: undefined };
 const CLOSE = Buffer.from('}');
+/** Members whose operations end in one turn of the event loop, once their stream is over. */
+const SETTLE_SLICE = 128;
 /** A progress frame waits while its socket holds more than this unsent: a slow client skips to the present. */
 export const STATE_BACKLOG_BYTES = 64 * 1024;
 
@@ -113,7 +115,14 @@ export class SharedSubscription {
       this.retire();
       if (this.releaseTimer) clearTimeout(this.releaseTimer);
       this.releaseTimer = null;
-      for (const member of [...this.members]) member.end(this.failure);
+      const members = [...this.members];
+      for (const member of members) member.end(this.failure);
+      // Each member's operation ends in graphql-ws (its clean-up, its log line) a slice at a time: 10,000 of them at
+      // once held the event loop for half a second, in which the availability events of the same moment waited.
+      for (const [i, member] of members.entries()) {
+        member.settle();
+        if ((i + 1) % SETTLE_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));
+      }
     }
   }
 
@@ -205,7 +214,10 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
     this.send(payload);
   }
 
-  /** The source is over: the last event (if not sent yet) and the complete, in one write; or the source's error. */
+  /**
+   * The source is over: the last event (if not sent yet) and the complete, in one write; or the source's error. The
+   * stream then settles the member (graphql-ws ends its operation).
+   */
   end(failure: { error: unknown } | null): void {
     if (this.left) return;
     if (failure) {
@@ -218,7 +230,6 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
     }
     this.outcome = { failure };
     this.leave();
-    this.settle();
   }
 
   next(): Promise<Step> {
@@ -252,7 +263,8 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
     this.stream.frames.queue(this.sink.socket, [this.prefix, payload, CLOSE], this.wanted);
   }
 
-  private settle(): void {
+  /** Ends the operation for graphql-ws, once end() has run (now, or at its next call of next()). */
+  settle(): void {
     const waiting = this.waiting;
     if (!waiting || !this.outcome) return;
     this.waiting = null;
