@@ -64,6 +64,20 @@ describe('socket frames: the writes of shared subscriptions', () => {
     for (let i = 1; i < 99; i++) assert.deepEqual(sockets[i].writes, [[`a${i}`]]);
   });
 
+  it('tells when every frame queued so far is written, not waiting for frames queued after', async () => {
+    // A slice is 32 sockets here: the 40 queued first are out in the second slice, the last 16 of the next 40 in a third.
+    const frames = new SocketFrames(1, 0);
+    await frames.queuedWritten(); // nothing queued: at once
+    const sockets = Array.from({ length: 80 }, () => new FakeSocket());
+    for (const [i, socket] of sockets.slice(0, 40).entries()) frames.queue(socket as unknown as WebSocket, frame(`${i}`), always);
+    let seen: number[] = [];
+    const written = frames.queuedWritten().then(() => (seen = sockets.map((socket) => socket.writes.length)));
+    for (const [i, socket] of sockets.slice(40).entries()) frames.queue(socket as unknown as WebSocket, frame(`${40 + i}`), always);
+    await written;
+    assert.deepEqual(seen.slice(0, 40), Array(40).fill(1), 'a frame queued before was not written yet');
+    assert.deepEqual(seen.slice(64), Array(16).fill(0), 'it waited for frames queued after');
+  });
+
   it("writes one socket's queued frames at once when asked (before something else is sent on it), the others later", async () => {
     const frames = new SocketFrames(5);
     const [first, second] = [new FakeSocket(), new FakeSocket()];

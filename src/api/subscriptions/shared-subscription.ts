@@ -118,7 +118,9 @@ export class SharedSubscription {
       const members = [...this.members];
       for (const member of members) member.end(this.failure);
       // Each member's operation ends in graphql-ws (its clean-up, its log line) a slice at a time: 10,000 of them at
-      // once held the event loop for half a second, in which the availability events of the same moment waited.
+      // once held the event loop for half a second, in which the availability events of the same moment waited. And
+      // only once the last frames are out (with those events, written in the same flush): they are what clients wait for.
+      await this.options.frames.queuedWritten();
       for (const [i, member] of members.entries()) {
         member.settle();
         if ((i + 1) % SETTLE_SLICE === 0) await new Promise((resolve) => setImmediate(resolve));

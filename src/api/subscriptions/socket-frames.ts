@@ -31,6 +31,8 @@ export class SocketFrames {
   private readonly pending = new Map<WebSocket, Pending[]>();
   /** A flush is planned or under way (between its slices): frames queued meanwhile go with it. */
   private scheduled = false;
+  /** Callers of queuedWritten(), by the socket whose write means every frame queued before theirs is out. */
+  private readonly barriers = new Map<WebSocket, (() => void)[]>();
 
   constructor(
     private readonly coalesceMs = COALESCE_MS,
@@ -54,9 +56,19 @@ export class SocketFrames {
   /** Writes the socket's queued frames now (before something else is sent on it that must come after them). */
   flush(socket: WebSocket): void {
     const frames = this.pending.get(socket);
-    if (!frames) return;
-    this.pending.delete(socket);
-    write(socket, frames);
+    if (frames) this.writeNow(socket, frames);
+  }
+
+  /**
+   * Resolves once every frame queued so far is written: when the socket queued last is (sockets are written in the
+   * order they were queued). Frames queued later do not put it off.
+   */
+  queuedWritten(): Promise<void> {
+    let last: WebSocket | undefined;
+    for (const socket of this.pending.keys()) last = socket;
+    if (!last) return Promise.resolve();
+    const socket = last;
+    return new Promise((resolve) => this.barriers.set(socket, [...(this.barriers.get(socket) ?? []), resolve]));
   }
 
   /** Writes sockets in queue order for at most sliceMs, then goes on in a later turn until none is left. */
@@ -64,13 +76,21 @@ export class SocketFrames {
     const deadline = performance.now() + this.sliceMs;
     let written = 0;
     for (const [socket, frames] of this.pending) {
-      this.pending.delete(socket);
-      write(socket, frames);
+      this.writeNow(socket, frames);
       if (++written % SOCKETS_PER_CLOCK_CHECK === 0 && performance.now() >= deadline) break;
     }
     if (this.pending.size > 0) setImmediate(this.flushAll);
     else this.scheduled = false;
   };
+
+  private writeNow(socket: WebSocket, frames: Pending[]): void {
+    this.pending.delete(socket);
+    write(socket, frames);
+    const waiting = this.barriers.get(socket);
+    if (!waiting) return;
+    this.barriers.delete(socket);
+    for (const resolve of waiting) resolve();
+  }
 }
 
 function write(socket: WebSocket, pending: Pending[]): void {
