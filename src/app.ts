@@ -163,11 +163,9 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     runner.register(new ExportOperationHandler(destinations, snapshots, instances, logger));
     await backups.recordLegacySizes(rawBlobs);
     const uploadCollector = new UploadCollector(db, rawBlobs, logger, { graceMs: config.collectGraceMs });
-    const collectUploads = () => void uploadCollector.collect().catch((err) => logger.error({ err }, 'could not look for uploaded files no restore names; it is retried'));
-    collectUploads(); // from boot on, so that the grace period of what a crash left starts now
     const collection = setInterval(() => {
       void backups.collectAll().catch((err) => logger.error({ err }, 'could not look for unreferenced snapshot data; it is retried'));
-      collectUploads();
+      void uploadCollector.collect().catch((err) => logger.error({ err }, 'could not look for uploaded files no restore names; it is retried'));
     }, config.collectIntervalMs);
     collection.unref();
     closers.push(async () => {

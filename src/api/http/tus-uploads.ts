@@ -255,15 +255,16 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   };
 
   /**
-   * The caller's upload when every byte of it is in but nothing completes it (its completion failed, or the server
-   * stopped before its restore was queued), and it has not expired: else null.
+   * The caller's upload when every byte of it is in and it has not expired: one that completions.find knows nothing of
+   * (its completion failed, or the server stopped before its restore was queued). A completion that some replica
+   * starts meanwhile is the one finishUpload waits for (UploadCompletions.run).
    */
   const unfinishedUpload = async (id: string, principal: Principal): Promise<Upload | null> => {
     const upload = await datastore.getUpload(id).catch(() => null);
     if (!upload || upload.metadata?.tenantId !== principal.tenantId || upload.size === undefined || upload.offset !== upload.size) return null;
     if (upload.creation_date && Date.parse(upload.creation_date) + UPLOAD_EXPIRY_MS < Date.now()) return null;
-    if (datastore.kept.has(id) || (await completions.inProgress(id))) return null;
-    return upload;
+    // Moved into the blob store by this process: its restore is queued, or failing that the upload goes.
+    return datastore.kept.has(id) ? null : upload;
   };
 
   const tus: Server = new TusServer({
