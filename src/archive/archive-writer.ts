@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { deflateRaw } from 'node:zlib';
 import type { EncodedBatch, GraphRecord } from '../graph/records';
+import { encodeLines } from '../runtime/text-lines';
 import { ArchiveError } from './archive-error';
 import { DATA_FRAME, encodeEndFrame, encodeFrame, type RecordCounts } from './archive-frame';
 import { encodeArchiveHeader, type ArchiveHeaderInput } from './archive-header';
@@ -164,7 +165,7 @@ class StreamingArchiveWriter implements ArchiveWriter {
 
   /** Compresses the pending lines off the main thread and queues the frame behind the previous one. */
   private sealFrame(): void {
-    const raw = Buffer.from(this.lines.join('\n') + '\n', 'utf8');
+    const raw = encodeLines(this.lines);
     this.lines = [];
     this.pendingChars = 0;
     const compressed = deflateRawAsync(raw, { level: COMPRESSION_LEVEL });

@@ -5,6 +5,7 @@
 // relationship ends, capacity) are the loader's, which has the data.
 import { isAscii, isUtf8 } from 'node:buffer';
 import { MAX_PROPERTY_DEPTH, nameProblem, shortJson } from '../graph/graph-rules';
+import { decodeLines } from '../runtime/text-lines';
 import type { EncodedBatch } from '../graph/records';
 import { ArchiveError } from './archive-error';
 import type { RecordCounts } from './archive-frame';
@@ -263,28 +264,6 @@ class NameTally {
       if (seen !== announced) throw mismatch(`its header announces ${announced} of the ${this.what} ${shortJson(name)}, but it holds ${seen}`);
     }
   }
-}
-
-/**
- * Strings are decoded in pieces of whole lines at most this long: a string over V8's largest regular object (128 KiB,
- * about the size of a frame) goes to the large-object space, which made decoding a frame about 100× slower.
- */
-const DECODE_PIECE_BYTES = 64 * 1024;
-
-/** The lines of a frame that ends with a newline, without their newlines. */
-function decodeLines(raw: Buffer, encoding: 'latin1' | 'utf8'): string[] {
-  const lines: string[] = [];
-  for (let start = 0; start < raw.length; ) {
-    let end = raw.length;
-    if (end - start > DECODE_PIECE_BYTES) {
-      // Cut after the last newline within the piece (newline bytes never occur inside a UTF-8 sequence); a longer line is one piece.
-      const newline = raw.lastIndexOf(0x0a, start + DECODE_PIECE_BYTES - 1);
-      end = (newline >= start ? newline : raw.indexOf(0x0a, start + DECODE_PIECE_BYTES)) + 1;
-    }
-    for (const line of raw.toString(encoding, start, end - 1).split('\n')) lines.push(line);
-    start = end;
-  }
-  return lines;
 }
 
 function invalid(problem: string): ArchiveError {

@@ -11,6 +11,7 @@
 // plaintext (null for the first segment of an epoch), so an epoch's segments read in order prove an unbroken chain.
 import { createHash } from 'node:crypto';
 import type { LogEntry } from '../graph/graph-store';
+import { decodeLines, encodeLines } from '../runtime/text-lines';
 
 export const SEGMENT_FORMAT = 'snapgraph-log-segment';
 export const SEGMENT_VERSION = 1;
@@ -76,7 +77,7 @@ export function encodeSegment(
     parts.push(JSON.stringify({ seq: entry.seq, at: entry.at, lines: entry.lines.length }));
     for (const line of entry.lines) parts.push(line);
   }
-  const plaintext = Buffer.from(parts.join('\n') + '\n', 'utf8');
+  const plaintext = encodeLines(parts);
   return { header, plaintext, sha256: sha256Of(plaintext) };
 }
 
@@ -85,9 +86,8 @@ export function encodeSegment(
  * follows the last one. (Whether it is the segment its chain expects is the reader's check: see expectSegment.)
  */
 export function decodeSegment(plaintext: Buffer): { header: SegmentHeader; entries: LogEntry[]; sha256: string } {
-  const text = plaintext.toString('utf8');
-  if (!text.endsWith('\n')) throw new SegmentFormatError('the segment is truncated');
-  const rows = text.slice(0, -1).split('\n');
+  if (plaintext[plaintext.length - 1] !== 0x0a) throw new SegmentFormatError('the segment is truncated');
+  const rows = decodeLines(plaintext);
   const header = parseJson(rows[0], 'header') as SegmentHeader;
   if (header?.format !== SEGMENT_FORMAT || header.version !== SEGMENT_VERSION) {
     throw new SegmentFormatError('not a change-log segment of a known version');

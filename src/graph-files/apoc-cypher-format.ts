@@ -14,6 +14,7 @@
 // Reading parses exactly these shapes (schema statements and the clean-up are skipped: Snapgraph keeps no schema);
 // anything else is refused naming its line.
 import { Readable } from 'node:stream';
+import { encodeStrings } from '../runtime/text-lines';
 import { graphFileError, unexportableValueError } from './graph-file-error';
 import type { ForeignNode, ForeignRecord, GraphFileFormat, GraphFileSource } from './graph-file-format';
 import { CypherSyntaxError, CypherTextParser } from './cypher-text-parser';
@@ -293,7 +294,7 @@ function keyOf(lookup: NodeLookup, row: Record<string, unknown>): string {
 // ---- writing ----
 
 /** The script APOC writes for a graph without constraints (every node keyed by the import label and id). */
-async function* cypherScript(source: GraphFileSource): AsyncGenerator<string> {
+async function* cypherScript(source: GraphFileSource): AsyncGenerator<string | Buffer> {
   const { nodeCount } = source.stats;
   if (nodeCount > 0) {
     yield ':begin\n' +
@@ -302,19 +303,19 @@ async function* cypherScript(source: GraphFileSource): AsyncGenerator<string> {
   }
   const script = new ScriptBatches();
   for await (const batch of source.batches()) {
-    let text = '';
+    const parts: string[] = [];
     for (const record of batch) {
       if (record.kind === 'node') {
         const { id, labels, properties } = record.node;
         const row = `{_id:${id}, properties:${exportable(() => cypherMap(properties, `node ${id}`))}}`;
-        text += script.add('node', labels.map((l) => `:${cypherName(l)}`).join(''), row);
+        script.add(parts, 'node', labels.map((l) => `:${cypherName(l)}`).join(''), row);
       } else {
         const { id, type, startNodeId, endNodeId, properties } = record.relationship;
         const map = exportable(() => cypherMap(properties, `relationship ${id}`));
-        text += script.add('relationship', cypherName(type), `{start: {_id:${startNodeId}}, end: {_id:${endNodeId}}, properties:${map}}`);
+        script.add(parts, 'relationship', cypherName(type), `{start: {_id:${startNodeId}}, end: {_id:${endNodeId}}, properties:${map}}`);
       }
     }
-    yield text;
+    yield encodeStrings(parts);
   }
   yield script.finish();
   if (nodeCount > 0) {
@@ -346,41 +347,46 @@ class ScriptBatches {
   private rows: string[] = [];
   private inTransaction = 0;
 
-  add(kind: 'node' | 'relationship', group: string, row: string): string {
-    let text = '';
-    if (this.rows.length > 0 && (kind !== this.kind || group !== this.group || this.rows.length >= UNWIND_ROWS)) text += this.flushRows();
-    if (this.inTransaction > 0 && (kind !== this.kind || this.inTransaction >= TRANSACTION_ROWS)) text += this.commit();
-    if (this.inTransaction === 0) text += ':begin\n';
+  /** Adds a row; the script text it completes (statements, transaction bounds) goes to `out`, in parts. */
+  add(out: string[], kind: 'node' | 'relationship', group: string, row: string): void {
+    if (this.rows.length > 0 && (kind !== this.kind || group !== this.group || this.rows.length >= UNWIND_ROWS)) this.flushRows(out);
+    if (this.inTransaction > 0 && (kind !== this.kind || this.inTransaction >= TRANSACTION_ROWS)) this.commit(out);
+    if (this.inTransaction === 0) out.push(':begin\n');
     this.kind = kind;
     this.group = group;
     this.rows.push(row);
     this.inTransaction += 1;
-    return text;
   }
 
-  finish(): string {
-    return this.flushRows() + (this.inTransaction > 0 ? this.commit() : '');
+  finish(): Buffer {
+    const out: string[] = [];
+    this.flushRows(out);
+    if (this.inTransaction > 0) this.commit(out);
+    return encodeStrings(out);
   }
 
-  private commit(): string {
-    const text = this.flushRows() + ':commit\n';
+  private commit(out: string[]): void {
+    this.flushRows(out);
+    out.push(':commit\n');
     this.inTransaction = 0;
-    return text;
   }
 
-  private flushRows(): string {
-    if (this.rows.length === 0) return '';
-    const list = `UNWIND [${this.rows.join(', ')}] AS row\n`;
+  /** The UNWIND of the rows so far, its rows as parts of their own (together they are megabytes: see encodeStrings). */
+  private flushRows(out: string[]): void {
+    if (this.rows.length === 0) return;
+    out.push('UNWIND [');
+    for (let i = 0; i < this.rows.length; i++) out.push(i === 0 ? this.rows[i] : `, ${this.rows[i]}`);
+    out.push('] AS row\n');
     this.rows = [];
     if (this.kind === 'node') {
       const labels = this.group ? ` SET n${this.group}` : '';
-      return `${list}CREATE (n:\`${IMPORT_LABEL}\`{\`${IMPORT_ID}\`: row._id}) SET n += row.properties${labels};\n`;
+      out.push(`CREATE (n:\`${IMPORT_LABEL}\`{\`${IMPORT_ID}\`: row._id}) SET n += row.properties${labels};\n`);
+      return;
     }
-    return (
-      list +
+    out.push(
       `MATCH (start:\`${IMPORT_LABEL}\`{\`${IMPORT_ID}\`: row.start._id})\n` +
-      `MATCH (end:\`${IMPORT_LABEL}\`{\`${IMPORT_ID}\`: row.end._id})\n` +
-      `CREATE (start)-[r:${this.group}]->(end) SET r += row.properties;\n`
+        `MATCH (end:\`${IMPORT_LABEL}\`{\`${IMPORT_ID}\`: row.end._id})\n` +
+        `CREATE (start)-[r:${this.group}]->(end) SET r += row.properties;\n`,
     );
   }
 }

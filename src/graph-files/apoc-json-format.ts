@@ -3,6 +3,7 @@
 //   {"type":"relationship","id":"0","label":"KNOWS","properties":{…},"start":{"id":"0","labels":["User"]},"end":{…}}
 // Property values are read as written (APOC writes temporal values as ISO-8601 strings and points as maps).
 import { Readable } from 'node:stream';
+import { encodeLines } from '../runtime/text-lines';
 import { holdsUnsafeWholeNumber, UNSAFE_INTEGER, unsafeIntegerLiteral } from './json-values';
 import { graphFileError } from './graph-file-error';
 import type { ForeignRecord, GraphFileFormat, GraphFileSource } from './graph-file-format';
@@ -86,25 +87,26 @@ function isObject(value: unknown): value is Record<string, any> {
 }
 
 /** The lines as APOC writes them: labels and properties left out when empty; a relationship's ends with their labels. */
-async function* apocJsonLines(source: GraphFileSource): AsyncGenerator<string> {
+async function* apocJsonLines(source: GraphFileSource): AsyncGenerator<Buffer> {
   for await (const batch of source.batches()) {
     const ends = batch.some((record) => record.kind === 'relationship')
       ? await source.nodeLabels(batch.flatMap((r) => (r.kind === 'relationship' ? [r.relationship.startNodeId, r.relationship.endNodeId] : [])))
       : new Map<string, string[]>();
-    let text = '';
+    const lines: string[] = [];
     for (const record of batch) {
       if (record.kind === 'node') {
         const { id, labels, properties } = record.node;
-        text += `{"type":"node","id":${JSON.stringify(id)}${labelsField(labels)}${propertiesField(properties)}}\n`;
+        lines.push(`{"type":"node","id":${JSON.stringify(id)}${labelsField(labels)}${propertiesField(properties)}}`);
       } else {
         const { id, type, startNodeId, endNodeId, properties } = record.relationship;
-        text +=
-          `{"type":"relationship","id":${JSON.stringify(id)},"label":${JSON.stringify(type)}${propertiesField(properties)},` +
-          `"start":{"id":${JSON.stringify(startNodeId)}${labelsField(ends.get(startNodeId) ?? [])}},` +
-          `"end":{"id":${JSON.stringify(endNodeId)}${labelsField(ends.get(endNodeId) ?? [])}}}\n`;
+        lines.push(
+            `{"type":"relationship","id":${JSON.stringify(id)},"label":${JSON.stringify(type)}${propertiesField(properties)},` +
+            `"start":{"id":${JSON.stringify(startNodeId)}${labelsField(ends.get(startNodeId) ?? [])}},` +
+            `"end":{"id":${JSON.stringify(endNodeId)}${labelsField(ends.get(endNodeId) ?? [])}}}`,
+        );
       }
     }
-    yield text;
+    yield encodeLines(lines);
   }
 }
 

@@ -6,6 +6,7 @@
 // and characters XML 1.0 has no way to write. Maps (not Neo4j values) are written as JSON on a key marked
 // snapgraph.type="map", so that Snapgraph reads them back as maps.
 import { Readable } from 'node:stream';
+import { encodeStrings } from '../runtime/text-lines';
 import { cypherNumber } from './cypher-values';
 import { unexportableValueError } from './graph-file-error';
 import type { GraphFileSource } from './graph-file-format';
@@ -28,7 +29,7 @@ export function writeGraphml(source: GraphFileSource): Readable {
   return Readable.from(graphmlText(source), { objectMode: false });
 }
 
-async function* graphmlText(source: GraphFileSource): AsyncGenerator<string> {
+async function* graphmlText(source: GraphFileSource): AsyncGenerator<string | Buffer> {
   const keys = await collectKeys(source);
   let text = HEADER;
   for (const owner of ['node', 'edge'] as const) {
@@ -36,21 +37,19 @@ async function* graphmlText(source: GraphFileSource): AsyncGenerator<string> {
   }
   yield `${text}<graph id="G" edgedefault="directed">\n`;
   for await (const batch of source.batches()) {
-    let lines = '';
+    const parts: string[] = [];
     for (const record of batch) {
       if (record.kind === 'node') {
         const { id, labels, properties } = record.node;
         const joined = labels.length > 0 ? escapeXml(`:${labels.join(':')}`, true) : '';
-        lines += `<node id="n${id}"${joined ? ` labels="${joined}"><data key="labels">${joined}</data>` : '>'}`;
-        lines += `${dataOf(properties, keys.node)}</node>\n`;
+        parts.push(`<node id="n${id}"${joined ? ` labels="${joined}"><data key="labels">${joined}</data>` : '>'}${dataOf(properties, keys.node)}</node>\n`);
       } else {
         const { id, type, startNodeId, endNodeId, properties } = record.relationship;
         const label = escapeXml(type, true);
-        lines += `<edge id="e${id}" source="n${startNodeId}" target="n${endNodeId}" label="${label}"><data key="label">${label}</data>`;
-        lines += `${dataOf(properties, keys.edge)}</edge>\n`;
+        parts.push(`<edge id="e${id}" source="n${startNodeId}" target="n${endNodeId}" label="${label}"><data key="label">${label}</data>${dataOf(properties, keys.edge)}</edge>\n`);
       }
     }
-    yield lines;
+    yield encodeStrings(parts);
   }
   yield '</graph>\n</graphml>\n';
 }

@@ -1,6 +1,7 @@
 // The lines of a UTF-8 byte stream with their numbers, for line-oriented formats (APOC JSON lines, Cypher scripts).
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
+import { decodePiece } from '../runtime/text-lines';
 import type { ForeignRecord, GraphFileReader } from './graph-file-format';
 
 export interface NumberedLines {
@@ -21,15 +22,22 @@ export function numberedLines(input: Readable): NumberedLines {
       let first = true;
       for await (const piece of input as AsyncIterable<Buffer>) {
         bytes += piece.length;
-        let text = rest + decoder.write(piece);
-        if (first && text.length > 0) {
-          if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-          first = false;
+        const batch: Array<[number, string]> = [];
+        for (let text of decodePiece(decoder, piece)) {
+          if (first && text.length > 0) {
+            if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+            first = false;
+          }
+          // Only the new text is split: a line longer than many pieces is not scanned again at each.
+          const lines = text.split('\n');
+          if (lines.length === 1) {
+            rest += text;
+            continue;
+          }
+          lines[0] = rest + lines[0];
+          rest = lines.pop()!;
+          for (const line of lines) batch.push([++number, stripCr(line)]);
         }
-        const lines = text.split('\n');
-        rest = lines.pop() ?? '';
-        const batch: Array<[number, string]> = new Array(lines.length);
-        for (let i = 0; i < lines.length; i++) batch[i] = [++number, stripCr(lines[i])];
         if (batch.length > 0) yield batch;
       }
       rest += decoder.end();

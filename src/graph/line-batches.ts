@@ -1,5 +1,6 @@
 // Tuple lines (a legacy snapshot delta's bytes, change-log entries) as the batches a materialise applies.
 import { StringDecoder } from 'node:string_decoder';
+import { decodePiece } from '../runtime/text-lines';
 import type { DeltaBatch } from './records';
 
 const BATCH_LINES = 5_000;
@@ -29,9 +30,17 @@ export function lineBatches(source: AsyncIterable<Buffer>): AsyncGenerator<Delta
       const decoder = new StringDecoder('utf8');
       let rest = '';
       for await (const piece of source) {
-        const lines = (rest + decoder.write(piece)).split('\n');
-        rest = lines.pop() ?? '';
-        yield* lines;
+        for (const text of decodePiece(decoder, piece)) {
+          // Only the new text is split: a line longer than many pieces is not scanned again at each.
+          const lines = text.split('\n');
+          if (lines.length === 1) {
+            rest += text;
+            continue;
+          }
+          lines[0] = rest + lines[0];
+          rest = lines.pop()!;
+          yield* lines;
+        }
       }
       yield rest + decoder.end();
     })(),
