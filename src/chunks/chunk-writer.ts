@@ -5,7 +5,7 @@ import { In, type EntityManager } from 'typeorm';
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ChunkEntity } from '../entities/chunk.entity';
 import { chunkId } from './chunk-codec';
-import { batches, ChunkLocation, ChunkStoreContext, insertChunkRows, locateChunks, lockPacks } from './chunk-store-context';
+import { batches, ChunkLocation, ChunkStoreContext, findChunk, insertChunkRows, locateChunks, lockPacks } from './chunk-store-context';
 import { ChunkStoreError } from './errors';
 import { discardPack, PackWriter, SealedPack } from './pack-writer';
 import { TenantKeys } from './tenant-chunk-keys';
@@ -65,10 +65,7 @@ export class ChunkWriter {
     const id = chunkId(keys, plaintext);
     const ref = { id, plainLength: plaintext.length };
     if (this.#isKnown(id)) return this.#dedup(ref);
-    const hit = await this.context.db.getRepository(ChunkEntity).findOne({
-      select: { id: true, packId: true, offset: true, length: true, plainLength: true },
-      where: { tenantId: this.tenantId, id },
-    });
+    const hit = await findChunk(this.context.db, this.tenantId, id);
     this.#assertWritable();
     if (this.#isKnown(id)) return this.#dedup(ref);
     if (hit) {
