@@ -5,8 +5,8 @@
 // relationship ends, capacity) are the loader's, which has the data.
 import { isAscii, isUtf8 } from 'node:buffer';
 import { MAX_PROPERTY_DEPTH, nameProblem, shortJson } from '../graph/graph-rules';
-import { decodeLines } from '../runtime/text-lines';
 import type { EncodedBatch } from '../graph/records';
+import { decodeLines } from '../runtime/text-lines';
 import { ArchiveError } from './archive-error';
 import type { RecordCounts } from './archive-frame';
 import type { ArchiveHeader } from './archive-header';

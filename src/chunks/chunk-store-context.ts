@@ -1,5 +1,6 @@
 // What the parts of the chunk store share, and the index queries more than one of them runs.
 import type { DataSource, EntityManager } from 'typeorm';
+import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import { In } from 'typeorm';
 
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
@@ -47,7 +48,7 @@ export async function locateChunks(manager: EntityManager, tenantId: string, ids
 }
 
 /** The lookup of one chunk's row, per database: in its driver's quoting and placeholders (see findChunk). */
-const findStatements = new WeakMap<DataSource, string>();
+const findStatements = new WeakMap<DataSource, { sql: string; columns: ColumnMetadata[] }>();
 
 /**
  * The index row of one chunk, or null: the deduplication lookup of every chunk a snapshot puts. One prebuilt statement
@@ -55,23 +56,24 @@ const findStatements = new WeakMap<DataSource, string>();
  * a 600 MiB base was stored (2,400 chunks).
  */
 export async function findChunk(db: DataSource, tenantId: string, id: string): Promise<ChunkLocation | null> {
-  const metadata = db.getMetadata(ChunkEntity);
-  const columns = (['id', 'packId', 'offset', 'length', 'plainLength'] as const).map((name) => metadata.findColumnWithPropertyName(name)!);
-  let sql = findStatements.get(db);
-  if (sql === undefined) {
+  let statement = findStatements.get(db);
+  if (statement === undefined) {
     const { driver } = db;
-    const name = (property: keyof ChunkEntity) => driver.escape(metadata.findColumnWithPropertyName(property)!.databaseName);
-    [sql] = driver.escapeQueryWithParameters(
-      `SELECT ${columns.map((column) => driver.escape(column.databaseName)).join(', ')} FROM ${driver.escape(metadata.tableName)} ` +
-        `WHERE ${name('tenantId')} = :tenantId AND ${name('id')} = :id`,
+    const metadata = db.getMetadata(ChunkEntity);
+    const column = (property: keyof ChunkEntity) => metadata.findColumnWithPropertyName(property)!;
+    const columns = (['id', 'packId', 'offset', 'length', 'plainLength'] as const).map(column);
+    const [sql] = driver.escapeQueryWithParameters(
+      `SELECT ${columns.map((c) => driver.escape(c.databaseName)).join(', ')} FROM ${driver.escape(metadata.tableName)} ` +
+        `WHERE ${driver.escape(column('tenantId').databaseName)} = :tenantId AND ${driver.escape(column('id').databaseName)} = :id`,
       { tenantId: '', id: '' },
     );
-    findStatements.set(db, sql);
+    statement = { sql, columns };
+    findStatements.set(db, statement);
   }
-  const rows: Record<string, unknown>[] = await db.query(sql, [tenantId, id]);
+  const rows: Record<string, unknown>[] = await db.query(statement.sql, [tenantId, id]);
   if (rows.length === 0) return null;
-  const location = {} as Record<string, unknown>;
-  for (const column of columns) location[column.propertyName] = db.driver.prepareHydratedValue(rows[0][column.databaseName], column);
+  const location: Record<string, unknown> = {};
+  for (const c of statement.columns) location[c.propertyName] = db.driver.prepareHydratedValue(rows[0][c.databaseName], c);
   return location as unknown as ChunkLocation;
 }
 

@@ -371,7 +371,7 @@ class ScriptBatches {
     this.inTransaction = 0;
   }
 
-  /** The UNWIND of the rows so far, its rows as parts of their own (together they are megabytes: see encodeStrings). */
+  /** The UNWIND of the rows so far, each row a part of its own: together they are megabytes, too long for one string. */
   private flushRows(out: string[]): void {
     if (this.rows.length === 0) return;
     out.push('UNWIND [');

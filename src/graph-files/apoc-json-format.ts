@@ -100,7 +100,7 @@ async function* apocJsonLines(source: GraphFileSource): AsyncGenerator<Buffer> {
       } else {
         const { id, type, startNodeId, endNodeId, properties } = record.relationship;
         lines.push(
-            `{"type":"relationship","id":${JSON.stringify(id)},"label":${JSON.stringify(type)}${propertiesField(properties)},` +
+          `{"type":"relationship","id":${JSON.stringify(id)},"label":${JSON.stringify(type)}${propertiesField(properties)},` +
             `"start":{"id":${JSON.stringify(startNodeId)}${labelsField(ends.get(startNodeId) ?? [])}},` +
             `"end":{"id":${JSON.stringify(endNodeId)}${labelsField(ends.get(endNodeId) ?? [])}}}`,
         );

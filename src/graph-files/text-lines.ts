@@ -1,7 +1,6 @@
 // The lines of a UTF-8 byte stream with their numbers, for line-oriented formats (APOC JSON lines, Cypher scripts).
 import type { Readable } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
-import { decodePiece } from '../runtime/text-lines';
+import { streamLines } from '../runtime/text-lines';
 import type { ForeignRecord, GraphFileReader } from './graph-file-format';
 
 export interface NumberedLines {
@@ -16,32 +15,16 @@ export function numberedLines(input: Readable): NumberedLines {
   return {
     bytesRead: () => bytes,
     async *batches() {
-      const decoder = new StringDecoder('utf8');
-      let rest = '';
       let number = 0;
-      let first = true;
-      for await (const piece of input as AsyncIterable<Buffer>) {
-        bytes += piece.length;
-        const batch: Array<[number, string]> = [];
-        for (let text of decodePiece(decoder, piece)) {
-          if (first && text.length > 0) {
-            if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
-            first = false;
-          }
-          // Only the new text is split: a line longer than many pieces is not scanned again at each.
-          const lines = text.split('\n');
-          if (lines.length === 1) {
-            rest += text;
-            continue;
-          }
-          lines[0] = rest + lines[0];
-          rest = lines.pop()!;
-          for (const line of lines) batch.push([++number, stripCr(line)]);
+      const counted = async function* () {
+        for await (const piece of input as AsyncIterable<Buffer>) {
+          bytes += piece.length;
+          yield piece;
         }
-        if (batch.length > 0) yield batch;
+      };
+      for await (const lines of streamLines(counted(), { skipByteOrderMark: true })) {
+        if (lines.length > 0) yield lines.map((line): [number, string] => [++number, stripCr(line)]);
       }
-      rest += decoder.end();
-      if (rest.length > 0) yield [[++number, stripCr(rest)]];
     },
   };
 }

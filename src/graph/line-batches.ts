@@ -1,6 +1,5 @@
 // Tuple lines (a legacy snapshot delta's bytes, change-log entries) as the batches a materialise applies.
-import { StringDecoder } from 'node:string_decoder';
-import { decodePiece } from '../runtime/text-lines';
+import { streamLines } from '../runtime/text-lines';
 import type { DeltaBatch } from './records';
 
 const BATCH_LINES = 5_000;
@@ -27,22 +26,7 @@ export async function* batchesOfLines(lines: AsyncIterable<string> | Iterable<st
 export function lineBatches(source: AsyncIterable<Buffer>): AsyncGenerator<DeltaBatch> {
   return batchesOfLines(
     (async function* () {
-      const decoder = new StringDecoder('utf8');
-      let rest = '';
-      for await (const piece of source) {
-        for (const text of decodePiece(decoder, piece)) {
-          // Only the new text is split: a line longer than many pieces is not scanned again at each.
-          const lines = text.split('\n');
-          if (lines.length === 1) {
-            rest += text;
-            continue;
-          }
-          lines[0] = rest + lines[0];
-          rest = lines.pop()!;
-          yield* lines;
-        }
-      }
-      yield rest + decoder.end();
+      for await (const lines of streamLines(source)) yield* lines;
     })(),
   );
 }

@@ -61,14 +61,32 @@ describe('text lines', () => {
     assert.deepEqual(numbered.map(([n]) => n), lines.map((_, i) => i + 1));
 
     const tuples = lines.map((line, i) => `["N","${i + 1}",[],{"t":${JSON.stringify(line)}}]`);
-    const batched: string[] = [];
-    for await (const batch of lineBatches(Readable.from([encodeLines(tuples)]))) batched.push(...batch.lines);
-    assert.deepEqual(batched, tuples);
+    const encoded = encodeLines(tuples);
+    for (const cuts of [[], [70_001, 1024 * 1024 + 3]]) {
+      const bounds = [0, ...cuts, encoded.length];
+      const parts = bounds.slice(1).map((end, i) => encoded.subarray(bounds[i], end));
+      const batched: string[] = [];
+      for await (const batch of lineBatches(Readable.from(parts))) batched.push(...batch.lines);
+      assert.deepEqual(batched, tuples, `pieces cut at ${cuts.join(', ') || 'nothing'}`);
+    }
+  });
+
+  it('drops a CR whose LF comes in the next piece, and reads nothing from an empty stream', async () => {
+    // The CR is the last byte of a 60 KiB decode piece; its LF starts the next.
+    const text = `${'c'.repeat(60 * 1024 - 1)}\r\nnext\r\n`;
+    const numbered: string[] = [];
+    for await (const batch of numberedLines(Readable.from([Buffer.from(text)])).batches()) numbered.push(...batch.map(([, line]) => line));
+    assert.deepEqual(numbered, ['c'.repeat(60 * 1024 - 1), 'next']);
+    const none: unknown[] = [];
+    for await (const batch of numberedLines(Readable.from([])).batches()) none.push(...batch);
+    assert.deepEqual(none, []);
   });
 
   it('keeps a last line that has no newline', () => {
     assert.deepEqual(decodeLines(Buffer.from('a\nbc')), ['a', 'bc']);
     const long = `${'z'.repeat(100 * 1024)}\n${'w'.repeat(10)}`;
     assert.deepEqual(decodeLines(Buffer.from(long)), ['z'.repeat(100 * 1024), 'w'.repeat(10)]);
+    // No newline after the first piece at all: the rest is the last line.
+    assert.deepEqual(decodeLines(Buffer.from(`a\n${'x'.repeat(100 * 1024)}`)), ['a', 'x'.repeat(100 * 1024)]);
   });
 });
