@@ -28,6 +28,26 @@ describe('HeapGrowth', () => {
     assert.deepEqual(flags, ['--heap-growing-percent=40', '--heap-growing-percent=0', '--heap-growing-percent=40']);
   });
 
+  it('lifts the bound while a bulk source is read, and brings it back when it ends or its reader stops', async () => {
+    const { flags, growth } = recorded();
+    growth.limit(50);
+    async function* pieces() {
+      yield 1;
+      yield 2;
+      yield 3;
+    }
+    const read: number[] = [];
+    for await (const piece of growth.bulkPieces(pieces())) {
+      read.push(piece);
+      assert.equal(flags.at(-1), '--heap-growing-percent=0');
+    }
+    assert.deepEqual(read, [1, 2, 3]);
+    assert.equal(flags.at(-1), '--heap-growing-percent=50');
+    for await (const piece of growth.bulkPieces(pieces())) if (piece === 1) break;
+    assert.equal(flags.at(-1), '--heap-growing-percent=50', 'back once the reader stopped');
+    assert.deepEqual(flags, ['--heap-growing-percent=50', '--heap-growing-percent=0', '--heap-growing-percent=50', '--heap-growing-percent=0', '--heap-growing-percent=50']);
+  });
+
   it('leaves V8 alone when there is no bound (0, or never set), streams or not', async () => {
     const { flags, growth } = recorded();
     growth.limit(0);
