@@ -1,10 +1,10 @@
 // What the parts of the chunk store share, and the index queries more than one of them runs.
 import type { DataSource, EntityManager } from 'typeorm';
-import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import { In } from 'typeorm';
 
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ChunkEntity } from '../entities/chunk.entity';
+import { type PrebuiltSelect, prebuiltSelect } from '../entities/prebuilt-select';
 import { BlobStore } from '../storage/blob-store';
 import { BlobNotFoundError } from '../storage/errors';
 import { ChunkWorkerPool } from './chunk-worker-pool';
@@ -47,8 +47,8 @@ export async function locateChunks(manager: EntityManager, tenantId: string, ids
   return found;
 }
 
-/** The lookup of one chunk's row, per database: in its driver's quoting and placeholders (see findChunk). */
-const findStatements = new WeakMap<DataSource, { sql: string; columns: ColumnMetadata[] }>();
+/** The lookup of one chunk's row, per database (see findChunk). */
+const findStatements = new WeakMap<DataSource, PrebuiltSelect<ChunkEntity>>();
 
 /**
  * The index row of one chunk, or null: the deduplication lookup of every chunk a snapshot puts. One prebuilt statement
@@ -56,25 +56,13 @@ const findStatements = new WeakMap<DataSource, { sql: string; columns: ColumnMet
  * a 600 MiB base was stored (2,400 chunks).
  */
 export async function findChunk(db: DataSource, tenantId: string, id: string): Promise<ChunkLocation | null> {
-  let statement = findStatements.get(db);
-  if (statement === undefined) {
-    const { driver } = db;
-    const metadata = db.getMetadata(ChunkEntity);
-    const column = (property: keyof ChunkEntity) => metadata.findColumnWithPropertyName(property)!;
-    const columns = (['id', 'packId', 'offset', 'length', 'plainLength'] as const).map(column);
-    const [sql] = driver.escapeQueryWithParameters(
-      `SELECT ${columns.map((c) => driver.escape(c.databaseName)).join(', ')} FROM ${driver.escape(metadata.tableName)} ` +
-        `WHERE ${driver.escape(column('tenantId').databaseName)} = :tenantId AND ${driver.escape(column('id').databaseName)} = :id`,
-      { tenantId: '', id: '' },
-    );
-    statement = { sql, columns };
-    findStatements.set(db, statement);
+  let find = findStatements.get(db);
+  if (!find) {
+    find = prebuiltSelect(db, ChunkEntity, { select: ['id', 'packId', 'offset', 'length', 'plainLength'], where: ['tenantId', 'id'] });
+    findStatements.set(db, find);
   }
-  const rows: Record<string, unknown>[] = await db.query(statement.sql, [tenantId, id]);
-  if (rows.length === 0) return null;
-  const location: Record<string, unknown> = {};
-  for (const c of statement.columns) location[c.propertyName] = db.driver.prepareHydratedValue(rows[0][c.databaseName], c);
-  return location as unknown as ChunkLocation;
+  const [row] = await find(tenantId, id);
+  return row ?? null;
 }
 
 /** Adds index rows; a chunk that already has one keeps it (another writer stored the same data at the same time). */

@@ -6,6 +6,7 @@ import { startEpoch } from '../changelog/store-epochs';
 import { scheduleOf, TIERS, type Tier } from '../config/tiers';
 import { type Availability, InstanceEntity, type InstanceStatus } from '../entities/instance.entity';
 import { OperationEntity } from '../entities/operation.entity';
+import { type PrebuiltSelect, prebuiltSelect } from '../entities/prebuilt-select';
 import { badInput, conflict, instanceUnavailable, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { GraphStore, GraphStoreProvider, WriteLimits } from '../graph/graph-store';
@@ -49,7 +50,7 @@ export class InstanceService {
   /** Deletions this process is carrying out, which the recovery sweep leaves alone. */
   private readonly deleting = new Set<string>();
   /** The statement of list(), built on first use. */
-  private listSql: string | null = null;
+  private listQuery: PrebuiltSelect<InstanceEntity> | null = null;
 
   constructor(
     private readonly db: DataSource,
@@ -170,32 +171,10 @@ export class InstanceService {
     }
   }
 
-  /** The tenant's instances, oldest first: one prebuilt statement (the busiest list), hydrated as TypeORM would. */
+  /** The tenant's instances, oldest first: one prebuilt statement (the busiest list). */
   async list(principal: Principal): Promise<InstanceEntity[]> {
-    this.listSql ??= this.listStatement();
-    const rows: Record<string, unknown>[] = await this.db.query(this.listSql, [principal.tenantId]);
-    return rows.map((row) => this.hydrate(row));
-  }
-
-  /** SELECT every column WHERE tenantId ORDER BY createdAt, id, in the driver's own quoting and placeholders. */
-  private listStatement(): string {
-    const { driver } = this.db;
-    const metadata = this.instances.metadata;
-    const column = (name: keyof InstanceEntity) => driver.escape(metadata.findColumnWithPropertyName(name)!.databaseName);
-    const columns = metadata.columns.map((c) => driver.escape(c.databaseName)).join(', ');
-    const [sql] = driver.escapeQueryWithParameters(
-      `SELECT ${columns} FROM ${driver.escape(metadata.tableName)} WHERE ${column('tenantId')} = :tenantId ORDER BY ${column('createdAt')} ASC, ${column('id')} ASC`,
-      { tenantId: '' },
-    );
-    return sql;
-  }
-
-  private hydrate(row: Record<string, unknown>): InstanceEntity {
-    const entity = this.instances.create();
-    for (const column of this.instances.metadata.columns) {
-      column.setEntityValue(entity, this.db.driver.prepareHydratedValue(row[column.databaseName], column));
-    }
-    return entity;
+    this.listQuery ??= prebuiltSelect(this.db, InstanceEntity, { where: ['tenantId'], orderBy: ['createdAt', 'id'] });
+    return this.listQuery(principal.tenantId);
   }
 
   /** The instance, or null when it is missing or another tenant's (the two are indistinguishable). */
