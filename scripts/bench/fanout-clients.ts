@@ -16,6 +16,8 @@ interface Client {
   socket: WebSocket;
   progress: number;
   availabilityLatencies: number[];
+  /** The availability each of availabilityLatencies is for. */
+  availabilities: string[];
   finalLatency: number | null;
   available: boolean;
   outOfOrder: boolean;
@@ -36,7 +38,7 @@ function finished(client: Client): boolean {
 function open(url: string, key: string): Promise<Client> {
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(url.replace(/^http/, 'ws') + '/graphql', 'graphql-transport-ws');
-    const client: Client = { socket, progress: 0, availabilityLatencies: [], finalLatency: null, available: false, outOfOrder: false, lastBytesDone: -1 };
+    const client: Client = { socket, progress: 0, availabilityLatencies: [], availabilities: [], finalLatency: null, available: false, outOfOrder: false, lastBytesDone: -1 };
     socket.once('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${key}` } })));
     socket.once('error', reject);
     socket.once('close', () => reject(new Error('closed before connection_ack')));
@@ -55,6 +57,7 @@ function open(url: string, key: string): Promise<Client> {
       if (message.id === 'a') {
         const event = message.payload.data.instanceAvailabilityChanged;
         client.availabilityLatencies.push(received - Date.parse(event.at));
+        client.availabilities.push(event.availability);
         if (event.availability === 'AVAILABLE') client.available = true;
       } else if (message.id === 'p') {
         const state = message.payload.data.restoreProgress;
@@ -82,7 +85,7 @@ async function connect(url: string, key: string, count: number): Promise<void> {
 function subscribeAvailability(instanceId: string): void {
   const subscribe = JSON.stringify({ id: 'a', type: 'subscribe', payload: { query: AVAILABILITY, variables: { id: instanceId } } });
   for (const client of clients) {
-    Object.assign(client, { progress: 0, availabilityLatencies: [], finalLatency: null, available: false, outOfOrder: false, lastBytesDone: -1 });
+    Object.assign(client, { progress: 0, availabilityLatencies: [], availabilities: [], finalLatency: null, available: false, outOfOrder: false, lastBytesDone: -1 });
     client.socket.send(subscribe);
   }
 }
@@ -108,6 +111,7 @@ async function watch(operationId: string) {
     outOfOrder: clients.filter((c) => c.outOfOrder).length,
     progress: clients.map((c) => c.progress),
     availabilityLatencies: clients.flatMap((c) => c.availabilityLatencies),
+    availabilities: clients.flatMap((c) => c.availabilities),
     finalLatencies: clients.flatMap((c) => (c.finalLatency === null ? [] : [c.finalLatency])),
   };
 }

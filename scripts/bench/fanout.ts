@@ -59,6 +59,8 @@ interface ClientFigures {
   outOfOrder: number;
   progress: number[];
   availabilityLatencies: number[];
+  /** The availability each of availabilityLatencies is for (READ_ONLY at the restore's start, UNAVAILABLE and AVAILABLE at its swap). */
+  availabilities: string[];
   finalLatencies: number[];
 }
 
@@ -73,6 +75,10 @@ class ClientProcess {
       this.waiting = null;
       waiting?.(message);
     });
+  }
+
+  get pid(): number {
+    return this.child.pid!;
   }
 
   private ask<T>(message: object): Promise<T> {
@@ -109,6 +115,8 @@ class ClientProcess {
 interface RunFigures {
   restoreMs: number;
   cpuSeconds: number;
+  /** CPU seconds the client processes used over the same span (they share the machine's cores with the server). */
+  clientCpuSeconds: number;
   clients?: ClientFigures;
 }
 
@@ -131,7 +139,7 @@ async function main() {
     const viewerKey: string = createApiKey.secret;
 
     /** A restore watched by every client of `processes`, or by none (the clients stay connected, idle). */
-    const restore = async (processes: ClientProcess[], part: string): Promise<RunFigures> => {
+    const restore = async (processes: ClientProcess[], part: string, connected: ClientProcess[] = processes): Promise<RunFigures> => {
       await rss.part(part);
       if (processes.length > 0) {
         // The previous run's subscriptions end on the server a slice at a time after their clients have all they
@@ -141,16 +149,19 @@ async function main() {
         const count = sent.reduce((sum, answer) => sum + answer.sent, 0);
         await until('every availability subscription to start', async () => (await activeSubscriptions()) >= count, 200);
       }
+      const clientCpu = () => connected.reduce((sum, p) => sum + cpuSeconds(p.pid), 0);
       const cpuBefore = cpuSeconds(server.child.pid!);
+      const clientCpuBefore = clientCpu();
       const { restoreSnapshot } = await gql(`mutation($s: ID!) { restoreSnapshot(snapshotId: $s, confirm: "RESTORE") { id } }`, { s: source.id });
       const watching = processes.map((p) => p.watch(restoreSnapshot.id));
       const done = await restoreDone(restoreSnapshot.id);
       const cpu = cpuSeconds(server.child.pid!) - cpuBefore;
+      const clientCpuSeconds = clientCpu() - clientCpuBefore;
       const grace = setTimeout(() => processes.forEach((p) => p.stop()), DELIVERY_GRACE_MS);
       const answers = await Promise.all(watching);
       clearTimeout(grace);
       const clients = answers.length === 0 ? undefined : merge(answers.map((a) => a.done));
-      return { restoreMs: Date.parse(done.finishedAt) - Date.parse(done.startedAt), cpuSeconds: cpu, clients };
+      return { restoreMs: Date.parse(done.finishedAt) - Date.parse(done.startedAt), cpuSeconds: cpu, clientCpuSeconds, clients };
     };
     const activeSubscriptions = async () => {
       const text = await fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
@@ -171,14 +182,15 @@ async function main() {
       console.log(`  ${n} clients connected in ${secs(performance.now() - started)} (they stay connected, idle in the baseline runs)`);
       for (let pair = 0; pair < pairs; pair++) {
         for (const subscribers of pair % 2 === 0 ? [0, n] : [n, 0]) {
-          const run = await restore(subscribers === 0 ? [] : processes, subscribers === 0 ? `${n}:baseline` : `${n}:subscribed`);
+          const run = await restore(subscribers === 0 ? [] : processes, subscribers === 0 ? `${n}:baseline` : `${n}:subscribed`, processes);
           (subscribers === 0 ? baseline : product).push(run);
           const c = run.clients;
           console.log(
-            `  pair ${pair + 1}, ${subscribers} subscribers: restore ${secs(run.restoreMs)}, server CPU ${run.cpuSeconds.toFixed(1)} s` +
+            `  pair ${pair + 1}, ${subscribers} subscribers: restore ${secs(run.restoreMs)}, server CPU ${run.cpuSeconds.toFixed(1)} s, clients' CPU ${run.clientCpuSeconds.toFixed(1)} s` +
               (c
                 ? `; ${c.finished}/${c.clients} got final + AVAILABLE, ${c.closed} closed, ${c.outOfOrder} out of order; ` +
                   `availability p50/p99 ${percentile(c.availabilityLatencies, 50)}/${percentile(c.availabilityLatencies, 99)} ms, ` +
+                  `${byAvailability(c)}, ` +
                   `final p50/p99 ${percentile(c.finalLatencies, 50)}/${percentile(c.finalLatencies, 99)} ms, ` +
                   `progress events per client min/median/max ${Math.min(...c.progress)}/${median(c.progress)}/${Math.max(...c.progress)}`
                 : ''),
@@ -197,6 +209,17 @@ async function main() {
   }
 }
 
+/** p50/p99 of the latency of each availability the clients saw. */
+function byAvailability({ availabilities, availabilityLatencies }: ClientFigures): string {
+  const kinds = [...new Set(availabilities)];
+  return kinds
+    .map((kind) => {
+      const latencies = availabilityLatencies.filter((_, i) => availabilities[i] === kind);
+      return `${kind} ${percentile(latencies, 50)}/${percentile(latencies, 99)} ms`;
+    })
+    .join(', ');
+}
+
 function merge(parts: ClientFigures[]): ClientFigures {
   return {
     clients: parts.reduce((sum, p) => sum + p.clients, 0),
@@ -205,6 +228,7 @@ function merge(parts: ClientFigures[]): ClientFigures {
     outOfOrder: parts.reduce((sum, p) => sum + p.outOfOrder, 0),
     progress: parts.flatMap((p) => p.progress),
     availabilityLatencies: parts.flatMap((p) => p.availabilityLatencies),
+    availabilities: parts.flatMap((p) => p.availabilities),
     finalLatencies: parts.flatMap((p) => p.finalLatencies),
   };
 }
@@ -228,6 +252,8 @@ function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks:
   console.log(`    progress events per client (min/median/max per run): ${clients.map((c) => `${Math.min(...c.progress)}/${median(c.progress)}/${Math.max(...c.progress)}`).join(', ')}`);
   console.log(`    server CPU, no subscribers: ${spread(baseline.map((r) => r.cpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
   console.log(`    server CPU, ${n} subscribers: ${spread(product.map((r) => r.cpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
+  console.log(`    clients' CPU, idle: ${spread(baseline.map((r) => r.clientCpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
+  console.log(`    clients' CPU, ${n} subscribers: ${spread(product.map((r) => r.clientCpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
   const peak = (part: string) => peaks.get(`${n}:${part}`) ?? 0;
   console.log(`    server peak RSS: no subscribers (${n} clients connected, idle) ${MiB(peak('baseline'))}, ${n} subscribers ${MiB(peak('subscribed'))}`);
   // Over all runs of each kind: what every other request to this server waited for at worst while the restores ran.
