@@ -1,5 +1,5 @@
-// How far the JavaScript heap may grow between full collections: bounded for the server's request work, V8's own
-// choice while bytes stream through in bulk.
+// How far the JavaScript heap may grow between full collections: bounded for the server's request work, by a fixed
+// room in bytes while bytes stream through in bulk.
 //
 // Why both. Request work leaves JavaScript garbage (finished requests, replayed log lines, parsed records); V8 would
 // let it pile up to 4× what is live before collecting it, and that is most of the server's peak RSS, so the heap's
@@ -9,10 +9,17 @@
 // only ~17–20 MiB above a ~31 MiB live heap: streaming started a full collection every ~20 MiB (a 504 MiB export
 // download: one every ~40 ms, 2.6–2.9 s of server CPU, against 0.9–1.1 s with the bound lifted; a restore writing a
 // 200 MiB store back from its chunks: 0.70–0.75× the time). So while a bulk stream runs (an export download, an archive
-// upload being checked, a store's base read back from its chunks) the bound is lifted; it comes back when the last one
-// ends. V8 applies either at its next full collection, so the heap may stay larger until then: streams that run all the
-// time (a snapshot storing its base) stay bounded.
-import { setFlagsFromString } from 'node:v8';
+// upload being checked, a store's base read back from its chunks) the heap may grow by BULK_HEADROOM_BYTES over what it
+// holds when the first of them starts, or by the bound if that is more; the bound comes back when the last one ends.
+// Room in bytes, not V8's own factor (which the bound lifted to `0` gave earlier releases): for a small heap both are
+// about the same, but with 10,000 WebSocket clients connected the heap holds a few hundred MiB, the bound alone leaves
+// room enough, and V8's factor let a restore they watched take the server to 630–780 MiB (bench:fanout). V8 applies a
+// new bound at its next full collection, so the heap may stay larger until then: streams that run all the time (a
+// snapshot storing its base) stay bounded.
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
+
+/** How far the heap may grow while bulk streams run: several young generations' worth of Buffers (V8 counts them until one collects them). */
+export const BULK_HEADROOM_BYTES = 160 * 1024 * 1024;
 
 /** The bound and the streams under way; one per process (`heapGrowth`), as V8's flags are. */
 export class HeapGrowth {
@@ -20,8 +27,14 @@ export class HeapGrowth {
   #streaming = 0;
   /** The value V8 has now (0, its own factor, until told otherwise): with no bound to lift, a stream changes nothing. */
   #applied = 0;
+  /** The growth allowed while the bulk streams under way run (set when the first of them starts). */
+  #bulkPercent = 0;
 
-  constructor(private readonly setFlags: (flags: string) => void = setFlagsFromString) {}
+  constructor(
+    private readonly setFlags: (flags: string) => void = setFlagsFromString,
+    /** The bytes the heap holds now (live, and garbage not collected yet: the room computed from it errs small). */
+    private readonly heapBytes: () => number = () => getHeapStatistics().used_heap_size,
+  ) {}
 
   /** Bounds the heap's growth between full collections to `percent` over what was live after the last one; 0: V8's choice. */
   limit(percent: number): void {
@@ -29,7 +42,7 @@ export class HeapGrowth {
     this.#apply();
   }
 
-  /** Runs `work` (a stream of bytes in bulk: a download, an upload) with the bound lifted. */
+  /** Runs `work` (a stream of bytes in bulk: a download, an upload) with the bound lifted to BULK_HEADROOM_BYTES. */
   async whileStreamingBulk<T>(work: () => Promise<T>): Promise<T> {
     this.#enter();
     try {
@@ -40,8 +53,9 @@ export class HeapGrowth {
   }
 
   /**
-   * `source` (pieces of bytes in bulk: a store read back from its chunks), with the bound lifted from its first piece
-   * until it ends, fails or its consumer stops (for await, Readable.from and pipeline all end an iterator they leave).
+   * `source` (pieces of bytes in bulk: a store read back from its chunks), with the bound lifted (as whileStreamingBulk)
+   * from its first piece until it ends, fails or its consumer stops (for await, Readable.from and pipeline all end an
+   * iterator they leave).
    */
   async *bulkPieces<T>(source: AsyncIterable<T>): AsyncGenerator<T> {
     this.#enter();
@@ -53,7 +67,10 @@ export class HeapGrowth {
   }
 
   #enter(): void {
-    if (this.#streaming++ === 0) this.#apply();
+    if (this.#streaming++ > 0) return;
+    const headroomPercent = Math.ceil((BULK_HEADROOM_BYTES / Math.max(1, this.heapBytes())) * 100);
+    this.#bulkPercent = Math.max(this.#boundPercent, headroomPercent);
+    this.#apply();
   }
 
   #leave(): void {
@@ -61,8 +78,8 @@ export class HeapGrowth {
   }
 
   #apply(): void {
-    // 0 is V8's own growing factor.
-    const percent = this.#streaming > 0 ? 0 : this.#boundPercent;
+    // 0 is V8's own growing factor: with no bound, streams leave it alone.
+    const percent = this.#boundPercent > 0 && this.#streaming > 0 ? this.#bulkPercent : this.#boundPercent;
     if (percent === this.#applied) return;
     this.#applied = percent;
     this.setFlags(`--heap-growing-percent=${percent}`);
