@@ -2,6 +2,7 @@
 // decides who that is). Each event is executed, formatted and serialised once; each subscriber is a member that
 // writes that payload, framed with its own operation id, straight to its socket (socket-frames.ts), without a
 // GraphQL execution or a JSON serialisation of its own.
+import { performance } from 'node:perf_hooks';
 import type { ExecutionResult, FormattedExecutionResult } from 'graphql';
 import type { WebSocket } from 'ws';
 import type { ProgressPacing } from './progress-pacing';
@@ -136,18 +137,27 @@ export class SharedSubscription {
     if (this.kind === 'state') this.release();
   }
 
-  /** Plans the next release of a `state` stream: one pacing interval from now, unless one is planned already. */
-  private release(): void {
+  /**
+   * Plans the next release of a `state` stream: one pacing interval from `plannedAt` (now), unless one is planned
+   * already. The interval is the one when the timer fires: thousands of clients subscribing at once, just after a
+   * release was planned while there were a few of them, would all get a second frame on top of their first.
+   */
+  private release(plannedAt = performance.now()): void {
     if (this.releaseTimer || this.ended) return;
+    const waitMs = plannedAt + this.options.pacing.intervalMs() - performance.now();
     this.releaseTimer = setTimeout(() => {
       this.releaseTimer = null;
+      if (performance.now() + 1 < plannedAt + this.options.pacing.intervalMs()) {
+        this.release(plannedAt); // members joined meanwhile: the interval grew
+        return;
+      }
       let held = false;
       for (const member of this.members) {
         if (member.isBackedUp()) held ||= member.hasPending();
         else member.sendPending();
       }
       if (held) this.release();
-    }, this.options.pacing.intervalMs());
+    }, Math.max(0, waitMs));
   }
 
   /** Every member left: nobody joins this one any more, and its source stops (a generator at its next event). */

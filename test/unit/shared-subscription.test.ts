@@ -1,0 +1,96 @@
+import { strict as assert } from 'node:assert';
+import type { ExecutionResult, FormattedExecutionResult } from 'graphql';
+import { WebSocket } from 'ws';
+import type { TextFrame } from '../../src/api/bounded-web-socket';
+import { ProgressPacing } from '../../src/api/subscriptions/progress-pacing';
+import { SharedSubscription } from '../../src/api/subscriptions/shared-subscription';
+import { SocketFrames } from '../../src/api/subscriptions/socket-frames';
+
+/** A socket that keeps the `n` of every event frame written to it. */
+class FakeSocket {
+  readonly readyState = WebSocket.OPEN;
+  readonly bufferedAmount = 0;
+  readonly seen: number[] = [];
+
+  sendTextFrames(frames: readonly TextFrame[]): void {
+    for (const parts of frames) {
+      const message = JSON.parse(Buffer.concat(parts).toString());
+      if (message.type === 'next') this.seen.push(message.payload.data.n);
+    }
+  }
+}
+
+/** A source of events pushed by the test, as a subscription's async iterator. */
+function pushedSource() {
+  const queue: ExecutionResult[] = [];
+  let wake: (() => void) | null = null;
+  let ended = false;
+  const iterator: AsyncIterableIterator<ExecutionResult> = {
+    async next() {
+      while (queue.length === 0 && !ended) await new Promise<void>((resolve) => (wake = resolve));
+      return queue.length > 0 ? { value: queue.shift()!, done: false } : { value: undefined, done: true };
+    },
+    async return() {
+      ended = true;
+      wake?.();
+      return { value: undefined, done: true };
+    },
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+  const wakeUp = () => {
+    const resolve = wake;
+    wake = null;
+    resolve?.();
+  };
+  return {
+    iterator,
+    push(n: number) {
+      queue.push({ data: { n } });
+      wakeUp();
+    },
+    end() {
+      ended = true;
+      wakeUp();
+    },
+  };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('shared subscription: progress paced for all its members', () => {
+  it('paces members who joined after a release was planned by the interval as it is when the release comes', async () => {
+    // 10 frames a second for everyone: an interval of 100 ms per member.
+    const pacing = new ProgressPacing(10, 20);
+    const source = pushedSource();
+    const stream = new SharedSubscription(() => source.iterator, {
+      kind: 'state',
+      pacing,
+      frames: new SocketFrames(1),
+      format: (result) => result as FormattedExecutionResult,
+      onRetired: () => undefined,
+    });
+    const join = (id: string) => {
+      const socket = new FakeSocket();
+      stream.join({ socket: socket as unknown as WebSocket, id, detach: () => undefined });
+      return socket;
+    };
+    const first = join('first');
+    source.push(1);
+    await sleep(10);
+    source.push(2); // a release is planned now, 100 ms ahead (one member)
+    await sleep(10);
+    const later = [join('a'), join('b'), join('c'), join('d')]; // five members: 500 ms
+    source.push(3);
+    await sleep(200);
+    assert.deepEqual(first.seen, [1], 'released before the interval of five members');
+    for (const socket of later) assert.deepEqual(socket.seen, [2], 'a member got more than its first event within the interval');
+    await sleep(450);
+    for (const socket of [first, ...later]) assert.deepEqual(socket.seen.at(-1), 3, 'the newest event was not released after the interval');
+    source.push(4);
+    source.end();
+    await sleep(20);
+    for (const socket of [first, ...later]) assert.equal(socket.seen.at(-1), 4, 'the last event is always sent');
+  });
+});
