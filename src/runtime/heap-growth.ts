@@ -11,15 +11,19 @@
 // 200 MiB store back from its chunks: 0.70–0.75× the time). So while a bulk stream runs (an export download, an archive
 // upload being checked, a store's base read back from its chunks) the heap may grow by BULK_HEADROOM_BYTES over what it
 // holds when the first of them starts, or by the bound if that is more; the bound comes back when the last one ends.
-// Room in bytes, not V8's own factor (which the bound lifted to `0` gave earlier releases): for a small heap both are
-// about the same, but with 10,000 WebSocket clients connected the heap holds a few hundred MiB, the bound alone leaves
-// room enough, and V8's factor let a restore they watched take the server to 630–780 MiB (bench:fanout). V8 applies a
+// Room in bytes, not V8's own factor (at most 4×, which the bound lifted to `0` gave earlier releases): for the small
+// heap of a server at rest (31–45 MiB) the room is a little more than that factor gave, but with 10,000 WebSocket
+// clients connected the heap holds a few hundred MiB, the bound alone leaves room enough, and V8's factor let a
+// restore they watched take the server to 630–780 MiB (bench:fanout). V8 applies a
 // new bound at its next full collection, so the heap may stay larger until then: streams that run all the time (a
 // snapshot storing its base) stay bounded.
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 
 /** How far the heap may grow while bulk streams run: several young generations' worth of Buffers (V8 counts them until one collects them). */
 export const BULK_HEADROOM_BYTES = 160 * 1024 * 1024;
+
+/** The smallest heap the room is computed from (V8's flag is an int; no heap is smaller than this). */
+const MIN_HEAP_BYTES = 1024 * 1024;
 
 /** The bound and the streams under way; one per process (`heapGrowth`), as V8's flags are. */
 export class HeapGrowth {
@@ -67,10 +71,11 @@ export class HeapGrowth {
   }
 
   #enter(): void {
-    if (this.#streaming++ > 0) return;
-    const headroomPercent = Math.ceil((BULK_HEADROOM_BYTES / Math.max(1, this.heapBytes())) * 100);
-    this.#bulkPercent = Math.max(this.#boundPercent, headroomPercent);
-    this.#apply();
+    if (this.#streaming === 0) {
+      const headroomPercent = Math.ceil((BULK_HEADROOM_BYTES / Math.max(this.heapBytes(), MIN_HEAP_BYTES)) * 100);
+      this.#bulkPercent = Math.max(this.#boundPercent, headroomPercent);
+    }
+    if (this.#streaming++ === 0) this.#apply();
   }
 
   #leave(): void {

@@ -77,9 +77,9 @@ describe('shared subscription: progress paced for all its members', () => {
       return socket;
     };
     const first = join('first');
-    source.push(1);
+    source.push(1); // sent to the first member at once, and a release is planned 100 ms ahead (one member)
     await sleep(10);
-    source.push(2); // a release is planned now, 100 ms ahead (one member)
+    source.push(2);
     await sleep(10);
     const later = [join('a'), join('b'), join('c'), join('d')]; // five members: 500 ms
     source.push(3);

@@ -139,8 +139,10 @@ export class SharedSubscription {
 
   /**
    * Plans the next release of a `state` stream: one pacing interval from `plannedAt` (now), unless one is planned
-   * already. The interval is the one when the timer fires: thousands of clients subscribing at once, just after a
-   * release was planned while there were a few of them, would all get a second frame on top of their first.
+   * already; the longer of the interval when planned and when the timer fires. Thousands of clients subscribing at
+   * once, just after a release was planned while there were a few of them, would all get a second frame on top of
+   * their first. (A member that joins just before a release still gets its first frame and that release close together
+   * when members join slower than the budget: the interval is the stream's, not each member's.)
    */
   private release(plannedAt = performance.now()): void {
     if (this.releaseTimer || this.ended) return;
