@@ -14,9 +14,9 @@
 // Room in bytes, not V8's own factor (at most 4×, which the bound lifted to `0` gave earlier releases): for the small
 // heap of a server at rest (31–45 MiB) the room is a little more than that factor gave, but with 10,000 WebSocket
 // clients connected the heap holds a few hundred MiB, the bound alone leaves room enough, and V8's factor let a
-// restore they watched take the server to 630–780 MiB (bench:fanout). V8 applies a
-// new bound at its next full collection, so the heap may stay larger until then: streams that run all the time (a
-// snapshot storing its base) stay bounded.
+// restore they watched take the server to 630–780 MiB (bench:fanout). V8 applies a new bound at its next full
+// collection, so the heap may stay larger until then: streams that run all the time (a snapshot storing its base)
+// stay bounded.
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 
 /** How far the heap may grow while bulk streams run: several young generations' worth of Buffers (V8 counts them until one collects them). */
@@ -71,11 +71,15 @@ export class HeapGrowth {
   }
 
   #enter(): void {
-    if (this.#streaming === 0) {
-      const headroomPercent = Math.ceil((BULK_HEADROOM_BYTES / Math.max(this.heapBytes(), MIN_HEAP_BYTES)) * 100);
-      this.#bulkPercent = Math.max(this.#boundPercent, headroomPercent);
+    if (this.#streaming > 0) {
+      this.#streaming += 1;
+      return;
     }
-    if (this.#streaming++ === 0) this.#apply();
+    // The room, as V8's flag takes it: a percentage of the heap now (computed before the stream counts, should it throw).
+    const headroomPercent = Math.ceil((BULK_HEADROOM_BYTES / Math.max(this.heapBytes(), MIN_HEAP_BYTES)) * 100);
+    this.#bulkPercent = Math.max(this.#boundPercent, headroomPercent);
+    this.#streaming = 1;
+    this.#apply();
   }
 
   #leave(): void {

@@ -65,7 +65,7 @@ export function decodeLines(raw: Buffer, encoding: 'latin1' | 'utf8' = isAscii(r
  * it completed (none, for a piece inside a long line); at the end, the last line when the stream does not end with a
  * newline. `skipByteOrderMark`: a U+FEFF that starts the text is not part of it.
  */
-export async function* streamLines(source: AsyncIterable<Buffer | string>, { skipByteOrderMark = false } = {}): AsyncGenerator<string[]> {
+export async function* streamLines(source: AsyncIterable<Buffer>, { skipByteOrderMark = false } = {}): AsyncGenerator<string[]> {
   const decoder = new StringDecoder('utf8');
   let rest = '';
   let atStart = skipByteOrderMark;
@@ -94,12 +94,8 @@ export async function* streamLines(source: AsyncIterable<Buffer | string>, { ski
 
 /**
  * A piece of a UTF-8 byte stream as text, in strings of at most DECODE_PIECE_BYTES bytes each (a stream's pieces are
- * often a MiB or more); `decoder` keeps a character cut between pieces whole. A string piece is already text.
+ * often a MiB or more); `decoder` keeps a character cut between pieces whole.
  */
-function* decodePiece(decoder: StringDecoder, piece: Buffer | string): Generator<string> {
-  if (typeof piece === 'string') {
-    yield decoder.write(Buffer.from(piece));
-    return;
-  }
+function* decodePiece(decoder: StringDecoder, piece: Buffer): Generator<string> {
   for (let at = 0; at < piece.length; at += DECODE_PIECE_BYTES) yield decoder.write(piece.subarray(at, at + DECODE_PIECE_BYTES));
 }

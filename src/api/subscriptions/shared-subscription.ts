@@ -146,10 +146,10 @@ export class SharedSubscription {
    */
   private release(plannedAt = performance.now()): void {
     if (this.releaseTimer || this.ended) return;
-    const waitMs = plannedAt + this.options.pacing.intervalMs() - performance.now();
+    const waitMs = () => plannedAt + this.options.pacing.intervalMs() - performance.now();
     this.releaseTimer = setTimeout(() => {
       this.releaseTimer = null;
-      if (performance.now() + 1 < plannedAt + this.options.pacing.intervalMs()) {
+      if (waitMs() > 1) {
         this.release(plannedAt); // members joined meanwhile: the interval grew
         return;
       }
@@ -159,7 +159,7 @@ export class SharedSubscription {
         else member.sendPending();
       }
       if (held) this.release();
-    }, Math.max(0, waitMs));
+    }, Math.max(0, waitMs()));
   }
 
   /** Every member left: nobody joins this one any more, and its source stops (a generator at its next event). */
