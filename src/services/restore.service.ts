@@ -4,6 +4,7 @@ import { finished, type Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
 import { type ArchiveHeader, type ArchiveReader, isArchiveError, openArchive } from '../archive';
 import { RECORD_RULES_EDITION } from '../archive/record-validation';
+import { heapGrowth } from '../runtime/heap-growth';
 import type { GraphFileKind } from '../graph-files/graph-file-format';
 import { graphFileFormat } from '../graph-files/graph-file-formats';
 import { loadGraphFile } from '../graph-files/graph-file-loader';
@@ -406,9 +407,9 @@ export class RestoreOperationHandler implements OperationHandler {
         archive = openArchive(source);
         header = await archive.header;
         assertCompatible(header.engineVersion, instance);
-        // SQLite loads one batch while the next is read, decrypted and inflated.
+        // SQLite loads one batch while the next is read, decrypted and inflated: bytes in bulk (see HeapGrowth).
         let loading: Promise<void> = Promise.resolve();
-        for await (const batch of coalesce(archive.encodedBatches({ recordsChecked }))) {
+        for await (const batch of coalesce(heapGrowth.bulkPieces(archive.encodedBatches({ recordsChecked })))) {
           context.signal.throwIfAborted();
           await loading;
           loading = loader.insert(batch);
