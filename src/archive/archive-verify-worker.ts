@@ -1,8 +1,10 @@
-// The worker thread of ArchiveVerifier: reads the archive bytes it is sent through ArchiveReader.verify().
+// The worker thread of ArchiveVerifier: reads the archive bytes it is sent through ArchiveReader.verify(), its frames
+// inflated and checked on a FramePool's threads (when it is given some) while this one hashes and orders them.
 import { Readable } from 'node:stream';
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { isArchiveError } from './archive-error';
 import { openArchive } from './archive-reader';
+import { FramePool } from './frame-pool';
 import type { VerifierMessage } from './archive-verifier';
 
 const port = parentPort!;
@@ -29,9 +31,12 @@ port.on('message', (message: { chunk?: Uint8Array; end?: boolean }) => {
   }
 });
 
+const { frameWorkers } = workerData as { frameWorkers: number };
+const frames = frameWorkers > 0 ? new FramePool(frameWorkers) : undefined;
 openArchive(input)
-  .verify()
+  .verify(frames)
   .then(
     (header) => post({ header }),
     (error: Error) => post({ error: { message: error.message, code: isArchiveError(error) ? error.code : undefined } }),
-  );
+  )
+  .finally(() => frames?.close());

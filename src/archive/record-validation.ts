@@ -33,6 +33,17 @@ export interface CheckedRecord extends TaggedLine {
   tuple: unknown[];
 }
 
+/**
+ * A data frame whose every record passed the rules that need nothing but the record (summarizeFrame), with what the
+ * rules across frames need of it: its records per kind (nodes all before relationships) and per label and type.
+ */
+export interface FrameSummary {
+  nodes: number;
+  relationships: number;
+  labels: [string, number][];
+  types: [string, number][];
+}
+
 const NODE_TAG = 'N';
 const RELATIONSHIP_TAG = 'R';
 const CANONICAL_ID = /^[1-9][0-9]{0,15}$/;
@@ -116,6 +127,53 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** The kind a line's tag says, or null. */
+function tagOf(line: string): RecordKind | null {
+  if (line.startsWith('["N",')) return 'node';
+  if (line.startsWith('["R",')) return 'relationship';
+  return null;
+}
+
+/** The line's tuple, or undefined when it is not JSON. */
+function parsedTuple(line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * One data frame's raw bytes checked on their own, on any thread: everything RecordValidator.frame() checks but the
+ * rules across frames (order, counts and tallies against the header), which RecordValidator.merge() then applies in
+ * the file's order. Null when a record breaks a rule: frame() then names it, as the first damage in the file.
+ */
+export function summarizeFrame(raw: Buffer): FrameSummary | null {
+  const summary: FrameSummary = { nodes: 0, relationships: 0, labels: [], types: [] };
+  if (raw.length === 0) return summary;
+  const ascii = isAscii(raw);
+  if ((!ascii && !isUtf8(raw)) || raw[raw.length - 1] !== 0x0a) return null;
+  const labels = new Map<string, number>();
+  const types = new Map<string, number>();
+  for (const line of decodeLines(raw, ascii ? 'latin1' : 'utf8')) {
+    const kind = tagOf(line);
+    if (kind === null || (kind === 'node' && summary.relationships > 0)) return null;
+    const tuple = parsedTuple(line);
+    if (tuple === undefined || recordProblem(kind, tuple) !== undefined) return null;
+    const fields = tuple as unknown[];
+    if (kind === 'node') {
+      summary.nodes++;
+      for (const label of fields[2] as string[]) labels.set(label, (labels.get(label) ?? 0) + 1);
+    } else {
+      summary.relationships++;
+      types.set(fields[2] as string, (types.get(fields[2] as string) ?? 0) + 1);
+    }
+  }
+  summary.labels = [...labels];
+  summary.types = [...types];
+  return summary;
+}
+
 /**
  * Checks an archive's records frame by frame, in order, against the format's rules and against its header:
  * tags and order (all nodes, then all relationships), each tuple's shape and fields, and the header's counts
@@ -145,6 +203,23 @@ export class RecordValidator {
     const records: CheckedRecord[] = new Array(lines.length);
     for (let i = 0; i < lines.length; i++) records[i] = this.record(lines[i]);
     return records;
+  }
+
+  /**
+   * A frame summarized elsewhere (summarizeFrame, on a worker thread), taken in the file's order as frame() would take
+   * it. False, with nothing taken, when one of its records breaks a rule across frames (a node after the
+   * relationships, more records, labels or types than the header announces): frame() then names the record.
+   */
+  merge(summary: FrameSummary): boolean {
+    const { announced } = this;
+    if (summary.nodes > 0 && this.relationships > 0) return false;
+    if (this.nodes + summary.nodes > announced.nodeCount || this.relationships + summary.relationships > announced.relationshipCount) return false;
+    if (!this.labels.fits(summary.labels) || !this.types.fits(summary.types)) return false;
+    this.nodes += summary.nodes;
+    this.relationships += summary.relationships;
+    this.labels.addAll(summary.labels);
+    this.types.addAll(summary.types);
+    return true;
   }
 
   /**
@@ -191,20 +266,16 @@ export class RecordValidator {
   }
 
   private kindOf(line: string): RecordKind {
-    if (line.startsWith('["N",')) return 'node';
-    if (line.startsWith('["R",')) return 'relationship';
-    throw invalid(`record ${this.nodes + this.relationships + 1} is not a node or relationship tuple`);
+    const kind = tagOf(line);
+    if (kind === null) throw invalid(`record ${this.nodes + this.relationships + 1} is not a node or relationship tuple`);
+    return kind;
   }
 
   private record(line: string): CheckedRecord {
     const kind = this.kindOf(line);
     const name = this.count(kind);
-    let tuple: unknown;
-    try {
-      tuple = JSON.parse(line);
-    } catch {
-      throw invalid(`${name} is not valid JSON`);
-    }
+    const tuple = parsedTuple(line);
+    if (tuple === undefined) throw invalid(`${name} is not valid JSON`);
     const problem = recordProblem(kind, tuple);
     if (problem) throw invalid(`${name}: ${problem}`);
     const fields = tuple as unknown[];
@@ -257,6 +328,19 @@ class NameTally {
     if (++entry.seen > entry.announced) {
       throw mismatch(`its header announces ${entry.announced} of the ${this.what} ${shortJson(name)}, but ${record} is one more`);
     }
+  }
+
+  /** Whether the names, this many times each, stay within what the header announces. */
+  fits(names: readonly [string, number][]): boolean {
+    return names.every(([name, count]) => {
+      const entry = this.counts.get(name);
+      return entry !== undefined && entry.seen + count <= entry.announced;
+    });
+  }
+
+  /** Names that fit (see fits), this many times each. */
+  addAll(names: readonly [string, number][]): void {
+    for (const [name, count] of names) this.counts.get(name)!.seen += count;
   }
 
   complete(): void {

@@ -34,8 +34,9 @@ const verdictOf = (settled: Promise<{ stats: { nodeCount: number } }>): Promise<
     (error: Error & { code?: string }) => ({ error: `${error.code}: ${error.message}` }),
   );
 
-async function twoThreads(bytes: Buffer): Promise<Verdict> {
-  const verifier = new ArchiveVerifier();
+/** On a worker thread, its frames checked on two more (FramePool), whatever the machine's cores. */
+async function twoThreads(bytes: Buffer, frameWorkers = 2): Promise<Verdict> {
+  const verifier = new ArchiveVerifier({ frameWorkers });
   const verdict = verdictOf(verifier.result);
   // A verdict of damage ends the verifier as a stream: what is still being written is refused.
   await pipeline(Readable.from(pieces(bytes, 64 * 1024)), verifier).catch(() => undefined);
@@ -59,6 +60,13 @@ describe('ArchiveVerifier', () => {
   it('accepts a sound archive, in frames small and large', async () => {
     await assertSameVerdict(craftArchive(sound, { linesPerFrame: 3 }), 3_000);
     await assertSameVerdict(craftArchive(sound, { linesPerFrame: 500 }), 3_000);
+  });
+
+  it('checks the frames itself when it has no frame workers (machines of two cores)', async () => {
+    assert.deepEqual(await twoThreads(craftArchive(sound, { linesPerFrame: 50 }), 0), { nodeCount: 3_000 });
+    const lines = [...sound];
+    lines[2_345] = node(2_346, ['Person'], 'not an object' as never);
+    assert.match((await twoThreads(craftArchive(lines), 0) as { error: string }).error, /INVALID_RECORD: .*node record 2346/);
   });
 
   it('names the bad record, however far into the file', async () => {
@@ -89,6 +97,31 @@ describe('ArchiveVerifier', () => {
     await assertSameVerdict(craftArchive(sound, { stats: { nodeCount: 3_001 } }), /COUNT_MISMATCH/);
     await assertSameVerdict(craftArchive(sound, { stats: { labels: [{ name: 'Person', count: 3_000 }, { name: 'Admin', count: 1_499 }] } }), /Admin/);
     await assertSameVerdict(craftArchive(sound, { stats: { labels: [{ name: 'Person', count: 1 }, { name: 'Person', count: 1 }] } }), /twice/);
+  });
+
+  it('applies the rules across frames in the file\'s order when every frame holds a few records (checked on several threads)', async () => {
+    const small = { linesPerFrame: 7 };
+    await assertSameVerdict(craftArchive([...nodes.slice(0, 10), relationships[0], nodes[10]], small), /node record 11 follows the relationships/);
+    // The relationship ends one frame, the node starts the next.
+    await assertSameVerdict(craftArchive([...nodes.slice(0, 6), relationships[0], nodes[6]], small), /node record 7 follows the relationships/);
+    await assertSameVerdict(craftArchive(sound, { ...small, stats: { nodeCount: 2_999 } }), /COUNT_MISMATCH: .*2999 nodes .* or more/);
+    await assertSameVerdict(craftArchive(sound, { ...small, stats: { relationshipCount: 999 } }), /COUNT_MISMATCH/);
+    await assertSameVerdict(craftArchive(sound, { ...small, stats: { labels: [{ name: 'Person', count: 3_000 }, { name: 'Admin', count: 1_499 }] } }), /node record 2999 is one more/);
+    await assertSameVerdict(craftArchive(sound, { ...small, stats: { relationshipTypes: [{ name: 'KNOWS', count: 999 }] } }), /relationship record 1000 is one more/);
+    const unlisted = [...sound];
+    unlisted[1_234] = node(1_235, ['Robot']);
+    const listed = { labels: [{ name: 'Person', count: 2_999 }, { name: 'Admin', count: 1_499 }] };
+    await assertSameVerdict(craftArchive(unlisted, { ...small, stats: listed }), /node record 1235 has the label "Robot"/);
+    // A bad record in one frame (records 701-707) and a label too many in the next (record 709, the 355th Admin): the
+    // bad record, first in the file, is the verdict; without it, the label.
+    const admins = { labels: [{ name: 'Person', count: 3_000 }, { name: 'Admin', count: 354 }] };
+    await assertSameVerdict(craftArchive(sound, { ...small, stats: admins }), /node record 709 is one more/);
+    const both = [...sound];
+    both[700] = '["N","701",["Person"],{"i":}]';
+    await assertSameVerdict(craftArchive(both, { ...small, stats: admins }), /node record 701 is not valid JSON/);
+    const damaged = craftArchive(sound, small);
+    damaged[frameDataOffsets(damaged)[300] + 2] ^= 0xff;
+    await assertSameVerdict(damaged, /CORRUPT: .*checksum of the frame/);
   });
 
   it('checks the digest, the end and what follows it', async () => {
