@@ -8,7 +8,7 @@ import { ArchiveError, readOrTruncated } from './archive-error';
 import { DIGEST_LENGTH, END_FRAME, decodeEndFrame, inflateDataFrame, readFrame, type Frame } from './archive-frame';
 import { decodeArchiveHeader, type ArchiveHeader } from './archive-header';
 import { StreamByteReader } from './byte-reader';
-import type { FramePool, FrameVerdict } from './frame-pool';
+import type { FramePool } from './frame-pool';
 import { toGraphRecord } from './record-codec';
 import { type CheckedRecord, RecordValidator, type TaggedLine } from './record-validation';
 
@@ -27,8 +27,9 @@ export interface ArchiveReader {
    * one batch per run of one kind within a frame. Use either records() or encodedBatches(), once.
    * `recordsChecked`: every record passed this release's checks before (see RecordValidator.countedFrame), so lines
    * are only counted, not parsed again; frames, counts, digest and end of file are checked all the same.
+   * `pool`: frames are inflated on its threads, a few ahead of the one handed out.
    */
-  encodedBatches(options?: { recordsChecked?: boolean }): AsyncIterable<EncodedBatch>;
+  encodedBatches(options?: { recordsChecked?: boolean; pool?: FramePool }): AsyncIterable<EncodedBatch>;
   /**
    * Checks the whole archive (frame CRCs, every record's fields, order and counts against the header, digest,
    * end of file) without keeping anything: for uploads. Rejects with ArchiveError at the first damage.
@@ -89,10 +90,10 @@ class StreamingArchiveReader implements ArchiveReader {
     return this.readRecords();
   }
 
-  encodedBatches({ recordsChecked = false }: { recordsChecked?: boolean } = {}): AsyncIterable<EncodedBatch> {
+  encodedBatches({ recordsChecked = false, pool }: { recordsChecked?: boolean; pool?: FramePool } = {}): AsyncIterable<EncodedBatch> {
     if (this.iterated) throw new Error('ArchiveReader.encodedBatches() can only be iterated once');
     this.iterated = true;
-    return this.readEncoded(recordsChecked ? (validator, raw) => validator.countedFrame(raw) : checked);
+    return this.readEncoded(recordsChecked ? (validator, raw) => validator.countedFrame(raw) : checked, pool);
   }
 
   async verify(pool?: FramePool): Promise<ArchiveHeader> {
@@ -103,7 +104,7 @@ class StreamingArchiveReader implements ArchiveReader {
       return this.header;
     }
     const validator = await this.validator();
-    for await (const { frame, verdict } of this.pooledFrames(validator, pool)) {
+    for await (const { frame, result: verdict } of this.pooledFrames(validator, (frame) => pool.check(frame))) {
       // A frame its thread found fault with (or one that breaks a rule across frames) is read again here, to name the damage.
       if (verdict === null || verdict === 'damaged' || !validator.merge(verdict)) validator.frame(inflateDataFrame(frame));
     }
@@ -116,8 +117,8 @@ class StreamingArchiveReader implements ArchiveReader {
     }
   }
 
-  private async *readEncoded(take: (validator: RecordValidator, raw: Buffer) => TaggedLine[]): AsyncGenerator<EncodedBatch> {
-    for await (const records of this.checkedFrames(take)) {
+  private async *readEncoded(take: (validator: RecordValidator, raw: Buffer) => TaggedLine[], pool?: FramePool): AsyncGenerator<EncodedBatch> {
+    for await (const records of pool ? this.inflatedFrames(take, pool) : this.checkedFrames(take)) {
       const batches: EncodedBatch[] = [];
       for (const record of records) {
         const last = batches[batches.length - 1];
@@ -134,6 +135,14 @@ class StreamingArchiveReader implements ArchiveReader {
     for await (const raw of this.frames(validator)) yield take(validator, raw);
   }
 
+  /** checkedFrames(), each frame inflated on the pool's threads. */
+  private async *inflatedFrames<T>(take: (validator: RecordValidator, raw: Buffer) => T[], pool: FramePool): AsyncGenerator<T[]> {
+    const validator = await this.validator();
+    for await (const { frame, result } of this.pooledFrames(validator, (frame) => pool.inflate(frame))) {
+      yield take(validator, result === 'damaged' ? inflateDataFrame(frame) : result);
+    }
+  }
+
   private async validator(): Promise<RecordValidator> {
     try {
       return new RecordValidator(await this.header);
@@ -144,18 +153,18 @@ class StreamingArchiveReader implements ArchiveReader {
   }
 
   /**
-   * Each data frame with the pool's verdict on it, in the file's order, while the next few frames are read and sent.
+   * Each data frame with what the pool made of it (`send`), in the file's order, while the next few frames are read and sent.
    * Damage found in reading one of those (a bad CRC, the file's end) is thrown only after the frames before it are
    * handed out: the first damage in the file is the one reported. Ends only after the end frame, digest and end of file
    * are verified.
    */
-  private async *pooledFrames(validator: RecordValidator, pool: FramePool): AsyncGenerator<{ frame: Frame; verdict: FrameVerdict }> {
-    const ahead: { frame: Frame; verdict: Promise<FrameVerdict> }[] = [];
+  private async *pooledFrames<T>(validator: RecordValidator, send: (frame: Frame) => Promise<T>): AsyncGenerator<{ frame: Frame; result: T }> {
+    const ahead: { frame: Frame; result: Promise<T> }[] = [];
     let aheadBytes = 0;
     const oldest = async () => {
-      const { frame, verdict } = ahead.shift()!;
+      const { frame, result } = ahead.shift()!;
       aheadBytes -= frame.stored.length;
-      return { frame, verdict: await verdict };
+      return { frame, result: await result };
     };
     let complete = false;
     try {
@@ -173,10 +182,10 @@ class StreamingArchiveReader implements ArchiveReader {
           complete = true;
           return;
         }
-        const verdict = pool.check(frame);
+        const result = send(frame);
         // Observed now: a thread that fails while an earlier frame's damage is being thrown is not an unhandled rejection.
-        verdict.catch(() => undefined);
-        ahead.push({ frame, verdict });
+        result.catch(() => undefined);
+        ahead.push({ frame, result });
         aheadBytes += frame.stored.length;
         while (ahead.length > MAX_FRAMES_AHEAD || aheadBytes > MAX_BYTES_AHEAD) yield await oldest();
       }

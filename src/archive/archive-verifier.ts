@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import { ArchiveError, type ArchiveErrorCode } from './archive-error';
-import { DEFAULT_FRAME_WORKERS } from './frame-pool';
+import { VERIFY_FRAME_WORKERS } from './frame-pool';
 import type { ArchiveHeader } from './archive-header';
 
 /** Bytes sent to the worker and not yet read by it: the bound on what an upload holds in memory for verification. */
@@ -27,7 +27,7 @@ export class ArchiveVerifier extends Writable {
   private abandon: (error: Error) => void = () => undefined;
 
   /** @param frameWorkers threads that inflate and check frames beside the verifier's own (FramePool); 0: it does that itself. */
-  constructor({ frameWorkers = DEFAULT_FRAME_WORKERS }: { frameWorkers?: number } = {}) {
+  constructor({ frameWorkers = VERIFY_FRAME_WORKERS }: { frameWorkers?: number } = {}) {
     // Not destroyed when the bytes are all written: the verdict comes after that.
     super({ highWaterMark: 4 * 1024 * 1024, autoDestroy: false });
     this.worker = new Worker(join(__dirname, 'archive-verify-worker.js'), { workerData: { frameWorkers } });

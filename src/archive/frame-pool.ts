@@ -1,20 +1,25 @@
-// Data frames inflated and checked on worker threads, several at once: an archive's frames are compressed and checked
-// independently of each other, and that is most of what verifying an archive costs (a 252 MiB upload: 1.1 s of its
-// verifier's 2.7 s inflating, 0.8 s parsing records). The reader keeps the file's order, the digest and the rules
-// across frames (ArchiveReader.verify: RecordValidator.merge).
+// Data frames inflated (and checked) on worker threads: an archive's frames are compressed and checked independently
+// of each other. The reader keeps the file's order, the digest and the rules across frames (ArchiveReader).
 //
-// Only where there are cores to spare. Verifying that 252 MiB archive alone, with a core free beside the one reading
-// it, took 1.69-2.09 s with two frame workers against 2.27-2.55 s on one thread (6 runs each). But an upload keeps a
-// second core busy with its own work (receiving, encrypting and writing the bytes), and on two cores the pool only
-// added CPU: accepted in 2.43 s (2.16-2.81) against 2.48 s (2.41-3.17), with 4.15 s of server CPU against 3.39 s.
+// Verifying an upload, inflating and checking are most of the work (a 252 MiB archive: 1.1 s of its verifier's 2.7 s
+// inflating, 0.8 s parsing records), and two frame workers share it, but only where there are cores to spare.
+// Verifying that archive alone, with a core free beside the one reading it, took 1.69-2.09 s with two frame workers
+// against 2.27-2.55 s on one thread (6 runs each). But an upload keeps a second core busy with its own work (receiving,
+// encrypting and writing the bytes), and on two cores the pool only added CPU: accepted in 2.43 s (2.16-2.81) against
+// 2.48 s (2.41-3.17), with 4.15 s of server CPU against 3.39 s (VERIFY_FRAME_WORKERS).
+//
+// Loading an archive into a store (a restore), the event loop decrypts, hashes, cuts and binds the records while SQLite
+// writes them on a thread of its own: the restore uses about one core of two, and inflating was a quarter of the event
+// loop's time. One frame worker inflating for it: the same upload loaded in 4.30 s (4.15-5.21) against 5.39 s
+// (4.72-5.47), six restores each, interleaved.
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Frame } from './archive-frame';
 import type { FrameSummary } from './record-validation';
 
-/** Up to two threads, on the cores beyond the two an upload's verifier and its own work take (0: no pool). */
-export const DEFAULT_FRAME_WORKERS = Math.min(2, Math.max(0, availableParallelism() - 2));
+/** An upload verifier's frame workers: up to two, on the cores beyond the two it and the upload's own work take (0: none). */
+export const VERIFY_FRAME_WORKERS = Math.min(2, Math.max(0, availableParallelism() - 2));
 
 /**
  * A data frame's verdict: its summary, null when one of its records breaks a rule, or 'damaged' when it does not
@@ -23,18 +28,23 @@ export const DEFAULT_FRAME_WORKERS = Math.min(2, Math.max(0, availableParallelis
  */
 export type FrameVerdict = FrameSummary | null | 'damaged';
 
+/** A data frame's inflated bytes, or 'damaged' (see FrameVerdict). */
+export type InflatedFrame = Buffer | 'damaged';
+
 export interface FrameMessage {
   seq: number;
+  /** Check the frame's records (a FrameVerdict), or only inflate it (its bytes). */
+  task: 'check' | 'inflate';
   stored: Uint8Array;
   rawLength: number;
 }
 
-export type FrameReply = { seq: number; verdict: FrameVerdict } | { seq: number; error: string };
+export type FrameReply = { seq: number; verdict: FrameVerdict } | { seq: number; raw: Uint8Array | 'damaged' } | { seq: number; error: string };
 
 interface PoolThread {
   worker: Worker;
   /** Frames sent and not answered. */
-  waiting: Map<number, { resolve: (verdict: FrameVerdict) => void; reject: (error: Error) => void }>;
+  waiting: Map<number, { resolve: (reply: FrameReply) => void; reject: (error: Error) => void }>;
 }
 
 /** Worker threads for one reader's frames, started as frames come; ended by close(). */
@@ -45,7 +55,16 @@ export class FramePool {
 
   constructor(private readonly size: number) {}
 
-  check(frame: Frame): Promise<FrameVerdict> {
+  async check(frame: Frame): Promise<FrameVerdict> {
+    return ((await this.send('check', frame)) as { verdict: FrameVerdict }).verdict;
+  }
+
+  async inflate(frame: Frame): Promise<InflatedFrame> {
+    const { raw } = (await this.send('inflate', frame)) as { raw: Uint8Array | 'damaged' };
+    return raw === 'damaged' ? raw : Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+  }
+
+  private send(task: FrameMessage['task'], frame: Frame): Promise<FrameReply> {
     if (this.closed) return Promise.reject(new Error('the frame pool is closed'));
     const thread = this.leastBusy();
     const seq = ++this.seq;
@@ -53,7 +72,7 @@ export class FramePool {
     const stored = new Uint8Array(frame.stored);
     return new Promise((resolve, reject) => {
       thread.waiting.set(seq, { resolve, reject });
-      const message: FrameMessage = { seq, stored, rawLength: frame.rawLength };
+      const message: FrameMessage = { seq, task, stored, rawLength: frame.rawLength };
       thread.worker.postMessage(message, [stored.buffer as ArrayBuffer]);
     });
   }
@@ -80,7 +99,7 @@ export class FramePool {
       if (!waiting) return;
       thread.waiting.delete(reply.seq);
       if ('error' in reply) waiting.reject(new Error(reply.error));
-      else waiting.resolve(reply.verdict);
+      else waiting.resolve(reply);
     });
     // A thread that fails fails its frames; the reader stops at the first.
     const lost = (error: Error) => {

@@ -3,6 +3,7 @@
 import { finished, type Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
 import { type ArchiveHeader, type ArchiveReader, isArchiveError, openArchive } from '../archive';
+import { FramePool } from '../archive/frame-pool';
 import { RECORD_RULES_EDITION } from '../archive/record-validation';
 import { heapGrowth } from '../runtime/heap-growth';
 import type { GraphFileKind } from '../graph-files/graph-file-format';
@@ -398,6 +399,8 @@ export class RestoreOperationHandler implements OperationHandler {
   ): Promise<{ expected: GraphStats; sealed: SealedStore }> {
     context.progress({ phase: 'loading', bytesDone: 0 });
     const loader = await this.stores.createLoader(instance.id, generation, this.instances.limitsOf(instance));
+    // Frames are inflated on threads of their own, off the event loop that decrypts, hashes and binds them.
+    const frames = new FramePool(LOAD_FRAME_WORKERS);
     try {
       let archive: ArchiveReader;
       let header: ArchiveHeader;
@@ -409,7 +412,7 @@ export class RestoreOperationHandler implements OperationHandler {
         assertCompatible(header.engineVersion, instance);
         // SQLite loads one batch while the next is read, decrypted and inflated: bytes in bulk (see HeapGrowth).
         let loading: Promise<void> = Promise.resolve();
-        for await (const batch of coalesce(heapGrowth.bulkPieces(archive.encodedBatches({ recordsChecked })))) {
+        for await (const batch of coalesce(heapGrowth.bulkPieces(archive.encodedBatches({ recordsChecked, pool: frames })))) {
           context.signal.throwIfAborted();
           await loading;
           loading = loader.insert(batch);
@@ -428,6 +431,8 @@ export class RestoreOperationHandler implements OperationHandler {
     } catch (error) {
       await loader.abort();
       throw error;
+    } finally {
+      await frames.close();
     }
   }
 
@@ -524,6 +529,9 @@ export class RestoreOperationHandler implements OperationHandler {
     return snapshot;
   }
 }
+
+/** Threads inflating an archive's frames while a restore loads it: one keeps ahead of the event loop (see FramePool). */
+const LOAD_FRAME_WORKERS = 1;
 
 // A load batch carries up to this many records or characters, whichever comes first: large enough to keep SQLite
 // busy, small enough that memory stays flat with large properties.

@@ -4,7 +4,7 @@ import { createReadStream, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import { gzipSync } from 'node:zlib';
+import { crc32, gzipSync } from 'node:zlib';
 import { pack as createTarPack } from 'tar-stream';
 import type { GraphRecord } from '../../src/graph/records';
 import {
@@ -23,6 +23,7 @@ import {
   sniffFileType,
 } from '../../src/archive';
 import { encodeArchiveHeader, PREAMBLE_LENGTH } from '../../src/archive/archive-header';
+import { FramePool } from '../../src/archive/frame-pool';
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures and helpers
@@ -455,6 +456,70 @@ describe('snapshot archive format', () => {
       const header = headerFor(records);
       const archive = withHeader(await writeArchive(records), { ...header, stats: { ...header.stats, nodeCount: header.stats.nodeCount + 1 } });
       assertArchiveError((await verify(archive)).error, ['COUNT_MISMATCH']);
+    });
+  });
+
+  describe('with a frame pool (frames inflated, or checked, on worker threads)', () => {
+    let pool: FramePool;
+    beforeEach(() => (pool = new FramePool(2)));
+    afterEach(() => pool.close());
+
+    /** The lines handed out by encodedBatches (with the pool or without), and the error that ended them. */
+    const encodedOutcome = async (bytes: Buffer, withPool: boolean) => {
+      const lines: string[] = [];
+      try {
+        for await (const batch of openArchive(streamOf(bytes, 997)).encodedBatches(withPool ? { pool } : {})) lines.push(...batch.lines);
+        return { lines };
+      } catch (error) {
+        return { lines, error: `${(error as ArchiveError).code}: ${(error as Error).message}` };
+      }
+    };
+    const verdict = (bytes: Buffer, withPool: boolean) =>
+      openArchive(streamOf(bytes, 997))
+        .verify(withPool ? pool : undefined)
+        .then((header) => `${header.stats.nodeCount} nodes`, (error: ArchiveError) => `${error.code}: ${error.message}`);
+
+    /** The archive with the stored bytes of its `index`th data frame replaced by bytes that do not inflate, their CRC made right. */
+    function undeflatable(archive: Buffer, index: number): Buffer {
+      const damaged = Buffer.from(archive);
+      let offset = PREAMBLE_LENGTH + damaged.readUInt32BE(PREAMBLE_LENGTH - 4) + 4;
+      for (let i = 0; i < index; i++) offset += 13 + damaged.readUInt32BE(offset + 5);
+      const stored = damaged.subarray(offset + 13, offset + 13 + damaged.readUInt32BE(offset + 5));
+      stored.fill(0xff); // deflate block type 3: invalid
+      damaged.writeUInt32BE(crc32(stored), offset + 9);
+      return damaged;
+    }
+
+    it('hands out the same lines as without it, and the same first damage with the lines before it', async () => {
+      const records = largeGraph(800, 800);
+      const archive = await writeArchive(records, headerFor(records), { targetFrameBytes: 2048 });
+      const sound = await encodedOutcome(archive, true);
+      assert.equal(sound.error, undefined);
+      assert.deepEqual(sound, await encodedOutcome(archive, false));
+      for (let offset = 1; offset < archive.length; offset += 211) {
+        assert.deepEqual(await encodedOutcome(archive.subarray(0, offset), true), await encodedOutcome(archive.subarray(0, offset), false), `truncated to ${offset}`);
+        const flipped = Buffer.from(archive);
+        flipped[offset] ^= 0x20;
+        assert.deepEqual(await encodedOutcome(flipped, true), await encodedOutcome(flipped, false), `flipped byte at ${offset}`);
+      }
+      const cannotInflate = undeflatable(archive, 5);
+      const damaged = await encodedOutcome(cannotInflate, true);
+      assert.match(damaged.error ?? '', /CORRUPT: .*cannot be decompressed/);
+      assert.deepEqual(damaged, await encodedOutcome(cannotInflate, false));
+    });
+
+    it('verifies as a single thread does: the same verdicts, a frame that does not inflate included', async () => {
+      const records = largeGraph(300, 300);
+      const archive = await writeArchive(records, headerFor(records), { targetFrameBytes: 2048 });
+      assert.equal(await verdict(archive, true), '300 nodes');
+      for (let offset = 1; offset < archive.length; offset += 97) {
+        const flipped = Buffer.from(archive);
+        flipped[offset] ^= 0x20;
+        assert.equal(await verdict(flipped, true), await verdict(flipped, false), `flipped byte at ${offset}`);
+      }
+      const cannotInflate = undeflatable(archive, 3);
+      assert.match(await verdict(cannotInflate, true), /CORRUPT: .*cannot be decompressed/);
+      assert.equal(await verdict(cannotInflate, true), await verdict(cannotInflate, false));
     });
   });
 
