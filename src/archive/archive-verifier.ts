@@ -10,6 +10,11 @@ import type { ArchiveHeader } from './archive-header';
 
 /** Bytes sent to the worker and not yet read by it: the bound on what an upload holds in memory for verification. */
 const MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
+/**
+ * Bytes sent to the worker in one message: a socket hands over 16-64 KiB at a time, and each message costs both threads
+ * (an event, a Buffer, a push into the worker's stream) whatever its size.
+ */
+const MESSAGE_BYTES = 1024 * 1024;
 
 /** What the worker says: how many more bytes it has taken, or its verdict. */
 export type VerifierMessage =
@@ -23,6 +28,9 @@ export class ArchiveVerifier extends Writable {
   private readonly worker: Worker;
   private inFlight = 0;
   private waiting: (() => void) | null = null;
+  /** The message being gathered (stage), and how many of its bytes are filled. */
+  private staging: Buffer | null = null;
+  private staged = 0;
   private settled = false;
   private abandon: (error: Error) => void = () => undefined;
 
@@ -62,19 +70,17 @@ export class ArchiveVerifier extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.send(chunk);
-    if (this.inFlight <= MAX_IN_FLIGHT_BYTES) return callback();
-    this.waiting = () => callback();
+    this.stage(chunk);
+    this.whenRoom(callback);
   }
 
   override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
-    const bytes = Buffer.allocUnsafeSlow(chunks.reduce((sum, { chunk }) => sum + chunk.length, 0));
-    let offset = 0;
-    for (const { chunk } of chunks) offset += chunk.copy(bytes, offset);
-    this._write(bytes, 'binary', callback);
+    for (const { chunk } of chunks) this.stage(chunk);
+    this.whenRoom(callback);
   }
 
   override _final(callback: (error?: Error | null) => void): void {
+    this.send();
     this.worker.postMessage({ end: true });
     callback();
   }
@@ -89,11 +95,33 @@ export class ArchiveVerifier extends Writable {
     callback(error);
   }
 
-  /** A copy of its own goes to the worker (transferred, not cloned): the caller's buffer is shared with the blob write. */
-  private send(chunk: Buffer): void {
-    const copy = new Uint8Array(chunk);
-    this.inFlight += copy.length;
-    this.worker.postMessage({ chunk: copy }, [copy.buffer as ArrayBuffer]);
+  /**
+   * Copies the bytes into the message being gathered, sent when it is full: the caller's buffer is shared with the
+   * blob write, and a message of its own is transferred to the worker, not cloned.
+   */
+  private stage(chunk: Buffer): void {
+    for (let at = 0; at < chunk.length; ) {
+      this.staging ??= Buffer.allocUnsafeSlow(MESSAGE_BYTES);
+      const copied = chunk.copy(this.staging, this.staged, at);
+      at += copied;
+      this.staged += copied;
+      if (this.staged === MESSAGE_BYTES) this.send();
+    }
+  }
+
+  /** Sends the bytes gathered so far. */
+  private send(): void {
+    if (!this.staging || this.staged === 0) return;
+    const bytes = new Uint8Array(this.staging.buffer, 0, this.staged);
+    this.inFlight += this.staged;
+    this.worker.postMessage({ chunk: bytes }, [this.staging.buffer as ArrayBuffer]);
+    this.staging = null;
+    this.staged = 0;
+  }
+
+  private whenRoom(callback: () => void): void {
+    if (this.inFlight <= MAX_IN_FLIGHT_BYTES) return callback();
+    this.waiting = callback;
   }
 
   private release(): void {
