@@ -61,7 +61,7 @@ export async function readArchiveHeader(input: Readable): Promise<ArchiveHeader>
 /** A frame's records, every field of every one checked. */
 const checked = (validator: RecordValidator, raw: Buffer): CheckedRecord[] => validator.frame(raw);
 
-/** Frames read and sent to the pool ahead of the one handed out (pooledFrames): enough to keep two threads busy. */
+/** Frames read and sent to a pool ahead of the one handed out (framesAhead): enough to keep two threads busy. */
 const MAX_FRAMES_AHEAD = 8;
 /** ... and their stored bytes, so that frames of up to 64 MiB (hostile input) cannot pile up. */
 const MAX_BYTES_AHEAD = 16 * 1024 * 1024;
@@ -104,7 +104,7 @@ class StreamingArchiveReader implements ArchiveReader {
       return this.header;
     }
     const validator = await this.validator();
-    for await (const { frame, result: verdict } of this.pooledFrames(validator, (frame) => pool.check(frame))) {
+    for await (const { frame, result: verdict } of this.framesAhead(validator, (frame) => pool.check(frame))) {
       // A frame its thread found fault with (or one that breaks a rule across frames) is read again here, to name the damage.
       if (verdict === null || verdict === 'damaged' || !validator.merge(verdict)) validator.frame(inflateDataFrame(frame));
     }
@@ -138,7 +138,7 @@ class StreamingArchiveReader implements ArchiveReader {
   /** checkedFrames(), each frame inflated on the pool's threads. */
   private async *inflatedFrames<T>(take: (validator: RecordValidator, raw: Buffer) => T[], pool: FramePool): AsyncGenerator<T[]> {
     const validator = await this.validator();
-    for await (const { frame, result } of this.pooledFrames(validator, (frame) => pool.inflate(frame))) {
+    for await (const { frame, result } of this.framesAhead(validator, (frame) => pool.inflate(frame))) {
       yield take(validator, result === 'damaged' ? inflateDataFrame(frame) : result);
     }
   }
@@ -153,17 +153,21 @@ class StreamingArchiveReader implements ArchiveReader {
   }
 
   /**
-   * Each data frame with what the pool made of it (`send`), in the file's order, while the next few frames are read and sent.
-   * Damage found in reading one of those (a bad CRC, the file's end) is thrown only after the frames before it are
-   * handed out: the first damage in the file is the one reported. Ends only after the end frame, digest and end of file
-   * are verified.
+   * Each data frame (CRC-checked) with what `send` made of it (on a pool's thread), in the file's order, while up to
+   * `ahead` more frames are read and sent. Damage found in reading one of those (a bad CRC, the file's end) is thrown
+   * only after the frames before it are handed out: the first damage in the file is the one reported. Ends only after
+   * the end frame, digest and end of file are verified.
    */
-  private async *pooledFrames<T>(validator: RecordValidator, send: (frame: Frame) => Promise<T>): AsyncGenerator<{ frame: Frame; result: T }> {
-    const ahead: { frame: Frame; result: Promise<T> }[] = [];
-    let aheadBytes = 0;
+  private async *framesAhead<T>(
+    validator: RecordValidator,
+    send: (frame: Frame) => Promise<T>,
+    ahead = MAX_FRAMES_AHEAD,
+  ): AsyncGenerator<{ frame: Frame; result: T }> {
+    const sent: { frame: Frame; result: Promise<T> }[] = [];
+    let sentBytes = 0;
     const oldest = async () => {
-      const { frame, result } = ahead.shift()!;
-      aheadBytes -= frame.stored.length;
+      const { frame, result } = sent.shift()!;
+      sentBytes -= frame.stored.length;
       return { frame, result: await result };
     };
     let complete = false;
@@ -173,11 +177,11 @@ class StreamingArchiveReader implements ArchiveReader {
         try {
           frame = await readFrame(this.bytes);
         } catch (error) {
-          while (ahead.length > 0) yield await oldest();
+          while (sent.length > 0) yield await oldest();
           throw error;
         }
         if (frame.type === END_FRAME) {
-          while (ahead.length > 0) yield await oldest();
+          while (sent.length > 0) yield await oldest();
           await this.verifyEnd(frame, validator);
           complete = true;
           return;
@@ -185,9 +189,9 @@ class StreamingArchiveReader implements ArchiveReader {
         const result = send(frame);
         // Observed now: a thread that fails while an earlier frame's damage is being thrown is not an unhandled rejection.
         result.catch(() => undefined);
-        ahead.push({ frame, result });
-        aheadBytes += frame.stored.length;
-        while (ahead.length > MAX_FRAMES_AHEAD || aheadBytes > MAX_BYTES_AHEAD) yield await oldest();
+        sent.push({ frame, result });
+        sentBytes += frame.stored.length;
+        while (sent.length > ahead || sentBytes > MAX_BYTES_AHEAD) yield await oldest();
       }
     } finally {
       if (!complete) this.input.destroy();
@@ -196,20 +200,7 @@ class StreamingArchiveReader implements ArchiveReader {
 
   /** Each data frame, CRC-checked and inflated; ends only after the end frame, digest and end of file are verified. */
   private async *frames(validator: RecordValidator): AsyncGenerator<Buffer> {
-    let complete = false;
-    try {
-      for (;;) {
-        const frame = await readFrame(this.bytes);
-        if (frame.type === END_FRAME) {
-          await this.verifyEnd(frame, validator);
-          complete = true;
-          return;
-        }
-        yield inflateDataFrame(frame);
-      }
-    } finally {
-      if (!complete) this.input.destroy();
-    }
+    for await (const { result } of this.framesAhead(validator, async (frame) => inflateDataFrame(frame), 0)) yield result;
   }
 
   /** The end frame's counts, then the digest over everything before it, then nothing after it. */
