@@ -63,8 +63,13 @@ const checked = (validator: RecordValidator, raw: Buffer): CheckedRecord[] => va
 
 /** Frames read and sent to a pool ahead of the one handed out (framesAhead): enough to keep two threads busy. */
 const MAX_FRAMES_AHEAD = 8;
-/** ... and their stored bytes, so that frames of up to 64 MiB (hostile input) cannot pile up. */
+/**
+ * ... and their bytes, stored and inflated (what an inflated frame waiting to be handed out holds), so that frames of up
+ * to 64 MiB (hostile input: a few KiB of deflate can claim and hold 64 MiB) cannot pile up.
+ */
 const MAX_BYTES_AHEAD = 16 * 1024 * 1024;
+/** The bytes a frame sent ahead may hold. */
+const weightOf = (frame: Frame) => frame.stored.length + frame.rawLength;
 
 class StreamingArchiveReader implements ArchiveReader {
   readonly header: Promise<ArchiveHeader>;
@@ -104,7 +109,9 @@ class StreamingArchiveReader implements ArchiveReader {
       return this.header;
     }
     const validator = await this.validator();
-    for await (const { frame, result: verdict } of this.framesAhead(validator, (frame) => pool.check(frame))) {
+    // A pool that fails (a worker that crashed) leaves its frames to this thread, as damaged ones are.
+    const check = (frame: Frame) => pool.check(frame).catch(() => null);
+    for await (const { frame, result: verdict } of this.framesAhead(validator, check)) {
       // A frame its thread found fault with (or one that breaks a rule across frames) is read again here, to name the damage.
       if (verdict === null || verdict === 'damaged' || !validator.merge(verdict)) validator.frame(inflateDataFrame(frame));
     }
@@ -138,7 +145,8 @@ class StreamingArchiveReader implements ArchiveReader {
   /** checkedFrames(), each frame inflated on the pool's threads. */
   private async *inflatedFrames<T>(take: (validator: RecordValidator, raw: Buffer) => T[], pool: FramePool): AsyncGenerator<T[]> {
     const validator = await this.validator();
-    for await (const { frame, result } of this.framesAhead(validator, (frame) => pool.inflate(frame))) {
+    const inflate = (frame: Frame) => pool.inflate(frame).catch(() => 'damaged' as const);
+    for await (const { frame, result } of this.framesAhead(validator, inflate)) {
       yield take(validator, result === 'damaged' ? inflateDataFrame(frame) : result);
     }
   }
@@ -167,7 +175,7 @@ class StreamingArchiveReader implements ArchiveReader {
     let sentBytes = 0;
     const oldest = async () => {
       const { frame, result } = sent.shift()!;
-      sentBytes -= frame.stored.length;
+      sentBytes -= weightOf(frame);
       return { frame, result: await result };
     };
     let complete = false;
@@ -190,7 +198,7 @@ class StreamingArchiveReader implements ArchiveReader {
         // Observed now: a thread that fails while an earlier frame's damage is being thrown is not an unhandled rejection.
         result.catch(() => undefined);
         sent.push({ frame, result });
-        sentBytes += frame.stored.length;
+        sentBytes += weightOf(frame);
         while (sent.length > ahead || sentBytes > MAX_BYTES_AHEAD) yield await oldest();
       }
     } finally {

@@ -8,7 +8,10 @@ import { ArchiveError, type ArchiveErrorCode } from './archive-error';
 import { VERIFY_FRAME_WORKERS } from './frame-pool';
 import type { ArchiveHeader } from './archive-header';
 
-/** Bytes sent to the worker and not yet read by it: the bound on what an upload holds in memory for verification. */
+/**
+ * Bytes sent to the worker and not yet read by it: the upload waits above this. (The worker holds what it reads on top:
+ * the frame it checks, and with frame workers up to 16 MiB of frames ahead; 1 MiB more waits here to be sent.)
+ */
 const MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
 /**
  * Bytes sent to the worker in one message: a socket hands over 16-64 KiB at a time, and each message costs both threads

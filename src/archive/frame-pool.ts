@@ -49,11 +49,16 @@ interface PoolThread {
 
 /** Worker threads for one reader's frames, started as frames come; ended by close(). */
 export class FramePool {
-  private readonly threads: PoolThread[] = [];
+  readonly #threads: PoolThread[] = [];
   private seq = 0;
   private closed = false;
 
   constructor(private readonly size: number) {}
+
+  /** Worker threads running now. */
+  get threads(): number {
+    return this.#threads.length;
+  }
 
   async check(frame: Frame): Promise<FrameVerdict> {
     return ((await this.send('check', frame)) as { verdict: FrameVerdict }).verdict;
@@ -79,17 +84,17 @@ export class FramePool {
 
   async close(): Promise<void> {
     this.closed = true;
-    const threads = this.threads.splice(0);
+    const threads = this.#threads.splice(0);
     for (const thread of threads) this.fail(thread, new Error('the frame pool is closed'));
     await Promise.all(threads.map((thread) => thread.worker.terminate()));
   }
 
   /** An idle thread, a new one while there are fewer than `size`, or the one with the fewest frames waiting. */
   private leastBusy(): PoolThread {
-    const idle = this.threads.find((thread) => thread.waiting.size === 0);
+    const idle = this.#threads.find((thread) => thread.waiting.size === 0);
     if (idle) return idle;
-    if (this.threads.length < this.size) return this.spawn();
-    return this.threads.reduce((least, thread) => (thread.waiting.size < least.waiting.size ? thread : least));
+    if (this.#threads.length < this.size) return this.spawn();
+    return this.#threads.reduce((least, thread) => (thread.waiting.size < least.waiting.size ? thread : least));
   }
 
   private spawn(): PoolThread {
@@ -103,13 +108,13 @@ export class FramePool {
     });
     // A thread that fails fails its frames; the reader stops at the first.
     const lost = (error: Error) => {
-      const index = this.threads.indexOf(thread);
-      if (index >= 0) this.threads.splice(index, 1);
+      const index = this.#threads.indexOf(thread);
+      if (index >= 0) this.#threads.splice(index, 1);
       this.fail(thread, error);
     };
     thread.worker.on('error', lost);
     thread.worker.on('exit', (code) => lost(new Error(`a frame worker exited with code ${code}`)));
-    this.threads.push(thread);
+    this.#threads.push(thread);
     return thread;
   }
 

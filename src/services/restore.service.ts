@@ -425,14 +425,14 @@ export class RestoreOperationHandler implements OperationHandler {
         // Refused by its header, the source was never read: its file or connection is let go now.
         source?.destroy();
         throw asBackupError(error);
+      } finally {
+        await frames.close();
       }
       context.progress({ phase: 'verifying' });
       return { expected: header.stats, sealed: await loader.finish() };
     } catch (error) {
       await loader.abort();
       throw error;
-    } finally {
-      await frames.close();
     }
   }
 

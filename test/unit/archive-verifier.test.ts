@@ -122,6 +122,10 @@ describe('ArchiveVerifier', () => {
     const damaged = craftArchive(sound, small);
     damaged[frameDataOffsets(damaged)[300] + 2] ^= 0xff;
     await assertSameVerdict(damaged, /CORRUPT: .*checksum of the frame/);
+    // The bad record's frame (100) is with a worker when the damaged frame two after it is read: the record still wins.
+    const recordThenFrame = craftArchive(both, { ...small, stats: admins });
+    recordThenFrame[frameDataOffsets(recordThenFrame)[102] + 2] ^= 0xff;
+    await assertSameVerdict(recordThenFrame, /node record 701 is not valid JSON/);
   });
 
   it('checks the digest, the end and what follows it', async () => {

@@ -494,6 +494,7 @@ describe('snapshot archive format', () => {
       const records = largeGraph(800, 800);
       const archive = await writeArchive(records, headerFor(records), { targetFrameBytes: 2048 });
       const sound = await encodedOutcome(archive, true);
+      assert.ok(pool.threads > 0, 'the frames went through the pool');
       assert.equal(sound.error, undefined);
       assert.deepEqual(sound, await encodedOutcome(archive, false));
       for (let offset = 1; offset < archive.length; offset += 211) {
@@ -512,6 +513,7 @@ describe('snapshot archive format', () => {
       const records = largeGraph(300, 300);
       const archive = await writeArchive(records, headerFor(records), { targetFrameBytes: 2048 });
       assert.equal(await verdict(archive, true), '300 nodes');
+      assert.ok(pool.threads > 0, 'the frames went through the pool');
       for (let offset = 1; offset < archive.length; offset += 97) {
         const flipped = Buffer.from(archive);
         flipped[offset] ^= 0x20;
@@ -520,6 +522,28 @@ describe('snapshot archive format', () => {
       const cannotInflate = undeflatable(archive, 3);
       assert.match(await verdict(cannotInflate, true), /CORRUPT: .*cannot be decompressed/);
       assert.equal(await verdict(cannotInflate, true), await verdict(cannotInflate, false));
+    });
+  });
+
+  describe('with a frame pool that fails (a worker that crashed)', () => {
+    const failing = {
+      check: () => Promise.reject(new Error('a frame worker exited with code 1')),
+      inflate: () => Promise.reject(new Error('a frame worker exited with code 1')),
+    } as unknown as FramePool;
+
+    it('reads and verifies every frame on its own thread instead, with the same outcome', async () => {
+      const records = largeGraph(300, 300);
+      const archive = await writeArchive(records, headerFor(records), { targetFrameBytes: 2048 });
+      const lines = async (pool?: FramePool) => {
+        const read: string[] = [];
+        for await (const batch of openArchive(streamOf(archive)).encodedBatches({ pool })) read.push(...batch.lines);
+        return read;
+      };
+      assert.deepEqual(await lines(failing), await lines());
+      assert.equal((await openArchive(streamOf(archive)).verify(failing)).stats.nodeCount, 300);
+      const flipped = Buffer.from(archive);
+      flipped[archive.length - 40] ^= 0x01;
+      await assert.rejects(openArchive(streamOf(flipped)).verify(failing), ArchiveError);
     });
   });
 
