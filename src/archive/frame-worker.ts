@@ -1,6 +1,6 @@
 // A worker thread of FramePool: inflates data frames, and checks their records (summarizeFrame) or sends them back.
 import { parentPort } from 'node:worker_threads';
-import { ownedBytes } from '../chunks/owned-bytes';
+import { ownedBytes } from '../runtime/owned-bytes';
 import { DATA_FRAME, inflateDataFrame } from './archive-frame';
 import type { FrameMessage, FrameReply } from './frame-pool';
 import { summarizeFrame } from './record-validation';

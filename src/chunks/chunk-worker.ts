@@ -2,7 +2,7 @@
 import { parentPort } from 'node:worker_threads';
 
 import { ChunkDamage, ChunkTask, runChunkTask } from './chunk-task';
-import { ownedBytes } from './owned-bytes';
+import { ownedBytes } from '../runtime/owned-bytes';
 
 parentPort!.on('message', ({ seq, task }: { seq: number; task: ChunkTask }) => {
   try {

@@ -9,8 +9,9 @@
 // only ~17–20 MiB above a ~31 MiB live heap: streaming started a full collection every ~20 MiB (a 504 MiB export
 // download: one every ~40 ms, 2.6–2.9 s of server CPU, against 0.9–1.1 s with the bound lifted; a restore writing a
 // 200 MiB store back from its chunks: 0.70–0.75× the time). So while a bulk stream runs (an export download, an archive
-// upload being checked, an archive loaded by a restore, a store's base read back from its chunks) the heap may grow by BULK_HEADROOM_BYTES over what it
-// holds when the first of them starts, or by the bound if that is more; the bound comes back when the last one ends.
+// upload being checked, an archive loaded by a restore, a store's base read back from its chunks) the heap may grow
+// by BULK_HEADROOM_BYTES over what it holds when the first of them starts, or by the bound if that is more; the bound
+// comes back when the last one ends.
 // Room in bytes, not V8's own factor (at most 4×, which the bound lifted to `0` gave earlier releases): for the small
 // heap of a server at rest (31–45 MiB) the room is a little more than that factor gave, but with 10,000 WebSocket
 // clients connected the heap holds a few hundred MiB, the bound alone leaves room enough, and V8's factor let a

@@ -70,6 +70,23 @@ export function unsealArchive(bytes: Buffer): ArchiveParts {
   }
 }
 
+/** Where each data frame's stored bytes start (after its 13-byte frame header), in an archive's bytes. */
+export function frameDataOffsets(bytes: Buffer): number[] {
+  const offsets: number[] = [];
+  for (let offset = 14 + bytes.readUInt32BE(10) + 4; bytes[offset] === DATA; offset += 13 + bytes.readUInt32BE(offset + 5)) offsets.push(offset + 13);
+  return offsets;
+}
+
+/** A copy of the archive whose `index`th data frame's stored bytes do not inflate, their CRC made right. */
+export function undeflatableFrame(bytes: Buffer, index: number): Buffer {
+  const damaged = Buffer.from(bytes);
+  const start = frameDataOffsets(damaged)[index];
+  const stored = damaged.subarray(start, start + damaged.readUInt32BE(start - 13 + 5));
+  stored.fill(0xff); // deflate block type 3: invalid
+  damaged.writeUInt32BE(crc32(stored), start - 13 + 9);
+  return damaged;
+}
+
 function countLines(text: string): { nodes: number; relationships: number } {
   const lines = text.split('\n');
   return { nodes: lines.filter((l) => l.startsWith('["N",')).length, relationships: lines.filter((l) => l.startsWith('["R",')).length };

@@ -5,10 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { openArchive } from '../../src/archive';
 import { ArchiveVerifier } from '../../src/archive/archive-verifier';
-import { craftArchive } from '../support';
-
-/** A data frame's type byte. */
-const DATA_FRAME = 0x44;
+import { craftArchive, frameDataOffsets } from '../support';
 
 type Verdict = { nodeCount: number } | { error: string };
 
@@ -19,13 +16,6 @@ function pieces(bytes: Buffer, size: number): Buffer[] {
   const out: Buffer[] = [];
   for (let at = 0; at < bytes.length; at += size) out.push(bytes.subarray(at, at + size));
   return out;
-}
-
-/** Where each frame's stored bytes start (see craftArchive's layout: magic, version, header JSON, its CRC, frames). */
-function frameDataOffsets(bytes: Buffer): number[] {
-  const offsets: number[] = [];
-  for (let offset = 14 + bytes.readUInt32BE(10) + 4; bytes[offset] === DATA_FRAME; offset += 13 + bytes.readUInt32BE(offset + 5)) offsets.push(offset + 13);
-  return offsets;
 }
 
 const verdictOf = (settled: Promise<{ stats: { nodeCount: number } }>): Promise<Verdict> =>

@@ -4,7 +4,7 @@ import { createReadStream, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import { crc32, gzipSync } from 'node:zlib';
+import { gzipSync } from 'node:zlib';
 import { pack as createTarPack } from 'tar-stream';
 import type { GraphRecord } from '../../src/graph/records';
 import {
@@ -24,6 +24,7 @@ import {
 } from '../../src/archive';
 import { encodeArchiveHeader, PREAMBLE_LENGTH } from '../../src/archive/archive-header';
 import { FramePool } from '../../src/archive/frame-pool';
+import { undeflatableFrame } from '../support';
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures and helpers
@@ -479,17 +480,6 @@ describe('snapshot archive format', () => {
         .verify(withPool ? pool : undefined)
         .then((header) => `${header.stats.nodeCount} nodes`, (error: ArchiveError) => `${error.code}: ${error.message}`);
 
-    /** The archive with the stored bytes of its `index`th data frame replaced by bytes that do not inflate, their CRC made right. */
-    function undeflatable(archive: Buffer, index: number): Buffer {
-      const damaged = Buffer.from(archive);
-      let offset = PREAMBLE_LENGTH + damaged.readUInt32BE(PREAMBLE_LENGTH - 4) + 4;
-      for (let i = 0; i < index; i++) offset += 13 + damaged.readUInt32BE(offset + 5);
-      const stored = damaged.subarray(offset + 13, offset + 13 + damaged.readUInt32BE(offset + 5));
-      stored.fill(0xff); // deflate block type 3: invalid
-      damaged.writeUInt32BE(crc32(stored), offset + 9);
-      return damaged;
-    }
-
     it('hands out the same lines as without it, and the same first damage with the lines before it', async () => {
       const records = largeGraph(800, 800);
       const archive = await writeArchive(records, headerFor(records), { targetFrameBytes: 2048 });
@@ -503,7 +493,7 @@ describe('snapshot archive format', () => {
         flipped[offset] ^= 0x20;
         assert.deepEqual(await encodedOutcome(flipped, true), await encodedOutcome(flipped, false), `flipped byte at ${offset}`);
       }
-      const cannotInflate = undeflatable(archive, 5);
+      const cannotInflate = undeflatableFrame(archive, 5);
       const damaged = await encodedOutcome(cannotInflate, true);
       assert.match(damaged.error ?? '', /CORRUPT: .*cannot be decompressed/);
       assert.deepEqual(damaged, await encodedOutcome(cannotInflate, false));
@@ -519,7 +509,7 @@ describe('snapshot archive format', () => {
         flipped[offset] ^= 0x20;
         assert.equal(await verdict(flipped, true), await verdict(flipped, false), `flipped byte at ${offset}`);
       }
-      const cannotInflate = undeflatable(archive, 3);
+      const cannotInflate = undeflatableFrame(archive, 3);
       assert.match(await verdict(cannotInflate, true), /CORRUPT: .*cannot be decompressed/);
       assert.equal(await verdict(cannotInflate, true), await verdict(cannotInflate, false));
     });
