@@ -1,34 +1,31 @@
 // Verifies an archive on a worker thread while it streams in: the full check of ArchiveReader.verify() (frame CRCs,
 // inflating every frame, every record's fields, counts, SHA-256, end of file) is CPU work in JavaScript, so it runs
-// beside the event loop instead of on it. Write the archive's bytes into the verifier (pipe), then await `result`.
-import { join } from 'node:path';
+// beside the event loop instead of on it, on one of the threads every upload shares (VerifierThreads). Write the
+// archive's bytes into the verifier (pipe), then await `result`.
 import { Writable } from 'node:stream';
-import { Worker } from 'node:worker_threads';
-import { ArchiveError, type ArchiveErrorCode } from './archive-error';
-import { VERIFY_FRAME_WORKERS } from './frame-pool';
+import { ArchiveError } from './archive-error';
 import type { ArchiveHeader } from './archive-header';
+import { type FromVerifier, type VerifierChannel, type VerifierThreads, verifierThreads } from './verifier-threads';
 
 /**
- * Bytes sent to the worker and not yet read by it: the upload waits above this. (The worker holds what it reads on top:
- * the frame it checks, and with frame workers up to 16 MiB of frames ahead; 1 MiB more waits here to be sent.)
+ * Bytes sent to a thread and not yet taken by it, all its uploads together: an upload waits above its share. (The
+ * thread holds up to 4 MiB more of each unread, and with frame workers up to 16 MiB of frames ahead; 1 MiB more of each
+ * waits here to be sent.) Alone, an upload has it all, as when it had a thread of its own; 16 uploads sharing one
+ * thread held 16 MiB each there before this bound, and peaked at 737 MiB of RSS against 638 MiB with 2 MiB each.
  */
-const MAX_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
+const THREAD_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
+/** An upload's share never falls below this: each keeps a message in flight and one on its way. */
+const MIN_IN_FLIGHT_BYTES = 2 * 1024 * 1024;
 /**
- * Bytes sent to the worker in one message: a socket hands over 16-64 KiB at a time, and each message costs both threads
- * (an event, a Buffer, a push into the worker's stream) whatever its size.
+ * Bytes sent to the thread in one message: a socket hands over 16-64 KiB at a time, and each message costs both threads
+ * (an event, a Buffer, a push into the upload's stream there) whatever its size.
  */
 const MESSAGE_BYTES = 1024 * 1024;
-
-/** What the worker says: how many more bytes it has taken, or its verdict. */
-export type VerifierMessage =
-  | { taken: number }
-  | { header: ArchiveHeader }
-  | { error: { message: string; code?: ArchiveErrorCode } };
 
 export class ArchiveVerifier extends Writable {
   /** The archive's header once every byte checked out; rejects with an ArchiveError at the first damage. */
   readonly result: Promise<ArchiveHeader>;
-  private readonly worker: Worker;
+  private readonly channel: VerifierChannel;
   private inFlight = 0;
   private waiting: (() => void) | null = null;
   /** The message being gathered (stage), and how many of its bytes are filled. */
@@ -37,39 +34,37 @@ export class ArchiveVerifier extends Writable {
   private settled = false;
   private abandon: (error: Error) => void = () => undefined;
 
-  /** @param frameWorkers threads that inflate and check frames beside the verifier's own (FramePool); 0: it does that itself. */
-  constructor({ frameWorkers = VERIFY_FRAME_WORKERS }: { frameWorkers?: number } = {}) {
+  /** @param threads the verifier threads to use: the process's own (with VERIFY_FRAME_WORKERS frame workers) by default. */
+  constructor({ threads = verifierThreads() }: { threads?: VerifierThreads } = {}) {
     // Not destroyed when the bytes are all written: the verdict comes after that.
-    super({ highWaterMark: 4 * 1024 * 1024, autoDestroy: false });
-    this.worker = new Worker(join(__dirname, 'archive-verify-worker.js'), { workerData: { frameWorkers } });
+    super({ highWaterMark: 1024 * 1024, autoDestroy: false });
+    let resolveResult: (header: ArchiveHeader) => void = () => undefined;
     this.result = new Promise<ArchiveHeader>((resolve, reject) => {
+      resolveResult = resolve;
       this.abandon = reject;
-      this.worker.on('message', (message: VerifierMessage) => {
+    });
+    this.result.catch(() => undefined);
+    this.channel = threads.open({
+      message: (message: FromVerifier) => {
         if ('taken' in message) {
           this.inFlight -= message.taken;
           this.release();
           return;
         }
-        this.settled = true;
-        void this.worker.terminate();
-        if ('header' in message) return resolve(message.header);
+        this.settle();
+        if ('header' in message) return resolveResult(message.header);
         const { code, message: text } = message.error;
         const error = code ? new ArchiveError(code, text) : new Error(text);
-        reject(error);
+        this.abandon(error);
         // The verdict is in: whatever still comes is not needed, and the writer is told at its next write.
         this.destroy(error);
-      });
-      this.worker.on('error', (error) => {
-        this.settled = true;
-        reject(error);
+      },
+      lost: (error) => {
+        this.settle();
+        this.abandon(error);
         this.destroy(error);
-      });
-      this.worker.on('exit', () => {
-        if (!this.settled) reject(new Error('the archive verifier stopped without a verdict'));
-        this.release();
-      });
+      },
     });
-    this.result.catch(() => undefined);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -84,17 +79,15 @@ export class ArchiveVerifier extends Writable {
 
   override _final(callback: (error?: Error | null) => void): void {
     this.send();
-    this.worker.postMessage({ end: true });
+    if (!this.settled) this.channel.end();
     callback();
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     if (!this.settled) {
-      this.settled = true;
-      void this.worker.terminate();
+      this.settle();
       this.abandon(error ?? new Error('the archive verification was abandoned'));
     }
-    this.release();
     callback(error);
   }
 
@@ -112,23 +105,37 @@ export class ArchiveVerifier extends Writable {
     }
   }
 
-  /** Sends the bytes gathered so far. */
+  /** Sends the bytes gathered so far (none once the verdict is in). */
   private send(): void {
     if (!this.staging || this.staged === 0) return;
     const bytes = new Uint8Array(this.staging.buffer, 0, this.staged);
-    this.inFlight += this.staged;
-    this.worker.postMessage({ chunk: bytes }, [this.staging.buffer as ArrayBuffer]);
     this.staging = null;
     this.staged = 0;
+    if (this.settled) return;
+    this.inFlight += bytes.byteLength;
+    this.channel.send(bytes);
+  }
+
+  /** The verdict is in, or will never come: the thread forgets this upload, and a writer waiting for room goes on. */
+  private settle(): void {
+    this.settled = true;
+    this.channel.close();
+    this.release();
+  }
+
+  /** This upload's share of its thread's bytes in flight (shrinking as others join it, growing as they leave). */
+  private get maxInFlight(): number {
+    return Math.max(MIN_IN_FLIGHT_BYTES, THREAD_IN_FLIGHT_BYTES / this.channel.sharers);
   }
 
   private whenRoom(callback: () => void): void {
-    if (this.inFlight <= MAX_IN_FLIGHT_BYTES) return callback();
+    if (this.inFlight <= this.maxInFlight) return callback();
     this.waiting = callback;
   }
 
+  /** A writer waiting for room goes on: there is room (its own bytes were taken, so its share is looked at again), or the verdict is in. */
   private release(): void {
-    if (this.waiting && (this.inFlight <= MAX_IN_FLIGHT_BYTES || this.settled)) {
+    if (this.waiting && (this.settled || this.inFlight <= this.maxInFlight)) {
       const waiting = this.waiting;
       this.waiting = null;
       waiting();

@@ -18,7 +18,7 @@ import { Worker } from 'node:worker_threads';
 import type { Frame } from './archive-frame';
 import type { FrameSummary } from './record-validation';
 
-/** An upload verifier's frame workers: up to two, on the cores beyond the two it and the upload's own work take (0: none). */
+/** A verifier thread's frame workers (VerifierThreads): up to two, on the cores beyond the two it and the uploads' own work take (0: none). */
 export const VERIFY_FRAME_WORKERS = Math.min(2, Math.max(0, availableParallelism() - 2));
 
 /**

@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { openArchive } from '../../src/archive';
 import { ArchiveVerifier } from '../../src/archive/archive-verifier';
+import { VerifierThreads } from '../../src/archive/verifier-threads';
 import { craftArchive, frameDataOffsets } from '../support';
 
 type Verdict = { nodeCount: number } | { error: string };
@@ -24,9 +25,13 @@ const verdictOf = (settled: Promise<{ stats: { nodeCount: number } }>): Promise<
     (error: Error & { code?: string }) => ({ error: `${error.code}: ${error.message}` }),
   );
 
-/** On a worker thread, its frames checked on two more (FramePool), whatever the machine's cores. */
-async function twoThreads(bytes: Buffer, frameWorkers = 2): Promise<Verdict> {
-  const verifier = new ArchiveVerifier({ frameWorkers });
+/** Verifier threads whose frames are checked on two more each (FramePool), whatever the machine's cores; and without. */
+const pooled = new VerifierThreads(2, 2);
+const unpooled = new VerifierThreads(1, 0);
+
+/** On a verifier thread, its frames checked on two more (FramePool), or with frameWorkers 0 on that thread itself. */
+async function twoThreads(bytes: Buffer, frameWorkers = 2, threads = frameWorkers > 0 ? pooled : unpooled): Promise<Verdict> {
+  const verifier = new ArchiveVerifier({ threads });
   const verdict = verdictOf(verifier.result);
   // A verdict of damage ends the verifier as a stream: what is still being written is refused.
   await pipeline(Readable.from(pieces(bytes, 64 * 1024)), verifier).catch(() => undefined);
@@ -43,6 +48,8 @@ async function assertSameVerdict(bytes: Buffer, expected: RegExp | number): Prom
 }
 
 describe('ArchiveVerifier', () => {
+  after(() => Promise.all([pooled.close(), unpooled.close()]));
+
   const nodes = Array.from({ length: 3_000 }, (_, i) => node(i + 1, i % 2 ? ['Person'] : ['Person', 'Admin'], { i, text: 'x'.repeat(i % 300) }));
   const relationships = Array.from({ length: 1_000 }, (_, i) => relationship(i + 1, i + 1, 3_000 - i));
   const sound = [...nodes, ...relationships];
@@ -126,6 +133,68 @@ describe('ArchiveVerifier', () => {
     await assertSameVerdict(Buffer.concat([bytes, Buffer.from('more')]), /unexpected data after its end/);
     await assertSameVerdict(bytes.subarray(0, bytes.length - 20), /TRUNCATED/);
     await assertSameVerdict(bytes.subarray(0, Math.floor(bytes.length / 2)), /TRUNCATED/);
+  });
+
+  it('verifies many uploads at once on the threads it is given, each to its own verdict', async () => {
+    const threads = new VerifierThreads(2, 0);
+    try {
+      const archives = Array.from({ length: 7 }, (_, i) => {
+        const lines = nodes.slice(0, 1_000 + i * 250);
+        if (i % 3 === 1) lines[700 + i] = '["N","x",["Person"],{}]';
+        const bytes = craftArchive(lines, { linesPerFrame: 40 });
+        if (i % 3 === 2) bytes[frameDataOffsets(bytes)[5] + 3] ^= 0xff;
+        return bytes;
+      });
+      let mostThreads = 0;
+      const watch = setInterval(() => (mostThreads = Math.max(mostThreads, threads.threads)), 1);
+      const verdicts = await Promise.all(archives.map((bytes) => twoThreads(bytes, 0, threads)));
+      clearInterval(watch);
+      assert.deepEqual(verdicts, await Promise.all(archives.map(oneThread)));
+      assert.ok(verdicts.filter((verdict) => 'nodeCount' in verdict).length === 3 && verdicts.filter((verdict) => 'error' in verdict).length === 4);
+      assert.ok(mostThreads >= 1 && mostThreads <= 2, `${mostThreads} threads`);
+    } finally {
+      await threads.close();
+    }
+  });
+
+  it('leaves the other uploads of its thread alone when one is abandoned', async () => {
+    const threads = new VerifierThreads(1, 0);
+    try {
+      const abandoned = new ArchiveVerifier({ threads }).on('error', () => undefined);
+      const abandonedVerdict = verdictOf(abandoned.result);
+      const bytes = craftArchive(sound, { linesPerFrame: 40 });
+      abandoned.write(bytes.subarray(0, bytes.length >> 1));
+      const sound2 = twoThreads(bytes, 0, threads);
+      abandoned.destroy(new Error('the client went away'));
+      assert.deepEqual(await abandonedVerdict, { error: 'undefined: the client went away' });
+      assert.deepEqual(await sound2, { nodeCount: 3_000 });
+      assert.equal(threads.threads, 1);
+    } finally {
+      await threads.close();
+    }
+  });
+
+  it('fails the uploads of a thread that ends, and starts another for the next', async () => {
+    const threads = new VerifierThreads(1, 0);
+    try {
+      const cut = new ArchiveVerifier({ threads }).on('error', () => undefined);
+      const cutVerdict = verdictOf(cut.result);
+      const bytes = craftArchive(sound);
+      cut.write(bytes.subarray(0, 1_000));
+      await threads.close();
+      assert.match((await cutVerdict as { error: string }).error, /stopped without a verdict/);
+      assert.deepEqual(await twoThreads(bytes, 0, threads), { nodeCount: 3_000 });
+    } finally {
+      await threads.close();
+    }
+  });
+
+  it('ends a thread that has had no upload for a while', async () => {
+    const threads = new VerifierThreads(1, 0, 50);
+    assert.deepEqual(await twoThreads(craftArchive(sound), 0, threads), { nodeCount: 3_000 });
+    assert.equal(threads.threads, 1);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(threads.threads, 0);
   });
 
   it('refuses what is not an archive', async () => {
