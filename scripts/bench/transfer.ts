@@ -16,51 +16,21 @@
 // --tus-chunk N: also upload with the CLI's `--chunk-size NM` (the bytes of one PATCH), in the same pairs, beside its
 // default.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
-import { createArchiveWriter } from '../../src/archive';
-import { flag, gql, median, MiB, operationDone, phaseTimes, rssSampler, secs, snapshot, spread, startServer, stopServer, type Server } from './server-process';
+import { ADMIN_KEY, flag, gql, median, MiB, operationDone, phaseTimes, rssSampler, secs, snapshot, spread, startServer, stopServer, type Server } from './server-process';
+import { curl, curlRestoreFromFile, writeRandomTextArchive } from './uploaded-archives';
 
 const run = promisify(execFile);
 const REPO_ROOT = resolve(__dirname, '..', '..', '..');
 const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
-const ADMIN_KEY = 'bench-admin-key-0123456789';
 
 const sizeBytes = flag('size', 1024) * 1024 * 1024;
 const pairs = flag('pairs', 3);
 const tusChunkMiB = flag('tus-chunk', 0);
-
-/**
- * Nodes whose properties are mostly random text (1 KiB of random bytes as base64, plus a few small fields): deflate
- * saves about a quarter, so the archive is about as large as the data it restores.
- */
-async function writeArchive(path: string): Promise<number> {
-  const nodes = Math.ceil(sizeBytes / 800);
-  const writer = createArchiveWriter({
-    engineVersion: 'V5',
-    sourceInstanceId: 'bench',
-    sourceInstanceName: 'bench',
-    capturedAt: new Date().toISOString(),
-    stats: { nodeCount: nodes, relationshipCount: 0, labels: [{ name: 'Blob', count: nodes }], relationshipTypes: [], storeSizeBytes: 0 },
-  });
-  const written = pipeline(writer.stream, createWriteStream(path));
-  for (let start = 1; start <= nodes; start += 2_000) {
-    const lines: string[] = [];
-    for (let id = start; id < Math.min(start + 2_000, nodes + 1); id++) {
-      const payload = randomBytes(768).toString('base64');
-      lines.push(JSON.stringify(['N', String(id), ['Blob'], { name: `blob-${id}`, size: id % 4096, payload }]));
-    }
-    await writer.writeEncoded({ kind: 'node', lines });
-  }
-  await writer.end();
-  await written;
-  return nodes;
-}
 
 /** A baseline server (transfer-baselines.ts) in its own process; resolves with its URL once it listens. */
 async function startBaseline(mode: 'upload' | 'serve', target: string): Promise<{ url: string; child: ChildProcess }> {
@@ -85,8 +55,6 @@ async function timed(work: () => Promise<unknown>): Promise<number> {
  */
 const settleDisk = () => run('sync', []);
 
-const curl = (args: string[]) => run('curl', ['-sS', '--fail-with-body', ...args], { maxBuffer: 16 * 1024 * 1024 });
-
 async function newInstance(name: string): Promise<string> {
   const { createInstance } = await gql(`mutation($name: String!) { createInstance(input: { name: $name, tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`, { name });
   return createInstance.id;
@@ -94,21 +62,12 @@ async function newInstance(name: string): Promise<string> {
 
 /** restoreFromFile through curl -F; the times to the answer (accepted) and to SUCCEEDED (restored). */
 async function multipartUpload(server: Server, archive: string, instanceId: string, rss: ReturnType<typeof rssSampler>) {
-  const operations = JSON.stringify({
-    query: `mutation($id: ID!, $file: Upload!) { restoreFromFile(instanceId: $id, file: $file, confirm: "RESTORE") { id } }`,
-    variables: { id: instanceId, file: null },
-  });
   await rss.part('multipart: receiving and verifying');
   const started = performance.now();
-  const { stdout } = await curl([
-    '-H', `Authorization: Bearer ${ADMIN_KEY}`, '-H', 'Apollo-Require-Preflight: true',
-    '-F', `operations=${operations}`, '-F', 'map={"0":["variables.file"]}', '-F', `0=@${archive}`, `${server.url}/graphql`,
-  ]);
+  const operationId = await curlRestoreFromFile(server, archive, instanceId);
   const accepted = performance.now() - started;
-  const body = JSON.parse(stdout);
-  if (body.errors) throw new Error(JSON.stringify(body.errors));
   await rss.part('multipart: restoring');
-  const { phases } = await operationDone(body.data.restoreFromFile.id);
+  const { phases } = await operationDone(operationId);
   return { accepted, restored: performance.now() - started, phases };
 }
 
@@ -167,7 +126,7 @@ async function main() {
   const children: ChildProcess[] = [];
   let server: Server | undefined;
   try {
-    const nodes = await writeArchive(archive);
+    const nodes = await writeRandomTextArchive(archive, sizeBytes);
     const bytes = statSync(archive).size;
     console.log(`archive: ${MiB(bytes)}, ${nodes} nodes of random text; ${pairs} pairs of each measurement`);
 

@@ -47,7 +47,10 @@ interface PoolThread {
   waiting: Map<number, { resolve: (reply: FrameReply) => void; reject: (error: Error) => void }>;
 }
 
-/** Worker threads for one reader's frames, started as frames come; ended by close(). */
+/**
+ * Worker threads for the frames of one reader, or of several at once (frames are independent of each other and of
+ * their archive: see SharedFramePool), started as frames come; ended by close().
+ */
 export class FramePool {
   readonly #threads: PoolThread[] = [];
   private seq = 0;
@@ -121,5 +124,36 @@ export class FramePool {
   private fail(thread: PoolThread, error: Error): void {
     for (const { reject } of thread.waiting.values()) reject(error);
     thread.waiting.clear();
+  }
+}
+
+/**
+ * One FramePool for every reader of the process that asks for it: started by the first reader, closed when the last one
+ * lets it go. A pool per reader made memory grow with the readers under way (each thread has its own heap), not their
+ * speed, once they outnumber the cores.
+ */
+export class SharedFramePool {
+  #pool: FramePool | null = null;
+  #readers = 0;
+
+  constructor(private readonly size: number) {}
+
+  /** Readers using the pool now. */
+  get readers(): number {
+    return this.#readers;
+  }
+
+  /** The pool, until release(). */
+  acquire(): FramePool {
+    this.#readers += 1;
+    this.#pool ??= new FramePool(this.size);
+    return this.#pool;
+  }
+
+  release(): void {
+    if (this.#readers === 0 || --this.#readers > 0) return;
+    const pool = this.#pool;
+    this.#pool = null;
+    void pool?.close();
   }
 }

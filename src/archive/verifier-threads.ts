@@ -1,5 +1,6 @@
 // The worker threads that verify uploads (ArchiveVerifier), shared by every upload of the process: each upload is a
-// channel on one of at most `size` threads, which reads the bytes of all its channels as they come.
+// channel on one of at most `size` threads, which reads the bytes of all its channels as they come. A thread ends when
+// its last upload does.
 //
 // One thread per upload (earlier releases) made memory grow with the uploads under way, not with their size: each
 // thread's own heap and young generation came on top of the bytes in flight. 16 uploads of 64 MiB at once took the
@@ -14,8 +15,11 @@ import { VERIFY_FRAME_WORKERS } from './frame-pool';
 
 /** Verifier threads of the process: the cores but one, at least one. */
 export const VERIFIER_THREADS = Math.max(1, availableParallelism() - 1);
-/** A thread with no upload ends after this long (its memory goes with it); the next upload starts one again. */
-const IDLE_MS = 10_000;
+/**
+ * A thread with no upload ends after this long, its memory with it (its heap held 40-60 MiB into the restore that
+ * followed its upload when it lingered 10 s); the next upload starts one again, as each did with a thread of its own.
+ */
+const IDLE_MS = 0;
 
 /** To a verifier thread: an upload's bytes, their end, or that the upload is over (its verdict came, or it was abandoned). */
 export type ToVerifier = { id: number; chunk: Uint8Array } | { id: number; end: true } | { id: number; close: true };

@@ -23,7 +23,7 @@ import {
   sniffFileType,
 } from '../../src/archive';
 import { encodeArchiveHeader, PREAMBLE_LENGTH } from '../../src/archive/archive-header';
-import { FramePool } from '../../src/archive/frame-pool';
+import { FramePool, SharedFramePool } from '../../src/archive/frame-pool';
 import { undeflatableFrame } from '../support';
 
 // ---------------------------------------------------------------------------------------------
@@ -512,6 +512,39 @@ describe('snapshot archive format', () => {
       const cannotInflate = undeflatableFrame(archive, 3);
       assert.match(await verdict(cannotInflate, true), /CORRUPT: .*cannot be decompressed/);
       assert.equal(await verdict(cannotInflate, true), await verdict(cannotInflate, false));
+    });
+  });
+
+  describe('with a frame pool shared by readers (SharedFramePool)', () => {
+    it('hands each reader its own lines, read at once, and ends its threads when the last reader lets it go', async () => {
+      const shared = new SharedFramePool(1);
+      const archives = await Promise.all(
+        [200, 300, 400].map(async (count) => {
+          const records = largeGraph(count, count);
+          return writeArchive(records, headerFor(records), { targetFrameBytes: 2048 });
+        }),
+      );
+      const lines = async (bytes: Buffer, pool?: FramePool) => {
+        const read: string[] = [];
+        for await (const batch of openArchive(streamOf(bytes, 997)).encodedBatches({ pool })) read.push(...batch.lines);
+        return read;
+      };
+      const pools = archives.map(() => shared.acquire());
+      assert.ok(pools.every((pool) => pool === pools[0]), 'one pool for all');
+      const together = await Promise.all(archives.map((bytes, i) => lines(bytes, pools[i])));
+      assert.equal(pools[0].threads, 1);
+      assert.deepEqual(together, await Promise.all(archives.map((bytes) => lines(bytes))));
+      shared.release();
+      shared.release();
+      assert.equal(pools[0].threads, 1, 'still in use by one reader');
+      shared.release();
+      assert.equal(shared.readers, 0);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(pools[0].threads, 0, 'closed with its last reader');
+      const next = shared.acquire();
+      assert.notEqual(next, pools[0]);
+      assert.deepEqual(await lines(archives[0], next), together[0]);
+      shared.release();
     });
   });
 
