@@ -34,8 +34,10 @@ export interface ArchiveReader {
    * Checks the whole archive (frame CRCs, every record's fields, order and counts against the header, digest,
    * end of file) without keeping anything: for uploads. Rejects with ArchiveError at the first damage.
    * `pool`: frames are inflated and their records checked on its threads, several at once; the verdict is the same.
+   * `takeTurns`: the event loop turns between frames, and within a frame every TURN_BYTES of records checked on this
+   * thread, so that readers sharing a thread take turns (VerifierThreads).
    */
-  verify(pool?: FramePool): Promise<ArchiveHeader>;
+  verify(pool?: FramePool, options?: { takeTurns?: boolean }): Promise<ArchiveHeader>;
   /** Bytes of the input consumed so far (for progress against the file size). */
   bytesRead(): number;
 }
@@ -60,6 +62,10 @@ export async function readArchiveHeader(input: Readable): Promise<ArchiveHeader>
 
 /** A frame's records, every field of every one checked. */
 const checked = (validator: RecordValidator, raw: Buffer): CheckedRecord[] => validator.frame(raw);
+
+/** Records checked between two turns of the event loop when a reader takes turns (verify): about 10-50 ms of work. */
+const TURN_BYTES = 1024 * 1024;
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** Frames read and sent to a pool ahead of the one handed out (framesAhead): enough to keep two threads busy. */
 const MAX_FRAMES_AHEAD = 8;
@@ -101,19 +107,25 @@ class StreamingArchiveReader implements ArchiveReader {
     return this.readEncoded(recordsChecked ? (validator, raw) => validator.countedFrame(raw) : checked, pool);
   }
 
-  async verify(pool?: FramePool): Promise<ArchiveHeader> {
+  async verify(pool?: FramePool, { takeTurns = false }: { takeTurns?: boolean } = {}): Promise<ArchiveHeader> {
     if (this.iterated) throw new Error('ArchiveReader.verify() can only be called once');
     this.iterated = true;
+    const validator = await this.validator();
+    /** The frame's records checked here: whole, or a slice per turn. */
+    const checkHere = async (raw: Buffer) => {
+      if (!takeTurns) return void validator.frame(raw);
+      for (const _ of validator.frameSlices(raw, TURN_BYTES)) await nextTurn();
+    };
     if (!pool) {
-      for await (const _ of this.checkedFrames(checked));
+      for await (const raw of this.frames(validator)) await checkHere(raw);
       return this.header;
     }
-    const validator = await this.validator();
     // A pool that fails (a worker that crashed) leaves its frames to this thread, as damaged ones are.
     const check = (frame: Frame) => pool.check(frame).catch(() => null);
     for await (const { frame, result: verdict } of this.framesAhead(validator, check)) {
       // A frame its thread found fault with (or one that breaks a rule across frames) is read again here, to name the damage.
-      if (verdict === null || verdict === 'damaged' || !validator.merge(verdict)) validator.frame(inflateDataFrame(frame));
+      if (verdict === null || verdict === 'damaged' || !validator.merge(verdict)) await checkHere(inflateDataFrame(frame));
+      else if (takeTurns) await nextTurn();
     }
     return this.header;
   }

@@ -9,9 +9,10 @@ import { type FromVerifier, type VerifierChannel, type VerifierThreads, verifier
 
 /**
  * Bytes sent to a thread and not yet taken by it, all its uploads together: an upload waits above its share. (The
- * thread holds up to 4 MiB more of each unread, and with frame workers up to 16 MiB of frames ahead; 1 MiB more of each
- * waits here to be sent.) Alone, an upload has it all, as when it had a thread of its own; 16 uploads sharing one
- * thread held 16 MiB each there before this bound, and peaked at 737 MiB of RSS against 638 MiB with 2 MiB each.
+ * thread holds up to 1 MiB more of each unread, and with frame workers up to 16 MiB of frames ahead; 1 MiB more of each
+ * waits here to be sent.) Alone on its thread, an upload has it all, as when each had a thread of its own; 16 uploads
+ * sharing one thread held 16 MiB each there before this bound, and peaked at 737 MiB of RSS against 638 MiB with 2 MiB
+ * each.
  */
 const THREAD_IN_FLIGHT_BYTES = 16 * 1024 * 1024;
 /** An upload's share never falls below this: each keeps a message in flight and one on its way. */
@@ -129,7 +130,7 @@ export class ArchiveVerifier extends Writable {
   }
 
   private whenRoom(callback: () => void): void {
-    if (this.inFlight <= this.maxInFlight) return callback();
+    if (this.settled || this.inFlight <= this.maxInFlight) return callback();
     this.waiting = callback;
   }
 

@@ -1,6 +1,9 @@
 // A verifier thread (VerifierThreads): reads each upload it is sent through ArchiveReader.verify(), all of them at once,
 // their frames inflated and checked on a FramePool's threads (when it is given some) while this one hashes and orders
-// them.
+// them. Uploads take turns: each gets its next message of bytes in a turn of the event loop of its own, so that one
+// whose bytes are all here does not read them all before the others read any (a reader goes on through bytes already
+// in its stream without letting the event loop turn), and verify() lets the loop turn between frames and slices of
+// large ones (takeTurns).
 import { Readable } from 'node:stream';
 import { parentPort, workerData } from 'node:worker_threads';
 import { isArchiveError } from './archive-error';
@@ -8,8 +11,8 @@ import { openArchive } from './archive-reader';
 import { FramePool } from './frame-pool';
 import type { FromVerifier, ToVerifier } from './verifier-threads';
 
-/** An upload's bytes this thread holds unread: above it, the upload waits for `taken`. */
-const INPUT_BYTES = 4 * 1024 * 1024;
+/** An upload's bytes in its stream, unread: more wait in its queue (and count as not yet taken). */
+const INPUT_BYTES = 1024 * 1024;
 
 const port = parentPort!;
 const post = (message: FromVerifier) => port.postMessage(message);
@@ -19,8 +22,10 @@ const frames = frameWorkers > 0 ? new FramePool(frameWorkers) : undefined;
 
 interface Upload {
   input: Readable;
-  /** Bytes pushed and not yet reported taken. */
-  untold: number;
+  /** Messages of bytes (or the end: null) not yet in the stream. */
+  queue: (Buffer | null)[];
+  /** The stream asked for more and a turn to give it is planned. */
+  turn: NodeJS.Immediate | null;
   /** Its verdict was sent: bytes still coming are dropped until the upload is closed. */
   done: boolean;
 }
@@ -29,29 +34,23 @@ const uploads = new Map<number, Upload>();
 
 port.on('message', (message: ToVerifier) => {
   if ('close' in message) {
-    uploads.get(message.id)?.input.destroy();
+    const upload = uploads.get(message.id);
     uploads.delete(message.id);
+    if (upload?.turn) clearImmediate(upload.turn);
+    upload?.input.destroy();
     return;
   }
   const upload = uploads.get(message.id) ?? start(message.id);
   if (upload.done) return;
-  if ('end' in message) return void upload.input.push(null);
-  const chunk = Buffer.from(message.chunk.buffer, message.chunk.byteOffset, message.chunk.byteLength);
-  upload.untold += chunk.length;
-  // Bytes are reported taken once they fit under the input's high-water mark (at once, or when the reader asks for
-  // more): the sender then sends on.
-  if (upload.input.push(chunk)) tell(message.id, upload);
+  upload.queue.push('end' in message ? null : Buffer.from(message.chunk.buffer, message.chunk.byteOffset, message.chunk.byteLength));
+  if (upload.queue.length === 1 && !upload.turn && upload.input.readableLength < INPUT_BYTES) planTurn(message.id, upload);
 });
 
 function start(id: number): Upload {
-  const upload: Upload = {
-    input: new Readable({ highWaterMark: INPUT_BYTES, read: () => tell(id, upload) }),
-    untold: 0,
-    done: false,
-  };
+  const upload: Upload = { input: new Readable({ highWaterMark: INPUT_BYTES, read: () => planTurn(id, upload) }), queue: [], turn: null, done: false };
   uploads.set(id, upload);
   openArchive(upload.input)
-    .verify(frames)
+    .verify(frames, { takeTurns: true })
     .then(
       (header) => post({ id, header }),
       (error: Error) => post({ id, error: { message: error.message, code: isArchiveError(error) ? error.code : undefined } }),
@@ -62,8 +61,16 @@ function start(id: number): Upload {
   return upload;
 }
 
-function tell(id: number, upload: Upload): void {
-  if (upload.untold === 0 || upload.done) return;
-  post({ id, taken: upload.untold });
-  upload.untold = 0;
+/** In a turn of its own: the upload's next message into its stream, reported taken. */
+function planTurn(id: number, upload: Upload): void {
+  if (upload.turn || upload.queue.length === 0 || upload.done) return;
+  upload.turn = setImmediate(() => {
+    upload.turn = null;
+    if (upload.done || !uploads.has(id)) return;
+    const chunk = upload.queue.shift();
+    if (chunk === undefined) return;
+    if (chunk === null) return void upload.input.push(null);
+    post({ id, taken: chunk.length });
+    if (upload.input.push(chunk)) planTurn(id, upload);
+  });
 }

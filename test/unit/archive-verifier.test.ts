@@ -1,6 +1,7 @@
 // The upload's verifier (ArchiveReader.verify() on a worker thread, fed as the bytes arrive) gives the verdict verify()
 // gives on the calling thread, for sound archives and for damage of every kind, the first damage in the file winning.
 import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { openArchive } from '../../src/archive';
@@ -135,6 +136,17 @@ describe('ArchiveVerifier', () => {
     await assertSameVerdict(bytes.subarray(0, Math.floor(bytes.length / 2)), /TRUNCATED/);
   });
 
+  it('checks a large frame a slice at a time (taking turns) with the verdict of the whole frame at once', async () => {
+    // Frames of about 2 MiB of records: two slices and a bit each.
+    const lines = Array.from({ length: 30_000 }, (_, i) => node(i + 1, ['Person'], { i, text: 'y'.repeat(40 + (i % 50)) }));
+    await assertSameVerdict(craftArchive(lines, { linesPerFrame: 15_000 }), 30_000);
+    const late = [...lines];
+    late[15_000 + 13_500] = '["N","28501",["Person"],{"i":}]';
+    await assertSameVerdict(craftArchive(late, { linesPerFrame: 15_000 }), /node record 28501 is not valid JSON/);
+    const cut = [...lines.slice(0, 20_000)];
+    await assertSameVerdict(craftArchive(cut, { linesPerFrame: 15_000, stats: { nodeCount: 30_000 } }), /COUNT_MISMATCH|CORRUPT/);
+  });
+
   it('verifies many uploads at once on the threads it is given, each to its own verdict', async () => {
     const threads = new VerifierThreads(2, 0);
     try {
@@ -145,30 +157,52 @@ describe('ArchiveVerifier', () => {
         if (i % 3 === 2) bytes[frameDataOffsets(bytes)[5] + 3] ^= 0xff;
         return bytes;
       });
-      let mostThreads = 0;
-      const watch = setInterval(() => (mostThreads = Math.max(mostThreads, threads.threads)), 1);
-      const verdicts = await Promise.all(archives.map((bytes) => twoThreads(bytes, 0, threads)));
-      clearInterval(watch);
+      const verifying = archives.map((bytes) => twoThreads(bytes, 0, threads));
+      assert.equal(threads.threads, 2, 'a thread each for the first two, then shared');
+      const verdicts = await Promise.all(verifying);
       assert.deepEqual(verdicts, await Promise.all(archives.map(oneThread)));
       assert.ok(verdicts.filter((verdict) => 'nodeCount' in verdict).length === 3 && verdicts.filter((verdict) => 'error' in verdict).length === 4);
-      assert.ok(mostThreads >= 1 && mostThreads <= 2, `${mostThreads} threads`);
     } finally {
       await threads.close();
     }
   });
 
-  it('leaves the other uploads of its thread alone when one is abandoned', async () => {
+  it('shares a thread\'s bytes in flight between its uploads: large ones, written in small pieces, all get their verdicts', async function () {
+    this.timeout(30_000);
+    // Random text: about 18 MiB stored each, more than a thread's bytes in flight (16 MiB) and than each one's share.
+    const large = Array.from({ length: 24_000 }, (_, i) => node(i + 1, ['Person'], { i, text: randomBytes(768).toString('base64') }));
+    const sound = craftArchive(large, { linesPerFrame: 200 });
+    assert.ok(sound.length > 16 * 1024 * 1024);
+    const damaged = Buffer.from(sound);
+    damaged[frameDataOffsets(damaged)[90] + 7] ^= 0xff;
     const threads = new VerifierThreads(1, 0);
     try {
+      const verdicts = await Promise.all([sound, damaged, sound].map((bytes) => twoThreads(bytes, 0, threads)));
+      assert.deepEqual(verdicts[0], { nodeCount: 24_000 });
+      assert.deepEqual(verdicts[2], { nodeCount: 24_000 });
+      assert.deepEqual(verdicts[1], await oneThread(damaged));
+    } finally {
+      await threads.close();
+    }
+  });
+
+  it('leaves the other uploads of its thread alone when one is abandoned halfway', async () => {
+    const threads = new VerifierThreads(1, 0);
+    try {
+      const large = craftArchive(
+        Array.from({ length: 4_000 }, (_, i) => node(i + 1, ['Person'], { text: randomBytes(768).toString('base64') })),
+        { linesPerFrame: 100 },
+      );
       const abandoned = new ArchiveVerifier({ threads }).on('error', () => undefined);
       const abandonedVerdict = verdictOf(abandoned.result);
-      const bytes = craftArchive(sound, { linesPerFrame: 40 });
-      abandoned.write(bytes.subarray(0, bytes.length >> 1));
-      const sound2 = twoThreads(bytes, 0, threads);
+      // Past the first message of bytes (1 MiB): the thread is reading it when it is abandoned.
+      for (const piece of pieces(large.subarray(0, 3 * 1024 * 1024), 64 * 1024)) abandoned.write(piece);
+      const other = twoThreads(craftArchive(sound, { linesPerFrame: 40 }), 0, threads);
+      await new Promise((resolve) => setImmediate(resolve));
       abandoned.destroy(new Error('the client went away'));
       assert.deepEqual(await abandonedVerdict, { error: 'undefined: the client went away' });
-      assert.deepEqual(await sound2, { nodeCount: 3_000 });
-      assert.equal(threads.threads, 1);
+      assert.deepEqual(await other, { nodeCount: 3_000 });
+      assert.deepEqual(await twoThreads(large, 0, threads), { nodeCount: 4_000 });
     } finally {
       await threads.close();
     }
@@ -189,12 +223,17 @@ describe('ArchiveVerifier', () => {
     }
   });
 
-  it('ends a thread that has had no upload for a while', async () => {
-    const threads = new VerifierThreads(1, 0, 50);
-    assert.deepEqual(await twoThreads(craftArchive(sound), 0, threads), { nodeCount: 3_000 });
-    assert.equal(threads.threads, 1);
+  it('ends a thread with its last upload, or after the idle time it is given', async () => {
+    const atOnce = new VerifierThreads(1, 0);
+    assert.deepEqual(await twoThreads(craftArchive(sound), 0, atOnce), { nodeCount: 3_000 });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(atOnce.threads, 0);
+    const lingering = new VerifierThreads(1, 0, 100);
+    assert.deepEqual(await twoThreads(craftArchive(sound), 0, lingering), { nodeCount: 3_000 });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(lingering.threads, 1);
     await new Promise((resolve) => setTimeout(resolve, 300));
-    assert.equal(threads.threads, 0);
+    assert.equal(lingering.threads, 0);
   });
 
   it('refuses what is not an archive', async () => {
