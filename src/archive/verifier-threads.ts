@@ -19,8 +19,13 @@ import type { ArchiveErrorCode } from './archive-error';
 import type { ArchiveHeader } from './archive-header';
 import { VERIFY_FRAME_WORKERS } from './frame-pool';
 
-/** Verifier threads of the process: as many as the cores, at least two (uploads up to this many have one each). */
-export const VERIFIER_THREADS = Math.max(2, availableParallelism());
+/**
+ * Verifier threads of the process: as many as the cores, at least two and at most four (uploads up to this many have
+ * one each). Each holds up to about 100 MiB under load, most of it the ArrayBuffers of bytes it has read, which V8
+ * collects once tens of MiB of them have piled up (16 uploads on two threads: 88-113 MiB of external memory each).
+ * From 4 cores each also has its frame workers (VERIFY_FRAME_WORKERS): at most 12 threads in all.
+ */
+export const VERIFIER_THREADS = Math.min(4, Math.max(2, availableParallelism()));
 /**
  * A thread with no upload ends after this long, its memory with it (its heap held 40-60 MiB into the restore that
  * followed its upload when it lingered 10 s); the next upload starts one again, as each did with a thread of its own.
