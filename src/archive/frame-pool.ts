@@ -16,6 +16,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Frame } from './archive-frame';
+import { ThreadSet } from '../runtime/thread-set';
 import type { FrameSummary } from './record-validation';
 
 /** A verifier thread's frame workers (VerifierThreads): up to two, on the cores beyond the two it and the uploads' own work take (0: none). */
@@ -52,15 +53,24 @@ interface PoolThread {
  * their archive: see SharedFramePool), started as frames come; ended by close().
  */
 export class FramePool {
-  readonly #threads: PoolThread[] = [];
+  readonly #threads: ThreadSet<PoolThread>;
   private seq = 0;
   private closed = false;
 
-  constructor(private readonly size: number) {}
+  constructor(size: number) {
+    this.#threads = new ThreadSet<PoolThread>({
+      size,
+      start: () => this.start(),
+      load: (thread) => thread.waiting.size,
+      // A thread that fails fails its frames; the reader stops at the first.
+      lost: (thread, error) => this.fail(thread, this.closed ? new Error('the frame pool is closed') : error),
+      exited: (code) => new Error(`a frame worker exited with code ${code}`),
+    });
+  }
 
   /** Worker threads running now. */
   get threads(): number {
-    return this.#threads.length;
+    return this.#threads.size;
   }
 
   async check(frame: Frame): Promise<FrameVerdict> {
@@ -74,7 +84,7 @@ export class FramePool {
 
   private send(task: FrameMessage['task'], frame: Frame): Promise<FrameReply> {
     if (this.closed) return Promise.reject(new Error('the frame pool is closed'));
-    const thread = this.leastBusy();
+    const thread = this.#threads.pick();
     const seq = ++this.seq;
     // A copy of its own is transferred: the frame's bytes are usually a slice of a larger read, and the reader keeps them.
     const stored = new Uint8Array(frame.stored);
@@ -87,20 +97,10 @@ export class FramePool {
 
   async close(): Promise<void> {
     this.closed = true;
-    const threads = this.#threads.splice(0);
-    for (const thread of threads) this.fail(thread, new Error('the frame pool is closed'));
-    await Promise.all(threads.map((thread) => thread.worker.terminate()));
+    await this.#threads.endAll();
   }
 
-  /** An idle thread, a new one while there are fewer than `size`, or the one with the fewest frames waiting. */
-  private leastBusy(): PoolThread {
-    const idle = this.#threads.find((thread) => thread.waiting.size === 0);
-    if (idle) return idle;
-    if (this.#threads.length < this.size) return this.spawn();
-    return this.#threads.reduce((least, thread) => (thread.waiting.size < least.waiting.size ? thread : least));
-  }
-
-  private spawn(): PoolThread {
+  private start(): PoolThread {
     const thread: PoolThread = { worker: new Worker(join(__dirname, 'frame-worker.js')), waiting: new Map() };
     thread.worker.on('message', (reply: FrameReply) => {
       const waiting = thread.waiting.get(reply.seq);
@@ -109,15 +109,6 @@ export class FramePool {
       if ('error' in reply) waiting.reject(new Error(reply.error));
       else waiting.resolve(reply);
     });
-    // A thread that fails fails its frames; the reader stops at the first.
-    const lost = (error: Error) => {
-      const index = this.#threads.indexOf(thread);
-      if (index >= 0) this.#threads.splice(index, 1);
-      this.fail(thread, error);
-    };
-    thread.worker.on('error', lost);
-    thread.worker.on('exit', (code) => lost(new Error(`a frame worker exited with code ${code}`)));
-    this.#threads.push(thread);
     return thread;
   }
 

@@ -199,10 +199,7 @@ export class RecordValidator {
    * its own: parsing the frame as one array would also accept a tuple spread over two lines.
    */
   frame(raw: Buffer): CheckedRecord[] {
-    const lines = this.lines(raw);
-    const records: CheckedRecord[] = new Array(lines.length);
-    for (let i = 0; i < lines.length; i++) records[i] = this.record(lines[i]);
-    return records;
+    return this.records(this.lines(raw));
   }
 
   /**
@@ -249,13 +246,19 @@ export class RecordValidator {
       yield this.frame(raw);
       return;
     }
-    this.checkText(raw);
+    const encoding = this.checkText(raw) ? 'latin1' : 'utf8';
     for (let start = 0; start < raw.length; ) {
       // Cut just after a newline, which is never inside a UTF-8 sequence: every slice is whole lines of valid text.
       const end = raw.indexOf(0x0a, Math.min(start + sliceBytes, raw.length) - 1) + 1;
-      yield this.frame(raw.subarray(start, end));
+      yield this.records(decodeLines(raw.subarray(start, end), encoding));
       start = end;
     }
+  }
+
+  private records(lines: string[]): CheckedRecord[] {
+    const records: CheckedRecord[] = new Array(lines.length);
+    for (let i = 0; i < lines.length; i++) records[i] = this.record(lines[i]);
+    return records;
   }
 
   private lines(raw: Buffer): string[] {

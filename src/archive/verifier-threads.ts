@@ -1,6 +1,6 @@
 // The worker threads that verify uploads (ArchiveVerifier), shared by every upload of the process: each upload is a
-// channel on one of at most `size` threads, which reads the bytes of all its channels as they come. A thread ends when
-// its last upload does.
+// channel on one of at most `size` threads (ThreadSet), which reads the bytes of all its channels as they come. A thread
+// ends when its last upload does.
 //
 // One thread per upload (earlier releases) made memory grow with the uploads under way, not with their size: each
 // thread's own heap came on top of the bytes in flight (bench:uploads-at-once, 16 uploads of 64 MiB at once: 1,396 MiB
@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { ArchiveErrorCode } from './archive-error';
 import type { ArchiveHeader } from './archive-header';
+import { ThreadSet } from '../runtime/thread-set';
 import { VERIFY_FRAME_WORKERS } from './frame-pool';
 
 /**
@@ -26,12 +27,6 @@ import { VERIFY_FRAME_WORKERS } from './frame-pool';
  * From 4 cores each also has its frame workers (VERIFY_FRAME_WORKERS): at most 12 threads in all.
  */
 export const VERIFIER_THREADS = Math.min(4, Math.max(2, availableParallelism()));
-/**
- * A thread with no upload ends after this long, its memory with it (its heap held 40-60 MiB into the restore that
- * followed its upload when it lingered 10 s); the next upload starts one again, as each did with a thread of its own.
- */
-const IDLE_MS = 0;
-
 /** To a verifier thread: an upload's bytes, their end, or that the upload is over (its verdict came, or it was abandoned). */
 export type ToVerifier = { id: number; chunk: Uint8Array } | { id: number; end: true } | { id: number; close: true };
 
@@ -62,32 +57,41 @@ export interface VerifierChannel {
 interface VerifierThread {
   worker: Worker;
   listeners: Map<number, VerifierListener>;
-  idleTimer: NodeJS.Timeout | null;
 }
 
 export class VerifierThreads {
-  readonly #threads: VerifierThread[] = [];
+  readonly #threads: ThreadSet<VerifierThread>;
   #nextId = 0;
 
   /** @param frameWorkers threads each verifier thread may inflate and check frames on (FramePool); 0: it does that itself. */
-  constructor(
-    readonly size: number,
-    private readonly frameWorkers: number,
-    private readonly idleMs = IDLE_MS,
-  ) {}
+  constructor(size: number, frameWorkers: number) {
+    this.#threads = new ThreadSet<VerifierThread>({
+      size,
+      start: () => {
+        const worker = new Worker(join(__dirname, 'archive-verify-worker.js'), { workerData: { frameWorkers } });
+        const thread: VerifierThread = { worker, listeners: new Map() };
+        worker.on('message', (message: FromVerifier) => thread.listeners.get(message.id)?.message(message));
+        return thread;
+      },
+      load: (thread) => thread.listeners.size,
+      lost: (thread, error) => {
+        const listeners = [...thread.listeners.values()];
+        thread.listeners.clear();
+        for (const listener of listeners) listener.lost(error);
+      },
+      exited: (code) => new Error(`the archive verifier stopped without a verdict (its thread exited with code ${code})`),
+    });
+  }
 
   /** Threads running now. */
   get threads(): number {
-    return this.#threads.length;
+    return this.#threads.size;
   }
 
   open(listener: VerifierListener): VerifierChannel {
-    const thread = this.leastBusy();
+    const thread = this.#threads.pick();
     const id = ++this.#nextId;
     thread.listeners.set(id, listener);
-    if (thread.idleTimer) clearTimeout(thread.idleTimer);
-    thread.idleTimer = null;
-    thread.worker.ref();
     const post = (message: ToVerifier, transfer: ArrayBuffer[] = []) => thread.worker.postMessage(message, transfer);
     return {
       get sharers() {
@@ -97,69 +101,24 @@ export class VerifierThreads {
       end: () => post({ id, end: true }),
       close: () => {
         if (!thread.listeners.delete(id)) return; // closed already, or the thread was lost
-        post({ id, close: true });
-        if (thread.listeners.size === 0) this.idle(thread);
+        // A thread ends with its last upload, and its memory with it (lingering 10 s, its heap held 40-60 MiB into the
+        // restore that followed its upload); the next upload starts one again, as each did with a thread of its own.
+        if (thread.listeners.size === 0) void this.#threads.end(thread);
+        else post({ id, close: true });
       },
     };
   }
 
   /** Ends every thread; uploads under way on them are told they are lost. */
-  async close(): Promise<void> {
-    const threads = this.#threads.splice(0);
-    await Promise.all(threads.map((thread) => thread.worker.terminate()));
-  }
-
-  /** A thread with no upload, a new one while there are fewer than `size`, or the one with the fewest uploads. */
-  private leastBusy(): VerifierThread {
-    const idle = this.#threads.find((thread) => thread.listeners.size === 0);
-    if (idle) return idle;
-    if (this.#threads.length < this.size) return this.spawn();
-    return this.#threads.reduce((least, thread) => (thread.listeners.size < least.listeners.size ? thread : least));
-  }
-
-  private spawn(): VerifierThread {
-    const worker = new Worker(join(__dirname, 'archive-verify-worker.js'), { workerData: { frameWorkers: this.frameWorkers } });
-    const thread: VerifierThread = { worker, listeners: new Map(), idleTimer: null };
-    worker.on('message', (message: FromVerifier) => thread.listeners.get(message.id)?.message(message));
-    let lostOnce = false;
-    const lost = (error: Error) => {
-      if (lostOnce) return;
-      lostOnce = true;
-      const index = this.#threads.indexOf(thread);
-      if (index >= 0) this.#threads.splice(index, 1);
-      if (thread.idleTimer) clearTimeout(thread.idleTimer);
-      const listeners = [...thread.listeners.values()];
-      thread.listeners.clear();
-      for (const listener of listeners) listener.lost(error);
-    };
-    worker.on('error', lost);
-    worker.on('exit', (code) => lost(new Error(`the archive verifier stopped without a verdict (its thread exited with code ${code})`)));
-    this.#threads.push(thread);
-    return thread;
-  }
-
-  /** An idle thread does not keep the process alive, and ends unless an upload comes within idleMs. */
-  private idle(thread: VerifierThread): void {
-    thread.worker.unref();
-    thread.idleTimer = setTimeout(() => {
-      thread.idleTimer = null;
-      if (thread.listeners.size > 0) return;
-      const index = this.#threads.indexOf(thread);
-      if (index >= 0) this.#threads.splice(index, 1);
-      void thread.worker.terminate();
-    }, this.idleMs);
-    thread.idleTimer.unref();
+  close(): Promise<void> {
+    return this.#threads.endAll();
   }
 }
 
-const shared = new Map<number, VerifierThreads>();
+let shared: VerifierThreads | null = null;
 
-/** The process's verifier threads whose frames go to `frameWorkers` more threads each (one set per value asked for). */
-export function verifierThreads(frameWorkers = VERIFY_FRAME_WORKERS): VerifierThreads {
-  let threads = shared.get(frameWorkers);
-  if (!threads) {
-    threads = new VerifierThreads(VERIFIER_THREADS, frameWorkers);
-    shared.set(frameWorkers, threads);
-  }
-  return threads;
+/** The process's verifier threads, each with VERIFY_FRAME_WORKERS frame workers. */
+export function verifierThreads(): VerifierThreads {
+  shared ??= new VerifierThreads(VERIFIER_THREADS, VERIFY_FRAME_WORKERS);
+  return shared;
 }
