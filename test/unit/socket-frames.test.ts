@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { performance } from 'node:perf_hooks';
 import { WebSocket } from 'ws';
 import type { TextFrame } from '../../src/api/bounded-web-socket';
 import { SocketFrames } from '../../src/api/subscriptions/socket-frames';
@@ -87,5 +88,51 @@ describe('socket frames: the writes of shared subscriptions', () => {
     assert.deepEqual([first.writes, second.writes], [[['1']], []]);
     await new Promise((resolve) => setTimeout(resolve, 20));
     assert.deepEqual([first.writes, second.writes], [[['1']], [['2']]]);
+  });
+
+  it('writes a flush with urgent frames whole, without letting the event loop turn, once their time to gather is up', async () => {
+    // No time per slice: a flush of progress alone would let the loop turn every 32 sockets.
+    const frames = new SocketFrames(1, 0);
+    let turnedAt: number | null = null;
+    const sockets: FakeSocket[] = [];
+    for (let i = 0; i < 100; i++) {
+      sockets.push(
+        new FakeSocket(() => {
+          if (i === 0) setImmediate(() => (turnedAt = sockets.filter((socket) => socket.writes.length > 0).length));
+        }),
+      );
+    }
+    for (const [i, socket] of sockets.entries()) frames.queue(socket as unknown as WebSocket, frame(`progress${i}`), always);
+    frames.queue(sockets[99] as unknown as WebSocket, frame('READ_ONLY'), always, true);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(turnedAt, 100, 'the loop turned before every socket was written');
+    assert.deepEqual(sockets[99].writes, [['progress99', 'READ_ONLY']]);
+  });
+
+  it('writes urgent frames that are due when asked by incoming work, before any timer or immediate', async () => {
+    const frames = new SocketFrames(3, 0);
+    const [early, late] = [new FakeSocket(), new FakeSocket()];
+    frames.queue(early as unknown as WebSocket, frame('AVAILABLE'), always, true);
+    frames.writeDue(); // not due yet: gathering
+    assert.deepEqual(early.writes, []);
+    const until = performance.now() + 4;
+    while (performance.now() < until); // a flood of messages keeps the loop from its timers
+    frames.queue(late as unknown as WebSocket, frame('progress'), always);
+    frames.writeDue();
+    assert.deepEqual([early.writes, late.writes], [[['AVAILABLE']], [['progress']]]);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual([early.writes, late.writes], [[['AVAILABLE']], [['progress']]], 'written twice');
+  });
+
+  it('does not write progress alone when asked by incoming work: it waits for its own flush', async () => {
+    const frames = new SocketFrames(1);
+    const socket = new FakeSocket();
+    frames.queue(socket as unknown as WebSocket, frame('progress'), always);
+    const until = performance.now() + 2;
+    while (performance.now() < until);
+    frames.writeDue();
+    assert.deepEqual(socket.writes, []);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(socket.writes, [['progress']]);
   });
 });

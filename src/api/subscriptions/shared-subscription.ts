@@ -205,7 +205,7 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
   offer(payload: Buffer): void {
     if (this.left) return;
     if (this.stream.kind === 'changes') {
-      this.send(payload);
+      this.send(payload, true);
       return;
     }
     this.pending = payload;
@@ -221,11 +221,12 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
     return this.sink.socket.bufferedAmount > STATE_BACKLOG_BYTES;
   }
 
-  sendPending(): void {
+  /** Sends the newest event not yet sent, if any: urgent when it is the last one (see SocketFrames). */
+  sendPending(urgent = false): void {
     const payload = this.pending;
     if (!payload) return;
     this.pending = null;
-    this.send(payload);
+    this.send(payload, urgent);
   }
 
   /**
@@ -239,8 +240,8 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
       this.pending = null;
       this.stream.frames.flush(this.sink.socket);
     } else {
-      this.sendPending();
-      this.stream.frames.queue(this.sink.socket, [Buffer.from(`{"id":${JSON.stringify(this.sink.id)},"type":"complete"}`)], this.wanted);
+      this.sendPending(true);
+      this.stream.frames.queue(this.sink.socket, [Buffer.from(`{"id":${JSON.stringify(this.sink.id)},"type":"complete"}`)], this.wanted, true);
     }
     this.outcome = { failure };
     this.leave();
@@ -272,9 +273,9 @@ export class SubscriptionMember implements AsyncGenerator<ExecutionResult> {
     this.stop();
   }
 
-  private send(payload: Buffer): void {
+  private send(payload: Buffer, urgent: boolean): void {
     this.sent += 1;
-    this.stream.frames.queue(this.sink.socket, [this.prefix, payload, CLOSE], this.wanted);
+    this.stream.frames.queue(this.sink.socket, [this.prefix, payload, CLOSE], this.wanted, urgent);
   }
 
   /** Ends the operation for graphql-ws, once end() has run (now, or at its next call of next()). */

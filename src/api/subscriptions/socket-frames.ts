@@ -6,15 +6,23 @@
 // it in the write call itself on loopback). The events of one moment (a restore's swap: UNAVAILABLE, then AVAILABLE,
 // the final state and the complete) come a few milliseconds apart: gathered, they cost one write per socket, not four.
 //
-// A flush is written in slices of at most SLICE_MS, each in a turn of its own: 10,000 sockets took 200-450 ms of
+// Progress is written in slices of at most SLICE_MS, each in a turn of its own: 10,000 sockets took 200-450 ms of
 // writing, during which the event loop did nothing else, and the restore those subscribers watched waited at each of
 // its steps (its I/O and its workers' messages) as long. Between slices everything else runs.
+//
+// Urgent frames (an availability change, an operation's final state and its complete: what clients wait for) are
+// written whole, once their COALESCE_MS are up, with whatever else is queued. Sliced, they waited behind everything
+// else: a turn of the event loop handles every message that came in before it (libuv reads up to 48 × 1,024 sockets
+// before it looks at its timers and immediates again), so while 10,000 clients subscribed to a restore's progress,
+// the READ_ONLY it had just published waited 400 ms between its first slice and its second. For the same reason an
+// incoming subscribe asks whether urgent frames are due (writeDue), so that they do not wait for the flood to pass.
 import { performance } from 'node:perf_hooks';
 import { WebSocket } from 'ws';
 import { canSendTextFrames, type TextFrame } from '../bounded-web-socket';
 
 interface Pending {
   frame: TextFrame;
+  urgent: boolean;
   /** Whether the frame is still wanted when its turn comes (a subscription stopped by its client is not). */
   wanted(): boolean;
 }
@@ -25,12 +33,20 @@ export const COALESCE_MS = 15;
 export const SLICE_MS = 5;
 /** Sockets written between two looks at the clock. */
 const SOCKETS_PER_CLOCK_CHECK = 32;
+/** Node's timers count whole milliseconds: one set for coalesceMs may fire up to this much early by performance.now(). */
+const TIMER_GRANULARITY_MS = 1;
 
 export class SocketFrames {
   /** Sockets with frames to write, in the order their first frame was queued (a Map keeps insertion order). */
   private readonly pending = new Map<WebSocket, Pending[]>();
   /** A flush is planned or under way (between its slices): frames queued meanwhile go with it. */
   private scheduled = false;
+  private timer: NodeJS.Timeout | null = null;
+  private nextSlice: NodeJS.Immediate | null = null;
+  /** When the oldest urgent frame not yet written was queued (performance.now()); null: none is waiting. */
+  private urgentSince: number | null = null;
+  /** Urgent frames not yet written. */
+  private urgentCount = 0;
   /** Callers of queuedWritten(), by the socket whose write means every frame queued before theirs is out. */
   private readonly barriers = new Map<WebSocket, (() => void)[]>();
 
@@ -39,18 +55,33 @@ export class SocketFrames {
     private readonly sliceMs = SLICE_MS,
   ) {}
 
-  /** Queues a text frame (its payload in parts) for the socket; it goes out within coalesceMs, after those queued before it. */
-  queue(socket: WebSocket, frame: TextFrame, wanted: () => boolean): void {
+  /**
+   * Queues a text frame (its payload in parts) for the socket; it goes out within coalesceMs, after those queued before
+   * it. An urgent one goes out in a flush written whole.
+   */
+  queue(socket: WebSocket, frame: TextFrame, wanted: () => boolean, urgent = false): void {
     let frames = this.pending.get(socket);
     if (!frames) {
       frames = [];
       this.pending.set(socket, frames);
     }
-    frames.push({ frame, wanted });
+    frames.push({ frame, wanted, urgent });
+    if (urgent) {
+      this.urgentCount += 1;
+      this.urgentSince ??= performance.now();
+    }
     if (!this.scheduled) {
       this.scheduled = true;
-      setTimeout(this.flushAll, this.coalesceMs);
+      this.timer = setTimeout(this.flushAll, this.coalesceMs);
     }
+  }
+
+  /**
+   * Writes now if urgent frames have waited their coalesceMs: for callers handling incoming messages, which a flood of
+   * them runs before any timer or immediate.
+   */
+  writeDue(): void {
+    if (this.urgentDue(performance.now())) this.flushAll();
   }
 
   /** Writes the socket's queued frames now (before something else is sent on it that must come after them). */
@@ -71,20 +102,36 @@ export class SocketFrames {
     return new Promise((resolve) => this.barriers.set(socket, [...(this.barriers.get(socket) ?? []), resolve]));
   }
 
-  /** Writes sockets in queue order for at most sliceMs, then goes on in a later turn until none is left. */
+  /**
+   * Writes sockets in queue order: all of them if urgent frames are due, else for at most sliceMs, then goes on in a
+   * later turn until none is left.
+   */
   private readonly flushAll = (): void => {
-    const deadline = performance.now() + this.sliceMs;
+    // Called by its timer, its previous slice or writeDue: whichever comes first, the others are off.
+    if (this.timer) clearTimeout(this.timer);
+    if (this.nextSlice) clearImmediate(this.nextSlice);
+    this.timer = null;
+    this.nextSlice = null;
+    const now = performance.now();
+    const whole = this.urgentDue(now);
+    const deadline = whole ? Infinity : now + this.sliceMs;
     let written = 0;
     for (const [socket, frames] of this.pending) {
       this.writeNow(socket, frames);
       if (++written % SOCKETS_PER_CLOCK_CHECK === 0 && performance.now() >= deadline) break;
     }
-    if (this.pending.size > 0) setImmediate(this.flushAll);
+    if (this.pending.size > 0) this.nextSlice = setImmediate(this.flushAll);
     else this.scheduled = false;
   };
 
+  private urgentDue(now: number): boolean {
+    return this.urgentSince !== null && now - this.urgentSince >= this.coalesceMs - TIMER_GRANULARITY_MS;
+  }
+
   private writeNow(socket: WebSocket, frames: Pending[]): void {
     this.pending.delete(socket);
+    for (const { urgent } of frames) if (urgent) this.urgentCount -= 1;
+    if (this.urgentCount === 0) this.urgentSince = null;
     write(socket, frames);
     const waiting = this.barriers.get(socket);
     if (!waiting) return;

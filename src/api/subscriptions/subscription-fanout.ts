@@ -43,6 +43,8 @@ export class SubscriptionFanout {
   }
 
   readonly subscribe = (args: ExecutionArgs): ReturnType<typeof subscribe> | SubscriptionMember => {
+    // Thousands subscribing at once are handled before any timer runs: availability changes due go out first.
+    this.frames.writeDue();
     const kind = sharedKind(args);
     const context = args.contextValue as ApiContext | undefined;
     const sink = kind && context?.principal ? this.options.sinkOf(context) : null;
