@@ -81,7 +81,7 @@ export class SocketFrames {
    * them runs before any timer or immediate.
    */
   writeDue(): void {
-    if (this.urgentDue(performance.now())) this.flushAll();
+    if (this.urgentSince !== null && this.urgentDue(performance.now())) this.flushAll();
   }
 
   /** Writes the socket's queued frames now (before something else is sent on it that must come after them). */
