@@ -8,7 +8,11 @@
 // figures; asserts nothing. Not part of `npm test`. The server logs at its default level (info) into a file in the
 // work directory, as a deployment pays for its log.
 //
-//   npm run bench:fanout -- [--subscribers 1000,10000] [--nodes 50000] [--pairs 3] [--per-process 2500] [--keep]
+//   npm run bench:fanout -- [--subscribers 1000,10000] [--nodes 1000000] [--pairs 3] [--per-process 2500] [--keep]
+//
+// A million nodes (and two million relationships, filled through the API in about 90 s), as in the figures that asked
+// for this benchmark: restores have become fast enough that 50,000 nodes restore in 0.1 s, less than 10,000 clients
+// take to subscribe, and the ratio then says little about the restore.
 //
 // Per N: the restore's time (the operation's startedAt → finishedAt) with N subscribers / with none; delivery latency
 // (client receive time − the event's server time: availability `at`, the final state's `finishedAt`) p50/p99 over
@@ -26,7 +30,7 @@ const list = (name: string, fallback: string) =>
   (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : fallback).split(',').map(Number);
 
 const subscriberCounts = list('subscribers', '1000,10000');
-const nodes = flag('nodes', 50_000);
+const nodes = flag('nodes', 1_000_000);
 const pairs = flag('pairs', 3);
 const perProcess = flag('per-process', 2500);
 const keep = process.argv.includes('--keep');

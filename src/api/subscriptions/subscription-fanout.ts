@@ -42,9 +42,13 @@ export class SubscriptionFanout {
     return this.streams.size;
   }
 
+  /**
+   * For every message a client sends, before it is handled: thousands of them arriving at once are all handled before
+   * any timer or immediate runs, and the frames clients wait for, if due, go out first (SocketFrames.writeDue).
+   */
+  readonly beforeMessage = (): void => this.frames.writeDue();
+
   readonly subscribe = (args: ExecutionArgs): ReturnType<typeof subscribe> | SubscriptionMember => {
-    // Thousands subscribing at once are handled before any timer runs: availability changes due go out first.
-    this.frames.writeDue();
     const kind = sharedKind(args);
     const context = args.contextValue as ApiContext | undefined;
     const sink = kind && context?.principal ? this.options.sinkOf(context) : null;
