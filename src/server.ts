@@ -127,8 +127,8 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     sinkOf: (context) => contextSinks.get(context) ?? null,
     format: formatResult,
   });
-  // Registered before graphql-ws's own listeners, so that it runs before each message is handled.
-  wsServer.on('connection', (socket) => socket.on('message', fanout.beforeMessage));
+  // Before graphql-ws's own listener, so that it runs before each message is handled.
+  wsServer.on('connection', (socket) => socket.prependListener('message', fanout.beforeMessage));
   const wsCleanup = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
       schema,

@@ -92,7 +92,7 @@ describe('socket frames: the writes of shared subscriptions', () => {
 
   it('writes a flush with urgent frames whole, without letting the event loop turn, once their time to gather is up', async () => {
     // No time per slice: a flush of progress alone would let the loop turn every 32 sockets.
-    const frames = new SocketFrames(1, 0);
+    const frames = new SocketFrames(3, 0);
     let turnedAt: number | null = null;
     const sockets: FakeSocket[] = [];
     for (let i = 0; i < 100; i++) {
@@ -120,8 +120,6 @@ describe('socket frames: the writes of shared subscriptions', () => {
     frames.queue(late as unknown as WebSocket, frame('progress'), always);
     frames.writeDue();
     assert.deepEqual([early.writes, late.writes], [[['AVAILABLE']], [['progress']]]);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-    assert.deepEqual([early.writes, late.writes], [[['AVAILABLE']], [['progress']]], 'written twice');
   });
 
   it('does not write progress alone when asked by incoming work: it waits for its own flush', async () => {
@@ -134,5 +132,39 @@ describe('socket frames: the writes of shared subscriptions', () => {
     assert.deepEqual(socket.writes, []);
     await new Promise((resolve) => setTimeout(resolve, 10));
     assert.deepEqual(socket.writes, [['progress']]);
+  });
+
+  it('forgets urgent frames once written, however (a flush of one socket, unwanted, socket closed)', async () => {
+    const frames = new SocketFrames(2, 0);
+    const [a, b, c, d] = [new FakeSocket(), new FakeSocket(), new FakeSocket(), new FakeSocket()];
+    const closed = Object.assign(c, { readyState: WebSocket.CLOSED }) as unknown as WebSocket;
+    frames.queue(a as unknown as WebSocket, frame('AVAILABLE'), always, true);
+    frames.flush(a as unknown as WebSocket);
+    frames.queue(b as unknown as WebSocket, frame('unwanted'), () => false, true);
+    frames.queue(closed, frame('closed'), always, true);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual([a.writes, b.writes.flat()], [[['AVAILABLE']], []]);
+    frames.queue(d as unknown as WebSocket, frame('progress'), always);
+    const until = performance.now() + 4;
+    while (performance.now() < until);
+    frames.writeDue();
+    assert.deepEqual(d.writes, [], 'progress alone written by writeDue: urgent frames written before still counted');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.deepEqual(d.writes, [['progress']]);
+  });
+
+  it('after a flush asked by incoming work, frames queued next gather for their own time, then go', async () => {
+    const frames = new SocketFrames(10, 0);
+    const [early, late] = [new FakeSocket(), new FakeSocket()];
+    frames.queue(early as unknown as WebSocket, frame('AVAILABLE'), always, true);
+    const until = performance.now() + 9.5;
+    while (performance.now() < until);
+    frames.writeDue();
+    assert.deepEqual(early.writes, [['AVAILABLE']]);
+    frames.queue(late as unknown as WebSocket, frame('progress'), always);
+    await new Promise((resolve) => setTimeout(resolve, 4));
+    assert.deepEqual(late.writes, [], 'written by the timer of the flush before');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(late.writes, [['progress']], 'never written');
   });
 });

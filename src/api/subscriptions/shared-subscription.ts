@@ -14,9 +14,9 @@ import type { SocketFrames } from './socket-frames';
  *   sent (latest wins), so one that is behind skips to the present; a new member starts with the newest (the current
  *   state); between the first and the last, the stream releases the newest to all its members at once, at most once
  *   per pacing interval, skipping a member whose socket still holds more than STATE_BACKLOG_BYTES unsent (it gets a
- *   newer one later). The last event is always sent, with the complete.
- * - `changes`: every event matters (availability, snapshots): each member gets them all, in order, at once; a client
- *   that stops reading is dropped by its socket's bound (SNAPGRAPH_WS_MAX_BUFFERED_BYTES).
+ *   newer one later). The last event is always sent, with the complete, both urgent (see SocketFrames).
+ * - `changes`: every event matters (availability, snapshots): each member gets them all, in order, at once, urgent; a
+ *   client that stops reading is dropped by its socket's bound (SNAPGRAPH_WS_MAX_BUFFERED_BYTES).
  */
 export type StreamKind = 'state' | 'changes';
 

@@ -10,10 +10,10 @@
 // writing, during which the event loop did nothing else, and the restore those subscribers watched waited at each of
 // its steps (its I/O and its workers' messages) as long. Between slices everything else runs.
 //
-// Urgent frames (an availability change, an operation's final state and its complete: what clients wait for) are
-// written whole, once their COALESCE_MS are up, with whatever else is queued (10,000 sockets: about 200 ms). In slices
-// they waited behind everything else: a turn of the event loop handles every message that came in before it (libuv
-// reads up to 48 × 1,024 sockets before it looks at its timers and immediates again), so while 10,000 clients
+// Urgent frames (an availability or snapshot change, an operation's final state and its complete: what clients wait
+// for) are written whole, once their COALESCE_MS are up, with whatever else is queued (10,000 sockets: about 200 ms).
+// In slices they waited behind everything else: a turn of the event loop handles every message that came in before it
+// (libuv reads up to 48 × 1,024 sockets before it looks at its timers and immediates again), so while 10,000 clients
 // subscribed to a restore's progress, the READ_ONLY it had just published waited 400 ms between its first 5 ms slice
 // and its second (and slices of 50 ms, each given its turn by the next message, still left them 30-60% later than
 // whole). For the same reason every incoming message first asks whether urgent frames are due (writeDue): a flood of
@@ -46,7 +46,10 @@ export class SocketFrames {
   private scheduled = false;
   private timer: NodeJS.Timeout | null = null;
   private nextSlice: NodeJS.Immediate | null = null;
-  /** When the oldest urgent frame not yet written was queued (performance.now()); null: none is waiting. */
+  /**
+   * When the first urgent frame of those waiting was queued (performance.now()), or an earlier one that flush(socket)
+   * wrote meanwhile; null: none is waiting.
+   */
   private urgentSince: number | null = null;
   /** Urgent frames not yet written. */
   private urgentCount = 0;
@@ -118,12 +121,16 @@ export class SocketFrames {
     const now = performance.now();
     const deadline = this.urgentDue(now) ? Infinity : now + this.sliceMs;
     let written = 0;
-    for (const [socket, frames] of this.pending) {
-      this.writeNow(socket, frames);
-      if (++written % SOCKETS_PER_CLOCK_CHECK === 0 && performance.now() >= deadline) break;
+    try {
+      for (const [socket, frames] of this.pending) {
+        this.writeNow(socket, frames);
+        if (++written % SOCKETS_PER_CLOCK_CHECK === 0 && performance.now() >= deadline) break;
+      }
+    } finally {
+      // Even if a write threw: the frames of every other subscription must not stop.
+      if (this.pending.size > 0) this.nextSlice = setImmediate(this.flushAll);
+      else this.scheduled = false;
     }
-    if (this.pending.size > 0) this.nextSlice = setImmediate(this.flushAll);
-    else this.scheduled = false;
   };
 
   private urgentDue(now: number): boolean {
