@@ -8,12 +8,12 @@
 //
 //   npm run bench:api -- [--rounds 3] [--seconds 10] [--warmup 2] [--connections 50] [--instances 20]
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { LoadResult, LoadSpec } from './load-generator';
-import { ADMIN_KEY, flag, gql, spread, startServer, stopServer } from './server-process';
+import { ADMIN_KEY, cpuSecondsOf, flag, gql, spread, startServer, stopServer } from './server-process';
 
 const run = promisify(execFile);
 
@@ -37,23 +37,16 @@ async function startBaseline(instanceCount: number): Promise<{ url: string; chil
   return { url: `http://127.0.0.1:${port}/graphql`, child };
 }
 
-/** CPU time (user + system) a process has used so far, in ms. */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
-  // utime and stime are fields 14 and 15 of the stat line, in clock ticks (100 per second on Linux).
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
-}
-
 interface Measured extends LoadResult {
   /** The server's CPU time per answer: unlike req/s, barely moved by other processes competing for the cores. */
   serverCpuMsPerRequest: number;
 }
 
 async function runLoad(spec: LoadSpec, serverPid: number): Promise<Measured> {
-  const cpuBefore = cpuMs(serverPid);
+  const cpuBefore = cpuSecondsOf(serverPid) * 1000;
   const { stdout } = await run(process.execPath, [join(__dirname, 'load-generator.js'), JSON.stringify(spec)], { maxBuffer: 1024 * 1024 });
   const result = JSON.parse(stdout.trim().split('\n').pop()!) as LoadResult;
-  return { ...result, serverCpuMsPerRequest: (cpuMs(serverPid) - cpuBefore) / result.answered };
+  return { ...result, serverCpuMsPerRequest: (cpuSecondsOf(serverPid) * 1000 - cpuBefore) / result.answered };
 }
 
 async function main(): Promise<void> {

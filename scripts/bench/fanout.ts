@@ -19,11 +19,11 @@
 // every client and event; progress events per client; the server's peak RSS (VmRSS every 100 ms) and CPU seconds
 // (utime + stime from the restore mutation to its end). 10,000 sockets need `ulimit -n` above 10,000 on both sides.
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fill, flag, gql, MAX_BATCH, median, MiB, percentile, rssSampler, secs, snapshot, spread, startServer, stopServer, until } from './server-process';
+import { cpuSecondsOf, fill, flag, gql, MAX_BATCH, median, MiB, percentile, rssSampler, secs, snapshot, spread, startServer, stopServer, until } from './server-process';
 import { rng } from './synthetic-graph';
 
 const list = (name: string, fallback: string) =>
@@ -36,12 +36,6 @@ const perProcess = flag('per-process', 2500);
 const keep = process.argv.includes('--keep');
 /** How long after the restore's end the clients may still be receiving its last events before they report anyway. */
 const DELIVERY_GRACE_MS = 60_000;
-
-/** CPU seconds (user + system) the process has used so far. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
 
 /**
  * The restore's start and end once it SUCCEEDED. A poll the server answers late or not at all (a busy server before
@@ -153,13 +147,13 @@ async function main() {
         const count = sent.reduce((sum, answer) => sum + answer.sent, 0);
         await until('every availability subscription to start', async () => (await activeSubscriptions()) >= count, 200);
       }
-      const clientCpu = () => connected.reduce((sum, p) => sum + cpuSeconds(p.pid), 0);
-      const cpuBefore = cpuSeconds(server.child.pid!);
+      const clientCpu = () => connected.reduce((sum, p) => sum + cpuSecondsOf(p.pid), 0);
+      const cpuBefore = cpuSecondsOf(server.child.pid!);
       const clientCpuBefore = clientCpu();
       const { restoreSnapshot } = await gql(`mutation($s: ID!) { restoreSnapshot(snapshotId: $s, confirm: "RESTORE") { id } }`, { s: source.id });
       const watching = processes.map((p) => p.watch(restoreSnapshot.id));
       const done = await restoreDone(restoreSnapshot.id);
-      const cpu = cpuSeconds(server.child.pid!) - cpuBefore;
+      const cpu = cpuSecondsOf(server.child.pid!) - cpuBefore;
       const clientCpuSeconds = clientCpu() - clientCpuBefore;
       const grace = setTimeout(() => processes.forEach((p) => p.stop()), DELIVERY_GRACE_MS);
       const answers = await Promise.all(watching);

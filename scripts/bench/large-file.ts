@@ -11,14 +11,14 @@
 //     file, records/s, the server's RSS after boot and its peak RSS during the restore.
 // Memory must stay flat whatever the file's size; compare two sizes (--nodes) to see it.
 import { spawn } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { ADMIN_KEY, fill, flag, gql, MiB, rssSampler, secs, snapshot, startServer, stopServer, until } from './server-process';
+import { ADMIN_KEY, fill, flag, gql, MiB, procStatus, rssSampler, secs, snapshot, startServer, stopServer, until } from './server-process';
 
 const FORMATS = ['APOC_JSON', 'GRAPHML', 'NEO4J_ADMIN_CSV', 'CYPHER', 'ARCHIVE'] as const;
 type Format = (typeof FORMATS)[number];
@@ -43,11 +43,6 @@ function seeded(seed: number): () => number {
 
 const load = () => `load ${loadavg().map((l) => l.toFixed(2)).join(' ')}`;
 const rate = (amount: number, ms: number) => amount / (ms / 1000);
-
-function vmRss(pid: number): number {
-  const match = /^VmRSS:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return match ? Number(match[1]) * 1024 : 0;
-}
 
 function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
@@ -112,7 +107,7 @@ async function restoreFile(work: string, format: Format, file: string, size: num
       const { instance } = await gql(`query($id: ID!) { instance(id: $id) { status } }`, { id: createInstance.id });
       return instance.status === 'RUNNING' ? instance : null;
     });
-    const afterBoot = vmRss(server.child.pid!);
+    const afterBoot = procStatus(server.child.pid!, 'VmRSS');
     const rss = rssSampler(server.child.pid!);
     await rss.part('restore');
     const started = performance.now();

@@ -189,6 +189,30 @@ export async function stopServer(server: Server): Promise<void> {
   clearTimeout(timer);
 }
 
+/** A field of /proc/<pid>/status: VmRSS and VmHWM in bytes, Threads as a count; 0 once the process is gone. */
+export function procStatus(pid: number, field: 'VmRSS' | 'VmHWM' | 'Threads'): number {
+  try {
+    const match = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    if (!match) return 0;
+    return field === 'Threads' ? Number(match[1]) : Number(match[1]) * 1024;
+  } catch {
+    return 0;
+  }
+}
+
+const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** CPU seconds (user + system, every thread) a process has used so far; 0 once it is gone. */
+export function cpuSecondsOf(pid: number): number {
+  try {
+    // utime and stime: fields 14 and 15 of the stat line, after the command name in parentheses.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+  } catch {
+    return 0;
+  }
+}
+
 /**
  * The server's peak RSS per part of the run: the kernel's own high-water mark (VmHWM, every thread of the process),
  * reset at the start of each part (`echo 5 > /proc/<pid>/clear_refs`) and read at its end; without that reset (an
@@ -197,14 +221,7 @@ export async function stopServer(server: Server): Promise<void> {
  * part's start and end, so that p99 is over the whole part. And the server's CPU time per part (/proc/<pid>/stat).
  */
 export function rssSampler(pid: number) {
-  const read = (field: 'VmRSS' | 'VmHWM'): number => {
-    try {
-      const match = new RegExp(`^${field}:\\s+(\\d+)\\s+kB$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-      return match ? Number(match[1]) * 1024 : 0;
-    } catch {
-      return 0;
-    }
-  };
+  const read = (field: 'VmRSS' | 'VmHWM'): number => procStatus(pid, field);
   const resetPeak = (): boolean => {
     try {
       writeFileSync(`/proc/${pid}/clear_refs`, '5');
@@ -217,15 +234,7 @@ export function rssSampler(pid: number) {
   const delays = new Map<string, { p99: number; max: number }>();
   // CPU seconds (user + system, every thread) the server spent per part: unlike wall time, about the same on a machine
   // busy with other work, so that settings can be compared by what they cost.
-  const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  const cpuNow = (): number => {
-    try {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
-      return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
-    } catch {
-      return 0;
-    }
-  };
+  const cpuNow = (): number => cpuSecondsOf(pid);
   const cpu = new Map<string, number>();
   let cpuAtStart = cpuNow();
   const keep = (name: string, bytes: number) => peaks.set(name, Math.max(peaks.get(name) ?? 0, bytes));

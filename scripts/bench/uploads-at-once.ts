@@ -7,11 +7,11 @@
 // less than their bytes in flight; prints figures, asserts nothing.
 //
 //   npm run bench:uploads-at-once -- [--uploads 16] [--size 64] [--pairs 2]
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { flag, gql, median, MiB, operationDone, rssSampler, secs, spread, startServer, stopServer, type Server } from './server-process';
+import { flag, gql, median, MiB, operationDone, procStatus, rssSampler, secs, spread, startServer, stopServer, type Server } from './server-process';
 import { curlRestoreFromFile, writeRandomTextArchive } from './uploaded-archives';
 
 const uploads = flag('uploads', 16);
@@ -27,7 +27,6 @@ interface Run {
   restoreThreads: number;
 }
 
-const threadsOf = (pid: number): number => Number(/^Threads:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
 
 async function uploadAtOnce(dataDir: string, archive: string, count: number): Promise<Run> {
   const server = await startServer(dataDir, {});
@@ -50,7 +49,7 @@ async function measure(server: Server, archive: string, count: number): Promise<
   const pid = server.child.pid!;
   const rss = rssSampler(pid);
   let mostThreads = 0;
-  const watchThreads = setInterval(() => (mostThreads = Math.max(mostThreads, threadsOf(pid))), 50);
+  const watchThreads = setInterval(() => (mostThreads = Math.max(mostThreads, procStatus(pid, 'Threads'))), 50);
   try {
     await rss.part('accepting');
     const started = performance.now();
