@@ -93,4 +93,47 @@ describe('shared subscription: progress paced for all its members', () => {
     await sleep(20);
     for (const socket of [first, ...later]) assert.equal(socket.seen.at(-1), 4, 'the last event is always sent');
   });
+
+  it('marks as urgent what clients wait for: every change, the last state and its complete; not the first or paced states', async () => {
+    /** SocketFrames that keeps, for each frame queued, its text and whether it was urgent. */
+    class RecordingFrames extends SocketFrames {
+      readonly queued: [string, boolean][] = [];
+      override queue(socket: WebSocket, frame: TextFrame, wanted: () => boolean, urgent = false): void {
+        const message = JSON.parse(Buffer.concat(frame).toString());
+        this.queued.push([message.type === 'next' ? `next ${message.payload.data.n}` : message.type, urgent]);
+        super.queue(socket, frame, wanted, urgent);
+      }
+    }
+    const streamOf = (kind: 'state' | 'changes', frames: SocketFrames) => {
+      const source = pushedSource();
+      const stream = new SharedSubscription(() => source.iterator, {
+        kind,
+        pacing: new ProgressPacing(1_000, 20),
+        frames,
+        format: (result) => result as FormattedExecutionResult,
+        onRetired: () => undefined,
+      });
+      return { source, stream };
+    };
+
+    const changes = new RecordingFrames(1);
+    const availability = streamOf('changes', changes);
+    availability.stream.join({ socket: new FakeSocket() as unknown as WebSocket, id: 'a', detach: () => undefined });
+    availability.source.push(1);
+    availability.source.push(2);
+    await sleep(10);
+    assert.deepEqual(changes.queued, [['next 1', true], ['next 2', true]]);
+
+    const states = new RecordingFrames(1);
+    const progress = streamOf('state', states);
+    progress.source.push(1);
+    await sleep(5);
+    progress.stream.join({ socket: new FakeSocket() as unknown as WebSocket, id: 'p', detach: () => undefined });
+    progress.source.push(2);
+    await sleep(200); // one release (an interval of 20 ms)
+    progress.source.push(3);
+    progress.source.end();
+    await sleep(10);
+    assert.deepEqual(states.queued, [['next 1', false], ['next 2', false], ['next 3', true], ['complete', true]]);
+  });
 });
