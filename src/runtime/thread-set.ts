@@ -14,7 +14,7 @@ export interface ThreadSetOptions<T extends SetThread> {
   start(): T;
   /** The work a thread holds now (0: idle). */
   load(thread: T): number;
-  /** The thread failed or exited (also when ended by remove or terminateAll): its work is lost. */
+  /** The thread failed or exited (also when ended by end or endAll): its work is lost. */
   lost(thread: T, error: Error): void;
   /** The error a thread that exited by itself is lost with. */
   exited(code: number): Error;

@@ -30,6 +30,16 @@ const verdictOf = (settled: Promise<{ stats: { nodeCount: number } }>): Promise<
 const pooled = new VerifierThreads(2, 2);
 const unpooled = new VerifierThreads(1, 0);
 
+/** Runs `test` on verifier threads of its own (no frame workers), ended afterwards whatever happens. */
+async function withThreads(size: number, test: (threads: VerifierThreads) => Promise<void>): Promise<void> {
+  const threads = new VerifierThreads(size, 0);
+  try {
+    await test(threads);
+  } finally {
+    await threads.close();
+  }
+}
+
 /** On a verifier thread, its frames checked on two more (FramePool), or with frameWorkers 0 on that thread itself. */
 async function twoThreads(bytes: Buffer, frameWorkers = 2, threads = frameWorkers > 0 ? pooled : unpooled): Promise<Verdict> {
   const verifier = new ArchiveVerifier({ threads });
@@ -148,8 +158,7 @@ describe('ArchiveVerifier', () => {
   });
 
   it('verifies many uploads at once on the threads it is given, each to its own verdict', async () => {
-    const threads = new VerifierThreads(2, 0);
-    try {
+    await withThreads(2, async (threads) => {
       const archives = Array.from({ length: 7 }, (_, i) => {
         const lines = nodes.slice(0, 1_000 + i * 250);
         if (i % 3 === 1) lines[700 + i] = '["N","x",["Person"],{}]';
@@ -162,9 +171,7 @@ describe('ArchiveVerifier', () => {
       const verdicts = await Promise.all(verifying);
       assert.deepEqual(verdicts, await Promise.all(archives.map(oneThread)));
       assert.ok(verdicts.filter((verdict) => 'nodeCount' in verdict).length === 3 && verdicts.filter((verdict) => 'error' in verdict).length === 4);
-    } finally {
-      await threads.close();
-    }
+    });
   });
 
   it('shares a thread\'s bytes in flight between its uploads: large ones, written in small pieces, all get their verdicts', async function () {
@@ -175,20 +182,16 @@ describe('ArchiveVerifier', () => {
     assert.ok(sound.length > 16 * 1024 * 1024);
     const damaged = Buffer.from(sound);
     damaged[frameDataOffsets(damaged)[90] + 7] ^= 0xff;
-    const threads = new VerifierThreads(1, 0);
-    try {
+    await withThreads(1, async (threads) => {
       const verdicts = await Promise.all([sound, damaged, sound].map((bytes) => twoThreads(bytes, 0, threads)));
       assert.deepEqual(verdicts[0], { nodeCount: 24_000 });
       assert.deepEqual(verdicts[2], { nodeCount: 24_000 });
       assert.deepEqual(verdicts[1], await oneThread(damaged));
-    } finally {
-      await threads.close();
-    }
+    });
   });
 
   it('leaves the other uploads of its thread alone when one is abandoned halfway', async () => {
-    const threads = new VerifierThreads(1, 0);
-    try {
+    await withThreads(1, async (threads) => {
       const large = craftArchive(
         Array.from({ length: 4_000 }, (_, i) => node(i + 1, ['Person'], { text: randomBytes(768).toString('base64') })),
         { linesPerFrame: 100 },
@@ -203,14 +206,11 @@ describe('ArchiveVerifier', () => {
       assert.deepEqual(await abandonedVerdict, { error: 'undefined: the client went away' });
       assert.deepEqual(await other, { nodeCount: 3_000 });
       assert.deepEqual(await twoThreads(large, 0, threads), { nodeCount: 4_000 });
-    } finally {
-      await threads.close();
-    }
+    });
   });
 
   it('fails the uploads of a thread that ends, and starts another for the next', async () => {
-    const threads = new VerifierThreads(1, 0);
-    try {
+    await withThreads(1, async (threads) => {
       const cut = new ArchiveVerifier({ threads }).on('error', () => undefined);
       const cutVerdict = verdictOf(cut.result);
       const bytes = craftArchive(sound);
@@ -218,23 +218,18 @@ describe('ArchiveVerifier', () => {
       await threads.close();
       assert.match((await cutVerdict as { error: string }).error, /stopped without a verdict/);
       assert.deepEqual(await twoThreads(bytes, 0, threads), { nodeCount: 3_000 });
-    } finally {
-      await threads.close();
-    }
+    });
   });
 
   it('ends a thread with its last upload, and starts another for the next', async () => {
-    const threads = new VerifierThreads(1, 0);
-    try {
+    await withThreads(1, async (threads) => {
       const verifying = twoThreads(craftArchive(sound), 0, threads);
       assert.equal(threads.threads, 1);
       assert.deepEqual(await verifying, { nodeCount: 3_000 });
       assert.equal(threads.threads, 0);
       assert.deepEqual(await twoThreads(craftArchive(sound), 0, threads), { nodeCount: 3_000 });
       assert.equal(threads.threads, 0);
-    } finally {
-      await threads.close();
-    }
+    });
   });
 
   it('refuses what is not an archive', async () => {
