@@ -30,6 +30,7 @@ import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { buildApiSchema } from './api/schema';
 import { boundedWebSocket } from './api/bounded-web-socket';
+import { MessageTurns } from './api/message-turns';
 import type { FrameSink } from './api/subscriptions/shared-subscription';
 import { SubscriptionFanout } from './api/subscriptions/subscription-fanout';
 import { checkWebSocketOperation } from './api/websocket-operations';
@@ -111,7 +112,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     path: '/graphql',
     // No compression: shared subscriptions write ready-made frames straight to the socket (bounded-web-socket.ts).
     perMessageDeflate: false,
-    WebSocket: boundedWebSocket(config.wsMaxBufferedBytes, (_socket, bufferedBytes) => stoppedReading({ bufferedBytes })),
+    WebSocket: boundedWebSocket(config.wsMaxBufferedBytes, (_socket, bufferedBytes) => stoppedReading({ bufferedBytes }), new MessageTurns()),
   });
   instrumentWebSocketServer(wsServer, app.metrics, logger);
   const wsPrincipals = new WeakMap<object, Principal>();

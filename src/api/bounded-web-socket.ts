@@ -6,8 +6,12 @@
 // Shared subscriptions write their frames through sendTextFrames: every frame of a socket in one write, framed here
 // (RFC 6455 §5.2: a server's frames are unmasked), instead of one ws send, with its own cork and header buffer, per
 // frame. With thousands of subscribers, that per-frame work was most of the CPU an event cost.
+//
+// What a client sends is bounded too: given MessageTurns, its messages and its close wait their turn there, and a
+// client with many messages waiting is no longer read from until they are handled (message-turns.ts).
 import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
+import type { MessageTurns, TurnTaker } from './message-turns';
 
 /** A text frame's payload, as the parts it is made of (sent one after another, never concatenated first). */
 export type TextFrame = readonly Buffer[];
@@ -24,9 +28,24 @@ export function canSendTextFrames(socket: WebSocket): socket is TextFrameSocket 
   return typeof (socket as Partial<TextFrameSocket>).sendTextFrames === 'function';
 }
 
-/** A `WebSocket` class for `new WebSocketServer({ WebSocket })`: drops a connection with more than `maxBufferedBytes` unsent. */
-export function boundedWebSocket(maxBufferedBytes: number, onStoppedReading: OnStoppedReading): typeof WebSocket {
-  class BoundedWebSocket extends WebSocket implements TextFrameSocket {
+/**
+ * A `WebSocket` class for `new WebSocketServer({ WebSocket })`: drops a connection with more than `maxBufferedBytes`
+ * unsent; with `turns`, its messages and its close are handled in their turn.
+ */
+export function boundedWebSocket(maxBufferedBytes: number, onStoppedReading: OnStoppedReading, turns?: MessageTurns): typeof WebSocket {
+  class BoundedWebSocket extends WebSocket implements TextFrameSocket, TurnTaker {
+    override emit(event: string | symbol, ...args: unknown[]): boolean {
+      if (turns && (event === 'message' || event === 'close')) {
+        turns.defer(this, event, args);
+        return true;
+      }
+      return super.emit(event, ...args);
+    }
+
+    emitNow(event: string, args: unknown[]): void {
+      super.emit(event, ...args);
+    }
+
     override send(data: unknown, optionsOrCallback?: unknown, callback?: (error?: Error) => void): void {
       const cb = typeof optionsOrCallback === 'function' ? (optionsOrCallback as (error?: Error) => void) : callback;
       if (this.dropIfStuck()) {

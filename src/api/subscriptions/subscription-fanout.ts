@@ -43,8 +43,9 @@ export class SubscriptionFanout {
   }
 
   /**
-   * For every message a client sends, before it is handled: thousands of them arriving at once are all handled before
-   * any timer or immediate runs, and the frames clients wait for, if due, go out first (SocketFrames.writeDue).
+   * For every message a client sends, before it is handled: during a flood of thousands, the frames clients wait for,
+   * if due, go out before the next message rather than after the turn (message-turns.ts) that handles it
+   * (SocketFrames.writeDue).
    */
   readonly beforeMessage = (): void => this.frames.writeDue();
 
