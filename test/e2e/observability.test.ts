@@ -98,6 +98,15 @@ describe('observability', () => {
       await connection.close();
       await eventually(async () => JSON.stringify(await gauges()) === JSON.stringify(idle), { what: 'the gauges to come back' });
     });
+
+    it("has Node's process metrics, but not those that walk every open socket at each scrape", async () => {
+      const samples = await scrape(suite.server);
+      const has = (name: string) => samples.some((sample) => sample.name === name);
+      for (const name of ['process_open_fds', 'nodejs_eventloop_lag_p99_seconds', 'nodejs_heap_size_used_bytes']) assert.ok(has(name), name);
+      for (const name of ['nodejs_active_handles', 'nodejs_active_handles_total', 'nodejs_active_resources', 'nodejs_active_resources_total']) {
+        assert.equal(has(name), false, name);
+      }
+    });
   });
 
   describe('logs', () => {
