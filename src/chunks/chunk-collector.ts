@@ -14,7 +14,7 @@ import { In, LessThanOrEqual, MoreThan } from 'typeorm';
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ChunkEntity } from '../entities/chunk.entity';
 import { ChunkDamage } from './chunk-codec';
-import { batches, ChunkStoreContext, lockPacks, readPackRange } from './chunk-store-context';
+import { batches, ChunkStoreContext, lockPacks, PackReader } from './chunk-store-context';
 import { ChunkIntegrityError } from './errors';
 import { packKey } from './pack-format';
 import { PackWriter, SealedPack } from './pack-writer';
@@ -159,15 +159,18 @@ export class ChunkCollector {
   async #authenticatedChunks(keys: TenantKeys, packId: string) {
     const rows = await this.context.db.getRepository(ChunkEntity).find({ where: { tenantId: keys.tenantId, packId }, order: { offset: 'ASC' } });
     const chunks: { id: string; stored: Buffer; plainLength: number }[] = [];
+    const packs = new PackReader(this.context.blobs, keys.tenantId);
     try {
       for (const row of rows) {
-        const stored = await readPackRange(this.context.blobs, keys.tenantId, packId, row.offset, row.offset + row.length);
+        const stored = await packs.read(packId, row.offset, row.offset + row.length);
         await this.context.pool.open(keys, row.id, stored, row.plainLength, false);
         chunks.push({ id: row.id, stored, plainLength: row.plainLength });
       }
     } catch (error) {
       if (error instanceof ChunkDamage || error instanceof ChunkIntegrityError) return null;
       throw error;
+    } finally {
+      await packs.close();
     }
     return chunks;
   }

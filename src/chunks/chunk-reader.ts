@@ -1,7 +1,7 @@
 // Reading chunks back: the plaintext of a list of refs as a stream (ranged reads of packs, opened on the worker pool,
 // a bounded number ahead of the consumer), and verification of every pack a list of refs uses.
 import { ChunkDamage } from './chunk-codec';
-import { ChunkLocation, ChunkStoreContext, locateChunks, readPackRange } from './chunk-store-context';
+import { ChunkLocation, ChunkStoreContext, locateChunks, PackReader } from './chunk-store-context';
 import { ChunkRef } from './chunk-writer';
 import { ChunkIntegrityError, ChunkNotFoundError } from './errors';
 import { FOOTER_BYTES, PackEntry, packKey, parseFooter, parseTrailer } from './pack-format';
@@ -48,15 +48,20 @@ export class ChunkReader {
     const ahead: Promise<Buffer>[] = [];
     let next = 0;
     const readAhead = this.context.pool.parallelism + 2;
-    while (next < pieces.length || ahead.length > 0) {
-      signal?.throwIfAborted();
-      while (next < pieces.length && ahead.length < readAhead) {
-        const { location, segment } = pieces[next++];
-        const plaintext = this.#open(keys, tenantId, location, segment, verifyIds);
-        plaintext.catch(() => undefined); // awaited in turn below; the consumer may stop before that
-        ahead.push(plaintext);
+    const packs = new PackReader(this.context.blobs, tenantId);
+    try {
+      while (next < pieces.length || ahead.length > 0) {
+        signal?.throwIfAborted();
+        while (next < pieces.length && ahead.length < readAhead) {
+          const { location, segment } = pieces[next++];
+          const plaintext = this.#open(packs, keys, location, segment, verifyIds);
+          plaintext.catch(() => undefined); // awaited in turn below; the consumer may stop before that
+          ahead.push(plaintext);
+        }
+        yield await ahead.shift()!;
       }
-      yield await ahead.shift()!;
+    } finally {
+      await packs.close();
     }
   }
 
@@ -79,8 +84,9 @@ export class ChunkReader {
     for (const [packId, used] of byPack) {
       signal?.throwIfAborted();
       report.packs += 1;
+      const packs = new PackReader(this.context.blobs, tenantId);
       try {
-        const entries = await readPackEntries(this.context, keys, packId);
+        const entries = await readPackEntries(packs, keys, packId);
         for (const location of used) {
           const entry = entries.find((candidate) => candidate.id === location.id);
           if (!entry || entry.offset !== location.offset || entry.length !== location.length || entry.plainLength !== location.plainLength) {
@@ -92,7 +98,7 @@ export class ChunkReader {
         for (let start = 0; start < pieces.length; start += window) {
           signal?.throwIfAborted();
           const opened = pieces.slice(start, start + window).map(({ location, segment }) =>
-            this.#open(keys, tenantId, location, segment, true).then(
+            this.#open(packs, keys, location, segment, true).then(
               () => null,
               (error) => (error instanceof ChunkIntegrityError ? error : Promise.reject(error)),
             ),
@@ -104,13 +110,15 @@ export class ChunkReader {
       } catch (error) {
         if (!(error instanceof ChunkIntegrityError)) throw error;
         report.damage.push(error);
+      } finally {
+        await packs.close();
       }
     }
     return report;
   }
 
-  async #open(keys: TenantKeys, tenantId: string, location: ChunkLocation, segment: Segment, verifyId: boolean): Promise<Buffer> {
-    segment.bytes ??= readPackRange(this.context.blobs, tenantId, segment.packId, segment.start, segment.end);
+  async #open(packs: PackReader, keys: TenantKeys, location: ChunkLocation, segment: Segment, verifyId: boolean): Promise<Buffer> {
+    segment.bytes ??= packs.read(segment.packId, segment.start, segment.end);
     const read = segment.bytes;
     if (--segment.unopened === 0) segment.bytes = undefined;
     const bytes = await read;
@@ -125,15 +133,14 @@ export class ChunkReader {
 }
 
 /** The entries of a pack from its footer and trailer. @throws ChunkIntegrityError naming the pack. */
-export async function readPackEntries(context: ChunkStoreContext, keys: TenantKeys, packId: string): Promise<PackEntry[]> {
-  const { blobs } = context;
-  const size = await blobs.size(packKey(keys.tenantId, packId));
+export async function readPackEntries(packs: PackReader, keys: TenantKeys, packId: string): Promise<PackEntry[]> {
+  const size = await packs.size(packId);
   if (size === null) throw new ChunkIntegrityError(packId, null, 'the pack is missing');
   if (size < FOOTER_BYTES) throw new ChunkIntegrityError(packId, null, 'the pack is truncated');
-  const footer = parseFooter(await readPackRange(blobs, keys.tenantId, packId, size - FOOTER_BYTES, size), size);
+  const footer = parseFooter(await packs.read(packId, size - FOOTER_BYTES, size), size);
   if (typeof footer === 'string') throw new ChunkIntegrityError(packId, null, footer);
   const { trailerOffset, trailerLength } = footer;
-  const trailer = await readPackRange(blobs, keys.tenantId, packId, trailerOffset, trailerOffset + trailerLength);
+  const trailer = await packs.read(packId, trailerOffset, trailerOffset + trailerLength);
   const entries = parseTrailer(keys.dataKey, keys.tenantId, packId, trailer, trailerOffset);
   if (typeof entries === 'string') throw new ChunkIntegrityError(packId, null, entries);
   return entries;

@@ -5,7 +5,7 @@ import { In } from 'typeorm';
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ChunkEntity } from '../entities/chunk.entity';
 import { type PrebuiltSelect, prebuiltSelect } from '../entities/prebuilt-select';
-import { BlobStore } from '../storage/blob-store';
+import { BlobRanges, BlobStore } from '../storage/blob-store';
 import { BlobNotFoundError } from '../storage/errors';
 import { ChunkWorkerPool } from './chunk-worker-pool';
 import { ChunkIntegrityError } from './errors';
@@ -90,11 +90,96 @@ export async function lockPacks(manager: EntityManager, tenantId: string, ids: s
   return rows;
 }
 
+/** Packs a PackReader keeps open at most: far more than a read's few segments ahead, each in one pack, can need. */
+const MAX_OPEN_PACKS = 32;
+
+interface OpenPack {
+  ranges: Promise<BlobRanges>;
+  reading: number;
+  evicted: boolean;
+}
+
+/**
+ * Ranged reads of the packs that one pass reads (a restore's chunks, a verification), each pack opened once where the
+ * store can keep it open (BlobStore.openRanges), instead of an open, a stat and a close for every read. The least
+ * recently read pack is closed past `maxOpen` open, once its reads under way are done. close() when the pass ends.
+ */
+export class PackReader {
+  readonly #open = new Map<string, OpenPack>();
+
+  constructor(
+    private readonly blobs: BlobStore,
+    private readonly tenantId: string,
+    private readonly maxOpen = MAX_OPEN_PACKS,
+  ) {}
+
+  /** As readPackRange. @throws ChunkIntegrityError naming the pack when it is missing or shorter than that. */
+  async read(packId: string, start: number, end: number): Promise<Buffer> {
+    if (!this.blobs.openRanges) return readPackRange(this.blobs, this.tenantId, packId, start, end);
+    const pack = this.#acquire(packId);
+    pack.reading += 1;
+    let bytes: Buffer;
+    try {
+      bytes = await (await pack.ranges).read(start, end);
+    } catch (error) {
+      if (error instanceof BlobNotFoundError) throw new ChunkIntegrityError(packId, null, 'the pack is missing');
+      throw error;
+    } finally {
+      pack.reading -= 1;
+      if (pack.evicted && pack.reading === 0) void closeRanges(pack);
+    }
+    if (bytes.length !== end - start) throw new ChunkIntegrityError(packId, null, 'the pack is truncated');
+    return bytes;
+  }
+
+  /** The pack's stored size, or null when it is missing. */
+  size(packId: string): Promise<number | null> {
+    return this.blobs.size(packKey(this.tenantId, packId));
+  }
+
+  /** Closes every pack, once its reads under way are done. */
+  async close(): Promise<void> {
+    const packs = [...this.#open.values()];
+    this.#open.clear();
+    for (const pack of packs) pack.evicted = true;
+    await Promise.all(packs.filter((pack) => pack.reading === 0).map(closeRanges));
+  }
+
+  #acquire(packId: string): OpenPack {
+    let pack = this.#open.get(packId);
+    if (pack) {
+      this.#open.delete(packId); // most recently read last
+    } else {
+      pack = { ranges: this.blobs.openRanges!(packKey(this.tenantId, packId)), reading: 0, evicted: false };
+      const opened = pack;
+      // An open that failed is forgotten: the next read of that pack tries again.
+      opened.ranges.catch(() => {
+        if (this.#open.get(packId) === opened) this.#open.delete(packId);
+      });
+      if (this.#open.size >= this.maxOpen) {
+        const [oldestId, oldest] = this.#open.entries().next().value!;
+        this.#open.delete(oldestId);
+        oldest.evicted = true;
+        if (oldest.reading === 0) void closeRanges(oldest);
+      }
+    }
+    this.#open.set(packId, pack);
+    return pack;
+  }
+}
+
+function closeRanges(pack: OpenPack): Promise<void> {
+  return pack.ranges.then(
+    (ranges) => ranges.close(),
+    () => undefined,
+  );
+}
+
 /**
  * The stored bytes `[start, end)` of a pack.
  * @throws ChunkIntegrityError naming the pack when it is missing or shorter than that.
  */
-export async function readPackRange(blobs: BlobStore, tenantId: string, packId: string, start: number, end: number): Promise<Buffer> {
+async function readPackRange(blobs: BlobStore, tenantId: string, packId: string, start: number, end: number): Promise<Buffer> {
   const parts: Buffer[] = [];
   try {
     for await (const part of await blobs.read(packKey(tenantId, packId), { start, end })) parts.push(part as Buffer);

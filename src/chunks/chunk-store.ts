@@ -10,7 +10,7 @@ import { BlobStore } from '../storage/blob-store';
 import type { ChunkCompression } from './chunk-codec';
 import { ChunkCollector, CollectOptions, CollectResult } from './chunk-collector';
 import { ChunkReader, readPackEntries, ReadOptions, VerifyReport } from './chunk-reader';
-import { ChunkStoreContext, insertChunkRows, locateChunks } from './chunk-store-context';
+import { ChunkStoreContext, insertChunkRows, locateChunks, PackReader } from './chunk-store-context';
 import { DEFAULT_CHUNK_WORKERS, ChunkWorkerPool } from './chunk-worker-pool';
 import { ChunkRef, ChunkWriter } from './chunk-writer';
 import { ChunkIntegrityError } from './errors';
@@ -141,12 +141,15 @@ export class ChunkStore {
       const packId = key.slice(packsPrefix(tenantId).length + 1);
       if (!PACK_ID_PATTERN.test(packId)) continue;
       let entries;
+      const packs = new PackReader(blobs, tenantId);
       try {
-        entries = await readPackEntries(this.#context, keys, packId);
+        entries = await readPackEntries(packs, keys, packId);
       } catch (error) {
         if (!(error instanceof ChunkIntegrityError)) throw error;
         result.damage.push(error);
         continue;
+      } finally {
+        await packs.close();
       }
       const now = this.#context.clock();
       const sizeBytes = (await blobs.size(key)) ?? 0;

@@ -6,7 +6,7 @@ import { dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
-import { assertValidBlobKey, BlobStore, moveByCopy, TEMP_FILE_MARKER } from './blob-store';
+import { assertValidBlobKey, BlobRanges, BlobStore, moveByCopy, TEMP_FILE_MARKER } from './blob-store';
 import { assertValidByteRange, ByteRange } from './byte-range';
 import { fsyncCreatedDirectories, fsyncDirectory } from './durable-fs';
 import { BlobNotFoundError } from './errors';
@@ -84,6 +84,24 @@ export class FilesystemBlobStore implements BlobStore {
     // fs ranges include `end`; ours do not.
     const end = range.end === undefined ? undefined : range.end - 1;
     return handle.createReadStream({ start, end, highWaterMark: READ_BUFFER_BYTES });
+  }
+
+  async openRanges(key: string): Promise<BlobRanges> {
+    const handle = await openRegularFile(this.#pathOf(key), key);
+    return {
+      read: async (start, end) => {
+        assertValidByteRange({ start, end });
+        const bytes = Buffer.allocUnsafe(end - start);
+        let filled = 0;
+        while (filled < bytes.length) {
+          const { bytesRead } = await handle.read(bytes, filled, bytes.length - filled, start + filled);
+          if (bytesRead === 0) break;
+          filled += bytesRead;
+        }
+        return filled === bytes.length ? bytes : bytes.subarray(0, filled);
+      },
+      close: () => handle.close(),
+    };
   }
 
   async size(key: string): Promise<number | null> {

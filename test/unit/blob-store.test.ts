@@ -261,6 +261,23 @@ describe('FilesystemBlobStore', () => {
     },
   }));
 
+  it('reads many ranges of one blob through one open file, as stored, fewer bytes past its end', async () => {
+    await store.init();
+    const bytes = randomBytes(300_000);
+    await store.write(KEY, Readable.from([bytes]));
+    const ranges = await store.openRanges(KEY);
+    try {
+      for (const [start, end] of [[0, 1], [1000, 250_000], [299_999, 300_000], [7, 7]]) {
+        assert.deepEqual(await ranges.read(start, end), bytes.subarray(start, end));
+      }
+      assert.deepEqual(await ranges.read(299_000, 310_000), bytes.subarray(299_000));
+      await assert.rejects(ranges.read(10, 5), RangeError);
+    } finally {
+      await ranges.close();
+    }
+    await assert.rejects(store.openRanges('tenants/t-1/snapshots/missing.blob'), BlobNotFoundError);
+  });
+
   it('writes files readable only by their owner', async () => {
     await store.init();
     await store.write(KEY, Readable.from([Buffer.from('x')]));

@@ -283,16 +283,28 @@ function chunkStoreSuite(backend: MetadataBackend) {
       assert.ok(packs >= 3, `${packs} packs`);
       const controller = new AbortController();
       let reads = 0;
-      // A blob store that cancels the verification at its first read, as cancelOperation would mid-way.
+      // A blob store that cancels the verification at its first read (whole or of a range of an open blob), as
+      // cancelOperation would mid-way.
+      const cancel = () => {
+        reads += 1;
+        controller.abort(new DOMException('cancelled on request', 'AbortError'));
+      };
       const cancelling = new Proxy(fsBlobs, {
         get(target, name) {
           const value = Reflect.get(target, name, target);
-          if (name !== 'read') return typeof value === 'function' ? value.bind(target) : value;
-          return (...args: Parameters<BlobStore['read']>) => {
-            reads += 1;
-            controller.abort(new DOMException('cancelled on request', 'AbortError'));
-            return target.read(...args);
-          };
+          if (name === 'read') {
+            return (...args: Parameters<BlobStore['read']>) => {
+              cancel();
+              return target.read(...args);
+            };
+          }
+          if (name === 'openRanges') {
+            return async (key: string) => {
+              const ranges = await target.openRanges(key);
+              return { read: (start: number, end: number) => (cancel(), ranges.read(start, end)), close: () => ranges.close() };
+            };
+          }
+          return typeof value === 'function' ? value.bind(target) : value;
         },
       });
       await assert.rejects(open(cancelling).verify(tenant, refs, controller.signal), { name: 'AbortError' });
@@ -413,6 +425,7 @@ function chunkStoreSuite(backend: MetadataBackend) {
         list: (prefix: string) => fsBlobs.list(prefix),
         size: (key: string) => fsBlobs.size(key),
         read: (key: string, range?: { start?: number; end?: number }) => fsBlobs.read(key, range),
+        openRanges: (key: string) => fsBlobs.openRanges(key),
       });
       const store = open();
       const keep = Array.from({ length: 2 }, () => randomBytes(60 * KIB));
