@@ -168,11 +168,9 @@ export class PackReader {
   }
 }
 
+/** Closing a file only read from loses nothing if it fails, so a failure is not an error of the pass. */
 function closeRanges(pack: OpenPack): Promise<void> {
-  return pack.ranges.then(
-    (ranges) => ranges.close(),
-    () => undefined,
-  );
+  return pack.ranges.then((ranges) => ranges.close()).catch(() => undefined);
 }
 
 /**
