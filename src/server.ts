@@ -112,6 +112,8 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     path: '/graphql',
     // No compression: shared subscriptions write ready-made frames straight to the socket (bounded-web-socket.ts).
     perMessageDeflate: false,
+    // A message is bounded as an HTTP request's body is (ws's own default is 100 MiB).
+    maxPayload: config.maxBodyBytes,
     WebSocket: boundedWebSocket(config.wsMaxBufferedBytes, (_socket, bufferedBytes) => stoppedReading({ bufferedBytes }), new MessageTurns()),
   });
   instrumentWebSocketServer(wsServer, app.metrics, logger);

@@ -7,9 +7,17 @@
 // p99 went from 489 ms to 187-289 ms.
 //
 // Nothing is reordered or dropped for a client: its messages, then its close, are handled in the order it sent them,
-// also when it closed before their turn (as a client does that sends a mutation and leaves). A socket with many messages
-// waiting is paused (no more is read from it) until they are handled, so that a client sending faster than it is served
-// holds its messages in its own TCP window, not in this process's memory.
+// also when it closed before their turn (as a client does that sends a mutation and leaves). Only ws's `error` (a frame
+// that breaks the protocol) is told at once, ahead of messages still waiting; the socket is closing by then.
+//
+// A turn bounds the handlers' synchronous part. What graphql-ws does after its first await (running the operation,
+// the first send) runs as microtasks right after the turn, for every message the turn started, so a turn of tiny
+// messages can take longer than its 5 ms.
+//
+// A socket with 64 events or 1 MiB of messages waiting is paused (no more is read from it) until they are handled, so
+// that a client sending faster than it is served holds its messages in its own TCP window, not in this process's
+// memory: it holds at most those, the messages in one read from the network, and one message of at most
+// `maxPayload` (the WebSocket server's limit on a message).
 
 /** A socket whose events wait their turn (the server's WebSocket class, bounded-web-socket.ts). */
 export interface TurnTaker {
@@ -23,6 +31,7 @@ interface Waiting {
   socket: TurnTaker;
   event: string;
   args: unknown[];
+  bytes: number;
 }
 
 export interface MessageTurnsOptions {
@@ -30,6 +39,14 @@ export interface MessageTurnsOptions {
   turnMs: number;
   /** Events of one socket waiting at once before it is paused. */
   maxWaitingPerSocket: number;
+  /** Bytes of messages of one socket waiting at once before it is paused. */
+  maxWaitingBytesPerSocket: number;
+}
+
+interface SocketWaiting {
+  events: number;
+  bytes: number;
+  paused: boolean;
 }
 
 const COMPACT_AFTER = 4096;
@@ -38,9 +55,9 @@ export class MessageTurns {
   private readonly queue: (Waiting | undefined)[] = [];
   private head = 0;
   private scheduled = false;
-  private readonly waitingOf = new Map<TurnTaker, number>();
+  private readonly waitingOf = new Map<TurnTaker, SocketWaiting>();
 
-  constructor(private readonly options: MessageTurnsOptions = { turnMs: 5, maxWaitingPerSocket: 64 }) {}
+  constructor(private readonly options: MessageTurnsOptions = { turnMs: 5, maxWaitingPerSocket: 64, maxWaitingBytesPerSocket: 1024 * 1024 }) {}
 
   /** Events waiting now, every socket together (for tests). */
   get waiting(): number {
@@ -49,26 +66,40 @@ export class MessageTurns {
 
   /** Queues `event` of `socket` behind every event queued before it; handled in a later turn. */
   defer(socket: TurnTaker, event: string, args: unknown[]): void {
-    this.queue.push({ socket, event, args });
-    const waiting = (this.waitingOf.get(socket) ?? 0) + 1;
-    this.waitingOf.set(socket, waiting);
-    if (waiting === this.options.maxWaitingPerSocket) socket.pause();
+    const bytes = event === 'message' ? byteLength(args[0]) : 0;
+    this.queue.push({ socket, event, args, bytes });
+    let waiting = this.waitingOf.get(socket);
+    if (!waiting) this.waitingOf.set(socket, (waiting = { events: 0, bytes: 0, paused: false }));
+    waiting.events += 1;
+    waiting.bytes += bytes;
+    if (!waiting.paused && this.tooMany(waiting)) {
+      waiting.paused = true;
+      socket.pause();
+    }
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(this.turn);
     }
   }
 
+  private tooMany({ events, bytes }: SocketWaiting): boolean {
+    return events >= this.options.maxWaitingPerSocket || bytes >= this.options.maxWaitingBytesPerSocket;
+  }
+
   private readonly turn = (): void => {
     const until = performance.now() + this.options.turnMs;
     try {
       while (this.head < this.queue.length) {
-        const { socket, event, args } = this.queue[this.head]!;
+        const { socket, event, args, bytes } = this.queue[this.head]!;
         this.queue[this.head++] = undefined;
-        const waiting = this.waitingOf.get(socket)! - 1;
-        if (waiting === 0) this.waitingOf.delete(socket);
-        else this.waitingOf.set(socket, waiting);
-        if (waiting === this.options.maxWaitingPerSocket - 1) socket.resume();
+        const waiting = this.waitingOf.get(socket)!;
+        waiting.events -= 1;
+        waiting.bytes -= bytes;
+        if (waiting.events === 0) this.waitingOf.delete(socket);
+        if (waiting.paused && !this.tooMany(waiting)) {
+          waiting.paused = false;
+          socket.resume();
+        }
         socket.emitNow(event, args);
         if (performance.now() >= until) break;
       }
@@ -89,4 +120,11 @@ export class MessageTurns {
       }
     }
   };
+}
+
+/** A ws message's size: a Buffer, or its fragments, or an ArrayBuffer (by the socket's binaryType). */
+function byteLength(data: unknown): number {
+  if (Array.isArray(data)) return data.reduce((sum: number, part) => sum + byteLength(part), 0);
+  if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) return data.byteLength;
+  return 0;
 }

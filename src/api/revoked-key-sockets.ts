@@ -24,6 +24,8 @@ export function closeSocketsOfRevokedKeys({ events }: App, logger: Logger): { ad
   })().catch((error) => logger.error({ err: error }, 'stopped following API key revocations'));
   return {
     add(apiKeyId, socket) {
+      // Added once the key is checked, which takes a while: a socket closed meanwhile may have told its close already.
+      if (socket.readyState === socket.CLOSED) return;
       let sockets = byKey.get(apiKeyId);
       if (!sockets) byKey.set(apiKeyId, (sockets = new Set()));
       sockets.add(socket);

@@ -96,16 +96,20 @@ const MAX_OPEN_PACKS = 32;
 interface OpenPack {
   ranges: Promise<BlobRanges>;
   reading: number;
-  evicted: boolean;
+  /** Set once it is to be closed: it is, when its last read under way is done. */
+  closed: Promise<void> | null;
+  release: () => void;
 }
 
 /**
- * Ranged reads of the packs that one pass reads (a restore's chunks, a verification), each pack opened once where the
- * store can keep it open (BlobStore.openRanges), instead of an open, a stat and a close for every read. The least
- * recently read pack is closed past `maxOpen` open, once its reads under way are done. close() when the pass ends.
+ * Ranged reads of the packs that one pass reads (a restore's chunks, a verification, repacking), each pack opened once
+ * where the store can keep it open (BlobStore.openRanges), instead of an open, a stat and a close for every read; from
+ * other stores (S3), a ranged read each. The least recently read pack is closed past `maxOpen` open, once its reads
+ * under way are done. close() when the pass ends: until then, a pack deleted meanwhile is still read whole.
  */
 export class PackReader {
   readonly #open = new Map<string, OpenPack>();
+  #closed = false;
 
   constructor(
     private readonly blobs: BlobStore,
@@ -113,9 +117,12 @@ export class PackReader {
     private readonly maxOpen = MAX_OPEN_PACKS,
   ) {}
 
-  /** As readPackRange. @throws ChunkIntegrityError naming the pack when it is missing or shorter than that. */
+  /**
+   * The stored bytes `[start, end)` of a pack.
+   * @throws ChunkIntegrityError naming the pack when it is missing or shorter than that.
+   */
   async read(packId: string, start: number, end: number): Promise<Buffer> {
-    if (!this.blobs.openRanges) return readPackRange(this.blobs, this.tenantId, packId, start, end);
+    if (this.#closed) throw new Error('this pack reader is closed');
     const pack = this.#acquire(packId);
     pack.reading += 1;
     let bytes: Buffer;
@@ -126,7 +133,7 @@ export class PackReader {
       throw error;
     } finally {
       pack.reading -= 1;
-      if (pack.evicted && pack.reading === 0) void closeRanges(pack);
+      if (pack.reading === 0) pack.release();
     }
     if (bytes.length !== end - start) throw new ChunkIntegrityError(packId, null, 'the pack is truncated');
     return bytes;
@@ -137,12 +144,12 @@ export class PackReader {
     return this.blobs.size(packKey(this.tenantId, packId));
   }
 
-  /** Closes every pack, once its reads under way are done. */
+  /** Closes every pack, once its reads under way are done; later reads fail. */
   async close(): Promise<void> {
+    this.#closed = true;
     const packs = [...this.#open.values()];
     this.#open.clear();
-    for (const pack of packs) pack.evicted = true;
-    await Promise.all(packs.filter((pack) => pack.reading === 0).map(closeRanges));
+    await Promise.all(packs.map(closeWhenDone));
   }
 
   #acquire(packId: string): OpenPack {
@@ -150,8 +157,13 @@ export class PackReader {
     if (pack) {
       this.#open.delete(packId); // most recently read last
     } else {
-      pack = { ranges: this.blobs.openRanges!(packKey(this.tenantId, packId)), reading: 0, evicted: false };
-      const opened = pack;
+      const key = packKey(this.tenantId, packId);
+      const opened: OpenPack = {
+        ranges: this.blobs.openRanges ? this.blobs.openRanges(key) : Promise.resolve(rangesByRead(this.blobs, key)),
+        reading: 0,
+        closed: null,
+        release: () => undefined,
+      };
       // An open that failed is forgotten: the next read of that pack tries again.
       opened.ranges.catch(() => {
         if (this.#open.get(packId) === opened) this.#open.delete(packId);
@@ -159,9 +171,9 @@ export class PackReader {
       if (this.#open.size >= this.maxOpen) {
         const [oldestId, oldest] = this.#open.entries().next().value!;
         this.#open.delete(oldestId);
-        oldest.evicted = true;
-        if (oldest.reading === 0) void closeRanges(oldest);
+        void closeWhenDone(oldest);
       }
+      pack = opened;
     }
     this.#open.set(packId, pack);
     return pack;
@@ -169,23 +181,22 @@ export class PackReader {
 }
 
 /** Closing a file only read from loses nothing if it fails, so a failure is not an error of the pass. */
-function closeRanges(pack: OpenPack): Promise<void> {
-  return pack.ranges.then((ranges) => ranges.close()).catch(() => undefined);
+function closeWhenDone(pack: OpenPack): Promise<void> {
+  pack.closed ??= new Promise<void>((resolve) => {
+    pack.release = resolve;
+    if (pack.reading === 0) resolve();
+  }).then(() => pack.ranges.then((ranges) => ranges.close()).catch(() => undefined));
+  return pack.closed;
 }
 
-/**
- * The stored bytes `[start, end)` of a pack.
- * @throws ChunkIntegrityError naming the pack when it is missing or shorter than that.
- */
-async function readPackRange(blobs: BlobStore, tenantId: string, packId: string, start: number, end: number): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  try {
-    for await (const part of await blobs.read(packKey(tenantId, packId), { start, end })) parts.push(part as Buffer);
-  } catch (error) {
-    if (error instanceof BlobNotFoundError) throw new ChunkIntegrityError(packId, null, 'the pack is missing');
-    throw error;
-  }
-  const bytes = parts.length === 1 ? parts[0] : Buffer.concat(parts);
-  if (bytes.length !== end - start) throw new ChunkIntegrityError(packId, null, 'the pack is truncated');
-  return bytes;
+/** A blob's ranges read one by one, for a store that cannot keep a blob open. */
+function rangesByRead(blobs: BlobStore, key: string): BlobRanges {
+  return {
+    read: async (start, end) => {
+      const parts: Buffer[] = [];
+      for await (const part of await blobs.read(key, { start, end })) parts.push(part as Buffer);
+      return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    },
+    close: async () => undefined,
+  };
 }

@@ -1,7 +1,7 @@
 // WebSocket clients' messages handled in turns: in the order they came, never at once, a few milliseconds at a time
-// with the event loop turning between turns; a socket's messages before its close even when it closed before their
-// turn; a socket with too many waiting paused until they are handled. Then the same through the server's WebSocket
-// class and a real client.
+// with the event loop turning between turns; a socket with too many messages, or too many bytes of them, waiting
+// paused until they are handled. Then through the server's WebSocket class and a real client: every message, in order,
+// then the close, though the client closed before their turn.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
@@ -53,7 +53,7 @@ describe('message turns', () => {
 
   it('lets the event loop turn between turns of a flood', async () => {
     const seen: string[] = [];
-    const turns = new MessageTurns({ turnMs: 5, maxWaitingPerSocket: 1_000 });
+    const turns = new MessageTurns({ turnMs: 5, maxWaitingPerSocket: 1_000, maxWaitingBytesPerSocket: 1024 ** 2 });
     const sockets = Array.from({ length: 30 }, (_, i) => new FakeSocket(`s${i}`, seen, 1));
     for (const socket of sockets) turns.defer(socket, 'message', ['subscribe']);
     setImmediate(() => seen.push('other work'));
@@ -63,19 +63,9 @@ describe('message turns', () => {
     assert.ok(at > 0 && at < 10, `other work ran after the first turn, not after the whole flood (at ${at} of 31)`);
   });
 
-  it('handles the messages of a socket that closed before their turn, then its close', async () => {
-    const seen: string[] = [];
-    const turns = new MessageTurns();
-    const gone = new FakeSocket('gone', seen);
-    turns.defer(gone, 'message', ['mutation']);
-    turns.defer(gone, 'close', [1000]);
-    await settled();
-    assert.deepEqual(seen, ['gone message mutation', 'gone close 1000']);
-  });
-
   it('pauses a socket with too many events waiting and resumes it once they are handled', async () => {
     const seen: string[] = [];
-    const turns = new MessageTurns({ turnMs: 5, maxWaitingPerSocket: 3 });
+    const turns = new MessageTurns({ turnMs: 5, maxWaitingPerSocket: 3, maxWaitingBytesPerSocket: 1024 ** 2 });
     const busy = new FakeSocket('busy', seen);
     const quiet = new FakeSocket('quiet', seen);
     turns.defer(quiet, 'message', ['1']);
@@ -86,6 +76,20 @@ describe('message turns', () => {
     assert.equal(busy.resumed, 1, 'resumed once, when it fell below the bound');
     assert.equal(seen.length, 6);
   });
+
+  it('pauses a socket with too many bytes of messages waiting, however few they are', async () => {
+    const seen: string[] = [];
+    const turns = new MessageTurns({ turnMs: 5, maxWaitingPerSocket: 64, maxWaitingBytesPerSocket: 1024 ** 2 });
+    const large = new FakeSocket('large', seen);
+    turns.defer(large, 'message', [Buffer.alloc(600 * 1024)]);
+    assert.equal(large.paused, 0);
+    turns.defer(large, 'message', [[Buffer.alloc(300 * 1024), Buffer.alloc(300 * 1024)]]);
+    assert.equal(large.paused, 1, 'paused at 1.2 MiB waiting, in two messages');
+    turns.defer(large, 'close', [1000]);
+    await settled();
+    assert.equal(large.resumed, 1);
+    assert.equal(seen.length, 3);
+  });
 });
 
 describe('message turns: through the server WebSocket class', () => {
@@ -95,7 +99,7 @@ describe('message turns: through the server WebSocket class', () => {
 
   before(async () => {
     http = createServer();
-    const turns = new MessageTurns({ turnMs: 5, maxWaitingPerSocket: 4 });
+    const turns = new MessageTurns({ turnMs: 5, maxWaitingPerSocket: 4, maxWaitingBytesPerSocket: 1024 ** 2 });
     wss = new WebSocketServer({ server: http, perMessageDeflate: false, WebSocket: boundedWebSocket(256 * 1024, () => undefined, turns) });
     http.listen(0, '127.0.0.1');
     await once(http, 'listening');
@@ -104,8 +108,8 @@ describe('message turns: through the server WebSocket class', () => {
 
   after(async () => {
     for (const client of wss.clients) client.terminate();
-    wss.close();
-    http.close();
+    await new Promise((resolve) => wss.close(resolve));
+    await new Promise((resolve) => http.close(resolve));
   });
 
   it("sees every message in order, then the close, though the socket is paused and resumed on the way", async () => {

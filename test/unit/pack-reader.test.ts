@@ -1,7 +1,7 @@
 // The packs one pass reads, each opened once (PackReader): reads as stored, each pack opened once however many reads,
 // the least recently read closed past the bound (after its read under way) and opened again when read again, every
-// pack closed at the end; a missing or short pack named as damage; a store that cannot keep a blob open read range by
-// range as before.
+// pack closed at the end (after reads under way), none read after; a missing or short pack named as damage; a store
+// that cannot keep a blob open read range by range.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -26,7 +26,9 @@ function counted(store: FilesystemBlobStore) {
     openRanges: async (key: string): Promise<BlobRanges> => {
       const ranges = await store.openRanges(key);
       opened.push(key.split('/').pop()!);
-      return { read: ranges.read, close: async () => (closed.push(key.split('/').pop()!), ranges.close()) };
+      // Each read waits a little before it starts, as a busy disk would: closes must wait for it.
+      const read = async (start: number, end: number) => (await new Promise((resolve) => setTimeout(resolve, 20)), ranges.read(start, end));
+      return { read, close: async () => (closed.push(key.split('/').pop()!), ranges.close()) };
     },
   } as BlobStore;
   return { blobs, opened, closed };
@@ -76,15 +78,26 @@ describe('PackReader: the packs of one pass, each opened once', () => {
   it('closes the least recently read pack past its bound, after the read under way, and opens it again when read again', async () => {
     const { blobs, opened, closed } = counted(store);
     const reader = new PackReader(blobs, TENANT, 2);
-    const underWay = reader.read(packId(0), 0, 90_000);
-    await reader.read(packId(1), 0, 10);
-    await reader.read(packId(2), 0, 10); // past the bound of 2: pack 0 goes, once its read is done
-    assert.deepEqual(await underWay, packs.get(packId(0))!.subarray(0, 90_000));
+    // Pack 2 puts pack 0 past the bound while pack 0's read has not even started.
+    const reads = [0, 1, 2].map((n) => reader.read(packId(n), 0, 90_000));
+    for (const [n, read] of reads.entries()) assert.deepEqual(await read, packs.get(packId(n))!.subarray(0, 90_000));
+    await new Promise((resolve) => setImmediate(resolve));
     assert.deepEqual(closed, [packId(0)]);
     assert.deepEqual(await reader.read(packId(0), 5, 15), packs.get(packId(0))!.subarray(5, 15));
     assert.deepEqual(opened.sort(), [packId(0), packId(0), packId(1), packId(2)], 'pack 0 opened again');
     await reader.close();
     assert.deepEqual(closed.sort(), [packId(0), packId(0), packId(1), packId(2)]);
+  });
+
+  it('closes a pack with a read under way once that read is done, and refuses reads once closed', async () => {
+    const { blobs, closed } = counted(store);
+    const reader = new PackReader(blobs, TENANT);
+    const underWay = reader.read(packId(3), 10, 20);
+    const closing = reader.close();
+    assert.deepEqual(await underWay, packs.get(packId(3))!.subarray(10, 20));
+    await closing;
+    assert.deepEqual(closed, [packId(3)]);
+    await assert.rejects(reader.read(packId(3), 0, 1), /closed/);
   });
 
   it('names a missing pack and one shorter than the range as damage', async () => {
