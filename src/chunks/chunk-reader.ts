@@ -86,7 +86,7 @@ export class ChunkReader {
       report.packs += 1;
       const packs = new PackReader(this.context.blobs, tenantId);
       try {
-        const entries = await readPackEntries(packs, keys, packId);
+        const { entries } = await readPackEntries(packs, keys, packId);
         for (const location of used) {
           const entry = entries.find((candidate) => candidate.id === location.id);
           if (!entry || entry.offset !== location.offset || entry.length !== location.length || entry.plainLength !== location.plainLength) {
@@ -132,8 +132,8 @@ export class ChunkReader {
   }
 }
 
-/** The entries of a pack from its footer and trailer. @throws ChunkIntegrityError naming the pack. */
-export async function readPackEntries(packs: PackReader, keys: TenantKeys, packId: string): Promise<PackEntry[]> {
+/** The entries of a pack from its footer and trailer, and its stored size. @throws ChunkIntegrityError naming the pack. */
+export async function readPackEntries(packs: PackReader, keys: TenantKeys, packId: string): Promise<{ entries: PackEntry[]; sizeBytes: number }> {
   const size = await packs.size(packId);
   if (size === null) throw new ChunkIntegrityError(packId, null, 'the pack is missing');
   if (size < FOOTER_BYTES) throw new ChunkIntegrityError(packId, null, 'the pack is truncated');
@@ -143,7 +143,7 @@ export async function readPackEntries(packs: PackReader, keys: TenantKeys, packI
   const trailer = await packs.read(packId, trailerOffset, trailerOffset + trailerLength);
   const entries = parseTrailer(keys.dataKey, keys.tenantId, packId, trailer, trailerOffset);
   if (typeof entries === 'string') throw new ChunkIntegrityError(packId, null, entries);
-  return entries;
+  return { entries, sizeBytes: size };
 }
 
 /**

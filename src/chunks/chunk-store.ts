@@ -140,10 +140,10 @@ export class ChunkStore {
     for await (const key of blobs.list(packsPrefix(tenantId))) {
       const packId = key.slice(packsPrefix(tenantId).length + 1);
       if (!PACK_ID_PATTERN.test(packId)) continue;
-      let entries;
+      let read;
       const packs = new PackReader(blobs, tenantId);
       try {
-        entries = await readPackEntries(packs, keys, packId);
+        read = await readPackEntries(packs, keys, packId);
       } catch (error) {
         if (!(error instanceof ChunkIntegrityError)) throw error;
         result.damage.push(error);
@@ -151,8 +151,8 @@ export class ChunkStore {
       } finally {
         await packs.close();
       }
+      const { entries, sizeBytes } = read;
       const now = this.#context.clock();
-      const sizeBytes = (await blobs.size(key)) ?? 0;
       await db.transaction(async (manager) => {
         await manager.insert(ChunkPackEntity, { tenantId, id: packId, state: 'SEALED', sizeBytes, chunkCount: entries.length, createdAt: now, touchedAt: now });
         await insertChunkRows(manager, entries.map((entry) => ({ tenantId, packId, ...entry, touchedAt: now })));
