@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 import type { AppConfig } from './config/app-config';
 import { createMetadataDataSource } from './entities/data-source';
+import { type TenantDataVersion, tenantDataVersion } from './entities/tenant-data-version';
 import { InstanceEntity } from './entities/instance.entity';
 import { createInMemoryEventBus, createRedisEventBus, type EventBus } from './events/event-bus';
 import { ChunkStore, TenantChunkKeys } from './chunks';
@@ -46,6 +47,8 @@ export interface App {
   metrics: Metrics;
   /** Checks that the metadata database answers (readiness). */
   ping(): Promise<void>;
+  /** Moves with every committed change to a tenant's instances (the API's response cache). */
+  tenantDataVersion: TenantDataVersion;
   /** What GET /readyz checks: the metadata database and the stores' directories. */
   readiness: ReadinessChecks;
   close(): Promise<void>;
@@ -212,6 +215,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       services,
       metrics,
       ping,
+      tenantDataVersion: tenantDataVersion(db),
       readiness: { metadata: ping, blobs: blobStore.probe, instanceStores: () => probeWritableDirectory(instanceDir) },
       close: closeAll,
     };

@@ -28,6 +28,7 @@ import { uncacheableResponses } from './api/http/uncacheable-responses';
 import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
+import { ResponseCache, responseCachePlugin } from './api/response-cache';
 import { buildApiSchema } from './api/schema';
 import { boundedWebSocket } from './api/bounded-web-socket';
 import { MessageTurns } from './api/message-turns';
@@ -192,6 +193,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       ApolloServerPluginCacheControlDisabled(),
       uncacheableResponses(),
       graphqlRequestLogPlugin(logger, app.metrics, exposure),
+      responseCachePlugin(new ResponseCache(), app.tenantDataVersion, app.metrics.graphqlResponseCache),
       {
         // The cost needs the variables: `nodes(first: $f)` costs what $f says.
         requestDidStart: async () => ({

@@ -56,6 +56,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly graphqlResponseCache = new Counter({
+    name: 'snapgraph_graphql_response_cache_total',
+    help: 'Queries that read only metadata, by outcome: hit (answered from the response cache) or miss (executed)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   readonly webSocketConnections = new Gauge({
     name: 'snapgraph_websocket_connections',
     help: 'Open WebSocket connections on /graphql',

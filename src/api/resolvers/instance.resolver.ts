@@ -4,6 +4,7 @@ import type { OperationEntity } from '../../entities/operation.entity';
 import type { SnapshotEntity } from '../../entities/snapshot.entity';
 import type { Principal } from '../../services/principal';
 import { type ApiContext, Caller } from '../context';
+import { ReadsVersionedRows } from '../response-cache';
 import { GraphStats } from '../types/common.type';
 import { CreateInstanceInput, Instance, SnapshotSchedule } from '../types/instance.type';
 import { Operation } from '../types/operation.type';
@@ -12,11 +13,13 @@ import { snapshotConnection } from './snapshot.resolver';
 
 @Resolver(() => Instance)
 export class InstanceResolver {
+  @ReadsVersionedRows()
   @Query(() => [Instance])
   instances(@Caller() caller: Principal, @Ctx() { services }: ApiContext): Promise<InstanceEntity[]> {
     return services.instances.list(caller);
   }
 
+  @ReadsVersionedRows()
   @Query(() => Instance, { nullable: true, description: 'null when missing or owned by another tenant' })
   instance(
     @Caller() caller: Principal,
@@ -56,6 +59,7 @@ export class InstanceResolver {
     return services.instances.schedule(instance);
   }
 
+  @ReadsVersionedRows()
   @FieldResolver(() => Snapshot, { nullable: true, description: 'set when the instance was created from a snapshot' })
   sourceSnapshot(
     @Root() instance: InstanceEntity,
@@ -70,6 +74,7 @@ export class InstanceResolver {
     return services.operations.current(instance.id);
   }
 
+  @ReadsVersionedRows()
   @FieldResolver(() => SnapshotConnection, { description: 'newest first' })
   snapshots(
     @Root() instance: InstanceEntity,

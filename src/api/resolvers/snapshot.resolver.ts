@@ -4,6 +4,7 @@ import type { OperationEntity } from '../../entities/operation.entity';
 import type { SnapshotEntity } from '../../entities/snapshot.entity';
 import type { Principal } from '../../services/principal';
 import { type ApiContext, Caller } from '../context';
+import { ReadsVersionedRows } from '../response-cache';
 import { decodeCursor, encodeCursor } from '../cursor';
 import { ArchiveFormatEnum } from '../enums';
 import { pageInfo } from '../types/common.type';
@@ -38,11 +39,13 @@ export async function snapshotConnection(
 
 @Resolver(() => Snapshot)
 export class SnapshotResolver {
+  @ReadsVersionedRows()
   @Query(() => Snapshot, { nullable: true })
   snapshot(@Caller() caller: Principal, @Ctx() { services }: ApiContext, @Arg('id', () => ID) id: string): Promise<SnapshotEntity | null> {
     return services.snapshots.find(caller, id);
   }
 
+  @ReadsVersionedRows()
   @Query(() => SnapshotConnection, { description: 'newest first' })
   async snapshots(
     @Caller() caller: Principal,
@@ -85,21 +88,25 @@ export class SnapshotResolver {
     return services.backups.usage({ tenantId: caller.tenantId });
   }
 
+  @ReadsVersionedRows()
   @FieldResolver(() => Instance, { nullable: true })
   instance(@Root() snapshot: SnapshotEntity, @Caller() caller: Principal, @Ctx() { services }: ApiContext): Promise<InstanceEntity | null> {
     return services.instances.find(caller, snapshot.instanceId);
   }
 
+  @ReadsVersionedRows()
   @FieldResolver(() => ArchiveFormatEnum)
   format(@Root() snapshot: SnapshotEntity): ArchiveFormatEnum {
     return formatOf(snapshot.engineVersion);
   }
 
+  @ReadsVersionedRows()
   @FieldResolver(() => Boolean)
   exportable(@Root() snapshot: SnapshotEntity): boolean {
     return snapshot.status === 'COMPLETED';
   }
 
+  @ReadsVersionedRows()
   @FieldResolver(() => Boolean, {
     description: 'true only in a snapshotUpdated event that announces the snapshot was deleted or expired',
   })

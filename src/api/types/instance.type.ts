@@ -1,4 +1,5 @@
 import { Field, ID, InputType, Int, ObjectType } from 'type-graphql';
+import { ReadsVersionedRows } from '../response-cache';
 import { DateTimeScalar } from '../scalars';
 import { AvailabilityEnum, EngineVersionEnum, InstanceStatusEnum, TierEnum } from '../enums';
 
@@ -29,17 +30,26 @@ export class SnapshotSchedule {
 /** Resolved from an InstanceEntity; computed fields live in InstanceResolver. */
 @ObjectType('Instance', { simpleResolvers: true })
 export class Instance {
+  @ReadsVersionedRows()
   @Field(() => ID) id: string;
+  @ReadsVersionedRows()
   @Field() name: string;
+  @ReadsVersionedRows()
   @Field(() => TierEnum) tier: string;
+  @ReadsVersionedRows()
   @Field(() => Int) memoryGB: number;
+  @ReadsVersionedRows()
   @Field(() => Int, {
     description: 'capacity: the data the instance can hold; restores and writes beyond it fail with CAPACITY_EXCEEDED',
   })
   storageGB: number;
+  @ReadsVersionedRows()
   @Field(() => EngineVersionEnum) engineVersion: string;
+  @ReadsVersionedRows()
   @Field(() => InstanceStatusEnum) status: string;
+  @ReadsVersionedRows()
   @Field(() => AvailabilityEnum) availability: string;
+  @ReadsVersionedRows()
   @Field(() => DateTimeScalar) createdAt: number;
 }
 

@@ -1,39 +1,55 @@
 import { Field, Float, ID, InputType, Int, ObjectType } from 'type-graphql';
+import { ReadsVersionedRows } from '../response-cache';
 import { ArchiveFormatEnum, EngineVersionEnum, SnapshotProfileEnum, SnapshotStatusEnum } from '../enums';
 import { DateTimeScalar } from '../scalars';
 import { GraphStats, PageInfo } from './common.type';
 
 @ObjectType('Snapshot', { simpleResolvers: true })
 export class Snapshot {
+  @ReadsVersionedRows()
   @Field(() => ID) id: string;
+  @ReadsVersionedRows()
   @Field(() => ID) instanceId: string;
+  @ReadsVersionedRows()
   @Field(() => SnapshotProfileEnum) profile: string;
+  @ReadsVersionedRows()
   @Field(() => SnapshotStatusEnum) status: string;
+  @ReadsVersionedRows()
   @Field(() => DateTimeScalar, { description: 'the point in time the snapshot captures' }) createdAt: number;
+  @ReadsVersionedRows()
   @Field(() => DateTimeScalar, { nullable: true }) completedAt: number | null;
+  @ReadsVersionedRows()
   @Field(() => DateTimeScalar, {
     nullable: true,
     description: 'when retention removes it; null when it is kept until replaced (FREE keeps the latest only)',
   })
   expiresAt: number | null;
+  @ReadsVersionedRows()
   @Field(() => String, { nullable: true }) description: string | null;
+  @ReadsVersionedRows()
   @Field(() => Float, {
     nullable: true,
     description:
       'size of the export archive; set once the archive has been produced (at the first export or verification), then never changes',
   })
   sizeBytes: number | null;
+  @ReadsVersionedRows()
   @Field(() => String, { nullable: true, description: 'hex SHA-256 of the export archive bytes; set when sizeBytes is, then never changes' })
   sha256: string | null;
+  @ReadsVersionedRows()
   @Field(() => EngineVersionEnum) engineVersion: string;
+  @ReadsVersionedRows()
   @Field(() => GraphStats, { nullable: true, description: 'what the snapshot holds, read without restoring it; null until COMPLETED' })
   contents: GraphStats | null;
+  @ReadsVersionedRows()
   @Field(() => String, { nullable: true }) error: string | null;
+  @ReadsVersionedRows()
   @Field(() => Float, {
     nullable: true,
     description: 'bytes at rest this snapshot added (data no earlier snapshot already holds); null until COMPLETED',
   })
   addedBytes: number | null;
+  @ReadsVersionedRows()
   @Field(() => DateTimeScalar, { nullable: true, description: 'when the snapshot was last read back in full and found restorable; null if never' })
   verifiedAt: number | null;
 }
@@ -52,14 +68,19 @@ export class StorageUsage {
 
 @ObjectType({ simpleResolvers: true })
 export class SnapshotEdge {
+  @ReadsVersionedRows()
   @Field() cursor: string;
+  @ReadsVersionedRows()
   @Field(() => Snapshot) node: Snapshot;
 }
 
 @ObjectType({ simpleResolvers: true })
 export class SnapshotConnection {
+  @ReadsVersionedRows()
   @Field(() => [SnapshotEdge]) edges: SnapshotEdge[];
+  @ReadsVersionedRows()
   @Field(() => PageInfo) pageInfo: PageInfo;
+  @ReadsVersionedRows()
   @Field(() => Int) totalCount: number;
 }
 
