@@ -19,11 +19,11 @@ import {
   type FormattedExecutionResult,
   type FragmentDefinitionNode,
   getNamedType,
-  getOperationAST,
   type GraphQLObjectType,
   type GraphQLSchema,
   isObjectType,
   Kind,
+  type OperationDefinitionNode,
   type SelectionSetNode,
 } from 'graphql';
 import { Extensions } from 'type-graphql';
@@ -44,10 +44,9 @@ const READS_VERSIONED_ROWS = 'readsVersionedRows';
 export const ReadsVersionedRows = () => Extensions({ [READS_VERSIONED_ROWS]: true });
 
 /** Whether the operation is a query that selects only fields marked @ReadsVersionedRows (and __typename). */
-export function readsVersionedRowsOnly(schema: GraphQLSchema, document: DocumentNode, operationName: string | null | undefined): boolean {
-  const operation = getOperationAST(document, operationName);
+export function readsVersionedRowsOnly(schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode): boolean {
   const root = schema.getQueryType();
-  if (operation?.operation !== 'query' || !root) return false;
+  if (operation.operation !== 'query' || !root) return false;
   const fragments = new Map<string, FragmentDefinitionNode>();
   for (const definition of document.definitions) {
     if (definition.kind === Kind.FRAGMENT_DEFINITION) fragments.set(definition.name.value, definition);
@@ -141,13 +140,13 @@ export interface ResponseCacheCounters {
 
 /** The Apollo plugin: answers from `cache` before execution, and keeps what execution answered. */
 export function responseCachePlugin(cache: ResponseCache, versionOf: TenantDataVersion, counter: ResponseCacheCounters): ApolloServerPlugin<ApiContext> {
-  // Apollo keeps each query's parsed document, so the same query text comes back as the same DocumentNode.
-  const qualifies = new WeakMap<DocumentNode, Map<string | null, boolean>>();
-  const qualifiesToKeep = (schema: GraphQLSchema, document: DocumentNode, operationName: string | null): boolean => {
-    let byOperation = qualifies.get(document);
-    if (!byOperation) qualifies.set(document, (byOperation = new Map()));
-    let answer = byOperation.get(operationName);
-    if (answer === undefined) byOperation.set(operationName, (answer = readsVersionedRowsOnly(schema, document, operationName)));
+  // Apollo keeps each query's parsed document, so the same query text comes back with the same operation node. The
+  // answer is kept by that node, never by anything else the client sent (an operation name matching nothing is
+  // refused by Apollo after this hook, and a memo of such names would grow with them).
+  const qualifies = new WeakMap<OperationDefinitionNode, boolean>();
+  const qualifiesToKeep = (schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode): boolean => {
+    let answer = qualifies.get(operation);
+    if (answer === undefined) qualifies.set(operation, (answer = readsVersionedRowsOnly(schema, document, operation)));
     return answer;
   };
 
@@ -155,13 +154,12 @@ export function responseCachePlugin(cache: ResponseCache, versionOf: TenantDataV
     async requestDidStart() {
       let pending: { key: string; version: string } | null = null;
       return {
-        async responseForOperation({ schema, document, request, queryHash, contextValue }) {
+        async responseForOperation({ schema, document, operation, request, queryHash, contextValue }) {
           const principal = contextValue.principal;
-          const operationName = request.operationName ?? null;
-          if (!principal || !qualifiesToKeep(schema, document, operationName)) return null;
+          if (!principal || !operation || !qualifiesToKeep(schema, document, operation)) return null;
           const current = await versionOf(principal.tenantId);
           if (current === null) return null;
-          const key = JSON.stringify([principal.apiKeyId, operationName, queryHash, request.variables ?? null]);
+          const key = JSON.stringify([principal.apiKeyId, operation.name?.value ?? null, queryHash, request.variables ?? null]);
           const kept = cache.get(key, current);
           if (kept) {
             counter.inc({ outcome: 'hit' });

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { HeaderMap, type GraphQLRequestContext, type GraphQLRequestListener } from '@apollo/server';
-import { type GraphQLSchema, parse } from 'graphql';
+import { getOperationAST, type GraphQLSchema, parse } from 'graphql';
 import type { ApiContext } from '../../src/api/context';
 import { ResponseCache, responseCachePlugin, readsVersionedRowsOnly } from '../../src/api/response-cache';
 import { buildApiSchema } from '../../src/api/schema';
@@ -11,7 +11,11 @@ describe('the response cache', () => {
     before(async () => {
       schema = await buildApiSchema();
     });
-    const qualifies = (query: string, operationName?: string) => readsVersionedRowsOnly(schema, parse(query), operationName);
+    const qualifies = (query: string, operationName?: string) => {
+      const document = parse(query);
+      const operation = getOperationAST(document, operationName);
+      return operation ? readsVersionedRowsOnly(schema, document, operation) : false;
+    };
 
     it('a query of marked fields, with __typename, fragments on the type itself and variables', () => {
       assert.equal(qualifies('{ instances { id name tier status availability createdAt } }'), true);
@@ -89,14 +93,21 @@ describe('the response cache', () => {
     /** One request through the plugin: what it answered before execution, and what the execution would have been. */
     async function request(
       plugin: ReturnType<typeof responseCachePlugin>,
-      { query = LIST, executed = { data: { instances: [{ id: 'i1' }] } } as Record<string, unknown>, context = { principal } as Partial<ApiContext>, status = 200 } = {},
+      {
+        query = LIST,
+        operationName = undefined as string | undefined,
+        executed = { data: { instances: [{ id: 'i1' }] } } as Record<string, unknown>,
+        context = { principal } as Partial<ApiContext>,
+        status = 200,
+      } = {},
     ) {
       const document = documents.get(query) ?? parse(query);
       documents.set(query, document);
       const requestContext = {
         schema,
         document,
-        request: { query, operationName: undefined, variables: {} },
+        operation: getOperationAST(document, operationName) ?? undefined,
+        request: { query, operationName, variables: {} },
         queryHash: query,
         contextValue: context,
         response: { http: { status, headers: new HeaderMap() }, body: { kind: 'single', singleResult: executed } },
@@ -140,6 +151,16 @@ describe('the response cache', () => {
       await request(plugin, { context: { principal: null } });
       assert.equal(await request(plugin, { context: { principal: null } }), null);
       assert.deepEqual(counts.counts, { hit: 0, miss: 0 });
+    });
+
+    it('is not used for an operation name the document does not have (Apollo refuses it after)', async () => {
+      const counts = counter();
+      const plugin = responseCachePlugin(new ResponseCache(), async () => '1', counts);
+      const named = 'query list { instances { id } }';
+      await request(plugin, { query: named, operationName: 'list' });
+      assert.ok(await request(plugin, { query: named, operationName: 'list' }));
+      assert.equal(await request(plugin, { query: named, operationName: 'x'.repeat(10_000) }), null);
+      assert.deepEqual(counts.counts, { hit: 1, miss: 1 });
     });
 
     it("never answers one key with another key's answer", async () => {
