@@ -4,11 +4,11 @@
 // database reads that, between two changes, give the same result every time. A query qualifies when every field it
 // selects is marked @ReadsVersionedRows: its value is a function of the caller's tenant's rows in the versioned tables
 // (instances, snapshots), the caller's API key and the field's arguments, nothing else (no instance store, no blob,
-// no clock, no other table). Its answer is kept under the caller's key id, the query, the operation name and the
+// no clock, no other table). Its answer is kept under the caller's key id, the operation, the query and the
 // variables, with the tenant's data version read before it was executed (entities/tenant-data-version.ts: triggers
-// count it up with every change to those rows, in the same transaction, whoever commits it). It is given again only while the version
-// is still that one, so an answer is never older than the last commit, on any replica: a kept answer is the answer
-// executing would give.
+// give the tenant a new version with every change to those rows, in the same transaction, whoever commits it). It is
+// given again only while the version is still that one, so an answer is never older than the last commit, on any
+// replica: a kept answer is the answer executing would give.
 //
 // Every check before execution still runs for every request: authentication (a revoked key is refused before the
 // cache is looked at), validation, limits and cost. Mutations, subscriptions, answers with errors and queries with any
@@ -33,13 +33,13 @@ import type { ApiContext } from './context';
 const READS_VERSIONED_ROWS = 'readsVersionedRows';
 
 /**
- * Marks a field (or a query) whose value is a function of the caller's tenant's rows in the versioned tables
- * (instances and snapshots: migration 1766500000000), the caller's API key and the field's arguments alone, so that an answer
- * made only of such fields may be kept until one of those rows changes. A field that reads anything else (an
- * instance's store, another table, the blob store, the time, another service) must not have it; a field that comes to
- * read another table needs that table's changes counted in the tenant's data version first (a migration adding it to
- * the triggers). A field of a type reached through an unmarked field is never looked at, so marking a shared type's
- * field (PageInfo, GraphStats) is safe.
+ * Marks a field (or a query) whose value is a function of the caller's tenant's rows in the versioned tables (instances
+ * and snapshots: migration 1766500000000), the caller's API key and the field's arguments alone, so that an answer made
+ * only of such fields may be kept until one of those rows changes. A field that reads anything else (an instance's
+ * store, another table, the blob store, the time, another service) must not have it; a field that comes to read
+ * another table needs that table's changes counted in the tenant's data version first (a migration adding it to the
+ * triggers). A field of a type reached through an unmarked field is never looked at, so marking a shared type's field
+ * (PageInfo, GraphStats) is safe.
  */
 export const ReadsVersionedRows = () => Extensions({ [READS_VERSIONED_ROWS]: true });
 
