@@ -19,6 +19,7 @@ import {
   graphOfArchive,
   idle,
   instanceState,
+  metricsSeries,
   OPERATION_FIELDS,
   type OperationJson,
   patchTusUpload,
@@ -131,6 +132,23 @@ describeReplicas('three replicas on one PostgreSQL, Redis, S3 bucket and data di
     );
     assert.deepEqual(seen, ['COMPLETED', 'COMPLETED']);
     assert.deepEqual(await graphOf(c, instance.id), await graphOf(a, instance.id));
+  });
+
+  it("answer a polled list from their response caches, and show at once what another replica committed", async function () {
+    this.timeout(60_000);
+    const [a, b, c] = servers;
+    const LIST = '{ instances { id name availability } }';
+    const names = async (server: TestServer) => expectData(await gql(server, LIST)).instances.map((instance: { name: string }) => instance.name) as string[];
+    await createInstance(a, { name: 'polled-1' });
+    for (const server of servers) await names(server);
+    const hits = (server: TestServer) => metricsSeries(server, 'snapgraph_graphql_response_cache_total', 'outcome="hit"');
+    const before = await Promise.all(servers.map(hits));
+    for (const server of servers) assert.ok((await names(server)).includes('polled-1'));
+    const after = await Promise.all(servers.map(hits));
+    assert.deepEqual(after.map((value, i) => value - before[i]), [1, 1, 1], 'each replica answered the repeated list from its cache');
+
+    await createInstance(b, { name: 'polled-2' });
+    for (const server of [a, c, b]) assert.ok((await names(server)).includes('polled-2'), `${server.url} shows what replica b committed`);
   });
 
   it('show every replica\'s subscribers an operation another replica runs', async function () {

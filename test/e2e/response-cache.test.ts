@@ -14,6 +14,7 @@ import {
   expectCode,
   expectData,
   gql,
+  metricsSeries,
   serverPerSuite,
   takeSnapshot,
   type TestDatabase,
@@ -25,11 +26,7 @@ const LIST = '{ instances { id name status availability } }';
 const names = async (server: TestServer, key = server.adminKey): Promise<string[]> =>
   expectData(await gql(server, LIST, {}, key)).instances.map((instance: { name: string }) => instance.name);
 
-async function cacheCount(server: TestServer, outcome: 'hit' | 'miss'): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`snapgraph_graphql_response_cache_total{outcome="${outcome}"}`));
-  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
-}
+const cacheCount = (server: TestServer, outcome: 'hit' | 'miss') => metricsSeries(server, 'snapgraph_graphql_response_cache_total', `outcome="${outcome}"`);
 
 /** What `work` made the cache do: answers it gave, and queries it had to execute. */
 async function cacheUse(server: TestServer, work: () => Promise<unknown>): Promise<{ hits: number; misses: number }> {

@@ -322,6 +322,13 @@ export async function metricsValue(server: Pick<TestServer, 'url'>, name: string
     .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
 }
 
+/** One sample of one series of the server's GET /metrics, by its labels as printed (`outcome="hit"`); 0 if absent. */
+export async function metricsSeries(server: Pick<TestServer, 'url'>, name: string, labels: string): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text.split('\n').find((candidate) => candidate.startsWith(`${name}{${labels}} `));
+  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+}
+
 export function parseLogLines(text: string): Record<string, unknown>[] {
   return text
     .split('\n')
