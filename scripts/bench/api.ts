@@ -1,19 +1,21 @@
 // Cheap requests: an authenticated `{ viewer { role } }` and an instance list against a bare Apollo Server 5 + express
 // hello world, and the instance list also against the same bare server answering the same list from memory (what
-// graphql-js and Apollo cost for it before any work of ours). Three processes besides this one: Snapgraph
+// graphql-js and Apollo cost for it before any work of ours). Also a dashboard's snapshot history (a page of
+// --snapshots snapshots, with its total), which has no counterpart in the bare server: its figures are against the
+// hello world only. Three processes besides this one: Snapgraph
 // (`snapgraph serve`, default log level, its log written to a file), the baselines (apollo-hello-world.ts), and the
 // load generator (load-generator.ts: keep-alive connections, fixed time after a warm-up). The four loads run
 // interleaved, in alternating order, round after round; the figures are the median and range over the rounds, and
 // each ratio is taken within its round. Prints figures; asserts nothing.
 //
-//   npm run bench:api -- [--rounds 3] [--seconds 10] [--warmup 2] [--connections 50] [--instances 20]
+//   npm run bench:api -- [--rounds 3] [--seconds 10] [--warmup 2] [--connections 50] [--instances 20] [--snapshots 20]
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { LoadResult, LoadSpec } from './load-generator';
-import { ADMIN_KEY, cpuSecondsOf, flag, gql, spread, startServer, stopServer } from './server-process';
+import { ADMIN_KEY, cpuSecondsOf, flag, gql, snapshot, spread, startServer, stopServer } from './server-process';
 
 const run = promisify(execFile);
 
@@ -55,6 +57,7 @@ async function main(): Promise<void> {
   const warmupSeconds = flag('warmup', 2);
   const connections = flag('connections', 50);
   const instanceCount = flag('instances', 20);
+  const snapshotCount = flag('snapshots', 20);
 
   const dataDir = mkdtempSync(join(tmpdir(), 'snapgraph-bench-api-'));
   const server = await startServer(join(dataDir, 'data'), { LOG_LEVEL: 'info' }, { logFile: join(dataDir, 'server.log') });
@@ -63,11 +66,14 @@ async function main(): Promise<void> {
     // A VIEWER key, as a dashboard would hold: not the bootstrap ADMIN key.
     const { createApiKey } = await gql(`mutation { createApiKey(name: "dashboard", role: VIEWER) { secret } }`);
     const regions = ['eu-west', 'us-east', 'ap-south', 'sa-east'];
+    const instanceIds: string[] = [];
     for (let i = 0; i < instanceCount; i++) {
-      await gql(`mutation($name: String!) { createInstance(input: { name: $name, tier: PROFESSIONAL }) { id } }`, {
+      const { createInstance } = await gql(`mutation($name: String!) { createInstance(input: { name: $name, tier: PROFESSIONAL }) { id } }`, {
         name: `${regions[i % regions.length]}-graph-${i}`,
       });
+      instanceIds.push(createInstance.id);
     }
+    for (let i = 0; i < snapshotCount; i++) await snapshot(instanceIds[0]);
     const common = { method: 'POST' as const, connections, warmupSeconds, seconds };
     const json = { 'content-type': 'application/json' };
     const authorized = { ...json, authorization: `Bearer ${createApiKey.secret}` };
@@ -94,6 +100,20 @@ async function main(): Promise<void> {
         name: `baseline instance list (${instanceCount})`,
         pid: baseline.child.pid!,
         spec: { ...common, url: baseline.url, headers: json, body: listQuery, expect: '"availability"' },
+      },
+      {
+        name: `snapgraph snapshot history (${snapshotCount})`,
+        pid: server.child.pid!,
+        spec: {
+          ...common,
+          url: `${server.url}/graphql`,
+          headers: authorized,
+          body: JSON.stringify({
+            query: `query($id: ID!, $first: Int) { snapshots(instanceId: $id, first: $first) { totalCount edges { cursor node { id status createdAt completedAt addedBytes } } } }`,
+            variables: { id: instanceIds[0], first: snapshotCount },
+          }),
+          expect: '"totalCount"',
+        },
       },
     ];
 
