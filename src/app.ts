@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 import type { AppConfig } from './config/app-config';
 import { createMetadataDataSource } from './entities/data-source';
-import { type TenantDataVersion, tenantDataVersion } from './entities/tenant-data-version';
 import { InstanceEntity } from './entities/instance.entity';
+import { type TenantDataVersion, tenantDataVersion } from './entities/tenant-data-version';
 import { createInMemoryEventBus, createRedisEventBus, type EventBus } from './events/event-bus';
 import { ChunkStore, TenantChunkKeys } from './chunks';
 import { Keyring, loadMasterKey } from './crypto';
@@ -47,7 +47,7 @@ export interface App {
   metrics: Metrics;
   /** Checks that the metadata database answers (readiness). */
   ping(): Promise<void>;
-  /** Moves with every committed change to a tenant's instances (the API's response cache). */
+  /** A tenant's version of its instances and snapshots: new at every committed change (the API's response cache). */
   tenantDataVersion: TenantDataVersion;
   /** What GET /readyz checks: the metadata database and the stores' directories. */
   readiness: ReadinessChecks;

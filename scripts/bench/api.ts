@@ -4,7 +4,7 @@
 // --snapshots snapshots, with its total), which has no counterpart in the bare server: its figures are against the
 // hello world only. Three processes besides this one: Snapgraph
 // (`snapgraph serve`, default log level, its log written to a file), the baselines (apollo-hello-world.ts), and the
-// load generator (load-generator.ts: keep-alive connections, fixed time after a warm-up). The four loads run
+// load generator (load-generator.ts: keep-alive connections, fixed time after a warm-up). The five loads run
 // interleaved, in alternating order, round after round; the figures are the median and range over the rounds, and
 // each ratio is taken within its round. Prints figures; asserts nothing.
 //
@@ -74,47 +74,34 @@ async function main(): Promise<void> {
       instanceIds.push(createInstance.id);
     }
     for (let i = 0; i < snapshotCount; i++) await snapshot(instanceIds[0]);
-    const common = { method: 'POST' as const, connections, warmupSeconds, seconds };
     const json = { 'content-type': 'application/json' };
     const authorized = { ...json, authorization: `Bearer ${createApiKey.secret}` };
-    const listQuery = JSON.stringify({ query: '{ instances { id name tier status availability createdAt } }' });
+    /** One load: a GraphQL request sent over and over to Snapgraph (with the dashboard's key) or to the baselines. */
+    const load = (name: string, to: 'snapgraph' | 'baseline', request: { query: string; variables?: object }, expect: string): Load => ({
+      name,
+      pid: to === 'snapgraph' ? server.child.pid! : baseline.child.pid!,
+      spec: {
+        method: 'POST',
+        connections,
+        warmupSeconds,
+        seconds,
+        url: to === 'snapgraph' ? `${server.url}/graphql` : baseline.url,
+        headers: to === 'snapgraph' ? authorized : json,
+        body: JSON.stringify(request),
+        expect,
+      },
+    });
+    const list = { query: '{ instances { id name tier status availability createdAt } }' };
+    const history = {
+      query: `query($id: ID!, $first: Int) { snapshots(instanceId: $id, first: $first) { totalCount edges { cursor node { id status createdAt completedAt addedBytes } } } }`,
+      variables: { id: instanceIds[0], first: snapshotCount },
+    };
     const loads: Load[] = [
-      { name: 'baseline { hello }', pid: baseline.child.pid!, spec: { ...common, url: baseline.url, headers: json, body: JSON.stringify({ query: '{ hello }' }), expect: '"world"' } },
-      {
-        name: 'snapgraph { viewer { role } }',
-        pid: server.child.pid!,
-        spec: { ...common, url: `${server.url}/graphql`, headers: authorized, body: JSON.stringify({ query: '{ viewer { role } }' }), expect: '"VIEWER"' },
-      },
-      {
-        name: `snapgraph instance list (${instanceCount})`,
-        pid: server.child.pid!,
-        spec: {
-          ...common,
-          url: `${server.url}/graphql`,
-          headers: authorized,
-          body: listQuery,
-          expect: '"availability"',
-        },
-      },
-      {
-        name: `baseline instance list (${instanceCount})`,
-        pid: baseline.child.pid!,
-        spec: { ...common, url: baseline.url, headers: json, body: listQuery, expect: '"availability"' },
-      },
-      {
-        name: `snapgraph snapshot history (${snapshotCount})`,
-        pid: server.child.pid!,
-        spec: {
-          ...common,
-          url: `${server.url}/graphql`,
-          headers: authorized,
-          body: JSON.stringify({
-            query: `query($id: ID!, $first: Int) { snapshots(instanceId: $id, first: $first) { totalCount edges { cursor node { id status createdAt completedAt addedBytes } } } }`,
-            variables: { id: instanceIds[0], first: snapshotCount },
-          }),
-          expect: '"totalCount"',
-        },
-      },
+      load('baseline { hello }', 'baseline', { query: '{ hello }' }, '"world"'),
+      load('snapgraph { viewer { role } }', 'snapgraph', { query: '{ viewer { role } }' }, '"VIEWER"'),
+      load(`snapgraph instance list (${instanceCount})`, 'snapgraph', list, '"availability"'),
+      load(`baseline instance list (${instanceCount})`, 'baseline', list, '"availability"'),
+      load(`snapgraph snapshot history (${snapshotCount})`, 'snapgraph', history, '"totalCount"'),
     ];
 
     const results = new Map<string, Measured[]>(loads.map((load) => [load.name, []]));

@@ -58,7 +58,7 @@ export class Metrics {
 
   readonly graphqlResponseCache = new Counter({
     name: 'snapgraph_graphql_response_cache_total',
-    help: 'Queries that read only metadata, by outcome: hit (answered from the response cache) or miss (executed)',
+    help: "Queries that read only a tenant's instances and snapshots, by outcome: hit (answered from the response cache) or miss (executed)",
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
