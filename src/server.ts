@@ -1,6 +1,5 @@
 // The HTTP and WebSocket front: Apollo Server on express, graphql-ws on the same port and path, health checks,
 // graceful shutdown.
-import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApolloServer } from '@apollo/server';
@@ -43,6 +42,7 @@ import type { Logger } from './logging/logger';
 import { graphqlRequestLogPlugin, logRefusal, requestIdFrom } from './observability/graphql-request-log';
 import { operatorEndpoints } from './observability/operator-endpoints';
 import { instrumentWebSocketServer, observeWebSocketOperations } from './observability/websocket-instrumentation';
+import { newFlatId } from './runtime/flat-id';
 import { EXPORT_PATH } from './services/export.service';
 import type { Principal } from './services/principal';
 
@@ -162,7 +162,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         const context: ApiContext = {
           principal: wsPrincipals.get(ctx) ?? null,
           services,
-          requestId: randomUUID(),
+          requestId: newFlatId(),
           origin: publicOrigin(config, listeningUrl, ctx.extra.request.headers.host),
         };
         contextSinks.set(context, { socket: ctx.extra.socket, id, detach: () => delete ctx.subscriptions[id] });

@@ -1,12 +1,12 @@
 // WebSocket connections and the operations they carry: the gauges of GET /metrics, one log line per closed
 // connection and one per finished operation (a subscription finishes when it completes or is stopped).
-import { randomUUID } from 'node:crypto';
 import { type ExecutionArgs, type ExecutionResult, getOperationAST, type GraphQLError } from 'graphql';
 import type { OperationResult } from 'graphql-ws';
 import type { WebSocketServer } from 'ws';
 import type { ApiContext } from '../api/context';
 import { type ErrorExposure, formatError } from '../api/format-error';
 import type { Logger } from '../logging/logger';
+import { newFlatId } from '../runtime/flat-id';
 import type { Metrics } from './metrics';
 
 const MAX_NAME_LENGTH = 100;
@@ -14,7 +14,7 @@ const MAX_NAME_LENGTH = 100;
 /** Counts sockets from the `ws` server itself, so refused and never-initialised connections count too. */
 export function instrumentWebSocketServer(wsServer: WebSocketServer, metrics: Metrics, logger: Logger): void {
   wsServer.on('connection', (socket) => {
-    const connectionId = randomUUID();
+    const connectionId = newFlatId();
     const opened = Date.now();
     metrics.webSocketConnections.inc();
     socket.once('close', (code, reason) => {
@@ -27,70 +27,110 @@ export function instrumentWebSocketServer(wsServer: WebSocketServer, metrics: Me
 /**
  * graphql-ws `onOperation`. A query or mutation is logged at once. A subscription's event stream is wrapped so that
  * the active-subscriptions gauge goes up when it starts and down exactly once however it ends (completed, failed,
- * stopped by the client, socket closed), and its line is logged then. A plain iterator rather than an async
- * generator: a generator's return() would wait for the next event before stopping.
+ * stopped by the client, socket closed), and its line is logged then.
  */
 export function observeWebSocketOperations(metrics: Metrics, logger: Logger, exposure: ErrorExposure) {
+  const observer: Observer = { metrics, logger, exposure };
   return (_ctx: unknown, _id: string, _payload: unknown, args: ExecutionArgs, result: OperationResult): OperationResult => {
-    const started = performance.now();
-    const context = args.contextValue as ApiContext | undefined;
-    const operation = getOperationAST(args.document, args.operationName);
-    const log = (errors: readonly GraphQLError[] = []) => {
-      const errorCodes = [...new Set(errors.map((error) => String(formatError(error.toJSON(), exposure).extensions?.code)))];
-      logger.info(
-        {
-          requestId: context?.requestId,
-          operationName: operation?.name?.value.slice(0, MAX_NAME_LENGTH) ?? null,
-          operationType: operation?.operation ?? 'unknown',
-          tenantId: context?.principal?.tenantId ?? null,
-          transport: 'websocket',
-          ...(errorCodes.length > 0 ? { errorCodes } : {}),
-          ms: Math.round(performance.now() - started),
-        },
-        'graphql request',
-      );
-    };
+    const line = new OperationLine(args, performance.now());
     if (!isAsyncIterable(result)) {
       // graphql-ws hands this hook the settled result, never a promise.
-      log((result as ExecutionResult).errors);
+      line.write(observer, (result as ExecutionResult).errors);
       return result;
     }
-
-    const source = result[Symbol.asyncIterator]();
     metrics.activeSubscriptions.inc();
-    let active = true;
-    const end = (errors?: readonly GraphQLError[]) => {
-      if (!active) return;
-      active = false;
-      metrics.activeSubscriptions.dec();
-      log(errors);
-    };
-    const tracked: AsyncGenerator<unknown> = {
-      async next() {
-        try {
-          const step = await source.next();
-          if (step.done) end();
-          return step;
-        } catch (error) {
-          end();
-          throw error;
-        }
-      },
-      async return(value?: unknown) {
-        end();
-        return (await source.return?.(value)) ?? { done: true, value: undefined };
-      },
-      async throw(error?: unknown) {
-        end();
-        if (source.throw) return source.throw(error);
-        throw error;
-      },
-      [Symbol.asyncIterator]() {
-        return this;
-      },
-    };
-    return tracked as OperationResult;
+    return new ObservedSubscription(result[Symbol.asyncIterator](), line, observer) as unknown as OperationResult;
   };
+}
+
+interface Observer {
+  metrics: Metrics;
+  logger: Logger;
+  exposure: ErrorExposure;
+}
+
+/** What an operation's log line says; kept from its start to its end (a subscription's may be hours later). */
+class OperationLine {
+  private readonly requestId: string | undefined;
+  private readonly operationName: string | null;
+  private readonly operationType: string;
+  private readonly tenantId: string | null;
+
+  constructor(
+    args: ExecutionArgs,
+    private readonly started: number,
+  ) {
+    const context = args.contextValue as ApiContext | undefined;
+    const operation = getOperationAST(args.document, args.operationName);
+    this.requestId = context?.requestId;
+    this.operationName = operation?.name?.value.slice(0, MAX_NAME_LENGTH) ?? null;
+    this.operationType = operation?.operation ?? 'unknown';
+    this.tenantId = context?.principal?.tenantId ?? null;
+  }
+
+  write({ logger, exposure }: Observer, errors: readonly GraphQLError[] = []): void {
+    const errorCodes = [...new Set(errors.map((error) => String(formatError(error.toJSON(), exposure).extensions?.code)))];
+    logger.info(
+      {
+        requestId: this.requestId,
+        operationName: this.operationName,
+        operationType: this.operationType,
+        tenantId: this.tenantId,
+        transport: 'websocket',
+        ...(errorCodes.length > 0 ? { errorCodes } : {}),
+        ms: Math.round(performance.now() - this.started),
+      },
+      'graphql request',
+    );
+  }
+}
+
+/**
+ * A subscription's stream, counted in the gauge until it ends and logged then, once however it ends. A class, not an object of closures: with
+ * thousands of subscribers, what each keeps for as long as it lives is what the GC copies and marks. A plain
+ * iterator rather than an async generator: a generator's return() would wait for the next event before stopping.
+ */
+class ObservedSubscription implements AsyncIterableIterator<unknown> {
+  private active = true;
+
+  constructor(
+    private readonly source: AsyncIterator<unknown>,
+    private readonly line: OperationLine,
+    private readonly observer: Observer,
+  ) {}
+
+  async next(): Promise<IteratorResult<unknown>> {
+    try {
+      const step = await this.source.next();
+      if (step.done) this.end();
+      return step;
+    } catch (error) {
+      this.end();
+      throw error;
+    }
+  }
+
+  async return(value?: unknown): Promise<IteratorResult<unknown>> {
+    this.end();
+    return (await this.source.return?.(value)) ?? { done: true, value: undefined };
+  }
+
+  async throw(error?: unknown): Promise<IteratorResult<unknown>> {
+    this.end();
+    if (this.source.throw) return this.source.throw(error);
+    throw error;
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  private end(): void {
+    if (!this.active) return;
+    this.active = false;
+    this.observer.metrics.activeSubscriptions.dec();
+    this.line.write(this.observer);
+  }
 }
 
 function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
