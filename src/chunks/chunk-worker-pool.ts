@@ -16,12 +16,20 @@ interface QueuedTask {
 
 interface PoolWorker {
   thread: Worker;
-  running: (QueuedTask & { seq: number }) | null;
+  /** Tasks posted to it, oldest first: it runs them in that order, and answers in that order. */
+  posted: (QueuedTask & { seq: number })[];
   /** Ends the thread once it has been idle for the pool's idleMs. */
   idleTimer: NodeJS.Timeout | null;
 }
 
 export const DEFAULT_CHUNK_WORKERS = Math.min(2, cpus().length);
+
+/**
+ * Tasks posted to a worker at once: it goes on to the next without waiting for the event loop to take its last result
+ * and give it more. With thousands of WebSocket subscribers the loop is busy for long stretches, and with one task
+ * each the workers of a restore they watched sat idle through them (bench:fanout).
+ */
+const TASKS_PER_WORKER = 4;
 
 /**
  * A worker idle this long ends, and gives back its heap and its allocator's memory (tens of MiB each after a restore);
@@ -58,9 +66,9 @@ export class ChunkWorkerPool {
     return this.#workers.length;
   }
 
-  /** Tasks that may usefully be in flight at once: one running per worker and one waiting for each. */
+  /** Tasks that may usefully be in flight at once: as many as the workers take. */
   get parallelism(): number {
-    return Math.max(1, this.size * 2);
+    return Math.max(1, this.size * TASKS_PER_WORKER);
   }
 
   async seal(keys: ChunkKeyMaterial, id: string, plaintext: Uint8Array): Promise<Buffer> {
@@ -79,9 +87,8 @@ export class ChunkWorkerPool {
     const workers = this.#workers.splice(0);
     for (const worker of workers) {
       if (worker.idleTimer) clearTimeout(worker.idleTimer);
-      // Out of the list, its exit no longer fails its task (see lost): so here, or the caller waits for ever.
-      worker.running?.reject(poolClosed());
-      worker.running = null;
+      // Out of the list, its exit no longer fails its tasks (see lost): so here, or the callers wait for ever.
+      for (const posted of worker.posted.splice(0)) posted.reject(poolClosed());
     }
     await Promise.all(workers.map((worker) => worker.thread.terminate()));
   }
@@ -106,14 +113,20 @@ export class ChunkWorkerPool {
 
   #dispatch(): void {
     while (this.#queue.length > 0) {
-      const worker = this.#workers.find((candidate) => candidate.running === null) ?? this.#spawn();
+      // An idle worker first, then a new one, then the least loaded that can take one more.
+      let worker = this.#workers.find((candidate) => candidate.posted.length === 0) ?? this.#spawn();
+      worker ??= this.#workers.reduce<PoolWorker | null>(
+        (least, candidate) => (candidate.posted.length < TASKS_PER_WORKER && (!least || candidate.posted.length < least.posted.length) ? candidate : least),
+        null,
+      );
       if (!worker) return;
       const queued = this.#queue.shift()!;
       if (worker.idleTimer) clearTimeout(worker.idleTimer);
       worker.idleTimer = null;
-      worker.running = { ...queued, seq: ++this.#seq };
+      const posted = { ...queued, seq: ++this.#seq };
+      worker.posted.push(posted);
       worker.thread.ref(); // busy workers keep the process alive until their results arrive
-      worker.thread.postMessage({ seq: worker.running.seq, task: queued.task }, queued.transfer);
+      worker.thread.postMessage({ seq: posted.seq, task: queued.task }, queued.transfer);
     }
   }
 
@@ -121,28 +134,27 @@ export class ChunkWorkerPool {
     if (this.#workers.length >= this.size) return null;
     const worker: PoolWorker = {
       thread: new Worker(join(__dirname, 'chunk-worker.js'), { resourceLimits: WORKER_LIMITS }),
-      running: null,
+      posted: [],
       idleTimer: null,
     };
     worker.thread.unref();
     worker.thread.on('message', (message: { seq: number; result?: Uint8Array; error?: string; damage?: boolean }) => {
-      const running = worker.running;
-      if (!running || running.seq !== message.seq) return;
-      worker.running = null;
-      worker.thread.unref();
-      if (message.error === undefined) running.resolve(message.result!);
-      else running.reject(message.damage ? new ChunkDamage(message.error) : new Error(message.error));
+      const done = worker.posted[0];
+      if (!done || done.seq !== message.seq) return;
+      worker.posted.shift();
+      if (worker.posted.length === 0) worker.thread.unref();
+      if (message.error === undefined) done.resolve(message.result!);
+      else done.reject(message.damage ? new ChunkDamage(message.error) : new Error(message.error));
       this.#dispatch();
-      if (worker.running === null) this.#retireWhenIdle(worker);
+      if (worker.posted.length === 0) this.#retireWhenIdle(worker);
     });
-    // A crashed worker fails its task and is replaced on the next dispatch.
+    // A crashed worker fails its tasks and is replaced on the next dispatch.
     const lost = (error: Error) => {
       if (worker.idleTimer) clearTimeout(worker.idleTimer);
       const index = this.#workers.indexOf(worker);
       if (index < 0) return;
       this.#workers.splice(index, 1);
-      worker.running?.reject(error);
-      worker.running = null;
+      for (const posted of worker.posted.splice(0)) posted.reject(error);
       this.#dispatch();
     };
     worker.thread.on('error', lost);
@@ -155,7 +167,7 @@ export class ChunkWorkerPool {
     worker.idleTimer = setTimeout(() => {
       worker.idleTimer = null;
       const index = this.#workers.indexOf(worker);
-      if (worker.running !== null || index < 0) return;
+      if (worker.posted.length > 0 || index < 0) return;
       this.#workers.splice(index, 1); // its exit event then finds nothing to fail
       void worker.thread.terminate();
     }, this.idleMs);

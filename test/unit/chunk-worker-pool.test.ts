@@ -39,6 +39,15 @@ describe('ChunkWorkerPool', () => {
     }
   });
 
+  it('answers each of many tasks given to its workers at once with its own result, whatever their sizes', async () => {
+    pool = new ChunkWorkerPool(2);
+    const plaintexts = Array.from({ length: 40 }, (_, i) => randomBytes(1024 * (1 + ((i * 37) % 300))));
+    const stored = await Promise.all(plaintexts.map((plaintext) => pool.seal(keys, chunkId(keys, plaintext), plaintext)));
+    const opened = await Promise.all(plaintexts.map((plaintext, i) => pool.open(keys, chunkId(keys, plaintext), stored[i], plaintext.length, true)));
+    opened.forEach((bytes, i) => assert.deepEqual(bytes, plaintexts[i], `task ${i}`));
+    assert.equal(pool.threads, 2);
+  });
+
   it('fails the tasks it is running and those queued when it closes, rather than leaving them waiting', async () => {
     pool = new ChunkWorkerPool(1);
     const plaintext = randomBytes(16 * 1024 * 1024);
