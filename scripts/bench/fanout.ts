@@ -23,7 +23,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { cpuSecondsOf, fill, flag, gql, MAX_BATCH, median, MiB, percentile, rssSampler, secs, snapshot, spread, startServer, stopServer, until } from './server-process';
+import { cpuSecondsOf, fill, flag, gql, MAX_BATCH, median, MiB, percentile, rssSampler, secs, snapshot, spread, startServer, stopServer, until, untilQuiet } from './server-process';
 import { rng } from './synthetic-graph';
 
 const list = (name: string, fallback: string) =>
@@ -138,11 +138,13 @@ async function main() {
 
     /** A restore watched by every client of `processes`, or by none (the clients stay connected, idle). */
     const restore = async (processes: ClientProcess[], part: string, connected: ClientProcess[] = processes): Promise<RunFigures> => {
+      // The previous run's subscriptions end on the server a slice at a time after their clients have all they wait
+      // for: every run, a baseline too, starts once they have and the server is quiet (a baseline that started
+      // meanwhile spent up to 0.4 s preparing, against 15-20 ms).
+      await until("the previous run's subscriptions to end", async () => (await activeSubscriptions()) === 0, 200);
+      await untilQuiet(server.child.pid!);
       await rss.part(part);
       if (processes.length > 0) {
-        // The previous run's subscriptions end on the server a slice at a time after their clients have all they
-        // wait for: the count starts from none.
-        await until("the previous run's subscriptions to end", async () => (await activeSubscriptions()) === 0, 200);
         const sent = await Promise.all(processes.map((p) => p.subscribe(instanceId)));
         const count = sent.reduce((sum, answer) => sum + answer.sent, 0);
         await until('every availability subscription to start', async () => (await activeSubscriptions()) >= count, 200);

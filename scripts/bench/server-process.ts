@@ -214,6 +214,21 @@ export function cpuSecondsOf(pid: number): number {
 }
 
 /**
+ * Resolves once the process has used at most `share` of one core over a whole `windowMs` (the work of a previous
+ * run, such as thousands of subscriptions ending a slice at a time, is over), or after `timeoutMs` regardless.
+ */
+export async function untilQuiet(pid: number, { windowMs = 500, share = 0.05, timeoutMs = 60_000 } = {}): Promise<void> {
+  const giveUp = performance.now() + timeoutMs;
+  let before = cpuSecondsOf(pid);
+  while (performance.now() < giveUp) {
+    await new Promise((resolve) => setTimeout(resolve, windowMs));
+    const now = cpuSecondsOf(pid);
+    if (now - before <= (share * windowMs) / 1000) return;
+    before = now;
+  }
+}
+
+/**
  * The server's peak RSS per part of the run: the kernel's own high-water mark (VmHWM, every thread of the process),
  * reset at the start of each part (`echo 5 > /proc/<pid>/clear_refs`) and read at its end; without that reset (an
  * older kernel) VmRSS sampled every 100 ms. And the server's event-loop delay per part: p99 and max of prom-client's
