@@ -226,6 +226,7 @@ export async function untilQuiet(pid: number, { windowMs = 500, share = 0.05, ti
     if (now - before <= (share * windowMs) / 1000) return;
     before = now;
   }
+  console.log(`  (the server did not go quiet within ${timeoutMs / 1000} s: this run starts on a busy server)`);
 }
 
 /**

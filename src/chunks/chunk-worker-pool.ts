@@ -148,7 +148,8 @@ export class ChunkWorkerPool {
       this.#dispatch();
       if (worker.posted.length === 0) this.#retireWhenIdle(worker);
     });
-    // A crashed worker fails its tasks and is replaced on the next dispatch.
+    // A crashed worker fails its tasks and is replaced on the next dispatch: every task posted to it, those it had not
+    // started too (their bytes were transferred to it and are gone with it), though they may be another operation's.
     const lost = (error: Error) => {
       if (worker.idleTimer) clearTimeout(worker.idleTimer);
       const index = this.#workers.indexOf(worker);

@@ -25,7 +25,7 @@ const TEMP_TABLES = `
 `;
 
 const MATERIALISE_CACHE_KIB = 64 * 1024;
-/** The most bytes of a base written back in one write. */
+/** A write of a base's bytes takes pieces until it holds this many (it may pass it by one piece). */
 const WRITE_BATCH_BYTES = 8 * 1024 * 1024;
 const UPSERT_COUNTS = `WHERE true ON CONFLICT (kind, name) DO UPDATE SET count = count + excluded.count`;
 const APPLY: Record<DeltaBatch['kind'], { clear: string; parse: string; statements: string[] }> = {
@@ -154,7 +154,7 @@ export async function materialiseStore(
 }
 
 /**
- * Writes the base's pieces in order, every piece already read in one write (at most WRITE_BATCH_BYTES): each write is
+ * Writes the base's pieces in order, the pieces already read in one write (until it reaches WRITE_BATCH_BYTES): each write is
  * a round trip through libuv's pool and back to the event loop, which thousands of WebSocket subscribers keep busy;
  * one per 256 KiB chunk made the restore they watched wait that many turns (bench:fanout).
  */
@@ -175,7 +175,7 @@ async function writeFile(path: string, base: Readable, signal: AbortSignal | und
 
 /** writev until every byte is written (a regular file takes all of them, but for an error; a short write is not one). */
 async function writeAll(file: FileHandle, pieces: Buffer[]): Promise<void> {
-  let left = pieces;
+  let left = pieces.filter((piece) => piece.length > 0);
   while (left.length > 0) {
     const { bytesWritten } = await file.writev(left);
     if (bytesWritten === 0) throw new Error('the store file took no bytes');

@@ -52,9 +52,8 @@ describe('ChunkWorkerPool', () => {
     pool = new ChunkWorkerPool(1);
     const plaintext = randomBytes(16 * 1024 * 1024);
     const id = chunkId(keys, plaintext);
-    const running = pool.seal(keys, id, plaintext);
-    const queued = pool.seal(keys, id, plaintext);
-    const outcomes = Promise.allSettled([running, queued]);
+    // More than the worker is given at once: some wait in the pool's own queue.
+    const outcomes = Promise.allSettled(Array.from({ length: 6 }, () => pool.seal(keys, id, plaintext)));
     await sleep(20);
     await pool.close();
     const settled = await Promise.race([outcomes, sleep(5_000).then(() => 'still waiting' as const)]);
