@@ -114,11 +114,7 @@ export class ChunkWorkerPool {
   #dispatch(): void {
     while (this.#queue.length > 0) {
       // An idle worker first, then a new one, then the least loaded that can take one more.
-      let worker = this.#workers.find((candidate) => candidate.posted.length === 0) ?? this.#spawn();
-      worker ??= this.#workers.reduce<PoolWorker | null>(
-        (least, candidate) => (candidate.posted.length < TASKS_PER_WORKER && (!least || candidate.posted.length < least.posted.length) ? candidate : least),
-        null,
-      );
+      const worker = this.#workers.find((candidate) => candidate.posted.length === 0) ?? this.#spawn() ?? leastLoaded(this.#workers);
       if (!worker) return;
       const queued = this.#queue.shift()!;
       if (worker.idleTimer) clearTimeout(worker.idleTimer);
@@ -174,6 +170,15 @@ export class ChunkWorkerPool {
     }, this.idleMs);
     worker.idleTimer.unref();
   }
+}
+
+/** The worker with the fewest tasks posted, if one can take another. */
+function leastLoaded(workers: PoolWorker[]): PoolWorker | null {
+  let least: PoolWorker | null = null;
+  for (const worker of workers) {
+    if (worker.posted.length < TASKS_PER_WORKER && (least === null || worker.posted.length < least.posted.length)) least = worker;
+  }
+  return least;
 }
 
 function asBuffer(view: Uint8Array): Buffer {

@@ -154,9 +154,9 @@ export async function materialiseStore(
 }
 
 /**
- * Writes the base's pieces in order, the pieces already read in one write (until it reaches WRITE_BATCH_BYTES): each write is
- * a round trip through libuv's pool and back to the event loop, which thousands of WebSocket subscribers keep busy;
- * one per 256 KiB chunk made the restore they watched wait that many turns (bench:fanout).
+ * Writes the base's pieces in order, those already read in one write (until it reaches WRITE_BATCH_BYTES): each write
+ * is a round trip through libuv's pool and back to the event loop, which thousands of WebSocket subscribers keep
+ * busy; one per 256 KiB chunk made the restore they watched wait that many turns (bench:fanout).
  */
 async function writeFile(path: string, base: Readable, signal: AbortSignal | undefined): Promise<void> {
   const file = await open(path, 'wx');
@@ -165,7 +165,11 @@ async function writeFile(path: string, base: Readable, signal: AbortSignal | und
       signal?.throwIfAborted();
       const batch: Buffer[] = [first as Buffer];
       let bytes = batch[0].length;
-      for (let next: Buffer | null; bytes < WRITE_BATCH_BYTES && (next = base.read() as Buffer | null) !== null; bytes += next.length) batch.push(next);
+      let next: Buffer | null;
+      while (bytes < WRITE_BATCH_BYTES && (next = base.read() as Buffer | null) !== null) {
+        batch.push(next);
+        bytes += next.length;
+      }
       await writeAll(file, batch);
     }
   } finally {

@@ -86,9 +86,10 @@ class OperationLine {
 }
 
 /**
- * A subscription's stream, counted in the gauge until it ends and logged then, once however it ends. A class, not an object of closures: with
- * thousands of subscribers, what each keeps for as long as it lives is what the GC copies and marks. A plain
- * iterator rather than an async generator: a generator's return() would wait for the next event before stopping.
+ * A subscription's stream, counted in the gauge until it ends and logged then, once however it ends. A class, not an
+ * object of closures: with thousands of subscribers, what each keeps for as long as it lives is what the GC copies
+ * and marks. A plain iterator rather than an async generator: a generator's return() would wait for the next event
+ * before stopping.
  */
 class ObservedSubscription implements AsyncIterableIterator<unknown> {
   private active = true;
