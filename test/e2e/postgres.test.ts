@@ -2,29 +2,21 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { itRunsTheCoreRoundTrip } from '../support/core-round-trip';
-import { createInstance, createTestDatabase, describePostgres, eventually, gql, serverPerSuite, takeSnapshot, type TestDatabase, withClient } from '../support';
+import { createInstance, describePostgres, eventually, gql, postgresServerPerSuite, takeSnapshot, withClient } from '../support';
 
 describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
-  let database: TestDatabase;
-  before(async () => {
-    database = await createTestDatabase(postgres.adminUrl());
-  });
-  const suite = serverPerSuite(() => ({ env: { DATABASE_URL: database.url } }));
-  // Declared after serverPerSuite, so it runs after the server has stopped.
-  after(async () => {
-    await database?.drop();
-  });
+  const suite = postgresServerPerSuite(postgres);
 
   it('keeps metadata in PostgreSQL, not in the data dir', async () => {
     assert.ok(!existsSync(join(suite.server.dataDir, 'metadata.sqlite')), 'metadata.sqlite was created despite DATABASE_URL');
-    const tenants = await withClient(database.url, (client) => client.query<{ name: string }>('SELECT name FROM tenants'));
+    const tenants = await withClient(suite.database.url, (client) => client.query<{ name: string }>('SELECT name FROM tenants'));
     assert.deepEqual(tenants.rows.map((row) => row.name), ['default']);
-    const migrations = await withClient(database.url, (client) => client.query('SELECT name FROM migrations'));
+    const migrations = await withClient(suite.database.url, (client) => client.query('SELECT name FROM migrations'));
     assert.ok(migrations.rowCount && migrations.rowCount > 0, 'no migrations recorded');
   });
 
   it('never logs the connection string', () => {
-    assert.ok(!suite.server.logs().includes(database.url));
+    assert.ok(!suite.server.logs().includes(suite.database.url));
   });
 
   itRunsTheCoreRoundTrip(() => suite.server);
@@ -32,12 +24,12 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
   it('lives through the database dropping its connections, and serves again after', async function () {
     this.timeout(60_000);
     const { server } = suite;
-    const name = new URL(database.url).pathname.slice(1);
+    const name = new URL(suite.database.url).pathname.slice(1);
     // For a few seconds (the change-log ticker looks every second), every connection the server holds is cut, over
     // and over, while requests come in.
     const until = Date.now() + 4_000;
     while (Date.now() < until) {
-      await withClient(database.url, (client) =>
+      await withClient(suite.database.url, (client) =>
         client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [name]),
       );
       await gql(server, '{ instances { id } }').catch(() => undefined);
@@ -50,7 +42,7 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
   });
 
   it('stores API keys hashed', async () => {
-    const keys = await withClient(database.url, (client) => client.query<{ secretHash: string }>('SELECT "secretHash" FROM api_keys'));
+    const keys = await withClient(suite.database.url, (client) => client.query<{ secretHash: string }>('SELECT "secretHash" FROM api_keys'));
     assert.ok(keys.rows.length > 0);
     for (const row of keys.rows) assert.notEqual(row.secretHash, suite.server.adminKey);
     assert.ok(!keys.rows.some((row) => row.secretHash.includes(suite.server.adminKey)));

@@ -19,7 +19,7 @@ import {
   graphOfArchive,
   idle,
   instanceState,
-  metricsSeries,
+  metricsValue,
   OPERATION_FIELDS,
   type OperationJson,
   patchTusUpload,
@@ -141,7 +141,7 @@ describeReplicas('three replicas on one PostgreSQL, Redis, S3 bucket and data di
     const names = async (server: TestServer) => expectData(await gql(server, LIST)).instances.map((instance: { name: string }) => instance.name) as string[];
     await createInstance(a, { name: 'polled-1' });
     for (const server of servers) await names(server);
-    const hits = (server: TestServer) => metricsSeries(server, 'snapgraph_graphql_response_cache_total', 'outcome="hit"');
+    const hits = (server: TestServer) => metricsValue(server, 'snapgraph_graphql_response_cache_total', 'outcome="hit"');
     const before = await Promise.all(servers.map(hits));
     for (const server of servers) assert.ok((await names(server)).includes('polled-1'));
     const after = await Promise.all(servers.map(hits));

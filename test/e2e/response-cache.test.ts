@@ -9,15 +9,14 @@ import {
   createKey,
   createNodes,
   createTenant,
-  createTestDatabase,
   describePostgres,
   expectCode,
   expectData,
   gql,
-  metricsSeries,
+  metricsValue,
+  postgresServerPerSuite,
   serverPerSuite,
   takeSnapshot,
-  type TestDatabase,
   type TestServer,
   withClient,
 } from '../support';
@@ -26,7 +25,7 @@ const LIST = '{ instances { id name status availability } }';
 const names = async (server: TestServer, key = server.adminKey): Promise<string[]> =>
   expectData(await gql(server, LIST, {}, key)).instances.map((instance: { name: string }) => instance.name);
 
-const cacheCount = (server: TestServer, outcome: 'hit' | 'miss') => metricsSeries(server, 'snapgraph_graphql_response_cache_total', `outcome="${outcome}"`);
+const cacheCount = (server: TestServer, outcome: 'hit' | 'miss') => metricsValue(server, 'snapgraph_graphql_response_cache_total', `outcome="${outcome}"`);
 
 /** What `work` made the cache do: answers it gave, and queries it had to execute. */
 async function cacheUse(server: TestServer, work: () => Promise<unknown>): Promise<{ hits: number; misses: number }> {
@@ -142,18 +141,11 @@ describe('the response cache (embedded SQLite)', () => {
 });
 
 describePostgres('the response cache (PostgreSQL)', (postgres) => {
-  let database: TestDatabase;
-  before(async () => {
-    database = await createTestDatabase(postgres.adminUrl());
-  });
-  const suite = serverPerSuite(() => ({ env: { DATABASE_URL: database.url } }));
-  after(async () => {
-    await database?.drop();
-  });
+  const suite = postgresServerPerSuite(postgres);
 
   // Another connection's commit is what another replica's is.
   itKeepsAnswersOnlyUntilACommit(
     () => suite.server,
-    (instanceId, name) => withClient(database.url, async (client) => void (await client.query('UPDATE instances SET name = $1 WHERE id = $2', [name, instanceId]))),
+    (instanceId, name) => withClient(suite.database.url, async (client) => void (await client.query('UPDATE instances SET name = $1 WHERE id = $2', [name, instanceId]))),
   );
 });

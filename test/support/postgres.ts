@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { Client } from 'pg';
 import { registerCleanup } from './cleanup';
+import { serverPerSuite, type TestServer } from './server';
 
 /** The admin URLs tried in order; SNAPGRAPH_TEST_POSTGRES_URL (allowed to CREATE DATABASE), when set, is the only one. */
 function candidateUrls(): string[] {
@@ -99,6 +100,30 @@ export async function createTestDatabase(adminUrl: string): Promise<TestDatabase
     await withClient(adminUrl, (client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
   });
   return { url: url.toString(), name, drop };
+}
+
+/**
+ * One server for the describePostgres block, its metadata in a fresh database of its own, dropped once the server has
+ * stopped (mocha runs `after` hooks in the order they were declared: the server's first).
+ */
+export function postgresServerPerSuite(postgres: { adminUrl(): string }): { readonly server: TestServer; readonly database: TestDatabase } {
+  let database: TestDatabase | undefined;
+  before(async () => {
+    database = await createTestDatabase(postgres.adminUrl());
+  });
+  const suite = serverPerSuite(() => ({ env: { DATABASE_URL: database!.url } }));
+  after(async () => {
+    await database?.drop();
+  });
+  return {
+    get server() {
+      return suite.server;
+    },
+    get database() {
+      if (!database) throw new Error('the suite database does not exist (used outside the describe block?)');
+      return database;
+    },
+  };
 }
 
 /** Runs one function with a connected client (e.g. to inspect the metadata tables). */

@@ -313,20 +313,17 @@ function parseLogLine(line: string): Record<string, unknown> | null {
   }
 }
 
-/** One sample of the server's GET /metrics: a metric without labels, or the sum of its series. */
-export async function metricsValue(server: Pick<TestServer, 'url'>, name: string): Promise<number> {
+/**
+ * One sample of the server's GET /metrics: with `labels` (as printed: `outcome="hit"`), that series, 0 if absent;
+ * without, the metric's only value or the sum of its series.
+ */
+export async function metricsValue(server: Pick<TestServer, 'url'>, name: string, labels?: string): Promise<number> {
   const text = await (await fetch(`${server.url}/metrics`)).text();
+  const wanted = labels === undefined ? (line: string) => line.startsWith(`${name} `) || line.startsWith(`${name}{`) : (line: string) => line.startsWith(`${name}{${labels}} `);
   return text
     .split('\n')
-    .filter((line) => line.startsWith(`${name} `) || line.startsWith(`${name}{`))
+    .filter(wanted)
     .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
-}
-
-/** One sample of one series of the server's GET /metrics, by its labels as printed (`outcome="hit"`); 0 if absent. */
-export async function metricsSeries(server: Pick<TestServer, 'url'>, name: string, labels: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${name}{${labels}} `));
-  return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
 }
 
 export function parseLogLines(text: string): Record<string, unknown>[] {
