@@ -52,9 +52,10 @@ describe('ChunkWorkerPool', () => {
     pool = new ChunkWorkerPool(1);
     const plaintext = randomBytes(16 * 1024 * 1024);
     const id = chunkId(keys, plaintext);
-    // More than the worker is given at once: some wait in the pool's own queue.
+    // More than the worker is given at once: four are posted to it, two wait in the pool's own queue. It closes before
+    // the event loop could take any answer, so none can have been answered (a pause here let a fast machine answer one).
     const outcomes = Promise.allSettled(Array.from({ length: 6 }, () => pool.seal(keys, id, plaintext)));
-    await sleep(20);
+    assert.equal(pool.threads, 1, 'the worker was given its tasks');
     await pool.close();
     const settled = await Promise.race([outcomes, sleep(5_000).then(() => 'still waiting' as const)]);
     assert.notEqual(settled, 'still waiting');
