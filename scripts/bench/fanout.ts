@@ -17,7 +17,10 @@
 // Per N: the restore's time (the operation's startedAt → finishedAt) with N subscribers / with none; delivery latency
 // (client receive time − the event's server time: availability `at`, the final state's `finishedAt`) p50/p99 over
 // every client and event; progress events per client; the server's peak RSS (VmRSS every 100 ms) and CPU seconds
-// (utime + stime from the restore mutation to its end). 10,000 sockets need `ulimit -n` above 10,000 on both sides.
+// (utime + stime from the restore mutation to its end); how long everything else waited meanwhile: the event loop's
+// delay (p99 and max of prom-client's histogram, which restarts at every scrape of /metrics: scraped right before the
+// restore and right after it) and a dashboard's cheap request (`{ viewer { role } }`, one every PROBE_MS). 10,000
+// sockets need `ulimit -n` above 10,000 on both sides.
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -36,6 +39,8 @@ const perProcess = flag('per-process', 2500);
 const keep = process.argv.includes('--keep');
 /** How long after the restore's end the clients may still be receiving its last events before they report anyway. */
 const DELIVERY_GRACE_MS = 60_000;
+/** The pause between a dashboard's requests while a restore runs (each is timed). */
+const PROBE_MS = 25;
 
 /**
  * The restore's start and end once it SUCCEEDED. A poll the server answers late or not at all (a busy server before
@@ -112,6 +117,10 @@ class ClientProcess {
 
 interface RunFigures {
   restoreMs: number;
+  /** The event loop's delay over the restore, from its start to its end. */
+  loopDelay: { p99: number; max: number };
+  /** Times of a dashboard's requests made while the restore ran. */
+  requestLatencies: number[];
   cpuSeconds: number;
   /** CPU seconds the client processes used over the same span (they share the machine's cores with the server). */
   clientCpuSeconds: number;
@@ -154,18 +163,39 @@ async function main() {
       const clientCpuBefore = clientCpu();
       const { restoreSnapshot } = await gql(`mutation($s: ID!) { restoreSnapshot(snapshotId: $s, confirm: "RESTORE") { id } }`, { s: source.id });
       const watching = processes.map((p) => p.watch(restoreSnapshot.id));
-      const done = await restoreDone(restoreSnapshot.id);
+      const ended = restoreDone(restoreSnapshot.id);
+      const probing = requestLatencies(ended);
+      const done = await ended;
       const cpu = cpuSecondsOf(server.child.pid!) - cpuBefore;
       const clientCpuSeconds = clientCpu() - clientCpuBefore;
+      // The last scrape before this one was the one right before the restore (the wait for subscriptions, or rss.part).
+      const loopDelay = await eventLoopDelay();
+      const requests = await probing;
       const grace = setTimeout(() => processes.forEach((p) => p.stop()), DELIVERY_GRACE_MS);
       const answers = await Promise.all(watching);
       clearTimeout(grace);
       const clients = answers.length === 0 ? undefined : merge(answers.map((a) => a.done));
-      return { restoreMs: Date.parse(done.finishedAt) - Date.parse(done.startedAt), cpuSeconds: cpu, clientCpuSeconds, clients };
+      return { restoreMs: Date.parse(done.finishedAt) - Date.parse(done.startedAt), loopDelay, requestLatencies: requests, cpuSeconds: cpu, clientCpuSeconds, clients };
     };
-    const activeSubscriptions = async () => {
-      const text = await fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
-      return Number(/^snapgraph_subscriptions_active (\S+)$/m.exec(text)?.[1] ?? 0);
+    const metrics = () => fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
+    const activeSubscriptions = async () => Number(/^snapgraph_subscriptions_active (\S+)$/m.exec(await metrics())?.[1] ?? 0);
+    const eventLoopDelay = async () => {
+      const text = await metrics();
+      const seconds = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
+      return { p99: seconds('nodejs_eventloop_lag_p99_seconds') * 1000, max: seconds('nodejs_eventloop_lag_max_seconds') * 1000 };
+    };
+    /** A dashboard's cheap request, one every PROBE_MS until `end` settles: how long each took. */
+    const requestLatencies = async (end: Promise<unknown>): Promise<number[]> => {
+      let ended = false;
+      end.finally(() => (ended = true)).catch(() => undefined);
+      const latencies: number[] = [];
+      while (!ended) {
+        const sent = performance.now();
+        await gql(`{ viewer { role } }`).catch(() => undefined);
+        latencies.push(performance.now() - sent);
+        await new Promise((resolve) => setTimeout(resolve, PROBE_MS));
+      }
+      return latencies;
     };
 
     // A first restore warms the server (the first pre-restore snapshot stores the data; later ones deduplicate).
@@ -201,8 +231,8 @@ async function main() {
       results.push({ n, baseline, product });
     }
     await rss.part('end');
-    const { peaks, delays } = await rss.stop();
-    for (const { n, baseline, product } of results) report(n, baseline, product, peaks, delays);
+    const { peaks } = await rss.stop();
+    for (const { n, baseline, product } of results) report(n, baseline, product, peaks);
   } finally {
     await stopServer(server);
     if (!keep) rmSync(work, { recursive: true, force: true });
@@ -233,7 +263,7 @@ function merge(parts: ClientFigures[]): ClientFigures {
   };
 }
 
-function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks: Map<string, number>, delays: Map<string, { p99: number; max: number }>) {
+function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks: Map<string, number>) {
   const ratios = product.map((run, i) => run.restoreMs / baseline[i].restoreMs);
   const ms = (value: number) => `${value.toFixed(0)} ms`;
   const x = (value: number) => `${value.toFixed(2)}×`;
@@ -256,12 +286,17 @@ function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks:
   console.log(`    clients' CPU, ${n} subscribers: ${spread(product.map((r) => r.clientCpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
   const peak = (part: string) => peaks.get(`${n}:${part}`) ?? 0;
   console.log(`    server peak RSS: no subscribers (${n} clients connected, idle) ${MiB(peak('baseline'))}, ${n} subscribers ${MiB(peak('subscribed'))}`);
-  // Over all runs of each kind: what every other request to this server waited for at worst while the restores ran.
-  const delay = (part: string) => {
-    const d = delays.get(`${n}:${part}`);
-    return d ? `p99 ${d.p99.toFixed(0)} ms, max ${d.max.toFixed(0)} ms` : 'not measured';
+  // What everything else waited for while the restores ran: the event loop's delay per run, and a dashboard's requests
+  // of every run of a kind together.
+  const waited = (runs: RunFigures[]) => {
+    const requests = runs.flatMap((r) => r.requestLatencies);
+    return (
+      `event-loop delay p99 ${spread(runs.map((r) => r.loopDelay.p99), ms)}, max ${spread(runs.map((r) => r.loopDelay.max), ms)}; ` +
+      `a request p50/p99/max ${[50, 99, 100].map((p) => Math.round(percentile(requests, p))).join('/')} ms (${requests.length} requests)`
+    );
   };
-  console.log(`    server event-loop delay: no subscribers ${delay('baseline')}; ${n} subscribers ${delay('subscribed')}`);
+  console.log(`    while restoring, no subscribers: ${waited(baseline)}`);
+  console.log(`    while restoring, ${n} subscribers: ${waited(product)}`);
 }
 
 main().catch((error) => {
