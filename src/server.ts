@@ -23,6 +23,7 @@ import { queryGuard } from './api/http/query-guard';
 import { createTusUploads } from './api/http/tus-uploads';
 import { UPLOADS_PATH } from './api/http/upload-endpoint';
 import { publicOrigin } from './api/http/public-origin';
+import { jsonBody } from './api/http/json-body';
 import { uncacheableResponses } from './api/http/uncacheable-responses';
 import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
@@ -210,7 +211,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const corsHeaders = cors(config.corsOrigins);
   const graphqlHandlers: RequestHandler[] = [
     createUploadMiddleware(config, async (authorization) => Boolean(await authenticate(authorization).catch(() => null))),
-    express.json({ limit: config.maxBodyBytes }),
+    jsonBody(config.maxBodyBytes),
     queryGuard(limits, (req, res, error) => {
       const requestId = requestIdFrom(req.headers['x-request-id']);
       res.setHeader('x-request-id', requestId);

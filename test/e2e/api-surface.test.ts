@@ -2,6 +2,8 @@
 // (on by default, switchable, the same over HTTP and WebSocket), errors without internals, JSON refusals of
 // malformed bodies, and CORS from configured origins only.
 import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import { getIntrospectionQuery } from 'graphql';
 import { serverAudits } from 'graphql-http';
 import {
@@ -121,6 +123,28 @@ for (const nodeEnv of [undefined, 'production']) {
       const entry = JSON.parse(about[0]) as Record<string, unknown>;
       assert.deepEqual([entry.msg, entry.status, entry.errorCodes], ['graphql request refused', 400, ['BAD_USER_INPUT']]);
       assert.ok(written.every((line) => line.startsWith('{')), `a line that is not JSON:\n${written.join('\n')}`);
+    });
+
+    it('reads a JSON body as body-parser does: a BOM, a charset, gzip and a chunked body accepted; JSON that is not an object refused', async () => {
+      const { server } = suite;
+      const query = JSON.stringify({ query: '{ viewer { role } }' });
+      const send = (body: RequestInit['body'], headers: Record<string, string> = {}) =>
+        fetch(server.graphqlUrl, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${server.adminKey}`, ...headers }, body, duplex: 'half' } as RequestInit);
+      const role = async (response: Response) => {
+        assert.equal(response.status, 200);
+        return ((await response.json()) as { data: { viewer: { role: string } } }).data.viewer.role;
+      };
+      assert.equal(await role(await send(query)), 'ADMIN');
+      assert.equal(await role(await send(`\uFEFF${query}`)), 'ADMIN');
+      assert.equal(await role(await send(query, { 'content-type': 'application/json; charset=UTF-8' })), 'ADMIN');
+      assert.equal(await role(await send(gzipSync(query), { 'content-encoding': 'gzip' })), 'ADMIN');
+      assert.equal(await role(await send(Readable.toWeb(Readable.from([Buffer.from(query)])) as ReadableStream)), 'ADMIN');
+      for (const body of ['"a string"', '42', '   ', 'null']) {
+        const refused = await send(body);
+        assert.equal(refused.status, 400, body);
+        const { errors } = (await refused.json()) as { errors: { message: string; extensions: { code: string } }[] };
+        assert.deepEqual([errors[0].extensions.code, errors[0].message], ['BAD_USER_INPUT', 'the request body is not valid JSON'], body);
+      }
     });
 
     it('marks every GraphQL answer Cache-Control: no-store, data and errors alike, GET and POST', async () => {
