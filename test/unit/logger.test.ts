@@ -36,14 +36,36 @@ describe('the log', () => {
     assert.deepEqual(logged((logger) => logger.info({ headers: { authorization: 'Bearer k' } }, 'x')).headers, { authorization: CENSOR });
   });
 
-  it('censors a secret an error carries, and keeps its message and stack', () => {
-    const error = Object.assign(new Error('the store refused it'), { token: 'sg_live_1', code: 'E1' });
-    const line = logged((logger) => logger.error({ err: error }, 'failed'));
-    assert.equal(line.err.token, CENSOR);
-    assert.equal(line.err.code, 'E1');
-    assert.equal(line.err.message, 'the store refused it');
-    assert.match(line.err.stack, /the store refused it/);
+  it('censors a secret an error carries, its own or inherited, and keeps its class, message and stack', () => {
+    const error = Object.assign(new TypeError('the store refused it'), { token: 'sg_live_1', code: 'E1' });
+    for (const line of [logged((logger) => logger.error({ err: error }, 'failed')), logged((logger) => logger.error(error))]) {
+      assert.equal(line.err.token, CENSOR);
+      assert.equal(line.err.code, 'E1');
+      assert.equal(line.err.type, 'TypeError');
+      assert.equal(line.err.message, 'the store refused it');
+      assert.match(line.err.stack, /the store refused it/);
+    }
     assert.equal(error.token, 'sg_live_1', "the caller's error is not changed");
+
+    class KeyedError extends Error {}
+    Object.defineProperty(KeyedError.prototype, 'apiKey', { value: 'sg_inherited', enumerable: true });
+    assert.equal(logged((logger) => logger.error({ err: new KeyedError('k') }, 'failed')).err.apiKey, CENSOR);
+
+    const frozen = Object.freeze(Object.assign(new Error('f'), { secret: 's' }));
+    assert.deepEqual(logged((logger) => logger.info({ error: frozen }, 'x')).error, { secret: CENSOR });
+    assert.equal(logged((logger) => logger.error({ err: frozen }, 'x')).err.secret, CENSOR);
+  });
+
+  it("censors a child logger's bindings and objects interpolated into the message", () => {
+    const line = logged((logger) => logger.child({ token: 'c1', input: { apiKey: 'c2' }, tenantId: 't' }).info({ requestId: 'r' }, 'x'));
+    assert.deepEqual([line.token, line.input, line.tenantId, line.requestId], [CENSOR, { apiKey: CENSOR }, 't', 'r']);
+    const grandchild = logged((logger) => logger.child({ a: 1 }).child({ secret: 'c3' }).info('x'));
+    assert.deepEqual([grandchild.a, grandchild.secret], [1, CENSOR]);
+    const interpolated = logged((logger) => logger.info('context %j and %o', { secret: 's1', n: 1 }, { nested: { token: 's2' } }));
+    assert.doesNotMatch(interpolated.msg, /s1|s2/);
+    assert.match(interpolated.msg, /"n":1/);
+    const afterObject = logged((logger) => logger.info({ requestId: 'r' }, 'then %j', { masterKey: 'm' }));
+    assert.doesNotMatch(afterObject.msg, /"m"/);
   });
 
   it("never changes what the caller passed, and gives a line with no secret back as it is", () => {
@@ -52,7 +74,7 @@ describe('the log', () => {
     const censored = redactSecrets(line);
     assert.deepEqual(censored, { req: { headers: { authorization: CENSOR } }, secret: CENSOR, input: { apiKey: CENSOR } });
     assert.deepEqual(line, { req: { headers: { authorization: 'Bearer k' } }, secret: 's', input: { apiKey: 'k' } });
-    const plain = { requestId: 'r', status: 200, errorCodes: ['X'], nested: { ok: true } };
+    const plain = { requestId: 'r', status: 200, errorCodes: ['X'], nested: { ok: true }, token: undefined };
     assert.equal(redactSecrets(plain), plain);
   });
 });
