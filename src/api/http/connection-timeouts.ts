@@ -32,12 +32,8 @@ export function applyHttpTimeouts(httpServer: Server, idleTimeoutMs: number, log
   httpServer.timeout = idleTimeoutMs;
   httpServer.keepAliveTimeout = Math.min(httpServer.keepAliveTimeout, idleTimeoutMs);
   const answering = new WeakMap<Socket, { request: IncomingMessage; response: ServerResponse }>();
-  httpServer.on('request', (request: IncomingMessage, response: ServerResponse) => {
-    answering.set(request.socket, { request, response });
-    response.once('close', () => {
-      if (answering.get(request.socket)?.response === response) answering.delete(request.socket);
-    });
-  });
+  // The socket's latest request; an answered one (headers sent) or a closed socket no longer holds the timeout off.
+  httpServer.on('request', (request: IncomingMessage, response: ServerResponse) => answering.set(request.socket, { request, response }));
   // With a listener Node leaves the socket to us: log (no URL — export links hold a token) and destroy it. The next
   // byte read or written arms the timeout again, so an answer that then stalls is still dropped. The verdict waits one
   // turn of the event loop: after a stall of the loop the timer fires before the bytes that came meanwhile are read,

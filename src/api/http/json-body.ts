@@ -14,7 +14,8 @@ export function jsonBody(limitBytes: number): RequestHandler {
   const parser = express.json({ limit: limitBytes });
   return (req: Request, res: Response, next: NextFunction) => {
     const length = plainJsonLength(req, limitBytes);
-    if (length === null) return parser(req, res, next);
+    // A body already read (by a parser before this one) is left to express.json, which passes it by.
+    if (length === null || (req.complete && !req.readable)) return parser(req, res, next);
     readBody(req, length, (error, body) => {
       if (error) return next(error);
       try {
@@ -46,7 +47,6 @@ function readBody(req: Request, length: number, done: (error: Error | null, body
     req.off('data', onData);
     req.off('end', onEnd);
     req.off('error', onAborted);
-    req.off('aborted', onAborted);
     if (error) {
       // What is left of a body refused on the way is read and dropped, so the client gets the answer, not a reset.
       req.resume();
@@ -61,10 +61,10 @@ function readBody(req: Request, length: number, done: (error: Error | null, body
   };
   const onEnd = () => finish(received === length ? null : bodyError(400, 'request.size.invalid', 'request size did not match content length'));
   const onAborted = () => finish(bodyError(400, 'request.aborted', 'request aborted'));
+  // A client that goes away mid-body destroys the request with an error ("aborted"), as Node has done since 15.
   req.on('data', onData);
-  req.once('end', onEnd);
-  req.once('error', onAborted);
-  req.once('aborted', onAborted);
+  req.on('end', onEnd);
+  req.on('error', onAborted);
 }
 
 /** As body-parser's strict JSON: a leading BOM dropped, an empty body `{}`, anything but an object or array refused. */
