@@ -26,7 +26,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { cpuSecondsOf, fill, flag, gql, MAX_BATCH, median, MiB, percentile, rssSampler, secs, snapshot, spread, startServer, stopServer, until, untilQuiet } from './server-process';
+import { activeSubscriptions, cpuSecondsOf, eventLoopDelay, fill, flag, gql, MAX_BATCH, median, MiB, percentile, rssSampler, secs, sleep, snapshot, spread, startServer, stopServer, until, untilQuiet } from './server-process';
 import { rng } from './synthetic-graph';
 
 const list = (name: string, fallback: string) =>
@@ -177,13 +177,6 @@ async function main() {
       const clients = answers.length === 0 ? undefined : merge(answers.map((a) => a.done));
       return { restoreMs: Date.parse(done.finishedAt) - Date.parse(done.startedAt), loopDelay, requestLatencies: requests, cpuSeconds: cpu, clientCpuSeconds, clients };
     };
-    const metrics = () => fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
-    const activeSubscriptions = async () => Number(/^snapgraph_subscriptions_active (\S+)$/m.exec(await metrics())?.[1] ?? 0);
-    const eventLoopDelay = async () => {
-      const text = await metrics();
-      const seconds = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
-      return { p99: seconds('nodejs_eventloop_lag_p99_seconds') * 1000, max: seconds('nodejs_eventloop_lag_max_seconds') * 1000 };
-    };
     /** A dashboard's cheap request, one every PROBE_MS until `end` settles: how long each took. */
     const requestLatencies = async (end: Promise<unknown>): Promise<number[]> => {
       let ended = false;
@@ -193,7 +186,7 @@ async function main() {
         const sent = performance.now();
         await gql(`{ viewer { role } }`).catch(() => undefined);
         latencies.push(performance.now() - sent);
-        await new Promise((resolve) => setTimeout(resolve, PROBE_MS));
+        await sleep(PROBE_MS);
       }
       return latencies;
     };

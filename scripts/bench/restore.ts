@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
-import { ADMIN_KEY, fill, flag, gql, MAX_BATCH, operationDone, percentile, rssSampler, secs, type Server, startServer, stopServer, until } from './server-process';
+import { activeSubscriptions, ADMIN_KEY, fill, flag, gql, MAX_BATCH, operationDone, percentile, rssSampler, secs, sleep, startServer, stopServer, until } from './server-process';
 import { propertyMaker, propertyStyleFromArgs, rng } from './synthetic-graph';
 
 const sizes = (process.argv.includes('--sizes') ? process.argv[process.argv.indexOf('--sizes') + 1] : '10000,1000000')
@@ -78,12 +78,6 @@ class Subscriptions {
   }
 }
 
-/** Subscriptions the server holds open now (its /metrics), to know when one has started. */
-async function activeSubscriptions(server: Server): Promise<number> {
-  const text = await fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
-  return Number(/^snapgraph_subscriptions_active (\S+)$/m.exec(text)?.[1] ?? 0);
-}
-
 /** The id of the instance's newest operation of `kind` (for `snapshotId` when given), through the operations list. */
 async function operationOf(instanceId: string, kind: string, snapshotId?: string): Promise<string> {
   return until(`the ${kind} operation`, async () => {
@@ -117,7 +111,7 @@ async function benchSize(nodes: number) {
 
     // Availability over graphql-ws, subscribed (and seen active on the server) before the restore is requested.
     ws = await Subscriptions.open(server.url);
-    const before = await activeSubscriptions(server);
+    const before = await activeSubscriptions();
     let unavailableAt: number | null = null;
     let availableAgainAt: number | null = null;
     ws.subscribe('a', `subscription($id: ID) { instanceAvailabilityChanged(instanceId: $id) { availability at } }`, { id: instanceId }, (data) => {
@@ -125,7 +119,7 @@ async function benchSize(nodes: number) {
       if (event.availability === 'UNAVAILABLE') unavailableAt = Date.parse(event.at);
       if (event.availability === 'AVAILABLE' && unavailableAt !== null) availableAgainAt = Date.parse(event.at);
     });
-    await until('the availability subscription to start', async () => (await activeSubscriptions(server)) > before, 50, 30_000);
+    await until('the availability subscription to start', async () => (await activeSubscriptions()) > before, 50, 30_000);
 
     const latencies: number[] = [];
     let readErrors = 0;
@@ -135,7 +129,7 @@ async function benchSize(nodes: number) {
         const started = performance.now();
         await gql(`query($id: ID!) { nodes(instanceId: $id, first: 10) { edges { node { id } } } }`, { id: instanceId }).catch(() => (readErrors += 1));
         latencies.push(performance.now() - started);
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await sleep(50);
       }
     })();
 

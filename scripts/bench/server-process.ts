@@ -50,7 +50,7 @@ export function spread(values: number[], format: (value: number) => string): str
   return `${format(median(values))} (range ${format(Math.min(...values))} – ${format(Math.max(...values))}, n=${values.length})`;
 }
 
-const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+export const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
 export async function until<T>(what: string, poll: () => Promise<T | null | undefined>, intervalMs = 25, timeoutMs = 3_600_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -221,12 +221,30 @@ export async function untilQuiet(pid: number, { windowMs = 500, share = 0.05, ti
   const giveUp = performance.now() + timeoutMs;
   let before = cpuSecondsOf(pid);
   while (performance.now() < giveUp) {
-    await new Promise((resolve) => setTimeout(resolve, windowMs));
+    await sleep(windowMs);
     const now = cpuSecondsOf(pid);
     if (now - before <= (share * windowMs) / 1000) return;
     before = now;
   }
   console.log(`  (the server did not go quiet within ${timeoutMs / 1000} s: this run starts on a busy server)`);
+}
+
+/** The server's /metrics (empty when it does not answer). */
+export const scrapeMetrics = (): Promise<string> => fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
+
+/** A series of a /metrics text (NaN when absent). */
+export const metricValue = (text: string, name: string): number => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN);
+
+/** Subscriptions the server holds open now. */
+export const activeSubscriptions = async (): Promise<number> => metricValue(await scrapeMetrics(), 'snapgraph_subscriptions_active') || 0;
+
+/**
+ * The server's event-loop delay, p99 and max in ms, since the previous scrape of its /metrics (prom-client's histogram
+ * restarts at every scrape, by anyone).
+ */
+export async function eventLoopDelay(): Promise<{ p99: number; max: number }> {
+  const text = await scrapeMetrics();
+  return { p99: metricValue(text, 'nodejs_eventloop_lag_p99_seconds') * 1000, max: metricValue(text, 'nodejs_eventloop_lag_max_seconds') * 1000 };
 }
 
 /**
@@ -260,11 +278,8 @@ export function rssSampler(pid: number) {
   const sample = () => keep(part, read('VmRSS'));
   const timer = setInterval(sample, 100);
   const scrapeDelay = async () => {
-    const text = await fetch(`${server.url}/metrics`).then((r) => r.text(), () => '');
-    const value = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(text)?.[1] ?? NaN) * 1000;
     const seen = delays.get(part) ?? { p99: 0, max: 0 };
-    const p99 = value('nodejs_eventloop_lag_p99_seconds');
-    const max = value('nodejs_eventloop_lag_max_seconds');
+    const { p99, max } = await eventLoopDelay();
     if (Number.isFinite(p99)) delays.set(part, { p99: Math.max(seen.p99, p99), max: Math.max(seen.max, max) });
   };
   const endPart = async () => {

@@ -34,8 +34,8 @@ export function redactSecrets(line: Record<string, unknown>): Record<string, unk
   let copy: Record<string, unknown> | null = null;
   for (const key of Object.keys(line)) {
     const value = line[key];
-    let logged = value;
     if (value === undefined) continue;
+    let logged = value;
     if (TOP_LEVEL_SECRET_KEYS.has(key)) logged = CENSOR;
     else if (typeof value === 'object' && value !== null) logged = withoutSecrets(value as Record<string, unknown>, key === 'req');
     if (logged !== value) (copy ??= { ...line })[key] = logged;
@@ -48,7 +48,7 @@ function withoutSecrets(value: Record<string, unknown>, isRequest: boolean): Rec
   const headers = isRequest ? value.headers : undefined;
   const censorHeaders = typeof headers === 'object' && headers !== null && Object.hasOwn(headers, 'authorization');
   // An error's inherited fields are logged too (pino's serializer copies them): looked at as well.
-  const keys = value instanceof Error ? inheritedAndOwnKeys(value).filter((key) => SECRET_KEYS.has(key)) : Object.keys(value).filter((key) => SECRET_KEYS.has(key));
+  const keys = (value instanceof Error ? inheritedAndOwnKeys(value) : Object.keys(value)).filter((key) => SECRET_KEYS.has(key));
   if (keys.length === 0 && !censorHeaders) return value;
   const copy = value instanceof Error ? copyOfError(value) : { ...value };
   for (const key of keys) Object.defineProperty(copy, key, { value: CENSOR, enumerable: true, writable: true, configurable: true });

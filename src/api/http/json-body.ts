@@ -56,10 +56,10 @@ function readBody(req: Request, length: number, done: (error: Error | null, body
   };
   const onData = (chunk: Buffer) => {
     received += chunk.length;
-    if (received > length) return finish(bodyError(400, 'request.size.invalid', 'request size did not match content length'));
+    if (received > length) return finish(sizeMismatch());
     chunks.push(chunk);
   };
-  const onEnd = () => finish(received === length ? null : bodyError(400, 'request.size.invalid', 'request size did not match content length'));
+  const onEnd = () => finish(received === length ? null : sizeMismatch());
   const onAborted = () => finish(bodyError(400, 'request.aborted', 'request aborted'));
   // A client that goes away mid-body destroys the request with an error ("aborted"), as Node has done since 15.
   req.on('data', onData);
@@ -75,4 +75,5 @@ function parse(text: string): unknown {
   return JSON.parse(body);
 }
 
+const sizeMismatch = () => bodyError(400, 'request.size.invalid', 'request size did not match content length');
 const bodyError = (status: number, type: string, message: string) => Object.assign(new Error(message), { status, statusCode: status, type, expose: true });
