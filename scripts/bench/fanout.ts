@@ -17,7 +17,8 @@
 // Per N: the restore's time (the operation's startedAt → finishedAt) with N subscribers / with none; delivery latency
 // (client receive time − the event's server time: availability `at`, the final state's `finishedAt`) p50/p99 over
 // every client and event; progress events per client; the server's peak RSS (VmRSS every 100 ms) and CPU seconds
-// (utime + stime from the restore mutation to its end); how long everything else waited meanwhile: the event loop's
+// (utime + stime from the restore mutation to its end), the clients' too, and the shortest restore that CPU allows on
+// this machine's cores; how long everything else waited meanwhile: the event loop's
 // delay (p99 and max of prom-client's histogram, which restarts at every scrape of /metrics: scraped right before the
 // restore and right after it) and a dashboard's cheap request (`{ viewer { role } }`, one every PROBE_MS). 10,000
 // sockets need `ulimit -n` above 10,000 on both sides.
@@ -277,6 +278,12 @@ function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks:
   console.log(`    server CPU, ${n} subscribers: ${spread(product.map((r) => r.cpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
   console.log(`    clients' CPU, idle: ${spread(baseline.map((r) => r.clientCpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
   console.log(`    clients' CPU, ${n} subscribers: ${spread(product.map((r) => r.clientCpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
+  // The server and the clients share the machine's cores: a restore cannot end sooner than the CPU both spent, spread
+  // evenly over every core. Counted from the mutation to the poll that saw its end (up to 100 ms after it), so this
+  // floor is a little high; a ratio near it says the machine, not the server's waiting, sets the pace.
+  const cores = cpus().length;
+  const floors = product.map((run) => ((run.cpuSeconds + run.clientCpuSeconds) / cores) * 1000);
+  console.log(`    CPU-bound floor, (server + clients' CPU) / ${cores} cores: ${spread(floors, secs)}; as a ratio ${spread(floors.map((floor, i) => floor / baseline[i].restoreMs), x)}`);
   const peak = (part: string) => peaks.get(`${n}:${part}`) ?? 0;
   console.log(`    server peak RSS: no subscribers (${n} clients connected, idle) ${MiB(peak('baseline'))}, ${n} subscribers ${MiB(peak('subscribed'))}`);
   // What everything else waited for while the restores ran: the event loop's delay per run, and a dashboard's requests
