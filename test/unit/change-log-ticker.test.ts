@@ -4,6 +4,7 @@ import type { Logger } from '../../src/logging/logger';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import type { InstanceService } from '../../src/services/instance.service';
 import { ChangeLogService } from '../../src/services/change-log.service';
+import { eventually } from '../support/wait';
 
 describe('the change log ticker', () => {
   it('logs a look that failed (the metadata database away) and looks again, rather than ending the process', async () => {
@@ -23,7 +24,7 @@ describe('the change log ticker', () => {
     process.on('unhandledRejection', onUnhandled);
     try {
       changeLog.start();
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await eventually(() => looks >= 2 && warnings.length >= 2, { intervalMs: 10, what: 'two failed looks, each logged' });
       await changeLog.stop();
     } finally {
       process.off('unhandledRejection', onUnhandled);

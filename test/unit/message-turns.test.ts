@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { boundedWebSocket } from '../../src/api/bounded-web-socket';
 import { MessageTurns, type TurnTaker } from '../../src/api/message-turns';
+import { eventually } from '../support/wait';
 
 class FakeSocket implements TurnTaker {
   paused = 0;
@@ -33,7 +34,8 @@ class FakeSocket implements TurnTaker {
   }
 }
 
-const settled = () => new Promise<void>((resolve) => setTimeout(resolve, 20));
+/** Until every event deferred so far is handled (a fixed sleep could end first on a loaded machine). */
+const settled = (turns: MessageTurns) => eventually(() => turns.waiting === 0, { intervalMs: 2, what: 'every event handled' });
 
 describe('message turns', () => {
   it('handles events later, in the order they came, across sockets', async () => {
@@ -46,7 +48,7 @@ describe('message turns', () => {
     turns.defer(a, 'message', ['2']);
     turns.defer(b, 'close', [1000]);
     assert.deepEqual(seen, [], 'nothing is handled while the events are read');
-    await settled();
+    await settled(turns);
     assert.deepEqual(seen, ['a message 1', 'b message 1', 'a message 2', 'b close 1000']);
     assert.equal(turns.waiting, 0);
   });
@@ -57,7 +59,7 @@ describe('message turns', () => {
     const sockets = Array.from({ length: 30 }, (_, i) => new FakeSocket(`s${i}`, seen, 1));
     for (const socket of sockets) turns.defer(socket, 'message', ['subscribe']);
     setImmediate(() => seen.push('other work'));
-    await new Promise<void>((resolve) => setTimeout(resolve, 100));
+    await eventually(() => seen.length === 31, { intervalMs: 2, what: 'every event and the other work handled' });
     const at = seen.indexOf('other work');
     assert.equal(seen.length, 31);
     assert.ok(at > 0 && at < 10, `other work ran after the first turn, not after the whole flood (at ${at} of 31)`);
@@ -72,7 +74,7 @@ describe('message turns', () => {
     for (let i = 0; i < 5; i++) turns.defer(busy, 'message', [String(i)]);
     assert.equal(busy.paused, 1, 'paused once, at the bound');
     assert.equal(quiet.paused, 0);
-    await settled();
+    await settled(turns);
     assert.equal(busy.resumed, 1, 'resumed once, when it fell below the bound');
     assert.equal(seen.length, 6);
   });
@@ -86,7 +88,7 @@ describe('message turns', () => {
     turns.defer(large, 'message', [[Buffer.alloc(300 * 1024), Buffer.alloc(300 * 1024)]]);
     assert.equal(large.paused, 1, 'paused at 1.2 MiB waiting, in two messages');
     turns.defer(large, 'close', [1000]);
-    await settled();
+    await settled(turns);
     assert.equal(large.resumed, 1);
     assert.equal(seen.length, 3);
   });

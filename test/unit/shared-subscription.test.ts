@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { mock } from 'node:test';
 import type { ExecutionResult, FormattedExecutionResult } from 'graphql';
 import { WebSocket } from 'ws';
 import type { TextFrame } from '../../src/api/bounded-web-socket';
@@ -61,37 +62,55 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('shared subscription: progress paced for all its members', () => {
   it('paces members who joined after a release was planned by the interval as it is when the release comes', async () => {
-    // 10 frames a second for everyone: an interval of 100 ms per member.
-    const pacing = new ProgressPacing(10, 20);
-    const source = pushedSource();
-    const stream = new SharedSubscription(() => source.iterator, {
-      kind: 'state',
-      pacing,
-      frames: new SocketFrames(1),
-      format: (result) => result as FormattedExecutionResult,
-      onRetired: () => undefined,
-    });
-    const join = (id: string) => {
-      const socket = new FakeSocket();
-      stream.join({ socket: socket as unknown as WebSocket, id, detach: () => undefined });
-      return socket;
+    // On a clock of the test's own: the release is planned by performance.now() and set with setTimeout, and on a
+    // loaded machine real sleeps overran the very intervals the test is about.
+    let now = 0;
+    mock.method(performance, 'now', () => now);
+    mock.timers.enable({ apis: ['setTimeout'] });
+    /** Moves the clock on, a millisecond at a time, running what falls due and the promises that settles. */
+    const advance = async (ms: number) => {
+      for (let i = 0; i < ms; i++) {
+        now += 1;
+        mock.timers.tick(1);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
     };
-    const first = join('first');
-    source.push(1); // sent to the first member at once, and a release is planned 100 ms ahead (one member)
-    await sleep(10);
-    source.push(2);
-    await sleep(10);
-    const later = [join('a'), join('b'), join('c'), join('d')]; // five members: 500 ms
-    source.push(3);
-    await sleep(200);
-    assert.deepEqual(first.seen, [1], 'released before the interval of five members');
-    for (const socket of later) assert.deepEqual(socket.seen, [2], 'a member got more than its first event within the interval');
-    await sleep(450);
-    for (const socket of [first, ...later]) assert.deepEqual(socket.seen.at(-1), 3, 'the newest event was not released after the interval');
-    source.push(4);
-    source.end();
-    await sleep(20);
-    for (const socket of [first, ...later]) assert.equal(socket.seen.at(-1), 4, 'the last event is always sent');
+    try {
+      // 10 frames a second for everyone: an interval of 100 ms per member.
+      const pacing = new ProgressPacing(10, 20);
+      const source = pushedSource();
+      const stream = new SharedSubscription(() => source.iterator, {
+        kind: 'state',
+        pacing,
+        frames: new SocketFrames(1),
+        format: (result) => result as FormattedExecutionResult,
+        onRetired: () => undefined,
+      });
+      const join = (id: string) => {
+        const socket = new FakeSocket();
+        stream.join({ socket: socket as unknown as WebSocket, id, detach: () => undefined });
+        return socket;
+      };
+      const first = join('first');
+      source.push(1); // sent to the first member at once, and a release is planned 100 ms ahead (one member)
+      await advance(10);
+      source.push(2);
+      await advance(10);
+      const later = [join('a'), join('b'), join('c'), join('d')]; // five members: 500 ms
+      source.push(3);
+      await advance(200);
+      assert.deepEqual(first.seen, [1], 'released before the interval of five members');
+      for (const socket of later) assert.deepEqual(socket.seen, [2], 'a member got more than its first event within the interval');
+      await advance(450);
+      for (const socket of [first, ...later]) assert.deepEqual(socket.seen.at(-1), 3, 'the newest event was not released after the interval');
+      source.push(4);
+      source.end();
+      await advance(20);
+      for (const socket of [first, ...later]) assert.equal(socket.seen.at(-1), 4, 'the last event is always sent');
+    } finally {
+      mock.timers.reset();
+      mock.restoreAll();
+    }
   });
 
   it('marks as urgent what clients wait for: every change, the last state and its complete; not the first or paced states', async () => {

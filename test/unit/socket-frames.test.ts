@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { WebSocket } from 'ws';
 import type { TextFrame } from '../../src/api/bounded-web-socket';
 import { SocketFrames } from '../../src/api/subscriptions/socket-frames';
+import { eventually } from '../support/wait';
 
 /** A socket that records each write, as its frames' text. */
 class FakeSocket {
@@ -58,7 +59,8 @@ describe('socket frames: the writes of shared subscriptions', () => {
       );
     }
     for (const [i, socket] of sockets.entries()) frames.queue(socket as unknown as WebSocket, frame(`a${i}`), always);
-    await new Promise((resolve) => setTimeout(resolve, 30));
+    // Every socket written, and the frames queued between slices too (a fixed sleep could end between two slices).
+    await eventually(() => sockets.every((socket) => socket.writes.length > 0) && sockets[0].writes.length === 2, { intervalMs: 2, what: 'every slice written' });
     assert.equal(seenBySecondSlice, true, 'the loop did not turn between the first slice and a later one');
     assert.deepEqual(sockets[0].writes, [['a0'], ['late0']]);
     assert.deepEqual(sockets[99].writes, [['a99', 'b99']]);
@@ -104,7 +106,9 @@ describe('socket frames: the writes of shared subscriptions', () => {
     }
     for (const [i, socket] of sockets.entries()) frames.queue(socket as unknown as WebSocket, frame(`progress${i}`), always);
     frames.queue(sockets[99] as unknown as WebSocket, frame('READ_ONLY'), always, true);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Until the loop has turned once after the first write (a fixed sleep could end first, the write and the sleep's
+    // timer due in the same pass of the loop).
+    await eventually(() => turnedAt !== null, { intervalMs: 2, what: 'the loop to turn after the first write' });
     assert.equal(turnedAt, 100, 'the loop turned before every socket was written');
     assert.deepEqual(sockets[99].writes, [['progress99', 'READ_ONLY']]);
   });
