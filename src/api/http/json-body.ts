@@ -21,7 +21,7 @@ export function jsonBody(limitBytes: number): RequestHandler {
       try {
         req.body = parse(body!);
       } catch (parseError) {
-        return next(bodyError(400, 'entity.parse.failed', (parseError as Error).message));
+        return next(bodyError('entity.parse.failed', (parseError as Error).message));
       }
       next();
     });
@@ -60,7 +60,7 @@ function readBody(req: Request, length: number, done: (error: Error | null, body
     chunks.push(chunk);
   };
   const onEnd = () => finish(received === length ? null : sizeMismatch());
-  const onAborted = () => finish(bodyError(400, 'request.aborted', 'request aborted'));
+  const onAborted = () => finish(bodyError('request.aborted', 'request aborted'));
   // A client that goes away mid-body destroys the request with an error ("aborted"), as Node has done since 15.
   req.on('data', onData);
   req.on('end', onEnd);
@@ -75,5 +75,6 @@ function parse(text: string): unknown {
   return JSON.parse(body);
 }
 
-const sizeMismatch = () => bodyError(400, 'request.size.invalid', 'request size did not match content length');
-const bodyError = (status: number, type: string, message: string) => Object.assign(new Error(message), { status, statusCode: status, type, expose: true });
+const sizeMismatch = () => bodyError('request.size.invalid', 'request size did not match content length');
+/** A refused body, as body-parser's (every one of them a 400). */
+const bodyError = (type: string, message: string) => Object.assign(new Error(message), { status: 400, statusCode: 400, type, expose: true });
