@@ -113,6 +113,17 @@ describe('operations across restarts, cancellation and live progress', function 
     snapshot = await takeSnapshot(suite.server, large);
   });
 
+  let largeArchive: Buffer | undefined;
+  /**
+   * A restore of the large instance from its snapshot's archive, uploaded: what the tests use that stop, cancel or queue
+   * behind a restore in its middle. The snapshot's own base loads in 100-200 ms, and CI once saw such a restore end
+   * between a subscriber's sight of its load and the SIGTERM that followed; the archive's records take over a second.
+   */
+  async function startArchiveRestore(server: TestServer): Promise<OperationJson> {
+    largeArchive ??= await archiveOf(server, snapshot.id);
+    return expectData(await uploadFile(server, { instanceId: large, file: largeArchive })).restoreFromFile;
+  }
+
   describe('a graceful stop (SIGTERM) hands running work back, and the next boot finishes it', () => {
     it('a snapshot: PENDING again on the way, COMPLETED on attempt 2', async function () {
       this.timeout(60_000);
@@ -139,7 +150,7 @@ describe('operations across restarts, cancellation and live progress', function 
       const server = suite.server;
       await createNodes(server, large, [{ labels: ['AfterTheSnapshot'] }]);
       const before = await contentsOf(server, large);
-      const operation = await startRestore(server, snapshot.id, large);
+      const operation = await startArchiveRestore(server);
       await subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id }).waitFor(workingIn('loading'), 10_000);
       await server.restart();
 
@@ -158,7 +169,7 @@ describe('operations across restarts, cancellation and live progress', function 
       const server = suite.server;
       await createNodes(server, large, [{ labels: ['Marker'] }]);
       const before = await contentsOf(server, large);
-      const operation = await startRestore(server, snapshot.id, large);
+      const operation = await startArchiveRestore(server);
       for (let attempt = 1; attempt <= 3; attempt++) {
         await runningAttempt(server, operation.id, attempt);
         await server.restart();
@@ -189,7 +200,7 @@ describe('operations across restarts, cancellation and live progress', function 
       this.timeout(60_000);
       const server = suite.server;
       // The one operation slot is busy with a restore of the large instance; what follows waits QUEUED.
-      const busy = await startRestore(server, snapshot.id, large);
+      const busy = await startArchiveRestore(server);
       await runningAttempt(server, busy.id, 1);
       const smallBefore = await statsOf(server, small);
 
@@ -217,13 +228,13 @@ describe('operations across restarts, cancellation and live progress', function 
       this.timeout(120_000);
       const server = suite.server;
       const archive = await archiveOf(server, smallSnapshot.id);
-      // The one operation slot is busy with a restore of the large instance; the upload's restore waits QUEUED. The
-      // large restore takes a few hundred milliseconds: should it end before the upload is removed, once more.
+      // The one operation slot is busy with a restore of the large instance; the upload's restore waits QUEUED. Should
+      // the large restore end before the upload is removed, once more.
       for (let tries = 1; ; tries += 1) {
         const smallBefore = await statsOf(server, small);
-        const uploadsBefore = uploadedFiles(server);
-        const busy = await startRestore(server, snapshot.id, large);
+        const busy = await startArchiveRestore(server);
         await runningAttempt(server, busy.id, 1);
+        const uploadsBefore = uploadedFiles(server);
         const upload = expectData(await uploadFile(server, { instanceId: small, file: archive })).restoreFromFile;
         const stored = uploadedFiles(server).filter((path) => !uploadsBefore.includes(path));
         assert.equal(stored.length, 1, `the upload stored once: ${stored.join(', ')}`);
@@ -272,7 +283,7 @@ describe('operations across restarts, cancellation and live progress', function 
       const before = await contentsOf(server, large);
       const availability = subscribe(server, server.adminKey, AVAILABILITY, { instanceId: large });
       await listening(availability);
-      const operation = await startRestore(server, snapshot.id, large);
+      const operation = await startArchiveRestore(server);
       await subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id }).waitFor(workingIn('loading'), 10_000);
 
       const member = await createKey(server, server.adminKey, 'MEMBER');
@@ -351,17 +362,12 @@ describe('operations across restarts, cancellation and live progress', function 
   });
 
   describe('restoreProgress', () => {
-    let largeArchive: Buffer | undefined;
-
     /**
      * A restore of the large snapshot's archive, uploaded, followed by a subscription until it is well into the load,
      * where the row (persisted at most once a second) lags the live state; `published`: the last state it was sent.
-     * An archive rather than the snapshot itself: the snapshot's base loads in a few hundred milliseconds, too fast to
-     * be caught in the middle with room to spare; the archive's records take seconds to load.
      */
     async function restoreWellIntoItsLoad(server: TestServer) {
-      largeArchive ??= await archiveOf(server, snapshot.id);
-      const operation = expectData(await uploadFile(server, { instanceId: large, file: largeArchive })).restoreFromFile;
+      const operation = await startArchiveRestore(server);
       const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
       await progress.waitFor((result) => (stateOf(result)?.progress ?? 0) > 0.2 && stateOf(result)?.phase === 'loading', 20_000);
       return { operation, progress, published: payloads<OperationJson>(progress, 'restoreProgress').at(-1)! };
