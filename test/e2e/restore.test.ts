@@ -691,26 +691,30 @@ describe('restoring a large instance', () => {
   it('finishes a restore and a creation from a snapshot after a restart when the server is killed in the middle of them (attempt 2)', async function () {
     this.timeout(90_000);
     const server = suite.server;
-    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId;
-    await createNodes(server, instanceId, [{ labels: ['KeepMe'], properties: { why: 'written after the snapshot' } }]);
-    const statsBefore = await statsOf(server, instanceId);
-    // A restore over the instance and a new instance from the snapshot, both killed while they load.
-    const operation = await startRestore(server, snapshot.id);
-    const { createInstanceFromSnapshot: copy } = expectData(
-      await gql(server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input: { name: 'copy', tier: 'PROFESSIONAL', memoryGB: 4 } }),
-    );
+    // A restore over the instance and a new instance from the snapshot, both killed while they load. Each takes 200-300
+    // ms, its swap 80-140 ms after a subscriber sees it load, and progress is paced (100 ms): a subscriber may see no
+    // load at all. Should either one end before the kill, all once more.
     const loading = (result: { data?: { restoreProgress: OperationJson } | null }) =>
       result.data?.restoreProgress.phase === 'loading' && result.data.restoreProgress.bytesDone > 0;
-    await Promise.all([
-      subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id }).waitFor(loading, 10_000),
-      subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: copy.currentOperation.id }).waitFor(loading, 10_000),
-    ]);
-    await server.kill();
-    await server.restart();
-
-    const after = await settledOperation(server, operation.id);
-    assert.deepEqual([after.status, after.attempt], ['SUCCEEDED', 2], JSON.stringify(after));
-    const creation = await settledOperation(server, copy.currentOperation.id);
+    const seenLoading = (id: string) => subscribe(server, server.adminKey, RESTORE_PROGRESS, { id }).waitFor(loading, 10_000).catch(() => undefined);
+    const killedWhileLoading = async (tries: number) => {
+      await createNodes(server, instanceId, [{ labels: ['KeepMe'], properties: { why: 'written after the snapshot' } }]);
+      const statsBefore = await statsOf(server, instanceId);
+      const operation = await startRestore(server, snapshot.id);
+      const { createInstanceFromSnapshot: copy } = expectData(
+        await gql(server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input: { name: `copy ${tries}`, tier: 'PROFESSIONAL', memoryGB: 4 } }),
+      );
+      await Promise.all([seenLoading(operation.id), seenLoading(copy.currentOperation.id)]);
+      await server.kill();
+      await server.restart();
+      const after = await settledOperation(server, operation.id);
+      const creation = await settledOperation(server, copy.currentOperation.id);
+      return { statsBefore, operation, copy, after, creation };
+    };
+    let run = await killedWhileLoading(1);
+    for (let tries = 2; tries <= 3 && (run.after.attempt === 1 || run.creation.attempt === 1); tries++) run = await killedWhileLoading(tries);
+    const { statsBefore, operation, copy, after, creation } = run;
+    assert.deepEqual([after.status, after.attempt], ['SUCCEEDED', 2], `${JSON.stringify(after)} (attempt 1: the kill came after the swap three times; make the instance larger)`);
     assert.deepEqual([creation.status, creation.attempt], ['SUCCEEDED', 2], JSON.stringify(creation));
 
     // Both hold the snapshot's data, each in one store generation, with nothing left over.
