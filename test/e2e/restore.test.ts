@@ -43,6 +43,7 @@ import {
   statsOf,
   storeGenerations,
   subscribe,
+  type Subscription,
   subscriptionErrors,
   takeSnapshot,
   touchEveryNode,
@@ -633,30 +634,47 @@ describe('restoring a large instance', () => {
     await idle(server, instanceId);
   });
 
-  it('keeps reads working and refuses writes with INSTANCE_UNAVAILABLE while READ_ONLY; CONFLICT while it runs', async () => {
+  it('keeps reads working and refuses writes with INSTANCE_UNAVAILABLE while READ_ONLY; CONFLICT while it runs', async function () {
+    this.timeout(60_000);
     const server = suite.server;
-    await createNodes(server, instanceId, [{ labels: ['AddedAfterTheSnapshot'] }]);
-    const availability = subscribe<{ instanceAvailabilityChanged: AvailabilityEvent }>(server, server.adminKey, AVAILABILITY, { instanceId });
-    await listening(availability);
+    // The restore is READ_ONLY for 200-250 ms, of which the checks take 100-150 ms, and its load about 150 ms, over
+    // which progress is paced (100 ms): should it leave READ_ONLY before the checks are done, or show no load in
+    // progress, all once more.
+    const checkedWhileReadOnly = async () => {
+      await createNodes(server, instanceId, [{ labels: ['AddedAfterTheSnapshot'] }]);
+      const availability = subscribe<{ instanceAvailabilityChanged: AvailabilityEvent }>(server, server.adminKey, AVAILABILITY, { instanceId });
+      await listening(availability);
 
-    const operation = await startRestore(server, snapshot.id);
-    const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
-    await availability.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'READ_ONLY', 10_000);
-    const [firstNode] = (await graphPage(server, instanceId)).edges;
-    const refusals = await Promise.all([
-      gql(server, CREATE_NODES, { instanceId, nodes: [{ labels: ['DuringRestore'] }] }),
-      gql(server, CREATE_RELATIONSHIPS, { instanceId, relationships: [{ type: 'X', startNodeId: firstNode.node.id, endNodeId: firstNode.node.id }] }),
-      gql(server, DELETE_NODES, { instanceId, ids: [firstNode.node.id] }),
-    ]);
-    const reads = await Promise.all([graphPage(server, instanceId), statsOf(server, instanceId), instanceState(server, instanceId)]);
-    const conflicts = await Promise.all([
-      gql(server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE' }),
-      gql(server, CREATE_SNAPSHOT, { instanceId }),
-      uploadFile(server, { instanceId, file: smallArchive }),
-      gql(server, `mutation ($id: ID!) { deleteSnapshot(id: $id) }`, { id: snapshot.id }),
-      gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: instanceId }),
-    ]);
-    const stillReadOnly = (await instanceState(server, instanceId)).availability === 'READ_ONLY';
+      const operation = await startRestore(server, snapshot.id);
+      const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id });
+      await availability.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'READ_ONLY', 10_000);
+      const [firstNode] = (await graphPage(server, instanceId)).edges;
+      const refusals = await Promise.all([
+        gql(server, CREATE_NODES, { instanceId, nodes: [{ labels: ['DuringRestore'] }] }),
+        gql(server, CREATE_RELATIONSHIPS, { instanceId, relationships: [{ type: 'X', startNodeId: firstNode.node.id, endNodeId: firstNode.node.id }] }),
+        gql(server, DELETE_NODES, { instanceId, ids: [firstNode.node.id] }),
+      ]);
+      const reads = await Promise.all([graphPage(server, instanceId), statsOf(server, instanceId), instanceState(server, instanceId)]);
+      const conflicts = await Promise.all([
+        gql(server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE' }),
+        gql(server, CREATE_SNAPSHOT, { instanceId }),
+        uploadFile(server, { instanceId, file: smallArchive }),
+        gql(server, `mutation ($id: ID!) { deleteSnapshot(id: $id) }`, { id: snapshot.id }),
+        gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: instanceId }),
+      ]);
+      const stillReadOnly = (await instanceState(server, instanceId)).availability === 'READ_ONLY';
+      await progress.complete;
+      return { availability, operation, progress, refusals, reads, conflicts, stillReadOnly };
+    };
+    const loadingSeen = (progress: Subscription) =>
+      payloads<OperationJson>(progress, 'restoreProgress').some((state) => state.phase === 'loading' && state.progress > 0 && state.progress < 1);
+    let run = await checkedWhileReadOnly();
+    for (let tries = 2; tries <= 3 && !(run.stillReadOnly && loadingSeen(run.progress)); tries++) {
+      await run.availability.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE');
+      await run.availability.close();
+      run = await checkedWhileReadOnly();
+    }
+    const { availability, operation, progress, refusals, reads, conflicts, stillReadOnly } = run;
 
     for (const refusal of refusals) expectCode(refusal, 'INSTANCE_UNAVAILABLE');
     assert.equal(reads[0].edges.length, 5);
@@ -665,9 +683,8 @@ describe('restoring a large instance', () => {
     assert.deepEqual(reads[2].currentOperation, { id: operation.id, kind: 'RESTORE', status: 'RUNNING' });
     for (const conflict of conflicts) expectCode(conflict, 'CONFLICT');
     assert.deepEqual(uploadBlobs(server.dataDir), [], 'a refused upload was kept');
-    assert.ok(stillReadOnly, 'the restore left READ_ONLY before the checks were done: make the instance larger');
+    assert.ok(stillReadOnly, 'the restore left READ_ONLY before the checks were done, three times: make the instance larger');
 
-    await progress.complete;
     const states = payloads<OperationJson>(progress, 'restoreProgress');
     assertProgressSequence(states, 'SUCCEEDED');
     const loading = states.filter((state) => state.phase === 'loading');
