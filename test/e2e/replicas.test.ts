@@ -314,28 +314,42 @@ describeReplicas('three replicas on one PostgreSQL, Redis, S3 bucket and data di
       const instance = await createInstance(a, { name: 'orphaned' });
       await fillInstance(a, instance.id, { nodes: 60_000, relationships: 20_000 });
       const snapshot = await takeSnapshot(a, instance.id);
-      await createNodes(a, instance.id, [{ labels: ['AfterSnapshot'] }]);
-      const before = await statsOf(a, instance.id);
-      const operation = await startRestore(a, snapshot.id);
-      const runner = await eventually(() => runnerOf(servers, operation.id), { timeoutMs: 30_000, what: 'a replica to start the restore' });
-      const survivor = servers.find((server) => server !== runner)!;
-      // Killed in the middle: once it is building the new store.
-      const watching = subscribe(survivor, survivor.adminKey, OPERATION_PROGRESS, { id: operation.id });
-      await watching.waitFor((result) => ['loading', 'pre-restore snapshot', 'capturing'].includes(result.data?.operationProgress.phase ?? '') || (result.data?.operationProgress.bytesDone ?? 0) > 0, 60_000);
-      await runner.kill();
-      const killedAt = Date.now();
+      // Killed in the middle: once it is building the new store. The restore takes 270-360 ms and swaps 150-250 ms after
+      // another replica sees it load (measured): should the kill come after the swap, all once more, the killed replica
+      // back first.
+      const killedWhileRestoring = async () => {
+        await createNodes(a, instance.id, [{ labels: ['AfterSnapshot'] }]);
+        const before = await statsOf(a, instance.id);
+        const operation = await startRestore(a, snapshot.id);
+        const runner = await eventually(() => runnerOf(servers, operation.id), { timeoutMs: 30_000, what: 'a replica to start the restore' });
+        const survivor = servers.find((server) => server !== runner)!;
+        const watching = subscribe(survivor, survivor.adminKey, OPERATION_PROGRESS, { id: operation.id });
+        await watching
+          .waitFor((result) => ['loading', 'pre-restore snapshot', 'capturing'].includes(result.data?.operationProgress.phase ?? '') || (result.data?.operationProgress.bytesDone ?? 0) > 0, 60_000)
+          .catch(() => undefined); // ended before it was seen to load: the kill below comes too late, and the run is tried again
+        await runner.kill();
+        const killedAt = Date.now();
 
-      // Undone (the old data back, AVAILABLE) by another replica once the lease has expired, then run again to the end.
-      const recovered = await eventually(
-        () => settledOperationOrRunningAgain(survivor, operation.id),
-        { timeoutMs: LEASE_MS * 4, intervalMs: 100, what: 'another replica to take the restore over' },
-      );
-      const undoneSeconds = (Date.now() - killedAt) / 1000;
-      const settled = await settledOperation(survivor, operation.id, survivor.adminKey, 120_000);
-      const settledSeconds = (Date.now() - killedAt) / 1000;
+        // Undone (the old data back, AVAILABLE) by another replica once the lease has expired, then run again to the end.
+        const recovered = await eventually(
+          () => settledOperationOrRunningAgain(survivor, operation.id),
+          { timeoutMs: LEASE_MS * 4, intervalMs: 100, what: 'another replica to take the restore over' },
+        );
+        const undoneSeconds = (Date.now() - killedAt) / 1000;
+        const settled = await settledOperation(survivor, operation.id, survivor.adminKey, 120_000);
+        const settledSeconds = (Date.now() - killedAt) / 1000;
+        return { before, runner, survivor, recovered, undoneSeconds, settled, settledSeconds };
+      };
+      let tries = 1;
+      let run = await killedWhileRestoring();
+      for (; tries < 3 && run.settled.attempt === 1; tries++) {
+        await run.runner.restart();
+        run = await killedWhileRestoring();
+      }
+      const { before, runner, survivor, recovered, undoneSeconds, settled, settledSeconds } = run;
       console.log(
         `      kill -9 of the restoring replica: undone by another within ${undoneSeconds.toFixed(1)} s (lease ${LEASE_MS / 1000} s, seen as ${recovered.status} attempt ${recovered.attempt}), ` +
-          `${settled.status} at attempt ${settled.attempt} after ${settledSeconds.toFixed(1)} s`,
+          `${settled.status} at attempt ${settled.attempt} after ${settledSeconds.toFixed(1)} s (try ${tries})`,
       );
       assert.ok(undoneSeconds < (LEASE_MS + 4_000) / 1000, `taken over after ${undoneSeconds} s`);
       assert.equal(settled.status, 'SUCCEEDED', JSON.stringify(settled));
