@@ -44,6 +44,7 @@ import {
   touchEveryNode,
   tempBlobs,
   type TestServer,
+  untilCaught,
   uploadFile,
 } from '../support';
 
@@ -230,27 +231,29 @@ describe('operations across restarts, cancellation and live progress', function 
       const archive = await archiveOf(server, smallSnapshot.id);
       // The one operation slot is busy with a restore of the large instance; the upload's restore waits QUEUED. Should
       // the large restore end before the upload is removed, once more.
-      for (let tries = 1; ; tries += 1) {
-        const smallBefore = await statsOf(server, small);
-        const busy = await startArchiveRestore(server);
-        await runningAttempt(server, busy.id, 1);
-        const uploadsBefore = uploadedFiles(server);
-        const upload = expectData(await uploadFile(server, { instanceId: small, file: archive })).restoreFromFile;
-        const stored = uploadedFiles(server).filter((path) => !uploadsBefore.includes(path));
-        assert.equal(stored.length, 1, `the upload stored once: ${stored.join(', ')}`);
-        const queued = (await operationById(server, upload.id))?.status === 'QUEUED';
-        // The stored upload vanishes before the restore reads it (a volume lost, an operator's clean-up).
-        if (queued) rmSync(stored[0]);
-        const settled = await settledOperation(server, upload.id);
-        assert.equal((await settledOperation(server, busy.id)).status, 'SUCCEEDED');
-        if (!queued && tries < 3) continue;
-        assert.ok(queued, 'the large restore ended before the upload was queued, three times: make the instance larger');
-        assert.deepEqual([settled.status, settled.error?.code, settled.error?.message], ['FAILED', 'INVALID_BACKUP_FILE', 'the uploaded file is gone']);
-        assert.equal(server.process.exitCode, null, 'the server is still running');
-        assert.deepEqual(await instanceState(server, small), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
-        assert.deepEqual(await statsOf(server, small), smallBefore);
-        break;
-      }
+      const { queued, settled, smallBefore } = await untilCaught(
+        async () => {
+          const smallBefore = await statsOf(server, small);
+          const busy = await startArchiveRestore(server);
+          await runningAttempt(server, busy.id, 1);
+          const uploadsBefore = uploadedFiles(server);
+          const upload = expectData(await uploadFile(server, { instanceId: small, file: archive })).restoreFromFile;
+          const stored = uploadedFiles(server).filter((path) => !uploadsBefore.includes(path));
+          assert.equal(stored.length, 1, `the upload stored once: ${stored.join(', ')}`);
+          const queued = (await operationById(server, upload.id))?.status === 'QUEUED';
+          // The stored upload vanishes before the restore reads it (a volume lost, an operator's clean-up).
+          if (queued) rmSync(stored[0]);
+          const settled = await settledOperation(server, upload.id);
+          assert.equal((await settledOperation(server, busy.id)).status, 'SUCCEEDED');
+          return { queued, settled, smallBefore };
+        },
+        (run) => run.queued,
+      );
+      assert.ok(queued, 'the large restore ended before the upload was queued, three times: make the instance larger');
+      assert.deepEqual([settled.status, settled.error?.code, settled.error?.message], ['FAILED', 'INVALID_BACKUP_FILE', 'the uploaded file is gone']);
+      assert.equal(server.process.exitCode, null, 'the server is still running');
+      assert.deepEqual(await instanceState(server, small), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+      assert.deepEqual(await statsOf(server, small), smallBefore);
     });
 
     it('cancels a RUNNING snapshot: CANCELLED, the snapshot FAILED without a blob, the instance free', async function () {

@@ -49,6 +49,7 @@ import {
   touchEveryNode,
   tempBlobs,
   type TestServer,
+  untilCaught,
   uploadBlobs,
   uploadFile,
 } from '../support';
@@ -671,17 +672,15 @@ describe('restoring a large instance', () => {
       ]);
       const stillReadOnly = (await instanceState(server, instanceId)).availability === 'READ_ONLY';
       await progress.complete;
+      await availability.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE');
       return { availability, operation, progress, refusals, reads, conflicts, stillReadOnly };
     };
     const loadingSeen = (progress: Subscription) =>
       payloads<OperationJson>(progress, 'restoreProgress').some((state) => state.phase === 'loading' && state.progress > 0 && state.progress < 1);
-    let run = await checkedWhileReadOnly();
-    for (let tries = 2; tries <= 3 && !(run.stillReadOnly && loadingSeen(run.progress)); tries++) {
-      await run.availability.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE');
-      await run.availability.close();
-      run = await checkedWhileReadOnly();
-    }
-    const { availability, operation, progress, refusals, reads, conflicts, stillReadOnly } = run;
+    const { availability, operation, progress, refusals, reads, conflicts, stillReadOnly } = await untilCaught(
+      checkedWhileReadOnly,
+      (run) => run.stillReadOnly && loadingSeen(run.progress),
+    );
 
     for (const refusal of refusals) expectCode(refusal, 'INSTANCE_UNAVAILABLE');
     assert.equal(reads[0].edges.length, 5);
@@ -703,7 +702,6 @@ describe('restoring a large instance', () => {
     assert.deepEqual(countsOf(await statsOf(server, instanceId)), countsOf(snapshot.contents!));
 
     // The unavailable window is the swap only.
-    await availability.waitFor((result) => result.data?.instanceAvailabilityChanged.availability === 'AVAILABLE');
     const events = payloads<AvailabilityEvent>(availability, 'instanceAvailabilityChanged');
     assert.deepEqual(events.map((event) => event.availability), ['READ_ONLY', 'UNAVAILABLE', 'AVAILABLE']);
     const unavailableMs = Date.parse(events[2].at) - Date.parse(events[1].at);
@@ -721,12 +719,12 @@ describe('restoring a large instance', () => {
     const loading = (result: { data?: { restoreProgress: OperationJson } | null }) =>
       result.data?.restoreProgress.phase === 'loading' && result.data.restoreProgress.bytesDone > 0;
     const seenLoading = (id: string) => subscribe(server, server.adminKey, RESTORE_PROGRESS, { id }).waitFor(loading, 10_000).catch(() => undefined);
-    const killedWhileLoading = async (tries: number) => {
+    const killedWhileLoading = async (round: number) => {
       await createNodes(server, instanceId, [{ labels: ['KeepMe'], properties: { why: 'written after the snapshot' } }]);
       const statsBefore = await statsOf(server, instanceId);
       const operation = await startRestore(server, snapshot.id);
       const { createInstanceFromSnapshot: copy } = expectData(
-        await gql(server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input: { name: `copy ${tries}`, tier: 'PROFESSIONAL', memoryGB: 4 } }),
+        await gql(server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input: { name: `copy ${round}`, tier: 'PROFESSIONAL', memoryGB: 4 } }),
       );
       await Promise.all([seenLoading(operation.id), seenLoading(copy.currentOperation.id)]);
       await server.kill();
@@ -735,9 +733,7 @@ describe('restoring a large instance', () => {
       const creation = await settledOperation(server, copy.currentOperation.id);
       return { statsBefore, operation, copy, after, creation };
     };
-    let run = await killedWhileLoading(1);
-    for (let tries = 2; tries <= 3 && (run.after.attempt === 1 || run.creation.attempt === 1); tries++) run = await killedWhileLoading(tries);
-    const { statsBefore, operation, copy, after, creation } = run;
+    const { statsBefore, operation, copy, after, creation } = await untilCaught(killedWhileLoading, (run) => run.after.attempt > 1 && run.creation.attempt > 1);
     assert.deepEqual([after.status, after.attempt], ['SUCCEEDED', 2], `${JSON.stringify(after)} (attempt 1: the kill came after the swap three times; make the instance larger)`);
     assert.deepEqual([creation.status, creation.attempt], ['SUCCEEDED', 2], JSON.stringify(creation));
 

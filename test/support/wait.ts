@@ -36,3 +36,14 @@ export function within<T>(promise: Promise<T>, timeoutMs: number, what = 'the op
     }),
   ]);
 }
+
+/**
+ * Runs a scenario that must catch an operation in its middle (kill it while it loads, check it while READ_ONLY) until
+ * one run did (`caught`), at most `tries` times: an operation that ended first lost the race, not the test. Gives the
+ * last run either way, for the test's assertions to say what went wrong. `scenario` is told which round it is.
+ */
+export async function untilCaught<T>(scenario: (round: number) => Promise<T>, caught: (run: T) => boolean, tries = 3): Promise<T> {
+  let run = await scenario(1);
+  for (let round = 2; round <= tries && !caught(run); round++) run = await scenario(round);
+  return run;
+}
