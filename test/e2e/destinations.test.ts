@@ -160,7 +160,10 @@ describeS3('export destinations', ({ s3 }) => {
     assert.equal(snapshot.sizeBytes, null, 'never exported yet');
     const { exportSnapshotTo: queued } = expectData(await gql<{ exportSnapshotTo: OperationJson }>(server, EXPORT_TO, { s: snapshot.id, d: destination.id }));
     await eventually(async () => (await operationById(server, queued.id))?.status === 'RUNNING', { intervalMs: 10, what: 'the export to start' });
-    const cancelled = expectData(await gql(server, `mutation ($id: ID!) { cancelOperation(id: $id) { ${OPERATION_FIELDS} } }`, { id: queued.id })).cancelOperation;
+    const cancelled = expectData(
+      await gql(server, `mutation ($id: ID!) { cancelOperation(id: $id) { ${OPERATION_FIELDS} } }`, { id: queued.id }),
+      'the export may have finished before the cancel: give the instance more data',
+    ).cancelOperation;
     assert.equal(cancelled.status, 'CANCELLED', JSON.stringify(cancelled));
     // The archive was not finished: the snapshot's size and sha256 are still unknown, and the bucket is empty.
     assert.equal((await snapshotById(server, snapshot.id))?.sizeBytes, null, 'the export copy was built all the same');

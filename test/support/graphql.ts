@@ -55,12 +55,15 @@ export async function post<TData = any>(
   return { status: response.status, data: json.data, errors: json.errors, text };
 }
 
-/** Asserts the operation succeeded without errors and returns its data. */
-export function expectData<TData>(result: GqlResult<TData>): TData {
+/**
+ * Asserts the operation succeeded without errors and returns its data. `why`, when given, says what errors would most
+ * likely mean (a test that must catch an operation running: "it finished first").
+ */
+export function expectData<TData>(result: GqlResult<TData>, why?: string): TData {
   assert.equal(
     result.errors,
     undefined,
-    `expected no errors, got (HTTP ${result.status}):\n${JSON.stringify(result.errors, null, 2)}`,
+    `${why ? `${why}\n` : ''}expected no errors, got (HTTP ${result.status}):\n${JSON.stringify(result.errors, null, 2)}`,
   );
   assert.ok(result.data, `expected data, got HTTP ${result.status}: ${result.text.slice(0, 2000)}`);
   return result.data;
