@@ -20,7 +20,9 @@
 // (utime + stime from the restore mutation to its end), the clients' too, and the shortest restore that CPU allows on
 // this machine's cores; how long everything else waited meanwhile: the event loop's
 // delay (p99 and max of prom-client's histogram, which restarts at every scrape of /metrics: scraped right before the
-// restore and right after it) and a dashboard's cheap request (`{ viewer { role } }`, one every PROBE_MS). 10,000
+// restore and right after it) and a dashboard's cheap request (`{ viewer { role } }`, one every PROBE_MS). After each
+// pair, the same clients' latencies from a bare `ws` server sending the same frames with the same writes and nothing
+// else (bare-fanout-server.ts, its clients connected beside the product's): the floor this machine sets on them. 10,000
 // sockets need `ulimit -n` above 10,000 on both sides.
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -116,6 +118,58 @@ class ClientProcess {
   }
 }
 
+/** The bare server of bare-fanout-server.ts: the floor of the clients' latencies on this machine. */
+class BareServer {
+  private readonly child: ChildProcess;
+  private waiting: ((message: any) => void) | null = null;
+
+  constructor() {
+    this.child = fork(join(__dirname, 'bare-fanout-server.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    this.child.on('message', (message) => {
+      const waiting = this.waiting;
+      this.waiting = null;
+      waiting?.(message);
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  private ask<T>(message: object): Promise<T> {
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+      this.child.send(message);
+    });
+  }
+
+  async url(): Promise<string> {
+    return `http://127.0.0.1:${(await this.ask<{ port: number }>({ cmd: 'listen' })).port}`;
+  }
+
+  async subscribed(): Promise<number> {
+    return (await this.ask<{ count: number }>({ cmd: 'subscribed' })).count;
+  }
+
+  /** READ_ONLY to every availability subscriber now; the swap's frames once `expect` progress subscriptions came. */
+  start(expect: number) {
+    return this.ask<{ written: number }>({ cmd: 'start', expect });
+  }
+
+  async close() {
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.kill();
+    await exited;
+  }
+}
+
+/** A run of the bare server (the floor of the latencies): what its clients saw, and the CPU it and they spent. */
+interface BareFigures {
+  cpuSeconds: number;
+  clientCpuSeconds: number;
+  clients: ClientFigures;
+}
+
 interface RunFigures {
   restoreMs: number;
   /** The event loop's delay over the restore, from its start to its end. */
@@ -192,18 +246,38 @@ async function main() {
       return latencies;
     };
 
+    /** The same frames to the same clients from the bare server, with no restore: the latencies' floor. */
+    const bareRun = async (bare: BareServer, processes: ClientProcess[]): Promise<BareFigures> => {
+      const sent = await Promise.all(processes.map((p) => p.subscribe('bare')));
+      const count = sent.reduce((sum, answer) => sum + answer.sent, 0);
+      await until('every availability subscription to the bare server', async () => (await bare.subscribed()) >= count, 50);
+      const clientCpu = () => processes.reduce((sum, p) => sum + cpuSecondsOf(p.pid), 0);
+      const cpuBefore = cpuSecondsOf(bare.pid);
+      const clientCpuBefore = clientCpu();
+      await bare.start(count);
+      const grace = setTimeout(() => processes.forEach((p) => p.stop()), DELIVERY_GRACE_MS);
+      const answers = await Promise.all(processes.map((p) => p.watch('bare')));
+      clearTimeout(grace);
+      return { cpuSeconds: cpuSecondsOf(bare.pid) - cpuBefore, clientCpuSeconds: clientCpu() - clientCpuBefore, clients: merge(answers.map((a) => a.done)) };
+    };
+
     // A first restore warms the server (the first pre-restore snapshot stores the data; later ones deduplicate).
     console.log(`warm-up restore: ${secs((await restore([], 'warm-up')).restoreMs)}`);
-    const results: { n: number; baseline: RunFigures[]; product: RunFigures[] }[] = [];
+    const results: { n: number; baseline: RunFigures[]; product: RunFigures[]; bareRuns: BareFigures[] }[] = [];
     for (const n of subscriberCounts) {
       console.log(`\n[${n} subscribers] restoreSnapshot of ${nodes} nodes + ${relationships} relationships; ${pairs} pairs, order alternating`);
       const baseline: RunFigures[] = [];
       const product: RunFigures[] = [];
+      const bareRuns: BareFigures[] = [];
       await rss.part(`${n}:connecting`);
       const processes = Array.from({ length: Math.ceil(n / perProcess) }, () => new ClientProcess());
       started = performance.now();
       await Promise.all(processes.map((p, i) => p.connect(server.url, viewerKey, Math.min(perProcess, n - i * perProcess))));
       console.log(`  ${n} clients connected in ${secs(performance.now() - started)} (they stay connected, idle in the baseline runs)`);
+      const bare = new BareServer();
+      const bareUrl = await bare.url();
+      const bareProcesses = Array.from({ length: Math.ceil(n / perProcess) }, () => new ClientProcess());
+      await Promise.all(bareProcesses.map((p, i) => p.connect(bareUrl, 'none', Math.min(perProcess, n - i * perProcess))));
       for (let pair = 0; pair < pairs; pair++) {
         for (const subscribers of pair % 2 === 0 ? [0, n] : [n, 0]) {
           const run = await restore(subscribers === 0 ? [] : processes, subscribers === 0 ? `${n}:baseline` : `${n}:subscribed`, processes);
@@ -220,13 +294,22 @@ async function main() {
                 : ''),
           );
         }
+        const run = await bareRun(bare, bareProcesses);
+        bareRuns.push(run);
+        const c = run.clients;
+        console.log(
+          `  pair ${pair + 1}, bare ws server, ${n} subscribers: server CPU ${run.cpuSeconds.toFixed(1)} s, clients' CPU ${run.clientCpuSeconds.toFixed(1)} s; ` +
+            `${c.finished}/${c.clients} got final + AVAILABLE; availability p50/p99 ${percentile(c.availabilityLatencies, 50)}/${percentile(c.availabilityLatencies, 99)} ms, ` +
+            `${byAvailability(c)}, final p50/p99 ${percentile(c.finalLatencies, 50)}/${percentile(c.finalLatencies, 99)} ms`,
+        );
       }
-      await Promise.all(processes.map((p) => p.close()));
-      results.push({ n, baseline, product });
+      await Promise.all([...processes, ...bareProcesses].map((p) => p.close()));
+      await bare.close();
+      results.push({ n, baseline, product, bareRuns });
     }
     await rss.part('end');
     const { peaks } = await rss.stop();
-    for (const { n, baseline, product } of results) report(n, baseline, product, peaks);
+    for (const { n, baseline, product, bareRuns } of results) report(n, baseline, product, bareRuns, peaks);
   } finally {
     await stopServer(server);
     if (!keep) rmSync(work, { recursive: true, force: true });
@@ -257,7 +340,7 @@ function merge(parts: ClientFigures[]): ClientFigures {
   };
 }
 
-function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks: Map<string, number>) {
+function report(n: number, baseline: RunFigures[], product: RunFigures[], bareRuns: BareFigures[], peaks: Map<string, number>) {
   const ratios = product.map((run, i) => run.restoreMs / baseline[i].restoreMs);
   const ms = (value: number) => `${value.toFixed(0)} ms`;
   const x = (value: number) => `${value.toFixed(2)}×`;
@@ -272,6 +355,11 @@ function report(n: number, baseline: RunFigures[], product: RunFigures[], peaks:
   console.log(`    availability latency p99:  ${spread(known(clients.map((c) => percentile(c.availabilityLatencies, 99))), ms)}`);
   console.log(`    final-event latency p50:   ${spread(known(clients.map((c) => percentile(c.finalLatencies, 50))), ms)}`);
   console.log(`    final-event latency p99:   ${spread(known(clients.map((c) => percentile(c.finalLatencies, 99))), ms)}`);
+  // The floor: the same frames and writes from a bare ws server doing nothing else, run after each pair.
+  const bareClients = bareRuns.map((run) => run.clients);
+  console.log(`    bare ws server (the latency floor), availability p99: ${spread(known(bareClients.map((c) => percentile(c.availabilityLatencies, 99))), ms)}`);
+  console.log(`    bare ws server (the latency floor), final p99:        ${spread(known(bareClients.map((c) => percentile(c.finalLatencies, 99))), ms)}`);
+  console.log(`    bare ws server (the latency floor), its CPU: ${spread(bareRuns.map((r) => r.cpuSeconds), (v) => `${v.toFixed(2)} s`)}, clients' ${spread(bareRuns.map((r) => r.clientCpuSeconds), (v) => `${v.toFixed(2)} s`)}`);
   console.log(`    clients with final + AVAILABLE: ${clients.map((c) => `${c.finished}/${c.clients}`).join(', ')}; out of order: ${clients.map((c) => c.outOfOrder).join(', ')}`);
   console.log(`    progress events per client (min/median/max per run): ${clients.map((c) => `${Math.min(...c.progress)}/${median(c.progress)}/${Math.max(...c.progress)}`).join(', ')}`);
   console.log(`    server CPU, no subscribers: ${spread(baseline.map((r) => r.cpuSeconds), (v) => `${v.toFixed(1)} s`)}`);
