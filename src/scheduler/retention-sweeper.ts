@@ -1,6 +1,6 @@
 // Applies the tier's retention rules (retention.ts decides) to the metadata: finds the snapshots they concern with
 // a few queries per sweep, and removes what they say with its blob and a snapshotUpdated event.
-import { type DataSource, In, type Repository } from 'typeorm';
+import { type DataSource, In, Not, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { type Tier, TIERS, type TierSchedule } from '../config/tiers';
 import { InstanceEntity } from '../entities/instance.entity';
@@ -152,21 +152,28 @@ export class RetentionSweeper {
 
   /**
    * Removes the chosen snapshots with their blobs and events, except those an operation is reading or writing (a
-   * restore from an expiring snapshot must not lose its source): they stay until a later sweep.
+   * restore from an expiring snapshot must not lose its source), and every snapshot of an instance an operation other
+   * than an export is working on: they stay until a later sweep. A restore's safety snapshot is COMPLETED as soon as it
+   * is taken, before the restore's load; were it the latest, a keep-latest-only tier would lose every older snapshot,
+   * and a restore that then fails or is cancelled removes its safety snapshot too, leaving the instance no backup at all.
    */
   private async remove(chosen: Candidate[]): Promise<Removal> {
     const outcome: Removal = { removed: 0, kept: [] };
+    const operations = this.db.getRepository(OperationEntity);
     for (let i = 0; i < chosen.length; i += ID_CHUNK) {
       const batch = chosen.slice(i, i + ID_CHUNK);
       const ids = batch.map((s) => s.id);
-      const busy = new Set(
-        (
-          await this.db.getRepository(OperationEntity).find({
-            select: { snapshotId: true },
-            where: { snapshotId: In(ids), status: In(['QUEUED', 'RUNNING']) },
-          })
-        ).map((operation) => operation.snapshotId),
-      );
+      const active = { status: In(['QUEUED', 'RUNNING']) };
+      const reading = await operations.find({ select: { snapshotId: true }, where: { snapshotId: In(ids), ...active } });
+      const working = await operations.find({
+        select: { instanceId: true },
+        where: { instanceId: In([...new Set(batch.map((s) => s.instanceId))]), kind: Not('EXPORT'), ...active },
+      });
+      const busyInstances = new Set(working.map((operation) => operation.instanceId));
+      const busy = new Set([
+        ...reading.map((operation) => operation.snapshotId),
+        ...batch.filter((s) => busyInstances.has(s.instanceId)).map((s) => s.id),
+      ]);
       // Rows gone since the query were removed by someone else (a user, another sweep): nothing to do for them.
       const free = ids.filter((id) => !busy.has(id));
       const rows = free.length > 0 ? await this.snapshotRows.findBy({ id: In(free) }) : [];

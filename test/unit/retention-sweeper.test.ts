@@ -1,0 +1,118 @@
+// The retention sweep against the product's SQLite metadata database: what it leaves alone while an operation works on
+// an instance. A restore's safety snapshot is COMPLETED before the restore's load; on a keep-latest-only tier (FREE)
+// it must not cost the instance its older snapshots, since a restore that then fails or is cancelled removes it too.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DataSource } from 'typeorm';
+
+import { DEFAULT_TIER_POLICIES, type Tier } from '../../src/config/tiers';
+import { createMetadataDataSource } from '../../src/entities/data-source';
+import { InstanceEntity } from '../../src/entities/instance.entity';
+import { OperationEntity } from '../../src/entities/operation.entity';
+import { SnapshotEntity, type SnapshotProfile } from '../../src/entities/snapshot.entity';
+import { createLogger } from '../../src/logging/logger';
+import { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
+import type { SnapshotService } from '../../src/services/snapshot.service';
+
+describe('retention sweep', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let db: DataSource;
+  let sweeper: RetentionSweeper;
+  const tenantId = randomUUID();
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'snapgraph-retention-'));
+    db = createMetadataDataSource({ dataDir: dir });
+    await db.initialize();
+    await db.runMigrations({ transaction: 'each' });
+    // The sweep decides; removing a snapshot's data is the snapshot service's (its row goes with it here).
+    const snapshots = {
+      delete: async (snapshot: SnapshotEntity) => (await db.getRepository(SnapshotEntity).delete({ id: snapshot.id })).affected === 1,
+      snapshotsOf: (instanceId: string) => db.getRepository(SnapshotEntity).find({ where: { instanceId }, order: { createdAt: 'ASC' } }),
+    } as unknown as SnapshotService;
+    sweeper = new RetentionSweeper(db, { tiers: DEFAULT_TIER_POLICIES }, snapshots, createLogger('silent'));
+  });
+
+  afterEach(async () => {
+    await db.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function instance(tier: Tier): Promise<string> {
+    const id = randomUUID();
+    await db.getRepository(InstanceEntity).insert({
+      id,
+      tenantId,
+      name: `retained-${id.slice(0, 8)}`,
+      tier,
+      memoryGB: 1,
+      storageGB: 2,
+      engineVersion: 'V5',
+      status: 'RESTORING',
+      availability: 'READ_ONLY',
+      sourceSnapshotId: null,
+      storeGeneration: 1,
+      createdAt: Date.now() - 60_000,
+      lastScheduledAt: null,
+    });
+    return id;
+  }
+
+  async function snapshot(instanceId: string, profile: SnapshotProfile, ageMs: number): Promise<string> {
+    const id = randomUUID();
+    const createdAt = Date.now() - ageMs;
+    await db.getRepository(SnapshotEntity).insert({
+      id,
+      tenantId,
+      instanceId,
+      profile,
+      status: 'COMPLETED',
+      createdAt,
+      completedAt: createdAt + 100,
+      expiresAt: null,
+      description: null,
+      engineVersion: 'V5',
+      contents: null,
+      error: null,
+    });
+    return id;
+  }
+
+  async function operation(instanceId: string, kind: OperationEntity['kind'], status: OperationEntity['status'], snapshotId: string | null = null): Promise<string> {
+    const id = randomUUID();
+    await db.getRepository(OperationEntity).insert({ id, tenantId, instanceId, kind, status, snapshotId, phase: null, params: {}, createdAt: Date.now() - 1_000, attempt: 1 });
+    return id;
+  }
+
+  const remaining = async (instanceId: string) =>
+    (await db.getRepository(SnapshotEntity).find({ where: { instanceId }, order: { createdAt: 'ASC' } })).map((s) => s.id);
+
+  it("leaves a FREE instance's older snapshot while a restore runs on it, and applies keep-latest-only once it has ended", async () => {
+    const id = await instance('FREE');
+    const only = await snapshot(id, 'ON_DEMAND', 30_000);
+    // The restore (from an uploaded file: it names none of the instance's snapshots) has taken its safety snapshot.
+    const restore = await operation(id, 'RESTORE_FROM_FILE', 'RUNNING');
+    const safety = await snapshot(id, 'PRE_RESTORE', 1_000);
+
+    assert.equal(await sweeper.sweep(), 0);
+    assert.deepEqual(await remaining(id), [only, safety], 'the sweep removed a snapshot of an instance being restored');
+
+    // The restore succeeded: its safety snapshot is now the latest, and the older one goes.
+    await db.getRepository(OperationEntity).update({ id: restore }, { status: 'SUCCEEDED' });
+    assert.equal(await sweeper.sweep(), 1);
+    assert.deepEqual(await remaining(id), [safety]);
+  });
+
+  it('goes on removing while only an export of the instance runs', async () => {
+    const id = await instance('FREE');
+    await snapshot(id, 'ON_DEMAND', 30_000);
+    const latest = await snapshot(id, 'ON_DEMAND', 1_000);
+    await operation(id, 'EXPORT', 'RUNNING', latest);
+    assert.equal(await sweeper.sweep(), 1);
+    assert.deepEqual(await remaining(id), [latest]);
+  });
+});
