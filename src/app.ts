@@ -5,6 +5,7 @@ import type { DataSource } from 'typeorm';
 import type { AppConfig } from './config/app-config';
 import { createMetadataDataSource } from './entities/data-source';
 import { InstanceEntity } from './entities/instance.entity';
+import { RESTORE_KINDS } from './entities/operation.entity';
 import { type TenantDataVersion, tenantDataVersion } from './entities/tenant-data-version';
 import { createInMemoryEventBus, createRedisEventBus, type EventBus } from './events/event-bus';
 import { ChunkStore, TenantChunkKeys } from './chunks';
@@ -159,7 +160,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     metrics.countInstancesWith(() => instances.countByAvailability());
     const retention = new RetentionSweeper(db, config, snapshots, logger);
     runner.register(new SnapshotOperationHandler(snapshots, instances, (instance) => retention.onSnapshotCompleted(instance)));
-    for (const kind of ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT', 'RESTORE_TO_POINT_IN_TIME', 'CREATE_FROM_POINT_IN_TIME'] as const) {
+    for (const kind of RESTORE_KINDS) {
       runner.register(new RestoreOperationHandler(kind, instances, snapshots, stores, blobs, backups, changeLog, metrics));
     }
     runner.register(new VerifyOperationHandler(snapshots, instances, backups));

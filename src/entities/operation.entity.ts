@@ -10,6 +10,9 @@ export type OperationKind =
   | 'RESTORE_TO_POINT_IN_TIME'
   | 'CREATE_FROM_POINT_IN_TIME'
   | 'EXPORT';
+/** The operations that build an instance's data anew: a restore over it, or a new instance from a snapshot or a moment. */
+export const RESTORE_KINDS = ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT', 'RESTORE_TO_POINT_IN_TIME', 'CREATE_FROM_POINT_IN_TIME'] as const;
+export type RestoreKind = (typeof RESTORE_KINDS)[number];
 export type OperationStatus = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 
 /** The durable record of one job: what to do, who runs it (lease), how far it got, how it ended. */

@@ -1,10 +1,10 @@
 // Applies the tier's retention rules (retention.ts decides) to the metadata: finds the snapshots they concern with
 // a few queries per sweep, and removes what they say with its blob and a snapshotUpdated event.
-import { type DataSource, In, Not, type Repository } from 'typeorm';
+import { type DataSource, In, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { type Tier, TIERS, type TierSchedule } from '../config/tiers';
 import { InstanceEntity } from '../entities/instance.entity';
-import { OperationEntity } from '../entities/operation.entity';
+import { OperationEntity, RESTORE_KINDS } from '../entities/operation.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import type { Logger } from '../logging/logger';
 import type { SnapshotService } from '../services/snapshot.service';
@@ -165,11 +165,11 @@ export class RetentionSweeper {
       const ids = batch.map((s) => s.id);
       const active = { status: In(['QUEUED', 'RUNNING']) };
       const reading = await operations.find({ select: { snapshotId: true }, where: { snapshotId: In(ids), ...active } });
-      const working = await operations.find({
+      const restoring = await operations.find({
         select: { instanceId: true },
-        where: { instanceId: In([...new Set(batch.map((s) => s.instanceId))]), kind: Not('EXPORT'), ...active },
+        where: { instanceId: In([...new Set(batch.map((s) => s.instanceId))]), kind: In([...RESTORE_KINDS]), ...active },
       });
-      const busyInstances = new Set(working.map((operation) => operation.instanceId));
+      const busyInstances = new Set(restoring.map((operation) => operation.instanceId));
       const busy = new Set([
         ...reading.map((operation) => operation.snapshotId),
         ...batch.filter((s) => busyInstances.has(s.instanceId)).map((s) => s.id),

@@ -11,7 +11,7 @@ import { graphFileFormat } from '../graph-files/graph-file-formats';
 import { loadGraphFile } from '../graph-files/graph-file-loader';
 import type { ReceivedFile } from './upload.service';
 import type { InstanceEntity } from '../entities/instance.entity';
-import type { OperationEntity, OperationKind } from '../entities/operation.entity';
+import type { OperationEntity, OperationKind, RestoreKind } from '../entities/operation.entity';
 import type { SnapshotEntity } from '../entities/snapshot.entity';
 import { CryptoError } from '../crypto/errors';
 import { AppError, capacityExceeded } from '../errors/app-error';
@@ -232,7 +232,6 @@ export class RestoreService {
   }
 }
 
-type RestoreKind = 'RESTORE' | 'RESTORE_FROM_FILE' | 'CREATE_FROM_SNAPSHOT' | 'RESTORE_TO_POINT_IN_TIME' | 'CREATE_FROM_POINT_IN_TIME';
 
 /** What a new store was built from: the anchor of the epoch it starts, and a restore point to record with it. */
 interface Shadow {

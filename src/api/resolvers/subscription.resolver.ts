@@ -1,5 +1,6 @@
 import { Arg, Ctx, FieldResolver, ID, Resolver, Root, Subscription } from 'type-graphql';
 import type { InstanceEntity } from '../../entities/instance.entity';
+import { RESTORE_KINDS } from '../../entities/operation.entity';
 import { unauthenticated } from '../../errors/app-error';
 import type { AvailabilityEventPayload, EventBus, SnapshotEventPayload } from '../../events/event-bus';
 import type { OperationView } from '../../services/operation.service';
@@ -35,8 +36,6 @@ function instanceEvents<T>(
     yield* watch(context.services.events, caller, instanceId, signal);
   });
 }
-
-const RESTORE_KINDS = ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT', 'RESTORE_TO_POINT_IN_TIME', 'CREATE_FROM_POINT_IN_TIME'] as const;
 
 @Resolver()
 export class SubscriptionResolver {
