@@ -95,18 +95,31 @@ export class UploadService {
     return key;
   }
 
+  /** Gives a file adoptPartialFile took back to the resumable upload's `file`: its restore was not queued after all. */
+  releasePartialFile(key: string, file: PartialBlobFile): Promise<void> {
+    return this.blobs.release(key, file.path);
+  }
+
   /**
    * Queues the restore of a received file, looking at the request again: a large file takes minutes to arrive (a
    * resumable one, hours), and the instance may have been deleted or become busy meanwhile. A refused file is deleted.
    */
   async queueRestore(principal: Principal, instanceId: string, confirm: string, received: ReceivedFile): Promise<OperationEntity> {
     try {
-      const instance = await this.authorize(principal, instanceId, confirm);
-      return await this.restores.requestRestoreFromFile(principal, instance, received);
+      return await this.requestRestore(principal, instanceId, confirm, received);
     } catch (error) {
       await this.discard(received);
       throw error;
     }
+  }
+
+  /**
+   * queueRestore, leaving a refused file to the caller: a resumable upload keeps its file when the instance only
+   * cannot take the restore now (another operation runs on it), for its client's retry to queue it then.
+   */
+  async requestRestore(principal: Principal, instanceId: string, confirm: string, received: ReceivedFile): Promise<OperationEntity> {
+    const instance = await this.authorize(principal, instanceId, confirm);
+    return this.restores.requestRestoreFromFile(principal, instance, received);
   }
 
   /** Deletes a received file whose restore will not be queued; a failure to delete is not the answer (the refusal is). */

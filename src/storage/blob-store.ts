@@ -30,6 +30,11 @@ export interface BlobStore {
    * (a rename on the same file system); otherwise copies it (moveByCopy). The file is gone once this resolves.
    */
   adopt?(key: string, path: string): Promise<{ sizeBytes: number }>;
+  /**
+   * The inverse of adopt, for a store that has it: moves the blob `key` out to the local file `path` (a rename; a copy
+   * when they are on different file systems). The blob is gone once this resolves.
+   */
+  release?(key: string, path: string): Promise<void>;
   /** Stored size in bytes, or null when there is no such blob. */
   size(key: string): Promise<number | null>;
   /** Idempotent: deleting a missing blob succeeds. */

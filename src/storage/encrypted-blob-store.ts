@@ -62,6 +62,12 @@ export class EncryptedBlobStore {
     await (this.inner.adopt ? this.inner.adopt(key, path) : moveByCopy(this.inner, key, path));
   }
 
+  /** Gives an adopted blob back to the file at `path`, as it is (still encrypted): adopt's inverse, where adoptsFiles. */
+  async release(key: string, path: string): Promise<void> {
+    if (!this.inner.release) throw new Error('this blob store cannot give blobs back as local files');
+    await this.inner.release(key, path);
+  }
+
   /**
    * The plaintext, or its bytes `[start, end)` (clamped to the blob's size). A range read
    * fetches only the chunks that hold it. Corruption and truncation are reported as a

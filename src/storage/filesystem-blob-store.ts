@@ -73,6 +73,19 @@ export class FilesystemBlobStore implements BlobStore {
     return { sizeBytes: (await stat(target)).size };
   }
 
+  /** Moves the blob out to `path` (an adopted upload given back); a copy when `path` is on another file system. */
+  async release(key: string, path: string): Promise<void> {
+    const source = this.#pathOf(key);
+    try {
+      await rename(source, path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+      await pipeline(await this.read(key), createWriteStream(path, { flags: 'wx', mode: 0o600, flush: true }));
+      await unlink(source);
+    }
+    await fsyncDirectory(dirname(path));
+  }
+
   async read(key: string, range: ByteRange = {}): Promise<Readable> {
     assertValidByteRange(range);
     const handle = await openRegularFile(this.#pathOf(key), key);

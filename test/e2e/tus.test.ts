@@ -2,9 +2,10 @@
 // versions, method override, one JSON refusal shape, and uploads that end badly leaving nothing behind.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { pack as tarPack } from 'tar-stream';
 import * as tus from 'tus-js-client';
 import {
@@ -17,6 +18,7 @@ import {
   filesUnder,
   gql,
   makeTempDir,
+  mountSmallVolume,
   patchTusUpload,
   registerCleanup,
   serverPerSuite,
@@ -24,7 +26,10 @@ import {
   settledOperation,
   takeSnapshot,
   tempBlobs,
+  type SmallVolume,
   type TestServer,
+  tusUpload,
+  untilCaught,
   within,
 } from '../support';
 
@@ -365,6 +370,114 @@ describe('the /uploads endpoint with real tus clients', () => {
     await eventually(() => readdirSync(uploadDir).length === 0, { what: 'the upload dir is empty' });
     assert.deepEqual(tempBlobs(server.dataDir), []);
     await eventually(() => openDescriptors(pid) <= before, { timeoutMs: 5_000, what: `descriptors back to ${before} (now ${openDescriptors(pid)})` });
+  });
+});
+
+describe('a complete upload whose restore cannot be queued at once', () => {
+  const suite = serverPerSuite({});
+  let archive: Buffer;
+  let bigArchive: Buffer;
+
+  before(async function () {
+    this.timeout(120_000);
+    const source = await createInstance(suite.server, { name: 'busy source' });
+    await createNodes(suite.server, source.id, [{ labels: ['A'], properties: { n: 1 } }, { labels: ['B'] }]);
+    archive = await archiveOf(suite.server, (await takeSnapshot(suite.server, source.id)).id);
+    // Long enough to restore that another upload's last byte comes while it runs.
+    const big = await createInstance(suite.server, { name: 'busy big source' });
+    for (let i = 0; i < 4; i++) {
+      await createNodes(suite.server, big.id, Array.from({ length: 1000 }, (_, j) => ({ labels: ['Big'], properties: { j, blob: randomBytes(512).toString('hex') } })));
+    }
+    bigArchive = await archiveOf(suite.server, (await takeSnapshot(suite.server, big.id)).id);
+  });
+
+  const statusOf = async (id: string) =>
+    (expectData(await gql(suite.server, `query ($id: ID!) { operation(id: $id) { status } }`, { id })) as { operation: { status: string } }).operation.status;
+
+  it('keeps it when another operation runs on the instance (423 CONFLICT), and a HEAD once that one ended queues its restore', async function () {
+    this.timeout(180_000);
+    const server = suite.server;
+    const run = await untilCaught(
+      async (round) => {
+        const target = await createInstance(server, { name: `busy target ${round}` });
+        const created = await createTusUpload(server, { instanceId: target.id, length: archive.length });
+        assert.equal(created.status, 201, created.body);
+        assert.equal((await patchTusUpload(created.location!, created.auth, 0, archive.subarray(0, archive.length - 1))).status, 204);
+        // Meanwhile another operation runs on the instance (here another restore; a scheduled snapshot does the same).
+        const blocker = await tusUpload(server, { instanceId: target.id, file: bigArchive });
+        assert.equal(blocker.status, 204, blocker.body);
+        const last = await patchTusUpload(created.location!, created.auth, archive.length - 1, archive.subarray(archive.length - 1));
+        const blockerRunning = !['SUCCEEDED', 'FAILED'].includes(await statusOf(blocker.operationId!));
+        return { target, created, blocker, last, blockerRunning };
+      },
+      (run) => run.last.status !== 204 || run.blockerRunning,
+    );
+    const { target, created, blocker, last } = run;
+    assertRefusal({ ...last, headers: new Headers({ 'content-type': 'application/json' }) }, 423, 'CONFLICT');
+    // Kept, complete: while the other operation runs, a HEAD says so again (423, which tus clients retry).
+    const whileBusy = await request(created.location!, { method: 'HEAD', headers: created.auth });
+    if ((await statusOf(blocker.operationId!)) === 'RUNNING') assert.equal(whileBusy.status, 423);
+    assert.equal((await settledOperation(server, blocker.operationId!)).status, 'SUCCEEDED');
+    const head = await request(created.location!, { method: 'HEAD', headers: created.auth });
+    assert.equal(head.status, 200, 'the complete upload is gone: the client must send the whole file again');
+    assert.equal(head.headers.get('upload-offset'), String(archive.length));
+    const operationId = head.headers.get('snapgraph-operation-id');
+    assert.ok(operationId, 'the HEAD names the restore it queued');
+    assert.equal((await settledOperation(server, operationId)).status, 'SUCCEEDED');
+    assert.deepEqual((await fileRestoresOf(server, target.id)).sort(), [operationId, blocker.operationId!].sort());
+    await eventually(() => readdirSync(server.env.SNAPGRAPH_UPLOAD_DIR!).length === 0, { what: 'the upload dir is empty' });
+  });
+});
+
+describe('a HEAD that meets a failing completion of the same upload', function () {
+  this.timeout(180_000);
+
+  it('hears why (507), never 404 nor every byte in without an operation, while the complete upload is kept for a later HEAD', async function () {
+    const volume = mountSmallVolume(32 * 1024 * 1024);
+    if ('unavailable' in volume) return this.skip();
+    const small = volume as SmallVolume;
+    // The blob store on the small volume: the completion fails to keep the file there, after its check.
+    const dataDir = makeTempDir('snapgraph-e2e-data-');
+    mkdirSync(join(small.path, 'blobs'));
+    symlinkSync(join(small.path, 'blobs'), join(dataDir, 'blobs'));
+    const server = await startServer({ dataDir });
+    try {
+      const source = await createInstance(server, { name: 'src' });
+      for (let b = 0; b < 2; b++) {
+        await createNodes(server, source.id, Array.from({ length: 200 }, () => ({ labels: ['Doc'], properties: { body: randomBytes(6000).toString('base64') } })));
+      }
+      const file = await archiveOf(server, (await takeSnapshot(server, source.id)).id);
+      const target = await createInstance(server, { name: 'dst' });
+      const created = await createTusUpload(server, { instanceId: target.id, length: file.length });
+      const path = new URL(created.location!).pathname;
+      assert.equal((await patchTusUpload(`${server.url}${path}`, created.auth, 0, file.subarray(0, file.length - 1))).status, 204);
+      // A restart: the last byte's completion reads the file back (seconds for a large file) before it stores it.
+      await server.restart();
+      small.fill();
+      const finalPatch = patchTusUpload(`${server.url}${path}`, created.auth, file.length - 1, file.subarray(file.length - 1));
+      let done = false;
+      void finalPatch.then(() => (done = true));
+      // The client's connection to the final PATCH broke (a proxy timeout): tus clients retry with a HEAD.
+      const seen: string[] = [];
+      while (!done) {
+        const head = await fetch(`${server.url}${path}`, { method: 'HEAD', headers: created.auth });
+        seen.push(`${head.status}:${head.headers.get('upload-offset')}:${head.headers.get('snapgraph-operation-id') ?? '-'}`);
+        await sleep(5);
+      }
+      const patched = await finalPatch;
+      assertRefusal({ ...patched, headers: new Headers({ 'content-type': 'application/json' }) }, 507, 'STORAGE_FULL');
+      assert.ok(!seen.some((answer) => answer.startsWith('404')), `a HEAD was told the upload is gone: ${seen.join(' ')}`);
+      assert.ok(!seen.includes(`200:${file.length}:-`), `a HEAD was told every byte is in, naming no operation: ${seen.join(' ')}`);
+      const later = await fetch(`${server.url}${path}`, { method: 'HEAD', headers: created.auth });
+      assert.equal(later.status, 507, 'the upload is kept, complete');
+      small.release();
+      const finished = await fetch(`${server.url}${path}`, { method: 'HEAD', headers: created.auth });
+      assert.equal(finished.status, 200);
+      assert.equal((await settledOperation(server, finished.headers.get('snapgraph-operation-id')!)).status, 'SUCCEEDED');
+    } finally {
+      small.release();
+      await server.stop();
+    }
   });
 });
 

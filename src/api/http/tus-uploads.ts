@@ -68,6 +68,25 @@ interface TusRefusal {
   body: string;
 }
 
+function isTusRefusal(error: unknown): error is TusRefusal {
+  return typeof error === 'object' && error !== null && 'status_code' in error && 'body' in error;
+}
+
+/**
+ * The instance cannot take a restore now, but may later: another operation runs on it (CONFLICT), or it is not
+ * RUNNING (INSTANCE_UNAVAILABLE). A complete upload that meets this is kept for its client's retry.
+ */
+function isInstanceBusy(error: unknown): boolean {
+  return isAppError(error) && (error.code === 'CONFLICT' || error.code === 'INSTANCE_UNAVAILABLE') && !(error instanceof IncompleteUploadError);
+}
+
+/** The upload's file holds fewer bytes than the upload (a write raced from another replica): it is sent again. */
+class IncompleteUploadError extends AppError {
+  constructor(kept: number, sizeBytes: number) {
+    super('CONFLICT', `the upload's file holds ${kept} of its ${sizeBytes} bytes; upload the file again`);
+  }
+}
+
 /** Where partial uploads are kept: SNAPGRAPH_UPLOAD_DIR, or <data dir>/uploads. */
 export function uploadDirectory(config: Pick<AppConfig, 'dataDir' | 'uploadDir'>): string {
   return config.uploadDir ?? join(config.dataDir, 'uploads');
@@ -192,8 +211,12 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
 
   /**
    * Completes an upload whose every byte is in: checks the file (unless it was checked as it came), keeps it, queues
-   * its restore, once whichever replica and request asks (UploadCompletions); resolves with the operation id.
+   * its restore, once whichever replica and request asks (UploadCompletions); resolves with the operation id, or
+   * rejects with the answer (a TusRefusal), which requests waiting on the same completion in this process share.
    * - Refused (the file, or the request looked at again): the upload goes; the client starts again and hears why.
+   * - The instance cannot take the restore now (CONFLICT: another operation runs on it; INSTANCE_UNAVAILABLE): the
+   *   upload stays, complete, its file given back if the blob store had taken it, and the answer is 423 with that
+   *   code: a verified file is not sent again because a snapshot was running. The client's retry (a HEAD) queues it.
    * - Failed for the server's own reasons (a full disk, a bucket or database error) while the file is still the
    *   upload's: the upload stays, complete, and the client's retry completes it (a HEAD does, see the front handler):
    *   a multi-GiB upload is not sent again for that. Once the file was moved into the blob store, a failure to queue
@@ -207,17 +230,30 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     // Received as it came: only ending the check is left, and queueing the restore (looked at again, for this
     // request's key). Else the file is read back and checked now.
     let checked: 'as received' | 'read back' = 'as received';
-    const queue = async (received: ReceivedFile) => (await services.uploads.queueRestore(principal, instanceId, confirm, received)).id;
+    const file = datastore.fileOf(upload.id);
+    /** Queues the restore of the checked file: `adopted` when the blob store took the upload's file itself. */
+    const queue = async (received: ReceivedFile, adopted: boolean) => {
+      try {
+        return (await services.uploads.requestRestore(principal, instanceId, confirm, received)).id;
+      } catch (error) {
+        // Given back, the file is the upload's again: it stays. A copy the check made (S3) goes either way (a later
+        // completion reads the file back).
+        const keep = isInstanceBusy(error) && adopted;
+        const given = keep ? await services.uploads.releasePartialFile(received.key, file).then(() => true, () => false) : false;
+        if (given) datastore.kept.delete(upload.id);
+        else await services.uploads.discard(received);
+        throw error;
+      }
+    };
     const restore = async () => {
       const sizeBytes = upload.size ?? upload.offset;
       let verdict = await receivers.finish(upload.id, sizeBytes);
-      const file = datastore.fileOf(upload.id);
       // Unless the receiver stored its own copy (S3), the upload's file is what is read back or moved in. It must hold
       // every byte: when they all went to this replica's check, those are the bytes checked (a write racing from
       // another replica would have changed the count).
       if (verdict === null || !('key' in verdict)) {
         const kept = await file.complete();
-        if (kept !== sizeBytes) throw new AppError('CONFLICT', `the upload's file holds ${kept} of its ${sizeBytes} bytes; upload the file again`);
+        if (kept !== sizeBytes) throw new IncompleteUploadError(kept, sizeBytes);
       }
       if (verdict === null) {
         checked = 'read back';
@@ -225,27 +261,38 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
           services.uploads.checkResumableFile(principal, instanceId, watch(file.read()), confirm),
         );
       }
-      if ('key' in verdict) return queue(verdict);
+      if ('key' in verdict) return queue(verdict, false);
       // Checked: only now is it moved into the blob store (until then a replica taking over finds it here).
       const key = await services.uploads.adoptPartialFile(principal.tenantId, upload.id, file);
       datastore.kept.add(upload.id);
-      return queue({ key, ...verdict });
+      return queue({ key, ...verdict }, true);
     };
-    const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload.id, principal.tenantId, upload.size ?? upload.offset, restore));
+    // What becomes of the upload is settled before the completion ends, so that every request waiting on it hears
+    // the same answer, and a HEAD that comes after it finds the upload kept or gone.
+    const restoreOrRefuse = () =>
+      restore().catch(async (error: unknown) => {
+        const answer = refusal(error, { debugErrors: config.debugErrors });
+        if (isInstanceBusy(error) && !datastore.kept.has(upload.id)) {
+          logger.info({ uploadId: upload.id, code: (error as AppError).code }, 'restore upload kept: its instance cannot take the restore now; the client retries');
+          throw { ...answer, status_code: 423 } satisfies TusRefusal;
+        }
+        if (answer.status_code < 500) {
+          logger.info({ uploadId: upload.id, code: isAppError(error) ? error.code : null }, 'restore upload refused');
+          await forget();
+        } else if (datastore.kept.has(upload.id)) {
+          logger.error({ err: error, uploadId: upload.id }, 'restore upload failed');
+          await forget();
+        } else {
+          logger.error({ err: error, uploadId: upload.id }, 'restore upload failed; it is kept, complete, for the client to finish again');
+        }
+        throw answer;
+      });
+    const verified = withoutIdleTimeout(nodeReq?.socket, () => completions.run(upload.id, principal.tenantId, upload.size ?? upload.offset, restoreOrRefuse));
     // Finished without this replica's receiver (another replica verifies it, or already has): it goes.
     verified.finally(() => receivers.abandon(upload.id)).catch(() => undefined);
-    const operationId = await verified.catch(async (error) => {
-      const answer = refusal(error, { debugErrors: config.debugErrors });
-      if (answer.status_code < 500) {
-        logger.info({ uploadId: upload.id, code: isAppError(error) ? error.code : null }, 'restore upload refused');
-        await forget();
-      } else if (datastore.kept.has(upload.id)) {
-        logger.error({ err: error, uploadId: upload.id }, 'restore upload failed');
-        await forget();
-      } else {
-        logger.error({ err: error, uploadId: upload.id }, 'restore upload failed; it is kept, complete, for the client to finish again');
-      }
-      throw answer;
+    const operationId = await verified.catch((error: unknown) => {
+      // Another replica's completion, refused there or abandoned (UploadCompletions), is this request's refusal too.
+      throw isTusRefusal(error) ? error : refusal(error, { debugErrors: config.debugErrors });
     });
     // Kept in the blob store: its record goes once the answer is sent (@tus/server reads it while it answers).
     if (nodeReq) afterResponse.set(nodeReq, [...(afterResponse.get(nodeReq) ?? []), forget]);
@@ -265,6 +312,48 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     if (upload.creation_date && Date.parse(upload.creation_date) + UPLOAD_EXPIRY_MS < Date.now()) return null;
     // Moved into the blob store by this process: its restore is queued, or failing that the upload goes.
     return datastore.kept.has(id) ? null : upload;
+  };
+
+  /**
+   * The completion a HEAD or PATCH on a complete upload waits for: the one some replica runs or ran (UploadCompletions),
+   * or, for a HEAD, one started now (`startedHere`) for an upload whose completion failed or could not queue its
+   * restore yet (its client retries with a HEAD, sees every byte in, and takes that answer as the end).
+   */
+  const completionOf = async (id: string, principal: Principal, nodeReq: Request): Promise<(Completion & { startedHere: boolean }) | undefined> => {
+    const completed = await completions.find(id, principal.tenantId);
+    if (completed) return { ...completed, startedHere: false };
+    const unfinished = nodeReq.method === 'HEAD' ? await unfinishedUpload(id, principal) : null;
+    if (!unfinished) return undefined;
+    const operationId = finishUpload(principal, unfinished, nodeReq);
+    operationId.catch(() => undefined);
+    return { tenantId: principal.tenantId, sizeBytes: unfinished.size!, operationId, startedHere: true };
+  };
+
+  /**
+   * HEAD or PATCH on a completed upload: the whole file is here; the answer (once verified) names the operation. A
+   * completion that fails says so: the upload is kept when the server failed (5xx) or its instance is busy (423), and
+   * the client retries; a refused one is gone (404, and the client starts over), though the request that started the
+   * completion hears why.
+   */
+  const answerOfCompletion = async (method: string, completed: Completion & { startedHere: boolean }): Promise<TusAnswer> => {
+    try {
+      const operationId = await completed.operationId;
+      return {
+        status: method === 'HEAD' ? 200 : 204,
+        headers: {
+          'Tus-Resumable': TUS_VERSION,
+          'Upload-Offset': String(completed.sizeBytes),
+          'Upload-Length': String(completed.sizeBytes),
+          'Cache-Control': 'no-store',
+          [OPERATION_ID_HEADER]: operationId,
+        },
+        body: '',
+      };
+    } catch (error) {
+      const answer = isTusRefusal(error) ? error : refusal(error, { debugErrors: config.debugErrors });
+      const kept = answer.status_code >= 500 || answer.status_code === 423;
+      return refusalAnswer(kept || completed.startedHere ? answer : notFoundRefusal());
+    }
   };
 
   const tus: Server = new TusServer({
@@ -317,6 +406,13 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       return refusal(asStorageFull(error, 'uploads') ?? error, { debugErrors: config.debugErrors });
     },
   });
+  answerCompletedHeadsWithTheirOperation(tus, async (req) => {
+    const nodeReq = req.runtime?.node?.req as Request | undefined;
+    const principal = nodeReq && principals.get(nodeReq);
+    const id = uploadIdOf(new URL(req.url).pathname.slice(UPLOADS_PATH.length));
+    const completed = nodeReq && principal && id ? await completionOf(id, principal, nodeReq) : undefined;
+    return completed && withoutIdleTimeout(nodeReq?.socket, () => answerOfCompletion('HEAD', completed));
+  });
   answerRefusalsAsJson(tus);
 
   await sweepAtBoot(tus, datastore, completions, logger);
@@ -345,16 +441,10 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         principals.set(req, principal);
         // Uploads are an ADMIN's, and speak tus 1.0: anything else is for @tus/server (and onIncomingRequest) to refuse.
         const ours = principal.role === 'ADMIN' && req.headers['tus-resumable'] === TUS_VERSION;
-        const completed = ours && id && (req.method === 'HEAD' || req.method === 'PATCH') ? await completions.find(id, principal.tenantId) : undefined;
-        if (completed) return void (await withoutIdleTimeout(req.socket, () => answerCompleted(req, res, completed)));
-        // A client resuming an upload whose completion failed (it retries with a HEAD, sees every byte in, and takes
-        // that answer as the end): complete it now, and answer with the operation as a completed upload's HEAD does.
-        const unfinished = ours && id && req.method === 'HEAD' ? await unfinishedUpload(id, principal) : null;
-        if (unfinished) {
-          const sizeBytes = unfinished.size!;
-          const operationId = finishUpload(principal, unfinished, req);
-          operationId.catch(() => undefined);
-          return void (await answerCompleted(req, res, { tenantId: principal.tenantId, sizeBytes, operationId }, (error) => sendRefusal(res, error as TusRefusal)));
+        const completed = ours && id && (req.method === 'HEAD' || req.method === 'PATCH') ? await completionOf(id, principal, req) : undefined;
+        if (completed) {
+          req.resume(); // a repeated final PATCH carries no new bytes
+          return void sendAnswer(res, await withoutIdleTimeout(req.socket, () => answerOfCompletion(req.method, completed)));
         }
       }
       req.url = req.originalUrl; // @tus/server routes on the full path
@@ -493,31 +583,43 @@ async function checkWithoutStalling<T>(stallTimeoutMs: number, check: (watch: (s
   }
 }
 
-/** HEAD or PATCH on a completed upload: the whole file is here; answer (after verification) with the operation. */
-async function answerCompleted(
-  req: Request,
-  res: Response,
-  completed: Completion,
-  // Refused and deleted: the client starts over and hears why.
-  onRefused: (error: unknown) => void = () => sendRefusal(res, notFoundRefusal()),
-): Promise<void> {
-  req.resume(); // a repeated final PATCH carries no new bytes
-  let operationId: string;
-  try {
-    operationId = await completed.operationId;
-  } catch (error) {
-    return void onRefused(error);
-  }
-  res
-    .status(req.method === 'HEAD' ? 200 : 204)
-    .set({
-      'Tus-Resumable': TUS_VERSION,
-      'Upload-Offset': String(completed.sizeBytes),
-      'Upload-Length': String(completed.sizeBytes),
-      'Cache-Control': 'no-store',
-      [OPERATION_ID_HEADER]: operationId,
-    })
-    .end();
+/** An answer the front handler sends itself, or that replaces @tus/server's. */
+interface TusAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+function refusalAnswer({ status_code, body }: TusRefusal): TusAnswer {
+  return { status: status_code, headers: { 'Tus-Resumable': TUS_VERSION, 'Cache-Control': 'no-store', 'Content-Type': JSON_CONTENT_TYPE }, body };
+}
+
+function sendAnswer(res: Response, { status, headers, body }: TusAnswer): void {
+  res.status(status).set(headers);
+  if (body) res.send(body);
+  else res.end();
+}
+
+/**
+ * A HEAD that came while the last byte was being written passed the front handler's look for a completion, waited
+ * for the upload's lock, and would be answered by @tus/server with every byte in and no operation: a client takes
+ * that as the end of the upload, without the operation its restore runs as. Such a HEAD waits for the completion
+ * instead (`completedAnswer`, which starts it if no request has yet), and is answered with its operation, or why not.
+ */
+function answerCompletedHeadsWithTheirOperation(tus: Server, completedAnswer: (req: globalThis.Request & HookRequest) => Promise<TusAnswer | undefined>): void {
+  // `handler` (web Request in, web Response out) is what handle() calls; it is private in the typings only.
+  const server = tus as unknown as { handler(req: globalThis.Request): Promise<globalThis.Response> };
+  const answer = server.handler.bind(tus);
+  server.handler = async (req) => {
+    const response = await answer(req);
+    const length = response.headers.get('upload-length');
+    if (req.method !== 'HEAD' || response.status !== 200 || length === null || response.headers.get('upload-offset') !== length) return response;
+    const completed = await completedAnswer(req as globalThis.Request & HookRequest);
+    if (!completed) return response;
+    const headers = new Headers(response.headers);
+    for (const [name, value] of Object.entries(completed.headers)) headers.set(name, value);
+    return new globalThis.Response(completed.body || null, { status: completed.status, headers });
+  };
 }
 
 /**
