@@ -28,6 +28,12 @@ const MIB = 1024 * 1024;
  */
 const DEFAULT_CHUNK_BYTES = 64 * MIB;
 const RETRY_DELAYS_MS = [0, 1_000, 3_000, 5_000, 10_000, 20_000];
+/**
+ * How long a complete upload waits for its instance's running operation (a snapshot, a verification, another restore)
+ * before the command gives up (the upload stays on the server: a rerun resumes it), and the pauses between looks.
+ */
+const INSTANCE_WAIT_MS = 30 * 60_000;
+const INSTANCE_WAIT_DELAYS_MS = [2_000, 5_000, 10_000, 20_000, 30_000];
 
 // FileUrlStorage is exported for Node but missing from the package's typings.
 const { FileUrlStorage } = tus as unknown as { FileUrlStorage: new (path: string) => tus.UrlStorage };
@@ -104,6 +110,8 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
   const urlStorage = new FileUrlStorage(await urlStoragePath());
   const fingerprint = fingerprintOf(client, request);
   let progress: ProgressBar | null = null;
+  let instanceWaits = 0;
+  let instanceWaitEnds = 0;
 
   return new Promise<string>((resolvePromise, reject) => {
     const upload = new tus.Upload(createReadStream(file), {
@@ -133,6 +141,17 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
         else reject(new CliError(`the upload finished but the server named no restore operation; see operations(instanceId: "${request.instanceId}")`));
       },
       onError: (error) => {
+        if (waitsForInstance(error) && !interruption.isRequested) {
+          if (instanceWaits === 0) instanceWaitEnds = Date.now() + INSTANCE_WAIT_MS;
+          if (Date.now() < instanceWaitEnds) {
+            const delay = INSTANCE_WAIT_DELAYS_MS[Math.min(instanceWaits++, INSTANCE_WAIT_DELAYS_MS.length - 1)];
+            progress?.finish(stats.size);
+            if (instanceWaits === 1) process.stderr.write(`the file is uploaded; waiting for the instance's running operation to end before the restore is queued (${describeErrorBody((error as UploadError).originalResponse!.getBody()) ?? 'busy'})\n`);
+            // The upload resumes with a HEAD, which queues the restore once the instance is free.
+            setTimeout(() => interruption.isRequested || upload.start(), delay);
+            return;
+          }
+        }
         progress?.finish();
         const failure = describeUploadError(client, error);
         // Refused for good (the server said why): forget the upload URL, so a rerun starts afresh.
@@ -224,24 +243,42 @@ async function urlStoragePath(env: NodeJS.ProcessEnv = process.env): Promise<str
 type UploadError = Error & { originalResponse?: tus.HttpResponse | null; causingError?: Error | null };
 
 /**
- * An answer from Snapgraph itself saying why (a contract error code, as opposed to a tus protocol answer) in which the
- * server refused the file or the request (a 4xx): saying it again changes nothing. A 5xx is the
- * server's own trouble (a full disk, a bucket or database error): it keeps what it received, complete or not, and the
- * upload is retried, or resumed by running the command again.
+ * An answer from Snapgraph itself saying why (a contract error code) in which the server refused the file or the
+ * request (a 4xx): saying it again changes nothing, and the upload is gone. Not a 409 or 423 (transient, below),
+ * although their bodies carry a code too (CONFLICT, INSTANCE_UNAVAILABLE). A 5xx is the server's own trouble (a full
+ * disk, a bucket or database error): it keeps what it received, complete or not, and the upload is retried, or resumed
+ * by running the command again.
  */
 function isRefusal(error: UploadError): boolean {
   const response = error.originalResponse;
-  return Boolean(response && response.getStatus() < 500 && describeErrorBody(response.getBody()));
+  if (!response || isConflictOrLocked(response.getStatus())) return false;
+  return response.getStatus() < 500 && Boolean(describeErrorBody(response.getBody()));
 }
 
-/** Retry network trouble and tus-level conflicts; never a refusal (it would say the same again). */
+/**
+ * Retried by tus-js-client: network trouble, the server's own trouble, and a 409 of a PATCH: the tus protocol's
+ * offset conflict (this client resumed on another replica while the first still writes a PATCH that broke off), which
+ * the retry's HEAD resolves by saying where to resume. Never a refusal (it would say the same again), nor a 423,
+ * which waits longer (waitsForInstance).
+ *
+ * How the two are told apart: the server answers 423 (Locked, with CONFLICT or INSTANCE_UNAVAILABLE) for a complete
+ * upload whose restore cannot be queued yet because of the instance's running operation, whether on the final PATCH or
+ * a HEAD, and @tus/server never answers 423 itself; an offset conflict is a 409.
+ */
 function isTransient(error: UploadError): boolean {
   const response = error.originalResponse;
   if (!response) return true;
-  if (isRefusal(error)) return false;
   const status = response.getStatus();
-  return status >= 500 || status === 409 || status === 423;
+  if (status === 423) return false;
+  return status === 409 || (!isRefusal(error) && status >= 500);
 }
+
+/** The upload is complete and kept on the server, and waits for the instance's running operation (see isTransient). */
+function waitsForInstance(error: UploadError): boolean {
+  return error.originalResponse?.getStatus() === 423;
+}
+
+const isConflictOrLocked = (status: number) => status === 409 || status === 423;
 
 async function forgetUploads(urlStorage: tus.UrlStorage, fingerprint: string): Promise<void> {
   const uploads = await urlStorage.findUploadsByFingerprint(fingerprint).catch(() => []);
