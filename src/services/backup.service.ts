@@ -432,9 +432,16 @@ export class BackupService {
     return this.planAt(epoch, point.seq);
   }
 
-  /** The newest base of the epoch at or before seq (or its anchor), then the log up to seq. */
+  /**
+   * The newest base of the epoch at or before seq (or its anchor), then the log up to seq. Refused when that log is no
+   * longer stored from its start: the base or anchor alone would be older data, not the point.
+   */
   private async planAt(epoch: StoreEpochEntity, seq: number, known?: RestorePointEntity | null): Promise<MaterialisePlan> {
     const base = known !== undefined ? known : await this.newestBase(epoch.epoch, seq);
+    const afterSeq = base?.seq ?? 0;
+    if (seq > afterSeq && !(await this.log.holdsLogAfter(epoch, afterSeq))) {
+      throw new AppError('INVALID_BACKUP_FILE', `the change log of instance ${epoch.instanceId} after seq ${afterSeq} of epoch ${epoch.epoch} is no longer stored`);
+    }
     let plan: MaterialisePlan;
     if (base) plan = await this.planOf(base);
     else if (epoch.anchor === 'EMPTY') plan = { base: null, deltas: [], logs: [] };
@@ -445,7 +452,6 @@ export class BackupService {
     } else {
       throw new AppError('INVALID_BACKUP_FILE', `no base of instance ${epoch.instanceId}'s store reaches seq ${seq} of epoch ${epoch.epoch}`);
     }
-    const afterSeq = base?.seq ?? 0;
     if (seq > afterSeq) plan.logs.push({ epoch, afterSeq, untilSeq: seq });
     return plan;
   }
@@ -479,6 +485,10 @@ export class BackupService {
     if (!epoch) throw new AppError('OUT_OF_RESTORE_WINDOW', `instance ${source.id} has no history at ${new Date(at).toISOString()}`);
     const seq = await this.log.seqAt(epoch, at);
     const base = await this.newestBase(epoch.epoch, seq);
+    // The moment's seq is known only from the log after that base (or the anchor): once collected, it is out of reach.
+    if (!(await this.log.holdsLogAfter(epoch, base?.seq ?? 0))) {
+      throw new AppError('OUT_OF_RESTORE_WINDOW', `${new Date(at).toISOString()} is no longer in instance ${source.id}'s restore window: its change log was collected; nothing was changed`);
+    }
     const built = await this.build(await this.planAt(epoch, seq, base), null, target, context);
     const point = Object.assign(new RestorePointEntity(), {
       id: randomUUID(),

@@ -378,21 +378,44 @@ export class ChangeLogService {
     throw new AppError('INVALID_BACKUP_FILE', message);
   }
 
-  /** The newest seq of the epoch committed at or before `at` (0 when none was). */
+  /**
+   * The newest seq of the epoch committed at or before `at` (0 when none was): at least that of the newest base taken
+   * by then (collection keeps the log only from the newest base at or before the window's start, so the segments
+   * alone would not know the seqs before their first one), and the newest seq of the stored log after it.
+   */
   async seqAt(epoch: StoreEpochEntity, at: number): Promise<number> {
+    const base = await this.db
+      .getRepository(RestorePointEntity)
+      .createQueryBuilder('p')
+      .where("p.epoch = :epoch AND p.kind = 'BASE' AND COALESCE(p.at, :startedAt) <= :at", { epoch: epoch.epoch, startedAt: epoch.startedAt, at })
+      .orderBy('p.seq', 'DESC')
+      .getOne();
+    const fromBase = base?.seq ?? 0;
     const row = await this.segments
       .createQueryBuilder('s')
       .where('s.epoch = :epoch AND s.firstAt <= :at', { epoch: epoch.epoch, at })
       .orderBy('s.firstSeq', 'DESC')
       .getOne();
-    if (!row) return 0;
-    if (row.lastAt <= at) return row.lastSeq;
+    if (!row) return fromBase;
+    if (row.lastAt <= at) return Math.max(fromBase, row.lastSeq);
     let seq = row.firstSeq - 1;
     for (const entry of (await this.readSegment(epoch, row)).entries) {
       if (entry.at > at) break;
       seq = entry.seq;
     }
-    return seq;
+    return Math.max(fromBase, seq);
+  }
+
+  /**
+   * Whether the epoch's log right after `afterSeq` is still stored: a recorded segment holds afterSeq + 1, or nothing
+   * after afterSeq was shipped. False once collection removed it (or its row was never recorded).
+   */
+  async holdsLogAfter(epoch: StoreEpochEntity, afterSeq: number): Promise<boolean> {
+    if (epoch.shippedSeq <= afterSeq) return true;
+    return this.segments
+      .createQueryBuilder('s')
+      .where('s.epoch = :epoch AND s.firstSeq <= :next AND s.lastSeq > :afterSeq', { epoch: epoch.epoch, next: afterSeq + 1, afterSeq })
+      .getExists();
   }
 
   // ---- the restore window -----------------------------------------------------------------------------------------

@@ -75,6 +75,31 @@ export function assertCompatible(archiveEngine: EngineVersion, target: Pick<Inst
   }
 }
 
+/**
+ * OUT_OF_RESTORE_WINDOW unless the instance's restore window holds `moment`. A queued restore checks again when it
+ * starts, earliest only (latest only moves on, and another replica may not have persisted how far it saw it): while it
+ * waited, retention may have collected the log the moment needs.
+ */
+async function assertWindowReaches(
+  log: ChangeLogService,
+  instances: InstanceService,
+  source: InstanceEntity,
+  moment: number,
+  { checkLatest }: { checkLatest: boolean },
+): Promise<void> {
+  const window = await log.restoreWindow(source, instances.restoreWindowMs(source));
+  if (!window) {
+    throw new AppError('OUT_OF_RESTORE_WINDOW', `instance ${source.id} (${source.tier}) has no restore window; restore one of its snapshots instead`);
+  }
+  if (moment < window.earliest || (checkLatest && moment > window.latest)) {
+    throw new AppError(
+      'OUT_OF_RESTORE_WINDOW',
+      `${new Date(moment).toISOString()} is outside instance ${source.id}'s restore window, ${new Date(window.earliest).toISOString()} to ` +
+        `${new Date(window.latest).toISOString()}; nothing was changed`,
+    );
+  }
+}
+
 export class RestoreService {
   constructor(
     private readonly db: DataSource,
@@ -129,17 +154,7 @@ export class RestoreService {
   private async assertInWindow(source: InstanceEntity, at: Date): Promise<number> {
     const moment = at.getTime();
     if (!Number.isFinite(moment)) throw badInput('at is not a valid date-time');
-    const window = await this.log.restoreWindow(source, this.instances.restoreWindowMs(source));
-    if (!window) {
-      throw new AppError('OUT_OF_RESTORE_WINDOW', `instance ${source.id} (${source.tier}) has no restore window; restore one of its snapshots instead`);
-    }
-    if (moment < window.earliest || moment > window.latest) {
-      throw new AppError(
-        'OUT_OF_RESTORE_WINDOW',
-        `${at.toISOString()} is outside instance ${source.id}'s restore window, ${new Date(window.earliest).toISOString()} to ` +
-          `${new Date(window.latest).toISOString()}; nothing was changed`,
-      );
-    }
+    await assertWindowReaches(this.log, this.instances, source, moment, { checkLatest: true });
     return moment;
   }
 
@@ -360,6 +375,7 @@ export class RestoreOperationHandler implements OperationHandler {
     if (this.kind === 'RESTORE_TO_POINT_IN_TIME' || this.kind === 'CREATE_FROM_POINT_IN_TIME') {
       const source = operation.sourceInstanceId ? await this.instances.reload(operation.sourceInstanceId) : null;
       if (!source || operation.pointInTime === null) throw new AppError('NOT_FOUND', `instance ${operation.sourceInstanceId} no longer exists`);
+      await assertWindowReaches(this.log, this.instances, source, operation.pointInTime, { checkLatest: false });
       const built = await this.backups.materialiseAt(source, operation.pointInTime, target, context).catch(backupError);
       this.metrics.bytesRestored.inc(built.bytesRead);
       return { expected: null, stats: built.stats, anchor: { anchor: 'ORIGIN', originPointId: built.point.id }, newPoint: built.point };

@@ -25,6 +25,7 @@ import {
   graphOf,
   instanceState,
   logSegmentsOf,
+  metricsValue,
   type NodeJson,
   OPERATION_FIELDS,
   type OperationJson,
@@ -664,5 +665,36 @@ describe('point-in-time restore: retention', () => {
     assert.ok(window.earliest > sentLater, `earliest ${iso(window.earliest)} is after the collected write`);
     expectCode(await requestRestoreToPoint(server, { instanceId: instance.id, at }), 'OUT_OF_RESTORE_WINDOW');
     assert.deepEqual(await graphOf(server, instance.id), graph, 'collection touched the instance');
+  });
+
+  it('restores a moment after a base whose log before it was collected to that base, and the later log on top', async function () {
+    this.timeout(60_000);
+    const server = suite.server;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'bulk-then-idle', tier: 'BUSINESS_CRITICAL' });
+    const basesBefore = await metricsValue(server, 'snapgraph_store_bases_total');
+    // 3,000 lines are over 25% of BASE_POLICY's 10,000 records: the policy takes a base once this write has shipped.
+    await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: ['Bulk'], properties: { i } })));
+    await restorableThrough(server, instance.id, Date.now());
+    await eventually(async () => (await metricsValue(server, 'snapgraph_store_bases_total')) > basesBefore, { timeoutMs: 20_000, what: 'a base of the bulk load' });
+    // Idle past the 3-second window: the bulk load's segments end at the base's seq, so no window needs them any more.
+    await eventually(async () => logSegmentsOf(server.dataDir, tenantId, instance.id).length === 0, {
+      timeoutMs: 20_000,
+      what: 'the log up to the base to be collected',
+    });
+    const idleAt = Date.now();
+    await sleep(10);
+    await createNodes(server, instance.id, [{ labels: ['Later'] }]);
+    const laterWindow = await restorableThrough(server, instance.id, Date.now());
+    assert.ok(laterWindow.earliest <= idleAt, `the window ${JSON.stringify(laterWindow)} does not reach back to ${iso(idleAt)}`);
+
+    // Between the base and the first segment still stored: the base alone (no segment says which seq that moment had).
+    const fromBase = await createFromPoint(server, instance.id, idleAt, 'from-the-base');
+    const restored = (await graphOf(server, fromBase)).nodes.map((node) => node.labels.join());
+    assert.equal(restored.length, 3_000, `the instance held the 3,000 bulk nodes at ${iso(idleAt)}; the restore gave ${restored.length} nodes`);
+    assert.ok(restored.every((labels) => labels === 'Bulk'), 'the restore holds a write made after the moment');
+    // After the later write: the base, then the log after it.
+    const fromLog = await createFromPoint(server, instance.id, laterWindow.latest, 'from-the-log');
+    assert.deepEqual(await graphOf(server, fromLog), await graphOf(server, instance.id));
   });
 });
