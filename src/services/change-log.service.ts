@@ -3,7 +3,7 @@
 // store. Also reads them back in order (replays, verification) and says how far back an instance can be restored.
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { IsNull, type DataSource, type Repository } from 'typeorm';
+import { IsNull, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import { CryptoError } from '../crypto/errors';
 import { decodeSegment, encodeSegment, expectSegment, SegmentFormatError } from '../changelog/segment-format';
 import type { InstanceEntity } from '../entities/instance.entity';
@@ -112,10 +112,10 @@ export class ChangeLogService {
   }
 
   /** Records that the epoch's segments from `fromSeq` on cannot be read (the window then stops short of them). */
-  async recordDamage(epoch: StoreEpochEntity, fromSeq: number, message: string): Promise<void> {
+  async recordDamage(epoch: StoreEpochEntity, fromSeq: number, message: string, manager: EntityManager = this.db.manager): Promise<void> {
     if (epoch.damagedFromSeq !== null && epoch.damagedFromSeq <= fromSeq) return;
     this.logger.error({ epoch: epoch.epoch, instanceId: epoch.instanceId, fromSeq, damage: message }, 'change log damaged');
-    await this.epochs.update({ epoch: epoch.epoch }, { damage: message.slice(0, 1000), damagedFromSeq: fromSeq });
+    await manager.update(StoreEpochEntity, { epoch: epoch.epoch }, { damage: message.slice(0, 1000), damagedFromSeq: fromSeq });
     Object.assign(epoch, { damage: message.slice(0, 1000), damagedFromSeq: fromSeq });
   }
 
@@ -212,9 +212,10 @@ export class ChangeLogService {
           // Another replica writing to the same store may have shipped (and trimmed) these entries meanwhile.
           if (await this.caughtUp(epoch)) continue;
           if (entries.length === 0) break;
-          // The store no longer holds entries that were never shipped: nothing can restore across them.
-          await this.recordDamage(epoch, epoch.shippedSeq + 1, `log entries ${epoch.shippedSeq + 1}–${entries[0].seq - 1} were lost before they were shipped`);
-          epoch.shippedSeq = entries[0].seq - 1;
+          if (!(await this.skipLostEntries(epoch, entries[0].seq))) {
+            if (await this.caughtUp(epoch)) continue;
+            throw new AppError('CONFLICT', `the change log of epoch ${epoch.epoch} was shipped by another process meanwhile`);
+          }
         }
         try {
           shippedBytes += await this.writeSegment(instance, epoch, entries);
@@ -231,6 +232,24 @@ export class ChangeLogService {
       if (shippedAny) for (const listener of this.listeners) listener(instance, epoch);
       return { position, epoch };
     });
+  }
+
+  /**
+   * The store no longer holds entries that were never shipped (the metadata lost its last commits, say): nothing can
+   * restore across them. The damage is recorded and shipping goes on from `firstHeldSeq`, both in one transaction and
+   * on condition that nobody shipped meanwhile: the next segment is recorded only where the epoch's row stands right
+   * before it, so a skip made in memory alone would stop shipping for good. False when another process got there first.
+   */
+  private async skipLostEntries(epoch: StoreEpochEntity, firstHeldSeq: number): Promise<boolean> {
+    const fromSeq = epoch.shippedSeq + 1;
+    const skipped = await this.db.transaction(async (manager) => {
+      const moved = await manager.update(StoreEpochEntity, { epoch: epoch.epoch, shippedSeq: epoch.shippedSeq }, { shippedSeq: firstHeldSeq - 1 });
+      if (!moved.affected) return false;
+      await this.recordDamage(epoch, fromSeq, `log entries ${fromSeq}–${firstHeldSeq - 1} were lost before they were shipped`, manager);
+      return true;
+    });
+    if (skipped) epoch.shippedSeq = firstHeldSeq - 1;
+    return skipped;
   }
 
   /** Whether another process shipped more of the epoch than `epoch` says; if so, `epoch` is brought up to date. */

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
+import Database from 'better-sqlite3';
 import {
   assertProgressSequence,
   createInstance,
@@ -577,6 +578,49 @@ describe('point-in-time restore after a crash', () => {
     const sentAfter = batches.findIndex((batch) => batch.sentAt > window.latest);
     assert.ok(sentAfter < 0 || kept < sentAfter, `the restore to ${iso(window.latest)} holds batch ${kept}, sent after it\n${timeline}`);
     assert.deepEqual(await instanceState(server, instance.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+    await server.stop();
+  });
+
+  it('goes on shipping after the store lost entries that were never shipped, recording them as damage', async function () {
+    this.timeout(60_000);
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'rolled-back', tier: 'PROFESSIONAL' });
+    for (const label of ['One', 'Two']) {
+      await createNodes(server, instance.id, [{ labels: [label] }]);
+      await restorableThrough(server, instance.id, Date.now());
+    }
+    await server.kill();
+    // The metadata database loses its last commit (a failover, a restore of it): the epoch is back before the last
+    // segment, which is no longer listed, while the store has already trimmed its entries.
+    const metadataPath = join(server.dataDir, 'metadata.sqlite');
+    const metadata = new Database(metadataPath);
+    const last = metadata
+      .prepare(`SELECT id, "firstSeq", "prevSha256" FROM log_segments WHERE "instanceId" = ? ORDER BY "firstSeq" DESC LIMIT 1`)
+      .get(instance.id) as { id: string; firstSeq: number; prevSha256: string };
+    metadata.prepare(`UPDATE store_epochs SET "shippedSeq" = ?, "headSha256" = ? WHERE "instanceId" = ?`).run(last.firstSeq - 1, last.prevSha256, instance.id);
+    metadata.prepare(`DELETE FROM log_segments WHERE id = ?`).run(last.id);
+    metadata.close();
+    await server.restart();
+
+    await createNodes(server, instance.id, [{ labels: ['Three'] }]);
+    const epochOf = () => {
+      const db = new Database(metadataPath, { readonly: true });
+      try {
+        return db.prepare(`SELECT "shippedSeq", "damagedFromSeq", damage FROM store_epochs WHERE "instanceId" = ? AND "endedAt" IS NULL`).get(instance.id) as {
+          shippedSeq: number;
+          damagedFromSeq: number | null;
+          damage: string | null;
+        };
+      } finally {
+        db.close();
+      }
+    };
+    const shipped = await eventually(async () => {
+      const epoch = epochOf();
+      return epoch.shippedSeq > last.firstSeq ? epoch : undefined;
+    }, { timeoutMs: 10_000, what: 'the write after the lost entries to be shipped' });
+    assert.equal(shipped.damagedFromSeq, last.firstSeq, `the lost entries are recorded as damage: ${JSON.stringify(shipped)}`);
+    assert.match(shipped.damage ?? '', /lost before they were shipped/);
     await server.stop();
   });
 
