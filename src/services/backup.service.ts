@@ -105,7 +105,8 @@ export class BackupService {
     private readonly options: { scratchDir: string; collectGraceMs: number; listBlobs: (prefix: string) => AsyncIterable<string> },
   ) {
     this.points = db.getRepository(RestorePointEntity);
-    log.onShipped((instance, epoch) => this.considerBaseInBackground(instance, epoch));
+    log.onShipped((instance, epoch) => this.considerBaseInBackground(instance.id, epoch));
+    log.onDamaged((instanceId, epoch) => this.considerBaseInBackground(instanceId, epoch));
   }
 
   /**
@@ -196,14 +197,19 @@ export class BackupService {
   }
 
   /**
-   * The base policy, after each shipped segment: a new base once the log since the newest one (or since the epoch's
-   * anchor) outgrows BASE_POLICY, or at once for a store whose earlier history is unknown. Taken in the background.
+   * The base policy, after each shipped segment and each damage recorded: a new base once the log since the newest one
+   * (or since the epoch's anchor) outgrows BASE_POLICY, or at once for a store whose earlier history is unknown or whose
+   * log is damaged with no base after the damage (nothing from the damage on can be restored without one). Taken in the
+   * background.
    */
-  private async considerBase(known: InstanceEntity, epoch: StoreEpochEntity): Promise<void> {
-    const instance = await this.instances.reload(known.id);
+  private async considerBase(instanceId: string, epoch: StoreEpochEntity): Promise<void> {
+    const instance = await this.instances.reload(instanceId);
     if (!instance || instance.status !== 'RUNNING' || this.baseUnderWay(instance.id)) return;
     const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
-    if (!base && epoch.anchor === 'NONE') {
+    const unknownHistory = !base && epoch.anchor === 'NONE';
+    // Only the current store can be copied: an ended epoch's damage stays (its window ends with it).
+    const damagedSinceBase = epoch.endedAt === null && epoch.damagedFromSeq !== null && (base?.seq ?? -1) < epoch.damagedFromSeq;
+    if (unknownHistory || damagedSinceBase) {
       await this.takeBase(instance);
       return;
     }
@@ -221,7 +227,7 @@ export class BackupService {
       this.deferredBases.delete(instance.id);
       void this.log.epoch(epoch.epoch).then(
         // A restore meanwhile ended the epoch: the new store's history starts from a base of its own.
-        (current) => current && current.endedAt === null && this.considerBaseInBackground(instance, current),
+        (current) => current && current.endedAt === null && this.considerBaseInBackground(instance.id, current),
         (err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed'),
       );
     }, wait);
@@ -230,8 +236,8 @@ export class BackupService {
   }
 
   /** considerBase for work nobody awaits: a failure is logged (an unhandled rejection would end the server). */
-  private considerBaseInBackground(instance: InstanceEntity, epoch: StoreEpochEntity): void {
-    this.considerBase(instance, epoch).catch((err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed'));
+  private considerBaseInBackground(instanceId: string, epoch: StoreEpochEntity): void {
+    this.considerBase(instanceId, epoch).catch((err: unknown) => this.logger.warn({ err, instanceId }, 'deciding on a base of the store failed'));
   }
 
   /** Whether a base of the instance's store is being taken, or a snapshot of it is deciding on one (one at a time). */

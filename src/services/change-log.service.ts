@@ -50,6 +50,9 @@ export interface ShipWatch {
 /** Told after every shipped segment, with the epoch as it now stands (the base policy listens). */
 export type ShippedListener = (instance: InstanceEntity, epoch: StoreEpochEntity) => void;
 
+/** Told when damage is recorded on an epoch of the instance (the base policy listens: the window needs a base past it). */
+export type DamagedListener = (instanceId: string, epoch: StoreEpochEntity) => void;
+
 export class ChangeLogService {
   private readonly epochs: Repository<StoreEpochEntity>;
   private readonly segments: Repository<LogSegmentEntity>;
@@ -57,6 +60,7 @@ export class ChangeLogService {
   private readonly shipping = new Map<string, Promise<unknown>>();
   private readonly scheduled = new Map<string, NodeJS.Timeout>();
   private readonly listeners: ShippedListener[] = [];
+  private readonly damageListeners: DamagedListener[] = [];
   /**
    * How far this process has seen each epoch shipped (its restore window's latest). Persisted with every shipped
    * segment, and otherwise at most every LATEST_PERSIST_MS: an idle instance's window moves on every second without a
@@ -79,6 +83,10 @@ export class ChangeLogService {
 
   onShipped(listener: ShippedListener): void {
     this.listeners.push(listener);
+  }
+
+  onDamaged(listener: DamagedListener): void {
+    this.damageListeners.push(listener);
   }
 
   // ---- epochs -----------------------------------------------------------------------------------------------------
@@ -112,11 +120,18 @@ export class ChangeLogService {
   }
 
   /** Records that the epoch's segments from `fromSeq` on cannot be read (the window then stops short of them). */
-  async recordDamage(epoch: StoreEpochEntity, fromSeq: number, message: string, manager: EntityManager = this.db.manager): Promise<void> {
-    if (epoch.damagedFromSeq !== null && epoch.damagedFromSeq <= fromSeq) return;
+  async recordDamage(epoch: StoreEpochEntity, fromSeq: number, message: string): Promise<void> {
+    if (!(await this.saveDamage(epoch, fromSeq, message, this.db.manager))) return;
+    for (const listener of this.damageListeners) listener(epoch.instanceId, epoch);
+  }
+
+  /** recordDamage without telling anyone, in `manager`'s transaction; false when earlier damage was recorded already. */
+  private async saveDamage(epoch: StoreEpochEntity, fromSeq: number, message: string, manager: EntityManager): Promise<boolean> {
+    if (epoch.damagedFromSeq !== null && epoch.damagedFromSeq <= fromSeq) return false;
     this.logger.error({ epoch: epoch.epoch, instanceId: epoch.instanceId, fromSeq, damage: message }, 'change log damaged');
     await manager.update(StoreEpochEntity, { epoch: epoch.epoch }, { damage: message.slice(0, 1000), damagedFromSeq: fromSeq });
     Object.assign(epoch, { damage: message.slice(0, 1000), damagedFromSeq: fromSeq });
+    return true;
   }
 
   // ---- shipping ---------------------------------------------------------------------------------------------------
@@ -245,7 +260,8 @@ export class ChangeLogService {
     const skipped = await this.db.transaction(async (manager) => {
       const moved = await manager.update(StoreEpochEntity, { epoch: epoch.epoch, shippedSeq: epoch.shippedSeq }, { shippedSeq: firstHeldSeq - 1 });
       if (!moved.affected) return false;
-      await this.recordDamage(epoch, fromSeq, `log entries ${fromSeq}–${firstHeldSeq - 1} were lost before they were shipped`, manager);
+      // Nobody is told here: the segment shipped next tells the base policy, with the damage on the epoch.
+      await this.saveDamage(epoch, fromSeq, `log entries ${fromSeq}–${firstHeldSeq - 1} were lost before they were shipped`, manager);
       return true;
     });
     if (skipped) epoch.shippedSeq = firstHeldSeq - 1;
@@ -442,7 +458,9 @@ export class ChangeLogService {
   /**
    * How far back the instance can be restored: from the oldest moment its retained history reaches without a break
    * (and no further back than `windowMs`) to the newest moment whose writes are all shipped. Null without a window,
-   * or while nothing is shipped yet.
+   * while nothing is shipped yet, or while the current epoch's damage has no base after it yet (the base policy takes
+   * one as soon as damage is recorded): no moment from the damage on can be reached until then, and `earliest` cannot
+   * be left out.
    */
   async restoreWindow(instance: Pick<InstanceEntity, 'id'>, windowMs: number | null, now = Date.now()): Promise<RestoreWindowView | null> {
     if (windowMs === null) return null;

@@ -621,6 +621,11 @@ describe('point-in-time restore after a crash', () => {
     }, { timeoutMs: 10_000, what: 'the write after the lost entries to be shipped' });
     assert.equal(shipped.damagedFromSeq, last.firstSeq, `the lost entries are recorded as damage: ${JSON.stringify(shipped)}`);
     assert.match(shipped.damage ?? '', /lost before they were shipped/);
+    // A base of the store is taken at once: the window starts at it, says why, and reaches the write after the loss.
+    const window = await restorableThrough(server, instance.id, Date.now());
+    assert.match(window.reason ?? '', /lost before they were shipped/, `the window says why it starts late: ${JSON.stringify(window)}`);
+    const copy = await createFromPoint(server, instance.id, window.latest, 'after-the-loss');
+    assert.deepEqual((await graphOf(server, copy)).nodes.map((node) => node.labels), [['One'], ['Two'], ['Three']]);
     await server.stop();
   });
 
@@ -634,14 +639,16 @@ describe('point-in-time restore after a crash', () => {
     // Many nodes first (the base policy then takes a base of them), then single writes, each shipped in segments of its
     // own, too few for another base: a restore to the last of them replays every one.
     const segmentsOfWrite: string[][] = [];
-    let lastAck = 0;
+    const writes: { sentAt: number; ackedAt: number }[] = [];
     for (const count of [2_000, 1, 1, 1]) {
       const before = new Set(segmentsOf());
+      const sentAt = Date.now();
       await createNodes(server, instance.id, Array.from({ length: count }, (_, i) => ({ labels: ['N'], properties: { i, count } })));
-      lastAck = Date.now();
-      await restorableThrough(server, instance.id, lastAck);
+      writes.push({ sentAt, ackedAt: Date.now() });
+      await restorableThrough(server, instance.id, writes.at(-1)!.ackedAt);
       segmentsOfWrite.push(segmentsOf().filter((path) => !before.has(path)));
     }
+    const lastAck = writes.at(-1)!.ackedAt;
     await new ModelWriter(server, target.id, random).write(2);
     const targetGraph = await graphOf(server, target.id);
     assert.equal(segmentsOfWrite[2].length, 1, `expected one segment for the third write: ${JSON.stringify(segmentsOfWrite)}`);
@@ -658,14 +665,25 @@ describe('point-in-time restore after a crash', () => {
     assert.deepEqual(await graphOf(server, target.id), targetGraph);
     assert.deepEqual(await instanceState(server, target.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
 
-    // The window no longer offers what cannot be restored: null, or starting after the damage, saying why.
-    const unrestorable = lastAck + 1;
+    // The window no longer offers what cannot be restored (a moment whose replay needs the damaged segment): null, or
+    // starting after the damage, saying why. (A base of the store is taken as soon as the damage is found, so moments
+    // after the last write are restorable again once it is stored.)
+    const unrestorable = strictlyBetween(random, writes[2].ackedAt, writes[3].sentAt);
     const window = await restoreWindowOf(server, instance.id);
     if (window !== null) {
       assert.ok(window.earliest > unrestorable, `the window still offers ${iso(unrestorable)}: ${JSON.stringify(window)}`);
       assert.match(window.reason ?? '', /damaged|segment/, 'the window says why it starts later');
     }
     expectCode(await requestRestoreToPoint(server, { instanceId: instance.id, at: unrestorable, targetInstanceId: target.id }), 'OUT_OF_RESTORE_WINDOW');
+
+    // Writes after the damage are restorable again, without waiting for the base policy's size rule: the window
+    // reaches them, starting after the damage and saying why.
+    for (let k = 0; k < 3; k++) await createNodes(server, instance.id, [{ labels: ['After'] }]);
+    const after = await restorableThrough(server, instance.id, Date.now());
+    assert.ok(after.earliest > unrestorable, `the window offers ${iso(unrestorable)} again: ${JSON.stringify(after)}`);
+    assert.match(after.reason ?? '', /damaged|segment/, 'the window says why it starts later');
+    assert.equal((await restoreToPoint(server, instance.id, after.latest, target.id)).status, 'SUCCEEDED');
+    assert.deepEqual(await graphOf(server, target.id), await graphOf(server, instance.id));
     await server.stop();
   });
 });
