@@ -90,6 +90,8 @@ export class BackupService {
   private readonly basing = new Map<string, Promise<unknown>>();
   /** Instances a snapshot is being captured of (it decides on a base itself). */
   private readonly capturing = new Set<string>();
+  /** Segment blobs no row will ever list, and since when collections have found them so (see removeOrphanSegments). */
+  private readonly orphanSegmentsSince = new Map<string, number>();
   /** Instances whose base the policy put off until BASE_POLICY.minIntervalMs after the last one. */
   private readonly deferredBases = new Map<string, NodeJS.Timeout>();
 
@@ -689,6 +691,34 @@ export class BackupService {
     return removed;
   }
 
+  /**
+   * Segment blobs whose row was never recorded (a crash between writing a segment and recording it: the retry ships
+   * other entries, so another key) or whose row a sweep removed just before a crash. A blob store keeps no times, so,
+   * as for uploads, one goes only when a collection at least the grace period after the first that found it orphaned
+   * still finds it so (a restart starts the count again).
+   */
+  private async removeOrphanSegments(tenantId: string, now: number): Promise<number> {
+    const folder = `tenants/${tenantId}/log`;
+    const orphans = new Set<string>();
+    for await (const key of this.options.listBlobs(folder)) {
+      if (await this.log.isOrphanSegment(key)) orphans.add(key);
+    }
+    let removed = 0;
+    for (const key of orphans) {
+      const since = this.orphanSegmentsSince.get(key);
+      if (since === undefined) this.orphanSegmentsSince.set(key, now);
+      else if (now - since >= this.options.collectGraceMs) {
+        await this.blobs.delete(key);
+        this.orphanSegmentsSince.delete(key);
+        removed += 1;
+      }
+    }
+    for (const key of this.orphanSegmentsSince.keys()) {
+      if (key.startsWith(`${folder}/`) && !orphans.has(key)) this.orphanSegmentsSince.delete(key);
+    }
+    return removed;
+  }
+
   async forgetExport(snapshot: SnapshotEntity): Promise<void> {
     await this.blobs.delete(exportKeyOf(snapshot));
     for (const format of GRAPH_FILE_FORMATS) await this.blobs.delete(exportKeyOf(snapshot, format.kind));
@@ -938,8 +968,9 @@ export class BackupService {
     }
     const swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs });
     await this.removeUnusedExports(tenantId);
-    if (removed.length > 0 || removedSegments > 0 || swept.freedBytes > 0) {
-      this.logger.info({ tenantId, removedPoints: removed.length, removedSegments, ...swept }, 'collected backup storage');
+    const orphanSegments = await this.removeOrphanSegments(tenantId, Date.now());
+    if (removed.length > 0 || removedSegments > 0 || orphanSegments > 0 || swept.freedBytes > 0) {
+      this.logger.info({ tenantId, removedPoints: removed.length, removedSegments, orphanSegments, ...swept }, 'collected backup storage');
     }
     return { removedPoints: removed.length, removedSegments, freedBytes: swept.freedBytes };
   }

@@ -550,6 +550,18 @@ export class ChangeLogService {
   }
 
   /**
+   * Whether the segment blob can never be listed (collection may delete it): no row names it, and none ever will,
+   * since its epoch is gone or has shipped past its first seq (a segment is recorded only right after the epoch's
+   * shipped seq; a process shipping the same entries late gets CONFLICT and removes its blob itself).
+   */
+  async isOrphanSegment(blobKey: string): Promise<boolean> {
+    const place = SEGMENT_KEY.exec(blobKey);
+    if (!place || (await this.segments.existsBy({ blobKey }))) return false;
+    const epoch = await this.epochs.findOneBy({ epoch: Number(place[1]) });
+    return !epoch || Number(place[2]) <= epoch.shippedSeq;
+  }
+
+  /**
    * Removes the tenant's epochs that are not in `live` (with all their segments), and the segments of live epochs
    * that hold no seq of their `ranges` ((afterSeq, untilSeq] stretches). Each row goes before its blob: a crash in
    * between leaves an unlisted blob, never a listed segment without its data. Returns how many segments went.
@@ -578,4 +590,6 @@ const LATEST_PERSIST_MS = 10_000;
 // `<first seq>.seg`. Either is read through its row's blobKey.
 export const segmentKeyOf = (tenantId: string, instanceId: string, epoch: number, firstSeq: number, sha256: string) =>
   `tenants/${tenantId}/log/${instanceId}/${epoch}/${String(firstSeq).padStart(16, '0')}-${sha256.slice(0, 16)}.seg`;
+/** A segment key's epoch and first seq (either naming). */
+const SEGMENT_KEY = /\/log\/[^/]+\/(\d+)\/(\d+)(?:-[0-9a-f]{16})?\.seg$/;
 

@@ -729,6 +729,24 @@ describe('point-in-time restore: retention', () => {
     assert.deepEqual(await graphOf(server, instance.id), graph, 'collection touched the instance');
   });
 
+  it('removes segment blobs no row lists once none can, and keeps one being shipped', async function () {
+    this.timeout(30_000);
+    const server = suite.server;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'orphaned', tier: 'BUSINESS_CRITICAL' });
+    await createNodes(server, instance.id, [{ labels: ['Shipped'] }]);
+    await restorableThrough(server, instance.id, Date.now());
+    const [recorded] = logSegmentsOf(server.dataDir, tenantId, instance.id);
+    // What a crash between writing a segment and recording it leaves: a blob whose seqs were then shipped under another
+    // key (orphaned), and one of seqs not shipped yet (as while a segment is being shipped: its row follows).
+    const orphan = recorded.replace(/\/\d+-[0-9a-f]{16}\.seg$/, `/${'1'.padStart(16, '0')}-${'0'.repeat(16)}.seg`);
+    const inFlight = recorded.replace(/\/\d+-[0-9a-f]{16}\.seg$/, `/${'999'.padStart(16, '0')}-${'0'.repeat(16)}.seg`);
+    for (const copy of [orphan, inFlight]) writeFileSync(copy, readFileSync(recorded));
+    await eventually(async () => !logSegmentsOf(server.dataDir, tenantId, instance.id).includes(orphan), { timeoutMs: 10_000, what: 'the orphaned blob to be collected' });
+    assert.deepEqual(logSegmentsOf(server.dataDir, tenantId, instance.id), [recorded, inFlight].sort());
+    rmSync(inFlight);
+  });
+
   it('restores a moment after a base whose log before it was collected to that base, and the later log on top', async function () {
     this.timeout(60_000);
     const server = suite.server;
