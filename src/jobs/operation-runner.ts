@@ -149,15 +149,7 @@ export class OperationRunner {
     // Between the two conditional updates the operation may move from QUEUED to RUNNING: then try again.
     for (let tries = 0; tries < 3; tries++) {
       const now = Date.now();
-      const taken = await this.operations.update(
-        { id: operationId, status: 'QUEUED' },
-        { status: 'RUNNING', leaseOwner: this.owner, leaseExpiresAt: now + this.options.leaseMs, cancelRequestedAt: now },
-      );
-      if (taken.affected) {
-        const operation = await this.operations.findOneByOrFail({ id: operationId });
-        await this.compensateAndRecord(this.jobFor(operation), CANCELLED);
-        return 'cancelled';
-      }
+      if (await this.cancelQueued(operationId, now)) return 'cancelled';
       const requested = await this.operations.update(
         { id: operationId, status: 'RUNNING', phase: Not(POINT_OF_NO_RETURN) },
         { cancelRequestedAt: now },
@@ -173,6 +165,18 @@ export class OperationRunner {
     return 'finished';
   }
 
+  /** Takes a QUEUED operation and ends it CANCELLED, compensated; false when it is no longer QUEUED. */
+  private async cancelQueued(operationId: string, requestedAt: number): Promise<boolean> {
+    const taken = await this.operations.update(
+      { id: operationId, status: 'QUEUED' },
+      { status: 'RUNNING', leaseOwner: this.owner, leaseExpiresAt: Date.now() + this.options.leaseMs, cancelRequestedAt: requestedAt },
+    );
+    if (!taken.affected) return false;
+    const operation = await this.operations.findOneByOrFail({ id: operationId });
+    await this.compensateAndRecord(this.jobFor(operation), CANCELLED);
+    return true;
+  }
+
   private poll(): Promise<void> {
     if (this.polling || this.stopped) return this.polling ?? Promise.resolve();
     this.polling = this.claimQueued().finally(() => {
@@ -186,6 +190,12 @@ export class OperationRunner {
     for (const operation of queued) {
       if (this.stopped || this.atCapacity()) break;
       if (!this.handlers.has(operation.kind)) continue;
+      if (operation.cancelRequestedAt !== null) {
+        // Cancelled while it was being handed back (a version that queued it all the same, or a stop while
+        // claiming): it ends here, never run again.
+        await this.cancelQueued(operation.id, operation.cancelRequestedAt);
+        continue;
+      }
       if (!(await this.claim(operation))) continue;
       if (this.stopped) {
         // Stopped while claiming: hand it back untouched for the next process rather than start it during shutdown.
@@ -378,7 +388,14 @@ export class OperationRunner {
         outcome = { status: 'FAILED', code: outcome.code, message: `${outcome.message}; putting things back failed (see the server log)` };
       }
     }
-    await this.record(job, completed === true ? { status: 'SUCCEEDED', cancellable: false } : outcome);
+    try {
+      await this.record(job, completed === true ? { status: 'SUCCEEDED', cancellable: false } : outcome);
+    } catch (error) {
+      // Cancelled while being handed back (during its compensation, say): it ends CANCELLED rather than run again.
+      // Compensated once more, as an ending: what it kept for its next attempt (an uploaded file) goes now.
+      if (outcome.status === 'QUEUED' && error instanceof Interruption && error.cause === 'cancelled') return this.compensateAndRecord(job, CANCELLED);
+      throw error;
+    }
   }
 
   private progress(job: Running, update: ProgressUpdate): void {
@@ -420,18 +437,16 @@ export class OperationRunner {
 
   /**
    * Records the outcome, only while this runner holds the lease (recovery takes the lease before it finishes an
-   * orphan), with the handler's result in the same transaction. A SUCCEEDED that finds a cancellation request
-   * throws it instead: the result is rolled back and the operation is cancelled.
+   * orphan), with the handler's result in the same transaction. A SUCCEEDED, or a hand-back (QUEUED), that finds a
+   * cancellation request throws it instead: the result is rolled back and the operation is cancelled.
    */
   private async record(job: Running, outcome: Outcome): Promise<void> {
     if (job.publishTimer) clearTimeout(job.publishTimer);
     job.publishTimer = null;
     const op = job.operation;
     const patch = outcomePatch(op, outcome);
-    const condition =
-      outcome.status === 'SUCCEEDED' && outcome.cancellable
-        ? { id: op.id, leaseOwner: this.owner, cancelRequestedAt: IsNull() }
-        : { id: op.id, leaseOwner: this.owner };
+    const cancellable = (outcome.status === 'SUCCEEDED' && outcome.cancellable) || outcome.status === 'QUEUED';
+    const condition = cancellable ? { id: op.id, leaseOwner: this.owner, cancelRequestedAt: IsNull() } : { id: op.id, leaseOwner: this.owner };
     const recorded = await this.db.transaction(async (manager) => {
       if (outcome.status === 'SUCCEEDED') await outcome.result?.commit?.(manager);
       const { affected } = await manager.update(OperationEntity, condition, patch);
@@ -445,7 +460,7 @@ export class OperationRunner {
     );
     if (!recorded) {
       const interruption = await this.interruptionOf(job);
-      if (outcome.status === 'SUCCEEDED' && interruption.cause === 'cancelled') throw interruption;
+      if (cancellable && interruption.cause === 'cancelled') throw interruption;
       this.logger.warn({ operationId: op.id }, 'lost the lease before recording the outcome; another runner owns this operation');
       return;
     }

@@ -1,10 +1,12 @@
-// Recovery of an operation whose owner stopped renewing its lease, against the product's SQLite metadata database:
-// the runner that takes it over compensates with what the row holds once taken, not with what it read before.
+// Recovery and hand-back of operations, against the product's SQLite metadata database: the runner that takes an
+// orphan over compensates with what the row holds once taken, not with what it read before; a cancel accepted while
+// an operation is being handed back ends it CANCELLED, never queued to run again.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { DataSource, Repository } from 'typeorm';
 
 import { createMetadataDataSource } from '../../src/entities/data-source';
@@ -28,8 +30,11 @@ describe('operation recovery', function () {
     await db.runMigrations({ transaction: 'each' });
   });
 
+  let others: OperationRunner[] = [];
+
   afterEach(async () => {
     await runner?.stop();
+    for (const other of others.splice(0)) await other.stop();
     await db.destroy();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -79,5 +84,103 @@ describe('operation recovery', function () {
     const row = await operations.findOneByOrFail({ id });
     assert.equal(row.status, 'FAILED');
     assert.equal(row.errorCode, 'INTERRUPTED');
+  });
+
+  describe('a cancel accepted while an operation is handed back', () => {
+    const newRunner = (handler: OperationHandler) => {
+      const created = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 3_000, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+      created.register(handler);
+      others.push(created);
+      return created;
+    };
+    const insert = async (fields: Partial<Omit<OperationEntity, 'params'>>) => {
+      const id = randomUUID();
+      await db.getRepository(OperationEntity).insert({
+        id,
+        tenantId: randomUUID(),
+        instanceId: randomUUID(),
+        kind: 'SNAPSHOT',
+        status: 'QUEUED',
+        phase: 'queued',
+        params: null,
+        createdAt: Date.now(),
+        attempt: 0,
+        ...fields,
+      });
+      return id;
+    };
+    /** A handler whose run lasts until it is stopped, and whose compensation (a safety snapshot deleted, say) takes a while. */
+    const slowToCompensate = () => {
+      const seen = { runs: 0, compensations: [] as Compensation[], finishCompensation: null as (() => void) | null };
+      const handler: OperationHandler = {
+        kind: 'SNAPSHOT',
+        run: async (_operation, context) => {
+          seen.runs += 1;
+          await new Promise((_resolve, reject) => context.signal.addEventListener('abort', () => reject(context.signal.reason), { once: true }));
+        },
+        compensate: async (_operation, why) => {
+          seen.compensations.push(why);
+          if (seen.compensations.length === 1) await new Promise<void>((resolve) => (seen.finishCompensation = resolve));
+        },
+      };
+      return { seen, handler };
+    };
+    const until = async (check: () => boolean, what: string) => {
+      for (const deadline = Date.now() + 10_000; !check(); await sleep(10)) {
+        if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+      }
+    };
+
+    it('ends CANCELLED when it came during a shutdown, and no other process runs it again', async () => {
+      const { seen, handler } = slowToCompensate();
+      const first = newRunner(handler);
+      const id = await insert({});
+      await first.start();
+      await until(() => seen.runs === 1, 'the first run');
+      const stopping = first.stop(0); // the grace period is over: the operation is handed back
+      await until(() => seen.finishCompensation !== null, 'the hand-back to compensate');
+      assert.equal(await first.cancel(id), 'requested');
+      seen.finishCompensation!();
+      await stopping;
+
+      const row = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+      assert.equal(row.status, 'CANCELLED');
+      assert.equal(row.errorCode, 'CANCELLED');
+      assert.deepEqual(seen.compensations.map((why) => why.retry), [true, false], 'compensated again as an ending: the inputs kept for a retry go');
+      await newRunner(handler).start();
+      await sleep(100);
+      assert.equal(seen.runs, 1);
+    });
+
+    it('ends CANCELLED when it came while recovery compensated an orphan', async () => {
+      const { seen, handler } = slowToCompensate();
+      const id = await insert({ status: 'RUNNING', phase: 'capturing', startedAt: Date.now() - 60_000, leaseOwner: 'dead-replica', leaseExpiresAt: Date.now() - 1_000, attempt: 1 });
+      const recovering = newRunner(handler);
+      const starting = recovering.start();
+      await until(() => seen.finishCompensation !== null, 'recovery to compensate');
+      assert.equal(await recovering.cancel(id), 'requested');
+      seen.finishCompensation!();
+      await starting;
+
+      const row = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+      assert.equal(row.status, 'CANCELLED');
+      assert.equal(seen.runs, 0);
+    });
+
+    it('cancels a queued operation that carries a cancel request instead of running it', async () => {
+      const { seen, handler } = slowToCompensate();
+      // As a hand-back left it before this was fixed, or a stop between a claim and the start.
+      const id = await insert({ attempt: 1, cancelRequestedAt: Date.now() - 1_000 });
+      const starting = newRunner(handler).start();
+      await until(() => seen.finishCompensation !== null, 'the compensation');
+      seen.finishCompensation!();
+      await starting;
+
+      const row = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+      assert.equal(row.status, 'CANCELLED');
+      assert.equal(row.attempt, 1, 'not counted as an attempt');
+      assert.equal(seen.runs, 0);
+      assert.deepEqual(seen.compensations.map((why) => why.retry), [false]);
+    });
   });
 });
