@@ -15,7 +15,10 @@ export const OPERATION_PHASES = [
   'pre-restore snapshot',
   /** Exports: the snapshot's archive is streamed to the destination bucket. */
   'uploading',
-  /** Restores: the point of no return; the instance is switched to the new data (cancel answers CONFLICT). */
+  /**
+   * The point of no return (cancel answers CONFLICT). Restores: the instance is switched to the new data. Exports:
+   * every byte is sent and the object is made visible in the bucket.
+   */
   'swapping',
   /** SUCCEEDED. */
   'done',

@@ -245,7 +245,8 @@ export class ExportDestinationService {
 
 /**
  * Runs EXPORT: streams the snapshot's archive (the bytes its download serves) to `<prefix>/<fileName>` with its
- * sha256 in the object's metadata. The object appears whole or not at all, so a stopped export leaves nothing.
+ * sha256 in the object's metadata. The object appears whole or not at all, so a stopped export leaves nothing; it
+ * appears only past the point of no return, so a cancel either comes first (nothing appears) or is refused.
  */
 export class ExportOperationHandler implements OperationHandler {
   readonly kind = 'EXPORT' as const;
@@ -274,17 +275,13 @@ export class ExportOperationHandler implements OperationHandler {
         context.saveParams({ ...params!, write: { fileName, uploadId } } satisfies ExportParams).catch((error: unknown) => {
           throw new RecordingFailed(error);
         });
-      const sha256 = await this.copy(snapshot, fileName, bucket, context, started).catch((error) => {
+      await this.copy(snapshot, fileName, bucket, context, started).catch((error) => {
         context.signal.throwIfAborted();
         // Recording the upload failed (the database, a lost lease): not the destination's fault, nor its tenant's news.
         if (error instanceof RecordingFailed) throw error.cause;
         if (isAppError(error)) throw error;
         throw new AppError('DESTINATION_UNAVAILABLE', `copying to ${destination.url} failed: ${scrub(describeS3Error(error))}`);
       });
-      if (sha256 !== snapshot.sha256) {
-        await bucket.delete(fileName).catch(() => undefined);
-        throw new AppError('INTERNAL_SERVER_ERROR', `the archive read back with sha256 ${sha256}, not the snapshot's ${snapshot.sha256}; the copy was removed`);
-      }
     } finally {
       await bucket.destroy();
     }
@@ -292,14 +289,19 @@ export class ExportOperationHandler implements OperationHandler {
     return { commit: (manager) => this.destinations.recordExport(manager, destination.id, exportedAt) };
   }
 
-  /** Streams the archive into the bucket, counting progress and hashing what was sent; stops when the signal aborts. */
+  /**
+   * Streams the archive into the bucket, counting progress and hashing what was sent; stops when the signal aborts.
+   * Once every byte is sent, and before the object becomes visible, the bytes are checked against the snapshot's
+   * sha256 and the operation enters its point of no return: a cancel that came first (even during the last part)
+   * leaves nothing in the bucket, and once the object can appear nobody can cancel an export that has happened.
+   */
   private async copy(
     snapshot: SnapshotEntity,
     fileName: string,
     bucket: S3BlobStore,
     context: JobContext,
     onMultipartStarted: (uploadId: string) => Promise<void>,
-  ): Promise<string> {
+  ): Promise<void> {
     const hash = createHash('sha256');
     let bytesDone = 0;
     const counting = new Transform({
@@ -315,12 +317,18 @@ export class ExportOperationHandler implements OperationHandler {
     const stop = () => source.destroy(context.signal.reason as Error);
     if (context.signal.aborted) stop();
     context.signal.addEventListener('abort', stop, { once: true });
+    const beforeCommit = async () => {
+      const sha256 = hash.digest('hex');
+      if (sha256 !== snapshot.sha256) {
+        throw new AppError('INTERNAL_SERVER_ERROR', `the archive read back with sha256 ${sha256}, not the snapshot's ${snapshot.sha256}; nothing was copied`);
+      }
+      await context.enterPointOfNoReturn();
+    };
     try {
-      await bucket.write(fileName, source, { metadata: { sha256: snapshot.sha256! }, onMultipartStarted });
+      await bucket.write(fileName, source, { metadata: { sha256: snapshot.sha256! }, onMultipartStarted, beforeCommit });
     } finally {
       context.signal.removeEventListener('abort', stop);
     }
-    return hash.digest('hex');
   }
 
   /**

@@ -37,6 +37,12 @@ export interface S3BlobStoreOptions {
 export interface S3WriteOptions {
   metadata?: Record<string, string>;
   onMultipartStarted?(uploadId: string): Promise<void> | void;
+  /**
+   * Runs once every byte has been read (and, for a multipart upload, every part sent), just before the request that
+   * makes the object visible (its PUT, or CompleteMultipartUpload): the last moment the write can still leave nothing.
+   * The write fails, with nothing visible, if it throws.
+   */
+  beforeCommit?(): Promise<void> | void;
 }
 
 /**
@@ -98,12 +104,13 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
-  async #upload(objectKey: string, data: Readable, { metadata, onMultipartStarted }: S3WriteOptions): Promise<{ sizeBytes: number }> {
+  async #upload(objectKey: string, data: Readable, { metadata, onMultipartStarted, beforeCommit }: S3WriteOptions): Promise<{ sizeBytes: number }> {
     const parts = partsOf(data, this.#partBytes);
     const first = await parts.next();
     const firstPart = first.done ? Buffer.alloc(0) : first.value;
     const second = first.done ? first : await parts.next();
     if (second.done) {
+      await beforeCommit?.();
       await this.#putWhole(objectKey, firstPart, metadata);
       return { sizeBytes: firstPart.length };
     }
@@ -122,6 +129,7 @@ export class S3BlobStore implements BlobStore {
       await uploads.add(firstPart);
       for (let next: IteratorResult<Buffer> = second; !next.done; next = await parts.next()) await uploads.add(next.value);
       const { etags, digests, sizeBytes } = await uploads.finish();
+      await beforeCommit?.();
       await this.client.send(
         new CompleteMultipartUploadCommand({
           Bucket: this.location.bucket,

@@ -1,6 +1,8 @@
 // Export destinations (contract block `destinations`) against the local Swift s3api endpoint: a second account with
 // its own credentials stands for the tenant's bucket.
 import assert from 'node:assert/strict';
+import type { IncomingMessage } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateBucketCommand, DeleteBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import {
   archiveOf,
@@ -16,6 +18,7 @@ import {
   exportLink,
   fillInstance,
   gql,
+  holdingS3Proxy,
   OPERATION_FIELDS,
   operationById,
   type OperationJson,
@@ -168,6 +171,37 @@ describeS3('export destinations', ({ s3 }) => {
     // The archive was not finished: the snapshot's size and sha256 are still unknown, and the bucket is empty.
     assert.equal((await snapshotById(server, snapshot.id))?.sizeBytes, null, 'the export copy was built all the same');
     assert.deepEqual(await keysIn(bucket), []);
+  });
+
+  it('refuses a cancel once the copy is being made visible: CONFLICT, then SUCCEEDED with the object in the bucket', async function () {
+    this.timeout(60_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    // The request that makes an object visible: its PUT, or for a larger one CompleteMultipartUpload (a POST).
+    const makesVisible = (request: IncomingMessage) => {
+      const query = new URL(request.url ?? '/', 'http://s3').searchParams;
+      return (request.method === 'PUT' && !query.has('partNumber')) || (request.method === 'POST' && query.has('uploadId'));
+    };
+    let holding = false;
+    const proxy = await holdingS3Proxy(s3(), (request) => holding && makesVisible(request));
+    const destination = await createDestination(bucket, { endpoint: proxy.endpoint });
+    const instance = await createInstance(server, { name: 'made-visible', tier: 'PROFESSIONAL' });
+    await createNodes(server, instance.id, [{ labels: ['Row'] }]);
+    const snapshot = await takeSnapshot(server, instance.id);
+    holding = true;
+    const { exportSnapshotTo: queued } = expectData(await gql<{ exportSnapshotTo: OperationJson }>(server, EXPORT_TO, { s: snapshot.id, d: destination.id }));
+    await eventually(() => proxy.held() === 1, { what: 'the object to be on its way to visible' });
+    assert.equal((await operationById(server, queued.id))?.phase, 'swapping');
+    const cancelling = gql(server, `mutation ($id: ID!) { cancelOperation(id: $id) { ${OPERATION_FIELDS} } }`, { id: queued.id });
+    // A cancel that was accepted waits for the export to stop, which needs the held request answered.
+    await Promise.race([cancelling, sleep(1_000)]);
+    proxy.release();
+    expectCode(await cancelling, 'CONFLICT');
+    const finished = await settledOperation(server, queued.id);
+    assert.equal(finished.status, 'SUCCEEDED', JSON.stringify(finished.error));
+    const link = await exportLink(server, snapshot.id);
+    assert.deepEqual(await keysIn(bucket), [`backups/snapgraph/${link.fileName}`]);
+    const [after] = (await destinations()).filter((found) => found.id === destination.id);
+    assert.ok(after.lastExportAt !== null);
   });
 
   it('copies the snapshots of auto-export instances as soon as they complete', async function () {

@@ -2,6 +2,8 @@
 // S3 or export to a bucket; skipped with a message when it is not there.
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, ListBucketsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { createS3Client } from '../../src/storage/s3-client';
@@ -114,4 +116,49 @@ export async function emptyBucket(client: S3Client, bucket: string): Promise<voi
     // One by one: DeleteObjects needs a Content-MD5 that the SDK only sends as a CRC, which Swift refuses.
     for (const object of page.Contents) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: object.Key! }));
   }
+}
+
+export interface HoldingS3Proxy {
+  /** The proxy's endpoint: give it to a client (or a destination) in place of the real one. */
+  endpoint: string;
+  /** Requests held so far (forwarded once released). */
+  held(): number;
+  /** Forwards the requests held, and every later one at once. */
+  release(): void;
+}
+
+/**
+ * In front of the S3 endpoint: passes every request on, except those `hold` picks, which wait (unanswered, their body
+ * unread) until release(): a request caught in the middle, as on a slow service. Closed after the test or the run.
+ */
+export async function holdingS3Proxy(endpoint: S3TestEndpoint, hold: (request: IncomingMessage) => boolean): Promise<HoldingS3Proxy> {
+  const waiting: (() => void)[] = [];
+  let released = false;
+  let held = 0;
+  const proxy = createServer((incoming, response) => {
+    const forward = () => {
+      const forwarded = request(new URL(incoming.url ?? '/', endpoint.endpoint), { method: incoming.method, headers: incoming.headers }, (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      });
+      forwarded.on('error', () => response.destroy());
+      incoming.pipe(forwarded);
+    };
+    if (released || !hold(incoming)) return forward();
+    held += 1;
+    waiting.push(forward);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  registerCleanup(async () => {
+    proxy.closeAllConnections();
+    await new Promise((resolve) => proxy.close(resolve));
+  });
+  return {
+    endpoint: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    held: () => held,
+    release: () => {
+      released = true;
+      for (const forward of waiting.splice(0)) forward();
+    },
+  };
 }

@@ -9,7 +9,7 @@ import { PassThrough, Readable } from 'node:stream';
 
 import { BlobIntegrityError, encryptedSize, Keyring, MasterKey, UnknownKeyError } from '../../src/crypto';
 import { createHash } from 'node:crypto';
-import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, type S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { assertValidBlobKey, type BlobStore, TEMP_FILE_MARKER } from '../../src/storage/blob-store';
 import { MIN_PART_BYTES, S3BlobStore, type S3BlobStoreOptions } from '../../src/storage/s3-blob-store';
 import { createTestBucket, describeS3, testS3Client } from '../support/s3';
@@ -377,6 +377,43 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
     resume();
     await assert.rejects(writing, /killed/);
     assert.equal(await store.exists(KEY), false);
+  });
+
+  it('runs beforeCommit once every byte is sent, before the object is visible: a throw there leaves nothing', async function () {
+    this.timeout(60_000);
+    const store = newStore({ partBytes: MIN_PART_BYTES, partConcurrency: 2 });
+    for (const [size, parts] of [[1_000, 0], [2 * MIN_PART_BYTES + 1, 3]]) {
+      const data = randomBytes(size);
+      let inputEnded = false;
+      const input = () =>
+        Readable.from(
+          (async function* () {
+            yield data;
+            inputEnded = true;
+          })(),
+        );
+      let uploadId: string | undefined;
+      let seen: { inputEnded: boolean; visible: boolean; partsSent: number } | undefined;
+      const refused = store.write(KEY, input(), {
+        onMultipartStarted: (id) => void (uploadId = id),
+        beforeCommit: async () => {
+          const sent = uploadId ? await client.send(new ListPartsCommand({ Bucket: bucket, Key: `${location.prefix}/${KEY}`, UploadId: uploadId })) : undefined;
+          seen = { inputEnded, visible: await store.exists(KEY), partsSent: sent?.Parts?.length ?? 0 };
+          throw new Error('cancelled on request');
+        },
+      });
+      await assert.rejects(refused, /cancelled on request/);
+      assert.deepEqual(seen, { inputEnded: true, visible: false, partsSent: parts }, `${size} bytes`);
+      assert.equal(await store.exists(KEY), false);
+      assert.equal((await unfinishedUploads()).length, 0);
+
+      let calls = 0;
+      inputEnded = false;
+      await store.write(KEY, input(), { beforeCommit: () => void (calls += 1) });
+      assert.equal(calls, 1);
+      assert.equal(await store.size(KEY), size);
+      await store.delete(KEY);
+    }
   });
 
   it('gives up the parts on their way when its input fails, rather than waiting for a stalled service', async function () {
