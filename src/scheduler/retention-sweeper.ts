@@ -152,10 +152,10 @@ export class RetentionSweeper {
 
   /**
    * Removes the chosen snapshots with their blobs and events, except those an operation is reading or writing (a
-   * restore from an expiring snapshot must not lose its source), and every snapshot of an instance an operation other
-   * than an export is working on: they stay until a later sweep. A restore's safety snapshot is COMPLETED as soon as it
-   * is taken, before the restore's load; were it the latest, a keep-latest-only tier would lose every older snapshot,
-   * and a restore that then fails or is cancelled removes its safety snapshot too, leaving the instance no backup at all.
+   * restore from an expiring snapshot must not lose its source), and every snapshot of an instance being restored:
+   * they stay until a later sweep. A restore's safety snapshot is COMPLETED as soon as it is taken, before the
+   * restore's load; were it the latest, a keep-latest-only tier would lose every older snapshot, and a restore that
+   * then fails or is cancelled removes its safety snapshot too, leaving the instance no backup at all.
    */
   private async remove(chosen: Candidate[]): Promise<Removal> {
     const outcome: Removal = { removed: 0, kept: [] };
