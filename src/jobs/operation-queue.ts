@@ -1,6 +1,6 @@
 // Inserting operation rows: the database's partial unique index turns a second active operation into CONFLICT.
 import { randomUUID } from 'node:crypto';
-import type { EntityManager } from 'typeorm';
+import { type EntityManager, In, Not } from 'typeorm';
 import { OperationEntity, type OperationKind } from '../entities/operation.entity';
 import { conflict } from '../errors/app-error';
 
@@ -44,13 +44,22 @@ export async function insertOperation(manager: EntityManager, fields: NewOperati
   try {
     await manager.save(OperationEntity, operation, { reload: false });
   } catch (error) {
-    if (isUniqueViolation(error)) {
-      throw conflict(`instance ${fields.instanceId} already has an operation in progress; try again when it has finished`);
-    }
+    if (isUniqueViolation(error)) throw inProgress(fields.instanceId);
     throw error;
   }
   return operation;
 }
+
+/**
+ * The CONFLICT insertOperation would answer, asked ahead: for work that must not be done for nothing (reading a large
+ * upload back to queue its restore). The insert still decides: an operation may start in between.
+ */
+export async function assertNoOperationInProgress(manager: EntityManager, instanceId: string): Promise<void> {
+  const active = { instanceId, status: In(['QUEUED', 'RUNNING']), kind: Not<OperationKind>('EXPORT') };
+  if (await manager.existsBy(OperationEntity, active)) throw inProgress(instanceId);
+}
+
+const inProgress = (instanceId: string) => conflict(`instance ${instanceId} already has an operation in progress; try again when it has finished`);
 
 export function isUniqueViolation(error: unknown): boolean {
   const e = error as { code?: string; driverError?: { code?: string }; message?: string };

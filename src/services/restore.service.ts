@@ -23,7 +23,7 @@ import type { Metrics } from '../observability/metrics';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../storage/errors';
 import { ChunkStoreError } from '../chunks';
-import { insertOperation } from '../jobs/operation-queue';
+import { assertNoOperationInProgress, insertOperation } from '../jobs/operation-queue';
 import { assertAcceptsOperations, type InstanceInput, type InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
 import type { BackupService } from './backup.service';
@@ -209,6 +209,15 @@ export class RestoreService {
         ...(content.kind === 'ARCHIVE' ? { recordsChecked: RECORD_RULES_EDITION } : { fileKind: content.kind }),
       } satisfies RestoreParams,
     });
+  }
+
+  /**
+   * Whether a restore of `target` could be queued now, asked before costly work (reading a large upload back):
+   * CONFLICT or INSTANCE_UNAVAILABLE as requestRestoreFromFile would answer, which still decides.
+   */
+  async assertTakesRestoreNow(target: InstanceEntity): Promise<void> {
+    assertAcceptsOperations(target);
+    await assertNoOperationInProgress(this.db.manager, target.id);
   }
 
   private assertRestorable(

@@ -101,6 +101,15 @@ export class UploadService {
   }
 
   /**
+   * Whether the instance takes a restore now (CONFLICT while another operation runs on it), asked before a complete
+   * resumable upload is read back and checked: a client waiting for a busy instance retries every few seconds, and a
+   * multi-GiB file is not read, checked (and on S3 stored) again each time.
+   */
+  async assertTakesRestoreNow(principal: Principal, instanceId: string): Promise<void> {
+    await this.restores.assertTakesRestoreNow(await this.instances.require(principal, instanceId));
+  }
+
+  /**
    * Queues the restore of a received file, looking at the request again: a large file takes minutes to arrive (a
    * resumable one, hours), and the instance may have been deleted or become busy meanwhile. A refused file is deleted.
    */

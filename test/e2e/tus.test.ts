@@ -416,7 +416,14 @@ describe('a complete upload whose restore cannot be queued at once', () => {
     assertRefusal({ ...last, headers: new Headers({ 'content-type': 'application/json' }) }, 423, 'CONFLICT');
     // Kept, complete: while the other operation runs, a HEAD says so again (423, which tus clients retry).
     const whileBusy = await request(created.location!, { method: 'HEAD', headers: created.auth });
-    if ((await statusOf(blocker.operationId!)) === 'RUNNING') assert.equal(whileBusy.status, 423);
+    if ((await statusOf(blocker.operationId!)) === 'RUNNING') {
+      assert.equal(whileBusy.status, 423);
+      // Without reading the file back: a client waiting for the instance asks every few seconds.
+      const uploadId = new URL(created.location!).pathname.split('/').at(-1);
+      const kept = server.logLines().filter((line) => line.uploadId === uploadId && String(line.msg).startsWith('restore upload kept'));
+      assert.ok(kept.length >= 2, `expected the final PATCH's and the HEAD's answers in the log: ${JSON.stringify(kept)}`);
+      assert.equal(kept.at(-1)!.checked, 'not read back (the instance is busy)');
+    }
     assert.equal((await settledOperation(server, blocker.operationId!)).status, 'SUCCEEDED');
     const head = await request(created.location!, { method: 'HEAD', headers: created.auth });
     assert.equal(head.status, 200, 'the complete upload is gone: the client must send the whole file again');

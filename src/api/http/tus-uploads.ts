@@ -229,7 +229,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     const forget = () => datastore.remove(upload.id).catch(() => undefined);
     // Received as it came: only ending the check is left, and queueing the restore (looked at again, for this
     // request's key). Else the file is read back and checked now.
-    let checked: 'as received' | 'read back' = 'as received';
+    let checked: 'as received' | 'not read back (the instance is busy)' | 'read back' = 'as received';
     const file = datastore.fileOf(upload.id);
     /** Queues the restore of the checked file: `adopted` when the blob store took the upload's file itself. */
     const queue = async (received: ReceivedFile, adopted: boolean) => {
@@ -256,6 +256,8 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         if (kept !== sizeBytes) throw new IncompleteUploadError(kept, sizeBytes);
       }
       if (verdict === null) {
+        checked = 'not read back (the instance is busy)';
+        await services.uploads.assertTakesRestoreNow(principal, instanceId);
         checked = 'read back';
         verdict = await checkWithoutStalling(config.idleTimeoutMs, (watch) =>
           services.uploads.checkResumableFile(principal, instanceId, watch(file.read()), confirm),
@@ -273,7 +275,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       restore().catch(async (error: unknown) => {
         const answer = refusal(error, { debugErrors: config.debugErrors });
         if (isInstanceBusy(error) && !datastore.kept.has(upload.id)) {
-          logger.info({ uploadId: upload.id, code: (error as AppError).code }, 'restore upload kept: its instance cannot take the restore now; the client retries');
+          logger.info({ uploadId: upload.id, code: (error as AppError).code, checked }, 'restore upload kept: its instance cannot take the restore now; the client retries');
           throw { ...answer, status_code: 423 } satisfies TusRefusal;
         }
         if (answer.status_code < 500) {
