@@ -335,9 +335,15 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
    * HEAD or PATCH on a completed upload: the whole file is here; the answer (once verified) names the operation. A
    * completion that fails says so: the upload is kept when the server failed (5xx) or its instance is busy (423), and
    * the client retries; a refused one is gone (404, and the client starts over), though the request that started the
-   * completion hears why.
+   * completion hears why. Another replica's completion that ended without an operation tells only that (its marker is
+   * gone): whether the upload went with it or was kept (its instance busy, its server in trouble), the upload itself
+   * says, and a HEAD asks it (`again`: a kept one is completed here, and answered as that completion is).
    */
-  const answerOfCompletion = async (method: string, completed: Completion & { startedHere: boolean }): Promise<TusAnswer> => {
+  const answerOfCompletion = async (
+    method: string,
+    completed: Completion & { startedHere: boolean },
+    again?: () => Promise<(Completion & { startedHere: boolean }) | undefined>,
+  ): Promise<TusAnswer> => {
     try {
       const operationId = await completed.operationId;
       return {
@@ -354,6 +360,10 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     } catch (error) {
       const answer = isTusRefusal(error) ? error : refusal(error, { debugErrors: config.debugErrors });
       const kept = answer.status_code >= 500 || answer.status_code === 423;
+      if (!kept && !completed.startedHere && again) {
+        const retried = await again().catch(() => undefined);
+        if (retried?.startedHere) return answerOfCompletion(method, retried);
+      }
       return refusalAnswer(kept || completed.startedHere ? answer : notFoundRefusal());
     }
   };
@@ -413,7 +423,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     const principal = nodeReq && principals.get(nodeReq);
     const id = uploadIdOf(new URL(req.url).pathname.slice(UPLOADS_PATH.length));
     const completed = nodeReq && principal && id ? await completionOf(id, principal, nodeReq) : undefined;
-    return completed && withoutIdleTimeout(nodeReq?.socket, () => answerOfCompletion('HEAD', completed));
+    return completed && withoutIdleTimeout(nodeReq?.socket, () => answerOfCompletion('HEAD', completed, () => completionOf(id!, principal!, nodeReq!)));
   });
   answerRefusalsAsJson(tus);
 
@@ -446,7 +456,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         const completed = ours && id && (req.method === 'HEAD' || req.method === 'PATCH') ? await completionOf(id, principal, req) : undefined;
         if (completed) {
           req.resume(); // a repeated final PATCH carries no new bytes
-          return void sendAnswer(res, await withoutIdleTimeout(req.socket, () => answerOfCompletion(req.method, completed)));
+          return void sendAnswer(res, await withoutIdleTimeout(req.socket, () => answerOfCompletion(req.method, completed, () => completionOf(id, principal, req))));
         }
       }
       req.url = req.originalUrl; // @tus/server routes on the full path
