@@ -128,7 +128,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       tickMs: config.logShipIntervalMs,
       segmentBytes: config.logSegmentBytes,
     });
-    const graph = new GraphService(instances, changeLog);
+    const graph = new GraphService(instances, changeLog, logger);
     const chunks = new ChunkStore(rawBlobs, db, new TenantChunkKeys(rawBlobs, db, keyring), {
       workers: config.chunkWorkers,
       compression: config.chunkCompression,

@@ -1,5 +1,6 @@
 // The graph data plane behind a small interface: one store per instance (embedded: a SQLite file).
 import type { Readable } from 'node:stream';
+import { AppError } from '../errors/app-error';
 import type { DeltaBatch, EncodedBatch, GraphStats, NodeRecord, PropertyMap, RelationshipRecord } from './records';
 
 export interface NodeDraft {
@@ -150,11 +151,20 @@ export interface GraphStore {
    */
   captureBase(destPath: string): Promise<BaseCapture>;
   /**
-   * Lets the writes already admitted commit, then refuses every later one with INSTANCE_UNAVAILABLE until
-   * thawWrites(): once it resolves, a read view holds every acknowledged write (a restore's safety snapshot).
+   * Lets the writes already admitted commit, then refuses every later one (WritesFencedError, INSTANCE_UNAVAILABLE)
+   * until thawWrites(): once it resolves, a read view holds every acknowledged write (a restore's safety snapshot).
+   * `owner` (the restore's operation id) is what the fence says when it refuses a write.
    */
-  freezeWrites(): Promise<void>;
-  thawWrites(): Promise<void>;
+  freezeWrites(owner: string): Promise<void>;
+  /** Lifts the fence; with `owner`, only that owner's (a later fence is not lifted by mistake). */
+  thawWrites(owner?: string): Promise<void>;
+}
+
+/** A write refused by a restore's write fence (freezeWrites): the instance is being restored, by `owner`. */
+export class WritesFencedError extends AppError {
+  constructor(readonly owner: string) {
+    super('INSTANCE_UNAVAILABLE', 'the instance is being restored: writes are refused until it is AVAILABLE again');
+  }
 }
 
 /** The store file of an instance's generation is not there (lost, or removed underneath the server). */

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
-import { AppError, badInput, capacityExceeded, instanceUnavailable } from '../errors/app-error';
+import { AppError, badInput, capacityExceeded } from '../errors/app-error';
 import { isStorageFull } from '../errors/storage-full';
 import type {
   BaseCapture,
@@ -19,6 +19,7 @@ import type {
   StorePosition,
   WriteLimits,
 } from './graph-store';
+import { WritesFencedError } from './graph-store';
 import type { EncodedBatch, GraphStats, NameCount, NodeRecord, RelationshipRecord } from './records';
 import { Mutex, SqliteConnection } from './sqlite-connection';
 import { nodeFields, relationshipFields } from './tuple-fields';
@@ -26,7 +27,8 @@ import sqlite3 from 'sqlite3';
 
 // meta keys: next_node_id, next_relationship_id; epoch, seq and last_at (the change log: see graph-store.ts; last_at
 // is the latest entry's commit time, kept here so that trimming the log keeps it).
-// `frozen` (1) while a restore replaces the store: the write fence (see freezeWrites); a new epoch starts unfrozen.
+// `frozen` (the restore's operation id; 1 from earlier versions) while a restore replaces the store: the write fence
+// (see freezeWrites); a new epoch starts unfrozen.
 // change_log: one entry per write transaction, its tuple lines newline-separated.
 export const TABLES = `
   CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -430,12 +432,15 @@ export class SqliteGraphStore implements GraphStore {
    * replicas of a deployment) sees it in its next write transaction, under the same SQLite write lock. Once this
    * resolves, every write that any of them committed is in the store, and every later one is refused.
    */
-  async freezeWrites(): Promise<void> {
-    await this.writeLock.run(() => this.writer.transaction(() => setMeta(this.writer, FROZEN, 1)));
+  async freezeWrites(owner: string): Promise<void> {
+    await this.writeLock.run(() =>
+      this.writer.transaction(() => this.writer.run(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [FROZEN, owner])),
+    );
   }
 
-  async thawWrites(): Promise<void> {
-    await this.writeLock.run(() => this.writer.transaction(() => this.writer.run(`DELETE FROM meta WHERE key = ?`, [FROZEN])));
+  async thawWrites(owner?: string): Promise<void> {
+    const [condition, parameters] = owner === undefined ? ['', [FROZEN]] : [' AND CAST(value AS TEXT) = ?', [FROZEN, owner]];
+    await this.writeLock.run(() => this.writer.transaction(() => this.writer.run(`DELETE FROM meta WHERE key = ?${condition}`, parameters)));
   }
 
   private write<T>(fn: () => Promise<T>): Promise<T> {
@@ -444,9 +449,8 @@ export class SqliteGraphStore implements GraphStore {
         return await this.writer.transaction(async () => {
           // Checked inside the write transaction: a write admitted (on any replica) before the instance became
           // READ_ONLY may only reach the store now, and then lands before the safety point or is refused.
-          if (await this.writer.get(`SELECT 1 FROM meta WHERE key = ?`, [FROZEN])) {
-            throw instanceUnavailable('the instance is being restored: writes are refused until it is AVAILABLE again');
-          }
+          const fence = await this.writer.get<{ owner: string }>(`SELECT CAST(value AS TEXT) AS owner FROM meta WHERE key = ?`, [FROZEN]);
+          if (fence) throw new WritesFencedError(fence.owner);
           return fn();
         });
       } catch (error) {

@@ -3,8 +3,9 @@ import { badInput, instanceUnavailable } from '../errors/app-error';
 import { asStorageFull } from '../errors/storage-full';
 import type { InstanceEntity } from '../entities/instance.entity';
 import { MAX_NAME_LENGTH, MAX_PROPERTY_DEPTH, nameProblem } from '../graph/graph-rules';
-import type { GraphStore, NodeDraft, NodeUpdate, Page, RelationshipDraft } from '../graph/graph-store';
+import { type GraphStore, type NodeDraft, type NodeUpdate, type Page, type RelationshipDraft, WritesFencedError } from '../graph/graph-store';
 import type { NodeRecord, PropertyMap, RelationshipRecord } from '../graph/records';
+import type { Logger } from '../logging/logger';
 import type { InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
 
@@ -38,6 +39,7 @@ export class GraphService {
   constructor(
     private readonly instances: InstanceService,
     private readonly written: WriteListener,
+    private readonly logger: Logger,
   ) {}
 
   async createNodes(principal: Principal, instanceId: string, inputs: NodeInputDraft[]): Promise<NodeRecord[]> {
@@ -110,10 +112,18 @@ export class GraphService {
         `instance ${instanceId} is ${instance.status} and ${instance.availability}: writes are refused until it is AVAILABLE again`,
       );
     }
-    const result = await this.instances.withStore(instance, (store) => fn(store, instance)).catch((error) => {
-      // The store rolled the batch back; the instance keeps its data and serves reads.
-      throw asStorageFull(error) ?? error;
-    });
+    const attempt = () => this.instances.withStore(instance, (store) => fn(store, instance));
+    const result = await attempt()
+      .catch(async (error: unknown) => {
+        // A write fence on an instance shown AVAILABLE is one its restore failed to lift: lifted, the write goes on.
+        if (!(error instanceof WritesFencedError) || !(await this.instances.liftStaleWriteFence(instance, error.owner))) throw error;
+        this.logger.warn({ instanceId, restore: error.owner }, 'lifted a write fence that no restore holds');
+        return attempt();
+      })
+      .catch((error: unknown) => {
+        // The store rolled the batch back; the instance keeps its data and serves reads.
+        throw asStorageFull(error) ?? error;
+      });
     this.written.notify(instance);
     return result;
   }

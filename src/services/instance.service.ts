@@ -5,7 +5,7 @@ import type { AppConfig } from '../config/app-config';
 import { startEpoch } from '../changelog/store-epochs';
 import { scheduleOf, TIERS, type Tier } from '../config/tiers';
 import { type Availability, InstanceEntity, type InstanceStatus } from '../entities/instance.entity';
-import { OperationEntity } from '../entities/operation.entity';
+import { OperationEntity, RESTORE_KINDS } from '../entities/operation.entity';
 import { type PrebuiltSelect, prebuiltSelect } from '../entities/prebuilt-select';
 import { badInput, conflict, instanceUnavailable, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
@@ -257,6 +257,21 @@ export class InstanceService {
   /** Runs fn on the instance's current store (the generation its row points at). */
   withStore<T>(instance: InstanceEntity, fn: (store: GraphStore) => Promise<T>): Promise<T> {
     return this.stores.use(instance.id, instance.storeGeneration, fn);
+  }
+
+  /**
+   * Lifts a restore's write fence that no restore holds any more (its compensation could not lift it: a full disk, a
+   * busy store; or an earlier version swallowed that), so that an instance shown AVAILABLE takes writes again. Only
+   * when no restore of the instance is queued or running, and only the fence of `owner`: a restore fences the store
+   * after its operation is in, so one starting meanwhile has a fence of its own, which stays. Whether it was lifted.
+   */
+  async liftStaleWriteFence(instance: InstanceEntity, owner: string): Promise<boolean> {
+    const restoring = await this.db
+      .getRepository(OperationEntity)
+      .existsBy({ instanceId: instance.id, kind: In([...RESTORE_KINDS]), status: In(['QUEUED', 'RUNNING']) });
+    if (restoring) return false;
+    await this.withStore(instance, (store) => store.thawWrites(owner));
+    return true;
   }
 
   stats(instance: InstanceEntity): Promise<GraphStats> {

@@ -304,7 +304,7 @@ export class RestoreOperationHandler implements OperationHandler {
       // refused, so the safety snapshot read from it holds every acknowledged write and none is lost in the swap.
       await this.instances.setState(instance, { status: 'RESTORING', availability: 'READ_ONLY', reason: 'a restore is being prepared' });
       const lost = await this.instances
-        .withStore(instance, (store) => store.freezeWrites())
+        .withStore(instance, (store) => store.freezeWrites(operation.id))
         .then(() => false, (error: unknown) => {
           if (error instanceof StoreMissingError) return true;
           throw error;

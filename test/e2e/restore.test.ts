@@ -1,7 +1,10 @@
 // Restores end to end (issue 4): the accident and the undo, live progress and availability, refusals before
 // anything starts, create-from-snapshot, other tenants, a corrupt blob, writes while READ_ONLY and a crash mid-restore.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import {
   archiveOf,
   assertProgressSequence,
@@ -259,6 +262,31 @@ describe('restoreSnapshot', () => {
       const kept = new Set([...safety.contents!.labels, ...(await statsOf(server, instanceId)).labels].map((label) => label.name));
       assert.deepEqual(acknowledged.filter((label) => !kept.has(label)), [], 'acknowledged writes were lost');
       assert.ok(refused.length > 0, 'no write met the restore: nothing was tested');
+    });
+  });
+
+  describe('a write fence its restore failed to lift', () => {
+    it('is lifted by the next write once no restore holds it: the instance shown AVAILABLE takes writes', async () => {
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'left fenced' });
+      await createNodes(server, instance.id, [{ labels: ['Before'] }]);
+      // What a restore's compensation that could not lift its fence (a full disk, a busy store) leaves behind: the
+      // fence of a restore that has ended, in the store of an instance AVAILABLE again.
+      const [generation] = storeGenerations(server.dataDir, instance.id);
+      const store = new Database(join(server.dataDir, 'instances', instance.id, `graph-${generation}.sqlite`));
+      const fence = () => store.prepare(`SELECT CAST(value AS TEXT) AS owner FROM meta WHERE key = 'frozen'`).get() as { owner: string } | undefined;
+      try {
+        store.prepare(`INSERT INTO meta (key, value) VALUES ('frozen', ?)`).run(randomUUID());
+        expectData(await gql(server, CREATE_NODES, { instanceId: instance.id, nodes: [{ labels: ['After'] }] }));
+        assert.equal(fence(), undefined, 'the fence is still there');
+      } finally {
+        store.close();
+      }
+      assert.deepEqual((await statsOf(server, instance.id)).labels.map((label) => label.name).sort(), ['After', 'Before']);
+      assert.ok(
+        server.logLines().some((line) => line.msg === 'lifted a write fence that no restore holds' && line.instanceId === instance.id),
+        'the lift is not logged',
+      );
     });
   });
 

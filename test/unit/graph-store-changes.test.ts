@@ -230,7 +230,7 @@ describe('graph store change log, base copies and replay', function () {
       await store.trimLog(2);
       assert.deepEqual(parsed(await store.readLog(0, 1e9)), [[['N', '2', ['Person'], { a: 2 }]]]);
       // Also while writes are frozen (a restore), and past the end.
-      await store.freezeWrites();
+      await store.freezeWrites('a-restore');
       await store.trimLog(99);
       await store.thawWrites();
       assert.deepEqual(await store.readLog(0, 1e9), []);

@@ -56,7 +56,7 @@ describe('instance stores shared by several processes', () => {
 
     it('refuses writes through every connection to the file once one of them froze it, until it is thawed', async () => {
       await theirs.createNodes(node('before'), LIMITS);
-      await mine.freezeWrites();
+      await mine.freezeWrites('a-restore');
       await refused(theirs.createNodes(node('during'), LIMITS));
       await refused(theirs.updateNodes([{ id: '1', properties: { name: 'changed' } }], LIMITS));
       await refused(theirs.deleteNodes(['1']));
@@ -70,7 +70,7 @@ describe('instance stores shared by several processes', () => {
 
     it('lets every write another connection admitted before the freeze commit first, so the frozen position holds them all', async () => {
       const writes = Array.from({ length: 20 }, (_, i) => theirs.createNodes(node(`w${i}`), LIMITS).then(() => 'written', () => 'refused'));
-      await mine.freezeWrites();
+      await mine.freezeWrites('a-restore');
       const position = await mine.position();
       const outcomes = await Promise.all(writes);
       const written = outcomes.filter((outcome) => outcome === 'written').length;
@@ -80,7 +80,7 @@ describe('instance stores shared by several processes', () => {
     });
 
     it('is kept in the file: a process that opens it later is refused too, and a thaw from any process lifts it', async () => {
-      await mine.freezeWrites();
+      await mine.freezeWrites('a-restore');
       const later = await SqliteGraphStore.open(path);
       try {
         await refused(later.createNodes(node('late'), LIMITS));
@@ -93,7 +93,7 @@ describe('instance stores shared by several processes', () => {
 
     it('is not carried into a store built from a copy taken while frozen', async () => {
       await mine.createNodes(node('kept'), LIMITS);
-      await mine.freezeWrites();
+      await mine.freezeWrites('a-restore');
       const copy = join(dir, 'copy.sqlite');
       await theirs.captureBase(copy);
       const provider = new SqliteGraphStoreProvider(join(dir, 'instances'));
