@@ -499,6 +499,8 @@ export class RestoreOperationHandler implements OperationHandler {
       // The instance's state comes first: a failing clean-up below must never leave it RESTORING or READ_ONLY.
       completed = params.shadowGeneration !== undefined && instance.storeGeneration === params.shadowGeneration;
       if (!this.creating) {
+        // A fence that cannot be lifted now (a full disk, a busy store) is lifted by the instance's next write, once
+        // this restore has ended (InstanceService.liftStaleWriteFence); a store that is gone has none.
         await this.instances.withStore(instance, async (store) => store.thawWrites()).catch(() => undefined);
       }
       if (completed) {
