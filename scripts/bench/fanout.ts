@@ -70,12 +70,13 @@ interface ClientFigures {
   finalLatencies: number[];
 }
 
-class ClientProcess {
-  private readonly child: ChildProcess;
+/** A child process of this bench driven over IPC, one question at a time: each answer settles the question asked. */
+class ChildOverIpc {
+  protected readonly child: ChildProcess;
   private waiting: ((message: any) => void) | null = null;
 
-  constructor() {
-    this.child = fork(join(__dirname, 'fanout-clients.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  constructor(script: string) {
+    this.child = fork(join(__dirname, script), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.child.on('message', (message) => {
       const waiting = this.waiting;
       this.waiting = null;
@@ -87,11 +88,23 @@ class ClientProcess {
     return this.child.pid!;
   }
 
-  private ask<T>(message: object): Promise<T> {
+  protected ask<T>(message: object): Promise<T> {
     return new Promise((resolve, reject) => {
       this.waiting = (answer) => (answer.error ? reject(new Error(answer.error)) : resolve(answer));
       this.child.send(message);
     });
+  }
+
+  protected async exit(send: () => void): Promise<void> {
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    send();
+    await exited;
+  }
+}
+
+class ClientProcess extends ChildOverIpc {
+  constructor() {
+    super('fanout-clients.js');
   }
 
   connect(url: string, key: string, count: number) {
@@ -111,36 +124,15 @@ class ClientProcess {
     this.child.send({ cmd: 'stop' });
   }
 
-  async close() {
-    const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.send({ cmd: 'close' });
-    await exited;
+  close() {
+    return this.exit(() => this.child.send({ cmd: 'close' }));
   }
 }
 
 /** The bare server of bare-fanout-server.ts: the floor of the clients' latencies on this machine. */
-class BareServer {
-  private readonly child: ChildProcess;
-  private waiting: ((message: any) => void) | null = null;
-
+class BareServer extends ChildOverIpc {
   constructor() {
-    this.child = fork(join(__dirname, 'bare-fanout-server.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    this.child.on('message', (message) => {
-      const waiting = this.waiting;
-      this.waiting = null;
-      waiting?.(message);
-    });
-  }
-
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  private ask<T>(message: object): Promise<T> {
-    return new Promise((resolve) => {
-      this.waiting = resolve;
-      this.child.send(message);
-    });
+    super('bare-fanout-server.js');
   }
 
   async url(): Promise<string> {
@@ -156,10 +148,8 @@ class BareServer {
     return this.ask<{ written: number }>({ cmd: 'start', expect });
   }
 
-  async close() {
-    const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.kill();
-    await exited;
+  close() {
+    return this.exit(() => this.child.kill());
   }
 }
 
