@@ -17,6 +17,7 @@ import { CliError, Interrupted, UsageError } from './cli-error';
 import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
 import { formatBytes, ProgressBar } from './progress-bar';
+import { isRefusal, isTransient, type UploadError, waitsForInstance } from './upload-answers';
 
 const MIB = 1024 * 1024;
 /**
@@ -239,46 +240,6 @@ async function urlStoragePath(env: NodeJS.ProcessEnv = process.env): Promise<str
   await mkdir(dir, { recursive: true, mode: 0o700 });
   return join(dir, 'uploads.json');
 }
-
-type UploadError = Error & { originalResponse?: tus.HttpResponse | null; causingError?: Error | null };
-
-/**
- * An answer from Snapgraph itself saying why (a contract error code) in which the server refused the file or the
- * request (a 4xx): saying it again changes nothing, and the upload is gone. Not a 409 or 423 (transient, below),
- * although their bodies carry a code too (CONFLICT, INSTANCE_UNAVAILABLE). A 5xx is the server's own trouble (a full
- * disk, a bucket or database error): it keeps what it received, complete or not, and the upload is retried, or resumed
- * by running the command again.
- */
-function isRefusal(error: UploadError): boolean {
-  const response = error.originalResponse;
-  if (!response || isConflictOrLocked(response.getStatus())) return false;
-  return response.getStatus() < 500 && Boolean(describeErrorBody(response.getBody()));
-}
-
-/**
- * Retried by tus-js-client: network trouble, the server's own trouble, and a 409 of a PATCH: the tus protocol's
- * offset conflict (this client resumed on another replica while the first still writes a PATCH that broke off), which
- * the retry's HEAD resolves by saying where to resume. Never a refusal (it would say the same again), nor a 423,
- * which waits longer (waitsForInstance).
- *
- * How the two are told apart: the server answers 423 (Locked, with CONFLICT or INSTANCE_UNAVAILABLE) for a complete
- * upload whose restore cannot be queued yet because of the instance's running operation, whether on the final PATCH or
- * a HEAD, and @tus/server never answers 423 itself; an offset conflict is a 409.
- */
-function isTransient(error: UploadError): boolean {
-  const response = error.originalResponse;
-  if (!response) return true;
-  const status = response.getStatus();
-  if (status === 423) return false;
-  return status === 409 || (!isRefusal(error) && status >= 500);
-}
-
-/** The upload is complete and kept on the server, and waits for the instance's running operation (see isTransient). */
-function waitsForInstance(error: UploadError): boolean {
-  return error.originalResponse?.getStatus() === 423;
-}
-
-const isConflictOrLocked = (status: number) => status === 409 || status === 423;
 
 async function forgetUploads(urlStorage: tus.UrlStorage, fingerprint: string): Promise<void> {
   const uploads = await urlStorage.findUploadsByFingerprint(fingerprint).catch(() => []);
