@@ -55,9 +55,11 @@ export async function insertOperation(manager: EntityManager, fields: NewOperati
  * upload back to queue its restore). The insert still decides: an operation may start in between.
  */
 export async function assertNoOperationInProgress(manager: EntityManager, instanceId: string): Promise<void> {
-  const active = { instanceId, status: In(['QUEUED', 'RUNNING']), kind: Not<OperationKind>('EXPORT') };
-  if (await manager.existsBy(OperationEntity, active)) throw inProgress(instanceId);
+  if (await manager.existsBy(OperationEntity, inProgressOn(instanceId))) throw inProgress(instanceId);
 }
+
+/** The operation in progress on an instance, as the partial unique index counts it (exports run beside it). */
+export const inProgressOn = (instanceId: string) => ({ instanceId, status: In(['QUEUED', 'RUNNING']), kind: Not<OperationKind>('EXPORT') });
 
 const inProgress = (instanceId: string) => conflict(`instance ${instanceId} already has an operation in progress; try again when it has finished`);
 

@@ -700,8 +700,9 @@ export class BackupService {
   private async removeOrphanSegments(tenantId: string, now: number): Promise<number> {
     const folder = `tenants/${tenantId}/log`;
     const orphans = new Set<string>();
+    const isOrphan = this.log.orphanSegmentCheck();
     for await (const key of this.options.listBlobs(folder)) {
-      if (await this.log.isOrphanSegment(key)) orphans.add(key);
+      if (await isOrphan(key)) orphans.add(key);
     }
     let removed = 0;
     for (const key of orphans) {

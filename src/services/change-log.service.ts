@@ -550,15 +550,28 @@ export class ChangeLogService {
   }
 
   /**
-   * Whether the segment blob can never be listed (collection may delete it): no row names it, and none ever will,
-   * since its epoch is gone or has shipped past its first seq (a segment is recorded only right after the epoch's
-   * shipped seq; a process shipping the same entries late gets CONFLICT and removes its blob itself).
+   * For one collection: whether a segment blob can never be listed (collection may delete it): no row names it, and
+   * none ever will, since its epoch is gone or has shipped past its first seq (a segment is recorded only right after
+   * the epoch's shipped seq; a process shipping the same entries late gets CONFLICT and removes its blob itself). Each
+   * epoch's row, then its segments' rows, are read once, at its first blob: a segment recorded after that starts past
+   * the shipped seq read, so it is never taken for an orphan.
    */
-  async isOrphanSegment(blobKey: string): Promise<boolean> {
-    const place = SEGMENT_KEY.exec(blobKey);
-    if (!place || (await this.segments.existsBy({ blobKey }))) return false;
-    const epoch = await this.epochs.findOneBy({ epoch: Number(place[1]) });
-    return !epoch || Number(place[2]) <= epoch.shippedSeq;
+  orphanSegmentCheck(): (blobKey: string) => Promise<boolean> {
+    const epochs = new Map<number, Promise<{ shippedSeq: number; listed: Set<string> } | null>>();
+    const read = async (epochNumber: number) => {
+      const epoch = await this.epochs.findOneBy({ epoch: epochNumber });
+      if (!epoch) return null;
+      const rows = await this.segments.find({ select: { blobKey: true }, where: { epoch: epochNumber } });
+      return { shippedSeq: epoch.shippedSeq, listed: new Set(rows.map((row) => row.blobKey)) };
+    };
+    return async (blobKey) => {
+      const place = SEGMENT_KEY.exec(blobKey);
+      if (!place) return false;
+      const epochNumber = Number(place[1]);
+      if (!epochs.has(epochNumber)) epochs.set(epochNumber, read(epochNumber));
+      const epoch = await epochs.get(epochNumber)!;
+      return !epoch || (!epoch.listed.has(blobKey) && Number(place[2]) <= epoch.shippedSeq);
+    };
   }
 
   /**

@@ -1,9 +1,10 @@
 // Operations as clients see them: lookups, history, cancellation and live progress streams.
-import { In, Not, type DataSource, type Repository } from 'typeorm';
+import type { DataSource, Repository } from 'typeorm';
 import { OperationEntity, type OperationKind } from '../entities/operation.entity';
 import { badInput, conflict, notFound } from '../errors/app-error';
 import type { EventBus, OperationEventPayload } from '../events/event-bus';
 import { isTerminal } from '../jobs/operation-json';
+import { inProgressOn } from '../jobs/operation-queue';
 import { POINT_OF_NO_RETURN } from '../jobs/operation-phases';
 import type { CancelRequest } from '../jobs/operation-runner';
 import type { InstanceService } from './instance.service';
@@ -119,7 +120,7 @@ export class OperationService {
 
   /** The operation running on or queued for the instance, if any (exports of its snapshots run beside it). */
   current(instanceId: string): Promise<OperationEntity | null> {
-    return this.operations.findOne({ where: { instanceId, status: In(['QUEUED', 'RUNNING']), kind: Not('EXPORT') } });
+    return this.operations.findOne({ where: inProgressOn(instanceId) });
   }
 
   /** Newest first, keyset-paginated over (createdAt, id). */
