@@ -139,7 +139,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       collectGraceMs: config.collectGraceMs,
       listBlobs: (prefix) => rawBlobs.list(prefix),
     });
-    const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), metrics, backups);
+    const snapshots = new SnapshotService(db, config, instances, blobs, events, () => runner.kick(), backups);
     const operations = new OperationService(db, instances, events, runner);
     const restores = new RestoreService(db, instances, snapshots, () => runner.kick(), changeLog);
     const exports = new ExportService(db, config, instances, snapshots, tenants, backups);

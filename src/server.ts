@@ -1,6 +1,6 @@
 // The HTTP and WebSocket front: Apollo Server on express, graphql-ws on the same port and path, health checks,
 // graceful shutdown.
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApolloServer } from '@apollo/server';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { LoadResult, LoadSpec } from './load-generator';
-import { ADMIN_KEY, cpuSecondsOf, flag, gql, snapshot, spread, startServer, stopServer } from './server-process';
+import { cpuSecondsOf, flag, gql, snapshot, spread, startServer, stopServer } from './server-process';
 
 const run = promisify(execFile);
 

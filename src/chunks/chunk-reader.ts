@@ -4,7 +4,7 @@ import { ChunkDamage } from './chunk-codec';
 import { ChunkLocation, ChunkStoreContext, locateChunks, PackReader } from './chunk-store-context';
 import { ChunkRef } from './chunk-writer';
 import { ChunkIntegrityError, ChunkNotFoundError } from './errors';
-import { FOOTER_BYTES, PackEntry, packKey, parseFooter, parseTrailer } from './pack-format';
+import { FOOTER_BYTES, PackEntry, parseFooter, parseTrailer } from './pack-format';
 import { TenantKeys } from './tenant-chunk-keys';
 
 /** Largest ranged read of a pack: neighbouring chunks are fetched together up to this size. */

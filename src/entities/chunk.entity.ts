@@ -1,5 +1,5 @@
 import { Column, Entity, Index, PrimaryColumn } from 'typeorm';
-import { BigIntColumn, IdColumn } from './columns';
+import { BigIntColumn } from './columns';
 
 /**
  * Where one stored chunk of a tenant lives: a row of the chunk index. The id is the hex HMAC of the plaintext under

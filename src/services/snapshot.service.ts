@@ -1,9 +1,7 @@
 // Snapshots: on-demand and scheduled capture into encrypted blobs, history for dashboards, deletion, events.
-import { createHash, randomUUID } from 'node:crypto';
-import { pipeline } from 'node:stream/promises';
-import { PassThrough, type Readable, Transform } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { Brackets, type DataSource, type EntityManager, IsNull, type Repository } from 'typeorm';
-import { createArchiveWriter } from '../archive';
 import type { AppConfig } from '../config/app-config';
 import { scheduleOf } from '../config/tiers';
 import { InstanceEntity } from '../entities/instance.entity';
@@ -13,7 +11,6 @@ import { AppError, badInput, conflict, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
 import { insertOperation } from '../jobs/operation-queue';
-import type { Metrics } from '../observability/metrics';
 import { expiresAtFor } from '../scheduler/retention';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import type { BackupService } from './backup.service';
@@ -52,7 +49,6 @@ export class SnapshotService {
     private readonly blobs: EncryptedBlobStore,
     private readonly events: EventBus,
     private readonly announceWork: WorkAnnouncer,
-    private readonly metrics: Metrics,
     private readonly backups: BackupService,
   ) {
     this.snapshots = db.getRepository(SnapshotEntity);

@@ -33,7 +33,6 @@ import { AppError, isAppError, unauthenticated } from '../../errors/app-error';
 import { asStorageFull } from '../../errors/storage-full';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
-import type { Services } from '../../services/services';
 import type { CheckedFile, ReceivedFile } from '../../services/upload.service';
 import { CryptoError } from '../../crypto';
 import { type PartialBlobFile, PartialBlobOffsetError } from '../../storage/partial-blob-file';
