@@ -16,6 +16,7 @@ import type { Compensation, OperationHandler } from '../../src/jobs/operation-ha
 import { OperationRunner } from '../../src/jobs/operation-runner';
 import { createLogger } from '../../src/logging/logger';
 import { Metrics } from '../../src/observability/metrics';
+import { eventually } from '../support/wait';
 
 describe('operation recovery', function () {
   this.timeout(30_000);
@@ -125,11 +126,7 @@ describe('operation recovery', function () {
       };
       return { seen, handler };
     };
-    const until = async (check: () => boolean, what: string) => {
-      for (const deadline = Date.now() + 10_000; !check(); await sleep(10)) {
-        if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-      }
-    };
+    const until = (check: () => boolean, what: string) => eventually(check, { intervalMs: 10, what });
 
     it('ends CANCELLED when it came during a shutdown, and no other process runs it again', async () => {
       const { seen, handler } = slowToCompensate();
