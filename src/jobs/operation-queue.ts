@@ -1,7 +1,7 @@
 // Inserting operation rows: the database's partial unique index turns a second active operation into CONFLICT.
 import { randomUUID } from 'node:crypto';
 import { type EntityManager, In, Not } from 'typeorm';
-import { OperationEntity, type OperationKind } from '../entities/operation.entity';
+import { OperationEntity, type OperationKind, RESTORE_KINDS } from '../entities/operation.entity';
 import { conflict } from '../errors/app-error';
 
 export interface NewOperation {
@@ -60,6 +60,9 @@ export async function assertNoOperationInProgress(manager: EntityManager, instan
 
 /** The operation in progress on an instance, as the partial unique index counts it (exports run beside it). */
 export const inProgressOn = (instanceId: string) => ({ instanceId, status: In(['QUEUED', 'RUNNING']), kind: Not<OperationKind>('EXPORT') });
+
+/** A restore (of any kind) queued for or running on one of the instances. */
+export const restoreInProgressOn = (instanceIds: string[]) => ({ instanceId: In(instanceIds), status: In(['QUEUED', 'RUNNING']), kind: In([...RESTORE_KINDS]) });
 
 const inProgress = (instanceId: string) => conflict(`instance ${instanceId} already has an operation in progress; try again when it has finished`);
 

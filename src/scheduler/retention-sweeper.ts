@@ -4,7 +4,8 @@ import { type DataSource, In, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { type Tier, TIERS, type TierSchedule } from '../config/tiers';
 import { InstanceEntity } from '../entities/instance.entity';
-import { OperationEntity, RESTORE_KINDS } from '../entities/operation.entity';
+import { OperationEntity } from '../entities/operation.entity';
+import { restoreInProgressOn } from '../jobs/operation-queue';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import type { Logger } from '../logging/logger';
 import type { SnapshotService } from '../services/snapshot.service';
@@ -163,12 +164,8 @@ export class RetentionSweeper {
     for (let i = 0; i < chosen.length; i += ID_CHUNK) {
       const batch = chosen.slice(i, i + ID_CHUNK);
       const ids = batch.map((s) => s.id);
-      const active = { status: In(['QUEUED', 'RUNNING']) };
-      const reading = await operations.find({ select: { snapshotId: true }, where: { snapshotId: In(ids), ...active } });
-      const restoring = await operations.find({
-        select: { instanceId: true },
-        where: { instanceId: In([...new Set(batch.map((s) => s.instanceId))]), kind: In([...RESTORE_KINDS]), ...active },
-      });
+      const reading = await operations.find({ select: { snapshotId: true }, where: { snapshotId: In(ids), status: In(['QUEUED', 'RUNNING']) } });
+      const restoring = await operations.find({ select: { instanceId: true }, where: restoreInProgressOn([...new Set(batch.map((s) => s.instanceId))]) });
       const busyInstances = new Set(restoring.map((operation) => operation.instanceId));
       const busy = new Set([
         ...reading.map((operation) => operation.snapshotId),

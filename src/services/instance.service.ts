@@ -5,12 +5,13 @@ import type { AppConfig } from '../config/app-config';
 import { startEpoch } from '../changelog/store-epochs';
 import { scheduleOf, TIERS, type Tier } from '../config/tiers';
 import { type Availability, InstanceEntity, type InstanceStatus } from '../entities/instance.entity';
-import { OperationEntity, RESTORE_KINDS } from '../entities/operation.entity';
+import { OperationEntity } from '../entities/operation.entity';
 import { type PrebuiltSelect, prebuiltSelect } from '../entities/prebuilt-select';
 import { badInput, conflict, instanceUnavailable, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { GraphStore, GraphStoreProvider, WriteLimits } from '../graph/graph-store';
 import type { EngineVersion, GraphStats } from '../graph/records';
+import { restoreInProgressOn } from '../jobs/operation-queue';
 import { nextSnapshotAt } from '../scheduler/retention';
 import { type Principal, requireRole } from './principal';
 
@@ -266,10 +267,7 @@ export class InstanceService {
    * after its operation is in, so one starting meanwhile has a fence of its own, which stays. Whether it was lifted.
    */
   async liftStaleWriteFence(instance: InstanceEntity, owner: string): Promise<boolean> {
-    const restoring = await this.db
-      .getRepository(OperationEntity)
-      .existsBy({ instanceId: instance.id, kind: In([...RESTORE_KINDS]), status: In(['QUEUED', 'RUNNING']) });
-    if (restoring) return false;
+    if (await this.db.getRepository(OperationEntity).existsBy(restoreInProgressOn([instance.id]))) return false;
     await this.withStore(instance, (store) => store.thawWrites(owner));
     return true;
   }
