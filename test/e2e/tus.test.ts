@@ -539,4 +539,28 @@ describe('partial uploads on disk (the default <data dir>/uploads, and an upgrad
       await server.stop();
     }
   });
+
+  it('keeps a partial upload across a restart, and removes at boot a record whose file is gone', async function () {
+    this.timeout(60_000);
+    const dataDir = makeTempDir('snapgraph-e2e-boot-sweep-');
+    const server = await startServer({ dataDir, env: { SNAPGRAPH_UPLOAD_DIR: undefined } });
+    try {
+      const target = await createInstance(server, { name: 'boot sweep target' });
+      const { status, body, location, auth } = await createTusUpload(server, { instanceId: target.id, length: 100_000 });
+      assert.equal(status, 201, body);
+      assert.equal((await patchTusUpload(location!, auth, 0, randomBytes(40_000))).status, 204);
+      const uploads = join(dataDir, 'uploads');
+      // The record of an upload whose file went into the blob store as the server stopped.
+      writeFileSync(join(uploads, 'c0ffee.json'), JSON.stringify({ id: 'c0ffee', size: 10_000, offset: 0, metadata: {} }));
+
+      await server.restart();
+      assert.equal(existsSync(join(uploads, 'c0ffee.json')), false, 'the record without its file is gone');
+      const url = `${server.url}${new URL(location!).pathname}`;
+      const head = await request(url, { method: 'HEAD', headers: auth });
+      assert.equal(head.status, 200, head.body);
+      assert.equal(head.headers.get('upload-offset'), '40000', 'the partial upload is kept, with every byte it had');
+    } finally {
+      await server.stop();
+    }
+  });
 });

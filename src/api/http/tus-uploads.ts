@@ -653,13 +653,25 @@ async function sweepAtBoot(tus: Server, datastore: FileStore, completions: Uploa
   }
   for (const name of await readdir(datastore.directory)) {
     const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : null;
-    if (id && !ids.has(id) && !(await completions.inProgress(id))) {
+    // Whether its file is gone is asked of the directory now, not of the listing above: another replica sharing it may
+    // have created an upload since (its file first, then its record), and that one is not stale.
+    if (id && !(await exists(join(datastore.directory, id))) && !(await completions.inProgress(id))) {
       await datastore.remove(id).catch(() => undefined);
       removed += 1;
     }
   }
   removed += await tus.cleanUpExpiredUploads();
   if (removed > 0) logger.info({ removed }, 'removed stale partial uploads');
+}
+
+async function exists(path: string): Promise<boolean> {
+  return lstat(path).then(
+    () => true,
+    (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return false;
+      throw error;
+    },
+  );
 }
 
 /** Partial uploads an earlier version kept in plaintext in the OS temp dir go, files and folder. */
