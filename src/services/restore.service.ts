@@ -356,6 +356,7 @@ export class RestoreOperationHandler implements OperationHandler {
         });
         if (loaded.newPoint) await manager.insert(RestorePointEntity, loaded.newPoint);
         await startEpoch(manager, instance, newEpoch, loaded.anchor);
+        if (params.preRestoreSnapshotId) await this.snapshots.keepSafetySnapshot(params.preRestoreSnapshotId, manager);
       },
       afterCommit: async () => {
         announceSwap();

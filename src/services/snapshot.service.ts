@@ -317,19 +317,37 @@ export class SnapshotService {
     return this.snapshots.find({ where: { instanceId } });
   }
 
-  /** Adds work that is recorded together with every snapshot's COMPLETED. */
+  /**
+   * Adds work that is recorded together with every snapshot's COMPLETED, except a restore's safety snapshot's: that
+   * one is provisional until its restore happens (keepSafetySnapshot), and removed if it does not.
+   */
   onCompleted(hook: CompletionHook): void {
     this.completionHooks.push(hook);
   }
 
   /**
-   * Records a captured snapshot as COMPLETED, with the completion hooks' work, in `manager`'s transaction (one of
-   * its own otherwise); subscribers are told separately.
+   * Records a captured snapshot as COMPLETED, with the completion hooks' work (not for a safety snapshot), in
+   * `manager`'s transaction (one of its own otherwise); subscribers are told separately.
    */
   async complete(snapshot: SnapshotEntity, completion: Partial<SnapshotEntity>, manager?: EntityManager): Promise<void> {
     if (!manager) return this.db.transaction((own) => this.complete(snapshot, completion, own));
     await manager.update(SnapshotEntity, { id: snapshot.id }, completion);
     Object.assign(snapshot, completion);
+    if (snapshot.profile !== 'PRE_RESTORE') await this.runCompletionHooks(snapshot, manager);
+  }
+
+  /**
+   * A restore's safety snapshot stays now that its restore happened: the completion hooks' work (its automatic
+   * exports) is recorded in `manager`'s transaction, with the restore's outcome. Queued at its COMPLETED instead, an
+   * export of it ran against a removed snapshot whenever the restore did not happen (FAILED with NOT_FOUND, shown as
+   * the destination's lastError).
+   */
+  async keepSafetySnapshot(id: string, manager: EntityManager): Promise<void> {
+    const snapshot = await manager.findOneBy(SnapshotEntity, { id });
+    if (snapshot?.status === 'COMPLETED') await this.runCompletionHooks(snapshot, manager);
+  }
+
+  private async runCompletionHooks(snapshot: SnapshotEntity, manager: EntityManager): Promise<void> {
     for (const hook of this.completionHooks) await hook(snapshot, manager);
   }
 

@@ -2,6 +2,7 @@
 // its own credentials stands for the tenant's bucket.
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateBucketCommand, DeleteBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import {
@@ -19,9 +20,11 @@ import {
   fillInstance,
   gql,
   holdingS3Proxy,
+  logSegmentsOf,
   OPERATION_FIELDS,
   operationById,
   type OperationJson,
+  restoreAndWait,
   settledOperation,
   snapshotById,
   startServer,
@@ -219,6 +222,52 @@ describeS3('export destinations', ({ s3 }) => {
     assert.equal(exported.kind, 'EXPORT');
     const { fileName } = await exportLink(server, snapshot.id);
     assert.deepEqual(await keysIn(bucket), [`backups/snapgraph/${fileName}`]);
+  });
+
+  it("exports a restore's safety snapshot once the restore happened, and never one whose restore did not", async function () {
+    this.timeout(90_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    const instance = await createInstance(server, { name: 'restored and exported', tier: 'PROFESSIONAL' });
+    const destination = await createDestination(bucket, { autoExportInstanceIds: [instance.id] });
+    await createNodes(server, instance.id, Array.from({ length: 500 }, (_, i) => ({ labels: ['Old'], properties: { i, text: `${i}`.repeat(50) } })));
+    const snapshot = await takeSnapshot(server, instance.id);
+    await createNodes(server, instance.id, [{ labels: ['Newer'] }]);
+    const exportedOf = (snapshotId: string) =>
+      eventually(async () => (await exportsOf(instance.id)).find((op) => op.snapshotId === snapshotId && op.status === 'SUCCEEDED'), {
+        timeoutMs: 30_000,
+        intervalMs: 100,
+        what: `the automatic export of ${snapshotId} to succeed`,
+      });
+    await exportedOf(snapshot.id);
+    const safetySnapshotIds = async () => {
+      const { snapshots } = expectData(
+        await gql(server, `query ($id: ID!) { snapshots(instanceId: $id, first: 100) { edges { node { id profile } } } }`, { id: instance.id }),
+      );
+      return snapshots.edges.map((edge: { node: { id: string; profile: string } }) => edge.node).filter((node: { profile: string }) => node.profile === 'PRE_RESTORE');
+    };
+
+    // A restore that does not happen: its snapshot's log is gone. Its safety snapshot completes, then goes.
+    const { tenantId } = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer;
+    const [segment, ...rest] = logSegmentsOf(server.dataDir, tenantId, instance.id);
+    assert.ok(segment, 'the instance has a log segment');
+    const kept = readFileSync(segment);
+    rmSync(segment);
+    const failed = await restoreAndWait(server, snapshot.id);
+    assert.equal(failed.status, 'FAILED', JSON.stringify(failed));
+    writeFileSync(segment, kept);
+    assert.deepEqual(await safetySnapshotIds(), [], 'the safety snapshot of a restore that did not happen is removed');
+    const exports = await exportsOf(instance.id);
+    assert.deepEqual(exports.map((op) => op.snapshotId), [snapshot.id], `exports: ${JSON.stringify(exports)} (other segments: ${rest.length})`);
+    const [shown] = (await destinations()).filter((found) => found.id === destination.id);
+    assert.equal(shown.lastError, null);
+
+    // A restore that happens keeps its safety snapshot, and exports it.
+    const second = await takeSnapshot(server, instance.id);
+    await exportedOf(second.id);
+    assert.equal((await restoreAndWait(server, second.id)).status, 'SUCCEEDED');
+    const [safety] = await safetySnapshotIds();
+    assert.ok(safety, 'the safety snapshot of a restore that happened stays');
+    await exportedOf(safety.id);
   });
 
   it('records a failed automatic export in lastError and retries it with backoff', async function () {
