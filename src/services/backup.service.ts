@@ -682,7 +682,8 @@ export class BackupService {
     const folder = `tenants/${tenantId}/exports`;
     let removed = 0;
     for await (const key of this.options.listBlobs(folder)) {
-      const snapshotId = key.slice(folder.length + 1).replace(/\.[a-z_]+$/, '');
+      // `<snapshot id>.<format>`: the id is everything before the dot (formats have digits too: neo4j_admin_csv).
+      const snapshotId = key.slice(folder.length + 1).split('.')[0];
       const live = await this.db.getRepository(ExportTokenEntity).existsBy({ snapshotId, expiresAt: MoreThan(Date.now()) });
       if (live) continue;
       await this.blobs.delete(key);

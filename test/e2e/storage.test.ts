@@ -143,6 +143,25 @@ describe('backup storage', () => {
     assert.deepEqual(await graphOf(server, target.id), graph);
   });
 
+  it('keeps the export copy of every format while a link to it is valid', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'linked', tier: 'PROFESSIONAL' });
+    await fill(server, instance.id, 50);
+    const snapshot = await takeSnapshot(server, instance.id);
+    const EXPORT_AS = `mutation ($id: ID!, $format: ExportFormat!) { exportSnapshotAs(id: $id, format: $format) { url } }`;
+    for (const format of ['ARCHIVE', 'APOC_JSON', 'CYPHER', 'GRAPHML', 'NEO4J_ADMIN_CSV']) {
+      expectData(await gql(server, EXPORT_AS, { id: snapshot.id, format }));
+    }
+    const copies = () => filesUnder(join(server.dataDir, 'blobs', 'tenants', tenantId, 'exports')).filter((path) => path.includes(snapshot.id)).sort();
+    const made = copies();
+    assert.equal(made.length, 5, made.join(', '));
+    // Collections every 300 ms meanwhile: the links are valid for 15 minutes, so every copy stays.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    assert.deepEqual(copies(), made, 'a collection removed an export copy its link still serves');
+  });
+
   it('removes a stored upload no restore names once collections found it unclaimed for the grace period', async function () {
     this.timeout(60_000);
     const { server } = suite;
