@@ -133,7 +133,7 @@ export class Scheduler {
             tiers.orWhere(
               `(i.tier = :tier${n} AND ((i.lastScheduledAt IS NULL AND i.createdAt <= :firstDueBefore${n}) ` +
                 `OR i.lastScheduledAt <= :againDueBefore${n}))`,
-              { [`tier${n}`]: tier, [`firstDueBefore${n}`]: horizon - intervalMs, [`againDueBefore${n}`]: horizon - intervalMs / 2 },
+              { [`tier${n}`]: tier, [`firstDueBefore${n}`]: horizon - intervalMs, [`againDueBefore${n}`]: horizon - Math.floor(intervalMs / 2) },
             );
           });
         }),

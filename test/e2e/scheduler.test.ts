@@ -127,7 +127,8 @@ describePostgres('scheduler leadership on PostgreSQL', (postgres) => {
       // Instance stores and blobs must be reachable by both processes, as on a shared volume.
       dataDir: makeTempDir(),
       bootstrapToken: randomToken(),
-      config: { tiers: { PROFESSIONAL: { snapshotInterval: 'PT2S', retention: 'PT5S' } } },
+      // An odd number of milliseconds: half the interval is not a whole one (PostgreSQL refused it as a bigint).
+      config: { tiers: { PROFESSIONAL: { snapshotInterval: 'PT2.001S', retention: 'PT5S' } } },
       env: {
         DATABASE_URL: database.url,
         SNAPGRAPH_MASTER_KEY: randomBytes(32).toString('base64'),
@@ -135,7 +136,7 @@ describePostgres('scheduler leadership on PostgreSQL', (postgres) => {
         SNAPGRAPH_OPERATION_LEASE_MS: '3000',
       },
     };
-    const intervalMs = 2 * SECOND;
+    const intervalMs = 2 * SECOND + 1;
     const retentionMs = 5 * SECOND;
     // One after the other: the first applies the migrations to the empty database.
     const first = await startServer(shared);
