@@ -14,6 +14,7 @@
 // Reading parses exactly these shapes (schema statements and the clean-up are skipped: Snapgraph keeps no schema);
 // anything else is refused naming its line.
 import { Readable } from 'node:stream';
+import { setProperty } from '../graph/records';
 import { encodeStrings } from '../runtime/text-lines';
 import { graphFileError, unexportableValueError } from './graph-file-error';
 import type { ForeignNode, ForeignRecord, GraphFileFormat, GraphFileSource } from './graph-file-format';
@@ -176,8 +177,8 @@ class ApocCypherReader extends LineFileReader {
       const map = this.rowMap(p, row);
       const key = keyOf(lookup, map);
       const properties: Record<string, unknown> = {};
-      for (const [property, field] of lookup.fields) if (property !== IMPORT_ID) properties[property] = map[field];
-      Object.assign(properties, this.propertiesOf(p, map));
+      for (const [property, field] of lookup.fields) if (property !== IMPORT_ID) setProperty(properties, property, map[field]);
+      for (const [property, value] of Object.entries(this.propertiesOf(p, map))) setProperty(properties, property, value);
       out.push({ kind: 'node', at: line, key, labels: [...labels], properties });
     }
   }

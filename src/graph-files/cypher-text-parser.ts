@@ -1,6 +1,7 @@
 // Reads the pieces of APOC's Cypher statements: names, keywords and literal values (strings, numbers, booleans, lists,
 // maps, and the temporal and point functions APOC writes). Not a general Cypher parser: the statement shapes are
 // matched in apoc-cypher-format.ts.
+import { setProperty } from '../graph/records';
 import { UNSAFE_INTEGER } from './json-values';
 import { pointOf } from './cypher-values';
 
@@ -122,7 +123,7 @@ export class CypherTextParser {
     do {
       const key = this.name();
       this.expect(':');
-      result[key] = this.value();
+      setProperty(result, key, this.value());
     } while (this.accept(','));
     this.expect('}');
     return result;

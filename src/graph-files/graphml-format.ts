@@ -16,6 +16,7 @@
 // the key (the value is JSON), so that they come back as maps. Nested graphs, hyperedges and ports are refused.
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
+import { setProperty } from '../graph/records';
 import { graphFileError } from './graph-file-error';
 import type { ForeignRecord, GraphFileFormat, GraphFileReader } from './graph-file-format';
 import { SNAPGRAPH_TYPE_ATTRIBUTE, writeGraphml } from './graphml-writer';
@@ -242,7 +243,7 @@ class GraphmlReader implements GraphFileReader {
 
   private recordOf(kind: 'node' | 'edge', attributes: Map<string, string>, fail: (problem: string) => Error, line: number): OpenRecord {
     const properties: Record<string, unknown> = {};
-    for (const key of this.keys[kind].values()) if (key.defaultValue !== undefined) properties[key.name] = key.defaultValue;
+    for (const key of this.keys[kind].values()) if (key.defaultValue !== undefined) setProperty(properties, key.name, key.defaultValue);
     const id = attributes.get('id') ?? null;
     const record: OpenRecord = { kind, line, id, labels: [], type: null, source: '', target: '', properties };
     if (kind === 'node') {
@@ -276,7 +277,7 @@ class GraphmlReader implements GraphFileReader {
       return;
     }
     const key = this.keys[record.kind].get(keyId) ?? { name: keyId, type: 'string', list: null, map: false };
-    record.properties[key.name] = this.parse(key, text, `the <data> element on line ${line}`);
+    setProperty(record.properties, key.name, this.parse(key, text, `the <data> element on line ${line}`));
   }
 
   private finish(record: OpenRecord): ForeignRecord {

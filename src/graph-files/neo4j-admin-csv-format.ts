@@ -10,7 +10,7 @@ import { Readable, Transform } from 'node:stream';
 import { extract as createTarExtract, pack as createTarPack } from 'tar-stream';
 import { ArchiveError } from '../archive/archive-error';
 import { isTarHeader, tarEntriesIn } from '../archive/file-type';
-import type { GraphRecord } from '../graph/records';
+import { type GraphRecord, setProperty } from '../graph/records';
 import { type ScratchWriter, SealedScratchDir } from '../storage/sealed-scratch-dir';
 import { cellValue, type Column, type Header, parseHeader } from './admin-csv-header';
 import { type CsvRow, csvField, csvRows, CsvSyntaxError } from './csv-rows';
@@ -186,10 +186,10 @@ class AdminCsvReader implements GraphFileReader {
             const id = text === '' ? undefined : valueOf(column, text, row.quoted[i], fail);
             if (id === undefined) return;
             key = keyOf(String(id), column.space);
-            if (column.name !== null) properties[column.name] = id;
+            if (column.name !== null) setProperty(properties, column.name, id);
           } else if (column.role === 'PROPERTY') {
             const value = valueOf(column, text, row.quoted[i] ?? false, fail);
-            if (value !== undefined) properties[column.name!] = value;
+            if (value !== undefined) setProperty(properties, column.name!, value);
           }
         });
         // A node without an id cannot be named by a relationship; it still needs a key of its own.
@@ -229,7 +229,7 @@ class AdminCsvReader implements GraphFileReader {
             else endKey = key;
           } else if (column.role === 'PROPERTY') {
             const value = valueOf(column, text, row.quoted[i] ?? false, fail);
-            if (value !== undefined) properties[column.name!] = value;
+            if (value !== undefined) setProperty(properties, column.name!, value);
           }
         });
         if (type === '') throw fail('the relationship has no type (its :TYPE cell is empty)');

@@ -2,6 +2,15 @@
 
 export type PropertyMap = Record<string, unknown>;
 
+/**
+ * Sets a property of a map being built from a file: `__proto__` too, as an own property like any other key. A plain
+ * assignment (or Object.assign) of `__proto__` sets the map's prototype instead, and the property was lost.
+ */
+export function setProperty(map: PropertyMap, key: string, value: unknown): void {
+  if (key === '__proto__') Object.defineProperty(map, key, { value, enumerable: true, writable: true, configurable: true });
+  else map[key] = value;
+}
+
 export interface NodeRecord {
   /** Stable across snapshot and restore: a positive integer, as a decimal string. */
   id: string;

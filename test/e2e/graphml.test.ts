@@ -88,6 +88,8 @@ describe('GraphML files', function () {
         { type: 'ACTED_IN', startNodeId: nodes[0].id, endNodeId: nodes[1].id, properties: { roles: ['Neo'], since: '2024-01-01T10:00:00Z', weight: 1 } },
         { type: 'odd type & <more>', startNodeId: nodes[2].id, endNodeId: nodes[3].id },
         { type: 'SELF', startNodeId: nodes[4].id, endNodeId: nodes[4].id, properties: { weight: 0.25, empty: [], labels: 'an edge may have it' } },
+        // Keys that name Object.prototype's own: properties like any other.
+        { type: 'PROTO', startNodeId: nodes[0].id, endNodeId: nodes[5].id, properties: JSON.parse('{"__proto__":"kept","constructor":"too"}') as Record<string, unknown> },
       ]);
       sourceGraph = await graphOf(suite.server, source.id);
       snapshotId = (await takeSnapshot(suite.server, source.id)).id;
@@ -163,7 +165,7 @@ describe('GraphML files', function () {
       assert.equal(inspection.kind, 'GRAPHML');
       assert.equal(inspection.restorable, true, inspection.problem ?? '');
       assert.equal(inspection.contents.nodeCount, 6);
-      assert.equal(inspection.contents.relationshipCount, 3);
+      assert.equal(inspection.contents.relationshipCount, 4);
       assert.deepEqual(
         inspection.contents.labels.map((l: { name: string; count: number }) => [l.name, l.count]),
         [['Actor', 1], ['Big', 1], ['Movie', 1], ['Odd Label', 1], ['Person', 1], ['Place', 1], ['and&amp', 1], ['with`backtick', 1]],
@@ -178,6 +180,7 @@ describe('GraphML files', function () {
       assert.equal(parsed.details.tarEntry, 'neo4j/export.graphml');
       assert.deepEqual(parsed.contents.relationshipTypes, [
         { name: 'ACTED_IN', count: 1 },
+        { name: 'PROTO', count: 1 },
         { name: 'SELF', count: 1 },
         { name: 'odd type & <more>', count: 1 },
       ]);

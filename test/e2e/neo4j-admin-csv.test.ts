@@ -81,7 +81,8 @@ describe('neo4j-admin CSV bundles', function () {
       await createRelationships(suite.server, source.id, [
         { type: 'ACTED_IN', startNodeId: nodes[0].id, endNodeId: nodes[2].id, properties: { roles: ['Neo'], since: '2024-01-01T10:00:00Z' } },
         { type: 'ACTED_IN', startNodeId: nodes[1].id, endNodeId: nodes[2].id, properties: { weight: 0.25 } },
-        { type: 'odd type', startNodeId: nodes[3].id, endNodeId: nodes[4].id },
+        // Keys that name Object.prototype's own: properties like any other.
+        { type: 'odd type', startNodeId: nodes[3].id, endNodeId: nodes[4].id, properties: JSON.parse('{"__proto__":"kept","constructor":"too"}') as Record<string, unknown> },
         { type: 'SELF', startNodeId: nodes[5].id, endNodeId: nodes[5].id, properties: { weight: 2 } },
       ]);
       sourceGraph = await graphOf(suite.server, source.id);

@@ -46,6 +46,8 @@ describe('Neo4j files', function () {
         { labels: ['Odd Label', 'with`backtick'], properties: { 'odd key': ['a', 'b'], counts: [1, 2, 3], mixed: [1, 2.5], empty: [] } },
         { labels: ['Place'], properties: { at: { crs: 'wgs-84', longitude: 12.5, latitude: 55.1 }, corner: { crs: 'cartesian-3d', x: 1, y: 2.5, z: -3 } } },
         // whole: a double past 2^53 that JavaScript prints as digits (it switches to an exponent from 1e21 on).
+        // Keys that are names of Object.prototype: own properties like any other (a plain assignment of __proto__ sets the prototype).
+        { labels: ['Proto'], properties: JSON.parse('{"__proto__":"kept","constructor":"too","toString":1}') as Record<string, unknown> },
         { labels: ['Big'], properties: { large: 9007199254740991, small: -9007199254740991, tiny: 1e-7, huge: 1.5e300, whole: 1e20, wholes: [1e20, 3], negative: -0.5 } },
       ]);
       await createRelationships(suite.server, source.id, [
