@@ -143,7 +143,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const operations = new OperationService(db, instances, events, runner);
     const restores = new RestoreService(db, instances, snapshots, () => runner.kick(), changeLog);
     const exports = new ExportService(db, config, instances, snapshots, tenants, backups);
-    const uploads = new UploadService(instances, restores, blobs, config.maxUploadBytes, metrics);
+    const uploads = new UploadService(instances, restores, tenants, blobs, config.maxUploadBytes, metrics);
     const inspections = new FileInspectionService(GRAPH_FILE_FORMATS);
     const verify = new VerifyService(db, snapshots, () => runner.kick());
     const destinations = new ExportDestinationService(db, keyring, instances, snapshots, () => runner.kick(), { retryBaseMs: config.exportRetryMs });

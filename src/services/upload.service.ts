@@ -8,7 +8,7 @@ import { heapGrowth } from '../runtime/heap-growth';
 import { type GraphFileCensus, takeCensus } from '../graph-files/graph-file-census';
 import type { GraphFileFormat, GraphFileKind } from '../graph-files/graph-file-format';
 import type { OperationEntity } from '../entities/operation.entity';
-import { AppError, isAppError } from '../errors/app-error';
+import { AppError, isAppError, unauthenticated } from '../errors/app-error';
 import { asStorageFull } from '../errors/storage-full';
 import type { Metrics } from '../observability/metrics';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
@@ -16,6 +16,7 @@ import { PartialBlobFile } from '../storage/partial-blob-file';
 import { assertAcceptsOperations, type InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
 import { assertConfirmed, type RestoreService } from './restore.service';
+import type { TenantService } from './tenant.service';
 import { unwrapUploadedFile } from './uploaded-file';
 
 /** A checked upload: a Snapgraph archive (its verified header), or a foreign graph file (its format and census). */
@@ -34,6 +35,7 @@ export class UploadService {
   constructor(
     private readonly instances: InstanceService,
     private readonly restores: RestoreService,
+    private readonly tenants: TenantService,
     private readonly blobs: EncryptedBlobStore,
     private readonly maxUploadBytes: number,
     private readonly metrics: Metrics,
@@ -111,7 +113,8 @@ export class UploadService {
 
   /**
    * Queues the restore of a received file, looking at the request again: a large file takes minutes to arrive (a
-   * resumable one, hours), and the instance may have been deleted or become busy meanwhile. A refused file is deleted.
+   * resumable one, hours), and meanwhile its key may have been revoked, or the instance deleted or become busy. A
+   * refused file is deleted.
    */
   async queueRestore(principal: Principal, instanceId: string, confirm: string, received: ReceivedFile): Promise<OperationEntity> {
     try {
@@ -127,6 +130,10 @@ export class UploadService {
    * cannot take the restore now (another operation runs on it), for its client's retry to queue it then.
    */
   async requestRestore(principal: Principal, instanceId: string, confirm: string, received: ReceivedFile): Promise<OperationEntity> {
+    // The key was checked when the request began, before its file arrived: one revoked since restores nothing.
+    if (!(await this.tenants.isActiveKey(principal.apiKeyId))) {
+      throw unauthenticated('the API key was revoked while the file was uploaded; nothing was restored');
+    }
     const instance = await this.authorize(principal, instanceId, confirm);
     return this.restores.requestRestoreFromFile(principal, instance, received);
   }

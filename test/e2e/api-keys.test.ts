@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import {
+  archiveOf,
   bootExpectingFailure,
   connectWs,
   createInstance,
@@ -16,11 +17,15 @@ import {
   exportLink,
   gql,
   makeTempDir,
+  operationCount,
+  RESTORE_FROM_FILE,
   serverPerSuite,
   startServer,
   subscribe,
   takeSnapshot,
   type TestDatabase,
+  createTusUpload,
+  refusalCode,
   type TestServer,
   withClient,
   within,
@@ -87,6 +92,48 @@ function raceRequests(servers: TestServer[], key: string) {
       await Promise.all(loops);
     },
   };
+}
+
+/**
+ * A request whose body arrives in two parts: `first`, then, once `between` has run, `rest`. Resolves with the
+ * answer's status, headers and body.
+ */
+function sendInTwoParts(url: string, method: string, headers: Record<string, string>, first: Buffer, rest: Buffer, between: () => Promise<void>) {
+  return new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
+    const req = request(url, { method, headers: { ...headers, 'content-length': String(first.length + rest.length) } });
+    req.on('error', reject);
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.write(first);
+    between().then(
+      () => req.end(rest),
+      (error: unknown) => {
+        req.destroy();
+        reject(error);
+      },
+    );
+  });
+}
+
+/** restoreFromFile as a multipart request whose file arrives in two parts (sendInTwoParts), split after `firstBytes`. */
+function uploadInTwoParts(server: TestServer, key: string, instanceId: string, file: Buffer, firstBytes: number, between: () => Promise<void>) {
+  const boundary = `snapgraph-${Date.now()}`;
+  const field = (name: string, value: string) => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`;
+  const head = Buffer.from(
+    field('operations', JSON.stringify({ query: RESTORE_FROM_FILE, variables: { instanceId, file: null, confirm: 'RESTORE' } })) +
+      field('map', JSON.stringify({ 0: ['variables.file'] })) +
+      `--${boundary}\r\nContent-Disposition: form-data; name="0"; filename="graph.backup"\r\nContent-Type: application/octet-stream\r\n\r\n`,
+  );
+  const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
+  const headers = {
+    authorization: `Bearer ${key}`,
+    'apollo-require-preflight': 'true',
+    'content-type': `multipart/form-data; boundary=${boundary}`,
+  };
+  return sendInTwoParts(server.graphqlUrl, 'POST', headers, Buffer.concat([head, file.subarray(0, firstBytes)]), Buffer.concat([file.subarray(firstBytes), tail]), between);
 }
 
 describe('API keys', () => {
@@ -185,6 +232,41 @@ describe('API keys', () => {
       const live = subscribe(server, kept.secret, AVAILABILITY, { id: instance.id });
       await live.connected;
       assert.equal(keptSocket.socket.readyState, keptSocket.socket.OPEN);
+    });
+
+    it('queues no restore of a file whose key was revoked while it was uploaded, over multipart or tus', async () => {
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'restored by a revoked key' });
+      await createNodes(server, instance.id, [{ labels: ['Kept'] }]);
+      const archive = await archiveOf(server, (await takeSnapshot(server, instance.id)).id);
+      const operations = await operationCount(server, instance.id);
+      // Once the server has the request (and its key) in hand, the key goes.
+      const revokeAfterAWhile = (id: string) => async () => {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        expectData(await gql(server, REVOKE, { id }));
+      };
+
+      const multipart = await createKey(server, server.adminKey, 'ADMIN', 'revoked mid-upload');
+      const answer = await uploadInTwoParts(server, multipart.secret, instance.id, archive, 100, revokeAfterAWhile(multipart.id));
+      const { errors } = JSON.parse(answer.body) as { errors?: { extensions: { code: string } }[] };
+      assert.equal(errors?.[0]?.extensions.code, 'UNAUTHENTICATED', answer.body);
+
+      const tus = await createKey(server, server.adminKey, 'ADMIN', 'revoked mid-tus-upload');
+      const created = await createTusUpload(server, { instanceId: instance.id, length: archive.length, key: tus.secret });
+      assert.ok(created.location, created.body);
+      // One PATCH carrying the whole file, whose last bytes come after the revocation.
+      const patched = await sendInTwoParts(
+        created.location,
+        'PATCH',
+        { ...created.auth, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' },
+        archive.subarray(0, 100),
+        archive.subarray(100),
+        revokeAfterAWhile(tus.id),
+      );
+      assert.equal(patched.headers['snapgraph-operation-id'], undefined, `the upload of a revoked key was restored (${patched.status})`);
+      assert.equal(refusalCode(patched.body), 'UNAUTHENTICATED', patched.body);
+
+      assert.equal(await operationCount(server, instance.id), operations, 'a restore was queued for a revoked key');
     });
 
     it('ends the export links the key created, with the JSON refusal; links of other keys keep working', async () => {
