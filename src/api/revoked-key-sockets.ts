@@ -6,22 +6,50 @@ import type { Logger } from '../logging/logger';
 /** The close code of a WebSocket whose API key was revoked (4403, as graphql-ws's 4401/4403 family). */
 export const REVOKED_KEY_CLOSE_CODE = 4403;
 
+/** While revocations may be missed, how often the keys of the open sockets are looked up in the database instead. */
+const KEY_RECHECK_MS = 1_000;
+
 /**
  * Open WebSockets by API key. A revocation, published by whichever replica revoked the key, closes that key's sockets
- * here at once: their subscriptions would otherwise go on delivering events to a key that no longer exists.
+ * here at once: their subscriptions would otherwise go on delivering events to a key that no longer exists, and their
+ * queries and mutations run as it. A revocation published while events do not reach this process (Redis away) never
+ * arrives, not even one made by this process: until they flow again, and once more after (a revocation made just
+ * before), the keys of the open sockets are looked up in the database every KEY_RECHECK_MS.
  */
-export function closeSocketsOfRevokedKeys({ events }: App, logger: Logger): { add(apiKeyId: string, socket: WebSocket): void; stop(): void } {
+export function closeSocketsOfRevokedKeys({ events, services }: App, logger: Logger): { add(apiKeyId: string, socket: WebSocket): void; stop(): void } {
   const byKey = new Map<string, Set<WebSocket>>();
+  const close = (apiKeyId: string) => {
+    const sockets = byKey.get(apiKeyId);
+    if (!sockets) return;
+    logger.info({ apiKeyId, sockets: sockets.size }, 'closed the WebSockets of a revoked API key');
+    for (const socket of sockets) socket.close(REVOKED_KEY_CLOSE_CODE, 'Forbidden: the API key was revoked');
+    byKey.delete(apiKeyId);
+  };
   const revocations = events.pubSub.subscribe('api-key.revoked', 'all');
   void (async () => {
-    for await (const { apiKeyId } of revocations) {
-      const sockets = byKey.get(apiKeyId);
-      if (!sockets) continue;
-      logger.info({ apiKeyId, sockets: sockets.size }, 'closed the WebSockets of a revoked API key');
-      for (const socket of sockets) socket.close(REVOKED_KEY_CLOSE_CODE, 'Forbidden: the API key was revoked');
-      byKey.delete(apiKeyId);
-    }
+    for await (const { apiKeyId } of revocations) close(apiKeyId);
   })().catch((error) => logger.error({ err: error }, 'stopped following API key revocations'));
+
+  let recheck: NodeJS.Timeout | null = null;
+  let stopped = false;
+  const scheduleRecheck = () => {
+    if (!stopped) recheck ??= setTimeout(() => void recheckKeys(), KEY_RECHECK_MS).unref();
+  };
+  const recheckKeys = async () => {
+    recheck = null;
+    // Delivering already when the look starts: what it misses was revoked after, and its event arrives.
+    const delivering = events.isDelivering();
+    try {
+      const keys = [...byKey.keys()];
+      const active = await services.tenants.activeKeyIds(keys);
+      for (const apiKeyId of keys) if (!active.has(apiKeyId)) close(apiKeyId);
+    } catch (error) {
+      logger.error({ err: error }, 'could not look up the API keys of open WebSockets; trying again');
+    }
+    if (!delivering || !events.isDelivering()) scheduleRecheck();
+  };
+  events.onDeliveryLost(scheduleRecheck);
+
   return {
     add(apiKeyId, socket) {
       // Added once the key is checked, which takes a while: a socket closed meanwhile may have told its close already.
@@ -34,6 +62,10 @@ export function closeSocketsOfRevokedKeys({ events }: App, logger: Logger): { ad
         if (sockets.size === 0 && byKey.get(apiKeyId) === sockets) byKey.delete(apiKeyId);
       });
     },
-    stop: () => void revocations.return(),
+    stop: () => {
+      stopped = true;
+      if (recheck) clearTimeout(recheck);
+      void revocations.return();
+    },
   };
 }

@@ -1,6 +1,6 @@
 // Tenants and their API keys: creation, the first-boot bootstrap, authentication, listing, rotation.
 import { hash, randomBytes, randomUUID } from 'node:crypto';
-import { type DataSource, IsNull, LessThan, type Repository } from 'typeorm';
+import { type DataSource, In, IsNull, LessThan, type Repository } from 'typeorm';
 import { ApiKeyEntity, type Role } from '../entities/api-key.entity';
 import { TenantEntity } from '../entities/tenant.entity';
 import { badInput, notFound } from '../errors/app-error';
@@ -98,6 +98,17 @@ export class TenantService {
   /** Whether the key exists and is not revoked (export links die with the key that made them). */
   async isActiveKey(id: string): Promise<boolean> {
     return this.keys.exists({ where: { id, revokedAt: IsNull() } });
+  }
+
+  /** Of the keys `ids`, those that exist and are not revoked. */
+  async activeKeyIds(ids: string[]): Promise<Set<string>> {
+    const active = new Set<string>();
+    // A few hundred at a time: a statement's parameters are bounded (SQLite, PostgreSQL).
+    for (let start = 0; start < ids.length; start += 500) {
+      const rows = await this.keys.find({ select: { id: true }, where: { id: In(ids.slice(start, start + 500)), revokedAt: IsNull() } });
+      for (const { id } of rows) active.add(id);
+    }
+    return active;
   }
 
   /** The tenant's keys, oldest first, without secrets (only their hashes are stored anyway), revoked ones left out. */

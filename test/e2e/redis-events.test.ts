@@ -7,9 +7,13 @@ import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import {
+  connectWs,
   createInstance,
+  createKey,
   createNodes,
   eventually,
+  expectData,
+  gql,
   metricsValue,
   redisUnavailable,
   registerCleanup,
@@ -18,6 +22,7 @@ import {
   subscribe,
   type Subscription,
   takeSnapshot,
+  within,
 } from '../support';
 
 const AVAILABILITY = `subscription ($instanceId: ID) { instanceAvailabilityChanged(instanceId: $instanceId) { availability } }`;
@@ -107,6 +112,26 @@ describe('events over Redis', function () {
     redis = await startRedis(port);
     await restoresReach('both subscriptions to deliver after the outage', [before, during]);
     assert.equal(server.process.exitCode, null);
+  });
+
+  it("closes the WebSockets of a key revoked while Redis is away, though the revocation's event is lost", async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const viewer = await createKey(server, server.adminKey, 'VIEWER', 'revoked during an outage');
+    const kept = await createKey(server, server.adminKey, 'VIEWER', 'kept through an outage');
+    const connection = await connectWs(server, viewer.secret);
+    const keptConnection = await connectWs(server, kept.secret);
+    assert.ok(connection.acknowledged && keptConnection.acknowledged, 'a socket was refused');
+
+    // Away (a Redis started inside an earlier test has gone with its clean-up already).
+    if (redis!.exitCode === null && redis!.signalCode === null) {
+      redis!.kill('SIGKILL');
+      await once(redis!, 'exit');
+    }
+    expectData(await gql(server, `mutation ($id: ID!) { revokeApiKey(id: $id) }`, { id: viewer.id }));
+    const closed = await within(connection.closed, 10_000, "the revoked key's socket closing");
+    assert.equal(closed.code, 4403);
+    assert.equal(keptConnection.socket.readyState, keptConnection.socket.OPEN, "another key's socket was closed");
   });
 });
 
