@@ -155,8 +155,9 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
           ctx.extra.socket.close(4401, 'Unauthorized: send {"authorization": "Bearer <key>"} in connection_init');
           return false;
         }
+        // A key revoked while it was checked (the check read it just before) is refused here all the same.
+        if (!keySockets.add(principal.apiKeyId, ctx.extra.socket)) return false;
         wsPrincipals.set(ctx, principal);
-        keySockets.add(principal.apiKeyId, ctx.extra.socket);
         return true;
       },
       context: (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>, id: string): ApiContext => {

@@ -10,14 +10,34 @@ export const REVOKED_KEY_CLOSE_CODE = 4403;
 const KEY_RECHECK_MS = 1_000;
 
 /**
+ * How long a revocation that arrived is remembered: far longer than checking a key can take (a lookup that read the key
+ * just before it was revoked still answers with it, and its socket is added after the revocation has come and gone).
+ */
+const REVOCATION_MEMORY_MS = 10 * 60_000;
+
+/**
  * Open WebSockets by API key. A revocation, published by whichever replica revoked the key, closes that key's sockets
  * here at once: their subscriptions would otherwise go on delivering events to a key that no longer exists, and their
  * queries and mutations run as it. A revocation published while events do not reach this process (Redis away) never
  * arrives, not even one made by this process: until they flow again, and once more after (a revocation made just
  * before), the keys of the open sockets are looked up in the database every KEY_RECHECK_MS.
  */
-export function closeSocketsOfRevokedKeys({ events, services }: App, logger: Logger): { add(apiKeyId: string, socket: WebSocket): void; stop(): void } {
+export function closeSocketsOfRevokedKeys(
+  { events, services }: App,
+  logger: Logger,
+): { add(apiKeyId: string, socket: WebSocket): boolean; stop(): void } {
   const byKey = new Map<string, Set<WebSocket>>();
+  /** Keys whose revocation arrived, with when (oldest first), for REVOCATION_MEMORY_MS. */
+  const revoked = new Map<string, number>();
+  const remember = (apiKeyId: string) => {
+    const now = Date.now();
+    for (const [id, at] of revoked) {
+      if (now - at < REVOCATION_MEMORY_MS) break;
+      revoked.delete(id);
+    }
+    revoked.delete(apiKeyId);
+    revoked.set(apiKeyId, now);
+  };
   const close = (apiKeyId: string) => {
     const sockets = byKey.get(apiKeyId);
     if (!sockets) return;
@@ -27,7 +47,10 @@ export function closeSocketsOfRevokedKeys({ events, services }: App, logger: Log
   };
   const revocations = events.pubSub.subscribe('api-key.revoked', 'all');
   void (async () => {
-    for await (const { apiKeyId } of revocations) close(apiKeyId);
+    for await (const { apiKeyId } of revocations) {
+      remember(apiKeyId);
+      close(apiKeyId);
+    }
   })().catch((error) => logger.error({ err: error }, 'stopped following API key revocations'));
 
   let recheck: NodeJS.Timeout | null = null;
@@ -51,9 +74,14 @@ export function closeSocketsOfRevokedKeys({ events, services }: App, logger: Log
   events.onDeliveryLost(scheduleRecheck);
 
   return {
+    /** Whether the socket may go on: false when it closed while its key was checked, or its key was revoked meanwhile. */
     add(apiKeyId, socket) {
       // Added once the key is checked, which takes a while: a socket closed meanwhile may have told its close already.
-      if (socket.readyState === socket.CLOSED) return;
+      if (socket.readyState === socket.CLOSED) return false;
+      if (revoked.has(apiKeyId)) {
+        socket.close(REVOKED_KEY_CLOSE_CODE, 'Forbidden: the API key was revoked');
+        return false;
+      }
       let sockets = byKey.get(apiKeyId);
       if (!sockets) byKey.set(apiKeyId, (sockets = new Set()));
       sockets.add(socket);
@@ -61,6 +89,7 @@ export function closeSocketsOfRevokedKeys({ events, services }: App, logger: Log
         sockets.delete(socket);
         if (sockets.size === 0 && byKey.get(apiKeyId) === sockets) byKey.delete(apiKeyId);
       });
+      return true;
     },
     stop: () => {
       stopped = true;

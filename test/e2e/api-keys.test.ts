@@ -397,6 +397,37 @@ describePostgres('revocation across replicas (PostgreSQL + Redis)', (postgres) =
     }
   });
 
+  it('closes the sockets of the key that were connecting, on either replica, when it was revoked', async function () {
+    this.timeout(60_000);
+    const [first, second] = replicas;
+    let connected = 0;
+    for (let round = 0; round < 3; round += 1) {
+      const key = await createKey(first, first.adminKey, 'VIEWER', `connecting ${round}`);
+      // Clients connecting with the key, on both replicas, until it is revoked (the first ones are still being
+      // authenticated when it is).
+      const acknowledged: Awaited<ReturnType<typeof connectWs>>[] = [];
+      let connecting = true;
+      const clients = Array.from({ length: 8 }, async (_, i) => {
+        while (connecting) {
+          const connection = await connectWs(replicas[i % 2], key.secret);
+          if (!connection.acknowledged) return;
+          acknowledged.push(connection);
+        }
+      });
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      expectData(await gql(first, REVOKE, { id: key.id }));
+      connecting = false;
+      await Promise.all(clients);
+      connected += acknowledged.length;
+      for (const connection of acknowledged) {
+        const closed = await within(connection.closed, 5_000, `round ${round}: a socket of the revoked key closing`);
+        assert.equal(closed.code, 4403);
+      }
+      expectCode(await gql(second, VIEWER, {}, key.secret), 'UNAUTHENTICATED');
+    }
+    assert.ok(connected > 0, 'no client connected before a revocation: nothing raced it');
+  });
+
   it('serves a role change or a deleted tenant made in the database itself within SNAPGRAPH_API_KEY_CACHE_MS (1 s)', async () => {
     const [first, second] = replicas;
     const { apiKey: secret } = await createTenant(first, 'short-lived');
