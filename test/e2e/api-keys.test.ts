@@ -16,6 +16,7 @@ import {
   expectData,
   exportLink,
   gql,
+  listening,
   makeTempDir,
   operationCount,
   RESTORE_FROM_FILE,
@@ -34,7 +35,8 @@ import {
 const API_KEYS = `{ apiKeys { id name role createdAt lastUsedAt } }`;
 const VIEWER = `{ viewer { role } }`;
 const REVOKE = `mutation ($id: ID!) { revokeApiKey(id: $id) }`;
-const AVAILABILITY = `subscription ($id: ID!) { instanceAvailability(instanceId: $id) { availability } }`;
+const AVAILABILITY = `subscription ($id: ID!) { instanceAvailabilityChanged(instanceId: $id) { availability } }`;
+const SNAPSHOT_UPDATES = `subscription ($id: ID!) { snapshotUpdated(instanceId: $id) { status } }`;
 
 interface ApiKeyJson {
   id: string;
@@ -229,8 +231,10 @@ describe('API keys', () => {
       assert.equal(refused.closeCode, 4401);
 
       // The other key's subscription still delivers.
-      const live = subscribe(server, kept.secret, AVAILABILITY, { id: instance.id });
-      await live.connected;
+      const live = subscribe(server, kept.secret, SNAPSHOT_UPDATES, { id: instance.id });
+      await listening(live);
+      await takeSnapshot(server, instance.id);
+      await live.waitFor((result) => result.data?.snapshotUpdated.status === 'COMPLETED');
       assert.equal(keptSocket.socket.readyState, keptSocket.socket.OPEN);
     });
 
