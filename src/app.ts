@@ -146,7 +146,10 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const uploads = new UploadService(instances, restores, tenants, blobs, config.maxUploadBytes, metrics);
     const inspections = new FileInspectionService(GRAPH_FILE_FORMATS);
     const verify = new VerifyService(db, snapshots, () => runner.kick());
-    const destinations = new ExportDestinationService(db, keyring, instances, snapshots, () => runner.kick(), { retryBaseMs: config.exportRetryMs });
+    const destinations = new ExportDestinationService(db, keyring, instances, snapshots, () => runner.kick(), {
+      retryBaseMs: config.exportRetryMs,
+      allowPrivateAddresses: config.allowPrivateDestinations,
+    });
     snapshots.onCompleted((snapshot, manager) => destinations.enqueueAutoExports(snapshot, manager));
     const services: Services = { tenants, instances, graph, snapshots, operations, restores, exports, destinations, uploads, inspections, backups, verify, events, changeLog };
 

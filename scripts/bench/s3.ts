@@ -88,7 +88,8 @@ async function runOnce(
           AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
         }
       : {};
-  const server = await startServer(dataDir, env);
+  // The destination bucket is the local Swift's, on loopback.
+  const server = await startServer(dataDir, { ...env, SNAPGRAPH_ALLOW_PRIVATE_DESTINATIONS: 'true' });
   try {
     const { createInstance } = await gql(`mutation { createInstance(input: { name: "bench-s3", tier: BUSINESS_CRITICAL, memoryGB: 64 }) { id } }`);
     const instanceId: string = createInstance.id;

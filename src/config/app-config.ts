@@ -66,6 +66,11 @@ export interface AppConfig {
   logSegmentBytes: number;
   /** The first retry of a failed automatic export waits this long; each further retry twice as long (at most 1 h). */
   exportRetryMs: number;
+  /**
+   * Whether a tenant's export destination may be at a loopback, private or link-local address (an S3 service on the
+   * operator's own network). Off by default: a tenant's ADMIN must not make the server send requests into its network.
+   */
+  allowPrivateDestinations: boolean;
   /** Drop an upload or a WebSocket connection that sends nothing for this long. */
   idleTimeoutMs: number;
   /**
@@ -148,6 +153,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const logShipIntervalMs = check('SNAPGRAPH_LOG_SHIP_INTERVAL_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SHIP_INTERVAL_MS), 1_000), 1_000);
   const logSegmentBytes = check('SNAPGRAPH_LOG_SEGMENT_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_LOG_SEGMENT_BYTES), 4 * 1024 ** 2), 4 * 1024 ** 2);
   const exportRetryMs = check('SNAPGRAPH_EXPORT_RETRY_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_EXPORT_RETRY_MS), 60_000), 60_000);
+  const allowPrivateDestinations = check('SNAPGRAPH_ALLOW_PRIVATE_DESTINATIONS', () => flag(env.SNAPGRAPH_ALLOW_PRIVATE_DESTINATIONS, false), false);
   const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
   const apiKeyCacheMs = check('SNAPGRAPH_API_KEY_CACHE_MS', () => atMost(60_000, nonNegativeInteger(numeric(env.SNAPGRAPH_API_KEY_CACHE_MS), 1_000)), 1_000);
   const maxQueryDepth = check('SNAPGRAPH_MAX_QUERY_DEPTH', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_DEPTH), 12), 12);
@@ -198,6 +204,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     logShipIntervalMs,
     logSegmentBytes,
     exportRetryMs,
+    allowPrivateDestinations,
     idleTimeoutMs,
     apiKeyCacheMs,
     maxQueryDepth,

@@ -13,6 +13,7 @@ import type { Compensation, JobContext, OperationHandler, OperationResult } from
 import { insertOperation } from '../jobs/operation-queue';
 import type { Logger } from '../logging/logger';
 import type { S3BlobStore } from '../storage/s3-blob-store';
+import { assertPublicEndpoint } from '../storage/public-addresses';
 import { describeS3Error } from '../storage/s3-errors';
 import { formatS3Url, parseS3Url } from '../storage/s3-location';
 import { exportFileName } from './export.service';
@@ -64,7 +65,7 @@ export class ExportDestinationService {
     private readonly instances: InstanceService,
     private readonly snapshots: SnapshotService,
     private readonly announceWork: WorkAnnouncer,
-    private readonly options: { retryBaseMs: number },
+    private readonly options: { retryBaseMs: number; allowPrivateAddresses: boolean },
   ) {
     this.destinations = db.getRepository(ExportDestinationEntity);
     this.operations = db.getRepository(OperationEntity);
@@ -84,7 +85,7 @@ export class ExportDestinationService {
       tenantId: principal.tenantId,
       name: checkName(input.name),
       url: formatS3Url(checked('url', () => parseS3Url(input.url))),
-      endpoint: checked('endpoint', () => checkEndpoint(input.endpoint)),
+      endpoint: checked('endpoint', () => checkEndpoint(input.endpoint, this.options.allowPrivateAddresses)),
       region: checked('region', () => checkRegion(input.region)),
       autoExportInstanceIds: await this.checkInstances(principal, input.autoExportInstanceIds ?? []),
       masterKeyId: '',
@@ -182,7 +183,19 @@ export class ExportDestinationService {
   ): Promise<{ bucket: S3BlobStore; scrub: (message: string) => string }> {
     // The AWS SDK is loaded when a destination is first used, not at every boot.
     const [{ createS3Client }, { S3BlobStore }] = await Promise.all([import('../storage/s3-client.js'), import('../storage/s3-blob-store.js')]);
-    const client = createS3Client({ endpoint: destination.endpoint ?? undefined, region: destination.region ?? undefined, credentials }, options);
+    const publicOnly = !this.options.allowPrivateAddresses;
+    // Registered before the operator refused private addresses, perhaps: an IP literal never reaches the lookup.
+    if (publicOnly && destination.endpoint) {
+      try {
+        assertPublicEndpoint(destination.endpoint);
+      } catch (error) {
+        throw new AppError('DESTINATION_UNAVAILABLE', (error as Error).message);
+      }
+    }
+    const client = createS3Client(
+      { endpoint: destination.endpoint ?? undefined, region: destination.region ?? undefined, credentials },
+      { ...options, publicOnly },
+    );
     return { bucket: new S3BlobStore(client, parseS3Url(destination.url)), scrub: (message) => scrubSecrets(message, credentials) };
   }
 
@@ -394,7 +407,7 @@ function checkName(name: string): string {
   return trimmed;
 }
 
-function checkEndpoint(text: string | null | undefined): string | null {
+function checkEndpoint(text: string | null | undefined, allowPrivateAddresses: boolean): string | null {
   if (!text?.trim()) return null;
   let url: URL;
   try {
@@ -405,6 +418,7 @@ function checkEndpoint(text: string | null | undefined): string | null {
   if (!['http:', 'https:'].includes(url.protocol) || url.username || url.password || url.search || url.hash) {
     throw new Error('must be an http(s) URL without credentials, query or fragment');
   }
+  if (!allowPrivateAddresses) assertPublicEndpoint(url.toString());
   return url.toString().replace(/\/+$/, '');
 }
 

@@ -1,6 +1,7 @@
 // The one way this server builds S3 clients. The AWS SDK is loaded only where S3 is used (it takes a second or
 // more to load on a busy machine): import this module lazily (`await import`).
 import { S3Client } from '@aws-sdk/client-s3';
+import { publicOnlyLookup } from './public-addresses';
 
 export interface S3Endpoint {
   /** An S3-compatible service's URL (path-style addressing is used then); undefined for AWS itself. */
@@ -18,8 +19,18 @@ export interface S3Endpoint {
  */
 export function createS3Client(
   { endpoint, region, credentials }: S3Endpoint,
-  { maxAttempts = 5, requestTimeoutMs = 120_000 }: { maxAttempts?: number; requestTimeoutMs?: number } = {},
+  {
+    maxAttempts = 5,
+    requestTimeoutMs = 120_000,
+    publicOnly = false,
+  }: {
+    maxAttempts?: number;
+    requestTimeoutMs?: number;
+    /** Connections to a host name that resolves to a loopback, private or link-local address fail (public-addresses.ts). */
+    publicOnly?: boolean;
+  } = {},
 ): S3Client {
+  const agent = publicOnly ? { lookup: publicOnlyLookup } : undefined;
   return new S3Client({
     endpoint,
     region: region ?? (endpoint ? 'us-east-1' : undefined),
@@ -29,7 +40,7 @@ export function createS3Client(
     maxAttempts,
     retryMode: 'standard',
     // A silent connection is dropped and retried rather than hanging an operation.
-    requestHandler: { connectionTimeout: 10_000, requestTimeout: requestTimeoutMs },
+    requestHandler: { connectionTimeout: 10_000, requestTimeout: requestTimeoutMs, httpAgent: agent, httpsAgent: agent },
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });

@@ -1,7 +1,8 @@
 // Export destinations (contract block `destinations`) against the local Swift s3api endpoint: a second account with
 // its own credentials stands for the tenant's bucket.
 import assert from 'node:assert/strict';
-import type { IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateBucketCommand, DeleteBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
@@ -25,6 +26,7 @@ import {
   operationById,
   type OperationJson,
   restoreAndWait,
+  serverPerSuite,
   settledOperation,
   snapshotById,
   startServer,
@@ -54,7 +56,8 @@ describeS3('export destinations', ({ s3 }) => {
   let server: TestServer;
   before(async function () {
     this.timeout(60_000);
-    server = await startServer({ env: { SNAPGRAPH_EXPORT_RETRY_MS: '500' } });
+    // The tenant's bucket is the local Swift's, on loopback.
+    server = await startServer({ env: { SNAPGRAPH_EXPORT_RETRY_MS: '500', SNAPGRAPH_ALLOW_PRIVATE_DESTINATIONS: 'true' } });
   });
   after(async () => {
     await server?.stop();
@@ -329,5 +332,41 @@ describeS3('export destinations', ({ s3 }) => {
     const logs = server.logs();
     assert.ok(!logs.includes(s3().second.secretAccessKey), 'the log holds the secret');
     assert.ok(!logs.includes(s3().second.accessKeyId), 'the log holds the access key id');
+  });
+});
+
+describe('export destinations at addresses that are not public', () => {
+  // No S3 needed: nothing may be sent to these addresses at all. A server listening on loopback counts what reaches it.
+  const suite = serverPerSuite();
+  let listener: Server;
+  let requests = 0;
+  let port = 0;
+  before(async () => {
+    listener = createServer((_request, response) => {
+      requests += 1;
+      response.writeHead(200).end('an internal service answering');
+    });
+    await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+    port = (listener.address() as AddressInfo).port;
+  });
+  after(() => new Promise<void>((resolve) => listener.close(() => resolve())));
+
+  const create = (endpoint: string) =>
+    gql(suite.server, CREATE_DESTINATION, {
+      input: { name: 'inside', url: 's3://bucket/prefix', endpoint, region: 'us-east-1', accessKeyId: 'AKIAEXAMPLE', secretAccessKey: 'secret' },
+    });
+
+  it('refuses a loopback, private or link-local endpoint (an IP, or a name resolving to one) and sends it nothing', async () => {
+    for (const endpoint of [`http://127.0.0.1:${port}`, `http://[::ffff:127.0.0.1]:${port}`, 'http://169.254.169.254', 'http://10.1.2.3:9000', 'http://[fd00::1]']) {
+      const answer = await create(endpoint);
+      expectCode(answer, 'BAD_USER_INPUT');
+      assert.match(answer.errors![0].message, /is not a public address.*SNAPGRAPH_ALLOW_PRIVATE_DESTINATIONS/, endpoint);
+    }
+    // A host name is looked up when connecting (its DNS may change after it was registered).
+    const named = await create(`http://localhost:${port}`);
+    expectCode(named, 'BAD_USER_INPUT');
+    assert.match(named.errors![0].message, /localhost resolves to .* which is not a public address/);
+    assert.equal(requests, 0, 'a request reached the internal service');
+    assert.deepEqual(expectData(await gql(suite.server, DESTINATIONS)).exportDestinations, []);
   });
 });

@@ -1,0 +1,72 @@
+// Keeps a tenant's export destination (an S3 endpoint the tenant names) on the public internet. A tenant's ADMIN is not
+// the operator: without this, a destination at http://169.254.169.254 (a cloud's metadata service), at localhost or at
+// a private address made the server send requests into its own network on the tenant's behalf, and the probe of
+// createExportDestination told the tenant what answered there. Checked where the address is known: an IP literal when
+// the destination is registered and when it is used, a host name at every connection (its DNS may change, to a private
+// address, after it was registered).
+import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { BlockList, isIP, type LookupFunction } from 'node:net';
+
+/** Loopback, private, link-local, shared (CGNAT), unspecified, multicast and reserved ranges, IPv4 and IPv6. */
+const NOT_PUBLIC = new BlockList();
+for (const [network, prefix] of [
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['224.0.0.0', 3],
+] as const) {
+  NOT_PUBLIC.addSubnet(network, prefix, 'ipv4');
+}
+for (const [network, prefix] of [
+  ['::', 128],
+  ['::1', 128],
+  ['fc00::', 7],
+  ['fe80::', 10],
+  ['ff00::', 8],
+] as const) {
+  NOT_PUBLIC.addSubnet(network, prefix, 'ipv6');
+}
+
+/** Whether an IP address is one of the public internet's. */
+export function isPublicAddress(address: string): boolean {
+  const family = isIP(address);
+  if (family === 0) return false;
+  // An IPv4 address written as IPv6 (::ffff:127.0.0.1) is the IPv4 address.
+  const mapped = family === 6 ? /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] : undefined;
+  if (mapped) return !NOT_PUBLIC.check(mapped, 'ipv4');
+  return !NOT_PUBLIC.check(address, family === 4 ? 'ipv4' : 'ipv6');
+}
+
+export class PrivateAddressError extends Error {
+  override readonly name = 'PrivateAddressError';
+  readonly code = 'EPRIVATEADDRESS';
+  constructor(host: string, address: string) {
+    super(
+      `${host}${host === address ? '' : ` resolves to ${address}, which`} is not a public address; destinations must be public ` +
+        'unless the operator sets SNAPGRAPH_ALLOW_PRIVATE_DESTINATIONS=true',
+    );
+  }
+}
+
+/** Refuses an endpoint URL whose host is an IP literal that is not public; a host name is checked when connecting. */
+export function assertPublicEndpoint(endpoint: string): void {
+  const host = new URL(endpoint).hostname.replace(/^\[(.*)\]$/, '$1');
+  if (isIP(host) !== 0 && !isPublicAddress(host)) throw new PrivateAddressError(host, host);
+}
+
+/** dns.lookup for sockets (http.Agent's `lookup`), failing the connection when the name resolves to a non-public address. */
+export const publicOnlyLookup: LookupFunction = (hostname, options, callback) => {
+  dnsLookup(hostname, { ...options, all: true }, (error, addresses: LookupAddress[]) => {
+    if (error) return callback(error, '', 0);
+    const refused = addresses.find(({ address }) => !isPublicAddress(address));
+    if (refused) return callback(new PrivateAddressError(hostname, refused.address) as NodeJS.ErrnoException, '', 0);
+    if (options.all) return (callback as unknown as (error: null, addresses: LookupAddress[]) => void)(null, addresses);
+    callback(null, addresses[0].address, addresses[0].family);
+  });
+};

@@ -1,0 +1,25 @@
+import assert from 'node:assert/strict';
+import { assertPublicEndpoint, isPublicAddress, PrivateAddressError } from '../../src/storage/public-addresses';
+
+describe('public addresses (where export destinations may be)', () => {
+  it('takes the public internet, IPv4 and IPv6', () => {
+    for (const address of ['8.8.8.8', '1.1.1.1', '52.216.0.1', '172.32.0.1', '100.128.0.1', '2606:4700::1111', '::ffff:8.8.8.8']) {
+      assert.equal(isPublicAddress(address), true, address);
+    }
+  });
+
+  it('refuses loopback, private, link-local, shared, unspecified and multicast addresses, also written as IPv6', () => {
+    const refused = ['127.0.0.1', '127.255.0.9', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.1.1', '169.254.169.254', '100.64.0.1', '0.0.0.0', '224.0.0.1'];
+    for (const address of [...refused, '::1', '::', 'fe80::1', 'fd00::1', 'fc00::1', 'ff02::1', '::ffff:10.0.0.1', '::FFFF:127.0.0.1']) {
+      assert.equal(isPublicAddress(address), false, address);
+    }
+    assert.equal(isPublicAddress('not an address'), false);
+  });
+
+  it('checks an endpoint URL whose host is an IP literal, and leaves host names to the lookup', () => {
+    assert.throws(() => assertPublicEndpoint('http://169.254.169.254/latest'), PrivateAddressError);
+    assert.throws(() => assertPublicEndpoint('http://[::1]:9000'), PrivateAddressError);
+    assert.doesNotThrow(() => assertPublicEndpoint('https://8.8.8.8'));
+    assert.doesNotThrow(() => assertPublicEndpoint('http://localhost:9000'));
+  });
+});
