@@ -309,11 +309,13 @@ async function* cypherScript(source: GraphFileSource): AsyncGenerator<string | B
       if (record.kind === 'node') {
         const { id, labels, properties } = record.node;
         const row = `{_id:${id}, properties:${exportable(() => cypherMap(properties, `node ${id}`))}}`;
-        script.add(parts, 'node', labels.map((l) => `:${cypherName(l)}`).join(''), row);
+        const labelsText = exportable(() => labels.map((l) => `:${cypherName(l, `node ${id}'s label ${JSON.stringify(l)}`)}`).join(''));
+        script.add(parts, 'node', labelsText, row);
       } else {
         const { id, type, startNodeId, endNodeId, properties } = record.relationship;
         const map = exportable(() => cypherMap(properties, `relationship ${id}`));
-        script.add(parts, 'relationship', cypherName(type), `{start: {_id:${startNodeId}}, end: {_id:${endNodeId}}, properties:${map}}`);
+        const typeText = exportable(() => cypherName(type, `relationship ${id}'s type ${JSON.stringify(type)}`));
+        script.add(parts, 'relationship', typeText, `{start: {_id:${startNodeId}}, end: {_id:${endNodeId}}, properties:${map}}`);
       }
     }
     yield encodeStrings(parts);

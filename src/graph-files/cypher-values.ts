@@ -11,8 +11,13 @@ export class UnstorableValue extends Error {
   }
 }
 
-/** A name as APOC quotes it (Util.quote): bare when an identifier, else in backticks (a backtick inside doubled). */
-export function cypherName(name: string): string {
+/**
+ * A name as APOC quotes it (Util.quote): bare when an identifier, else in backticks (a backtick inside doubled).
+ * A name holding a line break is refused: Snapgraph reads a script line by line (a statement ends at a line ending in
+ * ";", and a line's CR goes), so it would read back changed, or not at all.
+ */
+export function cypherName(name: string, subject = 'a name'): string {
+  if (/[\r\n]/.test(name)) throw new UnstorableValue('holds a line break, which a Cypher script cannot carry back into Snapgraph', subject);
   return /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : `\`${name.replace(/`/g, '``')}\``;
 }
 

@@ -110,6 +110,31 @@ describe('Neo4j files', function () {
       // GraphML carries it on a key marked snapgraph.type="map" (docs/neo4j-files.md).
       expectData(await gql(suite.server, EXPORT_AS, { id: snapshot.id, format: 'GRAPHML' }));
     });
+
+    it('a label, type or property key with a line break refuses the Cypher export, naming it (it would not read back as written)', async () => {
+      const refusal = async (write: (instanceId: string) => Promise<string>) => {
+        const instance = await createInstance(suite.server, { name: 'line breaks' });
+        const subject = await write(instance.id);
+        const snapshot = await takeSnapshot(suite.server, instance.id);
+        const refused = expectCode(await gql(suite.server, EXPORT_AS, { id: snapshot.id, format: 'CYPHER' }), 'BAD_USER_INPUT');
+        assert.ok(refused.message.includes(`${subject} holds a line break`), refused.message);
+        // APOC JSON carries it.
+        expectData(await gql(suite.server, EXPORT_AS, { id: snapshot.id, format: 'APOC_JSON' }));
+      };
+      await refusal(async (id) => {
+        const [node] = await createNodes(suite.server, id, [{ labels: ['two\r\nlines'] }]);
+        return `node ${node.id}'s label "two\\r\\nlines"`;
+      });
+      await refusal(async (id) => {
+        const [node] = await createNodes(suite.server, id, [{ labels: ['A'], properties: { 'key;\n': 1 } }]);
+        return `node ${node.id}'s property "key;\\n"`;
+      });
+      await refusal(async (id) => {
+        const [start, end] = await createNodes(suite.server, id, [{ labels: ['A'] }, { labels: ['B'] }]);
+        const [relationship] = await createRelationships(suite.server, id, [{ type: 'LINE\nBREAK', startNodeId: start.id, endNodeId: end.id }]);
+        return `relationship ${relationship.id}'s type "LINE\\nBREAK"`;
+      });
+    });
   });
 
   describe('files written the way APOC writes them', () => {
