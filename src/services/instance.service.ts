@@ -30,6 +30,12 @@ export interface ScheduleView {
   nextSnapshotAt: number | null;
 }
 
+/**
+ * What the metadata database cannot keep as given: PostgreSQL's text refuses NUL (the insert failed as an internal
+ * error), and a lone UTF-16 surrogate has no UTF-8 form (it came back as U+FFFD, another name than the one answered).
+ */
+const UNSTORABLE_TEXT = /[\u0000\p{Cs}]/u;
+
 type StateChange = { status?: InstanceStatus; availability?: Availability; storeGeneration?: number; reason: string };
 
 /** Called before an instance's row goes, so that owners of its other data (snapshots, blobs) clean up. */
@@ -70,6 +76,7 @@ export class InstanceService {
   validateInput(input: InstanceInput): InstanceInput {
     const name = input.name.trim();
     if (name.length === 0 || name.length > 100) throw badInput('name must be 1-100 characters');
+    if (UNSTORABLE_TEXT.test(name)) throw badInput('name must be well-formed Unicode without NUL characters');
     if (!TIERS.includes(input.tier)) throw badInput(`tier must be one of ${TIERS.join(', ')}`);
     const sizes = this.config.tiers[input.tier].memoryGB;
     if (!sizes.includes(input.memoryGB)) {

@@ -56,6 +56,16 @@ describe('instances', () => {
       expectCode(await create({ name: 'x'.repeat(101), tier: 'FREE' }), 'BAD_USER_INPUT');
     });
 
+    it('refuses a name the metadata database cannot keep as given (NUL, a lone surrogate) as BAD_USER_INPUT', async () => {
+      // PostgreSQL refused the NUL as an internal error; a lone surrogate was stored as U+FFFD, so the name read back
+      // was not the one the creation answered.
+      for (const name of ['nul\u0000inside', 'lone \ud800 surrogate', 'trailing \udc00']) {
+        expectCode(await create({ name, tier: 'FREE' }), 'BAD_USER_INPUT');
+      }
+      const { createInstance: created } = expectData(await create({ name: 'pair 🧬 and 東京', tier: 'FREE' }));
+      assert.equal(created.name, 'pair 🧬 and 東京');
+    });
+
     it('refuses an unknown tier or engine as BAD_USER_INPUT', async () => {
       expectCode(await create({ name: 'x', tier: 'PLATINUM' }), 'BAD_USER_INPUT');
       expectCode(await create({ name: 'x', tier: 'FREE', engineVersion: 'V6' }), 'BAD_USER_INPUT');
