@@ -156,6 +156,8 @@ function checkProperties(properties: PropertyMap): PropertyMap {
     for (const key in value) {
       const child = (value as Record<string, unknown>)[key];
       if (child !== null && typeof child === 'object') pending.push([child, depth + 1]);
+      // JSON's 1e400 parses as Infinity, which the store's JSON would hold as null: refused, as archives refuse it.
+      else if (typeof child === 'number' && !Number.isFinite(child)) throw badInput('properties hold a number too large for a double');
     }
   }
   return properties;

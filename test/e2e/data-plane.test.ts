@@ -13,6 +13,7 @@ import {
   expectData,
   gql,
   NODES_PAGE,
+  post,
   type NodeJson,
   RELATIONSHIPS_PAGE,
   type RelationshipJson,
@@ -95,6 +96,31 @@ describe('the graph data plane', () => {
       assert.deepEqual(nodes[0].labels, []);
       assert.deepEqual(nodes[1].labels, ['Ünïcödé', '🏷️', 'Second']);
       assert.deepEqual((await allNodes(suite.server, instanceId, { label: '🏷️' })).map((node) => node.id), [nodes[1].id]);
+    });
+
+    it('refuse a number no double can hold (1e400) rather than store null in its place', async () => {
+      // JSON can write 1e400 but parses it as Infinity, which JSON.stringify writes as null: the node was created with
+      // null where the client sent a number. Literal and variable alike, on every write that takes properties.
+      const [node] = await createNodes(suite.server, instanceId, [{ labels: ['Huge'] }, { labels: ['Huge'] }]);
+      const variables = (value: string) => `{"instanceId": ${JSON.stringify(instanceId)}, "value": ${value}, "a": "${node.id}"}`;
+      const writes = [
+        `mutation ($instanceId: ID!, $value: JSONObject) { createNodes(instanceId: $instanceId, nodes: [{ labels: ["Huge"], properties: $value }]) { id } }`,
+        `mutation ($instanceId: ID!, $value: JSONObject, $a: ID!) { createRelationships(instanceId: $instanceId, relationships: [{ type: "HUGE", startNodeId: $a, endNodeId: $a, properties: $value }]) { id } }`,
+        `mutation ($instanceId: ID!, $value: JSONObject, $a: ID!) { updateNodes(instanceId: $instanceId, nodes: [{ id: $a, properties: $value }]) { id } }`,
+      ];
+      for (const query of writes) {
+        for (const value of ['{"big": 1e400}', '{"nested": {"list": [1, -1e999]}}']) {
+          const body = `{"query": ${JSON.stringify(query)}, "variables": ${variables(value)}}`;
+          const refused = expectCode(await post(suite.server, body, { authorization: `Bearer ${suite.server.adminKey}` }), 'BAD_USER_INPUT');
+          assert.match(refused.message, /too large for a double/);
+        }
+      }
+      expectCode(
+        await gql(suite.server, `mutation ($i: ID!) { createNodes(instanceId: $i, nodes: [{ labels: ["Huge"], properties: { big: 1e400 } }]) { id } }`, { i: instanceId }),
+        'BAD_USER_INPUT',
+      );
+      assert.deepEqual((await allNodes(suite.server, instanceId, { label: 'Huge' })).map((n) => n.properties), [{}, {}]);
+      assert.deepEqual(await allRelationships(suite.server, instanceId, { type: 'HUGE' }), []);
     });
 
     it('stores a label given twice on one node once', async () => {
