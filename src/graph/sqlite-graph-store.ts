@@ -179,6 +179,7 @@ export class SqliteGraphStore implements GraphStore {
       await applyCounts(this.writer, deltas);
       await setMeta(this.writer, 'next_node_id', firstId + drafts.length);
       await logWrite(this.writer, `SELECT ${NODE_LINES} FROM nodes n WHERE n.id BETWEEN ?1 AND ?2`, [firstId, firstId + drafts.length - 1]);
+      await assertStillFits(this.writer, limits.maxBytes);
       return drafts.map((draft, index) => ({ id: String(firstId + index), labels: draft.labels, properties: draft.properties }));
     });
   }
@@ -221,6 +222,7 @@ export class SqliteGraphStore implements GraphStore {
         firstId,
         firstId + drafts.length - 1,
       ]);
+      await assertStillFits(this.writer, limits.maxBytes);
       return drafts.map((draft, index) => ({ id: String(firstId + index), ...draft }));
     });
   }
@@ -269,6 +271,7 @@ export class SqliteGraphStore implements GraphStore {
       for (const [label, count] of tally(rows.flatMap((row) => row[1] ?? []))) deltas.push(['label', label, count]);
       await applyCounts(this.writer, deltas);
       await logWrite(this.writer, `SELECT ${NODE_LINES} FROM nodes n WHERE n.id IN (SELECT value FROM json_each(?1))`, [JSON.stringify(ids)]);
+      await assertStillFits(this.writer, limits.maxBytes);
       const updated = await this.writer.all<NodeRow>(
         `SELECT n.id, n.labels, n.properties FROM json_each(?1) u JOIN nodes n ON n.id = u.value ORDER BY u.key`,
         [JSON.stringify(ids)],
@@ -809,13 +812,26 @@ async function usedBytes(db: SqliteConnection): Promise<number> {
   return row ? (row.pages - row.free) * row.size : 0;
 }
 
+/** Refuses a batch that clearly will not fit before it is written (assertStillFits then counts what it really took). */
 function assertFits(usedBytes: number, incomingBytes: number, maxBytes: number): void {
-  // Text plus row and index overhead: a deliberately cautious estimate of what the batch will take.
+  // Text plus row and index overhead: an estimate, which UTF-16 lengths of multi-byte text and small rows undercount.
   const estimate = Math.ceil(incomingBytes * 1.5) + 4096;
   if (usedBytes + estimate > maxBytes) {
     throw capacityExceeded(
       `the instance's storage is full: ${usedBytes} of ${maxBytes} bytes used, and this batch needs about ${estimate} more`,
     );
+  }
+}
+
+/**
+ * What the write really took, counted inside its transaction once its rows and its change log are in: over the
+ * instance's storage, the batch is refused and rolled back. (Without it a batch of multi-byte text passed the estimate
+ * and left the store larger than its storage, and its snapshots would not restore into it.)
+ */
+async function assertStillFits(db: SqliteConnection, maxBytes: number): Promise<void> {
+  const used = await usedBytes(db);
+  if (used > maxBytes) {
+    throw capacityExceeded(`the instance's storage is full: this batch would take it to ${used} of ${maxBytes} bytes; nothing was written`);
   }
 }
 

@@ -123,6 +123,25 @@ describe('limits', () => {
       assert.deepEqual(await contentOf(instanceId), before);
     });
 
+    it('counts what a batch really takes: multi-byte text cannot take the store past its storage', async () => {
+      // 32,000 characters of CJK text are 96,000 bytes of UTF-8 in the store, on top of the empty store's tables: more
+      // than the 128 KiB of a 1 GB instance. The batch was measured in UTF-16 units (and its change log not at all),
+      // so it was accepted, and the instance then held more than its storage (its snapshots would not restore into it).
+      const instanceId = (await createInstance(suite.server, { name: 'wide-text', tier: 'PROFESSIONAL', memoryGB: 1 })).id;
+      const capacity = 2 * BYTES_PER_STORAGE_GB;
+      const before = await contentOf(instanceId);
+      expectCode(
+        await gql(suite.server, CREATE_NODES, { instanceId, nodes: [{ labels: ['Wide'], properties: { text: '東'.repeat(32_000) } }] }),
+        'CAPACITY_EXCEEDED',
+      );
+      assert.deepEqual(await contentOf(instanceId), before);
+      // What fits is written, and the store stays within its storage.
+      await createNodes(suite.server, instanceId, [{ labels: ['Wide'], properties: { text: '東'.repeat(8_000) } }]);
+      await restorableThrough(suite.server, instanceId, Date.now());
+      const { storeSizeBytes } = await statsOf(suite.server, instanceId);
+      assert.ok(storeSizeBytes <= capacity, `the store holds ${storeSizeBytes} of ${capacity} bytes`);
+    });
+
     it('refuses relationship batches that would not fit, writing nothing', async () => {
       const instanceId = (await createInstance(suite.server, { name: 'small-disk-rels', tier: 'PROFESSIONAL', memoryGB: 1 })).id;
       const [a, b] = await createNodes(suite.server, instanceId, labelled(2));
