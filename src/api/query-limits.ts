@@ -206,13 +206,19 @@ export function operationCost(
   for (const definition of operation.variableDefinitions ?? []) {
     if (definition.defaultValue) variableDefaults.set(definition.variable.name.value, definition.defaultValue);
   }
-  const intOf = (value: ValueNode | undefined): number | undefined => {
+  // 'default': what the resolver then serves is the argument's default: an explicit null (literal, or a variable given
+  // as null), or a variable neither given nor defaulted (the argument counts as absent).
+  const intOf = (value: ValueNode | undefined): number | 'default' | undefined => {
     if (!value) return undefined;
     if (value.kind === Kind.INT) return Number(value.value);
+    if (value.kind === Kind.NULL) return 'default';
     if (value.kind === Kind.VARIABLE) {
       const given = variables[value.name.value];
       if (typeof given === 'number') return given;
-      return given === undefined ? intOf(variableDefaults.get(value.name.value)) : undefined;
+      if (given === null) return 'default';
+      if (given !== undefined) return undefined;
+      const declared = variableDefaults.get(value.name.value);
+      return declared ? intOf(declared) : 'default';
     }
     return undefined;
   };
@@ -221,7 +227,8 @@ export function operationCost(
     for (const name of PAGE_ARGUMENTS) {
       const given = node.arguments?.find((argument) => argument.name.value === name);
       const fallback = field?.args.find((argument) => argument.name === name)?.defaultValue;
-      const value = given ? intOf(given.value) : typeof fallback === 'number' ? fallback : undefined;
+      const asGiven = given ? intOf(given.value) : 'default';
+      const value = asGiven === 'default' ? (typeof fallback === 'number' ? fallback : undefined) : asGiven;
       if (value !== undefined && Number.isFinite(value)) size = Math.max(size, value);
     }
     return size;

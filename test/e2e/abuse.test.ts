@@ -72,6 +72,21 @@ describe('abusive requests', () => {
     assert.equal(limitOf(await gql(server, defaulted, { id: instanceId })), 'cost');
   });
 
+  it('counts a page size given as null, or as a variable left out, as the default page it is served', async () => {
+    const { server } = suite;
+    // 50 pages of nodes whose `first` the resolver serves as its default, 100: a cost of about 154,000. Counted as pages
+    // of 1 they were answered (5,000 nodes) where `first: 100` is refused.
+    const pages = (first: string, variables = '$id: ID!, $f: Int') =>
+      `query (${variables}) { ${Array.from({ length: 50 }, (_, i) => `p${i}: nodes(instanceId: $id, first: ${first}) { totalCount edges { cursor node { id labels properties } } }`).join(' ')} }`;
+    assert.equal(limitOf(await gql(server, pages('$f'), { id: instanceId, f: 100 })), 'cost');
+    assert.equal(limitOf(await gql(server, pages('$f'), { id: instanceId, f: null })), 'cost');
+    assert.equal(limitOf(await gql(server, pages('$f'), { id: instanceId })), 'cost');
+    assert.equal(limitOf(await gql(server, pages('$f', '$id: ID!, $f: Int = null'), { id: instanceId })), 'cost');
+    assert.equal(limitOf(await gql(server, pages('null', '$id: ID!'), { id: instanceId })), 'cost');
+    // Small pages given as numbers are what they say.
+    assert.equal(expectData(await gql(server, pages('$f'), { id: instanceId, f: 5 })).p49.edges.length, 5);
+  });
+
   it('applies the same limits over WebSocket, as an error message that leaves the socket open', async () => {
     const { server } = suite;
     const connection = await connectWs(server, server.adminKey);
