@@ -7,6 +7,7 @@ import { scheduleOf, TIERS, type Tier } from '../config/tiers';
 import { type Availability, InstanceEntity, type InstanceStatus } from '../entities/instance.entity';
 import { OperationEntity } from '../entities/operation.entity';
 import { type PrebuiltSelect, prebuiltSelect } from '../entities/prebuilt-select';
+import { SnapshotEntity } from '../entities/snapshot.entity';
 import { badInput, conflict, instanceUnavailable, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { GraphStore, GraphStoreProvider, WriteLimits } from '../graph/graph-store';
@@ -136,13 +137,19 @@ export class InstanceService {
     if (!claimed.affected) throw conflict(`instance ${id} is ${instance.status}; delete it when that has finished`);
     const previousStatus = instance.status;
     instance.status = 'DESTROYING';
+    // Its own operations, and those of other instances that read its data: a restore or a creation from one of its
+    // snapshots, or from a moment of its history. The deletion removed that data under them, and they failed
+    // (NOT_FOUND), where deleteSnapshot refuses to remove a snapshot an operation uses.
+    const active = In(['QUEUED', 'RUNNING']);
+    const snapshotIds = (await this.db.getRepository(SnapshotEntity).find({ select: { id: true }, where: { instanceId: id } })).map((s) => s.id);
     const busy = await this.db.getRepository(OperationEntity).exists({ where: [
-      { instanceId: id, status: 'QUEUED' },
-      { instanceId: id, status: 'RUNNING' },
+      { instanceId: id, status: active },
+      { sourceInstanceId: id, status: active },
+      ...(snapshotIds.length > 0 ? [{ snapshotId: In(snapshotIds), status: active }] : []),
     ] });
     if (busy) {
       await this.instances.update({ id }, { status: previousStatus });
-      throw conflict(`instance ${id} has an operation in progress; delete it when the operation ends`);
+      throw conflict(`instance ${id} has an operation in progress, or one that reads its snapshots or history; delete it when the operation ends`);
     }
     await this.setState(instance, { status: 'DESTROYING', availability: 'UNAVAILABLE', reason: 'instance deleted' });
     await this.finishDeletion(instance);

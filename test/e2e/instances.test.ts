@@ -1,5 +1,19 @@
 import assert from 'node:assert/strict';
-import { createInstance, createTenant, expectCode, expectData, gql, serverPerSuite, type Subscription, subscribe } from '../support';
+import {
+  createInstance,
+  createTenant,
+  expectCode,
+  expectData,
+  fillInstance,
+  gql,
+  RESTORE_SNAPSHOT,
+  serverPerSuite,
+  settledOperation,
+  statsOf,
+  type Subscription,
+  subscribe,
+  takeSnapshot,
+} from '../support';
 
 const CREATE = `mutation ($input: CreateInstanceInput!) {
   createInstance(input: $input) {
@@ -181,6 +195,32 @@ describe('instances', () => {
         !bystander.results.some((result) => eventOf(result).instanceId === instance.id),
         "another tenant's subscriber saw the event",
       );
+    });
+
+    it('refuses while another instance is being restored or created from one of its snapshots', async function () {
+      this.timeout(60_000);
+      // Such a restore was accepted; the deletion then removed the snapshot under it, and it FAILED with NOT_FOUND.
+      const source = await createInstance(suite.server, { name: 'source', tier: 'PROFESSIONAL', memoryGB: 4 });
+      await fillInstance(suite.server, source.id, { nodes: 20_000, relationships: 20_000 });
+      const snapshot = await takeSnapshot(suite.server, source.id);
+      const target = await createInstance(suite.server, { name: 'target', tier: 'PROFESSIONAL', memoryGB: 4 });
+      const restore = expectData(
+        await gql(suite.server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE', instanceId: target.id }),
+      ).restoreSnapshot;
+      expectCode(await gql(suite.server, DELETE, { id: source.id }), 'CONFLICT');
+      assert.equal((await settledOperation(suite.server, restore.id)).status, 'SUCCEEDED');
+      assert.equal((await statsOf(suite.server, target.id)).nodeCount, 20_000);
+      const created = expectData(
+        await gql(
+          suite.server,
+          `mutation ($s: ID!) { createInstanceFromSnapshot(snapshotId: $s, input: { name: "copy", tier: PROFESSIONAL, memoryGB: 4 }) { id currentOperation { id } } }`,
+          { s: snapshot.id },
+        ),
+      ).createInstanceFromSnapshot;
+      expectCode(await gql(suite.server, DELETE, { id: source.id }), 'CONFLICT');
+      assert.equal((await settledOperation(suite.server, created.currentOperation.id)).status, 'SUCCEEDED');
+      // Once they have ended, it goes.
+      expectData(await gql(suite.server, DELETE, { id: source.id }));
     });
 
     it("refuses a subscription to another tenant's instance as NOT_FOUND", async () => {
