@@ -31,6 +31,9 @@ export interface ScheduleView {
   nextSnapshotAt: number | null;
 }
 
+/** What randomUUID makes: the only instance ids there are. */
+const INSTANCE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 /**
  * What the metadata database cannot keep as given: PostgreSQL's text refuses NUL (the insert failed as an internal
  * error), and a lone UTF-16 surrogate has no UTF-8 form (it came back as U+FFFD, another name than the one answered).
@@ -194,6 +197,9 @@ export class InstanceService {
 
   /** The instance, or null when it is missing or another tenant's (the two are indistinguishable). */
   async find(principal: Principal, id: string): Promise<InstanceEntity | null> {
+    // Every instance id is a UUID (create): any other text names none and is not sent to the database, where
+    // PostgreSQL refuses text holding NUL (the lookup of a missing instance failed as INTERNAL_SERVER_ERROR).
+    if (!INSTANCE_ID.test(id)) return null;
     return this.instances.findOne({ where: { id, tenantId: principal.tenantId } });
   }
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { itRunsTheCoreRoundTrip } from '../support/core-round-trip';
-import { createInstance, describePostgres, eventually, gql, postgresServerPerSuite, takeSnapshot, withClient } from '../support';
+import { createInstance, describePostgres, eventually, expectCode, expectData, gql, postgresServerPerSuite, takeSnapshot, withClient } from '../support';
 
 describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
   const suite = postgresServerPerSuite(postgres);
@@ -39,6 +39,20 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     await eventually(async () => (await gql(server, '{ instances { id } }')).data?.instances !== undefined, { what: 'requests to be answered again' });
     const instance = await createInstance(server, { name: 'after-the-cut' });
     assert.equal((await takeSnapshot(server, instance.id)).status, 'COMPLETED');
+  });
+
+  it('answers an instance id holding NUL as a missing instance, and refuses such a name', async () => {
+    // PostgreSQL's text cannot hold NUL: the lookup failed as INTERNAL_SERVER_ERROR, on every API that names an instance.
+    const id = 'a\u0000b';
+    const { server } = suite;
+    assert.equal(expectData(await gql(server, 'query ($id: ID!) { instance(id: $id) { id } }', { id })).instance, null);
+    expectCode(await gql(server, 'query ($id: ID!) { nodes(instanceId: $id) { totalCount } }', { id }), 'NOT_FOUND');
+    expectCode(await gql(server, 'mutation ($id: ID!) { createNodes(instanceId: $id, nodes: [{ labels: ["A"] }]) { id } }', { id }), 'NOT_FOUND');
+    expectCode(await gql(server, 'mutation ($id: ID!) { deleteInstance(id: $id) }', { id }), 'NOT_FOUND');
+    expectCode(
+      await gql(server, 'mutation ($input: CreateInstanceInput!) { createInstance(input: $input) { id } }', { input: { name: 'nul\u0000name', tier: 'FREE' } }),
+      'BAD_USER_INPUT',
+    );
   });
 
   it('stores API keys hashed', async () => {
