@@ -4,6 +4,7 @@ import { isAbsolute, relative, resolve, sep } from 'node:path';
 import type { GraphQLFormattedError } from 'graphql';
 import { ERROR_CODES } from '../errors/app-error';
 import { asStorageFull } from '../errors/storage-full';
+import { asUnstorableText } from '../errors/unstorable-text';
 
 const CONTRACT_CODES: ReadonlySet<string> = new Set(ERROR_CODES);
 
@@ -25,11 +26,11 @@ export interface ErrorExposure {
 /** `error` is the error as thrown (Apollo's second argument), so that a full disk met anywhere is STORAGE_FULL. */
 export function formatError(formatted: GraphQLFormattedError, { debugErrors }: ErrorExposure, error?: unknown): GraphQLFormattedError {
   const extensions = { ...(formatted.extensions ?? {}) };
-  const storageFull = asStorageFull(error);
-  if (storageFull) {
-    extensions.code = storageFull.code;
-    delete extensions.stacktrace; // a condition of the host, not a bug: its trace would only repeat the driver's text
-    formatted = { ...formatted, message: storageFull.message };
+  const known = asStorageFull(error) ?? asUnstorableText(error);
+  if (known) {
+    extensions.code = known.code;
+    delete extensions.stacktrace; // a condition of the host or the input, not a bug: its trace would only repeat the driver's text
+    formatted = { ...formatted, message: known.message };
   }
   const original = typeof extensions.code === 'string' ? extensions.code : undefined;
   let code = original ?? (formatted.message.startsWith('Variable "') ? 'BAD_USER_INPUT' : 'INTERNAL_SERVER_ERROR');

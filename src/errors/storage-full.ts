@@ -47,7 +47,8 @@ export function asStorageFull(error: unknown, volume: StorageVolume = 'data'): A
 
 const isPostgresDiskFull = (error: unknown) => anyInChain(error, (e) => e.code === '53100');
 
-function anyInChain(error: unknown, test: (error: { code?: unknown; message?: unknown }) => boolean, depth = 0): boolean {
+/** Whether the error, or one it wraps (cause, driverError, originalError, an AggregateError's), passes `test`. */
+export function anyInChain(error: unknown, test: (error: { code?: unknown; message?: unknown }) => boolean, depth = 0): boolean {
   if (error === null || typeof error !== 'object' || depth > MAX_DEPTH) return false;
   if (test(error)) return true;
   if (error instanceof AggregateError && error.errors.some((inner) => anyInChain(inner, test, depth + 1))) return true;

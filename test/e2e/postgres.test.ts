@@ -55,6 +55,20 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     );
   });
 
+  it('refuses other text holding NUL as the client\'s input (BAD_USER_INPUT), never as an internal error', async () => {
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'nul lookups' });
+    for (const [query, variables] of [
+      ['query ($id: ID!) { snapshot(id: $id) { id } }', { id: 'a\u0000b' }],
+      ['query ($id: ID!) { operation(id: $id) { id } }', { id: 'a\u0000b' }],
+      ['mutation ($id: ID!, $d: String) { createSnapshot(instanceId: $id, description: $d) { id } }', { id: instance.id, d: 'a\u0000b' }],
+      ['mutation ($n: String!) { createApiKey(name: $n, role: VIEWER) { id } }', { n: 'a\u0000b' }],
+    ] as const) {
+      const refused = expectCode(await gql(server, query, variables), 'BAD_USER_INPUT');
+      assert.match(refused.message, /NUL character/, query);
+    }
+  });
+
   it('stores API keys hashed', async () => {
     const keys = await withClient(suite.database.url, (client) => client.query<{ secretHash: string }>('SELECT "secretHash" FROM api_keys'));
     assert.ok(keys.rows.length > 0);
