@@ -140,22 +140,38 @@ export class InstanceService {
     if (!claimed.affected) throw conflict(`instance ${id} is ${instance.status}; delete it when that has finished`);
     const previousStatus = instance.status;
     instance.status = 'DESTROYING';
-    // Its own operations, and those of other instances that read its data: a restore or a creation from one of its
-    // snapshots, or from a moment of its history. The deletion removed that data under them, and they failed
-    // (NOT_FOUND), where deleteSnapshot refuses to remove a snapshot an operation uses.
-    const active = In(['QUEUED', 'RUNNING']);
-    const snapshotIds = (await this.db.getRepository(SnapshotEntity).find({ select: { id: true }, where: { instanceId: id } })).map((s) => s.id);
-    const busy = await this.db.getRepository(OperationEntity).exists({ where: [
-      { instanceId: id, status: active },
-      { sourceInstanceId: id, status: active },
-      ...(snapshotIds.length > 0 ? [{ snapshotId: In(snapshotIds), status: active }] : []),
-    ] });
+    let busy: boolean;
+    try {
+      busy = await this.hasWorkOnItsData(id);
+    } catch (error) {
+      // A deletion that cannot look (the database away) gives its claim back: left DESTROYING, the instance refused
+      // writes and deletions until a sole process's boot finished it, and with replicas, for good.
+      await this.instances.update({ id }, { status: previousStatus }).catch(() => undefined);
+      throw error;
+    }
     if (busy) {
       await this.instances.update({ id }, { status: previousStatus });
       throw conflict(`instance ${id} has an operation in progress, or one that reads its snapshots or history; delete it when the operation ends`);
     }
     await this.setState(instance, { status: 'DESTROYING', availability: 'UNAVAILABLE', reason: 'instance deleted' });
     await this.finishDeletion(instance);
+  }
+
+  /**
+   * Whether an operation is queued or running on the instance, or on another instance from its data: a restore or a
+   * creation from one of its snapshots, or from a moment of its history. A deletion removed that data under them, and
+   * they failed (NOT_FOUND), where deleteSnapshot refuses to remove a snapshot an operation uses.
+   */
+  private async hasWorkOnItsData(id: string): Promise<boolean> {
+    const active = In(['QUEUED', 'RUNNING']);
+    const snapshotIds = (await this.db.getRepository(SnapshotEntity).find({ select: { id: true }, where: { instanceId: id } })).map((s) => s.id);
+    return this.db.getRepository(OperationEntity).exists({
+      where: [
+        { instanceId: id, status: active },
+        { sourceInstanceId: id, status: active },
+        ...(snapshotIds.length > 0 ? [{ snapshotId: In(snapshotIds), status: active }] : []),
+      ],
+    });
   }
 
   /**
