@@ -65,6 +65,13 @@ export class OperationRunner {
   private readonly operations: Repository<OperationEntity>;
   private readonly handlers = new Map<OperationKind, OperationHandler>();
   private readonly running = new Map<string, Running>();
+  /**
+   * Operations this process compensates outside a run of its own (orphans it recovers, queued ones it cancels). Their
+   * leases are renewed as a running job's: a compensation that outlasts the lease (a large safety snapshot deleted)
+   * would otherwise be taken over by another replica, compensated twice at once, and its next attempt started while
+   * this one still puts the instance back (makes it AVAILABLE, lifts the write fence, removes the shadow store).
+   */
+  private readonly compensating = new Set<string>();
   private pollTimer: NodeJS.Timeout | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private stopped = true;
@@ -86,13 +93,14 @@ export class OperationRunner {
 
   async start(): Promise<void> {
     this.stopped = false;
-    await this.recoverOrphans(this.options.soleProcess);
     const every = (ms: number, fn: () => Promise<void>) => {
       const timer = setInterval(() => fn().catch((err) => this.logger.error({ err }, 'operation runner tick failed')), ms);
       timer.unref();
       return timer;
     };
+    // Beating before the first recovery: the orphans it compensates are held under their leases meanwhile.
     this.heartbeatTimer = every(Math.max(250, Math.floor(this.options.leaseMs / 3)), () => this.heartbeat());
+    await this.recoverOrphans(this.options.soleProcess);
     this.pollTimer = every(POLL_INTERVAL_MS, async () => {
       await this.recoverOrphans(false);
       await this.poll();
@@ -173,8 +181,18 @@ export class OperationRunner {
     );
     if (!taken.affected) return false;
     const operation = await this.operations.findOneByOrFail({ id: operationId });
-    await this.compensateAndRecord(this.jobFor(operation), CANCELLED);
+    await this.settleTaken(operation, CANCELLED);
     return true;
+  }
+
+  /** Compensates and records an operation this process took without running it, renewing its lease meanwhile. */
+  private async settleTaken(operation: OperationEntity, outcome: Stop): Promise<void> {
+    this.compensating.add(operation.id);
+    try {
+      await this.compensateAndRecord(this.jobFor(operation), outcome);
+    } finally {
+      this.compensating.delete(operation.id);
+    }
   }
 
   private poll(): Promise<void> {
@@ -493,6 +511,9 @@ export class OperationRunner {
       );
       if (!affected && !stopping) job.abort.abort(await this.interruptionOf(job));
     }
+    for (const id of this.compensating) {
+      await this.operations.update({ id, leaseOwner: this.owner, status: 'RUNNING' }, { leaseExpiresAt: Date.now() + this.options.leaseMs });
+    }
   }
 
   /**
@@ -504,7 +525,7 @@ export class OperationRunner {
       where: all ? { status: 'RUNNING' } : { status: 'RUNNING', leaseExpiresAt: LessThan(Date.now()) },
     });
     for (const operation of orphans) {
-      if (this.running.has(operation.id)) continue;
+      if (this.running.has(operation.id) || this.compensating.has(operation.id)) continue;
       // Take the row first so that two replicas never compensate the same operation.
       const taken = await this.operations.update(
         { id: operation.id, status: 'RUNNING', leaseOwner: operation.leaseOwner === null ? IsNull() : operation.leaseOwner },
@@ -517,7 +538,7 @@ export class OperationRunner {
       if (!current) continue;
       const outcome = current.cancelRequestedAt !== null ? CANCELLED : this.interrupted(current, 'the server stopped while the operation was running');
       this.logger.warn({ operationId: current.id, kind: current.kind, attempt: current.attempt, next: outcome.status }, 'recovering an interrupted operation');
-      await this.compensateAndRecord(this.jobFor(current), outcome);
+      await this.settleTaken(current, outcome);
     }
   }
 }

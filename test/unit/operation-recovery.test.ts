@@ -1,6 +1,7 @@
 // Recovery and hand-back of operations, against the product's SQLite metadata database: the runner that takes an
 // orphan over compensates with what the row holds once taken, not with what it read before; a cancel accepted while
-// an operation is being handed back ends it CANCELLED, never queued to run again.
+// an operation is being handed back ends it CANCELLED, never queued to run again; an operation compensated outside a
+// run (an orphan recovered, a queued one cancelled) stays under its taker's lease until it is settled.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -85,6 +86,100 @@ describe('operation recovery', function () {
     const row = await operations.findOneByOrFail({ id });
     assert.equal(row.status, 'FAILED');
     assert.equal(row.errorCode, 'INTERRUPTED');
+  });
+
+  describe('an operation being compensated is held under its lease until it is settled', () => {
+    const runnerWith = (handler: OperationHandler) => {
+      const created = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 900, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+      created.register(handler);
+      others.push(created);
+      return created;
+    };
+    /** A restore-like handler whose compensation (a large safety snapshot deleted, say) outlasts the lease. */
+    const slowCompensation = () => {
+      const seen = { compensating: 0, mostAtOnce: 0, compensations: 0, runsWhileCompensating: 0, release: null as (() => void) | null };
+      const handler: OperationHandler = {
+        kind: 'SNAPSHOT',
+        run: async () => {
+          if (seen.compensating > 0) seen.runsWhileCompensating += 1;
+        },
+        compensate: async () => {
+          seen.compensations += 1;
+          seen.compensating += 1;
+          seen.mostAtOnce = Math.max(seen.mostAtOnce, seen.compensating);
+          if (seen.compensations === 1) await new Promise<void>((resolve) => (seen.release = resolve));
+          seen.compensating -= 1;
+        },
+      };
+      return { seen, handler };
+    };
+    const insertOrphan = async (fields: Partial<Omit<OperationEntity, 'params'>>) => {
+      const id = randomUUID();
+      await db.getRepository(OperationEntity).insert({
+        id,
+        tenantId: randomUUID(),
+        instanceId: randomUUID(),
+        kind: 'SNAPSHOT',
+        status: 'RUNNING',
+        phase: 'capturing',
+        params: null,
+        createdAt: Date.now() - 60_000,
+        startedAt: Date.now() - 60_000,
+        leaseOwner: 'dead-replica',
+        leaseExpiresAt: Date.now() - 1_000,
+        attempt: 1,
+        ...fields,
+      });
+      return id;
+    };
+
+    it('by recovery: another replica does not take the orphan over again while it is compensated', async () => {
+      const { seen, handler } = slowCompensation();
+      const id = await insertOrphan({});
+      const recovering = runnerWith(handler).start();
+      await eventually(() => seen.release !== null, { intervalMs: 10, what: 'recovery to compensate' });
+      await runnerWith(handler).start();
+      await sleep(2_500); // the lease is 900 ms; the other runner looks for expired ones every second
+      seen.release!();
+      await recovering;
+
+      assert.equal(seen.mostAtOnce, 1, 'compensated by two runners at once');
+      assert.equal(seen.runsWhileCompensating, 0, 'its next attempt ran while its last one was still being put back');
+      assert.equal(seen.compensations, 1);
+      const row = await eventually(async () => {
+        const found = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+        return found.status === 'SUCCEEDED' && found;
+      }, { what: 'the next attempt to run' });
+      assert.equal(row.attempt, 2);
+    });
+
+    it('by a cancellation of a queued operation: nobody recovers it as an orphan meanwhile', async () => {
+      const { seen, handler } = slowCompensation();
+      // The cancelling replica is busy with other work (a verification), at its limit: it does not claim the snapshot.
+      const busy: OperationHandler = {
+        kind: 'VERIFY',
+        run: (_operation, context) => new Promise((_resolve, reject) => context.signal.addEventListener('abort', () => reject(context.signal.reason), { once: true })),
+        compensate: async () => undefined,
+      };
+      const cancelling = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 900, soleProcess: false, maxAttempts: 3, maxConcurrent: 1 }, new Metrics());
+      cancelling.register(handler);
+      cancelling.register(busy);
+      others.push(cancelling);
+      await insertOrphan({ kind: 'VERIFY', status: 'QUEUED', phase: 'queued', leaseOwner: null, leaseExpiresAt: null, startedAt: null, attempt: 0 });
+      await cancelling.start();
+      const id = await insertOrphan({ status: 'QUEUED', phase: 'queued', leaseOwner: null, leaseExpiresAt: null, startedAt: null, attempt: 0 });
+      const cancelled = cancelling.cancel(id);
+      await eventually(() => seen.release !== null, { intervalMs: 10, what: 'the cancellation to compensate' });
+      await runnerWith(handler).start();
+      await sleep(2_500);
+      seen.release!();
+      assert.equal(await cancelled, 'cancelled');
+
+      assert.equal(seen.mostAtOnce, 1, 'compensated by cancel and by recovery at once');
+      assert.equal(seen.compensations, 1);
+      const row = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+      assert.equal(row.status, 'CANCELLED');
+    });
   });
 
   describe('a cancel accepted while an operation is handed back', () => {
