@@ -55,6 +55,8 @@ interface Running {
   operation: OperationEntity;
   abort: AbortController;
   publishTimer: NodeJS.Timeout | null;
+  /** Stops the job when its lease is about to run out unrenewed (see holdLease). */
+  leaseTimer: NodeJS.Timeout | null;
   lastPublished: number;
   lastPersisted: number;
   done: Promise<void>;
@@ -76,6 +78,7 @@ export class OperationRunner {
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private stopped = true;
   private polling: Promise<void> | null = null;
+  private readonly heartbeatMs: number;
 
   constructor(
     private readonly db: DataSource,
@@ -85,6 +88,7 @@ export class OperationRunner {
     private readonly metrics: Metrics,
   ) {
     this.operations = db.getRepository(OperationEntity);
+    this.heartbeatMs = Math.max(250, Math.floor(options.leaseMs / 3));
   }
 
   register(handler: OperationHandler): void {
@@ -99,7 +103,7 @@ export class OperationRunner {
       return timer;
     };
     // Beating before the first recovery: the orphans it compensates are held under their leases meanwhile.
-    this.heartbeatTimer = every(Math.max(250, Math.floor(this.options.leaseMs / 3)), () => this.heartbeat());
+    this.heartbeatTimer = every(this.heartbeatMs, () => this.heartbeat());
     await this.recoverOrphans(this.options.soleProcess);
     this.pollTimer = every(POLL_INTERVAL_MS, async () => {
       await this.recoverOrphans(false);
@@ -241,13 +245,28 @@ export class OperationRunner {
   }
 
   private jobFor(operation: OperationEntity): Running {
-    return { operation, abort: new AbortController(), publishTimer: null, lastPublished: 0, lastPersisted: Date.now(), done: Promise.resolve() };
+    return { operation, abort: new AbortController(), publishTimer: null, leaseTimer: null, lastPublished: 0, lastPersisted: Date.now(), done: Promise.resolve() };
+  }
+
+  /**
+   * Stops the job unless its lease, which runs until `expiresAt`, is renewed before half a heartbeat is left of it.
+   * With the metadata database out of reach (renewals failing, or hanging), another runner takes the operation over
+   * once the lease has expired and runs its next attempt: this run must have stopped by then, not go on writing what
+   * that attempt writes (the same shadow store) or clean up after itself what is by then the other's.
+   */
+  private holdLease(job: Running, expiresAt: number): void {
+    if (job.leaseTimer) clearTimeout(job.leaseTimer);
+    job.leaseTimer = setTimeout(() => {
+      if (!job.abort.signal.aborted) job.abort.abort(new Interruption('lease-lost', 'the operation lease could not be renewed in time'));
+    }, Math.max(0, expiresAt - Date.now() - this.heartbeatMs / 2));
+    job.leaseTimer.unref();
   }
 
   private execute(operation: OperationEntity): void {
     const handler = this.handlers.get(operation.kind)!;
     const job = this.jobFor(operation);
     this.running.set(operation.id, job);
+    this.holdLease(job, operation.leaseExpiresAt!);
     const stopListening = this.listenForControl(job);
     this.publishNow(job);
     this.logger.info(
@@ -278,6 +297,7 @@ export class OperationRunner {
       } catch (error) {
         this.logger.error({ err: error, operationId: operation.id }, 'could not record the outcome of an operation');
       } finally {
+        if (job.leaseTimer) clearTimeout(job.leaseTimer);
         this.running.delete(operation.id);
         await stopListening();
         this.kick();
@@ -302,11 +322,13 @@ export class OperationRunner {
       },
       enterPointOfNoReturn: async () => {
         job.abort.signal.throwIfAborted();
+        const leaseExpiresAt = Date.now() + this.options.leaseMs;
         const { affected } = await this.operations.update(
           { id: operation.id, leaseOwner: this.owner, status: 'RUNNING', cancelRequestedAt: IsNull() },
-          { phase: POINT_OF_NO_RETURN, leaseExpiresAt: Date.now() + this.options.leaseMs },
+          { phase: POINT_OF_NO_RETURN, leaseExpiresAt },
         );
         await stopUnlessUpdated(affected);
+        this.holdLease(job, leaseExpiresAt);
         this.progress(job, { phase: POINT_OF_NO_RETURN });
       },
     };
@@ -366,9 +388,9 @@ export class OperationRunner {
     const { operation } = job;
     const interruption = job.abort.signal.aborted ? (job.abort.signal.reason as Interruption) : error instanceof Interruption ? error : null;
     if (interruption?.cause === 'lease-lost') {
-      // Another runner has taken the operation (our lease expired): it compensates; touching anything here could
-      // undo its next attempt.
-      this.logger.warn({ operationId: operation.id }, 'lost the lease of a running operation; another runner owns it now');
+      // Another runner has taken the operation, or will once the lease has expired (it could not be renewed): that
+      // runner compensates; touching anything here could undo its next attempt.
+      this.logger.warn({ operationId: operation.id, why: interruption.message }, 'lost the lease of a running operation; another runner owns it now');
       return;
     }
     let outcome: Stop;
@@ -503,13 +525,20 @@ export class OperationRunner {
     for (const job of this.running.values()) {
       // While a stopped job compensates, its lease is still renewed, or another runner would compensate it too.
       const stopping = job.abort.signal.aborted;
-      const { affected } = await this.operations.update(
-        stopping
-          ? { id: job.operation.id, leaseOwner: this.owner, status: 'RUNNING' }
-          : { id: job.operation.id, leaseOwner: this.owner, status: 'RUNNING', cancelRequestedAt: IsNull() },
-        { leaseExpiresAt: Date.now() + this.options.leaseMs },
-      );
-      if (!affected && !stopping) job.abort.abort(await this.interruptionOf(job));
+      const leaseExpiresAt = Date.now() + this.options.leaseMs;
+      // Each job on its own: one renewal failing must not leave the others' leases to run out.
+      try {
+        const { affected } = await this.operations.update(
+          stopping
+            ? { id: job.operation.id, leaseOwner: this.owner, status: 'RUNNING' }
+            : { id: job.operation.id, leaseOwner: this.owner, status: 'RUNNING', cancelRequestedAt: IsNull() },
+          { leaseExpiresAt },
+        );
+        if (affected) this.holdLease(job, leaseExpiresAt);
+        else if (!stopping) job.abort.abort(await this.interruptionOf(job));
+      } catch (err) {
+        this.logger.warn({ err, operationId: job.operation.id }, 'could not renew the lease of a running operation');
+      }
     }
     for (const id of this.compensating) {
       await this.operations.update({ id, leaseOwner: this.owner, status: 'RUNNING' }, { leaseExpiresAt: Date.now() + this.options.leaseMs });

@@ -182,6 +182,68 @@ describe('operation recovery', function () {
     });
   });
 
+  it('stops a run whose lease it cannot renew before another runner may take the operation over', async () => {
+    const id = randomUUID();
+    await db.getRepository(OperationEntity).insert({
+      id,
+      tenantId: randomUUID(),
+      instanceId: randomUUID(),
+      kind: 'SNAPSHOT',
+      status: 'QUEUED',
+      phase: 'queued',
+      params: null,
+      createdAt: Date.now(),
+      attempt: 0,
+    });
+    const seen = { running: 0, mostAtOnce: 0, runs: 0, compensatedWhileRunning: false };
+    const handler: OperationHandler = {
+      kind: 'SNAPSHOT',
+      run: async (_operation, context) => {
+        seen.runs += 1;
+        seen.running += 1;
+        seen.mostAtOnce = Math.max(seen.mostAtOnce, seen.running);
+        // Writing its shadow store, say, until it is told to stop.
+        await new Promise((_resolve, reject) =>
+          context.signal.addEventListener('abort', () => {
+            seen.running -= 1;
+            reject(context.signal.reason);
+          }, { once: true }),
+        );
+      },
+      compensate: async () => {
+        if (seen.running > 0) seen.compensatedWhileRunning = true;
+      },
+    };
+    const newRunner = () => {
+      const created = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 900, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+      created.register(handler);
+      others.push(created);
+      return created;
+    };
+    const cutOff = newRunner();
+    await cutOff.start();
+    await eventually(() => seen.runs === 1, { intervalMs: 10, what: 'the first run' });
+    // The metadata database no longer answers this runner (a network partition): its renewals fail.
+    const own = cutOff as unknown as { operations: Repository<OperationEntity> };
+    const repository = own.operations;
+    const unreachable = async () => {
+      throw new Error('connection terminated unexpectedly');
+    };
+    own.operations = new Proxy(repository, { get: (target, key) => (['update', 'find', 'findOneBy'].includes(String(key)) ? unreachable : Reflect.get(target, key)) });
+
+    await newRunner().start();
+    const row = await eventually(async () => {
+      const found = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+      return found.attempt === 2 && found.status !== 'QUEUED' && found;
+    }, { what: 'another runner to take the operation over and run it again' });
+    await sleep(100);
+    own.operations = repository;
+
+    assert.equal(seen.compensatedWhileRunning, false, 'compensated while its first run still went on');
+    assert.equal(seen.mostAtOnce, 1, 'two runs at once');
+    assert.notEqual(row.leaseOwner, cutOff.owner);
+  });
+
   describe('a cancel accepted while an operation is handed back', () => {
     const newRunner = (handler: OperationHandler) => {
       const created = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 3_000, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
