@@ -69,6 +69,12 @@ export interface EventBus {
   isDelivering(): boolean;
   /** Called whenever events may have been missed (the Redis subscription dropped): such caches must be emptied. */
   onDeliveryLost(listener: () => void): void;
+  /**
+   * Called whenever events reach this process again after they may have been missed: a stream that waits for an event
+   * reads afresh the state it follows, since the event it waits for may have been among those lost. Returns a function
+   * that stops the calls.
+   */
+  onDeliveryResumed(listener: () => void): () => void;
   /** Resolves once what this process has published so far has been handed to every subscribed replica. */
   flush(): Promise<void>;
   close(): Promise<void>;
@@ -101,6 +107,7 @@ export function createInMemoryEventBus(): EventBus {
     // Dispatch is synchronous: nothing is ever missed, and a publish has reached every listener when it returns.
     isDelivering: () => true,
     onDeliveryLost: () => undefined,
+    onDeliveryResumed: () => () => undefined,
     flush: async () => undefined,
     close: async () => undefined,
   };
@@ -126,6 +133,7 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
   // Redis has them.
   let delivering = true;
   const lostListeners: (() => void)[] = [];
+  const resumedListeners = new Set<() => void>();
   subscribeClient.on('close', () => {
     if (!delivering) return;
     delivering = false;
@@ -133,7 +141,11 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
   });
   subscribeClient.on('ready', () => {
     subscribeClient.ping().then(
-      () => (delivering = subscribeClient.status === 'ready'),
+      () => {
+        const resumed = !delivering && subscribeClient.status === 'ready';
+        delivering = subscribeClient.status === 'ready';
+        if (resumed) for (const listener of [...resumedListeners]) listener();
+      },
       () => undefined,
     );
   });
@@ -141,6 +153,10 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
     pubSub: createTypedPubSub(eventTarget),
     isDelivering: () => delivering,
     onDeliveryLost: (listener) => void lostListeners.push(listener),
+    onDeliveryResumed: (listener) => {
+      resumedListeners.add(listener);
+      return () => void resumedListeners.delete(listener);
+    },
     // Redis answers one connection's commands in order: once the PING is answered, every earlier PUBLISH has been
     // fanned out to the subscribers' connections.
     flush: async () => {

@@ -3,6 +3,8 @@ export interface Listener<T> {
   next(): Promise<T | undefined>;
   /** The next value if it arrives within `timeoutMs`; otherwise undefined, and next() still receives it later. */
   nextWithin(timeoutMs: number): Promise<T | undefined>;
+  /** The next value if it arrives before `until` settles; otherwise undefined, and next() still receives it later. */
+  nextBefore(until: Promise<unknown>): Promise<T | undefined>;
   close(): Promise<void>;
 }
 
@@ -18,18 +20,24 @@ export function startListening<T>(source: AsyncIterable<T> & { return?: () => Pr
     pending = null;
     return result.done ? undefined : result.value;
   };
+  const nextBefore = async (until: Promise<unknown>) => {
+    const waiting = (pending ??= iterator.next());
+    const first = await Promise.race([waiting, until.then(() => 'passed' as const, () => 'passed' as const)]);
+    if (first === 'passed') return undefined;
+    pending = null;
+    return first.done ? undefined : first.value;
+  };
   return {
     next,
     async nextWithin(timeoutMs) {
-      const waiting = (pending ??= iterator.next());
       let timer: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
-      const first = await Promise.race([waiting, timedOut]);
-      clearTimeout(timer);
-      if (first === 'timeout') return undefined;
-      pending = null;
-      return first.done ? undefined : first.value;
+      try {
+        return await nextBefore(new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))));
+      } finally {
+        clearTimeout(timer);
+      }
     },
+    nextBefore,
     async close() {
       await iterator.return?.();
     },

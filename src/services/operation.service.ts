@@ -147,8 +147,10 @@ export class OperationService {
 
   /**
    * The operation's live state at once, then every change; ends after SUCCEEDED, FAILED or CANCELLED.
-   * Subscribes before looking, so no change falls in between; stale events never move progress back. Ends when
-   * `signal` aborts (see untilReturned).
+   * Subscribes before looking, so no change falls in between; stale events never move progress back. Events lost
+   * while this process received none (Redis away) may include the last one: once events flow again, the state is
+   * read afresh, so the stream still shows how the operation ended, and ends. Ends when `signal` aborts (see
+   * untilReturned).
    */
   async *watch(principal: Principal, id: string, signal: AbortSignal, kinds?: OperationKind[]): AsyncGenerator<OperationView> {
     const found = await this.require(principal, id);
@@ -156,19 +158,36 @@ export class OperationService {
       throw badInput(`operation ${id} is a ${found.kind} operation; use operationProgress to follow it`);
     }
     const events = startListening(this.events.pubSub.subscribe('operation.updated', id), signal);
+    let missed = false;
+    let resume!: () => void;
+    let resumed = new Promise<void>((resolve) => (resume = resolve));
+    const stopWatchingDelivery = this.events.onDeliveryResumed(() => {
+      missed = true;
+      resume();
+    });
     try {
       let last = await this.liveState(principal, id, events);
       yield last;
       while (!isTerminal(last.status)) {
-        const event = await events.next();
-        if (!event) return;
-        const next = event.operation as unknown as OperationView;
-        // The topic is the operation's id; checked again so that a misrouted event can never show another operation.
-        if (event.operationId !== id || event.tenantId !== principal.tenantId || isBehind(next, last)) continue;
+        const event = await events.nextBefore(resumed);
+        let next: OperationView;
+        if (event) {
+          next = event.operation as unknown as OperationView;
+          // The topic is the operation's id; checked again so that a misrouted event can never show another operation.
+          if (event.operationId !== id || event.tenantId !== principal.tenantId) continue;
+        } else if (!missed) {
+          return;
+        } else {
+          missed = false;
+          resumed = new Promise<void>((resolve) => (resume = resolve));
+          next = await this.liveState(principal, id, events);
+        }
+        if (isBehind(next, last)) continue;
         last = next;
         yield next;
       }
     } finally {
+      stopWatchingDelivery();
       await events.close();
     }
   }

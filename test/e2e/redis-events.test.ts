@@ -1,5 +1,5 @@
 // A server on Redis (REDIS_URL): it lets go of a channel once nobody listens, and while Redis goes away and comes
-// back it keeps serving, and events flow again after. Runs its own redis-server (Debian's redis-server package) on a free port, so that stopping it disturbs nothing
+// back it keeps serving, events flow again after, and an operation that ended meanwhile is still seen to end. Runs its own redis-server (Debian's redis-server package) on a free port, so that stopping it disturbs nothing
 // else; skipped with a message when there is none.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -13,12 +13,15 @@ import {
   createNodes,
   eventually,
   expectData,
+  fillInstance,
   gql,
   metricsValue,
   redisUnavailable,
   registerCleanup,
+  RESTORE_SNAPSHOT,
   restoreAndWait,
   serverPerSuite,
+  settledOperation,
   subscribe,
   type Subscription,
   takeSnapshot,
@@ -27,6 +30,7 @@ import {
 
 const AVAILABILITY = `subscription ($instanceId: ID) { instanceAvailabilityChanged(instanceId: $instanceId) { availability } }`;
 const SNAPSHOTS = `subscription ($instanceId: ID) { snapshotUpdated(instanceId: $instanceId) { id status } }`;
+const OPERATION_PROGRESS = `subscription ($id: ID!) { operationProgress(operationId: $id) { status attempt bytesDone } }`;
 
 describe('events over Redis', function () {
   let port = 0;
@@ -132,6 +136,42 @@ describe('events over Redis', function () {
     const closed = await within(connection.closed, 10_000, "the revoked key's socket closing");
     assert.equal(closed.code, 4403);
     assert.equal(keptConnection.socket.readyState, keptConnection.socket.OPEN, "another key's socket was closed");
+  });
+
+  it('completes an operation subscription whose final event was published while Redis was away, once it is back', async function () {
+    this.timeout(120_000);
+    const { server } = suite;
+    // The previous test's redis-server went with that test.
+    if ((await redisUnavailable(`redis://127.0.0.1:${port}`, 500)) !== null) redis = await startRedis(port);
+    const instance = await createInstance(server, { name: 'ends-during-an-outage' });
+    await fillInstance(server, instance.id, { nodes: 40_000, relationships: 0 });
+    const snapshot = await takeSnapshot(server, instance.id);
+    // The server is subscribed in Redis again (after an earlier test's outage) before the restore starts.
+    subscribe(server, server.adminKey, AVAILABILITY, { instanceId: instance.id });
+    const redisClient = new Redis(`redis://127.0.0.1:${port}`);
+    try {
+      await eventually(async () => ((await redisClient.pubsub('CHANNELS', 'instance.availability:*')) as string[]).length > 0, {
+        what: 'the server to subscribe in Redis',
+      });
+    } finally {
+      redisClient.disconnect();
+    }
+
+    const { restoreSnapshot } = expectData(await gql(server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE' }));
+    const progress = subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: restoreSnapshot.id });
+    let completed = false;
+    void progress.complete.then(() => (completed = true), () => undefined);
+    await progress.next(10_000);
+    redis!.kill('SIGKILL');
+    await once(redis!, 'exit');
+    assert.equal(completed, false, 'the restore ended before Redis went away: make the instance larger');
+    assert.equal((await settledOperation(server, restoreSnapshot.id)).status, 'SUCCEEDED');
+    // Away for longer than ioredis holds a command for the reconnection (3 attempts): the final event is lost.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+
+    redis = await startRedis(port);
+    await within(progress.complete, 15_000, 'the subscription to complete once Redis is back');
+    assert.equal(progress.results.at(-1)?.data?.operationProgress.status, 'SUCCEEDED');
   });
 });
 
