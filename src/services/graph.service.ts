@@ -133,7 +133,7 @@ export class GraphService {
     if (instance.availability === 'UNAVAILABLE') {
       throw instanceUnavailable(`instance ${instanceId} is ${instance.status} and UNAVAILABLE; try again shortly`);
     }
-    return this.instances.withStore(instance, fn);
+    return this.instances.readStore(instance, fn, () => this.read(principal, instanceId, fn));
   }
 }
 

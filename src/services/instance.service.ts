@@ -297,6 +297,25 @@ export class InstanceService {
   }
 
   /**
+   * Runs a read on the instance's store. A restore's swap (by this process or another replica) removes the store it
+   * replaced at once, under the reads that found the instance just before it: SQLite fails them (an I/O error, a file
+   * it cannot open). Such a read is answered by `again`, with the instance as it is now, on the store that replaced it.
+   */
+  async readStore<T>(
+    instance: InstanceEntity,
+    fn: (store: GraphStore) => Promise<T>,
+    again: (current: InstanceEntity) => Promise<T>,
+  ): Promise<T> {
+    try {
+      return await this.withStore(instance, fn);
+    } catch (error) {
+      const current = await this.reload(instance.id);
+      if (!current || current.storeGeneration === instance.storeGeneration) throw error;
+      return again(current);
+    }
+  }
+
+  /**
    * Lifts a restore's write fence that no restore holds any more (its compensation could not lift it: a full disk, a
    * busy store; or an earlier version swallowed that), so that an instance shown AVAILABLE takes writes again. Only
    * when no restore of the instance is queued or running, and only the fence of `owner`: a restore fences the store
@@ -313,7 +332,7 @@ export class InstanceService {
     if (instance.status !== 'RUNNING' && instance.status !== 'RESTORING') {
       return Promise.resolve({ nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 });
     }
-    return this.withStore(instance, (store) => store.stats());
+    return this.readStore(instance, (store) => store.stats(), (current) => this.stats(current));
   }
 
   capacityBytes(instance: Pick<InstanceEntity, 'storageGB'>): number {

@@ -265,6 +265,37 @@ describe('restoreSnapshot', () => {
     });
   });
 
+  describe('reads racing the swap', () => {
+    it('are answered from the data before or after it, or refused with INSTANCE_UNAVAILABLE, never fail', async function () {
+      this.timeout(180_000);
+      const server = suite.server;
+      const instanceId = (await createInstance(server, { name: 'read-through-swaps', memoryGB: 4 })).id;
+      await createNodes(server, instanceId, [{ labels: ['Only'] }]);
+      const snapshot = await takeSnapshot(server, instanceId);
+
+      // Readers back to back while restores swap the store under them: the old one is removed at each swap, under the
+      // reads that found the instance just before it (a node page and the store's statistics, each a read of it).
+      let restoring = true;
+      const answers: Record<string, number> = {};
+      const readers = Array.from({ length: 16 }, async () => {
+        while (restoring) {
+          const result = await gql(server, `query ($id: ID!) { nodes(instanceId: $id, first: 1) { totalCount } instance(id: $id) { stats { nodeCount } } }`, { id: instanceId });
+          const answer = result.errors
+            ? String(result.errors[0].extensions?.code)
+            : `${result.data.nodes.totalCount} node(s), stats ${result.data.instance.stats.nodeCount}`;
+          answers[answer] = (answers[answer] ?? 0) + 1;
+        }
+      });
+      try {
+        for (let round = 0; round < 25; round++) assert.equal((await restoreAndWait(server, snapshot.id)).status, 'SUCCEEDED');
+      } finally {
+        restoring = false;
+        await Promise.all(readers);
+      }
+      assert.deepEqual(Object.keys(answers).filter((answer) => answer !== '1 node(s), stats 1' && answer !== 'INSTANCE_UNAVAILABLE'), [], JSON.stringify(answers));
+    });
+  });
+
   describe('a write fence its restore failed to lift', () => {
     it('is lifted by the next write once no restore holds it: the instance shown AVAILABLE takes writes', async () => {
       const server = suite.server;
