@@ -215,7 +215,7 @@ describe('operation recovery', function () {
       },
     };
     const newRunner = () => {
-      const created = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 900, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+      const created = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 3_000, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
       created.register(handler);
       others.push(created);
       return created;
