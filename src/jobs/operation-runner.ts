@@ -256,6 +256,9 @@ export class OperationRunner {
    */
   private holdLease(job: Running, expiresAt: number): void {
     if (job.leaseTimer) clearTimeout(job.leaseTimer);
+    // The sole process has nobody to take over: it stops nothing for a late renewal (a stalled event loop, a full
+    // disk failing the update), which would only run the operation again.
+    if (this.options.soleProcess) return;
     job.leaseTimer = setTimeout(() => {
       if (!job.abort.signal.aborted) job.abort.abort(new Interruption('lease-lost', 'the operation lease could not be renewed in time'));
     }, Math.max(0, expiresAt - Date.now() - this.heartbeatMs / 2));
