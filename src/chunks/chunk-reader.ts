@@ -1,5 +1,6 @@
 // Reading chunks back: the plaintext of a list of refs as a stream (ranged reads of packs, opened on the worker pool,
 // a bounded number ahead of the consumer), and verification of every pack a list of refs uses.
+import { ChunkEntity } from '../entities/chunk.entity';
 import { ChunkDamage } from './chunk-codec';
 import { ChunkLocation, ChunkStoreContext, locateChunks, PackReader } from './chunk-store-context';
 import { ChunkRef } from './chunk-writer';
@@ -66,10 +67,11 @@ export class ChunkReader {
   }
 
   /**
-   * Reads back every pack that `refs` use, whole: the footer, the trailer, and every chunk in it (authenticated,
-   * decompressed, id recomputed), so that a flipped byte anywhere in those packs is found; and checks that the index
-   * agrees with each pack's trailer. Stops with the signal's reason once it aborts (seen before each pack and each
-   * window of reads in it), so that a cancelled verification does not read the rest of a large snapshot first.
+   * Reads back every pack that `refs` use, whole: the footer, the trailer, and every chunk in it that the index points
+   * at (authenticated, decompressed, id recomputed), so that a flipped byte anywhere in what those packs hold is found;
+   * and checks that the index agrees with each pack's trailer. Stops with the signal's reason once it aborts (seen
+   * before each pack and each window of reads in it), so that a cancelled verification does not read the rest of a
+   * large snapshot first.
    */
   async verify(tenantId: string, refs: ChunkRef[], signal?: AbortSignal): Promise<VerifyReport> {
     const keys = await this.context.keys.get(tenantId);
@@ -93,7 +95,15 @@ export class ChunkReader {
             report.damage.push(new ChunkIntegrityError(packId, location.id, 'the index does not match the pack trailer'));
           }
         }
-        const pieces = planSegments(entries.map((entry) => ({ ...entry, packId })));
+        // The copies the index points at: another entry is a chunk collected meanwhile (or a copy a concurrent writer
+        // stored too), dead bytes that no read reaches and repacking drops, whose damage harms nothing.
+        const indexed = new Set(
+          (await this.context.db.getRepository(ChunkEntity).find({ select: { id: true, offset: true }, where: { tenantId, packId } })).map(
+            (row) => `${row.id}@${row.offset}`,
+          ),
+        );
+        const live = entries.filter((entry) => indexed.has(`${entry.id}@${entry.offset}`));
+        const pieces = planSegments(live.map((entry) => ({ ...entry, packId })));
         const window = this.context.pool.parallelism + 2;
         for (let start = 0; start < pieces.length; start += window) {
           signal?.throwIfAborted();
@@ -105,8 +115,8 @@ export class ChunkReader {
           );
           for (const damage of await Promise.all(opened)) if (damage) report.damage.push(damage);
         }
-        report.chunks += entries.length;
-        report.bytes += entries.reduce((sum, entry) => sum + entry.length, 0);
+        report.chunks += live.length;
+        report.bytes += live.reduce((sum, entry) => sum + entry.length, 0);
       } catch (error) {
         if (!(error instanceof ChunkIntegrityError)) throw error;
         report.damage.push(error);

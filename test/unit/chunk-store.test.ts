@@ -241,6 +241,22 @@ function chunkStoreSuite(backend: MetadataBackend) {
       assert.deepEqual((await store.verify(tenant, refs)).damage, []);
     });
 
+    it('passes refs whose chunks are sound when only a collected chunk of their pack is damaged', async () => {
+      const store = open();
+      const { refs, path } = await onePack(store);
+      const [dead, ...kept] = refs;
+      const row = (await chunkRows(tenant)).find((candidate) => candidate.id === dead.id)!;
+      // Collected, but its pack stays: most of it is live, not worth a repack.
+      now += 2 * HOUR;
+      await store.collect(tenant, new Set(kept.map((ref) => ref.id)), { graceMs: HOUR });
+      assert.deepEqual((await chunkRows(tenant)).map((candidate) => candidate.id).sort(), kept.map((ref) => ref.id).sort());
+      const bytes = await readFile(path);
+      bytes[row.offset + Math.floor(row.length / 2)] ^= 0x01;
+      await writeFile(path, bytes);
+      assert.deepEqual((await store.verify(tenant, kept)).damage, []);
+      assert.equal((await readAll(store.read(tenant, kept))).length, 80 * KIB);
+    });
+
     it('reports a truncated pack on read and verify', async () => {
       const store = open();
       const { refs, packId, path } = await onePack(store);
