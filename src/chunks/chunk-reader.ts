@@ -69,15 +69,16 @@ export class ChunkReader {
   /**
    * Reads back every pack that `refs` use, whole: the footer, the trailer, and every chunk in it that the index points
    * at (authenticated, decompressed, id recomputed), so that a flipped byte anywhere in what those packs hold is found;
-   * and checks that the index agrees with each pack's trailer. Stops with the signal's reason once it aborts (seen
-   * before each pack and each window of reads in it), so that a cancelled verification does not read the rest of a
-   * large snapshot first.
+   * and checks that the index agrees with each pack's trailer. A chunk found damaged leaves the index (see #forget).
+   * Stops with the signal's reason once it aborts (seen before each pack and each window of reads in it), so that a
+   * cancelled verification does not read the rest of a large snapshot first.
    */
   async verify(tenantId: string, refs: ChunkRef[], signal?: AbortSignal): Promise<VerifyReport> {
     const keys = await this.context.keys.get(tenantId);
     const ids = [...new Set(refs.map((ref) => ref.id))];
     const locations = await locateChunks(this.context.db.manager, tenantId, ids);
     const report: VerifyReport = { packs: 0, chunks: 0, bytes: 0, damage: [] };
+    const damagedCopies: ChunkLocation[] = [];
     for (const id of ids.filter((candidate) => !locations.has(candidate))) {
       report.damage.push(new ChunkIntegrityError(null, id, 'it is not in the index'));
     }
@@ -110,7 +111,11 @@ export class ChunkReader {
           const opened = pieces.slice(start, start + window).map(({ location, segment }) =>
             this.#open(packs, keys, location, segment, true).then(
               () => null,
-              (error) => (error instanceof ChunkIntegrityError ? error : Promise.reject(error)),
+              (error) => {
+                if (!(error instanceof ChunkIntegrityError)) return Promise.reject(error);
+                if (error.chunkId !== null) damagedCopies.push(location);
+                return error;
+              },
             ),
           );
           for (const damage of await Promise.all(opened)) if (damage) report.damage.push(damage);
@@ -124,7 +129,21 @@ export class ChunkReader {
         await packs.close();
       }
     }
+    await this.#forget(tenantId, damagedCopies);
     return report;
+  }
+
+  /**
+   * Drops the index rows that point at damaged copies of chunks. A writer deduplicates against any indexed chunk, so
+   * every later snapshot holding the same data would otherwise list the damaged copy too, and taking a new snapshot
+   * would never give a sound one. The next writer to hold that data stores it again, and the snapshots that list it read
+   * that copy (a chunk is named by its content); until then they read it as missing. The damaged bytes go with their
+   * pack, once collection finds it (mostly) dead.
+   */
+  async #forget(tenantId: string, copies: ChunkLocation[]): Promise<void> {
+    const repo = this.context.db.getRepository(ChunkEntity);
+    // Only the row still pointing at the damaged copy: repacking may have moved it to a sound one meanwhile.
+    for (const { id, packId, offset } of copies) await repo.delete({ tenantId, id, packId, offset });
   }
 
   async #open(packs: PackReader, keys: TenantKeys, location: ChunkLocation, segment: Segment, verifyId: boolean): Promise<Buffer> {

@@ -90,7 +90,10 @@ export class ChunkStore {
     return JSON.parse(Buffer.concat(parts).toString('utf8')) as T;
   }
 
-  /** See ChunkReader.verify: reads back every pack `refs` use, and reports what is damaged; stops when `signal` aborts. */
+  /**
+   * See ChunkReader.verify: reads back every pack `refs` use, and reports what is damaged (a damaged chunk leaves the
+   * index, so that the next writer holding its data stores it again); stops when `signal` aborts.
+   */
   verify(tenantId: string, refs: ChunkRef[], signal?: AbortSignal): Promise<VerifyReport> {
     return this.#reader.verify(tenantId, refs, signal);
   }

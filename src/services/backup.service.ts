@@ -815,6 +815,12 @@ export class BackupService {
       const refs = [...(manifest.base?.chunks ?? []), ...(manifest.delta?.chunks ?? [])];
       const { damage } = await this.chunks.verify(manifest.tenantId, refs, context.signal);
       if (damage.length > 0) {
+        if (manifest.kind === 'BASE') {
+          // The damage is what the verification reports, whatever becomes of the new base.
+          await this.rebaseAfterDamage(manifest).catch((err: unknown) =>
+            this.logger.warn({ err, instanceId: manifest.instanceId }, 'deciding on a base of the store failed'),
+          );
+        }
         const named = damage.slice(0, 3).map((d) => d.message).join('; ');
         throw new AppError('INVALID_BACKUP_FILE', `restore point ${manifest.id} is damaged (${damage.length} chunk(s)): ${named}`);
       }
@@ -832,6 +838,21 @@ export class BackupService {
       throw new AppError('INVALID_BACKUP_FILE', `the snapshot restores to different data than it recorded (sha256 ${produced.sha256}, recorded ${snapshot.sha256})`);
     }
     return produced;
+  }
+
+  /**
+   * Starts a new base of the store a damaged base was taken of, when that store is still its instance's current one:
+   * the snapshots taken until the policy's next base would otherwise be positions on the damaged one's log. The new
+   * base stores again what the damaged chunks held, where the store still holds it (verification dropped them from the
+   * index), which also mends the points that list them.
+   */
+  private async rebaseAfterDamage(damaged: Manifest): Promise<void> {
+    const epoch = await this.log.epoch(damaged.epoch);
+    if (!epoch || epoch.endedAt !== null) return;
+    const instance = await this.instances.reload(damaged.instanceId);
+    if (instance?.status !== 'RUNNING') return;
+    // Not awaited: the verification fails now. Set as under way at once, so that a snapshot taken next waits for it.
+    void this.takeBase(instance);
   }
 
   /** A previous release's snapshot: its whole archive read back and checked, frame by frame. */

@@ -273,4 +273,33 @@ describe('backup storage', () => {
     assert.deepEqual(state, { status: 'RUNNING', availability: 'AVAILABLE' });
     expectCode(await gql(server, VERIFY, { id: 'no-such-snapshot' }), 'NOT_FOUND');
   });
+
+  it('takes sound snapshots again once verification found the base they would build on damaged', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const tenant = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'mended', tier: 'PROFESSIONAL' });
+    const packsDir = join(server.dataDir, 'blobs', 'tenants', tenant, 'chunks', 'packs');
+    const packsBefore = new Set(filesUnder(packsDir));
+    // One write large enough for a base of the young store (the policy's, or the snapshot's own: one of them).
+    await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: [`L${i % 3}`], properties: noise() })));
+    const snapshot = await takeSnapshot(server, instance.id);
+    const graph = await graphOf(server, instance.id);
+    const packs = filesUnder(packsDir).filter((path) => !packsBefore.has(path));
+    assert.ok(packs.length > 0, 'no pack of the base on disk');
+    for (const path of packs) {
+      const bytes = readFileSync(path);
+      bytes[Math.floor(bytes.length / 3)] ^= 0x20;
+      writeFileSync(path, bytes);
+    }
+    const failed = await settledOperation(server, expectData(await gql(server, VERIFY, { id: snapshot.id })).verifySnapshot.id);
+    assert.equal(failed.error?.code, 'INVALID_BACKUP_FILE');
+
+    // The store is sound: a snapshot of it now must be too, not one more position on the damaged base.
+    const next = await takeSnapshot(server, instance.id);
+    const verified = await settledOperation(server, expectData(await gql(server, VERIFY, { id: next.id })).verifySnapshot.id);
+    assert.equal(verified.status, 'SUCCEEDED', JSON.stringify(verified.error));
+    assert.equal((await restoreAndWait(server, next.id)).status, 'SUCCEEDED');
+    assert.deepEqual(await graphOf(server, instance.id), graph);
+  });
 });

@@ -257,6 +257,26 @@ function chunkStoreSuite(backend: MetadataBackend) {
       assert.equal((await readAll(store.read(tenant, kept))).length, 80 * KIB);
     });
 
+    it('stores a chunk again once verify found its copy damaged, instead of deduplicating against it', async () => {
+      const store = open();
+      const pieces = Array.from({ length: 3 }, () => randomBytes(40 * KIB));
+      const { refs } = await writeAll(store, tenant, pieces);
+      const [packId] = await packFiles(tenant);
+      const path = packPath(tenant, packId);
+      const bytes = await readFile(path);
+      bytes[50 * KIB] ^= 0x01;
+      await writeFile(path, bytes);
+      const damaged = (await store.verify(tenant, refs)).damage.map((damage) => damage.chunkId);
+      assert.equal(damaged.length, 1);
+      // The same data again (the next base of a store whose pages did not change): stored anew, readable.
+      const again = await writeAll(store, tenant, pieces);
+      assert.equal(again.result.newChunks, 1);
+      assert.deepEqual(await readAll(store.read(tenant, again.refs)), Buffer.concat(pieces));
+      // Chunks are named by their content, so the earlier refs read the new copy too.
+      assert.deepEqual(await readAll(store.read(tenant, refs)), Buffer.concat(pieces));
+      assert.deepEqual((await store.verify(tenant, refs)).damage, []);
+    });
+
     it('reports a truncated pack on read and verify', async () => {
       const store = open();
       const { refs, packId, path } = await onePack(store);
