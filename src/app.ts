@@ -9,7 +9,7 @@ import { RESTORE_KINDS } from './entities/operation.entity';
 import { type TenantDataVersion, tenantDataVersion } from './entities/tenant-data-version';
 import { createInMemoryEventBus, createRedisEventBus, type EventBus } from './events/event-bus';
 import { ChunkStore, TenantChunkKeys } from './chunks';
-import { Keyring, loadMasterKey } from './crypto';
+import { Keyring, loadMasterKey, MASTER_KEY_ENV } from './crypto';
 import { SqliteGraphStoreProvider } from './graph/sqlite-graph-store-provider';
 import { OperationRunner } from './jobs/operation-runner';
 import type { Logger } from './logging/logger';
@@ -37,6 +37,7 @@ import { VerifyOperationHandler, VerifyService } from './services/verify.service
 import { EncryptedBlobStore } from './storage/encrypted-blob-store';
 import { createConfiguredBlobStore } from './storage/configured-blob-store';
 import { initialAdminKeyPath, makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
+import { assertMasterKeyOpensStoredData } from './storage/stored-master-keys';
 
 export interface App {
   config: AppConfig;
@@ -112,6 +113,8 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const blobs = new EncryptedBlobStore(rawBlobs, keyring);
     await blobs.init();
     closers.push(() => blobs.destroy());
+    const keySource = masterKey.path === undefined ? MASTER_KEY_ENV : `The master key file ${masterKey.path}${masterKey.generated ? ' (generated now: there was none)' : ''}`;
+    await assertMasterKeyOpensStoredData(db, rawBlobs, keyring, keySource);
     // Alone on the data (embedded SQLite), every temp blob is a crash's leftover; with replicas sharing it, only
     // the ones nobody has touched for an hour are.
     const removedTemp = await blobs.removeTemporaryFiles({ olderThanMs: config.databaseUrl ? 3_600_000 : 0 });

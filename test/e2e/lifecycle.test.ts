@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -17,10 +17,13 @@ import {
   expectCode,
   expectData,
   gql,
+  graphOf,
   makeTempDir,
   randomToken,
+  restoreAndWait,
   startServer,
   statsOf,
+  takeSnapshot,
   within,
 } from '../support';
 
@@ -62,6 +65,26 @@ describe('restarts', () => {
 
     const [next] = await createNodes(server, instance.id, [{ labels: ['After'] }], member.secret);
     assert.ok(Number(next.id) > Number(nodes[1].id), 'ids restarted from the beginning');
+  });
+
+  it('refuse a master key other than the one the stored data is under, and go on with the right one', async () => {
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'sealed' });
+    await createNodes(server, instance.id, [{ labels: ['Kept'] }]);
+    const graph = await graphOf(server, instance.id);
+    const snapshot = await takeSnapshot(server, instance.id);
+    // A key of its own, as a mistyped variable or a replica configured apart would give: serving with it would seal
+    // the change log written meanwhile under a key the data's own cannot open.
+    const other = randomBytes(32).toString('base64');
+    await assert.rejects(server.restart({ env: { SNAPGRAPH_MASTER_KEY: other } }), (error: Error) => {
+      assert.match(error.message, /SNAPGRAPH_MASTER_KEY holds master key [0-9a-f]{16}, but the stored data is encrypted under master key [0-9a-f]{16}/);
+      assert.ok(!error.message.includes(other), 'the key was printed');
+      return true;
+    });
+    await server.restart({ env: { SNAPGRAPH_MASTER_KEY: undefined } });
+    await createNodes(server, instance.id, [{ labels: ['After'] }]);
+    assert.equal((await restoreAndWait(server, snapshot.id)).status, 'SUCCEEDED');
+    assert.deepEqual(await graphOf(server, instance.id), graph);
   });
 
   it('keep every acknowledged write after a crash (SIGKILL)', async () => {

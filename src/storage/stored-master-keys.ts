@@ -1,0 +1,57 @@
+// The boot's check that the configured master key is the one the stored data is under. A server booted with another
+// key (a mistyped SNAPGRAPH_MASTER_KEY, a replica given a key of its own, a data dir restored without keys/master.key)
+// would serve, fail every read of what is stored, and seal what it writes meanwhile (change-log segments, a new
+// tenant's chunk keys) under that key: once the right key is back, those are unreadable. So it is refused at boot.
+import type { DataSource } from 'typeorm';
+
+import { ENVELOPE_HEADER_BYTES, parseEnvelopeHeader } from '../crypto/envelope-layout';
+import { CryptoError } from '../crypto/errors';
+import { Keyring } from '../crypto/keyring';
+import { ChunkKeyEntity } from '../entities/chunk-key.entity';
+import { ExportDestinationEntity } from '../entities/export-destination.entity';
+import { LogSegmentEntity } from '../entities/log-segment.entity';
+import { BlobStore } from './blob-store';
+import { BlobNotFoundError } from './errors';
+
+/**
+ * @param blobs the raw (encrypted) blob store
+ * @param source names where the key came from, for the message (never the key itself)
+ * @throws CryptoError when data is stored and none of it is under a master key that the keyring holds
+ */
+export async function assertMasterKeyOpensStoredData(db: DataSource, blobs: BlobStore, keyring: Keyring, source: string): Promise<void> {
+  const found = new Set<string>();
+  for (const entity of [ChunkKeyEntity, ExportDestinationEntity]) {
+    const rows = await db
+      .getRepository(entity)
+      .createQueryBuilder('k')
+      .select('DISTINCT k."masterKeyId"', 'masterKeyId')
+      .getRawMany<{ masterKeyId: string }>();
+    for (const { masterKeyId } of rows) if (masterKeyId) found.add(masterKeyId);
+  }
+  // Change logs are sealed under the master key too, and small stores may never have needed chunk keys. Any segment
+  // will do (no ORDER BY: a scan of every row at each boot).
+  const segment = await db.getRepository(LogSegmentEntity).findOne({ select: { blobKey: true }, where: {} });
+  if (segment) {
+    const keyId = await headerKeyId(blobs, segment.blobKey);
+    if (keyId) found.add(keyId);
+  }
+  // Refused only when nothing stored is under a configured key: where an earlier release served with a wrong key for a
+  // while, the data is under both, and the right key must still boot.
+  if (found.size === 0 || [...found].some((keyId) => keyring.has(keyId))) return;
+  throw new CryptoError(
+    `${source} holds master key ${keyring.current.keyId}, but the stored data is encrypted under master key ${[...found].join(', ')}: ` +
+      'start with the key the data was written with (nothing was changed)',
+  );
+}
+
+/** The master key id in a stored blob's header; null when the blob is gone or damaged (verification reports that). */
+async function headerKeyId(blobs: BlobStore, key: string): Promise<string | null> {
+  try {
+    const parts: Buffer[] = [];
+    for await (const part of await blobs.read(key, { start: 0, end: ENVELOPE_HEADER_BYTES })) parts.push(part as Buffer);
+    return parseEnvelopeHeader(Buffer.concat(parts)).keyId;
+  } catch (error) {
+    if (error instanceof BlobNotFoundError || error instanceof CryptoError) return null;
+    throw error;
+  }
+}

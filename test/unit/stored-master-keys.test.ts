@@ -1,0 +1,100 @@
+// The boot's check of the master key against what is stored, on both metadata databases.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import type { DataSource } from 'typeorm';
+
+import { TenantChunkKeys } from '../../src/chunks';
+import { CryptoError, Keyring, MasterKey } from '../../src/crypto';
+import { createMetadataDataSource } from '../../src/entities/data-source';
+import { LogSegmentEntity } from '../../src/entities/log-segment.entity';
+import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
+import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
+import { assertMasterKeyOpensStoredData } from '../../src/storage/stored-master-keys';
+import { createTestDatabase, describePostgres, TestDatabase } from '../support/postgres';
+
+describe('the master key check at boot, on SQLite metadata', () => {
+  storedMasterKeysSuite(() => undefined);
+});
+
+describePostgres('the master key check at boot, on PostgreSQL metadata', (postgres) => {
+  storedMasterKeysSuite(postgres.adminUrl);
+});
+
+function storedMasterKeysSuite(adminUrl: () => string | undefined) {
+  let dir: string;
+  let database: TestDatabase | undefined;
+  let db: DataSource;
+  let blobs: FilesystemBlobStore;
+  const right = new Keyring(MasterKey.generate());
+  const wrong = new Keyring(MasterKey.generate());
+  const check = (keyring: Keyring) => assertMasterKeyOpensStoredData(db, blobs, keyring, 'SNAPGRAPH_MASTER_KEY');
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'snapgraph-key-check-'));
+    const url = adminUrl();
+    database = url ? await createTestDatabase(url) : undefined;
+    db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
+    await db.initialize();
+    await db.runMigrations({ transaction: 'each' });
+    blobs = new FilesystemBlobStore(join(dir, 'blobs'));
+    await blobs.init();
+  });
+
+  afterEach(async () => {
+    await db.destroy();
+    await database?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('takes any key while nothing is stored', async () => {
+    await check(wrong);
+  });
+
+  it("refuses a key other than the one tenants' chunk keys are sealed under, naming both key ids", async () => {
+    await new TenantChunkKeys(blobs, db, right).get(randomUUID());
+    await check(right);
+    await assert.rejects(check(wrong), (error: Error) => {
+      assert.ok(error instanceof CryptoError);
+      assert.match(error.message, new RegExp(`SNAPGRAPH_MASTER_KEY holds master key ${wrong.current.keyId}, .* under master key ${right.current.keyId}`));
+      return true;
+    });
+  });
+
+  it('boots with either key where data is under both (an earlier release served with a wrong key for a while)', async () => {
+    await new TenantChunkKeys(blobs, db, right).get(randomUUID());
+    await new TenantChunkKeys(blobs, db, wrong).get(randomUUID());
+    await check(right);
+    await check(wrong);
+    await assert.rejects(check(new Keyring(MasterKey.generate())), CryptoError);
+  });
+
+  it('refuses a key other than the one the change log is sealed under, when there are no chunk keys yet', async () => {
+    const tenantId = randomUUID();
+    const instanceId = randomUUID();
+    const blobKey = `tenants/${tenantId}/log/${instanceId}/1/1-0000000000000000.seg`;
+    await new EncryptedBlobStore(blobs, right).write(blobKey, Readable.from([Buffer.from('entries')]));
+    await db.getRepository(LogSegmentEntity).insert({
+      id: randomUUID(),
+      tenantId,
+      instanceId,
+      epoch: 1,
+      firstSeq: 1,
+      lastSeq: 1,
+      firstAt: 0,
+      lastAt: 0,
+      lines: 1,
+      plainBytes: 7,
+      storedBytes: 0,
+      sha256: '0'.repeat(64),
+      prevSha256: null,
+      blobKey,
+      createdAt: Date.now(),
+    });
+    await check(right);
+    await assert.rejects(check(wrong), CryptoError);
+  });
+}
