@@ -110,7 +110,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const rawBlobs = blobStore.store;
     if (config.blobStore.kind === 's3') logger.info({ blobs: blobStore.description }, 'snapshot data is kept in S3');
     const keyring = new Keyring(masterKey.key);
-    const blobs = new EncryptedBlobStore(rawBlobs, keyring);
+    const blobs = new EncryptedBlobStore(rawBlobs, keyring, { bindNames: config.bindBlobNames });
     await blobs.init();
     closers.push(() => blobs.destroy());
     const keySource = masterKey.path === undefined ? MASTER_KEY_ENV : `The master key file ${masterKey.path}${masterKey.generated ? ' (generated now: there was none)' : ''}`;

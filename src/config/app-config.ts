@@ -52,6 +52,8 @@ export interface AppConfig {
   chunkWorkers: number;
   /** How new backup chunks are compressed (both are read): brotli, or deflate while older replicas share the store. */
   chunkCompression: ChunkCompression;
+  /** Whether new blobs are bound to their key (envelope version 2); off while older replicas, which cannot read them, share the store. */
+  bindBlobNames: boolean;
   /** `snapgraph serve`: the JavaScript heap grows by at most this percentage over what is live after a full collection (0: V8 decides). */
   heapGrowthPercent: number;
   /** Backup storage nobody needs is kept this long before it is removed (a capture or restore in flight may need it). */
@@ -143,6 +145,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const collectIntervalMs = check('SNAPGRAPH_COLLECT_INTERVAL_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_COLLECT_INTERVAL_MS), 600_000), 600_000);
   const heapGrowthPercent = check('SNAPGRAPH_HEAP_GROWTH_PERCENT', () => nonNegativeInteger(numeric(env.SNAPGRAPH_HEAP_GROWTH_PERCENT), 50), 50);
   const chunkWorkers = check('SNAPGRAPH_CHUNK_WORKERS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_CHUNK_WORKERS), 2), 2);
+  const bindBlobNames = check('SNAPGRAPH_BIND_BLOB_NAMES', () => flag(env.SNAPGRAPH_BIND_BLOB_NAMES, true), true);
   const chunkCompression = check(
     'SNAPGRAPH_CHUNK_COMPRESSION',
     () => oneOf(env.SNAPGRAPH_CHUNK_COMPRESSION?.trim() || DEFAULT_CHUNK_COMPRESSION, [...CHUNK_COMPRESSIONS]) as ChunkCompression,
@@ -197,6 +200,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     maxConcurrentOperations,
     chunkWorkers,
     chunkCompression,
+    bindBlobNames,
     heapGrowthPercent,
     collectGraceMs,
     collectIntervalMs,

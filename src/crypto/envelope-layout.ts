@@ -2,11 +2,13 @@
 //
 //   offset  size  field
 //   0       6     magic "SGBLOB"
-//   6       1     format version (1)
+//   6       1     format version: 2 when the blob is bound to its name, 1 (earlier releases; scratch files) when not
 //   7       8     master key id (shown as 16 hex digits)
 //   15      4     plaintext chunk size C, uint32 big-endian
 //   19      60    data key sealed by the master key: nonce(12) ‖ AES-256-GCM(32) ‖ tag(16),
-//                 with bytes 0..18 of this header as associated data
+//                 with bytes 0..18 of this header as associated data, followed in version 2 by the blob's name (its
+//                 key in the blob store, UTF-8): a blob copied or moved over another's name does not open there, so
+//                 one tenant's, snapshot's or instance's data never reads as another's
 //   79            chunk 0, chunk 1, … each = AES-256-GCM ciphertext ‖ tag(16)
 //
 // Chunk i encrypts plaintext bytes [i·C, (i+1)·C) under the blob's random data key, with
@@ -20,7 +22,10 @@ import { BlobIntegrityError } from './errors';
 import { KEY_ID_BYTES, MasterKey } from './master-key';
 
 export const ENVELOPE_MAGIC = Buffer.from('SGBLOB', 'latin1');
-export const ENVELOPE_VERSION = 1;
+/** Version of a blob whose data key is bound to no name (written by earlier releases, or as a scratch file). */
+export const UNBOUND_ENVELOPE_VERSION = 1;
+/** Version of a blob whose data key is bound to its name. */
+export const NAMED_ENVELOPE_VERSION = 2;
 export const DATA_KEY_BYTES = 32;
 export const CHUNK_TAG_BYTES = 16;
 export const DEFAULT_CHUNK_SIZE = 64 * 1024;
@@ -51,24 +56,34 @@ export function assertValidChunkSize(chunkSize: number): void {
   }
 }
 
-/** Builds a header sealing `dataKey` under `masterKey`. */
-export function encodeEnvelopeHeader(masterKey: MasterKey, chunkSize: number, dataKey: Buffer): Buffer {
+/** Builds a header sealing `dataKey` under `masterKey`, bound to `name` when one is given (version 2). */
+export function encodeEnvelopeHeader(masterKey: MasterKey, chunkSize: number, dataKey: Buffer, name?: string): Buffer {
   assertValidChunkSize(chunkSize);
   const header = Buffer.alloc(ENVELOPE_HEADER_BYTES);
   ENVELOPE_MAGIC.copy(header, 0);
-  header.writeUInt8(ENVELOPE_VERSION, VERSION_OFFSET);
+  header.writeUInt8(name === undefined ? UNBOUND_ENVELOPE_VERSION : NAMED_ENVELOPE_VERSION, VERSION_OFFSET);
   header.write(masterKey.keyId, KEY_ID_OFFSET, KEY_ID_BYTES, 'hex');
   header.writeUInt32BE(chunkSize, CHUNK_SIZE_OFFSET);
   const boundFields = header.subarray(0, SEALED_KEY_OFFSET);
-  masterKey.seal(dataKey, boundFields).copy(header, SEALED_KEY_OFFSET);
+  masterKey.seal(dataKey, sealedKeyAssociatedData({ version: header[VERSION_OFFSET], boundFields }, name)).copy(header, SEALED_KEY_OFFSET);
   return header;
+}
+
+/**
+ * What the sealed data key of a header authenticates: its bound fields, and in version 2 the blob's name.
+ * @throws BlobIntegrityError when a version-2 header is opened without a name
+ */
+export function sealedKeyAssociatedData(header: Pick<EnvelopeHeader, 'version' | 'boundFields'>, name: string | undefined): Buffer {
+  if (header.version === UNBOUND_ENVELOPE_VERSION) return header.boundFields;
+  if (name === undefined) throw new BlobIntegrityError('Blob is bound to a name, and was opened without one');
+  return Buffer.concat([header.boundFields, Buffer.from(name, 'utf8')]);
 }
 
 /**
  * Reads the fields of a header. Nothing is authenticated yet: that happens when the data key
  * is unsealed (see `createDecryptStream`), which also covers the fields read here.
  *
- * @throws BlobIntegrityError when the bytes are not a version-1 Snapgraph blob header.
+ * @throws BlobIntegrityError when the bytes are not a version-1 or version-2 Snapgraph blob header.
  */
 export function parseEnvelopeHeader(bytes: Buffer): EnvelopeHeader {
   if (bytes.length < ENVELOPE_HEADER_BYTES) {
@@ -78,7 +93,7 @@ export function parseEnvelopeHeader(bytes: Buffer): EnvelopeHeader {
     throw new BlobIntegrityError('Not a Snapgraph encrypted blob (bad magic bytes)');
   }
   const version = bytes.readUInt8(VERSION_OFFSET);
-  if (version !== ENVELOPE_VERSION) {
+  if (version !== UNBOUND_ENVELOPE_VERSION && version !== NAMED_ENVELOPE_VERSION) {
     throw new BlobIntegrityError(`Unsupported encrypted blob version ${version}`);
   }
   const chunkSize = bytes.readUInt32BE(CHUNK_SIZE_OFFSET);

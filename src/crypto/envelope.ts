@@ -17,6 +17,7 @@ import {
   EnvelopeHeader,
   parseEnvelopeHeader,
   PlaintextRange,
+  sealedKeyAssociatedData,
   tailAssociatedData,
 } from './envelope-layout';
 import { BlobIntegrityError } from './errors';
@@ -28,6 +29,8 @@ const STREAM_BUFFERS = { readableHighWaterMark: 1024 * 1024, writableHighWaterMa
 export interface EncryptStreamOptions {
   /** Plaintext bytes per chunk; default 64 KiB. */
   chunkSize?: number;
+  /** The blob's key in its store: the blob then opens only under that name (see envelope-layout.ts). */
+  name?: string;
 }
 
 /** Plaintext in, encrypted blob out; encrypts under the keyring's current key. */
@@ -42,6 +45,8 @@ export interface DecryptStreamOptions extends PlaintextRange {
    * also gives the stored bytes to feed). Without it the input is the whole stored blob.
    */
   header?: Buffer;
+  /** The name the blob is read under: a blob bound to another name (a copy moved over this one) does not open. */
+  name?: string;
 }
 
 /**
@@ -60,11 +65,11 @@ export function createDecryptStream(keyring: Keyring, options: DecryptStreamOpti
  * Re-seals a blob's data key under the keyring's current key: key rotation rewrites only
  * the fixed-size header, never the chunks.
  */
-export function rewrapEnvelopeHeader(header: Buffer, keyring: Keyring): Buffer {
+export function rewrapEnvelopeHeader(header: Buffer, keyring: Keyring, name?: string): Buffer {
   const parsed = parseEnvelopeHeader(header);
-  const dataKey = unsealDataKey(parsed, keyring);
+  const dataKey = unsealDataKey(parsed, keyring, name);
   try {
-    return encodeEnvelopeHeader(keyring.current, parsed.chunkSize, dataKey);
+    return encodeEnvelopeHeader(keyring.current, parsed.chunkSize, dataKey, name);
   } finally {
     dataKey.fill(0);
   }
@@ -152,8 +157,8 @@ export class EncryptStream extends ChunkSealer {
   /** Id of the master key the data key is sealed under. */
   readonly keyId: string;
 
-  constructor(keyring: Keyring, { chunkSize = DEFAULT_CHUNK_SIZE }: EncryptStreamOptions = {}) {
-    const { header, dataKey } = newDataKey(keyring, chunkSize);
+  constructor(keyring: Keyring, { chunkSize = DEFAULT_CHUNK_SIZE, name }: EncryptStreamOptions = {}) {
+    const { header, dataKey } = newDataKey(keyring, chunkSize, name);
     super(dataKey, chunkSize);
     this.keyId = keyring.current.keyId;
     this.emitStored(header);
@@ -165,6 +170,7 @@ export class DecryptStream extends Transform {
   readonly #start: number;
   readonly #end: number;
   readonly #seekHeader: Buffer | undefined;
+  readonly #name: string | undefined;
   readonly #queue = new ByteQueue();
   #dataKey: KeyObject | undefined;
   #chunkSize = 0;
@@ -179,6 +185,7 @@ export class DecryptStream extends Transform {
     this.#start = options.start ?? 0;
     this.#end = options.end ?? Number.POSITIVE_INFINITY;
     this.#seekHeader = options.header;
+    this.#name = options.name;
   }
 
   /** Id of the master key the blob is under, once its header has been read. */
@@ -229,7 +236,7 @@ export class DecryptStream extends Transform {
   #useHeader(bytes: Buffer): void {
     const header = parseEnvelopeHeader(bytes);
     this.#keyId = header.keyId;
-    this.#dataKey = openDataKey(header, this.#keyring);
+    this.#dataKey = openDataKey(header, this.#keyring, this.#name);
     this.#chunkSize = header.chunkSize;
   }
 
@@ -305,9 +312,12 @@ export function openTail(dataKey: KeyObject, index: number, sealed: Buffer): Buf
 }
 
 
-/** The data key of a blob's header, ready to use. @throws UnknownKeyError or BlobIntegrityError */
-export function openDataKey(header: EnvelopeHeader, keyring: Keyring): KeyObject {
-  const dataKey = unsealDataKey(header, keyring);
+/**
+ * The data key of a blob's header, ready to use; `name` is the blob's, for a header bound to one.
+ * @throws UnknownKeyError or BlobIntegrityError
+ */
+export function openDataKey(header: EnvelopeHeader, keyring: Keyring, name?: string): KeyObject {
+  const dataKey = unsealDataKey(header, keyring, name);
   try {
     return createSecretKey(dataKey);
   } finally {
@@ -315,20 +325,20 @@ export function openDataKey(header: EnvelopeHeader, keyring: Keyring): KeyObject
   }
 }
 
-/** A new random data key and the header that seals it under the keyring's current key. */
-export function newDataKey(keyring: Keyring, chunkSize: number): { header: Buffer; dataKey: KeyObject } {
+/** A new random data key and the header that seals it under the keyring's current key (bound to `name`, if given). */
+export function newDataKey(keyring: Keyring, chunkSize: number, name?: string): { header: Buffer; dataKey: KeyObject } {
   assertValidChunkSize(chunkSize);
   const dataKey = randomBytes(DATA_KEY_BYTES);
   try {
-    return { header: encodeEnvelopeHeader(keyring.current, chunkSize, dataKey), dataKey: createSecretKey(dataKey) };
+    return { header: encodeEnvelopeHeader(keyring.current, chunkSize, dataKey, name), dataKey: createSecretKey(dataKey) };
   } finally {
     dataKey.fill(0);
   }
 }
 
 /** @throws UnknownKeyError or BlobIntegrityError; the caller zeroes the returned key. */
-function unsealDataKey(header: EnvelopeHeader, keyring: Keyring): Buffer {
-  const dataKey = keyring.get(header.keyId).unseal(header.sealedDataKey, header.boundFields);
+function unsealDataKey(header: EnvelopeHeader, keyring: Keyring, name: string | undefined): Buffer {
+  const dataKey = keyring.get(header.keyId).unseal(header.sealedDataKey, sealedKeyAssociatedData(header, name));
   if (dataKey?.length !== DATA_KEY_BYTES) {
     throw new BlobIntegrityError('Blob header is corrupted: its data key does not authenticate');
   }

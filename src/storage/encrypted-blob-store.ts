@@ -18,17 +18,25 @@ import { BlobNotFoundError } from './errors';
 export interface EncryptedBlobStoreOptions {
   /** Plaintext bytes per encrypted chunk: the granularity of range reads. Default 64 KiB. */
   chunkSize?: number;
+  /**
+   * Default true: new blobs are bound to their key (SNAPGRAPH_BIND_BLOB_NAMES). Releases before this one cannot read
+   * such blobs, so replicas that share a store write unbound ones until every one of them runs this release. Both are
+   * always read.
+   */
+  bindNames?: boolean;
 }
 
 export class EncryptedBlobStore {
   readonly #chunkSize: number;
+  readonly #bindNames: boolean;
 
   constructor(
     readonly inner: BlobStore,
     readonly keyring: Keyring,
-    { chunkSize = DEFAULT_CHUNK_SIZE }: EncryptedBlobStoreOptions = {},
+    { chunkSize = DEFAULT_CHUNK_SIZE, bindNames = true }: EncryptedBlobStoreOptions = {},
   ) {
     this.#chunkSize = chunkSize;
+    this.#bindNames = bindNames;
   }
 
   async init(): Promise<void> {
@@ -37,7 +45,8 @@ export class EncryptedBlobStore {
 
   /** Encrypts `plaintext` into `key`, atomically (see BlobStore.write). */
   async write(key: string, plaintext: Readable): Promise<{ storedBytes: number; plainBytes: number }> {
-    const encrypt = createEncryptStream(this.keyring, { chunkSize: this.#chunkSize });
+    // Bound to its key: the inner store's files can be moved, and a blob copied over another's must not read as it.
+    const encrypt = createEncryptStream(this.keyring, { chunkSize: this.#chunkSize, name: this.#bindNames ? key : undefined });
     // Errors on either side reach inner.write through `encrypt`; destroying `encrypt` when
     // inner.write fails early releases `plaintext` too.
     try {
@@ -78,7 +87,7 @@ export class EncryptedBlobStore {
   async read(key: string, range: ByteRange = {}): Promise<Readable> {
     assertValidByteRange(range);
     if (!range.start && range.end === undefined) {
-      return decrypting(await this.inner.read(key), createDecryptStream(this.keyring));
+      return decrypting(await this.inner.read(key), createDecryptStream(this.keyring, { name: key }));
     }
     const storedBytes = await this.#storedSize(key);
     const header = await this.#readHeader(key);
@@ -89,7 +98,7 @@ export class EncryptedBlobStore {
       return Readable.from(failWith(error), { objectMode: false });
     }
     const raw = await this.inner.read(key, { start: plan.rawStart, end: plan.rawEnd });
-    return decrypting(raw, createDecryptStream(this.keyring, { header, start: plan.start, end: plan.end }));
+    return decrypting(raw, createDecryptStream(this.keyring, { header, name: key, start: plan.start, end: plan.end }));
   }
 
   /**

@@ -55,3 +55,11 @@ describe('chunk compression (SNAPGRAPH_CHUNK_COMPRESSION)', () => {
     assert.throws(() => loadConfig({ SNAPGRAPH_CHUNK_COMPRESSION: 'zstd' }), (error: unknown) => error instanceof ConfigError && /SNAPGRAPH_CHUNK_COMPRESSION/.test(error.message));
   });
 });
+
+describe('blob name binding (SNAPGRAPH_BIND_BLOB_NAMES)', () => {
+  it('binds new blobs to their key unless turned off (while replicas of an earlier release share the store)', () => {
+    assert.equal(loadConfig({}).bindBlobNames, true);
+    assert.equal(loadConfig({ SNAPGRAPH_BIND_BLOB_NAMES: 'false' }).bindBlobNames, false);
+    assert.throws(() => loadConfig({ SNAPGRAPH_BIND_BLOB_NAMES: 'maybe' }), (error: unknown) => error instanceof ConfigError && /SNAPGRAPH_BIND_BLOB_NAMES/.test(error.message));
+  });
+});

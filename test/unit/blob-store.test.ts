@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 
-import { BlobIntegrityError, encryptedSize, Keyring, MasterKey, UnknownKeyError } from '../../src/crypto';
+import { BlobIntegrityError, createEncryptStream, encryptedSize, Keyring, MasterKey, UnknownKeyError } from '../../src/crypto';
 import { createHash } from 'node:crypto';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, type S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { assertValidBlobKey, type BlobStore, TEMP_FILE_MARKER } from '../../src/storage/blob-store';
@@ -558,6 +558,31 @@ describe('EncryptedBlobStore', () => {
       const ranged = await drain(await store.read(KEY, { start: 3000 }));
       assert.ok(ranged.error instanceof BlobIntegrityError, `range, length ${length}: ${String(ranged.error)}`);
     }
+  });
+
+  it("refuses a blob copied over another's name: one tenant's, snapshot's or instance's data never reads as another's", async () => {
+    const other = 'tenants/t2/exports/s2.archive';
+    await store.write(KEY, Readable.from([Buffer.from('the data of the first')]));
+    await store.write(other, Readable.from([Buffer.from('the data of another')]));
+    await files.write(other, await files.read(KEY));
+    for (const range of [{}, { start: 4, end: 8 }]) {
+      const { output, error } = await drain(await store.read(other, range));
+      assert.ok(error instanceof BlobIntegrityError, `${JSON.stringify(range)}: ${String(error)}`);
+      assert.equal(output.length, 0);
+    }
+    assert.deepEqual(await readAll(await store.read(KEY)), Buffer.from('the data of the first'));
+  });
+
+  it('reads the blobs earlier releases wrote bound to no name, whole and by range', async () => {
+    const plain = randomBytes(4321);
+    await files.write(KEY, Readable.from([plain]).pipe(createEncryptStream(keyring, { chunkSize })));
+    assert.deepEqual(await readAll(await store.read(KEY)), plain);
+    assert.deepEqual(await readAll(await store.read(KEY, { start: 1500, end: 3500 })), plain.subarray(1500, 3500));
+    // And writes them so with bindNames off, for replicas of those releases that share the store.
+    const unbound = new EncryptedBlobStore(files, keyring, { chunkSize, bindNames: false });
+    await unbound.write(KEY, Readable.from([plain]));
+    assert.equal((await readFile(rawPath()))[6], 1);
+    assert.deepEqual(await readAll(await store.read(KEY)), plain);
   });
 
   it('fails the stream with UnknownKeyError without the right master key', async () => {
