@@ -90,8 +90,8 @@ export class BackupService {
   private readonly basing = new Map<string, Promise<unknown>>();
   /** Instances a snapshot is being captured of (it decides on a base itself). */
   private readonly capturing = new Set<string>();
-  /** Segment blobs no row will ever list, and since when collections have found them so (see removeOrphanSegments). */
-  private readonly orphanSegmentsSince = new Map<string, number>();
+  /** Segment and manifest blobs no row will ever name, and since when collections have found them so (see removeOrphans). */
+  private readonly orphansSince = new Map<string, number>();
   /** Instances whose base the policy put off until BASE_POLICY.minIntervalMs after the last one. */
   private readonly deferredBases = new Map<string, NodeJS.Timeout>();
 
@@ -694,29 +694,47 @@ export class BackupService {
 
   /**
    * Segment blobs whose row was never recorded (a crash between writing a segment and recording it: the retry ships
-   * other entries, so another key) or whose row a sweep removed just before a crash. A blob store keeps no times, so,
-   * as for uploads, one goes only when a collection at least the grace period after the first that found it orphaned
-   * still finds it so (a restart starts the count again).
+   * other entries, so another key) or whose row a sweep removed just before a crash.
    */
-  private async removeOrphanSegments(tenantId: string, now: number): Promise<number> {
-    const folder = `tenants/${tenantId}/log`;
+  private removeOrphanSegments(tenantId: string, now: number): Promise<number> {
+    return this.removeOrphans(`tenants/${tenantId}/log`, this.log.orphanSegmentCheck(), now);
+  }
+
+  /**
+   * Manifest blobs no restore point names: a base's manifest is written before its chunks are committed and its point
+   * recorded, so a crash (or a failure whose clean-up failed) in between leaves it, and so does a crash between a
+   * collection's removal of points and of their manifests. A manifest lists every chunk of a base, 64 bytes per 256
+   * KiB of the store.
+   */
+  private removeOrphanManifests(tenantId: string, now: number): Promise<number> {
+    return this.removeOrphans(`tenants/${tenantId}/manifests`, async (key) => {
+      const id = /\/([^/]+)\.json$/.exec(key)?.[1];
+      return id !== undefined && !(await this.points.existsBy({ id }));
+    }, now);
+  }
+
+  /**
+   * Deletes the blobs under `folder` that `isOrphan` says nothing names. A blob store keeps no times, so, as for
+   * uploads, one goes only when a collection at least the grace period after the first that found it orphaned still
+   * finds it so (a restart starts the count again): a blob written just now may be named a moment later.
+   */
+  private async removeOrphans(folder: string, isOrphan: (key: string) => Promise<boolean>, now: number): Promise<number> {
     const orphans = new Set<string>();
-    const isOrphan = this.log.orphanSegmentCheck();
     for await (const key of this.options.listBlobs(folder)) {
       if (await isOrphan(key)) orphans.add(key);
     }
     let removed = 0;
     for (const key of orphans) {
-      const since = this.orphanSegmentsSince.get(key);
-      if (since === undefined) this.orphanSegmentsSince.set(key, now);
+      const since = this.orphansSince.get(key);
+      if (since === undefined) this.orphansSince.set(key, now);
       else if (now - since >= this.options.collectGraceMs) {
         await this.blobs.delete(key);
-        this.orphanSegmentsSince.delete(key);
+        this.orphansSince.delete(key);
         removed += 1;
       }
     }
-    for (const key of this.orphanSegmentsSince.keys()) {
-      if (key.startsWith(`${folder}/`) && !orphans.has(key)) this.orphanSegmentsSince.delete(key);
+    for (const key of this.orphansSince.keys()) {
+      if (key.startsWith(`${folder}/`) && !orphans.has(key)) this.orphansSince.delete(key);
     }
     return removed;
   }
@@ -992,8 +1010,9 @@ export class BackupService {
     const swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs });
     await this.removeUnusedExports(tenantId);
     const orphanSegments = await this.removeOrphanSegments(tenantId, Date.now());
-    if (removed.length > 0 || removedSegments > 0 || orphanSegments > 0 || swept.freedBytes > 0) {
-      this.logger.info({ tenantId, removedPoints: removed.length, removedSegments, orphanSegments, ...swept }, 'collected backup storage');
+    const orphanManifests = await this.removeOrphanManifests(tenantId, Date.now());
+    if (removed.length > 0 || removedSegments > 0 || orphanSegments > 0 || orphanManifests > 0 || swept.freedBytes > 0) {
+      this.logger.info({ tenantId, removedPoints: removed.length, removedSegments, orphanSegments, orphanManifests, ...swept }, 'collected backup storage');
     }
     return { removedPoints: removed.length, removedSegments, freedBytes: swept.freedBytes };
   }

@@ -1,7 +1,7 @@
 // Backup storage: snapshots as restore points over a deduplicated, encrypted chunk store; exact round trips, exports
 // that stay the documented archive, collection of what no snapshot needs, and verification that finds damage.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import {
@@ -180,6 +180,25 @@ describe('backup storage', () => {
     await eventually(() => !existsSync(orphan), { timeoutMs: 20_000, what: 'the unclaimed upload to be removed' });
     assert.ok(Date.now() - seenAt >= 3_000, 'removed before the grace period (3 s) had passed');
     assert.deepEqual(filesUnder(dirname(orphan)), [], 'an upload is left behind');
+  });
+
+  it('removes a manifest no restore point names (a crash while a base was stored) once collections found it so for the grace period', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'manifested', tier: 'PROFESSIONAL' });
+    // One write large enough for a base: the snapshot's restore point has a manifest.
+    await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: [`L${i % 3}`], properties: noise() })));
+    const snapshot = await takeSnapshot(server, instance.id);
+    const manifests = join(server.dataDir, 'blobs', 'tenants', tenantId, 'manifests');
+    assert.ok(filesUnder(manifests).length > 0, 'no manifest on disk');
+    // What a crash between writing a base's manifest and recording its restore point leaves behind.
+    const orphan = join(manifests, `${randomUUID()}.json`);
+    writeFileSync(orphan, randomBytes(4096));
+    const seenAt = Date.now();
+    await eventually(() => !existsSync(orphan), { timeoutMs: 20_000, what: 'the unnamed manifest to be removed' });
+    assert.ok(Date.now() - seenAt >= 3_000, 'removed before the grace period (3 s) had passed');
+    assert.equal((await restoreAndWait(server, snapshot.id)).status, 'SUCCEEDED');
   });
 
   it('frees what no snapshot and no restore window needs once its snapshots are deleted', async function () {
