@@ -37,6 +37,7 @@ import { VerifyOperationHandler, VerifyService } from './services/verify.service
 import { EncryptedBlobStore } from './storage/encrypted-blob-store';
 import { createConfiguredBlobStore } from './storage/configured-blob-store';
 import { initialAdminKeyPath, makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
+import { removeStaleScratchDirs } from './storage/sealed-scratch-dir';
 import { assertMasterKeyOpensStoredData } from './storage/stored-master-keys';
 
 export interface App {
@@ -117,6 +118,8 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     await assertMasterKeyOpensStoredData(db, rawBlobs, keyring, keySource);
     // Alone on the data (embedded SQLite), every temp blob is a crash's leftover; with replicas sharing it, only
     // the ones nobody has touched for an hour are.
+    const staleScratch = await removeStaleScratchDirs();
+    if (staleScratch > 0) logger.warn({ dirs: staleScratch }, 'removed scratch directories an earlier crash left in the OS temp dir');
     const removedTemp = await blobs.removeTemporaryFiles({ olderThanMs: config.databaseUrl ? 3_600_000 : 0 });
     if (removedTemp > 0) logger.warn({ count: removedTemp }, 'removed partial blobs left by an earlier crash');
 

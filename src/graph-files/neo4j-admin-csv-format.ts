@@ -67,7 +67,7 @@ class AdminCsvReader implements GraphFileReader {
   }
 
   async *records(): AsyncGenerator<ForeignRecord[]> {
-    const spool = await SealedScratchDir.create('snapgraph-admin-csv-');
+    const spool = await SealedScratchDir.create('admin-csv-');
     const extract = createTarExtract();
     const counter = new Transform({
       transform: (chunk: Buffer, _encoding, callback) => {
@@ -321,7 +321,7 @@ function writeBundle(source: GraphFileSource): Readable {
   let scratch: SealedScratchDir | undefined;
   (async () => {
     try {
-      scratch = await SealedScratchDir.create('snapgraph-admin-csv-export-');
+      scratch = await SealedScratchDir.create('admin-csv-export-');
       const groups = await planGroups(source);
       const entries: Array<{ name: string; header: string; body?: string }> = await writeBodies(source, groups, scratch);
       if (entries.length === 0) entries.push({ name: 'nodes.csv', header: ':ID,:LABEL\n' });

@@ -2,9 +2,10 @@
 // relationship files until every node is known, an export bundle's CSV bodies until their sizes are known. Its files
 // are blobs in the envelope format (64 KiB chunks, AES-256-GCM) under a master key made for this directory alone and
 // kept only in this process's memory: nothing of a tenant's graph is plaintext on disk, and what a crash leaves there
-// can never be read. The directory is created private (0700) in the OS temp dir, and remove() deletes it.
+// can never be read. The directory is created private (0700) in the OS temp dir, and remove() deletes it; one a crash
+// left there is removed by the next boot once it is a day old (removeStaleScratchDirs).
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -22,14 +23,19 @@ export interface ScratchWriter {
   destroy(): void;
 }
 
+/** Every scratch directory's name begins with this, so that those a crash left can be found. */
+const SCRATCH_PREFIX = 'snapgraph-scratch-';
+/** A scratch directory lives as long as one export or restore reads a graph: one untouched for a day is a crash's. */
+const STALE_AFTER_MS = 24 * 3600_000;
+
 export class SealedScratchDir {
   private readonly keyring = new Keyring(MasterKey.generate());
 
   private constructor(readonly path: string) {}
 
-  /** A new private directory `<os temp dir>/<prefix>XXXXXX`. */
-  static async create(prefix: string): Promise<SealedScratchDir> {
-    return new SealedScratchDir(await mkdtemp(join(tmpdir(), prefix)));
+  /** A new private directory `<os temp dir>/snapgraph-scratch-<name>XXXXXX`. */
+  static async create(name: string): Promise<SealedScratchDir> {
+    return new SealedScratchDir(await mkdtemp(join(tmpdir(), `${SCRATCH_PREFIX}${name}`)));
   }
 
   /** Writes the file `name` (replacing it); see ScratchWriter. */
@@ -73,4 +79,22 @@ export class SealedScratchDir {
   async remove(): Promise<void> {
     await rm(this.path, { recursive: true, force: true });
   }
+}
+
+/**
+ * Removes the scratch directories a crash left (a kill -9 during an export of a large graph leaves files as large as
+ * it: sealed under a key that died with the process, so unreadable, but taking space): this user's, untouched for a
+ * day, so that another process's (another server on the machine) under way is never one. Returns how many went.
+ */
+export async function removeStaleScratchDirs(parent = tmpdir(), now = Date.now()): Promise<number> {
+  let removed = 0;
+  for (const name of await readdir(parent).catch(() => [] as string[])) {
+    if (!name.startsWith(SCRATCH_PREFIX)) continue;
+    const path = join(parent, name);
+    const stats = await lstat(path).catch(() => null);
+    if (!stats?.isDirectory() || (process.getuid && stats.uid !== process.getuid()) || now - stats.mtimeMs < STALE_AFTER_MS) continue;
+    await rm(path, { recursive: true, force: true });
+    removed += 1;
+  }
+  return removed;
 }

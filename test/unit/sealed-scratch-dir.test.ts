@@ -1,11 +1,13 @@
 // Scratch files sealed under a key of their own, kept in memory: round trips, nothing plaintext on disk, damage found.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 
 import { BlobIntegrityError } from '../../src/crypto';
-import { SealedScratchDir } from '../../src/storage/sealed-scratch-dir';
+import { removeStaleScratchDirs, SealedScratchDir } from '../../src/storage/sealed-scratch-dir';
 
 async function writeAll(dir: SealedScratchDir, name: string, parts: Buffer[]): Promise<void> {
   const writer = dir.createWriter(name);
@@ -29,7 +31,7 @@ function csvText(bytes: number): Buffer {
 describe('SealedScratchDir', () => {
   const dirs: SealedScratchDir[] = [];
   const scratch = async () => {
-    const dir = await SealedScratchDir.create('snapgraph-scratch-test-');
+    const dir = await SealedScratchDir.create('test-');
     dirs.push(dir);
     return dir;
   };
@@ -84,5 +86,33 @@ describe('SealedScratchDir', () => {
     assert.deepEqual(readdirSync(dir.path), ['kept']);
     await dir.remove();
     assert.equal(existsSync(dir.path), false);
+  });
+
+  it("removes the scratch directories a crash left once they are a day old, and nobody's under way", async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'scratch-parent-'));
+    try {
+      const day = 24 * 3600_000;
+      const now = Date.now();
+      const make = (name: string, ageMs: number) => {
+        const path = join(parent, name);
+        mkdirSync(path);
+        writeFileSync(join(path, 'spool'), 'sealed bytes');
+        const at = new Date(now - ageMs);
+        utimesSync(path, at, at);
+      };
+      make('snapgraph-scratch-admin-csv-export-left', day + 60_000);
+      make('snapgraph-scratch-admin-csv-running', 60_000);
+      make('someone-else-old', 2 * day);
+      assert.equal(await removeStaleScratchDirs(parent, now), 1);
+      assert.deepEqual(readdirSync(parent).sort(), ['snapgraph-scratch-admin-csv-running', 'someone-else-old']);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
+  it('lives in the OS temp dir under the name the boot looks for', async () => {
+    const dir = await scratch();
+    assert.equal(dirname(dir.path), tmpdir());
+    assert.match(basename(dir.path), /^snapgraph-scratch-test-/);
   });
 });
