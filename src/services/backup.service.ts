@@ -92,6 +92,8 @@ export class BackupService {
   private readonly capturing = new Set<string>();
   /** Segment and manifest blobs no row will ever name, and since when collections have found them so (see removeOrphans). */
   private readonly orphansSince = new Map<string, number>();
+  /** Instances whose base the policy could not decide on while one was under way, with the epoch it looked at. */
+  private readonly reconsidering = new Map<string, number>();
   /** Instances whose base the policy put off until BASE_POLICY.minIntervalMs after the last one. */
   private readonly deferredBases = new Map<string, NodeJS.Timeout>();
 
@@ -129,6 +131,7 @@ export class BackupService {
       return await this.capturePoint(instance, context, { mayTakeBase: true });
     } finally {
       this.capturing.delete(instance.id);
+      this.reconsiderAfter(instance.id);
     }
   }
 
@@ -206,7 +209,13 @@ export class BackupService {
    */
   private async considerBase(instanceId: string, epoch: StoreEpochEntity): Promise<void> {
     const instance = await this.instances.reload(instanceId);
-    if (!instance || instance.status !== 'RUNNING' || this.baseUnderWay(instance.id)) return;
+    if (!instance || instance.status !== 'RUNNING') return;
+    if (this.baseUnderWay(instance.id)) {
+      // Looked at again once that ends (reconsiderAfter): a bulk load shipped meanwhile and followed by silence would
+      // otherwise wait for the next shipped segment for its base.
+      this.reconsidering.set(instance.id, epoch.epoch);
+      return;
+    }
     const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
     const unknownHistory = !base && epoch.anchor === 'NONE';
     // Only the current store can be copied: an ended epoch's damage stays (its window ends with it).
@@ -235,6 +244,17 @@ export class BackupService {
     }, wait);
     timer.unref();
     this.deferredBases.set(instance.id, timer);
+  }
+
+  /** After a base or a snapshot's capture of the instance: the policy's decision it put off, if any, is made now. */
+  private reconsiderAfter(instanceId: string): void {
+    const epoch = this.reconsidering.get(instanceId);
+    if (epoch === undefined) return;
+    this.reconsidering.delete(instanceId);
+    void this.log.epoch(epoch).then(
+      (current) => current && current.endedAt === null && this.considerBaseInBackground(instanceId, current),
+      (err: unknown) => this.logger.warn({ err, instanceId }, 'deciding on a base of the store failed'),
+    );
   }
 
   /** considerBase for work nobody awaits: a failure is logged (an unhandled rejection would end the server). */
@@ -275,6 +295,7 @@ export class BackupService {
       return await taking;
     } finally {
       this.basing.delete(instance.id);
+      this.reconsiderAfter(instance.id);
     }
   }
 
@@ -282,6 +303,7 @@ export class BackupService {
   async settle(instanceId: string): Promise<void> {
     clearTimeout(this.deferredBases.get(instanceId));
     this.deferredBases.delete(instanceId);
+    this.reconsidering.delete(instanceId);
     await this.basing.get(instanceId)?.catch(() => undefined);
   }
 
