@@ -19,6 +19,24 @@ import { createLogger } from '../../src/logging/logger';
 import { Metrics } from '../../src/observability/metrics';
 import { eventually } from '../support/wait';
 
+/** Inserts an operation (a QUEUED SNAPSHOT of a made-up instance unless `fields` say otherwise); returns its id. */
+async function insertOperation(db: DataSource, fields: Partial<Omit<OperationEntity, 'params'>> = {}): Promise<string> {
+  const id = randomUUID();
+  await db.getRepository(OperationEntity).insert({
+    id,
+    tenantId: randomUUID(),
+    instanceId: randomUUID(),
+    kind: 'SNAPSHOT',
+    status: 'QUEUED',
+    phase: 'queued',
+    params: null,
+    createdAt: Date.now(),
+    attempt: 0,
+    ...fields,
+  });
+  return id;
+}
+
 describe('operation recovery', function () {
   this.timeout(30_000);
   let dir: string;
@@ -113,16 +131,10 @@ describe('operation recovery', function () {
       };
       return { seen, handler };
     };
-    const insertOrphan = async (fields: Partial<Omit<OperationEntity, 'params'>>) => {
-      const id = randomUUID();
-      await db.getRepository(OperationEntity).insert({
-        id,
-        tenantId: randomUUID(),
-        instanceId: randomUUID(),
-        kind: 'SNAPSHOT',
+    const insertOrphan = (fields: Partial<Omit<OperationEntity, 'params'>>) =>
+      insertOperation(db, {
         status: 'RUNNING',
         phase: 'capturing',
-        params: null,
         createdAt: Date.now() - 60_000,
         startedAt: Date.now() - 60_000,
         leaseOwner: 'dead-replica',
@@ -130,8 +142,6 @@ describe('operation recovery', function () {
         attempt: 1,
         ...fields,
       });
-      return id;
-    };
 
     it('by recovery: another replica does not take the orphan over again while it is compensated', async () => {
       const { seen, handler } = slowCompensation();
@@ -183,18 +193,7 @@ describe('operation recovery', function () {
   });
 
   it('stops a run whose lease it cannot renew before another runner may take the operation over', async () => {
-    const id = randomUUID();
-    await db.getRepository(OperationEntity).insert({
-      id,
-      tenantId: randomUUID(),
-      instanceId: randomUUID(),
-      kind: 'SNAPSHOT',
-      status: 'QUEUED',
-      phase: 'queued',
-      params: null,
-      createdAt: Date.now(),
-      attempt: 0,
-    });
+    const id = await insertOperation(db);
     const seen = { running: 0, mostAtOnce: 0, runs: 0, compensatedWhileRunning: false };
     const handler: OperationHandler = {
       kind: 'SNAPSHOT',
@@ -251,22 +250,6 @@ describe('operation recovery', function () {
       others.push(created);
       return created;
     };
-    const insert = async (fields: Partial<Omit<OperationEntity, 'params'>>) => {
-      const id = randomUUID();
-      await db.getRepository(OperationEntity).insert({
-        id,
-        tenantId: randomUUID(),
-        instanceId: randomUUID(),
-        kind: 'SNAPSHOT',
-        status: 'QUEUED',
-        phase: 'queued',
-        params: null,
-        createdAt: Date.now(),
-        attempt: 0,
-        ...fields,
-      });
-      return id;
-    };
     /** A handler whose run lasts until it is stopped, and whose compensation (a safety snapshot deleted, say) takes a while. */
     const slowToCompensate = () => {
       const seen = { runs: 0, compensations: [] as Compensation[], finishCompensation: null as (() => void) | null };
@@ -288,7 +271,7 @@ describe('operation recovery', function () {
     it('ends CANCELLED when it came during a shutdown, and no other process runs it again', async () => {
       const { seen, handler } = slowToCompensate();
       const first = newRunner(handler);
-      const id = await insert({});
+      const id = await insertOperation(db);
       await first.start();
       await until(() => seen.runs === 1, 'the first run');
       const stopping = first.stop(0); // the grace period is over: the operation is handed back
@@ -308,7 +291,7 @@ describe('operation recovery', function () {
 
     it('ends CANCELLED when it came while recovery compensated an orphan', async () => {
       const { seen, handler } = slowToCompensate();
-      const id = await insert({ status: 'RUNNING', phase: 'capturing', startedAt: Date.now() - 60_000, leaseOwner: 'dead-replica', leaseExpiresAt: Date.now() - 1_000, attempt: 1 });
+      const id = await insertOperation(db, { status: 'RUNNING', phase: 'capturing', startedAt: Date.now() - 60_000, leaseOwner: 'dead-replica', leaseExpiresAt: Date.now() - 1_000, attempt: 1 });
       const recovering = newRunner(handler);
       const starting = recovering.start();
       await until(() => seen.finishCompensation !== null, 'recovery to compensate');
@@ -324,7 +307,7 @@ describe('operation recovery', function () {
     it('cancels a queued operation that carries a cancel request instead of running it', async () => {
       const { seen, handler } = slowToCompensate();
       // As a hand-back left it before this was fixed, or a stop between a claim and the start.
-      const id = await insert({ attempt: 1, cancelRequestedAt: Date.now() - 1_000 });
+      const id = await insertOperation(db, { attempt: 1, cancelRequestedAt: Date.now() - 1_000 });
       const starting = newRunner(handler).start();
       await until(() => seen.finishCompensation !== null, 'the compensation');
       seen.finishCompensation!();
