@@ -1,14 +1,12 @@
 // A full disk, whichever layer met it, as the one client-facing error STORAGE_FULL: never raw driver text or paths.
 import { AppError } from './app-error';
+import { anyInChain } from './error-chain';
 
 /**
  * The codes a full disk surfaces as: fs (ENOSPC, EDQUOT), sqlite3 and better-sqlite3 (SQLITE_FULL; SQLite's own
  * file-system layer turns ENOSPC into it), PostgreSQL (SQLSTATE 53100 disk_full).
  */
 const DISK_FULL_CODES: ReadonlySet<unknown> = new Set(['ENOSPC', 'EDQUOT', 'SQLITE_FULL', '53100']);
-// Wrappers keep the driver's error in one of these: Error.cause, TypeORM's driverError, GraphQLError's originalError.
-const WRAPPED = ['cause', 'driverError', 'originalError'] as const;
-const MAX_DEPTH = 8;
 
 /** True when the error, or an error it wraps, is a full disk or an exhausted quota. */
 export function isStorageFull(error: unknown): boolean {
@@ -46,11 +44,3 @@ export function asStorageFull(error: unknown, volume: StorageVolume = 'data'): A
 }
 
 const isPostgresDiskFull = (error: unknown) => anyInChain(error, (e) => e.code === '53100');
-
-/** Whether the error, or one it wraps (cause, driverError, originalError, an AggregateError's), passes `test`. */
-export function anyInChain(error: unknown, test: (error: { code?: unknown; message?: unknown }) => boolean, depth = 0): boolean {
-  if (error === null || typeof error !== 'object' || depth > MAX_DEPTH) return false;
-  if (test(error)) return true;
-  if (error instanceof AggregateError && error.errors.some((inner) => anyInChain(inner, test, depth + 1))) return true;
-  return WRAPPED.some((key) => anyInChain((error as Record<string, unknown>)[key], test, depth + 1));
-}

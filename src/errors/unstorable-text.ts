@@ -2,7 +2,7 @@
 // encoding UTF8: 0x00"), and text it cannot convert (22P05). It arrives in a client's input (an id to look up, a
 // description, a key's name): the client's fault, answered as BAD_USER_INPUT, never as an internal error.
 import { AppError } from './app-error';
-import { anyInChain } from './storage-full';
+import { anyInChain } from './error-chain';
 
 const UNSTORABLE_TEXT_CODES: ReadonlySet<unknown> = new Set(['22021', '22P05']);
 
