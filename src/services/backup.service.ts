@@ -50,6 +50,8 @@ export const BASE_POLICY = {
   minIntervalMs: 5 * 60_000,
   /** ...unless the log since the newest base has outgrown the store itself. */
   urgentLogShare: 1,
+  /** A base the policy asked for and could not take is tried again, at most this much later. */
+  maxRetryMs: 5 * 60_000,
 };
 
 const MANIFEST_VERSION = 1;
@@ -96,6 +98,9 @@ export class BackupService {
   private readonly reconsidering = new Map<string, number>();
   /** Instances whose base the policy put off until BASE_POLICY.minIntervalMs after the last one. */
   private readonly deferredBases = new Map<string, NodeJS.Timeout>();
+  /** Instances whose policy base failed, and how many times in a row (see takeBaseOrRetry). */
+  private readonly failedBases = new Map<string, number>();
+  private closed = false;
 
   constructor(
     private readonly db: DataSource,
@@ -220,30 +225,41 @@ export class BackupService {
     const unknownHistory = !base && epoch.anchor === 'NONE';
     // Only the current store can be copied: an ended epoch's damage stays (its window ends with it).
     const damagedSinceBase = epoch.endedAt === null && epoch.damagedFromSeq !== null && (base?.seq ?? -1) < epoch.damagedFromSeq;
-    if (unknownHistory || damagedSinceBase) {
-      await this.takeBase(instance);
-      return;
-    }
+    if (unknownHistory || damagedSinceBase) return this.takeBaseOrRetry(instance, epoch);
     const share = await this.logShareSince(instance, epoch, base);
     if (share <= BASE_POLICY.maxLogShare) return;
     const wait = base === null ? 0 : base.createdAt + BASE_POLICY.minIntervalMs - Date.now();
-    if (wait <= 0 || share > BASE_POLICY.urgentLogShare) {
-      await this.takeBase(instance);
-      return;
-    }
+    if (wait <= 0 || share > BASE_POLICY.urgentLogShare) return this.takeBaseOrRetry(instance, epoch);
     // Too soon after the last base: look again once the interval is over, so that a bulk load followed by silence
     // (no segment shipped to bring this back) still gets its base.
-    if (this.deferredBases.has(instance.id)) return;
+    this.considerLater(instance.id, epoch.epoch, wait);
+  }
+
+  /**
+   * The policy's base, looked at again later when it could not be taken (the blob store full or away for a moment): a
+   * bulk load followed by silence would otherwise keep its whole log to replay until the next write. The first look is
+   * a second later, each next one twice as late, up to BASE_POLICY.maxRetryMs.
+   */
+  private async takeBaseOrRetry(instance: InstanceEntity, epoch: StoreEpochEntity): Promise<void> {
+    if (await this.takeBase(instance)) return;
+    const failures = (this.failedBases.get(instance.id) ?? 0) + 1;
+    this.failedBases.set(instance.id, failures);
+    this.considerLater(instance.id, epoch.epoch, Math.min(1000 * 2 ** (failures - 1), BASE_POLICY.maxRetryMs));
+  }
+
+  /** The policy looks at the instance again in `waitMs`, unless a look is already due; not if the epoch ended meanwhile. */
+  private considerLater(instanceId: string, epoch: number, waitMs: number): void {
+    if (this.closed || this.deferredBases.has(instanceId)) return;
     const timer = setTimeout(() => {
-      this.deferredBases.delete(instance.id);
-      void this.log.epoch(epoch.epoch).then(
+      this.deferredBases.delete(instanceId);
+      void this.log.epoch(epoch).then(
         // A restore meanwhile ended the epoch: the new store's history starts from a base of its own.
-        (current) => current && current.endedAt === null && this.considerBaseInBackground(instance.id, current),
-        (err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed'),
+        (current) => current && current.endedAt === null && this.considerBaseInBackground(instanceId, current),
+        (err: unknown) => this.logger.warn({ err, instanceId }, 'deciding on a base of the store failed'),
       );
-    }, wait);
+    }, waitMs);
     timer.unref();
-    this.deferredBases.set(instance.id, timer);
+    this.deferredBases.set(instanceId, timer);
   }
 
   /** After a base or a snapshot's capture of the instance: the policy's decision it put off, if any, is made now. */
@@ -282,6 +298,7 @@ export class BackupService {
 
   /** Drops the bases put off for later (the server is closing). */
   close(): void {
+    this.closed = true;
     for (const timer of this.deferredBases.values()) clearTimeout(timer);
     this.deferredBases.clear();
   }
@@ -311,10 +328,11 @@ export class BackupService {
     try {
       const { restorePoint } = await this.captureBase(instance, context);
       await this.points.insert(restorePoint);
+      this.failedBases.delete(instance.id);
       this.logger.info({ instanceId: instance.id, epoch: restorePoint.epoch, seq: restorePoint.seq, addedBytes: restorePoint.addedBytes }, 'took a base of the store');
       return restorePoint;
     } catch (err) {
-      this.logger.warn({ err, instanceId: instance.id }, 'taking a base of the store failed; the next shipped segment tries again');
+      this.logger.warn({ err, instanceId: instance.id }, 'taking a base of the store failed; it is tried again');
       return null;
     }
   }

@@ -20,11 +20,13 @@ import {
   graphOf,
   instanceState,
   makeTempDir,
+  metricsValue,
   mountSmallVolume,
   operationById,
   type OperationJson,
   OPERATION_FIELDS,
   requestSnapshot,
+  restorableThrough,
   restoreAndWait,
   settledOperation,
   settledSnapshot,
@@ -239,6 +241,32 @@ describe('a full backup storage when a snapshot is exported', function () {
     volume.release();
     const archive = await archiveOf(server, snapshot.id);
     assert.ok(archive.length > 12 * MiB, `the archive (${archive.length} bytes) is far larger than the room left`);
+    assertAlive(server);
+  });
+});
+
+describe('a full backup storage when the change log calls for a base', function () {
+  this.timeout(120_000);
+
+  it('takes the base once space returns, with no write after the one that called for it', async function () {
+    const volume = volumeOrSkip(this, 32 * MiB);
+    const dataDir = dataDirWithBlobsOn(volume);
+    const server = await startServer({ dataDir });
+    const instance = await createInstance(server, { name: 'base-full' });
+    const bases = () => metricsValue(server, 'snapgraph_store_bases_total');
+    const basesBefore = await bases();
+    const failedBase = () => server.logLines().filter((line) => line.msg === 'taking a base of the store failed; it is tried again');
+    // About 0.8 MB of log: under a quarter of the 4 MiB a small store counts as (BASE_POLICY), so no base yet.
+    await createNodes(server, instance.id, bulkyNodes(100));
+    await restorableThrough(server, instance.id, Date.now());
+    // Room for the next write's segment (about 0.4 MB stored), not for a base of the whole store (about 1 MB).
+    volume.fill(640 * 1024);
+    await createNodes(server, instance.id, bulkyNodes(60));
+    await eventually(() => failedBase().length > 0, { timeoutMs: 20_000, what: 'the base to meet the full volume' });
+    assert.equal(await bases(), basesBefore);
+
+    volume.release();
+    await eventually(async () => (await bases()) > basesBefore, { timeoutMs: 20_000, what: 'the base once space returned' });
     assertAlive(server);
   });
 });
