@@ -51,11 +51,11 @@ export class StoreEpochEntity {
   @BigIntColumn({ nullable: true })
   shippedThrough: number | null;
 
-  /** Set when a segment of this epoch was found damaged or missing: the window stops short of it. */
+  /** Set when a segment of this epoch was found damaged or missing: the window starts past it. */
   @Column({ type: 'varchar', length: 1000, nullable: true })
   damage: string | null;
 
-  /** The first seq the damage makes unreachable (everything from it on needs a later base). */
+  /** The first seq the newest damage makes unreachable (everything from it on needs a later base). */
   @BigIntColumn({ nullable: true })
   damagedFromSeq: number | null;
 }

@@ -119,15 +119,18 @@ export class ChangeLogService {
     return null;
   }
 
-  /** Records that the epoch's segments from `fromSeq` on cannot be read (the window then stops short of them). */
+  /**
+   * Records that the epoch's log from `fromSeq` cannot be read: the window then starts at the first base past it. The
+   * newest damage is the one kept: a base after earlier damage is no way past later damage (its replay reads it).
+   */
   async recordDamage(epoch: StoreEpochEntity, fromSeq: number, message: string): Promise<void> {
     if (!(await this.saveDamage(epoch, fromSeq, message, this.db.manager))) return;
     for (const listener of this.damageListeners) listener(epoch.instanceId, epoch);
   }
 
-  /** recordDamage without telling anyone, in `manager`'s transaction; false when earlier damage was recorded already. */
+  /** recordDamage without telling anyone, in `manager`'s transaction; false when damage at or after it was recorded already. */
   private async saveDamage(epoch: StoreEpochEntity, fromSeq: number, message: string, manager: EntityManager): Promise<boolean> {
-    if (epoch.damagedFromSeq !== null && epoch.damagedFromSeq <= fromSeq) return false;
+    if (epoch.damagedFromSeq !== null && epoch.damagedFromSeq >= fromSeq) return false;
     this.logger.error({ epoch: epoch.epoch, instanceId: epoch.instanceId, fromSeq, damage: message }, 'change log damaged');
     await manager.update(StoreEpochEntity, { epoch: epoch.epoch }, { damage: message.slice(0, 1000), damagedFromSeq: fromSeq });
     Object.assign(epoch, { damage: message.slice(0, 1000), damagedFromSeq: fromSeq });

@@ -780,3 +780,66 @@ describe('point-in-time restore: retention', () => {
     assert.deepEqual(await graphOf(server, fromLog), await graphOf(server, instance.id));
   });
 });
+
+describe('point-in-time restore: damage found after earlier damage', () => {
+  // Nothing ships on a timer: each snapshot ships what was written since the previous one as one segment, so which
+  // seqs a segment holds (and which a base of the store holds) is up to the test.
+  const suite = serverPerSuite({ env: { SNAPGRAPH_LOG_SHIP_DELAY_MS: '3600000', SNAPGRAPH_LOG_SHIP_INTERVAL_MS: '3600000' } });
+
+  /** Writes one node per label, then has a snapshot ship them: returns the one segment that holds them. */
+  async function shipped(server: TestServer, tenantId: string, instanceId: string, labels: string[]): Promise<string> {
+    const before = new Set(logSegmentsOf(server.dataDir, tenantId, instanceId));
+    for (const label of labels) await createNodes(server, instanceId, [{ labels: [label] }]);
+    await takeSnapshot(server, instanceId);
+    const added = logSegmentsOf(server.dataDir, tenantId, instanceId).filter((path) => !before.has(path));
+    assert.equal(added.length, 1, `expected one segment for ${labels}: ${JSON.stringify(added)}`);
+    return added[0];
+  }
+
+  function damage(segment: string): void {
+    const bytes = readFileSync(segment);
+    bytes[Math.floor(bytes.length / 2)] ^= 0x01;
+    writeFileSync(segment, bytes);
+  }
+
+  /** A restore to the instance's restoreWindow.latest (over target) that fails on the damaged segment. */
+  async function failsOn(server: TestServer, instanceId: string, targetId: string, segment: string): Promise<void> {
+    const { latest } = (await restoreWindowOf(server, instanceId))!;
+    const operation = await restoreToPoint(server, instanceId, latest, targetId);
+    assert.equal(operation.status, 'FAILED');
+    assert.equal(operation.error?.code, 'INVALID_BACKUP_FILE');
+    const firstSeq = Number(/\/(\d+)(?:-[0-9a-f]{16})?\.seg$/.exec(segment)![1]);
+    assert.match(operation.error!.message, new RegExp(`segment ${firstSeq}\\b`), `the error names the damaged segment ${segment}`);
+  }
+
+  /** The window reaches a write made now, and a restore to its latest holds exactly what the instance holds. */
+  async function restorableAgain(server: TestServer, tenantId: string, instanceId: string, targetId: string): Promise<void> {
+    const writtenAt = Date.now();
+    await shipped(server, tenantId, instanceId, ['After']);
+    const window = await restorableThrough(server, instanceId, writtenAt);
+    assert.match(window.reason ?? '', /damaged|segment/, 'the window says why it starts later');
+    const operation = await restoreToPoint(server, instanceId, window.latest, targetId);
+    assert.equal(operation.status, 'SUCCEEDED', `the window ${JSON.stringify(window)} offers a moment that does not restore: ${JSON.stringify(operation.error)}`);
+    assert.deepEqual(await graphOf(server, targetId), await graphOf(server, instanceId));
+  }
+
+  it('records damage found past the base that followed earlier damage: a base is taken at once and the window starts at it', async function () {
+    this.timeout(90_000);
+    const { server } = suite;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'damaged-twice', tier: 'PROFESSIONAL' });
+    const target = await createInstance(server, { name: 'target-twice', tier: 'PROFESSIONAL' });
+    const first = await shipped(server, tenantId, instance.id, ['One']);
+    await shipped(server, tenantId, instance.id, ['Two']);
+    damage(first);
+    await failsOn(server, instance.id, target.id, first);
+    await restorableAgain(server, tenantId, instance.id, target.id);
+
+    // The base taken after the first damage is where restores now start; the log after it is damaged in turn.
+    const second = await shipped(server, tenantId, instance.id, ['Three']);
+    await shipped(server, tenantId, instance.id, ['Four']);
+    damage(second);
+    await failsOn(server, instance.id, target.id, second);
+    await restorableAgain(server, tenantId, instance.id, target.id);
+  });
+});
