@@ -55,7 +55,7 @@ export class StoreEpochEntity {
   @Column({ type: 'varchar', length: 1000, nullable: true })
   damage: string | null;
 
-  /** The first seq the newest damage makes unreachable (everything from it on needs a later base). */
+  /** The first seq the newest damage makes unreachable (a restore past it needs a base past the damaged stretch: ChangeLogService.damagedThroughSeq). */
   @BigIntColumn({ nullable: true })
   damagedFromSeq: number | null;
 }

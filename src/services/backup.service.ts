@@ -223,8 +223,10 @@ export class BackupService {
     }
     const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
     const unknownHistory = !base && epoch.anchor === 'NONE';
-    // Only the current store can be copied: an ended epoch's damage stays (its window ends with it).
-    const damagedSinceBase = epoch.endedAt === null && epoch.damagedFromSeq !== null && (base?.seq ?? -1) < epoch.damagedFromSeq;
+    // Only the current store can be copied: an ended epoch's damage stays (its window ends with it). A base inside the
+    // damaged stretch is no way past it.
+    const damagedThrough = epoch.endedAt === null ? await this.log.damagedThroughSeq(epoch) : null;
+    const damagedSinceBase = damagedThrough !== null && (base?.seq ?? -1) < damagedThrough;
     if (unknownHistory || damagedSinceBase) return this.takeBaseOrRetry(instance, epoch);
     const share = await this.logShareSince(instance, epoch, base);
     if (share <= BASE_POLICY.maxLogShare) return;

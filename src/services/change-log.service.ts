@@ -445,6 +445,27 @@ export class ChangeLogService {
   }
 
   /**
+   * The newest seq the epoch's recorded damage makes unreadable (null: none recorded): the end of the damaged segment
+   * holding its first seq, or the seq before the next segment stored (entries lost or missing). A restore past the
+   * damage needs a base at that seq or later: one inside the damaged segment would replay the rest of it.
+   */
+  async damagedThroughSeq(epoch: StoreEpochEntity): Promise<number | null> {
+    const from = epoch.damagedFromSeq;
+    if (from === null) return null;
+    const holding = await this.segments
+      .createQueryBuilder('s')
+      .where('s.epoch = :epoch AND s.firstSeq <= :from AND s.lastSeq >= :from', { epoch: epoch.epoch, from })
+      .getOne();
+    if (holding) return holding.lastSeq;
+    const next = await this.segments
+      .createQueryBuilder('s')
+      .where('s.epoch = :epoch AND s.firstSeq > :from', { epoch: epoch.epoch, from })
+      .orderBy('s.firstSeq', 'ASC')
+      .getOne();
+    return next ? next.firstSeq - 1 : Math.max(from, epoch.shippedSeq);
+  }
+
+  /**
    * Whether the epoch's log right after `afterSeq` is still stored: a recorded segment holds afterSeq + 1, or nothing
    * after afterSeq was shipped. False once collection removed it (or its row was never recorded).
    */
@@ -500,8 +521,9 @@ export class ChangeLogService {
         .where("p.epoch = :epoch AND p.kind = 'BASE' AND p.seq >= :seq", { epoch: epoch.epoch, seq })
         .orderBy('p.seq', 'ASC')
         .getOne();
-    if (epoch.damagedFromSeq !== null) {
-      const base = await firstBaseFrom(epoch.damagedFromSeq);
+    const damagedThrough = await this.damagedThroughSeq(epoch);
+    if (damagedThrough !== null) {
+      const base = await firstBaseFrom(damagedThrough);
       return { from: base ? base.at ?? epoch.startedAt : null, reason: epoch.damage };
     }
     const anchored =

@@ -842,4 +842,26 @@ describe('point-in-time restore: damage found after earlier damage', () => {
     await failsOn(server, instance.id, target.id, second);
     await restorableAgain(server, tenantId, instance.id, target.id);
   });
+
+  it('takes a new base when the damaged segment also holds seqs after the newest base, which cannot be replayed from it', async function () {
+    this.timeout(90_000);
+    const { server } = suite;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'base-inside', tier: 'PROFESSIONAL' });
+    const target = await createInstance(server, { name: 'target-inside', tier: 'PROFESSIONAL' });
+    const first = await shipped(server, tenantId, instance.id, ['One', 'Two']);
+    // Written and not shipped: the base the damage brings about (at once) holds it, no segment does yet.
+    await createNodes(server, instance.id, [{ labels: ['Three'] }]);
+    const basesBefore = await metricsValue(server, 'snapgraph_store_bases_total');
+    damage(first);
+    await failsOn(server, instance.id, target.id, first);
+    await eventually(async () => (await metricsValue(server, 'snapgraph_store_bases_total')) > basesBefore, { timeoutMs: 10_000, what: 'a base after the damage' });
+
+    // One segment of seqs 3–4: the base is at seq 3, inside it; a restore from that base replays seq 4 out of it.
+    const straddling = await shipped(server, tenantId, instance.id, ['Four']);
+    assert.match(straddling, /\/0*3-[0-9a-f]{16}\.seg$/, 'the segment after the base starts at the seq the base holds');
+    damage(straddling);
+    await failsOn(server, instance.id, target.id, straddling);
+    await restorableAgain(server, tenantId, instance.id, target.id);
+  });
 });
