@@ -8,14 +8,24 @@ function toIsoString(value: unknown): string {
   return date.toISOString();
 }
 
+const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-](\d{2}):(\d{2}))$/;
+
 function parseIso(text: unknown): Date {
-  if (typeof text !== 'string' || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(text)) {
+  const fields = typeof text === 'string' ? ISO_DATE_TIME.exec(text) : null;
+  if (!fields) {
     throw new GraphQLError(`DateTime must be an ISO-8601 date-time with a time zone, e.g. 2026-11-25T10:00:00.000Z`, {
       extensions: { code: 'BAD_USER_INPUT' },
     });
   }
-  const date = new Date(text);
-  if (Number.isNaN(date.getTime())) throw new GraphQLError(`"${text}" is not a valid date-time`, { extensions: { code: 'BAD_USER_INPUT' } });
+  const [year, month, day, hour, minute, second, offsetHours, offsetMinutes] = fields.slice(1).map((field) => Number(field ?? 0));
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const daysInMonth = month === 2 ? (leap ? 29 : 28) : [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1];
+  // Date rolls a day or an hour past its end over into the next (February 30th is March 2nd; 24:00 the next day): a
+  // mistyped moment would name another one, which a point-in-time restore would then go back to.
+  const valid =
+    month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth && hour <= 23 && minute <= 59 && second <= 59 && offsetHours <= 23 && offsetMinutes <= 59;
+  const date = new Date(text as string);
+  if (!valid || Number.isNaN(date.getTime())) throw new GraphQLError(`"${text}" is not a valid date-time`, { extensions: { code: 'BAD_USER_INPUT' } });
   return date;
 }
 

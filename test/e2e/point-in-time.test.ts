@@ -376,6 +376,28 @@ describe('point-in-time restore', () => {
     assert.deepEqual(await graphOf(server, copy), sourceWriter.graph());
   });
 
+  it('refuses a date-time that names no moment (February 30th, 24:00, an offset of 24 hours) rather than restoring to another one', async function () {
+    this.timeout(30_000);
+    const { server } = suite;
+    const source = await createInstance(server, { name: 'no-such-moment', tier: 'PROFESSIONAL' });
+    const [written] = await new ModelWriter(server, source.id, random).write(1);
+    const window = await restorableThrough(server, source.id, written.ackedAt);
+    const day = iso(window.latest).slice(0, 10);
+    const year = Number(day.slice(0, 4));
+    const operationsBefore = await operationCount(server, source.id);
+    for (const at of [`${year}-02-30T10:00:00.000Z`, `${year - 1}-11-31T00:00:00Z`, `${day}T24:00:00.000Z`, `${day}T10:00:00.000+24:00`]) {
+      const refused = expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at }), 'BAD_USER_INPUT');
+      assert.match(refused.message, new RegExp(`"${at.replace(/[.+]/g, '\\$&')}" is not a valid date-time`));
+      expectCode(await gql(server, CREATE_FROM_POINT, { instanceId: source.id, at, input: { name: 'never', tier: 'PROFESSIONAL' } }), 'BAD_USER_INPUT');
+    }
+    assert.equal(await operationCount(server, source.id), operationsBefore);
+    // A moment written with an offset is that moment.
+    const offset = new Date(window.latest + 5.5 * 3_600_000).toISOString().replace('Z', '+05:30');
+    const { restoreToPointInTime: started } = expectData(await requestRestoreToPoint(server, { instanceId: source.id, at: offset }));
+    assert.equal(started.pointInTime, iso(window.latest));
+    assert.equal((await settledOperation(server, started.id)).status, 'SUCCEEDED');
+  });
+
   it('restores an instance over itself, then restores to instants on both sides of that restore exactly', async function () {
     this.timeout(120_000);
     const { server } = suite;
