@@ -140,11 +140,11 @@ describe('abusive requests', () => {
         req.end(body);
       });
 
-    const multipart = (operations: string, file: Buffer) => {
+    const multipart = (operations: string, file: Buffer, map = '{"0":["variables.file"]}') => {
       const boundary = 'snapgraph-abuse-boundary';
       const head = (name: string, extra = '') => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"${extra}\r\n\r\n`;
       const body = Buffer.concat([
-        Buffer.from(`${head('operations')}${operations}\r\n${head('map')}{"0":["variables.file"]}\r\n`),
+        Buffer.from(`${head('operations')}${operations}\r\n${head('map')}${map}\r\n`),
         Buffer.from(`${head('0', '; filename="big.backup"')}`),
         file,
         Buffer.from(`\r\n--${boundary}--\r\n`),
@@ -179,6 +179,21 @@ describe('abusive requests', () => {
         assert.equal(answer.status, 400, answer.text);
         assert.equal(JSON.parse(answer.text!).errors[0].extensions.code, 'BAD_USER_INPUT');
       }
+    });
+
+    it('whose map points outside the operations (__proto__): answered 400, and the server is unharmed', async function () {
+      this.timeout(30_000);
+      // A path through __proto__ or constructor reaches Object.prototype, which every object of the process shares.
+      for (const path of ['__proto__.toString', 'variables.__proto__.hasOwnProperty', 'constructor.prototype.valueOf']) {
+        const { body, contentType } = multipart(operations(instanceId), Buffer.from('not an archive'), JSON.stringify({ 0: [path] }));
+        const answer = await send(body, contentType);
+        assert.equal(answer.status, 400, answer.text);
+        assert.match(JSON.parse(answer.text!).errors[0].message, /Invalid object path/, path);
+      }
+      expectData(await gql(suite.server, '{ viewer { role } }'));
+      const { body, contentType } = multipart(operations(instanceId), Buffer.from('not an archive'));
+      const refused = JSON.parse((await send(body, contentType)).text!);
+      assert.equal(refused.errors[0].extensions.code, 'INVALID_BACKUP_FILE', JSON.stringify(refused));
     });
 
     it('without the CSRF header: answered 400, not reset', async function () {

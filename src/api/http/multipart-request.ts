@@ -83,15 +83,18 @@ function parseJson(text: string, field: string): unknown {
   }
 }
 
-/** Puts `value` at a dotted path (`variables.file`, `0.variables.files.1`) inside the operations. */
+/**
+ * Puts `value` at a dotted path (`variables.file`, `0.variables.files.1`) inside the operations. Only the operations'
+ * own properties are followed: `__proto__.toString` would otherwise reach Object.prototype, which every object of the
+ * process shares, and replace what all of them inherit.
+ */
 function placeAt(operations: unknown, path: string, value: unknown): void {
   const keys = path.split('.');
-  let target = operations as Record<string, unknown> | null;
-  for (const key of keys.slice(0, -1)) {
-    target = target && typeof target === 'object' ? (target[key] as Record<string, unknown> | null) : null;
-  }
+  const ownObject = (value: unknown) => (value && typeof value === 'object' ? (value as Record<string, unknown>) : null);
+  let target = ownObject(operations);
+  for (const key of keys.slice(0, -1)) target = target && Object.hasOwn(target, key) ? ownObject(target[key]) : null;
   const last = keys[keys.length - 1];
-  if (!target || typeof target !== 'object' || !(last in target)) {
+  if (!target || !Object.hasOwn(target, last)) {
     throw new MultipartError(400, `Invalid object path for the ‘map’ multipart field entry key ‘${path}’.`);
   }
   target[last] = value;
