@@ -7,7 +7,7 @@ import { deflateRaw } from 'node:zlib';
 import type { EncodedBatch, GraphRecord } from '../graph/records';
 import { encodeLines } from '../runtime/text-lines';
 import { ArchiveError } from './archive-error';
-import { DATA_FRAME, encodeEndFrame, encodeFrame, type RecordCounts } from './archive-frame';
+import { DATA_FRAME, encodeEndFrame, encodeFrame, MAX_FRAME_BYTES, type RecordCounts } from './archive-frame';
 import { encodeArchiveHeader, type ArchiveHeaderInput } from './archive-header';
 import { encodeRecordLine } from './record-codec';
 
@@ -18,8 +18,6 @@ const COMPRESSION_LEVEL = 1;
 const DEFAULT_FRAME_TARGET_BYTES = 128 * 1024;
 /** The most raw deflate can make of `length` bytes (zlib's deflateBound, stored blocks included). */
 const deflateBound = (length: number) => length + (length >> 12) + (length >> 14) + (length >> 25) + 64;
-/** 16 Mi characters encode to at most 48 MiB of UTF-8, under the reader's 64 MiB frame limit. */
-const MAX_RECORD_CHARS = 16 * 1024 * 1024;
 const STREAM_HIGH_WATER_MARK = 1024 * 1024;
 
 export interface ArchiveWriterOptions {
@@ -149,9 +147,8 @@ class StreamingArchiveWriter implements ArchiveWriter {
   }
 
   private appendLine(kind: GraphRecord['kind'], line: string, name = () => `a ${kind}`): void {
-    if (line.length > MAX_RECORD_CHARS) {
-      throw new ArchiveError('INVALID_RECORD', `Cannot write ${name()}: it is larger than 16 MiB once encoded.`);
-    }
+    // A character is at most 3 bytes of UTF-8: only a line that may not fit in a frame beside the pending ones is measured.
+    if (3 * (this.pendingChars + line.length + 1) > MAX_FRAME_BYTES) this.makeRoomFor(line, name);
     if (kind === 'node') {
       if (this.written.relationshipCount > 0) {
         throw new ArchiveError('INVALID_RECORD', `Cannot write ${name()}: all nodes must be written before the first relationship.`);
@@ -163,6 +160,20 @@ class StreamingArchiveWriter implements ArchiveWriter {
     this.lines.push(line);
     this.pendingChars += line.length + 1;
     if (this.pendingChars >= this.targetFrameChars) this.sealFrame();
+  }
+
+  /**
+   * Every record a reader takes is written: one as large as a frame holds (MAX_FRAME_BYTES with its newline) goes in
+   * a frame of its own when the pending lines leave no room for it; a larger one no reader could take is refused.
+   */
+  private makeRoomFor(line: string, name: () => string): void {
+    const bytes = Buffer.byteLength(line, 'utf8') + 1;
+    if (bytes > MAX_FRAME_BYTES) {
+      throw new ArchiveError('INVALID_RECORD', `Cannot write ${name()}: it is larger than a frame holds (64 MiB) once encoded.`);
+    }
+    let pending = 0;
+    for (const pendingLine of this.lines) pending += Buffer.byteLength(pendingLine, 'utf8') + 1;
+    if (pending + bytes > MAX_FRAME_BYTES) this.sealFrame();
   }
 
   /** Compresses the pending lines off the main thread and queues the frame behind the previous one. */

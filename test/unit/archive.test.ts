@@ -22,6 +22,7 @@ import {
   readArchiveHeader,
   sniffFileType,
 } from '../../src/archive';
+import { MAX_FRAME_BYTES } from '../../src/archive/archive-frame';
 import { encodeArchiveHeader, PREAMBLE_LENGTH } from '../../src/archive/archive-header';
 import { FramePool, SharedFramePool } from '../../src/archive/frame-pool';
 import { undeflatableFrame } from '../support';
@@ -593,6 +594,25 @@ describe('snapshot archive format', () => {
       const consumed = collect(writer.stream).catch((err: unknown) => err);
       await assert.rejects(writer.write(node(1, { big: 10n })), (err: unknown) => (assertArchiveError(err, ['INVALID_RECORD']), true));
       await consumed;
+    });
+
+    it('writes every record a reader takes: one as large as a frame holds, after smaller ones, and no larger', async function () {
+      this.timeout(60_000);
+      // The line ["N","2",["Person"],{"big":"…"}] and its newline: exactly MAX_FRAME_BYTES of UTF-8, 3 bytes a character.
+      const lineBytes = (text: string) => Buffer.byteLength(JSON.stringify(['N', '2', ['Person'], { big: text }])) + 1;
+      const fill = '€'.repeat(Math.floor((MAX_FRAME_BYTES - lineBytes('')) / 3));
+      const largest = fill + 'x'.repeat(MAX_FRAME_BYTES - lineBytes(fill));
+      assert.equal(lineBytes(largest), MAX_FRAME_BYTES);
+      const records = [node(1, { small: 'before' }), node(2, { big: largest }), node(3, { small: 'after' })];
+      const read = await readAllRecords(await writeArchive(records));
+      assert.equal(read.length, 3);
+      assert.equal(read[1].kind === 'node' && read[1].node.properties.big, largest);
+      assert.deepEqual([read[0], read[2]], [records[0], records[2]]);
+
+      const writer = createArchiveWriter(headerFor([node(2, { big: `${largest}x` })]));
+      const consumed = collect(writer.stream).catch((err: unknown) => err);
+      await assert.rejects(writer.write(node(2, { big: `${largest}x` })), (err: unknown) => (assertArchiveError(err, ['INVALID_RECORD']), /64 MiB/.test(err.message)));
+      assertArchiveError(await consumed, ['INVALID_RECORD']);
     });
 
     it('waits for a slow consumer instead of buffering (backpressure)', async () => {
