@@ -26,6 +26,12 @@ export function nameProblem(what: string, value: unknown): string | undefined {
 
 /** A value for a message: JSON, cut short. */
 export function shortJson(value: unknown): string {
-  const text = value === undefined ? 'undefined' : JSON.stringify(value);
+  let text: string;
+  try {
+    text = value === undefined ? 'undefined' : JSON.stringify(value);
+  } catch {
+    // JSON.stringify recurses, JSON.parse does not: a value a file nests a hundred thousand levels deep overflows the stack here.
+    return Array.isArray(value) ? '[...]' : '{...}';
+  }
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }

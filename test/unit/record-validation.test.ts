@@ -110,6 +110,20 @@ describe('record validation', () => {
       assert.match(refusal(() => new RecordValidator(header(stats)).frame(Buffer.from('["N","1",[],{}]'))).message, /does not end with a complete record/);
     });
 
+    it('names a field nested too deeply to print as JSON (JSON.parse builds what JSON.stringify overflows on)', () => {
+      const deep = `${'['.repeat(100_000)}${']'.repeat(100_000)}`;
+      const refused = (line: string) => refusal(() => new RecordValidator(header({ nodeCount: 1 })).frame(frame(line)));
+      for (const [line, message] of [
+        [`["N",${deep},[],{}]`, /node record 1: id \[\.\.\.\] is not a string/],
+        [`["N","1",[${deep}],{}]`, /node record 1: label \[\.\.\.\] is not a string/],
+        [`["N","1",[],${deep}]`, /node record 1: properties \[\.\.\.\] is not a JSON object/],
+      ] as const) {
+        const error = refused(line);
+        assert.equal(error.code, 'INVALID_RECORD');
+        assert.match(error.message, message);
+      }
+    });
+
     it('counts, without parsing, the lines of records checked before: tags, order, UTF-8, whole lines and counts still hold', () => {
       const stats = { nodeCount: 2, relationshipCount: 1, labels: [{ name: 'A', count: 2 }], relationshipTypes: [{ name: 'T', count: 1 }] };
       const validator = new RecordValidator(header(stats));
