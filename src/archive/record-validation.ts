@@ -80,13 +80,18 @@ function idProblem(field: string, value: unknown): string | undefined {
   return `${field} ${shortJson(value)} is not a canonical decimal integer from 1 to ${MAX_RECORD_ID}`;
 }
 
+/** Labels up to this many are told apart by a scan, which is cheaper than a Set for the few a node usually has. */
+const SCANNED_LABELS = 16;
+
 function labelsProblem(labels: unknown): string | undefined {
   if (!Array.isArray(labels)) return `labels ${shortJson(labels)} is not a list`;
+  // A file may give one node millions of labels: scanning for each one those before it would take hours.
+  const seen = labels.length > SCANNED_LABELS ? new Set<unknown>() : null;
   for (let i = 0; i < labels.length; i++) {
     const problem = nameProblem('label', labels[i]);
     if (problem) return problem;
-    // Labels are few per node: a scan is cheaper than a Set.
-    if (labels.indexOf(labels[i]) < i) return `label ${shortJson(labels[i])} appears twice`;
+    const repeated = seen ? seen.size === seen.add(labels[i]).size : labels.indexOf(labels[i]) < i;
+    if (repeated) return `label ${shortJson(labels[i])} appears twice`;
   }
   return undefined;
 }

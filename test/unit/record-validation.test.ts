@@ -73,6 +73,13 @@ describe('record validation', () => {
       it(`names ${what}`, () => assert.match(recordProblem(kind, tuple) ?? 'accepted', message));
     }
 
+    it('names a label repeated among many', () => {
+      const labels = Array.from({ length: 1_000 }, (_, i) => `L${i}`);
+      assert.equal(recordProblem('node', ['N', '1', labels, {}]), undefined);
+      assert.match(recordProblem('node', ['N', '1', [...labels, 'L0'], {}]) ?? 'accepted', /label "L0" appears twice/);
+      assert.match(recordProblem('node', ['N', '1', ['L0', 'L0', ...labels], {}]) ?? 'accepted', /label "L0" appears twice/);
+    });
+
     it(`refuses properties nested deeper than ${MAX_PROPERTY_DEPTH} levels, and accepts them at that depth`, () => {
       // `levels` lists and objects, the properties object included.
       const nest = (levels: number) => {
