@@ -111,7 +111,9 @@ async function inspectArchive(input: Readable): Promise<FileInspection> {
   let header: ArchiveHeader | undefined;
   try {
     header = await reader.header;
-    await reader.verify();
+    // Checked here, in the server's event loop (not on a verifier thread as an upload is): a frame of a few KiB may hold
+    // 64 MiB of records, seconds of checking, so the loop turns between slices of them as well as between frames.
+    await reader.verify(undefined, { takeTurns: true });
     return { ...archiveFacts(header), restorable: true, contents: header.stats, problem: null };
   } catch (error) {
     if (!isArchiveError(error)) throw error;

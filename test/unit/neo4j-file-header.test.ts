@@ -7,6 +7,7 @@ import { encodeArchive } from '../../src/archive';
 import { describeNeo4jFile } from '../../src/archive/neo4j-file-header';
 import { GRAPH_FILE_FORMATS } from '../../src/graph-files/graph-file-formats';
 import { FileInspectionService } from '../../src/services/file-inspection.service';
+import { craftArchive } from '../support';
 
 // Header bytes built field by field as neo4j-admin writes them (BackupMetadataV1/V2, StoreIdSerialization):
 // Java DataOutput, big-endian.
@@ -175,6 +176,28 @@ describe('FileInspectionService', () => {
     assert.equal(bad.restorable, false);
     assert.equal(bad.contents, null);
     assert.match(String(bad.problem), /damaged|checksum/);
+  });
+
+  it('lets the event loop turn while it checks a frame of many records (it runs in the server, for any key)', async function () {
+    this.timeout(60_000);
+    // 8 MiB of records stored in a few KiB (a frame may hold 64 MiB): the check of its one frame took seconds, and the
+    // server answered nothing meanwhile.
+    const lines = Array.from({ length: 500_000 }, (_, i) => JSON.stringify(['N', String(i + 1), [], {}]));
+    assert.ok(lines.join('\n').length > 8 * 1024 * 1024);
+    const archive = craftArchive(lines, { linesPerFrame: lines.length });
+    let turns = 0;
+    let inspecting = true;
+    const turn = () => {
+      turns += 1;
+      if (inspecting) setImmediate(turn);
+    };
+    setImmediate(turn);
+    const inspection = await service.inspect(Readable.from([archive]));
+    inspecting = false;
+    assert.equal(inspection.restorable, true, String(inspection.problem));
+    assert.equal(inspection.contents?.nodeCount, 500_000);
+    // Every MiB of records or so (verify's takeTurns), as on the verifier threads; not once before.
+    assert.ok(turns >= 8, `the event loop turned ${turns} times`);
   });
 
   it('reports an APOC JSON export with counts by label and type', async () => {
