@@ -208,14 +208,15 @@ export class UploadService {
   }
 
   private describe(error: unknown): unknown {
-    if (isAppError(error)) return error;
-    const storageFull = asStorageFull(error);
-    if (storageFull) return storageFull;
-    if (isArchiveError(error)) return new AppError('INVALID_BACKUP_FILE', error.message, { reason: error.code });
+    // First: the multipart parser's own refusal of a file over the limit is an AppError too, without this advice.
     const e = error as { status?: number; statusCode?: number; message?: string };
     if (e.status === 413 || e.statusCode === 413 || /exceeds the .* size limit/i.test(e.message ?? '')) {
       return new AppError('FILE_TOO_LARGE', `the file is larger than the upload limit of ${this.maxUploadBytes} bytes; use \`snapgraph restore-file\` for larger files`);
     }
+    if (isAppError(error)) return error;
+    const storageFull = asStorageFull(error);
+    if (storageFull) return storageFull;
+    if (isArchiveError(error)) return new AppError('INVALID_BACKUP_FILE', error.message, { reason: error.code });
     return error;
   }
 }

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import {
   connectWs,
+  craftArchive,
   createInstance,
   createNodes,
   expectCode,
@@ -194,6 +195,25 @@ describe('abusive requests', () => {
       const { body, contentType } = multipart(operations(instanceId), Buffer.from('not an archive'));
       const refused = JSON.parse((await send(body, contentType)).text!);
       assert.equal(refused.errors[0].extensions.code, 'INVALID_BACKUP_FILE', JSON.stringify(refused));
+    });
+
+    it('whose body ends inside the file: BAD_USER_INPUT saying so, for restoreFromFile and inspectFile; inspectFile over maxUploadBytes: FILE_TOO_LARGE', async function () {
+      this.timeout(30_000);
+      // A sound archive: the cut body is all that is wrong with the request.
+      const archive = craftArchive([JSON.stringify(['N', '1', [], {}])]);
+      const inspect = JSON.stringify({ query: 'mutation ($file: Upload!) { inspectFile(file: $file) { kind } }', variables: { file: null } });
+      for (const request of [operations(instanceId), inspect]) {
+        const { body, contentType } = multipart(request, archive);
+        const cut = body.subarray(0, body.length - '\r\n--snapgraph-abuse-boundary--\r\n'.length);
+        const answer = await send(cut, contentType);
+        assert.equal(answer.error, undefined, answer.error);
+        const error = JSON.parse(answer.text!).errors[0];
+        assert.equal(error.extensions.code, 'BAD_USER_INPUT', answer.text);
+        assert.match(error.message, /ended in the middle of a part/);
+      }
+      const tooLarge = multipart(inspect, bigFile);
+      const answer = await send(tooLarge.body, tooLarge.contentType);
+      assert.equal(JSON.parse(answer.text!).errors[0].extensions.code, 'FILE_TOO_LARGE', answer.text);
     });
 
     it('without the CSRF header: answered 400, not reset', async function () {

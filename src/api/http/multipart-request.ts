@@ -4,6 +4,7 @@
 // once, by whoever consumes the file (UploadService stores and verifies it as it comes).
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
+import { AppError } from '../../errors/app-error';
 import type { FileUpload, FileUploadPromise } from '../scalars';
 
 export interface MultipartLimits {
@@ -12,13 +13,16 @@ export interface MultipartLimits {
   maxFieldSize: number;
 }
 
-/** A refused request: `status` is the HTTP status to answer with. */
-export class MultipartError extends Error {
+/**
+ * A refused request: `status` is the HTTP status to answer with. A file's stream fails with one too (a body cut off
+ * inside it, a file over the limit), where the resolver reading it answers with its contract code.
+ */
+export class MultipartError extends AppError {
   constructor(
     readonly status: number,
     message: string,
   ) {
-    super(message);
+    super(status === 413 ? 'FILE_TOO_LARGE' : 'BAD_USER_INPUT', message);
   }
 }
 
