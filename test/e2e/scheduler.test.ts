@@ -122,6 +122,8 @@ describe('scheduled snapshots and retention', function () {
 
 describePostgres('scheduler leadership on PostgreSQL', (postgres) => {
   it('runs the scheduler in exactly one of two processes, and the other takes over within seconds of a kill -9', async function () {
+    // About 15 s of schedule to watch, two boots and a kill: mocha's default 30 s left a loaded machine no room.
+    this.timeout(60_000);
     const database = await createTestDatabase(postgres.adminUrl());
     const shared = {
       // Instance stores and blobs must be reachable by both processes, as on a shared volume.
