@@ -11,7 +11,10 @@ export class FileInspection {
   })
   kind: string;
 
-  @Field({ description: 'true when restoreFromFile would restore it' })
+  @Field({
+    description:
+      'true when restoreFromFile would accept it: every check one record, or the header and a count, can decide passed;\nthat ids are unique and that relationships end at nodes of the file is checked by the restore, once it holds\nthe whole graph',
+  })
   restorable: boolean;
 
   @Field(() => GraphStats, { nullable: true, description: 'what it holds; null when that cannot be read' })
