@@ -88,6 +88,27 @@ describe('abusive requests', () => {
     assert.equal(expectData(await gql(server, pages('$f'), { id: instanceId, f: 5 })).p49.edges.length, 5);
   });
 
+  it('applies the same limits to a query sent with GET, however many other parameters the URL has', async function () {
+    this.timeout(30_000);
+    const { server } = suite;
+    // 2,000 repeated fields (about a second of validation, where 1,000 are allowed) fit in the 16 KB a URL may have.
+    const get = async (params: URLSearchParams) => {
+      const response = await fetch(`${server.graphqlUrl}?${params}`, {
+        headers: { authorization: `Bearer ${server.adminKey}`, 'apollo-require-preflight': 'true', accept: 'application/json' },
+      });
+      const text = await response.text();
+      return { status: response.status, text, ...(JSON.parse(text) as Pick<GqlResult, 'data' | 'errors'>) };
+    };
+    const alone = new URLSearchParams({ query: repeated(2_000) });
+    assert.equal(limitOf(await get(alone)), 'fields');
+    // Express reads only the first 1,000 parameters of a URL; Apollo reads them all.
+    const behindOthers = new URLSearchParams([...Array.from({ length: 1_000 }, () => ['p', ''] as [string, string]), ['query', repeated(2_000)]]);
+    const refused = await get(behindOthers);
+    assert.equal(refused.status, 400, refused.text.slice(0, 300));
+    assert.equal(limitOf(refused), 'fields');
+    assert.equal(expectData(await get(new URLSearchParams([['p', ''], ['query', '{ viewer { role } }']]))).viewer.role, 'ADMIN');
+  });
+
   it('applies the same limits over WebSocket, as an error message that leaves the socket open', async () => {
     const { server } = suite;
     const connection = await connectWs(server, server.adminKey);

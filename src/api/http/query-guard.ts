@@ -1,5 +1,6 @@
 // The HTTP half of the query limits: checked on the parsed body, before Apollo parses and validates the query, so
 // that a document built to make validation slow (a field repeated thousands of times) never reaches it.
+import { parse as parseUrl } from 'node:url';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { GraphQLError } from 'graphql';
 import { parseWithinLimits, type QueryLimits } from '../query-limits';
@@ -33,8 +34,17 @@ export function queryGuard(limits: QueryLimits, refuse: (req: Request, res: Resp
   };
 }
 
+/**
+ * The query text Apollo will run. A GET's is read from the URL as Apollo reads it (every parameter; one `query`, else
+ * Apollo refuses the request), never from express's req.query, which stops at the URL's first 1,000 parameters: a
+ * query behind 1,000 others went past every check here and was validated whatever its size.
+ */
 function querySource(req: Request): string | undefined {
-  if (req.method === 'GET') return typeof req.query.query === 'string' ? req.query.query : undefined;
+  if (req.method === 'GET') {
+    // The same search string as Apollo's express integration takes (its `url.parse`: up to a `#`, if any).
+    const queries = new URLSearchParams(parseUrl(req.url).search ?? '').getAll('query');
+    return queries.length === 1 ? queries[0] : undefined;
+  }
   const body = req.body as { query?: unknown } | undefined;
   return body && typeof body === 'object' && typeof body.query === 'string' ? body.query : undefined;
 }
