@@ -69,6 +69,25 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     }
   });
 
+  it('refuses a page cursor holding a time that is not a whole number of milliseconds as BAD_USER_INPUT, never as an internal error', async () => {
+    // The column is a bigint: PostgreSQL refused such a time in the lookup (SQLite compared it), an INTERNAL_SERVER_ERROR.
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'forged cursors' });
+    const cursor = (parts: unknown[]) => Buffer.from(JSON.stringify(parts)).toString('base64url');
+    for (const createdAt of [1.5, 1e300, 2 ** 63]) {
+      for (const query of [
+        'query ($id: ID!, $after: String) { snapshots(instanceId: $id, after: $after) { totalCount } }',
+        'query ($id: ID!, $after: String) { operations(instanceId: $id, after: $after) { totalCount } }',
+        'query ($id: ID!, $after: String) { instance(id: $id) { snapshots(after: $after) { totalCount } } }',
+      ]) {
+        const refused = expectCode(await gql(server, query, { id: instance.id, after: cursor([createdAt, 'x']) }), 'BAD_USER_INPUT');
+        assert.match(refused.message, /is not a valid cursor/, `${createdAt}: ${query}`);
+      }
+    }
+    // What the server issues still works.
+    expectData(await gql(server, 'query ($id: ID!, $after: String) { snapshots(instanceId: $id, after: $after) { totalCount } }', { id: instance.id, after: cursor([Date.now(), 'x']) }));
+  });
+
   it('stores API keys hashed', async () => {
     const keys = await withClient(suite.database.url, (client) => client.query<{ secretHash: string }>('SELECT "secretHash" FROM api_keys'));
     assert.ok(keys.rows.length > 0);

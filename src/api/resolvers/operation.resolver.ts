@@ -27,7 +27,7 @@ export class OperationResolver {
     @Arg('first', () => Int, { nullable: true, defaultValue: 20 }) first: number,
     @Arg('after', () => String, { nullable: true }) after: string | null,
   ): Promise<OperationConnection> {
-    const cursor = after ? decodeCursor(after, ['number', 'string']) : null;
+    const cursor = after ? decodeCursor(after, ['integer', 'string']) : null;
     const page = await services.operations.list(
       caller,
       instanceId,

@@ -16,7 +16,7 @@ const cursorOf = (snapshot: SnapshotEntity) => encodeCursor([snapshot.createdAt,
 
 export function decodeSnapshotCursor(after: string | null | undefined): { createdAt: number; id: string } | null {
   if (!after) return null;
-  const [createdAt, id] = decodeCursor(after, ['number', 'string']);
+  const [createdAt, id] = decodeCursor(after, ['integer', 'string']);
   return { createdAt: createdAt as number, id: id as string };
 }
 
