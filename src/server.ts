@@ -40,7 +40,7 @@ import type { AppConfig } from './config/app-config';
 import { unauthenticated } from './errors/app-error';
 import { isStorageFull } from './errors/storage-full';
 import type { Logger } from './logging/logger';
-import { graphqlRequestLogPlugin, logRefusal, requestIdFrom } from './observability/graphql-request-log';
+import { graphqlRequestLogPlugin, logContextFailure, logRefusal, requestIdFrom } from './observability/graphql-request-log';
 import { operatorEndpoints } from './observability/operator-endpoints';
 import { instrumentWebSocketServer, observeWebSocketOperations } from './observability/websocket-instrumentation';
 import { newFlatId } from './runtime/flat-id';
@@ -220,12 +220,20 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       sendGraphQLRefusal(req, res, 400, [error], exposure);
     }),
     expressMiddleware(apollo, {
-      context: async ({ req }): Promise<ApiContext> => ({
-        principal: await authenticate(req.headers.authorization),
-        services,
-        requestId: requestIdFrom(req.headers['x-request-id']),
-        origin: publicOrigin(config, listeningUrl, req.headers.host),
-      }),
+      context: async ({ req, res }): Promise<ApiContext> => {
+        const requestId = requestIdFrom(req.headers['x-request-id']);
+        // Set before Apollo answers: a request refused here (its key) never reaches the plugins that set them.
+        res.setHeader('x-request-id', requestId);
+        res.setHeader('cache-control', 'no-store');
+        let principal: Principal | null;
+        try {
+          principal = await authenticate(req.headers.authorization);
+        } catch (error) {
+          logContextFailure(logger, app.metrics, exposure, requestId, error);
+          throw error;
+        }
+        return { principal, services, requestId, origin: publicOrigin(config, listeningUrl, req.headers.host) };
+      },
     }),
   ];
   // Nearly every request is a POST to /graphql: it is routed first, past no other route's matching (in a bench:api

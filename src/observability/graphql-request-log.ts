@@ -31,6 +31,21 @@ export function logRefusal(logger: Logger, metrics: Metrics, { requestId, status
   logger.info({ requestId, status, errorCodes: [errorCode], reason }, 'graphql request refused');
 }
 
+/**
+ * A request whose context could not be made: its API key refused, or not checked at all (the metadata database
+ * failing). Apollo answers it before any plugin's request hooks run, so its line is written here, under its request id,
+ * with the cause when the failure is the server's: the client's answer says only "Internal server error".
+ */
+export function logContextFailure(logger: Logger, metrics: Metrics, exposure: ErrorExposure, requestId: string, error: unknown): void {
+  const extensions = (error as { extensions?: Record<string, unknown> } | null)?.extensions;
+  const message = error instanceof Error ? error.message : String(error);
+  const code = String(formatError({ message, extensions }, exposure, error).extensions?.code);
+  if (code === 'INTERNAL_SERVER_ERROR') logger.error({ requestId, err: error }, 'graphql request failed');
+  // Apollo's status for it: the error's own (401 for a refused key), else 500.
+  const status = (extensions?.http as { status?: number } | undefined)?.status ?? 500;
+  logRefusal(logger, metrics, { requestId, status, errorCode: code, reason: 'key' });
+}
+
 export function graphqlRequestLogPlugin(logger: Logger, metrics: Metrics, exposure: ErrorExposure): ApolloServerPlugin<ApiContext> {
   return {
     async requestDidStart({ contextValue }) {
@@ -68,13 +83,7 @@ export function graphqlRequestLogPlugin(logger: Logger, metrics: Metrics, exposu
         },
       };
     },
-    // Refused before a GraphQL request started: no context (e.g. an unknown API key) or a malformed HTTP request.
-    async contextCreationDidFail({ error }) {
-      const code = formatError({ message: error.message, extensions: (error as { extensions?: Record<string, unknown> }).extensions }, exposure)
-        .extensions?.code;
-      metrics.graphqlRequests.inc({ operation_type: 'unknown', outcome: String(code) });
-      logger.info({ errorCodes: [code] }, 'graphql request refused');
-    },
+    // A context that could not be made is logged where it failed (logContextFailure), which knows the request id.
     async invalidRequestWasReceived() {
       metrics.graphqlRequests.inc({ operation_type: 'unknown', outcome: 'BAD_USER_INPUT' });
       logger.info({ errorCodes: ['BAD_USER_INPUT'] }, 'graphql request refused');

@@ -15,6 +15,7 @@ import {
   expectData,
   exportLink,
   gql,
+  type GraphQLErrorJson,
   post,
   registerCleanup,
   restoreAndWait,
@@ -136,6 +137,24 @@ describe('observability', () => {
       const missing = lines.find((line) => line.operationName === 'MissingInstance');
       assert.deepEqual(missing?.errorCodes, ['NOT_FOUND']);
       assert.match(String(missing?.requestId), /^[0-9a-f-]{36}$/);
+    });
+
+    it('have the line of a request refused for its key under the request id its answer echoes', async () => {
+      const { server } = suite;
+      const requestId = `refused-key-${Date.now()}`;
+      const response = await fetch(server.graphqlUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer sg_never_issued_refused_key', 'x-request-id': requestId },
+        body: JSON.stringify({ query: '{ viewer { role } }' }),
+      });
+      assert.equal(response.status, 401);
+      assert.equal(((await response.json()) as { errors: GraphQLErrorJson[] }).errors[0].extensions?.code, 'UNAUTHENTICATED');
+      assert.equal(response.headers.get('x-request-id'), requestId);
+      assert.equal(response.headers.get('cache-control'), 'no-store');
+      const line = await eventually(() => server.logLines().find((candidate) => candidate.requestId === requestId));
+      assert.equal(line.msg, 'graphql request refused');
+      assert.deepEqual(line.errorCodes, ['UNAUTHENTICATED']);
+      assert.equal(line.status, 401);
     });
 
     it('have the state changes of operations, with their ids', async () => {

@@ -88,6 +88,30 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     expectData(await gql(server, 'query ($id: ID!, $after: String) { snapshots(instanceId: $id, after: $after) { totalCount } }', { id: instance.id, after: cursor([Date.now(), 'x']) }));
   });
 
+  it('logs why a key could not be checked, under the request id the INTERNAL_SERVER_ERROR answer carries', async () => {
+    const { server } = suite;
+    const requestId = `keys-unreadable-${Date.now()}`;
+    // A key the server has never seen is looked up in the database, which cannot answer: its table is gone.
+    await withClient(suite.database.url, (client) => client.query('ALTER TABLE api_keys RENAME TO api_keys_away'));
+    let response: Response;
+    try {
+      response = await fetch(server.graphqlUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer sg_never_seen_before_0123456789', 'x-request-id': requestId },
+        body: JSON.stringify({ query: '{ viewer { role } }' }),
+      });
+    } finally {
+      await withClient(suite.database.url, (client) => client.query('ALTER TABLE api_keys_away RENAME TO api_keys'));
+    }
+    assert.equal(response.status, 500);
+    const { errors } = (await response.json()) as { errors: { message: string; extensions: { code: string } }[] };
+    assert.deepEqual([errors[0].extensions.code, errors[0].message], ['INTERNAL_SERVER_ERROR', 'Internal server error']);
+    assert.equal(response.headers.get('x-request-id'), requestId);
+    const cause = await eventually(() => server.logLines().find((line) => line.requestId === requestId && line.level === 50));
+    assert.match(JSON.stringify(cause.err), /api_keys/);
+    expectData(await gql(server, '{ viewer { role } }'));
+  });
+
   it('stores API keys hashed', async () => {
     const keys = await withClient(suite.database.url, (client) => client.query<{ secretHash: string }>('SELECT "secretHash" FROM api_keys'));
     assert.ok(keys.rows.length > 0);
