@@ -1,6 +1,6 @@
 // WebSocket connections and the operations they carry: the gauges of GET /metrics, one log line per closed
 // connection and one per finished operation (a subscription finishes when it completes or is stopped).
-import { type ExecutionArgs, type ExecutionResult, getOperationAST, type GraphQLError } from 'graphql';
+import { type ExecutionArgs, type ExecutionResult, getOperationAST, GraphQLError } from 'graphql';
 import type { OperationResult } from 'graphql-ws';
 import type { WebSocketServer } from 'ws';
 import type { ApiContext } from '../api/context';
@@ -35,7 +35,8 @@ export function observeWebSocketOperations(metrics: Metrics, logger: Logger, exp
     const line = new OperationLine(args, performance.now());
     if (!isAsyncIterable(result)) {
       // graphql-ws hands this hook the settled result, never a promise.
-      line.write(observer, (result as ExecutionResult).errors);
+      line.note(observer, (result as ExecutionResult).errors ?? []);
+      line.write(observer);
       return result;
     }
     metrics.activeSubscriptions.inc();
@@ -55,6 +56,7 @@ class OperationLine {
   private readonly operationName: string | null;
   private readonly operationType: string;
   private readonly tenantId: string | null;
+  private errorCodes: Set<string> | undefined;
 
   constructor(
     args: ExecutionArgs,
@@ -68,8 +70,21 @@ class OperationLine {
     this.tenantId = context?.principal?.tenantId ?? null;
   }
 
-  write({ logger, exposure }: Observer, errors: readonly GraphQLError[] = []): void {
-    const errorCodes = [...new Set(errors.map((error) => String(formatError(error.toJSON(), exposure).extensions?.code)))];
+  /**
+   * Errors the operation met (in a result, or the stream's own failure): their codes go in its line, and the cause of
+   * each INTERNAL_SERVER_ERROR, which its client is not shown, in a line of its own, as over HTTP.
+   */
+  note({ logger, exposure }: Observer, errors: readonly unknown[]): void {
+    for (const error of errors) {
+      const code = codeOf(error, exposure);
+      (this.errorCodes ??= new Set()).add(code);
+      if (code !== 'INTERNAL_SERVER_ERROR') continue;
+      const { originalError, path } = error instanceof GraphQLError ? error : { originalError: undefined, path: undefined };
+      logger.error({ requestId: this.requestId, transport: 'websocket', err: originalError ?? error, path }, 'graphql request failed');
+    }
+  }
+
+  write({ logger }: Observer): void {
     logger.info(
       {
         requestId: this.requestId,
@@ -77,12 +92,18 @@ class OperationLine {
         operationType: this.operationType,
         tenantId: this.tenantId,
         transport: 'websocket',
-        ...(errorCodes.length > 0 ? { errorCodes } : {}),
+        ...(this.errorCodes ? { errorCodes: [...this.errorCodes] } : {}),
         ms: Math.round(performance.now() - this.started),
       },
       'graphql request',
     );
   }
+}
+
+/** The code its client is sent for an error: a GraphQLError's own, else what an error thrown by a stream becomes. */
+function codeOf(error: unknown, exposure: ErrorExposure): string {
+  const formatted = error instanceof GraphQLError ? error.toJSON() : { message: error instanceof Error ? error.message : String(error) };
+  return String(formatError(formatted, exposure, error).extensions?.code);
 }
 
 /**
@@ -104,8 +125,11 @@ class ObservedSubscription implements AsyncIterableIterator<unknown> {
     try {
       const step = await this.source.next();
       if (step.done) this.end();
+      else if ((step.value as ExecutionResult | undefined)?.errors) this.line.note(this.observer, (step.value as ExecutionResult).errors!);
       return step;
     } catch (error) {
+      // The stream failed: graphql-ws sends its client an error message, "Internal server error" for a cause of ours.
+      this.line.note(this.observer, [error]);
       this.end();
       throw error;
     }

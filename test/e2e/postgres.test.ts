@@ -2,7 +2,19 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { itRunsTheCoreRoundTrip } from '../support/core-round-trip';
-import { createInstance, describePostgres, eventually, expectCode, expectData, gql, postgresServerPerSuite, takeSnapshot, withClient } from '../support';
+import {
+  connectWs,
+  createInstance,
+  describePostgres,
+  eventually,
+  expectCode,
+  expectData,
+  gql,
+  type GraphQLErrorJson,
+  postgresServerPerSuite,
+  takeSnapshot,
+  withClient,
+} from '../support';
 
 describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
   const suite = postgresServerPerSuite(postgres);
@@ -110,6 +122,51 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     const cause = await eventually(() => server.logLines().find((line) => line.requestId === requestId && line.level === 50));
     assert.match(JSON.stringify(cause.err), /api_keys/);
     expectData(await gql(server, '{ viewer { role } }'));
+  });
+
+  it('logs the cause of an INTERNAL_SERVER_ERROR over WebSocket, of a query and of a subscription', async function () {
+    this.timeout(30_000);
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'ws failures' });
+    /** Runs `query` over WebSocket while `table` is renamed away (the key is checked before it goes), and returns the errors sent. */
+    const whileTableIsAway = async (table: string, query: string, variables?: Record<string, unknown>) => {
+      const connection = await connectWs(server, server.adminKey);
+      await withClient(suite.database.url, (client) => client.query(`ALTER TABLE ${table} RENAME TO ${table}_away`));
+      try {
+        return await new Promise<GraphQLErrorJson[]>((resolve) => {
+          const errors: GraphQLErrorJson[] = [];
+          connection.socket.on('message', (data: Buffer) => {
+            const message = JSON.parse(data.toString()) as { type: string; payload?: { errors?: GraphQLErrorJson[] } | GraphQLErrorJson[] };
+            if (message.type === 'next') errors.push(...((message.payload as { errors?: GraphQLErrorJson[] }).errors ?? []));
+            if (message.type === 'error') errors.push(...(message.payload as GraphQLErrorJson[]));
+            if (message.type === 'complete' || message.type === 'error') resolve(errors);
+          });
+          connection.socket.send(JSON.stringify({ id: '1', type: 'subscribe', payload: { query, variables } }));
+        });
+      } finally {
+        await withClient(suite.database.url, (client) => client.query(`ALTER TABLE ${table}_away RENAME TO ${table}`));
+        await connection.close();
+      }
+    };
+    for (const [table, query, variables] of [
+      ['api_keys', 'query KeysWhileAway { apiKeys { id } }', undefined],
+      ['instances', 'subscription AvailabilityWhileAway($id: ID) { instanceAvailabilityChanged(instanceId: $id) { availability } }', { id: instance.id }],
+    ] as const) {
+      const errors = await whileTableIsAway(table, query, variables);
+      assert.deepEqual(
+        errors.map((error) => [error.extensions?.code, error.message]),
+        [['INTERNAL_SERVER_ERROR', 'Internal server error']],
+        query,
+      );
+      const failed = await eventually(() =>
+        server.logLines().find((line) => line.msg === 'graphql request failed' && line.transport === 'websocket' && JSON.stringify(line.err).includes(table)),
+      );
+      assert.equal(typeof failed.requestId, 'string', query);
+      assert.ok(
+        server.logLines().some((line) => line.msg === 'graphql request' && line.requestId === failed.requestId),
+        `${query}: the request's own line has the same request id`,
+      );
+    }
   });
 
   it('stores API keys hashed', async () => {
