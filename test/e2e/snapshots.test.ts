@@ -244,6 +244,19 @@ describe('snapshots', () => {
       assert.deepEqual({ totalCount: page.totalCount, edges: page.edges }, { totalCount: 30, edges: [] });
     });
 
+    it('serves `first: null` as the default page of 20, as nodes and relationships do and the cost counts it', async () => {
+      // Clients send null for a page size left unset; `first: Int = 20` then read null, refused as out of range.
+      const query = `query ($id: ID!, $first: Int) {
+        snapshots(instanceId: $id, first: $first) { edges { node { id } } }
+        instance(id: $id) { snapshots(first: $first) { edges { node { id } } } }
+        operations(instanceId: $id, first: $first) { edges { node { id } } }
+      }`;
+      const data = expectData(await gql(suite.server, query, { id: instanceId, first: null }));
+      assert.deepEqual(data.snapshots.edges.map((edge: { node: { id: string } }) => edge.node.id), ids(history).slice(0, 20));
+      assert.deepEqual(data.instance.snapshots.edges, data.snapshots.edges);
+      assert.equal(data.operations.edges.length, 20);
+    });
+
     it('Instance.snapshots gives the same pages', async () => {
       const query = `query ($id: ID!, $after: String) {
         instance(id: $id) { snapshots(first: 12, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { id } } } }

@@ -9,7 +9,7 @@ import { GraphStats } from '../types/common.type';
 import { CreateInstanceInput, Instance, SnapshotSchedule } from '../types/instance.type';
 import { Operation } from '../types/operation.type';
 import { Snapshot, SnapshotConnection, SnapshotFilter, StorageUsage } from '../types/snapshot.type';
-import { snapshotConnection } from './snapshot.resolver';
+import { DEFAULT_SNAPSHOT_PAGE, snapshotConnection } from './snapshot.resolver';
 
 @Resolver(() => Instance)
 export class InstanceResolver {
@@ -80,7 +80,7 @@ export class InstanceResolver {
     @Root() instance: InstanceEntity,
     @Caller() caller: Principal,
     @Ctx() context: ApiContext,
-    @Arg('first', () => Int, { nullable: true, defaultValue: 20 }) first: number,
+    @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_SNAPSHOT_PAGE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
     @Arg('filter', () => SnapshotFilter, { nullable: true }) filter: SnapshotFilter | null,
   ): Promise<SnapshotConnection> {

@@ -11,6 +11,8 @@ import { Operation, OperationConnection, OperationError } from '../types/operati
 import { Snapshot } from '../types/snapshot.type';
 
 const cursorOf = (operation: OperationView) => encodeCursor([operation.createdAt, operation.id]);
+/** A page's default size. An explicit `first: null` (clients send it for an unset variable) means it too. */
+const DEFAULT_PAGE = 20;
 
 @Resolver(() => Operation)
 export class OperationResolver {
@@ -24,14 +26,14 @@ export class OperationResolver {
     @Caller() caller: Principal,
     @Ctx() { services }: ApiContext,
     @Arg('instanceId', () => ID) instanceId: string,
-    @Arg('first', () => Int, { nullable: true, defaultValue: 20 }) first: number,
+    @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
   ): Promise<OperationConnection> {
     const cursor = after ? decodeCursor(after, ['integer', 'string']) : null;
     const page = await services.operations.list(
       caller,
       instanceId,
-      first,
+      first ?? DEFAULT_PAGE,
       cursor ? { createdAt: cursor[0] as number, id: cursor[1] as string } : null,
     );
     return {

@@ -13,6 +13,8 @@ import { Operation } from '../types/operation.type';
 import { formatOf, Snapshot, SnapshotConnection, SnapshotFilter, StorageUsage } from '../types/snapshot.type';
 
 const cursorOf = (snapshot: SnapshotEntity) => encodeCursor([snapshot.createdAt, snapshot.id]);
+/** A page's default size. An explicit `first: null` (clients send it for an unset variable) means it too. */
+export const DEFAULT_SNAPSHOT_PAGE = 20;
 
 export function decodeSnapshotCursor(after: string | null | undefined): { createdAt: number; id: string } | null {
   if (!after) return null;
@@ -25,11 +27,11 @@ export async function snapshotConnection(
   context: ApiContext,
   caller: Principal,
   instanceId: string,
-  first: number,
+  first: number | null,
   after: string | null,
   filter: SnapshotFilter | null,
 ): Promise<SnapshotConnection> {
-  const page = await context.services.snapshots.list(caller, instanceId, first, decodeSnapshotCursor(after), filter ?? {});
+  const page = await context.services.snapshots.list(caller, instanceId, first ?? DEFAULT_SNAPSHOT_PAGE, decodeSnapshotCursor(after), filter ?? {});
   return {
     edges: page.items.map((snapshot) => ({ cursor: cursorOf(snapshot), node: snapshot })),
     pageInfo: pageInfo(page.items, cursorOf, page.hasNextPage, after),
@@ -51,7 +53,7 @@ export class SnapshotResolver {
     @Caller() caller: Principal,
     @Ctx() context: ApiContext,
     @Arg('instanceId', () => ID) instanceId: string,
-    @Arg('first', () => Int, { nullable: true, defaultValue: 20 }) first: number,
+    @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_SNAPSHOT_PAGE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
     @Arg('filter', () => SnapshotFilter, { nullable: true }) filter: SnapshotFilter | null,
   ): Promise<SnapshotConnection> {
