@@ -134,6 +134,25 @@ export class ResponseCache {
   }
 }
 
+/**
+ * What an answer is kept under: the key, the operation, the query and the values of the variables it declares (the
+ * others change nothing in the answer; a client sending them along would only fill the cache). Null when the values
+ * cannot be written down: nested deeper than JSON.stringify's stack allows, they are refused by execution as the
+ * client's error, never turned into an internal one here.
+ */
+function keyOf(apiKeyId: string, operation: OperationDefinitionNode, queryHash: string | undefined, variables: Record<string, unknown> | undefined): string | null {
+  // One left out and one given as null are told apart: a default applies to the first only.
+  const values: Record<string, unknown> = {};
+  for (const { variable } of operation.variableDefinitions ?? []) {
+    if (variables && Object.hasOwn(variables, variable.name.value)) values[variable.name.value] = variables[variable.name.value];
+  }
+  try {
+    return JSON.stringify([apiKeyId, operation.name?.value ?? null, queryHash, values]);
+  } catch {
+    return null;
+  }
+}
+
 export interface ResponseCacheCounters {
   inc(labels: { outcome: 'hit' | 'miss' }): void;
 }
@@ -159,7 +178,8 @@ export function responseCachePlugin(cache: ResponseCache, versionOf: TenantDataV
           if (!principal || !operation || !qualifiesToKeep(schema, document, operation)) return null;
           const current = await versionOf(principal.tenantId);
           if (current === null) return null;
-          const key = JSON.stringify([principal.apiKeyId, operation.name?.value ?? null, queryHash, request.variables ?? null]);
+          const key = keyOf(principal.apiKeyId, operation, queryHash, request.variables);
+          if (key === null) return null;
           const kept = cache.get(key, current);
           if (kept) {
             counter.inc({ outcome: 'hit' });

@@ -14,6 +14,7 @@ import {
   expectData,
   gql,
   metricsValue,
+  post,
   postgresServerPerSuite,
   serverPerSuite,
   takeSnapshot,
@@ -124,6 +125,30 @@ describe('the response cache (embedded SQLite)', () => {
     assert.deepEqual(await cacheUse(server, () => names(server, key.secret)), { hits: 1, misses: 0 });
     expectData(await gql(server, `mutation ($id: ID!) { revokeApiKey(id: $id) }`, { id: key.id }));
     expectCode(await gql(server, LIST, {}, key.secret), 'UNAUTHENTICATED');
+  });
+
+  it('keeps answers by the variables the query declares: others sent along, however nested, change nothing', async () => {
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'cache-variables' });
+    const query = 'query ($id: ID!) { instance(id: $id) { name } }';
+    // JSON.parse reads nesting this deep; JSON.stringify of it overflows the stack (the request was a 500).
+    const deep = `${'['.repeat(200_000)}${']'.repeat(200_000)}`;
+    const send = (variables: string) => post(server, `{"query": ${JSON.stringify(query)}, "variables": ${variables}}`, { authorization: `Bearer ${server.adminKey}` });
+    expectData(await gql(server, query, { id: instance.id }));
+    const use = await cacheUse(server, async () => {
+      assert.equal(expectData(await send(`{"id": "${instance.id}", "unused": ${deep}}`)).instance.name, 'cache-variables');
+      assert.equal(expectData(await gql(server, query, { id: instance.id, other: 1 })).instance.name, 'cache-variables');
+    });
+    assert.deepEqual(use, { hits: 2, misses: 0 });
+    // A declared variable nested that deep is the client's error, as it is in a query the cache does not keep.
+    expectCode(await send(`{"id": ${deep}}`), 'BAD_USER_INPUT');
+    // A declared variable left out (its default applies) and one given as null (the argument's own default) differ.
+    await takeSnapshot(server, instance.id);
+    await takeSnapshot(server, instance.id);
+    const history = 'query ($id: ID!, $first: Int = 1) { snapshots(instanceId: $id, first: $first) { edges { node { id } } } }';
+    const pageSize = async (variables: Record<string, unknown>) => expectData(await gql(server, history, variables)).snapshots.edges.length;
+    assert.deepEqual([await pageSize({ id: instance.id }), await pageSize({ id: instance.id, first: null })], [1, 2]);
+    assert.deepEqual([await pageSize({ id: instance.id }), await pageSize({ id: instance.id, first: null })], [1, 2]);
   });
 
   it("never keeps an answer that reads more than metadata (an instance's store)", async () => {
