@@ -185,6 +185,9 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     // Switched off by our own validation rule, the same one WebSocket uses, so that the two always agree.
     introspection: true,
     includeStacktraceInErrorResponses: config.debugErrors,
+    // Apollo's own lines (a plugin hook that threw, an operation during shutdown) join the JSON log; its default
+    // logger wrote them as plain text to the console.
+    logger: logger.child({ component: 'apollo' }),
     formatError: (formatted, error) => formatError(formatted, exposure, error),
     parseOptions: { maxTokens: limits.maxTokens },
     validationRules: queryValidationRules(limits, introspection),

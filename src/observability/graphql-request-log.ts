@@ -83,6 +83,24 @@ export function graphqlRequestLogPlugin(logger: Logger, metrics: Metrics, exposu
         },
       };
     },
+    // A hook of the pipeline itself threw (the response cache could not read the tenant's data version): Apollo answers
+    // 500 "Internal server error" and runs no willSendResponse, so this is the request's only trace.
+    async unexpectedErrorProcessingRequest({ requestContext, error }) {
+      const { requestId, principal } = requestContext.contextValue;
+      logger.error({ requestId, err: error }, 'graphql request failed');
+      metrics.graphqlRequests.inc({ operation_type: requestContext.operation?.operation ?? 'unknown', outcome: 'INTERNAL_SERVER_ERROR' });
+      logger.info(
+        {
+          requestId,
+          operationName: (requestContext.operationName ?? requestContext.request.operationName ?? null)?.slice(0, MAX_NAME_LENGTH) ?? null,
+          operationType: requestContext.operation?.operation ?? 'unknown',
+          tenantId: principal?.tenantId ?? null,
+          status: 500,
+          errorCodes: ['INTERNAL_SERVER_ERROR'],
+        },
+        'graphql request',
+      );
+    },
     // A context that could not be made is logged where it failed (logContextFailure), which knows the request id.
     async invalidRequestWasReceived() {
       metrics.graphqlRequests.inc({ operation_type: 'unknown', outcome: 'BAD_USER_INPUT' });

@@ -124,6 +124,35 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     expectData(await gql(server, '{ viewer { role } }'));
   });
 
+  it('logs, as JSON under its request id, a failure of the request pipeline itself (the response cache)', async () => {
+    const { server } = suite;
+    await createInstance(server, { name: 'pipeline failure' });
+    const requestId = `pipeline-failure-${Date.now()}`;
+    // The instance list is answered through the response cache, which first reads the tenant's data version.
+    await withClient(suite.database.url, (client) => client.query('ALTER TABLE tenant_data_versions RENAME TO tenant_data_versions_away'));
+    let response: Response;
+    try {
+      response = await fetch(server.graphqlUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${server.adminKey}`, 'x-request-id': requestId },
+        body: JSON.stringify({ query: '{ instances { id } }' }),
+      });
+    } finally {
+      await withClient(suite.database.url, (client) => client.query('ALTER TABLE tenant_data_versions_away RENAME TO tenant_data_versions'));
+    }
+    assert.equal(response.status, 500);
+    assert.equal(response.headers.get('x-request-id'), requestId);
+    const cause = await eventually(() => server.logLines().find((line) => line.requestId === requestId && line.level === 50));
+    assert.equal(cause.msg, 'graphql request failed');
+    assert.match(JSON.stringify(cause.err), /tenant_data_versions/);
+    const line = await eventually(() => server.logLines().find((candidate) => candidate.requestId === requestId && candidate.msg === 'graphql request'));
+    assert.deepEqual([line.status, line.errorCodes], [500, ['INTERNAL_SERVER_ERROR']]);
+    // Apollo's own line of it is JSON too (it was plain text on stderr).
+    for (const text of server.logs().split('\n').filter((candidate) => candidate.includes('Unexpected error processing request'))) {
+      assert.doesNotThrow(() => JSON.parse(text), text);
+    }
+  });
+
   it('logs the cause of an INTERNAL_SERVER_ERROR over WebSocket, of a query and of a subscription', async function () {
     this.timeout(30_000);
     const { server } = suite;
