@@ -90,6 +90,27 @@ describe('malformed input', () => {
     });
   });
 
+  describe('date-times', () => {
+    // Date.parse moves a day past the month's end into the next month (Feb 30 → Mar 2) and 24:00 into the next day: a
+    // restore to "2026-02-30T10:00:00Z" went to March 2.
+    for (const at of ['2026-02-30T10:00:00Z', '2026-04-31T10:00:00Z', '2025-02-29T10:00:00Z', '2026-01-01T24:00:00Z']) {
+      it(`refuses ${at}, not in the calendar, rather than take it for another moment`, async () => {
+        const history = `query ($id: ID!, $from: DateTime) { snapshots(instanceId: $id, filter: { from: $from }) { totalCount } }`;
+        await expectRefused(gql(suite.server, history, { id: instanceId, from: at }));
+        await expectRefused(gql(suite.server, `query ($id: ID!) { snapshots(instanceId: $id, filter: { to: "${at}" }) { totalCount } }`, { id: instanceId }));
+        const restore = `mutation ($id: ID!, $at: DateTime!) { restoreToPointInTime(instanceId: $id, at: $at, confirm: "RESTORE") { id } }`;
+        await expectRefused(gql(suite.server, restore, { id: instanceId, at }));
+      });
+    }
+
+    it('accepts the last day of each month, and a leap day of a leap year', async () => {
+      const history = `query ($id: ID!, $from: DateTime) { snapshots(instanceId: $id, filter: { from: $from }) { totalCount } }`;
+      for (const from of ['2024-02-29T00:00:00Z', '2026-04-30T23:59:59.999Z', '2026-12-31T00:00:00+01:00']) {
+        expectData(await gql(suite.server, history, { id: instanceId, from }));
+      }
+    });
+  });
+
   describe('batches', () => {
     it('refuses an empty batch', async () => {
       await expectRefused(gql(suite.server, CREATE_NODES, { instanceId, nodes: [] }));
