@@ -166,7 +166,10 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       await backups.settle(instance.id);
       backups.collectSoon(instance.tenantId);
     });
-    metrics.countInstancesWith(() => instances.countByAvailability());
+    metrics.countInstancesWith(
+      () => instances.countByAvailability(),
+      (err) => logger.warn({ err }, 'could not count the instances for /metrics'),
+    );
     const retention = new RetentionSweeper(db, config, snapshots, logger);
     runner.register(new SnapshotOperationHandler(snapshots, instances, (instance) => retention.onSnapshotCompleted(instance)));
     for (const kind of RESTORE_KINDS) {

@@ -10,6 +10,9 @@ const OPERATION_KINDS: OperationKind[] = ['SNAPSHOT', 'RESTORE', 'CREATE_FROM_SN
 const OUTCOMES = ['succeeded', 'failed'] as const;
 type OperationOutcome = (typeof OUTCOMES)[number];
 
+/** How long a scrape waits for the instance count (a Prometheus scrape times out after 10 s by default). */
+const INSTANCE_COUNT_TIMEOUT_MS = 3_000;
+
 /** prom-client defaults whose cost grows with the open sockets (see the constructor). */
 const PER_HANDLE_METRICS = ['nodejs_active_handles', 'nodejs_active_handles_total', 'nodejs_active_resources', 'nodejs_active_resources_total'];
 
@@ -76,6 +79,7 @@ export class Metrics {
   });
 
   private countInstances: () => Promise<InstanceCounts> = async () => ({});
+  private onCountFailure: (error: unknown) => void = () => undefined;
 
   constructor() {
     const metrics = this;
@@ -84,9 +88,24 @@ export class Metrics {
       help: 'Instances by availability, read from the metadata database at scrape time (the same on every replica)',
       labelNames: ['availability'] as const,
       registers: [this.registry],
+      // A count that fails or waits (the database away, the table locked) leaves this gauge out of the scrape rather
+      // than failing or holding it: every other metric is what an operator needs most just then.
       collect: async function collectInstances(this: Gauge<'availability'>) {
-        const counts = await metrics.countInstances();
-        for (const availability of AVAILABILITIES) this.set({ availability }, counts[availability] ?? 0);
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          const counts = await Promise.race([
+            metrics.countInstances(),
+            new Promise<never>((_, reject) => {
+              timer = setTimeout(() => reject(new Error(`no answer within ${INSTANCE_COUNT_TIMEOUT_MS} ms`)), INSTANCE_COUNT_TIMEOUT_MS);
+            }),
+          ]);
+          for (const availability of AVAILABILITIES) this.set({ availability }, counts[availability] ?? 0);
+        } catch (error) {
+          this.reset();
+          metrics.onCountFailure(error);
+        } finally {
+          clearTimeout(timer);
+        }
       },
     });
     collectDefaultMetrics({ register: this.registry });
@@ -103,9 +122,10 @@ export class Metrics {
     }
   }
 
-  /** Where the instance gauge reads its numbers at scrape time. */
-  countInstancesWith(count: () => Promise<InstanceCounts>): void {
+  /** Where the instance gauge reads its numbers at scrape time, and who hears when it cannot. */
+  countInstancesWith(count: () => Promise<InstanceCounts>, onFailure: (error: unknown) => void): void {
     this.countInstances = count;
+    this.onCountFailure = onFailure;
   }
 
   recordOperation(kind: string, status: string, durationMs: number): void {

@@ -153,6 +153,41 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     }
   });
 
+  it('answers GET /metrics while the instance count cannot be read, or waits on a lock, with every other metric', async function () {
+    this.timeout(30_000);
+    const { server } = suite;
+    const scrape = async () => {
+      const response = await fetch(`${server.url}/metrics`);
+      return { status: response.status, text: await response.text() };
+    };
+    assert.match((await scrape()).text, /^snapgraph_instances\{availability="AVAILABLE"\} \d+$/m);
+    await withClient(suite.database.url, (client) => client.query('ALTER TABLE instances RENAME TO instances_away'));
+    let failing: { status: number; text: string };
+    try {
+      failing = await scrape();
+    } finally {
+      await withClient(suite.database.url, (client) => client.query('ALTER TABLE instances_away RENAME TO instances'));
+    }
+    assert.equal(failing.status, 200, failing.text.slice(0, 300));
+    assert.match(failing.text, /^process_cpu_seconds_total \d/m);
+    assert.match(failing.text, /^snapgraph_operations_total\{kind="SNAPSHOT",outcome="succeeded"\} \d/m);
+    assert.doesNotMatch(failing.text, /^snapgraph_instances\{/m, 'no count it could not read');
+    assert.ok(server.logLines().some((line) => line.msg === 'could not count the instances for /metrics' && JSON.stringify(line.err).includes('instances')));
+    // A count that waits (the table locked by a migration or an operator) does not hold the scrape for as long.
+    await withClient(suite.database.url, async (client) => {
+      await client.query('BEGIN');
+      await client.query('LOCK TABLE instances IN ACCESS EXCLUSIVE MODE');
+      try {
+        const waiting = await scrape();
+        assert.equal(waiting.status, 200);
+        assert.match(waiting.text, /^process_cpu_seconds_total \d/m);
+      } finally {
+        await client.query('ROLLBACK');
+      }
+    });
+    assert.match((await scrape()).text, /^snapgraph_instances\{availability="AVAILABLE"\} \d+$/m);
+  });
+
   it('logs the cause of an INTERNAL_SERVER_ERROR over WebSocket, of a query and of a subscription', async function () {
     this.timeout(30_000);
     const { server } = suite;
