@@ -1,15 +1,17 @@
 import { Entity, PrimaryColumn, Column, Index } from 'typeorm';
 import { BigIntColumn, IdColumn, JsonColumn } from './columns';
 
-export type OperationKind =
-  | 'SNAPSHOT'
-  | 'RESTORE'
-  | 'CREATE_FROM_SNAPSHOT'
-  | 'RESTORE_FROM_FILE'
-  | 'VERIFY'
-  | 'RESTORE_TO_POINT_IN_TIME'
-  | 'CREATE_FROM_POINT_IN_TIME'
-  | 'EXPORT';
+export const OPERATION_KINDS = [
+  'SNAPSHOT',
+  'RESTORE',
+  'CREATE_FROM_SNAPSHOT',
+  'RESTORE_FROM_FILE',
+  'VERIFY',
+  'RESTORE_TO_POINT_IN_TIME',
+  'CREATE_FROM_POINT_IN_TIME',
+  'EXPORT',
+] as const;
+export type OperationKind = (typeof OPERATION_KINDS)[number];
 /** The operations that build an instance's data anew: a restore over it, or a new instance from a snapshot or a moment. */
 export const RESTORE_KINDS = ['RESTORE', 'RESTORE_FROM_FILE', 'CREATE_FROM_SNAPSHOT', 'RESTORE_TO_POINT_IN_TIME', 'CREATE_FROM_POINT_IN_TIME'] as const;
 export type RestoreKind = (typeof RESTORE_KINDS)[number];

@@ -1,13 +1,12 @@
 // The Prometheus metrics of one server (GET /metrics): one Registry per App, so servers booted side by side never
 // share counters. Call sites stay one-liners: `metrics.bytesArchived.inc(n)`, `metrics.recordOperation(...)`.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { OperationKind } from '../entities/operation.entity';
+import { OPERATION_KINDS } from '../entities/operation.entity';
 
 export const AVAILABILITIES = ['AVAILABLE', 'READ_ONLY', 'UNAVAILABLE'] as const;
 export type InstanceCounts = Partial<Record<(typeof AVAILABILITIES)[number], number>>;
 
-const OPERATION_KINDS: OperationKind[] = ['SNAPSHOT', 'RESTORE', 'CREATE_FROM_SNAPSHOT', 'RESTORE_FROM_FILE', 'VERIFY'];
-const OUTCOMES = ['succeeded', 'failed'] as const;
+const OUTCOMES = ['succeeded', 'failed', 'cancelled'] as const;
 type OperationOutcome = (typeof OUTCOMES)[number];
 
 /** How long a scrape waits for the instance count (a Prometheus scrape times out after 10 s by default). */
@@ -21,7 +20,7 @@ export class Metrics {
 
   readonly operations = new Counter({
     name: 'snapgraph_operations_total',
-    help: 'Operations (SNAPSHOT, RESTORE, CREATE_FROM_SNAPSHOT, RESTORE_FROM_FILE) finished, by kind and outcome',
+    help: 'Operations finished, by kind and outcome (succeeded, failed, cancelled)',
     labelNames: ['kind', 'outcome'] as const,
     registers: [this.registry],
   });
@@ -129,7 +128,8 @@ export class Metrics {
   }
 
   recordOperation(kind: string, status: string, durationMs: number): void {
-    const labels = { kind, outcome: (status === 'SUCCEEDED' ? 'succeeded' : 'failed') satisfies OperationOutcome };
+    const outcome: OperationOutcome = status === 'SUCCEEDED' ? 'succeeded' : status === 'CANCELLED' ? 'cancelled' : 'failed';
+    const labels = { kind, outcome };
     this.operations.inc(labels);
     this.operationDuration.observe(labels, Math.max(0, durationMs) / 1000);
   }
