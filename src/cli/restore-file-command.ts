@@ -113,6 +113,9 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
   let progress: ProgressBar | null = null;
   let instanceWaits = 0;
   let instanceWaitEnds = 0;
+  // Once the file's last byte is sent, the server verifies it and queues the restore whether or not this client waits
+  // for the answer: a Ctrl-C then waits for it, so that the restore it queues is followed, cancelled or named.
+  let allSent = false;
 
   return new Promise<string>((resolvePromise, reject) => {
     const upload = new tus.Upload(createReadStream(file), {
@@ -121,11 +124,13 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
       metadata: { instanceId: request.instanceId, confirm: request.confirm, filename: basename(file) },
       chunkSize: request.chunkSize,
       retryDelays: RETRY_DELAYS_MS,
-      onShouldRetry: isTransient,
+      // After a Ctrl-C while the server verifies the file, one answer is awaited, not a series of retries.
+      onShouldRetry: (error) => !interruption.isRequested && isTransient(error),
       urlStorage,
       fingerprint: async () => fingerprint,
       removeFingerprintOnSuccess: true,
       httpStack: httpStackTellingWhenSent(stats.size, interruption, () => {
+        allSent = true;
         progress?.finish(stats.size);
         process.stderr.write('upload complete; the server is verifying the archive\n');
       }),
@@ -138,8 +143,12 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
       onSuccess: ({ lastResponse }) => {
         progress?.finish(stats.size);
         const operationId = lastResponse.getHeader(OPERATION_ID_HEADER);
-        if (operationId) resolvePromise(operationId);
-        else reject(new CliError(`the upload finished but the server named no restore operation; see operations(instanceId: "${request.instanceId}")`));
+        // tus-js-client forgets the upload URL without waiting: a command that exits at once (Ctrl-C) kept it, and a
+        // later run with the same file resumed the finished upload and reported its old restore instead of a new one.
+        void forgetUploads(urlStorage, fingerprint).finally(() => {
+          if (operationId) resolvePromise(operationId);
+          else reject(new CliError(`the upload finished but the server named no restore operation; see operations(instanceId: "${request.instanceId}")`));
+        });
       },
       onError: (error) => {
         if (waitsForInstance(error) && !interruption.isRequested) {
@@ -154,6 +163,10 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
           }
         }
         progress?.finish();
+        if (interruption.isRequested && !isRefusal(error)) {
+          reject(new Interrupted('the server keeps the uploaded file: run the same command again to queue its restore'));
+          return;
+        }
         const failure = describeUploadError(client, error);
         // Refused for good (the server said why): forget the upload URL, so a rerun starts afresh.
         const forgotten = isRefusal(error) ? forgetUploads(urlStorage, fingerprint) : Promise.resolve();
@@ -162,6 +175,11 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
     });
     interruption.onRequest(() => {
       progress?.finish();
+      if (allSent) {
+        // The server queues the restore anyway: its answer names it, and restoreFileCommand handles the Ctrl-C then.
+        process.stderr.write('interrupted: waiting for the server to answer for the uploaded file (Ctrl-C again quits at once)\n');
+        return;
+      }
       void upload.abort().then(() => reject(new Interrupted('run the same command again to resume the upload')));
     });
     upload.findPreviousUploads().then(
@@ -185,7 +203,8 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
  * tus-js-client's Node HTTP stack, calling `onAllSent` when the body of the request carrying the file's last byte has
  * been read out: the server verifies the whole archive before it answers that request, which takes a while for a
  * large file (and tus-js-client's own progress reports are throttled, so they may not say 100 % until the answer).
- * With a test's byte limit (SNAPGRAPH_CLI_STOP_AFTER_BYTES), a body that would carry bytes past it stops there.
+ * With a test's byte limit (SNAPGRAPH_CLI_STOP_AFTER_BYTES), a body that would carry bytes past it stops there; a limit
+ * of the file's size interrupts once the last byte is sent, before the server's answer.
  */
 function httpStackTellingWhenSent(fileSize: number, interruption: Interruption, onAllSent: () => void): tus.HttpStack {
   const stack = new tus.DefaultHttpStack({});
@@ -198,7 +217,12 @@ function httpStackTellingWhenSent(fileSize: number, interruption: Interruption, 
         if (!(body instanceof Readable)) return send(body);
         const offset = Number(request.getHeader('Upload-Offset'));
         const size = (body as Readable & { size: number }).size;
-        if (offset + size === fileSize) body.once('end', onAllSent);
+        if (offset + size === fileSize) {
+          body.once('end', () => {
+            onAllSent();
+            interruption.count(fileSize);
+          });
+        }
         const limit = interruption.stopAfterBytes;
         return send(limit !== null && offset < limit && limit < offset + size ? stopPartWay(body, size, limit - offset, interruption) : body);
       };

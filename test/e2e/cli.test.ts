@@ -355,6 +355,29 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
     it('resumes an upload interrupted in the middle of a request from the bytes the server kept of it', () =>
       interruptThenResume('resumed-mid-request', '1G', 10_000));
 
+    // The server verifies the file and queues its restore whether or not the client waits for the answer.
+    it('on Ctrl-C once the last byte is sent, waits for the restore the server queues and says it goes on (no terminal)', async () => {
+      const server = suite.server;
+      const targetId = (await createInstance(server, { name: 'interrupted-at-the-end' })).id;
+      const run = await snapgraph(server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE'], {
+        env: { SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(archive.length) },
+      });
+      assert.equal(run.code, 130, output(run));
+      const operationId = /restore queued as operation (\S+)/.exec(run.stderr)?.[1];
+      assert.ok(operationId, output(run));
+      assert.match(run.stderr, new RegExp(`the restore continues on the server as operation ${operationId}; cancelOperation`));
+      assert.doesNotMatch(run.stderr, /resume the upload/);
+      await eventually(
+        async () => {
+          const { operation } = expectData(await gql(server, `query ($id: ID!) { operation(id: $id) { status } }`, { id: operationId }));
+          return operation.status === 'SUCCEEDED' || undefined;
+        },
+        { timeoutMs: 30_000, what: 'the restore SUCCEEDED' },
+      );
+      assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
+      assert.deepEqual(storedUploads(), [], 'nothing is left to resume');
+    });
+
     it('refuses a file that is not an archive, with a clear message, and changes nothing', async () => {
       const server = suite.server;
       const targetId = (await createInstance(server, { name: 'kept' })).id;
