@@ -5,7 +5,6 @@
 // works on the restore cancels it (--cancel-on-interrupt, or yes to the question on a terminal) or leaves it running.
 import { createHash } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
-import { createInterface } from 'node:readline/promises';
 import { mkdir, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
@@ -13,6 +12,7 @@ import { Readable, Transform } from 'node:stream';
 import * as tus from 'tus-js-client';
 import { OPERATION_ID_HEADER, UPLOADS_PATH } from '../api/http/upload-endpoint';
 import { ApiClient, describeErrorBody } from './api-client';
+import { askToCancel } from './ask-to-cancel';
 import { CliError, Interrupted, UsageError } from './cli-error';
 import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
@@ -288,6 +288,8 @@ async function followRestore(client: ApiClient, operationId: string, interruptio
   let barWanted = false;
   const show = (operation: OperationState) => {
     last = operation;
+    // After Ctrl-C the interruption's handler speaks (a question on a terminal, which progress lines would break into).
+    if (interruption.isRequested) return;
     const line = `restore: ${operation.status}${operation.phase ? ` (${operation.phase})` : ''}`;
     if (line !== shown) {
       bar?.finish();
@@ -326,11 +328,7 @@ async function whenInterrupted(client: ApiClient, operationId: string, onInterru
     `the restore continues on the server as operation ${operationId}; cancelOperation(id: "${operationId}") stops it before its swap`,
   );
   if (onInterrupt === 'leave') return leave;
-  if (onInterrupt === 'ask') {
-    const prompt = createInterface({ input: process.stdin, output: process.stderr });
-    const answer = await prompt.question('\ncancel the restore on the server (the instance keeps its data)? [y/N] ').finally(() => prompt.close());
-    if (!/^y(es)?$/i.test(answer.trim())) return leave;
-  }
+  if (onInterrupt === 'ask' && !(await askToCancel())) return leave;
   try {
     const { cancelOperation } = await client.request<{ cancelOperation: OperationState }>(CANCEL_OPERATION, { id: operationId });
     if (cancelOperation.status === 'CANCELLED') {
