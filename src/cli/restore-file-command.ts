@@ -116,6 +116,8 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
   // Once the file's last byte is sent, the server verifies it and queues the restore whether or not this client waits
   // for the answer: a Ctrl-C then waits for it, so that the restore it queues is followed, cancelled or named.
   let allSent = false;
+  /** The server named the restore: a Ctrl-C from then on is followRestore's to handle. */
+  let answered = false;
 
   return new Promise<string>((resolvePromise, reject) => {
     const upload = new tus.Upload(createReadStream(file), {
@@ -141,6 +143,7 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
       },
       onChunkComplete: (_chunk, accepted) => interruption.count(accepted),
       onSuccess: ({ lastResponse }) => {
+        answered = true;
         progress?.finish(stats.size);
         const operationId = lastResponse.getHeader(OPERATION_ID_HEADER);
         // tus-js-client forgets the upload URL without waiting: a command that exits at once (Ctrl-C) kept it, and a
@@ -174,6 +177,7 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
       },
     });
     interruption.onRequest(() => {
+      if (answered) return;
       progress?.finish();
       if (allSent) {
         // The server queues the restore anyway: its answer names it, and restoreFileCommand handles the Ctrl-C then.

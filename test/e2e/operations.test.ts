@@ -349,6 +349,7 @@ describe('operations across restarts, cancellation and live progress', function 
       const run = await restoreFileInterrupted([]);
       assert.equal(run.code, 130, run.stderr);
       assert.match(run.stderr, /the restore continues on the server as operation [0-9a-f-]{36}; cancelOperation/);
+      assert.doesNotMatch(run.stderr, /waiting for the server to answer/, 'the upload was answered long before');
       assert.equal((await settledOperation(server, run.operationId)).status, 'SUCCEEDED');
       assert.deepEqual(countsOf(await statsOf(server, large)), countsOf(snapshot.contents!));
     });
