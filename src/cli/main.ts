@@ -39,6 +39,9 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`snapgraph: a command is needed (\`snapgraph serve\` runs the server)\n${USAGE}`);
       return 2;
     case 'serve':
+      // Configured by the environment alone: an option given here would otherwise be ignored by a server that starts.
+      if (rest.length === 1 && ['-h', '--help'].includes(rest[0])) return help();
+      if (rest.length > 0) throw new UsageError('serve takes no arguments: it is configured by the environment (PORT, HOST, SNAPGRAPH_*; see README)');
       return serve();
     case 'tenant':
       return (await tenantCommands()).tenantCommand(rest);
@@ -56,12 +59,16 @@ async function main(argv: string[]): Promise<number> {
     case '-h':
     case '--help':
     case 'help':
-      process.stdout.write(USAGE);
-      return 0;
+      return help();
     default:
       process.stderr.write(`snapgraph: unknown command "${command}"\n${USAGE}`);
       return 2;
   }
+}
+
+function help(): number {
+  process.stdout.write(USAGE);
+  return 0;
 }
 
 /** The tenant and apikey commands work on the metadata database through TypeORM's entities. */

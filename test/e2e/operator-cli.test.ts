@@ -37,6 +37,23 @@ describe('the snapgraph command', () => {
     assert.equal(run.stdout, '');
   });
 
+  // Configured by the environment only: `serve --port 5000` once started a server on 4000, and `serve --help` one too.
+  it('refuses arguments to serve with the usage (exit 2) instead of starting a server that ignores them', async () => {
+    const dataDir = join(makeTempDir(), 'data');
+    const env = serverEnv({ SNAPGRAPH_DATA_DIR: dataDir, PORT: '0' });
+    for (const args of [['--port', '5000'], ['extra']]) {
+      const run = await runCli(['serve', ...args], env, 15_000);
+      assert.equal(run.code, 2, `serve ${args.join(' ')}: ${run.stdout}${run.stderr}`);
+      assert.match(run.stderr, /serve takes no arguments: it is configured by the environment \(PORT, HOST, SNAPGRAPH_\*; see README\)/);
+      assert.match(run.stderr, /usage:/);
+      assert.equal(run.stdout, '');
+    }
+    const help = await runCli(['serve', '--help'], env, 15_000);
+    assert.equal(help.code, 0, `serve --help: ${help.stdout}${help.stderr}`);
+    assert.match(help.stdout, /^usage:/);
+    assert.ok(!existsSync(dataDir), 'a data dir was made');
+  });
+
   describe('tenant create', () => {
     it('refuses to make a metadata database where there is none, naming SNAPGRAPH_DATA_DIR; --init makes one', async () => {
       const dataDir = join(makeTempDir(), 'not-the-server');
