@@ -312,8 +312,14 @@ function readConfigFile(path: string | undefined): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+/**
+ * A numeric variable's value: undefined when unset or blank (Number(' ') would be 0: a blank grace period meant none),
+ * a decimal integer's value, else NaN, which the caller refuses naming the variable (`1e4`, `0x10`, `30s`, `-0`).
+ */
 function numeric(text: string | undefined): unknown {
-  return text === undefined || text === '' ? undefined : Number(text);
+  const trimmed = text?.trim();
+  if (!trimmed) return undefined;
+  return /^\d+$/.test(trimmed) ? Number(trimmed) : NaN;
 }
 
 function positiveInteger(name: string, value: unknown, fallback: number): number {

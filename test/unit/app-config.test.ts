@@ -1,0 +1,35 @@
+// The environment's numeric variables (src/config/app-config.ts): what counts as unset, and what is refused.
+import assert from 'node:assert/strict';
+import { ConfigError, loadConfig } from '../../src/config/app-config';
+
+const refusedNaming = (name: string) => (error: unknown) => error instanceof ConfigError && error.message.includes(name);
+
+describe('numeric configuration variables', () => {
+  // Number(' ') is 0: a blank grace period once removed backup storage a snapshot had just deduplicated against at
+  // once (SNAPGRAPH_COLLECT_GRACE_MS), and handed running operations back at the first SIGTERM (SNAPGRAPH_SHUTDOWN_GRACE_MS).
+  it('count a blank value as unset, as every other variable does, never as 0', () => {
+    const config = loadConfig({
+      SNAPGRAPH_COLLECT_GRACE_MS: ' ',
+      SNAPGRAPH_SHUTDOWN_GRACE_MS: '\t',
+      SNAPGRAPH_HEAP_GROWTH_PERCENT: '  ',
+      SNAPGRAPH_CHUNK_WORKERS: ' ',
+      SNAPGRAPH_OPERATION_LEASE_MS: ' ',
+    });
+    assert.deepEqual(
+      [config.collectGraceMs, config.shutdownGraceMs, config.heapGrowthPercent, config.chunkWorkers, config.operationLeaseMs],
+      [3_600_000, 25_000, 50, 2, 30_000],
+    );
+  });
+
+  it('take a decimal integer, with spaces around it', () => {
+    assert.equal(loadConfig({ SNAPGRAPH_COLLECT_GRACE_MS: ' 5000 ' }).collectGraceMs, 5000);
+    assert.equal(loadConfig({ SNAPGRAPH_CHUNK_WORKERS: '0' }).chunkWorkers, 0);
+  });
+
+  it('refuse anything else, naming the variable', () => {
+    for (const value of ['0x10', '1e4', '1.5', '30s', '-0', '-5', '1 000']) {
+      assert.throws(() => loadConfig({ SNAPGRAPH_CHUNK_WORKERS: value }), refusedNaming('SNAPGRAPH_CHUNK_WORKERS'), value);
+      assert.throws(() => loadConfig({ SNAPGRAPH_MAX_ATTEMPTS: value }), refusedNaming('SNAPGRAPH_MAX_ATTEMPTS'), value);
+    }
+  });
+});
