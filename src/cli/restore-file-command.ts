@@ -118,6 +118,10 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
   let allSent = false;
   /** The server named the restore: a Ctrl-C from then on is followRestore's to handle. */
   let answered = false;
+  /** The next look at a complete upload waiting for its busy instance, while no request is under way. */
+  let nextLook: NodeJS.Timeout | null = null;
+  /** A Ctrl-C once the whole file is on the server, before any restore was named. */
+  const keptOnServer = () => new Interrupted('the server keeps the uploaded file: run the same command again to queue its restore');
 
   return new Promise<string>((resolvePromise, reject) => {
     const upload = new tus.Upload(createReadStream(file), {
@@ -161,13 +165,16 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
             progress?.finish(stats.size);
             if (instanceWaits === 1) process.stderr.write(`the file is uploaded; waiting for the instance's running operation to end before the restore is queued (${describeErrorBody((error as UploadError).originalResponse!.getBody()) ?? 'busy'})\n`);
             // The upload resumes with a HEAD, which queues the restore once the instance is free.
-            setTimeout(() => interruption.isRequested || upload.start(), delay);
+            nextLook = setTimeout(() => {
+              nextLook = null;
+              upload.start();
+            }, delay);
             return;
           }
         }
         progress?.finish();
         if (interruption.isRequested && !isRefusal(error)) {
-          reject(new Interrupted('the server keeps the uploaded file: run the same command again to queue its restore'));
+          reject(keptOnServer());
           return;
         }
         const failure = describeUploadError(client, error);
@@ -179,6 +186,12 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
     interruption.onRequest(() => {
       if (answered) return;
       progress?.finish();
+      if (nextLook) {
+        // Between two looks nothing is under way that could answer: stop here (a rerun resumes the wait).
+        clearTimeout(nextLook);
+        reject(keptOnServer());
+        return;
+      }
       if (allSent) {
         // The server queues the restore anyway: its answer names it, and restoreFileCommand handles the Ctrl-C then.
         process.stderr.write('interrupted: waiting for the server to answer for the uploaded file (Ctrl-C again quits at once)\n');

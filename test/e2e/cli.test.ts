@@ -1,8 +1,11 @@
 // The transfer CLI against a real server: `snapgraph export` (resumable, sha256-checked downloads) and
 // `snapgraph restore-file` (resumable tus uploads beyond the GraphQL upload limit), and the /uploads endpoint itself.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import {
   allNodes,
@@ -16,7 +19,9 @@ import {
   eventually,
   expectData,
   gql,
+  LAUNCHER,
   makeTempDir,
+  REPO_ROOT,
   runCli,
   type NewTenant,
   serverEnv,
@@ -529,5 +534,43 @@ describe('snapgraph export with an export link that expires at once', () => {
     assert.equal(run.code, 1, output(run));
     assert.match(run.stderr, /the export link expired \(HTTP 410\): run the command again/);
     assert.deepEqual(readdirSync(dir), []);
+  });
+});
+
+// A server that keeps every complete upload for a busy instance (423 CONFLICT on the last PATCH and on each HEAD), as
+// Snapgraph does while another operation runs on it: restore-file waits with backoff, and Ctrl-C then must end it.
+describe('snapgraph restore-file waiting for a busy instance', () => {
+  it('stops at Ctrl-C with exit 130, saying the server keeps the file and a rerun queues its restore', async function () {
+    this.timeout(30_000);
+    const busy = JSON.stringify({ errors: [{ message: 'another operation runs on the instance', extensions: { code: 'CONFLICT' } }] });
+    const tus = createServer((request, response) => {
+      request.resume();
+      request.on('end', () => {
+        if (request.method === 'POST') {
+          response.writeHead(201, { 'tus-resumable': '1.0.0', location: '/uploads/kept' }).end();
+        } else {
+          response.writeHead(423, { 'tus-resumable': '1.0.0', 'content-type': 'application/json' }).end(busy);
+        }
+      });
+    });
+    await new Promise<void>((resolve) => tus.listen(0, '127.0.0.1', resolve));
+    try {
+      const file = join(makeTempDir(), 'small.backup');
+      writeFileSync(file, randomBytes(1000));
+      const url = `http://127.0.0.1:${(tus.address() as AddressInfo).port}`;
+      const env = serverEnv({ SNAPGRAPH_URL: url, SNAPGRAPH_API_KEY: 'sg_any', XDG_STATE_HOME: makeTempDir(), SNAPGRAPH_CLI_STOP_AFTER_BYTES: undefined });
+      const child = spawn(LAUNCHER, ['restore-file', 'instance-1', file, '--confirm', 'RESTORE'], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+      const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+      await eventually(() => /waiting for the instance's running operation to end/.test(stderr), { timeoutMs: 15_000, what: `the wait:\n${stderr}` });
+      child.kill('SIGINT');
+      const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 10_000))]);
+      if (code === 'still running') child.kill('SIGKILL');
+      assert.equal(code, 130, stderr);
+      assert.match(stderr, /interrupted; the server keeps the uploaded file: run the same command again to queue its restore/);
+    } finally {
+      tus.close();
+    }
   });
 });
