@@ -148,7 +148,8 @@ async function appendBody(
 ): Promise<number> {
   let handle: FileHandle;
   try {
-    handle = await open(part, from > 0 ? 'a' : 'w');
+    // The archive holds the graph unencrypted: readable by its owner only, as the server's data dir keeps it.
+    handle = await open(part, from > 0 ? 'a' : 'w', 0o600);
   } catch (error) {
     body.destroy();
     throw cannotWrite(part, error);

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -196,6 +196,19 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.equal(bytes.length, snapshot.sizeBytes);
       assert.match(run.stdout, new RegExp(`saved .*${files[0]} \\(${snapshot.sizeBytes} bytes, sha256 ${snapshot.sha256}\\)`));
       assert.match(run.stderr, /downloading: .*100%.*MB\/s/, 'a plain progress line (not a terminal)');
+    });
+
+    // The archive holds the graph unencrypted: other local users must not read it, whatever the umask (022 gave 0644).
+    it('writes the archive readable by its owner only (0600), as the data dir keeps what it holds', async () => {
+      const out = join(makeTempDir(), 'private.backup');
+      const interrupted = await snapgraph(suite.server, ['export', snapshot.id, '-o', out], {
+        env: { SNAPGRAPH_CLI_STOP_AFTER_BYTES: '1000' },
+      });
+      assert.equal(interrupted.code, 130, output(interrupted));
+      assert.equal(statSync(`${out}.part`).mode & 0o777, 0o600, 'the partial download');
+      const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', out]);
+      assert.equal(run.code, 0, output(run));
+      assert.equal(statSync(out).mode & 0o777, 0o600);
     });
 
     it('resumes an interrupted download with a Range request', async () => {
