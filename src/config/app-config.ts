@@ -341,14 +341,18 @@ function atMost(max: number, value: number): number {
   return value;
 }
 
+/** A positive ISO-8601 duration in milliseconds (exportUrlTtl: a link that expires at once is of no use). */
 function durationField(name: string, value: unknown, fallback: string): number {
   const text = value === undefined ? fallback : value;
   if (typeof text !== 'string') throw new Error(`${name} must be an ISO-8601 duration string`);
+  let ms: number;
   try {
-    return parseDuration(text);
+    ms = parseDuration(text);
   } catch (error) {
     throw new Error(`${name}: ${(error as Error).message}`);
   }
+  if (ms === 0) throw new Error(`${name}: ${JSON.stringify(text)} must be longer than zero`);
+  return ms;
 }
 
 function flag(text: string | undefined, fallback: boolean): boolean {

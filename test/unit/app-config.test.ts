@@ -1,5 +1,8 @@
-// The environment's numeric variables (src/config/app-config.ts): what counts as unset, and what is refused.
+// The environment's numeric variables and the config file's fields (src/config/app-config.ts): what is refused.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { ConfigError, loadConfig } from '../../src/config/app-config';
 
 const refusedNaming = (name: string) => (error: unknown) => error instanceof ConfigError && error.message.includes(name);
@@ -31,5 +34,29 @@ describe('numeric configuration variables', () => {
       assert.throws(() => loadConfig({ SNAPGRAPH_CHUNK_WORKERS: value }), refusedNaming('SNAPGRAPH_CHUNK_WORKERS'), value);
       assert.throws(() => loadConfig({ SNAPGRAPH_MAX_ATTEMPTS: value }), refusedNaming('SNAPGRAPH_MAX_ATTEMPTS'), value);
     }
+  });
+});
+
+describe('the config file (SNAPGRAPH_CONFIG)', () => {
+  let dir: string;
+  before(() => (dir = mkdtempSync(join(tmpdir(), 'snapgraph-config-'))));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  const withFile = (content: unknown) => {
+    const path = join(dir, 'config.json');
+    writeFileSync(path, JSON.stringify(content));
+    return { SNAPGRAPH_CONFIG: path };
+  };
+
+  // A zero lifetime was taken: every export link the server gave had expired before any client could use it.
+  it('refuses an export link lifetime of zero, naming exportUrlTtl', () => {
+    for (const exportUrlTtl of ['PT0S', 'P0D']) {
+      assert.throws(
+        () => loadConfig(withFile({ exportUrlTtl })),
+        (error: unknown) => error instanceof ConfigError && /SNAPGRAPH_CONFIG: exportUrlTtl: .* must be longer than zero/.test(error.message),
+        exportUrlTtl,
+      );
+    }
+    assert.equal(loadConfig(withFile({ exportUrlTtl: 'PT0.001S' })).exportUrlTtlMs, 1);
   });
 });
