@@ -35,13 +35,16 @@ export class ApiClient {
   readonly url: string;
   readonly key: string;
 
-  /** From --url/--key, else SNAPGRAPH_URL/SNAPGRAPH_API_KEY, else the default URL (the key is required). */
+  /**
+   * From --url/--key, else SNAPGRAPH_URL/SNAPGRAPH_API_KEY, else the default URL (the key is required). The URL is the
+   * server's base; its GraphQL endpoint (…/graphql, which the server logs and the README name) is taken for it.
+   */
   static fromOptions(values: { url?: string; key?: string }, env: NodeJS.ProcessEnv = process.env): ApiClient {
     const url = (values.url ?? env.SNAPGRAPH_URL ?? DEFAULT_URL).trim();
     const key = (values.key ?? env.SNAPGRAPH_API_KEY ?? '').trim();
     if (!/^https?:\/\/[^/]/i.test(url)) throw new UsageError(`the server URL "${url}" must start with http:// or https://`);
     if (!key) throw new UsageError('an API key is required: set SNAPGRAPH_API_KEY (or pass --key)');
-    return new ApiClient(url.replace(/\/+$/, ''), key);
+    return new ApiClient(url.replace(/\/+$/, '').replace(/\/graphql$/i, ''), key);
   }
 
   constructor(url: string, key: string) {

@@ -428,6 +428,18 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.deepEqual(uploadsLeft(), []);
     });
 
+    // The server logs and the README name http://HOST:PORT/graphql: the address users copy into SNAPGRAPH_URL. The
+    // upload then went to /graphql/uploads, and was refused with Apollo's CSRF message.
+    it("takes the server's /graphql address as its URL too", async () => {
+      const server = suite.server;
+      const targetId = (await createInstance(server, { name: 'via-graphql-url' })).id;
+      const run = await snapgraph(server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE'], {
+        env: { SNAPGRAPH_URL: `${server.url}/graphql/` },
+      });
+      assert.equal(run.code, 0, output(run));
+      assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
+    });
+
     it('requires --confirm RESTORE', async () => {
       const run = await snapgraph(suite.server, ['restore-file', sourceId, archivePath]);
       assert.equal(run.code, 2, output(run));
