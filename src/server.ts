@@ -176,6 +176,11 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     wsServer,
     wsTimeouts.keepAliveMs,
   );
+  // ws hands the HTTP server's errors on to the WebSocket server, where graphql-ws takes the first for a bug of its
+  // own: a stack trace on stderr ("Internal error … check your implementation") for a port in use at boot, which
+  // listen below reports, and every WebSocket closed with 1011 for one later; a second would be uncaught.
+  wsServer.removeAllListeners('error');
+  wsServer.on('error', (error) => ready && logger.error({ err: error }, 'HTTP server error'));
 
   const apollo = new ApolloServer<ApiContext>({
     schema,
@@ -252,7 +257,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   expressApp.use(httpErrorHandler(logger, app.metrics, exposure));
 
   await new Promise<void>((resolve, reject) => {
-    httpServer.once('error', reject);
+    httpServer.once('error', (error) => reject(cannotListen(config, error as NodeJS.ErrnoException)));
     httpServer.listen(config.port, config.host, () => resolve());
   });
   ready = true;
@@ -272,6 +277,20 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       logger.info('snapgraph stopped');
     })());
   return { app, url, port, close };
+}
+
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: 'address already in use',
+  EADDRNOTAVAIL: 'not an address of this machine',
+  EACCES: 'permission denied',
+  ENOTFOUND: 'no such host',
+  EAI_AGAIN: 'the host name could not be resolved now',
+};
+
+/** A failure to listen, naming the address and the variables that chose it (the boot's one line on stderr). */
+function cannotListen(config: AppConfig, error: NodeJS.ErrnoException): Error {
+  const why = error.code ? `${LISTEN_ERRORS[error.code] ?? error.message} (${error.code})` : error.message;
+  return new Error(`cannot listen on ${config.host}:${config.port} (HOST, PORT): ${why}`, { cause: error });
 }
 
 export function installSignalHandlers(server: RunningServer, logger: Logger): void {

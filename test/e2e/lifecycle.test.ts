@@ -215,7 +215,15 @@ describe('configuration errors stop the boot', () => {
     const result = await bootExpectingFailure({ PORT: port });
     assert.notEqual(result.code, 0);
     assert.match(result.stderr, new RegExp(`EADDRINUSE|${port}`));
+    // One line naming the variables, not graphql-ws's "Internal error … check your implementation" and a stack trace.
+    assert.equal(result.stderr, `snapgraph: cannot listen on 127.0.0.1:${port} (HOST, PORT): address already in use (EADDRINUSE)\n`);
     expectData(await gql(server, `{ viewer { role } }`));
+  });
+
+  it('a HOST that is no address', async () => {
+    const result = await bootExpectingFailure({ HOST: 'localhost:4000' });
+    assert.equal(result.code, 1, result.stderr);
+    assert.equal(result.stderr, 'snapgraph: cannot listen on localhost:4000:0 (HOST, PORT): no such host (ENOTFOUND)\n');
   });
 });
 
