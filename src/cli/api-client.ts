@@ -71,9 +71,18 @@ export class ApiClient {
     const described = describeErrorBody(text);
     if (described) throw new CliError(described);
     if (!response.ok) throw new CliError(`the server answered HTTP ${response.status}: ${text.slice(0, 200)}`);
-    const { data } = JSON.parse(text) as { data?: TData };
-    if (!data) throw new CliError(`the server answered without data: ${text.slice(0, 200)}`);
-    return data;
+    let body: { data?: TData };
+    try {
+      body = JSON.parse(text) as { data?: TData };
+    } catch {
+      // Another service at the URL (a proxy's sign-in page, another app on the port) answers 200 with HTML.
+      const type = response.headers.get('content-type')?.split(';')[0] ?? 'no content type';
+      throw new CliError(
+        `${this.url} does not answer as a Snapgraph server (HTTP ${response.status}, ${type}: ${text.slice(0, 80)}); set SNAPGRAPH_URL or --url`,
+      );
+    }
+    if (!body?.data) throw new CliError(`the server answered without data: ${text.slice(0, 200)}`);
+    return body.data;
   }
 
   /** fetch, with a network failure said in words (the URL, and what the connection did). */

@@ -599,3 +599,26 @@ describe('snapgraph restore-file waiting for a busy instance', () => {
     }
   });
 });
+
+// SNAPGRAPH_URL naming another service (a proxy's login page, another app on the port): it answers 200 with HTML.
+describe('snapgraph export against a server that is not Snapgraph', () => {
+  it('says the URL does not answer as a Snapgraph server (exit 1), not a JSON parser error', async () => {
+    const other = createServer((request, response) => {
+      request.resume();
+      request.on('end', () => response.writeHead(200, { 'content-type': 'text/html' }).end('<!DOCTYPE html><html>sign in</html>'));
+    });
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+      const env = serverEnv({ SNAPGRAPH_URL: url, SNAPGRAPH_API_KEY: 'sg_any', XDG_STATE_HOME: makeTempDir() });
+      const run = await runCli(['export', 'some-snapshot', '-o', makeTempDir()], env);
+      assert.equal(run.code, 1, output(run));
+      assert.equal(
+        run.stderr,
+        `snapgraph: ${url} does not answer as a Snapgraph server (HTTP 200, text/html: <!DOCTYPE html><html>sign in</html>); set SNAPGRAPH_URL or --url\n`,
+      );
+    } finally {
+      other.close();
+    }
+  });
+});
