@@ -34,13 +34,15 @@ const INSPECT_HEAP_GROWTH_PERCENT = 50;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // `snapgraph <command> --help` is a question, not a wrong argument (before `--`, which ends the options).
+  const options = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (command !== undefined && options.some((arg) => arg === '-h' || arg === '--help')) return help();
   switch (command) {
     case undefined:
       process.stderr.write(`snapgraph: a command is needed (\`snapgraph serve\` runs the server)\n${USAGE}`);
       return 2;
     case 'serve':
       // Configured by the environment alone: an option given here would otherwise be ignored by a server that starts.
-      if (rest.length === 1 && ['-h', '--help'].includes(rest[0])) return help();
       if (rest.length > 0) throw new UsageError('serve takes no arguments: it is configured by the environment (PORT, HOST, SNAPGRAPH_*; see README)');
       return serve();
     case 'tenant':

@@ -54,6 +54,17 @@ describe('the snapgraph command', () => {
     assert.ok(!existsSync(dataDir), 'a data dir was made');
   });
 
+  it('answers --help after any command with the usage on stdout, exit 0, doing nothing else', async () => {
+    const dataDir = join(makeTempDir(), 'data');
+    for (const args of [['export', '--help'], ['restore-file', 'some-instance', '-h'], ['tenant', 'create', 'acme', '--help'], ['inspect', '--help']]) {
+      const run = await runCli(args, serverEnv({ SNAPGRAPH_DATA_DIR: dataDir, SNAPGRAPH_API_KEY: undefined }), 15_000);
+      assert.equal(run.code, 0, `${args.join(' ')}: ${run.stdout}${run.stderr}`);
+      assert.match(run.stdout, /^usage:/, args.join(' '));
+      assert.equal(run.stderr, '', args.join(' '));
+    }
+    assert.ok(!existsSync(dataDir), 'a data dir was made');
+  });
+
   describe('tenant create', () => {
     it('refuses to make a metadata database where there is none, naming SNAPGRAPH_DATA_DIR; --init makes one', async () => {
       const dataDir = join(makeTempDir(), 'not-the-server');
