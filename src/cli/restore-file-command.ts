@@ -86,6 +86,10 @@ export async function restoreFileCommand(args: string[]): Promise<number> {
     process.stderr.write(`the server verified the file; restore queued as operation ${operationId}\n`);
     const onInterrupt: OnInterrupt = values['cancel-on-interrupt'] ? 'cancel' : process.stdin.isTTY && process.stderr.isTTY ? 'ask' : 'leave';
     const final = await followRestore(client, operationId, interruption, onInterrupt);
+    if (final.status === 'CANCELLED') {
+      // Someone else cancelled it (cancelOperation): no failure, but not the restore asked for either.
+      throw new CliError(`restore CANCELLED (operation ${operationId}): the instance keeps its data`);
+    }
     if (final.status !== 'SUCCEEDED') {
       const why = final.error ? `${final.error.code}: ${final.error.message}` : 'no error was reported';
       throw new CliError(`restore FAILED (operation ${operationId}): ${why}`);

@@ -2,7 +2,7 @@
 // restores, bounded attempts, cancelOperation of QUEUED and RUNNING work, the live first event of a subscription,
 // and instance deletions finished after a crash.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -310,8 +310,14 @@ describe('operations across restarts, cancellation and live progress', function 
       await createNodes(server, large, [{ labels: ['AfterCancel'] }]);
     });
 
-    /** `snapgraph restore-file` of the large snapshot's archive, interrupted (SIGINT) once the server is loading it. */
-    async function restoreFileInterrupted(extraArgs: string[]): Promise<{ code: number | null; stderr: string; operationId: string }> {
+    /**
+     * `snapgraph restore-file` of the large snapshot's archive, interrupted once the server is loading it: by `interrupt`,
+     * SIGINT unless told otherwise.
+     */
+    async function restoreFileInterrupted(
+      extraArgs: string[],
+      interrupt = async (child: ChildProcess, _operationId: string) => void child.kill('SIGINT'),
+    ): Promise<{ code: number | null; stderr: string; operationId: string }> {
       const server = suite.server;
       const file = join(makeTempDir(), 'large.backup');
       writeFileSync(file, await archiveOf(server, snapshot.id));
@@ -325,7 +331,7 @@ describe('operations across restarts, cancellation and live progress', function 
       child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
       const exited = exitOf(child);
       await eventually(() => /^restore: RUNNING \(loading\)/m.test(stderr), { timeoutMs: 30_000, what: `the restore to load:\n${stderr}` });
-      child.kill('SIGINT');
+      await interrupt(child, /operation ([0-9a-f-]{36})/.exec(stderr)?.[1] ?? '');
       const { code } = await exited;
       const operationId = /operation ([0-9a-f-]{36})/.exec(stderr)?.[1] ?? '';
       return { code, stderr, operationId };
@@ -352,6 +358,20 @@ describe('operations across restarts, cancellation and live progress', function 
       assert.doesNotMatch(run.stderr, /waiting for the server to answer/, 'the upload was answered long before');
       assert.equal((await settledOperation(server, run.operationId)).status, 'SUCCEEDED');
       assert.deepEqual(countsOf(await statsOf(server, large)), countsOf(snapshot.contents!));
+    });
+
+    // It said "restore FAILED (operation …): CANCELLED: …" for a restore that had not failed.
+    it('snapgraph restore-file says CANCELLED (exit 1) when someone else cancels the restore it follows', async function () {
+      this.timeout(90_000);
+      const server = suite.server;
+      const before = await contentsOf(server, large);
+      const run = await restoreFileInterrupted([], async (_child, operationId) => {
+        expectData(await gql(server, CANCEL, { id: operationId }));
+      });
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(run.stderr, new RegExp(`restore CANCELLED \\(operation ${run.operationId}\\): the instance keeps its data`));
+      assert.doesNotMatch(run.stderr, /FAILED/);
+      assert.deepEqual(await contentsOf(server, large), before);
     });
 
     it('answers CONFLICT for an operation that has ended, and a CANCELLED one as it is', async () => {
