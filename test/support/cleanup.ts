@@ -3,7 +3,8 @@
 //
 // Disposers registered while a test body or a beforeEach hook runs belong to that test and run after it; disposers
 // registered in a `before` hook belong to the suite (whose `after` hook should release them, e.g. through
-// `serverPerSuite`), and whatever is still registered when the run ends is released by the root `after` hook.
+// `serverPerSuite`), and whatever is still registered when the run (a parallel run's file) ends is released by the root
+// `afterAll` hook.
 
 export type Disposer = () => Promise<void>;
 
@@ -45,20 +46,24 @@ async function drain(scope: 'test' | 'run' | 'all'): Promise<void> {
   }
 }
 
-// Root hooks: this module is first imported while mocha loads spec files, when the current suite is the root suite.
-// Outside mocha (scripts/bench) the globals are absent and callers release what they start.
-if (typeof beforeEach === 'function' && typeof afterEach === 'function' && typeof after === 'function') {
-  beforeEach(function markTestScope() {
+/**
+ * Mocha's root hooks (exported by test/setup.ts as `mochaHooks`): they run around every test of every file, in a serial
+ * run and in each worker of a parallel one, where module state outlives a file and hooks declared while a module loads
+ * would belong to the first file that loaded it only.
+ */
+export const cleanupHooks = {
+  beforeEach(): void {
     insideTest = true;
-  });
-  afterEach(async function releaseWhatTheTestStarted() {
+  },
+  async afterEach(): Promise<void> {
     insideTest = false;
     await drain('test');
-  });
-  after(async function releaseEverythingLeft() {
+  },
+  /** After each file: a parallel run's worker goes on to other files. */
+  async afterAll(): Promise<void> {
     await drain('all');
-  });
-}
+  },
+};
 
 /** Releases everything still registered (for scripts that run outside mocha). */
 export function releaseAll(): Promise<void> {
