@@ -79,6 +79,8 @@ export class Metrics {
 
   private countInstances: () => Promise<InstanceCounts> = async () => ({});
   private onCountFailure: (error: unknown) => void = () => undefined;
+  /** The count a scrape started and nobody has had an answer to yet (see collectInstances). */
+  private countUnderWay: Promise<InstanceCounts> | null = null;
 
   constructor() {
     const metrics = this;
@@ -91,9 +93,12 @@ export class Metrics {
       // than failing or holding it: every other metric is what an operator needs most just then.
       collect: async function collectInstances(this: Gauge<'availability'>) {
         let timer: NodeJS.Timeout | undefined;
+        // A count that waits goes on after its scrape gives up, holding a database connection: the next scrapes wait
+        // for that one instead of each starting another, which would take the pool (10) from the requests in a minute.
+        const counting = (metrics.countUnderWay ??= metrics.countInstances().finally(() => (metrics.countUnderWay = null)));
         try {
           const counts = await Promise.race([
-            metrics.countInstances(),
+            counting,
             new Promise<never>((_, reject) => {
               timer = setTimeout(() => reject(new Error(`no answer within ${INSTANCE_COUNT_TIMEOUT_MS} ms`)), INSTANCE_COUNT_TIMEOUT_MS);
             }),
