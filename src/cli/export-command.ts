@@ -150,6 +150,8 @@ async function appendBody(
   try {
     // The archive holds the graph unencrypted: readable by its owner only, as the server's data dir keeps it.
     handle = await open(part, from > 0 ? 'a' : 'w', 0o600);
+    // The mode applies only to a file open() creates: a .part an earlier release left readable by all is resumed too.
+    await handle.chmod(0o600);
   } catch (error) {
     body.destroy();
     throw cannotWrite(part, error);

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -209,6 +209,14 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', out]);
       assert.equal(run.code, 0, output(run));
       assert.equal(statSync(out).mode & 0o777, 0o600);
+
+      // A partial download an earlier release left readable by all, resumed.
+      const left = join(makeTempDir(), 'left.backup');
+      writeFileSync(`${left}.part`, archive.subarray(0, 1000), { mode: 0o644 });
+      chmodSync(`${left}.part`, 0o644);
+      const resumed = await snapgraph(suite.server, ['export', snapshot.id, '-o', left]);
+      assert.equal(resumed.code, 0, output(resumed));
+      assert.equal(statSync(left).mode & 0o777, 0o600, 'the resumed download');
     });
 
     it('resumes an interrupted download with a Range request', async () => {
