@@ -307,7 +307,11 @@ describe('point-in-time restore', () => {
       let restored: Graph;
       if (i < 12) {
         const operation = await restoreToPoint(server, source.id, instant.at, target.id);
-        assert.equal(operation.status, 'SUCCEEDED', `${how} to ${iso(instant.at)}: ${JSON.stringify(operation.error)} ${seedNote}`);
+        if (operation.status !== 'SUCCEEDED') {
+          // An INTERNAL_SERVER_ERROR's cause is in the server's log only.
+          const errors = server.logLines().filter((line) => (line.level as number) >= 50);
+          assert.fail(`${how} to ${iso(instant.at)}: ${operation.status} ${JSON.stringify(operation.error)} ${seedNote}\n${errors.map((line) => JSON.stringify(line)).join('\n')}`);
+        }
         restored = await graphOf(server, target.id);
       } else {
         const copy = await createFromPoint(server, source.id, instant.at, `at-${instant.at}`);
