@@ -75,7 +75,10 @@ export function cypherString(text: string): string {
 
 const STRING_ESCAPES: Record<string, string> = { '\\': '\\\\', '"': '\\"', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 
-/** point({x: …, y: …[, z: …], crs: '…'}) as Neo4j prints a point, for a map in Snapgraph's point shape. */
+/**
+ * point({x: …, y: …[, z: …], crs: '…'}) as Neo4j prints a point, for a map in Snapgraph's point shape (or in the shape
+ * APOC's JSON export gives a 2D point, its third coordinate null).
+ */
 export function pointText(map: Record<string, unknown>): string | undefined {
   const keys = Object.keys(map);
   const numbers = (names: string[]) => names.every((name) => typeof map[name] === 'number');
@@ -88,7 +91,10 @@ export function pointText(map: Record<string, unknown>): string | undefined {
   } else {
     return undefined;
   }
-  if (keys.length !== coordinates.length + 1 || !numbers(coordinates)) return undefined;
+  // apoc.export.json (PointSerializer) writes a 2D point with its third coordinate null: {"crs":"wgs-84",…,"height":null}.
+  const third = crs.startsWith('cartesian') ? 'z' : 'height';
+  const nullThird = coordinates.length === 2 && third in map && map[third] === null ? 1 : 0;
+  if (keys.length !== coordinates.length + 1 + nullThird || !numbers(coordinates)) return undefined;
   const [x, y, z] = coordinates.map((name) => cypherNumber(map[name] as number, true));
   return `point({x: ${x}, y: ${y}${z === undefined ? '' : `, z: ${z}`}, crs: '${crs}'})`;
 }
