@@ -6,6 +6,7 @@ import { assertValidRecord } from '../../src/graph-files/foreign-records';
 import type { ForeignRecord, GraphFileKind, GraphFileSource } from '../../src/graph-files/graph-file-format';
 import { graphFileFormat } from '../../src/graph-files/graph-file-formats';
 import type { GraphRecord } from '../../src/graph/records';
+import { tarOfFiles } from '../support/graph-files';
 
 /** The records of a file, each checked as a restore checks it. */
 async function recordsOf(kind: GraphFileKind, file: string | Buffer): Promise<ForeignRecord[]> {
@@ -58,5 +59,33 @@ describe('foreign graph file values', () => {
         assert.deepEqual(back.properties, { at: { crs: 'wgs-84', longitude: 12.5, latitude: 55.1 }, corner: { crs: 'cartesian', x: 1, y: 2.5 } });
       });
     }
+  });
+
+  describe('-0.0, as Java writes a negative zero double', () => {
+    const zeros = { d: 0, list: [0, 1.5] };
+    const files: Array<[GraphFileKind, () => Promise<string | Buffer>]> = [
+      ['APOC_JSON', async () => '{"type":"node","id":"0","labels":["A"],"properties":{"d":-0.0,"list":[-0.0,1.5]}}\n'],
+      [
+        'GRAPHML',
+        async () =>
+          '<?xml version="1.0" encoding="UTF-8"?>\n<graphml xmlns="http://graphml.graphdrawing.org/xmlns">\n' +
+          '<key id="d" for="node" attr.name="d" attr.type="double"/>\n<key id="list" for="node" attr.name="list" attr.type="string" attr.list="double"/>\n' +
+          '<graph id="G" edgedefault="directed">\n<node id="n0" labels=":A"><data key="labels">:A</data><data key="d">-0.0</data><data key="list">[-0.0,1.5]</data></node>\n</graph>\n</graphml>\n',
+      ],
+      ['NEO4J_ADMIN_CSV', () => tarOfFiles({ 'a.csv': ':ID,:LABEL,d:double,list:double[]\n0,A,-0.0,-0.0;1.5\n' })],
+      ['CYPHER', async () => ':begin\nUNWIND [{_id:0, properties:{d:-0.0, list:[-0.0, 1.5]}}] AS row\nCREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties SET n:A;\n:commit\n'],
+    ];
+    for (const [kind, file] of files) {
+      it(`${kind}: reads as 0`, async () => {
+        const [read] = await recordsOf(kind, await file());
+        assert.deepEqual(read.properties, zeros);
+        assert.ok(!Object.is(read.properties.d, -0));
+      });
+    }
+
+    it('a record nesting deeper than the graph allows is still refused for that, -0.0 or not', async () => {
+      const deep = `${'['.repeat(150)}-0.0${']'.repeat(150)}`;
+      await assert.rejects(recordsOf('APOC_JSON', `{"type":"node","id":"0","properties":{"d":-0.0,"deep":${deep}}}\n`), /line 1: the node properties nest deeper than 100 levels/);
+    });
   });
 });
