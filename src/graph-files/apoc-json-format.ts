@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import type { PropertyMap } from '../graph/records';
 import { encodeLines } from '../runtime/text-lines';
 import { cypherNumber } from './cypher-values';
-import { holdsUnsafeWholeNumber, UNSAFE_INTEGER, unsafeIntegerLiteral } from './json-values';
+import { holdsNumber, holdsUnsafeWholeNumber, UNSAFE_INTEGER, unsafeIntegerLiteral } from './json-values';
 import { graphFileError } from './graph-file-error';
 import type { ForeignRecord, GraphFileFormat, GraphFileSource } from './graph-file-format';
 import { LineFileReader } from './text-lines';
@@ -51,9 +51,13 @@ class ApocJsonReader extends LineFileReader {
     if (!isObject(value)) throw fail('it is not a JSON object; each line of an APOC JSON file is one node or relationship object');
     const properties = value.properties ?? {};
     if (!isObject(properties)) throw fail('"properties" is not an object');
-    for (const key in properties) {
-      const literal = holdsUnsafeWholeNumber(properties[key]) ? unsafeIntegerLiteral(text) : undefined;
-      if (literal) throw fail(`property ${JSON.stringify(key)} holds the integer ${literal}, ${UNSAFE_INTEGER}`);
+    // A whole number past 2^53 is an integer literal that lost digits, or a double written with an exponent (1.0E20),
+    // held exactly: only the text tells them apart.
+    const unsafe = Object.keys(properties).filter((key) => holdsUnsafeWholeNumber(properties[key]));
+    const literal = unsafe.length > 0 ? unsafeIntegerLiteral(text) : undefined;
+    if (literal) {
+      const key = unsafe.find((name) => holdsNumber(properties[name], (n) => n === Number(literal))) ?? unsafe[0];
+      throw fail(`property ${JSON.stringify(key)} holds the integer ${literal}, ${UNSAFE_INTEGER}`);
     }
     if (value.type === 'node') {
       const labels = value.labels ?? [];

@@ -299,7 +299,7 @@ class GraphmlReader implements GraphFileReader {
       const value = parseJson(trimmed);
       if (typeof value !== 'object' || value === null || Array.isArray(value)) throw fail('is not a JSON object (the key is marked snapgraph.type="map")');
       const literal = unsafeIntegerLiteral(trimmed);
-      if (literal && holdsUnsafeNumberIn(value)) throw fail(`holds the integer ${literal}, ${UNSAFE_INTEGER}`);
+      if (literal && holdsUnsafeWholeNumber(value)) throw fail(`holds the integer ${literal}, ${UNSAFE_INTEGER}`);
       return value;
     }
     if (key.list !== null) {
@@ -360,10 +360,4 @@ function isOfType(value: unknown, type: GraphmlType): boolean {
     default:
       return typeof value === 'number';
   }
-}
-
-function holdsUnsafeNumberIn(value: unknown): boolean {
-  if (holdsUnsafeWholeNumber(value)) return true;
-  if (typeof value === 'object' && value !== null) return Object.values(value).some(holdsUnsafeNumberIn);
-  return false;
 }

@@ -1,17 +1,33 @@
 // Numbers in files: Snapgraph's property values are JSON numbers (IEEE doubles). A Neo4j integer beyond ±2^53 would
 // silently become another number, so it is refused instead; a float that large (written 1.0E20) is held exactly.
+import { MAX_PROPERTY_DEPTH } from '../graph/graph-rules';
 
-/** True when `value` (or a list element) is a whole number beyond ±2^53: it may have lost digits on the way in. */
-export function holdsUnsafeWholeNumber(value: unknown): boolean {
-  if (typeof value === 'number') return Number.isInteger(value) && !Number.isSafeInteger(value);
-  if (Array.isArray(value)) return value.some(holdsUnsafeWholeNumber);
-  return false;
+/**
+ * True when `value` (or a list element or map value, at any depth the graph's rules allow) is a whole number beyond
+ * ±2^53: it may have lost digits on the way in. Values nesting deeper are refused for that by the record rules, and
+ * would overflow the stack here.
+ */
+export function holdsUnsafeWholeNumber(value: unknown, depth = 0): boolean {
+  return holdsNumber(value, (n) => Number.isInteger(n) && !Number.isSafeInteger(n), depth);
 }
 
-/** The first integer literal in `text` beyond ±2^53 (written without fraction or exponent), if any. */
+/** True when `value` (or a list element or map value, as deep as the graph's rules allow) is a number `test` accepts. */
+export function holdsNumber(value: unknown, test: (n: number) => boolean, depth = 0): boolean {
+  if (typeof value === 'number') return test(value);
+  if (typeof value !== 'object' || value === null || depth >= MAX_PROPERTY_DEPTH) return false;
+  return Object.values(value).some((item) => holdsNumber(item, test, depth + 1));
+}
+
+// A JSON string (skipped: its digits are text) or an integer literal of 16 digits or more. The string's pattern is
+// unrolled ("[^"\\]*(?:\\.[^"\\]*)*"): an alternation repeated per character overflows V8's regexp stack on long strings.
+const STRING_OR_LONG_INTEGER = /"[^"\\]*(?:\\.[^"\\]*)*"|(?<![\w.])-?\d{16,}(?![\d.eE])/g;
+
+/** The first integer literal in the JSON `text` beyond ±2^53 (written without fraction or exponent, outside strings), if any. */
 export function unsafeIntegerLiteral(text: string): string | undefined {
-  for (const match of text.matchAll(/(?<![\w.])-?\d{16,}(?![\d.eE])/g)) {
-    if (!Number.isSafeInteger(Number(match[0]))) return match[0];
+  // Most texts hold no run of 16 digits at all: they are not scanned string by string.
+  if (!/\d{16}/.test(text)) return undefined;
+  for (const [match] of text.matchAll(STRING_OR_LONG_INTEGER)) {
+    if (match.charCodeAt(0) !== 0x22 && !Number.isSafeInteger(Number(match))) return match;
   }
   return undefined;
 }

@@ -88,4 +88,26 @@ describe('foreign graph file values', () => {
       await assert.rejects(recordsOf('APOC_JSON', `{"type":"node","id":"0","properties":{"d":-0.0,"deep":${deep}}}\n`), /line 1: the node properties nest deeper than 100 levels/);
     });
   });
+
+  describe('integers beyond ±2^53 in APOC JSON', () => {
+    const line = (properties: string) => `{"type":"node","id":"0","labels":["A"],"properties":${properties}}\n`;
+
+    it('a long run of digits inside a string is text, also beside a large whole double', async () => {
+      const [read] = await recordsOf('APOC_JSON', line('{"big":1.0E20,"isbn":"97801234567890123456"}'));
+      assert.deepEqual(read.properties, { big: 1e20, isbn: '97801234567890123456' });
+      // A long string full of escapes and digits is skipped as one string.
+      const long = '\\"12345678901234567'.repeat(500_000);
+      const [escaped] = await recordsOf('APOC_JSON', line(`{"big":1.0E20,"s":"${long}"}`));
+      assert.equal(escaped.properties.s, '"12345678901234567'.repeat(500_000));
+    });
+
+    it('an integer beyond ±2^53 inside a map is refused as anywhere else, not rounded', async () => {
+      await assert.rejects(recordsOf('APOC_JSON', line('{"m":{"n":12345678901234567891}}')), /line 1: property "m" holds the integer 12345678901234567891/);
+    });
+
+    it('a value nesting far deeper than the graph allows is refused for that, not a stack overflow', async () => {
+      const deep = `${'['.repeat(200_000)}1${']'.repeat(200_000)}`;
+      await assert.rejects(recordsOf('APOC_JSON', line(`{"deep":${deep}}`)), /line 1: the node properties nest deeper than 100 levels/);
+    });
+  });
 });
