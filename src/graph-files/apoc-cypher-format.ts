@@ -107,6 +107,7 @@ class ApocCypherReader extends LineFileReader {
     this.parse(text, line, (p) => {
       if (p.accept('UNWIND')) return this.unwind(p, line, out);
       if (p.peek('CREATE')) return out.push(this.createNode(p, line));
+      if (p.peek('MERGE')) return out.push(this.mergeNode(p, line));
       if (p.peek('MATCH')) return out.push(this.matchCreateRelationship(p, line));
       p.fail(UNKNOWN_STATEMENT);
     });
@@ -237,7 +238,49 @@ class ApocCypherReader extends LineFileReader {
     return { kind: 'node', at: line, key: keyOf({ label: IMPORT_LABEL, fields: [[IMPORT_ID, IMPORT_ID]] }, { [IMPORT_ID]: id }), labels, properties };
   }
 
-  /** Optimizations NONE: `MATCH (n1:L{k:v}), (n2:L{k:v}) CREATE (n1)-[r:TYPE {…}]->(n2);` */
+  /**
+   * Optimizations NONE with cypherFormat updateAll or addStructure:
+   * `MERGE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`:0}) [ON CREATE] SET n.name="foo", n:Foo;`, or keyed by a
+   * uniqueness constraint, `MERGE (n:Bar{name:"bar"}) …`.
+   */
+  private mergeNode(p: CypherTextParser, line: number): ForeignNode {
+    p.expect('MERGE', '(', 'n', ':');
+    const label = p.name();
+    const lookup = p.map();
+    p.expect(')');
+    const labels = label === IMPORT_LABEL ? [] : [label];
+    const properties: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(lookup)) if (key !== IMPORT_ID) setProperty(properties, key, value);
+    this.setItems(p, 'n', properties, labels);
+    this.end(p);
+    const key =
+      label === IMPORT_LABEL
+        ? keyOf({ label, fields: [[IMPORT_ID, IMPORT_ID]] }, lookup)
+        : keyOf({ label, fields: Object.keys(lookup).map((k) => [k, k]) }, lookup);
+    return { kind: 'node', at: line, key, labels, properties };
+  }
+
+  /** `[ON CREATE] SET x.key=value, x:Label, …` (none at all for a record without properties and labels). */
+  private setItems(p: CypherTextParser, variable: string, properties: Record<string, unknown>, labels: string[] | null): void {
+    if (p.accept('ON')) p.expect('CREATE', 'SET');
+    else if (!p.accept('SET')) return;
+    do {
+      p.expect(variable);
+      if (labels && p.peek(':')) {
+        while (p.accept(':')) labels.push(p.name());
+        continue;
+      }
+      p.expect('.');
+      const key = p.name();
+      p.expect('=');
+      setProperty(properties, key, p.value());
+    } while (p.accept(','));
+  }
+
+  /**
+   * Optimizations NONE: `MATCH (n1:L{k:v}), (n2:L{k:v}) CREATE (n1)-[r:TYPE {…}]->(n2);`, or with MERGE (cypherFormat
+   * updateAll, addStructure) `… MERGE (n1)-[r:TYPE{`UNIQUE IMPORT ID REL`:0}]->(n2) [ON CREATE] SET r.k=v, …;`
+   */
   private matchCreateRelationship(p: CypherTextParser, line: number): ForeignRecord {
     p.expect('MATCH');
     if (!p.accept('(') || !p.peek('n1')) p.fail(UNKNOWN_STATEMENT);
@@ -249,12 +292,26 @@ class ApocCypherReader extends LineFileReader {
       p.expect(')');
       return keyOf({ label, fields: Object.keys(map).map((k) => [k, k]) }, map);
     });
-    p.expect('CREATE', '(', 'n1', ')', '-', '[', 'r', ':');
+    const merge = !p.accept('CREATE');
+    if (merge) p.expect('MERGE');
+    p.expect('(', 'n1', ')', '-', '[', 'r', ':');
     const type = p.name();
-    const properties = p.peek('{') ? p.map() : {};
+    let key: string | null = null;
+    let properties: Record<string, unknown> = {};
+    if (p.peek('{')) {
+      const map = p.map();
+      // MERGE names the relationship by its import id (the other properties are SET after it).
+      if (merge) {
+        if (Object.keys(map).length !== 1 || map[IMPORT_REL_ID] === undefined) p.fail(`expected {\`${IMPORT_REL_ID}\`:…}`);
+        key = JSON.stringify(map[IMPORT_REL_ID]);
+      } else {
+        properties = map;
+      }
+    }
     p.expect(']', '->', '(', 'n2', ')');
+    if (merge) this.setItems(p, 'r', properties, null);
     this.end(p);
-    return { kind: 'relationship', at: line, key: null, type, startKey, endKey, properties };
+    return { kind: 'relationship', at: line, key, type, startKey, endKey, properties };
   }
 
   private rowMap(p: CypherTextParser, row: unknown): Record<string, unknown> {
@@ -275,7 +332,7 @@ class ApocCypherReader extends LineFileReader {
 
 const UNKNOWN_STATEMENT =
   'this is not a statement apoc.export.cypher writes (Snapgraph reads the statements of its cypher-shell scripts: ' +
-  ':begin/:commit, schema, UNWIND batches or single CREATE/MATCH…CREATE statements, and the clean-up)';
+  ':begin/:commit, schema, UNWIND batches or single CREATE/MERGE/MATCH…CREATE statements, and the clean-up)';
 
 /** The key of a node in the file: its import id, or its label and key properties. */
 function keyOf(lookup: NodeLookup, row: Record<string, unknown>): string {

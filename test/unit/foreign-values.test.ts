@@ -110,4 +110,44 @@ describe('foreign graph file values', () => {
       await assert.rejects(recordsOf('APOC_JSON', line(`{"deep":${deep}}`)), /line 1: the node properties nest deeper than 100 levels/);
     });
   });
+
+  describe("APOC Cypher scripts of optimizations NONE with MERGE (cypherFormat updateAll, addStructure)", () => {
+    // As ExportCypherTestUtils (neo4j/apoc) has them: NODES_MULTI_RELS, NODES_MULTI_RELS_ADD_STRUCTURE, RELS_MULTI_RELS, RELSUPDATE_STRUCTURE_2.
+    const schema =
+      ':begin\nCREATE CONSTRAINT UNIQUE_IMPORT_NAME FOR (node:`UNIQUE IMPORT LABEL`) REQUIRE (node.`UNIQUE IMPORT ID`) IS UNIQUE;\n:commit\nCALL db.awaitIndexes(300);\n';
+    const nodes = (onCreate: string) =>
+      ':begin\n' +
+      `MERGE (n:\`UNIQUE IMPORT LABEL\`{\`UNIQUE IMPORT ID\`:0}) ${onCreate}SET n.name="MyName", n:Person;\n` +
+      `MERGE (n:\`UNIQUE IMPORT LABEL\`{\`UNIQUE IMPORT ID\`:1}) ${onCreate}SET n.a=1, n:Project;\n` +
+      `MERGE (n:\`UNIQUE IMPORT LABEL\`{\`UNIQUE IMPORT ID\`:2}) ${onCreate}SET n.name="one", n:Team;\n` +
+      ':commit\n';
+    const relationships = (onCreate: string) =>
+      ':begin\n' +
+      `MATCH (n1:\`UNIQUE IMPORT LABEL\`{\`UNIQUE IMPORT ID\`:0}), (n2:\`UNIQUE IMPORT LABEL\`{\`UNIQUE IMPORT ID\`:1}) MERGE (n1)-[r:WORKS_FOR{\`UNIQUE IMPORT ID REL\`:0}]->(n2) ${onCreate}SET r.id=1;\n` +
+      '\n' +
+      `MATCH (n1:\`UNIQUE IMPORT LABEL\`{\`UNIQUE IMPORT ID\`:0}), (n2:\`UNIQUE IMPORT LABEL\`{\`UNIQUE IMPORT ID\`:1}) MERGE (n1)-[r:WORKS_FOR{\`UNIQUE IMPORT ID REL\`:1}]->(n2) ${onCreate}SET r.id=2;\n` +
+      `MATCH (n1:\`UNIQUE IMPORT LABEL\`{\`UNIQUE IMPORT ID\`:0}), (n2:\`UNIQUE IMPORT LABEL\`{\`UNIQUE IMPORT ID\`:2}) MERGE (n1)-[r:IS_TEAM_MEMBER_OF]->(n2) ${onCreate}SET r.name="aaa";\n` +
+      ':commit\n';
+    const cleanUp =
+      ':begin\nMATCH (n:`UNIQUE IMPORT LABEL`) WITH n LIMIT 5 REMOVE n:`UNIQUE IMPORT LABEL` REMOVE n.`UNIQUE IMPORT ID`;\n:commit\n' +
+      ':begin\nDROP CONSTRAINT UNIQUE_IMPORT_NAME;\n:commit\n' +
+      ':begin\nMATCH ()-[r]->() WHERE r.`UNIQUE IMPORT ID REL` IS NOT NULL WITH r LIMIT 5 REMOVE r.`UNIQUE IMPORT ID REL`;\n:commit\n';
+
+    for (const [format, onCreate] of [['updateAll', ''], ['addStructure', 'ON CREATE ']] as const) {
+      it(`reads a ${format} script`, async () => {
+        const records = await recordsOf('CYPHER', schema + nodes(onCreate) + relationships(onCreate) + cleanUp);
+        assert.deepEqual(
+          records.map((r) => (r.kind === 'node' ? [r.key, r.labels, r.properties] : [r.key, r.type, r.startKey, r.endKey, r.properties])),
+          [
+            ['0', ['Person'], { name: 'MyName' }],
+            ['1', ['Project'], { a: 1 }],
+            ['2', ['Team'], { name: 'one' }],
+            ['0', 'WORKS_FOR', '0', '1', { id: 1 }],
+            ['1', 'WORKS_FOR', '0', '1', { id: 2 }],
+            [null, 'IS_TEAM_MEMBER_OF', '0', '2', { name: 'aaa' }],
+          ],
+        );
+      });
+    }
+  });
 });
