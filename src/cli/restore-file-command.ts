@@ -124,8 +124,15 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
   let answered = false;
   /** The next look at a complete upload waiting for its busy instance, while no request is under way. */
   let nextLook: NodeJS.Timeout | null = null;
+  /**
+   * A HEAD is under way: a rerun's first request, or a look at an upload waiting for its busy instance. The server
+   * answers the HEAD of a complete upload by queueing its restore (checking the file first if it must), so a Ctrl-C
+   * meanwhile waits for the answer as after the last byte.
+   */
+  let headUnderWay = false;
   /** A Ctrl-C once the whole file is on the server, before any restore was named. */
   const keptOnServer = () => new Interrupted('the server keeps the uploaded file: run the same command again to queue its restore');
+  const resumeLater = () => new Interrupted('run the same command again to resume the upload');
 
   return new Promise<string>((resolvePromise, reject) => {
     const upload = new tus.Upload(createReadStream(file), {
@@ -139,10 +146,19 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
       urlStorage,
       fingerprint: async () => fingerprint,
       removeFingerprintOnSuccess: true,
-      httpStack: httpStackTellingWhenSent(stats.size, interruption, () => {
-        allSent = true;
-        progress?.finish(stats.size);
-        process.stderr.write('upload complete; the server is verifying the archive\n');
+      httpStack: httpStackTellingWhenSent(stats.size, interruption, {
+        onAllSent: () => {
+          allSent = true;
+          progress?.finish(stats.size);
+          process.stderr.write('upload complete; the server is verifying the archive\n');
+        },
+        onHead: (underWay) => (headUnderWay = underWay),
+        // A Ctrl-C while a HEAD was answered that found bytes missing: nothing is queued, the rest is sent by a rerun.
+        mayContinue: () => {
+          if (!interruption.isRequested) return true;
+          reject(resumeLater());
+          return false;
+        },
       }),
       onProgress: (sent, total) => {
         // Created at the first report, which is where a resumed upload starts: the rate counts this run only.
@@ -178,7 +194,7 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
         }
         progress?.finish();
         if (interruption.isRequested && !isRefusal(error)) {
-          reject(keptOnServer());
+          reject(allSent || waitsForInstance(error) ? keptOnServer() : resumeLater());
           return;
         }
         const failure = describeUploadError(client, error);
@@ -196,12 +212,12 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
         reject(keptOnServer());
         return;
       }
-      if (allSent) {
+      if (allSent || headUnderWay) {
         // The server queues the restore anyway: its answer names it, and restoreFileCommand handles the Ctrl-C then.
         process.stderr.write('interrupted: waiting for the server to answer for the uploaded file (Ctrl-C again quits at once)\n');
         return;
       }
-      void upload.abort().then(() => reject(new Interrupted('run the same command again to resume the upload')));
+      void upload.abort().then(() => reject(resumeLater()));
     });
     upload.findPreviousUploads().then(
       (previous) => {
@@ -225,9 +241,14 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
  * been read out: the server verifies the whole archive before it answers that request, which takes a while for a
  * large file (and tus-js-client's own progress reports are throttled, so they may not say 100 % until the answer).
  * With a test's byte limit (SNAPGRAPH_CLI_STOP_AFTER_BYTES), a body that would carry bytes past it stops there; a limit
- * of the file's size interrupts once the last byte is sent, before the server's answer.
+ * of the file's size interrupts once the last byte is sent, before the server's answer. It also tells when a HEAD is
+ * under way (`onHead`), and asks `mayContinue` before any other request: no request starts after a Ctrl-C.
  */
-function httpStackTellingWhenSent(fileSize: number, interruption: Interruption, onAllSent: () => void): tus.HttpStack {
+function httpStackTellingWhenSent(
+  fileSize: number,
+  interruption: Interruption,
+  { onAllSent, onHead, mayContinue }: { onAllSent: () => void; onHead: (underWay: boolean) => void; mayContinue: () => boolean },
+): tus.HttpStack {
   const stack = new tus.DefaultHttpStack({});
   return {
     getName: () => 'SnapgraphNodeHttpStack',
@@ -235,6 +256,11 @@ function httpStackTellingWhenSent(fileSize: number, interruption: Interruption, 
       const request = stack.createRequest(method, url);
       const send = request.send.bind(request);
       request.send = (body: unknown) => {
+        if (method === 'HEAD') {
+          onHead(true);
+          return send(body).finally(() => onHead(false));
+        }
+        if (!mayContinue()) return Promise.reject(new Error('interrupted before the request was sent'));
         if (!(body instanceof Readable)) return send(body);
         const offset = Number(request.getHeader('Upload-Offset'));
         const size = (body as Readable & { size: number }).size;
