@@ -207,5 +207,10 @@ export interface GraphStoreProvider {
   ): Promise<GraphStats>;
   /** Closes and deletes every generation of the instance except `keep` (all when keep is undefined). */
   removeGenerations(instanceId: string, keep?: number): Promise<void>;
+  /**
+   * Closes and deletes the generations older than `generation`: what a swap to it replaced. A newer one is left: once
+   * the swap is recorded, it can only be the shadow a later operation is building.
+   */
+  removeGenerationsBefore(instanceId: string, generation: number): Promise<void>;
   close(): Promise<void>;
 }

@@ -123,6 +123,19 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
     );
   }
 
+  async removeGenerationsBefore(instanceId: string, generation: number): Promise<void> {
+    const dir = this.dirOf(instanceId);
+    const older = (name: string) => {
+      const found = GENERATION_FILE.exec(name);
+      return found !== null && Number(found[1]) < generation;
+    };
+    for (const [key, entry] of this.open) {
+      if (key.startsWith(dir + '/') && older(key.slice(dir.length + 1))) await this.retire(key, entry);
+    }
+    const names = await readdir(dir).catch(() => [] as string[]);
+    await Promise.all(names.filter(older).map((name) => rm(join(dir, name), { force: true })));
+  }
+
   async close(): Promise<void> {
     await Promise.all([...this.open].map(([key, entry]) => this.closeEntry(key, entry)));
   }
@@ -160,4 +173,7 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
     return join(this.dirOf(instanceId), `graph-${generation}.sqlite`);
   }
 }
+
+/** A store generation's file, or one of SQLite's beside it (`-wal`, `-shm`, ...): its generation. */
+const GENERATION_FILE = /^graph-(\d+)\.sqlite/;
 

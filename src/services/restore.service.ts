@@ -360,7 +360,9 @@ export class RestoreOperationHandler implements OperationHandler {
       },
       afterCommit: async () => {
         announceSwap();
-        await this.stores.removeGenerations(instance.id, shadowGeneration);
+        // Only what the swap replaced: the operation is recorded SUCCEEDED, and the next one on the instance may already
+        // be building its shadow, one generation up (removing every other generation took it from under that restore).
+        await this.stores.removeGenerationsBefore(instance.id, shadowGeneration);
         if (params.uploadKey) await this.blobs.delete(params.uploadKey);
       },
     };

@@ -152,6 +152,20 @@ describe('instance stores shared by several processes', () => {
       assert.ok(!openFiles(`${instanceId}/graph-3.sqlite`).some((target) => target.endsWith('(deleted)')), 'a deleted file is still open');
     });
 
+    it("after a swap, lose what it replaced and keep a newer generation: the next restore's shadow being built", async () => {
+      await mine.create(instanceId, 1);
+      await mine.create(instanceId, 2);
+      await mine.use(instanceId, 2, (store) => store.createNodes(node('swapped in'), LIMITS));
+      // The next restore builds generation 3 before the swap to 2 has removed generation 1.
+      await theirs.create(instanceId, 3);
+      await theirs.use(instanceId, 3, (store) => store.createNodes(node('shadow'), LIMITS));
+      await mine.removeGenerationsBefore(instanceId, 2);
+      const left = readdirSync(join(dir, instanceId)).filter((name) => /^graph-\d+\.sqlite$/.test(name)).sort();
+      assert.deepEqual(left, ['graph-2.sqlite', 'graph-3.sqlite']);
+      assert.equal(await theirs.use(instanceId, 3, async (store) => (await store.stats()).nodeCount), 1);
+      assert.deepEqual(openFiles(`${instanceId}/graph-1.sqlite`), []);
+    });
+
     it('say the store is missing when another process removed it, rather than serving the deleted file', async () => {
       await mine.create(instanceId, 1);
       await theirs.use(instanceId, 1, (store) => store.createNodes(node('gone'), LIMITS));
