@@ -495,6 +495,10 @@ export class ChangeLogService {
     const floor = now - windowMs;
     let earliest: number | null = null;
     let reason: string | null = null;
+    // Why the oldest epoch reached from its start reaches no further: a store adopted without history (written
+    // before the change log existed) begins at its adoption, not at the instance's creation, also when its first
+    // base was taken at that moment. An older epoch that reaches further back makes it moot.
+    let startUnknown: string | null = null;
     for (const epoch of epochs) {
       if (epoch.endedAt !== null && epoch.endedAt <= floor) break;
       const reach = await this.reachOf(epoch);
@@ -507,7 +511,9 @@ export class ChangeLogService {
         reason ??= reach.reason;
         break;
       }
+      startUnknown = epoch.anchor === 'NONE' ? reach.reason : null;
     }
+    reason ??= startUnknown;
     if (earliest === null || Math.max(earliest, floor) > latest) return null;
     return { earliest: Math.max(earliest, floor), latest, reason: earliest > floor ? reason : null };
   }

@@ -714,6 +714,43 @@ describe('point-in-time restore after a crash', () => {
   });
 });
 
+describe('point-in-time restore after an upgrade', () => {
+  /**
+   * An instance with one node, left as a release before the change log left it: a store without its log or
+   * position, and no epoch, restore point or segment in the metadata. The server is stopped.
+   */
+  async function instanceOfAnEarlierRelease(server: TestServer): Promise<string> {
+    const instance = await createInstance(server, { name: 'upgraded', tier: 'PROFESSIONAL' });
+    await createNodes(server, instance.id, [{ labels: ['Old'] }]);
+    await restorableThrough(server, instance.id, Date.now());
+    await server.stop({ keepDataDir: true });
+    const [storePath] = filesUnder(join(server.dataDir, 'instances', instance.id)).filter((path) => /\/graph-\d+\.sqlite$/.test(path));
+    const store = new Database(storePath);
+    store.exec(`DROP TABLE change_log; DELETE FROM meta WHERE key IN ('epoch', 'seq', 'last_at')`);
+    store.close();
+    const metadata = new Database(join(server.dataDir, 'metadata.sqlite'));
+    for (const table of ['store_epochs', 'restore_points', 'log_segments']) metadata.prepare(`DELETE FROM ${table} WHERE "instanceId" = ?`).run(instance.id);
+    metadata.close();
+    return instance.id;
+  }
+
+  it('starts the window of a store written before the change log existed at the upgrade, and says why', async function () {
+    this.timeout(60_000);
+    const server = await startServer();
+    const instanceId = await instanceOfAnEarlierRelease(server);
+    const upgradedAt = Date.now();
+    await server.restart();
+
+    const window = await eventually(async () => (await restoreWindowOf(server, instanceId)) ?? undefined, { timeoutMs: 15_000, what: 'the upgraded instance to have a restore window' });
+    assert.ok(window.earliest >= upgradedAt, `the window reaches back before the upgrade: ${JSON.stringify(window)}`);
+    assert.match(window.reason ?? '', /before the change log existed/, `the window says why it starts after the instance was created: ${JSON.stringify(window)}`);
+    await createNodes(server, instanceId, [{ labels: ['New'] }]);
+    const copy = await createFromPoint(server, instanceId, (await restorableThrough(server, instanceId, Date.now())).latest, 'upgraded-copy');
+    assert.deepEqual((await graphOf(server, copy)).nodes.map((node) => node.labels), [['Old'], ['New']]);
+    await server.stop();
+  });
+});
+
 describe('point-in-time restore: retention', () => {
   // A 3-second window on BUSINESS_CRITICAL, and a collection every 300 ms, so that retention shows. The grace period is
   // short but not none: with none a collection could take the chunks of a base being stored (its restore point not yet
