@@ -346,9 +346,14 @@ export class ChangeLogService {
   /**
    * A store no epoch row knows: one written before the change log existed (or whose row a crash lost). Its history
    * so far is unknown (anchor NONE) until its first base; its log from now on ships as usual.
+   *
+   * The epoch starts at the store's last commit when it has one (a write this release made before its first look,
+   * just after the upgrade): the data the store holds now has been there since, and its first base carries that
+   * moment, which the restore window then offers; an epoch starting later would hold none of those moments.
    */
   private async adopt(instance: InstanceEntity, position: StorePosition): Promise<StoreEpochEntity> {
-    await this.db.transaction((manager) => startEpoch(manager, instance, position.epoch, { anchor: 'NONE' }));
+    const startedAt = Math.min(position.at ?? Date.now(), Date.now());
+    await this.db.transaction((manager) => startEpoch(manager, instance, position.epoch, { anchor: 'NONE' }, startedAt));
     await this.epochs.update({ epoch: position.epoch }, { shippedSeq: position.seq });
     this.logger.info({ instanceId: instance.id, epoch: position.epoch }, 'change log started for a store that had none');
     return (await this.epochs.findOneByOrFail({ epoch: position.epoch }));

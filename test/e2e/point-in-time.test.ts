@@ -749,6 +749,23 @@ describe('point-in-time restore after an upgrade', () => {
     assert.deepEqual((await graphOf(server, copy)).nodes.map((node) => node.labels), [['Old'], ['New']]);
     await server.stop();
   });
+
+  it('restores to every moment the window offers when the first write after the upgrade came before the change log first looked', async function () {
+    this.timeout(60_000);
+    const server = await startServer();
+    const instanceId = await instanceOfAnEarlierRelease(server);
+    // No periodic look for a minute: the store is first looked at when the write below is shipped.
+    await server.restart({ env: { SNAPGRAPH_LOG_SHIP_INTERVAL_MS: '60000' } });
+
+    await createNodes(server, instanceId, [{ labels: ['New'] }]);
+    const window = await restorableThrough(server, instanceId, Date.now());
+    assert.match(window.reason ?? '', /before the change log existed/, JSON.stringify(window));
+    for (const [name, at] of [['earliest', window.earliest], ['latest', window.latest]] as const) {
+      const copy = await createFromPoint(server, instanceId, at, `upgraded-${name}`);
+      assert.deepEqual((await graphOf(server, copy)).nodes.map((node) => node.labels), [['Old'], ['New']], `restored to ${name}`);
+    }
+    await server.stop();
+  });
 });
 
 describe('point-in-time restore: retention', () => {
