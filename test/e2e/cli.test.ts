@@ -1,7 +1,7 @@
 // The transfer CLI against a real server: `snapgraph export` (resumable, sha256-checked downloads) and
 // `snapgraph restore-file` (resumable tus uploads beyond the GraphQL upload limit), and the /uploads endpoint itself.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
@@ -570,98 +570,82 @@ describe('snapgraph export with an export link that expires at once', () => {
   });
 });
 
-// A server that keeps every complete upload for a busy instance (423 CONFLICT on the last PATCH and on each HEAD), as
-// Snapgraph does while another operation runs on it: restore-file waits with backoff, and Ctrl-C then must end it.
-describe('snapgraph restore-file waiting for a busy instance', () => {
-  it('stops at Ctrl-C with exit 130, saying the server keeps the file and a rerun queues its restore', async function () {
-    this.timeout(30_000);
-    const busy = JSON.stringify({ errors: [{ message: 'another operation runs on the instance', extensions: { code: 'CONFLICT' } }] });
-    const tus = createServer((request, response) => {
-      request.resume();
-      request.on('end', () => {
-        if (request.method === 'POST') {
-          response.writeHead(201, { 'tus-resumable': '1.0.0', location: '/uploads/kept' }).end();
-        } else {
-          response.writeHead(423, { 'tus-resumable': '1.0.0', 'content-type': 'application/json' }).end(busy);
-        }
-      });
+// A minimal tus server that keeps every complete upload for a busy instance (423 CONFLICT on the last PATCH and on
+// each HEAD), as Snapgraph does while another operation runs on it: restore-file waits with backoff, and Ctrl-C then
+// must end it. Once the instance is free, it holds a HEAD unanswered (the server queueing the restore) for the test.
+describe('snapgraph restore-file against a busy instance', () => {
+  const busy = JSON.stringify({ errors: [{ message: 'another operation runs on the instance', extensions: { code: 'CONFLICT' } }] });
+  let instanceFree = false;
+  let heldHead: ServerResponse | null = null;
+  let env: NodeJS.ProcessEnv;
+  let file: string;
+  const tus = createServer((request, response) => {
+    request.resume();
+    request.on('end', () => {
+      if (request.method === 'POST') response.writeHead(201, { 'tus-resumable': '1.0.0', location: '/uploads/kept' }).end();
+      else if (request.method === 'HEAD' && instanceFree) heldHead = response;
+      else response.writeHead(423, { 'tus-resumable': '1.0.0', 'content-type': 'application/json' }).end(busy);
     });
-    await new Promise<void>((resolve) => tus.listen(0, '127.0.0.1', resolve));
-    try {
-      const file = join(makeTempDir(), 'small.backup');
-      writeFileSync(file, randomBytes(1000));
-      const url = `http://127.0.0.1:${(tus.address() as AddressInfo).port}`;
-      const env = serverEnv({ SNAPGRAPH_URL: url, SNAPGRAPH_API_KEY: 'sg_any', XDG_STATE_HOME: makeTempDir(), SNAPGRAPH_CLI_STOP_AFTER_BYTES: undefined });
-      const child = spawn(LAUNCHER, ['restore-file', 'instance-1', file, '--confirm', 'RESTORE'], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stderr = '';
-      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-      const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
-      await eventually(() => /waiting for the instance's running operation to end/.test(stderr), { timeoutMs: 15_000, what: `the wait:\n${stderr}` });
-      child.kill('SIGINT');
-      const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 10_000))]);
-      if (code === 'still running') child.kill('SIGKILL');
-      assert.equal(code, 130, stderr);
-      assert.match(stderr, /interrupted; the server keeps the uploaded file: run the same command again to queue its restore/);
-    } finally {
-      tus.close();
-    }
   });
-});
-
-// A rerun of restore-file for a file an earlier run sent whole (it stopped while the instance was busy): its first
-// request is a HEAD, which the server answers by queueing the restore, checking the file first if it must. A Ctrl-C
-// during that HEAD must wait for the answer and name the restore, not say "resume the upload" while it runs.
-describe('snapgraph restore-file rerun for a file already on the server', () => {
-  it('on Ctrl-C during the HEAD that queues the restore, names the restore it queued (exit 130)', async function () {
-    this.timeout(30_000);
-    const busy = JSON.stringify({ errors: [{ message: 'another operation runs on the instance', extensions: { code: 'CONFLICT' } }] });
-    let instanceFree = false;
-    let heldHead: ServerResponse | null = null;
-    const tus = createServer((request, response) => {
-      request.resume();
-      request.on('end', () => {
-        if (request.method === 'POST') response.writeHead(201, { 'tus-resumable': '1.0.0', location: '/uploads/kept' }).end();
-        else if (request.method === 'HEAD' && instanceFree) heldHead = response;
-        else response.writeHead(423, { 'tus-resumable': '1.0.0', 'content-type': 'application/json' }).end(busy);
-      });
-    });
+  before(async () => {
     await new Promise<void>((resolve) => tus.listen(0, '127.0.0.1', resolve));
-    try {
-      const file = join(makeTempDir(), 'small.backup');
-      writeFileSync(file, randomBytes(1000));
-      const url = `http://127.0.0.1:${(tus.address() as AddressInfo).port}`;
-      const env = serverEnv({ SNAPGRAPH_URL: url, SNAPGRAPH_API_KEY: 'sg_any', XDG_STATE_HOME: makeTempDir(), SNAPGRAPH_CLI_STOP_AFTER_BYTES: undefined });
-      const start = () => {
-        const child = spawn(LAUNCHER, ['restore-file', 'instance-1', file, '--confirm', 'RESTORE'], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-        const run = { stderr: '', exited: new Promise<number | null>((resolve) => child.once('close', resolve)) };
-        child.stderr.setEncoding('utf8').on('data', (chunk: string) => (run.stderr += chunk));
-        return { child, run };
-      };
-      const exitCode = async (child: ChildProcess, exited: Promise<number | null>) => {
+  });
+  after(() => tus.close());
+  beforeEach(() => {
+    instanceFree = false;
+    heldHead = null;
+    file = join(makeTempDir(), 'small.backup');
+    writeFileSync(file, randomBytes(1000));
+    const url = `http://127.0.0.1:${(tus.address() as AddressInfo).port}`;
+    env = serverEnv({ SNAPGRAPH_URL: url, SNAPGRAPH_API_KEY: 'sg_any', XDG_STATE_HOME: makeTempDir(), SNAPGRAPH_CLI_STOP_AFTER_BYTES: undefined });
+  });
+
+  /** `snapgraph restore-file` of the test's file, its stderr as it comes, and its exit code (killed after 10 s). */
+  const restoreFile = () => {
+    const child = spawn(LAUNCHER, ['restore-file', 'instance-1', file, '--confirm', 'RESTORE'], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+    const run = {
+      child,
+      stderr: '',
+      exitCode: async () => {
         const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 10_000))]);
         if (code === 'still running') child.kill('SIGKILL');
         return code;
-      };
+      },
+    };
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (run.stderr += chunk));
+    return run;
+  };
 
-      // The first run sends the whole file, hears the instance is busy, and stops: the server keeps the file.
-      const first = start();
-      await eventually(() => /waiting for the instance's running operation to end/.test(first.run.stderr), { timeoutMs: 15_000, what: `the wait:\n${first.run.stderr}` });
-      first.child.kill('SIGINT');
-      assert.equal(await exitCode(first.child, first.run.exited), 130, first.run.stderr);
+  /** A run that sends the whole file, hears the instance is busy, and is stopped there with Ctrl-C. */
+  const stoppedWhileBusy = async () => {
+    const run = restoreFile();
+    await eventually(() => /waiting for the instance's running operation to end/.test(run.stderr), { timeoutMs: 15_000, what: `the wait:\n${run.stderr}` });
+    run.child.kill('SIGINT');
+    assert.equal(await run.exitCode(), 130, run.stderr);
+    return run;
+  };
 
-      // The rerun's HEAD finds the instance free: the server is queueing the restore when Ctrl-C comes.
-      instanceFree = true;
-      const rerun = start();
-      await eventually(() => heldHead !== null, { timeoutMs: 15_000, what: `the rerun's HEAD:\n${rerun.run.stderr}` });
-      rerun.child.kill('SIGINT');
-      await eventually(() => /waiting for the server to answer/.test(rerun.run.stderr), { timeoutMs: 5_000, what: `the Ctrl-C to be heard:\n${rerun.run.stderr}` });
-      heldHead!.writeHead(200, { 'tus-resumable': '1.0.0', 'upload-offset': '1000', 'upload-length': '1000', 'snapgraph-operation-id': 'op-queued' }).end();
-      assert.equal(await exitCode(rerun.child, rerun.run.exited), 130, rerun.run.stderr);
-      assert.match(rerun.run.stderr, /the restore continues on the server as operation op-queued/);
-      assert.doesNotMatch(rerun.run.stderr, /resume the upload/);
-    } finally {
-      tus.close();
-    }
+  it('stops at Ctrl-C with exit 130, saying the server keeps the file and a rerun queues its restore', async function () {
+    this.timeout(30_000);
+    const run = await stoppedWhileBusy();
+    assert.match(run.stderr, /interrupted; the server keeps the uploaded file: run the same command again to queue its restore/);
+  });
+
+  // A rerun's first request is a HEAD, which the server answers by queueing the restore, checking the file first if it
+  // must. A Ctrl-C during that HEAD must wait for the answer and name the restore, not say "resume the upload".
+  it('on Ctrl-C during the HEAD of a rerun that queues the restore, names the restore it queued (exit 130)', async function () {
+    this.timeout(30_000);
+    await stoppedWhileBusy();
+    instanceFree = true;
+    const rerun = restoreFile();
+    await eventually(() => heldHead !== null, { timeoutMs: 15_000, what: `the rerun's HEAD:\n${rerun.stderr}` });
+    rerun.child.kill('SIGINT');
+    await eventually(() => /waiting for the server to answer/.test(rerun.stderr), { timeoutMs: 5_000, what: `the Ctrl-C to be heard:\n${rerun.stderr}` });
+    heldHead!.writeHead(200, { 'tus-resumable': '1.0.0', 'upload-offset': '1000', 'upload-length': '1000', 'snapgraph-operation-id': 'op-queued' }).end();
+    assert.equal(await rerun.exitCode(), 130, rerun.stderr);
+    assert.match(rerun.stderr, /the restore continues on the server as operation op-queued/);
+    assert.doesNotMatch(rerun.stderr, /resume the upload/);
   });
 });
 
