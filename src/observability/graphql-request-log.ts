@@ -46,6 +46,34 @@ export function logContextFailure(logger: Logger, metrics: Metrics, exposure: Er
   logRefusal(logger, metrics, { requestId, status, errorCode: code, reason: 'key' });
 }
 
+interface RequestLine {
+  requestId: string;
+  operationName: string | null | undefined;
+  operationType: string;
+  tenantId: string | null;
+  status: number;
+  errorCodes: string[];
+  /** Unknown when Apollo's pipeline itself failed (no request hook ran to time it). */
+  ms?: number;
+}
+
+/** The one log line of a request Apollo ran (or failed running), and its count by operation type and first error. */
+function logRequest(logger: Logger, metrics: Metrics, { requestId, operationName, operationType, tenantId, status, errorCodes, ms }: RequestLine): void {
+  metrics.graphqlRequests.inc({ operation_type: operationType, outcome: errorCodes[0] ?? 'ok' });
+  logger.info(
+    {
+      requestId,
+      operationName: operationName?.slice(0, MAX_NAME_LENGTH) ?? null,
+      operationType,
+      tenantId,
+      status,
+      ...(errorCodes.length > 0 ? { errorCodes } : {}),
+      ...(ms !== undefined ? { ms } : {}),
+    },
+    'graphql request',
+  );
+}
+
 export function graphqlRequestLogPlugin(logger: Logger, metrics: Metrics, exposure: ErrorExposure): ApolloServerPlugin<ApiContext> {
   return {
     async requestDidStart({ contextValue }) {
@@ -64,22 +92,16 @@ export function graphqlRequestLogPlugin(logger: Logger, metrics: Metrics, exposu
           const errors: readonly GraphQLFormattedError[] =
             (body.kind === 'single' ? body.singleResult.errors : body.initialResult.errors) ?? [];
           const errorCodes = [...new Set(errors.map((error) => String(error.extensions?.code ?? 'INTERNAL_SERVER_ERROR')))];
-          const operationType = operation?.operation ?? 'unknown';
-          const status = response.http.status ?? 200;
           response.http.headers.set('x-request-id', contextValue.requestId);
-          metrics.graphqlRequests.inc({ operation_type: operationType, outcome: errorCodes[0] ?? 'ok' });
-          logger.info(
-            {
-              requestId: contextValue.requestId,
-              operationName: (operationName ?? request.operationName ?? null)?.slice(0, MAX_NAME_LENGTH) ?? null,
-              operationType,
-              tenantId: contextValue.principal?.tenantId ?? null,
-              status,
-              ...(errorCodes.length > 0 ? { errorCodes } : {}),
-              ms: Math.round(performance.now() - started),
-            },
-            'graphql request',
-          );
+          logRequest(logger, metrics, {
+            requestId: contextValue.requestId,
+            operationName: operationName ?? request.operationName,
+            operationType: operation?.operation ?? 'unknown',
+            tenantId: contextValue.principal?.tenantId ?? null,
+            status: response.http.status ?? 200,
+            errorCodes,
+            ms: Math.round(performance.now() - started),
+          });
         },
       };
     },
@@ -88,18 +110,14 @@ export function graphqlRequestLogPlugin(logger: Logger, metrics: Metrics, exposu
     async unexpectedErrorProcessingRequest({ requestContext, error }) {
       const { requestId, principal } = requestContext.contextValue;
       logger.error({ requestId, err: error }, 'graphql request failed');
-      metrics.graphqlRequests.inc({ operation_type: requestContext.operation?.operation ?? 'unknown', outcome: 'INTERNAL_SERVER_ERROR' });
-      logger.info(
-        {
-          requestId,
-          operationName: (requestContext.operationName ?? requestContext.request.operationName ?? null)?.slice(0, MAX_NAME_LENGTH) ?? null,
-          operationType: requestContext.operation?.operation ?? 'unknown',
-          tenantId: principal?.tenantId ?? null,
-          status: 500,
-          errorCodes: ['INTERNAL_SERVER_ERROR'],
-        },
-        'graphql request',
-      );
+      logRequest(logger, metrics, {
+        requestId,
+        operationName: requestContext.operationName ?? requestContext.request.operationName,
+        operationType: requestContext.operation?.operation ?? 'unknown',
+        tenantId: principal?.tenantId ?? null,
+        status: 500,
+        errorCodes: ['INTERNAL_SERVER_ERROR'],
+      });
     },
     // A context that could not be made is logged where it failed (logContextFailure), which knows the request id.
     async invalidRequestWasReceived() {
