@@ -106,34 +106,32 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
   }
 
   async removeGenerations(instanceId: string, keep?: number): Promise<void> {
-    const dir = this.dirOf(instanceId);
-    const keepFile = keep === undefined ? undefined : this.fileOf(instanceId, keep);
-    for (const [key, entry] of this.open) {
-      if (key.startsWith(dir + '/') && key !== keepFile) await this.retire(key, entry);
-    }
     if (keep === undefined) {
+      const dir = this.dirOf(instanceId);
+      for (const [key, entry] of this.open) if (key.startsWith(dir + '/')) await this.retire(key, entry);
       // Retried: a store being opened meanwhile (background work that had not seen the deletion yet) adds files.
       await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
       return;
     }
-    const names = await readdir(dir).catch(() => [] as string[]);
     const keepName = `graph-${keep}.sqlite`;
-    await Promise.all(
-      names.filter((name) => !name.startsWith(keepName)).map((name) => rm(join(dir, name), { force: true })),
-    );
+    await this.removeFiles(instanceId, (name) => !name.startsWith(keepName));
   }
 
   async removeGenerationsBefore(instanceId: string, generation: number): Promise<void> {
-    const dir = this.dirOf(instanceId);
-    const older = (name: string) => {
+    await this.removeFiles(instanceId, (name) => {
       const found = GENERATION_FILE.exec(name);
       return found !== null && Number(found[1]) < generation;
-    };
+    });
+  }
+
+  /** Closes the instance's cached stores whose file name is `doomed`, then deletes every such file of its directory. */
+  private async removeFiles(instanceId: string, doomed: (name: string) => boolean): Promise<void> {
+    const dir = this.dirOf(instanceId);
     for (const [key, entry] of this.open) {
-      if (key.startsWith(dir + '/') && older(key.slice(dir.length + 1))) await this.retire(key, entry);
+      if (key.startsWith(dir + '/') && doomed(key.slice(dir.length + 1))) await this.retire(key, entry);
     }
     const names = await readdir(dir).catch(() => [] as string[]);
-    await Promise.all(names.filter(older).map((name) => rm(join(dir, name), { force: true })));
+    await Promise.all(names.filter(doomed).map((name) => rm(join(dir, name), { force: true })));
   }
 
   async close(): Promise<void> {
