@@ -24,7 +24,6 @@ import { createTusUploads } from './api/http/tus-uploads';
 import { UPLOADS_PATH } from './api/http/upload-endpoint';
 import { publicOrigin } from './api/http/public-origin';
 import { jsonBody } from './api/http/json-body';
-import { uncacheableResponses } from './api/http/uncacheable-responses';
 import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
@@ -201,7 +200,6 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       { serverWillStart: async () => ({ drainServer: async () => wsCleanup.dispose() }) },
       ApolloServerPluginLandingPageDisabled(),
       ApolloServerPluginCacheControlDisabled(),
-      uncacheableResponses(),
       graphqlRequestLogPlugin(logger, app.metrics, exposure),
       responseCachePlugin(new ResponseCache(), app.tenantDataVersion, app.metrics.graphqlResponseCache),
       {
@@ -230,7 +228,9 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     expressMiddleware(apollo, {
       context: async ({ req, res }): Promise<ApiContext> => {
         const requestId = requestIdFrom(req.headers['x-request-id']);
-        // Set before Apollo answers: a request refused here (its key) never reaches the plugins that set them.
+        // Every GraphQL answer over HTTP has them, set here before Apollo answers (a request refused here, for its key,
+        // reaches no plugin): `no-store`, since what an answer shows is one caller's and changes at any moment (no field
+        // has a cache hint; Apollo's cache-control plugin, which wrapped every resolver to find that out, is disabled).
         res.setHeader('x-request-id', requestId);
         res.setHeader('cache-control', 'no-store');
         let principal: Principal | null;

@@ -1,6 +1,6 @@
-// One structured log line per GraphQL request over HTTP (an Apollo plugin), the request counter, and the
-// X-Request-Id response header. Fields are picked one by one: never the query text, variables or headers,
-// which may carry keys.
+// One structured log line per GraphQL request over HTTP (an Apollo plugin) and the request counter; the X-Request-Id
+// response header is set where the request's context is made (src/server.ts). Fields are picked one by one: never the
+// query text, variables or headers, which may carry keys.
 import { randomUUID } from 'node:crypto';
 import type { ApolloServerPlugin } from '@apollo/server';
 import type { GraphQLFormattedError } from 'graphql';
@@ -92,7 +92,6 @@ export function graphqlRequestLogPlugin(logger: Logger, metrics: Metrics, exposu
           const errors: readonly GraphQLFormattedError[] =
             (body.kind === 'single' ? body.singleResult.errors : body.initialResult.errors) ?? [];
           const errorCodes = [...new Set(errors.map((error) => String(error.extensions?.code ?? 'INTERNAL_SERVER_ERROR')))];
-          response.http.headers.set('x-request-id', contextValue.requestId);
           logRequest(logger, metrics, {
             requestId: contextValue.requestId,
             operationName: operationName ?? request.operationName,
