@@ -5,7 +5,7 @@
 // of the error.
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { AppConfig } from '../../config/app-config';
-import { readMultipartRequest } from './multipart-request';
+import { MultipartError, readMultipartRequest } from './multipart-request';
 
 const PREFLIGHT_HEADERS = ['apollo-require-preflight', 'x-apollo-operation-name'];
 
@@ -42,9 +42,10 @@ export function createUploadMiddleware(config: AppConfig, isAuthorized: (authori
       req.body = multipart.operations;
       next();
     } catch (error) {
-      const status = (error as { status?: number }).status ?? 400;
-      // Parsing stopped: what is left of the request is read and dropped before the answer leaves.
-      refuse(res, status, status === 413 ? 'FILE_TOO_LARGE' : 'BAD_USER_INPUT', (error as Error).message);
+      // Parsing stopped: what is left of the request is read and dropped before the answer leaves. A refusal carries its
+      // status and code (MultipartError); anything else stopped reading a malformed body.
+      if (error instanceof MultipartError) refuse(res, error.status, error.code, error.message);
+      else refuse(res, 400, 'BAD_USER_INPUT', (error as Error).message);
     }
   };
 }
