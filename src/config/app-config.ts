@@ -107,6 +107,8 @@ export class ConfigError extends Error {
 }
 
 const GIB = 1024 ** 3;
+/** More chunk workers than this is a mistake: each is a thread with up to 36 MiB of heap (docs/operations.md, Memory). */
+const MAX_CHUNK_WORKERS = 64;
 const FILE_KEYS = new Set(['tiers', 'maxUploadBytes', 'exportUrlTtl', 'bytesPerStorageGB']);
 
 /** Parses and validates the environment; throws ConfigError listing every bad variable (never its secret value). */
@@ -144,7 +146,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const collectGraceMs = check('SNAPGRAPH_COLLECT_GRACE_MS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_COLLECT_GRACE_MS), 3_600_000), 3_600_000);
   const collectIntervalMs = check('SNAPGRAPH_COLLECT_INTERVAL_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_COLLECT_INTERVAL_MS), 600_000), 600_000);
   const heapGrowthPercent = check('SNAPGRAPH_HEAP_GROWTH_PERCENT', () => nonNegativeInteger(numeric(env.SNAPGRAPH_HEAP_GROWTH_PERCENT), 50), 50);
-  const chunkWorkers = check('SNAPGRAPH_CHUNK_WORKERS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_CHUNK_WORKERS), 2), 2);
+  // Each worker is a thread with a heap of its own: a typo (1000) must not start a thousand of them.
+  const chunkWorkers = check('SNAPGRAPH_CHUNK_WORKERS', () => integerFrom(0, MAX_CHUNK_WORKERS, numeric(env.SNAPGRAPH_CHUNK_WORKERS), 2), 2);
   const bindBlobNames = check('SNAPGRAPH_BIND_BLOB_NAMES', () => flag(env.SNAPGRAPH_BIND_BLOB_NAMES, true), true);
   const chunkCompression = check(
     'SNAPGRAPH_CHUNK_COMPRESSION',
@@ -333,6 +336,14 @@ function positiveInteger(name: string, value: unknown, fallback: number): number
 function nonNegativeInteger(value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw new Error('value must be an integer of 0 or more');
+  return value;
+}
+
+function integerFrom(min: number, max: number, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new Error(`value must be an integer from ${min} to ${max}`);
+  }
   return value;
 }
 

@@ -37,6 +37,20 @@ describe('numeric configuration variables', () => {
   });
 });
 
+describe('SNAPGRAPH_CHUNK_WORKERS', () => {
+  // Each worker is a thread with a heap of its own (up to 36 MiB): a typo such as 1000 started a thousand of them.
+  it('is refused at boot outside 0 to 64, naming the variable and the range', () => {
+    assert.equal(loadConfig({ SNAPGRAPH_CHUNK_WORKERS: '64' }).chunkWorkers, 64);
+    for (const value of ['65', '1000', '9007199254740991']) {
+      assert.throws(
+        () => loadConfig({ SNAPGRAPH_CHUNK_WORKERS: value }),
+        (error: unknown) => error instanceof ConfigError && /SNAPGRAPH_CHUNK_WORKERS: value must be an integer from 0 to 64/.test(error.message),
+        value,
+      );
+    }
+  });
+});
+
 describe('the config file (SNAPGRAPH_CONFIG)', () => {
   let dir: string;
   before(() => (dir = mkdtempSync(join(tmpdir(), 'snapgraph-config-'))));
