@@ -23,6 +23,22 @@ describe('publicOrigin (the base of export links)', () => {
     assert.equal(publicOrigin(config, listening, 'attacker.example'), 'http://files.example:8080');
   });
 
+  // Browsers and proxies may send the scheme's default port in Host (`files.example:443`): the same host, which was
+  // taken for one not listed, so the link went to the first allowed host instead.
+  it("takes a Host header with or without its scheme's default port as the same host", () => {
+    const config = { allowedHosts: ['http://files.example:8080', 'https://backup.example', 'http://plain.example'] };
+    assert.equal(publicOrigin(config, listening, 'backup.example:443'), 'https://backup.example');
+    assert.equal(publicOrigin(config, listening, 'plain.example:80'), 'http://plain.example');
+    assert.equal(publicOrigin(config, listening, 'PLAIN.example:80'), 'http://plain.example');
+    // Another port is another host; so is the other scheme's default port.
+    assert.equal(publicOrigin(config, listening, 'plain.example:8080'), 'http://files.example:8080');
+    assert.equal(publicOrigin(config, listening, 'backup.example:80'), 'http://files.example:8080');
+    assert.equal(publicOrigin(config, listening, 'files.example:80'), 'http://files.example:8080');
+    // A Host header that is no host at all is not allowed, and does not throw.
+    assert.equal(publicOrigin(config, listening, 'a b/c'), 'http://files.example:8080');
+    assert.equal(publicOrigin(config, listening, 'plain.example:99999'), 'http://files.example:8080');
+  });
+
   it('parses SNAPGRAPH_ALLOWED_HOSTS into origins and refuses what is not a host or an http(s) origin', () => {
     const config = loadConfig({ SNAPGRAPH_ALLOWED_HOSTS: 'a.example, b.example:81 ,https://c.example' });
     assert.deepEqual(config.allowedHosts, ['http://a.example', 'http://b.example:81', 'https://c.example']);
