@@ -14,6 +14,15 @@ export function encodeCursor(parts: (string | number)[]): string {
 
 const fits = (part: unknown, kind: CursorPart) => (kind === 'integer' ? Number.isSafeInteger(part) : typeof part === 'string');
 
+/**
+ * A connection's `after`: null when none was given (omitted, or null, as clients send an unset variable), else the
+ * cursor's parts. An empty string is no cursor this server issued: it is refused like any other malformed one, by
+ * every connection alike (docs/api.md, Pages).
+ */
+export function decodeAfter(after: string | null | undefined, shape: CursorPart[]): (string | number)[] | null {
+  return after === null || after === undefined ? null : decodeCursor(after, shape);
+}
+
 export function decodeCursor(cursor: string, shape: CursorPart[]): (string | number)[] {
   let parts: unknown;
   try {

@@ -291,6 +291,52 @@ describe('snapshots', () => {
       expectCode(await gql(suite.server, SNAPSHOTS_PAGE, { instanceId, after: 'not-a-cursor' }), 'BAD_USER_INPUT');
     });
 
+    // The connections disagreed: snapshots and operations took `after: ""` for no cursor, nodes and relationships
+    // refused it; a client that sent "" for an unset cursor got a first page from one and an error from the other.
+    const CONNECTIONS = {
+      snapshots: `query ($id: ID!, $first: Int, $after: String) { page: snapshots(instanceId: $id, first: $first, after: $after) { PAGE } }`,
+      'Instance.snapshots': `query ($id: ID!, $first: Int, $after: String) { instance(id: $id) { page: snapshots(first: $first, after: $after) { PAGE } } }`,
+      operations: `query ($id: ID!, $first: Int, $after: String) { page: operations(instanceId: $id, first: $first, after: $after) { PAGE } }`,
+      nodes: `query ($id: ID!, $first: Int, $after: String) { page: nodes(instanceId: $id, first: $first, after: $after) { PAGE } }`,
+      relationships: `query ($id: ID!, $first: Int, $after: String) { page: relationships(instanceId: $id, first: $first, after: $after) { PAGE } }`,
+    };
+    const PAGE_FIELDS = 'totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { cursor }';
+    type Page = Pick<Connection<unknown>, 'totalCount' | 'pageInfo'> & { edges: { cursor: string }[] };
+    const pageOf = async (name: keyof typeof CONNECTIONS, id: string, variables: { first?: number; after?: string }): Promise<Page> => {
+      const data = expectData(await gql(suite.server, CONNECTIONS[name].replace('PAGE', PAGE_FIELDS), { id, ...variables }));
+      return name === 'Instance.snapshots' ? data.instance.page : data.page;
+    };
+
+    it('answers `first: 0` on every connection with an empty page whose hasNextPage says whether anything follows', async () => {
+      const pairs = (await createInstance(suite.server, { name: 'one of each' })).id;
+      const [a, b] = await createNodes(suite.server, pairs, [{ labels: ['A'] }, { labels: ['B'] }]);
+      await createRelationships(suite.server, pairs, [{ type: 'R', startNodeId: a.id, endNodeId: b.id }]);
+      await takeSnapshot(suite.server, pairs);
+      for (const name of Object.keys(CONNECTIONS) as (keyof typeof CONNECTIONS)[]) {
+        const whole = await pageOf(name, pairs, { first: 500 });
+        assert.ok(whole.edges.length > 0, `${name}: nothing to page over`);
+        const empty = await pageOf(name, pairs, { first: 0 });
+        assert.deepEqual(
+          { edges: empty.edges, pageInfo: empty.pageInfo, totalCount: empty.totalCount },
+          { edges: [], pageInfo: { hasNextPage: true, hasPreviousPage: false, startCursor: null, endCursor: null }, totalCount: whole.totalCount },
+          `${name}: first: 0`,
+        );
+        const last = whole.edges[whole.edges.length - 1].cursor;
+        const afterLast = await pageOf(name, pairs, { first: 0, after: last });
+        assert.deepEqual(afterLast.edges, [], `${name}: first: 0 after the last item`);
+        assert.equal(afterLast.pageInfo.hasNextPage, false, `${name}: first: 0 after the last item has a next page`);
+        const beforeLast = await pageOf(name, pairs, { first: 0, after: whole.edges.length > 1 ? whole.edges[0].cursor : undefined });
+        assert.equal(beforeLast.pageInfo.hasNextPage, true, `${name}: first: 0 before the last item has no next page`);
+      }
+    });
+
+    it('refuses `after: ""` as BAD_USER_INPUT on every connection, as any other cursor it never issued', async () => {
+      for (const name of Object.keys(CONNECTIONS) as (keyof typeof CONNECTIONS)[]) {
+        const error = expectCode(await gql(suite.server, CONNECTIONS[name].replace('PAGE', PAGE_FIELDS), { id: instanceId, first: 5, after: '' }), 'BAD_USER_INPUT');
+        assert.match(error.message, /not a valid cursor/, name);
+      }
+    });
+
     it('filters by from and to, inclusive at the exact createdAt', async () => {
       const newer = history[5];
       const older = history[15];

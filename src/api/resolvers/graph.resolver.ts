@@ -1,7 +1,7 @@
 import { Arg, Ctx, ID, Int, Mutation, Query, Resolver } from 'type-graphql';
 import type { Principal } from '../../services/principal';
 import { type ApiContext, Caller } from '../context';
-import { decodeCursor, encodeCursor } from '../cursor';
+import { decodeAfter, encodeCursor } from '../cursor';
 import { pageInfo } from '../types/common.type';
 import {
   GraphNode,
@@ -16,9 +16,7 @@ import {
 // An explicit `first: null` (clients send it for an unset variable) means the default, as an omitted one does.
 const DEFAULT_PAGE = 100;
 const cursorOf = (item: { id: string }) => encodeCursor([item.id]);
-// An empty string is not a cursor this server issued: it is refused like any other malformed cursor.
-const afterId = (after?: string | null) =>
-  after === null || after === undefined ? undefined : String(decodeCursor(after, ['string'])[0]);
+const afterId = (after?: string | null) => decodeAfter(after, ['string'])?.[0] as string | undefined;
 
 @Resolver()
 export class GraphResolver {

@@ -4,7 +4,7 @@ import type { SnapshotEntity } from '../../entities/snapshot.entity';
 import type { OperationView } from '../../services/operation.service';
 import type { Principal } from '../../services/principal';
 import { type ApiContext, Caller } from '../context';
-import { decodeCursor, encodeCursor } from '../cursor';
+import { decodeAfter, encodeCursor } from '../cursor';
 import { pageInfo } from '../types/common.type';
 import { Instance } from '../types/instance.type';
 import { Operation, OperationConnection, OperationError } from '../types/operation.type';
@@ -29,7 +29,7 @@ export class OperationResolver {
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
   ): Promise<OperationConnection> {
-    const cursor = after ? decodeCursor(after, ['integer', 'string']) : null;
+    const cursor = decodeAfter(after, ['integer', 'string']);
     const page = await services.operations.list(
       caller,
       instanceId,

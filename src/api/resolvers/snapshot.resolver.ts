@@ -5,7 +5,7 @@ import type { SnapshotEntity } from '../../entities/snapshot.entity';
 import type { Principal } from '../../services/principal';
 import { type ApiContext, Caller } from '../context';
 import { ReadsVersionedRows } from '../response-cache';
-import { decodeCursor, encodeCursor } from '../cursor';
+import { decodeAfter, encodeCursor } from '../cursor';
 import { ArchiveFormatEnum } from '../enums';
 import { pageInfo } from '../types/common.type';
 import { Instance } from '../types/instance.type';
@@ -17,9 +17,8 @@ const cursorOf = (snapshot: SnapshotEntity) => encodeCursor([snapshot.createdAt,
 export const DEFAULT_SNAPSHOT_PAGE = 20;
 
 export function decodeSnapshotCursor(after: string | null | undefined): { createdAt: number; id: string } | null {
-  if (!after) return null;
-  const [createdAt, id] = decodeCursor(after, ['integer', 'string']);
-  return { createdAt: createdAt as number, id: id as string };
+  const cursor = decodeAfter(after, ['integer', 'string']);
+  return cursor && { createdAt: cursor[0] as number, id: cursor[1] as string };
 }
 
 /** One page of an instance's history as a Relay connection (shared by Query.snapshots and Instance.snapshots). */
