@@ -2,12 +2,10 @@
 import type { WebSocket } from 'ws';
 import type { App } from '../app';
 import type { Logger } from '../logging/logger';
+import { KEY_RECHECK_MS } from '../services/tenant.service';
 
 /** The close code of a WebSocket whose API key was revoked (4403, as graphql-ws's 4401/4403 family). */
 export const REVOKED_KEY_CLOSE_CODE = 4403;
-
-/** While revocations may be missed, how often the keys of the open sockets are looked up in the database instead. */
-const KEY_RECHECK_MS = 1_000;
 
 /**
  * How long a revocation that arrived is remembered: far longer than checking a key can take (a lookup that read the key
@@ -18,9 +16,10 @@ const REVOCATION_MEMORY_MS = 10 * 60_000;
 /**
  * Open WebSockets by API key. A revocation, published by whichever replica revoked the key, closes that key's sockets
  * here at once: their subscriptions would otherwise go on delivering events to a key that no longer exists, and their
- * queries and mutations run as it. A revocation published while events do not reach this process (Redis away) never
- * arrives, not even one made by this process: until they flow again, and once more after (a revocation made just
- * before), the keys of the open sockets are looked up in the database every KEY_RECHECK_MS.
+ * queries and mutations run as it. A revocation can miss this process (Redis away from it, or from the replica that
+ * published it while this one still listens; or made in the database by other means), so the keys of the open
+ * sockets are also looked up in the database every KEY_RECHECK_MS: revokeApiKey, when its event was lost, answers
+ * only once that has happened everywhere.
  */
 export function closeSocketsOfRevokedKeys(
   { events, services }: App,
@@ -60,8 +59,6 @@ export function closeSocketsOfRevokedKeys(
   };
   const recheckKeys = async () => {
     recheck = null;
-    // Delivering already when the look starts: what it misses was revoked after, and its event arrives.
-    const delivering = events.isDelivering();
     try {
       const keys = [...byKey.keys()];
       const active = await services.tenants.activeKeyIds(keys);
@@ -69,9 +66,9 @@ export function closeSocketsOfRevokedKeys(
     } catch (error) {
       logger.error({ err: error }, 'could not look up the API keys of open WebSockets; trying again');
     }
-    if (!delivering || !events.isDelivering()) scheduleRecheck();
+    // While sockets are open (the next add starts it again).
+    if (byKey.size > 0) scheduleRecheck();
   };
-  events.onDeliveryLost(scheduleRecheck);
 
   return {
     /** Whether the socket may go on: false when it closed while its key was checked, or its key was revoked meanwhile. */
@@ -85,6 +82,7 @@ export function closeSocketsOfRevokedKeys(
       let sockets = byKey.get(apiKeyId);
       if (!sockets) byKey.set(apiKeyId, (sockets = new Set()));
       sockets.add(socket);
+      scheduleRecheck();
       socket.once('close', () => {
         sockets.delete(socket);
         if (sockets.size === 0 && byKey.get(apiKeyId) === sockets) byKey.delete(apiKeyId);

@@ -77,7 +77,8 @@ export interface AppConfig {
   idleTimeoutMs: number;
   /**
    * How long a replica may answer a shown API key from memory (0: every request reads the database). A revocation
-   * through the API reaches every replica at once regardless; this bounds changes made to the database by other means.
+   * reaches every replica before revokeApiKey answers regardless (TenantService); this bounds other changes made to
+   * the database by other means (a role, a tenant).
    */
   apiKeyCacheMs: number;
   /** Public-endpoint protection, checked before anything runs: see QueryLimits (api/query-limits.ts). */

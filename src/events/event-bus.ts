@@ -77,6 +77,11 @@ export interface EventBus {
   onDeliveryResumed(listener: () => void): () => void;
   /** Resolves once what this process has published so far has been handed to every subscribed replica. */
   flush(): Promise<void>;
+  /**
+   * Publishes, and resolves once the event has been handed to every replica then subscribed (Redis answered its
+   * PUBLISH); rejects when that is not known within timeoutMs (Redis away from this process: the event may be lost).
+   */
+  publishConfirmed<K extends keyof Topics & string>(topic: K, id: Topics[K][0], payload: Topics[K][1], timeoutMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -102,13 +107,15 @@ function createTypedPubSub(target: TypedEventTarget<CustomEvent>): PubSub<Topics
 }
 
 export function createInMemoryEventBus(): EventBus {
+  const pubSub = createTypedPubSub(new EventTarget() as TypedEventTarget<CustomEvent>);
   return {
-    pubSub: createTypedPubSub(new EventTarget() as TypedEventTarget<CustomEvent>),
+    pubSub,
     // Dispatch is synchronous: nothing is ever missed, and a publish has reached every listener when it returns.
     isDelivering: () => true,
     onDeliveryLost: () => undefined,
     onDeliveryResumed: () => () => undefined,
     flush: async () => undefined,
+    publishConfirmed: async (topic, id, payload) => pubSub.publish(topic, id, payload),
     close: async () => undefined,
   };
 }
@@ -161,6 +168,17 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
     // fanned out to the subscribers' connections.
     flush: async () => {
       await publishClient.ping();
+    },
+    // Its own PUBLISH, not the flush's PING: a PUBLISH that failed while the connection was down can be followed by
+    // a PING that succeeds once it is back.
+    publishConfirmed: (topic, id, payload, timeoutMs) => {
+      const published = publishClient.publish(`${topic}:${id}`, JSON.stringify(payload));
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => reject(new Error(`Redis did not answer a PUBLISH within ${timeoutMs} ms`)), timeoutMs);
+      });
+      published.catch(() => undefined);
+      return Promise.race([published.then(() => undefined), late]).finally(() => clearTimeout(timer));
     },
     close: async () => {
       publishClient.disconnect();

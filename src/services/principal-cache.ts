@@ -1,12 +1,17 @@
 // The principals of recently shown API keys, by the key's hash, so that a request costs no database read. Bounded in
 // time (each entry lives `ttlMs`) and in size (the oldest entries go first). Whoever changes a key invalidates it here
 // (a revocation, on every replica through the event bus); a lookup that was under way meanwhile stores nothing, so
-// that a request racing a revocation cannot put the revoked key back.
+// that a request racing a revocation cannot put the revoked key back. An event can be lost (a replica's PUBLISH to
+// Redis failed while the others still listen), so an entry is also answered only while a database read that found its
+// key active began less than `freshMs` ago: the entry's own read, or a later check of every cached key (confirm).
+import { performance } from 'node:perf_hooks';
 import type { Principal } from './principal';
 
 interface Entry {
   principal: Principal;
   expiresAt: number;
+  /** When (performance.now()) the latest database read that found the key active began. */
+  checkedAt: number;
 }
 
 export class PrincipalCache {
@@ -21,6 +26,8 @@ export class PrincipalCache {
     private readonly maxEntries: number,
     /** False while invalidations may be missed (the event bus is disconnected): nothing is stored then. */
     private readonly canCache: () => boolean,
+    /** How long after the start of the read that last found its key active an entry may be answered. */
+    private readonly freshMs: number = Infinity,
   ) {}
 
   /**
@@ -31,17 +38,18 @@ export class PrincipalCache {
     if (this.ttlMs === 0) return read();
     const entry = this.entries.get(hash);
     if (entry !== undefined) {
-      if (entry.expiresAt > Date.now()) return entry.principal;
+      if (entry.expiresAt > Date.now() && performance.now() - entry.checkedAt < this.freshMs) return entry.principal;
       this.entries.delete(hash);
     }
     const under = this.pending.get(hash);
     if (under !== undefined) return under;
     // The generation when the read began; null when the result must not be kept at all.
     const ticket = this.canCache() ? this.generation : null;
+    const began = performance.now();
     const lookup = read().then(
       (principal) => {
         if (this.pending.get(hash) === lookup) this.pending.delete(hash);
-        if (principal !== null && ticket === this.generation) this.store(hash, principal);
+        if (principal !== null && ticket === this.generation) this.store(hash, principal, began);
         return principal;
       },
       (error: unknown) => {
@@ -61,6 +69,25 @@ export class PrincipalCache {
     }
   }
 
+  /** The keys that have entries now: what a check (confirm) should look up. */
+  keyIds(): string[] {
+    return [...new Set([...this.entries.values()].map((entry) => entry.principal.apiKeyId))];
+  }
+
+  /**
+   * The result of a database check of `checked` that began at `began` (performance.now()): keys not in `active` are
+   * forgotten; the entries of the others may be answered for freshMs from `began`.
+   */
+  confirm(checked: string[], active: ReadonlySet<string>, began: number): void {
+    const revoked = new Set(checked.filter((id) => !active.has(id)));
+    if (revoked.size > 0) this.invalidate();
+    const confirmed = new Set(checked.filter((id) => active.has(id)));
+    for (const [hash, entry] of this.entries) {
+      if (revoked.has(entry.principal.apiKeyId)) this.entries.delete(hash);
+      else if (confirmed.has(entry.principal.apiKeyId)) entry.checkedAt = Math.max(entry.checkedAt, began);
+    }
+  }
+
   /** Forgets everything (events may have been missed); lookups under way store nothing. */
   clear(): void {
     this.invalidate();
@@ -73,12 +100,12 @@ export class PrincipalCache {
     this.pending.clear();
   }
 
-  private store(hash: string, principal: Principal): void {
+  private store(hash: string, principal: Principal, checkedAt: number): void {
     this.entries.delete(hash);
     if (this.entries.size >= this.maxEntries) {
       const oldest = this.entries.keys().next();
       if (!oldest.done) this.entries.delete(oldest.value);
     }
-    this.entries.set(hash, { principal, expiresAt: Date.now() + this.ttlMs });
+    this.entries.set(hash, { principal, expiresAt: Date.now() + this.ttlMs, checkedAt });
   }
 }

@@ -1,5 +1,7 @@
 // Tenants and their API keys: creation, the first-boot bootstrap, authentication, listing, rotation.
 import { hash, randomBytes, randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type DataSource, In, IsNull, LessThan, type Repository } from 'typeorm';
 import { ApiKeyEntity, type Role } from '../entities/api-key.entity';
 import { TenantEntity } from '../entities/tenant.entity';
@@ -23,6 +25,18 @@ export const hashSecret = (secret: string) => hash('sha256', secret, 'hex');
 
 /** Keys one replica keeps in memory at most (each entry is a few hundred bytes). */
 const CACHED_KEYS = 10_000;
+/**
+ * How often a replica looks up whether its cached keys are still active, so that a revocation whose event was lost
+ * (see revokeApiKey) reaches it all the same; the sockets of revoked keys are looked up as often (revoked-key-sockets).
+ */
+export const KEY_RECHECK_MS = 1_000;
+/**
+ * A cached key is answered only while a database read that found it active began less than this long ago: twice the
+ * check's period, so that one slow check does not send every request to the database.
+ */
+const KEY_FRESH_MS = 2 * KEY_RECHECK_MS;
+/** How long revokeApiKey waits for Redis to take the revocation's event before it relies on the checks instead. */
+const REVOCATION_PUBLISH_TIMEOUT_MS = 1_000;
 const newSecret = () => `sg_${randomBytes(32).toString('base64url')}`;
 
 export class TenantService {
@@ -30,6 +44,8 @@ export class TenantService {
   private readonly keys: Repository<ApiKeyEntity>;
   private readonly principals: PrincipalCache;
   private readonly revocations?: AsyncIterator<unknown>;
+  private recheck: NodeJS.Timeout | null = null;
+  private checking = false;
 
   /**
    * `events` carries revocations to every replica (their WebSockets close, their caches forget the key); the CLI,
@@ -43,7 +59,7 @@ export class TenantService {
   ) {
     this.tenants = db.getRepository(TenantEntity);
     this.keys = db.getRepository(ApiKeyEntity);
-    this.principals = new PrincipalCache(events ? cacheMs : 0, CACHED_KEYS, () => events?.isDelivering() ?? false);
+    this.principals = new PrincipalCache(events ? cacheMs : 0, CACHED_KEYS, () => events?.isDelivering() ?? false, KEY_FRESH_MS);
     if (events && cacheMs > 0) {
       events.onDeliveryLost(() => this.principals.clear());
       const revocations = events.pubSub.subscribe('api-key.revoked', 'all');
@@ -51,12 +67,31 @@ export class TenantService {
       void (async () => {
         for await (const { apiKeyId } of revocations) this.principals.forgetKey(apiKeyId);
       })();
+      // Only an entry older than KEY_FRESH_MS needs the check: with a shorter cache nothing lives that long.
+      if (cacheMs > KEY_FRESH_MS) this.recheck = setInterval(() => void this.recheckCachedKeys(), KEY_RECHECK_MS).unref();
     }
   }
 
   /** Stops following revocations (the server is closing). */
   async close(): Promise<void> {
+    if (this.recheck) clearInterval(this.recheck);
     await this.revocations?.return?.();
+  }
+
+  /** Looks up whether the cached keys are still active: revoked ones are forgotten, the others stay answerable. */
+  private async recheckCachedKeys(): Promise<void> {
+    if (this.checking) return;
+    const keys = this.principals.keyIds();
+    if (keys.length === 0) return;
+    this.checking = true;
+    const began = performance.now();
+    try {
+      this.principals.confirm(keys, await this.activeKeyIds(keys), began);
+    } catch {
+      // The database did not answer: the entries go stale, and requests read it themselves (and meet its error).
+    } finally {
+      this.checking = false;
+    }
   }
 
   /** On first boot (no tenant at all): tenant `default` with an ADMIN key. Returns the secret when it was generated. */
@@ -141,12 +176,21 @@ export class TenantService {
     if (!key || key.revokedAt !== null) throw notFound('API key', id);
     const at = Date.now();
     await this.keys.update({ id }, { revokedAt: at });
+    const committed = performance.now();
     // This replica refuses the key from now on; every replica forgets it and closes its open WebSockets (export
     // links check the row themselves). The answer waits until Redis has handed the revocation to every replica.
     this.principals.forgetKey(id);
     if (this.events) {
-      this.events.pubSub.publish('api-key.revoked', 'all', { tenantId: key.tenantId, apiKeyId: id, at: new Date(at).toISOString() });
-      await this.events.flush().catch(() => undefined);
+      const payload = { tenantId: key.tenantId, apiKeyId: id, at: new Date(at).toISOString() };
+      const published = await this.events.publishConfirmed('api-key.revoked', 'all', payload, REVOCATION_PUBLISH_TIMEOUT_MS).then(
+        () => true,
+        () => false,
+      );
+      // Lost on the way (Redis away from this replica, while others may still listen and cache): every replica finds
+      // the revocation in the database within KEY_FRESH_MS of the commit - its cache answers no entry whose key was
+      // last found active before then, and its sockets' keys are looked up every KEY_RECHECK_MS. Answered after that,
+      // "revoked" stays true: the key then works nowhere.
+      if (!published) await sleep(committed + KEY_FRESH_MS - performance.now());
     }
   }
 

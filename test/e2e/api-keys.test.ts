@@ -2,6 +2,7 @@
 // reaches open WebSockets and export links at once, on every replica.
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import {
   archiveOf,
   bootExpectingFailure,
@@ -453,6 +454,88 @@ describePostgres('revocation across replicas (PostgreSQL + Redis)', (postgres) =
     expectCode(await gql(second, VIEWER, {}, secret), 'UNAUTHENTICATED');
   });
 });
+
+// One replica cut off from Redis while the other still hears it: the revocation's PUBLISH fails, and nothing the
+// other replica listens to tells it. It answered the key from memory until its cache entry expired (up to
+// SNAPGRAPH_API_KEY_CACHE_MS, 60 s at most) and kept the key's WebSockets, which run queries and mutations as the key,
+// open for good, while revokeApiKey had answered true.
+describePostgres('revocation across replicas when Redis does not take the revocation', (postgres) => {
+  let database: TestDatabase;
+  let replicas: TestServer[];
+  let redisPath: Awaited<ReturnType<typeof cuttableProxy>>;
+
+  before(async function () {
+    this.timeout(90_000);
+    database = await createTestDatabase(postgres.adminUrl());
+    const redisUrl = new URL(process.env.SNAPGRAPH_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379');
+    redisPath = await cuttableProxy(redisUrl.hostname, Number(redisUrl.port || 6379));
+    const dataDir = makeTempDir('snapgraph-e2e-replicas-');
+    // Long enough that an entry outlives the test: only the revocation may take the key out of the cache.
+    const env = { DATABASE_URL: database.url, SNAPGRAPH_API_KEY_CACHE_MS: '60000' };
+    const revoking = await startServer({ dataDir, env: { ...env, REDIS_URL: `redis://127.0.0.1:${redisPath.port}` } });
+    const other = await startServer({ dataDir, env: { ...env, REDIS_URL: redisUrl.href }, bootstrapToken: revoking.adminKey });
+    replicas = [revoking, other];
+  });
+  after(async () => {
+    for (const replica of replicas ?? []) await replica.stop({ keepDataDir: true });
+    await redisPath?.close();
+    await database?.drop();
+  });
+
+  it('answers revokeApiKey only once the other replica refuses the key and has closed its sockets', async function () {
+    this.timeout(60_000);
+    const [revoking, other] = replicas;
+    const instance = await createInstance(revoking, { name: 'cut off' });
+    const member = await createKey(revoking, revoking.adminKey, 'MEMBER', 'revoked without Redis');
+    const socket = await openSubscription(other, member.secret, instance.id);
+    for (let i = 0; i < 3; i += 1) expectData(await gql(other, VIEWER, {}, member.secret));
+
+    redisPath.cut();
+    expectData(await gql(revoking, REVOKE, { id: member.id }));
+    const answered = Date.now();
+    expectCode(await gql(other, VIEWER, {}, member.secret), 'UNAUTHENTICATED');
+    expectCode(await gql(revoking, VIEWER, {}, member.secret), 'UNAUTHENTICATED');
+    const closed = await within(socket.closed, 10_000, 'the socket on the other replica closing');
+    assert.equal(closed.code, 4403);
+    assert.ok(Date.now() - answered < 1_000, `the socket closed ${Date.now() - answered} ms after revokeApiKey answered`);
+    // A key that was not revoked still works on both, from the database.
+    for (const replica of replicas) assert.equal(expectData(await gql(replica, VIEWER)).viewer.role, 'ADMIN');
+  });
+});
+
+/**
+ * A TCP path to a server that can be cut: `cut()` drops the connections through it and refuses new ones (as a
+ * network partition between one replica and Redis would), `close()` ends it.
+ */
+async function cuttableProxy(host: string, port: number): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  let open = true;
+  const server = createServer((client) => {
+    if (!open) return void client.destroy();
+    const upstream = connect({ host, port });
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+    client.once('close', () => upstream.destroy());
+    upstream.once('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    cut() {
+      open = false;
+      for (const socket of sockets) socket.destroy();
+    },
+    close: () => {
+      open = false;
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
 
 /** What a loaded CI machine may add to the cache's bound before a change shows. */
 const SLACK_MS = 2_000;
