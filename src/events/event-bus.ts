@@ -75,8 +75,6 @@ export interface EventBus {
    * that stops the calls.
    */
   onDeliveryResumed(listener: () => void): () => void;
-  /** Resolves once what this process has published so far has been handed to every subscribed replica. */
-  flush(): Promise<void>;
   /**
    * Publishes, and resolves once the event has been handed to every replica then subscribed (Redis answered its
    * PUBLISH); rejects when that is not known within timeoutMs (Redis away from this process: the event may be lost).
@@ -114,7 +112,6 @@ export function createInMemoryEventBus(): EventBus {
     isDelivering: () => true,
     onDeliveryLost: () => undefined,
     onDeliveryResumed: () => () => undefined,
-    flush: async () => undefined,
     publishConfirmed: async (topic, id, payload) => pubSub.publish(topic, id, payload),
     close: async () => undefined,
   };
@@ -164,13 +161,8 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
       resumedListeners.add(listener);
       return () => void resumedListeners.delete(listener);
     },
-    // Redis answers one connection's commands in order: once the PING is answered, every earlier PUBLISH has been
-    // fanned out to the subscribers' connections.
-    flush: async () => {
-      await publishClient.ping();
-    },
-    // Its own PUBLISH, not the flush's PING: a PUBLISH that failed while the connection was down can be followed by
-    // a PING that succeeds once it is back.
+    // Redis has fanned the event out to the subscribers' connections once it answers the PUBLISH itself (a PING after
+    // it would not do: a PUBLISH that failed while the connection was down can be followed by a PING that succeeds).
     publishConfirmed: (topic, id, payload, timeoutMs) => {
       const published = publishClient.publish(`${topic}:${id}`, JSON.stringify(payload));
       let timer: NodeJS.Timeout | undefined;
