@@ -43,12 +43,18 @@ export function isPublicAddress(address: string): boolean {
   return !NOT_PUBLIC.check(address, family === 4 ? 'ipv4' : 'ipv6');
 }
 
+/**
+ * A destination refused for where it is. The tenant reads this message (the probe's answer, lastError), so a host name's
+ * address is never in it: the server's resolver knows the operator's own names (split-horizon DNS, db.internal), and
+ * their private addresses are not the tenant's to learn.
+ */
 export class PrivateAddressError extends Error {
   override readonly name = 'PrivateAddressError';
   readonly code = 'EPRIVATEADDRESS';
-  constructor(host: string, address: string) {
+  /** @param address the IP literal refused, or undefined for a host name that resolved to a non-public address */
+  constructor(host: string, address?: string) {
     super(
-      `${host}${host === address ? '' : ` resolves to ${address}, which`} is not a public address; destinations must be public ` +
+      `${host} ${address === undefined ? 'resolves to an address that is not public' : 'is not a public address'}; destinations must be public ` +
         'unless the operator sets SNAPGRAPH_ALLOW_PRIVATE_DESTINATIONS=true',
     );
   }
@@ -64,8 +70,7 @@ export function assertPublicEndpoint(endpoint: string): void {
 export const publicOnlyLookup: LookupFunction = (hostname, options, callback) => {
   dnsLookup(hostname, { ...options, all: true }, (error, addresses: LookupAddress[]) => {
     if (error) return callback(error, '', 0);
-    const refused = addresses.find(({ address }) => !isPublicAddress(address));
-    if (refused) return callback(new PrivateAddressError(hostname, refused.address) as NodeJS.ErrnoException, '', 0);
+    if (addresses.some(({ address }) => !isPublicAddress(address))) return callback(new PrivateAddressError(hostname) as NodeJS.ErrnoException, '', 0);
     if (options.all) return (callback as unknown as (error: null, addresses: LookupAddress[]) => void)(null, addresses);
     callback(null, addresses[0].address, addresses[0].family);
   });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { assertPublicEndpoint, isPublicAddress, PrivateAddressError } from '../../src/storage/public-addresses';
+import { assertPublicEndpoint, isPublicAddress, PrivateAddressError, publicOnlyLookup } from '../../src/storage/public-addresses';
 
 describe('public addresses (where export destinations may be)', () => {
   it('takes the public internet, IPv4 and IPv6', () => {
@@ -21,5 +21,14 @@ describe('public addresses (where export destinations may be)', () => {
     assert.throws(() => assertPublicEndpoint('http://[::1]:9000'), PrivateAddressError);
     assert.doesNotThrow(() => assertPublicEndpoint('https://8.8.8.8'));
     assert.doesNotThrow(() => assertPublicEndpoint('http://localhost:9000'));
+  });
+
+  it('refuses a name that resolves inside without telling which address it resolves to', async () => {
+    // The refusal reaches the tenant (the probe's answer, lastError): the server's own resolver must not become the
+    // tenant's view of the operator's network (split-horizon names such as db.internal and their private addresses).
+    const error = await new Promise<Error | null>((resolve) => publicOnlyLookup('localhost', {}, (failure) => resolve(failure)));
+    assert.ok(error instanceof PrivateAddressError);
+    assert.match(error.message, /^localhost resolves to an address that is not public; .*SNAPGRAPH_ALLOW_PRIVATE_DESTINATIONS/);
+    assert.doesNotMatch(error.message, /127\.0\.0\.1|::1/);
   });
 });
