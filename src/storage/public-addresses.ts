@@ -26,6 +26,9 @@ for (const [network, prefix] of [
 for (const [network, prefix] of [
   ['::', 128],
   ['::1', 128],
+  ['::ffff:0:0:0', 96], // IPv4-translated (SIIT)
+  ['64:ff9b:1::', 48], // NAT64 for a network's own use (RFC 8215)
+  ['100::', 64], // discard-only
   ['fc00::', 7],
   ['fe80::', 10],
   ['ff00::', 8],
@@ -33,14 +36,46 @@ for (const [network, prefix] of [
   NOT_PUBLIC.addSubnet(network, prefix, 'ipv6');
 }
 
+/**
+ * IPv6 prefixes whose addresses carry an IPv4 address that a connection ends up at, and where in the address it is
+ * (16-bit groups): a host with DNS64 resolves a name with only an A record to 64:ff9b::<its IPv4 address>, and the
+ * NAT64 gateway then connects to that IPv4 address, inside the network too (64:ff9b::a9fe:a9fe is 169.254.169.254).
+ */
+const CARRYING_IPV4: { network: string; prefix: number; group: number }[] = [
+  { network: '::ffff:0:0', prefix: 96, group: 6 }, // IPv4-mapped
+  { network: '64:ff9b::', prefix: 96, group: 6 }, // NAT64, well-known prefix
+  { network: '::', prefix: 96, group: 6 }, // IPv4-compatible (deprecated)
+  { network: '2002::', prefix: 16, group: 1 }, // 6to4
+];
+const CARRIERS = CARRYING_IPV4.map(({ network, prefix, group }) => {
+  const list = new BlockList();
+  list.addSubnet(network, prefix, 'ipv6');
+  return { list, group };
+});
+
 /** Whether an IP address is one of the public internet's. */
 export function isPublicAddress(address: string): boolean {
   const family = isIP(address);
   if (family === 0) return false;
-  // An IPv4 address written as IPv6 (::ffff:127.0.0.1) is the IPv4 address.
-  const mapped = family === 6 ? /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] : undefined;
-  if (mapped) return !NOT_PUBLIC.check(mapped, 'ipv4');
-  return !NOT_PUBLIC.check(address, family === 4 ? 'ipv4' : 'ipv6');
+  if (family === 4) return !NOT_PUBLIC.check(address, 'ipv4');
+  if (NOT_PUBLIC.check(address, 'ipv6')) return false;
+  // An IPv4 address written as IPv6 is the IPv4 address.
+  const carrier = CARRIERS.find(({ list }) => list.check(address, 'ipv6'));
+  if (!carrier) return true;
+  const groups = ipv6Groups(address);
+  const ipv4 = [groups[carrier.group] >> 8, groups[carrier.group] & 0xff, groups[carrier.group + 1] >> 8, groups[carrier.group + 1] & 0xff].join('.');
+  return !NOT_PUBLIC.check(ipv4, 'ipv4');
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (`::` expanded, a dotted IPv4 tail as two groups). */
+function ipv6Groups(address: string): number[] {
+  const dotted = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
+  const text = dotted ? `${dotted[1]}${((+dotted[2] << 8) | +dotted[3]).toString(16)}:${((+dotted[4] << 8) | +dotted[5]).toString(16)}` : address;
+  const [head, tail] = text.split('::') as [string, string | undefined];
+  const parse = (part: string | undefined) => (part ? part.split(':').map((group) => parseInt(group, 16)) : []);
+  const first = parse(head);
+  const last = parse(tail);
+  return tail === undefined ? first : [...first, ...new Array<number>(8 - first.length - last.length).fill(0), ...last];
 }
 
 /**

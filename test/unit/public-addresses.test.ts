@@ -16,6 +16,16 @@ describe('public addresses (where export destinations may be)', () => {
     assert.equal(isPublicAddress('not an address'), false);
   });
 
+  it('refuses an IPv4 address that is not public when an IPv6 address carries it (NAT64, 6to4, IPv4-compatible)', () => {
+    // On an IPv6-only host with DNS64 a name with only an A record resolves to 64:ff9b::<its IPv4 address>, and the
+    // NAT64 gateway connects to that IPv4 address: 64:ff9b::a9fe:a9fe is the metadata service, 64:ff9b::a00:5 the VPC.
+    for (const address of ['64:ff9b::a9fe:a9fe', '64:ff9b::7f00:1', '64:ff9b::a00:5', '64:ff9b::c0a8:101', '2002:7f00:1::1', '2002:a9fe:a9fe::1', '::7f00:1', '::a9fe:a9fe', '64:ff9b:1::808:808', '::ffff:0:a9fe:a9fe']) {
+      assert.equal(isPublicAddress(address), false, address);
+    }
+    for (const address of ['64:ff9b::808:808', '2002:808:808::1']) assert.equal(isPublicAddress(address), true, address);
+    assert.throws(() => assertPublicEndpoint('http://[64:ff9b::a9fe:a9fe]/latest'), PrivateAddressError);
+  });
+
   it('checks an endpoint URL whose host is an IP literal, and leaves host names to the lookup', () => {
     assert.throws(() => assertPublicEndpoint('http://169.254.169.254/latest'), PrivateAddressError);
     assert.throws(() => assertPublicEndpoint('http://[::1]:9000'), PrivateAddressError);
