@@ -366,9 +366,13 @@ export class ExportOperationHandler implements OperationHandler {
   private async abortWrite(destinationId: string, { fileName, uploadId }: NonNullable<ExportParams['write']>): Promise<void> {
     const destination = await this.destinations.byId(destinationId);
     if (!destination) return;
-    const { bucket } = await this.destinations.openBucket(destination, { maxAttempts: 2, requestTimeoutMs: 15_000 });
+    const { bucket, scrub } = await this.destinations.openBucket(destination, { maxAttempts: 2, requestTimeoutMs: 15_000 });
     try {
       await bucket.abortWrite(fileName, uploadId);
+    } catch (error) {
+      // Logged: in a few words, never the SDK's error itself, which carries every field of the service's answer (an
+      // InvalidAccessKeyId or SignatureDoesNotMatch repeats the tenant's access key id).
+      throw new Error(scrub(describeS3Error(error)));
     } finally {
       await bucket.destroy();
     }

@@ -1,0 +1,80 @@
+// The EXPORT handler's clean-up of an interrupted export, against a stand-in for the tenant's S3 endpoint.
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { DataSource } from 'typeorm';
+import { Keyring, MasterKey } from '../../src/crypto';
+import type { ExportDestinationEntity } from '../../src/entities/export-destination.entity';
+import type { OperationEntity } from '../../src/entities/operation.entity';
+import { createLogger } from '../../src/logging/logger';
+import type { InstanceService } from '../../src/services/instance.service';
+import { ExportDestinationService, ExportOperationHandler } from '../../src/services/export-destination.service';
+import type { SnapshotService } from '../../src/services/snapshot.service';
+
+const ACCESS_KEY_ID = 'AKIATENANTKEY0000001';
+const SECRET_ACCESS_KEY = 'tenant-secret-0123456789abcdefghij';
+
+describe('EXPORT clean-up', () => {
+  let endpoint: Server;
+  let url = '';
+  before(async () => {
+    // What S3 answers keys it no longer knows (the tenant rotated them): the body repeats the access key id.
+    endpoint = createServer((request, response) => {
+      request.resume();
+      response.writeHead(403, { 'content-type': 'application/xml' }).end(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InvalidAccessKeyId</Code>' +
+          '<Message>The AWS Access Key Id you provided does not exist in our records.</Message>' +
+          `<AWSAccessKeyId>${ACCESS_KEY_ID}</AWSAccessKeyId><RequestId>r-1</RequestId><HostId>h-1</HostId></Error>`,
+      );
+    });
+    await new Promise<void>((resolve) => endpoint.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}`;
+  });
+  after(() => new Promise<void>((resolve) => endpoint.close(() => resolve())));
+
+  it("logs a failed abort of an interrupted export's upload without the tenant's keys", async () => {
+    const lines: string[] = [];
+    const log = createLogger(
+      'info',
+      new Writable({
+        write(chunk, _encoding, done) {
+          lines.push(String(chunk));
+          done();
+        },
+      }) as never,
+    );
+    const destination = {
+      id: '00000000-0000-4000-8000-000000000001',
+      tenantId: '00000000-0000-4000-8000-000000000002',
+      name: 'offsite',
+      url: 's3://tenant-bucket/backups',
+      endpoint: url,
+      region: 'us-east-1',
+      autoExportInstanceIds: [],
+      masterKeyId: '',
+      sealedCredentials: '',
+      createdAt: 0,
+      lastExportAt: null,
+      lastError: null,
+    } satisfies ExportDestinationEntity;
+    const noRepositories = { getRepository: () => ({}) } as unknown as DataSource;
+    const destinations = new ExportDestinationService(noRepositories, new Keyring(MasterKey.generate()), {} as InstanceService, {} as SnapshotService, () => undefined, {
+      retryBaseMs: 1000,
+      allowPrivateAddresses: true,
+    });
+    Object.assign(destination, (destinations as unknown as { seal: (...args: unknown[]) => object }).seal(destination, { accessKeyId: ACCESS_KEY_ID, secretAccessKey: SECRET_ACCESS_KEY }));
+    destinations.byId = async () => destination;
+    const handler = new ExportOperationHandler(destinations, {} as SnapshotService, {} as InstanceService, log);
+    const operation = { id: 'op-1', params: { destinationId: destination.id, auto: false, retry: 0, write: { fileName: 'g.backup', uploadId: 'u-1' } } } as unknown as OperationEntity;
+
+    await handler.compensate(operation, { code: 'INTERNAL_SERVER_ERROR', message: 'the process died', retry: true });
+    for (let waited = 0; !lines.some((line) => line.includes('could not abort')) && waited < 10_000; waited += 20) await sleep(20);
+    const line = lines.find((candidate) => candidate.includes('could not abort'));
+    assert.ok(line, 'the failed abort was not logged');
+    assert.match(line, /InvalidAccessKeyId/, 'the log says why the abort failed');
+    assert.ok(!line.includes(ACCESS_KEY_ID), `the log holds the access key id: ${line}`);
+    assert.ok(!line.includes(SECRET_ACCESS_KEY), 'the log holds the secret');
+  });
+});
