@@ -2,7 +2,7 @@
 // soon as a snapshot of a chosen instance completes. Their keys are sealed under the master key and never leave.
 import { createHash, randomUUID } from 'node:crypto';
 import { pipeline, Readable, Transform } from 'node:stream';
-import { In, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import { Equal, In, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import { archiveExtension } from '../archive';
 import type { Keyring } from '../crypto/keyring';
 import { ExportDestinationEntity } from '../entities/export-destination.entity';
@@ -52,6 +52,8 @@ export const MAX_EXPORT_RETRIES = 6;
 const MAX_RETRY_DELAY_MS = 3_600_000;
 /** Failed exports older than this are not looked at again (all retries are due long before). */
 const RETRY_HORIZON_MS = 24 * 3_600_000;
+/** Failed exports looked at per query of the retry sweep. */
+const RETRY_PAGE = 500;
 
 const credentialsAad = (tenantId: string, destinationId: string) => Buffer.from(`snapgraph export destination\0${tenantId}\0${destinationId}`);
 
@@ -134,13 +136,37 @@ export class ExportDestinationService {
    * Queues the next try of every failed automatic export whose backoff (retryBaseMs, doubling, at most 1 h) has
    * passed, while its destination and snapshot remain. The retry's id is derived from the failed operation's, so
    * replicas sweeping at once queue it once. Returns how many were queued.
+   *
+   * Every failed export of the horizon is looked at, a page at a time, oldest first: after an outage the day's first
+   * failures (exports retried to the end, exports asked for by hand, which are never retried) can be many more than a
+   * page, and a retry due after them must not wait until they age out of the horizon.
    */
   async retryFailedAutoExports(now = Date.now()): Promise<number> {
-    const failed = await this.operations.find({
-      where: { kind: 'EXPORT', status: 'FAILED', finishedAt: MoreThan(now - RETRY_HORIZON_MS) },
-      order: { finishedAt: 'ASC' },
-      take: 500,
-    });
+    let count = 0;
+    let after: Pick<OperationEntity, 'id' | 'finishedAt'> | undefined;
+    for (;;) {
+      const where = { kind: 'EXPORT' as const, status: 'FAILED' as const };
+      const page = await this.operations.find({
+        select: { id: true, snapshotId: true, params: true, finishedAt: true },
+        where: after
+          ? [
+              { ...where, finishedAt: MoreThan(after.finishedAt!) },
+              { ...where, finishedAt: Equal(after.finishedAt!), id: MoreThan(after.id) },
+            ]
+          : { ...where, finishedAt: MoreThan(now - RETRY_HORIZON_MS) },
+        order: { finishedAt: 'ASC', id: 'ASC' },
+        take: RETRY_PAGE,
+      });
+      count += await this.retryDue(page, now);
+      if (page.length < RETRY_PAGE) break;
+      after = page[page.length - 1];
+    }
+    if (count > 0) this.announceWork();
+    return count;
+  }
+
+  /** Queues the retries due among these failed exports, once each; returns how many were queued. */
+  private async retryDue(failed: OperationEntity[], now: number): Promise<number> {
     const due = failed.filter((operation) => {
       const params = operation.params as ExportParams | null;
       return params?.auto === true && params.retry < MAX_EXPORT_RETRIES && operation.finishedAt! + this.retryDelay(params.retry) <= now;
@@ -163,7 +189,6 @@ export class ExportDestinationService {
         if (!(isAppError(error) && error.code === 'CONFLICT')) throw error;
       }
     }
-    if (count > 0) this.announceWork();
     return count;
   }
 

@@ -1,0 +1,101 @@
+// The sweep that queues the retries of failed automatic exports, against the product's SQLite metadata database.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DataSource } from 'typeorm';
+
+import { Keyring, MasterKey } from '../../src/crypto';
+import { createMetadataDataSource } from '../../src/entities/data-source';
+import { ExportDestinationEntity } from '../../src/entities/export-destination.entity';
+import { OperationEntity } from '../../src/entities/operation.entity';
+import type { SnapshotEntity } from '../../src/entities/snapshot.entity';
+import { ExportDestinationService, MAX_EXPORT_RETRIES } from '../../src/services/export-destination.service';
+import type { InstanceService } from '../../src/services/instance.service';
+import type { SnapshotService } from '../../src/services/snapshot.service';
+
+describe('retries of failed automatic exports', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let db: DataSource;
+  let destinations: ExportDestinationService;
+  const tenantId = randomUUID();
+  const instanceId = randomUUID();
+  const snapshot = { id: randomUUID(), tenantId, instanceId, status: 'COMPLETED', sizeBytes: 100 } as SnapshotEntity;
+  const destinationId = randomUUID();
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'snapgraph-export-retries-'));
+    db = createMetadataDataSource({ dataDir: dir });
+    await db.initialize();
+    await db.runMigrations({ transaction: 'each' });
+    await db.getRepository(ExportDestinationEntity).insert({
+      id: destinationId,
+      tenantId,
+      name: 'offsite',
+      url: 's3://bucket/prefix',
+      endpoint: null,
+      region: 'eu-west-1',
+      autoExportInstanceIds: [instanceId],
+      masterKeyId: 'k',
+      sealedCredentials: 's',
+      createdAt: Date.now(),
+      lastExportAt: null,
+      lastError: null,
+    });
+    const snapshots = { byId: async (id: string) => (id === snapshot.id ? snapshot : null) } as unknown as SnapshotService;
+    destinations = new ExportDestinationService(db, new Keyring(MasterKey.generate()), {} as InstanceService, snapshots, () => undefined, {
+      retryBaseMs: 1000,
+      allowPrivateAddresses: false,
+    });
+  });
+
+  afterEach(async () => {
+    await db.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const failedExport = (finishedAt: number, params: Record<string, unknown>): OperationEntity =>
+    Object.assign(new OperationEntity(), {
+      id: randomUUID(),
+      tenantId,
+      instanceId,
+      kind: 'EXPORT',
+      status: 'FAILED',
+      phase: 'uploading',
+      bytesDone: 0,
+      bytesTotal: 100,
+      snapshotId: snapshot.id,
+      params,
+      errorCode: 'DESTINATION_UNAVAILABLE',
+      errorMessage: 'copying failed',
+      createdAt: finishedAt - 1000,
+      startedAt: finishedAt - 1000,
+      finishedAt,
+      leaseOwner: null,
+      leaseExpiresAt: null,
+      attempt: 1,
+      cancelRequestedAt: null,
+      pointInTime: null,
+      sourceInstanceId: null,
+    } satisfies OperationEntity);
+
+  it('queues a due retry however many failed exports of the last day came before it', async () => {
+    const now = Date.now();
+    // A day of an outage: exports that were retried to the end, and exports asked for by hand (never retried).
+    const earlier = Array.from({ length: 600 }, (_, i) =>
+      failedExport(now - 20 * 3_600_000 + i, i % 2 ? { destinationId, auto: true, retry: MAX_EXPORT_RETRIES } : { destinationId, auto: false, retry: 0 }),
+    );
+    await db.getRepository(OperationEntity).save(earlier, { chunk: 100 });
+    const due = failedExport(now - 60_000, { destinationId, auto: true, retry: 0 });
+    await db.getRepository(OperationEntity).save(due);
+
+    assert.equal(await destinations.retryFailedAutoExports(now), 1);
+    const queued = await db.getRepository(OperationEntity).findBy({ status: 'QUEUED' });
+    assert.equal(queued.length, 1);
+    assert.deepEqual(queued[0].params, { destinationId, auto: true, retry: 1 });
+    // Queued once: the next sweep finds its retry there.
+    assert.equal(await destinations.retryFailedAutoExports(now + 1000), 0);
+  });
+});
