@@ -106,7 +106,6 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     closers.push(() => stores.close());
 
     const masterKey = await loadMasterKey({ dataDir: config.dataDir, envValue: config.masterKey });
-    if (masterKey.generated) logger.warn({ path: masterKey.path }, 'generated a new master key for encryption at rest; back it up');
     const blobStore = await createConfiguredBlobStore(config);
     const rawBlobs = blobStore.store;
     if (config.blobStore.kind === 's3') logger.info({ blobs: blobStore.description }, 'snapshot data is kept in S3');
@@ -115,7 +114,13 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     await blobs.init();
     closers.push(() => blobs.destroy());
     const keySource = masterKey.path === undefined ? MASTER_KEY_ENV : `The master key file ${masterKey.path}${masterKey.generated ? ' (generated now: there was none)' : ''}`;
-    await assertMasterKeyOpensStoredData(db, rawBlobs, keyring, keySource);
+    await assertMasterKeyOpensStoredData(db, rawBlobs, keyring, keySource).catch(async (error: unknown) => {
+      // A key file written by this boot is none of the data's (keys/ was lost, or not restored with the rest): it goes,
+      // so that the refusal leaves the data dir as it found it, and the next boot is not told that this key is the data's.
+      if (masterKey.generated && masterKey.path) await rm(masterKey.path, { force: true });
+      throw error;
+    });
+    if (masterKey.generated) logger.warn({ path: masterKey.path }, 'generated a new master key for encryption at rest; back it up');
     // Alone on the data (embedded SQLite), every temp blob is a crash's leftover; with replicas sharing it, only
     // the ones nobody has touched for an hour are.
     const staleScratch = await removeStaleScratchDirs();

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   allNodes,
@@ -84,6 +84,27 @@ describe('restarts', () => {
     await server.restart({ env: { SNAPGRAPH_MASTER_KEY: undefined } });
     await createNodes(server, instance.id, [{ labels: ['After'] }]);
     assert.equal((await restoreAndWait(server, snapshot.id)).status, 'SUCCEEDED');
+    assert.deepEqual(await graphOf(server, instance.id), graph);
+  });
+
+  it('refuse to start without the master key file the stored data needs, and leave the data dir as it was', async () => {
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'keyless' });
+    await createNodes(server, instance.id, [{ labels: ['Kept'] }]);
+    const graph = await graphOf(server, instance.id);
+    await takeSnapshot(server, instance.id);
+    // A data dir restored without keys/: the boot must not leave a key of its own there, which the next boot (and the
+    // data dir's backups) would take for the data's, and which is not the key the operator has to put back.
+    const keyFile = join(server.dataDir, 'keys', 'master.key');
+    const key = readFileSync(keyFile);
+    rmSync(keyFile);
+    await assert.rejects(server.restart(), (error: Error) => {
+      assert.match(error.message, /holds master key [0-9a-f]{16}, but the stored data is encrypted under master key [0-9a-f]{16}: .*nothing was changed/);
+      return true;
+    });
+    assert.equal(existsSync(keyFile), false, 'the refused boot left a master key file of its own');
+    writeFileSync(keyFile, key, { mode: 0o600 });
+    await server.restart();
     assert.deepEqual(await graphOf(server, instance.id), graph);
   });
 
