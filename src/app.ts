@@ -1,5 +1,5 @@
 // The composition root: builds every backend from the config, wires the services, and closes them in order.
-import { readdir, rm } from 'node:fs/promises';
+import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 import type { AppConfig } from './config/app-config';
@@ -59,6 +59,11 @@ export interface App {
 
 /** How often deletions that a crashed replica left half done are finished (at boot too). */
 const DELETION_SWEEP_MS = 60_000;
+/**
+ * Beside other replicas, a scratch copy none of whose files changed for this long is a crash's: one under way is written
+ * as it is made (a day, as for the sealed scratch dirs in the OS temp dir).
+ */
+const STALE_SCRATCH_MS = 24 * 3_600_000;
 
 async function finishDeletions(instances: InstanceService, all: boolean, logger: Logger): Promise<void> {
   try {
@@ -73,10 +78,20 @@ async function finishDeletions(instances: InstanceService, all: boolean, logger:
  * What a crash can leave in the data dir of a process alone on it: scratch stores no instance owns (an export's copy
  * of a snapshot, a verification's) and the copies a base was being cut from. Each is as large as its data.
  */
-async function removeCrashLeftovers(db: DataSource, stores: SqliteGraphStoreProvider, scratchDir: string, logger: Logger): Promise<void> {
+/**
+ * Removes the scratch copies a crash left (a store an export or verification materialised, a copy a base was cut
+ * from): as large as their graphs, and in plaintext. Alone on the data dir, all of them; beside other processes, which
+ * may be making one now, those untouched for `untouchedForMs`.
+ */
+async function removeCrashLeftovers(db: DataSource, stores: SqliteGraphStoreProvider, scratchDir: string, logger: Logger, untouchedForMs: number): Promise<void> {
   const owned = new Set((await db.getRepository(InstanceEntity).find({ select: { id: true } })).map((row) => row.id));
-  const stray = await stores.removeUnowned(owned);
-  const scratch = await readdir(scratchDir).catch(() => [] as string[]);
+  const stray = await stores.removeUnowned(owned, { untouchedForMs });
+  const cutoff = Date.now() - untouchedForMs;
+  const scratch: string[] = [];
+  for (const name of await readdir(scratchDir).catch(() => [] as string[])) {
+    const changed = untouchedForMs > 0 ? ((await lstat(join(scratchDir, name)).catch(() => null))?.mtimeMs ?? 0) : 0;
+    if (changed <= cutoff) scratch.push(name);
+  }
   await Promise.all(scratch.map((name) => rm(join(scratchDir, name), { recursive: true, force: true })));
   if (stray.length + scratch.length > 0) {
     logger.warn({ scratchStores: stray.length, scratchFiles: scratch.length }, 'removed scratch copies an earlier crash left');
@@ -129,7 +144,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     if (removedTemp > 0) logger.warn({ count: removedTemp }, 'removed partial blobs left by an earlier crash');
 
     const soleProcess = !config.databaseUrl;
-    if (soleProcess) await removeCrashLeftovers(db, stores, scratchDir, logger);
+    await removeCrashLeftovers(db, stores, scratchDir, logger, soleProcess ? 0 : STALE_SCRATCH_MS);
     const runner = new OperationRunner(db, events, logger, { leaseMs: config.operationLeaseMs, soleProcess, maxAttempts: config.maxAttempts, maxConcurrent: config.maxConcurrentOperations }, metrics);
     const tenants = new TenantService(db, events, { cacheMs: config.apiKeyCacheMs });
     closers.push(() => tenants.close());

@@ -140,12 +140,19 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
 
   /**
    * Removes the stores of every id not in `owned`, and returns those ids: scratch copies (an export's, a
-   * verification's) a crash left behind, each as large as its snapshot. Only for a process alone on the data dir, at
-   * boot: another process may be building one.
+   * verification's) a crash left behind, each as large as its snapshot and the graph in plaintext. At boot; beside
+   * other processes on the data dir (which may be building one), with `untouchedForMs`: only the stores none of whose
+   * files changed for that long.
    */
-  async removeUnowned(owned: ReadonlySet<string>): Promise<string[]> {
+  async removeUnowned(owned: ReadonlySet<string>, { untouchedForMs = 0 }: { untouchedForMs?: number } = {}): Promise<string[]> {
     const names = await readdir(this.rootDir).catch(() => [] as string[]);
-    const unowned = names.filter((name) => INSTANCE_ID.test(name) && !owned.has(name));
+    const cutoff = Date.now() - untouchedForMs;
+    const unowned: string[] = [];
+    for (const name of names) {
+      if (!INSTANCE_ID.test(name) || owned.has(name)) continue;
+      if (untouchedForMs > 0 && (await lastChanged(join(this.rootDir, name))) > cutoff) continue;
+      unowned.push(name);
+    }
     for (const id of unowned) await this.removeGenerations(id);
     return unowned;
   }
@@ -175,3 +182,13 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
 /** A store generation's file, or one of SQLite's beside it (`-wal`, `-shm`, ...): its generation. */
 const GENERATION_FILE = /^graph-(\d+)\.sqlite/;
 
+/** When a directory's newest file last changed (the directory's own time when it holds none); 0 when it is gone. */
+export async function lastChanged(dir: string): Promise<number> {
+  const own = await stat(dir).catch(() => null);
+  if (!own) return 0;
+  let newest = 0;
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    newest = Math.max(newest, (await stat(join(dir, name)).catch(() => null))?.mtimeMs ?? 0);
+  }
+  return newest || own.mtimeMs;
+}

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { itRunsTheCoreRoundTrip } from '../support/core-round-trip';
 import {
   connectWs,
   createInstance,
+  createNodes,
   describePostgres,
   eventually,
   expectCode,
@@ -238,5 +240,37 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     assert.ok(keys.rows.length > 0);
     for (const row of keys.rows) assert.notEqual(row.secretHash, suite.server.adminKey);
     assert.ok(!keys.rows.some((row) => row.secretHash.includes(suite.server.adminKey)));
+  });
+
+  it('removes the plaintext scratch copies a crash left once nobody has touched them for a day, beside other replicas too', async () => {
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'scratched' });
+    await createNodes(server, instance.id, [{ labels: ['Secret'], properties: { card: '4111 1111 1111 1111' } }]);
+    await server.kill();
+    // What an export or a verification killed mid-way leaves: a snapshot materialised as a store under an id no instance
+    // has, and a copy a base was being cut from; both the graph in plaintext. With other replicas on the data dir, a
+    // recent one may be theirs, under way; one untouched for a day is a crash's, and stays forever unless removed.
+    const dayAndMore = (Date.now() - 25 * 3_600_000) / 1000;
+    const scratchOf = (id: string, age?: number) => {
+      const dir = join(server.dataDir, 'instances', id);
+      mkdirSync(dir);
+      copyFileSync(join(server.dataDir, 'instances', instance.id, 'graph-1.sqlite'), join(dir, 'graph-1.sqlite'));
+      if (age !== undefined) utimesSync(join(dir, 'graph-1.sqlite'), age, age);
+      return dir;
+    };
+    const stale = scratchOf(randomUUID(), dayAndMore);
+    const recent = scratchOf(randomUUID());
+    mkdirSync(join(server.dataDir, 'scratch'), { recursive: true });
+    const staleBase = join(server.dataDir, 'scratch', `base-${randomUUID()}.sqlite`);
+    writeFileSync(staleBase, 'a copy cut short');
+    utimesSync(staleBase, dayAndMore, dayAndMore);
+    const recentBase = join(server.dataDir, 'scratch', `base-${randomUUID()}.sqlite`);
+    writeFileSync(recentBase, 'a copy being cut');
+    await server.restart();
+    assert.ok(!existsSync(stale), 'the day-old scratch store is still there');
+    assert.ok(!existsSync(staleBase), 'the day-old base copy is still there');
+    assert.ok(existsSync(recent), "a recent scratch store (another replica's, perhaps) went");
+    assert.deepEqual(readdirSync(join(server.dataDir, 'scratch')), [recentBase.split('/').pop()]);
+    assert.ok(existsSync(join(server.dataDir, 'instances', instance.id, 'graph-1.sqlite')), "the instance's own store went");
   });
 });
