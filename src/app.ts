@@ -75,10 +75,6 @@ async function finishDeletions(instances: InstanceService, all: boolean, logger:
 }
 
 /**
- * What a crash can leave in the data dir of a process alone on it: scratch stores no instance owns (an export's copy
- * of a snapshot, a verification's) and the copies a base was being cut from. Each is as large as its data.
- */
-/**
  * Removes the scratch copies a crash left (a store an export or verification materialised, a copy a base was cut
  * from): as large as their graphs, and in plaintext. Alone on the data dir, all of them; beside other processes, which
  * may be making one now, those untouched for `untouchedForMs`.
