@@ -318,12 +318,23 @@ export class BackupService {
     }
   }
 
-  /** Waits for a background base of the instance in flight, and drops one put off (its store is about to be removed). */
+  /**
+   * Waits for a background base of the instance in flight, and forgets what the policy kept of it: a base put off, one
+   * it could not take and would try again (its store is about to be removed, and the instance with it).
+   */
   async settle(instanceId: string): Promise<void> {
+    this.forget(instanceId);
+    await this.basing.get(instanceId)?.catch(() => undefined);
+    // A base that failed meanwhile has counted the failure and put off its next try (takeBaseOrRetry) before this goes
+    // on: forgotten too.
+    this.forget(instanceId);
+  }
+
+  private forget(instanceId: string): void {
     clearTimeout(this.deferredBases.get(instanceId));
     this.deferredBases.delete(instanceId);
     this.reconsidering.delete(instanceId);
-    await this.basing.get(instanceId)?.catch(() => undefined);
+    this.failedBases.delete(instanceId);
   }
 
   private async baseNow(instance: InstanceEntity, context: JobContext): Promise<RestorePointEntity | null> {
