@@ -364,7 +364,8 @@ export class ChangeLogService {
   /**
    * The epoch's entries after `afterSeq`, in order, up to `until` (a seq, or a commit time: entries at or before it),
    * read from their segments and checked: each is the segment recorded (sha256), in an unbroken chain. A damaged or
-   * missing segment is recorded on the epoch and thrown as INVALID_BACKUP_FILE.
+   * missing segment is recorded on the epoch and thrown as INVALID_BACKUP_FILE; one a collection removed while it was
+   * being read (its row is gone too) is retention, not damage: OUT_OF_RESTORE_WINDOW, and nothing is recorded.
    */
   async *entries(
     epoch: StoreEpochEntity,
@@ -408,6 +409,11 @@ export class ChangeLogService {
       return decoded;
     } catch (error) {
       if (error instanceof AppError) throw error;
+      if (error instanceof BlobNotFoundError && !(await this.segments.existsBy({ id: row.id }))) {
+        // A collection removed it (its row, then its blob) while it was read: retention moved the window past the moment
+        // this read serves. That is no damage: the log still listed is whole, and the window must not shrink for it.
+        throw new AppError('OUT_OF_RESTORE_WINDOW', `${place} was collected (retention) while it was being read: the moment it serves is no longer in the restore window`);
+      }
       const why = error instanceof BlobNotFoundError ? 'is missing' : `is damaged (${(error as Error).message})`;
       if (error instanceof BlobNotFoundError || error instanceof SegmentFormatError || error instanceof CryptoError) {
         return this.damaged(epoch, row.firstSeq, `${place} ${why}`);
