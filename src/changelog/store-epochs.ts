@@ -29,5 +29,6 @@ export async function startEpoch(
     shippedThrough: at - 1,
     damage: null,
     damagedFromSeq: null,
+    collectedThroughSeq: null,
   } satisfies StoreEpochEntity);
 }

@@ -12,6 +12,7 @@ import { ChangeLog1766200000000 } from '../migrations/1766200000000-change-log';
 import { ExportFormats1766300000000 } from '../migrations/1766300000000-export-formats';
 import { ExportDestinations1766400000000 } from '../migrations/1766400000000-export-destinations';
 import { TenantDataVersions1766500000000 } from '../migrations/1766500000000-tenant-data-versions';
+import { CollectedLog1766600000000 } from '../migrations/1766600000000-collected-log';
 import { ApiKeyEntity } from './api-key.entity';
 import { ChunkKeyEntity } from './chunk-key.entity';
 import { ChunkPackEntity } from './chunk-pack.entity';
@@ -28,7 +29,7 @@ import { SnapshotEntity } from './snapshot.entity';
 import { TenantEntity } from './tenant.entity';
 
 export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity, RestorePointEntity, StoreEpochEntity, LogSegmentEntity, ExportDestinationEntity];
-export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000, ChangeLog1766200000000, ExportFormats1766300000000, ExportDestinations1766400000000, TenantDataVersions1766500000000];
+export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000, ChangeLog1766200000000, ExportFormats1766300000000, ExportDestinations1766400000000, TenantDataVersions1766500000000, CollectedLog1766600000000];
 
 export interface MetadataDatabaseOptions {
   dataDir: string;

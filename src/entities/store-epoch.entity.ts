@@ -58,4 +58,12 @@ export class StoreEpochEntity {
   /** The first seq the newest damage makes unreachable (a restore past it needs a base past the damaged stretch: ChangeLogService.damagedThroughSeq). */
   @BigIntColumn({ nullable: true })
   damagedFromSeq: number | null;
+
+  /**
+   * The newest seq collection has removed from this epoch's log (null: none): the log after it is all still stored, so
+   * the window reaches no further back than the first base at or after it (ChangeLogService.reachOf), whatever length
+   * the window is configured to have now.
+   */
+  @BigIntColumn({ nullable: true })
+  collectedThroughSeq: number | null;
 }

@@ -539,7 +539,10 @@ export class ChangeLogService {
         .orderBy('p.seq', 'ASC')
         .getOne();
     const damagedThrough = await this.damagedThroughSeq(epoch);
-    if (damagedThrough !== null) {
+    // Collection keeps the log from the newest base at or before the window's start on: under a window configured
+    // longer since, the moments before that base are gone, whatever the window's length says.
+    const collectedThrough = epoch.collectedThroughSeq ?? 0;
+    if (damagedThrough !== null && damagedThrough >= collectedThrough) {
       const base = await firstBaseFrom(damagedThrough);
       return { from: base ? base.at ?? epoch.startedAt : null, reason: epoch.damage };
     }
@@ -547,11 +550,14 @@ export class ChangeLogService {
       epoch.anchor === 'EMPTY' ||
       epoch.anchor === 'BASE' ||
       (epoch.anchor === 'ORIGIN' && epoch.originPointId !== null && (await points.existsBy({ id: epoch.originPointId })));
-    if (anchored) return { from: epoch.startedAt, reason: null };
-    const base = await firstBaseFrom(0);
+    if (anchored && collectedThrough === 0) return { from: epoch.startedAt, reason: null };
+    const base = await firstBaseFrom(collectedThrough);
+    const beforeChangeLog = !anchored && (await firstBaseFrom(0))?.id === base?.id;
     return {
       from: base ? base.at ?? epoch.startedAt : null,
-      reason: 'the history before the first base of this store was written before the change log existed',
+      reason: beforeChangeLog
+        ? 'the history before the first base of this store was written before the change log existed'
+        : 'the change log before this moment was removed by retention, under a shorter pointInTimeWindow than now',
     };
   }
 
@@ -626,8 +632,19 @@ export class ChangeLogService {
     const needed = (row: LogSegmentEntity) =>
       live.has(row.epoch) && (ranges.get(row.epoch) ?? []).some(([afterSeq, untilSeq]) => row.lastSeq > afterSeq && row.firstSeq <= untilSeq);
     for (const epoch of await this.epochsOfTenant(tenantId)) {
-      const rows = await this.segments.find({ where: { epoch: epoch.epoch } });
-      for (const row of rows.filter((candidate) => !needed(candidate))) {
+      const rows = (await this.segments.find({ where: { epoch: epoch.epoch } })).filter((candidate) => !needed(candidate));
+      // Recorded first: the window then never offers a moment whose log goes next (a crash after this keeps rows the
+      // window no longer offers, which the next collection removes).
+      const collectedThrough = rows.reduce((newest, row) => Math.max(newest, row.lastSeq), 0);
+      if (collectedThrough > (epoch.collectedThroughSeq ?? 0)) {
+        await this.epochs
+          .createQueryBuilder()
+          .update()
+          .set({ collectedThroughSeq: collectedThrough })
+          .where('epoch = :epoch AND ("collectedThroughSeq" IS NULL OR "collectedThroughSeq" < :collectedThrough)', { epoch: epoch.epoch, collectedThrough })
+          .execute();
+      }
+      for (const row of rows) {
         await this.segments.delete({ id: row.id });
         await this.blobs.delete(row.blobKey);
         removed += 1;

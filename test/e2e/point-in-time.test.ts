@@ -26,6 +26,7 @@ import {
   graphOf,
   instanceState,
   logSegmentsOf,
+  makeTempDir,
   metricsValue,
   type NodeJson,
   OPERATION_FIELDS,
@@ -858,6 +859,37 @@ describe('point-in-time restore: retention', () => {
     // After the later write: the base, then the log after it.
     const fromLog = await createFromPoint(server, instance.id, laterWindow.latest, 'from-the-log');
     assert.deepEqual(await graphOf(server, fromLog), await graphOf(server, instance.id));
+  });
+});
+
+describe('point-in-time restore: a window lengthened after retention', () => {
+  it('starts the window at the oldest moment still held, not where the longer configured window would, and restores there', async function () {
+    this.timeout(90_000);
+    const shortWindow = { tiers: { BUSINESS_CRITICAL: { pointInTimeWindow: 'PT3S' } } };
+    const server = await startServer({ env: { SNAPGRAPH_COLLECT_INTERVAL_MS: '300', SNAPGRAPH_COLLECT_GRACE_MS: '2000' }, config: shortWindow });
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'lengthened', tier: 'BUSINESS_CRITICAL' });
+    await createNodes(server, instance.id, [{ labels: ['Early'] }]);
+    const earlyAt = Date.now();
+    await restorableThrough(server, instance.id, earlyAt);
+    const basesBefore = await metricsValue(server, 'snapgraph_store_bases_total');
+    // Over 25% of BASE_POLICY's 10,000 records: a base follows, and under the 3-second window the log up to it goes.
+    await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: ['Bulk'], properties: { i } })));
+    await restorableThrough(server, instance.id, Date.now());
+    await eventually(async () => (await metricsValue(server, 'snapgraph_store_bases_total')) > basesBefore, { timeoutMs: 20_000, what: 'a base of the bulk load' });
+    await eventually(async () => logSegmentsOf(server.dataDir, tenantId, instance.id).length === 0, { timeoutMs: 20_000, what: 'the log up to the base to be collected' });
+
+    // The operator lengthens the window to a day: the history collected under the 3-second one does not come back.
+    const configFile = join(makeTempDir(), 'snapgraph.json');
+    writeFileSync(configFile, JSON.stringify({ tiers: { BUSINESS_CRITICAL: { pointInTimeWindow: 'P1D' } } }));
+    await server.restart({ env: { SNAPGRAPH_CONFIG: configFile } });
+    const window = await restorableThrough(server, instance.id, Date.now());
+    assert.ok(window.earliest > earlyAt, `the window ${JSON.stringify(window)} offers ${iso(earlyAt)}, whose log was collected`);
+    assert.match(window.reason ?? '', /collected|retention/, `the window says why it starts later than a day back: ${JSON.stringify(window)}`);
+    const copy = await createFromPoint(server, instance.id, window.earliest, 'from-earliest');
+    assert.deepEqual(await graphOf(server, copy), await graphOf(server, instance.id), 'the earliest moment held is the base of the bulk load');
+    expectCode(await requestRestoreToPoint(server, { instanceId: instance.id, at: earlyAt }), 'OUT_OF_RESTORE_WINDOW');
+    await server.stop();
   });
 });
 

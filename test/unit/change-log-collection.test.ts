@@ -142,5 +142,7 @@ describe('the change log read while a collection removes part of it', function (
     assert.match(error.message, /segment 2–2 .*collected/);
     assert.equal(await damageOf(), null, 'retention was recorded as damage');
     assert.equal(damageTold, 0, 'the base policy was told of damage');
+    const { collectedThroughSeq } = await db.getRepository(StoreEpochEntity).findOneByOrFail({ epoch: EPOCH });
+    assert.equal(collectedThroughSeq, 2, 'the collection recorded how far it removed the log (the window starts past it)');
   });
 });
