@@ -364,8 +364,8 @@ export class ChangeLogService {
   /**
    * The epoch's entries after `afterSeq`, in order, up to `until` (a seq, or a commit time: entries at or before it),
    * read from their segments and checked: each is the segment recorded (sha256), in an unbroken chain. A damaged or
-   * missing segment is recorded on the epoch and thrown as INVALID_BACKUP_FILE; one a collection removed while it was
-   * being read (its row is gone too) is retention, not damage: OUT_OF_RESTORE_WINDOW, and nothing is recorded.
+   * missing segment is recorded on the epoch and thrown as INVALID_BACKUP_FILE; one a collection removed after the read
+   * was planned (its row is gone too) is retention, not damage: OUT_OF_RESTORE_WINDOW, and nothing is recorded.
    */
   async *entries(
     epoch: StoreEpochEntity,
@@ -384,7 +384,7 @@ export class ChangeLogService {
     let expectedSeq = afterSeq + 1;
     for (const [index, row] of rows.entries()) {
       signal?.throwIfAborted();
-      if (row.firstSeq > expectedSeq) await this.damaged(epoch, expectedSeq, `no segment holds seqs ${expectedSeq}–${row.firstSeq - 1}`);
+      if (row.firstSeq > expectedSeq) await this.missing(epoch, expectedSeq, row.firstSeq - 1);
       const previous = index > 0 ? rows[index - 1] : null;
       if (previous && row.prevSha256 !== previous.sha256) await this.damaged(epoch, row.firstSeq, `segment ${row.firstSeq}–${row.lastSeq} does not follow the one before it`);
       const segment = await this.readSegment(epoch, row);
@@ -396,7 +396,21 @@ export class ChangeLogService {
         expectedSeq = entry.seq + 1;
       }
     }
-    if (expectedSeq <= lastSeq && until.at === undefined) await this.damaged(epoch, expectedSeq, `no segment holds seqs ${expectedSeq}–${lastSeq}`);
+    if (expectedSeq <= lastSeq && until.at === undefined) await this.missing(epoch, expectedSeq, lastSeq);
+  }
+
+  /**
+   * No segment holds the epoch's seqs fromSeq–untilSeq. Collection may have removed them after the read was planned (a
+   * restore writes its base back before it lists the log to replay): then the moment has left the window, and that is
+   * no damage. Otherwise it is.
+   */
+  private async missing(epoch: StoreEpochEntity, fromSeq: number, untilSeq: number): Promise<never> {
+    const message = `no segment holds seqs ${fromSeq}–${untilSeq}`;
+    const current = await this.epochs.findOneBy({ epoch: epoch.epoch });
+    if (current?.collectedThroughSeq != null && current.collectedThroughSeq >= fromSeq) {
+      throw new AppError('OUT_OF_RESTORE_WINDOW', `${message} of instance ${epoch.instanceId}: they were collected (retention), and the moment they serve is no longer in the restore window`);
+    }
+    return this.damaged(epoch, fromSeq, message);
   }
 
   private async readSegment(epoch: StoreEpochEntity, row: LogSegmentEntity): Promise<{ entries: LogEntry[] }> {

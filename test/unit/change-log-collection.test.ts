@@ -145,4 +145,25 @@ describe('the change log read while a collection removes part of it', function (
     const { collectedThroughSeq } = await db.getRepository(StoreEpochEntity).findOneByOrFail({ epoch: EPOCH });
     assert.equal(collectedThroughSeq, 2, 'the collection recorded how far it removed the log (the window starts past it)');
   });
+
+  it('fails a replay planned before a collection removed the log it starts with as out of the window, recording no damage', async () => {
+    await threeSegments();
+    // Planned (the log after the anchor was held), then the base written back while retention moved on: the replay
+    // finds no segment for seqs 1–2 when it starts.
+    await log.sweep(TENANT, new Set([EPOCH]), new Map([[EPOCH, [[2, Number.MAX_SAFE_INTEGER]]]]));
+    const error = await replayFailure();
+    assert.ok(isAppError(error) && error.code === 'OUT_OF_RESTORE_WINDOW', String(error));
+    assert.match(error.message, /seqs 1–2 .*collected/);
+    assert.equal(await damageOf(), null, 'retention was recorded as damage');
+    assert.equal(damageTold, 0, 'the base policy was told of damage');
+  });
+
+  it('records a stretch of log with no segment that no collection removed as damage', async () => {
+    const [, second] = await threeSegments();
+    await db.getRepository(LogSegmentEntity).delete({ id: second.id });
+    const error = await replayFailure();
+    assert.ok(isAppError(error) && error.code === 'INVALID_BACKUP_FILE', String(error));
+    assert.match((await damageOf()) ?? '', /no segment holds seqs 2–2/);
+    assert.equal(damageTold, 1);
+  });
 });
