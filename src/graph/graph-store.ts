@@ -135,9 +135,10 @@ export interface GraphStore {
   openReadView(): Promise<GraphReadView>;
   /**
    * Where the store stands now, and `readAt`: a moment such that every write committed with a commit time before it is
-   * within this position, and every later write gets a later commit time.
+   * within this position, and every later write gets a later commit time. `atLeast`: readAt is no earlier than it (a
+   * restored store whose history must start after every moment its predecessor offered).
    */
-  position(): Promise<StorePosition & { readAt: number }>;
+  position(atLeast?: number): Promise<StorePosition & { readAt: number }>;
   /** Entries with seq > afterSeq in seq order, at most about maxBytes of lines (always at least one entry when any exists). */
   readLog(afterSeq: number, maxBytes: number): Promise<LogEntry[]>;
   /** Bytes of the lines of the entries after afterSeq (what shipping them reads). */

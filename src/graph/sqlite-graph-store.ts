@@ -26,7 +26,7 @@ import { nodeFields, relationshipFields } from './tuple-fields';
 import sqlite3 from 'sqlite3';
 
 // meta keys: next_node_id, next_relationship_id; epoch, seq and last_at (the change log: see graph-store.ts; last_at
-// is the latest entry's commit time, kept here so that trimming the log keeps it).
+// is the latest entry's commit time, kept here so that trimming the log keeps it); read_at (see READ_AT).
 // `frozen` (the restore's operation id; 1 from earlier versions) while a restore replaces the store: the write fence
 // (see freezeWrites); a new epoch starts unfrozen.
 // change_log: one entry per write transaction, its tuple lines newline-separated.
@@ -61,6 +61,11 @@ type CountDelta = [CountKind, string, number];
 const READ_BATCH = 5_000;
 /** The meta key of the write fence. */
 const FROZEN = 'frozen';
+/**
+ * The meta key of the newest readAt position() has handed out: no write takes a commit time below it. Kept by a new
+ * epoch (a restore's store, built from a base of another): its writes then stay after what the old one offered.
+ */
+const READ_AT = 'read_at';
 
 // The tuple lines of EncodedBatch (graph/records.ts), built by SQLite in its own thread.
 const ENCODED_READS: [EncodedBatch['kind'], string][] = [
@@ -376,11 +381,22 @@ export class SqliteGraphStore implements GraphStore {
     }
   }
 
-  position(): Promise<StorePosition & { readAt: number }> {
+  position(atLeast = 0): Promise<StorePosition & { readAt: number }> {
     // Under SQLite's write lock (BEGIN IMMEDIATE) no write of any process sharing the file is in flight: every write
     // that took a commit time before readAt has committed, and every later one takes a later time (the change log's
-    // `latest` and a restore's safety point rely on this).
-    return this.writeLock.run(() => this.writer.transaction(async () => ({ ...(await readPosition(this.writer)), readAt: Date.now() })));
+    // `latest` and a restore's safety point rely on this). Later by the clock is not enough: one stepped back (or
+    // another replica's, behind this one's) would give a write made after `latest` was offered a commit time at or
+    // before it. So readAt is kept in the store (READ_AT), and no write takes a commit time below it; while the clock
+    // is behind the newest commit time, readAt moves on past each write instead of with the clock.
+    return this.writeLock.run(() =>
+      this.writer.transaction(async () => {
+        const position = await readPosition(this.writer);
+        const promised = (await this.writer.get<{ value: number }>(`SELECT value FROM meta WHERE key = ?`, [READ_AT]))?.value ?? 0;
+        const readAt = Math.max(Date.now(), (position.at ?? 0) + 1, promised, atLeast);
+        if (readAt > promised) await setMeta(this.writer, READ_AT, readAt);
+        return { ...position, readAt };
+      }),
+    );
   }
 
   async readLog(afterSeq: number, maxBytes: number): Promise<LogEntry[]> {
@@ -901,7 +917,8 @@ export async function readPosition(db: SqliteConnection): Promise<StorePosition>
 }
 
 /**
- * Logs the write transaction: the next seq, a commit time that never goes back, and the newline-separated tuple lines
+ * Logs the write transaction: the next seq, a commit time that never goes back (nor below the last readAt handed out:
+ * see position), and the newline-separated tuple lines
  * `lines` selects (in replay order; parameters ?1…?n) from the rows as the transaction leaves them. No lines (NULL or
  * empty) log nothing: the write changed nothing.
  */
@@ -911,7 +928,7 @@ async function logWrite(db: SqliteConnection, lines: string, params: unknown[]):
     `INSERT INTO change_log (seq, at, lines)
      SELECT * FROM (
        SELECT (SELECT value + 1 FROM meta WHERE key = 'seq') AS seq,
-              max(?${now}, coalesce((SELECT value FROM meta WHERE key = 'last_at'), 0)) AS at,
+              max(?${now}, coalesce((SELECT value FROM meta WHERE key = 'last_at'), 0), coalesce((SELECT value FROM meta WHERE key = '${READ_AT}'), 0)) AS at,
               (${lines}) AS lines)
      WHERE lines <> ''
      RETURNING seq, at`,

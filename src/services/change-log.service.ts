@@ -515,7 +515,7 @@ export class ChangeLogService {
     if (windowMs === null) return null;
     const epochs = await this.epochsOf(instance.id);
     const current = epochs.find((epoch) => epoch.endedAt === null);
-    const latest = current ? Math.max(current.shippedThrough ?? -1, this.latest.get(current.epoch)?.shippedThrough ?? -1) : -1;
+    const latest = current ? this.latestOf(current) : -1;
     if (!current || latest < 0) return null;
     const floor = now - windowMs;
     let earliest: number | null = null;
@@ -541,6 +541,20 @@ export class ChangeLogService {
     reason ??= startUnknown;
     if (earliest === null || Math.max(earliest, floor) > latest) return null;
     return { earliest: Math.max(earliest, floor), latest, reason: earliest > floor ? reason : null };
+  }
+
+  /**
+   * The newest moment the instance's current store has offered as restorable (its window's latest; -1: none). A store
+   * that replaces it starts its history after it (a restore's swap): with the clock stepped back behind it, a start at
+   * the clock's now would put moments already offered from this store into the next one's history.
+   */
+  async offeredThrough(instanceId: string): Promise<number> {
+    const current = await this.epochs.findOneBy({ instanceId, endedAt: IsNull() });
+    return current ? this.latestOf(current) : -1;
+  }
+
+  private latestOf(epoch: StoreEpochEntity): number {
+    return Math.max(epoch.shippedThrough ?? -1, this.latest.get(epoch.epoch)?.shippedThrough ?? -1);
   }
 
   /** The oldest moment of the epoch a restore can reach (null: none), and why not its start. */

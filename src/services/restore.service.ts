@@ -332,8 +332,11 @@ export class RestoreOperationHandler implements OperationHandler {
     }
     if (loaded.expected) assertSameGraph(loaded.stats, loaded.expected);
     else assertFitsLimits(loaded.stats, instance, this.instances.limitsOf(instance));
-    // The new store's history: a new epoch, built from what the restore wrote back.
-    const { epoch: newEpoch } = await this.stores.use(instance.id, shadowGeneration, (store) => store.position());
+    // The new store's history: a new epoch, built from what the restore wrote back. It starts after every moment the
+    // old store's window offered (the clock may have been stepped back behind them), and the new store's writes after
+    // that (its position promises so).
+    const startAt = Math.max(Date.now(), (await this.log.offeredThrough(instance.id)) + 1);
+    const { epoch: newEpoch } = await this.stores.use(instance.id, shadowGeneration, (store) => store.position(startAt));
     if (safetySnapshot) {
       context.progress({ phase: 'pre-restore snapshot' });
       await safetySnapshot;
@@ -355,7 +358,7 @@ export class RestoreOperationHandler implements OperationHandler {
           reason: overwriting ? 'restore completed' : this.kind === 'CREATE_FROM_SNAPSHOT' ? 'created from snapshot' : 'created from a point in time',
         });
         if (loaded.newPoint) await manager.insert(RestorePointEntity, loaded.newPoint);
-        await startEpoch(manager, instance, newEpoch, loaded.anchor);
+        await startEpoch(manager, instance, newEpoch, loaded.anchor, Math.max(Date.now(), startAt));
         if (params.preRestoreSnapshotId) await this.snapshots.keepSafetySnapshot(params.preRestoreSnapshotId, manager);
       },
       afterCommit: async () => {

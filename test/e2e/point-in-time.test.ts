@@ -1,7 +1,8 @@
 // Point-in-time restore end to end (issue 12): clients write random batches against a model and record when each was
 // sent and acknowledged; restores to instants between the batches must give exactly the model's graph at that instant.
 // Also: refusals outside the window, restores across earlier restores, kill -9 while writing, a lost store file, a
-// damaged change-log segment, and snapshots as positions on the log.
+// damaged change-log segment, snapshots as positions on the log, a window lengthened after retention, and a server
+// clock stepped back.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -889,6 +890,43 @@ describe('point-in-time restore: a window lengthened after retention', () => {
     const copy = await createFromPoint(server, instance.id, window.earliest, 'from-earliest');
     assert.deepEqual(await graphOf(server, copy), await graphOf(server, instance.id), 'the earliest moment held is the base of the bulk load');
     expectCode(await requestRestoreToPoint(server, { instanceId: instance.id, at: earlyAt }), 'OUT_OF_RESTORE_WINDOW');
+    await server.stop();
+  });
+});
+
+describe('point-in-time restore: the clock stepped back', () => {
+  const CLOCK_BEHIND = join(__dirname, '..', 'support', 'clock-behind.js');
+
+  const labelsOf = async (server: TestServer, instanceId: string) => (await graphOf(server, instanceId)).nodes.map((node) => node.labels.join());
+
+  it('keeps the moments the window offered exact, and offers the writes made since, after the server clock stepped back', async function () {
+    this.timeout(120_000);
+    const server = await startServer({ nodeArgs: ['--require', CLOCK_BEHIND] });
+    const instance = await createInstance(server, { name: 'stepped-back', tier: 'PROFESSIONAL' });
+    await createNodes(server, instance.id, [{ labels: ['A'] }]);
+    await createNodes(server, instance.id, [{ labels: ['B'] }]);
+    await restorableThrough(server, instance.id, Date.now() + 300);
+    // The system time is set two minutes back: the last write's commit time, and the window's latest, are ahead of it.
+    await server.restart({ env: { SNAPGRAPH_TEST_CLOCK_BEHIND_MS: '120000' } });
+    const offered = (await restoreWindowOf(server, instance.id))!;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const segments = logSegmentsOf(server.dataDir, tenantId, instance.id).length;
+    await createNodes(server, instance.id, [{ labels: ['C'] }]);
+    await eventually(async () => logSegmentsOf(server.dataDir, tenantId, instance.id).length > segments, { what: 'C to be shipped' });
+
+    // A moment offered before C was written holds A and B, not C, however long after it the restore runs.
+    assert.deepEqual(await labelsOf(server, await createFromPoint(server, instance.id, offered.latest, 'before-c')), ['A', 'B'], `restored to ${iso(offered.latest)}`);
+    // C is restorable within seconds, not once the clock has caught up with the moments already offered.
+    const after = await restorableThrough(server, instance.id, offered.latest + 1);
+    assert.deepEqual(await labelsOf(server, await createFromPoint(server, instance.id, after.latest, 'after-c')), ['A', 'B', 'C'], `restored to ${iso(after.latest)}`);
+    // Restored over itself: the new store's window reaches what it holds at once, and a restore to its latest holds it.
+    assert.equal((await restoreToPoint(server, instance.id, after.latest)).status, 'SUCCEEDED');
+    await createNodes(server, instance.id, [{ labels: ['D'] }]);
+    const restored = await eventually(async () => {
+      const window = await restoreWindowOf(server, instance.id);
+      return window && window.latest > after.latest ? window : undefined;
+    }, { timeoutMs: 15_000, what: 'the restored store\'s window to reach its writes' });
+    assert.deepEqual(await labelsOf(server, await createFromPoint(server, instance.id, restored.latest, 'after-d')), ['A', 'B', 'C', 'D']);
     await server.stop();
   });
 });
