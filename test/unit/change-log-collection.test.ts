@@ -1,6 +1,6 @@
 // Reading an instance's change log (a point-in-time restore's replay) while a collection removes part of it: what
-// retention removed is no damage. Against the product's SQLite metadata database and the real sweep; the blob store is
-// a map whose read of a segment can run the collection first.
+// retention removed is no damage. Against the product's metadata database and the real sweep; the blob store is
+// a map whose read of a segment can run the collection first. On SQLite and PostgreSQL.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,14 +19,24 @@ import { ChangeLogService, segmentKeyOf } from '../../src/services/change-log.se
 import type { InstanceService } from '../../src/services/instance.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../../src/storage/errors';
+import { createTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
 
 const TENANT = '00000000-0000-4000-8000-00000000000a';
 const INSTANCE = '00000000-0000-4000-8000-00000000000b';
 const EPOCH = 42;
 
-describe('the change log read while a collection removes part of it', function () {
+describe('the change log read while a collection removes part of it, on SQLite', function () {
   this.timeout(20_000);
+  collectionSuite({ name: 'SQLite' });
+});
+
+describePostgres('the change log read while a collection removes part of it, on PostgreSQL', (postgres) => {
+  collectionSuite({ name: 'PostgreSQL', adminUrl: postgres.adminUrl });
+});
+
+function collectionSuite(backend: { name: 'SQLite' } | { name: 'PostgreSQL'; adminUrl: () => string }) {
   let dir: string;
+  let database: TestDatabase | undefined;
   let db: DataSource;
   let log: ChangeLogService;
   const blobs = new Map<string, Buffer>();
@@ -97,7 +107,8 @@ describe('the change log read while a collection removes part of it', function (
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'snapgraph-log-collection-'));
-    db = createMetadataDataSource({ dataDir: dir });
+    database = backend.name === 'PostgreSQL' ? await createTestDatabase(backend.adminUrl()) : undefined;
+    db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
     await db.initialize();
     await db.runMigrations({ transaction: 'each' });
     blobs.clear();
@@ -121,6 +132,7 @@ describe('the change log read while a collection removes part of it', function (
 
   afterEach(async () => {
     await db.destroy();
+    await database?.drop();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -166,4 +178,4 @@ describe('the change log read while a collection removes part of it', function (
     assert.match((await damageOf()) ?? '', /no segment holds seqs 2–2/);
     assert.equal(damageTold, 1);
   });
-});
+}
