@@ -26,7 +26,8 @@ export function isRefusal(error: UploadError): boolean {
  *
  * How the two are told apart: the server answers 423 (Locked, with CONFLICT or INSTANCE_UNAVAILABLE) for a complete
  * upload whose restore cannot be queued yet because of the instance's running operation, whether on the final PATCH or
- * a HEAD, and @tus/server never answers 423 itself; an offset conflict is a 409.
+ * a HEAD; an offset conflict is a 409. It also answers 423 (rarely) when another request held the upload for longer
+ * than it waits for it to let go: waiting and resuming with a HEAD is right for that as well.
  */
 export function isTransient(error: UploadError): boolean {
   const response = error.originalResponse;

@@ -1,8 +1,10 @@
 // The /uploads endpoint as real tus clients meet it (issue 10): creation-with-upload through tus-js-client, protocol
-// versions, method override, one JSON refusal shape, and uploads that end badly leaving nothing behind.
+// versions, method override, one JSON refusal shape, uploads that end badly leaving nothing behind, and two replicas
+// that receive PATCHes of one upload at once.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,7 +14,9 @@ import {
   archiveOf,
   createInstance,
   createNodes,
+  createTestDatabase,
   createTusUpload,
+  describePostgres,
   eventually,
   expectData,
   filesUnder,
@@ -20,6 +24,8 @@ import {
   makeTempDir,
   mountSmallVolume,
   patchTusUpload,
+  randomToken,
+  refusalCode,
   registerCleanup,
   serverPerSuite,
   startServer,
@@ -562,5 +568,101 @@ describe('partial uploads on disk (the default <data dir>/uploads, and an upgrad
     } finally {
       await server.stop();
     }
+  });
+});
+
+/**
+ * A PATCH whose body is sent piece by piece: a client connection that stalls (one a load balancer gave up on while the
+ * replica behind it still reads it). `answer` settles with the server's answer, or null when the connection broke.
+ */
+function stallingPatch(url: string, auth: Record<string, string>, offset: number) {
+  const req = httpRequest(url, {
+    method: 'PATCH',
+    headers: { ...auth, 'Upload-Offset': String(offset), 'Content-Type': 'application/offset+octet-stream' },
+  });
+  const answer = new Promise<{ status: number; offset: string | null } | null>((resolve) => {
+    req.on('response', (res) => {
+      res.resume();
+      resolve({ status: res.statusCode!, offset: (res.headers['upload-offset'] as string | undefined) ?? null });
+    });
+    req.on('error', () => resolve(null));
+  });
+  req.flushHeaders();
+  // A write to a connection the server closed meanwhile never calls back: its close ends the wait.
+  const closed = new Promise<void>((resolve) => req.once('close', resolve));
+  return {
+    answer,
+    send: (bytes: Buffer) => Promise.race([new Promise<void>((resolve) => req.write(bytes, () => resolve())), closed]),
+    end: () => Promise.race([new Promise<void>((resolve) => req.end(() => resolve())), closed]),
+  };
+}
+
+describePostgres('two replicas sharing the upload directory', (postgres) => {
+  let a: TestServer;
+  let b: TestServer;
+  let archive: Buffer;
+
+  before(async function () {
+    this.timeout(120_000);
+    const database = await createTestDatabase(postgres.adminUrl());
+    const dataDir = makeTempDir('snapgraph-e2e-two-replicas-');
+    registerCleanup(async () => rmSync(`${dataDir}-uploads`, { recursive: true, force: true }));
+    const adminKey = randomToken();
+    const boot = () => startServer({ dataDir, bootstrapToken: adminKey, env: { DATABASE_URL: database.url } });
+    a = await boot();
+    b = await boot();
+    const source = await createInstance(a, { name: 'two replicas source' });
+    await createNodes(a, source.id, [{ labels: ['A'], properties: { n: 1 } }, { labels: ['B'] }]);
+    archive = await archiveOf(a, (await takeSnapshot(a, source.id)).id);
+  });
+
+  after(async () => {
+    await Promise.all([b?.stop(), a?.stop()]);
+  });
+
+  it('never lets two PATCHes of one upload write at once: a retry on another replica waits for the first, and hears where it ended (409)', async function () {
+    this.timeout(60_000);
+    const target = await createInstance(a, { name: 'two replicas target' });
+    // Several 64 KiB chunks of the encrypted file: the archive, then an entry nothing reads.
+    const file = await tarOfEntries([['graph.backup', archive], ['notes.bin', randomBytes(300 * 1024)]]);
+    const created = await createTusUpload(a, { instanceId: target.id, length: file.length });
+    assert.equal(created.status, 201, created.body);
+    const path = new URL(created.location!).pathname;
+    // The first PATCH reaches A and stalls there after 10 KiB.
+    const stalled = stallingPatch(`${a.url}${path}`, created.auth, 0);
+    await stalled.send(file.subarray(0, 10 * 1024));
+    await sleep(500);
+    // The client gave up on it, and sends it again through the load balancer, which picks B.
+    const retry = await within(
+      request(`${b.url}${path}`, {
+        method: 'PATCH',
+        headers: { ...created.auth, 'Upload-Offset': '0', 'Content-Type': 'application/offset+octet-stream' },
+        body: file.subarray(0, 100 * 1024),
+      }),
+      30_000,
+      'the retried PATCH',
+    );
+    // Then the bytes of the first come in late (a proxy's buffer), and it ends.
+    await stalled.send(file.subarray(10 * 1024, 20 * 1024));
+    await stalled.end();
+    const first = await within(stalled.answer, 30_000, "the first PATCH's answer");
+
+    const head = await request(`${b.url}${path}`, { method: 'HEAD', headers: created.auth });
+    assert.equal(head.status, 200, head.body);
+    const offset = Number(head.headers.get('upload-offset'));
+    // Whatever either PATCH was told is there: no byte the server acknowledged was lost to the other's write.
+    for (const [name, answer] of [['first', first], ['retried', { status: retry.status, offset: retry.headers.get('upload-offset') }]] as const) {
+      if (answer?.status === 204 && answer.offset !== null) assert.ok(Number(answer.offset) <= offset, `the ${name} PATCH was told ${answer.offset}, the upload holds ${offset}`);
+    }
+    assert.equal(retry.status, 409, `the retried PATCH, while the first wrote: ${retry.status} ${retry.body}`);
+    assert.equal(refusalCode(retry.body), 'CONFLICT');
+    assert.equal(first?.status, 204, 'the first PATCH ended, keeping what it had written');
+    assert.equal(String(offset), first?.offset);
+
+    // The client resumes from there, and the file restores: nothing in it is torn.
+    const rest = await patchTusUpload(`${b.url}${path}`, created.auth, offset, file.subarray(offset));
+    assert.equal(rest.status, 204, rest.body);
+    assert.equal((await settledOperation(b, rest.operationId!)).status, 'SUCCEEDED');
+    await eventually(() => readdirSync(`${a.dataDir}-uploads`).length === 0, { what: 'the upload dir is empty' });
   });
 });

@@ -15,8 +15,8 @@
 // by default <data dir>/uploads, never in plaintext. Once checked, the complete file is moved into the blob store as it
 // is (a rename; a copy across file systems). A blob store that cannot take it so (S3) is written while the bytes are
 // checked instead, as with a multipart upload. Uploads left unfinished for 24 h expire. Replicas that share the data
-// dir share that directory too, and which uploads are complete (upload-completions.ts): an upload started on one
-// replica resumes on any other.
+// dir share that directory too, which request writes an upload (upload-locks.ts), and which uploads are complete
+// (upload-completions.ts): an upload started on one replica resumes on any other.
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
@@ -40,10 +40,13 @@ import { type ErrorExposure, formatError } from '../format-error';
 import { errorBody, JSON_CONTENT_TYPE } from './error-body';
 import { type Completion, UploadCompletions } from './upload-completions';
 import { OPERATION_ID_HEADER, UPLOADS_PATH } from './upload-endpoint';
+import { UploadLocker } from './upload-locks';
 import { UploadReceivers } from './upload-receivers';
 
 export const UPLOAD_EXPIRY_MS = 24 * 3600_000;
 const SWEEP_INTERVAL_MS = 3600_000;
+/** How long a request waits for another one writing the same upload to let go (upload-locks.ts) before it hears 423. */
+const LOCK_TIMEOUT_MS = 30_000;
 const TUS_VERSION = '1.0.0';
 
 const STATUS_OF_CODE: Record<string, number> = {
@@ -105,7 +108,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   await preparePrivateDirectory(directory);
   await removeLegacyUploads(config, logger);
   // Both packages are ESM-only.
-  const { Server: TusServer, ERRORS: tusErrors, Upload: TusUpload } = await import('@tus/server');
+  const { Server: TusServer, ERRORS: tusErrors, Upload: TusUpload, MemoryLocker } = await import('@tus/server');
   const { FileStore } = await import('@tus/file-store');
   // A check keeps nothing (the bytes are kept by the upload's file), except when it stores them as well (S3).
   const receivers = new UploadReceivers<CheckedFile | ReceivedFile>({
@@ -196,6 +199,8 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     }
   }
   const datastore = new EncryptedFileStore({ directory, expirationPeriodInMilliseconds: UPLOAD_EXPIRY_MS });
+  // One request at a time writes an upload, across the replicas that share the directory too.
+  const locker = new UploadLocker(directory, new MemoryLocker({ acquireLockTimeout: LOCK_TIMEOUT_MS }), LOCK_TIMEOUT_MS, tusErrors.ERR_LOCK_TIMEOUT);
   // Keyed by the node request, which @tus/server exposes to its hooks as req.runtime.node.req.
   const principals = new WeakMap<object, Principal>();
   // Work to do once a request's response is sent, keyed like principals: @tus/server still reads a finished upload's
@@ -370,6 +375,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   const tus: Server = new TusServer({
     path: UPLOADS_PATH,
     datastore,
+    locker,
     relativeLocation: true, // resolved by clients against the URL they used (works behind proxies)
     exposedHeaders: [OPERATION_ID_HEADER],
     // CORS is decided in one place (http/cors.ts, SNAPGRAPH_CORS_ORIGINS); without this tus would allow any origin.
@@ -427,8 +433,9 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   answerRefusalsAsJson(tus);
 
   await sweepAtBoot(tus, datastore, completions, logger);
+  await locker.sweep();
   const sweep = setInterval(() => {
-    Promise.all([tus.cleanUpExpiredUploads(), completions.sweep()]).then(
+    Promise.all([tus.cleanUpExpiredUploads(), completions.sweep(), locker.sweep()]).then(
       ([removed]) => removed > 0 && logger.info({ removed }, 'removed expired partial uploads'),
       (error) => logger.error({ err: error }, 'could not remove expired partial uploads'),
     );

@@ -1,0 +1,169 @@
+// Which request writes a resumable upload, across every replica that shares SNAPGRAPH_UPLOAD_DIR (docs/replicas.md).
+// @tus/server serialises the requests of one upload within a process (its MemoryLocker), but a client that retries a
+// PATCH whose connection timed out, through a load balancer, can reach another replica while the first one still
+// reads the PATCH that broke off: both would write the upload's file, and what one acknowledged the other overwrote.
+//
+// A lock is a file, `<id>.lock` in the upload directory, created exclusively by the request that holds it (after the
+// process's own lock), holding a token of its own, and touched every HEARTBEAT_MS while it is held. One not touched for
+// STALE_MS belongs to a replica that died or froze, and is taken over. As within a process, the newest request wins: a
+// request that waits for the lock asks its holder to let go by creating `<id>.release`, which the holder sees at its
+// next heartbeat, and its request ends as when its client goes away (what it wrote is kept, and it answers with that
+// offset); the waiting one then takes the lock and answers as tus says (409 when the offset moved meanwhile). A holder
+// that finds its lock taken over ends its request the same way. One that cannot take the lock within the timeout
+// is answered 423 (Locked), which tus clients retry.
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Lock, Locker, RequestRelease } from '@tus/server' with { 'resolution-mode': 'import' };
+import { errorBody } from './error-body';
+
+export const LOCK_HEARTBEAT_MS = 1_000;
+export const LOCK_STALE_MS = 15_000;
+const POLL_MS = 100;
+const LOCK_SUFFIX = '.lock';
+const RELEASE_SUFFIX = '.release';
+
+/** What a request that could not take the lock hears: a tus answer (@tus/server sends it as it is). */
+const locked = () => ({
+  status_code: 423,
+  body: errorBody('CONFLICT', 'another request is writing this upload (on this replica or another); try again shortly'),
+});
+
+export class UploadLocker implements Locker {
+  /**
+   * `inProcess`: @tus/server's MemoryLocker (requests of this process, handed over at once); `lockTimeout`: the error
+   * it throws when its wait ends, answered as ours.
+   */
+  constructor(
+    readonly directory: string,
+    private readonly inProcess: Locker,
+    private readonly timeoutMs: number,
+    private readonly lockTimeout: unknown,
+  ) {}
+
+  newLock(id: string): Lock {
+    return new UploadLock(this, id, this.inProcess.newLock(id), this.timeoutMs, this.lockTimeout);
+  }
+
+  /** Removes the locks and requests to let go that their processes left behind (a crash): untouched for long. */
+  async sweep(now = Date.now()): Promise<number> {
+    let removed = 0;
+    for (const name of await readdir(this.directory).catch(() => [] as string[])) {
+      if (!name.endsWith(LOCK_SUFFIX) && !name.endsWith(RELEASE_SUFFIX)) continue;
+      const found = await stat(join(this.directory, name)).catch(() => null);
+      if (found && now - found.mtimeMs > LOCK_STALE_MS) {
+        await rm(join(this.directory, name), { force: true });
+        removed += 1;
+      }
+    }
+    return removed;
+  }
+}
+
+class UploadLock implements Lock {
+  readonly #path: string;
+  readonly #releasePath: string;
+  readonly #token = randomBytes(12).toString('hex');
+  #heartbeat: NodeJS.Timeout | null = null;
+  #beating: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly locker: UploadLocker,
+    id: string,
+    private readonly inProcess: Lock,
+    private readonly timeoutMs: number,
+    private readonly lockTimeout: unknown,
+  ) {
+    this.#path = join(locker.directory, `${id}${LOCK_SUFFIX}`);
+    this.#releasePath = join(locker.directory, `${id}${RELEASE_SUFFIX}`);
+  }
+
+  async lock(signal: AbortSignal, requestRelease: RequestRelease): Promise<void> {
+    const deadline = Date.now() + this.timeoutMs;
+    await this.inProcess.lock(signal, requestRelease).catch((error: unknown) => {
+      throw error === this.lockTimeout ? locked() : error;
+    });
+    try {
+      await this.#take(signal, deadline);
+    } catch (error) {
+      await this.inProcess.unlock();
+      throw error;
+    }
+    // Meanwhile the holder looks whether it still holds it, and whether another request wants it.
+    let asked = false;
+    const letGo = () => {
+      if (asked) return;
+      asked = true;
+      Promise.resolve(requestRelease()).catch(() => undefined);
+    };
+    this.#heartbeat = setInterval(() => {
+      this.#beating = this.#beating
+        .then(async () => {
+          if ((await readFile(this.#path, 'utf8').catch(() => null)) !== this.#token) return letGo(); // taken over
+          const now = new Date();
+          await utimes(this.#path, now, now).catch(() => undefined);
+          if (await exists(this.#releasePath)) letGo();
+        })
+        .catch(() => undefined);
+    }, LOCK_HEARTBEAT_MS);
+    this.#heartbeat.unref();
+  }
+
+  async unlock(): Promise<void> {
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = null;
+    await this.#beating.catch(() => undefined);
+    try {
+      if ((await readFile(this.#path, 'utf8').catch(() => null)) === this.#token) await rm(this.#path, { force: true });
+    } finally {
+      await this.inProcess.unlock();
+    }
+  }
+
+  /** Creates the lock file, waiting (and asking its holder to let go) while another request holds it. */
+  async #take(signal: AbortSignal, deadline: number): Promise<void> {
+    for (;;) {
+      if (await this.#create()) {
+        // Any request to let go is for the holder before this one.
+        await rm(this.#releasePath, { force: true });
+        return;
+      }
+      const found = await stat(this.#path).catch(() => null);
+      if (found && Date.now() - found.mtimeMs > LOCK_STALE_MS) {
+        // Its process died: whoever removes it first and creates it again takes it over.
+        const again = await stat(this.#path).catch(() => null);
+        if (again && again.ino === found.ino && again.mtimeMs === found.mtimeMs) await rm(this.#path, { force: true });
+        continue;
+      }
+      if (found) await open(this.#releasePath, 'w', 0o600).then((handle) => handle.close(), () => undefined);
+      if (signal.aborted || Date.now() >= deadline) throw locked();
+      await sleep(POLL_MS);
+    }
+  }
+
+  /** Whether this request created the lock file (with its token): false when another holds it. */
+  async #create(): Promise<boolean> {
+    const handle = await open(this.#path, 'wx', 0o600).catch(async (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EEXIST') return null;
+      if (error.code !== 'ENOENT') throw error;
+      // Another replica sharing the directory may have just removed it (an empty one, at its boot's sweep).
+      await mkdir(this.locker.directory, { recursive: true, mode: 0o700 });
+      return open(this.#path, 'wx', 0o600).catch(() => null);
+    });
+    if (!handle) return false;
+    try {
+      await handle.writeFile(this.#token);
+    } finally {
+      await handle.close();
+    }
+    return true;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}

@@ -1,0 +1,67 @@
+import { strict as assert } from 'node:assert';
+import { mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LOCK_STALE_MS, UploadLocker } from '../../src/api/http/upload-locks';
+
+/** What two replicas sharing one upload directory each have: a locker of their own (with its own in-process lock). */
+async function replicaLockers(dir: string, timeoutMs = 5_000): Promise<[UploadLocker, UploadLocker]> {
+  const { ERRORS, MemoryLocker } = await import('@tus/server');
+  const replica = () => new UploadLocker(dir, new MemoryLocker({ acquireLockTimeout: timeoutMs }), timeoutMs, ERRORS.ERR_LOCK_TIMEOUT);
+  return [replica(), replica()];
+}
+
+describe('UploadLocker (one writer of an upload across replicas)', () => {
+  let dir: string;
+  beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'snapgraph-upload-locks-'))));
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("asks the other replica's holder to let go, and takes the lock once it has", async function () {
+    this.timeout(10_000);
+    const [a, b] = await replicaLockers(dir);
+    const held = a.newLock('up1');
+    let askedAt = 0;
+    await held.lock(new AbortController().signal, () => void (askedAt ||= Date.now()));
+    const wanted = b.newLock('up1');
+    let taken = false;
+    const taking = wanted.lock(new AbortController().signal, () => undefined).then(() => (taken = true));
+    const started = Date.now();
+    while (!askedAt && Date.now() - started < 3_000) await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(askedAt, 'the holder was asked to let go');
+    assert.equal(taken, false, 'not taken while the holder still holds it');
+    await held.unlock();
+    await taking;
+    assert.deepEqual(readdirSync(dir), ['up1.lock']);
+    await wanted.unlock();
+    assert.deepEqual(readdirSync(dir), [], 'nothing is left behind');
+  });
+
+  it('answers 423 when the holder does not let go in time', async function () {
+    this.timeout(10_000);
+    const [a, b] = await replicaLockers(dir, 1_500);
+    const held = a.newLock('up2');
+    await held.lock(new AbortController().signal, () => undefined);
+    await assert.rejects(b.newLock('up2').lock(new AbortController().signal, () => undefined), (error: { status_code?: number; body?: string }) => {
+      assert.equal(error.status_code, 423);
+      assert.match(error.body ?? '', /"code":"CONFLICT"/);
+      return true;
+    });
+    await held.unlock();
+  });
+
+  it('takes over a lock its process left behind (not touched for the stale period), and sweeps such leftovers', async () => {
+    const [a] = await replicaLockers(dir);
+    const past = (Date.now() - LOCK_STALE_MS - 5_000) / 1000;
+    writeFileSync(join(dir, 'up3.lock'), 'a crashed replica');
+    utimesSync(join(dir, 'up3.lock'), past, past);
+    const lock = a.newLock('up3');
+    await lock.lock(new AbortController().signal, () => undefined);
+    await lock.unlock();
+    writeFileSync(join(dir, 'up4.lock'), 'another');
+    writeFileSync(join(dir, 'up4.release'), '');
+    writeFileSync(join(dir, 'up5.lock'), 'a fresh one');
+    for (const name of ['up4.lock', 'up4.release']) utimesSync(join(dir, name), past, past);
+    assert.equal(await a.sweep(), 2);
+    assert.deepEqual(readdirSync(dir), ['up5.lock']);
+  });
+});
