@@ -14,7 +14,7 @@
 // client resends the rest. The chunks are synced before the tail that follows them is renamed into place.
 import { type KeyObject } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { type FileHandle, open, readFile, rename, rm } from 'node:fs/promises';
+import { type FileHandle, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { finished, PassThrough, pipeline as pipe, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -88,6 +88,15 @@ export class PartialBlobFile {
     } finally {
       await file.close();
     }
+  }
+
+  /**
+   * When a byte last came (ms since the epoch): the file's or its tail's last change, whichever is later (a write
+   * that stays within one chunk changes only the tail). @throws ENOENT when there is no such blob
+   */
+  async lastWritten(): Promise<number> {
+    const [file, tail] = await Promise.all([stat(this.path), stat(this.#tailPath).catch(() => null)]);
+    return Math.max(file.mtimeMs, tail?.mtimeMs ?? 0);
   }
 
   /**

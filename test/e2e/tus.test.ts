@@ -3,7 +3,7 @@
 // that receive PATCHes of one upload at once.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -495,6 +495,50 @@ describe('a HEAD that meets a failing completion of the same upload', function (
 });
 
 describe('partial uploads on disk (the default <data dir>/uploads, and an upgrade)', () => {
+  it('expires an unfinished upload a day after its last byte, not after its creation: one still receiving bytes stays', async function () {
+    this.timeout(60_000);
+    const dataDir = makeTempDir('snapgraph-e2e-expiry-');
+    const server = await startServer({ dataDir, env: { SNAPGRAPH_UPLOAD_DIR: undefined } });
+    try {
+      const uploads = join(dataDir, 'uploads');
+      const dayAndHourAgo = Date.now() - 25 * 3600_000;
+      /** An upload created a day and an hour ago (its record says so), with 40,000 of its bytes in. */
+      const createdYesterday = async (name: string) => {
+        const target = await createInstance(server, { name });
+        const created = await createTusUpload(server, { instanceId: target.id, length: 100_000 });
+        assert.equal(created.status, 201, created.body);
+        assert.equal((await patchTusUpload(created.location!, created.auth, 0, randomBytes(40_000))).status, 204);
+        const id = new URL(created.location!).pathname.split('/').at(-1)!;
+        const record = JSON.parse(readFileSync(join(uploads, `${id}.json`), 'utf8')) as { creation_date: string };
+        writeFileSync(join(uploads, `${id}.json`), JSON.stringify({ ...record, creation_date: new Date(dayAndHourAgo).toISOString() }));
+        return { ...created, id };
+      };
+      // A slow multi-GiB upload over a poor link: its bytes still come, a day after it began.
+      const flowing = await createdYesterday('still flowing');
+      const patched = await request(flowing.location!, {
+        method: 'PATCH',
+        headers: { ...flowing.auth, 'Upload-Offset': '40000', 'Content-Type': 'application/offset+octet-stream' },
+        body: randomBytes(10_000),
+      });
+      assert.equal(patched.status, 204, patched.body);
+      const expires = Date.parse(patched.headers.get('upload-expires') ?? '');
+      assert.ok(Math.abs(expires - (Date.now() + 24 * 3600_000)) < 60_000, `Upload-Expires ${patched.headers.get('upload-expires')}: a day from now`);
+      // One whose last byte came a day and an hour ago is gone.
+      const idle = await createdYesterday('idle for a day');
+      for (const name of [idle.id, `${idle.id}.tail`]) utimesSync(join(uploads, name), dayAndHourAgo / 1000, dayAndHourAgo / 1000);
+      assert.equal((await request(idle.location!, { method: 'HEAD', headers: idle.auth })).status, 410);
+
+      // The sweep (at boot, then hourly) agrees.
+      await server.restart();
+      assert.equal(existsSync(join(uploads, idle.id)), false, 'the idle upload is removed');
+      const head = await request(`${server.url}${new URL(flowing.location!).pathname}`, { method: 'HEAD', headers: flowing.auth });
+      assert.equal(head.status, 200, head.body);
+      assert.equal(head.headers.get('upload-offset'), '50000');
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('removes the plaintext partial uploads an earlier version kept, and keeps new ones encrypted until they are restored', async function () {
     this.timeout(60_000);
     const dataDir = makeTempDir('snapgraph-e2e-upgrade-');

@@ -14,9 +14,9 @@
 // An upload's bytes are kept encrypted as they arrive (PartialBlobFile, under the master key), in SNAPGRAPH_UPLOAD_DIR,
 // by default <data dir>/uploads, never in plaintext. Once checked, the complete file is moved into the blob store as it
 // is (a rename; a copy across file systems). A blob store that cannot take it so (S3) is written while the bytes are
-// checked instead, as with a multipart upload. Uploads left unfinished for 24 h expire. Replicas that share the data
-// dir share that directory too, which request writes an upload (upload-locks.ts), and which uploads are complete
-// (upload-completions.ts): an upload started on one replica resumes on any other.
+// checked instead, as with a multipart upload. An unfinished upload expires 24 h after its last byte came. Replicas
+// that share the data dir share that directory too, which request writes an upload (upload-locks.ts), and which
+// uploads are complete (upload-completions.ts): an upload started on one replica resumes on any other.
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
@@ -158,6 +158,11 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       return written.size;
     }
 
+    /**
+     * The upload as @tus/server sees it, with `creation_date` the time its last byte came: every expiry @tus/server
+     * works out counts from creation_date (the answers of PATCH and HEAD, Upload-Expires), and an upload whose bytes
+     * still come (a slow multi-GiB one over a poor link) must not expire a day after it began.
+     */
     override async getUpload(id: string): Promise<Upload> {
       const record = await this.configstore.get(id);
       if (!record) throw tusErrors.FILE_NOT_FOUND;
@@ -166,7 +171,22 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
         if (error.code === 'ENOENT' && this.kept.has(id) && record.size !== undefined) return record.size;
         throw error.code === 'ENOENT' ? tusErrors.FILE_NO_LONGER_EXISTS : error;
       });
-      return new TusUpload({ ...record, offset, storage: { type: 'file', path: file.path } });
+      const lastWritten = await file.lastWritten().catch(() => null);
+      const creation_date = lastWritten === null ? record.creation_date : new Date(lastWritten).toISOString();
+      return new TusUpload({ ...record, offset, creation_date, storage: { type: 'file', path: file.path } });
+    }
+
+    /** Removes the uploads whose last byte came over the expiry period ago (FileStore's own counts from creation). */
+    override async deleteExpired(): Promise<number> {
+      let removed = 0;
+      for (const id of (await this.configstore.list?.()) ?? []) {
+        const lastWritten = await this.fileOf(id).lastWritten().catch(() => null);
+        if (lastWritten !== null && Date.now() - lastWritten > this.getExpiration()) {
+          await this.remove(id);
+          removed += 1;
+        }
+      }
+      return removed;
     }
 
     /** A terminated, expired or finished upload: its file (if not moved into the blob store) and its receiver go. */
@@ -431,6 +451,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     return completed && withoutIdleTimeout(nodeReq?.socket, () => answerOfCompletion('HEAD', completed, () => completionOf(id!, principal!, nodeReq!)));
   });
   answerRefusalsAsJson(tus);
+  expireFromTheLastByte(tus);
 
   await sweepAtBoot(tus, datastore, completions, logger);
   await locker.sweep();
@@ -515,6 +536,23 @@ function answerRefusalsAsJson(tus: Server): void {
     headers.set('Content-Length', String(Buffer.byteLength(body)));
     headers.set('Cache-Control', 'no-store');
     return new globalThis.Response(body, { status, headers });
+  };
+}
+
+/**
+ * A PATCH's Upload-Expires counts from the bytes it brought: @tus/server works it out from the upload as it was before
+ * them (see EncryptedFileStore.getUpload).
+ */
+function expireFromTheLastByte(tus: Server): void {
+  // `handler` (web Request in, web Response out) is what handle() calls; it is private in the typings only.
+  const server = tus as unknown as { handler(req: globalThis.Request): Promise<globalThis.Response> };
+  const answer = server.handler.bind(tus);
+  server.handler = async (req) => {
+    const response = await answer(req);
+    if (req.method === 'PATCH' && response.headers.has('upload-expires')) {
+      response.headers.set('Upload-Expires', new Date(Date.now() + UPLOAD_EXPIRY_MS).toUTCString());
+    }
+    return response;
   };
 }
 
