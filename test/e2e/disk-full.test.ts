@@ -68,20 +68,24 @@ function assertStorageFullMessage(message: string, volume: RegExp): void {
   assert.doesNotMatch(message, /SQLITE|ENOSPC|EDQUOT|no space left|\//);
 }
 
-/** The tus creation request and one PATCH with the whole file, as a tus client sends them. */
-async function tusUpload(server: TestServer, instanceId: string, file: Buffer): Promise<{ location: string; patch: Response }> {
+/** The tus creation request of an upload of `length` bytes. */
+function tusCreation(server: TestServer, instanceId: string, length: number): Promise<Response> {
   const metadata = { instanceId, confirm: 'RESTORE', filename: 'graph.backup' };
-  const created = await fetch(`${server.url}/uploads`, {
+  return fetch(`${server.url}/uploads`, {
     method: 'POST',
     headers: {
       'Tus-Resumable': '1.0.0',
       Authorization: `Bearer ${server.adminKey}`,
-      'Upload-Length': String(file.length),
+      'Upload-Length': String(length),
       'Upload-Metadata': Object.entries(metadata)
         .map(([name, value]) => `${name} ${Buffer.from(value).toString('base64')}`)
         .join(','),
     },
   });
+}
+
+/** One PATCH with the whole file to an upload created for it (`created`), as a tus client sends it. */
+async function tusPatch(server: TestServer, created: Response, file: Buffer): Promise<{ location: string; patch: Response }> {
   assert.equal(created.status, 201, await created.text());
   const location = new URL(created.headers.get('location')!, `${server.url}/uploads/`).href;
   const patch = await fetch(location, {
@@ -95,6 +99,11 @@ async function tusUpload(server: TestServer, instanceId: string, file: Buffer): 
     body: file,
   });
   return { location, patch };
+}
+
+/** The tus creation request and one PATCH with the whole file, as a tus client sends them. */
+async function tusUpload(server: TestServer, instanceId: string, file: Buffer): Promise<{ location: string; patch: Response }> {
+  return tusPatch(server, await tusCreation(server, instanceId, file.length), file);
 }
 
 /** A tmpfs of `sizeBytes`, or a skipped test saying why there is none. */
@@ -177,8 +186,19 @@ describe('a full disk', function () {
     assert.deepEqual(await archiveOf(server, good.id), archive);
     assertAlive(server);
 
-    // tus: the partial upload cannot be stored. 507 with the JSON refusal; the client may resume later.
-    const tus = await tusUpload(server, instance.id, archive);
+    // tus: an upload the volume has no room for is refused when it is created, storing nothing (507, JSON refusal)...
+    const uploads = readdirSync(server.env.SNAPGRAPH_UPLOAD_DIR!);
+    const noRoom = await tusCreation(server, instance.id, archive.length);
+    assert.equal(noRoom.status, 507);
+    const early = (await noRoom.json()) as { errors: { message: string; extensions: { code: string } }[] };
+    assert.equal(early.errors[0].extensions.code, 'STORAGE_FULL');
+    assertStorageFullMessage(early.errors[0].message, /SNAPGRAPH_UPLOAD_DIR/);
+    assert.deepEqual(readdirSync(server.env.SNAPGRAPH_UPLOAD_DIR!), uploads);
+    // ...and one created while there was room cannot store what comes once there is none: 507; the client may resume.
+    volume.release();
+    const createdWithRoom = await tusCreation(server, instance.id, archive.length);
+    volume.fill(MiB);
+    const tus = await tusPatch(server, createdWithRoom, archive);
     assert.equal(tus.patch.status, 507);
     const refusal = (await tus.patch.json()) as { errors: { message: string; extensions: { code: string } }[] };
     assert.equal(refusal.errors[0].extensions.code, 'STORAGE_FULL');

@@ -3,7 +3,7 @@
 // that receive PATCHes of one upload at once.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -295,6 +295,30 @@ describe('the /uploads endpoint with real tus clients', () => {
     await eventually(() => readdirSync(uploadDir).length === 0, { what: 'the upload dir is empty' });
     const storedUploads = () => filesUnder(join(suite.server.dataDir, 'blobs')).filter((path) => path.includes('/uploads/'));
     await eventually(() => storedUploads().length === 0 && tempBlobs(suite.server.dataDir).length === 0, { what: 'no stored upload' });
+  });
+
+  it('refuses at creation an upload its volume has no room for (507), stores nothing of it, and takes a large one that fits', async () => {
+    const target = await createInstance(suite.server, { name: 'no room' });
+    const create = (headers: Record<string, string>) =>
+      creation({ 'Tus-Resumable': '1.0.0', 'Upload-Metadata': metadataHeader({ instanceId: target.id, confirm: 'RESTORE' }), ...headers });
+    const before = readdirSync(uploadDir).length;
+    const tenTiB = 10 * 1024 ** 4;
+    const refused = await create({ 'Upload-Length': String(tenTiB) });
+    assertRefusal(refused, 507, 'STORAGE_FULL');
+    assert.match(refused.body, /SNAPGRAPH_UPLOAD_DIR/);
+    // A length to declare later would let a client send bytes without end: not offered.
+    assertRefusal(await create({ 'Upload-Defer-Length': '1' }), 400, 'BAD_USER_INPUT');
+    assert.equal(readdirSync(uploadDir).length, before, 'nothing stored');
+    // No limit of its own: a file beyond the GraphQL upload limit (4 GiB) is taken where it fits.
+    const { bavail, bsize } = statfsSync(uploadDir);
+    const large = 5 * 1024 ** 3;
+    if (bavail * bsize > 2 * large) {
+      const created = await create({ 'Upload-Length': String(large) });
+      assert.equal(created.status, 201, created.body);
+      const url = new URL(created.headers.get('location')!, suite.server.url).toString();
+      const auth = { Authorization: `Bearer ${suite.server.adminKey}`, 'Tus-Resumable': '1.0.0' };
+      assert.equal((await request(url, { method: 'DELETE', headers: auth })).status, 204);
+    }
   });
 
   it('answers every refusal with the JSON error shape: protocol errors, unknown uploads, bad offsets, no key', async () => {

@@ -18,7 +18,7 @@
 // that share the data dir share that directory too, which request writes an upload (upload-locks.ts), and which
 // uploads are complete (upload-completions.ts): an upload started on one replica resumes on any other.
 import { createHash } from 'node:crypto';
-import { chmod, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, rm, statfs } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { pipeline, type Readable, Transform } from 'node:stream';
 import { tmpdir } from 'node:os';
@@ -34,7 +34,7 @@ import { asStorageFull } from '../../errors/storage-full';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
 import type { CheckedFile, ReceivedFile } from '../../services/upload.service';
-import { CryptoError } from '../../crypto';
+import { CryptoError, encryptedSize } from '../../crypto';
 import { type PartialBlobFile, PartialBlobOffsetError } from '../../storage/partial-blob-file';
 import { type ErrorExposure, formatError } from '../format-error';
 import { errorBody, JSON_CONTENT_TYPE } from './error-body';
@@ -123,6 +123,13 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   class EncryptedFileStore extends FileStore {
     /** Finished uploads of this process whose file is in the blob store now, until their record goes. */
     readonly kept = new Set<string>();
+
+    constructor(options: ConstructorParameters<typeof FileStore>[0]) {
+      super(options);
+      // An upload declares its length when it is created, where the room for it is checked (onUploadCreate): one whose
+      // length came later could send bytes without end meanwhile.
+      this.extensions = this.extensions.filter((extension) => extension !== 'creation-defer-length');
+    }
 
     fileOf(id: string): PartialBlobFile {
       if (uploadIdOf(id) !== id) throw tusErrors.FILE_NOT_FOUND;
@@ -422,6 +429,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       try {
         if (!instanceId) throw badMetadata();
         await services.uploads.authorize(principal, instanceId, confirm ?? '');
+        await assertRoomFor(directory, upload.size ?? 0);
       } catch (error) {
         throw refusal(error, { debugErrors: config.debugErrors });
       }
@@ -562,6 +570,7 @@ function protocolStatus(req: globalThis.Request, status: number, text: string): 
   if (req.method !== 'OPTIONS' && req.method !== 'GET' && version !== TUS_VERSION) return 412; // @tus/server says 400
   if (/content-type/i.test(text)) return 415; // @tus/server says 400 or 403
   if (status === 403) return 400; // @tus/server's 403s are malformed requests, not a lack of permission
+  if (status === 501) return 400; // an extension not offered here (creation-defer-length): the client's to change
   return status;
 }
 
@@ -707,6 +716,21 @@ async function sweepAtBoot(tus: Server, datastore: FileStore, completions: Uploa
   }
   removed += await tus.cleanUpExpiredUploads();
   if (removed > 0) logger.info({ removed }, 'removed stale partial uploads');
+}
+
+/**
+ * STORAGE_FULL unless the volume of partial uploads has room for an upload of `sizeBytes` (as it is kept, encrypted),
+ * checked when it is created: an upload of any size is taken where it fits, and one that cannot fit is refused before
+ * its client sends hours of bytes that would fill the volume (for every other upload too) and be refused at the end.
+ * What other unfinished uploads still need is not set aside: the volume's free space is what counts.
+ */
+async function assertRoomFor(directory: string, sizeBytes: number): Promise<void> {
+  const volume = await statfs(directory).catch(() => null);
+  if (!volume || encryptedSize(sizeBytes) <= volume.bavail * volume.bsize) return;
+  throw new AppError(
+    'STORAGE_FULL',
+    `the upload's ${sizeBytes} bytes do not fit in the space left on the volume of partial uploads (SNAPGRAPH_UPLOAD_DIR): nothing was stored. Free space on it (or ask the operator to), then try again.`,
+  );
 }
 
 async function exists(path: string): Promise<boolean> {
