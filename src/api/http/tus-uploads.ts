@@ -520,16 +520,22 @@ function overriddenMethod(req: Request): string | null {
 }
 
 /**
+ * Lets `change` replace each answer @tus/server gives (`handler`, web Request in, web Response out, is what handle()
+ * calls; it is private in the typings only).
+ */
+function changeAnswers(tus: Server, change: (req: globalThis.Request, response: globalThis.Response) => Promise<globalThis.Response>): void {
+  const server = tus as unknown as { handler(req: globalThis.Request): Promise<globalThis.Response> };
+  const answer = server.handler.bind(tus);
+  server.handler = async (req) => change(req, await answer(req));
+}
+
+/**
  * @tus/server answers protocol errors itself, as text/plain (and sends our JSON refusals as text/plain too). Every
  * refusal leaves here as the one JSON shape of every endpoint, with Content-Type application/json; an unsupported
  * or missing Tus-Resumable is 412 with the version this server speaks (tus 1.0: "Tus-Version").
  */
 function answerRefusalsAsJson(tus: Server): void {
-  // `handler` (web Request in, web Response out) is what handle() calls; it is private in the typings only.
-  const server = tus as unknown as { handler(req: globalThis.Request): Promise<globalThis.Response> };
-  const answer = server.handler.bind(tus);
-  server.handler = async (req) => {
-    const response = await answer(req);
+  changeAnswers(tus, async (req, response) => {
     if (response.status < 400) return response;
     const text = await response.text();
     const headers = new Headers(response.headers);
@@ -544,7 +550,7 @@ function answerRefusalsAsJson(tus: Server): void {
     headers.set('Content-Length', String(Buffer.byteLength(body)));
     headers.set('Cache-Control', 'no-store');
     return new globalThis.Response(body, { status, headers });
-  };
+  });
 }
 
 /**
@@ -552,16 +558,12 @@ function answerRefusalsAsJson(tus: Server): void {
  * them (see EncryptedFileStore.getUpload).
  */
 function expireFromTheLastByte(tus: Server): void {
-  // `handler` (web Request in, web Response out) is what handle() calls; it is private in the typings only.
-  const server = tus as unknown as { handler(req: globalThis.Request): Promise<globalThis.Response> };
-  const answer = server.handler.bind(tus);
-  server.handler = async (req) => {
-    const response = await answer(req);
+  changeAnswers(tus, async (req, response) => {
     if (req.method === 'PATCH' && response.headers.has('upload-expires')) {
       response.headers.set('Upload-Expires', new Date(Date.now() + UPLOAD_EXPIRY_MS).toUTCString());
     }
     return response;
-  };
+  });
 }
 
 /** tus's status for a protocol error, corrected where the tus 1.0 protocol says otherwise. */
@@ -672,11 +674,7 @@ function sendAnswer(res: Response, { status, headers, body }: TusAnswer): void {
  * instead (`completedAnswer`, which starts it if no request has yet), and is answered with its operation, or why not.
  */
 function answerCompletedHeadsWithTheirOperation(tus: Server, completedAnswer: (req: globalThis.Request & HookRequest) => Promise<TusAnswer | undefined>): void {
-  // `handler` (web Request in, web Response out) is what handle() calls; it is private in the typings only.
-  const server = tus as unknown as { handler(req: globalThis.Request): Promise<globalThis.Response> };
-  const answer = server.handler.bind(tus);
-  server.handler = async (req) => {
-    const response = await answer(req);
+  changeAnswers(tus, async (req, response) => {
     const length = response.headers.get('upload-length');
     if (req.method !== 'HEAD' || response.status !== 200 || length === null || response.headers.get('upload-offset') !== length) return response;
     const completed = await completedAnswer(req as globalThis.Request & HookRequest);
@@ -684,7 +682,7 @@ function answerCompletedHeadsWithTheirOperation(tus: Server, completedAnswer: (r
     const headers = new Headers(response.headers);
     for (const [name, value] of Object.entries(completed.headers)) headers.set(name, value);
     return new globalThis.Response(completed.body || null, { status: completed.status, headers });
-  };
+  });
 }
 
 /**
