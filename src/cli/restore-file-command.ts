@@ -17,7 +17,7 @@ import { CliError, Interrupted, UsageError } from './cli-error';
 import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
 import { formatBytes, ProgressBar } from './progress-bar';
-import { isRefusal, isTransient, type UploadError, waitsForInstance } from './upload-answers';
+import { isRefusal, isTransient, nothingStored, type UploadError, waitsForInstance } from './upload-answers';
 
 const MIB = 1024 * 1024;
 /**
@@ -321,7 +321,8 @@ function describeUploadError(client: ApiClient, error: UploadError): CliError {
   const response = error.originalResponse;
   if (response) {
     const described = describeErrorBody(response.getBody()) ?? `the upload failed: HTTP ${response.getStatus()} ${response.getBody().slice(0, 200)}`.trim();
-    return new CliError(isRefusal(error) ? described : `${described}; the server keeps what it received: run the same command again to resume`);
+    if (isRefusal(error) || nothingStored(error)) return new CliError(described);
+    return new CliError(`${described}; the server keeps what it received: run the same command again to resume`);
   }
   if (error.causingError) return client.unreachable(error.causingError);
   return new CliError(`the upload failed: ${error.message}`);

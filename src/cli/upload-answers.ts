@@ -3,7 +3,7 @@
 import type * as tus from 'tus-js-client';
 import { describeErrorBody } from './api-client';
 
-export type UploadError = Error & { originalResponse?: tus.HttpResponse | null; causingError?: Error | null };
+export type UploadError = Error & { originalRequest?: tus.HttpRequest | null; originalResponse?: tus.HttpResponse | null; causingError?: Error | null };
 
 /**
  * An answer from Snapgraph itself saying why (a contract error code) in which the server refused the file or the
@@ -19,7 +19,8 @@ export function isRefusal(error: UploadError): boolean {
 }
 
 /**
- * Retried by tus-js-client: network trouble, the server's own trouble, and a 409 of a PATCH: the tus protocol's
+ * Retried by tus-js-client: network trouble, the server's own trouble (unless it had no room for a new upload:
+ * nothingStored), and a 409 of a PATCH: the tus protocol's
  * offset conflict (this client resumed on another replica while the first still writes a PATCH that broke off), which
  * the retry's HEAD resolves by saying where to resume. Never a refusal (it would say the same again), nor a 423,
  * which waits longer (waitsForInstance).
@@ -33,7 +34,7 @@ export function isTransient(error: UploadError): boolean {
   const response = error.originalResponse;
   if (!response) return true;
   const status = response.getStatus();
-  if (status === 423) return false;
+  if (status === 423 || nothingStored(error)) return false;
   return status === 409 || (!isRefusal(error) && status >= 500);
 }
 
@@ -43,3 +44,11 @@ export function waitsForInstance(error: UploadError): boolean {
 }
 
 const isConflictOrLocked = (status: number) => status === 409 || status === 423;
+
+/**
+ * The server had no room for the upload when it was created (507 to the creating POST: the free space of its upload
+ * volume is less than the file): nothing was stored, and asking again within the retries' seconds changes nothing.
+ */
+export function nothingStored(error: UploadError): boolean {
+  return error.originalRequest?.getMethod() === 'POST' && error.originalResponse?.getStatus() === 507;
+}

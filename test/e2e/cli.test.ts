@@ -573,16 +573,21 @@ describe('snapgraph export with an export link that expires at once', () => {
 // A minimal tus server that keeps every complete upload for a busy instance (423 CONFLICT on the last PATCH and on
 // each HEAD), as Snapgraph does while another operation runs on it: restore-file waits with backoff, and Ctrl-C then
 // must end it. Once the instance is free, it holds a HEAD unanswered (the server queueing the restore) for the test.
-describe('snapgraph restore-file against a busy instance', () => {
+describe('snapgraph restore-file against a busy instance, or a server without room for the file', () => {
   const busy = JSON.stringify({ errors: [{ message: 'another operation runs on the instance', extensions: { code: 'CONFLICT' } }] });
+  const full = JSON.stringify({ errors: [{ message: 'no room on the volume of partial uploads (SNAPGRAPH_UPLOAD_DIR)', extensions: { code: 'STORAGE_FULL' } }] });
   let instanceFree = false;
+  let noRoom = false;
+  let creations = 0;
   let heldHead: ServerResponse | null = null;
   let env: NodeJS.ProcessEnv;
   let file: string;
   const tus = createServer((request, response) => {
     request.resume();
     request.on('end', () => {
-      if (request.method === 'POST') response.writeHead(201, { 'tus-resumable': '1.0.0', location: '/uploads/kept' }).end();
+      if (request.method === 'POST') creations += 1;
+      if (request.method === 'POST' && noRoom) response.writeHead(507, { 'tus-resumable': '1.0.0', 'content-type': 'application/json' }).end(full);
+      else if (request.method === 'POST') response.writeHead(201, { 'tus-resumable': '1.0.0', location: '/uploads/kept' }).end();
       else if (request.method === 'HEAD' && instanceFree) heldHead = response;
       else response.writeHead(423, { 'tus-resumable': '1.0.0', 'content-type': 'application/json' }).end(busy);
     });
@@ -593,6 +598,8 @@ describe('snapgraph restore-file against a busy instance', () => {
   after(() => tus.close());
   beforeEach(() => {
     instanceFree = false;
+    noRoom = false;
+    creations = 0;
     heldHead = null;
     file = join(makeTempDir(), 'small.backup');
     writeFileSync(file, randomBytes(1000));
@@ -625,6 +632,16 @@ describe('snapgraph restore-file against a busy instance', () => {
     assert.equal(await run.exitCode(), 130, run.stderr);
     return run;
   };
+
+  it('stops at once when the server has no room for the file (507 to its creation), saying why, and neither retries nor offers to resume', async function () {
+    this.timeout(30_000);
+    noRoom = true;
+    const run = restoreFile();
+    assert.equal(await run.exitCode(), 1, run.stderr);
+    assert.match(run.stderr, /STORAGE_FULL: no room on the volume of partial uploads \(SNAPGRAPH_UPLOAD_DIR\)/);
+    assert.doesNotMatch(run.stderr, /keeps what it received|resume/);
+    assert.equal(creations, 1, 'asked once');
+  });
 
   it('stops at Ctrl-C with exit 130, saying the server keeps the file and a rerun queues its restore', async function () {
     this.timeout(30_000);

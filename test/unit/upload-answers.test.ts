@@ -1,13 +1,14 @@
 // How restore-file takes the /uploads endpoint's answers that tus-js-client reports as errors (src/cli/upload-answers).
 import assert from 'node:assert/strict';
 import type * as tus from 'tus-js-client';
-import { isRefusal, isTransient, type UploadError, waitsForInstance } from '../../src/cli/upload-answers';
+import { isRefusal, isTransient, nothingStored, type UploadError, waitsForInstance } from '../../src/cli/upload-answers';
 
-/** An error as tus-js-client reports an answer: the response's status and body. */
-function answered(status: number, code?: string): UploadError {
+/** An error as tus-js-client reports an answer: the response's status and body (to a PATCH unless `method` says). */
+function answered(status: number, code?: string, method = 'PATCH'): UploadError {
   const body = code ? JSON.stringify({ errors: [{ message: `refused: ${code}`, extensions: { code } }] }) : '';
   const response = { getStatus: () => status, getBody: () => body } as unknown as tus.HttpResponse;
-  return Object.assign(new Error(`HTTP ${status}`), { originalResponse: response });
+  const request = { getMethod: () => method } as unknown as tus.HttpRequest;
+  return Object.assign(new Error(`HTTP ${status}`), { originalResponse: response, originalRequest: request });
 }
 
 const verdict = (error: UploadError) => ({ retried: isTransient(error), waits: waitsForInstance(error), forgotten: isRefusal(error) });
@@ -29,6 +30,13 @@ describe('restore-file: what an answer of /uploads means', () => {
     assert.deepEqual(verdict(answered(507, 'STORAGE_FULL')), { retried: true, waits: false, forgotten: false });
     assert.deepEqual(verdict(answered(500)), { retried: true, waits: false, forgotten: false });
     assert.deepEqual(verdict(Object.assign(new Error('socket hang up'), { originalResponse: null })), { retried: true, waits: false, forgotten: false });
+  });
+
+  it('gives up on a creation the server has no room for (507 to the POST): nothing was stored, and asking again at once changes nothing', () => {
+    const noRoom = answered(507, 'STORAGE_FULL', 'POST');
+    assert.deepEqual(verdict(noRoom), { retried: false, waits: false, forgotten: false });
+    assert.equal(nothingStored(noRoom), true);
+    assert.equal(nothingStored(answered(507, 'STORAGE_FULL')), false, 'a PATCH that met the full disk kept what it received');
   });
 
   it('gives up on a refusal that says why (a 4xx with a code), and forgets the URL: saying it again changes nothing', () => {
