@@ -212,6 +212,10 @@ export class OperationRunner {
     for (const operation of queued) {
       if (this.stopped || this.atCapacity()) break;
       if (!this.handlers.has(operation.kind)) continue;
+      // An earlier attempt of it is still winding down here (its lease was lost to another replica, which put it back
+      // and queued it again): the next attempt waits for that run to end rather than run beside it under this
+      // runner's name, the same shadow store written by both.
+      if (this.running.has(operation.id) || this.compensating.has(operation.id)) continue;
       if (operation.cancelRequestedAt !== null) {
         // Cancelled while it was being handed back (a version that queued it all the same, or a stop while
         // claiming): it ends here, never run again.
@@ -222,7 +226,7 @@ export class OperationRunner {
       if (this.stopped) {
         // Stopped while claiming: hand it back untouched for the next process rather than start it during shutdown.
         await this.operations.update(
-          { id: operation.id, leaseOwner: this.owner },
+          this.held(operation),
           { status: 'QUEUED', leaseOwner: null, leaseExpiresAt: null, attempt: operation.attempt - 1 },
         );
         break;
@@ -242,6 +246,16 @@ export class OperationRunner {
     if (!result.affected) return false;
     Object.assign(operation, claimed);
     return true;
+  }
+
+  /**
+   * The row as long as this attempt holds it: this runner's lease on this attempt. The attempt fences every write of a
+   * run: a run that outlived its lease (another replica compensated it and queued it again) must find the row no
+   * longer its own even once this runner has claimed the next attempt, or it recorded its outcome (a restore's swap
+   * to a shadow store that compensation removed, or that the next attempt is writing) as the operation's.
+   */
+  private held(operation: Pick<OperationEntity, 'id' | 'attempt'>) {
+    return { id: operation.id, leaseOwner: this.owner, attempt: operation.attempt };
   }
 
   private jobFor(operation: OperationEntity): Running {
@@ -319,7 +333,7 @@ export class OperationRunner {
       signal: job.abort.signal,
       progress: (update) => this.progress(job, update),
       saveParams: async (params) => {
-        const { affected } = await this.operations.update({ id: operation.id, leaseOwner: this.owner, status: 'RUNNING' }, { params } as QueryDeepPartialEntity<OperationEntity>);
+        const { affected } = await this.operations.update({ ...this.held(operation), status: 'RUNNING' }, { params } as QueryDeepPartialEntity<OperationEntity>);
         await stopUnlessUpdated(affected);
         operation.params = params;
       },
@@ -327,7 +341,7 @@ export class OperationRunner {
         job.abort.signal.throwIfAborted();
         const leaseExpiresAt = Date.now() + this.options.leaseMs;
         const { affected } = await this.operations.update(
-          { id: operation.id, leaseOwner: this.owner, status: 'RUNNING', cancelRequestedAt: IsNull() },
+          { ...this.held(operation), status: 'RUNNING', cancelRequestedAt: IsNull() },
           { phase: POINT_OF_NO_RETURN, leaseExpiresAt },
         );
         await stopUnlessUpdated(affected);
@@ -355,7 +369,7 @@ export class OperationRunner {
   /** Why the row no longer lets this runner go on: a cancellation request, or another runner's lease. */
   private async interruptionOf(job: Running): Promise<Interruption> {
     const row = await this.operations.findOneBy({ id: job.operation.id });
-    if (row && row.status === 'RUNNING' && row.leaseOwner === this.owner && row.cancelRequestedAt !== null) {
+    if (row && row.status === 'RUNNING' && row.leaseOwner === this.owner && row.attempt === job.operation.attempt && row.cancelRequestedAt !== null) {
       return new Interruption('cancelled', 'cancelled on request');
     }
     return new Interruption('lease-lost', 'the operation lease was lost');
@@ -452,7 +466,7 @@ export class OperationRunner {
     if (now - job.lastPersisted >= PERSIST_INTERVAL_MS) {
       job.lastPersisted = now;
       void this.operations
-        .update({ id: op.id, status: 'RUNNING', leaseOwner: this.owner }, { phase: op.phase, bytesDone: op.bytesDone, bytesTotal: op.bytesTotal })
+        .update({ ...this.held(op), status: 'RUNNING' }, { phase: op.phase, bytesDone: op.bytesDone, bytesTotal: op.bytesTotal })
         .catch((err) => this.logger.warn({ err, operationId: op.id }, 'could not persist progress'));
     }
     // Coalesce: at most one event per interval, always carrying the latest state.
@@ -489,7 +503,7 @@ export class OperationRunner {
     const op = job.operation;
     const patch = outcomePatch(op, outcome);
     const cancellable = (outcome.status === 'SUCCEEDED' && outcome.cancellable) || outcome.status === 'QUEUED';
-    const condition = cancellable ? { id: op.id, leaseOwner: this.owner, cancelRequestedAt: IsNull() } : { id: op.id, leaseOwner: this.owner };
+    const condition = cancellable ? { ...this.held(op), cancelRequestedAt: IsNull() } : this.held(op);
     const recorded = await this.db.transaction(async (manager) => {
       if (outcome.status === 'SUCCEEDED') await outcome.result?.commit?.(manager);
       const { affected } = await manager.update(OperationEntity, condition, patch);
@@ -533,8 +547,8 @@ export class OperationRunner {
       try {
         const { affected } = await this.operations.update(
           stopping
-            ? { id: job.operation.id, leaseOwner: this.owner, status: 'RUNNING' }
-            : { id: job.operation.id, leaseOwner: this.owner, status: 'RUNNING', cancelRequestedAt: IsNull() },
+            ? { ...this.held(job.operation), status: 'RUNNING' }
+            : { ...this.held(job.operation), status: 'RUNNING', cancelRequestedAt: IsNull() },
           { leaseExpiresAt },
         );
         if (affected) this.holdLease(job, leaseExpiresAt);
@@ -558,9 +572,10 @@ export class OperationRunner {
     });
     for (const operation of orphans) {
       if (this.running.has(operation.id) || this.compensating.has(operation.id)) continue;
-      // Take the row first so that two replicas never compensate the same operation.
+      // Take the row first so that two replicas never compensate the same operation; only the attempt found orphaned
+      // (its owner may have handed it back and claimed the next one since the scan, under a fresh lease).
       const taken = await this.operations.update(
-        { id: operation.id, status: 'RUNNING', leaseOwner: operation.leaseOwner === null ? IsNull() : operation.leaseOwner },
+        { id: operation.id, status: 'RUNNING', attempt: operation.attempt, leaseOwner: operation.leaseOwner === null ? IsNull() : operation.leaseOwner },
         { leaseOwner: this.owner, leaseExpiresAt: Date.now() + this.options.leaseMs },
       );
       if (!taken.affected) continue;

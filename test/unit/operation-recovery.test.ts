@@ -243,6 +243,54 @@ describe('operation recovery', function () {
     assert.notEqual(row.leaseOwner, cutOff.owner);
   });
 
+  it('never runs two attempts of one operation at once, nor lets a stale attempt record its outcome', async () => {
+    const id = await insertOperation(db);
+    const seen = { runs: [] as number[], running: 0, mostAtOnce: 0, succeeded: [] as number[] };
+    const gate = () => {
+      let resolve!: () => void;
+      return { promise: new Promise<void>((done) => (resolve = done)), resolve: () => resolve() };
+    };
+    const finish = [gate(), gate()];
+    const handler: OperationHandler = {
+      kind: 'SNAPSHOT',
+      run: async (operation) => {
+        const attempt = operation.attempt;
+        seen.runs.push(attempt);
+        seen.running += 1;
+        seen.mostAtOnce = Math.max(seen.mostAtOnce, seen.running);
+        // A step that does not look at the signal (a long write, an event loop stalled by a GC pause): the run goes on
+        // past the moment its lease was lost.
+        await finish[seen.runs.length - 1].promise;
+        seen.running -= 1;
+        // What a restore commits with its SUCCEEDED: the swap to its shadow store.
+        return { afterCommit: async () => void seen.succeeded.push(attempt) };
+      },
+      compensate: async () => undefined,
+    };
+    // A long lease: the run is not stopped by its own lease timer or heartbeat before the takeover below.
+    runner = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 60_000, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+    runner.register(handler);
+    await runner.start();
+    await eventually(() => seen.runs.length === 1, { intervalMs: 10, what: 'the first run' });
+    // Meanwhile another replica took the operation over (its clock ahead, or this process stalled past the lease),
+    // compensated it and queued it again, as its record(QUEUED) leaves the row.
+    await db.getRepository(OperationEntity).update({ id }, { status: 'QUEUED', phase: 'queued', leaseOwner: null, leaseExpiresAt: null });
+    runner.kick();
+    await sleep(300);
+    finish[0].resolve(); // the stale first attempt ends and tries to record SUCCEEDED
+    await sleep(300);
+    finish[1].resolve();
+
+    const row = await eventually(async () => {
+      const found = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+      return found.status === 'SUCCEEDED' && found;
+    }, { what: 'the operation to succeed' });
+    await eventually(() => seen.succeeded.length > 0, { intervalMs: 10, what: 'the after-commit step' });
+    assert.equal(seen.mostAtOnce, 1, 'two attempts ran at once in one process');
+    assert.deepEqual(seen.succeeded, [2], 'the outcome recorded was not the running attempt\'s');
+    assert.equal(row.attempt, 2);
+  });
+
   describe('a cancel accepted while an operation is handed back', () => {
     const newRunner = (handler: OperationHandler) => {
       const created = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 3_000, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
