@@ -135,7 +135,9 @@ export class InstanceService {
   async remove(principal: Principal, id: string): Promise<void> {
     requireRole(principal, 'ADMIN', 'deleting an instance');
     const instance = await this.require(principal, id);
-    // Claim the instance first (new operations are refused from here on), then look for running ones.
+    // Claim the instance first (new operations are refused from here on), then look for running ones. A request queuing
+    // one holds the row in its transaction (holdOperationInputs): it either went in before the claim, and is found
+    // below, or sees the claim and is refused.
     const claimed = await this.instances.update({ id, status: In(['RUNNING', 'FAILED']) }, { status: 'DESTROYING' });
     if (!claimed.affected) throw conflict(`instance ${id} is ${instance.status}; delete it when that has finished`);
     const previousStatus = instance.status;

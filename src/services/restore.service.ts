@@ -25,6 +25,7 @@ import { BlobNotFoundError } from '../storage/errors';
 import { ChunkStoreError } from '../chunks';
 import { assertNoOperationInProgress, insertOperation } from '../jobs/operation-queue';
 import { assertAcceptsOperations, type InstanceInput, type InstanceService } from './instance.service';
+import { holdOperationInputs } from './operation-inputs';
 import { type Principal, requireRole } from './principal';
 import type { BackupService } from './backup.service';
 import type { ChangeLogService } from './change-log.service';
@@ -135,6 +136,7 @@ export class RestoreService {
     const pointInTime = await this.assertInWindow(source, at);
     assertCompatible(source.engineVersion, { ...valid, id: 'the new instance' });
     const instance = await this.db.transaction(async (manager) => {
+      await holdOperationInputs(manager, { sourceInstanceId: source.id });
       const created = await this.instances.create(principal, valid, { status: 'CREATING', sourceSnapshotId: null }, manager);
       await insertOperation(manager, {
         tenantId: created.tenantId,
@@ -164,7 +166,7 @@ export class RestoreService {
     const snapshot = await this.snapshots.require(principal, snapshotId);
     const target = await this.instances.require(principal, instanceId ?? snapshot.instanceId);
     this.assertRestorable(snapshot, target);
-    return this.enqueue(target, 'RESTORE', { snapshotId: snapshot.id, bytesTotal: snapshot.sizeBytes });
+    return this.enqueue(target, 'RESTORE', { snapshotId: snapshot.id, bytesTotal: snapshot.sizeBytes }, { sourceInstanceId: snapshot.instanceId });
   }
 
   async requestCreateFromSnapshot(principal: Principal, snapshotId: string, input: InstanceInput): Promise<InstanceEntity> {
@@ -174,6 +176,7 @@ export class RestoreService {
     this.assertRestorable(snapshot, { ...valid, id: 'the new instance', storageGB: 2 * valid.memoryGB });
     // The instance and its operation go in together: a crash can never leave a CREATING instance nobody finishes.
     const instance = await this.db.transaction(async (manager) => {
+      await holdOperationInputs(manager, { sourceInstanceId: snapshot.instanceId });
       const created = await this.instances.create(principal, valid, { status: 'CREATING', sourceSnapshotId: snapshot.id }, manager);
       await insertOperation(manager, {
         tenantId: created.tenantId,
@@ -247,10 +250,13 @@ export class RestoreService {
     target: InstanceEntity,
     kind: OperationKind,
     fields: { snapshotId?: string; bytesTotal?: number | null; params?: RestoreParams; pointInTime?: number; sourceInstanceId?: string },
+    reads: { sourceInstanceId?: string } = {},
   ): Promise<OperationEntity> {
-    const operation = await this.db.transaction((manager) =>
-      insertOperation(manager, { tenantId: target.tenantId, instanceId: target.id, kind, ...fields, params: { ...fields.params } }),
-    );
+    // The target and the instance whose data it reads are checked again as the operation goes in (a deletion racing).
+    const operation = await this.db.transaction(async (manager) => {
+      await holdOperationInputs(manager, { targetId: target.id, sourceInstanceId: fields.sourceInstanceId, ...reads });
+      return insertOperation(manager, { tenantId: target.tenantId, instanceId: target.id, kind, ...fields, params: { ...fields.params } });
+    });
     this.announceWork();
     return operation;
   }

@@ -14,7 +14,8 @@ import { insertOperation } from '../jobs/operation-queue';
 import { expiresAtFor } from '../scheduler/retention';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import type { BackupService } from './backup.service';
-import { assertAcceptsOperations, type InstanceService } from './instance.service';
+import type { InstanceService } from './instance.service';
+import { holdOperationInputs } from './operation-inputs';
 import { type Principal, requireRole } from './principal';
 
 export interface SnapshotFilterInput {
@@ -94,9 +95,8 @@ export class SnapshotService {
   ): Promise<SnapshotEntity> {
     const snapshot = this.newSnapshot(instance, profile, description);
     await this.db.transaction(async (manager) => {
-      const current = await manager.findOne(InstanceEntity, { where: { id: instance.id } });
-      if (!current) throw new AppError('NOT_FOUND', `instance ${instance.id} not found`);
-      assertAcceptsOperations(current);
+      // Held, not only read: on PostgreSQL a read missed a deletion's claim made meanwhile (see holdOperationInputs).
+      await holdOperationInputs(manager, { targetId: instance.id });
       await manager.insert(SnapshotEntity, snapshot);
       await insertOperation(manager, {
         tenantId: instance.tenantId,

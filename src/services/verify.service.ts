@@ -7,6 +7,7 @@ import type { Compensation, JobContext, OperationHandler, OperationResult } from
 import { insertOperation } from '../jobs/operation-queue';
 import type { BackupService } from './backup.service';
 import type { InstanceService } from './instance.service';
+import { holdOperationInputs } from './operation-inputs';
 import { type Principal, requireRole } from './principal';
 import type { SnapshotService, WorkAnnouncer } from './snapshot.service';
 
@@ -24,9 +25,10 @@ export class VerifyService {
     if (snapshot.status !== 'COMPLETED') {
       throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} is ${snapshot.status}; only COMPLETED snapshots can be verified`);
     }
-    const operation = await this.db.transaction((manager) =>
-      insertOperation(manager, { tenantId: snapshot.tenantId, instanceId: snapshot.instanceId, kind: 'VERIFY', snapshotId: snapshot.id }),
-    );
+    const operation = await this.db.transaction(async (manager) => {
+      await holdOperationInputs(manager, { sourceInstanceId: snapshot.instanceId });
+      return insertOperation(manager, { tenantId: snapshot.tenantId, instanceId: snapshot.instanceId, kind: 'VERIFY', snapshotId: snapshot.id });
+    });
     this.announceWork();
     return operation;
   }

@@ -1,0 +1,42 @@
+// What an operation being queued will read, held by the transaction that queues it, against a deletion of that data.
+import { type EntityManager, Not } from 'typeorm';
+import { InstanceEntity } from '../entities/instance.entity';
+import { conflict, notFound } from '../errors/app-error';
+import { assertAcceptsOperations } from './instance.service';
+
+export interface OperationInputs {
+  /** The instance the operation works on: it must accept operations (RUNNING). */
+  targetId?: string;
+  /** An instance whose snapshot or history the operation reads: it must not be being deleted. */
+  sourceInstanceId?: string;
+}
+
+/**
+ * Holds the rows an operation depends on until the end of the transaction that inserts it (call it before the insert),
+ * checking them again as held. deleteInstance writes first and looks after: it claims the instance (DESTROYING), then
+ * looks for operations on its data. A request that passed its own checks just before the claim, and inserted its
+ * operation just after that look, was accepted and then FAILED with NOT_FOUND once it ran. Here the request writes
+ * first too (an update that changes nothing: on PostgreSQL it waits for a deletion's uncommitted claim and reads the
+ * row as that left it, and a claim waits for it in turn; SQLite runs one transaction at a time): whichever comes
+ * second sees the other and refuses.
+ */
+export async function holdOperationInputs(manager: EntityManager, inputs: OperationInputs): Promise<void> {
+  // Instances in the order of their ids: two requests holding the same two rows never wait for each other in a cycle.
+  const instances = [
+    ...(inputs.targetId ? [{ id: inputs.targetId, target: true }] : []),
+    ...(inputs.sourceInstanceId && inputs.sourceInstanceId !== inputs.targetId ? [{ id: inputs.sourceInstanceId, target: false }] : []),
+  ].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  for (const { id, target } of instances) {
+    const held = target
+      ? await manager.update(InstanceEntity, { id, status: 'RUNNING' }, { status: 'RUNNING' })
+      : await manager.update(InstanceEntity, { id, status: Not('DESTROYING') }, { status: () => 'status' });
+    if (held.affected) continue;
+    const current = await manager.findOneBy(InstanceEntity, { id });
+    if (!current) throw notFound('instance', id);
+    if (target) {
+      assertAcceptsOperations(current);
+      throw conflict(`instance ${id} changed while the operation was being queued; try again`);
+    }
+    throw conflict(`instance ${id}, whose data the operation would read, is being deleted; nothing was queued`);
+  }
+}

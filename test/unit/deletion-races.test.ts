@@ -1,0 +1,256 @@
+// Deletions against requests that would read the data being deleted, on the services and the metadata database
+// (SQLite, and PostgreSQL when it is there). A request that passed its own checks just before deleteInstance claimed
+// the instance, and queues its operation just after the deletion looked for operations on its data, must not be
+// accepted and then fail with NOT_FOUND: exactly one of the two wins, the other is refused at once.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type DataSource, EntityManager, In } from 'typeorm';
+
+import type { AppConfig } from '../../src/config/app-config';
+import { DEFAULT_TIER_POLICIES } from '../../src/config/tiers';
+import { createMetadataDataSource } from '../../src/entities/data-source';
+import { InstanceEntity } from '../../src/entities/instance.entity';
+import { OperationEntity } from '../../src/entities/operation.entity';
+import { SnapshotEntity } from '../../src/entities/snapshot.entity';
+import { createInMemoryEventBus } from '../../src/events/event-bus';
+import type { GraphStoreProvider } from '../../src/graph/graph-store';
+import type { BackupService } from '../../src/services/backup.service';
+import type { ChangeLogService } from '../../src/services/change-log.service';
+import { InstanceService } from '../../src/services/instance.service';
+import type { Principal } from '../../src/services/principal';
+import { RestoreService } from '../../src/services/restore.service';
+import { SnapshotService } from '../../src/services/snapshot.service';
+import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
+import { createTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
+
+type Backend = { name: 'SQLite' } | { name: 'PostgreSQL'; adminUrl(): string };
+
+describe('deletion races on SQLite metadata', () => deletionRaces({ name: 'SQLite' }));
+describePostgres('deletion races on PostgreSQL metadata', (postgres) => deletionRaces({ name: 'PostgreSQL', adminUrl: () => postgres.adminUrl() }));
+
+function deletionRaces(backend: Backend) {
+  let dir: string;
+  let database: TestDatabase | undefined;
+  let db: DataSource;
+  let instances: InstanceService;
+  let snapshots: SnapshotService;
+  let restores: RestoreService;
+  /** Opened by the test: until then, a request that has passed its own checks waits before its transaction. */
+  let letRequestGoOn: () => void;
+  let requestChecked: Promise<void>;
+  const tenantId = randomUUID();
+  const principal: Principal = { tenantId, tenantName: 'racing', role: 'ADMIN', apiKeyId: 'key', apiKeyName: 'key' };
+  const restoreExists = EntityManager.prototype.exists;
+  const restoreSave = EntityManager.prototype.save;
+
+  beforeEach(async function () {
+    this.timeout(30_000);
+    dir = mkdtempSync(join(tmpdir(), 'snapgraph-deletion-races-'));
+    database = backend.name === 'PostgreSQL' ? await createTestDatabase(backend.adminUrl()) : undefined;
+    db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
+    await db.initialize();
+    await db.runMigrations({ transaction: 'each' });
+    const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
+    const events = createInMemoryEventBus();
+    instances = new InstanceService(db, config, { removeGenerations: async () => undefined } as unknown as GraphStoreProvider, events);
+    const backups = { forgetExport: async () => undefined, collectSoon: () => undefined } as unknown as BackupService;
+    snapshots = new SnapshotService(db, config, instances, { delete: async () => undefined } as unknown as EncryptedBlobStore, events, () => undefined, backups);
+    instances.onRemove((instance) => snapshots.deleteAllOf(instance));
+    const log = { restoreWindow: async () => ({ earliest: 0, latest: Date.now() + 3_600_000 }) } as unknown as ChangeLogService;
+    let checked!: () => void;
+    requestChecked = new Promise((resolve) => (checked = resolve));
+    const goOn = new Promise<void>((resolve) => (letRequestGoOn = resolve));
+    const paused = new Proxy(db, {
+      get: (target, key) =>
+        key === 'transaction'
+          ? async (...args: unknown[]) => {
+              checked();
+              await goOn;
+              return (target.transaction as (...a: unknown[]) => Promise<unknown>)(...args);
+            }
+          : Reflect.get(target, key),
+    });
+    restores = new RestoreService(paused, instances, snapshots, () => undefined, log);
+  });
+
+  afterEach(async () => {
+    EntityManager.prototype.exists = restoreExists;
+    EntityManager.prototype.save = restoreSave;
+    await db.destroy();
+    await database?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function instance(name: string): Promise<string> {
+    const id = randomUUID();
+    await db.getRepository(InstanceEntity).insert({
+      id,
+      tenantId,
+      name,
+      tier: 'FREE',
+      memoryGB: 1,
+      storageGB: 2,
+      engineVersion: 'V5',
+      status: 'RUNNING',
+      availability: 'AVAILABLE',
+      sourceSnapshotId: null,
+      storeGeneration: 1,
+      createdAt: Date.now() - 60_000,
+      lastScheduledAt: null,
+    });
+    return id;
+  }
+
+  async function snapshot(instanceId: string): Promise<string> {
+    const id = randomUUID();
+    await db.getRepository(SnapshotEntity).insert({
+      id,
+      tenantId,
+      instanceId,
+      profile: 'ON_DEMAND',
+      status: 'COMPLETED',
+      createdAt: Date.now() - 30_000,
+      completedAt: Date.now() - 29_000,
+      expiresAt: null,
+      description: null,
+      engineVersion: 'V5',
+      contents: { nodeCount: 1, relationshipCount: 0, labels: [{ name: 'A', count: 1 }], relationshipTypes: [], storeSizeBytes: 4096 },
+      error: null,
+    });
+    return id;
+  }
+
+  /** What a request or a deletion ended with: 'ok', or the error's code. */
+  const outcome = (promise: Promise<unknown>) =>
+    promise.then(
+      () => 'ok',
+      (error: { extensions?: { code?: string }; code?: string; message?: string }) => error.extensions?.code ?? error.code ?? String(error.message),
+    );
+
+  /**
+   * Runs `request` until it has passed its own checks, then `deletion`; the request queues its operation right after
+   * the deletion has looked for operations on the data (the first look at operations after this is armed), given a
+   * moment to do so before the deletion goes on. What each ended with: its value, or the error's code.
+   */
+  async function race(request: () => Promise<unknown>, deletion: () => Promise<unknown>): Promise<{ request: string; deletion: string }> {
+    const requested = outcome(request());
+    await requestChecked;
+    let armed = true;
+    EntityManager.prototype.exists = async function (this: EntityManager, ...args: Parameters<EntityManager['exists']>) {
+      const found = await restoreExists.apply(this, args);
+      if (armed && args[0] === OperationEntity) {
+        armed = false;
+        letRequestGoOn();
+        // A request the deletion makes wait (a lock it holds) cannot finish now: the deletion goes on after a while.
+        await Promise.race([requested, sleep(500)]);
+      }
+      return found;
+    } as EntityManager['exists'];
+    const deleted = outcome(deletion());
+    return { request: await requested, deletion: await deleted };
+  }
+
+  /**
+   * Runs `request` until it is about to insert its operation (inside its transaction, its checks made), then starts
+   * `deletion`, and lets the request go on a moment later.
+   */
+  async function raceFromInside(request: () => Promise<unknown>, deletion: () => Promise<unknown>): Promise<{ request: string; deletion: string }> {
+    let inserting!: () => void;
+    const atInsert = new Promise<void>((resolve) => (inserting = resolve));
+    let goOn!: () => void;
+    const insert = new Promise<void>((resolve) => (goOn = resolve));
+    let armed = true;
+    EntityManager.prototype.save = async function (this: EntityManager, ...args: unknown[]) {
+      if (armed && args[0] === OperationEntity) {
+        armed = false;
+        inserting();
+        await insert;
+      }
+      return (restoreSave as (...a: unknown[]) => Promise<unknown>).apply(this, args);
+    } as EntityManager['save'];
+    letRequestGoOn();
+    const requested = outcome(request());
+    await atInsert;
+    const deleted = outcome(deletion());
+    await sleep(300);
+    goOn();
+    return { request: await requested, deletion: await deleted };
+  }
+
+  /** Operations queued or running that read the snapshots or history of `instanceId`, or work on it. */
+  async function operationsOnDataOf(instanceId: string, snapshotIds: string[]): Promise<OperationEntity[]> {
+    const active = In(['QUEUED', 'RUNNING']);
+    return db.getRepository(OperationEntity).find({
+      where: [{ instanceId, status: active }, { sourceInstanceId: instanceId, status: active }, { snapshotId: In(snapshotIds), status: active }],
+    });
+  }
+
+  const input = { name: 'copy', tier: 'FREE' as const, memoryGB: 1, engineVersion: 'V5' as const };
+
+  describe('deleteInstance', () => {
+    it('against an instance created from one of its snapshots: the creation is refused, nothing is queued', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const snapshotId = await snapshot(source);
+      const outcome = await race(() => restores.requestCreateFromSnapshot(principal, snapshotId, input), () => instances.remove(principal, source));
+      assert.deepEqual(outcome, { request: 'CONFLICT', deletion: 'ok' });
+      assert.deepEqual(await operationsOnDataOf(source, [snapshotId]), [], 'an operation was queued on data being deleted');
+      assert.equal(await db.getRepository(InstanceEntity).countBy({ tenantId }), 0, 'the CREATING instance stayed behind');
+    });
+
+    it('against a restore of one of its snapshots over another instance: the restore is refused', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const target = await instance('target');
+      const snapshotId = await snapshot(source);
+      const outcome = await race(() => restores.requestRestore(principal, snapshotId, 'RESTORE', target), () => instances.remove(principal, source));
+      assert.deepEqual(outcome, { request: 'CONFLICT', deletion: 'ok' });
+      assert.deepEqual(await operationsOnDataOf(source, [snapshotId]), []);
+      assert.equal(await db.getRepository(OperationEntity).countBy({ instanceId: target }), 0);
+    });
+
+    it('against a restore of its own snapshot over it: the restore is refused', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const snapshotId = await snapshot(source);
+      const outcome = await race(() => restores.requestRestore(principal, snapshotId, 'RESTORE', null), () => instances.remove(principal, source));
+      assert.deepEqual(outcome, { request: 'INSTANCE_UNAVAILABLE', deletion: 'ok' });
+      assert.deepEqual(await operationsOnDataOf(source, [snapshotId]), []);
+    });
+
+    it('against a creation from one of its snapshots that is already queuing its operation: the deletion is refused', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const snapshotId = await snapshot(source);
+      const outcome = await raceFromInside(() => restores.requestCreateFromSnapshot(principal, snapshotId, input), () => instances.remove(principal, source));
+      assert.deepEqual(outcome, { request: 'ok', deletion: 'CONFLICT' });
+      const row = await db.getRepository(InstanceEntity).findOneByOrFail({ id: source });
+      assert.equal(row.status, 'RUNNING', 'the refused deletion did not give its claim back');
+      assert.equal((await operationsOnDataOf(source, [snapshotId])).length, 1);
+    });
+
+    it('against a snapshot of it that is already queuing its operation: the deletion is refused', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const outcome = await raceFromInside(() => snapshots.requestSnapshot(principal, source, null), () => instances.remove(principal, source));
+      assert.deepEqual(outcome, { request: 'ok', deletion: 'CONFLICT' });
+      assert.equal((await db.getRepository(InstanceEntity).findOneByOrFail({ id: source })).status, 'RUNNING');
+    });
+
+    it('against an instance created from a moment of its history: the creation is refused', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const outcome = await race(
+        () => restores.requestCreateFromPointInTime(principal, source, new Date(Date.now() - 1_000), input),
+        () => instances.remove(principal, source),
+      );
+      assert.deepEqual(outcome, { request: 'CONFLICT', deletion: 'ok' });
+      assert.deepEqual(await operationsOnDataOf(source, []), []);
+      assert.equal(await db.getRepository(InstanceEntity).countBy({ tenantId }), 0, 'the CREATING instance stayed behind');
+    });
+  });
+}
