@@ -1,7 +1,8 @@
 // What an operation being queued will read, held by the transaction that queues it, against a deletion of that data.
 import { type EntityManager, Not } from 'typeorm';
 import { InstanceEntity } from '../entities/instance.entity';
-import { conflict, notFound } from '../errors/app-error';
+import { SnapshotEntity } from '../entities/snapshot.entity';
+import { AppError, conflict, notFound } from '../errors/app-error';
 import { assertAcceptsOperations } from './instance.service';
 
 export interface OperationInputs {
@@ -9,16 +10,19 @@ export interface OperationInputs {
   targetId?: string;
   /** An instance whose snapshot or history the operation reads: it must not be being deleted. */
   sourceInstanceId?: string;
+  /** A snapshot the operation reads: it must still be there, COMPLETED. */
+  snapshotId?: string;
 }
 
 /**
  * Holds the rows an operation depends on until the end of the transaction that inserts it (call it before the insert),
- * checking them again as held. deleteInstance writes first and looks after: it claims the instance (DESTROYING), then
- * looks for operations on its data. A request that passed its own checks just before the claim, and inserted its
- * operation just after that look, was accepted and then FAILED with NOT_FOUND once it ran. Here the request writes
- * first too (an update that changes nothing: on PostgreSQL it waits for a deletion's uncommitted claim and reads the
- * row as that left it, and a claim waits for it in turn; SQLite runs one transaction at a time): whichever comes
- * second sees the other and refuses.
+ * checking them again as held. A deletion writes first and looks after: deleteInstance claims the instance
+ * (DESTROYING), then looks for operations on its data; deleteSnapshot removes the row, then looks for operations that
+ * read it (in one transaction, undone when it finds one). A request that passed its own checks just before, and
+ * inserted its operation just after that look, was accepted and then FAILED with NOT_FOUND once it ran. Here the
+ * request writes first too (an update that changes nothing: on PostgreSQL it waits for a deletion's uncommitted write
+ * and reads the row as that left it, and a deletion waits for it in turn; SQLite runs one transaction at a time):
+ * whichever comes second sees the other and refuses.
  */
 export async function holdOperationInputs(manager: EntityManager, inputs: OperationInputs): Promise<void> {
   // Instances in the order of their ids: two requests holding the same two rows never wait for each other in a cycle.
@@ -38,5 +42,13 @@ export async function holdOperationInputs(manager: EntityManager, inputs: Operat
       throw conflict(`instance ${id} changed while the operation was being queued; try again`);
     }
     throw conflict(`instance ${id}, whose data the operation would read, is being deleted; nothing was queued`);
+  }
+  if (inputs.snapshotId) {
+    const held = await manager.update(SnapshotEntity, { id: inputs.snapshotId, status: 'COMPLETED' }, { status: 'COMPLETED' });
+    if (!held.affected) {
+      const current = await manager.findOneBy(SnapshotEntity, { id: inputs.snapshotId });
+      if (!current) throw notFound('snapshot', inputs.snapshotId);
+      throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${current.id} is ${current.status}, not COMPLETED`);
+    }
   }
 }

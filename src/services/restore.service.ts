@@ -176,7 +176,7 @@ export class RestoreService {
     this.assertRestorable(snapshot, { ...valid, id: 'the new instance', storageGB: 2 * valid.memoryGB });
     // The instance and its operation go in together: a crash can never leave a CREATING instance nobody finishes.
     const instance = await this.db.transaction(async (manager) => {
-      await holdOperationInputs(manager, { sourceInstanceId: snapshot.instanceId });
+      await holdOperationInputs(manager, { sourceInstanceId: snapshot.instanceId, snapshotId: snapshot.id });
       const created = await this.instances.create(principal, valid, { status: 'CREATING', sourceSnapshotId: snapshot.id }, manager);
       await insertOperation(manager, {
         tenantId: created.tenantId,
@@ -252,9 +252,9 @@ export class RestoreService {
     fields: { snapshotId?: string; bytesTotal?: number | null; params?: RestoreParams; pointInTime?: number; sourceInstanceId?: string },
     reads: { sourceInstanceId?: string } = {},
   ): Promise<OperationEntity> {
-    // The target and the instance whose data it reads are checked again as the operation goes in (a deletion racing).
+    // The target and the data it reads are checked again as the operation goes in (a deletion racing).
     const operation = await this.db.transaction(async (manager) => {
-      await holdOperationInputs(manager, { targetId: target.id, sourceInstanceId: fields.sourceInstanceId, ...reads });
+      await holdOperationInputs(manager, { targetId: target.id, sourceInstanceId: fields.sourceInstanceId, snapshotId: fields.snapshotId, ...reads });
       return insertOperation(manager, { tenantId: target.tenantId, instanceId: target.id, kind, ...fields, params: { ...fields.params } });
     });
     this.announceWork();

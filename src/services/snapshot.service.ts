@@ -1,7 +1,7 @@
 // Snapshots: on-demand and scheduled capture into encrypted blobs, history for dashboards, deletion, events.
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { Brackets, type DataSource, type EntityManager, IsNull, type Repository } from 'typeorm';
+import { Brackets, type DataSource, type EntityManager, In, IsNull, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { scheduleOf } from '../config/tiers';
 import { InstanceEntity } from '../entities/instance.entity';
@@ -255,14 +255,20 @@ export class SnapshotService {
     if (snapshot.status !== 'COMPLETED' && snapshot.status !== 'FAILED') {
       throw new AppError('CONFLICT', `snapshot ${id} is ${snapshot.status}; delete it when it has completed or failed`);
     }
-    const inUse = await this.db.getRepository(OperationEntity).exists({
-      where: [
-        { snapshotId: id, status: 'QUEUED' },
-        { snapshotId: id, status: 'RUNNING' },
-      ],
+    // The row goes first, then the look for operations that read it, in one transaction undone when one does: a request
+    // queuing one holds the row as it does (holdOperationInputs), so it is either found here or finds the row gone.
+    const deleted = await this.db.transaction(async (manager) => {
+      const { affected } = await manager.delete(SnapshotEntity, { id, status: In(['COMPLETED', 'FAILED']) });
+      const inUse = await manager.exists(OperationEntity, {
+        where: [
+          { snapshotId: id, status: 'QUEUED' },
+          { snapshotId: id, status: 'RUNNING' },
+        ],
+      });
+      if (inUse) throw new AppError('CONFLICT', `snapshot ${id} is being written or restored; delete it when that has finished`);
+      return Boolean(affected);
     });
-    if (inUse) throw new AppError('CONFLICT', `snapshot ${id} is being written or restored; delete it when that has finished`);
-    await this.delete(snapshot);
+    await this.afterRowDeleted(snapshot, deleted);
   }
 
   /**
@@ -273,10 +279,15 @@ export class SnapshotService {
   async delete(snapshot: SnapshotEntity): Promise<boolean> {
     // The row goes first: a crash in between leaves unlisted data (collected later), never a listed snapshot without it.
     const { affected } = await this.snapshots.delete({ id: snapshot.id });
+    return this.afterRowDeleted(snapshot, Boolean(affected));
+  }
+
+  /** What follows the removal of a snapshot's row (by this caller when `deleted`, else by another remover before). */
+  private async afterRowDeleted(snapshot: SnapshotEntity, deleted: boolean): Promise<boolean> {
     if (snapshot.blobKey) await this.blobs.delete(snapshot.blobKey);
     await this.backups.forgetExport(snapshot);
     this.backups.collectSoon(snapshot.tenantId);
-    if (!affected) return false;
+    if (!deleted) return false;
     this.publish(snapshot, true);
     return true;
   }

@@ -26,7 +26,7 @@ export class VerifyService {
       throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} is ${snapshot.status}; only COMPLETED snapshots can be verified`);
     }
     const operation = await this.db.transaction(async (manager) => {
-      await holdOperationInputs(manager, { sourceInstanceId: snapshot.instanceId });
+      await holdOperationInputs(manager, { sourceInstanceId: snapshot.instanceId, snapshotId: snapshot.id });
       return insertOperation(manager, { tenantId: snapshot.tenantId, instanceId: snapshot.instanceId, kind: 'VERIFY', snapshotId: snapshot.id });
     });
     this.announceWork();

@@ -1,7 +1,8 @@
 // Deletions against requests that would read the data being deleted, on the services and the metadata database
 // (SQLite, and PostgreSQL when it is there). A request that passed its own checks just before deleteInstance claimed
-// the instance, and queues its operation just after the deletion looked for operations on its data, must not be
-// accepted and then fail with NOT_FOUND: exactly one of the two wins, the other is refused at once.
+// the instance (or before deleteSnapshot looked for operations reading the snapshot), and queues its operation just
+// after the deletion looked, must not be accepted and then fail with NOT_FOUND: exactly one of the two wins, the other
+// is refused at once.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -251,6 +252,37 @@ function deletionRaces(backend: Backend) {
       assert.deepEqual(outcome, { request: 'CONFLICT', deletion: 'ok' });
       assert.deepEqual(await operationsOnDataOf(source, []), []);
       assert.equal(await db.getRepository(InstanceEntity).countBy({ tenantId }), 0, 'the CREATING instance stayed behind');
+    });
+  });
+
+  describe('deleteSnapshot', () => {
+    it('against an instance created from it: the creation is refused, nothing is queued on a deleted snapshot', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const snapshotId = await snapshot(source);
+      const outcome = await race(() => restores.requestCreateFromSnapshot(principal, snapshotId, input), () => snapshots.remove(principal, snapshotId));
+      assert.deepEqual(outcome, { request: 'NOT_FOUND', deletion: 'ok' });
+      assert.equal(await db.getRepository(OperationEntity).countBy({ snapshotId }), 0, 'a creation was queued from a deleted snapshot');
+      assert.equal(await db.getRepository(InstanceEntity).countBy({ tenantId }), 1, 'the CREATING instance stayed behind');
+    });
+
+    it('against a restore of it: the restore is refused', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const snapshotId = await snapshot(source);
+      const outcome = await race(() => restores.requestRestore(principal, snapshotId, 'RESTORE', null), () => snapshots.remove(principal, snapshotId));
+      assert.deepEqual(outcome, { request: 'NOT_FOUND', deletion: 'ok' });
+      assert.equal(await db.getRepository(OperationEntity).countBy({ snapshotId }), 0, 'a restore was queued from a deleted snapshot');
+    });
+
+    it('against a restore of it that is already queuing its operation: the deletion is refused, the snapshot stays', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const snapshotId = await snapshot(source);
+      const outcome = await raceFromInside(() => restores.requestRestore(principal, snapshotId, 'RESTORE', null), () => snapshots.remove(principal, snapshotId));
+      assert.deepEqual(outcome, { request: 'ok', deletion: 'CONFLICT' });
+      assert.equal(await db.getRepository(SnapshotEntity).countBy({ id: snapshotId }), 1);
+      assert.equal(await db.getRepository(OperationEntity).countBy({ snapshotId, status: 'QUEUED' }), 1);
     });
   });
 }
