@@ -18,6 +18,7 @@ import { describeS3Error } from '../storage/s3-errors';
 import { formatS3Url, parseS3Url } from '../storage/s3-location';
 import { exportFileName } from './export.service';
 import type { InstanceService } from './instance.service';
+import { holdOperationInputs } from './operation-inputs';
 import { type Principal, requireRole } from './principal';
 import type { SnapshotService, WorkAnnouncer } from './snapshot.service';
 
@@ -118,7 +119,11 @@ export class ExportDestinationService {
     }
     const destination = await this.destinations.findOne({ where: { id: destinationId, tenantId: principal.tenantId } });
     if (!destination) throw notFound('export destination', destinationId);
-    const operation = await this.db.transaction((manager) => this.enqueue(manager, snapshot, { destinationId, auto: false, retry: 0 }));
+    const operation = await this.db.transaction(async (manager) => {
+      // Checked again as the operation goes in: the snapshot, or its instance, may be being deleted meanwhile.
+      await holdOperationInputs(manager, { sourceInstanceId: snapshot.instanceId, snapshotId: snapshot.id });
+      return this.enqueue(manager, snapshot, { destinationId, auto: false, retry: 0 });
+    });
     this.announceWork();
     return operation;
   }

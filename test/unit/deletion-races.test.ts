@@ -21,6 +21,8 @@ import { createInMemoryEventBus } from '../../src/events/event-bus';
 import type { GraphStoreProvider } from '../../src/graph/graph-store';
 import type { BackupService } from '../../src/services/backup.service';
 import type { ChangeLogService } from '../../src/services/change-log.service';
+import { ExportDestinationEntity } from '../../src/entities/export-destination.entity';
+import { ExportDestinationService } from '../../src/services/export-destination.service';
 import { InstanceService } from '../../src/services/instance.service';
 import type { Principal } from '../../src/services/principal';
 import { RestoreService } from '../../src/services/restore.service';
@@ -40,6 +42,7 @@ function deletionRaces(backend: Backend) {
   let instances: InstanceService;
   let snapshots: SnapshotService;
   let restores: RestoreService;
+  let exports: ExportDestinationService;
   /** Opened by the test: until then, a request that has passed its own checks waits before its transaction. */
   let letRequestGoOn: () => void;
   let requestChecked: Promise<void>;
@@ -76,6 +79,7 @@ function deletionRaces(backend: Backend) {
           : Reflect.get(target, key),
     });
     restores = new RestoreService(paused, instances, snapshots, () => undefined, log);
+    exports = new ExportDestinationService(paused, {} as never, instances, snapshots, () => undefined, { retryBaseMs: 60_000, allowPrivateAddresses: true });
   });
 
   afterEach(async () => {
@@ -190,6 +194,25 @@ function deletionRaces(backend: Backend) {
     });
   }
 
+  async function destination(): Promise<string> {
+    const id = randomUUID();
+    await db.getRepository(ExportDestinationEntity).insert({
+      id,
+      tenantId,
+      name: 'bucket',
+      url: 's3://bucket',
+      endpoint: null,
+      region: null,
+      autoExportInstanceIds: [],
+      masterKeyId: 'key',
+      sealedCredentials: 'sealed',
+      createdAt: Date.now(),
+      lastExportAt: null,
+      lastError: null,
+    });
+    return id;
+  }
+
   const input = { name: 'copy', tier: 'FREE' as const, memoryGB: 1, engineVersion: 'V5' as const };
 
   describe('deleteInstance', () => {
@@ -242,6 +265,16 @@ function deletionRaces(backend: Backend) {
       assert.equal((await db.getRepository(InstanceEntity).findOneByOrFail({ id: source })).status, 'RUNNING');
     });
 
+    it('against an export of one of its snapshots to a destination: the export is refused', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const snapshotId = await snapshot(source);
+      const bucket = await destination();
+      const outcome = await race(() => exports.exportSnapshotTo(principal, snapshotId, bucket), () => instances.remove(principal, source));
+      assert.deepEqual(outcome, { request: 'CONFLICT', deletion: 'ok' });
+      assert.deepEqual(await operationsOnDataOf(source, [snapshotId]), []);
+    });
+
     it('against an instance created from a moment of its history: the creation is refused', async function () {
       this.timeout(20_000);
       const source = await instance('source');
@@ -273,6 +306,16 @@ function deletionRaces(backend: Backend) {
       const outcome = await race(() => restores.requestRestore(principal, snapshotId, 'RESTORE', null), () => snapshots.remove(principal, snapshotId));
       assert.deepEqual(outcome, { request: 'NOT_FOUND', deletion: 'ok' });
       assert.equal(await db.getRepository(OperationEntity).countBy({ snapshotId }), 0, 'a restore was queued from a deleted snapshot');
+    });
+
+    it('against an export of it to a destination: the export is refused', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const snapshotId = await snapshot(source);
+      const bucket = await destination();
+      const outcome = await race(() => exports.exportSnapshotTo(principal, snapshotId, bucket), () => snapshots.remove(principal, snapshotId));
+      assert.deepEqual(outcome, { request: 'NOT_FOUND', deletion: 'ok' });
+      assert.equal(await db.getRepository(OperationEntity).countBy({ snapshotId }), 0, 'an export was queued from a deleted snapshot');
     });
 
     it('against a restore of it that is already queuing its operation: the deletion is refused, the snapshot stays', async function () {
