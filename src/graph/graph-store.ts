@@ -213,5 +213,7 @@ export interface GraphStoreProvider {
    * the swap is recorded, it can only be the shadow a later operation is building.
    */
   removeGenerationsBefore(instanceId: string, generation: number): Promise<void>;
+  /** Closes and deletes one generation: a shadow its restore gives up. */
+  removeGeneration(instanceId: string, generation: number): Promise<void>;
   close(): Promise<void>;
 }

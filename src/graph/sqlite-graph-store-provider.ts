@@ -124,6 +124,11 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
     });
   }
 
+  async removeGeneration(instanceId: string, generation: number): Promise<void> {
+    const name = `graph-${generation}.sqlite`;
+    await this.removeFiles(instanceId, (file) => file.startsWith(name));
+  }
+
   /** Closes the instance's cached stores whose file name is `doomed`, then deletes every such file of its directory. */
   private async removeFiles(instanceId: string, doomed: (name: string) => boolean): Promise<void> {
     const dir = this.dirOf(instanceId);

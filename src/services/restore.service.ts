@@ -300,7 +300,10 @@ export class RestoreOperationHandler implements OperationHandler {
       recordsChecked: given?.recordsChecked,
     };
     const overwriting = !this.creating;
-    const shadowGeneration = instance.storeGeneration + 1;
+    // A generation of this attempt's own: an earlier attempt that outlived its lease (its process stalled past it while
+    // another replica put the operation back and ran this one) removes its shadow when it stops at last. With the
+    // same number, that was this attempt's store, by then swapped in: the instance was left without its data.
+    const shadowGeneration = instance.storeGeneration + operation.attempt;
     params.shadowGeneration = shadowGeneration;
     context.progress({ phase: 'preparing', bytesDone: 0 });
 
@@ -417,7 +420,8 @@ export class RestoreOperationHandler implements OperationHandler {
       const { restorePoint } = await this.backups.captureSealed(instance, sealed, { ...context, progress: () => undefined });
       return { expected, stats: sealed.base.stats, anchor: { anchor: 'BASE', originPointId: null }, newPoint: restorePoint };
     } catch (error) {
-      await this.stores.removeGenerations(instance.id, instance.storeGeneration).catch(() => undefined);
+      // Only this attempt's shadow: by now a stale attempt's `instance` may not name the current generation.
+      await this.stores.removeGeneration(instance.id, generation).catch(() => undefined);
       throw error;
     }
   }

@@ -1,0 +1,138 @@
+// Attempts of one restore against each other, on the product's SQLite metadata database and real graph stores: an
+// attempt that outlived its lease (its process stalled past it, a GC pause, a VM paused) while another replica put the
+// operation back and ran the next attempt to its end must not, once it resumes and stops, remove what that attempt
+// swapped in.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DataSource } from 'typeorm';
+
+import type { AppConfig } from '../../src/config/app-config';
+import { DEFAULT_TIER_POLICIES } from '../../src/config/tiers';
+import { createMetadataDataSource } from '../../src/entities/data-source';
+import { InstanceEntity } from '../../src/entities/instance.entity';
+import type { OperationEntity } from '../../src/entities/operation.entity';
+import type { SnapshotEntity } from '../../src/entities/snapshot.entity';
+import { createInMemoryEventBus } from '../../src/events/event-bus';
+import type { DeltaBatch } from '../../src/graph/records';
+import { SqliteGraphStoreProvider } from '../../src/graph/sqlite-graph-store-provider';
+import type { JobContext } from '../../src/jobs/operation-handler';
+import { Metrics } from '../../src/observability/metrics';
+import type { BackupService } from '../../src/services/backup.service';
+import type { ChangeLogService } from '../../src/services/change-log.service';
+import { InstanceService } from '../../src/services/instance.service';
+import { RestoreOperationHandler } from '../../src/services/restore.service';
+import type { SnapshotService } from '../../src/services/snapshot.service';
+import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
+import { eventually } from '../support/wait';
+
+describe('restore attempts', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let db: DataSource;
+  let stores: SqliteGraphStoreProvider;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'snapgraph-restore-attempts-'));
+    db = createMetadataDataSource({ dataDir: dir });
+    await db.initialize();
+    await db.runMigrations({ transaction: 'each' });
+    stores = new SqliteGraphStoreProvider(join(dir, 'instances'));
+  });
+
+  afterEach(async () => {
+    await stores.close();
+    await db.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const contextFor = (operation: OperationEntity, signal: AbortSignal): JobContext => ({
+    signal,
+    progress: () => undefined,
+    saveParams: async (params) => {
+      signal.throwIfAborted();
+      operation.params = params;
+    },
+    enterPointOfNoReturn: async () => signal.throwIfAborted(),
+  });
+
+  it("a stale attempt that stops after the next one swapped its store in leaves that store alone", async () => {
+    const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
+    const instances = new InstanceService(db, config, stores, createInMemoryEventBus());
+    const tenantId = randomUUID();
+    const instanceId = randomUUID();
+    await db.getRepository(InstanceEntity).insert({
+      id: instanceId,
+      tenantId,
+      name: 'created from a snapshot',
+      tier: 'FREE',
+      memoryGB: 1,
+      storageGB: 2,
+      engineVersion: 'V5',
+      status: 'CREATING',
+      availability: 'UNAVAILABLE',
+      sourceSnapshotId: null,
+      storeGeneration: 1,
+      createdAt: Date.now(),
+      lastScheduledAt: null,
+    });
+    const empty = { nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 };
+    const snapshot = { id: randomUUID(), tenantId, instanceId: randomUUID(), status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID(), contents: empty } as unknown as SnapshotEntity;
+    // The snapshot's data written back: the first attempt's stops half-way until the test lets it go on.
+    let resumeFirst!: () => void;
+    const firstMayGoOn = new Promise<void>((resolve) => (resumeFirst = resolve));
+    let materialising = 0;
+    const backups = {
+      materialise: async (_pointId: string, target: { instanceId: string; generation: number }, context: JobContext) => {
+        const first = ++materialising === 1;
+        const deltas = (async function* (): AsyncGenerator<DeltaBatch> {
+          if (first) await firstMayGoOn;
+        })();
+        const stats = await stores.materialise(target.instanceId, target.generation, null, deltas, null, { signal: context.signal });
+        return { stats, bytesRead: 0 };
+      },
+    } as unknown as BackupService;
+    const handler = new RestoreOperationHandler(
+      'CREATE_FROM_SNAPSHOT',
+      instances,
+      { byId: async () => snapshot } as unknown as SnapshotService,
+      stores,
+      {} as EncryptedBlobStore,
+      backups,
+      {} as ChangeLogService,
+      new Metrics(),
+    );
+    const operation = (attempt: number) =>
+      ({ id: randomUUID(), tenantId, instanceId, kind: 'CREATE_FROM_SNAPSHOT', snapshotId: snapshot.id, params: {}, attempt }) as unknown as OperationEntity;
+
+    const first = operation(1);
+    const stale = new AbortController();
+    const firstRun = handler.run(first, contextFor(first, stale.signal)).then(
+      () => assert.fail('the stale attempt succeeded'),
+      () => undefined,
+    );
+    await eventually(() => materialising === 1, { intervalMs: 10, what: 'the first attempt to write its store' });
+
+    // Its process stalls past the lease: another replica takes the operation over, puts it back and queues it again,
+    // and the next attempt runs to its end, the runner committing its swap with SUCCEEDED.
+    await handler.compensate(first, { code: 'INTERRUPTED', message: 'the server stopped while the operation was running', retry: true });
+    const second = operation(2);
+    const result = await handler.run(second, contextFor(second, new AbortController().signal));
+    await db.transaction((manager) => result.commit!(manager));
+    await result.afterCommit!();
+    const swapped = await db.getRepository(InstanceEntity).findOneByOrFail({ id: instanceId });
+    assert.equal(swapped.status, 'RUNNING');
+    const generation = swapped.storeGeneration;
+
+    // The stalled process resumes: its lease is gone, its run stops.
+    stale.abort(new Error('the operation lease was lost'));
+    resumeFirst();
+    await firstRun;
+
+    const stats = await stores.use(instanceId, generation, (store) => store.stats()).catch((error: Error) => error);
+    assert.ok(!(stats instanceof Error), `the instance's store is gone: ${stats instanceof Error ? stats.message : ''}`);
+    assert.equal(stats.nodeCount, 0);
+  });
+});
