@@ -177,7 +177,10 @@ export class RetentionSweeper {
       outcome.kept.push(...batch.filter((s) => busy.has(s.id)));
       for (const snapshot of rows) {
         try {
-          if (await this.snapshots.delete(snapshot)) {
+          // Looked at again as the row goes: a restore from it may have been queued since the look above.
+          const removal = await this.snapshots.deleteUnlessRead(snapshot);
+          if (removal === 'read') outcome.kept.push(batch.find((s) => s.id === snapshot.id)!);
+          if (removal === 'deleted') {
             outcome.removed += 1;
             const { id: snapshotId, instanceId, tenantId, profile } = snapshot;
             this.logger.info({ snapshotId, instanceId, tenantId, profile }, 'snapshot removed by retention');

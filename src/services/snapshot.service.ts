@@ -1,7 +1,7 @@
 // Snapshots: on-demand and scheduled capture into encrypted blobs, history for dashboards, deletion, events.
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { Brackets, type DataSource, type EntityManager, In, IsNull, type Repository } from 'typeorm';
+import { Brackets, type DataSource, type EntityManager, IsNull, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { scheduleOf } from '../config/tiers';
 import { InstanceEntity } from '../entities/instance.entity';
@@ -255,20 +255,36 @@ export class SnapshotService {
     if (snapshot.status !== 'COMPLETED' && snapshot.status !== 'FAILED') {
       throw new AppError('CONFLICT', `snapshot ${id} is ${snapshot.status}; delete it when it has completed or failed`);
     }
-    // The row goes first, then the look for operations that read it, in one transaction undone when one does: a request
-    // queuing one holds the row as it does (holdOperationInputs), so it is either found here or finds the row gone.
-    const deleted = await this.db.transaction(async (manager) => {
-      const { affected } = await manager.delete(SnapshotEntity, { id, status: In(['COMPLETED', 'FAILED']) });
-      const inUse = await manager.exists(OperationEntity, {
-        where: [
-          { snapshotId: id, status: 'QUEUED' },
-          { snapshotId: id, status: 'RUNNING' },
-        ],
+    if ((await this.deleteUnlessRead(snapshot)) === 'read') {
+      throw new AppError('CONFLICT', `snapshot ${id} is being written or restored; delete it when that has finished`);
+    }
+  }
+
+  /**
+   * delete(), unless an operation queued or running reads the snapshot: the row goes first, then the look for one, in
+   * one transaction undone when it finds one. A request queuing such an operation holds the row as it does
+   * (holdOperationInputs), so it is either found here or finds the row gone; looked at before the row went, it could
+   * slip in between and be accepted, then fail (NOT_FOUND). 'gone': the row was already removed by someone else.
+   */
+  async deleteUnlessRead(snapshot: SnapshotEntity): Promise<'deleted' | 'gone' | 'read'> {
+    const deleted = await this.db
+      .transaction(async (manager) => {
+        const { affected } = await manager.delete(SnapshotEntity, { id: snapshot.id });
+        const read = await manager.exists(OperationEntity, {
+          where: [
+            { snapshotId: snapshot.id, status: 'QUEUED' },
+            { snapshotId: snapshot.id, status: 'RUNNING' },
+          ],
+        });
+        if (read) throw new SnapshotRead();
+        return Boolean(affected);
+      })
+      .catch((error: unknown) => {
+        if (error instanceof SnapshotRead) return null;
+        throw error;
       });
-      if (inUse) throw new AppError('CONFLICT', `snapshot ${id} is being written or restored; delete it when that has finished`);
-      return Boolean(affected);
-    });
-    await this.afterRowDeleted(snapshot, deleted);
+    if (deleted === null) return 'read';
+    return (await this.afterRowDeleted(snapshot, deleted)) ? 'deleted' : 'gone';
   }
 
   /**
@@ -413,3 +429,6 @@ export class SnapshotOperationHandler implements OperationHandler {
     else await this.snapshots.failSnapshot(operation.snapshotId, why.message);
   }
 }
+
+/** Rolls back a deletion that found an operation reading the snapshot. */
+class SnapshotRead extends Error {}

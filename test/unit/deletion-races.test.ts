@@ -18,6 +18,8 @@ import { InstanceEntity } from '../../src/entities/instance.entity';
 import { OperationEntity } from '../../src/entities/operation.entity';
 import { SnapshotEntity } from '../../src/entities/snapshot.entity';
 import { createInMemoryEventBus } from '../../src/events/event-bus';
+import { createLogger } from '../../src/logging/logger';
+import { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
 import type { GraphStoreProvider } from '../../src/graph/graph-store';
 import type { BackupService } from '../../src/services/backup.service';
 import type { ChangeLogService } from '../../src/services/change-log.service';
@@ -50,6 +52,7 @@ function deletionRaces(backend: Backend) {
   const principal: Principal = { tenantId, tenantName: 'racing', role: 'ADMIN', apiKeyId: 'key', apiKeyName: 'key' };
   const restoreExists = EntityManager.prototype.exists;
   const restoreSave = EntityManager.prototype.save;
+  const restoreFind = EntityManager.prototype.find;
 
   beforeEach(async function () {
     this.timeout(30_000);
@@ -85,6 +88,7 @@ function deletionRaces(backend: Backend) {
   afterEach(async () => {
     EntityManager.prototype.exists = restoreExists;
     EntityManager.prototype.save = restoreSave;
+    EntityManager.prototype.find = restoreFind;
     await db.destroy();
     await database?.drop();
     rmSync(dir, { recursive: true, force: true });
@@ -110,7 +114,7 @@ function deletionRaces(backend: Backend) {
     return id;
   }
 
-  async function snapshot(instanceId: string): Promise<string> {
+  async function snapshot(instanceId: string, ageMs = 30_000): Promise<string> {
     const id = randomUUID();
     await db.getRepository(SnapshotEntity).insert({
       id,
@@ -118,8 +122,8 @@ function deletionRaces(backend: Backend) {
       instanceId,
       profile: 'ON_DEMAND',
       status: 'COMPLETED',
-      createdAt: Date.now() - 30_000,
-      completedAt: Date.now() - 29_000,
+      createdAt: Date.now() - ageMs,
+      completedAt: Date.now() - ageMs + 1_000,
       expiresAt: null,
       description: null,
       engineVersion: 'V5',
@@ -141,12 +145,17 @@ function deletionRaces(backend: Backend) {
    * the deletion has looked for operations on the data (the first look at operations after this is armed), given a
    * moment to do so before the deletion goes on. What each ended with: its value, or the error's code.
    */
-  async function race(request: () => Promise<unknown>, deletion: () => Promise<unknown>): Promise<{ request: string; deletion: string }> {
+  async function race(
+    request: () => Promise<unknown>,
+    deletion: () => Promise<unknown>,
+    look: 'exists' | 'find' = 'exists',
+  ): Promise<{ request: string; deletion: string }> {
     const requested = outcome(request());
     await requestChecked;
     let armed = true;
-    EntityManager.prototype.exists = async function (this: EntityManager, ...args: Parameters<EntityManager['exists']>) {
-      const found = await restoreExists.apply(this, args);
+    const original = look === 'exists' ? restoreExists : restoreFind;
+    EntityManager.prototype[look] = async function (this: EntityManager, ...args: unknown[]) {
+      const found = await (original as (...a: unknown[]) => Promise<unknown>).apply(this, args);
       if (armed && args[0] === OperationEntity) {
         armed = false;
         letRequestGoOn();
@@ -154,7 +163,7 @@ function deletionRaces(backend: Backend) {
         await Promise.race([requested, sleep(500)]);
       }
       return found;
-    } as EntityManager['exists'];
+    } as never;
     const deleted = outcome(deletion());
     return { request: await requested, deletion: await deleted };
   }
@@ -326,6 +335,25 @@ function deletionRaces(backend: Backend) {
       assert.deepEqual(outcome, { request: 'ok', deletion: 'CONFLICT' });
       assert.equal(await db.getRepository(SnapshotEntity).countBy({ id: snapshotId }), 1);
       assert.equal(await db.getRepository(OperationEntity).countBy({ snapshotId, status: 'QUEUED' }), 1);
+    });
+  });
+
+  describe('retention', () => {
+    it('against an instance created from the snapshot it removes: the snapshot stays for the creation', async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const older = await snapshot(source, 60_000);
+      await snapshot(source, 30_000);
+      // FREE keeps its latest snapshot only: the older one goes once the newer has completed.
+      const retention = new RetentionSweeper(db, { tiers: DEFAULT_TIER_POLICIES }, snapshots, createLogger('silent'));
+      const outcome = await race(
+        () => restores.requestCreateFromSnapshot(principal, older, input),
+        () => retention.onSnapshotCompleted({ id: source, tier: 'FREE' }),
+        'find',
+      );
+      assert.deepEqual(outcome, { request: 'ok', deletion: 'ok' });
+      assert.equal(await db.getRepository(SnapshotEntity).countBy({ id: older }), 1, 'the snapshot a queued creation reads was removed');
+      assert.equal(await db.getRepository(OperationEntity).countBy({ snapshotId: older, status: 'QUEUED' }), 1);
     });
   });
 }

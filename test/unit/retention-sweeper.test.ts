@@ -32,6 +32,7 @@ describe('retention sweep', function () {
     // The sweep decides; removing a snapshot's data is the snapshot service's (its row goes with it here).
     const snapshots = {
       delete: async (snapshot: SnapshotEntity) => (await db.getRepository(SnapshotEntity).delete({ id: snapshot.id })).affected === 1,
+      deleteUnlessRead: async (snapshot: SnapshotEntity) => ((await db.getRepository(SnapshotEntity).delete({ id: snapshot.id })).affected === 1 ? 'deleted' : 'gone'),
       snapshotsOf: (instanceId: string) => db.getRepository(SnapshotEntity).find({ where: { instanceId }, order: { createdAt: 'ASC' } }),
     } as unknown as SnapshotService;
     sweeper = new RetentionSweeper(db, { tiers: DEFAULT_TIER_POLICIES }, snapshots, createLogger('silent'));
