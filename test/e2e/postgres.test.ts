@@ -49,7 +49,8 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
       await gql(server, '{ instances { id } }').catch(() => undefined);
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    assert.equal(server.process.exitCode, null, 'the server is still running');
+    // Its last log lines say why, when it did not.
+    assert.equal(server.process.exitCode, null, `the server exited while its connections were cut:\n${server.logs().slice(-4000)}`);
     await eventually(async () => (await gql(server, '{ instances { id } }')).data?.instances !== undefined, { what: 'requests to be answered again' });
     const instance = await createInstance(server, { name: 'after-the-cut' });
     assert.equal((await takeSnapshot(server, instance.id)).status, 'COMPLETED');
