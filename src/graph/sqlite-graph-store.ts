@@ -130,6 +130,11 @@ export function parseEntityId(id: string, what = 'id'): number {
 export class SqliteGraphStore implements GraphStore {
   /** Serialises this process's writers on the connection; SQLite's own write lock serialises processes. */
   private readonly writeLock = new Mutex();
+  /**
+   * A readAt position() handed out but could not keep in the store (its volume full): this process's next write
+   * records it before it takes its commit time (see position).
+   */
+  private unrecordedReadAt = 0;
 
   private constructor(
     readonly path: string,
@@ -388,15 +393,29 @@ export class SqliteGraphStore implements GraphStore {
     // another replica's, behind this one's) would give a write made after `latest` was offered a commit time at or
     // before it. So readAt is kept in the store (READ_AT), and no write takes a commit time below it; while the clock
     // is behind the newest commit time, readAt moves on past each write instead of with the clock.
-    return this.writeLock.run(() =>
-      this.writer.transaction(async () => {
-        const position = await readPosition(this.writer);
-        const promised = (await this.writer.get<{ value: number }>(`SELECT value FROM meta WHERE key = ?`, [READ_AT]))?.value ?? 0;
-        const readAt = Math.max(Date.now(), (position.at ?? 0) + 1, promised, atLeast);
-        if (readAt > promised) await setMeta(this.writer, READ_AT, readAt);
-        return { ...position, readAt };
-      }),
-    );
+    return this.writeLock.run(async () => {
+      let answer = null as (StorePosition & { readAt: number }) | null;
+      try {
+        const kept = await this.writer.transaction(async () => {
+          const position = await readPosition(this.writer);
+          const promised = (await this.writer.get<{ value: number }>(`SELECT value FROM meta WHERE key = ?`, [READ_AT]))?.value ?? 0;
+          const readAt = Math.max(Date.now(), (position.at ?? 0) + 1, promised, atLeast, this.unrecordedReadAt);
+          answer = { ...position, readAt };
+          if (readAt > promised) await setMeta(this.writer, READ_AT, readAt);
+          return answer;
+        });
+        this.unrecordedReadAt = 0;
+        return kept;
+      } catch (error) {
+        // The store's volume is full (its WAL has no room for the row): shipping, and the restore window, must not
+        // stop for that - nothing can be written meanwhile anyway. The promise is kept in memory instead, and this
+        // process's next write records it first (a restore's new store, closed after this, gets no such answer).
+        // Left open: another replica whose clock is behind, writing to the store the moment space returns.
+        if (!answer || atLeast > 0 || !isStorageFull(error)) throw error;
+        this.unrecordedReadAt = Math.max(this.unrecordedReadAt, answer.readAt);
+        return answer;
+      }
+    });
   }
 
   async readLog(afterSeq: number, maxBytes: number): Promise<LogEntry[]> {
@@ -464,14 +483,22 @@ export class SqliteGraphStore implements GraphStore {
 
   private write<T>(fn: () => Promise<T>): Promise<T> {
     return this.writeLock.run(async () => {
+      const unrecorded = this.unrecordedReadAt;
       try {
-        return await this.writer.transaction(async () => {
+        const result = await this.writer.transaction(async () => {
           // Checked inside the write transaction: a write admitted (on any replica) before the instance became
           // READ_ONLY may only reach the store now, and then lands before the safety point or is refused.
           const fence = await this.writer.get<{ owner: string }>(`SELECT CAST(value AS TEXT) AS owner FROM meta WHERE key = ?`, [FROZEN]);
           if (fence) throw new WritesFencedError(fence.owner);
+          // Before the write takes its commit time (logWrite), which then is not below it.
+          if (unrecorded > 0) {
+            await this.writer.run(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)`, [READ_AT, unrecorded]);
+          }
           return fn();
         });
+        // Under the lock: no position() handed out a later one meanwhile.
+        if (unrecorded > 0) this.unrecordedReadAt = 0;
+        return result;
       } catch (error) {
         // The batch grew the WAL until the disk was full before it was rolled back, and a WAL keeps its size:
         // truncate it so the space goes back to the volume (the metadata, snapshots) rather than to this store.

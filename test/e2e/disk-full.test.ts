@@ -406,3 +406,33 @@ describe('a full metadata volume when an operation finishes', function () {
     assertAlive(server);
   });
 });
+
+describe('a full volume of the instance stores', function () {
+  this.timeout(120_000);
+
+  it('keeps shipping the change log: the restore window reaches moments after the volume filled', async function () {
+    const volume = volumeOrSkip(this, 32 * MiB);
+    // Only the stores are on the small volume: the metadata, the blobs and the scratch copies have room.
+    const dataDir = makeTempDir('snapgraph-e2e-data-');
+    mkdirSync(join(volume.path, 'instances'));
+    symlinkSync(join(volume.path, 'instances'), join(dataDir, 'instances'));
+    const server = await startServer({ dataDir });
+    const instance = await createInstance(server, { name: 'stores-full' });
+    await createNodes(server, instance.id, bulkyNodes(20));
+    await restorableThrough(server, instance.id, Date.now());
+
+    volume.fill();
+    // A write that does not fit is refused, and gives the store's WAL back to the volume: nothing is left to write in.
+    expectCode(await gql(server, CREATE_NODES, { instanceId: instance.id, nodes: bulkyNodes(600) }), 'STORAGE_FULL');
+    // Nothing can be written, so the store's history goes on unchanged: a moment after the volume filled is as
+    // restorable as one before (the log shipping that says so writes nothing to the full volume).
+    const filled = Date.now();
+    await restorableThrough(server, instance.id, filled);
+    assert.deepEqual(
+      server.logLines().filter((line) => line.msg === 'shipping the change log failed; it is retried'),
+      [],
+      'no failed shipping',
+    );
+    assertAlive(server);
+  });
+});
