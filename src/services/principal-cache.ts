@@ -16,8 +16,11 @@ interface Entry {
 
 export class PrincipalCache {
   private readonly entries = new Map<string, Entry>();
-  /** Lookups under way, by key hash: concurrent requests with one key share one database read. */
-  private readonly pending = new Map<string, Promise<Principal | null>>();
+  /**
+   * Lookups under way, by key hash, with when (performance.now()) each began: concurrent requests with one key share
+   * one database read, while it began less than freshMs ago (what an entry may be answered for).
+   */
+  private readonly pending = new Map<string, { lookup: Promise<Principal | null>; began: number }>();
   /** Bumped by every invalidation: a lookup that began before it must not store its (possibly stale) result. */
   private generation = 0;
 
@@ -42,22 +45,22 @@ export class PrincipalCache {
       this.entries.delete(hash);
     }
     const under = this.pending.get(hash);
-    if (under !== undefined) return under;
+    if (under !== undefined && performance.now() - under.began < this.freshMs) return under.lookup;
     // The generation when the read began; null when the result must not be kept at all.
     const ticket = this.canCache() ? this.generation : null;
     const began = performance.now();
     const lookup = read().then(
       (principal) => {
-        if (this.pending.get(hash) === lookup) this.pending.delete(hash);
+        if (this.pending.get(hash)?.lookup === lookup) this.pending.delete(hash);
         if (principal !== null && ticket === this.generation) this.store(hash, principal, began);
         return principal;
       },
       (error: unknown) => {
-        if (this.pending.get(hash) === lookup) this.pending.delete(hash);
+        if (this.pending.get(hash)?.lookup === lookup) this.pending.delete(hash);
         throw error;
       },
     );
-    this.pending.set(hash, lookup);
+    this.pending.set(hash, { lookup, began });
     return lookup;
   }
 

@@ -57,4 +57,25 @@ describe('PrincipalCache', () => {
     await cache.get('a', read);
     assert.equal(reads, 1);
   });
+
+  it('does not let a request join a read that began freshMs ago or more and is still under way', async () => {
+    // The read began before a revocation whose event was lost, and the database is slow: a request that comes once
+    // revokeApiKey has waited freshMs must not be answered with what that read finds.
+    const cache = new PrincipalCache(60_000, 10, () => true, 100);
+    let reads = 0;
+    let finishSlow: (principal: Principal | null) => void = () => undefined;
+    const slow = cache.get('a', () => {
+      reads += 1;
+      return new Promise<Principal | null>((resolve) => (finishSlow = resolve));
+    });
+    await sleep(120);
+    const late = cache.get('a', async () => {
+      reads += 1;
+      return null; // revoked meanwhile
+    });
+    finishSlow(principal('ka'));
+    assert.deepEqual(await slow, principal('ka'));
+    assert.equal(await late, null, 'the late request was answered by the read that began before the revocation');
+    assert.equal(reads, 2);
+  });
 });
