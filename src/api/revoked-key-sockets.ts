@@ -1,4 +1,5 @@
 // Open WebSockets by API key, so that revoking a key closes its connections on every replica at once.
+import { performance } from 'node:perf_hooks';
 import type { WebSocket } from 'ws';
 import type { App } from '../app';
 import type { Logger } from '../logging/logger';
@@ -54,11 +55,16 @@ export function closeSocketsOfRevokedKeys(
 
   let recheck: NodeJS.Timeout | null = null;
   let stopped = false;
+  /** When the latest look-up began: the next begins KEY_RECHECK_MS after it, however long it took. */
+  let lastBegan = -Infinity;
   const scheduleRecheck = () => {
-    if (!stopped) recheck ??= setTimeout(() => void recheckKeys(), KEY_RECHECK_MS).unref();
+    // Counted from the start of the look-up before: counted from its end, a look-up that began just before a revocation
+    // and one that took a while put the next one's answer past the KEY_FRESH_MS that revokeApiKey waits.
+    if (!stopped) recheck ??= setTimeout(() => void recheckKeys(), Math.max(0, lastBegan + KEY_RECHECK_MS - performance.now())).unref();
   };
   const recheckKeys = async () => {
     recheck = null;
+    lastBegan = performance.now();
     try {
       const keys = [...byKey.keys()];
       const active = await services.tenants.activeKeyIds(keys);
