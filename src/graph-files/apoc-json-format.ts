@@ -11,9 +11,6 @@ import { graphFileError } from './graph-file-error';
 import type { ForeignRecord, GraphFileFormat, GraphFileSource } from './graph-file-format';
 import { LineFileReader } from './text-lines';
 
-/** A line longer than this is refused: memory stays bounded whatever the file holds. */
-const MAX_LINE_CHARS = 64 * 1024 * 1024;
-
 export const apocJsonFormat: GraphFileFormat = {
   kind: 'APOC_JSON',
   extension: '.json',
@@ -41,7 +38,6 @@ class ApocJsonReader extends LineFileReader {
 
   private record(at: number, text: string): ForeignRecord {
     const fail = (problem: string) => graphFileError(this.describe(at), problem);
-    if (text.length > MAX_LINE_CHARS) throw fail(`the line is longer than ${MAX_LINE_CHARS} characters`);
     let value: unknown;
     try {
       value = JSON.parse(text);

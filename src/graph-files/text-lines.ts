@@ -1,7 +1,11 @@
 // The lines of a UTF-8 byte stream with their numbers, for line-oriented formats (APOC JSON lines, Cypher scripts).
 import type { Readable } from 'node:stream';
-import { streamLines } from '../runtime/text-lines';
+import { LineTooLongError, streamLines } from '../runtime/text-lines';
+import { graphFileError } from './graph-file-error';
 import type { ForeignRecord, GraphFileReader } from './graph-file-format';
+
+/** A line longer than this is refused (as soon as it is: see streamLines): memory stays bounded whatever the file holds. */
+export const MAX_LINE_CHARS = 64 * 1024 * 1024;
 
 export interface NumberedLines {
   /** Batches of [lineNumber (from 1), text without its line ending] in order. */
@@ -9,8 +13,11 @@ export interface NumberedLines {
   bytesRead(): number;
 }
 
-/** Lines split at LF (a CR before it is dropped); a byte-order mark at the start is skipped. */
-export function numberedLines(input: Readable): NumberedLines {
+/**
+ * Lines split at LF (a CR before it is dropped); a byte-order mark at the start is skipped. A line longer than
+ * maxLineChars is refused with graphFileError naming it.
+ */
+export function numberedLines(input: Readable, maxLineChars = MAX_LINE_CHARS): NumberedLines {
   let bytes = 0;
   return {
     bytesRead: () => bytes,
@@ -22,8 +29,13 @@ export function numberedLines(input: Readable): NumberedLines {
           yield piece;
         }
       };
-      for await (const lines of streamLines(counted(), { skipByteOrderMark: true })) {
-        if (lines.length > 0) yield lines.map((line): [number, string] => [++number, stripCr(line)]);
+      try {
+        for await (const lines of streamLines(counted(), { skipByteOrderMark: true, maxLineChars })) {
+          if (lines.length > 0) yield lines.map((line): [number, string] => [++number, stripCr(line)]);
+        }
+      } catch (error) {
+        if (error instanceof LineTooLongError) throw graphFileError(`line ${error.line}`, `the line is longer than ${maxLineChars} characters`);
+        throw error;
       }
     },
   };

@@ -60,15 +60,33 @@ export function decodeLines(raw: Buffer, encoding: 'latin1' | 'utf8' = isAscii(r
   return lines;
 }
 
+/** A line of streamLines longer than its maxLineChars; `line` is its number (from 1). */
+export class LineTooLongError extends Error {
+  constructor(
+    readonly line: number,
+    readonly maxLineChars: number,
+  ) {
+    super(`line ${line} is longer than ${maxLineChars} characters`);
+    this.name = 'LineTooLongError';
+  }
+}
+
 /**
  * The lines of a UTF-8 byte stream split across its pieces anywhere, without their newlines: for each piece, the lines
  * it completed (none, for a piece inside a long line); at the end, the last line when the stream does not end with a
- * newline. `skipByteOrderMark`: a U+FEFF that starts the text is not part of it.
+ * newline. `skipByteOrderMark`: a U+FEFF that starts the text is not part of it. `maxLineChars`: a line longer than
+ * that throws LineTooLongError as soon as it is, rather than when its newline comes: a stream from outside (an upload)
+ * need hold no newline at all, and its one line would otherwise be held whole.
  */
-export async function* streamLines(source: AsyncIterable<Buffer>, { skipByteOrderMark = false } = {}): AsyncGenerator<string[]> {
+export async function* streamLines(
+  source: AsyncIterable<Buffer>,
+  { skipByteOrderMark = false, maxLineChars = Infinity } = {},
+): AsyncGenerator<string[]> {
   const decoder = new StringDecoder('utf8');
   let rest = '';
   let atStart = skipByteOrderMark;
+  /** Lines completed before this piece's. */
+  let complete = 0;
   for await (const piece of source) {
     const lines: string[] = [];
     for (let text of decodePiece(decoder, piece)) {
@@ -80,15 +98,21 @@ export async function* streamLines(source: AsyncIterable<Buffer>, { skipByteOrde
       const split = text.split('\n');
       if (split.length === 1) {
         rest += text;
-        continue;
+      } else {
+        split[0] = rest + split[0];
+        rest = split.pop()!;
+        for (const line of split) {
+          if (line.length > maxLineChars) throw new LineTooLongError(complete + lines.length + 1, maxLineChars);
+          lines.push(line);
+        }
       }
-      split[0] = rest + split[0];
-      rest = split.pop()!;
-      for (const line of split) lines.push(line);
+      if (rest.length > maxLineChars) throw new LineTooLongError(complete + lines.length + 1, maxLineChars);
     }
+    complete += lines.length;
     yield lines;
   }
   rest += decoder.end();
+  if (rest.length > maxLineChars) throw new LineTooLongError(complete + 1, maxLineChars);
   if (rest.length > 0) yield [rest];
 }
 

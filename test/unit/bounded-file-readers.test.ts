@@ -1,0 +1,52 @@
+// Readers of uploaded graph files hold at most one bounded record in memory: a file built to make one record endless (a
+// line with no newline, a CSV row of endless fields, elements nested without end) is refused once the bound is passed,
+// without reading on to the end of the file (an upload may be 4 GiB). Each source here counts what was taken from it.
+import { strict as assert } from 'node:assert';
+import { Readable } from 'node:stream';
+import type { GraphFileFormat } from '../../src/graph-files/graph-file-format';
+import { apocCypherFormat } from '../../src/graph-files/apoc-cypher-format';
+import { apocJsonFormat } from '../../src/graph-files/apoc-json-format';
+
+const MIB = 1024 * 1024;
+
+/** A source of `head`, then the same piece `count` times; `taken()` says how many pieces were read from it. */
+function counted(head: string, piece: Buffer, count: number): { input: Readable; taken: () => number } {
+  let taken = 0;
+  const input = Readable.from(
+    (function* () {
+      yield Buffer.from(head);
+      for (let i = 0; i < count; i++) {
+        taken += 1;
+        yield piece;
+      }
+    })(),
+    { objectMode: false },
+  );
+  return { input, taken: () => taken };
+}
+
+async function readAll(format: GraphFileFormat, input: Readable): Promise<Error> {
+  try {
+    for await (const _ of format.open(input).records());
+  } catch (error) {
+    return error as Error;
+  }
+  assert.fail('the file was read without an error');
+}
+
+describe('bounded reading of uploaded graph files', function () {
+  this.timeout(20_000);
+
+  for (const [format, head, line] of [
+    [apocJsonFormat, '{"type":"node","id":"1","labels":["A"]}\n{"type":"node","id":"2","properties":{"s":"', 2],
+    [apocCypherFormat, "CREATE (:A {s: '", 1],
+  ] as const) {
+    it(`${format.kind}: a line longer than the line limit is refused before the file's end is read`, async () => {
+      // 100 MiB without a newline; the limit is 64 Mi characters.
+      const { input, taken } = counted(head, Buffer.alloc(MIB, 'a'), 100);
+      const error = await readAll(format, input);
+      assert.match(error.message, new RegExp(`at line ${line}: the line is longer than 67108864 characters`));
+      assert.ok(taken() <= 66, `${taken()} MiB were read to refuse a line of more than 64 MiB`);
+    });
+  }
+});
