@@ -34,6 +34,11 @@ const enum State {
 
 /** A field (quoted or not) longer than this is refused: memory stays bounded whatever the file holds. */
 export const MAX_FIELD_CHARS = 64 * 1024 * 1024;
+/**
+ * A record longer than this (its fields and their commas) is refused as soon as it is: a line of nothing but commas
+ * would otherwise grow the record's list of (empty) fields without end, however short each field is.
+ */
+export const MAX_RECORD_CHARS = 64 * 1024 * 1024;
 
 /** The records of a CSV byte stream, in batches (one per chunk read). */
 export async function* csvRows(input: AsyncIterable<Buffer>): AsyncGenerator<CsvRow[]> {
@@ -47,9 +52,12 @@ export async function* csvRows(input: AsyncIterable<Buffer>): AsyncGenerator<Csv
   let quoted: boolean[] = [];
   let first = true;
   let rows: CsvRow[] = [];
+  /** Characters of the fields of the record so far, with a comma after each. */
+  let recordChars = 0;
   const endField = (value: string, wasQuoted: boolean) => {
     fields.push(value);
     quoted.push(wasQuoted);
+    recordChars += value.length + 1;
     field = '';
   };
   const endRecord = () => {
@@ -57,6 +65,7 @@ export async function* csvRows(input: AsyncIterable<Buffer>): AsyncGenerator<Csv
     if (!(fields.length === 1 && fields[0] === '' && !quoted[0])) rows.push({ line: recordLine, fields, quoted });
     fields = [];
     quoted = [];
+    recordChars = 0;
   };
   const consume = (text: string) => {
     let start = 0;
@@ -122,6 +131,7 @@ export async function* csvRows(input: AsyncIterable<Buffer>): AsyncGenerator<Csv
     }
     if (state === State.Bare || state === State.Quoted) field += text.slice(start);
     if (field.length > MAX_FIELD_CHARS) throw new CsvSyntaxError(state === State.Quoted ? fieldLine : line, `a field is longer than ${MAX_FIELD_CHARS} characters`);
+    if (recordChars + field.length > MAX_RECORD_CHARS) throw new CsvSyntaxError(recordLine, `a record is longer than ${MAX_RECORD_CHARS} characters`);
   };
   for await (const chunk of input) {
     let text = decoder.write(chunk);

@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import type { GraphFileFormat } from '../../src/graph-files/graph-file-format';
 import { apocCypherFormat } from '../../src/graph-files/apoc-cypher-format';
 import { apocJsonFormat } from '../../src/graph-files/apoc-json-format';
+import { csvRows } from '../../src/graph-files/csv-rows';
 
 const MIB = 1024 * 1024;
 
@@ -49,4 +50,16 @@ describe('bounded reading of uploaded graph files', function () {
       assert.ok(taken() <= 66, `${taken()} MiB were read to refuse a line of more than 64 MiB`);
     });
   }
+
+  it('csvRows: a record longer than the record limit is refused before the file is read to its end', async () => {
+    // 100 MiB of empty fields on one line: every comma was an element of the record's field list.
+    const { input, taken } = counted(':ID,name\n', Buffer.alloc(MIB, ','), 100);
+    await assert.rejects(
+      async () => {
+        for await (const _ of csvRows(input));
+      },
+      (error: Error & { line?: number }) => /a record is longer than 67108864 characters/.test(error.message) && error.line === 2,
+    );
+    assert.ok(taken() <= 66, `${taken()} MiB were read to refuse a record of more than 64 MiB`);
+  });
 });
