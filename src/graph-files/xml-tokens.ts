@@ -6,6 +6,12 @@
 
 /** A tag, text run or attribute value longer than this is refused: memory stays bounded whatever the file holds. */
 export const MAX_TOKEN_CHARS = 64 * 1024 * 1024;
+/**
+ * Elements open at once (each one's name is kept until it closes) past this are refused: otherwise a file of `<a>`
+ * over and over, which a reader skips as an unknown element, would hold a name for every 3 bytes of it. GraphML needs
+ * 5 (graphml, graph, node, data, and an element a skipped extension may nest); libxml2 allows 256 by default.
+ */
+export const MAX_DEPTH = 1000;
 
 export type XmlToken =
   | { kind: 'open'; name: string; attributes: Map<string, string>; line: number }
@@ -209,6 +215,7 @@ export class XmlTokenizer {
       if (this.open.length === 0) this.rootClosed = true;
       tokens.push({ kind: 'close', name, line });
     } else {
+      if (this.open.length >= MAX_DEPTH) throw new XmlSyntaxError(`elements are nested deeper than ${MAX_DEPTH} (<${name}>)`, line);
       this.open.push(name);
     }
   }

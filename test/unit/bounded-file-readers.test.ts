@@ -7,6 +7,7 @@ import type { GraphFileFormat } from '../../src/graph-files/graph-file-format';
 import { apocCypherFormat } from '../../src/graph-files/apoc-cypher-format';
 import { apocJsonFormat } from '../../src/graph-files/apoc-json-format';
 import { csvRows } from '../../src/graph-files/csv-rows';
+import { XmlTokenizer } from '../../src/graph-files/xml-tokens';
 
 const MIB = 1024 * 1024;
 
@@ -61,5 +62,17 @@ describe('bounded reading of uploaded graph files', function () {
       (error: Error & { line?: number }) => /a record is longer than 67108864 characters/.test(error.message) && error.line === 2,
     );
     assert.ok(taken() <= 66, `${taken()} MiB were read to refuse a record of more than 64 MiB`);
+  });
+
+  it('XmlTokenizer: elements nested deeper than the limit are refused at once', () => {
+    const tokenizer = new XmlTokenizer();
+    tokenizer.write('<graphml><graph id="G"><desc>');
+    // 3 bytes an element, each one a name kept until it closes.
+    const piece = '<a>'.repeat(10_000);
+    let written = 0;
+    assert.throws(() => {
+      for (; written < 1_000; written++) tokenizer.write(piece);
+    }, /elements are nested deeper than 1000/);
+    assert.equal(written, 0, 'refused in the first 30 KB, not after 30 MB');
   });
 });
