@@ -108,7 +108,12 @@ export async function materialiseStore(
     // No journal: a crash leaves a partial shadow, which is discarded anyway. One sync of the whole file at the end
     // makes base and deltas durable together. A larger cache than a live store's: a delta's rows are read, then
     // rewritten, all over the nodes table. (All graph-store connections together stay within SQLITE_HEAP_BYTES.)
-    await db.exec(`${TUNING} PRAGMA cache_size = -${MATERIALISE_CACHE_KIB}; PRAGMA temp_store = MEMORY; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;`);
+    // The temporary tables are a file's, cached like the store's pages: `touched` grows with every id the replay names
+    // (3M records: about 40 MiB), and an in-memory temporary database can never give a page of it back.
+    await db.exec(
+      `${TUNING} PRAGMA cache_size = -${MATERIALISE_CACHE_KIB}; PRAGMA temp_store = FILE; PRAGMA temp.cache_size = -${MATERIALISE_CACHE_KIB};
+       PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;`,
+    );
     if (base) {
       if (quickCheck) await checkBase(db);
       await readPosition(db).catch((error: Error) => {
