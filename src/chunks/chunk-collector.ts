@@ -35,6 +35,15 @@ export interface CollectResult {
   damagedPacks: string[];
 }
 
+/**
+ * The chunks the caller keeps, asked about a page of the index at a time: a tenant's restore points may list more
+ * chunks than a set in memory should hold (see BackupService.collect).
+ */
+export interface LiveChunkSet {
+  /** Which of `ids` are live. */
+  liveAmong(ids: string[]): Promise<ReadonlySet<string>>;
+}
+
 const PAGE = 1000;
 const REPACK_BELOW_LIVE_SHARE = 0.5;
 
@@ -51,17 +60,17 @@ interface Move {
 export class ChunkCollector {
   constructor(private readonly context: ChunkStoreContext) {}
 
-  async collect(tenantId: string, isLive: (id: string) => boolean, { graceMs }: CollectOptions): Promise<CollectResult> {
+  async collect(tenantId: string, live: LiveChunkSet, { graceMs }: CollectOptions): Promise<CollectResult> {
     const cutoff = this.context.clock() - graceMs;
     const result: CollectResult = { removedChunks: 0, removedPacks: 0, repackedPacks: 0, freedBytes: 0, damagedPacks: [] };
-    result.removedChunks = await this.#deleteDeadRows(tenantId, isLive, cutoff);
+    result.removedChunks = await this.#deleteDeadRows(tenantId, live, cutoff);
     const candidates = await this.#condemnEmptyPacks(tenantId, cutoff);
     await this.#repack(tenantId, candidates, result);
     await this.#deleteCondemnedPacks(tenantId, cutoff, result);
     return result;
   }
 
-  async #deleteDeadRows(tenantId: string, isLive: (id: string) => boolean, cutoff: number): Promise<number> {
+  async #deleteDeadRows(tenantId: string, live: LiveChunkSet, cutoff: number): Promise<number> {
     const repo = this.context.db.getRepository(ChunkEntity);
     let removed = 0;
     let after = '';
@@ -74,7 +83,9 @@ export class ChunkCollector {
       });
       if (page.length === 0) return removed;
       after = page[page.length - 1].id;
-      const dead = page.filter((row) => row.touchedAt <= cutoff && !isLive(row.id)).map((row) => row.id);
+      const old = page.filter((row) => row.touchedAt <= cutoff).map((row) => row.id);
+      const kept = old.length > 0 ? await live.liveAmong(old) : new Set<string>();
+      const dead = old.filter((id) => !kept.has(id));
       // touchedAt is checked again by the DELETE: a writer may have just deduplicated against the chunk.
       for (const batch of batches(dead)) {
         const { affected } = await repo.delete({ tenantId, id: In(batch), touchedAt: LessThanOrEqual(cutoff) });

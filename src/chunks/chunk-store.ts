@@ -8,7 +8,7 @@ import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ChunkEntity } from '../entities/chunk.entity';
 import { BlobStore } from '../storage/blob-store';
 import type { ChunkCompression } from './chunk-codec';
-import { ChunkCollector, CollectOptions, CollectResult } from './chunk-collector';
+import { ChunkCollector, CollectOptions, CollectResult, LiveChunkSet } from './chunk-collector';
 import { ChunkReader, readPackEntries, ReadOptions, VerifyReport } from './chunk-reader';
 import { ChunkStoreContext, insertChunkRows, locateChunks, PackReader } from './chunk-store-context';
 import { DEFAULT_CHUNK_WORKERS, ChunkWorkerPool } from './chunk-worker-pool';
@@ -122,9 +122,12 @@ export class ChunkStore {
    * Mark and sweep: every indexed chunk of the tenant that `live` does not name (the caller walks the manifests of
    * the snapshots it keeps) and that no writer touched within the grace period is removed; see ChunkCollector.
    */
-  collect(tenantId: string, live: ReadonlySet<string> | ((id: string) => boolean), options: CollectOptions): Promise<CollectResult> {
-    const isLive = typeof live === 'function' ? live : (id: string) => live.has(id);
-    return this.#collector.collect(tenantId, isLive, options);
+  collect(tenantId: string, live: ReadonlySet<string> | ((id: string) => boolean) | LiveChunkSet, options: CollectOptions): Promise<CollectResult> {
+    const set: LiveChunkSet =
+      'liveAmong' in live
+        ? live
+        : { liveAmong: async (ids) => new Set(ids.filter(typeof live === 'function' ? live : (id) => live.has(id))) };
+    return this.#collector.collect(tenantId, set, options);
   }
 
   /**

@@ -32,6 +32,7 @@ import { heapGrowth } from '../runtime/heap-growth';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../storage/errors';
 import type { ChangeLogService } from './change-log.service';
+import { ChunkMarks } from './chunk-marks';
 import type { InstanceService } from './instance.service';
 
 /** Plain bytes of one chunk of a base image: a whole number of SQLite pages (pages are at most 64 KiB). */
@@ -1054,13 +1055,20 @@ export class BackupService {
     });
     for (const point of removed) if (point.manifestKey) await this.blobs.delete(point.manifestKey);
     const removedSegments = await this.log.sweep(tenantId, marks.epochs, marks.ranges);
-    const live = new Set<string>();
-    for (const point of await this.points.find({ where: { tenantId } })) {
-      if (point.kind === 'LOG') continue;
-      const manifest = await this.readManifest(point);
-      for (const ref of [...(manifest.base?.chunks ?? []), ...(manifest.delta?.chunks ?? [])]) live.add(ref.id);
+    // Marked on disk, one manifest at a time: see ChunkMarks.
+    const live = await ChunkMarks.create(this.options.scratchDir);
+    let swept: Awaited<ReturnType<ChunkStore['collect']>>;
+    try {
+      for (const point of await this.points.find({ select: { id: true, tenantId: true, kind: true, manifestKey: true }, where: { tenantId } })) {
+        if (point.kind === 'LOG') continue;
+        const manifest = await this.readManifest(point);
+        await live.add((manifest.base?.chunks ?? []).map((ref) => ref.id));
+        await live.add((manifest.delta?.chunks ?? []).map((ref) => ref.id));
+      }
+      swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs });
+    } finally {
+      await live.remove();
     }
-    const swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs });
     await this.removeUnusedExports(tenantId);
     const orphanSegments = await this.removeOrphanSegments(tenantId, Date.now());
     const orphanManifests = await this.removeOrphanManifests(tenantId, Date.now());

@@ -1,0 +1,76 @@
+// Collection of backup storage keeps the server's heap flat whatever the tenant has stored: the chunks its restore
+// points list are marked on disk, not in a set held in memory (a tenant's stored chunks: 64 bytes of manifest per
+// 256 KiB of every base it keeps, without bound across its instances).
+import assert from 'node:assert/strict';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import Database from 'better-sqlite3';
+import { loadMasterKey } from '../../src/crypto/master-key';
+import { Keyring } from '../../src/crypto/keyring';
+import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
+import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
+import { createInstance, createNodes, eventually, expectData, gql, startServer, takeSnapshot } from '../support';
+
+/** Restore points planted, each listing REFS_PER_POINT chunks of its own: 1.2M chunk ids in all. */
+const POINTS = 24;
+const REFS_PER_POINT = 50_000;
+
+describe('collection of backup storage', () => {
+  it('marks 1.2M live chunks under a 96 MiB heap: what the manifests list is not held in memory at once', async function () {
+    this.timeout(120_000);
+    const server = await startServer({
+      nodeArgs: ['--max-old-space-size=96'],
+      env: { SNAPGRAPH_COLLECT_GRACE_MS: '3000', SNAPGRAPH_COLLECT_INTERVAL_MS: '500' },
+    });
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'marked', tier: 'PROFESSIONAL' });
+    await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: ['A'], properties: { i, text: randomBytes(24).toString('base64') } })));
+    const snapshot = await takeSnapshot(server, instance.id);
+    await server.stop({ keepDataDir: true });
+
+    // The snapshot now stands on a chain of legacy delta points over the store's base, as a tenant's many kept bases
+    // would: every chunk each one lists is live.
+    const metadata = new Database(join(server.dataDir, 'metadata.sqlite'));
+    const blobs = new EncryptedBlobStore(new FilesystemBlobStore(join(server.dataDir, 'blobs')), new Keyring((await loadMasterKey({ dataDir: server.dataDir })).key), { bindNames: true });
+    await blobs.init();
+    try {
+      const { restorePointId } = metadata.prepare('SELECT restorePointId FROM snapshots WHERE id = ?').get(snapshot.id) as { restorePointId: string };
+      const point = metadata.prepare('SELECT * FROM restore_points WHERE id = ?').get(restorePointId) as Record<string, unknown>;
+      const base = metadata.prepare('SELECT * FROM restore_points WHERE id = ?').get(point.baseId) as Record<string, unknown>;
+      assert.equal(base.kind, 'BASE', 'the snapshot has a base');
+      let parentId = base.id as string;
+      const rows: Record<string, unknown>[] = [];
+      for (let i = 0; i < POINTS; i++) {
+        const id = randomUUID();
+        const manifestKey = `tenants/${tenantId}/manifests/${id}.json`;
+        const ids = randomBytes(32 * REFS_PER_POINT).toString('hex');
+        const chunks = Array.from({ length: REFS_PER_POINT }, (_, n) => ({ id: ids.slice(n * 64, n * 64 + 64), plainLength: 1000 }));
+        const manifest = { version: 1, id, tenantId, instanceId: instance.id, kind: 'DELTA', parentId, epoch: base.epoch, seq: base.seq, stats: JSON.parse(base.stats as string), base: null, delta: { lines: 0, chunks } };
+        const { storedBytes } = await blobs.write(manifestKey, Readable.from([JSON.stringify(manifest)]));
+        rows.push({ ...base, id, kind: 'DELTA', parentId, baseId: base.id, chainLength: i + 1, manifestKey, manifestBytes: storedBytes, addedBytes: storedBytes });
+        parentId = id;
+      }
+      // And a position on the log that no snapshot names, which the collection removes (and says so in its log line).
+      rows.push({ ...base, id: randomUUID(), kind: 'LOG', parentId: null, manifestKey: null, manifestBytes: 0, addedBytes: 0 });
+      const columns = Object.keys(base);
+      const insert = metadata.prepare(`INSERT INTO restore_points (${columns.map((c) => `"${c}"`).join(', ')}) VALUES (${columns.map((c) => `@${c}`).join(', ')})`);
+      metadata.transaction(() => {
+        for (const row of rows) insert.run(row);
+        metadata.prepare('UPDATE snapshots SET restorePointId = ? WHERE id = ?').run(parentId, snapshot.id);
+      })();
+    } finally {
+      metadata.close();
+      await blobs.destroy();
+    }
+
+    // A collection soon after boot marks them all, then removes the point nothing names.
+    await server.restart();
+    const ended = () => server.process.exitCode !== null || server.process.signalCode !== null;
+    await eventually(() => server.logs().includes('collected backup storage') || ended(), { timeoutMs: 60_000, what: 'a collection to finish' }).catch((error) => {
+      throw new Error(`${(error as Error).message}\n${server.logs().slice(-3000)}`);
+    });
+    assert.ok(!ended(), `the server died while collecting:\n${server.logs().slice(-3000)}`);
+    await server.stop();
+  });
+});
