@@ -51,12 +51,13 @@ export interface GraphReadView {
   close(): Promise<void>;
 }
 
-// The change log. Every write transaction that changes a row bumps the store's `seq` once and logs, atomically with
-// the write, one entry: its seq, its commit time and the tuple lines of the rows it touched as it left them. `epoch`
+// The change log. Every write transaction that changes a row bumps the store's `seq` and logs, atomically with
+// the write, one entry: its seq, its commit time and the tuple lines of the rows it touched as it left them (a deletion
+// of nodes with more relationships than an entry's LOG_ENTRY_LINES: several entries at one commit time). `epoch`
 // names the history those seqs belong to: a new, loaded or materialised store starts a new one at seq 0, holding what
 // it was given (nothing for a new store), and its log replayed in order onto that reproduces it at any later seq.
 
-/** One write transaction of the change log: its seq, commit time (ms) and tuple lines in replay order. */
+/** One write transaction of the change log (or a part of one: see LOG_ENTRY_LINES): its seq, commit time (ms) and tuple lines in replay order. */
 export interface LogEntry {
   seq: number;
   at: number;

@@ -299,38 +299,41 @@ export class SqliteGraphStore implements GraphStore {
       );
       if (nodes.length === 0) return 0;
       const existing = JSON.stringify(nodes.map((node) => node.id));
-      const attached = `SELECT id FROM relationships WHERE start_id IN (SELECT value FROM json_each(?1))
-                        UNION SELECT id FROM relationships WHERE end_id IN (SELECT value FROM json_each(?1))`;
-      const types = await this.writer.all<{ type: string; count: number }>(
-        `SELECT type, count(*) AS count FROM relationships WHERE id IN (${attached}) GROUP BY type`,
-        [existing],
-      );
-      // Logged before the rows go: the relationships' deletions first, so that no replayed state has dangling ends.
-      await logWrite(
-        this.writer,
-        `SELECT concat_ws(char(10),
-           (SELECT group_concat('["-R","' || id || '"]', char(10)) FROM relationships WHERE id IN (${attached})),
-           (SELECT group_concat('["-N","' || value || '"]', char(10)) FROM json_each(?1)))`,
-        [existing],
-      );
-      await this.writer.run(`DELETE FROM relationships WHERE id IN (${attached})`, [existing]);
-      await this.writer.run(
-        `DELETE FROM node_labels WHERE (label, node_id) IN
-           (SELECT l.value, n.id FROM nodes n, json_each(n.labels) l WHERE n.id IN (SELECT value FROM json_each(?1)))`,
-        [existing],
-      );
-      await this.writer.run(`DELETE FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`, [existing]);
-      const removedRelationships = types.reduce((sum, row) => sum + row.count, 0);
-      const deltas: CountDelta[] = [
-        ['nodes', '', -nodes.length],
-        ['relationships', '', -removedRelationships],
-      ];
-      for (const [label, count] of tally(nodes.flatMap((node) => JSON.parse(node.labels) as string[]))) {
-        deltas.push(['label', label, -count]);
+      // The relationships that go with the nodes, as many as their degrees add up to: in a table of the connection's
+      // own (temp_store is a file's), read once, and logged in entries of at most LOG_ENTRY_LINES lines.
+      await this.writer.exec(`CREATE TEMP TABLE IF NOT EXISTS detached (id INTEGER PRIMARY KEY); DELETE FROM temp.detached;`);
+      try {
+        await this.writer.run(
+          `INSERT INTO temp.detached (id) SELECT id FROM relationships WHERE start_id IN (SELECT value FROM json_each(?1))
+           UNION SELECT id FROM relationships WHERE end_id IN (SELECT value FROM json_each(?1))`,
+          [existing],
+        );
+        const types = await this.writer.all<{ type: string; count: number }>(
+          `SELECT type, count(*) AS count FROM relationships WHERE id IN (SELECT id FROM temp.detached) GROUP BY type`,
+        );
+        const removedRelationships = types.reduce((sum, row) => sum + row.count, 0);
+        // Logged before the rows go: the relationships' deletions first, so that no replayed state has dangling ends.
+        await logDetach(this.writer, removedRelationships, existing);
+        await this.writer.run(`DELETE FROM relationships WHERE id IN (SELECT id FROM temp.detached)`);
+        await this.writer.run(
+          `DELETE FROM node_labels WHERE (label, node_id) IN
+             (SELECT l.value, n.id FROM nodes n, json_each(n.labels) l WHERE n.id IN (SELECT value FROM json_each(?1)))`,
+          [existing],
+        );
+        await this.writer.run(`DELETE FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`, [existing]);
+        const deltas: CountDelta[] = [
+          ['nodes', '', -nodes.length],
+          ['relationships', '', -removedRelationships],
+        ];
+        for (const [label, count] of tally(nodes.flatMap((node) => JSON.parse(node.labels) as string[]))) {
+          deltas.push(['label', label, -count]);
+        }
+        for (const row of types) deltas.push(['type', row.type, -row.count]);
+        await applyCounts(this.writer, deltas);
+        return nodes.length;
+      } finally {
+        await this.writer.exec(`DELETE FROM temp.detached`).catch(() => undefined);
       }
-      for (const row of types) deltas.push(['type', row.type, -row.count]);
-      await applyCounts(this.writer, deltas);
-      return nodes.length;
     });
   }
 
@@ -947,25 +950,55 @@ export async function readPosition(db: SqliteConnection): Promise<StorePosition>
  * Logs the write transaction: the next seq, a commit time that never goes back (nor below the last readAt handed out:
  * see position), and the newline-separated tuple lines
  * `lines` selects (in replay order; parameters ?1…?n) from the rows as the transaction leaves them. No lines (NULL or
- * empty) log nothing: the write changed nothing.
+ * empty) log nothing: the write changed nothing. A transaction logged in several entries (logDetach) gives each the
+ * same `now`: they then share one commit time, so a moment in time holds all of them or none.
  */
-async function logWrite(db: SqliteConnection, lines: string, params: unknown[]): Promise<void> {
-  const now = params.length + 1;
+async function logWrite(db: SqliteConnection, lines: string, params: unknown[], now = Date.now()): Promise<void> {
+  const nowParam = params.length + 1;
   const entry = await db.get<{ seq: number; at: number }>(
     `INSERT INTO change_log (seq, at, lines)
      SELECT * FROM (
        SELECT (SELECT value + 1 FROM meta WHERE key = 'seq') AS seq,
-              max(?${now}, coalesce((SELECT value FROM meta WHERE key = 'last_at'), 0), coalesce((SELECT value FROM meta WHERE key = '${READ_AT}'), 0)) AS at,
+              max(?${nowParam}, coalesce((SELECT value FROM meta WHERE key = 'last_at'), 0), coalesce((SELECT value FROM meta WHERE key = '${READ_AT}'), 0)) AS at,
               (${lines}) AS lines)
      WHERE lines <> ''
      RETURNING seq, at`,
-    [...params, Date.now()],
+    [...params, now],
   );
   if (!entry) return;
   await db.run(`INSERT INTO meta (key, value) VALUES ('seq', ?1), ('last_at', ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [
     entry!.seq,
     entry!.at,
   ]);
+}
+
+/**
+ * Lines in one change-log entry at most, where a transaction's lines are not bounded by its request: the deletion of
+ * nodes takes every relationship they have. One entry is read, shipped and replayed whole (segments hold whole entries,
+ * the first one whatever its size), so a hub's deletion was once an entry of one line per relationship (10M: a string
+ * of 170 MiB in SQLite and in the heap, several times over). 10,000: the lines of the largest write batch.
+ */
+export const LOG_ENTRY_LINES = 10_000;
+
+/**
+ * Logs deleteNodes: a `-R` line for each relationship of temp.detached (`count` of them), then a `-N` line for each
+ * node of `nodes` (a JSON array of ids, at most a write batch), in one entry when they fit LOG_ENTRY_LINES, else in
+ * entries of that many `-R` lines, in id order, and one of the `-N` lines, all at one commit time (see logWrite).
+ */
+async function logDetach(db: SqliteConnection, count: number, nodes: string): Promise<void> {
+  const nodeLines = `SELECT group_concat('["-N","' || value || '"]', char(10)) FROM json_each(?1)`;
+  if (count + JSON.parse(nodes).length <= LOG_ENTRY_LINES) {
+    await logWrite(db, `SELECT concat_ws(char(10), (SELECT group_concat('["-R","' || id || '"]', char(10)) FROM temp.detached), (${nodeLines}))`, [nodes]);
+    return;
+  }
+  const now = Date.now();
+  for (let after = 0; ; ) {
+    const piece = await db.get<{ last: number | null }>(`SELECT max(id) AS last FROM (SELECT id FROM temp.detached WHERE id > ?1 ORDER BY id LIMIT ?2)`, [after, LOG_ENTRY_LINES]);
+    if (piece?.last == null) break;
+    await logWrite(db, `SELECT group_concat('["-R","' || id || '"]', char(10)) FROM (SELECT id FROM temp.detached WHERE id > ?1 AND id <= ?2 ORDER BY id)`, [after, piece.last], now);
+    after = piece.last;
+  }
+  await logWrite(db, nodeLines, [nodes], now);
 }
 
 export async function removeStoreFiles(path: string): Promise<void> {

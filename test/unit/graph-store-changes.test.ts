@@ -181,6 +181,23 @@ describe('graph store change log, base copies and replay', function () {
       assert.deepEqual(await positionOf(store), { epoch: (await positionOf(store)).epoch, seq: 4, at: ats[3], stats: await store.stats() });
     });
 
+    it('logs a deletion that detaches many relationships in entries of at most 10,000 lines, all at one commit time', async () => {
+      // A hub: the lines of its deletion grow with its degree, not with the write's batch (at most 10,000 ids).
+      const [hub, other] = await store.createNodes(drafts(2), LIMITS);
+      const spokes = Array.from({ length: 25_000 }, (_, i) => ({ type: 'KNOWS', startNodeId: i % 2 ? hub.id : other.id, endNodeId: i % 2 ? other.id : hub.id, properties: {} }));
+      await store.createRelationships(spokes, LIMITS);
+      const { seq: before } = await positionOf(store);
+      assert.equal(await store.deleteNodes([hub.id]), 1);
+      const entries = await logAfter(store, before, 1);
+      assert.ok(entries.every((entry) => entry.lines.length <= 10_000), `entries of ${entries.map((entry) => entry.lines.length).join(', ')} lines`);
+      assert.deepEqual(new Set(entries.map((entry) => entry.at)).size, 1, 'one commit time: a moment in time holds the whole deletion or none of it');
+      const lines = entries.flatMap((entry) => entry.lines.map((line) => JSON.parse(line) as string[]));
+      assert.deepEqual(lines.at(-1), ['-N', hub.id]);
+      assert.deepEqual(lines.slice(0, -1).map(([tag, id]) => [tag, Number(id)]), Array.from({ length: 25_000 }, (_, i) => ['-R', i + 1]));
+      assert.deepEqual(await positionOf(store), { ...(await positionOf(store)), seq: entries.at(-1)!.seq, at: entries[0].at });
+      assert.equal((await store.stats()).relationshipCount, 0);
+    });
+
     it('logs nothing for a refused or failed write, or one that changes nothing', async () => {
       await store.createNodes(drafts(2), LIMITS);
       const [entry] = await store.readLog(0, 1e9);
