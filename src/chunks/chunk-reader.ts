@@ -10,6 +10,8 @@ import { TenantKeys } from './tenant-chunk-keys';
 
 /** Largest ranged read of a pack: neighbouring chunks are fetched together up to this size. */
 const SEGMENT_BYTES = 4 * 1024 * 1024;
+/** Refs of a read looked up in the index together (2 statements of BATCH ids; 250 MiB of a base's chunks). */
+const LOCATE_WINDOW = 1_000;
 
 export interface ReadOptions {
   /** Recompute each chunk's keyed id from its plaintext (authentication already proves it is what was stored). */
@@ -39,26 +41,48 @@ interface Segment {
 export class ChunkReader {
   constructor(private readonly context: ChunkStoreContext) {}
 
-  /** The plaintext of `refs`, in order; reads at most a few segments and chunks ahead of the consumer. */
+  /**
+   * The plaintext of `refs`, in order; reads at most a few segments and chunks ahead of the consumer, and looks the
+   * refs up in the index LOCATE_WINDOW at a time (the next window while the current one is read): a base lists a ref
+   * per 256 KiB of its store, and their locations and segments, found all before the first byte, were several times
+   * the list itself (a 128 GiB store: 512k of each).
+   */
   async *plaintext(tenantId: string, refs: ChunkRef[], { verifyIds = false, signal }: ReadOptions): AsyncGenerator<Buffer> {
     const keys = await this.context.keys.get(tenantId);
-    const locations = await locateChunks(this.context.db.manager, tenantId, [...new Set(refs.map((ref) => ref.id))]);
-    const missing = refs.find((ref) => !locations.has(ref.id));
-    if (missing) throw new ChunkNotFoundError(missing.id);
-    const pieces = planSegments(refs.map((ref) => locations.get(ref.id)!));
+    const locate = async (start: number) => {
+      const window = refs.slice(start, start + LOCATE_WINDOW);
+      const locations = await locateChunks(this.context.db.manager, tenantId, [...new Set(window.map((ref) => ref.id))]);
+      const missing = window.find((ref) => !locations.has(ref.id));
+      if (missing) throw new ChunkNotFoundError(missing.id);
+      // Segments end with the window: one planned later cannot grow a segment whose read is already under way.
+      return planSegments(window.map((ref) => locations.get(ref.id)!));
+    };
+    let located = refs.length > 0 ? locate(0) : Promise.resolve([]);
+    located.catch(() => undefined); // awaited in turn below; the consumer may stop before that
+    let windowStart = 0;
+    let pieces: { location: ChunkLocation; segment: Segment }[] = [];
     const ahead: Promise<Buffer>[] = [];
     let next = 0;
     const readAhead = this.context.pool.parallelism + 2;
     const packs = new PackReader(this.context.blobs, tenantId);
     try {
-      while (next < pieces.length || ahead.length > 0) {
+      for (;;) {
         signal?.throwIfAborted();
-        while (next < pieces.length && ahead.length < readAhead) {
+        while (ahead.length < readAhead) {
+          if (next === pieces.length) {
+            if (windowStart >= refs.length) break;
+            pieces = await located;
+            next = 0;
+            windowStart += LOCATE_WINDOW;
+            located = windowStart < refs.length ? locate(windowStart) : Promise.resolve([]);
+            located.catch(() => undefined);
+          }
           const { location, segment } = pieces[next++];
           const plaintext = this.#open(packs, keys, location, segment, verifyIds);
           plaintext.catch(() => undefined); // awaited in turn below; the consumer may stop before that
           ahead.push(plaintext);
         }
+        if (ahead.length === 0) return;
         yield await ahead.shift()!;
       }
     } finally {

@@ -158,6 +158,23 @@ function chunkStoreSuite(backend: MetadataBackend) {
       assert.deepEqual(await readAll(open().read(tenant, refs, { verifyIds: true })), Buffer.concat(pieces));
     });
 
+    it('looks a read\'s refs up in the index a window at a time, not all of them before its first byte', async () => {
+      const store = open();
+      const piece = randomBytes(64 * KIB);
+      const { refs: [ref] } = await writeAll(store, tenant, [piece]);
+      // A base lists a ref per 256 KiB of its store (100,000: 25 GiB); past the first windows, refs the index lacks.
+      const unknown = { id: 'cd'.repeat(32), plainLength: 1 };
+      const stream = store.read(tenant, [...Array<ChunkRef>(1_200).fill(ref), ...Array<ChunkRef>(100_000).fill(unknown)]);
+      const pieces = stream[Symbol.asyncIterator]();
+      assert.deepEqual((await pieces.next()).value, piece, 'the first chunk comes before the last refs are looked up');
+      await assert.rejects(
+        (async () => {
+          for (let result = await pieces.next(); !result.done; result = await pieces.next());
+        })(),
+        (error: ChunkNotFoundError) => error instanceof ChunkNotFoundError && error.message.includes(unknown.id),
+      );
+    });
+
     it('fails a read of a chunk the store does not hold', async () => {
       const store = open();
       await assert.rejects(readAll(store.read(tenant, [{ id: 'ab'.repeat(32), plainLength: 1 }])), ChunkNotFoundError);
