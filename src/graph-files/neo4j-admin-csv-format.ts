@@ -314,6 +314,10 @@ interface Group {
 }
 
 const CSV_KIND = 'NEO4J_ADMIN_CSV';
+/** Rows of one file written out together (see writeBodies)... */
+const OUTPUT_PENDING_CHARS = 256 * 1024;
+/** ...and of all files: what an export holds of rows whatever the number of its files. */
+const PENDING_CHARS = 4 * 1024 * 1024;
 
 function writeBundle(source: GraphFileSource): Readable {
   const pack = createTarPack();
@@ -465,10 +469,14 @@ async function writeBodies(source: GraphFileSource, groups: Group[], scratch: Se
     byName.set(name, [...(byName.get(name) ?? []), group]);
     outputs.set(group, { stream: scratch.createWriter(group.file), pending: '' });
   }
+  // Rows wait in their file's `pending` until it holds OUTPUT_PENDING_CHARS, and all of them together are written out
+  // once they hold PENDING_CHARS: a graph of many label sets (500 files) had 256 KiB waiting for every one of them.
+  let pendingChars = 0;
   const flush = async (output: { stream: ScratchWriter; pending: string }) => {
     if (output.pending === '') return;
     const text = output.pending;
     output.pending = '';
+    pendingChars -= text.length;
     await output.stream.write(text);
   };
   try {
@@ -483,8 +491,11 @@ async function writeBodies(source: GraphFileSource, groups: Group[], scratch: Se
             ? [csvField(record.node.id), record.node.labels.length > 0 ? csvField(record.node.labels.join(';')) : '']
             : [csvField(record.relationship.startNodeId), csvField(record.relationship.endNodeId), csvField(record.relationship.type)];
         const output = outputs.get(group)!;
-        output.pending += [...lead, ...cells].join(',') + '\n';
-        if (output.pending.length > 256 * 1024) await flush(output);
+        const row = [...lead, ...cells].join(',') + '\n';
+        output.pending += row;
+        pendingChars += row.length;
+        if (output.pending.length > OUTPUT_PENDING_CHARS) await flush(output);
+        else if (pendingChars > PENDING_CHARS) for (const each of outputs.values()) await flush(each);
       }
     }
     for (const output of outputs.values()) {

@@ -1,7 +1,9 @@
 // neo4j-admin import CSV bundles: the CSV reader, headers and typed cells as neo4j-admin reads them, the bundle reader
 // (tar order, ID spaces, errors naming file and line) and the writer (typed headers, import.sh, determinism, refusals).
 import { strict as assert } from 'node:assert';
+import { execFile } from 'node:child_process';
 import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
 import { cellValue, parseEntry, parseHeader } from '../../src/graph-files/admin-csv-header';
 import { csvRows } from '../../src/graph-files/csv-rows';
 import type { ForeignRecord, GraphFileSource } from '../../src/graph-files/graph-file-format';
@@ -264,6 +266,33 @@ describe('neo4j-admin CSV', () => {
       rel('1', 'KNOWS', '1', '2', { since: 2001 }),
       rel('2', 'odd type', '3', '3'),
     ];
+
+    it('holds a bounded amount of rows whatever the number of files: 500 label sets export in a 64 MiB heap', async function () {
+      this.timeout(30_000);
+      // 130k nodes of 1 KiB spread over 500 files, in a child process whose heap cannot hold 256 KiB for each file.
+      const child = `
+        const { neo4jAdminCsvFormat } = require(${JSON.stringify(require.resolve('../../src/graph-files/neo4j-admin-csv-format'))});
+        const text = 'x'.repeat(1000);
+        const source = {
+          stats: { nodeCount: 130000, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 },
+          engineVersion: 'V5', capturedAt: '2026-01-02T03:04:05.000Z', sourceInstanceName: 'many-files',
+          async *batches() {
+            for (let start = 1; start <= 130000; start += 1000) {
+              const batch = [];
+              for (let id = start; id < start + 1000; id++) batch.push({ kind: 'node', node: { id: String(id), labels: ['L' + (id % 500)], properties: { text } } });
+              yield batch;
+            }
+          },
+          nodeLabels: async () => new Map(),
+        };
+        (async () => {
+          let bytes = 0;
+          for await (const chunk of neo4jAdminCsvFormat.write(source)) bytes += chunk.length;
+          process.stdout.write(String(bytes));
+        })();`;
+      const result = await promisify(execFile)(process.execPath, ['--max-old-space-size=64', '-e', child]).catch((error) => error);
+      assert.ok(Number(result.stdout) > 130_000 * 1000, `the export failed: ${result.stdout}${String(result.stderr).slice(0, 500)}`);
+    });
 
     it('writes one file per label set and type with typed headers, import.sh last, deterministically', async () => {
       const tar = await bytesOf(neo4jAdminCsvFormat.write!(sourceOf(graph)));
