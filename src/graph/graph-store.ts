@@ -52,8 +52,8 @@ export interface GraphReadView {
 }
 
 // The change log. Every write transaction that changes a row bumps the store's `seq` and logs, atomically with
-// the write, one entry: its seq, its commit time and the tuple lines of the rows it touched as it left them (a deletion
-// of nodes with more relationships than an entry's LOG_ENTRY_LINES: several entries at one commit time). `epoch`
+// the write, one entry: its seq, its commit time and the tuple lines of the rows it touched as it left them (a write
+// whose lines are not bounded by its request: several entries at one commit time, see LOG_ENTRY_LINES). `epoch`
 // names the history those seqs belong to: a new, loaded or materialised store starts a new one at seq 0, holding what
 // it was given (nothing for a new store), and its log replayed in order onto that reproduces it at any later seq.
 

@@ -280,7 +280,7 @@ export class SqliteGraphStore implements GraphStore {
       for (const [label, count] of tally(previous.flatMap((row) => JSON.parse(row.labels) as string[]))) deltas.push(['label', label, -count]);
       for (const [label, count] of tally(rows.flatMap((row) => row[1] ?? []))) deltas.push(['label', label, count]);
       await applyCounts(this.writer, deltas);
-      await logWrite(this.writer, `SELECT ${NODE_LINES} FROM nodes n WHERE n.id IN (SELECT value FROM json_each(?1))`, [JSON.stringify(ids)]);
+      await logNodes(this.writer, ids);
       await assertStillFits(this.writer, limits.maxBytes);
       const updated = await this.writer.all<NodeRow>(
         `SELECT n.id, n.labels, n.properties FROM json_each(?1) u JOIN nodes n ON n.id = u.value ORDER BY u.key`,
@@ -979,6 +979,34 @@ async function logWrite(db: SqliteConnection, lines: string, params: unknown[], 
  * of 170 MiB in SQLite and in the heap, several times over). 10,000: the lines of the largest write batch.
  */
 export const LOG_ENTRY_LINES = 10_000;
+
+/** Characters of lines in one change-log entry at most, where a transaction's lines are not bounded by its request. */
+export const LOG_ENTRY_CHARS = 4 * 1024 * 1024;
+
+/**
+ * Logs updateNodes: the nodes `ids` as the transaction leaves them, whose rows are as large as they were made (a
+ * request of 10,000 ids that changes only labels logs every one of those nodes whole). In one entry when their rows
+ * fit LOG_ENTRY_CHARS, else in entries of about that many characters (a node larger is one entry), in id order, all
+ * at one commit time (see logWrite).
+ */
+async function logNodes(db: SqliteConnection, ids: number[]): Promise<void> {
+  const sizes = await db.all<{ id: number; chars: number }>(
+    `SELECT id, length(labels) + length(properties) + 16 AS chars FROM nodes WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id`,
+    [JSON.stringify(ids)],
+  );
+  const pieces: number[][] = [];
+  let chars = Infinity;
+  for (const { id, chars: size } of sizes) {
+    if (chars + size > LOG_ENTRY_CHARS) {
+      pieces.push([]);
+      chars = 0;
+    }
+    pieces[pieces.length - 1].push(id);
+    chars += size;
+  }
+  const now = Date.now();
+  for (const piece of pieces) await logWrite(db, `SELECT ${NODE_LINES} FROM nodes n WHERE n.id IN (SELECT value FROM json_each(?1))`, [JSON.stringify(piece)], now);
+}
 
 /**
  * Logs deleteNodes: a `-R` line for each relationship of temp.detached (`count` of them), then a `-N` line for each

@@ -198,6 +198,20 @@ describe('graph store change log, base copies and replay', function () {
       assert.equal((await store.stats()).relationshipCount, 0);
     });
 
+    it('logs an update of large nodes in entries of about 4 MiB, all at one commit time', async () => {
+      // Relabelling logs each node whole: the lines grow with the nodes, not with the request (10,000 ids at most).
+      const nodes = await store.createNodes(drafts(2_000, 'Big', { text: 'x'.repeat(10_000) }), LIMITS);
+      const { seq: before } = await positionOf(store);
+      await store.updateNodes(nodes.map((node) => ({ id: node.id, labels: ['Relabelled'] })), LIMITS);
+      const entries = await logAfter(store, before, 1);
+      const chars = entries.map((entry) => entry.lines.join('\n').length);
+      assert.ok(entries.length >= 5 && chars.every((size) => size <= 4 * 1024 * 1024 + 10_100), `entries of ${chars.join(', ')} characters`);
+      assert.deepEqual(new Set(entries.map((entry) => entry.at)).size, 1, 'one commit time: a moment in time holds the whole update or none of it');
+      const lines = entries.flatMap((entry) => entry.lines.map((line) => JSON.parse(line) as [string, string, string[]]));
+      assert.deepEqual(lines.map(([tag, id, labels]) => [tag, id, labels]), nodes.map((node) => ['N', node.id, ['Relabelled']]));
+      assert.deepEqual(await positionOf(store), { ...(await positionOf(store)), seq: entries.at(-1)!.seq, at: entries[0].at });
+    });
+
     it('logs nothing for a refused or failed write, or one that changes nothing', async () => {
       await store.createNodes(drafts(2), LIMITS);
       const [entry] = await store.readLog(0, 1e9);
