@@ -101,7 +101,8 @@ describe('restore attempts', function () {
       stores,
       {} as EncryptedBlobStore,
       backups,
-      {} as ChangeLogService,
+      // A new instance: no store before it, so nothing offered before its history starts.
+      { offeredThrough: async () => -1 } as unknown as ChangeLogService,
       new Metrics(),
     );
     const operation = (attempt: number) =>
