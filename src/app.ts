@@ -9,7 +9,7 @@ import { RESTORE_KINDS } from './entities/operation.entity';
 import { type TenantDataVersion, tenantDataVersion } from './entities/tenant-data-version';
 import { createInMemoryEventBus, createRedisEventBus, type EventBus } from './events/event-bus';
 import { ChunkStore, TenantChunkKeys } from './chunks';
-import { Keyring, loadMasterKey, MASTER_KEY_ENV } from './crypto';
+import { CryptoError, Keyring, loadMasterKey, MASTER_KEY_ENV } from './crypto';
 import { SqliteGraphStoreProvider } from './graph/sqlite-graph-store-provider';
 import { OperationRunner } from './jobs/operation-runner';
 import type { Logger } from './logging/logger';
@@ -128,7 +128,9 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     await assertMasterKeyOpensStoredData(db, rawBlobs, keyring, keySource).catch(async (error: unknown) => {
       // A key file written by this boot is none of the data's (keys/ was lost, or not restored with the rest): it goes,
       // so that the refusal leaves the data dir as it found it, and the next boot is not told that this key is the data's.
-      if (masterKey.generated && masterKey.path) await rm(masterKey.path, { force: true });
+      // Only for that refusal: a boot that failed otherwise (the database or the bucket away) may have written the key
+      // of a new data dir, which another replica booting beside it may be using already.
+      if (error instanceof CryptoError && masterKey.generated && masterKey.path) await rm(masterKey.path, { force: true });
       throw error;
     });
     if (masterKey.generated) logger.warn({ path: masterKey.path }, 'generated a new master key for encryption at rest; back it up');
