@@ -1,5 +1,5 @@
-// Small helpers for making file-system changes survive a crash.
-import { open } from 'node:fs/promises';
+// Small file-system helpers: making changes survive a crash, and asking whether a path is there.
+import { lstat, open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /**
@@ -36,4 +36,15 @@ export async function fsyncCreatedDirectories(dir: string, firstCreated: string 
 function isUnsupportedDirectorySync(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   return code === 'EISDIR' || code === 'EPERM' || code === 'EINVAL' || code === 'ENOTSUP';
+}
+
+/** Whether something is at `path` (a link counts as itself); any error but its absence is thrown. */
+export async function pathExists(path: string): Promise<boolean> {
+  return lstat(path).then(
+    () => true,
+    (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return false;
+      throw error;
+    },
+  );
 }

@@ -19,6 +19,7 @@
 // uploads are complete (upload-completions.ts): an upload started on one replica resumes on any other.
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, rm, statfs } from 'node:fs/promises';
+import { pathExists } from '../../storage/durable-fs';
 import type { Socket } from 'node:net';
 import { pipeline, type Readable, Transform } from 'node:stream';
 import { tmpdir } from 'node:os';
@@ -707,7 +708,7 @@ async function sweepAtBoot(tus: Server, datastore: FileStore, completions: Uploa
     const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : null;
     // Whether its file is gone is asked of the directory now, not of the listing above: another replica sharing it may
     // have created an upload since (its file first, then its record), and that one is not stale.
-    if (id && !(await exists(join(datastore.directory, id))) && !(await completions.inProgress(id))) {
+    if (id && !(await pathExists(join(datastore.directory, id))) && !(await completions.inProgress(id))) {
       await datastore.remove(id).catch(() => undefined);
       removed += 1;
     }
@@ -731,15 +732,6 @@ async function assertRoomFor(directory: string, sizeBytes: number): Promise<void
   );
 }
 
-async function exists(path: string): Promise<boolean> {
-  return lstat(path).then(
-    () => true,
-    (error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') return false;
-      throw error;
-    },
-  );
-}
 
 /** Partial uploads an earlier version kept in plaintext in the OS temp dir go, files and folder. */
 async function removeLegacyUploads(config: Pick<AppConfig, 'dataDir' | 'uploadDir'>, logger: Logger): Promise<void> {

@@ -13,6 +13,7 @@
 // is answered 423 (Locked), which tus clients retry.
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
+import { pathExists } from '../../storage/durable-fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Lock, Locker, RequestRelease } from '@tus/server' with { 'resolution-mode': 'import' };
@@ -103,7 +104,7 @@ class UploadLock implements Lock {
           if ((await readFile(this.#path, 'utf8').catch(() => null)) !== this.#token) return letGo(); // taken over
           const now = new Date();
           await utimes(this.#path, now, now).catch(() => undefined);
-          if (await exists(this.#releasePath)) letGo();
+          if (await pathExists(this.#releasePath)) letGo();
         })
         .catch(() => undefined);
     }, LOCK_HEARTBEAT_MS);
@@ -159,11 +160,4 @@ class UploadLock implements Lock {
     }
     return true;
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
 }
