@@ -162,7 +162,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const exportRetryMs = check('SNAPGRAPH_EXPORT_RETRY_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_EXPORT_RETRY_MS), 60_000), 60_000);
   const allowPrivateDestinations = check('SNAPGRAPH_ALLOW_PRIVATE_DESTINATIONS', () => flag(env.SNAPGRAPH_ALLOW_PRIVATE_DESTINATIONS, false), false);
   const idleTimeoutMs = check('SNAPGRAPH_IDLE_TIMEOUT_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_IDLE_TIMEOUT_MS), 120_000), 120_000);
-  const apiKeyCacheMs = check('SNAPGRAPH_API_KEY_CACHE_MS', () => atMost(60_000, nonNegativeInteger(numeric(env.SNAPGRAPH_API_KEY_CACHE_MS), 1_000)), 1_000);
+  const apiKeyCacheMs = check('SNAPGRAPH_API_KEY_CACHE_MS', () => integerFrom(0, 60_000, numeric(env.SNAPGRAPH_API_KEY_CACHE_MS), 1_000), 1_000);
   const maxQueryDepth = check('SNAPGRAPH_MAX_QUERY_DEPTH', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_DEPTH), 12), 12);
   const maxQueryCost = check('SNAPGRAPH_MAX_QUERY_COST', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_COST), 100_000), 100_000);
   const maxQueryBytes = check('SNAPGRAPH_MAX_QUERY_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_BYTES), 100_000), 100_000);
@@ -345,11 +345,6 @@ function integerFrom(min: number, max: number, value: unknown, fallback: number)
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
     throw new Error(`value must be an integer from ${min} to ${max}`);
   }
-  return value;
-}
-
-function atMost(max: number, value: number): number {
-  if (value > max) throw new Error(`value must be at most ${max}`);
   return value;
 }
 

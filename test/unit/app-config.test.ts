@@ -51,6 +51,20 @@ describe('SNAPGRAPH_CHUNK_WORKERS', () => {
   });
 });
 
+describe('SNAPGRAPH_API_KEY_CACHE_MS', () => {
+  it('takes 0 to 60000, and refuses more naming the variable and the range', () => {
+    assert.equal(loadConfig({ SNAPGRAPH_API_KEY_CACHE_MS: '0' }).apiKeyCacheMs, 0);
+    assert.equal(loadConfig({ SNAPGRAPH_API_KEY_CACHE_MS: '60000' }).apiKeyCacheMs, 60_000);
+    for (const value of ['60001', '-1']) {
+      assert.throws(
+        () => loadConfig({ SNAPGRAPH_API_KEY_CACHE_MS: value }),
+        (error: unknown) => error instanceof ConfigError && /SNAPGRAPH_API_KEY_CACHE_MS: value must be an integer from 0 to 60000/.test(error.message),
+        value,
+      );
+    }
+  });
+});
+
 describe('the config file (SNAPGRAPH_CONFIG)', () => {
   let dir: string;
   before(() => (dir = mkdtempSync(join(tmpdir(), 'snapgraph-config-'))));
