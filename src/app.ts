@@ -9,7 +9,7 @@ import { RESTORE_KINDS } from './entities/operation.entity';
 import { type TenantDataVersion, tenantDataVersion } from './entities/tenant-data-version';
 import { createInMemoryEventBus, createRedisEventBus, type EventBus } from './events/event-bus';
 import { ChunkStore, TenantChunkKeys } from './chunks';
-import { CryptoError, Keyring, loadMasterKey, MASTER_KEY_ENV } from './crypto';
+import { CryptoError, Keyring, loadMasterKey, loadPreviousMasterKeys, MASTER_KEY_ENV } from './crypto';
 import { SqliteGraphStoreProvider } from './graph/sqlite-graph-store-provider';
 import { OperationRunner } from './jobs/operation-runner';
 import type { Logger } from './logging/logger';
@@ -38,7 +38,7 @@ import { EncryptedBlobStore } from './storage/encrypted-blob-store';
 import { createConfiguredBlobStore } from './storage/configured-blob-store';
 import { initialAdminKeyPath, makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
 import { removeStaleScratchDirs } from './storage/sealed-scratch-dir';
-import { assertMasterKeyOpensStoredData } from './storage/stored-master-keys';
+import { assertMasterKeyOpensStoredData, recordRetiredMasterKeys } from './storage/stored-master-keys';
 
 export interface App {
   config: AppConfig;
@@ -120,7 +120,8 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const blobStore = await createConfiguredBlobStore(config);
     const rawBlobs = blobStore.store;
     if (config.blobStore.kind === 's3') logger.info({ blobs: blobStore.description }, 'snapshot data is kept in S3');
-    const keyring = new Keyring(masterKey.key);
+    // Retired keys only decrypt: what is still under one reads until `snapgraph rotate-master-key` moved it.
+    const keyring = new Keyring(masterKey.key, loadPreviousMasterKeys(config.previousMasterKeys));
     const blobs = new EncryptedBlobStore(rawBlobs, keyring, { bindNames: config.bindBlobNames });
     await blobs.init();
     closers.push(() => blobs.destroy());
@@ -133,6 +134,10 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       if (error instanceof CryptoError && masterKey.generated && masterKey.path) await rm(masterKey.path, { force: true });
       throw error;
     });
+    await recordRetiredMasterKeys(db, keyring);
+    if (keyring.keyIds.length > 1) {
+      logger.info({ current: keyring.current.keyId, keyIds: keyring.keyIds }, 'previous master keys configured: they only decrypt; `snapgraph rotate-master-key` moves what is under them');
+    }
     if (masterKey.generated) logger.warn({ path: masterKey.path }, 'generated a new master key for encryption at rest; back it up');
     // Alone on the data (embedded SQLite), every temp blob is a crash's leftover; with replicas sharing it, only
     // the ones nobody has touched for an hour are.

@@ -14,6 +14,8 @@ const USAGE = `usage:
   snapgraph tenant list [--json]           the tenants
   snapgraph apikey list [--tenant <name>] [--json]
                                            API keys that are not revoked (no secrets), with when each was last used
+  snapgraph rotate-master-key              seal everything still under a key of SNAPGRAPH_PREVIOUS_MASTER_KEYS again
+                                           under the current master key (servers stopped; rerun after a crash)
   snapgraph export <snapshotId> [-o file]  download a snapshot's archive (resumes <file>.part; checks its sha256)
   snapgraph inspect <file> [--json]       what a file is and holds (kind, counts by label and type, engine version,
                                            capture time, header facts), read locally without a server; changes nothing
@@ -24,7 +26,8 @@ const USAGE = `usage:
                                            --chunk-size: the bytes per request (default 64M)
 
 tenant and apikey work on the server's metadata database (same SNAPGRAPH_DATA_DIR or DATABASE_URL), even while
-it runs. export and restore-file talk to a running server:
+it runs; rotate-master-key on it and on the blobs (the server's environment), with the servers stopped. export and
+restore-file talk to a running server:
   --url <url>   or SNAPGRAPH_URL      (default ${DEFAULT_URL})
   --key <key>   or SNAPGRAPH_API_KEY  (prefer the variable: arguments are visible to other local users)
 `;
@@ -49,6 +52,9 @@ async function main(argv: string[]): Promise<number> {
       return (await tenantCommands()).tenantCommand(rest);
     case 'apikey':
       return (await tenantCommands()).apiKeyCommand(rest);
+    case 'rotate-master-key':
+      await import('reflect-metadata');
+      return (await import('./rotate-master-key-command.js')).rotateMasterKeyCommand(rest);
     case 'export':
       return (await import('./export-command.js')).exportCommand(rest);
     case 'restore-file':

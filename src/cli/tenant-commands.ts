@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { DataSource } from 'typeorm';
-import { loadConfig } from '../config/app-config';
+import { type AppConfig, loadConfig } from '../config/app-config';
 import { createMetadataDataSource, metadataDatabasePath } from '../entities/data-source';
 import { TenantService } from '../services/tenant.service';
 import { makeDataDirPrivate } from '../storage/private-data-dir';
@@ -77,11 +77,23 @@ function parse<const O extends Record<string, { type: 'string' | 'boolean' }>>(a
  * written into a new database of the wrong data dir would hold a key the server has never heard of.
  */
 async function withTenants<T>({ init }: { init: boolean }, work: (tenants: TenantService) => Promise<T>): Promise<T> {
-  const config = loadConfig();
+  return withMetadataDatabase(loadConfig(), { init }, (db) => work(new TenantService(db)));
+}
+
+/**
+ * The server's metadata database (migrated), for `work`; refused where there is none, unless `init`. `initOption`: the
+ * command has --init, and the refusal names it.
+ */
+export async function withMetadataDatabase<T>(
+  config: AppConfig,
+  { init, initOption = true }: { init: boolean; initOption?: boolean },
+  work: (db: DataSource) => Promise<T>,
+): Promise<T> {
+  const orInit = (text: string) => (initOption ? `, or pass --init ${text}` : '');
   if (!config.databaseUrl && !init && !existsSync(metadataDatabasePath(config.dataDir))) {
     throw new CliError(
       `no metadata database in ${config.dataDir}: set SNAPGRAPH_DATA_DIR to the server's data dir ` +
-        '(or DATABASE_URL to its PostgreSQL), or pass --init to create a new one there',
+        `(or DATABASE_URL to its PostgreSQL)${orInit('to create a new one there')}`,
     );
   }
   if (!config.databaseUrl) await makeDataDirPrivate(config.dataDir);
@@ -89,10 +101,10 @@ async function withTenants<T>({ init }: { init: boolean }, work: (tenants: Tenan
   await db.initialize();
   try {
     if (config.databaseUrl && !init && !(await hasMetadataTables(db))) {
-      throw new CliError('the database of DATABASE_URL holds no Snapgraph metadata: point DATABASE_URL at the server\'s, or pass --init');
+      throw new CliError(`the database of DATABASE_URL holds no Snapgraph metadata: point DATABASE_URL at the server's${orInit('')}`.trimEnd());
     }
     await db.runMigrations({ transaction: 'each' });
-    return await work(new TenantService(db));
+    return await work(db);
   } finally {
     await db.destroy();
   }

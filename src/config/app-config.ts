@@ -27,6 +27,11 @@ export interface AppConfig {
   bootstrapToken?: string;
   /** base64 of 32 bytes; undefined = a key file generated in dataDir. Never logged. */
   masterKey?: string;
+  /**
+   * Retired master keys (base64 of 32 bytes each, SNAPGRAPH_PREVIOUS_MASTER_KEYS): what is still under one of them
+   * reads, nothing new is written under them, and `snapgraph rotate-master-key` moves it to the current key. Never logged.
+   */
+  previousMasterKeys: string[];
   publicUrl?: string;
   /**
    * Hosts (host[:port], or origins such as https://a.example) this server may be reached as: a request's Host header
@@ -135,6 +140,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const publicUrl = check('SNAPGRAPH_PUBLIC_URL', () => optionalUrl(env.SNAPGRAPH_PUBLIC_URL, ['http:', 'https:']), undefined);
   const allowedHosts = check('SNAPGRAPH_ALLOWED_HOSTS', () => parseAllowedHosts(env.SNAPGRAPH_ALLOWED_HOSTS), []);
   const masterKey = check('SNAPGRAPH_MASTER_KEY', () => optionalMasterKey(env.SNAPGRAPH_MASTER_KEY), undefined);
+  const previousMasterKeys = check('SNAPGRAPH_PREVIOUS_MASTER_KEYS', () => previousMasterKeyList(env.SNAPGRAPH_PREVIOUS_MASTER_KEYS), []);
   const bootstrapToken = check('SNAPGRAPH_BOOTSTRAP_TOKEN', () => optionalToken(env.SNAPGRAPH_BOOTSTRAP_TOKEN), undefined);
   const file = check('SNAPGRAPH_CONFIG', () => readConfigFile(env.SNAPGRAPH_CONFIG), {} as Record<string, unknown>);
   const tiers = check('SNAPGRAPH_CONFIG', () => resolveTierPolicies(file.tiers ?? {}), resolveTierPolicies({}));
@@ -191,6 +197,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     redisUrl,
     bootstrapToken,
     masterKey,
+    previousMasterKeys,
     publicUrl,
     allowedHosts,
     uploadDir,
@@ -293,6 +300,24 @@ function optionalMasterKey(text: string | undefined): string | undefined {
     throw new Error('must be the base64 encoding of exactly 32 bytes (e.g. `openssl rand -base64 32`)');
   }
   return text.trim();
+}
+
+/**
+ * Comma-separated keys, each checked as SNAPGRAPH_MASTER_KEY is; blank entries (a trailing comma) are skipped. A bad
+ * one is named by its position, never by its text: the other entries are secrets too.
+ */
+function previousMasterKeyList(text: string | undefined): string[] {
+  if (!text?.trim()) return [];
+  const keys: string[] = [];
+  text.split(',').forEach((entry, index) => {
+    if (!entry.trim()) return;
+    try {
+      keys.push(optionalMasterKey(entry)!);
+    } catch (error) {
+      throw new Error(`entry ${index + 1} ${(error as Error).message}`);
+    }
+  });
+  return keys;
 }
 
 function optionalToken(text: string | undefined): string | undefined {

@@ -9,6 +9,8 @@ import { fsyncCreatedDirectories, fsyncDirectory } from '../storage/durable-fs';
 import { CryptoError } from './errors';
 
 export const MASTER_KEY_ENV = 'SNAPGRAPH_MASTER_KEY';
+/** Retired master keys, comma-separated: they only decrypt (see loadPreviousMasterKeys). */
+export const PREVIOUS_MASTER_KEYS_ENV = 'SNAPGRAPH_PREVIOUS_MASTER_KEYS';
 export const MASTER_KEY_BYTES = 32;
 /** Key ids are this many bytes, shown as twice as many hex digits. */
 export const KEY_ID_BYTES = 8;
@@ -127,6 +129,14 @@ export async function loadMasterKey({ dataDir, envValue }: LoadMasterKeyOptions)
   const existing = await readKeyFile(path);
   if (existing) return { key: existing, generated: false, path };
   return generateKeyFile(path);
+}
+
+/**
+ * The retired keys of SNAPGRAPH_PREVIOUS_MASTER_KEYS (already split and checked by the configuration).
+ * @throws CryptoError naming the entry's position (never its text) when one is malformed.
+ */
+export function loadPreviousMasterKeys(texts: readonly string[]): MasterKey[] {
+  return texts.map((text, index) => parseKeyText(text, `Entry ${index + 1} of ${PREVIOUS_MASTER_KEYS_ENV}`));
 }
 
 function parseKeyText(text: string, source: string): MasterKey {

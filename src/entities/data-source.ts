@@ -13,6 +13,7 @@ import { ExportFormats1766300000000 } from '../migrations/1766300000000-export-f
 import { ExportDestinations1766400000000 } from '../migrations/1766400000000-export-destinations';
 import { TenantDataVersions1766500000000 } from '../migrations/1766500000000-tenant-data-versions';
 import { CollectedLog1766600000000 } from '../migrations/1766600000000-collected-log';
+import { RetiredMasterKeys1766700000000 } from '../migrations/1766700000000-retired-master-keys';
 import { ApiKeyEntity } from './api-key.entity';
 import { ChunkKeyEntity } from './chunk-key.entity';
 import { ChunkPackEntity } from './chunk-pack.entity';
@@ -23,13 +24,14 @@ import { InstanceEntity } from './instance.entity';
 import { OperationEntity } from './operation.entity';
 import { LogSegmentEntity } from './log-segment.entity';
 import { RestorePointEntity } from './restore-point.entity';
+import { RetiredMasterKeyEntity } from './retired-master-key.entity';
 import { StoreEpochEntity } from './store-epoch.entity';
 import { SqliteTransactionGate } from './sqlite-transaction-gate';
 import { SnapshotEntity } from './snapshot.entity';
 import { TenantEntity } from './tenant.entity';
 
-export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity, RestorePointEntity, StoreEpochEntity, LogSegmentEntity, ExportDestinationEntity];
-export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000, ChangeLog1766200000000, ExportFormats1766300000000, ExportDestinations1766400000000, TenantDataVersions1766500000000, CollectedLog1766600000000];
+export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity, RestorePointEntity, StoreEpochEntity, LogSegmentEntity, ExportDestinationEntity, RetiredMasterKeyEntity];
+export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000, ChangeLog1766200000000, ExportFormats1766300000000, ExportDestinations1766400000000, TenantDataVersions1766500000000, CollectedLog1766600000000, RetiredMasterKeys1766700000000];
 
 export interface MetadataDatabaseOptions {
   dataDir: string;

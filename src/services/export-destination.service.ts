@@ -32,7 +32,7 @@ export interface ExportDestinationInput {
   autoExportInstanceIds?: string[] | null;
 }
 
-interface Credentials {
+export interface Credentials {
   accessKeyId: string;
   secretAccessKey: string;
 }
@@ -57,6 +57,36 @@ const RETRY_HORIZON_MS = 24 * 3_600_000;
 const RETRY_PAGE = 500;
 
 const credentialsAad = (tenantId: string, destinationId: string) => Buffer.from(`snapgraph export destination\0${tenantId}\0${destinationId}`);
+
+/** The credentials sealed under the keyring's current key, bound to their destination. */
+export function sealCredentials(
+  destination: Pick<ExportDestinationEntity, 'tenantId' | 'id'>,
+  credentials: Credentials,
+  keyring: Keyring,
+): Pick<ExportDestinationEntity, 'masterKeyId' | 'sealedCredentials'> {
+  const key = keyring.current;
+  const sealed = key.seal(Buffer.from(JSON.stringify(credentials)), credentialsAad(destination.tenantId, destination.id));
+  return { masterKeyId: key.keyId, sealedCredentials: sealed.toString('base64') };
+}
+
+/**
+ * The destination's credentials sealed again, under the keyring's current key (`snapgraph rotate-master-key`); null when
+ * they do not authenticate under the key they name.
+ * @throws UnknownKeyError when that key is not in the keyring
+ */
+export function resealCredentials(
+  destination: Pick<ExportDestinationEntity, 'tenantId' | 'id' | 'masterKeyId' | 'sealedCredentials'>,
+  keyring: Keyring,
+): Pick<ExportDestinationEntity, 'masterKeyId' | 'sealedCredentials'> | null {
+  const aad = credentialsAad(destination.tenantId, destination.id);
+  const opened = keyring.get(destination.masterKeyId).unseal(Buffer.from(destination.sealedCredentials, 'base64'), aad);
+  if (!opened) return null;
+  try {
+    return { masterKeyId: keyring.current.keyId, sealedCredentials: keyring.current.seal(opened, aad).toString('base64') };
+  } finally {
+    opened.fill(0);
+  }
+}
 
 export class ExportDestinationService {
   private readonly destinations: Repository<ExportDestinationEntity>;
@@ -272,9 +302,7 @@ export class ExportDestinationService {
   }
 
   private seal(destination: ExportDestinationEntity, credentials: Credentials): Pick<ExportDestinationEntity, 'masterKeyId' | 'sealedCredentials'> {
-    const key = this.keyring.current;
-    const sealed = key.seal(Buffer.from(JSON.stringify(credentials)), credentialsAad(destination.tenantId, destination.id));
-    return { masterKeyId: key.keyId, sealedCredentials: sealed.toString('base64') };
+    return sealCredentials(destination, credentials, this.keyring);
   }
 
   private unseal(destination: ExportDestinationEntity): Credentials {

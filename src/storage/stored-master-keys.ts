@@ -7,18 +7,31 @@ import type { DataSource } from 'typeorm';
 import { ENVELOPE_HEADER_BYTES, parseEnvelopeHeader } from '../crypto/envelope-layout';
 import { CryptoError } from '../crypto/errors';
 import { Keyring } from '../crypto/keyring';
+import { PREVIOUS_MASTER_KEYS_ENV } from '../crypto/master-key';
 import { ChunkKeyEntity } from '../entities/chunk-key.entity';
 import { ExportDestinationEntity } from '../entities/export-destination.entity';
 import { LogSegmentEntity } from '../entities/log-segment.entity';
+import { RetiredMasterKeyEntity } from '../entities/retired-master-key.entity';
 import { BlobStore } from './blob-store';
 import { BlobNotFoundError } from './errors';
 
 /**
  * @param blobs the raw (encrypted) blob store
  * @param source names where the key came from, for the message (never the key itself)
- * @throws CryptoError when data is stored and none of it is under a master key that the keyring holds
+ * @throws CryptoError when data is stored and none of it is under a master key that the keyring holds (the current one
+ *   or a previous one)
  */
 export async function assertMasterKeyOpensStoredData(db: DataSource, blobs: BlobStore, keyring: Keyring, source: string): Promise<void> {
+  // A rotation under way (a key named as previous at an earlier boot, not yet forgotten by rotate-master-key): what the
+  // sample below finds is no proof, since the chunk keys are rewrapped as they are used and blobs under the old key stay.
+  const retired = (await db.getRepository(RetiredMasterKeyEntity).find()).map((row) => row.keyId).filter((keyId) => !keyring.has(keyId));
+  if (retired.length > 0) {
+    throw new CryptoError(
+      `${source} holds master key ${keyring.current.keyId}${describePrevious(keyring)}, but master key ${retired.join(', ')} was named in ` +
+        `${PREVIOUS_MASTER_KEYS_ENV} at an earlier boot, and data may still be under it: name it there again, and remove it only ` +
+        'once `snapgraph rotate-master-key` says nothing is under it (nothing was changed)',
+    );
+  }
   const found = new Set<string>();
   for (const entity of [ChunkKeyEntity, ExportDestinationEntity]) {
     const rows = await db
@@ -39,9 +52,26 @@ export async function assertMasterKeyOpensStoredData(db: DataSource, blobs: Blob
   // while, the data is under both, and the right key must still boot.
   if (found.size === 0 || [...found].some((keyId) => keyring.has(keyId))) return;
   throw new CryptoError(
-    `${source} holds master key ${keyring.current.keyId}, but the stored data is encrypted under master key ${[...found].join(', ')}: ` +
-      'start with the key the data was written with (nothing was changed)',
+    `${source} holds master key ${keyring.current.keyId}${describePrevious(keyring)}, ` +
+      `but the stored data is encrypted under master key ${[...found].join(', ')}: start with the key the data was written with, ` +
+      `or name it in ${PREVIOUS_MASTER_KEYS_ENV} beside the new one (nothing was changed)`,
   );
+}
+
+/**
+ * Notes the keyring's previous keys as retired (a boot after the check above): until rotate-master-key has moved
+ * everything off them and forgets them, a boot without them is refused.
+ */
+export async function recordRetiredMasterKeys(db: DataSource, keyring: Keyring): Promise<void> {
+  const previous = keyring.keyIds.filter((keyId) => keyId !== keyring.current.keyId);
+  if (previous.length === 0) return;
+  const retiredAt = Date.now();
+  await db.createQueryBuilder().insert().into(RetiredMasterKeyEntity).values(previous.map((keyId) => ({ keyId, retiredAt }))).orIgnore().execute();
+}
+
+function describePrevious(keyring: Keyring): string {
+  const previous = keyring.keyIds.filter((keyId) => keyId !== keyring.current.keyId);
+  return previous.length > 0 ? ` (and previous master key ${previous.join(', ')})` : '';
 }
 
 /** The master key id in a stored blob's header; null when the blob is gone or damaged (verification reports that). */

@@ -16,16 +16,29 @@ import {
   exitOf,
   expectCode,
   expectData,
+  filesUnder,
   gql,
   graphOf,
   makeTempDir,
   randomToken,
   restoreAndWait,
+  runCli,
   startServer,
   statsOf,
   takeSnapshot,
   within,
 } from '../support';
+import { ENVELOPE_HEADER_BYTES, ENVELOPE_MAGIC, MasterKey, parseEnvelopeHeader } from '../../src/crypto';
+
+/** The master key ids in the headers of the envelope-encrypted blobs under `dir` (not packs or JSON). */
+function envelopeKeyIds(dir: string): Set<string> {
+  const ids = new Set<string>();
+  for (const path of filesUnder(dir)) {
+    const head = readFileSync(path).subarray(0, ENVELOPE_HEADER_BYTES);
+    if (head.length === ENVELOPE_HEADER_BYTES && head.subarray(0, ENVELOPE_MAGIC.length).equals(ENVELOPE_MAGIC)) ids.add(parseEnvelopeHeader(head).keyId);
+  }
+  return ids;
+}
 
 describe('restarts', () => {
   it('keep instances, graph data, tenants and keys, and do not bootstrap again', async () => {
@@ -108,6 +121,66 @@ describe('restarts', () => {
     assert.deepEqual(await graphOf(server, instance.id), graph);
   });
 
+  it('rotate the master key: the old one as previous reads, rotate-master-key moves everything, then the new one alone boots', async () => {
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'rotated' });
+    // Enough records that the snapshot takes a base: chunk keys and packs, not only change-log segments.
+    for (let batch = 0; batch < 6; batch++) await createNodes(server, instance.id, Array.from({ length: 500 }, (_, i) => ({ labels: ['Kept'], properties: { batch, i } })));
+    const graph = await graphOf(server, instance.id);
+    const before = await takeSnapshot(server, instance.id);
+    const keyFile = join(server.dataDir, 'keys', 'master.key');
+    const oldKey = readFileSync(keyFile, 'utf8').trim();
+    const newKey = randomBytes(32).toString('base64');
+    const [oldId, newId] = [oldKey, newKey].map((key) => MasterKey.fromBytes(Buffer.from(key, 'base64')).keyId);
+    const blobsDir = join(server.dataDir, 'blobs');
+    assert.deepEqual(envelopeKeyIds(blobsDir), new Set([oldId]));
+
+    // Only the new key: everything stored is under the old one.
+    await assert.rejects(server.restart({ env: { SNAPGRAPH_MASTER_KEY: newKey } }), (error: Error) => {
+      assert.match(error.message, new RegExp(`SNAPGRAPH_MASTER_KEY holds master key ${newId}, but the stored data is encrypted under master key ${oldId}: .*SNAPGRAPH_PREVIOUS_MASTER_KEYS`));
+      assert.ok(!error.message.includes(newKey) && !error.message.includes(oldKey), 'a key was printed');
+      return true;
+    });
+
+    // The new key, and the old one as previous: the old data reads, new data is written under the new key.
+    await server.restart({ env: { SNAPGRAPH_MASTER_KEY: newKey, SNAPGRAPH_PREVIOUS_MASTER_KEYS: oldKey } });
+    assert.deepEqual(await graphOf(server, instance.id), graph);
+    const added = await createNodes(server, instance.id, [{ labels: ['Later'] }]);
+    const after = await takeSnapshot(server, instance.id);
+    assert.deepEqual(envelopeKeyIds(blobsDir), new Set([oldId, newId]));
+    assert.equal((await restoreAndWait(server, before.id)).status, 'SUCCEEDED');
+    assert.deepEqual(await graphOf(server, instance.id), graph);
+
+    // Removing the old key before the rotation is refused, though the chunk keys it used are under the new key now.
+    await assert.rejects(server.restart({ env: { SNAPGRAPH_PREVIOUS_MASTER_KEYS: undefined } }), (error: Error) => {
+      assert.match(error.message, new RegExp(`holds master key ${newId}, but master key ${oldId} was named in SNAPGRAPH_PREVIOUS_MASTER_KEYS at an earlier boot`));
+      return true;
+    });
+    await server.stop({ keepDataDir: true });
+
+    const rotateEnv = { ...server.env, SNAPGRAPH_PREVIOUS_MASTER_KEYS: oldKey };
+    const rotated = await runCli(['rotate-master-key'], rotateEnv, 60_000);
+    assert.equal(rotated.code, 0, `${rotated.stdout}${rotated.stderr}`);
+    assert.match(rotated.stdout, new RegExp(`sealed again under master key ${newId}: \\d+ tenant chunk key\\(s\\), 0 export destination\\(s\\), [1-9]\\d* of \\d+ blob\\(s\\)`));
+    assert.match(rotated.stdout, /nothing is under a previous key any more: SNAPGRAPH_PREVIOUS_MASTER_KEYS can be emptied/);
+    for (const key of [oldKey, newKey]) assert.ok(!`${rotated.stdout}${rotated.stderr}`.includes(key), 'a key was printed');
+    assert.deepEqual(envelopeKeyIds(blobsDir), new Set([newId]));
+    const chunkKeyCopies = filesUnder(blobsDir).filter((path) => path.endsWith(join('chunks', 'keys')));
+    assert.equal(chunkKeyCopies.length, 1, 'the snapshot took no base');
+    assert.equal(JSON.parse(readFileSync(chunkKeyCopies[0], 'utf8')).masterKeyId, newId);
+    const again = await runCli(['rotate-master-key'], rotateEnv, 60_000);
+    assert.equal(again.code, 0, `${again.stdout}${again.stderr}`);
+    assert.match(again.stdout, /: 0 tenant chunk key\(s\), 0 export destination\(s\), 0 of \d+ blob\(s\)/);
+
+    // The new key alone: everything reads.
+    await server.restart({ env: { SNAPGRAPH_PREVIOUS_MASTER_KEYS: undefined } });
+    assert.deepEqual(await graphOf(server, instance.id), graph);
+    assert.equal((await restoreAndWait(server, after.id)).status, 'SUCCEEDED');
+    assert.deepEqual((await graphOf(server, instance.id)).nodes.length, graph.nodes.length + added.length);
+    assert.equal((await restoreAndWait(server, before.id)).status, 'SUCCEEDED');
+    assert.deepEqual(await graphOf(server, instance.id), graph);
+  });
+
   it('keep every acknowledged write after a crash (SIGKILL)', async () => {
     const server = await startServer();
     const instance = await createInstance(server, { name: 'crashy', tier: 'PROFESSIONAL' });
@@ -155,6 +228,7 @@ describe('configuration errors stop the boot', () => {
     portText: { PORT: 'abc' },
     portRange: { PORT: '70000' },
     masterKey: { SNAPGRAPH_MASTER_KEY: 'short-master-key-Zq9' },
+    previousMasterKeys: { SNAPGRAPH_PREVIOUS_MASTER_KEYS: `${randomBytes(32).toString('base64')},short-previous-key-Zq9` },
     bootstrapToken: { SNAPGRAPH_BOOTSTRAP_TOKEN: 'tiny-Zq9' },
     databaseUrl: { DATABASE_URL: 'mysql://admin:pw-Zq9-secret@localhost/db' },
     redisUrl: { REDIS_URL: 'http://localhost:6379' },
@@ -196,6 +270,12 @@ describe('configuration errors stop the boot', () => {
 
   it('SNAPGRAPH_MASTER_KEY that is not 32 bytes of base64, without printing it', () => {
     expectRefusal('masterKey', 'SNAPGRAPH_MASTER_KEY', 'short-master-key-Zq9');
+  });
+
+  it('SNAPGRAPH_PREVIOUS_MASTER_KEYS with an entry that is not 32 bytes of base64, by its position, without printing any', () => {
+    const result = expectRefusal('previousMasterKeys', 'SNAPGRAPH_PREVIOUS_MASTER_KEYS: entry 2 must be the base64 encoding of exactly 32 bytes', 'short-previous-key-Zq9');
+    const [valid] = cases.previousMasterKeys.SNAPGRAPH_PREVIOUS_MASTER_KEYS.split(',');
+    assert.ok(!`${result.stdout}${result.stderr}`.includes(valid), 'the valid key was printed');
   });
 
   it('SNAPGRAPH_BOOTSTRAP_TOKEN shorter than 16 characters, without printing it', () => {

@@ -123,6 +123,25 @@ describe('the snapgraph command', () => {
     });
   });
 
+  describe('rotate-master-key', () => {
+    it('refuses arguments, a dir without metadata, and one without the master key, without making either', async () => {
+      const dataDir = join(makeTempDir(), 'not-the-server');
+      const env = serverEnv({ SNAPGRAPH_DATA_DIR: dataDir });
+      const usage = await runCli(['rotate-master-key', '--all'], env);
+      assert.equal(usage.code, 2, usage.stderr);
+      assert.match(usage.stderr, /rotate-master-key takes no arguments/);
+      const keyless = await runCli(['rotate-master-key'], env);
+      assert.equal(keyless.code, 1, keyless.stderr);
+      assert.match(keyless.stderr, /no master key: set SNAPGRAPH_MASTER_KEY, or SNAPGRAPH_DATA_DIR to the data dir that holds keys\/master\.key/);
+      assert.ok(!existsSync(dataDir), 'a data dir was made');
+      const key = Buffer.alloc(32, 3).toString('base64');
+      const empty = await runCli(['rotate-master-key'], { ...env, SNAPGRAPH_MASTER_KEY: key });
+      assert.equal(empty.code, 1, empty.stderr);
+      assert.match(empty.stderr, /no metadata database in .*not-the-server: set SNAPGRAPH_DATA_DIR to the server's data dir \(or DATABASE_URL to its PostgreSQL\)\n$/);
+      assert.ok(!`${empty.stdout}${empty.stderr}`.includes(key), 'the key was printed');
+    });
+  });
+
   describe('export', () => {
     it('exits non-zero with a message when the file cannot be written, and leaves no file', async () => {
       const server = suite.server;

@@ -88,3 +88,36 @@ describe('the config file (SNAPGRAPH_CONFIG)', () => {
     assert.equal(loadConfig(withFile({ exportUrlTtl: 'PT0.001S' })).exportUrlTtlMs, 1);
   });
 });
+
+describe('SNAPGRAPH_PREVIOUS_MASTER_KEYS', () => {
+  const key = (fill: number) => Buffer.alloc(32, fill).toString('base64');
+
+  it('is empty when unset or blank', () => {
+    assert.deepEqual(loadConfig({}).previousMasterKeys, []);
+    assert.deepEqual(loadConfig({ SNAPGRAPH_PREVIOUS_MASTER_KEYS: ' ' }).previousMasterKeys, []);
+  });
+
+  it('takes comma-separated keys, with spaces around them and blank entries (a trailing comma) skipped', () => {
+    assert.deepEqual(loadConfig({ SNAPGRAPH_PREVIOUS_MASTER_KEYS: ` ${key(1)} ,${key(2)},` }).previousMasterKeys, [key(1), key(2)]);
+  });
+
+  it('refuses an entry that is not the base64 of 32 bytes, naming the variable and its position, never a key', () => {
+    const short = Buffer.alloc(31, 7).toString('base64');
+    for (const [value, position] of [
+      [`${key(1)},${short}`, 2],
+      [`not-a-key-at-all-but-secret,${key(1)}`, 1],
+      [`${key(1)} ${key(2)}`, 1],
+    ] as const) {
+      assert.throws(
+        () => loadConfig({ SNAPGRAPH_PREVIOUS_MASTER_KEYS: value }),
+        (error: unknown) => {
+          assert.ok(error instanceof ConfigError);
+          assert.match(error.message, new RegExp(`SNAPGRAPH_PREVIOUS_MASTER_KEYS: entry ${position} must be the base64 encoding of exactly 32 bytes`));
+          for (const part of value.split(/[ ,]/)) assert.ok(!error.message.includes(part), 'a key was printed');
+          return true;
+        },
+        value,
+      );
+    }
+  });
+});

@@ -13,7 +13,8 @@ import { createMetadataDataSource } from '../../src/entities/data-source';
 import { LogSegmentEntity } from '../../src/entities/log-segment.entity';
 import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
-import { assertMasterKeyOpensStoredData } from '../../src/storage/stored-master-keys';
+import { rotateMasterKey } from '../../src/storage/master-key-rotation';
+import { assertMasterKeyOpensStoredData, recordRetiredMasterKeys } from '../../src/storage/stored-master-keys';
 import { createTestDatabase, describePostgres, TestDatabase } from '../support/postgres';
 
 describe('the master key check at boot, on SQLite metadata', () => {
@@ -70,6 +71,26 @@ function storedMasterKeysSuite(adminUrl: () => string | undefined) {
     await check(right);
     await check(wrong);
     await assert.rejects(check(new Keyring(MasterKey.generate())), CryptoError);
+  });
+
+  // The sample above finds the chunk keys a server booted with the old key as previous rewrapped as it used them, and
+  // not the blobs still under the old key: the boot's record of the previous keys is what refuses.
+  it('refuses to boot without a key named as previous at an earlier boot, until rotate-master-key moved everything off it', async () => {
+    const tenantId = randomUUID();
+    await new TenantChunkKeys(blobs, db, right).get(tenantId);
+    const next = MasterKey.generate();
+    const rotating = new Keyring(next, [right.current]);
+    await check(rotating);
+    await recordRetiredMasterKeys(db, rotating);
+    await new TenantChunkKeys(blobs, db, rotating).get(tenantId);
+    await assert.rejects(check(new Keyring(next)), (error: Error) => {
+      assert.ok(error instanceof CryptoError);
+      assert.match(error.message, new RegExp(`holds master key ${next.keyId}, but master key ${right.current.keyId} was named in SNAPGRAPH_PREVIOUS_MASTER_KEYS at an earlier boot`));
+      return true;
+    });
+    await check(rotating);
+    await rotateMasterKey(db, blobs, rotating);
+    await check(new Keyring(next));
   });
 
   it('refuses a key other than the one the change log is sealed under, when there are no chunk keys yet', async () => {

@@ -1,0 +1,52 @@
+// `snapgraph rotate-master-key`: seals everything still under a key of SNAPGRAPH_PREVIOUS_MASTER_KEYS again under the
+// current master key (SNAPGRAPH_MASTER_KEY or <data>/keys/master.key), on the server's metadata database and blob
+// store, with the servers stopped. Run again after a crash, it finishes the work. See docs/operations.md.
+import { existsSync } from 'node:fs';
+import { loadConfig } from '../config/app-config';
+import { Keyring, loadMasterKey, loadPreviousMasterKeys, masterKeyPath, PREVIOUS_MASTER_KEYS_ENV } from '../crypto';
+import { createConfiguredBlobStore } from '../storage/configured-blob-store';
+import { rotateMasterKey } from '../storage/master-key-rotation';
+import { CliError, UsageError } from './cli-error';
+import { withMetadataDatabase } from './tenant-commands';
+
+export async function rotateMasterKeyCommand(args: string[]): Promise<number> {
+  if (args.length > 0) throw new UsageError('rotate-master-key takes no arguments: it is configured by the environment, as the server is');
+  const config = loadConfig();
+  // The current key must be the servers': one generated here would be no one's.
+  if (config.masterKey === undefined && !existsSync(masterKeyPath(config.dataDir))) {
+    throw new CliError(`no master key: set SNAPGRAPH_MASTER_KEY, or SNAPGRAPH_DATA_DIR to the data dir that holds keys/master.key`);
+  }
+  const { key } = await loadMasterKey({ dataDir: config.dataDir, envValue: config.masterKey });
+  const keyring = new Keyring(key, loadPreviousMasterKeys(config.previousMasterKeys));
+  const say = (line: string) => process.stdout.write(`${line}\n`);
+  const retired = keyring.keyIds.filter((keyId) => keyId !== key.keyId);
+  say(`current master key ${key.keyId}; previous: ${retired.length > 0 ? retired.join(', ') : `none (${PREVIOUS_MASTER_KEYS_ENV} is empty)`}`);
+  return withMetadataDatabase(config, { init: false, initOption: false }, async (db) => {
+    const { store } = await createConfiguredBlobStore(config);
+    await store.init?.();
+    try {
+      const counts = await rotateMasterKey(db, store, keyring, { progress: say });
+      say(
+        `sealed again under master key ${key.keyId}: ${counts.chunkKeys} tenant chunk key(s), ` +
+          `${counts.destinations} export destination(s), ${counts.blobs} of ${counts.blobsChecked} blob(s)`,
+      );
+      const left = [...counts.underUnconfiguredKeys].map(([keyId, count]) => `${count} under master key ${keyId}`);
+      for (const failure of counts.failed) process.stderr.write(`snapgraph: could not seal again ${failure}\n`);
+      if (left.length > 0) {
+        throw new CliError(
+          `still under a key that is not configured: ${left.join(', ')}; add it to ${PREVIOUS_MASTER_KEYS_ENV} and run this again ` +
+            '(until then, that data does not read)',
+        );
+      }
+      if (counts.failed.length > 0) throw new CliError(`${counts.failed.length} item(s) could not be sealed again (above); the rest is done`);
+      say(
+        retired.length > 0
+          ? `nothing is under a previous key any more: ${PREVIOUS_MASTER_KEYS_ENV} can be emptied (keep a copy of the old keys with your backups of the data)`
+          : 'everything is under the current master key',
+      );
+      return 0;
+    } finally {
+      await store.destroy?.();
+    }
+  });
+}
