@@ -341,11 +341,6 @@ export class RestoreOperationHandler implements OperationHandler {
     }
     if (loaded.expected) assertSameGraph(loaded.stats, loaded.expected);
     else assertFitsLimits(loaded.stats, instance, this.instances.limitsOf(instance));
-    // The new store's history: a new epoch, built from what the restore wrote back. It starts after every moment the
-    // old store's window offered (the clock may have been stepped back behind them), and the new store's writes after
-    // that (its position promises so).
-    const startAt = Math.max(Date.now(), (await this.log.offeredThrough(instance.id)) + 1);
-    const { epoch: newEpoch } = await this.stores.use(instance.id, shadowGeneration, (store) => store.position(startAt));
     if (safetySnapshot) {
       context.progress({ phase: 'pre-restore snapshot' });
       await safetySnapshot;
@@ -357,9 +352,12 @@ export class RestoreOperationHandler implements OperationHandler {
     // the instance is UNAVAILABLE only for that moment, and a crash before the commit leaves the old data in place.
     await context.enterPointOfNoReturn();
     if (overwriting) await this.instances.setState(instance, { availability: 'UNAVAILABLE', reason: 'swapping in the restored data' });
+    // What this process saw offered from the old store (all there is of a lost one; see historyStart).
+    const offeredHere = overwriting ? await this.log.offeredThrough(instance.id) : -1;
     let announceSwap = () => undefined as void;
     return {
       commit: async (manager) => {
+        const { epoch: newEpoch, startedAt } = await this.historyStart(instance, shadowGeneration, overwriting, offeredHere);
         announceSwap = await this.instances.setStateIn(manager, instance, {
           storeGeneration: shadowGeneration,
           status: 'RUNNING',
@@ -367,7 +365,7 @@ export class RestoreOperationHandler implements OperationHandler {
           reason: overwriting ? 'restore completed' : this.kind === 'CREATE_FROM_SNAPSHOT' ? 'created from snapshot' : 'created from a point in time',
         });
         if (loaded.newPoint) await manager.insert(RestorePointEntity, loaded.newPoint);
-        await startEpoch(manager, instance, newEpoch, loaded.anchor, Math.max(Date.now(), startAt));
+        await startEpoch(manager, instance, newEpoch, loaded.anchor, startedAt);
         if (params.preRestoreSnapshotId) await this.snapshots.keepSafetySnapshot(params.preRestoreSnapshotId, manager);
       },
       afterCommit: async () => {
@@ -378,6 +376,33 @@ export class RestoreOperationHandler implements OperationHandler {
         if (params.uploadKey) await this.blobs.delete(params.uploadKey);
       },
     };
+  }
+
+  /**
+   * The new store's history, a new epoch built from what the restore wrote back: its number, and its start, which is
+   * the new store's readAt (position), so that every write to it takes a commit time at or after the start. (Read
+   * before waiting for the safety snapshot, that readAt was earlier than the start, taken at the swap: with the clock
+   * stepped back after the swap, or another replica's behind, the first writes took commit times before their epoch
+   * began, and a restore to such a moment found the old store's data.) The start is after every moment the old
+   * store's window offered (the clock may have been stepped back behind them): its readAt, which is after every readAt
+   * any replica was handed from it (it keeps the newest); `offeredHere` (this process's, and what was persisted) for a
+   * store that is lost. Read in the swap's commit: another replica shipping the old store meanwhile could offer a
+   * later moment from it.
+   */
+  private async historyStart(
+    instance: InstanceEntity,
+    generation: number,
+    overwriting: boolean,
+    offeredHere: number,
+  ): Promise<{ epoch: number; startedAt: number }> {
+    const oldReadAt = overwriting
+      ? await this.instances.withStore(instance, async (store) => (await store.position()).readAt).catch((error: unknown) => {
+          if (error instanceof StoreMissingError) return -1;
+          throw error;
+        })
+      : -1;
+    const { epoch, readAt } = await this.stores.use(instance.id, generation, (store) => store.position(Math.max(Date.now(), oldReadAt, offeredHere + 1)));
+    return { epoch, startedAt: readAt };
   }
 
   /**

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import Database from 'better-sqlite3';
 import {
+  archiveOf,
   assertProgressSequence,
   createInstance,
   createKey,
@@ -21,6 +22,7 @@ import {
   expectCode,
   expectData,
   filesUnder,
+  fillInstance,
   gql,
   type GqlResult,
   type Graph,
@@ -45,6 +47,7 @@ import {
   takeSnapshot,
   type TestServer,
   UPDATE_NODES,
+  uploadFile,
 } from '../support';
 
 type ServerLike = Pick<TestServer, 'graphqlUrl' | 'adminKey'>;
@@ -927,6 +930,77 @@ describe('point-in-time restore: the clock stepped back', () => {
       return window && window.latest > after.latest ? window : undefined;
     }, { timeoutMs: 15_000, what: 'the restored store\'s window to reach its writes' });
     assert.deepEqual(await labelsOf(server, await createFromPoint(server, instance.id, restored.latest, 'after-d')), ['A', 'B', 'C', 'D']);
+    await server.stop();
+  });
+
+  /** The instance's current store (the generation its row points at, not a restore's shadow): its meta row `key`. */
+  function storeMeta(server: TestServer, instanceId: string, key: string, value?: number): number {
+    const metadata = new Database(join(server.dataDir, 'metadata.sqlite'), { readonly: true });
+    const { storeGeneration } = metadata.prepare(`SELECT "storeGeneration" FROM instances WHERE id = ?`).get(instanceId) as { storeGeneration: number };
+    metadata.close();
+    const path = filesUnder(join(server.dataDir, 'instances', instanceId)).find((file) => file.endsWith(`/graph-${storeGeneration}.sqlite`));
+    assert.ok(path, `no store file of generation ${storeGeneration}`);
+    const store = new Database(path);
+    try {
+      if (value !== undefined) store.prepare(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`).run(key, value);
+      return (store.prepare(`SELECT value FROM meta WHERE key = ?`).get(key) as { value: number }).value;
+    } finally {
+      store.close();
+    }
+  }
+
+  const currentEpochStart = (server: TestServer, instanceId: string) => {
+    const metadata = new Database(join(server.dataDir, 'metadata.sqlite'), { readonly: true });
+    try {
+      return (metadata.prepare(`SELECT "startedAt" FROM store_epochs WHERE "instanceId" = ? AND "endedAt" IS NULL`).get(instanceId) as { startedAt: number }).startedAt;
+    } finally {
+      metadata.close();
+    }
+  };
+
+  it("starts a restored store's history after every moment another replica offered from the store it replaces", async function () {
+    this.timeout(120_000);
+    // Nothing ships on a timer: what this server knows of the store's window is what its snapshots shipped.
+    const server = await startServer({ env: { SNAPGRAPH_LOG_SHIP_DELAY_MS: '3600000', SNAPGRAPH_LOG_SHIP_INTERVAL_MS: '3600000' } });
+    const instance = await createInstance(server, { name: 'offered-elsewhere', tier: 'PROFESSIONAL' });
+    await fillInstance(server, instance.id, { nodes: 250_000, relationships: 0 });
+    const archive = await archiveOf(server, (await takeSnapshot(server, instance.id)).id);
+    const { restoreFromFile: started } = expectData(await uploadFile(server, { instanceId: instance.id, file: archive }));
+    // The restore loads the archive record by record, its safety snapshot (which read the store's position) taken.
+    const safetyTaken = async () => {
+      const { snapshots } = expectData(await gql(server, `query ($id: ID!) { snapshots(instanceId: $id) { edges { node { profile status } } } }`, { id: instance.id }));
+      return snapshots.edges.some(({ node }: { node: { profile: string; status: string } }) => node.profile === 'PRE_RESTORE' && node.status === 'COMPLETED');
+    };
+    await eventually(async () => {
+      const { operation } = expectData(await gql(server, `query ($id: ID!) { operation(id: $id) { ${OPERATION_FIELDS} } }`, { id: started.id }));
+      return operation.phase === 'loading' && operation.bytesDone > 0 && (await safetyTaken()) ? true : undefined;
+    }, { timeoutMs: 30_000, intervalMs: 20, what: 'the restore to load, its safety snapshot taken' });
+    // Meanwhile another replica sharing the store, its clock a minute ahead, read its position (as its shipping does)
+    // and offered the moment before it as its window's latest: it kept that promise in the store.
+    const offeredElsewhere = storeMeta(server, instance.id, 'read_at', Date.now() + 60_000) - 1;
+    assert.equal((await instanceState(server, instance.id)).status, 'RESTORING', 'the restore ended before the other replica offered its moment');
+    assert.equal((await settledOperation(server, started.id)).status, 'SUCCEEDED');
+    const startedAt = currentEpochStart(server, instance.id);
+    assert.ok(startedAt > offeredElsewhere, `the restored store's history starts at ${iso(startedAt)}, at or before ${iso(offeredElsewhere)}, offered from the store it replaced`);
+    await server.stop();
+  });
+
+  it('gives the writes made after a restore, the clock stepped back since, a commit time in the restored history', async function () {
+    this.timeout(120_000);
+    const server = await startServer({ nodeArgs: ['--require', CLOCK_BEHIND] });
+    const instance = await createInstance(server, { name: 'stepped-back-after', tier: 'PROFESSIONAL' });
+    await createNodes(server, instance.id, [{ labels: ['A'] }]);
+    const { latest } = await restorableThrough(server, instance.id, Date.now());
+    await createNodes(server, instance.id, [{ labels: ['B'] }]);
+    assert.equal((await restoreToPoint(server, instance.id, latest)).status, 'SUCCEEDED');
+    const startedAt = currentEpochStart(server, instance.id);
+    // The system time is set two minutes back after the restore: its writes take their commit time from the store.
+    await server.restart({ env: { SNAPGRAPH_TEST_CLOCK_BEHIND_MS: '120000' } });
+    await createNodes(server, instance.id, [{ labels: ['C'] }]);
+    const committedAt = storeMeta(server, instance.id, 'last_at');
+    assert.ok(committedAt >= startedAt, `C's commit time ${iso(committedAt)} is before the restored store's history starts (${iso(startedAt)})`);
+    await restorableThrough(server, instance.id, committedAt);
+    assert.deepEqual(await labelsOf(server, await createFromPoint(server, instance.id, committedAt, 'at-c')), ['A', 'C'], `restored to ${iso(committedAt)}`);
     await server.stop();
   });
 });
