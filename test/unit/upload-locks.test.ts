@@ -1,5 +1,7 @@
 import { strict as assert } from 'node:assert';
-import { mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import fsPromises = require('node:fs/promises');
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LOCK_STALE_MS, UploadLocker } from '../../src/api/http/upload-locks';
@@ -63,5 +65,82 @@ describe('UploadLocker (one writer of an upload across replicas)', () => {
     for (const name of ['up4.lock', 'up4.release']) utimesSync(join(dir, name), past, past);
     assert.equal(await a.sweep(), 2);
     assert.deepEqual(readdirSync(dir), ['up5.lock']);
+  });
+
+  describe('taking over a stale lock, two at once', () => {
+    // The lock module calls node:fs/promises through its exports: each call of `paused`'s run waits, at its first
+    // change to the lock's name (removing, renaming or linking it), until the test lets it go on.
+    const changes = ['rm', 'unlink', 'rename', 'link'] as const;
+    const originals = Object.fromEntries(changes.map((name) => [name, fsPromises[name]])) as Record<(typeof changes)[number], (...args: unknown[]) => Promise<unknown>>;
+    const who = new AsyncLocalStorage<string>();
+    afterEach(() => Object.assign(fsPromises, originals));
+
+    /** Arms the pause: `paused` waits at its first change to `lockPath` until goOn(); reached() resolves as it waits. */
+    function pauseFirstChange(lockPath: string): { reached: Promise<void>; goOn: () => void } {
+      let reach!: () => void;
+      const reached = new Promise<void>((resolve) => (reach = resolve));
+      let goOn!: () => void;
+      const gate = new Promise<void>((resolve) => (goOn = resolve));
+      let armed = true;
+      for (const name of changes) {
+        (fsPromises as unknown as Record<string, unknown>)[name] = async (...args: unknown[]) => {
+          if (armed && who.getStore() === 'paused' && (args[0] === lockPath || args[1] === lockPath)) {
+            armed = false;
+            reach();
+            await gate;
+          }
+          return originals[name](...args);
+        };
+      }
+      return { reached, goOn };
+    }
+
+    function staleLock(path: string): void {
+      const past = (Date.now() - LOCK_STALE_MS - 5_000) / 1000;
+      writeFileSync(path, 'a crashed replica');
+      utimesSync(path, past, past);
+    }
+
+    it('lets one request take it: the other, that saw it stale first, waits for that one to let go', async function () {
+      this.timeout(10_000);
+      const [a, b] = await replicaLockers(dir);
+      const lockPath = join(dir, 'up6.lock');
+      staleLock(lockPath);
+      const { reached, goOn } = pauseFirstChange(lockPath);
+      const first = a.newLock('up6');
+      let firstHolds = false;
+      const firstTaking = who.run('paused', () => first.lock(new AbortController().signal, () => undefined)).then(() => (firstHolds = true));
+      await reached;
+      // Meanwhile another request sees the same stale lock and takes it over.
+      const second = b.newLock('up6');
+      await second.lock(new AbortController().signal, () => undefined);
+      const held = readFileSync(lockPath, 'utf8');
+      goOn();
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.equal(firstHolds, false, 'both requests hold the lock: the first removed the lock the second had just taken');
+      assert.equal(readFileSync(lockPath, 'utf8'), held, "the second request's lock was replaced");
+      await second.unlock();
+      await firstTaking;
+      await first.unlock();
+      assert.deepEqual(readdirSync(dir), [], 'nothing is left behind');
+    });
+
+    it('leaves a lock that a request took over while the sweep looked at it', async function () {
+      this.timeout(10_000);
+      const [a, b] = await replicaLockers(dir);
+      const lockPath = join(dir, 'up7.lock');
+      staleLock(lockPath);
+      const { reached, goOn } = pauseFirstChange(lockPath);
+      const sweeping = who.run('paused', () => a.sweep());
+      await reached;
+      const taker = b.newLock('up7');
+      await taker.lock(new AbortController().signal, () => undefined);
+      const held = readFileSync(lockPath, 'utf8');
+      goOn();
+      assert.equal(await sweeping, 0);
+      assert.equal(readFileSync(lockPath, 'utf8'), held, 'the sweep removed the lock a request had just taken over');
+      await taker.unlock();
+      assert.deepEqual(readdirSync(dir), []);
+    });
   });
 });

@@ -5,16 +5,18 @@
 //
 // A lock is a file, `<id>.lock` in the upload directory, created exclusively by the request that holds it (after the
 // process's own lock), holding a token of its own, and touched every HEARTBEAT_MS while it is held. One not touched for
-// STALE_MS belongs to a replica that died or froze, and is taken over. As within a process, the newest request wins: a
+// STALE_MS belongs to a replica that died or froze, and is taken over (see withClaim: never a lock that was made anew
+// meanwhile, which two waiters removing what they saw as stale did). As within a process, the newest request wins: a
 // request that waits for the lock asks its holder to let go by creating `<id>.release`, which the holder sees at its
 // next heartbeat, and its request ends as when its client goes away (what it wrote is kept, and it answers with that
 // offset); the waiting one then takes the lock and answers as tus says (409 when the offset moved meanwhile). A holder
 // that finds its lock taken over ends its request the same way. One that cannot take the lock within the timeout
 // is answered 423 (Locked), which tus clients retry.
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { pathExists } from '../../storage/durable-fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Lock, Locker, RequestRelease } from '@tus/server' with { 'resolution-mode': 'import' };
 import { errorBody } from './error-body';
@@ -22,8 +24,14 @@ import { errorBody } from './error-body';
 export const LOCK_HEARTBEAT_MS = 1_000;
 export const LOCK_STALE_MS = 15_000;
 const POLL_MS = 100;
+/** How often a holder letting go tries again while another holds the claim (see unlock). */
+const UNLOCK_TRIES = 20;
 const LOCK_SUFFIX = '.lock';
 const RELEASE_SUFFIX = '.release';
+/** `<id>.lock.takeover`: the claim of whoever replaces or removes `<id>.lock` (see withClaim). */
+const CLAIM_SUFFIX = '.takeover';
+/** `<id>.<token>.pending`: a taker's own lock, written before it is renamed over a stale one. */
+const PENDING_SUFFIX = '.pending';
 
 /** What a request that could not take the lock hears: a tus answer (@tus/server sends it as it is). */
 const locked = () => ({
@@ -51,14 +59,53 @@ export class UploadLocker implements Locker {
   async sweep(now = Date.now()): Promise<number> {
     let removed = 0;
     for (const name of await readdir(this.directory).catch(() => [] as string[])) {
-      if (!name.endsWith(LOCK_SUFFIX) && !name.endsWith(RELEASE_SUFFIX)) continue;
-      const found = await stat(join(this.directory, name)).catch(() => null);
-      if (found && now - found.mtimeMs > LOCK_STALE_MS) {
-        await rm(join(this.directory, name), { force: true });
+      const path = join(this.directory, name);
+      if (name.endsWith(LOCK_SUFFIX)) {
+        // Under its claim, as a takeover: between a look and a removal, a waiter may have taken it over.
+        const gone = await withClaim(path, async (claimed) => {
+          if (now - claimed.stats.mtimeMs <= LOCK_STALE_MS) return false;
+          await rm(path, { force: true });
+          return true;
+        });
+        if (gone) removed += 1;
+        continue;
+      }
+      const found = await stat(path).catch(() => null);
+      if (!found) continue;
+      // A claim is held for a few file operations: one this old is a claimer that died holding it (its link made its
+      // ctime; its mtime is the lock's).
+      const age = now - (name.endsWith(CLAIM_SUFFIX) ? found.ctimeMs : found.mtimeMs);
+      if ((name.endsWith(RELEASE_SUFFIX) || name.endsWith(PENDING_SUFFIX) || name.endsWith(CLAIM_SUFFIX)) && age > LOCK_STALE_MS) {
+        await rm(path, { force: true });
         removed += 1;
       }
     }
     return removed;
+  }
+}
+
+/**
+ * Runs fn holding the claim of the lock file at lockPath: a hard link to it, `<lock>.takeover`, made exclusively, so
+ * one process at a time; fn is told what the claimed file is (its stats, its token). Only a claim's holder replaces or
+ * removes a lock (a request taking over a stale one, the sweep, a holder letting go of its own), so the file at
+ * lockPath is the claimed one until the claim goes: what fn decides from it holds as it acts. (A request that removed
+ * a lock it had seen stale, found by stat, removed whatever was there by then: another waiter may have taken it over
+ * meanwhile, and both held it.) Null when there is no lock, or another claim is held: nothing was done.
+ */
+async function withClaim<T>(lockPath: string, fn: (claimed: { stats: Stats; token: string }) => Promise<T>): Promise<T | null> {
+  const claimPath = `${lockPath}${CLAIM_SUFFIX}`;
+  try {
+    await link(lockPath, claimPath);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOENT') return null;
+    throw error;
+  }
+  try {
+    const [stats, token] = await Promise.all([stat(claimPath), readFile(claimPath, 'utf8')]);
+    return await fn({ stats, token });
+  } finally {
+    await rm(claimPath, { force: true });
   }
 }
 
@@ -116,7 +163,16 @@ class UploadLock implements Lock {
     this.#heartbeat = null;
     await this.#beating.catch(() => undefined);
     try {
-      if ((await readFile(this.#path, 'utf8').catch(() => null)) === this.#token) await rm(this.#path, { force: true });
+      // Under the claim: removed only while it is still this request's. Another's claim is held for a moment: the
+      // sweep looking at it, or a request taking it over (this process stalled past the stale period), which then
+      // holds it under its own token.
+      for (let tries = 0; tries < UNLOCK_TRIES; tries += 1) {
+        const done = await withClaim(this.#path, async ({ token }) => {
+          if (token === this.#token) await rm(this.#path, { force: true });
+        });
+        if (done !== null || (await readFile(this.#path, 'utf8').catch(() => null)) !== this.#token) break;
+        await sleep(POLL_MS);
+      }
     } finally {
       await this.inProcess.unlock();
     }
@@ -132,15 +188,36 @@ class UploadLock implements Lock {
       }
       const found = await stat(this.#path).catch(() => null);
       if (found && Date.now() - found.mtimeMs > LOCK_STALE_MS) {
-        // Its process died: whoever removes it first and creates it again takes it over.
-        const again = await stat(this.#path).catch(() => null);
-        if (again && again.ino === found.ino && again.mtimeMs === found.mtimeMs) await rm(this.#path, { force: true });
-        continue;
-      }
-      if (found) await open(this.#releasePath, 'w', 0o600).then((handle) => handle.close(), () => undefined);
+        // Its process died or froze: taken over under the claim, by one request only.
+        if (await this.#takeOver()) {
+          await rm(this.#releasePath, { force: true });
+          return;
+        }
+      } else if (found) await open(this.#releasePath, 'w', 0o600).then((handle) => handle.close(), () => undefined);
       if (signal.aborted || Date.now() >= deadline) throw locked();
       await sleep(POLL_MS);
     }
+  }
+
+  /**
+   * Replaces a stale lock with this request's own (renamed over it: the path is never empty meanwhile, so no waiter
+   * creates one in between). False when the lock is no longer stale (taken over by another, or touched), or another
+   * request holds the claim.
+   */
+  async #takeOver(): Promise<boolean> {
+    const taken = await withClaim(this.#path, async ({ stats }) => {
+      if (Date.now() - stats.mtimeMs <= LOCK_STALE_MS) return false;
+      const pending = join(this.locker.directory, `${basename(this.#path, LOCK_SUFFIX)}.${this.#token}${PENDING_SUFFIX}`);
+      await writeFile(pending, this.#token, { mode: 0o600, flag: 'wx' });
+      try {
+        await rename(pending, this.#path);
+      } catch (error) {
+        await rm(pending, { force: true });
+        throw error;
+      }
+      return true;
+    });
+    return taken === true;
   }
 
   /** Whether this request created the lock file (with its token): false when another holds it. */
