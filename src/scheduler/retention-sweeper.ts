@@ -65,7 +65,7 @@ export class RetentionSweeper {
     if (!schedule.keepLatestOnly) return;
     try {
       const snapshots = await this.snapshots.snapshotsOf(instance.id);
-      await this.remove(this.decide(snapshots, schedule, now));
+      await this.remove(this.decide(snapshots, schedule, now), schedule);
     } catch (error) {
       this.logger.error({ err: error, instanceId: instance.id }, 'could not apply retention after a snapshot');
     }
@@ -118,7 +118,7 @@ export class RetentionSweeper {
       const page = splitPage(await this.readPage(tier, scan, afterInstance));
       complete &&= page.complete;
       const rows = [...page.byInstance.values()];
-      const outcome = await this.remove(rows.flatMap((instanceRows) => this.decide(instanceRows, schedule, now)));
+      const outcome = await this.remove(rows.flatMap((instanceRows) => this.decide(instanceRows, schedule, now)), schedule);
       removed += outcome.removed;
       observe?.(rows.flat(), outcome.kept);
       if (page.next === null) return { removed, complete };
@@ -157,8 +157,11 @@ export class RetentionSweeper {
    * they stay until a later sweep. A restore's safety snapshot is COMPLETED as soon as it is taken, before the
    * restore's load; were it the latest, a keep-latest-only tier would lose every older snapshot, and a restore that
    * then fails or is cancelled removes its safety snapshot too, leaving the instance no backup at all.
+   * Both are looked at again as each row goes, with keep-latest-only's reason (a newer COMPLETED snapshot still there):
+   * the choice rests on rows read before, and a restore that failed since took the safety snapshot that superseded the
+   * others with it (the look before found no restore, and the instance's only snapshot went).
    */
-  private async remove(chosen: Candidate[]): Promise<Removal> {
+  private async remove(chosen: Candidate[], schedule: Pick<TierSchedule, 'keepLatestOnly'>): Promise<Removal> {
     const outcome: Removal = { removed: 0, kept: [] };
     const operations = this.db.getRepository(OperationEntity);
     for (let i = 0; i < chosen.length; i += ID_CHUNK) {
@@ -177,9 +180,10 @@ export class RetentionSweeper {
       outcome.kept.push(...batch.filter((s) => busy.has(s.id)));
       for (const snapshot of rows) {
         try {
-          // Looked at again as the row goes: a restore from it may have been queued since the look above.
-          const removal = await this.snapshots.deleteUnlessRead(snapshot);
-          if (removal === 'read') outcome.kept.push(batch.find((s) => s.id === snapshot.id)!);
+          // Looked at again as the row goes: a restore from it (or of its instance) may have been queued since the look
+          // above, or the snapshot that superseded it gone.
+          const removal = await this.snapshots.deleteUnlessRead(snapshot, { unlessRestoring: true, supersededOnly: schedule.keepLatestOnly });
+          if (removal === 'read' || removal === 'needed') outcome.kept.push(batch.find((s) => s.id === snapshot.id)!);
           if (removal === 'deleted') {
             outcome.removed += 1;
             const { id: snapshotId, instanceId, tenantId, profile } = snapshot;

@@ -10,7 +10,7 @@ import { SnapshotEntity, type SnapshotProfile, type SnapshotStatus } from '../en
 import { AppError, badInput, conflict, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
-import { insertOperation } from '../jobs/operation-queue';
+import { insertOperation, restoreInProgressOn } from '../jobs/operation-queue';
 import { expiresAtFor } from '../scheduler/retention';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import type { BackupService } from './backup.service';
@@ -265,8 +265,11 @@ export class SnapshotService {
    * one transaction undone when it finds one. A request queuing such an operation holds the row as it does
    * (holdOperationInputs), so it is either found here or finds the row gone; looked at before the row went, it could
    * slip in between and be accepted, then fail (NOT_FOUND). 'gone': the row was already removed by someone else.
+   * `retention`: what made retention choose it is looked at again in the same transaction ('needed' when it no longer
+   * holds): the sweep decided on rows read earlier, and a restore that has ended since may have taken its safety
+   * snapshot (the newer one) with it.
    */
-  async deleteUnlessRead(snapshot: SnapshotEntity): Promise<'deleted' | 'gone' | 'read'> {
+  async deleteUnlessRead(snapshot: SnapshotEntity, retention: RetentionRecheck = {}): Promise<'deleted' | 'gone' | 'read' | 'needed'> {
     const deleted = await this.db
       .transaction(async (manager) => {
         const { affected } = await manager.delete(SnapshotEntity, { id: snapshot.id });
@@ -276,14 +279,34 @@ export class SnapshotService {
             { snapshotId: snapshot.id, status: 'RUNNING' },
           ],
         });
-        if (read) throw new SnapshotRead();
+        if (read) throw new SnapshotKept('read');
+        if (retention.unlessRestoring && (await manager.exists(OperationEntity, { where: restoreInProgressOn([snapshot.instanceId]) }))) {
+          throw new SnapshotKept('needed');
+        }
+        if (retention.supersededOnly) {
+          // Held as a restore's request holds a snapshot (a write to its row): a compensation removing it (a failed
+          // restore's safety snapshot) either has removed it already, or waits for this transaction, which then saw a
+          // restore still running on the instance (the compensation comes before its operation ends).
+          const newer = await manager
+            .createQueryBuilder()
+            .update(SnapshotEntity)
+            .set({ status: 'COMPLETED' })
+            .where('"instanceId" = :instanceId AND status = :completed AND ("createdAt" > :createdAt OR ("createdAt" = :createdAt AND id > :id))', {
+              instanceId: snapshot.instanceId,
+              completed: 'COMPLETED',
+              createdAt: snapshot.createdAt,
+              id: snapshot.id,
+            })
+            .execute();
+          if (!newer.affected) throw new SnapshotKept('needed');
+        }
         return Boolean(affected);
       })
       .catch((error: unknown) => {
-        if (error instanceof SnapshotRead) return null;
+        if (error instanceof SnapshotKept) return error.why;
         throw error;
       });
-    if (deleted === null) return 'read';
+    if (deleted === 'read' || deleted === 'needed') return deleted;
     return (await this.afterRowDeleted(snapshot, deleted)) ? 'deleted' : 'gone';
   }
 
@@ -431,4 +454,16 @@ export class SnapshotOperationHandler implements OperationHandler {
 }
 
 /** Rolls back a deletion that found an operation reading the snapshot. */
-class SnapshotRead extends Error {}
+class SnapshotKept extends Error {
+  constructor(readonly why: 'read' | 'needed') {
+    super(why);
+  }
+}
+
+/** What retention's choice of a snapshot rests on, looked at again as its row goes (see deleteUnlessRead). */
+export interface RetentionRecheck {
+  /** Kept while a restore of its instance is queued or running (see RetentionSweeper.remove). */
+  unlessRestoring?: boolean;
+  /** Kept unless a newer COMPLETED snapshot of its instance is still there (keep-latest-only). */
+  supersededOnly?: boolean;
+}

@@ -355,5 +355,47 @@ function deletionRaces(backend: Backend) {
       assert.equal(await db.getRepository(SnapshotEntity).countBy({ id: older }), 1, 'the snapshot a queued creation reads was removed');
       assert.equal(await db.getRepository(OperationEntity).countBy({ snapshotId: older, status: 'QUEUED' }), 1);
     });
+
+    it("against a restore that fails after the sweep read the snapshots: a FREE instance keeps its only snapshot", async function () {
+      this.timeout(20_000);
+      const source = await instance('source');
+      const only = await snapshot(source, 60_000);
+      // A restore from an uploaded file runs on it, and has taken its safety snapshot (the newest COMPLETED one).
+      const restore = randomUUID();
+      await db.getRepository(OperationEntity).insert({
+        id: restore,
+        tenantId,
+        instanceId: source,
+        kind: 'RESTORE_FROM_FILE',
+        status: 'RUNNING',
+        snapshotId: null,
+        phase: null,
+        params: {},
+        createdAt: Date.now() - 5_000,
+        attempt: 1,
+      });
+      const safety = await snapshot(source, 1_000);
+      await db.getRepository(SnapshotEntity).update({ id: safety }, { profile: 'PRE_RESTORE' });
+      // The sweep has read both and chosen the older one (superseded by the safety snapshot). Then, as it first looks at
+      // operations, the restore fails: its compensation removes the safety snapshot, and it ends FAILED.
+      let armed = true;
+      EntityManager.prototype.find = async function (this: EntityManager, ...args: unknown[]) {
+        const found = await (restoreFind as (...a: unknown[]) => Promise<unknown>).apply(this, args);
+        if (armed && args[0] === OperationEntity) {
+          armed = false;
+          await db.getRepository(SnapshotEntity).delete({ id: safety });
+          await db.getRepository(OperationEntity).update({ id: restore }, { status: 'FAILED' });
+        }
+        return found;
+      } as never;
+      const retention = new RetentionSweeper(db, { tiers: DEFAULT_TIER_POLICIES }, snapshots, createLogger('silent'));
+      await retention.sweep();
+      assert.equal(armed, false, 'the restore failed while the sweep ran');
+      assert.deepEqual(
+        (await db.getRepository(SnapshotEntity).findBy({ instanceId: source })).map((s) => s.id),
+        [only],
+        'the sweep removed the only snapshot left: the safety snapshot that superseded it is gone',
+      );
+    });
   });
 }
