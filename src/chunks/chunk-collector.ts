@@ -23,6 +23,14 @@ import { TenantKeys } from './tenant-chunk-keys';
 export interface CollectOptions {
   /** Chunks and packs touched more recently than this are spared, and condemned packs are kept this long. */
   graceMs: number;
+  /**
+   * When the caller began to list what it keeps (the store's clock): the grace period is counted back from then, not
+   * from the sweep. A writer finishes within the grace period, so a chunk untouched for it before the listing belongs
+   * to no restore point recorded after it; counted from the sweep, a base whose chunks were written just after the
+   * listing, and whose point was recorded while the caller marked, lost them once the marking took longer than the
+   * grace period left.
+   */
+  markedAt?: number;
 }
 
 export interface CollectResult {
@@ -60,8 +68,8 @@ interface Move {
 export class ChunkCollector {
   constructor(private readonly context: ChunkStoreContext) {}
 
-  async collect(tenantId: string, live: LiveChunkSet, { graceMs }: CollectOptions): Promise<CollectResult> {
-    const cutoff = this.context.clock() - graceMs;
+  async collect(tenantId: string, live: LiveChunkSet, { graceMs, markedAt = Infinity }: CollectOptions): Promise<CollectResult> {
+    const cutoff = Math.min(this.context.clock(), markedAt) - graceMs;
     const result: CollectResult = { removedChunks: 0, removedPacks: 0, repackedPacks: 0, freedBytes: 0, damagedPacks: [] };
     result.removedChunks = await this.#deleteDeadRows(tenantId, live, cutoff);
     const candidates = await this.#condemnEmptyPacks(tenantId, cutoff);

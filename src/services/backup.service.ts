@@ -1055,7 +1055,9 @@ export class BackupService {
     });
     for (const point of removed) if (point.manifestKey) await this.blobs.delete(point.manifestKey);
     const removedSegments = await this.log.sweep(tenantId, marks.epochs, marks.ranges);
-    // Marked on disk, one manifest at a time: see ChunkMarks.
+    // Marked on disk, one manifest at a time: see ChunkMarks. The grace period counts back from before the points are
+    // listed: marking a large tenant takes a while, and a base recorded meanwhile is not among them.
+    const markedAt = Date.now();
     const live = await ChunkMarks.create(this.options.scratchDir);
     let swept: Awaited<ReturnType<ChunkStore['collect']>>;
     try {
@@ -1065,7 +1067,7 @@ export class BackupService {
         await live.add((manifest.base?.chunks ?? []).map((ref) => ref.id));
         await live.add((manifest.delta?.chunks ?? []).map((ref) => ref.id));
       }
-      swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs });
+      swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs, markedAt });
     } finally {
       await live.remove();
     }

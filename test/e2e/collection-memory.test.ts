@@ -3,6 +3,7 @@
 // 256 KiB of every base it keeps, without bound across its instances).
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import Database from 'better-sqlite3';
@@ -10,7 +11,7 @@ import { loadMasterKey } from '../../src/crypto/master-key';
 import { Keyring } from '../../src/crypto/keyring';
 import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
-import { createInstance, createNodes, eventually, expectData, gql, startServer, takeSnapshot } from '../support';
+import { createInstance, createNodes, eventually, expectData, gql, settledOperation, startServer, takeSnapshot, type TestServer } from '../support';
 
 /** Restore points planted, each listing REFS_PER_POINT chunks of its own: 1.2M chunk ids in all. */
 const POINTS = 24;
@@ -29,40 +30,7 @@ describe('collection of backup storage', () => {
     const snapshot = await takeSnapshot(server, instance.id);
     await server.stop({ keepDataDir: true });
 
-    // The snapshot now stands on a chain of legacy delta points over the store's base, as a tenant's many kept bases
-    // would: every chunk each one lists is live.
-    const metadata = new Database(join(server.dataDir, 'metadata.sqlite'));
-    const blobs = new EncryptedBlobStore(new FilesystemBlobStore(join(server.dataDir, 'blobs')), new Keyring((await loadMasterKey({ dataDir: server.dataDir })).key), { bindNames: true });
-    await blobs.init();
-    try {
-      const { restorePointId } = metadata.prepare('SELECT restorePointId FROM snapshots WHERE id = ?').get(snapshot.id) as { restorePointId: string };
-      const point = metadata.prepare('SELECT * FROM restore_points WHERE id = ?').get(restorePointId) as Record<string, unknown>;
-      const base = metadata.prepare('SELECT * FROM restore_points WHERE id = ?').get(point.baseId) as Record<string, unknown>;
-      assert.equal(base.kind, 'BASE', 'the snapshot has a base');
-      let parentId = base.id as string;
-      const rows: Record<string, unknown>[] = [];
-      for (let i = 0; i < POINTS; i++) {
-        const id = randomUUID();
-        const manifestKey = `tenants/${tenantId}/manifests/${id}.json`;
-        const ids = randomBytes(32 * REFS_PER_POINT).toString('hex');
-        const chunks = Array.from({ length: REFS_PER_POINT }, (_, n) => ({ id: ids.slice(n * 64, n * 64 + 64), plainLength: 1000 }));
-        const manifest = { version: 1, id, tenantId, instanceId: instance.id, kind: 'DELTA', parentId, epoch: base.epoch, seq: base.seq, stats: JSON.parse(base.stats as string), base: null, delta: { lines: 0, chunks } };
-        const { storedBytes } = await blobs.write(manifestKey, Readable.from([JSON.stringify(manifest)]));
-        rows.push({ ...base, id, kind: 'DELTA', parentId, baseId: base.id, chainLength: i + 1, manifestKey, manifestBytes: storedBytes, addedBytes: storedBytes });
-        parentId = id;
-      }
-      // And a position on the log that no snapshot names, which the collection removes (and says so in its log line).
-      rows.push({ ...base, id: randomUUID(), kind: 'LOG', parentId: null, manifestKey: null, manifestBytes: 0, addedBytes: 0 });
-      const columns = Object.keys(base);
-      const insert = metadata.prepare(`INSERT INTO restore_points (${columns.map((c) => `"${c}"`).join(', ')}) VALUES (${columns.map((c) => `@${c}`).join(', ')})`);
-      metadata.transaction(() => {
-        for (const row of rows) insert.run(row);
-        metadata.prepare('UPDATE snapshots SET restorePointId = ? WHERE id = ?').run(parentId, snapshot.id);
-      })();
-    } finally {
-      metadata.close();
-      await blobs.destroy();
-    }
+    await plantChain(server, tenantId, instance.id, snapshot.id, POINTS);
 
     // A collection soon after boot marks them all, then removes the point nothing names.
     await server.restart();
@@ -73,4 +41,80 @@ describe('collection of backup storage', () => {
     assert.ok(!ended(), `the server died while collecting:\n${server.logs().slice(-3000)}`);
     await server.stop();
   });
+
+  it('spares the chunks of a base recorded while it marks, untouched for the grace period by the time it sweeps', async function () {
+    this.timeout(180_000);
+    // A grace period the base below is written well within, and a marking (48 manifests of 50k chunks) that takes
+    // several times longer: the base's chunks are written and its point recorded after the collection listed the
+    // restore points it keeps, and they have gone untouched for the grace period by the time it sweeps.
+    const server = await startServer({ env: { SNAPGRAPH_COLLECT_GRACE_MS: '2000', SNAPGRAPH_COLLECT_INTERVAL_MS: '200' } });
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const planted = await createInstance(server, { name: 'planted', tier: 'PROFESSIONAL' });
+    await createNodes(server, planted.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: ['A'], properties: { i, text: randomBytes(24).toString('base64') } })));
+    const snapshot = await takeSnapshot(server, planted.id);
+    const fresh = await createInstance(server, { name: 'fresh', tier: 'PROFESSIONAL' });
+    await server.stop({ keepDataDir: true });
+    await plantChain(server, tenantId, planted.id, snapshot.id, 2 * POINTS);
+    await server.restart();
+
+    // A collection starting now (its marks file appears as it lists the points it keeps; one seen running is let end).
+    const scratch = join(server.dataDir, 'scratch');
+    const marksFiles = async () => (await readdir(scratch).catch(() => [] as string[])).filter((name) => name.startsWith('chunk-marks-'));
+    const running = await marksFiles();
+    const marking = await eventually(async () => (await marksFiles()).find((name) => !running.includes(name)), {
+      timeoutMs: 60_000,
+      intervalMs: 10,
+      what: 'a collection to start marking',
+    });
+    // Data of its own, in new chunks (the instance's first snapshot takes a base of it), recorded while it marks.
+    await createNodes(server, fresh.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: ['F'], properties: { i, text: randomBytes(48).toString('base64') } })));
+    const taken = await takeSnapshot(server, fresh.id);
+    assert.ok((await marksFiles()).includes(marking), 'the snapshot was taken while the collection marked: plant more chunks');
+    await eventually(async () => !(await marksFiles()).includes(marking), { timeoutMs: 120_000, what: 'the collection to end' });
+
+    const verification = expectData(await gql(server, `mutation ($id: ID!) { verifySnapshot(id: $id) { id } }`, { id: taken.id })).verifySnapshot as { id: string };
+    const verified = await settledOperation(server, verification.id);
+    assert.equal(verified.status, 'SUCCEEDED', `the snapshot lost its chunks to the collection: ${JSON.stringify(verified.error)}`);
+    await server.stop();
+  });
 });
+
+/**
+ * Puts the snapshot on a chain of `points` legacy delta points over the store's base (the server stopped), as a
+ * tenant's many kept bases would: every chunk each one lists (REFS_PER_POINT, none stored) is live, and a collection
+ * marks them all, one manifest at a time.
+ */
+async function plantChain(server: TestServer, tenantId: string, instanceId: string, snapshotId: string, points: number): Promise<void> {
+  const metadata = new Database(join(server.dataDir, 'metadata.sqlite'));
+  const blobs = new EncryptedBlobStore(new FilesystemBlobStore(join(server.dataDir, 'blobs')), new Keyring((await loadMasterKey({ dataDir: server.dataDir })).key), { bindNames: true });
+  await blobs.init();
+  try {
+    const { restorePointId } = metadata.prepare('SELECT restorePointId FROM snapshots WHERE id = ?').get(snapshotId) as { restorePointId: string };
+    const point = metadata.prepare('SELECT * FROM restore_points WHERE id = ?').get(restorePointId) as Record<string, unknown>;
+    const base = metadata.prepare('SELECT * FROM restore_points WHERE id = ?').get(point.baseId) as Record<string, unknown>;
+    assert.equal(base.kind, 'BASE', 'the snapshot has a base');
+    let parentId = base.id as string;
+    const rows: Record<string, unknown>[] = [];
+    for (let i = 0; i < points; i++) {
+      const id = randomUUID();
+      const manifestKey = `tenants/${tenantId}/manifests/${id}.json`;
+      const ids = randomBytes(32 * REFS_PER_POINT).toString('hex');
+      const chunks = Array.from({ length: REFS_PER_POINT }, (_, n) => ({ id: ids.slice(n * 64, n * 64 + 64), plainLength: 1000 }));
+      const manifest = { version: 1, id, tenantId, instanceId, kind: 'DELTA', parentId, epoch: base.epoch, seq: base.seq, stats: JSON.parse(base.stats as string), base: null, delta: { lines: 0, chunks } };
+      const { storedBytes } = await blobs.write(manifestKey, Readable.from([JSON.stringify(manifest)]));
+      rows.push({ ...base, id, kind: 'DELTA', parentId, baseId: base.id, chainLength: i + 1, manifestKey, manifestBytes: storedBytes, addedBytes: storedBytes });
+      parentId = id;
+    }
+    // And a position on the log that no snapshot names, which the collection removes (and says so in its log line).
+    rows.push({ ...base, id: randomUUID(), kind: 'LOG', parentId: null, manifestKey: null, manifestBytes: 0, addedBytes: 0 });
+    const columns = Object.keys(base);
+    const insert = metadata.prepare(`INSERT INTO restore_points (${columns.map((c) => `"${c}"`).join(', ')}) VALUES (${columns.map((c) => `@${c}`).join(', ')})`);
+    metadata.transaction(() => {
+      for (const row of rows) insert.run(row);
+      metadata.prepare('UPDATE snapshots SET restorePointId = ? WHERE id = ?').run(parentId, snapshotId);
+    })();
+  } finally {
+    metadata.close();
+    await blobs.destroy();
+  }
+}
