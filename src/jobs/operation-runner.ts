@@ -433,6 +433,15 @@ export class OperationRunner {
 
   private async compensateAndRecord(job: Running, outcome: Stop): Promise<void> {
     const { operation } = job;
+    // Only while this attempt still holds the row. A run that outlived its lease (another replica's clock ahead, or
+    // this process stalled) may fail on its own before its lease timer or a heartbeat tells it: the runner that took
+    // the operation over has compensated it already and may be running its next attempt, which this compensation would
+    // undo (a restore's removes every store generation but the current one, the next attempt's shadow among them, and
+    // makes the instance writable under that restore).
+    if (!(await this.operations.existsBy({ ...this.held(operation), status: 'RUNNING' }))) {
+      this.logger.warn({ operationId: operation.id, attempt: operation.attempt }, 'lost the lease before compensating; another runner owns this operation');
+      return;
+    }
     const handler = this.handlers.get(operation.kind);
     let completed: boolean | void = false;
     try {

@@ -291,6 +291,38 @@ describe('operation recovery', function () {
     assert.equal(row.attempt, 2);
   });
 
+  it('leaves an operation alone that another runner took over when a stale attempt of it fails: no compensation', async () => {
+    const id = await insertOperation(db);
+    let fail!: () => void;
+    const failed = new Promise<void>((resolve) => (fail = resolve));
+    const compensations: Compensation[] = [];
+    const handler: OperationHandler = {
+      kind: 'SNAPSHOT',
+      run: async (operation) => {
+        // A step that does not look at the signal; then the run fails on its own (a restore whose shadow the takeover's
+        // compensation removed under it), before its lease timer or a heartbeat said the lease was lost.
+        await failed;
+        throw new Error(`attempt ${operation.attempt} found its shadow store gone`);
+      },
+      compensate: async (_operation, why) => void compensations.push(why),
+    };
+    // A long lease: the run is not stopped by its own lease timer or heartbeat before the takeover below.
+    runner = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 60_000, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+    runner.register(handler);
+    await runner.start();
+    const operations = db.getRepository(OperationEntity);
+    await eventually(async () => (await operations.findOneByOrFail({ id })).attempt === 1, { intervalMs: 10, what: 'the first run' });
+    // Meanwhile another replica (its clock ahead) took the operation over, compensated it, queued it again and claimed
+    // its next attempt, whose restore is now building its own shadow store.
+    await operations.update({ id }, { status: 'RUNNING', leaseOwner: 'replica-b', leaseExpiresAt: Date.now() + 60_000, attempt: 2 });
+    fail();
+    await sleep(500);
+
+    assert.deepEqual(compensations, [], 'the stale attempt compensated the operation another runner is running');
+    const row = await operations.findOneByOrFail({ id });
+    assert.deepEqual({ status: row.status, leaseOwner: row.leaseOwner, attempt: row.attempt }, { status: 'RUNNING', leaseOwner: 'replica-b', attempt: 2 });
+  });
+
   describe('a cancel accepted while an operation is handed back', () => {
     const newRunner = (handler: OperationHandler) => {
       const created = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 3_000, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
