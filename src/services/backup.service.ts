@@ -19,6 +19,7 @@ import { RestorePointEntity } from '../entities/restore-point.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
 import { AppError } from '../errors/app-error';
+import { isStorageFull } from '../errors/storage-full';
 import type { BaseCapture, GraphReadView, GraphStoreProvider, SealedStore, WriteLimits } from '../graph/graph-store';
 import type { GraphFileFormat, GraphFileKind, GraphFileSource } from '../graph-files/graph-file-format';
 import { GRAPH_FILE_FORMATS } from '../graph-files/graph-file-formats';
@@ -32,7 +33,7 @@ import { heapGrowth } from '../runtime/heap-growth';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../storage/errors';
 import type { ChangeLogService } from './change-log.service';
-import { ChunkMarks } from './chunk-marks';
+import { ChunkMarks, MemoryChunkMarks } from './chunk-marks';
 import type { InstanceService } from './instance.service';
 
 /** Plain bytes of one chunk of a base image: a whole number of SQLite pages (pages are at most 64 KiB). */
@@ -1055,18 +1056,12 @@ export class BackupService {
     });
     for (const point of removed) if (point.manifestKey) await this.blobs.delete(point.manifestKey);
     const removedSegments = await this.log.sweep(tenantId, marks.epochs, marks.ranges);
-    // Marked on disk, one manifest at a time: see ChunkMarks. The grace period counts back from before the points are
-    // listed: marking a large tenant takes a while, and a base recorded meanwhile is not among them.
+    // The grace period counts back from before the points are listed: marking a large tenant takes a while, and a base
+    // recorded meanwhile is not among them.
     const markedAt = Date.now();
-    const live = await ChunkMarks.create(this.options.scratchDir);
+    const live = await this.markLiveChunks(tenantId);
     let swept: Awaited<ReturnType<ChunkStore['collect']>>;
     try {
-      for (const point of await this.points.find({ select: { id: true, tenantId: true, kind: true, manifestKey: true }, where: { tenantId } })) {
-        if (point.kind === 'LOG') continue;
-        const manifest = await this.readManifest(point);
-        await live.add((manifest.base?.chunks ?? []).map((ref) => ref.id));
-        await live.add((manifest.delta?.chunks ?? []).map((ref) => ref.id));
-      }
       swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs, markedAt });
     } finally {
       await live.remove();
@@ -1078,6 +1073,35 @@ export class BackupService {
       this.logger.info({ tenantId, removedPoints: removed.length, removedSegments, orphanSegments, orphanManifests, ...swept }, 'collected backup storage');
     }
     return { removedPoints: removed.length, removedSegments, freedBytes: swept.freedBytes };
+  }
+
+  /**
+   * The chunks the tenant's restore points list, marked on disk one manifest at a time (see ChunkMarks); in memory when
+   * the scratch volume is full (MemoryChunkMarks), which would otherwise stop every collection, the one thing that
+   * gives back the space of what was deleted.
+   */
+  private async markLiveChunks(tenantId: string): Promise<ChunkMarks | MemoryChunkMarks> {
+    const points = await this.points.find({ select: { id: true, tenantId: true, kind: true, manifestKey: true }, where: { tenantId } });
+    const mark = async <T extends ChunkMarks | MemoryChunkMarks>(marks: T): Promise<T> => {
+      for (const point of points) {
+        if (point.kind === 'LOG') continue;
+        const manifest = await this.readManifest(point);
+        await marks.add((manifest.base?.chunks ?? []).map((ref) => ref.id));
+        await marks.add((manifest.delta?.chunks ?? []).map((ref) => ref.id));
+      }
+      await marks.seal();
+      return marks;
+    };
+    let onDisk: ChunkMarks | null = null;
+    try {
+      onDisk = await ChunkMarks.create(this.options.scratchDir);
+      return await mark(onDisk);
+    } catch (error) {
+      await onDisk?.remove();
+      if (!isStorageFull(error)) throw error;
+      this.logger.warn({ tenantId }, 'the scratch dir is full: this collection marks the live chunks in memory');
+      return mark(new MemoryChunkMarks());
+    }
   }
 
   /** What collect() keeps: see there. Ranges are (afterSeq, untilSeq] stretches of each marked epoch's log. */

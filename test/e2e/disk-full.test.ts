@@ -436,3 +436,41 @@ describe('a full volume of the instance stores', function () {
     assertAlive(server);
   });
 });
+
+describe('a full scratch volume when backup storage is collected', function () {
+  this.timeout(120_000);
+
+  it('still collects: the chunks of a deleted instance are removed', async function () {
+    const volume = volumeOrSkip(this, 8 * MiB);
+    // Only the scratch dir (where a collection marks the live chunks) is on the small volume: with S3, or blobs on
+    // another disk, a full local volume must not stop the backup storage from being reclaimed.
+    const dataDir = makeTempDir('snapgraph-e2e-data-');
+    mkdirSync(join(volume.path, 'scratch'));
+    symlinkSync(join(volume.path, 'scratch'), join(dataDir, 'scratch'));
+    const server = await startServer({ dataDir, env: { SNAPGRAPH_COLLECT_GRACE_MS: '500', SNAPGRAPH_COLLECT_INTERVAL_MS: '300' } });
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const kept = await createInstance(server, { name: 'kept' });
+    await createNodes(server, kept.id, bulkyNodes(300));
+    const keptSnapshot = await takeSnapshot(server, kept.id);
+    const doomed = await createInstance(server, { name: 'doomed' });
+    await createNodes(server, doomed.id, bulkyNodes(300));
+    await takeSnapshot(server, doomed.id);
+    const packsDir = join(dataDir, 'blobs', 'tenants', tenantId, 'chunks', 'packs');
+    const packs = () => readdirSync(packsDir).length;
+    const before = packs();
+    assert.ok(before >= 2, `the snapshots wrote packs (${before})`);
+
+    volume.fill();
+    assert.equal(expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: doomed.id })).deleteInstance, true);
+    await eventually(() => packs() < before, { timeoutMs: 20_000, what: 'the packs of the deleted instance to be collected' }).catch((error) => {
+      const failures = server.logLines().filter((line) => line.msg === 'backup storage collection failed; the next one retries');
+      throw new Error(`${(error as Error).message}; ${failures.length} failed collections, the last: ${JSON.stringify((failures.at(-1)?.err as { message?: string } | undefined)?.message)}`);
+    });
+    // What the kept instance's snapshot needs is still there.
+    const verification = expectData(await gql(server, `mutation ($id: ID!) { verifySnapshot(id: $id) { id } }`, { id: keptSnapshot.id })).verifySnapshot as {
+      id: string;
+    };
+    assert.equal((await settledOperation(server, verification.id)).status, 'SUCCEEDED');
+    assertAlive(server);
+  });
+});
