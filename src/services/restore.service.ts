@@ -306,6 +306,11 @@ export class RestoreOperationHandler implements OperationHandler {
     const shadowGeneration = instance.storeGeneration + operation.attempt;
     params.shadowGeneration = shadowGeneration;
     context.progress({ phase: 'preparing', bytesDone: 0 });
+    // Recorded before anything is changed: the write is fenced by this attempt's lease, so an attempt that outlived it
+    // (its process cut off from the database as it began, while another replica ran the next attempt to its end) stops
+    // here. Its state change below was left for nobody to undo: its runner does not compensate a lost lease, and the
+    // instance stayed RESTORING and READ_ONLY, refusing writes, operations and its deletion.
+    await context.saveParams({ ...params });
 
     let safetySnapshot: Promise<unknown> | null = null;
     if (overwriting) {
@@ -328,8 +333,6 @@ export class RestoreOperationHandler implements OperationHandler {
       safetySnapshot = this.snapshots.capture(instance, safety, { ...context, progress: () => undefined });
       safetySnapshot.catch(() => undefined);
       }
-    } else {
-      await context.saveParams({ ...params });
     }
 
     let loaded: Shadow;

@@ -136,4 +136,56 @@ describe('restore attempts', function () {
     assert.ok(!(stats instanceof Error), `the instance's store is gone: ${stats instanceof Error ? stats.message : ''}`);
     assert.equal(stats.nodeCount, 0);
   });
+
+  it('a stale attempt that resumes only after the next one ended leaves the instance as that one left it', async () => {
+    const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
+    const instances = new InstanceService(db, config, stores, createInMemoryEventBus());
+    const tenantId = randomUUID();
+    const instanceId = randomUUID();
+    // Restored by the next attempt of the same restore, which another replica ran to its end: RUNNING, AVAILABLE.
+    await db.getRepository(InstanceEntity).insert({
+      id: instanceId,
+      tenantId,
+      name: 'restored',
+      tier: 'FREE',
+      memoryGB: 1,
+      storageGB: 2,
+      engineVersion: 'V5',
+      status: 'RUNNING',
+      availability: 'AVAILABLE',
+      sourceSnapshotId: null,
+      storeGeneration: 3,
+      createdAt: Date.now(),
+      lastScheduledAt: null,
+    });
+    await stores.create(instanceId, 3);
+    const snapshot = { id: randomUUID(), tenantId, instanceId, status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID() } as unknown as SnapshotEntity;
+    const handler = new RestoreOperationHandler(
+      'RESTORE',
+      instances,
+      { byId: async () => snapshot } as unknown as SnapshotService,
+      stores,
+      {} as EncryptedBlobStore,
+      {} as BackupService,
+      { offeredThrough: async () => -1 } as unknown as ChangeLogService,
+      new Metrics(),
+    );
+    // The first attempt's process stalled (cut off from the database) right as the attempt began, past its lease; it
+    // resumes now, its lease long gone: every write the runner fences for it is refused.
+    const stale = { id: randomUUID(), tenantId, instanceId, kind: 'RESTORE', snapshotId: snapshot.id, params: {}, attempt: 1 } as unknown as OperationEntity;
+    const lost = new AbortController();
+    lost.abort(new Error('the operation lease was lost'));
+    await handler.run(stale, contextFor(stale, lost.signal)).then(
+      () => assert.fail('the stale attempt succeeded'),
+      () => undefined,
+    );
+
+    const row = await db.getRepository(InstanceEntity).findOneByOrFail({ id: instanceId });
+    assert.deepEqual({ status: row.status, availability: row.availability }, { status: 'RUNNING', availability: 'AVAILABLE' }, 'the stale attempt left the instance restoring');
+    const written = await stores.use(instanceId, 3, (store) => store.createNodes([{ labels: ['A'], properties: {} }], { maxNodes: null, maxRelationships: null, maxBytes: 2 ** 30 })).then(
+      () => null,
+      (error: Error) => error.message,
+    );
+    assert.equal(written, null, 'the stale attempt froze the store');
+  });
 });
