@@ -1,7 +1,7 @@
 // Snapshots: on-demand and scheduled capture into encrypted blobs, history for dashboards, deletion, events.
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { Brackets, type DataSource, type EntityManager, IsNull, type Repository } from 'typeorm';
+import { Brackets, type DataSource, type EntityManager, In, IsNull, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { scheduleOf } from '../config/tiers';
 import { InstanceEntity } from '../entities/instance.entity';
@@ -132,7 +132,13 @@ export class SnapshotService {
     snapshot: SnapshotEntity,
     context: JobContext,
   ): Promise<{ commit(manager: EntityManager): Promise<void> }> {
-    await this.update(snapshot, { status: 'IN_PROGRESS' });
+    // Only a snapshot still to be taken: an attempt of its operation that outlived its lease, resuming after the next
+    // attempt completed it (or the operation failed it), took it back to IN_PROGRESS for good (nobody undoes a lost
+    // lease's steps), and it could no longer be restored, exported or deleted.
+    const { affected } = await this.snapshots.update({ id: snapshot.id, status: In(['PENDING', 'IN_PROGRESS']) }, { status: 'IN_PROGRESS' });
+    if (!affected) throw conflict(`snapshot ${snapshot.id} is no longer being taken`);
+    Object.assign(snapshot, { status: 'IN_PROGRESS' });
+    this.publish(snapshot);
     const { restorePoint, stats } = await this.backups.capture(instance, context, { logOnly: snapshot.profile === 'PRE_RESTORE' });
     const completion: Partial<SnapshotEntity> = {
       status: 'COMPLETED',
