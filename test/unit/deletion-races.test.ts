@@ -31,6 +31,7 @@ import { RestoreService } from '../../src/services/restore.service';
 import { SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { createTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
+import { insertInstanceRow } from '../support/instance-rows';
 
 type Backend = { name: 'SQLite' } | { name: 'PostgreSQL'; adminUrl(): string };
 
@@ -96,21 +97,7 @@ function deletionRaces(backend: Backend) {
 
   async function instance(name: string): Promise<string> {
     const id = randomUUID();
-    await db.getRepository(InstanceEntity).insert({
-      id,
-      tenantId,
-      name,
-      tier: 'FREE',
-      memoryGB: 1,
-      storageGB: 2,
-      engineVersion: 'V5',
-      status: 'RUNNING',
-      availability: 'AVAILABLE',
-      sourceSnapshotId: null,
-      storeGeneration: 1,
-      createdAt: Date.now() - 60_000,
-      lastScheduledAt: null,
-    });
+    await insertInstanceRow(db, { id, tenantId, name, createdAt: Date.now() - 60_000 });
     return id;
   }
 

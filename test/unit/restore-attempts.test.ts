@@ -27,6 +27,7 @@ import { RestoreOperationHandler } from '../../src/services/restore.service';
 import type { SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { eventually } from '../support/wait';
+import { insertInstanceRow } from '../support/instance-rows';
 
 describe('restore attempts', function () {
   this.timeout(30_000);
@@ -63,21 +64,7 @@ describe('restore attempts', function () {
     const instances = new InstanceService(db, config, stores, createInMemoryEventBus());
     const tenantId = randomUUID();
     const instanceId = randomUUID();
-    await db.getRepository(InstanceEntity).insert({
-      id: instanceId,
-      tenantId,
-      name: 'created from a snapshot',
-      tier: 'FREE',
-      memoryGB: 1,
-      storageGB: 2,
-      engineVersion: 'V5',
-      status: 'CREATING',
-      availability: 'UNAVAILABLE',
-      sourceSnapshotId: null,
-      storeGeneration: 1,
-      createdAt: Date.now(),
-      lastScheduledAt: null,
-    });
+    await insertInstanceRow(db, { id: instanceId, tenantId, name: 'created from a snapshot', status: 'CREATING', availability: 'UNAVAILABLE' });
     const empty = { nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 };
     const snapshot = { id: randomUUID(), tenantId, instanceId: randomUUID(), status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID(), contents: empty } as unknown as SnapshotEntity;
     // The snapshot's data written back: the first attempt's stops half-way until the test lets it go on.
@@ -143,21 +130,7 @@ describe('restore attempts', function () {
     const tenantId = randomUUID();
     const instanceId = randomUUID();
     // Restored by the next attempt of the same restore, which another replica ran to its end: RUNNING, AVAILABLE.
-    await db.getRepository(InstanceEntity).insert({
-      id: instanceId,
-      tenantId,
-      name: 'restored',
-      tier: 'FREE',
-      memoryGB: 1,
-      storageGB: 2,
-      engineVersion: 'V5',
-      status: 'RUNNING',
-      availability: 'AVAILABLE',
-      sourceSnapshotId: null,
-      storeGeneration: 3,
-      createdAt: Date.now(),
-      lastScheduledAt: null,
-    });
+    await insertInstanceRow(db, { id: instanceId, tenantId, name: 'restored', storeGeneration: 3 });
     await stores.create(instanceId, 3);
     const snapshot = { id: randomUUID(), tenantId, instanceId, status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID() } as unknown as SnapshotEntity;
     const handler = new RestoreOperationHandler(

@@ -10,12 +10,12 @@ import type { DataSource } from 'typeorm';
 
 import { DEFAULT_TIER_POLICIES, type Tier } from '../../src/config/tiers';
 import { createMetadataDataSource } from '../../src/entities/data-source';
-import { InstanceEntity } from '../../src/entities/instance.entity';
 import { OperationEntity } from '../../src/entities/operation.entity';
 import { SnapshotEntity, type SnapshotProfile } from '../../src/entities/snapshot.entity';
 import { createLogger } from '../../src/logging/logger';
 import { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
 import type { SnapshotService } from '../../src/services/snapshot.service';
+import { insertInstanceRow } from '../support/instance-rows';
 
 describe('retention sweep', function () {
   this.timeout(30_000);
@@ -45,21 +45,7 @@ describe('retention sweep', function () {
 
   async function instance(tier: Tier): Promise<string> {
     const id = randomUUID();
-    await db.getRepository(InstanceEntity).insert({
-      id,
-      tenantId,
-      name: `retained-${id.slice(0, 8)}`,
-      tier,
-      memoryGB: 1,
-      storageGB: 2,
-      engineVersion: 'V5',
-      status: 'RESTORING',
-      availability: 'READ_ONLY',
-      sourceSnapshotId: null,
-      storeGeneration: 1,
-      createdAt: Date.now() - 60_000,
-      lastScheduledAt: null,
-    });
+    await insertInstanceRow(db, { id, tenantId, name: `retained-${id.slice(0, 8)}`, tier, status: 'RESTORING', availability: 'READ_ONLY', createdAt: Date.now() - 60_000 });
     return id;
   }
 

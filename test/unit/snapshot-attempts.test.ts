@@ -21,6 +21,7 @@ import type { BackupService } from '../../src/services/backup.service';
 import { InstanceService } from '../../src/services/instance.service';
 import { SnapshotOperationHandler, SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
+import { insertInstanceRow } from '../support/instance-rows';
 
 describe('snapshot attempts', function () {
   this.timeout(30_000);
@@ -54,21 +55,7 @@ describe('snapshot attempts', function () {
     const handler = new SnapshotOperationHandler(snapshots, instances, async () => undefined);
     const tenantId = randomUUID();
     const instanceId = randomUUID();
-    await db.getRepository(InstanceEntity).insert({
-      id: instanceId,
-      tenantId,
-      name: 'snapshotted',
-      tier: 'FREE',
-      memoryGB: 1,
-      storageGB: 2,
-      engineVersion: 'V5',
-      status: 'RUNNING',
-      availability: 'AVAILABLE',
-      sourceSnapshotId: null,
-      storeGeneration: 1,
-      createdAt: Date.now(),
-      lastScheduledAt: null,
-    });
+    await insertInstanceRow(db, { id: instanceId, tenantId, name: 'snapshotted' });
     // Completed by the operation's next attempt, which another replica ran to its end.
     const stats = { nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 };
     const snapshot = Object.assign(snapshots.newSnapshot((await instances.reload(instanceId))!, 'ON_DEMAND', null), {
