@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import {
+  CLI,
   createInstance,
   createKey,
   createNodes,
@@ -281,9 +282,13 @@ describe("the README's commands, right after npm install", () => {
     assert.ok(statSync(LAUNCHER).mode & 0o100, 'the launcher is not executable');
     assert.equal(pkg.scripts.start, 'bin/snapgraph serve');
 
-    // As a newcomer types it (offline: nothing is fetched; the first run may build the package through "prepare").
+    // As a newcomer types it after `npm install` (offline: nothing is fetched). npx would otherwise run "prepare" again,
+    // rebuilding dist/ under the servers other test files are booting at the same moment (a server that read a
+    // half-written module failed to boot in CI); `npm install` has built it already.
+    const env = serverEnv({ npm_config_ignore_scripts: 'true' });
+    const builtAt = statSync(CLI).mtimeMs;
     const run = await new Promise<{ code: number | null; out: string }>((resolve) => {
-      const child = spawn('npx', ['--offline', 'snapgraph', 'help'], { cwd: REPO_ROOT, env: serverEnv({}), stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('npx', ['--offline', 'snapgraph', 'help'], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
       child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
@@ -291,5 +296,6 @@ describe("the README's commands, right after npm install", () => {
     });
     assert.equal(run.code, 0, run.out);
     assert.match(run.out, /snapgraph tenant list/);
+    assert.equal(statSync(CLI).mtimeMs, builtAt, 'npx rebuilt dist/ while other tests were running from it');
   });
 });
