@@ -199,12 +199,16 @@ export class BackupService {
     return this.captureBase(instance, { ...context, progress: ({ phase }) => phase && context.progress({ phase }) });
   }
 
-  /** The newest base of the epoch at or before seq. */
+  /**
+   * The newest base of the epoch at or before seq; of two at one seq, the one taken last: a base taken after
+   * verification found one damaged holds the same position, and a point must build on the sound one.
+   */
   private newestBase(epoch: number, seq: number): Promise<RestorePointEntity | null> {
     return this.points
       .createQueryBuilder('p')
       .where("p.epoch = :epoch AND p.kind = 'BASE' AND p.seq <= :seq", { epoch, seq })
       .orderBy('p.seq', 'DESC')
+      .addOrderBy('p.createdAt', 'DESC')
       .getOne();
   }
 
