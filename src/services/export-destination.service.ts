@@ -337,11 +337,14 @@ export class ExportOperationHandler implements OperationHandler {
     if (!found || found.status !== 'COMPLETED') throw new AppError('NOT_FOUND', `snapshot ${operation.snapshotId} no longer exists`);
     context.progress({ phase: 'uploading', bytesDone: 0 });
     const snapshot = await this.snapshots.prepareExport(found, context.signal);
-    const instance = await this.instances.reload(snapshot.instanceId);
-    const fileName = exportFileName(instance?.name ?? snapshot.instanceId, snapshot.createdAt, archiveExtension(snapshot.engineVersion));
     context.progress({ bytesTotal: snapshot.sizeBytes });
     const { bucket, scrub } = await this.destinations.openBucket(destination);
     try {
+      const fileName = await this.objectNameOf(snapshot, (name) =>
+        bucket.metadata(name).catch((error: unknown) => {
+          throw new AppError('DESTINATION_UNAVAILABLE', `reading ${destination.url} failed: ${scrub(describeS3Error(error))}`);
+        }),
+      );
       const started = (uploadId: string) =>
         context.saveParams({ ...params!, write: { fileName, uploadId } } satisfies ExportParams).catch((error: unknown) => {
           throw new RecordingFailed(error);
@@ -358,6 +361,28 @@ export class ExportOperationHandler implements OperationHandler {
     }
     const exportedAt = Date.now();
     return { commit: (manager) => this.destinations.recordExport(manager, destination.id, exportedAt) };
+  }
+
+  /**
+   * The object's name: the snapshot's download fileName, unless another snapshot's copy has it or could have it, when
+   * `<instance-name>-<stamp>-<snapshot id><extension>`. Names are the instance's name (made safe, so "prod db" and
+   * "prod-db", or any two names in a script other than Latin, are one) and the second the snapshot began: snapshots
+   * of several instances scheduled together, or two of one instance in a second, would otherwise overwrite each
+   * other's copy in the tenant's bucket. Another snapshot of the tenant with the same fileName gives both the long name
+   * (whichever is exported first: each exists before its export starts, so the later one always sees the other), and
+   * so does an object already there holding other bytes (a deleted snapshot's copy, or the tenant's own file).
+   */
+  private async objectNameOf(snapshot: SnapshotEntity, metadataOf: (name: string) => Promise<Record<string, string> | null>): Promise<string> {
+    const extension = archiveExtension(snapshot.engineVersion);
+    const nameOf = async (of: Pick<SnapshotEntity, 'instanceId' | 'createdAt'>) =>
+      exportFileName((await this.instances.reload(of.instanceId))?.name ?? of.instanceId, of.createdAt, extension);
+    const fileName = await nameOf(snapshot);
+    const unique = fileName.slice(0, -extension.length) + `-${snapshot.id}${extension}`;
+    for (const other of await this.snapshots.takenInSameSecond(snapshot)) {
+      if (archiveExtension(other.engineVersion) === extension && (await nameOf(other)) === fileName) return unique;
+    }
+    const there = await metadataOf(fileName);
+    return there === null || there.sha256 === snapshot.sha256 ? fileName : unique;
   }
 
   /**
@@ -396,7 +421,8 @@ export class ExportOperationHandler implements OperationHandler {
       await context.enterPointOfNoReturn();
     };
     try {
-      await bucket.write(fileName, source, { metadata: { sha256: snapshot.sha256! }, onMultipartStarted, beforeCommit });
+      const metadata = { sha256: snapshot.sha256!, 'snapshot-id': snapshot.id };
+      await bucket.write(fileName, source, { metadata, onMultipartStarted, beforeCommit });
     } finally {
       context.signal.removeEventListener('abort', stop);
     }

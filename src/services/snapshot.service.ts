@@ -1,7 +1,7 @@
 // Snapshots: on-demand and scheduled capture into encrypted blobs, history for dashboards, deletion, events.
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { Brackets, type DataSource, type EntityManager, In, IsNull, type Repository } from 'typeorm';
+import { Between, Brackets, type DataSource, type EntityManager, In, IsNull, Not, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { scheduleOf } from '../config/tiers';
 import { InstanceEntity } from '../entities/instance.entity';
@@ -199,6 +199,15 @@ export class SnapshotService {
       addedBytes: null,
       verifiedAt: null,
     } satisfies SnapshotEntity);
+  }
+
+  /** The tenant's other snapshots that began in the same second as `snapshot` (whose export names may be its). */
+  takenInSameSecond(snapshot: SnapshotEntity): Promise<SnapshotEntity[]> {
+    const from = Math.floor(snapshot.createdAt / 1000) * 1000;
+    return this.snapshots.find({
+      where: { tenantId: snapshot.tenantId, createdAt: Between(from, from + 999), id: Not(snapshot.id) },
+      select: { id: true, instanceId: true, createdAt: true, engineVersion: true },
+    });
   }
 
   async insert(snapshot: SnapshotEntity): Promise<void> {

@@ -228,6 +228,17 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
+  /** The object's user metadata (x-amz-meta-*, names in lowercase), or null when there is no such object. */
+  async metadata(key: string): Promise<Record<string, string> | null> {
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.#objectKey(key) }));
+      return head.Metadata ?? {};
+    } catch (error) {
+      if (isNotFound(error)) return null;
+      throw error;
+    }
+  }
+
   async exists(key: string): Promise<boolean> {
     return (await this.size(key)) !== null;
   }

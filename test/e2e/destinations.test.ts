@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CreateBucketCommand, DeleteBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import {
   archiveOf,
   createInstance,
@@ -157,6 +157,64 @@ describeS3('export destinations', ({ s3 }) => {
     const [after] = (await destinations()).filter((found) => found.id === destination.id);
     assert.ok(after.lastExportAt !== null);
     assert.equal(after.lastError, null);
+  });
+
+  const exportTo = async (snapshotId: string, destinationId: string) => {
+    const { exportSnapshotTo: queued } = expectData(await gql<{ exportSnapshotTo: OperationJson }>(server, EXPORT_TO, { s: snapshotId, d: destinationId }));
+    const finished = await settledOperation(server, queued.id);
+    assert.equal(finished.status, 'SUCCEEDED', JSON.stringify(finished.error));
+  };
+
+  it("gives two snapshots whose fileName is one (names alike once made safe, taken in one second) each its own object", async function () {
+    this.timeout(90_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    const destination = await createDestination(bucket);
+    // Both names become "instance" in a file name; scheduled snapshots of several instances begin in one second.
+    const instances = [await createInstance(server, { name: '生产', tier: 'PROFESSIONAL' }), await createInstance(server, { name: '测试', tier: 'PROFESSIONAL' })];
+    for (const [i, instance] of instances.entries()) await createNodes(server, instance.id, [{ labels: ['Only'], properties: { i } }]);
+    let pair = await Promise.all(instances.map((instance) => takeSnapshot(server, instance.id)));
+    for (let tries = 1; Math.floor(Date.parse(pair[0].createdAt) / 1000) !== Math.floor(Date.parse(pair[1].createdAt) / 1000); tries++) {
+      assert.ok(tries < 5, 'the two snapshots never began in one second');
+      pair = await Promise.all(instances.map((instance) => takeSnapshot(server, instance.id)));
+    }
+    const links = await Promise.all(pair.map((snapshot) => exportLink(server, snapshot.id)));
+    assert.equal(links[0].fileName, links[1].fileName);
+    for (const snapshot of pair) await exportTo(snapshot.id, destination.id);
+
+    const keys = await keysIn(bucket);
+    assert.equal(keys.length, 2, `one copy overwrote the other: ${keys.join(', ')}`);
+    for (const snapshot of pair) {
+      const key = keys.find((found) => found.includes(snapshot.id));
+      assert.ok(key, `no object names snapshot ${snapshot.id}: ${keys.join(', ')}`);
+      const copy = await objectOf(bucket, key);
+      assert.deepEqual(copy.bytes, await archiveOf(server, snapshot.id));
+      assert.equal(copy.metadata['snapshot-id'], snapshot.id);
+    }
+  });
+
+  it('leaves an object already at <prefix>/<fileName> that holds other bytes as it was, and copies beside it', async function () {
+    this.timeout(60_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    const destination = await createDestination(bucket);
+    const instance = await createInstance(server, { name: 'kept', tier: 'PROFESSIONAL' });
+    await createNodes(server, instance.id, [{ labels: ['Only'], properties: {} }]);
+    const snapshot = await takeSnapshot(server, instance.id);
+    const { fileName } = await exportLink(server, snapshot.id);
+    // A deleted snapshot's copy, or the tenant's own file.
+    const client = secondAccount();
+    try {
+      await client.send(new PutObjectCommand({ Bucket: bucket, Key: `backups/snapgraph/${fileName}`, Body: 'theirs', Metadata: { sha256: 'f'.repeat(64) } }));
+    } finally {
+      client.destroy();
+    }
+    await exportTo(snapshot.id, destination.id);
+    assert.equal((await objectOf(bucket, `backups/snapgraph/${fileName}`)).bytes.toString(), 'theirs');
+    const copy = await objectOf(bucket, `backups/snapgraph/${fileName.replace(/\.backup$/, '')}-${snapshot.id}.backup`);
+    assert.deepEqual(copy.bytes, await archiveOf(server, snapshot.id));
+
+    // The same snapshot again: its own copy is where it was, not a third object.
+    await exportTo(snapshot.id, destination.id);
+    assert.equal((await keysIn(bucket)).length, 2);
   });
 
   it('stops at once when cancelled while the archive is being built: CANCELLED, nothing copied, no export copy kept', async function () {

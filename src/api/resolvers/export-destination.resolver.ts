@@ -32,7 +32,7 @@ export class ExportDestinationResolver {
 
   @Mutation(() => Operation, {
     description:
-      "ADMIN. Copies the snapshot's archive (the same bytes as its exportSnapshot download) to the\ndestination as <prefix>/<fileName>, with its sha256 in the object's metadata: an EXPORT operation.",
+      "ADMIN. Copies the snapshot's archive (the same bytes as its exportSnapshot download) to the\ndestination as <prefix>/<fileName>, with its sha256 and snapshot id in the object's metadata: an EXPORT operation.\nWhen another snapshot of the tenant has that fileName (instance names alike once made safe, taken in one second), or\nan object holding other bytes is there, the name is <instance-name>-<stamp>-<snapshot id>.backup: no copy overwrites another.",
   })
   exportSnapshotTo(
     @Caller() caller: Principal,
