@@ -155,7 +155,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
           return false;
         }
         // A key revoked while it was checked (the check read it just before) is refused here all the same.
-        if (!keySockets.add(principal.apiKeyId, ctx.extra.socket)) return false;
+        if (!keySockets.add(principal, ctx.extra.socket)) return false;
         wsPrincipals.set(ctx, principal);
         return true;
       },

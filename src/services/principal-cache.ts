@@ -5,6 +5,7 @@
 // Redis failed while the others still listen), so an entry is also answered only while a database read that found its
 // key active began less than `freshMs` ago: the entry's own read, or a later check of every cached key (confirm).
 import { performance } from 'node:perf_hooks';
+import type { Role } from '../entities/api-key.entity';
 import type { Principal } from './principal';
 
 interface Entry {
@@ -79,16 +80,24 @@ export class PrincipalCache {
 
   /**
    * The result of a database check of `checked` that began at `began` (performance.now()): keys not in `active` are
-   * forgotten; the entries of the others may be answered for freshMs from `began`.
+   * forgotten, and so are entries whose role is not the one `active` gives their key (when it gives roles: a role
+   * changed in the database); the entries of the others may be answered for freshMs from `began`.
    */
-  confirm(checked: string[], active: ReadonlySet<string>, began: number): void {
-    const revoked = new Set(checked.filter((id) => !active.has(id)));
-    if (revoked.size > 0) this.invalidate();
-    const confirmed = new Set(checked.filter((id) => active.has(id)));
+  confirm(checked: string[], active: ReadonlySet<string> | ReadonlyMap<string, Role>, began: number): void {
+    const holds = (principal: Principal) =>
+      active instanceof Map ? active.get(principal.apiKeyId) === principal.role : active.has(principal.apiKeyId);
+    const inCheck = new Set(checked);
+    let forgot = checked.some((id) => !active.has(id));
     for (const [hash, entry] of this.entries) {
-      if (revoked.has(entry.principal.apiKeyId)) this.entries.delete(hash);
-      else if (confirmed.has(entry.principal.apiKeyId)) entry.checkedAt = Math.max(entry.checkedAt, began);
+      if (!inCheck.has(entry.principal.apiKeyId)) continue;
+      if (holds(entry.principal)) {
+        entry.checkedAt = Math.max(entry.checkedAt, began);
+      } else {
+        this.entries.delete(hash);
+        forgot = true;
+      }
     }
+    if (forgot) this.invalidate();
   }
 
   /** Forgets everything (events may have been missed); lookups under way store nothing. */

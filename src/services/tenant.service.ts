@@ -86,7 +86,7 @@ export class TenantService {
     this.checking = true;
     const began = performance.now();
     try {
-      this.principals.confirm(keys, await this.activeKeyIds(keys), began);
+      this.principals.confirm(keys, await this.activeKeyRoles(keys), began);
     } catch {
       // The database did not answer: the entries go stale, and requests read it themselves (and meet its error).
     } finally {
@@ -137,11 +137,16 @@ export class TenantService {
 
   /** Of the keys `ids`, those that exist and are not revoked. */
   async activeKeyIds(ids: string[]): Promise<Set<string>> {
-    const active = new Set<string>();
+    return new Set((await this.activeKeyRoles(ids)).keys());
+  }
+
+  /** Of the keys `ids`, those that exist and are not revoked, with their role now. */
+  async activeKeyRoles(ids: string[]): Promise<Map<string, Role>> {
+    const active = new Map<string, Role>();
     // A few hundred at a time: a statement's parameters are bounded (SQLite, PostgreSQL).
     for (let start = 0; start < ids.length; start += 500) {
-      const rows = await this.keys.find({ select: { id: true }, where: { id: In(ids.slice(start, start + 500)), revokedAt: IsNull() } });
-      for (const { id } of rows) active.add(id);
+      const rows = await this.keys.find({ select: { id: true, role: true }, where: { id: In(ids.slice(start, start + 500)), revokedAt: IsNull() } });
+      for (const { id, role } of rows) active.set(id, role);
     }
     return active;
   }

@@ -3,6 +3,8 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import {
   archiveOf,
   bootExpectingFailure,
@@ -237,6 +239,51 @@ describe('API keys', () => {
       await takeSnapshot(server, instance.id);
       await live.waitFor((result) => result.data?.snapshotUpdated.status === 'COMPLETED');
       assert.equal(keptSocket.socket.readyState, keptSocket.socket.OPEN);
+    });
+
+    it("runs nothing on an open WebSocket with a role the key no longer has (changed in the database): it closes with 4403", async () => {
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'kept from a demoted key' });
+      const demoted = await createKey(server, server.adminKey, 'ADMIN', 'demoted');
+      const socket = await openSubscription(server, demoted.secret, instance.id);
+      const answers = new Map<string, { errors?: { extensions: { code: string } }[]; data?: unknown }>();
+      socket.socket.on('message', (data) => {
+        const message = JSON.parse(data.toString()) as { id?: string; type: string; payload?: never };
+        if (message.type === 'next' && message.id) answers.set(message.id, message.payload!);
+      });
+      const run = async (id: string, query: string, variables: Record<string, unknown> = {}) => {
+        if (socket.socket.readyState !== socket.socket.OPEN) return null;
+        socket.socket.send(JSON.stringify({ id, type: 'subscribe', payload: { query, variables } }));
+        const deadline = Date.now() + 5_000;
+        while (!answers.has(id) && socket.socket.readyState === socket.socket.OPEN && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+        return answers.get(id) ?? null;
+      };
+      assert.deepEqual((await run('a', VIEWER))?.data, { viewer: { role: 'ADMIN' } });
+
+      // The operator demotes the key in the metadata database (the only way a role changes): requests see it within
+      // SNAPGRAPH_API_KEY_CACHE_MS (1 s by default); so must the key's open sockets.
+      const db = new Database(join(server.dataDir, 'metadata.sqlite'), { timeout: 10_000 });
+      try {
+        db.prepare(`UPDATE api_keys SET role = 'VIEWER' WHERE id = ?`).run(demoted.id);
+      } finally {
+        db.close();
+      }
+      const changed = Date.now();
+      while (expectData(await gql(server, VIEWER, {}, demoted.secret)).viewer.role !== 'VIEWER') {
+        assert.ok(Date.now() - changed < 5_000, 'HTTP requests never saw the new role');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+
+      const deletion = await run('b', `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: instance.id });
+      if (deletion) assert.equal(deletion.errors?.[0]?.extensions.code, 'FORBIDDEN', `ran as ADMIN: ${JSON.stringify(deletion)}`);
+      const closed = await within(socket.closed, 5_000, "the socket of the key whose role changed closing");
+      assert.equal(closed.code, 4403);
+      const { instance: still } = expectData(await gql(server, `query ($id: ID!) { instance(id: $id) { status } }`, { id: instance.id }));
+      assert.deepEqual(still, { status: 'RUNNING' });
+      // Connected again, it has the new role.
+      const again = subscribe(server, demoted.secret, VIEWER);
+      assert.deepEqual((await again.next()).data, { viewer: { role: 'VIEWER' } });
     });
 
     it('queues no restore of a file whose key was revoked while it was uploaded, over multipart or tus', async () => {

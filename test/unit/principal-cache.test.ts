@@ -44,6 +44,23 @@ describe('PrincipalCache', () => {
     assert.equal(reads, 3, 'the revoked key was answered from memory');
   });
 
+  it("forgets an entry whose key's role a check found changed (in the database), and reads it again", async () => {
+    const cache = new PrincipalCache(60_000, 10, () => true, 100);
+    let reads = 0;
+    const read = async () => {
+      reads += 1;
+      return principal('ka');
+    };
+    await cache.get('a', read);
+    cache.confirm(['ka'], new Map([['ka', 'ADMIN' as const]]), performance.now());
+    await cache.get('a', read);
+    assert.equal(reads, 1, 'a check that found the same role kept the entry');
+    cache.confirm(['ka'], new Map([['ka', 'VIEWER' as const]]), performance.now());
+    assert.deepEqual(cache.keyIds(), []);
+    await cache.get('a', read);
+    assert.equal(reads, 2, 'the old role was answered from memory');
+  });
+
   it('lets a check that began before an entry was read take nothing from its freshness', async () => {
     const cache = new PrincipalCache(60_000, 10, () => true, 100);
     let reads = 0;

@@ -29,9 +29,9 @@ describe('closeSocketsOfRevokedKeys', () => {
     this.timeout(15_000);
     const LOOKUP_MS = 700;
     let revokedAt: number | null = null;
-    const activeKeyIds = async (ids: string[]) => {
+    const activeKeyRoles = async (ids: string[]) => {
       // What the database says when the read begins.
-      const active = new Set(revokedAt === null ? ids : []);
+      const active = new Map((revokedAt === null ? ids : []).map((id) => [id, 'VIEWER'] as const));
       await sleep(LOOKUP_MS);
       return active;
     };
@@ -41,9 +41,9 @@ describe('closeSocketsOfRevokedKeys', () => {
       events,
       services: {
         tenants: {
-          activeKeyIds: (ids: string[]) => {
+          activeKeyRoles: (ids: string[]) => {
             lookups.push(Date.now());
-            return activeKeyIds(ids);
+            return activeKeyRoles(ids);
           },
         },
       },
@@ -51,7 +51,7 @@ describe('closeSocketsOfRevokedKeys', () => {
     const sockets = closeSocketsOfRevokedKeys(app, logger);
     try {
       const socket = new FakeSocket();
-      assert.equal(sockets.add('key', socket as unknown as WebSocket), true);
+      assert.equal(sockets.add({ apiKeyId: 'key', role: 'VIEWER' }, socket as unknown as WebSocket), true);
       // Revoked (committed, no event) just after a look-up began: that one still finds the key active.
       while (lookups.length === 0) await sleep(5);
       await sleep(10);
