@@ -130,9 +130,9 @@ export class TenantService {
     return { tenantId: tenant.id, tenantName: tenant.name, role: key.role, apiKeyId: key.id, apiKeyName: key.name };
   }
 
-  /** Whether the key exists and is not revoked (export links die with the key that made them). */
+  /** Whether the key exists, is not revoked and its tenant exists (export links die with the key that made them). */
   async isActiveKey(id: string): Promise<boolean> {
-    return this.keys.exists({ where: { id, revokedAt: IsNull() } });
+    return (await this.activeKeyRoles([id])).has(id);
   }
 
   /** Of the keys `ids`, those that exist and are not revoked. */
@@ -140,13 +140,23 @@ export class TenantService {
     return new Set((await this.activeKeyRoles(ids)).keys());
   }
 
-  /** Of the keys `ids`, those that exist and are not revoked, with their role now. */
+  /**
+   * Of the keys `ids`, those that exist, are not revoked and whose tenant exists (as authenticate() requires: a tenant
+   * deleted in the database leaves its keys' rows), with their role now.
+   */
   async activeKeyRoles(ids: string[]): Promise<Map<string, Role>> {
     const active = new Map<string, Role>();
     // A few hundred at a time: a statement's parameters are bounded (SQLite, PostgreSQL).
     for (let start = 0; start < ids.length; start += 500) {
-      const rows = await this.keys.find({ select: { id: true, role: true }, where: { id: In(ids.slice(start, start + 500)), revokedAt: IsNull() } });
-      for (const { id, role } of rows) active.set(id, role);
+      const rows = await this.keys.find({
+        select: { id: true, role: true, tenantId: true },
+        where: { id: In(ids.slice(start, start + 500)), revokedAt: IsNull() },
+      });
+      const tenantIds = [...new Set(rows.map((row) => row.tenantId))];
+      const tenants = new Set(
+        tenantIds.length === 0 ? [] : (await this.tenants.find({ select: { id: true }, where: { id: In(tenantIds) } })).map((tenant) => tenant.id),
+      );
+      for (const { id, role, tenantId } of rows) if (tenants.has(tenantId)) active.set(id, role);
     }
     return active;
   }

@@ -286,6 +286,28 @@ describe('API keys', () => {
       assert.deepEqual((await again.next()).data, { viewer: { role: 'VIEWER' } });
     });
 
+    it('closes the open WebSockets of a tenant deleted in the database, as its requests are refused', async () => {
+      const server = suite.server;
+      const doomed = await createTenant(server, 'deleted-in-sql');
+      const instance = await createInstance(server, { name: 'of a deleted tenant' }, doomed.apiKey);
+      const socket = await openSubscription(server, doomed.apiKey, instance.id);
+      const db = new Database(join(server.dataDir, 'metadata.sqlite'), { timeout: 10_000 });
+      try {
+        db.prepare(`DELETE FROM tenants WHERE id = ?`).run(doomed.tenantId);
+      } finally {
+        db.close();
+      }
+      const deleted = Date.now();
+      while ((await gql(server, VIEWER, {}, doomed.apiKey)).errors?.[0]?.extensions?.code !== 'UNAUTHENTICATED') {
+        assert.ok(Date.now() - deleted < 5_000, 'HTTP requests of the deleted tenant were still served');
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const closed = await within(socket.closed, 5_000, "the deleted tenant's socket closing");
+      assert.equal(closed.code, 4403);
+      const refused = await connectWs(server, doomed.apiKey);
+      assert.equal(refused.closeCode, 4401);
+    });
+
     it('queues no restore of a file whose key was revoked while it was uploaded, over multipart or tus', async () => {
       const server = suite.server;
       const instance = await createInstance(server, { name: 'restored by a revoked key' });
