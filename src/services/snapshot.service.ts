@@ -166,11 +166,16 @@ export class SnapshotService {
     if (snapshot.status !== 'PENDING') await this.update(snapshot, { status: 'PENDING' });
   }
 
-  /** Marks a snapshot FAILED. Idempotent. */
+  /**
+   * Marks a snapshot FAILED. Idempotent. Retention removes a failed snapshot as it removes a completed one, so it gets
+   * the same expiresAt (left null, a failed scheduled snapshot read as kept until replaced, and went after retention).
+   */
   async failSnapshot(snapshotId: string, message: string): Promise<void> {
     const snapshot = await this.snapshots.findOne({ where: { id: snapshotId } });
     if (!snapshot || snapshot.status === 'COMPLETED' || snapshot.status === 'FAILED') return;
-    await this.update(snapshot, { status: 'FAILED', error: message });
+    const instance = await this.instances.reload(snapshot.instanceId);
+    const expiresAt = instance ? expiresAtFor(snapshot.createdAt, scheduleOf(this.config.tiers[instance.tier])) : null;
+    await this.update(snapshot, { status: 'FAILED', error: message, expiresAt });
   }
 
   /** Verification found the snapshot damaged: its error says what (it stays listed, so that the damage is seen). */
