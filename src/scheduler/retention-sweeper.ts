@@ -43,6 +43,8 @@ export class RetentionSweeper {
   private readonly snapshotRows: Repository<SnapshotEntity>;
   /** Per thinning tier: where the next sweep's thinning window starts (epoch ms, bucket-aligned). */
   private readonly thinFrom = new Map<Tier, number>();
+  /** Whether alignExpiry has run in this process. */
+  private expiryAligned = false;
 
   constructor(
     private readonly db: DataSource,
@@ -73,6 +75,10 @@ export class RetentionSweeper {
 
   /** One pass over every instance's snapshots; returns how many were removed. */
   async sweep(now = Date.now()): Promise<number> {
+    if (!this.expiryAligned) {
+      await this.alignExpiry();
+      this.expiryAligned = true;
+    }
     let removed = 0;
     for (const tier of TIERS) {
       const schedule = this.schedules[tier];
@@ -85,6 +91,35 @@ export class RetentionSweeper {
       }
     }
     return removed;
+  }
+
+  /**
+   * Sets the expiresAt of every settled snapshot to what this process's retention makes it (createdAt + retention, or
+   * null on a tier without a time limit), once, before its first sweep. expiresAt is recorded when a snapshot settles,
+   * under the config of that moment; the sweeps remove by the config of now. After a change of a tier's retention
+   * (config changes apply at the next start) the API otherwise showed the old times: snapshots removed days before
+   * their expiresAt, or kept past it. One statement per tier, writing only the rows whose expiresAt differs.
+   */
+  private async alignExpiry(): Promise<void> {
+    for (const tier of TIERS) {
+      const schedule = this.schedules[tier];
+      const retentionMs = schedule.keepLatestOnly ? null : schedule.retentionMs;
+      const query = this.snapshotRows
+        .createQueryBuilder()
+        .update(SnapshotEntity)
+        .where('"instanceId" IN (SELECT i.id FROM instances i WHERE i.tier = :tier)', { tier });
+      if (retentionMs === null) {
+        query.set({ expiresAt: null }).andWhere('"expiresAt" IS NOT NULL');
+      } else {
+        query
+          .set({ expiresAt: () => '"createdAt" + :retentionMs' })
+          .andWhere("status IN ('COMPLETED', 'FAILED')")
+          .andWhere('("expiresAt" IS NULL OR "expiresAt" <> "createdAt" + :retentionMs)')
+          .setParameter('retentionMs', retentionMs);
+      }
+      const { affected } = await query.execute();
+      if (affected) this.logger.info({ tier, snapshots: affected, retention: retentionMs }, 'snapshot expiry aligned with the configured retention');
+    }
   }
 
   /** The thinning scan, and where the next one starts: past what is decided, but not past what must be seen again. */

@@ -1,5 +1,6 @@
 // A snapshot's expiresAt is when retention removes it (docs/api.md), for every snapshot retention removes by time:
-// failed ones as well as completed ones.
+// failed ones as well as completed ones, and under the retention the server runs with now, not the one it ran with
+// when the snapshot completed (config changes apply at the next start, to every snapshot).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,39 +14,50 @@ import { createMetadataDataSource } from '../../src/entities/data-source';
 import { SnapshotEntity, type SnapshotStatus } from '../../src/entities/snapshot.entity';
 import { createInMemoryEventBus } from '../../src/events/event-bus';
 import type { GraphStoreProvider } from '../../src/graph/graph-store';
+import { createLogger } from '../../src/logging/logger';
 import { snapshotsToRemove } from '../../src/scheduler/retention';
+import { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
 import type { BackupService } from '../../src/services/backup.service';
 import { InstanceService } from '../../src/services/instance.service';
 import { SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { insertInstanceRow } from '../support/instance-rows';
+import { createTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
 
 const DAY = 24 * 3600_000;
 
-describe('snapshot expiresAt', function () {
-  this.timeout(30_000);
+type Backend = { name: 'SQLite' } | { name: 'PostgreSQL'; adminUrl(): string };
+
+describe('snapshot expiresAt on SQLite metadata', () => expiryTests({ name: 'SQLite' }));
+describePostgres('snapshot expiresAt on PostgreSQL metadata', (postgres) => expiryTests({ name: 'PostgreSQL', adminUrl: () => postgres.adminUrl() }));
+
+function expiryTests(backend: Backend) {
   let dir: string;
+  let database: TestDatabase | undefined;
   let db: DataSource;
   const tenantId = randomUUID();
 
-  beforeEach(async () => {
+  beforeEach(async function () {
+    this.timeout(30_000);
     dir = mkdtempSync(join(tmpdir(), 'snapgraph-expiry-'));
-    db = createMetadataDataSource({ dataDir: dir });
+    database = backend.name === 'PostgreSQL' ? await createTestDatabase(backend.adminUrl()) : undefined;
+    db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
     await db.initialize();
     await db.runMigrations({ transaction: 'each' });
   });
 
   afterEach(async () => {
     await db.destroy();
+    await database?.drop();
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function services(tiers: unknown = {}): { snapshots: SnapshotService; config: AppConfig } {
+  function services(tiers: unknown = {}): { snapshots: SnapshotService; sweeper: RetentionSweeper; config: AppConfig } {
     const config = { tiers: resolveTierPolicies(tiers), bytesPerStorageGB: 2 ** 30 } as AppConfig;
     const events = createInMemoryEventBus();
     const instances = new InstanceService(db, config, {} as GraphStoreProvider, events);
     const snapshots = new SnapshotService(db, config, instances, {} as EncryptedBlobStore, events, () => undefined, {} as BackupService);
-    return { snapshots, config };
+    return { snapshots, sweeper: new RetentionSweeper(db, config, snapshots, createLogger('silent')), config };
   }
 
   async function snapshotOf(tier: Tier, status: SnapshotStatus, expiresAt: number | null = null): Promise<SnapshotEntity> {
@@ -89,4 +101,27 @@ describe('snapshot expiresAt', function () {
     await snapshots.failSnapshot(snapshot.id, 'the capture failed');
     assert.equal(await stored(snapshot.id), null);
   });
-});
+
+  it("follows the tier's retention as configured at the start, as the sweep that removes it does", async () => {
+    // Completed (or failed) under the defaults: PROFESSIONAL P7D, BUSINESS_CRITICAL P30D, FREE latest only.
+    const shortened = await snapshotOf('BUSINESS_CRITICAL', 'COMPLETED');
+    await db.getRepository(SnapshotEntity).update({ id: shortened.id }, { expiresAt: shortened.createdAt + 30 * DAY });
+    const failedBefore = await snapshotOf('BUSINESS_CRITICAL', 'FAILED');
+    const turnedOff = await snapshotOf('PROFESSIONAL', 'COMPLETED', Date.now() + 7 * DAY);
+    const nowTimed = await snapshotOf('FREE', 'COMPLETED', null);
+    const running = await snapshotOf('BUSINESS_CRITICAL', 'IN_PROGRESS');
+
+    // The next start: BUSINESS_CRITICAL keeps 3 days, PROFESSIONAL keeps everything, FREE keeps 2 days.
+    const { sweeper } = services({
+      BUSINESS_CRITICAL: { retention: 'P3D' },
+      PROFESSIONAL: { retention: null },
+      FREE: { keepLatestOnly: false, retention: 'P2D' },
+    });
+    assert.equal(await sweeper.sweep(), 0);
+    assert.equal(await stored(shortened.id), shortened.createdAt + 3 * DAY);
+    assert.equal(await stored(failedBefore.id), failedBefore.createdAt + 3 * DAY);
+    assert.equal(await stored(turnedOff.id), null);
+    assert.equal(await stored(nowTimed.id), nowTimed.createdAt + 2 * DAY);
+    assert.equal(await stored(running.id), null, 'set when it completes');
+  });
+}
