@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { CHUNK_COMPRESSIONS, type ChunkCompression, DEFAULT_CHUNK_COMPRESSION } from '../chunks/chunk-codec';
 import { parseS3Url, type S3Location } from '../storage/s3-location';
-import { parseDuration } from './duration';
+import { parseDuration, tooLongForConfig } from './duration';
 import { resolveTierPolicies, type Tier, type TierPolicy } from './tiers';
 
 export interface AppConfig {
@@ -384,6 +384,8 @@ function durationField(name: string, value: unknown, fallback: string): number {
     throw new Error(`${name}: ${(error as Error).message}`);
   }
   if (ms === 0) throw new Error(`${name}: ${JSON.stringify(text)} must be longer than zero`);
+  const tooLong = tooLongForConfig(text, ms);
+  if (tooLong) throw new Error(`${name}: ${tooLong}`);
   return ms;
 }
 

@@ -19,6 +19,19 @@ const COMPONENT_UNITS_MS = [MS_PER_WEEK, MS_PER_DAY, MS_PER_HOUR, MS_PER_MINUTE,
 const EXAMPLES = 'e.g. P7D, PT1H, P1DT12H, PT0.5S';
 
 /**
+ * The longest duration the config takes (about 273 years; null turns a limit off). A date is at most 8.64e15 ms from
+ * the epoch: a longer one, added to now (a snapshot's expiresAt, an instance's next scheduled snapshot, an export
+ * link's expiry), named no date, and every answer holding it failed.
+ */
+export const LONGEST_CONFIG_DURATION = 'P100000D';
+export const LONGEST_CONFIG_DURATION_MS = 100_000 * MS_PER_DAY;
+
+/** An issue when a parsed duration is longer than LONGEST_CONFIG_DURATION, else null. */
+export function tooLongForConfig(text: string, ms: number): string | null {
+  return ms > LONGEST_CONFIG_DURATION_MS ? `${JSON.stringify(text)} is longer than ${LONGEST_CONFIG_DURATION} (use null for no limit)` : null;
+}
+
+/**
  * Parses an ISO-8601 duration into milliseconds.
  * A decimal fraction (`.` or `,`) is allowed on the smallest component only, as ISO-8601 says,
  * and the result must be a whole number of milliseconds. Throws an Error whose message quotes

@@ -1,7 +1,7 @@
 // Per-tier policy (schedules, retention, limits): the documented defaults (README, docs/scheduling.md),
 // merged field by field with the `tiers.<TIER>` objects of the SNAPGRAPH_CONFIG file.
 
-import { parseDuration } from './duration.js';
+import { parseDuration, tooLongForConfig } from './duration.js';
 
 export type Tier = 'FREE' | 'PROFESSIONAL' | 'BUSINESS_CRITICAL' | 'VIRTUAL_DEDICATED_CLOUD';
 
@@ -213,12 +213,15 @@ function nullable(validate: FieldValidator): FieldValidator {
 
 function positiveDuration(value: unknown, path: string): string | null {
   if (typeof value !== 'string') return `${path}: expected an ISO-8601 duration string or null, got ${describe(value)}`;
+  let ms: number;
   try {
-    if (parseDuration(value) === 0) return `${path}: ${JSON.stringify(value)} must be longer than zero`;
+    ms = parseDuration(value);
   } catch (err) {
     return `${path}: ${(err as Error).message}`;
   }
-  return null;
+  if (ms === 0) return `${path}: ${JSON.stringify(value)} must be longer than zero`;
+  const tooLong = tooLongForConfig(value, ms);
+  return tooLong ? `${path}: ${tooLong}` : null;
 }
 
 function positiveInteger(value: unknown, path: string): string | null {

@@ -87,6 +87,15 @@ describe('the config file (SNAPGRAPH_CONFIG)', () => {
     }
     assert.equal(loadConfig(withFile({ exportUrlTtl: 'PT0.001S' })).exportUrlTtlMs, 1);
   });
+
+  // Taken, every export link's expiresAt was past the last moment a date can name: exportSnapshot failed after
+  // recording the link, with "DateTime cannot represent ...".
+  it('refuses an export link lifetime too long for a date, naming exportUrlTtl', () => {
+    assert.throws(
+      () => loadConfig(withFile({ exportUrlTtl: 'P100000000D' })),
+      (error: unknown) => error instanceof ConfigError && /SNAPGRAPH_CONFIG: exportUrlTtl: "P100000000D" is longer than P100000D/.test(error.message),
+    );
+  });
 });
 
 describe('SNAPGRAPH_PREVIOUS_MASTER_KEYS', () => {

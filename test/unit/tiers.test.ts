@@ -133,6 +133,16 @@ describe('resolveTierPolicies', () => {
     assert.match(issuesOf({ PROFESSIONAL: { snapshotInterval: 'PT0S' } })[0], /snapshotInterval: "PT0S" must be longer than zero/);
   });
 
+  // Accepted, they made every snapshot's expiresAt (or an instance's schedule.nextSnapshotAt) a moment past the last
+  // one a date can name: each query asking for it failed with "DateTime cannot represent ...".
+  it('rejects durations too long to be added to a date, naming the longest', () => {
+    for (const field of ['snapshotInterval', 'retention', 'thinAfter', 'thinInterval', 'pointInTimeWindow']) {
+      const overrides = { VIRTUAL_DEDICATED_CLOUD: { [field]: 'P100000000D' } };
+      assert.match(issuesOf(overrides)[0], new RegExp(`^tiers\\.VIRTUAL_DEDICATED_CLOUD\\.${field}: "P100000000D" is longer than P100000D`), field);
+    }
+    assert.equal(resolveTierPolicies({ PROFESSIONAL: { retention: 'P100000D' } }).PROFESSIONAL.retention, 'P100000D');
+  });
+
   it('rejects counts that are not positive integers', () => {
     for (const bad of [0, -1, 1.5, '10', true, 2 ** 60]) {
       assert.match(issuesOf({ FREE: { maxNodes: bad } })[0], /^tiers\.FREE\.maxNodes: expected a positive integer or null/, String(bad));
