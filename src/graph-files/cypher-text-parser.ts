@@ -178,7 +178,12 @@ export class CypherTextParser {
           this.pos = escape;
           this.fail(`\\${code} must be followed by ${digits} hexadecimal digits`);
         }
-        result += String.fromCodePoint(parseInt(hex, 16));
+        const codePoint = parseInt(hex, 16);
+        if (codePoint > 0x10ffff) {
+          this.pos = escape;
+          this.fail(`\\${code}${hex} names no Unicode character (the last is U+10FFFF)`);
+        }
+        result += String.fromCodePoint(codePoint);
         i = escape + 2 + digits;
       } else {
         this.pos = escape;

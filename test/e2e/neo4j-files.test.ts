@@ -200,6 +200,8 @@ describe('Neo4j files', function () {
       ['an integer Snapgraph cannot hold', 'bad.json', [node('1'), '{"type":"node","id":"2","properties":{"n":9223372036854775807}}'].join('\n'), /line 2: property "n" holds the integer 9223372036854775807/],
       ['an empty label', 'bad.json', [node('1'), '{"type":"node","id":"2","labels":[""]}'].join('\n'), /line 2: the node label is empty/],
       ['an unknown Cypher statement', 'bad.cypher', ':begin\nUNWIND [{_id:1, properties:{}}] AS row\nCREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties;\nMATCH (n) DETACH DELETE n;\n:commit\n', /line 4: this is not a statement apoc.export.cypher writes/],
+      // A \U escape names a code point; one past U+10FFFF is no character (it failed as an internal error).
+      ['a Cypher escape naming no Unicode character', 'bad.cypher', ':begin\nUNWIND [{_id:1, properties:{s:"\\UFFFFFFFF"}}] AS row\nCREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties;\n:commit\n', /line 2: \\UFFFFFFFF names no Unicode character/],
       ['a Cypher value Neo4j does not have', 'bad.cypher', ':begin\nUNWIND [{_id:1, properties:{a:1}},\n{_id:2, properties:{a:rand()}}] AS row\nCREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties;\n:commit\n', /line 3: rand\(…\) is not a value Snapgraph can load/],
     ];
     const byTheLoad: BadFileCase[] = [
