@@ -1,6 +1,7 @@
 // Reads the pieces of APOC's Cypher statements: names, keywords and literal values (strings, numbers, booleans, lists,
 // maps, and the temporal and point functions APOC writes). Not a general Cypher parser: the statement shapes are
 // matched in apoc-cypher-format.ts.
+import { MAX_PROPERTY_DEPTH } from '../graph/graph-rules';
 import { setProperty } from '../graph/records';
 import { UNSAFE_INTEGER } from './json-values';
 import { pointOf } from './cypher-values';
@@ -19,9 +20,17 @@ const TEMPORAL_FUNCTIONS = new Set(['date', 'datetime', 'localdatetime', 'localt
 const NUMBER = /-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?/y;
 const IDENTIFIER = /[\p{L}_][\p{L}\p{N}_]*/uy;
 const SPACE = /\s*/y;
+/**
+ * How deep values may nest in a statement: the graph's limit, and the few levels of a statement's own lists and maps
+ * around a record's properties (UNWIND [{…, properties:{…}}]). Deeper values are refused here rather than by the record
+ * rules: they are read by recursion, and a value nested a hundred thousand levels deep overflowed the stack.
+ */
+const MAX_VALUE_DEPTH = MAX_PROPERTY_DEPTH + 10;
 
 export class CypherTextParser {
   private pos = 0;
+  /** Values being read, one inside the other. */
+  private depth = 0;
 
   constructor(private readonly text: string) {}
 
@@ -89,6 +98,16 @@ export class CypherTextParser {
 
   /** A literal value, as a property value: see docs/neo4j-files.md for what each Cypher type becomes. */
   value(): unknown {
+    if (this.depth >= MAX_VALUE_DEPTH) this.fail(`values nest deeper than ${MAX_PROPERTY_DEPTH} levels, the most Snapgraph holds`);
+    this.depth++;
+    try {
+      return this.valueHere();
+    } finally {
+      this.depth--;
+    }
+  }
+
+  private valueHere(): unknown {
     this.skipSpaces();
     const c = this.text.charAt(this.pos);
     if (c === '"' || c === "'") return this.string();

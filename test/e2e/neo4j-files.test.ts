@@ -202,6 +202,8 @@ describe('Neo4j files', function () {
       ['an unknown Cypher statement', 'bad.cypher', ':begin\nUNWIND [{_id:1, properties:{}}] AS row\nCREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties;\nMATCH (n) DETACH DELETE n;\n:commit\n', /line 4: this is not a statement apoc.export.cypher writes/],
       // A \U escape names a code point; one past U+10FFFF is no character (it failed as an internal error).
       ['a Cypher escape naming no Unicode character', 'bad.cypher', ':begin\nUNWIND [{_id:1, properties:{s:"\\UFFFFFFFF"}}] AS row\nCREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties;\n:commit\n', /line 2: \\UFFFFFFFF names no Unicode character/],
+      // Read by recursion: a value nested a hundred thousand levels deep overflowed the stack (an internal error).
+      ['a Cypher value nested far deeper than the graph allows', 'bad.cypher', `:begin\nUNWIND [{_id:1, properties:{a:${'['.repeat(100_000)}1${']'.repeat(100_000)}}}] AS row\nCREATE (n:\`UNIQUE IMPORT LABEL\`{\`UNIQUE IMPORT ID\`: row._id}) SET n += row.properties;\n:commit\n`, /line 2: .*nest deeper than 100 levels/],
       ['a Cypher value Neo4j does not have', 'bad.cypher', ':begin\nUNWIND [{_id:1, properties:{a:1}},\n{_id:2, properties:{a:rand()}}] AS row\nCREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties;\n:commit\n', /line 3: rand\(…\) is not a value Snapgraph can load/],
     ];
     const byTheLoad: BadFileCase[] = [
