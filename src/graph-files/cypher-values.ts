@@ -18,6 +18,8 @@ export class UnstorableValue extends Error {
  */
 export function cypherName(name: string, subject = 'a name'): string {
   if (/[\r\n]/.test(name)) throw new UnstorableValue('holds a line break, which a Cypher script cannot carry back into Snapgraph', subject);
+  // A `quoted name` has no escapes, and UTF-8 has no lone surrogate: the script would hold U+FFFD in its place.
+  if (LONE_SURROGATE.test(name)) throw new UnstorableValue('holds a lone UTF-16 surrogate, which a Cypher script (UTF-8) cannot carry', subject);
   return /^[A-Za-z_][A-Za-z0-9_]*$/.test(name) ? name : `\`${name.replace(/`/g, '``')}\``;
 }
 
@@ -68,10 +70,16 @@ export function cypherNumber(value: number, asFloat: boolean): string {
   return `${mantissa.includes('.') ? mantissa : `${mantissa}.0`}E${exponent.replace('+', '')}`;
 }
 
-/** As FormatUtils.formatString, and other control characters as \uXXXX (APOC leaves them raw). */
+/**
+ * As FormatUtils.formatString, and other control characters as \uXXXX (APOC leaves them raw); so is a lone UTF-16
+ * surrogate, which UTF-8 cannot hold (the script would carry U+FFFD in its place).
+ */
 export function cypherString(text: string): string {
-  return `"${text.replace(/[\\"\u0000-\u001f\u2028\u2029]/g, (c) => STRING_ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}"`;
+  return `"${text.replace(/[\\"\u0000-\u001f\u2028\u2029]|\p{Cs}/gu, (c) => STRING_ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}"`;
 }
+
+/** In a `u` pattern a surrogate pair is one code point: only a lone surrogate matches. */
+export const LONE_SURROGATE = /\p{Cs}/u;
 
 const STRING_ESCAPES: Record<string, string> = { '\\': '\\\\', '"': '\\"', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 

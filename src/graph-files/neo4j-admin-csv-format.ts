@@ -14,7 +14,7 @@ import { type GraphRecord, setProperty } from '../graph/records';
 import { type ScratchWriter, SealedScratchDir } from '../storage/sealed-scratch-dir';
 import { cellValue, type Column, type Header, parseHeader } from './admin-csv-header';
 import { type CsvRow, csvField, csvRows, CsvSyntaxError } from './csv-rows';
-import { pointText } from './cypher-values';
+import { LONE_SURROGATE, pointText } from './cypher-values';
 import { graphFileError, unexportableValueError } from './graph-file-error';
 import type { ForeignRecord, GraphFileFormat, GraphFileReader, GraphFileSource } from './graph-file-format';
 
@@ -433,6 +433,8 @@ function propertyKinds(properties: Record<string, unknown>, what: string): Map<s
   for (const key in properties) {
     const refuse = (problem: string) => unexportableValueError(CSV_KIND, `${what}'s property ${JSON.stringify(key)}`, problem);
     if (key === '' || /[(){}]/.test(key)) throw refuse("has a name a neo4j-admin header cannot carry (empty, or with '(', ')', '{' or '}')");
+    // A CSV file is UTF-8 text without escapes: a lone surrogate would be written as U+FFFD.
+    if (LONE_SURROGATE.test(key)) throw refuse(`has a name holding ${SURROGATE_PROBLEM}`);
     const value = properties[key];
     if (Array.isArray(value)) {
       if (value.length === 0) throw refuse('is an empty list, which a neo4j-admin CSV cell cannot hold (an empty cell is no property)');
@@ -440,16 +442,20 @@ function propertyKinds(properties: Record<string, unknown>, what: string): Map<s
       for (const item of value) {
         if (scalarKind(item, refuse) !== element) throw refuse('is a list of mixed types, which Neo4j cannot store');
         if (typeof item === 'string' && item.includes(';')) throw refuse("is a list holding a string with ';', the array delimiter");
+        if (typeof item === 'string' && LONE_SURROGATE.test(item)) throw refuse(`is a list holding a string with ${SURROGATE_PROBLEM}`);
       }
       if (element === 'string' && value.length === 1 && value[0] === '') throw refuse('is a list of one empty string, which a CSV cell cannot tell from no value');
       kinds.set(key, { kind: `${element}[]` as Kind, fraction: element === 'number' && value.some((n) => !Number.isSafeInteger(n)) });
     } else {
       const kind = scalarKind(value, refuse);
+      if (typeof value === 'string' && LONE_SURROGATE.test(value)) throw refuse(`holds ${SURROGATE_PROBLEM}`);
       kinds.set(key, { kind, fraction: kind === 'number' && !Number.isSafeInteger(value) });
     }
   }
   return kinds;
 }
+
+const SURROGATE_PROBLEM = 'a lone UTF-16 surrogate, which a CSV file (UTF-8, no escapes) cannot carry';
 
 function scalarKind(value: unknown, refuse: (problem: string) => Error): 'string' | 'number' | 'boolean' | 'point' {
   if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') return typeof value as 'string' | 'number' | 'boolean';

@@ -89,6 +89,39 @@ describe('foreign graph file values', () => {
     });
   });
 
+  describe('strings holding a lone UTF-16 surrogate (the API and the archive hold them)', () => {
+    const lone = { s: '\ud800', t: 'x\udc00y', list: ['\udbff', 'ok'], pair: '\u{1F600}' };
+
+    it('CYPHER: escaped (\\uD800), they read back as written; UTF-8 had made each one U+FFFD', async () => {
+      const file = await written('CYPHER', [node('1', ['A'], lone)]);
+      assert.match(file.toString('utf8'), /s:"\\ud800", t:"x\\udc00y"/);
+      const [back] = await recordsOf('CYPHER', file);
+      assert.deepEqual(back.properties, lone);
+    });
+
+    it('CYPHER: a property name holding one refuses the export, naming it (a `name` has no escapes)', async () => {
+      await assert.rejects(written('CYPHER', [node('1', ['A'], { 'k\ud800': 1 })]), (error: Error & { code?: string }) => {
+        assert.equal(error.code, 'BAD_USER_INPUT');
+        assert.match(error.message, /node 1's property "k\\ud800" holds a lone UTF-16 surrogate/);
+        return true;
+      });
+    });
+
+    for (const [what, properties, subject] of [
+      ['a string', { s: '\ud800' }, 'property "s"'],
+      ['a string in a list', { list: ['ok', 'x\udc00'] }, 'property "list"'],
+      ['a property name', { 'k\ud800': 1 }, 'property "k\\ud800"'],
+    ] as const) {
+      it(`NEO4J_ADMIN_CSV: ${what} holding one refuses the export, naming it (a CSV cell has no escapes)`, async () => {
+        await assert.rejects(written('NEO4J_ADMIN_CSV', [node('1', ['A'], properties)]), (error: Error & { code?: string }) => {
+          assert.equal(error.code, 'BAD_USER_INPUT');
+          assert.ok(error.message.includes(`node 1's ${subject}`) && /lone UTF-16 surrogate/.test(error.message), error.message);
+          return true;
+        });
+      });
+    }
+  });
+
   describe('integers beyond ±2^53 in APOC JSON', () => {
     const line = (properties: string) => `{"type":"node","id":"0","labels":["A"],"properties":${properties}}\n`;
 
