@@ -5,8 +5,7 @@
 import { Readable } from 'node:stream';
 import type { PropertyMap } from '../graph/records';
 import { encodeLines } from '../runtime/text-lines';
-import { cypherNumber } from './cypher-values';
-import { holdsNumber, holdsUnsafeWholeNumber, UNSAFE_INTEGER, unsafeIntegerLiteral } from './json-values';
+import { holdsNumber, holdsUnsafeWholeNumber, jsonKeepingDoubles, UNSAFE_INTEGER, unsafeIntegerLiteral } from './json-values';
 import { graphFileError } from './graph-file-error';
 import type { ForeignRecord, GraphFileFormat, GraphFileSource } from './graph-file-format';
 import { LineFileReader } from './text-lines';
@@ -116,26 +115,4 @@ async function* apocJsonLines(source: GraphFileSource): AsyncGenerator<Buffer> {
 // trip must keep: they are written in that order.
 const labelsField = (labels: string[]) => (labels.length > 0 ? `,"labels":${JSON.stringify(labels)}` : '');
 const propertiesField = (properties: PropertyMap) =>
-  Object.keys(properties).length > 0 ? `,"properties":${propertiesJson(properties)}` : '';
-
-/**
- * The properties as JSON, with a whole double beyond ±2^53 written as APOC writes a double (1.0E20): JSON.stringify
- * writes it as digits up to 1e21, which the reader (rightly, for an integer) refuses as beyond what Snapgraph holds
- * exactly, so the export would not restore. Such numbers are rare: the text is built by hand only when JSON.stringify's
- * holds a run of digits that long.
- */
-function propertiesJson(properties: PropertyMap): string {
-  const text = JSON.stringify(properties);
-  return unsafeIntegerLiteral(text) === undefined ? text : jsonWithDoubles(properties);
-}
-
-/** Every other value as JSON.stringify writes it, so that the rest of the file is byte for byte the same. */
-function jsonWithDoubles(value: unknown): string {
-  if (typeof value === 'number') return writtenAsBareDigits(value) ? cypherNumber(value, false) : JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(jsonWithDoubles).join(',')}]`;
-  if (isObject(value)) return `{${Object.keys(value).map((key) => `${JSON.stringify(key)}:${jsonWithDoubles(value[key])}`).join(',')}}`;
-  return JSON.stringify(value);
-}
-
-/** A whole double past ±2^53 that JSON.stringify writes as digits (it gives an exponent from 1e21 on). */
-const writtenAsBareDigits = (value: number) => Number.isInteger(value) && !Number.isSafeInteger(value) && Math.abs(value) < 1e21;
+  Object.keys(properties).length > 0 ? `,"properties":${jsonKeepingDoubles(properties)}` : '';

@@ -10,6 +10,7 @@ import { encodeStrings } from '../runtime/text-lines';
 import { cypherNumber } from './cypher-values';
 import { unexportableValueError } from './graph-file-error';
 import type { GraphFileSource } from './graph-file-format';
+import { jsonKeepingDoubles } from './json-values';
 import { escapeXml, hasNonXmlChar } from './xml-tokens';
 
 /** The attribute on a key that marks values GraphML has no type for (maps), written as JSON. */
@@ -179,7 +180,7 @@ function valueText(value: unknown, type: ValueType): string {
     const element = type.kind === 'list' ? type.element : null;
     return `[${value.map((item) => (typeof item === 'number' ? cypherNumber(item, element === 'double') : JSON.stringify(item))).join(',')}]`;
   }
-  return JSON.stringify(value);
+  return jsonKeepingDoubles(value);
 }
 
 function refuse(what: string, problem: string): never {

@@ -1,6 +1,7 @@
 // Numbers in files: Snapgraph's property values are JSON numbers (IEEE doubles). A Neo4j integer beyond ±2^53 would
 // silently become another number, so it is refused instead; a float that large (written 1.0E20) is held exactly.
 import { MAX_PROPERTY_DEPTH } from '../graph/graph-rules';
+import { cypherNumber } from './cypher-values';
 
 /**
  * True when `value` (or a list element or map value, at any depth the graph's rules allow) is a whole number beyond
@@ -33,3 +34,28 @@ export function unsafeIntegerLiteral(text: string): string | undefined {
 }
 
 export const UNSAFE_INTEGER = 'beyond ±9007199254740991 (2^53 - 1), the largest integer Snapgraph holds exactly';
+
+/**
+ * `value` as JSON, with a whole double beyond ±2^53 written as APOC writes a double (1.0E20): JSON.stringify writes it
+ * as digits up to 1e21, which a reader (rightly, for an integer) refuses as beyond what Snapgraph holds exactly, so an
+ * export would not restore (APOC JSON's properties, GraphML's maps). Such numbers are rare: the text is built by hand
+ * only when JSON.stringify's holds a run of digits that long.
+ */
+export function jsonKeepingDoubles(value: unknown): string {
+  const text = JSON.stringify(value);
+  return unsafeIntegerLiteral(text) === undefined ? text : jsonWithDoubles(value);
+}
+
+/** Every other value as JSON.stringify writes it, so that the rest of the text is byte for byte the same. */
+function jsonWithDoubles(value: unknown): string {
+  if (typeof value === 'number') return writtenAsBareDigits(value) ? cypherNumber(value, false) : JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(jsonWithDoubles).join(',')}]`;
+  if (typeof value === 'object' && value !== null) {
+    const map = value as Record<string, unknown>;
+    return `{${Object.keys(map).map((key) => `${JSON.stringify(key)}:${jsonWithDoubles(map[key])}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** A whole double past ±2^53 that JSON.stringify writes as digits (it gives an exponent from 1e21 on). */
+const writtenAsBareDigits = (value: number) => Number.isInteger(value) && !Number.isSafeInteger(value) && Math.abs(value) < 1e21;

@@ -144,6 +144,14 @@ describe('foreign graph file values', () => {
     });
   });
 
+  describe('whole doubles beyond ±2^53 in a map, exported as GraphML', () => {
+    it('read back as the map (JSON.stringify wrote 1e20 as digits, which the reader refuses as an integer)', async () => {
+      const properties = { m: { a: 1e20, b: [-1e20, 1], c: 'x', d: { e: 9007199254740992 } } };
+      const [back] = await recordsOf('GRAPHML', await written('GRAPHML', [node('1', ['A'], properties)]));
+      assert.deepEqual(back.properties, properties);
+    });
+  });
+
   describe("APOC Cypher scripts of optimizations NONE with MERGE (cypherFormat updateAll, addStructure)", () => {
     // As ExportCypherTestUtils (neo4j/apoc) has them: NODES_MULTI_RELS, NODES_MULTI_RELS_ADD_STRUCTURE, RELS_MULTI_RELS, RELSUPDATE_STRUCTURE_2.
     const schema =
