@@ -1,5 +1,6 @@
 // Checking a foreign file's records against the graph's rules, and encoding them for GraphLoader.insertKeyed.
-import { recordProblem } from '../archive/record-validation';
+import { MAX_FRAME_BYTES } from '../archive/archive-frame';
+import { MAX_RECORD_ID, recordProblem } from '../archive/record-validation';
 import { MAX_PROPERTY_DEPTH, nameProblem, shortJson } from '../graph/graph-rules';
 import { setProperty } from '../graph/records';
 import { graphFileError } from './graph-file-error';
@@ -16,6 +17,40 @@ export function assertValidRecord(record: ForeignRecord, reader: Pick<GraphFileR
   // record has a problem: most never hold one.
   if (problem && replaceNegativeZeros(record.properties)) problem = problemOf(record);
   if (problem) throw graphFileError(reader.describe(record.at), `the ${record.kind} ${problem}`);
+  const bytes = encodedBytes(record);
+  if (bytes > MAX_FRAME_BYTES) {
+    throw graphFileError(
+      reader.describe(record.at),
+      `the ${record.kind} takes ${bytes} bytes once encoded, more than the ${MAX_FRAME_BYTES} a record of a Snapgraph archive may take ` +
+        '(a snapshot holding it could never be exported)',
+    );
+  }
+}
+
+/**
+ * What the record's line in an archive may take at most (its newline and the largest ids included), or less when that
+ * is surely within a frame. A file's line is bounded in characters, not bytes: 34 Mi characters of "é" fit a line but
+ * take 68 MiB of UTF-8, and an archive record is one frame at most: the restore succeeded, and exporting failed.
+ * Measured exactly only when a bound (6 bytes per character, JSON's longest escape) says it might not fit.
+ */
+function encodedBytes(record: ForeignRecord): number {
+  const largest = String(MAX_RECORD_ID);
+  const fields = record.kind === 'node' ? ['N', largest, record.labels, record.properties] : ['R', largest, record.type, largest, largest, record.properties];
+  if (boundOf(fields, 0) + 1 <= MAX_FRAME_BYTES) return 0;
+  return Buffer.byteLength(JSON.stringify(fields), 'utf8') + 1;
+}
+
+/** An upper bound of the bytes of `value` as JSON (the record's depth was checked: recursion stays shallow). */
+function boundOf(value: unknown, depth: number): number {
+  if (typeof value === 'string') return 6 * value.length + 2;
+  if (typeof value !== 'object' || value === null || depth > MAX_PROPERTY_DEPTH) return 32;
+  let bytes = 2;
+  if (Array.isArray(value)) {
+    for (const item of value) bytes += 1 + boundOf(item, depth + 1);
+    return bytes;
+  }
+  for (const key in value) bytes += 6 * key.length + 4 + boundOf((value as Record<string, unknown>)[key], depth + 1);
+  return bytes;
 }
 
 function problemOf(record: ForeignRecord): string | undefined {

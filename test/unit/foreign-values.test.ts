@@ -152,6 +152,19 @@ describe('foreign graph file values', () => {
     });
   });
 
+  describe('a record larger than an archive record may be (64 MiB encoded)', () => {
+    const line = (text: string) => `{"type":"node","id":"0","labels":["A"],"properties":{"s":"${text}"}}\n`;
+
+    it('is refused naming it: 34 Mi characters of é fit a line (64 Mi characters) but take 68 MiB of UTF-8, and the instance could never be exported', async () => {
+      await assert.rejects(recordsOf('APOC_JSON', line('\u00e9'.repeat(34 * 1024 * 1024))), /line 1: the node takes \d+ bytes once encoded, more than the 67108864 a record of a Snapgraph archive may take/);
+    });
+
+    it('one that fits is read', async () => {
+      const [read] = await recordsOf('APOC_JSON', line('a'.repeat(60 * 1024 * 1024)));
+      assert.equal((read.properties.s as string).length, 60 * 1024 * 1024);
+    });
+  });
+
   describe("APOC Cypher scripts of optimizations NONE with MERGE (cypherFormat updateAll, addStructure)", () => {
     // As ExportCypherTestUtils (neo4j/apoc) has them: NODES_MULTI_RELS, NODES_MULTI_RELS_ADD_STRUCTURE, RELS_MULTI_RELS, RELSUPDATE_STRUCTURE_2.
     const schema =
