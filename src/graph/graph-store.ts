@@ -130,6 +130,7 @@ export interface GraphStore {
   updateNodes(updates: NodeUpdate[], limits: WriteLimits): Promise<NodeRecord[]>;
   /** Deletes the nodes and every relationship attached to them; ids that name no node are ignored. */
   deleteNodes(ids: string[]): Promise<number>;
+  /** A page of at most `first` items, fewer when their data passes PAGE_BYTES (sqlite-graph-store.ts), with hasNextPage. */
   nodes(label: string | undefined, page: PageRequest): Promise<Page<NodeRecord>>;
   relationships(type: string | undefined, page: PageRequest): Promise<Page<RelationshipRecord>>;
   stats(): Promise<GraphStats>;

@@ -119,6 +119,35 @@ const toRelationship = (row: RelationshipRow): RelationshipRecord => ({
   properties: JSON.parse(row.properties),
 });
 
+/**
+ * Bytes of stored JSON (labels or type, and properties) a page of nodes or relationships reads at most: past them the
+ * page ends early, with hasNextPage. `first` alone bounded the items, not their size, and a page of large nodes (a
+ * FREE instance holds 2 GiB) was held in the heap whole, several times over (rows, parsed maps, the response): the
+ * process died of it. An item larger than this comes alone in its page.
+ */
+export const PAGE_BYTES = 16 * 1024 * 1024;
+
+/** A page's candidate rows (`size` of each), at most first + 1 of them, and `fetched`: how many there were. */
+interface PageRow {
+  fetched: number;
+}
+
+/**
+ * The ids of the candidates (?1 after, ?2 first + 1: a query of `id` and `size`) that a page takes: in order, while the
+ * sizes before each stay under ?3 bytes (the first one whatever its size), with how many candidates there were. One
+ * statement with the rows it is joined to, so the page is one point in time.
+ */
+const pageOf = (candidates: string) => `
+  SELECT id, fetched FROM (
+    SELECT id, sum(size) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - size AS before, count(*) OVER () AS fetched FROM (${candidates}))
+  WHERE before < ?3`;
+
+/** The first `first` rows of a page, and whether anything follows them (a candidate left out, by count or by size). */
+function pageFrom<R extends PageRow, T>(rows: R[], first: number, to: (row: R) => T): { items: T[]; hasNextPage: boolean } {
+  const items = rows.slice(0, first).map(to);
+  return { items, hasNextPage: (rows[0]?.fetched ?? 0) > items.length };
+}
+
 /** Parses a client-supplied id; ids are positive integers. */
 export function parseEntityId(id: string, what = 'id'): number {
   const value = Number(id);
@@ -339,36 +368,33 @@ export class SqliteGraphStore implements GraphStore {
 
   async nodes(label: string | undefined, page: PageRequest): Promise<Page<NodeRecord>> {
     const after = page.afterId === undefined ? 0 : parseEntityId(page.afterId, 'cursor');
-    const rows =
+    const candidates =
       label === undefined
-        ? await this.reader.all<NodeRow>(`SELECT id, labels, properties FROM nodes WHERE id > ? ORDER BY id LIMIT ?`, [
-            after,
-            page.first + 1,
-          ])
-        : await this.reader.all<NodeRow>(
-            `SELECT n.id, n.labels, n.properties FROM node_labels l JOIN nodes n ON n.id = l.node_id
-             WHERE l.label = ? AND l.node_id > ? ORDER BY l.node_id LIMIT ?`,
-            [label, after, page.first + 1],
-          );
+        ? `SELECT id, octet_length(labels) + octet_length(properties) AS size FROM nodes WHERE id > ?1 ORDER BY id LIMIT ?2`
+        : `SELECT n.id, octet_length(n.labels) + octet_length(n.properties) AS size FROM node_labels l JOIN nodes n ON n.id = l.node_id
+           WHERE l.label = ?4 AND l.node_id > ?1 ORDER BY l.node_id LIMIT ?2`;
+    const rows = await this.reader.all<NodeRow & PageRow>(
+      `SELECT n.id, n.labels, n.properties, p.fetched FROM (${pageOf(candidates)}) p JOIN nodes n ON n.id = p.id ORDER BY n.id`,
+      [after, page.first + 1, PAGE_BYTES, ...(label === undefined ? [] : [label])],
+    );
     const totalCount = await countOf(this.reader, label === undefined ? ['nodes', ''] : ['label', label]);
-    return { items: rows.slice(0, page.first).map(toNode), hasNextPage: rows.length > page.first, totalCount };
+    return { ...pageFrom(rows, page.first, toNode), totalCount };
   }
 
   async relationships(type: string | undefined, page: PageRequest): Promise<Page<RelationshipRecord>> {
     const after = page.afterId === undefined ? 0 : parseEntityId(page.afterId, 'cursor');
-    const columns = 'id, type, start_id, end_id, properties';
-    const rows =
+    const size = 'octet_length(type) + octet_length(properties)';
+    const candidates =
       type === undefined
-        ? await this.reader.all<RelationshipRow>(`SELECT ${columns} FROM relationships WHERE id > ? ORDER BY id LIMIT ?`, [
-            after,
-            page.first + 1,
-          ])
-        : await this.reader.all<RelationshipRow>(
-            `SELECT ${columns} FROM relationships WHERE type = ? AND id > ? ORDER BY type, id LIMIT ?`,
-            [type, after, page.first + 1],
-          );
+        ? `SELECT id, ${size} AS size FROM relationships WHERE id > ?1 ORDER BY id LIMIT ?2`
+        : `SELECT id, ${size} AS size FROM relationships WHERE type = ?4 AND id > ?1 ORDER BY type, id LIMIT ?2`;
+    const rows = await this.reader.all<RelationshipRow & PageRow>(
+      `SELECT r.id, r.type, r.start_id, r.end_id, r.properties, p.fetched FROM (${pageOf(candidates)}) p JOIN relationships r ON r.id = p.id
+       ORDER BY r.id`,
+      [after, page.first + 1, PAGE_BYTES, ...(type === undefined ? [] : [type])],
+    );
     const totalCount = await countOf(this.reader, type === undefined ? ['relationships', ''] : ['type', type]);
-    return { items: rows.slice(0, page.first).map(toRelationship), hasNextPage: rows.length > page.first, totalCount };
+    return { ...pageFrom(rows, page.first, toRelationship), totalCount };
   }
 
   stats(): Promise<GraphStats> {

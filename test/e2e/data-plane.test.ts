@@ -466,3 +466,64 @@ describe('the graph data plane', () => {
     });
   });
 });
+
+describe('pages of large nodes and relationships', () => {
+  // A page was read whole, whatever its nodes held: `first` bounds the items, not the bytes. A tenant could store
+  // nodes of tens of MiB each (a FREE instance holds 2 GiB) and one `nodes` query then held them all in the server's
+  // heap, several times over (rows, parsed maps, the response): the process died of it, for every tenant. The heap is
+  // kept small here so that 200 MiB of nodes show it.
+  const suite = serverPerSuite({ nodeArgs: ['--max-old-space-size=384'] });
+  const BLOB = 'x'.repeat(20 * 1024 * 1024);
+  const COUNT = 10;
+
+  it('are cut short by their size, so that a page never holds them all, and paging still visits each once', async function () {
+    this.timeout(300_000);
+    const instanceId = (await createInstance(suite.server, { name: 'large', tier: 'PROFESSIONAL' })).id;
+    const ids: string[] = [];
+    for (let i = 0; i < COUNT; i++) {
+      const written = expectData(
+        await gql(suite.server, `mutation ($instanceId: ID!, $nodes: [NodeInput!]!) { createNodes(instanceId: $instanceId, nodes: $nodes) { id } }`, {
+          instanceId,
+          nodes: [{ labels: ['Large'], properties: { i, blob: BLOB } }],
+        }),
+      );
+      ids.push(written.createNodes[0].id);
+    }
+    for (let i = 0; i < COUNT; i++) {
+      expectData(
+        await gql(suite.server, `mutation ($instanceId: ID!, $relationships: [RelationshipInput!]!) { createRelationships(instanceId: $instanceId, relationships: $relationships) { id } }`, {
+          instanceId,
+          relationships: [{ type: 'LARGE', startNodeId: ids[i], endNodeId: ids[(i + 1) % COUNT], properties: { i, blob: BLOB } }],
+        }),
+      );
+    }
+    const pages = [
+      ['nodes', `query ($id: ID!, $label: String, $after: String) { page: nodes(instanceId: $id, label: $label, first: ${COUNT}, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { id properties } } } }`, undefined],
+      ['nodes by label', `query ($id: ID!, $label: String, $after: String) { page: nodes(instanceId: $id, label: $label, first: ${COUNT}, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { id properties } } } }`, 'Large'],
+      ['relationships', `query ($id: ID!, $label: String, $after: String) { page: relationships(instanceId: $id, type: $label, first: ${COUNT}, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { id properties } } } }`, undefined],
+      ['relationships by type', `query ($id: ID!, $label: String, $after: String) { page: relationships(instanceId: $id, type: $label, first: ${COUNT}, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { id properties } } } }`, 'LARGE'],
+    ] as const;
+    for (const [what, query, label] of pages) {
+      const seen: number[] = [];
+      let pageCount = 0;
+      for (let after: string | null = null; ; pageCount++) {
+        const { page }: { page: Connection<{ id: string; properties: { i: number; blob: string } }> } = expectData(
+          await gql(suite.server, query, { id: instanceId, label, after }),
+          what,
+        );
+        assert.equal(page.totalCount, COUNT, what);
+        assert.ok(page.edges.length >= 1, `${what}: a page holds at least one item`);
+        for (const edge of page.edges) {
+          assert.equal(edge.node.properties.blob.length, BLOB.length, what);
+          seen.push(edge.node.properties.i);
+        }
+        if (!page.pageInfo.hasNextPage) break;
+        after = page.pageInfo.endCursor;
+      }
+      assert.deepEqual(seen, Array.from({ length: COUNT }, (_, i) => i), `${what}: every item once, in order`);
+      assert.ok(pageCount > 1, `${what}: 200 MiB did not come in one page`);
+    }
+    assert.equal(suite.server.process.exitCode, null, 'the server is still running');
+  });
+});
+
