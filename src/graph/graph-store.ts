@@ -126,8 +126,12 @@ export interface GraphLoader {
 export interface GraphStore {
   createNodes(drafts: NodeDraft[], limits: WriteLimits): Promise<NodeRecord[]>;
   createRelationships(drafts: RelationshipDraft[], limits: WriteLimits): Promise<RelationshipRecord[]>;
-  /** All or nothing: an id that names no node is NOT_FOUND and nothing is written. */
-  updateNodes(updates: NodeUpdate[], limits: WriteLimits): Promise<NodeRecord[]>;
+  /**
+   * All or nothing: an id that names no node is NOT_FOUND and nothing is written. Answers the nodes as they now are;
+   * `withProperties: false` leaves their properties out (empty), as a relabelling whose answer does not show them
+   * needs; with them, nodes holding more than UPDATE_ANSWER_BYTES of properties are BAD_USER_INPUT, nothing written.
+   */
+  updateNodes(updates: NodeUpdate[], limits: WriteLimits, options?: { withProperties?: boolean }): Promise<NodeRecord[]>;
   /** Deletes the nodes and every relationship attached to them; ids that name no node are ignored. */
   deleteNodes(ids: string[]): Promise<number>;
   /** A page of at most `first` items, fewer when their data passes PAGE_BYTES (sqlite-graph-store.ts), with hasNextPage. */

@@ -266,7 +266,7 @@ export class SqliteGraphStore implements GraphStore {
     });
   }
 
-  async updateNodes(updates: NodeUpdate[], limits: WriteLimits): Promise<NodeRecord[]> {
+  async updateNodes(updates: NodeUpdate[], limits: WriteLimits, { withProperties = true }: { withProperties?: boolean } = {}): Promise<NodeRecord[]> {
     const rows = updates.map((update) => [
       parseEntityId(update.id),
       update.labels === undefined ? null : [...new Set(update.labels)],
@@ -311,8 +311,9 @@ export class SqliteGraphStore implements GraphStore {
       await applyCounts(this.writer, deltas);
       await logNodes(this.writer, ids);
       await assertStillFits(this.writer, limits.maxBytes);
+      if (withProperties) await assertAnswerFits(this.writer, ids);
       const updated = await this.writer.all<NodeRow>(
-        `SELECT n.id, n.labels, n.properties FROM json_each(?1) u JOIN nodes n ON n.id = u.value ORDER BY u.key`,
+        `SELECT n.id, n.labels, ${withProperties ? 'n.properties' : `'{}' AS properties`} FROM json_each(?1) u JOIN nodes n ON n.id = u.value ORDER BY u.key`,
         [JSON.stringify(ids)],
       );
       return updated.map(toNode);
@@ -882,6 +883,27 @@ async function usedBytes(db: SqliteConnection): Promise<number> {
             (SELECT page_size FROM pragma_page_size) AS size`,
   );
   return row ? (row.pages - row.free) * row.size : 0;
+}
+
+/**
+ * Bytes of properties an updateNodes answer carries at most: the size of a request's body (docs/api.md, Limits). The
+ * nodes it answers are as large as they were made, whatever the update sent (a relabelling sends none of their
+ * properties), and they were read into the heap whole: relabelling large nodes took the process down.
+ */
+export const UPDATE_ANSWER_BYTES = 64 * 1024 * 1024;
+
+/** Refuses (rolling the update back) an answer whose nodes' properties pass UPDATE_ANSWER_BYTES. */
+async function assertAnswerFits(db: SqliteConnection, ids: number[]): Promise<void> {
+  const row = await db.get<{ bytes: number }>(
+    `SELECT coalesce(sum(octet_length(properties)), 0) AS bytes FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`,
+    [JSON.stringify(ids)],
+  );
+  if (row && row.bytes > UPDATE_ANSWER_BYTES) {
+    throw badInput(
+      `the updated nodes hold ${row.bytes} bytes of properties, more than an answer carries (${UPDATE_ANSWER_BYTES}): ` +
+        'ask for no properties, or update fewer nodes at a time; nothing was updated',
+    );
+  }
 }
 
 /** Refuses a batch that clearly will not fit before it is written (assertStillFits then counts what it really took). */

@@ -70,7 +70,13 @@ export class GraphService {
     );
   }
 
-  async updateNodes(principal: Principal, instanceId: string, inputs: NodeUpdateInput[]): Promise<NodeRecord[]> {
+  /** `withProperties: false`: the answer does not show properties, which are then not read (see GraphStore.updateNodes). */
+  async updateNodes(
+    principal: Principal,
+    instanceId: string,
+    inputs: NodeUpdateInput[],
+    { withProperties = true }: { withProperties?: boolean } = {},
+  ): Promise<NodeRecord[]> {
     requireRole(principal, 'MEMBER', 'writing data');
     checkBatch(inputs.length);
     const updates: NodeUpdate[] = inputs.map((input) => ({
@@ -78,7 +84,9 @@ export class GraphService {
       ...(input.labels == null ? {} : { labels: [...new Set(input.labels.map((label) => checkName(label, 'label')))] }),
       ...(input.properties == null ? {} : { properties: checkProperties(input.properties) }),
     }));
-    return this.write(principal, instanceId, (store, instance) => store.updateNodes(updates, this.instances.limitsOf(instance)));
+    return this.write(principal, instanceId, (store, instance) =>
+      store.updateNodes(updates, this.instances.limitsOf(instance), { withProperties }),
+    );
   }
 
   async deleteNodes(principal: Principal, instanceId: string, ids: string[]): Promise<number> {

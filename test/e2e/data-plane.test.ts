@@ -476,10 +476,12 @@ describe('pages of large nodes and relationships', () => {
   const BLOB = 'x'.repeat(20 * 1024 * 1024);
   const COUNT = 10;
 
-  it('are cut short by their size, so that a page never holds them all, and paging still visits each once', async function () {
+  let instanceId: string;
+  const ids: string[] = [];
+
+  before(async function () {
     this.timeout(300_000);
-    const instanceId = (await createInstance(suite.server, { name: 'large', tier: 'PROFESSIONAL' })).id;
-    const ids: string[] = [];
+    instanceId = (await createInstance(suite.server, { name: 'large', tier: 'PROFESSIONAL' })).id;
     for (let i = 0; i < COUNT; i++) {
       const written = expectData(
         await gql(suite.server, `mutation ($instanceId: ID!, $nodes: [NodeInput!]!) { createNodes(instanceId: $instanceId, nodes: $nodes) { id } }`, {
@@ -497,6 +499,10 @@ describe('pages of large nodes and relationships', () => {
         }),
       );
     }
+  });
+
+  it('are cut short by their size, so that a page never holds them all, and paging still visits each once', async function () {
+    this.timeout(120_000);
     const pages = [
       ['nodes', `query ($id: ID!, $label: String, $after: String) { page: nodes(instanceId: $id, label: $label, first: ${COUNT}, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { id properties } } } }`, undefined],
       ['nodes by label', `query ($id: ID!, $label: String, $after: String) { page: nodes(instanceId: $id, label: $label, first: ${COUNT}, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { id properties } } } }`, 'Large'],
@@ -525,5 +531,28 @@ describe('pages of large nodes and relationships', () => {
     }
     assert.equal(suite.server.process.exitCode, null, 'the server is still running');
   });
-});
 
+  it('updateNodes of large nodes reads their properties only when the answer asks for them, and refuses more than an answer carries', async function () {
+    // updateNodes answered every node it updated whole: relabelling large nodes read all their properties into the
+    // heap, whether the client asked for them or not, and the server died of it.
+    this.timeout(120_000);
+    const relabel = (fields: string, label: string) =>
+      gql(suite.server, `mutation ($instanceId: ID!, $nodes: [NodeUpdateInput!]!) { updateNodes(instanceId: $instanceId, nodes: $nodes) { ${fields} } }`, {
+        instanceId,
+        nodes: ids.map((id) => ({ id, labels: [label] })),
+      });
+    const relabelled = expectData(await relabel('id labels', 'Relabelled')).updateNodes;
+    assert.deepEqual(relabelled, ids.map((id) => ({ id, labels: ['Relabelled'] })));
+    const refused = expectCode(await relabel('id ...on Node { properties }', 'Refused'), 'BAD_USER_INPUT');
+    assert.match(refused.message, /nothing was updated/);
+    assert.deepEqual((await statsOf(suite.server, instanceId)).labels, [{ name: 'Relabelled', count: COUNT }]);
+    const [one] = expectData(
+      await gql(suite.server, `mutation ($instanceId: ID!, $nodes: [NodeUpdateInput!]!) { updateNodes(instanceId: $instanceId, nodes: $nodes) { id properties } }`, {
+        instanceId,
+        nodes: [{ id: ids[3], labels: ['Large'] }],
+      }),
+    ).updateNodes;
+    assert.deepEqual(one, { id: ids[3], properties: { i: 3, blob: BLOB } });
+    assert.equal(suite.server.process.exitCode, null, 'the server is still running');
+  });
+});

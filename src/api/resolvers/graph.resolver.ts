@@ -1,4 +1,5 @@
-import { Arg, Ctx, ID, Int, Mutation, Query, Resolver } from 'type-graphql';
+import { type FragmentDefinitionNode, type GraphQLResolveInfo, Kind, type SelectionSetNode } from 'graphql';
+import { Arg, Ctx, ID, Info, Int, Mutation, Query, Resolver } from 'type-graphql';
 import type { Principal } from '../../services/principal';
 import { type ApiContext, Caller } from '../context';
 import { decodeAfter, encodeCursor } from '../cursor';
@@ -70,8 +71,10 @@ export class GraphResolver {
     @Ctx() { services }: ApiContext,
     @Arg('instanceId', () => ID) instanceId: string,
     @Arg('nodes', () => [NodeUpdateInput]) nodes: NodeUpdateInput[],
+    @Info() info: GraphQLResolveInfo,
   ): Promise<GraphNode[]> {
-    return services.graph.updateNodes(caller, instanceId, nodes);
+    const withProperties = info.fieldNodes.some((field) => field.selectionSet && selects(field.selectionSet, 'properties', info.fragments));
+    return services.graph.updateNodes(caller, instanceId, nodes, { withProperties });
   }
 
   @Mutation(() => [GraphRelationship])
@@ -93,4 +96,13 @@ export class GraphResolver {
   ): Promise<number> {
     return services.graph.deleteNodes(caller, instanceId, ids);
   }
+}
+
+/** Whether a selection set asks for the field `name` (directly, or in a fragment; @skip and @include are not weighed). */
+function selects(set: SelectionSetNode, name: string, fragments: Record<string, FragmentDefinitionNode>): boolean {
+  return set.selections.some((selection) => {
+    if (selection.kind === Kind.FIELD) return selection.name.value === name;
+    const fragment = selection.kind === Kind.INLINE_FRAGMENT ? selection : fragments[selection.name.value];
+    return fragment !== undefined && selects(fragment.selectionSet, name, fragments);
+  });
 }
