@@ -139,7 +139,10 @@ export class GraphService {
   private async read<T>(principal: Principal, instanceId: string, fn: (store: GraphStore) => Promise<T>): Promise<T> {
     const instance = await this.instances.require(principal, instanceId);
     if (instance.availability === 'UNAVAILABLE') {
-      throw instanceUnavailable(`instance ${instanceId} is ${instance.status} and UNAVAILABLE; try again shortly`);
+      // Shortly only while it is being created, restored or swapped: an instance whose creation failed, or one being
+      // deleted, never will be.
+      const when = instance.status === 'FAILED' || instance.status === 'DESTROYING' ? 'it has no data to read' : 'try again shortly';
+      throw instanceUnavailable(`instance ${instanceId} is ${instance.status} and UNAVAILABLE; ${when}`);
     }
     return this.instances.readStore(instance, fn, () => this.read(principal, instanceId, fn));
   }
