@@ -17,7 +17,7 @@ import { CliError, Interrupted, UsageError } from './cli-error';
 import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
 import { formatBytes, ProgressBar } from './progress-bar';
-import { isRefusal, isTransient, nothingStored, type UploadError, waitsForInstance } from './upload-answers';
+import { HeadAnsweredWithServerError, isRefusal, isTransient, nothingStored, responseOf, type UploadError, waitsForInstance } from './upload-answers';
 
 const MIB = 1024 * 1024;
 /**
@@ -242,7 +242,8 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
  * large file (and tus-js-client's own progress reports are throttled, so they may not say 100 % until the answer).
  * With a test's byte limit (SNAPGRAPH_CLI_STOP_AFTER_BYTES), a body that would carry bytes past it stops there; a limit
  * of the file's size interrupts once the last byte is sent, before the server's answer. It also tells when a HEAD is
- * under way (`onHead`), and asks `mayContinue` before any other request: no request starts after a Ctrl-C.
+ * under way (`onHead`), and asks `mayContinue` before any other request: no request starts after a Ctrl-C. A HEAD
+ * answered with a 5xx is a failed request, retried (HeadAnsweredWithServerError), never the end of the upload.
  */
 function httpStackTellingWhenSent(
   fileSize: number,
@@ -258,7 +259,12 @@ function httpStackTellingWhenSent(
       request.send = (body: unknown) => {
         if (method === 'HEAD') {
           onHead(true);
-          return send(body).finally(() => onHead(false));
+          return send(body)
+            .then((response) => {
+              if (response.getStatus() >= 500) throw new HeadAnsweredWithServerError(response);
+              return response;
+            })
+            .finally(() => onHead(false));
         }
         if (!mayContinue()) return Promise.reject(new Error('interrupted before the request was sent'));
         if (!(body instanceof Readable)) return send(body);
@@ -318,7 +324,7 @@ async function forgetUploads(urlStorage: tus.UrlStorage, fingerprint: string): P
 }
 
 function describeUploadError(client: ApiClient, error: UploadError): CliError {
-  const response = error.originalResponse;
+  const response = responseOf(error);
   if (response) {
     const described = describeErrorBody(response.getBody()) ?? `the upload failed: HTTP ${response.getStatus()} ${response.getBody().slice(0, 200)}`.trim();
     if (isRefusal(error) || nothingStored(error)) return new CliError(described);

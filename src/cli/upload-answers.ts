@@ -6,6 +6,25 @@ import { describeErrorBody } from './api-client';
 export type UploadError = Error & { originalRequest?: tus.HttpRequest | null; originalResponse?: tus.HttpResponse | null; causingError?: Error | null };
 
 /**
+ * A HEAD (the look that resumes an upload) answered with a 5xx: by the server in trouble, or by a reverse proxy while
+ * the server behind it restarts (nginx answers 502). tus-js-client takes any answer to that HEAD other than 2xx and 423
+ * as "no such upload" and creates a new one, sending the file again from its first byte while the server keeps the
+ * bytes it has for a day; the HTTP stack throws this instead, which tus-js-client retries as a failed request.
+ */
+export class HeadAnsweredWithServerError extends Error {
+  constructor(readonly response: tus.HttpResponse) {
+    super(`the server answered HTTP ${response.getStatus()} to the look at the upload`);
+    this.name = 'HeadAnsweredWithServerError';
+  }
+}
+
+/** The answer the failed request got: tus-js-client's, or the one a HEAD that threw carried. */
+export function responseOf(error: UploadError): tus.HttpResponse | null {
+  if (error.originalResponse) return error.originalResponse;
+  return error.causingError instanceof HeadAnsweredWithServerError ? error.causingError.response : null;
+}
+
+/**
  * An answer from Snapgraph itself saying why (a contract error code) in which the server refused the file or the
  * request (a 4xx): saying it again changes nothing, and the upload is gone. Not a 409 or 423 (transient, below),
  * although their bodies carry a code too (CONFLICT, INSTANCE_UNAVAILABLE). A 5xx is the server's own trouble (a full
@@ -13,7 +32,7 @@ export type UploadError = Error & { originalRequest?: tus.HttpRequest | null; or
  * by running the command again.
  */
 export function isRefusal(error: UploadError): boolean {
-  const response = error.originalResponse;
+  const response = responseOf(error);
   if (!response || isConflictOrLocked(response.getStatus())) return false;
   return response.getStatus() < 500 && Boolean(describeErrorBody(response.getBody()));
 }
@@ -31,7 +50,7 @@ export function isRefusal(error: UploadError): boolean {
  * than it waits for it to let go: waiting and resuming with a HEAD is right for that as well.
  */
 export function isTransient(error: UploadError): boolean {
-  const response = error.originalResponse;
+  const response = responseOf(error);
   if (!response) return true;
   const status = response.getStatus();
   if (status === 423 || nothingStored(error)) return false;

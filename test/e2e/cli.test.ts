@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
+import { type AddressInfo, connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import {
   allNodes,
@@ -146,6 +146,60 @@ function patchUpload(location: string, key: string, offset: number, body: Buffer
     },
     body,
   });
+}
+
+/**
+ * A reverse proxy to `target` that answers the next `failHeads(n)` HEAD requests with 502 and an HTML page, as nginx
+ * does while its upstream restarts; it counts the uploads created through it (POST /uploads).
+ */
+async function proxyFailingHeads(target: string) {
+  const upstream = new URL(target);
+  let toFail = 0;
+  let failed = 0;
+  let created = 0;
+  const proxy = createServer((request, response) => {
+    if (request.method === 'HEAD' && toFail > 0) {
+      toFail -= 1;
+      failed += 1;
+      request.resume();
+      response.writeHead(502, { 'content-type': 'text/html' }).end('<html><body>502 Bad Gateway</body></html>');
+      return;
+    }
+    if (request.method === 'POST' && request.url === '/uploads') created += 1;
+    const forwarded = httpRequest(
+      { host: upstream.hostname, port: upstream.port, method: request.method, path: request.url, headers: request.headers },
+      (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    forwarded.on('error', () => response.destroy());
+    // A client that goes away mid-request: the server sees its connection go too.
+    response.on('close', () => response.writableFinished || forwarded.destroy());
+    request.pipe(forwarded);
+  });
+  // WebSockets (the restore's progress) pass through as they are.
+  proxy.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
+    const forwarded = connect(Number(upstream.port), upstream.hostname, () => {
+      const headers = Object.entries(request.headers).map(([name, value]) => `${name}: ${String(value)}\r\n`).join('');
+      forwarded.write(`${request.method} ${request.url} HTTP/1.1\r\n${headers}\r\n`);
+      forwarded.write(head);
+      forwarded.pipe(socket).pipe(forwarded);
+    });
+    forwarded.on('error', () => socket.destroy());
+    socket.on('error', () => forwarded.destroy());
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+    failHeads: (count: number) => (toFail = count),
+    failedHeads: () => failed,
+    creations: () => created,
+    close: () => {
+      proxy.closeAllConnections();
+      return new Promise<void>((resolve) => proxy.close(() => resolve()));
+    },
+  };
 }
 
 describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
@@ -446,6 +500,35 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       });
       assert.equal(run.code, 0, output(run));
       assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
+    });
+
+    // A reverse proxy answers 502 while the server behind it restarts (nginx does), and a server in trouble answers 5xx
+    // itself: tus-js-client took any such answer to the HEAD that resumes an upload as "no such upload" and created a
+    // new one, sending the file again from its first byte and leaving the partial upload on the server for a day.
+    it('resumes where the server kept the bytes when a HEAD is answered 502 (a proxy while the server restarts)', async function () {
+      this.timeout(90_000);
+      const server = suite.server;
+      const targetId = (await createInstance(server, { name: 'resumed-through-a-proxy' })).id;
+      const proxy = await proxyFailingHeads(server.url);
+      try {
+        const args = ['restore-file', targetId, archivePath, '--confirm', 'RESTORE', '--chunk-size', '8k'];
+        const env = { SNAPGRAPH_URL: proxy.url };
+        const stopAt = 8 * 1024;
+        const interrupted = await snapgraph(server, args, { env: { ...env, SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(stopAt) } });
+        assert.equal(interrupted.code, 130, output(interrupted));
+
+        proxy.failHeads(1);
+        const resumed = await snapgraph(server, args, { env });
+        assert.equal(resumed.code, 0, output(resumed));
+        assert.equal(proxy.failedHeads(), 1, 'the proxy answered one HEAD with 502');
+        assert.deepEqual(proxy.creations(), 1, `one upload created, not a second one from byte 0:\n${output(resumed)}`);
+        assert.match(resumed.stderr, new RegExp(`^uploading: ${formatBytes(stopAt).replace('.', '\\.')} /`, 'm'), 'the resume starts at the bytes kept');
+        assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
+        assert.deepEqual(uploadsLeft(), [], 'no partial upload is left on the server');
+        assert.deepEqual(storedUploads(), []);
+      } finally {
+        await proxy.close();
+      }
     });
 
     it('requires --confirm RESTORE', async () => {
