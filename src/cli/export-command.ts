@@ -165,7 +165,7 @@ async function appendBody(
       const piece = interruption.clip(chunk, done);
       hash.update(piece);
       try {
-        await handle.write(piece);
+        await writeAll(handle, piece);
       } catch (error) {
         writeFailure = error;
         break;
@@ -188,6 +188,18 @@ async function appendBody(
     throw new CliError(`the download was cut off at byte ${done} (${(failure as Error).message}); run the same command again to resume`);
   }
   return done;
+}
+
+/**
+ * Writes every byte of `bytes`. A write that only partly fits (a volume filling up) returns short instead of failing
+ * (POSIX): the rest is written again, and that write fails (ENOSPC) if there is still no room.
+ */
+async function writeAll(handle: FileHandle, bytes: Buffer): Promise<void> {
+  for (let written = 0; written < bytes.length; ) {
+    const { bytesWritten } = await handle.write(bytes, written);
+    if (bytesWritten <= 0) throw new Error(`a write of ${bytes.length - written} bytes wrote none`);
+    written += bytesWritten;
+  }
 }
 
 function cannotWrite(path: string, error: unknown): CliError {

@@ -21,11 +21,13 @@ import {
   gql,
   LAUNCHER,
   makeTempDir,
+  mountSmallVolume,
   REPO_ROOT,
   runCli,
   type NewTenant,
   serverEnv,
   serverPerSuite,
+  type SmallVolume,
   type TestServer,
 } from '../support';
 import { formatBytes } from '../../src/cli/progress-bar';
@@ -317,6 +319,31 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.match(run.stderr, /damaged: sha256 [0-9a-f]{64} .* instead of [0-9a-f]{64} .*was removed, run the command again/);
       assert.equal(existsSync(`${out}.part`), false);
       assert.equal(existsSync(out), false);
+    });
+
+    // A write that only partly fits returns short (POSIX) instead of failing: a download whose last write fell short
+    // was renamed into place and reported saved with the snapshot's size and sha256, though its last bytes were missing.
+    it('on a volume one page short of the archive, fails saying so and saves no file; with room again, a rerun finishes it whole', async function () {
+      const volume = mountSmallVolume(1024 * 1024);
+      if ('unavailable' in volume) return this.skip();
+      const small = volume as SmallVolume;
+      const page = 4096;
+      small.fill((Math.ceil(archive.length / page) - 1) * page);
+      const out = join(small.path, 'short.backup');
+      try {
+        const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', out]);
+        assert.equal(run.code, 1, output(run));
+        assert.match(run.stderr, /cannot write .*short\.backup\.part: ENOSPC/);
+        assert.doesNotMatch(run.stdout, /saved/);
+        assert.equal(existsSync(out), false, 'a file without .part is always whole');
+
+        small.release();
+        const resumed = await snapgraph(suite.server, ['export', snapshot.id, '-o', out]);
+        assert.equal(resumed.code, 0, output(resumed));
+        assert.deepEqual(readFileSync(out), archive);
+      } finally {
+        small.release();
+      }
     });
 
     it('refuses to overwrite an existing file', async () => {
