@@ -35,6 +35,12 @@ const RETRY_DELAYS_MS = [0, 1_000, 3_000, 5_000, 10_000, 20_000];
  */
 const INSTANCE_WAIT_MS = 30 * 60_000;
 const INSTANCE_WAIT_DELAYS_MS = [2_000, 5_000, 10_000, 20_000, 30_000];
+/**
+ * How long the restore is followed again after the connection to the server was lost: a server that restarts (an
+ * upgrade; a graceful stop gives running operations SNAPGRAPH_SHUTDOWN_GRACE_MS, 25 s by default) hands the restore
+ * back and runs it again, and answers again well within this.
+ */
+const FOLLOW_RECONNECT_MS = 5 * 60_000;
 
 // FileUrlStorage is exported for Node but missing from the package's typings.
 const { FileUrlStorage } = tus as unknown as { FileUrlStorage: new (path: string) => tus.UrlStorage };
@@ -363,10 +369,32 @@ async function followRestore(client: ApiClient, operationId: string, interruptio
       (bar as ProgressBar | null)?.finish();
       void whenInterrupted(client, operationId, onInterrupt).then(reject, reject);
     });
+    let lost = false;
+    const onConnectionLost = () => {
+      lost = true;
+      if (interruption.isRequested) return;
+      (bar as ProgressBar | null)?.finish();
+      bar = null;
+      shown = ''; // the state is said again once followed again
+      process.stderr.write(
+        `lost the connection to the server; the restore goes on there, and is followed again once the server answers (for up to ${FOLLOW_RECONNECT_MS / 60_000} minutes)\n`,
+      );
+    };
     client
-      .subscribe<{ restoreProgress: OperationState }>(RESTORE_PROGRESS, { id: operationId }, (data) => show(data.restoreProgress))
+      .subscribe<{ restoreProgress: OperationState }>(RESTORE_PROGRESS, { id: operationId }, (data) => show(data.restoreProgress), {
+        reconnectForMs: FOLLOW_RECONNECT_MS,
+        onConnectionLost,
+      })
       // Once Ctrl-C was pressed, its handler reports the outcome (the CANCELLED it asked for is no failure).
-      .then(() => interruption.isRequested || resolveFollow(), reject);
+      .then(
+        () => interruption.isRequested || resolveFollow(),
+        (error: Error) =>
+          reject(
+            lost
+              ? new CliError(`lost track of operation ${operationId} (${error.message}); the restore goes on on the server: query operation(id: "${operationId}") for its outcome`)
+              : error,
+          ),
+      );
   });
   (bar as ProgressBar | null)?.finish();
   const final = last as OperationState | null;

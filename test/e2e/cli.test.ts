@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import {
   allNodes,
   allRelationships,
+  archiveOf,
   type CliResult,
   createInstance,
   createKey,
@@ -27,7 +28,10 @@ import {
   type NewTenant,
   serverEnv,
   serverPerSuite,
+  settledOperation,
   type SmallVolume,
+  startServer,
+  takeSnapshot,
   type TestServer,
 } from '../support';
 import { formatBytes } from '../../src/cli/progress-bar';
@@ -795,6 +799,58 @@ describe('snapgraph export against a server that is not Snapgraph', () => {
       );
     } finally {
       other.close();
+    }
+  });
+});
+
+// A server restarts (an upgrade, a crash) while restore-file follows the restore it queued: the restore goes on (it is
+// handed back and queued again), and so must the command, which followed it over a WebSocket that gave up at the first
+// refused reconnection and exited 1 saying "cannot reach the Snapgraph server …; set SNAPGRAPH_URL or --url".
+describe('snapgraph restore-file while the server restarts during the restore', function () {
+  this.timeout(180_000);
+
+  it('follows the restore again once the server answers, and reports how it ended (exit 0)', async () => {
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const server = await startServer({ env: { PORT: String(port) } });
+    const source = await createInstance(server, { name: 'restart source' });
+    for (let batch = 0; batch < 20; batch++) {
+      await createNodes(server, source.id, Array.from({ length: 500 }, (_, i) => ({ labels: ['Item'], properties: { i, blob: randomBytes(256).toString('hex') } })));
+    }
+    const file = join(makeTempDir(), 'restart.backup');
+    writeFileSync(file, await archiveOf(server, (await takeSnapshot(server, source.id)).id));
+    const target = await createInstance(server, { name: 'restart target' });
+
+    const env = serverEnv({ SNAPGRAPH_URL: server.url, SNAPGRAPH_API_KEY: server.adminKey, XDG_STATE_HOME: makeTempDir(), SNAPGRAPH_CLI_STOP_AFTER_BYTES: undefined });
+    const child = spawn(LAUNCHER, ['restore-file', target.id, file, '--confirm', 'RESTORE'], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+    try {
+      const operationId = await eventually(() => /restore queued as operation (\S+)/.exec(stderr)?.[1], { timeoutMs: 60_000, what: `the restore queued:\n${stderr}` });
+      // A crash mid-restore, and a server that takes a while to come back (a graceful stop may take its 25 s grace).
+      await server.kill();
+      await new Promise((resolve) => setTimeout(resolve, 20_000));
+      await server.restart();
+      assert.equal(server.url, `http://127.0.0.1:${port}`);
+
+      const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running'), 90_000))]);
+      const run = { code: code === 'still running' ? null : code, stdout, stderr };
+      await settledOperation(server, operationId);
+      const { operation } = expectData(await gql(server, `query ($id: ID!) { operation(id: $id) { status attempt } }`, { id: operationId }));
+      assert.ok(operation.attempt >= 2, `the restore ended before the crash (attempt ${operation.attempt}): the test proves nothing`);
+      assert.equal(operation.status, 'SUCCEEDED');
+      assert.equal(run.code, 0, output(run as CliResult));
+      assert.match(run.stdout, new RegExp(`restore SUCCEEDED: instance ${target.id} .*operation ${operationId}`));
+      assert.doesNotMatch(run.stderr, /set SNAPGRAPH_URL/);
+      assert.deepEqual(await graphOf(server, target.id), await graphOf(server, source.id));
+    } finally {
+      child.kill('SIGKILL');
+      await server.stop();
     }
   });
 });
