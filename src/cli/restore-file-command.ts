@@ -118,7 +118,8 @@ function parseSize(text: string): number {
 /** Uploads (or resumes uploading) the file; resolves with the id of the restore operation the server queued. */
 async function uploadFile(client: ApiClient, request: UploadRequest, interruption: Interruption): Promise<string> {
   const { file, stats } = request;
-  const urlStorage = new FileUrlStorage(await urlStoragePath());
+  const statePath = await urlStoragePath();
+  const urlStorage = new FileUrlStorage(statePath);
   const fingerprint = fingerprintOf(client, request);
   let progress: ProgressBar | null = null;
   let instanceWaits = 0;
@@ -237,7 +238,12 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
         }
         upload.start();
       },
-      (error) => reject(new CliError(`cannot read the upload state file: ${(error as Error).message}`)),
+      (error) =>
+        reject(
+          new CliError(
+            `cannot read the upload state file ${statePath} (${(error as Error).message}); remove it to go on: only the uploads it names are no longer resumed`,
+          ),
+        ),
     );
   });
 }

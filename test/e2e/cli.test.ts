@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -560,6 +560,19 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       } finally {
         await proxy.close();
       }
+    });
+
+    // A state file left damaged (a crash or a full disk while it was written) stopped every restore-file with
+    // "cannot read the upload state file: Unexpected end of JSON input", naming no file to repair or remove.
+    it('names the upload state file it cannot read, and what removing it costs', async () => {
+      const state = makeTempDir('snapgraph-e2e-state-');
+      mkdirSync(join(state, 'snapgraph'));
+      const stateFile = join(state, 'snapgraph', 'uploads.json');
+      writeFileSync(stateFile, '{"tus::snapgraph-restore-x::1": {"size": 12');
+      const run = await snapgraph(suite.server, ['restore-file', sourceId, archivePath, '--confirm', 'RESTORE'], { env: { XDG_STATE_HOME: state } });
+      assert.equal(run.code, 1, output(run));
+      assert.ok(run.stderr.includes(`cannot read the upload state file ${stateFile}`), output(run));
+      assert.match(run.stderr, /remove it to go on: only the uploads it names are no longer resumed/);
     });
 
     it('requires --confirm RESTORE', async () => {
