@@ -10,7 +10,6 @@ export const DEFAULT_URL = 'http://127.0.0.1:4000';
 const RECONNECT_WAIT_MS = 500;
 const MAX_RECONNECT_WAIT_MS = 5_000;
 
-const isCloseEvent = (value: unknown) => typeof value === 'object' && value !== null && 'code' in value && 'reason' in value;
 
 /** The global options every server command takes (node:util parseArgs format). */
 export const CONNECTION_OPTIONS = {
@@ -111,9 +110,9 @@ export class ApiClient {
 
   /**
    * A subscription over graphql-ws: calls onNext with each result's data; resolves when the server completes it.
-   * GraphQL errors and refused or lost connections reject with a CliError. With `reconnectForMs`, a connection lost
-   * once the subscription ran is tried again (the subscription with it) for that long since it was lost, whatever
-   * the error (a restarting server refuses connections for a while), and `onConnectionLost` is told when it is lost.
+   * GraphQL errors and refused or lost connections reject with a CliError. With `reconnectForMs`, a connection that
+   * cannot be made or is lost is tried again (the subscription with it) for that long since it went, whatever the
+   * error (a restarting server refuses connections for a while), and `onConnectionLost` is told each time it goes.
    */
   async subscribe<TData>(
     query: string,
@@ -121,39 +120,33 @@ export class ApiClient {
     onNext: (data: TData) => void,
     { reconnectForMs = 0, onConnectionLost }: { reconnectForMs?: number; onConnectionLost?: () => void } = {},
   ): Promise<void> {
-    let connected = false;
     let settled = false;
-    /** When the connection that ran the subscription was lost; null while connected. */
+    /** Since when there has been no connection; null while connected. */
     let lostAt: number | null = null;
-    const reconnects = () => connected && reconnectForMs > 0;
+    const markLost = () => {
+      if (settled || lostAt !== null) return;
+      lostAt = Date.now();
+      onConnectionLost?.();
+    };
     const reconnection = {
       // graphql-ws counts the attempts since the last connection: these stop at the deadline instead.
       retryAttempts: Number.MAX_SAFE_INTEGER,
-      retryWait: async (retries: number) => {
-        const delay = reconnects() ? Math.min(RECONNECT_WAIT_MS * 2 ** retries, MAX_RECONNECT_WAIT_MS) : 1000 * 2 ** retries;
-        await new Promise((resolve) => setTimeout(resolve, delay));
-      },
+      retryWait: (retries: number) => new Promise<void>((resolve) => setTimeout(resolve, Math.min(RECONNECT_WAIT_MS * 2 ** retries, MAX_RECONNECT_WAIT_MS))),
       // graphql-ws retries only a closed socket by default: a refused connection (a server restarting) ended it.
-      shouldRetry: (problem: unknown) =>
-        reconnects() ? lostAt === null || Date.now() - lostAt < reconnectForMs : isCloseEvent(problem) && (attemptsBeforeConnected += 1) <= 3,
+      shouldRetry: () => {
+        markLost();
+        return lostAt === null || Date.now() - lostAt < reconnectForMs;
+      },
+      on: {
+        connected: () => void (lostAt = null),
+        closed: markLost,
+      },
     };
-    let attemptsBeforeConnected = 0;
     const client: Client = createClient({
       url: this.endpoint('/graphql').replace(/^http/i, 'ws'),
       webSocketImpl: WebSocket,
       connectionParams: { authorization: this.authorization },
       ...(reconnectForMs > 0 ? reconnection : { retryAttempts: 3 }),
-      on: {
-        connected: () => {
-          connected = true;
-          lostAt = null;
-        },
-        closed: () => {
-          if (settled || !reconnects() || lostAt !== null) return;
-          lostAt = Date.now();
-          onConnectionLost?.();
-        },
-      },
     });
     try {
       await new Promise<void>((resolve, reject) => {

@@ -376,6 +376,7 @@ async function followRestore(client: ApiClient, operationId: string, interruptio
       void whenInterrupted(client, operationId, onInterrupt).then(reject, reject);
     });
     let lost = false;
+    // The server answered the upload a moment ago: a connection that cannot be made now is the server going away.
     const onConnectionLost = () => {
       lost = true;
       if (interruption.isRequested) return;
