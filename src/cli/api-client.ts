@@ -10,7 +10,6 @@ export const DEFAULT_URL = 'http://127.0.0.1:4000';
 const RECONNECT_WAIT_MS = 500;
 const MAX_RECONNECT_WAIT_MS = 5_000;
 
-
 /** The global options every server command takes (node:util parseArgs format). */
 export const CONNECTION_OPTIONS = {
   url: { type: 'string' },
