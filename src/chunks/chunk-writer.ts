@@ -4,9 +4,9 @@ import { In, type EntityManager } from 'typeorm';
 
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ChunkEntity } from '../entities/chunk.entity';
-import { chunkId } from './chunk-codec';
-import { batches, ChunkLocation, ChunkStoreContext, findChunk, insertChunkRows, locateChunks, lockPacks } from './chunk-store-context';
-import { ChunkStoreError } from './errors';
+import { ChunkDamage, chunkId } from './chunk-codec';
+import { batches, ChunkLocation, ChunkStoreContext, findChunk, insertChunkRows, locateChunks, lockPacks, PackReader } from './chunk-store-context';
+import { ChunkIntegrityError, ChunkStoreError } from './errors';
 import { discardPack, PackWriter, SealedPack } from './pack-writer';
 import { TenantKeys } from './tenant-chunk-keys';
 
@@ -100,8 +100,9 @@ export class ChunkWriter {
   /**
    * Seals the open pack and commits the index rows of every new chunk in one transaction, which also makes sure each
    * deduplicated chunk is still indexed (putting back rows a concurrent collection removed; their packs are kept for
-   * the grace period). On failure nothing of this writer is left.
-   * @throws ChunkStoreError when a chunk this writer relies on is gone: the writer outlived the collection grace period.
+   * the grace period; each copy put back is read back first). On failure nothing of this writer is left.
+   * @throws ChunkStoreError when a chunk this writer relies on is gone: the writer outlived the collection grace period;
+   *   ChunkIntegrityError when the copy of one whose row went is damaged (verification dropped it meanwhile).
    */
   async finish(): Promise<ChunkWriterResult> {
     this.#assertWritable();
@@ -220,9 +221,35 @@ export class ChunkWriter {
         throw new ChunkStoreError(`chunk ${location.id} was collected while this writer used it (the writer outlived the collection grace period)`);
       }
     }
+    await this.#assertSound(missing);
     await insertChunkRows(manager, missing.map((location) => ({ ...location, tenantId: this.tenantId, touchedAt: now })));
     for (const pack of packs.filter((row) => row.state === 'CONDEMNED')) {
       await manager.update(ChunkPackEntity, { tenantId: this.tenantId, id: pack.id }, { state: 'SEALED', touchedAt: now });
+    }
+  }
+
+  /**
+   * Reads back each copy about to be put back in the index, and opens it (its id recomputed). A row goes because
+   * collection found the chunk dead or because verification found that copy damaged (ChunkReader's #forget), and only
+   * the bytes tell which: a damaged copy put back would be what every later writer deduplicates against (the base
+   * that verification starts, too, when it is the one under way), so that no later snapshot holding that data could
+   * be restored. This writer no longer holds the data to store it again: it fails, and the next one stores it anew.
+   */
+  async #assertSound(locations: ChunkLocation[]): Promise<void> {
+    const keys = await this.#keys;
+    const packs = new PackReader(this.context.blobs, this.tenantId);
+    try {
+      for (const location of locations) {
+        const stored = await packs.read(location.packId, location.offset, location.offset + location.length);
+        try {
+          await this.context.pool.open(keys, location.id, stored, location.plainLength, true);
+        } catch (error) {
+          if (error instanceof ChunkDamage) throw new ChunkIntegrityError(location.packId, location.id, error.message);
+          throw error;
+        }
+      }
+    } finally {
+      await packs.close();
     }
   }
 

@@ -294,6 +294,34 @@ function chunkStoreSuite(backend: MetadataBackend) {
       assert.deepEqual((await store.verify(tenant, refs)).damage, []);
     });
 
+    it('never puts back a damaged copy that verify dropped while a writer had deduplicated against it', async () => {
+      const store = open();
+      const pieces = Array.from({ length: 3 }, () => randomBytes(40 * KIB));
+      const { refs } = await writeAll(store, tenant, pieces);
+      // A base under way (the instance's own background base) deduplicates against the earlier base's chunks...
+      const running = store.writer(tenant);
+      for (const piece of pieces) await running.put(piece);
+      // ...while a verification finds one of them damaged and drops it from the index.
+      const [packId] = await packFiles(tenant);
+      const path = packPath(tenant, packId);
+      const bytes = await readFile(path);
+      bytes[50 * KIB] ^= 0x01;
+      await writeFile(path, bytes);
+      const damaged = (await store.verify(tenant, refs)).damage.map((damage) => damage.chunkId);
+      assert.equal(damaged.length, 1);
+      // The running writer cannot store that data again (it no longer holds it): its snapshot fails rather than list a
+      // damaged chunk, and above all it does not put the damaged copy back in the index.
+      await assert.rejects(running.finish(), (error: ChunkIntegrityError) => {
+        assert.ok(error instanceof ChunkIntegrityError, String(error));
+        assert.equal(error.chunkId, damaged[0]);
+        return true;
+      });
+      // So the next base stores it anew, and every snapshot listing it reads the sound copy.
+      const again = await writeAll(store, tenant, pieces);
+      assert.equal(again.result.newChunks, 1);
+      assert.deepEqual(await readAll(store.read(tenant, refs)), Buffer.concat(pieces));
+    });
+
     it('reports a truncated pack on read and verify', async () => {
       const store = open();
       const { refs, packId, path } = await onePack(store);
