@@ -928,6 +928,20 @@ export class BackupService {
     if (!epoch || epoch.endedAt !== null) return;
     const instance = await this.instances.reload(damaged.instanceId);
     if (instance?.status !== 'RUNNING') return;
+    // A base already under way is this one when it succeeds. It fails when it had deduplicated against a chunk the
+    // verification found damaged (it cannot put that copy back, nor store the data again): then one is taken after it.
+    const underWay = this.basing.get(instance.id);
+    if (underWay) {
+      void underWay
+        .catch(() => null)
+        .then(async (taken) => {
+          // Not for an instance deleted (or restored) meanwhile: settle() waited for the base under way.
+          const current = taken ? null : await this.instances.reload(instance.id);
+          if (current?.status === 'RUNNING' && current.storeGeneration === instance.storeGeneration) await this.takeBase(current);
+        })
+        .catch((err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed'));
+      return;
+    }
     // Not awaited: the verification fails now. Set as under way at once, so that a snapshot taken next waits for it.
     void this.takeBase(instance);
   }
