@@ -1,6 +1,6 @@
 // Writes the chunks of one snapshot: deduplicates them against the tenant's index and its own pending chunks, seals
 // the new ones on the worker pool and streams them into packs, and commits their index rows at the end.
-import { In, type EntityManager } from 'typeorm';
+import { In, LessThan, type EntityManager } from 'typeorm';
 
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ChunkEntity } from '../entities/chunk.entity';
@@ -198,6 +198,12 @@ export class ChunkWriter {
         manager,
         pack.entries.map((entry) => ({ tenantId: this.tenantId, packId: pack.id, ...entry, touchedAt: now })),
       );
+    }
+    // A chunk that a concurrent writer stored too, and indexed first, keeps that writer's row (insertChunkRows ignores
+    // this one's): it is touched as a deduplicated chunk is, or it went with the other writer's touch, a grace period
+    // after that one finished, though this writer's manifest may not be recorded yet.
+    for (const batch of batches([...this.#stored])) {
+      await manager.update(ChunkEntity, { tenantId: this.tenantId, id: In(batch), touchedAt: LessThan(now) }, { touchedAt: now });
     }
     await this.#keepDeduped(manager, now);
   }

@@ -489,6 +489,27 @@ function chunkStoreSuite(backend: MetadataBackend) {
       assert.deepEqual(await readAll(store.read(tenant, refs)), data);
     });
 
+    it('spares a chunk that another writer stored too, and indexed first, as long as one it deduplicated against', async () => {
+      const store = open();
+      const old = randomBytes(30 * KIB);
+      await writeAll(store, tenant, [old]);
+      now += 10 * HOUR;
+      const data = randomBytes(30 * KIB);
+      const writer = store.writer(tenant);
+      // Not in the index when put: this writer stores it. A concurrent writer stores the same data and finishes first
+      // (its snapshot is deleted later, or never recorded); its row is the one kept.
+      const refs = [await writer.put(data), await writer.put(old)];
+      await writeAll(store, tenant, [data]);
+      now += 30 * 60_000;
+      const { newChunks, dedupedChunks } = await writer.finish();
+      assert.deepEqual([newChunks, dedupedChunks], [1, 1]);
+      // A collection listing the restore points before this writer's is recorded: what the writer uses is spared for
+      // the grace period from its finish, whether it deduplicated against it or stored it.
+      now += 45 * 60_000;
+      assert.equal((await store.collect(tenant, new Set(), { graceMs: HOUR })).removedChunks, 0);
+      assert.deepEqual(await readAll(store.read(tenant, refs)), Buffer.concat([data, old]));
+    });
+
     it('loses nothing and leaves nothing when a collection dies between steps', async () => {
       let failDelete = true;
       let failWriteAfterStoring = true;
