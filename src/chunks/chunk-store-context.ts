@@ -78,12 +78,13 @@ export async function insertChunkRows(manager: EntityManager, rows: ChunkEntity[
  */
 export async function lockPacks(manager: EntityManager, tenantId: string, ids: string[], mode: 'write' | 'share'): Promise<ChunkPackEntity[]> {
   const rows: ChunkPackEntity[] = [];
-  for (const batch of batches(ids)) {
+  for (const batch of batches([...ids].sort())) {
     const query = manager
       .getRepository(ChunkPackEntity)
       .createQueryBuilder('pack')
       .where('pack.tenantId = :tenantId', { tenantId })
-      .andWhere('pack.id IN (:...batch)', { batch });
+      .andWhere('pack.id IN (:...batch)', { batch })
+      .orderBy('pack.id'); // one order for everyone: transactions locking the same packs never wait for each other in a ring
     if (manager.connection.options.type === 'postgres') query.setLock(mode === 'write' ? 'pessimistic_write' : 'pessimistic_read');
     rows.push(...(await query.getMany()));
   }

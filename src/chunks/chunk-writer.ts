@@ -220,7 +220,9 @@ export class ChunkWriter {
     const present = await locateChunks(manager, this.tenantId, ids);
     const missing = [...this.#deduped.values()].filter((location) => !present.has(location.id));
     if (missing.length === 0) return;
-    const packs = await lockPacks(manager, this.tenantId, [...new Set(missing.map((location) => location.packId))], 'share');
+    // Locked against other writers too: one that puts rows back into a CONDEMNED pack makes it SEALED again, and two
+    // doing so under share locks each waited for the other's to update it (a deadlock, failing one of them).
+    const packs = await lockPacks(manager, this.tenantId, [...new Set(missing.map((location) => location.packId))], 'write');
     for (const location of missing) {
       const pack = packs.find((row) => row.id === location.packId);
       if (pack?.state !== 'SEALED' && pack?.state !== 'CONDEMNED') {

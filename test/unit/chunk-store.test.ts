@@ -479,6 +479,40 @@ function chunkStoreSuite(backend: MetadataBackend) {
       await assertTidy(tenant);
     });
 
+    (backend.name === 'PostgreSQL' ? it : it.skip)('puts rows back into a condemned pack while another writer does the same, without a deadlock', async () => {
+      const store = open();
+      const old = [randomBytes(50 * KIB), randomBytes(50 * KIB)];
+      await writeAll(store, tenant, old); // snapshot A, deleted below
+      const [packId] = await packFiles(tenant);
+      now += 10 * HOUR;
+      const writer = store.writer(tenant);
+      const refs = [await writer.put(old[0])];
+      assert.equal((await store.collect(tenant, new Set(), { graceMs: HOUR })).removedChunks, 2);
+      assert.equal((await packRows(tenant))[0].state, 'CONDEMNED');
+      // Another writer (old[1]'s) finishing at the same moment: it has locked the pack as keepDeduped does, and puts it
+      // back to SEALED once this writer waits for it.
+      const other = db.createQueryRunner();
+      await other.connect();
+      try {
+        await other.startTransaction();
+        await other.query(`SELECT "id" FROM "chunk_packs" WHERE "tenantId" = $1 AND "id" = $2 FOR SHARE`, [tenant, packId]);
+        const finishing = writer.finish();
+        finishing.catch(() => undefined);
+        const waiting = async () =>
+          Number((await db.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`))[0].n) > 0;
+        const deadline = Date.now() + 10_000;
+        while (!(await waiting()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+        assert.ok(await waiting(), 'the writer waits for the other one');
+        await other.query(`UPDATE "chunk_packs" SET "state" = 'SEALED' WHERE "tenantId" = $1 AND "id" = $2`, [tenant, packId]);
+        await other.commitTransaction();
+        assert.equal((await finishing).dedupedChunks, 1);
+      } finally {
+        if (other.isTransactionActive) await other.rollbackTransaction();
+        await other.release();
+      }
+      assert.deepEqual(await readAll(store.read(tenant, refs)), old[0]);
+    });
+
     it('spares chunks a finished writer deduplicated against until its manifest can be recorded as live', async () => {
       const store = open();
       const data = randomBytes(30 * KIB);
