@@ -38,7 +38,7 @@ import { EncryptedBlobStore } from './storage/encrypted-blob-store';
 import { createConfiguredBlobStore } from './storage/configured-blob-store';
 import { initialAdminKeyPath, makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
 import { removeStaleScratchDirs } from './storage/sealed-scratch-dir';
-import { assertMasterKeyOpensStoredData, recordRetiredMasterKeys } from './storage/stored-master-keys';
+import { assertMasterKeyOpensStoredData, claimCurrentMasterKey, recordRetiredMasterKeys } from './storage/stored-master-keys';
 
 export interface App {
   config: AppConfig;
@@ -126,7 +126,11 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     await blobs.init();
     closers.push(() => blobs.destroy());
     const keySource = masterKey.path === undefined ? MASTER_KEY_ENV : `The master key file ${masterKey.path}${masterKey.generated ? ' (generated now: there was none)' : ''}`;
-    await assertMasterKeyOpensStoredData(db, rawBlobs, keyring, keySource).catch(async (error: unknown) => {
+    const checkMasterKey = async () => {
+      await assertMasterKeyOpensStoredData(db, rawBlobs, keyring, keySource);
+      await claimCurrentMasterKey(db, keyring, keySource);
+    };
+    await checkMasterKey().catch(async (error: unknown) => {
       // A key file written by this boot is none of the data's (keys/ was lost, or not restored with the rest): it goes,
       // so that the refusal leaves the data dir as it found it, and the next boot is not told that this key is the data's.
       // Only for that refusal: a boot that failed otherwise (the database or the bucket away) may have written the key

@@ -19,6 +19,7 @@ import { RetiredMasterKeyEntity } from '../entities/retired-master-key.entity';
 import { resealCredentials } from '../services/export-destination.service';
 import { BlobStore } from './blob-store';
 import { BlobNotFoundError } from './errors';
+import { recordCurrentMasterKey } from './stored-master-keys';
 
 /** Every blob lives under this folder (tenants/<tenantId>/…). */
 const BLOBS_ROOT = 'tenants';
@@ -115,7 +116,11 @@ export async function rotateMasterKey(db: DataSource, blobs: BlobStore, keyring:
   }
   progress(`blobs: ${counts.blobsChecked} looked at, ${counts.blobs} rewrapped`);
   // Nothing is left under another key: the boots may go without the previous ones (stored-master-keys.ts).
-  if (counts.underUnconfiguredKeys.size === 0 && counts.failed.length === 0) await db.createQueryBuilder().delete().from(RetiredMasterKeyEntity).execute();
+  if (counts.underUnconfiguredKeys.size === 0 && counts.failed.length === 0) {
+    await db.createQueryBuilder().delete().from(RetiredMasterKeyEntity).execute();
+    // And the servers write under the current key from now on (stored-master-keys.ts refuses a boot without it).
+    await recordCurrentMasterKey(db, keyring);
+  }
   return counts;
 }
 

@@ -9,6 +9,7 @@ import { CryptoError } from '../crypto/errors';
 import { Keyring } from '../crypto/keyring';
 import { PREVIOUS_MASTER_KEYS_ENV } from '../crypto/master-key';
 import { ChunkKeyEntity } from '../entities/chunk-key.entity';
+import { CurrentMasterKeyEntity } from '../entities/current-master-key.entity';
 import { ExportDestinationEntity } from '../entities/export-destination.entity';
 import { LogSegmentEntity } from '../entities/log-segment.entity';
 import { RetiredMasterKeyEntity } from '../entities/retired-master-key.entity';
@@ -56,6 +57,45 @@ export async function assertMasterKeyOpensStoredData(db: DataSource, blobs: Blob
       `but the stored data is encrypted under master key ${[...found].join(', ')}: start with the key the data was written with, ` +
       `or name it in ${PREVIOUS_MASTER_KEYS_ENV} beside the new one (nothing was changed)`,
   );
+}
+
+const CURRENT_SLOT = 'current';
+
+/**
+ * Makes the keyring's current key the one the deployment's servers write under, or refuses the boot. The check of
+ * stored data above goes by what is stored, and on a deployment that has stored nothing encrypted yet (no snapshot, no
+ * change log) it lets any key boot: a replica given a key of its own served beside the others, each sealing its
+ * change-log segments and chunk keys under its own key, unreadable to the others. The first boot records its key; a
+ * boot that names the recorded key as a previous one moves the deployment to its own (a rotation, docs/operations.md).
+ * @throws CryptoError when the keyring does not hold the recorded key
+ */
+export async function claimCurrentMasterKey(db: DataSource, keyring: Keyring, source: string): Promise<void> {
+  const current = keyring.current.keyId;
+  const recorded = db.getRepository(CurrentMasterKeyEntity);
+  await db.createQueryBuilder().insert().into(CurrentMasterKeyEntity).values({ slot: CURRENT_SLOT, keyId: current, since: Date.now() }).orIgnore().execute();
+  // A boot beside this one may move the row between the read and the update: looked at again then.
+  for (let tries = 0; tries < 5; tries++) {
+    const row = await recorded.findOneByOrFail({ slot: CURRENT_SLOT });
+    if (row.keyId === current) return;
+    if (!keyring.has(row.keyId)) {
+      throw new CryptoError(
+        `${source} holds master key ${current}${describePrevious(keyring)}, but this deployment's servers write under master key ` +
+          `${row.keyId} (since ${new Date(row.since).toISOString()}): give every server the same master key; to move the ` +
+          `deployment to this one, name master key ${row.keyId} in ${PREVIOUS_MASTER_KEYS_ENV} beside it (nothing was changed)`,
+      );
+    }
+    const moved = await recorded.update({ slot: CURRENT_SLOT, keyId: row.keyId }, { keyId: current, since: Date.now() });
+    if (moved.affected) return;
+  }
+  throw new CryptoError(`the master key this deployment writes under kept changing while ${source} was checked; boot again`);
+}
+
+/** Records the keyring's current key as the deployment's (a rotation moved everything to it). */
+export async function recordCurrentMasterKey(db: DataSource, keyring: Keyring): Promise<void> {
+  const current = keyring.current.keyId;
+  const { affected } = await db.getRepository(CurrentMasterKeyEntity).update({ slot: CURRENT_SLOT }, { keyId: current, since: Date.now() });
+  if (affected) return;
+  await db.createQueryBuilder().insert().into(CurrentMasterKeyEntity).values({ slot: CURRENT_SLOT, keyId: current, since: Date.now() }).orIgnore().execute();
 }
 
 /**

@@ -3,7 +3,8 @@
 // racing a restore on other replicas are in its safety point or refused, never lost, replicas keep no store another
 // one replaced, a tus upload moves between replicas, and kill -9 of the restoring replica leaves another to settle it.
 import assert from 'node:assert/strict';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   archiveOf,
@@ -30,6 +31,7 @@ import {
   type SnapshotJson,
   SNAPSHOT_FIELDS,
   startReplicas,
+  startServer,
   statsOf,
   subscribe,
   takeSnapshot,
@@ -360,6 +362,35 @@ describeReplicas('three replicas on one PostgreSQL, Redis, S3 bucket and data di
       // Writable again from every replica still up.
       for (const server of servers.filter((server) => server !== runner)) await createNodes(server, instance.id, [{ labels: ['AfterKill'] }]);
     });
+  });
+});
+
+describeReplicas('a replica configured with another master key', (backends) => {
+  it('is refused at boot on a deployment that has stored nothing yet, and the others serve on', async function () {
+    this.timeout(180_000);
+    // A fresh deployment: nothing encrypted is stored yet (no snapshot, no change log), so the stored data cannot tell
+    // which key is the deployment's. A replica with a key of its own (a mistyped secret) served beside the others, and
+    // the change-log segments and chunk keys each one wrote were unreadable to the others.
+    const replicas = await startReplicas({ s3: backends.s3(), adminUrl: backends.adminUrl() }, { count: 1 });
+    const [first] = replicas.servers;
+    const keyFile = join(replicas.dataDir, 'keys', 'master.key');
+    const own = readFileSync(keyFile, 'utf8').trim();
+    const other = randomBytes(32).toString('base64');
+    await assert.rejects(
+      startServer({ dataDir: replicas.dataDir, bootstrapToken: replicas.adminKey, env: { ...first.env, PORT: '0', SNAPGRAPH_MASTER_KEY: other }, bootTimeoutMs: 60_000 }),
+      (error: Error) => {
+        assert.match(error.message, /SNAPGRAPH_MASTER_KEY holds master key [0-9a-f]{16}, but this deployment's servers write under master key [0-9a-f]{16}/);
+        assert.ok(!error.message.includes(other) && !error.message.includes(own), 'a key was printed');
+        return true;
+      },
+    );
+    assert.equal(readFileSync(keyFile, 'utf8').trim(), own, 'the key file changed');
+    // The deployment's own key, given in the variable rather than the file, is the same key: it boots.
+    const second = await startServer({ dataDir: replicas.dataDir, bootstrapToken: replicas.adminKey, env: { ...first.env, PORT: '0', SNAPGRAPH_MASTER_KEY: own }, bootTimeoutMs: 60_000 });
+    const instance = await createInstance(first, { name: 'one key' });
+    await createNodes(second, instance.id, [{ labels: ['Written'] }]);
+    const snapshot = await takeSnapshot(first, instance.id);
+    assert.equal(snapshot.contents?.nodeCount, 1);
   });
 });
 

@@ -14,7 +14,7 @@ import { LogSegmentEntity } from '../../src/entities/log-segment.entity';
 import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
 import { rotateMasterKey } from '../../src/storage/master-key-rotation';
-import { assertMasterKeyOpensStoredData, recordRetiredMasterKeys } from '../../src/storage/stored-master-keys';
+import { assertMasterKeyOpensStoredData, claimCurrentMasterKey, recordRetiredMasterKeys } from '../../src/storage/stored-master-keys';
 import { createTestDatabase, describePostgres, TestDatabase } from '../support/postgres';
 
 describe('the master key check at boot, on SQLite metadata', () => {
@@ -53,6 +53,26 @@ function storedMasterKeysSuite(adminUrl: () => string | undefined) {
 
   it('takes any key while nothing is stored', async () => {
     await check(wrong);
+  });
+
+  it('takes the first key booted as the deployment\'s, and refuses another even while nothing is stored', async () => {
+    const claim = (keyring: Keyring) => claimCurrentMasterKey(db, keyring, 'SNAPGRAPH_MASTER_KEY');
+    await claim(right);
+    await claim(right);
+    await assert.rejects(claim(wrong), (error: Error) => {
+      assert.ok(error instanceof CryptoError);
+      assert.match(error.message, new RegExp(`holds master key ${wrong.current.keyId}, but this deployment's servers write under master key ${right.current.keyId}`));
+      return true;
+    });
+    // A rotation: the deployment's key named as previous moves it to the new one, and a boot with the old one alone is
+    // refused from then on (it could not read what the others write).
+    const rotated = new Keyring(wrong.current, [right.current]);
+    await claim(rotated);
+    await assert.rejects(claim(right), /but this deployment's servers write under master key/);
+    await claim(wrong);
+    // rotate-master-key, once nothing is under another key, records its current key as the deployment's.
+    await rotateMasterKey(db, blobs, new Keyring(right.current, [wrong.current]));
+    await claim(right);
   });
 
   it("refuses a key other than the one tenants' chunk keys are sealed under, naming both key ids", async () => {
