@@ -38,6 +38,7 @@ import { EncryptedBlobStore } from './storage/encrypted-blob-store';
 import { createConfiguredBlobStore } from './storage/configured-blob-store';
 import { initialAdminKeyPath, makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
 import { removeStaleScratchDirs } from './storage/sealed-scratch-dir';
+import { assertSharedDataDir } from './storage/shared-data-dir';
 import { assertMasterKeyOpensStoredData, claimCurrentMasterKey, recordRetiredMasterKeys } from './storage/stored-master-keys';
 
 export interface App {
@@ -106,6 +107,8 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
   try {
     const migrations = await db.runMigrations({ transaction: 'each' });
     if (migrations.length > 0) logger.info({ migrations: migrations.map((m) => m.name) }, 'metadata migrations applied');
+    // Replicas serve the instances' stores from one shared data dir: a server on another one is refused.
+    if (config.databaseUrl) await assertSharedDataDir(db, config.dataDir);
 
     const events = config.redisUrl ? await createRedisEventBus(config.redisUrl, logger) : createInMemoryEventBus();
     closers.push(() => events.close());

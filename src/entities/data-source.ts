@@ -15,6 +15,7 @@ import { TenantDataVersions1766500000000 } from '../migrations/1766500000000-ten
 import { CollectedLog1766600000000 } from '../migrations/1766600000000-collected-log';
 import { RetiredMasterKeys1766700000000 } from '../migrations/1766700000000-retired-master-keys';
 import { CurrentMasterKey1766800000000 } from '../migrations/1766800000000-current-master-key';
+import { SharedDataDir1766900000000 } from '../migrations/1766900000000-shared-data-dir';
 import { ApiKeyEntity } from './api-key.entity';
 import { ChunkKeyEntity } from './chunk-key.entity';
 import { ChunkPackEntity } from './chunk-pack.entity';
@@ -27,13 +28,14 @@ import { OperationEntity } from './operation.entity';
 import { LogSegmentEntity } from './log-segment.entity';
 import { RestorePointEntity } from './restore-point.entity';
 import { RetiredMasterKeyEntity } from './retired-master-key.entity';
+import { SharedDataDirEntity } from './shared-data-dir.entity';
 import { StoreEpochEntity } from './store-epoch.entity';
 import { SqliteTransactionGate } from './sqlite-transaction-gate';
 import { SnapshotEntity } from './snapshot.entity';
 import { TenantEntity } from './tenant.entity';
 
-export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity, RestorePointEntity, StoreEpochEntity, LogSegmentEntity, ExportDestinationEntity, RetiredMasterKeyEntity, CurrentMasterKeyEntity];
-export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000, ChangeLog1766200000000, ExportFormats1766300000000, ExportDestinations1766400000000, TenantDataVersions1766500000000, CollectedLog1766600000000, RetiredMasterKeys1766700000000, CurrentMasterKey1766800000000];
+export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity, RestorePointEntity, StoreEpochEntity, LogSegmentEntity, ExportDestinationEntity, RetiredMasterKeyEntity, CurrentMasterKeyEntity, SharedDataDirEntity];
+export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000, ChangeLog1766200000000, ExportFormats1766300000000, ExportDestinations1766400000000, TenantDataVersions1766500000000, CollectedLog1766600000000, RetiredMasterKeys1766700000000, CurrentMasterKey1766800000000, SharedDataDir1766900000000];
 
 export interface MetadataDatabaseOptions {
   dataDir: string;

@@ -4,7 +4,7 @@
 // one replaced, a tus upload moves between replicas, and kill -9 of the restoring replica leaves another to settle it.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   archiveOf,
@@ -20,6 +20,7 @@ import {
   graphOfArchive,
   idle,
   instanceState,
+  makeTempDir,
   metricsValue,
   OPERATION_FIELDS,
   type OperationJson,
@@ -391,6 +392,39 @@ describeReplicas('a replica configured with another master key', (backends) => {
     await createNodes(second, instance.id, [{ labels: ['Written'] }]);
     const snapshot = await takeSnapshot(first, instance.id);
     assert.equal(snapshot.contents?.nodeCount, 1);
+  });
+});
+
+describeReplicas('a replica on a data dir of its own', (backends) => {
+  it('is refused at boot (a volume not mounted), and boots once told the dir replaces a lost one', async function () {
+    this.timeout(180_000);
+    // The master key in the variable, as many deployments give it: the key file cannot tell the data dirs apart then.
+    const key = randomBytes(32).toString('base64');
+    const replicas = await startReplicas({ s3: backends.s3(), adminUrl: backends.adminUrl() }, { count: 1, env: { SNAPGRAPH_MASTER_KEY: key } });
+    const [first] = replicas.servers;
+    const instance = await createInstance(first, { name: 'on the shared volume' });
+    await createNodes(first, instance.id, [{ labels: ['Kept'] }]);
+    // A replica whose shared volume was not mounted: it served, answered INTERNAL_SERVER_ERROR for every instance, and
+    // a restore it ran took the store for lost (no safety snapshot) and put the new one in its own dir, where no other
+    // replica finds it: the instance then failed on all of them.
+    const elsewhere = makeTempDir('snapgraph-not-shared-');
+    const env = { ...first.env, PORT: '0', SNAPGRAPH_DATA_DIR: elsewhere, SNAPGRAPH_UPLOAD_DIR: `${elsewhere}-uploads` };
+    const boot = () => startServer({ dataDir: elsewhere, bootstrapToken: replicas.adminKey, env, bootTimeoutMs: 60_000 });
+    let marker = '';
+    await assert.rejects(boot(), (error: Error) => {
+      const found = /SNAPGRAPH_DATA_DIR .* is not the data dir this deployment's servers share: .*write ([0-9a-f-]{36}) into (\S+deployment\.id)/.exec(error.message);
+      assert.ok(found, error.message);
+      assert.equal(found[2], join(elsewhere, 'deployment.id'));
+      marker = found[1];
+      return true;
+    });
+    assert.equal(readFileSync(join(replicas.dataDir, 'deployment.id'), 'utf8').trim(), marker);
+    assert.deepEqual(readdirSync(elsewhere).filter((name) => name === 'deployment.id'), [], 'the refused boot marked the dir');
+    assert.equal((await statsOf(first, instance.id)).nodeCount, 1);
+    // An operator who lost the shared volume and mounted an empty one in its place says so, as the refusal told.
+    writeFileSync(join(elsewhere, 'deployment.id'), `${marker}\n`);
+    const replacement = await boot();
+    assert.equal((await instanceState(replacement, instance.id)).status, 'RUNNING');
   });
 });
 
