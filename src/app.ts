@@ -65,6 +65,8 @@ const DELETION_SWEEP_MS = 60_000;
  * as it is made (a day, as for the sealed scratch dirs in the OS temp dir).
  */
 const STALE_SCRATCH_MS = 24 * 3_600_000;
+/** How often a replica closes the stores that other replicas removed (an instance deleted, a restore's old store). */
+const REMOVED_STORE_SWEEP_MS = 5_000;
 
 async function finishDeletions(instances: InstanceService, all: boolean, logger: Logger): Promise<void> {
   try {
@@ -118,6 +120,15 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     const scratchDir = join(config.dataDir, 'scratch');
     const stores = new SqliteGraphStoreProvider(instanceDir);
     closers.push(() => stores.close());
+    if (config.databaseUrl) {
+      // Another replica removes stores this one may have open and never use again (an instance it deleted).
+      const storeSweep = setInterval(
+        () => void stores.retireRemoved().catch((err) => logger.warn({ err }, 'could not close the stores other replicas removed; it is retried')),
+        REMOVED_STORE_SWEEP_MS,
+      );
+      storeSweep.unref();
+      closers.push(async () => clearInterval(storeSweep));
+    }
 
     const masterKey = await loadMasterKey({ dataDir: config.dataDir, envValue: config.masterKey });
     const blobStore = await createConfiguredBlobStore(config);

@@ -79,6 +79,21 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
     }
   }
 
+  /**
+   * Closes every cached store whose file another process removed or replaced, whatever its instance. A use of an
+   * instance does this for that instance's stores (retireReplaced); a store this process never uses again (its instance
+   * deleted by another replica) stayed open otherwise, its deleted files' disk space and descriptors held until the
+   * process ended. Run periodically beside other replicas.
+   */
+  async retireRemoved(): Promise<void> {
+    for (const [key, entry] of [...this.open]) {
+      if (entry.retired || entry.identity === null) continue;
+      if ((await fileIdentity(key)) === entry.identity) continue;
+      entry.replaced = true;
+      await this.retire(key, entry);
+    }
+  }
+
   async create(instanceId: string, generation: number): Promise<void> {
     await mkdir(this.dirOf(instanceId), { recursive: true });
     await this.withOpen(instanceId, generation, true, async () => undefined);

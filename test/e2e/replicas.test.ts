@@ -310,6 +310,27 @@ describeReplicas('three replicas on one PostgreSQL, Redis, S3 bucket and data di
     await eventually(() => readdirSync(replicas.uploadDir).length === 0, { what: 'the upload directory is empty' });
   });
 
+  it('let go of the store of an instance another replica deleted: no replica keeps its files open', async function () {
+    this.timeout(60_000);
+    const [a, b, c] = servers;
+    const instance = await createInstance(a, { name: 'deleted elsewhere' });
+    await fillInstance(a, instance.id, { nodes: 2_000, relationships: 1_000 });
+    // Every replica reads it (and ships its change log), so each has its store open.
+    for (const server of servers) assert.equal((await statsOf(server, instance.id)).nodeCount, 2_000);
+    const storeDir = join(replicas.dataDir, 'instances', instance.id);
+    for (const server of servers) {
+      assert.ok(openFilesUnder(server.process.pid!, storeDir).length > 0, `replica ${server.url} does not have the store open`);
+    }
+    expectData(await gql(a, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: instance.id }));
+    // Nobody asks the others for it again: they held its deleted files open (disk space and descriptors) until restarted.
+    for (const server of [b, c, a]) {
+      await eventually(() => (openFilesUnder(server.process.pid!, storeDir).length === 0 ? true : undefined), {
+        timeoutMs: 15_000,
+        what: `replica ${server.url} to close the deleted store (open: ${JSON.stringify(openFilesUnder(server.process.pid!, storeDir))})`,
+      });
+    }
+  });
+
   // Last: it kills a replica.
   describe('kill -9', () => {
     it('of the replica running a restore leaves another to settle it within the lease; no instance is stuck', async function () {
