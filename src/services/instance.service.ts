@@ -325,6 +325,10 @@ export class InstanceService {
    */
   async liftStaleWriteFence(instance: InstanceEntity, owner: string): Promise<boolean> {
     if (await this.db.getRepository(OperationEntity).existsBy(restoreInProgressOn([instance.id]))) return false;
+    // Only on the store the instance uses now. A restore that swapped in a new store since the caller read the instance
+    // (its write queued, or its process stalled, meanwhile) keeps its fence in the store it replaced, which is deleted a
+    // moment after its swap: a write let through there was acknowledged and lost. Refused, it is tried again on the new one.
+    if ((await this.reload(instance.id))?.storeGeneration !== instance.storeGeneration) return false;
     await this.withStore(instance, (store) => store.thawWrites(owner));
     return true;
   }
