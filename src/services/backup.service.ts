@@ -164,8 +164,7 @@ export class BackupService {
       if (taken?.restorePoint.epoch === epoch.epoch && taken.restorePoint.seq === position.seq) return taken;
       if (taken) await this.points.insert(taken.restorePoint);
     }
-    const previous = await this.points.findOne({ where: { epoch: epoch.epoch }, order: { seq: 'DESC' } });
-    const addedBytes = await this.log.storedBytesBetween(epoch.epoch, previous?.seq ?? 0, position.seq);
+    const addedBytes = await this.addedByPoint(epoch.epoch, base, position.seq);
     const restorePoint = Object.assign(new RestorePointEntity(), {
       id: randomUUID(),
       tenantId: instance.tenantId,
@@ -186,6 +185,25 @@ export class BackupService {
       createdAt: Date.now(),
     } satisfies RestorePointEntity);
     return { restorePoint, stats: position.stats };
+  }
+
+  /**
+   * What a point at `seq` on `base` adds that no earlier snapshot holds (Snapshot.addedBytes): the log since the newest
+   * point an earlier snapshot of the epoch refers to and, when its base came after that point (the background policy
+   * took it since), the base as well. Counted from the newest point of any kind, the first snapshot after a base the
+   * policy took of a bulk load added 0 bytes, though no snapshot held any of that data before.
+   */
+  private async addedByPoint(epoch: number, base: RestorePointEntity | null, seq: number): Promise<number> {
+    const previous = await this.points
+      .createQueryBuilder('p')
+      .innerJoin(SnapshotEntity, 's', "s.restorePointId = p.id AND s.status = 'COMPLETED'")
+      .where('p.epoch = :epoch AND p.seq <= :seq', { epoch, seq })
+      .orderBy('p.seq', 'DESC')
+      .getOne();
+    if (base && (previous === null || previous.seq < base.seq)) {
+      return (base.addedBytes ?? 0) + (await this.log.storedBytesBetween(epoch, base.seq, seq));
+    }
+    return this.log.storedBytesBetween(epoch, previous?.seq ?? 0, seq);
   }
 
   /**

@@ -294,6 +294,25 @@ describe('backup storage', () => {
     expectCode(await gql(server, VERIFY, { id: 'no-such-snapshot' }), 'NOT_FOUND');
   });
 
+  it("counts in a first snapshot's addedBytes the base the background policy took of its data before it", async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'based-first', tier: 'PROFESSIONAL' });
+    await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: [`L${i % 3}`], properties: noise() })));
+    // The young store's log has outgrown it: the policy takes a base of its own, with no snapshot yet.
+    const base = await eventually(
+      () => {
+        const line = server.logs().split('\n').find((entry) => entry.includes(instance.id) && entry.includes('took a base of the store'));
+        return line ? (JSON.parse(line) as { addedBytes: number }) : undefined;
+      },
+      { timeoutMs: 30_000, what: 'the background base' },
+    );
+    assert.ok(base.addedBytes > 100_000, `the base added ${base.addedBytes} bytes`);
+    const first = await storageOf(server, (await takeSnapshot(server, instance.id)).id);
+    // No earlier snapshot holds any of it: the base is data this snapshot added (and the log since, none here).
+    assert.ok(first.addedBytes >= base.addedBytes, `the first snapshot added ${first.addedBytes} bytes, its base ${base.addedBytes}`);
+  });
+
   it('takes sound snapshots again once verification found the base they would build on damaged', async function () {
     this.timeout(60_000);
     const { server } = suite;
