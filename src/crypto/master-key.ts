@@ -1,11 +1,11 @@
 // The master key wraps every blob's data key. It is loaded once at boot and never leaves
 // this object: logs, JSON and util.inspect see only its key id.
 import { createCipheriv, createDecipheriv, createHash, createSecretKey, KeyObject, randomBytes } from 'node:crypto';
-import { chmod, link, mkdir, open, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { inspect } from 'node:util';
 
-import { fsyncCreatedDirectories, fsyncDirectory } from '../storage/durable-fs';
+import { createFileOnce, fsyncCreatedDirectories } from '../storage/durable-fs';
 import { CryptoError } from './errors';
 
 export const MASTER_KEY_ENV = 'SNAPGRAPH_MASTER_KEY';
@@ -166,33 +166,16 @@ async function readKeyFile(path: string): Promise<MasterKey | null> {
  * fails if another process got there first, and then that process's key is used instead.
  */
 async function generateKeyFile(path: string): Promise<LoadedMasterKey> {
-  const dir = dirname(path);
-  await createPrivateDirectory(dir);
+  await createPrivateDirectory(dirname(path));
   const material = randomBytes(MASTER_KEY_BYTES);
-  const temp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
   try {
-    const handle = await open(temp, 'wx', 0o600);
-    try {
-      await handle.chmod(0o600); // exact, whatever the umask
-      await handle.writeFile(`${material.toString('base64')}\n`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    try {
-      await link(temp, path);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const winner = await readKeyFile(path);
-      if (!winner) throw error;
-      return { key: winner, generated: false, path };
-    }
-    await fsyncDirectory(dir);
-    return { key: MasterKey.fromBytes(material), generated: true, path };
+    if (await createFileOnce(path, `${material.toString('base64')}\n`)) return { key: MasterKey.fromBytes(material), generated: true, path };
   } finally {
     material.fill(0);
-    await rm(temp, { force: true });
   }
+  const winner = await readKeyFile(path);
+  if (!winner) throw new CryptoError(`the master key file ${path} another process was creating is gone`);
+  return { key: winner, generated: false, path };
 }
 
 async function createPrivateDirectory(dir: string): Promise<void> {

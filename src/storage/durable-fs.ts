@@ -1,5 +1,6 @@
 // Small file-system helpers: making changes survive a crash, and asking whether a path is there.
-import { lstat, open } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, lstat, open, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /**
@@ -47,4 +48,33 @@ export async function pathExists(path: string): Promise<boolean> {
       throw error;
     },
   );
+}
+
+/**
+ * Creates `path` holding `content` (mode 0600), whole or not at all, unless it exists: written to a private temp file
+ * and synced, then hard-linked into place, which fails when another process got there first. False then: the file there
+ * is theirs (read it).
+ */
+export async function createFileOnce(path: string, content: string): Promise<boolean> {
+  const temp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  try {
+    const handle = await open(temp, 'wx', 0o600);
+    try {
+      await handle.chmod(0o600); // exact, whatever the umask
+      await handle.writeFile(content);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    try {
+      await link(temp, path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw error;
+    }
+    await fsyncDirectory(dirname(path));
+    return true;
+  } finally {
+    await rm(temp, { force: true });
+  }
 }

@@ -4,13 +4,13 @@
 // snapshot) and put the new one in its own dir, where no other replica finds it: the instance then failed everywhere.
 // So the first boot marks the data dir (deployment.id, a random id, recorded in the metadata database too), and a boot
 // on a dir without that mark is refused.
-import { randomBytes, randomUUID } from 'node:crypto';
-import { link, open, readFile, rm } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 
 import { SharedDataDirEntity } from '../entities/shared-data-dir.entity';
-import { fsyncDirectory } from './durable-fs';
+import { createFileOnce } from './durable-fs';
 
 /** The file in the data dir that holds its id. */
 export const DATA_DIR_MARK = 'deployment.id';
@@ -68,29 +68,11 @@ async function readMark(path: string): Promise<string | null> {
   return mark;
 }
 
-/** Writes a new mark to a temp file, syncs it, and links it into place; a server that got there first wins. */
+/** Writes a new mark into place whole (createFileOnce); a server that got there first wins. */
 async function createMark(path: string): Promise<{ mark: string; created: boolean }> {
   const mark = randomUUID();
-  const temp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-  try {
-    const handle = await open(temp, 'wx', 0o600);
-    try {
-      await handle.writeFile(`${mark}\n`);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    try {
-      await link(temp, path);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const winner = await readMark(path);
-      if (!winner) throw error;
-      return { mark: winner, created: false };
-    }
-    await fsyncDirectory(join(path, '..'));
-    return { mark, created: true };
-  } finally {
-    await rm(temp, { force: true });
-  }
+  if (await createFileOnce(path, `${mark}\n`)) return { mark, created: true };
+  const winner = await readMark(path);
+  if (!winner) throw new DataDirMismatchError(`${path}, which another server was creating, is gone`);
+  return { mark: winner, created: false };
 }
