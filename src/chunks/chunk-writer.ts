@@ -114,7 +114,7 @@ export class ChunkWriter {
         this.#sealed.push(await this.#open.seal());
         this.#open = null;
       }
-      await this.context.db.transaction((manager) => this.#commit(manager));
+      await this.#commitOnce();
     } catch (error) {
       await this.#discard();
       throw error;
@@ -125,6 +125,34 @@ export class ChunkWriter {
       newChunks: this.#stored.size,
       dedupedChunks: this.#dedupedCount,
     };
+  }
+
+  /**
+   * Commits the index rows. A failure once the transaction's work is done is the COMMIT's, whose outcome the error does
+   * not tell (PostgreSQL's connection cut before its answer): the packs' rows say, and a commit that went through is
+   * this writer's success. Removing its packs then left committed rows naming deleted packs, which every later writer
+   * deduplicated against. When the rows cannot be read either, the packs stay: collection removes those no row made
+   * SEALED (a crashed writer's).
+   */
+  async #commitOnce(): Promise<void> {
+    let worked = false;
+    try {
+      await this.context.db.transaction(async (manager) => {
+        await this.#commit(manager);
+        worked = true;
+      });
+    } catch (error) {
+      if (!worked || this.#sealed.length === 0) throw error;
+      const pack = this.#sealed[0];
+      const row = await this.context.db
+        .getRepository(ChunkPackEntity)
+        .findOne({ select: { state: true }, where: { tenantId: this.tenantId, id: pack.id } })
+        .catch(() => undefined);
+      if (row?.state === 'SEALED') return;
+      // Unknown: kept for collection to decide (#discard removes nothing once they are forgotten here).
+      if (row === undefined) this.#sealed.length = 0;
+      throw error;
+    }
   }
 
   /** Stops writing and removes every pack this writer wrote; no index row was committed. */

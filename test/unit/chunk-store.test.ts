@@ -396,6 +396,45 @@ function chunkStoreSuite(backend: MetadataBackend) {
       assert.ok(reads > packs, `${reads} reads for ${packs} packs`);
     });
 
+    it('keeps its packs when the commit went through but its answer was lost (a connection cut), and succeeds', async () => {
+      const store = open();
+      const writer = store.writer(tenant);
+      const pieces = Array.from({ length: 6 }, () => randomBytes(64 * KIB));
+      const refs: ChunkRef[] = [];
+      for (const piece of pieces) refs.push(await writer.put(piece));
+      const transaction = db.transaction.bind(db) as (...args: unknown[]) => Promise<unknown>;
+      db.transaction = (async (...args: unknown[]) => {
+        await transaction(...args);
+        throw new Error('Connection terminated unexpectedly');
+      }) as typeof db.transaction;
+      try {
+        assert.equal((await writer.finish()).newChunks, 6);
+      } finally {
+        db.transaction = transaction as typeof db.transaction;
+      }
+      // The rows were committed: the packs they name must still be there.
+      assert.deepEqual(await readAll(store.read(tenant, refs)), Buffer.concat(pieces));
+      await assertTidy(tenant);
+    });
+
+    it('removes its packs when the commit failed, and says why', async () => {
+      const store = open();
+      const writer = store.writer(tenant);
+      for (let index = 0; index < 6; index++) await writer.put(randomBytes(64 * KIB));
+      const transaction = db.transaction.bind(db);
+      db.transaction = (async () => {
+        throw new Error('Connection terminated unexpectedly');
+      }) as typeof db.transaction;
+      try {
+        await assert.rejects(writer.finish(), /Connection terminated/);
+      } finally {
+        db.transaction = transaction;
+      }
+      assert.deepEqual(await packFiles(tenant), []);
+      assert.deepEqual(await packRows(tenant), []);
+      assert.deepEqual(await chunkRows(tenant), []);
+    });
+
     it('leaves no pack blob and no index row, even after several packs were written', async () => {
       const store = open();
       const writer = store.writer(tenant);
