@@ -342,7 +342,11 @@ function describeUploadError(client: ApiClient, error: UploadError): CliError {
     if (isRefusal(error) || nothingStored(error)) return new CliError(described);
     return new CliError(`${described}; the server keeps what it received: run the same command again to resume`);
   }
-  if (error.causingError) return client.unreachable(error.causingError);
+  if (error.causingError) {
+    // After the retries: a server away for longer (a restart that takes a while) keeps what it received all the same.
+    const { message } = client.unreachable(error.causingError);
+    return new CliError(`${message}; once it answers, run the same command again: the upload resumes where it stopped`);
+  }
   return new CliError(`the upload failed: ${error.message}`);
 }
 
