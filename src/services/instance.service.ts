@@ -148,11 +148,12 @@ export class InstanceService {
     } catch (error) {
       // A deletion that cannot look (the database away) gives its claim back: left DESTROYING, the instance refused
       // writes and deletions until a sole process's boot finished it, and with replicas, for good.
-      await this.instances.update({ id }, { status: previousStatus }).catch(() => undefined);
+      await this.instances.update({ id, status: 'DESTROYING' }, { status: previousStatus }).catch(() => undefined);
       throw error;
     }
     if (busy) {
-      await this.instances.update({ id }, { status: previousStatus });
+      // Only its own claim: the operation found may have moved the instance on meanwhile (a restore's RESTORING).
+      await this.instances.update({ id, status: 'DESTROYING' }, { status: previousStatus });
       throw conflict(`instance ${id} has an operation in progress, or one that reads its snapshots or history; delete it when the operation ends`);
     }
     await this.setState(instance, { status: 'DESTROYING', availability: 'UNAVAILABLE', reason: 'instance deleted' });
