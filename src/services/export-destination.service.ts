@@ -14,7 +14,7 @@ import { insertOperation } from '../jobs/operation-queue';
 import type { Logger } from '../logging/logger';
 import type { S3BlobStore } from '../storage/s3-blob-store';
 import { assertPublicEndpoint } from '../storage/public-addresses';
-import { describeS3Error } from '../storage/s3-errors';
+import { describeS3Error, s3Status } from '../storage/s3-errors';
 import { formatS3Url, parseS3Url } from '../storage/s3-location';
 import { exportFileName } from './export.service';
 import type { InstanceService } from './instance.service';
@@ -342,6 +342,9 @@ export class ExportOperationHandler implements OperationHandler {
     try {
       const fileName = await this.objectNameOf(snapshot, (name) =>
         bucket.metadata(name).catch((error: unknown) => {
+          // Keys that may only write (docs/s3.md asks for no s3:GetObject): S3 answers 403 whether the object is there
+          // or not. Not known, then: the write says whether the keys may write.
+          if (s3Status(error) === 403) return undefined;
           throw new AppError('DESTINATION_UNAVAILABLE', `reading ${destination.url} failed: ${scrub(describeS3Error(error))}`);
         }),
       );
@@ -370,9 +373,13 @@ export class ExportOperationHandler implements OperationHandler {
    * of several instances scheduled together, or two of one instance in a second, would otherwise overwrite each
    * other's copy in the tenant's bucket. Another snapshot of the tenant with the same fileName gives both the long name
    * (whichever is exported first: each exists before its export starts, so the later one always sees the other), and
-   * so does an object already there holding other bytes (a deleted snapshot's copy, or the tenant's own file).
+   * so does an object already there holding other bytes (a deleted snapshot's copy, or the tenant's own file), and a
+   * name whose object the keys may not look at (`metadataOf` answers undefined): what is there is not known.
    */
-  private async objectNameOf(snapshot: SnapshotEntity, metadataOf: (name: string) => Promise<Record<string, string> | null>): Promise<string> {
+  private async objectNameOf(
+    snapshot: SnapshotEntity,
+    metadataOf: (name: string) => Promise<Record<string, string> | null | undefined>,
+  ): Promise<string> {
     const extension = archiveExtension(snapshot.engineVersion);
     const nameOf = async (of: Pick<SnapshotEntity, 'instanceId' | 'createdAt'>) =>
       exportFileName((await this.instances.reload(of.instanceId))?.name ?? of.instanceId, of.createdAt, extension);
@@ -382,6 +389,7 @@ export class ExportOperationHandler implements OperationHandler {
       if (archiveExtension(other.engineVersion) === extension && (await nameOf(other)) === fileName) return unique;
     }
     const there = await metadataOf(fileName);
+    if (there === undefined) return unique;
     return there === null || there.sha256 === snapshot.sha256 ? fileName : unique;
   }
 

@@ -2,7 +2,8 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DataSource } from 'typeorm';
 import { Keyring, MasterKey } from '../../src/crypto';
@@ -76,5 +77,87 @@ describe('EXPORT clean-up', () => {
     assert.match(line, /InvalidAccessKeyId/, 'the log says why the abort failed');
     assert.ok(!line.includes(ACCESS_KEY_ID), `the log holds the access key id: ${line}`);
     assert.ok(!line.includes(SECRET_ACCESS_KEY), 'the log holds the secret');
+  });
+});
+
+describe('EXPORT with keys that may only write', () => {
+  // The keys docs/s3.md asks for (s3:PutObject, s3:DeleteObject, the multipart actions): no s3:GetObject, so S3
+  // answers a HEAD of any object, there or not, 403 AccessDenied.
+  let endpoint: Server;
+  let url = '';
+  const put: string[] = [];
+  before(async () => {
+    endpoint = createServer((request, response) => {
+      if (request.method !== 'PUT') request.resume();
+      if (request.method === 'HEAD' || request.method === 'GET') {
+        response.writeHead(403, { 'content-type': 'application/xml' }).end();
+      } else if (request.method === 'PUT') {
+        const md5 = createHash('md5');
+        request.on('data', (chunk: Buffer) => md5.update(chunk));
+        request.on('end', () => {
+          put.push((request.url ?? '').split('?')[0]);
+          response.writeHead(200, { etag: `"${md5.digest('hex')}"` }).end();
+        });
+      } else {
+        response.writeHead(200).end();
+      }
+    });
+    await new Promise<void>((resolve) => endpoint.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}`;
+  });
+  after(() => new Promise<void>((resolve) => endpoint.close(() => resolve())));
+
+  it('copies a snapshot, under a name no other copy has', async () => {
+    const destination = {
+      id: '00000000-0000-4000-8000-000000000011',
+      tenantId: '00000000-0000-4000-8000-000000000012',
+      name: 'offsite',
+      url: 's3://tenant-bucket/backups',
+      endpoint: url,
+      region: 'us-east-1',
+      autoExportInstanceIds: [],
+      masterKeyId: '',
+      sealedCredentials: '',
+      createdAt: 0,
+      lastExportAt: null,
+      lastError: null,
+    } satisfies ExportDestinationEntity;
+    const noRepositories = { getRepository: () => ({}) } as unknown as DataSource;
+    const destinations = new ExportDestinationService(noRepositories, new Keyring(MasterKey.generate()), {} as InstanceService, {} as SnapshotService, () => undefined, {
+      retryBaseMs: 1000,
+      allowPrivateAddresses: true,
+    });
+    Object.assign(destination, (destinations as unknown as { seal: (...args: unknown[]) => object }).seal(destination, { accessKeyId: ACCESS_KEY_ID, secretAccessKey: SECRET_ACCESS_KEY }));
+    destinations.byId = async () => destination;
+    const bytes = Buffer.from('an archive');
+    const snapshot = {
+      id: '00000000-0000-4000-8000-000000000013',
+      tenantId: destination.tenantId,
+      instanceId: '00000000-0000-4000-8000-000000000014',
+      status: 'COMPLETED',
+      createdAt: Date.UTC(2026, 0, 2, 3, 4, 5),
+      engineVersion: 'V5',
+      sizeBytes: bytes.length,
+      sha256: createHash('sha256').update(bytes).digest('hex'),
+    };
+    const snapshots = {
+      byId: async () => snapshot,
+      prepareExport: async () => snapshot,
+      openArchive: async () => Readable.from([bytes]),
+      takenInSameSecond: async () => [],
+    } as unknown as SnapshotService;
+    const instances = { reload: async () => ({ name: 'prod' }) } as unknown as InstanceService;
+    const handler = new ExportOperationHandler(destinations, snapshots, instances, createLogger('silent'));
+    const operation = { id: 'op-2', tenantId: destination.tenantId, snapshotId: snapshot.id, params: { destinationId: destination.id, auto: false, retry: 0 } } as unknown as OperationEntity;
+    const context = {
+      progress: () => undefined,
+      signal: new AbortController().signal,
+      saveParams: async () => undefined,
+      enterPointOfNoReturn: async () => undefined,
+    };
+
+    await handler.run(operation, context);
+    // Whether an object is there cannot be told: the copy takes the name that is its own alone.
+    assert.deepEqual(put, [`/tenant-bucket/backups/prod-2026-01-02T03-04-05Z-${snapshot.id}.backup`]);
   });
 });
