@@ -102,6 +102,11 @@ export class BackupService {
   private readonly deferredBases = new Map<string, NodeJS.Timeout>();
   /** Instances whose policy base failed, and how many times in a row (see takeBaseOrRetry). */
   private readonly failedBases = new Map<string, number>();
+  /**
+   * Instances whose base a verification asked for (it found their base damaged) while another base or a snapshot's
+   * capture of them was under way, with the store generation it was for: taken as soon as that ends (rebaseWhenDone).
+   */
+  private readonly rebases = new Map<string, number>();
   private closed = false;
 
   constructor(
@@ -138,6 +143,7 @@ export class BackupService {
       return await this.capturePoint(instance, context, { mayTakeBase: true });
     } finally {
       this.capturing.delete(instance.id);
+      this.rebaseWhenDone(instance.id, false);
       this.reconsiderAfter(instance.id);
     }
   }
@@ -334,10 +340,13 @@ export class BackupService {
     if (this.baseUnderWay(instance.id)) return null;
     const taking = this.baseNow(instance, context);
     this.basing.set(instance.id, taking);
+    let taken: RestorePointEntity | null = null;
     try {
-      return await taking;
+      taken = await taking;
+      return taken;
     } finally {
       this.basing.delete(instance.id);
+      this.rebaseWhenDone(instance.id, taken !== null);
       this.reconsiderAfter(instance.id);
     }
   }
@@ -359,6 +368,7 @@ export class BackupService {
     this.deferredBases.delete(instanceId);
     this.reconsidering.delete(instanceId);
     this.failedBases.delete(instanceId);
+    this.rebases.delete(instanceId);
   }
 
   private async baseNow(instance: InstanceEntity, context: JobContext): Promise<RestorePointEntity | null> {
@@ -946,22 +956,39 @@ export class BackupService {
     if (!epoch || epoch.endedAt !== null) return;
     const instance = await this.instances.reload(damaged.instanceId);
     if (instance?.status !== 'RUNNING') return;
-    // A base already under way is this one when it succeeds. It fails when it had deduplicated against a chunk the
-    // verification found damaged (it cannot put that copy back, nor store the data again): then one is taken after it.
-    const underWay = this.basing.get(instance.id);
-    if (underWay) {
-      void underWay
-        .catch(() => null)
-        .then(async (taken) => {
-          // Not for an instance deleted (or restored) meanwhile: settle() waited for the base under way.
-          const current = taken ? null : await this.instances.reload(instance.id);
-          if (current?.status === 'RUNNING' && current.storeGeneration === instance.storeGeneration) await this.takeBase(current);
-        })
-        .catch((err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed'));
-      return;
-    }
-    // Not awaited: the verification fails now. Set as under way at once, so that a snapshot taken next waits for it.
-    void this.takeBase(instance);
+    this.rebase(instance);
+  }
+
+  /**
+   * Takes a base of the instance now or, while another base or a snapshot's capture of it is under way (one at a
+   * time), as soon as that ends (rebaseWhenDone). Not awaited: the verification fails now. Set as under way at once,
+   * so that a snapshot taken next waits for it.
+   */
+  private rebase(instance: InstanceEntity): void {
+    if (this.baseUnderWay(instance.id)) this.rebases.set(instance.id, instance.storeGeneration);
+    else void this.takeBase(instance);
+  }
+
+  /**
+   * After a base (`based`: it succeeded) or a snapshot's capture of the instance ended: the base a verification asked
+   * for meanwhile. A base under way that succeeds is that base. It fails when it had deduplicated against a chunk the
+   * verification found damaged (it cannot put that copy back, nor store the data again): then one is taken after it,
+   * also when a snapshot that waited for it is still deciding (it ends next, and takes it). A snapshot's capture counts
+   * as no base (one it took of its own, rarely, is followed by another). Not for an instance deleted or restored
+   * meanwhile (forget(), the generation).
+   */
+  private rebaseWhenDone(instanceId: string, based: boolean): void {
+    const generation = this.rebases.get(instanceId);
+    if (generation === undefined) return;
+    if (!based && this.baseUnderWay(instanceId)) return;
+    this.rebases.delete(instanceId);
+    if (based) return;
+    void this.instances
+      .reload(instanceId)
+      .then((current) => {
+        if (current?.status === 'RUNNING' && current.storeGeneration === generation && !this.closed) this.rebase(current);
+      })
+      .catch((err: unknown) => this.logger.warn({ err, instanceId }, 'deciding on a base of the store failed'));
   }
 
   /** A previous release's snapshot: its whole archive read back and checked, frame by frame. */
