@@ -141,8 +141,8 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     closers.push(() => blobs.destroy());
     const keySource = masterKey.path === undefined ? MASTER_KEY_ENV : `The master key file ${masterKey.path}${masterKey.generated ? ' (generated now: there was none)' : ''}`;
     const checkMasterKey = async () => {
-      await assertMasterKeyOpensStoredData(db, rawBlobs, keyring, keySource);
-      await claimCurrentMasterKey(db, keyring, keySource);
+      const { stored } = await assertMasterKeyOpensStoredData(db, rawBlobs, keyring, keySource);
+      await claimCurrentMasterKey(db, keyring, keySource, { mayReplace: !config.databaseUrl && !stored });
     };
     await checkMasterKey().catch(async (error: unknown) => {
       // A key file written by this boot is none of the data's (keys/ was lost, or not restored with the rest): it goes,

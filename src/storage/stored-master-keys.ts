@@ -22,7 +22,7 @@ import { BlobNotFoundError } from './errors';
  * @throws CryptoError when data is stored and none of it is under a master key that the keyring holds (the current one
  *   or a previous one)
  */
-export async function assertMasterKeyOpensStoredData(db: DataSource, blobs: BlobStore, keyring: Keyring, source: string): Promise<void> {
+export async function assertMasterKeyOpensStoredData(db: DataSource, blobs: BlobStore, keyring: Keyring, source: string): Promise<{ stored: boolean }> {
   // A rotation under way (a key named as previous at an earlier boot, not yet forgotten by rotate-master-key): what the
   // sample below finds is no proof, since the chunk keys are rewrapped as they are used and blobs under the old key stay.
   const retired = (await db.getRepository(RetiredMasterKeyEntity).find()).map((row) => row.keyId).filter((keyId) => !keyring.has(keyId));
@@ -51,7 +51,7 @@ export async function assertMasterKeyOpensStoredData(db: DataSource, blobs: Blob
   }
   // Refused only when nothing stored is under a configured key: where an earlier release served with a wrong key for a
   // while, the data is under both, and the right key must still boot.
-  if (found.size === 0 || [...found].some((keyId) => keyring.has(keyId))) return;
+  if (found.size === 0 || [...found].some((keyId) => keyring.has(keyId))) return { stored: found.size > 0 };
   throw new CryptoError(
     `${source} holds master key ${keyring.current.keyId}${describePrevious(keyring)}, ` +
       `but the stored data is encrypted under master key ${[...found].join(', ')}: start with the key the data was written with, ` +
@@ -66,10 +66,16 @@ const CURRENT_SLOT = 'current';
  * stored data above goes by what is stored, and on a deployment that has stored nothing encrypted yet (no snapshot, no
  * change log) it lets any key boot: a replica given a key of its own served beside the others, each sealing its
  * change-log segments and chunk keys under its own key, unreadable to the others. The first boot records its key; a
- * boot that names the recorded key as a previous one moves the deployment to its own (a rotation, docs/operations.md).
+ * boot that names the recorded key as a previous one moves the deployment to its own (a rotation, docs/operations.md), and
+ * so does one with `mayReplace`: a sole server (SQLite metadata) when nothing encrypted is stored.
  * @throws CryptoError when the keyring does not hold the recorded key
  */
-export async function claimCurrentMasterKey(db: DataSource, keyring: Keyring, source: string): Promise<void> {
+export async function claimCurrentMasterKey(
+  db: DataSource,
+  keyring: Keyring,
+  source: string,
+  { mayReplace = false }: { mayReplace?: boolean } = {},
+): Promise<void> {
   const current = keyring.current.keyId;
   const recorded = db.getRepository(CurrentMasterKeyEntity);
   await db.createQueryBuilder().insert().into(CurrentMasterKeyEntity).values({ slot: CURRENT_SLOT, keyId: current, since: Date.now() }).orIgnore().execute();
@@ -77,7 +83,9 @@ export async function claimCurrentMasterKey(db: DataSource, keyring: Keyring, so
   for (let tries = 0; tries < 5; tries++) {
     const row = await recorded.findOneByOrFail({ slot: CURRENT_SLOT });
     if (row.keyId === current) return;
-    if (!keyring.has(row.keyId)) {
+    // A sole server (no other could be writing under the recorded key) with nothing encrypted stored: a key file lost
+    // before anything was written under it strands nothing, and refusing would leave the operator no way on.
+    if (!keyring.has(row.keyId) && !mayReplace) {
       throw new CryptoError(
         `${source} holds master key ${current}${describePrevious(keyring)}, but this deployment's servers write under master key ` +
           `${row.keyId} (since ${new Date(row.since).toISOString()}): give every server the same master key; to move the ` +

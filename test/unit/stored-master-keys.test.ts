@@ -75,6 +75,12 @@ function storedMasterKeysSuite(adminUrl: () => string | undefined) {
     await claim(right);
   });
 
+  it('lets a sole server with nothing encrypted stored take another key (its key file was lost)', async () => {
+    await claimCurrentMasterKey(db, right, 'SNAPGRAPH_MASTER_KEY');
+    await claimCurrentMasterKey(db, wrong, 'SNAPGRAPH_MASTER_KEY', { mayReplace: true });
+    await assert.rejects(claimCurrentMasterKey(db, right, 'SNAPGRAPH_MASTER_KEY'), new RegExp(`write under master key ${wrong.current.keyId}`));
+  });
+
   it("refuses a key other than the one tenants' chunk keys are sealed under, naming both key ids", async () => {
     await new TenantChunkKeys(blobs, db, right).get(randomUUID());
     await check(right);
