@@ -17,6 +17,35 @@ import type { SnapshotService } from '../../src/services/snapshot.service';
 const ACCESS_KEY_ID = 'AKIATENANTKEY0000001';
 const SECRET_ACCESS_KEY = 'tenant-secret-0123456789abcdefghij';
 
+/**
+ * A destination at the stand-in endpoint `url`, its keys sealed, and a service that finds it by id without a database.
+ * `n` tells the ids of one test's rows from another's.
+ */
+function destinationAt(url: string, n: number): { destination: ExportDestinationEntity; destinations: ExportDestinationService } {
+  const destination = {
+    id: `00000000-0000-4000-8000-0000000000${n}1`,
+    tenantId: `00000000-0000-4000-8000-0000000000${n}2`,
+    name: 'offsite',
+    url: 's3://tenant-bucket/backups',
+    endpoint: url,
+    region: 'us-east-1',
+    autoExportInstanceIds: [],
+    masterKeyId: '',
+    sealedCredentials: '',
+    createdAt: 0,
+    lastExportAt: null,
+    lastError: null,
+  } satisfies ExportDestinationEntity;
+  const noRepositories = { getRepository: () => ({}) } as unknown as DataSource;
+  const destinations = new ExportDestinationService(noRepositories, new Keyring(MasterKey.generate()), {} as InstanceService, {} as SnapshotService, () => undefined, {
+    retryBaseMs: 1000,
+    allowPrivateAddresses: true,
+  });
+  Object.assign(destination, (destinations as unknown as { seal: (...args: unknown[]) => object }).seal(destination, { accessKeyId: ACCESS_KEY_ID, secretAccessKey: SECRET_ACCESS_KEY }));
+  destinations.byId = async () => destination;
+  return { destination, destinations };
+}
+
 describe('EXPORT clean-up', () => {
   let endpoint: Server;
   let url = '';
@@ -46,27 +75,7 @@ describe('EXPORT clean-up', () => {
         },
       }) as never,
     );
-    const destination = {
-      id: '00000000-0000-4000-8000-000000000001',
-      tenantId: '00000000-0000-4000-8000-000000000002',
-      name: 'offsite',
-      url: 's3://tenant-bucket/backups',
-      endpoint: url,
-      region: 'us-east-1',
-      autoExportInstanceIds: [],
-      masterKeyId: '',
-      sealedCredentials: '',
-      createdAt: 0,
-      lastExportAt: null,
-      lastError: null,
-    } satisfies ExportDestinationEntity;
-    const noRepositories = { getRepository: () => ({}) } as unknown as DataSource;
-    const destinations = new ExportDestinationService(noRepositories, new Keyring(MasterKey.generate()), {} as InstanceService, {} as SnapshotService, () => undefined, {
-      retryBaseMs: 1000,
-      allowPrivateAddresses: true,
-    });
-    Object.assign(destination, (destinations as unknown as { seal: (...args: unknown[]) => object }).seal(destination, { accessKeyId: ACCESS_KEY_ID, secretAccessKey: SECRET_ACCESS_KEY }));
-    destinations.byId = async () => destination;
+    const { destination, destinations } = destinationAt(url, 1);
     const handler = new ExportOperationHandler(destinations, {} as SnapshotService, {} as InstanceService, log);
     const operation = { id: 'op-1', params: { destinationId: destination.id, auto: false, retry: 0, write: { fileName: 'g.backup', uploadId: 'u-1' } } } as unknown as OperationEntity;
 
@@ -108,32 +117,12 @@ describe('EXPORT with keys that may only write', () => {
   after(() => new Promise<void>((resolve) => endpoint.close(() => resolve())));
 
   it('copies a snapshot, under a name no other copy has', async () => {
-    const destination = {
-      id: '00000000-0000-4000-8000-000000000011',
-      tenantId: '00000000-0000-4000-8000-000000000012',
-      name: 'offsite',
-      url: 's3://tenant-bucket/backups',
-      endpoint: url,
-      region: 'us-east-1',
-      autoExportInstanceIds: [],
-      masterKeyId: '',
-      sealedCredentials: '',
-      createdAt: 0,
-      lastExportAt: null,
-      lastError: null,
-    } satisfies ExportDestinationEntity;
-    const noRepositories = { getRepository: () => ({}) } as unknown as DataSource;
-    const destinations = new ExportDestinationService(noRepositories, new Keyring(MasterKey.generate()), {} as InstanceService, {} as SnapshotService, () => undefined, {
-      retryBaseMs: 1000,
-      allowPrivateAddresses: true,
-    });
-    Object.assign(destination, (destinations as unknown as { seal: (...args: unknown[]) => object }).seal(destination, { accessKeyId: ACCESS_KEY_ID, secretAccessKey: SECRET_ACCESS_KEY }));
-    destinations.byId = async () => destination;
+    const { destination, destinations } = destinationAt(url, 2);
     const bytes = Buffer.from('an archive');
     const snapshot = {
-      id: '00000000-0000-4000-8000-000000000013',
+      id: '00000000-0000-4000-8000-000000000023',
       tenantId: destination.tenantId,
-      instanceId: '00000000-0000-4000-8000-000000000014',
+      instanceId: '00000000-0000-4000-8000-000000000024',
       status: 'COMPLETED',
       createdAt: Date.UTC(2026, 0, 2, 3, 4, 5),
       engineVersion: 'V5',
