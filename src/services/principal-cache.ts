@@ -80,12 +80,11 @@ export class PrincipalCache {
 
   /**
    * The result of a database check of `checked` that began at `began` (performance.now()): keys not in `active` are
-   * forgotten, and so are entries whose role is not the one `active` gives their key (when it gives roles: a role
-   * changed in the database); the entries of the others may be answered for freshMs from `began`.
+   * forgotten, and so are entries whose role is not the one `active` gives their key (a role changed in the database);
+   * the entries of the others may be answered for freshMs from `began`.
    */
-  confirm(checked: string[], active: ReadonlySet<string> | ReadonlyMap<string, Role>, began: number): void {
-    const holds = (principal: Principal) =>
-      active instanceof Map ? active.get(principal.apiKeyId) === principal.role : active.has(principal.apiKeyId);
+  confirm(checked: string[], active: ReadonlyMap<string, Role>, began: number): void {
+    const holds = (principal: Principal) => active.get(principal.apiKeyId) === principal.role;
     const inCheck = new Set(checked);
     let forgot = checked.some((id) => !active.has(id));
     for (const [hash, entry] of this.entries) {

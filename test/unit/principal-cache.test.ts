@@ -35,7 +35,7 @@ describe('PrincipalCache', () => {
     await cache.get('b', read('kb'));
     assert.deepEqual(cache.keyIds().sort(), ['ka', 'kb']);
     await sleep(80);
-    cache.confirm(['ka', 'kb'], new Set(['ka']), performance.now());
+    cache.confirm(['ka', 'kb'], new Map([['ka', 'ADMIN' as const]]), performance.now());
     assert.deepEqual(cache.keyIds(), ['ka']);
     await sleep(40);
     await cache.get('a', read('ka'));
@@ -70,7 +70,7 @@ describe('PrincipalCache', () => {
       return principal('ka');
     };
     await cache.get('a', read);
-    cache.confirm(['ka'], new Set(['ka']), began);
+    cache.confirm(['ka'], new Map([['ka', 'ADMIN' as const]]), began);
     await cache.get('a', read);
     assert.equal(reads, 1);
   });
