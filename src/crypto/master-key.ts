@@ -1,11 +1,11 @@
 // The master key wraps every blob's data key. It is loaded once at boot and never leaves
 // this object: logs, JSON and util.inspect see only its key id.
 import { createCipheriv, createDecipheriv, createHash, createSecretKey, KeyObject, randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { inspect } from 'node:util';
 
-import { createFileOnce, fsyncCreatedDirectories } from '../storage/durable-fs';
+import { createFileOnce, fsyncCreatedDirectories, readTextIfExists } from '../storage/durable-fs';
 import { CryptoError } from './errors';
 
 export const MASTER_KEY_ENV = 'SNAPGRAPH_MASTER_KEY';
@@ -151,14 +151,8 @@ function parseKeyText(text: string, source: string): MasterKey {
 }
 
 async function readKeyFile(path: string): Promise<MasterKey | null> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
-  return parseKeyText(text, `Master key file ${path}`);
+  const text = await readTextIfExists(path);
+  return text === null ? null : parseKeyText(text, `Master key file ${path}`);
 }
 
 /**

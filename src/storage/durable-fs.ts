@@ -1,6 +1,6 @@
 // Small file-system helpers: making changes survive a crash, and asking whether a path is there.
 import { randomBytes } from 'node:crypto';
-import { link, lstat, open, rm } from 'node:fs/promises';
+import { link, lstat, open, readFile, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /**
@@ -48,6 +48,16 @@ export async function pathExists(path: string): Promise<boolean> {
       throw error;
     },
   );
+}
+
+/** The text of the file at `path`, or null when there is none (createFileOnce's counterpart: a winner's file). */
+export async function readTextIfExists(path: string): Promise<string | null> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
 }
 
 /**

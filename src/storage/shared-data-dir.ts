@@ -5,12 +5,12 @@
 // So the first boot marks the data dir (deployment.id, a random id, recorded in the metadata database too), and a boot
 // on a dir without that mark is refused.
 import { randomUUID } from 'node:crypto';
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 
 import { SharedDataDirEntity } from '../entities/shared-data-dir.entity';
-import { createFileOnce } from './durable-fs';
+import { createFileOnce, readTextIfExists } from './durable-fs';
 
 /** The file in the data dir that holds its id. */
 export const DATA_DIR_MARK = 'deployment.id';
@@ -56,13 +56,8 @@ function mismatch(dataDir: string, path: string, found: string | null, expected:
 }
 
 async function readMark(path: string): Promise<string | null> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
+  const text = await readTextIfExists(path);
+  if (text === null) return null;
   const mark = text.trim();
   if (!DATA_DIR_ID.test(mark)) throw new DataDirMismatchError(`${path} does not hold a data dir id (a UUID)`);
   return mark;
