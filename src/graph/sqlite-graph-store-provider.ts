@@ -69,14 +69,8 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
   }
 
   /** Retires the instance's cached stores whose file was removed or replaced (by another process) since they opened it. */
-  private async retireReplaced(instanceId: string): Promise<void> {
-    const dir = this.dirOf(instanceId) + '/';
-    for (const [key, entry] of this.open) {
-      if (!key.startsWith(dir) || entry.retired || entry.identity === null) continue;
-      if ((await fileIdentity(key)) === entry.identity) continue;
-      entry.replaced = true;
-      await this.retire(key, entry);
-    }
+  private retireReplaced(instanceId: string): Promise<void> {
+    return this.retireChangedUnder(this.dirOf(instanceId) + '/');
   }
 
   /**
@@ -85,9 +79,14 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
    * deleted by another replica) stayed open otherwise, its deleted files' disk space and descriptors held until the
    * process ended. Run periodically beside other replicas.
    */
-  async retireRemoved(): Promise<void> {
+  retireRemoved(): Promise<void> {
+    return this.retireChangedUnder('');
+  }
+
+  /** Retires the cached stores under `prefix` whose file is no longer the one they opened. */
+  private async retireChangedUnder(prefix: string): Promise<void> {
     for (const [key, entry] of [...this.open]) {
-      if (entry.retired || entry.identity === null) continue;
+      if (!key.startsWith(prefix) || entry.retired || entry.identity === null) continue;
       if ((await fileIdentity(key)) === entry.identity) continue;
       entry.replaced = true;
       await this.retire(key, entry);
