@@ -3,7 +3,7 @@ import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 import type { AppConfig } from './config/app-config';
-import { createMetadataDataSource } from './entities/data-source';
+import { openMetadataDatabase, runMetadataMigrations } from './entities/data-source';
 import { InstanceEntity } from './entities/instance.entity';
 import { RESTORE_KINDS } from './entities/operation.entity';
 import { type TenantDataVersion, tenantDataVersion } from './entities/tenant-data-version';
@@ -79,12 +79,17 @@ async function finishDeletions(instances: InstanceService, all: boolean, logger:
 
 /**
  * Removes the scratch copies a crash left (a store an export or verification materialised, a copy a base was cut
- * from): as large as their graphs, and in plaintext. Alone on the data dir, all of them; beside other processes, which
+ * from, a store a restore replaced): as large as their graphs, and in plaintext. Alone on the data dir, all of them; beside other processes, which
  * may be making one now, those untouched for `untouchedForMs`.
  */
 async function removeCrashLeftovers(db: DataSource, stores: SqliteGraphStoreProvider, scratchDir: string, logger: Logger, untouchedForMs: number): Promise<void> {
-  const owned = new Set((await db.getRepository(InstanceEntity).find({ select: { id: true } })).map((row) => row.id));
+  const instances = await db.getRepository(InstanceEntity).find({ select: { id: true, storeGeneration: true } });
+  const owned = new Set(instances.map((row) => row.id));
   const stray = await stores.removeUnowned(owned, { untouchedForMs });
+  // The stores a restore replaced: its swap commits with its SUCCEEDED and removes the old store right after, so a crash
+  // in between left the instance's old data there until its next restore. A generation below the one the row names is
+  // never used again (a restore builds its new store above it), whatever other processes are doing.
+  for (const { id, storeGeneration } of instances) await stores.removeGenerationsBefore(id, storeGeneration);
   const cutoff = Date.now() - untouchedForMs;
   const scratch: string[] = [];
   for (const name of await readdir(scratchDir).catch(() => [] as string[])) {
@@ -100,14 +105,13 @@ async function removeCrashLeftovers(db: DataSource, stores: SqliteGraphStoreProv
 export async function createApp(config: AppConfig, logger: Logger): Promise<App> {
   const tightened = await makeDataDirPrivate(config.dataDir);
   if (tightened > 0) logger.warn({ dataDir: config.dataDir, entries: tightened }, 'made the data dir readable by its owner only');
-  const db = createMetadataDataSource(config);
-  await db.initialize();
+  const db = await openMetadataDatabase(config);
   const closers: (() => Promise<unknown>)[] = [() => db.destroy()];
   const closeAll = async () => {
     for (const close of closers.reverse()) await close().catch((error) => logger.error({ err: error }, 'error while closing'));
   };
   try {
-    const migrations = await db.runMigrations({ transaction: 'each' });
+    const migrations = await runMetadataMigrations(db);
     if (migrations.length > 0) logger.info({ migrations: migrations.map((m) => m.name) }, 'metadata migrations applied');
     // Replicas serve the instances' stores from one shared data dir: a server on another one is refused.
     if (config.databaseUrl) await assertSharedDataDir(db, config.dataDir);
@@ -154,7 +158,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     });
     await recordRetiredMasterKeys(db, keyring);
     if (keyring.keyIds.length > 1) {
-      logger.info({ current: keyring.current.keyId, keyIds: keyring.keyIds }, 'previous master keys configured: they only decrypt; `snapgraph rotate-master-key` moves what is under them');
+      logger.info({ current: keyring.current.keyId, previous: keyring.keyIds.filter((id) => id !== keyring.current.keyId) }, 'previous master keys configured: they only decrypt; `snapgraph rotate-master-key` moves what is under them');
     }
     if (masterKey.generated) logger.warn({ path: masterKey.path }, 'generated a new master key for encryption at rest; back it up');
     // Alone on the data (embedded SQLite), every temp blob is a crash's leftover; with replicas sharing it, only
@@ -175,10 +179,13 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       tickMs: config.logShipIntervalMs,
       segmentBytes: config.logSegmentBytes,
     });
+    // Before any store is opened for use: one a power loss rolled back is found as it opens (see checkOpened).
+    stores.onOpen((instanceId, store) => changeLog.checkOpened(instanceId, store));
     const graph = new GraphService(instances, changeLog, logger);
     const chunks = new ChunkStore(rawBlobs, db, new TenantChunkKeys(rawBlobs, db, keyring), {
       workers: config.chunkWorkers,
       compression: config.chunkCompression,
+      collectGraceMs: config.collectGraceMs,
     });
     closers.push(() => chunks.close());
     const backups = new BackupService(db, chunks, blobs, stores, instances, changeLog, logger, metrics, {

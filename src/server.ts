@@ -7,7 +7,7 @@ import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHt
 import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { expressMiddleware } from '@as-integrations/express5';
 import express, { type RequestHandler } from 'express';
-import type { ExecutionResult, FormattedExecutionResult, GraphQLSchema } from 'graphql';
+import { type ExecutionResult, type FormattedExecutionResult, GraphQLError, type GraphQLSchema } from 'graphql';
 import type { Context as WsContext } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -138,6 +138,11 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       schema,
       // Parsed, limited and validated here: graphql-ws's own parse would close the socket on a syntax error.
       onSubscribe: (ctx, _id, payload) => {
+        // A socket the server is closing (its key revoked or its role changed, a shutdown) runs nothing more: ws goes on
+        // reading it until its client answers the close, which a client may hold back for ws's close timeout (30 s),
+        // sending operations that would otherwise run as the key it was opened with.
+        const { socket } = ctx.extra;
+        if (socket.readyState !== socket.OPEN) return [unauthenticated('this connection is closing; connect again')];
         const checked = checkOperation(payload);
         if (Array.isArray(checked)) {
           const errorCodes = [...new Set(checked.map((error) => String(formatError(error.toJSON(), exposure).extensions?.code)))];
@@ -216,15 +221,22 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   await apollo.start();
 
   const corsHeaders = cors(config.corsOrigins);
+  /** A request refused before Apollo sees it: its X-Request-Id echoed, one log line under it, the JSON error body. */
+  const refuseBeforeApollo = (req: express.Request, res: express.Response, status: number, error: GraphQLError, reason: string) => {
+    const requestId = requestIdFrom(req.headers['x-request-id']);
+    res.setHeader('x-request-id', requestId);
+    res.setHeader('cache-control', 'no-store');
+    logRefusal(logger, app.metrics, { requestId, status, errorCode: String(error.extensions.code), reason });
+    sendGraphQLRefusal(req, res, status, [error], exposure);
+  };
   const graphqlHandlers: RequestHandler[] = [
-    createUploadMiddleware(config, async (authorization) => Boolean(await authenticate(authorization).catch(() => null))),
+    createUploadMiddleware(
+      config,
+      async (authorization) => Boolean(await authenticate(authorization).catch(() => null)),
+      (req, res, status, code, message) => refuseBeforeApollo(req, res, status, new GraphQLError(message, { extensions: { code } }), 'upload'),
+    ),
     jsonBody(config.maxBodyBytes),
-    queryGuard(limits, (req, res, error) => {
-      const requestId = requestIdFrom(req.headers['x-request-id']);
-      res.setHeader('x-request-id', requestId);
-      logRefusal(logger, app.metrics, { requestId, status: 400, errorCode: 'BAD_USER_INPUT', reason: String(error.extensions.limit) });
-      sendGraphQLRefusal(req, res, 400, [error], exposure);
-    }),
+    queryGuard(limits, (req, res, error) => refuseBeforeApollo(req, res, 400, error, String(error.extensions.limit))),
     expressMiddleware(apollo, {
       context: async ({ req, res }): Promise<ApiContext> => {
         const requestId = requestIdFrom(req.headers['x-request-id']);

@@ -9,7 +9,9 @@
 // Then an export link of a snapshot of the restored instance is downloaded with curl, interleaved with the same bytes
 // from a minimal Node file server (fs.createReadStream). Every server runs in its own process; --pairs (default 3)
 // pairs of each, each measurement after `sync`; median and range printed, with the ratios and the server's peak RSS
-// per part, and where each restore's time went (its phases).
+// per part, and where each restore's time went (its phases). Beside each baseline, the floor of a restore: the same
+// number of such nodes inserted by a bare SQLite in a process of its own (sqlite-floor.ts); baseline + floor is the
+// least that "accepted and restored" could take with any store built on SQLite.
 //
 //   npm run bench:transfer -- [--size 256] [--pairs 3] [--tus-chunk 64]
 //
@@ -40,6 +42,12 @@ async function startBaseline(mode: 'upload' | 'serve', target: string): Promise<
     if (port) return { url: `http://127.0.0.1:${port[1]}`, child };
   }
   throw new Error(`the ${mode} baseline did not start`);
+}
+
+/** sqlite-floor.ts in its own process: the milliseconds a bare SQLite takes to insert `nodes` such rows. */
+async function sqliteFloor(file: string, nodes: number): Promise<number> {
+  const { stdout } = await run(process.execPath, [join(__dirname, 'sqlite-floor.js'), file, String(nodes)], { maxBuffer: 1024 * 1024 });
+  return Number(stdout.trim());
 }
 
 async function timed(work: () => Promise<unknown>): Promise<number> {
@@ -102,6 +110,8 @@ async function tusUpload(server: Server, archive: string, instanceId: string, st
 
 interface UploadFigures {
   baseline: number[];
+  /** A bare SQLite inserting the archive's rows (sqlite-floor.ts), measured beside the baseline. */
+  sqliteFloor: number[];
   accepted: number[];
   restored: number[];
 }
@@ -115,6 +125,9 @@ function report(name: string, bytes: number, figures: UploadFigures): void {
   console.log(`  accepted and restored:    ${spread(figures.restored, secs)}`);
   console.log(`  accept / baseline:        ${spread(ratios(figures.accepted), (r) => `${r.toFixed(2)}×`)}   (target ≤ 2×)`);
   console.log(`  restored / baseline:      ${spread(ratios(figures.restored), (r) => `${r.toFixed(2)}×`)}   (target ≤ 4×)`);
+  console.log(`  bare SQLite insert:       ${spread(figures.sqliteFloor, secs)}`);
+  const floors = figures.sqliteFloor.map((ms, i) => ms + figures.baseline[i]);
+  console.log(`  (baseline + insert) / baseline: ${spread(ratios(floors), (r) => `${r.toFixed(2)}×`)}   (the floor of restored / baseline)`);
 }
 
 async function main() {
@@ -136,9 +149,9 @@ async function main() {
     const rss = rssSampler(server.child.pid!);
     const baselineUpload = () => timed(() => curl(['-T', archive, `${uploadBaseline.url}/upload`]));
 
-    const multipart: UploadFigures = { baseline: [], accepted: [], restored: [] };
-    const tus: UploadFigures = { baseline: [], accepted: [], restored: [] };
-    const tusChunked: UploadFigures = { baseline: [], accepted: [], restored: [] };
+    const multipart: UploadFigures = { baseline: [], sqliteFloor: [], accepted: [], restored: [] };
+    const tus: UploadFigures = { baseline: [], sqliteFloor: [], accepted: [], restored: [] };
+    const tusChunked: UploadFigures = { baseline: [], sqliteFloor: [], accepted: [], restored: [] };
     const paths = [['multipart', multipart], ['tus', tus], ...(tusChunkMiB > 0 ? [['tus-chunked', tusChunked] as const] : [])] as const;
     let restoredInstance = '';
     for (let pair = 0; pair < pairs; pair++) {
@@ -149,6 +162,8 @@ async function main() {
         await settleDisk();
         figures.baseline.push(await baselineUpload());
         await settleDisk();
+        figures.sqliteFloor.push(await sqliteFloor(join(work, 'floor.sqlite'), nodes));
+        await settleDisk();
         const { accepted, restored, phases } =
           path === 'multipart'
             ? await multipartUpload(server, archive, instanceId, rss)
@@ -156,7 +171,7 @@ async function main() {
         figures.accepted.push(accepted);
         figures.restored.push(restored);
         restoredInstance = instanceId;
-        console.log(`  ${path} ${pair + 1}: baseline ${secs(figures.baseline.at(-1)!)}, accepted ${secs(accepted)}, restored ${secs(restored)} (${phaseTimes(phases)})`);
+        console.log(`  ${path} ${pair + 1}: baseline ${secs(figures.baseline.at(-1)!)}, bare SQLite insert ${secs(figures.sqliteFloor.at(-1)!)}, accepted ${secs(accepted)}, restored ${secs(restored)} (${phaseTimes(phases)})`);
       }
     }
 

@@ -11,6 +11,9 @@ const run = promisify(execFile);
 
 export const curl = (args: string[]) => run('curl', ['-sS', '--fail-with-body', ...args], { maxBuffer: 16 * 1024 * 1024 });
 
+/** The properties of node `id` of writeRandomTextArchive: 768 random bytes as base64, and two small fields. */
+export const randomTextProperties = (id: number) => ({ name: `blob-${id}`, size: id % 4096, payload: randomBytes(768).toString('base64') });
+
 /**
  * An archive of about `sizeBytes` whose nodes' properties are mostly random text (1 KiB of random bytes as base64,
  * plus a few small fields): deflate saves about a quarter, so the archive is about as large as the data it restores.
@@ -29,8 +32,7 @@ export async function writeRandomTextArchive(path: string, sizeBytes: number): P
   for (let start = 1; start <= nodes; start += 2_000) {
     const lines: string[] = [];
     for (let id = start; id < Math.min(start + 2_000, nodes + 1); id++) {
-      const payload = randomBytes(768).toString('base64');
-      lines.push(JSON.stringify(['N', String(id), ['Blob'], { name: `blob-${id}`, size: id % 4096, payload }]));
+      lines.push(JSON.stringify(['N', String(id), ['Blob'], randomTextProperties(id)]));
     }
     await writer.writeEncoded({ kind: 'node', lines });
   }

@@ -17,20 +17,33 @@ export function checkWebSocketOperation(schema: GraphQLSchema, limits: QueryLimi
   const check = checkOperation(schema, limits, options);
   const accepted = new Map<string, ExecutionArgs>();
   return (payload) => {
-    const key = JSON.stringify([payload.query, payload.operationName ?? null, payload.variables ?? null]);
-    const known = accepted.get(key);
+    const key = keyOf(payload);
+    const known = key === null ? undefined : accepted.get(key);
     if (known) {
-      accepted.delete(key);
-      accepted.set(key, known); // most recently used last
+      accepted.delete(key!);
+      accepted.set(key!, known); // most recently used last
       return { ...known };
     }
     const checked = check(payload);
-    if (!Array.isArray(checked) && key.length <= MAX_CACHED_KEY_LENGTH) {
+    if (!Array.isArray(checked) && key !== null && key.length <= MAX_CACHED_KEY_LENGTH) {
       accepted.set(key, checked);
       if (accepted.size > CACHED_OPERATIONS) accepted.delete(accepted.keys().next().value!);
     }
     return Array.isArray(checked) ? checked : { ...checked };
   };
+}
+
+/**
+ * What an accepted operation is remembered under; null when its variables cannot be written down (nested deeper than
+ * JSON.stringify's stack allows, which JSON.parse read without trouble): such an operation is checked as any other,
+ * never remembered. Thrown here, the RangeError closed the whole socket (4500) with graphql-ws's stack trace on stderr.
+ */
+function keyOf(payload: SubscribePayload): string | null {
+  try {
+    return JSON.stringify([payload.query, payload.operationName ?? null, payload.variables ?? null]);
+  } catch {
+    return null;
+  }
 }
 
 function checkOperation(schema: GraphQLSchema, limits: QueryLimits, options: { introspection: boolean }): WebSocketOperationCheck {

@@ -98,21 +98,48 @@ export function tarEntryNames(bytes: Buffer): string[] {
   return tarEntriesIn(bytes).map((entry) => entry.name);
 }
 
-/** The entries whose headers `bytes` (the start of a tar) holds whole: name, where the content starts, its size. */
+/**
+ * The entries whose headers `bytes` (the start of a tar) holds whole: name, where the content starts, its size. The
+ * headers that only describe the entry after them, or the whole tar (pax extended headers, GNU long names), are not
+ * entries: GNU tar --format=posix writes one before every file, named ./PaxHeaders/<file>, and macOS tar one before
+ * every file with extended attributes, PaxHeader/<file>, which a name's extension would take for the file itself. The
+ * whole name they give (a path over 100 bytes: GNU tar's ././@LongLink, pax's path) is the entry's.
+ */
 export function tarEntriesIn(bytes: Buffer): Array<{ name: string; contentOffset: number; size: number }> {
   const entries: Array<{ name: string; contentOffset: number; size: number }> = [];
   let offset = 0;
+  /** The next entry's whole name, when a header before it gave one: its own holds 100 bytes of it. */
+  let longName: string | undefined;
   while (offset + TAR_BLOCK <= bytes.length) {
     const block = bytes.subarray(offset, offset + TAR_BLOCK);
     if (!isTarHeader(block)) break;
-    const name = cString(block, 0, 100);
-    const prefix = block.subarray(257, 262).toString('latin1') === 'ustar' ? cString(block, 345, 155) : '';
     const size = parseTarNumber(block.subarray(124, 136));
-    entries.push({ name: prefix ? `${prefix}/${name}` : name, contentOffset: offset + TAR_BLOCK, size: size ?? 0 });
+    const content = size === undefined ? Buffer.alloc(0) : bytes.subarray(offset + TAR_BLOCK, offset + TAR_BLOCK + size);
+    if (block[156] === GNU_LONG_NAME) {
+      longName = cString(content, 0, content.length);
+    } else if (block[156] === PAX_HEADER) {
+      longName = paxPath(content) ?? longName;
+    } else if (!METADATA_TYPES.has(block[156])) {
+      const name = cString(block, 0, 100);
+      const prefix = block.subarray(257, 262).toString('latin1') === 'ustar' ? cString(block, 345, 155) : '';
+      entries.push({ name: longName ?? (prefix ? `${prefix}/${name}` : name), contentOffset: offset + TAR_BLOCK, size: size ?? 0 });
+      longName = undefined;
+    }
     if (size === undefined) break;
     offset += TAR_BLOCK + Math.ceil(size / TAR_BLOCK) * TAR_BLOCK;
   }
   return entries;
+}
+
+/** Typeflags of headers about other entries: pax extended (x) and global (g) headers, GNU long names and links (L, K). */
+const METADATA_TYPES = new Set(['x', 'g', 'L', 'K'].map((flag) => flag.charCodeAt(0)));
+const PAX_HEADER = 'x'.charCodeAt(0);
+const GNU_LONG_NAME = 'L'.charCodeAt(0);
+
+/** The `path` record of a pax extended header ("<length> path=<name>\n" records), if it holds one whole. */
+function paxPath(content: Buffer): string | undefined {
+  const match = /(?:^|\n)\d+ path=([^\n]*)\n/.exec(content.toString('utf8'));
+  return match?.[1];
 }
 
 /** A tar header block: its checksum field matches its bytes (the ustar magic is optional). */

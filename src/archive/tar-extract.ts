@@ -7,7 +7,8 @@ import { isNeo4jStorePath, NEO4J_DUMP_MESSAGE, sniffFileType, SNIFF_LENGTH, WHAT
 
 /**
  * The first entry of the tar `input` whose content starts with the archive magic (or that `accepts`: another
- * format a restore reads), as a byte stream. Entries before it that are not archives are skipped; entries after it are not read.
+ * format a restore reads), as a byte stream. Entries before it that are not archives are skipped; the stream fails once
+ * the entry is read when an entry after it is one too (a restore reads one file).
  * Rejects with NOT_AN_ARCHIVE when the tar holds no archive (or is not a tar), and NEO4J_DUMP
  * when it holds Neo4j store files or a Neo4j dump. A tar cut off inside the archive entry is
  * TRUNCATED: the rejection of this call, or the error of the returned stream.
@@ -32,8 +33,9 @@ export async function extractArchiveFromTar(input: Readable, accepts: (head: Buf
       }
       const chunks = entry[Symbol.asyncIterator]() as Chunks;
       const head = await readHead(chunks, SNIFF_LENGTH, tar);
+      const restorable = (entryHead: Buffer) => sniffFileType(entryHead) === 'snapgraph-archive' || accepts(entryHead);
       const type = sniffFileType(head);
-      if (type === 'snapgraph-archive' || accepts(head)) return Readable.from(tar.streamEntry(head, chunks), { objectMode: false });
+      if (restorable(head)) return Readable.from(tar.streamEntry(name, head, chunks, restorable), { objectMode: false });
       if (type === 'neo4j-dump') {
         throw new ArchiveError('NEO4J_DUMP', `The tar file holds a Neo4j dump (${name}). ${NEO4J_DUMP_MESSAGE}`);
       }
@@ -44,6 +46,14 @@ export async function extractArchiveFromTar(input: Readable, accepts: (head: Buf
     tar.close();
     throw err;
   }
+}
+
+/** Why a tar holding two files a restore reads (`first` and `second`, in tar order) is not restored. */
+export function secondFileProblem(first: string, second: string): string {
+  return (
+    `The tar file holds more than one file to restore (${first} and ${second}); a restore reads one file holding ` +
+    'the whole graph. Upload that file (apoc.export.cypher.all writes one unless told separateFiles: true).'
+  );
 }
 
 /** tar-stream 3 streams are streamx streams: async iterable, but not Node streams. */
@@ -80,17 +90,43 @@ class TarReader {
     }
   }
 
-  async *streamEntry(head: Buffer, chunks: Chunks): AsyncGenerator<Buffer> {
+  /**
+   * The entry `name`, then a check of the entries after it: a tar holding a second file a restore reads (APOC's
+   * separateFiles export: schema, nodes, relationships and clean-up in four scripts) would restore its first alone.
+   */
+  async *streamEntry(name: string, head: Buffer, chunks: Chunks, restorable: (head: Buffer) => boolean): AsyncGenerator<Buffer> {
     try {
       if (head.length > 0) yield head;
       for (;;) {
         const { value, done } = await this.nextChunk(chunks);
-        if (done) return;
+        if (done) break;
         yield value;
+      }
+      const second = await this.nextRestorableEntry(restorable);
+      if (second !== undefined) {
+        throw new ArchiveError('INVALID_RECORD', secondFileProblem(name, second));
       }
     } finally {
       this.close();
     }
+  }
+
+  /**
+   * The name of the next entry `restorable` accepts. A damaged or cut tail ends the search: the entry before it was
+   * read whole, and what follows it is no part of it.
+   */
+  private async nextRestorableEntry(restorable: (head: Buffer) => boolean): Promise<string | undefined> {
+    try {
+      for (let entry = await this.nextEntry(); entry; entry = await this.nextEntry()) {
+        const chunks = entry[Symbol.asyncIterator]() as Chunks;
+        const isFile = entry.header.type === 'file' || entry.header.type === 'contiguous-file';
+        if (isFile && restorable(await readHead(chunks, SNIFF_LENGTH, this))) return entry.header.name;
+        await drainIterator(chunks, this);
+      }
+    } catch (err) {
+      if (this.inputError !== undefined && err === this.inputError) throw err;
+    }
+    return undefined;
   }
 
   async nextChunk(chunks: Chunks): Promise<IteratorResult<Buffer>> {

@@ -113,22 +113,35 @@ export class ChunkReader {
       report.packs += 1;
       const packs = new PackReader(this.context.blobs, tenantId);
       try {
-        const { entries } = await readPackEntries(packs, keys, packId);
-        for (const location of used) {
-          const entry = entries.find((candidate) => candidate.id === location.id);
-          if (!entry || entry.offset !== location.offset || entry.length !== location.length || entry.plainLength !== location.plainLength) {
-            report.damage.push(new ChunkIntegrityError(packId, location.id, 'the index does not match the pack trailer'));
+        // The copies the index points at: another entry of the trailer is a chunk collected meanwhile (or a copy a
+        // concurrent writer stored too), dead bytes that no read reaches and repacking drops, whose damage harms nothing.
+        const indexed = await this.context.db.getRepository(ChunkEntity).find({
+          select: { id: true, packId: true, offset: true, length: true, plainLength: true },
+          where: { tenantId, packId },
+          order: { offset: 'ASC' },
+        });
+        let live: ChunkLocation[];
+        let segmentBytes = SEGMENT_BYTES;
+        try {
+          const { entries } = await readPackEntries(packs, keys, packId);
+          for (const location of used) {
+            const entry = entries.find((candidate) => candidate.id === location.id);
+            if (!entry || entry.offset !== location.offset || entry.length !== location.length || entry.plainLength !== location.plainLength) {
+              report.damage.push(new ChunkIntegrityError(packId, location.id, 'the index does not match the pack trailer'));
+            }
           }
+          const at = new Set(indexed.map((row) => `${row.id}@${row.offset}`));
+          live = entries.filter((entry) => at.has(`${entry.id}@${entry.offset}`)).map((entry) => ({ ...entry, packId }));
+        } catch (error) {
+          if (!(error instanceof ChunkIntegrityError)) throw error;
+          report.damage.push(error);
+          // A chunk is read without the trailer: each indexed one is still opened, so that those the damage reached (all
+          // of a missing pack, those past a truncation) leave the index rather than be what every later base
+          // deduplicates against, and those it left whole stay; one read each, so that one cut chunk fails alone.
+          live = indexed;
+          segmentBytes = 0;
         }
-        // The copies the index points at: another entry is a chunk collected meanwhile (or a copy a concurrent writer
-        // stored too), dead bytes that no read reaches and repacking drops, whose damage harms nothing.
-        const indexed = new Set(
-          (await this.context.db.getRepository(ChunkEntity).find({ select: { id: true, offset: true }, where: { tenantId, packId } })).map(
-            (row) => `${row.id}@${row.offset}`,
-          ),
-        );
-        const live = entries.filter((entry) => indexed.has(`${entry.id}@${entry.offset}`));
-        const pieces = planSegments(live.map((entry) => ({ ...entry, packId })));
+        const pieces = planSegments(live, segmentBytes);
         const window = this.context.pool.parallelism + 2;
         for (let start = 0; start < pieces.length; start += window) {
           signal?.throwIfAborted();
@@ -137,8 +150,9 @@ export class ChunkReader {
               () => null,
               (error) => {
                 if (!(error instanceof ChunkIntegrityError)) return Promise.reject(error);
-                if (error.chunkId !== null) damagedCopies.push(location);
-                return error;
+                damagedCopies.push(location);
+                // A pack missing or cut short is reported once, as the pack's damage, rather than once a chunk.
+                return error.chunkId === null && report.damage.some((damage) => damage.packId === packId && damage.chunkId === null) ? null : error;
               },
             ),
           );
@@ -146,9 +160,6 @@ export class ChunkReader {
         }
         report.chunks += live.length;
         report.bytes += live.reduce((sum, entry) => sum + entry.length, 0);
-      } catch (error) {
-        if (!(error instanceof ChunkIntegrityError)) throw error;
-        report.damage.push(error);
       } finally {
         await packs.close();
       }
@@ -201,13 +212,13 @@ export async function readPackEntries(packs: PackReader, keys: TenantKeys, packI
 
 /**
  * Groups locations, in the order given, into ranged reads: a chunk joins the previous one's segment when it follows
- * it directly in the same pack and the segment stays within SEGMENT_BYTES.
+ * it directly in the same pack and the segment stays within `maxBytes`.
  */
-function planSegments(locations: ChunkLocation[]): { location: ChunkLocation; segment: Segment }[] {
+function planSegments(locations: ChunkLocation[], maxBytes = SEGMENT_BYTES): { location: ChunkLocation; segment: Segment }[] {
   let segment: Segment | null = null;
   return locations.map((location) => {
     const end = location.offset + location.length;
-    if (segment && segment.packId === location.packId && segment.end === location.offset && end - segment.start <= SEGMENT_BYTES) {
+    if (segment && segment.packId === location.packId && segment.end === location.offset && end - segment.start <= maxBytes) {
       segment.end = end;
       segment.unopened += 1;
     } else {

@@ -20,6 +20,8 @@ export interface ChunkStoreContext {
   packTargetBytes: number;
   /** Epoch ms; tests move it to pass grace periods. */
   clock: () => number;
+  /** How often a writer tells collection that its unfinished packs are still being written (touchedAt). */
+  heartbeatMs: number;
 }
 
 /** A chunk's index row, as readers and writers use it. */

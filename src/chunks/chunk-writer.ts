@@ -25,8 +25,6 @@ export interface ChunkWriterResult {
 
 /** Pieces of a JSON document stored by putJson. */
 const JSON_PIECE_BYTES = 1024 * 1024;
-/** How often a writer tells collection that its unfinished packs are still being written. */
-const HEARTBEAT_MS = 60_000;
 
 export class ChunkWriter {
   #state: 'open' | 'finishing' | 'finished' | 'aborted' = 'open';
@@ -110,6 +108,8 @@ export class ChunkWriter {
     try {
       await this.#settle();
       if (this.#failure) throw this.#failure;
+      // The last put may be a while ago (a manifest was written since): the packs are told to live until the commit.
+      await this.#heartbeat();
       if (this.#open) {
         this.#sealed.push(await this.#open.seal());
         this.#open = null;
@@ -184,9 +184,10 @@ export class ChunkWriter {
       this.#open ??= await PackWriter.create(this.context, keys);
       await this.#open.append(id, stored, plainLength);
       if (this.#open.dataBytes >= this.context.packTargetBytes) {
-        const pack = this.#open;
+        // Open until sealed: the heartbeat keeps it while its blob is finished (which may take a while), and a seal that
+        // fails leaves it to #discard.
+        this.#sealed.push(await this.#open.seal());
         this.#open = null;
-        this.#sealed.push(await pack.seal());
       }
     });
     return this.#appending;
@@ -200,7 +201,7 @@ export class ChunkWriter {
   /** Refreshes the WRITING packs' touchedAt now and then: collection removes WRITING packs untouched for its grace. */
   async #heartbeat(): Promise<void> {
     const now = this.context.clock();
-    if (now - this.#lastHeartbeat < HEARTBEAT_MS) return;
+    if (now - this.#lastHeartbeat < this.context.heartbeatMs) return;
     this.#lastHeartbeat = now;
     const ids = [...this.#sealed.map((pack) => pack.id), ...(this.#open ? [this.#open.id] : [])];
     for (const batch of batches(ids)) {

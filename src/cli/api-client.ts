@@ -32,6 +32,13 @@ export function describeErrorBody(body: string): string | null {
   }
 }
 
+/** What a network failure (fetch's TypeError with a cause, or a socket error) did: its code (ECONNREFUSED), else its message. */
+export function networkFailureReason(error: unknown): string {
+  const { cause } = error as { cause?: unknown };
+  const { code, message } = (cause ?? error ?? {}) as { code?: unknown; message?: string };
+  return typeof code === 'string' ? code : (message ?? String(error));
+}
+
 const describeGraphQLError = (error: GraphQLErrorJson) =>
   error.extensions?.code ? `${error.extensions.code}: ${error.message}` : error.message;
 
@@ -46,6 +53,14 @@ export class ApiClient {
   static fromOptions(values: { url?: string; key?: string }, env: NodeJS.ProcessEnv = process.env): ApiClient {
     const url = (values.url ?? env.SNAPGRAPH_URL ?? DEFAULT_URL).trim();
     const key = (values.key ?? env.SNAPGRAPH_API_KEY ?? '').trim();
+    const parsed = URL.canParse(url) ? new URL(url) : null;
+    if (parsed && (parsed.username || parsed.password)) {
+      // fetch refuses such a URL, and its message repeats it, password and all: said here without them.
+      throw new UsageError(
+        `the server URL must not hold a user name or password (${parsed.protocol}//…@${parsed.host}${parsed.pathname}): ` +
+          'the API key (SNAPGRAPH_API_KEY or --key) is the only credential the command sends',
+      );
+    }
     if (!/^https?:\/\/[^/]/i.test(url)) throw new UsageError(`the server URL "${url}" must start with http:// or https://`);
     if (!key) throw new UsageError('an API key is required: set SNAPGRAPH_API_KEY (or pass --key)');
     return new ApiClient(url.replace(/\/+$/, '').replace(/\/graphql$/i, ''), key);
@@ -74,17 +89,18 @@ export class ApiClient {
     const text = await response.text();
     const described = describeErrorBody(text);
     if (described) throw new CliError(described);
-    if (!response.ok) throw new CliError(`the server answered HTTP ${response.status}: ${text.slice(0, 200)}`);
+    const answered = () => new CliError(`the server answered HTTP ${response.status}: ${text.slice(0, 200)}`);
     let body: { data?: TData };
     try {
       body = JSON.parse(text) as { data?: TData };
     } catch {
-      // Another service at the URL (a proxy's sign-in page, another app on the port) answers 200 with HTML.
-      const type = response.headers.get('content-type')?.split(';')[0] ?? 'no content type';
-      throw new CliError(
-        `${this.url} does not answer as a Snapgraph server (HTTP ${response.status}, ${type}: ${text.slice(0, 80)}); set SNAPGRAPH_URL or --url`,
-      );
+      // A proxy's 5xx while the server behind it is away is the server's trouble, said as such.
+      if (response.status >= 500) throw answered();
+      // Another service at the URL (a proxy's sign-in page, another app on the port) answers 200 with HTML, and a path
+      // it does not serve (the prefix a proxy serves Snapgraph under, left out) a 404 of its own.
+      throw this.notSnapgraph(`HTTP ${response.status}`, response.headers.get('content-type'), text);
     }
+    if (!response.ok) throw answered();
     if (!body?.data) throw new CliError(`the server answered without data: ${text.slice(0, 200)}`);
     return body.data;
   }
@@ -99,12 +115,20 @@ export class ApiClient {
     }
   }
 
+  /** An answer that is none of Snapgraph's (`answer`: its status, and to what), as a CliError naming the URL. */
+  notSnapgraph(answer: string, contentType: string | null | undefined, text: string): CliError {
+    const type = contentType?.split(';')[0] ?? 'no content type';
+    return new CliError(`${this.url} does not answer as a Snapgraph server (${answer}, ${type}: ${text.slice(0, 80)}); set SNAPGRAPH_URL or --url`);
+  }
+
   /** A network failure (fetch's TypeError with a cause, or a socket error) as a CliError naming the server. */
   unreachable(error: unknown): CliError {
-    const { cause } = error as { cause?: unknown };
-    const { code, message } = (cause ?? error ?? {}) as { code?: unknown; message?: string };
-    const why = typeof code === 'string' ? code : (message ?? String(error));
-    return new CliError(`cannot reach the Snapgraph server at ${this.url} (${why}); set SNAPGRAPH_URL or --url`);
+    return new CliError(`${this.cannotReach(error)}; set SNAPGRAPH_URL or --url`);
+  }
+
+  /** What a network failure did, naming the server: "cannot reach the Snapgraph server at <url> (ECONNREFUSED)". */
+  cannotReach(error: unknown): string {
+    return `cannot reach the Snapgraph server at ${this.url} (${networkFailureReason(error)})`;
   }
 
   /**

@@ -1,13 +1,15 @@
 // `snapgraph export <snapshotId> [-o file]`: downloads a snapshot's archive through a fresh export link into
 // <file>.part, resuming a partial one with a Range request, and keeps the file only when its sha256 is the snapshot's.
+// `-o -` streams it to stdout instead (for a pipe), and says after the last byte whether its sha256 was the snapshot's.
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { type FileHandle, open, rename, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { ApiClient, describeErrorBody } from './api-client';
-import { CliError, Interrupted } from './cli-error';
+import { ApiClient, describeErrorBody, networkFailureReason } from './api-client';
+import { CliError, Interrupted, UsageError } from './cli-error';
 import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
 import { formatBytes, ProgressBar } from './progress-bar';
@@ -30,15 +32,21 @@ interface Downloaded {
 export async function exportCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(args, { output: { type: 'string', short: 'o' } }, 1, 'export takes one snapshot id');
   const [snapshotId] = positionals;
+  const toStdout = values.output === '-';
+  if (toStdout && process.stdout.isTTY) {
+    throw new UsageError('stdout is a terminal: the archive is binary; pipe it (-o - | …) or write a file with -o <file>');
+  }
   const client = ApiClient.fromOptions(values);
   const { exportSnapshot: link } = await client.request<{ exportSnapshot: ExportLink }>(EXPORT_SNAPSHOT, { id: snapshotId });
+  if (toStdout) return streamToStdout(link);
   const target = await targetPath(values.output, link.fileName);
-  if ((await sizeOf(target)) !== null) throw new CliError(`${target} already exists; remove it or choose another name with -o`);
-
   const part = `${target}.part`;
+  const unlock = await lockPart(part);
   const interruption = new Interruption();
   try {
-    const { bytes, sha256 } = await download(client, link, part, interruption);
+    // Looked at under the lock: a run that held it may have just saved the file.
+    if ((await sizeOf(target)) !== null) throw new CliError(`${target} already exists; remove it or choose another name with -o`);
+    const { bytes, sha256 } = await download(link, part, interruption);
     if (bytes !== link.sizeBytes || sha256 !== link.sha256) {
       await unlink(part);
       throw new CliError(
@@ -51,7 +59,86 @@ export async function exportCommand(args: string[]): Promise<number> {
     return 0;
   } finally {
     interruption.dispose();
+    await unlock();
   }
+}
+
+/**
+ * Holds `<part>.lock` (naming this process) while the .part is written, and returns its release. A second run into the
+ * same file at once (cron runs that overlap) appended to the .part while the first still wrote it, and saved both
+ * runs' bytes interleaved under a sha256 of its own stream. A lock whose process is gone (a crash) is taken over.
+ */
+async function lockPart(part: string): Promise<() => Promise<void>> {
+  const lock = `${part}.lock`;
+  for (;;) {
+    try {
+      await writeFile(lock, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      return () => unlink(lock).catch(() => undefined);
+    } catch (error) {
+      // The lock sits beside the .part: what keeps it from being made keeps the .part from being written.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw cannotWrite(part, error);
+    }
+    const holder = Number((await readFile(lock, 'utf8').catch(() => '')).trim());
+    if (Number.isSafeInteger(holder) && holder > 0 && isRunning(holder)) {
+      throw new CliError(
+        `another snapgraph export (process ${holder}) is writing ${part}; wait for it to end, or stop it and run this again ` +
+          `(if no export runs, remove ${lock})`,
+      );
+    }
+    await unlink(lock).catch(() => undefined);
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0); // signal 0: only asks whether the process exists
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'; // it exists, under another user
+  }
+}
+
+/**
+ * `-o -`: the archive through stdout. A pipe cannot be rewound, so nothing resumes; the reader learns of a damaged or
+ * cut-off stream from the exit status (with `set -o pipefail` in a shell) and the message, which say to discard it.
+ */
+async function streamToStdout(link: ExportLink): Promise<number> {
+  process.stderr.write(`downloading ${formatBytes(link.sizeBytes)} to stdout\n`);
+  const interruption = new Interruption();
+  const controller = new AbortController();
+  interruption.onRequest(() => controller.abort());
+  const hash = createHash('sha256');
+  const progress = new ProgressBar('downloading', { total: link.sizeBytes });
+  let done = 0;
+  const counted = new Transform({
+    transform(chunk: Buffer, _encoding, next) {
+      hash.update(chunk);
+      done += chunk.length;
+      progress.update(done);
+      next(null, chunk);
+    },
+  });
+  const discard = () => `stdout got ${done} of ${link.sizeBytes} bytes: discard them and run the command again`;
+  try {
+    const { body } = await openDownload(link, 0, controller.signal);
+    // stdout stays open: the process writes its last line to stderr and exits with the status that says how it went.
+    await pipeline(body, counted, process.stdout, { end: false });
+  } catch (error) {
+    if (interruption.isRequested) throw new Interrupted(discard());
+    if (error instanceof CliError) throw error;
+    const { code, message } = error as NodeJS.ErrnoException;
+    // EPIPE: the reader closed the pipe (`| head`), which wanted no more.
+    throw new CliError(code === 'EPIPE' ? `the reader of stdout closed it; ${discard()}` : `the download was cut off (${message}); ${discard()}`);
+  } finally {
+    progress.finish(done);
+    interruption.dispose();
+  }
+  const sha256 = hash.digest('hex');
+  if (done !== link.sizeBytes || sha256 !== link.sha256) {
+    throw new CliError(`the archive written to stdout is damaged: sha256 ${sha256} (${done} bytes) instead of ${link.sha256} (${link.sizeBytes} bytes); discard it and run the command again`);
+  }
+  process.stderr.write(`wrote the archive to stdout (${done} bytes, sha256 ${sha256})\n`);
+  return 0;
 }
 
 /** -o as given, or inside -o when it is a directory, else the API's file name in the current directory. */
@@ -66,7 +153,7 @@ async function targetPath(output: string | undefined, fileName: string): Promise
 }
 
 /** Appends to (or starts) the .part file; returns its size and sha256 over every byte, old and new. */
-async function download(client: ApiClient, link: ExportLink, part: string, interruption: Interruption): Promise<Downloaded> {
+async function download(link: ExportLink, part: string, interruption: Interruption): Promise<Downloaded> {
   let hash = createHash('sha256');
   let offset = (await sizeOf(part)) ?? 0;
   if (offset > link.sizeBytes) {
@@ -83,8 +170,13 @@ async function download(client: ApiClient, link: ExportLink, part: string, inter
 
   const controller = new AbortController();
   interruption.onRequest(() => controller.abort());
-  const { body, from } = await openDownload(client, link, offset, part, controller.signal).catch((error) => {
-    throw interruption.isRequested ? resumeHint(offset, link, part) : error;
+  const { body, from } = await openDownload(link, offset, controller.signal).catch(async (error) => {
+    if (interruption.isRequested) throw resumeHint(offset, link, part);
+    if (error instanceof RangeNotSatisfiable) {
+      await unlink(part).catch(() => undefined);
+      throw new CliError(`${part} does not match the export (HTTP 416); it was removed, run the command again`);
+    }
+    throw error;
   });
   if (from === 0 && offset > 0) {
     process.stderr.write('the server sent the whole file; starting over\n');
@@ -99,16 +191,18 @@ async function download(client: ApiClient, link: ExportLink, part: string, inter
 }
 
 /** GET the link, with Range + If-Range when resuming; `from` is where the body starts (0 when the server sent all). */
-async function openDownload(
-  client: ApiClient,
-  link: ExportLink,
-  offset: number,
-  part: string,
-  signal: AbortSignal,
-): Promise<{ body: Readable; from: number }> {
+async function openDownload(link: ExportLink, offset: number, signal: AbortSignal): Promise<{ body: Readable; from: number }> {
   // If-Range: a partial file of other bytes (another snapshot) gets the whole new file instead of a bad splice.
   const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-`, 'if-range': `"${link.sha256}"` } : {};
-  const response = await client.fetch(link.url, { headers, signal });
+  const response = await fetch(link.url, { headers, signal }).catch((error: Error) => {
+    if (error.name === 'AbortError') throw error;
+    // The link's address is the server's SNAPGRAPH_PUBLIC_URL when set (a proxy's public name, say), not necessarily
+    // the one this command reached; its path holds the token, which is a secret until the link expires.
+    throw new CliError(
+      `cannot reach the export link's address ${new URL(link.url).origin} (${networkFailureReason(error)}); the server builds it ` +
+        `from its SNAPGRAPH_PUBLIC_URL (else from the address it was asked at): set that to an address this machine reaches`,
+    );
+  });
   if (response.ok && response.body) {
     const body = Readable.fromWeb(response.body as WebReadableStream<Uint8Array>);
     if (response.status !== 206) return { body, from: 0 };
@@ -127,10 +221,17 @@ async function openDownload(
     case 404:
       throw new CliError(`the export link was refused (HTTP 404: ${reason ?? 'not found'}); the snapshot may have been deleted`);
     case 416:
-      await unlink(part).catch(() => undefined);
-      throw new CliError(`${part} does not match the export (HTTP 416); it was removed, run the command again`);
+      throw new RangeNotSatisfiable();
     default:
       throw new CliError(`the download failed: HTTP ${response.status}${reason ? ` (${reason})` : ''}`);
+  }
+}
+
+/** The server refused the Range of a resumed download: the partial file is not a start of this export. */
+class RangeNotSatisfiable extends Error {
+  constructor() {
+    super('HTTP 416');
+    this.name = 'RangeNotSatisfiable';
   }
 }
 

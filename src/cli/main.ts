@@ -17,6 +17,7 @@ const USAGE = `usage:
   snapgraph rotate-master-key              seal everything still under a key of SNAPGRAPH_PREVIOUS_MASTER_KEYS again
                                            under the current master key (servers stopped; rerun after a crash)
   snapgraph export <snapshotId> [-o file]  download a snapshot's archive (resumes <file>.part; checks its sha256)
+                                           (-o -: to stdout, for a pipe; no resume, exit 1 if it was cut off or damaged)
   snapgraph inspect <file> [--json]       what a file is and holds (kind, counts by label and type, engine version,
                                            capture time, header facts), read locally without a server; changes nothing
   snapgraph restore-file <instanceId> <file> --confirm RESTORE [--chunk-size 64M] [--cancel-on-interrupt]
@@ -86,11 +87,12 @@ async function tenantCommands() {
 }
 
 async function serve(): Promise<number> {
-  await import('reflect-metadata');
+  // The configuration first: a wrong one is refused before the server's modules load (1.4 s of CPU).
   const { loadConfig } = await import('../config/app-config.js');
+  const config = loadConfig();
+  await import('reflect-metadata');
   const { createLogger } = await import('../logging/logger.js');
   const { installProcessErrorHandlers, installSignalHandlers, startServer, warnAboutMallocArenas } = await import('../server.js');
-  const config = loadConfig();
   const logger = createLogger(config.logLevel);
   installProcessErrorHandlers(logger);
   heapGrowth.limit(config.heapGrowthPercent);

@@ -5,7 +5,7 @@
 // works on the restore cancels it (--cancel-on-interrupt, or yes to the question on a terminal) or leaves it running.
 import { createHash } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, open, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -85,6 +85,7 @@ export async function restoreFileCommand(args: string[]): Promise<number> {
   });
   if (!stats.isFile()) throw new CliError(`${file} is not a regular file`);
   const client = ApiClient.fromOptions(values);
+  await refuseUnrestorableStart(file);
 
   const interruption = new Interruption();
   try {
@@ -105,6 +106,26 @@ export async function restoreFileCommand(args: string[]): Promise<number> {
   } finally {
     interruption.dispose();
   }
+}
+
+/**
+ * A file the server would refuse from its first bytes (a Neo4j store dump, a gzip, anything unknown) is refused here:
+ * the server says so only once it has all of it, after an upload of perhaps many GiB.
+ */
+async function refuseUnrestorableStart(file: string): Promise<void> {
+  const { refusalOfFileStart } = await import('../services/uploaded-file.js');
+  const { SNIFF_LENGTH } = await import('../archive/file-type.js');
+  const handle = await open(file, 'r');
+  let head: Buffer;
+  try {
+    const buffer = Buffer.alloc(SNIFF_LENGTH);
+    const { bytesRead } = await handle.read(buffer, 0, SNIFF_LENGTH, 0);
+    head = buffer.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
+  const refusal = refusalOfFileStart(head);
+  if (refusal) throw new CliError(`INVALID_BACKUP_FILE: ${refusal} (${file} was not uploaded)`);
 }
 
 /** 1048576, 512k, 16M, 1G (binary units). */
@@ -149,7 +170,16 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
       chunkSize: request.chunkSize,
       retryDelays: RETRY_DELAYS_MS,
       // After a Ctrl-C while the server verifies the file, one answer is awaited, not a series of retries.
-      onShouldRetry: (error) => !interruption.isRequested && isTransient(error),
+      onShouldRetry: (error, attempt) => {
+        if (interruption.isRequested || !isTransient(error)) return false;
+        // Said at each try, or a wrong URL looks like a command that hangs for the retries' 39 s.
+        const delay = RETRY_DELAYS_MS[attempt];
+        const when = delay === 0 ? 'now' : `in ${delay / 1000} s`;
+        const line = `${describeTransientFailure(client, error)}; trying again ${when} (${attempt + 1} of ${RETRY_DELAYS_MS.length})`;
+        if (progress) progress.log(line);
+        else process.stderr.write(`${line}\n`);
+        return true;
+      },
       urlStorage,
       fingerprint: async () => fingerprint,
       removeFingerprintOnSuccess: true,
@@ -338,7 +368,12 @@ async function forgetUploads(urlStorage: tus.UrlStorage, fingerprint: string): P
 function describeUploadError(client: ApiClient, error: UploadError): CliError {
   const response = responseOf(error);
   if (response) {
-    const described = describeErrorBody(response.getBody()) ?? `the upload failed: HTTP ${response.getStatus()} ${response.getBody().slice(0, 200)}`.trim();
+    const status = response.getStatus();
+    // The first request (the creation) answered below 500 without a reason of Snapgraph's: no Snapgraph at that URL.
+    if (error.originalRequest?.getMethod() === 'POST' && status < 500 && !describeErrorBody(response.getBody())) {
+      return client.notSnapgraph(`HTTP ${status} to POST ${UPLOADS_PATH}`, response.getHeader('content-type'), response.getBody());
+    }
+    const described = describeErrorBody(response.getBody()) ?? `the upload failed: HTTP ${status} ${response.getBody().slice(0, 200)}`.trim();
     if (isRefusal(error) || nothingStored(error)) return new CliError(described);
     return new CliError(`${described}; the server keeps what it received: run the same command again to resume`);
   }
@@ -348,6 +383,14 @@ function describeUploadError(client: ApiClient, error: UploadError): CliError {
     return new CliError(`${message}; once it answers, run the same command again: the upload resumes where it stopped`);
   }
   return new CliError(`the upload failed: ${error.message}`);
+}
+
+/** What went wrong with a request that is tried again: the server's answer, or what the connection did. */
+function describeTransientFailure(client: ApiClient, error: UploadError): string {
+  const response = responseOf(error);
+  if (!response) return client.cannotReach(error.causingError ?? error);
+  const reason = describeErrorBody(response.getBody());
+  return `the server answered HTTP ${response.getStatus()}${reason ? ` (${reason})` : ''}`;
 }
 
 /** Prints the restore's status and phases (and a bar while it reports bytes) until it ends; returns the last state. */
@@ -415,8 +458,10 @@ async function followRestore(client: ApiClient, operationId: string, interruptio
   return final;
 }
 
+const OPERATION_OUTCOME = `query ($id: ID!) { operation(id: $id) { id status error { code message } } }`;
+
 /** Ctrl-C while the server restores: cancels the operation (asking first on a terminal) or leaves it running. */
-async function whenInterrupted(client: ApiClient, operationId: string, onInterrupt: OnInterrupt): Promise<CliError> {
+export async function whenInterrupted(client: ApiClient, operationId: string, onInterrupt: OnInterrupt): Promise<CliError> {
   const leave = new Interrupted(
     `the restore continues on the server as operation ${operationId}; cancelOperation(id: "${operationId}") stops it before its swap`,
   );
@@ -429,9 +474,29 @@ async function whenInterrupted(client: ApiClient, operationId: string, onInterru
     }
     return new Interrupted(`cancellation requested; the server is stopping operation ${operationId} (now ${cancelOperation.status})`);
   } catch (error) {
-    if (/^CONFLICT/.test((error as Error).message)) {
-      return new Interrupted(`too late to cancel: the restore is past its point of no return and completes on the server (operation ${operationId})`);
-    }
+    if (/^CONFLICT/.test((error as Error).message)) return tooLateToCancel(client, operationId);
     return new CliError(`could not cancel operation ${operationId}: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * cancelOperation was refused: the restore is past its point of no return, or it ended meanwhile (while the question
+ * was asked, say), and then the user is told how, not that it completes.
+ */
+async function tooLateToCancel(client: ApiClient, operationId: string): Promise<CliError> {
+  const { operation } = await client
+    .request<{ operation: OperationState | null }>(OPERATION_OUTCOME, { id: operationId })
+    .catch(() => ({ operation: null }));
+  switch (operation?.status) {
+    case 'SUCCEEDED':
+      return new Interrupted(`operation ${operationId} had already ended: SUCCEEDED; the instance holds the restored data`);
+    case 'CANCELLED':
+      return new Interrupted(`restore CANCELLED (operation ${operationId}): the instance keeps its data`);
+    case 'FAILED': {
+      const why = operation.error ? ` (${operation.error.code}: ${operation.error.message})` : '';
+      return new CliError(`operation ${operationId} had already ended: FAILED${why}; the instance keeps its data`);
+    }
+    default:
+      return new Interrupted(`too late to cancel: the restore is past its point of no return and completes on the server (operation ${operationId})`);
   }
 }

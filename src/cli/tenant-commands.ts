@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { DataSource } from 'typeorm';
 import { type AppConfig, loadConfig } from '../config/app-config';
-import { createMetadataDataSource, metadataDatabasePath } from '../entities/data-source';
+import { metadataDatabasePath, openMetadataDatabase, runMetadataMigrations } from '../entities/data-source';
 import { TenantService } from '../services/tenant.service';
 import { makeDataDirPrivate } from '../storage/private-data-dir';
 import { CliError, UsageError } from './cli-error';
@@ -97,13 +97,12 @@ export async function withMetadataDatabase<T>(
     );
   }
   if (!config.databaseUrl) await makeDataDirPrivate(config.dataDir);
-  const db: DataSource = createMetadataDataSource(config);
-  await db.initialize();
+  const db: DataSource = await openMetadataDatabase(config);
   try {
     if (config.databaseUrl && !init && !(await hasMetadataTables(db))) {
       throw new CliError(`the database of DATABASE_URL holds no Snapgraph metadata: point DATABASE_URL at the server's${orInit('')}`.trimEnd());
     }
-    await db.runMigrations({ transaction: 'each' });
+    await runMetadataMigrations(db);
     return await work(db);
   } finally {
     await db.destroy();

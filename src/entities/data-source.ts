@@ -16,6 +16,10 @@ import { CollectedLog1766600000000 } from '../migrations/1766600000000-collected
 import { RetiredMasterKeys1766700000000 } from '../migrations/1766700000000-retired-master-keys';
 import { CurrentMasterKey1766800000000 } from '../migrations/1766800000000-current-master-key';
 import { SharedDataDir1766900000000 } from '../migrations/1766900000000-shared-data-dir';
+import { SweepIndexes1767000000000 } from '../migrations/1767000000000-sweep-indexes';
+import { ScheduleDueTimes1767100000000 } from '../migrations/1767100000000-schedule-due-times';
+import { DeletionClaims1767200000000 } from '../migrations/1767200000000-deletion-claims';
+import { RestorePointDamage1767300000000 } from '../migrations/1767300000000-restore-point-damage';
 import { ApiKeyEntity } from './api-key.entity';
 import { ChunkKeyEntity } from './chunk-key.entity';
 import { ChunkPackEntity } from './chunk-pack.entity';
@@ -35,7 +39,7 @@ import { SnapshotEntity } from './snapshot.entity';
 import { TenantEntity } from './tenant.entity';
 
 export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity, RestorePointEntity, StoreEpochEntity, LogSegmentEntity, ExportDestinationEntity, RetiredMasterKeyEntity, CurrentMasterKeyEntity, SharedDataDirEntity];
-export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000, ChangeLog1766200000000, ExportFormats1766300000000, ExportDestinations1766400000000, TenantDataVersions1766500000000, CollectedLog1766600000000, RetiredMasterKeys1766700000000, CurrentMasterKey1766800000000, SharedDataDir1766900000000];
+export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000, ChangeLog1766200000000, ExportFormats1766300000000, ExportDestinations1766400000000, TenantDataVersions1766500000000, CollectedLog1766600000000, RetiredMasterKeys1766700000000, CurrentMasterKey1766800000000, SharedDataDir1766900000000, SweepIndexes1767000000000, ScheduleDueTimes1767100000000, DeletionClaims1767200000000, RestorePointDamage1767300000000];
 
 export interface MetadataDatabaseOptions {
   dataDir: string;
@@ -44,6 +48,27 @@ export interface MetadataDatabaseOptions {
 
 /** The embedded metadata database's file. */
 export const metadataDatabasePath = (dataDir: string) => join(dataDir, 'metadata.sqlite');
+
+/**
+ * The metadata database, created and connected. A PostgreSQL that cannot be reached is named by its variable and
+ * address (pg says only "connect ECONNREFUSED <address>", which reads as anything else the process talks to), without
+ * its password.
+ */
+export async function openMetadataDatabase(options: MetadataDatabaseOptions): Promise<DataSource> {
+  const db = createMetadataDataSource(options);
+  await db.initialize().catch((error: Error) => {
+    if (!options.databaseUrl) throw error;
+    throw new Error(`cannot open the metadata database of DATABASE_URL (${withoutPassword(options.databaseUrl)}): ${error.message}`, { cause: error });
+  });
+  return db;
+}
+
+/** A database URL as it can be shown: its password left out. */
+function withoutPassword(databaseUrl: string): string {
+  const url = new URL(databaseUrl);
+  url.password = '';
+  return url.toString();
+}
 
 export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatabaseOptions): DataSource {
   const common = { entities: ENTITIES, migrations: MIGRATIONS, synchronize: false, logging: false } as const;
@@ -85,4 +110,30 @@ function beginImmediate(db: DataSource): void {
     }
     return runner;
   };
+}
+
+/** The PostgreSQL advisory lock the servers (and the CLI) migrate under; the scheduler's leadership is [.., 1]. */
+export const MIGRATION_LOCK_KEY = [0x534e4150, 2] as const;
+
+/**
+ * Brings the metadata database to this release's schema; returns the migrations it applied. On PostgreSQL, under an
+ * advisory lock held on a connection of its own: replicas booting a new release at once (a rolling update that starts
+ * several, every replica restarted together) each found the same migrations pending, and all but the first failed
+ * their boot on a table or column the first had just added ("column ... already exists", "duplicate key value violates
+ * unique constraint pg_type_typname_nsp_index"). Now the others wait for it and find nothing left to apply.
+ */
+export async function runMetadataMigrations(db: DataSource): Promise<{ name: string }[]> {
+  if (db.options.type !== 'postgres') return db.runMigrations({ transaction: 'each' });
+  const holder = db.createQueryRunner();
+  try {
+    await holder.query('SELECT pg_advisory_lock($1::int, $2::int)', [...MIGRATION_LOCK_KEY]);
+    try {
+      return await db.runMigrations({ transaction: 'each' });
+    } finally {
+      // Released with the session anyway, should the unlock fail (the connection lost).
+      await holder.query('SELECT pg_advisory_unlock($1::int, $2::int)', [...MIGRATION_LOCK_KEY]).catch(() => undefined);
+    }
+  } finally {
+    await holder.release();
+  }
 }

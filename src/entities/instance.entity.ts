@@ -8,6 +8,13 @@ export type Availability = 'AVAILABLE' | 'READ_ONLY' | 'UNAVAILABLE';
 
 @Entity('instances')
 @Index('idx_instances_tenant', ['tenantId', 'createdAt'])
+// A tier's instances in id order, for the retention sweep.
+@Index('idx_instances_tier', ['tier', 'id'])
+// The scheduler's per-tick query: the instances due by a time, those not yet given a due time, and those whose last
+// scheduled snapshot (or creation) lies ahead of the clock.
+@Index('idx_instances_next_scheduled', ['nextScheduledAt', 'tier'])
+@Index('idx_instances_last_scheduled', ['lastScheduledAt'])
+@Index('idx_instances_created', ['createdAt'])
 export class InstanceEntity {
   @PrimaryColumn({ type: 'varchar', length: 36 })
   id: string;
@@ -49,4 +56,22 @@ export class InstanceEntity {
   /** When the scheduler last took (or tried to take) a scheduled snapshot. */
   @BigIntColumn({ nullable: true })
   lastScheduledAt: number | null;
+
+  /**
+   * When the next scheduled snapshot falls due by the grid (scheduleGridDueAt of this row's lastScheduledAt and
+   * createdAt, under the leading scheduler's config), so that the scheduler finds the due instances through an index.
+   * Null on a tier without a schedule. Whoever writes createdAt or lastScheduledAt writes it too, in the same statement:
+   * a write of its own would give the tenant a new data version (the API's response cache would answer again from the
+   * database), at each creation and scheduled snapshot. The leading scheduler realigns every row when it starts (the
+   * config may have changed) and fills in any row still without one.
+   */
+  @BigIntColumn({ nullable: true })
+  nextScheduledAt: number | null;
+
+  /**
+   * While the instance is DESTROYING: when its deletion claimed it (by databaseTime's clock), until that deletion found
+   * no operation on its data and committed to it (null from then on). See InstanceService.remove.
+   */
+  @BigIntColumn({ nullable: true })
+  deletionClaimedAt: number | null;
 }

@@ -74,6 +74,15 @@ export class RestorePointEntity {
   @JsonColumn()
   stats: GraphStats;
 
+  /**
+   * BASE only: why it cannot be read (a verification, or a read that failed, found chunks of it damaged or missing): the
+   * restore window leaves out the moments built on it (ChangeLogService.reachOf and anchorDamage). Kept when a later
+   * base stores the data of those chunks again, which mends it: the window then leaves out moments that could be built,
+   * rather than offer moments that cannot.
+   */
+  @Column({ type: 'varchar', length: 1000, nullable: true })
+  damage: string | null;
+
   @BigIntColumn()
   createdAt: number;
 }

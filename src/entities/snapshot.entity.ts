@@ -9,6 +9,9 @@ export type SnapshotStatus = 'PENDING' | 'IN_PROGRESS' | 'COMPLETED' | 'FAILED';
 // History pages walk (instanceId, createdAt desc, id desc): this index answers them without a sort.
 @Index('idx_snapshots_history', ['instanceId', 'createdAt', 'id'])
 @Index('idx_snapshots_tenant', ['tenantId', 'createdAt'])
+// The retention sweep finds expired snapshots, and the ones that crossed its thinning line, without a whole-table walk.
+@Index('idx_snapshots_expiry', ['expiresAt'])
+@Index('idx_snapshots_created', ['createdAt'])
 export class SnapshotEntity {
   @PrimaryColumn({ type: 'varchar', length: 36 })
   id: string;

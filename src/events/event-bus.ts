@@ -80,6 +80,15 @@ export interface EventBus {
    * PUBLISH); rejects when that is not known within timeoutMs (Redis away from this process: the event may be lost).
    */
   publishConfirmed<K extends keyof Topics & string>(topic: K, id: Topics[K][0], payload: Topics[K][1], timeoutMs: number): Promise<void>;
+  /**
+   * Resolves once every event published on the topic from now on, by any replica, reaches this process's subscriptions
+   * to it (call it with one of them started). In-process at once; over Redis once Redis has answered the channel's
+   * SUBSCRIBE: until then, an event another replica publishes is lost. A stream that subscribes, then reads the state it
+   * follows, waits for this in between, or the event of a change made just after its read could be lost. Also resolves
+   * when the SUBSCRIBE failed or the subscribing connection dropped: events may have been missed then, and
+   * onDeliveryResumed tells when they reach this process again.
+   */
+  subscribed<K extends keyof Topics & string>(topic: K, id: Topics[K][0]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -113,6 +122,7 @@ export function createInMemoryEventBus(): EventBus {
     onDeliveryLost: () => undefined,
     onDeliveryResumed: () => () => undefined,
     publishConfirmed: async (topic, id, payload) => pubSub.publish(topic, id, payload),
+    subscribed: async () => undefined,
     close: async () => undefined,
   };
 }
@@ -131,7 +141,7 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
     });
     client.on('ready', () => (reported = false));
   }
-  const eventTarget = redisEventTarget(publishClient, subscribeClient, logger);
+  const { eventTarget, subscribed } = redisEventTarget(publishClient, subscribeClient, logger);
   // Messages published while the subscribing connection is down are lost for good. It counts as delivering again
   // only once a PING has come back after the reconnection: ioredis re-sends its SUBSCRIBEs first, so by then
   // Redis has them.
@@ -172,6 +182,8 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
       published.catch(() => undefined);
       return Promise.race([published.then(() => undefined), late]).finally(() => clearTimeout(timer));
     },
+    // While events are not delivered, the resumption tells the stream to read afresh (and to wait for this again then).
+    subscribed: async (topic, id) => (delivering ? subscribed(`${topic}:${id}`) : undefined),
     close: async () => {
       publishClient.disconnect();
       subscribeClient.disconnect();
@@ -186,9 +198,21 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
  * (onDeliveryLost tells the caches); a SUBSCRIBE that failed is sent again once the connection is back, so that a
  * subscription made during the outage gets the events that follow it. Failures are logged once per outage.
  */
-function redisEventTarget(publishClient: Redis, subscribeClient: Redis, logger: Logger): TypedEventTarget<CustomEvent> {
+function redisEventTarget(
+  publishClient: Redis,
+  subscribeClient: Redis,
+  logger: Logger,
+): { eventTarget: TypedEventTarget<CustomEvent>; subscribed(channel: string): Promise<void> } {
   const listeners = new Map<string, Set<(event: CustomEvent) => void>>();
   const unsubscribed = new Set<string>();
+  /** Per channel listened to: settles once Redis answered its latest SUBSCRIBE (see EventBus.subscribed). */
+  const confirmations = new Map<string, Promise<void>>();
+  /** SUBSCRIBEs not answered yet: the connection dropping settles them (events are lost then; the resumption tells). */
+  const unanswered = new Set<() => void>();
+  subscribeClient.on('close', () => {
+    for (const settle of unanswered) settle();
+    unanswered.clear();
+  });
   const failing = { publish: false, subscribe: false };
   const failed = (what: keyof typeof failing) => (error: unknown) => {
     if (failing[what]) return;
@@ -201,11 +225,19 @@ function redisEventTarget(publishClient: Redis, subscribeClient: Redis, logger: 
     if (unsubscribed.size > 0) subscribe([...unsubscribed]);
   });
   const subscribe = (channels: string[]) => {
-    for (const channel of channels) unsubscribed.delete(channel);
-    subscribeClient.subscribe(...channels).catch((error: unknown) => {
+    let settle!: () => void;
+    const confirmation = new Promise<void>((resolve) => (settle = resolve));
+    unanswered.add(settle);
+    void confirmation.then(() => unanswered.delete(settle));
+    for (const channel of channels) {
+      unsubscribed.delete(channel);
+      confirmations.set(channel, confirmation);
+    }
+    subscribeClient.subscribe(...channels).then(settle, (error: unknown) => {
       // Still wanted (nobody unsubscribed meanwhile): again at the next 'ready'.
       for (const channel of channels) if (listeners.has(channel)) unsubscribed.add(channel);
       failed('subscribe')(error);
+      settle();
     });
   };
   subscribeClient.on('message', (channel: string, message: string) => {
@@ -214,7 +246,7 @@ function redisEventTarget(publishClient: Redis, subscribeClient: Redis, logger: 
     const event = new CustomEvent(channel, { detail: message === '' ? null : JSON.parse(message) });
     for (const callback of callbacks) callback(event);
   });
-  return {
+  const eventTarget = {
     addEventListener(channel: string, listener: ((event: CustomEvent) => void) | null) {
       if (!listener) return;
       let callbacks = listeners.get(channel);
@@ -229,6 +261,7 @@ function redisEventTarget(publishClient: Redis, subscribeClient: Redis, logger: 
       if (!listener || !callbacks?.delete(listener) || callbacks.size > 0) return;
       listeners.delete(channel);
       unsubscribed.delete(channel);
+      confirmations.delete(channel);
       subscribeClient.unsubscribe(channel).catch(failed('subscribe'));
     },
     dispatchEvent(event: CustomEvent) {
@@ -236,4 +269,5 @@ function redisEventTarget(publishClient: Redis, subscribeClient: Redis, logger: 
       return true;
     },
   } as TypedEventTarget<CustomEvent>;
+  return { eventTarget, subscribed: async (channel) => confirmations.get(channel) };
 }

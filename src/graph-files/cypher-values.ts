@@ -13,10 +13,14 @@ export class UnstorableValue extends Error {
 
 /**
  * A name as APOC quotes it (Util.quote): bare when an identifier, else in backticks (a backtick inside doubled).
- * A name holding a line break is refused: Snapgraph reads a script line by line (a statement ends at a line ending in
- * ";", and a line's CR goes), so it would read back changed, or not at all.
+ * An empty name, or one holding U+0000, is refused as Neo4j refuses it. A name holding a line break is refused:
+ * Snapgraph reads a script line by line (a statement ends at a line ending in ";", and a line's CR goes), so it would
+ * read back changed, or not at all.
  */
 export function cypherName(name: string, subject = 'a name'): string {
+  // Neo4j's own rule for every token (label, type, property key): "Token names cannot be empty or contain any null-bytes".
+  if (name === '') throw new UnstorableValue('is empty, which Neo4j refuses as a name (cypher-shell could not load the script)', subject);
+  if (name.includes('\u0000')) throw new UnstorableValue('holds U+0000, which Neo4j refuses in a name (cypher-shell could not load the script)', subject);
   if (/[\r\n]/.test(name)) throw new UnstorableValue('holds a line break, which a Cypher script cannot carry back into Snapgraph', subject);
   // A `quoted name` has no escapes, and UTF-8 has no lone surrogate: the script would hold U+FFFD in its place.
   if (LONE_SURROGATE.test(name)) throw new UnstorableValue('holds a lone UTF-16 surrogate, which a Cypher script (UTF-8) cannot carry', subject);
@@ -52,12 +56,23 @@ function cypherList(values: unknown[]): string {
   const kinds = new Set(values.map((v) => (v === null ? 'null' : Array.isArray(v) ? 'list' : typeof v)));
   if (kinds.size > 1) throw new UnstorableValue('is a list of mixed types, which Neo4j cannot store');
   const kind = [...kinds][0];
+  if (kind === 'object') return pointList(values as Array<Record<string, unknown>>);
   if (kind !== undefined && !['string', 'number', 'boolean'].includes(kind)) {
-    throw new UnstorableValue(`is a list of ${kind === 'object' ? 'maps' : `${kind}s`}, which Neo4j cannot store`);
+    throw new UnstorableValue(`is a list of ${kind}s, which Neo4j cannot store`);
   }
   // A list holding a fraction is a list of floats in Neo4j: its whole numbers are written as floats too.
   const floats = kind === 'number' && values.some((v) => !Number.isInteger(v));
   return `[${values.map((v) => (kind === 'number' ? cypherNumber(v as number, floats) : cypherValue(v))).join(', ')}]`;
+}
+
+/** A point array, as Neo4j stores one: every element a point, all of one coordinate reference system. */
+function pointList(maps: Array<Record<string, unknown>>): string {
+  const points = maps.map(pointText);
+  if (points.some((point) => point === undefined)) throw new UnstorableValue('is a list of maps, which Neo4j cannot store (only of points)');
+  if (new Set(maps.map((map) => map.crs)).size > 1) {
+    throw new UnstorableValue('is a list of points of different coordinate reference systems, which Neo4j cannot store');
+  }
+  return `[${points.join(', ')}]`;
 }
 
 /** Integers as digits; floats as Java prints doubles where Cypher needs it (1.0E21), otherwise as JavaScript does. */

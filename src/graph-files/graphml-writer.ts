@@ -2,6 +2,7 @@
 // declarations (a GraphML key has one type, so the snapshot is read twice: once for the keys and their types, once to
 // write), then one line per node and per edge. What GraphML cannot carry faithfully is refused naming the record:
 // nulls, lists holding nulls, lists or maps, or values of mixed types, a property whose type differs between records,
+// strings of only whitespace (APOC's reader stores them as ""),
 // labels holding ':' (APOC splits labels at ':'), properties named like the labels of a node or the label of an edge,
 // and characters XML 1.0 has no way to write. Maps (not Neo4j values) are written as JSON on a key marked
 // snapgraph.type="map", so that Snapgraph reads them back as maps.
@@ -92,6 +93,8 @@ function addTypes(keys: Map<string, ValueType>, properties: Record<string, unkno
   for (const name in properties) {
     const what = `${owner}'s property ${JSON.stringify(name)}`;
     if (hasNonXmlChar(name)) refuse(what, 'has a name holding a character XML cannot carry');
+    // U+0000, Neo4j's other forbidden character in a name, is no XML character either.
+    if (name === '') refuse(what, 'has an empty name, which Neo4j refuses as a property key (apoc.import.graphml could not set it)');
     const type = typeOf(properties[name], what);
     const known = keys.get(name);
     if (!known) {
@@ -110,6 +113,8 @@ function typeOf(value: unknown, what: string): ValueType {
   if (value === null) refuse(what, 'is null, which GraphML cannot carry');
   if (typeof value === 'string') {
     if (hasNonXmlChar(value)) refuse(what, 'holds a character XML 1.0 cannot carry (a control character or a lone surrogate)');
+    // XmlGraphMLReader skips character data that is only whitespace and sets "" in its place: Neo4j would hold another value.
+    if (/^[ \t\n\r]+$/.test(value)) refuse(what, 'is only whitespace, which apoc.import.graphml reads as the empty string');
     return { kind: 'string' };
   }
   if (typeof value === 'boolean') return { kind: 'boolean' };

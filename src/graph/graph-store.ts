@@ -1,6 +1,6 @@
 // The graph data plane behind a small interface: one store per instance (embedded: a SQLite file).
 import type { Readable } from 'node:stream';
-import { AppError } from '../errors/app-error';
+import { AppError, capacityExceeded } from '../errors/app-error';
 import type { DeltaBatch, EncodedBatch, GraphStats, NodeRecord, PropertyMap, RelationshipRecord } from './records';
 
 export interface NodeDraft {
@@ -145,6 +145,12 @@ export interface GraphStore {
    * restored store whose history must start after every moment its predecessor offered).
    */
   position(atLeast?: number): Promise<StorePosition & { readAt: number }>;
+  /**
+   * A new epoch at seq 0 for what the store holds now, its log dropped, unless its epoch is no longer `fromEpoch`
+   * (another process started one first); returns the position then, with readAt no earlier than `atLeast`. For a store
+   * found behind the log shipped from it (see ChangeLogService.checkOpened): its seqs from there on name other writes.
+   */
+  startHistory(fromEpoch: number, atLeast: number): Promise<StorePosition & { readAt: number }>;
   /** Entries with seq > afterSeq in seq order, at most about maxBytes of lines (always at least one entry when any exists). */
   readLog(afterSeq: number, maxBytes: number): Promise<LogEntry[]>;
   /** Bytes of the lines of the entries after afterSeq (what shipping them reads). */
@@ -189,10 +195,42 @@ export interface MaterialiseOptions {
   signal?: AbortSignal;
   /** Also runs SQLite's structural check on the base (verification wants it; a restore can skip its cost). */
   quickCheck?: boolean;
+  /**
+   * The target's tier limits, and at least how many lines the batches hold: the build stops with CAPACITY_EXCEEDED as
+   * soon as the lines left, each changing one row, could no longer bring the counts within them.
+   */
+  within?: { maxNodes: number | null; maxRelationships: number | null; lines: number };
+}
+
+/** The target's tier limits a build is checked against, and at least how many lines it will still apply. */
+export type BuildLimits = NonNullable<MaterialiseOptions['within']>;
+
+/**
+ * CAPACITY_EXCEEDED when counts pass the limits by more than `linesLeft` lines could take away (each changes one row):
+ * whatever those lines do, the result cannot fit. `allowedBy` names the limits in the message (the target's tier).
+ */
+export function assertMayStillFit(
+  counts: { nodeCount: number; relationshipCount: number },
+  within: Pick<BuildLimits, 'maxNodes' | 'maxRelationships'>,
+  linesLeft: number,
+  allowedBy = 'the target',
+): void {
+  for (const [kind, count, max] of [
+    ['nodes', counts.nodeCount, within.maxNodes],
+    ['relationships', counts.relationshipCount, within.maxRelationships],
+  ] as const) {
+    const fewest = count - linesLeft;
+    if (max !== null && fewest > max) throw capacityExceeded(`the data holds at least ${fewest} ${kind}; ${allowedBy} allows ${max}`);
+  }
 }
 
 /** Where instance stores live; a store is addressed by instance and generation (a restore makes a new one). */
 export interface GraphStoreProvider {
+  /**
+   * `check` runs on each store as it is opened, before any use gets it; when it fails, so does that use, and the next
+   * one opens the store again.
+   */
+  onOpen(check: (instanceId: string, store: GraphStore) => Promise<void>): void;
   /** Runs fn with the store open; the store is not closed underneath a running call. */
   use<T>(instanceId: string, generation: number, fn: (store: GraphStore) => Promise<T>): Promise<T>;
   create(instanceId: string, generation: number): Promise<void>;

@@ -14,7 +14,7 @@ import { materialiseStore } from './sqlite-materialiser';
 
 interface OpenStore {
   store: Promise<SqliteGraphStore>;
-  /** The file opened (`<dev>:<ino>`), once it is open. */
+  /** The file opened (`<dev>:<ino>`, or 'gone' when it was removed as it opened), once it is open. */
   identity: string | null;
   users: number;
   /** Closed once its last user is done; `replaced` too when its file is no longer the one at its path. */
@@ -34,7 +34,13 @@ export const fileIdentity = (path: string): Promise<string | null> =>
 export class SqliteGraphStoreProvider implements GraphStoreProvider {
   private readonly open = new Map<string, OpenStore>();
 
+  private check: (instanceId: string, store: GraphStore) => Promise<void> = async () => undefined;
+
   constructor(private readonly rootDir: string) {}
+
+  onOpen(check: (instanceId: string, store: GraphStore) => Promise<void>): void {
+    this.check = check;
+  }
 
   use<T>(instanceId: string, generation: number, fn: (store: GraphStore) => Promise<T>): Promise<T> {
     return this.withOpen(instanceId, generation, false, fn);
@@ -43,22 +49,13 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
   private async withOpen<T>(instanceId: string, generation: number, create: boolean, fn: (store: GraphStore) => Promise<T>): Promise<T> {
     const key = this.fileOf(instanceId, generation);
     await this.retireReplaced(instanceId);
+    // Looked up and, when missing, put in the cache with no await between: every request that finds the store not open
+    // (the first ones after a restart, or those a deletion or a restore's swap made wait while it closed the store)
+    // shares one opening. Each opened its own store, and their writers' schema checks (BEGIN IMMEDIATE) waited on one
+    // another in SQLite's busy handler: the waiting ones held every thread of libuv's pool, so the one that held the
+    // lock could not go on, and every request of the process waited out the busy timeout or failed SQLITE_BUSY.
     let entry = this.open.get(key);
-    if (!entry || entry.replaced) {
-      if (!create && !(await exists(key))) throw new StoreMissingError(instanceId, generation);
-      const opening = SqliteGraphStore.open(key, { create });
-      const opened: OpenStore = { store: opening, identity: null, users: 0, retired: false, replaced: false, closed: false };
-      entry = opened;
-      this.open.set(key, opened);
-      opening.then(
-        async () => {
-          opened.identity = await fileIdentity(key);
-        },
-        () => {
-          if (this.open.get(key) === opened) this.open.delete(key);
-        },
-      );
-    }
+    if (!entry || entry.replaced) entry = this.startOpening(instanceId, generation, key, create);
     entry.users += 1;
     try {
       return await fn(await entry.store);
@@ -66,6 +63,31 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
       entry.users -= 1;
       if (entry.retired && entry.users === 0) await this.closeEntry(key, entry);
     }
+  }
+
+  /** A cache entry for the store at key, put in the cache at once; it is taken out again if the store fails to open. */
+  private startOpening(instanceId: string, generation: number, key: string, create: boolean): OpenStore {
+    const opened: OpenStore = { store: Promise.resolve(null as never), identity: null, users: 0, retired: false, replaced: false, closed: false };
+    opened.store = (async () => {
+      if (!create && !(await exists(key))) throw new StoreMissingError(instanceId, generation);
+      const store = await SqliteGraphStore.open(key, { create });
+      // The file as opened, taken at once: the check below waits for the metadata database, and a file another
+      // replica's restore removed meanwhile was measured as none, so its store was never retired. Gone already, it
+      // is retired at the next look.
+      opened.identity = (await fileIdentity(key)) ?? 'gone';
+      try {
+        await this.check(instanceId, store);
+      } catch (error) {
+        await store.close().catch(() => undefined);
+        throw error;
+      }
+      return store;
+    })();
+    this.open.set(key, opened);
+    opened.store.catch(() => {
+      if (this.open.get(key) === opened) this.open.delete(key);
+    });
+    return opened;
   }
 
   /** Retires the instance's cached stores whose file was removed or replaced (by another process) since they opened it. */
@@ -122,9 +144,10 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
   async removeGenerations(instanceId: string, keep?: number): Promise<void> {
     if (keep === undefined) {
       const dir = this.dirOf(instanceId);
-      for (const [key, entry] of this.open) if (key.startsWith(dir + '/')) await this.retire(key, entry);
+      await this.retireFiles(dir, () => true);
       // Retried: a store being opened meanwhile (background work that had not seen the deletion yet) adds files.
       await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
+      await this.retireFiles(dir, () => true);
       return;
     }
     const keepName = `graph-${keep}.sqlite`;
@@ -146,11 +169,21 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
   /** Closes the instance's cached stores whose file name is `doomed`, then deletes every such file of its directory. */
   private async removeFiles(instanceId: string, doomed: (name: string) => boolean): Promise<void> {
     const dir = this.dirOf(instanceId);
+    await this.retireFiles(dir, doomed);
+    const names = await readdir(dir).catch(() => [] as string[]);
+    await Promise.all(names.filter(doomed).map((name) => rm(join(dir, name), { force: true })));
+    await this.retireFiles(dir, doomed);
+  }
+
+  /**
+   * Retires the cached stores of dir whose file name is `doomed`. Called before the files go and again after: a request
+   * that had found the instance just before could open the store in between, and on a sole process nothing else would
+   * ever close that store on its removed file (its descriptors and disk space held until a restart).
+   */
+  private async retireFiles(dir: string, doomed: (name: string) => boolean): Promise<void> {
     for (const [key, entry] of this.open) {
       if (key.startsWith(dir + '/') && doomed(key.slice(dir.length + 1))) await this.retire(key, entry);
     }
-    const names = await readdir(dir).catch(() => [] as string[]);
-    await Promise.all(names.filter(doomed).map((name) => rm(join(dir, name), { force: true })));
   }
 
   async close(): Promise<void> {
@@ -185,7 +218,9 @@ export class SqliteGraphStoreProvider implements GraphStoreProvider {
     if (entry.closed) return;
     entry.closed = true;
     if (this.open.get(key) === entry) this.open.delete(key);
-    await (await entry.store).close().catch(() => undefined);
+    // A store that failed to open has nothing to close: its users were given that failure.
+    const store = await entry.store.catch(() => null);
+    await store?.close().catch(() => undefined);
   }
 
   private dirOf(instanceId: string): string {

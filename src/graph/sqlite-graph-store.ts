@@ -130,6 +130,8 @@ export const PAGE_BYTES = 16 * 1024 * 1024;
 /** A page's candidate rows (`size` of each), at most first + 1 of them, and `fetched`: how many there were. */
 interface PageRow {
   fetched: number;
+  /** Null but in the row of the page's total (withTotal), whose other columns are. */
+  total: number | null;
 }
 
 /**
@@ -142,10 +144,22 @@ const pageOf = (candidates: string) => `
     SELECT id, sum(size) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - size AS before, count(*) OVER () AS fetched FROM (${candidates}))
   WHERE before < ?3`;
 
-/** The first `first` rows of a page, and whether anything follows them (a candidate left out, by count or by size). */
-function pageFrom<R extends PageRow, T>(rows: R[], first: number, to: (row: R) => T): { items: T[]; hasNextPage: boolean } {
+/**
+ * A page's rows (`rows`, selecting NULL then `columns` and `fetched`) after a row of their total: the count the counts
+ * table holds for ?5 (kind) and ?6 (name), beside nulls. One statement, so that the total is of the moment the page
+ * is: read in a statement of its own, it was of another, and a write committed between the two gave a page of the
+ * whole graph a totalCount other than its length. (A compound, not a join: joined, the rows were copied once more.)
+ */
+const withTotal = (columns: string[], rows: string) => `
+  SELECT coalesce((SELECT count FROM counts WHERE kind = ?5 AND name = ?6), 0) AS total, ${columns.map((column) => `NULL AS ${column}`).join(', ')}, NULL AS fetched
+  UNION ALL ${rows}
+  ORDER BY id`;
+
+/** The first `first` rows of a page, whether anything follows them (a candidate left out, by count or by size), and its total. */
+function pageFrom<R extends PageRow, T>(found: R[], first: number, to: (row: R) => T): Page<T> {
+  const rows = found.filter((row) => row.total === null);
   const items = rows.slice(0, first).map(to);
-  return { items, hasNextPage: (rows[0]?.fetched ?? 0) > items.length };
+  return { items, hasNextPage: (rows[0]?.fetched ?? 0) > items.length, totalCount: found.find((row) => row.total !== null)?.total ?? 0 };
 }
 
 /** Parses a client-supplied id; ids are positive integers. */
@@ -203,7 +217,7 @@ export class SqliteGraphStore implements GraphStore {
           `the instance holds ${counts.nodes} nodes; ${drafts.length} more would exceed its limit of ${limits.maxNodes}`,
         );
       }
-      assertFits(used, payload.length, limits.maxBytes);
+      await assertFits(this.writer, used, payload.length, limits.maxBytes);
       const firstId = await nextId(this.writer, 'next_node_id', drafts.length);
       await this.writer.run(
         `INSERT INTO nodes (id, labels, properties) SELECT ?1 + key, value ->> 0, value ->> 1 FROM json_each(?2)`,
@@ -246,7 +260,7 @@ export class SqliteGraphStore implements GraphStore {
           `the instance holds ${counts.relationships} relationships; ${drafts.length} more would exceed its limit of ${limits.maxRelationships}`,
         );
       }
-      assertFits(await usedBytes(this.writer), payload.length, limits.maxBytes);
+      await assertFits(this.writer, await usedBytes(this.writer), payload.length, limits.maxBytes);
       const firstId = await nextId(this.writer, 'next_relationship_id', drafts.length);
       await this.writer.run(
         `INSERT INTO relationships (id, type, start_id, end_id, properties)
@@ -285,7 +299,7 @@ export class SqliteGraphStore implements GraphStore {
       if (missing.length > 0) {
         throw new AppError('NOT_FOUND', `no node has the id ${missing.map((row) => row.id).join(', ')}: nothing was updated`);
       }
-      assertFits(await usedBytes(this.writer), payload.length, limits.maxBytes);
+      await assertFits(this.writer, await usedBytes(this.writer), payload.length, limits.maxBytes);
       const previous = await this.writer.all<{ labels: string }>(
         `SELECT labels FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`,
         [relabelled],
@@ -375,11 +389,10 @@ export class SqliteGraphStore implements GraphStore {
         : `SELECT n.id, octet_length(n.labels) + octet_length(n.properties) AS size FROM node_labels l JOIN nodes n ON n.id = l.node_id
            WHERE l.label = ?4 AND l.node_id > ?1 ORDER BY l.node_id LIMIT ?2`;
     const rows = await this.reader.all<NodeRow & PageRow>(
-      `SELECT n.id, n.labels, n.properties, p.fetched FROM (${pageOf(candidates)}) p JOIN nodes n ON n.id = p.id ORDER BY n.id`,
-      [after, page.first + 1, PAGE_BYTES, ...(label === undefined ? [] : [label])],
+      withTotal(['id', 'labels', 'properties'], `SELECT NULL, n.id, n.labels, n.properties, p.fetched FROM (${pageOf(candidates)}) p JOIN nodes n ON n.id = p.id`),
+      [after, page.first + 1, PAGE_BYTES, label ?? null, ...(label === undefined ? ['nodes', ''] : ['label', label])],
     );
-    const totalCount = await countOf(this.reader, label === undefined ? ['nodes', ''] : ['label', label]);
-    return { ...pageFrom(rows, page.first, toNode), totalCount };
+    return pageFrom(rows, page.first, toNode);
   }
 
   async relationships(type: string | undefined, page: PageRequest): Promise<Page<RelationshipRecord>> {
@@ -390,12 +403,13 @@ export class SqliteGraphStore implements GraphStore {
         ? `SELECT id, ${size} AS size FROM relationships WHERE id > ?1 ORDER BY id LIMIT ?2`
         : `SELECT id, ${size} AS size FROM relationships WHERE type = ?4 AND id > ?1 ORDER BY type, id LIMIT ?2`;
     const rows = await this.reader.all<RelationshipRow & PageRow>(
-      `SELECT r.id, r.type, r.start_id, r.end_id, r.properties, p.fetched FROM (${pageOf(candidates)}) p JOIN relationships r ON r.id = p.id
-       ORDER BY r.id`,
-      [after, page.first + 1, PAGE_BYTES, ...(type === undefined ? [] : [type])],
+      withTotal(
+        ['id', 'type', 'start_id', 'end_id', 'properties'],
+        `SELECT NULL, r.id, r.type, r.start_id, r.end_id, r.properties, p.fetched FROM (${pageOf(candidates)}) p JOIN relationships r ON r.id = p.id`,
+      ),
+      [after, page.first + 1, PAGE_BYTES, type ?? null, ...(type === undefined ? ['relationships', ''] : ['type', type])],
     );
-    const totalCount = await countOf(this.reader, type === undefined ? ['relationships', ''] : ['type', type]);
-    return { ...pageFrom(rows, page.first, toRelationship), totalCount };
+    return pageFrom(rows, page.first, toRelationship);
   }
 
   stats(): Promise<GraphStats> {
@@ -446,6 +460,29 @@ export class SqliteGraphStore implements GraphStore {
         return answer;
       }
     });
+  }
+
+  /**
+   * Starts a new history for what the store holds (see GraphStore.startHistory): in one write transaction with the
+   * position it returns, so that a write after it is the new epoch's seq 1, never one taken for its starting point.
+   */
+  startHistory(fromEpoch: number, atLeast: number): Promise<StorePosition & { readAt: number }> {
+    return this.writeLock.run(() =>
+      this.writer.transaction(async () => {
+        if ((await readPosition(this.writer)).epoch === fromEpoch) {
+          // The write fence stays as it is: a restore that froze the store still owns it.
+          await this.writer.run(`DELETE FROM change_log`);
+          await this.writer.run(`DELETE FROM meta WHERE key = 'last_at'`);
+          await setMeta(this.writer, 'epoch', newEpoch());
+          await setMeta(this.writer, 'seq', 0);
+        }
+        const position = await readPosition(this.writer);
+        const promised = (await this.writer.get<{ value: number }>(`SELECT value FROM meta WHERE key = ?`, [READ_AT]))?.value ?? 0;
+        const readAt = Math.max(Date.now(), (position.at ?? 0) + 1, promised, atLeast, this.unrecordedReadAt);
+        if (readAt > promised) await setMeta(this.writer, READ_AT, readAt);
+        return { ...position, readAt };
+      }),
+    );
   }
 
   async readLog(afterSeq: number, maxBytes: number): Promise<LogEntry[]> {
@@ -855,11 +892,6 @@ async function readCounts(db: SqliteConnection): Promise<{ nodes: number; relati
   return { nodes: of('nodes'), relationships: of('relationships') };
 }
 
-async function countOf(db: SqliteConnection, [kind, name]: [CountKind, string]): Promise<number> {
-  const row = await db.get<{ count: number }>(`SELECT count FROM counts WHERE kind = ? AND name = ?`, [kind, name]);
-  return row?.count ?? 0;
-}
-
 export async function readStats(db: SqliteConnection): Promise<GraphStats> {
   const rows = await db.all<{ kind: CountKind; name: string; count: number }>(
     `SELECT kind, name, count FROM counts WHERE count > 0 ORDER BY kind, name`,
@@ -907,13 +939,11 @@ async function assertAnswerFits(db: SqliteConnection, ids: number[]): Promise<vo
 }
 
 /** Refuses a batch that clearly will not fit before it is written (assertStillFits then counts what it really took). */
-function assertFits(usedBytes: number, incomingBytes: number, maxBytes: number): void {
+async function assertFits(db: SqliteConnection, usedBytes: number, incomingBytes: number, maxBytes: number): Promise<void> {
   // Text plus row and index overhead: an estimate, which UTF-16 lengths of multi-byte text and small rows undercount.
   const estimate = Math.ceil(incomingBytes * 1.5) + 4096;
   if (usedBytes + estimate > maxBytes) {
-    throw capacityExceeded(
-      `the instance's storage is full: ${usedBytes} of ${maxBytes} bytes used, and this batch needs about ${estimate} more`,
-    );
+    throw await storageFull(db, usedBytes, `${usedBytes} of ${maxBytes} bytes used, and this batch needs about ${estimate} more`);
   }
 }
 
@@ -925,8 +955,23 @@ function assertFits(usedBytes: number, incomingBytes: number, maxBytes: number):
 async function assertStillFits(db: SqliteConnection, maxBytes: number): Promise<void> {
   const used = await usedBytes(db);
   if (used > maxBytes) {
-    throw capacityExceeded(`the instance's storage is full: this batch would take it to ${used} of ${maxBytes} bytes; nothing was written`);
+    throw await storageFull(db, used, `this batch would take it to ${used} of ${maxBytes} bytes; nothing was written`);
   }
+}
+
+/**
+ * CAPACITY_EXCEEDED for a full storage. The change log waiting to be shipped is in the store, so it counts (it takes
+ * that disk); when shipping stalls (the blob store away) it can fill the storage of a small graph. The message then
+ * says so: deleting data would not help (a deletion adds entries of its own), waiting for the shipping does.
+ */
+async function storageFull(db: SqliteConnection, usedBytes: number, detail: string): Promise<AppError> {
+  const row = await db.get<{ bytes: number }>(`SELECT coalesce(sum(octet_length(lines)), 0) AS bytes FROM change_log`);
+  const unshipped = row?.bytes ?? 0;
+  const why =
+    unshipped * 4 >= usedBytes
+      ? `; about ${unshipped} bytes of it are changes not yet copied to backup storage, which give their room back once copied`
+      : '';
+  return capacityExceeded(`the instance's storage is full: ${detail}${why}`);
 }
 
 /** The first of `count` new ids. Ids stay JavaScript-safe integers (a restored archive may already use the highest). */

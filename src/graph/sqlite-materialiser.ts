@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import sqlite3 from 'sqlite3';
 import { AppError } from '../errors/app-error';
 import { isStorageFull } from '../errors/storage-full';
-import type { MaterialiseOptions } from './graph-store';
+import { assertMayStillFit, type BuildLimits, type MaterialiseOptions } from './graph-store';
 import type { DeltaBatch, GraphStats, NameCount } from './records';
 import { SqliteConnection } from './sqlite-connection';
 import { readPosition, readStats, removeStoreFiles, startEpoch, TUNING, upgradeSchema } from './sqlite-graph-store';
@@ -98,7 +98,7 @@ export async function materialiseStore(
   base: Readable | null,
   deltas: AsyncIterable<DeltaBatch>,
   expected: GraphStats | null,
-  { signal, quickCheck = false }: MaterialiseOptions = {},
+  { signal, quickCheck = false, within }: MaterialiseOptions = {},
 ): Promise<GraphStats> {
   await removeStoreFiles(path);
   let db: SqliteConnection | null = null;
@@ -124,9 +124,14 @@ export async function materialiseStore(
     await db.exec(`BEGIN; ${TEMP_TABLES}`);
     // An empty store gets its tables; a previous release's base its change log.
     await upgradeSchema(db);
+    let linesLeft = within?.lines ?? 0;
+    if (within) await assertStoreMayStillFit(db, within, linesLeft);
     for await (const batch of deltas) {
       signal?.throwIfAborted();
       await applyBatch(db, batch);
+      if (!within) continue;
+      linesLeft = Math.max(linesLeft - batch.lines.length, 0);
+      await assertStoreMayStillFit(db, within, linesLeft);
     }
     signal?.throwIfAborted();
     await verifyTouched(db);
@@ -214,6 +219,13 @@ async function checkBase(db: SqliteConnection): Promise<void> {
   if (rows.length !== 1 || rows[0].quick_check !== 'ok') {
     throw new AppError('INVALID_BACKUP_FILE', `the base store is damaged: ${rows.map((row) => row.quick_check).join('; ')}`);
   }
+}
+
+/** See assertMayStillFit: the store's counts as the build stands. */
+async function assertStoreMayStillFit(db: SqliteConnection, within: BuildLimits, linesLeft: number): Promise<void> {
+  const rows = await db.all<{ kind: string; count: number }>(`SELECT kind, count FROM counts WHERE kind IN ('nodes', 'relationships') AND name = ''`);
+  const count = (kind: string) => rows.find((row) => row.kind === kind)?.count ?? 0;
+  assertMayStillFit({ nodeCount: count('nodes'), relationshipCount: count('relationships') }, within, linesLeft);
 }
 
 async function applyBatch(db: SqliteConnection, batch: DeltaBatch): Promise<void> {

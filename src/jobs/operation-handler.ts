@@ -27,7 +27,12 @@ export interface JobContext {
 export interface OperationResult {
   /** Runs in the same transaction as the operation's SUCCEEDED: clients never see the result before the operation ends. */
   commit?(manager: EntityManager): Promise<void>;
-  /** Runs once that transaction has committed (events, follow-up work); failures are logged, not fatal. */
+  /**
+   * Publishes the events of what the transaction committed (an instance's AVAILABLE, a snapshot's COMPLETED), before
+   * the operation's own final state: a client sees the change happen, then the operation end.
+   */
+  announce?(): void;
+  /** Runs once that transaction has committed and everything is announced (follow-up work); failures are logged, not fatal. */
   afterCommit?(): Promise<void>;
 }
 

@@ -5,8 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { IsNull, LessThan, Not, type DataSource, type Repository } from 'typeorm';
+import { IsNull, Not, type DataSource, type Repository } from 'typeorm';
 import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
+import { beforeDatabaseTime, databaseTime } from '../entities/database-clock';
 import { OperationEntity, type OperationKind, type OperationStatus } from '../entities/operation.entity';
 import { isAppError } from '../errors/app-error';
 import { asStorageFull, isStorageFull } from '../errors/storage-full';
@@ -181,7 +182,7 @@ export class OperationRunner {
   private async cancelQueued(operationId: string, requestedAt: number): Promise<boolean> {
     const taken = await this.operations.update(
       { id: operationId, status: 'QUEUED' },
-      { status: 'RUNNING', leaseOwner: this.owner, leaseExpiresAt: Date.now() + this.options.leaseMs, cancelRequestedAt: requestedAt },
+      { status: 'RUNNING', leaseOwner: this.owner, leaseExpiresAt: this.leaseFromNow(), cancelRequestedAt: requestedAt },
     );
     if (!taken.affected) return false;
     const operation = await this.operations.findOneByOrFail({ id: operationId });
@@ -222,6 +223,7 @@ export class OperationRunner {
         await this.cancelQueued(operation.id, operation.cancelRequestedAt);
         continue;
       }
+      const claimedAt = Date.now();
       if (!(await this.claim(operation))) continue;
       if (this.stopped) {
         // Stopped while claiming: hand it back untouched for the next process rather than start it during shutdown.
@@ -231,7 +233,7 @@ export class OperationRunner {
         );
         break;
       }
-      this.execute(operation);
+      this.execute(operation, claimedAt);
     }
   }
 
@@ -240,12 +242,20 @@ export class OperationRunner {
   }
 
   private async claim(operation: OperationEntity): Promise<boolean> {
-    const now = Date.now();
-    const claimed = { status: 'RUNNING' as const, startedAt: now, leaseOwner: this.owner, leaseExpiresAt: now + this.options.leaseMs, attempt: operation.attempt + 1 };
-    const result = await this.operations.update({ id: operation.id, status: 'QUEUED', attempt: operation.attempt }, claimed);
+    const claimed = { status: 'RUNNING' as const, startedAt: Date.now(), leaseOwner: this.owner, attempt: operation.attempt + 1 };
+    const result = await this.operations.update({ id: operation.id, status: 'QUEUED', attempt: operation.attempt }, { ...claimed, leaseExpiresAt: this.leaseFromNow() });
     if (!result.affected) return false;
     Object.assign(operation, claimed);
     return true;
+  }
+
+  /**
+   * A lease's end, a lease from now by the database's clock (see databaseTime): every replica judges a lease by the
+   * clock that set it. By its own, a replica whose clock ran ahead by most of a lease took the live operations of the
+   * others for abandoned, and interrupted them.
+   */
+  private leaseFromNow(): () => string {
+    return databaseTime(this.db, this.options.leaseMs);
   }
 
   /**
@@ -263,27 +273,28 @@ export class OperationRunner {
   }
 
   /**
-   * Stops the job unless its lease, which runs until `expiresAt`, is renewed before half a heartbeat is left of it.
+   * Stops the job unless its lease, renewed by a write this process sent at `renewedAt` (by its own clock: the lease runs
+   * a lease from when the database took the write, later still), is renewed before half a heartbeat is left of it.
    * With the metadata database out of reach (renewals failing, or hanging), another runner takes the operation over
    * once the lease has expired and runs its next attempt: this run must have stopped by then, not go on writing what
    * that attempt writes (the same shadow store) or clean up after itself what is by then the other's.
    */
-  private holdLease(job: Running, expiresAt: number): void {
+  private holdLease(job: Running, renewedAt: number): void {
     if (job.leaseTimer) clearTimeout(job.leaseTimer);
     // The sole process has nobody to take over: it stops nothing for a late renewal (a stalled event loop, a full
     // disk failing the update), which would only run the operation again.
     if (this.options.soleProcess) return;
     job.leaseTimer = setTimeout(() => {
       if (!job.abort.signal.aborted) job.abort.abort(new Interruption('lease-lost', 'the operation lease could not be renewed in time'));
-    }, Math.max(0, expiresAt - Date.now() - this.heartbeatMs / 2));
+    }, Math.max(0, renewedAt + this.options.leaseMs - Date.now() - this.heartbeatMs / 2));
     job.leaseTimer.unref();
   }
 
-  private execute(operation: OperationEntity): void {
+  private execute(operation: OperationEntity, claimedAt: number): void {
     const handler = this.handlers.get(operation.kind)!;
     const job = this.jobFor(operation);
     this.running.set(operation.id, job);
-    this.holdLease(job, operation.leaseExpiresAt!);
+    this.holdLease(job, claimedAt);
     const stopListening = this.listenForControl(job);
     this.publishNow(job);
     this.logger.info(
@@ -339,13 +350,13 @@ export class OperationRunner {
       },
       enterPointOfNoReturn: async () => {
         job.abort.signal.throwIfAborted();
-        const leaseExpiresAt = Date.now() + this.options.leaseMs;
+        const renewedAt = Date.now();
         const { affected } = await this.operations.update(
           { ...this.held(operation), status: 'RUNNING', cancelRequestedAt: IsNull() },
-          { phase: POINT_OF_NO_RETURN, leaseExpiresAt },
+          { phase: POINT_OF_NO_RETURN, leaseExpiresAt: this.leaseFromNow() },
         );
         await stopUnlessUpdated(affected);
-        this.holdLease(job, leaseExpiresAt);
+        this.holdLease(job, renewedAt);
         this.progress(job, { phase: POINT_OF_NO_RETURN });
       },
     };
@@ -433,8 +444,8 @@ export class OperationRunner {
 
   private async compensateAndRecord(job: Running, outcome: Stop): Promise<void> {
     const { operation } = job;
-    // Only while this attempt still holds the row. A run that outlived its lease (another replica's clock ahead, or
-    // this process stalled) may fail on its own before its lease timer or a heartbeat tells it: the runner that took
+    // Only while this attempt still holds the row. A run that outlived its lease (this process stalled, or its renewals
+    // did not reach the database) may fail on its own before its lease timer or a heartbeat tells it: the runner that took
     // the operation over has compensated it already and may be running its next attempt, which this compensation would
     // undo (a restore's removes every store generation but the current one, the next attempt's shadow among them, and
     // makes the instance writable under that restore).
@@ -510,11 +521,14 @@ export class OperationRunner {
     if (job.publishTimer) clearTimeout(job.publishTimer);
     job.publishTimer = null;
     const op = job.operation;
-    const patch = outcomePatch(op, outcome);
+    let patch!: ReturnType<typeof outcomePatch>;
     const cancellable = (outcome.status === 'SUCCEEDED' && outcome.cancellable) || outcome.status === 'QUEUED';
     const condition = cancellable ? { ...this.held(op), cancelRequestedAt: IsNull() } : this.held(op);
     const recorded = await this.db.transaction(async (manager) => {
       if (outcome.status === 'SUCCEEDED') await outcome.result?.commit?.(manager);
+      // Its finishedAt is taken once what it commits is done: a restore's commit starts the restored data's history, and
+      // a finishedAt before that named a moment of the old history, to which a restore brought the replaced data back.
+      patch = outcomePatch(op, outcome);
       const { affected } = await manager.update(OperationEntity, condition, patch);
       if (!affected) throw new NotRecorded();
     }).then(
@@ -541,6 +555,7 @@ export class OperationRunner {
     const ms = op.finishedAt! - (op.startedAt ?? op.createdAt);
     this.metrics.recordOperation(op.kind, op.status, ms);
     this.logger.info({ operationId: op.id, kind: op.kind, status: op.status, errorCode: op.errorCode, attempt: op.attempt, ms }, 'operation finished');
+    if (outcome.status === 'SUCCEEDED') outcome.result?.announce?.();
     this.publish(op);
     if (outcome.status === 'SUCCEEDED') {
       await outcome.result?.afterCommit?.().catch((err) => this.logger.error({ err, operationId: op.id }, 'after-commit step failed'));
@@ -551,23 +566,23 @@ export class OperationRunner {
     for (const job of this.running.values()) {
       // While a stopped job compensates, its lease is still renewed, or another runner would compensate it too.
       const stopping = job.abort.signal.aborted;
-      const leaseExpiresAt = Date.now() + this.options.leaseMs;
+      const renewedAt = Date.now();
       // Each job on its own: one renewal failing must not leave the others' leases to run out.
       try {
         const { affected } = await this.operations.update(
           stopping
             ? { ...this.held(job.operation), status: 'RUNNING' }
             : { ...this.held(job.operation), status: 'RUNNING', cancelRequestedAt: IsNull() },
-          { leaseExpiresAt },
+          { leaseExpiresAt: this.leaseFromNow() },
         );
-        if (affected) this.holdLease(job, leaseExpiresAt);
+        if (affected) this.holdLease(job, renewedAt);
         else if (!stopping) job.abort.abort(await this.interruptionOf(job));
       } catch (err) {
         this.logger.warn({ err, operationId: job.operation.id }, 'could not renew the lease of a running operation');
       }
     }
     for (const id of this.compensating) {
-      await this.operations.update({ id, leaseOwner: this.owner, status: 'RUNNING' }, { leaseExpiresAt: Date.now() + this.options.leaseMs });
+      await this.operations.update({ id, leaseOwner: this.owner, status: 'RUNNING' }, { leaseExpiresAt: this.leaseFromNow() });
     }
   }
 
@@ -577,7 +592,7 @@ export class OperationRunner {
    */
   private async recoverOrphans(all: boolean): Promise<void> {
     const orphans = await this.operations.find({
-      where: all ? { status: 'RUNNING' } : { status: 'RUNNING', leaseExpiresAt: LessThan(Date.now()) },
+      where: all ? { status: 'RUNNING' } : { status: 'RUNNING', leaseExpiresAt: beforeDatabaseTime(this.db) },
     });
     for (const operation of orphans) {
       if (this.running.has(operation.id) || this.compensating.has(operation.id)) continue;
@@ -585,7 +600,7 @@ export class OperationRunner {
       // (its owner may have handed it back and claimed the next one since the scan, under a fresh lease).
       const taken = await this.operations.update(
         { id: operation.id, status: 'RUNNING', attempt: operation.attempt, leaseOwner: operation.leaseOwner === null ? IsNull() : operation.leaseOwner },
-        { leaseOwner: this.owner, leaseExpiresAt: Date.now() + this.options.leaseMs },
+        { leaseOwner: this.owner, leaseExpiresAt: this.leaseFromNow() },
       );
       if (!taken.affected) continue;
       // Read again once taken: until then its owner (stalled, not dead) could still record params, such as the

@@ -53,8 +53,8 @@ export class ChangeLog1766200000000 implements MigrationInterface {
     await queryRunner.createIndex('log_segments', new TableIndex({ name: 'uq_log_segments_epoch_first', columnNames: ['epoch', 'firstSeq'], isUnique: true }));
     await queryRunner.createIndex('log_segments', new TableIndex({ name: 'idx_log_segments_tenant', columnNames: ['tenantId'] }));
     await queryRunner.addColumn('restore_points', new TableColumn(bigint('at', true)));
-    await queryRunner.changeColumn('restore_points', 'manifestKey', new TableColumn({ name: 'manifestKey', type: 'varchar', length: '200', isNullable: true }));
-    await queryRunner.changeColumn('restore_points', 'baseId', new TableColumn(id('baseId', true)));
+    await setNullable(queryRunner, 'manifestKey', new TableColumn({ name: 'manifestKey', type: 'varchar', length: '200', isNullable: true }));
+    await setNullable(queryRunner, 'baseId', new TableColumn(id('baseId', true)));
     await queryRunner.addColumn('operations', new TableColumn(bigint('pointInTime', true)));
     await queryRunner.addColumn('operations', new TableColumn(id('sourceInstanceId', true)));
   }
@@ -63,10 +63,24 @@ export class ChangeLog1766200000000 implements MigrationInterface {
     await queryRunner.dropColumn('operations', 'sourceInstanceId');
     await queryRunner.dropColumn('operations', 'pointInTime');
     await queryRunner.query(`DELETE FROM restore_points WHERE kind = 'LOG'`);
-    await queryRunner.changeColumn('restore_points', 'baseId', new TableColumn({ name: 'baseId', type: 'varchar', length: '36' }));
-    await queryRunner.changeColumn('restore_points', 'manifestKey', new TableColumn({ name: 'manifestKey', type: 'varchar', length: '200' }));
+    await setNullable(queryRunner, 'baseId', new TableColumn({ name: 'baseId', type: 'varchar', length: '36' }));
+    await setNullable(queryRunner, 'manifestKey', new TableColumn({ name: 'manifestKey', type: 'varchar', length: '200' }));
     await queryRunner.dropColumn('restore_points', 'at');
     await queryRunner.dropTable('log_segments');
     await queryRunner.dropTable('store_epochs');
   }
+}
+
+/**
+ * Makes a restore_points column nullable or not, keeping its values. On PostgreSQL, TypeORM's changeColumn drops and
+ * adds the column again whenever the type it reads back ("character varying") differs from the one given ("varchar"):
+ * every restore point recorded before this migration then lost its manifest key and base, and its snapshot could no
+ * longer be restored. SQLite's changeColumn copies the table, values included.
+ */
+async function setNullable(queryRunner: QueryRunner, name: string, column: TableColumn): Promise<void> {
+  if (queryRunner.connection.options.type !== 'postgres') {
+    await queryRunner.changeColumn('restore_points', name, column);
+    return;
+  }
+  await queryRunner.query(`ALTER TABLE "restore_points" ALTER COLUMN "${name}" ${column.isNullable ? 'DROP' : 'SET'} NOT NULL`);
 }

@@ -26,13 +26,23 @@ export class SoleProcessLeadership implements SchedulerLeadership {
  * A session-level PostgreSQL advisory lock held on a connection of its own. PostgreSQL releases the lock when that
  * session ends, so a process that dies (even by SIGKILL) or loses its connection gives leadership up by itself, and
  * a follower's next try wins it. The two-int form keeps the key out of the way of bigint keys other tools may use.
+ *
+ * A leader that stops talking without closing its connection (a hung or paused process, a host cut off from the
+ * network or powered off) leaves PostgreSQL an idle session, not a dead one: left alone, it kept the lock (for ever,
+ * or until the server's TCP keepalives gave up, two hours by default) and no process scheduled meanwhile. So the
+ * session asks PostgreSQL to end it after SILENT_LEADER_TIMEOUT_MS without a query (PostgreSQL 14 and later; TCP
+ * keepalives of seconds catch a vanished host on 13), and a leader sends one every HEARTBEAT_MS, however long a tick takes.
  */
 export class PostgresAdvisoryLockLeadership implements SchedulerLeadership {
   /** 'SNAP' as an int4, and the scheduler's slot under it. */
   static readonly LOCK_KEY = [0x534e4150, 1] as const;
+  /** How long a leader may stay silent before PostgreSQL ends its session, and so frees the lock for another process. */
+  static readonly SILENT_LEADER_TIMEOUT_MS = 10_000;
+  private static readonly HEARTBEAT_MS = 1_000;
 
   private client: Client | null = null;
   private leading = false;
+  private heartbeat: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly databaseUrl: string,
@@ -54,6 +64,7 @@ export class PostgresAdvisoryLockLeadership implements SchedulerLeadership {
       ]);
       if (rows[0]?.locked && this.client === client) {
         this.leading = true;
+        this.startHeartbeat(client);
         this.logger.info('scheduler leadership acquired (PostgreSQL advisory lock)');
       }
       return this.leading;
@@ -72,6 +83,7 @@ export class PostgresAdvisoryLockLeadership implements SchedulerLeadership {
       this.logger.info('scheduler leadership released');
     }
     this.leading = false;
+    this.stopHeartbeat();
     this.client = null;
     await client.end().catch(() => undefined);
   }
@@ -91,17 +103,45 @@ export class PostgresAdvisoryLockLeadership implements SchedulerLeadership {
     this.client = client;
     try {
       await client.connect();
+      await this.endSessionWhenSilent(client);
     } catch (error) {
       this.client = null;
+      await client.end().catch(() => undefined);
       throw error;
     }
     return client;
+  }
+
+  /** Has PostgreSQL end this session when it has been silent for SILENT_LEADER_TIMEOUT_MS (see the class comment). */
+  private async endSessionWhenSilent(client: Client): Promise<void> {
+    const silentSeconds = PostgresAdvisoryLockLeadership.SILENT_LEADER_TIMEOUT_MS / 1_000;
+    await client.query(`SET tcp_keepalives_idle = ${silentSeconds / 2}; SET tcp_keepalives_interval = 1; SET tcp_keepalives_count = ${silentSeconds / 2}`);
+    try {
+      await client.query(`SET idle_session_timeout = ${PostgresAdvisoryLockLeadership.SILENT_LEADER_TIMEOUT_MS}`);
+    } catch (error) {
+      // PostgreSQL 13 has no idle_session_timeout: the keepalives above still catch a host that is gone.
+      if ((error as { code?: string }).code !== '42704') throw error;
+    }
+  }
+
+  private startHeartbeat(client: Client): void {
+    this.stopHeartbeat();
+    this.heartbeat = setInterval(() => {
+      client.query('SELECT 1').catch((error: unknown) => this.disconnect(error, client));
+    }, PostgresAdvisoryLockLeadership.HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
   }
 
   /** Forgets the connection (and with it the lock, which PostgreSQL frees when the session ends). */
   private disconnect(error: unknown, which: Client | null = this.client): void {
     if (!which || which !== this.client) return;
     this.client = null;
+    this.stopHeartbeat();
     if (this.leading) {
       this.leading = false;
       this.logger.warn({ err: error }, 'scheduler leadership lost: the lock connection failed');

@@ -1,8 +1,9 @@
 // Applies the tier's retention rules (retention.ts decides) to the metadata: finds the snapshots they concern with
 // a few queries per sweep, and removes what they say with its blob and a snapshotUpdated event.
-import { type DataSource, In, type Repository } from 'typeorm';
+import { type DataSource, In, MoreThan, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { type Tier, TIERS, type TierSchedule } from '../config/tiers';
+import { ExportTokenEntity } from '../entities/export-token.entity';
 import { InstanceEntity } from '../entities/instance.entity';
 import { OperationEntity } from '../entities/operation.entity';
 import { restoreInProgressOn } from '../jobs/operation-queue';
@@ -27,12 +28,15 @@ interface Removal {
 
 /**
  * What a sweep reads, one scan per rule, each a range of the (instanceId, createdAt) history index per instance, so
- * that no sweep reads a whole history:
- * - retention: the snapshots past it (createdAt <= now - retention);
+ * that no sweep reads a whole history; and, first, which instances a scan concerns, found in SQL through an index, so
+ * that a sweep with nothing to do reads no instance's rows and does not grow with the number of instances:
+ * - retention: the snapshots past it (createdAt <= now - retention), of the instances with a snapshot past its
+ *   expiresAt (idx_snapshots_expiry);
  * - thinning: the SCHEDULED snapshots that crossed the thinAfter line since the last sweep, widened to whole
- *   thinInterval buckets (a bucket's keeper is its oldest member, which may have crossed earlier). Buckets behind
- *   that window were decided by earlier sweeps of this process; the first sweep after a start reads them all;
- * - keepLatestOnly: every snapshot of the tier, few by construction since each completion applies the rule.
+ *   thinInterval buckets (a bucket's keeper is its oldest member, which may have crossed earlier), of the instances
+ *   with such a crossing (idx_snapshots_created). Buckets behind that window were decided by earlier sweeps of this
+ *   process; the first sweep after a start reads them all, instance by instance of the tier (idx_instances_tier);
+ * - keepLatestOnly: every snapshot of the instances where a settled snapshot is older than a COMPLETED one.
  * Each scan is decided on its own with the tier's full rules. That is sound because each holds, per instance,
  * either a createdAt-ordered prefix of the history or whole buckets of thinning candidates, and on such a slice
  * snapshotsToRemove chooses a subset of what it would choose on the whole history: retention is per snapshot, and
@@ -41,7 +45,7 @@ interface Removal {
 export class RetentionSweeper {
   private readonly schedules: Record<Tier, TierSchedule>;
   private readonly snapshotRows: Repository<SnapshotEntity>;
-  /** Per thinning tier: where the next sweep's thinning window starts (epoch ms, bucket-aligned). */
+  /** Per thinning tier: where the next sweep's thinning window starts (epoch ms): what is older was decided. */
   private readonly thinFrom = new Map<Tier, number>();
   /** Whether alignExpiry has run in this process. */
   private expiryAligned = false;
@@ -67,7 +71,7 @@ export class RetentionSweeper {
     if (!schedule.keepLatestOnly) return;
     try {
       const snapshots = await this.snapshots.snapshotsOf(instance.id);
-      await this.remove(this.decide(snapshots, schedule, now), schedule);
+      await this.remove(this.decide(snapshots, schedule, now), schedule, now);
     } catch (error) {
       this.logger.error({ err: error, instanceId: instance.id }, 'could not apply retention after a snapshot');
     }
@@ -80,17 +84,80 @@ export class RetentionSweeper {
       this.expiryAligned = true;
     }
     let removed = 0;
+    const expired = await this.instancesWithExpired(now);
     for (const tier of TIERS) {
       const schedule = this.schedules[tier];
-      if (schedule.keepLatestOnly) removed += (await this.sweepScan(tier, schedule, now, {})).removed;
+      if (schedule.keepLatestOnly) removed += (await this.sweepScan(tier, schedule, now, {}, await this.instancesWithSuperseded(tier))).removed;
       if (schedule.retentionMs !== null) {
-        removed += (await this.sweepScan(tier, schedule, now, { expiredAt: now - schedule.retentionMs })).removed;
+        removed += (await this.sweepScan(tier, schedule, now, { expiredAt: now - schedule.retentionMs }, expired.get(tier) ?? [])).removed;
       }
       if (schedule.thinAfterMs !== null && schedule.thinIntervalMs !== null) {
         removed += await this.sweepThinning(tier, schedule, now);
       }
     }
     return removed;
+  }
+
+  /**
+   * The instances of a tier with a snapshot keep-latest-only removes: a settled one older than a COMPLETED one.
+   * Decided in SQL, on the instances holding more than one snapshot (counted on the indexes alone), so that a sweep
+   * reads no rows of the many instances that hold their one snapshot.
+   */
+  private async instancesWithSuperseded(tier: Tier): Promise<string[]> {
+    const rows: { instanceId: string }[] = await this.query(
+      `SELECT c."instanceId" FROM (SELECT s."instanceId" FROM instances i INNER JOIN snapshots s ON s."instanceId" = i.id ` +
+        `WHERE i.tier = :tier GROUP BY s."instanceId" HAVING COUNT(*) > 1) c ` +
+        `WHERE EXISTS (SELECT 1 FROM snapshots s WHERE s."instanceId" = c."instanceId" AND s.status IN ('COMPLETED', 'FAILED') ` +
+        `AND EXISTS (SELECT 1 FROM snapshots n WHERE n."instanceId" = s."instanceId" AND n.status = 'COMPLETED' ` +
+        `AND (n."createdAt" > s."createdAt" OR (n."createdAt" = s."createdAt" AND n.id > s.id)))) ORDER BY c."instanceId"`,
+      { tier },
+    );
+    return rows.map((row) => row.instanceId);
+  }
+
+  /**
+   * Per tier, the instances with a snapshot past its expiresAt, read on idx_snapshots_expiry: only expired rows. Their
+   * retention scan then decides by createdAt, as retention.ts does. expiresAt is createdAt + retention for every
+   * settled snapshot once alignExpiry has run, and is set so when one settles.
+   */
+  private async instancesWithExpired(now: number): Promise<Map<Tier, string[]>> {
+    return this.byTier(
+      await this.query<{ instanceId: string; tier: Tier }>(
+        `SELECT DISTINCT s."instanceId", i.tier FROM snapshots s INNER JOIN instances i ON i.id = s."instanceId" ` +
+          `WHERE s."expiresAt" IS NOT NULL AND s."expiresAt" <= :now`,
+        { now },
+      ),
+    );
+  }
+
+  /** The instances of a tier with a SCHEDULED snapshot created within [from, line], read on idx_snapshots_created. */
+  private async instancesWithThinningCandidates(tier: Tier, from: number, line: number): Promise<string[]> {
+    const rows = await this.query<{ instanceId: string; tier: Tier }>(
+      `SELECT DISTINCT s."instanceId", i.tier FROM snapshots s INNER JOIN instances i ON i.id = s."instanceId" ` +
+        `WHERE s."createdAt" >= :from AND s."createdAt" <= :line AND s.profile = 'SCHEDULED'`,
+      { from, line },
+    );
+    return this.byTier(rows).get(tier) ?? [];
+  }
+
+  /**
+   * Found by the snapshots' index, the tier is filtered here: asked for in SQL, SQLite (which has no statistics) walks
+   * the tier's instances and seeks each one's history instead.
+   */
+  private byTier(rows: { instanceId: string; tier: Tier }[]): Map<Tier, string[]> {
+    const byTier = new Map<Tier, string[]>();
+    for (const { instanceId, tier } of rows) {
+      const ids = byTier.get(tier);
+      if (ids) ids.push(instanceId);
+      else byTier.set(tier, [instanceId]);
+    }
+    for (const ids of byTier.values()) ids.sort();
+    return byTier;
+  }
+
+  private query<T>(sql: string, parameters: Record<string, unknown>): Promise<T[]> {
+    const [query, values] = this.db.driver.escapeQueryWithParameters(sql, parameters);
+    return this.db.query(query, values);
   }
 
   /**
@@ -122,51 +189,65 @@ export class RetentionSweeper {
     }
   }
 
-  /** The thinning scan, and where the next one starts: past what is decided, but not past what must be seen again. */
+  /**
+   * The thinning scan, and where the next one starts: past what is decided, but not past what must be seen again. In
+   * a narrow window (every sweep after the first, unless something waits to be decided again) only the instances with
+   * a candidate in it are read (idx_snapshots_created), each from the start of the window's first bucket; a wider one
+   * (the first sweep reads every bucket) reads each instance of the tier in turn.
+   */
   private async sweepThinning(tier: Tier, schedule: TierSchedule, now: number): Promise<number> {
-    const window = { from: this.thinFrom.get(tier) ?? 0, line: now - schedule.thinAfterMs! };
-    let revisitFrom = window.line;
-    const { removed, complete } = await this.sweepScan(tier, schedule, now, { thinning: window }, (rows, kept) => {
+    const from = this.thinFrom.get(tier) ?? 0;
+    const line = now - schedule.thinAfterMs!;
+    const window = { from: bucketStart(from, schedule.thinIntervalMs!), line };
+    const instances = line - from <= schedule.thinIntervalMs! ? await this.instancesWithThinningCandidates(tier, from, line) : null;
+    let revisitFrom = line;
+    const { removed, complete } = await this.sweepScan(tier, schedule, now, { thinning: window }, instances, (rows, kept) => {
       // Not settled yet (a bucket's keeper may be among them), or chosen but not removed: decide them again.
       for (const row of [...rows.filter(isUnsettled), ...kept]) revisitFrom = Math.min(revisitFrom, row.createdAt);
     });
-    if (complete) this.thinFrom.set(tier, bucketStart(revisitFrom, schedule.thinIntervalMs!));
+    if (complete) this.thinFrom.set(tier, revisitFrom);
     return removed;
   }
 
   /**
    * Reads one scan page by page (instances in id order, each instance's rows oldest first), decides each instance's
-   * rows and removes what is chosen. Incomplete when an instance had more rows than a page holds: its oldest rows
-   * were decided, the rest wait for the next sweep.
+   * rows and removes what is chosen: over the given instances, or every instance of the tier (null). Incomplete when an
+   * instance had more rows than a page holds: its oldest rows were decided, the rest wait for the next sweep.
    */
   private async sweepScan(
     tier: Tier,
     schedule: TierSchedule,
     now: number,
     scan: Scan,
+    instances: string[] | null,
     observe?: (rows: Candidate[], kept: Candidate[]) => void,
   ): Promise<{ removed: number; complete: boolean }> {
     let removed = 0;
     let complete = true;
-    let afterInstance: string | null = null;
-    for (;;) {
-      const page = splitPage(await this.readPage(tier, scan, afterInstance));
-      complete &&= page.complete;
-      const rows = [...page.byInstance.values()];
-      const outcome = await this.remove(rows.flatMap((instanceRows) => this.decide(instanceRows, schedule, now)), schedule);
-      removed += outcome.removed;
-      observe?.(rows.flat(), outcome.kept);
-      if (page.next === null) return { removed, complete };
-      afterInstance = page.next;
+    const groups = instances === null ? [null] : chunks(instances, ID_CHUNK);
+    for (const group of groups) {
+      let afterInstance: string | null = null;
+      for (;;) {
+        const page = splitPage(await this.readPage(group === null ? { tier } : { instances: group }, scan, afterInstance));
+        complete &&= page.complete;
+        const rows = [...page.byInstance.values()];
+        const outcome = await this.remove(rows.flatMap((instanceRows) => this.decide(instanceRows, schedule, now)), schedule, now);
+        removed += outcome.removed;
+        observe?.(rows.flat(), outcome.kept);
+        if (page.next === null) break;
+        afterInstance = page.next;
+      }
     }
+    return { removed, complete };
   }
 
-  private readPage(tier: Tier, scan: Scan, afterInstance: string | null): Promise<Candidate[]> {
-    const query = this.snapshotRows
-      .createQueryBuilder('s')
-      .select(['s.id', 's.instanceId', 's.createdAt', 's.status', 's.profile'])
-      .innerJoin(InstanceEntity, 'i', 'i.id = s.instanceId')
-      .where('i.tier = :tier', { tier });
+  private readPage(of: { tier: Tier } | { instances: string[] }, scan: Scan, afterInstance: string | null): Promise<Candidate[]> {
+    const query = this.snapshotRows.createQueryBuilder('s').select(['s.id', 's.instanceId', 's.createdAt', 's.status', 's.profile']);
+    // Ordered by i.id (idx_instances_tier), not s.instanceId: the database then walks the tier's instances and seeks
+    // each one's range of the history index, instead of walking the whole history index to avoid a sort.
+    const instance = 'tier' in of ? 'i.id' : 's.instanceId';
+    if ('tier' in of) query.innerJoin(InstanceEntity, 'i', 'i.id = s.instanceId').where('i.tier = :tier', { tier: of.tier });
+    else query.where('s.instanceId IN (:...instances)', { instances: of.instances });
     // Separate scans rather than one OR: each condition stays a range on the history index.
     if (scan.expiredAt !== undefined) query.andWhere('s.createdAt <= :expiredAt', { expiredAt: scan.expiredAt });
     if (scan.thinning) {
@@ -175,10 +256,8 @@ export class RetentionSweeper {
         thinLine: scan.thinning.line,
       });
     }
-    if (afterInstance !== null) query.andWhere('i.id > :afterInstance', { afterInstance });
-    // Ordered by i.id, not s.instanceId: SQLite then walks instances and seeks each one's range, instead of
-    // walking the whole history index to avoid a sort.
-    return query.orderBy('i.id').addOrderBy('s.createdAt').addOrderBy('s.id').limit(PAGE_ROWS).getMany();
+    if (afterInstance !== null) query.andWhere(`${instance} > :afterInstance`, { afterInstance });
+    return query.orderBy(instance).addOrderBy('s.createdAt').addOrderBy('s.id').limit(PAGE_ROWS).getMany();
   }
 
   private decide(snapshots: Candidate[], schedule: TierSchedule, now: number): Candidate[] {
@@ -188,15 +267,16 @@ export class RetentionSweeper {
 
   /**
    * Removes the chosen snapshots with their blobs and events, except those an operation is reading or writing (a
-   * restore from an expiring snapshot must not lose its source), and every snapshot of an instance being restored:
-   * they stay until a later sweep. A restore's safety snapshot is COMPLETED as soon as it is taken, before the
+   * restore from an expiring snapshot must not lose its source), those with an export link still valid (the link says
+   * it works until its expiresAt, and a download resumes with Range until then), and every snapshot of an instance being
+   * restored: they stay until a later sweep. A restore's safety snapshot is COMPLETED as soon as it is taken, before the
    * restore's load; were it the latest, a keep-latest-only tier would lose every older snapshot, and a restore that
    * then fails or is cancelled removes its safety snapshot too, leaving the instance no backup at all.
    * Both are looked at again as each row goes, with keep-latest-only's reason (a newer COMPLETED snapshot still there):
    * the choice rests on rows read before, and a restore that failed since took the safety snapshot that superseded the
    * others with it (the look before found no restore, and the instance's only snapshot went).
    */
-  private async remove(chosen: Candidate[], schedule: Pick<TierSchedule, 'keepLatestOnly'>): Promise<Removal> {
+  private async remove(chosen: Candidate[], schedule: Pick<TierSchedule, 'keepLatestOnly'>, now: number): Promise<Removal> {
     const outcome: Removal = { removed: 0, kept: [] };
     const operations = this.db.getRepository(OperationEntity);
     for (let i = 0; i < chosen.length; i += ID_CHUNK) {
@@ -204,9 +284,13 @@ export class RetentionSweeper {
       const ids = batch.map((s) => s.id);
       const reading = await operations.find({ select: { snapshotId: true }, where: { snapshotId: In(ids), status: In(['QUEUED', 'RUNNING']) } });
       const restoring = await operations.find({ select: { instanceId: true }, where: restoreInProgressOn([...new Set(batch.map((s) => s.instanceId))]) });
+      const linked = await this.db
+        .getRepository(ExportTokenEntity)
+        .find({ select: { snapshotId: true }, where: { snapshotId: In(ids), expiresAt: MoreThan(now) } });
       const busyInstances = new Set(restoring.map((operation) => operation.instanceId));
       const busy = new Set([
         ...reading.map((operation) => operation.snapshotId),
+        ...linked.map((link) => link.snapshotId),
         ...batch.filter((s) => busyInstances.has(s.instanceId)).map((s) => s.id),
       ]);
       // Rows gone since the query were removed by someone else (a user, another sweep): nothing to do for them.
@@ -217,7 +301,7 @@ export class RetentionSweeper {
         try {
           // Looked at again as the row goes: a restore from it (or of its instance) may have been queued since the look
           // above, or the snapshot that superseded it gone.
-          const removal = await this.snapshots.deleteUnlessRead(snapshot, { unlessRestoring: true, supersededOnly: schedule.keepLatestOnly });
+          const removal = await this.snapshots.deleteUnlessRead(snapshot, { unlessRestoring: true, unlessLinked: true, supersededOnly: schedule.keepLatestOnly });
           if (removal === 'read' || removal === 'needed') outcome.kept.push(batch.find((s) => s.id === snapshot.id)!);
           if (removal === 'deleted') {
             outcome.removed += 1;
@@ -239,6 +323,12 @@ interface Scan {
   expiredAt?: number;
   /** SCHEDULED snapshots with from <= createdAt <= line (line: now - thinAfter). */
   thinning?: { from: number; line: number };
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
 }
 
 /** The bucket grid retention.ts thins on: epoch multiples of thinInterval. */

@@ -72,6 +72,10 @@ export function snapshotsToRemove(
  * taken a little early or late, or a catch-up one, is never followed by a near-duplicate.
  * When that time has already passed (the server was down), the snapshot is due `now`, once:
  * after it is taken, the schedule continues from the grid, with no burst of catch-up snapshots.
+ * A last snapshot (or, before the first one, the instance's creation) more than half an interval after `now` means
+ * the clock was stepped back since (or the server that wrote it has a clock ahead): counted from it, the next one
+ * would wait for the length of the step on top of the interval (years, after a boot with a clock far ahead), so it is
+ * due now, once, and the grid goes on from it.
  */
 export function nextSnapshotAt(
   schedule: TierSchedule,
@@ -79,12 +83,43 @@ export function nextSnapshotAt(
   instanceCreatedAt: number,
   now: number,
 ): number | null {
+  const due = scheduledDueAt(schedule, lastScheduledAt, instanceCreatedAt, now);
+  return due === null ? null : Math.max(due, now);
+}
+
+/** nextSnapshotAt before it is moved to `now`: when the snapshot fell due (the scheduler logs how late it is). */
+export function scheduledDueAt(
+  schedule: TierSchedule,
+  lastScheduledAt: number | null,
+  instanceCreatedAt: number,
+  now: number,
+): number | null {
+  const interval = schedule.intervalMs;
+  if (interval === null) return null;
+  if (clockSteppedBack(interval, lastScheduledAt, instanceCreatedAt, now)) return now;
+  return scheduleGridDueAt(schedule, lastScheduledAt, instanceCreatedAt);
+}
+
+/**
+ * scheduledDueAt while the clock has not been stepped back: the first grid point at least half an interval after
+ * `lastScheduledAt` (one interval after the creation before the first one). It does not depend on the clock, so the
+ * scheduler stores it with the instance (nextScheduledAt) and finds the due ones through an index.
+ */
+export function scheduleGridDueAt(
+  schedule: TierSchedule,
+  lastScheduledAt: number | null,
+  instanceCreatedAt: number,
+): number | null {
   const interval = schedule.intervalMs;
   if (interval === null) return null;
   const earliest = lastScheduledAt === null ? instanceCreatedAt + interval : lastScheduledAt + interval / 2;
-  const slots = Math.max(1, Math.ceil((earliest - instanceCreatedAt) / interval));
-  const due = instanceCreatedAt + slots * interval;
-  return Math.max(due, now);
+  // Before the creation too, when the clock was stepped back behind it: the grid extends both ways.
+  return instanceCreatedAt + Math.ceil((earliest - instanceCreatedAt) / interval) * interval;
+}
+
+/** The last scheduled snapshot (or, before the first one, the creation) more than half an interval ahead of `now`. */
+function clockSteppedBack(intervalMs: number, lastScheduledAt: number | null, instanceCreatedAt: number, now: number): boolean {
+  return (lastScheduledAt ?? instanceCreatedAt) > now + intervalMs / 2;
 }
 
 function supersededByLatest(oldestFirst: RetainedSnapshot[]): RetainedSnapshot[] {

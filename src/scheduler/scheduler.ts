@@ -1,7 +1,7 @@
 // The tier scheduler: while this process leads, every second (or sooner, when a snapshot falls due before then) it
 // queues the scheduled snapshots that are due and sweeps retention. What is due and what goes are decided by the
 // pure functions of retention.ts.
-import { Brackets, type DataSource } from 'typeorm';
+import type { DataSource } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { type Tier, TIERS, type TierSchedule } from '../config/tiers';
 import { InstanceEntity } from '../entities/instance.entity';
@@ -9,7 +9,7 @@ import { isAppError } from '../errors/app-error';
 import type { Logger } from '../logging/logger';
 import type { SnapshotService } from '../services/snapshot.service';
 import type { SchedulerLeadership } from './leadership';
-import { nextSnapshotAt } from './retention';
+import { scheduledDueAt } from './retention';
 import type { RetentionSweeper } from './retention-sweeper';
 import { tierSchedules } from './tier-schedules';
 
@@ -35,6 +35,8 @@ export class Scheduler {
   private inFlight: Promise<unknown> | null = null;
   private running = false;
   private lastSweepAt = 0;
+  /** Whether this process led at the previous tick: when it starts leading, it aligns the stored due times first. */
+  private leading = false;
 
   constructor(
     private readonly db: DataSource,
@@ -71,7 +73,14 @@ export class Scheduler {
    * null.
    */
   async tick(): Promise<number | null> {
-    if (!(await this.leadership.check())) return null;
+    if (!(await this.leadership.check())) {
+      this.leading = false;
+      return null;
+    }
+    if (!this.leading) {
+      await this.alignGridDueTimes();
+      this.leading = true;
+    }
     const { due, soonest } = await this.scheduledBy(Date.now(), Date.now() + this.tickMs);
     await this.takeDueSnapshots(due);
     // Retention is swept once a tick's length, not at every extra round woken for a due time...
@@ -114,41 +123,84 @@ export class Scheduler {
 
   /**
    * The running (or restoring) instances whose next scheduled snapshot is due by `horizon`, in one query: those due
-   * now, and the soonest due time after now (so the next tick can wake up for it). SQL narrows the rows with a bound
-   * that follows from nextSnapshotAt (never due before createdAt + interval, nor before lastScheduledAt + half an
-   * interval); nextSnapshotAt itself then decides, so the API and the scheduler share one definition of "due".
+   * now, and the soonest due time after now and by `horizon` (so the next tick can wake up for it). The query reads,
+   * through indexes, only the instances whose stored grid due time (nextScheduledAt) is by `horizon`, and those whose
+   * last scheduled snapshot or creation lies ahead of the clock (it was stepped back: due now); a tick with nothing
+   * due reads no instance. scheduledDueAt then decides, so the API and the scheduler share one definition of "due".
    */
   private async scheduledBy(now: number, horizon: number): Promise<{ due: ScheduledInstance[]; soonest: number | null }> {
     const scheduled = TIERS.filter((tier) => this.schedules[tier].intervalMs !== null);
     if (scheduled.length === 0) return { due: [], soonest: null };
+    const shortestInterval = Math.min(...scheduled.map((tier) => this.schedules[tier].intervalMs!));
+    await this.storeGridDueTimes('unset');
+    // Each way of being due is an index range of its own, read by a subquery of its own: as one OR, SQLite walks the
+    // table.
+    const dueIn = [
+      '"nextScheduledAt" <= :horizon',
+      // The clock stepped back behind the last one (or the creation), by more than half the shortest interval.
+      '"lastScheduledAt" > :steppedBackAfter',
+      '"createdAt" > :steppedBackAfter',
+    ];
     const candidates = await this.db
       .getRepository(InstanceEntity)
       .createQueryBuilder('i')
       // RESTORING too: its snapshot is due all the same, and is deferred (and logged) until the restore ends.
       .where("i.status IN ('RUNNING', 'RESTORING')")
-      .andWhere(
-        new Brackets((tiers) => {
-          scheduled.forEach((tier, n) => {
-            const intervalMs = this.schedules[tier].intervalMs!;
-            tiers.orWhere(
-              `(i.tier = :tier${n} AND ((i.lastScheduledAt IS NULL AND i.createdAt <= :firstDueBefore${n}) ` +
-                `OR i.lastScheduledAt <= :againDueBefore${n}))`,
-              { [`tier${n}`]: tier, [`firstDueBefore${n}`]: horizon - intervalMs, [`againDueBefore${n}`]: horizon - Math.floor(intervalMs / 2) },
-            );
-          });
-        }),
-      )
+      .andWhere(`i.id IN (${dueIn.map((where) => `SELECT "id" FROM "instances" WHERE ${where}`).join(' UNION ALL ')})`, {
+        horizon,
+        steppedBackAfter: now + Math.floor(shortestInterval / 2),
+      })
       .getMany();
-    const withDueTimes = candidates.map((instance) => ({
-      instance,
+    const withDueTimes = candidates.flatMap((instance) => {
       // Not clamped to now: when it fell due, even if the server was down then (the logs show how late it is).
-      dueAt: nextSnapshotAt(this.schedules[instance.tier], instance.lastScheduledAt, instance.createdAt, -Infinity)!,
-    }));
+      const dueAt = scheduledDueAt(this.schedules[instance.tier], instance.lastScheduledAt, instance.createdAt, now);
+      return dueAt === null ? [] : [{ instance, dueAt }];
+    });
     const soonest = withDueTimes.reduce<number | null>(
-      (min, { dueAt }) => (dueAt > now && (min === null || dueAt < min) ? dueAt : min),
+      (min, { dueAt }) => (dueAt > now && dueAt <= horizon && (min === null || dueAt < min) ? dueAt : min),
       null,
     );
     return { due: withDueTimes.filter(({ dueAt }) => dueAt <= now).sort((a, b) => a.dueAt - b.dueAt), soonest };
+  }
+
+  /**
+   * Gives every instance the grid due time of this process's config, when it starts leading: the config may have
+   * changed since the stored ones were computed (before a restart, or by another process), and after the upgrade
+   * that added the column none has one.
+   */
+  private async alignGridDueTimes(): Promise<void> {
+    await this.storeGridDueTimes('all');
+  }
+
+  /**
+   * Stores each instance's grid due time (scheduleGridDueAt, computed by the database from the row as it is) in
+   * nextScheduledAt: of every instance, one statement per tier that writes only the rows that differ (null on a tier
+   * without a schedule), or, in one statement, of those that have none ('unset': rows written without one, by another
+   * release or by hand; the services write it with createdAt and lastScheduledAt). A tick with none unset writes
+   * nothing, so it gives no tenant a new data version.
+   */
+  private async storeGridDueTimes(which: 'all' | 'unset'): Promise<void> {
+    const scheduled = TIERS.filter((tier) => this.schedules[tier].intervalMs !== null);
+    const update = () => this.db.createQueryBuilder().update(InstanceEntity);
+    if (which === 'unset') {
+      if (scheduled.length === 0) return;
+      const byTier = scheduled.map((tier) => `WHEN '${tier}' THEN ${gridDueAtSql(this.schedules[tier].intervalMs!)}`);
+      await update()
+        .set({ nextScheduledAt: () => `CASE "tier" ${byTier.join(' ')} END` })
+        .where('"nextScheduledAt" IS NULL AND "tier" IN (:...scheduled)', { scheduled })
+        .execute();
+      return;
+    }
+    for (const tier of TIERS) {
+      const { intervalMs } = this.schedules[tier];
+      const ofTier = update().where('"tier" = :tier', { tier });
+      if (intervalMs === null) {
+        await ofTier.set({ nextScheduledAt: null }).andWhere('"nextScheduledAt" IS NOT NULL').execute();
+        continue;
+      }
+      const dueAt = gridDueAtSql(intervalMs);
+      await ofTier.set({ nextScheduledAt: () => dueAt }).andWhere(`("nextScheduledAt" IS NULL OR "nextScheduledAt" <> ${dueAt})`).execute();
+    }
   }
 
   /**
@@ -186,4 +238,17 @@ export class Scheduler {
       this.logger.error({ err: error, instanceId: instance.id, dueAt: due }, 'could not queue a scheduled snapshot');
     }
   }
+}
+
+/**
+ * scheduleGridDueAt (retention.ts) as an SQL expression over an instance row, for an interval of whole milliseconds:
+ * createdAt + ceil((lastScheduledAt + interval/2 - createdAt) / interval) × interval, or createdAt + interval before
+ * the first one. In integers (interval/2 need not be whole): the ceiling of n / 2i with n = 2 (lastScheduledAt -
+ * createdAt) + i; SQLite and PostgreSQL both truncate an integer division towards zero, which is the ceiling when n
+ * <= 0 and needs n + 2i - 1 when n > 0. test/unit/scheduler-due-query.test.ts holds it to scheduledDueAt on both.
+ */
+function gridDueAtSql(intervalMs: number): string {
+  const n = `(2 * ("lastScheduledAt" - "createdAt") + ${intervalMs})`;
+  const steps = `CASE WHEN ${n} > 0 THEN (${n} + ${2 * intervalMs - 1}) / ${2 * intervalMs} ELSE (0 - (0 - ${n}) / ${2 * intervalMs}) END`;
+  return `(CASE WHEN "lastScheduledAt" IS NULL THEN "createdAt" + ${intervalMs} ELSE "createdAt" + (${steps}) * ${intervalMs} END)`;
 }

@@ -12,15 +12,16 @@ import { pipeline, Readable, Transform } from 'node:stream';
 import { In, IsNull, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ExportTokenEntity } from '../entities/export-token.entity';
-import { createArchiveWriter, openArchive } from '../archive';
-import type { ChunkRef, ChunkStore, ChunkWriter } from '../chunks';
+import { createArchiveWriter, isArchiveError, openArchive } from '../archive';
+import { ChunkStoreError, type ChunkIntegrityError, type ChunkRef, type ChunkStore, type ChunkWriter } from '../chunks';
 import type { InstanceEntity } from '../entities/instance.entity';
 import { RestorePointEntity } from '../entities/restore-point.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
-import { AppError } from '../errors/app-error';
+import { BlobIntegrityError, CryptoError } from '../crypto/errors';
+import { AppError, isAppError } from '../errors/app-error';
 import { isStorageFull } from '../errors/storage-full';
-import type { BaseCapture, GraphReadView, GraphStoreProvider, SealedStore, WriteLimits } from '../graph/graph-store';
+import { assertMayStillFit, type BaseCapture, type GraphReadView, type GraphStoreProvider, type SealedStore, type WriteLimits } from '../graph/graph-store';
 import type { GraphFileFormat, GraphFileKind, GraphFileSource } from '../graph-files/graph-file-format';
 import { GRAPH_FILE_FORMATS } from '../graph-files/graph-file-formats';
 import { decodedBatches } from '../graph-files/decoded-batches';
@@ -107,6 +108,11 @@ export class BackupService {
    * capture of them was under way, with the store generation it was for: taken as soon as that ends (rebaseWhenDone).
    */
   private readonly rebases = new Map<string, number>();
+  /**
+   * Export copies being produced by this process, by blob key: a caller that comes while one is under way waits for it
+   * rather than producing a second copy that is renamed over the first while downloads read it.
+   */
+  private readonly exportsUnderWay = new Map<string, SharedProduction>();
   private closed = false;
 
   constructor(
@@ -188,6 +194,7 @@ export class BackupService {
       manifestBytes: 0,
       manifestKey: null,
       stats: position.stats,
+      damage: null,
       createdAt: Date.now(),
     } satisfies RestorePointEntity);
     return { restorePoint, stats: position.stats };
@@ -238,8 +245,9 @@ export class BackupService {
 
   /**
    * The base policy, after each shipped segment and each damage recorded: a new base once the log since the newest one
-   * (or since the epoch's anchor) outgrows BASE_POLICY, or at once for a store whose earlier history is unknown or whose
-   * log is damaged with no base after the damage (nothing from the damage on can be restored without one). Taken in the
+   * (or since the epoch's anchor) outgrows BASE_POLICY, or at once for a store whose earlier history is unknown (or was
+   * restored from a moment whose log or base is damaged: see ChangeLogService.anchorDamage) or whose log or newest base
+   * is damaged with no base after the damage (nothing from the damage on can be restored without one). Taken in the
    * background.
    */
   private async considerBase(instanceId: string, epoch: StoreEpochEntity): Promise<void> {
@@ -252,12 +260,14 @@ export class BackupService {
       return;
     }
     const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
-    const unknownHistory = !base && epoch.anchor === 'NONE';
+    // Without a base of its own, a store restored from a moment that damage to a log or base cut off cannot be built either.
+    const unreachableStart =
+      !base && (epoch.anchor === 'NONE' || (epoch.anchor === 'ORIGIN' && epoch.endedAt === null && (await this.log.anchorDamage(epoch)) !== null));
     // Only the current store can be copied: an ended epoch's damage stays (its window ends with it). A base inside the
-    // damaged stretch is no way past it.
+    // damaged stretch is no way past it, nor is a base found damaged itself.
     const damagedThrough = epoch.endedAt === null ? await this.log.damagedThroughSeq(epoch) : null;
-    const damagedSinceBase = damagedThrough !== null && (base?.seq ?? -1) < damagedThrough;
-    if (unknownHistory || damagedSinceBase) return this.takeBaseOrRetry(instance, epoch);
+    const damagedSinceBase = (damagedThrough !== null && (base?.seq ?? -1) < damagedThrough) || (epoch.endedAt === null && !!base?.damage);
+    if (unreachableStart || damagedSinceBase) return this.takeBaseOrRetry(instance, epoch);
     const share = await this.logShareSince(instance, epoch, base);
     if (share <= BASE_POLICY.maxLogShare) return;
     const wait = base === null ? 0 : base.createdAt + BASE_POLICY.minIntervalMs - Date.now();
@@ -437,6 +447,7 @@ export class BackupService {
         manifestBytes,
         manifestKey,
         stats: manifest.stats,
+        damage: null,
         createdAt: Date.now(),
       } satisfies RestorePointEntity);
       this.metrics.storeBases.inc();
@@ -501,14 +512,16 @@ export class BackupService {
 
   private async readManifest(point: RestorePointEntity): Promise<Manifest> {
     if (!point.manifestKey) throw new AppError('INVALID_BACKUP_FILE', `restore point ${point.id} has no manifest`);
-    let text = '';
+    let manifest: Manifest;
     try {
-      for await (const piece of await this.blobs.read(point.manifestKey)) text += (piece as Buffer).toString('utf8');
+      // Decoded whole: a piece may end inside a character of a label's name.
+      const pieces: Buffer[] = [];
+      for await (const piece of await this.blobs.read(point.manifestKey)) pieces.push(piece as Buffer);
+      manifest = JSON.parse(Buffer.concat(pieces).toString('utf8')) as Manifest;
     } catch (error) {
       if (error instanceof BlobNotFoundError) throw new AppError('INVALID_BACKUP_FILE', `the manifest of restore point ${point.id} is missing`);
       throw new AppError('INVALID_BACKUP_FILE', `the manifest of restore point ${point.id} is damaged: ${(error as Error).message}`);
     }
-    const manifest = JSON.parse(text) as Manifest;
     if (manifest.version !== MANIFEST_VERSION || manifest.id !== point.id || manifest.tenantId !== point.tenantId) {
       throw new AppError('INVALID_BACKUP_FILE', `the manifest of restore point ${point.id} does not describe it`);
     }
@@ -584,7 +597,23 @@ export class BackupService {
     if (!(await this.log.holdsLogAfter(epoch, base?.seq ?? 0))) {
       throw new AppError('OUT_OF_RESTORE_WINDOW', `${new Date(at).toISOString()} is no longer in instance ${source.id}'s restore window: its change log was collected; nothing was changed`);
     }
-    const built = await this.build(await this.planAt(epoch, seq, base), null, target, context);
+    let plan: MaterialisePlan | null = null;
+    let built: { stats: GraphStats; bytesRead: number };
+    try {
+      plan = await this.planAt(epoch, seq, base);
+      built = await this.build(plan, null, target, context);
+    } catch (error) {
+      // The window moved past a later base while this one was read (lazily: a large base takes minutes): retention
+      // removed its point, then its chunks. That is no damage, as for the log (ChangeLogService.entries).
+      const readFrom = [...new Set([base?.id ?? epoch.originPointId, plan?.base?.id].filter((id): id is string => !!id))];
+      if (!context.signal.aborted && readFrom.length > 0 && (await this.points.countBy({ id: In(readFrom) })) < readFrom.length) {
+        throw new AppError(
+          'OUT_OF_RESTORE_WINDOW',
+          `${new Date(at).toISOString()} left instance ${source.id}'s restore window while it was restored: retention collected the base it was read from; nothing was changed`,
+        );
+      }
+      throw error;
+    }
     const point = Object.assign(new RestorePointEntity(), {
       id: randomUUID(),
       tenantId: source.tenantId,
@@ -602,6 +631,7 @@ export class BackupService {
       manifestBytes: 0,
       manifestKey: null,
       stats: built.stats,
+      damage: null,
       createdAt: Date.now(),
     } satisfies RestorePointEntity);
     return { ...built, point };
@@ -616,7 +646,16 @@ export class BackupService {
     const { base, deltas, logs } = plan;
     const chunkBytes = (refs: ChunkRef[]) => refs.reduce((sum, ref) => sum + ref.plainLength, 0);
     let replayed = deltas.reduce((sum, d) => sum + chunkBytes(d.delta!.chunks), 0);
-    for (const stretch of logs) replayed += (await this.log.sizeAfter(stretch.epoch.epoch, stretch.afterSeq, stretch.untilSeq)).plainBytes;
+    let lines = deltas.reduce((sum, d) => sum + d.delta!.lines, 0);
+    for (const stretch of logs) {
+      const size = await this.log.sizeAfter(stretch.epoch.epoch, stretch.afterSeq, stretch.untilSeq);
+      replayed += size.plainBytes;
+      lines += size.lines;
+    }
+    // The target's limits: a base that cannot fit whatever the lines after it do is not read at all, and the replay
+    // stops as soon as what is left of it could no longer bring the counts within them.
+    const within = { maxNodes: target.limits.maxNodes, maxRelationships: target.limits.maxRelationships, lines };
+    if (base) assertMayStillFit(base.stats, within, lines);
     const total = (base?.base?.sizeBytes ?? 0) + replayed;
     context.progress({ phase: 'loading', bytesDone: 0, bytesTotal: total });
     let done = 0;
@@ -649,7 +688,13 @@ export class BackupService {
       // Every byte is in: what remains is the check of the store against the recorded contents.
       context.progress({ phase: 'verifying' });
     };
-    const stats = await this.stores.materialise(target.instanceId, target.generation, baseBytes, replay(), expected, { signal });
+    let stats: GraphStats;
+    try {
+      stats = await this.stores.materialise(target.instanceId, target.generation, baseBytes, replay(), expected, { signal, within });
+    } catch (error) {
+      if (base?.base && error instanceof ChunkStoreError) this.checkBaseInBackground(base);
+      throw error;
+    }
     this.metrics.replayedLogBytes.inc(replayed);
     return { stats, bytesRead: done };
   }
@@ -673,17 +718,66 @@ export class BackupService {
     const key = exportKeyOf(snapshot);
     const known = snapshot.sha256 !== null && snapshot.sizeBytes !== null && (await this.blobs.exists(key));
     if (known) return { sizeBytes: snapshot.sizeBytes!, sha256: snapshot.sha256! };
-    return this.withArchive(snapshot, instanceName, async (archive, measured) => {
-      await this.blobs.write(key, archive);
-      const produced = measured();
-      // Snapshots no longer write archives; the archive bytes written to backup storage are these export copies.
-      this.metrics.bytesArchived.inc(produced.sizeBytes);
-      if (snapshot.sha256 !== null && snapshot.sha256 !== produced.sha256) {
-        await this.blobs.delete(key);
-        throw new AppError('INVALID_BACKUP_FILE', `snapshot ${snapshot.id} no longer produces the archive its sha256 records`);
-      }
-      return produced;
-    }, quietContext(signal));
+    return this.produceOnce(key, signal, (shared) =>
+      this.withArchive(snapshot, instanceName, async (archive, measured) => {
+        await this.blobs.write(key, archive);
+        const produced = measured();
+        // Snapshots no longer write archives; the archive bytes written to backup storage are these export copies.
+        this.metrics.bytesArchived.inc(produced.sizeBytes);
+        if (snapshot.sha256 !== null && snapshot.sha256 !== produced.sha256) {
+          await this.blobs.delete(key);
+          throw new AppError('INVALID_BACKUP_FILE', `snapshot ${snapshot.id} no longer produces the archive its sha256 records`);
+        }
+        return produced;
+      }, quietContext(shared)),
+    );
+  }
+
+  /**
+   * The export copy `key` produced by `produce`, or by the production of it already under way in this process. That
+   * production stops (`shared` aborts) only once every caller waiting for it has stopped waiting (its `signal`).
+   */
+  private async produceOnce(key: string, signal: AbortSignal | undefined, produce: (shared: AbortSignal) => Promise<ExportCopy>): Promise<ExportCopy> {
+    signal?.throwIfAborted();
+    let production = this.exportsUnderWay.get(key);
+    if (!production) {
+      const controller = new AbortController();
+      // Stopped, it fails with whatever the step it was in made of the reason (a stream's AbortError): the reason itself.
+      const done = produce(controller.signal)
+        .catch((error: unknown) => {
+          throw controller.signal.aborted ? controller.signal.reason : error;
+        })
+        .finally(() => this.exportsUnderWay.delete(key));
+      production = { done, controller, waiting: 0 };
+      this.exportsUnderWay.set(key, production);
+    }
+    const { done, controller } = production;
+    const joined = production;
+    joined.waiting += 1;
+    if (!signal) return done;
+    return new Promise<ExportCopy>((resolve, reject) => {
+      const stop = () => {
+        joined.waiting -= 1;
+        if (joined.waiting > 0) return reject(signal.reason);
+        // The last one waiting: the production stops, and its clean-up (the partial copy removed) comes first.
+        controller.abort(signal.reason);
+        done.then(
+          () => reject(signal.reason),
+          () => reject(signal.reason),
+        );
+      };
+      signal.addEventListener('abort', stop, { once: true });
+      done.then(
+        (copy) => {
+          signal.removeEventListener('abort', stop);
+          resolve(copy);
+        },
+        (error: unknown) => {
+          signal.removeEventListener('abort', stop);
+          reject(error);
+        },
+      );
+    });
   }
 
   /**
@@ -701,38 +795,40 @@ export class BackupService {
     if (!write) throw new AppError('BAD_USER_INPUT', `exporting as ${format.kind} is not available`);
     const key = exportKeyOf(snapshot, format.kind);
     if (expected && (await this.blobs.exists(key))) return expected;
-    return this.withScratchView(snapshot, quietContext(), async (view) => {
-      const source: GraphFileSource = {
-        stats: snapshot.contents!,
-        engineVersion: snapshot.engineVersion,
-        capturedAt: new Date(snapshot.createdAt).toISOString(),
-        sourceInstanceName: instanceName,
-        batches: () => decodedBatches(view.encodedBatches()),
-        nodeLabels: (ids) => view.nodeLabels(ids),
-      };
-      const digest = createHash('sha256');
-      let sizeBytes = 0;
-      const file = write(source);
-      const measured = pipeline(
-        file,
-        new Transform({
-          transform(chunk: Buffer, _encoding, callback) {
-            digest.update(chunk);
-            sizeBytes += chunk.length;
-            callback(null, chunk);
-          },
-        }),
-        () => undefined,
-      );
-      await this.blobs.write(key, measured);
-      this.metrics.graphFileBytesWritten.inc(sizeBytes);
-      const sha256 = digest.digest('hex');
-      if (expected !== undefined && expected.sha256 !== sha256) {
-        await this.blobs.delete(key);
-        throw new AppError('INVALID_BACKUP_FILE', `snapshot ${snapshot.id} no longer produces the ${format.kind} file its link records`);
-      }
-      return { sizeBytes, sha256 };
-    });
+    return this.produceOnce(key, undefined, (shared) =>
+      this.withScratchView(snapshot, quietContext(shared), async (view) => {
+        const source: GraphFileSource = {
+          stats: snapshot.contents!,
+          engineVersion: snapshot.engineVersion,
+          capturedAt: new Date(snapshot.createdAt).toISOString(),
+          sourceInstanceName: instanceName,
+          batches: () => decodedBatches(view.encodedBatches()),
+          nodeLabels: (ids) => view.nodeLabels(ids),
+        };
+        const digest = createHash('sha256');
+        let sizeBytes = 0;
+        const file = write(source);
+        const measured = pipeline(
+          file,
+          new Transform({
+            transform(chunk: Buffer, _encoding, callback) {
+              digest.update(chunk);
+              sizeBytes += chunk.length;
+              callback(null, chunk);
+            },
+          }),
+          () => undefined,
+        );
+        await this.blobs.write(key, measured);
+        this.metrics.graphFileBytesWritten.inc(sizeBytes);
+        const sha256 = digest.digest('hex');
+        if (expected !== undefined && expected.sha256 !== sha256) {
+          await this.blobs.delete(key);
+          throw new AppError('INVALID_BACKUP_FILE', `snapshot ${snapshot.id} no longer produces the ${format.kind} file its link records`);
+        }
+        return { sizeBytes, sha256 };
+      }),
+    );
   }
 
   /** A foreign graph file export copy; produced again when a collection removed it meanwhile. */
@@ -743,40 +839,55 @@ export class BackupService {
     expected: { sizeBytes: number; sha256: string },
     range?: { start?: number; end?: number },
   ): Promise<Readable> {
+    const key = exportKeyOf(snapshot, format.kind);
     try {
-      return await this.blobs.read(exportKeyOf(snapshot, format.kind), range);
+      return this.forgottenWhenDamaged(key, await this.blobs.read(key, range));
     } catch (error) {
       if (!(error instanceof BlobNotFoundError)) throw error;
       await this.prepareGraphFileExport(snapshot, instanceName, format, expected);
-      return this.blobs.read(exportKeyOf(snapshot, format.kind), range);
+      return this.forgottenWhenDamaged(key, await this.blobs.read(key, range));
     }
   }
 
   /** The export copy; produced again when a collection removed it meanwhile (it is deterministic). */
   async openExport(snapshot: SnapshotEntity, instanceName: string, range?: { start?: number; end?: number }): Promise<Readable> {
+    const key = exportKeyOf(snapshot);
     try {
-      return await this.blobs.read(exportKeyOf(snapshot), range);
+      return this.forgottenWhenDamaged(key, await this.blobs.read(key, range));
     } catch (error) {
       if (!(error instanceof BlobNotFoundError)) throw error;
       await this.prepareExport({ ...snapshot, sizeBytes: null } as SnapshotEntity, instanceName);
-      return this.blobs.read(exportKeyOf(snapshot), range);
+      return this.forgottenWhenDamaged(key, await this.blobs.read(key, range));
     }
   }
 
-  /** Export copies whose links have all expired: they are a cache of what the restore point produces again. */
-  private async removeUnusedExports(tenantId: string): Promise<number> {
+  /**
+   * The read of an export copy, which deletes the copy when it is found damaged (it fails to authenticate): a copy is
+   * only a cache of what the restore point produces, and one left in place failed every later download of it (each new
+   * link keeps it), while the next one, finding no copy, produces it again, and checks it against the recorded sha256.
+   */
+  private forgottenWhenDamaged(key: string, copy: Readable): Readable {
+    copy.once('error', (error) => {
+      if (!(error instanceof BlobIntegrityError)) return;
+      this.logger.warn({ err: error, key }, 'removed a damaged export copy: the next download produces it again');
+      void this.blobs.delete(key).catch((err: unknown) => this.logger.warn({ err, key }, 'could not remove a damaged export copy'));
+    });
+    return copy;
+  }
+
+  /**
+   * Export copies whose links have all expired, once they have been so for the grace period: they are a cache of what
+   * the restore point produces again. An export produces its copy before it records its link, so a copy removed at
+   * once could be one whose link was a moment away (its first download then produced it all again).
+   */
+  private removeUnusedExports(tenantId: string, now: number): Promise<number> {
     // The folder is itself a key: no trailing '/' (BlobStore.list).
     const folder = `tenants/${tenantId}/exports`;
-    let removed = 0;
-    for await (const key of this.options.listBlobs(folder)) {
+    return this.removeOrphans(folder, async (key) => {
       // `<snapshot id>.<format>`: the id is everything before the dot (formats have digits too: neo4j_admin_csv).
       const snapshotId = key.slice(folder.length + 1).split('.')[0];
-      const live = await this.db.getRepository(ExportTokenEntity).existsBy({ snapshotId, expiresAt: MoreThan(Date.now()) });
-      if (live) continue;
-      await this.blobs.delete(key);
-      removed += 1;
-    }
-    return removed;
+      return !(await this.db.getRepository(ExportTokenEntity).existsBy({ snapshotId, expiresAt: MoreThan(Date.now()) }));
+    }, now);
   }
 
   /**
@@ -826,9 +937,21 @@ export class BackupService {
     return removed;
   }
 
+  /**
+   * Removes the export copies of a deleted snapshot. A production of one under way (a download of a link whose copy a
+   * collection had removed) is stopped first, and waited for: it would otherwise write the copy after this removal, and
+   * the deleted snapshot's data stayed in backup storage. Those waiting for it fail with NOT_FOUND.
+   */
   async forgetExport(snapshot: SnapshotEntity): Promise<void> {
-    await this.blobs.delete(exportKeyOf(snapshot));
-    for (const format of GRAPH_FILE_FORMATS) await this.blobs.delete(exportKeyOf(snapshot, format.kind));
+    for (const kind of ['ARCHIVE' as const, ...GRAPH_FILE_FORMATS.map((format) => format.kind)]) {
+      const key = exportKeyOf(snapshot, kind);
+      const production = this.exportsUnderWay.get(key);
+      if (production) {
+        production.controller.abort(new AppError('NOT_FOUND', `snapshot ${snapshot.id} was deleted`));
+        await production.done.catch(() => undefined);
+      }
+      await this.blobs.delete(key);
+    }
   }
 
   /**
@@ -881,12 +1004,19 @@ export class BackupService {
     });
   }
 
-  /** The snapshot materialised into a scratch store, read through one view; the scratch store is removed after. */
+  /**
+   * The snapshot materialised into a scratch store (a previous release's loaded from its archive), read through one
+   * view; the scratch store is removed after.
+   */
   private async withScratchView<T>(snapshot: SnapshotEntity, context: JobContext, fn: (view: GraphReadView) => Promise<T>): Promise<T> {
-    if (!snapshot.restorePointId || !snapshot.contents) throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} has no restore point`);
+    if (!snapshot.contents || (!snapshot.restorePointId && !snapshot.blobKey)) {
+      throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${snapshot.id} has no restore point`);
+    }
     const scratchId = randomUUID();
     try {
-      await this.materialise(snapshot.restorePointId, { instanceId: scratchId, generation: 1, limits: UNLIMITED }, context);
+      const target = { instanceId: scratchId, generation: 1, limits: UNLIMITED };
+      if (snapshot.blobKey) await this.loadLegacy(snapshot.blobKey, target, context);
+      else await this.materialise(snapshot.restorePointId!, target, context);
       return await this.stores.use(scratchId, 1, async (store) => {
         const view = await store.openReadView();
         try {
@@ -897,6 +1027,28 @@ export class BackupService {
       });
     } finally {
       await this.stores.removeGenerations(scratchId);
+    }
+  }
+
+  /**
+   * Loads a previous release's snapshot archive (one blob, no restore point) into a new store generation, checked as
+   * it is read: exportSnapshotAs reads those snapshots from such a store (it was SNAPSHOT_NOT_READY, "no restore point").
+   */
+  private async loadLegacy(blobKey: string, target: { instanceId: string; generation: number; limits: WriteLimits }, context: JobContext): Promise<void> {
+    const loader = await this.stores.createLoader(target.instanceId, target.generation, target.limits);
+    try {
+      const archive = openArchive(await this.blobs.read(blobKey));
+      for await (const batch of archive.encodedBatches()) {
+        context.signal.throwIfAborted();
+        await loader.insert(batch);
+      }
+      await loader.finish();
+    } catch (error) {
+      await loader.abort();
+      if (isArchiveError(error)) throw new AppError('INVALID_BACKUP_FILE', error.message);
+      if (error instanceof CryptoError) throw new AppError('INVALID_BACKUP_FILE', `the stored archive is damaged: ${error.message}`);
+      if (error instanceof BlobNotFoundError) throw new AppError('INVALID_BACKUP_FILE', 'the stored archive is missing');
+      throw error;
     }
   }
 
@@ -920,14 +1072,9 @@ export class BackupService {
       const refs = [...(manifest.base?.chunks ?? []), ...(manifest.delta?.chunks ?? [])];
       const { damage } = await this.chunks.verify(manifest.tenantId, refs, context.signal);
       if (damage.length > 0) {
-        if (manifest.kind === 'BASE') {
-          // The damage is what the verification reports, whatever becomes of the new base.
-          await this.rebaseAfterDamage(manifest).catch((err: unknown) =>
-            this.logger.warn({ err, instanceId: manifest.instanceId }, 'deciding on a base of the store failed'),
-          );
-        }
-        const named = damage.slice(0, 3).map((d) => d.message).join('; ');
-        throw new AppError('INVALID_BACKUP_FILE', `restore point ${manifest.id} is damaged (${damage.length} chunk(s)): ${named}`);
+        const message = damageOf(manifest, damage);
+        if (manifest.kind === 'BASE') await this.baseFoundDamaged(manifest, message);
+        throw new AppError('INVALID_BACKUP_FILE', message);
       }
     }
     const produced = await this.withArchive(
@@ -943,6 +1090,32 @@ export class BackupService {
       throw new AppError('INVALID_BACKUP_FILE', `the snapshot restores to different data than it recorded (sha256 ${produced.sha256}, recorded ${snapshot.sha256})`);
     }
     return produced;
+  }
+
+  /**
+   * A read of a base failed on its chunks (damaged, or missing): they are checked as a verification checks them, in the
+   * background (the read's caller fails now). None found damaged (retention collected the base under the read, or the
+   * damage was in a previous release's delta) changes nothing; nor does a base recorded as damaged already (each retry
+   * of a restore of it would otherwise take one more base of its store).
+   */
+  private checkBaseInBackground(base: Manifest): void {
+    void (async () => {
+      if ((await this.points.findOneBy({ id: base.id }))?.damage !== null) return;
+      const { damage } = await this.chunks.verify(base.tenantId, base.base!.chunks);
+      if (damage.length > 0 && (await this.points.existsBy({ id: base.id }))) await this.baseFoundDamaged(base, damageOf(base, damage));
+    })().catch((err: unknown) => this.logger.warn({ err, instanceId: base.instanceId }, 'checking a base a read found damaged failed'));
+  }
+
+  /**
+   * A base found damaged is recorded, and the stores that cannot be built without it get a base of their own: its own
+   * store, when current, and those restored from a moment built on it (ChangeLogService.recordBaseDamage). The damage is
+   * what the caller reports, whatever becomes of these.
+   */
+  private async baseFoundDamaged(base: Manifest, message: string): Promise<void> {
+    await this.log.recordBaseDamage(base, message).catch((err: unknown) =>
+      this.logger.warn({ err, instanceId: base.instanceId }, 'recording a damaged base failed'),
+    );
+    await this.rebaseAfterDamage(base).catch((err: unknown) => this.logger.warn({ err, instanceId: base.instanceId }, 'deciding on a base of the store failed'));
   }
 
   /**
@@ -1094,7 +1267,7 @@ export class BackupService {
    * point, recursively) and the log between. Unmarked points go (in a transaction that re-checks nothing recorded
    * meanwhile refers to them), then unmarked epochs and log segments, then every chunk the remaining manifests do not
    * list is left to the chunk store's collection, which keeps anything younger than the grace period (a base being
-   * taken may have just deduplicated against it).
+   * taken may have just deduplicated against it). A manifest that cannot be read skips that sweep, and only that.
    */
   async collect(tenantId: string): Promise<{ removedPoints: number; removedSegments: number; freedBytes: number }> {
     const marks = await this.mark(tenantId, Date.now());
@@ -1122,14 +1295,16 @@ export class BackupService {
     // The grace period counts back from before the points are listed: marking a large tenant takes a while, and a base
     // recorded meanwhile is not among them.
     const markedAt = Date.now();
-    const live = await this.markLiveChunks(tenantId);
-    let swept: Awaited<ReturnType<ChunkStore['collect']>>;
+    const { marks: live, unreadable } = await this.markLiveChunks(tenantId);
+    let swept: Awaited<ReturnType<ChunkStore['collect']>> = { removedChunks: 0, removedPacks: 0, repackedPacks: 0, freedBytes: 0, damagedPacks: [] };
     try {
-      swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs, markedAt });
+      if (unreadable.length === 0) swept = await this.chunks.collect(tenantId, live, { graceMs: this.options.collectGraceMs, markedAt });
+      else await this.tellChunkSweepSkipped(tenantId, unreadable);
     } finally {
       await live.remove();
     }
-    await this.removeUnusedExports(tenantId);
+    // None of these reads a manifest: an unreadable one stops the chunk sweep only.
+    await this.removeUnusedExports(tenantId, Date.now());
     const orphanSegments = await this.removeOrphanSegments(tenantId, Date.now());
     const orphanManifests = await this.removeOrphanManifests(tenantId, Date.now());
     if (removed.length > 0 || removedSegments > 0 || orphanSegments > 0 || orphanManifests > 0 || swept.freedBytes > 0) {
@@ -1141,19 +1316,30 @@ export class BackupService {
   /**
    * The chunks the tenant's restore points list, marked on disk one manifest at a time (see ChunkMarks); in memory when
    * the scratch volume is full (MemoryChunkMarks), which would otherwise stop every collection, the one thing that
-   * gives back the space of what was deleted.
+   * gives back the space of what was deleted. With them, the restore points whose manifest could not be read: their
+   * chunks are unknown, so no chunk may be swept. A manifest read as missing or damaged may be neither (a master key
+   * not configured now, an S3 error): its chunks must outlive that.
    */
-  private async markLiveChunks(tenantId: string): Promise<ChunkMarks | MemoryChunkMarks> {
+  private async markLiveChunks(tenantId: string): Promise<{ marks: ChunkMarks | MemoryChunkMarks; unreadable: UnreadableManifest[] }> {
     const points = await this.points.find({ select: { id: true, tenantId: true, kind: true, manifestKey: true }, where: { tenantId } });
-    const mark = async <T extends ChunkMarks | MemoryChunkMarks>(marks: T): Promise<T> => {
+    const mark = async <T extends ChunkMarks | MemoryChunkMarks>(marks: T) => {
+      const unreadable: UnreadableManifest[] = [];
       for (const point of points) {
         if (point.kind === 'LOG') continue;
-        const manifest = await this.readManifest(point);
+        let manifest: Manifest;
+        try {
+          manifest = await this.readManifest(point);
+        } catch (error) {
+          if (!isAppError(error) || error.code !== 'INVALID_BACKUP_FILE') throw error;
+          // Gone meanwhile (another replica's collection), its chunks are not needed: only a recorded one counts.
+          if (await this.points.existsBy({ id: point.id })) unreadable.push({ restorePointId: point.id, why: error.message });
+          continue;
+        }
         await marks.add((manifest.base?.chunks ?? []).map((ref) => ref.id));
         await marks.add((manifest.delta?.chunks ?? []).map((ref) => ref.id));
       }
       await marks.seal();
-      return marks;
+      return { marks, unreadable };
     };
     let onDisk: ChunkMarks | null = null;
     try {
@@ -1165,6 +1351,23 @@ export class BackupService {
       this.logger.warn({ tenantId }, 'the scratch dir is full: this collection marks the live chunks in memory');
       return mark(new MemoryChunkMarks());
     }
+  }
+
+  /**
+   * Once a collection: the chunk sweep was skipped, and which restore points (and the snapshots on them) stop it. The
+   * tenant's chunks and packs are not collected until those manifests read again or those points are collected.
+   */
+  private async tellChunkSweepSkipped(tenantId: string, unreadable: UnreadableManifest[]): Promise<void> {
+    const ids = unreadable.map((point) => point.restorePointId);
+    const on = await this.points.find({ select: { id: true }, where: [{ tenantId, baseId: In(ids) }, { tenantId, parentId: In(ids) }] });
+    const snapshots = await this.db.getRepository(SnapshotEntity).find({
+      select: { id: true },
+      where: { tenantId, restorePointId: In([...ids, ...on.map((point) => point.id)]) },
+    });
+    this.logger.error(
+      { tenantId, restorePoints: unreadable, snapshotIds: snapshots.map((snapshot) => snapshot.id) },
+      'skipped the chunk sweep of backup storage: a manifest cannot be read',
+    );
   }
 
   /** What collect() keeps: see there. Ranges are (afterSeq, untilSeq] stretches of each marked epoch's log. */
@@ -1229,6 +1432,19 @@ export const manifestKeyOf = (tenantId: string, restorePointId: string) => `tena
 const exportKeyOf = (snapshot: Pick<SnapshotEntity, 'tenantId' | 'id'>, kind: GraphFileKind | 'ARCHIVE' = 'ARCHIVE') =>
   `tenants/${snapshot.tenantId}/exports/${snapshot.id}.${kind.toLowerCase()}`;
 
+/** A restore point whose manifest a collection could not read, and why. */
+type UnreadableManifest = { restorePointId: string; why: string };
+
+/** An export copy's size and sha256: what its downloads serve, and their ETag. */
+type ExportCopy = { sizeBytes: number; sha256: string };
+
+/** An export copy being produced, and how many callers wait for it (BackupService.produceOnce). */
+interface SharedProduction {
+  done: Promise<ExportCopy>;
+  controller: AbortController;
+  waiting: number;
+}
+
 /** Scratch stores (exports, verification) hold whatever the snapshot holds. */
 const UNLIMITED: WriteLimits = { maxNodes: null, maxRelationships: null, maxBytes: Number.MAX_SAFE_INTEGER };
 
@@ -1240,4 +1456,10 @@ function quietContext(signal = new AbortController().signal): JobContext {
     saveParams: async () => undefined,
     enterPointOfNoReturn: async () => undefined,
   };
+}
+
+/** What a verification reports of damage found in a manifest's chunks (the first few named). */
+function damageOf(manifest: Manifest, damage: ChunkIntegrityError[]): string {
+  const named = damage.slice(0, 3).map((d) => d.message).join('; ');
+  return `restore point ${manifest.id} is damaged (${damage.length} chunk(s)): ${named}`;
 }

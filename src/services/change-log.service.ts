@@ -12,7 +12,7 @@ import { RestorePointEntity } from '../entities/restore-point.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
 import { startEpoch } from '../changelog/store-epochs';
 import { AppError, isAppError } from '../errors/app-error';
-import type { LogEntry, StorePosition } from '../graph/graph-store';
+import type { GraphStore, LogEntry, StorePosition } from '../graph/graph-store';
 import type { Logger } from '../logging/logger';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../storage/errors';
@@ -126,6 +126,63 @@ export class ChangeLogService {
   async recordDamage(epoch: StoreEpochEntity, fromSeq: number, message: string): Promise<void> {
     if (!(await this.saveDamage(epoch, fromSeq, message, this.db.manager))) return;
     for (const listener of this.damageListeners) listener(epoch.instanceId, epoch);
+    await this.tellRestoredFromDamage(epoch.tenantId, epoch.epoch);
+  }
+
+  /**
+   * Records that a base cannot be read (a verification, or a read that failed, found chunks of it damaged or missing).
+   * Its own store, when current, gets a new base from the finder (BackupService.rebaseAfterDamage); the current stores
+   * restored from a moment built on it are told here, as for damage to a log.
+   */
+  async recordBaseDamage(base: Pick<RestorePointEntity, 'id' | 'tenantId'>, message: string): Promise<void> {
+    await this.db.getRepository(RestorePointEntity).update({ id: base.id }, { damage: message.slice(0, 1000) });
+    await this.tellRestoredFromDamage(base.tenantId, null);
+  }
+
+  /**
+   * Tells the base policy of the tenant's current stores restored from a moment that damage cut off (an instance's own,
+   * restored over it, or another one's; not `except`, told already): until a base of them is taken, none of their
+   * moments can be built either.
+   */
+  private async tellRestoredFromDamage(tenantId: string, except: number | null): Promise<void> {
+    const restored = await this.epochs.find({ where: { tenantId, endedAt: IsNull(), anchor: 'ORIGIN' } });
+    for (const dependent of restored) {
+      if (dependent.epoch === except || (await this.anchorDamage(dependent)) === null) continue;
+      for (const listener of this.damageListeners) listener(dependent.instanceId, dependent);
+    }
+  }
+
+  /**
+   * Why the epoch's start cannot be built (null: nothing recorded says so). A store restored from a moment of another
+   * epoch (anchor ORIGIN) is built, up to its own first base, from that moment: the newest base of that epoch before it
+   * and the log from there, or, without such a base, from that epoch's own anchor in turn. Damage recorded on a log or
+   * a base that this needs makes every moment before the store's first base unreachable, though its own log is whole.
+   */
+  async anchorDamage(epoch: StoreEpochEntity): Promise<string | null> {
+    const points = this.db.getRepository(RestorePointEntity);
+    const seen = new Set<number>();
+    for (let from = epoch; from.anchor === 'ORIGIN' && from.originPointId !== null && !seen.has(from.epoch); ) {
+      seen.add(from.epoch);
+      const origin = await points.findOneBy({ id: from.originPointId });
+      // A point that is gone is the window's to say (reachOf).
+      if (!origin) return null;
+      // A snapshot's base (or a previous release's delta): built from the chunks of the base at its root alone.
+      if (origin.kind !== 'LOG') return (await points.findOneBy({ id: origin.baseId ?? origin.id }))?.damage ?? null;
+      const source = await this.epoch(origin.epoch);
+      if (!source) return null;
+      // The base a restore builds on (BackupService.newestBase): of two at one seq, the one taken last.
+      const base = await points
+        .createQueryBuilder('p')
+        .where("p.epoch = :epoch AND p.kind = 'BASE' AND p.seq <= :seq", { epoch: source.epoch, seq: origin.seq })
+        .orderBy('p.seq', 'DESC')
+        .addOrderBy('p.createdAt', 'DESC')
+        .getOne();
+      const damagedThrough = await this.damagedThroughSeq(source);
+      if (damagedThrough !== null && source.damagedFromSeq! <= origin.seq && (base?.seq ?? 0) < damagedThrough) return source.damage;
+      if (base) return base.damage;
+      from = source;
+    }
+    return null;
   }
 
   /** recordDamage without telling anyone, in `manager`'s transaction; false when damage at or after it was recorded already. */
@@ -138,6 +195,35 @@ export class ChangeLogService {
   }
 
   // ---- shipping ---------------------------------------------------------------------------------------------------
+
+  /**
+   * Run on each store as it is opened, before anything reads or writes it (GraphStoreProvider.onOpen). A store whose
+   * seq is behind the log shipped from it lost its last commits after they were shipped: a power loss rolled them back
+   * (SQLite's WAL with synchronous = NORMAL keeps every commit through a crash of the process, not of the machine), or
+   * an older copy of its file was put back. Its next writes would take the shipped seqs: shipping skipped them as
+   * shipped, then went on after them, and a restore to any moment from then on brought back the writes the rollback
+   * undid, without those made since. The store starts a new history instead (a new epoch, adopted at once: its first
+   * base is taken, as for a store that had no history), after every moment the old one offered, which keeps them.
+   */
+  async checkOpened(instanceId: string, store: GraphStore): Promise<void> {
+    const position = await store.position();
+    const epoch = await this.epochs.findOneBy({ epoch: position.epoch });
+    // Only the instance's current history: another store (a generation a restore replaced) has no next writes.
+    if (!epoch || epoch.endedAt !== null || position.seq >= epoch.shippedSeq) return;
+    // Another replica may have shipped writes made after `position` was read: then the store holds them by now.
+    const now = await store.position();
+    if (now.epoch !== epoch.epoch || now.seq >= epoch.shippedSeq) return;
+    this.logger.warn(
+      { instanceId, epoch: epoch.epoch, storeSeq: now.seq, shippedSeq: epoch.shippedSeq },
+      'the store is behind the change log shipped from it (its last commits were rolled back): it starts a new history',
+    );
+    const started = await store.startHistory(epoch.epoch, this.latestOf(epoch) + 1);
+    const instance = await this.instances.reload(instanceId);
+    // Another replica that opened the store at the same time may have started it (then it adopts it too, or did).
+    if (!instance || (await this.epochs.existsBy({ epoch: started.epoch }))) return;
+    const adopted = await this.adopt(instance, started, started.readAt);
+    for (const listener of this.listeners) listener(instance, adopted);
+  }
 
   /** Starts the periodic look at every instance's log. */
   start(): void {
@@ -349,10 +435,14 @@ export class ChangeLogService {
    *
    * The epoch starts at the store's last commit when it has one (a write this release made before its first look,
    * just after the upgrade): the data the store holds now has been there since, and its first base carries that
-   * moment, which the restore window then offers; an epoch starting later would hold none of those moments.
+   * moment, which the restore window then offers; an epoch starting later would hold none of those moments. A store
+   * that started a new history for a rollback (checkOpened) gives its start instead: its readAt then.
    */
-  private async adopt(instance: InstanceEntity, position: StorePosition): Promise<StoreEpochEntity> {
-    const startedAt = Math.min(position.at ?? Date.now(), Date.now());
+  private async adopt(
+    instance: InstanceEntity,
+    position: StorePosition,
+    startedAt = Math.min(position.at ?? Date.now(), Date.now()),
+  ): Promise<StoreEpochEntity> {
     await this.db.transaction((manager) => startEpoch(manager, instance, position.epoch, { anchor: 'NONE' }, startedAt));
     await this.epochs.update({ epoch: position.epoch }, { shippedSeq: position.seq });
     this.logger.info({ instanceId: instance.id, epoch: position.epoch }, 'change log started for a store that had none');
@@ -362,15 +452,15 @@ export class ChangeLogService {
   // ---- reading ----------------------------------------------------------------------------------------------------
 
   /**
-   * The epoch's entries after `afterSeq`, in order, up to `until` (a seq, or a commit time: entries at or before it),
-   * read from their segments and checked: each is the segment recorded (sha256), in an unbroken chain. A damaged or
-   * missing segment is recorded on the epoch and thrown as INVALID_BACKUP_FILE; one a collection removed after the read
-   * was planned (its row is gone too) is retention, not damage: OUT_OF_RESTORE_WINDOW, and nothing is recorded.
+   * The epoch's entries after `afterSeq`, in order, up to `until.seq` (default: all shipped), read from their segments
+   * and checked: each is the segment recorded (sha256), in an unbroken chain. A damaged or missing segment is recorded
+   * on the epoch and thrown as INVALID_BACKUP_FILE; one a collection removed after the read was planned (its row is gone
+   * too) is retention, not damage: OUT_OF_RESTORE_WINDOW, and nothing is recorded.
    */
   async *entries(
     epoch: StoreEpochEntity,
     afterSeq: number,
-    until: { seq?: number; at?: number },
+    until: { seq?: number },
     signal?: AbortSignal,
     onRead?: (plainBytes: number) => void,
   ): AsyncGenerator<LogEntry> {
@@ -391,12 +481,12 @@ export class ChangeLogService {
       onRead?.(row.plainBytes);
       for (const entry of segment.entries) {
         if (entry.seq < expectedSeq) continue;
-        if (entry.seq > lastSeq || (until.at !== undefined && entry.at > until.at)) return;
+        if (entry.seq > lastSeq) return;
         yield entry;
         expectedSeq = entry.seq + 1;
       }
     }
-    if (expectedSeq <= lastSeq && until.at === undefined) await this.missing(epoch, expectedSeq, lastSeq);
+    if (expectedSeq <= lastSeq) await this.missing(epoch, expectedSeq, lastSeq);
   }
 
   /**
@@ -560,32 +650,50 @@ export class ChangeLogService {
   /** The oldest moment of the epoch a restore can reach (null: none), and why not its start. */
   private async reachOf(epoch: StoreEpochEntity): Promise<{ from: number | null; reason: string | null }> {
     const points = this.db.getRepository(RestorePointEntity);
+    // A base found damaged is no way to any moment.
     const firstBaseFrom = async (seq: number) =>
       points
         .createQueryBuilder('p')
-        .where("p.epoch = :epoch AND p.kind = 'BASE' AND p.seq >= :seq", { epoch: epoch.epoch, seq })
+        .where("p.epoch = :epoch AND p.kind = 'BASE' AND p.seq >= :seq AND p.damage IS NULL", { epoch: epoch.epoch, seq })
         .orderBy('p.seq', 'ASC')
         .getOne();
+    // The newest damage: to the log, or to a base (every moment built on it, up to the next base, is out of reach too).
     const damagedThrough = await this.damagedThroughSeq(epoch);
+    const damagedBase = await points
+      .createQueryBuilder('p')
+      .where("p.epoch = :epoch AND p.kind = 'BASE' AND p.damage IS NOT NULL", { epoch: epoch.epoch })
+      .orderBy('p.seq', 'DESC')
+      .getOne();
+    const damaged =
+      damagedBase && (damagedThrough === null || damagedBase.seq > damagedThrough)
+        ? { seq: damagedBase.seq, reason: damagedBase.damage }
+        : damagedThrough !== null
+          ? { seq: damagedThrough, reason: epoch.damage }
+          : null;
     // Collection keeps the log from the newest base at or before the window's start on: under a window configured
     // longer since, the moments before that base are gone, whatever the window's length says.
     const collectedThrough = epoch.collectedThroughSeq ?? 0;
-    if (damagedThrough !== null && damagedThrough >= collectedThrough) {
-      const base = await firstBaseFrom(damagedThrough);
-      return { from: base ? base.at ?? epoch.startedAt : null, reason: epoch.damage };
+    if (damaged !== null && damaged.seq >= collectedThrough) {
+      const base = await firstBaseFrom(damaged.seq);
+      return { from: base ? base.at ?? epoch.startedAt : null, reason: damaged.reason };
     }
+    // A restored store whose anchor the damage of another epoch's log or base cut off reaches back to its first base only.
+    const anchorDamage = epoch.anchor === 'ORIGIN' ? await this.anchorDamage(epoch) : null;
     const anchored =
       epoch.anchor === 'EMPTY' ||
       epoch.anchor === 'BASE' ||
-      (epoch.anchor === 'ORIGIN' && epoch.originPointId !== null && (await points.existsBy({ id: epoch.originPointId })));
+      (epoch.anchor === 'ORIGIN' && anchorDamage === null && epoch.originPointId !== null && (await points.existsBy({ id: epoch.originPointId })));
     if (anchored && collectedThrough === 0) return { from: epoch.startedAt, reason: null };
     const base = await firstBaseFrom(collectedThrough);
     const beforeChangeLog = !anchored && (await firstBaseFrom(0))?.id === base?.id;
     return {
       from: base ? base.at ?? epoch.startedAt : null,
-      reason: beforeChangeLog
-        ? 'the history before the first base of this store was written before the change log existed'
-        : 'the change log before this moment was removed by retention, under a shorter pointInTimeWindow than now',
+      reason:
+        anchorDamage && (await firstBaseFrom(0))?.id === base?.id
+          ? `the store was restored from a moment whose base or change log is damaged: ${anchorDamage}`
+          : beforeChangeLog
+            ? 'the history before the first base of this store was written before the change log existed'
+            : 'the change log before this moment was removed by retention, under a shorter pointInTimeWindow than now',
     };
   }
 
@@ -603,6 +711,35 @@ export class ChangeLogService {
       .where('s.epoch = :epoch AND s.lastSeq > :afterSeq AND s.firstSeq <= :untilSeq', { epoch, afterSeq, untilSeq })
       .getRawOne<{ bytes: string | number }>();
     return Number(row?.bytes ?? 0);
+  }
+
+  /**
+   * What is recorded of the instance's counts nearest before `at` (null: nothing says): the counts of the newest restore
+   * point of that moment's epoch at or before it (or the epoch's start), and how many lines of the log lie between the
+   * two (each changes one row: see assertMayStillFit). No data is read (at most the segment that holds the moment), so
+   * a restore of that moment that cannot fit its target is refused before anything is built.
+   */
+  async recordedCountsAt(instanceId: string, at: number): Promise<{ nodeCount: number; relationshipCount: number; linesSince: number } | null> {
+    const epoch = await this.epochAt(instanceId, at);
+    if (!epoch) return null;
+    const seq = await this.seqAt(epoch, at);
+    const points = this.db.getRepository(RestorePointEntity);
+    const point = await points
+      .createQueryBuilder('p')
+      .where('p.epoch = :epoch AND p.seq <= :seq', { epoch: epoch.epoch, seq })
+      .orderBy('p.seq', 'DESC')
+      .addOrderBy('p.createdAt', 'DESC')
+      .getOne();
+    let known: { seq: number; nodeCount: number; relationshipCount: number };
+    if (point) known = { seq: point.seq, ...point.stats };
+    else if (epoch.anchor === 'EMPTY') known = { seq: 0, nodeCount: 0, relationshipCount: 0 };
+    else if (epoch.anchor === 'ORIGIN' && epoch.originPointId) {
+      const origin = await points.findOneBy({ id: epoch.originPointId });
+      if (!origin) return null;
+      known = { seq: 0, ...origin.stats };
+    } else return null;
+    const { lines } = seq > known.seq ? await this.sizeAfter(epoch.epoch, known.seq, seq) : { lines: 0 };
+    return { nodeCount: known.nodeCount, relationshipCount: known.relationshipCount, linesSince: lines };
   }
 
   /** Plain bytes and lines of the epoch's log after afterSeq (up to untilSeq): what a replay of it reads. */

@@ -117,7 +117,7 @@ export class ExportDestinationService {
       id: randomUUID(),
       tenantId: principal.tenantId,
       name: checkName(input.name),
-      url: formatS3Url(checked('url', () => parseS3Url(input.url))),
+      url: checked('url', () => atMost(MAX_URL_LENGTH, formatS3Url(parseS3Url(input.url)))),
       endpoint: checked('endpoint', () => checkEndpoint(input.endpoint, this.options.allowPrivateAddresses)),
       region: checked('region', () => checkRegion(input.region)),
       autoExportInstanceIds: await this.checkInstances(principal, input.autoExportInstanceIds ?? []),
@@ -238,7 +238,7 @@ export class ExportDestinationService {
   /** The destination's bucket, with its unsealed keys (they live in the client only). */
   async openBucket(
     destination: ExportDestinationEntity,
-    options?: { maxAttempts?: number; requestTimeoutMs?: number },
+    options?: { maxAttempts?: number; idleTimeoutMs?: number },
     credentials: Credentials = this.unseal(destination),
   ): Promise<{ bucket: S3BlobStore; scrub: (message: string) => string }> {
     // The AWS SDK is loaded when a destination is first used, not at every boot.
@@ -289,7 +289,7 @@ export class ExportDestinationService {
 
   /** Writes and deletes a small object where exports will go: wrong keys, bucket or endpoint show here, not later. */
   private async probe(destination: ExportDestinationEntity, credentials: Credentials): Promise<void> {
-    const { bucket, scrub } = await this.openBucket(destination, { maxAttempts: 2, requestTimeoutMs: 15_000 }, credentials);
+    const { bucket, scrub } = await this.openBucket(destination, { maxAttempts: 2, idleTimeoutMs: 15_000 }, credentials);
     const key = `snapgraph-probe-${randomUUID()}`;
     try {
       await bucket.write(key, Readable.from([Buffer.from('Snapgraph checks that it may write here; this object is deleted at once.\n')]));
@@ -458,7 +458,7 @@ export class ExportOperationHandler implements OperationHandler {
   private async abortWrite(destinationId: string, { fileName, uploadId }: NonNullable<ExportParams['write']>): Promise<void> {
     const destination = await this.destinations.byId(destinationId);
     if (!destination) return;
-    const { bucket, scrub } = await this.destinations.openBucket(destination, { maxAttempts: 2, requestTimeoutMs: 15_000 });
+    const { bucket, scrub } = await this.destinations.openBucket(destination, { maxAttempts: 2, idleTimeoutMs: 15_000 });
     try {
       await bucket.abortWrite(fileName, uploadId);
     } catch (error) {
@@ -503,6 +503,18 @@ function checkName(name: string): string {
   return trimmed;
 }
 
+/**
+ * What the row holds at most (export_destinations.url is a varchar(600), endpoint a varchar(500)): PostgreSQL refuses
+ * a longer one, after the probe, as an internal error; SQLite would keep it. The prefix is checked name by name only.
+ */
+const MAX_URL_LENGTH = 600;
+const MAX_ENDPOINT_LENGTH = 500;
+
+function atMost(length: number, text: string): string {
+  if (text.length > length) throw new Error(`must be at most ${length} characters`);
+  return text;
+}
+
 function checkEndpoint(text: string | null | undefined, allowPrivateAddresses: boolean): string | null {
   if (!text?.trim()) return null;
   let url: URL;
@@ -514,8 +526,9 @@ function checkEndpoint(text: string | null | undefined, allowPrivateAddresses: b
   if (!['http:', 'https:'].includes(url.protocol) || url.username || url.password || url.search || url.hash) {
     throw new Error('must be an http(s) URL without credentials, query or fragment');
   }
+  const endpoint = atMost(MAX_ENDPOINT_LENGTH, url.toString().replace(/\/+$/, ''));
   if (!allowPrivateAddresses) assertPublicEndpoint(url.toString());
-  return url.toString().replace(/\/+$/, '');
+  return endpoint;
 }
 
 function checkRegion(text: string | null | undefined): string | null {

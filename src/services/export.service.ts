@@ -6,7 +6,7 @@ import { archiveExtension } from '../archive';
 import type { AppConfig } from '../config/app-config';
 import { ExportTokenEntity } from '../entities/export-token.entity';
 import type { SnapshotEntity } from '../entities/snapshot.entity';
-import { AppError, type ErrorCode } from '../errors/app-error';
+import { AppError, type ErrorCode, notFound } from '../errors/app-error';
 import type { InstanceService } from './instance.service';
 import { type Principal, requireRole } from './principal';
 import type { SnapshotService } from './snapshot.service';
@@ -85,8 +85,9 @@ export class ExportService {
     const token = randomBytes(32).toString('base64url');
     const now = Date.now();
     const expiresAt = now + this.config.exportUrlTtlMs;
+    const linkId = randomUUID();
     await this.tokens.insert({
-      id: randomUUID(),
+      id: linkId,
       tenantId: principal.tenantId,
       snapshotId: snapshot.id,
       apiKeyId: principal.apiKeyId,
@@ -98,6 +99,14 @@ export class ExportService {
       createdAt: now,
       expiresAt,
     });
+    // Deleted meanwhile (deleteSnapshot does not wait for an export, which may take minutes to produce its file): the
+    // link answered only 404, and the copy produced after the deletion removed the snapshot's stayed with it. Looked
+    // at once the link is in: a deletion after this removes the copy (its rows first, then its export copies).
+    if (!(await this.snapshots.byId(snapshot.id))) {
+      await this.tokens.delete({ id: linkId });
+      await this.backups.forgetExport(snapshot);
+      throw notFound('snapshot', snapshot.id);
+    }
     await this.tokens.delete({ expiresAt: LessThan(now - 24 * 3600_000) });
     const base = (this.config.publicUrl ?? origin).replace(/\/+$/, '');
     return { url: `${base}${EXPORT_PATH}/${token}`, fileName, expiresAt, ...file };

@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 import { extract as createTarExtract } from 'tar-stream';
 import { ARCHIVE_MAGIC, isArchiveError, isNeo4jStorePath, openArchive, SNIFF_LENGTH, type ArchiveHeader } from '../archive';
 import { isTarHeader, NEO4J_DUMP_MESSAGE } from '../archive/file-type';
+import { secondFileProblem } from '../archive/tar-extract';
 import { peekStream as peek } from '../archive/stream-peek';
 import { describeNeo4jFile, NEO4J_HEADER_PEEK_LENGTH } from '../archive/neo4j-file-header';
 import type { GraphFileFormat } from '../graph-files/graph-file-format';
@@ -53,6 +54,12 @@ export class FileInspectionService {
     }
   }
 
+  /** True for the start of a file a restore reads: a Snapgraph archive or a graph file. */
+  private isRestorable(head: Buffer): boolean {
+    const start = head.subarray(0, SNIFF_LENGTH);
+    return start.subarray(0, ARCHIVE_MAGIC.length).equals(ARCHIVE_MAGIC) || this.formats.some((format) => format.detect(start));
+  }
+
   /** The inspection of a file starting with `head`, or undefined when nothing recognises it. */
   private async inspectContent(head: Buffer, stream: Readable, mayBeTar: boolean): Promise<FileInspection | undefined> {
     if (head.subarray(0, ARCHIVE_MAGIC.length).equals(ARCHIVE_MAGIC)) return inspectArchive(stream);
@@ -68,6 +75,7 @@ export class FileInspectionService {
 
   /** A tar is reported as the first entry in it that is something we recognise. */
   private async inspectTar(input: Readable): Promise<FileInspection> {
+    let found: { name: string; inspection: FileInspection } | undefined;
     const extract = createTarExtract();
     input.on('error', (error) => extract.destroy(error));
     input.pipe(extract as unknown as NodeJS.WritableStream);
@@ -90,12 +98,23 @@ export class FileInspectionService {
           continue;
         }
         const { head, stream } = await peek(Readable.from(entry), NEO4J_HEADER_PEEK_LENGTH);
-        const inspection = await this.inspectContent(head, stream, false);
-        if (inspection) return { ...inspection, details: { ...inspection.details, tarEntry: name } };
-        stream.resume();
-        await new Promise((resolve) => stream.on('end', resolve).on('close', resolve));
+        if (found) {
+          // A restore reads one file: a second one makes the restore refuse the tar (extractArchiveFromTar).
+          if (this.isRestorable(head)) return { ...found.inspection, restorable: false, problem: secondFileProblem(found.name, name) };
+        } else {
+          const inspection = await this.inspectContent(head, stream, false);
+          if (inspection) {
+            found = { name, inspection: { ...inspection, details: { ...inspection.details, tarEntry: name } } };
+            if (!inspection.restorable) return found.inspection;
+          }
+        }
+        // The entry read through (a recognised file was), or the rest of it skipped, before the next one comes.
+        if (!stream.readableEnded && !stream.destroyed) {
+          stream.resume();
+          await new Promise((resolve) => stream.on('end', resolve).on('close', resolve));
+        }
       }
-      return unknown(`The tar file holds nothing Snapgraph can restore. ${UNKNOWN_FILE_PROBLEM}`);
+      return found?.inspection ?? unknown(`The tar file holds nothing Snapgraph can restore. ${UNKNOWN_FILE_PROBLEM}`);
     } catch (error) {
       return unknown(`The file is not a readable tar file (${error instanceof Error ? error.message : String(error)}).`);
     } finally {

@@ -1,5 +1,5 @@
 // The data plane: validated reads and writes of an instance's graph, refused while a restore owns it.
-import { badInput, instanceUnavailable } from '../errors/app-error';
+import { AppError, badInput, instanceUnavailable } from '../errors/app-error';
 import { asStorageFull } from '../errors/storage-full';
 import type { InstanceEntity } from '../entities/instance.entity';
 import { MAX_NAME_LENGTH, MAX_PROPERTY_DEPTH, nameProblem } from '../graph/graph-rules';
@@ -121,8 +121,17 @@ export class GraphService {
       );
     }
     const attempt = () => this.instances.withStore(instance, (store) => fn(store, instance));
+    let movedOn = false;
     const result = await attempt()
       .catch(async (error: unknown) => {
+        // Its store taken away since the instance was read (a deletion, a restore's swap): the write failed there
+        // (the store missing, or SQLite unable to open or lock a file removed under it) and rolled back. Asked again,
+        // it meets the instance as it now is: NOT_FOUND, refused, or written to its new store. (A refusal of the
+        // write itself, an AppError, stands.)
+        if (!(error instanceof AppError) && (await this.instances.movedOn(instance))) {
+          movedOn = true;
+          return this.write(principal, instanceId, fn);
+        }
         // A write fence on an instance shown AVAILABLE is one its restore failed to lift: lifted, the write goes on.
         if (!(error instanceof WritesFencedError) || !(await this.instances.liftStaleWriteFence(instance, error.owner))) throw error;
         this.logger.warn({ instanceId, restore: error.owner }, 'lifted a write fence that no restore holds');
@@ -132,7 +141,7 @@ export class GraphService {
         // The store rolled the batch back; the instance keeps its data and serves reads.
         throw asStorageFull(error) ?? error;
       });
-    this.written.notify(instance);
+    if (!movedOn) this.written.notify(instance);
     return result;
   }
 

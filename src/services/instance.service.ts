@@ -1,8 +1,9 @@
 // Instances: creation by tier rules, lookup within a tenant, status and availability (always published), deletion.
 import { randomUUID } from 'node:crypto';
-import { In, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import { In, IsNull, Not, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { startEpoch } from '../changelog/store-epochs';
+import { beforeDatabaseTime, databaseTime } from '../entities/database-clock';
 import { scheduleOf, TIERS, type Tier } from '../config/tiers';
 import { type Availability, InstanceEntity, type InstanceStatus } from '../entities/instance.entity';
 import { OperationEntity } from '../entities/operation.entity';
@@ -13,15 +14,26 @@ import type { EventBus } from '../events/event-bus';
 import type { GraphStore, GraphStoreProvider, WriteLimits } from '../graph/graph-store';
 import type { EngineVersion, GraphStats } from '../graph/records';
 import { restoreInProgressOn } from '../jobs/operation-queue';
-import { nextSnapshotAt } from '../scheduler/retention';
+import { nextSnapshotAt, scheduleGridDueAt } from '../scheduler/retention';
 import { type Principal, requireRole } from './principal';
+
+/** What a new instance gets when the input leaves memoryGB or engineVersion out (or null). */
+export const DEFAULT_MEMORY_GB = 1;
+export const DEFAULT_ENGINE_VERSION: EngineVersion = 'V5';
 
 export interface InstanceInput {
   name: string;
   tier: Tier;
-  memoryGB: number;
-  engineVersion: EngineVersion;
+  /**
+   * Null as absent: the schema's fields are nullable with a default, and an explicit null (what many clients send for
+   * an unset variable) overrides a GraphQL default. Refused as `memoryGB null is not offered`, the input was valid.
+   */
+  memoryGB?: number | null;
+  engineVersion?: EngineVersion | null;
 }
+
+/** An input as validateInput gives it back: trimmed, defaults filled in. */
+export type ValidInstanceInput = Required<{ [K in keyof InstanceInput]: NonNullable<InstanceInput[K]> }>;
 
 export interface ScheduleView {
   enabled: boolean;
@@ -77,17 +89,19 @@ export class InstanceService {
   }
 
   /** Checks an input against the tier rules; throws BAD_USER_INPUT naming the problem. */
-  validateInput(input: InstanceInput): InstanceInput {
+  validateInput(input: InstanceInput): ValidInstanceInput {
     const name = input.name.trim();
     if (name.length === 0 || name.length > 100) throw badInput('name must be 1-100 characters');
     if (UNSTORABLE_TEXT.test(name)) throw badInput('name must be well-formed Unicode without NUL characters');
     if (!TIERS.includes(input.tier)) throw badInput(`tier must be one of ${TIERS.join(', ')}`);
     const sizes = this.config.tiers[input.tier].memoryGB;
-    if (!sizes.includes(input.memoryGB)) {
-      throw badInput(`memoryGB ${input.memoryGB} is not offered on ${input.tier}; choose one of ${sizes.join(', ')}`);
+    const memoryGB = input.memoryGB ?? DEFAULT_MEMORY_GB;
+    if (!sizes.includes(memoryGB)) {
+      throw badInput(`memoryGB ${memoryGB} is not offered on ${input.tier}; choose one of ${sizes.join(', ')}`);
     }
-    if (input.engineVersion !== 'V4' && input.engineVersion !== 'V5') throw badInput('engineVersion must be V4 or V5');
-    return { ...input, name };
+    const engineVersion = input.engineVersion ?? DEFAULT_ENGINE_VERSION;
+    if (engineVersion !== 'V4' && engineVersion !== 'V5') throw badInput('engineVersion must be V4 or V5');
+    return { name, tier: input.tier, memoryGB, engineVersion };
   }
 
   /** Inserts the instance (through `manager` when given, to share a transaction with what must go with it). */
@@ -99,6 +113,7 @@ export class InstanceService {
   ): Promise<InstanceEntity> {
     requireRole(principal, 'MEMBER', 'creating an instance');
     const valid = this.validateInput(input);
+    const createdAt = Date.now();
     const instance = Object.assign(new InstanceEntity(), {
       id: randomUUID(),
       tenantId: principal.tenantId,
@@ -111,8 +126,10 @@ export class InstanceService {
       availability: origin.status === 'RUNNING' ? 'AVAILABLE' : 'UNAVAILABLE',
       sourceSnapshotId: origin.sourceSnapshotId,
       storeGeneration: 1,
-      createdAt: Date.now(),
+      createdAt,
       lastScheduledAt: null,
+      nextScheduledAt: scheduleGridDueAt(scheduleOf(this.config.tiers[valid.tier]), null, createdAt),
+      deletionClaimedAt: null,
     } satisfies InstanceEntity);
     if (origin.status !== 'RUNNING') {
       await manager.insert(InstanceEntity, instance);
@@ -121,9 +138,13 @@ export class InstanceService {
     try {
       await this.stores.create(instance.id, instance.storeGeneration);
       const { epoch } = await this.stores.use(instance.id, instance.storeGeneration, (store) => store.position());
-      await manager.insert(InstanceEntity, instance);
-      // Its history starts empty: every write from here on is in its change log.
-      await startEpoch(manager, instance, epoch, { anchor: 'EMPTY' }, instance.createdAt);
+      // The row and its history go in together: a row left without them (the database failing in between) listed a
+      // RUNNING instance whose store the clean-up below had removed, every read and write of it an internal error.
+      await manager.transaction(async (inTransaction) => {
+        await inTransaction.insert(InstanceEntity, instance);
+        // Its history starts empty: every write from here on is in its change log.
+        await startEpoch(inTransaction, instance, epoch, { anchor: 'EMPTY' }, instance.createdAt);
+      });
     } catch (error) {
       // A store nobody will ever reference (a full disk, typically) must not stay behind.
       await this.stores.removeGenerations(instance.id).catch(() => undefined);
@@ -132,32 +153,70 @@ export class InstanceService {
     return instance;
   }
 
+  /**
+   * Deletes in two steps, so that no replica removes data an operation still uses, and none leaves an instance claimed
+   * for good:
+   * 1. Claim: the instance DESTROYING, `deletionClaimedAt` the time. From here on new operations on it are refused: a
+   *    request queuing one holds the row in its transaction (holdOperationInputs), so it either went in before the
+   *    claim, and is found by the look below, or sees the claim and is refused.
+   * 2. Look for operations on its data. None: commit (UNAVAILABLE, `deletionClaimedAt` null) and remove the data, which
+   *    from then on only goes forward, on whichever replica. Some: give the claim back (CONFLICT).
+   * A claim lasts as long as the look, a couple of queries. One older than an operation lease was left by a replica
+   * that died or lost the database in between (its giving back failed too): any replica's deletion sweep then looks in
+   * its place and commits and finishes the deletion once no operation uses the data (none can start meanwhile). Left
+   * alone, the instance stayed DESTROYING, and every deletion of it was refused with CONFLICT, for good.
+   */
   async remove(principal: Principal, id: string): Promise<void> {
     requireRole(principal, 'ADMIN', 'deleting an instance');
     const instance = await this.require(principal, id);
-    // Claim the instance first (new operations are refused from here on), then look for running ones. A request queuing
-    // one holds the row in its transaction (holdOperationInputs): it either went in before the claim, and is found
-    // below, or sees the claim and is refused.
-    const claimed = await this.instances.update({ id, status: In(['RUNNING', 'FAILED']) }, { status: 'DESTROYING' });
+    const claimed = await this.instances.update(
+      { id, status: In(['RUNNING', 'FAILED']) },
+      { status: 'DESTROYING', deletionClaimedAt: databaseTime(this.db) },
+    );
     if (!claimed.affected) throw conflict(`instance ${id} is ${instance.status}; delete it when that has finished`);
     const previousStatus = instance.status;
     instance.status = 'DESTROYING';
-    let busy: boolean;
+    this.deleting.add(id);
     try {
-      busy = await this.hasWorkOnItsData(id);
-    } catch (error) {
-      // A deletion that cannot look (the database away) gives its claim back: left DESTROYING, the instance refused
-      // writes and deletions until a sole process's boot finished it, and with replicas, for good.
-      await this.instances.update({ id, status: 'DESTROYING' }, { status: previousStatus }).catch(() => undefined);
-      throw error;
+      let busy: boolean;
+      try {
+        busy = await this.hasWorkOnItsData(id);
+      } catch (error) {
+        // A deletion that cannot look (the database away) gives its claim back; failing that, the sweep takes it.
+        await this.giveClaimBack(id, previousStatus).catch(() => undefined);
+        throw error;
+      }
+      if (busy) {
+        await this.giveClaimBack(id, previousStatus);
+        throw conflict(`instance ${id} has an operation in progress, or one that reads its snapshots or history; delete it when the operation ends`);
+      }
+      // Committed here or, when this deletion stalled for a lease, by a sweep meanwhile: the steps after can be repeated.
+      await this.commitDeletion(instance);
+      await this.finishDeletion(instance);
+    } finally {
+      this.deleting.delete(id);
     }
-    if (busy) {
-      // Only its own claim: the operation found may have moved the instance on meanwhile (a restore's RESTORING).
-      await this.instances.update({ id, status: 'DESTROYING' }, { status: previousStatus });
-      throw conflict(`instance ${id} has an operation in progress, or one that reads its snapshots or history; delete it when the operation ends`);
-    }
-    await this.setState(instance, { status: 'DESTROYING', availability: 'UNAVAILABLE', reason: 'instance deleted' });
-    await this.finishDeletion(instance);
+  }
+
+  /**
+   * Only a claim still pending: the operation found may have moved the instance on meanwhile (a restore's RESTORING),
+   * and a sweep may have committed a claim that outlived its lease.
+   */
+  private async giveClaimBack(id: string, previousStatus: InstanceStatus): Promise<void> {
+    await this.instances.update({ id, status: 'DESTROYING', deletionClaimedAt: Not(IsNull()) }, { status: previousStatus, deletionClaimedAt: null });
+  }
+
+  /** Step 2 of a deletion (see remove), unless another replica has committed it; whether this call did. */
+  private async commitDeletion(instance: InstanceEntity): Promise<boolean> {
+    const previous = instance.availability;
+    const committed = await this.instances.update(
+      { id: instance.id, status: 'DESTROYING', deletionClaimedAt: Not(IsNull()) },
+      { availability: 'UNAVAILABLE', deletionClaimedAt: null },
+    );
+    if (!committed.affected) return false;
+    Object.assign(instance, { availability: 'UNAVAILABLE', deletionClaimedAt: null });
+    this.announceAvailability(instance, previous, 'instance deleted');
+    return true;
   }
 
   /**
@@ -178,34 +237,36 @@ export class InstanceService {
   }
 
   /**
-   * Finishes deletions a crash interrupted. Every step of a deletion can be repeated, so this is safe to run while
-   * another replica deletes the same instance. `all`: also instances claimed but not yet made UNAVAILABLE (only
-   * when this is the sole process: elsewhere, such an instance may be about to go back to RUNNING).
+   * Finishes deletions a replica left half done (see remove): those committed, and those claimed more than an operation
+   * lease ago, once no operation uses the instance's data. Every step of a committed deletion can be repeated, so this
+   * is safe to run while another replica deletes the same instance. `all`: every claim, however young (only when this
+   * is the sole process: elsewhere, a young claim may be about to be given back).
    */
   async finishInterruptedDeletions(all: boolean): Promise<number> {
-    const stuck = await this.instances.find({ where: all ? { status: 'DESTROYING' } : { status: 'DESTROYING', availability: 'UNAVAILABLE' } });
+    const destroying = { status: 'DESTROYING' as const };
+    const stuck = await this.instances.find({
+      where: all ? destroying : [{ ...destroying, deletionClaimedAt: IsNull() }, { ...destroying, deletionClaimedAt: beforeDatabaseTime(this.db, -this.config.operationLeaseMs) }],
+    });
     let finished = 0;
     for (const instance of stuck) {
       if (this.deleting.has(instance.id)) continue;
-      await this.finishDeletion(instance);
-      finished++;
+      this.deleting.add(instance.id);
+      try {
+        if (instance.deletionClaimedAt !== null && ((await this.hasWorkOnItsData(instance.id)) || !(await this.commitDeletion(instance)))) continue;
+        await this.finishDeletion(instance);
+        finished++;
+      } finally {
+        this.deleting.delete(instance.id);
+      }
     }
     return finished;
   }
 
   /** Snapshots (each row before its blob, so none is ever listed without its data), then the stores, then the row. */
   private async finishDeletion(instance: InstanceEntity): Promise<void> {
-    this.deleting.add(instance.id);
-    try {
-      if (instance.availability !== 'UNAVAILABLE') {
-        await this.setState(instance, { status: 'DESTROYING', availability: 'UNAVAILABLE', reason: 'instance deleted' });
-      }
-      for (const hook of this.removalHooks) await hook(instance);
-      await this.stores.removeGenerations(instance.id);
-      await this.instances.delete({ id: instance.id });
-    } finally {
-      this.deleting.delete(instance.id);
-    }
+    for (const hook of this.removalHooks) await hook(instance);
+    await this.stores.removeGenerations(instance.id);
+    await this.instances.delete({ id: instance.id });
   }
 
   /** The tenant's instances, oldest first: one prebuilt statement (the busiest list). */
@@ -280,18 +341,21 @@ export class InstanceService {
     if (change.storeGeneration !== undefined) patch.storeGeneration = change.storeGeneration;
     await manager.update(InstanceEntity, { id: instance.id }, patch);
     Object.assign(instance, patch);
-    return () => {
-      if (change.availability === undefined || change.availability === previous) return;
-      this.events.pubSub.publish('instance.availability', instance.tenantId, {
-        tenantId: instance.tenantId,
-        instanceId: instance.id,
-        availability: instance.availability,
-        previousAvailability: previous,
-        status: instance.status,
-        reason: change.reason,
-        at: new Date().toISOString(),
-      });
-    };
+    return () => this.announceAvailability(instance, previous, change.reason);
+  }
+
+  /** Publishes the instance's availability, when it is not `previous`. */
+  private announceAvailability(instance: InstanceEntity, previous: Availability, reason: string): void {
+    if (instance.availability === previous) return;
+    this.events.pubSub.publish('instance.availability', instance.tenantId, {
+      tenantId: instance.tenantId,
+      instanceId: instance.id,
+      availability: instance.availability,
+      previousAvailability: previous,
+      status: instance.status,
+      reason,
+      at: new Date().toISOString(),
+    });
   }
 
   /** Runs fn on the instance's current store (the generation its row points at). */
@@ -303,6 +367,8 @@ export class InstanceService {
    * Runs a read on the instance's store. A restore's swap (by this process or another replica) removes the store it
    * replaced at once, under the reads that found the instance just before it: SQLite fails them (an I/O error, a file
    * it cannot open). Such a read is answered by `again`, with the instance as it is now, on the store that replaced it.
+   * So is a read whose instance a deletion took meanwhile (its stores go before its row), with the instance as
+   * DESTROYING: answered as a read after the deletion is, not as an internal error.
    */
   async readStore<T>(
     instance: InstanceEntity,
@@ -312,10 +378,21 @@ export class InstanceService {
     try {
       return await this.withStore(instance, fn);
     } catch (error) {
-      const current = await this.reload(instance.id);
-      if (!current || current.storeGeneration === instance.storeGeneration) throw error;
+      const current = await this.movedOn(instance);
+      if (!current) throw error;
       return again(current);
     }
+  }
+
+  /**
+   * After a use of the instance's store failed: the instance as it now is when a restore's swap or a deletion has
+   * taken that store away meanwhile (a deleted one as DESTROYING and UNAVAILABLE), else null (the failure is the store's).
+   */
+  async movedOn(instance: InstanceEntity): Promise<InstanceEntity | null> {
+    const current = await this.reload(instance.id);
+    if (!current) return Object.assign(new InstanceEntity(), instance, { status: 'DESTROYING', availability: 'UNAVAILABLE' });
+    if (current.storeGeneration !== instance.storeGeneration) return current;
+    return current.status === 'DESTROYING' && instance.status !== 'DESTROYING' ? current : null;
   }
 
   /**

@@ -15,8 +15,12 @@ export const MAX_OPERATION_PAGE = 500;
 const STATUS_RANK: Record<string, number> = { QUEUED: 0, RUNNING: 1, SUCCEEDED: 2, FAILED: 2, CANCELLED: 2 };
 /** How long cancelOperation waits for the runner to stop and compensate before answering with the state so far. */
 const CANCEL_WAIT_MS = 15_000;
+/** How often cancelOperation reads the row while it hears nothing of the operation. */
+const CANCEL_RECHECK_MS = 1_000;
 /** How long a subscription waits for another replica's runner to answer with its live state. */
 const LIVE_STATE_WAIT_MS = 500;
+/** How long an operation stream waits for an event before it reads the state afresh (its runner's may be lost). */
+const QUIET_RECHECK_MS = 5_000;
 
 /** The operation view carried by events and rows alike (entity fields, params, lease and cancel request omitted). */
 export type OperationView = Omit<OperationEntity, 'params' | 'leaseOwner' | 'leaseExpiresAt' | 'cancelRequestedAt'>;
@@ -93,12 +97,20 @@ export class OperationService {
     }
   }
 
+  /**
+   * Until the operation has ended, or timeoutMs has passed. Its runner's event may be lost (Redis out of that replica's
+   * reach): without an event for CANCEL_RECHECK_MS, the row says whether it has ended meanwhile.
+   */
   private async untilEnded(events: Listener<OperationEventPayload>, id: string, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const event = await events.nextWithin(Math.max(0, deadline - Date.now()));
-      if (!event) return;
-      if (event.operationId === id && isTerminal(String(event.operation.status))) return;
+    while (Date.now() < deadline) {
+      const event = await events.nextWithin(Math.min(CANCEL_RECHECK_MS, deadline - Date.now()));
+      if (event) {
+        if (event.operationId === id && isTerminal(String(event.operation.status))) return;
+        continue;
+      }
+      const row = await this.operations.findOneBy({ id });
+      if (!row || isTerminal(row.status)) return;
     }
   }
 
@@ -147,10 +159,12 @@ export class OperationService {
 
   /**
    * The operation's live state at once, then every change; ends after SUCCEEDED, FAILED or CANCELLED.
-   * Subscribes before looking, so no change falls in between; stale events never move progress back. Events lost
-   * while this process received none (Redis away) may include the last one: once events flow again, the state is
-   * read afresh, so the stream still shows how the operation ended, and ends. Ends when `signal` aborts (see
-   * untilReturned).
+   * Subscribes before looking (and, over Redis, looks only once Redis has the subscription), so no change falls in
+   * between; stale events never move progress back. Events lost may include the last one: while this process
+   * received none (Redis away), the state is read afresh once events flow again; and since the runner's events can be
+   * lost while this process hears Redis well (Redis out of the reach of the replica that runs the operation, or that
+   * replica dying as it ended it), the state is read afresh too after QUIET_RECHECK_MS without an event. Either way
+   * the stream still shows how the operation ended, and ends. Ends when `signal` aborts (see untilReturned).
    */
   async *watch(principal: Principal, id: string, signal: AbortSignal, kinds?: OperationKind[]): AsyncGenerator<OperationView> {
     const found = await this.require(principal, id);
@@ -169,18 +183,28 @@ export class OperationService {
       let last = await this.liveState(principal, id, events);
       yield last;
       while (!isTerminal(last.status)) {
-        const event = await events.nextBefore(resumed);
+        let quiet = false;
+        let timer: NodeJS.Timeout | undefined;
+        const quietFor = new Promise<void>((resolve) => {
+          timer = setTimeout(() => {
+            quiet = true;
+            resolve();
+          }, QUIET_RECHECK_MS);
+        });
+        const event = await events.nextBefore(Promise.race([resumed, quietFor])).finally(() => clearTimeout(timer));
         let next: OperationView;
         if (event) {
           next = event.operation as unknown as OperationView;
           // The topic is the operation's id; checked again so that a misrouted event can never show another operation.
           if (event.operationId !== id || event.tenantId !== principal.tenantId) continue;
-        } else if (!missed) {
+        } else if (!missed && !quiet) {
           return;
         } else {
+          if (missed) resumed = new Promise<void>((resolve) => (resume = resolve));
           missed = false;
-          resumed = new Promise<void>((resolve) => (resume = resolve));
           next = await this.liveState(principal, id, events);
+          // Read again, not told of a change: the same state is no news (an operation quiet for a while stays so).
+          if (sameState(next, last)) continue;
         }
         if (isBehind(next, last)) continue;
         last = next;
@@ -194,9 +218,11 @@ export class OperationService {
 
   /**
    * The freshest state there is: the runner's in-memory state when it runs here; when it runs on another replica,
-   * the state its runner publishes on request (the row is persisted at most once a second); else the row.
+   * the state its runner publishes on request (the row is persisted at most once a second); else the row. Read once
+   * `events` gets whatever is published from then on: an event published before Redis had its SUBSCRIBE never comes.
    */
   private async liveState(principal: Principal, id: string, events: Listener<OperationEventPayload>): Promise<OperationView> {
+    await this.events.subscribed('operation.updated', id);
     const local = this.control.liveState(id);
     if (local) return local;
     const row: OperationView = await this.require(principal, id);
@@ -207,6 +233,10 @@ export class OperationService {
     const published = answer.operation as unknown as OperationView;
     return isBehind(published, row) ? row : published;
   }
+}
+
+function sameState(a: OperationView, b: OperationView): boolean {
+  return a.status === b.status && a.attempt === b.attempt && a.phase === b.phase && a.bytesDone === b.bytesDone && a.bytesTotal === b.bytesTotal;
 }
 
 /**

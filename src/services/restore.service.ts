@@ -32,7 +32,7 @@ import type { ChangeLogService } from './change-log.service';
 import { startEpoch } from '../changelog/store-epochs';
 import { RestorePointEntity } from '../entities/restore-point.entity';
 import type { EpochAnchor } from '../entities/store-epoch.entity';
-import { StoreMissingError } from '../graph/graph-store';
+import { assertMayStillFit, StoreMissingError } from '../graph/graph-store';
 import type { SnapshotService, WorkAnnouncer } from './snapshot.service';
 import { unwrapUploadedFile } from './uploaded-file';
 
@@ -88,9 +88,18 @@ async function assertWindowReaches(
   moment: number,
   { checkLatest }: { checkLatest: boolean },
 ): Promise<void> {
-  const window = await log.restoreWindow(source, instances.restoreWindowMs(source));
-  if (!window) {
+  const windowMs = instances.restoreWindowMs(source);
+  if (windowMs === null) {
     throw new AppError('OUT_OF_RESTORE_WINDOW', `instance ${source.id} (${source.tier}) has no restore window; restore one of its snapshots instead`);
+  }
+  const window = await log.restoreWindow(source, windowMs);
+  if (!window) {
+    // Its tier has one: told that it had none, and to fall back on snapshots, the caller would not try again.
+    throw new AppError(
+      'OUT_OF_RESTORE_WINDOW',
+      `instance ${source.id}'s restore window is not open yet: its change log is not shipped yet, or the base of its store ` +
+        `taken after damage (or a new history) is not stored yet, which takes seconds; try again once restoreWindow is not null; nothing was changed`,
+    );
   }
   if (moment < window.earliest || (checkLatest && moment > window.latest)) {
     throw new AppError(
@@ -124,6 +133,7 @@ export class RestoreService {
     const target = targetInstanceId ? await this.instances.require(principal, targetInstanceId) : source;
     const pointInTime = await this.assertInWindow(source, at);
     assertCompatible(source.engineVersion, target);
+    await this.assertMomentMayFit(source, pointInTime, target);
     assertAcceptsOperations(target);
     return this.enqueue(target, 'RESTORE_TO_POINT_IN_TIME', { pointInTime, sourceInstanceId: source.id });
   }
@@ -135,6 +145,7 @@ export class RestoreService {
     const valid = this.instances.validateInput(input);
     const pointInTime = await this.assertInWindow(source, at);
     assertCompatible(source.engineVersion, { ...valid, id: 'the new instance' });
+    await this.assertMomentMayFit(source, pointInTime, { ...valid, id: 'the new instance', storageGB: 2 * valid.memoryGB });
     const instance = await this.db.transaction(async (manager) => {
       await holdOperationInputs(manager, { sourceInstanceId: source.id });
       const created = await this.instances.create(principal, valid, { status: 'CREATING', sourceSnapshotId: null }, manager);
@@ -158,6 +169,20 @@ export class RestoreService {
     if (!Number.isFinite(moment)) throw badInput('at is not a valid date-time');
     await assertWindowReaches(this.log, this.instances, source, moment, { checkLatest: true });
     return moment;
+  }
+
+  /**
+   * CAPACITY_EXCEEDED when what is recorded of the source (ChangeLogService.recordedCountsAt) shows that its data at the
+   * moment cannot fit the target's tier limits: refused before anything is built (or created). Otherwise the build
+   * measures what it really holds.
+   */
+  private async assertMomentMayFit(
+    source: InstanceEntity,
+    moment: number,
+    target: Pick<InstanceEntity, 'id' | 'tier' | 'storageGB'>,
+  ): Promise<void> {
+    const recorded = await this.log.recordedCountsAt(source.id, moment);
+    if (recorded) assertMayStillFit(recorded, this.instances.limitsOf(target), recorded.linesSince, target.tier);
   }
 
   async requestRestore(principal: Principal, snapshotId: string, confirm: string, instanceId: string | null): Promise<OperationEntity> {
@@ -371,8 +396,8 @@ export class RestoreOperationHandler implements OperationHandler {
         await startEpoch(manager, instance, newEpoch, loaded.anchor, startedAt);
         if (params.preRestoreSnapshotId) await this.snapshots.keepSafetySnapshot(params.preRestoreSnapshotId, manager);
       },
+      announce: () => announceSwap(),
       afterCommit: async () => {
-        announceSwap();
         // Only what the swap replaced: the operation is recorded SUCCEEDED, and the next one on the instance may already
         // be building its shadow, one generation up (removing every other generation took it from under that restore).
         await this.stores.removeGenerationsBefore(instance.id, shadowGeneration);
@@ -569,10 +594,11 @@ export class RestoreOperationHandler implements OperationHandler {
     // The uploaded file is the input of the next attempt; it goes once the operation has ended.
     if (params.uploadKey && (completed || !why.retry)) await attempt(this.blobs.delete(params.uploadKey));
     // A restore that did not happen leaves no safety snapshot: it would only copy data that is still there
-    // (the next attempt takes its own).
+    // (the next attempt takes its own). Unless an operation reads it: COMPLETED, it was listed and could be restored or
+    // exported while the restore went on, and removed from under that operation, it failed with NOT_FOUND.
     if (params.preRestoreSnapshotId && !completed) {
       const safety = await this.snapshots.byId(params.preRestoreSnapshotId);
-      if (safety) await attempt(this.snapshots.delete(safety));
+      if (safety) await attempt(this.snapshots.deleteUnlessRead(safety));
     }
     return completed;
   }

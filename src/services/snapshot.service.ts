@@ -1,9 +1,10 @@
 // Snapshots: on-demand and scheduled capture into encrypted blobs, history for dashboards, deletion, events.
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { Between, Brackets, type DataSource, type EntityManager, In, IsNull, Not, type Repository } from 'typeorm';
+import { Between, Brackets, type DataSource, type EntityManager, In, IsNull, MoreThan, Not, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { scheduleOf } from '../config/tiers';
+import { ExportTokenEntity } from '../entities/export-token.entity';
 import { InstanceEntity } from '../entities/instance.entity';
 import { OperationEntity } from '../entities/operation.entity';
 import { SnapshotEntity, type SnapshotProfile, type SnapshotStatus } from '../entities/snapshot.entity';
@@ -11,7 +12,7 @@ import { AppError, badInput, conflict, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
 import { insertOperation, restoreInProgressOn } from '../jobs/operation-queue';
-import { expiresAtFor } from '../scheduler/retention';
+import { expiresAtFor, scheduleGridDueAt } from '../scheduler/retention';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import type { BackupService } from './backup.service';
 import type { InstanceService } from './instance.service';
@@ -32,6 +33,8 @@ export interface SnapshotPage {
 }
 
 export const MAX_SNAPSHOT_PAGE = 500;
+/** What snapshots.error holds at most (a varchar(1000)). */
+const SNAPSHOT_ERROR_LENGTH = 1000;
 
 /** Called when an operation row is inserted, so the runner picks it up at once. */
 export type WorkAnnouncer = () => void;
@@ -75,15 +78,19 @@ export class SnapshotService {
    * acting on the same due time (a leader that lost its lock mid-tick) gets CONFLICT and writes nothing.
    */
   async enqueueScheduledSnapshot(instance: InstanceEntity): Promise<SnapshotEntity> {
+    const schedule = scheduleOf(this.config.tiers[instance.tier]);
+    let nextScheduledAt: number | null = null;
     const snapshot = await this.enqueue(instance, 'SCHEDULED', null, async (manager, scheduled) => {
+      nextScheduledAt = scheduleGridDueAt(schedule, scheduled.createdAt, instance.createdAt);
       const moved = await manager.update(
         InstanceEntity,
         { id: instance.id, lastScheduledAt: instance.lastScheduledAt ?? IsNull() },
-        { lastScheduledAt: scheduled.createdAt },
+        { lastScheduledAt: scheduled.createdAt, nextScheduledAt },
       );
       if (!moved.affected) throw conflict(`instance ${instance.id} was scheduled by another process meanwhile`);
     });
     instance.lastScheduledAt = snapshot.createdAt;
+    instance.nextScheduledAt = nextScheduledAt;
     return snapshot;
   }
 
@@ -175,12 +182,14 @@ export class SnapshotService {
     if (!snapshot || snapshot.status === 'COMPLETED' || snapshot.status === 'FAILED') return;
     const instance = await this.instances.reload(snapshot.instanceId);
     const expiresAt = instance ? expiresAtFor(snapshot.createdAt, scheduleOf(this.config.tiers[instance.tier])) : null;
-    await this.update(snapshot, { status: 'FAILED', error: message, expiresAt });
+    // The column holds 1,000 characters (PostgreSQL refuses more, and the snapshot would stay IN_PROGRESS), as the
+    // operation's errorMessage does.
+    await this.update(snapshot, { status: 'FAILED', error: message.slice(0, SNAPSHOT_ERROR_LENGTH), expiresAt });
   }
 
   /** Verification found the snapshot damaged: its error says what (it stays listed, so that the damage is seen). */
   async recordDamage(snapshot: SnapshotEntity, message: string): Promise<void> {
-    await this.update(snapshot, { error: message.slice(0, 1000) });
+    await this.update(snapshot, { error: message.slice(0, SNAPSHOT_ERROR_LENGTH) });
   }
 
   newSnapshot(instance: InstanceEntity, profile: SnapshotProfile, description: string | null): SnapshotEntity {
@@ -302,6 +311,9 @@ export class SnapshotService {
         if (read) throw new SnapshotKept('read');
         if (retention.unlessRestoring && (await manager.exists(OperationEntity, { where: restoreInProgressOn([snapshot.instanceId]) }))) {
           throw new SnapshotKept('needed');
+        }
+        if (retention.unlessLinked && (await manager.exists(ExportTokenEntity, { where: { snapshotId: snapshot.id, expiresAt: MoreThan(Date.now()) } }))) {
+          throw new SnapshotKept('read');
         }
         if (retention.supersededOnly) {
           // Held as a restore's request holds a snapshot (a write to its row): a compensation removing it (a failed
@@ -458,10 +470,8 @@ export class SnapshotOperationHandler implements OperationHandler {
     // COMPLETED is recorded with the operation's SUCCEEDED: a client that sees the snapshot done can restore it at once.
     return {
       commit: (manager) => captured.commit(manager),
-      afterCommit: async () => {
-        this.snapshots.publish(snapshot);
-        await this.afterCapture(instance);
-      },
+      announce: () => this.snapshots.publish(snapshot),
+      afterCommit: () => this.afterCapture(instance),
     };
   }
 
@@ -484,6 +494,8 @@ class SnapshotKept extends Error {
 export interface RetentionRecheck {
   /** Kept while a restore of its instance is queued or running (see RetentionSweeper.remove). */
   unlessRestoring?: boolean;
+  /** Kept while one of its export links is valid (see RetentionSweeper.remove). */
+  unlessLinked?: boolean;
   /** Kept unless a newer COMPLETED snapshot of its instance is still there (keep-latest-only). */
   supersededOnly?: boolean;
 }

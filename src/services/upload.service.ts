@@ -76,9 +76,14 @@ export class UploadService {
     });
   }
 
-  /** A resumable upload's file at `path`: its bytes kept encrypted as they arrive, never plaintext on disk. */
-  partialFile(path: string): PartialBlobFile {
-    return new PartialBlobFile(path, this.blobs.keyring);
+  /**
+   * A resumable upload's file at `path`: its bytes kept encrypted as they arrive, never plaintext on disk, and bound to
+   * the blob it becomes (adoptPartialFile), so that it opens as that tenant's upload only. `tenantId` undefined: for
+   * what needs no key (its size, its removal).
+   */
+  partialFile(path: string, tenantId: string | undefined, uploadId: string): PartialBlobFile {
+    const name = tenantId === undefined ? undefined : resumableUploadKey(tenantId, uploadId);
+    return new PartialBlobFile(path, this.blobs.keyring, { name, bindName: this.blobs.bindsNames });
   }
 
   /**
@@ -92,7 +97,7 @@ export class UploadService {
 
   /** Keeps a resumable upload's completed file as the tenant's upload blob, as it is (moved, not written again). */
   async adoptPartialFile(tenantId: string, uploadId: string, file: PartialBlobFile): Promise<string> {
-    const key = `tenants/${tenantId}/uploads/tus-${uploadId}.blob`;
+    const key = resumableUploadKey(tenantId, uploadId);
     await this.blobs.adopt(key, file.path);
     return key;
   }
@@ -241,3 +246,6 @@ function startCheck(format: GraphFileFormat | null): Checker {
   const bytes = new PassThrough({ highWaterMark: 1024 * 1024 });
   return { sink: bytes, content: takeCensus(format.open(bytes)).then((census) => ({ kind: format.kind, census })) };
 }
+
+/** The blob a resumable upload's file becomes once checked (and the name its data key is bound to from the start). */
+const resumableUploadKey = (tenantId: string, uploadId: string) => `tenants/${tenantId}/uploads/tus-${uploadId}.blob`;

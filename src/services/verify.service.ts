@@ -58,7 +58,7 @@ export class VerifyOperationHandler implements OperationHandler {
           await manager.update(SnapshotEntity, { id: snapshot.id }, patch);
           Object.assign(snapshot, patch);
         },
-        afterCommit: async () => this.snapshots.publish(snapshot),
+        announce: () => this.snapshots.publish(snapshot),
       };
     } catch (error) {
       if (isAppError(error) && error.code === 'INVALID_BACKUP_FILE') {

@@ -11,7 +11,9 @@ export interface BlobStore {
   /**
    * Streams `data` into `key` atomically: the blob appears whole or not at all. Overwrites an
    * existing blob. On any failure, including `data` erroring, nothing is left behind and the
-   * promise rejects with that error.
+   * promise rejects with that error; except a failure once the new blob is in place (S3: the check
+   * after an upload completed could not be made), which leaves it, whole: it may have replaced the
+   * previous blob, which removing it would lose too.
    */
   write(key: string, data: Readable): Promise<{ sizeBytes: number }>;
   /**
@@ -42,7 +44,8 @@ export interface BlobStore {
   exists(key: string): Promise<boolean>;
   /**
    * Keys of the blobs under the folder `prefix` (a valid key; its descendants at any depth), in no particular order.
-   * Temp files of writes in progress are never listed. Used to rebuild indexes from the blobs alone.
+   * Temp files of writes in progress are never listed, nor anything else whose name is no valid key (a .DS_Store, an
+   * editor's backup). Used to rebuild indexes from the blobs alone.
    */
   list(prefix: string): AsyncIterable<string>;
   /**
@@ -77,16 +80,18 @@ const KEY_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$/;
  * @throws InvalidBlobKeyError
  */
 export function assertValidBlobKey(key: string): void {
-  const segments = typeof key === 'string' && key.length <= MAX_KEY_LENGTH ? key.split('/') : null;
-  const valid =
-    segments !== null &&
-    segments.every((segment) => KEY_SEGMENT.test(segment) && !segment.includes(TEMP_FILE_MARKER));
-  if (!valid) {
+  if (!isValidBlobKey(key)) {
     const shown = typeof key === 'string' ? JSON.stringify(key.slice(0, 100)) : typeof key;
     throw new InvalidBlobKeyError(
       `Invalid blob key ${shown}: expected '/'-separated names of letters, digits, '.', '_' and '-'`,
     );
   }
+}
+
+/** Whether `key` is a valid blob key (see assertValidBlobKey). */
+export function isValidBlobKey(key: string): boolean {
+  const segments = typeof key === 'string' && key.length <= MAX_KEY_LENGTH ? key.split('/') : null;
+  return segments !== null && segments.every((segment) => KEY_SEGMENT.test(segment) && !segment.includes(TEMP_FILE_MARKER));
 }
 
 /** Adopts a local file by writing a copy of it as `key`, then removing it: for stores that cannot move files in. */

@@ -58,14 +58,20 @@ export class EncryptedBlobStore {
     }
   }
 
+  /** Whether new blobs are bound to their key (see EncryptedBlobStoreOptions.bindNames). */
+  get bindsNames(): boolean {
+    return this.#bindNames;
+  }
+
   /** Whether the inner store takes local files itself (a rename on one file system); otherwise adopt() copies them to it. */
   get adoptsFiles(): boolean {
     return this.inner.adopt !== undefined;
   }
 
   /**
-   * Takes a whole blob already encrypted in this format (a PartialBlobFile after complete()) as `key`, moving the file
-   * where the inner store can: a finished resumable upload is not written again.
+   * Takes a whole blob already encrypted in this format (a PartialBlobFile after complete(), made for `key`: bound to
+   * it, unless bindsNames is off) as `key`, moving the file where the inner store can: a finished resumable upload is
+   * not written again.
    */
   async adopt(key: string, path: string): Promise<void> {
     await (this.inner.adopt ? this.inner.adopt(key, path) : moveByCopy(this.inner, key, path));

@@ -6,7 +6,7 @@ import { dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
-import { assertValidBlobKey, BlobRanges, BlobStore, moveByCopy, TEMP_FILE_MARKER } from './blob-store';
+import { assertValidBlobKey, BlobRanges, BlobStore, isValidBlobKey, moveByCopy, TEMP_FILE_MARKER } from './blob-store';
 import { assertValidByteRange, ByteRange } from './byte-range';
 import { fsyncCreatedDirectories, fsyncDirectory } from './durable-fs';
 import { BlobNotFoundError } from './errors';
@@ -144,8 +144,10 @@ export class FilesystemBlobStore implements BlobStore {
   async *list(prefix: string): AsyncIterable<string> {
     const root = this.#pathOf(prefix);
     for await (const path of walkFiles(root)) {
-      if (TEMP_FILE_NAME.test(path)) continue;
-      yield [prefix, ...relative(root, path).split(sep)].join('/');
+      // Only blobs: not temp files (their names hold TEMP_FILE_MARKER), nor what else is in the folder (a .DS_Store, an
+      // editor's backup, a file with a space), at which a listing's users (a master key rotation, say) would stop.
+      const key = [prefix, ...relative(root, path).split(sep)].join('/');
+      if (isValidBlobKey(key)) yield key;
     }
   }
 

@@ -100,17 +100,17 @@ export async function rotateMasterKey(db: DataSource, blobs: BlobStore, keyring:
   const every = options.progressEvery ?? 1000;
   for await (const key of blobs.list(BLOBS_ROOT)) {
     counts.blobsChecked += 1;
-    const keyId = await envelopeKeyId(blobs, key);
-    if (keyId !== null && keyId !== current) {
-      if (!keyring.has(keyId)) unconfigured(keyId);
-      else {
-        try {
-          if (await rewrapBlob(blobs, key, keyring)) counts.blobs += 1;
-        } catch (error) {
-          if (!(error instanceof CryptoError)) throw error;
-          counts.failed.push(`blob ${key}: ${error.message}`);
-        }
+    try {
+      // A header damaged where it is read before anything is authenticated (its version, its chunk size) fails here:
+      // listed with the rest, as the blob may be under an old key, and the next blobs are still looked at.
+      const keyId = await envelopeKeyId(blobs, key);
+      if (keyId !== null && keyId !== current) {
+        if (!keyring.has(keyId)) unconfigured(keyId);
+        else if (await rewrapBlob(blobs, key, keyring)) counts.blobs += 1;
       }
+    } catch (error) {
+      if (!(error instanceof CryptoError)) throw error;
+      counts.failed.push(`blob ${key}: ${error.message}`);
     }
     if (counts.blobsChecked % every === 0) progress(`blobs: ${counts.blobsChecked} looked at, ${counts.blobs} rewrapped`);
   }
@@ -124,7 +124,10 @@ export async function rotateMasterKey(db: DataSource, blobs: BlobStore, keyring:
   return counts;
 }
 
-/** The master key id of an envelope-encrypted blob; null for other blobs (packs, JSON), and for one gone meanwhile. */
+/**
+ * The master key id of an envelope-encrypted blob; null for other blobs (packs, JSON), and for one gone meanwhile.
+ * @throws BlobIntegrityError when its header is not one this release reads (damaged)
+ */
 async function envelopeKeyId(blobs: BlobStore, key: string): Promise<string | null> {
   let header: Buffer;
   try {

@@ -6,7 +6,9 @@
 //   <path>.tail   uint64be(n) ‖ sealTail(data key, n, the bytes after chunk n-1)
 //
 // complete() seals the tail as the final chunk: <path> is then an ordinary envelope blob, which a blob store takes
-// as it is (EncryptedBlobStore.adopt: a rename on the same file system), so a finished upload is never copied.
+// as it is (EncryptedBlobStore.adopt: a rename on the same file system), so a finished upload is never copied. Its
+// data key is bound to the name it will have there (envelope version 2), from its creation on: one upload's file
+// copied over another's (another tenant's) does not open as that one, neither here nor once in the blob store.
 //
 // What a write received counts once it is in, even when the write stops midway (tus resumes from there). A crash can
 // leave a torn chunk after the last whole one, or a tail of an earlier length: a tail counts only when it follows the
@@ -61,15 +63,32 @@ interface Layout {
   sealedTail: Buffer | null;
 }
 
+export interface PartialBlobFileOptions {
+  /**
+   * The blob's key in the blob store it is made for: a file bound to it opens under that name only. Files created
+   * without one, or by earlier releases, are bound to none, and open under any.
+   */
+  name?: string;
+  /** Default true: create() binds the file to `name`; false writes an unbound one (SNAPGRAPH_BIND_BLOB_NAMES=false). */
+  bindName?: boolean;
+}
+
 export class PartialBlobFile {
+  readonly #name: string | undefined;
+  readonly #bindName: boolean;
+
   constructor(
     readonly path: string,
     private readonly keyring: Keyring,
-  ) {}
+    { name, bindName = true }: PartialBlobFileOptions = {},
+  ) {
+    this.#name = name;
+    this.#bindName = bindName;
+  }
 
-  /** An empty blob: its header (a new data key under the keyring's current key). Fails if `path` exists. */
+  /** An empty blob: its header (a new data key under the keyring's current key, bound to its name). Fails if `path` exists. */
   async create(chunkSize = DEFAULT_CHUNK_SIZE): Promise<void> {
-    const { header } = newDataKey(this.keyring, chunkSize);
+    const { header } = newDataKey(this.keyring, chunkSize, this.#bindName ? this.#name : undefined);
     const file = await open(this.path, 'wx', 0o600);
     try {
       await file.writeFile(header);
@@ -159,7 +178,7 @@ export class PartialBlobFile {
 
   /** The plaintext of a completed blob; a damaged or truncated one fails the stream with a BlobIntegrityError. */
   read(): Readable {
-    return pipe(createReadStream(this.path, { highWaterMark: WRITE_BUFFER_BYTES }), createDecryptStream(this.keyring), () => undefined);
+    return pipe(createReadStream(this.path, { highWaterMark: WRITE_BUFFER_BYTES }), createDecryptStream(this.keyring, { name: this.#name }), () => undefined);
   }
 
   /** Removes the blob and its tail; idempotent. */
@@ -177,7 +196,7 @@ export class PartialBlobFile {
     try {
       const layout = await this.#layout(file);
       await file.truncate(chunkOffset(layout.wholeChunks, layout.header.chunkSize));
-      const dataKey = openDataKey(layout.header, this.keyring);
+      const dataKey = openDataKey(layout.header, this.keyring, this.#name);
       const rest = layout.sealedTail ? openTail(dataKey, layout.wholeChunks, layout.sealedTail) : Buffer.alloc(0);
       return { layout, rest, dataKey };
     } finally {

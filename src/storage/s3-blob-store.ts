@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
+  type CompleteMultipartUploadOutput,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
@@ -16,10 +17,11 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 
-import { assertValidBlobKey, BlobStore } from './blob-store';
+import { assertValidBlobKey, BlobStore, isValidBlobKey } from './blob-store';
 import { assertValidByteRange, ByteRange } from './byte-range';
 import { BlobNotFoundError, BlobStoreError } from './errors';
 import { describeS3Error, s3ErrorCode, s3Status } from './s3-errors';
+import { ResumingRead } from './resuming-read';
 import { keyUnder, type S3Location } from './s3-location';
 
 /** S3's smallest part (all but the last); also its default here is a multiple of it. */
@@ -32,6 +34,10 @@ export interface S3BlobStoreOptions {
   partConcurrency?: number;
   /** Keys asked for per listing request (S3 answers at most 1000). */
   listPageSize?: number;
+  /** Times one read resumes after its connection broke mid-body. Default 5. */
+  readRetries?: number;
+  /** Wait before a read's first resume, doubled for each next one. Default 500 ms. */
+  readRetryDelayMs?: number;
 }
 
 export interface S3WriteOptions {
@@ -50,25 +56,30 @@ export interface S3WriteOptions {
  * visible whole or not at all; every part carries its Content-MD5 (the service refuses a part damaged on the way) and
  * its returned ETag is compared with it; after the write the object's size (and, for a multipart object, its composite
  * ETag) is checked. A failed multipart write is aborted, so its parts are not kept (and billed). Uploads a crash left
- * behind are what removeTemporaryFiles aborts.
+ * behind are what removeTemporaryFiles aborts. A read whose connection breaks mid-body resumes from the next byte,
+ * held to the object's ETag (ResumingRead).
  */
 export class S3BlobStore implements BlobStore {
   readonly #partBytes: number;
   readonly #partConcurrency: number;
   readonly #listPageSize: number;
+  readonly #readRetries: number;
+  readonly #readRetryDelayMs: number;
   /** Multipart uploads of writes in progress here, which removeTemporaryFiles must not abort. */
   readonly #inFlight = new Set<string>();
 
   constructor(
     readonly client: S3Client,
     readonly location: S3Location,
-    { partBytes = 8 * 1024 * 1024, partConcurrency = 4, listPageSize = 1000 }: S3BlobStoreOptions = {},
+    { partBytes = 8 * 1024 * 1024, partConcurrency = 4, listPageSize = 1000, readRetries = 5, readRetryDelayMs = 500 }: S3BlobStoreOptions = {},
   ) {
     if (!Number.isSafeInteger(partBytes) || partBytes < MIN_PART_BYTES) throw new RangeError(`partBytes must be at least ${MIN_PART_BYTES}`);
     if (!Number.isSafeInteger(partConcurrency) || partConcurrency < 1) throw new RangeError('partConcurrency must be at least 1');
     this.#partBytes = partBytes;
     this.#partConcurrency = partConcurrency;
     this.#listPageSize = listPageSize;
+    this.#readRetries = readRetries;
+    this.#readRetryDelayMs = readRetryDelayMs;
   }
 
   /** Checks that the bucket exists and the credentials reach it. */
@@ -78,9 +89,13 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
-  /** Readiness: the bucket answers. */
+  /**
+   * Readiness: the bucket answers a listing (which the store needs: s3:ListBucket). Not HeadBucket: the answer to a
+   * HEAD has no body, so a refusal could not say why (wrong keys, or keys that may not use the bucket).
+   */
   async probe(): Promise<void> {
-    await this.client.send(new HeadBucketCommand({ Bucket: this.location.bucket }));
+    const prefix = this.location.prefix ? `${this.location.prefix}/` : undefined;
+    await this.client.send(new ListObjectsV2Command({ Bucket: this.location.bucket, Prefix: prefix, MaxKeys: 1 }));
   }
 
   /**
@@ -130,7 +145,7 @@ export class S3BlobStore implements BlobStore {
       for (let next: IteratorResult<Buffer> = second; !next.done; next = await parts.next()) await uploads.add(next.value);
       const { etags, digests, sizeBytes } = await uploads.finish();
       await beforeCommit?.();
-      await this.client.send(
+      const completed = await this.client.send(
         new CompleteMultipartUploadCommand({
           Bucket: this.location.bucket,
           Key: objectKey,
@@ -138,7 +153,7 @@ export class S3BlobStore implements BlobStore {
           MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
         }),
       );
-      await this.#verifyStored(objectKey, sizeBytes, compositeEtag(digests));
+      await this.#verifyStored(objectKey, sizeBytes, compositeEtag(digests), completed);
       return { sizeBytes };
     } catch (error) {
       abandon.abort();
@@ -155,10 +170,11 @@ export class S3BlobStore implements BlobStore {
 
   async #putWhole(objectKey: string, body: Buffer, metadata?: Record<string, string>): Promise<void> {
     const md5 = createHash('md5').update(body).digest();
-    const { ETag } = await this.client.send(
+    const stored = await this.client.send(
       new PutObjectCommand({ Bucket: this.location.bucket, Key: objectKey, Body: body, ContentLength: body.length, ContentMD5: md5.toString('base64'), Metadata: metadata }),
     );
-    if (ETag !== undefined && unquote(ETag) !== md5.toString('hex')) {
+    const { ETag } = stored;
+    if (ETag !== undefined && etagsAreMd5(stored) && unquote(ETag) !== md5.toString('hex')) {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: objectKey })).catch(() => undefined);
       throw new BlobStoreError(`the S3 service stored ${objectKey} with ETag ${ETag}, not the MD5 of the bytes sent`);
     }
@@ -166,7 +182,7 @@ export class S3BlobStore implements BlobStore {
 
   async #uploadPart(objectKey: string, uploadId: string, partNumber: number, body: Buffer, signal: AbortSignal): Promise<{ etag: string; digest: Buffer }> {
     const digest = createHash('md5').update(body).digest();
-    const { ETag } = await this.client.send(
+    const sent = await this.client.send(
       new UploadPartCommand({
         Bucket: this.location.bucket,
         Key: objectKey,
@@ -178,21 +194,35 @@ export class S3BlobStore implements BlobStore {
       }),
       { abortSignal: signal },
     );
-    if (!ETag || unquote(ETag) !== digest.toString('hex')) {
+    const { ETag } = sent;
+    if (!ETag || (etagsAreMd5(sent) && unquote(ETag) !== digest.toString('hex'))) {
       throw new BlobStoreError(`part ${partNumber} of ${objectKey} came back with ETag ${ETag}, not the MD5 of the bytes sent`);
     }
     return { etag: ETag, digest };
   }
 
-  /** The completed object has the size written and, where the service reports a composite ETag, the parts sent. */
-  async #verifyStored(objectKey: string, sizeBytes: number, expectedEtag: string): Promise<void> {
-    const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: objectKey }));
-    const etag = head.ETag ? unquote(head.ETag) : undefined;
-    const etagDiffers = etag !== undefined && /-\d+$/.test(etag) && etag !== expectedEtag;
-    if (head.ContentLength !== sizeBytes || etagDiffers) {
+  /**
+   * The completed object is the parts sent: its composite ETag, as CompleteMultipartUpload answers it, says so. Where
+   * that answer has none (or an opaque one: KMS keys), the object's size and ETag are looked at, unless the keys may
+   * not (403: no s3:GetObject, as docs/s3.md allows an export destination's keys): every part was checked on its way,
+   * and the service assembled them by the ETags they were given.
+   */
+  async #verifyStored(objectKey: string, sizeBytes: number, expectedEtag: string, completed: CompleteMultipartUploadOutput): Promise<void> {
+    let etag = compositeEtagOf(completed);
+    let storedBytes: number | undefined;
+    if (etag === undefined) {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: objectKey })).catch((error: unknown) => {
+        if (s3Status(error) === 403) return null;
+        throw error;
+      });
+      if (head === null) return;
+      etag = compositeEtagOf(head);
+      storedBytes = head.ContentLength;
+    }
+    if ((storedBytes !== undefined && storedBytes !== sizeBytes) || (etag !== undefined && etag !== expectedEtag)) {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: objectKey })).catch(() => undefined);
       throw new BlobStoreError(
-        `the S3 service stored ${objectKey} as ${head.ContentLength} bytes with ETag ${etag}; ${sizeBytes} bytes with ETag ${expectedEtag} were sent`,
+        `the S3 service stored ${objectKey}${storedBytes === undefined ? '' : ` as ${storedBytes} bytes`} with ETag ${etag}; ${sizeBytes} bytes with ETag ${expectedEtag} were sent`,
       );
     }
   }
@@ -208,13 +238,40 @@ export class S3BlobStore implements BlobStore {
     }
     const header = start === 0 && range.end === undefined ? undefined : `bytes=${start}-${range.end === undefined ? '' : range.end - 1}`;
     try {
-      const { Body } = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: objectKey, Range: header }));
-      return (Body as Readable | undefined) ?? Readable.from([], { objectMode: false });
+      const { Body, ETag, ContentLength } = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: objectKey, Range: header }));
+      const body = (Body as Readable | undefined) ?? Readable.from([], { objectMode: false });
+      // Without an ETag, a resumed read could not be held to the same version of the object.
+      if (ETag === undefined || ContentLength === undefined) return body;
+      const end = start + ContentLength;
+      return new ResumingRead(body, {
+        key,
+        offset: start,
+        // Broken after its last byte (before its end was seen): nothing is left to read.
+        reopen: async (offset, signal) => (offset < end ? this.#resumeRead(key, ETag, { start: offset, end }, signal) : Readable.from([], { objectMode: false })),
+        retries: this.#readRetries,
+        retryDelayMs: this.#readRetryDelayMs,
+      });
     } catch (error) {
-      if (isNotFound(error)) throw new BlobNotFoundError(key);
+      if (await this.#isMissingObject(error)) throw new BlobNotFoundError(key);
       // A range that starts at or past the end holds no bytes, as in a file.
       if (s3Status(error) === 416) return Readable.from([], { objectMode: false });
       throw error;
+    }
+  }
+
+  /** The bytes `[start, end)` of the object `key` as long as its ETag is `etag`: a read cut short, resumed. */
+  async #resumeRead(key: string, etag: string, { start, end }: Required<ByteRange>, signal: AbortSignal): Promise<Readable> {
+    try {
+      const { Body } = await this.client.send(
+        new GetObjectCommand({ Bucket: this.location.bucket, Key: this.#objectKey(key), Range: `bytes=${start}-${end - 1}`, IfMatch: etag }),
+        { abortSignal: signal },
+      );
+      return Body as Readable;
+    } catch (error) {
+      if (s3Status(error) === 412) {
+        throw new BlobStoreError(`the blob ${key} changed while it was read (its ETag is no longer ${etag}): its bytes from ${start} on are not read`, { cause: error });
+      }
+      throw new BlobStoreError(`reading the blob ${key} failed at byte ${start}: ${describeS3Error(error)}`, { cause: error });
     }
   }
 
@@ -223,7 +280,7 @@ export class S3BlobStore implements BlobStore {
       const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.#objectKey(key) }));
       return head.ContentLength ?? 0;
     } catch (error) {
-      if (isNotFound(error)) return null;
+      if (await this.#isMissingObject(error)) return null;
       throw error;
     }
   }
@@ -234,7 +291,7 @@ export class S3BlobStore implements BlobStore {
       const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.#objectKey(key) }));
       return head.Metadata ?? {};
     } catch (error) {
-      if (isNotFound(error)) return null;
+      if (await this.#isMissingObject(error)) return null;
       throw error;
     }
   }
@@ -256,7 +313,17 @@ export class S3BlobStore implements BlobStore {
       const page = await this.client.send(
         new ListObjectsV2Command({ Bucket: this.location.bucket, Prefix: folder, ContinuationToken: token, MaxKeys: this.#listPageSize }),
       );
-      for (const object of page.Contents ?? []) if (object.Key) yield object.Key.slice(rootLength);
+      for (const object of page.Contents ?? []) {
+        // Not every object is a blob: the S3 console's folders ('tenants/'), or a file someone put there, have names no
+        // blob can have, and a listing's users (a master key rotation, say) would stop at them.
+        const key = object.Key?.slice(rootLength);
+        if (key !== undefined && isValidBlobKey(key)) yield key;
+      }
+      // A service that does not speak ListObjectsV2 answers truncated pages without a token: the start of a listing
+      // must not pass for all of it (a master key rotation would forget the keys of the blobs it never saw).
+      if (page.IsTruncated && !page.NextContinuationToken) {
+        throw new BlobStoreError(`the S3 service cut the listing of ${folder} short: its page is truncated but gives no continuation token`);
+      }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
   }
@@ -291,6 +358,25 @@ export class S3BlobStore implements BlobStore {
 
   async destroy(): Promise<void> {
     this.client.destroy();
+  }
+
+  /**
+   * Whether `error` (a 404) says that the object is missing, not the bucket: a missing bucket (removed or renamed under
+   * a running server) is an outage, and must not read as blobs gone, which a change-log segment or a pack records as
+   * damage. A GET's answer names which (NoSuchKey, NoSuchBucket); a HEAD's has no body, so the bucket is asked then.
+   * @throws BlobStoreError when the bucket is missing
+   */
+  async #isMissingObject(error: unknown): Promise<boolean> {
+    if (!isNotFound(error)) return false;
+    const bucketMissing = (cause: unknown) => new BlobStoreError(`the bucket ${this.location.bucket} does not exist (NoSuchBucket)`, { cause });
+    if (s3ErrorCode(error) === 'NoSuchBucket') throw bucketMissing(error);
+    if (s3ErrorCode(error) === 'NoSuchKey') return true;
+    await this.client.send(new HeadBucketCommand({ Bucket: this.location.bucket })).catch((bucketError: unknown) => {
+      if (isNotFound(bucketError)) throw bucketMissing(bucketError);
+      // Keys that may not list the bucket (an export destination's may only write): it is there as far as they can tell.
+      if (s3Status(bucketError) !== 403) throw bucketError;
+    });
+    return true;
   }
 
   #objectKey(key: string): string {
@@ -377,6 +463,21 @@ async function* partsOf(data: Readable, partBytes: number): AsyncGenerator<Buffe
 /** S3's ETag of a multipart object: the MD5 of its parts' MD5s, then '-' and the number of parts. */
 function compositeEtag(digests: Buffer[]): string {
   return `${createHash('md5').update(Buffer.concat(digests)).digest('hex')}-${digests.length}`;
+}
+
+/**
+ * Whether the service's ETags of an object are MD5s of its bytes (of its parts' MD5s, for a multipart one): not under
+ * KMS keys (AWS SSE-KMS, often a bucket's default encryption), where they are opaque, and a check against them would
+ * refuse every write. The service still checks each request's Content-MD5 then.
+ */
+function etagsAreMd5({ ServerSideEncryption }: { ServerSideEncryption?: string }): boolean {
+  return ServerSideEncryption === undefined || ServerSideEncryption === 'AES256';
+}
+
+/** A multipart object's ETag that can be compared with compositeEtag: undefined when the answer has none such. */
+function compositeEtagOf(answer: { ETag?: string; ServerSideEncryption?: string }): string | undefined {
+  const etag = answer.ETag === undefined ? undefined : unquote(answer.ETag);
+  return etag !== undefined && /-\d+$/.test(etag) && etagsAreMd5(answer) ? etag : undefined;
 }
 
 function unquote(etag: string): string {

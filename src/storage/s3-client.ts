@@ -21,11 +21,12 @@ export function createS3Client(
   { endpoint, region, credentials }: S3Endpoint,
   {
     maxAttempts = 5,
-    requestTimeoutMs = 120_000,
+    idleTimeoutMs = 120_000,
     publicOnly = false,
   }: {
     maxAttempts?: number;
-    requestTimeoutMs?: number;
+    /** A connection silent this long (no byte either way, before or during an answer's body) fails its request. */
+    idleTimeoutMs?: number;
     /** Connections to a host name that resolves to a loopback, private or link-local address fail (public-addresses.ts). */
     publicOnly?: boolean;
   } = {},
@@ -39,8 +40,10 @@ export function createS3Client(
     forcePathStyle: endpoint !== undefined,
     maxAttempts,
     retryMode: 'standard',
-    // A silent connection is dropped and retried rather than hanging an operation.
-    requestHandler: { connectionTimeout: 10_000, requestTimeout: requestTimeoutMs, httpAgent: agent, httpsAgent: agent },
+    // A silent connection is dropped (and its request retried, when no answer had begun) rather than hanging an
+    // operation: socketTimeout, which also fails an answer's body that stops. The handler's requestTimeout would only
+    // log a warning, and only until an answer begins.
+    requestHandler: { connectionTimeout: 10_000, socketTimeout: idleTimeoutMs, httpAgent: agent, httpsAgent: agent },
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });

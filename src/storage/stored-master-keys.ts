@@ -2,7 +2,7 @@
 // key (a mistyped SNAPGRAPH_MASTER_KEY, a replica given a key of its own, a data dir restored without keys/master.key)
 // would serve, fail every read of what is stored, and seal what it writes meanwhile (change-log segments, a new
 // tenant's chunk keys) under that key: once the right key is back, those are unreadable. So it is refused at boot.
-import type { DataSource } from 'typeorm';
+import { IsNull, Not, type DataSource } from 'typeorm';
 
 import { ENVELOPE_HEADER_BYTES, parseEnvelopeHeader } from '../crypto/envelope-layout';
 import { CryptoError } from '../crypto/errors';
@@ -13,6 +13,7 @@ import { CurrentMasterKeyEntity } from '../entities/current-master-key.entity';
 import { ExportDestinationEntity } from '../entities/export-destination.entity';
 import { LogSegmentEntity } from '../entities/log-segment.entity';
 import { RetiredMasterKeyEntity } from '../entities/retired-master-key.entity';
+import { SnapshotEntity } from '../entities/snapshot.entity';
 import { BlobStore } from './blob-store';
 import { BlobNotFoundError } from './errors';
 
@@ -45,8 +46,11 @@ export async function assertMasterKeyOpensStoredData(db: DataSource, blobs: Blob
   // Change logs are sealed under the master key too, and small stores may never have needed chunk keys. Any segment
   // will do (no ORDER BY: a scan of every row at each boot).
   const segment = await db.getRepository(LogSegmentEntity).findOne({ select: { blobKey: true }, where: {} });
-  if (segment) {
-    const keyId = await headerKeyId(blobs, segment.blobKey);
+  // The archives of the first release's snapshots (a blob each), all a deployment upgraded from it has stored until
+  // its first base or shipped segment; a boot with another key sealed those under that key, and read none of these.
+  const legacy = await db.getRepository(SnapshotEntity).findOne({ select: { blobKey: true }, where: { blobKey: Not(IsNull()) } });
+  for (const blobKey of [segment?.blobKey, legacy?.blobKey]) {
+    const keyId = blobKey ? await headerKeyId(blobs, blobKey) : null;
     if (keyId) found.add(keyId);
   }
   // Refused only when nothing stored is under a configured key: where an earlier release served with a wrong key for a

@@ -7,6 +7,7 @@ import {
   connectWs,
   craftArchive,
   createInstance,
+  eventually,
   createNodes,
   expectCode,
   expectData,
@@ -243,6 +244,52 @@ describe('abusive requests', () => {
       const answer = await send(body, contentType, { 'apollo-require-preflight': '' });
       assert.equal(answer.error, undefined, answer.error);
       assert.equal(answer.status, 400, answer.text);
+    });
+
+    it('echoes the X-Request-Id and writes the refusal to the log under it, as every other refused request', async function () {
+      // docs/api.md: the response echoes the id, which finds the request in the log. A multipart request refused before
+      // Apollo saw it (no CSRF header, a refused key, a file over the limit) had neither.
+      this.timeout(30_000);
+      const { body, contentType } = multipart(operations(instanceId), Buffer.alloc(1024, 7));
+      const cases = [
+        ['upload-refused-csrf', { 'apollo-require-preflight': '' }, 400, 'BAD_USER_INPUT'],
+        ['upload-refused-key', { authorization: 'Bearer sg_never_issued_upload_key' }, 401, 'UNAUTHENTICATED'],
+      ] as const;
+      for (const [requestId, headers, status, code] of cases) {
+        const answer = await new Promise<{ status?: number; requestId?: string | string[]; text: string }>((resolve, reject) => {
+          const req = httpRequest(suite.server.graphqlUrl, {
+            method: 'POST',
+            headers: {
+              authorization: `Bearer ${suite.server.adminKey}`,
+              'apollo-require-preflight': 'true',
+              'content-type': contentType,
+              'content-length': String(body.length),
+              'x-request-id': requestId,
+              ...headers,
+            },
+          });
+          req.on('response', (res) => {
+            let text = '';
+            res.setEncoding('utf8').on('data', (chunk) => (text += chunk));
+            res.on('end', () => resolve({ status: res.statusCode, requestId: res.headers['x-request-id'], text }));
+          });
+          req.on('error', reject);
+          req.end(body);
+        });
+        assert.equal(answer.status, status, answer.text);
+        assert.equal(JSON.parse(answer.text).errors[0].extensions.code, code);
+        assert.equal(answer.requestId, requestId, `${requestId}: no X-Request-Id echoed`);
+        // The server's output reaches the test a moment after the answer.
+        const line = await eventually(
+          () =>
+            suite.server
+              .logs()
+              .split('\n')
+              .find((written) => written.includes(`"requestId":"${requestId}"`)),
+          { what: `${requestId}: a log line` },
+        );
+        assert.match(line, new RegExp(`"errorCodes":\\["${code}"\\]`));
+      }
     });
   });
 });

@@ -2,7 +2,6 @@
 // reaches open WebSockets and export links at once, on every replica.
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import {
@@ -29,6 +28,7 @@ import {
   takeSnapshot,
   type TestDatabase,
   createTusUpload,
+  cuttableProxy,
   refusalCode,
   type TestServer,
   withClient,
@@ -239,6 +239,43 @@ describe('API keys', () => {
       await takeSnapshot(server, instance.id);
       await live.waitFor((result) => result.data?.snapshotUpdated.status === 'COMPLETED');
       assert.equal(keptSocket.socket.readyState, keptSocket.socket.OPEN);
+    });
+
+    // The server's close (4403) waits for the client's: a client that never sends it keeps the socket open for ws's
+    // close timeout (30 s), and the server still reads what it sends meanwhile.
+    it("runs nothing a revoked key's socket sends after its close, though its client never answers the close", async () => {
+      const server = suite.server;
+      const stubborn = await createKey(server, server.adminKey, 'ADMIN', 'stubborn');
+      const connection = await connectWs(server, stubborn.secret);
+      assert.ok(connection.acknowledged);
+      const socket = connection.socket as typeof connection.socket & { _closeFrameReceived: boolean };
+      // ws answers a close frame with its own from close(): this client does not.
+      socket.close = () => undefined;
+      const answers: unknown[] = [];
+      socket.on('message', (data) => answers.push(JSON.parse(data.toString())));
+
+      expectData(await gql(server, REVOKE, { id: stubborn.id }));
+      const revoked = Date.now();
+      while (!socket._closeFrameReceived) {
+        assert.ok(Date.now() - revoked < 5_000, 'the server never closed the revoked key\'s socket');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const name = 'made by a revoked key';
+      socket.send(
+        JSON.stringify({
+          id: 'after-close',
+          type: 'subscribe',
+          payload: { query: `mutation ($name: String!) { createInstance(input: { name: $name, tier: FREE }) { id } }`, variables: { name } },
+        }),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const { instances } = expectData(await gql(server, `{ instances { name } }`));
+      assert.deepEqual(
+        instances.filter((instance: { name: string }) => instance.name === name),
+        [],
+        `the revoked key created an instance after its socket was closed: ${JSON.stringify(answers)}`,
+      );
+      (connection.socket as unknown as { terminate(): void }).terminate();
     });
 
     it("runs nothing on an open WebSocket with a role the key no longer has (changed in the database): it closes with 4403", async () => {
@@ -571,40 +608,6 @@ describePostgres('revocation across replicas when Redis does not take the revoca
     for (const replica of replicas) assert.equal(expectData(await gql(replica, VIEWER)).viewer.role, 'ADMIN');
   });
 });
-
-/**
- * A TCP path to a server that can be cut: `cut()` drops the connections through it and refuses new ones (as a
- * network partition between one replica and Redis would), `close()` ends it.
- */
-async function cuttableProxy(host: string, port: number): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
-  const sockets = new Set<Socket>();
-  let open = true;
-  const server = createServer((client) => {
-    if (!open) return void client.destroy();
-    const upstream = connect({ host, port });
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.once('close', () => sockets.delete(socket));
-      socket.on('error', () => undefined);
-    }
-    client.pipe(upstream).pipe(client);
-    client.once('close', () => upstream.destroy());
-    upstream.once('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as AddressInfo).port,
-    cut() {
-      open = false;
-      for (const socket of sockets) socket.destroy();
-    },
-    close: () => {
-      open = false;
-      for (const socket of sockets) socket.destroy();
-      return new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 /** What a loaded CI machine may add to the cache's bound before a change shows. */
 const SLACK_MS = 2_000;

@@ -34,6 +34,7 @@ import {
   takeSnapshot,
   type TestServer,
 } from '../support';
+import { ARCHIVE_MAGIC } from '../../src/archive/file-type';
 import { formatBytes } from '../../src/cli/progress-bar';
 import { Keyring, loadMasterKey } from '../../src/crypto';
 import { PartialBlobFile } from '../../src/storage/partial-blob-file';
@@ -127,6 +128,9 @@ function createUpload(server: TestServer, key: string | null, metadata: Record<s
   if (key !== null) headers.Authorization = `Bearer ${key}`;
   return fetch(`${server.url}/uploads`, { method: 'POST', headers });
 }
+
+/** A file that starts as an archive does, so that restore-file sends it (only the server reads what follows). */
+const archiveStart = (bytes: number) => Buffer.concat([ARCHIVE_MAGIC, randomBytes(bytes - ARCHIVE_MAGIC.length)]);
 
 /** extensions.code of the first error of a refusal's JSON body. */
 const errorCodeOf = (body: string): string => JSON.parse(body).errors[0].extensions.code;
@@ -304,13 +308,15 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       );
     });
 
-    it('finishes a partial file left by a crash (first bytes already in <file>.part)', async () => {
+    it('finishes a partial file left by a crash (first bytes already in <file>.part, and its lock)', async () => {
       const out = join(makeTempDir(), 'crash.backup');
       writeFileSync(`${out}.part`, archive.subarray(0, 1000));
+      writeFileSync(`${out}.part.lock`, '4194305\n'); // above Linux's largest pid: no process has it
       const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', out]);
       assert.equal(run.code, 0, output(run));
       assert.match(run.stderr, /resuming at byte 1000 /);
       assert.deepEqual(readFileSync(out), archive);
+      assert.equal(existsSync(`${out}.part.lock`), false);
     });
 
     it('detects a damaged partial download by its sha256, removes it and exits non-zero', async () => {
@@ -350,6 +356,37 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       }
     });
 
+    // `-o -` made a file named "-" in the current directory and said "saved …/-": a pipe got nothing.
+    it('writes the archive to stdout with -o - (a pipe), saying what it wrote on stderr, and makes no file', async () => {
+      const cwd = makeTempDir();
+      const env = serverEnv({ SNAPGRAPH_URL: suite.server.url, SNAPGRAPH_API_KEY: suite.server.adminKey, XDG_STATE_HOME: stateHome });
+      const child = spawn(LAUNCHER, ['export', snapshot.id, '-o', '-'], { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+      const stdout: Buffer[] = [];
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+      const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+      const run = { code, stdout: `${Buffer.concat(stdout).length} bytes`, stderr };
+      assert.equal(code, 0, output(run));
+      assert.ok(Buffer.concat(stdout).equals(archive), 'stdout is the archive');
+      assert.match(stderr, new RegExp(`wrote the archive to stdout \\(${snapshot.sizeBytes} bytes, sha256 ${snapshot.sha256}\\)`));
+      assert.deepEqual(readdirSync(cwd), []);
+    });
+
+    it('refuses -o - when stdout is a terminal (an archive is binary), before asking the server for a link', async function () {
+      if (!existsSync('/usr/bin/script')) return this.skip();
+      const env = serverEnv({ SNAPGRAPH_URL: suite.server.url, SNAPGRAPH_API_KEY: suite.server.adminKey, XDG_STATE_HOME: stateHome });
+      // script(1) runs the command on a pseudo-terminal and copies what it shows.
+      const run = await new Promise<CliResult>((resolve) => {
+        const child = spawn('/usr/bin/script', ['-qec', `${LAUNCHER} export ${snapshot.id} -o -; echo "exit $?"`, '/dev/null'], { env, cwd: makeTempDir(), stdio: ['ignore', 'pipe', 'pipe'] });
+        let shown = '';
+        child.stdout.setEncoding('utf8').on('data', (chunk: string) => (shown += chunk));
+        child.once('close', (code) => resolve({ code, stdout: shown, stderr: '' }));
+      });
+      assert.match(run.stdout, /stdout is a terminal: the archive is binary; pipe it \(-o - \| …\) or write a file with -o <file>/, output(run));
+      assert.match(run.stdout, /exit 2/);
+    });
+
     it('refuses to overwrite an existing file', async () => {
       const out = join(makeTempDir(), 'taken.backup');
       writeFileSync(out, 'mine');
@@ -374,6 +411,19 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       const noId = await snapgraph(suite.server, ['export']);
       assert.equal(noId.code, 2, output(noId));
       assert.match(noId.stderr, /usage:/);
+    });
+    // A proxy's basic-auth credentials in the URL: fetch refuses such a URL, and the message printed it twice, password
+    // and all, as a server it "cannot reach"; restore-file sent the file with it all the same.
+    it('refuses a URL that holds a user name or password (exit 2), without printing the password', async () => {
+      const url = suite.server.url.replace('http://', 'http://operator:hunter2@');
+      const file = join(makeTempDir(), 'some.backup');
+      writeFileSync(file, archiveStart(100));
+      for (const args of [['export', snapshot.id, '-o', makeTempDir()], ['restore-file', sourceId, file, '--confirm', 'RESTORE']]) {
+        const run = await snapgraph(suite.server, args, { env: { SNAPGRAPH_URL: url } });
+        assert.equal(run.code, 2, output(run));
+        assert.match(run.stderr, /^snapgraph: the server URL must not hold a user name or password \(http:\/\/…@127\.0\.0\.1:\d+\/\): /);
+        assert.doesNotMatch(run.stdout + run.stderr, /hunter2|operator/);
+      }
     });
   });
 
@@ -508,6 +558,20 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       );
       assert.deepEqual(instance, { availability: 'AVAILABLE', currentOperation: null });
       assert.deepEqual(uploadsLeft(), []);
+    });
+
+    // The server tells a file from its first bytes, but said so only once it had all of them: a 2 GiB Neo4j dump was
+    // uploaded whole, to hear at the end that it cannot be restored.
+    it('refuses a file the server would refuse from its first bytes (a Neo4j dump) before sending any of it', async () => {
+      const server = suite.server;
+      const dump = join(makeTempDir(), 'neo4j.dump');
+      writeFileSync(dump, Buffer.concat([Buffer.from('DZV1'), randomBytes(200_000)]));
+      const created = () => server.logLines().filter((line) => line.msg === 'restore upload created').length;
+      const before = created();
+      const run = await snapgraph(server, ['restore-file', sourceId, dump, '--confirm', 'RESTORE']);
+      assert.equal(run.code, 1, output(run));
+      assert.match(run.stderr, /^snapgraph: INVALID_BACKUP_FILE: This file is a Neo4j database dump or backup \(made by neo4j-admin\).* \(.*neo4j\.dump was not uploaded\)\n$/);
+      assert.equal(created(), before, 'no upload was created');
     });
 
     it("refuses another tenant's instance before uploading anything", async () => {
@@ -729,7 +793,7 @@ describe('snapgraph restore-file against a busy instance, or a server without ro
     creations = 0;
     heldHead = null;
     file = join(makeTempDir(), 'small.backup');
-    writeFileSync(file, randomBytes(1000));
+    writeFileSync(file, archiveStart(1000));
     const url = `http://127.0.0.1:${(tus.address() as AddressInfo).port}`;
     env = serverEnv({ SNAPGRAPH_URL: url, SNAPGRAPH_API_KEY: 'sg_any', XDG_STATE_HOME: makeTempDir(), SNAPGRAPH_CLI_STOP_AFTER_BYTES: undefined });
   });
@@ -793,25 +857,165 @@ describe('snapgraph restore-file against a busy instance, or a server without ro
   });
 });
 
+// SNAPGRAPH_PUBLIC_URL names an address the machine running the command cannot reach (a proxy's public name, from
+// inside): the command reached the server a moment ago, and said it could not ("set SNAPGRAPH_URL or --url").
+describe('snapgraph export when the export link names an address the command cannot reach', () => {
+  let unreachable: string;
+  const suite = serverPerSuite(async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    unreachable = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    return { env: { SNAPGRAPH_PUBLIC_URL: unreachable } };
+  });
+
+  it("names the link's address and the server's SNAPGRAPH_PUBLIC_URL, not the server it reached, nor the link's token", async () => {
+    stateHome = makeTempDir('snapgraph-e2e-state-');
+    const instanceId = (await createInstance(suite.server, { name: 'behind a proxy' })).id;
+    await createNodes(suite.server, instanceId, [{ labels: ['A'] }]);
+    const { id } = await snapshotOf(suite.server, instanceId);
+    const dir = makeTempDir();
+    const run = await snapgraph(suite.server, ['export', id, '-o', dir]);
+    assert.equal(run.code, 1, output(run));
+    assert.match(run.stderr, new RegExp(`cannot reach the export link's address ${unreachable} \\(ECONNREFUSED\\); the server builds it from its SNAPGRAPH_PUBLIC_URL`));
+    assert.doesNotMatch(run.stderr, new RegExp(`${suite.server.url}|/exports/`), 'neither the server the command reached nor the link itself');
+    assert.deepEqual(readdirSync(dir), []);
+  });
+});
+
 // SNAPGRAPH_URL naming another service (a proxy's login page, another app on the port): it answers 200 with HTML.
 describe('snapgraph export against a server that is not Snapgraph', () => {
-  it('says the URL does not answer as a Snapgraph server (exit 1), not a JSON parser error', async () => {
+  /** A service at `url` that answers every request with `status` and an HTML `body`, for the length of `use`. */
+  async function withOtherService(status: number, body: string, use: (url: string) => Promise<void>): Promise<void> {
     const other = createServer((request, response) => {
       request.resume();
-      request.on('end', () => response.writeHead(200, { 'content-type': 'text/html' }).end('<!DOCTYPE html><html>sign in</html>'));
+      request.on('end', () => response.writeHead(status, { 'content-type': 'text/html' }).end(body));
     });
     await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
     try {
-      const url = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
-      const env = serverEnv({ SNAPGRAPH_URL: url, SNAPGRAPH_API_KEY: 'sg_any', XDG_STATE_HOME: makeTempDir() });
-      const run = await runCli(['export', 'some-snapshot', '-o', makeTempDir()], env);
+      await use(`http://127.0.0.1:${(other.address() as AddressInfo).port}`);
+    } finally {
+      other.close();
+    }
+  }
+
+  const exportFrom = async (url: string) => {
+    const env = serverEnv({ SNAPGRAPH_URL: url, SNAPGRAPH_API_KEY: 'sg_any', XDG_STATE_HOME: makeTempDir() });
+    return { env, run: await runCli(['export', 'some-snapshot', '-o', makeTempDir()], env) };
+  };
+
+  it('says the URL does not answer as a Snapgraph server (exit 1), not a JSON parser error', async () => {
+    await withOtherService(200, '<!DOCTYPE html><html>sign in</html>', async (url) => {
+      const { run } = await exportFrom(url);
       assert.equal(run.code, 1, output(run));
       assert.equal(
         run.stderr,
         `snapgraph: ${url} does not answer as a Snapgraph server (HTTP 200, text/html: <!DOCTYPE html><html>sign in</html>); set SNAPGRAPH_URL or --url\n`,
       );
+    });
+  });
+
+  // A URL without the path a proxy serves Snapgraph under (http://host/ for http://host/snapgraph): the proxy's 404 was
+  // reported as "the server answered HTTP 404: " and the body, as if Snapgraph had refused something.
+  it('says the same of a 404 that is not a GraphQL answer (a wrong path behind a proxy)', async () => {
+    await withOtherService(404, '<pre>Cannot POST /graphql</pre>', async (url) => {
+      const { env, run } = await exportFrom(url);
+      assert.equal(run.code, 1, output(run));
+      assert.equal(
+        run.stderr,
+        `snapgraph: ${url} does not answer as a Snapgraph server (HTTP 404, text/html: <pre>Cannot POST /graphql</pre>); set SNAPGRAPH_URL or --url\n`,
+      );
+
+      // restore-file's first request (the tus creation, POST /uploads) said the server kept the file for a rerun.
+      const file = join(makeTempDir(), 'some.backup');
+      writeFileSync(file, archiveStart(100));
+      const upload = await runCli(['restore-file', 'instance-1', file, '--confirm', 'RESTORE'], env);
+      assert.equal(upload.code, 1, output(upload));
+      assert.match(upload.stderr, new RegExp(`snapgraph: ${url} does not answer as a Snapgraph server \\(HTTP 404 to POST /uploads, text/html: <pre>Cannot POST /graphql</pre>\\); set SNAPGRAPH_URL or --url\n$`));
+    });
+  });
+});
+
+// Two runs into the same file at once (cron runs that overlap): the second resumed the first's .part and appended to it
+// while the first still wrote at its own offsets, renamed it into place and said "saved … sha256 <the snapshot's>" over
+// a file of both runs' bytes interleaved.
+describe('snapgraph export twice at once into the same file', () => {
+  it('refuses the second run while the first writes the .part, and the first saves the file whole', async () => {
+    const archive = randomBytes(256 * 1024);
+    const half = archive.length / 2;
+    let releaseFirst = () => undefined as void;
+    const firstHeld = new Promise<void>((resolve) => (releaseFirst = resolve));
+    const fake = createServer((request, response) => {
+      if (request.method === 'POST') {
+        request.resume();
+        request.on('end', () => {
+          const url = `http://127.0.0.1:${(fake.address() as AddressInfo).port}/exports/some-token-that-is-long-enough`;
+          const link = { url, fileName: 'twice.backup', sizeBytes: archive.length, sha256: sha256Of(archive), expiresAt: new Date(Date.now() + 60_000).toISOString() };
+          response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ data: { exportSnapshot: link } }));
+        });
+        return;
+      }
+      const from = Number(/^bytes=(\d+)-/.exec(request.headers.range ?? '')?.[1] ?? 0);
+      if (from > 0) {
+        response.writeHead(206, { 'content-range': `bytes ${from}-${archive.length - 1}/${archive.length}`, 'content-length': archive.length - from });
+        response.end(archive.subarray(from));
+        return;
+      }
+      response.writeHead(200, { 'content-length': archive.length });
+      response.write(archive.subarray(0, half));
+      void firstHeld.then(() => response.end(archive.subarray(half)));
+    });
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+    try {
+      const dir = makeTempDir();
+      const out = join(dir, 'twice.backup');
+      const env = serverEnv({ SNAPGRAPH_URL: `http://127.0.0.1:${(fake.address() as AddressInfo).port}`, SNAPGRAPH_API_KEY: 'sg_any', XDG_STATE_HOME: makeTempDir() });
+      const child = spawn(LAUNCHER, ['export', 'snapshot-1', '-o', out], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      let firstOutput = '';
+      child.stdout.setEncoding('utf8').on('data', (chunk: string) => (firstOutput += chunk));
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (firstOutput += chunk));
+      const firstExit = new Promise<number | null>((resolve) => child.once('close', resolve));
+      await eventually(() => (existsSync(`${out}.part`) && statSync(`${out}.part`).size === half) || undefined, { timeoutMs: 10_000, what: 'the first half in the .part' });
+
+      const second = await runCli(['export', 'snapshot-1', '-o', out], env);
+      releaseFirst();
+      const first = { code: await firstExit, stdout: firstOutput, stderr: '' };
+      assert.equal(second.code, 1, output(second));
+      assert.match(second.stderr, new RegExp(`another snapgraph export \\(process ${child.pid}\\) is writing ${out}\\.part; wait for it to end, or stop it and run this again`));
+      assert.equal(first.code, 0, output(first));
+      assert.ok(readFileSync(out).equals(archive), 'the saved file is the archive');
+      assert.deepEqual(readdirSync(dir), ['twice.backup']);
     } finally {
-      other.close();
+      releaseFirst();
+      fake.close();
+    }
+  });
+});
+
+// restore-file tries a request again for 39 s (a server restarting): it did so in silence, so that a wrong URL looked
+// like a command that hangs, and said only at the end that the server could not be reached.
+describe('snapgraph restore-file with no server at the URL', () => {
+  it('says at each try again what went wrong and when it tries next; Ctrl-C then stops it (exit 130)', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const file = join(makeTempDir(), 'some.backup');
+    writeFileSync(file, archiveStart(100));
+    const env = serverEnv({ SNAPGRAPH_URL: url, SNAPGRAPH_API_KEY: 'sg_any', XDG_STATE_HOME: makeTempDir() });
+    const child = spawn(LAUNCHER, ['restore-file', 'instance-1', file, '--confirm', 'RESTORE'], { env, cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+    try {
+      await eventually(() => /in 3 s/.test(stderr) || undefined, { timeoutMs: 10_000, what: `a third try announced:\n${stderr}` });
+      const tries = `cannot reach the Snapgraph server at ${url} \\(ECONNREFUSED\\); trying again`;
+      assert.match(stderr, new RegExp(`${tries} now \\(1 of 6\\)\n.*${tries} in 1 s \\(2 of 6\\)\n.*${tries} in 3 s \\(3 of 6\\)`, 's'));
+      child.kill('SIGINT');
+      assert.equal(await exited, 130, stderr);
+      assert.match(stderr, /interrupted; run the same command again to resume the upload\n$/);
+    } finally {
+      child.kill('SIGKILL');
     }
   });
 });

@@ -47,12 +47,17 @@ describe('collection of backup storage', () => {
     // A grace period the base below is written well within, and a marking (48 manifests of 50k chunks) that takes
     // several times longer: the base's chunks are written and its point recorded after the collection listed the
     // restore points it keeps, and they have gone untouched for the grace period by the time it sweeps.
-    const server = await startServer({ env: { SNAPGRAPH_COLLECT_GRACE_MS: '2000', SNAPGRAPH_COLLECT_INTERVAL_MS: '200' } });
+    // No collection on a timer: one started at boot was already marking when the test looked, and the test let it end
+    // (a whole marking of waiting) before the next one. The collection a deleted snapshot asks for starts when told.
+    const server = await startServer({ env: { SNAPGRAPH_COLLECT_GRACE_MS: '2000', SNAPGRAPH_COLLECT_INTERVAL_MS: '3600000' } });
     const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
     const planted = await createInstance(server, { name: 'planted', tier: 'PROFESSIONAL' });
     await createNodes(server, planted.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: ['A'], properties: { i, text: randomBytes(24).toString('base64') } })));
     const snapshot = await takeSnapshot(server, planted.id);
     const fresh = await createInstance(server, { name: 'fresh', tier: 'PROFESSIONAL' });
+    const trigger = await createInstance(server, { name: 'trigger', tier: 'PROFESSIONAL' });
+    await createNodes(server, trigger.id, [{ labels: ['T'] }]);
+    const deleted = await takeSnapshot(server, trigger.id);
     await server.stop({ keepDataDir: true });
     await plantChain(server, tenantId, planted.id, snapshot.id, 2 * POINTS);
     await server.restart();
@@ -61,6 +66,7 @@ describe('collection of backup storage', () => {
     const scratch = join(server.dataDir, 'scratch');
     const marksFiles = async () => (await readdir(scratch).catch(() => [] as string[])).filter((name) => name.startsWith('chunk-marks-'));
     const running = await marksFiles();
+    expectData(await gql(server, `mutation ($id: ID!) { deleteSnapshot(id: $id) }`, { id: deleted.id }));
     const marking = await eventually(async () => (await marksFiles()).find((name) => !running.includes(name)), {
       timeoutMs: 60_000,
       intervalMs: 10,

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { PAGE_BYTES, UPDATE_ANSWER_BYTES } from '../../src/graph/sqlite-graph-store';
 import {
   allNodes,
   allRelationships,
@@ -464,6 +465,42 @@ describe('the graph data plane', () => {
       assert.equal((await statsOf(suite.server, instanceId)).nodeCount, 1000);
       assert.equal((await allNodes(suite.server, instanceId)).length, 1000);
     });
+
+    it('leave every page with the totalCount of its own moment: a whole graph in one page is as many as its total', async function () {
+      this.timeout(60_000);
+      const instanceId = (await createInstance(suite.server, { name: 'counted while written', tier: 'PROFESSIONAL' })).id;
+      await createNodes(suite.server, instanceId, [{ labels: ['Kept'] }]);
+      // A writer adds two nodes and a relationship between them, then deletes them, over and over: the graph has 1 or 3
+      // nodes (1 or 3 labelled Kept) and 0 or 1 relationships, always in one page.
+      let writing = true;
+      const writer = (async () => {
+        while (writing) {
+          const [a, b] = await createNodes(suite.server, instanceId, [{ labels: ['Kept'] }, { labels: ['Kept'] }]);
+          await createRelationships(suite.server, instanceId, [{ type: 'LINK', startNodeId: a.id, endNodeId: b.id }]);
+          expectData(await gql(suite.server, DELETE_NODES, { instanceId, ids: [a.id, b.id] }));
+        }
+      })();
+      const PAGES = `query ($id: ID!) {
+        all: nodes(instanceId: $id, first: 1000) { totalCount edges { cursor } pageInfo { hasNextPage } }
+        labelled: nodes(instanceId: $id, label: "Kept", first: 1000) { totalCount edges { cursor } pageInfo { hasNextPage } }
+        relationships: relationships(instanceId: $id, first: 1000) { totalCount edges { cursor } pageInfo { hasNextPage } }
+        typed: relationships(instanceId: $id, type: "LINK", first: 1000) { totalCount edges { cursor } pageInfo { hasNextPage } }
+      }`;
+      const mismatches: string[] = [];
+      try {
+        for (let read = 0; read < 300; read++) {
+          const pages = expectData(await gql(suite.server, PAGES, { id: instanceId })) as Record<string, { totalCount: number; edges: unknown[]; pageInfo: { hasNextPage: boolean } }>;
+          for (const [name, page] of Object.entries(pages)) {
+            assert.equal(page.pageInfo.hasNextPage, false);
+            if (page.edges.length !== page.totalCount) mismatches.push(`${name}: ${page.edges.length} edge(s), totalCount ${page.totalCount}`);
+          }
+        }
+      } finally {
+        writing = false;
+        await writer;
+      }
+      assert.deepEqual(mismatches, []);
+    });
   });
 });
 
@@ -471,10 +508,13 @@ describe('pages of large nodes and relationships', () => {
   // A page was read whole, whatever its nodes held: `first` bounds the items, not the bytes. A tenant could store
   // nodes of tens of MiB each (a FREE instance holds 2 GiB) and one `nodes` query then held them all in the server's
   // heap, several times over (rows, parsed maps, the response): the process died of it, for every tenant. The heap is
-  // kept small here so that 200 MiB of nodes show it.
-  const suite = serverPerSuite({ nodeArgs: ['--max-old-space-size=384'] });
-  const BLOB = 'x'.repeat(20 * 1024 * 1024);
+  // kept small here so that 80 MiB of nodes show it: five times a page's bytes (PAGE_BYTES), more than an updateNodes
+  // answer carries (UPDATE_ANSWER_BYTES).
+  const suite = serverPerSuite({ nodeArgs: ['--max-old-space-size=256'] });
+  const BLOB = 'x'.repeat(8 * 1024 * 1024);
   const COUNT = 10;
+  // What the tests below rest on: the nodes fill several pages, and more than an answer carries.
+  assert.ok(COUNT * BLOB.length >= 4 * PAGE_BYTES && COUNT * BLOB.length > UPDATE_ANSWER_BYTES);
 
   let instanceId: string;
   const ids: string[] = [];
@@ -527,7 +567,7 @@ describe('pages of large nodes and relationships', () => {
         after = page.pageInfo.endCursor;
       }
       assert.deepEqual(seen, Array.from({ length: COUNT }, (_, i) => i), `${what}: every item once, in order`);
-      assert.ok(pageCount > 1, `${what}: 200 MiB did not come in one page`);
+      assert.ok(pageCount > 1, `${what}: 80 MiB did not come in one page`);
     }
     assert.equal(suite.server.process.exitCode, null, 'the server is still running');
   });

@@ -447,7 +447,8 @@ describe('a full scratch volume when backup storage is collected', function () {
     const dataDir = makeTempDir('snapgraph-e2e-data-');
     mkdirSync(join(volume.path, 'scratch'));
     symlinkSync(join(volume.path, 'scratch'), join(dataDir, 'scratch'));
-    const server = await startServer({ dataDir, env: { SNAPGRAPH_COLLECT_GRACE_MS: '500', SNAPGRAPH_COLLECT_INTERVAL_MS: '300' } });
+    // A grace period a snapshot's writer on a loaded machine is well within between two of its heartbeats.
+    const server = await startServer({ dataDir, env: { SNAPGRAPH_COLLECT_GRACE_MS: '2000', SNAPGRAPH_COLLECT_INTERVAL_MS: '300' } });
     const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
     const kept = await createInstance(server, { name: 'kept' });
     await createNodes(server, kept.id, bulkyNodes(300));
@@ -462,7 +463,7 @@ describe('a full scratch volume when backup storage is collected', function () {
 
     volume.fill();
     assert.equal(expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: doomed.id })).deleteInstance, true);
-    await eventually(() => packs() < before, { timeoutMs: 20_000, what: 'the packs of the deleted instance to be collected' }).catch((error) => {
+    await eventually(() => packs() < before, { timeoutMs: 40_000, what: 'the packs of the deleted instance to be collected' }).catch((error) => {
       const failures = server.logLines().filter((line) => line.msg === 'backup storage collection failed; the next one retries');
       throw new Error(`${(error as Error).message}; ${failures.length} failed collections, the last: ${JSON.stringify((failures.at(-1)?.err as { message?: string } | undefined)?.message)}`);
     });

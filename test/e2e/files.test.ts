@@ -2,6 +2,8 @@
 // expiry, multipart uploads per the GraphQL multipart request spec, the round trip, and every kind of bad file.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { crc32, gzipSync } from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
 import { encodeArchive } from '../../src/archive';
@@ -19,10 +21,12 @@ import {
   EXPORT_SNAPSHOT,
   expectData,
   exportLink,
+  fillInstance,
   gql,
   type Graph,
   graphOf,
   instanceState,
+  metricsValue,
   type NewTenant,
   OPERATION_FIELDS,
   type OperationJson,
@@ -97,6 +101,16 @@ async function craftedArchive(records: GraphRecord[]): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of encodeArchive(header, [records])) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
+}
+
+/** Removes the snapshot's export copy from the server's blobs, as a collection does once no link to it is live. */
+function removeExportCopy(dataDir: string, snapshotId: string): void {
+  const tenants = join(dataDir, 'blobs', 'tenants');
+  const copies = readdirSync(tenants)
+    .map((tenant) => join(tenants, tenant, 'exports', `${snapshotId}.archive`))
+    .filter((path) => existsSync(path));
+  assert.equal(copies.length, 1, `export copies of ${snapshotId}: ${copies.join(', ')}`);
+  rmSync(copies[0]);
 }
 
 /** A graph with varied properties, labels and relationships. */
@@ -180,6 +194,38 @@ describe('export and restore from a file', () => {
       }
     });
 
+    it('produces the archive once when first exports, or downloads after its copy was removed, come together', async () => {
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'popular' });
+      await buildGraph(server, instance.id, 2_000);
+      const taken = await takeSnapshot(server, instance.id);
+      const archived = () => metricsValue(server, 'snapgraph_archived_bytes_total');
+      let before = await archived();
+      const links = await Promise.all([1, 2, 3].map(() => exportLink(server, taken.id)));
+      assert.equal((await archived()) - before, links[0].sizeBytes, 'three exports produced the archive more than once');
+      removeExportCopy(server.dataDir, taken.id);
+      before = await archived();
+      const downloads = await Promise.all(links.map((link) => download(link.url)));
+      for (const { status, body } of downloads) {
+        assert.equal(status, 200);
+        assert.equal(sha256Of(body), links[0].sha256);
+      }
+      assert.equal((await archived()) - before, links[0].sizeBytes, 'three downloads produced the archive more than once');
+    });
+
+    it('produces a foreign format file once when first exports of it come together', async () => {
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'popular-json' });
+      await buildGraph(server, instance.id, 2_000);
+      const taken = await takeSnapshot(server, instance.id);
+      const written = () => metricsValue(server, 'snapgraph_graph_file_bytes_total');
+      const before = await written();
+      const exportAs = `mutation ($id: ID!) { exportSnapshotAs(id: $id, format: APOC_JSON) { url sizeBytes sha256 } }`;
+      const links = await Promise.all([1, 2, 3].map(async () => expectData(await gql(server, exportAs, { id: taken.id })).exportSnapshotAs));
+      assert.equal((await written()) - before, links[0].sizeBytes, 'three exports produced the file more than once');
+      for (const link of links) assert.equal(sha256Of((await download(link.url)).body), links[0].sha256);
+    });
+
     it("is NOT_FOUND for another tenant's snapshot", async () => {
       const other = await createTenant(suite.server, 'export-snoop');
       expectCode(await gql(suite.server, EXPORT_SNAPSHOT, { id: snapshot.id }, other.apiKey), 'NOT_FOUND');
@@ -261,6 +307,23 @@ describe('export and restore from a file', () => {
       assert.equal((await download(link.url, {}, 'HEAD')).status, 200);
       expectData(await gql(suite.server, `mutation ($id: ID!) { deleteSnapshot(id: $id) }`, { id: taken.id }));
       assert.equal((await download(link.url)).status, 404);
+    });
+
+    it('keeps no export copy of a snapshot deleted while a download was producing it', async () => {
+      const instance = await createInstance(suite.server, { name: 'deleted-mid-download' });
+      await fillInstance(suite.server, instance.id, { nodes: 100_000, relationships: 100_000 });
+      const taken = await takeSnapshot(suite.server, instance.id);
+      const link = await exportLink(suite.server, taken.id);
+      removeExportCopy(suite.server.dataDir, taken.id);
+      const downloading = download(link.url);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expectData(await gql(suite.server, `mutation ($id: ID!) { deleteSnapshot(id: $id) }`, { id: taken.id }));
+      const { status, body } = await downloading;
+      // Whole and right when it was produced before the deletion; else refused as for a deleted snapshot.
+      if (status === 200) assert.equal(sha256Of(body), link.sha256);
+      else assert.equal(status, 404);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.throws(() => removeExportCopy(suite.server.dataDir, taken.id), /export copies of/, 'an export copy of the deleted snapshot was kept');
     });
 
     it('answers 404 to a forged or malformed token', async () => {

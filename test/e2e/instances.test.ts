@@ -40,6 +40,13 @@ describe('instances', () => {
       assert.match(created.createdAt, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
     });
 
+    it('takes memoryGB and engineVersion given as null (an unset variable, to many clients) as their defaults', async () => {
+      const { createInstance: created } = expectData(await create({ name: 'nulls', tier: 'FREE', memoryGB: null, engineVersion: null }));
+      assert.equal(created.memoryGB, 1);
+      assert.equal(created.storageGB, 2);
+      assert.equal(created.engineVersion, 'V5');
+    });
+
     it('accepts engine V4', async () => {
       const { createInstance: created } = expectData(await create({ name: 'legacy', tier: 'PROFESSIONAL', engineVersion: 'V4' }));
       assert.equal(created.engineVersion, 'V4');

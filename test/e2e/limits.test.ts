@@ -14,6 +14,7 @@ import {
   restorableThrough,
   serverPerSuite,
   statsOf,
+  UPDATE_NODES,
 } from '../support';
 
 const MAX_NODES = 50;
@@ -173,5 +174,27 @@ describe('limits', () => {
       expectData(await gql(suite.server, DELETE_NODES, { instanceId, ids: written.map((node: { id: string }) => node.id) }));
       assert.equal((await createNodes(suite.server, instanceId, bulky(4, 2_000))).length, 4);
     });
+  });
+});
+
+describe('storage capacity while the change log waits to be shipped', () => {
+  // Shipping stalls (as with the blob store away): every write's change log stays in the store.
+  const suite = serverPerSuite({
+    config: { bytesPerStorageGB: BYTES_PER_STORAGE_GB },
+    env: { SNAPGRAPH_LOG_SHIP_DELAY_MS: '3600000', SNAPGRAPH_LOG_SHIP_INTERVAL_MS: '3600000' },
+  });
+
+  it('says that the storage is taken by changes not yet copied to backup storage, not by the data', async () => {
+    const instanceId = (await createInstance(suite.server, { name: 'stalled', tier: 'PROFESSIONAL', memoryGB: 1 })).id;
+    const [node] = await createNodes(suite.server, instanceId, bulky(1, 2_000));
+    let refusal: { message: string } | null = null;
+    // One node of about 2 kB, rewritten: the data stays small, each rewrite's log entry stays in the store.
+    for (let i = 0; i < 200 && !refusal; i++) {
+      const result = await gql(suite.server, UPDATE_NODES, { instanceId, nodes: [{ id: node.id, properties: { i, text: 'x'.repeat(2_000) } }] });
+      if (result.errors) refusal = expectCode(result, 'CAPACITY_EXCEEDED');
+    }
+    assert.ok(refusal, 'the log of 200 rewrites fitted in the instance storage: make the rewrites larger');
+    assert.match(refusal.message, /not yet (been )?copied to backup storage/);
+    assert.equal((await statsOf(suite.server, instanceId)).nodeCount, 1);
   });
 });

@@ -26,6 +26,25 @@ import {
 import { DOCS_EXAMPLE } from '../support/admin-csv-files';
 import { filesOfTar, keptInstance, tarOfFiles } from '../support/graph-files';
 
+/** A ustar header block of `size` bytes: a regular file ('0'), an extended header ('x'), or a GNU long name ('L'). */
+function ustarHeader(name: string, size: number, type: '0' | 'x' | 'L'): Buffer {
+  const block = Buffer.alloc(512);
+  block.write(name, 0, 100, 'utf8');
+  block.write('0000644\0', 100);
+  block.write('0000000\0', 108);
+  block.write('0000000\0', 116);
+  block.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+  block.write('14761035120\0', 136);
+  block.write(type, 156);
+  block.write('ustar\0', 257);
+  block.write('00', 263);
+  block.fill(' ', 148, 156);
+  let sum = 0;
+  for (const byte of block) sum += byte;
+  block.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+  return block;
+}
+
 const EXPORT_AS = `mutation ($id: ID!, $format: ExportFormat!) { exportSnapshotAs(id: $id, format: $format) { url fileName sizeBytes sha256 } }`;
 
 describe('neo4j-admin CSV bundles', function () {
@@ -185,6 +204,53 @@ describe('neo4j-admin CSV bundles', function () {
       );
       const inspection = await inspected(tar);
       assert.deepEqual([inspection.kind, inspection.contents.nodeCount, inspection.contents.relationshipCount], ['NEO4J_ADMIN_CSV', 6, 4]);
+    });
+
+    it('restores a bundle whose files each come after an extended (pax) header, as GNU tar --format=posix and macOS tar write them', async () => {
+      // GNU tar --format=posix names each file's extended header ./PaxHeaders/<file>; macOS tar (bsdtar) writes one,
+      // PaxHeader/<file>, for every file with extended attributes: both names end in .csv, and neither is a CSV file.
+      const blocks: Buffer[] = [];
+      const add = (name: string, type: '0' | 'x', content: string) => {
+        const body = Buffer.from(content);
+        blocks.push(ustarHeader(name, body.length, type), body, Buffer.alloc((512 - (body.length % 512)) % 512));
+      };
+      for (const [name, content] of Object.entries(DOCS_EXAMPLE)) {
+        const record = ' mtime=1764990000.5\n';
+        add(`./PaxHeaders/${name}`, 'x', `${record.length + 2}${record}`);
+        add(name, '0', content);
+      }
+      const tar = Buffer.concat([...blocks, Buffer.alloc(1024)]);
+      assert.deepEqual((await filesOfTar(tar)).map((file) => file.name), Object.keys(DOCS_EXAMPLE));
+
+      const graph = await restored(tar);
+      assert.equal(graph.nodes.length, 6);
+      assert.equal(graph.relationships.length, 4);
+      const inspection = await inspected(tar);
+      assert.deepEqual([inspection.kind, inspection.contents?.nodeCount, inspection.contents?.relationshipCount], ['NEO4J_ADMIN_CSV', 6, 4]);
+    });
+
+    it('restores a bundle whose file names are longer than a tar header holds, as GNU tar writes them', async () => {
+      // GNU tar (its default format) puts a path over 100 bytes in a ././@LongLink entry of its own, and the first
+      // 100 bytes of it in the file's header: that cut name ends in no .csv.
+      const directory = `exports/${'production-cluster-'.repeat(4)}2026-12-01`;
+      const blocks: Buffer[] = [];
+      const add = (name: string, type: '0' | 'L', content: string) => {
+        const body = Buffer.from(content);
+        blocks.push(ustarHeader(name, body.length, type), body, Buffer.alloc((512 - (body.length % 512)) % 512));
+      };
+      for (const [name, content] of Object.entries(DOCS_EXAMPLE)) {
+        const path = `${directory}/${name}`;
+        add('././@LongLink', 'L', `${path}\0`);
+        add(path.slice(0, 100), '0', content);
+      }
+      const tar = Buffer.concat([...blocks, Buffer.alloc(1024)]);
+      assert.deepEqual((await filesOfTar(tar)).map((file) => file.name), Object.keys(DOCS_EXAMPLE).map((name) => `${directory}/${name}`));
+
+      const graph = await restored(tar);
+      assert.equal(graph.nodes.length, 6);
+      assert.equal(graph.relationships.length, 4);
+      const inspection = await inspected(tar);
+      assert.deepEqual([inspection.kind, inspection.contents?.nodeCount, inspection.contents?.relationshipCount], ['NEO4J_ADMIN_CSV', 6, 4]);
     });
 
     it('snapgraph restore-file uploads a bundle (tus) and restores it', async () => {

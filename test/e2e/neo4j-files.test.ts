@@ -21,7 +21,9 @@ import {
   serverPerSuite,
   sha256Of,
   takeSnapshot,
+  tarOfFiles,
   tarWith,
+  uploadFile,
 } from '../support';
 
 const FIXTURES = join(__dirname, '../../../test/fixtures');
@@ -212,5 +214,23 @@ describe('Neo4j files', function () {
       ['a repeated relationship id', 'bad.json', [node('1'), rel('7', '1', '1'), rel('7', '1', '1')].join('\n'), /line 3: relationship id "7" is already used by the relationship at line 2/],
     ];
     itRefusesBadFiles(suite, { atUpload, byTheLoad });
+
+    // apoc.export.cypher.all with separateFiles:true writes <name>.cleanup/.nodes/.relationships/.schema.cypher; a tar
+    // of them restored its first entry alone: the clean-up statements, an empty graph in place of the instance's.
+    it('a .tar holding more than one graph file (APOC separateFiles export) is refused naming two of them', async () => {
+      const instance = await createInstance(suite.server, { name: 'separate files' });
+      await createNodes(suite.server, instance.id, [{ labels: ['Kept'] }]);
+      const before = await graphOf(suite.server, instance.id);
+      const tar = await tarOfFiles({
+        'export.cleanup.cypher': ':begin\nMATCH (n:`UNIQUE IMPORT LABEL`)  WITH n LIMIT 20000 REMOVE n:`UNIQUE IMPORT LABEL` REMOVE n.`UNIQUE IMPORT ID`;\n:commit\n',
+        'export.nodes.cypher': ':begin\nUNWIND [{_id:0, properties:{}}, {_id:1, properties:{}}] AS row\nCREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties SET n:A;\n:commit\n',
+        'export.relationships.cypher':
+          ':begin\nUNWIND [{start: {_id:0}, end: {_id:1}, properties:{}}] AS row\nMATCH (start:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row.start._id})\n' +
+          'MATCH (end:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row.end._id})\nCREATE (start)-[r:R]->(end) SET r += row.properties;\n:commit\n',
+      });
+      const refused = expectCode(await uploadFile(suite.server, { instanceId: instance.id, file: tar, fileName: 'export.tar' }), 'INVALID_BACKUP_FILE');
+      assert.match(refused.message, /export\.cleanup\.cypher and export\.nodes\.cypher/);
+      assert.deepEqual(await graphOf(suite.server, instance.id), before);
+    });
   });
 });

@@ -310,6 +310,37 @@ describe('operations across restarts, cancellation and live progress', function 
       await createNodes(server, large, [{ labels: ['AfterCancel'] }]);
     });
 
+    // The safety snapshot is COMPLETED (listed, restorable) while the restore still loads. Its removal by the cancelled
+    // restore took it from under the creation queued from it, which then FAILED with NOT_FOUND.
+    it('keeps a cancelled restore\'s safety snapshot that an operation queued meanwhile reads: that operation succeeds', async function () {
+      this.timeout(90_000);
+      const server = suite.server;
+      await createNodes(server, large, [{ labels: ['InTheSafetySnapshot'] }]);
+      const before = await contentsOf(server, large);
+      const operation = await startArchiveRestore(server);
+      const safety = await eventually(
+        async () => (await snapshotsOf(server, large, 'PRE_RESTORE')).find((s) => s.description?.includes(operation.id) && s.status === 'COMPLETED'),
+        { timeoutMs: 20_000, intervalMs: 20, what: 'the restore\'s safety snapshot to complete' },
+      );
+      assert.equal((await operationById(server, operation.id))?.status, 'RUNNING', 'the restore ended before its safety snapshot was seen: make the instance larger');
+      // The one operation slot is the restore's: the creation waits QUEUED.
+      const { createInstanceFromSnapshot: copy } = expectData(
+        await gql(
+          server,
+          `mutation ($snapshotId: ID!, $input: CreateInstanceInput!) { createInstanceFromSnapshot(snapshotId: $snapshotId, input: $input) { id currentOperation { id } } }`,
+          { snapshotId: safety.id, input: { name: 'from the safety snapshot', tier: 'PROFESSIONAL', memoryGB: 4 } },
+        ),
+      );
+      const cancelled = expectData(await gql(server, CANCEL, { id: operation.id })).cancelOperation;
+      assert.equal(cancelled.status, 'CANCELLED');
+      assert.deepEqual(await contentsOf(server, large), before);
+
+      const creation = await settledOperation(server, copy.currentOperation.id);
+      assert.deepEqual([creation.status, creation.error], ['SUCCEEDED', null], JSON.stringify(creation));
+      assert.deepEqual(countsOf(await statsOf(server, copy.id)), countsOf(before));
+      assert.equal((await snapshotById(server, safety.id))?.status, 'COMPLETED', 'the snapshot the creation read is gone');
+    });
+
     /**
      * `snapgraph restore-file` of the large snapshot's archive, interrupted once the server is loading it: by `interrupt`,
      * SIGINT unless told otherwise.

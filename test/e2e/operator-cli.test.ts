@@ -91,6 +91,30 @@ describe('the snapgraph command', () => {
     });
   });
 
+  // `snapgraph tenant list` said only "connect ECONNREFUSED 127.0.0.1:…", which reads as the Snapgraph server it does
+  // not talk to, and named neither DATABASE_URL nor what to change.
+  describe('with a DATABASE_URL that cannot be opened', () => {
+    it('names DATABASE_URL and its address (not its password) with the cause, exit 1', async () => {
+      const env = serverEnv({ DATABASE_URL: 'postgres://snapgraph:hunter2@127.0.0.1:9/metadata' });
+      for (const args of [['tenant', 'list'], ['apikey', 'list'], ['tenant', 'create', 'acme']]) {
+        const run = await runCli(args, env);
+        assert.equal(run.code, 1, run.stderr);
+        assert.equal(
+          run.stderr,
+          'snapgraph: cannot open the metadata database of DATABASE_URL (postgres://snapgraph@127.0.0.1:9/metadata): connect ECONNREFUSED 127.0.0.1:9\n',
+        );
+        assert.equal(run.stdout, '');
+      }
+    });
+
+    it('says the same when the server is started with it, and ends (exit 1)', async () => {
+      const run = await runCli(['serve'], serverEnv({ DATABASE_URL: 'postgres://snapgraph:hunter2@127.0.0.1:9/metadata', PORT: '0' }));
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(run.stderr, /^snapgraph: cannot open the metadata database of DATABASE_URL \(postgres:\/\/snapgraph@127\.0\.0\.1:9\/metadata\): connect ECONNREFUSED 127\.0\.0\.1:9$/m);
+      assert.doesNotMatch(`${run.stdout}${run.stderr}`, /hunter2/);
+    });
+  });
+
   describe('tenant list and apikey list', () => {
     it('list tenants, and keys without secrets with when each was last used', async () => {
       const server = suite.server;
@@ -242,6 +266,48 @@ describe('the launcher, bin/snapgraph (package.json "bin")', () => {
     await server.stop();
   });
 
+  it('`npm start` passes SIGTERM on to the server, which drains and stops (npm\'s shell does not leave it running)', async function () {
+    this.timeout(60_000);
+    // detached: the npm process leads a group of its own, so that a server it left behind can be killed below.
+    const npm = spawn('npm', ['start'], {
+      cwd: REPO_ROOT,
+      env: serverEnv({ PORT: '0', SNAPGRAPH_DATA_DIR: makeTempDir(), npm_config_ignore_scripts: 'true' }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let out = '';
+    npm.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`npm start did not serve within 30 s: ${out}`)), 30_000);
+        npm.stdout.on('data', (chunk: Buffer) => {
+          out += chunk.toString();
+          const serving = /"url":"(http:\/\/[^"]+)\/graphql"[^\n]*"msg":"snapgraph is serving"/.exec(out);
+          if (serving) {
+            clearTimeout(timer);
+            resolve(serving[1]);
+          }
+        });
+      });
+      const npmExited = new Promise((resolve) => npm.once('exit', resolve));
+      npm.kill('SIGTERM');
+      await npmExited;
+      let stillServing = true;
+      for (const deadline = Date.now() + 10_000; stillServing && Date.now() < deadline; ) {
+        stillServing = await fetch(`${url}/healthz`).then(() => true, () => false);
+        if (stillServing) await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      assert.equal(stillServing, false, `npm start exited on SIGTERM but left the server answering at ${url}`);
+      assert.match(out, /"msg":"snapgraph stopped"/, out);
+    } finally {
+      try {
+        process.kill(-npm.pid!, 'SIGKILL');
+      } catch {
+        // the group has gone, as it should
+      }
+    }
+  });
+
   it('finds the package through symlinks, as node_modules/.bin/snapgraph and `npm link` install it', async () => {
     const dir = makeTempDir();
     const binDir = join(dir, 'node_modules', '.bin');
@@ -280,7 +346,7 @@ describe("the README's commands, right after npm install", () => {
     assert.ok(launcher.startsWith('#!/bin/sh\n'), launcher.split('\n')[0]);
     assert.match(launcher, /^exec node "\$\(dirname "\$self"\)\/\.\.\/dist\/src\/cli\/main\.js" "\$@"$/m);
     assert.ok(statSync(LAUNCHER).mode & 0o100, 'the launcher is not executable');
-    assert.equal(pkg.scripts.start, 'bin/snapgraph serve');
+    assert.equal(pkg.scripts.start, 'exec bin/snapgraph serve'); // exec: npm's SIGTERM reaches the server
 
     // As a newcomer types it after `npm install` (offline: nothing is fetched). npx would otherwise run "prepare" again,
     // rebuilding dist/ under the servers other test files are booting at the same moment (a server that read a

@@ -40,6 +40,7 @@ import {
   restorableThrough,
   restoreAndWait,
   restoreWindowOf,
+  seeded,
   serverPerSuite,
   settledOperation,
   startServer,
@@ -102,17 +103,6 @@ async function createFromPoint(server: ServerLike, instanceId: string, at: numbe
 
 const deleteInstance = async (server: ServerLike, id: string) => expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id }));
 
-/** Deterministic pseudo-random numbers (mulberry32), so that a failure can be replayed with PITR_SEED. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 const SEED = Number(process.env.PITR_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const seedNote = `(PITR_SEED=${SEED} replays this run's choices)`;
@@ -660,6 +650,38 @@ describe('point-in-time restore after a crash', () => {
     await server.stop();
   });
 
+  it('goes on from a store whose last shipped commits a power loss rolled back: the writes after it are restorable, the moments before it still are', async function () {
+    this.timeout(90_000);
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'store-rolled-back', tier: 'PROFESSIONAL' });
+    const labelsOf = async (instanceId: string) => (await graphOf(server, instanceId)).nodes.map((node) => node.labels.join());
+    const storeFiles = () => filesUnder(join(server.dataDir, 'instances', instance.id)).filter((path) => /\/graph-\d+\.sqlite/.test(path));
+    await createNodes(server, instance.id, [{ labels: ['A'] }]);
+    await restorableThrough(server, instance.id, Date.now());
+    await server.stop({ keepDataDir: true });
+    const saved = makeTempDir();
+    const copies = storeFiles().map((path) => [path, join(saved, path.replaceAll('/', '_'))] as const);
+    for (const [path, copy] of copies) writeFileSync(copy, readFileSync(path));
+    await server.restart();
+    await createNodes(server, instance.id, [{ labels: ['B'] }]);
+    const { latest: withB } = await restorableThrough(server, instance.id, Date.now());
+    // The machine loses power: SQLite (synchronous = NORMAL) rolls the store back past B, which its log had shipped.
+    await server.kill();
+    for (const path of storeFiles()) rmSync(path);
+    for (const [path, copy] of copies) writeFileSync(path, readFileSync(copy));
+    await server.restart();
+    assert.deepEqual(await labelsOf(instance.id), ['A']);
+
+    await createNodes(server, instance.id, [{ labels: ['C'] }]);
+    const window = await restorableThrough(server, instance.id, Date.now(), 20_000);
+    const atLatest = await createFromPoint(server, instance.id, window.latest, 'after-the-rollback');
+    assert.deepEqual(await labelsOf(atLatest), await labelsOf(instance.id), `restored to ${iso(window.latest)}, the window's latest`);
+    // What the store held before the power loss is still where it was.
+    const beforeLoss = await createFromPoint(server, instance.id, withB, 'before-the-loss');
+    assert.deepEqual(await labelsOf(beforeLoss), ['A', 'B'], `restored to ${iso(withB)}`);
+    await server.stop();
+  });
+
   it('finds a damaged change-log segment: the restore fails with INVALID_BACKUP_FILE naming it, the target is unchanged, the window shrinks', async function () {
     this.timeout(90_000);
     const server = await startServer();
@@ -689,7 +711,9 @@ describe('point-in-time restore after a crash', () => {
     writeFileSync(damaged, bytes);
     const firstSeq = Number(/\/(\d+)(?:-[0-9a-f]{16})?\.seg$/.exec(damaged)![1]);
 
-    const operation = await restoreToPoint(server, instance.id, lastAck + 1, target.id);
+    // At the last write's acknowledgement (after its commit, so its replay needs the damaged segment): the window was
+    // waited for through it; a millisecond later may be past its latest.
+    const operation = await restoreToPoint(server, instance.id, lastAck, target.id);
     assert.equal(operation.status, 'FAILED');
     assert.equal(operation.error?.code, 'INVALID_BACKUP_FILE');
     assert.match(operation.error!.message, new RegExp(`segment ${firstSeq}\\b`), `the error names the damaged segment ${damaged}`);
@@ -1046,6 +1070,16 @@ describe('point-in-time restore: damage found after earlier damage', () => {
     assert.equal(operation.status, 'SUCCEEDED', `the window ${JSON.stringify(window)} offers a moment that does not restore: ${JSON.stringify(operation.error)}`);
     assert.deepEqual(await graphOf(server, targetId), await graphOf(server, instanceId));
   }
+
+  it('says why a PROFESSIONAL instance whose window is not open yet is refused, rather than that its tier has none', async function () {
+    this.timeout(30_000);
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'not-open-yet', tier: 'PROFESSIONAL' });
+    assert.equal(await restoreWindowOf(server, instance.id), null, 'nothing is shipped yet: the window is not open');
+    const refused = expectCode(await requestRestoreToPoint(server, { instanceId: instance.id, at: Date.now() - 1 }), 'OUT_OF_RESTORE_WINDOW');
+    assert.doesNotMatch(refused.message, /has no restore window|restore one of its snapshots/, refused.message);
+    assert.match(refused.message, /not open yet/);
+  });
 
   it('records damage found past the base that followed earlier damage: a base is taken at once and the window starts at it', async function () {
     this.timeout(90_000);

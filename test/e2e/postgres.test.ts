@@ -7,14 +7,20 @@ import {
   connectWs,
   createInstance,
   createNodes,
+  createTestBucket,
+  createTestDatabase,
   describePostgres,
+  describeS3,
   eventually,
   expectCode,
   expectData,
   gql,
   type GraphQLErrorJson,
   postgresServerPerSuite,
+  startServer,
   takeSnapshot,
+  type TestDatabase,
+  type TestServer,
   withClient,
 } from '../support';
 
@@ -273,5 +279,41 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     assert.ok(existsSync(recent), "a recent scratch store (another replica's, perhaps) went");
     assert.deepEqual(readdirSync(join(server.dataDir, 'scratch')), [recentBase.split('/').pop()]);
     assert.ok(existsSync(join(server.dataDir, 'instances', instance.id, 'graph-1.sqlite')), "the instance's own store went");
+  });
+});
+
+describePostgres('PostgreSQL metadata: export destinations', (postgres) => {
+  describeS3('against the local S3 endpoint', ({ s3 }) => {
+    let database: TestDatabase | undefined;
+    let server: TestServer | undefined;
+    before(async function () {
+      this.timeout(60_000);
+      database = await createTestDatabase(postgres.adminUrl());
+      server = await startServer({ env: { DATABASE_URL: database.url, SNAPGRAPH_ALLOW_PRIVATE_DESTINATIONS: 'true' } });
+    });
+    after(async () => {
+      await server?.stop();
+      await database?.drop();
+    });
+
+    it('refuses a url or an endpoint longer than it can store as BAD_USER_INPUT, never as an internal error', async function () {
+      this.timeout(30_000);
+      // The prefix was checked name by name, not in length: the probe object went in and out of the bucket, then
+      // PostgreSQL refused the row (url is a varchar(600), endpoint a varchar(500)) and the client got
+      // INTERNAL_SERVER_ERROR. SQLite kept what it was given.
+      const bucket = await createTestBucket(s3(), s3().second);
+      const create = (input: Record<string, unknown>) =>
+        gql(server!, `mutation ($input: ExportDestinationInput!) { createExportDestination(input: $input) { id url } }`, {
+          input: { name: 'long', url: `s3://${bucket}/x`, endpoint: s3().endpoint, region: 'us-east-1', ...s3().second, ...input },
+        });
+      const longPrefix = `${'abcdefghi/'.repeat(60)}x`;
+      const refused = expectCode(await create({ url: `s3://${bucket}/${longPrefix}` }), 'BAD_USER_INPUT');
+      assert.match(refused.message, /url must be at most 600 characters/);
+      const endpoint = expectCode(await create({ endpoint: `${s3().endpoint}/${'p'.repeat(500)}` }), 'BAD_USER_INPUT');
+      assert.match(endpoint.message, /endpoint must be at most 500 characters/);
+      // The longest url that fits is stored as given.
+      const fits = `s3://${bucket}/${longPrefix}`.slice(0, 600).replace(/\/$/, 'y');
+      assert.equal(expectData(await create({ url: fits })).createExportDestination.url, fits);
+    });
   });
 });

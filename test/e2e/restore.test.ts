@@ -38,6 +38,7 @@ import {
   RESTORE_SNAPSHOT,
   restoreAndWait,
   serverPerSuite,
+  restorableThrough,
   settledOperation,
   settledSnapshot,
   SNAPSHOT_FIELDS,
@@ -69,6 +70,12 @@ const CREATE_FROM_SNAPSHOT = `mutation ($snapshotId: ID!, $input: CreateInstance
   }
 }`;
 const INSTANCES = `{ instances { id } }`;
+const CREATE_FROM_POINT = `mutation ($instanceId: ID!, $at: DateTime!, $input: CreateInstanceInput!) {
+  createInstanceFromPointInTime(instanceId: $instanceId, at: $at, input: $input) { id status currentOperation { id } }
+}`;
+const RESTORE_TO_POINT = `mutation ($instanceId: ID!, $at: DateTime!, $confirm: String!, $targetInstanceId: ID) {
+  restoreToPointInTime(instanceId: $instanceId, at: $at, confirm: $confirm, targetInstanceId: $targetInstanceId) { id }
+}`;
 
 interface AvailabilityEvent {
   instanceId: string;
@@ -607,6 +614,7 @@ describe('restore capacity checks', () => {
   const suite = serverPerSuite({ config: { tiers: { FREE: { maxNodes: 50 } }, bytesPerStorageGB: 100_000 } });
   let large: SnapshotJson;
   let sixtyNodes: SnapshotJson;
+  let sixtyId: string;
 
   before(async () => {
     const big = await createInstance(suite.server, { name: 'big', tier: 'PROFESSIONAL', memoryGB: 16 });
@@ -616,6 +624,7 @@ describe('restore capacity checks', () => {
     const sixty = await createInstance(suite.server, { name: 'sixty', tier: 'PROFESSIONAL', memoryGB: 16 });
     await createNodes(suite.server, sixty.id, Array.from({ length: 60 }, (_, i) => ({ labels: ['Node'], properties: { i } })));
     sixtyNodes = await takeSnapshot(suite.server, sixty.id);
+    sixtyId = sixty.id;
   });
 
   it('restoreSnapshot: CAPACITY_EXCEEDED over the target storage or its tier node limit, and nothing changes', async () => {
@@ -648,6 +657,35 @@ describe('restore capacity checks', () => {
       expectCode(await gql(suite.server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input }), 'CAPACITY_EXCEEDED');
     }
     assert.deepEqual(await instanceIds(suite.server), before);
+  });
+
+  it('createInstanceFromPointInTime and restoreToPointInTime: CAPACITY_EXCEEDED up front when the recorded counts cannot fit', async () => {
+    const server = suite.server;
+    // The snapshot recorded 60 nodes, and nothing was written since: at any later moment the instance held 60.
+    const { latest } = await restorableThrough(server, sixtyId, Date.parse(sixtyNodes.createdAt));
+    const at = new Date(latest).toISOString();
+    const before = await instanceIds(server);
+    const refused = expectCode(
+      await gql(server, CREATE_FROM_POINT, { instanceId: sixtyId, at, input: { name: 'too-free', tier: 'FREE' } }),
+      'CAPACITY_EXCEEDED',
+    );
+    assert.match(refused.message, /60 nodes; FREE allows 50/);
+    assert.deepEqual(await instanceIds(server), before, 'the refused creation left an instance behind');
+
+    const free = await createInstance(server, { name: 'free-target', tier: 'FREE' });
+    await createNodes(server, free.id, [{ labels: ['Existing'] }]);
+    const graph = await graphOf(server, free.id);
+    const operations = await operationCount(server, free.id);
+    expectCode(await gql(server, RESTORE_TO_POINT, { instanceId: sixtyId, at, confirm: 'RESTORE', targetInstanceId: free.id }), 'CAPACITY_EXCEEDED');
+    assert.equal(await operationCount(server, free.id), operations);
+    assert.deepEqual(await graphOf(server, free.id), graph);
+
+    // Where it fits, it works.
+    const { createInstanceFromPointInTime: roomy } = expectData(
+      await gql(server, CREATE_FROM_POINT, { instanceId: sixtyId, at, input: { name: 'roomy-copy', tier: 'PROFESSIONAL' } }),
+    );
+    assert.equal((await settledOperation(server, roomy.currentOperation.id)).status, 'SUCCEEDED');
+    assert.equal((await graphOf(server, roomy.id)).nodes.length, 60);
   });
 });
 

@@ -2,23 +2,29 @@
 // that stay the documented archive, collection of what no snapshot needs, and verification that finds damage.
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import {
+  allNodes,
+  allRelationships,
   archiveOf,
   createInstance,
   createNodes,
   createRelationships,
   createTenant,
+  download,
   eventually,
   expectCode,
   expectData,
+  exportLink,
   filesUnder,
   logSegmentsOf,
   metricsValue,
   gql,
+  parseLogLines,
   graphOf,
   restoreAndWait,
+  RESTORE_SNAPSHOT,
   serverPerSuite,
   settledOperation,
   snapshotById,
@@ -143,6 +149,50 @@ describe('backup storage', () => {
     assert.deepEqual(await graphOf(server, target.id), graph);
   });
 
+  it('produces the export again once its stored copy is found damaged, instead of failing every download of it', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'damaged copy', tier: 'PROFESSIONAL' });
+    await fill(server, instance.id, 300);
+    const snapshot = await takeSnapshot(server, instance.id);
+    const archive = await archiveOf(server, snapshot.id);
+    // A flipped byte in the export copy (a disk error): the copy is a cache of what the restore point produces.
+    const copy = join(server.dataDir, 'blobs', 'tenants', tenantId, 'exports', `${snapshot.id}.archive`);
+    const stored = readFileSync(copy);
+    stored[stored.length - 40] ^= 0x01;
+    writeFileSync(copy, stored);
+    const damaged = await download((await exportLink(server, snapshot.id)).url).then(
+      ({ body }) => body,
+      () => null,
+    );
+    assert.ok(damaged === null || !damaged.equals(archive), 'the damaged copy was served as the archive');
+    // The next download (a client's retry) gets the archive, whole.
+    const again = await exportLink(server, snapshot.id);
+    const { status, body } = await download(again.url);
+    assert.equal(status, 200);
+    assert.ok(body.equals(archive), `the retry got ${body.length} bytes, not the archive (${archive.length} bytes)`);
+  });
+
+  it('answers an export of a snapshot deleted while its file was produced with NOT_FOUND, and keeps no copy of it', async function () {
+    this.timeout(120_000);
+    const { server } = suite;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'deleted while exported', tier: 'PROFESSIONAL', memoryGB: 4 });
+    await fill(server, instance.id, 20_000);
+    const snapshot = await takeSnapshot(server, instance.id);
+    const instancesDir = join(server.dataDir, 'instances');
+    const stores = new Set(readdirSync(instancesDir));
+    const exporting = gql(server, `mutation ($id: ID!) { exportSnapshot(id: $id) { url } }`, { id: snapshot.id });
+    // Deleted once the export's scratch copy is being made: deleteSnapshot does not wait for an export.
+    await eventually(async () => readdirSync(instancesDir).some((name) => !stores.has(name)), { what: 'the export to start', intervalMs: 2 });
+    expectData(await gql(server, `mutation ($id: ID!) { deleteSnapshot(id: $id) }`, { id: snapshot.id }));
+    // It answered a link, which only ever answered 404, and the copy it made stayed until the link expired.
+    expectCode(await exporting, 'NOT_FOUND');
+    const copies = filesUnder(join(server.dataDir, 'blobs', 'tenants', tenantId, 'exports')).filter((path) => path.includes(snapshot.id));
+    assert.deepEqual(copies, []);
+  });
+
   it('keeps the export copy of every format while a link to it is valid', async function () {
     this.timeout(60_000);
     const { server } = suite;
@@ -160,6 +210,29 @@ describe('backup storage', () => {
     // Collections every 300 ms meanwhile: the links are valid for 15 minutes, so every copy stays.
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     assert.deepEqual(copies(), made, 'a collection removed an export copy its link still serves');
+  });
+
+  // An export produces its copy, then records its link: a collection in between found the copy without a valid link and
+  // removed it (the test above failed so once in CI), and the link's first download had to produce it all again.
+  it('keeps an export copy with no valid link for the grace period before removing it', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'unlinked', tier: 'PROFESSIONAL' });
+    await fill(server, instance.id, 50);
+    const snapshot = await takeSnapshot(server, instance.id);
+    expectData(await gql(server, `mutation ($id: ID!) { exportSnapshot(id: $id) { url } }`, { id: snapshot.id }));
+    const exports = join(server.dataDir, 'blobs', 'tenants', tenantId, 'exports');
+    const [copy] = filesUnder(exports).filter((path) => path.includes(snapshot.id));
+    // The copy of a snapshot whose link is not recorded yet: another snapshot id, beside it.
+    const unlinked = join(exports, `${randomUUID()}.archive`);
+    writeFileSync(unlinked, readFileSync(copy));
+    const seenAt = Date.now();
+    await new Promise((resolve) => setTimeout(resolve, 1_500)); // five collections
+    assert.ok(existsSync(unlinked), 'a collection removed an export copy before the grace period');
+    await eventually(() => !existsSync(unlinked), { timeoutMs: 20_000, what: 'the unlinked copy to be removed' });
+    assert.ok(Date.now() - seenAt >= 3_000, 'removed before the grace period (3 s) had passed');
+    assert.ok(existsSync(copy), 'the linked copy went too');
   });
 
   it('removes a stored upload no restore names once collections found it unclaimed for the grace period', async function () {
@@ -200,6 +273,43 @@ describe('backup storage', () => {
     await eventually(() => !existsSync(orphan), { timeoutMs: 20_000, what: 'the unnamed manifest to be removed' });
     assert.ok(Date.now() - seenAt >= 3_000, 'removed before the grace period (3 s) had passed');
     assert.equal((await restoreAndWait(server, snapshot.id)).status, 'SUCCEEDED');
+  });
+
+  // A manifest that cannot be read (damaged, missing, or readable only under a master key not configured now) may list
+  // chunks still needed: its chunks must stay. It stopped the whole collection of its tenant, for as long as a
+  // snapshot (or the window) kept its restore point: export copies, orphaned segments and manifests stayed for ever.
+  it('goes on collecting a tenant with a manifest it cannot read, keeping every chunk and saying which restore point stops the chunk sweep', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const tenant = await createTenant(server, 'unreadable-manifest');
+    const instance = await createInstance(server, { name: 'unreadable', tier: 'PROFESSIONAL' }, tenant.apiKey);
+    await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: [`L${i % 3}`], properties: noise() })), tenant.apiKey);
+    const snapshot = await takeSnapshot(server, instance.id, { key: tenant.apiKey });
+    const graphOfTenant = async (id: string) => ({
+      nodes: await allNodes(server, id, { key: tenant.apiKey }),
+      relationships: await allRelationships(server, id, { key: tenant.apiKey }),
+    });
+    const graph = await graphOfTenant(instance.id);
+    const manifests = join(server.dataDir, 'blobs', 'tenants', tenant.tenantId, 'manifests');
+    const sound = new Map(filesUnder(manifests).map((path) => [path, readFileSync(path)]));
+    assert.ok(sound.size > 0, 'no manifest on disk');
+    // Every manifest of the tenant unreadable: were the chunk sweep to go on without them, no chunk would be live.
+    for (const path of sound.keys()) writeFileSync(path, randomBytes(4096));
+    const orphan = join(manifests, `${randomUUID()}.json`);
+    writeFileSync(orphan, randomBytes(4096));
+    const logsBefore = server.logs().length;
+    await eventually(() => !existsSync(orphan), { timeoutMs: 20_000, what: 'the unnamed manifest to be removed' });
+    const told = parseLogLines(server.logs().slice(logsBefore)).find((line) => line.msg === 'skipped the chunk sweep of backup storage: a manifest cannot be read');
+    assert.ok(told, 'no log line says that the chunk sweep is skipped');
+    assert.equal(told.tenantId, tenant.tenantId);
+    assert.ok(JSON.stringify(told.snapshotIds).includes(snapshot.id), `the log line names the snapshot on the manifest: ${JSON.stringify(told)}`);
+    // The manifests readable again (a master key configured back, the S3 outage over): every chunk is still there.
+    for (const [path, bytes] of sound) writeFileSync(path, bytes);
+    const target = await createInstance(server, { name: 'unreadable-restored', tier: 'PROFESSIONAL' }, tenant.apiKey);
+    const { restoreSnapshot } = expectData(await gql(server, RESTORE_SNAPSHOT, { snapshotId: snapshot.id, confirm: 'RESTORE', instanceId: target.id }, tenant.apiKey));
+    const restored = await settledOperation(server, restoreSnapshot.id, tenant.apiKey);
+    assert.equal(restored.status, 'SUCCEEDED', JSON.stringify(restored));
+    assert.deepEqual(await graphOfTenant(target.id), graph);
   });
 
   it('frees what no snapshot and no restore window needs once its snapshots are deleted', async function () {
@@ -313,32 +423,43 @@ describe('backup storage', () => {
     assert.ok(first.addedBytes >= base.addedBytes, `the first snapshot added ${first.addedBytes} bytes, its base ${base.addedBytes}`);
   });
 
-  it('takes sound snapshots again once verification found the base they would build on damaged', async function () {
-    this.timeout(60_000);
-    const { server } = suite;
-    const tenant = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
-    const instance = await createInstance(server, { name: 'mended', tier: 'PROFESSIONAL' });
-    const packsDir = join(server.dataDir, 'blobs', 'tenants', tenant, 'chunks', 'packs');
-    const packsBefore = new Set(filesUnder(packsDir));
-    // One write large enough for a base of the young store (the policy's, or the snapshot's own: one of them).
-    await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: [`L${i % 3}`], properties: noise() })));
-    const snapshot = await takeSnapshot(server, instance.id);
-    const graph = await graphOf(server, instance.id);
-    const packs = filesUnder(packsDir).filter((path) => !packsBefore.has(path));
-    assert.ok(packs.length > 0, 'no pack of the base on disk');
-    for (const path of packs) {
-      const bytes = readFileSync(path);
-      bytes[Math.floor(bytes.length / 3)] ^= 0x20;
-      writeFileSync(path, bytes);
-    }
-    const failed = await settledOperation(server, expectData(await gql(server, VERIFY, { id: snapshot.id })).verifySnapshot.id);
-    assert.equal(failed.error?.code, 'INVALID_BACKUP_FILE');
+  /** Damage to every pack of the base `damage` gets: a flipped byte, or the pack gone. */
+  const damages: { name: string; damage: (path: string) => void }[] = [
+    {
+      name: 'damaged',
+      damage: (path) => {
+        const bytes = readFileSync(path);
+        bytes[Math.floor(bytes.length / 3)] ^= 0x20;
+        writeFileSync(path, bytes);
+      },
+    },
+    { name: 'missing', damage: (path) => rmSync(path) },
+  ];
 
-    // The store is sound: a snapshot of it now must be too, not one more position on the damaged base.
-    const next = await takeSnapshot(server, instance.id);
-    const verified = await settledOperation(server, expectData(await gql(server, VERIFY, { id: next.id })).verifySnapshot.id);
-    assert.equal(verified.status, 'SUCCEEDED', JSON.stringify(verified.error));
-    assert.equal((await restoreAndWait(server, next.id)).status, 'SUCCEEDED');
-    assert.deepEqual(await graphOf(server, instance.id), graph);
-  });
+  for (const { name, damage } of damages) {
+    it(`takes sound snapshots again once verification found the base they would build on ${name}`, async function () {
+      this.timeout(60_000);
+      const { server } = suite;
+      const tenant = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+      const instance = await createInstance(server, { name: `mended-${name}`, tier: 'PROFESSIONAL' });
+      const packsDir = join(server.dataDir, 'blobs', 'tenants', tenant, 'chunks', 'packs');
+      const packsBefore = new Set(filesUnder(packsDir));
+      // One write large enough for a base of the young store (the policy's, or the snapshot's own: one of them).
+      await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: [`L${i % 3}`], properties: noise() })));
+      const snapshot = await takeSnapshot(server, instance.id);
+      const graph = await graphOf(server, instance.id);
+      const packs = filesUnder(packsDir).filter((path) => !packsBefore.has(path));
+      assert.ok(packs.length > 0, 'no pack of the base on disk');
+      for (const path of packs) damage(path);
+      const failed = await settledOperation(server, expectData(await gql(server, VERIFY, { id: snapshot.id })).verifySnapshot.id);
+      assert.equal(failed.error?.code, 'INVALID_BACKUP_FILE');
+
+      // The store is sound: a snapshot of it now must be too, not one more position on the damaged base.
+      const next = await takeSnapshot(server, instance.id);
+      const verified = await settledOperation(server, expectData(await gql(server, VERIFY, { id: next.id })).verifySnapshot.id);
+      assert.equal(verified.status, 'SUCCEEDED', JSON.stringify(verified.error));
+      assert.equal((await restoreAndWait(server, next.id)).status, 'SUCCEEDED');
+      assert.deepEqual(await graphOf(server, instance.id), graph);
+    });
+  }
 });

@@ -168,6 +168,31 @@ describe('many subscribers to one restore', () => {
     await connection.close();
   });
 
+  it('sends a restore\'s AVAILABLE before its final state on one socket, as the swap happened', async function () {
+    this.timeout(120_000);
+    const server = suite.server;
+    // Fields of the event itself only: one that reads the database (instance { … }) is answered when its read returns.
+    const eventFields = `subscription ($instanceId: ID) { instanceAvailabilityChanged(instanceId: $instanceId) { availability } }`;
+    const connection = await connectWs(server, server.adminKey);
+    assert.ok(connection.acknowledged);
+    const messages: { id: string; type: string; payload?: { data?: Record<string, any> } }[] = [];
+    connection.socket.on('message', (data) => messages.push(JSON.parse(String(data))));
+    const send = (message: unknown) => connection.socket.send(JSON.stringify(message));
+    send({ id: 'a', type: 'subscribe', payload: { query: eventFields, variables: { instanceId } } });
+    await untilSubscribed(server, 1);
+    const operation = await startRestore(server, snapshot.id);
+    send({ id: 'p', type: 'subscribe', payload: { query: RESTORE_PROGRESS, variables: { id: operation.id } } });
+    await eventually(() => messages.some((m) => m.id === 'p' && m.type === 'complete'), { what: 'the progress subscription to complete', timeoutMs: 60_000 });
+    await eventually(() => messages.some((m) => m.id === 'a' && m.payload?.data?.instanceAvailabilityChanged.availability === 'AVAILABLE'), {
+      what: 'the AVAILABLE event',
+      timeoutMs: 30_000,
+    });
+    const available = messages.findIndex((m) => m.id === 'a' && m.payload?.data?.instanceAvailabilityChanged.availability === 'AVAILABLE');
+    const final = messages.findIndex((m) => m.id === 'p' && m.payload?.data?.restoreProgress.status === 'SUCCEEDED');
+    assert.ok(available < final, `the final state came before AVAILABLE: ${JSON.stringify(messages.map((m) => [m.id, m.type, m.payload?.data?.instanceAvailabilityChanged?.availability ?? m.payload?.data?.restoreProgress?.status]))}`);
+    await connection.close();
+  });
+
   it('does not let a client that stops reading hold up the others, and drops it once too far behind', async function () {
     this.timeout(120_000);
     const server = suite.server;

@@ -3,7 +3,7 @@
 // that receive PATCHes of one upload at once.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statfsSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +14,7 @@ import {
   archiveOf,
   createInstance,
   createNodes,
+  createTenant,
   createTestDatabase,
   createTusUpload,
   describePostgres,
@@ -21,6 +22,7 @@ import {
   expectData,
   filesUnder,
   gql,
+  graphOf,
   makeTempDir,
   mountSmallVolume,
   patchTusUpload,
@@ -321,6 +323,34 @@ describe('the /uploads endpoint with real tus clients', () => {
     }
   });
 
+  it("never completes one upload's bytes as another's: a partial file copied over another tenant's does not open there", async function () {
+    this.timeout(60_000);
+    const other = await createTenant(suite.server, `tus-other-${randomBytes(4).toString('hex')}`);
+    const asOther = { ...suite.server, adminKey: other.apiKey };
+    const ownTarget = await createInstance(suite.server, { name: 'tus own target' });
+    const otherTarget = await createInstance(asOther, { name: 'tus other target' });
+    const own = await createTusUpload(suite.server, { instanceId: ownTarget.id, length: archive.length });
+    const theirs = await createTusUpload(asOther, { instanceId: otherTarget.id, length: archive.length });
+    assert.equal(own.status, 201, own.body);
+    assert.equal(theirs.status, 201, theirs.body);
+    const part = archive.length - 1;
+    assert.equal((await patchTusUpload(own.location!, own.auth, 0, archive.subarray(0, part))).status, 204);
+    // Someone with access to the upload dir (not to the master key) puts the first tenant's bytes in the other's file.
+    const ownId = new URL(own.location!).pathname.split('/').at(-1)!;
+    const theirId = new URL(theirs.location!).pathname.split('/').at(-1)!;
+    for (const suffix of ['', '.tail']) copyFileSync(join(uploadDir, `${ownId}${suffix}`), join(uploadDir, `${theirId}${suffix}`));
+
+    const stolen = await patchTusUpload(theirs.location!, theirs.auth, part, archive.subarray(part));
+    assert.equal(stolen.operationId, null, `the other tenant's upload completed with the first one's bytes (${stolen.status})`);
+    assert.notEqual(stolen.status, 204, stolen.body);
+    assert.deepEqual((await graphOf(asOther, otherTarget.id)).nodes, []);
+    // The first tenant's own upload is untouched, and completes.
+    const finished = await patchTusUpload(own.location!, own.auth, part, archive.subarray(part));
+    assert.equal(finished.status, 204, finished.body);
+    assert.equal((await settledOperation(suite.server, finished.operationId!)).status, 'SUCCEEDED');
+    assert.equal((await graphOf(suite.server, ownTarget.id)).nodes.length, 2);
+  });
+
   it('answers every refusal with the JSON error shape: protocol errors, unknown uploads, bad offsets, no key', async () => {
     const target = await createInstance(suite.server, { name: 'refusals' });
     const auth = { Authorization: `Bearer ${suite.server.adminKey}`, 'Tus-Resumable': '1.0.0' };
@@ -400,6 +430,75 @@ describe('the /uploads endpoint with real tus clients', () => {
     await eventually(() => readdirSync(uploadDir).length === 0, { what: 'the upload dir is empty' });
     assert.deepEqual(tempBlobs(server.dataDir), []);
     await eventually(() => openDescriptors(pid) <= before, { timeoutMs: 5_000, what: `descriptors back to ${before} (now ${openDescriptors(pid)})` });
+  });
+});
+
+describe('a completion marker left without its content', () => {
+  const suite = serverPerSuite({});
+  let archive: Buffer;
+
+  before(async () => {
+    const source = await createInstance(suite.server, { name: 'marker source' });
+    await createNodes(suite.server, source.id, [{ labels: ['A'], properties: { n: 1 } }]);
+    archive = await archiveOf(suite.server, (await takeSnapshot(suite.server, source.id)).id);
+  });
+
+  it('is taken over once it is stale: a server that stopped between creating it and writing it does not hold the upload for good', async function () {
+    this.timeout(60_000);
+    const target = await createInstance(suite.server, { name: 'empty marker' });
+    const created = await createTusUpload(suite.server, { instanceId: target.id, length: archive.length });
+    assert.equal(created.status, 201, created.body);
+    assert.equal((await patchTusUpload(created.location!, created.auth, 0, archive.subarray(0, archive.length - 1))).status, 204);
+    // What a replica that stopped (or met a full disk) just after creating the upload's completion marker left.
+    const id = new URL(created.location!).pathname.split('/').at(-1)!;
+    const marker = join(suite.server.dataDir, 'upload-completions', `${id}.json`);
+    writeFileSync(marker, '');
+    const minuteAgo = (Date.now() - 60_000) / 1000;
+    utimesSync(marker, minuteAgo, minuteAgo);
+
+    const last = await within(
+      patchTusUpload(created.location!, created.auth, archive.length - 1, archive.subarray(archive.length - 1)),
+      20_000,
+      'the final PATCH',
+    );
+    assert.equal(last.status, 204, last.body);
+    assert.ok(last.operationId, 'the final PATCH names the restore');
+    assert.equal((await settledOperation(suite.server, last.operationId)).status, 'SUCCEEDED');
+  });
+});
+
+describe('a completion whose marker meets a full disk', function () {
+  this.timeout(120_000);
+
+  it('is kept and finished by a later HEAD once space returns, without its empty marker holding it for good', async function () {
+    const volume = mountSmallVolume(4 * 1024 * 1024);
+    if ('unavailable' in volume) return this.skip();
+    const small = volume as SmallVolume;
+    // The markers of completions (upload-completions) on the small volume.
+    const dataDir = makeTempDir('snapgraph-e2e-data-');
+    mkdirSync(join(small.path, 'upload-completions'));
+    symlinkSync(join(small.path, 'upload-completions'), join(dataDir, 'upload-completions'));
+    const server = await startServer({ dataDir });
+    try {
+      const source = await createInstance(server, { name: 'src' });
+      await createNodes(server, source.id, [{ labels: ['A'], properties: { n: 1 } }]);
+      const file = await archiveOf(server, (await takeSnapshot(server, source.id)).id);
+      const target = await createInstance(server, { name: 'dst' });
+      const created = await createTusUpload(server, { instanceId: target.id, length: file.length });
+      assert.equal((await patchTusUpload(created.location!, created.auth, 0, file.subarray(0, file.length - 1))).status, 204);
+      small.fill();
+      const last = await within(patchTusUpload(created.location!, created.auth, file.length - 1, file.subarray(file.length - 1)), 20_000, 'the final PATCH');
+      assertRefusal({ ...last, headers: new Headers({ 'content-type': 'application/json' }) }, 507, 'STORAGE_FULL');
+      small.release();
+      const head = await within(request(created.location!, { method: 'HEAD', headers: created.auth }), 10_000, 'the HEAD once space returned');
+      assert.equal(head.status, 200, head.body);
+      const operationId = head.headers.get('snapgraph-operation-id');
+      assert.ok(operationId, 'the HEAD names the restore it queued');
+      assert.equal((await settledOperation(server, operationId)).status, 'SUCCEEDED');
+    } finally {
+      small.release();
+      await server.stop();
+    }
   });
 });
 

@@ -95,6 +95,36 @@ describe('WebSocket errors', () => {
     await connection.close();
   });
 
+  it('runs an operation whose message carries a variable it does not declare, nested deeper than JSON.stringify can go', async () => {
+    // Written by hand: JSON.stringify itself cannot write it. The server's check of the operation stringified every
+    // variable to remember the operation: the socket was closed with 4500 and the error's message, graphql-ws's
+    // plain-text stack trace on stderr, and every other subscription on the socket went with it. Over HTTP the same
+    // variables change nothing (response-cache.test.ts).
+    const { server } = suite;
+    const connection = await connectWs(server, server.adminKey);
+    const other = start(connection, 'other', `subscription { instanceAvailabilityChanged { instanceId availability } }`);
+    const depth = 100_000;
+    const deep = track(connection.socket, 'deep');
+    connection.socket.send(
+      `{"id":"deep","type":"subscribe","payload":{"query":"{ viewer { role } }","variables":{"extra":${'['.repeat(depth)}${']'.repeat(depth)}}}}`,
+    );
+    const closed = new Promise<never>((_, reject) =>
+      connection.socket.once('close', (code: number, reason: Buffer) => reject(new Error(`the socket was closed: ${code} ${reason.toString()}`))),
+    );
+    closed.catch(() => undefined); // the socket closes at the end all the same
+    await Promise.race([deep.end(), closed]);
+    assert.deepEqual(
+      deep.messages.map((message) => message.type),
+      ['next', 'complete'],
+      JSON.stringify(deep.messages),
+    );
+    assert.equal(deep.messages[0].payload.data.viewer.role, 'ADMIN');
+    assert.equal(connection.socket.readyState, connection.socket.OPEN, 'the socket is still open');
+    assert.deepEqual(other.messages, [], 'the other subscription goes on');
+    assert.doesNotMatch(server.logs(), /Internal error occurred during message handling/);
+    await connection.close();
+  });
+
   describe('every subscription refuses a missing or foreign id with one error message, NOT_FOUND', () => {
     let foreignInstanceId: string;
     let foreignOperationId: string;

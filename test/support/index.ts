@@ -16,6 +16,7 @@
 // A server started with startServer() inside a test may be restarted (same data dir, new port) or killed.
 export * from './archives';
 export * from './cleanup';
+export * from './cuttable-proxy';
 export * from './graphql';
 export * from './postgres';
 export * from './server';
@@ -28,3 +29,4 @@ export * from './s3';
 export * from './replicas';
 export * from './graph-files';
 export * from './graphml-files';
+export * from './seeded-random';

@@ -117,9 +117,20 @@ export async function takeSnapshot(
 ): Promise<SnapshotJson> {
   const requested = await requestSnapshot(server, instanceId, { description, key });
   const settled = await settledSnapshot(server, requested.id, key);
-  assert.equal(settled.status, 'COMPLETED', `snapshot ${settled.id} failed: ${settled.error}`);
+  assert.equal(settled.status, 'COMPLETED', `snapshot ${settled.id} failed: ${settled.error}${serverErrors(server)}`);
   await idle(server, instanceId, key);
   return settled;
+}
+
+/** The server's last error lines, for a failure whose answer says only "see the server log" (a test server's). */
+function serverErrors(server: ServerLike): string {
+  if (!('logLines' in server) || typeof server.logLines !== 'function') return '';
+  const errors = (server as TestServer)
+    .logLines()
+    .filter((line) => typeof line.level === 'number' && line.level >= 50)
+    .slice(-3)
+    .map((line) => `${String(line.msg)}: ${JSON.stringify((line.err as { stack?: string } | undefined)?.stack ?? line.err ?? null)}`);
+  return errors.length ? `\nthe server's last errors:\n${errors.join('\n')}` : '';
 }
 
 /**

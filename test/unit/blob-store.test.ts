@@ -9,9 +9,10 @@ import { PassThrough, Readable } from 'node:stream';
 
 import { BlobIntegrityError, createEncryptStream, encryptedSize, Keyring, MasterKey, UnknownKeyError } from '../../src/crypto';
 import { createHash } from 'node:crypto';
-import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, type S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
+import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, PutObjectCommand, type S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { assertValidBlobKey, type BlobStore, TEMP_FILE_MARKER } from '../../src/storage/blob-store';
 import { MIN_PART_BYTES, S3BlobStore, type S3BlobStoreOptions } from '../../src/storage/s3-blob-store';
+import { createS3Client } from '../../src/storage/s3-client';
 import { createTestBucket, describeS3, testS3Client } from '../support/s3';
 import { eventually, within } from '../support/wait';
 import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
@@ -70,6 +71,13 @@ class RecordingBlobStore extends FilesystemBlobStore {
   }
 }
 
+/** An S3 answer, read whole, as a proxy in front of the endpoint passes it on. */
+interface ProxiedAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
 /** A backend under test: the store, and what it really holds underneath (temp files, unfinished uploads). */
 interface Backend {
   store: BlobStore;
@@ -79,6 +87,8 @@ interface Backend {
   unfinishedWrites(): Promise<number>;
   /** Leaves what a crash mid-write leaves behind, `count` times. */
   plantCrashLeftovers(count: number): Promise<void>;
+  /** Puts a file (an object) named `name`, which need not be a valid key, as someone other than the store would. */
+  plantForeignFile(name: string): Promise<void>;
 }
 
 /** The BlobStore contract, for every backend. */
@@ -185,6 +195,14 @@ function behavesAsBlobStore(makeBackend: () => Promise<Backend>): void {
     assert.deepEqual(await listed('tenants/t-1/a.blob'), []);
   });
 
+  it('lists only blob keys, not the files someone else put there (.DS_Store, a name with a space, an editor backup)', async () => {
+    await store.write(KEY, Readable.from([Buffer.from('x')]));
+    for (const name of ['tenants/.DS_Store', 'tenants/t-1/notes about it.txt', `${KEY}~`, 'tenants/t-1/.git/config']) await backend.plantForeignFile(name);
+    const listed: string[] = [];
+    for await (const key of store.list('tenants')) listed.push(key);
+    assert.deepEqual(listed, [KEY]);
+  });
+
   it('refuses unsafe keys before touching the storage', async () => {
     const badKeys = [
       '', '/etc/passwd', '../outside.blob', 'a/../../outside.blob', 'a/./b', 'a//b', 'a/', '.hidden', 'a/..',
@@ -259,6 +277,10 @@ describe('FilesystemBlobStore', () => {
         await writeFile(leftover, 'half a blob');
       }
     },
+    plantForeignFile: async (name) => {
+      await mkdir(join(store.rootDir, name, '..'), { recursive: true });
+      await writeFile(join(store.rootDir, name), 'not a blob');
+    },
   }));
 
   it('reads many ranges of one blob through one open file, as stored, fewer bytes past its end', async () => {
@@ -328,6 +350,9 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
           const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `${location.prefix}/tenants/t-${i}/a.blob` }));
           await client.send(new UploadPartCommand({ Bucket: bucket, Key: `${location.prefix}/tenants/t-${i}/a.blob`, UploadId, PartNumber: 1, Body: Buffer.from('half a blob') }));
         }
+      },
+      plantForeignFile: async (name) => {
+        await client.send(new PutObjectCommand({ Bucket: bucket, Key: `${location.prefix}/${name}`, Body: Buffer.from('not a blob') }));
       },
     };
   });
@@ -466,9 +491,384 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
     assert.equal(await encrypted.plainSize(KEY), plain.length);
   });
 
+  /**
+   * A store whose requests reach the endpoint through `answer`, which may forward each (`forward()`: the endpoint's
+   * answer, read whole) and change what comes back, or answer it itself: a service configured otherwise than Swift here.
+   */
+  const storeBehind = async (answer: (request: { method: string; url: string; body: Buffer }, forward: () => Promise<ProxiedAnswer>) => Promise<ProxiedAnswer>) => {
+    const proxy = createHttpServer(async (request, response) => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of request) chunks.push(chunk as Buffer);
+      const body = Buffer.concat(chunks);
+      const forward = () =>
+        new Promise<ProxiedAnswer>((resolve, reject) => {
+          const forwarded = httpRequest(new URL(request.url ?? '/', s3().endpoint), { method: request.method, headers: request.headers }, async (incoming) => {
+            const parts: Buffer[] = [];
+            for await (const part of incoming) parts.push(part as Buffer);
+            resolve({ status: incoming.statusCode ?? 502, headers: { ...incoming.headers }, body: Buffer.concat(parts) });
+          });
+          forwarded.on('error', reject);
+          forwarded.end(body);
+        });
+      try {
+        const answered = await answer({ method: request.method ?? 'GET', url: request.url ?? '/', body }, forward);
+        delete answered.headers['transfer-encoding'];
+        if (request.method !== 'HEAD') answered.headers['content-length'] = String(answered.body.length);
+        response.writeHead(answered.status, answered.headers).end(answered.body);
+      } catch {
+        response.destroy();
+      }
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const store = new S3BlobStore(
+      testS3Client({ ...s3(), endpoint: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` }, s3().blobs),
+      location,
+      { partBytes: MIN_PART_BYTES, partConcurrency: 2, listPageSize: 2 },
+    );
+    return {
+      store,
+      close: async () => {
+        await store.destroy();
+        proxy.closeAllConnections();
+        await new Promise((resolve) => proxy.close(resolve));
+      },
+    };
+  };
+
+  it('writes to a bucket encrypted under KMS keys, whose ETags are not MD5s of the bytes (AWS SSE-KMS)', async function () {
+    this.timeout(60_000);
+    // As S3 answers under SSE-KMS (a bucket's default encryption, often): every ETag is opaque, and the parts of a
+    // multipart upload are completed by theirs. Swift's own ETags stay behind the proxy.
+    const opaque = new Map<string, string>();
+    const opaqueEtag = (etag: string) => {
+      const made = `"${randomBytes(16).toString('hex')}${/-\d+/.exec(etag)?.[0] ?? ''}"`;
+      opaque.set(made, etag);
+      return made;
+    };
+    const { store, close } = await storeBehind(async (request, forward) => {
+      const query = new URL(request.url, 'http://s3').searchParams;
+      if (request.method === 'POST' && query.has('uploadId')) {
+        const parts = [...request.body.toString('utf8').matchAll(/<Part>(.*?)<\/Part>/gs)].map(([, part]) => ({
+          ETag: opaque.get(/<ETag>(.*?)<\/ETag>/s.exec(part)![1].replaceAll('&quot;', '"')),
+          PartNumber: Number(/<PartNumber>(\d+)<\/PartNumber>/.exec(part)![1]),
+        }));
+        const [, bucketName, ...key] = new URL(request.url, 'http://s3').pathname.split('/');
+        const { ETag } = await client.send(
+          new CompleteMultipartUploadCommand({ Bucket: bucketName, Key: decodeURIComponent(key.join('/')), UploadId: query.get('uploadId')!, MultipartUpload: { Parts: parts } }),
+        );
+        const body = `<?xml version="1.0" encoding="UTF-8"?>\n<CompleteMultipartUploadResult><ETag>${opaqueEtag(ETag!)}</ETag></CompleteMultipartUploadResult>`;
+        return { status: 200, headers: { 'x-amz-server-side-encryption': 'aws:kms' }, body: Buffer.from(body) };
+      }
+      const answered = await forward();
+      if (answered.status < 300 && typeof answered.headers.etag === 'string') {
+        answered.headers.etag = opaqueEtag(answered.headers.etag);
+        answered.headers['x-amz-server-side-encryption'] = 'aws:kms';
+      }
+      return answered;
+    });
+    try {
+      for (const size of [1_000, 2 * MIN_PART_BYTES + 1]) {
+        const data = randomBytes(size);
+        assert.deepEqual(await store.write(KEY, Readable.from([data])), { sizeBytes: size }, `${size} bytes`);
+        assert.deepEqual(await readAll(await store.read(KEY)), data);
+      }
+      assert.equal((await unfinishedUploads()).length, 0);
+    } finally {
+      await close();
+    }
+  });
+
+  it('fails a write whose check after completing cannot be made, and leaves the complete object (it may have replaced the previous one)', async function () {
+    this.timeout(60_000);
+    // A service whose completion answers no ETag (the size is checked then), and that does not answer the HEAD.
+    const { store, close } = await storeBehind(async (request, forward) => {
+      if (request.method === 'HEAD') return { status: 503, headers: {}, body: Buffer.alloc(0) };
+      const answered = await forward();
+      if (request.method === 'POST' && /[?&]uploadId=/.test(request.url)) {
+        answered.body = Buffer.from(answered.body.toString('utf8').replace(/<ETag>.*?<\/ETag>/s, ''));
+      }
+      return answered;
+    });
+    try {
+      await newStore().write(KEY, Readable.from([Buffer.from('the previous blob')]));
+      const data = randomBytes(2 * MIN_PART_BYTES + 1);
+      await assert.rejects(store.write(KEY, Readable.from([data])), (error: unknown) => (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 503);
+      assert.ok((await readAll(await newStore().read(KEY))).equals(data));
+      assert.equal((await unfinishedUploads()).length, 0);
+    } finally {
+      await close();
+    }
+  });
+
+  it('writes a blob of many parts with keys that may not read (no s3:GetObject: every HEAD and GET is 403)', async function () {
+    this.timeout(60_000);
+    const { store, close } = await storeBehind(async (request, forward) =>
+      request.method === 'HEAD' || request.method === 'GET' ? { status: 403, headers: {}, body: Buffer.alloc(0) } : forward(),
+    );
+    try {
+      assert.deepEqual(await store.write(KEY, Readable.from([randomBytes(2 * MIN_PART_BYTES + 1)])), { sizeBytes: 2 * MIN_PART_BYTES + 1 });
+      assert.equal(await newStore().size(KEY), 2 * MIN_PART_BYTES + 1);
+      assert.equal((await unfinishedUploads()).length, 0);
+    } finally {
+      await close();
+    }
+  });
+
+  /**
+   * A store whose GETs reach the endpoint through a proxy that cuts the connection after `cutAfter(n)` bytes of the
+   * n-th GET's body (undefined: passes it whole), as a reset connection does; `beforeGet(n)` runs before the n-th GET
+   * is forwarded. The headers of every GET are recorded.
+   */
+  const storeCuttingReads = async (
+    cutAfter: (n: number) => number | undefined,
+    { beforeGet, options }: { beforeGet?: (n: number) => Promise<void>; options?: S3BlobStoreOptions } = {},
+  ) => {
+    const gets: Record<string, string | string[] | undefined>[] = [];
+    const proxy = createHttpServer(async (request, response) => {
+      const n = request.method === 'GET' ? gets.push(request.headers) : 0;
+      if (n > 0) await beforeGet?.(n);
+      const forwarded = httpRequest(new URL(request.url ?? '/', s3().endpoint), { method: request.method, headers: request.headers }, (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        const limit = n > 0 && (answer.statusCode ?? 500) < 300 ? cutAfter(n) : undefined;
+        if (limit === undefined) return void answer.pipe(response);
+        let passed = 0;
+        answer.on('data', (chunk: Buffer) => {
+          if (passed >= limit) return;
+          const last = passed + chunk.length >= limit;
+          // The bytes up to the limit are sent, then the connection closes in the middle of the body.
+          response.write(chunk.subarray(0, limit - passed), () => last && response.socket?.destroy());
+          passed += chunk.length;
+          if (last) answer.destroy();
+        });
+      });
+      forwarded.on('error', () => response.destroy());
+      request.pipe(forwarded);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const store = new S3BlobStore(
+      testS3Client({ ...s3(), endpoint: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` }, s3().blobs),
+      location,
+      { readRetryDelayMs: 10, ...options },
+    );
+    return {
+      store,
+      gets,
+      close: async () => {
+        await store.destroy();
+        proxy.closeAllConnections();
+        await new Promise((resolve) => proxy.close(resolve));
+      },
+    };
+  };
+
+  it('resumes a read whose connection is reset mid-body from the next byte, whole and by range', async function () {
+    this.timeout(30_000);
+    const data = randomBytes(1024 * 1024);
+    await newStore().write(KEY, Readable.from([data]));
+    for (const [start, end] of [[undefined, undefined], [1000, 900_000], [5000, undefined]] as const) {
+      const { store, gets, close } = await storeCuttingReads((n) => (n === 1 ? 100_000 : undefined));
+      try {
+        const stream = await store.read(KEY, { start, end });
+        // Read slowly: what waits for the reader stays a buffer's worth, not the rest of the object.
+        let mostBuffered = 0;
+        const chunks: Buffer[] = [];
+        for await (const chunk of stream) {
+          chunks.push(chunk as Buffer);
+          await new Promise((resolve) => setTimeout(resolve, 2));
+          mostBuffered = Math.max(mostBuffered, stream.readableLength);
+        }
+        const output = Buffer.concat(chunks);
+        assert.ok(mostBuffered <= 128 * 1024, `${mostBuffered} bytes buffered`);
+        assert.ok(output.equals(data.subarray(start, end)), `${start}..${end}: the bytes are the object's`);
+        assert.equal(gets.length, 2);
+        const resumedAt = (start ?? 0) + 100_000;
+        assert.equal(gets[1].range, `bytes=${resumedAt}-${(end ?? data.length) - 1}`);
+        assert.match(String(gets[1]['if-match']), /^"?[0-9a-f]{32}"?$/, 'the resumed GET is bound to the ETag first answered');
+      } finally {
+        await close();
+      }
+    }
+  });
+
+  it('resumes a read of an object written in parts (its ETag is not an MD5)', async function () {
+    this.timeout(60_000);
+    const data = randomBytes(2 * MIN_PART_BYTES + 1);
+    await newStore({ partBytes: MIN_PART_BYTES }).write(KEY, Readable.from([data]));
+    const { store, gets, close } = await storeCuttingReads((n) => (n === 1 ? MIN_PART_BYTES + 7 : undefined));
+    try {
+      assert.ok((await readAll(await store.read(KEY))).equals(data));
+      assert.equal(gets.length, 2);
+      assert.match(String(gets[1]['if-match']), /-3"?$/);
+    } finally {
+      await close();
+    }
+  });
+
+  it('resumes a read cut several times, up to its retry budget, then fails naming the blob', async function () {
+    this.timeout(30_000);
+    const data = randomBytes(1024 * 1024);
+    await newStore().write(KEY, Readable.from([data]));
+    const withinBudget = await storeCuttingReads((n) => (n <= 3 ? 50_000 : undefined), { options: { readRetries: 3 } });
+    try {
+      assert.ok((await readAll(await withinBudget.store.read(KEY))).equals(data));
+      assert.equal(withinBudget.gets.length, 4);
+    } finally {
+      await withinBudget.close();
+    }
+    const beyondBudget = await storeCuttingReads(() => 50_000, { options: { readRetries: 3 } });
+    try {
+      const { output, error } = await drain(await beyondBudget.store.read(KEY));
+      assert.ok(error, 'the read fails');
+      assert.match(error.message, new RegExp(`${KEY}.*(3 retries|retried 3 times)`));
+      assert.equal(beyondBudget.gets.length, 4);
+      assert.ok(output.equals(data.subarray(0, output.length)), 'what was delivered is the start of the object');
+      assert.equal(output.length, 4 * 50_000);
+    } finally {
+      await beyondBudget.close();
+    }
+  });
+
+  it('never stitches a changed object together: a read resumed after the object was replaced fails naming the blob', async function () {
+    this.timeout(30_000);
+    const data = randomBytes(1024 * 1024);
+    await newStore().write(KEY, Readable.from([data]));
+    const { store, gets, close } = await storeCuttingReads((n) => (n === 1 ? 100_000 : undefined), {
+      beforeGet: async (n) => {
+        if (n === 2) await newStore().write(KEY, Readable.from([randomBytes(data.length)]));
+      },
+    });
+    try {
+      const { output, error } = await drain(await store.read(KEY));
+      assert.ok(error, 'the read fails');
+      assert.ok(!(error instanceof BlobNotFoundError));
+      assert.match(error.message, new RegExp(`${KEY}.*changed`));
+      assert.ok(output.equals(data.subarray(0, 100_000)));
+      assert.equal(gets.length, 2);
+    } finally {
+      await close();
+    }
+  });
+
+  it('fails a read at once, naming the blob, when the object is gone by the time it resumes', async function () {
+    this.timeout(30_000);
+    await newStore().write(KEY, Readable.from([randomBytes(1024 * 1024)]));
+    const { store, gets, close } = await storeCuttingReads((n) => (n === 1 ? 100_000 : undefined), {
+      beforeGet: async (n) => {
+        if (n === 2) await newStore().delete(KEY);
+      },
+    });
+    try {
+      const { output, error } = await drain(await store.read(KEY));
+      assert.match(String(error), new RegExp(`${KEY}.*(NoSuchKey|HTTP 404)`));
+      assert.equal(output.length, 100_000);
+      assert.equal(gets.length, 2, 'not retried');
+    } finally {
+      await close();
+    }
+  });
+
+  it('fails a read whose connection goes silent mid-body, and a write whose part is never answered, instead of hanging', async function () {
+    this.timeout(60_000);
+    await newStore().write(KEY, Readable.from([randomBytes(1024 * 1024)]));
+    // Passes everything on, except that a GET's answer stops after its first bytes and a part is never answered: the
+    // connections stay open and silent, as behind a NAT that dropped them or a service that froze.
+    const silent: ServerResponse[] = [];
+    const proxy = createHttpServer((request, response) => {
+      if (/[?&]partNumber=/.test(request.url ?? '')) {
+        request.resume();
+        silent.push(response);
+        return;
+      }
+      const forwarded = httpRequest(new URL(request.url ?? '/', s3().endpoint), { method: request.method, headers: request.headers }, (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        if (request.method !== 'GET') return void answer.pipe(response);
+        silent.push(response);
+        answer.once('data', (first: Buffer) => {
+          response.write(first);
+          answer.destroy();
+        });
+      });
+      forwarded.on('error', () => response.destroy());
+      request.pipe(forwarded);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const client = createS3Client(
+      { endpoint: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, credentials: s3().blobs },
+      { maxAttempts: 2, idleTimeoutMs: 1_000 },
+    );
+    // Each resumed read stops again: the read fails once it has resumed as often as it may.
+    const stalled = new S3BlobStore(client, location, { partBytes: MIN_PART_BYTES, readRetries: 2, readRetryDelayMs: 10 });
+    try {
+      const { output, error } = await within(drain(await stalled.read(KEY)), 15_000, 'the read to fail');
+      assert.ok(error, 'the read fails');
+      assert.ok(output.length < 1024 * 1024);
+      await within(assert.rejects(stalled.write('other.blob', Readable.from([randomBytes(2 * MIN_PART_BYTES)]))), 15_000, 'the write to fail');
+      assert.equal((await unfinishedUploads()).length, 0);
+    } finally {
+      client.destroy();
+      for (const response of silent) response.destroy();
+      proxy.closeAllConnections();
+      proxy.close();
+    }
+  });
+
+  it('fails a listing that the service cut short (truncated, with no token to go on) rather than yield only its start', async function () {
+    this.timeout(20_000);
+    // As a service answers that ignores list-type=2 (and answers a version 1 listing): truncated, and no token.
+    const { store, close } = await storeBehind(async (request, forward) => {
+      const answered = await forward();
+      if (request.method === 'GET' && /[?&]list-type=2/.test(request.url)) {
+        answered.body = Buffer.from(answered.body.toString('utf8').replace(/<NextContinuationToken>.*?<\/NextContinuationToken>/s, ''));
+      }
+      return answered;
+    });
+    try {
+      for (const name of ['a', 'b', 'c']) await store.write(`tenants/t-1/${name}.blob`, Readable.from([Buffer.from(name)]));
+      const listing = (async () => {
+        const found: string[] = [];
+        for await (const key of store.list('tenants')) found.push(key);
+        return found;
+      })();
+      await assert.rejects(listing, /listing .* cut short|no continuation token/i);
+    } finally {
+      await close();
+    }
+  });
+
+  it("lists only blobs, not the folder objects a console or a sync tool puts in a bucket", async () => {
+    const store = newStore();
+    await store.write(KEY, Readable.from([Buffer.from('x')]));
+    // What the S3 console's "Create folder" makes, and a name no blob can have.
+    for (const name of ['tenants/', 'tenants/t-1/', 'tenants/t-1/notes about it.txt']) {
+      await client.send(new PutObjectCommand({ Bucket: bucket, Key: `${location.prefix}/${name}`, Body: Buffer.alloc(0) }));
+    }
+    const listed: string[] = [];
+    for await (const key of store.list('tenants')) listed.push(key);
+    assert.deepEqual(listed, [KEY]);
+  });
+
+  it('never takes a missing bucket for missing blobs: reads and sizes fail instead', async () => {
+    // A bucket removed (or renamed) under a running server: a blob reported missing is recorded as damage (a change-log
+    // segment, a pack); an outage is not.
+    const store = new S3BlobStore(testS3Client(s3(), s3().blobs), { bucket: 'snapgraph-no-such-bucket', prefix: 'blobs' });
+    const outage = (error: unknown) => !(error instanceof BlobNotFoundError) && /snapgraph-no-such-bucket/.test(String(error));
+    await assert.rejects(store.read(KEY), outage);
+    await assert.rejects(store.read(KEY, { start: 10, end: 20 }), outage);
+    await assert.rejects(store.size(KEY), outage);
+    await assert.rejects(store.exists(KEY), outage);
+    await assert.rejects(store.metadata(KEY), outage);
+  });
+
   it('says which bucket it cannot reach at init', async () => {
     const store = new S3BlobStore(testS3Client(s3(), s3().blobs), { bucket: 'snapgraph-no-such-bucket', prefix: '' });
-    await assert.rejects(store.init(), /cannot reach the blob bucket snapgraph-no-such-bucket/);
+    await assert.rejects(store.init(), /cannot reach the blob bucket snapgraph-no-such-bucket: NoSuchBucket/);
+  });
+
+  it('says at init what the service has against the credentials', async () => {
+    const wrongSecret = new S3BlobStore(testS3Client(s3(), { ...s3().blobs, secretAccessKey: 'not-the-secret' }), location);
+    await assert.rejects(wrongSecret.init(), /cannot reach the blob bucket .*: SignatureDoesNotMatch \(HTTP 403\)/);
+    const otherAccount = new S3BlobStore(testS3Client(s3(), s3().second), location);
+    await assert.rejects(otherAccount.init(), /cannot reach the blob bucket .*: (AccessDenied \(HTTP 403\)|NoSuchBucket \(HTTP 404\))/);
   });
 });
 

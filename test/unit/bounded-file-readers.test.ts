@@ -53,8 +53,10 @@ describe('bounded reading of uploaded graph files', function () {
   }
 
   it('csvRows: a record longer than the record limit is refused before the file is read to its end', async () => {
-    // 100 MiB of empty fields on one line: every comma was an element of the record's field list.
-    const { input, taken } = counted(':ID,name\n', Buffer.alloc(MIB, ','), 100);
+    // 100 MiB of one line of fields of 1 KiB, 64 Ki of them at the limit.
+    const field = Buffer.alloc(1024, 'a');
+    field[1023] = 0x2c;
+    const { input, taken } = counted(':ID,name\n', Buffer.concat(Array.from({ length: 1024 }, () => field)), 100);
     await assert.rejects(
       async () => {
         for await (const _ of csvRows(input));
@@ -62,6 +64,18 @@ describe('bounded reading of uploaded graph files', function () {
       (error: Error & { line?: number }) => /a record is longer than 67108864 characters/.test(error.message) && error.line === 2,
     );
     assert.ok(taken() <= 66, `${taken()} MiB were read to refuse a record of more than 64 MiB`);
+  });
+
+  it('csvRows: a record of more fields than the field limit is refused at once, however short they are', async () => {
+    // 100 MiB of empty fields on one line: within the record limit, each kept would cost memory of its own.
+    const { input, taken } = counted(':ID,name\n', Buffer.alloc(MIB, ','), 100);
+    await assert.rejects(
+      async () => {
+        for await (const _ of csvRows(input));
+      },
+      (error: Error & { line?: number }) => /a record has more than 1048576 fields/.test(error.message) && error.line === 2,
+    );
+    assert.ok(taken() <= 2, `${taken()} MiB were read to refuse a record of more than 1 Mi fields`);
   });
 
   it('XmlTokenizer: elements nested deeper than the limit are refused at once', () => {

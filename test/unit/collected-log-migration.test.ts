@@ -1,41 +1,11 @@
 // The migration that records how far collection removed each epoch's change log (store_epochs.collectedThroughSeq),
 // on SQLite and PostgreSQL: epochs collected before it existed get it from the segments they still list.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import type { DataSource } from 'typeorm';
-import { createMetadataDataSource } from '../../src/entities/data-source';
-import { createTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
+import { describeMigration, undoThrough } from '../support/migrations';
 
-describe('the collected-log migration on SQLite', function () {
-  this.timeout(60_000);
-  migrationSuite({ name: 'SQLite' });
-});
-
-describePostgres('the collected-log migration on PostgreSQL', (postgres) => {
-  migrationSuite({ name: 'PostgreSQL', adminUrl: postgres.adminUrl });
-});
-
-function migrationSuite(backend: { name: 'SQLite' } | { name: 'PostgreSQL'; adminUrl: () => string }) {
-  let dir: string;
-  let database: TestDatabase | undefined;
-  let db: DataSource;
-
-  beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-collected-log-'));
-    database = backend.name === 'PostgreSQL' ? await createTestDatabase(backend.adminUrl()) : undefined;
-    db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
-    await db.initialize();
-  });
-
-  afterEach(async () => {
-    await db.destroy();
-    await database?.drop();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
+describeMigration('the collected-log migration', (current) => {
   it('records for each epoch the seq before the last stretch of log it still holds without a break', async () => {
+    const db = current();
     await db.runMigrations({ transaction: 'each' });
     await undoThrough(db, 'CollectedLog1766600000000');
     // Epochs as the previous release left them: [shipped seq, segments still listed as [firstSeq, lastSeq]].
@@ -70,16 +40,9 @@ function migrationSuite(backend: { name: 'SQLite' } | { name: 'PostgreSQL'; admi
     );
     await undoThrough(db, 'CollectedLog1766600000000');
     const columns: { name?: string; column_name?: string }[] =
-      backend.name === 'SQLite'
+      db.options.type !== 'postgres'
         ? await db.query(`PRAGMA table_info("store_epochs")`)
         : await db.query(`SELECT column_name FROM information_schema.columns WHERE table_name = 'store_epochs'`);
     assert.ok(!columns.some((column) => (column.name ?? column.column_name) === 'collectedThroughSeq'), 'down() leaves the column');
   });
-}
-
-/** Undoes the newest migrations until `name` is undone too (later releases add migrations after it). */
-async function undoThrough(db: DataSource, name: string): Promise<void> {
-  while ((await db.query(`SELECT "name" FROM "migrations" WHERE "name" = '${name}'`)).length > 0) {
-    await db.undoLastMigration({ transaction: 'each' });
-  }
-}
+});

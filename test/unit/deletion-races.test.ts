@@ -68,7 +68,7 @@ function deletionRaces(backend: Backend) {
     const backups = { forgetExport: async () => undefined, collectSoon: () => undefined } as unknown as BackupService;
     snapshots = new SnapshotService(db, config, instances, { delete: async () => undefined } as unknown as EncryptedBlobStore, events, () => undefined, backups);
     instances.onRemove((instance) => snapshots.deleteAllOf(instance));
-    const log = { restoreWindow: async () => ({ earliest: 0, latest: Date.now() + 3_600_000 }) } as unknown as ChangeLogService;
+    const log = { restoreWindow: async () => ({ earliest: 0, latest: Date.now() + 3_600_000 }), recordedCountsAt: async () => null } as unknown as ChangeLogService;
     let checked!: () => void;
     requestChecked = new Promise((resolve) => (checked = resolve));
     const goOn = new Promise<void>((resolve) => (letRequestGoOn = resolve));
@@ -95,9 +95,9 @@ function deletionRaces(backend: Backend) {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function instance(name: string): Promise<string> {
+  async function instance(name: string, tier: InstanceEntity['tier'] = 'FREE'): Promise<string> {
     const id = randomUUID();
-    await insertInstanceRow(db, { id, tenantId, name, createdAt: Date.now() - 60_000 });
+    await insertInstanceRow(db, { id, tenantId, name, tier, createdAt: Date.now() - 60_000 });
     return id;
   }
 
@@ -273,7 +273,8 @@ function deletionRaces(backend: Backend) {
 
     it('against an instance created from a moment of its history: the creation is refused', async function () {
       this.timeout(20_000);
-      const source = await instance('source');
+      // A tier with a restore window: a FREE instance's request is refused before it looks at anything.
+      const source = await instance('source', 'PROFESSIONAL');
       const outcome = await race(
         () => restores.requestCreateFromPointInTime(principal, source, new Date(Date.now() - 1_000), input),
         () => instances.remove(principal, source),

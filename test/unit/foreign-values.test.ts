@@ -61,6 +61,43 @@ describe('foreign graph file values', () => {
     }
   });
 
+  describe('point arrays (Neo4j stores them; APOC writes [point({…}), …])', () => {
+    const script =
+      ':begin\nUNWIND [{_id:0, properties:{stops:[point({x: 2.3, y: 4.5, crs: \'cartesian\'}), point({x: 1.0, y: 2.0, crs: \'cartesian\'})]}}] AS row\n' +
+      'CREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties SET n:Route;\n:commit\n';
+
+    it('CYPHER: a point array read from an APOC script exports again and reads back as it was', async () => {
+      const [read] = await recordsOf('CYPHER', script);
+      assert.equal(read.kind, 'node');
+      const file = await written('CYPHER', [node('1', read.labels, read.properties)]);
+      assert.match(file.toString(), /stops:\[point\(\{x: 2\.3, y: 4\.5, crs: 'cartesian'\}\), point\(\{x: 1\.0, y: 2\.0, crs: 'cartesian'\}\)\]/);
+      const [back] = await recordsOf('CYPHER', file);
+      assert.deepEqual(back.properties, { stops: [{ crs: 'cartesian', x: 2.3, y: 4.5 }, { crs: 'cartesian', x: 1, y: 2 }] });
+    });
+
+    it('CYPHER: points of different CRSs in one list refuse the export, naming the property (Neo4j refuses to store them)', async () => {
+      const mixed = [{ crs: 'cartesian', x: 1, y: 2 }, { crs: 'wgs-84', longitude: 1, latitude: 2 }];
+      await assert.rejects(written('CYPHER', [node('7', ['A'], { mixed })]), /node 7's property "mixed" is a list of points of different coordinate reference systems/);
+    });
+  });
+
+  describe("names Neo4j refuses as tokens (empty, or holding U+0000: \"Token names cannot be empty or contain any null-bytes\")", () => {
+    const cases: Array<[string, GraphRecord[], RegExp]> = [
+      ['an empty property key', [node('3', ['A'], { '': 1 })], /node 3's property "" is empty/],
+      ['a property key holding U+0000', [node('3', ['A'], { 'a\u0000b': 1 })], /node 3's property "a\\u0000b" holds U\+0000/],
+      ['a label holding U+0000', [node('3', ['A\u0000'], {})], /node 3's label "A\\u0000" holds U\+0000/],
+    ];
+    for (const [what, records, message] of cases) {
+      it(`CYPHER: ${what} refuses the export, naming it (cypher-shell could not load the script)`, async () => {
+        await assert.rejects(written('CYPHER', records), message);
+      });
+    }
+
+    it('GRAPHML: an empty property key refuses the export, naming it (apoc.import.graphml could not set it)', async () => {
+      await assert.rejects(written('GRAPHML', [node('3', ['A'], { '': 1 })]), /node 3's property "" has an empty name, which Neo4j refuses as a property key/);
+    });
+  });
+
   describe('-0.0, as Java writes a negative zero double', () => {
     const zeros = { d: 0, list: [0, 1.5] };
     const files: Array<[GraphFileKind, () => Promise<string | Buffer>]> = [

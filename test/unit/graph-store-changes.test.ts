@@ -527,6 +527,29 @@ describe('graph store change log, base copies and replay', function () {
       await assertSameAsSource(1);
     });
 
+    it("stops with CAPACITY_EXCEEDED once the lines left could no longer bring the counts within the target's limits", async () => {
+      const creations = (from: number) => Array.from({ length: 10 }, (_, i) => `["N","${from + i}",[],{}]`);
+      let readPastTheExcess = false;
+      async function* batches(): AsyncGenerator<DeltaBatch> {
+        yield { kind: 'node', lines: creations(1) };
+        yield { kind: 'node', lines: creations(11) };
+        // 20 nodes, and the 5 lines left could delete 5 at most: more than 5 remain, whatever they do.
+        readPastTheExcess = true;
+        yield { kind: 'node', lines: Array.from({ length: 5 }, (_, i) => `["-N","${i + 1}"]`) };
+      }
+      const within = { maxNodes: 5, maxRelationships: null, lines: 25 };
+      await assert.rejects(provider.materialise(instanceId, 1, null, batches(), null, { within }), (error: AppError) => {
+        assert.equal(error.code, 'CAPACITY_EXCEEDED');
+        assert.match(error.message, /at least 15 nodes/);
+        return true;
+      });
+      assert.equal(readPastTheExcess, false, 'the replay went on after the limit could no longer be met');
+      assert.deepEqual(readdirSync(join(dir, 'instances', instanceId)), []);
+      // Lines that may still delete enough: replayed to the end, where the counts decide.
+      const stats = await provider.materialise(instanceId, 1, null, batches(), null, { within: { ...within, maxNodes: 15 } });
+      assert.equal(stats.nodeCount, 15);
+    });
+
     it('lets the last line for an id win within a batch', async () => {
       const lines = [
         '["N","1",["A"],{"v":1}]',

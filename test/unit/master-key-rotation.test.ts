@@ -2,7 +2,7 @@
 // previous key to the current one, on both metadata databases.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -140,5 +140,29 @@ function rotationSuite(adminUrl: () => string | undefined) {
     await blobs.delete(foreign);
     assert.deepEqual([...(await rotateMasterKey(db, blobs, rotating)).underUnconfiguredKeys], []);
     assert.equal(await db.getRepository(RetiredMasterKeyEntity).count(), 0);
+  });
+
+  it('lists a blob whose header is damaged as one that failed, and seals the rest again: one such blob does not stop it', async () => {
+    await storeUnderOldKey();
+    await recordRetiredMasterKeys(db, rotating);
+    // Envelope blobs under the old key whose header was damaged where it is read before anything is authenticated: an
+    // unknown version, an impossible chunk size.
+    const damaged = [`tenants/${tenantId}/manifests/${randomUUID()}.json`, `tenants/${tenantId}/manifests/${randomUUID()}.json`];
+    for (const [index, key] of damaged.entries()) {
+      await new EncryptedBlobStore(blobs, onlyOld).write(key, Readable.from([Buffer.from('damaged')]));
+      const bytes = readFileSync(join(dir, 'blobs', key));
+      if (index === 0) bytes[6] = 7;
+      else bytes.writeUInt32BE(0, 15);
+      writeFileSync(join(dir, 'blobs', key), bytes);
+    }
+
+    const counts = await rotateMasterKey(db, blobs, rotating);
+    assert.equal(counts.blobs, 2);
+    assert.equal(counts.failed.length, 2, counts.failed.join('\n'));
+    for (const key of damaged) assert.ok(counts.failed.some((line) => line.startsWith(`blob ${key}: `)), counts.failed.join('\n'));
+    assert.equal(headerKeyId(manifest), newKey.keyId);
+    assert.equal(headerKeyId(segment), newKey.keyId);
+    // Something may still be under the old key: it is not forgotten.
+    assert.equal(await db.getRepository(RetiredMasterKeyEntity).count(), 1);
   });
 }

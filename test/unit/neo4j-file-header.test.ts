@@ -221,6 +221,15 @@ describe('FileInspectionService', () => {
     });
   });
 
+  it('reports a tar holding two graph files (APOC separateFiles export) as not restorable, naming them, as the restore refuses it', async () => {
+    const node = (id: number) => `{"type":"node","id":"${id}","labels":["A"]}\n`;
+    const tar = await tarOf({ 'export.nodes.json': Buffer.from(node(0)), 'README.txt': Buffer.from('hi'), 'more.json': Buffer.from(node(1)) });
+    const inspection = await service.inspect(Readable.from([tar]));
+    assert.equal(inspection.kind, 'APOC_JSON');
+    assert.equal(inspection.restorable, false);
+    assert.match(String(inspection.problem), /more than one file to restore \(export\.nodes\.json and more\.json\)/);
+  });
+
   it('says UNKNOWN, with what it accepts, for anything else', async () => {
     const inspection = await service.inspect(Readable.from([randomBytes(1000)]));
     assert.equal(inspection.kind, 'UNKNOWN');

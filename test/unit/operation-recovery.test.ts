@@ -291,6 +291,32 @@ describe('operation recovery', function () {
     assert.equal(row.attempt, 2);
   });
 
+  // A restore's commit starts the restored data's history at the moment it runs: a finishedAt taken before it named a
+  // moment of the old history, and a restore to a point between finishedAt and the first write after it brought the
+  // replaced data back (point-in-time.test.ts, "between the restore and the first write after it", under load).
+  it('records finishedAt once what the operation commits is done, never before it', async () => {
+    const id = await insertOperation(db);
+    let committedAt = 0;
+    const handler: OperationHandler = {
+      kind: 'SNAPSHOT',
+      run: async () => ({
+        commit: async () => {
+          await sleep(50); // a commit that waits for the database (another transaction, a busy disk)
+          committedAt = Date.now();
+        },
+      }),
+      compensate: async () => undefined,
+    };
+    runner = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 60_000, soleProcess: true, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+    runner.register(handler);
+    await runner.start();
+    const row = await eventually(async () => {
+      const found = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+      return found.status === 'SUCCEEDED' && found;
+    }, { what: 'the operation to succeed' });
+    assert.ok(row.finishedAt! >= committedAt, `finishedAt ${row.finishedAt} is ${committedAt - row.finishedAt!} ms before its commit ran`);
+  });
+
   it('leaves an operation alone that another runner took over when a stale attempt of it fails: no compensation', async () => {
     const id = await insertOperation(db);
     let fail!: () => void;

@@ -11,6 +11,23 @@ import { PartialBlobFile, PartialBlobOffsetError } from '../../src/storage/parti
 const CHUNK = 1000;
 const keyring = new Keyring(MasterKey.generate());
 
+async function readAll(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of stream) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}
+
+/** What a stream gave before it ended, and the error it ended with, if any. */
+async function drain(stream: Readable): Promise<{ output: Buffer; error: unknown }> {
+  const parts: Buffer[] = [];
+  try {
+    for await (const part of stream) parts.push(part as Buffer);
+  } catch (error) {
+    return { output: Buffer.concat(parts), error };
+  }
+  return { output: Buffer.concat(parts), error: null };
+}
+
 async function plaintextOf(path: string, ring = keyring): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const part of createReadStream(path).pipe(createDecryptStream(ring))) parts.push(part as Buffer);
@@ -165,6 +182,35 @@ describe('PartialBlobFile (a resumable upload kept encrypted)', () => {
     await resumed.append(1200, Readable.from([data.subarray(1200)]));
     await resumed.complete();
     assert.deepEqual(await plaintextOf(file.path, rotated), data);
+  });
+
+  it('is bound to the blob it becomes: it opens under that name only, and files bound to none still open', async () => {
+    const name = 'tenants/t1/uploads/tus-a.blob';
+    const bound = new PartialBlobFile(join(dir, 'bound'), keyring, { name });
+    await bound.create(CHUNK);
+    const data = randomBytes(2500);
+    await bound.append(0, Readable.from([data.subarray(0, 1200)]));
+    assert.equal(readFileSync(bound.path)[6], 2, 'a version-2 header, bound to its name');
+    // The same file under another upload's name (another tenant's) does not open, to be written or read.
+    const elsewhere = new PartialBlobFile(bound.path, keyring, { name: 'tenants/t2/uploads/tus-b.blob' });
+    await assert.rejects(elsewhere.append(1200, Readable.from([data.subarray(1200)])), BlobIntegrityError);
+    await assert.rejects(elsewhere.complete(), BlobIntegrityError);
+    await bound.append(1200, Readable.from([data.subarray(1200)]));
+    assert.equal(await bound.complete(), data.length);
+    assert.deepEqual(await readAll(bound.read()), data);
+    const { error } = await drain(elsewhere.read());
+    assert.ok(error instanceof BlobIntegrityError, String(error));
+    // What the blob store reads it as once adopted: the same name.
+    const parts: Buffer[] = [];
+    for await (const part of createReadStream(bound.path).pipe(createDecryptStream(keyring, { name }))) parts.push(part as Buffer);
+    assert.deepEqual(Buffer.concat(parts), data);
+    // A file of an earlier release (bound to no name; `file` here) opens under any, and bindName: false writes one.
+    await file.append(0, Readable.from([data]));
+    await file.complete();
+    assert.deepEqual(await readAll(new PartialBlobFile(file.path, keyring, { name }).read()), data);
+    const unbound = new PartialBlobFile(join(dir, 'unbound'), keyring, { name, bindName: false });
+    await unbound.create(CHUNK);
+    assert.equal(readFileSync(unbound.path)[6], 1);
   });
 
   it('removes itself and its tail, and may be removed again', async () => {

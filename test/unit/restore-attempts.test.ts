@@ -109,6 +109,7 @@ describe('restore attempts', function () {
     const second = operation(2);
     const result = await handler.run(second, contextFor(second, new AbortController().signal));
     await db.transaction((manager) => result.commit!(manager));
+    result.announce!();
     await result.afterCommit!();
     const swapped = await db.getRepository(InstanceEntity).findOneByOrFail({ id: instanceId });
     assert.equal(swapped.status, 'RUNNING');

@@ -10,6 +10,7 @@ import type { DataSource } from 'typeorm';
 
 import { DEFAULT_TIER_POLICIES, type Tier } from '../../src/config/tiers';
 import { createMetadataDataSource } from '../../src/entities/data-source';
+import { ExportTokenEntity } from '../../src/entities/export-token.entity';
 import { OperationEntity } from '../../src/entities/operation.entity';
 import { SnapshotEntity, type SnapshotProfile } from '../../src/entities/snapshot.entity';
 import { createLogger } from '../../src/logging/logger';
@@ -49,9 +50,10 @@ describe('retention sweep', function () {
     return id;
   }
 
-  async function snapshot(instanceId: string, profile: SnapshotProfile, ageMs: number): Promise<string> {
+  const snapshot = (instanceId: string, profile: SnapshotProfile, ageMs: number) => snapshotAt(instanceId, Date.now() - ageMs, profile);
+
+  async function snapshotAt(instanceId: string, createdAt: number, profile: SnapshotProfile = 'SCHEDULED'): Promise<string> {
     const id = randomUUID();
-    const createdAt = Date.now() - ageMs;
     await db.getRepository(SnapshotEntity).insert({
       id,
       tenantId,
@@ -102,4 +104,72 @@ describe('retention sweep', function () {
     assert.equal(await sweeper.sweep(), 1);
     assert.deepEqual(await remaining(id), [latest]);
   });
+
+  it('keeps an expired snapshot while one of its export links is valid, and removes it once the link has expired', async () => {
+    const id = await instance('PROFESSIONAL');
+    const exported = await snapshot(id, 'ON_DEMAND', DEFAULT_RETENTION_MS + 1_000);
+    // Asked for a minute before the snapshot expired: the link says it works for its whole TTL.
+    const linkExpiresAt = Date.now() + 14 * 60_000;
+    await exportLink(exported, linkExpiresAt);
+    assert.equal(await sweeper.sweep(), 0);
+    assert.deepEqual(await remaining(id), [exported], 'retention removed a snapshot whose export link was still valid');
+
+    assert.equal(await sweeper.sweep(linkExpiresAt + 1), 1);
+    assert.deepEqual(await remaining(id), []);
+  });
+
+  it("keeps a FREE instance's older snapshot while one of its export links is valid", async () => {
+    const id = await instance('FREE');
+    const older = await snapshot(id, 'ON_DEMAND', 30_000);
+    const latest = await snapshot(id, 'ON_DEMAND', 1_000);
+    await exportLink(older, Date.now() + 15 * 60_000);
+    await sweeper.onSnapshotCompleted({ id, tier: 'FREE' });
+    assert.deepEqual(await remaining(id), [older, latest]);
+  });
+
+  it("thins a snapshot that crosses thinAfter after the first sweep, and keeps its bucket's oldest", async () => {
+    // VIRTUAL_DEDICATED_CLOUD: hourly for 7 days, then the oldest of each UTC day. Later sweeps read only the instances
+    // with a snapshot that crossed the line since the sweep before; the keeper crossed before, and is read with it.
+    const id = await instance('VIRTUAL_DEDICATED_CLOUD');
+    const day = Math.floor((Date.now() - 10 * DAY) / DAY) * DAY;
+    const keeper = await snapshotAt(id, day + HOUR);
+    await snapshotAt(id, day + 2 * HOUR);
+    const crossing = day + 2 * HOUR + 7 * DAY;
+    assert.equal(await sweeper.sweep(crossing - 10_000), 0, 'the first sweep: only the keeper has crossed');
+    assert.equal(await sweeper.sweep(crossing - 9_000), 0);
+    assert.equal(await sweeper.sweep(crossing + 1_000), 1);
+    assert.deepEqual(await remaining(id), [keeper]);
+  });
+
+  it("removes a snapshot that expires after the first sweep, by the instance's expired snapshots", async () => {
+    const id = await instance('PROFESSIONAL');
+    const createdAt = Date.now() - DAY;
+    await snapshotAt(id, createdAt);
+    assert.equal(await sweeper.sweep(), 0);
+    assert.equal(await sweeper.sweep(createdAt + DEFAULT_RETENTION_MS - 1), 0);
+    assert.equal(await sweeper.sweep(createdAt + DEFAULT_RETENTION_MS), 1);
+    assert.deepEqual(await remaining(id), []);
+  });
+
+  const DAY = 24 * 3600_000;
+  const HOUR = 3600_000;
+
+  const DEFAULT_RETENTION_MS = 7 * 24 * 3600_000;
+
+  async function exportLink(snapshotId: string, expiresAt: number): Promise<void> {
+    const id = randomUUID();
+    await db.getRepository(ExportTokenEntity).insert({
+      id,
+      tenantId,
+      snapshotId,
+      apiKeyId: null,
+      tokenHash: id.replace(/-/g, '').padEnd(64, '0'),
+      fileName: 'exported.backup',
+      format: 'ARCHIVE',
+      sizeBytes: null,
+      sha256: null,
+      createdAt: Date.now(),
+      expiresAt,
+    });
+  }
 });

@@ -331,6 +331,24 @@ describe('nextSnapshotAt', () => {
     assert.equal(nextSnapshotAt(BUSINESS_CRITICAL, backUpLate, created, backUpLate + SECOND), created + 52 * HOUR);
   });
 
+  it('is due now, once, when the clock was stepped back behind the last snapshot', () => {
+    // Taken at 10:17 by a clock two hours ahead (a host booted with its clock wrong); corrected, it reads 08:20.
+    const takenAhead = created + 10 * HOUR;
+    const corrected = created + 8 * HOUR + 3 * MINUTE;
+    assert.equal(nextSnapshotAt(BUSINESS_CRITICAL, takenAhead, created, corrected), corrected);
+    // Taken then, it is the last one, and the grid goes on from it.
+    assert.equal(nextSnapshotAt(BUSINESS_CRITICAL, corrected, created, corrected + SECOND), created + 9 * HOUR);
+    // Less than half an interval ahead (a replica's clock a little behind the one that took it): the grid as usual.
+    assert.equal(nextSnapshotAt(BUSINESS_CRITICAL, takenAhead, created, takenAhead - 20 * MINUTE), created + 11 * HOUR);
+  });
+
+  it('is due now, once, when the clock was stepped back behind the instance creation, and then keeps to the grid', () => {
+    const behind = created - 2 * HOUR - 10 * MINUTE;
+    assert.equal(nextSnapshotAt(BUSINESS_CRITICAL, null, created, behind), behind);
+    assert.equal(nextSnapshotAt(BUSINESS_CRITICAL, created + 3 * HOUR, created, behind), behind);
+    assert.equal(nextSnapshotAt(BUSINESS_CRITICAL, behind, created, behind + SECOND), created - HOUR);
+  });
+
   it('takes no burst of snapshots after an outage', () => {
     // Ticking every minute, taking a snapshot whenever one is due, after 10 missed days.
     let last: number | null = created + DAY;

@@ -3,43 +3,30 @@
 // store since the write read the instance left its fence on the store it replaced, which is about to be deleted.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 
-import type { AppConfig } from '../../src/config/app-config';
-import { DEFAULT_TIER_POLICIES } from '../../src/config/tiers';
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import { InstanceEntity } from '../../src/entities/instance.entity';
-import { createInMemoryEventBus } from '../../src/events/event-bus';
 import { WritesFencedError, type WriteLimits } from '../../src/graph/graph-store';
 import { SqliteGraphStoreProvider } from '../../src/graph/sqlite-graph-store-provider';
 import { InstanceService } from '../../src/services/instance.service';
 import { insertInstanceRow } from '../support/instance-rows';
+import { type InstanceServiceBed, instanceServiceBed } from '../support/instance-services';
 
 const LIMITS: WriteLimits = { maxNodes: null, maxRelationships: null, maxBytes: 1e12 };
 
 describe('lifting a write fence that no restore holds', () => {
-  let dir: string;
+  let bed: InstanceServiceBed;
   let db: DataSource;
   let stores: SqliteGraphStoreProvider;
   let instances: InstanceService;
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-stale-fence-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
-    stores = new SqliteGraphStoreProvider(join(dir, 'instances'));
-    const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
-    instances = new InstanceService(db, config, stores, createInMemoryEventBus());
+    bed = await instanceServiceBed('snapgraph-stale-fence-');
+    ({ db, stores, instances } = bed);
   });
 
   afterEach(async () => {
-    await stores.close();
-    await db.destroy();
-    rmSync(dir, { recursive: true, force: true });
+    await bed.close();
   });
 
   it('lifts it from the store the instance uses, so that the write goes on', async () => {

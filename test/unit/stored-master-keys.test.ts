@@ -11,6 +11,7 @@ import { TenantChunkKeys } from '../../src/chunks';
 import { CryptoError, Keyring, MasterKey } from '../../src/crypto';
 import { createMetadataDataSource } from '../../src/entities/data-source';
 import { LogSegmentEntity } from '../../src/entities/log-segment.entity';
+import { SnapshotEntity } from '../../src/entities/snapshot.entity';
 import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
 import { rotateMasterKey } from '../../src/storage/master-key-rotation';
@@ -143,5 +144,34 @@ function storedMasterKeysSuite(adminUrl: () => string | undefined) {
     });
     await check(right);
     await assert.rejects(check(wrong), CryptoError);
+  });
+
+  // A deployment of the first release stored nothing but its snapshots' archives (a blob each): upgraded with another
+  // key (keys/master.key not carried over, a mistyped SNAPGRAPH_MASTER_KEY), it booted, generated or took that key,
+  // sealed the change log and chunk keys it then wrote under it, and every one of its snapshots failed to read.
+  it("refuses a key other than the one a previous release's snapshot archives are sealed under", async () => {
+    const tenantId = randomUUID();
+    const snapshotId = randomUUID();
+    const blobKey = `tenants/${tenantId}/snapshots/${snapshotId}.blob`;
+    await new EncryptedBlobStore(blobs, right, { bindNames: false }).write(blobKey, Readable.from([Buffer.from('an archive')]));
+    await db.getRepository(SnapshotEntity).insert({
+      id: snapshotId,
+      tenantId,
+      instanceId: randomUUID(),
+      profile: 'ON_DEMAND',
+      status: 'COMPLETED',
+      createdAt: Date.now(),
+      completedAt: Date.now(),
+      engineVersion: 'V5',
+      sizeBytes: 10,
+      sha256: '0'.repeat(64),
+      blobKey,
+    });
+    await check(right);
+    await assert.rejects(check(wrong), (error: Error) => {
+      assert.ok(error instanceof CryptoError);
+      assert.match(error.message, new RegExp(`holds master key ${wrong.current.keyId}, .* under master key ${right.current.keyId}`));
+      return true;
+    });
   });
 }

@@ -4,6 +4,7 @@ import type { Request, RequestHandler, Response } from 'express';
 import type { Logger } from '../../logging/logger';
 import type { Metrics } from '../../observability/metrics';
 import { heapGrowth } from '../../runtime/heap-growth';
+import { isAppError } from '../../errors/app-error';
 import { DownloadRefused, type ExportService } from '../../services/export.service';
 import { sendError } from './error-body';
 
@@ -70,8 +71,12 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
     try {
       body = await download.open({ start, end: end + 1 });
     } catch (error) {
-      logger.error({ err: error, snapshotId: download.snapshot.id }, 'export download could not open the archive');
       res.removeHeader('Content-Disposition');
+      // Deleted while its copy was being produced for this download (BackupService.forgetExport).
+      if (isAppError(error) && error.code === 'NOT_FOUND') {
+        return void sendError(res, 404, 'NOT_FOUND', 'the snapshot of this export link no longer exists');
+      }
+      logger.error({ err: error, snapshotId: download.snapshot.id }, 'export download could not open the archive');
       return void sendError(res, 500, 'INTERNAL_SERVER_ERROR', 'the archive cannot be read; try again or contact the operator');
     }
     try {

@@ -132,13 +132,17 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       this.extensions = this.extensions.filter((extension) => extension !== 'creation-defer-length');
     }
 
-    fileOf(id: string): PartialBlobFile {
+    /**
+     * The upload's file, opened as `tenantId`'s (the tenant in its record): its data key is bound to that tenant's
+     * upload blob, so a file copied over another upload's does not open. `undefined` for its size, age or removal.
+     */
+    fileOf(id: string, tenantId: string | undefined): PartialBlobFile {
       if (uploadIdOf(id) !== id) throw tusErrors.FILE_NOT_FOUND;
-      return services.uploads.partialFile(join(directory, id));
+      return services.uploads.partialFile(join(directory, id), tenantId, id);
     }
 
     override async create(upload: Upload): Promise<Upload> {
-      const file = this.fileOf(upload.id);
+      const file = this.fileOf(upload.id, upload.metadata?.tenantId ?? undefined);
       // Another replica sharing the directory may have just removed it (an empty one, at its boot's sweep).
       await mkdir(directory, { recursive: true, mode: 0o700 });
       try {
@@ -153,8 +157,12 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     }
 
     override async write(body: Readable, id: string, offset: number): Promise<number> {
+      // Its tenant names the blob the file is bound to; a record gone since the PATCH began is an upload gone (opened
+      // without its name, the file would not open, and be taken for a damaged one).
+      const record = await this.configstore.get(id);
+      if (!record) throw tusErrors.FILE_NO_LONGER_EXISTS;
       const receiving = receivers.receive(id, offset, body);
-      const written = await this.fileOf(id)
+      const written = await this.fileOf(id, record.metadata?.tenantId ?? undefined)
         .append(offset, receiving.body)
         .catch(async (error: unknown) => {
           receiving.settle(null);
@@ -174,7 +182,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     override async getUpload(id: string): Promise<Upload> {
       const record = await this.configstore.get(id);
       if (!record) throw tusErrors.FILE_NOT_FOUND;
-      const file = this.fileOf(id);
+      const file = this.fileOf(id, undefined);
       const offset = await file.size().catch((error: NodeJS.ErrnoException) => {
         if (error.code === 'ENOENT' && this.kept.has(id) && record.size !== undefined) return record.size;
         throw error.code === 'ENOENT' ? tusErrors.FILE_NO_LONGER_EXISTS : error;
@@ -188,7 +196,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     override async deleteExpired(): Promise<number> {
       let removed = 0;
       for (const id of (await this.configstore.list?.()) ?? []) {
-        const lastWritten = await this.fileOf(id).lastWritten().catch(() => null);
+        const lastWritten = await this.fileOf(id, undefined).lastWritten().catch(() => null);
         if (lastWritten !== null && Date.now() - lastWritten > this.getExpiration()) {
           await this.remove(id);
           removed += 1;
@@ -200,7 +208,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     /** A terminated, expired or finished upload: its file (if not moved into the blob store) and its receiver go. */
     override async remove(id: string): Promise<void> {
       receivers.abandon(id);
-      await this.fileOf(id).remove();
+      await this.fileOf(id, undefined).remove();
       await this.configstore.delete(id).catch(() => undefined);
       this.kept.delete(id);
     }
@@ -262,7 +270,7 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
     // Received as it came: only ending the check is left, and queueing the restore (looked at again, for this
     // request's key). Else the file is read back and checked now.
     let checked: 'as received' | 'not read back (the instance is busy)' | 'read back' = 'as received';
-    const file = datastore.fileOf(upload.id);
+    const file = datastore.fileOf(upload.id, principal.tenantId);
     /** Queues the restore of the checked file: `adopted` when the blob store took the upload's file itself. */
     const queue = async (received: ReceivedFile, adopted: boolean) => {
       try {

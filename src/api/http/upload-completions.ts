@@ -8,7 +8,7 @@
 // ABANDONED_MS (its replica died) is taken over. A refused file's marker is removed at once; the others expire with
 // the uploads (UPLOAD_EXPIRY_MS).
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '../../errors/app-error';
@@ -154,14 +154,17 @@ export class UploadCompletions {
   }
 
   private async read(id: string): Promise<Marker | null> {
-    const text = await readFile(this.pathOf(id), 'utf8').catch(() => null);
+    const path = this.pathOf(id);
+    const text = await readFile(path, 'utf8').catch(() => null);
     if (text === null) return null;
     try {
       return JSON.parse(text) as Marker;
     } catch {
-      // Being created this very moment (created, not yet written): a fresh claim.
-      const now = Date.now();
-      return { tenantId: '', sizeBytes: 0, at: now, heartbeatAt: now, operationId: null };
+      // Created, not yet written: a claim as fresh as the file. One that stays unwritten (its replica stopped between
+      // the two) is abandoned like any other once that long has passed, and swept with the expired: taken as fresh at
+      // every look, it held its upload for good, and every request on it waited without end.
+      const modified = await stat(path).then((found) => found.mtimeMs, () => null);
+      return modified === null ? null : { tenantId: '', sizeBytes: 0, at: modified, heartbeatAt: modified, operationId: null };
     }
   }
 
@@ -174,9 +177,13 @@ export class UploadCompletions {
     if (!handle) return false;
     try {
       await handle.writeFile(JSON.stringify(marker));
-    } finally {
-      await handle.close();
+    } catch (error) {
+      // Not claimed after all (a full disk): an empty marker would read as a claim being made.
+      await handle.close().catch(() => undefined);
+      await rm(this.pathOf(id), { force: true });
+      throw error;
     }
+    await handle.close();
     return true;
   }
 

@@ -9,11 +9,19 @@ import { MultipartError, readMultipartRequest } from './multipart-request';
 
 const PREFLIGHT_HEADERS = ['apollo-require-preflight', 'x-apollo-operation-name'];
 
-export function createUploadMiddleware(config: AppConfig, isAuthorized: (authorization: unknown) => Promise<boolean>): RequestHandler {
-  const refuse = (res: Response, status: number, code: string, message: string) =>
-    res.status(status).json({ errors: [{ message, extensions: { code } }] });
+/**
+ * How a refused request is answered and logged: by the server, as every request refused before Apollo sees it is
+ * (X-Request-Id echoed, one log line under it, the JSON error body).
+ */
+export type UploadRefusal = (req: Request, res: Response, status: number, code: string, message: string) => void;
 
+export function createUploadMiddleware(
+  config: AppConfig,
+  isAuthorized: (authorization: unknown) => Promise<boolean>,
+  answerRefusal: UploadRefusal,
+): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
+    const refuse = (status: number, code: string, message: string) => answerRefusal(req, res, status, code, message);
     // The header test first: req.is() parses the media type, a cost every JSON request would pay.
     if (!/multipart/i.test(req.headers['content-type'] ?? '') || !req.is('multipart/form-data')) return next();
     let discardBody: () => void = () => req.resume();
@@ -21,7 +29,6 @@ export function createUploadMiddleware(config: AppConfig, isAuthorized: (authori
     if (!PREFLIGHT_HEADERS.some((header) => req.headers[header])) {
       // Same rule as Apollo's CSRF prevention, applied before the body is read.
       return refuse(
-        res,
         400,
         'BAD_USER_INPUT',
         'This operation has been blocked as a potential Cross-Site Request Forgery (CSRF). ' +
@@ -29,7 +36,7 @@ export function createUploadMiddleware(config: AppConfig, isAuthorized: (authori
       );
     }
     if (!(await isAuthorized(req.headers.authorization))) {
-      return refuse(res, 401, 'UNAUTHENTICATED', 'a valid API key is required (Authorization: Bearer <key>)');
+      return refuse(401, 'UNAUTHENTICATED', 'a valid API key is required (Authorization: Bearer <key>)');
     }
     try {
       const multipart = await readMultipartRequest(req, {
@@ -44,8 +51,8 @@ export function createUploadMiddleware(config: AppConfig, isAuthorized: (authori
     } catch (error) {
       // Parsing stopped: what is left of the request is read and dropped before the answer leaves. A refusal carries its
       // status and code (MultipartError); anything else stopped reading a malformed body.
-      if (error instanceof MultipartError) refuse(res, error.status, error.code, error.message);
-      else refuse(res, 400, 'BAD_USER_INPUT', (error as Error).message);
+      if (error instanceof MultipartError) refuse(error.status, error.code, error.message);
+      else refuse(400, 'BAD_USER_INPUT', (error as Error).message);
     }
   };
 }

@@ -1,6 +1,7 @@
 import { Field, ID, InputType, Int, ObjectType } from 'type-graphql';
 import { ReadsVersionedRows } from '../response-cache';
 import { DateTimeScalar } from '../scalars';
+import { DEFAULT_ENGINE_VERSION, DEFAULT_MEMORY_GB } from '../../services/instance.service';
 import { AvailabilityEnum, EngineVersionEnum, InstanceStatusEnum, TierEnum } from '../enums';
 
 @ObjectType({ simpleResolvers: true })
@@ -57,8 +58,9 @@ export class Instance {
 export class CreateInstanceInput {
   @Field() name: string;
   @Field(() => TierEnum) tier: TierEnum;
-  @Field(() => Int, { nullable: true, defaultValue: 1 }) memoryGB: number;
-  @Field(() => EngineVersionEnum, { nullable: true, defaultValue: EngineVersionEnum.V5 }) engineVersion: EngineVersionEnum;
+  // Null, as an explicit null overrides these defaults, means the default too (InstanceService.validateInput).
+  @Field(() => Int, { nullable: true, defaultValue: DEFAULT_MEMORY_GB }) memoryGB: number | null;
+  @Field(() => EngineVersionEnum, { nullable: true, defaultValue: DEFAULT_ENGINE_VERSION }) engineVersion: EngineVersionEnum | null;
 }
 
 @ObjectType({ simpleResolvers: true })

@@ -21,7 +21,8 @@ export class Snapshot {
   @ReadsVersionedRows()
   @Field(() => DateTimeScalar, {
     nullable: true,
-    description: 'when retention removes it; null when it is kept until replaced (FREE keeps the latest only)',
+    description:
+      'when retention is due to remove it (a tier that thins its scheduled snapshots may remove one earlier; one a restore or a valid export link still reads goes once they are done); null when it is kept until replaced (FREE keeps the latest only)',
   })
   expiresAt: number | null;
   @ReadsVersionedRows()

@@ -1,0 +1,78 @@
+// Replicas whose clocks disagree, on one PostgreSQL database and data dir: a replica whose system clock runs ahead
+// (a host NTP has not corrected yet) must not take the operations of another for abandoned. Leases are set and judged
+// by the database's clock, not by each replica's own.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import {
+  archiveOf,
+  createInstance,
+  createTestDatabase,
+  describePostgres,
+  eventually,
+  expectData,
+  fillInstance,
+  makeTempDir,
+  randomToken,
+  settledOperation,
+  startServer,
+  takeSnapshot,
+  type TestDatabase,
+  type TestServer,
+  uploadFile,
+} from '../support';
+
+const CLOCK_SHIFT = join(__dirname, '..', 'support', 'clock-behind.js');
+const LEASE_MS = 6_000;
+/** Most of the lease and more: judged by its own clock, this replica found every lease of the other one expired. */
+const AHEAD_MS = 20_000;
+
+describePostgres('replicas whose clocks disagree', (postgres) => {
+  let database: TestDatabase;
+  let replicas: TestServer[] = [];
+
+  before(async function () {
+    this.timeout(60_000);
+    database = await createTestDatabase(postgres.adminUrl());
+    const shared = {
+      dataDir: makeTempDir('snapgraph-e2e-clocks-'),
+      bootstrapToken: randomToken(),
+      env: {
+        DATABASE_URL: database.url,
+        SNAPGRAPH_MASTER_KEY: randomBytes(32).toString('base64'),
+        SNAPGRAPH_OPERATION_LEASE_MS: String(LEASE_MS),
+      },
+    };
+    const onTime = await startServer(shared);
+    const ahead = await startServer({
+      ...shared,
+      env: { ...shared.env, SNAPGRAPH_TEST_CLOCK_BEHIND_MS: String(-AHEAD_MS) },
+      nodeArgs: ['--require', CLOCK_SHIFT],
+    });
+    replicas = [onTime, ahead];
+  });
+  after(async () => {
+    for (const replica of replicas) await replica.stop({ keepDataDir: true });
+    await database?.drop();
+  });
+
+  it('leaves a live operation of a replica with a clock behind its own to that replica', async function () {
+    this.timeout(240_000);
+    const [onTime, ahead] = replicas;
+    const instanceId = (await createInstance(onTime, { name: 'clocks', tier: 'PROFESSIONAL', memoryGB: 4 })).id;
+    await fillInstance(onTime, instanceId, { nodes: 150_000, relationships: 300_000 });
+    const archive = await archiveOf(onTime, (await takeSnapshot(onTime, instanceId)).id);
+
+    // Queued on the replica on time, which claims it at once (the other one only polls, every second).
+    const operation = expectData(await uploadFile(onTime, { instanceId, file: archive })).restoreFromFile;
+    await eventually(() => onTime.logLines().some((line) => line.msg === 'operation started' && line.operationId === operation.id), {
+      what: 'the replica on time to start the restore',
+    });
+    const settled = await settledOperation(onTime, operation.id, onTime.adminKey, 180_000);
+    const ranMs = Date.parse(settled.finishedAt!) - Date.parse(settled.startedAt!);
+    assert.ok(ranMs > 2_000, `the restore ran for ${ranMs} ms only, less than two polls of the other replica: give it more data`);
+    const takenOver = ahead.logLines().filter((line) => line.msg === 'recovering an interrupted operation' && line.operationId === operation.id);
+    assert.deepEqual(takenOver, [], 'the replica with its clock ahead took the live restore for abandoned');
+    assert.deepEqual({ status: settled.status, attempt: settled.attempt }, { status: 'SUCCEEDED', attempt: 1 }, JSON.stringify(settled));
+  });
+});

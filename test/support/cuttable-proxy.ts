@@ -1,0 +1,45 @@
+// A TCP path to a server (Redis) that a test can cut, as a network partition between one replica and that server would.
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
+import { registerCleanup } from './cleanup';
+
+export interface CuttableProxy {
+  readonly port: number;
+  /** Drops the connections through it and refuses new ones until mended. */
+  cut(): void;
+  /** Lets connections through again (the partition heals). */
+  mend(): void;
+  close(): Promise<void>;
+}
+
+/** Listens on a free port of 127.0.0.1 and forwards every connection to host:port; closed after the run at the latest. */
+export async function cuttableProxy(host: string, port: number): Promise<CuttableProxy> {
+  const sockets = new Set<Socket>();
+  let open = true;
+  const server = createServer((client) => {
+    if (!open) return void client.destroy();
+    const upstream = connect({ host, port });
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+    client.once('close', () => upstream.destroy());
+    upstream.once('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const cut = () => {
+    open = false;
+    for (const socket of sockets) socket.destroy();
+  };
+  const close = registerCleanup(() => {
+    cut();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    cut,
+    mend: () => void (open = true),
+    close,
+  };
+}
