@@ -1,4 +1,4 @@
-import { Entity, PrimaryColumn, Column, Index } from 'typeorm';
+import { Entity, PrimaryColumn, Column, Index, type Repository } from 'typeorm';
 import type { GraphStats } from '../graph/records';
 import { BigIntColumn, IdColumn, JsonColumn } from './columns';
 
@@ -85,4 +85,18 @@ export class RestorePointEntity {
 
   @BigIntColumn()
   createdAt: number;
+}
+
+/**
+ * The base a point at `seq` of an epoch builds on: the newest BASE at or before it; of two at one seq, the one taken
+ * last (a base taken after verification found one damaged holds the same position, and a point must build on the
+ * sound one).
+ */
+export function newestBase(points: Repository<RestorePointEntity>, epoch: number, seq: number): Promise<RestorePointEntity | null> {
+  return points
+    .createQueryBuilder('p')
+    .where("p.epoch = :epoch AND p.kind = 'BASE' AND p.seq <= :seq", { epoch, seq })
+    .orderBy('p.seq', 'DESC')
+    .addOrderBy('p.createdAt', 'DESC')
+    .getOne();
 }

@@ -15,7 +15,7 @@ import { ExportTokenEntity } from '../entities/export-token.entity';
 import { createArchiveWriter, isArchiveError, openArchive } from '../archive';
 import { ChunkStoreError, type ChunkIntegrityError, type ChunkRef, type ChunkStore, type ChunkWriter } from '../chunks';
 import type { InstanceEntity } from '../entities/instance.entity';
-import { RestorePointEntity } from '../entities/restore-point.entity';
+import { newestBase, RestorePointEntity } from '../entities/restore-point.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
 import { BlobIntegrityError, CryptoError } from '../crypto/errors';
@@ -161,14 +161,14 @@ export class BackupService {
       signal: context.signal,
       progress: (bytesDone, bytesTotal) => context.progress({ bytesDone, bytesTotal }),
     });
-    let base = await this.newestBase(epoch.epoch, position.seq);
+    let base = await newestBase(this.points, epoch.epoch, position.seq);
     if (!base && epoch.anchor === 'NONE') return this.captureBase(instance, context);
     if (mayTakeBase) {
       // A base the background policy began before this snapshot is waited for: it may be this point's base.
       const inFlight = this.basing.get(instance.id);
       if (inFlight) {
         await inFlight.catch(() => undefined);
-        base = await this.newestBase(epoch.epoch, position.seq);
+        base = await newestBase(this.points, epoch.epoch, position.seq);
       }
       const taken = await this.baseIfDue(instance, epoch, context);
       // Nothing written since the position: the base is exactly that point. Otherwise it serves later points, and
@@ -225,22 +225,9 @@ export class BackupService {
    * total that grew now would move progress back.
    */
   private async baseIfDue(instance: InstanceEntity, epoch: StoreEpochEntity, context: JobContext): Promise<CapturedPoint | null> {
-    const newest = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
+    const newest = await newestBase(this.points, epoch.epoch, Number.MAX_SAFE_INTEGER);
     if ((await this.logShareSince(instance, epoch, newest)) <= BASE_POLICY.maxLogShare) return null;
     return this.captureBase(instance, { ...context, progress: ({ phase }) => phase && context.progress({ phase }) });
-  }
-
-  /**
-   * The newest base of the epoch at or before seq; of two at one seq, the one taken last: a base taken after
-   * verification found one damaged holds the same position, and a point must build on the sound one.
-   */
-  private newestBase(epoch: number, seq: number): Promise<RestorePointEntity | null> {
-    return this.points
-      .createQueryBuilder('p')
-      .where("p.epoch = :epoch AND p.kind = 'BASE' AND p.seq <= :seq", { epoch, seq })
-      .orderBy('p.seq', 'DESC')
-      .addOrderBy('p.createdAt', 'DESC')
-      .getOne();
   }
 
   /**
@@ -259,7 +246,7 @@ export class BackupService {
       this.reconsidering.set(instance.id, epoch.epoch);
       return;
     }
-    const base = await this.newestBase(epoch.epoch, Number.MAX_SAFE_INTEGER);
+    const base = await newestBase(this.points, epoch.epoch, Number.MAX_SAFE_INTEGER);
     // Without a base of its own, a store restored from a moment that damage to a log or base cut off cannot be built either.
     const unreachableStart =
       !base && (epoch.anchor === 'NONE' || (epoch.anchor === 'ORIGIN' && epoch.endedAt === null && (await this.log.anchorDamage(epoch)) !== null));
@@ -545,7 +532,7 @@ export class BackupService {
    * longer stored from its start: the base or anchor alone would be older data, not the point.
    */
   private async planAt(epoch: StoreEpochEntity, seq: number, known?: RestorePointEntity | null): Promise<MaterialisePlan> {
-    const base = known !== undefined ? known : await this.newestBase(epoch.epoch, seq);
+    const base = known !== undefined ? known : await newestBase(this.points, epoch.epoch, seq);
     const afterSeq = base?.seq ?? 0;
     if (seq > afterSeq && !(await this.log.holdsLogAfter(epoch, afterSeq))) {
       throw new AppError('INVALID_BACKUP_FILE', `the change log of instance ${epoch.instanceId} after seq ${afterSeq} of epoch ${epoch.epoch} is no longer stored`);
@@ -592,7 +579,7 @@ export class BackupService {
     const epoch = await this.log.epochAt(source.id, at);
     if (!epoch) throw new AppError('OUT_OF_RESTORE_WINDOW', `instance ${source.id} has no history at ${new Date(at).toISOString()}`);
     const seq = await this.log.seqAt(epoch, at);
-    const base = await this.newestBase(epoch.epoch, seq);
+    const base = await newestBase(this.points, epoch.epoch, seq);
     // The moment's seq is known only from the log after that base (or the anchor): once collected, it is out of reach.
     if (!(await this.log.holdsLogAfter(epoch, base?.seq ?? 0))) {
       throw new AppError('OUT_OF_RESTORE_WINDOW', `${new Date(at).toISOString()} is no longer in instance ${source.id}'s restore window: its change log was collected; nothing was changed`);

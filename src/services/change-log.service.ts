@@ -8,7 +8,7 @@ import { CryptoError } from '../crypto/errors';
 import { decodeSegment, encodeSegment, expectSegment, SegmentFormatError } from '../changelog/segment-format';
 import type { InstanceEntity } from '../entities/instance.entity';
 import { LogSegmentEntity } from '../entities/log-segment.entity';
-import { RestorePointEntity } from '../entities/restore-point.entity';
+import { newestBase, RestorePointEntity } from '../entities/restore-point.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
 import { startEpoch } from '../changelog/store-epochs';
 import { AppError, isAppError } from '../errors/app-error';
@@ -170,13 +170,7 @@ export class ChangeLogService {
       if (origin.kind !== 'LOG') return (await points.findOneBy({ id: origin.baseId ?? origin.id }))?.damage ?? null;
       const source = await this.epoch(origin.epoch);
       if (!source) return null;
-      // The base a restore builds on (BackupService.newestBase): of two at one seq, the one taken last.
-      const base = await points
-        .createQueryBuilder('p')
-        .where("p.epoch = :epoch AND p.kind = 'BASE' AND p.seq <= :seq", { epoch: source.epoch, seq: origin.seq })
-        .orderBy('p.seq', 'DESC')
-        .addOrderBy('p.createdAt', 'DESC')
-        .getOne();
+      const base = await newestBase(points, source.epoch, origin.seq);
       const damagedThrough = await this.damagedThroughSeq(source);
       if (damagedThrough !== null && source.damagedFromSeq! <= origin.seq && (base?.seq ?? 0) < damagedThrough) return source.damage;
       if (base) return base.damage;
