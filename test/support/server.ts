@@ -228,6 +228,16 @@ process.once('exit', () => {
   for (const child of liveServers) child.kill('SIGKILL');
 });
 
+// A server that dies on its own (a crash) says why on the runner's stderr: its tests then only see "fetch failed".
+const stoppedOnPurpose = new WeakSet<ChildProcess>();
+function reportCrash(child: ChildProcess, output: string[]): void {
+  child.once('exit', (code, signal) => {
+    if (stoppedOnPurpose.has(child) || code === 0 || signal === 'SIGKILL' || signal === 'SIGTERM' || signal === 'SIGINT') return;
+    const tail = output.join('').split('\n').slice(-40).join('\n');
+    process.stderr.write(`\n[test harness] the server (pid ${child.pid}) exited on its own (code ${code}, signal ${signal}); its last output:\n${tail}\n`);
+  });
+}
+
 interface Booted {
   child: ChildProcess;
   url: string;
@@ -277,6 +287,7 @@ async function boot(env: NodeJS.ProcessEnv, { bootTimeoutMs: timeoutMs = 30_000,
     child.stdout.on('data', onStdout);
     child.once('exit', onExit);
   });
+  reportCrash(child, output);
   return { child, url, output };
 }
 
@@ -289,6 +300,7 @@ export async function terminate(child: ChildProcess, signal: NodeJS.Signals, tim
   const timedOut = new Promise<'timeout'>((resolve) => {
     timer = setTimeout(() => resolve('timeout'), timeoutMs);
   });
+  stoppedOnPurpose.add(child);
   const first = await Promise.race([exited, timedOut]);
   clearTimeout(timer);
   if (first !== 'timeout') return first;
