@@ -350,13 +350,13 @@ export class RestoreOperationHandler implements OperationHandler {
         });
       // A lost store has nothing left to keep: its data is what its change log shipped (see the restore window).
       if (!lost) {
-      const safety = this.snapshots.newSnapshot(instance, 'PRE_RESTORE', `taken automatically before operation ${operation.id}`);
-      params.preRestoreSnapshotId = safety.id;
-      await context.saveParams({ ...params });
-      await this.snapshots.insert(safety);
-      // Its own progress is not the restore's: only the restore's bytes count, so progress never moves back.
-      safetySnapshot = this.snapshots.capture(instance, safety, { ...context, progress: () => undefined });
-      safetySnapshot.catch(() => undefined);
+        const safety = this.snapshots.newSnapshot(instance, 'PRE_RESTORE', `taken automatically before operation ${operation.id}`);
+        params.preRestoreSnapshotId = safety.id;
+        await context.saveParams({ ...params });
+        await this.snapshots.insert(safety);
+        // Its own progress is not the restore's: only the restore's bytes count, so progress never moves back.
+        safetySnapshot = this.snapshots.capture(instance, safety, { ...context, progress: () => undefined });
+        safetySnapshot.catch(() => undefined);
       }
     }
 
