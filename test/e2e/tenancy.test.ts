@@ -17,6 +17,7 @@ import {
   runCli,
   serverPerSuite,
   statsOf,
+  takeSnapshot,
 } from '../support';
 
 const MISSING_INSTANCE = '00000000-0000-4000-8000-000000000000';
@@ -114,6 +115,39 @@ describe('two tenants', () => {
     );
     const { instance } = expectData(await gql(suite.server, `query ($id: ID!) { instance(id: $id) { status availability } }`, { id: ownInstanceId }));
     assert.deepEqual(instance, { status: 'RUNNING', availability: 'AVAILABLE' });
+  });
+
+  it("verifying, cancelling, exporting to a bucket or restoring to a point in time with another tenant's ids is NOT_FOUND, like missing ones", async () => {
+    const server = suite.server;
+    const as = acme.apiKey;
+    const snapshotId = (await takeSnapshot(server, ownInstanceId)).id;
+    const operationId = expectData(await gql(server, `query ($id: ID!) { operations(instanceId: $id, first: 1) { edges { node { id } } } }`, { id: ownInstanceId })).operations
+      .edges[0].node.id;
+    const operations = async () => expectData(await gql(server, `query ($id: ID!) { operations(instanceId: $id, first: 0) { totalCount } }`, { id: ownInstanceId })).operations.totalCount;
+    const before = { operations: await operations(), acmeInstances: expectData(await gql(server, `{ instances { id } }`, {}, as)).instances };
+    const at = new Date().toISOString();
+    for (const [query, foreignId, variables] of [
+      [`mutation ($id: ID!) { verifySnapshot(id: $id) { id } }`, snapshotId, {}],
+      [`mutation ($id: ID!) { cancelOperation(id: $id) { id } }`, operationId, {}],
+      [`mutation ($id: ID!) { exportSnapshotAs(id: $id, format: CYPHER) { url } }`, snapshotId, {}],
+      [`mutation ($id: ID!, $d: ID!) { exportSnapshotTo(snapshotId: $id, destinationId: $d) { id } }`, snapshotId, { d: MISSING_INSTANCE }],
+      [`mutation ($id: ID!, $at: DateTime!) { restoreToPointInTime(instanceId: $id, at: $at, confirm: "RESTORE") { id } }`, ownInstanceId, { at }],
+      [
+        `mutation ($id: ID!, $t: ID!, $at: DateTime!) { restoreToPointInTime(instanceId: $t, at: $at, confirm: "RESTORE", targetInstanceId: $id) { id } }`,
+        ownInstanceId,
+        { t: acmeInstanceId, at },
+      ],
+      [`mutation ($id: ID!, $at: DateTime!) { createInstanceFromPointInTime(instanceId: $id, at: $at, input: { name: "taken", tier: FREE }) { id } }`, ownInstanceId, { at }],
+    ] as const) {
+      assertLooksMissing(
+        await gql(server, query, { id: foreignId, ...variables }, as),
+        await gql(server, query, { id: MISSING_INSTANCE, ...variables }, as),
+        foreignId,
+      );
+    }
+    const { operation } = expectData(await gql(server, `query ($id: ID!) { operation(id: $id) { id } }`, { id: operationId }, as));
+    assert.equal(operation, null);
+    assert.deepEqual({ operations: await operations(), acmeInstances: expectData(await gql(server, `{ instances { id } }`, {}, as)).instances }, before);
   });
 
   it('revoking another tenant\'s API key is NOT_FOUND and the key keeps working', async () => {
