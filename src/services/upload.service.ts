@@ -135,12 +135,13 @@ export class UploadService {
    * cannot take the restore now (another operation runs on it), for its client's retry to queue it then.
    */
   async requestRestore(principal: Principal, instanceId: string, confirm: string, received: ReceivedFile): Promise<OperationEntity> {
-    // The key was checked when the request began, before its file arrived: one revoked since restores nothing.
-    if (!(await this.tenants.isActiveKey(principal.apiKeyId))) {
-      throw unauthenticated('the API key was revoked while the file was uploaded; nothing was restored');
-    }
-    const instance = await this.authorize(principal, instanceId, confirm);
-    return this.restores.requestRestoreFromFile(principal, instance, received);
+    // The key was checked when the request began, before its file arrived: one revoked since restores nothing, and one
+    // whose role changed since (in the database) restores only if its role now allows it.
+    const role = (await this.tenants.activeKeyRoles([principal.apiKeyId])).get(principal.apiKeyId);
+    if (role === undefined) throw unauthenticated('the API key was revoked while the file was uploaded; nothing was restored');
+    const now = { ...principal, role };
+    const instance = await this.authorize(now, instanceId, confirm);
+    return this.restores.requestRestoreFromFile(now, instance, received);
   }
 
   /** Deletes a received file whose restore will not be queued; a failure to delete is not the answer (the refusal is). */

@@ -380,6 +380,45 @@ describe('API keys', () => {
       assert.equal(await operationCount(server, instance.id), operations, 'a restore was queued for a revoked key');
     });
 
+    it('queues no restore of a file whose key lost the ADMIN role (in the database) while it was uploaded, over multipart or tus', async () => {
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'restored by a demoted key' });
+      await createNodes(server, instance.id, [{ labels: ['Kept'] }]);
+      const archive = await archiveOf(server, (await takeSnapshot(server, instance.id)).id);
+      const operations = await operationCount(server, instance.id);
+      // Once the server has the request (and its key) in hand, the operator makes the key a VIEWER.
+      const demoteAfterAWhile = (id: string) => async () => {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const db = new Database(join(server.dataDir, 'metadata.sqlite'), { timeout: 10_000 });
+        try {
+          db.prepare(`UPDATE api_keys SET role = 'VIEWER' WHERE id = ?`).run(id);
+        } finally {
+          db.close();
+        }
+      };
+
+      const multipart = await createKey(server, server.adminKey, 'ADMIN', 'demoted mid-upload');
+      const answer = await uploadInTwoParts(server, multipart.secret, instance.id, archive, 100, demoteAfterAWhile(multipart.id));
+      const { errors } = JSON.parse(answer.body) as { errors?: { extensions: { code: string } }[] };
+      assert.equal(errors?.[0]?.extensions.code, 'FORBIDDEN', answer.body);
+
+      const tus = await createKey(server, server.adminKey, 'ADMIN', 'demoted mid-tus-upload');
+      const created = await createTusUpload(server, { instanceId: instance.id, length: archive.length, key: tus.secret });
+      assert.ok(created.location, created.body);
+      const patched = await sendInTwoParts(
+        created.location,
+        'PATCH',
+        { ...created.auth, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' },
+        archive.subarray(0, 100),
+        archive.subarray(100),
+        demoteAfterAWhile(tus.id),
+      );
+      assert.equal(patched.headers['snapgraph-operation-id'], undefined, `the upload of a demoted key was restored (${patched.status})`);
+      assert.equal(refusalCode(patched.body), 'FORBIDDEN', patched.body);
+
+      assert.equal(await operationCount(server, instance.id), operations, 'a restore was queued for a key that is no longer an ADMIN');
+    });
+
     it('ends the export links the key created, with the JSON refusal; links of other keys keep working', async () => {
       const server = suite.server;
       const instance = await createInstance(server, { name: 'exported' });
