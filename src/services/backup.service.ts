@@ -31,6 +31,7 @@ import type { JobContext } from '../jobs/operation-handler';
 import type { Logger } from '../logging/logger';
 import type { Metrics } from '../observability/metrics';
 import { heapGrowth } from '../runtime/heap-growth';
+import type { ByteRange } from '../storage/byte-range';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../storage/errors';
 import type { ChangeLogService } from './change-log.service';
@@ -818,32 +819,35 @@ export class BackupService {
     );
   }
 
-  /** A foreign graph file export copy; produced again when a collection removed it meanwhile. */
-  async openGraphFileExport(
+  /** A foreign graph file export copy; produced again when a collection removed it meanwhile, or it is damaged. */
+  openGraphFileExport(
     snapshot: SnapshotEntity,
     instanceName: string,
     format: GraphFileFormat,
     expected: { sizeBytes: number; sha256: string },
     range?: { start?: number; end?: number },
   ): Promise<Readable> {
-    const key = exportKeyOf(snapshot, format.kind);
-    try {
-      return this.forgottenWhenDamaged(key, await this.blobs.read(key, range));
-    } catch (error) {
-      if (!(error instanceof BlobNotFoundError)) throw error;
-      await this.prepareGraphFileExport(snapshot, instanceName, format, expected);
-      return this.forgottenWhenDamaged(key, await this.blobs.read(key, range));
-    }
+    return this.openCopy(exportKeyOf(snapshot, format.kind), range, () => this.prepareGraphFileExport(snapshot, instanceName, format, expected));
   }
 
-  /** The export copy; produced again when a collection removed it meanwhile (it is deterministic). */
-  async openExport(snapshot: SnapshotEntity, instanceName: string, range?: { start?: number; end?: number }): Promise<Readable> {
-    const key = exportKeyOf(snapshot);
+  /** The export copy; produced again when a collection removed it meanwhile, or it is damaged (it is deterministic). */
+  openExport(snapshot: SnapshotEntity, instanceName: string, range?: { start?: number; end?: number }): Promise<Readable> {
+    return this.openCopy(exportKeyOf(snapshot), range, () => this.prepareExport({ ...snapshot, sizeBytes: null } as SnapshotEntity, instanceName));
+  }
+
+  /**
+   * The export copy `key` (or its `range`), produced again by `produce` when it is missing, or damaged in its first
+   * piece: that is found before the download's answer has begun, which can then still be the file (it answered with a
+   * dropped connection and no status, and only the next download got the file).
+   */
+  private async openCopy(key: string, range: ByteRange | undefined, produce: () => Promise<ExportCopy>): Promise<Readable> {
     try {
-      return this.forgottenWhenDamaged(key, await this.blobs.read(key, range));
+      return await firstPieceRead(this.forgottenWhenDamaged(key, await this.blobs.read(key, range)));
     } catch (error) {
-      if (!(error instanceof BlobNotFoundError)) throw error;
-      await this.prepareExport({ ...snapshot, sizeBytes: null } as SnapshotEntity, instanceName);
+      if (!(error instanceof BlobNotFoundError || error instanceof BlobIntegrityError)) throw error;
+      // Removed (forgottenWhenDamaged has begun to) before it is produced again, so the removal cannot come after.
+      if (error instanceof BlobIntegrityError) await this.blobs.delete(key);
+      await produce();
       return this.forgottenWhenDamaged(key, await this.blobs.read(key, range));
     }
   }
@@ -1421,6 +1425,20 @@ const exportKeyOf = (snapshot: Pick<SnapshotEntity, 'tenantId' | 'id'>, kind: Gr
 
 /** A restore point whose manifest a collection could not read, and why. */
 type UnreadableManifest = { restorePointId: string; why: string };
+
+/** `stream` once its first piece can be read (or its end): a failure before that rejects, while nothing is sent yet. */
+function firstPieceRead(stream: Readable): Promise<Readable> {
+  return new Promise((resolve, reject) => {
+    const settle = (error?: Error) => {
+      // No 'readable' listener stays: while one listens, a consumer's resume() does not make the stream flow.
+      stream.off('readable', onReadable).off('error', settle);
+      if (error) reject(error);
+      else resolve(stream);
+    };
+    const onReadable = () => settle();
+    stream.on('readable', onReadable).on('error', settle);
+  });
+}
 
 /** An export copy's size and sha256: what its downloads serve, and their ETag. */
 type ExportCopy = { sizeBytes: number; sha256: string };

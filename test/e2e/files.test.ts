@@ -2,7 +2,7 @@
 // expiry, multipart uploads per the GraphQL multipart request spec, the round trip, and every kind of bad file.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32, gzipSync } from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
@@ -111,6 +111,20 @@ function removeExportCopy(dataDir: string, snapshotId: string): void {
     .filter((path) => existsSync(path));
   assert.equal(copies.length, 1, `export copies of ${snapshotId}: ${copies.join(', ')}`);
   rmSync(copies[0]);
+}
+
+/** Flips the last stored byte of the snapshot's export copy (the tag of its last encrypted chunk), as bit rot would. */
+function damageExportCopy(dataDir: string, snapshotId: string): void {
+  const tenants = join(dataDir, 'blobs', 'tenants');
+  for (const tenant of readdirSync(tenants)) {
+    const path = join(tenants, tenant, 'exports', `${snapshotId}.archive`);
+    if (!existsSync(path)) continue;
+    const stored = readFileSync(path);
+    stored[stored.length - 1] ^= 0x01;
+    writeFileSync(path, stored);
+    return;
+  }
+  assert.fail(`no export copy of ${snapshotId}`);
 }
 
 /** A graph with varied properties, labels and relationships. */
@@ -324,6 +338,21 @@ describe('export and restore from a file', () => {
       else assert.equal(status, 404);
       await new Promise((resolve) => setTimeout(resolve, 500));
       assert.throws(() => removeExportCopy(suite.server.dataDir, taken.id), /export copies of/, 'an export copy of the deleted snapshot was kept');
+    });
+
+    it('produces the archive again when its export copy is found damaged before the first byte is sent', async () => {
+      const instance = await createInstance(suite.server, { name: 'bit-rot' });
+      await createNodes(suite.server, instance.id, [{ labels: ['Small'], properties: { n: 1 } }]);
+      const taken = await takeSnapshot(suite.server, instance.id);
+      const link = await exportLink(suite.server, taken.id);
+      const intact = await archiveOf(suite.server, taken.id);
+      // One encrypted chunk: its damage is found before any byte of the answer, which can then still be the archive.
+      for (const [range, status, bytes] of [[undefined, 200, intact], ['bytes=10-', 206, intact.subarray(10)]] as const) {
+        damageExportCopy(suite.server.dataDir, taken.id);
+        const answer = await download(link.url, range ? { range } : {}).catch((error: Error) => assert.fail(`${range ?? 'GET'}: the download was dropped (${error.message})`));
+        assert.equal(answer.status, status, range);
+        assert.ok(answer.body.equals(bytes), `${range ?? 'GET'}: wrong bytes`);
+      }
     });
 
     it('answers 404 to a forged or malformed token', async () => {
