@@ -44,26 +44,28 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
     }
     const { sizeBytes, sha256, fileName } = download;
     const etag = `"${sha256}"`;
-    res.setHeader('Accept-Ranges', 'bytes');
-    res.setHeader('ETag', etag);
-    res.setHeader('Cache-Control', 'private, no-store');
-    res.setHeader('Content-Type', download.contentType);
-    res.setHeader('Content-Disposition', `attachment; filename="${fileName}"`);
     // A Range only applies to the same bytes the client started with.
     const ifRange = req.headers['if-range'];
     const range = ifRange && ifRange !== etag ? null : parseRange(req.headers.range, sizeBytes);
     if (range === 'unsatisfiable') {
       res.setHeader('Content-Range', `bytes */${sizeBytes}`);
-      res.removeHeader('Content-Disposition');
       return void sendError(res, 416, 'BAD_USER_INPUT', `the range is outside the file (${sizeBytes} bytes)`);
     }
     const start = range?.start ?? 0;
     const end = range?.end ?? sizeBytes - 1;
-    if (range) {
-      res.status(206).setHeader('Content-Range', `bytes ${start}-${end}/${sizeBytes}`);
-    }
-    res.setHeader('Content-Length', String(Math.max(0, end - start + 1)));
+    // The file's headers, given once it can be sent: a refusal after this (the snapshot deleted while its copy was
+    // produced) carried the range, ETag and file name of a file it did not send.
+    const answerWithFile = () => {
+      if (range) res.status(206).setHeader('Content-Range', `bytes ${start}-${end}/${sizeBytes}`);
+      res.setHeader('Accept-Ranges', 'bytes');
+      res.setHeader('ETag', etag);
+      res.setHeader('Cache-Control', 'private, no-store');
+      res.setHeader('Content-Type', download.contentType);
+      res.setHeader('Content-Disposition', `attachment; filename="${fileName}"`);
+      res.setHeader('Content-Length', String(Math.max(0, end - start + 1)));
+    };
     if (req.method === 'HEAD' || sizeBytes === 0) {
+      answerWithFile();
       res.end();
       return;
     }
@@ -71,7 +73,6 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
     try {
       body = await download.open({ start, end: end + 1 });
     } catch (error) {
-      res.removeHeader('Content-Disposition');
       // Deleted while its copy was being produced for this download (BackupService.forgetExport).
       if (isAppError(error) && error.code === 'NOT_FOUND') {
         return void sendError(res, 404, 'NOT_FOUND', 'the snapshot of this export link no longer exists');
@@ -79,6 +80,7 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
       logger.error({ err: error, snapshotId: download.snapshot.id }, 'export download could not open the archive');
       return void sendError(res, 500, 'INTERNAL_SERVER_ERROR', 'the archive cannot be read; try again or contact the operator');
     }
+    answerWithFile();
     try {
       // Counted as the bytes pass, without a stream stage of its own between the file and the socket.
       body.on('data', (chunk: Buffer) => metrics.bytesExported.inc(chunk.length));
