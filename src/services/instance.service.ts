@@ -436,7 +436,11 @@ export class InstanceService {
       interval: schedule.intervalMs === null ? null : policy.snapshotInterval,
       retention: schedule.keepLatestOnly ? null : policy.retention,
       keepLatestOnly: schedule.keepLatestOnly,
-      nextSnapshotAt: nextSnapshotAt(schedule, instance.lastScheduledAt, instance.createdAt, now),
+      // The scheduler never snapshots an instance whose creation failed or that is being deleted: nothing is due.
+      nextSnapshotAt:
+        instance.status === 'FAILED' || instance.status === 'DESTROYING'
+          ? null
+          : nextSnapshotAt(schedule, instance.lastScheduledAt, instance.createdAt, now),
     };
   }
 }
