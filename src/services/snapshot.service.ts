@@ -147,13 +147,19 @@ export class SnapshotService {
     Object.assign(snapshot, { status: 'IN_PROGRESS' });
     this.publish(snapshot);
     const { restorePoint, stats } = await this.backups.capture(instance, context, { logOnly: snapshot.profile === 'PRE_RESTORE' });
+    // createdAt is the point in time the snapshot captures. It holds every write committed up to its restore point, so
+    // one that waited (QUEUED for a free operation slot, or taken again after an interruption) holds those committed
+    // meanwhile too: its createdAt moves on to the newest of them (where it was queued, it named a moment they were not
+    // part of yet).
+    const createdAt = Math.max(snapshot.createdAt, restorePoint.at ?? 0);
     const completion: Partial<SnapshotEntity> = {
       status: 'COMPLETED',
+      createdAt,
       completedAt: Date.now(),
       contents: stats,
       restorePointId: restorePoint.id,
       addedBytes: restorePoint.addedBytes,
-      expiresAt: expiresAtFor(snapshot.createdAt, scheduleOf(this.config.tiers[instance.tier])),
+      expiresAt: expiresAtFor(createdAt, scheduleOf(this.config.tiers[instance.tier])),
     };
     return {
       commit: async (manager) => {

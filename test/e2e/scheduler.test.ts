@@ -121,6 +121,44 @@ describe('scheduled snapshots and retention', function () {
   it('logs no scheduler or retention errors meanwhile', () => assert.deepEqual(schedulerErrors(suite.server), []));
 });
 
+describe('a snapshot that waits for a free operation slot (SNAPGRAPH_MAX_CONCURRENT_OPERATIONS)', () => {
+  // A catch-up burst after downtime, or a busy process, leaves snapshots QUEUED for a while. Snapshot.createdAt is "the
+  // point in time the snapshot captures" (the archive header's capture time, the history filters, retention): a write
+  // acknowledged before it must be in the snapshot, one begun after it must not.
+  it('has the createdAt of the moment it captured, not of the moment it was queued', async function () {
+    this.timeout(120_000);
+    const server = await startServer({ env: { SNAPGRAPH_MAX_CONCURRENT_OPERATIONS: '1' } });
+    const busy = await createInstance(server, { name: 'holds-the-slot', tier: 'PROFESSIONAL' });
+    const pad = () => randomBytes((RESTORE_DATA.padBytes * 3) / 4).toString('base64');
+    for (let i = 0; i < RESTORE_DATA.nodes; i += 4_000) {
+      await createNodes(server, busy.id, Array.from({ length: 4_000 }, (_, j) => ({ labels: ['Bulk'], properties: { n: i + j, pad: pad() } })));
+    }
+    const waiting = await createInstance(server, { name: 'waits-for-the-slot', tier: 'PROFESSIONAL' });
+    await createNodes(server, waiting.id, [{ labels: ['Before'] }]);
+
+    // The first snapshot of the large instance takes the only slot (its first base copies the whole store)...
+    const holding = await takeSnapshot(server, busy.id);
+    await eventually(async () => (await snapshotById(server, holding.id))?.status === 'IN_PROGRESS', { intervalMs: 5, what: 'the first snapshot running' });
+    // ...so this one waits, QUEUED, while the instance is written to.
+    const queued = await takeSnapshot(server, waiting.id);
+    const writeBegan = Date.now();
+    await createNodes(server, waiting.id, [{ labels: ['After'] }]);
+    assert.equal((await snapshotById(server, queued.id))?.status, 'PENDING', 'the snapshot ran before the write: make the first one longer (RESTORE_DATA)');
+
+    const done = await completed(server, queued);
+    const { snapshot } = expectData(await gql(server, `query ($id: ID!) { snapshot(id: $id) { createdAt contents { nodeCount } } }`, { id: queued.id }));
+    const holds = (snapshot.contents as { nodeCount: number }).nodeCount;
+    const createdAt = at(done.createdAt);
+    if (holds === 2) {
+      assert.ok(createdAt >= writeBegan, `the snapshot holds a write begun ${writeBegan - createdAt} ms after its createdAt ${done.createdAt}`);
+    } else {
+      assert.equal(holds, 1);
+    }
+    assert.equal(at(done.expiresAt!), createdAt + 7 * 24 * 3600 * SECOND, 'expiresAt follows createdAt');
+    await server.stop();
+  });
+});
+
 describe('scheduled snapshots after the server clock stepped back', () => {
   const CLOCK_BEHIND = join(__dirname, '..', 'support', 'clock-behind.js');
 
