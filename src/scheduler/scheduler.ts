@@ -33,6 +33,8 @@ export class Scheduler {
   private readonly deferred = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
   private inFlight: Promise<unknown> | null = null;
+  /** The retention sweep under way: it runs beside the ticks, which go on queuing the snapshots that fall due. */
+  private sweeping: Promise<void> | null = null;
   private running = false;
   private lastSweepAt = 0;
   /** Whether this process led at the previous tick: when it starts leading, it aligns the stored due times first. */
@@ -58,19 +60,20 @@ export class Scheduler {
     this.scheduleTick(0);
   }
 
-  /** Stops ticking, waits for a tick in progress to end, and gives leadership up. */
+  /** Stops ticking, waits for a tick and a sweep in progress to end, and gives leadership up. */
   async stop(): Promise<void> {
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await this.inFlight;
+    await this.sweeping;
     await this.leadership.release();
   }
 
   /**
-   * One round: nothing unless this process leads; then the due snapshots, then the retention sweep. Returns when the
-   * next round should start if that is before the next regular tick (a snapshot falls due, or the next sweep), else
-   * null.
+   * One round: nothing unless this process leads; then the due snapshots, and the retention sweep is started unless one
+   * is under way. Returns when the next round should start if that is before the next regular tick (a snapshot falls
+   * due, or the next sweep), else null.
    */
   async tick(): Promise<number | null> {
     if (!(await this.leadership.check())) {
@@ -83,14 +86,26 @@ export class Scheduler {
     }
     const { due, soonest } = await this.scheduledBy(Date.now(), Date.now() + this.tickMs);
     await this.takeDueSnapshots(due);
-    // Retention is swept once a tick's length, not at every extra round woken for a due time...
-    if (this.running && Date.now() - this.lastSweepAt >= this.tickMs) {
+    // Retention is swept once a tick's length, not at every extra round woken for a due time. It runs beside the ticks,
+    // not awaited here: a sweep with much to do (the first after a start reads every thinned history; a shortened
+    // retention or a long downtime expires thousands of snapshots, each removal deletions in the blob store) put off
+    // every snapshot that fell due meanwhile until it had ended.
+    if (this.running && this.sweeping === null && Date.now() - this.lastSweepAt >= this.tickMs) {
       this.lastSweepAt = Date.now();
-      await this.retention.sweep(this.lastSweepAt);
+      this.sweeping = this.retention
+        .sweep(this.lastSweepAt)
+        .then(
+          () => undefined,
+          (error: unknown) => this.logger.error({ err: error }, 'retention sweep failed'),
+        )
+        .finally(() => {
+          this.sweeping = null;
+        });
     }
-    // ...and a round for a due time does not put the next sweep off: a round just short of a tick after the last
-    // sweep would otherwise skip it, and the one after come a whole tick later (measured: expired snapshots removed
-    // 2 s late on a 3 s schedule).
+    // A round for a due time does not put the next sweep off: a round just short of a tick after the last sweep would
+    // otherwise skip it, and the one after come a whole tick later (measured: expired snapshots removed 2 s late on a
+    // 3 s schedule). While a sweep runs, the next one waits for a regular tick after it.
+    if (this.sweeping !== null) return soonest;
     const nextSweep = this.lastSweepAt + this.tickMs;
     return soonest === null ? nextSweep : Math.min(soonest, nextSweep);
   }

@@ -1,0 +1,73 @@
+// A retention sweep with much to do (the first after a start reads every thinned history; a shortened retention, or a
+// long downtime, expires thousands of snapshots at once, each removal a few deletions in the blob store) must not put
+// the scheduled snapshots off: they are queued within milliseconds of their due time (docs/scheduling.md).
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DataSource } from 'typeorm';
+
+import { DEFAULT_TIER_POLICIES, scheduleOf } from '../../src/config/tiers';
+import { createMetadataDataSource } from '../../src/entities/data-source';
+import type { InstanceEntity } from '../../src/entities/instance.entity';
+import type { SnapshotEntity } from '../../src/entities/snapshot.entity';
+import { createLogger } from '../../src/logging/logger';
+import type { SchedulerLeadership } from '../../src/scheduler/leadership';
+import { scheduleGridDueAt } from '../../src/scheduler/retention';
+import type { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
+import { Scheduler } from '../../src/scheduler/scheduler';
+import type { SnapshotService } from '../../src/services/snapshot.service';
+import { insertInstanceRow } from '../support/instance-rows';
+
+describe('the scheduler while a retention sweep takes long', function () {
+  this.timeout(30_000);
+  const SWEEP_MS = 4_000;
+  const tiers = { ...DEFAULT_TIER_POLICIES, PROFESSIONAL: { ...DEFAULT_TIER_POLICIES.PROFESSIONAL, snapshotInterval: 'PT2S' } };
+  let dir: string;
+  let db: DataSource;
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'snapgraph-long-sweep-'));
+    db = createMetadataDataSource({ dataDir: dir });
+    await db.initialize();
+    await db.runMigrations({ transaction: 'each' });
+  });
+
+  afterEach(async () => {
+    await db.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('queues a snapshot that falls due during the sweep on time, not once the sweep has ended', async () => {
+    const createdAt = Date.now() - 1_500;
+    const dueAt = scheduleGridDueAt(scheduleOf(tiers.PROFESSIONAL), null, createdAt)!;
+    await insertInstanceRow(db, { tenantId: randomUUID(), tier: 'PROFESSIONAL', createdAt, nextScheduledAt: dueAt });
+    const queuedAt: number[] = [];
+    const snapshots = {
+      enqueueScheduledSnapshot: async (instance: InstanceEntity) => {
+        queuedAt.push(Date.now());
+        return { id: randomUUID(), createdAt: Date.now(), instanceId: instance.id } as SnapshotEntity;
+      },
+    } as unknown as SnapshotService;
+    let sweeps = 0;
+    const sweeper = {
+      sweep: async () => {
+        sweeps++;
+        await new Promise((resolve) => setTimeout(resolve, SWEEP_MS));
+        return 0;
+      },
+    } as unknown as RetentionSweeper;
+    const leadership: SchedulerLeadership = { check: async () => true, release: async () => undefined };
+    const scheduler = new Scheduler(db, { tiers }, snapshots, sweeper, leadership, createLogger('silent'));
+    scheduler.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, dueAt - Date.now() + 1_000));
+      assert.equal(sweeps, 1, 'the first sweep is still running');
+      assert.equal(queuedAt.length, 1, `the snapshot due ${Date.now() - dueAt} ms ago was not queued while the sweep ran`);
+      assert.ok(queuedAt[0] - dueAt < 1_000, `queued ${queuedAt[0] - dueAt} ms after its due time`);
+    } finally {
+      await scheduler.stop();
+    }
+  });
+});
