@@ -51,10 +51,13 @@ describe('the scheduler while a retention sweep takes long', function () {
       },
     } as unknown as SnapshotService;
     let sweeps = 0;
+    let firstSweepEnded!: () => void;
+    const firstSweep = new Promise<number>((resolve) => (firstSweepEnded = () => resolve(Date.now())));
     const sweeper = {
       sweep: async () => {
         sweeps++;
         await new Promise((resolve) => setTimeout(resolve, SWEEP_MS));
+        if (sweeps === 1) firstSweepEnded();
         return 0;
       },
     } as unknown as RetentionSweeper;
@@ -62,10 +65,10 @@ describe('the scheduler while a retention sweep takes long', function () {
     const scheduler = new Scheduler(db, { tiers }, snapshots, sweeper, leadership, createLogger('silent'));
     scheduler.start();
     try {
-      await new Promise((resolve) => setTimeout(resolve, dueAt - Date.now() + 1_000));
-      assert.equal(sweeps, 1, 'the first sweep is still running');
-      assert.equal(queuedAt.length, 1, `the snapshot due ${Date.now() - dueAt} ms ago was not queued while the sweep ran`);
-      assert.ok(queuedAt[0] - dueAt < 1_000, `queued ${queuedAt[0] - dueAt} ms after its due time`);
+      // Due about 0.5 s after the start, during the first sweep (4 s): queued before that sweep ended, not after it.
+      const sweepEndedAt = await firstSweep;
+      assert.ok(dueAt < sweepEndedAt, 'the snapshot fell due after the sweep: make the sweep longer');
+      assert.ok(queuedAt.length >= 1 && queuedAt[0] < sweepEndedAt, `the snapshot due at ${dueAt} was queued at ${queuedAt[0]}, once the sweep had ended at ${sweepEndedAt}`);
     } finally {
       await scheduler.stop();
     }
