@@ -345,79 +345,60 @@ describe('API keys', () => {
       assert.equal(refused.closeCode, 4401);
     });
 
-    it('queues no restore of a file whose key was revoked while it was uploaded, over multipart or tus', async () => {
+    /**
+     * A file uploaded over multipart, then over tus, by a new ADMIN key that `change` alters (once the server has the
+     * request, and its key, in hand, before the last bytes): each is refused with `code`, and no restore is queued.
+     */
+    async function refusedMidUpload(what: string, change: (server: TestServer, keyId: string) => Promise<void>, code: string): Promise<void> {
       const server = suite.server;
-      const instance = await createInstance(server, { name: 'restored by a revoked key' });
+      const instance = await createInstance(server, { name: `restored by a key ${what}` });
       await createNodes(server, instance.id, [{ labels: ['Kept'] }]);
       const archive = await archiveOf(server, (await takeSnapshot(server, instance.id)).id);
       const operations = await operationCount(server, instance.id);
-      // Once the server has the request (and its key) in hand, the key goes.
-      const revokeAfterAWhile = (id: string) => async () => {
+      const changeAfterAWhile = (id: string) => async () => {
         await new Promise((resolve) => setTimeout(resolve, 300));
-        expectData(await gql(server, REVOKE, { id }));
+        await change(server, id);
       };
 
-      const multipart = await createKey(server, server.adminKey, 'ADMIN', 'revoked mid-upload');
-      const answer = await uploadInTwoParts(server, multipart.secret, instance.id, archive, 100, revokeAfterAWhile(multipart.id));
+      const multipart = await createKey(server, server.adminKey, 'ADMIN', `${what} mid-upload`);
+      const answer = await uploadInTwoParts(server, multipart.secret, instance.id, archive, 100, changeAfterAWhile(multipart.id));
       const { errors } = JSON.parse(answer.body) as { errors?: { extensions: { code: string } }[] };
-      assert.equal(errors?.[0]?.extensions.code, 'UNAUTHENTICATED', answer.body);
+      assert.equal(errors?.[0]?.extensions.code, code, answer.body);
 
-      const tus = await createKey(server, server.adminKey, 'ADMIN', 'revoked mid-tus-upload');
+      const tus = await createKey(server, server.adminKey, 'ADMIN', `${what} mid-tus-upload`);
       const created = await createTusUpload(server, { instanceId: instance.id, length: archive.length, key: tus.secret });
       assert.ok(created.location, created.body);
-      // One PATCH carrying the whole file, whose last bytes come after the revocation.
+      // One PATCH carrying the whole file, whose last bytes come after the change.
       const patched = await sendInTwoParts(
         created.location,
         'PATCH',
         { ...created.auth, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' },
         archive.subarray(0, 100),
         archive.subarray(100),
-        revokeAfterAWhile(tus.id),
+        changeAfterAWhile(tus.id),
       );
-      assert.equal(patched.headers['snapgraph-operation-id'], undefined, `the upload of a revoked key was restored (${patched.status})`);
-      assert.equal(refusalCode(patched.body), 'UNAUTHENTICATED', patched.body);
+      assert.equal(patched.headers['snapgraph-operation-id'], undefined, `the upload of a key ${what} was restored (${patched.status})`);
+      assert.equal(refusalCode(patched.body), code, patched.body);
 
-      assert.equal(await operationCount(server, instance.id), operations, 'a restore was queued for a revoked key');
-    });
+      assert.equal(await operationCount(server, instance.id), operations, `a restore was queued for a key ${what}`);
+    }
 
-    it('queues no restore of a file whose key lost the ADMIN role (in the database) while it was uploaded, over multipart or tus', async () => {
-      const server = suite.server;
-      const instance = await createInstance(server, { name: 'restored by a demoted key' });
-      await createNodes(server, instance.id, [{ labels: ['Kept'] }]);
-      const archive = await archiveOf(server, (await takeSnapshot(server, instance.id)).id);
-      const operations = await operationCount(server, instance.id);
-      // Once the server has the request (and its key) in hand, the operator makes the key a VIEWER.
-      const demoteAfterAWhile = (id: string) => async () => {
-        await new Promise((resolve) => setTimeout(resolve, 300));
-        const db = new Database(join(server.dataDir, 'metadata.sqlite'), { timeout: 10_000 });
-        try {
-          db.prepare(`UPDATE api_keys SET role = 'VIEWER' WHERE id = ?`).run(id);
-        } finally {
-          db.close();
-        }
-      };
+    it('queues no restore of a file whose key was revoked while it was uploaded, over multipart or tus', () =>
+      refusedMidUpload('revoked', async (server, id) => void expectData(await gql(server, REVOKE, { id })), 'UNAUTHENTICATED'));
 
-      const multipart = await createKey(server, server.adminKey, 'ADMIN', 'demoted mid-upload');
-      const answer = await uploadInTwoParts(server, multipart.secret, instance.id, archive, 100, demoteAfterAWhile(multipart.id));
-      const { errors } = JSON.parse(answer.body) as { errors?: { extensions: { code: string } }[] };
-      assert.equal(errors?.[0]?.extensions.code, 'FORBIDDEN', answer.body);
-
-      const tus = await createKey(server, server.adminKey, 'ADMIN', 'demoted mid-tus-upload');
-      const created = await createTusUpload(server, { instanceId: instance.id, length: archive.length, key: tus.secret });
-      assert.ok(created.location, created.body);
-      const patched = await sendInTwoParts(
-        created.location,
-        'PATCH',
-        { ...created.auth, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' },
-        archive.subarray(0, 100),
-        archive.subarray(100),
-        demoteAfterAWhile(tus.id),
-      );
-      assert.equal(patched.headers['snapgraph-operation-id'], undefined, `the upload of a demoted key was restored (${patched.status})`);
-      assert.equal(refusalCode(patched.body), 'FORBIDDEN', patched.body);
-
-      assert.equal(await operationCount(server, instance.id), operations, 'a restore was queued for a key that is no longer an ADMIN');
-    });
+    it('queues no restore of a file whose key lost the ADMIN role (in the database) while it was uploaded, over multipart or tus', () =>
+      refusedMidUpload(
+        'demoted',
+        async (server, id) => {
+          const db = new Database(join(server.dataDir, 'metadata.sqlite'), { timeout: 10_000 });
+          try {
+            db.prepare(`UPDATE api_keys SET role = 'VIEWER' WHERE id = ?`).run(id);
+          } finally {
+            db.close();
+          }
+        },
+        'FORBIDDEN',
+      ));
 
     it('ends the export links the key created, with the JSON refusal; links of other keys keep working', async () => {
       const server = suite.server;
