@@ -154,12 +154,16 @@ describe('backup storage', () => {
     const { server } = suite;
     const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
     const instance = await createInstance(server, { name: 'damaged copy', tier: 'PROFESSIONAL' });
-    await fill(server, instance.id, 300);
+    await fill(server, instance.id, 3_000);
     const snapshot = await takeSnapshot(server, instance.id);
     const archive = await archiveOf(server, snapshot.id);
-    // A flipped byte in the export copy (a disk error): the copy is a cache of what the restore point produces.
+    // A flipped byte in the export copy (a disk error): the copy is a cache of what the restore point produces. Near its
+    // end, in a later encrypted chunk than the first: found once the download has sent part of the archive, it can only
+    // be cut short (damage in the first chunk is found before the answer begins, and that download gets the archive:
+    // files.test).
     const copy = join(server.dataDir, 'blobs', 'tenants', tenantId, 'exports', `${snapshot.id}.archive`);
     const stored = readFileSync(copy);
+    assert.ok(stored.length > 3 * 64 * 1024, `the copy (${stored.length} bytes) must span several encrypted chunks: fill more`);
     stored[stored.length - 40] ^= 0x01;
     writeFileSync(copy, stored);
     const damaged = await download((await exportLink(server, snapshot.id)).url).then(
