@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
 import { AppError, badInput, capacityExceeded } from '../errors/app-error';
 import { isStorageFull } from '../errors/storage-full';
+import { nameProblem } from './graph-rules';
 import type {
   BaseCapture,
   GraphLoader,
@@ -160,6 +161,14 @@ function pageFrom<R extends PageRow, T>(found: R[], first: number, to: (row: R) 
   const rows = found.filter((row) => row.total === null);
   const items = rows.slice(0, first).map(to);
   return { items, hasNextPage: (rows[0]?.fetched ?? 0) > items.length, totalCount: found.find((row) => row.total !== null)?.total ?? 0 };
+}
+
+/**
+ * A page's label or type filter as bound to SQLite: null, which no row equals, for one that no name can be. A lone
+ * surrogate arrived in SQLite's UTF-8 as U+FFFD, and the filter matched the names that hold one.
+ */
+function filterName(what: string, name: string | undefined): string | null {
+  return name === undefined || nameProblem(what, name) ? null : name;
 }
 
 /** Parses a client-supplied id; ids are positive integers. */
@@ -383,6 +392,7 @@ export class SqliteGraphStore implements GraphStore {
 
   async nodes(label: string | undefined, page: PageRequest): Promise<Page<NodeRecord>> {
     const after = page.afterId === undefined ? 0 : parseEntityId(page.afterId, 'cursor');
+    const name = filterName('label', label);
     const candidates =
       label === undefined
         ? `SELECT id, octet_length(labels) + octet_length(properties) AS size FROM nodes WHERE id > ?1 ORDER BY id LIMIT ?2`
@@ -390,13 +400,14 @@ export class SqliteGraphStore implements GraphStore {
            WHERE l.label = ?4 AND l.node_id > ?1 ORDER BY l.node_id LIMIT ?2`;
     const rows = await this.reader.all<NodeRow & PageRow>(
       withTotal(['id', 'labels', 'properties'], `SELECT NULL, n.id, n.labels, n.properties, p.fetched FROM (${pageOf(candidates)}) p JOIN nodes n ON n.id = p.id`),
-      [after, page.first + 1, PAGE_BYTES, label ?? null, ...(label === undefined ? ['nodes', ''] : ['label', label])],
+      [after, page.first + 1, PAGE_BYTES, name, ...(label === undefined ? ['nodes', ''] : ['label', name])],
     );
     return pageFrom(rows, page.first, toNode);
   }
 
   async relationships(type: string | undefined, page: PageRequest): Promise<Page<RelationshipRecord>> {
     const after = page.afterId === undefined ? 0 : parseEntityId(page.afterId, 'cursor');
+    const name = filterName('relationship type', type);
     const size = 'octet_length(type) + octet_length(properties)';
     const candidates =
       type === undefined
@@ -407,7 +418,7 @@ export class SqliteGraphStore implements GraphStore {
         ['id', 'type', 'start_id', 'end_id', 'properties'],
         `SELECT NULL, r.id, r.type, r.start_id, r.end_id, r.properties, p.fetched FROM (${pageOf(candidates)}) p JOIN relationships r ON r.id = p.id`,
       ),
-      [after, page.first + 1, PAGE_BYTES, type ?? null, ...(type === undefined ? ['relationships', ''] : ['type', type])],
+      [after, page.first + 1, PAGE_BYTES, name, ...(type === undefined ? ['relationships', ''] : ['type', name])],
     );
     return pageFrom(rows, page.first, toRelationship);
   }

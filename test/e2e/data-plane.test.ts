@@ -187,6 +187,26 @@ describe('the graph data plane', () => {
       assert.equal(relationships.totalCount, 0);
     });
 
+    it('a label or type no name can be (a lone surrogate) matches nothing, not the names with U+FFFD in its place', async () => {
+      // SQLite's text holds UTF-8: a lone surrogate bound as a parameter arrives as U+FFFD, and the filter matched
+      // the graph's "\ufffd" names.
+      const [node] = await createNodes(suite.server, instanceId, [{ labels: ['\ufffd'] }]);
+      const [relationship] = await createRelationships(suite.server, instanceId, [{ type: '\ufffd', startNodeId: node.id, endNodeId: node.id }]);
+      try {
+        for (const label of ['\ud800', '\udfff']) {
+          const nodes = expectData(await gql(suite.server, NODES_PAGE, { instanceId, label })).nodes as Connection<NodeJson>;
+          assert.deepEqual([nodes.edges, nodes.totalCount, nodes.pageInfo.hasNextPage], [[], 0, false]);
+          const relationships = expectData(await gql(suite.server, RELATIONSHIPS_PAGE, { instanceId, type: label }))
+            .relationships as Connection<RelationshipJson>;
+          assert.deepEqual([relationships.edges, relationships.totalCount, relationships.pageInfo.hasNextPage], [[], 0, false]);
+        }
+        assert.deepEqual(await allNodes(suite.server, instanceId, { label: '\ufffd' }), [node]);
+        assert.deepEqual(await allRelationships(suite.server, instanceId, { type: '\ufffd' }), [relationship]);
+      } finally {
+        expectData(await gql(suite.server, DELETE_NODES, { instanceId, ids: [node.id] }));
+      }
+    });
+
     it('`relationships(type:)` returns only that type, with its own totalCount', async () => {
       const page = expectData(await gql(suite.server, RELATIONSHIPS_PAGE, { instanceId, type: 'KNOWS' }))
         .relationships as Connection<RelationshipJson>;
