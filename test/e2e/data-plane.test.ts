@@ -124,6 +124,16 @@ describe('the graph data plane', () => {
       assert.deepEqual(await allRelationships(suite.server, instanceId, { type: 'HUGE' }), []);
     });
 
+    it('keep numbers as the doubles JSON reads, as docs/api.md says: an integer past 2^53 − 1 as the nearest one', async () => {
+      const query = `mutation ($i: ID!) { createNodes(instanceId: $i, nodes: [{ labels: ["Doubles"], properties: { big: 9007199254740993, negativeZero: -0.0 } }]) { properties } }`;
+      const body = `{"query": ${JSON.stringify(query)}, "variables": {"i": ${JSON.stringify(instanceId)}}}`;
+      const literal = expectData(await post(suite.server, body, { authorization: `Bearer ${suite.server.adminKey}` })) as { createNodes: NodeJson[] };
+      const variable = await createNodes(suite.server, instanceId, [{ labels: ['Doubles'], properties: JSON.parse('{"big": 9007199254740993, "negativeZero": -0}') }]);
+      const expected = { big: 9007199254740992, negativeZero: 0 };
+      assert.deepEqual([literal.createNodes[0].properties, variable[0].properties], [expected, expected]);
+      assert.deepEqual((await allNodes(suite.server, instanceId, { label: 'Doubles' })).map((node) => node.properties), [expected, expected]);
+    });
+
     it('stores a label given twice on one node once', async () => {
       const [node] = await createNodes(suite.server, instanceId, [{ labels: ['Twice', 'Twice'] }]);
       assert.deepEqual(node.labels, ['Twice']);
