@@ -139,7 +139,7 @@ export class GraphService {
       })
       .catch((error: unknown) => {
         // The store rolled the batch back; the instance keeps its data and serves reads.
-        throw asStorageFull(error) ?? error;
+        throw asStorageFull(error) ?? storeBusy(error) ?? error;
       });
     if (!movedOn) this.written.notify(instance);
     return result;
@@ -155,6 +155,19 @@ export class GraphService {
     }
     return this.instances.readStore(instance, fn, () => this.read(principal, instanceId, fn));
   }
+}
+
+/**
+ * CONFLICT for a write that waited out SQLite's busy timeout for the store's write lock: another process sharing the
+ * file (a replica writing a large batch, or deleting a node with many relationships) held it. It was an internal
+ * error, "a bug", though nothing was written and the write succeeds once the other one has committed.
+ */
+function storeBusy(error: unknown): AppError | null {
+  if ((error as { code?: unknown } | null)?.code !== 'SQLITE_BUSY') return null;
+  return new AppError(
+    'CONFLICT',
+    "another write held the instance's store for longer than this server waits for it (a large batch written through another server of the deployment): nothing was written; try again",
+  );
 }
 
 function checkBatch(size: number): void {

@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import sqlite3 from 'sqlite3';
 import { PAGE_BYTES, UPDATE_ANSWER_BYTES } from '../../src/graph/sqlite-graph-store';
 import {
   allNodes,
@@ -494,6 +497,27 @@ describe('the graph data plane', () => {
       assert.equal(new Set(ids).size, 1000);
       assert.equal((await statsOf(suite.server, instanceId)).nodeCount, 1000);
       assert.equal((await allNodes(suite.server, instanceId)).length, 1000);
+    });
+
+    it('another process holding the store past the busy timeout (a replica writing a large batch): CONFLICT, nothing written, not an internal error', async function () {
+      this.timeout(60_000);
+      const instanceId = (await createInstance(suite.server, { name: 'busy', tier: 'PROFESSIONAL' })).id;
+      await createNodes(suite.server, instanceId, [{ labels: ['Before'] }]);
+      // The store's write lock, taken as another replica's write transaction takes it, and held until the write answers.
+      const dir = join(suite.server.dataDir, 'instances', instanceId);
+      const other = new sqlite3.Database(join(dir, readdirSync(dir).find((file) => file.endsWith('.sqlite'))!));
+      const exec = (sql: string) => new Promise<void>((resolve, reject) => other.exec(sql, (error) => (error ? reject(error) : resolve())));
+      try {
+        await exec('BEGIN IMMEDIATE');
+        const refused = expectCode(await gql(suite.server, CREATE_NODES, { instanceId, nodes: [{ labels: ['While'] }] }), 'CONFLICT');
+        assert.match(refused.message, /another write held the instance's store.*nothing was written; try again/);
+        await exec('COMMIT');
+      } finally {
+        await new Promise((resolve) => other.close(resolve));
+      }
+      await createNodes(suite.server, instanceId, [{ labels: ['After'] }]);
+      assert.deepEqual((await allNodes(suite.server, instanceId)).map((node) => node.labels), [['Before'], ['After']]);
+      assert.equal((await statsOf(suite.server, instanceId)).nodeCount, 2);
     });
 
     it('leave every page with the totalCount of its own moment: a whole graph in one page is as many as its total', async function () {
