@@ -1001,12 +1001,17 @@ export async function setMeta(db: SqliteConnection, key: string, value: number):
 }
 
 export async function applyCounts(db: SqliteConnection, deltas: CountDelta[]): Promise<void> {
+  const json = JSON.stringify(deltas);
   await db.run(
     `INSERT INTO counts (kind, name, count) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true
      ON CONFLICT (kind, name) DO UPDATE SET count = count + excluded.count`,
-    [JSON.stringify(deltas)],
+    [json],
   );
-  await db.run(`DELETE FROM counts WHERE count <= 0 AND kind IN ('label', 'type')`);
+  // Only the names this write counted can have dropped to none (a scan of every label and type per write grew with them).
+  await db.run(
+    `DELETE FROM counts WHERE (kind, name) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1)) AND count <= 0 AND kind IN ('label', 'type')`,
+    [json],
+  );
 }
 
 function tally(names: string[]): Map<string, number> {
