@@ -5,18 +5,16 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
-  archiveOf,
   createInstance,
   createTestDatabase,
   describePostgres,
   eventually,
   expectData,
-  fillInstance,
+  generatedArchive,
   makeTempDir,
   randomToken,
   settledOperation,
   startServer,
-  takeSnapshot,
   type TestDatabase,
   type TestServer,
   uploadFile,
@@ -60,8 +58,7 @@ describePostgres('replicas whose clocks disagree', (postgres) => {
     this.timeout(240_000);
     const [onTime, ahead] = replicas;
     const instanceId = (await createInstance(onTime, { name: 'clocks', tier: 'PROFESSIONAL', memoryGB: 4 })).id;
-    await fillInstance(onTime, instanceId, { nodes: 150_000, relationships: 300_000 });
-    const archive = await archiveOf(onTime, (await takeSnapshot(onTime, instanceId)).id);
+    const archive = await generatedArchive({ nodes: 150_000, relationships: 300_000 });
 
     // Queued on the replica on time, which claims it at once (the other one only polls, every second).
     const operation = expectData(await uploadFile(onTime, { instanceId, file: archive })).restoreFromFile;

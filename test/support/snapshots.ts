@@ -15,6 +15,8 @@ import {
   type NodeJson,
   type RelationshipJson,
 } from './graphql';
+import { encodeArchive } from '../../src/archive';
+import type { GraphRecord } from '../../src/graph/records';
 import type { TestServer } from './server';
 import { eventually, within } from './wait';
 import type { ExecutionResult, Subscription } from './ws';
@@ -250,6 +252,41 @@ export async function fillInstance(
     );
   }
   await inLanes(relationshipBatches, lanes);
+}
+
+/**
+ * The archive of the graph fillInstance writes (ids from 1), built here with the archive writer: for tests that only
+ * need such an archive to upload, without filling, snapshotting and exporting an instance through a server first.
+ */
+export async function generatedArchive({ nodes, relationships }: { nodes: number; relationships: number }): Promise<Buffer> {
+  const nodeLabel = (i: number) => `L${i % 3}`;
+  const relationshipType = (k: number) => (k % 2 === 0 ? 'NEXT' : 'LINKS');
+  const tally = (count: number, nameOf: (i: number) => string) => {
+    const counts = new Map<string, number>();
+    for (let i = 0; i < count; i++) counts.set(nameOf(i), (counts.get(nameOf(i)) ?? 0) + 1);
+    return [...counts].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, count]) => ({ name, count }));
+  };
+  function* records(): Generator<GraphRecord[]> {
+    const BATCH = 5_000;
+    for (let start = 0; start < nodes; start += BATCH) {
+      yield Array.from({ length: Math.min(BATCH, nodes - start) }, (_, j): GraphRecord => {
+        const i = start + j;
+        return { kind: 'node', node: { id: String(i + 1), labels: [nodeLabel(i)], properties: { n: i, name: `node-${i}`, pad: `${i}`.padStart(40, '~'), even: i % 2 === 0 } } };
+      });
+    }
+    for (let start = 0; start < relationships; start += BATCH) {
+      yield Array.from({ length: Math.min(BATCH, relationships - start) }, (_, j): GraphRecord => {
+        const k = start + j;
+        const relationship = { id: String(k + 1), type: relationshipType(k), startNodeId: String(1 + (k % nodes)), endNodeId: String(1 + ((k * 7919 + 13) % nodes)) };
+        return { kind: 'relationship', relationship: { ...relationship, properties: { k, weight: (k % 100) / 10 } } };
+      });
+    }
+  }
+  const stats = { nodeCount: nodes, relationshipCount: relationships, labels: tally(nodes, nodeLabel), relationshipTypes: tally(relationships, relationshipType), storeSizeBytes: 0 };
+  const header = { engineVersion: 'V5' as const, sourceInstanceId: 'generated', sourceInstanceName: 'generated', capturedAt: new Date().toISOString(), stats };
+  const chunks: Buffer[] = [];
+  for await (const chunk of encodeArchive(header, records())) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
 
 async function inLanes(tasks: (() => Promise<unknown>)[], lanes: number): Promise<void> {
