@@ -10,7 +10,6 @@ import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import Database from 'better-sqlite3';
 import {
-  archiveOf,
   assertProgressSequence,
   createInstance,
   createKey,
@@ -22,7 +21,7 @@ import {
   expectCode,
   expectData,
   filesUnder,
-  fillInstance,
+  generatedArchive,
   gql,
   type GqlResult,
   type Graph,
@@ -987,8 +986,7 @@ describe('point-in-time restore: the clock stepped back', () => {
     // Nothing ships on a timer: what this server knows of the store's window is what its snapshots shipped.
     const server = await startServer({ env: { SNAPGRAPH_LOG_SHIP_DELAY_MS: '3600000', SNAPGRAPH_LOG_SHIP_INTERVAL_MS: '3600000' } });
     const instance = await createInstance(server, { name: 'offered-elsewhere', tier: 'PROFESSIONAL' });
-    await fillInstance(server, instance.id, { nodes: 250_000, relationships: 0 });
-    const archive = await archiveOf(server, (await takeSnapshot(server, instance.id)).id);
+    const archive = await generatedArchive({ nodes: 250_000, relationships: 0 });
     const { restoreFromFile: started } = expectData(await uploadFile(server, { instanceId: instance.id, file: archive }));
     // The restore loads the archive record by record, its safety snapshot (which read the store's position) taken.
     const safetyTaken = async () => {
