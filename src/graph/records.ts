@@ -45,6 +45,27 @@ export interface GraphStats {
   storeSizeBytes: number;
 }
 
+/**
+ * How the graph `actual` counts differs from the one `expected` counts, for messages; empty when they agree on the node
+ * and relationship counts and on every label's and type's count (a name listed with count 0 is as good as absent).
+ */
+export function statsDifferences(actual: GraphStats, expected: GraphStats): string[] {
+  const names = (list: NameCount[]) =>
+    JSON.stringify(
+      list
+        .filter((entry) => entry.count > 0)
+        .map((entry) => [entry.name, entry.count])
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+    );
+  const differences = [
+    actual.nodeCount !== expected.nodeCount && `${actual.nodeCount} nodes instead of ${expected.nodeCount}`,
+    actual.relationshipCount !== expected.relationshipCount && `${actual.relationshipCount} relationships instead of ${expected.relationshipCount}`,
+    names(actual.labels) !== names(expected.labels) && 'different label counts',
+    names(actual.relationshipTypes) !== names(expected.relationshipTypes) && 'different relationship type counts',
+  ];
+  return differences.filter((difference): difference is string => difference !== false);
+}
+
 export type EngineVersion = 'V4' | 'V5';
 
 /**

@@ -6,7 +6,7 @@ import sqlite3 from 'sqlite3';
 import { AppError } from '../errors/app-error';
 import { isStorageFull } from '../errors/storage-full';
 import { assertMayStillFit, type BuildLimits, type MaterialiseOptions } from './graph-store';
-import type { DeltaBatch, GraphStats, NameCount } from './records';
+import { type DeltaBatch, type GraphStats, type NameCount, statsDifferences } from './records';
 import { SqliteConnection } from './sqlite-connection';
 import { readPosition, readStats, removeStoreFiles, startEpoch, TUNING, upgradeSchema } from './sqlite-graph-store';
 
@@ -278,14 +278,7 @@ async function recountedStats(db: SqliteConnection): Promise<GraphStats> {
 }
 
 function assertSameGraph(actual: GraphStats, expected: GraphStats, source: string): void {
-  const names = (list: NameCount[]) => JSON.stringify([...list].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)));
-  const differences = [
-    actual.nodeCount !== expected.nodeCount && `${actual.nodeCount} nodes instead of ${expected.nodeCount}`,
-    actual.relationshipCount !== expected.relationshipCount &&
-      `${actual.relationshipCount} relationships instead of ${expected.relationshipCount}`,
-    names(actual.labels) !== names(expected.labels) && 'different label counts',
-    names(actual.relationshipTypes) !== names(expected.relationshipTypes) && 'different relationship type counts',
-  ].filter(Boolean);
+  const differences = statsDifferences(actual, expected);
   if (differences.length > 0) {
     throw new AppError('INVALID_BACKUP_FILE', `the restored store does not match ${source}: ${differences.join(', ')}`);
   }

@@ -17,7 +17,7 @@ import { CryptoError } from '../crypto/errors';
 import { AppError, capacityExceeded } from '../errors/app-error';
 import type { GraphStoreProvider, SealedStore, WriteLimits } from '../graph/graph-store';
 import { badInput } from '../errors/app-error';
-import type { EncodedBatch, EngineVersion, GraphStats, NameCount } from '../graph/records';
+import { type EncodedBatch, type EngineVersion, type GraphStats, statsDifferences } from '../graph/records';
 import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
 import type { Metrics } from '../observability/metrics';
 import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
@@ -685,20 +685,8 @@ function asBackupError(error: unknown): unknown {
 
 /** The shadow must hold exactly what the archive header promised (a name listed with count 0 promises nothing). */
 function assertSameGraph(loaded: GraphStats, expected: GraphStats): void {
-  const same = (a: NameCount[], b: NameCount[]) =>
-    a.length === b.length && a.every((entry, i) => entry.name === b[i].name && entry.count === b[i].count);
-  const sort = (list: NameCount[]) =>
-    list.filter((entry) => entry.count > 0).sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
-  if (
-    loaded.nodeCount !== expected.nodeCount ||
-    loaded.relationshipCount !== expected.relationshipCount ||
-    !same(sort(loaded.labels), sort(expected.labels)) ||
-    !same(sort(loaded.relationshipTypes), sort(expected.relationshipTypes))
-  ) {
-    throw new AppError(
-      'INVALID_BACKUP_FILE',
-      `verification failed: the archive promised ${expected.nodeCount} nodes and ${expected.relationshipCount} relationships, ` +
-        `the restored store holds ${loaded.nodeCount} and ${loaded.relationshipCount}`,
-    );
+  const differences = statsDifferences(loaded, expected);
+  if (differences.length > 0) {
+    throw new AppError('INVALID_BACKUP_FILE', `verification failed: the restored store does not match what the archive promised: ${differences.join(', ')}`);
   }
 }
