@@ -1,12 +1,10 @@
 // The base policy's state of an instance that is deleted: its retry of a base it could not take (the blob store full,
 // say) is forgotten with it, also when that base fails while the deletion waits for it.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 import type { ChunkStore } from '../../src/chunks';
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import type { InstanceEntity } from '../../src/entities/instance.entity';
 import type { StoreEpochEntity } from '../../src/entities/store-epoch.entity';
 import type { GraphStoreProvider } from '../../src/graph/graph-store';
@@ -17,6 +15,7 @@ import type { ChangeLogService, DamagedListener } from '../../src/services/chang
 import type { InstanceService } from '../../src/services/instance.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { eventually } from '../support/wait';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 describe('the base policy of a deleted instance', function () {
   this.timeout(20_000);
@@ -37,10 +36,7 @@ describe('the base policy of a deleted instance', function () {
   };
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-base-policy-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-base-policy-'));
     attempts = [];
     const log = {
       onShipped: () => undefined,

@@ -1,19 +1,17 @@
 // The sweep that queues the retries of failed automatic exports, against the product's SQLite metadata database.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import type { DataSource } from 'typeorm';
 
 import { Keyring, MasterKey } from '../../src/crypto';
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import { ExportDestinationEntity } from '../../src/entities/export-destination.entity';
 import { OperationEntity } from '../../src/entities/operation.entity';
 import type { SnapshotEntity } from '../../src/entities/snapshot.entity';
 import { ExportDestinationService, MAX_EXPORT_RETRIES } from '../../src/services/export-destination.service';
 import type { InstanceService } from '../../src/services/instance.service';
 import type { SnapshotService } from '../../src/services/snapshot.service';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 describe('retries of failed automatic exports', function () {
   this.timeout(60_000);
@@ -26,10 +24,7 @@ describe('retries of failed automatic exports', function () {
   const destinationId = randomUUID();
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-export-retries-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-export-retries-'));
     await db.getRepository(ExportDestinationEntity).insert({
       id: destinationId,
       tenantId,

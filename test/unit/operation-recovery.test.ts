@@ -4,13 +4,10 @@
 // run (an orphan recovered, a queued one cancelled) stays under its taker's lease until it is settled.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DataSource, Repository } from 'typeorm';
 
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import { OperationEntity } from '../../src/entities/operation.entity';
 import { createInMemoryEventBus } from '../../src/events/event-bus';
 import type { Compensation, OperationHandler } from '../../src/jobs/operation-handler';
@@ -18,6 +15,7 @@ import { OperationRunner } from '../../src/jobs/operation-runner';
 import { createLogger } from '../../src/logging/logger';
 import { Metrics } from '../../src/observability/metrics';
 import { eventually } from '../support/wait';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 /** Inserts an operation (a QUEUED SNAPSHOT of a made-up instance unless `fields` say otherwise); returns its id. */
 async function insertOperation(db: DataSource, fields: Partial<Omit<OperationEntity, 'params'>> = {}): Promise<string> {
@@ -44,10 +42,7 @@ describe('operation recovery', function () {
   let runner: OperationRunner;
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-recovery-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-recovery-'));
   });
 
   let others: OperationRunner[] = [];

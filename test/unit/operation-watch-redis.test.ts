@@ -3,12 +3,9 @@
 // the stream read the state it starts with must still reach it, or a client waits for the final state for ever.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import { OperationEntity } from '../../src/entities/operation.entity';
 import { createRedisEventBus, type EventBus } from '../../src/events/event-bus';
 import { insertOperation } from '../../src/jobs/operation-queue';
@@ -18,6 +15,7 @@ import type { InstanceService } from '../../src/services/instance.service';
 import { OperationService, type OperationView } from '../../src/services/operation.service';
 import type { Principal } from '../../src/services/principal';
 import { redisUnavailable, TEST_REDIS_URL } from '../support/replicas';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 const logger = { info: () => undefined, error: () => undefined, warn: () => undefined } as unknown as Logger;
 const SUBSCRIBE_DELAY_MS = 400;
@@ -73,10 +71,7 @@ describe('operation streams over Redis', function () {
   });
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-operation-watch-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-operation-watch-'));
   });
 
   afterEach(async () => {

@@ -4,14 +4,12 @@
 // are stand-ins (the moment is the base's own seq: no log to replay).
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
 import { type ChunkRef, ChunkStore, TenantChunkKeys } from '../../src/chunks';
 import { Keyring, MasterKey } from '../../src/crypto';
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import type { InstanceEntity } from '../../src/entities/instance.entity';
 import { RestorePointEntity } from '../../src/entities/restore-point.entity';
 import type { StoreEpochEntity } from '../../src/entities/store-epoch.entity';
@@ -26,6 +24,7 @@ import type { InstanceService } from '../../src/services/instance.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../../src/storage/errors';
 import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 const TENANT = '00000000-0000-4000-8000-0000000000c1';
 const INSTANCE = '00000000-0000-4000-8000-0000000000c2';
@@ -95,10 +94,7 @@ describe('a point-in-time restore whose base a collection removes while it is re
   }
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-pitr-base-collection-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-pitr-base-collection-'));
     const packBlobs = new FilesystemBlobStore(join(dir, 'blobs'));
     await packBlobs.init();
     chunkClock = Date.now() - 3_600_000; // the bases were stored an hour ago

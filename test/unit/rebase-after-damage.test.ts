@@ -1,12 +1,10 @@
 // The base that a verification which found a base damaged starts of the instance's store: taken also when another base
 // was under way and failed (a base under way that deduplicated against the damaged chunks fails: see ChunkWriter).
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 import type { ChunkStore } from '../../src/chunks';
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import type { InstanceEntity } from '../../src/entities/instance.entity';
 import type { StoreEpochEntity } from '../../src/entities/store-epoch.entity';
 import type { GraphStoreProvider } from '../../src/graph/graph-store';
@@ -17,6 +15,7 @@ import type { ChangeLogService } from '../../src/services/change-log.service';
 import type { InstanceService } from '../../src/services/instance.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { eventually } from '../support/wait';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 describe('the base a verification starts after finding damage', function () {
   this.timeout(20_000);
@@ -32,10 +31,7 @@ describe('the base a verification starts after finding damage', function () {
   const damagedBase = { id: 'damaged', tenantId: instance.tenantId, instanceId: instance.id, kind: 'BASE', epoch: 9, seq: 5 } as unknown as Manifest;
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-rebase-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-rebase-'));
     attempts = [];
     const log = {
       onShipped: () => undefined,

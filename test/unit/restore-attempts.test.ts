@@ -4,14 +4,12 @@
 // swapped in.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 
 import type { AppConfig } from '../../src/config/app-config';
 import { DEFAULT_TIER_POLICIES } from '../../src/config/tiers';
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import { InstanceEntity } from '../../src/entities/instance.entity';
 import type { OperationEntity } from '../../src/entities/operation.entity';
 import type { SnapshotEntity } from '../../src/entities/snapshot.entity';
@@ -28,6 +26,7 @@ import type { SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { eventually } from '../support/wait';
 import { insertInstanceRow } from '../support/instance-rows';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 describe('restore attempts', function () {
   this.timeout(30_000);
@@ -36,10 +35,7 @@ describe('restore attempts', function () {
   let stores: SqliteGraphStoreProvider;
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-restore-attempts-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-restore-attempts-'));
     stores = new SqliteGraphStoreProvider(join(dir, 'instances'));
   });
 

@@ -3,13 +3,10 @@
 // it must not cost the instance its older snapshots, since a restore that then fails or is cancelled removes it too.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import type { DataSource } from 'typeorm';
 
 import { DEFAULT_TIER_POLICIES, type Tier } from '../../src/config/tiers';
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import { ExportTokenEntity } from '../../src/entities/export-token.entity';
 import { OperationEntity } from '../../src/entities/operation.entity';
 import { SnapshotEntity, type SnapshotProfile } from '../../src/entities/snapshot.entity';
@@ -17,6 +14,7 @@ import { createLogger } from '../../src/logging/logger';
 import { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
 import type { SnapshotService } from '../../src/services/snapshot.service';
 import { insertInstanceRow } from '../support/instance-rows';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 describe('retention sweep', function () {
   this.timeout(30_000);
@@ -26,10 +24,7 @@ describe('retention sweep', function () {
   const tenantId = randomUUID();
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-retention-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-retention-'));
     // The sweep decides; removing a snapshot's data is the snapshot service's (its row goes with it here).
     const snapshots = {
       delete: async (snapshot: SnapshotEntity) => (await db.getRepository(SnapshotEntity).delete({ id: snapshot.id })).affected === 1,

@@ -3,13 +3,10 @@
 // the scheduled snapshots off: they are queued within milliseconds of their due time (docs/scheduling.md).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import type { DataSource } from 'typeorm';
 
 import { DEFAULT_TIER_POLICIES, scheduleOf } from '../../src/config/tiers';
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import type { InstanceEntity } from '../../src/entities/instance.entity';
 import type { SnapshotEntity } from '../../src/entities/snapshot.entity';
 import { createLogger } from '../../src/logging/logger';
@@ -19,6 +16,7 @@ import type { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
 import { Scheduler } from '../../src/scheduler/scheduler';
 import type { SnapshotService } from '../../src/services/snapshot.service';
 import { insertInstanceRow } from '../support/instance-rows';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 describe('the scheduler while a retention sweep takes long', function () {
   this.timeout(30_000);
@@ -28,10 +26,7 @@ describe('the scheduler while a retention sweep takes long', function () {
   let db: DataSource;
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-long-sweep-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-long-sweep-'));
   });
 
   afterEach(async () => {

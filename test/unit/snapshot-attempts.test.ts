@@ -3,14 +3,11 @@
 // and ran the next attempt to its end) must not, once it resumes, take the snapshot that attempt completed back.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import type { DataSource } from 'typeorm';
 
 import type { AppConfig } from '../../src/config/app-config';
 import { DEFAULT_TIER_POLICIES } from '../../src/config/tiers';
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import { InstanceEntity } from '../../src/entities/instance.entity';
 import type { OperationEntity } from '../../src/entities/operation.entity';
 import { SnapshotEntity } from '../../src/entities/snapshot.entity';
@@ -22,6 +19,7 @@ import { InstanceService } from '../../src/services/instance.service';
 import { SnapshotOperationHandler, SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { insertInstanceRow } from '../support/instance-rows';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 describe('snapshot attempts', function () {
   this.timeout(30_000);
@@ -29,10 +27,7 @@ describe('snapshot attempts', function () {
   let db: DataSource;
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-snapshot-attempts-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-snapshot-attempts-'));
   });
 
   afterEach(async () => {

@@ -2,12 +2,11 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import type { DataSource } from 'typeorm';
-import { createMetadataDataSource, metadataDatabasePath } from '../../src/entities/data-source';
+import { metadataDatabasePath } from '../../src/entities/data-source';
 import { TenantEntity } from '../../src/entities/tenant.entity';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -16,10 +15,7 @@ describe('metadata transactions on SQLite', () => {
   let db: DataSource;
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-sqlite-tx-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-sqlite-tx-'));
   });
 
   afterEach(async () => {

@@ -2,18 +2,17 @@
 // SQLite metadata database, with a clock the test moves.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
 
-import { createMetadataDataSource } from '../../src/entities/data-source';
 import { OperationEntity, type OperationStatus } from '../../src/entities/operation.entity';
 import { TenantEntity } from '../../src/entities/tenant.entity';
 import { createLogger } from '../../src/logging/logger';
 import { UploadCollector } from '../../src/services/upload-collector';
 import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
+import { migratedSqliteMetadata } from '../support/metadata-database';
 
 const HOUR = 3_600_000;
 
@@ -41,10 +40,7 @@ describe('UploadCollector', function () {
   const present = async (keys: string[]) => Promise.all(keys.map((key) => blobs.exists(key)));
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'snapgraph-upload-collector-'));
-    db = createMetadataDataSource({ dataDir: dir });
-    await db.initialize();
-    await db.runMigrations({ transaction: 'each' });
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-upload-collector-'));
     for (const id of tenants) await db.getRepository(TenantEntity).insert({ id, name: `tenant-${id}`, createdAt: 0 });
     blobs = new FilesystemBlobStore(join(dir, 'blobs'));
     await blobs.init();
