@@ -1,7 +1,7 @@
 // What a graph may hold, wherever its data comes from: the API's writes and restored archives follow the same
 // rules, so that a restore never makes a graph the API could not have made (ids aside: those an archive keeps).
 
-/** Labels and relationship types: 1 to this many characters. */
+/** Labels and relationship types: 1 to this many characters, counted as JavaScript counts them (UTF-16 code units: an emoji is 2). */
 export const MAX_NAME_LENGTH = 200;
 /**
  * How deep a record's properties may nest, the properties object included. SQLite's JSON functions stop at 1,000
@@ -19,7 +19,7 @@ const LONE_SURROGATE = /\p{Cs}/u;
 export function nameProblem(what: string, value: unknown): string | undefined {
   if (typeof value !== 'string') return `${what} ${shortJson(value)} is not a string`;
   if (value.length === 0) return `${what} is empty`;
-  if (value.length > MAX_NAME_LENGTH) return `${what} is longer than ${MAX_NAME_LENGTH} characters`;
+  if (value.length > MAX_NAME_LENGTH) return `${what} is longer than ${MAX_NAME_LENGTH} characters (UTF-16 code units: an emoji counts 2)`;
   if (LONE_SURROGATE.test(value)) return `${what} ${shortJson(value)} holds a lone UTF-16 surrogate`;
   return undefined;
 }
