@@ -142,7 +142,7 @@ describe('abusive requests', () => {
   describe('a refused multipart upload', () => {
     /** Sends the whole body at once and reports the answer, or the network error a client would see. */
     const send = (body: Buffer, contentType: string, extraHeaders: Record<string, string> = {}) =>
-      new Promise<{ status?: number; text?: string; error?: string }>((resolve) => {
+      new Promise<{ status?: number; requestId?: string | string[]; text?: string; error?: string }>((resolve) => {
         const req = httpRequest(suite.server.graphqlUrl, {
           method: 'POST',
           headers: {
@@ -156,7 +156,7 @@ describe('abusive requests', () => {
         req.on('response', (res) => {
           let text = '';
           res.setEncoding('utf8').on('data', (chunk) => (text += chunk));
-          res.on('end', () => resolve({ status: res.statusCode, text }));
+          res.on('end', () => resolve({ status: res.statusCode, requestId: res.headers['x-request-id'], text }));
           res.on('error', (error) => resolve({ error: `${(error as NodeJS.ErrnoException).code ?? error.message}` }));
         });
         req.on('error', (error) => resolve({ error: `${(error as NodeJS.ErrnoException).code ?? error.message}` }));
@@ -256,28 +256,10 @@ describe('abusive requests', () => {
         ['upload-refused-key', { authorization: 'Bearer sg_never_issued_upload_key' }, 401, 'UNAUTHENTICATED'],
       ] as const;
       for (const [requestId, headers, status, code] of cases) {
-        const answer = await new Promise<{ status?: number; requestId?: string | string[]; text: string }>((resolve, reject) => {
-          const req = httpRequest(suite.server.graphqlUrl, {
-            method: 'POST',
-            headers: {
-              authorization: `Bearer ${suite.server.adminKey}`,
-              'apollo-require-preflight': 'true',
-              'content-type': contentType,
-              'content-length': String(body.length),
-              'x-request-id': requestId,
-              ...headers,
-            },
-          });
-          req.on('response', (res) => {
-            let text = '';
-            res.setEncoding('utf8').on('data', (chunk) => (text += chunk));
-            res.on('end', () => resolve({ status: res.statusCode, requestId: res.headers['x-request-id'], text }));
-          });
-          req.on('error', reject);
-          req.end(body);
-        });
+        const answer = await send(body, contentType, { 'x-request-id': requestId, ...headers });
+        assert.equal(answer.error, undefined, answer.error);
         assert.equal(answer.status, status, answer.text);
-        assert.equal(JSON.parse(answer.text).errors[0].extensions.code, code);
+        assert.equal(JSON.parse(answer.text!).errors[0].extensions.code, code);
         assert.equal(answer.requestId, requestId, `${requestId}: no X-Request-Id echoed`);
         // The server's output reaches the test a moment after the answer.
         const line = await eventually(
