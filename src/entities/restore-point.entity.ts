@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Entity, PrimaryColumn, Column, Index, type Repository } from 'typeorm';
 import type { GraphStats } from '../graph/records';
 import { BigIntColumn, IdColumn, JsonColumn } from './columns';
@@ -85,6 +86,25 @@ export class RestorePointEntity {
 
   @BigIntColumn()
   createdAt: number;
+}
+
+/** A point on an epoch's change log (LOG): the newest base at or before `seq` (`baseId`), then the log up to `seq`. */
+export function logRestorePoint(
+  fields: Pick<RestorePointEntity, 'tenantId' | 'instanceId' | 'baseId' | 'epoch' | 'seq' | 'at' | 'addedBytes' | 'stats'>,
+): RestorePointEntity {
+  return Object.assign(new RestorePointEntity(), {
+    ...fields,
+    id: randomUUID(),
+    kind: 'LOG',
+    parentId: null,
+    chainLength: 0,
+    chainDeltaLines: 0,
+    chainDeltaBytes: 0,
+    manifestBytes: 0,
+    manifestKey: null,
+    damage: null,
+    createdAt: Date.now(),
+  } satisfies RestorePointEntity);
 }
 
 /**

@@ -15,7 +15,7 @@ import { ExportTokenEntity } from '../entities/export-token.entity';
 import { createArchiveWriter, isArchiveError, openArchive } from '../archive';
 import { ChunkStoreError, type ChunkIntegrityError, type ChunkRef, type ChunkStore, type ChunkWriter } from '../chunks';
 import type { InstanceEntity } from '../entities/instance.entity';
-import { newestBase, RestorePointEntity } from '../entities/restore-point.entity';
+import { logRestorePoint, newestBase, RestorePointEntity } from '../entities/restore-point.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
 import { BlobIntegrityError, CryptoError } from '../crypto/errors';
@@ -178,26 +178,16 @@ export class BackupService {
       if (taken) await this.points.insert(taken.restorePoint);
     }
     const addedBytes = await this.addedByPoint(epoch.epoch, base, position.seq);
-    const restorePoint = Object.assign(new RestorePointEntity(), {
-      id: randomUUID(),
+    const restorePoint = logRestorePoint({
       tenantId: instance.tenantId,
       instanceId: instance.id,
-      kind: 'LOG',
-      parentId: null,
       baseId: base?.id ?? null,
       epoch: epoch.epoch,
       seq: position.seq,
       at: position.at,
-      chainLength: 0,
-      chainDeltaLines: 0,
-      chainDeltaBytes: 0,
       addedBytes,
-      manifestBytes: 0,
-      manifestKey: null,
       stats: position.stats,
-      damage: null,
-      createdAt: Date.now(),
-    } satisfies RestorePointEntity);
+    });
     return { restorePoint, stats: position.stats };
   }
 
@@ -602,26 +592,16 @@ export class BackupService {
       }
       throw error;
     }
-    const point = Object.assign(new RestorePointEntity(), {
-      id: randomUUID(),
+    const point = logRestorePoint({
       tenantId: source.tenantId,
       instanceId: source.id,
-      kind: 'LOG',
-      parentId: null,
       baseId: base?.id ?? null,
       epoch: epoch.epoch,
       seq,
       at,
-      chainLength: 0,
-      chainDeltaLines: 0,
-      chainDeltaBytes: 0,
       addedBytes: 0,
-      manifestBytes: 0,
-      manifestKey: null,
       stats: built.stats,
-      damage: null,
-      createdAt: Date.now(),
-    } satisfies RestorePointEntity);
+    });
     return { ...built, point };
   }
 
