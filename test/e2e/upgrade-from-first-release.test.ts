@@ -29,6 +29,7 @@ import {
   startServer,
   type TestDatabase,
 } from '../support';
+import { EARLIER_RELEASE_STORE_TABLES } from '../support/earlier-release-store';
 
 describe('an upgrade from the first release, SQLite metadata', function () {
   this.timeout(120_000);
@@ -118,15 +119,8 @@ function upgradeSuite(adminUrl: () => string | undefined) {
     for (const id of [live, target, copy]) {
       mkdirSync(join(dataDir, 'instances', id), { recursive: true });
       const store = new Database(join(dataDir, 'instances', id, 'graph-1.sqlite'));
+      store.exec(EARLIER_RELEASE_STORE_TABLES);
       store.exec(`
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-        CREATE TABLE nodes (id INTEGER PRIMARY KEY, labels TEXT NOT NULL, properties TEXT NOT NULL);
-        CREATE TABLE node_labels (label TEXT NOT NULL, node_id INTEGER NOT NULL, PRIMARY KEY (label, node_id)) WITHOUT ROWID;
-        CREATE TABLE relationships (id INTEGER PRIMARY KEY, type TEXT NOT NULL, start_id INTEGER NOT NULL, end_id INTEGER NOT NULL, properties TEXT NOT NULL);
-        CREATE TABLE counts (kind TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (kind, name)) WITHOUT ROWID;
-        CREATE INDEX rel_by_type ON relationships (type, id);
-        CREATE INDEX rel_by_start ON relationships (start_id);
-        CREATE INDEX rel_by_end ON relationships (end_id);
         INSERT INTO meta VALUES ('next_node_id', ${id === live ? 3 : 2}), ('next_relationship_id', ${id === live ? 2 : 1});`);
       if (id === live) {
         store.exec(`

@@ -13,6 +13,7 @@ import type { DeltaBatch, GraphStats } from '../../src/graph/records';
 import { SqliteConnection } from '../../src/graph/sqlite-connection';
 import { SqliteGraphLoader, SqliteGraphStore } from '../../src/graph/sqlite-graph-store';
 import { SqliteGraphStoreProvider } from '../../src/graph/sqlite-graph-store-provider';
+import { EARLIER_RELEASE_STORE_TABLES } from '../support/earlier-release-store';
 
 /** The store's position without `readAt` (the moment it was read, different at every call). */
 async function positionOf(store: { position(): Promise<StorePosition & { readAt: number }> }): Promise<StorePosition> {
@@ -680,15 +681,7 @@ describe('graph store change log, base copies and replay', function () {
 
   describe('stores of earlier releases', () => {
     // The tables as the releases before the change log created them.
-    const OLD_TABLES = `
-      CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-      CREATE TABLE nodes (id INTEGER PRIMARY KEY, labels TEXT NOT NULL, properties TEXT NOT NULL);
-      CREATE TABLE node_labels (label TEXT NOT NULL, node_id INTEGER NOT NULL, PRIMARY KEY (label, node_id)) WITHOUT ROWID;
-      CREATE TABLE relationships (id INTEGER PRIMARY KEY, type TEXT NOT NULL, start_id INTEGER NOT NULL, end_id INTEGER NOT NULL, properties TEXT NOT NULL);
-      CREATE TABLE counts (kind TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (kind, name)) WITHOUT ROWID;
-      CREATE INDEX rel_by_type ON relationships (type, id);
-      CREATE INDEX rel_by_start ON relationships (start_id);
-      CREATE INDEX rel_by_end ON relationships (end_id);
+    const OLD_TABLES = `${EARLIER_RELEASE_STORE_TABLES}
       INSERT INTO nodes VALUES (1, '["Person"]', '{"name":"old"}'), (2, '[]', '{}');
       INSERT INTO node_labels VALUES ('Person', 1);
       INSERT INTO relationships VALUES (1, 'KNOWS', 1, 2, '{}');
