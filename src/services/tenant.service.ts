@@ -183,7 +183,9 @@ export class TenantService {
     const key = await this.keys.findOne({ where: { id, tenantId: principal.tenantId } });
     if (!key || key.revokedAt !== null) throw notFound('API key', id);
     const at = Date.now();
-    await this.keys.update({ id }, { revokedAt: at });
+    // Conditional: of several revocations at once (on one replica or several), one revokes; the others find it done.
+    const revoked = await this.keys.update({ id, revokedAt: IsNull() }, { revokedAt: at });
+    if (!revoked.affected) throw notFound('API key', id);
     const committed = performance.now();
     // This replica refuses the key from now on; every replica forgets it and closes its open WebSockets (export
     // links check the row themselves). The answer waits until Redis has handed the revocation to every replica.

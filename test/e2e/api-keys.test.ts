@@ -515,6 +515,16 @@ describePostgres('revocation across replicas (PostgreSQL + Redis)', (postgres) =
     await assertRefusal(await fetch(link.url.replace(new URL(link.url).origin, first.url)), 403, 'FORBIDDEN');
   });
 
+  it('answers true to one of several revocations of one key at once, on either replica, NOT_FOUND to the others', async () => {
+    // Each read the key as active, then revoked it: every one answered true, and the last moved revokedAt later.
+    const doomed = await createKey(replicas[0], replicas[0].adminKey, 'VIEWER', 'revoked at once');
+    const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => gql(replicas[i % 2], REVOKE, { id: doomed.id })));
+    const revoked = answers.filter((answer) => answer.data?.revokeApiKey === true);
+    assert.equal(revoked.length, 1, JSON.stringify(answers));
+    for (const answer of answers.filter((each) => each !== revoked[0])) expectCode(answer, 'NOT_FOUND');
+    for (const replica of replicas) expectCode(await gql(replica, VIEWER, {}, doomed.secret), 'UNAUTHENTICATED');
+  });
+
   it('lets no request racing the revocation, on either replica, bring the key back', async () => {
     const [first, second] = replicas;
     const member = await createKey(first, first.adminKey, 'MEMBER', 'raced across');
