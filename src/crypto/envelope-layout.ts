@@ -142,13 +142,22 @@ export interface RangeReadPlan {
   /** The requested range clamped to the plaintext size. */
   start: number;
   end: number;
-  /** Stored bytes to read, `[rawStart, rawEnd)`: from the chunk holding `start` through the one holding `end - 1`. */
+  /**
+   * Stored bytes to read, `[rawStart, rawEnd)`: from the chunk holding `start` through the one holding `end - 1`, or
+   * through the final chunk when the range reaches the end of the blob (see `decryptEnd`).
+   */
   rawStart: number;
   rawEnd: number;
+  /**
+   * The `end` to give `createDecryptStream`: `end`, or none when the range reaches the end of the blob. The size that
+   * clamped the range comes from the stored size alone, and a blob cut 16 bytes into a chunk has the size of a whole
+   * shorter one: only its final chunk, authenticated, tells it is not, so such a range reads through it.
+   */
+  decryptEnd: number | undefined;
 }
 
 /**
- * Which stored bytes a range read needs. Pass the header and `plan.start`/`plan.end` to
+ * Which stored bytes a range read needs. Pass the header, `plan.start` and `plan.decryptEnd` to
  * `createDecryptStream`, and feed it the stored bytes `[plan.rawStart, plan.rawEnd)`.
  *
  * @param header the blob's first ENVELOPE_HEADER_BYTES bytes
@@ -162,11 +171,13 @@ export function planRangeRead(header: Buffer, storedBytes: number, range: Plaint
   const end = Math.max(start, Math.min(range.end ?? size, size));
   const firstChunk = Math.floor(start / chunkSize);
   const lastChunk = end > start ? Math.floor((end - 1) / chunkSize) : firstChunk;
+  const toTheEnd = end === size;
   return {
     start,
     end,
     rawStart: chunkOffset(firstChunk, chunkSize),
-    rawEnd: Math.min(storedBytes, chunkOffset(lastChunk + 1, chunkSize)),
+    rawEnd: toTheEnd ? storedBytes : Math.min(storedBytes, chunkOffset(lastChunk + 1, chunkSize)),
+    decryptEnd: toTheEnd ? undefined : end,
   };
 }
 

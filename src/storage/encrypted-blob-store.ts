@@ -104,7 +104,7 @@ export class EncryptedBlobStore {
       return Readable.from(failWith(error), { objectMode: false });
     }
     const raw = await this.inner.read(key, { start: plan.rawStart, end: plan.rawEnd });
-    return decrypting(raw, createDecryptStream(this.keyring, { header, name: key, start: plan.start, end: plan.end }));
+    return decrypting(raw, createDecryptStream(this.keyring, { header, name: key, start: plan.start, end: plan.decryptEnd }));
   }
 
   /**

@@ -178,6 +178,31 @@ describe('backup storage', () => {
     assert.ok(body.equals(archive), `the retry got ${body.length} bytes, not the archive (${archive.length} bytes)`);
   });
 
+  it('produces the export again once its stored copy is found cut short after a whole chunk, instead of sending less than it announced', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+    const instance = await createInstance(server, { name: 'cut copy', tier: 'PROFESSIONAL' });
+    await fill(server, instance.id, 3_000);
+    const snapshot = await takeSnapshot(server, instance.id);
+    const archive = await archiveOf(server, snapshot.id);
+    // Cut 16 bytes into its second encrypted chunk (64 KiB each, 16-byte tags, a 79-byte header): the length of a whole
+    // blob of one chunk, whose empty final chunk is those 16 bytes. Only reading them tells it is not.
+    const copy = join(server.dataDir, 'blobs', 'tenants', tenantId, 'exports', `${snapshot.id}.archive`);
+    const stored = readFileSync(copy);
+    assert.ok(stored.length > 2 * 64 * 1024, `the copy (${stored.length} bytes) must span several encrypted chunks: fill more`);
+    writeFileSync(copy, stored.subarray(0, 79 + (64 * 1024 + 16) + 16));
+    const cut = await download((await exportLink(server, snapshot.id)).url).then(
+      ({ body }) => body,
+      () => null,
+    );
+    assert.ok(cut === null || !cut.equals(archive), 'the cut copy was served as the archive');
+    const again = await exportLink(server, snapshot.id);
+    const { status, body } = await download(again.url);
+    assert.equal(status, 200);
+    assert.ok(body.equals(archive), `the retry got ${body.length} bytes, not the archive (${archive.length} bytes)`);
+  });
+
   it('answers an export of a snapshot deleted while its file was produced with NOT_FOUND, and keeps no copy of it', async function () {
     this.timeout(120_000);
     const { server } = suite;

@@ -960,6 +960,18 @@ describe('EncryptedBlobStore', () => {
     }
   });
 
+  it('detects a file cut 16 bytes into a chunk, where it looks like a whole shorter blob, also by a range that stops before the cut', async () => {
+    const plain = randomBytes(4321);
+    await store.write(KEY, Readable.from([plain]));
+    // Three whole chunks and 16 bytes of the fourth: the length of a 3000-byte blob, whose final chunk is its tag alone.
+    await truncate(rawPath(), 79 + 3 * (chunkSize + 16) + 16);
+    for (const range of [{}, { start: 2500 }, { start: 0, end: plain.length }, { start: 2999, end: 5000 }]) {
+      const { output, error } = await drain(await store.read(KEY, range));
+      assert.ok(error instanceof BlobIntegrityError, `${JSON.stringify(range)}: ${String(error)}, after ${output.length} bytes`);
+      assert.deepEqual(output, plain.subarray(range.start ?? 0, (range.start ?? 0) + output.length));
+    }
+  });
+
   it("refuses a blob copied over another's name: one tenant's, snapshot's or instance's data never reads as another's", async () => {
     const other = 'tenants/t2/exports/s2.archive';
     await store.write(KEY, Readable.from([Buffer.from('the data of the first')]));

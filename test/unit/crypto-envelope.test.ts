@@ -281,7 +281,7 @@ describe('envelope encryption', () => {
       for (const [start, end] of ranges) {
         const plan = planRangeRead(header, stored.length, { start, end });
         const raw = stored.subarray(plan.rawStart, plan.rawEnd);
-        const output = await decrypt(raw, { header, start: plan.start, end: plan.end, sizes: [37] });
+        const output = await decrypt(raw, { header, start: plan.start, end: plan.decryptEnd, sizes: [37] });
         assert.deepEqual(output, plain.subarray(start, end), `range ${start}..${end}`);
       }
     });
@@ -293,9 +293,37 @@ describe('envelope encryption', () => {
         end: 250,
         rawStart: chunkOffset(1, chunkSize),
         rawEnd: chunkOffset(3, chunkSize),
+        decryptEnd: 250,
       });
       const tail = planRangeRead(header, stored.length, { start: 5000 });
-      assert.deepEqual(tail, { start: 1234, end: 1234, rawStart: chunkOffset(12, chunkSize), rawEnd: stored.length });
+      assert.deepEqual(tail, { start: 1234, end: 1234, rawStart: chunkOffset(12, chunkSize), rawEnd: stored.length, decryptEnd: undefined });
+    });
+
+    it('plans a range that reaches the end of the blob through its final chunk, which alone proves the size', () => {
+      const header = stored.subarray(0, ENVELOPE_HEADER_BYTES);
+      for (const end of [1234, 5000, undefined]) {
+        assert.deepEqual(planRangeRead(header, stored.length, { start: 1150, end }), {
+          start: 1150,
+          end: 1234,
+          rawStart: chunkOffset(11, chunkSize),
+          rawEnd: stored.length,
+          decryptEnd: undefined,
+        });
+      }
+      // Cut 16 bytes into chunk 12: the length of a whole 1200-byte blob, whose empty final chunk is those 16 bytes.
+      const cut = chunkOffset(12, chunkSize) + 16;
+      assert.deepEqual(planRangeRead(header, cut, { start: 1150 }), { start: 1150, end: 1200, rawStart: chunkOffset(11, chunkSize), rawEnd: cut, decryptEnd: undefined });
+    });
+
+    it('detects a blob cut where it has the length of a whole shorter one, by a range that reaches its end', async () => {
+      const header = stored.subarray(0, ENVELOPE_HEADER_BYTES);
+      const cut = stored.subarray(0, chunkOffset(12, chunkSize) + 16);
+      for (const start of [0, 1150, 1199, 1200]) {
+        const plan = planRangeRead(header, cut.length, { start });
+        const { output, error } = await through(cut.subarray(plan.rawStart, plan.rawEnd), createDecryptStream(keyring, { header, start: plan.start, end: plan.decryptEnd }));
+        assert.ok(error instanceof BlobIntegrityError, `start ${start}: ${String(error)}`);
+        assert.deepEqual(output, plain.subarray(start, start + output.length));
+      }
     });
 
     it('detects tampering inside the range it reads', async () => {
