@@ -19,7 +19,7 @@ import { RetiredMasterKeyEntity } from '../entities/retired-master-key.entity';
 import { resealCredentials } from '../services/export-destination.service';
 import { BlobStore } from './blob-store';
 import { BlobNotFoundError } from './errors';
-import { recordCurrentMasterKey } from './stored-master-keys';
+import { assertKeyringHoldsDeploymentKey, recordCurrentMasterKey } from './stored-master-keys';
 
 /** Every blob lives under this folder (tenants/<tenantId>/…). */
 const BLOBS_ROOT = 'tenants';
@@ -48,8 +48,11 @@ export interface RotationOptions {
 /**
  * Seals everything under a previous key of `keyring` again under its current key.
  * @param blobs the raw (encrypted) blob store
+ * @throws CryptoError, before anything is changed, when the keyring does not hold the key the deployment's servers
+ *   write under (see assertKeyringHoldsDeploymentKey)
  */
 export async function rotateMasterKey(db: DataSource, blobs: BlobStore, keyring: Keyring, options: RotationOptions = {}): Promise<RotationCounts> {
+  await assertKeyringHoldsDeploymentKey(db, keyring);
   const counts: RotationCounts = { chunkKeys: 0, destinations: 0, blobsChecked: 0, blobs: 0, underUnconfiguredKeys: new Map(), failed: [] };
   const progress = options.progress ?? (() => undefined);
   const current = keyring.current.keyId;

@@ -7,7 +7,7 @@ import { IsNull, Not, type DataSource } from 'typeorm';
 import { ENVELOPE_HEADER_BYTES, parseEnvelopeHeader } from '../crypto/envelope-layout';
 import { CryptoError } from '../crypto/errors';
 import { Keyring } from '../crypto/keyring';
-import { PREVIOUS_MASTER_KEYS_ENV } from '../crypto/master-key';
+import { MASTER_KEY_ENV, PREVIOUS_MASTER_KEYS_ENV } from '../crypto/master-key';
 import { ChunkKeyEntity } from '../entities/chunk-key.entity';
 import { CurrentMasterKeyEntity } from '../entities/current-master-key.entity';
 import { ExportDestinationEntity } from '../entities/export-destination.entity';
@@ -100,6 +100,23 @@ export async function claimCurrentMasterKey(
     if (moved.affected) return;
   }
   throw new CryptoError(`the master key this deployment writes under kept changing while ${source} was checked; boot again`);
+}
+
+/**
+ * Refuses a rotation whose keyring does not hold the key the deployment's servers write under (recorded by
+ * claimCurrentMasterKey): it would seal what is under its previous keys under a key no server has (a typo in the
+ * variable, a key generated for the command), and once the command is run again with the servers' keys, that data
+ * would not read. Naming the recorded key as a previous one moves the deployment to the keyring's current key.
+ * @throws CryptoError naming both key ids
+ */
+export async function assertKeyringHoldsDeploymentKey(db: DataSource, keyring: Keyring): Promise<void> {
+  const row = await db.getRepository(CurrentMasterKeyEntity).findOneBy({ slot: CURRENT_SLOT });
+  if (!row || keyring.has(row.keyId)) return;
+  throw new CryptoError(
+    `master key ${keyring.current.keyId}${describePrevious(keyring)} was given, but this deployment's servers write under master key ` +
+      `${row.keyId} (since ${new Date(row.since).toISOString()}): run this with the servers' ${MASTER_KEY_ENV} and ${PREVIOUS_MASTER_KEYS_ENV}; ` +
+      `to move the deployment to master key ${keyring.current.keyId}, name master key ${row.keyId} in ${PREVIOUS_MASTER_KEYS_ENV} beside it (nothing was changed)`,
+  );
 }
 
 /** Records the keyring's current key as the deployment's (a rotation moved everything to it). */

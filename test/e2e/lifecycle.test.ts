@@ -184,6 +184,38 @@ describe('restarts', () => {
     assert.deepEqual(await graphOf(server, instance.id), graph);
   });
 
+  it('refuse a rotate-master-key run with a current key the servers do not write under, and change nothing', async function () {
+    this.timeout(90_000);
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'stray rotation' });
+    await createNodes(server, instance.id, [{ labels: ['Before'] }]);
+    const oldKey = readFileSync(join(server.dataDir, 'keys', 'master.key'), 'utf8').trim();
+    const newKey = randomBytes(32).toString('base64');
+    // Step 1 of a rotation: the servers write under the new key; the old one only reads.
+    await server.restart({ env: { SNAPGRAPH_MASTER_KEY: newKey, SNAPGRAPH_PREVIOUS_MASTER_KEYS: oldKey } });
+    await createNodes(server, instance.id, [{ labels: ['After'] }]);
+    const snapshot = await takeSnapshot(server, instance.id);
+    const graph = await graphOf(server, instance.id);
+    await server.stop({ keepDataDir: true });
+    const blobsDir = join(server.dataDir, 'blobs');
+    const before = envelopeKeyIds(blobsDir);
+
+    // Run with a key the servers never had (a typo in the variable, a key generated for the command): what is under the
+    // old key would be sealed under that one, which no server can read.
+    const stray = randomBytes(32).toString('base64');
+    const [newId, strayId] = [newKey, stray].map((key) => MasterKey.fromBytes(Buffer.from(key, 'base64')).keyId);
+    const refused = await runCli(['rotate-master-key'], { ...server.env, SNAPGRAPH_MASTER_KEY: stray, SNAPGRAPH_PREVIOUS_MASTER_KEYS: oldKey }, 60_000);
+    assert.equal(refused.code, 1, `${refused.stdout}${refused.stderr}`);
+    assert.match(refused.stderr, new RegExp(`master key ${strayId}.*this deployment's servers write under master key ${newId}.*nothing was changed`));
+    for (const key of [oldKey, newKey, stray]) assert.ok(!`${refused.stdout}${refused.stderr}`.includes(key), 'a key was printed');
+    assert.deepEqual(envelopeKeyIds(blobsDir), before);
+
+    // The servers' own keys still read everything.
+    await server.restart({ env: { SNAPGRAPH_MASTER_KEY: newKey, SNAPGRAPH_PREVIOUS_MASTER_KEYS: oldKey } });
+    assert.equal((await restoreAndWait(server, snapshot.id)).status, 'SUCCEEDED');
+    assert.deepEqual(await graphOf(server, instance.id), graph);
+  });
+
   it('keep every acknowledged write after a crash (SIGKILL)', async () => {
     const server = await startServer();
     const instance = await createInstance(server, { name: 'crashy', tier: 'PROFESSIONAL' });

@@ -18,7 +18,7 @@ import { resealCredentials, sealCredentials } from '../../src/services/export-de
 import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
 import { rotateMasterKey } from '../../src/storage/master-key-rotation';
-import { assertMasterKeyOpensStoredData, recordRetiredMasterKeys } from '../../src/storage/stored-master-keys';
+import { assertMasterKeyOpensStoredData, claimCurrentMasterKey, recordRetiredMasterKeys } from '../../src/storage/stored-master-keys';
 import { createTestDatabase, describePostgres, TestDatabase } from '../support/postgres';
 
 describe('master key rotation, on SQLite metadata', () => {
@@ -164,5 +164,24 @@ function rotationSuite(adminUrl: () => string | undefined) {
     assert.equal(headerKeyId(segment), newKey.keyId);
     // Something may still be under the old key: it is not forgotten.
     assert.equal(await db.getRepository(RetiredMasterKeyEntity).count(), 1);
+  });
+
+  it("refuses a current key other than the one the deployment's servers write under, unless it names that one as previous, changing nothing", async () => {
+    const { chunkKeys } = await storeUnderOldKey();
+    await claimCurrentMasterKey(db, rotating, 'SNAPGRAPH_MASTER_KEY');
+    const stray = MasterKey.generate();
+    await assert.rejects(rotateMasterKey(db, blobs, new Keyring(stray, [oldKey])), (error: Error) => {
+      assert.match(error.message, new RegExp(`master key ${stray.keyId} \\(and previous master key ${oldKey.keyId}\\) was given, but this deployment's servers write under master key ${newKey.keyId} .*\\(nothing was changed\\)$`));
+      return true;
+    });
+    assert.equal(headerKeyId(manifest), oldKey.keyId);
+    assert.equal(headerKeyId(segment), oldKey.keyId);
+    assert.deepEqual(await new TenantChunkKeys(blobs, db, onlyOld).get(tenantId), chunkKeys);
+
+    // Naming the servers' key as previous moves the deployment to the new one.
+    const moving = new Keyring(stray, [oldKey, newKey]);
+    assert.deepEqual([...(await rotateMasterKey(db, blobs, moving)).underUnconfiguredKeys], []);
+    assert.equal(headerKeyId(manifest), stray.keyId);
+    await claimCurrentMasterKey(db, new Keyring(stray), 'SNAPGRAPH_MASTER_KEY');
   });
 }
