@@ -32,9 +32,10 @@ export async function rotateMasterKeyCommand(args: string[]): Promise<number> {
       );
       const left = [...counts.underUnconfiguredKeys].map(([keyId, count]) => `${count} under master key ${keyId}`);
       for (const failure of counts.failed) process.stderr.write(`snapgraph: could not seal again ${failure}\n`);
+      for (const item of counts.unconfigured) process.stderr.write(`snapgraph: under a master key that is not configured: ${item}\n`);
       if (left.length > 0) {
         throw new CliError(
-          `still under a key that is not configured: ${left.join(', ')}; add it to ${PREVIOUS_MASTER_KEYS_ENV} and run this again ` +
+          `still under a key that is not configured (each named above): ${left.join(', ')}; add it to ${PREVIOUS_MASTER_KEYS_ENV} and run this again ` +
             '(until then, that data does not read)',
         );
       }

@@ -34,6 +34,8 @@ export interface RotationCounts {
   blobs: number;
   /** What is still under another key than the current one, by key id: a key that is not configured. */
   underUnconfiguredKeys: Map<string, number>;
+  /** Each of those, described without secrets (`blob <key> (master key <id>)`), for the operator to find it. */
+  unconfigured: string[];
   /** What could not be rewrapped (it does not authenticate under the key it names: damaged), described without secrets. */
   failed: string[];
 }
@@ -53,10 +55,13 @@ export interface RotationOptions {
  */
 export async function rotateMasterKey(db: DataSource, blobs: BlobStore, keyring: Keyring, options: RotationOptions = {}): Promise<RotationCounts> {
   await assertKeyringHoldsDeploymentKey(db, keyring);
-  const counts: RotationCounts = { chunkKeys: 0, destinations: 0, blobsChecked: 0, blobs: 0, underUnconfiguredKeys: new Map(), failed: [] };
+  const counts: RotationCounts = { chunkKeys: 0, destinations: 0, blobsChecked: 0, blobs: 0, underUnconfiguredKeys: new Map(), unconfigured: [], failed: [] };
   const progress = options.progress ?? (() => undefined);
   const current = keyring.current.keyId;
-  const unconfigured = (keyId: string) => counts.underUnconfiguredKeys.set(keyId, (counts.underUnconfiguredKeys.get(keyId) ?? 0) + 1);
+  const unconfigured = (keyId: string, what: string) => {
+    counts.underUnconfiguredKeys.set(keyId, (counts.underUnconfiguredKeys.get(keyId) ?? 0) + 1);
+    counts.unconfigured.push(`${what} (master key ${keyId})`);
+  };
 
   // Chunk keys: TenantChunkKeys seals a row under another key again (one UPDATE, which racing servers compute alike)
   // and rewrites the blob copy when it differs from the row: every row, so that a copy a crash left under the old key
@@ -65,7 +70,7 @@ export async function rotateMasterKey(db: DataSource, blobs: BlobStore, keyring:
   const rows = await db.getRepository(ChunkKeyEntity).find({ select: { tenantId: true, masterKeyId: true } });
   for (const row of rows) {
     if (!keyring.has(row.masterKeyId)) {
-      unconfigured(row.masterKeyId);
+      unconfigured(row.masterKeyId, `the chunk keys of tenant ${row.tenantId}`);
       continue;
     }
     try {
@@ -86,7 +91,7 @@ export async function rotateMasterKey(db: DataSource, blobs: BlobStore, keyring:
     // '' is a destination being created (it is sealed before it is probed).
     if (destination.masterKeyId === '' || destination.masterKeyId === current) continue;
     if (!keyring.has(destination.masterKeyId)) {
-      unconfigured(destination.masterKeyId);
+      unconfigured(destination.masterKeyId, `the credentials of export destination ${destination.id}`);
       continue;
     }
     const resealed = resealCredentials(destination, keyring);
@@ -108,7 +113,7 @@ export async function rotateMasterKey(db: DataSource, blobs: BlobStore, keyring:
       // listed with the rest, as the blob may be under an old key, and the next blobs are still looked at.
       const keyId = await envelopeKeyId(blobs, key);
       if (keyId !== null && keyId !== current) {
-        if (!keyring.has(keyId)) unconfigured(keyId);
+        if (!keyring.has(keyId)) unconfigured(keyId, `blob ${key}`);
         else if (await rewrapBlob(blobs, key, keyring)) counts.blobs += 1;
       }
     } catch (error) {

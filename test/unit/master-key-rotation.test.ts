@@ -133,6 +133,9 @@ function rotationSuite(adminUrl: () => string | undefined) {
 
     const counts = await rotateMasterKey(db, blobs, rotating);
     assert.deepEqual([...counts.underUnconfiguredKeys], [[stranger.keyId, 1]]);
+    // Named, so that an operator who has no such key (a damaged header, what a server with a wrong key once wrote) can
+    // find it: until it is gone, the rotation cannot end.
+    assert.deepEqual(counts.unconfigured, [`blob ${foreign} (master key ${stranger.keyId})`]);
     assert.equal(counts.blobs, 2);
     assert.deepEqual(readFileSync(join(dir, 'blobs', foreign)), before);
     assert.equal(await db.getRepository(RetiredMasterKeyEntity).count(), 1);
