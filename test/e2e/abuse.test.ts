@@ -163,12 +163,13 @@ describe('abusive requests', () => {
         req.end(body);
       });
 
-    const multipart = (operations: string, file: Buffer, map = '{"0":["variables.file"]}') => {
+    /** `fileDisposition`: what follows the file part's name in its Content-Disposition (a filename makes it a file). */
+    const multipart = (operations: string, file: Buffer, map = '{"0":["variables.file"]}', fileDisposition = '; filename="big.backup"') => {
       const boundary = 'snapgraph-abuse-boundary';
       const head = (name: string, extra = '') => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"${extra}\r\n\r\n`;
       const body = Buffer.concat([
         Buffer.from(`${head('operations')}${operations}\r\n${head('map')}${map}\r\n`),
-        Buffer.from(`${head('0', '; filename="big.backup"')}`),
+        Buffer.from(`${head('0', fileDisposition)}`),
         file,
         Buffer.from(`\r\n--${boundary}--\r\n`),
       ]);
@@ -236,6 +237,25 @@ describe('abusive requests', () => {
       const tooLarge = multipart(inspect, bigFile);
       const answer = await send(tooLarge.body, tooLarge.contentType);
       assert.equal(JSON.parse(answer.text!).errors[0].extensions.code, 'FILE_TOO_LARGE', answer.text);
+    });
+
+    it('whose file is sent as a plain field (no filename, as `curl -F 0=<file` does): BAD_USER_INPUT saying so, for restoreFromFile and inspectFile', async function () {
+      // The map names the part, but a part without a filename is no file: the answer says so rather than never coming.
+      this.timeout(30_000);
+      const archive = craftArchive([JSON.stringify(['N', '1', [], {}])]);
+      const inspect = JSON.stringify({ query: 'mutation ($file: Upload!) { inspectFile(file: $file) { kind } }', variables: { file: null } });
+      const operationCount = async () =>
+        expectData(await gql(suite.server, 'query ($id: ID!) { operations(instanceId: $id) { totalCount } }', { id: instanceId })).operations.totalCount;
+      const before = await operationCount();
+      for (const request of [operations(instanceId), inspect]) {
+        const { body, contentType } = multipart(request, archive, undefined, '');
+        const answer = await send(body, contentType);
+        assert.equal(answer.error, undefined, answer.error);
+        const error = JSON.parse(answer.text!).errors[0];
+        assert.equal(error.extensions.code, 'BAD_USER_INPUT', answer.text);
+        assert.match(error.message, /‘0’ is not a file/);
+      }
+      assert.equal(await operationCount(), before);
     });
 
     it('without the CSRF header: answered 400, not reset', async function () {

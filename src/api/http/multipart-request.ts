@@ -163,9 +163,17 @@ class PartReader {
   async files(uploads: Map<string, Deferred<FileUpload>>, maxFileSize: number): Promise<void> {
     try {
       for (let part = await this.nextPart(); part; part = await this.nextPart()) {
-        const upload = part.filename !== null && !this.discarded ? uploads.get(part.name) : undefined;
+        const named = uploads.get(part.name);
         uploads.delete(part.name);
+        const upload = part.filename !== null && !this.discarded ? named : undefined;
         if (!upload) {
+          // Settled, or its resolver would wait for good: a part the map names without a filename is a plain field
+          // (what `curl -F 0=<file` sends), not a file.
+          named?.reject(
+            part.filename === null
+              ? new MultipartError(400, `The multipart field ‘${part.name}’ is not a file: send it with a filename (curl: -F ${part.name}=@<file>).`)
+              : new MultipartError(400, 'File missing in the request.'),
+          );
           for await (const _ of this.body());
           continue;
         }
