@@ -258,6 +258,23 @@ describe('abusive requests', () => {
       assert.equal(await operationCount(), before);
     });
 
+    it('with two files, or an operations field over its 10 MiB: BAD_USER_INPUT, not FILE_TOO_LARGE (whose advice is restore-file)', async function () {
+      this.timeout(30_000);
+      const archive = craftArchive([JSON.stringify(['N', '1', [], {}])]);
+      const twoFiles = multipart(operations(instanceId), archive, '{"0":["variables.file"],"1":["variables.other"]}');
+      const hugeOperations = multipart(JSON.stringify({ query: JSON.parse(operations(instanceId)).query, variables: { padding: 'x'.repeat(10 * 1024 * 1024) } }), archive);
+      for (const [what, { body, contentType }, message] of [
+        ['two files', twoFiles, /one file/],
+        ['operations over 10 MiB', hugeOperations, /‘operations’ multipart field value exceeds the 10485760 byte size limit/],
+      ] as const) {
+        const answer = await send(body, contentType);
+        assert.equal(answer.error, undefined, `${what}: ${answer.error}`);
+        const error = JSON.parse(answer.text!).errors[0];
+        assert.equal(error.extensions.code, 'BAD_USER_INPUT', `${what}: ${answer.text}`);
+        assert.match(error.message, message, what);
+      }
+    });
+
     it('without the CSRF header: answered 400, not reset', async function () {
       this.timeout(30_000);
       const { body, contentType } = multipart(operations(instanceId), bigFile);

@@ -15,14 +15,16 @@ export interface MultipartLimits {
 
 /**
  * A refused request: `status` is the HTTP status to answer with. A file's stream fails with one too (a body cut off
- * inside it, a file over the limit), where the resolver reading it answers with its contract code.
+ * inside it, a file over the limit), where the resolver reading it answers with its contract code. FILE_TOO_LARGE is
+ * for a file over the upload limit only (its advice is `snapgraph restore-file`); anything else is the request's.
  */
 export class MultipartError extends AppError {
   constructor(
     readonly status: number,
     message: string,
+    code: 'BAD_USER_INPUT' | 'FILE_TOO_LARGE' = 'BAD_USER_INPUT',
   ) {
-    super(status === 413 ? 'FILE_TOO_LARGE' : 'BAD_USER_INPUT', message);
+    super(code, message);
   }
 }
 
@@ -51,7 +53,9 @@ export async function readMultipartRequest(req: IncomingMessage, limits: Multipa
     const map = parseJson(await parts.field('map', limits.maxFieldSize), 'map');
     if (!map || typeof map !== 'object' || Array.isArray(map)) throw new MultipartError(400, 'Invalid type for the ‘map’ multipart field.');
     const entries = Object.entries(map as Record<string, unknown>);
-    if (entries.length > limits.maxFiles) throw new MultipartError(413, `${limits.maxFiles} max file uploads exceeded.`);
+    if (entries.length > limits.maxFiles) {
+      throw new MultipartError(400, `The ‘map’ multipart field names ${entries.length} files; a request takes at most ${limits.maxFiles === 1 ? 'one file' : `${limits.maxFiles} files`}.`);
+    }
     for (const [fieldName, paths] of entries) {
       if (!Array.isArray(paths) || paths.some((path) => typeof path !== 'string')) {
         throw new MultipartError(400, `Invalid type for the ‘map’ multipart field entry key ‘${fieldName}’ array.`);
@@ -195,7 +199,7 @@ class PartReader {
     try {
       for await (const piece of this.body()) {
         size += piece.length;
-        if (size > maxFileSize) throw new MultipartError(413, `File truncated as it exceeds the ${maxFileSize} byte size limit.`);
+        if (size > maxFileSize) throw new MultipartError(413, `File truncated as it exceeds the ${maxFileSize} byte size limit.`, 'FILE_TOO_LARGE');
         await file.write(piece);
       }
       file.push(null);
