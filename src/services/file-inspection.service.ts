@@ -116,6 +116,9 @@ export class FileInspectionService {
       }
       return found?.inspection ?? unknown(`The tar file holds nothing Snapgraph can restore. ${UNKNOWN_FILE_PROBLEM}`);
     } catch (error) {
+      // Broken off or damaged after a recognised entry that was read whole: a restore reads that entry and stops
+      // looking there (extractArchiveFromTar), so the inspection is that entry's too.
+      if (found) return found.inspection;
       return unknown(`The file is not a readable tar file (${error instanceof Error ? error.message : String(error)}).`);
     } finally {
       extract.destroy();

@@ -11,10 +11,12 @@ import {
   runCli,
   serverEnv,
   serverPerSuite,
+  settledOperation,
   STATS_FIELDS,
   takeSnapshot,
   tarOfFiles,
   type TestServer,
+  uploadFile,
 } from '../support';
 
 const INSPECT_FILE = `mutation ($file: Upload!) {
@@ -131,6 +133,21 @@ describe('inspectFile and snapgraph inspect', () => {
     }
     const { inspection } = await inspectUpload(suite.server, archive);
     assert.equal(inspection?.kind, 'SNAPGRAPH_ARCHIVE');
+  });
+
+  it('reports a tar cut off after its archive as that archive, restorable, as restoreFromFile restores it', async function () {
+    this.timeout(60_000);
+    // The archive entry is whole; the tar breaks off in the entry after it, which a restore does not read.
+    const tar = await tarOfFiles({ 'prod.backup': archive, 'NOTES.txt': Buffer.from(randomBytes(8_000).toString('base64')) });
+    const cut = tar.subarray(0, 512 + Math.ceil(archive.length / 512) * 512 + 512 + 4_000);
+    const { inspection } = await inspectUpload(suite.server, cut);
+    assert.equal(inspection?.kind, 'SNAPGRAPH_ARCHIVE', inspection?.problem ?? undefined);
+    assert.equal(inspection?.restorable, true);
+    assert.equal(inspection?.contents?.nodeCount, 2);
+    assert.equal(inspection?.details?.tarEntry, 'prod.backup');
+    const target = await createInstance(suite.server, { name: 'cut-tar-target' });
+    const restored = await uploadFile(suite.server, { instanceId: target.id, file: cut, fileName: 'prod.tar' });
+    assert.equal((await settledOperation(suite.server, restored.data!.restoreFromFile.id)).status, 'SUCCEEDED');
   });
 
   it('needs an API key and the CSRF preflight header', async () => {
