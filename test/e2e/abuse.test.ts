@@ -275,6 +275,37 @@ describe('abusive requests', () => {
       }
     });
 
+    it('whose client goes away inside the file: logged as BAD_USER_INPUT, not as a failure of the server', async function () {
+      // A client that breaks off an upload (Ctrl-C, a dropped link) is no INTERNAL_SERVER_ERROR in the log and metrics.
+      this.timeout(30_000);
+      const requestId = 'upload-broken-off';
+      const { body, contentType } = multipart(operations(instanceId), bigFile);
+      const sent = body.subarray(0, body.length - bigFile.length + 64 * 1024);
+      const req = httpRequest(suite.server.graphqlUrl, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${suite.server.adminKey}`,
+          'apollo-require-preflight': 'true',
+          'content-type': contentType,
+          'content-length': String(body.length),
+          'x-request-id': requestId,
+        },
+      });
+      req.on('error', () => undefined);
+      await new Promise<void>((resolve) => req.write(sent, () => resolve()));
+      req.destroy();
+      const line = await eventually(
+        () =>
+          suite.server
+            .logs()
+            .split('\n')
+            .find((written) => written.includes(`"requestId":"${requestId}"`) && written.includes('"msg":"graphql request"')),
+        { what: 'the log line of the broken-off upload' },
+      );
+      assert.match(line, /"errorCodes":\["BAD_USER_INPUT"\]/);
+      assert.ok(!suite.server.logs().includes('"msg":"graphql request failed"'), 'a broken-off upload was logged as a failure of the server');
+    });
+
     it('without the CSRF header: answered 400, not reset', async function () {
       this.timeout(30_000);
       const { body, contentType } = multipart(operations(instanceId), bigFile);

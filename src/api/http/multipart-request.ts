@@ -308,8 +308,14 @@ class PartReader {
   }
 
   private async nextChunk(): Promise<Buffer | null> {
-    const next = await this.chunks.next();
-    return next.done ? null : (next.value as Buffer);
+    let next: IteratorResult<Buffer>;
+    try {
+      next = await this.chunks.next();
+    } catch {
+      // The request itself failed: its client went away ('aborted'), which is the request's fault, not the server's.
+      throw new MultipartError(400, 'The client closed the connection before the multipart request ended.');
+    }
+    return next.done ? null : next.value;
   }
 }
 
