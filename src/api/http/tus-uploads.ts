@@ -156,7 +156,30 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       return upload;
     }
 
-    override async write(body: Readable, id: string, offset: number): Promise<number> {
+    /**
+     * The writes under way, by upload. @tus/server answers a PATCH whose body runs past the upload's length (413) as
+     * soon as it sees the excess, and lets go of its lock, while this write still appends what came before: a HEAD
+     * then answered an offset that was still moving, and a PATCH from there raced the write. The lock waits for it
+     * (UploadLocker's `settled`).
+     */
+    readonly #writing = new Map<string, Promise<number>>();
+
+    /** Resolves once no write of upload `id` is under way (whatever its outcome). */
+    async settled(id: string): Promise<void> {
+      for (let writing = this.#writing.get(id); writing; writing = this.#writing.get(id)) await writing.catch(() => undefined);
+    }
+
+    override write(body: Readable, id: string, offset: number): Promise<number> {
+      const writing = this.#write(body, id, offset);
+      this.#writing.set(id, writing);
+      const forget = () => {
+        if (this.#writing.get(id) === writing) this.#writing.delete(id);
+      };
+      writing.then(forget, forget);
+      return writing;
+    }
+
+    async #write(body: Readable, id: string, offset: number): Promise<number> {
       // Its tenant names the blob the file is bound to; a record gone since the PATCH began is an upload gone (opened
       // without its name, the file would not open, and be taken for a damaged one).
       const record = await this.configstore.get(id);
@@ -236,7 +259,9 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   }
   const datastore = new EncryptedFileStore({ directory, expirationPeriodInMilliseconds: UPLOAD_EXPIRY_MS });
   // One request at a time writes an upload, across the replicas that share the directory too.
-  const locker = new UploadLocker(directory, new MemoryLocker({ acquireLockTimeout: LOCK_TIMEOUT_MS }), LOCK_TIMEOUT_MS, tusErrors.ERR_LOCK_TIMEOUT);
+  const locker = new UploadLocker(directory, new MemoryLocker({ acquireLockTimeout: LOCK_TIMEOUT_MS }), LOCK_TIMEOUT_MS, tusErrors.ERR_LOCK_TIMEOUT, (id) =>
+    datastore.settled(id),
+  );
   // Keyed by the node request, which @tus/server exposes to its hooks as req.runtime.node.req.
   const principals = new WeakMap<object, Principal>();
   // Work to do once a request's response is sent, keyed like principals: @tus/server still reads a finished upload's

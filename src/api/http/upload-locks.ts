@@ -42,13 +42,15 @@ const locked = () => ({
 export class UploadLocker implements Locker {
   /**
    * `inProcess`: @tus/server's MemoryLocker (requests of this process, handed over at once); `lockTimeout`: the error
-   * it throws when its wait ends, answered as ours.
+   * it throws when its wait ends, answered as ours; `settled`: resolves once the upload's writes under way have ended
+   * (a request can end before its write does), which a lock waits for before it lets go.
    */
   constructor(
     readonly directory: string,
     private readonly inProcess: Locker,
     private readonly timeoutMs: number,
     private readonly lockTimeout: unknown,
+    readonly settled: (id: string) => Promise<void> = async () => undefined,
   ) {}
 
   newLock(id: string): Lock {
@@ -118,7 +120,7 @@ class UploadLock implements Lock {
 
   constructor(
     private readonly locker: UploadLocker,
-    id: string,
+    private readonly id: string,
     private readonly inProcess: Lock,
     private readonly timeoutMs: number,
     private readonly lockTimeout: unknown,
@@ -159,6 +161,8 @@ class UploadLock implements Lock {
   }
 
   async unlock(): Promise<void> {
+    // Held (and touched) until this request's write has ended, not only its request.
+    await this.locker.settled(this.id);
     if (this.#heartbeat) clearInterval(this.#heartbeat);
     this.#heartbeat = null;
     await this.#beating.catch(() => undefined);
