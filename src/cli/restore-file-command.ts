@@ -140,9 +140,11 @@ function parseSize(text: string): number {
 async function uploadFile(client: ApiClient, request: UploadRequest, interruption: Interruption): Promise<string> {
   const { file, stats } = request;
   const statePath = await urlStoragePath();
-  const urlStorage = new FileUrlStorage(statePath);
   const fingerprint = fingerprintOf(client, request);
   let progress: ProgressBar | null = null;
+  /** A line on stderr that does not break the progress bar. */
+  const say = (line: string) => void (progress ? progress.log(line) : process.stderr.write(`${line}\n`));
+  const urlStorage = savingMayFail(new FileUrlStorage(statePath), statePath, say);
   let instanceWaits = 0;
   let instanceWaitEnds = 0;
   // Once the file's last byte is sent, the server verifies it and queues the restore whether or not this client waits
@@ -176,8 +178,7 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
         const delay = RETRY_DELAYS_MS[attempt];
         const when = delay === 0 ? 'now' : `in ${delay / 1000} s`;
         const line = `${describeTransientFailure(client, error)}; trying again ${when} (${attempt + 1} of ${RETRY_DELAYS_MS.length})`;
-        if (progress) progress.log(line);
-        else process.stderr.write(`${line}\n`);
+        say(line);
         return true;
       },
       urlStorage,
@@ -358,6 +359,26 @@ async function urlStoragePath(env: NodeJS.ProcessEnv = process.env): Promise<str
   const dir = join(env.XDG_STATE_HOME?.trim() || join(homedir(), '.local', 'state'), 'snapgraph');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   return join(dir, 'uploads.json');
+}
+
+/**
+ * The upload state file, where an upload's address that cannot be saved (its volume full, the file not writable) is
+ * said, and the upload goes on without it: tus-js-client leaves that failure unhandled, and Node ended the command with
+ * its own report of it, the upload just created on the server left behind.
+ */
+function savingMayFail(storage: tus.UrlStorage, statePath: string, say: (line: string) => void): tus.UrlStorage {
+  const reason = (error: unknown) => (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+  return {
+    findAllUploads: () => storage.findAllUploads(),
+    findUploadsByFingerprint: (fingerprint) => storage.findUploadsByFingerprint(fingerprint),
+    removeUpload: (key) => storage.removeUpload(key),
+    addUpload: (fingerprint, upload) =>
+      storage.addUpload(fingerprint, upload).catch((error: unknown) => {
+        say(`cannot save the upload's address in ${statePath} (${reason(error)}): the upload goes on, but a rerun after it stops starts it over`);
+        // No key: tus-js-client then neither saves it again nor removes it at the end.
+        return '';
+      }),
+  };
 }
 
 async function forgetUploads(urlStorage: tus.UrlStorage, fingerprint: string): Promise<void> {

@@ -639,6 +639,29 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.match(run.stderr, /remove it to go on: only the uploads it names are no longer resumed/);
     });
 
+    // A state file that could not be written (its volume full) ended restore-file at once with Node's own report of an
+    // unhandled rejection ("ENOSPC: no space left on device, write"), naming no file, the server's upload left behind.
+    it('goes on when the upload state file cannot be written (a full disk), saying that a stop could not be resumed', async function () {
+      const volume = mountSmallVolume(1024 * 1024);
+      if ('unavailable' in volume) return this.skip();
+      const small = volume as SmallVolume;
+      mkdirSync(join(small.path, 'snapgraph'));
+      small.fill();
+      try {
+        const targetId = (await createInstance(suite.server, { name: 'state on a full disk' })).id;
+        const run = await snapgraph(suite.server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE'], { env: { XDG_STATE_HOME: small.path } });
+        assert.equal(run.code, 0, output(run));
+        const stateFile = join(small.path, 'snapgraph', 'uploads.json');
+        assert.ok(run.stderr.includes(`cannot save the upload's address in ${stateFile} (ENOSPC)`), output(run));
+        assert.match(run.stderr, /the upload goes on, but a rerun after it stops starts it over/);
+        assert.doesNotMatch(run.stderr, /node:internal|^\s+at /m, 'no stack trace');
+        assert.match(run.stdout, /restore SUCCEEDED/);
+        assert.deepEqual(await graphOf(suite.server, targetId), await graphOf(suite.server, sourceId));
+      } finally {
+        small.release();
+      }
+    });
+
     it('requires --confirm RESTORE', async () => {
       const run = await snapgraph(suite.server, ['restore-file', sourceId, archivePath]);
       assert.equal(run.code, 2, output(run));
