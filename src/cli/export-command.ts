@@ -4,7 +4,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, join, resolve, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -141,7 +141,10 @@ async function streamToStdout(link: ExportLink): Promise<number> {
   return 0;
 }
 
-/** -o as given, or inside -o when it is a directory, else the API's file name in the current directory. */
+/**
+ * -o as given, or inside -o when it is a directory, else the API's file name in the current directory. An -o that ends
+ * with a / names a directory, never a file of that name.
+ */
 async function targetPath(output: string | undefined, fileName: string): Promise<string> {
   const safeName = basename(fileName);
   if (!safeName || safeName !== fileName || safeName.startsWith('.')) {
@@ -149,7 +152,9 @@ async function targetPath(output: string | undefined, fileName: string): Promise
   }
   if (!output) return resolve(safeName);
   const stats = await stat(output).catch(() => null);
-  return resolve(stats?.isDirectory() ? join(output, safeName) : output);
+  if (stats?.isDirectory()) return resolve(join(output, safeName));
+  if (output.endsWith(sep) || output.endsWith('/')) throw new CliError(`${output} is not a directory: create it first, or leave out the trailing /`);
+  return resolve(output);
 }
 
 /** Appends to (or starts) the .part file; returns its size and sha256 over every byte, old and new. */

@@ -396,6 +396,16 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.equal(readFileSync(out, 'utf8'), 'mine');
     });
 
+    // `-o backups/2026-12/` before the directory was made saved the archive as a file named 2026-12, where the next
+    // export into that directory then stopped with "already exists".
+    it('refuses -o <dir>/ when there is no such directory, and makes no file', async () => {
+      const parent = makeTempDir();
+      const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', join(parent, 'not-made') + '/']);
+      assert.equal(run.code, 1, output(run));
+      assert.ok(run.stderr.includes(`snapgraph: ${join(parent, 'not-made')}/ is not a directory: create it first, or leave out the trailing /`), output(run));
+      assert.deepEqual(readdirSync(parent), []);
+    });
+
     it("says NOT_FOUND for another tenant's snapshot", async () => {
       const dir = makeTempDir();
       const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', dir], { key: other.apiKey });
