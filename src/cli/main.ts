@@ -33,6 +33,9 @@ it runs; rotate-master-key on it and on the blobs (the server's environment), wi
 restore-file talk to a running server:
   --url <url>   or SNAPGRAPH_URL      (default ${DEFAULT_URL})
   --key <key>   or SNAPGRAPH_API_KEY  (prefer the variable: arguments are visible to other local users)
+
+exit status: 0 done; 1 failed (said on stderr); 2 wrong arguments; 78 invalid configuration (an environment variable or SNAPGRAPH_CONFIG);
+  130 export or restore-file interrupted (Ctrl-C, SIGTERM), saying what was kept
 `;
 
 /** `snapgraph inspect`'s bound on heap growth between full collections (heapGrowth.limit); the server's default. */

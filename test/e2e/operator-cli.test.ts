@@ -66,6 +66,20 @@ describe('the snapgraph command', () => {
     assert.ok(!existsSync(dataDir), 'a data dir was made');
   });
 
+  // The statuses were said nowhere but for "no command" (2): 78 for a wrong environment variable was a surprise to a
+  // script that told failures apart.
+  it('names its exit statuses in the usage, and returns them: 2 for wrong arguments, 78 for an invalid configuration', async () => {
+    const help = await runCli(['--help'], serverEnv({}), 15_000);
+    assert.match(help.stdout, /^exit status: 0 done; 1 failed \(said on stderr\); 2 wrong arguments; 78 invalid configuration \(an environment variable or SNAPGRAPH_CONFIG\);\n\s+130 export or restore-file interrupted \(Ctrl-C, SIGTERM\), saying what was kept$/m);
+    const dataDir = join(makeTempDir(), 'data');
+    const wrong = await runCli(['tenant', 'list', '--all'], serverEnv({ SNAPGRAPH_DATA_DIR: dataDir }), 15_000);
+    assert.equal(wrong.code, 2, wrong.stderr);
+    const invalid = await runCli(['tenant', 'list'], serverEnv({ SNAPGRAPH_DATA_DIR: dataDir, PORT: 'eighty' }), 15_000);
+    assert.equal(invalid.code, 78, invalid.stderr);
+    assert.match(invalid.stderr, /^snapgraph: invalid configuration:\n {2}- PORT: "eighty" is not a port number/);
+    assert.ok(!existsSync(dataDir), 'a data dir was made');
+  });
+
   describe('tenant create', () => {
     it('refuses to make a metadata database where there is none, naming SNAPGRAPH_DATA_DIR; --init makes one', async () => {
       const dataDir = join(makeTempDir(), 'not-the-server');
