@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, type Stats } from 'node:fs';
 import { mkdir, open, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { basename, join, resolve } from 'node:path';
+import { basename, isAbsolute, join, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import * as tus from 'tus-js-client';
 import { OPERATION_ID_HEADER, UPLOADS_PATH } from '../api/http/upload-endpoint';
@@ -355,8 +355,10 @@ function fingerprintOf(client: ApiClient, { file, stats, instanceId }: UploadReq
   return `snapgraph-restore-${createHash('sha256').update(parts.join('\n')).digest('hex')}`;
 }
 
+/** $XDG_STATE_HOME/snapgraph, else ~/.local/state/snapgraph; a relative XDG_STATE_HOME is ignored, as the XDG spec says. */
 async function urlStoragePath(env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  const dir = join(env.XDG_STATE_HOME?.trim() || join(homedir(), '.local', 'state'), 'snapgraph');
+  const stateHome = env.XDG_STATE_HOME?.trim();
+  const dir = join(stateHome && isAbsolute(stateHome) ? stateHome : join(homedir(), '.local', 'state'), 'snapgraph');
   await mkdir(dir, { recursive: true, mode: 0o700 });
   return join(dir, 'uploads.json');
 }

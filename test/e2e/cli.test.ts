@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -669,6 +669,24 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
         assert.deepEqual(await graphOf(suite.server, targetId), await graphOf(suite.server, sourceId));
       } finally {
         small.release();
+      }
+    });
+
+    // A relative XDG_STATE_HOME put the state file under the current directory: a rerun from another one did not resume.
+    // The XDG Base Directory spec says such a value is invalid and to be ignored.
+    it('ignores a relative XDG_STATE_HOME, as the XDG spec says, keeping its state under ~/.local/state', async () => {
+      const home = makeTempDir('snapgraph-e2e-home-');
+      const relative = `snapgraph-e2e-relative-state-${randomBytes(4).toString('hex')}`;
+      const targetId = (await createInstance(suite.server, { name: 'relative state home' })).id;
+      try {
+        const run = await snapgraph(suite.server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE'], {
+          env: { XDG_STATE_HOME: relative, HOME: home },
+        });
+        assert.equal(run.code, 0, output(run));
+        assert.ok(existsSync(join(home, '.local', 'state', 'snapgraph', 'uploads.json')), output(run));
+        assert.equal(existsSync(join(REPO_ROOT, relative)), false, 'a state dir under the current directory');
+      } finally {
+        rmSync(join(REPO_ROOT, relative), { recursive: true, force: true });
       }
     });
 
