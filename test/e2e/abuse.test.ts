@@ -140,19 +140,23 @@ describe('abusive requests', () => {
   });
 
   describe('a refused multipart upload', () => {
+    /** A multipart POST of a body of `length` bytes, as a client sends it (its key, the CSRF header), not yet sent. */
+    const multipartPost = (length: number, contentType: string, extraHeaders: Record<string, string> = {}) =>
+      httpRequest(suite.server.graphqlUrl, {
+        method: 'POST',
+        headers: {
+          authorization: `Bearer ${suite.server.adminKey}`,
+          'apollo-require-preflight': 'true',
+          'content-type': contentType,
+          'content-length': String(length),
+          ...extraHeaders,
+        },
+      });
+
     /** Sends the whole body at once and reports the answer, or the network error a client would see. */
     const send = (body: Buffer, contentType: string, extraHeaders: Record<string, string> = {}) =>
       new Promise<{ status?: number; requestId?: string | string[]; text?: string; error?: string }>((resolve) => {
-        const req = httpRequest(suite.server.graphqlUrl, {
-          method: 'POST',
-          headers: {
-            authorization: `Bearer ${suite.server.adminKey}`,
-            'apollo-require-preflight': 'true',
-            'content-type': contentType,
-            'content-length': String(body.length),
-            ...extraHeaders,
-          },
-        });
+        const req = multipartPost(body.length, contentType, extraHeaders);
         req.on('response', (res) => {
           let text = '';
           res.setEncoding('utf8').on('data', (chunk) => (text += chunk));
@@ -281,16 +285,7 @@ describe('abusive requests', () => {
       const requestId = 'upload-broken-off';
       const { body, contentType } = multipart(operations(instanceId), bigFile);
       const sent = body.subarray(0, body.length - bigFile.length + 64 * 1024);
-      const req = httpRequest(suite.server.graphqlUrl, {
-        method: 'POST',
-        headers: {
-          authorization: `Bearer ${suite.server.adminKey}`,
-          'apollo-require-preflight': 'true',
-          'content-type': contentType,
-          'content-length': String(body.length),
-          'x-request-id': requestId,
-        },
-      });
+      const req = multipartPost(body.length, contentType, { 'x-request-id': requestId });
       req.on('error', () => undefined);
       await new Promise<void>((resolve) => req.write(sent, () => resolve()));
       req.destroy();

@@ -149,19 +149,24 @@ describe('backup storage', () => {
     assert.deepEqual(await graphOf(server, target.id), graph);
   });
 
-  it('produces the export again once its stored copy is found damaged, instead of failing every download of it', async function () {
-    this.timeout(60_000);
+  /** A snapshot of 3,000 nodes, its archive, and the path of its export copy (produced by archiveOf's download). */
+  async function exportedSnapshot(name: string) {
     const { server } = suite;
     const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
-    const instance = await createInstance(server, { name: 'damaged copy', tier: 'PROFESSIONAL' });
+    const instance = await createInstance(server, { name, tier: 'PROFESSIONAL' });
     await fill(server, instance.id, 3_000);
     const snapshot = await takeSnapshot(server, instance.id);
     const archive = await archiveOf(server, snapshot.id);
+    return { server, snapshot, archive, copy: join(server.dataDir, 'blobs', 'tenants', tenantId, 'exports', `${snapshot.id}.archive`) };
+  }
+
+  it('produces the export again once its stored copy is found damaged, instead of failing every download of it', async function () {
+    this.timeout(60_000);
+    const { server, snapshot, archive, copy } = await exportedSnapshot('damaged copy');
     // A flipped byte in the export copy (a disk error): the copy is a cache of what the restore point produces. Near its
     // end, in a later encrypted chunk than the first: found once the download has sent part of the archive, it can only
     // be cut short (damage in the first chunk is found before the answer begins, and that download gets the archive:
     // files.test).
-    const copy = join(server.dataDir, 'blobs', 'tenants', tenantId, 'exports', `${snapshot.id}.archive`);
     const stored = readFileSync(copy);
     assert.ok(stored.length > 3 * 64 * 1024, `the copy (${stored.length} bytes) must span several encrypted chunks: fill more`);
     stored[stored.length - 40] ^= 0x01;
@@ -180,15 +185,9 @@ describe('backup storage', () => {
 
   it('produces the export again once its stored copy is found cut short after a whole chunk, instead of sending less than it announced', async function () {
     this.timeout(60_000);
-    const { server } = suite;
-    const tenantId = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
-    const instance = await createInstance(server, { name: 'cut copy', tier: 'PROFESSIONAL' });
-    await fill(server, instance.id, 3_000);
-    const snapshot = await takeSnapshot(server, instance.id);
-    const archive = await archiveOf(server, snapshot.id);
+    const { server, snapshot, archive, copy } = await exportedSnapshot('cut copy');
     // Cut 16 bytes into its second encrypted chunk (64 KiB each, 16-byte tags, a 79-byte header): the length of a whole
     // blob of one chunk, whose empty final chunk is those 16 bytes. Only reading them tells it is not.
-    const copy = join(server.dataDir, 'blobs', 'tenants', tenantId, 'exports', `${snapshot.id}.archive`);
     const stored = readFileSync(copy);
     assert.ok(stored.length > 2 * 64 * 1024, `the copy (${stored.length} bytes) must span several encrypted chunks: fill more`);
     writeFileSync(copy, stored.subarray(0, 79 + (64 * 1024 + 16) + 16));
