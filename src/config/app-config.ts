@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { CHUNK_COMPRESSIONS, type ChunkCompression, DEFAULT_CHUNK_COMPRESSION } from '../chunks/chunk-codec';
 import { parseS3Url, type S3Location } from '../storage/s3-location';
+import { isMasterKeyText } from '../crypto/master-key';
 import { parseDuration, tooLongForConfig } from './duration';
 import { resolveTierPolicies, type Tier, type TierPolicy } from './tiers';
 
@@ -293,12 +294,10 @@ function parseBlobStore(env: NodeJS.ProcessEnv): BlobStoreConfig {
   return { kind: 's3', location, endpoint, region, partBytes, partConcurrency };
 }
 
+/** As the key file is read (isMasterKeyText): what an operator pastes from it is taken here too. */
 function optionalMasterKey(text: string | undefined): string | undefined {
   if (!text?.trim()) return undefined;
-  const bytes = Buffer.from(text.trim(), 'base64');
-  if (bytes.length !== 32 || bytes.toString('base64') !== text.trim()) {
-    throw new Error('must be the base64 encoding of exactly 32 bytes (e.g. `openssl rand -base64 32`)');
-  }
+  if (!isMasterKeyText(text)) throw new Error('must be the base64 encoding of exactly 32 bytes (e.g. `openssl rand -base64 32`)');
   return text.trim();
 }
 

@@ -139,9 +139,18 @@ export function loadPreviousMasterKeys(texts: readonly string[]): MasterKey[] {
   return texts.map((text, index) => parseKeyText(text, `Entry ${index + 1} of ${PREVIOUS_MASTER_KEYS_ENV}`));
 }
 
+/**
+ * Whether `text` is a master key as it is written: base64 of 32 bytes, standard or URL-safe, padded or not, with
+ * spaces around it. One rule for the variables (checked by the configuration) and the key file.
+ */
+export function isMasterKeyText(text: string): boolean {
+  const trimmed = text.trim();
+  return KEY_TEXT_PATTERN.test(trimmed) && Buffer.from(trimmed, 'base64').length === MASTER_KEY_BYTES;
+}
+
 function parseKeyText(text: string, source: string): MasterKey {
   const trimmed = text.trim();
-  const bytes = KEY_TEXT_PATTERN.test(trimmed) ? Buffer.from(trimmed, 'base64') : null;
+  const bytes = isMasterKeyText(trimmed) ? Buffer.from(trimmed, 'base64') : null;
   if (bytes?.length !== MASTER_KEY_BYTES) {
     throw new CryptoError(`${source} is not a valid master key: expected ${EXPECTED_KEY_TEXT}`);
   }

@@ -110,6 +110,15 @@ describe('SNAPGRAPH_PREVIOUS_MASTER_KEYS', () => {
     assert.deepEqual(loadConfig({ SNAPGRAPH_PREVIOUS_MASTER_KEYS: ` ${key(1)} ,${key(2)},` }).previousMasterKeys, [key(1), key(2)]);
   });
 
+  it('takes a key written as the key file may hold it (URL-safe, unpadded), as SNAPGRAPH_MASTER_KEY does', () => {
+    // The key file took these and the variables refused them, though the docs say to paste the file's key there.
+    const material = Buffer.alloc(32, 0xfb);
+    const urlSafe = material.toString('base64url');
+    assert.ok(!urlSafe.endsWith('=') && /[-_]/.test(urlSafe));
+    assert.deepEqual(loadConfig({ SNAPGRAPH_PREVIOUS_MASTER_KEYS: `${urlSafe},${key(2).replace(/=$/, '')}` }).previousMasterKeys, [urlSafe, key(2).replace(/=$/, '')]);
+    assert.equal(loadConfig({ SNAPGRAPH_MASTER_KEY: ` ${urlSafe} ` }).masterKey, urlSafe);
+  });
+
   it('refuses an entry that is not the base64 of 32 bytes, naming the variable and its position, never a key', () => {
     const short = Buffer.alloc(31, 7).toString('base64');
     for (const [value, position] of [
