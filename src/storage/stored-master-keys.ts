@@ -43,19 +43,27 @@ export async function assertMasterKeyOpensStoredData(db: DataSource, blobs: Blob
       .getRawMany<{ masterKeyId: string }>();
     for (const { masterKeyId } of rows) if (masterKeyId) found.add(masterKeyId);
   }
-  // Change logs are sealed under the master key too, and small stores may never have needed chunk keys. Any segment
-  // will do (no ORDER BY: a scan of every row at each boot).
-  const segment = await db.getRepository(LogSegmentEntity).findOne({ select: { blobKey: true }, where: {} });
+  // Change logs are sealed under the master key too, and small stores may never have needed chunk keys. A few segments
+  // will do (no ORDER BY: a scan of every row at each boot): one whose blob is gone or damaged tells no key.
+  const segments = await db.getRepository(LogSegmentEntity).find({ select: { blobKey: true }, where: {}, take: SAMPLED_BLOBS });
   // The archives of the first release's snapshots (a blob each), all a deployment upgraded from it has stored until
   // its first base or shipped segment; a boot with another key sealed those under that key, and read none of these.
-  const legacy = await db.getRepository(SnapshotEntity).findOne({ select: { blobKey: true }, where: { blobKey: Not(IsNull()) } });
-  for (const blobKey of [segment?.blobKey, legacy?.blobKey]) {
-    const keyId = blobKey ? await headerKeyId(blobs, blobKey) : null;
-    if (keyId) found.add(keyId);
+  const legacy = await db.getRepository(SnapshotEntity).find({ select: { blobKey: true }, where: { blobKey: Not(IsNull()) }, take: SAMPLED_BLOBS });
+  for (const sample of [segments, legacy]) {
+    for (const { blobKey } of sample) {
+      const keyId = blobKey ? await headerKeyId(blobs, blobKey) : null;
+      if (keyId) {
+        found.add(keyId);
+        break;
+      }
+    }
   }
+  // Something is stored when its rows are, though no blob of the sample told its key: a sole server must not then take
+  // another key as if nothing were (claimCurrentMasterKey's mayReplace), and the recorded key decides.
+  const stored = found.size > 0 || segments.length > 0 || legacy.length > 0;
   // Refused only when nothing stored is under a configured key: where an earlier release served with a wrong key for a
   // while, the data is under both, and the right key must still boot.
-  if (found.size === 0 || [...found].some((keyId) => keyring.has(keyId))) return { stored: found.size > 0 };
+  if (found.size === 0 || [...found].some((keyId) => keyring.has(keyId))) return { stored };
   throw new CryptoError(
     `${source} holds master key ${keyring.current.keyId}${describePrevious(keyring)}, ` +
       `but the stored data is encrypted under master key ${[...found].join(', ')}: start with the key the data was written with, ` +
@@ -64,6 +72,8 @@ export async function assertMasterKeyOpensStoredData(db: DataSource, blobs: Blob
 }
 
 const CURRENT_SLOT = 'current';
+/** Change-log segments (and first-release archives) whose headers the boot's check reads at most, until one tells a key. */
+const SAMPLED_BLOBS = 5;
 
 /**
  * Makes the keyring's current key the one the deployment's servers write under, or refuses the boot. The check of
