@@ -65,8 +65,10 @@ export class ChangeLogService {
    * How far this process has seen each epoch shipped (its restore window's latest). Persisted with every shipped
    * segment, and otherwise at most every LATEST_PERSIST_MS: an idle instance's window moves on every second without a
    * metadata write every second (which would also contend with other writers of an embedded database, the CLI's).
+   * What is not persisted yet is persisted when shipping stops (a graceful stop), so that the window a restart offers
+   * does not start behind the one offered before it.
    */
-  private readonly latest = new Map<number, { shippedThrough: number; persistedAt: number }>();
+  private readonly latest = new Map<number, { shippedThrough: number; persistedAt: number; persisted: boolean }>();
   private ticker: NodeJS.Timeout | null = null;
   private ticking = false;
 
@@ -233,6 +235,25 @@ export class ChangeLogService {
     for (const timer of this.scheduled.values()) clearTimeout(timer);
     this.scheduled.clear();
     await Promise.allSettled([...this.shipping.values()]);
+    await this.persistLatest().catch((err) => this.logger.warn({ err }, 'could not record how far the change logs were shipped'));
+  }
+
+  /**
+   * Records the latest this process offered of each epoch where only its memory holds it: else a restart offered a
+   * window ending up to LATEST_PERSIST_MS earlier (until its first look), and refused a restore to a moment the window
+   * had offered before. Never moves a recorded one back (another replica may have recorded a later one).
+   */
+  private async persistLatest(): Promise<void> {
+    for (const [epoch, seen] of this.latest) {
+      if (seen.persisted) continue;
+      await this.epochs
+        .createQueryBuilder()
+        .update()
+        .set({ shippedThrough: seen.shippedThrough })
+        .where('epoch = :epoch AND ("shippedThrough" IS NULL OR "shippedThrough" < :shippedThrough)', { epoch, shippedThrough: seen.shippedThrough })
+        .execute();
+      seen.persisted = true;
+    }
   }
 
   /** A write committed on the instance: ship it soon. */
@@ -364,7 +385,7 @@ export class ChangeLogService {
     if (seen && seen.shippedThrough >= shippedThrough) return;
     const now = Date.now();
     const persist = persistNow || !seen || now - seen.persistedAt >= LATEST_PERSIST_MS;
-    this.latest.set(epoch.epoch, { shippedThrough, persistedAt: persist ? now : seen!.persistedAt });
+    this.latest.set(epoch.epoch, { shippedThrough, persistedAt: persist ? now : seen!.persistedAt, persisted: persist });
     epoch.shippedThrough = Math.max(epoch.shippedThrough ?? -1, shippedThrough);
     if (persist) await this.epochs.update({ epoch: epoch.epoch }, { shippedThrough: epoch.shippedThrough });
   }

@@ -565,6 +565,21 @@ describe('point-in-time restore after a crash', () => {
     assert.deepEqual(await graphOf(server, target.id), live, 'the restore to latest differs from the instance');
   });
 
+  it('offers after a restart every moment its window offered before it, though nothing was written meanwhile', async function () {
+    this.timeout(60_000);
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'idle', tier: 'PROFESSIONAL' });
+    const [written] = await new ModelWriter(server, instance.id, random).write(1);
+    // The window moves on every second also when nobody writes; a restart must not take back what it offered.
+    const offered = await restorableThrough(server, instance.id, written.ackedAt + 2_500);
+    await server.restart();
+    const window = await restoreWindowOf(server, instance.id);
+    assert.ok(window && window.latest >= offered.latest, `latest went back from ${iso(offered.latest)} to ${window && iso(window.latest)} across the restart`);
+    const operation = await restoreToPoint(server, instance.id, offered.latest);
+    assert.equal(operation.status, 'SUCCEEDED', JSON.stringify(operation.error));
+    await server.stop();
+  });
+
   it('recovers a lost store file to restoreWindow.latest with every write acknowledged more than 1 s before the loss', async function () {
     this.timeout(120_000);
     const server = await startServer();
