@@ -18,6 +18,7 @@ import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
 import { formatBytes, ProgressBar } from './progress-bar';
 import { HeadAnsweredWithServerError, isRefusal, isTransient, nothingStored, responseOf, type UploadError, waitsForInstance } from './upload-answers';
+import { UploadStateFile } from './upload-state-file';
 
 const MIB = 1024 * 1024;
 /**
@@ -41,9 +42,6 @@ const INSTANCE_WAIT_DELAYS_MS = [2_000, 5_000, 10_000, 20_000, 30_000];
  * back and runs it again, and answers again well within this.
  */
 const FOLLOW_RECONNECT_MS = 5 * 60_000;
-
-// FileUrlStorage is exported for Node but missing from the package's typings.
-const { FileUrlStorage } = tus as unknown as { FileUrlStorage: new (path: string) => tus.UrlStorage };
 
 const RESTORE_PROGRESS = `subscription ($id: ID!) {
   restoreProgress(operationId: $id) { id status phase progress bytesDone bytesTotal error { code message } }
@@ -144,7 +142,7 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
   let progress: ProgressBar | null = null;
   /** A line on stderr that does not break the progress bar. */
   const say = (line: string) => void (progress ? progress.log(line) : process.stderr.write(`${line}\n`));
-  const urlStorage = savingMayFail(new FileUrlStorage(statePath), statePath, say);
+  const urlStorage = savingMayFail(new UploadStateFile(statePath), statePath, say);
   let instanceWaits = 0;
   let instanceWaitEnds = 0;
   // Once the file's last byte is sent, the server verifies it and queues the restore whether or not this client waits
@@ -373,7 +371,9 @@ function savingMayFail(storage: tus.UrlStorage, statePath: string, say: (line: s
   return {
     findAllUploads: () => storage.findAllUploads(),
     findUploadsByFingerprint: (fingerprint) => storage.findUploadsByFingerprint(fingerprint),
-    removeUpload: (key) => storage.removeUpload(key),
+    // tus-js-client's own removal at the end: it reported a failure as the upload's error after its success, and the
+    // command then failed though the restore was queued. forgetUploads removes the upload again, and says a failure.
+    removeUpload: (key) => storage.removeUpload(key).catch(() => undefined),
     addUpload: (fingerprint, upload) =>
       storage.addUpload(fingerprint, upload).catch((error: unknown) => {
         say(`cannot save the upload's address in ${statePath} (${reason(error)}): the upload goes on, but a rerun after it stops starts it over`);

@@ -7,6 +7,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, st
 import { createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import * as tus from 'tus-js-client';
 import {
   allNodes,
   allRelationships,
@@ -41,6 +42,9 @@ import { PartialBlobFile } from '../../src/storage/partial-blob-file';
 
 const MAX_UPLOAD_BYTES = 16 * 1024;
 
+// tus-js-client's own state file, which earlier releases used: exported for Node but missing from the typings.
+const { FileUrlStorage } = tus as unknown as { FileUrlStorage: new (path: string) => tus.UrlStorage };
+
 interface SnapshotJson {
   id: string;
   status: string;
@@ -65,6 +69,26 @@ function snapgraph(
     ...env,
   });
   return runCli(args, cliEnv, 60_000);
+}
+
+/**
+ * An upload state file of `bytes` bytes holding the saved uploads of other files, in the shape tus-js-client's
+ * FileUrlStorage writes ("tus::<fingerprint>::<id>" keys).
+ */
+function earlierUploads(server: TestServer, bytes: number): string {
+  const uploads: Record<string, unknown> = {};
+  for (let i = 0; i < 3; i++) {
+    uploads[`tus::snapgraph-restore-${randomBytes(32).toString('hex')}::${100 + i}`] = {
+      size: 1000 + i,
+      metadata: { instanceId: `instance-${i}`, confirm: 'RESTORE', filename: `other-${i}.backup` },
+      creationTime: new Date().toString(),
+      uploadUrl: `${server.url}/uploads/${randomBytes(16).toString('hex')}`,
+    };
+  }
+  const short = bytes - JSON.stringify(uploads).length;
+  assert.ok(short >= 0);
+  (Object.values(uploads)[0] as { metadata: { filename: string } }).metadata.filename += 'x'.repeat(short);
+  return JSON.stringify(uploads);
 }
 
 const sha256Of = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
@@ -670,6 +694,59 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       } finally {
         small.release();
       }
+    });
+
+    // uploads.json was truncated and written again in place: a write that failed part-way (its volume full) or a process
+    // that died in it left it damaged, every saved upload of every file lost with it, and restore-file refused to run.
+    it('keeps the upload state file whole when a change to it cannot be written (a full disk)', async function () {
+      const volume = mountSmallVolume(1024 * 1024);
+      if ('unavailable' in volume) return this.skip();
+      const small = volume as SmallVolume;
+      const stateDir = join(small.path, 'snapgraph');
+      mkdirSync(stateDir);
+      const stateFile = join(stateDir, 'uploads.json');
+      // The uploads of other files, in the shape tus-js-client's FileUrlStorage wrote, filling most of the page the file
+      // holds: with one more address it needs a second one.
+      const earlier = earlierUploads(suite.server, 4000);
+      writeFileSync(stateFile, earlier);
+      small.fill();
+      try {
+        const targetId = (await createInstance(suite.server, { name: 'state kept whole' })).id;
+        const run = await snapgraph(suite.server, ['restore-file', targetId, archivePath, '--confirm', 'RESTORE'], { env: { XDG_STATE_HOME: small.path } });
+        assert.equal(run.code, 0, output(run));
+        assert.ok(run.stderr.includes(`cannot save the upload's address in ${stateFile} (ENOSPC)`), output(run));
+        const kept = readFileSync(stateFile, 'utf8');
+        assert.ok(kept === earlier, `the earlier uploads are all kept, whole (${kept.length} bytes for ${earlier.length}): ${kept.slice(-80)}`);
+        assert.deepEqual(readdirSync(stateDir), ['uploads.json'], 'no temporary or lock file is left');
+      } finally {
+        small.release();
+      }
+    });
+
+    // uploads.json was made 0660 minus the umask (0640 mostly): other local users read the upload addresses in it.
+    it('keeps the upload state file readable by its owner only (0600), and resumes from one an earlier release wrote', async function () {
+      this.timeout(90_000);
+      const server = suite.server;
+      const state = makeTempDir('snapgraph-e2e-state-');
+      const stateFile = join(state, 'snapgraph', 'uploads.json');
+      const targetId = (await createInstance(server, { name: 'state file mode' })).id;
+      const args = ['restore-file', targetId, archivePath, '--confirm', 'RESTORE', '--chunk-size', '8k'];
+      const interrupted = await snapgraph(server, args, { env: { XDG_STATE_HOME: state, SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(8 * 1024) } });
+      assert.equal(interrupted.code, 130, output(interrupted));
+      assert.equal(statSync(stateFile).mode & 0o777, 0o600);
+
+      // The same upload saved by tus-js-client's FileUrlStorage (as earlier releases did), readable by all.
+      const saved = JSON.parse(readFileSync(stateFile, 'utf8')) as Record<string, tus.PreviousUpload>;
+      const [key] = Object.keys(saved);
+      rmSync(stateFile);
+      await new FileUrlStorage(stateFile).addUpload(key.split('::')[1], saved[key]);
+      chmodSync(stateFile, 0o644);
+      const resumed = await snapgraph(server, args, { env: { XDG_STATE_HOME: state } });
+      assert.equal(resumed.code, 0, output(resumed));
+      assert.match(resumed.stderr, /resuming an earlier upload of source\.backup/);
+      assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
+      assert.deepEqual(JSON.parse(readFileSync(stateFile, 'utf8')), {}, 'the finished upload is forgotten');
+      assert.equal(statSync(stateFile).mode & 0o777, 0o600, 'the file an earlier release wrote, rewritten');
     });
 
     // A relative XDG_STATE_HOME put the state file under the current directory: a rerun from another one did not resume.

@@ -1,0 +1,153 @@
+// The upload state file of `snapgraph restore-file` ($XDG_STATE_HOME/snapgraph/uploads.json): the addresses of its
+// resumable uploads, in the shape tus-js-client's FileUrlStorage wrote ({"tus::<fingerprint>::<id>": upload}), so
+// that the uploads an earlier release saved are resumed.
+import { randomBytes, randomInt } from 'node:crypto';
+import { open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import type * as tus from 'tus-js-client';
+import { fsyncDirectory } from '../storage/durable-fs';
+
+/** How long a change waits for another snapgraph's (a change takes milliseconds). */
+const LOCK_WAIT_MS = 10_000;
+const LOCK_RETRY_MS = 25;
+/** A lock that names no process yet (it is being made) is taken over when older than this. */
+const UNNAMED_LOCK_STALE_MS = 10_000;
+
+type Uploads = Record<string, tus.PreviousUpload>;
+
+/**
+ * tus-js-client's FileUrlStorage truncated the file and wrote it again in place: a write that failed part-way (a full
+ * disk) or a process that died in it lost every saved upload of every file, and left the file damaged. Here a change
+ * is written to a temporary file beside it (0600), synced and renamed over it, whole or not at all, under a lock file
+ * naming the process that holds it (`<dir>/uploads.lock`; one whose process is gone is taken over), so that two
+ * commands at once do not lose each other's change. Reads need no lock: the file is always whole.
+ */
+export class UploadStateFile implements tus.UrlStorage {
+  readonly #lock: string;
+
+  constructor(readonly path: string) {
+    this.#lock = join(dirname(path), `${basename(path, '.json')}.lock`);
+  }
+
+  findAllUploads(): Promise<tus.PreviousUpload[]> {
+    return this.#find('tus::');
+  }
+
+  findUploadsByFingerprint(fingerprint: string): Promise<tus.PreviousUpload[]> {
+    return this.#find(`tus::${fingerprint}::`);
+  }
+
+  async removeUpload(urlStorageKey: string): Promise<void> {
+    await this.#change((uploads) => Object.hasOwn(uploads, urlStorageKey) && delete uploads[urlStorageKey]);
+  }
+
+  async addUpload(fingerprint: string, upload: tus.PreviousUpload): Promise<string> {
+    const key = `tus::${fingerprint}::${randomInt(1e12)}`;
+    await this.#change((uploads) => {
+      uploads[key] = upload;
+      return true;
+    });
+    return key;
+  }
+
+  async #find(prefix: string): Promise<tus.PreviousUpload[]> {
+    const uploads = await this.#read();
+    return Object.entries(uploads)
+      .filter(([key]) => key.startsWith(prefix))
+      .map(([key, upload]) => ({ ...upload, urlStorageKey: key }));
+  }
+
+  /** The saved uploads; none when there is no file. A file that is not a JSON object of them is an error. */
+  async #read(): Promise<Uploads> {
+    let text: string;
+    try {
+      text = await readFile(this.path, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {};
+      throw error;
+    }
+    if (text.trim() === '') return {};
+    const uploads: unknown = JSON.parse(text);
+    if (typeof uploads !== 'object' || uploads === null || Array.isArray(uploads)) throw new Error('not a JSON object of uploads');
+    return uploads as Uploads;
+  }
+
+  /** Applies `edit` to the file's uploads and writes them, unless `edit` says that nothing changed. */
+  async #change(edit: (uploads: Uploads) => boolean): Promise<void> {
+    const unlock = await this.#takeLock();
+    try {
+      const uploads = await this.#read();
+      if (edit(uploads)) await this.#write(JSON.stringify(uploads));
+    } finally {
+      await unlock();
+    }
+  }
+
+  async #write(text: string): Promise<void> {
+    const temp = `${this.path}.tmp-${randomBytes(6).toString('hex')}`;
+    try {
+      const handle = await open(temp, 'wx', 0o600);
+      try {
+        await handle.chmod(0o600); // exact, whatever the umask
+        await handle.writeFile(text);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, this.path);
+    } finally {
+      await rm(temp, { force: true });
+    }
+    await fsyncDirectory(dirname(this.path));
+  }
+
+  /** Takes the lock file, waiting for another snapgraph's change; returns its release. */
+  async #takeLock(): Promise<() => Promise<void>> {
+    const gives = Date.now() + LOCK_WAIT_MS;
+    for (;;) {
+      try {
+        await writeFile(this.#lock, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        return () => unlink(this.#lock).catch(() => undefined);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+          // A lock made but not written (its volume full) names no process: it would hold off every later change.
+          await rm(this.#lock, { force: true }).catch(() => undefined);
+          throw error;
+        }
+      }
+      const holder = await this.#holder();
+      if (holder === 'released') continue;
+      if (holder === 'gone') {
+        await unlink(this.#lock).catch(() => undefined);
+        continue;
+      }
+      if (Date.now() >= gives) {
+        throw new Error(`${this.#lock} is held by ${holder === 'unnamed' ? 'another process' : `process ${holder}`} (if no snapgraph runs, remove it)`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
+    }
+  }
+
+  /**
+   * The process that holds the lock; 'gone' when it no longer runs (a crash), 'unnamed' while the lock is being made,
+   * 'released' when there is no lock any more (removing it then would remove the next one's).
+   */
+  async #holder(): Promise<number | 'gone' | 'unnamed' | 'released'> {
+    const text = await readFile(this.#lock, 'utf8').catch(() => null);
+    if (text === null) return 'released';
+    const pid = Number(text.trim());
+    if (text.endsWith('\n') && Number.isSafeInteger(pid) && pid > 0) return isRunning(pid) ? pid : 'gone';
+    const made = await stat(this.#lock).then((stats) => stats.mtimeMs, () => null);
+    if (made === null) return 'released';
+    return Date.now() - made > UNNAMED_LOCK_STALE_MS ? 'gone' : 'unnamed';
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0); // signal 0: only asks whether the process exists
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'; // it exists, under another user
+  }
+}
