@@ -142,7 +142,8 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
   let progress: ProgressBar | null = null;
   /** A line on stderr that does not break the progress bar. */
   const say = (line: string) => void (progress ? progress.log(line) : process.stderr.write(`${line}\n`));
-  const urlStorage = savingMayFail(new UploadStateFile(statePath), statePath, say);
+  const stateFile = new UploadStateFile(statePath);
+  const urlStorage = savingMayFail(stateFile, statePath, say);
   let instanceWaits = 0;
   let instanceWaitEnds = 0;
   // Once the file's last byte is sent, the server verifies it and queues the restore whether or not this client waits
@@ -208,7 +209,13 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
         const operationId = lastResponse.getHeader(OPERATION_ID_HEADER);
         // tus-js-client forgets the upload URL without waiting: a command that exits at once (Ctrl-C) kept it, and a
         // later run with the same file resumed the finished upload and reported its old restore instead of a new one.
-        void forgetUploads(urlStorage, fingerprint).finally(() => {
+        void forgetUploads(stateFile, fingerprint).then((failure) => {
+          if (failure && operationId) {
+            process.stderr.write(
+              `cannot remove the finished upload from ${statePath} (${failure}): a rerun with the same file would report this restore ` +
+                `(operation ${operationId}) again instead of restoring the file anew; before one, remove the entries "tus::${fingerprint}::…" from it\n`,
+            );
+          }
           if (operationId) resolvePromise(operationId);
           else reject(new CliError(`the upload finished but the server named no restore operation; see operations(instanceId: "${request.instanceId}")`));
         });
@@ -234,8 +241,9 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
           return;
         }
         const failure = describeUploadError(client, error);
-        // Refused for good (the server said why): forget the upload URL, so a rerun starts afresh.
-        const forgotten = isRefusal(error) ? forgetUploads(urlStorage, fingerprint) : Promise.resolve();
+        // Refused for good (the server said why): forget the upload URL, so a rerun starts afresh. One that cannot be
+        // forgotten is not said: the server keeps no refused upload, and a rerun that finds it gone starts afresh too.
+        const forgotten = isRefusal(error) ? forgetUploads(stateFile, fingerprint) : Promise.resolve();
         void forgotten.finally(() => reject(failure));
       },
     });
@@ -383,9 +391,14 @@ function savingMayFail(storage: tus.UrlStorage, statePath: string, say: (line: s
   };
 }
 
-async function forgetUploads(urlStorage: tus.UrlStorage, fingerprint: string): Promise<void> {
-  const uploads = await urlStorage.findUploadsByFingerprint(fingerprint).catch(() => []);
-  for (const upload of uploads) await urlStorage.removeUpload(upload.urlStorageKey).catch(() => undefined);
+/** Removes the file's saved uploads from the state file; resolves with why that failed, or null. */
+async function forgetUploads(stateFile: UploadStateFile, fingerprint: string): Promise<string | null> {
+  try {
+    for (const upload of await stateFile.findUploadsByFingerprint(fingerprint)) await stateFile.removeUpload(upload.urlStorageKey);
+    return null;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+  }
 }
 
 function describeUploadError(client: ApiClient, error: UploadError): CliError {

@@ -723,6 +723,38 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       }
     });
 
+    // The finished upload that could not be removed from the state file (its volume full) was kept silently: a rerun with
+    // the same file then resumed it and reported the old restore instead of restoring the file anew.
+    it('says so when the finished upload cannot be removed from the state file, and what a rerun would do', async function () {
+      this.timeout(90_000);
+      const volume = mountSmallVolume(1024 * 1024);
+      if ('unavailable' in volume) return this.skip();
+      const small = volume as SmallVolume;
+      const stateFile = join(small.path, 'snapgraph', 'uploads.json');
+      const targetId = (await createInstance(suite.server, { name: 'state not cleaned up' })).id;
+      const args = ['restore-file', targetId, archivePath, '--confirm', 'RESTORE', '--chunk-size', '8k'];
+      const env = { XDG_STATE_HOME: small.path };
+      const interrupted = await snapgraph(suite.server, args, { env: { ...env, SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(8 * 1024) } });
+      assert.equal(interrupted.code, 130, output(interrupted));
+      const saved = readFileSync(stateFile, 'utf8');
+      small.fill();
+      try {
+        const resumed = await snapgraph(suite.server, args, { env });
+        assert.equal(resumed.code, 0, output(resumed));
+        assert.match(resumed.stdout, /restore SUCCEEDED/);
+        const operationId = /restore queued as operation (\S+)/.exec(resumed.stderr)?.[1];
+        assert.ok(operationId, output(resumed));
+        assert.ok(resumed.stderr.includes(`cannot remove the finished upload from ${stateFile} (ENOSPC)`), output(resumed));
+        assert.ok(
+          resumed.stderr.includes(`a rerun with the same file would report this restore (operation ${operationId}) again instead of restoring the file anew`),
+          output(resumed),
+        );
+        assert.equal(readFileSync(stateFile, 'utf8'), saved);
+      } finally {
+        small.release();
+      }
+    });
+
     // uploads.json was made 0660 minus the umask (0640 mostly): other local users read the upload addresses in it.
     it('keeps the upload state file readable by its owner only (0600), and resumes from one an earlier release wrote', async function () {
       this.timeout(90_000);
