@@ -3,7 +3,7 @@
 // `-o -` streams it to stdout instead (for a pipe), and says after the last byte whether its sha256 was the snapshot's.
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { type FileHandle, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { type FileHandle, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, join, resolve, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,6 +12,7 @@ import { ApiClient, describeErrorBody, networkFailureReason } from './api-client
 import { CliError, Interrupted, UsageError } from './cli-error';
 import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
+import { createPidLock, pidLockHolder } from './pid-lock';
 import { formatBytes, ProgressBar } from './progress-bar';
 
 const EXPORT_SNAPSHOT = `mutation ($id: ID!) { exportSnapshot(id: $id) { url fileName sizeBytes sha256 expiresAt } }`;
@@ -71,30 +72,16 @@ export async function exportCommand(args: string[]): Promise<number> {
 async function lockPart(part: string): Promise<() => Promise<void>> {
   const lock = `${part}.lock`;
   for (;;) {
-    try {
-      await writeFile(lock, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-      return () => unlink(lock).catch(() => undefined);
-    } catch (error) {
-      // The lock sits beside the .part: what keeps it from being made keeps the .part from being written.
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw cannotWrite(part, error);
-    }
-    const holder = Number((await readFile(lock, 'utf8').catch(() => '')).trim());
-    if (Number.isSafeInteger(holder) && holder > 0 && isRunning(holder)) {
+    // The lock sits beside the .part: what keeps it from being made keeps the .part from being written.
+    if (await createPidLock(lock).catch((error: unknown) => Promise.reject(cannotWrite(part, error)))) return () => unlink(lock).catch(() => undefined);
+    const holder = await pidLockHolder(lock, 0);
+    if (typeof holder === 'number') {
       throw new CliError(
         `another snapgraph export (process ${holder}) is writing ${part}; wait for it to end, or stop it and run this again ` +
           `(if no export runs, remove ${lock})`,
       );
     }
-    await unlink(lock).catch(() => undefined);
-  }
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0); // signal 0: only asks whether the process exists
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'; // it exists, under another user
+    if (holder !== 'released') await unlink(lock).catch(() => undefined);
   }
 }
 

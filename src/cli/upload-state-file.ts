@@ -2,10 +2,11 @@
 // resumable uploads, in the shape tus-js-client's FileUrlStorage wrote ({"tus::<fingerprint>::<id>": upload}), so
 // that the uploads an earlier release saved are resumed.
 import { randomBytes, randomInt } from 'node:crypto';
-import { open, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { open, readFile, rename, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type * as tus from 'tus-js-client';
 import { fsyncDirectory } from '../storage/durable-fs';
+import { createPidLock, pidLockHolder } from './pid-lock';
 
 /** How long a change waits for another snapgraph's (a change takes milliseconds). */
 const LOCK_WAIT_MS = 10_000;
@@ -106,16 +107,13 @@ export class UploadStateFile implements tus.UrlStorage {
     const gives = Date.now() + LOCK_WAIT_MS;
     for (;;) {
       try {
-        await writeFile(this.#lock, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-        return () => unlink(this.#lock).catch(() => undefined);
+        if (await createPidLock(this.#lock)) return () => unlink(this.#lock).catch(() => undefined);
       } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
-          // A lock made but not written (its volume full) names no process: it would hold off every later change.
-          await rm(this.#lock, { force: true }).catch(() => undefined);
-          throw error;
-        }
+        // A lock made but not written (its volume full) names no process: it would hold off every later change.
+        await rm(this.#lock, { force: true }).catch(() => undefined);
+        throw error;
       }
-      const holder = await this.#holder();
+      const holder = await pidLockHolder(this.#lock, UNNAMED_LOCK_STALE_MS);
       if (holder === 'released') continue;
       if (holder === 'gone') {
         await unlink(this.#lock).catch(() => undefined);
@@ -126,28 +124,5 @@ export class UploadStateFile implements tus.UrlStorage {
       }
       await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
     }
-  }
-
-  /**
-   * The process that holds the lock; 'gone' when it no longer runs (a crash), 'unnamed' while the lock is being made,
-   * 'released' when there is no lock any more (removing it then would remove the next one's).
-   */
-  async #holder(): Promise<number | 'gone' | 'unnamed' | 'released'> {
-    const text = await readFile(this.#lock, 'utf8').catch(() => null);
-    if (text === null) return 'released';
-    const pid = Number(text.trim());
-    if (text.endsWith('\n') && Number.isSafeInteger(pid) && pid > 0) return isRunning(pid) ? pid : 'gone';
-    const made = await stat(this.#lock).then((stats) => stats.mtimeMs, () => null);
-    if (made === null) return 'released';
-    return Date.now() - made > UNNAMED_LOCK_STALE_MS ? 'gone' : 'unnamed';
-  }
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0); // signal 0: only asks whether the process exists
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'; // it exists, under another user
   }
 }
