@@ -1,11 +1,11 @@
 // The upload state file of `snapgraph restore-file` ($XDG_STATE_HOME/snapgraph/uploads.json): the addresses of its
 // resumable uploads, in the shape tus-js-client's FileUrlStorage wrote ({"tus::<fingerprint>::<id>": upload}), so
 // that the uploads an earlier release saved are resumed.
-import { randomBytes, randomInt } from 'node:crypto';
-import { open, readFile, rename, rm, unlink } from 'node:fs/promises';
+import { randomInt } from 'node:crypto';
+import { readFile, rm, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type * as tus from 'tus-js-client';
-import { fsyncDirectory } from '../storage/durable-fs';
+import { replaceFile } from '../storage/durable-fs';
 import { createPidLock, pidLockHolder } from './pid-lock';
 
 /** How long a change waits for another snapgraph's (a change takes milliseconds). */
@@ -78,28 +78,10 @@ export class UploadStateFile implements tus.UrlStorage {
     const unlock = await this.#takeLock();
     try {
       const uploads = await this.#read();
-      if (edit(uploads)) await this.#write(JSON.stringify(uploads));
+      if (edit(uploads)) await replaceFile(this.path, JSON.stringify(uploads));
     } finally {
       await unlock();
     }
-  }
-
-  async #write(text: string): Promise<void> {
-    const temp = `${this.path}.tmp-${randomBytes(6).toString('hex')}`;
-    try {
-      const handle = await open(temp, 'wx', 0o600);
-      try {
-        await handle.chmod(0o600); // exact, whatever the umask
-        await handle.writeFile(text);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, this.path);
-    } finally {
-      await rm(temp, { force: true });
-    }
-    await fsyncDirectory(dirname(this.path));
   }
 
   /** Takes the lock file, waiting for another snapgraph's change; returns its release. */

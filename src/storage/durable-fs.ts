@@ -1,6 +1,6 @@
 // Small file-system helpers: making changes survive a crash, and asking whether a path is there.
 import { randomBytes } from 'node:crypto';
-import { link, lstat, open, readFile, rm } from 'node:fs/promises';
+import { link, lstat, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /**
@@ -66,6 +66,26 @@ export async function readTextIfExists(path: string): Promise<string | null> {
  * is theirs (read it).
  */
 export async function createFileOnce(path: string, content: string): Promise<boolean> {
+  return withSyncedTemp(path, content, async (temp) => {
+    try {
+      await link(temp, path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw error;
+    }
+    await fsyncDirectory(dirname(path));
+    return true;
+  });
+}
+
+/** Replaces `path` with `content` (mode 0600), whole or not at all: a private temp file, synced, renamed over it. */
+export async function replaceFile(path: string, content: string): Promise<void> {
+  await withSyncedTemp(path, content, (temp) => rename(temp, path));
+  await fsyncDirectory(dirname(path));
+}
+
+/** Writes `content` to a private temp file beside `path` and syncs it, for `place` to put it there; then removes it. */
+async function withSyncedTemp<T>(path: string, content: string, place: (temp: string) => Promise<T>): Promise<T> {
   const temp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
   try {
     const handle = await open(temp, 'wx', 0o600);
@@ -76,14 +96,7 @@ export async function createFileOnce(path: string, content: string): Promise<boo
     } finally {
       await handle.close();
     }
-    try {
-      await link(temp, path);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      throw error;
-    }
-    await fsyncDirectory(dirname(path));
-    return true;
+    return await place(temp);
   } finally {
     await rm(temp, { force: true });
   }
