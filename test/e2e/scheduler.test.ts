@@ -501,10 +501,11 @@ async function resumesAfterARestartWithoutDuplicates(): Promise<void> {
   const told = at((await scheduleOf(server, instance.id)).nextSnapshotAt!);
   const answeredAt = Date.now();
   const [, , onGrid] = await sinceFirst(3);
-  // Told before onGrid was taken: nextDue; or after: a later grid point; or while a due one was not taken yet (a
-  // loaded machine): the time of the answer ("now", as the API says of an overdue snapshot), past a grid point from
-  // nextDue on.
-  const onTheGrid = told >= nextDue && told <= answeredAt + PRO_INTERVAL_MS && (told - createdAt) % PRO_INTERVAL_MS === 0;
+  // Told before onGrid was taken: nextDue (up to an interval and a half after the catch-up, so possibly more than an
+  // interval after the answer); or after it, which is at nextDue at the earliest: the grid point after nextDue; or while
+  // a due one was not taken yet (a loaded machine): the time of the answer ("now", as the API says of an overdue
+  // snapshot), past a grid point from nextDue on.
+  const onTheGrid = told === nextDue || (answeredAt >= nextDue && told === nextDue + PRO_INTERVAL_MS);
   const overdueNow = told >= askedAt && told <= answeredAt && gridPointFrom(told - PRO_INTERVAL_MS + 1) >= nextDue;
   assert.ok(onTheGrid || overdueNow, `nextSnapshotAt ${new Date(told).toISOString()}: neither a grid point from ${new Date(nextDue).toISOString()} nor the time it was asked`);
   assert.ok(at(onGrid.createdAt) >= nextDue, 'exactly one catch-up snapshot, not one per missed due time');
