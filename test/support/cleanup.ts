@@ -6,6 +6,9 @@
 // `serverPerSuite`), and whatever is still registered when the run (a parallel run's file) ends is released by the root
 // `afterAll` hook.
 
+import { appendFileSync } from 'node:fs';
+import { relative } from 'node:path';
+
 export type Disposer = () => Promise<void>;
 
 interface Registration {
@@ -52,6 +55,10 @@ async function drain(scope: 'test' | 'run' | 'all'): Promise<void> {
  * would belong to the first file that loaded it only.
  */
 export const cleanupHooks = {
+  beforeAll(this: Mocha.Context): void {
+    fileStartedAt = Date.now();
+    fileName = this.test?.parent?.suites[0]?.file;
+  },
   beforeEach(): void {
     insideTest = true;
   },
@@ -62,8 +69,21 @@ export const cleanupHooks = {
   /** After each file: a parallel run's worker goes on to other files. */
   async afterAll(): Promise<void> {
     await drain('all');
+    recordFileTime();
   },
 };
+
+let fileStartedAt = 0;
+let fileName: string | undefined;
+
+/**
+ * With SNAPGRAPH_TEST_TIMINGS set to a path, each file's wall time (its hooks included) is appended there as
+ * `<ms>\t<file>`: the way to find the files that make the suite long (`sort -n` the file after a run).
+ */
+function recordFileTime(): void {
+  const path = process.env.SNAPGRAPH_TEST_TIMINGS;
+  if (path && fileName) appendFileSync(path, `${Date.now() - fileStartedAt}\t${relative(process.cwd(), fileName)}\n`);
+}
 
 /** Releases everything still registered (for scripts that run outside mocha). */
 export function releaseAll(): Promise<void> {
