@@ -75,6 +75,8 @@ export class OperationRunner {
    * this one still puts the instance back (makes it AVAILABLE, lifts the write fence, removes the shadow store).
    */
   private readonly compensating = new Set<string>();
+  /** Those compensations themselves: stop() waits for them, under their leases, before the process closes its stores. */
+  private readonly settling = new Set<Promise<void>>();
   private pollTimer: NodeJS.Timeout | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private stopped = true;
@@ -133,6 +135,10 @@ export class OperationRunner {
       if (!job.abort.signal.aborted) job.abort.abort(new Interruption('shutdown', 'the server shut down before the operation finished'));
     }
     await Promise.all([...this.running.values()].map((job) => job.done));
+    // Orphans being recovered and queued operations being cancelled are put back to the end: cut off by the stores and
+    // the database closing after this, an orphan's compensation failed it for good ('putting things back failed'), or
+    // left it half put back for another replica, which could take it over while it went on without its lease renewed.
+    while (this.settling.size > 0) await Promise.allSettled([...this.settling]);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = null;
   }
@@ -193,11 +199,12 @@ export class OperationRunner {
   /** Compensates and records an operation this process took without running it, renewing its lease meanwhile. */
   private async settleTaken(operation: OperationEntity, outcome: Stop): Promise<void> {
     this.compensating.add(operation.id);
-    try {
-      await this.compensateAndRecord(this.jobFor(operation), outcome);
-    } finally {
+    const settled: Promise<void> = this.compensateAndRecord(this.jobFor(operation), outcome).finally(() => {
       this.compensating.delete(operation.id);
-    }
+      this.settling.delete(settled);
+    });
+    this.settling.add(settled);
+    await settled;
   }
 
   private poll(): Promise<void> {
@@ -595,6 +602,8 @@ export class OperationRunner {
       where: all ? { status: 'RUNNING' } : { status: 'RUNNING', leaseExpiresAt: beforeDatabaseTime(this.db) },
     });
     for (const operation of orphans) {
+      // Stopping: the orphans left are for the next process, or another replica.
+      if (this.stopped) break;
       if (this.running.has(operation.id) || this.compensating.has(operation.id)) continue;
       // Take the row first so that two replicas never compensate the same operation; only the attempt found orphaned
       // (its owner may have handed it back and claimed the next one since the scan, under a fresh lease).

@@ -187,6 +187,33 @@ describe('operation recovery', function () {
     });
   });
 
+  it('does not stop (and stop renewing the lease) while it still compensates an orphan it took over', async () => {
+    const seen = { compensating: 0, release: null as (() => void) | null };
+    const handler: OperationHandler = {
+      kind: 'SNAPSHOT',
+      run: async () => assert.fail('not run: the runner is stopping'),
+      compensate: async () => {
+        seen.compensating += 1;
+        await new Promise<void>((resolve) => (seen.release = resolve));
+        seen.compensating -= 1;
+      },
+    };
+    runner = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 900, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+    runner.register(handler);
+    await runner.start();
+    // Its replica died after start: the orphan is found by the periodic recovery, not the one at boot.
+    const id = await insertOperation(db, { status: 'RUNNING', phase: 'capturing', startedAt: Date.now() - 60_000, leaseOwner: 'dead-replica', leaseExpiresAt: Date.now() - 1_000, attempt: 1 });
+    await eventually(() => seen.release !== null, { intervalMs: 10, what: 'recovery to compensate the orphan' });
+
+    // A SIGTERM meanwhile. The compensation may go on for a while (a large shadow store removed); the process closes
+    // its stores and database once stop() has resolved.
+    const stopped = runner.stop(0).then(() => seen.compensating);
+    setImmediate(() => seen.release!());
+    assert.equal(await stopped, 0, 'stop() resolved while a compensation was under way, its lease no longer renewed');
+    const row = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+    assert.deepEqual({ status: row.status, leaseOwner: row.leaseOwner }, { status: 'QUEUED', leaseOwner: null });
+  });
+
   it('stops a run whose lease it cannot renew before another runner may take the operation over', async () => {
     const id = await insertOperation(db);
     const seen = { running: 0, mostAtOnce: 0, runs: 0, compensatedWhileRunning: false };
