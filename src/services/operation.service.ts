@@ -217,15 +217,19 @@ export class OperationService {
   }
 
   /**
-   * The freshest state there is: the runner's in-memory state when it runs here; when it runs on another replica,
-   * the state its runner publishes on request (the row is persisted at most once a second); else the row. Read once
-   * `events` gets whatever is published from then on: an event published before Redis had its SUBSCRIBE never comes.
+   * The freshest state there is: the runner's in-memory state when it runs here (unless the row is ahead of it); when
+   * it runs on another replica, the state its runner publishes on request (the row is persisted at most once a second);
+   * else the row. Read once `events` gets whatever is published from then on: an event published before Redis had its
+   * SUBSCRIBE never comes.
    */
   private async liveState(principal: Principal, id: string, events: Listener<OperationEventPayload>): Promise<OperationView> {
     await this.events.subscribed('operation.updated', id);
+    const row = await this.operations.findOne({ where: { id, tenantId: principal.tenantId } });
+    if (!row) throw notFound('operation', id);
+    // As find() does: an attempt this process still winds down after losing its lease is not the operation's state
+    // (another replica may be running its next attempt, or have ended it).
     const local = this.control.liveState(id);
-    if (local) return local;
-    const row: OperationView = await this.require(principal, id);
+    if (local && !isBehind(local, row)) return local;
     if (row.status !== 'RUNNING') return row;
     this.control.requestState(id);
     const answer = await events.nextWithin(LIVE_STATE_WAIT_MS);

@@ -1,0 +1,51 @@
+// An operation's stream (OperationService.watch) on a replica that still winds down a stale attempt of it: the first
+// state a subscriber gets is the operation's current one, never that attempt's.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import type { DataSource } from 'typeorm';
+import { OperationEntity } from '../../src/entities/operation.entity';
+import { createInMemoryEventBus } from '../../src/events/event-bus';
+import { insertOperation } from '../../src/jobs/operation-queue';
+import type { InstanceService } from '../../src/services/instance.service';
+import { OperationService, type OperationView } from '../../src/services/operation.service';
+import type { Principal } from '../../src/services/principal';
+import { migratedSqliteMetadata } from '../support/metadata-database';
+
+describe('operation streams', function () {
+  this.timeout(20_000);
+  let dir: string;
+  let db: DataSource;
+
+  beforeEach(async () => {
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-operation-watch-'));
+  });
+
+  afterEach(async () => {
+    await db.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("start with the operation's current state, not a stale attempt this process still winds down", async () => {
+    const tenantId = randomUUID();
+    const operation = await insertOperation(db.manager, { tenantId, instanceId: randomUUID(), kind: 'RESTORE' });
+    // This process lost the lease of attempt 1 (it stalled); another replica took the operation over and ran attempt 2
+    // to its end. Attempt 1 is still stopping here: the runner's in-memory state is still its own.
+    const finishedAt = Date.now();
+    await db.getRepository(OperationEntity).update({ id: operation.id }, { status: 'SUCCEEDED', phase: 'done', startedAt: finishedAt, finishedAt, attempt: 2 });
+    const stale: OperationEntity = { ...operation, status: 'RUNNING', phase: 'loading', bytesDone: 100, startedAt: finishedAt - 60_000, attempt: 1 };
+    const control = { liveState: () => ({ ...stale }), requestState: () => undefined, cancel: async () => 'finished' as const };
+    const operations = new OperationService(db, {} as InstanceService, createInMemoryEventBus(), control);
+    const principal: Principal = { tenantId, tenantName: 't', role: 'VIEWER', apiKeyId: randomUUID(), apiKeyName: 'k' };
+
+    const abort = new AbortController();
+    try {
+      const stream = operations.watch(principal, operation.id, abort.signal);
+      const first = (await stream.next()).value as OperationView;
+      assert.deepEqual({ status: first.status, attempt: first.attempt }, { status: 'SUCCEEDED', attempt: 2 });
+      assert.equal((await stream.next()).done, true, 'the stream of an operation that has ended ends after its state');
+    } finally {
+      abort.abort();
+    }
+  });
+});
