@@ -492,8 +492,11 @@ export class OperationRunner {
     const now = Date.now();
     if (now - job.lastPersisted >= PERSIST_INTERVAL_MS) {
       job.lastPersisted = now;
+      // Never over the point of no return: sent before enterPointOfNoReturn's write, this one can land after it (two
+      // pooled PostgreSQL connections), and the row's earlier phase let cancel() accept a request during the swap.
+      const before = op.phase === POINT_OF_NO_RETURN ? {} : { phase: Not(POINT_OF_NO_RETURN) };
       void this.operations
-        .update({ ...this.held(op), status: 'RUNNING' }, { phase: op.phase, bytesDone: op.bytesDone, bytesTotal: op.bytesTotal })
+        .update({ ...this.held(op), status: 'RUNNING', ...before }, { phase: op.phase, bytesDone: op.bytesDone, bytesTotal: op.bytesTotal })
         .catch((err) => this.logger.warn({ err, operationId: op.id }, 'could not persist progress'));
     }
     // Coalesce: at most one event per interval, always carrying the latest state.

@@ -214,6 +214,51 @@ describe('operation recovery', function () {
     assert.deepEqual({ status: row.status, leaseOwner: row.leaseOwner }, { status: 'QUEUED', leaseOwner: null });
   });
 
+  it('refuses a cancel once the point of no return is entered, even when a progress write of before lands after it', async () => {
+    const id = await insertOperation(db);
+    let answer: string | undefined;
+    let persistHeld: Promise<unknown> | null = null;
+    let swapEntered!: () => void;
+    const entered = new Promise<void>((resolve) => (swapEntered = resolve));
+    const handler: OperationHandler = {
+      kind: 'SNAPSHOT',
+      run: async (_operation, context) => {
+        let bytesDone = 0;
+        // Progress until the runner persists some (at most once a second).
+        await eventually(() => {
+          context.progress({ phase: 'verifying', bytesDone: ++bytesDone });
+          return persistHeld !== null;
+        }, { intervalMs: 50, what: 'a progress write' });
+        await context.enterPointOfNoReturn();
+        swapEntered();
+        await persistHeld;
+        answer = await runner.cancel(id);
+      },
+      compensate: async () => undefined,
+    };
+    runner = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 60_000, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+    runner.register(handler);
+    // With PostgreSQL, two writes go out on two pooled connections: the progress write sent just before the point of no
+    // return's can reach the database after it. Here it is held back until then.
+    const own = runner as unknown as { operations: Repository<OperationEntity> };
+    const update = own.operations.update.bind(own.operations);
+    own.operations.update = ((criteria: never, patch: Partial<OperationEntity>) => {
+      if (persistHeld === null && patch.bytesDone !== undefined && patch.status === undefined) {
+        persistHeld = entered.then(() => update(criteria, patch as never));
+        return persistHeld;
+      }
+      return update(criteria, patch as never);
+    }) as typeof own.operations.update;
+    await runner.start();
+
+    const row = await eventually(async () => {
+      const found = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+      return found.status !== 'RUNNING' && found.status !== 'QUEUED' && found;
+    }, { what: 'the operation to end' });
+    assert.equal(answer, 'past-point-of-no-return');
+    assert.equal(row.status, 'SUCCEEDED');
+  });
+
   it('stops a run whose lease it cannot renew before another runner may take the operation over', async () => {
     const id = await insertOperation(db);
     const seen = { running: 0, mostAtOnce: 0, runs: 0, compensatedWhileRunning: false };
