@@ -7,8 +7,8 @@ import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHt
 import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { expressMiddleware } from '@as-integrations/express5';
 import express, { type RequestHandler } from 'express';
-import { type ExecutionResult, type FormattedExecutionResult, GraphQLError, type GraphQLSchema } from 'graphql';
-import type { Context as WsContext } from 'graphql-ws';
+import { type ExecutionResult, type FormattedExecutionResult, getOperationAST, GraphQLError, type GraphQLSchema } from 'graphql';
+import type { SubscribePayload, Context as WsContext } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { ApiContext } from './api/context';
@@ -28,6 +28,7 @@ import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { ResponseCache, responseCachePlugin } from './api/response-cache';
+import { RunningOperations } from './api/running-operations';
 import { buildApiSchema } from './api/schema';
 import { boundedWebSocket } from './api/bounded-web-socket';
 import { MessageTurns } from './api/message-turns';
@@ -121,6 +122,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const wsPrincipals = new WeakMap<object, Principal>();
   const checkOperation = checkWebSocketOperation(schema, limits, introspection);
   const keySockets = closeSocketsOfRevokedKeys(app, logger);
+  const runningOperations = new RunningOperations({ perConnection: config.wsMaxSubscriptions, perKey: config.wsMaxKeySubscriptions });
   /** The socket and operation id of each WebSocket operation's context: where a shared subscription writes. */
   const contextSinks = new WeakMap<ApiContext, FrameSink>();
   /** A result as subscribers are sent it: errors formatted (codes, no internals). */
@@ -133,23 +135,37 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   });
   // Before graphql-ws's own listener, so that it runs before each message is handled.
   wsServer.on('connection', (socket) => socket.prependListener('message', fanout.beforeMessage));
+  /** Null when the operation may start; else its refusal (a subscription over a cap). */
+  const admit = (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>, principal: Principal | undefined, id: string, payload: SubscribePayload, isSubscription: boolean) => {
+    // Acknowledged connections all have their principal; the check keeps a bug from letting one past the caps.
+    if (!principal) return [unauthenticated('this connection has no API key; connect again')];
+    const refusal = runningOperations.admit(ctx, principal.apiKeyId, id, payload, isSubscription);
+    return refusal ? [refusal] : null;
+  };
   const wsCleanup = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
       schema,
       // Parsed, limited and validated here: graphql-ws's own parse would close the socket on a syntax error.
-      onSubscribe: (ctx, _id, payload) => {
+      onSubscribe: (ctx, id, payload) => {
         // A socket the server is closing (its key revoked or its role changed, a shutdown) runs nothing more: ws goes on
         // reading it until its client answers the close, which a client may hold back for ws's close timeout (30 s),
         // sending operations that would otherwise run as the key it was opened with.
         const { socket } = ctx.extra;
         if (socket.readyState !== socket.OPEN) return [unauthenticated('this connection is closing; connect again')];
         const checked = checkOperation(payload);
-        if (Array.isArray(checked)) {
-          const errorCodes = [...new Set(checked.map((error) => String(formatError(error.toJSON(), exposure).extensions?.code)))];
-          logger.info({ transport: 'websocket', tenantId: wsPrincipals.get(ctx)?.tenantId ?? null, errorCodes }, 'graphql request refused');
+        const principal = wsPrincipals.get(ctx);
+        const refusal = Array.isArray(checked)
+          ? checked
+          : admit(ctx, principal, id, payload, getOperationAST(checked.document, checked.operationName)?.operation === 'subscription');
+        if (refusal) {
+          const errorCodes = [...new Set(refusal.map((error) => String(formatError(error.toJSON(), exposure).extensions?.code)))];
+          logger.info({ transport: 'websocket', tenantId: principal?.tenantId ?? null, errorCodes }, 'graphql request refused');
+          return refusal;
         }
         return checked;
       },
+      onComplete: (ctx, id, payload) => runningOperations.finished(ctx, id, payload),
+      onClose: (ctx) => runningOperations.closed(ctx),
       connectionInitWaitTimeout: wsTimeouts.connectionInitWaitTimeout,
       subscribe: fanout.subscribe,
       onOperation: observeWebSocketOperations(app.metrics, logger, exposure),

@@ -98,6 +98,10 @@ export interface AppConfig {
   maxBodyBytes: number;
   /** Bytes a WebSocket may have waiting to be sent before the server takes its client for one that stopped reading. */
   wsMaxBufferedBytes: number;
+  /** Subscriptions one WebSocket connection may hold at once; one more is refused alone. */
+  wsMaxSubscriptions: number;
+  /** Subscriptions one API key may hold at once on this server, all its connections together. */
+  wsMaxKeySubscriptions: number;
   logLevel: string;
 }
 
@@ -178,6 +182,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const maxQueryAliases = check('SNAPGRAPH_MAX_QUERY_ALIASES', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_QUERY_ALIASES), 50), 50);
   const maxBodyBytes = check('SNAPGRAPH_MAX_BODY_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_BODY_BYTES), 64 * 1024 ** 2), 64 * 1024 ** 2);
   const wsMaxBufferedBytes = check('SNAPGRAPH_WS_MAX_BUFFERED_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_WS_MAX_BUFFERED_BYTES), 64 * 1024 ** 2), 64 * 1024 ** 2);
+  const wsMaxSubscriptions = check('SNAPGRAPH_WS_MAX_SUBSCRIPTIONS', () => positiveInteger('value', numeric(env.SNAPGRAPH_WS_MAX_SUBSCRIPTIONS), 100), 100);
+  const wsMaxKeySubscriptions = check('SNAPGRAPH_WS_MAX_KEY_SUBSCRIPTIONS', () => positiveInteger('value', numeric(env.SNAPGRAPH_WS_MAX_KEY_SUBSCRIPTIONS), 20_000), 20_000);
   const introspection = check('SNAPGRAPH_INTROSPECTION', () => flag(env.SNAPGRAPH_INTROSPECTION, true), true);
   const playground = check('SNAPGRAPH_PLAYGROUND', () => flag(env.SNAPGRAPH_PLAYGROUND, true), true);
   const debugErrors = check('SNAPGRAPH_DEBUG_ERRORS', () => flag(env.SNAPGRAPH_DEBUG_ERRORS, false), false);
@@ -231,6 +237,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     maxQueryAliases,
     maxBodyBytes,
     wsMaxBufferedBytes,
+    wsMaxSubscriptions,
+    wsMaxKeySubscriptions,
     logLevel,
   };
 }

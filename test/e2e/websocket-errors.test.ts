@@ -5,13 +5,17 @@ import type WebSocket from 'ws';
 import {
   connectWs,
   createInstance,
+  createKey,
   createTenant,
+  eventually,
   expectData,
   gql,
   idle,
+  metricsValue,
   requestSnapshot,
   serverPerSuite,
   takeSnapshot,
+  type TestServer,
   within,
   type WsConnection,
 } from '../support';
@@ -169,5 +173,79 @@ describe('WebSocket errors', () => {
       assert.equal(connection.socket.readyState, connection.socket.OPEN);
       await connection.close();
     });
+  });
+});
+
+const SNAPSHOTS = `subscription ($id: ID) { snapshotUpdated(instanceId: $id) { id status } }`;
+
+/** Resolves once the server runs `count` subscriptions: a subscription's stream starts when the server has it. */
+const untilActive = (server: TestServer, count: number) =>
+  eventually(async () => (await metricsValue(server, 'snapgraph_subscriptions_active')) === count, { what: `${count} active subscriptions` });
+
+describe('subscriptions one client may hold', () => {
+  // Small caps, so that a test reaches them: 3 on one connection, 5 for one API key on this server.
+  const suite = serverPerSuite({ env: { SNAPGRAPH_WS_MAX_SUBSCRIPTIONS: '3', SNAPGRAPH_WS_MAX_KEY_SUBSCRIPTIONS: '5' } });
+
+  it('refuses the subscription over the cap of a connection, then of an API key, alone: the others and the socket go on', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const instanceId = (await createInstance(server, { name: 'capped', tier: 'PROFESSIONAL' })).id;
+    const first = await connectWs(server, server.adminKey);
+    const held = ['a', 'b', 'c'].map((id) => start(first, id, SNAPSHOTS, { id: instanceId }));
+    await untilActive(server, 3);
+
+    const over = start(first, 'd', SNAPSHOTS, { id: instanceId });
+    await over.end();
+    assert.deepEqual(over.messages.map((message) => message.type), ['error'], JSON.stringify(over.messages));
+    const refusal = over.messages[0].payload[0];
+    assert.equal(refusal.extensions.code, 'BAD_USER_INPUT', JSON.stringify(refusal));
+    assert.equal(refusal.extensions.limit, 'subscriptions');
+    assert.equal(refusal.extensions.max, 3);
+    assert.match(refusal.message, /3 subscriptions/);
+
+    // Queries are not subscriptions: they still run on the full connection.
+    const viewer = start(first, 'viewer', `{ viewer { role } }`);
+    await viewer.end();
+    assert.equal(viewer.messages[0].payload.data.viewer.role, 'ADMIN');
+
+    // A subscription the client completes makes room at once, for a subscription sent right behind its complete.
+    first.socket.send(JSON.stringify({ id: 'a', type: 'complete' }));
+    const replacement = start(first, 'e', SNAPSHOTS, { id: instanceId });
+
+    // The key holds 3 here; another connection of the same key gets 2 more, then is refused.
+    const second = await connectWs(server, server.adminKey);
+    const more = ['f', 'g'].map((id) => start(second, id, SNAPSHOTS, { id: instanceId }));
+    await untilActive(server, 5);
+    assert.deepEqual(replacement.messages, [], 'the replacement was not refused');
+    const overKey = start(second, 'h', SNAPSHOTS, { id: instanceId });
+    await overKey.end();
+    assert.deepEqual(overKey.messages.map((message) => message.type), ['error'], JSON.stringify(overKey.messages));
+    assert.deepEqual(
+      [overKey.messages[0].payload[0].extensions.code, overKey.messages[0].payload[0].extensions.limit, overKey.messages[0].payload[0].extensions.max],
+      ['BAD_USER_INPUT', 'keySubscriptions', 5],
+    );
+
+    // Another key is not held back by this one.
+    const viewerKey = await createKey(server, server.adminKey, 'VIEWER');
+    const third = await connectWs(server, viewerKey.secret);
+    const theirs = start(third, 'v', SNAPSHOTS, { id: instanceId });
+    await untilActive(server, 6);
+
+    // Every subscription that was let in delivers; none of the refused ones does.
+    await takeSnapshot(server, instanceId);
+    const completed = (messages: Message[]) => messages.some((message) => message.type === 'next' && message.payload.data?.snapshotUpdated.status === 'COMPLETED');
+    for (const tracked of [...held.slice(1), replacement, ...more, theirs]) await tracked.until(completed);
+    assert.equal(over.messages.length, 1);
+    assert.equal(overKey.messages.length, 1);
+    assert.equal(first.socket.readyState, first.socket.OPEN);
+    assert.equal(second.socket.readyState, second.socket.OPEN);
+
+    // The key's subscriptions on a closed connection are given back.
+    await first.close();
+    await untilActive(server, 3);
+    const after = start(second, 'i', SNAPSHOTS, { id: instanceId });
+    await untilActive(server, 4);
+    assert.deepEqual(after.messages, [], 'the key has room again');
+    await Promise.all([second.close(), third.close()]);
   });
 });

@@ -139,3 +139,16 @@ describe('SNAPGRAPH_PREVIOUS_MASTER_KEYS', () => {
     }
   });
 });
+
+describe('SNAPGRAPH_WS_MAX_SUBSCRIPTIONS and SNAPGRAPH_WS_MAX_KEY_SUBSCRIPTIONS', () => {
+  it('default to 100 per connection and 20000 per API key, and refuse 0 (no subscription at all) naming the variable', () => {
+    const config = loadConfig({});
+    assert.deepEqual([config.wsMaxSubscriptions, config.wsMaxKeySubscriptions], [100, 20_000]);
+    assert.deepEqual(
+      [loadConfig({ SNAPGRAPH_WS_MAX_SUBSCRIPTIONS: '3' }).wsMaxSubscriptions, loadConfig({ SNAPGRAPH_WS_MAX_KEY_SUBSCRIPTIONS: '5' }).wsMaxKeySubscriptions],
+      [3, 5],
+    );
+    assert.throws(() => loadConfig({ SNAPGRAPH_WS_MAX_SUBSCRIPTIONS: '0' }), refusedNaming('SNAPGRAPH_WS_MAX_SUBSCRIPTIONS'));
+    assert.throws(() => loadConfig({ SNAPGRAPH_WS_MAX_KEY_SUBSCRIPTIONS: '0' }), refusedNaming('SNAPGRAPH_WS_MAX_KEY_SUBSCRIPTIONS'));
+  });
+});
