@@ -28,7 +28,7 @@ import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { ResponseCache, responseCachePlugin } from './api/response-cache';
-import { RunningOperations } from './api/running-operations';
+import { reusedIdError, RunningOperations } from './api/running-operations';
 import { buildApiSchema } from './api/schema';
 import { boundedWebSocket } from './api/bounded-web-socket';
 import { MessageTurns } from './api/message-turns';
@@ -152,6 +152,15 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         // sending operations that would otherwise run as the key it was opened with.
         const { socket } = ctx.extra;
         if (socket.readyState !== socket.OPEN) return [unauthenticated('this connection is closing; connect again')];
+        if (runningOperations.inUse(ctx, id)) {
+          // Refused here, and the id forgotten at once: graphql-ws's own `error`, a few ticks later, would leave the
+          // operation still running time to send its answer under the id first, and then forget the new one's id.
+          const refusal = reusedIdError(id);
+          delete ctx.subscriptions[id];
+          socket.send(JSON.stringify({ id, type: 'error', payload: [formatError(refusal.toJSON(), exposure)] }));
+          logger.info({ transport: 'websocket', tenantId: wsPrincipals.get(ctx)?.tenantId ?? null, errorCodes: ['BAD_USER_INPUT'] }, 'graphql request refused');
+          return [refusal];
+        }
         const checked = checkOperation(payload);
         const principal = wsPrincipals.get(ctx);
         const refusal = Array.isArray(checked)

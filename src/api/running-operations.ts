@@ -3,6 +3,11 @@
 // and nothing else limits how many a connection, or an API key over many connections, opens. Past a cap, the
 // subscription is refused alone, with an `error` message for its id: the connection and its other operations go on.
 //
+// An id stays in use until its operation has ended, also after its client completed it: graphql-ws tells an operation's
+// messages apart by id alone, so the first one, still running, sent its answer under the id as the second's, then a
+// complete that ended the second for its client, and forgot the second (left running for good, never stopped with its
+// socket). A `subscribe` that reuses such an id is refused (reusedIdError).
+//
 // A subscription counts from its `subscribe` until its client completes it, or it ends, or its socket closes; a client
 // that completes one may subscribe again right behind the complete. The caps hold per server process: an API key
 // connected to several replicas holds up to the key's cap on each.
@@ -35,6 +40,11 @@ export class RunningOperations {
   private readonly byKey = new Map<string, number>();
 
   constructor(private readonly caps: SubscriptionCaps) {}
+
+  /** Whether an operation started under `id` on this connection has not ended yet (its client may have completed it). */
+  inUse(ctx: ConnectionContext, id: string): boolean {
+    return this.connections.get(ctx)?.running.has(id) ?? false;
+  }
 
   /**
    * Whether the operation `id` may start on this connection (as `apiKeyId`): null, and it is counted until finished(),
@@ -90,5 +100,12 @@ function capError(limit: 'subscriptions' | 'keySubscriptions', max: number, hold
   return new GraphQLError(
     `${holder} already holds ${max} subscriptions, this server's limit: complete one you no longer need before subscribing again`,
     { extensions: { code: 'BAD_USER_INPUT', limit, max } },
+  );
+}
+
+export function reusedIdError(id: string): GraphQLError {
+  return new GraphQLError(
+    `the operation ${JSON.stringify(id)} has not ended yet on this connection: subscribe with a new id, or with this one once its operation has ended`,
+    { extensions: { code: 'BAD_USER_INPUT' } },
   );
 }

@@ -129,6 +129,36 @@ describe('WebSocket errors', () => {
     await connection.close();
   });
 
+  it('never sends an operation\'s result under its id once the client completed it and reused the id', async () => {
+    // graphql-ws sent the first operation's answer under the id as the second's, then a complete that ended the second
+    // in the client's eyes, and forgot the second (left running, never stopped, even when its socket closed).
+    const { server } = suite;
+    const connection = await connectWs(server, server.adminKey);
+    const warm = start(connection, 'warm', `{ viewer { role } }`);
+    await warm.end(); // the query is checked once; the messages below are then handled in one turn
+    const reused = track(connection.socket, 'x');
+    // One write: the three messages reach the server together, as a client's burst does.
+    const raw = (connection.socket as unknown as { _socket: import('node:net').Socket })._socket;
+    raw.cork();
+    connection.socket.send(JSON.stringify({ id: 'x', type: 'subscribe', payload: { query: `{ viewer { role } }` } }));
+    connection.socket.send(JSON.stringify({ id: 'x', type: 'complete' }));
+    connection.socket.send(JSON.stringify({ id: 'x', type: 'subscribe', payload: { query: `subscription { instanceAvailabilityChanged { instanceId } }` } }));
+    process.nextTick(() => raw.uncork());
+    await reused.until((messages) => messages.length > 0);
+    // A query behind them on the same socket: once it is answered, everything for x has been sent.
+    const behind = start(connection, 'behind', `{ viewer { role } }`);
+    await behind.end();
+    assert.ok(
+      reused.messages.every((message) => message.payload?.data?.viewer === undefined),
+      `the completed query's answer came under the reused id: ${JSON.stringify(reused.messages)}`,
+    );
+    assert.deepEqual(reused.messages.map((message) => message.type), ['error'], JSON.stringify(reused.messages));
+    assert.equal(reused.messages[0].payload[0].extensions.code, 'BAD_USER_INPUT');
+    assert.equal(connection.socket.readyState, connection.socket.OPEN);
+    await connection.close();
+    await eventually(async () => (await metricsValue(server, 'snapgraph_subscriptions_active')) === 0, { what: 'no subscription left running' });
+  });
+
   describe('every subscription refuses a missing or foreign id with one error message, NOT_FOUND', () => {
     let foreignInstanceId: string;
     let foreignOperationId: string;
