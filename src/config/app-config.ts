@@ -152,7 +152,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const maxUploadBytes = check('SNAPGRAPH_CONFIG', () => positiveInteger('maxUploadBytes', file.maxUploadBytes, 4 * GIB), 4 * GIB);
   const exportUrlTtlMs = check('SNAPGRAPH_CONFIG', () => durationField('exportUrlTtl', file.exportUrlTtl, 'PT15M'), 15 * 60_000);
   const bytesPerStorageGB = check('SNAPGRAPH_CONFIG', () => positiveInteger('bytesPerStorageGB', file.bytesPerStorageGB, GIB), GIB);
-  const operationLeaseMs = check('SNAPGRAPH_OPERATION_LEASE_MS', () => positiveInteger('value', numeric(env.SNAPGRAPH_OPERATION_LEASE_MS), 30_000), 30_000);
+  // Renewed every third of it, at most every 250 ms: a shorter lease runs out before its first renewal comes back, and
+  // every operation then stops as "lease lost" until it fails.
+  const operationLeaseMs = check('SNAPGRAPH_OPERATION_LEASE_MS', () => integerFrom(1_000, 86_400_000, numeric(env.SNAPGRAPH_OPERATION_LEASE_MS), 30_000), 30_000);
   const shutdownGraceMs = check('SNAPGRAPH_SHUTDOWN_GRACE_MS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_SHUTDOWN_GRACE_MS), 25_000), 25_000);
   const maxAttempts = check('SNAPGRAPH_MAX_ATTEMPTS', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_ATTEMPTS), 3), 3);
   const collectGraceMs = check('SNAPGRAPH_COLLECT_GRACE_MS', () => nonNegativeInteger(numeric(env.SNAPGRAPH_COLLECT_GRACE_MS), 3_600_000), 3_600_000);

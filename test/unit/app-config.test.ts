@@ -51,6 +51,21 @@ describe('SNAPGRAPH_CHUNK_WORKERS', () => {
   });
 });
 
+describe('SNAPGRAPH_OPERATION_LEASE_MS', () => {
+  // Renewed every 250 ms at the most often: a lease of a few hundred ms ran out before its first renewal came back.
+  it('takes 1 s to a day, and refuses less or more naming the variable and the range', () => {
+    assert.equal(loadConfig({ SNAPGRAPH_OPERATION_LEASE_MS: '1000' }).operationLeaseMs, 1_000);
+    assert.equal(loadConfig({ SNAPGRAPH_OPERATION_LEASE_MS: '86400000' }).operationLeaseMs, 86_400_000);
+    for (const value of ['1', '375', '999', '86400001']) {
+      assert.throws(
+        () => loadConfig({ SNAPGRAPH_OPERATION_LEASE_MS: value }),
+        (error: unknown) => error instanceof ConfigError && /SNAPGRAPH_OPERATION_LEASE_MS: value must be an integer from 1000 to 86400000/.test(error.message),
+        value,
+      );
+    }
+  });
+});
+
 describe('SNAPGRAPH_API_KEY_CACHE_MS', () => {
   it('takes 0 to 60000, and refuses more naming the variable and the range', () => {
     assert.equal(loadConfig({ SNAPGRAPH_API_KEY_CACHE_MS: '0' }).apiKeyCacheMs, 0);
