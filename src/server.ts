@@ -175,6 +175,9 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       },
       onComplete: (ctx, id, payload) => runningOperations.finished(ctx, id, payload),
       onClose: (ctx) => runningOperations.closed(ctx),
+      // Whatever NODE_ENV says: graphql-ws otherwise closes a socket whose message handling threw with the error's own
+      // text as the close reason, internals a client must never see.
+      isProd: true,
       connectionInitWaitTimeout: wsTimeouts.connectionInitWaitTimeout,
       subscribe: fanout.subscribe,
       onOperation: observeWebSocketOperations(app.metrics, logger, exposure),
