@@ -12,7 +12,6 @@ import {
   expectData,
   fillInstance,
   gql,
-  metricsValue,
   type NewTenant,
   OPERATION_FIELDS,
   type OperationJson,
@@ -25,6 +24,7 @@ import {
   subscriptionErrors,
   takeSnapshot,
   type TestServer,
+  untilSubscribed,
 } from '../support';
 
 const RESTORE_PROGRESS = `subscription ($id: ID!) { restoreProgress(operationId: $id) { ${OPERATION_FIELDS} } }`;
@@ -44,13 +44,6 @@ interface AvailabilityEvent {
 
 /** Backlog past which the server drops a WebSocket (small here, so that a test fills it quickly). */
 const MAX_BUFFERED_BYTES = 256 * 1024;
-
-const activeSubscriptions = (server: TestServer) => metricsValue(server, 'snapgraph_subscriptions_active');
-
-/** Resolves once the server runs at least `count` subscriptions (a subscription's stream starts when it has it). */
-async function untilSubscribed(server: TestServer, count: number): Promise<void> {
-  await eventually(async () => (await activeSubscriptions(server)) >= count, { what: `${count} active subscriptions` });
-}
 
 async function startRestore(server: TestServer, snapshotId: string): Promise<OperationJson> {
   return expectData(await gql(server, RESTORE_SNAPSHOT, { snapshotId, confirm: 'RESTORE' })).restoreSnapshot;

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import type WebSocket from 'ws';
 import {
+  activeSubscriptions,
   connectWs,
   createInstance,
   createKey,
@@ -16,6 +17,7 @@ import {
   serverPerSuite,
   takeSnapshot,
   type TestServer,
+  untilSubscribed,
   within,
   type WsConnection,
 } from '../support';
@@ -63,6 +65,7 @@ describe('WebSocket errors', () => {
     const { server } = suite;
     const instanceId = (await createInstance(server, { name: 'ws-errors', tier: 'PROFESSIONAL' })).id;
     const connection = await connectWs(server, server.adminKey);
+    const subscribedBefore = await activeSubscriptions(server);
     const good = start(connection, 'good', `subscription ($id: ID) { snapshotUpdated(instanceId: $id) { id status } }`, { id: instanceId });
     const other = start(connection, 'other', `subscription { instanceAvailabilityChanged { instanceId availability } }`);
 
@@ -85,7 +88,7 @@ describe('WebSocket errors', () => {
     }
 
     assert.equal(connection.socket.readyState, connection.socket.OPEN, 'the socket is still open');
-    await new Promise((resolve) => setTimeout(resolve, 250)); // the subscriptions start a moment after subscribe
+    await untilSubscribed(server, subscribedBefore + 2); // the subscriptions start a moment after subscribe
     await takeSnapshot(server, instanceId);
     await good.until((messages) => messages.some((message) => message.type === 'next' && message.payload.data?.snapshotUpdated.status === 'COMPLETED'));
     assert.ok(good.messages.every((message) => message.type === 'next'), JSON.stringify(good.messages));

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type Disposer, forgetCleanup, registerCleanup } from './cleanup';
+import { eventually } from './wait';
 
 /** The repository root (this file runs from dist/test/support). */
 export const REPO_ROOT = resolve(__dirname, '..', '..', '..');
@@ -339,6 +340,14 @@ export async function metricsValue(server: Pick<TestServer, 'url'>, name: string
     .split('\n')
     .filter(wanted)
     .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+}
+
+/** GraphQL subscriptions the server runs (graphql-ws counts one once its stream has started). */
+export const activeSubscriptions = (server: Pick<TestServer, 'url'>) => metricsValue(server, 'snapgraph_subscriptions_active');
+
+/** Resolves once the server runs at least `count` subscriptions (a subscription's stream starts when it has it). */
+export async function untilSubscribed(server: Pick<TestServer, 'url'>, count: number): Promise<void> {
+  await eventually(async () => (await activeSubscriptions(server)) >= count, { what: `${count} active subscriptions` });
 }
 
 export function parseLogLines(text: string): Record<string, unknown>[] {
