@@ -48,6 +48,12 @@ interface ExportParams {
   write?: { fileName: string; uploadId: string };
 }
 
+/**
+ * The longest answer read from a destination's endpoint (the tenant's to choose): S3's answers to what an export sends
+ * (a PUT, a part, a multipart upload's start and completion, a HEAD, a DELETE, its errors) are a few KiB.
+ */
+const MAX_ANSWER_BYTES = 1024 * 1024;
+
 /** Retries of one failed automatic export before it is left FAILED (lastError says why). */
 export const MAX_EXPORT_RETRIES = 6;
 const MAX_RETRY_DELAY_MS = 3_600_000;
@@ -254,7 +260,7 @@ export class ExportDestinationService {
     }
     const client = createS3Client(
       { endpoint: destination.endpoint ?? undefined, region: destination.region ?? undefined, credentials },
-      { ...options, publicOnly },
+      { ...options, publicOnly, maxAnswerBytes: MAX_ANSWER_BYTES },
     );
     return { bucket: new S3BlobStore(client, parseS3Url(destination.url)), scrub: (message) => scrubSecrets(message, credentials) };
   }

@@ -150,3 +150,68 @@ describe('EXPORT with keys that may only write', () => {
     assert.deepEqual(put, [`/tenant-bucket/backups/prod-2026-01-02T03-04-05Z-${snapshot.id}.backup`]);
   });
 });
+
+describe("a destination's endpoint that answers with a body without end", () => {
+  // A tenant's ADMIN chooses the endpoint: what it answers is the tenant's, not the operator's. The AWS SDK reads an
+  // answer's whole body into memory before it parses it (an error's XML, or a success it looks for an error in), so an
+  // endpoint answering any request (the probe of createExportDestination, a part) with gigabytes grew the server's
+  // memory until it died, for every tenant.
+  const BODY_BYTES = 48 * 1024 * 1024;
+  let endpoint: Server;
+  let url = '';
+  let status = 200;
+  /** Bytes each answer handed to its socket before the connection closed. */
+  const flushed: Promise<number>[] = [];
+  before(async () => {
+    endpoint = createServer((request, response) => {
+      request.resume();
+      flushed.push(
+        new Promise((resolve) => {
+          let bytes = 0;
+          let ended = false;
+          response.on('close', () => resolve(bytes));
+          request.on('end', () => {
+            response.writeHead(status, { 'content-type': 'application/xml', 'content-length': String(BODY_BYTES) });
+            const piece = Buffer.alloc(1024 * 1024, 'x');
+            let written = 0;
+            const pump = () => {
+              while (written < BODY_BYTES && !ended) {
+                written += piece.length;
+                const more = response.write(piece, (error) => {
+                  if (!error) bytes += piece.length;
+                });
+                if (!more) return void response.once('drain', pump);
+              }
+              if (!ended) response.end();
+            };
+            response.on('close', () => (ended = true));
+            pump();
+          });
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => endpoint.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}`;
+  });
+  after(() => new Promise<void>((resolve) => endpoint.close(() => resolve())));
+
+  for (const answer of [403, 200]) {
+    it(`stops reading an answer (HTTP ${answer}) once it is far larger than any S3 answer, and fails the request`, async () => {
+      status = answer;
+      flushed.length = 0;
+      const { destination, destinations } = destinationAt(url, 3);
+      const { bucket } = await destinations.openBucket(destination);
+      try {
+        await assert.rejects(bucket.write('probe', Readable.from([Buffer.from('a probe')])), (error: Error) => {
+          assert.match(error.message, /answer is longer than 1048576 bytes/);
+          return true;
+        }, 'a write whose answer is 48 MiB succeeded');
+      } finally {
+        await bucket.destroy();
+      }
+      const sent = await Promise.all(flushed);
+      assert.ok(sent.length > 0);
+      for (const bytes of sent) assert.ok(bytes < 16 * 1024 * 1024, `an answer of ${bytes} bytes was read`);
+    });
+  }
+});
