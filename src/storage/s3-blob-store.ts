@@ -136,7 +136,13 @@ export class S3BlobStore implements BlobStore {
     // rather than waited for through the SDK's retries and timeouts (minutes on a stalled service).
     const abandon = new AbortController();
     // Also while every part slot waits on a part: a cancel destroys the input, and this is where it is heard then.
-    const inputFailed = () => abandon.abort();
+    // The write fails with the input's error, not with that of a part it abandoned (an AbortError, which said nothing
+    // of why: a disk's EIO, a cancel).
+    let inputFailure: { error: unknown } | undefined;
+    const inputFailed = (error: unknown) => {
+      inputFailure ??= { error };
+      abandon.abort();
+    };
     data.once('error', inputFailed);
     const uploads = new PartUploads(this.#partConcurrency, (number, body) => this.#uploadPart(objectKey, uploadId, number, body, abandon.signal));
     try {
@@ -161,7 +167,7 @@ export class S3BlobStore implements BlobStore {
       await this.client
         .send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: objectKey, UploadId: uploadId }))
         .catch(() => undefined); // removeTemporaryFiles aborts it later
-      throw error;
+      throw inputFailure ? inputFailure.error : error;
     } finally {
       data.off('error', inputFailed);
       this.#inFlight.delete(uploadId);

@@ -482,6 +482,55 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
     }
   });
 
+  it("fails with its input's error when the input fails while it waits for a part slot, not with an abandoned part's", async function () {
+    this.timeout(60_000);
+    // Part uploads are held, never answered: with both slots taken, the write waits to add its third part.
+    const held: ServerResponse[] = [];
+    const proxy = createHttpServer((request, response) => {
+      if (/[?&]partNumber=/.test(request.url ?? '')) {
+        request.resume();
+        held.push(response);
+        return;
+      }
+      const target = new URL(request.url ?? '/', s3().endpoint);
+      const forwarded = httpRequest(target, { method: request.method, headers: request.headers }, (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      });
+      forwarded.on('error', () => response.destroy());
+      request.pipe(forwarded);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const stalled = new S3BlobStore(
+      testS3Client({ ...s3(), endpoint: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` }, s3().blobs),
+      location,
+      { partBytes: MIN_PART_BYTES, partConcurrency: 2 },
+    );
+    try {
+      const input = new PassThrough();
+      input.write(randomBytes(MIN_PART_BYTES * 3 + 1));
+      const writing = stalled.write(KEY, input);
+      await eventually(() => held.length === 2, { what: 'both parts to be on their way' });
+      // The disk under the input fails: that is why the write failed (an EIO, say, which its caller tells apart).
+      const failure = Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+      input.destroy(failure);
+      await within(
+        assert.rejects(writing, (error) => {
+          assert.equal(error, failure);
+          return true;
+        }),
+        20_000,
+        'the write to give up',
+      );
+      assert.equal(await stalled.exists(KEY), false);
+      assert.equal((await unfinishedUploads()).length, 0, 'the multipart upload is aborted');
+    } finally {
+      for (const response of held) response.destroy();
+      proxy.closeAllConnections();
+      proxy.close();
+    }
+  });
+
   it('keeps encrypted blobs that read back through EncryptedBlobStore, by range too', async () => {
     const encrypted = new EncryptedBlobStore(newStore(), new Keyring(MasterKey.generate()), { chunkSize: 1000 });
     const plain = randomBytes(12_345);
