@@ -360,8 +360,9 @@ export class ExportOperationHandler implements OperationHandler {
         });
       await this.copy(snapshot, fileName, bucket, context, started).catch((error) => {
         context.signal.throwIfAborted();
-        // Recording the upload failed (the database, a lost lease): not the destination's fault, nor its tenant's news.
-        if (error instanceof RecordingFailed) throw error.cause;
+        // Recording the upload failed (the database, a lost lease), or the archive could not be read (this server's
+        // disk or bucket): not the destination's fault, nor its tenant's news.
+        if (error instanceof RecordingFailed || error instanceof ArchiveReadFailed) throw error.cause;
         if (isAppError(error)) throw error;
         throw new AppError('DESTINATION_UNAVAILABLE', `copying to ${destination.url} failed: ${scrub(describeS3Error(error))}`);
       });
@@ -422,8 +423,14 @@ export class ExportOperationHandler implements OperationHandler {
         callback(null, chunk);
       },
     });
+    const archive = await this.snapshots.openArchive(snapshot).catch((error: unknown) => {
+      throw new ArchiveReadFailed(error);
+    });
+    // A failure of the archive's read: the write fails with it (its parts read from `source`), and so does the export.
+    let readFailure: { error: unknown } | undefined;
+    archive.once('error', (error) => (readFailure ??= { error }));
     // In a pipeline before the signal can destroy it: a Transform destroyed on its own emits an 'error' nobody hears.
-    const source = pipeline(await this.snapshots.openArchive(snapshot), counting, () => undefined);
+    const source = pipeline(archive, counting, () => undefined);
     const stop = () => source.destroy(context.signal.reason as Error);
     if (context.signal.aborted) stop();
     context.signal.addEventListener('abort', stop, { once: true });
@@ -437,6 +444,9 @@ export class ExportOperationHandler implements OperationHandler {
     try {
       const metadata = { sha256: snapshot.sha256!, 'snapshot-id': snapshot.id };
       await bucket.write(fileName, source, { metadata, onMultipartStarted, beforeCommit });
+    } catch (error) {
+      if (readFailure && error === readFailure.error) throw new ArchiveReadFailed(error);
+      throw error;
     } finally {
       context.signal.removeEventListener('abort', stop);
     }
@@ -481,6 +491,13 @@ export class ExportOperationHandler implements OperationHandler {
 class RecordingFailed extends Error {
   constructor(override readonly cause: unknown) {
     super('could not record the multipart upload', { cause });
+  }
+}
+
+/** The snapshot's archive could not be read here (this server's storage): the export fails with that error. */
+class ArchiveReadFailed extends Error {
+  constructor(override readonly cause: unknown) {
+    super('could not read the archive', { cause });
   }
 }
 

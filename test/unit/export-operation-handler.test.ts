@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
+import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DataSource } from 'typeorm';
 import { Keyring, MasterKey } from '../../src/crypto';
@@ -12,6 +13,7 @@ import type { OperationEntity } from '../../src/entities/operation.entity';
 import { createLogger } from '../../src/logging/logger';
 import type { InstanceService } from '../../src/services/instance.service';
 import { ExportDestinationService, ExportOperationHandler } from '../../src/services/export-destination.service';
+import { createTestBucket, describeS3, testS3Client } from '../support/s3';
 import type { SnapshotService } from '../../src/services/snapshot.service';
 
 const ACCESS_KEY_ID = 'AKIATENANTKEY0000001';
@@ -21,12 +23,16 @@ const SECRET_ACCESS_KEY = 'tenant-secret-0123456789abcdefghij';
  * A destination at the stand-in endpoint `url`, its keys sealed, and a service that finds it by id without a database.
  * `n` tells the ids of one test's rows from another's.
  */
-function destinationAt(url: string, n: number): { destination: ExportDestinationEntity; destinations: ExportDestinationService } {
+function destinationAt(
+  url: string,
+  n: number,
+  { bucket = 'tenant-bucket', credentials = { accessKeyId: ACCESS_KEY_ID, secretAccessKey: SECRET_ACCESS_KEY } } = {},
+): { destination: ExportDestinationEntity; destinations: ExportDestinationService } {
   const destination = {
     id: `00000000-0000-4000-8000-0000000000${n}1`,
     tenantId: `00000000-0000-4000-8000-0000000000${n}2`,
     name: 'offsite',
-    url: 's3://tenant-bucket/backups',
+    url: `s3://${bucket}/backups`,
     endpoint: url,
     region: 'us-east-1',
     autoExportInstanceIds: [],
@@ -41,7 +47,7 @@ function destinationAt(url: string, n: number): { destination: ExportDestination
     retryBaseMs: 1000,
     allowPrivateAddresses: true,
   });
-  Object.assign(destination, (destinations as unknown as { seal: (...args: unknown[]) => object }).seal(destination, { accessKeyId: ACCESS_KEY_ID, secretAccessKey: SECRET_ACCESS_KEY }));
+  Object.assign(destination, (destinations as unknown as { seal: (...args: unknown[]) => object }).seal(destination, credentials));
   destinations.byId = async () => destination;
   return { destination, destinations };
 }
@@ -149,6 +155,46 @@ describe('EXPORT with keys that may only write', () => {
     // Whether an object is there cannot be told: the copy takes the name that is its own alone.
     assert.deepEqual(put, [`/tenant-bucket/backups/prod-2026-01-02T03-04-05Z-${snapshot.id}.backup`]);
   });
+
+  it("fails with the server's own error, not the destination's, when the archive cannot be read", async () => {
+    const { destination, destinations } = destinationAt(url, 4);
+    const bytes = Buffer.from('an archive');
+    const snapshot = {
+      id: '00000000-0000-4000-8000-000000000043',
+      tenantId: destination.tenantId,
+      instanceId: '00000000-0000-4000-8000-000000000044',
+      status: 'COMPLETED',
+      createdAt: Date.UTC(2026, 0, 2, 3, 4, 6),
+      engineVersion: 'V5',
+      sizeBytes: bytes.length * 2,
+      sha256: createHash('sha256').update(Buffer.concat([bytes, bytes])).digest('hex'),
+    };
+    // The server's storage failing: its disk (EIO) while the archive is read, or its own bucket before it opens.
+    const diskFailure = Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+    const bucketFailure = Object.assign(new Error('reading the blob tenants/x/exports/y.archive failed at byte 0: ServiceUnavailable (HTTP 503)'), { name: 'BlobStoreError' });
+    for (const [what, openArchive, failure] of [
+      ['read', async () => Readable.from((async function* () { yield bytes; throw diskFailure; })()), diskFailure],
+      ['opened', async () => Promise.reject(bucketFailure), bucketFailure],
+    ] as const) {
+      const snapshots = {
+        byId: async () => snapshot,
+        prepareExport: async () => snapshot,
+        openArchive,
+        takenInSameSecond: async () => [],
+      } as unknown as SnapshotService;
+      const instances = { reload: async () => ({ name: 'prod' }) } as unknown as InstanceService;
+      const handler = new ExportOperationHandler(destinations, snapshots, instances, createLogger('silent'));
+      const operation = { id: 'op-4', tenantId: destination.tenantId, snapshotId: snapshot.id, params: { destinationId: destination.id, auto: true, retry: 0 } } as unknown as OperationEntity;
+      const context = { progress: () => undefined, signal: new AbortController().signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined };
+      put.length = 0;
+      // Not DESTINATION_UNAVAILABLE ("copying to s3://… failed"), which the tenant reads in lastError as its bucket's fault.
+      await assert.rejects(handler.run(operation, context), (error: Error) => {
+        assert.equal(error, failure, `the archive that could not be ${what} failed the export as ${error.message}`);
+        return true;
+      });
+      assert.deepEqual(put, [], 'something was copied');
+    }
+  });
 });
 
 describe("a destination's endpoint that answers with a body without end", () => {
@@ -214,4 +260,53 @@ describe("a destination's endpoint that answers with a body without end", () => 
       for (const bytes of sent) assert.ok(bytes < 16 * 1024 * 1024, `an answer of ${bytes} bytes was read`);
     });
   }
+});
+
+describeS3('EXPORT whose archive fails to read in the middle of a multipart upload', ({ s3 }) => {
+  it("fails with the server's own error, and leaves nothing in the bucket", async function () {
+    this.timeout(60_000);
+    const bucket = await createTestBucket(s3(), s3().second);
+    const { destination, destinations } = destinationAt(s3().endpoint, 5, { bucket, credentials: s3().second });
+    // Four parts of 8 MiB on their way (the most at once) when the disk fails: they are abandoned as the write stops.
+    const piece = Buffer.alloc(1024 * 1024, 7);
+    const diskFailure = Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+    const snapshot = {
+      id: '00000000-0000-4000-8000-000000000053',
+      tenantId: destination.tenantId,
+      instanceId: '00000000-0000-4000-8000-000000000054',
+      status: 'COMPLETED',
+      createdAt: Date.UTC(2026, 0, 2, 3, 4, 7),
+      engineVersion: 'V5',
+      sizeBytes: 64 * piece.length,
+      sha256: 'a'.repeat(64),
+    };
+    const snapshots = {
+      byId: async () => snapshot,
+      prepareExport: async () => snapshot,
+      openArchive: async () =>
+        Readable.from(
+          (async function* () {
+            for (let i = 0; i < 40; i++) yield piece;
+            throw diskFailure;
+          })(),
+        ),
+      takenInSameSecond: async () => [],
+    } as unknown as SnapshotService;
+    const instances = { reload: async () => ({ name: 'prod' }) } as unknown as InstanceService;
+    const handler = new ExportOperationHandler(destinations, snapshots, instances, createLogger('silent'));
+    const operation = { id: 'op-5', tenantId: destination.tenantId, snapshotId: snapshot.id, params: { destinationId: destination.id, auto: true, retry: 0 } } as unknown as OperationEntity;
+    const context = { progress: () => undefined, signal: new AbortController().signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined };
+
+    await assert.rejects(handler.run(operation, context), (error: Error) => {
+      assert.equal(error, diskFailure, `the archive that could not be read failed the export as ${error.message}`);
+      return true;
+    });
+    const client = testS3Client(s3(), s3().second);
+    try {
+      assert.deepEqual((await client.send(new ListObjectsV2Command({ Bucket: bucket }))).Contents ?? [], []);
+      assert.deepEqual((await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [], []);
+    } finally {
+      client.destroy();
+    }
+  });
 });
