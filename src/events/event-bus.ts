@@ -2,7 +2,7 @@
 // Payloads are JSON (ISO strings, not Dates) so that they survive the trip through Redis.
 import { Repeater, SlidingBuffer } from '@graphql-yoga/subscription';
 import type { TypedEventTarget } from '@graphql-yoga/typed-event-target';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Availability, InstanceStatus } from '../entities/instance.entity';
 import type { Logger } from '../logging/logger';
 
@@ -128,6 +128,8 @@ export function createInMemoryEventBus(): EventBus {
 }
 
 export async function createRedisEventBus(url: string, logger: Logger): Promise<EventBus> {
+  // Loaded only with REDIS_URL set: a server on its own does not pay for it at every boot.
+  const { Redis } = await import('ioredis');
   const options = { lazyConnect: true, maxRetriesPerRequest: 3 };
   const publishClient = new Redis(url, options);
   const subscribeClient = new Redis(url, options);

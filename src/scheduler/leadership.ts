@@ -1,5 +1,5 @@
 // Which process runs the scheduler: exactly one at a time, decided by the database, never by a home-made election.
-import { Client } from 'pg';
+import type { Client } from 'pg';
 import type { AppConfig } from '../config/app-config';
 import type { Logger } from '../logging/logger';
 
@@ -89,6 +89,8 @@ export class PostgresAdvisoryLockLeadership implements SchedulerLeadership {
   }
 
   private async connect(): Promise<Client> {
+    // Loaded only on PostgreSQL metadata: the embedded setup does not pay for the driver at every boot.
+    const { Client } = await import('pg');
     const client = new Client({
       connectionString: this.databaseUrl,
       application_name: 'snapgraph-scheduler',
