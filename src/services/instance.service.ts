@@ -169,11 +169,14 @@ export class InstanceService {
   async remove(principal: Principal, id: string): Promise<void> {
     requireRole(principal, 'ADMIN', 'deleting an instance');
     const instance = await this.require(principal, id);
-    const claimed = await this.instances.update(
-      { id, status: In(['RUNNING', 'FAILED']) },
-      { status: 'DESTROYING', deletionClaimedAt: databaseTime(this.db) },
-    );
-    if (!claimed.affected) throw conflict(`instance ${id} is ${instance.status}; delete it when that has finished`);
+    // Claimed from the status read, the one a refused claim gives back: claimed from either RUNNING or FAILED, a restore
+    // (or creation) that ended between the read and the claim was given back its RESTORING (CREATING), and the instance
+    // stayed so with nothing running on it, refusing every operation and deletion for good.
+    const claimable = instance.status === 'RUNNING' || instance.status === 'FAILED';
+    const claimed = claimable
+      ? await this.instances.update({ id, status: instance.status }, { status: 'DESTROYING', deletionClaimedAt: databaseTime(this.db) })
+      : { affected: 0 };
+    if (!claimed.affected) throw conflict(`instance ${id} is ${(await this.reload(id))?.status ?? 'gone'}; delete it when that has finished`);
     const previousStatus = instance.status;
     instance.status = 'DESTROYING';
     this.deleting.add(id);

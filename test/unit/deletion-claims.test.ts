@@ -145,6 +145,36 @@ function deletionClaims(backend: Backend) {
     assert.equal(await row(id), null);
   });
 
+  it('gives a refused claim back as the instance was when claimed: a restore that ended just before is not brought back', async function () {
+    this.timeout(20_000);
+    const id = await instance({ tier: 'PROFESSIONAL', status: 'RESTORING', availability: 'READ_ONLY' });
+    const deleting = new InstanceService(db, config, stores, createInMemoryEventBus());
+    const read = deleting.require.bind(deleting);
+    // The deletion reads the instance while its restore runs; before it claims it, the restore ends (RUNNING) and the
+    // scheduler queues the snapshot that fell due meanwhile, so the deletion finds work in progress and gives back.
+    deleting.require = async (...args: Parameters<InstanceService['require']>) => {
+      const found = await read(...args);
+      await db.getRepository(InstanceEntity).update({ id }, { status: 'RUNNING', availability: 'AVAILABLE' });
+      await db.getRepository(OperationEntity).insert({
+        id: randomUUID(),
+        tenantId,
+        instanceId: id,
+        kind: 'SNAPSHOT',
+        status: 'QUEUED',
+        phase: 'queued',
+        params: null,
+        createdAt: Date.now(),
+        attempt: 0,
+      });
+      return found;
+    };
+    await assert.rejects(deleting.remove(principal, id), (error: { extensions?: { code?: string } }) => error.extensions?.code === 'CONFLICT');
+    assert.deepEqual(await row(id).then((found) => found && { status: found.status, availability: found.availability }), {
+      status: 'RUNNING',
+      availability: 'AVAILABLE',
+    }, 'the instance was left RESTORING with no restore running: every operation and deletion of it refused for good');
+  });
+
   it('leaves the claim of a FAILED instance alone while its deletion looks for operations on its data', async function () {
     this.timeout(20_000);
     const id = await instance({ status: 'FAILED', availability: 'UNAVAILABLE' });
