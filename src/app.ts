@@ -37,6 +37,7 @@ import { VerifyOperationHandler, VerifyService } from './services/verify.service
 import { EncryptedBlobStore } from './storage/encrypted-blob-store';
 import { createConfiguredBlobStore } from './storage/configured-blob-store';
 import { initialAdminKeyPath, makeDataDirPrivate, writePrivateFile } from './storage/private-data-dir';
+import { holdEmbeddedDataDir } from './storage/embedded-data-dir-lock';
 import { removeStaleScratchDirs } from './storage/sealed-scratch-dir';
 import { assertSharedDataDir } from './storage/shared-data-dir';
 import { assertMasterKeyOpensStoredData, claimCurrentMasterKey, recordRetiredMasterKeys } from './storage/stored-master-keys';
@@ -105,8 +106,13 @@ async function removeCrashLeftovers(db: DataSource, stores: SqliteGraphStoreProv
 export async function createApp(config: AppConfig, logger: Logger): Promise<App> {
   const tightened = await makeDataDirPrivate(config.dataDir);
   if (tightened > 0) logger.warn({ dataDir: config.dataDir, entries: tightened }, 'made the data dir readable by its owner only');
-  const db = await openMetadataDatabase(config);
-  const closers: (() => Promise<unknown>)[] = [() => db.destroy()];
+  // Beside other replicas (PostgreSQL metadata) the data dir is shared by design; embedded, this server must be alone.
+  const releaseDataDir = config.databaseUrl ? async () => undefined : holdEmbeddedDataDir(config.dataDir);
+  const db = await openMetadataDatabase(config).catch(async (error: unknown) => {
+    await releaseDataDir();
+    throw error;
+  });
+  const closers: (() => Promise<unknown>)[] = [releaseDataDir, () => db.destroy()];
   const closeAll = async () => {
     for (const close of closers.reverse()) await close().catch((error) => logger.error({ err: error }, 'error while closing'));
   };

@@ -216,6 +216,22 @@ describe('restarts', () => {
     assert.deepEqual(await graphOf(server, instance.id), graph);
   });
 
+  it('refuse a second server on the embedded data dir while the first runs, which goes on undisturbed', async function () {
+    this.timeout(60_000);
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'held' });
+    // Booted beside it, a second process would take itself for the only one: it would fail the first one's running
+    // operations as a crash's orphans, remove its partial blobs and scratch copies, and run a second scheduler.
+    const second = await runCli(['serve'], { ...server.env, PORT: '0' });
+    assert.equal(second.code, 1, `${second.stdout}${second.stderr}`);
+    assert.match(second.stderr, /SNAPGRAPH_DATA_DIR/);
+    assert.match(second.stderr, new RegExp(server.dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    expectData(await gql(server, `query ($id: ID!) { instance(id: $id) { status } }`, { id: instance.id }));
+    // Once the first has stopped, the data dir is free for the next one.
+    await server.restart();
+    expectData(await gql(server, `query ($id: ID!) { instance(id: $id) { status } }`, { id: instance.id }));
+  });
+
   it('keep every acknowledged write after a crash (SIGKILL)', async () => {
     const server = await startServer();
     const instance = await createInstance(server, { name: 'crashy', tier: 'PROFESSIONAL' });
