@@ -176,7 +176,11 @@ export class InstanceService {
     const claimed = claimable
       ? await this.instances.update({ id, status: instance.status }, { status: 'DESTROYING', deletionClaimedAt: databaseTime(this.db) })
       : { affected: 0 };
-    if (!claimed.affected) throw conflict(`instance ${id} is ${(await this.reload(id))?.status ?? 'gone'}; delete it when that has finished`);
+    if (!claimed.affected) {
+      const current = await this.reload(id);
+      if (!current) throw notFound('instance', id);
+      throw conflict(`instance ${id} is ${current.status}; delete it when that has finished`);
+    }
     const previousStatus = instance.status;
     instance.status = 'DESTROYING';
     this.deleting.add(id);
