@@ -170,21 +170,27 @@ export class CypherTextParser {
     return Object.is(value, -0) ? 0 : value;
   }
 
-  /** A string literal with Cypher's escapes. */
+  /**
+   * A string literal with Cypher's escapes. Each run between escapes is found by one sticky match from where it starts:
+   * looking for the next quote and the next backslash anywhere ahead scanned as far as the end of the statement for
+   * every string and every escape (a list of 400,000 strings, 4 MiB, took 10 s).
+   */
   private string(): string {
     const quote = this.text.charAt(this.pos);
+    const run = quote === '"' ? DOUBLE_QUOTED_RUN : SINGLE_QUOTED_RUN;
     let result = '';
     let i = this.pos + 1;
     for (;;) {
-      const end = this.text.indexOf(quote, i);
-      const escape = this.text.indexOf('\\', i);
-      if (end === -1) this.fail('a string is not closed');
-      if (escape === -1 || escape > end) {
-        result += this.text.slice(i, end);
-        this.pos = end + 1;
+      run.lastIndex = i;
+      run.exec(this.text);
+      const stop = run.lastIndex;
+      result += this.text.slice(i, stop);
+      if (stop >= this.text.length) this.fail('a string is not closed');
+      if (this.text.charAt(stop) === quote) {
+        this.pos = stop + 1;
         return result;
       }
-      result += this.text.slice(i, escape);
+      const escape = stop;
       const code = this.text.charAt(escape + 1);
       const simple = ESCAPES[code];
       if (simple !== undefined) {
@@ -193,7 +199,7 @@ export class CypherTextParser {
       } else if (code === 'u' || code === 'U') {
         const digits = code === 'u' ? 4 : 8;
         const hex = this.text.slice(escape + 2, escape + 2 + digits);
-        if (!new RegExp(`^[0-9A-Fa-f]{${digits}}$`).test(hex)) {
+        if (!(code === 'u' ? HEX_4 : HEX_8).test(hex)) {
           this.pos = escape;
           this.fail(`\\${code} must be followed by ${digits} hexadecimal digits`);
         }
@@ -223,6 +229,11 @@ export class CypherTextParser {
   }
 }
 
+/** A string's characters up to its closing quote or its next escape. */
+const DOUBLE_QUOTED_RUN = /[^"\\]*/y;
+const SINGLE_QUOTED_RUN = /[^'\\]*/y;
+const HEX_4 = /^[0-9A-Fa-f]{4}$/;
+const HEX_8 = /^[0-9A-Fa-f]{8}$/;
 const ESCAPES: Record<string, string> = { '\\': '\\', "'": "'", '"': '"', n: '\n', r: '\r', t: '\t', b: '\b', f: '\f' };
 
 function isRecord(value: unknown): value is Record<string, unknown> {
