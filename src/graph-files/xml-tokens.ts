@@ -238,8 +238,11 @@ export class XmlTokenizer {
       // Whitespace characters in an attribute value become spaces; character references keep what they name.
       let raw = match[2] ?? match[3];
       if (raw.includes('\t') || raw.includes('\n')) raw = raw.replace(/[\t\n]/g, ' ');
-      checkChars(raw, line);
-      attributes.set(name, decodeEntities(raw, line + countLines(body.slice(0, at))));
+      // The value ends before the closing quote; its line breaks became spaces one for one, so offsets are the tag's.
+      const valueStart = ATTRIBUTE.lastIndex - 1 - raw.length;
+      const lineAt = (offset: number) => line + countLines(body.slice(0, valueStart + offset));
+      checkCharsAt(raw, lineAt);
+      attributes.set(name, decodeEntitiesAt(raw, lineAt));
       at = ATTRIBUTE.lastIndex;
     }
   }
@@ -281,28 +284,40 @@ function countLines(text: string): number {
 }
 
 function checkChars(text: string, line: number): void {
+  checkCharsAt(text, (offset) => line + countLines(text.slice(0, offset)));
+}
+
+/** checkChars, with the line of an offset of `text` told by `lineAt`. */
+function checkCharsAt(text: string, lineAt: (offset: number) => number): void {
   if (!SUSPECT_CHAR.test(text)) return;
   const bad = NOT_XML_CHAR.exec(text);
   if (bad) {
     const code = bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0');
-    throw new XmlSyntaxError(`the character U+${code} is not allowed in XML`, line + countLines(text.slice(0, bad.index)));
+    throw new XmlSyntaxError(`the character U+${code} is not allowed in XML`, lineAt(bad.index));
   }
 }
 
 /** Text with its entity and character references replaced by what they stand for. */
 export function decodeEntities(text: string, line: number): string {
+  return decodeEntitiesAt(text, (offset) => line + countLines(text.slice(0, offset)));
+}
+
+/**
+ * decodeEntities, with the line of an offset of `text` told by `lineAt`: asked only for a message, as counting the lines
+ * before every reference took time in the square of their number.
+ */
+function decodeEntitiesAt(text: string, lineAt: (offset: number) => number): string {
   if (!text.includes('&')) return text;
   return text.replace(/&([^;&\s]*);?/g, (whole, name: string, offset: number) => {
-    const at = line + countLines(text.slice(0, offset));
-    if (!whole.endsWith(';')) throw new XmlSyntaxError(`'&' that starts no entity (write it as &amp;): ${JSON.stringify(text.slice(offset, offset + 20))}`, at);
+    if (!whole.endsWith(';')) throw new XmlSyntaxError(`'&' that starts no entity (write it as &amp;): ${JSON.stringify(text.slice(offset, offset + 20))}`, lineAt(offset));
     const known = ENTITIES[name];
     if (known !== undefined) return known;
     const numeric = /^#(?:x([0-9A-Fa-f]+)|([0-9]+))$/.exec(name);
-    if (!numeric) throw new XmlSyntaxError(`unknown entity &${name}; (XML knows &lt; &gt; &amp; &quot; &apos; and &#…;)`, at);
+    if (!numeric) throw new XmlSyntaxError(`unknown entity &${name}; (XML knows &lt; &gt; &amp; &quot; &apos; and &#…;)`, lineAt(offset));
     const code = numeric[1] !== undefined ? parseInt(numeric[1], 16) : parseInt(numeric[2], 10);
     const char = code <= 0x10ffff ? String.fromCodePoint(code) : '';
     if (char === '' || (code >= 0xd800 && code <= 0xdfff) || NOT_XML_CHAR.test(char)) {
-      throw new XmlSyntaxError(`&${name}; names a character XML does not allow`, at);
+      throw new XmlSyntaxError(`&${name}; names a character XML does not allow`, lineAt(offset));
     }
     return char;
   });

@@ -122,6 +122,30 @@ describe('XML tokens (GraphML reading)', () => {
     }, /a text is longer than/);
   });
 
+  describe('time linear in the size of a token', () => {
+    // Every reference, and every attribute, counted the lines from the start of its text or tag to itself (for a message
+    // it would need only on an error): a text of n references took time in n², on the event loop (a restore, the
+    // census of an upload, inspectFile). 2 MiB of &amp; took 12 s; the ones here, minutes.
+    it('decodes a text of a million references', () => {
+      const [, text] = tokensOf([`<a>${'&amp;'.repeat(1_000_000)}</a>`]);
+      assert.equal(text.kind === 'text' && text.text, '&'.repeat(1_000_000));
+    });
+
+    it('reads a tag of 800,000 attributes', () => {
+      const [open] = tokensOf([`<a ${Array.from({ length: 800_000 }, (_, i) => `a${i}="&lt;"`).join('\n')}></a>`]);
+      assert.equal(open.kind === 'open' && open.attributes.size, 800_000);
+    });
+
+    it('still names the line of a bad reference in a text or an attribute', () => {
+      const text = syntaxError(`<a>${'&amp;\n'.repeat(1000)}&nbsp;</a>`);
+      assert.deepEqual([text.line, text.problem], [1001, 'unknown entity &nbsp; (XML knows &lt; &gt; &amp; &quot; &apos; and &#…;)']);
+      // The reference is on line 1005 (the value's line breaks count, though they read as spaces); 1002 was named.
+      const attributes = Array.from({ length: 1000 }, (_, i) => ` c${i}="&lt;"\n`).join('');
+      const attribute = syntaxError(`<a\n b="1"\n${attributes} d="x\n&amp;\n&nbsp;"></a>`);
+      assert.deepEqual([attribute.line, attribute.problem], [1005, 'unknown entity &nbsp; (XML knows &lt; &gt; &amp; &quot; &apos; and &#…;)']);
+    });
+  });
+
   it('decodeEntities leaves text without references as it is', () => {
     assert.equal(decodeEntities('plain', 1), 'plain');
     assert.equal(decodeEntities('&lt;&gt;&amp;&quot;&apos;&#65;&#x42;', 1), '<>&"\'AB');
