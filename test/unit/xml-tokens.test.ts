@@ -136,6 +136,20 @@ describe('XML tokens (GraphML reading)', () => {
       assert.equal(open.kind === 'open' && open.attributes.size, 800_000);
     });
 
+    it('reads an attribute value and a comment of 48 MiB that come in pieces of 16 KiB', () => {
+      // Each piece was joined to the unfinished tag before it, which was then copied whole: 32 MiB in 64 KiB pieces took 9 s.
+      const tokenizer = new XmlTokenizer();
+      const piece = 'x'.repeat(16 * 1024);
+      const pieces = 48 * 64;
+      const tokens = tokenizer.write('<a b="');
+      for (let i = 0; i < pieces; i++) tokens.push(...tokenizer.write(piece));
+      tokens.push(...tokenizer.write('"><!-- '));
+      for (let i = 0; i < pieces; i++) tokens.push(...tokenizer.write(piece));
+      tokens.push(...tokenizer.write(' --></a>'), ...tokenizer.end());
+      assert.deepEqual(tokens.map((token) => token.kind), ['open', 'close']);
+      assert.equal(tokens[0].kind === 'open' && tokens[0].attributes.get('b')?.length, pieces * piece.length);
+    });
+
     it('still names the line of a bad reference in a text or an attribute', () => {
       const text = syntaxError(`<a>${'&amp;\n'.repeat(1000)}&nbsp;</a>`);
       assert.deepEqual([text.line, text.problem], [1001, 'unknown entity &nbsp; (XML knows &lt; &gt; &amp; &quot; &apos; and &#…;)']);
