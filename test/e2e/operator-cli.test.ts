@@ -9,6 +9,7 @@ import {
   createInstance,
   createKey,
   createNodes,
+  eventually,
   expectData,
   filesUnder,
   gql,
@@ -312,7 +313,9 @@ describe('the launcher, bin/snapgraph (package.json "bin")', () => {
         if (stillServing) await new Promise((resolve) => setTimeout(resolve, 200));
       }
       assert.equal(stillServing, false, `npm start exited on SIGTERM but left the server answering at ${url}`);
-      assert.match(out, /"msg":"snapgraph stopped"/, out);
+      // It stops answering when its HTTP server closes; it says it stopped once it has closed the rest (the database,
+      // the data dir), a moment later.
+      await eventually(() => /"msg":"snapgraph stopped"/.test(out), { what: `"snapgraph stopped" in ${out}` });
     } finally {
       try {
         process.kill(-npm.pid!, 'SIGKILL');
