@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { loadConfig } from '../config/app-config';
 import { Keyring, loadMasterKey, loadPreviousMasterKeys, masterKeyPath, PREVIOUS_MASTER_KEYS_ENV } from '../crypto';
 import { createConfiguredBlobStore } from '../storage/configured-blob-store';
+import { DataDirInUseError, holdEmbeddedDataDir } from '../storage/embedded-data-dir-lock';
 import { rotateMasterKey } from '../storage/master-key-rotation';
 import { CliError, UsageError } from './cli-error';
 import { withMetadataDatabase } from './tenant-commands';
@@ -22,6 +23,9 @@ export async function rotateMasterKeyCommand(args: string[]): Promise<number> {
   const retired = keyring.keyIds.filter((keyId) => keyId !== key.keyId);
   say(`current master key ${key.keyId}; previous: ${retired.length > 0 ? retired.join(', ') : `none (${PREVIOUS_MASTER_KEYS_ENV} is empty)`}`);
   return withMetadataDatabase(config, { init: false, initOption: false }, async (db) => {
+    // Servers must not run meanwhile (one deleting a blob while it is rewritten would see it come back): on the
+    // embedded database, the lock each server holds on its data dir tells; beside PostgreSQL, the operator does.
+    const releaseDataDir = config.databaseUrl ? async () => undefined : holdDataDir(config.dataDir);
     const { store } = await createConfiguredBlobStore(config);
     await store.init?.();
     try {
@@ -48,6 +52,16 @@ export async function rotateMasterKeyCommand(args: string[]): Promise<number> {
       return 0;
     } finally {
       await store.destroy?.();
+      await releaseDataDir();
     }
   });
+}
+
+function holdDataDir(dataDir: string): () => Promise<void> {
+  try {
+    return holdEmbeddedDataDir(dataDir);
+  } catch (error) {
+    if (!(error instanceof DataDirInUseError)) throw error;
+    throw new CliError(`a snapgraph server runs on the data dir ${dataDir} (SNAPGRAPH_DATA_DIR): stop it first; nothing was changed`);
+  }
 }

@@ -226,6 +226,10 @@ describe('restarts', () => {
     assert.equal(second.code, 1, `${second.stdout}${second.stderr}`);
     assert.match(second.stderr, /SNAPGRAPH_DATA_DIR/);
     assert.match(second.stderr, new RegExp(server.dataDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+    // Nor does rotate-master-key run beside it: it rewrites blobs the server may delete meanwhile.
+    const rotation = await runCli(['rotate-master-key'], server.env);
+    assert.equal(rotation.code, 1, `${rotation.stdout}${rotation.stderr}`);
+    assert.match(rotation.stderr, /a snapgraph server runs on the data dir .*: stop it first; nothing was changed/);
     expectData(await gql(server, `query ($id: ID!) { instance(id: $id) { status } }`, { id: instance.id }));
     // Once the first has stopped, the data dir is free for the next one.
     await server.restart();
