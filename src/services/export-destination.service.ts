@@ -347,7 +347,8 @@ export class ExportOperationHandler implements OperationHandler {
     const { bucket, scrub } = await this.destinations.openBucket(destination);
     try {
       const fileName = await this.objectNameOf(snapshot, (name) =>
-        bucket.metadata(name).catch((error: unknown) => {
+        bucket.metadata(name, { signal: context.signal }).catch((error: unknown) => {
+          context.signal.throwIfAborted();
           // Keys that may only write (docs/s3.md asks for no s3:GetObject): S3 answers 403 whether the object is there
           // or not. Not known, then: the write says whether the keys may write.
           if (s3Status(error) === 403) return undefined;
@@ -443,7 +444,7 @@ export class ExportOperationHandler implements OperationHandler {
     };
     try {
       const metadata = { sha256: snapshot.sha256!, 'snapshot-id': snapshot.id };
-      await bucket.write(fileName, source, { metadata, onMultipartStarted, beforeCommit });
+      await bucket.write(fileName, source, { metadata, onMultipartStarted, beforeCommit, signal: context.signal });
     } catch (error) {
       if (readFailure && error === readFailure.error) throw new ArchiveReadFailed(error);
       throw error;

@@ -27,6 +27,9 @@ import { keyUnder, type S3Location } from './s3-location';
 /** S3's smallest part (all but the last); also its default here is a multiple of it. */
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
 
+/** The longest wait for the abort of a failed write's multipart upload (a trickling service must not hold the write). */
+const ABORT_UPLOAD_TIMEOUT_MS = 30_000;
+
 export interface S3BlobStoreOptions {
   /** Bytes per multipart part (≥ 5 MiB); a blob smaller than one part is a single PUT. Default 8 MiB. */
   partBytes?: number;
@@ -49,6 +52,12 @@ export interface S3WriteOptions {
    * The write fails, with nothing visible, if it throws.
    */
   beforeCommit?(): Promise<void> | void;
+  /**
+   * Stops the write: every request it makes (the PUT, the multipart upload's start, parts and completion) is aborted
+   * at once, its multipart upload then aborted. Without it, a request ends only when the service answers or falls
+   * silent (the client's idle timeout), and a service that trickles its answer holds it as long as it likes.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -119,22 +128,27 @@ export class S3BlobStore implements BlobStore {
     });
   }
 
-  async #upload(objectKey: string, data: Readable, { metadata, onMultipartStarted, beforeCommit }: S3WriteOptions): Promise<{ sizeBytes: number }> {
+  async #upload(objectKey: string, data: Readable, { metadata, onMultipartStarted, beforeCommit, signal }: S3WriteOptions): Promise<{ sizeBytes: number }> {
+    signal?.throwIfAborted();
     const parts = partsOf(data, this.#partBytes);
     const first = await parts.next();
     const firstPart = first.done ? Buffer.alloc(0) : first.value;
     const second = first.done ? first : await parts.next();
     if (second.done) {
       await beforeCommit?.();
-      await this.#putWhole(objectKey, firstPart, metadata);
+      await this.#putWhole(objectKey, firstPart, metadata, signal);
       return { sizeBytes: firstPart.length };
     }
-    const { UploadId: uploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.location.bucket, Key: objectKey, Metadata: metadata }));
+    const { UploadId: uploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.location.bucket, Key: objectKey, Metadata: metadata }), {
+      abortSignal: signal,
+    });
     if (!uploadId) throw new BlobStoreError(`the S3 service started no multipart upload for ${objectKey}`);
     this.#inFlight.add(uploadId);
     // Once the upload is given up (its input failed, a part failed), the parts still on their way are abandoned too,
     // rather than waited for through the SDK's retries and timeouts (minutes on a stalled service).
     const abandon = new AbortController();
+    const stop = () => abandon.abort(signal?.reason);
+    signal?.addEventListener('abort', stop, { once: true });
     // Also while every part slot waits on a part: a cancel destroys the input, and this is where it is heard then.
     // The write fails with the input's error, not with that of a part it abandoned (an AbortError, which said nothing
     // of why: a disk's EIO, a cancel).
@@ -158,26 +172,33 @@ export class S3BlobStore implements BlobStore {
           UploadId: uploadId,
           MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
         }),
+        { abortSignal: abandon.signal },
       );
-      await this.#verifyStored(objectKey, sizeBytes, compositeEtag(digests), completed);
+      await this.#verifyStored(objectKey, sizeBytes, compositeEtag(digests), completed, abandon.signal);
       return { sizeBytes };
     } catch (error) {
       abandon.abort();
       await uploads.settle();
+      // Not under the write's signal, which may be what stopped it; bounded, though: a service that trickles its answer
+      // must not hold a stopped write. removeTemporaryFiles (or an export's compensation) aborts it later.
       await this.client
-        .send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: objectKey, UploadId: uploadId }))
-        .catch(() => undefined); // removeTemporaryFiles aborts it later
+        .send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: objectKey, UploadId: uploadId }), {
+          abortSignal: AbortSignal.timeout(ABORT_UPLOAD_TIMEOUT_MS),
+        })
+        .catch(() => undefined);
       throw inputFailure ? inputFailure.error : error;
     } finally {
+      signal?.removeEventListener('abort', stop);
       data.off('error', inputFailed);
       this.#inFlight.delete(uploadId);
     }
   }
 
-  async #putWhole(objectKey: string, body: Buffer, metadata?: Record<string, string>): Promise<void> {
+  async #putWhole(objectKey: string, body: Buffer, metadata: Record<string, string> | undefined, signal: AbortSignal | undefined): Promise<void> {
     const md5 = createHash('md5').update(body).digest();
     const stored = await this.client.send(
       new PutObjectCommand({ Bucket: this.location.bucket, Key: objectKey, Body: body, ContentLength: body.length, ContentMD5: md5.toString('base64'), Metadata: metadata }),
+      { abortSignal: signal },
     );
     const { ETag } = stored;
     if (ETag !== undefined && etagsAreMd5(stored) && unquote(ETag) !== md5.toString('hex')) {
@@ -213,11 +234,11 @@ export class S3BlobStore implements BlobStore {
    * not (403: no s3:GetObject, as docs/s3.md allows an export destination's keys): every part was checked on its way,
    * and the service assembled them by the ETags they were given.
    */
-  async #verifyStored(objectKey: string, sizeBytes: number, expectedEtag: string, completed: CompleteMultipartUploadOutput): Promise<void> {
+  async #verifyStored(objectKey: string, sizeBytes: number, expectedEtag: string, completed: CompleteMultipartUploadOutput, signal: AbortSignal): Promise<void> {
     let etag = compositeEtagOf(completed);
     let storedBytes: number | undefined;
     if (etag === undefined) {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: objectKey })).catch((error: unknown) => {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: objectKey }), { abortSignal: signal }).catch((error: unknown) => {
         if (s3Status(error) === 403) return null;
         throw error;
       });
@@ -291,13 +312,16 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  /** The object's user metadata (x-amz-meta-*, names in lowercase), or null when there is no such object. */
-  async metadata(key: string): Promise<Record<string, string> | null> {
+  /**
+   * The object's user metadata (x-amz-meta-*, names in lowercase), or null when there is no such object; `signal`
+   * aborts its requests.
+   */
+  async metadata(key: string, { signal }: { signal?: AbortSignal } = {}): Promise<Record<string, string> | null> {
     try {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.#objectKey(key) }));
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.#objectKey(key) }), { abortSignal: signal });
       return head.Metadata ?? {};
     } catch (error) {
-      if (await this.#isMissingObject(error)) return null;
+      if (await this.#isMissingObject(error, signal)) return null;
       throw error;
     }
   }
@@ -372,12 +396,12 @@ export class S3BlobStore implements BlobStore {
    * damage. A GET's answer names which (NoSuchKey, NoSuchBucket); a HEAD's has no body, so the bucket is asked then.
    * @throws BlobStoreError when the bucket is missing
    */
-  async #isMissingObject(error: unknown): Promise<boolean> {
+  async #isMissingObject(error: unknown, signal?: AbortSignal): Promise<boolean> {
     if (!isNotFound(error)) return false;
     const bucketMissing = (cause: unknown) => new BlobStoreError(`the bucket ${this.location.bucket} does not exist (NoSuchBucket)`, { cause });
     if (s3ErrorCode(error) === 'NoSuchBucket') throw bucketMissing(error);
     if (s3ErrorCode(error) === 'NoSuchKey') return true;
-    await this.client.send(new HeadBucketCommand({ Bucket: this.location.bucket })).catch((bucketError: unknown) => {
+    await this.client.send(new HeadBucketCommand({ Bucket: this.location.bucket }), { abortSignal: signal }).catch((bucketError: unknown) => {
       if (isNotFound(bucketError)) throw bucketMissing(bucketError);
       // Keys that may not list the bucket (an export destination's may only write): it is there as far as they can tell.
       if (s3Status(bucketError) !== 403) throw bucketError;

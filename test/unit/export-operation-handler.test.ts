@@ -310,3 +310,112 @@ describeS3('EXPORT whose archive fails to read in the middle of a multipart uplo
     }
   });
 });
+
+describe("an EXPORT stopped while the destination's endpoint trickles its answer", () => {
+  // The only timeout on a destination's requests is on silence: an endpoint (the tenant's to choose) that sends a byte
+  // every moment keeps a request going for as long as it likes. A cancel, a shutdown or a lost lease aborts the
+  // operation's signal, and every request of the export must stop with it: the operation stayed RUNNING, and a
+  // graceful shutdown waited on it, for as long as the endpoint trickled.
+  type Step = 'HEAD' | 'CreateMultipartUpload' | 'PUT' | 'CompleteMultipartUpload';
+  let endpoint: Server;
+  let url = '';
+  let trickled: Step | undefined;
+  let trickling: (() => void) | undefined;
+  /** Multipart uploads the endpoint was asked to abort. */
+  const aborted: string[] = [];
+  const stepOf = (method: string, path: string, query: URLSearchParams): Step | 'other' => {
+    if (method === 'HEAD' && path.includes('/backups/')) return 'HEAD';
+    if (method === 'POST' && query.has('uploads')) return 'CreateMultipartUpload';
+    if (method === 'PUT' && !query.has('uploadId')) return 'PUT';
+    if (method === 'POST' && query.has('uploadId')) return 'CompleteMultipartUpload';
+    return 'other';
+  };
+  before(async () => {
+    endpoint = createServer((request, response) => {
+      const [path, search] = (request.url ?? '').split('?');
+      const query = new URLSearchParams(search ?? '');
+      const md5 = createHash('md5');
+      request.on('data', (chunk: Buffer) => md5.update(chunk));
+      request.on('end', () => {
+        if (stepOf(request.method!, path, query) === trickled) {
+          // A header a byte at a time, without end: the answer never begins, and the connection is never silent.
+          const socket = response.socket!;
+          socket.write('HTTP/1.1 200 OK\r\nx-amz-trickle: ');
+          const timer = setInterval(() => socket.write('a'), 50);
+          socket.once('close', () => clearInterval(timer));
+          trickling?.();
+          return;
+        }
+        if (request.method === 'HEAD') {
+          // No object of that name; the bucket is there.
+          response.writeHead(path.includes('/backups/') ? 404 : 200).end();
+        } else if (request.method === 'POST' && query.has('uploads')) {
+          response.writeHead(200, { 'content-type': 'application/xml' }).end(
+            `<?xml version="1.0" encoding="UTF-8"?>\n<InitiateMultipartUploadResult><Bucket>tenant-bucket</Bucket><Key>k</Key><UploadId>upload-1</UploadId></InitiateMultipartUploadResult>`,
+          );
+        } else if (request.method === 'PUT') {
+          response.writeHead(200, { etag: `"${md5.digest('hex')}"` }).end();
+        } else if (request.method === 'DELETE') {
+          if (query.has('uploadId')) aborted.push(query.get('uploadId')!);
+          response.writeHead(204).end();
+        } else {
+          response.writeHead(200).end();
+        }
+      });
+    });
+    await new Promise<void>((resolve) => endpoint.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}`;
+  });
+  after(() => {
+    endpoint.closeAllConnections();
+    return new Promise<void>((resolve) => endpoint.close(() => resolve()));
+  });
+
+  const cases: { step: Step; bytes: Buffer; abortsUpload: boolean }[] = [
+    { step: 'HEAD', bytes: Buffer.from('an archive'), abortsUpload: false },
+    { step: 'PUT', bytes: Buffer.from('an archive'), abortsUpload: false },
+    // More than one part of 8 MiB: a multipart upload.
+    { step: 'CreateMultipartUpload', bytes: Buffer.alloc(9 * 1024 * 1024, 3), abortsUpload: false },
+    { step: 'CompleteMultipartUpload', bytes: Buffer.alloc(9 * 1024 * 1024, 5), abortsUpload: true },
+  ];
+  for (const [n, { step, bytes, abortsUpload }] of cases.entries()) {
+    it(`stops its ${step} at once when it is cancelled${abortsUpload ? ', and aborts its multipart upload' : ''}`, async () => {
+      trickled = step;
+      aborted.length = 0;
+      const started = new Promise<void>((resolve) => (trickling = resolve));
+      const { destination, destinations } = destinationAt(url, 6 + n);
+      const snapshot = {
+        id: `00000000-0000-4000-8000-0000000000${6 + n}3`,
+        tenantId: destination.tenantId,
+        instanceId: `00000000-0000-4000-8000-0000000000${6 + n}4`,
+        status: 'COMPLETED',
+        createdAt: Date.UTC(2026, 0, 2, 3, 4, 8 + n),
+        engineVersion: 'V5',
+        sizeBytes: bytes.length,
+        sha256: createHash('sha256').update(bytes).digest('hex'),
+      };
+      const snapshots = {
+        byId: async () => snapshot,
+        prepareExport: async () => snapshot,
+        openArchive: async () => Readable.from([bytes]),
+        takenInSameSecond: async () => [],
+      } as unknown as SnapshotService;
+      const instances = { reload: async () => ({ name: 'prod' }) } as unknown as InstanceService;
+      const handler = new ExportOperationHandler(destinations, snapshots, instances, createLogger('silent'));
+      const operation = { id: `op-${6 + n}`, tenantId: destination.tenantId, snapshotId: snapshot.id, params: { destinationId: destination.id, auto: false, retry: 0 } } as unknown as OperationEntity;
+      const abort = new AbortController();
+      const context = { progress: () => undefined, signal: abort.signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined };
+      const cancelled = new Error('cancelled on request');
+
+      const run = handler.run(operation, context);
+      await started;
+      abort.abort(cancelled);
+      // Before the fix, the request went on (and the run with it) for as long as the endpoint trickled: without end here.
+      await assert.rejects(run, (error: Error) => {
+        assert.equal(error, cancelled, `the cancelled export failed with ${error.message}`);
+        return true;
+      });
+      assert.deepEqual(aborted, abortsUpload ? ['upload-1'] : [], 'the multipart uploads aborted');
+    });
+  }
+});
