@@ -2,7 +2,7 @@
 // soon as a snapshot of a chosen instance completes. Their keys are sealed under the master key and never leave.
 import { createHash, randomUUID } from 'node:crypto';
 import { pipeline, Readable, Transform } from 'node:stream';
-import { Equal, In, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import { Equal, In, IsNull, MoreThan, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import { archiveExtension } from '../archive';
 import type { Keyring } from '../crypto/keyring';
 import { ExportDestinationEntity } from '../entities/export-destination.entity';
@@ -46,6 +46,8 @@ interface ExportParams {
   retry: number;
   /** The multipart upload of the attempt running (with its object's name): aborted if the attempt ends without it. */
   write?: { fileName: string; uploadId: string };
+  /** On a failed automatic export: why it is not retried although retries remain (its snapshot is gone). */
+  notRetried?: string;
 }
 
 /**
@@ -188,7 +190,7 @@ export class ExportDestinationService {
     for (;;) {
       const where = { kind: 'EXPORT' as const, status: 'FAILED' as const };
       const page = await this.operations.find({
-        select: { id: true, snapshotId: true, params: true, finishedAt: true },
+        select: { id: true, snapshotId: true, params: true, finishedAt: true, errorCode: true, errorMessage: true },
         where: after
           ? [
               { ...where, finishedAt: MoreThan(after.finishedAt!) },
@@ -210,7 +212,9 @@ export class ExportDestinationService {
   private async retryDue(failed: OperationEntity[], now: number): Promise<number> {
     const due = failed.filter((operation) => {
       const params = operation.params as ExportParams | null;
-      return params?.auto === true && params.retry < MAX_EXPORT_RETRIES && operation.finishedAt! + this.retryDelay(params.retry) <= now;
+      return (
+        params?.auto === true && !params.notRetried && params.retry < MAX_EXPORT_RETRIES && operation.finishedAt! + this.retryDelay(params.retry) <= now
+      );
     });
     if (due.length === 0) return 0;
     const queued = new Set((await this.operations.find({ select: { id: true }, where: { id: In(due.map((op) => retryIdOf(op.id))) } })).map((op) => op.id));
@@ -219,7 +223,11 @@ export class ExportDestinationService {
       const params = operation.params as unknown as ExportParams;
       const snapshot = operation.snapshotId ? await this.snapshots.byId(operation.snapshotId) : null;
       const destination = await this.destinations.findOneBy({ id: params.destinationId });
-      if (!snapshot || snapshot.status !== 'COMPLETED' || !destination) continue;
+      if (!destination) continue;
+      if (!snapshot || snapshot.status !== 'COMPLETED') {
+        await this.giveUp(operation, destination.id, snapshot ? `is ${snapshot.status}` : 'expired (or was deleted)');
+        continue;
+      }
       try {
         await this.db.transaction((manager) =>
           this.enqueue(manager, snapshot, { ...params, write: undefined, retry: params.retry + 1 }, retryIdOf(operation.id)),
@@ -231,6 +239,27 @@ export class ExportDestinationService {
       }
     }
     return count;
+  }
+
+  /**
+   * A failed automatic export whose snapshot went (retention expired it, or it was deleted; or it can no longer be
+   * exported) before its retry was due:
+   * it is not retried, and the tenant is told, in the destination's lastError and in the operation's message, that
+   * this snapshot was never copied. Once: the operation's message is replaced only if it is still the one read, so
+   * replicas sweeping at once (or the next sweep) record it once, and never over a later export's outcome again.
+   */
+  private async giveUp(operation: OperationEntity, destinationId: string, state: string): Promise<void> {
+    const params = operation.params as unknown as ExportParams;
+    const why = `snapshot ${operation.snapshotId} ${state} before its failed export could be retried: it was not copied`;
+    const failure = `${operation.errorCode ?? 'FAILED'}: ${operation.errorMessage ?? ''}`;
+    await this.db.transaction(async (manager) => {
+      const { affected } = await manager.update(
+        OperationEntity,
+        { id: operation.id, status: 'FAILED', errorMessage: operation.errorMessage === null ? IsNull() : Equal(operation.errorMessage) },
+        { errorMessage: `${why} (${failure})`.slice(0, 1000), params: { ...params, notRetried: why } },
+      );
+      if (affected) await manager.update(ExportDestinationEntity, { id: destinationId }, { lastError: `${why} (${failure})`.slice(0, 1000) });
+    });
   }
 
   retryDelay(retry: number): number {

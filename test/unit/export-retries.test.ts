@@ -93,4 +93,28 @@ describe('retries of failed automatic exports', function () {
     // Queued once: the next sweep finds its retry there.
     assert.equal(await destinations.retryFailedAutoExports(now + 1000), 0);
   });
+
+  it("tells the tenant, once, when a failed export's snapshot expired before its retry", async () => {
+    const now = Date.now();
+    // Retention removed the snapshot while its failed export waited for its retry: the retry was skipped, and nothing
+    // said that this snapshot was never copied (lastError still named the endpoint's error, the operation too).
+    const gone = randomUUID();
+    const failed = Object.assign(failedExport(now - 60_000, { destinationId, auto: true, retry: 2 }), { snapshotId: gone });
+    await db.getRepository(OperationEntity).save(failed);
+    await db.getRepository(ExportDestinationEntity).update({ id: destinationId }, { lastError: 'DESTINATION_UNAVAILABLE: copying failed' });
+
+    assert.equal(await destinations.retryFailedAutoExports(now), 0);
+    const { lastError } = (await db.getRepository(ExportDestinationEntity).findOneByOrFail({ id: destinationId }));
+    assert.match(lastError ?? '', new RegExp(`snapshot ${gone} expired \\(or was deleted\\) before its failed export could be retried: it was not copied`));
+    assert.match(lastError ?? '', /DESTINATION_UNAVAILABLE: copying failed/, 'lastError still says why the export failed');
+    const operation = await db.getRepository(OperationEntity).findOneByOrFail({ id: failed.id });
+    assert.equal(operation.status, 'FAILED');
+    assert.match(operation.errorMessage ?? '', new RegExp(`snapshot ${gone} expired`));
+    assert.equal(await db.getRepository(OperationEntity).countBy({ status: 'QUEUED' }), 0);
+
+    // Said once: a later export's success cleared lastError, and the next sweeps leave it so.
+    await db.getRepository(ExportDestinationEntity).update({ id: destinationId }, { lastError: null });
+    assert.equal(await destinations.retryFailedAutoExports(now + 1000), 0);
+    assert.equal((await db.getRepository(ExportDestinationEntity).findOneByOrFail({ id: destinationId })).lastError, null);
+  });
 });
