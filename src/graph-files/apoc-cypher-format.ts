@@ -13,6 +13,16 @@
 //   and the clean-up (REMOVE of the import label and id in batches, DROP CONSTRAINT UNIQUE_IMPORT_NAME).
 // Reading parses exactly these shapes (schema statements and the clean-up are skipped: Snapgraph keeps no schema);
 // anything else is refused naming its line.
+//
+// A node whose labels carry uniqueness constraints is keyed by them, not by an import id (neo4j/apoc
+// CypherFormatterUtils, AbstractCypherFormatter). The single statements of optimizations NONE name all its constrained
+// labels and the key properties of all of them, in the node's MERGE and in the MATCH of its relationships alike
+// (`MERGE (n:A:B{a:1, b:2})`, `MATCH (n1:B:A{a:1, b:2}), …`; their order may differ): such a node is keyed by that
+// set of labels and properties. The UNWIND batches name one of its constrained labels with the key properties of all
+// of them (`CREATE (n:A{a: row.a, b: row.b}) … SET n:B`), but a relationship MATCHes it by that label and that label's
+// key properties alone (`MATCH (start:A{a: row.start.a})`). Both are keyed by the label and the properties of its
+// constraint, as the schema statements give it: of the label's uniqueness and node key constraints, the one with the
+// fewest properties (the one APOC chose) among those the lookup holds; with none given, all the lookup's properties.
 import { Readable } from 'node:stream';
 import { setProperty } from '../graph/records';
 import { encodeStrings } from '../runtime/text-lines';
@@ -29,6 +39,12 @@ const IMPORT_REL_ID = 'UNIQUE IMPORT ID REL';
 const UNWIND_ROWS = 20;
 const TRANSACTION_ROWS = 20_000;
 const MAX_STATEMENT_CHARS = 64 * 1024 * 1024;
+/**
+ * The most characters of constraint labels and properties remembered from the schema, and the most constraints of one
+ * label remembered (those of its fewest properties): memory stays bounded, and so does the time a lookup takes.
+ */
+const MAX_CONSTRAINT_CHARS = 16 * 1024 * 1024;
+const MAX_LABEL_CONSTRAINTS = 1000;
 
 // Statements skipped as a whole: the schema (Snapgraph keeps none) and the clean-up of the import label and ids.
 const SKIPPED: RegExp[] = [
@@ -54,9 +70,10 @@ export const apocCypherFormat: GraphFileFormat = {
   write: (source) => Readable.from(cypherScript(source), { objectMode: false }),
 };
 
-/** How a statement names a node: the label and key properties of its lookup, and where the row holds their values. */
+/** How a statement names a node: the labels and key properties of its lookup, and where the row holds their values. */
 interface NodeLookup {
-  label: string;
+  /** [IMPORT_LABEL] for a node keyed by its import id. */
+  labels: string[];
   /** [property, field of the row map] pairs, e.g. [['UNIQUE IMPORT ID', '_id']] or [['name', 'name']]. */
   fields: Array<[string, string]>;
 }
@@ -64,6 +81,12 @@ interface NodeLookup {
 class ApocCypherReader extends LineFileReader {
   /** The rows of the latest `:param rows => […]`, for `UNWIND $rows AS row`. */
   private rows: unknown[] | null = null;
+  /**
+   * By label, the property sets of the uniqueness and node key constraints the schema declares with the fewest
+   * properties (APOC keys a label by one of those), in file order.
+   */
+  private readonly constraints = new Map<string, string[][]>();
+  private constraintChars = 0;
 
   async *records(): AsyncGenerator<ForeignRecord[]> {
     let statement = '';
@@ -103,6 +126,7 @@ class ApocCypherReader extends LineFileReader {
   }
 
   private statement(text: string, line: number, out: ForeignRecord[]): void {
+    if (/^CREATE\s+CONSTRAINT\b/i.test(text)) this.constraint(text, line);
     if (SKIPPED.some((pattern) => pattern.test(text))) return;
     this.parse(text, line, (p) => {
       if (p.accept('UNWIND')) return this.unwind(p, line, out);
@@ -111,6 +135,73 @@ class ApocCypherReader extends LineFileReader {
       if (p.peek('MATCH')) return out.push(this.matchCreateRelationship(p, line));
       p.fail(UNKNOWN_STATEMENT);
     });
+  }
+
+  /**
+   * Remembers a node uniqueness or node key constraint: `CREATE CONSTRAINT [name] [IF NOT EXISTS] FOR (node:Label)
+   * REQUIRE (node.a[, node.b…]) IS UNIQUE|IS NODE KEY;` (or `ON (…) ASSERT …` of Neo4j 4). Other constraints, and
+   * statements of other shapes, are skipped as before.
+   */
+  private constraint(text: string, line: number): void {
+    const p = new CypherTextParser(text);
+    let label: string;
+    const properties: string[] = [];
+    try {
+      p.expect('CREATE', 'CONSTRAINT');
+      if (!p.peek('FOR') && !p.peek('ON') && !p.peek('IF')) p.name();
+      if (p.accept('IF')) p.expect('NOT', 'EXISTS');
+      if (!p.accept('FOR')) p.expect('ON');
+      p.expect('(');
+      const variable = p.name();
+      p.expect(':');
+      label = p.name();
+      p.expect(')');
+      if (!p.accept('REQUIRE')) p.expect('ASSERT');
+      const parenthesised = p.accept('(');
+      do {
+        if (p.name() !== variable) return;
+        p.expect('.');
+        properties.push(p.name());
+      } while (parenthesised && p.accept(','));
+      if (parenthesised) p.expect(')');
+      p.expect('IS');
+      if (!p.accept('UNIQUE')) p.expect('NODE', 'KEY');
+      this.end(p);
+    } catch (error) {
+      if (error instanceof CypherSyntaxError) return;
+      throw error;
+    }
+    if (label === IMPORT_LABEL) return;
+    this.constraintChars += label.length + properties.reduce((sum, property) => sum + property.length + 1, 1);
+    if (this.constraintChars > MAX_CONSTRAINT_CHARS) {
+      throw graphFileError(this.describe(line), `the schema's constraints name more than ${MAX_CONSTRAINT_CHARS} characters of labels and properties`);
+    }
+    const set = [...new Set(properties)];
+    const sets = this.constraints.get(label);
+    if (!sets || set.length < sets[0].length) {
+      this.constraints.set(label, [set]);
+    } else if (set.length === sets[0].length) {
+      if (sets.length >= MAX_LABEL_CONSTRAINTS) {
+        throw graphFileError(this.describe(line), `the schema declares more than ${MAX_LABEL_CONSTRAINTS} constraints of ${set.length} properties on one label`);
+      }
+      sets.push(set);
+    }
+  }
+
+  /**
+   * The lookup a node is keyed by: one of a single label narrowed to the properties of that label's constraint (of
+   * those of its fewest properties, the first the lookup holds all of), else the lookup itself. Two such constraints
+   * that the lookup both holds cannot be told apart (APOC took the first Neo4j listed): the first in the file is
+   * taken, and a relationship that names the node by the other fails the restore as naming a node the file lacks.
+   */
+  private keyLookup(lookup: NodeLookup): NodeLookup {
+    const sets = lookup.labels.length === 1 ? this.constraints.get(lookup.labels[0]) : undefined;
+    if (!sets) return lookup;
+    const fields = new Map(lookup.fields);
+    for (const set of sets) {
+      if (set.every((property) => fields.has(property))) return { labels: lookup.labels, fields: set.map((property) => [property, fields.get(property)!]) };
+    }
+    return lookup;
   }
 
   /** Runs a parse, turning its syntax errors into errors naming the line. */
@@ -153,10 +244,11 @@ class ApocCypherReader extends LineFileReader {
       p.expect(']', '->', '(', 'end', ')');
       this.setProperties(p, 'r');
       this.end(p);
+      const [startKeyLookup, endKeyLookup] = [this.keyLookup(start), this.keyLookup(end)];
       for (const row of rows) {
         const map = this.rowMap(p, row);
-        const startKey = keyOf(start, this.field(p, map.start, 'start'));
-        const endKey = keyOf(end, this.field(p, map.end, 'end'));
+        const startKey = keyOf(startKeyLookup, this.field(p, map.start, 'start'));
+        const endKey = keyOf(endKeyLookup, this.field(p, map.end, 'end'));
         if (keyed && map.id === undefined) p.fail('a row has no id (its relationship\'s import id)');
         const key = map.id === undefined ? null : JSON.stringify(map.id);
         out.push({ kind: 'relationship', at: line, key, type, startKey, endKey, properties: this.propertiesOf(p, map) });
@@ -168,15 +260,16 @@ class ApocCypherReader extends LineFileReader {
     const lookup = this.lookup(p, 'row.');
     p.expect(')');
     this.setProperties(p, 'n');
-    const labels = lookup.label === IMPORT_LABEL ? [] : [lookup.label];
+    const labels = lookup.labels[0] === IMPORT_LABEL ? [] : [...lookup.labels];
     if (p.accept('SET')) {
       p.expect('n');
       while (p.accept(':')) labels.push(p.name());
     }
     this.end(p);
+    const keyLookup = this.keyLookup(lookup);
     for (const row of rows) {
       const map = this.rowMap(p, row);
-      const key = keyOf(lookup, map);
+      const key = keyOf(keyLookup, map);
       const properties: Record<string, unknown> = {};
       for (const [property, field] of lookup.fields) if (property !== IMPORT_ID) setProperty(properties, property, map[field]);
       for (const [property, value] of Object.entries(this.propertiesOf(p, map))) setProperty(properties, property, value);
@@ -192,9 +285,9 @@ class ApocCypherReader extends LineFileReader {
     return lookup;
   }
 
-  /** `Label{prop: <prefix>field, …}` */
+  /** `Label[:Label…]{prop: <prefix>field, …}` */
   private lookup(p: CypherTextParser, prefix: string): NodeLookup {
-    const label = p.name();
+    const labels = this.lookupLabels(p);
     p.expect('{');
     const fields: Array<[string, string]> = [];
     do {
@@ -204,8 +297,26 @@ class ApocCypherReader extends LineFileReader {
       fields.push([property, p.name()]);
     } while (p.accept(','));
     p.expect('}');
-    if (label === IMPORT_LABEL && (fields.length !== 1 || fields[0][0] !== IMPORT_ID)) p.fail(`the import label is looked up by \`${IMPORT_ID}\` only`);
-    return { label, fields };
+    if (labels[0] === IMPORT_LABEL && (fields.length !== 1 || fields[0][0] !== IMPORT_ID)) p.fail(`the import label is looked up by \`${IMPORT_ID}\` only`);
+    return { labels, fields };
+  }
+
+  /** `Label[:Label…]` after the first ':' of a lookup: the import label stands alone. */
+  private lookupLabels(p: CypherTextParser): string[] {
+    const labels = [p.name()];
+    while (p.accept(':')) labels.push(p.name());
+    if (labels.length > 1 && labels.includes(IMPORT_LABEL)) p.fail(`\`${IMPORT_LABEL}\` is looked up alone`);
+    return labels;
+  }
+
+  /** The lookup of a single statement, `Label[:Label…]{prop:value, …}`, and its values. */
+  private literalLookup(p: CypherTextParser): { lookup: NodeLookup; values: Record<string, unknown> } {
+    const labels = this.lookupLabels(p);
+    const values = p.map();
+    const names = Object.keys(values);
+    if (names.length === 0) p.fail('expected the key properties of the node');
+    if (labels[0] === IMPORT_LABEL && (names.length !== 1 || names[0] !== IMPORT_ID)) p.fail(`the import label is looked up by \`${IMPORT_ID}\` only`);
+    return { lookup: this.keyLookup({ labels, fields: names.map((name) => [name, name]) }), values };
   }
 
   /** `[ON CREATE] SET x += row.properties` */
@@ -231,33 +342,28 @@ class ApocCypherReader extends LineFileReader {
     const at = labels.indexOf(IMPORT_LABEL);
     const id = properties[IMPORT_ID];
     if (at === -1 || id === undefined) {
-      p.fail(`this node has no \`${IMPORT_LABEL}\` and \`${IMPORT_ID}\`: nodes keyed by a uniqueness constraint are read in the UNWIND form only (export with the default optimizations)`);
+      p.fail(`this node has no \`${IMPORT_LABEL}\` and \`${IMPORT_ID}\`: nodes keyed by a uniqueness constraint are read in the UNWIND form or as MERGE statements only (export with the default optimizations, or cypherFormat updateAll)`);
     }
     labels.splice(at, 1);
     delete properties[IMPORT_ID];
-    return { kind: 'node', at: line, key: keyOf({ label: IMPORT_LABEL, fields: [[IMPORT_ID, IMPORT_ID]] }, { [IMPORT_ID]: id }), labels, properties };
+    return { kind: 'node', at: line, key: keyOf({ labels: [IMPORT_LABEL], fields: [[IMPORT_ID, IMPORT_ID]] }, { [IMPORT_ID]: id }), labels, properties };
   }
 
   /**
    * Optimizations NONE with cypherFormat updateAll or addStructure:
    * `MERGE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`:0}) [ON CREATE] SET n.name="foo", n:Foo;`, or keyed by a
-   * uniqueness constraint, `MERGE (n:Bar{name:"bar"}) …`.
+   * uniqueness constraint, `MERGE (n:Bar{name:"bar"}) …`, or by several, `MERGE (n:Bar:Baz{name:"bar", id:1}) …`.
    */
   private mergeNode(p: CypherTextParser, line: number): ForeignNode {
     p.expect('MERGE', '(', 'n', ':');
-    const label = p.name();
-    const lookup = p.map();
+    const { lookup, values } = this.literalLookup(p);
     p.expect(')');
-    const labels = label === IMPORT_LABEL ? [] : [label];
+    const labels = lookup.labels[0] === IMPORT_LABEL ? [] : [...lookup.labels];
     const properties: Record<string, unknown> = {};
-    for (const [key, value] of Object.entries(lookup)) if (key !== IMPORT_ID) setProperty(properties, key, value);
+    for (const [key, value] of Object.entries(values)) if (key !== IMPORT_ID) setProperty(properties, key, value);
     this.setItems(p, 'n', properties, labels);
     this.end(p);
-    const key =
-      label === IMPORT_LABEL
-        ? keyOf({ label, fields: [[IMPORT_ID, IMPORT_ID]] }, lookup)
-        : keyOf({ label, fields: Object.keys(lookup).map((k) => [k, k]) }, lookup);
-    return { kind: 'node', at: line, key, labels, properties };
+    return { kind: 'node', at: line, key: keyOf(lookup, values), labels, properties };
   }
 
   /** `[ON CREATE] SET x.key=value, x:Label, …` (none at all for a record without properties and labels). */
@@ -287,10 +393,9 @@ class ApocCypherReader extends LineFileReader {
     const [startKey, endKey] = ['n1', 'n2'].map((variable, i) => {
       if (i === 1) p.expect(',', '(');
       p.expect(variable, ':');
-      const label = p.name();
-      const map = p.map();
+      const { lookup, values } = this.literalLookup(p);
       p.expect(')');
-      return keyOf({ label, fields: Object.keys(map).map((k) => [k, k]) }, map);
+      return keyOf(lookup, values);
     });
     const merge = !p.accept('CREATE');
     if (merge) p.expect('MERGE');
@@ -334,19 +439,26 @@ const UNKNOWN_STATEMENT =
   'this is not a statement apoc.export.cypher writes (Snapgraph reads the statements of its cypher-shell scripts: ' +
   ':begin/:commit, schema, UNWIND batches or single CREATE/MERGE/MATCH…CREATE statements, and the clean-up)';
 
-/** The key of a node in the file: its import id, or its label and key properties. */
+/**
+ * The key of a node in the file: its import id, or its labels and key properties, each in name order (a node's MERGE
+ * and the MATCH of its relationships may list them in different orders).
+ */
 function keyOf(lookup: NodeLookup, row: Record<string, unknown>): string {
   const values = lookup.fields.map(([property, field]) => {
     const value = row[field];
     if (value === undefined) throw new CypherSyntaxError(`a row has no ${field} (the key of its node)`, 0);
     return [property, value] as const;
   });
-  if (lookup.label === IMPORT_LABEL) {
+  if (lookup.labels[0] === IMPORT_LABEL) {
     const id = values[0][1];
     if (typeof id !== 'number' || !Number.isSafeInteger(id)) throw new CypherSyntaxError(`\`${IMPORT_ID}\` ${JSON.stringify(id)} is not an integer`, 0);
     return String(id);
   }
-  return `${lookup.label}\u0000${values.map(([property, value]) => `${property}=${JSON.stringify(value)}`).join('\u0000')}`;
+  // As Cypher writes a node pattern (names in backticks, doubling those inside), so that a message naming a key reads.
+  const quoted = (name: string) => `\`${name.replace(/`/g, '``')}\``;
+  const labels = [...new Set(lookup.labels)].sort().map((label) => `:${quoted(label)}`);
+  const properties = [...values].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, value]) => `${quoted(name)}: ${JSON.stringify(value)}`);
+  return `(${labels.join('')} {${properties.join(', ')}})`;
 }
 
 // ---- writing ----

@@ -242,6 +242,123 @@ describe('foreign graph file values', () => {
     }
   });
 
+  describe('APOC Cypher scripts with nodes of several uniqueness-constrained labels', () => {
+    // What apoc.export.cypher.all writes for such a node (neo4j/apoc common/.../AbstractCypherFormatter.java,
+    // CypherFormatterUtils.java; ExportCypherTest shouldHandleTwoLabelsWithOneUniqueConstraintEach): the UNWIND batches key
+    // it by one of its constrained labels and the key properties of all of them (getNodeIdProperties), but a
+    // relationship MATCHes it by that label and that label's key properties alone (getUniqueConstrainedProperties);
+    // the single statements of optimizations NONE name all its constrained labels (getNodeIdLabels, sorted, yet the
+    // index names first, and relationships pass the indexed properties there) with the key properties of all of them.
+    const schema =
+      ':begin\n' +
+      'CREATE CONSTRAINT uniqueBar FOR (node:Bar) REQUIRE (node.name) IS UNIQUE;\n' +
+      'CREATE CONSTRAINT uniqueBase FOR (node:Base) REQUIRE (node.id) IS UNIQUE;\n' +
+      'CREATE CONSTRAINT uniqueBaseCode FOR (node:Base) REQUIRE (node.code, node.oid) IS UNIQUE;\n' +
+      'CREATE CONSTRAINT `unique key` IF NOT EXISTS FOR (node:`Key Label`) REQUIRE (node.`k 1`, node.k2) IS NODE KEY;\n' +
+      'CREATE CONSTRAINT UNIQUE_IMPORT_NAME FOR (node:`UNIQUE IMPORT LABEL`) REQUIRE (node.`UNIQUE IMPORT ID`) IS UNIQUE;\n' +
+      ':commit\nCALL db.awaitIndexes(300);\n';
+    const cleanUp =
+      ':begin\nMATCH (n:`UNIQUE IMPORT LABEL`)  WITH n LIMIT 20000 REMOVE n:`UNIQUE IMPORT LABEL` REMOVE n.`UNIQUE IMPORT ID`;\n:commit\n' +
+      ':begin\nDROP CONSTRAINT UNIQUE_IMPORT_NAME;\n:commit\n';
+    const expectedNodes = [
+      [['Bar', 'Base'], { name: 'barista', id: 'b1', age: 42 }],
+      [['Base', 'Bar'], { name: 'barman', id: 'b2' }],
+      [['Base'], { id: 'b3', code: 'x', oid: 7 }],
+      [['Key Label', 'Bar'], { name: 'keyed', 'k 1': 1, k2: 'two' }],
+      [['Foo'], { name: 'foosha' }],
+    ];
+    const expectedRelationships = [
+      ['KNOWS', 0, 4, {}],
+      ['KNOWS', 2, 0, { since: 2020 }],
+      ['KNOWS', 1, 3, {}],
+      ['KNOWS', 3, 1, { w: 1 }],
+    ];
+
+    /** The graph the records make, with the relationships' ends resolved through the node keys as a load resolves them. */
+    function graphOf(records: ForeignRecord[]) {
+      const nodes = records.filter((r) => r.kind === 'node');
+      const index = new Map(nodes.map((n, i) => [n.key, i]));
+      assert.equal(index.size, nodes.length, 'node keys are unique');
+      const resolve = (key: string) => {
+        const at = index.get(key);
+        assert.notEqual(at, undefined, `the relationship end ${JSON.stringify(key)} is a node of the file`);
+        return at;
+      };
+      return {
+        nodes: nodes.map((n) => [n.labels, n.properties]),
+        relationships: records.flatMap((r) => (r.kind === 'relationship' ? [[r.type, resolve(r.startKey), resolve(r.endKey), r.properties]] : [])),
+      };
+    }
+
+    for (const params of [false, true]) {
+      const rows = (list: string) => (params ? `:param rows => [${list}]\nUNWIND $rows AS row\n` : `UNWIND [${list}] AS row\n`);
+      it(`reads the UNWIND batches (${params ? 'UNWIND_BATCH_PARAMS' : 'UNWIND_BATCH'}): relationships find the nodes by one constrained label`, async () => {
+        const script =
+          schema +
+          ':begin\n' +
+          rows('{name:"barista", id:"b1", properties:{age:42}}') +
+          'CREATE (n:Bar{name: row.name, id: row.id}) SET n += row.properties SET n:Base;\n' +
+          rows('{name:"barman", id:"b2", properties:{}}') +
+          'CREATE (n:Base{name: row.name, id: row.id}) SET n += row.properties SET n:Bar;\n' +
+          rows('{id:"b3", properties:{code:"x", oid:7}}') +
+          'CREATE (n:Base{id: row.id}) SET n += row.properties;\n' +
+          rows('{name:"keyed", `k 1`:1, k2:"two", properties:{}}') +
+          'CREATE (n:`Key Label`{name: row.name, `k 1`: row.`k 1`, k2: row.k2}) SET n += row.properties SET n:Bar;\n' +
+          rows('{_id:4, properties:{name:"foosha"}}') +
+          'CREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties SET n:Foo;\n' +
+          ':commit\n:begin\n' +
+          rows('{start: {name:"barista"}, end: {_id:4}, properties:{}}') +
+          'MATCH (start:Bar{name: row.start.name})\nMATCH (end:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row.end._id})\n' +
+          'CREATE (start)-[r:KNOWS]->(end) SET r += row.properties;\n' +
+          rows('{start: {id:"b3"}, end: {name:"barista"}, properties:{since:2020}}') +
+          'MATCH (start:Base{id: row.start.id})\nMATCH (end:Bar{name: row.end.name})\nCREATE (start)-[r:KNOWS]->(end) SET r += row.properties;\n' +
+          rows('{start: {id:"b2"}, end: {`k 1`:1, k2:"two"}, properties:{}}') +
+          'MATCH (start:Base{id: row.start.id})\nMATCH (end:`Key Label`{`k 1`: row.end.`k 1`, k2: row.end.k2})\n' +
+          'CREATE (start)-[r:KNOWS]->(end) SET r += row.properties;\n' +
+          rows('{start: {k2:"two", `k 1`:1}, end: {id:"b2"}, properties:{w:1}}') +
+          'MATCH (start:`Key Label`{k2: row.start.k2, `k 1`: row.start.`k 1`})\nMATCH (end:Base{id: row.end.id})\n' +
+          'CREATE (start)-[r:KNOWS]->(end) SET r += row.properties;\n' +
+          ':commit\n' +
+          cleanUp;
+        assert.deepEqual(graphOf(await recordsOf('CYPHER', script)), { nodes: expectedNodes, relationships: expectedRelationships });
+      });
+    }
+
+    for (const [format, onCreate] of [['updateAll', ''], ['addStructure', 'ON CREATE ']] as const) {
+      it(`reads the single statements of optimizations NONE (${format}): all constrained labels, in either order`, async () => {
+        const script =
+          schema +
+          ':begin\n' +
+          `MERGE (n:Bar:Base{name:"barista", id:"b1"}) ${onCreate}SET n.age=42;\n` +
+          'MERGE (n:Base:Bar{name:"barman", id:"b2"});\n' +
+          `MERGE (n:Base{id:"b3"}) ${onCreate}SET n.code="x", n.oid=7;\n` +
+          'MERGE (n:Bar:`Key Label`{name:"keyed", `k 1`:1, k2:"two"});\n' +
+          `MERGE (n:\`UNIQUE IMPORT LABEL\`{\`UNIQUE IMPORT ID\`:4}) ${onCreate}SET n.name="foosha", n:Foo;\n` +
+          ':commit\n:begin\n' +
+          'MATCH (n1:Base:Bar{name:"barista", id:"b1"}), (n2:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`:4}) MERGE (n1)-[r:KNOWS]->(n2);\n' +
+          `MATCH (n1:Base{id:"b3"}), (n2:Bar:Base{id:"b1", name:"barista"}) MERGE (n1)-[r:KNOWS]->(n2) ${onCreate}SET r.since=2020;\n` +
+          'MATCH (n1:Bar:Base{name:"barman", id:"b2"}), (n2:Bar:`Key Label`{name:"keyed", k2:"two", `k 1`:1}) CREATE (n1)-[r:KNOWS]->(n2);\n' +
+          'MATCH (n1:`Key Label`:Bar{name:"keyed", `k 1`:1, k2:"two"}), (n2:Base:Bar{name:"barman", id:"b2"}) CREATE (n1)-[r:KNOWS {w:1}]->(n2);\n' +
+          ':commit\n' +
+          cleanUp;
+        const nodes = [...expectedNodes];
+        nodes[3] = [['Bar', 'Key Label'], { name: 'keyed', 'k 1': 1, k2: 'two' }];
+        assert.deepEqual(graphOf(await recordsOf('CYPHER', script)), { nodes, relationships: expectedRelationships });
+      });
+    }
+
+    it('holds at most 16 Mi characters of the constraints it reads the schema for, then refuses the file naming the line', async () => {
+      const constraint = (i: number) => `CREATE CONSTRAINT c${i} FOR (node:L${'x'.repeat(6 * 1024 * 1024)}) REQUIRE (node.p${i}) IS UNIQUE;\n`;
+      await assert.rejects(recordsOf('CYPHER', `:begin\n${constraint(1)}${constraint(2)}${constraint(3)}:commit\n`), /line 4: the schema's constraints name more than/);
+    });
+
+    it('holds at most 1000 constraints of the fewest properties of one label, then refuses the file naming the line', async () => {
+      const constraints = (n: number) => Array.from({ length: n }, (_, i) => `CREATE CONSTRAINT c${i} FOR (node:L) REQUIRE (node.p${i}) IS UNIQUE;\n`).join('');
+      assert.deepEqual(await recordsOf('CYPHER', `:begin\n${constraints(1000)}CREATE CONSTRAINT big FOR (node:L) REQUIRE (node.a, node.b) IS UNIQUE;\n:commit\n`), []);
+      await assert.rejects(recordsOf('CYPHER', `:begin\n${constraints(1001)}:commit\n`), /line 1002: the schema declares more than 1000 constraints of 1 properties on one label/);
+    });
+  });
+
   describe('CYPHER: statements of many strings', () => {
     // Each string looked for its closing quote and for a backslash from where it starts to wherever they were, as far as
     // the end of the statement: a statement of n strings took time in n², and parsing runs on the event loop (a restore,
