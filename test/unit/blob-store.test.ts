@@ -441,9 +441,11 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
     }
   });
 
-  it('gives up the parts on their way when its input fails, rather than waiting for a stalled service', async function () {
-    this.timeout(60_000);
-    // In front of the endpoint: every request passes, but part uploads are held and never answered.
+  /**
+   * Runs `body` with a store (parts of 5 MiB, two at a time) in front of the endpoint: every request passes, but part
+   * uploads are held and never answered (`held`).
+   */
+  async function withPartsHeld(body: (stalled: S3BlobStore, held: ServerResponse[]) => Promise<void>): Promise<void> {
     const held: ServerResponse[] = [];
     const proxy = createHttpServer((request, response) => {
       if (/[?&]partNumber=/.test(request.url ?? '')) {
@@ -466,6 +468,17 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
       { partBytes: MIN_PART_BYTES, partConcurrency: 2 },
     );
     try {
+      await body(stalled, held);
+    } finally {
+      for (const response of held) response.destroy();
+      proxy.closeAllConnections();
+      proxy.close();
+    }
+  }
+
+  it('gives up the parts on their way when its input fails, rather than waiting for a stalled service', async function () {
+    this.timeout(60_000);
+    await withPartsHeld(async (stalled, held) => {
       // The input fails while both part slots wait on parts the service does not answer (as a cancel does).
       const input = new PassThrough();
       input.write(randomBytes(MIN_PART_BYTES * 2 + 1));
@@ -475,38 +488,13 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
       await within(assert.rejects(writing, /cancelled on request/), 20_000, 'the write to give up');
       assert.equal(await stalled.exists(KEY), false);
       assert.equal((await unfinishedUploads()).length, 0, 'the multipart upload is aborted');
-    } finally {
-      for (const response of held) response.destroy();
-      proxy.closeAllConnections();
-      proxy.close();
-    }
+    });
   });
 
   it("fails with its input's error when the input fails while it waits for a part slot, not with an abandoned part's", async function () {
     this.timeout(60_000);
-    // Part uploads are held, never answered: with both slots taken, the write waits to add its third part.
-    const held: ServerResponse[] = [];
-    const proxy = createHttpServer((request, response) => {
-      if (/[?&]partNumber=/.test(request.url ?? '')) {
-        request.resume();
-        held.push(response);
-        return;
-      }
-      const target = new URL(request.url ?? '/', s3().endpoint);
-      const forwarded = httpRequest(target, { method: request.method, headers: request.headers }, (answer) => {
-        response.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(response);
-      });
-      forwarded.on('error', () => response.destroy());
-      request.pipe(forwarded);
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const stalled = new S3BlobStore(
-      testS3Client({ ...s3(), endpoint: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` }, s3().blobs),
-      location,
-      { partBytes: MIN_PART_BYTES, partConcurrency: 2 },
-    );
-    try {
+    // With both slots taken by parts never answered, the write waits to add its third part.
+    await withPartsHeld(async (stalled, held) => {
       const input = new PassThrough();
       input.write(randomBytes(MIN_PART_BYTES * 3 + 1));
       const writing = stalled.write(KEY, input);
@@ -524,11 +512,7 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
       );
       assert.equal(await stalled.exists(KEY), false);
       assert.equal((await unfinishedUploads()).length, 0, 'the multipart upload is aborted');
-    } finally {
-      for (const response of held) response.destroy();
-      proxy.closeAllConnections();
-      proxy.close();
-    }
+    });
   });
 
   it('keeps encrypted blobs that read back through EncryptedBlobStore, by range too', async () => {

@@ -16,6 +16,7 @@ import { createMetadataDataSource } from '../../src/entities/data-source';
 import { InstanceEntity } from '../../src/entities/instance.entity';
 import { OperationEntity } from '../../src/entities/operation.entity';
 import { createInMemoryEventBus } from '../../src/events/event-bus';
+import { insertOperation } from '../../src/jobs/operation-queue';
 import type { GraphStoreProvider } from '../../src/graph/graph-store';
 import { InstanceService } from '../../src/services/instance.service';
 import type { Principal } from '../../src/services/principal';
@@ -155,17 +156,7 @@ function deletionClaims(backend: Backend) {
     deleting.require = async (...args: Parameters<InstanceService['require']>) => {
       const found = await read(...args);
       await db.getRepository(InstanceEntity).update({ id }, { status: 'RUNNING', availability: 'AVAILABLE' });
-      await db.getRepository(OperationEntity).insert({
-        id: randomUUID(),
-        tenantId,
-        instanceId: id,
-        kind: 'SNAPSHOT',
-        status: 'QUEUED',
-        phase: 'queued',
-        params: null,
-        createdAt: Date.now(),
-        attempt: 0,
-      });
+      await insertOperation(db.manager, { tenantId, instanceId: id, kind: 'SNAPSHOT' });
       return found;
     };
     await assert.rejects(deleting.remove(principal, id), (error: { extensions?: { code?: string } }) => error.extensions?.code === 'CONFLICT');

@@ -52,6 +52,34 @@ function destinationAt(
   return { destination, destinations };
 }
 
+/** The EXPORT of a stand-in COMPLETED snapshot (ids from `n`, taken at 03:04:`second`) to a destinationAt's destination. */
+function exportOf(
+  { destination, destinations }: ReturnType<typeof destinationAt>,
+  n: number,
+  { second, sizeBytes, sha256, openArchive, auto = false }: { second: number; sizeBytes: number; sha256: string; openArchive: () => Promise<Readable>; auto?: boolean },
+) {
+  const snapshot = {
+    id: `00000000-0000-4000-8000-0000000000${n}3`,
+    tenantId: destination.tenantId,
+    instanceId: `00000000-0000-4000-8000-0000000000${n}4`,
+    status: 'COMPLETED',
+    createdAt: Date.UTC(2026, 0, 2, 3, 4, second),
+    engineVersion: 'V5',
+    sizeBytes,
+    sha256,
+  };
+  const snapshots = {
+    byId: async () => snapshot,
+    prepareExport: async () => snapshot,
+    openArchive,
+    takenInSameSecond: async () => [],
+  } as unknown as SnapshotService;
+  const instances = { reload: async () => ({ name: 'prod' }) } as unknown as InstanceService;
+  const handler = new ExportOperationHandler(destinations, snapshots, instances, createLogger('silent'));
+  const operation = { id: `op-${n}`, tenantId: destination.tenantId, snapshotId: snapshot.id, params: { destinationId: destination.id, auto, retry: 0 } } as unknown as OperationEntity;
+  return { snapshot, handler, operation };
+}
+
 describe('EXPORT clean-up', () => {
   let endpoint: Server;
   let url = '';
@@ -123,27 +151,13 @@ describe('EXPORT with keys that may only write', () => {
   after(() => new Promise<void>((resolve) => endpoint.close(() => resolve())));
 
   it('copies a snapshot, under a name no other copy has', async () => {
-    const { destination, destinations } = destinationAt(url, 2);
     const bytes = Buffer.from('an archive');
-    const snapshot = {
-      id: '00000000-0000-4000-8000-000000000023',
-      tenantId: destination.tenantId,
-      instanceId: '00000000-0000-4000-8000-000000000024',
-      status: 'COMPLETED',
-      createdAt: Date.UTC(2026, 0, 2, 3, 4, 5),
-      engineVersion: 'V5',
+    const { snapshot, handler, operation } = exportOf(destinationAt(url, 2), 2, {
+      second: 5,
       sizeBytes: bytes.length,
       sha256: createHash('sha256').update(bytes).digest('hex'),
-    };
-    const snapshots = {
-      byId: async () => snapshot,
-      prepareExport: async () => snapshot,
       openArchive: async () => Readable.from([bytes]),
-      takenInSameSecond: async () => [],
-    } as unknown as SnapshotService;
-    const instances = { reload: async () => ({ name: 'prod' }) } as unknown as InstanceService;
-    const handler = new ExportOperationHandler(destinations, snapshots, instances, createLogger('silent'));
-    const operation = { id: 'op-2', tenantId: destination.tenantId, snapshotId: snapshot.id, params: { destinationId: destination.id, auto: false, retry: 0 } } as unknown as OperationEntity;
+    });
     const context = {
       progress: () => undefined,
       signal: new AbortController().signal,
@@ -157,18 +171,8 @@ describe('EXPORT with keys that may only write', () => {
   });
 
   it("fails with the server's own error, not the destination's, when the archive cannot be read", async () => {
-    const { destination, destinations } = destinationAt(url, 4);
+    const at = destinationAt(url, 4);
     const bytes = Buffer.from('an archive');
-    const snapshot = {
-      id: '00000000-0000-4000-8000-000000000043',
-      tenantId: destination.tenantId,
-      instanceId: '00000000-0000-4000-8000-000000000044',
-      status: 'COMPLETED',
-      createdAt: Date.UTC(2026, 0, 2, 3, 4, 6),
-      engineVersion: 'V5',
-      sizeBytes: bytes.length * 2,
-      sha256: createHash('sha256').update(Buffer.concat([bytes, bytes])).digest('hex'),
-    };
     // The server's storage failing: its disk (EIO) while the archive is read, or its own bucket before it opens.
     const diskFailure = Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
     const bucketFailure = Object.assign(new Error('reading the blob tenants/x/exports/y.archive failed at byte 0: ServiceUnavailable (HTTP 503)'), { name: 'BlobStoreError' });
@@ -176,15 +180,13 @@ describe('EXPORT with keys that may only write', () => {
       ['read', async () => Readable.from((async function* () { yield bytes; throw diskFailure; })()), diskFailure],
       ['opened', async () => Promise.reject(bucketFailure), bucketFailure],
     ] as const) {
-      const snapshots = {
-        byId: async () => snapshot,
-        prepareExport: async () => snapshot,
+      const { handler, operation } = exportOf(at, 4, {
+        second: 6,
+        sizeBytes: bytes.length * 2,
+        sha256: createHash('sha256').update(Buffer.concat([bytes, bytes])).digest('hex'),
         openArchive,
-        takenInSameSecond: async () => [],
-      } as unknown as SnapshotService;
-      const instances = { reload: async () => ({ name: 'prod' }) } as unknown as InstanceService;
-      const handler = new ExportOperationHandler(destinations, snapshots, instances, createLogger('silent'));
-      const operation = { id: 'op-4', tenantId: destination.tenantId, snapshotId: snapshot.id, params: { destinationId: destination.id, auto: true, retry: 0 } } as unknown as OperationEntity;
+        auto: true,
+      });
       const context = { progress: () => undefined, signal: new AbortController().signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined };
       put.length = 0;
       // Not DESTINATION_UNAVAILABLE ("copying to s3://… failed"), which the tenant reads in lastError as its bucket's fault.
@@ -266,23 +268,14 @@ describeS3('EXPORT whose archive fails to read in the middle of a multipart uplo
   it("fails with the server's own error, and leaves nothing in the bucket", async function () {
     this.timeout(60_000);
     const bucket = await createTestBucket(s3(), s3().second);
-    const { destination, destinations } = destinationAt(s3().endpoint, 5, { bucket, credentials: s3().second });
+    const at = destinationAt(s3().endpoint, 5, { bucket, credentials: s3().second });
     // Four parts of 8 MiB on their way (the most at once) when the disk fails: they are abandoned as the write stops.
     const piece = Buffer.alloc(1024 * 1024, 7);
     const diskFailure = Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
-    const snapshot = {
-      id: '00000000-0000-4000-8000-000000000053',
-      tenantId: destination.tenantId,
-      instanceId: '00000000-0000-4000-8000-000000000054',
-      status: 'COMPLETED',
-      createdAt: Date.UTC(2026, 0, 2, 3, 4, 7),
-      engineVersion: 'V5',
+    const { handler, operation } = exportOf(at, 5, {
+      second: 7,
       sizeBytes: 64 * piece.length,
       sha256: 'a'.repeat(64),
-    };
-    const snapshots = {
-      byId: async () => snapshot,
-      prepareExport: async () => snapshot,
       openArchive: async () =>
         Readable.from(
           (async function* () {
@@ -290,11 +283,8 @@ describeS3('EXPORT whose archive fails to read in the middle of a multipart uplo
             throw diskFailure;
           })(),
         ),
-      takenInSameSecond: async () => [],
-    } as unknown as SnapshotService;
-    const instances = { reload: async () => ({ name: 'prod' }) } as unknown as InstanceService;
-    const handler = new ExportOperationHandler(destinations, snapshots, instances, createLogger('silent'));
-    const operation = { id: 'op-5', tenantId: destination.tenantId, snapshotId: snapshot.id, params: { destinationId: destination.id, auto: true, retry: 0 } } as unknown as OperationEntity;
+      auto: true,
+    });
     const context = { progress: () => undefined, signal: new AbortController().signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined };
 
     await assert.rejects(handler.run(operation, context), (error: Error) => {
@@ -383,26 +373,12 @@ describe("an EXPORT stopped while the destination's endpoint trickles its answer
       trickled = step;
       aborted.length = 0;
       const started = new Promise<void>((resolve) => (trickling = resolve));
-      const { destination, destinations } = destinationAt(url, 6 + n);
-      const snapshot = {
-        id: `00000000-0000-4000-8000-0000000000${6 + n}3`,
-        tenantId: destination.tenantId,
-        instanceId: `00000000-0000-4000-8000-0000000000${6 + n}4`,
-        status: 'COMPLETED',
-        createdAt: Date.UTC(2026, 0, 2, 3, 4, 8 + n),
-        engineVersion: 'V5',
+      const { handler, operation } = exportOf(destinationAt(url, 6 + n), 6 + n, {
+        second: 8 + n,
         sizeBytes: bytes.length,
         sha256: createHash('sha256').update(bytes).digest('hex'),
-      };
-      const snapshots = {
-        byId: async () => snapshot,
-        prepareExport: async () => snapshot,
         openArchive: async () => Readable.from([bytes]),
-        takenInSameSecond: async () => [],
-      } as unknown as SnapshotService;
-      const instances = { reload: async () => ({ name: 'prod' }) } as unknown as InstanceService;
-      const handler = new ExportOperationHandler(destinations, snapshots, instances, createLogger('silent'));
-      const operation = { id: `op-${6 + n}`, tenantId: destination.tenantId, snapshotId: snapshot.id, params: { destinationId: destination.id, auto: false, retry: 0 } } as unknown as OperationEntity;
+      });
       const abort = new AbortController();
       const context = { progress: () => undefined, signal: abort.signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined };
       const cancelled = new Error('cancelled on request');
