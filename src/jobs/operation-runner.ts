@@ -77,6 +77,12 @@ export class OperationRunner {
   private readonly compensating = new Set<string>();
   /** Those compensations themselves: stop() waits for them, under their leases, before the process closes its stores. */
   private readonly settling = new Set<Promise<void>>();
+  /**
+   * Recoveries of orphans under way: stop() waits for them too. One may be taking an orphan's row when stop() is called
+   * (its compensation not in `settling` yet): it went on to compensate it after stop() had resolved, with the lease no
+   * longer renewed and the stores and database closing under it.
+   */
+  private readonly recoveries = new Set<Promise<void>>();
   private pollTimer: NodeJS.Timeout | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private stopped = true;
@@ -135,6 +141,8 @@ export class OperationRunner {
       if (!job.abort.signal.aborted) job.abort.abort(new Interruption('shutdown', 'the server shut down before the operation finished'));
     }
     await Promise.all([...this.running.values()].map((job) => job.done));
+    // A recovery under way takes no orphan after the one it is taking (it sees `stopped`), and settles that one.
+    while (this.recoveries.size > 0) await Promise.allSettled([...this.recoveries]);
     // Orphans being recovered and queued operations being cancelled are put back to the end: cut off by the stores and
     // the database closing after this, an orphan's compensation failed it for good ('putting things back failed'), or
     // left it half put back for another replica, which could take it over while it went on without its lease renewed.
@@ -600,7 +608,13 @@ export class OperationRunner {
    * Compensates RUNNING operations nobody runs any more (all of them when this is the sole process) and queues
    * them again, or ends them CANCELLED (a cancellation was asked) or FAILED (no attempts left).
    */
-  private async recoverOrphans(all: boolean): Promise<void> {
+  private recoverOrphans(all: boolean): Promise<void> {
+    const recovery: Promise<void> = this.recoverOrphansNow(all).finally(() => this.recoveries.delete(recovery));
+    this.recoveries.add(recovery);
+    return recovery;
+  }
+
+  private async recoverOrphansNow(all: boolean): Promise<void> {
     const orphans = await this.operations.find({
       where: all ? { status: 'RUNNING' } : { status: 'RUNNING', leaseExpiresAt: beforeDatabaseTime(this.db) },
     });

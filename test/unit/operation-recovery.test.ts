@@ -214,6 +214,58 @@ describe('operation recovery', function () {
     assert.deepEqual({ status: row.status, leaseOwner: row.leaseOwner }, { status: 'QUEUED', leaseOwner: null });
   });
 
+  it('does not stop while its recovery is taking an orphan over, nor compensate it once stopped', async () => {
+    const seen = { stopped: false, compensations: 0, compensationsAfterStop: 0 };
+    const handler: OperationHandler = {
+      kind: 'SNAPSHOT',
+      run: async () => assert.fail('not run: the runner is stopping'),
+      compensate: async () => {
+        seen.compensations += 1;
+        if (seen.stopped) seen.compensationsAfterStop += 1;
+      },
+    };
+    runner = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 60_000, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+    runner.register(handler);
+    const own = runner as unknown as { operations: Repository<OperationEntity>; recoverOrphans(all: boolean): Promise<void> };
+    // Every recovery this runner starts, to wait for them all once the test is over.
+    const recoveries: Promise<void>[] = [];
+    const recoverOrphans = own.recoverOrphans.bind(runner);
+    own.recoverOrphans = (all) => {
+      const recovery = recoverOrphans(all);
+      recoveries.push(recovery.catch(() => undefined));
+      return recovery;
+    };
+    // The recovery's taking of the orphan's row is held back (a busy database) until the process is told to stop.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let takeHeld = false;
+    const update = own.operations.update.bind(own.operations);
+    own.operations.update = ((criteria: { attempt?: number }, patch: Partial<OperationEntity>) => {
+      if (!takeHeld && criteria.attempt !== undefined && patch.leaseOwner !== undefined && patch.status === undefined) {
+        takeHeld = true;
+        return released.then(() => update(criteria as never, patch as never));
+      }
+      return update(criteria as never, patch as never);
+    }) as typeof own.operations.update;
+    await runner.start();
+    // Its replica died after start: the orphan is found by the periodic recovery, not the one at boot.
+    const id = await insertOperation(db, { status: 'RUNNING', phase: 'capturing', startedAt: Date.now() - 60_000, leaseOwner: 'dead-replica', leaseExpiresAt: Date.now() - 1_000, attempt: 1 });
+    await eventually(() => takeHeld, { intervalMs: 10, what: 'recovery to take the orphan' });
+
+    // A SIGTERM meanwhile; the process closes its stores and database once stop() has resolved.
+    const stopped = runner.stop(0).then(() => {
+      seen.stopped = true;
+    });
+    setImmediate(release);
+    await stopped;
+    await Promise.all(recoveries);
+    assert.equal(seen.compensationsAfterStop, 0, 'an orphan was compensated after stop() resolved, its lease no longer renewed');
+    const row = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+    // Either put back before stop() resolved, or left to the next process (its lease expires).
+    const left = seen.compensations === 0 ? { status: 'RUNNING', leaseOwner: 'dead-replica' } : { status: 'QUEUED', leaseOwner: null };
+    assert.deepEqual({ status: row.status, leaseOwner: row.leaseOwner }, left);
+  });
+
   it('refuses a cancel once the point of no return is entered, even when a progress write of before lands after it', async () => {
     const id = await insertOperation(db);
     let answer: string | undefined;
