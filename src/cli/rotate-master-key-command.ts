@@ -2,8 +2,9 @@
 // current master key (SNAPGRAPH_MASTER_KEY or <data>/keys/master.key), on the server's metadata database and blob
 // store, with the servers stopped. Run again after a crash, it finishes the work. See docs/operations.md.
 import { existsSync } from 'node:fs';
-import { loadConfig } from '../config/app-config';
+import { type AppConfig, loadConfig } from '../config/app-config';
 import { Keyring, loadMasterKey, loadPreviousMasterKeys, masterKeyPath, PREVIOUS_MASTER_KEYS_ENV } from '../crypto';
+import { metadataDatabasePath } from '../entities/data-source';
 import { createConfiguredBlobStore } from '../storage/configured-blob-store';
 import { DataDirInUseError, holdEmbeddedDataDir } from '../storage/embedded-data-dir-lock';
 import { rotateMasterKey } from '../storage/master-key-rotation';
@@ -22,19 +23,29 @@ export async function rotateMasterKeyCommand(args: string[]): Promise<number> {
   const say = (line: string) => process.stdout.write(`${line}\n`);
   const retired = keyring.keyIds.filter((keyId) => keyId !== key.keyId);
   say(`current master key ${key.keyId}; previous: ${retired.length > 0 ? retired.join(', ') : `none (${PREVIOUS_MASTER_KEYS_ENV} is empty)`}`);
+  // Servers must not run meanwhile (one deleting a blob while it is rewritten would see it come back): on the
+  // embedded database, the lock each server holds on its data dir tells, before anything is touched (the database's
+  // migrations included); beside PostgreSQL, the operator does. No database there: withMetadataDatabase says so.
+  const embedded = !config.databaseUrl && existsSync(metadataDatabasePath(config.dataDir));
+  const releaseDataDir = embedded ? holdDataDir(config.dataDir) : async () => undefined;
+  try {
+    return await rotateOn(config, keyring, key.keyId, retired, say);
+  } finally {
+    await releaseDataDir();
+  }
+}
+
+async function rotateOn(config: AppConfig, keyring: Keyring, keyId: string, retired: string[], say: (line: string) => void): Promise<number> {
   return withMetadataDatabase(config, { init: false, initOption: false }, async (db) => {
-    // Servers must not run meanwhile (one deleting a blob while it is rewritten would see it come back): on the
-    // embedded database, the lock each server holds on its data dir tells; beside PostgreSQL, the operator does.
-    const releaseDataDir = config.databaseUrl ? async () => undefined : holdDataDir(config.dataDir);
     const { store } = await createConfiguredBlobStore(config);
     await store.init?.();
     try {
       const counts = await rotateMasterKey(db, store, keyring, { progress: say });
       say(
-        `sealed again under master key ${key.keyId}: ${counts.chunkKeys} tenant chunk key(s), ` +
+        `sealed again under master key ${keyId}: ${counts.chunkKeys} tenant chunk key(s), ` +
           `${counts.destinations} export destination(s), ${counts.blobs} of ${counts.blobsChecked} blob(s)`,
       );
-      const left = [...counts.underUnconfiguredKeys].map(([keyId, count]) => `${count} under master key ${keyId}`);
+      const left = [...counts.underUnconfiguredKeys].map(([unconfigured, count]) => `${count} under master key ${unconfigured}`);
       for (const failure of counts.failed) process.stderr.write(`snapgraph: could not seal again ${failure}\n`);
       for (const item of counts.unconfigured) process.stderr.write(`snapgraph: under a master key that is not configured: ${item}\n`);
       if (left.length > 0) {
@@ -52,7 +63,6 @@ export async function rotateMasterKeyCommand(args: string[]): Promise<number> {
       return 0;
     } finally {
       await store.destroy?.();
-      await releaseDataDir();
     }
   });
 }
