@@ -8,7 +8,7 @@ import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDi
 import { expressMiddleware } from '@as-integrations/express5';
 import express, { type RequestHandler } from 'express';
 import { type ExecutionResult, type FormattedExecutionResult, getOperationAST, GraphQLError, type GraphQLSchema } from 'graphql';
-import type { SubscribePayload, Context as WsContext } from 'graphql-ws';
+import type { Context as WsContext } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { ApiContext } from './api/context';
@@ -135,12 +135,11 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   });
   // Before graphql-ws's own listener, so that it runs before each message is handled.
   wsServer.on('connection', (socket) => socket.prependListener('message', fanout.beforeMessage));
-  /** Null when the operation may start; else its refusal (a subscription over a cap). */
-  const admit = (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>, principal: Principal | undefined, id: string, payload: SubscribePayload, isSubscription: boolean) => {
-    // Acknowledged connections all have their principal; the check keeps a bug from letting one past the caps.
-    if (!principal) return [unauthenticated('this connection has no API key; connect again')];
-    const refusal = runningOperations.admit(ctx, principal.apiKeyId, id, payload, isSubscription);
-    return refusal ? [refusal] : null;
+  /** Logs an operation's refusal (its codes) and gives it back for graphql-ws to send. */
+  const refused = (ctx: WsContext<Record<string, unknown> | undefined, WsExtra>, errors: GraphQLError[]) => {
+    const errorCodes = [...new Set(errors.map((error) => String(formatError(error.toJSON(), exposure).extensions?.code)))];
+    logger.info({ transport: 'websocket', tenantId: wsPrincipals.get(ctx)?.tenantId ?? null, errorCodes }, 'graphql request refused');
+    return errors;
   };
   const wsCleanup = useServer<Record<string, unknown> | undefined, WsExtra>(
     {
@@ -155,23 +154,19 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         if (runningOperations.inUse(ctx, id)) {
           // Refused here, and the id forgotten at once: graphql-ws's own `error`, a few ticks later, would leave the
           // operation still running time to send its answer under the id first, and then forget the new one's id.
-          const refusal = reusedIdError(id);
+          const refusal = [reusedIdError(id)];
           delete ctx.subscriptions[id];
-          socket.send(JSON.stringify({ id, type: 'error', payload: [formatError(refusal.toJSON(), exposure)] }));
-          logger.info({ transport: 'websocket', tenantId: wsPrincipals.get(ctx)?.tenantId ?? null, errorCodes: ['BAD_USER_INPUT'] }, 'graphql request refused');
-          return [refusal];
+          socket.send(JSON.stringify({ id, type: 'error', payload: refusal.map((error) => formatError(error.toJSON(), exposure)) }));
+          return refused(ctx, refusal);
         }
         const checked = checkOperation(payload);
+        if (Array.isArray(checked)) return refused(ctx, checked);
         const principal = wsPrincipals.get(ctx);
-        const refusal = Array.isArray(checked)
-          ? checked
-          : admit(ctx, principal, id, payload, getOperationAST(checked.document, checked.operationName)?.operation === 'subscription');
-        if (refusal) {
-          const errorCodes = [...new Set(refusal.map((error) => String(formatError(error.toJSON(), exposure).extensions?.code)))];
-          logger.info({ transport: 'websocket', tenantId: principal?.tenantId ?? null, errorCodes }, 'graphql request refused');
-          return refusal;
-        }
-        return checked;
+        // Acknowledged connections all have their principal; the check keeps a bug from letting one past the caps.
+        if (!principal) return refused(ctx, [unauthenticated('this connection has no API key; connect again')]);
+        const isSubscription = getOperationAST(checked.document, checked.operationName)?.operation === 'subscription';
+        const overCap = runningOperations.admit(ctx, principal.apiKeyId, id, payload, isSubscription);
+        return overCap ? refused(ctx, [overCap]) : checked;
       },
       onComplete: (ctx, id, payload) => runningOperations.finished(ctx, id, payload),
       onClose: (ctx) => runningOperations.closed(ctx),
