@@ -72,14 +72,13 @@ export class OperationRunner {
    * Operations this process compensates outside a run of its own (orphans it recovers, queued ones it cancels). Their
    * leases are renewed as a running job's: a compensation that outlasts the lease (a large safety snapshot deleted)
    * would otherwise be taken over by another replica, compensated twice at once, and its next attempt started while
-   * this one still puts the instance back (makes it AVAILABLE, lifts the write fence, removes the shadow store).
+   * this one still puts the instance back (makes it AVAILABLE, lifts the write fence, removes the shadow store). By id,
+   * the compensation itself: stop() waits for them, under their leases, before the process closes its stores.
    */
-  private readonly compensating = new Set<string>();
-  /** Those compensations themselves: stop() waits for them, under their leases, before the process closes its stores. */
-  private readonly settling = new Set<Promise<void>>();
+  private readonly compensating = new Map<string, Promise<void>>();
   /**
    * Recoveries of orphans under way: stop() waits for them too. One may be taking an orphan's row when stop() is called
-   * (its compensation not in `settling` yet): it went on to compensate it after stop() had resolved, with the lease no
+   * (its compensation not in `compensating` yet): it went on to compensate it after stop() had resolved, with the lease no
    * longer renewed and the stores and database closing under it.
    */
   private readonly recoveries = new Set<Promise<void>>();
@@ -146,7 +145,7 @@ export class OperationRunner {
     // Orphans being recovered and queued operations being cancelled are put back to the end: cut off by the stores and
     // the database closing after this, an orphan's compensation failed it for good ('putting things back failed'), or
     // left it half put back for another replica, which could take it over while it went on without its lease renewed.
-    while (this.settling.size > 0) await Promise.allSettled([...this.settling]);
+    while (this.compensating.size > 0) await Promise.allSettled([...this.compensating.values()]);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = null;
   }
@@ -206,12 +205,8 @@ export class OperationRunner {
 
   /** Compensates and records an operation this process took without running it, renewing its lease meanwhile. */
   private async settleTaken(operation: OperationEntity, outcome: Stop): Promise<void> {
-    this.compensating.add(operation.id);
-    const settled: Promise<void> = this.compensateAndRecord(this.jobFor(operation), outcome).finally(() => {
-      this.compensating.delete(operation.id);
-      this.settling.delete(settled);
-    });
-    this.settling.add(settled);
+    const settled = this.compensateAndRecord(this.jobFor(operation), outcome).finally(() => this.compensating.delete(operation.id));
+    this.compensating.set(operation.id, settled);
     await settled;
   }
 
@@ -599,7 +594,7 @@ export class OperationRunner {
         this.logger.warn({ err, operationId: job.operation.id }, 'could not renew the lease of a running operation');
       }
     }
-    for (const id of this.compensating) {
+    for (const id of this.compensating.keys()) {
       await this.operations.update({ id, leaseOwner: this.owner, status: 'RUNNING' }, { leaseExpiresAt: this.leaseFromNow() });
     }
   }
