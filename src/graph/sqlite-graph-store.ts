@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { rm, stat } from 'node:fs/promises';
+import { MAX_FRAME_BYTES } from '../archive/archive-frame';
 import { AppError, badInput, capacityExceeded } from '../errors/app-error';
 import { isStorageFull } from '../errors/storage-full';
 import { nameProblem } from './graph-rules';
@@ -242,6 +243,7 @@ export class SqliteGraphStore implements GraphStore {
       for (const [label, count] of tally(drafts.flatMap((draft) => draft.labels))) deltas.push(['label', label, count]);
       await applyCounts(this.writer, deltas);
       await setMeta(this.writer, 'next_node_id', firstId + drafts.length);
+      await assertRecordsFit(this.writer, `${NODE_RECORD_BYTES} FROM nodes WHERE id BETWEEN ?1 AND ?2`, [firstId, firstId + drafts.length - 1], (id) => `node ${id - firstId + 1} of the batch`);
       await logWrite(this.writer, `SELECT ${NODE_LINES} FROM nodes n WHERE n.id BETWEEN ?1 AND ?2`, [firstId, firstId + drafts.length - 1]);
       await assertStillFits(this.writer, limits.maxBytes);
       return drafts.map((draft, index) => ({ id: String(firstId + index), labels: draft.labels, properties: draft.properties }));
@@ -282,6 +284,7 @@ export class SqliteGraphStore implements GraphStore {
       for (const [type, count] of tally(drafts.map((draft) => draft.type))) deltas.push(['type', type, count]);
       await applyCounts(this.writer, deltas);
       await setMeta(this.writer, 'next_relationship_id', firstId + drafts.length);
+      await assertRecordsFit(this.writer, `${RELATIONSHIP_RECORD_BYTES} FROM relationships WHERE id BETWEEN ?1 AND ?2`, [firstId, firstId + drafts.length - 1], (id) => `relationship ${id - firstId + 1} of the batch`);
       await logWrite(this.writer, `SELECT ${RELATIONSHIP_LINES} FROM relationships r WHERE r.id BETWEEN ?1 AND ?2`, [
         firstId,
         firstId + drafts.length - 1,
@@ -337,6 +340,7 @@ export class SqliteGraphStore implements GraphStore {
       for (const [label, count] of tally(previous.flatMap((row) => JSON.parse(row.labels) as string[]))) deltas.push(['label', label, -count]);
       for (const [label, count] of tally(rows.flatMap((row) => row[1] ?? []))) deltas.push(['label', label, count]);
       await applyCounts(this.writer, deltas);
+      await assertRecordsFit(this.writer, `${NODE_RECORD_BYTES} FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`, [JSON.stringify(ids)], (id) => `node ${id}`);
       await logNodes(this.writer, ids);
       await assertStillFits(this.writer, limits.maxBytes);
       if (withProperties) await assertAnswerFits(this.writer, ids);
@@ -931,6 +935,29 @@ async function usedBytes(db: SqliteConnection): Promise<number> {
             (SELECT page_size FROM pragma_page_size) AS size`,
   );
   return row ? (row.pages - row.free) * row.size : 0;
+}
+
+// What a row's tuple line (as a change log or an archive holds it: NODE_LINES, RELATIONSHIP_LINES) takes in UTF-8 with
+// its newline, counted without building it: `SELECT id, bytes`, to be followed by the rows' FROM and WHERE.
+const NODE_RECORD_BYTES = `SELECT id, octet_length(labels) + octet_length(properties) + length(id) + 11 AS bytes`;
+const RELATIONSHIP_RECORD_BYTES =
+  'SELECT id, octet_length(json_quote(type)) + octet_length(properties) + length(id) + length(start_id) + length(end_id) + 17 AS bytes';
+
+/**
+ * Refuses (rolling the write back) a row whose tuple line passes what one archive frame holds (MAX_FRAME_BYTES, its
+ * newline included: docs/archive-format.md, Limits), which no export of a snapshot holding it could then write; an
+ * imported file's record that large is refused for it. A request's size does not bound it: a number is stored as
+ * JSON writes it (`1e20` as `100000000000000000000`, 5 times the bytes), and updateNodes joins new labels or
+ * properties to the node's own. `rows` selects the written rows' id and bytes (?1…); `describe` names one for the message.
+ */
+async function assertRecordsFit(db: SqliteConnection, rows: string, params: unknown[], describe: (id: number) => string): Promise<void> {
+  const row = await db.get<{ id: number; bytes: number }>(`SELECT id, bytes FROM (${rows}) WHERE bytes > ${MAX_FRAME_BYTES} ORDER BY id LIMIT 1`, params);
+  if (row) {
+    throw badInput(
+      `${describe(row.id)} takes ${row.bytes} bytes once encoded (numbers as JSON writes them), more than the ${MAX_FRAME_BYTES} bytes a record may ` +
+        'take (an archive frame: a snapshot holding it could never be exported); nothing was written',
+    );
+  }
 }
 
 /**
