@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import sqlite3 from 'sqlite3';
+import { MAX_FRAME_BYTES } from '../../src/archive/archive-frame';
 import { AppError } from '../../src/errors/app-error';
 import type { LogEntry, NodeDraft, StorePosition, WriteLimits } from '../../src/graph/graph-store';
 import { lineBatches } from '../../src/graph/line-batches';
@@ -286,6 +287,25 @@ describe('graph store change log, base copies and replay', function () {
         assert.equal(position.stats.nodeCount, 10 * position.seq);
         assert.equal(position.at, position.seq === 0 ? null : times.get(position.seq));
       }
+    });
+  });
+
+  describe('records larger than an archive frame', () => {
+    it('refuses a write whose row would take more than a frame holds once encoded, though its request was smaller, writing nothing', async () => {
+      // Through the API a request's size does not bound a row: a number is stored as JSON writes it (`1e20`, 4 bytes in
+      // a request, takes 21 as `100000000000000000000`), so a body well within its limit made a node no archive frame
+      // holds, and no export of a snapshot holding it could be written (an imported file's record that large is refused
+      // for that). Here, a string as long as a frame.
+      const [node] = await store.createNodes(drafts(1), LIMITS);
+      const written = await positionOf(store);
+      const oversized = { text: 'x'.repeat(MAX_FRAME_BYTES) };
+      const refusal = (error: AppError) => error.code === 'BAD_USER_INPUT' && /more than the 67108864 bytes a record may take.*nothing was written/.test(error.message);
+      await assert.rejects(store.createNodes([{ labels: ['Oversized'], properties: oversized }], LIMITS), refusal);
+      await assert.rejects(store.createRelationships([{ type: 'OVERSIZED', startNodeId: node.id, endNodeId: node.id, properties: oversized }], LIMITS), refusal);
+      // An update is measured with what the node keeps: its labels joined to new properties.
+      await assert.rejects(store.updateNodes([{ id: node.id, properties: oversized }], LIMITS), refusal);
+      assert.deepEqual(await positionOf(store), written);
+      assert.deepEqual(await contentsOf(store), [['N', node.id, ['Person'], node.properties]]);
     });
   });
 
