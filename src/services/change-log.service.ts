@@ -330,11 +330,16 @@ export class ChangeLogService {
         if (entries.length === 0 || entries[0].seq !== epoch.shippedSeq + 1) {
           // Another replica writing to the same store may have shipped (and trimmed) these entries meanwhile.
           if (await this.caughtUp(epoch)) continue;
-          if (entries.length === 0) break;
-          if (!(await this.skipLostEntries(epoch, entries[0].seq))) {
+          // Otherwise they are lost: up to the first entry the store still holds or, when it holds none after them, up
+          // to the position read (its seq was taken by them). Left waiting for a later write to find them, an idle
+          // store's window stood still, offering moments whose writes no listed segment holds.
+          if (!(await this.skipLostEntries(epoch, entries[0]?.seq ?? position.seq + 1))) {
             if (await this.caughtUp(epoch)) continue;
             throw new AppError('CONFLICT', `the change log of epoch ${epoch.epoch} was shipped by another process meanwhile`);
           }
+          // The base policy hears of the damage at the end of this round, as of a shipped segment.
+          shippedAny = true;
+          if (entries.length === 0) continue;
         }
         try {
           shippedBytes += await this.writeSegment(instance, epoch, entries);
@@ -364,7 +369,7 @@ export class ChangeLogService {
     const skipped = await this.db.transaction(async (manager) => {
       const moved = await manager.update(StoreEpochEntity, { epoch: epoch.epoch, shippedSeq: epoch.shippedSeq }, { shippedSeq: firstHeldSeq - 1 });
       if (!moved.affected) return false;
-      // Nobody is told here: the segment shipped next tells the base policy, with the damage on the epoch.
+      // Nobody is told here: the round that skipped tells the base policy, with the damage on the epoch.
       await this.saveDamage(epoch, fromSeq, `log entries ${fromSeq}–${firstHeldSeq - 1} were lost before they were shipped`, manager);
       return true;
     });

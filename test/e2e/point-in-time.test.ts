@@ -616,26 +616,34 @@ describe('point-in-time restore after a crash', () => {
     await server.stop();
   });
 
+  /**
+   * Writes One and Two, each shipped, then kills the server, and its metadata database loses its last commit (a
+   * failover, a restore of it): the epoch is back before the last segment, which is no longer listed, while the store
+   * has already trimmed its entries. Returns the first seq of that segment; the server is restarted.
+   */
+  async function loseLastSegmentRecord(server: TestServer, instanceId: string): Promise<number> {
+    for (const label of ['One', 'Two']) {
+      await createNodes(server, instanceId, [{ labels: [label] }]);
+      await restorableThrough(server, instanceId, Date.now());
+    }
+    await server.kill();
+    const metadata = new Database(join(server.dataDir, 'metadata.sqlite'));
+    const last = metadata
+      .prepare(`SELECT id, "firstSeq", "prevSha256" FROM log_segments WHERE "instanceId" = ? ORDER BY "firstSeq" DESC LIMIT 1`)
+      .get(instanceId) as { id: string; firstSeq: number; prevSha256: string };
+    metadata.prepare(`UPDATE store_epochs SET "shippedSeq" = ?, "headSha256" = ? WHERE "instanceId" = ?`).run(last.firstSeq - 1, last.prevSha256, instanceId);
+    metadata.prepare(`DELETE FROM log_segments WHERE id = ?`).run(last.id);
+    metadata.close();
+    await server.restart();
+    return last.firstSeq;
+  }
+
   it('goes on shipping after the store lost entries that were never shipped, recording them as damage', async function () {
     this.timeout(60_000);
     const server = await startServer();
     const instance = await createInstance(server, { name: 'rolled-back', tier: 'PROFESSIONAL' });
-    for (const label of ['One', 'Two']) {
-      await createNodes(server, instance.id, [{ labels: [label] }]);
-      await restorableThrough(server, instance.id, Date.now());
-    }
-    await server.kill();
-    // The metadata database loses its last commit (a failover, a restore of it): the epoch is back before the last
-    // segment, which is no longer listed, while the store has already trimmed its entries.
+    const lostFromSeq = await loseLastSegmentRecord(server, instance.id);
     const metadataPath = join(server.dataDir, 'metadata.sqlite');
-    const metadata = new Database(metadataPath);
-    const last = metadata
-      .prepare(`SELECT id, "firstSeq", "prevSha256" FROM log_segments WHERE "instanceId" = ? ORDER BY "firstSeq" DESC LIMIT 1`)
-      .get(instance.id) as { id: string; firstSeq: number; prevSha256: string };
-    metadata.prepare(`UPDATE store_epochs SET "shippedSeq" = ?, "headSha256" = ? WHERE "instanceId" = ?`).run(last.firstSeq - 1, last.prevSha256, instance.id);
-    metadata.prepare(`DELETE FROM log_segments WHERE id = ?`).run(last.id);
-    metadata.close();
-    await server.restart();
 
     await createNodes(server, instance.id, [{ labels: ['Three'] }]);
     const epochOf = () => {
@@ -652,15 +660,30 @@ describe('point-in-time restore after a crash', () => {
     };
     const shipped = await eventually(async () => {
       const epoch = epochOf();
-      return epoch.shippedSeq > last.firstSeq ? epoch : undefined;
+      return epoch.shippedSeq > lostFromSeq ? epoch : undefined;
     }, { timeoutMs: 10_000, what: 'the write after the lost entries to be shipped' });
-    assert.equal(shipped.damagedFromSeq, last.firstSeq, `the lost entries are recorded as damage: ${JSON.stringify(shipped)}`);
+    assert.equal(shipped.damagedFromSeq, lostFromSeq, `the lost entries are recorded as damage: ${JSON.stringify(shipped)}`);
     assert.match(shipped.damage ?? '', /lost before they were shipped/);
     // A base of the store is taken at once: the window starts at it, says why, and reaches the write after the loss.
     const window = await restorableThrough(server, instance.id, Date.now());
     assert.match(window.reason ?? '', /lost before they were shipped/, `the window says why it starts late: ${JSON.stringify(window)}`);
     const copy = await createFromPoint(server, instance.id, window.latest, 'after-the-loss');
     assert.deepEqual((await graphOf(server, copy)).nodes.map((node) => node.labels), [['One'], ['Two'], ['Three']]);
+    await server.stop();
+  });
+
+  it('finds entries lost before they were shipped though nothing is written after them: the window moves on, past a base that holds them', async function () {
+    this.timeout(60_000);
+    const server = await startServer();
+    const instance = await createInstance(server, { name: 'lost-then-idle', tier: 'PROFESSIONAL' });
+    await loseLastSegmentRecord(server, instance.id);
+    const restartedAt = Date.now();
+
+    // Nothing is written: the loss is found all the same, a base taken, and the window reaches past the restart.
+    const window = await restorableThrough(server, instance.id, restartedAt);
+    assert.match(window.reason ?? '', /lost before they were shipped/, `the window says why it starts late: ${JSON.stringify(window)}`);
+    const copy = await createFromPoint(server, instance.id, window.latest, 'idle-after-the-loss');
+    assert.deepEqual((await graphOf(server, copy)).nodes.map((node) => node.labels), [['One'], ['Two']]);
     await server.stop();
   });
 
