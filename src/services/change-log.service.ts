@@ -3,7 +3,7 @@
 // store. Also reads them back in order (replays, verification) and says how far back an instance can be restored.
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { IsNull, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import { Between, IsNull, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import { CryptoError } from '../crypto/errors';
 import { decodeSegment, encodeSegment, expectSegment, SegmentFormatError } from '../changelog/segment-format';
 import type { InstanceEntity } from '../entities/instance.entity';
@@ -786,24 +786,20 @@ export class ChangeLogService {
    * For one collection: whether a segment blob can never be listed (collection may delete it): no row names it, and
    * none ever will, since its epoch is gone or has shipped past its first seq (a segment is recorded only right after
    * the epoch's shipped seq; a process shipping the same entries late gets CONFLICT and removes its blob itself). Each
-   * epoch's row, then its segments' rows, are read once, at its first blob: a segment recorded after that starts past
-   * the shipped seq read, so it is never taken for an orphan.
+   * epoch's row is read once, at its first blob: a segment recorded after that starts past the shipped seq read, so it
+   * is never taken for an orphan. Each blob's row is looked up by its place (an epoch's log may be millions of
+   * segments: their keys are not held at once).
    */
   orphanSegmentCheck(): (blobKey: string) => Promise<boolean> {
-    const epochs = new Map<number, Promise<{ shippedSeq: number; listed: Set<string> } | null>>();
-    const read = async (epochNumber: number) => {
-      const epoch = await this.epochs.findOneBy({ epoch: epochNumber });
-      if (!epoch) return null;
-      const rows = await this.segments.find({ select: { blobKey: true }, where: { epoch: epochNumber } });
-      return { shippedSeq: epoch.shippedSeq, listed: new Set(rows.map((row) => row.blobKey)) };
-    };
+    const shipped = new Map<number, Promise<number | null>>();
+    const read = async (epochNumber: number) => (await this.epochs.findOneBy({ epoch: epochNumber }))?.shippedSeq ?? null;
     return async (blobKey) => {
       const place = SEGMENT_KEY.exec(blobKey);
       if (!place) return false;
-      const epochNumber = Number(place[1]);
-      if (!epochs.has(epochNumber)) epochs.set(epochNumber, read(epochNumber));
-      const epoch = await epochs.get(epochNumber)!;
-      return !epoch || (!epoch.listed.has(blobKey) && Number(place[2]) <= epoch.shippedSeq);
+      const [epochNumber, firstSeq] = [Number(place[1]), Number(place[2])];
+      if (!shipped.has(epochNumber)) shipped.set(epochNumber, read(epochNumber));
+      const shippedSeq = await shipped.get(epochNumber)!;
+      return shippedSeq === null || (firstSeq <= shippedSeq && !(await this.segments.existsBy({ epoch: epochNumber, firstSeq, blobKey })));
     };
   }
 
@@ -814,13 +810,13 @@ export class ChangeLogService {
    */
   async sweep(tenantId: string, live: Set<number>, ranges: Map<number, [number, number][]>): Promise<number> {
     let removed = 0;
-    const needed = (row: LogSegmentEntity) =>
-      live.has(row.epoch) && (ranges.get(row.epoch) ?? []).some(([afterSeq, untilSeq]) => row.lastSeq > afterSeq && row.firstSeq <= untilSeq);
     for (const epoch of await this.epochsOfTenant(tenantId)) {
-      const rows = (await this.segments.find({ where: { epoch: epoch.epoch } })).filter((candidate) => !needed(candidate));
+      const unneeded = (row: SegmentPlace) =>
+        !live.has(epoch.epoch) || !(ranges.get(epoch.epoch) ?? []).some(([afterSeq, untilSeq]) => row.lastSeq > afterSeq && row.firstSeq <= untilSeq);
       // Recorded first: the window then never offers a moment whose log goes next (a crash after this keeps rows the
       // window no longer offers, which the next collection removes).
-      const collectedThrough = rows.reduce((newest, row) => Math.max(newest, row.lastSeq), 0);
+      let collectedThrough = 0;
+      for await (const row of this.segmentPlaces(epoch.epoch)) if (unneeded(row)) collectedThrough = Math.max(collectedThrough, row.lastSeq);
       if (collectedThrough > (epoch.collectedThroughSeq ?? 0)) {
         await this.epochs
           .createQueryBuilder()
@@ -829,7 +825,9 @@ export class ChangeLogService {
           .where('epoch = :epoch AND ("collectedThroughSeq" IS NULL OR "collectedThroughSeq" < :collectedThrough)', { epoch: epoch.epoch, collectedThrough })
           .execute();
       }
-      for (const row of rows) {
+      // Only those found above: a segment shipped since starts past them.
+      for await (const row of collectedThrough > 0 ? this.segmentPlaces(epoch.epoch, collectedThrough) : []) {
+        if (!unneeded(row)) continue;
         await this.segments.delete({ id: row.id });
         await this.blobs.delete(row.blobKey);
         removed += 1;
@@ -838,10 +836,32 @@ export class ChangeLogService {
     }
     return removed;
   }
+
+  /**
+   * The epoch's segments starting at or before `untilSeq`, in seq order, read a page at a time: an epoch's log may be
+   * millions of segments (a busy instance ships a few a second, for all of its window), too many rows to hold at once.
+   */
+  private async *segmentPlaces(epoch: number, untilSeq = Number.MAX_SAFE_INTEGER): AsyncGenerator<SegmentPlace> {
+    for (let after = -1; ; ) {
+      const page = await this.segments.find({
+        select: { id: true, firstSeq: true, lastSeq: true, blobKey: true },
+        where: { epoch, firstSeq: Between(after + 1, untilSeq) },
+        order: { firstSeq: 'ASC' },
+        take: SEGMENT_PAGE,
+      });
+      yield* page;
+      if (page.length < SEGMENT_PAGE) return;
+      after = page[page.length - 1].firstSeq;
+    }
+  }
 }
 
 /** See ChangeLogService.latest. */
 const LATEST_PERSIST_MS = 10_000;
+/** Segment rows a collection reads at once (see ChangeLogService.segmentPlaces). */
+const SEGMENT_PAGE = 1_000;
+
+type SegmentPlace = Pick<LogSegmentEntity, 'id' | 'firstSeq' | 'lastSeq' | 'blobKey'>;
 
 // `<first seq>-<first 16 hex digits of its sha256>.seg`; segments written before replicas were supported are named
 // `<first seq>.seg`. Either is read through its row's blobKey.

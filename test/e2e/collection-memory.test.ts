@@ -16,6 +16,8 @@ import { createInstance, createNodes, eventually, expectData, gql, settledOperat
 /** Restore points planted, each listing REFS_PER_POINT chunks of its own: 1.2M chunk ids in all. */
 const POINTS = 24;
 const REFS_PER_POINT = 50_000;
+/** Change-log segments planted in one epoch: a busy instance ships a few a second, 300k in a day. */
+const SEGMENTS = 300_000;
 
 describe('collection of backup storage', () => {
   it('marks 1.2M live chunks under a 96 MiB heap: what the manifests list is not held in memory at once', async function () {
@@ -36,6 +38,37 @@ describe('collection of backup storage', () => {
     await server.restart();
     const ended = () => server.process.exitCode !== null || server.process.signalCode !== null;
     await eventually(() => server.logs().includes('collected backup storage') || ended(), { timeoutMs: 60_000, what: 'a collection to finish' }).catch((error) => {
+      throw new Error(`${(error as Error).message}\n${server.logs().slice(-3000)}`);
+    });
+    assert.ok(!ended(), `the server died while collecting:\n${server.logs().slice(-3000)}`);
+    await server.stop();
+  });
+
+  it("sweeps an instance's change log of 300k segments under a 96 MiB heap: its segments' rows are not held in memory at once", async function () {
+    this.timeout(180_000);
+    const server = await startServer({
+      nodeArgs: ['--max-old-space-size=96'],
+      env: { SNAPGRAPH_COLLECT_GRACE_MS: '3000', SNAPGRAPH_COLLECT_INTERVAL_MS: '500' },
+    });
+    const instance = await createInstance(server, { name: 'long-log', tier: 'PROFESSIONAL' });
+    await createNodes(server, instance.id, [{ labels: ['A'] }]);
+    const snapshot = await takeSnapshot(server, instance.id);
+    await server.stop({ keepDataDir: true });
+
+    await plantLog(server, instance.id, SEGMENTS);
+    // And a position on the log that no snapshot names, which the collection removes (and says so in its log line).
+    const metadata = new Database(join(server.dataDir, 'metadata.sqlite'));
+    const point = metadata.prepare('SELECT * FROM restore_points WHERE id = (SELECT restorePointId FROM snapshots WHERE id = ?)').get(snapshot.id) as Record<string, unknown>;
+    const columns = Object.keys(point);
+    metadata
+      .prepare(`INSERT INTO restore_points (${columns.map((c) => `"${c}"`).join(', ')}) VALUES (${columns.map((c) => `@${c}`).join(', ')})`)
+      .run({ ...point, id: randomUUID() });
+    metadata.close();
+
+    // A collection soon after boot sweeps the instance's log (every segment of it in its window: none goes).
+    await server.restart();
+    const ended = () => server.process.exitCode !== null || server.process.signalCode !== null;
+    await eventually(() => server.logs().includes('collected backup storage') || ended(), { timeoutMs: 120_000, what: 'a collection to finish' }).catch((error) => {
       throw new Error(`${(error as Error).message}\n${server.logs().slice(-3000)}`);
     });
     assert.ok(!ended(), `the server died while collecting:\n${server.logs().slice(-3000)}`);
@@ -122,5 +155,32 @@ async function plantChain(server: TestServer, tenantId: string, instanceId: stri
   } finally {
     metadata.close();
     await blobs.destroy();
+  }
+}
+
+/**
+ * Appends `count` segments of one entry each to the instance's current epoch (the server stopped), after those it
+ * shipped, as a busy instance's log would have in its window. Rows only: the blobs are never read by a collection.
+ */
+function plantLog(server: TestServer, instanceId: string, count: number): void {
+  const metadata = new Database(join(server.dataDir, 'metadata.sqlite'));
+  try {
+    const last = metadata
+      .prepare(`SELECT * FROM log_segments WHERE "instanceId" = ? ORDER BY "firstSeq" DESC LIMIT 1`)
+      .get(instanceId) as Record<string, unknown> & { epoch: number; lastSeq: number; lastAt: number; sha256: string; blobKey: string };
+    const columns = Object.keys(last);
+    const insert = metadata.prepare(`INSERT INTO log_segments (${columns.map((c) => `"${c}"`).join(', ')}) VALUES (${columns.map((c) => `@${c}`).join(', ')})`);
+    metadata.transaction(() => {
+      let prevSha256 = last.sha256;
+      for (let seq = last.lastSeq + 1; seq <= last.lastSeq + count; seq++) {
+        const sha256 = randomBytes(32).toString('hex');
+        const blobKey = last.blobKey.replace(/\/[^/]+\.seg$/, `/${String(seq).padStart(16, '0')}-${sha256.slice(0, 16)}.seg`);
+        insert.run({ ...last, id: randomUUID(), firstSeq: seq, lastSeq: seq, firstAt: last.lastAt, lastAt: last.lastAt, sha256, prevSha256, blobKey });
+        prevSha256 = sha256;
+      }
+      metadata.prepare(`UPDATE store_epochs SET "shippedSeq" = ?, "headSha256" = ? WHERE epoch = ?`).run(last.lastSeq + count, prevSha256, last.epoch);
+    })();
+  } finally {
+    metadata.close();
   }
 }
