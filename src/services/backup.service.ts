@@ -40,6 +40,8 @@ import type { InstanceService } from './instance.service';
 
 /** Plain bytes of one chunk of a base image: a whole number of SQLite pages (pages are at most 64 KiB). */
 export const BASE_CHUNK_BYTES = 256 * 1024;
+/** Blob keys a collection asks about at once, whether anything names them (see removeOrphans): one statement each. */
+const ORPHAN_CHECK_KEYS = 500;
 /**
  * A new base of an instance's store once the log since its newest base (or its anchor) holds this share of the
  * store's bytes, or lines for this share of its records: a restore replays that log, and at 1M nodes a replay of a
@@ -854,10 +856,15 @@ export class BackupService {
   private removeUnusedExports(tenantId: string, now: number): Promise<number> {
     // The folder is itself a key: no trailing '/' (BlobStore.list).
     const folder = `tenants/${tenantId}/exports`;
-    return this.removeOrphans(folder, async (key) => {
+    return this.removeOrphans(folder, async (keys) => {
       // `<snapshot id>.<format>`: the id is everything before the dot (formats have digits too: neo4j_admin_csv).
-      const snapshotId = key.slice(folder.length + 1).split('.')[0];
-      return !(await this.db.getRepository(ExportTokenEntity).existsBy({ snapshotId, expiresAt: MoreThan(Date.now()) }));
+      const snapshotOf = (key: string) => key.slice(folder.length + 1).split('.')[0];
+      const linked = await this.db.getRepository(ExportTokenEntity).find({
+        select: { snapshotId: true },
+        where: { snapshotId: In([...new Set(keys.map(snapshotOf))]), expiresAt: MoreThan(Date.now()) },
+      });
+      const live = new Set(linked.map((token) => token.snapshotId));
+      return keys.filter((key) => !live.has(snapshotOf(key)));
     }, now);
   }
 
@@ -876,22 +883,35 @@ export class BackupService {
    * KiB of the store.
    */
   private removeOrphanManifests(tenantId: string, now: number): Promise<number> {
-    return this.removeOrphans(`tenants/${tenantId}/manifests`, async (key) => {
-      const id = /\/([^/]+)\.json$/.exec(key)?.[1];
-      return id !== undefined && !(await this.points.existsBy({ id }));
+    return this.removeOrphans(`tenants/${tenantId}/manifests`, async (keys) => {
+      const idOf = (key: string) => /\/([^/]+)\.json$/.exec(key)?.[1];
+      const ids = keys.map(idOf).filter((id): id is string => id !== undefined);
+      const named = new Set((await this.points.find({ select: { id: true }, where: { id: In(ids) } })).map((point) => point.id));
+      return keys.filter((key) => {
+        const id = idOf(key);
+        return id !== undefined && !named.has(id);
+      });
     }, now);
   }
 
   /**
-   * Deletes the blobs under `folder` that `isOrphan` says nothing names. A blob store keeps no times, so, as for
-   * uploads, one goes only when a collection at least the grace period after the first that found it orphaned still
-   * finds it so (a restart starts the count again): a blob written just now may be named a moment later.
+   * Deletes the blobs under `folder` that `orphansAmong` says nothing names, asked ORPHAN_CHECK_KEYS keys at a time (a
+   * folder may hold millions: their names are not held at once, nor looked up one by one). A blob store keeps no times,
+   * so, as for uploads, one goes only when a collection at least the grace period after the first that found it
+   * orphaned still finds it so (a restart starts the count again): a blob written just now may be named a moment later.
    */
-  private async removeOrphans(folder: string, isOrphan: (key: string) => Promise<boolean>, now: number): Promise<number> {
+  private async removeOrphans(folder: string, orphansAmong: (keys: string[]) => Promise<string[]>, now: number): Promise<number> {
     const orphans = new Set<string>();
+    let keys: string[] = [];
+    const check = async () => {
+      for (const key of await orphansAmong(keys)) orphans.add(key);
+      keys = [];
+    };
     for await (const key of this.options.listBlobs(folder)) {
-      if (await isOrphan(key)) orphans.add(key);
+      keys.push(key);
+      if (keys.length === ORPHAN_CHECK_KEYS) await check();
     }
+    if (keys.length > 0) await check();
     let removed = 0;
     for (const key of orphans) {
       const since = this.orphansSince.get(key);

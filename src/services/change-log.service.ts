@@ -3,7 +3,7 @@
 // store. Also reads them back in order (replays, verification) and says how far back an instance can be restored.
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { Between, IsNull, type DataSource, type EntityManager, type Repository } from 'typeorm';
+import { Between, In, IsNull, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import { CryptoError } from '../crypto/errors';
 import { decodeSegment, encodeSegment, expectSegment, SegmentFormatError } from '../changelog/segment-format';
 import type { InstanceEntity } from '../entities/instance.entity';
@@ -783,23 +783,40 @@ export class ChangeLogService {
   }
 
   /**
-   * For one collection: whether a segment blob can never be listed (collection may delete it): no row names it, and
-   * none ever will, since its epoch is gone or has shipped past its first seq (a segment is recorded only right after
-   * the epoch's shipped seq; a process shipping the same entries late gets CONFLICT and removes its blob itself). Each
-   * epoch's row is read once, at its first blob: a segment recorded after that starts past the shipped seq read, so it
-   * is never taken for an orphan. Each blob's row is looked up by its place (an epoch's log may be millions of
-   * segments: their keys are not held at once).
+   * For one collection: which of these segment blobs can never be listed (collection may delete them): no row names
+   * one, and none ever will, since its epoch is gone or has shipped past its first seq (a segment is recorded only right
+   * after the epoch's shipped seq; a process shipping the same entries late gets CONFLICT and removes its blob itself).
+   * Each epoch's row is read once, at its first blob: a segment recorded after that starts past the shipped seq read,
+   * so it is never taken for an orphan. The rows of the blobs asked about are looked up by their places, all at once
+   * (an epoch's log may be millions of segments: their keys are not held at once, nor looked up one by one).
    */
-  orphanSegmentCheck(): (blobKey: string) => Promise<boolean> {
+  orphanSegmentCheck(): (blobKeys: string[]) => Promise<string[]> {
     const shipped = new Map<number, Promise<number | null>>();
-    const read = async (epochNumber: number) => (await this.epochs.findOneBy({ epoch: epochNumber }))?.shippedSeq ?? null;
-    return async (blobKey) => {
-      const place = SEGMENT_KEY.exec(blobKey);
-      if (!place) return false;
-      const [epochNumber, firstSeq] = [Number(place[1]), Number(place[2])];
-      if (!shipped.has(epochNumber)) shipped.set(epochNumber, read(epochNumber));
-      const shippedSeq = await shipped.get(epochNumber)!;
-      return shippedSeq === null || (firstSeq <= shippedSeq && !(await this.segments.existsBy({ epoch: epochNumber, firstSeq, blobKey })));
+    const shippedSeqOf = (epochNumber: number) => {
+      if (!shipped.has(epochNumber)) shipped.set(epochNumber, this.epochs.findOneBy({ epoch: epochNumber }).then((epoch) => epoch?.shippedSeq ?? null));
+      return shipped.get(epochNumber)!;
+    };
+    return async (blobKeys) => {
+      const orphans: string[] = [];
+      const listedByEpoch = new Map<number, { blobKey: string; firstSeq: number }[]>();
+      for (const blobKey of blobKeys) {
+        const place = SEGMENT_KEY.exec(blobKey);
+        if (!place) continue;
+        const [epochNumber, firstSeq] = [Number(place[1]), Number(place[2])];
+        const shippedSeq = await shippedSeqOf(epochNumber);
+        if (shippedSeq === null) orphans.push(blobKey);
+        else if (firstSeq <= shippedSeq) {
+          const blobs = listedByEpoch.get(epochNumber) ?? [];
+          blobs.push({ blobKey, firstSeq });
+          listedByEpoch.set(epochNumber, blobs);
+        }
+      }
+      for (const [epoch, blobs] of listedByEpoch) {
+        const rows = await this.segments.find({ select: { blobKey: true }, where: { epoch, firstSeq: In(blobs.map((blob) => blob.firstSeq)) } });
+        const listed = new Set(rows.map((row) => row.blobKey));
+        orphans.push(...blobs.filter((blob) => !listed.has(blob.blobKey)).map((blob) => blob.blobKey));
+      }
+      return orphans;
     };
   }
 

@@ -119,7 +119,7 @@ describe('a point-in-time restore whose base a collection removes while it is re
       holdsLogAfter: async () => true,
       epochsOfTenant: async () => [epoch],
       sweep: async () => 0,
-      orphanSegmentCheck: () => async () => false,
+      orphanSegmentCheck: () => async () => [],
     } as unknown as ChangeLogService;
     const instances = { reload: async () => instance, restoreWindowMs: () => windowMs } as unknown as InstanceService;
     const stores = {
