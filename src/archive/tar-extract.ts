@@ -8,9 +8,9 @@ import { isNeo4jStorePath, NEO4J_DUMP_MESSAGE, sniffFileType, SNIFF_LENGTH, WHAT
 /**
  * The first entry of the tar `input` whose content starts with the archive magic (or that `accepts`: another
  * format a restore reads), as a byte stream. Entries before it that are not archives are skipped; the stream fails once
- * the entry is read when an entry after it is one too (a restore reads one file).
+ * the entry is read when an entry after it is one too (a restore reads one file), or is a Neo4j store file (NEO4J_DUMP).
  * Rejects with NOT_AN_ARCHIVE when the tar holds no archive (or is not a tar), and NEO4J_DUMP
- * when it holds Neo4j store files or a Neo4j dump. A tar cut off inside the archive entry is
+ * when it holds Neo4j store files or a Neo4j dump before it. A tar cut off inside the archive entry is
  * TRUNCATED: the rejection of this call, or the error of the returned stream.
  */
 export async function extractArchiveFromTar(input: Readable, accepts: (head: Buffer) => boolean = () => false): Promise<Readable> {
@@ -24,9 +24,7 @@ export async function extractArchiveFromTar(input: Readable, accepts: (head: Buf
         throw new ArchiveError('NOT_AN_ARCHIVE', `The tar file does not contain a Snapgraph archive${detail}. ${WHAT_TO_UPLOAD}`);
       }
       const name = entry.header.name;
-      if (isNeo4jStorePath(name)) {
-        throw new ArchiveError('NEO4J_DUMP', `The tar file holds Neo4j store files (${name}). ${NEO4J_DUMP_MESSAGE}`);
-      }
+      if (isNeo4jStorePath(name)) throw storeFilesError(name);
       if (entry.header.type !== 'file' && entry.header.type !== 'contiguous-file') {
         await drainIterator(entry[Symbol.asyncIterator]() as Chunks, tar);
         continue;
@@ -46,6 +44,11 @@ export async function extractArchiveFromTar(input: Readable, accepts: (head: Buf
     tar.close();
     throw err;
   }
+}
+
+/** Why a tar holding Neo4j store files (`name`, the first), wherever they are in it, is not restored. */
+function storeFilesError(name: string): ArchiveError {
+  return new ArchiveError('NEO4J_DUMP', `The tar file holds Neo4j store files (${name}). ${NEO4J_DUMP_MESSAGE}`);
 }
 
 /** Why a tar holding two files a restore reads (`first` and `second`, in tar order) is not restored. */
@@ -92,7 +95,9 @@ class TarReader {
 
   /**
    * The entry `name`, then a check of the entries after it: a tar holding a second file a restore reads (APOC's
-   * separateFiles export: schema, nodes, relationships and clean-up in four scripts) would restore its first alone.
+   * separateFiles export: schema, nodes, relationships and clean-up in four scripts) would restore its first alone;
+   * Neo4j store files refuse a tar wherever they are in it (inspectFile says so, and the look at the tar's first 4 KiB
+   * refuses it when they are there: further on, it was restored).
    */
   async *streamEntry(name: string, head: Buffer, chunks: Chunks, restorable: (head: Buffer) => boolean): AsyncGenerator<Buffer> {
     try {
@@ -102,25 +107,27 @@ class TarReader {
         if (done) break;
         yield value;
       }
-      const second = await this.nextRestorableEntry(restorable);
-      if (second !== undefined) {
-        throw new ArchiveError('INVALID_RECORD', secondFileProblem(name, second));
-      }
+      const after = await this.nextRefusedEntry(restorable);
+      if (after?.storeFile) throw storeFilesError(after.name);
+      if (after) throw new ArchiveError('INVALID_RECORD', secondFileProblem(name, after.name));
     } finally {
       this.close();
     }
   }
 
   /**
-   * The name of the next entry `restorable` accepts. A damaged or cut tail ends the search: the entry before it was
-   * read whole, and what follows it is no part of it.
+   * The name of the next entry that refuses the tar once its archive was read: a Neo4j store file, or a file
+   * `restorable` accepts. A damaged or cut tail ends the search: the entry before it was read whole, and what follows it
+   * is no part of it.
    */
-  private async nextRestorableEntry(restorable: (head: Buffer) => boolean): Promise<string | undefined> {
+  private async nextRefusedEntry(restorable: (head: Buffer) => boolean): Promise<{ name: string; storeFile: boolean } | undefined> {
     try {
       for (let entry = await this.nextEntry(); entry; entry = await this.nextEntry()) {
+        const name = entry.header.name;
+        if (isNeo4jStorePath(name)) return { name, storeFile: true };
         const chunks = entry[Symbol.asyncIterator]() as Chunks;
         const isFile = entry.header.type === 'file' || entry.header.type === 'contiguous-file';
-        if (isFile && restorable(await readHead(chunks, SNIFF_LENGTH, this))) return entry.header.name;
+        if (isFile && restorable(await readHead(chunks, SNIFF_LENGTH, this))) return { name, storeFile: false };
         await drainIterator(chunks, this);
       }
     } catch (err) {

@@ -6,6 +6,8 @@ import {
   archiveOf,
   createInstance,
   createNodes,
+  expectCode,
+  graphOf,
   makeTempDir,
   operationCount,
   runCli,
@@ -148,6 +150,24 @@ describe('inspectFile and snapgraph inspect', () => {
     const target = await createInstance(suite.server, { name: 'cut-tar-target' });
     const restored = await uploadFile(suite.server, { instanceId: target.id, file: cut, fileName: 'prod.tar' });
     assert.equal((await settledOperation(suite.server, restored.data!.restoreFromFile.id)).status, 'SUCCEEDED');
+  });
+
+  it('reports a tar holding Neo4j store files after its archive as a Neo4j store, refused, as restoreFromFile refuses it', async () => {
+    // The store files come after the first 4 KiB (where the whole file's start is looked at), as in a real store directory.
+    const tar = await tarOfFiles({
+      'prod.backup': archive,
+      'NOTES.txt': Buffer.from(randomBytes(6_000).toString('base64')),
+      'graph.db/neostore.nodestore.db': Buffer.alloc(64),
+    });
+    const { inspection } = await inspectUpload(suite.server, tar);
+    assert.equal(inspection?.kind, 'NEO4J_DUMP');
+    assert.equal(inspection?.restorable, false);
+    const target = await createInstance(suite.server, { name: 'store-tar-target' });
+    await createNodes(suite.server, target.id, [{ labels: ['Kept'] }]);
+    const error = expectCode(await uploadFile(suite.server, { instanceId: target.id, file: tar, fileName: 'prod.tar' }), 'INVALID_BACKUP_FILE');
+    assert.match(error.message, /Neo4j store files \(graph\.db\/neostore\.nodestore\.db\)/);
+    assert.equal(await operationCount(suite.server, target.id), 0);
+    assert.deepEqual((await graphOf(suite.server, target.id)).nodes.map((node) => node.labels), [['Kept']]);
   });
 
   it('needs an API key and the CSRF preflight header', async () => {
