@@ -34,8 +34,8 @@ export interface ArchiveReader {
    * Checks the whole archive (frame CRCs, every record's fields, order and counts against the header, digest,
    * end of file) without keeping anything: for uploads. Rejects with ArchiveError at the first damage.
    * `pool`: frames are inflated and their records checked on its threads, several at once; the verdict is the same.
-   * `takeTurns`: the event loop turns between frames, and within a frame every TURN_BYTES of records checked on this
-   * thread, so that readers sharing a thread take turns (VerifierThreads).
+   * `takeTurns`: the event loop turns between frames, and within a frame every TURN_BYTES or TURN_RECORDS of records
+   * checked on this thread, so that readers sharing a thread take turns (VerifierThreads).
    */
   verify(pool?: FramePool, options?: { takeTurns?: boolean }): Promise<ArchiveHeader>;
   /** Bytes of the input consumed so far (for progress against the file size). */
@@ -63,8 +63,12 @@ export async function readArchiveHeader(input: Readable): Promise<ArchiveHeader>
 /** A frame's records, every field of every one checked. */
 const checked = (validator: RecordValidator, raw: Buffer): CheckedRecord[] => validator.frame(raw);
 
-/** Records checked between two turns of the event loop when a reader takes turns (verify): about 10-50 ms of work. */
+/**
+ * Records checked between two turns of the event loop when a reader takes turns (verify): about 10-50 ms of work, 1 MiB
+ * of records or this many of the smallest ones (a record of ~20 bytes takes a few microseconds).
+ */
 const TURN_BYTES = 1024 * 1024;
+const TURN_RECORDS = 8192;
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** Frames read and sent to a pool ahead of the one handed out (framesAhead): enough to keep two threads busy. */
@@ -114,7 +118,7 @@ class StreamingArchiveReader implements ArchiveReader {
     /** The frame's records checked here: whole, or a slice per turn. */
     const checkHere = async (raw: Buffer) => {
       if (!takeTurns) return void validator.frame(raw);
-      for (const _ of validator.frameSlices(raw, TURN_BYTES)) await nextTurn();
+      for (const _ of validator.frameSlices(raw, TURN_BYTES, TURN_RECORDS)) await nextTurn();
     };
     if (!pool) {
       for await (const raw of this.frames(validator)) await checkHere(raw);

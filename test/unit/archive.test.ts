@@ -453,6 +453,24 @@ describe('snapshot archive format', () => {
       }
     });
 
+    it('lets the event loop turn every few thousand records of a large frame, however small they are (takeTurns)', async () => {
+      // 200,000 records of ~21 bytes in one frame of 4 MiB: a hostile writer's frame, whose slices of 1 MiB held 50,000
+      // records each (a quarter of a second and more of checking between two turns).
+      const records = Array.from({ length: 200_000 }, (_, i) => node(i + 1, {}, []));
+      const archive = await writeArchive(records, headerFor(records), { targetFrameBytes: 8 * 1024 * 1024 });
+      let turns = 0;
+      let counting = true;
+      const count = () => {
+        if (!counting) return;
+        turns += 1;
+        setImmediate(count);
+      };
+      setImmediate(count);
+      await openArchive(streamOf(archive)).verify(undefined, { takeTurns: true });
+      counting = false;
+      assert.ok(turns >= 200_000 / 10_000, `the event loop turned ${turns} times while 200,000 records were checked`);
+    });
+
     it('detects a header whose counts do not match the records', async () => {
       const records = smallGraph();
       const header = headerFor(records);
