@@ -25,7 +25,7 @@ export interface ArchiveReader {
   /**
    * The same verified stream as the tuple lines stored (for bulk loading, which binds their fields as they are),
    * one batch per run of one kind within a frame. Use either records() or encodedBatches(), once.
-   * `recordsChecked`: every record passed this release's checks before (see RecordValidator.countedFrame), so lines
+   * `recordsChecked`: every record passed this release's checks before (see RecordValidator.countedSlices), so lines
    * are only counted, not parsed again; frames, counts, digest and end of file are checked all the same.
    * `pool`: frames are inflated on its threads, a few ahead of the one handed out.
    */
@@ -108,7 +108,7 @@ class StreamingArchiveReader implements ArchiveReader {
   encodedBatches({ recordsChecked = false, pool }: { recordsChecked?: boolean; pool?: FramePool } = {}): AsyncIterable<EncodedBatch> {
     if (this.iterated) throw new Error('ArchiveReader.encodedBatches() can only be iterated once');
     this.iterated = true;
-    return this.readEncoded(recordsChecked ? (validator, raw) => validator.countedFrame(raw) : checked, pool);
+    return this.readEncoded(recordsChecked ? (validator, raw) => validator.countedSlices(raw, TURN_BYTES, TURN_RECORDS) : (validator, raw) => [checked(validator, raw)], pool);
   }
 
   async verify(pool?: FramePool, { takeTurns = false }: { takeTurns?: boolean } = {}): Promise<ArchiveHeader> {
@@ -140,26 +140,29 @@ class StreamingArchiveReader implements ArchiveReader {
     }
   }
 
-  private async *readEncoded(take: (validator: RecordValidator, raw: Buffer) => TaggedLine[], pool?: FramePool): AsyncGenerator<EncodedBatch> {
-    for await (const records of pool ? this.inflatedFrames(take, pool) : this.checkedFrames(take)) {
-      const batches: EncodedBatch[] = [];
-      for (const record of records) {
-        const last = batches[batches.length - 1];
-        if (last?.kind === record.kind) last.lines.push(record.line);
-        else batches.push({ kind: record.kind, lines: [record.line] });
+  /** `take`: a frame's records, in slices (each handed out before the next is made). */
+  private async *readEncoded(take: (validator: RecordValidator, raw: Buffer) => Iterable<TaggedLine[]>, pool?: FramePool): AsyncGenerator<EncodedBatch> {
+    for await (const slices of pool ? this.inflatedFrames(take, pool) : this.checkedFrames(take)) {
+      for (const records of slices) {
+        const batches: EncodedBatch[] = [];
+        for (const record of records) {
+          const last = batches[batches.length - 1];
+          if (last?.kind === record.kind) last.lines.push(record.line);
+          else batches.push({ kind: record.kind, lines: [record.line] });
+        }
+        yield* batches;
       }
-      yield* batches;
     }
   }
 
   /** Each data frame's records, as `take` checks them; ends only after the end frame, digest and end of file are verified. */
-  private async *checkedFrames<T>(take: (validator: RecordValidator, raw: Buffer) => T[]): AsyncGenerator<T[]> {
+  private async *checkedFrames<T>(take: (validator: RecordValidator, raw: Buffer) => T): AsyncGenerator<T> {
     const validator = await this.validator();
     for await (const raw of this.frames(validator)) yield take(validator, raw);
   }
 
   /** checkedFrames(), each frame inflated on the pool's threads. */
-  private async *inflatedFrames<T>(take: (validator: RecordValidator, raw: Buffer) => T[], pool: FramePool): AsyncGenerator<T[]> {
+  private async *inflatedFrames<T>(take: (validator: RecordValidator, raw: Buffer) => T, pool: FramePool): AsyncGenerator<T> {
     const validator = await this.validator();
     const inflate = (frame: Frame) => pool.inflate(frame).catch(() => 'damaged' as const);
     for await (const { frame, result } of this.framesAhead(validator, inflate)) {

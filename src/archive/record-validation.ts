@@ -226,29 +226,36 @@ export class RecordValidator {
 
   /**
    * A frame of records that passed frame() before, in this release (an upload verified while it was stored, read
-   * back from its authenticated blob): each line is only told apart by its tag and counted, in order, against the
-   * header. Label and type tallies are then not kept: complete() checks the counts alone.
+   * back from its authenticated blob), a slice of its lines at a time as frameSlices() cuts them: each line is only
+   * told apart by its tag and counted, in order, against the header. Label and type tallies are then not kept:
+   * complete() checks the counts alone. In slices: a frame of a few KiB stored may hold 64 MiB of the smallest records,
+   * four million lines, which split and counted at once held the event loop of a restore for five seconds.
    */
-  countedFrame(raw: Buffer): TaggedLine[] {
+  *countedSlices(raw: Buffer, sliceBytes: number, sliceRecords: number): Generator<TaggedLine[]> {
     this.tallied = false;
-    const lines = this.lines(raw);
-    const records: TaggedLine[] = new Array(lines.length);
-    for (let i = 0; i < lines.length; i++) {
-      const kind = this.kindOf(lines[i]);
-      this.count(kind);
-      records[i] = { kind, line: lines[i] };
+    for (const lines of this.lineSlices(raw, sliceBytes, sliceRecords)) {
+      const records: TaggedLine[] = new Array(lines.length);
+      for (let i = 0; i < lines.length; i++) {
+        const kind = this.kindOf(lines[i]);
+        this.count(kind);
+        records[i] = { kind, line: lines[i] };
+      }
+      yield records;
     }
-    return records;
   }
 
   /**
-   * frame(), a slice of its lines at a time (at least `sliceBytes` of them, or `sliceRecords` lines, whichever is
-   * fewer), for a caller that lets other work run between slices (a frame of a few KiB stored may hold 64 MiB of
-   * records: seconds of checking; and checking costs by the record more than by the byte: 1 MiB of the smallest
-   * records is 50,000 of them). The frame's text is checked whole first, as frame() does: the same records, the same
-   * first fault.
+   * frame(), a slice of its lines at a time, for a caller that lets other work run between slices (a frame of a few
+   * KiB stored may hold 64 MiB of records: seconds of checking; and checking costs by the record more than by the
+   * byte: 1 MiB of the smallest records is 50,000 of them). The frame's text is checked whole first, as frame() does:
+   * the same records, the same first fault.
    */
   *frameSlices(raw: Buffer, sliceBytes: number, sliceRecords: number): Generator<CheckedRecord[]> {
+    for (const lines of this.lineSlices(raw, sliceBytes, sliceRecords)) yield this.records(lines);
+  }
+
+  /** The frame's lines, at least `sliceBytes` of them or `sliceRecords` lines at a time, whichever is fewer. */
+  private *lineSlices(raw: Buffer, sliceBytes: number, sliceRecords: number): Generator<string[]> {
     if (raw.length === 0) {
       yield [];
       return;
@@ -256,7 +263,7 @@ export class RecordValidator {
     const encoding = this.checkText(raw) ? 'latin1' : 'utf8';
     for (let start = 0; start < raw.length; ) {
       const end = sliceEnd(raw, start, sliceBytes, sliceRecords);
-      yield this.records(decodeLines(raw.subarray(start, end), encoding));
+      yield decodeLines(raw.subarray(start, end), encoding);
       start = end;
     }
   }

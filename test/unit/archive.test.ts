@@ -471,6 +471,24 @@ describe('snapshot archive format', () => {
       assert.ok(turns >= 200_000 / 10_000, `the event loop turned ${turns} times while 200,000 records were checked`);
     });
 
+    it('hands out the records of a large frame checked before (a restore of an upload) a few thousand at a time', async () => {
+      // The same hostile frame: counted at once, its 200,000 lines were one batch, split and counted in one go on the
+      // restore's event loop (five seconds for a 64 MiB frame of them); the loader awaits each batch, so between
+      // slices everything else runs.
+      const records = Array.from({ length: 200_000 }, (_, i) => node(i + 1, {}, []));
+      const archive = await writeArchive(records, headerFor(records), { targetFrameBytes: 8 * 1024 * 1024 });
+      const sizes: number[] = [];
+      const lines: string[] = [];
+      for await (const batch of openArchive(streamOf(archive)).encodedBatches({ recordsChecked: true })) {
+        sizes.push(batch.lines.length);
+        lines.push(...batch.lines);
+      }
+      assert.equal(lines.length, 200_000);
+      assert.deepEqual(lines.slice(0, 2).map((line) => JSON.parse(line)[1]), ['1', '2']);
+      assert.equal(JSON.parse(lines[199_999])[1], '200000');
+      assert.ok(Math.max(...sizes) <= 8192, `a batch of ${Math.max(...sizes)} records was handed out at once`);
+    });
+
     it('detects a header whose counts do not match the records', async () => {
       const records = smallGraph();
       const header = headerFor(records);

@@ -131,24 +131,38 @@ describe('record validation', () => {
       }
     });
 
+    /** countedSlices(), its slices joined. */
+    const counted = (validator: RecordValidator, raw: Buffer) => [...validator.countedSlices(raw, 1024 * 1024, 8192)].flat();
+
     it('counts, without parsing, the lines of records checked before: tags, order, UTF-8, whole lines and counts still hold', () => {
       const stats = { nodeCount: 2, relationshipCount: 1, labels: [{ name: 'A', count: 2 }], relationshipTypes: [{ name: 'T', count: 1 }] };
       const validator = new RecordValidator(header(stats));
       // A field frame() would refuse passes: the line is not parsed (its checks were passed at upload).
       const lines = ['["N","1",["A"],{}]', '["N","01",["A"],{}]', '["R","1","T","1","2",{}]'];
-      assert.deepEqual(validator.countedFrame(frame(...lines)), lines.map((line, i) => ({ kind: i < 2 ? 'node' : 'relationship', line })));
+      assert.deepEqual(counted(validator, frame(...lines)), lines.map((line, i) => ({ kind: i < 2 ? 'node' : 'relationship', line })));
       // Label and type tallies are not kept, so complete() holds the counts alone.
       validator.complete({ nodeCount: 2, relationshipCount: 1 });
       assert.equal(refusal(() => new RecordValidator(header(stats)).complete({ nodeCount: 0, relationshipCount: 0 })).code, 'COUNT_MISMATCH');
 
-      assert.match(refusal(() => new RecordValidator(header(stats)).countedFrame(frame('["N","1",[],{}]', '["R","1","T","1","1",{}]', '["N","2",[],{}]'))).message, /node record 2 follows the relationships/);
-      assert.match(refusal(() => new RecordValidator(header(stats)).countedFrame(frame('{"id":"2"}'))).message, /record 1 is not a node or relationship tuple/);
-      assert.match(refusal(() => new RecordValidator(header(stats)).countedFrame(Buffer.from('["N","1",[],{}]'))).message, /does not end with a complete record/);
-      assert.match(refusal(() => new RecordValidator(header(stats)).countedFrame(Buffer.concat([Buffer.from('["N","1",[],{"a":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}]\n')]))).message, /not valid UTF-8/);
-      assert.equal(refusal(() => new RecordValidator(header(stats)).countedFrame(frame('["N","1",[],{}]', '["N","2",[],{}]', '["N","3",[],{}]'))).code, 'COUNT_MISMATCH');
+      assert.match(refusal(() => counted(new RecordValidator(header(stats)), frame('["N","1",[],{}]', '["R","1","T","1","1",{}]', '["N","2",[],{}]'))).message, /node record 2 follows the relationships/);
+      assert.match(refusal(() => counted(new RecordValidator(header(stats)), frame('{"id":"2"}'))).message, /record 1 is not a node or relationship tuple/);
+      assert.match(refusal(() => counted(new RecordValidator(header(stats)), Buffer.from('["N","1",[],{}]'))).message, /does not end with a complete record/);
+      assert.match(refusal(() => counted(new RecordValidator(header(stats)), Buffer.concat([Buffer.from('["N","1",[],{"a":"'), Buffer.from([0xc3, 0x28]), Buffer.from('"}]\n')]))).message, /not valid UTF-8/);
+      assert.equal(refusal(() => counted(new RecordValidator(header(stats)), frame('["N","1",[],{}]', '["N","2",[],{}]', '["N","3",[],{}]'))).code, 'COUNT_MISMATCH');
       const ended = new RecordValidator(header(stats));
-      ended.countedFrame(frame(...lines));
+      counted(ended, frame(...lines));
       assert.equal(refusal(() => ended.complete({ nodeCount: 3, relationshipCount: 1 })).code, 'CORRUPT');
+    });
+
+    it('counts a frame in slices of whole lines, the fewer of so many bytes or so many lines, the same lines in the same order', () => {
+      const lines = Array.from({ length: 10 }, (_, i) => `["N","${i + 1}",["A"],{"pad":"${'x'.repeat(i)}"}]`);
+      const stats = { nodeCount: 10, labels: [{ name: 'A', count: 10 }] };
+      const byLines = [...new RecordValidator(header(stats)).countedSlices(frame(...lines), 1024 * 1024, 3)];
+      assert.deepEqual(byLines.map((slice) => slice.length), [3, 3, 3, 1]);
+      assert.deepEqual(byLines.flat().map((record) => record.line), lines);
+      const byBytes = [...new RecordValidator(header(stats)).countedSlices(frame(...lines), 60, 8192)];
+      assert.ok(byBytes.length > 1 && byBytes.every((slice) => slice.length < 10), `slices of ${byBytes.map((slice) => slice.length)} lines`);
+      assert.deepEqual(byBytes.flat().map((record) => record.line), lines);
     });
 
     it('holds the records to the header: counts as soon as they are exceeded, labels and types exactly, at the end', () => {
