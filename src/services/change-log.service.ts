@@ -486,17 +486,13 @@ export class ChangeLogService {
   ): AsyncGenerator<LogEntry> {
     const lastSeq = until.seq ?? epoch.shippedSeq;
     if (lastSeq <= afterSeq) return;
-    const rows = await this.segments
-      .createQueryBuilder('s')
-      .where('s.epoch = :epoch AND s.lastSeq > :afterSeq AND s.firstSeq <= :lastSeq', { epoch: epoch.epoch, afterSeq, lastSeq })
-      .orderBy('s.firstSeq', 'ASC')
-      .getMany();
     let expectedSeq = afterSeq + 1;
-    for (const [index, row] of rows.entries()) {
+    let previous: LogSegmentEntity | null = null;
+    for await (const row of this.segmentsToRead(epoch.epoch, afterSeq, lastSeq)) {
       signal?.throwIfAborted();
       if (row.firstSeq > expectedSeq) await this.missing(epoch, expectedSeq, row.firstSeq - 1);
-      const previous = index > 0 ? rows[index - 1] : null;
       if (previous && row.prevSha256 !== previous.sha256) await this.damaged(epoch, row.firstSeq, `segment ${row.firstSeq}–${row.lastSeq} does not follow the one before it`);
+      previous = row;
       const segment = await this.readSegment(epoch, row);
       onRead?.(row.plainBytes);
       for (const entry of segment.entries) {
@@ -507,6 +503,25 @@ export class ChangeLogService {
       }
     }
     if (expectedSeq <= lastSeq) await this.missing(epoch, expectedSeq, lastSeq);
+  }
+
+  /**
+   * The epoch's segments holding seqs after `afterSeq` up to `lastSeq`, in order, a page at a time: a replay from a
+   * base taken long ago (bases could not be stored for days: backup storage out of reach) may span hundreds of
+   * thousands of them, too many rows to hold at once.
+   */
+  private async *segmentsToRead(epoch: number, afterSeq: number, lastSeq: number): AsyncGenerator<LogSegmentEntity> {
+    for (let afterFirstSeq = -1; ; ) {
+      const page = await this.segments
+        .createQueryBuilder('s')
+        .where('s.epoch = :epoch AND s.lastSeq > :afterSeq AND s.firstSeq <= :lastSeq AND s.firstSeq > :afterFirstSeq', { epoch, afterSeq, lastSeq, afterFirstSeq })
+        .orderBy('s.firstSeq', 'ASC')
+        .take(SEGMENT_PAGE)
+        .getMany();
+      yield* page;
+      if (page.length < SEGMENT_PAGE) return;
+      afterFirstSeq = page[page.length - 1].firstSeq;
+    }
   }
 
   /**

@@ -44,8 +44,8 @@ function collectionSuite(backend: { name: 'SQLite' } | { name: 'PostgreSQL'; adm
   let whileRead: ((key: string) => Promise<void>) | null;
   let damageTold: number;
 
-  /** An epoch of an EMPTY store with one segment per write: seqs 1, 2 and 3, a second apart. */
-  async function threeSegments(): Promise<LogSegmentEntity[]> {
+  /** An epoch of an EMPTY store with one segment per write: seqs 1 to `count`, a second apart. */
+  async function plantSegments(count: number): Promise<LogSegmentEntity[]> {
     await db.getRepository(StoreEpochEntity).insert({
       epoch: EPOCH,
       tenantId: TENANT,
@@ -62,12 +62,12 @@ function collectionSuite(backend: { name: 'SQLite' } | { name: 'PostgreSQL'; adm
     });
     let prevSha256: string | null = null;
     const rows: LogSegmentEntity[] = [];
-    for (const seq of [1, 2, 3]) {
+    for (let seq = 1; seq <= count; seq++) {
       const entries: LogEntry[] = [{ seq, at: 1_000 * (seq + 1), lines: [`write ${seq}`] }];
       const segment = encodeSegment({ instanceId: INSTANCE, epoch: EPOCH, prevSha256 }, entries);
       const blobKey = segmentKeyOf(TENANT, INSTANCE, EPOCH, seq, segment.sha256);
       blobs.set(blobKey, segment.plaintext);
-      const row = {
+      rows.push({
         id: randomUUID(),
         tenantId: TENANT,
         instanceId: INSTANCE,
@@ -83,14 +83,15 @@ function collectionSuite(backend: { name: 'SQLite' } | { name: 'PostgreSQL'; adm
         prevSha256,
         blobKey,
         createdAt: Date.now(),
-      } satisfies LogSegmentEntity;
-      await db.getRepository(LogSegmentEntity).insert(row);
-      await db.getRepository(StoreEpochEntity).update({ epoch: EPOCH }, { shippedSeq: seq, headSha256: segment.sha256 });
-      rows.push(row);
+      } satisfies LogSegmentEntity);
       prevSha256 = segment.sha256;
     }
+    for (let start = 0; start < rows.length; start += 100) await db.getRepository(LogSegmentEntity).insert(rows.slice(start, start + 100));
+    await db.getRepository(StoreEpochEntity).update({ epoch: EPOCH }, { shippedSeq: count, headSha256: prevSha256 });
     return rows;
   }
+
+  const threeSegments = () => plantSegments(3);
 
   /** Replays the whole log (as a restore to the moment of seq 3 does); the error it fails with. */
   async function replayFailure(): Promise<unknown> {
@@ -177,5 +178,27 @@ function collectionSuite(backend: { name: 'SQLite' } | { name: 'PostgreSQL'; adm
     assert.ok(isAppError(error) && error.code === 'INVALID_BACKUP_FILE', String(error));
     assert.match((await damageOf()) ?? '', /no segment holds seqs 2–2/);
     assert.equal(damageTold, 1);
+  });
+
+  // Its segment rows are read a page at a time (a replay from a base taken long ago may span hundreds of thousands).
+  it('replays a log of more segments than a page of rows holds, every entry once, in order', async () => {
+    await plantSegments(2_500);
+    const seqs: number[] = [];
+    for await (const entry of log.entries((await log.epoch(EPOCH))!, 0, {})) seqs.push(entry.seq);
+    assert.deepEqual(seqs, Array.from({ length: 2_500 }, (_, i) => i + 1));
+    const tail: number[] = [];
+    for await (const entry of log.entries((await log.epoch(EPOCH))!, 1_500, { seq: 2_200 })) tail.push(entry.seq);
+    assert.deepEqual(tail, Array.from({ length: 700 }, (_, i) => 1_501 + i));
+  });
+
+  it('finds a break in the chain of segments where one page of rows ends and the next begins', async () => {
+    const rows = await plantSegments(1_200);
+    await db.getRepository(LogSegmentEntity).update({ id: rows[1_000].id }, { prevSha256: rows[998].sha256 });
+    const epoch = (await log.epoch(EPOCH))!;
+    const error = await (async () => {
+      for await (const entry of log.entries(epoch, 0, {})) void entry;
+    })().then(() => assert.fail('the replay read every segment'), (failure: unknown) => failure);
+    assert.ok(isAppError(error) && error.code === 'INVALID_BACKUP_FILE', String(error));
+    assert.match((await damageOf()) ?? '', /segment 1001–1001 does not follow the one before it/);
   });
 }
