@@ -14,7 +14,7 @@ export async function tenantCommand([sub, ...args]: string[]): Promise<number> {
   switch (sub) {
     case 'create': {
       const { values, positionals } = parse(args, { json: { type: 'boolean' }, init: { type: 'boolean' } }, 1, 'tenant create takes one name');
-      return withTenants({ init: values.init ?? false }, async (tenants) => {
+      return withTenants({ init: values.init ?? false, initOption: true }, async (tenants) => {
         const { tenant, apiKey } = await tenants.createTenant(positionals[0]);
         if (values.json) print({ tenantId: tenant.id, apiKey });
         else process.stdout.write(`tenant "${tenant.name}" created (${tenant.id})\nADMIN API key (shown once): ${apiKey}\n`);
@@ -23,7 +23,7 @@ export async function tenantCommand([sub, ...args]: string[]): Promise<number> {
     }
     case 'list': {
       const { values } = parse(args, { json: { type: 'boolean' } }, 0, 'tenant list takes no arguments');
-      return withTenants({ init: false }, async (tenants) => {
+      return withTenants({ init: false, initOption: false }, async (tenants) => {
         const rows = (await tenants.listTenants()).map((t) => ({ id: t.id, name: t.name, createdAt: new Date(t.createdAt).toISOString() }));
         if (values.json) print(rows);
         else table(['ID', 'NAME', 'CREATED'], rows.map((t) => [t.id, t.name, t.createdAt]));
@@ -38,7 +38,7 @@ export async function tenantCommand([sub, ...args]: string[]): Promise<number> {
 export async function apiKeyCommand([sub, ...args]: string[]): Promise<number> {
   if (sub !== 'list') throw new UsageError(sub ? `unknown apikey command "${sub}"` : 'apikey needs a command: list');
   const { values } = parse(args, { json: { type: 'boolean' }, tenant: { type: 'string' } }, 0, 'apikey list takes no arguments');
-  return withTenants({ init: false }, async (tenants) => {
+  return withTenants({ init: false, initOption: false }, async (tenants) => {
     const all = await tenants.listTenants();
     const chosen = values.tenant === undefined ? all : all.filter((t) => t.name === values.tenant);
     if (values.tenant !== undefined && chosen.length === 0) throw new CliError(`no tenant named "${values.tenant}"; see snapgraph tenant list`);
@@ -74,10 +74,11 @@ function parse<const O extends Record<string, { type: 'string' | 'boolean' }>>(a
 
 /**
  * Opens the server's metadata database. One that does not exist yet is made only when asked (`--init`): a tenant
- * written into a new database of the wrong data dir would hold a key the server has never heard of.
+ * written into a new database of the wrong data dir would hold a key the server has never heard of. `initOption`: the
+ * command takes --init (only `tenant create` does), so the refusal may name it.
  */
-async function withTenants<T>({ init }: { init: boolean }, work: (tenants: TenantService) => Promise<T>): Promise<T> {
-  return withMetadataDatabase(loadConfig(), { init }, (db) => work(new TenantService(db)));
+async function withTenants<T>(options: { init: boolean; initOption: boolean }, work: (tenants: TenantService) => Promise<T>): Promise<T> {
+  return withMetadataDatabase(loadConfig(), options, (db) => work(new TenantService(db)));
 }
 
 /**

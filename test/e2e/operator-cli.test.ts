@@ -161,6 +161,22 @@ describe('the snapgraph command', () => {
       assert.equal(empty.code, 1);
       assert.match(empty.stderr, /SNAPGRAPH_DATA_DIR/);
     });
+
+    // They said "or pass --init to create a new one there", an option only `tenant create` takes: passed, it was
+    // "Unknown option '--init'" (exit 2).
+    it('refuse a data dir without metadata naming SNAPGRAPH_DATA_DIR, and no option they do not take', async () => {
+      const dataDir = join(makeTempDir(), 'not-the-server');
+      for (const args of [['tenant', 'list'], ['apikey', 'list']]) {
+        const run = await runCli(args, serverEnv({ SNAPGRAPH_DATA_DIR: dataDir }));
+        assert.equal(run.code, 1, run.stderr);
+        assert.equal(
+          run.stderr,
+          `snapgraph: no metadata database in ${dataDir}: set SNAPGRAPH_DATA_DIR to the server's data dir (or DATABASE_URL to its PostgreSQL)\n`,
+        );
+        assert.equal(run.stdout, '');
+      }
+      assert.ok(!existsSync(dataDir), 'a data dir was made');
+    });
   });
 
   describe('rotate-master-key', () => {
