@@ -2,6 +2,7 @@
 // user running Snapgraph may read it. Directories are 0700, files 0600.
 import { chmod, lstat, mkdir, open, readdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { ConfigError } from '../config/app-config';
 
 /** Where the first boot writes the generated ADMIN key of tenant `default`. */
 export const initialAdminKeyPath = (dataDir: string) => join(dataDir, 'keys', 'initial-admin.key');
@@ -16,8 +17,22 @@ const PRIVATE_FILE = 0o600;
  */
 export async function makeDataDirPrivate(dataDir: string): Promise<number> {
   process.umask(0o077);
-  await mkdir(dataDir, { recursive: true, mode: PRIVATE_DIR });
+  await makePrivateDirectory(dataDir, 'SNAPGRAPH_DATA_DIR');
   return tighten(dataDir);
+}
+
+/**
+ * Creates `dir` (0700) with its parents. A path that is, or lies under, a file is a wrong value of `variable`, the
+ * one that named it, and is refused as such: mkdir's own EEXIST or ENOTDIR names no variable.
+ */
+export async function makePrivateDirectory(dir: string, variable: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true, mode: PRIVATE_DIR });
+  } catch (error) {
+    const { code } = error as NodeJS.ErrnoException;
+    if (code === 'EEXIST' || code === 'ENOTDIR') throw new ConfigError([`${variable}: ${dir} is not a directory`]);
+    throw error;
+  }
 }
 
 async function tighten(path: string): Promise<number> {

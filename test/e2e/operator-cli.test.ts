@@ -81,6 +81,25 @@ describe('the snapgraph command', () => {
     assert.ok(!existsSync(dataDir), 'a data dir was made');
   });
 
+  // A data dir or upload dir that was a file stopped the boot with "EEXIST: file already exists, mkdir '…'", exit 1,
+  // naming no variable (the upload dir's own check, "is not a directory", came after the mkdir that threw).
+  it('refuses a data dir or upload dir that is not a directory, naming its variable (exit 78)', async () => {
+    const dir = makeTempDir();
+    const file = join(dir, 'a-file');
+    writeFileSync(file, '');
+    const runs: [string[], NodeJS.ProcessEnv, string][] = [
+      [['serve'], serverEnv({ SNAPGRAPH_DATA_DIR: file, PORT: '0' }), 'SNAPGRAPH_DATA_DIR'],
+      [['serve'], serverEnv({ SNAPGRAPH_DATA_DIR: join(file, 'data'), PORT: '0' }), 'SNAPGRAPH_DATA_DIR'],
+      [['tenant', 'create', 'acme', '--init'], serverEnv({ SNAPGRAPH_DATA_DIR: file }), 'SNAPGRAPH_DATA_DIR'],
+      [['serve'], serverEnv({ SNAPGRAPH_DATA_DIR: join(dir, 'data'), SNAPGRAPH_UPLOAD_DIR: file, PORT: '0' }), 'SNAPGRAPH_UPLOAD_DIR'],
+    ];
+    for (const [args, env, variable] of runs) {
+      const run = await runCli(args, env);
+      assert.equal(run.code, 78, `${args.join(' ')}: ${run.stderr}`);
+      assert.match(run.stderr, new RegExp(`^snapgraph: invalid configuration:\\n {2}- ${variable}: ${env[variable]} is not a directory`, 'm'));
+    }
+  });
+
   describe('tenant create', () => {
     it('refuses to make a metadata database where there is none, naming SNAPGRAPH_DATA_DIR; --init makes one', async () => {
       const dataDir = join(makeTempDir(), 'not-the-server');

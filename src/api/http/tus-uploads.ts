@@ -20,6 +20,7 @@
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, rm, statfs } from 'node:fs/promises';
 import { pathExists } from '../../storage/durable-fs';
+import { makePrivateDirectory } from '../../storage/private-data-dir';
 import type { Socket } from 'node:net';
 import { pipeline, type Readable, Transform } from 'node:stream';
 import { tmpdir } from 'node:os';
@@ -778,7 +779,7 @@ async function removeLegacyUploads(config: Pick<AppConfig, 'dataDir' | 'uploadDi
 }
 
 async function preparePrivateDirectory(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await makePrivateDirectory(dir, 'SNAPGRAPH_UPLOAD_DIR');
   const stats = await lstat(dir);
   // Refuse one that someone else made (or a symlink to elsewhere).
   if (!stats.isDirectory() || (process.getuid && stats.uid !== process.getuid())) {
