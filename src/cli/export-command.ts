@@ -188,11 +188,13 @@ async function openDownload(link: ExportLink, offset: number, signal: AbortSigna
   const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-`, 'if-range': `"${link.sha256}"` } : {};
   const response = await fetch(link.url, { headers, signal }).catch((error: Error) => {
     if (error.name === 'AbortError') throw error;
-    // The link's address is the server's SNAPGRAPH_PUBLIC_URL when set (a proxy's public name, say), not necessarily
-    // the one this command reached; its path holds the token, which is a secret until the link expires.
+    // The link's address is the server's SNAPGRAPH_PUBLIC_URL when set (a proxy's public name, say), else one of its
+    // SNAPGRAPH_ALLOWED_HOSTS, else the address it listens on: never necessarily the one this command reached. Its path
+    // holds the token, which is a secret until the link expires.
     throw new CliError(
       `cannot reach the export link's address ${new URL(link.url).origin} (${networkFailureReason(error)}); the server builds it ` +
-        `from its SNAPGRAPH_PUBLIC_URL (else from the address it was asked at): set that to an address this machine reaches`,
+        `from its SNAPGRAPH_PUBLIC_URL, else from its SNAPGRAPH_ALLOWED_HOSTS, else from the address it listens on (HOST, PORT): ` +
+        `set SNAPGRAPH_PUBLIC_URL to an address this machine reaches`,
     );
   });
   if (response.ok && response.body) {

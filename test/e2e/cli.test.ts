@@ -1043,6 +1043,30 @@ describe('snapgraph export when the export link names an address the command can
   });
 });
 
+// Without a public URL the link is built on SNAPGRAPH_ALLOWED_HOSTS (the request's Host when listed, else the first
+// entry), never on the address the command asked: the message said "else from the address it was asked at".
+describe('snapgraph export when SNAPGRAPH_ALLOWED_HOSTS gives the export link an address the command cannot reach', () => {
+  let unreachable: string;
+  const suite = serverPerSuite(async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    unreachable = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    return { env: { SNAPGRAPH_ALLOWED_HOSTS: unreachable } };
+  });
+
+  it('names SNAPGRAPH_ALLOWED_HOSTS, not the address it asked, as where the link comes from', async () => {
+    stateHome = makeTempDir('snapgraph-e2e-state-');
+    const instanceId = (await createInstance(suite.server, { name: 'allowed elsewhere' })).id;
+    await createNodes(suite.server, instanceId, [{ labels: ['A'] }]);
+    const { id } = await snapshotOf(suite.server, instanceId);
+    const run = await snapgraph(suite.server, ['export', id, '-o', makeTempDir()]);
+    assert.equal(run.code, 1, output(run));
+    assert.match(run.stderr, new RegExp(`cannot reach the export link's address ${unreachable} \\(ECONNREFUSED\\); .*SNAPGRAPH_ALLOWED_HOSTS`));
+    assert.doesNotMatch(run.stderr, /the address it was asked at/);
+  });
+});
+
 // SNAPGRAPH_URL naming another service (a proxy's login page, another app on the port): it answers 200 with HTML.
 describe('snapgraph export against a server that is not Snapgraph', () => {
   /** A service at `url` that answers every request with `status` and an HTML `body`, for the length of `use`. */
