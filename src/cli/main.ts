@@ -17,13 +17,15 @@ const USAGE = `usage:
   snapgraph rotate-master-key              seal everything still under a key of SNAPGRAPH_PREVIOUS_MASTER_KEYS again
                                            under the current master key (servers stopped; rerun after a crash)
   snapgraph export <snapshotId> [-o file]  download a snapshot's archive (resumes <file>.part; checks its sha256)
+                                           (-o is short for --output)
                                            (-o dir/: into that directory, under the server's file name, as without -o
                                            into the current one; -o -: to stdout, for a pipe; no resume, exit 1 if it was
                                            cut off or damaged)
-  snapgraph inspect <file> [--json]       what a file is and holds (kind, counts by label and type, engine version,
+  snapgraph inspect <file> [--json]        what a file is and holds (kind, counts by label and type, engine version,
                                            capture time, header facts), read locally without a server; changes nothing
   snapgraph restore-file <instanceId> <file> --confirm RESTORE [--chunk-size 64M] [--cancel-on-interrupt]
-                                           upload a .backup/.dump/.tar of any size and restore it into the
+                                           upload a file of any size (a .backup/.dump, an APOC JSON/Cypher/GraphML
+                                           export, a neo4j-admin CSV .tar, or a .tar holding one) and restore it into the
                                            instance (a rerun after Ctrl-C resumes the upload; Ctrl-C during the
                                            restore cancels it: asked on a terminal, at once with the flag);
                                            --chunk-size: the bytes per request (default 64M)

@@ -1,7 +1,7 @@
 // Upload blobs no restore will read: `tenants/<tenant>/uploads/*.blob` that no queued or running operation names. A
 // crash between storing an uploaded file and queueing its restore (one database insert) leaves one, and so do a
 // replica that takes over a resumable upload's completion after the file was stored, and a restore whose clean-up
-// could not delete its file. Each is as large as the upload (up to SNAPGRAPH_MAX_UPLOAD_BYTES), and only this finds them.
+// could not delete its file. Each is as large as its upload (resumable ones have no size limit), and only this finds them.
 //
 // A blob store keeps no times, so how long a blob has gone unclaimed is remembered here, from the first collection
 // that found it so: it is deleted by a later collection, at least the grace period later, that still finds no
