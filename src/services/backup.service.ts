@@ -86,6 +86,19 @@ interface MaterialisePlan {
   logs: { epoch: StoreEpochEntity; afterSeq: number; untilSeq: number }[];
 }
 
+/** What is known of a base found damaged: from its manifest, or from its row when the manifest is what is damaged. */
+type DamagedBase = Pick<Manifest, 'id' | 'tenantId' | 'instanceId' | 'epoch'>;
+
+/** A manifest that is missing, or whose bytes are not the manifest of its restore point: damage to that point. */
+class ManifestDamage extends AppError {
+  constructor(
+    readonly point: RestorePointEntity,
+    message: string,
+  ) {
+    super('INVALID_BACKUP_FILE', message);
+  }
+}
+
 export interface CapturedPoint {
   restorePoint: RestorePointEntity;
   stats: GraphStats;
@@ -499,11 +512,14 @@ export class BackupService {
       for await (const piece of await this.blobs.read(point.manifestKey)) pieces.push(piece as Buffer);
       manifest = JSON.parse(Buffer.concat(pieces).toString('utf8')) as Manifest;
     } catch (error) {
-      if (error instanceof BlobNotFoundError) throw new AppError('INVALID_BACKUP_FILE', `the manifest of restore point ${point.id} is missing`);
-      throw new AppError('INVALID_BACKUP_FILE', `the manifest of restore point ${point.id} is damaged: ${(error as Error).message}`);
+      if (error instanceof BlobNotFoundError) throw new ManifestDamage(point, `the manifest of restore point ${point.id} is missing`);
+      const message = `the manifest of restore point ${point.id} is damaged: ${(error as Error).message}`;
+      // A master key not configured now, or backup storage out of reach, says nothing about the bytes.
+      if (error instanceof BlobIntegrityError || error instanceof SyntaxError) throw new ManifestDamage(point, message);
+      throw new AppError('INVALID_BACKUP_FILE', message);
     }
     if (manifest.version !== MANIFEST_VERSION || manifest.id !== point.id || manifest.tenantId !== point.tenantId) {
-      throw new AppError('INVALID_BACKUP_FILE', `the manifest of restore point ${point.id} does not describe it`);
+      throw new ManifestDamage(point, `the manifest of restore point ${point.id} does not describe it`);
     }
     return manifest;
   }
@@ -1056,7 +1072,15 @@ export class BackupService {
     context.progress({ phase: 'verifying' });
     const point = await this.points.findOneBy({ id: snapshot.restorePointId });
     if (!point) throw new AppError('INVALID_BACKUP_FILE', `restore point ${snapshot.restorePointId} is missing`);
-    const plan = await this.planOf(point);
+    let plan: MaterialisePlan;
+    try {
+      plan = await this.planOf(point);
+    } catch (error) {
+      // A base whose manifest is damaged cannot be read at all: as for damage to its chunks, the next snapshots of its
+      // store must not be built on it.
+      if (error instanceof ManifestDamage && error.point.kind === 'BASE') await this.baseFoundDamaged(error.point, error.message);
+      throw error;
+    }
     // The chunks of the base and legacy deltas are read here; the change log is read (and its chain checked) by the
     // materialisation below.
     for (const manifest of [plan.base, ...plan.deltas].filter((m): m is Manifest => m !== null)) {
@@ -1102,7 +1126,7 @@ export class BackupService {
    * store, when current, and those restored from a moment built on it (ChangeLogService.recordBaseDamage). The damage is
    * what the caller reports, whatever becomes of these.
    */
-  private async baseFoundDamaged(base: Manifest, message: string): Promise<void> {
+  private async baseFoundDamaged(base: DamagedBase, message: string): Promise<void> {
     await this.log.recordBaseDamage(base, message).catch((err: unknown) =>
       this.logger.warn({ err, instanceId: base.instanceId }, 'recording a damaged base failed'),
     );
@@ -1115,7 +1139,7 @@ export class BackupService {
    * base stores again what the damaged chunks held, where the store still holds it (verification dropped them from the
    * index), which also mends the points that list them.
    */
-  private async rebaseAfterDamage(damaged: Manifest): Promise<void> {
+  private async rebaseAfterDamage(damaged: DamagedBase): Promise<void> {
     const epoch = await this.log.epoch(damaged.epoch);
     if (!epoch || epoch.endedAt !== null) return;
     const instance = await this.instances.reload(damaged.instanceId);

@@ -451,34 +451,34 @@ describe('backup storage', () => {
     assert.ok(first.addedBytes >= base.addedBytes, `the first snapshot added ${first.addedBytes} bytes, its base ${base.addedBytes}`);
   });
 
-  /** Damage to every pack of the base `damage` gets: a flipped byte, or the pack gone. */
-  const damages: { name: string; damage: (path: string) => void }[] = [
-    {
-      name: 'damaged',
-      damage: (path) => {
-        const bytes = readFileSync(path);
-        bytes[Math.floor(bytes.length / 3)] ^= 0x20;
-        writeFileSync(path, bytes);
-      },
-    },
-    { name: 'missing', damage: (path) => rmSync(path) },
+  const flipByte = (path: string) => {
+    const bytes = readFileSync(path);
+    bytes[Math.floor(bytes.length / 3)] ^= 0x20;
+    writeFileSync(path, bytes);
+  };
+  /** Damage to every pack (or manifest) of the base `damage` gets: a flipped byte, or the file gone. */
+  const damages: { name: string; folder: 'chunks/packs' | 'manifests'; damage: (path: string) => void }[] = [
+    { name: 'damaged', folder: 'chunks/packs', damage: flipByte },
+    { name: 'missing', folder: 'chunks/packs', damage: (path) => rmSync(path) },
+    { name: 'with its manifest damaged', folder: 'manifests', damage: flipByte },
+    { name: 'with its manifest missing', folder: 'manifests', damage: (path) => rmSync(path) },
   ];
 
-  for (const { name, damage } of damages) {
+  for (const { name, folder, damage } of damages) {
     it(`takes sound snapshots again once verification found the base they would build on ${name}`, async function () {
       this.timeout(60_000);
       const { server } = suite;
       const tenant = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
       const instance = await createInstance(server, { name: `mended-${name}`, tier: 'PROFESSIONAL' });
-      const packsDir = join(server.dataDir, 'blobs', 'tenants', tenant, 'chunks', 'packs');
-      const packsBefore = new Set(filesUnder(packsDir));
+      const baseDir = join(server.dataDir, 'blobs', 'tenants', tenant, ...folder.split('/'));
+      const filesBefore = new Set(filesUnder(baseDir));
       // One write large enough for a base of the young store (the policy's, or the snapshot's own: one of them).
       await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: [`L${i % 3}`], properties: noise() })));
       const snapshot = await takeSnapshot(server, instance.id);
       const graph = await graphOf(server, instance.id);
-      const packs = filesUnder(packsDir).filter((path) => !packsBefore.has(path));
-      assert.ok(packs.length > 0, 'no pack of the base on disk');
-      for (const path of packs) damage(path);
+      const files = filesUnder(baseDir).filter((path) => !filesBefore.has(path));
+      assert.ok(files.length > 0, `nothing of the base under ${folder} on disk`);
+      for (const path of files) damage(path);
       const failed = await settledOperation(server, expectData(await gql(server, VERIFY, { id: snapshot.id })).verifySnapshot.id);
       assert.equal(failed.error?.code, 'INVALID_BACKUP_FILE');
 
