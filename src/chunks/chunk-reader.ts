@@ -107,7 +107,11 @@ export class ChunkReader {
       report.damage.push(new ChunkIntegrityError(null, id, 'it is not in the index'));
     }
     const byPack = new Map<string, ChunkLocation[]>();
-    for (const location of locations.values()) byPack.set(location.packId, [...(byPack.get(location.packId) ?? []), location]);
+    for (const location of locations.values()) {
+      const used = byPack.get(location.packId) ?? [];
+      used.push(location);
+      byPack.set(location.packId, used);
+    }
     for (const [packId, used] of byPack) {
       signal?.throwIfAborted();
       report.packs += 1;
@@ -124,8 +128,9 @@ export class ChunkReader {
         let segmentBytes = SEGMENT_BYTES;
         try {
           const { entries } = await readPackEntries(packs, keys, packId);
+          const entryOf = new Map(entries.map((entry) => [entry.id, entry]));
           for (const location of used) {
-            const entry = entries.find((candidate) => candidate.id === location.id);
+            const entry = entryOf.get(location.id);
             if (!entry || entry.offset !== location.offset || entry.length !== location.length || entry.plainLength !== location.plainLength) {
               report.damage.push(new ChunkIntegrityError(packId, location.id, 'the index does not match the pack trailer'));
             }

@@ -10,7 +10,7 @@ import { BlobStore } from '../storage/blob-store';
 import type { ChunkCompression } from './chunk-codec';
 import { ChunkCollector, CollectOptions, CollectResult, LiveChunkSet } from './chunk-collector';
 import { ChunkReader, readPackEntries, ReadOptions, VerifyReport } from './chunk-reader';
-import { ChunkStoreContext, insertChunkRows, locateChunks, PackReader } from './chunk-store-context';
+import { ChunkStoreContext, insertChunkRows, PackReader } from './chunk-store-context';
 import { DEFAULT_CHUNK_WORKERS, ChunkWorkerPool } from './chunk-worker-pool';
 import { ChunkRef, ChunkWriter } from './chunk-writer';
 import { ChunkIntegrityError } from './errors';
@@ -122,12 +122,6 @@ export class ChunkStore {
       reclaimableBytes: sum(packs.filter((pack) => pack.state !== 'SEALED')),
       packs: packs.length,
     };
-  }
-
-  /** Stored bytes of the distinct chunks `refs` use (what one snapshot, or one instance's snapshots, hold). */
-  async storedBytesOf(tenantId: string, refs: ChunkRef[]): Promise<number> {
-    const locations = await locateChunks(this.#context.db.manager, tenantId, [...new Set(refs.map((ref) => ref.id))]);
-    return [...locations.values()].reduce((total, location) => total + location.length, 0);
   }
 
   /**
