@@ -138,7 +138,7 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
   for (const [name, client] of [['publishing', publishClient], ['subscribing', subscribeClient]] as const) {
     let reported = false;
     client.on('error', (error: unknown) => {
-      if (!reported) logger.warn({ err: error }, `the ${name} connection to Redis failed; retrying`);
+      if (!reported) logger.warn({ err: withoutCommandArguments(error) }, `the ${name} connection to Redis failed; retrying`);
       reported = true;
     });
     client.on('ready', () => (reported = false));
@@ -194,6 +194,19 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
 }
 
 /**
+ * An ioredis error as it is logged: ioredis gives an error Redis answered the `command` it answered, with its arguments,
+ * and those of the AUTH it sends on each connection are REDIS_URL's user name and password (refused after a rotation,
+ * or answered LOADING by a Redis restarting): only the command's name is kept.
+ */
+function withoutCommandArguments(error: unknown): unknown {
+  const command = (error as { command?: { name?: unknown } } | null)?.command;
+  if (!(error instanceof Error) || typeof command !== 'object' || command === null) return error;
+  const copy = Object.create(Object.getPrototypeOf(error), Object.getOwnPropertyDescriptors(error)) as Error & { command: unknown };
+  copy.command = { name: command.name };
+  return copy;
+}
+
+/**
  * Events as Redis PUBLISH and SUBSCRIBE, one channel per event name. Redis may be away (a restart, a failover): ioredis
  * then fails the commands queued meanwhile, and a command's failure must not end the process, as an unobserved
  * rejection would. A PUBLISH that failed is an event lost, as any published while the subscribing connection is down
@@ -219,7 +232,7 @@ function redisEventTarget(
   const failed = (what: keyof typeof failing) => (error: unknown) => {
     if (failing[what]) return;
     failing[what] = true;
-    logger.warn({ err: error }, `Redis ${what} failed; events are lost until Redis answers again`);
+    logger.warn({ err: withoutCommandArguments(error) }, `Redis ${what} failed; events are lost until Redis answers again`);
   };
   publishClient.on('ready', () => (failing.publish = false));
   subscribeClient.on('ready', () => {

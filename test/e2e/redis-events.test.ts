@@ -175,6 +175,37 @@ describe('events over Redis', function () {
   });
 });
 
+describe('events over a Redis that asks for a password', function () {
+  const password = `redis-password-${Date.now()}`;
+  let port = 0;
+  before(async function () {
+    if (spawnSync('redis-server', ['--version']).status !== 0) {
+      console.log('      (skipped: no redis-server on PATH; install Debian\'s redis-server package to run it)');
+      this.skip();
+    }
+    port = await freePort();
+    await startRedis(port, password);
+  });
+
+  const suite = serverPerSuite(() => ({ env: { REDIS_URL: `redis://:${password}@127.0.0.1:${port}` } }));
+
+  it('never logs the password of REDIS_URL, not even when Redis refuses it', async function () {
+    this.timeout(30_000);
+    const { server } = suite;
+    // The password changes under the server (a rotation, a Redis restarted with another configuration): its connections
+    // are cut, and each reconnection's AUTH is refused. ioredis's error names the AUTH command with its arguments.
+    const admin = new Redis(`redis://:${password}@127.0.0.1:${port}`);
+    registerCleanup(async () => void admin.disconnect());
+    await admin.config('SET', 'requirepass', `${password}-rotated`);
+    await admin.client('KILL', 'TYPE', 'normal');
+    await admin.client('KILL', 'TYPE', 'pubsub');
+    await eventually(() => server.logLines().some((line) => /^the (publishing|subscribing) connection to Redis failed/.test(String(line.msg))), {
+      what: 'the refused reconnection to be logged',
+    });
+    assert.ok(!server.logs().includes(password), 'the logs hold the password of REDIS_URL');
+  });
+});
+
 async function freePort(): Promise<number> {
   const probe = createServer().listen(0, '127.0.0.1');
   await once(probe, 'listening');
@@ -184,10 +215,13 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** redis-server in the foreground, without persistence, once it answers PING. */
-async function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+/** redis-server in the foreground, without persistence (and with a password, when given), once it answers PING. */
+async function startRedis(port: number, password?: string): Promise<ChildProcess> {
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...(password ? ['--requirepass', password] : [])];
+  const child = spawn('redis-server', args, { stdio: 'ignore' });
   registerCleanup(async () => void child.kill('SIGKILL'));
-  await eventually(async () => (await redisUnavailable(`redis://127.0.0.1:${port}`, 500)) === null, { what: `redis-server on port ${port}` });
+  // A PING before AUTH is answered NOAUTH: it answers all the same.
+  const answers = (why: string | null) => why === null || (password !== undefined && why.includes('-NOAUTH'));
+  await eventually(async () => answers(await redisUnavailable(`redis://127.0.0.1:${port}`, 500)), { what: `redis-server on port ${port}` });
   return child;
 }
