@@ -37,7 +37,7 @@ import { SubscriptionFanout } from './api/subscriptions/subscription-fanout';
 import { checkWebSocketOperation } from './api/websocket-operations';
 import { type App, createApp } from './app';
 import type { AppConfig } from './config/app-config';
-import { unauthenticated } from './errors/app-error';
+import { isAppError, unauthenticated } from './errors/app-error';
 import { isStorageFull } from './errors/storage-full';
 import type { Logger } from './logging/logger';
 import { graphqlRequestLogPlugin, logContextFailure, logRefusal, requestIdFrom } from './observability/graphql-request-log';
@@ -64,6 +64,9 @@ const bearer = (header: unknown): string | null => {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return match ? match[1] : null;
 };
+
+/** A key refused (unknown, revoked, malformed), as opposed to one that could not be checked. */
+const isUnauthenticated = (error: unknown): boolean => isAppError(error) && error.code === 'UNAUTHENTICATED';
 
 export async function startServer(config: AppConfig, logger: Logger): Promise<RunningServer> {
   const app = await createApp(config, logger);
@@ -177,7 +180,19 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       subscribe: fanout.subscribe,
       onOperation: observeWebSocketOperations(app.metrics, logger, exposure),
       onConnect: async (ctx) => {
-        const principal = await authenticate(ctx.connectionParams?.authorization).catch(() => null);
+        let principal: Principal | null;
+        try {
+          principal = await authenticate(ctx.connectionParams?.authorization);
+        } catch (error) {
+          if (!isUnauthenticated(error)) {
+            // The key could not be checked (the metadata database failing): not the client's fault, so not 4401, after
+            // which graphql-ws clients never connect again. 1013 is "try again later", which they retry.
+            logger.error({ transport: 'websocket', err: error }, 'could not check the API key of a WebSocket');
+            ctx.extra.socket.close(1013, 'Try again later: the API key could not be checked');
+            return false;
+          }
+          principal = null;
+        }
         if (!principal) {
           ctx.extra.socket.close(4401, 'Unauthorized: send {"authorization": "Bearer <key>"} in connection_init');
           return false;

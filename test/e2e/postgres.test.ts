@@ -133,6 +133,25 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     expectData(await gql(server, '{ viewer { role } }'));
   });
 
+  it('closes a WebSocket whose key could not be checked with 1013 (try again later), not 4401, and logs why', async () => {
+    const { server } = suite;
+    // A key the server has never seen is looked up in the database, which cannot answer: its table is gone.
+    await withClient(suite.database.url, (client) => client.query('ALTER TABLE api_keys RENAME TO api_keys_away'));
+    let refused: Awaited<ReturnType<typeof connectWs>>;
+    try {
+      refused = await connectWs(server, 'sg_never_seen_over_websocket_0123456789');
+    } finally {
+      await withClient(suite.database.url, (client) => client.query('ALTER TABLE api_keys_away RENAME TO api_keys'));
+    }
+    // 4401 told the client its key is wrong, and graphql-ws clients never connect again after it.
+    assert.equal(refused.acknowledged, false);
+    assert.equal(refused.closeCode, 1013);
+    const cause = await eventually(() => server.logLines().find((line) => line.msg === 'could not check the API key of a WebSocket'));
+    assert.equal(cause.level, 50);
+    assert.match(JSON.stringify(cause.err), /api_keys/);
+    assert.ok((await connectWs(server, server.adminKey)).acknowledged);
+  });
+
   it('logs, as JSON under its request id, a failure of the request pipeline itself (the response cache)', async () => {
     const { server } = suite;
     await createInstance(server, { name: 'pipeline failure' });
