@@ -270,7 +270,13 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const graphqlHandlers: RequestHandler[] = [
     createUploadMiddleware(
       config,
-      async (authorization) => Boolean(await authenticate(authorization).catch(() => null)),
+      async (authorization) =>
+        Boolean(
+          await authenticate(authorization).catch((error: unknown) => {
+            if (isUnauthenticated(error)) return null;
+            throw error;
+          }),
+        ),
       (req, res, status, code, message) => refuseBeforeApollo(req, res, status, new GraphQLError(message, { extensions: { code } }), 'upload'),
     ),
     jsonBody(config.maxBodyBytes),

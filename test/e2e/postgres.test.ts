@@ -20,6 +20,7 @@ import {
   startServer,
   takeSnapshot,
   type TestDatabase,
+  uploadFile,
   type TestServer,
   withClient,
 } from '../support';
@@ -150,6 +151,23 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     assert.equal(cause.level, 50);
     assert.match(JSON.stringify(cause.err), /api_keys/);
     assert.ok((await connectWs(server, server.adminKey)).acknowledged);
+  });
+
+  it('answers a multipart upload whose key could not be checked with INTERNAL_SERVER_ERROR, not 401, and logs why', async () => {
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'upload while keys are unreadable' });
+    await withClient(suite.database.url, (client) => client.query('ALTER TABLE api_keys RENAME TO api_keys_away'));
+    let result: Awaited<ReturnType<typeof uploadFile>>;
+    try {
+      result = await uploadFile(server, { instanceId: instance.id, file: Buffer.from('not checked'), key: 'sg_never_seen_with_an_upload_0123456789' });
+    } finally {
+      await withClient(suite.database.url, (client) => client.query('ALTER TABLE api_keys_away RENAME TO api_keys'));
+    }
+    // UNAUTHENTICATED told the client its key is wrong.
+    assert.equal(result.status, 500, result.text);
+    assert.deepEqual([result.errors?.[0].extensions?.code, result.errors?.[0].message], ['INTERNAL_SERVER_ERROR', 'Internal server error']);
+    const cause = await eventually(() => server.logLines().find((line) => line.level === 50 && JSON.stringify(line.err ?? '').includes('api_keys')));
+    assert.ok(typeof cause.requestId === 'string');
   });
 
   it('logs, as JSON under its request id, a failure of the request pipeline itself (the response cache)', async () => {

@@ -17,6 +17,7 @@ export type UploadRefusal = (req: Request, res: Response, status: number, code: 
 
 export function createUploadMiddleware(
   config: AppConfig,
+  /** False for a key refused; throws when the key could not be checked (the request then fails as the server's error). */
   isAuthorized: (authorization: unknown) => Promise<boolean>,
   answerRefusal: UploadRefusal,
 ): RequestHandler {
@@ -35,9 +36,13 @@ export function createUploadMiddleware(
           'Send a non-empty `Apollo-Require-Preflight` header with multipart requests.',
       );
     }
-    if (!(await isAuthorized(req.headers.authorization))) {
-      return refuse(401, 'UNAUTHENTICATED', 'a valid API key is required (Authorization: Bearer <key>)');
+    let authorized: boolean;
+    try {
+      authorized = await isAuthorized(req.headers.authorization);
+    } catch (error) {
+      return next(error);
     }
+    if (!authorized) return refuse(401, 'UNAUTHENTICATED', 'a valid API key is required (Authorization: Bearer <key>)');
     try {
       const multipart = await readMultipartRequest(req, {
         maxFileSize: config.maxUploadBytes,
