@@ -1,5 +1,5 @@
 // The composition root: builds every backend from the config, wires the services, and closes them in order.
-import { lstat, readdir, rm } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 import type { AppConfig } from './config/app-config';
@@ -126,6 +126,8 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
     closers.push(() => events.close());
     const metrics = new Metrics();
     const instanceDir = join(config.dataDir, 'instances');
+    // Made here, once: readiness then finds it gone (a lost mount) rather than make an empty one (probeWritableDirectory).
+    await mkdir(instanceDir, { recursive: true });
     /** Where a base is cut from a copy of its store. */
     const scratchDir = join(config.dataDir, 'scratch');
     const stores = new SqliteGraphStoreProvider(instanceDir);

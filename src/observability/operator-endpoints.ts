@@ -1,7 +1,7 @@
 // What operators and their tooling poll: GET /healthz (the process serves), GET /readyz (its database and
 // stores answer; a load balancer sends traffic only then) and GET /metrics (Prometheus text).
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type RequestHandler, Router } from 'express';
 import type { Logger } from '../logging/logger';
@@ -71,11 +71,11 @@ async function runChecks(checks: ReadinessChecks): Promise<Record<string, CheckR
 }
 
 /**
- * A directory the server must write to (blobs, instance stores): creates and removes a small file, which also
- * catches read-only and missing mounts. The name ends like a blob store temp file, so a crash leftover is swept at boot.
+ * A directory the server must write to (blobs, instance stores), made at boot: creates and removes a small file, which
+ * also catches read-only mounts, and a directory gone (made again here, it was an empty one, reported ready while
+ * every store in it was missing). The name ends like a blob store temp file, so a crash leftover is swept at boot.
  */
 export async function probeWritableDirectory(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
   const probe = join(dir, `.readyz-probe.tmp-${randomBytes(8).toString('hex')}`);
   try {
     await writeFile(probe, 'ok');

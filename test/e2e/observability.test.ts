@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -372,6 +372,23 @@ describe('with SNAPGRAPH_IDLE_TIMEOUT_MS and SNAPGRAPH_MAX_QUERY_DEPTH set', () 
       renameSync(`${blobs}.away`, blobs);
     }
     assert.equal((await fetch(`${suite.server.url}/readyz`)).status, 200);
+  });
+
+  it('answers GET /readyz with 503 while a store directory is gone (a lost mount), without making an empty one', async () => {
+    for (const [check, name] of [['blobs', 'blobs'], ['instanceStores', 'instances']] as const) {
+      const dir = join(suite.server.dataDir, name);
+      renameSync(dir, `${dir}.away`);
+      try {
+        const readyz = await fetch(`${suite.server.url}/readyz`);
+        assert.equal(readyz.status, 503, `${name} gone`);
+        const body = (await readyz.json()) as ReadinessBody;
+        assert.equal(body.checks[check].ok, false, JSON.stringify(body));
+        assert.ok(!existsSync(dir), `the readiness check made ${name} again`);
+      } finally {
+        renameSync(`${dir}.away`, dir);
+      }
+      assert.equal((await fetch(`${suite.server.url}/readyz`)).status, 200);
+    }
   });
 });
 
