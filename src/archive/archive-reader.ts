@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { EncodedBatch, GraphRecord } from '../graph/records';
 import { ArchiveError, readOrTruncated } from './archive-error';
-import { DIGEST_LENGTH, END_FRAME, decodeEndFrame, inflateDataFrame, readFrame, type Frame } from './archive-frame';
+import { DIGEST_LENGTH, END_FRAME, decodeEndFrame, inflateDataFrame, inflateDataFrameOffThread, readFrame, type Frame } from './archive-frame';
 import { decodeArchiveHeader, type ArchiveHeader } from './archive-header';
 import { StreamByteReader } from './byte-reader';
 import type { FramePool } from './frame-pool';
@@ -225,9 +225,12 @@ class StreamingArchiveReader implements ArchiveReader {
     }
   }
 
-  /** Each data frame, CRC-checked and inflated; ends only after the end frame, digest and end of file are verified. */
+  /**
+   * Each data frame, CRC-checked and inflated (off the event loop: see inflateDataFrameOffThread); ends only after the
+   * end frame, digest and end of file are verified.
+   */
   private async *frames(validator: RecordValidator): AsyncGenerator<Buffer> {
-    for await (const { result } of this.framesAhead(validator, async (frame) => inflateDataFrame(frame), 0)) yield result;
+    for await (const { result } of this.framesAhead(validator, inflateDataFrameOffThread, 0)) yield result;
   }
 
   /** The end frame's counts, then the digest over everything before it, then nothing after it. */
