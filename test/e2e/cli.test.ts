@@ -1017,25 +1017,36 @@ describe('snapgraph restore-file against a busy instance, or a server without ro
   });
 });
 
+/** An address nothing listens at: a port just closed. */
+async function closedAddress(): Promise<string> {
+  const closed = createServer();
+  await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+  const address = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+  await new Promise<void>((resolve) => closed.close(() => resolve()));
+  return address;
+}
+
+/** `snapgraph export` into `dir` of a new snapshot of a new instance of one node. */
+async function exportNewSnapshot(server: TestServer, name: string, dir: string) {
+  stateHome = makeTempDir('snapgraph-e2e-state-');
+  const instanceId = (await createInstance(server, { name })).id;
+  await createNodes(server, instanceId, [{ labels: ['A'] }]);
+  const { id } = await snapshotOf(server, instanceId);
+  return snapgraph(server, ['export', id, '-o', dir]);
+}
+
 // SNAPGRAPH_PUBLIC_URL names an address the machine running the command cannot reach (a proxy's public name, from
 // inside): the command reached the server a moment ago, and said it could not ("set SNAPGRAPH_URL or --url").
 describe('snapgraph export when the export link names an address the command cannot reach', () => {
   let unreachable: string;
   const suite = serverPerSuite(async () => {
-    const closed = createServer();
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
-    unreachable = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
-    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    unreachable = await closedAddress();
     return { env: { SNAPGRAPH_PUBLIC_URL: unreachable } };
   });
 
   it("names the link's address and the server's SNAPGRAPH_PUBLIC_URL, not the server it reached, nor the link's token", async () => {
-    stateHome = makeTempDir('snapgraph-e2e-state-');
-    const instanceId = (await createInstance(suite.server, { name: 'behind a proxy' })).id;
-    await createNodes(suite.server, instanceId, [{ labels: ['A'] }]);
-    const { id } = await snapshotOf(suite.server, instanceId);
     const dir = makeTempDir();
-    const run = await snapgraph(suite.server, ['export', id, '-o', dir]);
+    const run = await exportNewSnapshot(suite.server, 'behind a proxy', dir);
     assert.equal(run.code, 1, output(run));
     assert.match(run.stderr, new RegExp(`cannot reach the export link's address ${unreachable} \\(ECONNREFUSED\\); the server builds it from its SNAPGRAPH_PUBLIC_URL`));
     assert.doesNotMatch(run.stderr, new RegExp(`${suite.server.url}|/exports/`), 'neither the server the command reached nor the link itself');
@@ -1048,19 +1059,12 @@ describe('snapgraph export when the export link names an address the command can
 describe('snapgraph export when SNAPGRAPH_ALLOWED_HOSTS gives the export link an address the command cannot reach', () => {
   let unreachable: string;
   const suite = serverPerSuite(async () => {
-    const closed = createServer();
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
-    unreachable = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
-    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    unreachable = await closedAddress();
     return { env: { SNAPGRAPH_ALLOWED_HOSTS: unreachable } };
   });
 
   it('names SNAPGRAPH_ALLOWED_HOSTS, not the address it asked, as where the link comes from', async () => {
-    stateHome = makeTempDir('snapgraph-e2e-state-');
-    const instanceId = (await createInstance(suite.server, { name: 'allowed elsewhere' })).id;
-    await createNodes(suite.server, instanceId, [{ labels: ['A'] }]);
-    const { id } = await snapshotOf(suite.server, instanceId);
-    const run = await snapgraph(suite.server, ['export', id, '-o', makeTempDir()]);
+    const run = await exportNewSnapshot(suite.server, 'allowed elsewhere', makeTempDir());
     assert.equal(run.code, 1, output(run));
     assert.match(run.stderr, new RegExp(`cannot reach the export link's address ${unreachable} \\(ECONNREFUSED\\); .*SNAPGRAPH_ALLOWED_HOSTS`));
     assert.doesNotMatch(run.stderr, /the address it was asked at/);
