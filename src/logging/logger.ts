@@ -11,7 +11,7 @@ export type { Logger };
 
 export const CENSOR = '[redacted]';
 /** Censored at the top of a line and one level down. */
-const SECRET_KEYS = new Set(['authorization', 'apiKey', 'secret', 'token', 'masterKey']);
+const SECRET_KEYS = new Set(['authorization', 'apiKey', 'secret', 'token', 'masterKey', 'password', 'secretAccessKey', 'sessionToken']);
 /** Censored at the top of a line only. */
 const TOP_LEVEL_SECRET_KEYS = new Set([...SECRET_KEYS, 'connectionParams']);
 

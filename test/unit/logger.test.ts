@@ -19,7 +19,7 @@ function logged(write: (logger: ReturnType<typeof createLogger>) => void): Recor
 
 describe('the log', () => {
   it('censors each secret at the top of a line', () => {
-    for (const key of ['authorization', 'apiKey', 'secret', 'token', 'masterKey', 'connectionParams']) {
+    for (const key of ['authorization', 'apiKey', 'secret', 'token', 'masterKey', 'password', 'secretAccessKey', 'sessionToken', 'connectionParams']) {
       const line = logged((logger) => logger.info({ [key]: { bearer: 'sg_live_1' }, requestId: 'r1' }, 'x'));
       assert.equal(line[key], CENSOR, key);
       assert.equal(line.requestId, 'r1');
@@ -27,7 +27,7 @@ describe('the log', () => {
   });
 
   it('censors each secret one level down, in any field, and in req.headers.authorization', () => {
-    for (const key of ['authorization', 'apiKey', 'secret', 'token', 'masterKey']) {
+    for (const key of ['authorization', 'apiKey', 'secret', 'token', 'masterKey', 'password', 'secretAccessKey', 'sessionToken']) {
       const line = logged((logger) => logger.info({ input: { [key]: 'sg_live_1', name: 'n' } }, 'x'));
       assert.deepEqual(line.input, { [key]: CENSOR, name: 'n' }, key);
     }
