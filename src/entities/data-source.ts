@@ -37,6 +37,7 @@ import { StoreEpochEntity } from './store-epoch.entity';
 import { SqliteTransactionGate } from './sqlite-transaction-gate';
 import { SnapshotEntity } from './snapshot.entity';
 import { TenantEntity } from './tenant.entity';
+import { urlWithoutPassword } from '../logging/url-without-password';
 
 export const ENTITIES = [TenantEntity, ApiKeyEntity, InstanceEntity, SnapshotEntity, OperationEntity, ExportTokenEntity, ChunkKeyEntity, ChunkPackEntity, ChunkEntity, RestorePointEntity, StoreEpochEntity, LogSegmentEntity, ExportDestinationEntity, RetiredMasterKeyEntity, CurrentMasterKeyEntity, SharedDataDirEntity];
 export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, OperationAttempts1765000000000, ApiKeyUsage1765100000000, ChunkStore1766000000000, RestorePoints1766100000000, ChangeLog1766200000000, ExportFormats1766300000000, ExportDestinations1766400000000, TenantDataVersions1766500000000, CollectedLog1766600000000, RetiredMasterKeys1766700000000, CurrentMasterKey1766800000000, SharedDataDir1766900000000, SweepIndexes1767000000000, ScheduleDueTimes1767100000000, DeletionClaims1767200000000, RestorePointDamage1767300000000];
@@ -58,18 +59,12 @@ export async function openMetadataDatabase(options: MetadataDatabaseOptions): Pr
   const db = createMetadataDataSource(options);
   await db.initialize().catch((error: Error) => {
     if (!options.databaseUrl) throw error;
-    throw new Error(`cannot open the metadata database of DATABASE_URL (${withoutPassword(options.databaseUrl)}): ${error.message}`, { cause: error });
+    throw new Error(`cannot open the metadata database of DATABASE_URL (${urlWithoutPassword(options.databaseUrl)}): ${error.message}`, { cause: error });
   });
   return db;
 }
 
 /** A database URL as it can be shown: its password left out. */
-function withoutPassword(databaseUrl: string): string {
-  const url = new URL(databaseUrl);
-  url.password = '';
-  return url.toString();
-}
-
 export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatabaseOptions): DataSource {
   const common = { entities: ENTITIES, migrations: MIGRATIONS, synchronize: false, logging: false } as const;
   if (databaseUrl) {

@@ -5,6 +5,7 @@ import type { TypedEventTarget } from '@graphql-yoga/typed-event-target';
 import type { Redis } from 'ioredis';
 import type { Availability, InstanceStatus } from '../entities/instance.entity';
 import type { Logger } from '../logging/logger';
+import { urlWithoutPassword } from '../logging/url-without-password';
 
 export interface AvailabilityEventPayload {
   tenantId: string;
@@ -133,7 +134,22 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
   const options = { lazyConnect: true, maxRetriesPerRequest: 3 };
   const publishClient = new Redis(url, options);
   const subscribeClient = new Redis(url, options);
-  await Promise.all([publishClient.connect(), subscribeClient.connect()]);
+  // Until both are connected, what went wrong is kept for the boot's error: without a listener ioredis printed each
+  // failure to stderr, stack and all, and the boot stopped with "Connection is closed.", naming neither Redis nor why.
+  let failure: Error | null = null;
+  const failedAtBoot = (error: Error) => (failure ??= error);
+  for (const client of [publishClient, subscribeClient]) client.on('error', failedAtBoot);
+  try {
+    await Promise.all([publishClient.connect(), subscribeClient.connect()]);
+  } catch (error) {
+    // Neither goes on trying in the background of a boot that has failed.
+    publishClient.disconnect();
+    subscribeClient.disconnect();
+    const cause = failure ?? (error as Error);
+    throw new Error(`cannot connect to Redis at REDIS_URL (${urlWithoutPassword(url)}): ${cause.message}`, { cause });
+  } finally {
+    for (const client of [publishClient, subscribeClient]) client.off('error', failedAtBoot);
+  }
   // Without a listener ioredis prints every failed reconnection to stderr; one warning per outage says enough.
   for (const [name, client] of [['publishing', publishClient], ['subscribing', subscribeClient]] as const) {
     let reported = false;

@@ -2,7 +2,9 @@
 // database, failures that say so, file modes, and the README's commands as written.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join, relative } from 'node:path';
 import {
   CLI,
@@ -98,6 +100,20 @@ describe('the snapgraph command', () => {
       assert.equal(run.code, 78, `${args.join(' ')}: ${run.stderr}`);
       assert.match(run.stderr, new RegExp(`^snapgraph: invalid configuration:\\n {2}- ${variable}: ${env[variable]} is not a directory`, 'm'));
     }
+  });
+
+  // Redis away or refusing REDIS_URL's password: ioredis printed its failures to stderr, stack and all, and the boot
+  // stopped with "Connection is closed.", naming neither Redis nor why.
+  it('stops a boot that cannot connect to Redis naming REDIS_URL, without its password, and why', async () => {
+    const probe = createServer().listen(0, '127.0.0.1');
+    await once(probe, 'listening');
+    const { port } = probe.address() as AddressInfo;
+    probe.close();
+    await once(probe, 'close');
+    const run = await runCli(['serve'], serverEnv({ SNAPGRAPH_DATA_DIR: join(makeTempDir(), 'data'), PORT: '0', REDIS_URL: `redis://:hunter2@127.0.0.1:${port}` }));
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(run.stderr, new RegExp(`^snapgraph: cannot connect to Redis at REDIS_URL \\(redis://127\\.0\\.0\\.1:${port}/?\\): connect ECONNREFUSED`, 'm'));
+    assert.doesNotMatch(run.stderr, /hunter2|Unhandled error event|Connection is closed/);
   });
 
   describe('tenant create', () => {
