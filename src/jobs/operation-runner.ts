@@ -15,7 +15,7 @@ import type { EventBus } from '../events/event-bus';
 import type { Logger } from '../logging/logger';
 import type { Metrics } from '../observability/metrics';
 import type { JobContext, OperationHandler, OperationResult, ProgressUpdate } from './operation-handler';
-import { isTerminal, operationJson } from './operation-json';
+import { isTerminal, type LiveOperation, operationJson } from './operation-json';
 import { POINT_OF_NO_RETURN } from './operation-phases';
 
 const PUBLISH_INTERVAL_MS = 100; // ≤ 10 events/s per operation
@@ -54,6 +54,8 @@ const CANCELLED: Stop = { status: 'CANCELLED', code: 'CANCELLED', message: 'canc
 
 interface Running {
   operation: OperationEntity;
+  /** Counts this attempt's progress updates: what a subscriber orders its states by (see isBehind). */
+  revision: number;
   abort: AbortController;
   publishTimer: NodeJS.Timeout | null;
   /** Stops the job when its lease is about to run out unrenewed (see holdLease). */
@@ -156,9 +158,9 @@ export class OperationRunner {
   }
 
   /** The live state of an operation this process runs (fresher than its row, which is persisted ≤ 1/s). */
-  liveState(operationId: string): OperationEntity | null {
+  liveState(operationId: string): LiveOperation | null {
     const job = this.running.get(operationId);
-    return job ? { ...job.operation } : null;
+    return job ? { ...job.operation, revision: job.revision } : null;
   }
 
   /** Asks whichever runner holds the operation (this process or another replica) to publish its live state now. */
@@ -279,7 +281,7 @@ export class OperationRunner {
   }
 
   private jobFor(operation: OperationEntity): Running {
-    return { operation, abort: new AbortController(), publishTimer: null, leaseTimer: null, lastPublished: 0, lastPersisted: Date.now(), done: Promise.resolve() };
+    return { operation, revision: 0, abort: new AbortController(), publishTimer: null, leaseTimer: null, lastPublished: 0, lastPersisted: Date.now(), done: Promise.resolve() };
   }
 
   /**
@@ -487,6 +489,7 @@ export class OperationRunner {
 
   private progress(job: Running, update: ProgressUpdate): void {
     const op = job.operation;
+    job.revision += 1;
     const phaseChanged = update.phase !== undefined && update.phase !== op.phase;
     if (update.phase !== undefined) op.phase = update.phase;
     if (update.bytesTotal !== undefined) op.bytesTotal = update.bytesTotal;
@@ -513,15 +516,16 @@ export class OperationRunner {
 
   private publishNow(job: Running): void {
     job.lastPublished = Date.now();
-    this.publish(job.operation);
+    this.publish(job.operation, job.revision);
   }
 
-  private publish(operation: OperationEntity): void {
+  /** `revision`: the running attempt's (see Running); none for an operation that has ended or been handed back. */
+  private publish(operation: OperationEntity, revision?: number): void {
     this.events.pubSub.publish('operation.updated', operation.id, {
       tenantId: operation.tenantId,
       operationId: operation.id,
       instanceId: operation.instanceId,
-      operation: operationJson(operation),
+      operation: { ...operationJson(operation), ...(revision === undefined ? {} : { revision }) },
     });
   }
 

@@ -3,7 +3,7 @@ import type { DataSource, Repository } from 'typeorm';
 import { OperationEntity, type OperationKind } from '../entities/operation.entity';
 import { badInput, conflict, notFound } from '../errors/app-error';
 import type { EventBus, OperationEventPayload } from '../events/event-bus';
-import { isTerminal } from '../jobs/operation-json';
+import { isTerminal, type LiveOperation } from '../jobs/operation-json';
 import { inProgressOn } from '../jobs/operation-queue';
 import { POINT_OF_NO_RETURN } from '../jobs/operation-phases';
 import type { CancelRequest } from '../jobs/operation-runner';
@@ -23,11 +23,14 @@ const LIVE_STATE_WAIT_MS = 500;
 const QUIET_RECHECK_MS = 5_000;
 
 /** The operation view carried by events and rows alike (entity fields, params, lease and cancel request omitted). */
-export type OperationView = Omit<OperationEntity, 'params' | 'leaseOwner' | 'leaseExpiresAt' | 'cancelRequestedAt'>;
+export type OperationView = Omit<OperationEntity, 'params' | 'leaseOwner' | 'leaseExpiresAt' | 'cancelRequestedAt'> & {
+  /** A running attempt's count of progress updates, in the runner's state and its events (never in the row). */
+  revision?: number;
+};
 
 /** What the runner offers this service: live state and cancellation. */
 export interface OperationControl {
-  liveState(operationId: string): OperationEntity | null;
+  liveState(operationId: string): LiveOperation | null;
   requestState(operationId: string): void;
   cancel(operationId: string): Promise<CancelRequest>;
 }
@@ -245,11 +248,15 @@ function sameState(a: OperationView, b: OperationView): boolean {
 
 /**
  * Whether `next` is older than `last`. An operation handed back to the queue goes RUNNING → QUEUED within one
- * attempt, and a new attempt starts over (bytesDone 0): attempts order first, then status, then bytes.
+ * attempt, and a new attempt starts over (bytesDone 0): attempts order first, then status, then the attempt's
+ * revision where both have one (its runner's state and events), else bytes. Bytes alone do not order phases: several
+ * follow each other at the same bytesDone (loading → verifying → capturing → swapping), and an event published just
+ * before a subscriber read the runner's state came after that state, its phase a step back.
  */
 export function isBehind(next: OperationView, last: OperationView): boolean {
   if (isTerminal(next.status) || isTerminal(last.status)) return STATUS_RANK[next.status] < STATUS_RANK[last.status];
   if (next.attempt !== last.attempt) return next.attempt < last.attempt;
   if (next.status !== last.status) return next.status === 'RUNNING' && last.status === 'QUEUED';
+  if (next.revision !== undefined && last.revision !== undefined) return next.revision < last.revision;
   return next.bytesDone < last.bytesDone;
 }
