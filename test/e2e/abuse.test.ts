@@ -14,6 +14,7 @@ import {
   gql,
   type GqlResult,
   serverPerSuite,
+  uploadBlobs,
 } from '../support';
 
 const repeated = (times: number) => `{ viewer { ${'role '.repeat(times)}} }`;
@@ -185,6 +186,8 @@ describe('abusive requests', () => {
         variables: { instanceId: id, file: null, confirm: 'RESTORE' },
       });
     const bigFile = Buffer.alloc(8 * 1024 * 1024, 7);
+    const operationCount = async () =>
+      expectData(await gql(suite.server, 'query ($id: ID!) { operations(instanceId: $id) { totalCount } }', { id: instanceId })).operations.totalCount;
 
     it('over maxUploadBytes: answered 413 FILE_TOO_LARGE, not reset', async function () {
       this.timeout(30_000);
@@ -248,8 +251,6 @@ describe('abusive requests', () => {
       this.timeout(30_000);
       const archive = craftArchive([JSON.stringify(['N', '1', [], {}])]);
       const inspect = JSON.stringify({ query: 'mutation ($file: Upload!) { inspectFile(file: $file) { kind } }', variables: { file: null } });
-      const operationCount = async () =>
-        expectData(await gql(suite.server, 'query ($id: ID!) { operations(instanceId: $id) { totalCount } }', { id: instanceId })).operations.totalCount;
       const before = await operationCount();
       for (const request of [operations(instanceId), inspect]) {
         const { body, contentType } = multipart(request, archive, undefined, '');
@@ -277,6 +278,48 @@ describe('abusive requests', () => {
         assert.equal(error.extensions.code, 'BAD_USER_INPUT', `${what}: ${answer.text}`);
         assert.match(error.message, message, what);
       }
+    });
+
+    it('with two files for one variable (two parts of its name): BAD_USER_INPUT, nothing restored and nothing kept', async function () {
+      this.timeout(30_000);
+      const archive = craftArchive([JSON.stringify(['N', '1', [], {}])]);
+      const { body, contentType } = multipart(operations(instanceId), archive);
+      const closing = '\r\n--snapgraph-abuse-boundary--\r\n';
+      const second = '\r\n--snapgraph-abuse-boundary\r\nContent-Disposition: form-data; name="0"; filename="other.backup"\r\n\r\n';
+      const twoFiles = Buffer.concat([body.subarray(0, body.length - closing.length), Buffer.from(second), archive, Buffer.from(closing)]);
+      const before = await operationCount();
+      const answer = await send(twoFiles, contentType);
+      assert.equal(answer.error, undefined, answer.error);
+      const error = JSON.parse(answer.text!).errors[0];
+      assert.equal(error.extensions.code, 'BAD_USER_INPUT', answer.text);
+      assert.match(error.message, /two parts named ‘0’/);
+      assert.equal(await operationCount(), before, 'a restore was queued');
+      assert.deepEqual(uploadBlobs(suite.server.dataDir), []);
+    });
+
+    it('whose client goes away after the file, before the request ends: nothing restored and nothing kept', async function () {
+      this.timeout(30_000);
+      const requestId = 'upload-broken-off-after-the-file';
+      const archive = craftArchive([JSON.stringify(['N', '1', [], {}])]);
+      const { body, contentType } = multipart(operations(instanceId), archive);
+      // The file part and the delimiter after it, without the `--` that closes the request.
+      const sent = body.subarray(0, body.length - '--\r\n'.length);
+      const before = await operationCount();
+      const req = multipartPost(body.length, contentType, { 'x-request-id': requestId });
+      req.on('error', () => undefined);
+      await new Promise<void>((resolve) => req.write(sent, () => resolve()));
+      req.destroy();
+      const line = await eventually(
+        () =>
+          suite.server
+            .logs()
+            .split('\n')
+            .find((written) => written.includes(`"requestId":"${requestId}"`) && written.includes('"msg":"graphql request"')),
+        { what: 'the log line of the broken-off upload' },
+      );
+      assert.match(line, /"errorCodes":\["BAD_USER_INPUT"\]/);
+      assert.equal(await operationCount(), before, 'a restore was queued');
+      assert.deepEqual(uploadBlobs(suite.server.dataDir), []);
     });
 
     it('whose client goes away inside the file: logged as BAD_USER_INPUT, not as a failure of the server', async function () {

@@ -163,10 +163,26 @@ class PartReader {
     return Buffer.concat(pieces).toString('utf8');
   }
 
-  /** The file parts: each one the map names becomes its upload's stream; any other is read and dropped. */
+  /**
+   * The file parts: each one the map names becomes its upload's stream; any other is read and dropped. A file's stream
+   * ends only once the next part is not another of its name, and the last file's once the request has ended well (its
+   * closing delimiter): what reads it (a restore queued at its end) never takes a file from a request that then breaks
+   * off, or that sends two files for one entry of the map.
+   */
   async files(uploads: Map<string, Deferred<FileUpload>>, maxFileSize: number): Promise<void> {
+    const delivered = new Set<string>();
+    /** The file read to the end of its part, its stream not yet ended. */
+    let unended: FileStream | null = null;
     try {
       for (let part = await this.nextPart(); part; part = await this.nextPart()) {
+        if (delivered.has(part.name)) {
+          throw new MultipartError(400, `The multipart request has two parts named ‘${part.name}’: send one file for each entry of the ‘map’ field.`);
+        }
+        // A file still to come is read by its resolver only once this one has ended.
+        if (uploads.size > 0) {
+          unended?.push(null);
+          unended = null;
+        }
         const named = uploads.get(part.name);
         uploads.delete(part.name);
         const upload = part.filename !== null && !this.discarded ? named : undefined;
@@ -188,12 +204,18 @@ class PartReader {
         this.file = file;
         upload.resolve({ filename: part.filename!, mimetype: part.mimetype, encoding: '7bit', createReadStream: () => file });
         await this.streamInto(file, maxFileSize);
+        delivered.add(part.name);
+        unended = file;
       }
-    } catch {
-      // The request broke off or is malformed: a file in progress already carries the error; the rest is dropped.
+      unended?.push(null);
+    } catch (error) {
+      // The request broke off or is malformed: a file in progress already carries the error, and so does one whose
+      // stream was still to end; the rest is dropped.
+      unended?.destroy(error as Error);
     }
   }
 
+  /** Streams the file part's bytes into `file`, leaving it to the caller to end. */
   private async streamInto(file: FileStream, maxFileSize: number): Promise<void> {
     let size = 0;
     try {
@@ -202,7 +224,6 @@ class PartReader {
         if (size > maxFileSize) throw new MultipartError(413, `File truncated as it exceeds the ${maxFileSize} byte size limit.`, 'FILE_TOO_LARGE');
         await file.write(piece);
       }
-      file.push(null);
     } catch (error) {
       file.destroy(error as Error);
       throw error;
