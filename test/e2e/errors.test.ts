@@ -64,16 +64,17 @@ describe('malformed input', () => {
   };
 
   describe('paging arguments', () => {
-    for (const [what, after] of [
-      ['not base64 JSON', 'not-a-cursor!!'],
-      ['JSON of the wrong shape', cursorOf({ id: 1 })],
-      ['a cursor holding a non-id', cursorOf(['abc'])],
-      ['a cursor holding a number instead of a string', cursorOf([5])],
-      ['an empty string', ''],
+    // A cursor of `list` of this instance holding `position`.
+    for (const [what, afterIn] of [
+      ['not base64 JSON', () => 'not-a-cursor!!'],
+      ['JSON of the wrong shape', () => cursorOf({ id: 1 })],
+      ['a cursor holding a non-id', (list: string) => cursorOf([list, instanceId, 'abc'])],
+      ['a cursor holding a number instead of a string', (list: string) => cursorOf([list, instanceId, 5])],
+      ['an empty string', () => ''],
     ] as const) {
       it(`refuses an \`after\` cursor that is ${what}`, async () => {
-        await expectRefused(gql(suite.server, NODES_PAGE, { instanceId, after }));
-        await expectRefused(gql(suite.server, RELATIONSHIPS_PAGE, { instanceId, after }));
+        await expectRefused(gql(suite.server, NODES_PAGE, { instanceId, after: afterIn('nodes') }));
+        await expectRefused(gql(suite.server, RELATIONSHIPS_PAGE, { instanceId, after: afterIn('relationships') }));
       });
     }
 

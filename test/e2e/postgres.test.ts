@@ -97,17 +97,17 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
     const instance = await createInstance(server, { name: 'forged cursors' });
     const cursor = (parts: unknown[]) => Buffer.from(JSON.stringify(parts)).toString('base64url');
     for (const createdAt of [1.5, 1e300, 2 ** 63]) {
-      for (const query of [
-        'query ($id: ID!, $after: String) { snapshots(instanceId: $id, after: $after) { totalCount } }',
-        'query ($id: ID!, $after: String) { operations(instanceId: $id, after: $after) { totalCount } }',
-        'query ($id: ID!, $after: String) { instance(id: $id) { snapshots(after: $after) { totalCount } } }',
+      for (const [list, query] of [
+        ['snapshots', 'query ($id: ID!, $after: String) { snapshots(instanceId: $id, after: $after) { totalCount } }'],
+        ['operations', 'query ($id: ID!, $after: String) { operations(instanceId: $id, after: $after) { totalCount } }'],
+        ['snapshots', 'query ($id: ID!, $after: String) { instance(id: $id) { snapshots(after: $after) { totalCount } } }'],
       ]) {
-        const refused = expectCode(await gql(server, query, { id: instance.id, after: cursor([createdAt, 'x']) }), 'BAD_USER_INPUT');
+        const refused = expectCode(await gql(server, query, { id: instance.id, after: cursor([list, instance.id, createdAt, 'x']) }), 'BAD_USER_INPUT');
         assert.match(refused.message, /is not a valid cursor/, `${createdAt}: ${query}`);
       }
     }
     // What the server issues still works.
-    expectData(await gql(server, 'query ($id: ID!, $after: String) { snapshots(instanceId: $id, after: $after) { totalCount } }', { id: instance.id, after: cursor([Date.now(), 'x']) }));
+    expectData(await gql(server, 'query ($id: ID!, $after: String) { snapshots(instanceId: $id, after: $after) { totalCount } }', { id: instance.id, after: cursor(['snapshots', instance.id, Date.now(), 'x']) }));
   });
 
   it('logs why a key could not be checked, under the request id the INTERNAL_SERVER_ERROR answer carries', async () => {

@@ -302,8 +302,8 @@ describe('snapshots', () => {
     };
     const PAGE_FIELDS = 'totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor } edges { cursor }';
     type Page = Pick<Connection<unknown>, 'totalCount' | 'pageInfo'> & { edges: { cursor: string }[] };
-    const pageOf = async (name: keyof typeof CONNECTIONS, id: string, variables: { first?: number; after?: string }): Promise<Page> => {
-      const data = expectData(await gql(suite.server, CONNECTIONS[name].replace('PAGE', PAGE_FIELDS), { id, ...variables }));
+    const pageOf = async (name: keyof typeof CONNECTIONS, id: string, variables: { first?: number; after?: string }, key = suite.server.adminKey): Promise<Page> => {
+      const data = expectData(await gql(suite.server, CONNECTIONS[name].replace('PAGE', PAGE_FIELDS), { id, ...variables }, key));
       return name === 'Instance.snapshots' ? data.instance.page : data.page;
     };
 
@@ -334,6 +334,38 @@ describe('snapshots', () => {
       for (const name of Object.keys(CONNECTIONS) as (keyof typeof CONNECTIONS)[]) {
         const error = expectCode(await gql(suite.server, CONNECTIONS[name].replace('PAGE', PAGE_FIELDS), { id: instanceId, first: 5, after: '' }), 'BAD_USER_INPUT');
         assert.match(error.message, /not a valid cursor/, name);
+      }
+    });
+
+    // A cursor held only a position ([createdAt, id], or a node's id): one of another instance, another tenant's or
+    // another connection (a snapshot's in operations) was taken for a position in this list, a silently wrong page.
+    it('refuses on every connection a cursor of another connection, another instance or another tenant, saying so', async () => {
+      const filled = async (name: string, key = suite.server.adminKey) => {
+        const id = (await createInstance(suite.server, { name }, key)).id;
+        const [a, b] = await createNodes(suite.server, id, [{ labels: ['A'] }, { labels: ['B'] }], key);
+        await createRelationships(suite.server, id, [{ type: 'R', startNodeId: a.id, endNodeId: b.id }], key);
+        await takeSnapshot(suite.server, id, { key });
+        return id;
+      };
+      const other = await createTenant(suite.server, 'cursor-thief');
+      const [here, elsewhere, theirs] = [await filled('cursors here'), await filled('cursors elsewhere'), await filled('theirs', other.apiKey)];
+      const names = Object.keys(CONNECTIONS) as (keyof typeof CONNECTIONS)[];
+      const cursorOf = async (name: keyof typeof CONNECTIONS, id: string, key?: string) => (await pageOf(name, id, { first: 1 }, key)).edges[0].cursor;
+      for (const name of names) {
+        const foreign = [
+          [`${name} of another instance`, await cursorOf(name, elsewhere)],
+          [`${name} of another tenant`, await cursorOf(name, theirs, other.apiKey)],
+          ...(await Promise.all(names.filter((list) => list.replace('Instance.', '') !== name.replace('Instance.', '')).map(async (list) => [`${list}`, await cursorOf(list, here)]))),
+        ];
+        for (const [whose, after] of foreign) {
+          const error = expectCode(await gql(suite.server, CONNECTIONS[name].replace('PAGE', PAGE_FIELDS), { id: here, first: 5, after }), 'BAD_USER_INPUT');
+          assert.match(error.message, /is a cursor of another list/, `${name}, a cursor of ${whose}`);
+        }
+        // Query.snapshots and Instance.snapshots are one list.
+        const own = await cursorOf(name, here);
+        for (const same of names.filter((list) => list.replace('Instance.', '') === name.replace('Instance.', ''))) {
+          expectData(await gql(suite.server, CONNECTIONS[same].replace('PAGE', PAGE_FIELDS), { id: here, first: 5, after: own }));
+        }
       }
     });
 

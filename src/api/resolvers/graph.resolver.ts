@@ -2,7 +2,7 @@ import { type FragmentDefinitionNode, type GraphQLResolveInfo, Kind, type Select
 import { Arg, Ctx, ID, Info, Int, Mutation, Query, Resolver } from 'type-graphql';
 import type { Principal } from '../../services/principal';
 import { type ApiContext, Caller } from '../context';
-import { decodeAfter, encodeCursor } from '../cursor';
+import { type CursorList, decodeAfter, encodeCursor } from '../cursor';
 import { pageInfo } from '../types/common.type';
 import {
   GraphNode,
@@ -16,8 +16,8 @@ import {
 
 // An explicit `first: null` (clients send it for an unset variable) means the default, as an omitted one does.
 const DEFAULT_PAGE = 100;
-const cursorOf = (item: { id: string }) => encodeCursor([item.id]);
-const afterId = (after?: string | null) => decodeAfter(after, ['string'])?.[0] as string | undefined;
+const cursorsOf = (list: CursorList) => (item: { id: string }) => encodeCursor(list, [item.id]);
+const afterId = (list: CursorList, after: string | null) => decodeAfter(after, list, ['string'])?.[0] as string | undefined;
 
 @Resolver()
 export class GraphResolver {
@@ -30,7 +30,9 @@ export class GraphResolver {
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
   ): Promise<NodeConnection> {
-    const page = await services.graph.nodes(caller, instanceId, label ?? undefined, first ?? DEFAULT_PAGE, afterId(after));
+    const list: CursorList = { connection: 'nodes', instanceId };
+    const page = await services.graph.nodes(caller, instanceId, label ?? undefined, first ?? DEFAULT_PAGE, afterId(list, after));
+    const cursorOf = cursorsOf(list);
     return {
       edges: page.items.map((node) => ({ cursor: cursorOf(node), node })),
       pageInfo: pageInfo(page.items, cursorOf, page.hasNextPage, after),
@@ -47,7 +49,9 @@ export class GraphResolver {
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
   ): Promise<RelationshipConnection> {
-    const page = await services.graph.relationships(caller, instanceId, type ?? undefined, first ?? DEFAULT_PAGE, afterId(after));
+    const list: CursorList = { connection: 'relationships', instanceId };
+    const page = await services.graph.relationships(caller, instanceId, type ?? undefined, first ?? DEFAULT_PAGE, afterId(list, after));
+    const cursorOf = cursorsOf(list);
     return {
       edges: page.items.map((node) => ({ cursor: cursorOf(node), node })),
       pageInfo: pageInfo(page.items, cursorOf, page.hasNextPage, after),

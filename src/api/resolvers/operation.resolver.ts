@@ -10,7 +10,7 @@ import { Instance } from '../types/instance.type';
 import { Operation, OperationConnection, OperationError } from '../types/operation.type';
 import { Snapshot } from '../types/snapshot.type';
 
-const cursorOf = (operation: OperationView) => encodeCursor([operation.createdAt, operation.id]);
+const cursorOf = (operation: OperationView) => encodeCursor({ connection: 'operations', instanceId: operation.instanceId }, [operation.createdAt, operation.id]);
 /** A page's default size. An explicit `first: null` (clients send it for an unset variable) means it too. */
 const DEFAULT_PAGE = 20;
 
@@ -29,7 +29,7 @@ export class OperationResolver {
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
   ): Promise<OperationConnection> {
-    const cursor = decodeAfter(after, ['integer', 'string']);
+    const cursor = decodeAfter(after, { connection: 'operations', instanceId }, ['integer', 'string']);
     const page = await services.operations.list(
       caller,
       instanceId,

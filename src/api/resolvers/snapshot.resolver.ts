@@ -12,12 +12,12 @@ import { Instance } from '../types/instance.type';
 import { Operation } from '../types/operation.type';
 import { formatOf, Snapshot, SnapshotConnection, SnapshotFilter, StorageUsage } from '../types/snapshot.type';
 
-const cursorOf = (snapshot: SnapshotEntity) => encodeCursor([snapshot.createdAt, snapshot.id]);
+const cursorOf = (snapshot: SnapshotEntity) => encodeCursor({ connection: 'snapshots', instanceId: snapshot.instanceId }, [snapshot.createdAt, snapshot.id]);
 /** A page's default size. An explicit `first: null` (clients send it for an unset variable) means it too. */
 export const DEFAULT_SNAPSHOT_PAGE = 20;
 
-export function decodeSnapshotCursor(after: string | null | undefined): { createdAt: number; id: string } | null {
-  const cursor = decodeAfter(after, ['integer', 'string']);
+export function decodeSnapshotCursor(instanceId: string, after: string | null | undefined): { createdAt: number; id: string } | null {
+  const cursor = decodeAfter(after, { connection: 'snapshots', instanceId }, ['integer', 'string']);
   return cursor && { createdAt: cursor[0] as number, id: cursor[1] as string };
 }
 
@@ -30,7 +30,7 @@ export async function snapshotConnection(
   after: string | null,
   filter: SnapshotFilter | null,
 ): Promise<SnapshotConnection> {
-  const page = await context.services.snapshots.list(caller, instanceId, first ?? DEFAULT_SNAPSHOT_PAGE, decodeSnapshotCursor(after), filter ?? {});
+  const page = await context.services.snapshots.list(caller, instanceId, first ?? DEFAULT_SNAPSHOT_PAGE, decodeSnapshotCursor(instanceId, after), filter ?? {});
   return {
     edges: page.items.map((snapshot) => ({ cursor: cursorOf(snapshot), node: snapshot })),
     pageInfo: pageInfo(page.items, cursorOf, page.hasNextPage, after),
