@@ -902,6 +902,7 @@ export class BackupService {
     return this.removeOrphans(`tenants/${tenantId}/manifests`, async (keys) => {
       const idOf = (key: string) => /\/([^/]+)\.json$/.exec(key)?.[1];
       const ids = keys.map(idOf).filter((id): id is string => id !== undefined);
+      if (ids.length === 0) return [];
       const named = new Set((await this.points.find({ select: { id: true }, where: { id: In(ids) } })).map((point) => point.id));
       return keys.filter((key) => {
         const id = idOf(key);
