@@ -297,6 +297,22 @@ describe('abusive requests', () => {
       assert.deepEqual(uploadBlobs(suite.server.dataDir), []);
     });
 
+    /** Sends `sent` of a multipart request announced as `length` bytes, then goes away; the request's log line. */
+    async function breakOff(sent: Buffer, length: number, contentType: string, requestId: string): Promise<string> {
+      const req = multipartPost(length, contentType, { 'x-request-id': requestId });
+      req.on('error', () => undefined);
+      await new Promise<void>((resolve) => req.write(sent, () => resolve()));
+      req.destroy();
+      return eventually(
+        () =>
+          suite.server
+            .logs()
+            .split('\n')
+            .find((written) => written.includes(`"requestId":"${requestId}"`) && written.includes('"msg":"graphql request"')),
+        { what: 'the log line of the broken-off upload' },
+      );
+    }
+
     it('whose client goes away after the file, before the request ends: nothing restored and nothing kept', async function () {
       this.timeout(30_000);
       const requestId = 'upload-broken-off-after-the-file';
@@ -305,18 +321,7 @@ describe('abusive requests', () => {
       // The file part and the delimiter after it, without the `--` that closes the request.
       const sent = body.subarray(0, body.length - '--\r\n'.length);
       const before = await operationCount();
-      const req = multipartPost(body.length, contentType, { 'x-request-id': requestId });
-      req.on('error', () => undefined);
-      await new Promise<void>((resolve) => req.write(sent, () => resolve()));
-      req.destroy();
-      const line = await eventually(
-        () =>
-          suite.server
-            .logs()
-            .split('\n')
-            .find((written) => written.includes(`"requestId":"${requestId}"`) && written.includes('"msg":"graphql request"')),
-        { what: 'the log line of the broken-off upload' },
-      );
+      const line = await breakOff(sent, body.length, contentType, requestId);
       assert.match(line, /"errorCodes":\["BAD_USER_INPUT"\]/);
       assert.equal(await operationCount(), before, 'a restore was queued');
       assert.deepEqual(uploadBlobs(suite.server.dataDir), []);
@@ -328,18 +333,7 @@ describe('abusive requests', () => {
       const requestId = 'upload-broken-off';
       const { body, contentType } = multipart(operations(instanceId), bigFile);
       const sent = body.subarray(0, body.length - bigFile.length + 64 * 1024);
-      const req = multipartPost(body.length, contentType, { 'x-request-id': requestId });
-      req.on('error', () => undefined);
-      await new Promise<void>((resolve) => req.write(sent, () => resolve()));
-      req.destroy();
-      const line = await eventually(
-        () =>
-          suite.server
-            .logs()
-            .split('\n')
-            .find((written) => written.includes(`"requestId":"${requestId}"`) && written.includes('"msg":"graphql request"')),
-        { what: 'the log line of the broken-off upload' },
-      );
+      const line = await breakOff(sent, body.length, contentType, requestId);
       assert.match(line, /"errorCodes":\["BAD_USER_INPUT"\]/);
       assert.ok(!suite.server.logs().includes('"msg":"graphql request failed"'), 'a broken-off upload was logged as a failure of the server');
     });
