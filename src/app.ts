@@ -2,7 +2,7 @@
 import { lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
-import type { AppConfig } from './config/app-config';
+import { type AppConfig, uploadDirectory } from './config/app-config';
 import { openMetadataDatabase, runMetadataMigrations } from './entities/data-source';
 import { InstanceEntity } from './entities/instance.entity';
 import { RESTORE_KINDS } from './entities/operation.entity';
@@ -285,7 +285,13 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       metrics,
       ping,
       tenantDataVersion: tenantDataVersion(db),
-      readiness: { metadata: ping, blobs: blobStore.probe, instanceStores: () => probeWritableDirectory(instanceDir) },
+      readiness: {
+        metadata: ping,
+        blobs: blobStore.probe,
+        instanceStores: () => probeWritableDirectory(instanceDir),
+        uploads: () => probeWritableDirectory(uploadDirectory(config)),
+        events: () => events.probe(),
+      },
       close: closeAll,
     };
   } catch (error) {

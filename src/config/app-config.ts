@@ -1,6 +1,6 @@
 // The server's configuration: the environment and the SNAPGRAPH_CONFIG file, parsed and validated once.
 import { readFileSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { CHUNK_COMPRESSIONS, type ChunkCompression, DEFAULT_CHUNK_COMPRESSION } from '../chunks/chunk-codec';
 import { parseS3Url, type S3Location } from '../storage/s3-location';
 import { isMasterKeyText } from '../crypto/master-key';
@@ -123,6 +123,11 @@ const MAX_CHUNK_WORKERS = 64;
 const FILE_KEYS = new Set(['tiers', 'maxUploadBytes', 'exportUrlTtl', 'bytesPerStorageGB']);
 
 /** Parses and validates the environment; throws ConfigError listing every bad variable (never its secret value). */
+/** Where partial uploads are kept: SNAPGRAPH_UPLOAD_DIR, or <data dir>/uploads. */
+export function uploadDirectory(config: Pick<AppConfig, 'dataDir' | 'uploadDir'>): string {
+  return config.uploadDir ?? join(config.dataDir, 'uploads');
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const problems: string[] = [];
   const check = <T>(name: string, parse: () => T, fallback: T): T => {

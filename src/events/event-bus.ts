@@ -90,6 +90,11 @@ export interface EventBus {
    * onDeliveryResumed tells when they reach this process again.
    */
   subscribed<K extends keyof Topics & string>(topic: K, id: Topics[K][0]): Promise<void>;
+  /**
+   * Resolves when events flow both ways now (readiness): in-process always; over Redis, while the subscribing connection
+   * delivers and the publishing one answers a PING. Rejects saying which does not.
+   */
+  probe(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -124,6 +129,7 @@ export function createInMemoryEventBus(): EventBus {
     onDeliveryResumed: () => () => undefined,
     publishConfirmed: async (topic, id, payload) => pubSub.publish(topic, id, payload),
     subscribed: async () => undefined,
+    probe: async () => undefined,
     close: async () => undefined,
   };
 }
@@ -202,6 +208,11 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
     },
     // While events are not delivered, the resumption tells the stream to read afresh (and to wait for this again then).
     subscribed: async (topic, id) => (delivering ? subscribed(`${topic}:${id}`) : undefined),
+    probe: async () => {
+      if (!delivering) throw new Error(`events of other replicas do not reach this one: the subscribing connection to Redis is ${subscribeClient.status}`);
+      if (publishClient.status !== 'ready') throw new Error(`events reach no other replica: the publishing connection to Redis is ${publishClient.status}`);
+      await publishClient.ping();
+    },
     close: async () => {
       publishClient.disconnect();
       subscribeClient.disconnect();

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import WebSocket from 'ws';
 import {
   archiveOf,
@@ -242,14 +242,14 @@ describe('observability', () => {
   });
 
   describe('health', () => {
-    it('GET /healthz and GET /readyz answer 200 while the database and stores work', async () => {
+    it('GET /healthz and GET /readyz answer 200 while the database, the stores, the upload directory and events work', async () => {
       const healthz = await fetch(`${suite.server.url}/healthz`);
       assert.equal(healthz.status, 200);
       const readyz = await fetch(`${suite.server.url}/readyz`);
       assert.equal(readyz.status, 200);
       const body = (await readyz.json()) as ReadinessBody;
       assert.equal(body.status, 'ready');
-      assert.deepEqual(Object.keys(body.checks).sort(), ['blobs', 'instanceStores', 'metadata']);
+      assert.deepEqual(Object.keys(body.checks).sort(), ['blobs', 'events', 'instanceStores', 'metadata', 'uploads']);
       assert.ok(Object.values(body.checks).every((check) => (check as { ok: boolean }).ok));
     });
   });
@@ -374,9 +374,11 @@ describe('with SNAPGRAPH_IDLE_TIMEOUT_MS and SNAPGRAPH_MAX_QUERY_DEPTH set', () 
     assert.equal((await fetch(`${suite.server.url}/readyz`)).status, 200);
   });
 
-  it('answers GET /readyz with 503 while a store directory is gone (a lost mount), without making an empty one', async () => {
-    for (const [check, name] of [['blobs', 'blobs'], ['instanceStores', 'instances']] as const) {
-      const dir = join(suite.server.dataDir, name);
+  it('answers GET /readyz with 503 while a store or upload directory is gone (a lost mount), without making an empty one', async () => {
+    const { dataDir } = suite.server;
+    // The test servers keep partial uploads beside the data dir (SNAPGRAPH_UPLOAD_DIR).
+    for (const [check, dir] of [['blobs', join(dataDir, 'blobs')], ['instanceStores', join(dataDir, 'instances')], ['uploads', `${dataDir}-uploads`]] as const) {
+      const name = basename(dir);
       renameSync(dir, `${dir}.away`);
       try {
         const readyz = await fetch(`${suite.server.url}/readyz`);

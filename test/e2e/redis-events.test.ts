@@ -138,6 +138,28 @@ describe('events over Redis', function () {
     assert.equal(keptConnection.socket.readyState, keptConnection.socket.OPEN, "another key's socket was closed");
   });
 
+  it('answers GET /readyz with 503 while Redis is away, saying so, and 200 once it is back', async function () {
+    this.timeout(60_000);
+    const { server } = suite;
+    const readiness = async () => {
+      const response = await fetch(`${server.url}/readyz`);
+      return { status: response.status, events: ((await response.json()) as { checks: Record<string, { ok: boolean; error?: string }> }).checks.events };
+    };
+    // Up (an earlier test's outage may have left it away).
+    if ((await redisUnavailable(`redis://127.0.0.1:${port}`, 500)) !== null) redis = await startRedis(port);
+    await eventually(async () => (await readiness()).status === 200, { what: 'ready on Redis' });
+    redis!.kill('SIGKILL');
+    await once(redis!, 'exit');
+    const away = await eventually(async () => {
+      const answer = await readiness();
+      return answer.status === 503 && answer;
+    }, { what: 'not ready without Redis' });
+    assert.equal(away.events.ok, false);
+    assert.match(away.events.error ?? '', /Redis/);
+    redis = await startRedis(port);
+    await eventually(async () => (await readiness()).status === 200, { what: 'ready again once Redis is back' });
+  });
+
   it('completes an operation subscription whose final event was published while Redis was away, once it is back', async function () {
     this.timeout(120_000);
     const { server } = suite;

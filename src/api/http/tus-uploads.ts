@@ -30,7 +30,7 @@ import type { Server, Upload } from '@tus/server' with { 'resolution-mode': 'imp
 import type { Request, RequestHandler, Response } from 'express';
 import { GraphQLError } from 'graphql';
 import type { App } from '../../app';
-import { type AppConfig, ConfigError } from '../../config/app-config';
+import { type AppConfig, ConfigError, uploadDirectory } from '../../config/app-config';
 import { AppError, isAppError, unauthenticated } from '../../errors/app-error';
 import { asStorageFull } from '../../errors/storage-full';
 import type { Logger } from '../../logging/logger';
@@ -91,10 +91,6 @@ class IncompleteUploadError extends AppError {
   }
 }
 
-/** Where partial uploads are kept: SNAPGRAPH_UPLOAD_DIR, or <data dir>/uploads. */
-export function uploadDirectory(config: Pick<AppConfig, 'dataDir' | 'uploadDir'>): string {
-  return config.uploadDir ?? join(config.dataDir, 'uploads');
-}
 
 /**
  * Where earlier versions kept partial uploads by default, in plaintext: <os tmpdir>/snapgraph-uploads-<hash of the data
