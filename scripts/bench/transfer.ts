@@ -1,7 +1,9 @@
 // bench:transfer — uploads and export downloads against minimal Node HTTP servers, side by side.
 //
 // An archive of --size MiB (default 1024) whose payload is random text (deflate gains little) is uploaded to a fresh
-// instance, each time right after the same bytes went through the baseline:
+// instance, each time right after the same bytes went through the baseline. Each upload's archive is written anew
+// (other random bytes): the same rows restored again would find their chunks already stored by the previous restore,
+// and its new base would cost less than a first restore of new data does.
 //   - multipart: curl -F into restoreFromFile (GraphQL multipart request spec, Apollo-Require-Preflight);
 //   - tus: `snapgraph restore-file` (the CLI, its own process) through /uploads;
 //   - baseline: `curl -T` into a minimal Node server that writes the body to a file and fsyncs it.
@@ -141,7 +143,7 @@ async function main() {
   try {
     const nodes = await writeRandomTextArchive(archive, sizeBytes);
     const bytes = statSync(archive).size;
-    console.log(`archive: ${MiB(bytes)}, ${nodes} nodes of random text; ${pairs} pairs of each measurement`);
+    console.log(`archive: ${MiB(bytes)}, ${nodes} nodes of random text, new for each upload; ${pairs} pairs of each measurement`);
 
     const uploadBaseline = await startBaseline('upload', received);
     children.push(uploadBaseline.child);
@@ -154,10 +156,12 @@ async function main() {
     const tusChunked: UploadFigures = { baseline: [], sqliteFloor: [], accepted: [], restored: [] };
     const paths = [['multipart', multipart], ['tus', tus], ...(tusChunkMiB > 0 ? [['tus-chunked', tusChunked] as const] : [])] as const;
     let restoredInstance = '';
+    let uploads = 0;
     for (let pair = 0; pair < pairs; pair++) {
       for (const [path, figures] of paths) {
         if (restoredInstance) await gql(`mutation($id: ID!) { deleteInstance(id: $id) }`, { id: restoredInstance });
         const instanceId = await newInstance(`bench-${path}-${pair}`);
+        if (uploads++ > 0) await writeRandomTextArchive(archive, sizeBytes); // the first upload's was written above
         await rss.part('idle');
         await settleDisk();
         figures.baseline.push(await baselineUpload());
