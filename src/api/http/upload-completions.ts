@@ -5,13 +5,15 @@
 //
 // One marker file per upload, `<id>.json`: created exclusively by the replica that verifies the file, which rewrites
 // it every HEARTBEAT_MS while it works and then records the operation id in it. A marker whose heartbeat stopped for
-// ABANDONED_MS (its replica died) is taken over. A refused file's marker is removed at once; the others expire with
-// the uploads (UPLOAD_EXPIRY_MS).
+// ABANDONED_MS (its replica died) is taken over by one replica, which holds the marker's claim (`<id>.json.takeover`,
+// storage/file-claim.ts) while it renames a marker of its own over it; the sweep removes expired markers under the claim
+// as well. A refused file's marker is removed at once; the others expire with the uploads (UPLOAD_EXPIRY_MS).
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '../../errors/app-error';
+import { CLAIM_SUFFIX, claimAge, withClaim } from '../../storage/file-claim';
 
 export const HEARTBEAT_MS = 2_000;
 export const ABANDONED_MS = 15_000;
@@ -32,6 +34,23 @@ interface Marker {
 }
 
 const refused = () => new AppError('NOT_FOUND', 'the upload was refused or abandoned while it was verified; upload the file again');
+
+function parseMarker(text: string): Marker | null {
+  try {
+    return JSON.parse(text) as Marker;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A marker created, not yet written: a claim as fresh as the file. One that stays unwritten (its replica stopped
+ * between the two) is abandoned like any other once that long has passed, and swept with the expired: taken as fresh
+ * at every look, it held its upload for good, and every request on it waited without end.
+ */
+function unwritten(modifiedMs: number): Marker {
+  return { tenantId: '', sizeBytes: 0, at: modifiedMs, heartbeatAt: modifiedMs, operationId: null };
+}
 
 export class UploadCompletions {
   /** The completions this process runs or waits for (so that its own callers share one promise and its error). */
@@ -82,10 +101,21 @@ export class UploadCompletions {
   async sweep(now = Date.now()): Promise<number> {
     let removed = 0;
     for (const name of await readdir(this.dir).catch(() => [] as string[])) {
-      const id = name.endsWith('.json') ? name.slice(0, -'.json'.length) : null;
-      const marker = id ? await this.read(id) : null;
-      if (marker ? now - marker.at > this.expiryMs : /\.tmp-/.test(name)) {
-        await rm(join(this.dir, name), { force: true });
+      const path = join(this.dir, name);
+      if (name.endsWith('.json')) {
+        // Under its claim, as a takeover: between a look and a removal, another replica may have taken it over.
+        const gone = await withClaim(path, async (claimed) => {
+          const marker = parseMarker(claimed.text) ?? unwritten(claimed.stats.mtimeMs);
+          if (now - marker.at <= this.expiryMs) return false;
+          await rm(path, { force: true });
+          return true;
+        });
+        if (gone) removed += 1;
+        continue;
+      }
+      const claimLeft = name.endsWith(CLAIM_SUFFIX) && (await stat(path).then((found) => claimAge(found, now) > ABANDONED_MS, () => false));
+      if (claimLeft || /\.tmp-/.test(name)) {
+        await rm(path, { force: true });
         removed += 1;
       }
     }
@@ -101,10 +131,28 @@ export class UploadCompletions {
       if (!marker) continue; // removed meanwhile (refused): claim it again, and hear why ourselves
       if (marker.operationId !== null) return marker.operationId;
       if (!this.abandoned(marker)) return this.awaitOther(id);
-      // Its replica stopped while verifying: take over (whoever removes it first and creates it again wins).
-      const again = await this.read(id);
-      if (again && again.heartbeatAt === marker.heartbeatAt) await rm(this.pathOf(id), { force: true });
+      // Its replica stopped while verifying: taken over by one replica only.
+      const taken = await this.takeOver(id, mine);
+      if (taken) return this.runClaimed(id, mine, restore);
+      // Not abandoned any more (another replica took it over): its outcome is the answer, as the loop finds. Claimed by
+      // another replica (or gone): looked at again once that one has acted.
+      if (taken === null) await sleep(POLL_MS);
     }
+  }
+
+  /**
+   * Replaces an abandoned marker with this replica's own, holding the marker's claim, so that one replica at a time
+   * decides from what it claimed (two that each removed the marker they had read as abandoned both took it over: the
+   * later removed the one the earlier had just made). Renamed over it: the path is never empty meanwhile, so no other
+   * replica creates one in between. False when it is no longer abandoned; null when it is gone, or another replica
+   * holds the claim.
+   */
+  private takeOver(id: string, mine: Marker): Promise<boolean | null> {
+    return withClaim(this.pathOf(id), async (claimed) => {
+      if (!this.abandoned(parseMarker(claimed.text) ?? unwritten(claimed.stats.mtimeMs))) return false;
+      await this.write(id, mine);
+      return true;
+    });
   }
 
   private async runClaimed(id: string, marker: Marker, restore: () => Promise<string>): Promise<string> {
@@ -157,15 +205,10 @@ export class UploadCompletions {
     const path = this.pathOf(id);
     const text = await readFile(path, 'utf8').catch(() => null);
     if (text === null) return null;
-    try {
-      return JSON.parse(text) as Marker;
-    } catch {
-      // Created, not yet written: a claim as fresh as the file. One that stays unwritten (its replica stopped between
-      // the two) is abandoned like any other once that long has passed, and swept with the expired: taken as fresh at
-      // every look, it held its upload for good, and every request on it waited without end.
-      const modified = await stat(path).then((found) => found.mtimeMs, () => null);
-      return modified === null ? null : { tenantId: '', sizeBytes: 0, at: modified, heartbeatAt: modified, operationId: null };
-    }
+    const marker = parseMarker(text);
+    if (marker) return marker;
+    const modified = await stat(path).then((found) => found.mtimeMs, () => null);
+    return modified === null ? null : unwritten(modified);
   }
 
   /** Creates the marker unless one exists: whether this process now owns the upload's verification. */

@@ -6,16 +6,17 @@
 // A lock is a file, `<id>.lock` in the upload directory, created exclusively by the request that holds it (after the
 // process's own lock), holding a token of its own, and touched every HEARTBEAT_MS while it is held. One not touched for
 // STALE_MS belongs to a replica that died or froze, and is taken over (see withClaim: never a lock that was made anew
-// meanwhile, which two waiters removing what they saw as stale did). As within a process, the newest request wins: a
-// request that waits for the lock asks its holder to let go by creating `<id>.release`, which the holder sees at its
-// next heartbeat, and its request ends as when its client goes away (what it wrote is kept, and it answers with that
-// offset); the waiting one then takes the lock and answers as tus says (409 when the offset moved meanwhile). A holder
-// that finds its lock taken over ends its request the same way. One that cannot take the lock within the timeout
-// is answered 423 (Locked), which tus clients retry.
+// meanwhile, which two waiters removing what they saw as stale did). Only the holder of a lock's claim replaces or
+// removes it: a request taking over a stale one, the sweep, a holder letting go of its own. As within a process, the
+// newest request wins: a request that waits for the lock asks its holder to let go by creating `<id>.release`, which
+// the holder sees at its next heartbeat, and its request ends as when its client goes away (what it wrote is kept, and
+// it answers with that offset); the waiting one then takes the lock and answers as tus says (409 when the offset moved
+// meanwhile). A holder that finds its lock taken over ends its request the same way. One that cannot take the lock
+// within the timeout is answered 423 (Locked), which tus clients retry.
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { pathExists } from '../../storage/durable-fs';
+import { CLAIM_SUFFIX, claimAge, withClaim } from '../../storage/file-claim';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Lock, Locker, RequestRelease } from '@tus/server' with { 'resolution-mode': 'import' };
@@ -28,8 +29,6 @@ const POLL_MS = 100;
 const UNLOCK_TRIES = 20;
 const LOCK_SUFFIX = '.lock';
 const RELEASE_SUFFIX = '.release';
-/** `<id>.lock.takeover`: the claim of whoever replaces or removes `<id>.lock` (see withClaim). */
-const CLAIM_SUFFIX = '.takeover';
 /** `<id>.<token>.pending`: a taker's own lock, written before it is renamed over a stale one. */
 const PENDING_SUFFIX = '.pending';
 
@@ -63,7 +62,8 @@ export class UploadLocker implements Locker {
     for (const name of await readdir(this.directory).catch(() => [] as string[])) {
       const path = join(this.directory, name);
       if (name.endsWith(LOCK_SUFFIX)) {
-        // Under its claim, as a takeover: between a look and a removal, a waiter may have taken it over.
+        // Under its claim (`<id>.lock.takeover`), as a takeover: between a look and a removal, a waiter may have taken
+        // it over.
         const gone = await withClaim(path, async (claimed) => {
           if (now - claimed.stats.mtimeMs <= LOCK_STALE_MS) return false;
           await rm(path, { force: true });
@@ -74,40 +74,13 @@ export class UploadLocker implements Locker {
       }
       const found = await stat(path).catch(() => null);
       if (!found) continue;
-      // A claim is held for a few file operations: one this old is a claimer that died holding it (its link made its
-      // ctime; its mtime is the lock's).
-      const age = now - (name.endsWith(CLAIM_SUFFIX) ? found.ctimeMs : found.mtimeMs);
+      const age = name.endsWith(CLAIM_SUFFIX) ? claimAge(found, now) : now - found.mtimeMs;
       if ((name.endsWith(RELEASE_SUFFIX) || name.endsWith(PENDING_SUFFIX) || name.endsWith(CLAIM_SUFFIX)) && age > LOCK_STALE_MS) {
         await rm(path, { force: true });
         removed += 1;
       }
     }
     return removed;
-  }
-}
-
-/**
- * Runs fn holding the claim of the lock file at lockPath: a hard link to it, `<lock>.takeover`, made exclusively, so
- * one process at a time; fn is told what the claimed file is (its stats, its token). Only a claim's holder replaces or
- * removes a lock (a request taking over a stale one, the sweep, a holder letting go of its own), so the file at
- * lockPath is the claimed one until the claim goes: what fn decides from it holds as it acts. (A request that removed
- * a lock it had seen stale, found by stat, removed whatever was there by then: another waiter may have taken it over
- * meanwhile, and both held it.) Null when there is no lock, or another claim is held: nothing was done.
- */
-async function withClaim<T>(lockPath: string, fn: (claimed: { stats: Stats; token: string }) => Promise<T>): Promise<T | null> {
-  const claimPath = `${lockPath}${CLAIM_SUFFIX}`;
-  try {
-    await link(lockPath, claimPath);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST' || code === 'ENOENT') return null;
-    throw error;
-  }
-  try {
-    const [stats, token] = await Promise.all([stat(claimPath), readFile(claimPath, 'utf8')]);
-    return await fn({ stats, token });
-  } finally {
-    await rm(claimPath, { force: true });
   }
 }
 
@@ -171,8 +144,8 @@ class UploadLock implements Lock {
       // sweep looking at it, or a request taking it over (this process stalled past the stale period), which then
       // holds it under its own token.
       for (let tries = 0; tries < UNLOCK_TRIES; tries += 1) {
-        const done = await withClaim(this.#path, async ({ token }) => {
-          if (token === this.#token) await rm(this.#path, { force: true });
+        const done = await withClaim(this.#path, async ({ text }) => {
+          if (text === this.#token) await rm(this.#path, { force: true });
         });
         if (done !== null || (await readFile(this.#path, 'utf8').catch(() => null)) !== this.#token) break;
         await sleep(POLL_MS);

@@ -1,0 +1,141 @@
+import { strict as assert } from 'node:assert';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import fsPromises = require('node:fs/promises');
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ABANDONED_MS, UploadCompletions } from '../../src/api/http/upload-completions';
+
+const EXPIRY_MS = 24 * 3600_000;
+
+describe('UploadCompletions (one completion of an upload across replicas)', () => {
+  let dataDir: string;
+  let markers: string;
+  beforeEach(() => {
+    dataDir = mkdtempSync(join(tmpdir(), 'snapgraph-upload-completions-'));
+    markers = join(dataDir, 'upload-completions');
+  });
+  afterEach(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  /** What two replicas sharing one data dir each have: their own UploadCompletions. */
+  const replicas = async () => [await UploadCompletions.open(dataDir, EXPIRY_MS), await UploadCompletions.open(dataDir, EXPIRY_MS)];
+
+  /** The marker a replica that stopped while it verified the upload left: its heartbeat long stopped. */
+  function abandonedMarker(id: string, at = Date.now() - ABANDONED_MS - 5_000): string {
+    const path = join(markers, `${id}.json`);
+    writeFileSync(path, JSON.stringify({ tenantId: 't1', sizeBytes: 10, at, heartbeatAt: Date.now() - ABANDONED_MS - 5_000, operationId: null }));
+    return path;
+  }
+
+  /** A restore that counts its runs and answers `operationId`. */
+  function restoreAs(operationId: string, runs: string[]): () => Promise<string> {
+    return async () => {
+      runs.push(operationId);
+      return operationId;
+    };
+  }
+
+  describe('taking over an abandoned marker, two replicas at once', () => {
+    // The completions module calls node:fs/promises through its exports: each call of `paused`'s run waits, at its
+    // first change to the marker's name (removing, renaming or linking it), until the test lets it go on.
+    const changes = ['rm', 'unlink', 'rename', 'link'] as const;
+    const originals = Object.fromEntries(changes.map((name) => [name, fsPromises[name]])) as Record<(typeof changes)[number], (...args: unknown[]) => Promise<unknown>>;
+    const who = new AsyncLocalStorage<string>();
+    afterEach(() => Object.assign(fsPromises, originals));
+
+    /** Arms the pause: `paused` waits at its first change to `path` until goOn(); reached() resolves as it waits. */
+    function pauseFirstChange(path: string, only: readonly (typeof changes)[number][] = changes): { reached: Promise<void>; goOn: () => void } {
+      let reach!: () => void;
+      const reached = new Promise<void>((resolve) => (reach = resolve));
+      let goOn!: () => void;
+      const gate = new Promise<void>((resolve) => (goOn = resolve));
+      let armed = true;
+      for (const name of changes) {
+        (fsPromises as unknown as Record<string, unknown>)[name] = async (...args: unknown[]) => {
+          if (armed && who.getStore() === 'paused' && only.includes(name) && (args[0] === path || args[1] === path)) {
+            armed = false;
+            reach();
+            await gate;
+          }
+          return originals[name](...args);
+        };
+      }
+      return { reached, goOn };
+    }
+
+    /** Resolves once `waiting` has tried to claim the marker at `path` while another replica held its claim. */
+    function claimRefused(path: string): Promise<void> {
+      const link = fsPromises.link;
+      return new Promise((resolve) => {
+        (fsPromises as unknown as Record<string, unknown>).link = async (...args: Parameters<typeof link>) => {
+          try {
+            return await link(...args);
+          } catch (error) {
+            if (who.getStore() === 'waiting' && args[0] === path && (error as NodeJS.ErrnoException).code === 'EEXIST') resolve();
+            throw error;
+          }
+        };
+      });
+    }
+
+    it('lets one replica take it over: the other, that saw it abandoned as well, answers with its operation', async () => {
+      const [a, b] = await replicas();
+      const path = abandonedMarker('up1');
+      const runs: string[] = [];
+      const { reached, goOn } = pauseFirstChange(path);
+      const first = who.run('paused', () => a.run('up1', 't1', 10, restoreAs('op-a', runs)));
+      await reached;
+      // Meanwhile the other replica sees the same abandoned marker, takes it over and completes the upload.
+      assert.equal(await b.run('up1', 't1', 10, restoreAs('op-b', runs)), 'op-b');
+      const completed = readFileSync(path, 'utf8');
+      goOn();
+      assert.equal(await first, 'op-b', 'the first replica took over the marker the second had just taken over, and restored the upload again');
+      assert.deepEqual(runs, ['op-b']);
+      assert.equal(readFileSync(path, 'utf8'), completed, "the second replica's marker was replaced");
+      assert.deepEqual(readdirSync(markers), ['up1.json'], 'nothing is left behind');
+    });
+
+    it('makes the other replica wait while one takes it over, and answers it with that one\'s operation', async () => {
+      const [a, b] = await replicas();
+      const path = abandonedMarker('up2');
+      const runs: string[] = [];
+      // The first replica holds the marker's claim, and is about to put its own marker in place of the abandoned one.
+      const { reached, goOn } = pauseFirstChange(path, ['rename']);
+      const taking = who.run('paused', () => a.run('up2', 't1', 10, restoreAs('op-a', runs)));
+      await reached;
+      const refused = claimRefused(path);
+      const waiting = who.run('waiting', () => b.run('up2', 't1', 10, restoreAs('op-b', runs)));
+      await refused;
+      goOn();
+      assert.equal(await taking, 'op-a');
+      assert.equal(await waiting, 'op-a');
+      assert.deepEqual(runs, ['op-a']);
+      assert.deepEqual(readdirSync(markers), ['up2.json'], 'nothing is left behind');
+    });
+
+    it('leaves a marker that a replica took over while the sweep looked at it', async () => {
+      const [a, b] = await replicas();
+      const path = abandonedMarker('up4', Date.now() - EXPIRY_MS - 5_000);
+      const runs: string[] = [];
+      const { reached, goOn } = pauseFirstChange(path);
+      const sweeping = who.run('paused', () => a.sweep());
+      await reached;
+      assert.equal(await b.run('up4', 't1', 10, restoreAs('op-b', runs)), 'op-b');
+      const completed = readFileSync(path, 'utf8');
+      goOn();
+      assert.equal(await sweeping, 0);
+      assert.equal(readFileSync(path, 'utf8'), completed, 'the sweep removed the marker a replica had just taken over');
+    });
+  });
+
+  it('sweeps the takeover claims their replicas left behind (a crash while taking over), not one being held', async () => {
+    const [a] = await replicas();
+    abandonedMarker('up5');
+    writeFileSync(join(markers, 'up5.json.takeover'), '');
+    assert.equal(await a.sweep(), 0);
+    assert.deepEqual(readdirSync(markers).sort(), ['up5.json', 'up5.json.takeover']);
+    // A claim is held for a few file operations: one held for the abandoned period is left behind.
+    assert.equal(await a.sweep(Date.now() + ABANDONED_MS + 5_000), 1);
+    assert.deepEqual(readdirSync(markers), ['up5.json']);
+  });
+});
