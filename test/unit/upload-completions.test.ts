@@ -1,10 +1,10 @@
 import { strict as assert } from 'node:assert';
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import fsPromises = require('node:fs/promises');
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ABANDONED_MS, UploadCompletions } from '../../src/api/http/upload-completions';
+import { pausedFs } from '../support/paused-fs';
 
 const EXPIRY_MS = 24 * 3600_000;
 
@@ -38,30 +38,8 @@ describe('UploadCompletions (one completion of an upload across replicas)', () =
   describe('taking over an abandoned marker, two replicas at once', () => {
     // The completions module calls node:fs/promises through its exports: each call of `paused`'s run waits, at its
     // first change to the marker's name (removing, renaming or linking it), until the test lets it go on.
-    const changes = ['rm', 'unlink', 'rename', 'link'] as const;
-    const originals = Object.fromEntries(changes.map((name) => [name, fsPromises[name]])) as Record<(typeof changes)[number], (...args: unknown[]) => Promise<unknown>>;
-    const who = new AsyncLocalStorage<string>();
-    afterEach(() => Object.assign(fsPromises, originals));
-
-    /** Arms the pause: `paused` waits at its first change to `path` until goOn(); reached() resolves as it waits. */
-    function pauseFirstChange(path: string, only: readonly (typeof changes)[number][] = changes): { reached: Promise<void>; goOn: () => void } {
-      let reach!: () => void;
-      const reached = new Promise<void>((resolve) => (reach = resolve));
-      let goOn!: () => void;
-      const gate = new Promise<void>((resolve) => (goOn = resolve));
-      let armed = true;
-      for (const name of changes) {
-        (fsPromises as unknown as Record<string, unknown>)[name] = async (...args: unknown[]) => {
-          if (armed && who.getStore() === 'paused' && only.includes(name) && (args[0] === path || args[1] === path)) {
-            armed = false;
-            reach();
-            await gate;
-          }
-          return originals[name](...args);
-        };
-      }
-      return { reached, goOn };
-    }
+    const { who, pauseFirstChange, restore } = pausedFs();
+    afterEach(restore);
 
     /** Resolves once `waiting` has tried to claim the marker at `path` while another replica held its claim. */
     function claimRefused(path: string): Promise<void> {

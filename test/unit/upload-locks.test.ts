@@ -1,10 +1,9 @@
 import { strict as assert } from 'node:assert';
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
-import fsPromises = require('node:fs/promises');
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LOCK_STALE_MS, UploadLocker } from '../../src/api/http/upload-locks';
+import { pausedFs } from '../support/paused-fs';
 
 /** What two replicas sharing one upload directory each have: a locker of their own (with its own in-process lock). */
 async function replicaLockers(dir: string, timeoutMs = 5_000): Promise<[UploadLocker, UploadLocker]> {
@@ -70,30 +69,8 @@ describe('UploadLocker (one writer of an upload across replicas)', () => {
   describe('taking over a stale lock, two at once', () => {
     // The lock module calls node:fs/promises through its exports: each call of `paused`'s run waits, at its first
     // change to the lock's name (removing, renaming or linking it), until the test lets it go on.
-    const changes = ['rm', 'unlink', 'rename', 'link'] as const;
-    const originals = Object.fromEntries(changes.map((name) => [name, fsPromises[name]])) as Record<(typeof changes)[number], (...args: unknown[]) => Promise<unknown>>;
-    const who = new AsyncLocalStorage<string>();
-    afterEach(() => Object.assign(fsPromises, originals));
-
-    /** Arms the pause: `paused` waits at its first change to `lockPath` until goOn(); reached() resolves as it waits. */
-    function pauseFirstChange(lockPath: string): { reached: Promise<void>; goOn: () => void } {
-      let reach!: () => void;
-      const reached = new Promise<void>((resolve) => (reach = resolve));
-      let goOn!: () => void;
-      const gate = new Promise<void>((resolve) => (goOn = resolve));
-      let armed = true;
-      for (const name of changes) {
-        (fsPromises as unknown as Record<string, unknown>)[name] = async (...args: unknown[]) => {
-          if (armed && who.getStore() === 'paused' && (args[0] === lockPath || args[1] === lockPath)) {
-            armed = false;
-            reach();
-            await gate;
-          }
-          return originals[name](...args);
-        };
-      }
-      return { reached, goOn };
-    }
+    const { who, pauseFirstChange, restore } = pausedFs();
+    afterEach(restore);
 
     function staleLock(path: string): void {
       const past = (Date.now() - LOCK_STALE_MS - 5_000) / 1000;
