@@ -4,6 +4,7 @@
 // 1. delete the index rows of dead chunks (not live, untouched for the grace period);
 // 2. condemn SEALED packs with no rows left; repack SEALED packs whose live share fell under half (write the live
 //    chunks to a new pack, then move their rows in one transaction; an old pack left without rows is condemned);
+//    verification repacks the same way, at once, a pack whose footer or trailer it found damaged (repackDamaged);
 // 3. delete packs CONDEMNED for the grace period (readers and writers that located a chunk there before its row
 //    went may still use it), WRITING packs whose writer stopped beating for the grace period, and DELETING packs
 //    (a crash interrupted their deletion): under a row lock, re-check that no row points into the pack (a writer may
@@ -76,6 +77,24 @@ export class ChunkCollector {
     await this.#repack(tenantId, candidates, result);
     await this.#deleteCondemnedPacks(tenantId, cutoff, result);
     return result;
+  }
+
+  /**
+   * Moves the indexed chunks of packs whose footer or trailer a verification found damaged into a new pack now, however
+   * much of them is live. Each chunk is authenticated on its own, so those the verification left in the index are sound
+   * and stay; but every later writer holding their data deduplicated against them in the damaged pack, and every
+   * verification of what it wrote named that pack again, for ever. As safe beside collections (another replica's too)
+   * and writers as a collection's repacking: a row moves only from the pack it is still in, and the old pack, condemned
+   * once no row points into it, is kept for the grace period. A pack one of whose chunks no longer authenticates is
+   * left as it is, as collection leaves it: verification names the chunk.
+   */
+  async repackDamaged(tenantId: string, packIds: string[]): Promise<void> {
+    const result: CollectResult = { removedChunks: 0, removedPacks: 0, repackedPacks: 0, freedBytes: 0, damagedPacks: [] };
+    const packs: ChunkPackEntity[] = [];
+    for (const batch of batches(packIds)) {
+      packs.push(...(await this.context.db.getRepository(ChunkPackEntity).findBy({ tenantId, id: In(batch), state: 'SEALED' })));
+    }
+    await this.#repack(tenantId, packs, result);
   }
 
   async #deleteDeadRows(tenantId: string, live: LiveChunkSet, cutoff: number): Promise<number> {

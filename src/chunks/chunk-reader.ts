@@ -2,6 +2,7 @@
 // a bounded number ahead of the consumer), and verification of every pack a list of refs uses.
 import { ChunkEntity } from '../entities/chunk.entity';
 import { ChunkDamage } from './chunk-codec';
+import { ChunkCollector } from './chunk-collector';
 import { ChunkLocation, ChunkStoreContext, locateChunks, PackReader } from './chunk-store-context';
 import { ChunkRef } from './chunk-writer';
 import { ChunkIntegrityError, ChunkNotFoundError } from './errors';
@@ -26,6 +27,11 @@ export interface VerifyReport {
   bytes: number;
   /** Everything found damaged, each naming its pack and, when known, its chunk; empty when all is well. */
   damage: ChunkIntegrityError[];
+  /**
+   * Why moving the sound chunks out of a pack found with its trailer or footer damaged failed (the blob store full, say),
+   * or null: they stay there until a verification that finds the pack so again moves them.
+   */
+  repairFailure: Error | null;
 }
 
 /** Consecutive chunks of one pack, fetched with one ranged read. */
@@ -39,7 +45,10 @@ interface Segment {
 }
 
 export class ChunkReader {
-  constructor(private readonly context: ChunkStoreContext) {}
+  constructor(
+    private readonly context: ChunkStoreContext,
+    private readonly collector: ChunkCollector,
+  ) {}
 
   /**
    * The plaintext of `refs`, in order; reads at most a few segments and chunks ahead of the consumer, and looks the
@@ -93,7 +102,9 @@ export class ChunkReader {
   /**
    * Reads back every pack that `refs` use, whole: the footer, the trailer, and every chunk in it that the index points
    * at (authenticated, decompressed, id recomputed), so that a flipped byte anywhere in what those packs hold is found;
-   * and checks that the index agrees with each pack's trailer. A chunk found damaged leaves the index (see #forget).
+   * and checks that the index agrees with each pack's trailer. A chunk found damaged leaves the index (see #forget), and
+   * the sound chunks of a pack whose footer or trailer is damaged (or that is cut short) move into a new pack, so that
+   * nothing deduplicates against them in the damaged one (see ChunkCollector.repackDamaged).
    * Stops with the signal's reason once it aborts (seen before each pack and each window of reads in it), so that a
    * cancelled verification does not read the rest of a large snapshot first.
    */
@@ -101,8 +112,10 @@ export class ChunkReader {
     const keys = await this.context.keys.get(tenantId);
     const ids = [...new Set(refs.map((ref) => ref.id))];
     const locations = await locateChunks(this.context.db.manager, tenantId, ids);
-    const report: VerifyReport = { packs: 0, chunks: 0, bytes: 0, damage: [] };
+    const report: VerifyReport = { packs: 0, chunks: 0, bytes: 0, damage: [], repairFailure: null };
     const damagedCopies: ChunkLocation[] = [];
+    /** Packs whose footer or trailer did not read: their sound chunks are moved out once the damaged ones are forgotten. */
+    const unsoundPacks: string[] = [];
     for (const id of ids.filter((candidate) => !locations.has(candidate))) {
       report.damage.push(new ChunkIntegrityError(null, id, 'it is not in the index'));
     }
@@ -140,6 +153,7 @@ export class ChunkReader {
         } catch (error) {
           if (!(error instanceof ChunkIntegrityError)) throw error;
           report.damage.push(error);
+          unsoundPacks.push(packId);
           // A chunk is read without the trailer: each indexed one is still opened, so that those the damage reached (all
           // of a missing pack, those past a truncation) leave the index rather than be what every later base
           // deduplicates against, and those it left whole stay; one read each, so that one cut chunk fails alone.
@@ -170,6 +184,11 @@ export class ChunkReader {
       }
     }
     await this.#forget(tenantId, damagedCopies);
+    // The damage is the report, whether or not its repair works now.
+    report.repairFailure = await this.collector.repackDamaged(tenantId, unsoundPacks).then(
+      () => null,
+      (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+    );
     return report;
   }
 

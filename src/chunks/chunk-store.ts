@@ -71,8 +71,8 @@ export class ChunkStore {
       clock: options.clock ?? Date.now,
       heartbeatMs: writerHeartbeatMs(options.collectGraceMs ?? DEFAULT_COLLECT_GRACE_MS),
     };
-    this.#reader = new ChunkReader(this.#context);
     this.#collector = new ChunkCollector(this.#context);
+    this.#reader = new ChunkReader(this.#context, this.#collector);
   }
 
   /** A writer for one snapshot. Finish it (or abort it) within the collection grace period. */
@@ -104,7 +104,8 @@ export class ChunkStore {
 
   /**
    * See ChunkReader.verify: reads back every pack `refs` use, and reports what is damaged (a damaged chunk leaves the
-   * index, so that the next writer holding its data stores it again); stops when `signal` aborts.
+   * index, so that the next writer holding its data stores it again; the sound chunks of a pack whose trailer is damaged
+   * move into a new pack, so that the next writer deduplicates against a sound one); stops when `signal` aborts.
    */
   verify(tenantId: string, refs: ChunkRef[], signal?: AbortSignal): Promise<VerifyReport> {
     return this.#reader.verify(tenantId, refs, signal);

@@ -1086,7 +1086,7 @@ export class BackupService {
     // materialisation below.
     for (const manifest of [plan.base, ...plan.deltas].filter((m): m is Manifest => m !== null)) {
       const refs = [...(manifest.base?.chunks ?? []), ...(manifest.delta?.chunks ?? [])];
-      const { damage } = await this.chunks.verify(manifest.tenantId, refs, context.signal);
+      const damage = await this.chunkDamage(manifest.tenantId, refs, context.signal);
       if (damage.length > 0) {
         const message = damageOf(manifest, damage);
         if (manifest.kind === 'BASE') await this.baseFoundDamaged(manifest, message);
@@ -1108,6 +1108,15 @@ export class BackupService {
     return produced;
   }
 
+  /** What ChunkStore.verify finds damaged in `refs`; a repair of it that failed is logged (the next verification retries). */
+  private async chunkDamage(tenantId: string, refs: ChunkRef[], signal?: AbortSignal): Promise<ChunkIntegrityError[]> {
+    const { damage, repairFailure } = await this.chunks.verify(tenantId, refs, signal);
+    if (repairFailure) {
+      this.logger.warn({ err: repairFailure, tenantId }, 'moving the sound chunks out of a damaged pack failed; the next verification that finds it tries again');
+    }
+    return damage;
+  }
+
   /**
    * A read of a base failed on its chunks (damaged, or missing): they are checked as a verification checks them, in the
    * background (the read's caller fails now). None found damaged (retention collected the base under the read, or the
@@ -1117,7 +1126,7 @@ export class BackupService {
   private checkBaseInBackground(base: Manifest): void {
     void (async () => {
       if ((await this.points.findOneBy({ id: base.id }))?.damage !== null) return;
-      const { damage } = await this.chunks.verify(base.tenantId, base.base!.chunks);
+      const damage = await this.chunkDamage(base.tenantId, base.base!.chunks);
       if (damage.length > 0 && (await this.points.existsBy({ id: base.id }))) await this.baseFoundDamaged(base, damageOf(base, damage));
     })().catch((err: unknown) => this.logger.warn({ err, instanceId: base.instanceId }, 'checking a base a read found damaged failed'));
   }

@@ -457,14 +457,24 @@ describe('backup storage', () => {
     writeFileSync(path, bytes);
   };
   /** Damage to every pack (or manifest) of the base `damage` gets: a flipped byte, or the file gone. */
-  const damages: { name: string; folder: 'chunks/packs' | 'manifests'; damage: (path: string) => void }[] = [
+  const damages: { name: string; folder: 'chunks/packs' | 'manifests'; damage: (path: string) => void; damagedOneRestores?: true }[] = [
     { name: 'damaged', folder: 'chunks/packs', damage: flipByte },
     { name: 'missing', folder: 'chunks/packs', damage: (path) => rmSync(path) },
+    {
+      name: 'with a damaged pack trailer (its chunks sound)',
+      folder: 'chunks/packs',
+      damage: (path) => {
+        const bytes = readFileSync(path);
+        bytes[bytes.length - 40] ^= 0x20;
+        writeFileSync(path, bytes);
+      },
+      damagedOneRestores: true,
+    },
     { name: 'with its manifest damaged', folder: 'manifests', damage: flipByte },
     { name: 'with its manifest missing', folder: 'manifests', damage: (path) => rmSync(path) },
   ];
 
-  for (const { name, folder, damage } of damages) {
+  for (const { name, folder, damage, damagedOneRestores } of damages) {
     it(`takes sound snapshots again once verification found the base they would build on ${name}`, async function () {
       this.timeout(60_000);
       const { server } = suite;
@@ -488,6 +498,11 @@ describe('backup storage', () => {
       assert.equal(verified.status, 'SUCCEEDED', JSON.stringify(verified.error));
       assert.equal((await restoreAndWait(server, next.id)).status, 'SUCCEEDED');
       assert.deepEqual(await graphOf(server, instance.id), graph);
+      if (damagedOneRestores) {
+        // Only the pack's trailer was damaged: the snapshot that found it reads its chunks from where they were moved.
+        assert.equal((await restoreAndWait(server, snapshot.id)).status, 'SUCCEEDED');
+        assert.deepEqual(await graphOf(server, instance.id), graph);
+      }
     });
   }
 });

@@ -244,18 +244,82 @@ function chunkStoreSuite(backend: MetadataBackend) {
 
     it('finds a flipped byte in the trailer or footer on verify, even when no chunk read needs it', async () => {
       const store = open();
-      const { refs, packId, path } = await onePack(store);
-      const bytes = await readFile(path);
-      for (const at of [bytes.length - 40, bytes.length - 5]) {
-        const damaged = Buffer.from(bytes);
-        damaged[at] ^= 0x80;
-        await writeFile(path, damaged);
-        const report = await store.verify(tenant, refs);
-        assert.equal(report.damage.length, 1, `byte ${at}`);
+      // A pack each (of a tenant each): verification moves the sound chunks of a pack it found so into a new one.
+      for (const fromEnd of [40, 5]) {
+        const tenantId = randomUUID();
+        const { refs } = await writeAll(store, tenantId, Array.from({ length: 3 }, () => randomBytes(40 * KIB)));
+        const [packId] = await packFiles(tenantId);
+        const path = packPath(tenantId, packId);
+        const bytes = await readFile(path);
+        bytes[bytes.length - fromEnd] ^= 0x80;
+        await writeFile(path, bytes);
+        const report = await store.verify(tenantId, refs);
+        assert.equal(report.damage.length, 1, `byte ${fromEnd} from the end`);
         assert.equal(report.damage[0].packId, packId);
+        assert.deepEqual((await store.verify(tenantId, refs)).damage, [], `byte ${fromEnd} from the end, once repacked`);
       }
+    });
+
+    it('moves the sound chunks of a pack whose trailer is damaged into a new pack: later snapshots of that data verify clean', async () => {
+      const store = open();
+      const pieces = Array.from({ length: 3 }, () => randomBytes(40 * KIB));
+      const { refs } = await writeAll(store, tenant, pieces);
+      const [packId] = await packFiles(tenant);
+      const path = packPath(tenant, packId);
+      const bytes = await readFile(path);
+      bytes[bytes.length - 40] ^= 0x80; // in the trailer: every chunk is still sound
       await writeFile(path, bytes);
+      const report = await store.verify(tenant, refs);
+      assert.deepEqual(report.damage.map((damage) => [damage.packId, damage.chunkId]), [[packId, null]]);
+      assert.match(report.damage[0].message, /trailer/);
+      // None of its chunks is damaged, so none is stored again: the next snapshot of the same data deduplicates against
+      // them, and must not name the damaged pack once more (as every later one would, for ever).
+      const again = await writeAll(store, tenant, pieces);
+      assert.equal(again.result.newChunks, 0);
+      assert.deepEqual((await store.verify(tenant, again.refs)).damage, []);
+      assert.ok((await chunkRows(tenant)).every((row) => row.packId !== packId), 'no chunk is indexed in the damaged pack');
+      // The snapshot that found the damage reads its data, from the new pack, and verifies clean now too.
+      assert.deepEqual(await readAll(store.read(tenant, refs, { verifyIds: true })), Buffer.concat(pieces));
       assert.deepEqual((await store.verify(tenant, refs)).damage, []);
+      // The damaged pack goes with collection, once its grace period is over.
+      now += 2 * HOUR;
+      await store.collect(tenant, new Set(refs.map((ref) => ref.id)), { graceMs: HOUR });
+      now += 2 * HOUR;
+      await store.collect(tenant, new Set(refs.map((ref) => ref.id)), { graceMs: HOUR });
+      assert.ok(!(await packFiles(tenant)).includes(packId));
+      await assertTidy(tenant);
+      assert.deepEqual(await readAll(store.read(tenant, again.refs, { verifyIds: true })), Buffer.concat(pieces));
+    });
+
+    it('reports a damaged trailer when moving the sound chunks out fails, and moves them at the next verification', async () => {
+      const pieces = Array.from({ length: 3 }, () => randomBytes(40 * KIB));
+      const { refs } = await writeAll(open(), tenant, pieces);
+      const [packId] = await packFiles(tenant);
+      const path = packPath(tenant, packId);
+      const bytes = await readFile(path);
+      bytes[bytes.length - 40] ^= 0x80;
+      await writeFile(path, bytes);
+      const full: BlobStore = {
+        write: async (key, data) => {
+          if (!key.includes('/packs/')) return fsBlobs.write(key, data);
+          data.destroy();
+          throw new Error(`no space left for ${key}`);
+        },
+        read: (key, range) => fsBlobs.read(key, range),
+        openRanges: (key) => fsBlobs.openRanges(key),
+        size: (key) => fsBlobs.size(key),
+        delete: (key) => fsBlobs.delete(key),
+        exists: (key) => fsBlobs.exists(key),
+        list: (prefix) => fsBlobs.list(prefix),
+      };
+      const failed = await open(full).verify(tenant, refs);
+      assert.deepEqual(failed.damage.map((damage) => [damage.packId, damage.chunkId]), [[packId, null]]);
+      assert.match(failed.repairFailure?.message ?? '', /no space left/);
+      assert.ok((await chunkRows(tenant)).every((row) => row.packId === packId), 'the chunks stay where they were');
+      const store = open();
+      const again = await store.verify(tenant, refs);
+      assert.deepEqual([again.damage.map((damage) => damage.packId), again.repairFailure], [[packId], null]);
+      assert.deepEqual((await store.verify(tenant, (await writeAll(store, tenant, pieces)).refs)).damage, []);
     });
 
     it('passes refs whose chunks are sound when only a collected chunk of their pack is damaged', async () => {
@@ -350,6 +414,8 @@ function chunkStoreSuite(backend: MetadataBackend) {
       const again = await writeAll(store, tenant, pieces);
       assert.equal(again.result.newChunks, 1);
       assert.deepEqual(await readAll(store.read(tenant, again.refs)), Buffer.concat(pieces));
+      // Those left whole were moved out of the cut pack: the new refs do not name it.
+      assert.deepEqual((await store.verify(tenant, again.refs)).damage, []);
     });
 
     it('reports a truncated pack on read and verify', async () => {
