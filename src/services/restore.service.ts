@@ -368,7 +368,8 @@ export class RestoreOperationHandler implements OperationHandler {
       await safetySnapshot?.catch(() => undefined);
     }
     if (loaded.expected) assertSameGraph(loaded.stats, loaded.expected);
-    else assertFitsLimits(loaded.stats, instance, this.instances.limitsOf(instance));
+    // What the built store really takes: a snapshot's recorded size, checked up front, is what its source took.
+    assertFitsLimits(loaded.stats, instance, this.instances.limitsOf(instance));
     if (safetySnapshot) {
       context.progress({ phase: 'pre-restore snapshot' });
       await safetySnapshot;
@@ -656,7 +657,8 @@ async function* coalesce(batches: AsyncIterable<EncodedBatch>): AsyncGenerator<E
 
 /**
  * CAPACITY_EXCEEDED when the data would not fit the target's tier limits or storage: an early refusal, before
- * any work (the restore's load checks again what it really writes), or a point in time's check once it is built.
+ * any work, on what is recorded of it; then, whatever it was built from, the check of the built store before the swap
+ * (an archive's load also checks what it writes as it goes).
  */
 export function assertFitsLimits(
   stats: Pick<GraphStats, 'nodeCount' | 'relationshipCount'> & { storeSizeBytes?: number },

@@ -613,11 +613,13 @@ describe('restore capacity checks', () => {
   // 1 "GB" = 100 kB: a 1 GB instance holds 200 kB; FREE holds at most 50 nodes.
   const suite = serverPerSuite({ config: { tiers: { FREE: { maxNodes: 50 } }, bytesPerStorageGB: 100_000 } });
   let large: SnapshotJson;
+  let bigId: string;
   let sixtyNodes: SnapshotJson;
   let sixtyId: string;
 
   before(async () => {
     const big = await createInstance(suite.server, { name: 'big', tier: 'PROFESSIONAL', memoryGB: 16 });
+    bigId = big.id;
     await createNodes(suite.server, big.id, Array.from({ length: 1500 }, (_, i) => ({ labels: ['Big'], properties: { i, text: 'x'.repeat(300) } })));
     large = await takeSnapshot(suite.server, big.id);
     assert.ok(large.contents!.storeSizeBytes > 200_000, `the big snapshot holds only ${large.contents!.storeSizeBytes} bytes`);
@@ -657,6 +659,72 @@ describe('restore capacity checks', () => {
       expectCode(await gql(suite.server, CREATE_FROM_SNAPSHOT, { snapshotId: snapshot.id, input }), 'CAPACITY_EXCEEDED');
     }
     assert.deepEqual(await instanceIds(suite.server), before);
+  });
+
+  it('restoreSnapshot and createInstanceFromSnapshot: FAILED with CAPACITY_EXCEEDED once built when the recorded size understates the data', async function () {
+    this.timeout(60_000);
+    const server = suite.server;
+    // The refusal up front reads the size the snapshot recorded; only the store built from it says what it really takes.
+    const understated = await takeSnapshot(server, bigId);
+    await server.stop({ keepDataDir: true });
+    const metadata = new Database(join(server.dataDir, 'metadata.sqlite'));
+    try {
+      const recordSize = (sql: string) => assert.equal(metadata.prepare(sql).run(understated.id).changes, 1);
+      recordSize(`UPDATE snapshots SET contents = json_set(contents, '$.storeSizeBytes', 1000) WHERE id = ?`);
+      recordSize(`UPDATE restore_points SET stats = json_set(stats, '$.storeSizeBytes', 1000) WHERE id = (SELECT "restorePointId" FROM snapshots WHERE id = ?)`);
+    } finally {
+      metadata.close();
+    }
+    await server.restart();
+
+    const small = await createInstance(server, { name: 'understated-target', tier: 'PROFESSIONAL', memoryGB: 1 });
+    await createNodes(server, small.id, [{ labels: ['Existing'] }]);
+    const graph = await graphOf(server, small.id);
+    const restore = await restoreAndWait(server, understated.id, small.id);
+    assert.equal(restore.status, 'FAILED');
+    assert.equal(restore.error?.code, 'CAPACITY_EXCEEDED');
+    assert.match(restore.error!.message, /the data takes \d+ bytes; \S+ has 2 GB of storage \(200000 bytes\)/);
+    assert.deepEqual(await graphOf(server, small.id), graph);
+    assert.deepEqual(await instanceState(server, small.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+    assert.ok((await statsOf(server, small.id)).storeSizeBytes <= 200_000);
+    assert.equal(storeGenerations(server.dataDir, small.id).length, 1, `store files: ${storeGenerations(server.dataDir, small.id)}`);
+
+    const { createInstanceFromSnapshot: created } = expectData(
+      await gql(server, CREATE_FROM_SNAPSHOT, { snapshotId: understated.id, input: { name: 'understated-copy', tier: 'PROFESSIONAL', memoryGB: 1 } }),
+    );
+    const creation = await settledOperation(server, created.currentOperation.id);
+    assert.equal(creation.status, 'FAILED');
+    assert.equal(creation.error?.code, 'CAPACITY_EXCEEDED');
+    assert.match(creation.error!.message, /the data takes \d+ bytes; \S+ has 2 GB of storage \(200000 bytes\)/);
+    // As any creation that did not complete: FAILED, with no data, for its owner to delete.
+    assert.equal((await instanceState(server, created.id)).status, 'FAILED');
+    assert.deepEqual(storeGenerations(server.dataDir, created.id), []);
+  });
+
+  it('restoreToPointInTime and createInstanceFromPointInTime: FAILED with CAPACITY_EXCEEDED once built over the target storage', async function () {
+    this.timeout(60_000);
+    const server = suite.server;
+    const { latest } = await restorableThrough(server, bigId, Date.parse(large.createdAt));
+    const at = new Date(latest).toISOString();
+    const small = await createInstance(server, { name: 'small-point-target', tier: 'PROFESSIONAL', memoryGB: 1 });
+    await createNodes(server, small.id, [{ labels: ['Existing'] }]);
+    const graph = await graphOf(server, small.id);
+    const { restoreToPointInTime } = expectData(await gql(server, RESTORE_TO_POINT, { instanceId: bigId, at, confirm: 'RESTORE', targetInstanceId: small.id }));
+    const restore = await settledOperation(server, restoreToPointInTime.id);
+    assert.equal(restore.status, 'FAILED');
+    assert.equal(restore.error?.code, 'CAPACITY_EXCEEDED');
+    assert.match(restore.error!.message, /the data takes \d+ bytes; \S+ has 2 GB of storage \(200000 bytes\)/);
+    assert.deepEqual(await graphOf(server, small.id), graph);
+    assert.deepEqual(await instanceState(server, small.id), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+
+    const { createInstanceFromPointInTime: created } = expectData(
+      await gql(server, CREATE_FROM_POINT, { instanceId: bigId, at, input: { name: 'small-point-copy', tier: 'PROFESSIONAL', memoryGB: 1 } }),
+    );
+    const creation = await settledOperation(server, created.currentOperation.id);
+    assert.equal(creation.status, 'FAILED');
+    assert.equal(creation.error?.code, 'CAPACITY_EXCEEDED');
+    assert.equal((await instanceState(server, created.id)).status, 'FAILED');
+    assert.deepEqual(storeGenerations(server.dataDir, created.id), []);
   });
 
   it('createInstanceFromPointInTime and restoreToPointInTime: CAPACITY_EXCEEDED up front when the recorded counts cannot fit', async () => {
