@@ -569,9 +569,10 @@ export class RestoreOperationHandler implements OperationHandler {
       // The instance's state comes first: a failing clean-up below must never leave it RESTORING or READ_ONLY.
       completed = params.shadowGeneration !== undefined && instance.storeGeneration === params.shadowGeneration;
       if (!this.creating) {
+        // This restore's own fence only (its attempts all fence as the operation): another's is that one's to lift.
         // A fence that cannot be lifted now (a full disk, a busy store) is lifted by the instance's next write, once
         // this restore has ended (InstanceService.liftStaleWriteFence); a store that is gone has none.
-        await this.instances.withStore(instance, async (store) => store.thawWrites()).catch(() => undefined);
+        await this.instances.withStore(instance, async (store) => store.thawWrites(operation.id)).catch(() => undefined);
       }
       if (completed) {
         // Interrupted after the swap (written by an earlier version, which swapped before recording SUCCEEDED):
