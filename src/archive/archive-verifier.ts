@@ -1,7 +1,7 @@
 // Verifies an archive on a worker thread while it streams in: the full check of ArchiveReader.verify() (frame CRCs,
 // inflating every frame, every record's fields, counts, SHA-256, end of file) is CPU work in JavaScript, so it runs
 // beside the event loop instead of on it, on one of the threads every upload shares (VerifierThreads). Write the
-// archive's bytes into the verifier (pipe), then await `result`.
+// archive's bytes into the verifier (pipe), then await `result`; `header` comes as soon as the header is read.
 import { Writable } from 'node:stream';
 import { ArchiveError } from './archive-error';
 import type { ArchiveHeader } from './archive-header';
@@ -26,6 +26,12 @@ const MESSAGE_BYTES = 1024 * 1024;
 export class ArchiveVerifier extends Writable {
   /** The archive's header once every byte checked out; rejects with an ArchiveError at the first damage. */
   readonly result: Promise<ArchiveHeader>;
+  /**
+   * The archive's header as soon as the thread has read it (it comes with the first message of bytes, MESSAGE_BYTES),
+   * before its body is checked: what the archive claims, which `result` confirms or refutes. Rejects as `result` does
+   * when the archive fails before it.
+   */
+  readonly header: Promise<ArchiveHeader>;
   private readonly channel: VerifierChannel;
   private inFlight = 0;
   private waiting: (() => void) | null = null;
@@ -40,11 +46,24 @@ export class ArchiveVerifier extends Writable {
     // Not destroyed when the bytes are all written: the verdict comes after that.
     super({ highWaterMark: 1024 * 1024, autoDestroy: false });
     let resolveResult: (header: ArchiveHeader) => void = () => undefined;
+    let rejectResult: (error: Error) => void = () => undefined;
     this.result = new Promise<ArchiveHeader>((resolve, reject) => {
       resolveResult = resolve;
-      this.abandon = reject;
+      rejectResult = reject;
     });
     this.result.catch(() => undefined);
+    let resolveHeader: (header: ArchiveHeader) => void = () => undefined;
+    let rejectHeader: (error: Error) => void = () => undefined;
+    this.header = new Promise<ArchiveHeader>((resolve, reject) => {
+      resolveHeader = resolve;
+      rejectHeader = reject;
+    });
+    this.header.catch(() => undefined);
+    // A promise settles once: the header, read already, stays when the verdict refutes the rest.
+    this.abandon = (error) => {
+      rejectHeader(error);
+      rejectResult(error);
+    };
     this.channel = threads.open({
       message: (message: FromVerifier) => {
         if ('taken' in message) {
@@ -52,8 +71,12 @@ export class ArchiveVerifier extends Writable {
           this.release();
           return;
         }
+        if ('headerRead' in message) return resolveHeader(message.headerRead);
         this.settle();
-        if ('header' in message) return resolveResult(message.header);
+        if ('header' in message) {
+          resolveHeader(message.header);
+          return resolveResult(message.header);
+        }
         const { code, message: text } = message.error;
         const error = code ? new ArchiveError(code, text) : new Error(text);
         this.abandon(error);

@@ -49,7 +49,10 @@ port.on('message', (message: ToVerifier) => {
 function start(id: number): Upload {
   const upload: Upload = { input: new Readable({ highWaterMark: INPUT_BYTES, read: () => planTurn(id, upload) }), queue: [], turn: null, done: false };
   uploads.set(id, upload);
-  openArchive(upload.input)
+  const reader = openArchive(upload.input);
+  // Posted before the verdict: the header is read before anything after it.
+  reader.header.then((header) => post({ id, headerRead: header }), () => undefined);
+  reader
     .verify(frames, { takeTurns: true })
     .then(
       (header) => post({ id, header }),

@@ -30,9 +30,13 @@ export const VERIFIER_THREADS = Math.min(4, Math.max(2, availableParallelism()))
 /** To a verifier thread: an upload's bytes, their end, or that the upload is over (its verdict came, or it was abandoned). */
 export type ToVerifier = { id: number; chunk: Uint8Array } | { id: number; end: true } | { id: number; close: true };
 
-/** From a verifier thread, for one upload: how many more of its bytes it has taken, or its verdict. */
+/**
+ * From a verifier thread, for one upload: how many more of its bytes it has taken, its header as soon as that is read
+ * (`headerRead`, before its body is checked), or its verdict.
+ */
 export type FromVerifier =
   | { id: number; taken: number }
+  | { id: number; headerRead: ArchiveHeader }
   | { id: number; header: ArchiveHeader }
   | { id: number; error: { message: string; code?: ArchiveErrorCode } };
 

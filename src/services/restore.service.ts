@@ -225,9 +225,8 @@ export class RestoreService {
   async requestRestoreFromFile(principal: Principal, target: InstanceEntity, upload: ReceivedFile): Promise<OperationEntity> {
     const { content } = upload;
     // A foreign graph file carries no engine version: it restores into any instance.
-    if (content.kind === 'ARCHIVE') assertCompatible(content.header.engineVersion, target);
-    const { nodeCount, relationshipCount } = content.kind === 'ARCHIVE' ? content.header.stats : content.census;
-    this.assertFits({ nodeCount, relationshipCount }, target);
+    if (content.kind === 'ARCHIVE') this.assertArchiveMayFit(content.header, target);
+    else this.assertFits(content.census, target);
     assertAcceptsOperations(target);
     return this.enqueue(target, 'RESTORE_FROM_FILE', {
       bytesTotal: upload.sizeBytes,
@@ -237,6 +236,17 @@ export class RestoreService {
         ...(content.kind === 'ARCHIVE' ? { recordsChecked: RECORD_RULES_EDITION } : { fileKind: content.kind }),
       } satisfies RestoreParams,
     });
+  }
+
+  /**
+   * INCOMPATIBLE_VERSION or CAPACITY_EXCEEDED when an archive's header shows that it cannot be restored into `target`:
+   * asked of an upload as soon as its header is read (UploadService), and again once it is all in. Its storeSizeBytes
+   * is only a claim about the source's store, which says little of the size loaded: the load measures that.
+   */
+  assertArchiveMayFit(header: Pick<ArchiveHeader, 'engineVersion' | 'stats'>, target: Pick<InstanceEntity, 'id' | 'tier' | 'storageGB' | 'engineVersion'>): void {
+    assertCompatible(header.engineVersion, target);
+    const { nodeCount, relationshipCount } = header.stats;
+    this.assertFits({ nodeCount, relationshipCount }, target);
   }
 
   /**

@@ -7,6 +7,7 @@ import { ArchiveVerifier } from '../archive/archive-verifier';
 import { heapGrowth } from '../runtime/heap-growth';
 import { type GraphFileCensus, takeCensus } from '../graph-files/graph-file-census';
 import type { GraphFileFormat, GraphFileKind } from '../graph-files/graph-file-format';
+import type { InstanceEntity } from '../entities/instance.entity';
 import type { OperationEntity } from '../entities/operation.entity';
 import { AppError, isAppError, unauthenticated } from '../errors/app-error';
 import { asStorageFull } from '../errors/storage-full';
@@ -30,6 +31,20 @@ export interface CheckedFile {
 
 /** A checked upload stored encrypted as `key`: the file itself, or (`inTar`) the tar it came in, as it came. */
 export type ReceivedFile = CheckedFile & { key: string };
+
+/** Throws the refusal when an archive's header, read before the rest of it, shows that it cannot be restored. */
+type HeaderCheck = (header: ArchiveHeader) => void;
+
+/** Refusals decided by an archive's header alone (it cannot fit the instance): see isRefusedByHeader. */
+const refusedByHeader = new WeakSet<object>();
+
+/**
+ * Whether a check's error is the refusal of an archive by its header: the upload cannot become a restore into its
+ * instance whatever else it holds, so a resumable one is refused there too rather than received to its end.
+ */
+export function isRefusedByHeader(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && refusedByHeader.has(error);
+}
 
 export class UploadService {
   constructor(
@@ -56,24 +71,41 @@ export class UploadService {
 
   /** Checks and stores the file, once the request is allowed; queueRestore then queues its restore. */
   async receiveFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<ReceivedFile> {
-    await this.admit(principal, instanceId, input, confirm);
-    return this.receive(principal.tenantId, input);
+    const instance = await this.admit(principal, instanceId, input, confirm);
+    return this.receive(principal.tenantId, input, this.headerCheckFor(instance));
   }
 
   /**
    * Checks the file, once the request is allowed, storing nothing (see checkResumableFile).
    */
   async checkFile(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<CheckedFile> {
-    await this.admit(principal, instanceId, input, confirm);
-    return this.examine(input);
+    const instance = await this.admit(principal, instanceId, input, confirm);
+    return this.examine(input, { checkHeader: this.headerCheckFor(instance) });
   }
 
   /** authorize(), for a request whose body is `input`: a refused one is discarded, so the connection can finish. */
-  private async admit(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<void> {
-    await this.authorize(principal, instanceId, confirm).catch((error) => {
+  private admit(principal: Principal, instanceId: string, input: Readable, confirm: string): Promise<InstanceEntity> {
+    return this.authorize(principal, instanceId, confirm).catch((error) => {
       input.resume();
       throw error;
     });
+  }
+
+  /**
+   * The refusal of an archive that cannot be restored into `instance` (its engine version, its counts over the tier's
+   * limits), given as soon as its header is read: the one the restore's own check gives once the file is all in
+   * (requestRestoreFromFile, which still decides: the header is only a claim), without reading the rest of a file that
+   * may take gigabytes.
+   */
+  private headerCheckFor(instance: InstanceEntity): HeaderCheck {
+    return (header) => {
+      try {
+        this.restores.assertArchiveMayFit(header, instance);
+      } catch (error) {
+        if (typeof error === 'object' && error !== null) refusedByHeader.add(error);
+        throw error;
+      }
+    };
   }
 
   /**
@@ -153,10 +185,10 @@ export class UploadService {
    * Stores the file encrypted while it is checked (examine). Its blob holds the file itself, out of its tar if it came
    * in one. A refused file leaves nothing behind.
    */
-  private async receive(tenantId: string, input: Readable): Promise<ReceivedFile> {
+  private async receive(tenantId: string, input: Readable, checkHeader: HeaderCheck): Promise<ReceivedFile> {
     const key = `tenants/${tenantId}/uploads/${randomUUID()}.blob`;
     try {
-      const { sizeBytes, content } = await this.examine(input, (file) => this.blobs.write(key, file));
+      const { sizeBytes, content } = await this.examine(input, { store: (file) => this.blobs.write(key, file), checkHeader });
       return { key, sizeBytes, content, inTar: false };
     } catch (error) {
       await this.blobs.delete(key).catch(() => undefined);
@@ -169,17 +201,33 @@ export class UploadService {
    * thread as the bytes arrive, so the event loop only moves them; a foreign graph file's every record, against its
    * format and the graph's rules, while repeated ids and relationships naming missing nodes are found by the restore's
    * load) and, with `store`, stored meanwhile. Anything unreadable is INVALID_BACKUP_FILE; a store that fails stops the
-   * reading at once, and its error (the first) is the one thrown.
+   * reading at once, and its error (the first) is the one thrown. An archive's header goes through `checkHeader` as
+   * soon as it is read: its refusal stops the reading there, and is the error thrown.
    */
-  private async examine(input: Readable, store?: (file: Readable) => Promise<unknown>): Promise<CheckedFile> {
+  private async examine(
+    input: Readable,
+    { store, checkHeader }: { store?: (file: Readable) => Promise<unknown>; checkHeader?: HeaderCheck } = {},
+  ): Promise<CheckedFile> {
     let file: Readable | null = null;
     let checker: Checker | null = null;
     const toStore = store ? new PassThrough({ highWaterMark: 4 * 1024 * 1024 }) : null;
     let storing: Promise<unknown> | null = null;
+    /** The header's refusal, once it came. */
+    const refused: { error?: unknown } = {};
     try {
       const unwrapped = await unwrapUploadedFile(input);
       file = unwrapped.stream;
-      const { sink, content } = (checker = startCheck(unwrapped.format));
+      const { sink, content, header } = (checker = startCheck(unwrapped.format));
+      if (checkHeader && header) {
+        header.then((claimed) => {
+          try {
+            checkHeader(claimed);
+          } catch (error) {
+            refused.error = error;
+            file?.destroy(error as Error);
+          }
+        }, () => undefined);
+      }
       let sizeBytes = 0;
       file.on('data', (chunk: Buffer) => (sizeBytes += chunk.length));
       file.on('error', (error) => {
@@ -209,7 +257,8 @@ export class UploadService {
       // otherwise a blob write still running would leave its temp file, or rename a whole blob into place after.
       toStore?.destroy();
       await storing?.catch(() => undefined);
-      throw this.describe(error);
+      // The header's refusal stopped everything else: what the stopping made fail is not the answer.
+      throw this.describe('error' in refused ? refused.error : error);
     }
   }
 
@@ -231,6 +280,8 @@ export class UploadService {
 interface Checker {
   sink: Writable;
   content: Promise<ReceivedFile['content']>;
+  /** An archive's header, as soon as it is read (ArchiveVerifier's `header`). */
+  header?: Promise<ArchiveHeader>;
 }
 
 /**
@@ -242,7 +293,7 @@ interface Checker {
 function startCheck(format: GraphFileFormat | null): Checker {
   if (!format) {
     const verifier = new ArchiveVerifier();
-    return { sink: verifier, content: verifier.result.then((header) => ({ kind: 'ARCHIVE' as const, header })) };
+    return { sink: verifier, content: verifier.result.then((header) => ({ kind: 'ARCHIVE' as const, header })), header: verifier.header };
   }
   const bytes = new PassThrough({ highWaterMark: 1024 * 1024 });
   return { sink: bytes, content: takeCensus(format.open(bytes)).then((census) => ({ kind: format.kind, census })) };

@@ -1,7 +1,7 @@
 // Archives built and taken apart byte by byte, independently of src/archive: tests and the fuzz script craft
 // files whose checksums are all right (so only validation can refuse them) and read back what a file holds
 // without trusting the reader under test. Layout: docs/archive-format.md.
-import { createHash } from 'node:crypto';
+import { createCipheriv, createHash } from 'node:crypto';
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 
 const MAGIC = Buffer.from([0x89, 0x53, 0x47, 0x41, 0x0d, 0x0a, 0x1a, 0x0a]);
@@ -20,6 +20,15 @@ export interface ArchiveParts {
 
 /** The bytes of `parts`, every checksum (header CRC, frame CRCs, SHA-256) computed for what they hold. */
 export function sealArchive({ version, headerJson, frames, endCounts }: ArchiveParts): Buffer {
+  const parts: Buffer[] = [headerPart(version, headerJson)];
+  for (const text of frames) parts.push(...dataFrame(Buffer.from(text, 'utf8')));
+  parts.push(...endFrame(endCounts ?? countLines(frames.join(''))));
+  const body = Buffer.concat(parts);
+  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+}
+
+/** The preamble, header JSON and header CRC. */
+function headerPart(version: number, headerJson: string): Buffer {
   const json = Buffer.from(headerJson, 'utf8');
   const preamble = Buffer.alloc(14);
   MAGIC.copy(preamble, 0);
@@ -27,18 +36,48 @@ export function sealArchive({ version, headerJson, frames, endCounts }: ArchiveP
   preamble.writeUInt32BE(json.length, 10);
   const headerCrc = Buffer.alloc(4);
   headerCrc.writeUInt32BE(crc32(json, crc32(preamble)));
-  const parts: Buffer[] = [preamble, json, headerCrc];
-  for (const text of frames) {
-    const raw = Buffer.from(text, 'utf8');
-    parts.push(...frame(DATA, raw.length, deflateRawSync(raw, { level: 1 })));
-  }
-  const counts = endCounts ?? countLines(frames.join(''));
+  return Buffer.concat([preamble, json, headerCrc]);
+}
+
+const dataFrame = (raw: Buffer) => frame(DATA, raw.length, deflateRawSync(raw, { level: 1 }));
+
+function endFrame(counts: { nodes: number; relationships: number }): Buffer[] {
   const end = Buffer.alloc(16);
   end.writeBigUInt64BE(BigInt(counts.nodes), 0);
   end.writeBigUInt64BE(BigInt(counts.relationships), 8);
-  parts.push(...frame(END, 16, end));
-  const body = Buffer.concat(parts);
-  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+  return frame(END, 16, end);
+}
+
+/**
+ * A sound archive of `nodes` nodes (label N, ids from 1), each with a `pad` property of `padBytes` characters that do
+ * not compress, made frame by frame as it is read: many MiB, never held whole. The same options give the same bytes
+ * (so a first pass can measure its length).
+ */
+export async function* paddedArchive({ nodes, padBytes, nodesPerFrame = 8 }: { nodes: number; padBytes: number; nodesPerFrame?: number }): AsyncGenerator<Buffer> {
+  const header = {
+    engineVersion: 'V5',
+    sourceInstanceId: 'crafted',
+    sourceInstanceName: 'crafted',
+    capturedAt: '2024-05-01T12:00:00.000Z',
+    stats: { nodeCount: nodes, relationshipCount: 0, labels: [{ name: 'N', count: nodes }], relationshipTypes: [], storeSizeBytes: 4096 },
+  };
+  const digest = createHash('sha256');
+  const emit = (part: Buffer) => (digest.update(part), part);
+  yield emit(headerPart(1, JSON.stringify(header)));
+  // Deterministic bytes that do not compress: AES-CTR of zeros under a fixed key, a counter block per frame.
+  const key = Buffer.alloc(16, 7);
+  for (let first = 1; first <= nodes; first += nodesPerFrame) {
+    const iv = Buffer.alloc(16);
+    iv.writeUInt32BE(first, 0);
+    const pads = createCipheriv('aes-128-ctr', key, iv).update(Buffer.alloc(Math.ceil((padBytes * 3) / 4) * nodesPerFrame)).toString('base64');
+    let text = '';
+    for (let id = first, at = 0; id < first + nodesPerFrame && id <= nodes; id++, at += padBytes) {
+      text += `${JSON.stringify(['N', String(id), ['N'], { pad: pads.slice(at, at + padBytes) }])}\n`;
+    }
+    for (const part of dataFrame(Buffer.from(text, 'utf8'))) yield emit(part);
+  }
+  for (const part of endFrame({ nodes, relationships: 0 })) yield emit(part);
+  yield digest.digest();
 }
 
 function frame(type: number, rawLength: number, stored: Buffer): Buffer[] {

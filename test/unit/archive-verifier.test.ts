@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { openArchive } from '../../src/archive';
 import { ArchiveVerifier } from '../../src/archive/archive-verifier';
 import { VerifierThreads } from '../../src/archive/verifier-threads';
-import { craftArchive, frameDataOffsets } from '../support';
+import { craftArchive, frameDataOffsets, paddedArchive } from '../support';
 
 type Verdict = { nodeCount: number } | { error: string };
 
@@ -242,5 +242,28 @@ describe('ArchiveVerifier', () => {
 
   it('refuses what is not an archive', async () => {
     await assertSameVerdict(Buffer.from('not an archive at all, just text'), /BAD_MAGIC|NOT_AN_ARCHIVE/);
+  });
+
+  it('gives the header as soon as it is read, while the rest of the archive has not come', async () => {
+    const parts: Buffer[] = [];
+    for await (const part of paddedArchive({ nodes: 64, padBytes: 64 * 1024 })) parts.push(part);
+    const archive = Buffer.concat(parts);
+    assert.ok(archive.length > 2 * 1024 * 1024, `the archive takes only ${archive.length} bytes`);
+    const verifier = new ArchiveVerifier({ threads: pooled });
+    // A message of bytes (1 MiB) reaches its thread: the header is in it, the rest is held back until the header came.
+    verifier.write(archive.subarray(0, 1024 * 1024));
+    assert.equal((await verifier.header).stats.nodeCount, 64);
+    verifier.end(archive.subarray(1024 * 1024));
+    assert.equal((await verifier.result).stats.nodeCount, 64);
+  });
+
+  it('rejects the header as it rejects the verdict when the file fails before it', async () => {
+    const verifier = new ArchiveVerifier({ threads: pooled });
+    verifier.on('error', () => undefined); // the verdict, seen below
+    verifier.end(Buffer.from('not an archive at all, just text'));
+    const [header, result] = await Promise.allSettled([verifier.header, verifier.result]);
+    assert.equal(header.status, 'rejected');
+    assert.equal(result.status, 'rejected');
+    assert.equal((header as PromiseRejectedResult).reason, (result as PromiseRejectedResult).reason);
   });
 });
