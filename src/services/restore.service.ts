@@ -373,13 +373,15 @@ export class RestoreOperationHandler implements OperationHandler {
     let loaded: Shadow;
     try {
       loaded = await this.buildShadow(operation, params, instance, shadowGeneration, context);
-    } finally {
-      // Never leave a capture running behind a failed restore; on success, the swap waits for it.
+      if (loaded.expected) assertSameGraph(loaded.stats, loaded.expected);
+      // What the built store really takes: a snapshot's recorded size, checked up front, is what its source took.
+      assertFitsLimits(loaded.stats, instance, this.instances.limitsOf(instance));
+    } catch (error) {
+      // Never leave a capture running behind a failed restore (compensation removes its snapshot); on success, the
+      // restore waits for it below, in the phase that says so.
       await safetySnapshot?.catch(() => undefined);
+      throw error;
     }
-    if (loaded.expected) assertSameGraph(loaded.stats, loaded.expected);
-    // What the built store really takes: a snapshot's recorded size, checked up front, is what its source took.
-    assertFitsLimits(loaded.stats, instance, this.instances.limitsOf(instance));
     if (safetySnapshot) {
       context.progress({ phase: 'pre-restore snapshot' });
       await safetySnapshot;
