@@ -185,6 +185,35 @@ describe('operations across restarts, cancellation and live progress', function 
     });
   });
 
+  describe('a crash (kill -9) puts running work back at the next boot', () => {
+    it('a restore on its last attempt: FAILED with INTERRUPTED, the instance AVAILABLE and writable on its old data, nothing left behind', async function () {
+      this.timeout(120_000);
+      const server = suite.server;
+      await createNodes(server, large, [{ labels: ['BeforeTheCrash'] }]);
+      const before = await contentsOf(server, large);
+      const uploadsBefore = uploadedFiles(server);
+      const operation = await startArchiveRestore(server);
+      await subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operation.id }).waitFor(workingIn('loading'), 10_000);
+      await server.kill();
+      // One attempt allowed: the boot that finds the restore interrupted ends it rather than run it again.
+      await server.restart({ env: { SNAPGRAPH_MAX_ATTEMPTS: '1' } });
+      try {
+        const failed = await settledOperation(server, operation.id);
+        assert.deepEqual([failed.status, failed.error?.code, failed.attempt], ['FAILED', 'INTERRUPTED', 1], JSON.stringify(failed));
+        assert.deepEqual(await instanceState(server, large), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+        assert.deepEqual(await contentsOf(server, large), before);
+        assert.deepEqual((await snapshotsOf(server, large, 'PRE_RESTORE')).filter((s) => s.description?.includes(operation.id)), []);
+        assert.equal(storeGenerations(server.dataDir, large).length, 1);
+        assert.deepEqual(uploadedFiles(server), uploadsBefore, 'the uploaded file of a restore that ended is kept');
+        assert.deepEqual(tempBlobs(server.dataDir), []);
+        // The write fence of the interrupted restore is lifted: the instance takes writes.
+        await createNodes(server, large, [{ labels: ['AfterTheCrash'] }]);
+      } finally {
+        await server.restart({ env: { SNAPGRAPH_MAX_ATTEMPTS: '3' } });
+      }
+    });
+  });
+
   describe('cancelOperation', () => {
     let small: string;
     let smallSnapshot: SnapshotJson;
