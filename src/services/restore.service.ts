@@ -348,6 +348,9 @@ export class RestoreOperationHandler implements OperationHandler {
     await context.saveParams({ ...params });
 
     let safetySnapshot: Promise<unknown> | null = null;
+    // Stopped when the restore fails before the swap: its snapshot would only be removed, and the instance stayed
+    // READ_ONLY until it was complete.
+    const stopSafetySnapshot = new AbortController();
     if (overwriting) {
       // READ_ONLY first, then the store itself is frozen: writes admitted before READ_ONLY commit, later ones are
       // refused, so the safety snapshot read from it holds every acknowledged write and none is lost in the swap.
@@ -365,7 +368,8 @@ export class RestoreOperationHandler implements OperationHandler {
         await context.saveParams({ ...params });
         await this.snapshots.insert(safety);
         // Its own progress is not the restore's: only the restore's bytes count, so progress never moves back.
-        safetySnapshot = this.snapshots.capture(instance, safety, { ...context, progress: () => undefined });
+        const signal = AbortSignal.any([context.signal, stopSafetySnapshot.signal]);
+        safetySnapshot = this.snapshots.capture(instance, safety, { ...context, signal, progress: () => undefined });
         safetySnapshot.catch(() => undefined);
       }
     }
@@ -377,8 +381,9 @@ export class RestoreOperationHandler implements OperationHandler {
       // What the built store really takes: a snapshot's recorded size, checked up front, is what its source took.
       assertFitsLimits(loaded.stats, instance, this.instances.limitsOf(instance));
     } catch (error) {
-      // Never leave a capture running behind a failed restore (compensation removes its snapshot); on success, the
-      // restore waits for it below, in the phase that says so.
+      // Never leave a capture running behind a failed restore: it is stopped, and compensation removes its snapshot. On
+      // success, the restore waits for it below, in the phase that says so.
+      stopSafetySnapshot.abort(error);
       await safetySnapshot?.catch(() => undefined);
       throw error;
     }

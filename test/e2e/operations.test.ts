@@ -3,7 +3,7 @@
 // and instance deletions finished after a crash.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { OPERATION_PHASES } from '../../src/jobs/operation-phases';
@@ -22,6 +22,7 @@ import {
   gql,
   instanceState,
   listening,
+  logSegmentsOf,
   makeTempDir,
   REPO_ROOT,
   OPERATION_FIELDS,
@@ -52,6 +53,8 @@ const OPERATION_PROGRESS = `subscription ($id: ID!) { operationProgress(operatio
 const RESTORE_PROGRESS = `subscription ($id: ID!) { restoreProgress(operationId: $id) { ${OPERATION_FIELDS} } }`;
 const CANCEL = `mutation ($id: ID!) { cancelOperation(id: $id) { ${OPERATION_FIELDS} } }`;
 const AVAILABILITY = `subscription ($instanceId: ID) { instanceAvailabilityChanged(instanceId: $instanceId) { availability } }`;
+const SNAPSHOT_UPDATES = `subscription ($instanceId: ID) { snapshotUpdated(instanceId: $instanceId) { status description removed } }`;
+type SnapshotUpdate = { data?: { snapshotUpdated: { status: string; description: string | null; removed: boolean } } | null };
 
 type Progress = { data?: { operationProgress?: OperationJson; restoreProgress?: OperationJson } | null };
 const stateOf = (result: Progress) => result.data?.operationProgress ?? result.data?.restoreProgress;
@@ -498,6 +501,41 @@ describe('operations across restarts, cancellation and live progress', function 
       await progress.complete;
       assert.equal(queried.status, 'RUNNING');
       assert.ok(queried.bytesDone >= published.bytesDone, `the query answered ${queried.bytesDone} bytes, behind the ${published.bytesDone} already published`);
+    });
+
+    // A restore that failed while its safety snapshot was still being taken waited for that snapshot to complete,
+    // READ_ONLY all the while, only to remove it.
+    it('stops its safety snapshot when it fails before the swap: the instance is AVAILABLE again without waiting for it', async function () {
+      this.timeout(90_000);
+      const server = suite.server;
+      const tenant = expectData(await gql(server, `{ viewer { tenantId } }`)).viewer.tenantId as string;
+      // A snapshot of one node whose change log is damaged: its restore fails as soon as it reads it.
+      const damaged = (await createInstance(server, { name: 'damaged', tier: 'PROFESSIONAL', memoryGB: 4 })).id;
+      await createNodes(server, damaged, [{ labels: ['Damaged'] }]);
+      const damagedSnapshot = await takeSnapshot(server, damaged);
+      const segments = logSegmentsOf(server.dataDir, tenant, damaged);
+      assert.ok(segments.length > 0, 'the snapshot has no log segment to damage');
+      for (const path of segments) {
+        const bytes = readFileSync(path);
+        bytes[Math.floor(bytes.length / 2)] ^= 0x20;
+        writeFileSync(path, bytes);
+      }
+      // The safety snapshot ships the log since the last snapshot: every node changes, with an incompressible note.
+      await touchEveryNode(server, large, 60_000, { noteBytes: 256 });
+      const before = await contentsOf(server, large);
+      const updates = subscribe(server, server.adminKey, SNAPSHOT_UPDATES, { instanceId: large });
+      await listening(updates);
+      const operation = await startRestore(server, damagedSnapshot.id, large);
+      const failed = await settledOperation(server, operation.id);
+      assert.deepEqual([failed.status, failed.error?.code], ['FAILED', 'INVALID_BACKUP_FILE'], JSON.stringify(failed));
+      const ofSafety = (result: SnapshotUpdate) => result.data?.snapshotUpdated.description?.includes(operation.id) ?? false;
+      await updates.waitFor((result) => ofSafety(result) && result.data!.snapshotUpdated.removed, 30_000);
+      const statuses = updates.results.filter(ofSafety).map((result) => result.data!.snapshotUpdated.status);
+      assert.ok(statuses.includes('IN_PROGRESS'), `the safety snapshot never started: ${statuses.join(', ')}`);
+      assert.ok(!statuses.includes('COMPLETED'), `the failed restore waited for its safety snapshot to complete: ${statuses.join(', ')}`);
+      assert.deepEqual(await instanceState(server, large), { status: 'RUNNING', availability: 'AVAILABLE', currentOperation: null });
+      assert.deepEqual(await contentsOf(server, large), before);
+      assert.equal(storeGenerations(server.dataDir, large).length, 1);
     });
 
     // The restore waited for its safety snapshot before it said so: in the phase of its load ("verifying") until the
