@@ -342,6 +342,43 @@ describe('operations across restarts, cancellation and live progress', function 
       await createNodes(server, large, [{ labels: ['AfterCancel'] }]);
     });
 
+    it('cancels a RUNNING creation from a snapshot: CANCELLED, the new instance FAILED with no store, the source untouched', async function () {
+      this.timeout(90_000);
+      const server = suite.server;
+      const before = await contentsOf(server, large);
+      const member = await createKey(server, server.adminKey, 'MEMBER');
+      // Writing a snapshot's base back takes about a second: should the creation end before the cancel, once more.
+      const { created, progress, answer } = await untilCaught(
+        async (round) => {
+          const { createInstanceFromSnapshot: created } = expectData(
+            await gql(
+              server,
+              `mutation ($snapshotId: ID!, $input: CreateInstanceInput!) { createInstanceFromSnapshot(snapshotId: $snapshotId, input: $input) { id currentOperation { id } } }`,
+              { snapshotId: snapshot.id, input: { name: `created then cancelled ${round}`, tier: 'PROFESSIONAL', memoryGB: 4 } },
+              member.secret,
+            ),
+          );
+          const operationId = created.currentOperation.id as string;
+          const progress = subscribe(server, server.adminKey, RESTORE_PROGRESS, { id: operationId });
+          await progress.waitFor(workingIn('loading'), 20_000);
+          const answer = await gql(server, CANCEL, { id: operationId }, member.secret);
+          if (answer.errors) expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: created.id }));
+          return { created, progress, answer };
+        },
+        (run) => !run.answer.errors,
+      );
+      const cancelled = expectData(answer, 'the creation finished before the cancel, three times: give the snapshot more data').cancelOperation;
+      assert.deepEqual([cancelled.status, cancelled.error?.code], ['CANCELLED', 'CANCELLED']);
+      await progress.complete;
+      assert.equal(payloads<OperationJson>(progress, 'restoreProgress').at(-1)!.status, 'CANCELLED');
+      const state = await instanceState(server, created.id);
+      assert.deepEqual([state.status, state.availability, state.currentOperation], ['FAILED', 'UNAVAILABLE', null]);
+      assert.deepEqual(storeGenerations(server.dataDir, created.id), []);
+      assert.deepEqual(await contentsOf(server, large), before);
+      expectData(await gql(server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: created.id }));
+      assert.deepEqual(filesUnder(join(server.dataDir, 'instances', created.id)), []);
+    });
+
     // The safety snapshot is COMPLETED (listed, restorable) while the restore still loads. Its removal by the cancelled
     // restore took it from under the creation queued from it, which then FAILED with NOT_FOUND.
     it('keeps a cancelled restore\'s safety snapshot that an operation queued meanwhile reads: that operation succeeds', async function () {
