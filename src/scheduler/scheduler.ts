@@ -1,10 +1,11 @@
-// The tier scheduler: while this process leads, every second (or sooner, when a snapshot falls due before then) it
-// queues the scheduled snapshots that are due and sweeps retention. What is due and what goes are decided by the
+// The tier scheduler: while this process leads, every second (or sooner, when a snapshot falls due or expires before
+// then) it queues the scheduled snapshots that are due and sweeps retention. What is due and what goes are decided by the
 // pure functions of retention.ts.
 import type { DataSource } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { type Tier, TIERS, type TierSchedule } from '../config/tiers';
 import { InstanceEntity } from '../entities/instance.entity';
+import { SnapshotEntity } from '../entities/snapshot.entity';
 import { isAppError } from '../errors/app-error';
 import type { Logger } from '../logging/logger';
 import type { SnapshotService } from '../services/snapshot.service';
@@ -32,11 +33,15 @@ export class Scheduler {
   /** The due time each busy instance is waiting to be snapshotted for: a deferral is logged once, not every tick. */
   private readonly deferred = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
+  /** When the pending timer fires (epoch ms). */
+  private timerAt = 0;
   private inFlight: Promise<unknown> | null = null;
   /** The retention sweep under way: it runs beside the ticks, which go on queuing the snapshots that fall due. */
   private sweeping: Promise<void> | null = null;
   private running = false;
   private lastSweepAt = 0;
+  /** The soonest expiresAt the last sweep did not reach, if it comes before the next regular sweep: a sweep starts then. */
+  private nextExpiry: number | null = null;
   /** Whether this process led at the previous tick: when it starts leading, it aligns the stored due times first. */
   private leading = false;
 
@@ -78,6 +83,7 @@ export class Scheduler {
   async tick(): Promise<number | null> {
     if (!(await this.leadership.check())) {
       this.leading = false;
+      this.nextExpiry = null;
       return null;
     }
     if (!this.leading) {
@@ -86,32 +92,64 @@ export class Scheduler {
     }
     const { due, soonest } = await this.scheduledBy(Date.now(), Date.now() + this.tickMs);
     await this.takeDueSnapshots(due);
-    // Retention is swept once a tick's length, not at every extra round woken for a due time. It runs beside the ticks,
-    // not awaited here: a sweep with much to do (the first after a start reads every thinned history; a shortened
-    // retention or a long downtime expires thousands of snapshots, each removal deletions in the blob store) put off
-    // every snapshot that fell due meanwhile until it had ended.
-    if (this.running && this.sweeping === null && Date.now() - this.lastSweepAt >= this.tickMs) {
-      this.lastSweepAt = Date.now();
-      this.sweeping = this.retention
-        .sweep(this.lastSweepAt)
-        .then(
-          () => undefined,
-          (error: unknown) => this.logger.error({ err: error }, 'retention sweep failed'),
-        )
-        .finally(() => {
-          this.sweeping = null;
-        });
-    }
+    // Retention is swept once a tick's length, and at the moment a snapshot expires (measured under load: removals came
+    // 0.1-1.2 s after expiresAt, most of it the wait for the next regular sweep), not at every extra round woken for a
+    // due time. It runs beside the ticks, not awaited here: a sweep with much to do (the first after a start reads every
+    // thinned history; a shortened retention or a long downtime expires thousands of snapshots, each removal deletions
+    // in the blob store) put off every snapshot that fell due meanwhile until it had ended.
+    if (this.running && this.sweeping === null && Date.now() >= this.nextSweepAt()) this.startSweep();
+    this.nextExpiry = await this.expiryAfter(this.lastSweepAt, this.lastSweepAt + this.tickMs);
     // A round for a due time does not put the next sweep off: a round just short of a tick after the last sweep would
     // otherwise skip it, and the one after come a whole tick later (measured: expired snapshots removed 2 s late on a
-    // 3 s schedule). While a sweep runs, the next one waits for a regular tick after it.
+    // 3 s schedule). While a sweep runs, the next one waits for its end (see startSweep).
     if (this.sweeping !== null) return soonest;
-    const nextSweep = this.lastSweepAt + this.tickMs;
+    const nextSweep = this.nextSweepAt();
     return soonest === null ? nextSweep : Math.min(soonest, nextSweep);
+  }
+
+  /** A tick's length after the last sweep started, or sooner when a snapshot expires before then. */
+  private nextSweepAt(): number {
+    const regular = this.lastSweepAt + this.tickMs;
+    return this.nextExpiry === null ? regular : Math.min(regular, this.nextExpiry);
+  }
+
+  private startSweep(): void {
+    this.lastSweepAt = Date.now();
+    this.nextExpiry = null;
+    this.sweeping = this.retention
+      .sweep(this.lastSweepAt)
+      .then(
+        () => undefined,
+        (error: unknown) => this.logger.error({ err: error }, 'retention sweep failed'),
+      )
+      .finally(() => {
+        this.sweeping = null;
+        // A snapshot that expired while it ran is swept at once, not at the next regular tick. (Were a tick under way
+        // now, it sees the sweep ended and wakes for the expiry itself.)
+        if (this.running && this.timer !== null && this.nextSweepAt() < this.timerAt) {
+          clearTimeout(this.timer);
+          this.scheduleTick(Math.max(0, this.nextSweepAt() - Date.now()));
+        }
+      });
+  }
+
+  /**
+   * The soonest expiresAt in (after, by], read on idx_snapshots_expiry; null when none. Snapshots kept past it (an
+   * operation reads them) lie before `after` once swept, so they do not wake the scheduler again.
+   */
+  private async expiryAfter(after: number, by: number): Promise<number | null> {
+    const row = await this.db
+      .getRepository(SnapshotEntity)
+      .createQueryBuilder('s')
+      .select('MIN(s.expiresAt)', 'at')
+      .where('s.expiresAt > :after AND s.expiresAt <= :by', { after, by })
+      .getRawOne<{ at: number | string | null }>();
+    return row?.at === null || row?.at === undefined ? null : Number(row.at);
   }
 
   private scheduleTick(delayMs: number): void {
     // A chain of timeouts rather than an interval: ticks never overlap, however long one takes.
+    this.timerAt = Date.now() + delayMs;
     this.timer = setTimeout(() => {
       this.timer = null;
       const tick = this.tick().catch((error) => {

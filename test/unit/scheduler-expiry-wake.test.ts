@@ -1,0 +1,77 @@
+// The retention sweep runs once a tick (a second), and also at the moment a snapshot expires: the scheduler knows the
+// next expiresAt as it knows the next due time, and wakes for it, so an expired snapshot goes within milliseconds of
+// its expiresAt, not up to a tick later (docs/scheduling.md).
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import type { DataSource } from 'typeorm';
+
+import { DEFAULT_TIER_POLICIES } from '../../src/config/tiers';
+import { SnapshotEntity } from '../../src/entities/snapshot.entity';
+import { createLogger } from '../../src/logging/logger';
+import type { SchedulerLeadership } from '../../src/scheduler/leadership';
+import type { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
+import { Scheduler } from '../../src/scheduler/scheduler';
+import type { SnapshotService } from '../../src/services/snapshot.service';
+import { insertInstanceRow } from '../support/instance-rows';
+import { migratedSqliteMetadata } from '../support/metadata-database';
+
+describe('the scheduler and snapshot expiry', function () {
+  this.timeout(30_000);
+  /** Far longer than the test: a sweep that comes before the next regular tick was woken for the expiry. */
+  const TICK_MS = 600_000;
+  let dir: string;
+  let db: DataSource;
+
+  beforeEach(async () => {
+    ({ dir, db } = await migratedSqliteMetadata('snapgraph-expiry-wake-'));
+  });
+
+  afterEach(async () => {
+    await db.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("starts a retention sweep at a snapshot's expiresAt, not at the next tick", async () => {
+    const tenantId = randomUUID();
+    const instanceId = randomUUID();
+    await insertInstanceRow(db, { id: instanceId, tenantId, tier: 'PROFESSIONAL', createdAt: Date.now() - 60_000 });
+    const expiresAt = Date.now() + 1_000;
+    await db.getRepository(SnapshotEntity).insert({
+      id: randomUUID(),
+      tenantId,
+      instanceId,
+      profile: 'SCHEDULED',
+      status: 'COMPLETED',
+      createdAt: expiresAt - 10_000,
+      completedAt: expiresAt - 9_000,
+      expiresAt,
+      description: null,
+      engineVersion: 'V5',
+      contents: { nodeCount: 1, relationshipCount: 0, labels: [{ name: 'A', count: 1 }], relationshipTypes: [], storeSizeBytes: 4096 },
+      error: null,
+    });
+    const sweptAt: number[] = [];
+    let sweptAfterExpiry!: (now: number) => void;
+    const sweepAfterExpiry = new Promise<number>((resolve) => (sweptAfterExpiry = resolve));
+    const sweeper = {
+      sweep: async (now: number) => {
+        sweptAt.push(now);
+        if (now >= expiresAt) sweptAfterExpiry(now);
+        return 0;
+      },
+    } as unknown as RetentionSweeper;
+    const leadership: SchedulerLeadership = { check: async () => true, release: async () => undefined };
+    const tiers = DEFAULT_TIER_POLICIES;
+    const scheduler = new Scheduler(db, { tiers }, {} as SnapshotService, sweeper, leadership, createLogger('silent'), { tickMs: TICK_MS });
+    scheduler.start();
+    try {
+      // Without a wake for the expiry, the sweep after the first would come a tick (10 minutes) later: the test times out.
+      const now = await sweepAfterExpiry;
+      assert.ok(now >= expiresAt, 'the sweep is not early');
+      assert.equal(sweptAt.filter((at) => at >= expiresAt).length, 1, 'one sweep for the expiry');
+    } finally {
+      await scheduler.stop();
+    }
+  });
+});
