@@ -3,6 +3,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type Disposer, forgetCleanup, registerCleanup } from './cleanup';
@@ -142,10 +143,12 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
   const adminKey = options.bootstrapToken ?? randomToken();
   // Partial tus uploads live outside the data dir; a sibling folder is removed with it (even after a SIGKILL).
   const uploadDir = `${dataDir}-uploads`;
-  const removeFiles = () => {
-    if (ownsDataDir) rmSync(dataDir, { recursive: true, force: true });
-    if (ownsDataDir) rmSync(uploadDir, { recursive: true, force: true });
-    if (configDir) rmSync(configDir, { recursive: true, force: true });
+  // Asynchronous: a data dir holds store files of hundreds of MB, and removing one synchronously held the test process
+  // (which may be timing events of other servers meanwhile) for half a second.
+  const removeFiles = async () => {
+    if (ownsDataDir) await rm(dataDir, { recursive: true, force: true });
+    if (ownsDataDir) await rm(uploadDir, { recursive: true, force: true });
+    if (configDir) await rm(configDir, { recursive: true, force: true });
   };
 
   try {
@@ -167,7 +170,7 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
       throw new Error(`LOG_LEVEL=${env.LOG_LEVEL} hides the "snapgraph is serving" line the harness reads the URL from`);
     }
   } catch (error) {
-    removeFiles();
+    await removeFiles();
     throw error;
   }
 
@@ -175,7 +178,7 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
   try {
     current = await boot(env, options);
   } catch (error) {
-    removeFiles();
+    await removeFiles();
     throw error;
   }
 
@@ -185,7 +188,7 @@ export async function startServer(options: StartOptions = {}): Promise<TestServe
     const status = await terminate(current.child, 'SIGTERM', timeoutMs);
     if (!keepDataDir) {
       forgetCleanup(dispose);
-      removeFiles();
+      await removeFiles();
     }
     return status;
   };
