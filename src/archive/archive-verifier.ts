@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import { ArchiveError } from './archive-error';
 import type { ArchiveHeader } from './archive-header';
 import { type FromVerifier, type VerifierChannel, type VerifierThreads, verifierThreads } from './verifier-threads';
+import { deferred } from '../runtime/deferred';
 
 /**
  * Bytes sent to a thread and not yet taken by it, all its uploads together: an upload waits above its share. (The
@@ -45,24 +46,14 @@ export class ArchiveVerifier extends Writable {
   constructor({ threads = verifierThreads() }: { threads?: VerifierThreads } = {}) {
     // Not destroyed when the bytes are all written: the verdict comes after that.
     super({ highWaterMark: 1024 * 1024, autoDestroy: false });
-    let resolveResult: (header: ArchiveHeader) => void = () => undefined;
-    let rejectResult: (error: Error) => void = () => undefined;
-    this.result = new Promise<ArchiveHeader>((resolve, reject) => {
-      resolveResult = resolve;
-      rejectResult = reject;
-    });
-    this.result.catch(() => undefined);
-    let resolveHeader: (header: ArchiveHeader) => void = () => undefined;
-    let rejectHeader: (error: Error) => void = () => undefined;
-    this.header = new Promise<ArchiveHeader>((resolve, reject) => {
-      resolveHeader = resolve;
-      rejectHeader = reject;
-    });
-    this.header.catch(() => undefined);
+    const result = deferred<ArchiveHeader>();
+    const header = deferred<ArchiveHeader>();
+    this.result = result.promise;
+    this.header = header.promise;
     // A promise settles once: the header, read already, stays when the verdict refutes the rest.
     this.abandon = (error) => {
-      rejectHeader(error);
-      rejectResult(error);
+      header.reject(error);
+      result.reject(error);
     };
     this.channel = threads.open({
       message: (message: FromVerifier) => {
@@ -71,11 +62,11 @@ export class ArchiveVerifier extends Writable {
           this.release();
           return;
         }
-        if ('headerRead' in message) return resolveHeader(message.headerRead);
+        if ('headerRead' in message) return header.resolve(message.headerRead);
         this.settle();
         if ('header' in message) {
-          resolveHeader(message.header);
-          return resolveResult(message.header);
+          header.resolve(message.header);
+          return result.resolve(message.header);
         }
         const { code, message: text } = message.error;
         const error = code ? new ArchiveError(code, text) : new Error(text);

@@ -6,6 +6,7 @@ import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { AppError } from '../../errors/app-error';
 import type { FileUpload, FileUploadPromise } from '../scalars';
+import { type Deferred, deferred } from '../../runtime/deferred';
 
 export interface MultipartLimits {
   maxFileSize: number;
@@ -106,20 +107,6 @@ function placeAt(operations: unknown, path: string, value: unknown): void {
     throw new MultipartError(400, `Invalid object path for the ‘map’ multipart field entry key ‘${path}’.`);
   }
   target[last] = value;
-}
-
-interface Deferred<T> {
-  promise: Promise<T>;
-  resolve(value: T): void;
-  reject(error: Error): void;
-}
-
-function deferred<T>(): Deferred<T> {
-  let resolve!: (value: T) => void;
-  let reject!: (error: Error) => void;
-  const promise = new Promise<T>((yes, no) => ((resolve = yes), (reject = no)));
-  promise.catch(() => undefined); // a file nobody asked for is not an unhandled rejection
-  return { promise, resolve, reject };
 }
 
 interface PartHeaders {
