@@ -64,7 +64,6 @@ export async function openMetadataDatabase(options: MetadataDatabaseOptions): Pr
   return db;
 }
 
-/** A database URL as it can be shown: its password left out. */
 export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatabaseOptions): DataSource {
   const common = { entities: ENTITIES, migrations: MIGRATIONS, synchronize: false, logging: false } as const;
   if (databaseUrl) {

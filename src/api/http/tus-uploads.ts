@@ -91,7 +91,6 @@ class IncompleteUploadError extends AppError {
   }
 }
 
-
 /**
  * Where earlier versions kept partial uploads by default, in plaintext: <os tmpdir>/snapgraph-uploads-<hash of the data
  * dir>. Removed at boot (their clients start those uploads again).
