@@ -218,15 +218,20 @@ function chunkStoreSuite(backend: MetadataBackend) {
       const pieces = Array.from({ length: 3 }, () => randomBytes(40 * KIB));
       const { refs } = await writeAll(store, tenant, pieces);
       const [packId] = await packFiles(tenant);
-      return { refs, packId, path: packPath(tenant, packId) };
+      return { pieces, refs, packId, path: packPath(tenant, packId) };
+    }
+
+    /** Flips the bits of `mask` in the byte of the file at `path` that `at` picks from its length. */
+    async function flip(path: string, at: (length: number) => number, mask: number): Promise<void> {
+      const bytes = await readFile(path);
+      bytes[at(bytes.length)] ^= mask;
+      await writeFile(path, bytes);
     }
 
     it('finds a flipped byte in a chunk on read and on verify, naming the pack and the chunk', async () => {
       const store = open();
       const { refs, packId, path } = await onePack(store);
-      const bytes = await readFile(path);
-      bytes[50 * KIB] ^= 0x01;
-      await writeFile(path, bytes);
+      await flip(path, () => 50 * KIB, 0x01);
       // Chunks land in a pack in the order their sealing finishes: the index says which one holds that byte.
       const hit = (await chunkRows(tenant)).find((row) => row.offset <= 50 * KIB && 50 * KIB < row.offset + row.length)!;
       const damaged = refs.findIndex((ref) => ref.id === hit.id);
@@ -250,9 +255,7 @@ function chunkStoreSuite(backend: MetadataBackend) {
         const { refs } = await writeAll(store, tenantId, Array.from({ length: 3 }, () => randomBytes(40 * KIB)));
         const [packId] = await packFiles(tenantId);
         const path = packPath(tenantId, packId);
-        const bytes = await readFile(path);
-        bytes[bytes.length - fromEnd] ^= 0x80;
-        await writeFile(path, bytes);
+        await flip(path, (length) => length - fromEnd, 0x80);
         const report = await store.verify(tenantId, refs);
         assert.equal(report.damage.length, 1, `byte ${fromEnd} from the end`);
         assert.equal(report.damage[0].packId, packId);
@@ -262,13 +265,8 @@ function chunkStoreSuite(backend: MetadataBackend) {
 
     it('moves the sound chunks of a pack whose trailer is damaged into a new pack: later snapshots of that data verify clean', async () => {
       const store = open();
-      const pieces = Array.from({ length: 3 }, () => randomBytes(40 * KIB));
-      const { refs } = await writeAll(store, tenant, pieces);
-      const [packId] = await packFiles(tenant);
-      const path = packPath(tenant, packId);
-      const bytes = await readFile(path);
-      bytes[bytes.length - 40] ^= 0x80; // in the trailer: every chunk is still sound
-      await writeFile(path, bytes);
+      const { pieces, refs, packId, path } = await onePack(store);
+      await flip(path, (length) => length - 40, 0x80); // in the trailer: every chunk is still sound
       const report = await store.verify(tenant, refs);
       assert.deepEqual(report.damage.map((damage) => [damage.packId, damage.chunkId]), [[packId, null]]);
       assert.match(report.damage[0].message, /trailer/);
@@ -292,13 +290,8 @@ function chunkStoreSuite(backend: MetadataBackend) {
     });
 
     it('reports a damaged trailer when moving the sound chunks out fails, and moves them at the next verification', async () => {
-      const pieces = Array.from({ length: 3 }, () => randomBytes(40 * KIB));
-      const { refs } = await writeAll(open(), tenant, pieces);
-      const [packId] = await packFiles(tenant);
-      const path = packPath(tenant, packId);
-      const bytes = await readFile(path);
-      bytes[bytes.length - 40] ^= 0x80;
-      await writeFile(path, bytes);
+      const { pieces, refs, packId, path } = await onePack(open());
+      await flip(path, (length) => length - 40, 0x80);
       const full: BlobStore = {
         write: async (key, data) => {
           if (!key.includes('/packs/')) return fsBlobs.write(key, data);
@@ -331,22 +324,15 @@ function chunkStoreSuite(backend: MetadataBackend) {
       now += 2 * HOUR;
       await store.collect(tenant, new Set(kept.map((ref) => ref.id)), { graceMs: HOUR });
       assert.deepEqual((await chunkRows(tenant)).map((candidate) => candidate.id).sort(), kept.map((ref) => ref.id).sort());
-      const bytes = await readFile(path);
-      bytes[row.offset + Math.floor(row.length / 2)] ^= 0x01;
-      await writeFile(path, bytes);
+      await flip(path, () => row.offset + Math.floor(row.length / 2), 0x01);
       assert.deepEqual((await store.verify(tenant, kept)).damage, []);
       assert.equal((await readAll(store.read(tenant, kept))).length, 80 * KIB);
     });
 
     it('stores a chunk again once verify found its copy damaged, instead of deduplicating against it', async () => {
       const store = open();
-      const pieces = Array.from({ length: 3 }, () => randomBytes(40 * KIB));
-      const { refs } = await writeAll(store, tenant, pieces);
-      const [packId] = await packFiles(tenant);
-      const path = packPath(tenant, packId);
-      const bytes = await readFile(path);
-      bytes[50 * KIB] ^= 0x01;
-      await writeFile(path, bytes);
+      const { pieces, refs, path } = await onePack(store);
+      await flip(path, () => 50 * KIB, 0x01);
       const damaged = (await store.verify(tenant, refs)).damage.map((damage) => damage.chunkId);
       assert.equal(damaged.length, 1);
       // The same data again (the next base of a store whose pages did not change): stored anew, readable.
@@ -367,10 +353,7 @@ function chunkStoreSuite(backend: MetadataBackend) {
       for (const piece of pieces) await running.put(piece);
       // ...while a verification finds one of them damaged and drops it from the index.
       const [packId] = await packFiles(tenant);
-      const path = packPath(tenant, packId);
-      const bytes = await readFile(path);
-      bytes[50 * KIB] ^= 0x01;
-      await writeFile(path, bytes);
+      await flip(packPath(tenant, packId), () => 50 * KIB, 0x01);
       const damaged = (await store.verify(tenant, refs)).damage.map((damage) => damage.chunkId);
       assert.equal(damaged.length, 1);
       // The running writer cannot store that data again (it no longer holds it): its snapshot fails rather than list a

@@ -2,7 +2,6 @@
 // state a subscriber gets is the operation's current one, never that attempt's.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import type { DataSource } from 'typeorm';
 import { OperationEntity } from '../../src/entities/operation.entity';
 import { createInMemoryEventBus, type EventBus } from '../../src/events/event-bus';
@@ -11,21 +10,12 @@ import { insertOperation } from '../../src/jobs/operation-queue';
 import type { InstanceService } from '../../src/services/instance.service';
 import { OperationService, type OperationView } from '../../src/services/operation.service';
 import type { Principal } from '../../src/services/principal';
-import { migratedSqliteMetadata } from '../support/metadata-database';
+import { sqliteMetadataPerTest } from '../support/metadata-database';
 
 describe('operation streams', function () {
   this.timeout(20_000);
-  let dir: string;
   let db: DataSource;
-
-  beforeEach(async () => {
-    ({ dir, db } = await migratedSqliteMetadata('snapgraph-operation-watch-'));
-  });
-
-  afterEach(async () => {
-    await db.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  sqliteMetadataPerTest('snapgraph-operation-watch-', (opened) => (db = opened));
 
   it("start with the operation's current state, not a stale attempt this process still winds down", async () => {
     const tenantId = randomUUID();

@@ -3,7 +3,6 @@
 // its expiresAt, not up to a tick later (docs/scheduling.md).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import type { DataSource } from 'typeorm';
 
 import { DEFAULT_TIER_POLICIES } from '../../src/config/tiers';
@@ -14,23 +13,14 @@ import type { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
 import { Scheduler } from '../../src/scheduler/scheduler';
 import type { SnapshotService } from '../../src/services/snapshot.service';
 import { insertInstanceRow } from '../support/instance-rows';
-import { migratedSqliteMetadata } from '../support/metadata-database';
+import { sqliteMetadataPerTest } from '../support/metadata-database';
 
 describe('the scheduler and snapshot expiry', function () {
   this.timeout(30_000);
   /** Far longer than the test: a sweep that comes before the next regular tick was woken for the expiry. */
   const TICK_MS = 600_000;
-  let dir: string;
   let db: DataSource;
-
-  beforeEach(async () => {
-    ({ dir, db } = await migratedSqliteMetadata('snapgraph-expiry-wake-'));
-  });
-
-  afterEach(async () => {
-    await db.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  sqliteMetadataPerTest('snapgraph-expiry-wake-', (opened) => (db = opened));
 
   it("starts a retention sweep at a snapshot's expiresAt, not at the next tick", async () => {
     const tenantId = randomUUID();

@@ -3,7 +3,6 @@
 // the scheduled snapshots off: they are queued within milliseconds of their due time (docs/scheduling.md).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import type { DataSource } from 'typeorm';
 
 import { DEFAULT_TIER_POLICIES, scheduleOf } from '../../src/config/tiers';
@@ -16,23 +15,14 @@ import type { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
 import { Scheduler } from '../../src/scheduler/scheduler';
 import type { SnapshotService } from '../../src/services/snapshot.service';
 import { insertInstanceRow } from '../support/instance-rows';
-import { migratedSqliteMetadata } from '../support/metadata-database';
+import { sqliteMetadataPerTest } from '../support/metadata-database';
 
 describe('the scheduler while a retention sweep takes long', function () {
   this.timeout(30_000);
   const SWEEP_MS = 4_000;
   const tiers = { ...DEFAULT_TIER_POLICIES, PROFESSIONAL: { ...DEFAULT_TIER_POLICIES.PROFESSIONAL, snapshotInterval: 'PT2S' } };
-  let dir: string;
   let db: DataSource;
-
-  beforeEach(async () => {
-    ({ dir, db } = await migratedSqliteMetadata('snapgraph-long-sweep-'));
-  });
-
-  afterEach(async () => {
-    await db.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  sqliteMetadataPerTest('snapgraph-long-sweep-', (opened) => (db = opened));
 
   it('queues a snapshot that falls due during the sweep on time, not once the sweep has ended', async () => {
     const createdAt = Date.now() - 1_500;

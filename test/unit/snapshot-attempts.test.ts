@@ -3,7 +3,6 @@
 // and ran the next attempt to its end) must not, once it resumes, take the snapshot that attempt completed back.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import type { DataSource } from 'typeorm';
 
 import type { AppConfig } from '../../src/config/app-config';
@@ -19,21 +18,12 @@ import { InstanceService } from '../../src/services/instance.service';
 import { SnapshotOperationHandler, SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { insertInstanceRow } from '../support/instance-rows';
-import { migratedSqliteMetadata } from '../support/metadata-database';
+import { sqliteMetadataPerTest } from '../support/metadata-database';
 
 describe('snapshot attempts', function () {
   this.timeout(30_000);
-  let dir: string;
   let db: DataSource;
-
-  beforeEach(async () => {
-    ({ dir, db } = await migratedSqliteMetadata('snapgraph-snapshot-attempts-'));
-  });
-
-  afterEach(async () => {
-    await db.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  sqliteMetadataPerTest('snapgraph-snapshot-attempts-', (opened) => (db = opened));
 
   it('a stale attempt that resumes after the next one completed the snapshot leaves it COMPLETED', async () => {
     const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;

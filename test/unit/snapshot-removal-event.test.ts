@@ -3,7 +3,6 @@
 // and a client that waits for the event to know the snapshot is gone need not wait for them.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
 import type { DataSource } from 'typeorm';
 
 import type { AppConfig } from '../../src/config/app-config';
@@ -15,21 +14,12 @@ import type { BackupService } from '../../src/services/backup.service';
 import { SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { insertInstanceRow } from '../support/instance-rows';
-import { migratedSqliteMetadata } from '../support/metadata-database';
+import { sqliteMetadataPerTest } from '../support/metadata-database';
 
 describe('the removal of a snapshot', function () {
   this.timeout(30_000);
-  let dir: string;
   let db: DataSource;
-
-  beforeEach(async () => {
-    ({ dir, db } = await migratedSqliteMetadata('snapgraph-removal-event-'));
-  });
-
-  afterEach(async () => {
-    await db.destroy();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  sqliteMetadataPerTest('snapgraph-removal-event-', (opened) => (db = opened));
 
   it('publishes its removal event once the row is gone, without waiting for the deletions in the blob store', async () => {
     const tenantId = randomUUID();
