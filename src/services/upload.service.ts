@@ -35,17 +35,6 @@ export type ReceivedFile = CheckedFile & { key: string };
 /** Throws the refusal when an archive's header, read before the rest of it, shows that it cannot be restored. */
 type HeaderCheck = (header: ArchiveHeader) => void;
 
-/** Refusals decided by an archive's header alone (it cannot fit the instance): see isRefusedByHeader. */
-const refusedByHeader = new WeakSet<object>();
-
-/**
- * Whether a check's error is the refusal of an archive by its header: the upload cannot become a restore into its
- * instance whatever else it holds, so a resumable one is refused there too rather than received to its end.
- */
-export function isRefusedByHeader(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && refusedByHeader.has(error);
-}
-
 export class UploadService {
   constructor(
     private readonly instances: InstanceService,
@@ -98,14 +87,7 @@ export class UploadService {
    * may take gigabytes.
    */
   private headerCheckFor(instance: InstanceEntity): HeaderCheck {
-    return (header) => {
-      try {
-        this.restores.assertArchiveMayFit(header, instance);
-      } catch (error) {
-        if (typeof error === 'object' && error !== null) refusedByHeader.add(error);
-        throw error;
-      }
-    };
+    return (header) => this.restores.assertArchiveMayFit(header, instance);
   }
 
   /**

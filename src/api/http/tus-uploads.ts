@@ -35,7 +35,7 @@ import { AppError, isAppError, unauthenticated } from '../../errors/app-error';
 import { asStorageFull } from '../../errors/storage-full';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
-import { type CheckedFile, isRefusedByHeader, type ReceivedFile } from '../../services/upload.service';
+import type { CheckedFile, ReceivedFile } from '../../services/upload.service';
 import { CryptoError, encryptedSize } from '../../crypto';
 import { type PartialBlobFile, PartialBlobOffsetError } from '../../storage/partial-blob-file';
 import { type ErrorExposure, formatError } from '../format-error';
@@ -110,8 +110,6 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   // A check keeps nothing (the bytes are kept by the upload's file), except when it stores them as well (S3).
   const receivers = new UploadReceivers<CheckedFile | ReceivedFile>({
     discard: (received) => ('key' in received ? services.uploads.discard(received) : Promise.resolve()),
-    // An archive whose header shows that it cannot fit its instance is refused as soon as that is read (see #write).
-    refusesUpload: isRefusedByHeader,
     // Once the last byte is in, what is left of the check is bounded (what is in flight to it).
     finishTimeoutMs: config.idleTimeoutMs,
   });
@@ -190,7 +188,6 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
           throw await this.#asTusError(id, error);
         });
       receiving.settle(written.size);
-      if (isRefusedByHeader(written.interrupted)) throw await this.#refuseByHeader(id, written.interrupted);
       // What came is kept; the client resumes from there (a HEAD tells it where).
       if (written.interrupted) throw tusErrors.FILE_WRITE_ERROR;
       return written.size;
@@ -233,17 +230,6 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       await this.fileOf(id, undefined).remove();
       await this.configstore.delete(id).catch(() => undefined);
       this.kept.delete(id);
-    }
-
-    /**
-     * The upload's archive cannot fit its instance, as its header showed while this write brought it (the refusal the
-     * check of the complete upload gives, given without the rest): the upload goes, as a refused complete one does,
-     * and the write is answered with the refusal.
-     */
-    async #refuseByHeader(id: string, error: unknown): Promise<TusRefusal> {
-      logger.info({ uploadId: id, code: isAppError(error) ? error.code : null, checked: 'header' }, 'restore upload refused');
-      await this.remove(id).catch(() => undefined);
-      return refusal(error, { debugErrors: config.debugErrors });
     }
 
     /**

@@ -8,10 +8,7 @@
 // it kept, if anything, is discarded), and the finished upload is read back from its file instead: the client resumed
 // on another replica or after a restart, a PATCH failed midway, the upload paused longer than RECEIVER_IDLE_MS or was
 // deleted, the check stopped early (a refusal is then given by the read-back check, against the state of things when
-// the upload finished, not when it started), or MAX_RECEIVERS uploads were being received already. One refusal does not
-// wait for that: a check's error that refuses the upload outright (`refusesUpload`: an archive whose header shows it
-// cannot fit its instance) fails the write under way with it, for the caller to refuse the upload there. (One that
-// comes between two writes is given by the read-back check, as any other.)
+// the upload finished, not when it started), or MAX_RECEIVERS uploads were being received already.
 import { PassThrough, pipeline, type Readable, Transform } from 'node:stream';
 
 /** A receiver that gets no byte for this long is dropped. */
@@ -27,8 +24,6 @@ const FEED_SIDE_BYTES = 2 * 1024 * 1024;
 export interface ReceiverOptions<T> {
   /** Discards what a check kept (if it keeps anything) when its receiver is dropped after the check ended. */
   discard?(received: T): Promise<void>;
-  /** Whether a check's error refuses the upload whatever else comes: the write fails with it (see the top of the file). */
-  refusesUpload?(error: unknown): boolean;
   idleMs?: number;
   /** How long finish() waits for the check to end once the last byte is in, before reading the file back instead. */
   finishTimeoutMs: number;
@@ -98,8 +93,7 @@ export class UploadReceivers<T> {
     if (!expected || offset !== 0 || this.receivers.size >= MAX_RECEIVERS) return null;
     this.forget(id);
     const discard = (received: T) => this.options.discard?.(received) ?? Promise.resolve();
-    const refuses = (error: unknown) => this.options.refusesUpload?.(error) ?? false;
-    const started: Receiver<T> = new Receiver(expected.start, discard, refuses, this.idleMs, () => {
+    const started: Receiver<T> = new Receiver(expected.start, discard, this.idleMs, () => {
       if (this.receivers.get(id) === started) this.receivers.delete(id);
     });
     this.receivers.set(id, started);
@@ -121,8 +115,6 @@ class Receiver<T> {
   /** What the check gave, once it has (to discard if the receiver is dropped after that). */
   private result: { value: T } | null = null;
   private stopped = false;
-  /** The write under way (tee), if any: a refusal of the upload (refusesUpload) fails it. */
-  private writing: Transform | null = null;
   /** A write waiting for the check to take more. */
   private waiting: (() => void) | null = null;
   private readonly idle: NodeJS.Timeout;
@@ -130,7 +122,6 @@ class Receiver<T> {
   constructor(
     start: (input: Readable) => Promise<T>,
     private readonly discard: (received: T) => Promise<void>,
-    refuses: (error: unknown) => boolean,
     idleMs: number,
     private readonly onDropped: () => void,
   ) {
@@ -144,11 +135,7 @@ class Receiver<T> {
         this.release();
       },
       // A check that stops before the end (a refusal, the server's state) drops the receiver: see the top of the file.
-      (error: unknown) => {
-        // At once, not at its next chunk: its client may be waiting for an answer before it sends more.
-        if (refuses(error)) this.writing?.destroy(error as Error);
-        this.drop();
-      },
+      () => this.drop(),
     );
     this.feed.on('drain', () => this.release());
     // Its reader (the check) hears a drop where it reads; after the check has stopped nobody reads it, and the drop's
@@ -174,10 +161,6 @@ class Receiver<T> {
       },
     });
     pipeline(body, tee, () => undefined);
-    this.writing = tee;
-    tee.on('close', () => {
-      if (this.writing === tee) this.writing = null;
-    });
     return tee;
   }
 
