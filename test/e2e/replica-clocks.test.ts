@@ -60,14 +60,23 @@ describePostgres('replicas whose clocks disagree', (postgres) => {
     const instanceId = (await createInstance(onTime, { name: 'clocks', tier: 'PROFESSIONAL', memoryGB: 4 })).id;
     const archive = await generatedArchive({ nodes: 150_000, relationships: 300_000 });
 
-    // Queued on the replica on time, which claims it at once (the other one only polls, every second).
-    const operation = expectData(await uploadFile(onTime, { instanceId, file: archive })).restoreFromFile;
-    await eventually(() => onTime.logLines().some((line) => line.msg === 'operation started' && line.operationId === operation.id), {
-      what: 'the replica on time to start the restore',
-    });
+    // Queued on the replica on time, which runs it: the other one, frozen meanwhile, cannot claim it first (it polls
+    // every second, and a loaded machine may delay the replica on time's own wake-up by more).
+    ahead.process.kill('SIGSTOP');
+    let operation: { id: string };
+    let aheadBackAt: number;
+    try {
+      operation = expectData(await uploadFile(onTime, { instanceId, file: archive })).restoreFromFile;
+      await eventually(() => onTime.logLines().some((line) => line.msg === 'operation started' && line.operationId === operation.id), {
+        what: 'the replica on time to start the restore',
+      });
+    } finally {
+      ahead.process.kill('SIGCONT');
+      aheadBackAt = Date.now();
+    }
     const settled = await settledOperation(onTime, operation.id, onTime.adminKey, 180_000);
-    const ranMs = Date.parse(settled.finishedAt!) - Date.parse(settled.startedAt!);
-    assert.ok(ranMs > 2_000, `the restore ran for ${ranMs} ms only, less than two polls of the other replica: give it more data`);
+    const watchedMs = Date.parse(settled.finishedAt!) - aheadBackAt;
+    assert.ok(watchedMs > 2_000, `the restore ended ${watchedMs} ms after the replica ahead was thawed, less than two of its polls: give it more data`);
     const takenOver = ahead.logLines().filter((line) => line.msg === 'recovering an interrupted operation' && line.operationId === operation.id);
     assert.deepEqual(takenOver, [], 'the replica with its clock ahead took the live restore for abandoned');
     assert.deepEqual({ status: settled.status, attempt: settled.attempt }, { status: 'SUCCEEDED', attempt: 1 }, JSON.stringify(settled));
