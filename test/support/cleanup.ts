@@ -19,9 +19,12 @@ interface Registration {
 const registrations = new Set<Registration>();
 let insideTest = false;
 
-/** Registers a disposer; returns a function that runs it once and unregisters it (for explicit early release). */
-export function registerCleanup(dispose: Disposer): Disposer {
-  const registration: Registration = { dispose, scope: insideTest ? 'test' : 'run' };
+/**
+ * Registers a disposer; returns a function that runs it once and unregisters it (for explicit early release). Its scope
+ * is the test or the run, as it is registered inside a test or not, unless given.
+ */
+export function registerCleanup(dispose: Disposer, scope: Registration['scope'] = insideTest ? 'test' : 'run'): Disposer {
+  const registration: Registration = { dispose, scope };
   registrations.add(registration);
   let released: Promise<void> | null = null;
   return () =>

@@ -2,7 +2,9 @@
 // against PostgreSQL metadata; skipped with a message when it is not there.
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
 import { Client } from 'pg';
+import { createMetadataDataSource } from '../../src/entities/data-source';
 import { registerCleanup } from './cleanup';
 import { serverPerSuite, type TestServer } from './server';
 
@@ -89,17 +91,57 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-/** Creates a fresh database for one suite (so runs never collide); dropped after the suite or the run. */
-export async function createTestDatabase(adminUrl: string): Promise<TestDatabase> {
+/** Creates a fresh, empty database for one suite (so runs never collide); dropped after the suite or the run. */
+export function createTestDatabase(adminUrl: string): Promise<TestDatabase> {
+  return createDatabase(adminUrl);
+}
+
+/**
+ * A fresh database that already holds the current schema: a copy (CREATE DATABASE … TEMPLATE) of one this test file
+ * migrated once, instead of the migrations run anew for every test (0.7-0.9 s a test here, the copy 0.1 s). For tests
+ * of something other than the migrations; running them again on it changes nothing.
+ */
+export async function createMigratedTestDatabase(adminUrl: string): Promise<TestDatabase> {
+  return createDatabase(adminUrl, await migratedTemplate(adminUrl));
+}
+
+async function createDatabase(adminUrl: string, template?: string): Promise<TestDatabase> {
   const name = `snapgraph_test_${randomBytes(6).toString('hex')}`;
-  await withClient(adminUrl, (client) => client.query(`CREATE DATABASE ${name}`));
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
+  await withClient(adminUrl, (client) => client.query(`CREATE DATABASE ${name}${template ? ` TEMPLATE ${template}` : ''}`));
   const drop = registerCleanup(async () => {
     // FORCE: a server killed mid-test may leave connections behind.
     await withClient(adminUrl, (client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
   });
-  return { url: url.toString(), name, drop };
+  return { url: databaseUrl(adminUrl, name), name, drop };
+}
+
+function databaseUrl(adminUrl: string, name: string): string {
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** The migrated template of this test file (of this worker, in a parallel run), made at its first use. */
+let template: Promise<string> | undefined;
+
+function migratedTemplate(adminUrl: string): Promise<string> {
+  return (template ??= (async () => {
+    const name = `snapgraph_template_${randomBytes(6).toString('hex')}`;
+    await withClient(adminUrl, (client) => client.query(`CREATE DATABASE ${name}`));
+    registerCleanup(async () => {
+      template = undefined;
+      await withClient(adminUrl, (client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+    }, 'run');
+    // Closed once migrated: a database is copied only while nobody is connected to it.
+    const db = createMetadataDataSource({ dataDir: tmpdir(), databaseUrl: databaseUrl(adminUrl, name) });
+    await db.initialize();
+    try {
+      await db.runMigrations({ transaction: 'each' });
+    } finally {
+      await db.destroy();
+    }
+    return name;
+  })());
 }
 
 /**

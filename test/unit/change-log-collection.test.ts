@@ -19,7 +19,7 @@ import { ChangeLogService, segmentKeyOf } from '../../src/services/change-log.se
 import type { InstanceService } from '../../src/services/instance.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../../src/storage/errors';
-import { createTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
+import { createMigratedTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
 
 const TENANT = '00000000-0000-4000-8000-00000000000a';
 const INSTANCE = '00000000-0000-4000-8000-00000000000b';
@@ -108,7 +108,7 @@ function collectionSuite(backend: { name: 'SQLite' } | { name: 'PostgreSQL'; adm
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'snapgraph-log-collection-'));
-    database = backend.name === 'PostgreSQL' ? await createTestDatabase(backend.adminUrl()) : undefined;
+    database = backend.name === 'PostgreSQL' ? await createMigratedTestDatabase(backend.adminUrl()) : undefined;
     db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
     await db.initialize();
     await db.runMigrations({ transaction: 'each' });

@@ -16,7 +16,7 @@ import { ChunkEntity } from '../../src/entities/chunk.entity';
 import { createMetadataDataSource } from '../../src/entities/data-source';
 import { BlobStore } from '../../src/storage/blob-store';
 import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
-import { createTestDatabase, describePostgres, TestDatabase } from '../support/postgres';
+import { createMigratedTestDatabase, describePostgres, TestDatabase } from '../support/postgres';
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -104,7 +104,7 @@ function chunkStoreSuite(backend: MetadataBackend) {
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'snapgraph-chunks-'));
-    database = backend.name === 'PostgreSQL' ? await createTestDatabase(backend.adminUrl()) : undefined;
+    database = backend.name === 'PostgreSQL' ? await createMigratedTestDatabase(backend.adminUrl()) : undefined;
     db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
     await db.initialize();
     await db.runMigrations({ transaction: 'each' });

@@ -21,7 +21,7 @@ import type { GraphStoreProvider } from '../../src/graph/graph-store';
 import { InstanceService } from '../../src/services/instance.service';
 import type { Principal } from '../../src/services/principal';
 import { insertInstanceRow } from '../support/instance-rows';
-import { createTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
+import { createMigratedTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
 
 type Backend = { name: 'SQLite' } | { name: 'PostgreSQL'; adminUrl(): string };
 
@@ -48,7 +48,7 @@ function deletionClaims(backend: Backend) {
   beforeEach(async function () {
     this.timeout(30_000);
     dir = mkdtempSync(join(tmpdir(), 'snapgraph-deletion-claims-'));
-    database = backend.name === 'PostgreSQL' ? await createTestDatabase(backend.adminUrl()) : undefined;
+    database = backend.name === 'PostgreSQL' ? await createMigratedTestDatabase(backend.adminUrl()) : undefined;
     db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
     await db.initialize();
     await db.runMigrations({ transaction: 'each' });

@@ -30,7 +30,7 @@ import type { Principal } from '../../src/services/principal';
 import { RestoreService } from '../../src/services/restore.service';
 import { SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
-import { createTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
+import { createMigratedTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
 import { insertInstanceRow } from '../support/instance-rows';
 
 type Backend = { name: 'SQLite' } | { name: 'PostgreSQL'; adminUrl(): string };
@@ -58,7 +58,7 @@ function deletionRaces(backend: Backend) {
   beforeEach(async function () {
     this.timeout(30_000);
     dir = mkdtempSync(join(tmpdir(), 'snapgraph-deletion-races-'));
-    database = backend.name === 'PostgreSQL' ? await createTestDatabase(backend.adminUrl()) : undefined;
+    database = backend.name === 'PostgreSQL' ? await createMigratedTestDatabase(backend.adminUrl()) : undefined;
     db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
     await db.initialize();
     await db.runMigrations({ transaction: 'each' });

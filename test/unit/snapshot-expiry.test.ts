@@ -22,7 +22,7 @@ import { InstanceService } from '../../src/services/instance.service';
 import { SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { insertInstanceRow } from '../support/instance-rows';
-import { createTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
+import { createMigratedTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
 
 const DAY = 24 * 3600_000;
 
@@ -40,7 +40,7 @@ function expiryTests(backend: Backend) {
   beforeEach(async function () {
     this.timeout(30_000);
     dir = mkdtempSync(join(tmpdir(), 'snapgraph-expiry-'));
-    database = backend.name === 'PostgreSQL' ? await createTestDatabase(backend.adminUrl()) : undefined;
+    database = backend.name === 'PostgreSQL' ? await createMigratedTestDatabase(backend.adminUrl()) : undefined;
     db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
     await db.initialize();
     await db.runMigrations({ transaction: 'each' });

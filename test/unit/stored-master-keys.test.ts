@@ -16,7 +16,7 @@ import { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { FilesystemBlobStore } from '../../src/storage/filesystem-blob-store';
 import { rotateMasterKey } from '../../src/storage/master-key-rotation';
 import { assertMasterKeyOpensStoredData, claimCurrentMasterKey, recordRetiredMasterKeys } from '../../src/storage/stored-master-keys';
-import { createTestDatabase, describePostgres, TestDatabase } from '../support/postgres';
+import { createMigratedTestDatabase, describePostgres, TestDatabase } from '../support/postgres';
 
 describe('the master key check at boot, on SQLite metadata', () => {
   storedMasterKeysSuite(() => undefined);
@@ -38,7 +38,7 @@ function storedMasterKeysSuite(adminUrl: () => string | undefined) {
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'snapgraph-key-check-'));
     const url = adminUrl();
-    database = url ? await createTestDatabase(url) : undefined;
+    database = url ? await createMigratedTestDatabase(url) : undefined;
     db = createMetadataDataSource({ dataDir: dir, databaseUrl: database?.url });
     await db.initialize();
     await db.runMigrations({ transaction: 'each' });

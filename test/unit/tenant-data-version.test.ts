@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
 import { createMetadataDataSource } from '../../src/entities/data-source';
 import { type TenantDataVersion, tenantDataVersion } from '../../src/entities/tenant-data-version';
-import { createTestDatabase, describePostgres, type TestDatabase, withClient } from '../support';
+import { createMigratedTestDatabase, describePostgres, type TestDatabase, withClient } from '../support';
 
 interface Fixture {
   db: DataSource;
@@ -107,7 +107,7 @@ describePostgres('the tenant data version (PostgreSQL)', (postgres) => {
   let database: TestDatabase;
   let db: DataSource;
   itCountsChanges(async () => {
-    database = await createTestDatabase(postgres.adminUrl());
+    database = await createMigratedTestDatabase(postgres.adminUrl());
     db = createMetadataDataSource({ dataDir: '/nonexistent', databaseUrl: database.url });
     await db.initialize();
     await db.runMigrations({ transaction: 'each' });
