@@ -171,18 +171,23 @@ export function statsOfLines(lines: string[]): CraftedStats {
 
 /**
  * A sealed archive of exactly these tuple lines, `linesPerFrame` to a frame, under a V5 header whose stats agree
- * with them (or are overridden).
+ * with them (or are overridden). Lines are read for their stats only when `stats` leaves some count to them: reading
+ * a node of a million labels took longer than verifying it.
  */
+/** The stats statsOfLines reads from the lines (storeSizeBytes is not among them). */
+const COUNTED_STATS = ['nodeCount', 'relationshipCount', 'labels', 'relationshipTypes'] as const;
+
 export function craftArchive(
   lines: string[],
   { stats = {}, linesPerFrame = 100, engineVersion = 'V5' }: { stats?: Partial<CraftedStats>; linesPerFrame?: number; engineVersion?: string } = {},
 ): Buffer {
+  const counted = COUNTED_STATS.every((key) => key in stats) ? { storeSizeBytes: 4096 } : statsOfLines(lines);
   const header = {
     engineVersion,
     sourceInstanceId: 'crafted',
     sourceInstanceName: 'crafted',
     capturedAt: '2024-05-01T12:00:00.000Z',
-    stats: { ...statsOfLines(lines), ...stats },
+    stats: { ...counted, ...stats },
   };
   const frames: string[] = [];
   for (let i = 0; i < lines.length; i += linesPerFrame) frames.push(lines.slice(i, i + linesPerFrame).map((line) => `${line}\n`).join(''));

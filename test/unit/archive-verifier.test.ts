@@ -140,7 +140,7 @@ describe('ArchiveVerifier', () => {
     // Each label was compared with every one before it: the thread was held for most of an hour (and inspectFile, which
     // verifies on the event loop, held the server).
     const labels = Array.from({ length: 1_000_000 }, (_, i) => `L${i}`);
-    const archive = craftArchive([node(1, labels)], { stats: { labels: [] } });
+    const archive = craftArchive([node(1, labels)], { stats: { nodeCount: 1, relationshipCount: 0, labels: [], relationshipTypes: [] } });
     assert.match(((await twoThreads(archive, 0)) as { error: string }).error, /COUNT_MISMATCH: .*label "L0", which its header does not list/);
   });
 
