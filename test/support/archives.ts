@@ -139,6 +139,9 @@ export interface CraftedStats {
   storeSizeBytes: number;
 }
 
+/** The store size a crafted header claims. */
+const CRAFTED_STORE_BYTES = 4096;
+
 /**
  * The stats a header must carry to agree with `lines`, read leniently (a line that is not JSON, a label that is
  * not a string count for nothing), so that a crafted defect is met by record validation, not by the header.
@@ -166,22 +169,22 @@ export function statsOfLines(lines: string[]): CraftedStats {
     }
   }
   const list = (map: Map<string, number>) => [...map].map(([name, count]) => ({ name, count }));
-  return { nodeCount, relationshipCount, labels: list(labels), relationshipTypes: list(types), storeSizeBytes: 4096 };
+  return { nodeCount, relationshipCount, labels: list(labels), relationshipTypes: list(types), storeSizeBytes: CRAFTED_STORE_BYTES };
 }
+
+/** The stats statsOfLines reads from the lines (storeSizeBytes is not among them). */
+const COUNTED_STATS = ['nodeCount', 'relationshipCount', 'labels', 'relationshipTypes'] as const;
 
 /**
  * A sealed archive of exactly these tuple lines, `linesPerFrame` to a frame, under a V5 header whose stats agree
  * with them (or are overridden). Lines are read for their stats only when `stats` leaves some count to them: reading
  * a node of a million labels took longer than verifying it.
  */
-/** The stats statsOfLines reads from the lines (storeSizeBytes is not among them). */
-const COUNTED_STATS = ['nodeCount', 'relationshipCount', 'labels', 'relationshipTypes'] as const;
-
 export function craftArchive(
   lines: string[],
   { stats = {}, linesPerFrame = 100, engineVersion = 'V5' }: { stats?: Partial<CraftedStats>; linesPerFrame?: number; engineVersion?: string } = {},
 ): Buffer {
-  const counted = COUNTED_STATS.every((key) => key in stats) ? { storeSizeBytes: 4096 } : statsOfLines(lines);
+  const counted = COUNTED_STATS.every((key) => key in stats) ? { storeSizeBytes: CRAFTED_STORE_BYTES } : statsOfLines(lines);
   const header = {
     engineVersion,
     sourceInstanceId: 'crafted',
