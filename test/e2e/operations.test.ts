@@ -92,11 +92,17 @@ function runningAttempt(server: TestServer, id: string, attempt: number): Promis
   );
 }
 
+/**
+ * The large instance: LARGE_NODES nodes and twice as many relationships. Its archive's restore loads for 0.7-1.4 s here
+ * (6-9 progress events), time enough to be seen loading and then stopped, cancelled or queued behind, for a third less
+ * CPU than the 60,000 nodes it had; a test that relies on it says "make the instance larger" when it ended first.
+ */
+const LARGE_NODES = 40_000;
 
 describe('operations across restarts, cancellation and live progress', function () {
   // A 1 s lease, no shutdown grace (a SIGTERM hands running work back at once), and one operation at a time, so
   // that a second one waits QUEUED. The change log ships only when a snapshot asks, in small segments: a snapshot
-  // after every node changed then has a long log to ship, and takes long enough to be interrupted.
+  // after lengthenChangeLog then has a long log to ship, and takes long enough to be interrupted.
   const suite = serverPerSuite({
     env: {
       SNAPGRAPH_OPERATION_LEASE_MS: '1000',
@@ -113,9 +119,16 @@ describe('operations across restarts, cancellation and live progress', function 
   before(async function () {
     this.timeout(180_000);
     large = (await createInstance(suite.server, { name: 'large', tier: 'PROFESSIONAL', memoryGB: 4 })).id;
-    await fillInstance(suite.server, large, { nodes: 60_000, relationships: 120_000 });
+    await fillInstance(suite.server, large, { nodes: LARGE_NODES, relationships: 2 * LARGE_NODES });
     snapshot = await takeSnapshot(suite.server, large);
   });
+
+  /**
+   * Changes 15,000 of the large instance's nodes, each with an incompressible note of 1 KiB: 15 MB of change log
+   * that the next snapshot (or safety snapshot) ships, in 3-4 s here. Bytes, not rows, make the shipping long: the
+   * 60,000 notes of 256 bytes this wrote before took as long to ship and twice the CPU to write.
+   */
+  const lengthenChangeLog = (server: TestServer) => touchEveryNode(server, large, 15_000, { noteBytes: 1024 });
 
   let largeArchive: Buffer | undefined;
   /**
@@ -132,9 +145,9 @@ describe('operations across restarts, cancellation and live progress', function 
     it('a snapshot: PENDING again on the way, COMPLETED on attempt 2', async function () {
       this.timeout(60_000);
       const server = suite.server;
-      // A snapshot ships the log since the last one: every node changes, with an incompressible note, so that it takes a
-      // while (progress is paced: an operation of a few hundred milliseconds may show only its first and last states).
-      await touchEveryNode(server, large, 60_000, { noteBytes: 256 });
+      // A snapshot ships the log since the last one: a long one, so that it takes a while (progress is paced: an
+      // operation of a few hundred milliseconds may show only its first and last states).
+      await lengthenChangeLog(server);
       const requested = await requestSnapshot(server, large);
       const operationId = (await instanceState(server, large)).currentOperation!.id;
       await subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: operationId }).waitFor(workingIn('capturing'), 10_000);
@@ -291,9 +304,9 @@ describe('operations across restarts, cancellation and live progress', function 
     it('cancels a RUNNING snapshot: CANCELLED, the snapshot FAILED without a blob, the instance free', async function () {
       this.timeout(60_000);
       const server = suite.server;
-      // A snapshot ships the log since the last one: every node changes, with an incompressible note, so that it takes a
-      // while (progress is paced: an operation of a few hundred milliseconds may show only its first and last states).
-      await touchEveryNode(server, large, 60_000, { noteBytes: 256 });
+      // A snapshot ships the log since the last one: a long one, so that it takes a while (progress is paced: an
+      // operation of a few hundred milliseconds may show only its first and last states).
+      await lengthenChangeLog(server);
       const requested = await requestSnapshot(server, large);
       const operationId = (await instanceState(server, large)).currentOperation!.id;
       const progress = subscribe(server, server.adminKey, OPERATION_PROGRESS, { id: operationId });
@@ -557,8 +570,8 @@ describe('operations across restarts, cancellation and live progress', function 
         bytes[Math.floor(bytes.length / 2)] ^= 0x20;
         writeFileSync(path, bytes);
       }
-      // The safety snapshot ships the log since the last snapshot: every node changes, with an incompressible note.
-      await touchEveryNode(server, large, 60_000, { noteBytes: 256 });
+      // The safety snapshot ships the log since the last snapshot: a long one.
+      await lengthenChangeLog(server);
       const before = await contentsOf(server, large);
       const updates = subscribe(server, server.adminKey, SNAPSHOT_UPDATES, { instanceId: large });
       await listening(updates);
@@ -580,10 +593,9 @@ describe('operations across restarts, cancellation and live progress', function 
     it('is in the phase "pre-restore snapshot" while it waits for its safety snapshot', async function () {
       this.timeout(90_000);
       const server = suite.server;
-      // The safety snapshot ships the log since the last snapshot: every node changes, with an incompressible note, so
-      // that it takes far longer than writing back the snapshot restored, of one node. (Last of the suite: the large
-      // instance is left with that node.)
-      await touchEveryNode(server, large, 60_000, { noteBytes: 256 });
+      // The safety snapshot ships the log since the last snapshot: a long one, so that it takes far longer than writing
+      // back the snapshot restored, of one node. (Last of the suite: the large instance is left with that node.)
+      await lengthenChangeLog(server);
       const tiny = (await createInstance(server, { name: 'tiny', tier: 'PROFESSIONAL', memoryGB: 4 })).id;
       await createNodes(server, tiny, [{ labels: ['Tiny'] }]);
       const operation = await startRestore(server, (await takeSnapshot(server, tiny)).id, large);
