@@ -24,6 +24,7 @@ import {
   randomToken,
   restoreAndWait,
   runCli,
+  serverPerSuite,
   startServer,
   statsOf,
   takeSnapshot,
@@ -42,8 +43,18 @@ function envelopeKeyIds(dir: string): Set<string> {
 }
 
 describe('restarts', () => {
+  // A boot is most of what a test here costs: the tests that keep the server's keys as they are share one server (and
+  // its data dir), each on an instance of its own. One that fails with that server down (a refused boot) would take the
+  // next tests with it: they start it again first, as it is configured (no SNAPGRAPH_MASTER_KEY: the generated one).
+  const shared = serverPerSuite();
+  beforeEach(async function startSharedServerAgain() {
+    this.timeout(60_000);
+    const { process: child } = shared.server;
+    if (child.exitCode !== null || child.signalCode !== null) await shared.server.restart({ env: { SNAPGRAPH_MASTER_KEY: undefined } });
+  });
+
   it('keep instances, graph data, tenants and keys, and do not bootstrap again', async () => {
-    const server = await startServer();
+    const server = shared.server;
     const member = await createKey(server, server.adminKey, 'MEMBER');
     const revoked = await createKey(server, server.adminKey, 'VIEWER');
     expectData(await gql(server, `mutation ($id: ID!) { revokeApiKey(id: $id) }`, { id: revoked.id }));
@@ -82,7 +93,7 @@ describe('restarts', () => {
   });
 
   it('refuse a master key other than the one the stored data is under, and go on with the right one', async () => {
-    const server = await startServer();
+    const server = shared.server;
     const instance = await createInstance(server, { name: 'sealed' });
     await createNodes(server, instance.id, [{ labels: ['Kept'] }]);
     const graph = await graphOf(server, instance.id);
@@ -102,7 +113,7 @@ describe('restarts', () => {
   });
 
   it('refuse to start without the master key file the stored data needs, and leave the data dir as it was', async () => {
-    const server = await startServer();
+    const server = shared.server;
     const instance = await createInstance(server, { name: 'keyless' });
     await createNodes(server, instance.id, [{ labels: ['Kept'] }]);
     const graph = await graphOf(server, instance.id);
@@ -112,12 +123,16 @@ describe('restarts', () => {
     const keyFile = join(server.dataDir, 'keys', 'master.key');
     const key = readFileSync(keyFile);
     rmSync(keyFile);
-    await assert.rejects(server.restart(), (error: Error) => {
-      assert.match(error.message, /holds master key [0-9a-f]{16}, but the stored data is encrypted under master key [0-9a-f]{16}: .*nothing was changed/);
-      return true;
-    });
-    assert.equal(existsSync(keyFile), false, 'the refused boot left a master key file of its own');
-    writeFileSync(keyFile, key, { mode: 0o600 });
+    try {
+      await assert.rejects(server.restart(), (error: Error) => {
+        assert.match(error.message, /holds master key [0-9a-f]{16}, but the stored data is encrypted under master key [0-9a-f]{16}: .*nothing was changed/);
+        return true;
+      });
+      assert.equal(existsSync(keyFile), false, 'the refused boot left a master key file of its own');
+    } finally {
+      // Put back whatever happened: the shared data dir needs it.
+      writeFileSync(keyFile, key, { mode: 0o600 });
+    }
     await server.restart();
     assert.deepEqual(await graphOf(server, instance.id), graph);
   });
@@ -218,7 +233,7 @@ describe('restarts', () => {
 
   it('refuse a second server on the embedded data dir while the first runs, which goes on undisturbed', async function () {
     this.timeout(60_000);
-    const server = await startServer();
+    const server = shared.server;
     const instance = await createInstance(server, { name: 'held' });
     // Booted beside it, a second process would take itself for the only one: it would fail the first one's running
     // operations as a crash's orphans, remove its partial blobs and scratch copies, and run a second scheduler.
@@ -237,7 +252,7 @@ describe('restarts', () => {
   });
 
   it('keep every acknowledged write after a crash (SIGKILL)', async () => {
-    const server = await startServer();
+    const server = shared.server;
     const instance = await createInstance(server, { name: 'crashy', tier: 'PROFESSIONAL' });
     const written = [];
     for (let batch = 0; batch < 5; batch++) {
@@ -250,6 +265,7 @@ describe('restarts', () => {
   });
 
   it('remove the scratch copies a crash left, and nothing an instance owns', async () => {
+    // A server of its own: the scratch copies its boot reports must be only the test's (not a base another test began).
     const server = await startServer();
     const instance = await createInstance(server, { name: 'kept' });
     await createNodes(server, instance.id, [{ labels: ['Kept'] }, { labels: ['Kept'] }]);
@@ -272,7 +288,7 @@ describe('restarts', () => {
   // A restore's swap commits with its SUCCEEDED; the store it replaced is removed right after. A crash in between left
   // that store, the instance's whole old data in plaintext, on disk until the instance's next restore, if ever.
   it('remove the store a restore replaced when a crash came between its swap and the removal', async () => {
-    const server = await startServer();
+    const server = shared.server;
     const instance = await createInstance(server, { name: 'restored' });
     await createNodes(server, instance.id, [{ labels: ['Snapshotted'] }]);
     const snapshot = await takeSnapshot(server, instance.id);
@@ -381,22 +397,26 @@ describe('configuration errors stop the boot', () => {
     assert.match(result.stderr, /REDIS_URL/);
   });
 
-  it('but empty variables count as unset', async () => {
-    const server = await startServer({
+  describe('beside a server that booted', () => {
+    // One server for both: the one that booted with empty variables holds the port the next boot is refused.
+    const running = serverPerSuite({
       env: { LOG_LEVEL: '', DATABASE_URL: '', REDIS_URL: '', SNAPGRAPH_MASTER_KEY: '', SNAPGRAPH_CONFIG: '', SNAPGRAPH_PUBLIC_URL: '' },
     });
-    expectData(await gql(server, `{ viewer { role } }`));
-  });
 
-  it('a port that is already taken', async () => {
-    const server = await startServer();
-    const port = new URL(server.url).port;
-    const result = await bootExpectingFailure({ PORT: port });
-    assert.notEqual(result.code, 0);
-    assert.match(result.stderr, new RegExp(`EADDRINUSE|${port}`));
-    // One line naming the variables, not graphql-ws's "Internal error … check your implementation" and a stack trace.
-    assert.equal(result.stderr, `snapgraph: cannot listen on 127.0.0.1:${port} (HOST, PORT): address already in use (EADDRINUSE)\n`);
-    expectData(await gql(server, `{ viewer { role } }`));
+    it('but empty variables count as unset', async () => {
+      expectData(await gql(running.server, `{ viewer { role } }`));
+    });
+
+    it('a port that is already taken', async () => {
+      const server = running.server;
+      const port = new URL(server.url).port;
+      const result = await bootExpectingFailure({ PORT: port });
+      assert.notEqual(result.code, 0);
+      assert.match(result.stderr, new RegExp(`EADDRINUSE|${port}`));
+      // One line naming the variables, not graphql-ws's "Internal error … check your implementation" and a stack trace.
+      assert.equal(result.stderr, `snapgraph: cannot listen on 127.0.0.1:${port} (HOST, PORT): address already in use (EADDRINUSE)\n`);
+      expectData(await gql(server, `{ viewer { role } }`));
+    });
   });
 
   it('a HOST that is no address', async () => {
