@@ -129,7 +129,8 @@ describe('a snapshot that waits for a free operation slot (SNAPGRAPH_MAX_CONCURR
     this.timeout(120_000);
     const server = await startServer({ env: { SNAPGRAPH_MAX_CONCURRENT_OPERATIONS: '1' } });
     const busy = await createInstance(server, { name: 'holds-the-slot', tier: 'PROFESSIONAL' });
-    await loadRestoreData(server, busy.id);
+    // A third of RESTORE_DATA (24 MB): its first base takes far longer than the three requests it must outlast.
+    await loadRestoreData(server, busy.id, RESTORE_DATA.nodes / 3);
     const waiting = await createInstance(server, { name: 'waits-for-the-slot', tier: 'PROFESSIONAL' });
     await createNodes(server, waiting.id, [{ labels: ['Before'] }]);
 
@@ -140,7 +141,9 @@ describe('a snapshot that waits for a free operation slot (SNAPGRAPH_MAX_CONCURR
     const queued = await takeSnapshot(server, waiting.id);
     const writeBegan = Date.now();
     await createNodes(server, waiting.id, [{ labels: ['After'] }]);
-    assert.equal((await snapshotById(server, queued.id))?.status, 'PENDING', 'the snapshot ran before the write: make the first one longer (RESTORE_DATA)');
+    const writeEnded = Date.now();
+    assert.equal((await snapshotById(server, queued.id))?.status, 'PENDING', 'the snapshot ran before the write: make the first one longer (more nodes)');
+    console.log(`      the first snapshot held the slot ${at((await completed(server, holding)).completedAt!) - writeEnded} ms past the write`);
 
     const done = await completed(server, queued);
     const { snapshot } = expectData(await gql(server, `query ($id: ID!) { snapshot(id: $id) { createdAt contents { nodeCount } } }`, { id: queued.id }));
@@ -590,15 +593,15 @@ async function takesASnapshotSkippedDuringARestoreRightAfter(): Promise<void> {
 // Helpers
 
 /**
- * Writes RESTORE_DATA into the instance. In batches small enough, and answered with ids only, that this process (which
+ * Writes RESTORE_DATA (or as many of its nodes as asked) into the instance. In batches small enough, and answered with ids only, that this process (which
  * also receives the other scenarios' events, and times them) is never busy for long: batches of 4,000 nodes (12 MB
  * sent, and the same 12 MB parsed back with their properties) held its event loop for 0.2-0.9 s each, up to 2.2 s
  * with a busy loop beside it, and a removal event that arrived meanwhile was seen that much later.
  */
-async function loadRestoreData(server: TestServer, instanceId: string): Promise<void> {
+async function loadRestoreData(server: TestServer, instanceId: string, nodes = RESTORE_DATA.nodes): Promise<void> {
   const batch = 500;
   const padRaw = (RESTORE_DATA.padBytes * 3) / 4;
-  for (let i = 0; i < RESTORE_DATA.nodes; i += batch) {
+  for (let i = 0; i < nodes; i += batch) {
     const random = randomBytes(batch * padRaw);
     const nodes = Array.from({ length: batch }, (_, j) => ({
       labels: ['Bulk'],
