@@ -467,8 +467,10 @@ describe('point-in-time restore', () => {
     const instance = await createInstance(server, { name: 'logged', tier: 'PROFESSIONAL', memoryGB: 2 });
     const ids: string[] = [];
     const noise = () => ({ text: randomBytes(24).toString('base64'), n: Math.floor(Math.random() * 1e9) });
-    for (let done = 0; done < 10_000; done += 2_000) {
-      const created = await gql<{ createNodes: NodeJson[] }>(server, CREATE_NODES, { instanceId: instance.id, nodes: Array.from({ length: 2_000 }, () => ({ labels: ['N'], properties: noise() })) });
+    // 5,000 nodes and a chain of relationships: the snapshot after a 1% change added 0.20-0.23% of what the data takes
+    // stored (as with 10,000), against the 2% the test allows.
+    for (let done = 0; done < 5_000; done += 2_500) {
+      const created = await gql<{ createNodes: NodeJson[] }>(server, CREATE_NODES, { instanceId: instance.id, nodes: Array.from({ length: 2_500 }, () => ({ labels: ['N'], properties: noise() })) });
       ids.push(...expectData(created).createNodes.map((node) => node.id));
     }
     const relationships = ids.slice(1).map((id, i) => ({ type: 'NEXT', startNodeId: ids[i], endNodeId: id, properties: noise() }));
