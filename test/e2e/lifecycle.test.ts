@@ -24,6 +24,7 @@ import {
   randomToken,
   restoreAndWait,
   runCli,
+  restartableServerPerSuite,
   serverPerSuite,
   startServer,
   statsOf,
@@ -44,14 +45,9 @@ function envelopeKeyIds(dir: string): Set<string> {
 
 describe('restarts', () => {
   // A boot is most of what a test here costs: the tests that keep the server's keys as they are share one server (and
-  // its data dir), each on an instance of its own. One that fails with that server down (a refused boot) would take the
-  // next tests with it: they start it again first, as it is configured (no SNAPGRAPH_MASTER_KEY: the generated one).
-  const shared = serverPerSuite();
-  beforeEach(async function startSharedServerAgain() {
-    this.timeout(60_000);
-    const { process: child } = shared.server;
-    if (child.exitCode !== null || child.signalCode !== null) await shared.server.restart({ env: { SNAPGRAPH_MASTER_KEY: undefined } });
-  });
+  // its data dir), each on an instance of its own, booted again (as configured: the generated master key) when a test
+  // left it down or with other settings.
+  const shared = restartableServerPerSuite();
 
   it('keep instances, graph data, tenants and keys, and do not bootstrap again', async () => {
     const server = shared.server;

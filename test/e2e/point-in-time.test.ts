@@ -40,10 +40,10 @@ import {
   restoreAndWait,
   restoreWindowOf,
   seeded,
+  restartableServerPerSuite,
   serverPerSuite,
   settledOperation,
   startServer,
-  type StartOptions,
   subscribe,
   takeSnapshot,
   type TestServer,
@@ -273,27 +273,6 @@ function instantsIn(gaps: Gap[], count: number, random: () => number): (Gap & { 
 
 const emptyGraph = (): Graph => ({ nodes: [], relationships: [] });
 
-/**
- * One server for a describe block whose tests kill, stop and restart it (some with other settings): each test finds
- * it running with the block's settings, booted again if the test before it left it stopped or changed. A boot costs
- * more than most of these tests' own work (about 1.5 s of CPU).
- */
-function serverPerSuiteThatTestsRestart(options: StartOptions = {}): { readonly server: TestServer } {
-  const suite = serverPerSuite(options);
-  let bootEnv: NodeJS.ProcessEnv | undefined;
-  beforeEach(async function bootSuiteServerAgain() {
-    this.timeout(60_000);
-    const { server } = suite;
-    bootEnv ??= server.env;
-    const settings = bootEnv;
-    const { exitCode, signalCode } = server.process;
-    if (exitCode === null && signalCode === null && isDeepStrictEqual(server.env, settings)) return;
-    const names = new Set([...Object.keys(server.env), ...Object.keys(settings)]);
-    await server.restart({ env: Object.fromEntries([...names].map((name) => [name, settings[name]])) });
-  });
-  return suite;
-}
-
 describe('point-in-time restore', () => {
   const suite = serverPerSuite();
   const random = seeded(SEED);
@@ -503,7 +482,7 @@ describe('point-in-time restore', () => {
 
 describe('point-in-time restore after a crash', () => {
   // One server for the block: each test kills or restarts it as its scenario needs, on instances of its own.
-  const suite = serverPerSuiteThatTestsRestart();
+  const suite = restartableServerPerSuite();
   const random = seeded(SEED + 1);
 
   /** Each client writes its own nodes, created and then updated (v = how many times), until the server goes away. */
@@ -802,7 +781,7 @@ describe('point-in-time restore after a crash', () => {
 
 describe('point-in-time restore after an upgrade', () => {
   // One server for the block: each test stops it to turn an instance into one of an earlier release, then boots it again.
-  const suite = serverPerSuiteThatTestsRestart();
+  const suite = restartableServerPerSuite();
 
   /**
    * An instance with one node, left as a release before the change log left it: a store without its log or
@@ -861,7 +840,7 @@ describe('point-in-time restore: retention', () => {
   // recorded), which then failed, or a restore later did ("chunk … is not in the chunk store") on a loaded machine.
   // The last test lengthens the window with a restart (the server is booted again with these settings should another
   // test follow it).
-  const suite = serverPerSuiteThatTestsRestart({
+  const suite = restartableServerPerSuite({
     env: { SNAPGRAPH_COLLECT_INTERVAL_MS: '300', SNAPGRAPH_COLLECT_GRACE_MS: '2000' },
     config: { tiers: { BUSINESS_CRITICAL: { pointInTimeWindow: 'PT3S' } } },
   });
