@@ -31,7 +31,7 @@ import { RestoreService } from '../../src/services/restore.service';
 import { SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
 import { createMigratedTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
-import { insertInstanceRow } from '../support/instance-rows';
+import { insertInstanceRow, insertSnapshotRow, ONE_NODE_CONTENTS } from '../support/instance-rows';
 
 type Backend = { name: 'SQLite' } | { name: 'PostgreSQL'; adminUrl(): string };
 
@@ -102,22 +102,7 @@ function deletionRaces(backend: Backend) {
   }
 
   async function snapshot(instanceId: string, ageMs = 30_000): Promise<string> {
-    const id = randomUUID();
-    await db.getRepository(SnapshotEntity).insert({
-      id,
-      tenantId,
-      instanceId,
-      profile: 'ON_DEMAND',
-      status: 'COMPLETED',
-      createdAt: Date.now() - ageMs,
-      completedAt: Date.now() - ageMs + 1_000,
-      expiresAt: null,
-      description: null,
-      engineVersion: 'V5',
-      contents: { nodeCount: 1, relationshipCount: 0, labels: [{ name: 'A', count: 1 }], relationshipTypes: [], storeSizeBytes: 4096 },
-      error: null,
-    });
-    return id;
+    return insertSnapshotRow(db, { tenantId, instanceId, createdAt: Date.now() - ageMs, contents: ONE_NODE_CONTENTS });
   }
 
   /** What a request or a deletion ended with: 'ok', or the error's code. */

@@ -13,7 +13,7 @@ import { SnapshotEntity, type SnapshotProfile } from '../../src/entities/snapsho
 import { createLogger } from '../../src/logging/logger';
 import { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
 import type { SnapshotService } from '../../src/services/snapshot.service';
-import { insertInstanceRow } from '../support/instance-rows';
+import { insertInstanceRow, insertSnapshotRow } from '../support/instance-rows';
 import { migratedSqliteMetadata } from '../support/metadata-database';
 
 describe('retention sweep', function () {
@@ -48,22 +48,7 @@ describe('retention sweep', function () {
   const snapshot = (instanceId: string, profile: SnapshotProfile, ageMs: number) => snapshotAt(instanceId, Date.now() - ageMs, profile);
 
   async function snapshotAt(instanceId: string, createdAt: number, profile: SnapshotProfile = 'SCHEDULED'): Promise<string> {
-    const id = randomUUID();
-    await db.getRepository(SnapshotEntity).insert({
-      id,
-      tenantId,
-      instanceId,
-      profile,
-      status: 'COMPLETED',
-      createdAt,
-      completedAt: createdAt + 100,
-      expiresAt: null,
-      description: null,
-      engineVersion: 'V5',
-      contents: null,
-      error: null,
-    });
-    return id;
+    return insertSnapshotRow(db, { tenantId, instanceId, profile, createdAt, completedAt: createdAt + 100 });
   }
 
   async function operation(instanceId: string, kind: OperationEntity['kind'], status: OperationEntity['status'], snapshotId: string | null = null): Promise<string> {

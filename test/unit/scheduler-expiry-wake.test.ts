@@ -6,13 +6,12 @@ import { randomUUID } from 'node:crypto';
 import type { DataSource } from 'typeorm';
 
 import { DEFAULT_TIER_POLICIES } from '../../src/config/tiers';
-import { SnapshotEntity } from '../../src/entities/snapshot.entity';
 import { createLogger } from '../../src/logging/logger';
 import type { SchedulerLeadership } from '../../src/scheduler/leadership';
 import type { RetentionSweeper } from '../../src/scheduler/retention-sweeper';
 import { Scheduler } from '../../src/scheduler/scheduler';
 import type { SnapshotService } from '../../src/services/snapshot.service';
-import { insertInstanceRow } from '../support/instance-rows';
+import { insertInstanceRow, insertSnapshotRow, ONE_NODE_CONTENTS } from '../support/instance-rows';
 import { sqliteMetadataPerTest } from '../support/metadata-database';
 
 describe('the scheduler and snapshot expiry', function () {
@@ -27,20 +26,7 @@ describe('the scheduler and snapshot expiry', function () {
     const instanceId = randomUUID();
     await insertInstanceRow(db, { id: instanceId, tenantId, tier: 'PROFESSIONAL', createdAt: Date.now() - 60_000 });
     const expiresAt = Date.now() + 1_000;
-    await db.getRepository(SnapshotEntity).insert({
-      id: randomUUID(),
-      tenantId,
-      instanceId,
-      profile: 'SCHEDULED',
-      status: 'COMPLETED',
-      createdAt: expiresAt - 10_000,
-      completedAt: expiresAt - 9_000,
-      expiresAt,
-      description: null,
-      engineVersion: 'V5',
-      contents: { nodeCount: 1, relationshipCount: 0, labels: [{ name: 'A', count: 1 }], relationshipTypes: [], storeSizeBytes: 4096 },
-      error: null,
-    });
+    await insertSnapshotRow(db, { tenantId, instanceId, profile: 'SCHEDULED', createdAt: expiresAt - 10_000, expiresAt, contents: ONE_NODE_CONTENTS });
     const sweptAt: number[] = [];
     let sweptAfterExpiry!: (now: number) => void;
     const sweepAfterExpiry = new Promise<number>((resolve) => (sweptAfterExpiry = resolve));

@@ -13,7 +13,7 @@ import type { InstanceService } from '../../src/services/instance.service';
 import type { BackupService } from '../../src/services/backup.service';
 import { SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
-import { insertInstanceRow } from '../support/instance-rows';
+import { insertInstanceRow, insertSnapshotRow, ONE_NODE_CONTENTS } from '../support/instance-rows';
 import { sqliteMetadataPerTest } from '../support/metadata-database';
 
 describe('the removal of a snapshot', function () {
@@ -26,20 +26,14 @@ describe('the removal of a snapshot', function () {
     const instanceId = randomUUID();
     await insertInstanceRow(db, { id: instanceId, tenantId, tier: 'PROFESSIONAL', createdAt: Date.now() - 60_000 });
     const id = randomUUID();
-    await db.getRepository(SnapshotEntity).insert({
+    await insertSnapshotRow(db, {
       id,
       tenantId,
       instanceId,
       profile: 'SCHEDULED',
-      status: 'COMPLETED',
-      createdAt: Date.now() - 30_000,
-      completedAt: Date.now() - 29_000,
       expiresAt: Date.now() - 1_000,
-      description: null,
-      engineVersion: 'V5',
       blobKey: `tenants/${tenantId}/snapshots/${id}.sgz`,
-      contents: { nodeCount: 1, relationshipCount: 0, labels: [{ name: 'A', count: 1 }], relationshipTypes: [], storeSizeBytes: 4096 },
-      error: null,
+      contents: ONE_NODE_CONTENTS,
     });
     // The blob store holds every deletion until the test lets it go on.
     let letDeletionsGoOn!: () => void;
