@@ -9,6 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { isArchiveError } from './archive-error';
 import { openArchive } from './archive-reader';
 import { FramePool } from './frame-pool';
+import { serveParent } from '../runtime/stoppable-worker';
 import type { FromVerifier, ToVerifier } from './verifier-threads';
 
 /** An upload's bytes in its stream, unread: more wait in its queue (and count as not yet taken). */
@@ -32,7 +33,7 @@ interface Upload {
 
 const uploads = new Map<number, Upload>();
 
-port.on('message', (message: ToVerifier) => {
+serveParent((message: ToVerifier) => {
   if ('close' in message) {
     const upload = uploads.get(message.id);
     uploads.delete(message.id);
@@ -44,7 +45,7 @@ port.on('message', (message: ToVerifier) => {
   if (upload.done) return;
   upload.queue.push('end' in message ? null : Buffer.from(message.chunk.buffer, message.chunk.byteOffset, message.chunk.byteLength));
   if (upload.queue.length === 1 && !upload.turn && upload.input.readableLength < INPUT_BYTES) planTurn(message.id, upload);
-});
+}, () => frames?.close() ?? Promise.resolve());
 
 function start(id: number): Upload {
   const upload: Upload = { input: new Readable({ highWaterMark: INPUT_BYTES, read: () => planTurn(id, upload) }), queue: [], turn: null, done: false };

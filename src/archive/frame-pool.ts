@@ -14,8 +14,9 @@
 // (4.72-5.47), six restores each, interleaved.
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { Frame } from './archive-frame';
+import { startWorker } from '../runtime/stoppable-worker';
 import { ThreadSet } from '../runtime/thread-set';
 import type { FrameSummary } from './record-validation';
 
@@ -101,7 +102,7 @@ export class FramePool {
   }
 
   private start(): PoolThread {
-    const thread: PoolThread = { worker: new Worker(join(__dirname, 'frame-worker.js')), waiting: new Map() };
+    const thread: PoolThread = { worker: startWorker(join(__dirname, 'frame-worker.js')), waiting: new Map() };
     thread.worker.on('message', (reply: FrameReply) => {
       const waiting = thread.waiting.get(reply.seq);
       if (!waiting) return;

@@ -1,13 +1,14 @@
 // A worker thread of FramePool: inflates data frames, and checks their records (summarizeFrame) or sends them back.
 import { parentPort } from 'node:worker_threads';
 import { ownedBytes } from '../runtime/owned-bytes';
+import { serveParent } from '../runtime/stoppable-worker';
 import { DATA_FRAME, inflateDataFrame } from './archive-frame';
 import type { FrameMessage, FrameReply } from './frame-pool';
 import { summarizeFrame } from './record-validation';
 
 const port = parentPort!;
 
-port.on('message', ({ seq, task, stored, rawLength }: FrameMessage) => {
+serveParent(({ seq, task, stored, rawLength }: FrameMessage) => {
   try {
     let raw: Buffer;
     try {

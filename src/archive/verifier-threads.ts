@@ -14,9 +14,10 @@
 // same thread was verified in 1.4 s instead of 10.1 s (74 ms on a thread of its own).
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import type { ArchiveErrorCode } from './archive-error';
 import type { ArchiveHeader } from './archive-header';
+import { startWorker } from '../runtime/stoppable-worker';
 import { ThreadSet } from '../runtime/thread-set';
 import { VERIFY_FRAME_WORKERS } from './frame-pool';
 
@@ -72,7 +73,7 @@ export class VerifierThreads {
     this.#threads = new ThreadSet<VerifierThread>({
       size,
       start: () => {
-        const worker = new Worker(join(__dirname, 'archive-verify-worker.js'), { workerData: { frameWorkers } });
+        const worker = startWorker(join(__dirname, 'archive-verify-worker.js'), { workerData: { frameWorkers } });
         const thread: VerifierThread = { worker, listeners: new Map() };
         worker.on('message', (message: FromVerifier) => thread.listeners.get(message.id)?.message(message));
         return thread;

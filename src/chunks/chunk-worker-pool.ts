@@ -2,7 +2,9 @@
 // while a snapshot or a restore runs and every core works. With no workers the same code runs inline.
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+
+import { startWorker, stopWorker } from '../runtime/stoppable-worker';
 
 import { ChunkCompression, ChunkDamage, ChunkKeyMaterial, DEFAULT_CHUNK_COMPRESSION } from './chunk-codec';
 import { ChunkTask, runChunkTask } from './chunk-task';
@@ -80,7 +82,7 @@ export class ChunkWorkerPool {
     return asBuffer(await this.#run({ op: 'open', keys, id, data: stored, plainLength, verifyId }));
   }
 
-  /** Ends the worker threads; tasks still queued fail. */
+  /** Ends the worker threads, each once its task under way is done; tasks still queued fail. */
   async close(): Promise<void> {
     this.#closed = true;
     for (const queued of this.#queue.splice(0)) queued.reject(poolClosed());
@@ -90,7 +92,7 @@ export class ChunkWorkerPool {
       // Out of the list, its exit no longer fails its tasks (see lost): so here, or the callers wait for ever.
       for (const posted of worker.posted.splice(0)) posted.reject(poolClosed());
     }
-    await Promise.all(workers.map((worker) => worker.thread.terminate()));
+    await Promise.all(workers.map((worker) => stopWorker(worker.thread)));
   }
 
   #run(task: ChunkTask): Promise<Uint8Array> {
@@ -129,7 +131,7 @@ export class ChunkWorkerPool {
   #spawn(): PoolWorker | null {
     if (this.#workers.length >= this.size) return null;
     const worker: PoolWorker = {
-      thread: new Worker(join(__dirname, 'chunk-worker.js'), { resourceLimits: WORKER_LIMITS }),
+      thread: startWorker(join(__dirname, 'chunk-worker.js'), { resourceLimits: WORKER_LIMITS }),
       posted: [],
       idleTimer: null,
     };
@@ -166,7 +168,7 @@ export class ChunkWorkerPool {
       const index = this.#workers.indexOf(worker);
       if (worker.posted.length > 0 || index < 0) return;
       this.#workers.splice(index, 1); // its exit event then finds nothing to fail
-      void worker.thread.terminate();
+      void stopWorker(worker.thread);
     }, this.idleMs);
     worker.idleTimer.unref();
   }

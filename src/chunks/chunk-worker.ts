@@ -3,8 +3,9 @@ import { parentPort } from 'node:worker_threads';
 
 import { ChunkDamage, ChunkTask, runChunkTask } from './chunk-task';
 import { ownedBytes } from '../runtime/owned-bytes';
+import { serveParent } from '../runtime/stoppable-worker';
 
-parentPort!.on('message', ({ seq, task }: { seq: number; task: ChunkTask }) => {
+serveParent(({ seq, task }: { seq: number; task: ChunkTask }) => {
   try {
     const bytes = ownedBytes(runChunkTask(task));
     parentPort!.postMessage({ seq, result: bytes }, [bytes.buffer as ArrayBuffer]);

@@ -2,6 +2,7 @@
 // there are fewer than the bound, or to the least busy. A thread that fails or exits leaves the set (the next work
 // starts another), and its owner hears of it once, to fail the work it held.
 import type { Worker } from 'node:worker_threads';
+import { stopWorker } from './stoppable-worker';
 
 export interface SetThread {
   worker: Worker;
@@ -10,7 +11,7 @@ export interface SetThread {
 export interface ThreadSetOptions<T extends SetThread> {
   /** Threads at most. */
   size: number;
-  /** A new thread, its worker started. */
+  /** A new thread, its worker started by startWorker() (so that end() can stop it between two messages). */
   start(): T;
   /** The work a thread holds now (0: idle). */
   load(thread: T): number;
@@ -39,10 +40,10 @@ export class ThreadSet<T extends SetThread> {
     return this.#threads.reduce((least, thread) => (load(thread) < load(least) ? thread : least));
   }
 
-  /** Ends the thread (its owner hears it lost, as for any exit). */
+  /** Ends the thread once its message under way is done (its owner hears it lost, as for any exit). */
   end(thread: T): Promise<number> {
     this.forget(thread);
-    return thread.worker.terminate();
+    return stopWorker(thread.worker);
   }
 
   /** Ends every thread. */
