@@ -211,7 +211,11 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
     probe: async () => {
       if (!delivering) throw new Error(`events of other replicas do not reach this one: the subscribing connection to Redis is ${subscribeClient.status}`);
       if (publishClient.status !== 'ready') throw new Error(`events reach no other replica: the publishing connection to Redis is ${publishClient.status}`);
-      await publishClient.ping();
+      // ioredis's own errors name no server ("Reached the max retries per request limit" while it reconnects, before
+      // either connection's status says so): the readiness check is read by an operator who must know what is away.
+      await publishClient.ping().catch((error: Error) => {
+        throw new Error(`Redis does not answer a PING on the publishing connection: ${error.message}`, { cause: error });
+      });
     },
     close: async () => {
       publishClient.disconnect();
