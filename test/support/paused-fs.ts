@@ -1,10 +1,10 @@
 // Steps of processes sharing a directory, interleaved on purpose: the modules under test call node:fs/promises through
-// its exports, so a change to one file's name (removing, renaming or linking it) made under `who.run('paused', …)` can
-// be held until the test lets it go on.
+// its exports, so a change to one file's name (creating it by writeFile, removing, renaming or linking it) made under
+// `who.run('paused', …)` can be held until the test lets it go on.
 import { AsyncLocalStorage } from 'node:async_hooks';
 import fsPromises = require('node:fs/promises');
 
-const CHANGES = ['rm', 'unlink', 'rename', 'link'] as const;
+const CHANGES = ['writeFile', 'rm', 'unlink', 'rename', 'link'] as const;
 export type NameChange = (typeof CHANGES)[number];
 type FsFunction = (...args: unknown[]) => Promise<unknown>;
 
@@ -13,6 +13,8 @@ export interface PausedFs {
   who: AsyncLocalStorage<string>;
   /** Arms the pause: `paused` waits at its first change to `path` (of the kinds in `only`) until goOn(); reached() resolves as it waits. */
   pauseFirstChange(path: string, only?: readonly NameChange[]): { reached: Promise<void>; goOn: () => void };
+  /** Resolves once `who.run('waiting', …)` was refused the claim of `path` (`<path>.takeover` was held) `times` times. */
+  claimRefused(path: string, times?: number): Promise<void>;
   /** Puts node:fs/promises back as it was (every test's afterEach). */
   restore(): void;
 }
@@ -39,6 +41,21 @@ export function pausedFs(): PausedFs {
         };
       }
       return { reached, goOn };
+    },
+    claimRefused(path, times = 1) {
+      const link = fsPromises.link;
+      let refusals = 0;
+      return new Promise((resolve) => {
+        (fsPromises as unknown as Record<string, unknown>).link = async (...args: Parameters<typeof link>) => {
+          try {
+            return await link(...args);
+          } catch (error) {
+            const refused = who.getStore() === 'waiting' && args[0] === path && (error as NodeJS.ErrnoException).code === 'EEXIST';
+            if (refused && (refusals += 1) === times) resolve();
+            throw error;
+          }
+        };
+      });
     },
     restore: () => void Object.assign(fsPromises, originals),
   };

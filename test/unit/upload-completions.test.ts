@@ -1,9 +1,9 @@
 import { strict as assert } from 'node:assert';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import fsPromises = require('node:fs/promises');
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ABANDONED_MS, UploadCompletions } from '../../src/api/http/upload-completions';
+import { agedFiles } from '../support/aged-files';
 import { pausedFs } from '../support/paused-fs';
 
 const EXPIRY_MS = 24 * 3600_000;
@@ -16,6 +16,9 @@ describe('UploadCompletions (one completion of an upload across replicas)', () =
     markers = join(dataDir, 'upload-completions');
   });
   afterEach(() => rmSync(dataDir, { recursive: true, force: true }));
+  // A claim's age is its ctime, which no test sets: the claims planted here look as old as a test says.
+  const aged = agedFiles();
+  afterEach(aged.restore);
 
   /** What two replicas sharing one data dir each have: their own UploadCompletions. */
   const replicas = async () => [await UploadCompletions.open(dataDir, EXPIRY_MS), await UploadCompletions.open(dataDir, EXPIRY_MS)];
@@ -38,23 +41,8 @@ describe('UploadCompletions (one completion of an upload across replicas)', () =
   describe('taking over an abandoned marker, two replicas at once', () => {
     // The completions module calls node:fs/promises through its exports: each call of `paused`'s run waits, at its
     // first change to the marker's name (removing, renaming or linking it), until the test lets it go on.
-    const { who, pauseFirstChange, restore } = pausedFs();
+    const { who, pauseFirstChange, claimRefused, restore } = pausedFs();
     afterEach(restore);
-
-    /** Resolves once `waiting` has tried to claim the marker at `path` while another replica held its claim. */
-    function claimRefused(path: string): Promise<void> {
-      const link = fsPromises.link;
-      return new Promise((resolve) => {
-        (fsPromises as unknown as Record<string, unknown>).link = async (...args: Parameters<typeof link>) => {
-          try {
-            return await link(...args);
-          } catch (error) {
-            if (who.getStore() === 'waiting' && args[0] === path && (error as NodeJS.ErrnoException).code === 'EEXIST') resolve();
-            throw error;
-          }
-        };
-      });
-    }
 
     it('lets one replica take it over: the other, that saw it abandoned as well, answers with its operation', async () => {
       const [a, b] = await replicas();
@@ -89,6 +77,22 @@ describe('UploadCompletions (one completion of an upload across replicas)', () =
       assert.equal(await waiting, 'op-a');
       assert.deepEqual(runs, ['op-a']);
       assert.deepEqual(readdirSync(markers), ['up2.json'], 'nothing is left behind');
+    });
+
+    it('takes over a marker whose claim a replica left behind (it died holding it), once held as long as abandoned', async () => {
+      const [a] = await replicas();
+      const path = abandonedMarker('up3');
+      const claimPath = `${path}.takeover`;
+      writeFileSync(claimPath, '');
+      const runs: string[] = [];
+      const refused = claimRefused(path, 2);
+      const running = who.run('waiting', () => a.run('up3', 't1', 10, restoreAs('op-a', runs)));
+      await refused;
+      assert.deepEqual(runs, [], 'taken over while another replica may still hold its claim');
+      aged.age(claimPath, ABANDONED_MS + 5_000);
+      assert.equal(await running, 'op-a', 'the claim left behind blocked the takeover');
+      assert.deepEqual(runs, ['op-a']);
+      assert.deepEqual(readdirSync(markers), ['up3.json'], 'nothing is left behind');
     });
 
     it('leaves a marker that a replica took over while the sweep looked at it', async () => {

@@ -3,6 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LOCK_STALE_MS, UploadLocker } from '../../src/api/http/upload-locks';
+import { agedFiles } from '../support/aged-files';
 import { pausedFs } from '../support/paused-fs';
 
 /** What two replicas sharing one upload directory each have: a locker of their own (with its own in-process lock). */
@@ -69,8 +70,11 @@ describe('UploadLocker (one writer of an upload across replicas)', () => {
   describe('taking over a stale lock, two at once', () => {
     // The lock module calls node:fs/promises through its exports: each call of `paused`'s run waits, at its first
     // change to the lock's name (removing, renaming or linking it), until the test lets it go on.
-    const { who, pauseFirstChange, restore } = pausedFs();
+    const { who, pauseFirstChange, claimRefused, restore } = pausedFs();
     afterEach(restore);
+    // A claim's age is its ctime, which no test sets: the claims planted here look as old as a test says.
+    const aged = agedFiles();
+    afterEach(aged.restore);
 
     function staleLock(path: string): void {
       const past = (Date.now() - LOCK_STALE_MS - 5_000) / 1000;
@@ -99,6 +103,25 @@ describe('UploadLocker (one writer of an upload across replicas)', () => {
       await second.unlock();
       await firstTaking;
       await first.unlock();
+      assert.deepEqual(readdirSync(dir), [], 'nothing is left behind');
+    });
+
+    it('takes over a stale lock whose claim a request left behind (it died holding it), once held for the stale period', async function () {
+      this.timeout(30_000);
+      const [a] = await replicaLockers(dir, 20_000);
+      const lockPath = join(dir, 'up8.lock');
+      staleLock(lockPath);
+      const claimPath = `${lockPath}.takeover`;
+      writeFileSync(claimPath, '');
+      const refused = claimRefused(lockPath, 2);
+      const lock = a.newLock('up8');
+      let taken = false;
+      const taking = who.run('waiting', () => lock.lock(new AbortController().signal, () => undefined)).then(() => (taken = true));
+      await refused;
+      assert.equal(taken, false, 'taken over while another request may still hold its claim');
+      aged.age(claimPath, LOCK_STALE_MS + 5_000);
+      await taking;
+      await lock.unlock();
       assert.deepEqual(readdirSync(dir), [], 'nothing is left behind');
     });
 

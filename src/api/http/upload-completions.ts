@@ -7,13 +7,14 @@
 // it every HEARTBEAT_MS while it works and then records the operation id in it. A marker whose heartbeat stopped for
 // ABANDONED_MS (its replica died) is taken over by one replica, which holds the marker's claim (`<id>.json.takeover`,
 // storage/file-claim.ts) while it renames a marker of its own over it; the sweep removes expired markers under the claim
-// as well. A refused file's marker is removed at once; the others expire with the uploads (UPLOAD_EXPIRY_MS).
+// as well. A claim held for ABANDONED_MS is one a replica died holding: it goes as soon as it is in a takeover's way. A
+// refused file's marker is removed at once; the others expire with the uploads (UPLOAD_EXPIRY_MS).
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '../../errors/app-error';
-import { CLAIM_SUFFIX, claimAge, withClaim } from '../../storage/file-claim';
+import { CLAIM_SUFFIX, removeStaleClaim, withClaim } from '../../storage/file-claim';
 
 export const HEARTBEAT_MS = 2_000;
 export const ABANDONED_MS = 15_000;
@@ -97,24 +98,26 @@ export class UploadCompletions {
     return marker !== null && marker.operationId === null && !this.abandoned(marker);
   }
 
-  /** Removes the markers of expired uploads. */
+  /** Removes the markers of expired uploads, and what replicas that died left behind (claims, temporary files). */
   async sweep(now = Date.now()): Promise<number> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
     let removed = 0;
-    for (const name of await readdir(this.dir).catch(() => [] as string[])) {
+    // The claims first: one left on a marker would otherwise go, uncounted, as the marker's claim is taken below.
+    for (const name of names.filter((found) => found.endsWith(CLAIM_SUFFIX))) {
+      if (await removeStaleClaim(join(this.dir, name), { staleMs: ABANDONED_MS, now })) removed += 1;
+    }
+    for (const name of names) {
       const path = join(this.dir, name);
       if (name.endsWith('.json')) {
         // Under its claim, as a takeover: between a look and a removal, another replica may have taken it over.
-        const gone = await withClaim(path, async (claimed) => {
+        const gone = await withClaim(path, { staleMs: ABANDONED_MS, now }, async (claimed) => {
           const marker = parseMarker(claimed.text) ?? unwritten(claimed.stats.mtimeMs);
           if (now - marker.at <= this.expiryMs) return false;
           await rm(path, { force: true });
           return true;
         });
         if (gone) removed += 1;
-        continue;
-      }
-      const claimLeft = name.endsWith(CLAIM_SUFFIX) && (await stat(path).then((found) => claimAge(found, now) > ABANDONED_MS, () => false));
-      if (claimLeft || /\.tmp-/.test(name)) {
+      } else if (/\.tmp-/.test(name)) {
         await rm(path, { force: true });
         removed += 1;
       }
@@ -145,10 +148,10 @@ export class UploadCompletions {
    * decides from what it claimed (two that each removed the marker they had read as abandoned both took it over: the
    * later removed the one the earlier had just made). Renamed over it: the path is never empty meanwhile, so no other
    * replica creates one in between. False when it is no longer abandoned; null when it is gone, or another replica
-   * holds the claim.
+   * holds the claim (one held for ABANDONED_MS, by a replica that died holding it, is removed first).
    */
   private takeOver(id: string, mine: Marker): Promise<boolean | null> {
-    return withClaim(this.pathOf(id), async (claimed) => {
+    return withClaim(this.pathOf(id), { staleMs: ABANDONED_MS }, async (claimed) => {
       if (!this.abandoned(parseMarker(claimed.text) ?? unwritten(claimed.stats.mtimeMs))) return false;
       await this.write(id, mine);
       return true;

@@ -7,16 +7,17 @@
 // process's own lock), holding a token of its own, and touched every HEARTBEAT_MS while it is held. One not touched for
 // STALE_MS belongs to a replica that died or froze, and is taken over (see withClaim: never a lock that was made anew
 // meanwhile, which two waiters removing what they saw as stale did). Only the holder of a lock's claim replaces or
-// removes it: a request taking over a stale one, the sweep, a holder letting go of its own. As within a process, the
-// newest request wins: a request that waits for the lock asks its holder to let go by creating `<id>.release`, which
-// the holder sees at its next heartbeat, and its request ends as when its client goes away (what it wrote is kept, and
-// it answers with that offset); the waiting one then takes the lock and answers as tus says (409 when the offset moved
-// meanwhile). A holder that finds its lock taken over ends its request the same way. One that cannot take the lock
-// within the timeout is answered 423 (Locked), which tus clients retry.
+// removes it: a request taking over a stale one, the sweep, a holder letting go of its own; a claim held for STALE_MS
+// is one whose process died holding it, and goes as soon as it is in the way. As within a process, the newest request
+// wins: a request that waits for the lock asks its holder to let go by creating `<id>.release`, which the holder sees
+// at its next heartbeat, and its request ends as when its client goes away (what it wrote is kept, and it answers with
+// that offset); the waiting one then takes the lock and answers as tus says (409 when the offset moved meanwhile). A
+// holder that finds its lock taken over ends its request the same way. One that cannot take the lock within the
+// timeout is answered 423 (Locked), which tus clients retry.
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { pathExists } from '../../storage/durable-fs';
-import { CLAIM_SUFFIX, claimAge, withClaim } from '../../storage/file-claim';
+import { CLAIM_SUFFIX, removeStaleClaim, withClaim } from '../../storage/file-claim';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Lock, Locker, RequestRelease } from '@tus/server' with { 'resolution-mode': 'import' };
@@ -56,28 +57,31 @@ export class UploadLocker implements Locker {
     return new UploadLock(this, id, this.inProcess.newLock(id), this.timeoutMs, this.lockTimeout);
   }
 
-  /** Removes the locks and requests to let go that their processes left behind (a crash): untouched for long. */
+  /** Removes the locks, claims and requests to let go that processes left behind (a crash): untouched for long. */
   async sweep(now = Date.now()): Promise<number> {
+    const names = await readdir(this.directory).catch(() => [] as string[]);
     let removed = 0;
-    for (const name of await readdir(this.directory).catch(() => [] as string[])) {
+    // The claims first: one left on a lock would otherwise go, uncounted, as the lock's claim is taken below.
+    for (const name of names.filter((found) => found.endsWith(CLAIM_SUFFIX))) {
+      if (await removeStaleClaim(join(this.directory, name), { staleMs: LOCK_STALE_MS, now })) removed += 1;
+    }
+    for (const name of names) {
       const path = join(this.directory, name);
       if (name.endsWith(LOCK_SUFFIX)) {
         // Under its claim (`<id>.lock.takeover`), as a takeover: between a look and a removal, a waiter may have taken
         // it over.
-        const gone = await withClaim(path, async (claimed) => {
+        const gone = await withClaim(path, { staleMs: LOCK_STALE_MS, now }, async (claimed) => {
           if (now - claimed.stats.mtimeMs <= LOCK_STALE_MS) return false;
           await rm(path, { force: true });
           return true;
         });
         if (gone) removed += 1;
-        continue;
-      }
-      const found = await stat(path).catch(() => null);
-      if (!found) continue;
-      const age = name.endsWith(CLAIM_SUFFIX) ? claimAge(found, now) : now - found.mtimeMs;
-      if ((name.endsWith(RELEASE_SUFFIX) || name.endsWith(PENDING_SUFFIX) || name.endsWith(CLAIM_SUFFIX)) && age > LOCK_STALE_MS) {
-        await rm(path, { force: true });
-        removed += 1;
+      } else if (name.endsWith(RELEASE_SUFFIX) || name.endsWith(PENDING_SUFFIX)) {
+        const found = await stat(path).catch(() => null);
+        if (found && now - found.mtimeMs > LOCK_STALE_MS) {
+          await rm(path, { force: true });
+          removed += 1;
+        }
       }
     }
     return removed;
@@ -144,7 +148,7 @@ class UploadLock implements Lock {
       // sweep looking at it, or a request taking it over (this process stalled past the stale period), which then
       // holds it under its own token.
       for (let tries = 0; tries < UNLOCK_TRIES; tries += 1) {
-        const done = await withClaim(this.#path, async ({ text }) => {
+        const done = await withClaim(this.#path, { staleMs: LOCK_STALE_MS }, async ({ text }) => {
           if (text === this.#token) await rm(this.#path, { force: true });
         });
         if (done !== null || (await readFile(this.#path, 'utf8').catch(() => null)) !== this.#token) break;
@@ -179,10 +183,10 @@ class UploadLock implements Lock {
   /**
    * Replaces a stale lock with this request's own (renamed over it: the path is never empty meanwhile, so no waiter
    * creates one in between). False when the lock is no longer stale (taken over by another, or touched), or another
-   * request holds the claim.
+   * request holds the claim (one held for LOCK_STALE_MS, by a process that died holding it, is removed first).
    */
   async #takeOver(): Promise<boolean> {
-    const taken = await withClaim(this.#path, async ({ stats }) => {
+    const taken = await withClaim(this.#path, { staleMs: LOCK_STALE_MS }, async ({ stats }) => {
       if (Date.now() - stats.mtimeMs <= LOCK_STALE_MS) return false;
       const pending = join(this.locker.directory, `${basename(this.#path, LOCK_SUFFIX)}.${this.#token}${PENDING_SUFFIX}`);
       await writeFile(pending, this.#token, { mode: 0o600, flag: 'wx' });
