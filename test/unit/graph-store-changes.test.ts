@@ -307,6 +307,36 @@ describe('graph store change log, base copies and replay', function () {
       assert.deepEqual(await positionOf(store), written);
       assert.deepEqual(await contentsOf(store), [['N', node.id, ['Person'], node.properties]]);
     });
+
+    it('refuses a record its request alone makes larger than a frame before writing any of it: the write-ahead log stays empty', async () => {
+      // Refused only after the insert, such a record had the server bind it, parse it and write it into the WAL (2.7-3.0 s
+      // of CPU for 64 MiB) before rolling back, for any client that may write.
+      const [node] = await store.createNodes(drafts(1), LIMITS);
+      const oversized = { text: 'x'.repeat(MAX_FRAME_BYTES) };
+      const walBytes = () => statSync(`${path}-wal`).size;
+      for (const write of [
+        () => store.createNodes([{ labels: ['Oversized'], properties: oversized }], LIMITS),
+        () => store.createRelationships([{ type: 'OVERSIZED', startNodeId: node.id, endNodeId: node.id, properties: oversized }], LIMITS),
+        () => store.updateNodes([{ id: node.id, properties: oversized }], LIMITS),
+      ]) {
+        await execOn(path, 'PRAGMA wal_checkpoint(TRUNCATE)');
+        assert.equal(walBytes(), 0);
+        await assert.rejects(write(), (error: AppError) => error.code === 'BAD_USER_INPUT' && /more than the 67108864 bytes a record may take/.test(error.message));
+        assert.equal(walBytes(), 0);
+      }
+    });
+
+    it('refuses an update that the labels its node keeps put past a frame, which its request alone could not tell', async () => {
+      const [node] = await store.createNodes([{ labels: ['A'], properties: {} }], LIMITS);
+      const before = await contentsOf(store);
+      // `["N","1",["A"],{"text":"…"}]` and its newline take 3 bytes more than a frame; the request, `[1,null,{"text":"…"}]`,
+      // tells only that they take a frame at least (as they would, had the node kept labels of `[]`).
+      const properties = { text: 'x'.repeat(MAX_FRAME_BYTES - 25) };
+      await assert.rejects(store.updateNodes([{ id: node.id, properties }], LIMITS), (error: AppError) =>
+        error.code === 'BAD_USER_INPUT' && /^node 1 takes 67108867 bytes once encoded.*more than the 67108864 bytes a record may take.*nothing was written/.test(error.message),
+      );
+      assert.deepEqual(await contentsOf(store), before);
+    });
   });
 
   describe('updateNodes', () => {
