@@ -966,17 +966,20 @@ const RELATIONSHIP_RECORD_BYTES =
   `${RELATIONSHIP_LINE_PUNCTUATION} AS bytes`;
 
 /**
- * A batch as json_each takes it, built from each row's own JSON so as to refuse first, before anything is bound or
- * written, a row whose tuple line that JSON already puts past MAX_FRAME_BYTES: SQLite stores a row's labels and
- * properties as JSON.stringify wrote them (`value ->> n` of an array or an object gives back compact JSON byte for
- * byte: escapes, numbers, a lone surrogate's `\udc00`), and `beyondRow` gives the bytes the line takes at least beyond
- * the row's (negative when it takes fewer). Only lower bounds, so it never refuses what assertRecordsFit, the authority
- * after the write, would take. A refused node of one 64 MiB string took 2.7-3.0 s of the server's CPU when only
- * assertRecordsFit caught it, after binding, json_each and the insert into the WAL; refused here, 0.53-0.67 s, its JSON
- * (3 runs each). A JSON.stringify for each row costs about 1 µs a row more than one for the whole batch (100,000 small
- * nodes: 80-100 ms -> 160-190 ms, of about 1 s their write takes).
+ * A batch as json_each takes it, refusing first, before anything is bound or written, a row whose tuple line its own
+ * JSON already puts past MAX_FRAME_BYTES: SQLite stores a row's labels and properties as JSON.stringify wrote them
+ * (`value ->> n` of an array or an object gives back compact JSON byte for byte: escapes, numbers, a lone surrogate's
+ * `\udc00`), and `beyondRow` gives the bytes the line takes at least beyond the row's (negative when it takes fewer).
+ * Only lower bounds, so it never refuses what assertRecordsFit, the authority after the write, would take. A refused
+ * node of one 64 MiB string took 2.6-3.0 s of the server's CPU when only assertRecordsFit caught it, after binding,
+ * json_each and the insert into the WAL; refused here, 0.84-0.88 s: the batch's JSON, then each row's (3 runs each).
+ * A batch too small for any of its rows to pass (a third of a frame) is encoded whole only, as before: a JSON.stringify
+ * per row costs about 1 µs a row more than one for the whole batch (100,000 small nodes: 80-100 ms -> 160-190 ms).
  */
 function batchPayload<R>(rows: R[], beyondRow: (row: R) => number, describe: (row: R, index: number) => string): string {
+  const whole = JSON.stringify(rows);
+  // Each row's JSON is shorter than the batch's, takes at most 3 bytes a UTF-16 unit, and no line adds more than its punctuation.
+  if (3 * whole.length + RELATIONSHIP_LINE_PUNCTUATION <= MAX_FRAME_BYTES) return whole;
   const records = rows.map((row, index) => {
     const record = JSON.stringify(row);
     const beyond = beyondRow(row);
