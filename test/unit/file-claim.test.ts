@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLAIM_SUFFIX, withClaim } from '../../src/storage/file-claim';
 import { agedFiles } from '../support/aged-files';
-import { pausedFs } from '../support/paused-fs';
+import { type NameChange, pausedFs } from '../support/paused-fs';
 
 const STALE_MS = 15_000;
 
@@ -72,11 +72,11 @@ describe('withClaim (one process at a time acts on a shared file)', () => {
       return { outcome, settledOrHolding: Promise.race([holding, outcome]), end };
     }
 
-    it('lets one remove it and take the claim: the other, looking meanwhile, is told another holds it', async () => {
+    /** Both contend for the stale claim, the first paused at its first `op` on `pausedPath` until the second has settled or holds the claim. */
+    async function race(pausedPath: string, op: NameChange): Promise<{ ran: string[]; outcomes: (string | null)[] }> {
       claimLeftBehind(claimPath, STALE_MS + 5_000);
       const ran: string[] = [];
-      // The first is about to remove the stale claim.
-      const { reached, goOn } = pauseFirstChange(claimPath, ['rm']);
+      const { reached, goOn } = pauseFirstChange(pausedPath, [op]);
       const first = who.run('paused', () => contender('first', ran));
       await Promise.race([reached, first.outcome]);
       const second = contender('second', ran);
@@ -85,28 +85,24 @@ describe('withClaim (one process at a time acts on a shared file)', () => {
       await first.settledOrHolding;
       first.end();
       second.end();
-      assert.deepEqual(ran, ['first'], 'both held the claim: the first removed the one the second had made meanwhile');
-      assert.deepEqual([await first.outcome, await second.outcome], ['first', null]);
+      const outcomes = [await first.outcome, await second.outcome];
       assert.deepEqual(readdirSync(dir), ['up1.json'], 'nothing is left behind');
+      return { ran, outcomes };
+    }
+
+    it('lets one remove it and take the claim: the other, looking meanwhile, is told another holds it', async () => {
+      // The first is about to remove the stale claim.
+      const { ran, outcomes } = await race(claimPath, 'rm');
+      assert.deepEqual(ran, ['first'], 'both held the claim: the first removed the one the second had made meanwhile');
+      assert.deepEqual(outcomes, ['first', null]);
     });
 
     it('lets one take the claim: the other, that had found it stale first, leaves the claim made since', async () => {
-      claimLeftBehind(claimPath, STALE_MS + 5_000);
-      const ran: string[] = [];
-      // The first found the claim stale, and is about to make the claim of the claim.
-      const { reached, goOn } = pauseFirstChange(`${claimPath}${CLAIM_SUFFIX}`, ['writeFile']);
-      const first = who.run('paused', () => contender('first', ran));
-      await Promise.race([reached, first.outcome]);
-      // Meanwhile the second removes the stale claim, and holds a claim of its own.
-      const second = contender('second', ran);
-      await second.settledOrHolding;
-      goOn();
-      await first.settledOrHolding;
-      first.end();
-      second.end();
+      // The first found the claim stale, and is about to make the claim of the claim; meanwhile the second removes the
+      // stale claim, and holds a claim of its own.
+      const { ran, outcomes } = await race(`${claimPath}${CLAIM_SUFFIX}`, 'writeFile');
       assert.deepEqual(ran, ['second'], 'both held the claim: the first removed the one the second had made meanwhile');
-      assert.deepEqual([await first.outcome, await second.outcome], [null, 'second']);
-      assert.deepEqual(readdirSync(dir), ['up1.json'], 'nothing is left behind');
+      assert.deepEqual(outcomes, [null, 'second']);
     });
   });
 });
