@@ -120,4 +120,14 @@ describe('UploadCompletions (one completion of an upload across replicas)', () =
     assert.equal(await a.sweep(Date.now() + ABANDONED_MS + 5_000), 1);
     assert.deepEqual(readdirSync(markers), ['up5.json']);
   });
+
+  it('sweeps the temporary files of marker writes their replicas died in, not one being written', async () => {
+    const [a] = await replicas();
+    const writing = join(markers, 'up6.json.tmp-0123456789ab');
+    writeFileSync(writing, '{}');
+    assert.equal(await a.sweep(), 0);
+    assert.deepEqual(readdirSync(markers), ['up6.json.tmp-0123456789ab'], 'the sweep removed a marker being written');
+    assert.equal(await a.sweep(Date.now() + ABANDONED_MS + 5_000), 1);
+    assert.deepEqual(readdirSync(markers), []);
+  });
 });

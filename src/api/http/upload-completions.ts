@@ -117,7 +117,9 @@ export class UploadCompletions {
           return true;
         });
         if (gone) removed += 1;
-      } else if (/\.tmp-/.test(name)) {
+      } else if (/\.tmp-/.test(name) && (await stat(path).then((found) => now - found.mtimeMs > ABANDONED_MS, () => false))) {
+        // Written and renamed within a few file operations: one this old is a write its replica died in. A younger one
+        // is a live replica's marker on its way (removed, its rename failed: a heartbeat lost, or the outcome's record).
         await rm(path, { force: true });
         removed += 1;
       }
