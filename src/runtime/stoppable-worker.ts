@@ -20,13 +20,19 @@ const STOP_FLAG = 'stopFlag';
 
 const stopFlags = new WeakMap<Worker, Int32Array>();
 const ended = new WeakSet<Worker>();
+/** This thread's workers that have not exited (stopAllWorkers). */
+const running = new Set<Worker>();
 
 /** A worker thread for serveParent(): `workerData` reaches it as given, with its stop flag beside. */
 export function startWorker(file: string, options: WorkerOptions & { workerData?: Record<string, unknown> } = {}): Worker {
   const flag = new Int32Array(new SharedArrayBuffer(4));
   const worker = new Worker(file, { ...options, workerData: { ...options.workerData, [STOP_FLAG]: flag } });
   stopFlags.set(worker, flag);
-  worker.once('exit', () => ended.add(worker));
+  running.add(worker);
+  worker.once('exit', () => {
+    ended.add(worker);
+    running.delete(worker);
+  });
   return worker;
 }
 
@@ -41,6 +47,9 @@ export function stopWorker(worker: Worker, graceMs = STOP_GRACE_MS): Promise<num
     if (ended.has(worker)) return resolve(0);
     const grace = setTimeout(() => void worker.terminate(), graceMs);
     grace.unref();
+    // Kept alive until it has ended, as terminate() kept it: a pool's idle threads are unref'd, and an event loop with
+    // nothing else to do ended the process with the close that awaited them unsettled (and the closes after it unrun).
+    worker.ref();
     worker.once('exit', (code) => {
       clearTimeout(grace);
       resolve(code);
@@ -48,6 +57,16 @@ export function stopWorker(worker: Worker, graceMs = STOP_GRACE_MS): Promise<num
     Atomics.store(flag, 0, 1);
     worker.postMessage(STOP);
   });
+}
+
+/**
+ * Stops every worker this thread started and has not seen exit, and waits for them: what a process does before it
+ * exits, as process.exit() tears down the threads it finds wherever they are. A restore stopped by a shutdown lets its
+ * frame pool go without waiting for its threads (SharedFramePool.release), and the verifier threads live as long as
+ * the process.
+ */
+export async function stopAllWorkers(): Promise<void> {
+  await Promise.all([...running].map((worker) => stopWorker(worker)));
 }
 
 /**

@@ -1,10 +1,12 @@
 // Worker threads stopped between two of their messages (stoppable-worker.ts): Worker.terminate() interrupts a thread
 // wherever it is, and one interrupted inside a zlib call aborts the process as the thread is torn down.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { Worker } from 'node:worker_threads';
-import { startWorker, stopWorker } from '../../src/runtime/stoppable-worker';
+import { startWorker, stopAllWorkers, stopWorker } from '../../src/runtime/stoppable-worker';
 import { probeCounters, PROBE } from '../support/stop-probe';
 import { eventually } from '../support/wait';
 
@@ -54,5 +56,33 @@ describe('stoppable worker threads', () => {
     worker = startWorker(PROBE_WORKER);
     assert.equal(await stopWorker(worker), 0);
     assert.equal(await stopWorker(worker), 0);
+  });
+
+  it('keep the process alive until the thread has ended, though it was unref\'d (as a pool\'s idle threads are)', async () => {
+    // In a process of its own: here mocha's timers would keep the event loop alive anyway. Unref'd, the thread let the
+    // loop end before its exit came, and the process ended with the stop (a pool's close) unsettled.
+    const script = `
+      const { startWorker, stopWorker } = require(${JSON.stringify(require.resolve('../../src/runtime/stoppable-worker'))});
+      const worker = startWorker(${JSON.stringify(PROBE_WORKER)});
+      worker.once('online', async () => {
+        worker.unref();
+        console.log('stopped with', await stopWorker(worker));
+      });`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['-e', script]);
+    assert.equal(stdout.trim(), 'stopped with 0');
+  });
+
+  it('stopAllWorkers stops every thread not yet ended, and waits for the task under way', async () => {
+    const counters = probeCounters();
+    const busy = startWorker(PROBE_WORKER);
+    const idle = startWorker(PROBE_WORKER);
+    const exits = [once(busy, 'exit'), once(idle, 'exit')];
+    busy.postMessage({ counters });
+    await eventually(() => Atomics.load(counters, PROBE.started) === 1, { what: 'the task started' });
+    const stopped = stopAllWorkers();
+    Atomics.store(counters, PROBE.release, 1);
+    await stopped;
+    assert.deepEqual(await Promise.all(exits), [[0], [0]]);
+    assert.equal(Atomics.load(counters, PROBE.finished), 1);
   });
 });
