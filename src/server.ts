@@ -70,6 +70,7 @@ const bearer = (header: unknown): string | null => {
 const isUnauthenticated = (error: unknown): boolean => isAppError(error) && error.code === 'UNAUTHENTICATED';
 
 export async function startServer(config: AppConfig, logger: Logger): Promise<RunningServer> {
+  await assertCanListen(config);
   const app = await createApp(config, logger);
   try {
     return await listen(app, await buildApiSchema());
@@ -343,6 +344,20 @@ const LISTEN_ERRORS: Record<string, string> = {
   ENOTFOUND: 'no such host',
   EAI_AGAIN: 'the host name could not be resolved now',
 };
+
+/**
+ * Refuses a HOST and PORT this process cannot listen on before anything boots: found only at listen, the server had
+ * first run its migrations, made its keys and default tenant and started its operation runner and scheduler (which,
+ * beside replicas sharing its database, may claim a queued operation), all to close them again. A listening socket is
+ * opened and closed; should the port be taken in between, the real listen fails as it did.
+ */
+async function assertCanListen(config: AppConfig): Promise<void> {
+  const probe = createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (error) => reject(cannotListen(config, error as NodeJS.ErrnoException)));
+    probe.listen(config.port, config.host, () => probe.close(() => resolve()));
+  });
+}
 
 /** A failure to listen, naming the address and the variables that chose it (the boot's one line on stderr). */
 function cannotListen(config: AppConfig, error: NodeJS.ErrnoException): Error {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import {
   allNodes,
   allRelationships,
+  type BootFailure,
   bootExpectingFailure,
   type CliResult,
   connectWs,
@@ -328,7 +329,7 @@ describe('configuration errors stop the boot', () => {
     configUnknownField: (dir: string) => ({ SNAPGRAPH_CONFIG: join(dir, 'unknown.json') }),
     several: { PORT: 'abc', LOG_LEVEL: 'loud', REDIS_URL: 'nope' },
   };
-  let outcomes: Record<keyof typeof cases, CliResult>;
+  let outcomes: Record<keyof typeof cases, BootFailure>;
 
   before(async function () {
     this.timeout(60_000);
@@ -411,6 +412,9 @@ describe('configuration errors stop the boot', () => {
       assert.match(result.stderr, new RegExp(`EADDRINUSE|${port}`));
       // One line naming the variables, not graphql-ws's "Internal error … check your implementation" and a stack trace.
       assert.equal(result.stderr, `snapgraph: cannot listen on 127.0.0.1:${port} (HOST, PORT): address already in use (EADDRINUSE)\n`);
+      // Refused before anything booted: no migrations, keys or default tenant made only to be closed again (beside
+      // replicas, no queued operation claimed by a runner that could never answer).
+      assert.deepEqual(readdirSync(result.dataDir), []);
       expectData(await gql(server, `{ viewer { role } }`));
     });
   });

@@ -433,10 +433,14 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_00
 }
 
 /** Runs `snapgraph serve` expecting it to refuse to boot; resolves with its exit code and output. */
-export async function bootExpectingFailure(env: Record<string, string | undefined>, timeoutMs = 20_000): Promise<CliResult> {
+/** What a boot that stopped printed, and the data dir of its own it was given. */
+export type BootFailure = CliResult & { dataDir: string };
+
+/** `snapgraph serve` expected to stop at its boot, on a data dir of its own. */
+export async function bootExpectingFailure(env: Record<string, string | undefined>, timeoutMs = 20_000): Promise<BootFailure> {
   const dataDir = makeTempDir();
   const result = await runCli(['serve'], serverEnv({ PORT: '0', HOST: '127.0.0.1', SNAPGRAPH_DATA_DIR: dataDir, ...env }), timeoutMs);
-  return result;
+  return { ...result, dataDir };
 }
 
 export interface NewTenant {
