@@ -44,7 +44,7 @@ import { graphqlRequestLogPlugin, logContextFailure, logRefusal, requestIdFrom }
 import { operatorEndpoints } from './observability/operator-endpoints';
 import { instrumentWebSocketServer, observeWebSocketOperations } from './observability/websocket-instrumentation';
 import { newFlatId } from './runtime/flat-id';
-import { stopAllWorkers } from './runtime/stoppable-worker';
+import { exitAfterWorkers } from './runtime/stoppable-worker';
 import { EXPORT_PATH } from './services/export.service';
 import type { Principal } from './services/principal';
 
@@ -377,10 +377,10 @@ export function installSignalHandlers(server: RunningServer, logger: Logger): vo
     force.unref();
     server.close().then(
       // The worker threads too: process.exit() would stop one inside a zlib call (see stoppable-worker.ts).
-      () => stopAllWorkers().then(() => process.exit(0)),
+      () => exitAfterWorkers(0),
       (error) => {
         logger.error({ err: error }, 'error during shutdown');
-        void stopAllWorkers().then(() => process.exit(1));
+        exitAfterWorkers(1);
       },
     );
   };

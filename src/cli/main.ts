@@ -3,7 +3,7 @@
 // Each command loads only what it needs: a transfer command that loaded the whole server first spent 0.7 s on it.
 import { ConfigError } from '../config/app-config';
 import { heapGrowth } from '../runtime/heap-growth';
-import { stopAllWorkers } from '../runtime/stoppable-worker';
+import { exitAfterWorkers } from '../runtime/stoppable-worker';
 import { DEFAULT_URL } from './api-client';
 import { CliError, UsageError } from './cli-error';
 
@@ -110,29 +110,24 @@ async function serve(): Promise<number> {
   return -1; // keep running
 }
 
-/** Exits once the worker threads a command started have ended: process.exit() stops them wherever they are (see stoppable-worker.ts). */
-function exit(code: number): void {
-  void stopAllWorkers().then(() => process.exit(code));
-}
-
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code >= 0) exit(code);
+    if (code >= 0) exitAfterWorkers(code);
   },
   (error) => {
     if (error instanceof UsageError) {
       process.stderr.write(`snapgraph: ${error.message}\n${USAGE}`);
-      return exit(error.exitCode);
+      return exitAfterWorkers(error.exitCode);
     }
     if (error instanceof CliError) {
       process.stderr.write(`snapgraph: ${error.message}\n`);
-      return exit(error.exitCode);
+      return exitAfterWorkers(error.exitCode);
     }
     if (error instanceof ConfigError) {
       process.stderr.write(`snapgraph: ${error.message}\n`);
-      return exit(78);
+      return exitAfterWorkers(78);
     }
     process.stderr.write(`snapgraph: ${error instanceof Error ? error.message : String(error)}\n`);
-    return exit(1);
+    return exitAfterWorkers(1);
   },
 );

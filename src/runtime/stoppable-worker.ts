@@ -19,8 +19,7 @@ const STOP = { stopWorker: true } as const;
 const STOP_FLAG = 'stopFlag';
 
 const stopFlags = new WeakMap<Worker, Int32Array>();
-const ended = new WeakSet<Worker>();
-/** This thread's workers that have not exited (stopAllWorkers). */
+/** This thread's workers that have not exited. */
 const running = new Set<Worker>();
 
 /** A worker thread for serveParent(): `workerData` reaches it as given, with its stop flag beside. */
@@ -29,10 +28,7 @@ export function startWorker(file: string, options: WorkerOptions & { workerData?
   const worker = new Worker(file, { ...options, workerData: { ...options.workerData, [STOP_FLAG]: flag } });
   stopFlags.set(worker, flag);
   running.add(worker);
-  worker.once('exit', () => {
-    ended.add(worker);
-    running.delete(worker);
-  });
+  worker.once('exit', () => running.delete(worker));
   return worker;
 }
 
@@ -42,9 +38,9 @@ export function startWorker(file: string, options: WorkerOptions & { workerData?
  */
 export function stopWorker(worker: Worker, graceMs = STOP_GRACE_MS): Promise<number> {
   const flag = stopFlags.get(worker);
-  if (!flag) return worker.terminate(); // not ours: it cannot be asked
+  if (!flag) throw new Error('stopWorker() stops a thread of startWorker()');
   return new Promise((resolve) => {
-    if (ended.has(worker)) return resolve(0);
+    if (!running.has(worker)) return resolve(0);
     const grace = setTimeout(() => void worker.terminate(), graceMs);
     grace.unref();
     // Kept alive until it has ended, as terminate() kept it: a pool's idle threads are unref'd, and an event loop with
@@ -67,6 +63,11 @@ export function stopWorker(worker: Worker, graceMs = STOP_GRACE_MS): Promise<num
  */
 export async function stopAllWorkers(): Promise<void> {
   await Promise.all([...running].map((worker) => stopWorker(worker)));
+}
+
+/** process.exit(code) once stopAllWorkers() is done: how the server and the CLI end. */
+export function exitAfterWorkers(code: number): void {
+  void stopAllWorkers().then(() => process.exit(code));
 }
 
 /**
