@@ -24,7 +24,7 @@ import { createTusUploads } from './api/http/tus-uploads';
 import { UPLOADS_PATH } from './api/http/upload-endpoint';
 import { publicOrigin } from './api/http/public-origin';
 import { jsonBody } from './api/http/json-body';
-import { closeSocketsOfRevokedKeys } from './api/revoked-key-sockets';
+import { endConnectionsOfRevokedKeys } from './api/key-connections';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { ResponseCache, responseCachePlugin } from './api/response-cache';
@@ -126,7 +126,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   instrumentWebSocketServer(wsServer, app.metrics, logger);
   const wsPrincipals = new WeakMap<object, Principal>();
   const checkOperation = checkWebSocketOperation(schema, limits, introspection);
-  const keySockets = closeSocketsOfRevokedKeys(app, logger);
+  const keyConnections = endConnectionsOfRevokedKeys(app, logger);
   const runningOperations = new RunningOperations({ perConnection: config.wsMaxSubscriptions, perKey: config.wsMaxKeySubscriptions });
   /** The socket and operation id of each WebSocket operation's context: where a shared subscription writes. */
   const contextSinks = new WeakMap<ApiContext, FrameSink>();
@@ -200,7 +200,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
           return false;
         }
         // A key revoked while it was checked (the check read it just before) is refused here all the same.
-        if (!keySockets.add(principal, ctx.extra.socket)) return false;
+        if (!keyConnections.addSocket(principal, ctx.extra.socket)) return false;
         wsPrincipals.set(ctx, principal);
         return true;
       },
@@ -309,7 +309,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   expressApp.use(operatorEndpoints({ isServing: () => ready, readiness: app.readiness, metrics: app.metrics, logger }));
   expressApp.use(corsHeaders);
   if (config.playground) expressApp.use(playground(logger));
-  expressApp.get(`${EXPORT_PATH}/:token`, exportDownloadHandler(services.exports, logger, app.metrics));
+  expressApp.get(`${EXPORT_PATH}/:token`, exportDownloadHandler(services.exports, keyConnections, logger, app.metrics));
   expressApp.use(UPLOADS_PATH, await createTusUploads(app));
   expressApp.use('/graphql', ...graphqlHandlers);
   expressApp.use(httpErrorHandler(logger, app.metrics, exposure));
@@ -330,7 +330,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       ready = false;
       await apollo.stop();
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
-      keySockets.stop();
+      keyConnections.stop();
       await app.close();
       logger.info('snapgraph stopped');
     })());

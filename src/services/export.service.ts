@@ -29,12 +29,17 @@ export type ExportFormat = 'ARCHIVE' | GraphFileKind;
 
 export interface Download {
   snapshot: SnapshotEntity;
+  /** The key that created the link (null: one made without a key): its revocation ends a download under way. */
+  apiKeyId: string | null;
   fileName: string;
   contentType: string;
   sizeBytes: number;
   sha256: string;
   open(range?: { start: number; end: number }): Promise<Readable>;
 }
+
+/** Why a link whose key was revoked does not work. */
+export const REVOKED_LINK = 'the API key that created this export link was revoked; ask for a new link with another key';
 
 /** Why a link does not work: unknown (404), its key revoked (403) or expired (410). */
 export class DownloadRefused extends Error {
@@ -125,7 +130,7 @@ export class ExportService {
     if (!link) throw new DownloadRefused(404, 'no such export link');
     if (link.expiresAt <= Date.now()) throw new DownloadRefused(410, 'this export link has expired; ask for a new one with exportSnapshot');
     if (link.apiKeyId !== null && !(await this.tenants.isActiveKey(link.apiKeyId))) {
-      throw new DownloadRefused(403, 'the API key that created this export link was revoked; ask for a new link with another key');
+      throw new DownloadRefused(403, REVOKED_LINK);
     }
     const snapshot = await this.snapshots.byId(link.snapshotId);
     if (!snapshot || snapshot.tenantId !== link.tenantId || snapshot.status !== 'COMPLETED') {
@@ -137,6 +142,7 @@ export class ExportService {
       const instanceName = (await this.instances.reload(snapshot.instanceId))?.name ?? snapshot.instanceId;
       return {
         snapshot,
+        apiKeyId: link.apiKeyId,
         fileName: link.fileName,
         contentType: fileFormat.contentType,
         ...produced,
@@ -145,6 +151,7 @@ export class ExportService {
     }
     return {
       snapshot,
+      apiKeyId: link.apiKeyId,
       fileName: link.fileName,
       contentType: 'application/octet-stream',
       sizeBytes: snapshot.sizeBytes ?? 0,

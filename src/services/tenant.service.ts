@@ -27,7 +27,7 @@ export const hashSecret = (secret: string) => hash('sha256', secret, 'hex');
 const CACHED_KEYS = 10_000;
 /**
  * How often a replica looks up whether its cached keys are still active, so that a revocation whose event was lost
- * (see revokeApiKey) reaches it all the same; the sockets of revoked keys are looked up as often (revoked-key-sockets).
+ * (see revokeApiKey) reaches it all the same; the open connections of keys are looked up as often (api/key-connections).
  */
 export const KEY_RECHECK_MS = 1_000;
 /**

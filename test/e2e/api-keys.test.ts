@@ -1,6 +1,7 @@
 // API keys as an administrator manages them (issue 10): listing without secrets, lastUsedAt, and revocation that
 // reaches open WebSockets and export links at once, on every replica.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -414,6 +415,48 @@ describe('API keys', () => {
       const message = await assertRefusal(await fetch(theirs.url), 403, 'FORBIDDEN');
       assert.match(message, /revoked/);
       assert.equal((await fetch(mine.url)).status, 200);
+    });
+
+    it("cuts off a download of the key's export link under way; another key's goes on to its end", async function () {
+      this.timeout(120_000);
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'exported at length' });
+      // About 16 MiB of archive, random text: several times what loopback's socket buffers hold between the two ends,
+      // so that most of it is still to be sent when the key is revoked.
+      for (let batch = 0; batch < 16; batch++) {
+        await createNodes(server, instance.id, Array.from({ length: 500 }, (_, i) => ({ labels: ['Blob'], properties: { i, text: randomBytes(2048).toString('base64') } })));
+      }
+      const snapshot = await takeSnapshot(server, instance.id);
+      const member = await createKey(server, server.adminKey, 'MEMBER', 'downloader');
+      const theirs = await exportLink(server, snapshot.id, member.secret);
+      const mine = await exportLink(server, snapshot.id);
+
+      /** Starts a download and reads its first bytes; `rest()` reads on to the end or the cut, counting. */
+      const startDownload = async (url: string) => {
+        const response = await fetch(url);
+        assert.equal(response.status, 200);
+        const size = Number(response.headers.get('content-length'));
+        const reader = response.body!.getReader();
+        let received = (await reader.read()).value?.length ?? 0;
+        const rest = async (): Promise<{ size: number; received: number; error: unknown }> => {
+          try {
+            for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) received += chunk.value.length;
+            return { size, received, error: null };
+          } catch (error) {
+            return { size, received, error };
+          }
+        };
+        return { size, rest };
+      };
+      const doomed = await startDownload(theirs.url);
+      const kept = await startDownload(mine.url);
+      assert.ok(doomed.size > 12 * 1024 * 1024, `the archive is only ${doomed.size} bytes: too little to be under way`);
+
+      expectData(await gql(server, REVOKE, { id: member.id }));
+      const cut = await doomed.rest();
+      assert.ok(cut.error !== null && cut.received < cut.size, `the download went on after the revocation: ${cut.received} of ${cut.size} bytes, ${String(cut.error)}`);
+      const whole = await kept.rest();
+      assert.deepEqual(whole, { size: whole.size, received: whole.size, error: null }, "another key's download was cut off");
     });
   });
 });

@@ -5,7 +5,8 @@ import type { Logger } from '../../logging/logger';
 import type { Metrics } from '../../observability/metrics';
 import { heapGrowth } from '../../runtime/heap-growth';
 import { isAppError } from '../../errors/app-error';
-import { DownloadRefused, type ExportService } from '../../services/export.service';
+import { DownloadRefused, REVOKED_LINK, type ExportService } from '../../services/export.service';
+import type { KeyConnections } from '../key-connections';
 import { sendError } from './error-body';
 
 type RangeRequest = { start: number; end: number } | 'unsatisfiable' | null;
@@ -32,7 +33,12 @@ export function parseRange(header: string | undefined, size: number): RangeReque
 }
 
 // The URL holds the token: nothing here logs req.url or the token, only the snapshot id.
-export function exportDownloadHandler(exports: ExportService, logger: Logger, metrics: Metrics): RequestHandler {
+export function exportDownloadHandler(
+  exports: ExportService,
+  keyConnections: Pick<KeyConnections, 'addDownload'>,
+  logger: Logger,
+  metrics: Metrics,
+): RequestHandler {
   return async (req: Request, res: Response) => {
     const token = String(req.params.token ?? '');
     let download;
@@ -79,6 +85,12 @@ export function exportDownloadHandler(exports: ExportService, logger: Logger, me
       }
       logger.error({ err: error, snapshotId: download.snapshot.id }, 'export download could not open the archive');
       return void sendError(res, 500, 'INTERNAL_SERVER_ERROR', 'the archive cannot be read; try again or contact the operator');
+    }
+    // The link's key revoked since resolve() looked it up: refused as resolve() would now. Under way, the download is
+    // cut off at the revocation (KeyConnections).
+    if (download.apiKeyId !== null && !keyConnections.addDownload(download.apiKeyId, res)) {
+      body.destroy();
+      return void sendError(res, 403, 'FORBIDDEN', REVOKED_LINK);
     }
     answerWithFile();
     try {
