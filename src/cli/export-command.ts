@@ -12,7 +12,7 @@ import { ApiClient, describeErrorBody, networkFailureReason } from './api-client
 import { CliError, Interrupted, UsageError } from './cli-error';
 import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
-import { createPidLock, pidLockHolder } from './pid-lock';
+import { takePidLock } from './pid-lock';
 import { formatBytes, ProgressBar } from './progress-bar';
 
 const EXPORT_SNAPSHOT = `mutation ($id: ID!) { exportSnapshot(id: $id) { url fileName sizeBytes sha256 expiresAt } }`;
@@ -71,18 +71,13 @@ export async function exportCommand(args: string[]): Promise<number> {
  */
 async function lockPart(part: string): Promise<() => Promise<void>> {
   const lock = `${part}.lock`;
-  for (;;) {
-    // The lock sits beside the .part: what keeps it from being made keeps the .part from being written.
-    if (await createPidLock(lock).catch((error: unknown) => Promise.reject(cannotWrite(part, error)))) return () => unlink(lock).catch(() => undefined);
-    const holder = await pidLockHolder(lock, 0);
-    if (typeof holder === 'number') {
-      throw new CliError(
-        `another snapgraph export (process ${holder}) is writing ${part}; wait for it to end, or stop it and run this again ` +
-          `(if no export runs, remove ${lock})`,
-      );
-    }
-    if (holder !== 'released') await unlink(lock).catch(() => undefined);
-  }
+  // The lock sits beside the .part: what keeps it from being made keeps the .part from being written.
+  const holder = await takePidLock(lock).catch((error: unknown) => Promise.reject(cannotWrite(part, error)));
+  if (holder === true) return () => unlink(lock).catch(() => undefined);
+  throw new CliError(
+    `another snapgraph export (${holder === 'unnamed' ? 'a process starting' : `process ${holder}`}) is writing ${part}; wait for it to end, or stop ` +
+      `it and run this again (if no export runs, remove ${lock})`,
+  );
 }
 
 /**

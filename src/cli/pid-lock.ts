@@ -1,11 +1,48 @@
 // Lock files of the CLI that name the process holding them (`<pid>\n`), so that one left by a crash is known and taken
 // over: export's `<file>.part.lock`, restore-file's state file lock.
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { withClaim } from '../storage/file-claim';
 
 /**
- * Creates the lock file naming this process; false when it exists already. Other errors (its volume full) are thrown.
+ * How long the claim of a lock being taken over may be held before another process takes it for one left by a process
+ * that died holding it: a claim is held for a few file operations.
  */
-export async function createPidLock(path: string): Promise<boolean> {
+const TAKEOVER_CLAIM_STALE_MS = 5_000;
+/** How long to wait for another process that is taking the same lock over. */
+const TAKEOVER_RETRY_MS = 10;
+/** A lock that names no process (being made, or left so by a process that died making it) is gone after this. */
+const UNNAMED_LOCK_STALE_MS = 10_000;
+
+/**
+ * Takes the lock file at path: true once this process holds it, else who does (a process id, or 'unnamed' while the
+ * lock is being made). A lock whose holder is gone (see pidLockHolder) is removed and made anew. That removal is decided
+ * under the lock's claim (storage/file-claim), from the lock as claimed: two processes that found it gone at once each
+ * removed it by its path, the second removing the lock that the first had made meanwhile, and both went on holding it
+ * (two exports appending to one .part, two restore-file runs editing one state file). Errors making it (its volume
+ * full) are thrown, and a lock made but not written is removed: naming no process, it would hold off every later run.
+ */
+export async function takePidLock(path: string): Promise<true | number | 'unnamed'> {
+  for (;;) {
+    try {
+      if (await createPidLock(path)) return true;
+    } catch (error) {
+      await rm(path, { force: true }).catch(() => undefined);
+      throw error;
+    }
+    const holder = await pidLockHolder(path);
+    if (holder === 'released') continue;
+    if (holder !== 'gone') return holder;
+    const decided = await withClaim(path, { staleMs: TAKEOVER_CLAIM_STALE_MS }, async ({ text, stats }) => {
+      if (holderNamedBy(text, stats.mtimeMs) === 'gone') await rm(path, { force: true });
+    });
+    // Null: the lock went meanwhile, or another process is taking it over (it holds the claim for a moment).
+    if (decided === null) await sleep(TAKEOVER_RETRY_MS);
+  }
+}
+
+/** Creates the lock file naming this process; false when it exists already. Other errors are thrown. */
+async function createPidLock(path: string): Promise<boolean> {
   try {
     await writeFile(path, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
     return true;
@@ -17,17 +54,22 @@ export async function createPidLock(path: string): Promise<boolean> {
 
 /**
  * Who holds the lock file: its process id; 'gone' when that process no longer runs (a crash), or when the lock names
- * none and is older than `unnamedStaleMs`; 'unnamed' while it is being made; 'released' when there is none any more
- * (removing it then would remove the next one's).
+ * none and is older than UNNAMED_LOCK_STALE_MS; 'unnamed' while it is being made; 'released' when there is none any
+ * more (removing it then would remove the next one's).
  */
-export async function pidLockHolder(path: string, unnamedStaleMs: number): Promise<number | 'gone' | 'unnamed' | 'released'> {
+async function pidLockHolder(path: string): Promise<number | 'gone' | 'unnamed' | 'released'> {
   const text = await readFile(path, 'utf8').catch(() => null);
   if (text === null) return 'released';
-  const pid = Number(text.trim());
-  if (text.endsWith('\n') && Number.isSafeInteger(pid) && pid > 0) return isRunning(pid) ? pid : 'gone';
   const made = await stat(path).then((stats) => stats.mtimeMs, () => null);
   if (made === null) return 'released';
-  return Date.now() - made > unnamedStaleMs ? 'gone' : 'unnamed';
+  return holderNamedBy(text, made);
+}
+
+/** The holder that a lock's text names, given when the lock was last written (its mtime). */
+function holderNamedBy(text: string, writtenAt: number): number | 'gone' | 'unnamed' {
+  const pid = Number(text.trim());
+  if (text.endsWith('\n') && Number.isSafeInteger(pid) && pid > 0) return isRunning(pid) ? pid : 'gone';
+  return Date.now() - writtenAt > UNNAMED_LOCK_STALE_MS ? 'gone' : 'unnamed';
 }
 
 function isRunning(pid: number): boolean {

@@ -2,17 +2,15 @@
 // resumable uploads, in the shape tus-js-client's FileUrlStorage wrote ({"tus::<fingerprint>::<id>": upload}), so
 // that the uploads an earlier release saved are resumed.
 import { randomInt } from 'node:crypto';
-import { readFile, rm, unlink } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type * as tus from 'tus-js-client';
 import { replaceFile } from '../storage/durable-fs';
-import { createPidLock, pidLockHolder } from './pid-lock';
+import { takePidLock } from './pid-lock';
 
 /** How long a change waits for another snapgraph's (a change takes milliseconds). */
 const LOCK_WAIT_MS = 10_000;
 const LOCK_RETRY_MS = 25;
-/** A lock that names no process yet (it is being made) is taken over when older than this. */
-const UNNAMED_LOCK_STALE_MS = 10_000;
 
 type Uploads = Record<string, tus.PreviousUpload>;
 
@@ -88,19 +86,8 @@ export class UploadStateFile implements tus.UrlStorage {
   async #takeLock(): Promise<() => Promise<void>> {
     const gives = Date.now() + LOCK_WAIT_MS;
     for (;;) {
-      try {
-        if (await createPidLock(this.#lock)) return () => unlink(this.#lock).catch(() => undefined);
-      } catch (error) {
-        // A lock made but not written (its volume full) names no process: it would hold off every later change.
-        await rm(this.#lock, { force: true }).catch(() => undefined);
-        throw error;
-      }
-      const holder = await pidLockHolder(this.#lock, UNNAMED_LOCK_STALE_MS);
-      if (holder === 'released') continue;
-      if (holder === 'gone') {
-        await unlink(this.#lock).catch(() => undefined);
-        continue;
-      }
+      const holder = await takePidLock(this.#lock);
+      if (holder === true) return () => unlink(this.#lock).catch(() => undefined);
       if (Date.now() >= gives) {
         throw new Error(`${this.#lock} is held by ${holder === 'unnamed' ? 'another process' : `process ${holder}`} (if no snapgraph runs, remove it)`);
       }
