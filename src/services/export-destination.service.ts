@@ -419,7 +419,7 @@ export class ExportOperationHandler implements OperationHandler {
   ): Promise<string> {
     const extension = archiveExtension(snapshot.engineVersion);
     const nameOf = async (of: Pick<SnapshotEntity, 'instanceId' | 'createdAt'>) =>
-      exportFileName((await this.instances.reload(of.instanceId))?.name ?? of.instanceId, of.createdAt, extension);
+      exportFileName((await this.instances.reload(of.instanceId))?.name ?? of.instanceId, of.createdAt, extension, 'ascii');
     const fileName = await nameOf(snapshot);
     const unique = fileName.slice(0, -extension.length) + `-${snapshot.id}${extension}`;
     for (const other of await this.snapshots.takenInSameSecond(snapshot)) {

@@ -171,15 +171,46 @@ function writableFormat(format: Exclude<ExportFormat, 'ARCHIVE'>): GraphFileForm
   return found;
 }
 
-/** `<instance-name>-<YYYY-MM-DDTHH-MM-SSZ><extension>` (.backup, .dump, .json, …), the name made safe for any file system. */
-export function exportFileName(instanceName: string, createdAt: number, extension: string): string {
-  const safeName =
-    instanceName
+/** The longest an export file's name may take of the instance's name, in characters and in UTF-8 bytes. */
+const NAME_CHARS = 100;
+const NAME_BYTES = 150;
+
+/**
+ * `<instance-name>-<YYYY-MM-DDTHH-MM-SSZ><extension>` (.backup, .dump, .json, …): the instance's name in whatever script
+ * it is written, with what a file system or a shell may not take in a name (separators, spaces, punctuation, symbols,
+ * control characters) made `-`, and at most NAME_BYTES of it (file systems allow 255 bytes a name; a character of a
+ * CJK script takes 3). A name of none of that is `instance`. (The name was made ASCII: `日本語` became `instance`, so
+ * instances named in one script other than Latin all exported under one name.) `letters: 'ascii'`: only ASCII's
+ * (accents stripped), where a name must be ASCII (an export destination's object key, as blob keys are).
+ */
+export function exportFileName(instanceName: string, createdAt: number, extension: string, letters: 'any' | 'ascii' = 'any'): string {
+  const safe = (
+    letters === 'ascii'
+      ? instanceName.normalize('NFKD').replace(/[^A-Za-z0-9._-]+/g, '-')
+      : instanceName.normalize('NFC').replace(/[^\p{L}\p{M}\p{N}._-]+/gu, '-')
+  )
+    .replace(/-{2,}/g, '-')
+    .replace(/^[-.]+/, '');
+  let kept = '';
+  for (const character of Array.from(safe).slice(0, NAME_CHARS)) {
+    if (Buffer.byteLength(kept + character) > NAME_BYTES) break;
+    kept += character;
+  }
+  const safeName = kept.replace(/[-.]+$/, '') || 'instance';
+  const stamp = new Date(createdAt).toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/:/g, '-');
+  return `${safeName}-${stamp}${extension}`;
+}
+
+/**
+ * An export file's name in ASCII, for what takes nothing else (Content-Disposition's plain `filename`): letters
+ * stripped of their accents, every other character outside ASCII's letters, digits, `.`, `_` and `-` made `-`.
+ */
+export function asciiFileName(fileName: string): string {
+  return (
+    fileName
       .normalize('NFKD')
       .replace(/[^A-Za-z0-9._-]+/g, '-')
       .replace(/-{2,}/g, '-')
-      .replace(/^[-.]+|[-.]+$/g, '')
-      .slice(0, 100) || 'instance';
-  const stamp = new Date(createdAt).toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/:/g, '-');
-  return `${safeName}-${stamp}${extension}`;
+      .replace(/^[-.]+/, '') || 'export'
+  );
 }

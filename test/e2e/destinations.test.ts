@@ -141,7 +141,8 @@ describeS3('export destinations', ({ s3 }) => {
     this.timeout(60_000);
     const bucket = await createTestBucket(s3(), s3().second);
     const destination = await createDestination(bucket);
-    const instance = await createInstance(server, { name: 'exported', tier: 'PROFESSIONAL' });
+    // Named with letters outside ASCII: the object's key has them stripped of their accents (keys are ASCII).
+    const instance = await createInstance(server, { name: 'exported Café 日本', tier: 'PROFESSIONAL' });
     await createNodes(server, instance.id, Array.from({ length: 30 }, (_, i) => ({ labels: ['Row'], properties: { i } })));
     const snapshot = await takeSnapshot(server, instance.id);
     const { exportSnapshotTo: queued } = expectData(await gql<{ exportSnapshotTo: OperationJson }>(server, EXPORT_TO, { s: snapshot.id, d: destination.id }));
@@ -151,7 +152,10 @@ describeS3('export destinations', ({ s3 }) => {
     assert.equal(finished.status, 'SUCCEEDED', JSON.stringify(finished.error));
     assert.equal(finished.progress, 1);
     const link = await exportLink(server, snapshot.id);
-    const copy = await objectOf(bucket, `backups/snapgraph/${link.fileName}`);
+    assert.match(link.fileName, /^exported-Café-日本-/);
+    const key = `backups/snapgraph/${link.fileName.replace('exported-Café-日本-', 'exported-Cafe-')}`;
+    assert.deepEqual(await keysIn(bucket), [key]);
+    const copy = await objectOf(bucket, key);
     assert.deepEqual(copy.bytes, await archiveOf(server, snapshot.id));
     assert.equal(copy.metadata.sha256, link.sha256);
     const [after] = (await destinations()).filter((found) => found.id === destination.id);
@@ -169,8 +173,8 @@ describeS3('export destinations', ({ s3 }) => {
     this.timeout(90_000);
     const bucket = await createTestBucket(s3(), s3().second);
     const destination = await createDestination(bucket);
-    // Both names become "instance" in a file name; scheduled snapshots of several instances begin in one second.
-    const instances = [await createInstance(server, { name: '生产', tier: 'PROFESSIONAL' }), await createInstance(server, { name: '测试', tier: 'PROFESSIONAL' })];
+    // Both names become "prod-db" in a file name; scheduled snapshots of several instances begin in one second.
+    const instances = [await createInstance(server, { name: 'prod db', tier: 'PROFESSIONAL' }), await createInstance(server, { name: 'prod/db', tier: 'PROFESSIONAL' })];
     for (const [i, instance] of instances.entries()) await createNodes(server, instance.id, [{ labels: ['Only'], properties: { i } }]);
     let pair = await Promise.all(instances.map((instance) => takeSnapshot(server, instance.id)));
     for (let tries = 1; Math.floor(Date.parse(pair[0].createdAt) / 1000) !== Math.floor(Date.parse(pair[1].createdAt) / 1000); tries++) {

@@ -173,7 +173,7 @@ describe('export and restore from a file', () => {
         const after = Date.now();
         assert.ok(link.url.startsWith(`${server.url}/exports/`), link.url);
         assert.equal(new URL(link.url).origin, server.url);
-        assert.equal(link.fileName, `Prod-Graph-u-${fileStamp(snapshot.createdAt)}.backup`);
+        assert.equal(link.fileName, `Prod-Graph-ü-日本-${fileStamp(snapshot.createdAt)}.backup`);
         assert.ok(Date.parse(link.expiresAt) >= before + 15 * 60_000 - 1_000 && Date.parse(link.expiresAt) <= after + 15 * 60_000 + 1_000);
         assert.equal(link.sizeBytes, snapshot.sizeBytes);
         assert.equal(link.sha256, snapshot.sha256);
@@ -181,20 +181,24 @@ describe('export and restore from a file', () => {
       expectCode(await gql(server, EXPORT_SNAPSHOT, { id: snapshot.id }, viewer.secret), 'FORBIDDEN');
     });
 
-    it('makes any instance name safe for file systems', async () => {
-      for (const [name, stem] of [
-        ['../../etc/passwd', 'etc-passwd'],
-        ['a "quoted" name; rm -rf *', 'a-quoted-name-rm-rf'],
-        ['日本語', 'instance'],
-        ['back\\slash:colon|pipe', 'back-slash-colon-pipe'],
+    it('makes any instance name safe for file systems, in its own script; Content-Disposition gives it in UTF-8 and in ASCII', async () => {
+      for (const [name, stem, asciiStem] of [
+        ['../../etc/passwd', 'etc-passwd', 'etc-passwd'],
+        ['a "quoted" name; rm -rf *', 'a-quoted-name-rm-rf', 'a-quoted-name-rm-rf'],
+        ['日本語', '日本語', ''],
+        ['Café / Straße', 'Café-Straße', 'Cafe-Stra-e'],
+        ['back\\slash:colon|pipe', 'back-slash-colon-pipe', 'back-slash-colon-pipe'],
       ]) {
         const instance = await createInstance(suite.server, { name, tier: 'PROFESSIONAL', engineVersion: 'V4' });
         const taken = await takeSnapshot(suite.server, instance.id);
         const link = await exportLink(suite.server, taken.id);
-        assert.equal(link.fileName, `${stem}-${fileStamp(taken.createdAt)}.dump`, name);
+        const stamp = `${fileStamp(taken.createdAt)}.dump`;
+        assert.equal(link.fileName, `${stem}-${stamp}`, name);
         const { headers, status } = await download(link.url, {}, 'HEAD');
         assert.equal(status, 200);
-        assert.equal(headers.get('content-disposition'), `attachment; filename="${link.fileName}"`);
+        const ascii = asciiStem ? `${asciiStem}-${stamp}` : stamp;
+        const expected = stem === asciiStem ? `attachment; filename="${ascii}"` : `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(link.fileName)}`;
+        assert.equal(headers.get('content-disposition'), expected, name);
       }
     });
 
@@ -259,7 +263,9 @@ describe('export and restore from a file', () => {
       assert.equal(sha256Of(body), snapshot.sha256);
       assert.equal(body.length, snapshot.sizeBytes);
       assert.equal(headers.get('content-length'), String(snapshot.sizeBytes));
-      assert.equal(headers.get('content-disposition'), `attachment; filename="${fileName}"`);
+      // The name in UTF-8 (filename*), after its ASCII form for clients that know only filename.
+      const ascii = fileName.replace(/^Prod-Graph-ü-日本-/, 'Prod-Graph-u-');
+      assert.equal(headers.get('content-disposition'), `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(fileName)}`);
       assert.equal(headers.get('etag'), `"${snapshot.sha256}"`);
       assert.equal(headers.get('accept-ranges'), 'bytes');
     });

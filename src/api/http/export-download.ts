@@ -5,7 +5,7 @@ import type { Logger } from '../../logging/logger';
 import type { Metrics } from '../../observability/metrics';
 import { heapGrowth } from '../../runtime/heap-growth';
 import { isAppError } from '../../errors/app-error';
-import { DownloadRefused, REVOKED_LINK, type ExportService } from '../../services/export.service';
+import { asciiFileName, DownloadRefused, REVOKED_LINK, type ExportService } from '../../services/export.service';
 import type { KeyConnections } from '../key-connections';
 import { sendError } from './error-body';
 
@@ -30,6 +30,18 @@ export function parseRange(header: string | undefined, size: number): RangeReque
   }
   if (start >= size) return 'unsatisfiable';
   return { start, end };
+}
+
+/**
+ * `attachment` with the file's name (RFC 6266): an ASCII name as it is; any other also in `filename*` (UTF-8, RFC 8187),
+ * which browsers prefer, after an ASCII `filename` for the clients that know only that (`curl -OJ`).
+ */
+export function contentDisposition(fileName: string): string {
+  const ascii = asciiFileName(fileName);
+  if (ascii === fileName) return `attachment; filename="${fileName}"`;
+  // encodeURIComponent leaves these, which RFC 8187's attr-char does not allow.
+  const encoded = encodeURIComponent(fileName).replace(/['()*!]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encoded}`;
 }
 
 // The URL holds the token: nothing here logs req.url or the token, only the snapshot id.
@@ -67,7 +79,7 @@ export function exportDownloadHandler(
       res.setHeader('ETag', etag);
       res.setHeader('Cache-Control', 'private, no-store');
       res.setHeader('Content-Type', download.contentType);
-      res.setHeader('Content-Disposition', `attachment; filename="${fileName}"`);
+      res.setHeader('Content-Disposition', contentDisposition(fileName));
       res.setHeader('Content-Length', String(Math.max(0, end - start + 1)));
     };
     if (req.method === 'HEAD' || sizeBytes === 0) {
