@@ -1,6 +1,6 @@
 // Lock files of the CLI that name the process holding them (`<pid>\n`), so that one left by a crash is known and taken
 // over: export's `<file>.part.lock`, restore-file's state file lock.
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withClaim } from '../storage/file-claim';
 
@@ -20,16 +20,11 @@ const UNNAMED_LOCK_STALE_MS = 10_000;
  * under the lock's claim (storage/file-claim), from the lock as claimed: two processes that found it gone at once each
  * removed it by its path, the second removing the lock that the first had made meanwhile, and both went on holding it
  * (two exports appending to one .part, two restore-file runs editing one state file). Errors making it (its volume
- * full) are thrown, and a lock made but not written is removed: naming no process, it would hold off every later run.
+ * full) are thrown.
  */
 export async function takePidLock(path: string): Promise<true | number | 'unnamed'> {
   for (;;) {
-    try {
-      if (await createPidLock(path)) return true;
-    } catch (error) {
-      await rm(path, { force: true }).catch(() => undefined);
-      throw error;
-    }
+    if (await createPidLock(path)) return true;
     const holder = await pidLockHolder(path);
     if (holder === 'released') continue;
     if (holder !== 'gone') return holder;
@@ -41,15 +36,27 @@ export async function takePidLock(path: string): Promise<true | number | 'unname
   }
 }
 
-/** Creates the lock file naming this process; false when it exists already. Other errors are thrown. */
+/**
+ * Creates the lock file naming this process; false when it exists already. Other errors are thrown, and a lock this
+ * process made but could not write (its volume full) is removed: naming no process, it would hold off later runs.
+ */
 async function createPidLock(path: string): Promise<boolean> {
+  let handle;
   try {
-    await writeFile(path, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-    return true;
+    handle = await open(path, 'wx', 0o600);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw error;
   }
+  try {
+    await handle.writeFile(`${process.pid}\n`);
+  } catch (error) {
+    await handle.close().catch(() => undefined);
+    await rm(path, { force: true }).catch(() => undefined);
+    throw error;
+  }
+  await handle.close();
+  return true;
 }
 
 /**

@@ -3,6 +3,7 @@
 import { strict as assert } from 'node:assert';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import fsPromises = require('node:fs/promises');
 import { join } from 'node:path';
 import { takePidLock } from '../../src/cli/pid-lock';
 import { pausedFs } from '../support/paused-fs';
@@ -55,5 +56,29 @@ describe('takePidLock (the CLI lock files naming their process)', () => {
     assert.equal(readFileSync(lock, 'utf8'), `${process.pid}\n`);
     assert.deepEqual(readdirSync(dir), ['out.backup.part.lock'], 'nothing else is left behind');
     assert.ok(existsSync(lock));
+  });
+
+  describe('when the lock cannot be made', () => {
+    const { open } = fsPromises;
+    afterEach(() => void Object.assign(fsPromises, { open }));
+    const failing = (code: string) => Object.assign(new Error(`${code}: failed`), { code });
+
+    it('removes a lock it made but could not write (a full volume), naming no process, and says why', async () => {
+      Object.assign(fsPromises, {
+        open: async (...args: Parameters<typeof open>) => {
+          const handle = await open(...args);
+          return Object.assign(handle, { writeFile: async () => Promise.reject(failing('ENOSPC')) });
+        },
+      });
+      await assert.rejects(takePidLock(lock), { code: 'ENOSPC' });
+      assert.deepEqual(readdirSync(dir), [], 'an unnamed lock was left to hold off the next run');
+    });
+
+    it("leaves another's lock when it could not even open one (too many open files)", async () => {
+      writeFileSync(lock, `${process.pid}\n`);
+      Object.assign(fsPromises, { open: async () => Promise.reject(failing('EMFILE')) });
+      await assert.rejects(takePidLock(lock), { code: 'EMFILE' });
+      assert.equal(readFileSync(lock, 'utf8'), `${process.pid}\n`, "another process's lock was removed");
+    });
   });
 });
