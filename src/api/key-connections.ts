@@ -22,8 +22,7 @@ const REVOCATION_MEMORY_MS = 10 * 60_000;
 
 /** A connection that acts for an API key, and how it is ended. */
 interface KeyConnection {
-  kind: 'socket' | 'download';
-  /** The role it runs operations with; null: it needs only the key to be active (a download of the key's export link). */
+  /** The role a socket runs operations with; null: a download, which needs only the key to be active. */
   role: Role | null;
   end(why: 'revoked' | 'role changed'): void;
 }
@@ -59,7 +58,7 @@ export function endConnectionsOfRevokedKeys({ events, services }: App, logger: L
     if (!connections) return;
     byKey.delete(apiKeyId);
     const all = [...connections.values()];
-    const sockets = all.filter(({ kind }) => kind === 'socket').length;
+    const sockets = all.filter(({ role }) => role !== null).length;
     logger.info({ apiKeyId, sockets, downloads: all.length - sockets }, 'ended the connections of a revoked API key');
     for (const connection of all) connection.end('revoked');
   };
@@ -132,7 +131,7 @@ export function endConnectionsOfRevokedKeys({ events, services }: App, logger: L
       if (socket.readyState === socket.CLOSED) return false;
       const end = (why: 'revoked' | 'role changed') =>
         socket.close(REVOKED_KEY_CLOSE_CODE, why === 'revoked' ? 'Forbidden: the API key was revoked' : "Forbidden: the API key's role changed; connect again");
-      if (track(apiKeyId, socket, { kind: 'socket', role, end }, (listener) => socket.once('close', listener))) return true;
+      if (track(apiKeyId, socket, { role, end }, (listener) => socket.once('close', listener))) return true;
       end('revoked');
       return false;
     },
@@ -141,7 +140,7 @@ export function endConnectionsOfRevokedKeys({ events, services }: App, logger: L
       if (response.closed) return true;
       // Cut off: with its length announced, a client cannot take what it received for the whole file.
       const end = () => response.destroy();
-      return track(apiKeyId, response, { kind: 'download', role: null, end }, (listener) => response.once('close', listener));
+      return track(apiKeyId, response, { role: null, end }, (listener) => response.once('close', listener));
     },
     stop: () => {
       stopped = true;

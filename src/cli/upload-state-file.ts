@@ -2,10 +2,10 @@
 // resumable uploads, in the shape tus-js-client's FileUrlStorage wrote ({"tus::<fingerprint>::<id>": upload}), so
 // that the uploads an earlier release saved are resumed.
 import { randomInt } from 'node:crypto';
-import { readdir, readFile, rm, unlink } from 'node:fs/promises';
+import { readFile, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type * as tus from 'tus-js-client';
-import { replaceFile } from '../storage/durable-fs';
+import { removeLeftTemps, replaceFile } from '../storage/durable-fs';
 import { takePidLock } from './pid-lock';
 
 /** How long a change waits for another snapgraph's (a change takes milliseconds). */
@@ -75,25 +75,13 @@ export class UploadStateFile implements tus.UrlStorage {
   async #change(edit: (uploads: Uploads) => boolean): Promise<void> {
     const unlock = await this.#takeLock();
     try {
-      await this.#removeLeftTemps();
+      // Replacements are made under the lock only: every temp file there now is one a killed snapgraph left.
+      await removeLeftTemps(this.path);
       const uploads = await this.#read();
       if (edit(uploads)) await replaceFile(this.path, JSON.stringify(uploads));
     } finally {
       await unlock();
     }
-  }
-
-  /**
-   * Removes the temporary files (`uploads.json.tmp-*`) that a snapgraph killed while it wrote the file left beside it
-   * (kill -9, a power loss): they are written under the lock only, so while this process holds it, every one there is
-   * such a leftover. Otherwise each of them stayed for good.
-   */
-  async #removeLeftTemps(): Promise<void> {
-    const prefix = `${basename(this.path)}.tmp-`;
-    const names = await readdir(dirname(this.path)).catch(() => [] as string[]);
-    // One that cannot be removed now is left for the next change: the change itself does not depend on it.
-    const removals = names.filter((name) => name.startsWith(prefix)).map((name) => rm(join(dirname(this.path), name), { force: true }).catch(() => undefined));
-    await Promise.all(removals);
   }
 
   /** Takes the lock file, waiting for another snapgraph's change; returns its release. */

@@ -184,16 +184,11 @@ const NAME_BYTES = 150;
  * (accents stripped), where a name must be ASCII (an export destination's object key, as blob keys are).
  */
 export function exportFileName(instanceName: string, createdAt: number, extension: string, letters: 'any' | 'ascii' = 'any'): string {
-  const safe = (
-    letters === 'ascii'
-      ? instanceName.normalize('NFKD').replace(/[^A-Za-z0-9._-]+/g, '-')
-      : instanceName.normalize('NFC').replace(/[^\p{L}\p{M}\p{N}._-]+/gu, '-')
-  )
-    .replace(/-{2,}/g, '-')
-    .replace(/^[-.]+/, '');
   let kept = '';
-  for (const character of Array.from(safe).slice(0, NAME_CHARS)) {
-    if (Buffer.byteLength(kept + character) > NAME_BYTES) break;
+  let bytes = 0;
+  for (const character of Array.from(fileNameSafe(instanceName, letters)).slice(0, NAME_CHARS)) {
+    bytes += Buffer.byteLength(character);
+    if (bytes > NAME_BYTES) break;
     kept += character;
   }
   const safeName = kept.replace(/[-.]+$/, '') || 'instance';
@@ -206,11 +201,14 @@ export function exportFileName(instanceName: string, createdAt: number, extensio
  * stripped of their accents, every other character outside ASCII's letters, digits, `.`, `_` and `-` made `-`.
  */
 export function asciiFileName(fileName: string): string {
-  return (
-    fileName
-      .normalize('NFKD')
-      .replace(/[^A-Za-z0-9._-]+/g, '-')
-      .replace(/-{2,}/g, '-')
-      .replace(/^[-.]+/, '') || 'export'
-  );
+  return fileNameSafe(fileName, 'ascii') || 'export';
+}
+
+/** `text` with what a file name may not hold made `-` (runs of it one), none leading: letters of any script, or ASCII's. */
+function fileNameSafe(text: string, letters: 'any' | 'ascii'): string {
+  const replaced =
+    letters === 'ascii'
+      ? text.normalize('NFKD').replace(/[^A-Za-z0-9._-]+/g, '-')
+      : text.normalize('NFC').replace(/[^\p{L}\p{M}\p{N}._-]+/gu, '-');
+  return replaced.replace(/-{2,}/g, '-').replace(/^[-.]+/, '');
 }

@@ -1,7 +1,7 @@
 // Small file-system helpers: making changes survive a crash, and asking whether a path is there.
 import { randomBytes } from 'node:crypto';
-import { link, lstat, open, readFile, rename, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { link, lstat, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 
 /**
  * Makes a directory's entries (a rename, a new file, a new sub-directory) durable.
@@ -84,9 +84,23 @@ export async function replaceFile(path: string, content: string): Promise<void> 
   await fsyncDirectory(dirname(path));
 }
 
+/**
+ * Removes the temp files of `path`'s replacements (replaceFile) that a process killed while writing one left beside it
+ * (kill -9, a power loss): for a caller that knows no replacement is under way (it holds the lock they are made under).
+ * One that cannot be removed now is left for the next call.
+ */
+export async function removeLeftTemps(path: string): Promise<void> {
+  const prefix = `${basename(path)}${TEMP_INFIX}`;
+  const names = await readdir(dirname(path)).catch(() => [] as string[]);
+  await Promise.all(names.filter((name) => name.startsWith(prefix)).map((name) => rm(join(dirname(path), name), { force: true }).catch(() => undefined)));
+}
+
+/** Between a path and the random part of its temp files' names. */
+const TEMP_INFIX = '.tmp-';
+
 /** Writes `content` to a private temp file beside `path` and syncs it, for `place` to put it there; then removes it. */
 async function withSyncedTemp<T>(path: string, content: string, place: (temp: string) => Promise<T>): Promise<T> {
-  const temp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  const temp = `${path}${TEMP_INFIX}${randomBytes(6).toString('hex')}`;
   try {
     const handle = await open(temp, 'wx', 0o600);
     try {
