@@ -263,7 +263,9 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const corsHeaders = cors(config.corsOrigins);
   /** A request refused before Apollo sees it: its X-Request-Id echoed, one log line under it, the JSON error body. */
   const refuseBeforeApollo = (req: express.Request, res: express.Response, status: number, error: GraphQLError, reason: string) => {
-    const requestId = requestIdFrom(req.headers['x-request-id']);
+    // The id Apollo's context gave the request, when it has one (an upload cut off while its resolver reads the file).
+    const given = res.getHeader('x-request-id');
+    const requestId = typeof given === 'string' ? given : requestIdFrom(req.headers['x-request-id']);
     res.setHeader('x-request-id', requestId);
     res.setHeader('cache-control', 'no-store');
     logRefusal(logger, app.metrics, { requestId, status, errorCode: String(error.extensions.code), reason });
@@ -272,13 +274,14 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const graphqlHandlers: RequestHandler[] = [
     createUploadMiddleware(
       config,
-      async (authorization) =>
-        Boolean(
-          await authenticate(authorization).catch((error: unknown) => {
-            if (isUnauthenticated(error)) return null;
-            throw error;
-          }),
-        ),
+      async (authorization) => {
+        const principal = await authenticate(authorization).catch((error: unknown) => {
+          if (isUnauthenticated(error)) return null;
+          throw error;
+        });
+        return principal?.apiKeyId ?? null;
+      },
+      keyConnections,
       (req, res, status, code, message) => refuseBeforeApollo(req, res, status, new GraphQLError(message, { extensions: { code } }), 'upload'),
     ),
     jsonBody(config.maxBodyBytes),
@@ -310,7 +313,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   expressApp.use(corsHeaders);
   if (config.playground) expressApp.use(playground(logger));
   expressApp.get(`${EXPORT_PATH}/:token`, exportDownloadHandler(services.exports, keyConnections, logger, app.metrics));
-  expressApp.use(UPLOADS_PATH, await createTusUploads(app));
+  expressApp.use(UPLOADS_PATH, await createTusUploads(app, keyConnections));
   expressApp.use('/graphql', ...graphqlHandlers);
   expressApp.use(httpErrorHandler(logger, app.metrics, exposure));
 

@@ -1,4 +1,6 @@
-// Open connections by API key (WebSockets, export downloads), so that revoking a key ends them on every replica at once.
+// Open connections by API key (WebSockets, export downloads, uploads), so that revoking a key ends them on every replica
+// at once.
+import type { ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Writable } from 'node:stream';
 import type { WebSocket } from 'ws';
@@ -20,18 +22,28 @@ export const REVOKED_KEY_CLOSE_CODE = 4403;
  */
 const REVOCATION_MEMORY_MS = 10 * 60_000;
 
+/**
+ * How long an upload cut off at its key's revocation keeps its connection once the refusal is sent: a client still
+ * sending reads its answer meanwhile (curl and fetch read while they send). Closed at once, the client's system could
+ * drop the answer it had not read yet (a reset discards it), and the client would see a reset instead of the refusal.
+ */
+export const CUT_OFF_LINGER_MS = 1_000;
+
 /** A connection that acts for an API key, and how it is ended. */
 interface KeyConnection {
-  /** The role a socket runs operations with; null: a download, which needs only the key to be active. */
+  kind: 'socket' | 'download' | 'upload';
+  /** The role a socket runs operations with; a download or an upload needs only the key to be active. */
   role: Role | null;
   end(why: 'revoked' | 'role changed'): void;
 }
 
 /**
- * The open connections of each API key: WebSockets, and downloads of the export links the key created. A revocation,
- * published by whichever replica revoked the key, ends that key's connections here at once: their subscriptions would
- * otherwise go on delivering events to a key that no longer exists, their queries and mutations run as it, and a
- * download under way (perhaps many GiB, perhaps by whoever the key leaked to) go on sending the snapshot's data. A
+ * The open connections of each API key: WebSockets, downloads of the export links the key created, and uploads of files
+ * to restore under way. A revocation, published by whichever replica revoked the key, ends that key's connections here
+ * at once: their subscriptions would otherwise go on delivering events to a key that no longer exists, their queries
+ * and mutations run as it, a download under way (perhaps many GiB, perhaps by whoever the key leaked to) go on sending
+ * the snapshot's data, and an upload go on being received and stored, up to the upload limit, only to be refused at its
+ * end. A
  * revocation can miss this process (Redis away from it, or from the replica that published it while this one still
  * listens; or made in the database by other means), so the keys of the open connections are also looked up in the
  * database every KEY_RECHECK_MS: revokeApiKey, when its event was lost, answers only once that has happened everywhere.
@@ -58,15 +70,15 @@ export function endConnectionsOfRevokedKeys({ events, services }: App, logger: L
     if (!connections) return;
     byKey.delete(apiKeyId);
     const all = [...connections.values()];
-    const sockets = all.filter(({ role }) => role !== null).length;
-    logger.info({ apiKeyId, sockets, downloads: all.length - sockets }, 'ended the connections of a revoked API key');
+    const count = (kind: KeyConnection['kind']) => all.filter((connection) => connection.kind === kind).length;
+    logger.info({ apiKeyId, sockets: count('socket'), downloads: count('download'), uploads: count('upload') }, 'ended the connections of a revoked API key');
     for (const connection of all) connection.end('revoked');
   };
   /** Closes the key's sockets opened with another role than `role` (they reconnect with the key's role now). */
   const closeOtherRoles = (apiKeyId: string, role: Role) => {
     const connections = byKey.get(apiKeyId);
     if (!connections) return;
-    const stale = [...connections].filter(([, connection]) => connection.role !== null && connection.role !== role);
+    const stale = [...connections].filter(([, connection]) => connection.kind === 'socket' && connection.role !== role);
     if (stale.length === 0) return;
     logger.info({ apiKeyId, role, sockets: stale.length }, "closed the WebSockets of an API key whose role changed");
     for (const [handle, connection] of stale) {
@@ -131,7 +143,7 @@ export function endConnectionsOfRevokedKeys({ events, services }: App, logger: L
       if (socket.readyState === socket.CLOSED) return false;
       const end = (why: 'revoked' | 'role changed') =>
         socket.close(REVOKED_KEY_CLOSE_CODE, why === 'revoked' ? 'Forbidden: the API key was revoked' : "Forbidden: the API key's role changed; connect again");
-      if (track(apiKeyId, socket, { role, end }, (listener) => socket.once('close', listener))) return true;
+      if (track(apiKeyId, socket, { kind: 'socket', role, end }, (listener) => socket.once('close', listener))) return true;
       end('revoked');
       return false;
     },
@@ -140,7 +152,20 @@ export function endConnectionsOfRevokedKeys({ events, services }: App, logger: L
       if (response.closed) return true;
       // Cut off: with its length announced, a client cannot take what it received for the whole file.
       const end = () => response.destroy();
-      return track(apiKeyId, response, { role: null, end }, (listener) => response.once('close', listener));
+      return track(apiKeyId, response, { kind: 'download', role: null, end }, (listener) => response.once('close', listener));
+    },
+    addUpload(apiKeyId, response, refuse) {
+      if (response.closed) return true;
+      const end = () => {
+        // Answered already: the request was read to its end, and its answer is on its way.
+        if (response.headersSent) return;
+        response.setHeader('connection', 'close');
+        refuse();
+        const close = () => setTimeout(() => response.socket?.destroy(), CUT_OFF_LINGER_MS).unref();
+        if (response.writableFinished) close();
+        else response.once('finish', close);
+      };
+      return track(apiKeyId, response, { kind: 'upload', role: null, end }, (listener) => response.once('close', listener));
     },
     stop: () => {
       stopped = true;
@@ -155,5 +180,11 @@ export interface KeyConnections {
   addSocket(principal: Pick<Principal, 'apiKeyId' | 'role'>, socket: WebSocket): boolean;
   /** Whether a download of an export link the key created may go on: false when the key's revocation has arrived. */
   addDownload(apiKeyId: string, response: Writable): boolean;
+  /**
+   * Whether an upload by the key may go on: false when the key's revocation has arrived. Revoked while the upload is
+   * under way and not yet answered, `refuse` answers it at once (the caller stops reading it), and its connection is
+   * closed CUT_OFF_LINGER_MS after that answer has gone: nothing more of it is received.
+   */
+  addUpload(apiKeyId: string, response: ServerResponse, refuse: () => void): boolean;
   stop(): void;
 }

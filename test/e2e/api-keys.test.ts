@@ -2,6 +2,7 @@
 // reaches open WebSockets and export links at once, on every replica.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -22,6 +23,7 @@ import {
   listening,
   makeTempDir,
   operationCount,
+  paddedArchive,
   RESTORE_FROM_FILE,
   serverPerSuite,
   startServer,
@@ -32,6 +34,8 @@ import {
   cuttableProxy,
   refusalCode,
   type TestServer,
+  uploadBlobs,
+  eventually,
   withClient,
   within,
 } from '../support';
@@ -140,6 +144,55 @@ function uploadInTwoParts(server: TestServer, key: string, instanceId: string, f
     'content-type': `multipart/form-data; boundary=${boundary}`,
   };
   return sendInTwoParts(server.graphqlUrl, 'POST', headers, Buffer.concat([head, file.subarray(0, firstBytes)]), Buffer.concat([file.subarray(firstBytes), tail]), between);
+}
+
+/**
+ * A request of known length: `head`, the file's chunks (sent as the connection takes them), then `tail`; `between`
+ * runs once `holdAfter` bytes of the file are sent. Resolves with the answer and how many bytes of the file had been
+ * sent when it came: the rest is not sent once it has (the connection is then closed).
+ */
+async function sendUntilAnswered(
+  url: string,
+  method: string,
+  headers: Record<string, string>,
+  { head, file, fileLength, tail }: { head: Buffer; file: AsyncIterable<Buffer>; fileLength: number; tail: Buffer },
+  holdAfter: number,
+  between: () => Promise<void>,
+): Promise<{ status: number; body: string; sent: number }> {
+  const req = request(url, { method, headers: { ...headers, 'content-length': String(head.length + fileLength + tail.length) } });
+  let answered = false;
+  const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    req.on('response', (res) => {
+      answered = true;
+      let body = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+  answer.catch(() => undefined);
+  const send = async (chunk: Buffer) => {
+    if (!req.write(chunk)) await Promise.race([once(req, 'drain'), answer]);
+  };
+  await send(head);
+  let sent = 0;
+  let held = false;
+  for await (const chunk of file) {
+    if (answered) break;
+    if (!held && sent >= holdAfter) {
+      held = true;
+      await between();
+    }
+    await send(chunk);
+    sent += chunk.length;
+  }
+  if (!answered) req.end(tail);
+  try {
+    return { ...(await answer), sent };
+  } finally {
+    req.destroy();
+  }
 }
 
 describe('API keys', () => {
@@ -386,6 +439,66 @@ describe('API keys', () => {
 
     it('queues no restore of a file whose key was revoked while it was uploaded, over multipart or tus', () =>
       refusedMidUpload('revoked', async (server, id) => void expectData(await gql(server, REVOKE, { id })), 'UNAUTHENTICATED'));
+
+    it('cuts off an upload under way at the revocation, over multipart and tus: refused at once, the rest never read, the multipart file not kept', async function () {
+      this.timeout(120_000);
+      const server = suite.server;
+      const instance = await createInstance(server, { name: 'restored by a key revoked mid-file' });
+      const operations = await operationCount(server, instance.id);
+      // About 48 MiB of sound archive that does not compress: far more than the socket buffers between the two ends hold.
+      const archive = { nodes: 384, padBytes: 128 * 1024 };
+      let fileLength = 0;
+      for await (const chunk of paddedArchive(archive)) fileLength += chunk.length;
+      const holdAfter = 2 * 1024 * 1024;
+      const uploadsBefore = new Set(uploadBlobs(server.dataDir));
+      const revoke = (keyId: string) => async () => void expectData(await gql(server, REVOKE, { id: keyId }));
+      const assertCutOff = (what: string, answer: { status: number; body: string; sent: number }, keyId: string) => {
+        assert.equal(answer.status, 401, `${what}: ${answer.body}`);
+        assert.equal(refusalCode(answer.body), 'UNAUTHENTICATED', answer.body);
+        assert.match(answer.body, /revoked while the file was uploaded/);
+        assert.ok(answer.sent < fileLength / 2, `${what}: the server read on after the revocation (${answer.sent} of ${fileLength} bytes sent)`);
+        const ended = server.logLines().find((line) => line.msg === 'ended the connections of a revoked API key' && line.apiKeyId === keyId);
+        assert.equal(ended?.uploads, 1, `${what}: ${JSON.stringify(ended)}`);
+      };
+
+      const multipartKey = await createKey(server, server.adminKey, 'ADMIN', 'multipart upload revoked mid-file');
+      const boundary = 'snapgraph-cut-off';
+      const part = (name: string, extra = '') => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"${extra}\r\n\r\n`;
+      const head = Buffer.from(
+        `${part('operations')}${JSON.stringify({ query: RESTORE_FROM_FILE, variables: { instanceId: instance.id, file: null, confirm: 'RESTORE' } })}\r\n` +
+          `${part('map')}{"0":["variables.file"]}\r\n${part('0', '; filename="big.backup"')}`,
+      );
+      const multipart = await sendUntilAnswered(
+        server.graphqlUrl,
+        'POST',
+        { authorization: `Bearer ${multipartKey.secret}`, 'apollo-require-preflight': 'true', 'content-type': `multipart/form-data; boundary=${boundary}` },
+        { head, file: paddedArchive(archive), fileLength, tail: Buffer.from(`\r\n--${boundary}--\r\n`) },
+        holdAfter,
+        revoke(multipartKey.id),
+      );
+      assertCutOff('multipart', multipart, multipartKey.id);
+      // What was stored of the file goes with it.
+      await eventually(() => uploadBlobs(server.dataDir).every((path) => uploadsBefore.has(path)) || undefined, { timeoutMs: 10_000, what: "the cut-off upload's blob removed" });
+
+      const tusKey = await createKey(server, server.adminKey, 'ADMIN', 'tus upload revoked mid-file');
+      const created = await createTusUpload(server, { instanceId: instance.id, length: fileLength, key: tusKey.secret });
+      assert.ok(created.location, created.body);
+      const tus = await sendUntilAnswered(
+        created.location,
+        'PATCH',
+        { ...created.auth, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' },
+        { head: Buffer.alloc(0), file: paddedArchive(archive), fileLength, tail: Buffer.alloc(0) },
+        holdAfter,
+        revoke(tusKey.id),
+      );
+      assertCutOff('tus', tus, tusKey.id);
+      // The upload keeps what it wrote, as after a broken connection (for the tenant's other keys to see, until it expires).
+      const kept = await fetch(created.location, { method: 'HEAD', headers: { ...created.auth, Authorization: `Bearer ${server.adminKey}` } });
+      assert.equal(kept.status, 200);
+      assert.ok(Number(kept.headers.get('upload-offset')) < fileLength / 2, `the upload holds ${kept.headers.get('upload-offset')} of ${fileLength} bytes`);
+
+      assert.equal(await operationCount(server, instance.id), operations);
+    });
 
     it('queues no restore of a file whose key lost the ADMIN role (in the database) while it was uploaded, over multipart or tus', () =>
       refusedMidUpload(

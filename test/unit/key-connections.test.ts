@@ -1,14 +1,15 @@
-// The open connections of API keys (src/api/key-connections.ts): WebSockets and export downloads, ended when their key
-// is revoked. Besides the revocation's event, the keys of the open connections are looked up every KEY_RECHECK_MS, so
+// The open connections of API keys (src/api/key-connections.ts): WebSockets, export downloads and uploads, ended when
+// their key is revoked. Besides the revocation's event, the keys of the open connections are looked up every KEY_RECHECK_MS, so
 // that a revocation whose event was lost ends them before revokeApiKey answers (it waits KEY_FRESH_MS, twice that
 // period, from the revocation's commit).
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { ServerResponse } from 'node:http';
 import type { Writable } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { App } from '../../src/app';
-import { endConnectionsOfRevokedKeys, type KeyConnections } from '../../src/api/key-connections';
+import { CUT_OFF_LINGER_MS, endConnectionsOfRevokedKeys, type KeyConnections } from '../../src/api/key-connections';
 import { createInMemoryEventBus } from '../../src/events/event-bus';
 import type { Logger } from '../../src/logging/logger';
 import { KEY_RECHECK_MS } from '../../src/services/tenant.service';
@@ -37,6 +38,35 @@ class FakeResponse extends EventEmitter {
   finish(): void {
     this.closed = true;
     this.emit('close');
+  }
+}
+
+/** A response to an upload still being received: answered (a refusal, at the cut-off), then its socket destroyed. */
+class FakeUploadResponse extends EventEmitter {
+  closed = false;
+  headersSent = false;
+  writableFinished = false;
+  readonly headers = new Map<string, string>();
+  answeredAt: number | null = null;
+  socketDestroyedAt: number | null = null;
+  readonly socket = {
+    destroy: () => {
+      this.socketDestroyedAt = Date.now();
+      this.closed = true;
+      this.emit('close');
+    },
+  };
+  setHeader(name: string, value: string): void {
+    this.headers.set(name, value);
+  }
+  /** What the refusal does: the answer leaves (written to the socket a moment later). */
+  answer(): void {
+    this.headersSent = true;
+    this.answeredAt = Date.now();
+    setTimeout(() => {
+      this.writableFinished = true;
+      this.emit('finish');
+    }, 20);
   }
 }
 
@@ -131,6 +161,31 @@ describe('endConnectionsOfRevokedKeys', () => {
       assert.equal(connections.addDownload('doomed', late as unknown as Writable), false);
       assert.equal(late.destroyedAt, null, 'a refused download is answered by its handler, not cut off');
       assert.equal(connections.addDownload('kept', new FakeResponse() as unknown as Writable), true);
+    });
+  });
+
+  it("answers a revoked key's uploads under way at once and closes their connections after the answer has gone; an answered one, or another key's, goes on", async () => {
+    await withConnections(new Map([['doomed', 'ADMIN'], ['kept', 'ADMIN']]), async (connections, revoke) => {
+      const doomed = new FakeUploadResponse();
+      const answered = new FakeUploadResponse();
+      const kept = new FakeUploadResponse();
+      const add = (apiKeyId: string, response: FakeUploadResponse) => connections.addUpload(apiKeyId, response as unknown as ServerResponse, () => response.answer());
+      assert.equal(add('doomed', doomed), true);
+      assert.equal(add('doomed', answered), true);
+      assert.equal(add('kept', kept), true);
+      answered.headersSent = true; // its request was read to its end, and its answer is leaving
+
+      revoke('doomed');
+      await until(() => doomed.answeredAt !== null, 'the upload refused');
+      assert.equal(doomed.headers.get('connection'), 'close');
+      assert.equal(doomed.socketDestroyedAt, null, 'the connection closed before its answer could be read');
+      await until(() => doomed.socketDestroyedAt !== null, 'the connection closing');
+      assert.ok(doomed.socketDestroyedAt! - doomed.answeredAt! >= CUT_OFF_LINGER_MS, `closed ${doomed.socketDestroyedAt! - doomed.answeredAt!} ms after the answer`);
+      assert.equal(answered.answeredAt, null, 'an upload already answered was answered again');
+      assert.equal(answered.socketDestroyedAt, null, 'an upload already answered was cut off');
+      assert.equal(kept.answeredAt, null, "another key's upload was cut off");
+      // An upload whose key was checked just before the revocation arrived goes no further.
+      assert.equal(add('doomed', new FakeUploadResponse()), false);
     });
   });
 

@@ -42,11 +42,15 @@ export interface MultipartRequest {
 }
 
 /**
- * Reads `operations` and `map`; the rest of the request is parsed while the resolver reads the file.
+ * Reads `operations` and `map`; the rest of the request is parsed while the resolver reads the file. Once `signal`
+ * aborts, nothing more of the request is read (it is left unread, for its connection to be closed): the file being read
+ * fails with the signal's reason, and so does reading the fields.
  */
-export async function readMultipartRequest(req: IncomingMessage, limits: MultipartLimits): Promise<MultipartRequest> {
+export async function readMultipartRequest(req: IncomingMessage, limits: MultipartLimits, signal?: AbortSignal): Promise<MultipartRequest> {
   const boundary = boundaryOf(req.headers['content-type']);
   const parts = new PartReader(req, boundary);
+  if (signal?.aborted) parts.stop(signal.reason as Error);
+  signal?.addEventListener('abort', () => parts.stop(signal.reason as Error), { once: true });
   const uploads = new Map<string, Deferred<FileUpload>>();
   let operations: unknown;
   try {
@@ -125,6 +129,8 @@ class PartReader {
   private inPart = true;
   private finished = false;
   private discarded = false;
+  /** Why reading stopped for good (stop()), if it did. */
+  private stopped: Error | null = null;
   private file: FileStream | null = null;
 
   constructor(source: Readable, boundary: string) {
@@ -223,11 +229,18 @@ class PartReader {
     this.file?.destroy();
   }
 
+  /** Reads nothing more of the request: the file being read, and whatever waits on the request, fail with `error`. */
+  stop(error: Error): void {
+    this.stopped ??= error;
+    this.file?.destroy(error);
+  }
+
   /**
    * Reads the rest of the request and drops it, so that it ends (and the answer, held until then, leaves). Reading it
    * through the same iterator matters: while a reader listens for 'readable', resume() does not make it flow.
    */
   async drain(): Promise<void> {
+    if (this.stopped) return;
     this.finished = true;
     this.head = EMPTY;
     try {
@@ -316,13 +329,17 @@ class PartReader {
   }
 
   private async nextChunk(): Promise<Buffer | null> {
+    if (this.stopped) throw this.stopped;
     let next: IteratorResult<Buffer>;
     try {
       next = await this.chunks.next();
     } catch {
+      if (this.stopped) throw this.stopped;
       // The request itself failed: its client went away ('aborted'), which is the request's fault, not the server's.
       throw new MultipartError(400, 'The client closed the connection before the multipart request ended.');
     }
+    // A chunk read before the stop is dropped with the rest.
+    if (this.stopped) throw this.stopped;
     return next.done ? null : next.value;
   }
 }

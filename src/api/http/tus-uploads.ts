@@ -35,6 +35,8 @@ import { AppError, isAppError, unauthenticated } from '../../errors/app-error';
 import { asStorageFull } from '../../errors/storage-full';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
+import type { KeyConnections } from '../key-connections';
+import { REVOKED_UPLOAD } from './upload-middleware';
 import type { CheckedFile, ReceivedFile } from '../../services/upload.service';
 import { CryptoError, encryptedSize } from '../../crypto';
 import { type PartialBlobFile, PartialBlobOffsetError } from '../../storage/partial-blob-file';
@@ -100,7 +102,10 @@ function legacyUploadDirectory(dataDir: string): string {
 }
 
 /** The express handler to mount at UPLOADS_PATH. Starts the hourly sweep of expired partial uploads. */
-export async function createTusUploads({ config, logger, services }: Pick<App, 'config' | 'logger' | 'services'>): Promise<RequestHandler> {
+export async function createTusUploads(
+  { config, logger, services }: Pick<App, 'config' | 'logger' | 'services'>,
+  keyConnections: Pick<KeyConnections, 'addUpload'>,
+): Promise<RequestHandler> {
   const directory = uploadDirectory(config);
   await preparePrivateDirectory(directory);
   await removeLegacyUploads(config, logger);
@@ -501,6 +506,8 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
   }, SWEEP_INTERVAL_MS);
   sweep.unref();
 
+  /** Requests cut off at their key's revocation (KeyConnections.addUpload). */
+  const cutOffs = new WeakSet<Request>();
   return async (req: Request, res: Response) => {
     try {
       const id = uploadIdOf(req.path);
@@ -516,6 +523,16 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
           return void sendRefusal(res, refusal(unauthenticated(), { debugErrors: config.debugErrors }));
         }
         principals.set(req, principal);
+        // A write under way when its key is revoked is refused at once, and its connection closed: the bytes it wrote are
+        // kept, as a broken connection's are.
+        const revoked = () => refusal(unauthenticated(REVOKED_UPLOAD), { debugErrors: config.debugErrors });
+        if (req.method === 'PATCH' || req.method === 'POST') {
+          const cutOff = () => {
+            cutOffs.add(req);
+            sendRefusal(res, revoked());
+          };
+          if (!keyConnections.addUpload(principal.apiKeyId, res, cutOff)) return void sendRefusal(res, revoked());
+        }
         // Uploads are an ADMIN's, and speak tus 1.0: anything else is for @tus/server (and onIncomingRequest) to refuse.
         const ours = principal.role === 'ADMIN' && req.headers['tus-resumable'] === TUS_VERSION;
         const completed = ours && id && (req.method === 'HEAD' || req.method === 'PATCH') ? await completionOf(id, principal, req) : undefined;
@@ -527,6 +544,8 @@ export async function createTusUploads({ config, logger, services }: Pick<App, '
       req.url = req.originalUrl; // @tus/server routes on the full path
       await tus.handle(req, res);
     } catch (error) {
+      // Cut off (its key revoked): answered, and its connection about to close; @tus/server's own answer came too late.
+      if (cutOffs.has(req)) return;
       logger.error({ err: error }, 'upload request failed');
       if (!res.headersSent) sendRefusal(res, refusal(error, { debugErrors: config.debugErrors }));
       else res.destroy();

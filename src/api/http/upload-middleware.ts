@@ -2,10 +2,15 @@
 // Checked before a byte of the file is buffered: the CSRF preflight header and the API key. Whatever the outcome,
 // the answer leaves only once the whole request has been read (the rest of a refused file is discarded): an answer
 // sent while the client is still sending makes the connection close under it, and the client sees a reset instead
-// of the error.
+// of the error. One exception: the key revoked while its file is sent, which ends the upload at once (KeyConnections).
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { AppConfig } from '../../config/app-config';
+import { AppError } from '../../errors/app-error';
+import type { KeyConnections } from '../key-connections';
 import { MultipartError, readMultipartRequest } from './multipart-request';
+
+/** The refusal of an upload under way whose API key was revoked (multipart and resumable alike). */
+export const REVOKED_UPLOAD = 'the API key was revoked while the file was uploaded; nothing was restored';
 
 const PREFLIGHT_HEADERS = ['apollo-require-preflight', 'x-apollo-operation-name'];
 
@@ -17,8 +22,12 @@ export type UploadRefusal = (req: Request, res: Response, status: number, code: 
 
 export function createUploadMiddleware(
   config: AppConfig,
-  /** False for a key refused; throws when the key could not be checked (the request then fails as the server's error). */
-  isAuthorized: (authorization: unknown) => Promise<boolean>,
+  /**
+   * The id of the key the request acts for, null for a key refused; throws when the key could not be checked (the
+   * request then fails as the server's error).
+   */
+  apiKeyOf: (authorization: unknown) => Promise<string | null>,
+  keyConnections: Pick<KeyConnections, 'addUpload'>,
   answerRefusal: UploadRefusal,
 ): RequestHandler {
   return async (req: Request, res: Response, next: NextFunction) => {
@@ -26,7 +35,7 @@ export function createUploadMiddleware(
     // The header test first: req.is() parses the media type, a cost every JSON request would pay.
     if (!/multipart/i.test(req.headers['content-type'] ?? '') || !req.is('multipart/form-data')) return next();
     let discardBody: () => void = () => req.resume();
-    answerAfterRequestEnds(req, res, () => discardBody());
+    const answer = answerAfterRequestEnds(req, res, () => discardBody());
     if (!PREFLIGHT_HEADERS.some((header) => req.headers[header])) {
       // Same rule as Apollo's CSRF prevention, applied before the body is read.
       return refuse(
@@ -36,24 +45,30 @@ export function createUploadMiddleware(
           'Send a non-empty `Apollo-Require-Preflight` header with multipart requests.',
       );
     }
-    let authorized: boolean;
+    let apiKeyId: string | null;
     try {
-      authorized = await isAuthorized(req.headers.authorization);
+      apiKeyId = await apiKeyOf(req.headers.authorization);
     } catch (error) {
       return next(error);
     }
-    if (!authorized) return refuse(401, 'UNAUTHENTICATED', 'a valid API key is required (Authorization: Bearer <key>)');
+    if (apiKeyId === null) return refuse(401, 'UNAUTHENTICATED', 'a valid API key is required (Authorization: Bearer <key>)');
+    // Revoked while the file comes: nothing more is read (the file being stored fails, and what was stored of it goes),
+    // and the refusal leaves at once; the connection then closes (KeyConnections).
+    const revoked = new AbortController();
+    const cutOff = () => {
+      revoked.abort(new AppError('UNAUTHENTICATED', REVOKED_UPLOAD));
+      answer.now(() => refuse(401, 'UNAUTHENTICATED', REVOKED_UPLOAD));
+    };
+    if (!keyConnections.addUpload(apiKeyId, res, cutOff)) return refuse(401, 'UNAUTHENTICATED', REVOKED_UPLOAD);
     try {
-      const multipart = await readMultipartRequest(req, {
-        maxFileSize: config.maxUploadBytes,
-        maxFiles: 1,
-        maxFieldSize: 10 * 1024 * 1024,
-      });
+      const multipart = await readMultipartRequest(req, { maxFileSize: config.maxUploadBytes, maxFiles: 1, maxFieldSize: 10 * 1024 * 1024 }, revoked.signal);
       // The parser reads the request now: what nobody read of the file is dropped through it.
       discardBody = () => multipart.discard();
       req.body = multipart.operations;
       next();
     } catch (error) {
+      // Cut off: answered already.
+      if (revoked.signal.aborted) return;
       // Parsing stopped: what is left of the request is read and dropped before the answer leaves. A refusal carries its
       // status and code (MultipartError); anything else stopped reading a malformed body.
       if (error instanceof MultipartError) refuse(error.status, error.code, error.message);
@@ -64,19 +79,22 @@ export function createUploadMiddleware(
 
 /**
  * Holds the response (Apollo's and ours both end with res.send or res.end) until the request has been read; when the
- * answer is ready, what is left unread is discarded.
+ * answer is ready, what is left unread is discarded. now() answers at once instead, with what it is given; any answer
+ * made after that (the resolver's, reading a file that failed) is dropped.
  */
-function answerAfterRequestEnds(req: Request, res: Response, discardBody: () => void): void {
+function answerAfterRequestEnds(req: Request, res: Response, discardBody: () => void): { now(answer: () => void): void } {
   const ended = new Promise<void>((resolve) => {
     if (req.readableEnded) return resolve();
     req.once('end', () => resolve());
     req.once('close', () => resolve());
   });
   const { send, end } = res;
+  let answeredNow = false;
   res.send = (...args: Parameters<Response['send']>) => {
     // Unread, the rest of the body would never end: drained.
     if (!req.readableEnded) discardBody();
     void ended.then(() => {
+      if (answeredNow) return;
       res.send = send;
       res.send(...args);
     });
@@ -85,9 +103,21 @@ function answerAfterRequestEnds(req: Request, res: Response, discardBody: () => 
   res.end = ((...args: Parameters<Response['end']>) => {
     if (!req.readableEnded) discardBody();
     void ended.then(() => {
+      if (answeredNow) return;
       res.end = end;
       (res.end as (...a: unknown[]) => Response)(...args);
     });
     return res;
   }) as Response['end'];
+  return {
+    now(answer) {
+      answeredNow = true;
+      res.send = send;
+      res.end = end;
+      answer();
+      // Whatever answers later finds the answer sent, and changes nothing.
+      res.send = () => res;
+      res.end = (() => res) as unknown as Response['end'];
+    },
+  };
 }
