@@ -8,7 +8,8 @@ function toIsoString(value: unknown): string {
   return date.toISOString();
 }
 
-const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:Z|[+-](\d{2}):(\d{2}))$/;
+/** RFC 3339's date-time (its "T" and "Z" in either case), seconds optional. */
+const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
 
 function parseIso(text: unknown): Date {
   const fields = typeof text === 'string' ? ISO_DATE_TIME.exec(text) : null;
