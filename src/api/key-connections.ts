@@ -43,8 +43,7 @@ interface KeyConnection {
  * at once: their subscriptions would otherwise go on delivering events to a key that no longer exists, their queries
  * and mutations run as it, a download under way (perhaps many GiB, perhaps by whoever the key leaked to) go on sending
  * the snapshot's data, and an upload go on being received and stored, up to the upload limit, only to be refused at its
- * end. A
- * revocation can miss this process (Redis away from it, or from the replica that published it while this one still
+ * end. A revocation can miss this process (Redis away from it, or from the replica that published it while this one still
  * listens; or made in the database by other means), so the keys of the open connections are also looked up in the
  * database every KEY_RECHECK_MS: revokeApiKey, when its event was lost, answers only once that has happened everywhere.
  * That look-up also closes the sockets of a key whose role is no longer the one they were opened with (changed in the

@@ -20,6 +20,12 @@ import { assertConfirmed, type RestoreService } from './restore.service';
 import type { TenantService } from './tenant.service';
 import { unwrapUploadedFile } from './uploaded-file';
 
+/**
+ * The refusal of a file whose API key was revoked while it was uploaded: at its end, or at once, where the request
+ * under way is cut off at the revocation (KeyConnections).
+ */
+export const REVOKED_UPLOAD = 'the API key was revoked while the file was uploaded; nothing was restored';
+
 /** A checked upload: a Snapgraph archive (its verified header), or a foreign graph file (its format and census). */
 export interface CheckedFile {
   /** Bytes of the file (of the one file inside, when it came in a tar). */
@@ -152,7 +158,7 @@ export class UploadService {
     // The key was checked when the request began, before its file arrived: one revoked since restores nothing, and one
     // whose role changed since (in the database) restores only if its role now allows it.
     const role = (await this.tenants.activeKeyRoles([principal.apiKeyId])).get(principal.apiKeyId);
-    if (role === undefined) throw unauthenticated('the API key was revoked while the file was uploaded; nothing was restored');
+    if (role === undefined) throw unauthenticated(REVOKED_UPLOAD);
     const now = { ...principal, role };
     const instance = await this.authorize(now, instanceId, confirm);
     return this.restores.requestRestoreFromFile(now, instance, received);

@@ -36,8 +36,7 @@ import { asStorageFull } from '../../errors/storage-full';
 import type { Logger } from '../../logging/logger';
 import { type Principal, requireRole } from '../../services/principal';
 import type { KeyConnections } from '../key-connections';
-import { REVOKED_UPLOAD } from './upload-middleware';
-import type { CheckedFile, ReceivedFile } from '../../services/upload.service';
+import { type CheckedFile, type ReceivedFile, REVOKED_UPLOAD } from '../../services/upload.service';
 import { CryptoError, encryptedSize } from '../../crypto';
 import { type PartialBlobFile, PartialBlobOffsetError } from '../../storage/partial-blob-file';
 import { type ErrorExposure, formatError } from '../format-error';
@@ -525,8 +524,8 @@ export async function createTusUploads(
         principals.set(req, principal);
         // A write under way when its key is revoked is refused at once, and its connection closed: the bytes it wrote are
         // kept, as a broken connection's are.
-        const revoked = () => refusal(unauthenticated(REVOKED_UPLOAD), { debugErrors: config.debugErrors });
         if (req.method === 'PATCH' || req.method === 'POST') {
+          const revoked = () => refusal(unauthenticated(REVOKED_UPLOAD), { debugErrors: config.debugErrors });
           const cutOff = () => {
             cutOffs.add(req);
             sendRefusal(res, revoked());

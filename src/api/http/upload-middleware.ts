@@ -6,11 +6,9 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { AppConfig } from '../../config/app-config';
 import { AppError } from '../../errors/app-error';
+import { REVOKED_UPLOAD } from '../../services/upload.service';
 import type { KeyConnections } from '../key-connections';
 import { MultipartError, readMultipartRequest } from './multipart-request';
-
-/** The refusal of an upload under way whose API key was revoked (multipart and resumable alike). */
-export const REVOKED_UPLOAD = 'the API key was revoked while the file was uploaded; nothing was restored';
 
 const PREFLIGHT_HEADERS = ['apollo-require-preflight', 'x-apollo-operation-name'];
 
