@@ -113,8 +113,12 @@ function answerAfterRequestEnds(req: Request, res: Response, discardBody: () => 
       res.send = send;
       res.end = end;
       answer();
-      // Whatever answers later finds the answer sent, and changes nothing.
+      // The response is sent: what the resolver's answer sets and writes later (Apollo's headers, then its body) is
+      // dropped, instead of throwing ERR_HTTP_HEADERS_SENT into express, whose error handler would reset the connection
+      // before the client read the refusal.
+      res.setHeader = (() => res) as unknown as Response['setHeader'];
       res.send = () => res;
+      res.write = (() => true) as unknown as Response['write'];
       res.end = (() => res) as unknown as Response['end'];
     },
   };
