@@ -24,8 +24,9 @@ const REVOCATION_MEMORY_MS = 10 * 60_000;
 
 /**
  * How long an upload cut off at its key's revocation keeps its connection once the refusal is sent: a client still
- * sending reads its answer meanwhile (curl and fetch read while they send). Closed at once, the client's system could
- * drop the answer it had not read yet (a reset discards it), and the client would see a reset instead of the refusal.
+ * sending reads its answer meanwhile (curl, fetch and node's http client read while they send). Closed at once, the
+ * client's system could drop the answer it had not read yet (a reset discards it), and the client would see a reset
+ * instead of the refusal.
  */
 export const CUT_OFF_LINGER_MS = 1_000;
 
@@ -158,7 +159,8 @@ export function endConnectionsOfRevokedKeys({ events, services }: App, logger: L
       const end = () => {
         // Answered already: the request was read to its end, and its answer is on its way.
         if (response.headersSent) return;
-        response.setHeader('connection', 'close');
+        // Not `Connection: close`: with it, node destroys the socket as soon as the answer is written, and a client
+        // still sending meets a reset (EPIPE) before it reads the answer. The connection is closed here, after a while.
         refuse();
         const close = () => setTimeout(() => response.socket?.destroy(), CUT_OFF_LINGER_MS).unref();
         if (response.writableFinished) close();

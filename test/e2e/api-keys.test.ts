@@ -128,8 +128,8 @@ function sendInTwoParts(url: string, method: string, headers: Record<string, str
   });
 }
 
-/** restoreFromFile as a multipart request whose file arrives in two parts (sendInTwoParts), split after `firstBytes`. */
-function uploadInTwoParts(server: TestServer, key: string, instanceId: string, file: Buffer, firstBytes: number, between: () => Promise<void>) {
+/** What a multipart restoreFromFile sends around its file (GraphQL multipart request spec), and its headers. */
+function multipartRestore(key: string, instanceId: string) {
   const boundary = `snapgraph-${Date.now()}`;
   const field = (name: string, value: string) => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`;
   const head = Buffer.from(
@@ -143,6 +143,12 @@ function uploadInTwoParts(server: TestServer, key: string, instanceId: string, f
     'apollo-require-preflight': 'true',
     'content-type': `multipart/form-data; boundary=${boundary}`,
   };
+  return { head, tail, headers };
+}
+
+/** restoreFromFile as a multipart request whose file arrives in two parts (sendInTwoParts), split after `firstBytes`. */
+function uploadInTwoParts(server: TestServer, key: string, instanceId: string, file: Buffer, firstBytes: number, between: () => Promise<void>) {
+  const { head, tail, headers } = multipartRestore(key, instanceId);
   return sendInTwoParts(server.graphqlUrl, 'POST', headers, Buffer.concat([head, file.subarray(0, firstBytes)]), Buffer.concat([file.subarray(firstBytes), tail]), between);
 }
 
@@ -466,20 +472,8 @@ describe('API keys', () => {
       };
 
       const multipartKey = await createKey(server, server.adminKey, 'ADMIN', 'multipart upload revoked mid-file');
-      const boundary = 'snapgraph-cut-off';
-      const part = (name: string, extra = '') => `--${boundary}\r\nContent-Disposition: form-data; name="${name}"${extra}\r\n\r\n`;
-      const head = Buffer.from(
-        `${part('operations')}${JSON.stringify({ query: RESTORE_FROM_FILE, variables: { instanceId: instance.id, file: null, confirm: 'RESTORE' } })}\r\n` +
-          `${part('map')}{"0":["variables.file"]}\r\n${part('0', '; filename="big.backup"')}`,
-      );
-      const multipart = await sendUntilAnswered(
-        server.graphqlUrl,
-        'POST',
-        { authorization: `Bearer ${multipartKey.secret}`, 'apollo-require-preflight': 'true', 'content-type': `multipart/form-data; boundary=${boundary}` },
-        { head, file: paddedArchive(archive), fileLength, tail: Buffer.from(`\r\n--${boundary}--\r\n`) },
-        holdAfter,
-        revoke(multipartKey.id),
-      );
+      const { head, tail, headers } = multipartRestore(multipartKey.secret, instance.id);
+      const multipart = await sendUntilAnswered(server.graphqlUrl, 'POST', headers, { head, file: paddedArchive(archive), fileLength, tail }, holdAfter, revoke(multipartKey.id));
       await assertCutOff('multipart', multipart, multipartKey.id);
       // What was stored of the file goes with it.
       await eventually(() => uploadBlobs(server.dataDir).every((path) => uploadsBefore.has(path)) || undefined, { timeoutMs: 10_000, what: "the cut-off upload's blob removed" });
@@ -677,6 +671,23 @@ describePostgres('revocation across replicas (PostgreSQL + Redis)', (postgres) =
     assert.equal(closed.code, 4403);
     await assertRefusal(await fetch(link.url), 403, 'FORBIDDEN');
     await assertRefusal(await fetch(link.url.replace(new URL(link.url).origin, first.url)), 403, 'FORBIDDEN');
+  });
+
+  it('cuts off an upload under way on the other replica', async function () {
+    this.timeout(60_000);
+    const [first, second] = replicas;
+    const instance = await createInstance(first, { name: 'uploaded across' });
+    const uploader = await createKey(first, first.adminKey, 'ADMIN', 'uploading across');
+    const archive = { nodes: 256, padBytes: 128 * 1024 };
+    let fileLength = 0;
+    for await (const chunk of paddedArchive(archive)) fileLength += chunk.length;
+    const { head, tail, headers } = multipartRestore(uploader.secret, instance.id);
+    const answer = await sendUntilAnswered(second.graphqlUrl, 'POST', headers, { head, file: paddedArchive(archive), fileLength, tail }, 2 * 1024 * 1024, async () => {
+      expectData(await gql(first, REVOKE, { id: uploader.id }));
+    });
+    assert.equal(answer.status, 401, answer.body);
+    assert.equal(refusalCode(answer.body), 'UNAUTHENTICATED', answer.body);
+    assert.ok(answer.sent < fileLength / 2, `the other replica read on after the revocation (${answer.sent} of ${fileLength} bytes sent)`);
   });
 
   it('answers true to one of several revocations of one key at once, on either replica, NOT_FOUND to the others', async () => {
