@@ -1,6 +1,6 @@
 // Open connections by API key (WebSockets, export downloads, uploads), so that revoking a key ends them on every replica
 // at once.
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Writable } from 'node:stream';
 import type { WebSocket } from 'ws';
@@ -154,15 +154,18 @@ export function endConnectionsOfRevokedKeys({ events, services }: App, logger: L
       const end = () => response.destroy();
       return track(apiKeyId, response, { kind: 'download', role: null, end }, (listener) => response.once('close', listener));
     },
-    addUpload(apiKeyId, response, refuse) {
+    addUpload(apiKeyId, request, response, refuse) {
       if (response.closed) return true;
       const end = () => {
-        // Answered already: the request was read to its end, and its answer is on its way.
-        if (response.headersSent) return;
+        // Answered already, or every byte is in: the end of the file checks the key again and answers (a restore
+        // queued before the revocation is told as queued, not refused).
+        if (response.headersSent || request.complete) return;
+        // Taken now: node lets go of a response's socket once the answer is written.
+        const socket = response.socket;
         // Not `Connection: close`: with it, node destroys the socket as soon as the answer is written, and a client
         // still sending meets a reset (EPIPE) before it reads the answer. The connection is closed here, after a while.
         refuse();
-        const close = () => setTimeout(() => response.socket?.destroy(), CUT_OFF_LINGER_MS).unref();
+        const close = () => setTimeout(() => socket?.destroy(), CUT_OFF_LINGER_MS).unref();
         if (response.writableFinished) close();
         else response.once('finish', close);
       };
@@ -182,10 +185,10 @@ export interface KeyConnections {
   /** Whether a download of an export link the key created may go on: false when the key's revocation has arrived. */
   addDownload(apiKeyId: string, response: Writable): boolean;
   /**
-   * Whether an upload by the key may go on: false when the key's revocation has arrived. Revoked while the upload is
-   * under way and not yet answered, `refuse` answers it at once (the caller stops reading it), and its connection is
+   * Whether an upload by the key may go on: false when the key's revocation has arrived. Revoked while the upload's
+   * bytes still come and it is not answered, `refuse` answers it at once (and stops reading it), and its connection is
    * closed CUT_OFF_LINGER_MS after that answer has gone: nothing more of it is received.
    */
-  addUpload(apiKeyId: string, response: ServerResponse, refuse: () => void): boolean;
+  addUpload(apiKeyId: string, request: IncomingMessage, response: ServerResponse, refuse: () => void): boolean;
   stop(): void;
 }

@@ -154,8 +154,10 @@ function uploadInTwoParts(server: TestServer, key: string, instanceId: string, f
 
 /**
  * A request of known length: `head`, the file's chunks (sent as the connection takes them), then `tail`; `between`
- * runs once `holdAfter` bytes of the file are sent. Resolves with the answer and how many bytes of the file had been
- * sent when it came: the rest is not sent once it has (the connection is then closed).
+ * runs once `holdAfter` bytes of the file are sent. A client that pays no heed to an answer: it goes on sending after
+ * one comes, until the server closes the connection (given up 10 s after the answer). Resolves with the answer, how many
+ * bytes of the file had been handed to the connection when it came, and how long after it the server closed the
+ * connection (null: never).
  */
 async function sendUntilAnswered(
   url: string,
@@ -164,12 +166,19 @@ async function sendUntilAnswered(
   { head, file, fileLength, tail }: { head: Buffer; file: AsyncIterable<Buffer>; fileLength: number; tail: Buffer },
   holdAfter: number,
   between: () => Promise<void>,
-): Promise<{ status: number; body: string; sent: number }> {
+): Promise<{ status: number; body: string; sent: number; closedAfterMs: number | null }> {
   const req = request(url, { method, headers: { ...headers, 'content-length': String(head.length + fileLength + tail.length) } });
-  let answered = false;
+  let answeredAt: number | null = null;
+  let closedAt: number | null = null;
+  const closed = new Promise<void>((resolve) =>
+    req.once('close', () => {
+      closedAt = Date.now();
+      resolve();
+    }),
+  );
   const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
     req.on('response', (res) => {
-      answered = true;
+      answeredAt = Date.now();
       let body = '';
       res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
@@ -178,24 +187,32 @@ async function sendUntilAnswered(
     req.on('error', reject);
   });
   answer.catch(() => undefined);
+  /** Ten seconds after the answer, or never before it. */
+  const givenUp = answer.then(
+    () => new Promise<void>((resolve) => setTimeout(resolve, 10_000).unref()),
+    () => undefined,
+  );
   const send = async (chunk: Buffer) => {
-    if (!req.write(chunk)) await Promise.race([once(req, 'drain'), answer]);
+    if (!req.write(chunk)) await Promise.race([once(req, 'drain').catch(() => undefined), closed, givenUp]);
   };
   await send(head);
   let sent = 0;
   let held = false;
   for await (const chunk of file) {
-    if (answered) break;
+    if (closedAt !== null || (answeredAt !== null && Date.now() - answeredAt > 10_000)) break;
     if (!held && sent >= holdAfter) {
       held = true;
       await between();
     }
+    // Counted as it is handed over: the server cannot have read more than this before it answered.
+    if (answeredAt === null) sent += chunk.length;
     await send(chunk);
-    sent += chunk.length;
   }
-  if (!answered) req.end(tail);
+  if (closedAt === null) req.end(tail);
   try {
-    return { ...(await answer), sent };
+    const answered = await answer;
+    await Promise.race([closed, givenUp]);
+    return { ...answered, sent, closedAfterMs: closedAt === null ? null : closedAt - answeredAt! };
   } finally {
     req.destroy();
   }
@@ -459,11 +476,13 @@ describe('API keys', () => {
       const uploadsBefore = new Set(uploadBlobs(server.dataDir));
       const logsBefore = server.logs().length;
       const revoke = (keyId: string) => async () => void expectData(await gql(server, REVOKE, { id: keyId }));
-      const assertCutOff = async (what: string, answer: { status: number; body: string; sent: number }, keyId: string) => {
+      const assertCutOff = async (what: string, answer: { status: number; body: string; sent: number; closedAfterMs: number | null }, keyId: string) => {
         assert.equal(answer.status, 401, `${what}: ${answer.body}`);
         assert.equal(refusalCode(answer.body), 'UNAUTHENTICATED', answer.body);
         assert.match(answer.body, /revoked while the file was uploaded/);
         assert.ok(answer.sent < fileLength / 2, `${what}: the server read on after the revocation (${answer.sent} of ${fileLength} bytes sent)`);
+        // A client that goes on sending is not waited for: the connection closes a second after the answer.
+        assert.ok(answer.closedAfterMs !== null && answer.closedAfterMs < 4_000, `${what}: the connection was closed ${answer.closedAfterMs} ms after the answer`);
         // The log reaches the test through a pipe, which may deliver it after the answer.
         const ended = await eventually(() => server.logLines().find((line) => line.msg === 'ended the connections of a revoked API key' && line.apiKeyId === keyId), {
           what: `${what}: the log line of the cut-off`,
@@ -493,7 +512,8 @@ describe('API keys', () => {
       // The upload keeps what it wrote, as after a broken connection (for the tenant's other keys to see, until it expires).
       const kept = await fetch(created.location, { method: 'HEAD', headers: { ...created.auth, Authorization: `Bearer ${server.adminKey}` } });
       assert.equal(kept.status, 200);
-      assert.ok(Number(kept.headers.get('upload-offset')) < fileLength / 2, `the upload holds ${kept.headers.get('upload-offset')} of ${fileLength} bytes`);
+      // Nothing sent after the answer was taken: the write stopped when the refusal left.
+      assert.ok(Number(kept.headers.get('upload-offset')) <= tus.sent, `the upload holds ${kept.headers.get('upload-offset')} bytes, of ${tus.sent} sent before the refusal`);
 
       assert.equal(await operationCount(server, instance.id), operations);
       // A cut-off is no failure of the server (the resolver's late answer once threw ERR_HTTP_HEADERS_SENT into express,
@@ -688,6 +708,7 @@ describePostgres('revocation across replicas (PostgreSQL + Redis)', (postgres) =
     assert.equal(answer.status, 401, answer.body);
     assert.equal(refusalCode(answer.body), 'UNAUTHENTICATED', answer.body);
     assert.ok(answer.sent < fileLength / 2, `the other replica read on after the revocation (${answer.sent} of ${fileLength} bytes sent)`);
+    assert.ok(answer.closedAfterMs !== null && answer.closedAfterMs < 4_000, `the connection was closed ${answer.closedAfterMs} ms after the answer`);
   });
 
   it('answers true to one of several revocations of one key at once, on either replica, NOT_FOUND to the others', async () => {

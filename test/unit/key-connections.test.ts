@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Writable } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { App } from '../../src/app';
@@ -41,7 +41,10 @@ class FakeResponse extends EventEmitter {
   }
 }
 
-/** A response to an upload still being received: answered (a refusal, at the cut-off), then its socket destroyed. */
+/**
+ * A response to an upload still being received: answered (a refusal, at the cut-off), then its socket destroyed. As
+ * node's, it lets go of its socket once the answer is written.
+ */
 class FakeUploadResponse extends EventEmitter {
   closed = false;
   headersSent = false;
@@ -49,13 +52,15 @@ class FakeUploadResponse extends EventEmitter {
   readonly headers = new Map<string, string>();
   answeredAt: number | null = null;
   socketDestroyedAt: number | null = null;
-  readonly socket = {
+  socket: { destroy(): void } | null = {
     destroy: () => {
       this.socketDestroyedAt = Date.now();
       this.closed = true;
       this.emit('close');
     },
   };
+  /** The request's bytes have all come (IncomingMessage.complete). */
+  readonly request = { complete: false };
   setHeader(name: string, value: string): void {
     this.headers.set(name, value);
   }
@@ -66,6 +71,7 @@ class FakeUploadResponse extends EventEmitter {
     setTimeout(() => {
       this.writableFinished = true;
       this.emit('finish');
+      this.socket = null;
     }, 20);
   }
 }
@@ -164,16 +170,18 @@ describe('endConnectionsOfRevokedKeys', () => {
     });
   });
 
-  it("answers a revoked key's uploads under way at once and closes their connections after the answer has gone; an answered one, or another key's, goes on", async () => {
+  it("answers a revoked key's uploads under way at once and closes their connections after the answer has gone; an answered or complete one, or another key's, goes on", async () => {
     await withConnections(new Map([['doomed', 'ADMIN'], ['kept', 'ADMIN']]), async (connections, revoke) => {
       const doomed = new FakeUploadResponse();
       const answered = new FakeUploadResponse();
+      const complete = new FakeUploadResponse();
       const kept = new FakeUploadResponse();
-      const add = (apiKeyId: string, response: FakeUploadResponse) => connections.addUpload(apiKeyId, response as unknown as ServerResponse, () => response.answer());
-      assert.equal(add('doomed', doomed), true);
-      assert.equal(add('doomed', answered), true);
+      const add = (apiKeyId: string, response: FakeUploadResponse) =>
+        connections.addUpload(apiKeyId, response.request as IncomingMessage, response as unknown as ServerResponse, () => response.answer());
+      for (const response of [doomed, answered, complete]) assert.equal(add('doomed', response), true);
       assert.equal(add('kept', kept), true);
       answered.headersSent = true; // its request was read to its end, and its answer is leaving
+      complete.request.complete = true; // every byte is in: the end of the file decides
 
       revoke('doomed');
       await until(() => doomed.answeredAt !== null, 'the upload refused');
@@ -183,6 +191,7 @@ describe('endConnectionsOfRevokedKeys', () => {
       assert.ok(doomed.socketDestroyedAt! - doomed.answeredAt! >= CUT_OFF_LINGER_MS, `closed ${doomed.socketDestroyedAt! - doomed.answeredAt!} ms after the answer`);
       assert.equal(answered.answeredAt, null, 'an upload already answered was answered again');
       assert.equal(answered.socketDestroyedAt, null, 'an upload already answered was cut off');
+      assert.equal(complete.answeredAt, null, 'an upload whose bytes had all come was cut off');
       assert.equal(kept.answeredAt, null, "another key's upload was cut off");
       // An upload whose key was checked just before the revocation arrived goes no further.
       assert.equal(add('doomed', new FakeUploadResponse()), false);

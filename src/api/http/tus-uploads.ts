@@ -17,6 +17,7 @@
 // checked instead, as with a multipart upload. An unfinished upload expires 24 h after its last byte came. Replicas
 // that share the data dir share that directory too, which request writes an upload (upload-locks.ts), and which
 // uploads are complete (upload-completions.ts): an upload started on one replica resumes on any other.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, rm, statfs } from 'node:fs/promises';
 import { pathExists } from '../../storage/durable-fs';
@@ -118,6 +119,14 @@ export async function createTusUploads(
     finishTimeoutMs: config.idleTimeoutMs,
   });
   /**
+   * Requests cut off at their key's revocation (KeyConnections.addUpload), and the body each one is writing: @tus/server
+   * hands the store a body without its request, which runs the handling of each (AsyncLocalStorage) so that a cut-off
+   * request stops writing at once, and one cut off before its write never begins it.
+   */
+  const cutOffs = new WeakSet<Request>();
+  const requestOfWrite = new AsyncLocalStorage<Request>();
+  const bodyOfRequest = new WeakMap<Request, Readable>();
+  /**
    * tus's FileStore (its metadata files, expiry and offsets), with each upload's bytes kept in a PartialBlobFile,
    * encrypted as they arrive, and also handed to the upload's receiver (upload-receivers.ts).
    */
@@ -180,6 +189,11 @@ export async function createTusUploads(
     }
 
     async #write(body: Readable, id: string, offset: number): Promise<number> {
+      const request = requestOfWrite.getStore();
+      if (request) {
+        if (cutOffs.has(request)) throw tusErrors.ABORTED;
+        bodyOfRequest.set(request, body);
+      }
       // Its tenant names the blob the file is bound to; a record gone since the PATCH began is an upload gone (opened
       // without its name, the file would not open, and be taken for a damaged one).
       const record = await this.configstore.get(id);
@@ -478,8 +492,11 @@ export async function createTusUploads(
       return { headers: { [OPERATION_ID_HEADER]: operationId } };
     },
 
-    onResponseError: (_req, error) => {
+    onResponseError: (req, error) => {
       if ('status_code' in error) return undefined; // a tus protocol answer or one of ours
+      // Its write stopped by its key's revocation, and answered then (the answer made here goes nowhere).
+      const nodeReq = req.runtime?.node?.req;
+      if (nodeReq && cutOffs.has(nodeReq as Request)) return undefined;
       logger.error({ err: error }, 'upload request failed');
       // What fails here is storing the partial upload itself; the client resumes once space returns.
       return refusal(asStorageFull(error, 'uploads') ?? error, { debugErrors: config.debugErrors });
@@ -505,8 +522,6 @@ export async function createTusUploads(
   }, SWEEP_INTERVAL_MS);
   sweep.unref();
 
-  /** Requests cut off at their key's revocation (KeyConnections.addUpload). */
-  const cutOffs = new WeakSet<Request>();
   return async (req: Request, res: Response) => {
     try {
       const id = uploadIdOf(req.path);
@@ -522,15 +537,16 @@ export async function createTusUploads(
           return void sendRefusal(res, refusal(unauthenticated(), { debugErrors: config.debugErrors }));
         }
         principals.set(req, principal);
-        // A write under way when its key is revoked is refused at once, and its connection closed: the bytes it wrote are
-        // kept, as a broken connection's are.
+        // A write under way when its key is revoked is refused at once, it stops (the bytes it wrote are kept, as a broken
+        // connection's are), and its connection is closed.
         if (req.method === 'PATCH' || req.method === 'POST') {
           const revoked = () => refusal(unauthenticated(REVOKED_UPLOAD), { debugErrors: config.debugErrors });
           const cutOff = () => {
             cutOffs.add(req);
+            bodyOfRequest.get(req)?.destroy(new Error(REVOKED_UPLOAD));
             sendRefusal(res, revoked());
           };
-          if (!keyConnections.addUpload(principal.apiKeyId, res, cutOff)) return void sendRefusal(res, revoked());
+          if (!keyConnections.addUpload(principal.apiKeyId, req, res, cutOff)) return void sendRefusal(res, revoked());
         }
         // Uploads are an ADMIN's, and speak tus 1.0: anything else is for @tus/server (and onIncomingRequest) to refuse.
         const ours = principal.role === 'ADMIN' && req.headers['tus-resumable'] === TUS_VERSION;
@@ -540,8 +556,9 @@ export async function createTusUploads(
           return void sendAnswer(res, await withoutIdleTimeout(req.socket, () => answerOfCompletion(req.method, completed, () => completionOf(id, principal, req))));
         }
       }
+      if (cutOffs.has(req)) return;
       req.url = req.originalUrl; // @tus/server routes on the full path
-      await tus.handle(req, res);
+      await requestOfWrite.run(req, () => tus.handle(req, res));
     } catch (error) {
       // Cut off (its key revoked): answered, and its connection about to close; @tus/server's own answer came too late.
       if (cutOffs.has(req)) return;

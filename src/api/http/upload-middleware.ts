@@ -57,7 +57,7 @@ export function createUploadMiddleware(
       revoked.abort(new AppError('UNAUTHENTICATED', REVOKED_UPLOAD));
       answer.now(() => refuse(401, 'UNAUTHENTICATED', REVOKED_UPLOAD));
     };
-    if (!keyConnections.addUpload(apiKeyId, res, cutOff)) return refuse(401, 'UNAUTHENTICATED', REVOKED_UPLOAD);
+    if (!keyConnections.addUpload(apiKeyId, req, res, cutOff)) return refuse(401, 'UNAUTHENTICATED', REVOKED_UPLOAD);
     try {
       const multipart = await readMultipartRequest(req, { maxFileSize: config.maxUploadBytes, maxFiles: 1, maxFieldSize: 10 * 1024 * 1024 }, revoked.signal);
       // The parser reads the request now: what nobody read of the file is dropped through it.
