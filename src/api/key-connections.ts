@@ -30,13 +30,11 @@ const REVOCATION_MEMORY_MS = 10 * 60_000;
  */
 export const CUT_OFF_LINGER_MS = 1_000;
 
-/** A connection that acts for an API key, and how it is ended. */
-interface KeyConnection {
-  kind: 'socket' | 'download' | 'upload';
-  /** The role a socket runs operations with; a download or an upload needs only the key to be active. */
-  role: Role | null;
-  end(why: 'revoked' | 'role changed'): void;
-}
+/**
+ * A connection that acts for an API key, and how it is ended. A socket runs operations with the role it was opened
+ * with; a download or an upload needs only the key to be active.
+ */
+type KeyConnection = { end(why: 'revoked' | 'role changed'): void } & ({ kind: 'socket'; role: Role } | { kind: 'download' | 'upload' });
 
 /**
  * The open connections of each API key: WebSockets, downloads of the export links the key created, and uploads of files
@@ -152,7 +150,7 @@ export function endConnectionsOfRevokedKeys({ events, services }: App, logger: L
       if (response.closed) return true;
       // Cut off: with its length announced, a client cannot take what it received for the whole file.
       const end = () => response.destroy();
-      return track(apiKeyId, response, { kind: 'download', role: null, end }, (listener) => response.once('close', listener));
+      return track(apiKeyId, response, { kind: 'download', end }, (listener) => response.once('close', listener));
     },
     addUpload(apiKeyId, request, response, refuse) {
       if (response.closed) return true;
@@ -162,14 +160,18 @@ export function endConnectionsOfRevokedKeys({ events, services }: App, logger: L
         if (response.headersSent || request.complete) return;
         // Taken now: node lets go of a response's socket once the answer is written.
         const socket = response.socket;
-        // Not `Connection: close`: with it, node destroys the socket as soon as the answer is written, and a client
-        // still sending meets a reset (EPIPE) before it reads the answer. The connection is closed here, after a while.
+        // `Connection: close`: no client (nor a proxy pooling its connections) sends another request on it. Node ends
+        // such a connection with destroySoon(), which destroys it as soon as the answer is written, and a client still
+        // sending met a reset (EPIPE) before it read the answer: here it only ends this side, and the timer below
+        // destroys it.
+        response.setHeader('connection', 'close');
+        if (socket) socket.destroySoon = () => void socket.end();
         refuse();
         const close = () => setTimeout(() => socket?.destroy(), CUT_OFF_LINGER_MS).unref();
         if (response.writableFinished) close();
         else response.once('finish', close);
       };
-      return track(apiKeyId, response, { kind: 'upload', role: null, end }, (listener) => response.once('close', listener));
+      return track(apiKeyId, response, { kind: 'upload', end }, (listener) => response.once('close', listener));
     },
     stop: () => {
       stopped = true;

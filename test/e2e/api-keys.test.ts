@@ -104,30 +104,6 @@ function raceRequests(servers: TestServer[], key: string) {
   };
 }
 
-/**
- * A request whose body arrives in two parts: `first`, then, once `between` has run, `rest`. Resolves with the
- * answer's status, headers and body.
- */
-function sendInTwoParts(url: string, method: string, headers: Record<string, string>, first: Buffer, rest: Buffer, between: () => Promise<void>) {
-  return new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
-    const req = request(url, { method, headers: { ...headers, 'content-length': String(first.length + rest.length) } });
-    req.on('error', reject);
-    req.on('response', (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
-    });
-    req.write(first);
-    between().then(
-      () => req.end(rest),
-      (error: unknown) => {
-        req.destroy();
-        reject(error);
-      },
-    );
-  });
-}
-
 /** What a multipart restoreFromFile sends around its file (GraphQL multipart request spec), and its headers. */
 function multipartRestore(key: string, instanceId: string) {
   const boundary = `snapgraph-${Date.now()}`;
@@ -146,27 +122,21 @@ function multipartRestore(key: string, instanceId: string) {
   return { head, tail, headers };
 }
 
-/** restoreFromFile as a multipart request whose file arrives in two parts (sendInTwoParts), split after `firstBytes`. */
-function uploadInTwoParts(server: TestServer, key: string, instanceId: string, file: Buffer, firstBytes: number, between: () => Promise<void>) {
-  const { head, tail, headers } = multipartRestore(key, instanceId);
-  return sendInTwoParts(server.graphqlUrl, 'POST', headers, Buffer.concat([head, file.subarray(0, firstBytes)]), Buffer.concat([file.subarray(firstBytes), tail]), between);
-}
-
 /**
  * A request of known length: `head`, the file's chunks (sent as the connection takes them), then `tail`; `between`
- * runs once `holdAfter` bytes of the file are sent. A client that pays no heed to an answer: it goes on sending after
- * one comes, until the server closes the connection (given up 10 s after the answer). Resolves with the answer, how many
- * bytes of the file had been handed to the connection when it came, and how long after it the server closed the
- * connection (null: never).
+ * runs once `holdAfter` bytes of the file are sent. A client that pays no heed to an answer that comes before it has
+ * sent everything: it goes on sending, until the server closes the connection (given up 10 s after the answer).
+ * Resolves with the answer, how many bytes of the file had been handed to the connection when it came, and, for an
+ * answer that came first, how long after it the server closed the connection (null: never, or not asked).
  */
 async function sendUntilAnswered(
   url: string,
   method: string,
   headers: Record<string, string>,
-  { head, file, fileLength, tail }: { head: Buffer; file: AsyncIterable<Buffer>; fileLength: number; tail: Buffer },
+  { head, file, fileLength, tail }: { head: Buffer; file: AsyncIterable<Buffer> | Iterable<Buffer>; fileLength: number; tail: Buffer },
   holdAfter: number,
   between: () => Promise<void>,
-): Promise<{ status: number; body: string; sent: number; closedAfterMs: number | null }> {
+): Promise<{ status: number; headers: Record<string, unknown>; body: string; sent: number; closedAfterMs: number | null }> {
   const req = request(url, { method, headers: { ...headers, 'content-length': String(head.length + fileLength + tail.length) } });
   let answeredAt: number | null = null;
   let closedAt: number | null = null;
@@ -176,12 +146,12 @@ async function sendUntilAnswered(
       resolve();
     }),
   );
-  const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+  const answer = new Promise<{ status: number; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
     req.on('response', (res) => {
       answeredAt = Date.now();
       let body = '';
       res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -208,11 +178,13 @@ async function sendUntilAnswered(
     if (answeredAt === null) sent += chunk.length;
     await send(chunk);
   }
+  /** Whether the answer came before the whole request was handed over. */
+  const cutShort = answeredAt !== null;
   if (closedAt === null) req.end(tail);
   try {
     const answered = await answer;
-    await Promise.race([closed, givenUp]);
-    return { ...answered, sent, closedAfterMs: closedAt === null ? null : closedAt - answeredAt! };
+    if (cutShort) await Promise.race([closed, givenUp]);
+    return { ...answered, sent, closedAfterMs: cutShort && closedAt !== null ? closedAt - answeredAt! : null };
   } finally {
     req.destroy();
   }
@@ -438,7 +410,10 @@ describe('API keys', () => {
       };
 
       const multipart = await createKey(server, server.adminKey, 'ADMIN', `${what} mid-upload`);
-      const answer = await uploadInTwoParts(server, multipart.secret, instance.id, archive, 100, changeAfterAWhile(multipart.id));
+      // The file in two parts: its first bytes, then, after the change, the rest.
+      const inTwoParts = { file: [archive.subarray(0, 100), archive.subarray(100)], fileLength: archive.length };
+      const { head, tail, headers } = multipartRestore(multipart.secret, instance.id);
+      const answer = await sendUntilAnswered(server.graphqlUrl, 'POST', headers, { head, tail, ...inTwoParts }, 100, changeAfterAWhile(multipart.id));
       const { errors } = JSON.parse(answer.body) as { errors?: { extensions: { code: string } }[] };
       assert.equal(errors?.[0]?.extensions.code, code, answer.body);
 
@@ -446,12 +421,12 @@ describe('API keys', () => {
       const created = await createTusUpload(server, { instanceId: instance.id, length: archive.length, key: tus.secret });
       assert.ok(created.location, created.body);
       // One PATCH carrying the whole file, whose last bytes come after the change.
-      const patched = await sendInTwoParts(
+      const patched = await sendUntilAnswered(
         created.location,
         'PATCH',
         { ...created.auth, 'upload-offset': '0', 'content-type': 'application/offset+octet-stream' },
-        archive.subarray(0, 100),
-        archive.subarray(100),
+        { head: Buffer.alloc(0), tail: Buffer.alloc(0), ...inTwoParts },
+        100,
         changeAfterAWhile(tus.id),
       );
       assert.equal(patched.headers['snapgraph-operation-id'], undefined, `the upload of a key ${what} was restored (${patched.status})`);
@@ -476,10 +451,11 @@ describe('API keys', () => {
       const uploadsBefore = new Set(uploadBlobs(server.dataDir));
       const logsBefore = server.logs().length;
       const revoke = (keyId: string) => async () => void expectData(await gql(server, REVOKE, { id: keyId }));
-      const assertCutOff = async (what: string, answer: { status: number; body: string; sent: number; closedAfterMs: number | null }, keyId: string) => {
+      const assertCutOff = async (what: string, answer: { status: number; headers: Record<string, unknown>; body: string; sent: number; closedAfterMs: number | null }, keyId: string) => {
         assert.equal(answer.status, 401, `${what}: ${answer.body}`);
         assert.equal(refusalCode(answer.body), 'UNAUTHENTICATED', answer.body);
         assert.match(answer.body, /revoked while the file was uploaded/);
+        assert.equal(answer.headers.connection, 'close', `${what}: the connection would be used again`);
         assert.ok(answer.sent < fileLength / 2, `${what}: the server read on after the revocation (${answer.sent} of ${fileLength} bytes sent)`);
         // A client that goes on sending is not waited for: the connection closes a second after the answer.
         assert.ok(answer.closedAfterMs !== null && answer.closedAfterMs < 4_000, `${what}: the connection was closed ${answer.closedAfterMs} ms after the answer`);

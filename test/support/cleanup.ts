@@ -60,7 +60,7 @@ async function drain(scope: 'test' | 'run' | 'all'): Promise<void> {
 export const cleanupHooks = {
   beforeAll(this: Mocha.Context): void {
     fileStartedAt = Date.now();
-    fileCpuAtStart = cpuMs();
+    if (process.env.SNAPGRAPH_TEST_TIMINGS) fileCpuAtStart = cpuMs();
     fileName = this.test?.parent?.suites[0]?.file;
   },
   beforeEach(): void {

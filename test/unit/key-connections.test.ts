@@ -185,7 +185,7 @@ describe('endConnectionsOfRevokedKeys', () => {
 
       revoke('doomed');
       await until(() => doomed.answeredAt !== null, 'the upload refused');
-      assert.equal(doomed.headers.get('connection'), undefined, 'Connection: close makes node reset the connection as soon as the answer is written');
+      assert.equal(doomed.headers.get('connection'), 'close');
       assert.equal(doomed.socketDestroyedAt, null, 'the connection closed before its answer could be read');
       await until(() => doomed.socketDestroyedAt !== null, 'the connection closing');
       assert.ok(doomed.socketDestroyedAt! - doomed.answeredAt! >= CUT_OFF_LINGER_MS, `closed ${doomed.socketDestroyedAt! - doomed.answeredAt!} ms after the answer`);
