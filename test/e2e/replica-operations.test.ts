@@ -234,8 +234,10 @@ describePostgres('operations across two replicas', (postgres) => {
     const run = await untilCaught(
       async () => {
         await touchEveryNode(replicas[0], instanceId, 60_000, { noteBytes: 256 });
-        const snapshotEvents = subscribe(replicas[1], replicas[1].adminKey, SNAPSHOTS, { instanceId });
-        await listening(snapshotEvents);
+        // Which replica runs the snapshot is known only once it starts: the snapshot's subscribers are on both, and
+        // the survivor's are looked at (the runner's die with it).
+        const snapshotEventsOn = new Map(replicas.map((server) => [server, subscribe(server, server.adminKey, SNAPSHOTS, { instanceId })]));
+        await listening(...snapshotEventsOn.values());
         const requested = await requestSnapshot(replicas[0], instanceId);
         const operationId = (await instanceState(replicas[0], instanceId)).currentOperation!.id;
         const runner = await eventually(() => runnerOf(replicas, operationId), { what: 'a replica to start the snapshot' });
@@ -249,7 +251,7 @@ describePostgres('operations across two replicas', (postgres) => {
         await within(progress.complete, 15_000, 'the progress subscription to complete');
         const snapshot = await settledSnapshot(survivor, requested.id);
         await runner.restart();
-        return { caught, settled, progress, snapshot, snapshotEvents, requested, survivor };
+        return { caught, settled, progress, snapshot, snapshotEvents: snapshotEventsOn.get(survivor)!, requested, survivor };
       },
       (run) => run.caught && run.settled.attempt > 1,
     );
