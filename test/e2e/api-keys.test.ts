@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { request } from 'node:http';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import {
@@ -36,6 +37,7 @@ import {
   type TestServer,
   uploadBlobs,
   eventually,
+  tusCreationHeaders,
   withClient,
   within,
 } from '../support';
@@ -490,6 +492,24 @@ describe('API keys', () => {
       assert.equal(kept.status, 200);
       // Nothing sent after the answer was taken: the write stopped when the refusal left.
       assert.ok(Number(kept.headers.get('upload-offset')) <= tus.sent, `the upload holds ${kept.headers.get('upload-offset')} bytes, of ${tus.sent} sent before the refusal`);
+
+      // A creation that carries the file's first bytes (creation-with-upload): its client, refused instead of told where
+      // the upload is, could never resume or end it, so nothing of it is kept.
+      const partialUploads = () => readdirSync(server.env.SNAPGRAPH_UPLOAD_DIR!).sort();
+      const partialsBefore = partialUploads();
+      const creationKey = await createKey(server, server.adminKey, 'ADMIN', 'tus creation revoked mid-file');
+      const creation = await sendUntilAnswered(
+        `${server.url}/uploads`,
+        'POST',
+        { ...tusCreationHeaders({ instanceId: instance.id, length: fileLength, key: creationKey.secret }), 'content-type': 'application/offset+octet-stream' },
+        { head: Buffer.alloc(0), file: paddedArchive(archive), fileLength, tail: Buffer.alloc(0) },
+        holdAfter,
+        revoke(creationKey.id),
+      );
+      await assertCutOff('tus creation', creation, creationKey.id);
+      assert.equal(creation.headers.location, undefined);
+      await eventually(() => (JSON.stringify(partialUploads()) === JSON.stringify(partialsBefore) ? true : undefined), { timeoutMs: 10_000 }).catch(() => undefined);
+      assert.deepEqual(partialUploads(), partialsBefore, "the cut-off creation's upload is kept");
 
       assert.equal(await operationCount(server, instance.id), operations);
       // A cut-off is no failure of the server (the resolver's late answer once threw ERR_HTTP_HEADERS_SENT into express,

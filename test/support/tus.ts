@@ -19,6 +19,14 @@ export interface TusCreation {
   auth: Record<string, string>;
 }
 
+/** The headers of the creation POST of an upload of `length` bytes restoring into `instanceId`. */
+export function tusCreationHeaders({ instanceId, length, confirm = 'RESTORE', key }: { instanceId: string; length: number; confirm?: string; key: string }): Record<string, string> {
+  const metadata = Object.entries({ instanceId, confirm, filename: 'graph.backup' })
+    .map(([name, value]) => `${name} ${Buffer.from(value).toString('base64')}`)
+    .join(',');
+  return { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${key}`, 'Upload-Length': String(length), 'Upload-Metadata': metadata };
+}
+
 /** The creation POST of an upload of `length` bytes restoring into `instanceId`. */
 export async function createTusUpload(
   server: { url: string; adminKey: string },
@@ -30,15 +38,8 @@ export async function createTusUpload(
     signal,
   }: { instanceId: string; length: number; confirm?: string; key?: string; signal?: AbortSignal },
 ): Promise<TusCreation> {
-  const metadata = Object.entries({ instanceId, confirm, filename: 'graph.backup' })
-    .map(([name, value]) => `${name} ${Buffer.from(value).toString('base64')}`)
-    .join(',');
   const auth = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${key}` };
-  const created = await fetch(`${server.url}/uploads`, {
-    method: 'POST',
-    headers: { ...auth, 'Upload-Length': String(length), 'Upload-Metadata': metadata },
-    signal,
-  });
+  const created = await fetch(`${server.url}/uploads`, { method: 'POST', headers: tusCreationHeaders({ instanceId, length, confirm, key }), signal });
   const location = created.status === 201 ? new URL(created.headers.get('location')!, server.url).toString() : null;
   return { status: created.status, body: await created.text(), location, auth };
 }

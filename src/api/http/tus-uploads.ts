@@ -127,6 +127,11 @@ export async function createTusUploads(
   const requestOfWrite = new AsyncLocalStorage<Request>();
   const bodyOfRequest = new WeakMap<Request, Readable>();
   /**
+   * The upload each creation (POST) made: one cut off is removed once its request is done with it, since its client,
+   * answered with the refusal instead of the upload's Location, can neither resume nor end it.
+   */
+  const createdBy = new WeakMap<Request, string>();
+  /**
    * tus's FileStore (its metadata files, expiry and offsets), with each upload's bytes kept in a PartialBlobFile,
    * encrypted as they arrive, and also handed to the upload's receiver (upload-receivers.ts).
    */
@@ -151,10 +156,13 @@ export async function createTusUploads(
     }
 
     override async create(upload: Upload): Promise<Upload> {
+      const request = requestOfWrite.getStore();
+      if (request && cutOffs.has(request)) throw tusErrors.ABORTED;
       const file = this.fileOf(upload.id, upload.metadata?.tenantId ?? undefined);
       // Another replica sharing the directory may have just removed it (an empty one, at its boot's sweep).
       await mkdir(directory, { recursive: true, mode: 0o700 });
       try {
+        if (request) createdBy.set(request, upload.id);
         await file.create();
         await this.configstore.set(upload.id, upload);
       } catch (error) {
@@ -566,6 +574,11 @@ export async function createTusUploads(
       if (!res.headersSent) sendRefusal(res, refusal(error, { debugErrors: config.debugErrors }));
       else res.destroy();
     } finally {
+      const created = createdBy.get(req);
+      if (created !== undefined && cutOffs.has(req)) {
+        await datastore.settled(created);
+        await datastore.remove(created).catch((error: unknown) => logger.warn({ err: error, uploadId: created }, 'could not remove an upload whose creation was cut off'));
+      }
       for (const work of afterResponse.get(req) ?? []) await work().catch(() => undefined);
     }
   };
