@@ -839,7 +839,8 @@ describePostgres('two replicas sharing the upload directory', (postgres) => {
     // The first PATCH reaches A and stalls there after 10 KiB.
     const stalled = stallingPatch(`${a.url}${path}`, created.auth, 0);
     await stalled.send(file.subarray(0, 10 * 1024));
-    await sleep(500);
+    // A holds the upload's lock (a file beside it, which a HEAD would ask A to let go of).
+    await eventually(() => existsSync(join(a.env.SNAPGRAPH_UPLOAD_DIR!, `${path.split('/').pop()}.lock`)) || undefined, { what: "A's lock on the upload" });
     // The client gave up on it, and sends it again through the load balancer, which picks B.
     const retry = await within(
       request(`${b.url}${path}`, {

@@ -11,7 +11,8 @@
 // its steps (its I/O and its workers' messages) as long. Between slices everything else runs.
 //
 // Urgent frames (an availability or snapshot change, an operation's final state and its complete: what clients wait
-// for) are written whole, once their COALESCE_MS are up, with whatever else is queued (10,000 sockets: about 200 ms).
+// for) are written whole, once their COALESCE_MS are up, with whatever else is queued (10,000 sockets:
+// 200-800 ms on a 2-core machine running their clients too, the longest the event loop waited in bench:fanout).
 // In slices they waited behind everything else: a turn of the event loop handles every message that came in before it
 // (libuv reads up to 48 × 1,024 sockets before it looks at its timers and immediates again), so while 10,000 clients
 // subscribed to a restore's progress, the READ_ONLY it had just published waited 400 ms between its first 5 ms slice
