@@ -13,6 +13,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { ApiContext } from './api/context';
 import { formatError } from './api/format-error';
+import { capConnections } from './api/http/connection-cap';
 import { applyHttpTimeouts, webSocketTimeouts } from './api/http/connection-timeouts';
 import { cors } from './api/http/cors';
 import { exportDownloadHandler } from './api/http/export-download';
@@ -89,6 +90,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   expressApp.disable('etag');
   const httpServer = createServer(expressApp);
   applyHttpTimeouts(httpServer, config.idleTimeoutMs, logger);
+  const maxConnections = capConnections(httpServer, config.maxConnections, app.metrics, logger);
   const limits: QueryLimits = {
     maxBytes: config.maxQueryBytes,
     maxTokens: config.maxQueryTokens,
@@ -325,7 +327,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
   const { port } = httpServer.address() as AddressInfo;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   listeningUrl = url;
-  logger.info({ url: `${url}/graphql`, dataDir: config.dataDir, metadata: config.databaseUrl ? 'postgres' : 'sqlite' }, 'snapgraph is serving');
+  logger.info({ url: `${url}/graphql`, dataDir: config.dataDir, metadata: config.databaseUrl ? 'postgres' : 'sqlite', maxConnections }, 'snapgraph is serving');
 
   let closing: Promise<void> | null = null;
   const close = () =>

@@ -23,7 +23,8 @@
 // restore and right after it) and a dashboard's cheap request (`{ viewer { role } }`, one every PROBE_MS). After each
 // pair, the same clients' latencies from a bare `ws` server sending the same frames with the same writes and nothing
 // else (bare-fanout-server.ts, its clients connected beside the product's): the floor this machine sets on them. 10,000
-// sockets need `ulimit -n` above 10,000 on both sides.
+// sockets need an open-file limit above 10,000 on the clients' side, and about 13,000 on the server's (its connection
+// cap, SNAPGRAPH_MAX_CONNECTIONS, keeps a fifth of the limit for its files; node raises the soft limit to the hard one).
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';

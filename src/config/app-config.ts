@@ -102,6 +102,11 @@ export interface AppConfig {
   wsMaxSubscriptions: number;
   /** Subscriptions one API key may hold at once on this server, all its connections together. */
   wsMaxKeySubscriptions: number;
+  /**
+   * Connections (HTTP and WebSocket) held at once; one more is closed as it is accepted. Unset: derived from the
+   * process's open-file limit when the server starts (connection-cap.ts).
+   */
+  maxConnections?: number;
   logLevel: string;
 }
 
@@ -191,6 +196,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const wsMaxBufferedBytes = check('SNAPGRAPH_WS_MAX_BUFFERED_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_WS_MAX_BUFFERED_BYTES), 64 * 1024 ** 2), 64 * 1024 ** 2);
   const wsMaxSubscriptions = check('SNAPGRAPH_WS_MAX_SUBSCRIPTIONS', () => positiveInteger('value', numeric(env.SNAPGRAPH_WS_MAX_SUBSCRIPTIONS), 100), 100);
   const wsMaxKeySubscriptions = check('SNAPGRAPH_WS_MAX_KEY_SUBSCRIPTIONS', () => positiveInteger('value', numeric(env.SNAPGRAPH_WS_MAX_KEY_SUBSCRIPTIONS), 20_000), 20_000);
+  const maxConnections = check('SNAPGRAPH_MAX_CONNECTIONS', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_CONNECTIONS), 0) || undefined, undefined);
   const introspection = check('SNAPGRAPH_INTROSPECTION', () => flag(env.SNAPGRAPH_INTROSPECTION, true), true);
   const playground = check('SNAPGRAPH_PLAYGROUND', () => flag(env.SNAPGRAPH_PLAYGROUND, true), true);
   const debugErrors = check('SNAPGRAPH_DEBUG_ERRORS', () => flag(env.SNAPGRAPH_DEBUG_ERRORS, false), false);
@@ -245,6 +251,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     maxBodyBytes,
     wsMaxBufferedBytes,
     wsMaxSubscriptions,
+    maxConnections,
     wsMaxKeySubscriptions,
     logLevel,
   };

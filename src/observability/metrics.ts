@@ -71,6 +71,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly droppedConnections = new Counter({
+    name: 'snapgraph_connections_dropped_total',
+    help: 'Connections closed as they were accepted: the server held SNAPGRAPH_MAX_CONNECTIONS already',
+    registers: [this.registry],
+  });
+
   readonly activeSubscriptions = new Gauge({
     name: 'snapgraph_subscriptions_active',
     help: 'GraphQL subscriptions currently delivering events',

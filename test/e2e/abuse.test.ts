@@ -1,8 +1,11 @@
 // No request can take the server down: documents built to make parsing, validation or execution expensive are
 // refused with a code before validation's expensive rules, over HTTP and WebSocket alike, while ordinary requests
-// keep being answered; the cost limit counts page sizes given in variables; a refused upload gets its answer.
+// keep being answered; the cost limit counts page sizes given in variables; a refused upload gets its answer; a flood of
+// connections past the cap is closed as it comes.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import {
   connectWs,
   craftArchive,
@@ -13,8 +16,10 @@ import {
   expectData,
   gql,
   type GqlResult,
+  metricsValue,
   serverPerSuite,
   uploadBlobs,
+  within,
 } from '../support';
 
 const repeated = (times: number) => `{ viewer { ${'role '.repeat(times)}} }`;
@@ -373,5 +378,64 @@ describe('abusive requests', () => {
         assert.match(line, new RegExp(`"errorCodes":\\["${code}"\\]`));
       }
     });
+  });
+});
+
+describe('a flood of connections', () => {
+  const MAX_CONNECTIONS = 6;
+  const suite = serverPerSuite({ env: { SNAPGRAPH_MAX_CONNECTIONS: String(MAX_CONNECTIONS) } });
+
+  /** A connection that has begun a request to /healthz and holds it open (its headers not ended). */
+  const heldRequest = async (url: URL): Promise<Socket> => {
+    const socket = connect(Number(url.port), url.hostname);
+    await once(socket, 'connect');
+    socket.write(`GET /healthz HTTP/1.1\r\nHost: ${url.host}\r\n`);
+    return socket;
+  };
+  /** A request on a connection of its own: its status, or the error that ended it. */
+  const freshRequest = (url: URL) =>
+    new Promise<number | string>((resolve) => {
+      const req = httpRequest(`${url.origin}/healthz`, { agent: false }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+      req.end();
+    });
+
+  it('closes the connections past SNAPGRAPH_MAX_CONNECTIONS as they come, while those it holds are answered', async function () {
+    this.timeout(60_000);
+    const server = suite.server;
+    const url = new URL(server.url);
+    const serving = server.logLines().find((line) => line.msg === 'snapgraph is serving');
+    assert.equal(serving?.maxConnections, MAX_CONNECTIONS);
+    const held = await Promise.all(Array.from({ length: MAX_CONNECTIONS }, () => heldRequest(url)));
+    try {
+      // Every one of them accepted: the next is closed as it is, and again.
+      const refused = await eventually(async () => {
+        const outcome = await freshRequest(url);
+        return typeof outcome === 'string' ? outcome : undefined;
+      });
+      assert.match(refused, /ECONNRESET|socket hang up|EPIPE/);
+      assert.equal(typeof (await freshRequest(url)), 'string');
+      // A held connection is served: its request ends, and it is answered.
+      const answer = new Promise<string>((resolve) => {
+        let text = '';
+        held[0].setEncoding('utf8').on('data', (chunk: string) => {
+          text += chunk;
+          if (text.includes('\r\n\r\n')) resolve(text);
+        });
+      });
+      held[0].write('Connection: close\r\n\r\n');
+      assert.match(await within(answer, 10_000, "the held connection's answer"), /^HTTP\/1\.1 200/);
+    } finally {
+      for (const socket of held) socket.destroy();
+    }
+    // Room again once they are gone.
+    assert.equal(await eventually(async () => ((await freshRequest(url)) === 200 ? 200 : undefined)), 200);
+    assert.ok((await metricsValue(server, 'snapgraph_connections_dropped_total')) >= 2);
+    const logged = await eventually(() => server.logLines().find((line) => /^dropped new connections/.test(String(line.msg))));
+    assert.equal(logged.maxConnections, MAX_CONNECTIONS);
+    assert.ok(Number(logged.dropped) >= 1);
   });
 });
