@@ -385,9 +385,15 @@ describe('a flood of connections', () => {
   const MAX_CONNECTIONS = 6;
   const suite = serverPerSuite({ env: { SNAPGRAPH_MAX_CONNECTIONS: String(MAX_CONNECTIONS) } });
 
+  const opened: Socket[] = [];
+  afterEach(() => {
+    for (const socket of opened.splice(0)) socket.destroy();
+  });
   /** A connection that has begun a request to /healthz and holds it open (its headers not ended). */
   const heldRequest = async (url: URL): Promise<Socket> => {
     const socket = connect(Number(url.port), url.hostname);
+    opened.push(socket);
+    socket.on('error', () => undefined); // reset or not, it is destroyed after the test
     await once(socket, 'connect');
     socket.write(`GET /healthz HTTP/1.1\r\nHost: ${url.host}\r\n`);
     return socket;

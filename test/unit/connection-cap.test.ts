@@ -1,7 +1,9 @@
 // The connection cap's pure parts: what the open-file limit leaves for connections, read from /proc's limits, and
 // SNAPGRAPH_MAX_CONNECTIONS.
 import assert from 'node:assert/strict';
-import { connectionCapFor, openFileLimit } from '../../src/api/http/connection-cap';
+import { createServer } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { capConnections, connectionCapFor, openFileLimit } from '../../src/api/http/connection-cap';
 import { ConfigError, loadConfig } from '../../src/config/app-config';
 
 const limits = (soft: string, hard: string) =>
@@ -17,8 +19,10 @@ describe('the connection cap', () => {
     assert.equal(connectionCapFor(1024), 768);
     assert.equal(connectionCapFor(20_000), 16_000);
     assert.equal(connectionCapFor(1_048_576), 838_860);
-    // A limit too small for both still lets one connection in (the operator sees the cap in the serving log line).
-    assert.equal(connectionCapFor(100), 1);
+    // A limit too small to leave 64 connections is a mistake to fix, not a cap to apply.
+    assert.equal(connectionCapFor(320), 64);
+    assert.equal(connectionCapFor(319), null);
+    assert.equal(connectionCapFor(100), null);
     assert.equal(connectionCapFor(null), null);
   });
 
@@ -37,5 +41,24 @@ describe('the connection cap', () => {
     for (const bad of ['0', '-1', '1.5', 'many']) {
       assert.throws(() => loadConfig({ SNAPGRAPH_MAX_CONNECTIONS: bad }), (error: unknown) => error instanceof ConfigError && /SNAPGRAPH_MAX_CONNECTIONS/.test(error.message));
     }
+  });
+
+  it('logs the first drop of a flood at once and the rest together once the interval is up, none lost', async () => {
+    const server = createServer();
+    const warnings: Record<string, unknown>[] = [];
+    let counted = 0;
+    const metrics = { droppedConnections: { inc: () => void (counted += 1) } } as unknown as Parameters<typeof capConnections>[2];
+    const logger = { warn: (line: Record<string, unknown>) => void warnings.push(line) } as unknown as Parameters<typeof capConnections>[3];
+    assert.equal(capConnections(server, 3, metrics, logger, 50), 3);
+    assert.equal(server.maxConnections, 3);
+    for (let i = 0; i < 5; i++) server.emit('drop');
+    assert.deepEqual(warnings.map((line) => line.dropped), [1]);
+    await sleep(120);
+    assert.deepEqual(warnings.map((line) => line.dropped), [1, 4]);
+    assert.equal(counted, 5);
+    // Quiet since: the next drop is logged at once again.
+    server.emit('drop');
+    assert.deepEqual(warnings.map((line) => line.dropped), [1, 4, 1]);
+    assert.equal(warnings[0].maxConnections, 3);
   });
 });

@@ -10,13 +10,20 @@ import type { Metrics } from '../../observability/metrics';
 
 /** Descriptors kept for the server's own files, whatever the limit: a fifth of it, and at least this many. */
 const MIN_RESERVED_FILES = 256;
+/** A limit that leaves fewer connections than this is taken for a mistake to be fixed, not a cap to apply (no cap). */
+const MIN_DERIVED_CAP = 64;
 /** Drops are logged at most this often (with how many there were), not once per connection of a flood. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
-/** The cap for an open-file limit: what is left of it once the server's own files have their share; null: no limit. */
+/**
+ * The cap for an open-file limit: what is left of it once the server's own files have their share. Null (no cap) for
+ * no limit, or one too low to leave MIN_DERIVED_CAP connections: capped at a handful, the server would refuse its
+ * clients for a limit that is the mistake.
+ */
 export function connectionCapFor(openFileLimit: number | null): number | null {
   if (openFileLimit === null) return null;
-  return Math.max(1, openFileLimit - Math.max(MIN_RESERVED_FILES, Math.ceil(openFileLimit / 5)));
+  const cap = openFileLimit - Math.max(MIN_RESERVED_FILES, Math.ceil(openFileLimit / 5));
+  return cap >= MIN_DERIVED_CAP ? cap : null;
 }
 
 /**
@@ -40,19 +47,35 @@ function readProcLimits(): string | null {
  * Caps `httpServer`'s connections at `configured` (SNAPGRAPH_MAX_CONNECTIONS), else at what the open-file limit
  * leaves; counts and logs the connections dropped. Returns the cap (null: none).
  */
-export function capConnections(httpServer: Server, configured: number | undefined, metrics: Metrics, logger: Logger): number | null {
+export function capConnections(
+  httpServer: Server,
+  configured: number | undefined,
+  metrics: Pick<Metrics, 'droppedConnections'>,
+  logger: Pick<Logger, 'warn'>,
+  logIntervalMs = DROP_LOG_INTERVAL_MS,
+): number | null {
   const cap = configured ?? connectionCapFor(openFileLimit());
   if (cap === null) return null;
   httpServer.maxConnections = cap;
+  // The first drop of a flood is logged at once; those after it within logIntervalMs, together when it is up.
   let unlogged = 0;
   let loggedAt = 0;
+  let pending: NodeJS.Timeout | null = null;
+  const log = () => {
+    pending = null;
+    loggedAt = Date.now();
+    logger.warn({ dropped: unlogged, maxConnections: cap }, 'dropped new connections: the server holds as many as it may (SNAPGRAPH_MAX_CONNECTIONS)');
+    unlogged = 0;
+  };
   httpServer.on('drop', () => {
     metrics.droppedConnections.inc();
     unlogged += 1;
-    if (Date.now() - loggedAt < DROP_LOG_INTERVAL_MS) return;
-    logger.warn({ dropped: unlogged, maxConnections: cap }, 'dropped new connections: the server holds as many as it may (SNAPGRAPH_MAX_CONNECTIONS)');
-    loggedAt = Date.now();
-    unlogged = 0;
+    const wait = loggedAt + logIntervalMs - Date.now();
+    if (wait <= 0) log();
+    else pending ??= setTimeout(log, wait).unref();
+  });
+  httpServer.once('close', () => {
+    if (pending) clearTimeout(pending);
   });
   return cap;
 }
