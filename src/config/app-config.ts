@@ -196,7 +196,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const wsMaxBufferedBytes = check('SNAPGRAPH_WS_MAX_BUFFERED_BYTES', () => positiveInteger('value', numeric(env.SNAPGRAPH_WS_MAX_BUFFERED_BYTES), 64 * 1024 ** 2), 64 * 1024 ** 2);
   const wsMaxSubscriptions = check('SNAPGRAPH_WS_MAX_SUBSCRIPTIONS', () => positiveInteger('value', numeric(env.SNAPGRAPH_WS_MAX_SUBSCRIPTIONS), 100), 100);
   const wsMaxKeySubscriptions = check('SNAPGRAPH_WS_MAX_KEY_SUBSCRIPTIONS', () => positiveInteger('value', numeric(env.SNAPGRAPH_WS_MAX_KEY_SUBSCRIPTIONS), 20_000), 20_000);
-  const maxConnections = check('SNAPGRAPH_MAX_CONNECTIONS', () => positiveInteger('value', numeric(env.SNAPGRAPH_MAX_CONNECTIONS), 0) || undefined, undefined);
+  // Unset: derived from the open-file limit when the server starts.
+  const maxConnectionsText = numeric(env.SNAPGRAPH_MAX_CONNECTIONS);
+  const maxConnections = check('SNAPGRAPH_MAX_CONNECTIONS', () => (maxConnectionsText === undefined ? undefined : positiveInteger('value', maxConnectionsText, 1)), undefined);
   const introspection = check('SNAPGRAPH_INTROSPECTION', () => flag(env.SNAPGRAPH_INTROSPECTION, true), true);
   const playground = check('SNAPGRAPH_PLAYGROUND', () => flag(env.SNAPGRAPH_PLAYGROUND, true), true);
   const debugErrors = check('SNAPGRAPH_DEBUG_ERRORS', () => flag(env.SNAPGRAPH_DEBUG_ERRORS, false), false);
@@ -251,8 +253,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     maxBodyBytes,
     wsMaxBufferedBytes,
     wsMaxSubscriptions,
-    maxConnections,
     wsMaxKeySubscriptions,
+    maxConnections,
     logLevel,
   };
 }

@@ -19,12 +19,15 @@ export interface TusCreation {
   auth: Record<string, string>;
 }
 
+/** What every tus request of `key` carries. */
+const tusAuth = (key: string): Record<string, string> => ({ 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${key}` });
+
 /** The headers of the creation POST of an upload of `length` bytes restoring into `instanceId`. */
 export function tusCreationHeaders({ instanceId, length, confirm = 'RESTORE', key }: { instanceId: string; length: number; confirm?: string; key: string }): Record<string, string> {
   const metadata = Object.entries({ instanceId, confirm, filename: 'graph.backup' })
     .map(([name, value]) => `${name} ${Buffer.from(value).toString('base64')}`)
     .join(',');
-  return { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${key}`, 'Upload-Length': String(length), 'Upload-Metadata': metadata };
+  return { ...tusAuth(key), 'Upload-Length': String(length), 'Upload-Metadata': metadata };
 }
 
 /** The creation POST of an upload of `length` bytes restoring into `instanceId`. */
@@ -38,10 +41,9 @@ export async function createTusUpload(
     signal,
   }: { instanceId: string; length: number; confirm?: string; key?: string; signal?: AbortSignal },
 ): Promise<TusCreation> {
-  const auth = { 'Tus-Resumable': '1.0.0', Authorization: `Bearer ${key}` };
   const created = await fetch(`${server.url}/uploads`, { method: 'POST', headers: tusCreationHeaders({ instanceId, length, confirm, key }), signal });
   const location = created.status === 201 ? new URL(created.headers.get('location')!, server.url).toString() : null;
-  return { status: created.status, body: await created.text(), location, auth };
+  return { status: created.status, body: await created.text(), location, auth: tusAuth(key) };
 }
 
 /** A PATCH of `bytes` at `offset` to the upload at `url` (which may be on another replica than its creation). */

@@ -43,7 +43,7 @@ describe('the connection cap', () => {
     }
   });
 
-  it('logs the first drop of a flood at once and the rest together once the interval is up, none lost', async () => {
+  it('logs the first drop of a flood at once and the rest together once the interval is up or the server stops, none lost', async () => {
     const server = createServer();
     const warnings: Record<string, unknown>[] = [];
     let counted = 0;
@@ -60,5 +60,10 @@ describe('the connection cap', () => {
     server.emit('drop');
     assert.deepEqual(warnings.map((line) => line.dropped), [1, 4, 1]);
     assert.equal(warnings[0].maxConnections, 3);
+    // Those still waiting for their line when the server stops are logged then.
+    server.emit('drop');
+    server.emit('drop');
+    server.emit('close');
+    assert.deepEqual(warnings.map((line) => line.dropped), [1, 4, 1, 2]);
   });
 });

@@ -74,8 +74,10 @@ export function capConnections(
     if (wait <= 0) log();
     else pending ??= setTimeout(log, wait).unref();
   });
+  // Stopping: the drops not logged yet are logged now.
   httpServer.once('close', () => {
     if (pending) clearTimeout(pending);
+    if (unlogged > 0) log();
   });
   return cap;
 }

@@ -101,6 +101,15 @@ function legacyUploadDirectory(dataDir: string): string {
   return join(tmpdir(), `snapgraph-uploads-${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}`);
 }
 
+/** A request to /uploads while it is handled: whether its key's revocation cut it off, and what it began meanwhile. */
+interface HandledRequest {
+  cutOff: boolean;
+  /** The body its write is taking in (a PATCH, or a POST with the first bytes). */
+  body?: Readable;
+  /** The upload it created (a POST). */
+  created?: string;
+}
+
 /** The express handler to mount at UPLOADS_PATH. Starts the hourly sweep of expired partial uploads. */
 export async function createTusUploads(
   { config, logger, services }: Pick<App, 'config' | 'logger' | 'services'>,
@@ -119,18 +128,13 @@ export async function createTusUploads(
     finishTimeoutMs: config.idleTimeoutMs,
   });
   /**
-   * Requests cut off at their key's revocation (KeyConnections.addUpload), and the body each one is writing: @tus/server
-   * hands the store a body without its request, which runs the handling of each (AsyncLocalStorage) so that a cut-off
-   * request stops writing at once, and one cut off before its write never begins it.
+   * The request whose handling is under way, for its cut-off at its key's revocation (KeyConnections.addUpload):
+   * @tus/server hands the store a body without its request, so each request is handled inside its own state
+   * (AsyncLocalStorage). A cut-off request stops writing at once, one cut off before its write never begins it, and the
+   * upload a cut-off creation (POST) made is removed once the request is done with it: its client, answered with the
+   * refusal instead of the upload's Location, can neither resume nor end it.
    */
-  const cutOffs = new WeakSet<Request>();
-  const requestOfWrite = new AsyncLocalStorage<Request>();
-  const bodyOfRequest = new WeakMap<Request, Readable>();
-  /**
-   * The upload each creation (POST) made: one cut off is removed once its request is done with it, since its client,
-   * answered with the refusal instead of the upload's Location, can neither resume nor end it.
-   */
-  const createdBy = new WeakMap<Request, string>();
+  const handling = new AsyncLocalStorage<HandledRequest>();
   /**
    * tus's FileStore (its metadata files, expiry and offsets), with each upload's bytes kept in a PartialBlobFile,
    * encrypted as they arrive, and also handed to the upload's receiver (upload-receivers.ts).
@@ -156,13 +160,13 @@ export async function createTusUploads(
     }
 
     override async create(upload: Upload): Promise<Upload> {
-      const request = requestOfWrite.getStore();
-      if (request && cutOffs.has(request)) throw tusErrors.ABORTED;
+      const request = handling.getStore();
+      if (request?.cutOff) throw tusErrors.ABORTED;
       const file = this.fileOf(upload.id, upload.metadata?.tenantId ?? undefined);
       // Another replica sharing the directory may have just removed it (an empty one, at its boot's sweep).
       await mkdir(directory, { recursive: true, mode: 0o700 });
       try {
-        if (request) createdBy.set(request, upload.id);
+        if (request) request.created = upload.id;
         await file.create();
         await this.configstore.set(upload.id, upload);
       } catch (error) {
@@ -197,10 +201,10 @@ export async function createTusUploads(
     }
 
     async #write(body: Readable, id: string, offset: number): Promise<number> {
-      const request = requestOfWrite.getStore();
+      const request = handling.getStore();
       if (request) {
-        if (cutOffs.has(request)) throw tusErrors.ABORTED;
-        bodyOfRequest.set(request, body);
+        if (request.cutOff) throw tusErrors.ABORTED;
+        request.body = body;
       }
       // Its tenant names the blob the file is bound to; a record gone since the PATCH began is an upload gone (opened
       // without its name, the file would not open, and be taken for a damaged one).
@@ -500,11 +504,10 @@ export async function createTusUploads(
       return { headers: { [OPERATION_ID_HEADER]: operationId } };
     },
 
-    onResponseError: (req, error) => {
+    onResponseError: (_req, error) => {
       if ('status_code' in error) return undefined; // a tus protocol answer or one of ours
       // Its write stopped by its key's revocation, and answered then (the answer made here goes nowhere).
-      const nodeReq = req.runtime?.node?.req;
-      if (nodeReq && cutOffs.has(nodeReq as Request)) return undefined;
+      if (handling.getStore()?.cutOff) return undefined;
       logger.error({ err: error }, 'upload request failed');
       // What fails here is storing the partial upload itself; the client resumes once space returns.
       return refusal(asStorageFull(error, 'uploads') ?? error, { debugErrors: config.debugErrors });
@@ -531,6 +534,7 @@ export async function createTusUploads(
   sweep.unref();
 
   return async (req: Request, res: Response) => {
+    const handled: HandledRequest = { cutOff: false };
     try {
       const id = uploadIdOf(req.path);
       if (id === null) return void sendRefusal(res, notFoundRefusal());
@@ -550,8 +554,8 @@ export async function createTusUploads(
         if (req.method === 'PATCH' || req.method === 'POST') {
           const revoked = () => refusal(unauthenticated(REVOKED_UPLOAD), { debugErrors: config.debugErrors });
           const cutOff = () => {
-            cutOffs.add(req);
-            bodyOfRequest.get(req)?.destroy(new Error(REVOKED_UPLOAD));
+            handled.cutOff = true;
+            handled.body?.destroy(new Error(REVOKED_UPLOAD));
             sendRefusal(res, revoked());
           };
           if (!keyConnections.addUpload(principal.apiKeyId, req, res, cutOff)) return void sendRefusal(res, revoked());
@@ -564,18 +568,18 @@ export async function createTusUploads(
           return void sendAnswer(res, await withoutIdleTimeout(req.socket, () => answerOfCompletion(req.method, completed, () => completionOf(id, principal, req))));
         }
       }
-      if (cutOffs.has(req)) return;
+      if (handled.cutOff) return;
       req.url = req.originalUrl; // @tus/server routes on the full path
-      await requestOfWrite.run(req, () => tus.handle(req, res));
+      await handling.run(handled, () => tus.handle(req, res));
     } catch (error) {
       // Cut off (its key revoked): answered, and its connection about to close; @tus/server's own answer came too late.
-      if (cutOffs.has(req)) return;
+      if (handled.cutOff) return;
       logger.error({ err: error }, 'upload request failed');
       if (!res.headersSent) sendRefusal(res, refusal(error, { debugErrors: config.debugErrors }));
       else res.destroy();
     } finally {
-      const created = createdBy.get(req);
-      if (created !== undefined && cutOffs.has(req)) {
+      const { created } = handled;
+      if (created !== undefined && handled.cutOff) {
         await datastore.settled(created);
         await datastore.remove(created).catch((error: unknown) => logger.warn({ err: error, uploadId: created }, 'could not remove an upload whose creation was cut off'));
       }
