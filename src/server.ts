@@ -370,23 +370,33 @@ function cannotListen(config: AppConfig, error: NodeJS.ErrnoException): Error {
   return new Error(`cannot listen on ${config.host}:${config.port} (HOST, PORT): ${why}`, { cause: error });
 }
 
-export function installSignalHandlers(server: RunningServer, logger: Logger): void {
+/**
+ * SIGTERM and SIGINT drain and stop the server. Installed before it boots: without a handler node's default kills the
+ * process at once, and a signal sent on the "snapgraph is serving" line could arrive before a handler installed after
+ * the boot (seen in CI: `npm start`'s SIGTERM on a loaded machine killed the server without a line). A signal during
+ * the boot stops the server once it is up; a boot that fails is reported by its caller.
+ */
+export function installSignalHandlers(started: Promise<RunningServer>, config: Pick<AppConfig, 'shutdownGraceMs'>, logger: Logger): void {
   const shutdown = (signal: string) => {
-    logger.info({ signal, graceMs: server.app.config.shutdownGraceMs }, 'shutting down: draining connections, then running operations');
+    logger.info({ signal, graceMs: config.shutdownGraceMs }, 'shutting down: draining connections, then running operations');
     // Running operations get the grace period, then are handed back; the rest (connections, stores) gets 15 s more.
-    const limitMs = server.app.config.shutdownGraceMs + 15_000;
+    const limitMs = config.shutdownGraceMs + 15_000;
     const force = setTimeout(() => {
       logger.error({ limitMs }, 'shutdown took too long; exiting');
       process.exit(1);
     }, limitMs);
     force.unref();
-    server.close().then(
-      // The worker threads too: process.exit() would stop one inside a zlib call (see stoppable-worker.ts).
-      () => exitAfterWorkers(0),
-      (error) => {
-        logger.error({ err: error }, 'error during shutdown');
-        exitAfterWorkers(1);
-      },
+    started.then(
+      (server) =>
+        server.close().then(
+          // The worker threads too: process.exit() would stop one inside a zlib call (see stoppable-worker.ts).
+          () => exitAfterWorkers(0),
+          (error: unknown) => {
+            logger.error({ err: error }, 'error during shutdown');
+            exitAfterWorkers(1);
+          },
+        ),
+      () => undefined,
     );
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));

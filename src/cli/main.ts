@@ -105,8 +105,9 @@ async function serve(): Promise<number> {
   installProcessErrorHandlers(logger);
   heapGrowth.limit(config.heapGrowthPercent);
   warnAboutMallocArenas(logger);
-  const server = await startServer(config, logger);
-  installSignalHandlers(server, logger);
+  const started = startServer(config, logger);
+  installSignalHandlers(started, config, logger);
+  await started;
   return -1; // keep running
 }
 

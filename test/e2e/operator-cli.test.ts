@@ -24,6 +24,7 @@ import {
   startServer,
   takeSnapshot,
   type TestServer,
+  within,
 } from '../support';
 
 const modeOf = (path: string) => statSync(path).mode & 0o777;
@@ -373,6 +374,30 @@ describe('the launcher, bin/snapgraph (package.json "bin")', () => {
       } catch {
         // the group has gone, as it should
       }
+    }
+  });
+
+  it('a SIGTERM that comes while the server boots stops it once it is up, drained, instead of killing it', async function () {
+    this.timeout(60_000);
+    const server = spawn(LAUNCHER, ['serve'], { cwd: REPO_ROOT, env: serverEnv({ PORT: '0', SNAPGRAPH_DATA_DIR: makeTempDir() }), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    server.stderr.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const exited = new Promise<[number | null, string | null]>((resolve) => server.once('exit', (code, signal) => resolve([code, signal])));
+    // Its first line comes before it listens (the migrations), long before it says it serves.
+    server.stdout.on('data', (chunk: Buffer) => {
+      const first = out === '' || !out.includes('"msg"');
+      out += chunk.toString();
+      if (first) server.kill('SIGTERM');
+    });
+    try {
+      const [code, signal] = await within(exited, 30_000, 'the server to stop');
+      assert.deepEqual([code, signal], [0, null], out);
+      const lines = out.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line).msg as string);
+      const at = (msg: string) => lines.indexOf(msg);
+      assert.ok(at('shutting down: draining connections, then running operations') >= 0, out);
+      assert.ok(at('snapgraph is serving') >= 0 && at('snapgraph is serving') < at('snapgraph stopped'), out);
+    } finally {
+      server.kill('SIGKILL');
     }
   });
 
