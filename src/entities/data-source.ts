@@ -1,6 +1,7 @@
 // The metadata database: embedded SQLite in the data dir by default, PostgreSQL when DATABASE_URL is set.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Client as PgClient, ClientConfig } from 'pg';
 import { DataSource, type QueryRunner } from 'typeorm';
 import { Initial1764000000000 } from '../migrations/1764000000000-initial';
 import { ExportTokens1764100000000 } from '../migrations/1764100000000-export-tokens';
@@ -67,7 +68,7 @@ export async function openMetadataDatabase(options: MetadataDatabaseOptions): Pr
 export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatabaseOptions): DataSource {
   const common = { entities: ENTITIES, migrations: MIGRATIONS, synchronize: false, logging: false } as const;
   if (databaseUrl) {
-    return new DataSource({ type: 'postgres', url: databaseUrl, ...common, extra: { max: 10 } });
+    return new DataSource({ type: 'postgres', url: databaseUrl, ...common, extra: { max: 10, Client: pgClientListenedToForLife() } });
   }
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const db = new DataSource({
@@ -82,6 +83,26 @@ export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatab
   // One connection for everyone: transactions take turns (see the gate).
   SqliteTransactionGate.install(db);
   return db;
+}
+
+/**
+ * pg's Client, with an 'error' listener for all its life. pg-pool listens to a pooled client while it is idle, and
+ * TypeORM while a query runner holds it, but neither in between: the pool hands a new client over as it reads the
+ * session's ReadyForQuery, and TypeORM attaches its listener in a promise's continuation. When PostgreSQL ended the
+ * session just then (the termination notice in the same read, as when an administrator or a failover ends every
+ * session), pg emitted the error with no listener, Node threw it, and the server exited on an uncaught exception.
+ * Nothing needs doing here: the client is then no longer queryable, so its holder's next query fails with a clear
+ * error and the pool drops the client when it comes back.
+ */
+function pgClientListenedToForLife(): new (config: ClientConfig) => PgClient {
+  // Required here, not imported: the embedded setup does not load the driver at all.
+  const { Client } = require('pg') as typeof import('pg');
+  return class ListenedClient extends Client {
+    constructor(config: ClientConfig) {
+      super(config);
+      this.on('error', () => undefined);
+    }
+  };
 }
 
 /**
