@@ -327,13 +327,16 @@ function writeBundle(source: GraphFileSource): Readable {
     try {
       scratch = await SealedScratchDir.create('admin-csv-export-');
       const groups = await planGroups(source);
-      const entries: Array<{ name: string; header: string; body?: string }> = await writeBodies(source, groups, scratch);
+      const entries: Array<{ name: string; header: string; body?: string; mode?: number }> = await writeBodies(source, groups, scratch);
       if (entries.length === 0) entries.push({ name: 'nodes.csv', header: ':ID,:LABEL\n' });
+      entries.push({ name: 'import.sh', header: importScript(entries.map((entry) => entry.name)), mode: 0o755 });
       for (const entry of entries) {
         const header = Buffer.from(entry.header);
         const size = header.length + (entry.body ? await scratch.size(entry.body) : 0);
-        const sink = pack.entry({ name: entry.name, size, mtime, mode: 0o644, uid: 0, gid: 0, uname: '', gname: '' });
-        sink.on('error', () => undefined); // seen through 'close' (writeTo) or the finish below
+        const sink = pack.entry({ name: entry.name, size, mtime, mode: entry.mode ?? 0o644, uid: 0, gid: 0, uname: '', gname: '' });
+        // Seen through 'close' (writeTo) or the finish below. Without a listener, an entry under way when the reader
+        // failed (the pack destroyed with its error) threw that error out of the process.
+        sink.on('error', () => undefined);
         await writeTo(sink, header);
         if (entry.body) for await (const chunk of scratch.createReadStream(entry.body)) await writeTo(sink, chunk as Buffer);
         (sink as unknown as { end(): void }).end();
@@ -343,8 +346,6 @@ function writeBundle(source: GraphFileSource): Readable {
           sink.once('error', reject);
         });
       }
-      const script = Buffer.from(importScript(entries.map((entry) => entry.name)));
-      pack.entry({ name: 'import.sh', size: script.length, mtime, mode: 0o755, uid: 0, gid: 0, uname: '', gname: '' }, script);
       pack.finalize();
     } catch (error) {
       pack.destroy(error as Error);
