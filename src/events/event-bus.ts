@@ -237,6 +237,9 @@ function withoutCommandArguments(error: unknown): unknown {
   return copy;
 }
 
+/** A message on a Redis channel that is not JSON is dropped, with at most one warning this often. */
+const UNREADABLE_WARNING_MS = 10_000;
+
 /**
  * Events as Redis PUBLISH and SUBSCRIBE, one channel per event name. Redis may be away (a restart, a failover): ioredis
  * then fails the commands queued meanwhile, and a command's failure must not end the process, as an unobserved
@@ -286,10 +289,25 @@ function redisEventTarget(
       settle();
     });
   };
+  const unreadable = { dropped: 0, warnedAt: -Infinity };
   subscribeClient.on('message', (channel: string, message: string) => {
     const callbacks = listeners.get(channel);
     if (!callbacks) return;
-    const event = new CustomEvent(channel, { detail: message === '' ? null : JSON.parse(message) });
+    let detail: unknown;
+    try {
+      detail = message === '' ? null : JSON.parse(message);
+    } catch {
+      // Not one of ours (a PUBLISH by hand, another application's on the same channel name): thrown here, inside
+      // ioredis's handling of the socket's data, it was an uncaught exception that ended every replica subscribed.
+      unreadable.dropped += 1;
+      if (Date.now() - unreadable.warnedAt >= UNREADABLE_WARNING_MS) {
+        logger.warn({ channel, dropped: unreadable.dropped }, 'dropped Redis messages that are not JSON: something other than Snapgraph publishes on its channels');
+        unreadable.dropped = 0;
+        unreadable.warnedAt = Date.now();
+      }
+      return;
+    }
+    const event = new CustomEvent(channel, { detail });
     for (const callback of callbacks) callback(event);
   });
   const eventTarget = {
