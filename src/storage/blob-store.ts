@@ -1,6 +1,5 @@
 // The strategy interface every blob backend implements, and the key rules they all enforce.
-import { createReadStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 
 import { ByteRange } from './byte-range';
@@ -96,7 +95,10 @@ export function isValidBlobKey(key: string): boolean {
 
 /** Adopts a local file by writing a copy of it as `key`, then removing it: for stores that cannot move files in. */
 export async function moveByCopy(store: BlobStore, key: string, path: string): Promise<{ sizeBytes: number }> {
-  const written = await store.write(key, createReadStream(path, { highWaterMark: 1024 * 1024 }));
+  // Opened here, not by the stream: a stream that opens its file reports a failure to (EMFILE, EACCES) as an 'error'
+  // event, which came while the store was still making its directories, before anything listened, and ended the process.
+  const file = await open(path);
+  const written = await store.write(key, file.createReadStream({ highWaterMark: 1024 * 1024 }));
   await rm(path, { force: true });
   return written;
 }

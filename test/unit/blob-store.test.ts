@@ -10,7 +10,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { BlobIntegrityError, createEncryptStream, encryptedSize, Keyring, MasterKey, UnknownKeyError } from '../../src/crypto';
 import { createHash } from 'node:crypto';
 import { CompleteMultipartUploadCommand, CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, PutObjectCommand, type S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
-import { assertValidBlobKey, type BlobStore, TEMP_FILE_MARKER } from '../../src/storage/blob-store';
+import { assertValidBlobKey, type BlobStore, moveByCopy, TEMP_FILE_MARKER } from '../../src/storage/blob-store';
 import { MIN_PART_BYTES, S3BlobStore, type S3BlobStoreOptions } from '../../src/storage/s3-blob-store';
 import { createS3Client } from '../../src/storage/s3-client';
 import { createTestBucket, describeS3, testS3Client } from '../support/s3';
@@ -316,6 +316,19 @@ describe('FilesystemBlobStore', () => {
 
   it('finds nothing to clean in a store that does not exist yet', async () => {
     assert.equal(await new FilesystemBlobStore(join(root, 'missing')).removeTemporaryFiles(), 0);
+  });
+
+  it('fails a copy-in (another file system) of a file it cannot open with that error, and stores nothing', async () => {
+    // The file was opened by the stream handed to write(), whose error came while the store made its directories,
+    // with nothing listening yet: an uncaught exception (mocha fails the test on it), which ended the server.
+    await store.init();
+    const unreadable = join(root, 'upload-without-read-permission');
+    await writeFile(unreadable, 'bytes', { mode: 0o200 });
+    const missing = join(root, 'upload-gone');
+    for (const path of process.getuid?.() === 0 ? [missing] : [missing, unreadable]) {
+      await assert.rejects(moveByCopy(store, `tenants/t/uploads/${randomBytes(4).toString('hex')}.blob`, path), /ENOENT|EACCES/);
+    }
+    assert.deepEqual(await listFiles(store.rootDir), []);
   });
 });
 
