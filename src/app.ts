@@ -108,7 +108,8 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
   if (tightened > 0) logger.warn({ dataDir: config.dataDir, entries: tightened }, 'made the data dir readable by its owner only');
   // Beside other replicas (PostgreSQL metadata) the data dir is shared by design; embedded, this server must be alone.
   const releaseDataDir = config.databaseUrl ? async () => undefined : holdEmbeddedDataDir(config.dataDir);
-  const db = await openMetadataDatabase(config).catch(async (error: unknown) => {
+  const onSessionError = (error: Error) => logger.warn({ err: error }, 'a PostgreSQL session of the metadata pool ended; the pool opens another for what follows');
+  const db = await openMetadataDatabase({ ...config, onSessionError }).catch(async (error: unknown) => {
     await releaseDataDir();
     throw error;
   });

@@ -46,6 +46,11 @@ export const MIGRATIONS = [Initial1764000000000, ExportTokens1764100000000, Oper
 export interface MetadataDatabaseOptions {
   dataDir: string;
   databaseUrl?: string;
+  /**
+   * Told the first error of each PostgreSQL session that ends under the pool (a restart, a failover,
+   * pg_terminate_backend): what its holder then meets is only pg's "not queryable", and an idle one goes unnoticed.
+   */
+  onSessionError?: (error: Error) => void;
 }
 
 /** The embedded metadata database's file. */
@@ -65,10 +70,10 @@ export async function openMetadataDatabase(options: MetadataDatabaseOptions): Pr
   return db;
 }
 
-export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatabaseOptions): DataSource {
+export function createMetadataDataSource({ dataDir, databaseUrl, onSessionError = () => undefined }: MetadataDatabaseOptions): DataSource {
   const common = { entities: ENTITIES, migrations: MIGRATIONS, synchronize: false, logging: false } as const;
   if (databaseUrl) {
-    return new DataSource({ type: 'postgres', url: databaseUrl, ...common, extra: { max: 10, Client: pgClientListenedToForLife() } });
+    return new DataSource({ type: 'postgres', url: databaseUrl, ...common, extra: { max: 10, Client: pgClientListenedToForLife(onSessionError) } });
   }
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const db = new DataSource({
@@ -86,20 +91,24 @@ export function createMetadataDataSource({ dataDir, databaseUrl }: MetadataDatab
 }
 
 /**
- * pg's Client, with an 'error' listener for all its life. pg-pool listens to a pooled client while it is idle, and
- * TypeORM while a query runner holds it, but neither in between: the pool hands a new client over as it reads the
- * session's ReadyForQuery, and TypeORM attaches its listener in a promise's continuation. When PostgreSQL ended the
- * session just then (the termination notice in the same read, as when an administrator or a failover ends every
- * session), pg emitted the error with no listener, Node threw it, and the server exited on an uncaught exception.
- * Nothing needs doing here: the client is then no longer queryable, so its holder's next query fails with a clear
- * error and the pool drops the client when it comes back.
+ * pg's Client (the JavaScript driver: pg-pool takes this class even where pg-native would be chosen), with an 'error'
+ * listener for all its life. pg-pool listens to a pooled client while it is idle, and TypeORM while a query runner
+ * holds it, but neither in between (nor while TypeORM's own setup holds one): the pool hands a new client over as it
+ * reads the session's ReadyForQuery, and TypeORM attaches its listener in a promise's continuation. When PostgreSQL
+ * ended the session just then (the termination notice in the same read, as when an administrator or a failover ends
+ * every session), pg emitted the error with no listener, Node threw it, and the server exited on an uncaught exception.
+ * The client is then no longer queryable: its holder's next query fails ("Client has encountered a connection error
+ * and is not queryable") and the pool drops the client when it comes back. The session's own error goes to
+ * `onSessionError`, once per client.
  */
-function pgClientListenedToForLife(): new (config: ClientConfig) => PgClient {
+function pgClientListenedToForLife(onSessionError: (error: Error) => void): new (config: ClientConfig) => PgClient {
   // Required here, not imported: the embedded setup does not load the driver at all.
   const { Client } = require('pg') as typeof import('pg');
   return class ListenedClient extends Client {
     constructor(config: ClientConfig) {
       super(config);
+      // A session that ends errs twice: PostgreSQL's notice, then pg's "Connection terminated unexpectedly".
+      this.once('error', onSessionError);
       this.on('error', () => undefined);
     }
   };

@@ -97,8 +97,9 @@ export function isValidBlobKey(key: string): boolean {
 export async function moveByCopy(store: BlobStore, key: string, path: string): Promise<{ sizeBytes: number }> {
   // Opened here, not by the stream: a stream that opens its file reports a failure to (EMFILE, EACCES) as an 'error'
   // event, which came while the store was still making its directories, before anything listened, and ended the process.
-  const file = await open(path);
-  const written = await store.write(key, file.createReadStream({ highWaterMark: 1024 * 1024 }));
+  const file = (await open(path)).createReadStream({ highWaterMark: 1024 * 1024 });
+  // Closed with the stream: at its end, or here should a store leave a stream it failed to write to as it was.
+  const written = await store.write(key, file).finally(() => file.destroy());
   await rm(path, { force: true });
   return written;
 }

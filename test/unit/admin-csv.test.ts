@@ -359,21 +359,22 @@ describe('neo4j-admin CSV', () => {
       await assert.rejects(bytesOf(neo4jAdminCsvFormat.write!(sourceOf([node('1', ['A;B'])]))), /label "A;B" holds ';'/);
     });
 
-    it('keeps a reader\'s failure to the bundle, whichever entry is under way then', async function () {
-      this.timeout(10_000);
-      // The reader stops reading (an S3 part that will fail, a client gone) and then fails. Whether import.sh is the
+    it('keeps a reader\'s failure to the bundle, whichever entry is under way then', async () => {
+      // The reader reads nothing (an S3 part that will fail, a client gone) and then fails. Whether import.sh is the
       // entry under way then, held back by the full buffers, depends on how many bytes came before it: with these rows,
       // 140 to 145 nodes put it there on Node 20. Its entry had no 'error' listener, so the failure, passed on to it,
-      // was thrown out of the process (mocha fails the test on it).
+      // was thrown out of the process (mocha fails the test on it). The bundles are written side by side, so each
+      // writer has long enough to run up to what the buffers hold, on a loaded machine too.
+      const bundles = [];
       for (let count = 130; count <= 155; count++) {
         const nodes = Array.from({ length: count }, (_, i) => node(String(i + 1), ['A'], { p: 'x'.repeat(100) }));
         const bundle = neo4jAdminCsvFormat.write!(sourceOf(nodes));
-        const failed = once(bundle, 'error');
-        await new Promise((resolve) => setTimeout(resolve, 50)); // the writer runs up to what the buffers hold
-        bundle.destroy(new Error('the reader failed'));
-        assert.equal(((await failed)[0] as Error).message, 'the reader failed');
-        await new Promise((resolve) => setTimeout(resolve, 10));
+        bundles.push({ bundle, failed: once(bundle, 'error') });
       }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      for (const { bundle } of bundles) bundle.destroy(new Error('the reader failed'));
+      for (const { failed } of bundles) assert.equal(((await failed)[0] as Error).message, 'the reader failed');
+      await new Promise((resolve) => setTimeout(resolve, 50));
     });
   });
 });

@@ -52,11 +52,15 @@ describe('the metadata database on PostgreSQL, when a session ends as it opens',
     // exited so in CI while PostgreSQL cut its connections). Mocha fails the test on that uncaught exception.
     const postgres = await endsEverySessionAtOnce();
     const dataDir = mkdtempSync(join(tmpdir(), 'snapgraph-metadata-'));
-    const db = createMetadataDataSource({ dataDir, databaseUrl: postgres.url });
+    const sessionErrors: Error[] = [];
+    const db = createMetadataDataSource({ dataDir, databaseUrl: postgres.url, onSessionError: (error) => sessionErrors.push(error) });
     try {
       await assert.rejects(db.initialize(), /not queryable|terminat/);
       // The pool's first session (TypeORM's check) and the query runner's: the second is the one handed over.
       assert.ok(postgres.sessions() >= 2, `${postgres.sessions()} session(s) opened`);
+      // PostgreSQL's reason, once per session (pg follows it with "Connection terminated unexpectedly").
+      assert.equal(sessionErrors.length, postgres.sessions());
+      for (const error of sessionErrors) assert.match(error.message, /terminating connection due to administrator command/);
     } finally {
       if (db.isInitialized) await db.destroy();
       postgres.server.close();
