@@ -5,6 +5,7 @@ import type { TypedEventTarget } from '@graphql-yoga/typed-event-target';
 import type { Redis } from 'ioredis';
 import type { Availability, InstanceStatus } from '../entities/instance.entity';
 import type { Logger } from '../logging/logger';
+import { groupedWarning } from '../logging/grouped-warning';
 import { urlWithoutPassword } from '../logging/url-without-password';
 
 export interface AvailabilityEventPayload {
@@ -237,7 +238,7 @@ function withoutCommandArguments(error: unknown): unknown {
   return copy;
 }
 
-/** A message on a Redis channel that is not JSON is dropped, with at most one warning this often. */
+/** Messages on Redis channels that are not JSON are dropped, with at most one warning this often (how many). */
 const UNREADABLE_WARNING_MS = 10_000;
 
 /**
@@ -289,7 +290,13 @@ function redisEventTarget(
       settle();
     });
   };
-  const unreadable = { dropped: 0, warnedAt: -Infinity };
+  /** The channel of the last message that was not JSON, named in the warning. */
+  let unreadableOn = '';
+  const unreadable = groupedWarning(UNREADABLE_WARNING_MS, (count) =>
+    logger.warn({ channel: unreadableOn, dropped: count }, 'dropped Redis messages that are not JSON: something other than Snapgraph publishes on its channels'),
+  );
+  // Closed for good (the bus closing): those still waiting for their line are logged now.
+  subscribeClient.on('end', () => unreadable.flush());
   subscribeClient.on('message', (channel: string, message: string) => {
     const callbacks = listeners.get(channel);
     if (!callbacks) return;
@@ -299,12 +306,8 @@ function redisEventTarget(
     } catch {
       // Not one of ours (a PUBLISH by hand, another application's on the same channel name): thrown here, inside
       // ioredis's handling of the socket's data, it was an uncaught exception that ended every replica subscribed.
-      unreadable.dropped += 1;
-      if (Date.now() - unreadable.warnedAt >= UNREADABLE_WARNING_MS) {
-        logger.warn({ channel, dropped: unreadable.dropped }, 'dropped Redis messages that are not JSON: something other than Snapgraph publishes on its channels');
-        unreadable.dropped = 0;
-        unreadable.warnedAt = Date.now();
-      }
+      unreadableOn = channel;
+      unreadable.note();
       return;
     }
     const event = new CustomEvent(channel, { detail });

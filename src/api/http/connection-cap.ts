@@ -5,6 +5,7 @@
 // accepts it ('drop'): its client sees the connection reset, and the work under way goes on.
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
+import { groupedWarning } from '../../logging/grouped-warning';
 import type { Logger } from '../../logging/logger';
 import type { Metrics } from '../../observability/metrics';
 
@@ -57,27 +58,14 @@ export function capConnections(
   const cap = configured ?? connectionCapFor(openFileLimit());
   if (cap === null) return null;
   httpServer.maxConnections = cap;
-  // The first drop of a flood is logged at once; those after it within logIntervalMs, together when it is up.
-  let unlogged = 0;
-  let loggedAt = 0;
-  let pending: NodeJS.Timeout | null = null;
-  const log = () => {
-    pending = null;
-    loggedAt = Date.now();
-    logger.warn({ dropped: unlogged, maxConnections: cap }, 'dropped new connections: the server holds as many as it may (SNAPGRAPH_MAX_CONNECTIONS)');
-    unlogged = 0;
-  };
+  const dropped = groupedWarning(logIntervalMs, (count) =>
+    logger.warn({ dropped: count, maxConnections: cap }, 'dropped new connections: the server holds as many as it may (SNAPGRAPH_MAX_CONNECTIONS)'),
+  );
   httpServer.on('drop', () => {
     metrics.droppedConnections.inc();
-    unlogged += 1;
-    const wait = loggedAt + logIntervalMs - Date.now();
-    if (wait <= 0) log();
-    else pending ??= setTimeout(log, wait).unref();
+    dropped.note();
   });
   // Stopping: the drops not logged yet are logged now.
-  httpServer.once('close', () => {
-    if (pending) clearTimeout(pending);
-    if (unlogged > 0) log();
-  });
+  httpServer.once('close', () => dropped.flush());
   return cap;
 }
