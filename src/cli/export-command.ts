@@ -14,6 +14,7 @@ import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
 import { takePidLock } from './pid-lock';
 import { formatBytes, ProgressBar } from './progress-bar';
+import { writtenOut } from './written-out';
 
 const EXPORT_SNAPSHOT = `mutation ($id: ID!) { exportSnapshot(id: $id) { url fileName sizeBytes sha256 expiresAt } }`;
 
@@ -105,6 +106,8 @@ async function streamToStdout(link: ExportLink): Promise<number> {
     const { body } = await openDownload(link, 0, controller.signal);
     // stdout stays open: the process writes its last line to stderr and exits with the status that says how it went.
     await pipeline(body, counted, process.stdout, { end: false });
+    // The pipeline is done once stdout took the last bytes, not once they reached the reader: a pipe writes later.
+    await writtenOut(process.stdout);
   } catch (error) {
     if (interruption.isRequested) throw new Interrupted(discard());
     if (error instanceof CliError) throw error;

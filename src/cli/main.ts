@@ -6,6 +6,7 @@ import { heapGrowth } from '../runtime/heap-growth';
 import { exitAfterWorkers } from '../runtime/stoppable-worker';
 import { DEFAULT_URL } from './api-client';
 import { CliError, UsageError } from './cli-error';
+import { writtenOut } from './written-out';
 
 const USAGE = `usage:
   snapgraph serve                          run the server (configured by the environment; see README)
@@ -113,22 +114,37 @@ async function serve(): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code >= 0) exitAfterWorkers(code);
+    if (code >= 0) void exitOnceWrittenOut(code);
   },
   (error) => {
     if (error instanceof UsageError) {
       process.stderr.write(`snapgraph: ${error.message}\n${USAGE}`);
-      return exitAfterWorkers(error.exitCode);
+      return exitOnceWrittenOut(error.exitCode);
     }
     if (error instanceof CliError) {
       process.stderr.write(`snapgraph: ${error.message}\n`);
-      return exitAfterWorkers(error.exitCode);
+      return exitOnceWrittenOut(error.exitCode);
     }
     if (error instanceof ConfigError) {
       process.stderr.write(`snapgraph: ${error.message}\n`);
-      return exitAfterWorkers(78);
+      return exitOnceWrittenOut(78);
     }
     process.stderr.write(`snapgraph: ${error instanceof Error ? error.message : String(error)}\n`);
-    return exitAfterWorkers(1);
+    return exitOnceWrittenOut(1);
   },
 );
+
+/**
+ * Exits once stdout and stderr have handed what the command wrote to the system: into a pipe, process.exit() would
+ * drop what they still hold (a `tenant list` into a slow reader lost its end). A command whose output could not all
+ * be written (its reader closed the pipe) did not succeed.
+ */
+async function exitOnceWrittenOut(code: number): Promise<void> {
+  const stdoutError = await writtenOut(process.stdout).then(
+    () => undefined,
+    (error: Error) => error,
+  );
+  if (stdoutError && code === 0) process.stderr.write(`snapgraph: stdout could not take all of the output (${stdoutError.message})\n`);
+  await writtenOut(process.stderr).catch(() => undefined);
+  exitAfterWorkers(stdoutError && code === 0 ? 1 : code);
+}

@@ -397,6 +397,37 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.deepEqual(readdirSync(cwd), []);
     });
 
+    // A pipe takes what it is written later: the command exited with the archive's end still in stdout's buffer, so a
+    // slow reader (`| gzip`, `| ssh`) got less than the whole archive while the command said it wrote it all (exit 0).
+    it('writes all of the archive to a slow reader of stdout before it exits', async function () {
+      this.timeout(60_000);
+      const instanceId = (await createInstance(suite.server, { name: 'larger graph' })).id;
+      const blobs = Array.from({ length: 256 }, (_, i) => ({ labels: ['Item'], properties: { i, blob: randomBytes(2048).toString('base64') } }));
+      await createNodes(suite.server, instanceId, blobs);
+      const larger = await snapshotOf(suite.server, instanceId);
+      const expected = await downloadArchive(suite.server, larger.id);
+      assert.ok(expected.length > 512 * 1024, `an archive of ${expected.length} bytes fits in the pipe's buffers`);
+      const env = serverEnv({ SNAPGRAPH_URL: suite.server.url, SNAPGRAPH_API_KEY: suite.server.adminKey, XDG_STATE_HOME: stateHome });
+      // A real pipe (the shell's, 64 KiB; a child's stdio here is a socket pair, which holds more than the archive),
+      // read 4 KiB at a time with a pause after each read: the pipe stays full, and the command's last writes wait.
+      const slowReader = [
+        `const { readSync, writeSync } = require('node:fs'), buffer = Buffer.alloc(4096), pause = new Int32Array(new SharedArrayBuffer(4))`,
+        `for (let n; (n = readSync(0, buffer)) > 0; Atomics.wait(pause, 0, 0, 2)) writeSync(1, buffer.subarray(0, n))`,
+      ].join('; ');
+      const pipeline = `{ "${LAUNCHER}" export ${larger.id} -o -; echo "export exited $?" >&2; } | "${process.execPath}" -e "${slowReader}"`;
+      const child = spawn('sh', ['-c', pipeline], { env, cwd: makeTempDir(), stdio: ['ignore', 'pipe', 'pipe'] });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+      const received: Buffer[] = [];
+      child.stdout.on('data', (chunk: Buffer) => received.push(chunk));
+      const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+      const got = Buffer.concat(received);
+      assert.equal(code, 0, output({ code, stdout: `${got.length} bytes`, stderr }));
+      assert.match(stderr, /export exited 0/);
+      assert.equal(got.length, expected.length, `the reader got the whole archive; stderr: ${stderr}`);
+      assert.ok(got.equals(expected), 'stdout is the archive');
+    });
+
     it('refuses -o - when stdout is a terminal (an archive is binary), before asking the server for a link', async function () {
       if (!existsSync('/usr/bin/script')) return this.skip();
       const env = serverEnv({ SNAPGRAPH_URL: suite.server.url, SNAPGRAPH_API_KEY: suite.server.adminKey, XDG_STATE_HOME: stateHome });
