@@ -44,8 +44,11 @@ export interface PageRequest {
 /** A consistent, point-in-time view of a store (one read transaction), read in batches. */
 export interface GraphReadView {
   stats(): Promise<GraphStats>;
-  /** Every node, then every relationship, in id order, as tuple lines built by the store. */
-  encodedBatches(batchSize?: number): AsyncIterable<EncodedBatch>;
+  /**
+   * Every node, then every relationship, in id order, as tuple lines built by the store: batches of at most
+   * `batchSize` items, holding at most `batchBytes` of stored data before their last item.
+   */
+  encodedBatches(batchSize?: number, batchBytes?: number): AsyncIterable<EncodedBatch>;
   /** The labels of the given nodes (ids that name no node are left out). */
   nodeLabels(ids: string[]): Promise<Map<string, string[]>>;
   close(): Promise<void>;

@@ -70,12 +70,6 @@ const FROZEN = 'frozen';
 const READ_AT = 'read_at';
 
 // The tuple lines of EncodedBatch (graph/records.ts), built by SQLite in its own thread.
-const ENCODED_READS: [EncodedBatch['kind'], string][] = [
-  ['node', `SELECT id, json_array('N', CAST(id AS TEXT), json(labels), json(properties)) AS line
-            FROM nodes WHERE id > ? ORDER BY id LIMIT ?`],
-  ['relationship', `SELECT id, json_array('R', CAST(id AS TEXT), type, CAST(start_id AS TEXT), CAST(end_id AS TEXT), json(properties)) AS line
-                    FROM relationships WHERE id > ? ORDER BY id LIMIT ?`],
-];
 
 // The same tuple lines for the change log, joined by newlines, from the rows of nodes `n` or relationships `r` a
 // write selects. Spliced rather than rendered by json_array: the labels and properties columns only ever receive
@@ -145,6 +139,30 @@ const pageOf = (candidates: string) => `
   SELECT id, fetched FROM (
     SELECT id, sum(size) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - size AS before, count(*) OVER () AS fetched FROM (${candidates}))
   WHERE before < ?3`;
+
+/**
+ * Stored JSON (labels or type, and properties) one batch of a read view's encodedBatches() holds at most before its
+ * last item, beside its count: a batch of 5,000 large nodes (one may hold 64 MiB), and the one read ahead, were in
+ * the heap whole, as the lines SQLite built and the frame compressed from them.
+ */
+export const READ_BATCH_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The last id of a read view's batch after ?1: of at most ?2 rows, and ?3 bytes of `size` before the last. When the ?2
+ * rows fit, their sum says so and the window (pageOf's), which costs as much as reading the lines, is not run.
+ */
+const lastOfBatch = (table: string, size: string) => {
+  const candidates = `SELECT id, ${size} AS size FROM ${table} WHERE id > ?1 ORDER BY id LIMIT ?2`;
+  return `(SELECT CASE WHEN sum(size) < ?3 THEN max(id) ELSE (SELECT max(id) FROM (${pageOf(candidates)})) END FROM (${candidates}))`;
+};
+
+// A read view's batches: the rows of an id range, in order (a range of the primary key, sorted as they are read).
+const ENCODED_READS: [EncodedBatch['kind'], string][] = [
+  ['node', `SELECT id, json_array('N', CAST(id AS TEXT), json(labels), json(properties)) AS line
+            FROM nodes WHERE id > ?1 AND id <= ${lastOfBatch('nodes', 'octet_length(labels) + octet_length(properties)')} ORDER BY id`],
+  ['relationship', `SELECT id, json_array('R', CAST(id AS TEXT), type, CAST(start_id AS TEXT), CAST(end_id AS TEXT), json(properties)) AS line
+                    FROM relationships WHERE id > ?1 AND id <= ${lastOfBatch('relationships', 'octet_length(type) + octet_length(properties)')} ORDER BY id`],
+];
 
 /**
  * A page's rows (`rows`, selecting NULL then `columns` and `fetched`) after a row of their total: the count the counts
@@ -624,13 +642,13 @@ class SqliteReadView implements GraphReadView {
   }
 
   /** Reads ahead one batch, so SQLite builds the next lines while the current ones are compressed. */
-  async *encodedBatches(batchSize = READ_BATCH): AsyncIterable<EncodedBatch> {
+  async *encodedBatches(batchSize = READ_BATCH, batchBytes = READ_BATCH_BYTES): AsyncIterable<EncodedBatch> {
     for (const [kind, sql] of ENCODED_READS) {
-      let next = this.connection.all<{ id: number; line: string }>(sql, [0, batchSize]);
+      let next = this.connection.all<{ id: number; line: string }>(sql, [0, batchSize, batchBytes]);
       for (;;) {
         const rows = await next;
         if (rows.length === 0) break;
-        next = this.connection.all(sql, [rows[rows.length - 1].id, batchSize]);
+        next = this.connection.all(sql, [rows[rows.length - 1].id, batchSize, batchBytes]);
         // Observed now, awaited at the next turn: a read that fails while the reader works on this batch, or after it
         // stopped reading, is not an unhandled rejection.
         next.catch(() => undefined);

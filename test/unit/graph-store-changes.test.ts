@@ -339,6 +339,40 @@ describe('graph store change log, base copies and replay', function () {
     });
   });
 
+  describe('read views', () => {
+    // Batches were bounded by their count alone: 5,000 large nodes, and the batch read ahead, were in the heap whole.
+    it('reads batches of a bounded size (past the bound by their last item at most), every item once and in order', async () => {
+      const big = 'x'.repeat(300 * 1024);
+      const nodes = await store.createNodes(
+        Array.from({ length: 24 }, (_, i) => ({ labels: ['Big'], properties: { i, text: i === 5 ? big.repeat(4) : big } })),
+        LIMITS,
+      );
+      await store.createRelationships(
+        nodes.slice(1).map((node, i) => ({ type: 'NEXT', startNodeId: nodes[i].id, endNodeId: node.id, properties: { text: big } })),
+        LIMITS,
+      );
+      const view = await store.openReadView();
+      try {
+        const batchBytes = 1024 * 1024;
+        const batches: number[][] = [];
+        const ids: string[] = [];
+        for await (const batch of view.encodedBatches(100, batchBytes)) {
+          batches.push(batch.lines.map((line) => Buffer.byteLength(line)));
+          ids.push(...batch.lines.map((line) => (JSON.parse(line) as string[]).slice(0, 2).join('')));
+        }
+        assert.deepEqual(ids, [...nodes.map((node) => `N${node.id}`), ...Array.from({ length: 23 }, (_, i) => `R${i + 1}`)]);
+        // 300 KiB items: four to a batch of 1 MiB (the fourth starts before the bound), the 1.2 MiB one last in its own.
+        for (const sizes of batches) {
+          const beforeLast = sizes.slice(0, -1).reduce((sum, size) => sum + size, 0);
+          assert.ok(beforeLast < batchBytes && sizes.length <= 4, `a batch of ${sizes.length} lines: ${sizes.join(', ')} bytes`);
+        }
+        assert.ok(batches.length >= 12, `${batches.length} batches`);
+      } finally {
+        await view.close();
+      }
+    });
+  });
+
   describe('updateNodes', () => {
     it('replaces labels, properties or both, and keeps the label counts and index right', async () => {
       const [a, b, c] = await store.createNodes(
