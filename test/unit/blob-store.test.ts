@@ -195,6 +195,20 @@ function behavesAsBlobStore(makeBackend: () => Promise<Backend>): void {
     assert.deepEqual(await listed('tenants/t-1/a.blob'), []);
   });
 
+  // A collection removes what it lists while the listing goes on (the filesystem's reads a folder a few entries at a time).
+  it('lists every blob once when each is deleted as soon as it is listed', async function () {
+    this.timeout(60_000);
+    const keys = Array.from({ length: 300 }, (_, i) => `tenants/t-1/log/${i % 2}/${String(i).padStart(6, '0')}.seg`);
+    for (let i = 0; i < keys.length; i += 20) await Promise.all(keys.slice(i, i + 20).map((key) => store.write(key, Readable.from([Buffer.from(key)]))));
+    const listed: string[] = [];
+    for await (const key of store.list('tenants/t-1')) {
+      listed.push(key);
+      await store.delete(key);
+    }
+    assert.deepEqual(listed.sort(), [...keys].sort());
+    for await (const key of store.list('tenants/t-1')) assert.fail(`${key} is left`);
+  });
+
   it('lists only blob keys, not the files someone else put there (.DS_Store, a name with a space, an editor backup)', async () => {
     await store.write(KEY, Readable.from([Buffer.from('x')]));
     for (const name of ['tenants/.DS_Store', 'tenants/t-1/notes about it.txt', `${KEY}~`, 'tenants/t-1/.git/config']) await backend.plantForeignFile(name);
