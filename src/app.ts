@@ -221,7 +221,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       // Background work on its store ends before the store goes.
       await changeLog.endEpochs(instance.id);
       await backups.settle(instance.id);
-      backups.collectSoon(instance.tenantId);
+      void backups.collectSoon(instance.tenantId);
     });
     metrics.countInstancesWith(
       () => instances.countByAvailability(),

@@ -106,7 +106,12 @@ export interface CapturedPoint {
 
 export class BackupService {
   private readonly points: Repository<RestorePointEntity>;
-  private readonly collecting = new Map<string, { again: boolean }>();
+  /** Tenants whose collection is waiting its turn or under way (`again`: asked for once more meanwhile). */
+  private readonly collecting = new Map<string, { again: boolean; done: Promise<void> }>();
+  /** Collections run one after the other: this one's end. */
+  private collectionLane: Promise<void> = Promise.resolve();
+  /** The periodic pass through every tenant, while one is under way. */
+  private collectingAll?: Promise<void>;
   /** Bases being taken by this process in the background, by instance (one at a time each). */
   private readonly basing = new Map<string, Promise<unknown>>();
   /** Instances a snapshot is being captured of (it decides on a base itself). */
@@ -1240,15 +1245,24 @@ export class BackupService {
     return { snapshotCount: snapshots.length, logicalBytes, storedBytes };
   }
 
-  /** Every tenant that has backup storage, collected one after the other (the periodic sweep). */
-  async collectAll(): Promise<void> {
+  /**
+   * Every tenant that has backup storage, collected one after the other (the periodic sweep). A call while a pass is
+   * under way (the pass outlasted the interval) is that pass.
+   */
+  collectAll(): Promise<void> {
+    this.collectingAll ??= this.#collectEachTenant().finally(() => (this.collectingAll = undefined));
+    return this.collectingAll;
+  }
+
+  async #collectEachTenant(): Promise<void> {
     // Tenants with packs too: once their last restore point is gone, emptied packs still wait for their grace period.
     const [withPoints, withPacks, withLogs] = await Promise.all([
       this.points.createQueryBuilder('p').select('DISTINCT p."tenantId"', 'tenantId').getRawMany<{ tenantId: string }>(),
       this.db.getRepository(ChunkPackEntity).createQueryBuilder('k').select('DISTINCT k."tenantId"', 'tenantId').getRawMany<{ tenantId: string }>(),
       this.log.tenantsWithLogs(),
     ]);
-    for (const tenantId of new Set([...withPoints, ...withPacks].map((row) => row.tenantId).concat(withLogs))) this.collectSoon(tenantId);
+    const tenants = new Set([...withPoints, ...withPacks].map((row) => row.tenantId).concat(withLogs));
+    await Promise.all([...tenants].map((tenantId) => this.collectSoon(tenantId)));
   }
 
   /** A previous release's snapshots (whole archives in one blob) count their stored size as the bytes they added. */
@@ -1262,27 +1276,34 @@ export class BackupService {
     }
   }
 
-  /** Collects the tenant's garbage soon, once at a time per tenant (a request during a run asks for one more run). */
-  collectSoon(tenantId: string): void {
-    const running = this.collecting.get(tenantId);
-    if (running) {
-      running.again = true;
-      return;
+  /**
+   * Collects the tenant's garbage soon: in its turn, as the process runs one collection at a time (all at once, each
+   * one's marks, metadata rows and listings were held together, as many times as there were tenants: the periodic
+   * pass started every tenant's). A request while the tenant's collection waits is that one; while it runs, it asks
+   * for one more run. Resolves when the run it asked for is over; never rejects (a failure is logged, and the next run
+   * retries).
+   */
+  collectSoon(tenantId: string): Promise<void> {
+    const asked = this.collecting.get(tenantId);
+    if (asked) {
+      asked.again = true;
+      return asked.done;
     }
-    const state = { again: false };
+    const state = { again: false, done: Promise.resolve() };
     this.collecting.set(tenantId, state);
-    void (async () => {
+    state.done = this.collectionLane = this.collectionLane.then(async () => {
       try {
         do {
           state.again = false;
-          await this.collect(tenantId);
-        } while (state.again);
+          if (!this.closed) await this.collect(tenantId);
+        } while (state.again && !this.closed);
       } catch (err) {
         this.logger.error({ err, tenantId }, 'backup storage collection failed; the next one retries');
       } finally {
         this.collecting.delete(tenantId);
       }
-    })();
+    });
+    return state.done;
   }
 
   /**

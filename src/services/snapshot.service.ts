@@ -368,7 +368,7 @@ export class SnapshotService {
     if (deleted) this.publish(snapshot, true);
     if (snapshot.blobKey) await this.blobs.delete(snapshot.blobKey);
     await this.backups.forgetExport(snapshot);
-    this.backups.collectSoon(snapshot.tenantId);
+    void this.backups.collectSoon(snapshot.tenantId);
     return deleted;
   }
 
