@@ -17,7 +17,7 @@ import { CliError, Interrupted, UsageError } from './cli-error';
 import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
 import { formatBytes, ProgressBar } from './progress-bar';
-import { HeadAnsweredWithServerError, isRefusal, isTransient, nothingStored, responseOf, type UploadError, waitsForInstance } from './upload-answers';
+import { FileUnreadableError, HeadAnsweredWithServerError, isRefusal, isTransient, nothingStored, responseOf, type UploadError, waitsForInstance } from './upload-answers';
 import { UploadStateFile } from './upload-state-file';
 
 const MIB = 1024 * 1024;
@@ -164,7 +164,10 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
   const resumeLater = () => new Interrupted('run the same command again to resume the upload');
 
   return new Promise<string>((resolvePromise, reject) => {
-    const upload = new tus.Upload(createReadStream(file), {
+    // tus-js-client reads the file by its name (a stream of its own for each request) and only closes this one: an
+    // error of it (the file gone already) is met again by the requests, which say it.
+    const source = createReadStream(file).on('error', () => undefined);
+    const upload = new tus.Upload(source, {
       endpoint: client.endpoint(UPLOADS_PATH),
       headers: { Authorization: client.authorization },
       metadata: { instanceId: request.instanceId, confirm: request.confirm, filename: basename(file) },
@@ -183,7 +186,7 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
       urlStorage,
       fingerprint: async () => fingerprint,
       removeFingerprintOnSuccess: true,
-      httpStack: httpStackTellingWhenSent(stats.size, interruption, {
+      httpStack: httpStackTellingWhenSent(file, stats.size, interruption, {
         onAllSent: () => {
           allSent = true;
           progress?.finish(stats.size);
@@ -295,6 +298,7 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
  * answered with a 5xx is a failed request, retried (HeadAnsweredWithServerError), never the end of the upload.
  */
 function httpStackTellingWhenSent(
+  file: string,
   fileSize: number,
   interruption: Interruption,
   { onAllSent, onHead, mayContinue }: { onAllSent: () => void; onHead: (underWay: boolean) => void; mayContinue: () => boolean },
@@ -326,7 +330,16 @@ function httpStackTellingWhenSent(
           });
         }
         const limit = interruption.stopAfterBytes;
-        return send(limit !== null && offset < limit && limit < offset + size ? stopPartWay(body, size, limit - offset, interruption) : body);
+        const sent = send(limit !== null && offset < limit && limit < offset + size ? stopPartWay(body, size, limit - offset, interruption) : body);
+        // The body is a stream of the file opened for this request, which tus-js-client pipes on without listening to
+        // its errors: one (the file moved away since the last request) ended the command with an uncaught exception.
+        return new Promise<tus.HttpResponse>((resolve, reject) => {
+          body.once('error', (error: NodeJS.ErrnoException) => {
+            reject(new FileUnreadableError(file, error));
+            void request.abort().catch(() => undefined);
+          });
+          sent.then(resolve, reject);
+        });
       };
       return request;
     },
@@ -412,6 +425,9 @@ function describeUploadError(client: ApiClient, error: UploadError): CliError {
     const described = describeErrorBody(response.getBody()) ?? `the upload failed: HTTP ${status} ${response.getBody().slice(0, 200)}`.trim();
     if (isRefusal(error) || nothingStored(error)) return new CliError(described);
     return new CliError(`${described}; the server keeps what it received: run the same command again to resume`);
+  }
+  if (error.causingError instanceof FileUnreadableError) {
+    return new CliError(`${error.causingError.message}; the server keeps what it received: run the same command again, with the file readable, to resume`);
   }
   if (error.causingError) {
     // After the retries: a server away for longer (a restart that takes a while) keeps what it received all the same.

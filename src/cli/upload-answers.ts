@@ -18,6 +18,21 @@ export class HeadAnsweredWithServerError extends Error {
   }
 }
 
+/**
+ * The file could not be read while a request sent it (moved or deleted between two requests, each of which opens it
+ * again by its name; a read error of its volume). Not retried: the server keeps what it received, and a rerun with
+ * the file readable again resumes from there.
+ */
+export class FileUnreadableError extends Error {
+  constructor(
+    readonly file: string,
+    readonly error: NodeJS.ErrnoException,
+  ) {
+    super(`cannot read ${file}: ${error.message}`);
+    this.name = 'FileUnreadableError';
+  }
+}
+
 /** The answer the failed request got: tus-js-client's, or the one a HEAD that threw carried. */
 export function responseOf(error: UploadError): tus.HttpResponse | null {
   if (error.originalResponse) return error.originalResponse;
@@ -50,6 +65,7 @@ export function isRefusal(error: UploadError): boolean {
  * than it waits for it to let go: waiting and resuming with a HEAD is right for that as well.
  */
 export function isTransient(error: UploadError): boolean {
+  if (error.causingError instanceof FileUnreadableError) return false;
   const response = responseOf(error);
   if (!response) return true;
   const status = response.getStatus();

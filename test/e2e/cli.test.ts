@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -191,6 +191,7 @@ async function proxyFailingHeads(target: string) {
   let toFail = 0;
   let failed = 0;
   let created = 0;
+  let beforePatchAnswer: (() => void) | null = null;
   const proxy = createServer((request, response) => {
     if (request.method === 'HEAD' && toFail > 0) {
       toFail -= 1;
@@ -203,6 +204,11 @@ async function proxyFailingHeads(target: string) {
     const forwarded = httpRequest(
       { host: upstream.hostname, port: upstream.port, method: request.method, path: request.url, headers: request.headers },
       (answer) => {
+        if (request.method === 'PATCH' && beforePatchAnswer) {
+          const hook = beforePatchAnswer;
+          beforePatchAnswer = null;
+          hook();
+        }
         response.writeHead(answer.statusCode ?? 502, answer.headers);
         answer.pipe(response);
       },
@@ -227,6 +233,8 @@ async function proxyFailingHeads(target: string) {
   return {
     url: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
     failHeads: (count: number) => (toFail = count),
+    /** Runs `hook` once, when the next PATCH is answered, before the client has the answer. */
+    beforePatchAnswer: (hook: () => void) => (beforePatchAnswer = hook),
     failedHeads: () => failed,
     creations: () => created,
     close: () => {
@@ -686,6 +694,35 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
         assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
         assert.deepEqual(uploadsLeft(), [], 'no partial upload is left on the server');
         assert.deepEqual(storedUploads(), []);
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    // tus-js-client opens the file again for each request and pipes it on without listening to its errors: a file
+    // moved away between two requests ended the command with an uncaught ENOENT and a stack trace.
+    it('stops, saying so, when the file cannot be read between two requests; with it back, a rerun resumes', async function () {
+      this.timeout(90_000);
+      const server = suite.server;
+      const targetId = (await createInstance(server, { name: 'file-moved-away' })).id;
+      const file = join(makeTempDir(), 'moving.backup');
+      copyFileSync(archivePath, file);
+      const proxy = await proxyFailingHeads(server.url);
+      try {
+        const args = ['restore-file', targetId, file, '--confirm', 'RESTORE', '--chunk-size', '8k'];
+        proxy.beforePatchAnswer(() => renameSync(file, `${file}.away`));
+        const failed = await snapgraph(server, args, { env: { SNAPGRAPH_URL: proxy.url } });
+        assert.equal(failed.code, 1, output(failed));
+        assert.ok(failed.stderr.includes(`snapgraph: cannot read ${file}: ENOENT`), output(failed));
+        assert.match(failed.stderr, /the server keeps what it received: run the same command again, with the file readable, to resume/);
+        assert.doesNotMatch(failed.stderr, /^\s+at /m, 'no stack trace');
+
+        renameSync(`${file}.away`, file);
+        const resumed = await snapgraph(server, args, { env: { SNAPGRAPH_URL: proxy.url } });
+        assert.equal(resumed.code, 0, output(resumed));
+        assert.match(resumed.stderr, /resuming an earlier upload of moving\.backup/);
+        assert.equal(proxy.creations(), 1, 'the rerun resumed the upload, not a second one');
+        assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
       } finally {
         await proxy.close();
       }
