@@ -86,7 +86,13 @@ export class ApiClient {
       headers: { 'content-type': 'application/json', authorization: this.authorization },
       body: JSON.stringify({ query, variables }),
     });
-    const text = await response.text();
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (error) {
+      // The connection went while the answer came: fetch's own "terminated" said neither where nor why.
+      throw new CliError(`the connection to the Snapgraph server at ${this.url} broke off in its answer (${networkFailureReason(error)}); what was asked may have been done`);
+    }
     const described = describeErrorBody(text);
     if (described) throw new CliError(described);
     const answered = () => new CliError(`the server answered HTTP ${response.status}: ${text.slice(0, 200)}`);

@@ -196,7 +196,9 @@ async function openDownload(link: ExportLink, offset: number, signal: AbortSigna
     );
   });
   if (response.ok && response.body) {
-    const body = Readable.fromWeb(response.body as WebReadableStream<Uint8Array>);
+    // Listened to at once: the stream fails as soon as the connection does (or a Ctrl-C aborts it), maybe before the
+    // caller reads it, a few awaits later (its .part file opened). The caller's read meets that error all the same.
+    const body = Readable.fromWeb(response.body as WebReadableStream<Uint8Array>).on('error', () => undefined);
     if (response.status !== 206) return { body, from: 0 };
     const start = /^bytes (\d+)-/.exec(response.headers.get('content-range') ?? '')?.[1];
     if (Number(start) === offset) return { body, from: offset };

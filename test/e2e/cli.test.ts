@@ -1171,6 +1171,26 @@ describe('snapgraph export against a server that is not Snapgraph', () => {
     });
   });
 
+  // fetch's "terminated" was all it said of an answer cut off: not the server, nor the cause.
+  it('says the connection broke off in the answer, naming the server and why, when it goes mid-answer', async () => {
+    const cutting = createServer((request, response) => {
+      request.resume();
+      request.on('end', () => {
+        response.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' });
+        response.write('{"data":{"snapshot"', () => response.socket?.destroy());
+      });
+    });
+    await new Promise<void>((resolve) => cutting.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(cutting.address() as AddressInfo).port}`;
+      const { run } = await exportFrom(url);
+      assert.equal(run.code, 1, output(run));
+      assert.equal(run.stderr, `snapgraph: the connection to the Snapgraph server at ${url} broke off in its answer (UND_ERR_SOCKET); what was asked may have been done\n`);
+    } finally {
+      cutting.close();
+    }
+  });
+
   // A URL without the path a proxy serves Snapgraph under (http://host/ for http://host/snapgraph): the proxy's 404 was
   // reported as "the server answered HTTP 404: " and the body, as if Snapgraph had refused something.
   it('says the same of a 404 that is not a GraphQL answer (a wrong path behind a proxy)', async () => {
