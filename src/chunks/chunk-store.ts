@@ -2,7 +2,6 @@
 // database. Snapshots store their data as chunks through a ChunkWriter and keep the refs in their manifest.
 import { addAbortSignal, Readable } from 'node:stream';
 import type { DataSource } from 'typeorm';
-import { In } from 'typeorm';
 
 import { ChunkPackEntity } from '../entities/chunk-pack.entity';
 import { ChunkEntity } from '../entities/chunk.entity';
@@ -111,18 +110,19 @@ export class ChunkStore {
     return this.#reader.verify(tenantId, refs, signal);
   }
 
-  /** What the tenant's chunk store takes in the blob store. */
+  /** What the tenant's chunk store takes in the blob store (summed by the database: a tenant may have 100,000s of packs). */
   async usage(tenantId: string): Promise<ChunkUsage> {
-    const packs = await this.#context.db.getRepository(ChunkPackEntity).find({
-      select: { state: true, sizeBytes: true },
-      where: { tenantId, state: In(['SEALED', 'CONDEMNED', 'DELETING']) },
-    });
-    const sum = (rows: ChunkPackEntity[]) => rows.reduce((total, pack) => total + pack.sizeBytes, 0);
-    return {
-      storedBytes: sum(packs),
-      reclaimableBytes: sum(packs.filter((pack) => pack.state !== 'SEALED')),
-      packs: packs.length,
-    };
+    const row = await this.#context.db
+      .getRepository(ChunkPackEntity)
+      .createQueryBuilder('k')
+      .select('COUNT(*)', 'packs')
+      .addSelect('COALESCE(SUM(k."sizeBytes"), 0)', 'storedBytes')
+      .addSelect(`COALESCE(SUM(CASE WHEN k.state <> 'SEALED' THEN k."sizeBytes" ELSE 0 END), 0)`, 'reclaimableBytes')
+      .where('k."tenantId" = :tenantId', { tenantId })
+      .andWhere('k.state IN (:...states)', { states: ['SEALED', 'CONDEMNED', 'DELETING'] })
+      .getRawOne<Record<keyof ChunkUsage, string | number>>();
+    // PostgreSQL's sums and counts are numeric and bigint, which pg returns as strings.
+    return { storedBytes: Number(row?.storedBytes ?? 0), reclaimableBytes: Number(row?.reclaimableBytes ?? 0), packs: Number(row?.packs ?? 0) };
   }
 
   /**

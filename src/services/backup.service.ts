@@ -1226,12 +1226,21 @@ export class BackupService {
 
   /** Storage of the snapshots and change logs in `where` (a tenant, or one instance). */
   async usage(where: { tenantId: string; instanceId?: string }): Promise<{ snapshotCount: number; logicalBytes: number; storedBytes: number }> {
-    const snapshots = await this.db.getRepository(SnapshotEntity).find({
-      select: { id: true, sizeBytes: true, contents: true, blobKey: true, addedBytes: true },
-      where: { ...where, status: 'COMPLETED' },
-    });
-    const logicalBytes = snapshots.reduce((sum, s) => sum + (s.sizeBytes ?? s.contents?.storeSizeBytes ?? 0), 0);
-    const legacyBytes = snapshots.reduce((sum, s) => sum + (s.blobKey ? s.addedBytes ?? 0 : 0), 0);
+    // Summed by the database: every snapshot's row (their contents, ~1 KB each) was loaded for each request, and for
+    // each instance of a list that asks for its backupStorage.
+    const storeSize = this.db.options.type === 'postgres' ? `(s.contents::json ->> 'storeSizeBytes')::bigint` : `CAST(s.contents ->> 'storeSizeBytes' AS INTEGER)`;
+    const query = this.db
+      .getRepository(SnapshotEntity)
+      .createQueryBuilder('s')
+      .select('COUNT(*)', 'snapshotCount')
+      // The export's size once produced, else the store's (as Snapshot.sizeBytes says).
+      .addSelect(`COALESCE(SUM(COALESCE(s."sizeBytes", ${storeSize}, 0)), 0)`, 'logicalBytes')
+      // A previous release's snapshots: whole archives in one blob each.
+      .addSelect(`COALESCE(SUM(CASE WHEN s."blobKey" IS NOT NULL THEN COALESCE(s."addedBytes", 0) ELSE 0 END), 0)`, 'legacyBytes')
+      .where('s."tenantId" = :tenantId AND s.status = :status', { tenantId: where.tenantId, status: 'COMPLETED' });
+    if (where.instanceId !== undefined) query.andWhere('s."instanceId" = :instanceId', { instanceId: where.instanceId });
+    const sums = await query.getRawOne<Record<'snapshotCount' | 'logicalBytes' | 'legacyBytes', string | number>>();
+    const [snapshotCount, logicalBytes, legacyBytes] = [sums?.snapshotCount, sums?.logicalBytes, sums?.legacyBytes].map((value) => Number(value ?? 0));
     const logBytes = await this.log.storedBytes(where);
     let storedBytes: number;
     if (where.instanceId === undefined) {
@@ -1242,7 +1251,7 @@ export class BackupService {
       const baseBytes = (await this.points.sum('addedBytes', { tenantId: where.tenantId, instanceId: where.instanceId, kind: In(['BASE', 'DELTA']) })) ?? 0;
       storedBytes = baseBytes + legacyBytes + logBytes;
     }
-    return { snapshotCount: snapshots.length, logicalBytes, storedBytes };
+    return { snapshotCount, logicalBytes, storedBytes };
   }
 
   /**

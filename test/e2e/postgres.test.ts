@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { itRunsTheCoreRoundTrip } from '../support/core-round-trip';
+import { itSumsStorageUsage } from '../support/storage-usage';
 import {
   connectWs,
   createInstance,
@@ -353,4 +354,9 @@ describePostgres('PostgreSQL metadata: export destinations', (postgres) => {
       assert.equal(expectData(await create({ url: fits })).createExportDestination.url, fits);
     });
   });
+});
+
+describePostgres('PostgreSQL metadata: storage usage', (postgres) => {
+  const suite = postgresServerPerSuite(postgres);
+  itSumsStorageUsage(() => suite.server);
 });

@@ -33,6 +33,7 @@ import {
   UPDATE_NODES,
   uploadFile,
 } from '../support';
+import { itSumsStorageUsage } from '../support/storage-usage';
 
 const USAGE = `query ($id: ID!) { usage { snapshotCount logicalBytes storedBytes } instance(id: $id) { backupStorage { snapshotCount logicalBytes storedBytes } } }`;
 const VERIFY = `mutation ($id: ID!) { verifySnapshot(id: $id) { id kind status } }`;
@@ -505,4 +506,10 @@ describe('backup storage', () => {
       }
     });
   }
+});
+
+// A server of its own: the other tests compare the admin tenant's usage with every blob on disk.
+describe('backup storage usage', () => {
+  const suite = serverPerSuite();
+  itSumsStorageUsage(() => suite.server);
 });
