@@ -80,9 +80,15 @@ const enum Where {
   Value,
 }
 
+/** The most <key> declarations a file may hold (a graph's property names, each declared once per node or edge). */
+const MAX_KEYS = 100_000;
+
 class GraphmlReader implements GraphFileReader {
   private bytes = 0;
   private readonly keys = { node: new Map<string, Key>(), edge: new Map<string, Key>() };
+  /** Of `keys`, those with a <default>: given to each node or edge as it opens (all keys looked at was O(keys) each). */
+  private readonly keysWithDefaults = { node: new Map<string, Key>(), edge: new Map<string, Key>() };
+  private keysDeclared = 0;
   /** What each open element is (for the ones the reader follows); `skip` counts the depth of elements ignored. */
   private readonly stack: Where[] = [];
   private skip = 0;
@@ -162,6 +168,8 @@ class GraphmlReader implements GraphFileReader {
         return enter(Where.Graphml);
       case Where.Graphml:
         if (name === 'key') {
+          // Each is kept for the whole file: a file of keys alone (an upload may be 4 GiB) would fill the memory.
+          if (++this.keysDeclared > MAX_KEYS) throw fail(`the file declares more than ${MAX_KEYS} keys`);
           this.key = this.keyOf(attributes, fail);
           return enter(Where.Key);
         }
@@ -210,7 +218,11 @@ class GraphmlReader implements GraphFileReader {
       }
     } else if (where === Where.Key) {
       const { id, targets, key } = this.key!;
-      for (const target of targets) this.keys[target].set(id, key);
+      for (const target of targets) {
+        this.keys[target].set(id, key);
+        if (key.defaultValue !== undefined) this.keysWithDefaults[target].set(id, key);
+        else this.keysWithDefaults[target].delete(id);
+      }
       this.key = null;
     } else if (where === Where.Record) {
       out.push(this.finish(this.record!));
@@ -249,7 +261,7 @@ class GraphmlReader implements GraphFileReader {
 
   private recordOf(kind: 'node' | 'edge', attributes: Map<string, string>, fail: (problem: string) => Error, line: number): OpenRecord {
     const properties: Record<string, unknown> = {};
-    for (const key of this.keys[kind].values()) if (key.defaultValue !== undefined) setProperty(properties, key.name, key.defaultValue);
+    for (const key of this.keysWithDefaults[kind].values()) setProperty(properties, key.name, key.defaultValue);
     const id = attributes.get('id') ?? null;
     const record: OpenRecord = { kind, line, id, labels: [], type: null, source: '', target: '', properties };
     if (kind === 'node') {

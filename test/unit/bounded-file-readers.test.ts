@@ -7,6 +7,7 @@ import type { GraphFileFormat } from '../../src/graph-files/graph-file-format';
 import { apocCypherFormat } from '../../src/graph-files/apoc-cypher-format';
 import { apocJsonFormat } from '../../src/graph-files/apoc-json-format';
 import { csvRows } from '../../src/graph-files/csv-rows';
+import { graphmlFormat } from '../../src/graph-files/graphml-format';
 import { XmlTokenizer } from '../../src/graph-files/xml-tokens';
 
 const MIB = 1024 * 1024;
@@ -76,6 +77,16 @@ describe('bounded reading of uploaded graph files', function () {
       (error: Error & { line?: number }) => /a record has more than 1048576 fields/.test(error.message) && error.line === 2,
     );
     assert.ok(taken() <= 2, `${taken()} MiB were read to refuse a record of more than 1 Mi fields`);
+  });
+
+  // Every key is kept for the whole file, and each node looked at every key for its default.
+  it('GRAPHML: a file declaring more keys than the limit is refused before the file is read to its end', async () => {
+    // 100 MiB of key declarations, 100 bytes each: 1 Mi keys, ten times the limit.
+    const piece = Buffer.from(Array.from({ length: 10_486 }, (_, i) => `<key id="k${String(i).padStart(8, '0')}" for="node" attr.name="p" attr.type="string"/>`.padEnd(100, ' ')).join(''));
+    const { input, taken } = counted('<?xml version="1.0"?><graphml xmlns="http://graphml.graphdrawing.org/xmlns">', piece, 100);
+    const error = await readAll(graphmlFormat, input);
+    assert.match(error.message, /the file declares more than 100000 keys/);
+    assert.ok(taken() <= 12, `${taken()} MiB were read to refuse more than 100,000 keys`);
   });
 
   it('XmlTokenizer: elements nested deeper than the limit are refused at once', () => {
