@@ -1431,7 +1431,10 @@ export class BackupService {
     const points = new Map(all.map((point) => [point.id, point]));
     const basesOf = new Map<number, RestorePointEntity[]>();
     for (const point of all) {
-      if (point.kind === 'BASE') basesOf.set(point.epoch, [...(basesOf.get(point.epoch) ?? []), point]);
+      if (point.kind !== 'BASE') continue;
+      const bases = basesOf.get(point.epoch);
+      if (bases) bases.push(point);
+      else basesOf.set(point.epoch, [point]);
     }
     for (const list of basesOf.values()) list.sort((a, b) => a.seq - b.seq);
     const epochs = new Map((await this.log.epochsOfTenant(tenantId)).map((epoch) => [epoch.epoch, epoch]));
@@ -1440,7 +1443,10 @@ export class BackupService {
     const ranges = new Map<number, [number, number][]>();
     const keepLog = (epoch: number, afterSeq: number, untilSeq: number) => {
       liveEpochs.add(epoch);
-      if (untilSeq > afterSeq) ranges.set(epoch, [...(ranges.get(epoch) ?? []), [afterSeq, untilSeq]]);
+      if (untilSeq <= afterSeq) return;
+      const kept = ranges.get(epoch);
+      if (kept) kept.push([afterSeq, untilSeq]);
+      else ranges.set(epoch, [[afterSeq, untilSeq]]);
     };
     const markPoint = (point: RestorePointEntity | undefined): void => {
       if (!point || marked.has(point.id)) return;
@@ -1450,7 +1456,7 @@ export class BackupService {
     };
     /** Makes the epoch's seqs from `fromSeq` to `untilSeq` reachable: the newest base at or before fromSeq (or the anchor), and the log. */
     const markReach = (epoch: number, fromSeq: number, untilSeq: number): void => {
-      const base = [...(basesOf.get(epoch) ?? [])].reverse().find((candidate) => candidate.seq <= fromSeq);
+      const base = lastAtOrBefore(basesOf.get(epoch) ?? [], (candidate) => candidate.seq <= fromSeq);
       if (epochs.has(epoch)) liveEpochs.add(epoch);
       if (base) {
         markPoint(base);
@@ -1474,12 +1480,27 @@ export class BackupService {
       if (floor === null || (epoch.endedAt !== null && epoch.endedAt <= floor)) continue;
       // The window: from the newest base at or before its start (or the anchor) on, with every later base.
       const start = Math.max(floor, epoch.startedAt);
-      const first = [...bases].reverse().find((base) => (base.at ?? epoch.startedAt) <= start);
+      let first: RestorePointEntity | undefined;
+      for (let i = bases.length - 1; i >= 0 && !first; i--) if ((bases[i].at ?? epoch.startedAt) <= start) first = bases[i];
       markReach(epoch.epoch, first?.seq ?? 0, Number.MAX_SAFE_INTEGER);
       for (const base of bases) if (!first || base.seq > first.seq) markPoint(base);
     }
     return { unmarked: all.filter((point) => !marked.has(point.id)), epochs: liveEpochs, ranges };
   }
+}
+
+/**
+ * The last of `sorted` for which `atOrBefore` holds, given that it holds for a prefix of them (bases in seq order, by
+ * seq): a binary search, where copying and reversing the list for each snapshot's point was O(bases) each.
+ */
+function lastAtOrBefore<T>(sorted: readonly T[], atOrBefore: (item: T) => boolean): T | undefined {
+  let [low, high] = [0, sorted.length];
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (atOrBefore(sorted[middle])) low = middle + 1;
+    else high = middle;
+  }
+  return sorted[low - 1];
 }
 
 export const manifestKeyOf = (tenantId: string, restorePointId: string) => `tenants/${tenantId}/manifests/${restorePointId}.json`;
