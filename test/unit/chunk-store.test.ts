@@ -247,6 +247,22 @@ function chunkStoreSuite(backend: MetadataBackend) {
       assert.equal(report.chunks, 3);
     });
 
+    // The refs are looked up a window at a time: a chunk listed in several windows, gone from the index, is one damage.
+    it('reports on verify a ref the index lacks, once however often it is listed, and an index row the trailer contradicts', async () => {
+      const store = open();
+      const { refs, packId } = await onePack(store);
+      const [gone, moved] = [refs[0], refs[1]];
+      await db.getRepository(ChunkEntity).delete({ tenantId: tenant, id: gone.id });
+      await db.getRepository(ChunkEntity).update({ tenantId: tenant, id: moved.id }, { plainLength: moved.plainLength + 1 });
+      const listed = [...refs, ...Array.from({ length: 2_500 }, (_, i) => refs[i % 3])];
+      const report = await store.verify(tenant, listed);
+      const damage = report.damage.map((found) => [found.packId, found.chunkId, /not in the index|does not match the pack trailer/.exec(found.message)?.[0]]);
+      assert.deepEqual(damage, [
+        [null, gone.id, 'not in the index'],
+        [packId, moved.id, 'does not match the pack trailer'],
+      ]);
+    });
+
     it('finds a flipped byte in the trailer or footer on verify, even when no chunk read needs it', async () => {
       const store = open();
       // A pack each (of a tenant each): verification moves the sound chunks of a pack it found so into a new one.
