@@ -102,12 +102,15 @@ async function streamToStdout(link: ExportLink): Promise<number> {
     },
   });
   const discard = () => `stdout got ${done} of ${link.sizeBytes} bytes: discard them and run the command again`;
+  const interrupted = new Promise<never>((_, reject) => interruption.onRequest(() => reject(new Error('interrupted'))));
+  interrupted.catch(() => undefined);
   try {
     const { body } = await openDownload(link, 0, controller.signal);
     // stdout stays open: the process writes its last line to stderr and exits with the status that says how it went.
     await pipeline(body, counted, process.stdout, { end: false });
     // The pipeline is done once stdout took the last bytes, not once they reached the reader: a pipe writes later.
-    await writtenOut(process.stdout);
+    // A Ctrl-C while a reader that stalls holds them up ends the wait (the download it aborts is over by then).
+    await Promise.race([writtenOut(process.stdout), interrupted]);
   } catch (error) {
     if (interruption.isRequested) throw new Interrupted(discard());
     if (error instanceof CliError) throw error;

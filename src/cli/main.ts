@@ -137,14 +137,22 @@ main(process.argv.slice(2)).then(
 /**
  * Exits once stdout and stderr have handed what the command wrote to the system: into a pipe, process.exit() would
  * drop what they still hold (a `tenant list` into a slow reader lost its end). A command whose output could not all
- * be written (its reader closed the pipe) did not succeed.
+ * be written (its reader closed the pipe) did not succeed. An interrupted command (130) does not wait for its reader,
+ * nor does any at Ctrl-C or SIGTERM meanwhile (a reader that stalls).
  */
 async function exitOnceWrittenOut(code: number): Promise<void> {
-  const stdoutError = await writtenOut(process.stdout).then(
-    () => undefined,
-    (error: Error) => error,
-  );
-  if (stdoutError && code === 0) process.stderr.write(`snapgraph: stdout could not take all of the output (${stdoutError.message})\n`);
-  await writtenOut(process.stderr).catch(() => undefined);
-  exitAfterWorkers(stdoutError && code === 0 ? 1 : code);
+  const signalled = new Promise<'signalled'>((resolve) => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => resolve('signalled'));
+  });
+  let status = code;
+  if (code !== 130) {
+    const written = await Promise.race([writtenOut(process.stdout).then(() => 'written' as const, (error: Error) => error), signalled]);
+    if (written === 'signalled') status = 130;
+    else if (written instanceof Error && code === 0) {
+      process.stderr.write(`snapgraph: stdout could not take all of the output (${written.message})\n`);
+      status = 1;
+    }
+  }
+  await Promise.race([writtenOut(process.stderr).catch(() => undefined), signalled]);
+  exitAfterWorkers(status);
 }

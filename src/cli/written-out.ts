@@ -8,13 +8,10 @@ import type { Writable } from 'node:stream';
 export function writtenOut(stream: Writable): Promise<void> {
   if (stream.destroyed) return Promise.resolve();
   return new Promise((resolve, reject) => {
-    const fail = (error: Error) => reject(error);
-    stream.once('error', fail);
+    // Left in place once settled: a failed write calls back first and emits 'error' a tick later, which would
+    // otherwise find no listener and end the process with a stack trace (`tenant list | head -1`: EPIPE).
+    stream.once('error', reject);
     // Writes are done in order: the callback of an empty one comes once those before it are.
-    stream.write(Buffer.alloc(0), (error) => {
-      stream.off('error', fail);
-      if (error) reject(error);
-      else resolve();
-    });
+    stream.write(Buffer.alloc(0), (error) => (error ? reject(error) : resolve()));
   });
 }
