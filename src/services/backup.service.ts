@@ -106,8 +106,8 @@ export interface CapturedPoint {
 
 export class BackupService {
   private readonly points: Repository<RestorePointEntity>;
-  /** Tenants whose collection is waiting its turn or under way (`again`: asked for once more meanwhile). */
-  private readonly collecting = new Map<string, { again: boolean; done: Promise<void> }>();
+  /** Tenants whose collection waits its turn, and when it is over. */
+  private readonly collectionsWaiting = new Map<string, Promise<void>>();
   /** Collections run one after the other: this one's end. */
   private collectionLane: Promise<void> = Promise.resolve();
   /** The periodic pass through every tenant, while one is under way. */
@@ -1288,31 +1288,24 @@ export class BackupService {
   /**
    * Collects the tenant's garbage soon: in its turn, as the process runs one collection at a time (all at once, each
    * one's marks, metadata rows and listings were held together, as many times as there were tenants: the periodic
-   * pass started every tenant's). A request while the tenant's collection waits is that one; while it runs, it asks
-   * for one more run. Resolves when the run it asked for is over; never rejects (a failure is logged, and the next run
-   * retries).
+   * pass started every tenant's). A request while the tenant's collection waits is that one; one while it runs waits
+   * behind the others, so that a tenant whose snapshots keep being deleted does not keep the lane. Resolves when the
+   * run it asked for is over; never rejects (a failure is logged, and the next run retries).
    */
   collectSoon(tenantId: string): Promise<void> {
-    const asked = this.collecting.get(tenantId);
-    if (asked) {
-      asked.again = true;
-      return asked.done;
-    }
-    const state = { again: false, done: Promise.resolve() };
-    this.collecting.set(tenantId, state);
-    state.done = this.collectionLane = this.collectionLane.then(async () => {
+    const waiting = this.collectionsWaiting.get(tenantId);
+    if (waiting) return waiting;
+    const run = (this.collectionLane = this.collectionLane.then(async () => {
+      this.collectionsWaiting.delete(tenantId);
+      if (this.closed) return;
       try {
-        do {
-          state.again = false;
-          if (!this.closed) await this.collect(tenantId);
-        } while (state.again && !this.closed);
+        await this.collect(tenantId);
       } catch (err) {
         this.logger.error({ err, tenantId }, 'backup storage collection failed; the next one retries');
-      } finally {
-        this.collecting.delete(tenantId);
       }
-    });
-    return state.done;
+    }));
+    this.collectionsWaiting.set(tenantId, run);
+    return run;
   }
 
   /**
