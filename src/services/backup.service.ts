@@ -1326,7 +1326,7 @@ export class BackupService {
       for (const snapshot of await manager.find(SnapshotEntity, { select: { restorePointId: true }, where: { tenantId } })) {
         if (snapshot.restorePointId) referenced.add(snapshot.restorePointId);
       }
-      for (const point of await manager.find(RestorePointEntity, { where: { tenantId } })) {
+      for (const point of await manager.find(RestorePointEntity, { select: { id: true, baseId: true, parentId: true }, where: { tenantId } })) {
         if (dead.has(point.id)) continue;
         if (point.baseId && point.baseId !== point.id) referenced.add(point.baseId);
         if (point.parentId) referenced.add(point.parentId);
@@ -1419,10 +1419,14 @@ export class BackupService {
   }
 
   /** What collect() keeps: see there. Ranges are (afterSeq, untilSeq] stretches of each marked epoch's log. */
-  private async mark(tenantId: string, now: number): Promise<{ unmarked: RestorePointEntity[]; epochs: Set<number>; ranges: Map<number, [number, number][]> }> {
-    const all = await this.points.find({ where: { tenantId } });
+  private async mark(tenantId: string, now: number): Promise<{ unmarked: MarkedPoint[]; epochs: Set<number>; ranges: Map<number, [number, number][]> }> {
+    // What marking and removing read of each point: not its stats (the label lists, ~1 KB), one row per snapshot.
+    const all: MarkedPoint[] = await this.points.find({
+      select: { id: true, kind: true, parentId: true, epoch: true, seq: true, at: true, manifestKey: true },
+      where: { tenantId },
+    });
     const points = new Map(all.map((point) => [point.id, point]));
-    const basesOf = new Map<number, RestorePointEntity[]>();
+    const basesOf = new Map<number, MarkedPoint[]>();
     for (const point of all) {
       if (point.kind !== 'BASE') continue;
       const bases = basesOf.get(point.epoch);
@@ -1441,7 +1445,7 @@ export class BackupService {
       if (kept) kept.push([afterSeq, untilSeq]);
       else ranges.set(epoch, [[afterSeq, untilSeq]]);
     };
-    const markPoint = (point: RestorePointEntity | undefined): void => {
+    const markPoint = (point: MarkedPoint | undefined): void => {
       if (!point || marked.has(point.id)) return;
       marked.add(point.id);
       if (point.kind === 'LOG') markReach(point.epoch, point.seq, point.seq);
@@ -1473,7 +1477,7 @@ export class BackupService {
       if (floor === null || (epoch.endedAt !== null && epoch.endedAt <= floor)) continue;
       // The window: from the newest base at or before its start (or the anchor) on, with every later base.
       const start = Math.max(floor, epoch.startedAt);
-      let first: RestorePointEntity | undefined;
+      let first: MarkedPoint | undefined;
       for (let i = bases.length - 1; i >= 0 && !first; i--) if ((bases[i].at ?? epoch.startedAt) <= start) first = bases[i];
       markReach(epoch.epoch, first?.seq ?? 0, Number.MAX_SAFE_INTEGER);
       for (const base of bases) if (!first || base.seq > first.seq) markPoint(base);
@@ -1500,6 +1504,9 @@ export const manifestKeyOf = (tenantId: string, restorePointId: string) => `tena
 /** The export copy of a snapshot: its archive, or a foreign graph file (`<id>.apoc_json`). */
 const exportKeyOf = (snapshot: Pick<SnapshotEntity, 'tenantId' | 'id'>, kind: GraphFileKind | 'ARCHIVE' = 'ARCHIVE') =>
   `tenants/${snapshot.tenantId}/exports/${snapshot.id}.${kind.toLowerCase()}`;
+
+/** What a collection's mark reads of a restore point. */
+type MarkedPoint = Pick<RestorePointEntity, 'id' | 'kind' | 'parentId' | 'epoch' | 'seq' | 'at' | 'manifestKey'>;
 
 /** A restore point whose manifest a collection could not read, and why. */
 type UnreadableManifest = { restorePointId: string; why: string };
