@@ -318,6 +318,8 @@ const CSV_KIND = 'NEO4J_ADMIN_CSV';
 const OUTPUT_PENDING_CHARS = 256 * 1024;
 /** ...and of all files: what an export holds of rows whatever the number of its files. */
 const PENDING_CHARS = 4 * 1024 * 1024;
+/** Files written at once (see writeBodies). */
+const OPEN_FILES = 64;
 
 function writeBundle(source: GraphFileSource): Readable {
   const pack = createTarPack();
@@ -466,16 +468,35 @@ function scalarKind(value: unknown, refuse: (problem: string) => Error): 'string
   throw refuse('is a map, which Neo4j cannot store as a property (only points are maps)');
 }
 
-/** Second pass: each group's rows (without the header line) into a file of `dir`. */
+/**
+ * Second pass: each group's rows (without the header line) into a file of `scratch`. A file open for each group was a
+ * descriptor and buffers each, all at once: a graph of 10,000 label sets made 10,000, and the process's open-file
+ * limit (its connections, the stores of every instance) ran out. At most OPEN_FILES are written at once: a graph of
+ * more groups is read once for each OPEN_FILES of them.
+ */
 async function writeBodies(source: GraphFileSource, groups: Group[], scratch: SealedScratchDir): Promise<Array<{ name: string; header: string; body: string }>> {
   const columns = new Map(groups.map((group) => [group, [...group.kinds.keys()]]));
-  const outputs = new Map<Group, { stream: ScratchWriter; pending: string }>();
   const byName = new Map<string, Group[]>();
   for (const group of groups) {
     const name = `${group.kind === 'nodes' ? 'node' : 'relationship'}:${JSON.stringify(group.labels)}`;
-    byName.set(name, [...(byName.get(name) ?? []), group]);
-    outputs.set(group, { stream: scratch.createWriter(group.file), pending: '' });
+    const variants = byName.get(name);
+    if (variants) variants.push(group);
+    else byName.set(name, [group]);
   }
+  for (let first = 0; first < groups.length; first += OPEN_FILES) {
+    await writeSomeBodies(source, new Set(groups.slice(first, first + OPEN_FILES)), { byName, columns, scratch });
+  }
+  return groups.map((group) => ({ name: group.file, header: headerLine(group, columns.get(group)!), body: group.file }));
+}
+
+/** One pass over the source: the rows of `writing`'s groups, each group's into its file; the other rows are skipped. */
+async function writeSomeBodies(
+  source: GraphFileSource,
+  writing: Set<Group>,
+  { byName, columns, scratch }: { byName: Map<string, Group[]>; columns: Map<Group, string[]>; scratch: SealedScratchDir },
+): Promise<void> {
+  const outputs = new Map<Group, { stream: ScratchWriter; pending: string }>();
+  for (const group of writing) outputs.set(group, { stream: scratch.createWriter(group.file), pending: '' });
   // Rows wait in their file's `pending` until it holds OUTPUT_PENDING_CHARS, and all of them together are written out
   // once they hold PENDING_CHARS: a graph of many label sets (500 files) had 256 KiB waiting for every one of them.
   let pendingChars = 0;
@@ -492,12 +513,13 @@ async function writeBodies(source: GraphFileSource, groups: Group[], scratch: Se
         const { labels, properties, what } = parts(record);
         const kinds = propertyKinds(properties, what);
         const group = byName.get(`${record.kind}:${JSON.stringify(labels)}`)!.find((candidate) => fits(candidate, kinds))!;
+        const output = outputs.get(group);
+        if (!output) continue;
         const cells = columns.get(group)!.map((key) => (key in properties ? cell(properties[key]) : ''));
         const lead =
           record.kind === 'node'
             ? [csvField(record.node.id), record.node.labels.length > 0 ? csvField(record.node.labels.join(';')) : '']
             : [csvField(record.relationship.startNodeId), csvField(record.relationship.endNodeId), csvField(record.relationship.type)];
-        const output = outputs.get(group)!;
         const row = [...lead, ...cells].join(',') + '\n';
         output.pending += row;
         pendingChars += row.length;
@@ -512,7 +534,6 @@ async function writeBodies(source: GraphFileSource, groups: Group[], scratch: Se
   } finally {
     for (const output of outputs.values()) output.stream.destroy();
   }
-  return groups.map((group) => ({ name: group.file, header: headerLine(group, columns.get(group)!), body: group.file }));
 }
 
 const COLUMN_TYPE: Record<Kind, string> = {

@@ -3,6 +3,7 @@
 import { strict as assert } from 'node:assert';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
+import { readdirSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { cellValue, parseEntry, parseHeader } from '../../src/graph-files/admin-csv-header';
@@ -293,6 +294,35 @@ describe('neo4j-admin CSV', () => {
         })();`;
       const result = await promisify(execFile)(process.execPath, ['--max-old-space-size=64', '-e', child]).catch((error) => error);
       assert.ok(Number(result.stdout) > 130_000 * 1000, `the export failed: ${result.stdout}${String(result.stderr).slice(0, 500)}`);
+    });
+
+    // A file open for each label set (a descriptor and buffers each) made 10,000 of them for a graph of 10,000 label
+    // sets, past the process's open-file limit.
+    it('writes a graph of many label sets with at most 64 files open at once, every row in its file', async () => {
+      const openFiles = () => readdirSync('/proc/self/fd').length;
+      const before = openFiles();
+      let most = before;
+      const sets = 300;
+      const source: GraphFileSource = {
+        ...sourceOf([]),
+        async *batches() {
+          for (let round = 0; round < 3; round++) {
+            // The files' opens (in the thread pool) are done by then.
+            await new Promise((resolve) => setTimeout(resolve, 20));
+            most = Math.max(most, openFiles());
+            yield Array.from({ length: sets }, (_, i): GraphRecord => node(String(round * sets + i + 1), [`L${i}`], { round }));
+          }
+          most = Math.max(most, openFiles());
+        },
+      };
+      const tar = await bytesOf(neo4jAdminCsvFormat.write!(source));
+      assert.ok(most - before < 100, `${most - before} files were open at once`);
+      const files = await filesOfTar(tar);
+      assert.equal(files.length, sets + 1);
+      assert.equal(files[0].name, 'nodes-001-L0.csv');
+      assert.equal(files[0].text, ':ID,:LABEL,round:long\n1,L0,0\n301,L0,1\n601,L0,2\n');
+      assert.equal(files[sets - 1].text, ':ID,:LABEL,round:long\n300,L299,0\n600,L299,1\n900,L299,2\n');
+      assert.equal((await recordsOf(tar)).length, 3 * sets);
     });
 
     it('writes one file per label set and type with typed headers, import.sh last, deterministically', async () => {
