@@ -112,6 +112,13 @@ async function serve(): Promise<number> {
   return -1; // keep running
 }
 
+// What stops stdout or stderr (EPIPE: the reader closed the pipe) whenever it comes, kept for the exit to tell: with
+// no listener, a write failing while a command still works (a database closing, a rotation saying its progress) ended
+// the process with a stack trace.
+let stdoutFailure: Error | null = null;
+process.stdout.on('error', (error: Error) => (stdoutFailure ??= error));
+process.stderr.on('error', () => undefined);
+
 main(process.argv.slice(2)).then(
   (code) => {
     if (code >= 0) void exitOnceWrittenOut(code);
@@ -138,21 +145,27 @@ main(process.argv.slice(2)).then(
  * Exits once stdout and stderr have handed what the command wrote to the system: into a pipe, process.exit() would
  * drop what they still hold (a `tenant list` into a slow reader lost its end). A command whose output could not all
  * be written (its reader closed the pipe) did not succeed. An interrupted command (130) does not wait for its reader,
- * nor does any at Ctrl-C or SIGTERM meanwhile (a reader that stalls).
+ * nor does any at Ctrl-C or SIGTERM meanwhile (a reader that stalls): a command that had succeeded then exits 130.
  */
 async function exitOnceWrittenOut(code: number): Promise<void> {
-  const signalled = new Promise<'signalled'>((resolve) => {
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => resolve('signalled'));
-  });
+  const signals = ['SIGINT', 'SIGTERM'] as const;
+  let onSignal: () => void = () => undefined;
+  const signalled = new Promise<'signalled'>((resolve) => (onSignal = () => resolve('signalled')));
+  for (const signal of signals) process.on(signal, onSignal);
   let status = code;
-  if (code !== 130) {
-    const written = await Promise.race([writtenOut(process.stdout).then(() => 'written' as const, (error: Error) => error), signalled]);
-    if (written === 'signalled') status = 130;
-    else if (written instanceof Error && code === 0) {
-      process.stderr.write(`snapgraph: stdout could not take all of the output (${written.message})\n`);
-      status = 1;
+  try {
+    if (code !== 130) {
+      const written = await Promise.race([writtenOut(process.stdout).then(() => stdoutFailure ?? ('written' as const), (error: Error) => error), signalled]);
+      if (written === 'signalled') status = code === 0 ? 130 : code;
+      else if (written instanceof Error && code === 0) {
+        process.stderr.write(`snapgraph: stdout could not take all of the output (${written.message})\n`);
+        status = 1;
+      }
     }
+    await Promise.race([writtenOut(process.stderr).catch(() => undefined), signalled]);
+  } finally {
+    // Signals from here on are the default's again: a Ctrl-C while workers stop ends the process at once.
+    for (const signal of signals) process.off(signal, onSignal);
   }
-  await Promise.race([writtenOut(process.stderr).catch(() => undefined), signalled]);
   exitAfterWorkers(status);
 }

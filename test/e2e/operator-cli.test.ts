@@ -2,6 +2,7 @@
 // database, failures that say so, file modes, and the README's commands as written.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
@@ -86,6 +87,20 @@ describe('the snapgraph command', () => {
 
   // A data dir or upload dir that was a file stopped the boot with "EEXIST: file already exists, mkdir '…'", exit 1,
   // naming no variable (the upload dir's own check, "is not a directory", came after the mkdir that threw).
+  // A reader that has closed the pipe (`| head -0`, or one that stopped early): rotate-master-key's first line failed
+  // with EPIPE while it went on with its work, before anything listened to stdout, and the process ended with an
+  // uncaught 'error' and a stack trace.
+  it('goes on when stdout cannot be written, then says so and exits 1, without a stack trace', async () => {
+    const env = serverEnv({ SNAPGRAPH_DATA_DIR: makeTempDir(), SNAPGRAPH_MASTER_KEY: randomBytes(32).toString('base64') });
+    assert.equal((await runCli(['tenant', 'create', 'piped', '--init'], env, 15_000)).code, 0);
+    const child = spawn('sh', ['-c', `{ "${LAUNCHER}" rotate-master-key; echo "exited $?" >&2; } | true`], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    await once(child, 'close');
+    assert.doesNotMatch(stderr, /Unhandled 'error' event|^\s+at /m, stderr);
+    assert.equal(stderr, 'snapgraph: stdout could not take all of the output (write EPIPE)\nexited 1\n');
+  });
+
   it('refuses a data dir or upload dir that is not a directory, naming its variable (exit 78)', async () => {
     const dir = makeTempDir();
     const file = join(dir, 'a-file');
