@@ -511,8 +511,11 @@ async function writeSomeBodies(
     for await (const batch of source.batches()) {
       for (const record of batch) {
         const { labels, properties, what } = parts(record);
+        const variants = byName.get(`${record.kind}:${JSON.stringify(labels)}`)!;
+        // A record of a group written in another pass: skipped before its properties are looked at.
+        if (!variants.some((candidate) => writing.has(candidate))) continue;
         const kinds = propertyKinds(properties, what);
-        const group = byName.get(`${record.kind}:${JSON.stringify(labels)}`)!.find((candidate) => fits(candidate, kinds))!;
+        const group = variants.find((candidate) => fits(candidate, kinds))!;
         const output = outputs.get(group);
         if (!output) continue;
         const cells = columns.get(group)!.map((key) => (key in properties ? cell(properties[key]) : ''));
