@@ -334,7 +334,7 @@ function httpStackTellingWhenSent(
         // The body is a stream of the file opened for this request, which tus-js-client pipes on without listening to
         // its errors: one (the file moved away since the last request) ended the command with an uncaught exception.
         return new Promise<tus.HttpResponse>((resolve, reject) => {
-          body.once('error', (error: NodeJS.ErrnoException) => {
+          body.once('error', (error: Error) => {
             reject(new FileUnreadableError(file, error));
             void request.abort().catch(() => undefined);
           });

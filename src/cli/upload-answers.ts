@@ -24,11 +24,8 @@ export class HeadAnsweredWithServerError extends Error {
  * the file readable again resumes from there.
  */
 export class FileUnreadableError extends Error {
-  constructor(
-    readonly file: string,
-    readonly error: NodeJS.ErrnoException,
-  ) {
-    super(`cannot read ${file}: ${error.message}`);
+  constructor(file: string, cause: Error) {
+    super(`cannot read ${file}: ${cause.message}`, { cause });
     this.name = 'FileUnreadableError';
   }
 }

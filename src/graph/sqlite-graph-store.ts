@@ -69,9 +69,7 @@ const FROZEN = 'frozen';
  */
 const READ_AT = 'read_at';
 
-// The tuple lines of EncodedBatch (graph/records.ts), built by SQLite in its own thread.
-
-// The same tuple lines for the change log, joined by newlines, from the rows of nodes `n` or relationships `r` a
+// The same tuple lines as EncodedBatch's (ENCODED_READS) for the change log, joined by newlines, from the rows of nodes `n` or relationships `r` a
 // write selects. Spliced rather than rendered by json_array: the labels and properties columns only ever receive
 // compact JSON text (from SQLite's JSON functions, or cut verbatim out of compact, checked lines: tuple-fields.ts),
 // and json() of them would cost as much again as the rest of the log.
@@ -147,21 +145,29 @@ const pageOf = (candidates: string) => `
  */
 export const READ_BATCH_BYTES = 8 * 1024 * 1024;
 
+/** Bytes of stored JSON a node or relationship row holds: what pages and batches are bounded by. */
+const NODE_SIZE = 'octet_length(labels) + octet_length(properties)';
+const RELATIONSHIP_SIZE = 'octet_length(type) + octet_length(properties)';
+
+/** Candidate rows of a page or batch: at most ?2 of `table` after id ?1, with their `size`. */
+const sizedRowsAfter = (table: 'nodes' | 'relationships', size: string) => `SELECT id, ${size} AS size FROM ${table} WHERE id > ?1 ORDER BY id LIMIT ?2`;
+
 /**
  * The last id of a read view's batch after ?1: of at most ?2 rows, and ?3 bytes of `size` before the last. When the ?2
  * rows fit, their sum says so and the window (pageOf's), which costs as much as reading the lines, is not run.
  */
-const lastOfBatch = (table: string, size: string) => {
-  const candidates = `SELECT id, ${size} AS size FROM ${table} WHERE id > ?1 ORDER BY id LIMIT ?2`;
+const lastOfBatch = (table: 'nodes' | 'relationships', size: string) => {
+  const candidates = sizedRowsAfter(table, size);
   return `(SELECT CASE WHEN sum(size) < ?3 THEN max(id) ELSE (SELECT max(id) FROM (${pageOf(candidates)})) END FROM (${candidates}))`;
 };
 
-// A read view's batches: the rows of an id range, in order (a range of the primary key, sorted as they are read).
+// The tuple lines of EncodedBatch (graph/records.ts), built by SQLite in its own thread: a read view's batches, the
+// rows of an id range in order (a range of the primary key, sorted as they are read).
 const ENCODED_READS: [EncodedBatch['kind'], string][] = [
   ['node', `SELECT id, json_array('N', CAST(id AS TEXT), json(labels), json(properties)) AS line
-            FROM nodes WHERE id > ?1 AND id <= ${lastOfBatch('nodes', 'octet_length(labels) + octet_length(properties)')} ORDER BY id`],
+            FROM nodes WHERE id > ?1 AND id <= ${lastOfBatch('nodes', NODE_SIZE)} ORDER BY id`],
   ['relationship', `SELECT id, json_array('R', CAST(id AS TEXT), type, CAST(start_id AS TEXT), CAST(end_id AS TEXT), json(properties)) AS line
-                    FROM relationships WHERE id > ?1 AND id <= ${lastOfBatch('relationships', 'octet_length(type) + octet_length(properties)')} ORDER BY id`],
+                    FROM relationships WHERE id > ?1 AND id <= ${lastOfBatch('relationships', RELATIONSHIP_SIZE)} ORDER BY id`],
 ];
 
 /**
@@ -439,7 +445,7 @@ export class SqliteGraphStore implements GraphStore {
     const name = filterName('label', label);
     const candidates =
       label === undefined
-        ? `SELECT id, octet_length(labels) + octet_length(properties) AS size FROM nodes WHERE id > ?1 ORDER BY id LIMIT ?2`
+        ? sizedRowsAfter('nodes', NODE_SIZE)
         : `SELECT n.id, octet_length(n.labels) + octet_length(n.properties) AS size FROM node_labels l JOIN nodes n ON n.id = l.node_id
            WHERE l.label = ?4 AND l.node_id > ?1 ORDER BY l.node_id LIMIT ?2`;
     const rows = await this.reader.all<NodeRow & PageRow>(
@@ -452,11 +458,10 @@ export class SqliteGraphStore implements GraphStore {
   async relationships(type: string | undefined, page: PageRequest): Promise<Page<RelationshipRecord>> {
     const after = page.afterId === undefined ? 0 : parseEntityId(page.afterId, 'cursor');
     const name = filterName('relationship type', type);
-    const size = 'octet_length(type) + octet_length(properties)';
     const candidates =
       type === undefined
-        ? `SELECT id, ${size} AS size FROM relationships WHERE id > ?1 ORDER BY id LIMIT ?2`
-        : `SELECT id, ${size} AS size FROM relationships WHERE type = ?4 AND id > ?1 ORDER BY type, id LIMIT ?2`;
+        ? sizedRowsAfter('relationships', RELATIONSHIP_SIZE)
+        : `SELECT id, ${RELATIONSHIP_SIZE} AS size FROM relationships WHERE type = ?4 AND id > ?1 ORDER BY type, id LIMIT ?2`;
     const rows = await this.reader.all<RelationshipRow & PageRow>(
       withTotal(
         ['id', 'type', 'start_id', 'end_id', 'properties'],
