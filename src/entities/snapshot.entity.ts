@@ -70,3 +70,14 @@ export class SnapshotEntity {
   @BigIntColumn({ nullable: true })
   verifiedAt: number | null;
 }
+
+/**
+ * SQL for a WHERE clause on the snapshots table: a COMPLETED snapshot of the same instance is newer (by createdAt, then
+ * id) than the row `outer` names, which is then not its instance's newest restorable snapshot (the one retention keeps).
+ */
+export function newerCompletedSnapshotExists(outer: string): string {
+  return (
+    `EXISTS (SELECT 1 FROM snapshots n WHERE n."instanceId" = ${outer}."instanceId" AND n.status = 'COMPLETED' ` +
+    `AND (n."createdAt" > ${outer}."createdAt" OR (n."createdAt" = ${outer}."createdAt" AND n.id > ${outer}.id)))`
+  );
+}

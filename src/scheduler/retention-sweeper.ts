@@ -1,16 +1,16 @@
 // Applies the tier's retention rules (retention.ts decides) to the metadata: finds the snapshots they concern with
 // a few queries per sweep, and removes what they say with its blob and a snapshotUpdated event.
-import { type DataSource, In, MoreThan, type Repository } from 'typeorm';
+import { type DataSource, type EntityManager, In, MoreThan, type Repository } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import { type Tier, TIERS, type TierSchedule } from '../config/tiers';
 import { ExportTokenEntity } from '../entities/export-token.entity';
 import { InstanceEntity } from '../entities/instance.entity';
 import { OperationEntity } from '../entities/operation.entity';
 import { restoreInProgressOn } from '../jobs/operation-queue';
-import { SnapshotEntity } from '../entities/snapshot.entity';
+import { newerCompletedSnapshotExists, SnapshotEntity } from '../entities/snapshot.entity';
 import type { Logger } from '../logging/logger';
 import type { SnapshotService } from '../services/snapshot.service';
-import { type RetainedSnapshot, snapshotsToRemove } from './retention';
+import { type RetainedSnapshot, newestCompletedOf, snapshotsToRemove } from './retention';
 import { tierSchedules } from './tier-schedules';
 
 /** Rows read per query: bounds memory however much history there is. */
@@ -40,7 +40,14 @@ interface Removal {
  * Each scan is decided on its own with the tier's full rules. That is sound because each holds, per instance,
  * either a createdAt-ordered prefix of the history or whole buckets of thinning candidates, and on such a slice
  * snapshotsToRemove chooses a subset of what it would choose on the whole history: retention is per snapshot, and
- * the latest (or oldest per bucket) of a prefix is never newer than that of the whole.
+ * the latest (or oldest per bucket) of a prefix is never newer than that of the whole. The newest COMPLETED snapshot
+ * of each instance, which no rule removes, is read for each page from the whole history (newestCompletedOf).
+ *
+ * That snapshot stays past its retention until a newer one completes. The sweep that finds it so sets its expiresAt
+ * to null ("kept until replaced", as the API says), so that it is not read again by every sweep, and a completion
+ * gives the older one its expiresAt back in the same transaction (SnapshotService.complete), after which it goes at
+ * once. One spared by thinning keeps its expiresAt: thinning does not look at its bucket again, and retention removes
+ * it then.
  */
 export class RetentionSweeper {
   private readonly schedules: Record<Tier, TierSchedule>;
@@ -71,16 +78,35 @@ export class RetentionSweeper {
     if (!schedule.keepLatestOnly) return;
     try {
       const snapshots = await this.snapshots.snapshotsOf(instance.id);
-      await this.remove(this.decide(snapshots, schedule, now), schedule, now);
+      await this.remove(this.decide(snapshots, schedule, now, newestCompletedOf(snapshots)), schedule, now);
     } catch (error) {
       this.logger.error({ err: error, instanceId: instance.id }, 'could not apply retention after a snapshot');
     }
   }
 
+  /**
+   * A completion hook (SnapshotService.onCompleted): in the transaction that records `snapshot` COMPLETED (a safety
+   * snapshot's, once its restore happened), the older COMPLETED snapshots of its instance kept until replaced get back
+   * the expiresAt of their tier's retention. Those past it go at the next sweep, which their expiresAt wakes.
+   */
+  async onReplacement(snapshot: Pick<SnapshotEntity, 'instanceId'>, manager: EntityManager): Promise<void> {
+    const instance = await manager.findOne(InstanceEntity, { select: { id: true, tier: true }, where: { id: snapshot.instanceId } });
+    if (!instance) return;
+    const { keepLatestOnly, retentionMs } = this.schedules[instance.tier];
+    if (keepLatestOnly || retentionMs === null) return;
+    await manager
+      .createQueryBuilder()
+      .update(SnapshotEntity)
+      .set({ expiresAt: () => '"createdAt" + :retentionMs' })
+      .where(`"instanceId" = :instanceId AND status = 'COMPLETED' AND "expiresAt" IS NULL AND ${newerCompletedSnapshotExists('snapshots')}`)
+      .setParameters({ instanceId: instance.id, retentionMs })
+      .execute();
+  }
+
   /** One pass over every instance's snapshots; returns how many were removed. */
   async sweep(now = Date.now()): Promise<number> {
     if (!this.expiryAligned) {
-      await this.alignExpiry();
+      await this.alignExpiry(now);
       this.expiryAligned = true;
     }
     let removed = 0;
@@ -108,8 +134,7 @@ export class RetentionSweeper {
       `SELECT c."instanceId" FROM (SELECT s."instanceId" FROM instances i INNER JOIN snapshots s ON s."instanceId" = i.id ` +
         `WHERE i.tier = :tier GROUP BY s."instanceId" HAVING COUNT(*) > 1) c ` +
         `WHERE EXISTS (SELECT 1 FROM snapshots s WHERE s."instanceId" = c."instanceId" AND s.status IN ('COMPLETED', 'FAILED') ` +
-        `AND EXISTS (SELECT 1 FROM snapshots n WHERE n."instanceId" = s."instanceId" AND n.status = 'COMPLETED' ` +
-        `AND (n."createdAt" > s."createdAt" OR (n."createdAt" = s."createdAt" AND n.id > s.id)))) ORDER BY c."instanceId"`,
+        `AND ${newerCompletedSnapshotExists('s')}) ORDER BY c."instanceId"`,
       { tier },
     );
     return rows.map((row) => row.instanceId);
@@ -165,9 +190,10 @@ export class RetentionSweeper {
    * null on a tier without a time limit), once, before its first sweep. expiresAt is recorded when a snapshot settles,
    * under the config of that moment; the sweeps remove by the config of now. After a change of a tier's retention
    * (config changes apply at the next start) the API otherwise showed the old times: snapshots removed days before
-   * their expiresAt, or kept past it. One statement per tier, writing only the rows whose expiresAt differs.
+   * their expiresAt, or kept past it. One statement per tier, writing only the rows whose expiresAt differs. An
+   * instance's newest COMPLETED snapshot already kept past that retention keeps its null (kept until replaced).
    */
-  private async alignExpiry(): Promise<void> {
+  private async alignExpiry(now: number): Promise<void> {
     for (const tier of TIERS) {
       const schedule = this.schedules[tier];
       const retentionMs = schedule.keepLatestOnly ? null : schedule.retentionMs;
@@ -182,7 +208,10 @@ export class RetentionSweeper {
           .set({ expiresAt: () => '"createdAt" + :retentionMs' })
           .andWhere("status IN ('COMPLETED', 'FAILED')")
           .andWhere('("expiresAt" IS NULL OR "expiresAt" <> "createdAt" + :retentionMs)')
-          .setParameter('retentionMs', retentionMs);
+          .andWhere(
+            `NOT (status = 'COMPLETED' AND "expiresAt" IS NULL AND "createdAt" + :retentionMs <= :now AND NOT ${newerCompletedSnapshotExists('snapshots')})`,
+          )
+          .setParameters({ retentionMs, now });
       }
       const { affected } = await query.execute();
       if (affected) this.logger.info({ tier, snapshots: affected, retention: retentionMs }, 'snapshot expiry aligned with the configured retention');
@@ -231,7 +260,16 @@ export class RetentionSweeper {
         const page = splitPage(await this.readPage(group === null ? { tier } : { instances: group }, scan, afterInstance));
         complete &&= page.complete;
         const rows = [...page.byInstance.values()];
-        const outcome = await this.remove(rows.flatMap((instanceRows) => this.decide(instanceRows, schedule, now)), schedule, now);
+        const newest = await this.newestCompleted([...page.byInstance.keys()]);
+        const chosen = rows.flatMap((instanceRows) => this.decide(instanceRows, schedule, now, newest.get(instanceRows[0].instanceId) ?? null));
+        if (scan.expiredAt !== undefined) {
+          // Past its retention, it stays as its instance's newest (each row of this scan is past it).
+          for (const instanceRows of rows) {
+            const spared = instanceRows.find((row) => row.id === newest.get(row.instanceId));
+            if (spared) await this.keepUntilReplaced(spared);
+          }
+        }
+        const outcome = await this.remove(chosen, schedule, now);
         removed += outcome.removed;
         observe?.(rows.flat(), outcome.kept);
         if (page.next === null) break;
@@ -260,9 +298,44 @@ export class RetentionSweeper {
     return query.orderBy(instance).addOrderBy('s.createdAt').addOrderBy('s.id').limit(PAGE_ROWS).getMany();
   }
 
-  private decide(snapshots: Candidate[], schedule: TierSchedule, now: number): Candidate[] {
-    const ids = new Set(snapshotsToRemove(snapshots, schedule, now));
+  /** One instance's rows (a slice of its history): those the rules remove. `newest`: its newest COMPLETED snapshot's id. */
+  private decide(snapshots: Candidate[], schedule: TierSchedule, now: number, newest: string | null): Candidate[] {
+    const ids = new Set(snapshotsToRemove(snapshots, schedule, now, newest));
     return snapshots.filter((s) => ids.has(s.id));
+  }
+
+  /** Per instance, the id of its newest COMPLETED snapshot in the whole history (absent: none), on the history index. */
+  private async newestCompleted(instanceIds: string[]): Promise<Map<string, string>> {
+    const newest = new Map<string, string>();
+    for (const group of chunks(instanceIds, ID_CHUNK)) {
+      const rows = await this.query<{ instanceId: string; newest: string | null }>(
+        `SELECT i.id AS "instanceId", (SELECT s.id FROM snapshots s WHERE s."instanceId" = i.id AND s.status = 'COMPLETED' ` +
+          `ORDER BY s."createdAt" DESC, s.id DESC LIMIT 1) AS newest FROM instances i WHERE i.id IN (:...group)`,
+        { group },
+      );
+      for (const row of rows) if (row.newest !== null) newest.set(row.instanceId, row.newest);
+    }
+    return newest;
+  }
+
+  /**
+   * An instance's newest COMPLETED snapshot, past its retention: its expiresAt goes to null (kept until replaced), so
+   * that the sweeps do not read it again, unless a newer one has completed since it was read (that completion gave
+   * back the expiresAt of what it replaced, and this one goes at the next sweep).
+   */
+  private async keepUntilReplaced(spared: Candidate): Promise<void> {
+    const { affected } = await this.snapshotRows
+      .createQueryBuilder()
+      .update(SnapshotEntity)
+      .set({ expiresAt: null })
+      .where(`id = :id AND status = 'COMPLETED' AND "expiresAt" IS NOT NULL AND NOT ${newerCompletedSnapshotExists('snapshots')}`, { id: spared.id })
+      .execute();
+    if (!affected) return;
+    const snapshot = await this.snapshotRows.findOneBy({ id: spared.id });
+    if (!snapshot) return;
+    this.snapshots.publish(snapshot);
+    const { id: snapshotId, instanceId, tenantId } = snapshot;
+    this.logger.info({ snapshotId, instanceId, tenantId }, "snapshot kept past its retention until replaced: its instance's newest completed one");
   }
 
   /**
@@ -272,9 +345,10 @@ export class RetentionSweeper {
    * restored: they stay until a later sweep. A restore's safety snapshot is COMPLETED as soon as it is taken, before the
    * restore's load; were it the latest, a keep-latest-only tier would lose every older snapshot, and a restore that
    * then fails or is cancelled removes its safety snapshot too, leaving the instance no backup at all.
-   * Both are looked at again as each row goes, with keep-latest-only's reason (a newer COMPLETED snapshot still there):
-   * the choice rests on rows read before, and a restore that failed since took the safety snapshot that superseded the
-   * others with it (the look before found no restore, and the instance's only snapshot went).
+   * Both are looked at again as each row goes, and, for a COMPLETED snapshot (any snapshot on a keep-latest-only tier),
+   * that a newer COMPLETED one is still there: the choice rests on rows read before, and a restore that failed since
+   * took the safety snapshot that superseded the others with it (the look before found no restore, and the instance's
+   * only snapshot went), or a user deleted the newer one.
    */
   private async remove(chosen: Candidate[], schedule: Pick<TierSchedule, 'keepLatestOnly'>, now: number): Promise<Removal> {
     const outcome: Removal = { removed: 0, kept: [] };
@@ -301,7 +375,9 @@ export class RetentionSweeper {
         try {
           // Looked at again as the row goes: a restore from it (or of its instance) may have been queued since the look
           // above, or the snapshot that superseded it gone.
-          const removal = await this.snapshots.deleteUnlessRead(snapshot, { unlessRestoring: true, unlessLinked: true, supersededOnly: schedule.keepLatestOnly });
+          // Only while a newer COMPLETED snapshot is still there, for a COMPLETED one: no rule removes the newest.
+          const supersededOnly = schedule.keepLatestOnly || snapshot.status === 'COMPLETED';
+          const removal = await this.snapshots.deleteUnlessRead(snapshot, { unlessRestoring: true, unlessLinked: true, supersededOnly });
           if (removal === 'read' || removal === 'needed') outcome.kept.push(batch.find((s) => s.id === snapshot.id)!);
           if (removal === 'deleted') {
             outcome.removed += 1;

@@ -26,7 +26,8 @@ export function expiresAtFor(createdAt: number, schedule: TierSchedule): number 
 
 /**
  * The ids of the snapshots to delete at `now`, oldest first. PENDING and IN_PROGRESS snapshots
- * are never removed.
+ * are never removed, nor is the instance's newest COMPLETED snapshot, whatever its age: the rules
+ * below apply to the others.
  *
  * - keepLatestOnly: the newest COMPLETED snapshot is kept; every COMPLETED or FAILED snapshot
  *   older than it goes (a FAILED one newer than it stays, as the record of the last attempt).
@@ -42,11 +43,19 @@ export function expiresAtFor(createdAt: number, schedule: TierSchedule): number 
  *   oldest candidate is still PENDING/IN_PROGRESS is left alone until it settles, since it may
  *   become the keeper. ON_DEMAND and PRE_RESTORE snapshots are not thinned: someone asked for
  *   them, and they stay until their expiresAt.
+ * - The newest COMPLETED snapshot stays past its retention (or its bucket's thinning) until a newer one completes: an
+ *   instance whose scheduled snapshots keep failing, one nobody snapshots any more, or a clock wrongly ahead by more
+ *   than the retention must not be left with no snapshot to restore. (keepLatestOnly keeps it by definition.)
+ *
+ * `newestCompleted` is the id of the instance's newest COMPLETED snapshot, or null when it has none: by default the
+ * newest of `snapshots`, which is right when they are the whole history. A caller deciding on a slice of the history
+ * (the sweep reads only the rows a rule concerns) passes the whole history's.
  */
 export function snapshotsToRemove(
   snapshots: RetainedSnapshot[],
   schedule: TierSchedule,
   now: number,
+  newestCompleted: string | null = newestCompletedOf(snapshots),
 ): string[] {
   const oldestFirst = [...snapshots].sort(byAge);
   let removed: RetainedSnapshot[];
@@ -58,7 +67,14 @@ export function snapshotsToRemove(
     const survivors = oldestFirst.filter((s) => !expiredSet.has(s));
     removed = [...expired, ...thinnedOut(survivors, schedule, now)].sort(byAge);
   }
-  return removed.map((s) => s.id);
+  return removed.filter((s) => s.id !== newestCompleted).map((s) => s.id);
+}
+
+/** The id of the newest COMPLETED snapshot among `snapshots` (by createdAt, then id), or null. */
+export function newestCompletedOf(snapshots: RetainedSnapshot[]): string | null {
+  let newest: RetainedSnapshot | null = null;
+  for (const s of snapshots) if (s.status === 'COMPLETED' && (newest === null || byAge(newest, s) < 0)) newest = s;
+  return newest?.id ?? null;
 }
 
 /**

@@ -505,6 +505,6 @@ export interface RetentionRecheck {
   unlessRestoring?: boolean;
   /** Kept while one of its export links is valid (see RetentionSweeper.remove). */
   unlessLinked?: boolean;
-  /** Kept unless a newer COMPLETED snapshot of its instance is still there (keep-latest-only). */
+  /** Kept unless a newer COMPLETED snapshot of its instance is still there (keep-latest-only; no rule removes the newest). */
   supersededOnly?: boolean;
 }

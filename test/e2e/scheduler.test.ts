@@ -34,8 +34,11 @@ const MAIN_CONFIG = {
   tiers: {
     PROFESSIONAL: { snapshotInterval: 'PT3S', retention: 'PT10S' },
     VIRTUAL_DEDICATED_CLOUD: { snapshotInterval: 'PT2S', retention: 'PT40S', thinAfter: 'PT4S', thinInterval: 'PT4S' },
+    // On-demand snapshots only: nothing replaces the newest one unless asked.
+    BUSINESS_CRITICAL: { snapshotInterval: null, retention: 'PT3S' },
   },
 };
+const UNSCHEDULED_RETENTION_MS = 3 * SECOND;
 const PRO_INTERVAL_MS = 3 * SECOND;
 const PRO_RETENTION_MS = 10 * SECOND;
 const VDC = { intervalMs: 2 * SECOND, retentionMs: 40 * SECOND, thinAfterMs: 4 * SECOND, thinIntervalMs: 4 * SECOND };
@@ -93,6 +96,7 @@ describe('scheduled snapshots and retention', function () {
     expiry: () => removesExpiredSnapshots(suite.server),
     latestOnly: () => keepsTheLatestSnapshotOnlyOnFree(suite.server),
     thinning: () => thinsOldScheduledSnapshots(suite.server),
+    newest: () => keepsTheNewestSnapshotUntilReplaced(suite.server),
     restart: () => resumesAfterARestartWithoutDuplicates(),
     restore: () => takesASnapshotSkippedDuringARestoreRightAfter(),
   });
@@ -115,6 +119,8 @@ describe('scheduled snapshots and retention', function () {
   it('keeps only the newest snapshot on FREE, with expiresAt null, and schedules nothing there', () => verdict('latestOnly'));
   it('thins scheduled snapshots older than thinAfter to the oldest of each thinInterval, leaving on-demand ones', () =>
     verdict('thinning'));
+  it("keeps an instance's newest completed snapshot past its retention, with expiresAt null, until a newer one completes", () =>
+    verdict('newest'));
   it('after a stop past due times takes exactly one catch-up snapshot, then follows the schedule, with no duplicates', () =>
     verdict('restart'));
   it('takes a scheduled snapshot that fell due during a restore right after the restore', () => verdict('restore'));
@@ -372,6 +378,32 @@ async function removesExpiredSnapshots(server: TestServer): Promise<void> {
     events.results.every((result) => typeof result.data?.snapshotUpdated.removed === 'boolean'),
     'every event says whether it is a removal',
   );
+  await events.close();
+}
+
+async function keepsTheNewestSnapshotUntilReplaced(server: TestServer): Promise<void> {
+  const instance = await createInstance(server, { name: 'unscheduled', tier: 'BUSINESS_CRITICAL' });
+  const events = watchSnapshots(server, instance.id);
+  type Event = { data?: { snapshotUpdated: SnapshotEvent } | null };
+  const keptUntilReplaced = (id: string) => (result: Event) => result.data?.snapshotUpdated.id === id && result.data.snapshotUpdated.expiresAt === null;
+  const removal = (id: string) => (result: Event) => result.data?.snapshotUpdated.id === id && result.data.snapshotUpdated.removed;
+
+  const first = await completed(server, await takeSnapshot(server, instance.id));
+  assert.equal(at(first.expiresAt!), at(first.createdAt) + UNSCHEDULED_RETENTION_MS);
+  const kept = await events.waitFor(keptUntilReplaced(first.id), at(first.expiresAt!) - Date.now() + SWEEP_SLACK_MS + SECOND);
+  observations.push(`the newest snapshot's "kept until replaced" event arrived ${Date.now() - at(first.expiresAt!)} ms after its expiresAt`);
+  assert.deepEqual(kept.data!.snapshotUpdated, { ...first, expiresAt: null, removed: false });
+  assert.deepEqual(await snapshotById(server, first.id), { ...first, expiresAt: null });
+
+  const second = await completed(server, await takeSnapshot(server, instance.id));
+  const completedAt = Date.now();
+  const removed = await events.waitFor(removal(first.id), SWEEP_SLACK_MS + SECOND);
+  assert.deepEqual(removed.data!.snapshotUpdated, { ...first, removed: true }, 'removed with its expiresAt given back');
+  observations.push(`the snapshot it replaced was removed ${Date.now() - completedAt} ms after the newer one was seen COMPLETED`);
+  assert.equal(await snapshotById(server, first.id), null);
+
+  await sleepUntil(at(second.expiresAt!) + SWEEP_SLACK_MS);
+  assert.deepEqual(await snapshotsOf(server, instance.id), [{ ...second, expiresAt: null }], 'the newest stays past its retention');
   await events.close();
 }
 

@@ -21,6 +21,8 @@ describe('retention sweep', function () {
   let dir: string;
   let db: DataSource;
   let sweeper: RetentionSweeper;
+  /** The snapshotUpdated events the sweep published, by snapshot id, with the expiresAt each carried. */
+  let published: { id: string; expiresAt: number | null }[];
   const tenantId = randomUUID();
 
   beforeEach(async () => {
@@ -30,7 +32,9 @@ describe('retention sweep', function () {
       delete: async (snapshot: SnapshotEntity) => (await db.getRepository(SnapshotEntity).delete({ id: snapshot.id })).affected === 1,
       deleteUnlessRead: async (snapshot: SnapshotEntity) => ((await db.getRepository(SnapshotEntity).delete({ id: snapshot.id })).affected === 1 ? 'deleted' : 'gone'),
       snapshotsOf: (instanceId: string) => db.getRepository(SnapshotEntity).find({ where: { instanceId }, order: { createdAt: 'ASC' } }),
+      publish: (snapshot: SnapshotEntity) => published.push({ id: snapshot.id, expiresAt: snapshot.expiresAt }),
     } as unknown as SnapshotService;
+    published = [];
     sweeper = new RetentionSweeper(db, { tiers: DEFAULT_TIER_POLICIES }, snapshots, createLogger('silent'));
   });
 
@@ -88,14 +92,15 @@ describe('retention sweep', function () {
   it('keeps an expired snapshot while one of its export links is valid, and removes it once the link has expired', async () => {
     const id = await instance('PROFESSIONAL');
     const exported = await snapshot(id, 'ON_DEMAND', DEFAULT_RETENTION_MS + 1_000);
+    const newer = await snapshot(id, 'SCHEDULED', 0);
     // Asked for a minute before the snapshot expired: the link says it works for its whole TTL.
     const linkExpiresAt = Date.now() + 14 * 60_000;
     await exportLink(exported, linkExpiresAt);
     assert.equal(await sweeper.sweep(), 0);
-    assert.deepEqual(await remaining(id), [exported], 'retention removed a snapshot whose export link was still valid');
+    assert.deepEqual(await remaining(id), [exported, newer], 'retention removed a snapshot whose export link was still valid');
 
     assert.equal(await sweeper.sweep(linkExpiresAt + 1), 1);
-    assert.deepEqual(await remaining(id), []);
+    assert.deepEqual(await remaining(id), [newer]);
   });
 
   it("keeps a FREE instance's older snapshot while one of its export links is valid", async () => {
@@ -114,22 +119,51 @@ describe('retention sweep', function () {
     const day = Math.floor((Date.now() - 10 * DAY) / DAY) * DAY;
     const keeper = await snapshotAt(id, day + HOUR);
     await snapshotAt(id, day + 2 * HOUR);
+    const newer = await snapshotAt(id, Date.now());
     const crossing = day + 2 * HOUR + 7 * DAY;
     assert.equal(await sweeper.sweep(crossing - 10_000), 0, 'the first sweep: only the keeper has crossed');
     assert.equal(await sweeper.sweep(crossing - 9_000), 0);
     assert.equal(await sweeper.sweep(crossing + 1_000), 1);
-    assert.deepEqual(await remaining(id), [keeper]);
+    assert.deepEqual(await remaining(id), [keeper, newer]);
   });
 
   it("removes a snapshot that expires after the first sweep, by the instance's expired snapshots", async () => {
     const id = await instance('PROFESSIONAL');
     const createdAt = Date.now() - DAY;
     await snapshotAt(id, createdAt);
+    const newer = await snapshotAt(id, Date.now());
     assert.equal(await sweeper.sweep(), 0);
     assert.equal(await sweeper.sweep(createdAt + DEFAULT_RETENTION_MS - 1), 0);
     assert.equal(await sweeper.sweep(createdAt + DEFAULT_RETENTION_MS), 1);
-    assert.deepEqual(await remaining(id), []);
+    assert.deepEqual(await remaining(id), [newer]);
   });
+
+  it("keeps an instance's newest completed snapshot past its retention, kept until replaced, and removes it once replaced", async () => {
+    const id = await instance('PROFESSIONAL');
+    const now = Date.now();
+    await snapshotAt(id, now - 9 * DAY);
+    const newest = await snapshotAt(id, now - 8 * DAY, 'ON_DEMAND');
+    await insertSnapshotRow(db, { tenantId, instanceId: id, profile: 'SCHEDULED', status: 'FAILED', createdAt: now - 7 * DAY - 1, completedAt: null });
+    // Expiring after the first sweep (which aligns expiresAt): found by the expired snapshots' index, as they expire.
+    assert.equal(await sweeper.sweep(now - 3 * DAY), 0);
+    assert.equal(await expiresAt(newest), now - DAY);
+
+    assert.equal(await sweeper.sweep(now), 2, 'the older and the failed snapshots go');
+    assert.deepEqual(await remaining(id), [newest]);
+    assert.equal(await expiresAt(newest), null, 'kept until replaced');
+    assert.deepEqual(published, [{ id: newest, expiresAt: null }], 'subscribers are told');
+    assert.equal(await sweeper.sweep(now + 1_000), 0);
+    assert.equal(published.length, 1, 'decided once');
+    assert.deepEqual(await remaining(id), [newest]);
+
+    const replacement = await snapshotAt(id, now + 2_000);
+    await db.transaction((manager) => sweeper.onReplacement({ instanceId: id }, manager));
+    assert.equal(await expiresAt(newest), now - DAY, 'given back its expiresAt by the completion of a newer one');
+    assert.equal(await sweeper.sweep(now + 3_000), 1);
+    assert.deepEqual(await remaining(id), [replacement]);
+  });
+
+  const expiresAt = async (id: string) => (await db.getRepository(SnapshotEntity).findOneByOrFail({ id })).expiresAt;
 
   const DAY = 24 * 3600_000;
   const HOUR = 3600_000;

@@ -20,6 +20,12 @@ const VDC = scheduleOf(DEFAULT_TIER_POLICIES.VIRTUAL_DEDICATED_CLOUD);
 /** An instance created at 00:17 UTC, so its hourly grid is not aligned to the day buckets. */
 const INSTANCE_CREATED_AT = Date.UTC(2024, 0, 1, 0, 17);
 
+/**
+ * The instance's newest COMPLETED snapshot, outside the rows a test passes (as the sweep passes a slice of a history):
+ * where a test is about another rule, none of its rows is the newest, which no rule removes.
+ */
+const NEWER = 'a-newer-snapshot';
+
 function snapshot(id: string, createdAt: number, overrides: Partial<RetainedSnapshot> = {}): RetainedSnapshot {
   return { id, createdAt, status: 'COMPLETED', profile: 'SCHEDULED', ...overrides };
 }
@@ -101,7 +107,7 @@ describe('snapshotsToRemove', () => {
         snapshot('on-demand', now - 8 * DAY, { profile: 'ON_DEMAND' }),
         snapshot('pre-restore', now - 8 * DAY, { profile: 'PRE_RESTORE' }),
       ];
-      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now).sort(), ['on-demand', 'pre-restore', 'scheduled']);
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, NEWER).sort(), ['on-demand', 'pre-restore', 'scheduled']);
     });
 
     it('never removes PENDING or IN_PROGRESS snapshots', () => {
@@ -122,7 +128,45 @@ describe('snapshotsToRemove', () => {
 
     it('returns ids oldest first whatever the input order', () => {
       const history = [snapshot('b', now - 9 * DAY), snapshot('c', now - 8 * DAY), snapshot('a', now - 10 * DAY)];
-      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now), ['a', 'b', 'c']);
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, NEWER), ['a', 'b', 'c']);
+    });
+  });
+
+  describe("the instance's newest COMPLETED snapshot", () => {
+    it('stays past its retention until a newer one completes, while older and FAILED ones go', () => {
+      const history = [
+        snapshot('older', now - 9 * DAY),
+        snapshot('newest', now - 8 * DAY, { profile: 'ON_DEMAND' }),
+        snapshot('failed-after', now - 7 * DAY, { status: 'FAILED' }),
+        snapshot('running', now - HOUR, { status: 'IN_PROGRESS' }),
+      ];
+      for (const schedule of [PROFESSIONAL, BUSINESS_CRITICAL, VDC]) {
+        const removed = snapshotsToRemove(history, schedule, now + 60 * DAY);
+        assert.deepEqual(removed, ['older', 'failed-after'], `${schedule.retentionMs} ms retention`);
+      }
+      history[3].status = 'COMPLETED';
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now + 60 * DAY), ['older', 'newest', 'failed-after']);
+    });
+
+    it('is the newest by createdAt, then id, and stays when every scheduled snapshot since has failed', () => {
+      const history = [
+        snapshot('b', now - 10 * DAY),
+        snapshot('a', now - 10 * DAY),
+        ...Array.from({ length: 9 }, (_, i) => snapshot(`failed-${i}`, now - (9 - i) * DAY, { status: 'FAILED' })),
+      ];
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now), ['a', 'failed-0', 'failed-1', 'failed-2']);
+    });
+
+    it('is not thinned out of its bucket', () => {
+      const history = [snapshot('h00', Date.UTC(2024, 4, 20)), snapshot('h01', Date.UTC(2024, 4, 20, 1)), snapshot('h02', Date.UTC(2024, 4, 20, 2))];
+      assert.deepEqual(snapshotsToRemove(history, VDC, Date.UTC(2024, 4, 30)), ['h01']);
+    });
+
+    it('is the one the caller names, when the rows are a slice of the history', () => {
+      const history = [snapshot('a', now - 9 * DAY), snapshot('b', now - 8 * DAY)];
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now), ['a']);
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, 'a'), ['b']);
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, NEWER), ['a', 'b']);
     });
   });
 
@@ -166,25 +210,25 @@ describe('snapshotsToRemove', () => {
     it('keeps the oldest snapshot of each day once a day is older than thinAfter', () => {
       const history = hourly(midnight, 24);
       const afterDay = midnight + DAY - HOUR + 7 * DAY;
-      assert.deepEqual(snapshotsToRemove(history, VDC, afterDay), history.slice(1).map((s) => s.id));
+      assert.deepEqual(snapshotsToRemove(history, VDC, afterDay, NEWER), history.slice(1).map((s) => s.id));
     });
 
     it('thins a snapshot exactly at thinAfter and not 1 ms before', () => {
       const history = hourly(midnight, 2);
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + HOUR + 7 * DAY), ['h01']);
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + HOUR + 7 * DAY - 1), []);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + HOUR + 7 * DAY, NEWER), ['h01']);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + HOUR + 7 * DAY - 1, NEWER), []);
     });
 
     it('aligns buckets to the epoch, not to the snapshots', () => {
       const history = [snapshot('before-midnight', midnight - HOUR), snapshot('after-midnight', midnight + HOUR)];
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY), []);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, NEWER), []);
     });
 
     it('keeps the same snapshot as the thinAfter line moves through a day', () => {
       const history = hourly(midnight, 24);
       for (let hour = 0; hour < 24; hour++) {
         const now = midnight + hour * HOUR + 7 * DAY;
-        const removed = snapshotsToRemove(history, VDC, now);
+        const removed = snapshotsToRemove(history, VDC, now, NEWER);
         assert.ok(!removed.includes('h00'), `h00 removed at hour ${hour}`);
         assert.deepEqual(removed, history.slice(1, hour + 1).map((s) => s.id));
       }
@@ -197,7 +241,7 @@ describe('snapshotsToRemove', () => {
         snapshot('pre-restore', midnight + 2 * HOUR, { profile: 'PRE_RESTORE' }),
         snapshot('scheduled-2', midnight + 3 * HOUR),
       ];
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY), ['scheduled-2']);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, NEWER), ['scheduled-2']);
     });
 
     it('leaves FAILED snapshots to retention and keeps the oldest COMPLETED one', () => {
@@ -206,7 +250,7 @@ describe('snapshotsToRemove', () => {
         snapshot('first-completed', midnight + HOUR),
         snapshot('second-completed', midnight + 2 * HOUR),
       ];
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY), ['second-completed']);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, NEWER), ['second-completed']);
     });
 
     it('waits while the oldest snapshot of a day is still in progress', () => {
@@ -215,9 +259,9 @@ describe('snapshotsToRemove', () => {
         snapshot('completed', midnight + HOUR),
         snapshot('completed-2', midnight + 2 * HOUR),
       ];
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY), []);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, NEWER), []);
       history[0].status = 'COMPLETED';
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY), ['completed', 'completed-2']);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, NEWER), ['completed', 'completed-2']);
     });
 
     it('applies to what retention leaves', () => {
@@ -225,7 +269,7 @@ describe('snapshotsToRemove', () => {
       const now = midnight + 6 * HOUR + 60 * DAY;
       // h00..h06 expire; h07 is the oldest survivor and is kept.
       assert.deepEqual(
-        snapshotsToRemove(history, VDC, now),
+        snapshotsToRemove(history, VDC, now, NEWER),
         history.filter((s) => s.id !== 'h07').map((s) => s.id),
       );
     });

@@ -21,7 +21,7 @@ import type { BackupService } from '../../src/services/backup.service';
 import { InstanceService } from '../../src/services/instance.service';
 import { SnapshotService } from '../../src/services/snapshot.service';
 import type { EncryptedBlobStore } from '../../src/storage/encrypted-blob-store';
-import { insertInstanceRow } from '../support/instance-rows';
+import { insertInstanceRow, insertSnapshotRow } from '../support/instance-rows';
 import { createMigratedTestDatabase, describePostgres, type TestDatabase } from '../support/postgres';
 
 const DAY = 24 * 3600_000;
@@ -56,8 +56,13 @@ function expiryTests(backend: Backend) {
     const config = { tiers: resolveTierPolicies(tiers), bytesPerStorageGB: 2 ** 30 } as AppConfig;
     const events = createInMemoryEventBus();
     const instances = new InstanceService(db, config, {} as GraphStoreProvider, events);
-    const snapshots = new SnapshotService(db, config, instances, {} as EncryptedBlobStore, events, () => undefined, {} as BackupService);
-    return { snapshots, sweeper: new RetentionSweeper(db, config, snapshots, createLogger('silent')), config };
+    // What a removal asks of the backups: nothing to do for a snapshot that has no data here.
+    const backups = { forgetExport: async () => undefined, collectSoon: async () => undefined } as unknown as BackupService;
+    const snapshots = new SnapshotService(db, config, instances, {} as EncryptedBlobStore, events, () => undefined, backups);
+    const sweeper = new RetentionSweeper(db, config, snapshots, createLogger('silent'));
+    // As the server wires them (src/app.ts).
+    snapshots.onCompleted((snapshot, manager) => sweeper.onReplacement(snapshot, manager));
+    return { snapshots, sweeper, config };
   }
 
   async function snapshotOf(tier: Tier, status: SnapshotStatus, expiresAt: number | null = null): Promise<SnapshotEntity> {
@@ -123,5 +128,37 @@ function expiryTests(backend: Backend) {
     assert.equal(await stored(turnedOff.id), null);
     assert.equal(await stored(nowTimed.id), nowTimed.createdAt + 2 * DAY);
     assert.equal(await stored(running.id), null, 'set when it completes');
+  });
+
+  it("is null on an instance's newest completed snapshot kept past its retention, across restarts, until a newer one completes", async () => {
+    const now = Date.now();
+    // Past its retention (P7D), one with the expiresAt it completed with, one from before expiresAt was set.
+    const timed = await insertInstanceRow(db, { tenantId, tier: 'PROFESSIONAL', memoryGB: 1 });
+    const timedNewest = await insertSnapshotRow(db, { tenantId, instanceId: timed, createdAt: now - 8 * DAY, expiresAt: now - DAY });
+    const legacy = await insertInstanceRow(db, { tenantId, tier: 'PROFESSIONAL', memoryGB: 1 });
+    await insertSnapshotRow(db, { tenantId, instanceId: legacy, createdAt: now - 9 * DAY, expiresAt: null });
+    const legacyNewest = await insertSnapshotRow(db, { tenantId, instanceId: legacy, createdAt: now - 8 * DAY, expiresAt: null });
+
+    assert.equal(await services().sweeper.sweep(now), 1, 'only the older one goes');
+    const left = async (instanceId: string) => (await db.getRepository(SnapshotEntity).findBy({ instanceId })).map((s) => s.id);
+    assert.deepEqual(await left(legacy), [legacyNewest]);
+    assert.equal(await stored(legacyNewest), null, 'kept until replaced');
+    assert.equal(await stored(timedNewest), null, 'kept until replaced');
+
+    // The next start aligns every expiresAt with the retention, except these.
+    const { snapshots, sweeper } = services();
+    assert.equal(await sweeper.sweep(now + 1_000), 0);
+    assert.equal(await stored(legacyNewest), null);
+    assert.equal(await stored(timedNewest), null);
+
+    // A newer snapshot completes: in its transaction, the one it replaces gets its expiresAt back, and goes.
+    const replacement = Object.assign(new SnapshotEntity(), await db.getRepository(SnapshotEntity).findOneByOrFail({
+      id: await insertSnapshotRow(db, { tenantId, instanceId: timed, status: 'IN_PROGRESS', createdAt: now + 2_000, completedAt: null }),
+    }));
+    await snapshots.complete(replacement, { status: 'COMPLETED', completedAt: now + 3_000, expiresAt: now + 2_000 + 7 * DAY });
+    assert.equal(await stored(timedNewest), now - DAY);
+    assert.equal(await stored(legacyNewest), null, "another instance's is not replaced");
+    assert.equal(await sweeper.sweep(now + 4_000), 1);
+    assert.deepEqual(await left(timed), [replacement.id]);
   });
 }
