@@ -69,13 +69,14 @@ export class RetentionSweeper {
 
   /**
    * Called right after one of the instance's snapshots completed (the SNAPSHOT operation's afterCapture hook), so
-   * that a latest-only tier (FREE) drops the older snapshots at once rather than at the next sweep. Only that rule
-   * depends on a completion; the others depend on time, and the sweep applies them. Never throws: the snapshot has
-   * completed whatever happens here, a failure is logged, and the next sweep tries again.
+   * that what the completion made removable goes at once rather than at the next sweep: on a latest-only tier (FREE)
+   * the older snapshots, elsewhere the one it replaced as the newest, past its retention. The other rules depend on
+   * time, and the sweep applies them. Never throws: the snapshot has completed whatever happens here, a failure is
+   * logged, and the next sweep tries again.
    */
   async onSnapshotCompleted(instance: Pick<InstanceEntity, 'id' | 'tier'>, now = Date.now()): Promise<void> {
     const schedule = this.schedules[instance.tier];
-    if (!schedule.keepLatestOnly) return;
+    if (!schedule.keepLatestOnly && schedule.retentionMs === null) return;
     try {
       const snapshots = await this.snapshots.snapshotsOf(instance.id);
       await this.remove(this.decide(snapshots, schedule, now, newestCompletedOf(snapshots)), schedule, now);
@@ -87,7 +88,8 @@ export class RetentionSweeper {
   /**
    * A completion hook (SnapshotService.onCompleted): in the transaction that records `snapshot` COMPLETED (a safety
    * snapshot's, once its restore happened), the older COMPLETED snapshots of its instance kept until replaced get back
-   * the expiresAt of their tier's retention. Those past it go at the next sweep, which their expiresAt wakes.
+   * the expiresAt of their tier's retention. Those past it go right after (onSnapshotCompleted, for a SNAPSHOT
+   * operation), or at the next sweep, within a second; their removal event carries the expiresAt given back.
    */
   async onReplacement(snapshot: Pick<SnapshotEntity, 'instanceId'>, manager: EntityManager): Promise<void> {
     const instance = await manager.findOne(InstanceEntity, { select: { id: true, tier: true }, where: { id: snapshot.instanceId } });
@@ -197,23 +199,26 @@ export class RetentionSweeper {
     for (const tier of TIERS) {
       const schedule = this.schedules[tier];
       const retentionMs = schedule.keepLatestOnly ? null : schedule.retentionMs;
-      const query = this.snapshotRows
-        .createQueryBuilder()
-        .update(SnapshotEntity)
-        .where('"instanceId" IN (SELECT i.id FROM instances i WHERE i.tier = :tier)', { tier });
+      const ofTier = () =>
+        this.snapshotRows
+          .createQueryBuilder()
+          .update(SnapshotEntity)
+          .where('"instanceId" IN (SELECT i.id FROM instances i WHERE i.tier = :tier)', { tier });
+      let affected = 0;
       if (retentionMs === null) {
-        query.set({ expiresAt: null }).andWhere('"expiresAt" IS NOT NULL');
+        affected += (await ofTier().set({ expiresAt: null }).andWhere('"expiresAt" IS NOT NULL').execute()).affected ?? 0;
       } else {
-        query
-          .set({ expiresAt: () => '"createdAt" + :retentionMs' })
-          .andWhere("status IN ('COMPLETED', 'FAILED')")
-          .andWhere('("expiresAt" IS NULL OR "expiresAt" <> "createdAt" + :retentionMs)')
-          .andWhere(
-            `NOT (status = 'COMPLETED' AND "expiresAt" IS NULL AND "createdAt" + :retentionMs <= :now AND NOT ${newerCompletedSnapshotExists('snapshots')})`,
-          )
-          .setParameters({ retentionMs, now });
+        const align = () =>
+          ofTier()
+            .set({ expiresAt: () => '"createdAt" + :retentionMs' })
+            .andWhere("status IN ('COMPLETED', 'FAILED')")
+            .setParameters({ retentionMs, now });
+        affected += (await align().andWhere('"expiresAt" IS NOT NULL AND "expiresAt" <> "createdAt" + :retentionMs').execute()).affected ?? 0;
+        // Apart, so that only the rows without one (idx_snapshots_expiry) are looked at for a newer completed snapshot:
+        // in one statement, PostgreSQL took 0.3 s more over 130,000 snapshots that had nothing to align.
+        const keptUntilReplaced = `status = 'COMPLETED' AND "createdAt" + :retentionMs <= :now AND NOT ${newerCompletedSnapshotExists('snapshots')}`;
+        affected += (await align().andWhere(`"expiresAt" IS NULL AND NOT (${keptUntilReplaced})`).execute()).affected ?? 0;
       }
-      const { affected } = await query.execute();
       if (affected) this.logger.info({ tier, snapshots: affected, retention: retentionMs }, 'snapshot expiry aligned with the configured retention');
     }
   }
@@ -260,16 +265,7 @@ export class RetentionSweeper {
         const page = splitPage(await this.readPage(group === null ? { tier } : { instances: group }, scan, afterInstance));
         complete &&= page.complete;
         const rows = [...page.byInstance.values()];
-        const newest = await this.newestCompleted([...page.byInstance.keys()]);
-        const chosen = rows.flatMap((instanceRows) => this.decide(instanceRows, schedule, now, newest.get(instanceRows[0].instanceId) ?? null));
-        if (scan.expiredAt !== undefined) {
-          // Past its retention, it stays as its instance's newest (each row of this scan is past it).
-          for (const instanceRows of rows) {
-            const spared = instanceRows.find((row) => row.id === newest.get(row.instanceId));
-            if (spared) await this.keepUntilReplaced(spared);
-          }
-        }
-        const outcome = await this.remove(chosen, schedule, now);
+        const outcome = await this.remove(await this.decidePage(rows, schedule, now, scan), schedule, now);
         removed += outcome.removed;
         observe?.(rows.flat(), outcome.kept);
         if (page.next === null) break;
@@ -304,6 +300,25 @@ export class RetentionSweeper {
     return snapshots.filter((s) => ids.has(s.id));
   }
 
+  /**
+   * What the rules remove from a page, each instance's rows a slice of its history. No rule removes an instance's
+   * newest COMPLETED snapshot, which a slice may not hold: it is read for the instances where the rules choose
+   * something when it is not among their rows (most instances of a first thinning scan have nothing to thin). The rows
+   * of a retention scan are all past the retention: the newest among them is kept until replaced.
+   */
+  private async decidePage(rows: Candidate[][], schedule: TierSchedule, now: number, scan: Scan): Promise<Candidate[]> {
+    const concerned = rows.filter((instanceRows) => this.decide(instanceRows, schedule, now, null).length > 0);
+    const newest = await this.newestCompleted(concerned.map((instanceRows) => instanceRows[0].instanceId));
+    const chosen: Candidate[] = [];
+    for (const instanceRows of concerned) {
+      const newestId = newest.get(instanceRows[0].instanceId) ?? null;
+      chosen.push(...this.decide(instanceRows, schedule, now, newestId));
+      const spared = scan.expiredAt !== undefined ? instanceRows.find((row) => row.id === newestId) : undefined;
+      if (spared) await this.keepUntilReplaced(spared);
+    }
+    return chosen;
+  }
+
   /** Per instance, the id of its newest COMPLETED snapshot in the whole history (absent: none), on the history index. */
   private async newestCompleted(instanceIds: string[]): Promise<Map<string, string>> {
     const newest = new Map<string, string>();
@@ -321,21 +336,37 @@ export class RetentionSweeper {
   /**
    * An instance's newest COMPLETED snapshot, past its retention: its expiresAt goes to null (kept until replaced), so
    * that the sweeps do not read it again, unless a newer one has completed since it was read (that completion gave
-   * back the expiresAt of what it replaced, and this one goes at the next sweep).
+   * back the expiresAt of what it replaced, and this one goes at the next sweep). The instance's snapshots still being
+   * taken are locked first: a completion commits before the look (which then sees it), or after this transaction
+   * (its hook, onReplacement, then gives back the expiresAt set here). Unlocked, on PostgreSQL a completion that
+   * committed during the statement was not seen by it, and had looked before the null was set: the replaced snapshot
+   * showed "kept until replaced" for as long as its replacement's retention. A failure is logged; the next sweep tries
+   * again.
    */
   private async keepUntilReplaced(spared: Candidate): Promise<void> {
-    const { affected } = await this.snapshotRows
-      .createQueryBuilder()
-      .update(SnapshotEntity)
-      .set({ expiresAt: null })
-      .where(`id = :id AND status = 'COMPLETED' AND "expiresAt" IS NOT NULL AND NOT ${newerCompletedSnapshotExists('snapshots')}`, { id: spared.id })
-      .execute();
-    if (!affected) return;
-    const snapshot = await this.snapshotRows.findOneBy({ id: spared.id });
-    if (!snapshot) return;
-    this.snapshots.publish(snapshot);
-    const { id: snapshotId, instanceId, tenantId } = snapshot;
-    this.logger.info({ snapshotId, instanceId, tenantId }, "snapshot kept past its retention until replaced: its instance's newest completed one");
+    const { id: snapshotId, instanceId } = spared;
+    try {
+      const kept = await this.db.transaction(async (manager) => {
+        await manager
+          .createQueryBuilder()
+          .update(SnapshotEntity)
+          .set({ status: () => 'status' })
+          .where(`"instanceId" = :instanceId AND status IN ('PENDING', 'IN_PROGRESS')`, { instanceId })
+          .execute();
+        const { affected } = await manager
+          .createQueryBuilder()
+          .update(SnapshotEntity)
+          .set({ expiresAt: null })
+          .where(`id = :id AND status = 'COMPLETED' AND "expiresAt" IS NOT NULL AND NOT ${newerCompletedSnapshotExists('snapshots')}`, { id: snapshotId })
+          .execute();
+        return affected ? manager.findOneBy(SnapshotEntity, { id: snapshotId }) : null;
+      });
+      if (!kept) return;
+      this.snapshots.publish(kept);
+      this.logger.info({ snapshotId, instanceId, tenantId: kept.tenantId }, "snapshot kept past its retention until replaced: its instance's newest completed one");
+    } catch (error) {
+      this.logger.error({ err: error, snapshotId, instanceId }, 'could not keep a snapshot until replaced; the next sweep tries again');
+    }
   }
 
   /**

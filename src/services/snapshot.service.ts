@@ -322,19 +322,19 @@ export class SnapshotService {
           throw new SnapshotKept('read');
         }
         if (retention.supersededOnly) {
-          // Held as a restore's request holds a snapshot (a write to its row): a compensation removing it (a failed
-          // restore's safety snapshot) either has removed it already, or waits for this transaction, which then saw a
-          // restore still running on the instance (the compensation comes before its operation ends).
+          // The newest such snapshot, held as a restore's request holds a snapshot (a write to its row): a compensation
+          // removing it (a failed restore's safety snapshot) either has removed it already, or waits for this
+          // transaction, which then saw a restore still running on the instance (the compensation comes before its
+          // operation ends). One witness: writing every newer one rewrote hundreds of rows per removal on an hourly tier.
           const newer = await manager
             .createQueryBuilder()
             .update(SnapshotEntity)
             .set({ status: 'COMPLETED' })
-            .where('"instanceId" = :instanceId AND status = :completed AND ("createdAt" > :createdAt OR ("createdAt" = :createdAt AND id > :id))', {
-              instanceId: snapshot.instanceId,
-              completed: 'COMPLETED',
-              createdAt: snapshot.createdAt,
-              id: snapshot.id,
-            })
+            .where(
+              'status = :completed AND id = (SELECT n.id FROM snapshots n WHERE n."instanceId" = :instanceId AND n.status = :completed ' +
+                'AND (n."createdAt" > :createdAt OR (n."createdAt" = :createdAt AND n.id > :id)) ORDER BY n."createdAt" DESC, n.id DESC LIMIT 1)',
+              { instanceId: snapshot.instanceId, completed: 'COMPLETED', createdAt: snapshot.createdAt, id: snapshot.id },
+            )
             .execute();
           if (!newer.affected) throw new SnapshotKept('needed');
         }

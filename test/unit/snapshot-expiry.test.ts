@@ -161,4 +161,24 @@ function expiryTests(backend: Backend) {
     assert.equal(await sweeper.sweep(now + 4_000), 1);
     assert.deepEqual(await left(timed), [replacement.id]);
   });
+
+  it('is removed only while a newer completed snapshot of its instance is still there, looked at as its row goes', async () => {
+    const { snapshots } = services();
+    const now = Date.now();
+    const instanceId = await insertInstanceRow(db, { tenantId, tier: 'PROFESSIONAL', memoryGB: 1 });
+    const row = async (id: string) => db.getRepository(SnapshotEntity).findOneByOrFail({ id });
+    const expired = [
+      await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now - 9 * DAY, expiresAt: now - 2 * DAY }),
+      await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now - 8 * DAY, expiresAt: now - DAY }),
+    ];
+    const newer = await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now - DAY, expiresAt: now + 6 * DAY });
+    await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now, status: 'FAILED', expiresAt: now + 7 * DAY });
+
+    assert.equal(await snapshots.deleteUnlessRead(await row(expired[0]), { supersededOnly: true }), 'deleted');
+    // Chosen while the newer one was there, which a user deleted since.
+    const chosen = await row(expired[1]);
+    await db.getRepository(SnapshotEntity).delete({ id: newer });
+    assert.equal(await snapshots.deleteUnlessRead(chosen, { supersededOnly: true }), 'needed');
+    assert.equal((await row(expired[1])).id, expired[1], 'still there: the newest completed one');
+  });
 }
