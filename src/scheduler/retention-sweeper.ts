@@ -18,7 +18,7 @@ const PAGE_ROWS = 10_000;
 /** Ids per IN (…) list, well under SQLite's and PostgreSQL's bound-parameter limits. */
 const ID_CHUNK = 500;
 
-type Candidate = RetainedSnapshot & { instanceId: string };
+type Candidate = RetainedSnapshot & Pick<SnapshotEntity, 'instanceId' | 'expiresAt'>;
 
 interface Removal {
   removed: number;
@@ -69,14 +69,14 @@ export class RetentionSweeper {
 
   /**
    * Called right after one of the instance's snapshots completed (the SNAPSHOT operation's afterCapture hook), so
-   * that what the completion made removable goes at once rather than at the next sweep: on a latest-only tier (FREE)
-   * the older snapshots, elsewhere the one it replaced as the newest, past its retention. The other rules depend on
-   * time, and the sweep applies them. Never throws: the snapshot has completed whatever happens here, a failure is
-   * logged, and the next sweep tries again.
+   * that a latest-only tier (FREE) drops the older snapshots at once rather than at the next sweep. Only that rule
+   * depends on a completion alone; the others depend on time, and the leader's sweep applies them, by the leader's
+   * clock (a snapshot a completion replaced as the newest, given back its expiresAt, goes at the next sweep). Never
+   * throws: the snapshot has completed whatever happens here, a failure is logged, and the next sweep tries again.
    */
   async onSnapshotCompleted(instance: Pick<InstanceEntity, 'id' | 'tier'>, now = Date.now()): Promise<void> {
     const schedule = this.schedules[instance.tier];
-    if (!schedule.keepLatestOnly && schedule.retentionMs === null) return;
+    if (!schedule.keepLatestOnly) return;
     try {
       const snapshots = await this.snapshots.snapshotsOf(instance.id);
       await this.remove(this.decide(snapshots, schedule, now, newestCompletedOf(snapshots)), schedule, now);
@@ -88,8 +88,8 @@ export class RetentionSweeper {
   /**
    * A completion hook (SnapshotService.onCompleted): in the transaction that records `snapshot` COMPLETED (a safety
    * snapshot's, once its restore happened), the older COMPLETED snapshots of its instance kept until replaced get back
-   * the expiresAt of their tier's retention. Those past it go right after (onSnapshotCompleted, for a SNAPSHOT
-   * operation), or at the next sweep, within a second; their removal event carries the expiresAt given back.
+   * the expiresAt of their tier's retention. Those past it go at the next sweep, within a second; their removal event
+   * carries the expiresAt given back.
    */
   async onReplacement(snapshot: Pick<SnapshotEntity, 'instanceId'>, manager: EntityManager): Promise<void> {
     const instance = await manager.findOne(InstanceEntity, { select: { id: true, tier: true }, where: { id: snapshot.instanceId } });
@@ -276,7 +276,7 @@ export class RetentionSweeper {
   }
 
   private readPage(of: { tier: Tier } | { instances: string[] }, scan: Scan, afterInstance: string | null): Promise<Candidate[]> {
-    const query = this.snapshotRows.createQueryBuilder('s').select(['s.id', 's.instanceId', 's.createdAt', 's.status', 's.profile']);
+    const query = this.snapshotRows.createQueryBuilder('s').select(['s.id', 's.instanceId', 's.createdAt', 's.status', 's.profile', 's.expiresAt']);
     // Ordered by i.id (idx_instances_tier), not s.instanceId: the database then walks the tier's instances and seeks
     // each one's range of the history index, instead of walking the whole history index to avoid a sort.
     const instance = 'tier' in of ? 'i.id' : 's.instanceId';
@@ -313,7 +313,8 @@ export class RetentionSweeper {
     for (const instanceRows of concerned) {
       const newestId = newest.get(instanceRows[0].instanceId) ?? null;
       chosen.push(...this.decide(instanceRows, schedule, now, newestId));
-      const spared = scan.expiredAt !== undefined ? instanceRows.find((row) => row.id === newestId) : undefined;
+      // Already kept so when another row of its instance brings it into the scan: nothing to write.
+      const spared = scan.expiredAt !== undefined ? instanceRows.find((row) => row.id === newestId && row.expiresAt !== null) : undefined;
       if (spared) await this.keepUntilReplaced(spared);
     }
     return chosen;

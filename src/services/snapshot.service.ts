@@ -326,6 +326,8 @@ export class SnapshotService {
           // removing it (a failed restore's safety snapshot) either has removed it already, or waits for this
           // transaction, which then saw a restore still running on the instance (the compensation comes before its
           // operation ends). One witness: writing every newer one rewrote hundreds of rows per removal on an hourly tier.
+          // A witness removed meanwhile is not replaced by the next newer one (PostgreSQL does not run the subquery
+          // again): 'needed', and the row is kept until a later sweep, erring towards keeping.
           const newer = await manager
             .createQueryBuilder()
             .update(SnapshotEntity)
