@@ -212,6 +212,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
           services,
           requestId: newFlatId(),
           origin: publicOrigin(config, listeningUrl, ctx.extra.request.headers.host),
+          maxQueryCost: limits.maxCost,
         };
         contextSinks.set(context, { socket: ctx.extra.socket, id, detach: () => delete ctx.subscriptions[id] });
         return context;
@@ -303,7 +304,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
           logContextFailure(logger, app.metrics, exposure, requestId, error);
           throw error;
         }
-        return { principal, services, requestId, origin: publicOrigin(config, listeningUrl, req.headers.host) };
+        return { principal, services, requestId, origin: publicOrigin(config, listeningUrl, req.headers.host), maxQueryCost: limits.maxCost };
       },
     }),
   ];

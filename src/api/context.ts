@@ -10,6 +10,8 @@ export interface ApiContext {
   requestId: string;
   /** Scheme, host and port the client used: the base of export URLs when SNAPGRAPH_PUBLIC_URL is unset. */
   origin: string;
+  /** The cost limit (SNAPGRAPH_MAX_QUERY_COST), for lists whose length only their resolver knows (ListCost). */
+  maxQueryCost: number;
 }
 
 /** Injects the authenticated caller; a request without a valid API key is UNAUTHENTICATED. */

@@ -7,8 +7,10 @@
 import { maxDepthRule } from '@escape.tech/graphql-armor-max-depth';
 import {
   type DocumentNode,
+  type FieldNode,
   type FragmentDefinitionNode,
   getNamedType,
+  type GraphQLResolveInfo,
   getOperationAST,
   GraphQLError,
   type GraphQLField,
@@ -188,15 +190,28 @@ export function costRefusal(
 }
 
 /**
+ * The refusal of an operation over the cost limit once a list without pages (Query.instances) has been read: counted
+ * as one item before execution, it costs `size` times its items' fields, as a page does. For the list's resolver
+ * (ListCost), with what it resolved to.
+ */
+export function listCostRefusal(info: GraphQLResolveInfo, size: number, maxCost: number): GraphQLError | null {
+  const document: DocumentNode = { kind: Kind.DOCUMENT, definitions: [info.operation, ...Object.values(info.fragments)] };
+  const sizes = new Map(info.fieldNodes.map((node) => [node, size]));
+  const cost = Math.ceil(operationCost(info.schema, document, info.operation, info.variableValues, sizes));
+  return cost > maxCost ? limitError('cost', maxCost, cost) : null;
+}
+
+/**
  * Objects 2, scalars 1, each level's fields ×1.5, and a list field's cost × its page size: `first` or `last` as
- * given (literally or in a variable), or the argument's default. Fragments count as if written in place.
- * Introspection (__schema, __type) is free.
+ * given (literally or in a variable), or the argument's default; or, for the field nodes in `listSizes`, the number of
+ * items the list was found to hold. Fragments count as if written in place. Introspection (__schema, __type) is free.
  */
 export function operationCost(
   schema: GraphQLSchema,
   document: DocumentNode,
   operation: OperationDefinitionNode,
   variables: Record<string, unknown>,
+  listSizes: ReadonlyMap<FieldNode, number> = new Map(),
 ): number {
   const fragments = new Map<string, FragmentDefinitionNode>();
   for (const definition of document.definitions) {
@@ -247,7 +262,8 @@ export function operationCost(
           continue;
         }
         const type = field ? getNamedType(field.type) : undefined;
-        cost += pageSize(field, selection) * (OBJECT_COST + DEPTH_FACTOR * childrenCost(selection.selectionSet, type));
+        const size = listSizes.get(selection) ?? pageSize(field, selection);
+        cost += size * (OBJECT_COST + DEPTH_FACTOR * childrenCost(selection.selectionSet, type));
       } else if (selection.kind === Kind.INLINE_FRAGMENT) {
         const type = selection.typeCondition ? schema.getType(selection.typeCondition.name.value) : parent;
         cost += childrenCost(selection.selectionSet, type && isCompositeType(type) ? type : parent);

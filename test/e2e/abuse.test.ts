@@ -95,6 +95,24 @@ describe('abusive requests', () => {
     assert.equal(expectData(await gql(server, pages('$f'), { id: instanceId, f: 5 })).p49.edges.length, 5);
   });
 
+  it('counts each instance of the unpaged instances list in the cost, once the list has been read', async function () {
+    this.timeout(30_000);
+    const { server } = suite;
+    // 500 snapshots of one field per instance: a cost of about 9,660 each, under the limit of 100,000 for one instance,
+    // which is all a list without first/last can be counted as before it is read.
+    const snapshotsOfEach = (first: number) => `{ instances { id snapshots(first: ${first}) { edges { node { id } } } } }`;
+    let count = expectData(await gql(server, '{ instances { id } }')).instances.length as number;
+    for (; count < 11; count++) await createInstance(server, { name: `listed-${count}`, tier: 'FREE' });
+    const answer = await gql(server, snapshotsOfEach(500));
+    const refused = expectCode(answer, 'BAD_USER_INPUT');
+    assert.equal(answer.status, 400);
+    assert.equal(refused.extensions?.limit, 'cost');
+    const found = refused.extensions?.found as number;
+    assert.ok(found > 100_000 && found >= count * 9_000, `counted ${found} for ${count} instances`);
+    assert.match(refused.message, /cost is \d+, over this server's limit of 100000/);
+    assert.equal(expectData(await gql(server, snapshotsOfEach(5))).instances.length, count, 'small pages are answered');
+  });
+
   it('applies the same limits to a query sent with GET, however many other parameters the URL has', async function () {
     this.timeout(30_000);
     const { server } = suite;

@@ -4,6 +4,7 @@ import type { OperationEntity } from '../../entities/operation.entity';
 import type { SnapshotEntity } from '../../entities/snapshot.entity';
 import type { Principal } from '../../services/principal';
 import { type ApiContext, Caller } from '../context';
+import { ListCost } from '../list-cost';
 import { ReadsVersionedRows } from '../response-cache';
 import { GraphStats } from '../types/common.type';
 import { CreateInstanceInput, Instance, SnapshotSchedule } from '../types/instance.type';
@@ -14,6 +15,7 @@ import { DEFAULT_SNAPSHOT_PAGE, snapshotConnection } from './snapshot.resolver';
 @Resolver(() => Instance)
 export class InstanceResolver {
   @ReadsVersionedRows()
+  @ListCost()
   @Query(() => [Instance])
   instances(@Caller() caller: Principal, @Ctx() { services }: ApiContext): Promise<InstanceEntity[]> {
     return services.instances.list(caller);
