@@ -86,13 +86,16 @@ async function assertWindowReaches(
   instances: InstanceService,
   source: InstanceEntity,
   moment: number,
-  { checkLatest }: { checkLatest: boolean },
+  { checkLatest, requestedAt }: { checkLatest: boolean; requestedAt?: number },
 ): Promise<void> {
   const windowMs = instances.restoreWindowMs(source);
   if (windowMs === null) {
     throw new AppError('OUT_OF_RESTORE_WINDOW', `instance ${source.id} (${source.tier}) has no restore window; restore one of its snapshots instead`);
   }
-  const window = await log.restoreWindow(source, windowMs);
+  // For a restore that was accepted and then waited (queued, or resumed after a restart), the window as it stood when
+  // it was asked for: its start slides on with the clock, and a moment near it was otherwise refused once the restore
+  // ran, though its log was still held. What was collected or damaged meanwhile still counts.
+  const window = await log.restoreWindow(source, windowMs, Math.min(requestedAt ?? Date.now(), Date.now()));
   if (!window) {
     // Its tier has one: told that it had none, and to fall back on snapshots, the caller would not try again.
     throw new AppError(
@@ -323,6 +326,21 @@ export class RestoreOperationHandler implements OperationHandler {
     return this.kind === 'CREATE_FROM_SNAPSHOT' || this.kind === 'CREATE_FROM_POINT_IN_TIME';
   }
 
+  private get pointInTime(): boolean {
+    return this.kind === 'RESTORE_TO_POINT_IN_TIME' || this.kind === 'CREATE_FROM_POINT_IN_TIME';
+  }
+
+  /**
+   * A point-in-time restore's source instance and moment, still in its restore window as it stood when the restore was
+   * asked for (see assertWindowReaches): not past its latest, which was checked then and only grows.
+   */
+  private async pointInTimeSource(operation: OperationEntity): Promise<{ source: InstanceEntity; moment: number }> {
+    const source = operation.sourceInstanceId ? await this.instances.reload(operation.sourceInstanceId) : null;
+    if (!source || operation.pointInTime === null) throw new AppError('NOT_FOUND', `instance ${operation.sourceInstanceId} no longer exists`);
+    await assertWindowReaches(this.log, this.instances, source, operation.pointInTime, { checkLatest: false, requestedAt: operation.createdAt });
+    return { source, moment: operation.pointInTime };
+  }
+
   async run(operation: OperationEntity, context: JobContext): Promise<OperationResult> {
     const instance = await this.instances.reload(operation.instanceId);
     if (!instance) throw new AppError('NOT_FOUND', `instance ${operation.instanceId} no longer exists`);
@@ -341,6 +359,9 @@ export class RestoreOperationHandler implements OperationHandler {
     const shadowGeneration = instance.storeGeneration + operation.attempt;
     params.shadowGeneration = shadowGeneration;
     context.progress({ phase: 'preparing', bytesDone: 0 });
+    // Before anything is changed: a moment out of reach fails the restore with the instance as it was (checked after
+    // it was made READ_ONLY and its safety snapshot started, the failure came after both).
+    if (this.pointInTime) await this.pointInTimeSource(operation);
     // Recorded before anything is changed: the write is fenced by this attempt's lease, so an attempt that outlived it
     // (its process cut off from the database as it began, while another replica ran the next attempt to its end) stops
     // here. Its state change below was left for nobody to undo: its runner does not compensate a lost lease, and the
@@ -467,11 +488,9 @@ export class RestoreOperationHandler implements OperationHandler {
     const backupError = (error: unknown) => {
       throw asBackupError(error);
     };
-    if (this.kind === 'RESTORE_TO_POINT_IN_TIME' || this.kind === 'CREATE_FROM_POINT_IN_TIME') {
-      const source = operation.sourceInstanceId ? await this.instances.reload(operation.sourceInstanceId) : null;
-      if (!source || operation.pointInTime === null) throw new AppError('NOT_FOUND', `instance ${operation.sourceInstanceId} no longer exists`);
-      await assertWindowReaches(this.log, this.instances, source, operation.pointInTime, { checkLatest: false });
-      const built = await this.backups.materialiseAt(source, operation.pointInTime, target, context).catch(backupError);
+    if (this.pointInTime) {
+      const { source, moment } = await this.pointInTimeSource(operation);
+      const built = await this.backups.materialiseAt(source, moment, target, context).catch(backupError);
       this.metrics.bytesRestored.inc(built.bytesRead);
       return { expected: null, stats: built.stats, anchor: { anchor: 'ORIGIN', originPointId: built.point.id }, newPoint: built.point };
     }
