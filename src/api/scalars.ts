@@ -14,7 +14,7 @@ const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:
 function parseIso(text: unknown): Date {
   const fields = typeof text === 'string' ? ISO_DATE_TIME.exec(text) : null;
   if (!fields) {
-    throw new GraphQLError(`DateTime must be an ISO-8601 date-time with a time zone, e.g. 2026-11-25T10:00:00.000Z`, {
+    throw new GraphQLError(`DateTime must be an RFC 3339 date-time ending in Z or an offset written ±hh:mm, e.g. 2026-11-25T10:00:00.000Z or 2026-11-25T15:30:00.000+05:30`, {
       extensions: { code: 'BAD_USER_INPUT' },
     });
   }
@@ -23,16 +23,25 @@ function parseIso(text: unknown): Date {
   const daysInMonth = month === 2 ? (leap ? 29 : 28) : [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1];
   // Date rolls a day or an hour past its end over into the next (February 30th is March 2nd; 24:00 the next day): a
   // mistyped moment would name another one, which a point-in-time restore would then go back to.
-  const valid =
-    month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth && hour <= 23 && minute <= 59 && second <= 59 && offsetHours <= 23 && offsetMinutes <= 59;
+  const validBesideSeconds =
+    month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth && hour <= 23 && minute <= 59 && offsetHours <= 23 && offsetMinutes <= 59;
+  if (validBesideSeconds && second === 60) {
+    // RFC 3339 allows it; a moment counted in milliseconds since the epoch (as every time here is) has no leap second.
+    throw new GraphQLError(`"${text}" names a leap second, which times here (milliseconds since the epoch) do not have: use :59.999 or the next minute`, {
+      extensions: { code: 'BAD_USER_INPUT' },
+    });
+  }
   const date = new Date(text as string);
-  if (!valid || Number.isNaN(date.getTime())) throw new GraphQLError(`"${text}" is not a valid date-time`, { extensions: { code: 'BAD_USER_INPUT' } });
+  if (!validBesideSeconds || second > 59 || Number.isNaN(date.getTime())) {
+    throw new GraphQLError(`"${text}" is not a valid date-time`, { extensions: { code: 'BAD_USER_INPUT' } });
+  }
   return date;
 }
 
 export const DateTimeScalar = new GraphQLScalarType<Date, string>({
   name: 'DateTime',
-  description: 'ISO-8601 date-time in UTC, e.g. 2026-11-25T10:00:00.000Z',
+  description:
+    'ISO-8601 date-time in UTC, e.g. 2026-11-25T10:00:00.000Z; accepted with Z or an offset (2026-11-25T15:30:00+05:30), to the millisecond (further digits are dropped)',
   serialize: toIsoString,
   parseValue: parseIso,
   parseLiteral: (ast) => parseIso(ast.kind === Kind.STRING ? ast.value : undefined),

@@ -389,6 +389,10 @@ describe('point-in-time restore', () => {
       assert.match(refused.message, new RegExp(`"${at.replace(/[.+]/g, '\\$&')}" is not a valid date-time`));
       expectCode(await gql(server, CREATE_FROM_POINT, { instanceId: source.id, at, input: { name: 'never', tier: 'PROFESSIONAL' } }), 'BAD_USER_INPUT');
     }
+    const leapSecond = expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at: `${year - 1}-12-31T23:59:60Z` }), 'BAD_USER_INPUT');
+    assert.match(leapSecond.message, /names a leap second, which times here .* do not have: use :59\.999 or the next minute/);
+    const offsetWithoutColon = expectCode(await requestRestoreToPoint(server, { instanceId: source.id, at: `${day}T10:00:00+0530` }), 'BAD_USER_INPUT');
+    assert.match(offsetWithoutColon.message, /ending in Z or an offset written ±hh:mm/);
     assert.equal(await operationCount(server, source.id), operationsBefore);
     // A moment written with an offset is that moment.
     const offset = new Date(window.latest + 5.5 * 3_600_000).toISOString().replace('Z', '+05:30');

@@ -10,7 +10,11 @@ import { Operation } from '../types/operation.type';
 
 @Resolver(() => Instance)
 export class PointInTimeResolver {
-  @FieldResolver(() => RestoreWindow, { nullable: true, description: 'null where the tier has no point-in-time restore (FREE)' })
+  @FieldResolver(() => RestoreWindow, {
+    nullable: true,
+    description:
+      'null where the tier has no point-in-time restore (FREE), and for the seconds until a window opens: before the change log is first shipped, and after damage or a new history until the base that follows is stored',
+  })
   restoreWindow(@Root() instance: InstanceEntity, @Ctx() { services }: ApiContext): Promise<RestoreWindowView | null> {
     return services.changeLog.restoreWindow(instance, services.instances.restoreWindowMs(instance));
   }
