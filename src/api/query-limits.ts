@@ -7,7 +7,6 @@
 import { maxDepthRule } from '@escape.tech/graphql-armor-max-depth';
 import {
   type DocumentNode,
-  type FieldNode,
   type FragmentDefinitionNode,
   getNamedType,
   type GraphQLResolveInfo,
@@ -191,27 +190,29 @@ export function costRefusal(
 
 /**
  * The refusal of an operation over the cost limit once a list without pages (Query.instances) has been read: counted
- * as one item before execution, it costs `size` times its items' fields, as a page does. For the list's resolver
- * (ListCost), with what it resolved to.
+ * as one item before execution, it costs `size` times its items' fields, as a page does, wherever the operation selects
+ * it (under every alias: each resolves on its own, and each holds the same items). For the list's resolver (ListCost),
+ * with what it resolved to: a root field without arguments, whose length is the same wherever it is selected.
  */
 export function listCostRefusal(info: GraphQLResolveInfo, size: number, maxCost: number): GraphQLError | null {
   const document: DocumentNode = { kind: Kind.DOCUMENT, definitions: [info.operation, ...Object.values(info.fragments)] };
-  const sizes = new Map(info.fieldNodes.map((node) => [node, size]));
+  const sizes = new Map([[`${info.parentType.name}.${info.fieldName}`, size]]);
   const cost = Math.ceil(operationCost(info.schema, document, info.operation, info.variableValues, sizes));
   return cost > maxCost ? limitError('cost', maxCost, cost) : null;
 }
 
 /**
  * Objects 2, scalars 1, each level's fields ×1.5, and a list field's cost × its page size: `first` or `last` as
- * given (literally or in a variable), or the argument's default; or, for the field nodes in `listSizes`, the number of
- * items the list was found to hold. Fragments count as if written in place. Introspection (__schema, __type) is free.
+ * given (literally or in a variable), or the argument's default; or, for the fields named in `listSizes` (Type.field),
+ * the number of items the list was found to hold. Fragments count as if written in place. Introspection (__schema,
+ * __type) is free.
  */
 export function operationCost(
   schema: GraphQLSchema,
   document: DocumentNode,
   operation: OperationDefinitionNode,
   variables: Record<string, unknown>,
-  listSizes: ReadonlyMap<FieldNode, number> = new Map(),
+  listSizes: ReadonlyMap<string, number> = new Map(),
 ): number {
   const fragments = new Map<string, FragmentDefinitionNode>();
   for (const definition of document.definitions) {
@@ -262,7 +263,7 @@ export function operationCost(
           continue;
         }
         const type = field ? getNamedType(field.type) : undefined;
-        const size = listSizes.get(selection) ?? pageSize(field, selection);
+        const size = (parent && listSizes.get(`${parent.name}.${name}`)) ?? pageSize(field, selection);
         cost += size * (OBJECT_COST + DEPTH_FACTOR * childrenCost(selection.selectionSet, type));
       } else if (selection.kind === Kind.INLINE_FRAGMENT) {
         const type = selection.typeCondition ? schema.getType(selection.typeCondition.name.value) : parent;

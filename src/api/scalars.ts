@@ -25,7 +25,7 @@ function parseIso(text: unknown): Date {
   // mistyped moment would name another one, which a point-in-time restore would then go back to.
   const validBesideSeconds =
     month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth && hour <= 23 && minute <= 59 && offsetHours <= 23 && offsetMinutes <= 59;
-  if (validBesideSeconds && second === 60) {
+  if (validBesideSeconds && minute === 59 && second === 60) {
     // RFC 3339 allows it; a moment counted in milliseconds since the epoch (as every time here is) has no leap second.
     throw new GraphQLError(`"${text}" names a leap second, which times here (milliseconds since the epoch) do not have: use :59.999 or the next minute`, {
       extensions: { code: 'BAD_USER_INPUT' },

@@ -15,6 +15,8 @@ export interface NewOperation {
   bytesTotal?: number | null;
   pointInTime?: number | null;
   sourceInstanceId?: string | null;
+  /** When it was asked for (now by default): a point-in-time restore's window was checked then, and is again as it runs. */
+  createdAt?: number;
 }
 
 export async function insertOperation(manager: EntityManager, fields: NewOperation): Promise<OperationEntity> {
@@ -31,7 +33,7 @@ export async function insertOperation(manager: EntityManager, fields: NewOperati
     params: fields.params ?? null,
     errorCode: null,
     errorMessage: null,
-    createdAt: Date.now(),
+    createdAt: fields.createdAt ?? Date.now(),
     startedAt: null,
     finishedAt: null,
     leaseOwner: null,

@@ -134,11 +134,12 @@ export class RestoreService {
     assertConfirmed(confirm);
     const source = await this.instances.require(principal, instanceId);
     const target = targetInstanceId ? await this.instances.require(principal, targetInstanceId) : source;
-    const pointInTime = await this.assertInWindow(source, at);
+    const askedAt = Date.now();
+    const pointInTime = await this.assertInWindow(source, at, askedAt);
     assertCompatible(source.engineVersion, target);
     await this.assertMomentMayFit(source, pointInTime, target);
     assertAcceptsOperations(target);
-    return this.enqueue(target, 'RESTORE_TO_POINT_IN_TIME', { pointInTime, sourceInstanceId: source.id });
+    return this.enqueue(target, 'RESTORE_TO_POINT_IN_TIME', { pointInTime, sourceInstanceId: source.id, createdAt: askedAt });
   }
 
   /** A new instance holding instanceId's data as it was at `at`. */
@@ -146,7 +147,8 @@ export class RestoreService {
     requireRole(principal, 'MEMBER', 'creating an instance from a point in time');
     const source = await this.instances.require(principal, instanceId);
     const valid = this.instances.validateInput(input);
-    const pointInTime = await this.assertInWindow(source, at);
+    const askedAt = Date.now();
+    const pointInTime = await this.assertInWindow(source, at, askedAt);
     assertCompatible(source.engineVersion, { ...valid, id: 'the new instance' });
     await this.assertMomentMayFit(source, pointInTime, { ...valid, id: 'the new instance', storageGB: 2 * valid.memoryGB });
     const instance = await this.db.transaction(async (manager) => {
@@ -159,6 +161,7 @@ export class RestoreService {
         pointInTime,
         sourceInstanceId: source.id,
         params: {},
+        createdAt: askedAt,
       });
       return created;
     });
@@ -166,11 +169,14 @@ export class RestoreService {
     return instance;
   }
 
-  /** OUT_OF_RESTORE_WINDOW unless `at` is inside the instance's restore window; returns it in ms. */
-  private async assertInWindow(source: InstanceEntity, at: Date): Promise<number> {
+  /**
+   * OUT_OF_RESTORE_WINDOW unless `at` is inside the instance's restore window at `askedAt`; returns it in ms. The
+   * operation records `askedAt` as its createdAt, which its run checks the window as of again.
+   */
+  private async assertInWindow(source: InstanceEntity, at: Date, askedAt: number): Promise<number> {
     const moment = at.getTime();
     if (!Number.isFinite(moment)) throw badInput('at is not a valid date-time');
-    await assertWindowReaches(this.log, this.instances, source, moment, { checkLatest: true });
+    await assertWindowReaches(this.log, this.instances, source, moment, { checkLatest: true, requestedAt: askedAt });
     return moment;
   }
 
@@ -287,7 +293,7 @@ export class RestoreService {
   private async enqueue(
     target: InstanceEntity,
     kind: OperationKind,
-    fields: { snapshotId?: string; bytesTotal?: number | null; params?: RestoreParams; pointInTime?: number; sourceInstanceId?: string },
+    fields: { snapshotId?: string; bytesTotal?: number | null; params?: RestoreParams; pointInTime?: number; sourceInstanceId?: string; createdAt?: number },
     reads: { sourceInstanceId?: string } = {},
   ): Promise<OperationEntity> {
     // The target and the data it reads are checked again as the operation goes in (a deletion racing).

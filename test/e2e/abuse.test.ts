@@ -111,6 +111,14 @@ describe('abusive requests', () => {
     assert.ok(found > 100_000 && found >= count * 9_000, `counted ${found} for ${count} instances`);
     assert.match(refused.message, /cost is \d+, over this server's limit of 100000/);
     assert.equal(expectData(await gql(server, snapshotsOfEach(5))).instances.length, count, 'small pages are answered');
+
+    // Under two aliases, each resolved on its own: pages sized so that one list alone costs about 70,000, both 140,000.
+    const first = Math.floor((70_000 / count - 3.5) / 19.3125);
+    const list = (alias: string) => `${alias}: instances { id snapshots(first: ${first}) { edges { node { id } } } }`;
+    assert.equal(expectData(await gql(server, `{ ${list('a')} }`)).a.length, count);
+    const twice = expectCode(await gql(server, `{ ${list('a')} ${list('b')} }`), 'BAD_USER_INPUT');
+    assert.equal(twice.extensions?.limit, 'cost');
+    assert.ok((twice.extensions?.found as number) > 130_000, `counted ${twice.extensions?.found} for both lists`);
   });
 
   it('applies the same limits to a query sent with GET, however many other parameters the URL has', async function () {
