@@ -15,6 +15,7 @@ import { ExportTokenEntity } from '../entities/export-token.entity';
 import { createArchiveWriter, isArchiveError, openArchive } from '../archive';
 import { ChunkStoreError, type ChunkIntegrityError, type ChunkRef, type ChunkStore, type ChunkWriter } from '../chunks';
 import type { InstanceEntity } from '../entities/instance.entity';
+import { OperationEntity } from '../entities/operation.entity';
 import { logRestorePoint, newestBase, RestorePointEntity } from '../entities/restore-point.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
@@ -1418,6 +1419,24 @@ export class BackupService {
     );
   }
 
+  /**
+   * Per source instance, the earliest moment a point-in-time restore accepted and not ended yet (queued or running)
+   * will read. Its window is kept from there: such a restore checks the window as it stood when it was asked for, and
+   * the window's start, sliding on meanwhile, no longer covered a restore that waited, or one reading for longer than
+   * the time between two bases.
+   */
+  private async momentsAwaited(tenantId: string): Promise<Map<string, number>> {
+    const operations = await this.db.getRepository(OperationEntity).find({
+      select: { sourceInstanceId: true, pointInTime: true },
+      where: { tenantId, status: In(['QUEUED', 'RUNNING']), kind: In(['RESTORE_TO_POINT_IN_TIME', 'CREATE_FROM_POINT_IN_TIME']) },
+    });
+    const earliest = new Map<string, number>();
+    for (const { sourceInstanceId, pointInTime } of operations) {
+      if (sourceInstanceId !== null && pointInTime !== null) earliest.set(sourceInstanceId, Math.min(earliest.get(sourceInstanceId) ?? pointInTime, pointInTime));
+    }
+    return earliest;
+  }
+
   /** What collect() keeps: see there. Ranges are (afterSeq, untilSeq] stretches of each marked epoch's log. */
   private async mark(tenantId: string, now: number): Promise<{ unmarked: MarkedPoint[]; epochs: Set<number>; ranges: Map<number, [number, number][]> }> {
     // What marking and removing read of each point: not its stats (the label lists, ~1 KB), one row per snapshot.
@@ -1467,13 +1486,14 @@ export class BackupService {
     for (const snapshot of await this.db.getRepository(SnapshotEntity).find({ select: { restorePointId: true }, where: { tenantId } })) {
       if (snapshot.restorePointId) markPoint(points.get(snapshot.restorePointId));
     }
+    const awaited = await this.momentsAwaited(tenantId);
     for (const epoch of epochs.values()) {
       const instance = await this.instances.reload(epoch.instanceId);
       if (!instance || instance.status === 'DESTROYING') continue;
       const bases = basesOf.get(epoch.epoch) ?? [];
       if (epoch.endedAt === null) markReach(epoch.epoch, bases[bases.length - 1]?.seq ?? 0, Number.MAX_SAFE_INTEGER);
       const windowMs = this.instances.restoreWindowMs(instance);
-      const floor = windowMs === null ? null : now - windowMs;
+      const floor = windowMs === null ? null : Math.min(now - windowMs, awaited.get(instance.id) ?? Infinity);
       if (floor === null || (epoch.endedAt !== null && epoch.endedAt <= floor)) continue;
       // The window: from the newest base at or before its start (or the anchor) on, with every later base.
       const start = Math.max(floor, epoch.startedAt);

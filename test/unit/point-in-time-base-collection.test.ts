@@ -11,9 +11,11 @@ import type { DataSource } from 'typeorm';
 import { type ChunkRef, ChunkStore, TenantChunkKeys } from '../../src/chunks';
 import { Keyring, MasterKey } from '../../src/crypto';
 import type { InstanceEntity } from '../../src/entities/instance.entity';
+import { OperationEntity } from '../../src/entities/operation.entity';
 import { RestorePointEntity } from '../../src/entities/restore-point.entity';
 import type { StoreEpochEntity } from '../../src/entities/store-epoch.entity';
 import { isAppError } from '../../src/errors/app-error';
+import { insertOperation } from '../../src/jobs/operation-queue';
 import type { GraphStoreProvider } from '../../src/graph/graph-store';
 import type { GraphStats } from '../../src/graph/records';
 import { createLogger } from '../../src/logging/logger';
@@ -180,5 +182,29 @@ describe('a point-in-time restore whose base a collection removes while it is re
     );
     assert.ok(isAppError(error) && error.code === 'OUT_OF_RESTORE_WINDOW', String(error));
     assert.match(error.message, /collected|retention/);
+  });
+
+  it('keeps the base while a restore accepted for its moment has not ended, though the window has slid past it', async () => {
+    // Accepted, and running (or queued behind others): it checks the window as it stood when it was asked for.
+    const operation = await insertOperation(db.manager, {
+      tenantId: TENANT,
+      instanceId: randomUUID(),
+      kind: 'CREATE_FROM_POINT_IN_TIME',
+      pointInTime: Date.now() - 90_000,
+      sourceInstanceId: INSTANCE,
+    });
+    await db.getRepository(OperationEntity).update({ id: operation.id }, { status: 'RUNNING' });
+    whileRead = async () => {
+      windowMs = 30_000;
+      chunkClock = Date.now();
+      const collected = await backups.collect(TENANT);
+      assert.equal(collected.removedPoints, 0, 'the collection removed the base a restore reads');
+    };
+    const { pieces, restore } = await restoreToOlderBase();
+    await restore;
+    assert.deepEqual(read, Buffer.concat(pieces));
+
+    await db.getRepository(OperationEntity).update({ id: operation.id }, { status: 'SUCCEEDED' });
+    assert.equal((await backups.collect(TENANT)).removedPoints, 1, 'once it has ended, the base goes');
   });
 });
