@@ -1312,7 +1312,8 @@ export class BackupService {
   /**
    * Mark and sweep. Marked: every snapshot's restore point; each instance's current store from its newest base on
    * (the next snapshot builds on it); its restore window (the newest base at or before the window's start, and
-   * everything after); and, for each of those, what it is built from (its base, or its epoch's anchor: the origin
+   * everything after), from the moment of a point-in-time restore from it still queued or running when that is earlier
+   * (momentsAwaited); and, for each of those, what it is built from (its base, or its epoch's anchor: the origin
    * point, recursively) and the log between. Unmarked points go (in a transaction that re-checks nothing recorded
    * meanwhile refers to them), then unmarked epochs and log segments, then every chunk the remaining manifests do not
    * list is left to the chunk store's collection, which keeps anything younger than the grace period (a base being

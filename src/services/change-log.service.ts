@@ -705,7 +705,8 @@ export class ChangeLogService {
         : damagedThrough !== null
           ? { seq: damagedThrough, reason: epoch.damage }
           : null;
-    // Collection keeps the log from the newest base at or before the window's start on: under a window configured
+    // Collection keeps the log from the newest base at or before the window's start on (or before a queued or running
+    // restore's moment, when that is earlier): under a window configured
     // longer since, the moments before that base are gone, whatever the window's length says.
     const collectedThrough = epoch.collectedThroughSeq ?? 0;
     if (damaged !== null && damaged.seq >= collectedThrough) {
