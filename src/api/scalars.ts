@@ -14,7 +14,7 @@ const ISO_DATE_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:
 function parseIso(text: unknown): Date {
   const fields = typeof text === 'string' ? ISO_DATE_TIME.exec(text) : null;
   if (!fields) {
-    throw new GraphQLError(`DateTime must be an RFC 3339 date-time ending in Z or an offset written ±hh:mm, e.g. 2026-11-25T10:00:00.000Z or 2026-11-25T15:30:00.000+05:30`, {
+    throw new GraphQLError(`DateTime must be an RFC 3339 date-time, YYYY-MM-DDThh:mm[:ss[.sss]] ending in Z or an offset written ±hh:mm, e.g. 2026-11-25T10:00:00.000Z or 2026-11-25T15:30:00.000+05:30`, {
       extensions: { code: 'BAD_USER_INPUT' },
     });
   }
