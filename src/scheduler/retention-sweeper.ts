@@ -45,8 +45,8 @@ interface Removal {
  *
  * That snapshot stays past its retention until a newer one completes. The sweep that finds it so sets its expiresAt
  * to null ("kept until replaced", as the API says), so that it is not read again by every sweep, and a completion
- * gives the older one its expiresAt back in the same transaction (SnapshotService.complete), after which it goes at
- * once. One spared by thinning keeps its expiresAt: thinning does not look at its bucket again, and retention removes
+ * gives the older one its expiresAt back in the same transaction (onReplacement, a completion hook), after which it
+ * goes at the next sweep. One spared by thinning keeps its expiresAt: thinning does not look at its bucket again, and retention removes
  * it then.
  */
 export class RetentionSweeper {
@@ -192,8 +192,8 @@ export class RetentionSweeper {
    * null on a tier without a time limit), once, before its first sweep. expiresAt is recorded when a snapshot settles,
    * under the config of that moment; the sweeps remove by the config of now. After a change of a tier's retention
    * (config changes apply at the next start) the API otherwise showed the old times: snapshots removed days before
-   * their expiresAt, or kept past it. One statement per tier, writing only the rows whose expiresAt differs. An
-   * instance's newest COMPLETED snapshot already kept past that retention keeps its null (kept until replaced).
+   * their expiresAt, or kept past it. One or two statements per tier, writing only the rows whose expiresAt differs.
+   * An instance's newest COMPLETED snapshot already kept past that retention keeps its null (kept until replaced).
    */
   private async alignExpiry(now: number): Promise<void> {
     for (const tier of TIERS) {
@@ -307,12 +307,16 @@ export class RetentionSweeper {
    * of a retention scan are all past the retention: the newest among them is kept until replaced.
    */
   private async decidePage(rows: Candidate[][], schedule: TierSchedule, now: number, scan: Scan): Promise<Candidate[]> {
-    const concerned = rows.filter((instanceRows) => this.decide(instanceRows, schedule, now, null).length > 0);
-    const newest = await this.newestCompleted(concerned.map((instanceRows) => instanceRows[0].instanceId));
+    // Decided as if the newest were elsewhere, the rules choose what they would, the newest too when it is among them:
+    // sparing it is the last step (snapshotsToRemove).
+    const concerned = rows
+      .map((instanceRows) => ({ instanceRows, byRules: this.decide(instanceRows, schedule, now, null) }))
+      .filter(({ byRules }) => byRules.length > 0);
+    const newest = await this.newestCompleted(concerned.map(({ instanceRows }) => instanceRows[0].instanceId));
     const chosen: Candidate[] = [];
-    for (const instanceRows of concerned) {
+    for (const { instanceRows, byRules } of concerned) {
       const newestId = newest.get(instanceRows[0].instanceId) ?? null;
-      chosen.push(...this.decide(instanceRows, schedule, now, newestId));
+      chosen.push(...byRules.filter((row) => row.id !== newestId));
       // Already kept so when another row of its instance brings it into the scan: nothing to write.
       const spared = scan.expiredAt !== undefined ? instanceRows.find((row) => row.id === newestId && row.expiresAt !== null) : undefined;
       if (spared) await this.keepUntilReplaced(spared);

@@ -367,7 +367,7 @@ export class RestoreOperationHandler implements OperationHandler {
     context.progress({ phase: 'preparing', bytesDone: 0 });
     // Before anything is changed: a moment out of reach fails the restore with the instance as it was (checked after
     // it was made READ_ONLY and its safety snapshot started, the failure came after both).
-    if (this.pointInTime) await this.pointInTimeSource(operation);
+    const reading = this.pointInTime ? await this.pointInTimeSource(operation) : null;
     // Recorded before anything is changed: the write is fenced by this attempt's lease, so an attempt that outlived it
     // (its process cut off from the database as it began, while another replica ran the next attempt to its end) stops
     // here. Its state change below was left for nobody to undo: its runner does not compensate a lost lease, and the
@@ -403,7 +403,7 @@ export class RestoreOperationHandler implements OperationHandler {
 
     let loaded: Shadow;
     try {
-      loaded = await this.buildShadow(operation, params, instance, shadowGeneration, context);
+      loaded = await this.buildShadow(operation, params, instance, shadowGeneration, context, reading);
       if (loaded.expected) assertSameGraph(loaded.stats, loaded.expected);
       // What the built store really takes: a snapshot's recorded size, checked up front, is what its source took.
       assertFitsLimits(loaded.stats, instance, this.instances.limitsOf(instance));
@@ -489,13 +489,14 @@ export class RestoreOperationHandler implements OperationHandler {
     instance: InstanceEntity,
     generation: number,
     context: JobContext,
+    reading: { source: InstanceEntity; moment: number } | null,
   ): Promise<Shadow> {
     const target = { instanceId: instance.id, generation, limits: this.instances.limitsOf(instance) };
     const backupError = (error: unknown) => {
       throw asBackupError(error);
     };
-    if (this.pointInTime) {
-      const { source, moment } = await this.pointInTimeSource(operation);
+    if (reading) {
+      const { source, moment } = reading;
       const built = await this.backups.materialiseAt(source, moment, target, context).catch(backupError);
       this.metrics.bytesRestored.inc(built.bytesRead);
       return { expected: null, stats: built.stats, anchor: { anchor: 'ORIGIN', originPointId: built.point.id }, newPoint: built.point };
