@@ -228,7 +228,7 @@ export async function createApp(config: AppConfig, logger: Logger): Promise<App>
       (err) => logger.warn({ err }, 'could not count the instances for /metrics'),
     );
     const retention = new RetentionSweeper(db, config, snapshots, logger);
-    snapshots.onCompleted((snapshot, manager) => retention.onReplacement(snapshot, manager));
+    snapshots.onReplacement((snapshot, manager) => retention.onReplacement(snapshot, manager));
     runner.register(new SnapshotOperationHandler(snapshots, instances, (instance) => retention.onSnapshotCompleted(instance)));
     for (const kind of RESTORE_KINDS) {
       runner.register(new RestoreOperationHandler(kind, instances, snapshots, stores, blobs, backups, changeLog, metrics));

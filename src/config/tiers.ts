@@ -24,7 +24,8 @@ export interface TierPolicy {
   thinAfter: string | null;
   thinInterval: string | null;
   /**
-   * Only the newest completed snapshot is kept, for as long as it is the newest. Cannot be
+   * Only the newest completed snapshot is kept (with the newest sound one, when verification found it damaged: see
+   * snapshotsToRemove), for as long as it is the newest. Cannot be
    * combined with retention or thinning: the three rules would contradict each other.
    */
   keepLatestOnly: boolean;

@@ -72,12 +72,19 @@ export class SnapshotEntity {
 }
 
 /**
- * SQL for a WHERE clause on the snapshots table: a COMPLETED snapshot of the same instance is newer (by createdAt, then
- * id) than the row `outer` names, which is then not its instance's newest restorable snapshot (the one retention keeps).
+ * SQL: the snapshot `newer` replaces the snapshot `older` of the same instance as a restorable one, which retention
+ * then no longer keeps for it: `newer` is COMPLETED and newer (by createdAt, then id), and not known to be damaged (its
+ * error, set by verification) unless `older` is (or is not COMPLETED): a damaged snapshot restores nothing.
  */
-export function newerCompletedSnapshotExists(outer: string): string {
+export function replaces(newer: string, older: string): string {
   return (
-    `EXISTS (SELECT 1 FROM snapshots n WHERE n."instanceId" = ${outer}."instanceId" AND n.status = 'COMPLETED' ` +
-    `AND (n."createdAt" > ${outer}."createdAt" OR (n."createdAt" = ${outer}."createdAt" AND n.id > ${outer}.id)))`
+    `${newer}."instanceId" = ${older}."instanceId" AND ${newer}.status = 'COMPLETED' ` +
+    `AND (${newer}."createdAt" > ${older}."createdAt" OR (${newer}."createdAt" = ${older}."createdAt" AND ${newer}.id > ${older}.id)) ` +
+    `AND (${newer}.error IS NULL OR ${older}.error IS NOT NULL OR ${older}.status <> 'COMPLETED')`
   );
+}
+
+/** SQL for a WHERE clause on the snapshots table: a snapshot replaces (see replaces) the row `outer` names. */
+export function replacementExists(outer: string): string {
+  return `EXISTS (SELECT 1 FROM snapshots n WHERE ${replaces('n', outer)})`;
 }

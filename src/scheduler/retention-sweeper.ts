@@ -7,10 +7,10 @@ import { ExportTokenEntity } from '../entities/export-token.entity';
 import { InstanceEntity } from '../entities/instance.entity';
 import { OperationEntity } from '../entities/operation.entity';
 import { restoreInProgressOn } from '../jobs/operation-queue';
-import { newerCompletedSnapshotExists, SnapshotEntity } from '../entities/snapshot.entity';
+import { replacementExists, SnapshotEntity } from '../entities/snapshot.entity';
 import type { Logger } from '../logging/logger';
 import type { SnapshotService } from '../services/snapshot.service';
-import { type RetainedSnapshot, newestCompletedOf, snapshotsToRemove } from './retention';
+import { type RetainedSnapshot, snapshotsToRemove, sparedOf } from './retention';
 import { tierSchedules } from './tier-schedules';
 
 /** Rows read per query: bounds memory however much history there is. */
@@ -18,7 +18,7 @@ const PAGE_ROWS = 10_000;
 /** Ids per IN (…) list, well under SQLite's and PostgreSQL's bound-parameter limits. */
 const ID_CHUNK = 500;
 
-type Candidate = RetainedSnapshot & Pick<SnapshotEntity, 'instanceId' | 'expiresAt'>;
+type Candidate = RetainedSnapshot & Pick<SnapshotEntity, 'instanceId' | 'expiresAt' | 'error'>;
 
 interface Removal {
   removed: number;
@@ -40,14 +40,15 @@ interface Removal {
  * Each scan is decided on its own with the tier's full rules. That is sound because each holds, per instance,
  * either a createdAt-ordered prefix of the history or whole buckets of thinning candidates, and on such a slice
  * snapshotsToRemove chooses a subset of what it would choose on the whole history: retention is per snapshot, and
- * the latest (or oldest per bucket) of a prefix is never newer than that of the whole. The newest COMPLETED snapshot
- * of each instance, which no rule removes, is read for each page from the whole history (newestCompletedOf).
+ * the latest (or oldest per bucket) of a prefix is never newer than that of the whole. The snapshots of each instance
+ * that no rule removes (its newest COMPLETED one, and its newest one not known to be damaged: sparedOf) are read for
+ * each page from the whole history.
  *
- * That snapshot stays past its retention until a newer one completes. The sweep that finds it so sets its expiresAt
- * to null ("kept until replaced", as the API says), so that it is not read again by every sweep, and a completion
- * gives the older one its expiresAt back in the same transaction (onReplacement, a completion hook), after which it
- * goes at the next sweep. One spared by thinning keeps its expiresAt: thinning does not look at its bucket again, and retention removes
- * it then.
+ * Those stay past their retention until replaced (replaces: by a newer COMPLETED snapshot not known to be damaged).
+ * The sweep that finds one so sets its expiresAt to null ("kept until replaced", as the API says), so that it is not
+ * read again by every sweep, and a replacement gives it its expiresAt back in the same transaction (onReplacement, a
+ * hook of completions and of verification's findings), after which it goes at the next sweep. One spared by thinning
+ * keeps its expiresAt: thinning does not look at its bucket again, and retention removes it then.
  */
 export class RetentionSweeper {
   private readonly schedules: Record<Tier, TierSchedule>;
@@ -79,17 +80,17 @@ export class RetentionSweeper {
     if (!schedule.keepLatestOnly) return;
     try {
       const snapshots = await this.snapshots.snapshotsOf(instance.id);
-      await this.remove(this.decide(snapshots, schedule, now, newestCompletedOf(snapshots)), schedule, now);
+      await this.remove(this.decide(snapshots, schedule, now, sparedOf(snapshots)), schedule, now);
     } catch (error) {
       this.logger.error({ err: error, instanceId: instance.id }, 'could not apply retention after a snapshot');
     }
   }
 
   /**
-   * A completion hook (SnapshotService.onCompleted): in the transaction that records `snapshot` COMPLETED (a safety
-   * snapshot's, once its restore happened), the older COMPLETED snapshots of its instance kept until replaced get back
-   * the expiresAt of their tier's retention. Those past it go at the next sweep, within a second; their removal event
-   * carries the expiresAt given back.
+   * A replacement hook (SnapshotService.onReplacement): in the transaction that records `snapshot` COMPLETED (a safety
+   * snapshot's, once its restore happened), or what verification found in it, the COMPLETED snapshots of its instance
+   * kept until replaced that a snapshot now replaces get back the expiresAt of their tier's retention. Those past it
+   * go at the next sweep, within a second; their removal event carries the expiresAt given back.
    */
   async onReplacement(snapshot: Pick<SnapshotEntity, 'instanceId'>, manager: EntityManager): Promise<void> {
     const instance = await manager.findOne(InstanceEntity, { select: { id: true, tier: true }, where: { id: snapshot.instanceId } });
@@ -100,7 +101,7 @@ export class RetentionSweeper {
       .createQueryBuilder()
       .update(SnapshotEntity)
       .set({ expiresAt: () => '"createdAt" + :retentionMs' })
-      .where(`"instanceId" = :instanceId AND status = 'COMPLETED' AND "expiresAt" IS NULL AND ${newerCompletedSnapshotExists('snapshots')}`)
+      .where(`"instanceId" = :instanceId AND status = 'COMPLETED' AND "expiresAt" IS NULL AND ${replacementExists('snapshots')}`)
       .setParameters({ instanceId: instance.id, retentionMs })
       .execute();
   }
@@ -127,7 +128,7 @@ export class RetentionSweeper {
   }
 
   /**
-   * The instances of a tier with a snapshot keep-latest-only removes: a settled one older than a COMPLETED one.
+   * The instances of a tier with a snapshot keep-latest-only removes: a settled one that a COMPLETED one replaces.
    * Decided in SQL, on the instances holding more than one snapshot (counted on the indexes alone), so that a sweep
    * reads no rows of the many instances that hold their one snapshot.
    */
@@ -136,7 +137,7 @@ export class RetentionSweeper {
       `SELECT c."instanceId" FROM (SELECT s."instanceId" FROM instances i INNER JOIN snapshots s ON s."instanceId" = i.id ` +
         `WHERE i.tier = :tier GROUP BY s."instanceId" HAVING COUNT(*) > 1) c ` +
         `WHERE EXISTS (SELECT 1 FROM snapshots s WHERE s."instanceId" = c."instanceId" AND s.status IN ('COMPLETED', 'FAILED') ` +
-        `AND ${newerCompletedSnapshotExists('s')}) ORDER BY c."instanceId"`,
+        `AND ${replacementExists('s')}) ORDER BY c."instanceId"`,
       { tier },
     );
     return rows.map((row) => row.instanceId);
@@ -193,7 +194,7 @@ export class RetentionSweeper {
    * under the config of that moment; the sweeps remove by the config of now. After a change of a tier's retention
    * (config changes apply at the next start) the API otherwise showed the old times: snapshots removed days before
    * their expiresAt, or kept past it. One or two statements per tier, writing only the rows whose expiresAt differs.
-   * An instance's newest COMPLETED snapshot already kept past that retention keeps its null (kept until replaced).
+   * A snapshot already kept past that retention, not replaced since, keeps its null (kept until replaced).
    */
   private async alignExpiry(now: number): Promise<void> {
     for (const tier of TIERS) {
@@ -216,7 +217,7 @@ export class RetentionSweeper {
         affected += (await align().andWhere('"expiresAt" IS NOT NULL AND "expiresAt" <> "createdAt" + :retentionMs').execute()).affected ?? 0;
         // Apart, so that only the rows without one (idx_snapshots_expiry) are looked at for a newer completed snapshot:
         // in one statement, PostgreSQL took 0.3 s more over 130,000 snapshots that had nothing to align.
-        const keptUntilReplaced = `status = 'COMPLETED' AND "createdAt" + :retentionMs <= :now AND NOT ${newerCompletedSnapshotExists('snapshots')}`;
+        const keptUntilReplaced = `status = 'COMPLETED' AND "createdAt" + :retentionMs <= :now AND NOT ${replacementExists('snapshots')}`;
         affected += (await align().andWhere(`"expiresAt" IS NULL AND NOT (${keptUntilReplaced})`).execute()).affected ?? 0;
       }
       if (affected) this.logger.info({ tier, snapshots: affected, retention: retentionMs }, 'snapshot expiry aligned with the configured retention');
@@ -276,7 +277,7 @@ export class RetentionSweeper {
   }
 
   private readPage(of: { tier: Tier } | { instances: string[] }, scan: Scan, afterInstance: string | null): Promise<Candidate[]> {
-    const query = this.snapshotRows.createQueryBuilder('s').select(['s.id', 's.instanceId', 's.createdAt', 's.status', 's.profile', 's.expiresAt']);
+    const query = this.snapshotRows.createQueryBuilder('s').select(['s.id', 's.instanceId', 's.createdAt', 's.status', 's.profile', 's.expiresAt', 's.error']);
     // Ordered by i.id (idx_instances_tier), not s.instanceId: the database then walks the tier's instances and seeks
     // each one's range of the history index, instead of walking the whole history index to avoid a sort.
     const instance = 'tier' in of ? 'i.id' : 's.instanceId';
@@ -294,54 +295,62 @@ export class RetentionSweeper {
     return query.orderBy(instance).addOrderBy('s.createdAt').addOrderBy('s.id').limit(PAGE_ROWS).getMany();
   }
 
-  /** One instance's rows (a slice of its history): those the rules remove. `newest`: its newest COMPLETED snapshot's id. */
-  private decide(snapshots: Candidate[], schedule: TierSchedule, now: number, newest: string | null): Candidate[] {
-    const ids = new Set(snapshotsToRemove(snapshots, schedule, now, newest));
+  /** One instance's rows (a slice of its history): those the rules remove. `spared`: its snapshots no rule removes. */
+  private decide(snapshots: Candidate[], schedule: TierSchedule, now: number, spared: readonly string[]): Candidate[] {
+    const ids = new Set(snapshotsToRemove(snapshots, schedule, now, spared));
     return snapshots.filter((s) => ids.has(s.id));
   }
 
   /**
-   * What the rules remove from a page, each instance's rows a slice of its history. No rule removes an instance's
-   * newest COMPLETED snapshot, which a slice may not hold: it is read for the instances where the rules choose
-   * something when it is not among their rows (most instances of a first thinning scan have nothing to thin). The rows
-   * of a retention scan are all past the retention: the newest among them is kept until replaced.
+   * What the rules remove from a page, each instance's rows a slice of its history. No rule removes the snapshots an
+   * instance spares (sparedOf), which a slice may not hold: they are read for the instances where the rules choose
+   * something (most instances of a first thinning scan have nothing to thin). The rows of a retention scan are all past
+   * the retention: those spared among them are kept until replaced.
    */
   private async decidePage(rows: Candidate[][], schedule: TierSchedule, now: number, scan: Scan): Promise<Candidate[]> {
-    // Decided as if the newest were elsewhere, the rules choose what they would, the newest too when it is among them:
-    // sparing it is the last step (snapshotsToRemove).
+    // Decided as if the spared were elsewhere, the rules choose what they would, the spared too when they are among
+    // them: sparing them is the last step (snapshotsToRemove).
     const concerned = rows
-      .map((instanceRows) => ({ instanceRows, byRules: this.decide(instanceRows, schedule, now, null) }))
+      .map((instanceRows) => ({ instanceRows, byRules: this.decide(instanceRows, schedule, now, []) }))
       .filter(({ byRules }) => byRules.length > 0);
-    const newest = await this.newestCompleted(concerned.map(({ instanceRows }) => instanceRows[0].instanceId));
+    const spared = await this.sparedIn(concerned.map(({ instanceRows }) => instanceRows[0].instanceId));
     const chosen: Candidate[] = [];
     for (const { instanceRows, byRules } of concerned) {
-      const newestId = newest.get(instanceRows[0].instanceId) ?? null;
-      chosen.push(...byRules.filter((row) => row.id !== newestId));
+      const ids = spared.get(instanceRows[0].instanceId) ?? [];
+      chosen.push(...byRules.filter((row) => !ids.includes(row.id)));
+      if (scan.expiredAt === undefined) continue;
       // Already kept so when another row of its instance brings it into the scan: nothing to write.
-      const spared = scan.expiredAt !== undefined ? instanceRows.find((row) => row.id === newestId && row.expiresAt !== null) : undefined;
-      if (spared) await this.keepUntilReplaced(spared);
+      for (const row of instanceRows) if (ids.includes(row.id) && row.expiresAt !== null) await this.keepUntilReplaced(row);
     }
     return chosen;
   }
 
-  /** Per instance, the id of its newest COMPLETED snapshot in the whole history (absent: none), on the history index. */
-  private async newestCompleted(instanceIds: string[]): Promise<Map<string, string>> {
-    const newest = new Map<string, string>();
+  /**
+   * Per instance, the ids of its snapshots no rule removes (sparedOf) in the whole history (absent: none), each on the
+   * history index: its newest COMPLETED snapshot, and its newest one not known to be damaged.
+   */
+  private async sparedIn(instanceIds: string[]): Promise<Map<string, string[]>> {
+    const spared = new Map<string, string[]>();
+    const newest = (sound: string) =>
+      `(SELECT s.id FROM snapshots s WHERE s."instanceId" = i.id AND s.status = 'COMPLETED'${sound} ORDER BY s."createdAt" DESC, s.id DESC LIMIT 1)`;
     for (const group of chunks(instanceIds, ID_CHUNK)) {
-      const rows = await this.query<{ instanceId: string; newest: string | null }>(
-        `SELECT i.id AS "instanceId", (SELECT s.id FROM snapshots s WHERE s."instanceId" = i.id AND s.status = 'COMPLETED' ` +
-          `ORDER BY s."createdAt" DESC, s.id DESC LIMIT 1) AS newest FROM instances i WHERE i.id IN (:...group)`,
+      const rows = await this.query<{ instanceId: string; newest: string | null; newestSound: string | null }>(
+        `SELECT i.id AS "instanceId", ${newest('')} AS newest, ${newest(' AND s.error IS NULL')} AS "newestSound" ` +
+          `FROM instances i WHERE i.id IN (:...group)`,
         { group },
       );
-      for (const row of rows) if (row.newest !== null) newest.set(row.instanceId, row.newest);
+      for (const row of rows) {
+        const ids = [...new Set([row.newest, row.newestSound])].filter((id): id is string => id !== null);
+        if (ids.length > 0) spared.set(row.instanceId, ids);
+      }
     }
-    return newest;
+    return spared;
   }
 
   /**
-   * An instance's newest COMPLETED snapshot, past its retention: its expiresAt goes to null (kept until replaced), so
-   * that the sweeps do not read it again, unless a newer one has completed since it was read (that completion gave
-   * back the expiresAt of what it replaced, and this one goes at the next sweep). The instance's snapshots still being
+   * A snapshot its instance spares (sparedOf), past its retention: its expiresAt goes to null (kept until replaced), so
+   * that the sweeps do not read it again, unless it has been replaced since it was read (that completion, or
+   * verification's finding, gave back the expiresAt of what it replaced, and this one goes at the next sweep). The instance's snapshots still being
    * taken are locked first: a completion commits before the look (which then sees it), or after this transaction
    * (its hook, onReplacement, then gives back the expiresAt set here). Unlocked, on PostgreSQL a completion that
    * committed during the statement was not seen by it, and had looked before the null was set: the replaced snapshot
@@ -362,13 +371,13 @@ export class RetentionSweeper {
           .createQueryBuilder()
           .update(SnapshotEntity)
           .set({ expiresAt: null })
-          .where(`id = :id AND status = 'COMPLETED' AND "expiresAt" IS NOT NULL AND NOT ${newerCompletedSnapshotExists('snapshots')}`, { id: snapshotId })
+          .where(`id = :id AND status = 'COMPLETED' AND "expiresAt" IS NOT NULL AND NOT ${replacementExists('snapshots')}`, { id: snapshotId })
           .execute();
         return affected ? manager.findOneBy(SnapshotEntity, { id: snapshotId }) : null;
       });
       if (!kept) return;
       this.snapshots.publish(kept);
-      this.logger.info({ snapshotId, instanceId, tenantId: kept.tenantId }, "snapshot kept past its retention until replaced: its instance's newest completed one");
+      this.logger.info({ snapshotId, instanceId, tenantId: kept.tenantId }, 'snapshot kept past its retention until replaced: no newer completed snapshot of its instance is known to be sound');
     } catch (error) {
       this.logger.error({ err: error, snapshotId, instanceId }, 'could not keep a snapshot until replaced; the next sweep tries again');
     }
@@ -382,9 +391,9 @@ export class RetentionSweeper {
    * restore's load; were it the latest, a keep-latest-only tier would lose every older snapshot, and a restore that
    * then fails or is cancelled removes its safety snapshot too, leaving the instance no backup at all.
    * Both are looked at again as each row goes, and, for a COMPLETED snapshot (any snapshot on a keep-latest-only tier),
-   * that a newer COMPLETED one is still there: the choice rests on rows read before, and a restore that failed since
-   * took the safety snapshot that superseded the others with it (the look before found no restore, and the instance's
-   * only snapshot went), or a user deleted the newer one.
+   * that a snapshot that replaces it is still there: the choice rests on rows read before, and a restore that failed
+   * since took the safety snapshot that superseded the others with it (the look before found no restore, and the
+   * instance's only snapshot went), a user deleted the newer one, or verification found it damaged.
    */
   private async remove(chosen: Candidate[], schedule: Pick<TierSchedule, 'keepLatestOnly'>, now: number): Promise<Removal> {
     const outcome: Removal = { removed: 0, kept: [] };
@@ -411,7 +420,7 @@ export class RetentionSweeper {
         try {
           // Looked at again as the row goes: a restore from it (or of its instance) may have been queued since the look
           // above, or the snapshot that superseded it gone.
-          // Only while a newer COMPLETED snapshot is still there, for a COMPLETED one: no rule removes the newest.
+          // Only while a snapshot that replaces it is still there, for a COMPLETED one: no rule removes what is spared.
           const supersededOnly = schedule.keepLatestOnly || snapshot.status === 'COMPLETED';
           const removal = await this.snapshots.deleteUnlessRead(snapshot, { unlessRestoring: true, unlessLinked: true, supersededOnly });
           if (removal === 'read' || removal === 'needed') outcome.kept.push(batch.find((s) => s.id === snapshot.id)!);

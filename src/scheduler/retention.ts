@@ -12,6 +12,8 @@ export interface RetainedSnapshot {
   createdAt: number;
   status: RetainedSnapshotStatus;
   profile: RetainedSnapshotProfile;
+  /** On a COMPLETED snapshot, the damage verification found in it (null or absent: none known). */
+  error?: string | null;
 }
 
 /**
@@ -26,8 +28,8 @@ export function expiresAtFor(createdAt: number, schedule: TierSchedule): number 
 
 /**
  * The ids of the snapshots to delete at `now`, oldest first. PENDING and IN_PROGRESS snapshots
- * are never removed, nor is the instance's newest COMPLETED snapshot, whatever its age: the rules
- * below apply to the others.
+ * are never removed, nor is the instance's newest COMPLETED snapshot, nor its newest one not known to be damaged,
+ * whatever their age: the rules below apply to the others.
  *
  * - keepLatestOnly: the newest COMPLETED snapshot is kept; every COMPLETED or FAILED snapshot
  *   older than it goes (a FAILED one newer than it stays, as the record of the last attempt).
@@ -46,16 +48,18 @@ export function expiresAtFor(createdAt: number, schedule: TierSchedule): number 
  * - The newest COMPLETED snapshot stays past its retention (or its bucket's thinning) until a newer one completes: an
  *   instance whose scheduled snapshots keep failing, one nobody snapshots any more, or a clock wrongly ahead by more
  *   than the retention must not be left with no snapshot to restore. (keepLatestOnly keeps it by definition.)
+ * - So does the newest COMPLETED one that verification has not found damaged, until a newer one not known to be
+ *   damaged completes: a damaged snapshot restores nothing, so it replaces none of its elders (on keepLatestOnly too).
  *
- * `newestCompleted` is the id of the instance's newest COMPLETED snapshot, or null when it has none: by default the
- * newest of `snapshots`, which is right when they are the whole history. A caller deciding on a slice of the history
- * (the sweep reads only the rows a rule concerns) passes the whole history's.
+ * `spared` are the ids no rule removes (sparedOf): by default those of `snapshots`, which is right when they are the
+ * whole history. A caller deciding on a slice of the history (the sweep reads only the rows a rule concerns) passes
+ * the whole history's.
  */
 export function snapshotsToRemove(
   snapshots: RetainedSnapshot[],
   schedule: TierSchedule,
   now: number,
-  newestCompleted: string | null = newestCompletedOf(snapshots),
+  spared: readonly string[] = sparedOf(snapshots),
 ): string[] {
   const oldestFirst = [...snapshots].sort(byAge);
   let removed: RetainedSnapshot[];
@@ -67,14 +71,22 @@ export function snapshotsToRemove(
     const survivors = oldestFirst.filter((s) => !expiredSet.has(s));
     removed = [...expired, ...thinnedOut(survivors, schedule, now)].sort(byAge);
   }
-  return removed.filter((s) => s.id !== newestCompleted).map((s) => s.id);
+  return removed.filter((s) => !spared.includes(s.id)).map((s) => s.id);
 }
 
-/** The id of the newest COMPLETED snapshot among `snapshots` (by createdAt, then id), or null. */
-export function newestCompletedOf(snapshots: RetainedSnapshot[]): string | null {
+/**
+ * The ids among `snapshots` that no rule removes: the newest COMPLETED snapshot (by createdAt, then id) and the newest
+ * COMPLETED one not known to be damaged; one id when they are the same, none without a COMPLETED snapshot.
+ */
+export function sparedOf(snapshots: RetainedSnapshot[]): string[] {
   let newest: RetainedSnapshot | null = null;
-  for (const s of snapshots) if (s.status === 'COMPLETED' && (newest === null || byAge(newest, s) < 0)) newest = s;
-  return newest?.id ?? null;
+  let newestSound: RetainedSnapshot | null = null;
+  for (const s of snapshots) {
+    if (s.status !== 'COMPLETED') continue;
+    if (newest === null || byAge(newest, s) < 0) newest = s;
+    if (!s.error && (newestSound === null || byAge(newestSound, s) < 0)) newestSound = s;
+  }
+  return [...new Set([newest?.id, newestSound?.id])].filter((id): id is string => id !== undefined);
 }
 
 /**

@@ -7,7 +7,7 @@ import { scheduleOf } from '../config/tiers';
 import { ExportTokenEntity } from '../entities/export-token.entity';
 import { InstanceEntity } from '../entities/instance.entity';
 import { OperationEntity } from '../entities/operation.entity';
-import { SnapshotEntity, type SnapshotProfile, type SnapshotStatus } from '../entities/snapshot.entity';
+import { replaces, SnapshotEntity, type SnapshotProfile, type SnapshotStatus } from '../entities/snapshot.entity';
 import { AppError, badInput, conflict, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
@@ -42,9 +42,16 @@ export type WorkAnnouncer = () => void;
 /** Runs in the transaction that records a snapshot COMPLETED (work that must follow it durably, such as exports). */
 export type CompletionHook = (snapshot: SnapshotEntity, manager: EntityManager) => Promise<void>;
 
+/**
+ * Runs in the transaction that may change which of an instance's snapshots replaces which (see replaces): one's
+ * COMPLETED, or what verification found in one.
+ */
+export type ReplacementHook = (snapshot: Pick<SnapshotEntity, 'instanceId'>, manager: EntityManager) => Promise<void>;
+
 export class SnapshotService {
   private readonly snapshots: Repository<SnapshotEntity>;
   private readonly completionHooks: CompletionHook[] = [];
+  private readonly replacementHooks: ReplacementHook[] = [];
 
   constructor(
     private readonly db: DataSource,
@@ -195,7 +202,20 @@ export class SnapshotService {
 
   /** Verification found the snapshot damaged: its error says what (it stays listed, so that the damage is seen). */
   async recordDamage(snapshot: SnapshotEntity, message: string): Promise<void> {
-    await this.update(snapshot, { error: message.slice(0, SNAPSHOT_ERROR_LENGTH) });
+    await this.recordVerification(snapshot, { error: message.slice(0, SNAPSHOT_ERROR_LENGTH) });
+    this.publish(snapshot);
+  }
+
+  /**
+   * What verification found in a snapshot (`patch`: its error, null when it read back whole, and when it did), in
+   * `manager`'s transaction (one of its own otherwise), with the replacement hooks: a damaged snapshot replaces none of
+   * its elders, and one found whole again replaces them. Subscribers are told separately.
+   */
+  async recordVerification(snapshot: SnapshotEntity, patch: Partial<SnapshotEntity>, manager?: EntityManager): Promise<void> {
+    if (!manager) return this.db.transaction((own) => this.recordVerification(snapshot, patch, own));
+    await manager.update(SnapshotEntity, { id: snapshot.id }, patch);
+    Object.assign(snapshot, patch);
+    for (const hook of this.replacementHooks) await hook(snapshot, manager);
   }
 
   newSnapshot(instance: InstanceEntity, profile: SnapshotProfile, description: string | null): SnapshotEntity {
@@ -307,6 +327,27 @@ export class SnapshotService {
   async deleteUnlessRead(snapshot: SnapshotEntity, retention: RetentionRecheck = {}): Promise<'deleted' | 'gone' | 'read' | 'needed'> {
     const deleted = await this.db
       .transaction(async (manager) => {
+        if (retention.supersededOnly) {
+          // The newest snapshot that replaces it (see replaces), held as a restore's request holds a snapshot (a write
+          // to its row), before the row goes (newer rows before older ones, as a completion and its hooks write them):
+          // a compensation removing it (a failed restore's safety snapshot) either has removed it already, or waits
+          // for this transaction, which then saw a restore still running on the instance (the compensation comes
+          // before its operation ends). One witness: writing every newer one rewrote hundreds of rows per removal on
+          // an hourly tier. A witness removed meanwhile is not replaced by the next newer one (PostgreSQL does not run
+          // the subquery again): 'needed', and the row is kept until a later sweep, erring towards keeping.
+          const witness = await manager
+            .createQueryBuilder()
+            .update(SnapshotEntity)
+            .set({ status: 'COMPLETED' })
+            .where(
+              `status = 'COMPLETED' AND id = (SELECT n.id FROM snapshots n INNER JOIN snapshots o ON o.id = :id WHERE ${replaces('n', 'o')} ` +
+                'ORDER BY n."createdAt" DESC, n.id DESC LIMIT 1)',
+              { id: snapshot.id },
+            )
+            .execute();
+          // Not there at all: another remover's ('gone').
+          if (!witness.affected && (await manager.exists(SnapshotEntity, { where: { id: snapshot.id } }))) throw new SnapshotKept('needed');
+        }
         const { affected } = await manager.delete(SnapshotEntity, { id: snapshot.id });
         const read = await manager.exists(OperationEntity, {
           where: [
@@ -320,25 +361,6 @@ export class SnapshotService {
         }
         if (retention.unlessLinked && (await manager.exists(ExportTokenEntity, { where: { snapshotId: snapshot.id, expiresAt: MoreThan(Date.now()) } }))) {
           throw new SnapshotKept('read');
-        }
-        if (retention.supersededOnly) {
-          // The newest such snapshot, held as a restore's request holds a snapshot (a write to its row): a compensation
-          // removing it (a failed restore's safety snapshot) either has removed it already, or waits for this
-          // transaction, which then saw a restore still running on the instance (the compensation comes before its
-          // operation ends). One witness: writing every newer one rewrote hundreds of rows per removal on an hourly tier.
-          // A witness removed meanwhile is not replaced by the next newer one (PostgreSQL does not run the subquery
-          // again): 'needed', and the row is kept until a later sweep, erring towards keeping.
-          const newer = await manager
-            .createQueryBuilder()
-            .update(SnapshotEntity)
-            .set({ status: 'COMPLETED' })
-            .where(
-              'status = :completed AND id = (SELECT n.id FROM snapshots n WHERE n."instanceId" = :instanceId AND n.status = :completed ' +
-                'AND (n."createdAt" > :createdAt OR (n."createdAt" = :createdAt AND n.id > :id)) ORDER BY n."createdAt" DESC, n.id DESC LIMIT 1)',
-              { instanceId: snapshot.instanceId, completed: 'COMPLETED', createdAt: snapshot.createdAt, id: snapshot.id },
-            )
-            .execute();
-          if (!newer.affected) throw new SnapshotKept('needed');
         }
         return Boolean(affected);
       })
@@ -418,6 +440,11 @@ export class SnapshotService {
     this.completionHooks.push(hook);
   }
 
+  /** Adds work recorded whenever which snapshot replaces which may have changed (see ReplacementHook). */
+  onReplacement(hook: ReplacementHook): void {
+    this.replacementHooks.push(hook);
+  }
+
   /**
    * Records a captured snapshot as COMPLETED, with the completion hooks' work (not for a safety snapshot), in
    * `manager`'s transaction (one of its own otherwise); subscribers are told separately.
@@ -441,7 +468,7 @@ export class SnapshotService {
   }
 
   private async runCompletionHooks(snapshot: SnapshotEntity, manager: EntityManager): Promise<void> {
-    for (const hook of this.completionHooks) await hook(snapshot, manager);
+    for (const hook of [...this.completionHooks, ...this.replacementHooks]) await hook(snapshot, manager);
   }
 
   private async update(snapshot: SnapshotEntity, patch: Partial<SnapshotEntity>): Promise<SnapshotEntity> {
@@ -507,6 +534,6 @@ export interface RetentionRecheck {
   unlessRestoring?: boolean;
   /** Kept while one of its export links is valid (see RetentionSweeper.remove). */
   unlessLinked?: boolean;
-  /** Kept unless a newer COMPLETED snapshot of its instance is still there (keep-latest-only; no rule removes the newest). */
+  /** Kept unless a snapshot that replaces it (see replaces) is still there: no rule removes what its instance spares. */
   supersededOnly?: boolean;
 }

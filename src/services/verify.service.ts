@@ -54,10 +54,7 @@ export class VerifyOperationHandler implements OperationHandler {
       const patch: Partial<SnapshotEntity> = { verifiedAt: Date.now(), error: null };
       if (snapshot.sha256 === null) Object.assign(patch, produced);
       return {
-        commit: async (manager) => {
-          await manager.update(SnapshotEntity, { id: snapshot.id }, patch);
-          Object.assign(snapshot, patch);
-        },
+        commit: (manager) => this.snapshots.recordVerification(snapshot, patch, manager),
         announce: () => this.snapshots.publish(snapshot),
       };
     } catch (error) {

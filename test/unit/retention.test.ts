@@ -5,6 +5,7 @@ import {
   expiresAtFor,
   nextSnapshotAt,
   snapshotsToRemove,
+  sparedOf,
 } from '../../src/scheduler/retention.js';
 
 const SECOND = 1000;
@@ -107,7 +108,7 @@ describe('snapshotsToRemove', () => {
         snapshot('on-demand', now - 8 * DAY, { profile: 'ON_DEMAND' }),
         snapshot('pre-restore', now - 8 * DAY, { profile: 'PRE_RESTORE' }),
       ];
-      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, NEWER).sort(), ['on-demand', 'pre-restore', 'scheduled']);
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, [NEWER]).sort(), ['on-demand', 'pre-restore', 'scheduled']);
     });
 
     it('never removes PENDING or IN_PROGRESS snapshots', () => {
@@ -128,7 +129,7 @@ describe('snapshotsToRemove', () => {
 
     it('returns ids oldest first whatever the input order', () => {
       const history = [snapshot('b', now - 9 * DAY), snapshot('c', now - 8 * DAY), snapshot('a', now - 10 * DAY)];
-      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, NEWER), ['a', 'b', 'c']);
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, [NEWER]), ['a', 'b', 'c']);
     });
   });
 
@@ -165,8 +166,41 @@ describe('snapshotsToRemove', () => {
     it('is the one the caller names, when the rows are a slice of the history', () => {
       const history = [snapshot('a', now - 9 * DAY), snapshot('b', now - 8 * DAY)];
       assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now), ['a']);
-      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, 'a'), ['b']);
-      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, NEWER), ['a', 'b']);
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, ['a']), ['b']);
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, [NEWER]), ['a', 'b']);
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now, ['a', 'b']), []);
+    });
+
+    it('found damaged, replaces none of its elders: the newest sound one stays too, until a sound one completes', () => {
+      const damage = { error: 'chunk 3 of 9 does not match its hash' };
+      const history = [
+        snapshot('older', now - 10 * DAY),
+        snapshot('sound', now - 9 * DAY),
+        snapshot('damaged-between', now - 8.5 * DAY, damage),
+        snapshot('damaged', now - 8 * DAY, damage),
+      ];
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now), ['older', 'damaged-between']);
+      // A newer one completes, not known to be damaged: it replaces them all.
+      const replaced = [...history, snapshot('new', now - HOUR)];
+      assert.deepEqual(snapshotsToRemove(replaced, PROFESSIONAL, now), ['older', 'sound', 'damaged-between', 'damaged']);
+      // Found damaged too: the sound one is still the one to restore.
+      replaced[4].error = damage.error;
+      assert.deepEqual(snapshotsToRemove(replaced, PROFESSIONAL, now), ['older', 'damaged-between', 'damaged']);
+    });
+
+    it('is kept when every completed snapshot is found damaged, and so is nothing older', () => {
+      const damage = { error: 'the archive ends before its last record' };
+      const history = [snapshot('a', now - 9 * DAY, damage), snapshot('b', now - 8 * DAY, damage)];
+      assert.deepEqual(snapshotsToRemove(history, PROFESSIONAL, now), ['a']);
+    });
+
+    it('spares the newest and the newest sound one of the whole history (sparedOf)', () => {
+      const damage = { error: 'damaged' };
+      assert.deepEqual(sparedOf([]), []);
+      assert.deepEqual(sparedOf([snapshot('f', now, { status: 'FAILED', error: 'disk full' })]), []);
+      assert.deepEqual(sparedOf([snapshot('a', now - DAY), snapshot('b', now)]), ['b']);
+      assert.deepEqual(sparedOf([snapshot('a', now - DAY), snapshot('b', now, damage), snapshot('c', now + 1, { status: 'IN_PROGRESS' })]), ['b', 'a']);
+      assert.deepEqual(sparedOf([snapshot('a', now - DAY, damage), snapshot('b', now, damage)]), ['b']);
     });
   });
 
@@ -179,6 +213,17 @@ describe('snapshotsToRemove', () => {
         snapshot('latest', now - HOUR, { profile: 'ON_DEMAND' }),
       ];
       assert.deepEqual(snapshotsToRemove(history, FREE, now), ['old', 'older-failed', 'pre-restore']);
+    });
+
+    it('keeps the newest sound snapshot too when the latest is found damaged', () => {
+      const history = [
+        snapshot('old', now - 3 * DAY, { profile: 'ON_DEMAND' }),
+        snapshot('sound', now - 2 * DAY, { profile: 'ON_DEMAND' }),
+        snapshot('latest', now - HOUR, { profile: 'ON_DEMAND', error: 'damaged' }),
+      ];
+      assert.deepEqual(snapshotsToRemove(history, FREE, now), ['old']);
+      history.push(snapshot('next', now));
+      assert.deepEqual(snapshotsToRemove(history, FREE, now), ['old', 'sound', 'latest']);
     });
 
     it('keeps a FAILED snapshot newer than the kept one', () => {
@@ -210,25 +255,25 @@ describe('snapshotsToRemove', () => {
     it('keeps the oldest snapshot of each day once a day is older than thinAfter', () => {
       const history = hourly(midnight, 24);
       const afterDay = midnight + DAY - HOUR + 7 * DAY;
-      assert.deepEqual(snapshotsToRemove(history, VDC, afterDay, NEWER), history.slice(1).map((s) => s.id));
+      assert.deepEqual(snapshotsToRemove(history, VDC, afterDay, [NEWER]), history.slice(1).map((s) => s.id));
     });
 
     it('thins a snapshot exactly at thinAfter and not 1 ms before', () => {
       const history = hourly(midnight, 2);
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + HOUR + 7 * DAY, NEWER), ['h01']);
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + HOUR + 7 * DAY - 1, NEWER), []);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + HOUR + 7 * DAY, [NEWER]), ['h01']);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + HOUR + 7 * DAY - 1, [NEWER]), []);
     });
 
     it('aligns buckets to the epoch, not to the snapshots', () => {
       const history = [snapshot('before-midnight', midnight - HOUR), snapshot('after-midnight', midnight + HOUR)];
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, NEWER), []);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, [NEWER]), []);
     });
 
     it('keeps the same snapshot as the thinAfter line moves through a day', () => {
       const history = hourly(midnight, 24);
       for (let hour = 0; hour < 24; hour++) {
         const now = midnight + hour * HOUR + 7 * DAY;
-        const removed = snapshotsToRemove(history, VDC, now, NEWER);
+        const removed = snapshotsToRemove(history, VDC, now, [NEWER]);
         assert.ok(!removed.includes('h00'), `h00 removed at hour ${hour}`);
         assert.deepEqual(removed, history.slice(1, hour + 1).map((s) => s.id));
       }
@@ -241,7 +286,7 @@ describe('snapshotsToRemove', () => {
         snapshot('pre-restore', midnight + 2 * HOUR, { profile: 'PRE_RESTORE' }),
         snapshot('scheduled-2', midnight + 3 * HOUR),
       ];
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, NEWER), ['scheduled-2']);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, [NEWER]), ['scheduled-2']);
     });
 
     it('leaves FAILED snapshots to retention and keeps the oldest COMPLETED one', () => {
@@ -250,7 +295,7 @@ describe('snapshotsToRemove', () => {
         snapshot('first-completed', midnight + HOUR),
         snapshot('second-completed', midnight + 2 * HOUR),
       ];
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, NEWER), ['second-completed']);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, [NEWER]), ['second-completed']);
     });
 
     it('waits while the oldest snapshot of a day is still in progress', () => {
@@ -259,9 +304,9 @@ describe('snapshotsToRemove', () => {
         snapshot('completed', midnight + HOUR),
         snapshot('completed-2', midnight + 2 * HOUR),
       ];
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, NEWER), []);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, [NEWER]), []);
       history[0].status = 'COMPLETED';
-      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, NEWER), ['completed', 'completed-2']);
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 10 * DAY, [NEWER]), ['completed', 'completed-2']);
     });
 
     it('applies to what retention leaves', () => {
@@ -269,7 +314,7 @@ describe('snapshotsToRemove', () => {
       const now = midnight + 6 * HOUR + 60 * DAY;
       // h00..h06 expire; h07 is the oldest survivor and is kept.
       assert.deepEqual(
-        snapshotsToRemove(history, VDC, now, NEWER),
+        snapshotsToRemove(history, VDC, now, [NEWER]),
         history.filter((s) => s.id !== 'h07').map((s) => s.id),
       );
     });

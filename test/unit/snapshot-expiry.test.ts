@@ -61,7 +61,7 @@ function expiryTests(backend: Backend) {
     const snapshots = new SnapshotService(db, config, instances, {} as EncryptedBlobStore, events, () => undefined, backups);
     const sweeper = new RetentionSweeper(db, config, snapshots, createLogger('silent'));
     // As the server wires them (src/app.ts).
-    snapshots.onCompleted((snapshot, manager) => sweeper.onReplacement(snapshot, manager));
+    snapshots.onReplacement((snapshot, manager) => sweeper.onReplacement(snapshot, manager));
     return { snapshots, sweeper, config };
   }
 
@@ -180,5 +180,65 @@ function expiryTests(backend: Backend) {
     await db.getRepository(SnapshotEntity).delete({ id: newer });
     assert.equal(await snapshots.deleteUnlessRead(chosen, { supersededOnly: true }), 'needed');
     assert.equal((await row(expired[1])).id, expired[1], 'still there: the newest completed one');
+  });
+
+  it("is null on an instance's newest sound snapshot while a newer one is found damaged, until one is sound", async () => {
+    const { snapshots, sweeper } = services();
+    const now = Date.now();
+    const row = async (id: string) => db.getRepository(SnapshotEntity).findOneByOrFail({ id });
+    const left = async (instanceId: string) => (await db.getRepository(SnapshotEntity).findBy({ instanceId })).map((s) => s.id).sort();
+    const instanceId = await insertInstanceRow(db, { tenantId, tier: 'PROFESSIONAL', memoryGB: 1 });
+    await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now - 10 * DAY, expiresAt: now - 3 * DAY });
+    const sound = await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now - 9 * DAY, expiresAt: now - 2 * DAY });
+    const damaged = await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now - 8 * DAY, expiresAt: now - DAY });
+    await snapshots.recordDamage(await row(damaged), 'chunk 3 of 9 does not match its hash');
+
+    assert.equal(await sweeper.sweep(now), 1, 'the older one goes');
+    assert.deepEqual(await left(instanceId), [sound, damaged].sort());
+    assert.equal(await stored(sound), null, 'the newest sound one is kept until replaced');
+    assert.equal(await stored(damaged), null, 'the newest one too');
+    // The next start keeps both so.
+    const restarted = services();
+    assert.equal(await restarted.sweeper.sweep(now + 1_000), 0);
+    assert.equal(await stored(sound), null);
+
+    // A later verification reads the damaged one back whole: in its transaction, it replaces the sound one again.
+    await restarted.snapshots.recordVerification(await row(damaged), { error: null, verifiedAt: now + 2_000 });
+    assert.equal(await stored(sound), now - 2 * DAY);
+    assert.equal(await restarted.sweeper.sweep(now + 3_000), 1);
+    assert.deepEqual(await left(instanceId), [damaged]);
+  });
+
+  it('gives a kept sound snapshot its expiresAt back when it is found damaged itself, and a newer one completed', async () => {
+    const { snapshots, sweeper } = services();
+    const now = Date.now();
+    const row = async (id: string) => db.getRepository(SnapshotEntity).findOneByOrFail({ id });
+    const instanceId = await insertInstanceRow(db, { tenantId, tier: 'PROFESSIONAL', memoryGB: 1 });
+    const sound = await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now - 9 * DAY, expiresAt: now - 2 * DAY });
+    const damaged = await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now - DAY, expiresAt: now + 6 * DAY });
+    await snapshots.recordDamage(await row(damaged), 'the archive ends before its last record');
+    assert.equal(await sweeper.sweep(now), 0);
+    assert.equal(await stored(sound), null);
+
+    await snapshots.recordDamage(await row(sound), 'chunk 1 of 4 cannot be read');
+    assert.equal(await stored(sound), now - 2 * DAY, 'replaced by the newer one, damaged as well');
+    assert.equal(await sweeper.sweep(now + 1_000), 1);
+  });
+
+  it('is removed, when sound, only while a newer sound completed snapshot is still there', async () => {
+    const { snapshots } = services();
+    const now = Date.now();
+    const instanceId = await insertInstanceRow(db, { tenantId, tier: 'PROFESSIONAL', memoryGB: 1 });
+    const row = async (id: string) => db.getRepository(SnapshotEntity).findOneByOrFail({ id });
+    const sound = await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now - 9 * DAY, expiresAt: now - 2 * DAY });
+    const damagedOlder = await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now - 10 * DAY, expiresAt: now - 3 * DAY, error: 'damaged' });
+    const chosen = await row(sound);
+    // Chosen while the newer one was thought sound; verification has found it damaged since.
+    await insertSnapshotRow(db, { tenantId, instanceId, createdAt: now - DAY, expiresAt: now + 6 * DAY, error: 'damaged' });
+    assert.equal(await snapshots.deleteUnlessRead(chosen, { supersededOnly: true }), 'needed');
+    assert.equal((await row(sound)).id, sound, 'still there: the newest sound one');
+    assert.equal(await snapshots.deleteUnlessRead(await row(damagedOlder), { supersededOnly: true }), 'deleted', 'a damaged one is replaced by any newer one');
+    await db.getRepository(SnapshotEntity).delete({ id: sound });
+    assert.equal(await snapshots.deleteUnlessRead(chosen, { supersededOnly: true }), 'gone', 'removed by someone else meanwhile');
   });
 }

@@ -22,7 +22,7 @@ export class Snapshot {
   @Field(() => DateTimeScalar, {
     nullable: true,
     description:
-      'when retention is due to remove it (a tier that thins its scheduled snapshots may remove one earlier; one a restore or a valid export link still reads goes once they are done); null when it is kept until replaced (FREE keeps the latest only, and every tier keeps an instance\'s newest completed snapshot past its retention until a newer one completes)',
+      'when retention is due to remove it (a tier that thins its scheduled snapshots may remove one earlier; one a restore or a valid export link still reads goes once they are done); null when it is kept until replaced (FREE keeps the latest only, and every tier keeps an instance\'s newest completed snapshot, and its newest one verification has not found damaged, past its retention until a newer one not known to be damaged completes)',
   })
   expiresAt: number | null;
   @ReadsVersionedRows()
