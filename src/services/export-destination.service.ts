@@ -8,7 +8,7 @@ import type { Keyring } from '../crypto/keyring';
 import { ExportDestinationEntity } from '../entities/export-destination.entity';
 import { OperationEntity } from '../entities/operation.entity';
 import type { SnapshotEntity } from '../entities/snapshot.entity';
-import { AppError, badInput, isAppError, notFound } from '../errors/app-error';
+import { AppError, badInput, conflict, isAppError, notFound } from '../errors/app-error';
 import type { Compensation, JobContext, OperationHandler, OperationResult } from '../jobs/operation-handler';
 import { insertOperation } from '../jobs/operation-queue';
 import type { Logger } from '../logging/logger';
@@ -55,6 +55,9 @@ interface ExportParams {
  * (a PUT, a part, a multipart upload's start and completion, a HEAD, a DELETE, its errors) are a few KiB.
  */
 const MAX_ANSWER_BYTES = 1024 * 1024;
+
+/** How long registering a destination waits for its probe object to be written. */
+const PROBE_MS = 60_000;
 
 /** Retries of one failed automatic export before it is left FAILED (lastError says why). */
 export const MAX_EXPORT_RETRIES = 6;
@@ -141,10 +144,28 @@ export class ExportDestinationService {
     return destination;
   }
 
+  /**
+   * Deletes the destination and its keys, unless an export to it is queued or running (refused: CONFLICT): that one
+   * would go on writing with the keys deleted, and one whose process died could no longer abort the multipart upload it
+   * left in the bucket. The row goes first, then the look for such an export, in one transaction undone when it finds
+   * one: a request queuing an export holds the row (holdOperationInputs), so whichever comes second refuses.
+   */
   async remove(principal: Principal, id: string): Promise<boolean> {
     requireRole(principal, 'ADMIN', 'deleting an export destination');
-    const { affected } = await this.destinations.delete({ id, tenantId: principal.tenantId });
-    if (!affected) throw notFound('export destination', id);
+    await this.db.transaction(async (manager) => {
+      const { affected } = await manager.delete(ExportDestinationEntity, { id, tenantId: principal.tenantId });
+      if (!affected) throw notFound('export destination', id);
+      const exports = await manager.find(OperationEntity, {
+        select: { id: true, status: true, params: true },
+        where: { tenantId: principal.tenantId, kind: 'EXPORT', status: In(['QUEUED', 'RUNNING']) },
+      });
+      const writing = exports.find((operation) => (operation.params as ExportParams | null)?.destinationId === id);
+      if (writing) {
+        throw conflict(
+          `export destination ${id} has an export ${writing.status.toLowerCase()} (operation ${writing.id}); cancel it (cancelOperation) or let it end, then delete the destination`,
+        );
+      }
+    });
     return true;
   }
 
@@ -158,19 +179,23 @@ export class ExportDestinationService {
     const destination = await this.destinations.findOne({ where: { id: destinationId, tenantId: principal.tenantId } });
     if (!destination) throw notFound('export destination', destinationId);
     const operation = await this.db.transaction(async (manager) => {
-      // Checked again as the operation goes in: the snapshot, or its instance, may be being deleted meanwhile.
-      await holdOperationInputs(manager, { sourceInstanceId: snapshot.instanceId, snapshotId: snapshot.id });
+      // Checked again as the operation goes in: the snapshot, its instance or the destination may be being deleted.
+      await holdOperationInputs(manager, { sourceInstanceId: snapshot.instanceId, snapshotId: snapshot.id, destinationId });
       return this.enqueue(manager, snapshot, { destinationId, auto: false, retry: 0 });
     });
     this.announceWork();
     return operation;
   }
 
-  /** Run in the transaction that records a snapshot COMPLETED: its automatic exports are queued with it or not at all. */
+  /**
+   * Run in the transaction that records a snapshot COMPLETED: its automatic exports are queued with it or not at all,
+   * each to a destination held as it goes in (one deleted meanwhile gets none, and the snapshot completes).
+   */
   async enqueueAutoExports(snapshot: SnapshotEntity, manager: EntityManager): Promise<void> {
     const destinations = await manager.find(ExportDestinationEntity, { where: { tenantId: snapshot.tenantId } });
     for (const destination of destinations) {
       if (!destination.autoExportInstanceIds.includes(snapshot.instanceId)) continue;
+      if ((await held(holdOperationInputs(manager, { destinationId: destination.id }))) !== true) continue;
       await this.enqueue(manager, snapshot, { destinationId: destination.id, auto: true, retry: 0 });
     }
   }
@@ -229,10 +254,17 @@ export class ExportDestinationService {
         continue;
       }
       try {
-        await this.db.transaction((manager) =>
-          this.enqueue(manager, snapshot, { ...params, write: undefined, retry: params.retry + 1 }, retryIdOf(operation.id)),
-        );
-        count += 1;
+        // Held as the retry goes in, as for any export: what was read above may be being deleted. A destination gone
+        // has nobody to tell; a snapshot (or its instance) going, its tenant is told.
+        const outcome = await this.db.transaction(async (manager) => {
+          if (!(await held(holdOperationInputs(manager, { destinationId: destination.id })))) return { queued: false };
+          const source = await held(holdOperationInputs(manager, { sourceInstanceId: snapshot.instanceId, snapshotId: snapshot.id }));
+          if (source !== true) return { queued: false, giveUp: source === false ? 'expired (or was deleted)' : `could no longer be read (${source})` };
+          await this.enqueue(manager, snapshot, { ...params, write: undefined, retry: params.retry + 1 }, retryIdOf(operation.id));
+          return { queued: true };
+        });
+        if (outcome.giveUp) await this.giveUp(operation, destination.id, outcome.giveUp);
+        if (outcome.queued) count += 1;
       } catch (error) {
         // Another replica queued this retry first.
         if (!(isAppError(error) && error.code === 'CONFLICT')) throw error;
@@ -289,7 +321,7 @@ export class ExportDestinationService {
     }
     const client = createS3Client(
       { endpoint: destination.endpoint ?? undefined, region: destination.region ?? undefined, credentials },
-      { ...options, publicOnly, maxAnswerBytes: MAX_ANSWER_BYTES },
+      { ...options, publicOnly, maxAnswerBytes: MAX_ANSWER_BYTES, settingsOnly: true },
     );
     return { bucket: new S3BlobStore(client, parseS3Url(destination.url)), scrub: (message) => scrubSecrets(message, credentials) };
   }
@@ -322,15 +354,25 @@ export class ExportDestinationService {
     return unique;
   }
 
-  /** Writes and deletes a small object where exports will go: wrong keys, bucket or endpoint show here, not later. */
+  /**
+   * Writes and deletes a small object where exports will go: wrong keys, bucket or endpoint show here, not later. The
+   * write is stopped after PROBE_MS (an endpoint trickling its answer held the request open); a probe object that could
+   * not be deleted is named in the refusal, so that whoever reads it can remove it.
+   */
   private async probe(destination: ExportDestinationEntity, credentials: Credentials): Promise<void> {
     const { bucket, scrub } = await this.openBucket(destination, { maxAttempts: 2, idleTimeoutMs: 15_000 }, credentials);
     const key = `snapgraph-probe-${randomUUID()}`;
     try {
-      await bucket.write(key, Readable.from([Buffer.from('Snapgraph checks that it may write here; this object is deleted at once.\n')]));
-      await bucket.delete(key);
-    } catch (error) {
-      throw badInput(`the destination ${destination.url} did not accept a probe object: ${scrub(describeS3Error(error))}`);
+      const probe = Readable.from([Buffer.from('Snapgraph checks that it may write here; this object is deleted at once.\n')]);
+      await bucket.write(key, probe, { signal: AbortSignal.timeout(PROBE_MS) }).catch((error: unknown) => {
+        throw badInput(`the destination ${destination.url} did not accept a probe object: ${scrub(describeS3Error(error))}`);
+      });
+      await bucket.delete(key).catch((error: unknown) => {
+        throw badInput(
+          `the destination ${destination.url} accepted a probe object but did not let it be deleted (the keys need s3:DeleteObject): ` +
+            `${scrub(describeS3Error(error))}; the object ${key} is left under its prefix`,
+        );
+      });
     } finally {
       await bucket.destroy();
     }
@@ -529,6 +571,20 @@ class ArchiveReadFailed extends Error {
   constructor(override readonly cause: unknown) {
     super('could not read the archive', { cause });
   }
+}
+
+/**
+ * Whether holdOperationInputs held what it was given: true, false when a row is gone (NOT_FOUND), or the refusal's
+ * message when it is being deleted or is no longer COMPLETED.
+ */
+function held(holding: Promise<void>): Promise<true | false | string> {
+  return holding.then(
+    () => true as const,
+    (error: unknown) => {
+      if (!isAppError(error) || !['NOT_FOUND', 'CONFLICT', 'SNAPSHOT_NOT_READY'].includes(error.code)) throw error;
+      return error.code === 'NOT_FOUND' ? false : error.message;
+    },
+  );
 }
 
 /** The id of the retry of a failed export: the same for every replica that queues it. */

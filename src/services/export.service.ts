@@ -14,6 +14,7 @@ import type { TenantService } from './tenant.service';
 import type { BackupService } from './backup.service';
 import type { GraphFileFormat, GraphFileKind } from '../graph-files/graph-file-format';
 import { GRAPH_FILE_FORMATS, graphFileFormat } from '../graph-files/graph-file-formats';
+import { TEMP_FILE_MARKER } from '../storage/blob-store';
 
 export const EXPORT_PATH = '/exports';
 
@@ -193,7 +194,10 @@ export function exportFileName(instanceName: string, createdAt: number, extensio
   }
   const safeName = kept.replace(/[-.]+$/, '') || 'instance';
   const stamp = new Date(createdAt).toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/:/g, '-');
-  return `${safeName}-${stamp}${extension}`;
+  const fileName = `${safeName}-${stamp}${extension}`;
+  // A blob key may not hold the marker of a temp file: an instance named "orders.tmp-2" (or "x.tmp", before the stamp's
+  // dash) failed every export to a bucket.
+  return letters === 'ascii' ? fileName.split(TEMP_FILE_MARKER).join('-tmp-') : fileName;
 }
 
 /**

@@ -1,5 +1,6 @@
 // What an operation being queued will read, held by the transaction that queues it, against a deletion of that data.
 import { type EntityManager, Not } from 'typeorm';
+import { ExportDestinationEntity } from '../entities/export-destination.entity';
 import { InstanceEntity } from '../entities/instance.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { AppError, conflict, notFound } from '../errors/app-error';
@@ -12,13 +13,15 @@ export interface OperationInputs {
   sourceInstanceId?: string;
   /** A snapshot the operation reads: it must still be there, COMPLETED. */
   snapshotId?: string;
+  /** An export destination the operation writes to: it must still be there. */
+  destinationId?: string;
 }
 
 /**
  * Holds the rows an operation depends on until the end of the transaction that inserts it (call it before the insert),
  * checking them again as held. A deletion writes first and looks after: deleteInstance claims the instance
- * (DESTROYING), then looks for operations on its data; deleteSnapshot removes the row, then looks for operations that
- * read it (in one transaction, undone when it finds one). A request that passed its own checks just before, and
+ * (DESTROYING), then looks for operations on its data; deleteSnapshot (and deleteExportDestination) removes the row,
+ * then looks for operations that read it (write to it) in one transaction, undone when it finds one. A request that passed its own checks just before, and
  * inserted its operation just after that look, was accepted and then FAILED with NOT_FOUND once it ran. Here the
  * request writes first too (an update that changes nothing: on PostgreSQL it waits for a deletion's uncommitted write
  * and reads the row as that left it, and a deletion waits for it in turn; SQLite runs one transaction at a time):
@@ -50,5 +53,9 @@ export async function holdOperationInputs(manager: EntityManager, inputs: Operat
       if (!current) throw notFound('snapshot', inputs.snapshotId);
       throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${current.id} is ${current.status}, not COMPLETED`);
     }
+  }
+  if (inputs.destinationId) {
+    const held = await manager.update(ExportDestinationEntity, { id: inputs.destinationId }, { name: () => 'name' });
+    if (!held.affected) throw notFound('export destination', inputs.destinationId);
   }
 }

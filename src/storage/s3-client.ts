@@ -25,6 +25,7 @@ export function createS3Client(
     idleTimeoutMs = 120_000,
     publicOnly = false,
     maxAnswerBytes,
+    settingsOnly = false,
   }: {
     maxAttempts?: number;
     /** A connection silent this long (no byte either way, before or during an answer's body) fails its request. */
@@ -37,12 +38,23 @@ export function createS3Client(
      * destination) could otherwise answer with gigabytes and fill this process's memory.
      */
     maxAnswerBytes?: number;
+    /**
+     * Where to connect comes from `endpoint` and `region` alone, never from this process's environment or AWS profile
+     * (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, endpoint_url, AWS_REGION, AWS_USE_FIPS_ENDPOINT…), which are the
+     * operator's: a tenant's export destination with neither sent its keys and archives to the operator's endpoint.
+     * Without a region, us-east-1, following S3's redirect to the bucket's own region.
+     */
+    settingsOnly?: boolean;
   } = {},
 ): S3Client {
   const agent = publicOnly ? { lookup: publicOnlyLookup } : undefined;
+  const ownSettings = settingsOnly
+    ? { ignoreConfiguredEndpointUrls: true, followRegionRedirects: !endpoint && !region, useFipsEndpoint: false, useDualstackEndpoint: false }
+    : {};
   const client = new S3Client({
+    ...ownSettings,
     endpoint,
-    region: region ?? (endpoint ? 'us-east-1' : undefined),
+    region: region ?? (endpoint || settingsOnly ? 'us-east-1' : undefined),
     // A copy: the SDK annotates the object it is given.
     credentials: credentials && { accessKeyId: credentials.accessKeyId, secretAccessKey: credentials.secretAccessKey },
     forcePathStyle: endpoint !== undefined,

@@ -2,6 +2,7 @@
 import { strict as assert } from 'node:assert';
 import { contentDisposition } from '../../src/api/http/export-download';
 import { exportFileName } from '../../src/services/export.service';
+import { isValidBlobKey } from '../../src/storage/blob-store';
 
 const AT = Date.UTC(2026, 11, 7, 10, 0, 0);
 const STAMP = '2026-12-07T10-00-00Z.backup';
@@ -20,6 +21,14 @@ describe('exportFileName', () => {
   it("keeps only ASCII's letters when told (accents stripped), and `instance` when none is left", () => {
     assert.equal(exportFileName('Prod / Graph ü 日本', AT, '.backup', 'ascii'), `Prod-Graph-u-${STAMP}`);
     assert.equal(exportFileName('日本語', AT, '.backup', 'ascii'), `instance-${STAMP}`);
+  });
+
+  it("gives, in ASCII, a name that is a valid blob key: an export destination's object key", () => {
+    for (const name of ['orders.tmp-2', 'cache.tmp v2', 'a.tmp-.tmp-b', '.tmp-x', 'x.tmp', 'Prod / Graph ü']) {
+      const fileName = exportFileName(name, AT, '.backup', 'ascii');
+      assert.ok(isValidBlobKey(`prefix/${fileName}`), `${JSON.stringify(name)} gave ${fileName}`);
+    }
+    assert.equal(exportFileName('orders.tmp-2', AT, '.backup', 'ascii'), `orders-tmp-2-${STAMP}`);
   });
 
   it('takes at most 100 characters and 150 bytes of the name: the whole stays far below 255 bytes', () => {

@@ -15,6 +15,7 @@ import type { InstanceService } from '../../src/services/instance.service';
 import { ExportDestinationService, ExportOperationHandler } from '../../src/services/export-destination.service';
 import { createTestBucket, describeS3, testS3Client } from '../support/s3';
 import type { SnapshotService } from '../../src/services/snapshot.service';
+import type { Principal } from '../../src/services/principal';
 
 const ACCESS_KEY_ID = 'AKIATENANTKEY0000001';
 const SECRET_ACCESS_KEY = 'tenant-secret-0123456789abcdefghij';
@@ -262,6 +263,40 @@ describe("a destination's endpoint that answers with a body without end", () => 
       for (const bytes of sent) assert.ok(bytes < 16 * 1024 * 1024, `an answer of ${bytes} bytes was read`);
     });
   }
+});
+
+describe("registering a destination whose keys may write but not delete", () => {
+  let endpoint: Server;
+  let url = '';
+  const requests: string[] = [];
+  before(async () => {
+    endpoint = createServer((request, response) => {
+      const md5 = createHash('md5');
+      request.on('data', (chunk: Buffer) => md5.update(chunk));
+      request.on('end', () => {
+        requests.push(`${request.method} ${request.url}`);
+        if (request.method === 'PUT') return void response.writeHead(200, { etag: `"${md5.digest('hex')}"` }).end();
+        response.writeHead(403, { 'content-type': 'application/xml' }).end('<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>');
+      });
+    });
+    await new Promise<void>((resolve) => endpoint.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}`;
+  });
+  after(() => new Promise<void>((resolve) => endpoint.close(() => resolve())));
+
+  it('is refused, naming the probe object it could not delete', async () => {
+    const { destinations } = destinationAt(url, 6);
+    const admin = { tenantId: '00000000-0000-4000-8000-000000000062', role: 'ADMIN' } as Principal;
+    const input = { name: 'offsite', url: 's3://tenant-bucket/backups', endpoint: url, region: 'us-east-1', accessKeyId: ACCESS_KEY_ID, secretAccessKey: SECRET_ACCESS_KEY };
+    await assert.rejects(destinations.create(admin, input), (error: Error & { code?: string }) => {
+      assert.equal(error.code, 'BAD_USER_INPUT');
+      const probe = /^PUT \/tenant-bucket\/backups\/(snapgraph-probe-[0-9a-f-]+)/.exec(requests[0])?.[1];
+      assert.ok(probe, requests.join(', '));
+      assert.match(error.message, new RegExp(`did not let it be deleted \\(the keys need s3:DeleteObject\\): .*AccessDenied.*; the object ${probe} is left`));
+      assert.ok(!error.message.includes(SECRET_ACCESS_KEY) && !error.message.includes(ACCESS_KEY_ID));
+      return true;
+    });
+  });
 });
 
 describeS3('EXPORT whose archive fails to read in the middle of a multipart upload', ({ s3 }) => {

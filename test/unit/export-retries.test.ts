@@ -11,7 +11,10 @@ import type { SnapshotEntity } from '../../src/entities/snapshot.entity';
 import { ExportDestinationService, MAX_EXPORT_RETRIES } from '../../src/services/export-destination.service';
 import type { InstanceService } from '../../src/services/instance.service';
 import type { SnapshotService } from '../../src/services/snapshot.service';
+import { insertInstanceRow, insertSnapshotRow } from '../support/instance-rows';
 import { migratedSqliteMetadata } from '../support/metadata-database';
+import type { Principal } from '../../src/services/principal';
+import { InstanceEntity } from '../../src/entities/instance.entity';
 
 describe('retries of failed automatic exports', function () {
   this.timeout(60_000);
@@ -39,6 +42,9 @@ describe('retries of failed automatic exports', function () {
       lastExportAt: null,
       lastError: null,
     });
+    // The rows a retry holds as it goes in (holdOperationInputs).
+    await insertInstanceRow(db, { id: instanceId, tenantId, tier: 'PROFESSIONAL' });
+    await insertSnapshotRow(db, { id: snapshot.id, tenantId, instanceId });
     const snapshots = { byId: async (id: string) => (id === snapshot.id ? snapshot : null) } as unknown as SnapshotService;
     destinations = new ExportDestinationService(db, new Keyring(MasterKey.generate()), {} as InstanceService, snapshots, () => undefined, {
       retryBaseMs: 1000,
@@ -116,5 +122,36 @@ describe('retries of failed automatic exports', function () {
     await db.getRepository(ExportDestinationEntity).update({ id: destinationId }, { lastError: null });
     assert.equal(await destinations.retryFailedAutoExports(now + 1000), 0);
     assert.equal((await db.getRepository(ExportDestinationEntity).findOneByOrFail({ id: destinationId })).lastError, null);
+  });
+
+  it('tells the tenant, and queues nothing, when the instance of a failed export is being deleted as its retry is due', async () => {
+    const now = Date.now();
+    const failed = failedExport(now - 60_000, { destinationId, auto: true, retry: 1 });
+    await db.getRepository(OperationEntity).save(failed);
+    await db.getRepository(InstanceEntity).update({ id: instanceId }, { status: 'DESTROYING' });
+
+    assert.equal(await destinations.retryFailedAutoExports(now), 0);
+    assert.equal(await db.getRepository(OperationEntity).countBy({ status: 'QUEUED' }), 0, 'a retry queued now would fail with NOT_FOUND');
+    assert.match((await db.getRepository(OperationEntity).findOneByOrFail({ id: failed.id })).errorMessage ?? '', /could no longer be read \(instance .* is being deleted/);
+  });
+
+  it('deletes a destination only while no export to it is queued or running', async () => {
+    const admin = { tenantId, role: 'ADMIN' } as Principal;
+    const at = Date.now();
+    const exporting = Object.assign(failedExport(at, { destinationId, auto: false, retry: 0 }), { status: 'RUNNING', finishedAt: null });
+    await db.getRepository(OperationEntity).save(exporting);
+    await assert.rejects(destinations.remove(admin, destinationId), (error: Error & { code?: string }) => {
+      assert.equal(error.code, 'CONFLICT');
+      assert.match(error.message, new RegExp(`has an export running \\(operation ${exporting.id}\\); cancel it`));
+      return true;
+    });
+    assert.ok(await db.getRepository(ExportDestinationEntity).existsBy({ id: destinationId }), 'still there, with its keys');
+
+    await db.getRepository(OperationEntity).update({ id: exporting.id }, { status: 'CANCELLED', finishedAt: at });
+    assert.equal(await destinations.remove(admin, destinationId), true);
+    assert.equal(await db.getRepository(ExportDestinationEntity).existsBy({ id: destinationId }), false);
+    // Its failed automatic exports are no longer retried: nobody to tell.
+    await db.getRepository(OperationEntity).save(failedExport(at - 60_000, { destinationId, auto: true, retry: 0 }));
+    assert.equal(await destinations.retryFailedAutoExports(at), 0);
   });
 });
