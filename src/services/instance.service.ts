@@ -6,7 +6,7 @@ import { startEpoch } from '../changelog/store-epochs';
 import { beforeDatabaseTime, databaseTime } from '../entities/database-clock';
 import { scheduleOf, TIERS, type Tier } from '../config/tiers';
 import { type Availability, InstanceEntity, type InstanceStatus } from '../entities/instance.entity';
-import { OperationEntity } from '../entities/operation.entity';
+import { OperationEntity, RESTORE_KINDS } from '../entities/operation.entity';
 import { type PrebuiltSelect, prebuiltSelect } from '../entities/prebuilt-select';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { badInput, conflict, instanceUnavailable, notFound } from '../errors/app-error';
@@ -321,6 +321,26 @@ export class InstanceService {
       .groupBy('i.availability')
       .getRawMany<{ availability: Availability; count: string | number }>();
     return Object.fromEntries(rows.map((row) => [row.availability, Number(row.count)]));
+  }
+
+  /**
+   * A store generation for a restore attempt's new store that no attempt of any operation on the instance has taken:
+   * above its current one and above every shadowGeneration its restores recorded (an attempt records its own with its
+   * params, fenced by its lease, before it writes a file, so one that outlived its lease takes none). Numbered
+   * storeGeneration + attempt, the attempts of two restores took the same one: an attempt that outlived its lease, its
+   * store removed under it and its restore ended by another replica, removed the file of the next restore's when it
+   * stopped at last, by then perhaps the instance's data.
+   */
+  async nextStoreGeneration(instance: Pick<InstanceEntity, 'id' | 'storeGeneration'>): Promise<number> {
+    const restores = await this.db
+      .getRepository(OperationEntity)
+      .find({ select: { id: true, params: true }, where: { instanceId: instance.id, kind: In([...RESTORE_KINDS]) } });
+    let highest = instance.storeGeneration;
+    for (const { params } of restores) {
+      const taken = (params as { shadowGeneration?: unknown } | null)?.shadowGeneration;
+      if (typeof taken === 'number') highest = Math.max(highest, taken);
+    }
+    return highest + 1;
   }
 
   /**

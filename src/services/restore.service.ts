@@ -360,9 +360,10 @@ export class RestoreOperationHandler implements OperationHandler {
     };
     const overwriting = !this.creating;
     // A generation of this attempt's own: an earlier attempt that outlived its lease (its process stalled past it while
-    // another replica put the operation back and ran this one) removes its shadow when it stops at last. With the
-    // same number, that was this attempt's store, by then swapped in: the instance was left without its data.
-    const shadowGeneration = instance.storeGeneration + operation.attempt;
+    // another replica put the operation back and ran this one, or ended it and ran the next restore) removes its shadow
+    // when it stops at last. With the same number, that was this attempt's store, by then perhaps swapped in: the
+    // instance was left without its data. Taken once this attempt records it (saveParams, below).
+    const shadowGeneration = await this.instances.nextStoreGeneration(instance);
     params.shadowGeneration = shadowGeneration;
     context.progress({ phase: 'preparing', bytesDone: 0 });
     // Before anything is changed: a moment out of reach fails the restore with the instance as it was (checked after

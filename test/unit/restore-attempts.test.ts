@@ -7,11 +7,13 @@ import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DataSource } from 'typeorm';
+import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
 
 import type { AppConfig } from '../../src/config/app-config';
 import { DEFAULT_TIER_POLICIES } from '../../src/config/tiers';
 import { InstanceEntity } from '../../src/entities/instance.entity';
-import type { OperationEntity } from '../../src/entities/operation.entity';
+import { OperationEntity } from '../../src/entities/operation.entity';
+import { insertOperation } from '../../src/jobs/operation-queue';
 import type { SnapshotEntity } from '../../src/entities/snapshot.entity';
 import { createInMemoryEventBus } from '../../src/events/event-bus';
 import type { DeltaBatch } from '../../src/graph/records';
@@ -45,15 +47,24 @@ describe('restore attempts', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /** An attempt's context: its params recorded in the operation's row, as the runner does, while it holds its lease. */
   const contextFor = (operation: OperationEntity, signal: AbortSignal): JobContext => ({
     signal,
     progress: () => undefined,
     saveParams: async (params) => {
       signal.throwIfAborted();
       operation.params = params;
+      await db.getRepository(OperationEntity).update({ id: operation.id }, { params } as QueryDeepPartialEntity<OperationEntity>);
     },
     enterPointOfNoReturn: async () => signal.throwIfAborted(),
   });
+
+  /** The operation's row, RUNNING, and its attempt `attempt` (one object per attempt, as each runner reads its own). */
+  async function runningOperation(fields: Pick<OperationEntity, 'tenantId' | 'instanceId' | 'kind' | 'snapshotId'>): Promise<(attempt: number) => OperationEntity> {
+    const row = await insertOperation(db.manager, fields);
+    await db.getRepository(OperationEntity).update({ id: row.id }, { status: 'RUNNING' });
+    return (attempt) => Object.assign(new OperationEntity(), { ...row, status: 'RUNNING', params: {}, attempt });
+  }
 
   it("a stale attempt that stops after the next one swapped its store in leaves that store alone", async () => {
     const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
@@ -88,8 +99,7 @@ describe('restore attempts', function () {
       { offeredThrough: async () => -1 } as unknown as ChangeLogService,
       new Metrics(),
     );
-    const operation = (attempt: number) =>
-      ({ id: randomUUID(), tenantId, instanceId, kind: 'CREATE_FROM_SNAPSHOT', snapshotId: snapshot.id, params: {}, attempt }) as unknown as OperationEntity;
+    const operation = await runningOperation({ tenantId, instanceId, kind: 'CREATE_FROM_SNAPSHOT', snapshotId: snapshot.id });
 
     const first = operation(1);
     const stale = new AbortController();
@@ -121,6 +131,78 @@ describe('restore attempts', function () {
     assert.equal(stats.nodeCount, 0);
   });
 
+  it("a stale attempt of a restore that was ended leaves the next restore's store alone", async () => {
+    const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
+    const instances = new InstanceService(db, config, stores, createInMemoryEventBus());
+    const tenantId = randomUUID();
+    const instanceId = randomUUID();
+    await insertInstanceRow(db, { id: instanceId, tenantId, name: 'restored twice', storeGeneration: 3 });
+    await stores.create(instanceId, 3);
+    const empty = { nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 };
+    const snapshot = { id: randomUUID(), tenantId, instanceId, status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID(), contents: empty } as unknown as SnapshotEntity;
+    // The snapshot's data written back: the first restore's stops half-way until the test lets it go on.
+    let resumeFirst!: () => void;
+    const firstMayGoOn = new Promise<void>((resolve) => (resumeFirst = resolve));
+    let materialising = 0;
+    const backups = {
+      materialise: async (_pointId: string, target: { instanceId: string; generation: number }, context: JobContext) => {
+        const first = ++materialising === 1;
+        const deltas = (async function* (): AsyncGenerator<DeltaBatch> {
+          if (first) await firstMayGoOn;
+        })();
+        const stats = await stores.materialise(target.instanceId, target.generation, null, deltas, null, { signal: context.signal });
+        return { stats, bytesRead: 0 };
+      },
+    } as unknown as BackupService;
+    // Safety snapshots taken at once, and nothing to remove of them.
+    const snapshots = {
+      byId: async (id: string) => (id === snapshot.id ? snapshot : null),
+      newSnapshot: () => ({ id: randomUUID() }),
+      insert: async () => undefined,
+      capture: async () => undefined,
+      keepSafetySnapshot: async () => undefined,
+    } as unknown as SnapshotService;
+    const handler = new RestoreOperationHandler(
+      'RESTORE',
+      instances,
+      snapshots,
+      stores,
+      {} as EncryptedBlobStore,
+      backups,
+      { offeredThrough: async () => -1 } as unknown as ChangeLogService,
+      new Metrics(),
+    );
+
+    const first = (await runningOperation({ tenantId, instanceId, kind: 'RESTORE', snapshotId: snapshot.id }))(1);
+    const stale = new AbortController();
+    const firstRun = handler.run(first, contextFor(first, stale.signal)).then(
+      () => assert.fail('the stale attempt succeeded'),
+      () => undefined,
+    );
+    await eventually(() => materialising === 1, { intervalMs: 10, what: 'the first restore to write its store' });
+
+    // Its process stalls past the lease: another replica takes the operation over and ends it (its user cancelled it),
+    // and the next restore of the instance runs to its end.
+    await handler.compensate(first, { code: 'CANCELLED', message: 'the operation was cancelled', retry: false });
+    await db.getRepository(OperationEntity).update({ id: first.id }, { status: 'CANCELLED' });
+    const next = (await runningOperation({ tenantId, instanceId, kind: 'RESTORE', snapshotId: snapshot.id }))(1);
+    const result = await handler.run(next, contextFor(next, new AbortController().signal));
+    await db.transaction((manager) => result.commit!(manager));
+    result.announce!();
+    await result.afterCommit!();
+    const swapped = await db.getRepository(InstanceEntity).findOneByOrFail({ id: instanceId });
+    assert.equal(swapped.status, 'RUNNING');
+
+    // The stalled process resumes: its lease is gone, its run stops and removes its own store.
+    stale.abort(new Error('the operation lease was lost'));
+    resumeFirst();
+    await firstRun;
+
+    const stats = await stores.use(instanceId, swapped.storeGeneration, (store) => store.stats()).catch((error: Error) => error);
+    assert.ok(!(stats instanceof Error), `the instance's store is gone: ${stats instanceof Error ? stats.message : ''}`);
+    assert.equal(stats.nodeCount, 0);
+  });
+
   it('a stale attempt that resumes only after the next one ended leaves the instance as that one left it', async () => {
     const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
     const instances = new InstanceService(db, config, stores, createInMemoryEventBus());
@@ -142,7 +224,7 @@ describe('restore attempts', function () {
     );
     // The first attempt's process stalled (cut off from the database) right as the attempt began, past its lease; it
     // resumes now, its lease long gone: every write the runner fences for it is refused.
-    const stale = { id: randomUUID(), tenantId, instanceId, kind: 'RESTORE', snapshotId: snapshot.id, params: {}, attempt: 1 } as unknown as OperationEntity;
+    const stale = (await runningOperation({ tenantId, instanceId, kind: 'RESTORE', snapshotId: snapshot.id }))(1);
     const lost = new AbortController();
     lost.abort(new Error('the operation lease was lost'));
     await handler.run(stale, contextFor(stale, lost.signal)).then(
