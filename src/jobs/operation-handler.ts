@@ -17,6 +17,13 @@ export interface JobContext {
   /** Records the operation's params (what compensation needs to know) under the lease; throws when it was lost. */
   saveParams(params: Record<string, unknown>): Promise<void>;
   /**
+   * Runs `work` in a transaction that first writes the operation's row as this attempt holds it: what `work` writes is
+   * written only while the attempt holds its lease, and a runner taking the operation over waits for it, then undoes
+   * it. Throws (and aborts the signal) when the lease was lost. For what compensation must find to undo (an
+   * instance's state): written outside, by an attempt that outlived its lease, it could land after the undo.
+   */
+  underLease<T>(work: (manager: EntityManager) => Promise<T>): Promise<T>;
+  /**
    * Enters the phase POINT_OF_NO_RETURN under the lease, unless a cancellation was asked first; from then on
    * cancelOperation answers CONFLICT. Throws (and aborts the signal) when cancelled or when the lease was lost.
    */

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { IsNull, Not, type DataSource, type Repository } from 'typeorm';
+import { IsNull, Not, type DataSource, type EntityManager, type Repository } from 'typeorm';
 import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
 import { beforeDatabaseTime, databaseTime } from '../entities/database-clock';
 import { OperationEntity, type OperationKind, type OperationStatus } from '../entities/operation.entity';
@@ -356,9 +356,20 @@ export class OperationRunner {
       signal: job.abort.signal,
       progress: (update) => this.progress(job, update),
       saveParams: async (params) => {
+        // Stopped here already (its lease timer, a cancel): nothing more is recorded, though the row may still take it.
+        job.abort.signal.throwIfAborted();
         const { affected } = await this.operations.update({ ...this.held(operation), status: 'RUNNING' }, { params } as QueryDeepPartialEntity<OperationEntity>);
         await stopUnlessUpdated(affected);
         operation.params = params;
+      },
+      underLease: async <T>(work: (manager: EntityManager) => Promise<T>) => {
+        job.abort.signal.throwIfAborted();
+        const outcome = await this.db.transaction(async (manager) => {
+          const { affected } = await manager.update(OperationEntity, { ...this.held(operation), status: 'RUNNING' }, { attempt: operation.attempt });
+          return affected ? { done: await work(manager) } : null;
+        });
+        if (!outcome) await stopUnlessUpdated(0);
+        return outcome!.done;
       },
       enterPointOfNoReturn: async () => {
         job.abort.signal.throwIfAborted();

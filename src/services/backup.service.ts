@@ -1566,6 +1566,8 @@ function quietContext(signal = new AbortController().signal): JobContext {
     progress: () => undefined,
     saveParams: async () => undefined,
     enterPointOfNoReturn: async () => undefined,
+    // What such work writes is its own: it holds no lease, and changes nothing another would undo.
+    underLease: () => Promise.reject(new Error('work nobody watches holds no operation lease')),
   };
 }
 

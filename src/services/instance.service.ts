@@ -52,7 +52,7 @@ const INSTANCE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
  */
 const UNSTORABLE_TEXT = /[\u0000\p{Cs}]/u;
 
-type StateChange = { status?: InstanceStatus; availability?: Availability; storeGeneration?: number; reason: string };
+export type StateChange = { status?: InstanceStatus; availability?: Availability; storeGeneration?: number; reason: string };
 
 /** Called before an instance's row goes, so that owners of its other data (snapshots, blobs) clean up. */
 export type InstanceRemovalHook = (instance: InstanceEntity) => Promise<void>;

@@ -24,7 +24,7 @@ import type { EncryptedBlobStore } from '../storage/encrypted-blob-store';
 import { BlobNotFoundError } from '../storage/errors';
 import { ChunkStoreError } from '../chunks';
 import { assertNoOperationInProgress, insertOperation } from '../jobs/operation-queue';
-import { assertAcceptsOperations, type InstanceInput, type InstanceService } from './instance.service';
+import { assertAcceptsOperations, type InstanceInput, type InstanceService, type StateChange } from './instance.service';
 import { holdOperationInputs } from './operation-inputs';
 import { type Principal, requireRole } from './principal';
 import type { BackupService } from './backup.service';
@@ -382,7 +382,7 @@ export class RestoreOperationHandler implements OperationHandler {
     if (overwriting) {
       // READ_ONLY first, then the store itself is frozen: writes admitted before READ_ONLY commit, later ones are
       // refused, so the safety snapshot read from it holds every acknowledged write and none is lost in the swap.
-      await this.instances.setState(instance, { status: 'RESTORING', availability: 'READ_ONLY', reason: 'a restore is being prepared' });
+      await this.setStateUnderLease(context, instance, { status: 'RESTORING', availability: 'READ_ONLY', reason: 'a restore is being prepared' });
       const lost = await this.instances
         .withStore(instance, (store) => store.freezeWrites(operation.id))
         .then(() => false, (error: unknown) => {
@@ -425,7 +425,7 @@ export class RestoreOperationHandler implements OperationHandler {
     // one metadata update pointing the instance at the new store, committed by the runner together with SUCCEEDED:
     // the instance is UNAVAILABLE only for that moment, and a crash before the commit leaves the old data in place.
     await context.enterPointOfNoReturn();
-    if (overwriting) await this.instances.setState(instance, { availability: 'UNAVAILABLE', reason: 'swapping in the restored data' });
+    if (overwriting) await this.setStateUnderLease(context, instance, { availability: 'UNAVAILABLE', reason: 'swapping in the restored data' });
     // What this process saw offered from the old store (all there is of a lost one; see historyStart).
     const offeredHere = overwriting ? await this.log.offeredThrough(instance.id) : -1;
     let announceSwap = () => undefined as void;
@@ -463,6 +463,16 @@ export class RestoreOperationHandler implements OperationHandler {
    * store that is lost. Read in the swap's commit: another replica shipping the old store meanwhile could offer a
    * later moment from it.
    */
+  /**
+   * The instance's state changed under the attempt's lease (JobContext.underLease): written outside it, by an attempt
+   * that outlived its lease (its process stalled, its link to the database slow), the change landed after another
+   * replica had undone the restore and ended it, and the instance stayed RESTORING and READ_ONLY for good.
+   */
+  private async setStateUnderLease(context: JobContext, instance: InstanceEntity, change: StateChange): Promise<void> {
+    const announce = await context.underLease((manager) => this.instances.setStateIn(manager, instance, change));
+    announce();
+  }
+
   private async historyStart(
     instance: InstanceEntity,
     generation: number,

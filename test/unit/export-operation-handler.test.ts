@@ -163,7 +163,7 @@ describe('EXPORT with keys that may only write', () => {
       progress: () => undefined,
       signal: new AbortController().signal,
       saveParams: async () => undefined,
-      enterPointOfNoReturn: async () => undefined,
+      enterPointOfNoReturn: async () => undefined, underLease: () => assert.fail('not run under a lease'),
     };
 
     await handler.run(operation, context);
@@ -188,7 +188,7 @@ describe('EXPORT with keys that may only write', () => {
         openArchive,
         auto: true,
       });
-      const context = { progress: () => undefined, signal: new AbortController().signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined };
+      const context = { progress: () => undefined, signal: new AbortController().signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined, underLease: () => assert.fail('not run under a lease') };
       put.length = 0;
       // Not DESTINATION_UNAVAILABLE ("copying to s3://… failed"), which the tenant reads in lastError as its bucket's fault.
       await assert.rejects(handler.run(operation, context), (error: Error) => {
@@ -320,7 +320,7 @@ describeS3('EXPORT whose archive fails to read in the middle of a multipart uplo
         ),
       auto: true,
     });
-    const context = { progress: () => undefined, signal: new AbortController().signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined };
+    const context = { progress: () => undefined, signal: new AbortController().signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined, underLease: () => assert.fail('not run under a lease') };
 
     await assert.rejects(handler.run(operation, context), (error: Error) => {
       assert.equal(error, diskFailure, `the archive that could not be read failed the export as ${error.message}`);
@@ -415,7 +415,7 @@ describe("an EXPORT stopped while the destination's endpoint trickles its answer
         openArchive: async () => Readable.from([bytes]),
       });
       const abort = new AbortController();
-      const context = { progress: () => undefined, signal: abort.signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined };
+      const context = { progress: () => undefined, signal: abort.signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined, underLease: () => assert.fail('not run under a lease') };
       const cancelled = new Error('cancelled on request');
 
       const run = handler.run(operation, context);

@@ -410,6 +410,40 @@ describe('operation recovery', function () {
     assert.equal(row.attempt, 2);
   });
 
+  it("writes what a run does under its lease only while the run holds it: never after another runner took it over", async () => {
+    const id = await insertOperation(db);
+    const written: string[] = [];
+    let takenOver!: () => void;
+    const afterTakeover = new Promise<void>((resolve) => (takenOver = resolve));
+    let outcome: unknown;
+    const handler: OperationHandler = {
+      kind: 'SNAPSHOT',
+      run: async (operation, context) => {
+        await context.underLease(async (manager) => {
+          await manager.update(OperationEntity, { id: operation.id }, { phase: 'under the lease' });
+          written.push('before');
+        });
+        // A step that does not look at the signal (an event loop stalled, a slow link to the database): the run goes
+        // on past the moment another runner took the operation over.
+        await afterTakeover;
+        outcome = await context.underLease(async () => void written.push('after')).catch((error: Error) => error);
+        throw outcome;
+      },
+      compensate: async () => undefined,
+    };
+    runner = new OperationRunner(db, createInMemoryEventBus(), createLogger('silent'), { leaseMs: 60_000, soleProcess: false, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+    runner.register(handler);
+    await runner.start();
+    await eventually(() => written.length === 1, { intervalMs: 10, what: 'the first write under the lease' });
+    assert.equal((await db.getRepository(OperationEntity).findOneByOrFail({ id })).phase, 'under the lease');
+    // Another replica took the operation over (this process stalled past the lease) and runs it as attempt 2.
+    await db.getRepository(OperationEntity).update({ id }, { leaseOwner: 'another-replica', attempt: 2 });
+    takenOver();
+    await eventually(() => outcome !== undefined, { intervalMs: 10, what: 'the second write under the lease' });
+    assert.deepEqual(written, ['before'], 'written under a lease another runner holds');
+    assert.match(String(outcome), /the operation lease was lost/);
+  });
+
   // A restore's commit starts the restored data's history at the moment it runs: a finishedAt taken before it named a
   // moment of the old history, and a restore to a point between finishedAt and the first write after it brought the
   // replaced data back (point-in-time.test.ts, "between the restore and the first write after it", under load).

@@ -156,7 +156,7 @@ describe('a point-in-time restore whose base a collection removes while it is re
     const pieces = Array.from({ length: 2_500 }, () => randomBytes(64));
     await base(5, Date.now() - 120_000, pieces);
     await base(8, Date.now() - 60_000, [randomBytes(64)]);
-    const context = { signal: new AbortController().signal, progress: () => undefined, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined };
+    const context = { signal: new AbortController().signal, progress: () => undefined, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined, underLease: () => assert.fail('not run under a lease') };
     const restore = backups.materialiseAt(instance, Date.now() - 90_000, { instanceId: randomUUID(), generation: 1, limits: { maxNodes: null, maxRelationships: null, maxBytes: Number.MAX_SAFE_INTEGER } }, context);
     return { pieces, restore };
   }

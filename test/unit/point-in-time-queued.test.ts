@@ -85,6 +85,7 @@ describe('a point-in-time restore that waited before it ran', function () {
       operation.params = params;
     },
     enterPointOfNoReturn: async () => undefined,
+    underLease: (work) => db.transaction(work),
   });
 
   it('restores a moment that was in the window when it was asked for, though the window has slid past it since', async () => {

@@ -78,7 +78,7 @@ describe('the base a verification starts after finding damage', function () {
     const underWay = backups.takeBase(instance as unknown as InstanceEntity);
     await eventually(() => attempts.length === 1, { intervalMs: 10, what: 'the base under way' });
     // A snapshot begins meanwhile: it waits for the base under way (it may be its base), then decides on one.
-    const context = { progress: () => undefined, signal: new AbortController().signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined };
+    const context = { progress: () => undefined, signal: new AbortController().signal, saveParams: async () => undefined, enterPointOfNoReturn: async () => undefined, underLease: () => assert.fail('not run under a lease') };
     const snapshot = backups.capture(instance as unknown as InstanceEntity, context);
     await (backups as unknown as { rebaseAfterDamage(manifest: Manifest): Promise<void> }).rebaseAfterDamage(damagedBase);
     attempts[0].fail();

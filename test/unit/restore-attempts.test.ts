@@ -57,6 +57,10 @@ describe('restore attempts', function () {
       await db.getRepository(OperationEntity).update({ id: operation.id }, { params } as QueryDeepPartialEntity<OperationEntity>);
     },
     enterPointOfNoReturn: async () => signal.throwIfAborted(),
+    underLease: async (work) => {
+      signal.throwIfAborted();
+      return db.transaction(work);
+    },
   });
 
   /** The operation's row, RUNNING, and its attempt `attempt` (one object per attempt, as each runner reads its own). */

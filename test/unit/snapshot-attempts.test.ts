@@ -60,6 +60,7 @@ describe('snapshot attempts', function () {
       progress: () => undefined,
       saveParams: async () => lost.signal.throwIfAborted(),
       enterPointOfNoReturn: async () => lost.signal.throwIfAborted(),
+      underLease: async () => lost.signal.throwIfAborted() as never,
     };
     await handler.run(stale, context).then(
       () => assert.fail('the stale attempt succeeded'),
