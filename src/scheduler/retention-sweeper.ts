@@ -350,9 +350,10 @@ export class RetentionSweeper {
   /**
    * A snapshot its instance spares (sparedOf), past its retention: its expiresAt goes to null (kept until replaced), so
    * that the sweeps do not read it again, unless it has been replaced since it was read (that completion, or
-   * verification's finding, gave back the expiresAt of what it replaced, and this one goes at the next sweep). The instance's snapshots still being
-   * taken are locked first: a completion commits before the look (which then sees it), or after this transaction
-   * (its hook, onReplacement, then gives back the expiresAt set here). Unlocked, on PostgreSQL a completion that
+   * verification's finding, gave back the expiresAt of what it replaced, and this one goes at the next sweep). The
+   * instance's snapshots still being taken, and its completed ones newer than this one (verification may find one
+   * whole again), are locked first: a completion or a verification commits before the look (which then sees it), or
+   * after this transaction (its hook, onReplacement, then gives back the expiresAt set here). Unlocked, on PostgreSQL a completion that
    * committed during the statement was not seen by it, and had looked before the null was set: the replaced snapshot
    * showed "kept until replaced" for as long as its replacement's retention. A failure is logged; the next sweep tries
    * again.
@@ -365,7 +366,10 @@ export class RetentionSweeper {
           .createQueryBuilder()
           .update(SnapshotEntity)
           .set({ status: () => 'status' })
-          .where(`"instanceId" = :instanceId AND status IN ('PENDING', 'IN_PROGRESS')`, { instanceId })
+          .where(
+            `"instanceId" = :instanceId AND (status IN ('PENDING', 'IN_PROGRESS') OR (status = 'COMPLETED' AND ("createdAt" > :createdAt OR ("createdAt" = :createdAt AND id > :id))))`,
+            { instanceId, createdAt: spared.createdAt, id: snapshotId },
+          )
           .execute();
         const { affected } = await manager
           .createQueryBuilder()

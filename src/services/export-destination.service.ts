@@ -192,7 +192,8 @@ export class ExportDestinationService {
    * each to a destination held as it goes in (one deleted meanwhile gets none, and the snapshot completes).
    */
   async enqueueAutoExports(snapshot: SnapshotEntity, manager: EntityManager): Promise<void> {
-    const destinations = await manager.find(ExportDestinationEntity, { where: { tenantId: snapshot.tenantId } });
+    // In id order, as rows of one table are held everywhere: two completions never wait for each other in a cycle.
+    const destinations = await manager.find(ExportDestinationEntity, { where: { tenantId: snapshot.tenantId }, order: { id: 'ASC' } });
     for (const destination of destinations) {
       if (!destination.autoExportInstanceIds.includes(snapshot.instanceId)) continue;
       if ((await held(holdOperationInputs(manager, { destinationId: destination.id }))) !== true) continue;
@@ -254,17 +255,21 @@ export class ExportDestinationService {
         continue;
       }
       try {
-        // Held as the retry goes in, as for any export: what was read above may be being deleted. A destination gone
-        // has nobody to tell; a snapshot (or its instance) going, its tenant is told.
+        // Held as the retry goes in, as for any export (in the one order every writer takes them: instance, snapshot,
+        // destination): what was read above may be being deleted. A destination gone has nobody to tell; a snapshot
+        // gone (or no longer COMPLETED), its tenant is told; an instance being deleted may yet be given back (a
+        // deletion refused for an operation on it): the next sweep looks again.
+        const inputs = { sourceInstanceId: snapshot.instanceId, snapshotId: snapshot.id, destinationId: destination.id };
         const outcome = await this.db.transaction(async (manager) => {
-          if (!(await held(holdOperationInputs(manager, { destinationId: destination.id })))) return { queued: false };
-          const source = await held(holdOperationInputs(manager, { sourceInstanceId: snapshot.instanceId, snapshotId: snapshot.id }));
-          if (source !== true) return { queued: false, giveUp: source === false ? 'expired (or was deleted)' : `could no longer be read (${source})` };
-          await this.enqueue(manager, snapshot, { ...params, write: undefined, retry: params.retry + 1 }, retryIdOf(operation.id));
-          return { queued: true };
+          const hold = await held(holdOperationInputs(manager, inputs));
+          if (hold === true) await this.enqueue(manager, snapshot, { ...params, write: undefined, retry: params.retry + 1 }, retryIdOf(operation.id));
+          return hold;
         });
-        if (outcome.giveUp) await this.giveUp(operation, destination.id, outcome.giveUp);
-        if (outcome.queued) count += 1;
+        if (outcome === true) count += 1;
+        else if (outcome.code === 'SNAPSHOT_NOT_READY') await this.giveUp(operation, destination.id, `could no longer be read (${outcome.message})`);
+        else if (outcome.code === 'NOT_FOUND' && (await this.destinations.existsBy({ id: destination.id }))) {
+          await this.giveUp(operation, destination.id, 'expired (or was deleted)');
+        }
       } catch (error) {
         // Another replica queued this retry first.
         if (!(isAppError(error) && error.code === 'CONFLICT')) throw error;
@@ -364,15 +369,20 @@ export class ExportDestinationService {
     const key = `snapgraph-probe-${randomUUID()}`;
     try {
       const probe = Readable.from([Buffer.from('Snapgraph checks that it may write here; this object is deleted at once.\n')]);
-      await bucket.write(key, probe, { signal: AbortSignal.timeout(PROBE_MS) }).catch((error: unknown) => {
-        throw badInput(`the destination ${destination.url} did not accept a probe object: ${scrub(describeS3Error(error))}`);
-      });
-      await bucket.delete(key).catch((error: unknown) => {
+      const deleted = () => withDeadline(bucket.delete(key), PROBE_MS).then(() => null, (error: unknown) => scrub(describeS3Error(error)));
+      const written = await bucket.write(key, probe, { signal: AbortSignal.timeout(PROBE_MS) }).then(() => null, (error: unknown) => error);
+      if (written) {
+        // Stopped after the service stored it, perhaps (a deadline): it is deleted all the same, or named.
+        const left = (await deleted()) === null ? '' : `; if it was stored, the object ${key} is left under its prefix`;
+        throw badInput(`the destination ${destination.url} did not accept a probe object: ${scrub(describeS3Error(written))}${left}`);
+      }
+      const notDeleted = await deleted();
+      if (notDeleted !== null) {
         throw badInput(
           `the destination ${destination.url} accepted a probe object but did not let it be deleted (the keys need s3:DeleteObject): ` +
-            `${scrub(describeS3Error(error))}; the object ${key} is left under its prefix`,
+            `${notDeleted}; the object ${key} is left under its prefix`,
         );
-      });
+      }
     } finally {
       await bucket.destroy();
     }
@@ -574,17 +584,26 @@ class ArchiveReadFailed extends Error {
 }
 
 /**
- * Whether holdOperationInputs held what it was given: true, false when a row is gone (NOT_FOUND), or the refusal's
- * message when it is being deleted or is no longer COMPLETED.
+ * Whether holdOperationInputs held what it was given: true, or its refusal (NOT_FOUND: a row is gone; CONFLICT: an
+ * instance is being deleted; SNAPSHOT_NOT_READY).
  */
-function held(holding: Promise<void>): Promise<true | false | string> {
+function held(holding: Promise<void>): Promise<true | AppError> {
   return holding.then(
     () => true as const,
     (error: unknown) => {
       if (!isAppError(error) || !['NOT_FOUND', 'CONFLICT', 'SNAPSHOT_NOT_READY'].includes(error.code)) throw error;
-      return error.code === 'NOT_FOUND' ? false : error.message;
+      return error;
     },
   );
+}
+
+/** `work`, or a TimeoutError once `ms` have passed (the work is left to end on its own). */
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(Object.assign(new Error(`no answer within ${ms / 1000} s`), { name: 'TimeoutError' })), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
 /** The id of the retry of a failed export: the same for every replica that queues it. */

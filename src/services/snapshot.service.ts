@@ -341,7 +341,10 @@ export class SnapshotService {
             .set({ status: 'COMPLETED' })
             .where(
               `status = 'COMPLETED' AND id = (SELECT n.id FROM snapshots n INNER JOIN snapshots o ON o.id = :id WHERE ${replaces('n', 'o')} ` +
-                'ORDER BY n."createdAt" DESC, n.id DESC LIMIT 1)',
+                'ORDER BY n."createdAt" DESC, n.id DESC LIMIT 1) ' +
+                // Looked at again on the witness as locked (PostgreSQL re-evaluates this row's own conditions, not the
+                // subqueries): found damaged meanwhile, it no longer replaces a sound snapshot.
+                `AND (error IS NULL OR EXISTS (SELECT 1 FROM snapshots o WHERE o.id = :id AND (o.error IS NOT NULL OR o.status <> 'COMPLETED')))`,
               { id: snapshot.id },
             )
             .execute();
@@ -468,7 +471,9 @@ export class SnapshotService {
   }
 
   private async runCompletionHooks(snapshot: SnapshotEntity, manager: EntityManager): Promise<void> {
-    for (const hook of [...this.completionHooks, ...this.replacementHooks]) await hook(snapshot, manager);
+    // Rows in one order, as every other writer takes them: the instance's snapshots (the replacement hooks write the
+    // older ones), then export destinations (the completion hooks queue exports to them).
+    for (const hook of [...this.replacementHooks, ...this.completionHooks]) await hook(snapshot, manager);
   }
 
   private async update(snapshot: SnapshotEntity, patch: Partial<SnapshotEntity>): Promise<SnapshotEntity> {
