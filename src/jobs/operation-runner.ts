@@ -60,6 +60,7 @@ interface Running {
   publishTimer: NodeJS.Timeout | null;
   /** Stops the job when its lease is about to run out unrenewed (see holdLease). */
   leaseTimer: NodeJS.Timeout | null;
+  /** performance.now() of the last event and of the last progress write (throttles that a clock step must not stop). */
   lastPublished: number;
   lastPersisted: number;
   done: Promise<void>;
@@ -235,7 +236,7 @@ export class OperationRunner {
         await this.cancelQueued(operation.id, operation.cancelRequestedAt);
         continue;
       }
-      const claimedAt = Date.now();
+      const claimedAt = performance.now();
       if (!(await this.claim(operation))) continue;
       if (this.stopped) {
         // Stopped while claiming: hand it back untouched for the next process rather than start it during shutdown.
@@ -281,12 +282,14 @@ export class OperationRunner {
   }
 
   private jobFor(operation: OperationEntity): Running {
-    return { operation, revision: 0, abort: new AbortController(), publishTimer: null, leaseTimer: null, lastPublished: 0, lastPersisted: Date.now(), done: Promise.resolve() };
+    return { operation, revision: 0, abort: new AbortController(), publishTimer: null, leaseTimer: null, lastPublished: 0, lastPersisted: performance.now(), done: Promise.resolve() };
   }
 
   /**
-   * Stops the job unless its lease, renewed by a write this process sent at `renewedAt` (by its own clock: the lease runs
-   * a lease from when the database took the write, later still), is renewed before half a heartbeat is left of it.
+   * Stops the job unless its lease, renewed by a write this process sent at `renewedAt` (performance.now(), which a step
+   * of the wall clock does not move: with Date.now(), a step back during a renewal pushed this stop out by the step; the
+   * lease runs a lease from when the database took the write, later still), is renewed before half a heartbeat is left
+   * of it.
    * With the metadata database out of reach (renewals failing, or hanging), another runner takes the operation over
    * once the lease has expired and runs its next attempt: this run must have stopped by then, not go on writing what
    * that attempt writes (the same shadow store) or clean up after itself what is by then the other's.
@@ -298,7 +301,7 @@ export class OperationRunner {
     if (this.options.soleProcess) return;
     job.leaseTimer = setTimeout(() => {
       if (!job.abort.signal.aborted) job.abort.abort(new Interruption('lease-lost', 'the operation lease could not be renewed in time'));
-    }, Math.max(0, renewedAt + this.options.leaseMs - Date.now() - this.heartbeatMs / 2));
+    }, Math.max(0, renewedAt + this.options.leaseMs - performance.now() - this.heartbeatMs / 2));
     job.leaseTimer.unref();
   }
 
@@ -373,7 +376,7 @@ export class OperationRunner {
       },
       enterPointOfNoReturn: async () => {
         job.abort.signal.throwIfAborted();
-        const renewedAt = Date.now();
+        const renewedAt = performance.now();
         const { affected } = await this.operations.update(
           { ...this.held(operation), status: 'RUNNING', cancelRequestedAt: IsNull() },
           { phase: POINT_OF_NO_RETURN, leaseExpiresAt: this.leaseFromNow() },
@@ -506,7 +509,7 @@ export class OperationRunner {
     if (update.bytesTotal !== undefined) op.bytesTotal = update.bytesTotal;
     if (update.bytesDone !== undefined) op.bytesDone = Math.max(op.bytesDone, update.bytesDone);
     if (phaseChanged) this.logger.info({ operationId: op.id, phase: op.phase }, 'operation phase');
-    const now = Date.now();
+    const now = performance.now();
     if (now - job.lastPersisted >= PERSIST_INTERVAL_MS) {
       job.lastPersisted = now;
       // Never over the point of no return: sent before enterPointOfNoReturn's write, this one can land after it (two
@@ -526,7 +529,7 @@ export class OperationRunner {
   }
 
   private publishNow(job: Running): void {
-    job.lastPublished = Date.now();
+    job.lastPublished = performance.now();
     this.publish(job.operation, job.revision);
   }
 
@@ -594,7 +597,7 @@ export class OperationRunner {
     for (const job of this.running.values()) {
       // While a stopped job compensates, its lease is still renewed, or another runner would compensate it too.
       const stopping = job.abort.signal.aborted;
-      const renewedAt = Date.now();
+      const renewedAt = performance.now();
       // Each job on its own: one renewal failing must not leave the others' leases to run out.
       try {
         const { affected } = await this.operations.update(
