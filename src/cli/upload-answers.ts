@@ -38,14 +38,18 @@ export function responseOf(error: UploadError): tus.HttpResponse | null {
 
 /**
  * An answer from Snapgraph itself saying why (a contract error code) in which the server refused the file or the
- * request (a 4xx): saying it again changes nothing, and the upload is gone. Not a 409 or 423 (transient, below),
- * although their bodies carry a code too (CONFLICT, INSTANCE_UNAVAILABLE). A 5xx is the server's own trouble (a full
- * disk, a bucket or database error): it keeps what it received, complete or not, and the upload is retried, or resumed
- * by running the command again.
+ * request (a 4xx): saying it again changes nothing, and the upload is gone. Not a 409 or 423 to a request on an upload
+ * (transient, below), although their bodies carry a code too (CONFLICT, INSTANCE_UNAVAILABLE); to the creating POST
+ * they are a refusal like any other (the instance is busy or not running: nothing was created, and retrying the
+ * creation for seconds, then saying that the server keeps what it received, was wrong on both counts). A 5xx is the
+ * server's own trouble (a full disk, a bucket or database error): it keeps what it received, complete or not, and the
+ * upload is retried, or resumed by running the command again.
  */
 export function isRefusal(error: UploadError): boolean {
   const response = responseOf(error);
-  if (!response || isConflictOrLocked(response.getStatus())) return false;
+  if (!response) return false;
+  const creation = error.originalRequest?.getMethod() === 'POST';
+  if (!creation && isConflictOrLocked(response.getStatus())) return false;
   return response.getStatus() < 500 && Boolean(describeErrorBody(response.getBody()));
 }
 
@@ -66,8 +70,8 @@ export function isTransient(error: UploadError): boolean {
   const response = responseOf(error);
   if (!response) return true;
   const status = response.getStatus();
-  if (status === 423 || nothingStored(error)) return false;
-  return status === 409 || (!isRefusal(error) && status >= 500);
+  if (status === 423 || nothingStored(error) || isRefusal(error)) return false;
+  return status === 409 || status >= 500;
 }
 
 /** The upload is complete and kept on the server, and waits for the instance's running operation (see isTransient). */

@@ -1,7 +1,7 @@
 // Restores: a snapshot over an instance, a snapshot into a new instance, or an uploaded archive over an instance.
 // One pipeline serves all three: READ_ONLY → PRE_RESTORE snapshot → shadow store → verify → UNAVAILABLE → swap → AVAILABLE.
 import { finished, type Readable } from 'node:stream';
-import type { DataSource } from 'typeorm';
+import { type DataSource, In } from 'typeorm';
 import { type ArchiveHeader, type ArchiveReader, isArchiveError, openArchive } from '../archive';
 import { SharedFramePool } from '../archive/frame-pool';
 import { RECORD_RULES_EDITION } from '../archive/record-validation';
@@ -11,7 +11,7 @@ import { graphFileFormat } from '../graph-files/graph-file-formats';
 import { loadGraphFile } from '../graph-files/graph-file-loader';
 import type { ReceivedFile } from './upload.service';
 import type { InstanceEntity } from '../entities/instance.entity';
-import type { OperationEntity, OperationKind, RestoreKind } from '../entities/operation.entity';
+import { OperationEntity, type OperationKind, type RestoreKind } from '../entities/operation.entity';
 import type { SnapshotEntity } from '../entities/snapshot.entity';
 import { CryptoError } from '../crypto/errors';
 import { AppError, capacityExceeded } from '../errors/app-error';
@@ -248,6 +248,17 @@ export class RestoreService {
   }
 
   /**
+   * The id of a restore of `instanceId` from the upload `uploadKey` that is queued or running (null: none): a request
+   * that failed as it queued one (a lost connection to PostgreSQL as it committed) may have queued it all the same.
+   */
+  async restoreQueuedFrom(instanceId: string, uploadKey: string): Promise<string | null> {
+    const queued = await this.db
+      .getRepository(OperationEntity)
+      .find({ select: { id: true, params: true }, where: { instanceId, kind: 'RESTORE_FROM_FILE', status: In(['QUEUED', 'RUNNING']) } });
+    return queued.find((operation) => (operation.params as RestoreParams | null)?.uploadKey === uploadKey)?.id ?? null;
+  }
+
+  /**
    * INCOMPATIBLE_VERSION or CAPACITY_EXCEEDED when an archive's header shows that it cannot be restored into `target`:
    * asked of an upload as soon as its header is read (UploadService), and again once it is all in. Its storeSizeBytes
    * is only a claim about the source's store, which says little of the size loaded: the load measures that.
@@ -453,6 +464,16 @@ export class RestoreOperationHandler implements OperationHandler {
   }
 
   /**
+   * The instance's state changed under the attempt's lease (JobContext.underLease): written outside it, by an attempt
+   * that outlived its lease (its process stalled, its link to the database slow), the change landed after another
+   * replica had undone the restore and ended it, and the instance stayed RESTORING and READ_ONLY for good.
+   */
+  private async setStateUnderLease(context: JobContext, instance: InstanceEntity, change: StateChange): Promise<void> {
+    const announce = await context.underLease((manager) => this.instances.setStateIn(manager, instance, change));
+    announce();
+  }
+
+  /**
    * The new store's history, a new epoch built from what the restore wrote back: its number, and its start, which is
    * the new store's readAt (position), so that every write to it takes a commit time at or after the start. (Read
    * before waiting for the safety snapshot, that readAt was earlier than the start, taken at the swap: with the clock
@@ -463,16 +484,6 @@ export class RestoreOperationHandler implements OperationHandler {
    * store that is lost. Read in the swap's commit: another replica shipping the old store meanwhile could offer a
    * later moment from it.
    */
-  /**
-   * The instance's state changed under the attempt's lease (JobContext.underLease): written outside it, by an attempt
-   * that outlived its lease (its process stalled, its link to the database slow), the change landed after another
-   * replica had undone the restore and ended it, and the instance stayed RESTORING and READ_ONLY for good.
-   */
-  private async setStateUnderLease(context: JobContext, instance: InstanceEntity, change: StateChange): Promise<void> {
-    const announce = await context.underLease((manager) => this.instances.setStateIn(manager, instance, change));
-    announce();
-  }
-
   private async historyStart(
     instance: InstanceEntity,
     generation: number,

@@ -127,6 +127,11 @@ export class UploadService {
     return this.blobs.release(key, file.path);
   }
 
+  /** The id of a restore of the instance from the received file `key` that is queued or running (see RestoreService). */
+  restoreQueuedFrom(instanceId: string, key: string): Promise<string | null> {
+    return this.restores.restoreQueuedFrom(instanceId, key);
+  }
+
   /**
    * Whether the instance takes a restore now (CONFLICT while another operation runs on it), asked before a complete
    * resumable upload is read back and checked: a client waiting for a busy instance retries every few seconds, and a

@@ -324,6 +324,25 @@ describe('the /uploads endpoint with real tus clients', () => {
     }
   });
 
+  it('counts what the unfinished uploads still need: two that each fit, but not together, are not both taken', async () => {
+    const target = await createInstance(suite.server, { name: 'room for one' });
+    const create = (length: number) =>
+      creation({ 'Tus-Resumable': '1.0.0', 'Upload-Metadata': metadataHeader({ instanceId: target.id, confirm: 'RESTORE' }), 'Upload-Length': String(length) });
+    const auth = { Authorization: `Bearer ${suite.server.adminKey}`, 'Tus-Resumable': '1.0.0' };
+    const { bavail, bsize } = statfsSync(uploadDir);
+    const sixTenths = Math.floor(0.6 * bavail * bsize);
+    const first = await create(sixTenths);
+    assert.equal(first.status, 201, first.body);
+    const refused = await create(sixTenths);
+    assertRefusal(refused, 507, 'STORAGE_FULL');
+    assert.match(refused.body, /besides the \d+ bytes the unfinished uploads still need/);
+    // Once the first is gone, its room is free again.
+    assert.equal((await request(new URL(first.headers.get('location')!, suite.server.url).toString(), { method: 'DELETE', headers: auth })).status, 204);
+    const second = await create(sixTenths);
+    assert.equal(second.status, 201, second.body);
+    assert.equal((await request(new URL(second.headers.get('location')!, suite.server.url).toString(), { method: 'DELETE', headers: auth })).status, 204);
+  });
+
   it("never completes one upload's bytes as another's: a partial file copied over another tenant's does not open there", async function () {
     this.timeout(60_000);
     const other = await createTenant(suite.server, `tus-other-${randomBytes(4).toString('hex')}`);

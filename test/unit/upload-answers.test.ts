@@ -39,6 +39,12 @@ describe('restore-file: what an answer of /uploads means', () => {
     assert.equal(nothingStored(answered(507, 'STORAGE_FULL')), false, 'a PATCH that met the full disk kept what it received');
   });
 
+  it('gives up on a creation refused because the instance is busy or not running (409 to the POST): nothing was created', () => {
+    for (const code of ['CONFLICT', 'INSTANCE_UNAVAILABLE']) {
+      assert.deepEqual(verdict(answered(409, code, 'POST')), { retried: false, waits: false, forgotten: true }, code);
+    }
+  });
+
   it('gives up on a refusal that says why (a 4xx with a code), and forgets the URL: saying it again changes nothing', () => {
     for (const [status, code] of [
       [422, 'INVALID_BACKUP_FILE'],

@@ -308,10 +308,10 @@ export async function createTusUploads(
    * - The instance cannot take the restore now (CONFLICT: another operation runs on it; INSTANCE_UNAVAILABLE): the
    *   upload stays, complete, its file given back if the blob store had taken it, and the answer is 423 with that
    *   code: a verified file is not sent again because a snapshot was running. The client's retry (a HEAD) queues it.
-   * - Failed for the server's own reasons (a full disk, a bucket or database error) while the file is still the
-   *   upload's: the upload stays, complete, and the client's retry completes it (a HEAD does, see the front handler):
-   *   a multi-GiB upload is not sent again for that. Once the file was moved into the blob store, a failure to queue
-   *   its restore has deleted it: the upload goes.
+   * - Failed for the server's own reasons (a full disk, a bucket or database error): the upload stays, complete, its
+   *   file given back if the blob store had taken it, and the client's retry completes it (a HEAD does, see the front
+   *   handler): a multi-GiB upload is not sent again for that. Unless a restore from it was queued all the same (a
+   *   commit whose answer was lost), or the file cannot be given back: then the upload goes.
    * `nodeReq`: the request it answers, whose socket waits without the idle timeout meanwhile.
    */
   const finishUpload = async (principal: Principal, upload: Upload, nodeReq: NodeRequest | undefined): Promise<string> => {
@@ -327,9 +327,16 @@ export async function createTusUploads(
       try {
         return (await services.uploads.requestRestore(principal, instanceId, confirm, received)).id;
       } catch (error) {
+        // The server's own trouble: the restore may have been queued all the same (a commit whose answer was lost),
+        // and then it is the answer. Not known (the database still away): the file is left where it is, which the
+        // collection of uploads no operation names removes later, and the upload goes.
+        const serverFault = refusal(error, { debugErrors: config.debugErrors }).status_code >= 500;
+        const queued = serverFault ? await services.uploads.restoreQueuedFrom(instanceId, received.key).catch(() => undefined) : null;
+        if (typeof queued === 'string') return queued;
+        if (queued === undefined) throw error;
         // Given back, the file is the upload's again: it stays. A copy the check made (S3) goes either way (a later
         // completion reads the file back).
-        const keep = isInstanceBusy(error) && adopted;
+        const keep = adopted && (isInstanceBusy(error) || serverFault);
         const given = keep ? await services.uploads.releasePartialFile(received.key, file).then(() => true, () => false) : false;
         if (given) datastore.kept.delete(upload.id);
         else await services.uploads.discard(received);
@@ -489,7 +496,7 @@ export async function createTusUploads(
       try {
         if (!instanceId) throw badMetadata();
         await services.uploads.authorize(principal, instanceId, confirm ?? '');
-        await assertRoomFor(directory, upload.size ?? 0);
+        await assertRoomFor(directory, upload.size ?? 0, await unwrittenBytes(datastore));
       } catch (error) {
         throw refusal(error, { debugErrors: config.debugErrors });
       }
@@ -799,18 +806,32 @@ async function sweepAtBoot(tus: Server, datastore: FileStore, completions: Uploa
 }
 
 /**
- * STORAGE_FULL unless the volume of partial uploads has room for an upload of `sizeBytes` (as it is kept, encrypted),
- * checked when it is created: an upload of any size is taken where it fits, and one that cannot fit is refused before
- * its client sends hours of bytes that would fill the volume (for every other upload too) and be refused at the end.
- * What other unfinished uploads still need is not set aside: the volume's free space is what counts.
+ * STORAGE_FULL unless the volume of partial uploads has room for an upload of `sizeBytes` (as it is kept, encrypted)
+ * besides what the unfinished uploads still need (`reservedBytes`), checked when it is created: an upload of any size
+ * is taken where it fits, and one that cannot fit is refused before its client sends hours of bytes that would fill
+ * the volume (for every other upload too, and, on the data dir's volume, for every instance) and be refused at the
+ * end. Counted against the free space alone, two uploads that each fitted were both taken, and filled it together.
  */
-async function assertRoomFor(directory: string, sizeBytes: number): Promise<void> {
+async function assertRoomFor(directory: string, sizeBytes: number, reservedBytes: number): Promise<void> {
   const volume = await statfs(directory).catch(() => null);
-  if (!volume || encryptedSize(sizeBytes) <= volume.bavail * volume.bsize) return;
+  if (!volume || encryptedSize(sizeBytes) + reservedBytes <= volume.bavail * volume.bsize) return;
+  const others = reservedBytes > 0 ? `, besides the ${reservedBytes} bytes the unfinished uploads still need,` : '';
   throw new AppError(
     'STORAGE_FULL',
-    `the upload's ${sizeBytes} bytes do not fit in the space left on the volume of partial uploads (SNAPGRAPH_UPLOAD_DIR): nothing was stored. Free space on it (or ask the operator to), then try again.`,
+    `the upload's ${sizeBytes} bytes do not fit${others} in the space left on the volume of partial uploads (SNAPGRAPH_UPLOAD_DIR): nothing was stored. Free space on it (or ask the operator to), then try again.`,
   );
+}
+
+/** What the unfinished uploads of the directory still need on its volume: their bytes not yet written, encrypted. */
+async function unwrittenBytes(datastore: { directory: string; getUpload(id: string): Promise<Upload> }): Promise<number> {
+  let total = 0;
+  for (const name of await readdir(datastore.directory).catch(() => [] as string[])) {
+    if (!name.endsWith('.json')) continue;
+    const upload = await datastore.getUpload(name.slice(0, -'.json'.length)).catch(() => null);
+    if (upload?.size === undefined || upload.size <= upload.offset) continue;
+    total += encryptedSize(upload.size) - encryptedSize(upload.offset);
+  }
+  return total;
 }
 
 
