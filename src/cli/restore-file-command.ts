@@ -193,6 +193,11 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
           process.stderr.write('upload complete; the server is verifying the archive\n');
         },
         onHead: (underWay) => (headUnderWay = underWay),
+        // tus-js-client then starts the upload again, from the first byte, without a word: said here.
+        onUploadGone: () =>
+          process.stderr.write(
+            `the earlier upload of ${basename(file)} is no longer on the server (refused, expired or deleted): sending the file again from its start\n`,
+          ),
         // A Ctrl-C while a HEAD was answered that found bytes missing: nothing is queued, the rest is sent by a rerun.
         mayContinue: () => {
           if (!interruption.isRequested) return true;
@@ -295,13 +300,19 @@ async function uploadFile(client: ApiClient, request: UploadRequest, interruptio
  * With a test's byte limit (SNAPGRAPH_CLI_STOP_AFTER_BYTES), a body that would carry bytes past it stops there; a limit
  * of the file's size interrupts once the last byte is sent, before the server's answer. It also tells when a HEAD is
  * under way (`onHead`), and asks `mayContinue` before any other request: no request starts after a Ctrl-C. A HEAD
- * answered with a 5xx is a failed request, retried (HeadAnsweredWithServerError), never the end of the upload.
+ * answered with a 5xx is a failed request, retried (HeadAnsweredWithServerError), never the end of the upload; one
+ * answered 404 or 410 (the upload resumed is gone) is told (`onUploadGone`).
  */
 function httpStackTellingWhenSent(
   file: string,
   fileSize: number,
   interruption: Interruption,
-  { onAllSent, onHead, mayContinue }: { onAllSent: () => void; onHead: (underWay: boolean) => void; mayContinue: () => boolean },
+  {
+    onAllSent,
+    onHead,
+    onUploadGone,
+    mayContinue,
+  }: { onAllSent: () => void; onHead: (underWay: boolean) => void; onUploadGone: () => void; mayContinue: () => boolean },
 ): tus.HttpStack {
   const stack = new tus.DefaultHttpStack({});
   return {
@@ -315,6 +326,7 @@ function httpStackTellingWhenSent(
           return send(body)
             .then((response) => {
               if (response.getStatus() >= 500) throw new HeadAnsweredWithServerError(response);
+              if (response.getStatus() === 404 || response.getStatus() === 410) onUploadGone();
               return response;
             })
             .finally(() => onHead(false));

@@ -584,6 +584,23 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
 
     it('resumes an interrupted upload where it stopped (after its first 8 KiB request)', () => interruptThenResume('resumed', '8k', 8 * 1024));
 
+    it('says so when the upload it would resume is gone from the server, and sends the file again from its start', async () => {
+      const server = suite.server;
+      const targetId = (await createInstance(server, { name: 'resumed-gone' })).id;
+      const args = ['restore-file', targetId, archivePath, '--confirm', 'RESTORE', '--chunk-size', '8k'];
+      const interrupted = await snapgraph(server, args, { env: { SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(8 * 1024) } });
+      assert.equal(interrupted.code, 130, output(interrupted));
+      // The server no longer has it (expired, or refused while the answer was lost).
+      const [id] = uploadsLeft().filter((name) => !name.includes('.'));
+      const deleted = await fetch(`${server.url}/uploads/${id}`, { method: 'DELETE', headers: { Authorization: `Bearer ${server.adminKey}`, 'Tus-Resumable': '1.0.0' } });
+      assert.equal(deleted.status, 204);
+
+      const rerun = await snapgraph(server, args);
+      assert.equal(rerun.code, 0, output(rerun));
+      assert.match(rerun.stderr, /the earlier upload of source\.backup is no longer on the server \(refused, expired or deleted\): sending the file again from its start/);
+      assert.deepEqual(await graphOf(server, targetId), await graphOf(server, sourceId));
+    });
+
     // One request for the whole file (as the default 64 MiB requests are for a smaller one), broken off 10,000 bytes
     // into it: the client stops sending there and drops the connection half a second later.
     it('resumes an upload interrupted in the middle of a request from the bytes the server kept of it', () =>
