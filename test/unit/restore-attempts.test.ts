@@ -70,15 +70,8 @@ describe('restore attempts', function () {
     return (attempt) => Object.assign(new OperationEntity(), { ...row, status: 'RUNNING', params: {}, attempt });
   }
 
-  it("a stale attempt that stops after the next one swapped its store in leaves that store alone", async () => {
-    const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
-    const instances = new InstanceService(db, config, stores, createInMemoryEventBus());
-    const tenantId = randomUUID();
-    const instanceId = randomUUID();
-    await insertInstanceRow(db, { id: instanceId, tenantId, name: 'created from a snapshot', status: 'CREATING', availability: 'UNAVAILABLE' });
-    const empty = { nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 };
-    const snapshot = { id: randomUUID(), tenantId, instanceId: randomUUID(), status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID(), contents: empty } as unknown as SnapshotEntity;
-    // The snapshot's data written back: the first attempt's stops half-way until the test lets it go on.
+  /** A snapshot's data written back into real stores, the first write held back until `resumeFirst`. */
+  function firstWriteHeldBack(): { backups: BackupService; materialising: () => number; resumeFirst: () => void } {
     let resumeFirst!: () => void;
     const firstMayGoOn = new Promise<void>((resolve) => (resumeFirst = resolve));
     let materialising = 0;
@@ -92,6 +85,55 @@ describe('restore attempts', function () {
         return { stats, bytesRead: 0 };
       },
     } as unknown as BackupService;
+    return { backups, materialising: () => materialising, resumeFirst };
+  }
+
+  /** Runs an attempt to its end, committed as the runner commits it with SUCCEEDED: the instance is RUNNING then. */
+  async function runToItsEnd(handler: RestoreOperationHandler, operation: OperationEntity): Promise<void> {
+    const result = await handler.run(operation, contextFor(operation, new AbortController().signal));
+    await db.transaction((manager) => result.commit!(manager));
+    result.announce!();
+    await result.afterCommit!();
+    assert.equal((await db.getRepository(InstanceEntity).findOneByOrFail({ id: operation.instanceId })).status, 'RUNNING');
+  }
+
+  /**
+   * Starts an attempt whose write is held back (firstWriteHeldBack) until it has outlived its lease: `resume` aborts it
+   * (its lease is gone), lets it go on, and waits for it to stop.
+   */
+  async function startStale(handler: RestoreOperationHandler, operation: OperationEntity, held: ReturnType<typeof firstWriteHeldBack>) {
+    const stale = new AbortController();
+    const run = handler.run(operation, contextFor(operation, stale.signal)).then(
+      () => assert.fail('the stale attempt succeeded'),
+      () => undefined,
+    );
+    await eventually(() => held.materialising() === 1, { intervalMs: 10, what: 'the first attempt to write its store' });
+    return async () => {
+      stale.abort(new Error('the operation lease was lost'));
+      held.resumeFirst();
+      await run;
+    };
+  }
+
+  /** The instance's store as its row names it: there, and empty (the snapshot's data). */
+  async function assertStoreInPlace(instanceId: string): Promise<void> {
+    const { storeGeneration } = await db.getRepository(InstanceEntity).findOneByOrFail({ id: instanceId });
+    const stats = await stores.use(instanceId, storeGeneration, (store) => store.stats()).catch((error: Error) => error);
+    assert.ok(!(stats instanceof Error), `the instance's store is gone: ${stats instanceof Error ? stats.message : ''}`);
+    assert.equal(stats.nodeCount, 0);
+  }
+
+  it("a stale attempt that stops after the next one swapped its store in leaves that store alone", async () => {
+    const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
+    const instances = new InstanceService(db, config, stores, createInMemoryEventBus());
+    const tenantId = randomUUID();
+    const instanceId = randomUUID();
+    await insertInstanceRow(db, { id: instanceId, tenantId, name: 'created from a snapshot', status: 'CREATING', availability: 'UNAVAILABLE' });
+    const empty = { nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 };
+    const snapshot = { id: randomUUID(), tenantId, instanceId: randomUUID(), status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID(), contents: empty } as unknown as SnapshotEntity;
+    // The snapshot's data written back: the first attempt's stops half-way until the test lets it go on.
+    const held = firstWriteHeldBack();
+    const { backups } = held;
     const handler = new RestoreOperationHandler(
       'CREATE_FROM_SNAPSHOT',
       instances,
@@ -106,33 +148,17 @@ describe('restore attempts', function () {
     const operation = await runningOperation({ tenantId, instanceId, kind: 'CREATE_FROM_SNAPSHOT', snapshotId: snapshot.id });
 
     const first = operation(1);
-    const stale = new AbortController();
-    const firstRun = handler.run(first, contextFor(first, stale.signal)).then(
-      () => assert.fail('the stale attempt succeeded'),
-      () => undefined,
-    );
-    await eventually(() => materialising === 1, { intervalMs: 10, what: 'the first attempt to write its store' });
+    const resumeStale = await startStale(handler, first, held);
 
     // Its process stalls past the lease: another replica takes the operation over, puts it back and queues it again,
     // and the next attempt runs to its end, the runner committing its swap with SUCCEEDED.
     await handler.compensate(first, { code: 'INTERRUPTED', message: 'the server stopped while the operation was running', retry: true });
-    const second = operation(2);
-    const result = await handler.run(second, contextFor(second, new AbortController().signal));
-    await db.transaction((manager) => result.commit!(manager));
-    result.announce!();
-    await result.afterCommit!();
-    const swapped = await db.getRepository(InstanceEntity).findOneByOrFail({ id: instanceId });
-    assert.equal(swapped.status, 'RUNNING');
-    const generation = swapped.storeGeneration;
+    await runToItsEnd(handler, operation(2));
 
     // The stalled process resumes: its lease is gone, its run stops.
-    stale.abort(new Error('the operation lease was lost'));
-    resumeFirst();
-    await firstRun;
+    await resumeStale();
 
-    const stats = await stores.use(instanceId, generation, (store) => store.stats()).catch((error: Error) => error);
-    assert.ok(!(stats instanceof Error), `the instance's store is gone: ${stats instanceof Error ? stats.message : ''}`);
-    assert.equal(stats.nodeCount, 0);
+    await assertStoreInPlace(instanceId);
   });
 
   it("a stale attempt of a restore that was ended leaves the next restore's store alone", async () => {
@@ -145,19 +171,8 @@ describe('restore attempts', function () {
     const empty = { nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 };
     const snapshot = { id: randomUUID(), tenantId, instanceId, status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID(), contents: empty } as unknown as SnapshotEntity;
     // The snapshot's data written back: the first restore's stops half-way until the test lets it go on.
-    let resumeFirst!: () => void;
-    const firstMayGoOn = new Promise<void>((resolve) => (resumeFirst = resolve));
-    let materialising = 0;
-    const backups = {
-      materialise: async (_pointId: string, target: { instanceId: string; generation: number }, context: JobContext) => {
-        const first = ++materialising === 1;
-        const deltas = (async function* (): AsyncGenerator<DeltaBatch> {
-          if (first) await firstMayGoOn;
-        })();
-        const stats = await stores.materialise(target.instanceId, target.generation, null, deltas, null, { signal: context.signal });
-        return { stats, bytesRead: 0 };
-      },
-    } as unknown as BackupService;
+    const held = firstWriteHeldBack();
+    const { backups } = held;
     // Safety snapshots taken at once, and nothing to remove of them.
     const snapshots = {
       byId: async (id: string) => (id === snapshot.id ? snapshot : null),
@@ -178,33 +193,18 @@ describe('restore attempts', function () {
     );
 
     const first = (await runningOperation({ tenantId, instanceId, kind: 'RESTORE', snapshotId: snapshot.id }))(1);
-    const stale = new AbortController();
-    const firstRun = handler.run(first, contextFor(first, stale.signal)).then(
-      () => assert.fail('the stale attempt succeeded'),
-      () => undefined,
-    );
-    await eventually(() => materialising === 1, { intervalMs: 10, what: 'the first restore to write its store' });
+    const resumeStale = await startStale(handler, first, held);
 
     // Its process stalls past the lease: another replica takes the operation over and ends it (its user cancelled it),
     // and the next restore of the instance runs to its end.
     await handler.compensate(first, { code: 'CANCELLED', message: 'the operation was cancelled', retry: false });
     await db.getRepository(OperationEntity).update({ id: first.id }, { status: 'CANCELLED' });
-    const next = (await runningOperation({ tenantId, instanceId, kind: 'RESTORE', snapshotId: snapshot.id }))(1);
-    const result = await handler.run(next, contextFor(next, new AbortController().signal));
-    await db.transaction((manager) => result.commit!(manager));
-    result.announce!();
-    await result.afterCommit!();
-    const swapped = await db.getRepository(InstanceEntity).findOneByOrFail({ id: instanceId });
-    assert.equal(swapped.status, 'RUNNING');
+    await runToItsEnd(handler, (await runningOperation({ tenantId, instanceId, kind: 'RESTORE', snapshotId: snapshot.id }))(1));
 
     // The stalled process resumes: its lease is gone, its run stops and removes its own store.
-    stale.abort(new Error('the operation lease was lost'));
-    resumeFirst();
-    await firstRun;
+    await resumeStale();
 
-    const stats = await stores.use(instanceId, swapped.storeGeneration, (store) => store.stats()).catch((error: Error) => error);
-    assert.ok(!(stats instanceof Error), `the instance's store is gone: ${stats instanceof Error ? stats.message : ''}`);
-    assert.equal(stats.nodeCount, 0);
+    await assertStoreInPlace(instanceId);
   });
 
   it('a stale attempt that resumes only after the next one ended leaves the instance as that one left it', async () => {
