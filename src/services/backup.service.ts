@@ -1310,8 +1310,9 @@ export class BackupService {
   }
 
   /**
-   * Mark and sweep. Marked: every snapshot's restore point; each instance's current store from its newest base on
-   * (the next snapshot builds on it); its restore window (the newest base at or before the window's start, and
+   * Mark and sweep. Marked: every snapshot's restore point; each instance's current store from its newest base older
+   * than the grace period on (the next snapshot builds on the newest; one being taken, on the base it began on); its
+   * restore window (the newest base at or before the window's start, and
    * everything after), from the moment of a point-in-time restore from it still queued or running when that is earlier
    * (momentsAwaited); and, for each of those, what it is built from (its base, or its epoch's anchor: the origin
    * point, recursively) and the log between. Unmarked points go (in a transaction that re-checks nothing recorded
@@ -1492,7 +1493,15 @@ export class BackupService {
       const instance = await this.instances.reload(epoch.instanceId);
       if (!instance || instance.status === 'DESTROYING') continue;
       const bases = basesOf.get(epoch.epoch) ?? [];
-      if (epoch.endedAt === null) markReach(epoch.epoch, bases[bases.length - 1]?.seq ?? 0, Number.MAX_SAFE_INTEGER);
+      if (epoch.endedAt === null) {
+        // The current store, from its newest base older than the grace period on, with every later base (the next
+        // snapshot builds on the newest): a snapshot being taken records its point only as its operation commits, and
+        // may be built on an older base than one taken meanwhile. From the newest base, its log between the two went,
+        // and the snapshot completed unrestorable (on FREE, the one snapshot kept).
+        const settled = lastAtOrBefore(bases, (base) => (base.at ?? 0) <= now - this.options.collectGraceMs);
+        markReach(epoch.epoch, settled?.seq ?? 0, Number.MAX_SAFE_INTEGER);
+        for (const base of bases) if (!settled || base.seq > settled.seq) markPoint(base);
+      }
       const windowMs = this.instances.restoreWindowMs(instance);
       const floor = windowMs === null ? null : Math.min(now - windowMs, awaited.get(instance.id) ?? Infinity);
       if (floor === null || (epoch.endedAt !== null && epoch.endedAt <= floor)) continue;

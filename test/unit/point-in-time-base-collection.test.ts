@@ -45,6 +45,8 @@ describe('a point-in-time restore whose base a collection removes while it is re
   /** Runs once, when the graph store has taken the base's first bytes. */
   let whileRead: (() => Promise<void>) | null;
   let read: Buffer;
+  /** The stretches of log the last collection kept, by epoch. */
+  let swept: Map<number, [number, number][]>;
   const manifests = new Map<string, Buffer>();
   const epoch = { epoch: EPOCH, tenantId: TENANT, instanceId: INSTANCE, anchor: 'EMPTY', originPointId: null, startedAt: 0, endedAt: null } as unknown as StoreEpochEntity;
   const instance = { id: INSTANCE, tenantId: TENANT, status: 'RUNNING', tier: 'BUSINESS_CRITICAL' } as unknown as InstanceEntity;
@@ -120,7 +122,10 @@ describe('a point-in-time restore whose base a collection removes while it is re
       seqAt: async () => 5,
       holdsLogAfter: async () => true,
       epochsOfTenant: async () => [epoch],
-      sweep: async () => 0,
+      sweep: async (_tenantId: string, _live: Set<number>, ranges: Map<number, [number, number][]>) => {
+        swept = ranges;
+        return 0;
+      },
       orphanSegmentCheck: () => async () => [],
     } as unknown as ChangeLogService;
     const instances = { reload: async () => instance, restoreWindowMs: () => windowMs } as unknown as InstanceService;
@@ -206,5 +211,22 @@ describe('a point-in-time restore whose base a collection removes while it is re
 
     await db.getRepository(OperationEntity).update({ id: operation.id }, { status: 'SUCCEEDED' });
     assert.equal((await backups.collect(TENANT)).removedPoints, 1, 'once it has ended, the base goes');
+  });
+
+  it("keeps the current store's log from its newest base older than the grace period, where a snapshot being taken may begin", async () => {
+    // No restore window (FREE): only the current store's reach is kept. A snapshot captured at seq 6 on the base at
+    // seq 5 is recorded as its operation commits; meanwhile the base at seq 8 was taken, and a collection ran.
+    windowMs = null as unknown as number;
+    const older = await base(5, Date.now() - 7_200_000, [randomBytes(64)]);
+    const newest = await base(8, Date.now() - 1_000, [randomBytes(64)]);
+    await backups.collect(TENANT);
+    assert.deepEqual(swept.get(EPOCH), [[5, Number.MAX_SAFE_INTEGER]], 'the log after the older base, which the snapshot reads');
+    const kept = await db.getRepository(RestorePointEntity).findBy({ tenantId: TENANT });
+    assert.deepEqual(kept.map((point) => point.id).sort(), [older.id, newest.id].sort());
+
+    // Once the newest base is older than the grace period, the log before it goes.
+    await db.getRepository(RestorePointEntity).update({ id: newest.id }, { at: Date.now() - 120_000 });
+    await backups.collect(TENANT);
+    assert.deepEqual(swept.get(EPOCH), [[8, Number.MAX_SAFE_INTEGER]]);
   });
 });
