@@ -18,7 +18,7 @@ import { ChunkDamage } from './chunk-codec';
 import { batches, ChunkStoreContext, lockPacks, PackReader } from './chunk-store-context';
 import { ChunkIntegrityError } from './errors';
 import { packKey } from './pack-format';
-import { PackWriter, SealedPack } from './pack-writer';
+import { discardPack, PackWriter, SealedPack } from './pack-writer';
 import { TenantKeys } from './tenant-chunk-keys';
 
 export interface CollectOptions {
@@ -164,7 +164,12 @@ export class ChunkCollector {
       if (!target) return;
       const sealed = await target.seal();
       target = null;
-      await this.#moveRows(tenantId, sealed, moves);
+      await this.#moveRows(tenantId, sealed, moves).catch(async (error: unknown) => {
+        // Nothing moved into it: its blob goes (nothing lists pack blobs without a row). Not when that is not known.
+        const holds = await this.context.db.getRepository(ChunkEntity).countBy({ tenantId, packId: sealed.id }).catch(() => 1);
+        if (holds === 0) await discardPack(this.context, tenantId, sealed.id).catch(() => undefined);
+        throw error;
+      });
       moves = [];
     };
     try {

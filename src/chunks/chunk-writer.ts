@@ -172,8 +172,13 @@ export class ChunkWriter {
     return this.#stored.has(id) || this.#deduped.has(id);
   }
 
-  #dedup(ref: { id: string; plainLength: number }): ChunkRef {
+  /**
+   * A chunk the tenant has already: the writer still says that its packs live (a base of a store that barely changed
+   * puts little else, for longer than a grace period on a large store, and its open pack was collected under it).
+   */
+  async #dedup(ref: { id: string; plainLength: number }): Promise<ChunkRef> {
     this.#dedupedCount += 1;
+    await this.#heartbeat();
     return ref;
   }
 

@@ -742,6 +742,26 @@ function chunkStoreSuite(backend: MetadataBackend) {
       assert.deepEqual(await readAll(store.read(tenant, refs, { verifyIds: true })), Buffer.concat(pieces));
     });
 
+    it('keeps the open pack of a writer that puts only chunks the tenant has for longer than the grace period', async () => {
+      // A base of a store that barely changed: one new chunk, then chunks deduplicated against what is stored, for
+      // longer than the grace period. Its open pack stayed WRITING with the time of its one new chunk, was collected,
+      // and the writer's finish failed, every retry alike.
+      const grace = 3_000;
+      const store = open(fsBlobs, { collectGraceMs: grace, workers: 0 });
+      const known = Array.from({ length: 12 }, () => randomBytes(16 * KIB));
+      const earlier = await writeAll(store, tenant, known);
+      const writer = store.writer(tenant);
+      const fresh = randomBytes(16 * KIB);
+      const refs = [await writer.put(fresh)];
+      for (const piece of known) {
+        refs.push(await writer.put(piece));
+        now += grace / 3;
+        await store.collect(tenant, new Set([...earlier.refs, ...refs].map((ref) => ref.id)), { graceMs: grace });
+      }
+      await writer.finish();
+      assert.deepEqual(await readAll(store.read(tenant, refs, { verifyIds: true })), Buffer.concat([fresh, ...known]));
+    });
+
     it("deletes a crashed writer's packs once its heartbeat is older than the grace period", async () => {
       const store = open();
       const writer = store.writer(tenant);
