@@ -3,6 +3,8 @@
 // relationships naming missing nodes are found when it is loaded).
 import type { GraphStats, NameCount } from '../graph/records';
 import type { GraphFileReader } from './graph-file-format';
+import { ArchiveError } from '../archive/archive-error';
+import { distinctNamesProblem } from '../graph/graph-rules';
 import { assertValidRecord } from './foreign-records';
 
 export type GraphFileCensus = Omit<GraphStats, 'storeSizeBytes'>;
@@ -23,6 +25,9 @@ export async function takeCensus(reader: GraphFileReader, signal?: AbortSignal):
         relationshipCount += 1;
         types.set(record.type, (types.get(record.type) ?? 0) + 1);
       }
+      // Refused as soon as it is past the bound, so that what is counted stays bounded too.
+      const tooMany = distinctNamesProblem(labels.size, types.size);
+      if (tooMany) throw new ArchiveError('INVALID_RECORD', `The file cannot be restored: at ${reader.describe(record.at)}, ${tooMany}.`);
     }
   }
   return { nodeCount, relationshipCount, labels: sorted(labels), relationshipTypes: sorted(types) };

@@ -9,6 +9,20 @@ export const MAX_NAME_LENGTH = 200;
  */
 export const MAX_PROPERTY_DEPTH = 100;
 
+/**
+ * Distinct labels a graph may hold, and distinct relationship types: every statistic, snapshot's contents and file
+ * inspection lists them all, and an archive's header (4 MiB at most) too. Unbounded, one file with a million
+ * distinct labels made the server hold, sort and answer all of them (gigabytes) for any key that inspected it.
+ */
+export const MAX_DISTINCT_NAMES = 10_000;
+
+/** Why a graph with `labels` distinct labels and `types` distinct relationship types may not be, or undefined. */
+export function distinctNamesProblem(labels: number, types: number): string | undefined {
+  if (labels > MAX_DISTINCT_NAMES) return `it would hold ${labels} distinct labels; a graph holds at most ${MAX_DISTINCT_NAMES}`;
+  if (types > MAX_DISTINCT_NAMES) return `it would hold ${types} distinct relationship types; a graph holds at most ${MAX_DISTINCT_NAMES}`;
+  return undefined;
+}
+
 /** In a `u` pattern a surrogate pair is one code point: only a lone surrogate matches. */
 const LONE_SURROGATE = /\p{Cs}/u;
 

@@ -5,7 +5,7 @@ import { rm, stat } from 'node:fs/promises';
 import { MAX_FRAME_BYTES } from '../archive/archive-frame';
 import { AppError, badInput, capacityExceeded } from '../errors/app-error';
 import { isStorageFull } from '../errors/storage-full';
-import { nameProblem } from './graph-rules';
+import { distinctNamesProblem, nameProblem } from './graph-rules';
 import type {
   BaseCapture,
   GraphLoader,
@@ -1109,6 +1109,13 @@ export async function setMeta(db: SqliteConnection, key: string, value: number):
 
 export async function applyCounts(db: SqliteConnection, deltas: CountDelta[]): Promise<void> {
   const json = JSON.stringify(deltas);
+  // A label or type new to the graph: the graph's distinct names are counted once it is in (MAX_DISTINCT_NAMES), and
+  // the write refused past the bound. Looked for first, so that a write of names the graph has counts nothing.
+  const named = await db.get<{ added: number }>(
+    `SELECT count(*) AS added FROM json_each(?1) j WHERE j.value ->> 0 IN ('label', 'type') AND j.value ->> 2 > 0
+       AND NOT EXISTS (SELECT 1 FROM counts c WHERE c.kind = j.value ->> 0 AND c.name = j.value ->> 1)`,
+    [json],
+  );
   await db.run(
     `INSERT INTO counts (kind, name, count) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true
      ON CONFLICT (kind, name) DO UPDATE SET count = count + excluded.count`,
@@ -1119,6 +1126,12 @@ export async function applyCounts(db: SqliteConnection, deltas: CountDelta[]): P
     `DELETE FROM counts WHERE (kind, name) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1)) AND count <= 0 AND kind IN ('label', 'type')`,
     [json],
   );
+  if (named && named.added > 0) {
+    const distinct = await db.all<{ kind: string; names: number }>(`SELECT kind, count(*) AS names FROM counts WHERE kind IN ('label', 'type') GROUP BY kind`);
+    const of = (kind: string) => distinct.find((row) => row.kind === kind)?.names ?? 0;
+    const problem = distinctNamesProblem(of('label'), of('type'));
+    if (problem) throw capacityExceeded(`the write is refused: ${problem}`);
+  }
 }
 
 function tally(names: string[]): Map<string, number> {
