@@ -26,6 +26,7 @@ import { UPLOADS_PATH } from './api/http/upload-endpoint';
 import { publicOrigin } from './api/http/public-origin';
 import { jsonBody } from './api/http/json-body';
 import { endConnectionsOfRevokedKeys } from './api/key-connections';
+import { closeFromServer, closingFromServer, isClosedByServer } from './api/server-closed-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
 import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { ResponseCache, responseCachePlugin } from './api/response-cache';
@@ -155,9 +156,10 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       onSubscribe: (ctx, id, payload) => {
         // A socket the server is closing (its key revoked or its role changed, a shutdown) runs nothing more: ws goes on
         // reading it until its client answers the close, which a client may hold back for ws's close timeout (30 s),
-        // sending operations that would otherwise run as the key it was opened with.
+        // sending operations that would otherwise run as the key it was opened with. One its client is closing runs
+        // what it sent before its close (refused as CLOSING, a mutation sent right before it was lost).
         const { socket } = ctx.extra;
-        if (socket.readyState !== socket.OPEN) return [unauthenticated('this connection is closing; connect again')];
+        if (isClosedByServer(socket)) return [unauthenticated('this connection is closing; connect again')];
         if (runningOperations.inUse(ctx, id)) {
           // Refused here, and the id forgotten at once: graphql-ws's own `error`, a few ticks later, would leave the
           // operation still running time to send its answer under the id first, and then forget the new one's id.
@@ -192,13 +194,13 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
             // The key could not be checked (the metadata database failing): not the client's fault, so not 4401, after
             // which graphql-ws clients never connect again. 1013 is "try again later", which they retry.
             logger.error({ transport: 'websocket', err: error }, 'could not check the API key of a WebSocket');
-            ctx.extra.socket.close(1013, 'Try again later: the API key could not be checked');
+            closeFromServer(ctx.extra.socket, 1013, 'Try again later: the API key could not be checked');
             return false;
           }
           principal = null;
         }
         if (!principal) {
-          ctx.extra.socket.close(4401, 'Unauthorized: send {"authorization": "Bearer <key>"} in connection_init');
+          closeFromServer(ctx.extra.socket, 4401, 'Unauthorized: send {"authorization": "Bearer <key>"} in connection_init');
           return false;
         }
         // A key revoked while it was checked (the check read it just before) is refused here all the same.
@@ -335,6 +337,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     (closing ??= (async () => {
       ready = false;
       await apollo.stop();
+      closingFromServer(wsServer.clients);
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
       keyConnections.stop();
       await app.close();

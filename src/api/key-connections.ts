@@ -9,6 +9,7 @@ import type { Role } from '../entities/api-key.entity';
 import type { Logger } from '../logging/logger';
 import type { Principal } from '../services/principal';
 import { KEY_RECHECK_MS } from '../services/tenant.service';
+import { closeFromServer } from './server-closed-sockets';
 
 /**
  * The close code of a WebSocket whose API key was revoked, or whose role changed (4403, as graphql-ws's 4401/4403
@@ -140,7 +141,7 @@ export function endConnectionsOfRevokedKeys({ events, services }: App, logger: L
       // Added once the key is checked, which takes a while: a socket closed meanwhile may have told its close already.
       if (socket.readyState === socket.CLOSED) return false;
       const end = (why: 'revoked' | 'role changed') =>
-        socket.close(REVOKED_KEY_CLOSE_CODE, why === 'revoked' ? 'Forbidden: the API key was revoked' : "Forbidden: the API key's role changed; connect again");
+        closeFromServer(socket, REVOKED_KEY_CLOSE_CODE, why === 'revoked' ? 'Forbidden: the API key was revoked' : "Forbidden: the API key's role changed; connect again");
       if (track(apiKeyId, socket, { kind: 'socket', role, end }, (listener) => socket.once('close', listener))) return true;
       end('revoked');
       return false;

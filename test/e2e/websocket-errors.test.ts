@@ -102,6 +102,26 @@ describe('WebSocket errors', () => {
     await connection.close();
   });
 
+  it('runs what a client sent right before it closed the socket: a mutation sent as it leaves', async () => {
+    const connection = await connectWs(suite.server, suite.server.adminKey);
+    const name = `left-right-after-${Date.now()}`;
+    // The operation and the close in one TCP write: ws reads both before the operation's turn comes.
+    const tcp = (connection.socket as unknown as { _socket: import('node:net').Socket })._socket;
+    tcp.cork();
+    connection.socket.send(
+      JSON.stringify({
+        id: 'leaving',
+        type: 'subscribe',
+        payload: { query: 'mutation ($input: CreateInstanceInput!) { createInstance(input: $input) { id } }', variables: { input: { name, tier: 'FREE' } } },
+      }),
+    );
+    connection.socket.close(1000, 'done');
+    tcp.uncork();
+    await connection.closed;
+    const named = async () => expectData(await gql<{ instances: { name: string }[] }>(suite.server, '{ instances { name } }')).instances.filter((i) => i.name === name);
+    await eventually(async () => (await named()).length === 1, { what: 'the instance the mutation created' });
+  });
+
   it('runs an operation whose message carries a variable it does not declare, nested deeper than JSON.stringify can go', async () => {
     // Written by hand: JSON.stringify itself cannot write it. The server's check of the operation stringified every
     // variable to remember the operation: the socket was closed with 4500 and the error's message, graphql-ws's
