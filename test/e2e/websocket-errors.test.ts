@@ -226,6 +226,28 @@ describe('WebSocket errors', () => {
       assert.equal(connection.socket.readyState, connection.socket.OPEN);
       await connection.close();
     });
+
+    it("refuses a later subscriber to a deleted instance's events, though an earlier one's stream runs still", async () => {
+      const instance = await createInstance(suite.server, { name: 'deleted while watched', tier: 'FREE' });
+      const query = `subscription ($id: ID) { instanceAvailabilityChanged(instanceId: $id) { instanceId } }`;
+      const earlier = await connectWs(suite.server, suite.server.adminKey);
+      const watching = start(earlier, 'earlier', query, { id: instance.id });
+      await eventually(async () => (await metricsValue(suite.server, 'snapgraph_subscriptions_active')) >= 1, { what: 'the earlier subscription' });
+      expectData(await gql(suite.server, `mutation ($id: ID!) { deleteInstance(id: $id) }`, { id: instance.id }));
+      await eventually(async () => expectData(await gql(suite.server, '{ instances { id } }')).instances.every((i: { id: string }) => i.id !== instance.id), {
+        what: 'the instance gone',
+      });
+
+      // The same document and variables: it would share the earlier subscriber's stream, whose check ran before.
+      const later = await connectWs(suite.server, suite.server.adminKey);
+      const refused = start(later, 'later', query, { id: instance.id });
+      await refused.end();
+      assert.deepEqual(refused.messages.map((message) => message.type), ['error'], JSON.stringify(refused.messages));
+      assert.equal(refused.messages[0].payload[0].extensions.code, 'NOT_FOUND');
+      assert.ok(watching.messages.every((message) => message.type !== 'error'));
+      await later.close();
+      await earlier.close();
+    });
   });
 });
 

@@ -3,7 +3,7 @@
 // subscriber: 5,000 subscribers made a restore 13× slower), then graphql-ws serialised it for each. Here subscribers
 // who ask for exactly the same thing share one source stream, one execution and one serialisation per event, which
 // each writes to its socket itself, in order, paced and thinned as its stream's kind allows (shared-subscription.ts).
-import { type ExecutionArgs, type ExecutionResult, type FormattedExecutionResult, getOperationAST, subscribe } from 'graphql';
+import { type ExecutionArgs, type ExecutionResult, type FieldNode, type FormattedExecutionResult, getOperationAST, subscribe } from 'graphql';
 import type { ApiContext } from '../context';
 import { ProgressPacing } from './progress-pacing';
 import { type FrameSink, SharedSubscription, type StreamKind, type SubscriptionMember } from './shared-subscription';
@@ -24,6 +24,12 @@ export interface SubscriptionFanoutOptions {
   sinkOf(context: ApiContext): FrameSink | null;
   /** What a subscriber is sent of a result (as graphql-ws's onNext would make it). */
   format(result: ExecutionResult): FormattedExecutionResult;
+  /**
+   * Whether the caller of `context` finds the instance `instanceId`, asked of a subscriber joining a stream of an
+   * instance's events that runs already: the stream's own check ran for its first subscriber, before the instance was
+   * deleted, perhaps. False: the subscriber runs on its own, and hears its refusal (NOT_FOUND) as the first one would.
+   */
+  findsInstance(context: ApiContext, instanceId: string): Promise<boolean>;
 }
 
 export const MIN_PROGRESS_INTERVAL_MS = 100;
@@ -55,6 +61,16 @@ export class SubscriptionFanout {
     const sink = kind && context?.principal ? this.options.sinkOf(context) : null;
     if (!kind || !sink) return subscribe(args);
     const key = shareKey(args, context!);
+    const instanceId = this.streams.has(key) ? instanceArgument(args) : null;
+    if (instanceId === null) return this.join(key, args, kind, sink);
+    return this.options.findsInstance(context!, instanceId).then(
+      (found) => (found ? this.join(key, args, kind, sink) : subscribe(args)),
+      () => subscribe(args),
+    );
+  };
+
+  /** Joins the stream `key` names, made for this subscriber when there is none (any more). */
+  private join(key: string, args: ExecutionArgs, kind: StreamKind, sink: FrameSink): SubscriptionMember {
     let stream = this.streams.get(key);
     if (!stream) {
       const created: SharedSubscription = new SharedSubscription(() => subscribe(args), {
@@ -70,7 +86,19 @@ export class SubscriptionFanout {
       this.streams.set(key, stream);
     }
     return stream.join(sink);
-  };
+  }
+}
+
+/** The `instanceId` argument of the subscription's root field (given inline or as a variable), or null. */
+function instanceArgument({ document, operationName, variableValues }: ExecutionArgs): string | null {
+  const field = getOperationAST(document, operationName)?.selectionSet.selections[0] as FieldNode | undefined;
+  const value = field?.arguments?.find((argument) => argument.name.value === 'instanceId')?.value;
+  if (value?.kind === 'StringValue') return value.value;
+  if (value?.kind === 'Variable') {
+    const given = variableValues?.[value.name.value];
+    return typeof given === 'string' ? given : null;
+  }
+  return null;
 }
 
 function sharedKind({ document, operationName }: ExecutionArgs): StreamKind | null {
