@@ -248,7 +248,15 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     validationRules: queryValidationRules(limits, introspection),
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
-      { serverWillStart: async () => ({ drainServer: async () => wsCleanup.dispose() }) },
+      {
+        serverWillStart: async () => ({
+          drainServer: async () => {
+            // Marked before graphql-ws closes them: what they still send during the drain runs nothing.
+            closingFromServer(wsServer.clients);
+            await wsCleanup.dispose();
+          },
+        }),
+      },
       ApolloServerPluginLandingPageDisabled(),
       ApolloServerPluginCacheControlDisabled(),
       graphqlRequestLogPlugin(logger, app.metrics, exposure),
@@ -338,7 +346,6 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     (closing ??= (async () => {
       ready = false;
       await apollo.stop();
-      closingFromServer(wsServer.clients);
       await new Promise<void>((resolve) => wsServer.close(() => resolve()));
       keyConnections.stop();
       await app.close();

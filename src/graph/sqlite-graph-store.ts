@@ -1111,8 +1111,8 @@ export async function applyCounts(db: SqliteConnection, deltas: CountDelta[]): P
   const json = JSON.stringify(deltas);
   // A label or type new to the graph: the graph's distinct names are counted once it is in (MAX_DISTINCT_NAMES), and
   // the write refused past the bound. Looked for first, so that a write of names the graph has counts nothing.
-  const named = await db.get<{ added: number }>(
-    `SELECT count(*) AS added FROM json_each(?1) j WHERE j.value ->> 0 IN ('label', 'type') AND j.value ->> 2 > 0
+  const named = await db.all<{ kind: 'label' | 'type' }>(
+    `SELECT DISTINCT j.value ->> 0 AS kind FROM json_each(?1) j WHERE j.value ->> 0 IN ('label', 'type') AND j.value ->> 2 > 0
        AND NOT EXISTS (SELECT 1 FROM counts c WHERE c.kind = j.value ->> 0 AND c.name = j.value ->> 1)`,
     [json],
   );
@@ -1126,10 +1126,10 @@ export async function applyCounts(db: SqliteConnection, deltas: CountDelta[]): P
     `DELETE FROM counts WHERE (kind, name) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1)) AND count <= 0 AND kind IN ('label', 'type')`,
     [json],
   );
-  if (named && named.added > 0) {
-    const distinct = await db.all<{ kind: string; names: number }>(`SELECT kind, count(*) AS names FROM counts WHERE kind IN ('label', 'type') GROUP BY kind`);
-    const of = (kind: string) => distinct.find((row) => row.kind === kind)?.names ?? 0;
-    const problem = distinctNamesProblem(of('label'), of('type'));
+  // Only the kind that gained a name: a store restored from before the bound may hold more of the other.
+  for (const { kind } of named) {
+    const row = await db.get<{ names: number }>(`SELECT count(*) AS names FROM counts WHERE kind = ?1`, [kind]);
+    const problem = kind === 'label' ? distinctNamesProblem(row?.names ?? 0, 0) : distinctNamesProblem(0, row?.names ?? 0);
     if (problem) throw capacityExceeded(`the write is refused: ${problem}`);
   }
 }

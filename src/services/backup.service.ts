@@ -1443,7 +1443,7 @@ export class BackupService {
   private async mark(tenantId: string, now: number): Promise<{ unmarked: MarkedPoint[]; epochs: Set<number>; ranges: Map<number, [number, number][]> }> {
     // What marking and removing read of each point: not its stats (the label lists, ~1 KB), one row per snapshot.
     const all: MarkedPoint[] = await this.points.find({
-      select: { id: true, kind: true, parentId: true, epoch: true, seq: true, at: true, manifestKey: true },
+      select: { id: true, kind: true, parentId: true, epoch: true, seq: true, at: true, manifestKey: true, createdAt: true },
       where: { tenantId },
     });
     const points = new Map(all.map((point) => [point.id, point]));
@@ -1494,11 +1494,16 @@ export class BackupService {
       if (!instance || instance.status === 'DESTROYING') continue;
       const bases = basesOf.get(epoch.epoch) ?? [];
       if (epoch.endedAt === null) {
-        // The current store, from its newest base older than the grace period on, with every later base (the next
-        // snapshot builds on the newest): a snapshot being taken records its point only as its operation commits, and
-        // may be built on an older base than one taken meanwhile. From the newest base, its log between the two went,
-        // and the snapshot completed unrestorable (on FREE, the one snapshot kept).
-        const settled = lastAtOrBefore(bases, (base) => (base.at ?? 0) <= now - this.options.collectGraceMs);
+        // The current store, from its newest base recorded longer than the grace period ago on, with every later base
+        // (the next snapshot builds on the newest): a snapshot being taken records its point only as its operation
+        // commits, and may be built on an older base than one recorded meanwhile. From the newest base, its log between
+        // the two went, and the snapshot completed unrestorable (on FREE, the one snapshot kept). When it was recorded,
+        // not its moment (`at`, its store's last write, which a base that took long to store is past already).
+        // Not after any base recorded since (bases may be recorded out of their order): a linear look, bases in seq order.
+        const cutoff = now - this.options.collectGraceMs;
+        const ceiling = Math.min(...bases.filter((base) => base.createdAt > cutoff).map((base) => base.seq));
+        let settled: MarkedPoint | undefined;
+        for (const base of bases) if (base.createdAt <= cutoff && base.seq <= ceiling) settled = base;
         markReach(epoch.epoch, settled?.seq ?? 0, Number.MAX_SAFE_INTEGER);
         for (const base of bases) if (!settled || base.seq > settled.seq) markPoint(base);
       }
@@ -1536,7 +1541,7 @@ const exportKeyOf = (snapshot: Pick<SnapshotEntity, 'tenantId' | 'id'>, kind: Gr
   `tenants/${snapshot.tenantId}/exports/${snapshot.id}.${kind.toLowerCase()}`;
 
 /** What a collection's mark reads of a restore point. */
-type MarkedPoint = Pick<RestorePointEntity, 'id' | 'kind' | 'parentId' | 'epoch' | 'seq' | 'at' | 'manifestKey'>;
+type MarkedPoint = Pick<RestorePointEntity, 'id' | 'kind' | 'parentId' | 'epoch' | 'seq' | 'at' | 'manifestKey' | 'createdAt'>;
 
 /** A restore point whose manifest a collection could not read, and why. */
 type UnreadableManifest = { restorePointId: string; why: string };

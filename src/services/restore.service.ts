@@ -15,6 +15,7 @@ import { OperationEntity, type OperationKind, type RestoreKind } from '../entiti
 import type { SnapshotEntity } from '../entities/snapshot.entity';
 import { CryptoError } from '../crypto/errors';
 import { AppError, capacityExceeded } from '../errors/app-error';
+import { distinctNamesProblem } from '../graph/graph-rules';
 import type { GraphStoreProvider, SealedStore, WriteLimits } from '../graph/graph-store';
 import { badInput } from '../errors/app-error';
 import { type EncodedBatch, type EngineVersion, type GraphStats, statsDifferences } from '../graph/records';
@@ -265,8 +266,11 @@ export class RestoreService {
    */
   assertArchiveMayFit(header: Pick<ArchiveHeader, 'engineVersion' | 'stats'>, target: Pick<InstanceEntity, 'id' | 'tier' | 'storageGB' | 'engineVersion'>): void {
     assertCompatible(header.engineVersion, target);
-    const { nodeCount, relationshipCount } = header.stats;
+    const { nodeCount, relationshipCount, labels, relationshipTypes } = header.stats;
     this.assertFits({ nodeCount, relationshipCount }, target);
+    // An archive's header is bounded (4 MiB), not its names: a graph made here holds no more than MAX_DISTINCT_NAMES.
+    const tooMany = distinctNamesProblem(labels.length, relationshipTypes.length);
+    if (tooMany) throw capacityExceeded(`the archive cannot be restored: ${tooMany}`);
   }
 
   /**

@@ -336,6 +336,19 @@ describe('the /uploads endpoint with real tus clients', () => {
     const refused = await create(sixTenths);
     assertRefusal(refused, 507, 'STORAGE_FULL');
     assert.match(refused.body, /besides the \d+ bytes the unfinished uploads still need/);
+    // One that receives no byte for ten minutes reserves nothing more (its client went away, or never meant to send).
+    const firstId = new URL(first.headers.get('location')!, suite.server.url).pathname.split('/').at(-1)!;
+    const recordPath = join(uploadDir, `${firstId}.json`);
+    const record = JSON.parse(readFileSync(recordPath, 'utf8')) as { creation_date: string };
+    const elevenMinutesAgo = new Date(Date.now() - 11 * 60_000);
+    writeFileSync(recordPath, JSON.stringify({ ...record, creation_date: elevenMinutesAgo.toISOString() }));
+    utimesSync(join(uploadDir, firstId), elevenMinutesAgo, elevenMinutesAgo);
+    const afterIdle = await create(sixTenths);
+    assert.equal(afterIdle.status, 201, afterIdle.body);
+    assert.equal((await request(new URL(afterIdle.headers.get('location')!, suite.server.url).toString(), { method: 'DELETE', headers: auth })).status, 204);
+    writeFileSync(recordPath, JSON.stringify(record));
+    utimesSync(join(uploadDir, firstId), new Date(), new Date());
+    assertRefusal(await create(sixTenths), 507, 'STORAGE_FULL');
     // Once the first is gone, its room is free again.
     assert.equal((await request(new URL(first.headers.get('location')!, suite.server.url).toString(), { method: 'DELETE', headers: auth })).status, 204);
     const second = await create(sixTenths);

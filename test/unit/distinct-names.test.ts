@@ -9,6 +9,7 @@ import { isArchiveError } from '../../src/archive';
 import { isAppError } from '../../src/errors/app-error';
 import { MAX_DISTINCT_NAMES } from '../../src/graph/graph-rules';
 import type { WriteLimits } from '../../src/graph/graph-store';
+import { SqliteConnection } from '../../src/graph/sqlite-connection';
 import { SqliteGraphStore } from '../../src/graph/sqlite-graph-store';
 import type { ForeignRecord, GraphFileReader } from '../../src/graph-files/graph-file-format';
 import { takeCensus } from '../../src/graph-files/graph-file-census';
@@ -77,6 +78,17 @@ describe('distinct labels and relationship types', () => {
       const [node] = await store.createNodes([{ labels: ['Extra'], properties: {} }], LIMITS).catch((error: Error) => [error]);
       assert.ok(isAppError(node) && node.code === 'CAPACITY_EXCEEDED');
       assert.equal((await store.stats()).labels.length, MAX_DISTINCT_NAMES);
+    });
+
+    it('judges each kind on its own: a store from before the bound, over it in labels, still takes a new type', async () => {
+      await store.createNodes(nodesLabelled(0, MAX_DISTINCT_NAMES), LIMITS);
+      // One label more, as a store restored from a snapshot taken before the bound may hold.
+      const raw = await SqliteConnection.open(join(dir, 'store.sqlite'));
+      await raw.run(`INSERT INTO counts (kind, name, count) VALUES ('label', 'Legacy', 1)`);
+      await raw.close();
+      const [a, b] = await store.createNodes(nodesLabelled(0, 2), LIMITS);
+      await store.createRelationships([{ type: 'KNOWS', startNodeId: a.id, endNodeId: b.id, properties: {} }], LIMITS);
+      await assert.rejects(store.createNodes([{ labels: ['New'], properties: {} }], LIMITS), /distinct labels/);
     });
   });
 });

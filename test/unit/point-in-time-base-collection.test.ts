@@ -218,14 +218,16 @@ describe('a point-in-time restore whose base a collection removes while it is re
     // seq 5 is recorded as its operation commits; meanwhile the base at seq 8 was taken, and a collection ran.
     windowMs = null as unknown as number;
     const older = await base(5, Date.now() - 7_200_000, [randomBytes(64)]);
-    const newest = await base(8, Date.now() - 1_000, [randomBytes(64)]);
+    // Its moment is old (the store's last write, hours ago), but it was recorded just now: a base that took long to store.
+    const newest = await base(8, Date.now() - 3_600_000, [randomBytes(64)]);
+    await db.getRepository(RestorePointEntity).update({ id: newest.id }, { createdAt: Date.now() - 1_000 });
     await backups.collect(TENANT);
     assert.deepEqual(swept.get(EPOCH), [[5, Number.MAX_SAFE_INTEGER]], 'the log after the older base, which the snapshot reads');
     const kept = await db.getRepository(RestorePointEntity).findBy({ tenantId: TENANT });
     assert.deepEqual(kept.map((point) => point.id).sort(), [older.id, newest.id].sort());
 
-    // Once the newest base is older than the grace period, the log before it goes.
-    await db.getRepository(RestorePointEntity).update({ id: newest.id }, { at: Date.now() - 120_000 });
+    // Once the newest base was recorded longer than the grace period ago, the log before it goes.
+    await db.getRepository(RestorePointEntity).update({ id: newest.id }, { createdAt: Date.now() - 120_000 });
     await backups.collect(TENANT);
     assert.deepEqual(swept.get(EPOCH), [[8, Number.MAX_SAFE_INTEGER]]);
   });

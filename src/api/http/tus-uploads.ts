@@ -822,17 +822,25 @@ async function assertRoomFor(directory: string, sizeBytes: number, reservedBytes
   );
 }
 
-/** What the unfinished uploads of the directory still need on its volume: their bytes not yet written, encrypted. */
-async function unwrittenBytes(datastore: { directory: string; getUpload(id: string): Promise<Upload> }): Promise<number> {
+/**
+ * What the unfinished uploads of the directory still need on its volume: their bytes not yet written, encrypted. Only
+ * those whose last byte (or creation) is at most RESERVATION_IDLE_MS old: an upload whose client went away, or one
+ * created and never sent (any tenant's ADMIN could), does not keep every tenant's next upload out until it expires.
+ */
+async function unwrittenBytes(datastore: { directory: string; getUpload(id: string): Promise<Upload> }, now = Date.now()): Promise<number> {
   let total = 0;
   for (const name of await readdir(datastore.directory).catch(() => [] as string[])) {
     if (!name.endsWith('.json')) continue;
     const upload = await datastore.getUpload(name.slice(0, -'.json'.length)).catch(() => null);
     if (upload?.size === undefined || upload.size <= upload.offset) continue;
+    if (!upload.creation_date || Date.parse(upload.creation_date) < now - RESERVATION_IDLE_MS) continue;
     total += encryptedSize(upload.size) - encryptedSize(upload.offset);
   }
   return total;
 }
+
+/** How long an unfinished upload that receives no byte keeps its room reserved (see unwrittenBytes). */
+const RESERVATION_IDLE_MS = 10 * 60_000;
 
 
 /** Partial uploads an earlier version kept in plaintext in the OS temp dir go, files and folder. */
