@@ -331,6 +331,40 @@ function chunkStoreSuite(backend: MetadataBackend) {
       assert.deepEqual((await store.verify(tenant, (await writeAll(store, tenant, pieces)).refs)).damage, []);
     });
 
+    it('reads a chunk where it is now when collections repacked and removed its pack during the verification', async () => {
+      const { refs, packId } = await onePack(open());
+      const [kept] = refs;
+      const live = new Set([kept.id]);
+      // The pack's other chunks are dead: a collection moves the kept one into a new pack, and a later one removes the
+      // old pack; both run as the verification comes to that pack, a verification longer than two grace periods.
+      let collecting: Promise<void> | null = null;
+      const collections = async () => {
+        const collector = open();
+        now += 2 * HOUR;
+        await collector.collect(tenant, live, { graceMs: HOUR });
+        now += 2 * HOUR;
+        await collector.collect(tenant, live, { graceMs: HOUR });
+      };
+      const slow: BlobStore = {
+        ...fsBlobs,
+        write: (key, data) => fsBlobs.write(key, data),
+        read: (key, range) => fsBlobs.read(key, range),
+        openRanges: (key) => fsBlobs.openRanges(key),
+        size: async (key) => {
+          if (key.includes(packId)) await (collecting ??= collections());
+          return fsBlobs.size(key);
+        },
+        delete: (key) => fsBlobs.delete(key),
+        exists: (key) => fsBlobs.exists(key),
+        list: (prefix) => fsBlobs.list(prefix),
+      };
+      const report = await open(slow).verify(tenant, [kept]);
+      assert.ok(collecting, 'the collections ran during the verification');
+      assert.ok(!(await packFiles(tenant)).includes(packId), 'the old pack is gone');
+      assert.deepEqual(report.damage, []);
+      assert.equal(report.chunks, 1, 'the kept chunk was read, in its new pack');
+    });
+
     it('passes refs whose chunks are sound when only a collected chunk of their pack is damaged', async () => {
       const store = open();
       const { refs, path } = await onePack(store);
