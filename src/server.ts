@@ -140,7 +140,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
     progressFramesPerSecond: PROGRESS_FRAMES_PER_SECOND,
     sinkOf: (context) => contextSinks.get(context) ?? null,
     format: formatResult,
-    findsInstance: (context, instanceId) => context.services.instances.require(context.principal!, instanceId).then(() => true),
+    findsInstance: (context, instanceId) => context.services.instances.require(context.principal!, instanceId).then(() => true, () => false),
   });
   // Before graphql-ws's own listener, so that it runs before each message is handled.
   wsServer.on('connection', (socket) => socket.prependListener('message', fanout.beforeMessage));

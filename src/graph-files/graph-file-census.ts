@@ -26,7 +26,7 @@ export async function takeCensus(reader: GraphFileReader, signal?: AbortSignal):
         types.set(record.type, (types.get(record.type) ?? 0) + 1);
       }
       // Refused as soon as it is past the bound, so that what is counted stays bounded too.
-      const tooMany = distinctNamesProblem(labels.size, types.size);
+      const tooMany = record.kind === 'node' ? distinctNamesProblem('label', labels.size) : distinctNamesProblem('type', types.size);
       if (tooMany) throw new ArchiveError('INVALID_RECORD', `The file cannot be restored: at ${reader.describe(record.at)}, ${tooMany}.`);
     }
   }

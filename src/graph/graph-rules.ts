@@ -16,11 +16,10 @@ export const MAX_PROPERTY_DEPTH = 100;
  */
 export const MAX_DISTINCT_NAMES = 10_000;
 
-/** Why a graph with `labels` distinct labels and `types` distinct relationship types may not be, or undefined. */
-export function distinctNamesProblem(labels: number, types: number): string | undefined {
-  if (labels > MAX_DISTINCT_NAMES) return `it would hold ${labels} distinct labels; a graph holds at most ${MAX_DISTINCT_NAMES}`;
-  if (types > MAX_DISTINCT_NAMES) return `it would hold ${types} distinct relationship types; a graph holds at most ${MAX_DISTINCT_NAMES}`;
-  return undefined;
+/** Why a graph with `count` distinct names of a kind (labels, or relationship types) may not be, or undefined. */
+export function distinctNamesProblem(kind: 'label' | 'type', count: number): string | undefined {
+  if (count <= MAX_DISTINCT_NAMES) return undefined;
+  return `it would hold ${count} distinct ${kind === 'label' ? 'labels' : 'relationship types'}; a graph holds at most ${MAX_DISTINCT_NAMES}`;
 }
 
 /** In a `u` pattern a surrogate pair is one code point: only a lone surrogate matches. */

@@ -1129,7 +1129,7 @@ export async function applyCounts(db: SqliteConnection, deltas: CountDelta[]): P
   // Only the kind that gained a name: a store restored from before the bound may hold more of the other.
   for (const { kind } of named) {
     const row = await db.get<{ names: number }>(`SELECT count(*) AS names FROM counts WHERE kind = ?1`, [kind]);
-    const problem = kind === 'label' ? distinctNamesProblem(row?.names ?? 0, 0) : distinctNamesProblem(0, row?.names ?? 0);
+    const problem = distinctNamesProblem(kind, row?.names ?? 0);
     if (problem) throw capacityExceeded(`the write is refused: ${problem}`);
   }
 }

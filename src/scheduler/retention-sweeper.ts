@@ -353,10 +353,10 @@ export class RetentionSweeper {
    * verification's finding, gave back the expiresAt of what it replaced, and this one goes at the next sweep). The
    * instance's snapshots still being taken, and its completed ones newer than this one (verification may find one
    * whole again), are locked first: a completion or a verification commits before the look (which then sees it), or
-   * after this transaction (its hook, onReplacement, then gives back the expiresAt set here). Unlocked, on PostgreSQL a completion that
-   * committed during the statement was not seen by it, and had looked before the null was set: the replaced snapshot
-   * showed "kept until replaced" for as long as its replacement's retention. A failure is logged; the next sweep tries
-   * again.
+   * after this transaction (its hook, onReplacement, then gives back the expiresAt set here). Unlocked, on PostgreSQL
+   * a completion that committed during the statement was not seen by it, and had looked before the null was set: the
+   * replaced snapshot showed "kept until replaced" for as long as its replacement's retention. A failure is logged;
+   * the next sweep tries again.
    */
   private async keepUntilReplaced(spared: Candidate): Promise<void> {
     const { id: snapshotId, instanceId } = spared;

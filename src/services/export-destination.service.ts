@@ -369,7 +369,7 @@ export class ExportDestinationService {
     const key = `snapgraph-probe-${randomUUID()}`;
     try {
       const probe = Readable.from([Buffer.from('Snapgraph checks that it may write here; this object is deleted at once.\n')]);
-      const deleted = () => withDeadline(bucket.delete(key), PROBE_MS).then(() => null, (error: unknown) => scrub(describeS3Error(error)));
+      const deleted = () => bucket.delete(key, { signal: AbortSignal.timeout(PROBE_MS) }).then(() => null, (error: unknown) => scrub(describeS3Error(error)));
       const written = await bucket.write(key, probe, { signal: AbortSignal.timeout(PROBE_MS) }).then(() => null, (error: unknown) => error);
       if (written) {
         // Stopped after the service stored it, perhaps (a deadline): it is deleted all the same, or named.
@@ -595,15 +595,6 @@ function held(holding: Promise<void>): Promise<true | AppError> {
       return error;
     },
   );
-}
-
-/** `work`, or a TimeoutError once `ms` have passed (the work is left to end on its own). */
-function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(Object.assign(new Error(`no answer within ${ms / 1000} s`), { name: 'TimeoutError' })), ms);
-  });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
 /** The id of the retry of a failed export: the same for every replica that queues it. */

@@ -269,7 +269,7 @@ export class RestoreService {
     const { nodeCount, relationshipCount, labels, relationshipTypes } = header.stats;
     this.assertFits({ nodeCount, relationshipCount }, target);
     // An archive's header is bounded (4 MiB), not its names: a graph made here holds no more than MAX_DISTINCT_NAMES.
-    const tooMany = distinctNamesProblem(labels.length, relationshipTypes.length);
+    const tooMany = distinctNamesProblem('label', labels.length) ?? distinctNamesProblem('type', relationshipTypes.length);
     if (tooMany) throw capacityExceeded(`the archive cannot be restored: ${tooMany}`);
   }
 

@@ -330,9 +330,9 @@ export class S3BlobStore implements BlobStore {
     return (await this.size(key)) !== null;
   }
 
-  /** S3 answers a delete of a missing object with success too. */
-  async delete(key: string): Promise<void> {
-    await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.#objectKey(key) }));
+  /** S3 answers a delete of a missing object with success too. Stops when `signal` aborts. */
+  async delete(key: string, { signal }: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.#objectKey(key) }), { abortSignal: signal });
   }
 
   async *list(prefix: string): AsyncIterable<string> {

@@ -27,7 +27,8 @@ export interface SubscriptionFanoutOptions {
   /**
    * Whether the caller of `context` finds the instance `instanceId`, asked of a subscriber joining a stream of an
    * instance's events that runs already: the stream's own check ran for its first subscriber, before the instance was
-   * deleted, perhaps. False: the subscriber runs on its own, and hears its refusal (NOT_FOUND) as the first one would.
+   * deleted, perhaps. False (not found, or not known): the subscriber runs on its own, and hears its refusal (NOT_FOUND)
+   * as the first one would.
    */
   findsInstance(context: ApiContext, instanceId: string): Promise<boolean>;
 }
@@ -63,10 +64,7 @@ export class SubscriptionFanout {
     const key = shareKey(args, context!);
     const instanceId = this.streams.has(key) ? instanceArgument(args) : null;
     if (instanceId === null) return this.join(key, args, kind, sink);
-    return this.options.findsInstance(context!, instanceId).then(
-      (found) => (found ? this.join(key, args, kind, sink) : subscribe(args)),
-      () => subscribe(args),
-    );
+    return this.options.findsInstance(context!, instanceId).then((found) => (found ? this.join(key, args, kind, sink) : subscribe(args)));
   };
 
   /** Joins the stream `key` names, made for this subscriber when there is none (any more). */
