@@ -356,6 +356,21 @@ describe('the /uploads endpoint with real tus clients', () => {
     assert.equal((await request(new URL(second.headers.get('location')!, suite.server.url).toString(), { method: 'DELETE', headers: auth })).status, 204);
   });
 
+  it('counts the uploads being created at the same moment: of three that fit two by two, takes two', async () => {
+    const target = await createInstance(suite.server, { name: 'room for one, asked twice' });
+    const create = (length: number) =>
+      creation({ 'Tus-Resumable': '1.0.0', 'Upload-Metadata': metadataHeader({ instanceId: target.id, confirm: 'RESTORE' }), 'Upload-Length': String(length) });
+    const auth = { Authorization: `Bearer ${suite.server.adminKey}`, 'Tus-Resumable': '1.0.0' };
+    const { bavail, bsize } = statfsSync(uploadDir);
+    const answers = await Promise.all([0, 1, 2].map(() => create(Math.floor(0.4 * bavail * bsize))));
+    const taken = answers.filter((answer) => answer.status === 201);
+    assert.equal(taken.length, 2, answers.map((answer) => `${answer.status} ${answer.body}`).join('\n'));
+    for (const refused of answers.filter((answer) => answer.status !== 201)) assertRefusal(refused, 507, 'STORAGE_FULL');
+    for (const created of taken) {
+      assert.equal((await request(new URL(created.headers.get('location')!, suite.server.url).toString(), { method: 'DELETE', headers: auth })).status, 204);
+    }
+  });
+
   it("never completes one upload's bytes as another's: a partial file copied over another tenant's does not open there", async function () {
     this.timeout(60_000);
     const other = await createTenant(suite.server, `tus-other-${randomBytes(4).toString('hex')}`);

@@ -108,6 +108,8 @@ interface HandledRequest {
   body?: Readable;
   /** The upload it created (a POST). */
   created?: string;
+  /** The upload it found room for (a POST), promised that room until its record is written or the request ends. */
+  promised?: string;
 }
 
 /** The express handler to mount at UPLOADS_PATH. Starts the hourly sweep of expired partial uploads. */
@@ -172,6 +174,8 @@ export async function createTusUploads(
       } catch (error) {
         await file.remove().catch(() => undefined);
         throw error;
+      } finally {
+        room.release(upload.id); // its record counts it now (unwrittenBytes), or it is gone
       }
       upload.storage = { type: 'file', path: file.path };
       return upload;
@@ -284,6 +288,7 @@ export async function createTusUploads(
     }
   }
   const datastore = new EncryptedFileStore({ directory, expirationPeriodInMilliseconds: UPLOAD_EXPIRY_MS });
+  const room = new UploadRoom(directory, datastore);
   // One request at a time writes an upload, across the replicas that share the directory too.
   const locker = new UploadLocker(directory, new MemoryLocker({ acquireLockTimeout: LOCK_TIMEOUT_MS }), LOCK_TIMEOUT_MS, tusErrors.ERR_LOCK_TIMEOUT, (id) =>
     datastore.settled(id),
@@ -496,7 +501,9 @@ export async function createTusUploads(
       try {
         if (!instanceId) throw badMetadata();
         await services.uploads.authorize(principal, instanceId, confirm ?? '');
-        await assertRoomFor(directory, upload.size ?? 0, await unwrittenBytes(datastore));
+        await room.promise(upload.id, upload.size ?? 0);
+        const request = handling.getStore();
+        if (request) request.promised = upload.id;
       } catch (error) {
         throw refusal(error, { debugErrors: config.debugErrors });
       }
@@ -585,6 +592,7 @@ export async function createTusUploads(
       if (!res.headersSent) sendRefusal(res, refusal(error, { debugErrors: config.debugErrors }));
       else res.destroy();
     } finally {
+      if (handled.promised !== undefined) room.release(handled.promised);
       const { created } = handled;
       if (created !== undefined && handled.cutOff) {
         await datastore.settled(created);
@@ -803,6 +811,38 @@ async function sweepAtBoot(tus: Server, datastore: FileStore, completions: Uploa
   }
   removed += await tus.cleanUpExpiredUploads();
   if (removed > 0) logger.info({ removed }, 'removed stale partial uploads');
+}
+
+/**
+ * The room uploads being created take on their volume. Checked one creation at a time, and promised to each from its
+ * check until its record is written (then unwrittenBytes counts it): checked side by side, two creations that each
+ * fitted but not together both read the volume before either was written, and were both taken. One process's
+ * creations; replicas sharing a directory may still both take one each at the same moment.
+ */
+class UploadRoom {
+  private readonly promised = new Map<string, number>();
+  private checking: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly directory: string,
+    private readonly datastore: { directory: string; getUpload(id: string): Promise<Upload> },
+  ) {}
+
+  /** STORAGE_FULL unless an upload of `sizeBytes` fits beside the others (assertRoomFor); if it does, promised to `id`. */
+  promise(id: string, sizeBytes: number): Promise<void> {
+    const check = this.checking.then(async () => {
+      let reserved = await unwrittenBytes(this.datastore);
+      for (const bytes of this.promised.values()) reserved += bytes;
+      await assertRoomFor(this.directory, sizeBytes, reserved);
+      this.promised.set(id, encryptedSize(sizeBytes));
+    });
+    this.checking = check.catch(() => undefined);
+    return check;
+  }
+
+  release(id: string): void {
+    this.promised.delete(id);
+  }
 }
 
 /**
