@@ -53,8 +53,12 @@ export class ApiClient {
   static fromOptions(values: { url?: string; key?: string }, env: NodeJS.ProcessEnv = process.env): ApiClient {
     const url = (values.url ?? env.SNAPGRAPH_URL ?? DEFAULT_URL).trim();
     const key = (values.key ?? env.SNAPGRAPH_API_KEY ?? '').trim();
-    const parsed = URL.canParse(url) ? new URL(url) : null;
-    if (parsed && (parsed.username || parsed.password)) {
+    if (!URL.canParse(url)) {
+      // Said without what may stand before an @ (a password): fetch's own message repeated the URL whole.
+      throw new UsageError(`the server URL "${url.replace(/^([^:/?#]*:\/\/)[^/?#]*@/, '$1…@')}" is not a valid URL (http://host:port)`);
+    }
+    const parsed = new URL(url);
+    if (parsed.username || parsed.password) {
       // fetch refuses such a URL, and its message repeats it, password and all: said here without them.
       throw new UsageError(
         `the server URL must not hold a user name or password (${parsed.protocol}//…@${parsed.host}${parsed.pathname}): ` +
@@ -63,6 +67,13 @@ export class ApiClient {
     }
     if (!/^https?:\/\/[^/]/i.test(url)) throw new UsageError(`the server URL "${url}" must start with http:// or https://`);
     if (!key) throw new UsageError('an API key is required: set SNAPGRAPH_API_KEY (or pass --key)');
+    if (!/^[\x21-\x7e]+$/.test(key)) {
+      // An HTTP header cannot carry it, and fetch's refusal repeated the key whole, as a server it "cannot reach".
+      throw new UsageError(
+        'the API key holds a character a key never has (a line break, a space, or one beyond ASCII such as a typographic quote): ' +
+          'give the key alone, as `snapgraph tenant create` or createApiKey printed it',
+      );
+    }
     return new ApiClient(url.replace(/\/+$/, '').replace(/\/graphql$/i, ''), key);
   }
 

@@ -3,7 +3,7 @@
 // `-o -` streams it to stdout instead (for a pipe), and says after the last byte whether its sha256 was the snapshot's.
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { type FileHandle, open, rename, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, link, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, join, resolve, sep } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,7 +12,7 @@ import { ApiClient, describeErrorBody, networkFailureReason } from './api-client
 import { CliError, Interrupted, UsageError } from './cli-error';
 import { parseCommandArgs } from './command-args';
 import { Interruption } from './interruption';
-import { takePidLock } from './pid-lock';
+import { releasePidLock, takePidLock } from './pid-lock';
 import { formatBytes, ProgressBar } from './progress-bar';
 import { writtenOut } from './written-out';
 
@@ -50,13 +50,14 @@ export async function exportCommand(args: string[]): Promise<number> {
     if ((await sizeOf(target)) !== null) throw new CliError(`${target} already exists; remove it or choose another name with -o`);
     const { bytes, sha256 } = await download(link, part, interruption);
     if (bytes !== link.sizeBytes || sha256 !== link.sha256) {
-      await unlink(part);
+      await removePart(part);
       throw new CliError(
         `the download is damaged: sha256 ${sha256} (${bytes} bytes) instead of ${link.sha256} (${link.sizeBytes} bytes); ` +
           `${part} was removed, run the command again`,
       );
     }
-    await rename(part, target);
+    await saveAs(part, target);
+    await unlink(archiveOf(part)).catch(() => undefined);
     process.stdout.write(`saved ${target} (${bytes} bytes, sha256 ${sha256})\n`);
     return 0;
   } finally {
@@ -74,7 +75,7 @@ async function lockPart(part: string): Promise<() => Promise<void>> {
   const lock = `${part}.lock`;
   // The lock sits beside the .part: what keeps it from being made keeps the .part from being written.
   const holder = await takePidLock(lock).catch((error: unknown) => Promise.reject(cannotWrite(part, error)));
-  if (holder === true) return () => unlink(lock).catch(() => undefined);
+  if (holder === true) return () => releasePidLock(lock);
   throw new CliError(
     `another snapgraph export (${holder === 'unnamed' ? 'a process starting' : `process ${holder}`}) is writing ${part}; wait for it to end, or stop ` +
       `it and run this again (if no export runs, remove ${lock})`,
@@ -105,7 +106,7 @@ async function streamToStdout(link: ExportLink): Promise<number> {
   const interrupted = new Promise<never>((_, reject) => interruption.onRequest(() => reject(new Error('interrupted'))));
   interrupted.catch(() => undefined);
   try {
-    const { body } = await openDownload(link, 0, controller.signal);
+    const { body } = await openDownload(link, 0, link.sha256, controller.signal);
     // stdout stays open: the process writes its last line to stderr and exits with the status that says how it went.
     await pipeline(body, counted, process.stdout, { end: false });
     // The pipeline is done once stdout took the last bytes, not once they reached the reader: a pipe writes later.
@@ -145,12 +146,46 @@ async function targetPath(output: string | undefined, fileName: string): Promise
   return resolve(output);
 }
 
+/**
+ * Gives the checked .part its name. Never over a file that appeared there during the download (the check before it
+ * began is long past): a hard link fails where a file exists, where a rename replaced it without a word. A volume
+ * without hard links gets the check and the rename.
+ */
+async function saveAs(part: string, target: string): Promise<void> {
+  try {
+    await link(part, target);
+  } catch (error) {
+    const { code } = error as NodeJS.ErrnoException;
+    if (code === 'EEXIST') throw new CliError(`${target} appeared during the download; the archive is kept in ${part}: move it, or remove ${target} and run the command again`);
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw cannotWrite(target, error);
+    if ((await sizeOf(target)) !== null) throw new CliError(`${target} appeared during the download; the archive is kept in ${part}: move it, or remove ${target} and run the command again`);
+    await rename(part, target);
+    return;
+  }
+  await unlink(part);
+}
+
+/**
+ * The file beside a .part that names the archive its bytes are the start of (`<file>.part.sha256`: its sha256). A
+ * rerun into the same file for another snapshot (a cron job's fixed -o, or two snapshots in one second under the
+ * default name) resumed the .part all the same, sending the new archive's own sha256 as If-Range, which always
+ * matched: it spliced the new archive onto the old one's start, and failed at the end as damaged.
+ */
+const archiveOf = (part: string) => `${part}.sha256`;
+
+async function removePart(part: string): Promise<void> {
+  await unlink(part).catch(() => undefined);
+  await unlink(archiveOf(part)).catch(() => undefined);
+}
+
 /** Appends to (or starts) the .part file; returns its size and sha256 over every byte, old and new. */
 async function download(link: ExportLink, part: string, interruption: Interruption): Promise<Downloaded> {
   let hash = createHash('sha256');
   let offset = (await sizeOf(part)) ?? 0;
-  if (offset > link.sizeBytes) {
-    await unlink(part);
+  // A .part an earlier release left names no archive: taken as this one's start, as then (its sha256 checks it at the end).
+  const startOf = offset > 0 ? ((await readFile(archiveOf(part), 'utf8').catch(() => null))?.trim() ?? link.sha256) : link.sha256;
+  if (offset > link.sizeBytes && startOf === link.sha256) {
+    await removePart(part);
     offset = 0;
   }
   if (offset > 0) {
@@ -163,18 +198,20 @@ async function download(link: ExportLink, part: string, interruption: Interrupti
 
   const controller = new AbortController();
   interruption.onRequest(() => controller.abort());
-  const { body, from } = await openDownload(link, offset, controller.signal).catch(async (error) => {
+  const { body, from } = await openDownload(link, offset, startOf, controller.signal).catch(async (error) => {
     if (interruption.isRequested) throw resumeHint(offset, link, part);
     if (error instanceof RangeNotSatisfiable) {
-      await unlink(part).catch(() => undefined);
+      await removePart(part);
       throw new CliError(`${part} does not match the export (HTTP 416); it was removed, run the command again`);
     }
     throw error;
   });
   if (from === 0 && offset > 0) {
-    process.stderr.write('the server sent the whole file; starting over\n');
+    const why = startOf === link.sha256 ? 'the server sent the whole file' : `${part} holds the start of another archive (sha256 ${startOf})`;
+    process.stderr.write(`${why}; starting over\n`);
     hash = createHash('sha256');
   }
+  if (from === 0) await nameArchive(part, link.sha256, body);
   const bytes = await appendBody(body, part, from, hash, link.sizeBytes, interruption);
   if (interruption.isRequested) throw resumeHint(bytes, link, part);
   if (bytes < link.sizeBytes) {
@@ -183,10 +220,23 @@ async function download(link: ExportLink, part: string, interruption: Interrupti
   return { bytes, sha256: hash.digest('hex') };
 }
 
-/** GET the link, with Range + If-Range when resuming; `from` is where the body starts (0 when the server sent all). */
-async function openDownload(link: ExportLink, offset: number, signal: AbortSignal): Promise<{ body: Readable; from: number }> {
-  // If-Range: a partial file of other bytes (another snapshot) gets the whole new file instead of a bad splice.
-  const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-`, 'if-range': `"${link.sha256}"` } : {};
+/** Records (archiveOf) which archive the .part about to be started from its first byte holds. */
+async function nameArchive(part: string, sha256: string, body: Readable): Promise<void> {
+  try {
+    await writeFile(archiveOf(part), `${sha256}\n`, { mode: 0o600 });
+  } catch (error) {
+    body.destroy();
+    throw cannotWrite(archiveOf(part), error);
+  }
+}
+
+/**
+ * GET the link, with Range + If-Range when resuming; `from` is where the body starts (0 when the server sent all).
+ * `startOf`: the sha256 of the archive the partial file is the start of, sent as If-Range: one of another archive gets
+ * the whole new file instead of a bad splice.
+ */
+async function openDownload(link: ExportLink, offset: number, startOf: string, signal: AbortSignal): Promise<{ body: Readable; from: number }> {
+  const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-`, 'if-range': `"${startOf}"` } : {};
   const response = await fetch(link.url, { headers, signal }).catch((error: Error) => {
     if (error.name === 'AbortError') throw error;
     // The link's address is the server's SNAPGRAPH_PUBLIC_URL when set (a proxy's public name, say), else one of its

@@ -1,6 +1,7 @@
 // Lock files of the CLI that name the process holding them (`<pid>\n`), so that one left by a crash is known and taken
 // over: export's `<file>.part.lock`, restore-file's state file lock.
 import { open, readFile, rm, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { withClaim } from '../storage/file-claim';
 
@@ -24,17 +25,32 @@ const UNNAMED_LOCK_STALE_MS = 10_000;
  */
 export async function takePidLock(path: string): Promise<true | number | 'unnamed'> {
   for (;;) {
-    if (await createPidLock(path)) return true;
+    if (await createPidLock(path)) {
+      held.add(resolve(path));
+      return true;
+    }
     const holder = await pidLockHolder(path);
     if (holder === 'released') continue;
     if (holder !== 'gone') return holder;
     const decided = await withClaim(path, { staleMs: TAKEOVER_CLAIM_STALE_MS }, async ({ text, stats }) => {
-      if (holderNamedBy(text, stats.mtimeMs) === 'gone') await rm(path, { force: true });
+      if (holderNamedBy(path, text, stats.mtimeMs) === 'gone') await rm(path, { force: true });
     });
     // Null: the lock went meanwhile, or another process is taking it over (it holds the claim for a moment).
     if (decided === null) await sleep(TAKEOVER_RETRY_MS);
   }
 }
+
+/** Removes a lock takePidLock gave this process. */
+export async function releasePidLock(path: string): Promise<void> {
+  held.delete(resolve(path));
+  await rm(path, { force: true }).catch(() => undefined);
+}
+
+/**
+ * The locks this process holds now. One that names this process's id but is not among them was left by an earlier
+ * process that had the same id and died holding it: in a container, every run of the CLI is often the same pid (1).
+ */
+const held = new Set<string>();
 
 /**
  * Creates the lock file naming this process; false when it exists already. Other errors are thrown, and a lock this
@@ -69,13 +85,16 @@ async function pidLockHolder(path: string): Promise<number | 'gone' | 'unnamed' 
   if (text === null) return 'released';
   const made = await stat(path).then((stats) => stats.mtimeMs, () => null);
   if (made === null) return 'released';
-  return holderNamedBy(text, made);
+  return holderNamedBy(path, text, made);
 }
 
-/** The holder that a lock's text names, given when the lock was last written (its mtime). */
-function holderNamedBy(text: string, writtenAt: number): number | 'gone' | 'unnamed' {
+/** The holder that the text of the lock at `path` names, given when the lock was last written (its mtime). */
+function holderNamedBy(path: string, text: string, writtenAt: number): number | 'gone' | 'unnamed' {
   const pid = Number(text.trim());
-  if (text.endsWith('\n') && Number.isSafeInteger(pid) && pid > 0) return isRunning(pid) ? pid : 'gone';
+  if (text.endsWith('\n') && Number.isSafeInteger(pid) && pid > 0) {
+    if (pid === process.pid) return held.has(resolve(path)) ? pid : 'gone';
+    return isRunning(pid) ? pid : 'gone';
+  }
   return Date.now() - writtenAt > UNNAMED_LOCK_STALE_MS ? 'gone' : 'unnamed';
 }
 

@@ -2,11 +2,11 @@
 // resumable uploads, in the shape tus-js-client's FileUrlStorage wrote ({"tus::<fingerprint>::<id>": upload}), so
 // that the uploads an earlier release saved are resumed.
 import { randomInt } from 'node:crypto';
-import { readFile, unlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type * as tus from 'tus-js-client';
 import { removeLeftTemps, replaceFile } from '../storage/durable-fs';
-import { takePidLock } from './pid-lock';
+import { releasePidLock, takePidLock } from './pid-lock';
 
 /** How long a change waits for another snapgraph's (a change takes milliseconds). */
 const LOCK_WAIT_MS = 10_000;
@@ -89,7 +89,7 @@ export class UploadStateFile implements tus.UrlStorage {
     const gives = Date.now() + LOCK_WAIT_MS;
     for (;;) {
       const holder = await takePidLock(this.#lock);
-      if (holder === true) return () => unlink(this.#lock).catch(() => undefined);
+      if (holder === true) return () => releasePidLock(this.#lock);
       if (Date.now() >= gives) {
         throw new Error(`${this.#lock} is held by ${holder === 'unnamed' ? 'another process' : `process ${holder}`} (if no snapgraph runs, remove it)`);
       }

@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
 import { type AddressInfo, connect, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as tus from 'tus-js-client';
 import {
   allNodes,
@@ -351,6 +351,25 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
       assert.equal(existsSync(`${out}.part.lock`), false);
     });
 
+    // A cron job exporting each day's snapshot to the same -o: yesterday's interrupted .part was resumed with today's
+    // archive spliced onto its start (If-Range named today's archive, which always matched), and failed as damaged.
+    it("starts over a partial file of another snapshot's archive instead of splicing this one onto it", async () => {
+      const out = join(makeTempDir(), 'daily.backup');
+      const stopAt = Math.floor(snapshot.sizeBytes / 2);
+      const interrupted = await snapgraph(suite.server, ['export', snapshot.id, '-o', out], {
+        env: { SNAPGRAPH_CLI_STOP_AFTER_BYTES: String(stopAt) },
+      });
+      assert.equal(interrupted.code, 130, output(interrupted));
+      // The start of another archive, as yesterday's run left it.
+      writeFileSync(`${out}.part`, randomBytes(stopAt));
+      writeFileSync(`${out}.part.sha256`, `${'ab'.repeat(32)}\n`);
+      const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', out]);
+      assert.equal(run.code, 0, output(run));
+      assert.match(run.stderr, new RegExp(`daily\\.backup\\.part holds the start of another archive \\(sha256 ${'ab'.repeat(32)}\\); starting over`));
+      assert.deepEqual(readFileSync(out), archive);
+      assert.deepEqual(readdirSync(dirname(out)), ['daily.backup'], 'the .part and what names its archive are gone');
+    });
+
     it('detects a damaged partial download by its sha256, removes it and exits non-zero', async () => {
       const out = join(makeTempDir(), 'damaged.backup');
       const damaged = Buffer.from(archive.subarray(0, 2000));
@@ -496,6 +515,23 @@ describe('the transfer CLI (snapgraph export, snapgraph restore-file)', () => {
         assert.equal(run.code, 2, output(run));
         assert.match(run.stderr, /^snapgraph: the server URL must not hold a user name or password \(http:\/\/…@127\.0\.0\.1:\d+\/\): /);
         assert.doesNotMatch(run.stdout + run.stderr, /hunter2|operator/);
+      }
+    });
+
+    // A URL that is none (a port beyond 65535), or a key pasted with the line after it or in typographic quotes: fetch
+    // refused them with messages that repeated the password or the key whole, as a server the command "cannot reach".
+    it('refuses a URL that is not one and a key no header can carry (exit 2), without printing either secret', async () => {
+      const badUrl = await snapgraph(suite.server, ['export', snapshot.id, '-o', makeTempDir()], {
+        env: { SNAPGRAPH_URL: 'http://operator:hunter2@127.0.0.1:99999' },
+      });
+      assert.equal(badUrl.code, 2, output(badUrl));
+      assert.match(badUrl.stderr, /^snapgraph: the server URL "http:\/\/…@127\.0\.0\.1:99999" is not a valid URL/);
+      assert.doesNotMatch(badUrl.stdout + badUrl.stderr, /hunter2|operator/);
+      for (const key of [`${suite.server.adminKey}\nsecondline`, `\u201c${suite.server.adminKey}\u201d`]) {
+        const run = await snapgraph(suite.server, ['export', snapshot.id, '-o', makeTempDir()], { env: { SNAPGRAPH_API_KEY: key } });
+        assert.equal(run.code, 2, output(run));
+        assert.match(run.stderr, /the API key holds a character a key never has/);
+        assert.ok(!(run.stdout + run.stderr).includes(suite.server.adminKey.slice(-12)), `the key was printed: ${output(run)}`);
       }
     });
   });

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import fsPromises = require('node:fs/promises');
 import { join } from 'node:path';
-import { takePidLock } from '../../src/cli/pid-lock';
+import { releasePidLock, takePidLock } from '../../src/cli/pid-lock';
 import { pausedFs } from '../support/paused-fs';
 
 /** Above Linux's largest pid (2^22): no process has it. */
@@ -28,6 +28,17 @@ describe('takePidLock (the CLI lock files naming their process)', () => {
     assert.equal(await takePidLock(lock), true);
     assert.equal(readFileSync(lock, 'utf8'), `${process.pid}\n`);
     assert.equal(await takePidLock(lock), process.pid);
+  });
+
+  // In a container every run of the CLI is often the same pid (1): the lock of one killed there named the next run.
+  it("takes over a lock naming this process's own id that it does not hold (an earlier process with the same id)", async () => {
+    writeFileSync(lock, `${process.pid}\n`);
+    assert.equal(await takePidLock(lock), true);
+    assert.equal(await takePidLock(lock), process.pid, 'a lock this process holds is still held');
+    await releasePidLock(lock);
+    assert.equal(existsSync(lock), false);
+    assert.equal(await takePidLock(lock), true);
+    await releasePidLock(lock);
   });
 
   it('takes over a lock whose process is gone, and one left unnamed long ago, not one being made', async () => {
