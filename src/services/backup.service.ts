@@ -1170,7 +1170,21 @@ export class BackupService {
    */
   private rebase(instance: InstanceEntity): void {
     if (this.baseUnderWay(instance.id)) this.rebases.set(instance.id, instance.storeGeneration);
-    else void this.takeBase(instance);
+    else void this.rebaseNow(instance);
+  }
+
+  /**
+   * The base a damage asked for, tried again as the policy's are when it fails (takeBaseOrRetry): taken once, a base
+   * that failed (the blob store away for a moment) was tried again only at the next shipped segment, and an instance
+   * nobody wrote to kept no restore window meanwhile.
+   */
+  private async rebaseNow(instance: InstanceEntity): Promise<void> {
+    try {
+      const epoch = await this.log.currentEpoch(instance.id);
+      if (epoch) await this.takeBaseOrRetry(instance, epoch);
+    } catch (err) {
+      this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed');
+    }
   }
 
   /**
@@ -1342,7 +1356,7 @@ export class BackupService {
       return removable;
     });
     for (const point of removed) if (point.manifestKey) await this.blobs.delete(point.manifestKey);
-    const removedSegments = await this.log.sweep(tenantId, marks.epochs, marks.ranges);
+    const removedSegments = await this.log.sweep(tenantId, marks.examined, marks.epochs, marks.ranges);
     // The grace period counts back from before the points are listed: marking a large tenant takes a while, and a base
     // recorded meanwhile is not among them.
     const markedAt = Date.now();
@@ -1440,7 +1454,10 @@ export class BackupService {
   }
 
   /** What collect() keeps: see there. Ranges are (afterSeq, untilSeq] stretches of each marked epoch's log. */
-  private async mark(tenantId: string, now: number): Promise<{ unmarked: MarkedPoint[]; epochs: Set<number>; ranges: Map<number, [number, number][]> }> {
+  private async mark(
+    tenantId: string,
+    now: number,
+  ): Promise<{ unmarked: MarkedPoint[]; examined: Set<number>; epochs: Set<number>; ranges: Map<number, [number, number][]> }> {
     // What marking and removing read of each point: not its stats (the label lists, ~1 KB), one row per snapshot.
     const all: MarkedPoint[] = await this.points.find({
       select: { id: true, kind: true, parentId: true, epoch: true, seq: true, at: true, manifestKey: true, createdAt: true },
@@ -1517,7 +1534,7 @@ export class BackupService {
       markReach(epoch.epoch, first?.seq ?? 0, Number.MAX_SAFE_INTEGER);
       for (const base of bases) if (!first || base.seq > first.seq) markPoint(base);
     }
-    return { unmarked: all.filter((point) => !marked.has(point.id)), epochs: liveEpochs, ranges };
+    return { unmarked: all.filter((point) => !marked.has(point.id)), examined: new Set(epochs.keys()), epochs: liveEpochs, ranges };
   }
 }
 

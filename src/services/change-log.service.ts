@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { Between, In, IsNull, type DataSource, type EntityManager, type Repository } from 'typeorm';
-import { CryptoError } from '../crypto/errors';
+import { CryptoError, UnknownKeyError } from '../crypto/errors';
 import { decodeSegment, encodeSegment, expectSegment, SegmentFormatError } from '../changelog/segment-format';
 import type { InstanceEntity } from '../entities/instance.entity';
 import { LogSegmentEntity } from '../entities/log-segment.entity';
@@ -184,8 +184,21 @@ export class ChangeLogService {
   /** recordDamage without telling anyone, in `manager`'s transaction; false when damage at or after it was recorded already. */
   private async saveDamage(epoch: StoreEpochEntity, fromSeq: number, message: string, manager: EntityManager): Promise<boolean> {
     if (epoch.damagedFromSeq !== null && epoch.damagedFromSeq >= fromSeq) return false;
+    // Compared as the row is, not as `epoch` was read: a replay planned before another recorded later damage (a
+    // base taken after it since) overwrote it with its older one, and the window offered again the moments between,
+    // which need the later damaged segment.
+    const saved = await manager
+      .createQueryBuilder()
+      .update(StoreEpochEntity)
+      .set({ damage: message.slice(0, 1000), damagedFromSeq: fromSeq })
+      .where('epoch = :epoch AND ("damagedFromSeq" IS NULL OR "damagedFromSeq" < :fromSeq)', { epoch: epoch.epoch, fromSeq })
+      .execute();
+    if (!saved.affected) {
+      const row = await manager.findOneBy(StoreEpochEntity, { epoch: epoch.epoch });
+      if (row) Object.assign(epoch, { damage: row.damage, damagedFromSeq: row.damagedFromSeq });
+      return false;
+    }
     this.logger.error({ epoch: epoch.epoch, instanceId: epoch.instanceId, fromSeq, damage: message }, 'change log damaged');
-    await manager.update(StoreEpochEntity, { epoch: epoch.epoch }, { damage: message.slice(0, 1000), damagedFromSeq: fromSeq });
     Object.assign(epoch, { damage: message.slice(0, 1000), damagedFromSeq: fromSeq });
     return true;
   }
@@ -246,14 +259,19 @@ export class ChangeLogService {
   private async persistLatest(): Promise<void> {
     for (const [epoch, seen] of this.latest) {
       if (seen.persisted) continue;
-      await this.epochs
-        .createQueryBuilder()
-        .update()
-        .set({ shippedThrough: seen.shippedThrough })
-        .where('epoch = :epoch AND ("shippedThrough" IS NULL OR "shippedThrough" < :shippedThrough)', { epoch, shippedThrough: seen.shippedThrough })
-        .execute();
+      await this.recordShippedThrough(epoch, seen.shippedThrough);
       seen.persisted = true;
     }
+  }
+
+  /** Records `shippedThrough` as the epoch's latest, unless another replica recorded a later one. */
+  private async recordShippedThrough(epoch: number, shippedThrough: number): Promise<void> {
+    await this.epochs
+      .createQueryBuilder()
+      .update()
+      .set({ shippedThrough })
+      .where('epoch = :epoch AND ("shippedThrough" IS NULL OR "shippedThrough" < :shippedThrough)', { epoch, shippedThrough })
+      .execute();
   }
 
   /** A write committed on the instance: ship it soon. */
@@ -392,7 +410,8 @@ export class ChangeLogService {
     const persist = persistNow || !seen || now - seen.persistedAt >= LATEST_PERSIST_MS;
     this.latest.set(epoch.epoch, { shippedThrough, persistedAt: persist ? now : seen!.persistedAt, persisted: persist });
     epoch.shippedThrough = Math.max(epoch.shippedThrough ?? -1, shippedThrough);
-    if (persist) await this.epochs.update({ epoch: epoch.epoch }, { shippedThrough: epoch.shippedThrough });
+    // Never back: another replica shipping the epoch may have recorded a later one since `epoch` was read.
+    if (persist) await this.recordShippedThrough(epoch.epoch, epoch.shippedThrough);
   }
 
   /** Returns the segment's plain bytes. */
@@ -554,6 +573,8 @@ export class ChangeLogService {
         throw new AppError('OUT_OF_RESTORE_WINDOW', `${place} was collected (retention) while it was being read: the moment it serves is no longer in the restore window`);
       }
       const why = error instanceof BlobNotFoundError ? 'is missing' : `is damaged (${(error as Error).message})`;
+      // A segment sealed under a master key this server is not given is no damage: configured again, it reads.
+      if (error instanceof UnknownKeyError) throw error;
       if (error instanceof BlobNotFoundError || error instanceof SegmentFormatError || error instanceof CryptoError) {
         return this.damaged(epoch, row.firstSeq, `${place} ${why}`);
       }
@@ -674,8 +695,13 @@ export class ChangeLogService {
    * the clock's now would put moments already offered from this store into the next one's history.
    */
   async offeredThrough(instanceId: string): Promise<number> {
-    const current = await this.epochs.findOneBy({ instanceId, endedAt: IsNull() });
+    const current = await this.currentEpoch(instanceId);
     return current ? this.latestOf(current) : -1;
+  }
+
+  /** The epoch of the instance's current store (null: none yet, or the instance is gone). */
+  currentEpoch(instanceId: string): Promise<StoreEpochEntity | null> {
+    return this.epochs.findOneBy({ instanceId, endedAt: IsNull() });
   }
 
   private latestOf(epoch: StoreEpochEntity): number {
@@ -837,13 +863,16 @@ export class ChangeLogService {
   }
 
   /**
-   * Removes the tenant's epochs that are not in `live` (with all their segments), and the segments of live epochs
-   * that hold no seq of their `ranges` ((afterSeq, untilSeq] stretches). Each row goes before its blob: a crash in
+   * Of the tenant's epochs a mark `examined`, removes those that are not in `live` (with all their segments), and the
+   * segments of live epochs that hold no seq of their `ranges` ((afterSeq, untilSeq] stretches). An epoch begun since
+   * the mark (an instance created, restored or adopted meanwhile) is left alone: not among the live, it lost its log
+   * from its first entry on, and its snapshots completed unrestorable. Each row goes before its blob: a crash in
    * between leaves an unlisted blob, never a listed segment without its data. Returns how many segments went.
    */
-  async sweep(tenantId: string, live: Set<number>, ranges: Map<number, [number, number][]>): Promise<number> {
+  async sweep(tenantId: string, examined: Set<number>, live: Set<number>, ranges: Map<number, [number, number][]>): Promise<number> {
     let removed = 0;
     for (const epoch of await this.epochsOfTenant(tenantId)) {
+      if (!examined.has(epoch.epoch)) continue;
       const unneeded = (row: SegmentPlace) =>
         !live.has(epoch.epoch) || !(ranges.get(epoch.epoch) ?? []).some(([afterSeq, untilSeq]) => row.lastSeq > afterSeq && row.firstSeq <= untilSeq);
       // Recorded first: the window then never offers a moment whose log goes next (a crash after this keeps rows the

@@ -149,7 +149,7 @@ function collectionSuite(backend: { name: 'SQLite' } | { name: 'PostgreSQL'; adm
   it('fails a replay whose segments a collection removed meanwhile as out of the window (OUT_OF_RESTORE_WINDOW), recording no damage', async () => {
     await threeSegments();
     // While the first segment is read, retention moves on: only the log after seq 2 is still needed (a base there).
-    whileRead = async () => void (await log.sweep(TENANT, new Set([EPOCH]), new Map([[EPOCH, [[2, Number.MAX_SAFE_INTEGER]]]])));
+    whileRead = async () => void (await log.sweep(TENANT, new Set([EPOCH]), new Set([EPOCH]), new Map([[EPOCH, [[2, Number.MAX_SAFE_INTEGER]]]])));
     const error = await replayFailure();
     assert.ok(isAppError(error) && error.code === 'OUT_OF_RESTORE_WINDOW', String(error));
     assert.match(error.message, /segment 2–2 .*collected/);
@@ -163,7 +163,7 @@ function collectionSuite(backend: { name: 'SQLite' } | { name: 'PostgreSQL'; adm
     await threeSegments();
     // Planned (the log after the anchor was held), then the base written back while retention moved on: the replay
     // finds no segment for seqs 1–2 when it starts.
-    await log.sweep(TENANT, new Set([EPOCH]), new Map([[EPOCH, [[2, Number.MAX_SAFE_INTEGER]]]]));
+    await log.sweep(TENANT, new Set([EPOCH]), new Set([EPOCH]), new Map([[EPOCH, [[2, Number.MAX_SAFE_INTEGER]]]]));
     const error = await replayFailure();
     assert.ok(isAppError(error) && error.code === 'OUT_OF_RESTORE_WINDOW', String(error));
     assert.match(error.message, /seqs 1–2 .*collected/);

@@ -122,7 +122,7 @@ describe('a point-in-time restore whose base a collection removes while it is re
       seqAt: async () => 5,
       holdsLogAfter: async () => true,
       epochsOfTenant: async () => [epoch],
-      sweep: async (_tenantId: string, _live: Set<number>, ranges: Map<number, [number, number][]>) => {
+      sweep: async (_tenantId: string, _examined: Set<number>, _live: Set<number>, ranges: Map<number, [number, number][]>) => {
         swept = ranges;
         return 0;
       },
