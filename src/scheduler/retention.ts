@@ -37,7 +37,8 @@ export function expiresAtFor(createdAt: number, schedule: TierSchedule): number 
  * - Retention: COMPLETED and FAILED snapshots go once createdAt + retention <= now.
  * - Thinning, applied to what retention leaves: SCHEDULED snapshots with
  *   createdAt <= now - thinAfter are grouped into buckets aligned to epoch multiples of
- *   thinInterval, and each bucket keeps only its OLDEST completed snapshot. Snapshots cross the
+ *   thinInterval, and each bucket keeps only its OLDEST completed snapshot not known to be damaged
+ *   (the oldest, while every one is; a damaged keeper restored nothing of its day). Snapshots cross the
  *   thinAfter line oldest first, so the first one of a bucket to cross is the one kept, and
  *   every later arrival is newer and is removed as it crosses: a snapshot kept once stays kept
  *   until retention removes it, and each snapshot is decided once. (Keeping the newest would
@@ -178,9 +179,12 @@ function thinnedOut(oldestFirst: RetainedSnapshot[], schedule: TierSchedule, now
     else buckets.set(bucket, [s]);
   }
   const removed: RetainedSnapshot[] = [];
-  for (const [keeper, ...rest] of buckets.values()) {
-    if (keeper.status !== 'COMPLETED') continue;
-    removed.push(...rest.filter((s) => s.status === 'COMPLETED'));
+  for (const members of buckets.values()) {
+    if (members[0].status !== 'COMPLETED') continue;
+    // The oldest one not known to be damaged: kept as the oldest, a damaged one was all that was left of its bucket,
+    // and restored nothing. Every member is damaged: the oldest.
+    const keeper = members.find((s) => s.status === 'COMPLETED' && !s.error) ?? members[0];
+    removed.push(...members.filter((s) => s !== keeper && s.status === 'COMPLETED'));
   }
   return removed;
 }

@@ -90,6 +90,9 @@ export class Scheduler {
       await this.alignGridDueTimes();
       this.leading = true;
     }
+    // The clock stepped back behind the last sweep's start: measured from that later clock, none was due for the whole
+    // step (a day's error corrected, a day without retention). Due now instead.
+    if (this.lastSweepAt > Date.now()) this.lastSweepAt = Date.now() - this.tickMs;
     const { due, soonest } = await this.scheduledBy(Date.now(), Date.now() + this.tickMs);
     await this.takeDueSnapshots(due);
     // Retention is swept once a tick's length, and at the moment a snapshot expires (measured under load: removals came

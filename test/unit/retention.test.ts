@@ -279,6 +279,14 @@ describe('snapshotsToRemove', () => {
       }
     });
 
+    // Kept as the oldest, a damaged snapshot was all that was left of its day, and restored nothing of it.
+    it('keeps the oldest snapshot of a day not known to be damaged, and the oldest while every one is', () => {
+      const history = hourly(midnight, 24).map((s) => (s.id === 'h00' ? { ...s, error: 'chunk 3 of its base is damaged' } : s));
+      const afterDay = midnight + DAY - HOUR + 7 * DAY;
+      assert.deepEqual(snapshotsToRemove(history, VDC, afterDay, [NEWER]), history.filter((s) => s.id !== 'h01').map((s) => s.id));
+      assert.deepEqual(snapshotsToRemove(history, VDC, midnight + 7 * DAY, [NEWER]), [], 'h00 alone crossed: nothing else to keep');
+    });
+
     it('does not thin ON_DEMAND and PRE_RESTORE snapshots', () => {
       const history = [
         snapshot('scheduled', midnight),

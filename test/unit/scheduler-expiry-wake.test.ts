@@ -50,4 +50,29 @@ describe('the scheduler and snapshot expiry', function () {
       await scheduler.stop();
     }
   });
+
+  // The last sweep's start was read from the clock before the step: measured from it, none was due for the whole step.
+  it('goes on sweeping once a tick after the clock is stepped back a minute', async () => {
+    const realNow = Date.now;
+    let offsetMs = 0;
+    Date.now = () => realNow() + offsetMs;
+    const sweptAt: number[] = [];
+    const sweeper = { sweep: async (now: number) => sweptAt.push(now) && 0 } as unknown as RetentionSweeper;
+    const leadership: SchedulerLeadership = { check: async () => true, release: async () => undefined };
+    const scheduler = new Scheduler(db, { tiers: DEFAULT_TIER_POLICIES }, {} as SnapshotService, sweeper, leadership, createLogger('silent'), {
+      tickMs: 200,
+    });
+    scheduler.start();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.ok(sweptAt.length >= 1);
+      const before = sweptAt.length;
+      offsetMs = -60_000;
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      assert.ok(sweptAt.length - before >= 3, `${sweptAt.length - before} sweeps in the 1.5 s after the clock was stepped back (ticks of 200 ms)`);
+    } finally {
+      await scheduler.stop();
+      Date.now = realNow;
+    }
+  });
 });
