@@ -5,7 +5,7 @@
 //   string int long short byte char boolean float double point date localtime time localdatetime datetime duration,
 //   each also as an array (type[]) whose elements a cell separates with ';'.
 //   An empty cell is no value (no property); an empty quoted cell is the empty string for a string property.
-import { pointOf } from './cypher-values';
+import { pointOf, SRID_CRS } from './cypher-values';
 
 export type ColumnRole = 'ID' | 'LABEL' | 'START_ID' | 'END_ID' | 'TYPE' | 'IGNORE' | 'PROPERTY';
 
@@ -207,7 +207,6 @@ function scalar(column: Column, text: string): unknown {
   }
 }
 
-const SRIDS: Record<string, string> = { '7203': 'cartesian', '9157': 'cartesian-3d', '4326': 'wgs-84', '4979': 'wgs-84-3d' };
 
 /** `{x:1, y:2, crs:'cartesian'}`, `{latitude:…, longitude:…[, height:…], crs:WGS-84}` (PointValue.parse); the header's `{crs:…}` is the default. */
 function pointCell(text: string, options: Record<string, string>): Record<string, unknown> {
@@ -215,14 +214,14 @@ function pointCell(text: string, options: Record<string, string>): Record<string
   if (!inner) throw new Error(`${JSON.stringify(text)} is not a point ({x:…, y:…, crs:…} or {latitude:…, longitude:…})`);
   const map: Record<string, unknown> = {};
   if (options.crs !== undefined) map.crs = options.crs;
-  if (options.srid !== undefined) map.crs = SRIDS[options.srid] ?? options.srid;
+  if (options.srid !== undefined) map.crs = SRID_CRS[options.srid] ?? options.srid;
   for (const part of inner[1].split(',')) {
     const colon = part.indexOf(':');
     if (colon === -1) throw new Error(`${JSON.stringify(text)} is not a point: ${JSON.stringify(part.trim())} is not key:value`);
     const key = part.slice(0, colon).trim().toLowerCase();
     const value = unquote(part.slice(colon + 1).trim());
     if (key === 'crs') map.crs = value;
-    else if (key === 'srid') map.crs = SRIDS[value] ?? value;
+    else if (key === 'srid') map.crs = SRID_CRS[value] ?? value;
     else if (['x', 'y', 'z', 'longitude', 'latitude', 'height'].includes(key)) {
       if (!FLOAT.test(value)) throw new Error(`${JSON.stringify(text)} is not a point: its ${key} ${JSON.stringify(value)} is not a number`);
       map[key] = Number(value.replace(/[fFdD]$/, ''));

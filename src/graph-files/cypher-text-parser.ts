@@ -18,7 +18,15 @@ export class CypherSyntaxError extends Error {
 
 const TEMPORAL_FUNCTIONS = new Set(['date', 'datetime', 'localdatetime', 'localtime', 'time', 'duration']);
 const NUMBER = /-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?/y;
-const IDENTIFIER = /[\p{L}_][\p{L}\p{N}_]*/uy;
+/**
+ * A bare name, as APOC leaves one unquoted (Util.quote: a Java identifier without `$`), which Cypher reads: letters,
+ * letter numbers, currency signs and connectors first, then also digits, combining marks and format characters. Only
+ * letters and digits, a Hindi or Thai label (its vowel signs are marks) or a key such as price€ was refused.
+ */
+const NAME_START = String.raw`(?!\$)[\p{L}\p{Nl}\p{Sc}\p{Pc}]`;
+const NAME_PART = String.raw`(?!\$)[\p{L}\p{N}\p{Sc}\p{Pc}\p{Mn}\p{Mc}\p{Cf}]`;
+const IDENTIFIER = new RegExp(`${NAME_START}${NAME_PART}*`, 'uy');
+const NAME_CHARACTER = new RegExp(NAME_PART, 'u');
 const SPACE = /\s*/y;
 /**
  * How deep values may nest in a statement: the graph's limit, and the few levels of a statement's own lists and maps
@@ -53,7 +61,7 @@ export class CypherTextParser {
     const next = this.text.slice(this.pos, this.pos + token.length);
     const word = /^[A-Za-z]/.test(token);
     if (word ? next.toUpperCase() !== token.toUpperCase() : next !== token) return false;
-    if (word && /[\p{L}\p{N}_]/u.test(this.text.charAt(this.pos + token.length))) return false;
+    if (word && NAME_CHARACTER.test(String.fromCodePoint(this.text.codePointAt(this.pos + token.length) ?? 32))) return false;
     this.pos += token.length;
     return true;
   }

@@ -127,19 +127,34 @@ export function pointText(map: Record<string, unknown>): string | undefined {
  * WGS-84 ones (APOC's JSON export names them so); APOC's Cypher writes point({x: …, y: …[, z: …], crs: '…'}).
  */
 export function pointOf(map: Record<string, unknown>, fail: (problem: string) => never): Record<string, unknown> {
+  // As Neo4j's point(): a key it does not know, both kinds of coordinates, or a crs of other dimensions than the
+  // coordinates given is refused. Read leniently, {x, y, z, crs: 'cartesian'} became a 2D point holding a z (a map
+  // Neo4j cannot store, refused only at export), and {x, y, longitude, latitude} dropped the longitude and latitude.
+  const unknown = Object.keys(map).find((key) => !POINT_KEYS.has(key));
+  if (unknown !== undefined) fail(`the point has the key ${JSON.stringify(unknown)}, which a point has not`);
   const number = (key: string) => {
     const value = map[key];
     if (value === undefined) return undefined;
     if (typeof value !== 'number') fail(`the point's ${key} is not a number`);
     return value;
   };
+  const geographic = 'longitude' in map || 'latitude' in map || 'height' in map;
+  if (geographic && ('x' in map || 'y' in map || 'z' in map)) fail('a point has x, y (and z) or longitude, latitude (and height), not both');
   const x = number('x') ?? number('longitude');
   const y = number('y') ?? number('latitude');
   const z = number('z') ?? number('height');
   if (x === undefined || y === undefined) fail('a point needs x and y (or longitude and latitude)');
-  const geographic = 'longitude' in map || 'latitude' in map;
-  const crs = typeof map.crs === 'string' ? map.crs.toLowerCase() : `${geographic ? 'wgs-84' : 'cartesian'}${z === undefined ? '' : '-3d'}`;
+  const bySrid = map.srid === undefined ? undefined : (SRID_CRS[String(map.srid)] ?? fail(`the point's srid ${JSON.stringify(map.srid)} is not one Neo4j knows`));
+  const named = typeof map.crs === 'string' ? map.crs.toLowerCase() : map.crs === undefined ? undefined : fail("the point's crs is not a name");
+  if (named !== undefined && bySrid !== undefined && named !== bySrid) fail(`the point's crs ${JSON.stringify(map.crs)} and srid ${map.srid} name different systems`);
+  const crs = named ?? bySrid ?? `${geographic ? 'wgs-84' : 'cartesian'}${z === undefined ? '' : '-3d'}`;
   if (!['cartesian', 'cartesian-3d', 'wgs-84', 'wgs-84-3d'].includes(crs)) fail(`the point's crs ${JSON.stringify(map.crs)} is not one Neo4j knows`);
+  if (crs.endsWith('-3d') !== (z !== undefined)) fail(`the point's crs ${crs} takes ${crs.endsWith('-3d') ? 3 : 2} coordinates, and it has ${z === undefined ? 2 : 3}`);
   if (crs.startsWith('wgs-84')) return z === undefined ? { crs, longitude: x, latitude: y } : { crs, longitude: x, latitude: y, height: z };
   return z === undefined ? { crs, x, y } : { crs, x, y, z };
 }
+
+const POINT_KEYS = new Set(['x', 'y', 'z', 'longitude', 'latitude', 'height', 'crs', 'srid']);
+
+/** The coordinate reference systems Neo4j numbers (srid), by number. */
+export const SRID_CRS: Readonly<Record<string, string>> = { '7203': 'cartesian', '9157': 'cartesian-3d', '4326': 'wgs-84', '4979': 'wgs-84-3d' };

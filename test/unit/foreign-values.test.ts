@@ -359,6 +359,49 @@ describe('foreign graph file values', () => {
     });
   });
 
+  // APOC leaves a Java identifier without $ unquoted (Util.quote), as Cypher reads it: marks, currency signs, connectors.
+  describe('APOC Cypher scripts with bare names beyond letters and digits', () => {
+    it('reads a Hindi label and key (vowel signs are combining marks), a Thai one and a key such as price€', async () => {
+      const script = [
+        ':begin',
+        'UNWIND [{_id:0, properties:{नाम:"x", price€:1, ชื่อ:"ก"}}] AS row',
+        'CREATE (n:`UNIQUE IMPORT LABEL`{`UNIQUE IMPORT ID`: row._id}) SET n += row.properties SET n:व्यक्ति;',
+        ':commit',
+        '',
+      ].join('\n');
+      const [read] = await recordsOf('CYPHER', script);
+      assert.equal(read.kind, 'node');
+      assert.deepEqual(read.labels, ['व्यक्ति']);
+      assert.deepEqual(read.properties, { 'नाम': 'x', 'price€': 1, 'ชื่อ': 'ก' });
+    });
+
+    it('still ends a keyword where a name character follows it: CREATEé is no CREATE', async () => {
+      await assert.rejects(recordsOf('CYPHER', 'CREATEé (:A:`UNIQUE IMPORT LABEL` {`UNIQUE IMPORT ID`:0});\n'), /invalid/i);
+    });
+  });
+
+  // Read leniently, a 2D crs with three coordinates became a map Neo4j cannot store (refused only at export), and a
+  // point with both kinds of coordinates lost one of them without a word.
+  describe("CYPHER: point() literals Neo4j's point() refuses", () => {
+    const script = (point: string) => `CREATE (:A:\`UNIQUE IMPORT LABEL\` {p:${point}, \`UNIQUE IMPORT ID\`:0});\n`;
+    for (const [point, problem] of [
+      ["point({x: 1.0, y: 2.0, z: 3.0, crs: 'cartesian'})", /crs cartesian takes 2 coordinates, and it has 3/],
+      ['point({x: 1.0, y: 2.0, longitude: 5.0, latitude: 6.0, srid: 4326})', /not both/],
+      ['point({x: 1.0, y: 2.0, srid: 9157})', /crs cartesian-3d takes 3 coordinates, and it has 2/],
+      ["point({x: 1.0, y: 2.0, crs: 'wgs-84', srid: 7203})", /name different systems/],
+      ['point({x: 1.0, y: 2.0, w: 3.0})', /the key "w"/],
+    ] as const) {
+      it(`refuses ${point}, saying why`, async () => {
+        await assert.rejects(recordsOf('CYPHER', script(point)), problem);
+      });
+    }
+
+    it('reads point({x, y, z, srid: 9157}) and the WGS-84 points APOC writes with x and y', async () => {
+      const [read] = await recordsOf('CYPHER', script("[point({x: 1.0, y: 2.0, z: 3.0, srid: 9157}), point({x: 12.5, y: 55.1, crs: 'wgs-84'})]"));
+      assert.deepEqual(read.properties.p, [{ crs: 'cartesian-3d', x: 1, y: 2, z: 3 }, { crs: 'wgs-84', longitude: 12.5, latitude: 55.1 }]);
+    });
+  });
+
   describe('CYPHER: statements of many strings', () => {
     // Each string looked for its closing quote and for a backslash from where it starts to wherever they were, as far as
     // the end of the statement: a statement of n strings took time in n², and parsing runs on the event loop (a restore,
