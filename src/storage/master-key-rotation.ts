@@ -19,7 +19,7 @@ import { RetiredMasterKeyEntity } from '../entities/retired-master-key.entity';
 import { resealCredentials } from '../services/export-destination.service';
 import { BlobStore } from './blob-store';
 import { BlobNotFoundError } from './errors';
-import { assertKeyringHoldsDeploymentKey, recordCurrentMasterKey } from './stored-master-keys';
+import { assertKeyringHoldsDeploymentKey, recordCurrentMasterKey, recordRetiredMasterKeys } from './stored-master-keys';
 
 /** Every blob lives under this folder (tenants/<tenantId>/…). */
 const BLOBS_ROOT = 'tenants';
@@ -55,6 +55,11 @@ export interface RotationOptions {
  */
 export async function rotateMasterKey(db: DataSource, blobs: BlobStore, keyring: Keyring, options: RotationOptions = {}): Promise<RotationCounts> {
   await assertKeyringHoldsDeploymentKey(db, keyring);
+  // Before anything is sealed again: a run that stops half-way (killed, its database gone) leaves chunk keys under the
+  // current key, and servers booted again with the previous key alone (the rotation "failed") served, failing every
+  // read of them; an operator who then threw the new key away lost that data. Now such a boot is refused, naming both.
+  await recordRetiredMasterKeys(db, keyring);
+  await recordCurrentMasterKey(db, keyring);
   const counts: RotationCounts = { chunkKeys: 0, destinations: 0, blobsChecked: 0, blobs: 0, underUnconfiguredKeys: new Map(), unconfigured: [], failed: [] };
   const progress = options.progress ?? (() => undefined);
   const current = keyring.current.keyId;

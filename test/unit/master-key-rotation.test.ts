@@ -123,6 +123,29 @@ function rotationSuite(adminUrl: () => string | undefined) {
     assert.deepEqual([again.chunkKeys, again.destinations, again.blobs, again.failed.length], [0, 0, 0, 0]);
   });
 
+  // The command run on its own (without the boots with both keys that record the old one as retired), stopped after
+  // the chunk keys: servers booted again with the old key alone served, and failed every read of the chunk keys.
+  it('refuses, once a rotation has begun, a boot with the previous key alone, though the rotation stopped half-way', async () => {
+    const { chunkKeys } = await storeUnderOldKey();
+    await claimCurrentMasterKey(db, onlyOld, 'SNAPGRAPH_MASTER_KEY');
+    const list = blobs.list.bind(blobs);
+    blobs.list = () => {
+      throw new Error('the rotation was killed here');
+    };
+    try {
+      await assert.rejects(rotateMasterKey(db, blobs, rotating), /killed here/);
+    } finally {
+      blobs.list = list;
+    }
+    assert.deepEqual(await new TenantChunkKeys(blobs, db, onlyNew).get(tenantId), chunkKeys, 'the chunk keys were sealed again');
+    await assert.rejects(claimCurrentMasterKey(db, onlyOld, 'SNAPGRAPH_MASTER_KEY'), new RegExp(`write under master key ${newKey.keyId}`));
+    await assert.rejects(assertMasterKeyOpensStoredData(db, blobs, onlyNew, 'SNAPGRAPH_MASTER_KEY'), new RegExp(`master key ${oldKey.keyId} was named`));
+    // Run again with both keys, it ends, and the new key alone boots.
+    assert.deepEqual((await rotateMasterKey(db, blobs, rotating)).failed, []);
+    await assertMasterKeyOpensStoredData(db, blobs, onlyNew, 'SNAPGRAPH_MASTER_KEY');
+    await claimCurrentMasterKey(db, onlyNew, 'SNAPGRAPH_MASTER_KEY');
+  });
+
   it('counts what is under a key that is not configured, leaves it as it is, and keeps the retired keys until it is gone', async () => {
     await storeUnderOldKey();
     await recordRetiredMasterKeys(db, rotating);
