@@ -161,3 +161,10 @@ export async function runMetadataMigrations(db: DataSource): Promise<{ name: str
     await holder.release();
   }
 }
+
+/** Whether a database error is a unique constraint's refusal (PostgreSQL 23505, SQLite's UNIQUE constraint failed). */
+export function isUniqueViolation(error: unknown): boolean {
+  const e = error as { code?: string; driverError?: { code?: string }; message?: string };
+  const code = e.driverError?.code ?? e.code;
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || /UNIQUE constraint failed/.test(e.message ?? '');
+}

@@ -1,6 +1,7 @@
 // Inserting operation rows: the database's partial unique index turns a second active operation into CONFLICT.
 import { randomUUID } from 'node:crypto';
 import { type EntityManager, In, Not } from 'typeorm';
+import { isUniqueViolation } from '../entities/data-source';
 import { OperationEntity, type OperationKind, RESTORE_KINDS } from '../entities/operation.entity';
 import { conflict } from '../errors/app-error';
 
@@ -67,9 +68,3 @@ export const inProgressOn = (instanceId: string) => ({ instanceId, status: In(['
 export const restoreInProgressOn = (instanceIds: string[]) => ({ instanceId: In(instanceIds), status: In(['QUEUED', 'RUNNING']), kind: In([...RESTORE_KINDS]) });
 
 const inProgress = (instanceId: string) => conflict(`instance ${instanceId} already has an operation in progress; try again when it has finished`);
-
-export function isUniqueViolation(error: unknown): boolean {
-  const e = error as { code?: string; driverError?: { code?: string }; message?: string };
-  const code = e.driverError?.code ?? e.code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || /UNIQUE constraint failed/.test(e.message ?? '');
-}

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type DataSource, IsNull, LessThan, type Repository } from 'typeorm';
 import { ApiKeyEntity, type Role } from '../entities/api-key.entity';
 import { TenantEntity } from '../entities/tenant.entity';
+import { isUniqueViolation } from '../entities/data-source';
 import { badInput, notFound } from '../errors/app-error';
 import type { EventBus } from '../events/event-bus';
 import { type Principal, requireRole } from './principal';
@@ -98,18 +99,31 @@ export class TenantService {
   async bootstrap(bootstrapToken?: string): Promise<{ tenant: TenantEntity; generatedSecret?: string } | null> {
     if ((await this.tenants.count()) > 0) return null;
     const secret = bootstrapToken ?? newSecret();
-    const { tenant } = await this.createTenantWithKey('default', secret);
-    return { tenant, generatedSecret: bootstrapToken ? undefined : secret };
+    try {
+      const { tenant } = await this.createTenantWithKey('default', secret);
+      return { tenant, generatedSecret: bootstrapToken ? undefined : secret };
+    } catch (error) {
+      // Replicas starting together on an empty database: one of them made it; the others' boots failed on its name.
+      if (isUniqueViolation(error) && (await this.tenants.count()) > 0) return null;
+      throw error;
+    }
   }
 
   async createTenant(name: string): Promise<{ tenant: TenantEntity; apiKey: string }> {
     if (!TENANT_NAME.test(name)) {
       throw badInput(`tenant name "${name}" must be 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit`);
     }
-    if (await this.tenants.exists({ where: { name } })) throw badInput(`a tenant named "${name}" already exists`);
+    const exists = () => badInput(`a tenant named "${name}" already exists`);
+    if (await this.tenants.exists({ where: { name } })) throw exists();
     const secret = newSecret();
-    const { tenant } = await this.createTenantWithKey(name, secret);
-    return { tenant, apiKey: secret };
+    try {
+      const { tenant } = await this.createTenantWithKey(name, secret);
+      return { tenant, apiKey: secret };
+    } catch (error) {
+      // Made meanwhile (two `tenant create` runs at once): said as above, not as the database's refusal.
+      if (isUniqueViolation(error) && (await this.tenants.exists({ where: { name } }))) throw exists();
+      throw error;
+    }
   }
 
   /**
