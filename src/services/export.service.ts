@@ -6,8 +6,9 @@ import { archiveExtension } from '../archive';
 import type { AppConfig } from '../config/app-config';
 import { ExportTokenEntity } from '../entities/export-token.entity';
 import type { SnapshotEntity } from '../entities/snapshot.entity';
-import { AppError, type ErrorCode, notFound } from '../errors/app-error';
+import { AppError, type ErrorCode, isAppError } from '../errors/app-error';
 import type { InstanceService } from './instance.service';
+import { holdOperationInputs } from './operation-inputs';
 import { type Principal, requireRole } from './principal';
 import type { SnapshotService } from './snapshot.service';
 import type { TenantService } from './tenant.service';
@@ -62,7 +63,7 @@ export class ExportService {
   private readonly tokens: Repository<ExportTokenEntity>;
 
   constructor(
-    db: DataSource,
+    private readonly db: DataSource,
     private readonly config: AppConfig,
     private readonly instances: InstanceService,
     private readonly snapshots: SnapshotService,
@@ -91,27 +92,31 @@ export class ExportService {
     const token = randomBytes(32).toString('base64url');
     const now = Date.now();
     const expiresAt = now + this.config.exportUrlTtlMs;
-    const linkId = randomUUID();
-    await this.tokens.insert({
-      id: linkId,
-      tenantId: principal.tenantId,
-      snapshotId: snapshot.id,
-      apiKeyId: principal.apiKeyId,
-      tokenHash: hashToken(token),
-      fileName,
-      format,
-      sizeBytes: fileFormat ? file.sizeBytes : null,
-      sha256: fileFormat ? file.sha256 : null,
-      createdAt: now,
-      expiresAt,
-    });
-    // Deleted meanwhile (deleteSnapshot does not wait for an export, which may take minutes to produce its file): the
-    // link answered only 404, and the copy produced after the deletion removed the snapshot's stayed with it. Looked
-    // at once the link is in: a deletion after this removes the copy (its rows first, then its export copies).
-    if (!(await this.snapshots.byId(snapshot.id))) {
-      await this.tokens.delete({ id: linkId });
-      await this.backups.forgetExport(snapshot);
-      throw notFound('snapshot', snapshot.id);
+    try {
+      // The link goes in with the snapshot held (holdOperationInputs): a deletion, or retention's (which keeps a
+      // snapshot with a valid link), either sees the link or is seen. Inserted, then looked for, a link made while a
+      // sweep's removal was not yet committed found the row, and was handed out for a snapshot gone a moment later.
+      await this.db.transaction(async (manager) => {
+        await holdOperationInputs(manager, { snapshotId: snapshot.id });
+        await manager.insert(ExportTokenEntity, {
+          id: randomUUID(),
+          tenantId: principal.tenantId,
+          snapshotId: snapshot.id,
+          apiKeyId: principal.apiKeyId,
+          tokenHash: hashToken(token),
+          fileName,
+          format,
+          sizeBytes: fileFormat ? file.sizeBytes : null,
+          sha256: fileFormat ? file.sha256 : null,
+          createdAt: now,
+          expiresAt,
+        });
+      });
+    } catch (error) {
+      // Deleted meanwhile (deleteSnapshot does not wait for an export, which may take minutes to produce its file):
+      // the copy produced after the deletion removed the snapshot's would stay with it.
+      if (isAppError(error) && error.code === 'NOT_FOUND') await this.backups.forgetExport(snapshot);
+      throw error;
     }
     await this.tokens.delete({ expiresAt: LessThan(now - 24 * 3600_000) });
     const base = (this.config.publicUrl ?? origin).replace(/\/+$/, '');

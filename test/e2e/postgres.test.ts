@@ -13,7 +13,9 @@ import {
   describePostgres,
   describeS3,
   eventually,
+  EXPORT_SNAPSHOT,
   expectCode,
+  exportLink,
   expectData,
   gql,
   type GraphQLErrorJson,
@@ -278,6 +280,26 @@ describePostgres('PostgreSQL metadata (DATABASE_URL)', (postgres) => {
         `${query}: the request's own line has the same request id`,
       );
     }
+  });
+
+  // Retention's removal deletes the row, then looks for valid links in the same transaction: a link inserted while that
+  // was not yet committed found the row (its removal not visible yet), and was handed out for a snapshot gone a moment later.
+  it('never hands out an export link for a snapshot whose removal is under way: it waits for it, and says NOT_FOUND', async () => {
+    const { server } = suite;
+    const instance = await createInstance(server, { name: 'link against removal' });
+    await createNodes(server, instance.id, [{ labels: ['A'], properties: { n: 1 } }]);
+    const snapshot = await takeSnapshot(server, instance.id);
+    await exportLink(server, snapshot.id); // its archive is produced: the next link only records itself
+    await withClient(suite.database.url, async (client) => {
+      await client.query('BEGIN');
+      await client.query('DELETE FROM snapshots WHERE id = $1', [snapshot.id]);
+      const asked = gql(server, EXPORT_SNAPSHOT, { id: snapshot.id });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      await client.query('COMMIT');
+      expectCode(await asked, 'NOT_FOUND');
+    });
+    const links = await withClient(suite.database.url, (client) => client.query('SELECT id FROM export_tokens WHERE "snapshotId" = $1 AND "expiresAt" > $2', [snapshot.id, Date.now()]));
+    assert.equal(links.rowCount, 1, 'only the link made before the removal');
   });
 
   it('stores API keys hashed', async () => {
