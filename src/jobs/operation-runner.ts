@@ -22,6 +22,7 @@ const PUBLISH_INTERVAL_MS = 100; // ≤ 10 events/s per operation
 const PERSIST_INTERVAL_MS = 1_000; // ≤ 1 write/s per operation
 const POLL_INTERVAL_MS = 1_000;
 const SETTLE_RETRY_MS = 2_000; // how often an outcome a full disk refused is tried again
+const MAX_COMPENSATION_RETRY_MS = 60_000; // the longest wait before a failed compensation is tried again
 
 export interface RunnerOptions {
   leaseMs: number;
@@ -208,7 +209,13 @@ export class OperationRunner {
 
   /** Compensates and records an operation this process took without running it, renewing its lease meanwhile. */
   private async settleTaken(operation: OperationEntity, outcome: Stop): Promise<void> {
-    const settled = this.compensateAndRecord(this.jobFor(operation), outcome).finally(() => this.compensating.delete(operation.id));
+    const settled = this.compensateAndRecord(this.jobFor(operation), outcome)
+      .catch((error: unknown) => {
+        if (!(error instanceof CompensationFailed)) throw error;
+        // Its lease is no longer renewed: once it lapses, recovery (here or on another replica) compensates it again.
+        this.logger.error({ err: error.failure, operationId: operation.id }, 'compensation failed: it is tried again once the operation lease lapses');
+      })
+      .finally(() => this.compensating.delete(operation.id));
     this.compensating.set(operation.id, settled);
     await settled;
   }
@@ -413,26 +420,32 @@ export class OperationRunner {
   }
 
   /**
-   * Runs `settle` (compensation and the final write) until it gets past a full disk. The outcome is neither lost nor
-   * allowed to stop the server: the operation stays RUNNING under this runner's lease (the heartbeat goes on) and is
-   * settled again every SETTLE_RETRY_MS until space returns. A shutdown or a lost lease ends the retries; recovery
-   * then takes the operation as it takes any other.
+   * Runs `settle` (compensation and the final write) until it gets past a full disk or a failed compensation. The
+   * outcome is neither lost nor allowed to stop the server: the operation stays RUNNING under this runner's lease (the
+   * heartbeat goes on) and is settled again every SETTLE_RETRY_MS until space returns, or, after a compensation that
+   * failed, after a wait doubled each time up to MAX_COMPENSATION_RETRY_MS. A shutdown or a lost lease ends the
+   * retries; recovery then takes the operation as it takes any other.
    */
   private async untilSettled(job: Running, settle: () => Promise<void>): Promise<void> {
-    for (;;) {
+    for (let failedCompensations = 0; ; ) {
       try {
         return await settle();
       } catch (error) {
-        if (!isStorageFull(error)) throw error;
+        const compensation = error instanceof CompensationFailed;
+        if (!isStorageFull(error) && !compensation) throw error;
         if (job.abort.signal.aborted || this.stopped) {
-          this.logger.warn({ operationId: job.operation.id }, 'the disk is still full; the operation is left to recovery');
+          this.logger.warn({ operationId: job.operation.id }, compensation ? 'putting things back still fails; the operation is left to recovery' : 'the disk is still full; the operation is left to recovery');
           return;
         }
-        this.logger.warn(
-          { operationId: job.operation.id, retryInMs: SETTLE_RETRY_MS },
-          'the disk is full: the outcome of the operation will be recorded when space returns',
-        );
-        await sleep(SETTLE_RETRY_MS, undefined, { signal: job.abort.signal }).catch(() => undefined);
+        let retryInMs = SETTLE_RETRY_MS;
+        if (compensation) {
+          failedCompensations += 1;
+          retryInMs = Math.min(SETTLE_RETRY_MS * 2 ** (failedCompensations - 1), MAX_COMPENSATION_RETRY_MS);
+          this.logger.error({ err: error.failure, operationId: job.operation.id, retryInMs }, 'compensation failed: it is tried again, and the operation ends once it succeeds');
+        } else {
+          this.logger.warn({ operationId: job.operation.id, retryInMs }, 'the disk is full: the outcome of the operation will be recorded when space returns');
+        }
+        await sleep(retryInMs, undefined, { signal: job.abort.signal }).catch(() => undefined);
       }
     }
   }
@@ -485,11 +498,10 @@ export class OperationRunner {
       completed = await handler?.compensate(operation, { code: outcome.code, message: outcome.message, retry: outcome.status === 'QUEUED' });
     } catch (err) {
       if (isStorageFull(err)) throw err; // settled again once space returns
-      this.logger.error({ err, operationId: operation.id }, 'compensation failed');
-      // Not back at its starting point: another attempt would start from an unknown state.
-      if (outcome.status === 'QUEUED') {
-        outcome = { status: 'FAILED', code: outcome.code, message: `${outcome.message}; putting things back failed (see the server log)` };
-      }
+      // Not back at its starting point (a restore's instance still RESTORING and READ_ONLY): recorded as ended anyway,
+      // nothing ever put it back, since recovery looks only at RUNNING operations. Tried again instead (untilSettled):
+      // the failure is most often a moment's (a dropped database session, a deadlock, a busy SQLite).
+      throw new CompensationFailed(err);
     }
     try {
       await this.record(job, completed === true ? { status: 'SUCCEEDED', cancellable: false } : outcome);
@@ -654,6 +666,13 @@ export class OperationRunner {
 }
 
 class NotRecorded extends Error {}
+
+/** A compensation that failed for another reason than a full disk: tried again (untilSettled). */
+class CompensationFailed extends Error {
+  constructor(readonly failure: unknown) {
+    super('compensation failed');
+  }
+}
 
 /** The row's fields for an outcome. */
 function outcomePatch(op: OperationEntity, outcome: Outcome): Omit<Partial<OperationEntity>, 'params'> {

@@ -446,15 +446,19 @@ export class RestoreOperationHandler implements OperationHandler {
     let announceSwap = () => undefined as void;
     return {
       commit: async (manager) => {
-        const { epoch: newEpoch, startedAt } = await this.historyStart(instance, shadowGeneration, overwriting, offeredHere);
-        announceSwap = await this.instances.setStateIn(manager, instance, {
+        // On a copy of the instance, each time: a commit rolled back (a full disk, committed again once space returns)
+        // had already marked the instance AVAILABLE on its new store, so the next one announced no change (clients
+        // waiting for AVAILABLE waited for good) and read the old store's position from the new one.
+        const swapped = Object.assign(Object.create(Object.getPrototypeOf(instance)) as InstanceEntity, instance);
+        const { epoch: newEpoch, startedAt } = await this.historyStart(swapped, shadowGeneration, overwriting, offeredHere);
+        announceSwap = await this.instances.setStateIn(manager, swapped, {
           storeGeneration: shadowGeneration,
           status: 'RUNNING',
           availability: 'AVAILABLE',
           reason: overwriting ? 'restore completed' : this.kind === 'CREATE_FROM_SNAPSHOT' ? 'created from snapshot' : 'created from a point in time',
         });
         if (loaded.newPoint) await manager.insert(RestorePointEntity, loaded.newPoint);
-        await startEpoch(manager, instance, newEpoch, loaded.anchor, startedAt);
+        await startEpoch(manager, swapped, newEpoch, loaded.anchor, startedAt);
         if (params.preRestoreSnapshotId) await this.snapshots.keepSafetySnapshot(params.preRestoreSnapshotId, manager);
       },
       announce: () => announceSwap(),

@@ -14,6 +14,9 @@ import { DEFAULT_TIER_POLICIES } from '../../src/config/tiers';
 import { InstanceEntity } from '../../src/entities/instance.entity';
 import { OperationEntity } from '../../src/entities/operation.entity';
 import { insertOperation } from '../../src/jobs/operation-queue';
+import { OperationRunner } from '../../src/jobs/operation-runner';
+import { AppError } from '../../src/errors/app-error';
+import { createLogger } from '../../src/logging/logger';
 import type { SnapshotEntity } from '../../src/entities/snapshot.entity';
 import { createInMemoryEventBus } from '../../src/events/event-bus';
 import type { DeltaBatch } from '../../src/graph/records';
@@ -180,6 +183,7 @@ describe('restore attempts', function () {
       insert: async () => undefined,
       capture: async () => undefined,
       keepSafetySnapshot: async () => undefined,
+      deleteUnlessRead: async () => 'deleted',
     } as unknown as SnapshotService;
     const handler = new RestoreOperationHandler(
       'RESTORE',
@@ -244,4 +248,89 @@ describe('restore attempts', function () {
     );
     assert.equal(written, null, 'the stale attempt froze the store');
   });
+
+  /** A restore of an empty snapshot over an instance with a store of its own, its handler, and its events. */
+  async function restoreOverInstance(backups: BackupService) {
+    const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
+    const events = createInMemoryEventBus();
+    const instances = new InstanceService(db, config, stores, events);
+    const tenantId = randomUUID();
+    const instanceId = randomUUID();
+    await insertInstanceRow(db, { id: instanceId, tenantId, name: 'restored over', storeGeneration: 1 });
+    await stores.create(instanceId, 1);
+    const empty = { nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 };
+    const snapshot = { id: randomUUID(), tenantId, instanceId, status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID(), contents: empty } as unknown as SnapshotEntity;
+    // The safety snapshot taken before the restore: recorded and captured as nothing (the restore's own work is tested).
+    const snapshots = {
+      byId: async () => snapshot,
+      newSnapshot: () => ({ id: randomUUID() }),
+      insert: async () => undefined,
+      capture: async () => undefined,
+      keepSafetySnapshot: async () => undefined,
+      deleteUnlessRead: async () => 'deleted',
+    } as unknown as SnapshotService;
+    const handler = new RestoreOperationHandler('RESTORE', instances, snapshots, stores, {} as EncryptedBlobStore, backups, { offeredThrough: async () => -1 } as unknown as ChangeLogService, new Metrics());
+    const availability: string[] = [];
+    const subscription = events.pubSub.subscribe('instance.availability', tenantId);
+    void (async () => {
+      for await (const event of subscription) availability.push(event.availability);
+    })();
+    return { instances, tenantId, instanceId, snapshot, handler, availability, events, stop: () => subscription.return() };
+  }
+
+  // The runner commits the swap with SUCCEEDED, and commits it again once space returns when that failed on a full disk.
+  it('announces AVAILABLE after a swap whose first commit a full disk rolled back', async () => {
+    const written = firstWriteHeldBack();
+    written.resumeFirst();
+    const { instanceId, tenantId, snapshot, handler, availability, stop } = await restoreOverInstance(written.backups);
+    const operation = (await runningOperation({ tenantId, instanceId, kind: 'RESTORE', snapshotId: snapshot.id }))(1);
+    const result = await handler.run(operation, contextFor(operation, new AbortController().signal));
+    const full = Object.assign(new Error('SQLITE_FULL: database or disk is full'), { code: 'SQLITE_FULL' });
+    await assert.rejects(db.transaction(async (manager) => {
+      await result.commit!(manager);
+      throw full;
+    }));
+    await db.transaction((manager) => result.commit!(manager));
+    result.announce!();
+    await eventually(() => availability.at(-1) === 'AVAILABLE', { what: 'AVAILABLE, last', intervalMs: 10 });
+    await stop();
+    const row = await db.getRepository(InstanceEntity).findOneByOrFail({ id: instanceId });
+    assert.deepEqual([row.status, row.availability], ['RUNNING', 'AVAILABLE']);
+  });
+
+  // Recorded FAILED all the same, the instance stayed RESTORING and READ_ONLY for good: recovery looks only at RUNNING ones.
+  it('ends a failed restore only once its compensation has put the instance back, after a moment the database failed it', async () => {
+    const backups = {
+      materialise: async () => {
+        throw new AppError('INVALID_BACKUP_FILE', 'the snapshot is damaged');
+      },
+    } as unknown as BackupService;
+    const { instances, tenantId, instanceId, snapshot, handler, events, stop } = await restoreOverInstance(backups);
+    const setState = instances.setState.bind(instances);
+    let failures = 1;
+    instances.setState = async (...args: Parameters<InstanceService['setState']>) => {
+      if (failures-- > 0) throw Object.assign(new Error('Connection terminated unexpectedly'), { code: '57P01' });
+      return setState(...args);
+    };
+    const runner = new OperationRunner(db, events, createLogger('silent'), { leaseMs: 5_000, soleProcess: true, maxAttempts: 3, maxConcurrent: 0 }, new Metrics());
+    runner.register(handler);
+    try {
+      const { id } = await insertOperation(db.manager, { tenantId, instanceId, kind: 'RESTORE', snapshotId: snapshot.id });
+      await runner.start();
+      const ended = await eventually(
+        async () => {
+          const operation = await db.getRepository(OperationEntity).findOneByOrFail({ id });
+          return ['FAILED', 'CANCELLED', 'SUCCEEDED'].includes(operation.status) ? operation : undefined;
+        },
+        { what: 'the restore to end', timeoutMs: 20_000 },
+      );
+      assert.deepEqual([ended!.status, ended!.errorCode], ['FAILED', 'INVALID_BACKUP_FILE']);
+      const row = await db.getRepository(InstanceEntity).findOneByOrFail({ id: instanceId });
+      assert.deepEqual([row.status, row.availability], ['RUNNING', 'AVAILABLE']);
+    } finally {
+      await runner.stop();
+      await stop();
+    }
+  });
 });
+
