@@ -11,6 +11,7 @@ import { type ExecutionResult, type FormattedExecutionResult, getOperationAST, G
 import type { Context as WsContext } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { AnswerBudget } from './api/answer-budget';
 import type { ApiContext } from './api/context';
 import { formatError } from './api/format-error';
 import { capConnections } from './api/http/connection-cap';
@@ -216,6 +217,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
           requestId: newFlatId(),
           origin: publicOrigin(config, listeningUrl, ctx.extra.request.headers.host),
           maxQueryCost: limits.maxCost,
+          answerBudget: new AnswerBudget(),
         };
         contextSinks.set(context, { socket: ctx.extra.socket, id, detach: () => delete ctx.subscriptions[id] });
         return context;
@@ -315,7 +317,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
           logContextFailure(logger, app.metrics, exposure, requestId, error);
           throw error;
         }
-        return { principal, services, requestId, origin: publicOrigin(config, listeningUrl, req.headers.host), maxQueryCost: limits.maxCost };
+        return { principal, services, requestId, origin: publicOrigin(config, listeningUrl, req.headers.host), maxQueryCost: limits.maxCost, answerBudget: new AnswerBudget() };
       },
     }),
   ];

@@ -3,6 +3,7 @@ import { createParameterDecorator } from 'type-graphql';
 import { unauthenticated } from '../errors/app-error';
 import type { Principal } from '../services/principal';
 import type { Services } from '../services/services';
+import type { AnswerBudget } from './answer-budget';
 
 export interface ApiContext {
   principal: Principal | null;
@@ -12,6 +13,8 @@ export interface ApiContext {
   origin: string;
   /** The cost limit (SNAPGRAPH_MAX_QUERY_COST), for lists whose length only their resolver knows (ListCost). */
   maxQueryCost: number;
+  /** The stored data the operation's answer may still carry (graph pages, update answers). */
+  answerBudget: AnswerBudget;
 }
 
 /** Injects the authenticated caller; a request without a valid API key is UNAUTHENTICATED. */

@@ -33,12 +33,16 @@ export interface Page<T> {
   items: T[];
   hasNextPage: boolean;
   totalCount: number;
+  /** Bytes of stored data (labels or type, and properties) the items hold. */
+  bytes: number;
 }
 
 export interface PageRequest {
   first: number;
   /** Return items whose id is greater than this one. */
   afterId?: string;
+  /** Bytes of stored data the page holds at most (an item larger comes alone); PAGE_BYTES when not given, nor more. */
+  maxBytes?: number;
 }
 
 /** A consistent, point-in-time view of a store (one read transaction), read in batches. */
@@ -134,7 +138,7 @@ export interface GraphStore {
    * `withProperties: false` leaves their properties out (empty), as a relabelling whose answer does not show them
    * needs; with them, nodes holding more than UPDATE_ANSWER_BYTES of properties are BAD_USER_INPUT, nothing written.
    */
-  updateNodes(updates: NodeUpdate[], limits: WriteLimits, options?: { withProperties?: boolean }): Promise<NodeRecord[]>;
+  updateNodes(updates: NodeUpdate[], limits: WriteLimits, options?: { withProperties?: boolean; maxAnswerBytes?: number }): Promise<NodeRecord[]>;
   /** Deletes the nodes and every relationship attached to them; ids that name no node are ignored. */
   deleteNodes(ids: string[]): Promise<number>;
   /** A page of at most `first` items, fewer when their data passes PAGE_BYTES (sqlite-graph-store.ts), with hasNextPage. */

@@ -182,11 +182,15 @@ const withTotal = (columns: string[], rows: string) => `
   ORDER BY id`;
 
 /** The first `first` rows of a page, whether anything follows them (a candidate left out, by count or by size), and its total. */
-function pageFrom<R extends PageRow, T>(found: R[], first: number, to: (row: R) => T): Page<T> {
-  const rows = found.filter((row) => row.total === null);
-  const items = rows.slice(0, first).map(to);
-  return { items, hasNextPage: (rows[0]?.fetched ?? 0) > items.length, totalCount: found.find((row) => row.total !== null)?.total ?? 0 };
+function pageFrom<R extends PageRow & { properties: string }, T>(found: R[], first: number, to: (row: R) => T, labelsOf: (row: R) => string): Page<T> {
+  const rows = found.filter((row) => row.total === null).slice(0, first);
+  const bytes = rows.reduce((sum, row) => sum + Buffer.byteLength(labelsOf(row)) + Buffer.byteLength(row.properties), 0);
+  const items = rows.map(to);
+  return { items, hasNextPage: (found.find((row) => row.total === null)?.fetched ?? 0) > items.length, totalCount: found.find((row) => row.total !== null)?.total ?? 0, bytes };
 }
+
+/** The bound of a page's stored data: its request's, never more than PAGE_BYTES. */
+const pageBytesOf = (page: PageRequest) => Math.min(page.maxBytes ?? PAGE_BYTES, PAGE_BYTES);
 
 /**
  * A page's label or type filter as bound to SQLite: null, which no row equals, for one that no name can be. A lone
@@ -330,7 +334,11 @@ export class SqliteGraphStore implements GraphStore {
     });
   }
 
-  async updateNodes(updates: NodeUpdate[], limits: WriteLimits, { withProperties = true }: { withProperties?: boolean } = {}): Promise<NodeRecord[]> {
+  async updateNodes(
+    updates: NodeUpdate[],
+    limits: WriteLimits,
+    { withProperties = true, maxAnswerBytes = UPDATE_ANSWER_BYTES }: { withProperties?: boolean; maxAnswerBytes?: number } = {},
+  ): Promise<NodeRecord[]> {
     const rows = updates.map((update) => [
       parseEntityId(update.id),
       update.labels === undefined ? null : [...new Set(update.labels)],
@@ -384,7 +392,7 @@ export class SqliteGraphStore implements GraphStore {
       await assertRecordsFit(this.writer, `${NODE_RECORD_BYTES} FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`, [JSON.stringify(ids)], (id) => `node ${id}`);
       await logNodes(this.writer, ids);
       await assertStillFits(this.writer, limits.maxBytes);
-      if (withProperties) await assertAnswerFits(this.writer, ids);
+      if (withProperties) await assertAnswerFits(this.writer, ids, Math.min(maxAnswerBytes, UPDATE_ANSWER_BYTES));
       const updated = await this.writer.all<NodeRow>(
         `SELECT n.id, n.labels, ${withProperties ? 'n.properties' : `'{}' AS properties`} FROM json_each(?1) u JOIN nodes n ON n.id = u.value ORDER BY u.key`,
         [JSON.stringify(ids)],
@@ -450,9 +458,9 @@ export class SqliteGraphStore implements GraphStore {
            WHERE l.label = ?4 AND l.node_id > ?1 ORDER BY l.node_id LIMIT ?2`;
     const rows = await this.reader.all<NodeRow & PageRow>(
       withTotal(['id', 'labels', 'properties'], `SELECT NULL, n.id, n.labels, n.properties, p.fetched FROM (${pageOf(candidates)}) p JOIN nodes n ON n.id = p.id`),
-      [after, page.first + 1, PAGE_BYTES, name, ...(label === undefined ? ['nodes', ''] : ['label', name])],
+      [after, page.first + 1, pageBytesOf(page), name, ...(label === undefined ? ['nodes', ''] : ['label', name])],
     );
-    return pageFrom(rows, page.first, toNode);
+    return pageFrom(rows, page.first, toNode, (row) => row.labels);
   }
 
   async relationships(type: string | undefined, page: PageRequest): Promise<Page<RelationshipRecord>> {
@@ -467,9 +475,9 @@ export class SqliteGraphStore implements GraphStore {
         ['id', 'type', 'start_id', 'end_id', 'properties'],
         `SELECT NULL, r.id, r.type, r.start_id, r.end_id, r.properties, p.fetched FROM (${pageOf(candidates)}) p JOIN relationships r ON r.id = p.id`,
       ),
-      [after, page.first + 1, PAGE_BYTES, name, ...(type === undefined ? ['relationships', ''] : ['type', name])],
+      [after, page.first + 1, pageBytesOf(page), name, ...(type === undefined ? ['relationships', ''] : ['type', name])],
     );
-    return pageFrom(rows, page.first, toRelationship);
+    return pageFrom(rows, page.first, toRelationship, (row) => row.type);
   }
 
   stats(): Promise<GraphStats> {
@@ -1042,15 +1050,15 @@ function recordTooLarge(what: string, bytes: string): AppError {
  */
 export const UPDATE_ANSWER_BYTES = 64 * 1024 * 1024;
 
-/** Refuses (rolling the update back) an answer whose nodes' properties pass UPDATE_ANSWER_BYTES. */
-async function assertAnswerFits(db: SqliteConnection, ids: number[]): Promise<void> {
+/** Refuses (rolling the update back) an answer whose nodes' properties pass `maxBytes` (UPDATE_ANSWER_BYTES at most). */
+async function assertAnswerFits(db: SqliteConnection, ids: number[], maxBytes: number): Promise<void> {
   const row = await db.get<{ bytes: number }>(
     `SELECT coalesce(sum(octet_length(properties)), 0) AS bytes FROM nodes WHERE id IN (SELECT value FROM json_each(?1))`,
     [JSON.stringify(ids)],
   );
-  if (row && row.bytes > UPDATE_ANSWER_BYTES) {
+  if (row && row.bytes > maxBytes) {
     throw badInput(
-      `the updated nodes hold ${row.bytes} bytes of properties, more than an answer carries (${UPDATE_ANSWER_BYTES}): ` +
+      `the updated nodes hold ${row.bytes} bytes of properties, more than ${maxBytes === UPDATE_ANSWER_BYTES ? 'an' : "this operation's"} answer carries (${maxBytes}): ` +
         'ask for no properties, or update fewer nodes at a time; nothing was updated',
     );
   }

@@ -75,7 +75,7 @@ export class GraphService {
     principal: Principal,
     instanceId: string,
     inputs: NodeUpdateInput[],
-    { withProperties = true }: { withProperties?: boolean } = {},
+    { withProperties = true, maxAnswerBytes }: { withProperties?: boolean; maxAnswerBytes?: number } = {},
   ): Promise<NodeRecord[]> {
     requireRole(principal, 'MEMBER', 'writing data');
     checkBatch(inputs.length);
@@ -85,7 +85,7 @@ export class GraphService {
       ...(input.properties == null ? {} : { properties: checkProperties(input.properties) }),
     }));
     return this.write(principal, instanceId, (store, instance) =>
-      store.updateNodes(updates, this.instances.limitsOf(instance), { withProperties }),
+      store.updateNodes(updates, this.instances.limitsOf(instance), { withProperties, maxAnswerBytes }),
     );
   }
 
@@ -95,8 +95,9 @@ export class GraphService {
     return this.write(principal, instanceId, (store) => store.deleteNodes(ids));
   }
 
-  nodes(principal: Principal, instanceId: string, label: string | undefined, first: number, afterId?: string): Promise<Page<NodeRecord>> {
-    return this.read(principal, instanceId, (store) => store.nodes(label, { first: checkPage(first), afterId }));
+  /** `maxBytes`: of stored data, at most (PAGE_BYTES; an item larger comes alone). */
+  nodes(principal: Principal, instanceId: string, label: string | undefined, first: number, afterId?: string, maxBytes?: number): Promise<Page<NodeRecord>> {
+    return this.read(principal, instanceId, (store) => store.nodes(label, { first: checkPage(first), afterId, maxBytes }));
   }
 
   relationships(
@@ -105,8 +106,9 @@ export class GraphService {
     type: string | undefined,
     first: number,
     afterId?: string,
+    maxBytes?: number,
   ): Promise<Page<RelationshipRecord>> {
-    return this.read(principal, instanceId, (store) => store.relationships(type, { first: checkPage(first), afterId }));
+    return this.read(principal, instanceId, (store) => store.relationships(type, { first: checkPage(first), afterId, maxBytes }));
   }
 
   private async write<T>(

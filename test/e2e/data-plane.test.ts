@@ -626,6 +626,35 @@ describe('pages of large nodes and relationships', () => {
     assert.equal(suite.server.process.exitCode, null, 'the server is still running');
   });
 
+  // The cost limit counts items, not their size, and each alias had its own page bound: 50 aliases of nodes(first: 1)
+  // over a large node answered 50 of it (over 11 MiB ones, the server held 1.8 GB, then failed the request).
+  it('bounds the stored data of one answer across its aliases: the field past it is refused, with the answer', async function () {
+    this.timeout(120_000);
+    const budget = 64 * 1024 * 1024;
+    const within = Math.ceil(budget / BLOB.length); // the pages read before the bound is passed, the last one past it
+    const aliases = Array.from({ length: 50 }, (_, i) => `a${i}: nodes(instanceId: $id, first: 1) { edges { node { id properties } } }`);
+    const answer = await gql(suite.server, `query ($id: ID!) { ${aliases.join(' ')} }`, { id: instanceId });
+    // nodes is non-null: its refusal refuses the whole answer, which then holds none of the 50 copies.
+    assert.equal(answer.data, null);
+    assert.deepEqual(answer.errors?.map((error) => [error.extensions?.code, error.path]), [['BAD_USER_INPUT', [`a${within}`]]]);
+    assert.match(answer.errors![0].message, /this operation's answer already holds \d+ bytes of stored data, past this server's 67108864 for one answer: ask for the rest in another request/);
+    // updateNodes answers count too: one that does not fit in what is left is refused and writes nothing (an update's
+    // answer must fit, where a page's one item comes alone), nor do those after it.
+    const fitting = Math.floor(budget / (BLOB.length + 100));
+    const updates = ids.map((id, i) => `u${i}: updateNodes(instanceId: $id, nodes: [{ id: "${id}", labels: ["Counted"] }]) { id properties }`);
+    const updated = await gql(suite.server, `mutation ($id: ID!) { ${updates.join(' ')} }`, { id: instanceId });
+    assert.deepEqual(updated.errors?.map((error) => [error.extensions?.code, error.path]), [['BAD_USER_INPUT', [`u${fitting}`]]]);
+    assert.match(updated.errors![0].message, /more than this operation's answer carries .*nothing was updated/);
+    assert.equal((await statsOf(suite.server, instanceId)).labels.find((label) => label.name === 'Counted')?.count, fitting);
+    expectData(
+      await gql(suite.server, `mutation ($id: ID!, $nodes: [NodeUpdateInput!]!) { updateNodes(instanceId: $id, nodes: $nodes) { id } }`, {
+        id: instanceId,
+        nodes: ids.map((id) => ({ id, labels: ['Large'] })),
+      }),
+    );
+    assert.equal(suite.server.process.exitCode, null, 'the server is still running');
+  });
+
   it('updateNodes of large nodes reads their properties only when the answer asks for them, and refuses more than an answer carries', async function () {
     // updateNodes answered every node it updated whole: relabelling large nodes read all their properties into the
     // heap, whether the client asked for them or not, and the server died of it.

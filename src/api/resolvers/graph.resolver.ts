@@ -24,14 +24,17 @@ export class GraphResolver {
   @Query(() => NodeConnection)
   async nodes(
     @Caller() caller: Principal,
-    @Ctx() { services }: ApiContext,
+    @Ctx() { services, answerBudget }: ApiContext,
     @Arg('instanceId', () => ID) instanceId: string,
     @Arg('label', () => String, { nullable: true }) label: string | null,
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
   ): Promise<NodeConnection> {
     const list: CursorList = { connection: 'nodes', instanceId };
-    const page = await services.graph.nodes(caller, instanceId, label ?? undefined, first ?? DEFAULT_PAGE, afterId(list, after));
+    const page = await answerBudget.spend(async (maxBytes) => {
+      const read = await services.graph.nodes(caller, instanceId, label ?? undefined, first ?? DEFAULT_PAGE, afterId(list, after), maxBytes);
+      return { value: read, bytes: read.bytes };
+    });
     const cursorOf = cursorsOf(list);
     return {
       edges: page.items.map((node) => ({ cursor: cursorOf(node), node })),
@@ -43,14 +46,17 @@ export class GraphResolver {
   @Query(() => RelationshipConnection)
   async relationships(
     @Caller() caller: Principal,
-    @Ctx() { services }: ApiContext,
+    @Ctx() { services, answerBudget }: ApiContext,
     @Arg('instanceId', () => ID) instanceId: string,
     @Arg('type', () => String, { nullable: true }) type: string | null,
     @Arg('first', () => Int, { nullable: true, defaultValue: DEFAULT_PAGE }) first: number | null,
     @Arg('after', () => String, { nullable: true }) after: string | null,
   ): Promise<RelationshipConnection> {
     const list: CursorList = { connection: 'relationships', instanceId };
-    const page = await services.graph.relationships(caller, instanceId, type ?? undefined, first ?? DEFAULT_PAGE, afterId(list, after));
+    const page = await answerBudget.spend(async (maxBytes) => {
+      const read = await services.graph.relationships(caller, instanceId, type ?? undefined, first ?? DEFAULT_PAGE, afterId(list, after), maxBytes);
+      return { value: read, bytes: read.bytes };
+    });
     const cursorOf = cursorsOf(list);
     return {
       edges: page.items.map((node) => ({ cursor: cursorOf(node), node })),
@@ -72,13 +78,17 @@ export class GraphResolver {
   @Mutation(() => [GraphNode], { description: 'replaces labels and/or properties of existing nodes; all or nothing (NOT_FOUND names a missing id)' })
   updateNodes(
     @Caller() caller: Principal,
-    @Ctx() { services }: ApiContext,
+    @Ctx() { services, answerBudget }: ApiContext,
     @Arg('instanceId', () => ID) instanceId: string,
     @Arg('nodes', () => [NodeUpdateInput]) nodes: NodeUpdateInput[],
     @Info() info: GraphQLResolveInfo,
   ): Promise<GraphNode[]> {
     const withProperties = info.fieldNodes.some((field) => field.selectionSet && selects(field.selectionSet, 'properties', info.fragments));
-    return services.graph.updateNodes(caller, instanceId, nodes, { withProperties });
+    if (!withProperties) return services.graph.updateNodes(caller, instanceId, nodes, { withProperties });
+    return answerBudget.spend(async (maxAnswerBytes) => {
+      const updated = await services.graph.updateNodes(caller, instanceId, nodes, { withProperties, maxAnswerBytes });
+      return { value: updated, bytes: updated.reduce((sum, node) => sum + Buffer.byteLength(JSON.stringify(node.properties)), 0) };
+    });
   }
 
   @Mutation(() => [GraphRelationship])
