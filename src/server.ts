@@ -29,7 +29,7 @@ import { jsonBody } from './api/http/json-body';
 import { endConnectionsOfRevokedKeys } from './api/key-connections';
 import { closeFromServer, closingFromServer, isClosedByServer } from './api/server-closed-sockets';
 import { createUploadMiddleware } from './api/http/upload-middleware';
-import { costRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
+import { costRefusal, listVariableRefusal, type QueryLimits, queryValidationRules } from './api/query-limits';
 import { ResponseCache, responseCachePlugin } from './api/response-cache';
 import { reusedIdError, RunningOperations } from './api/running-operations';
 import { buildApiSchema } from './api/schema';
@@ -266,8 +266,8 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
       {
         // The cost needs the variables: `nodes(first: $f)` costs what $f says.
         requestDidStart: async () => ({
-          didResolveOperation: async ({ schema: operationSchema, document, operationName, request }) => {
-            const refusal = costRefusal(operationSchema, document, operationName, request.variables, limits);
+          didResolveOperation: async ({ schema: operationSchema, document, operationName, operation, request }) => {
+            const refusal = (operation && listVariableRefusal(operation, request.variables)) ?? costRefusal(operationSchema, document, operationName, request.variables, limits);
             if (refusal) throw refusal;
           },
         }),

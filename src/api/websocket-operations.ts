@@ -3,7 +3,7 @@
 // `error` message for that operation alone, with BAD_USER_INPUT: the socket and its other subscriptions live on.
 import { type ExecutionArgs, getOperationAST, getVariableValues, GraphQLError, type GraphQLSchema } from 'graphql';
 import type { SubscribePayload } from 'graphql-ws';
-import { costRefusal, parseWithinLimits, type QueryLimits, validateWithLimits } from './query-limits';
+import { costRefusal, listVariableRefusal, parseWithinLimits, type QueryLimits, validateWithLimits } from './query-limits';
 
 export type WebSocketOperationCheck = (payload: SubscribePayload) => ExecutionArgs | GraphQLError[];
 
@@ -60,6 +60,8 @@ function checkOperation(schema: GraphQLSchema, limits: QueryLimits, options: { i
         : 'the document has several operations: name the one to run (operationName)';
       return [new GraphQLError(message, { extensions: { code: 'BAD_USER_INPUT' } })];
     }
+    const tooLong = listVariableRefusal(operation, payload.variables);
+    if (tooLong) return [tooLong];
     const variables = getVariableValues(schema, operation.variableDefinitions ?? [], payload.variables ?? {});
     if (variables.errors) return variables.errors.map(asBadUserInput);
     const tooCostly = costRefusal(schema, document, payload.operationName, variables.coerced, limits);
