@@ -129,8 +129,8 @@ export class GraphService {
         // Its store taken away since the instance was read (a deletion, a restore's swap): the write failed there
         // (the store missing, or SQLite unable to open or lock a file removed under it) and rolled back. Asked again,
         // it meets the instance as it now is: NOT_FOUND, refused, or written to its new store. (A refusal of the
-        // write itself, an AppError, stands.)
-        if (!(error instanceof AppError) && (await this.instances.movedOn(instance))) {
+        // write itself, an AppError, stands; not the fence of a restore that has swapped the store out since.)
+        if ((!(error instanceof AppError) || error instanceof WritesFencedError) && (await this.instances.movedOn(instance))) {
           movedOn = true;
           return this.write(principal, instanceId, fn);
         }
