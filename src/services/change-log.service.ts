@@ -894,7 +894,10 @@ export class ChangeLogService {
         await this.blobs.delete(row.blobKey);
         removed += 1;
       }
-      if (!live.has(epoch.epoch) && epoch.endedAt !== null) await this.epochs.delete({ epoch: epoch.epoch });
+      if (!live.has(epoch.epoch) && epoch.endedAt !== null) {
+        await this.epochs.delete({ epoch: epoch.epoch });
+        this.latest.delete(epoch.epoch); // else kept for every store this process ever shipped, walked at each shutdown
+      }
     }
     return removed;
   }
