@@ -22,7 +22,13 @@ const PUBLISH_INTERVAL_MS = 100; // ≤ 10 events/s per operation
 const PERSIST_INTERVAL_MS = 1_000; // ≤ 1 write/s per operation
 const POLL_INTERVAL_MS = 1_000;
 const SETTLE_RETRY_MS = 2_000; // how often an outcome a full disk refused is tried again
-const MAX_COMPENSATION_RETRY_MS = 60_000; // the longest wait before a failed compensation is tried again
+/**
+ * How many times an attempt's compensation is tried (SETTLE_RETRY_MS after the first failure, twice as long after
+ * each next) before the operation is recorded as ended all the same, its instance not put back: a failure of a moment
+ * (a dropped database session, a deadlock, a busy SQLite) passes within them; one that does not, would keep the
+ * operation RUNNING for good.
+ */
+const COMPENSATION_ATTEMPTS = 5;
 
 export interface RunnerOptions {
   leaseMs: number;
@@ -65,6 +71,10 @@ interface Running {
   lastPublished: number;
   lastPersisted: number;
   done: Promise<void>;
+  /** How the attempt ended, decided once (a retry of its settling keeps it, whatever comes meanwhile: a cancellation). */
+  stop?: Stop;
+  /** Its compensations that failed (see COMPENSATION_ATTEMPTS). */
+  failedCompensations: number;
 }
 
 export class OperationRunner {
@@ -209,13 +219,23 @@ export class OperationRunner {
 
   /** Compensates and records an operation this process took without running it, renewing its lease meanwhile. */
   private async settleTaken(operation: OperationEntity, outcome: Stop): Promise<void> {
-    const settled = this.compensateAndRecord(this.jobFor(operation), outcome)
-      .catch((error: unknown) => {
-        if (!(error instanceof CompensationFailed)) throw error;
-        // Its lease is no longer renewed: once it lapses, recovery (here or on another replica) compensates it again.
-        this.logger.error({ err: error.failure, operationId: operation.id }, 'compensation failed: it is tried again once the operation lease lapses');
-      })
-      .finally(() => this.compensating.delete(operation.id));
+    const job = this.jobFor(operation);
+    const settle = async (): Promise<void> => {
+      for (;;) {
+        try {
+          return await this.compensateAndRecord(job, outcome);
+        } catch (error) {
+          if (!(error instanceof CompensationFailed)) throw error;
+          // Stopping: its lease is no longer renewed, and once it lapses, recovery (the next process, or another
+          // replica) compensates it again.
+          if (this.stopped) return;
+          const retryInMs = compensationRetryMs(job);
+          this.logger.error({ err: error.failure, operationId: operation.id, retryInMs }, 'compensation failed: it is tried again, and the operation ends once it succeeds');
+          await sleep(retryInMs);
+        }
+      }
+    };
+    const settled = settle().finally(() => this.compensating.delete(operation.id));
     this.compensating.set(operation.id, settled);
     await settled;
   }
@@ -289,7 +309,17 @@ export class OperationRunner {
   }
 
   private jobFor(operation: OperationEntity): Running {
-    return { operation, revision: 0, abort: new AbortController(), publishTimer: null, leaseTimer: null, lastPublished: 0, lastPersisted: performance.now(), done: Promise.resolve() };
+    return {
+      operation,
+      revision: 0,
+      abort: new AbortController(),
+      publishTimer: null,
+      leaseTimer: null,
+      lastPublished: 0,
+      lastPersisted: performance.now(),
+      done: Promise.resolve(),
+      failedCompensations: 0,
+    };
   }
 
   /**
@@ -422,30 +452,30 @@ export class OperationRunner {
   /**
    * Runs `settle` (compensation and the final write) until it gets past a full disk or a failed compensation. The
    * outcome is neither lost nor allowed to stop the server: the operation stays RUNNING under this runner's lease (the
-   * heartbeat goes on) and is settled again every SETTLE_RETRY_MS until space returns, or, after a compensation that
-   * failed, after a wait doubled each time up to MAX_COMPENSATION_RETRY_MS. A shutdown or a lost lease ends the
-   * retries; recovery then takes the operation as it takes any other.
+   * heartbeat goes on) and is settled again every SETTLE_RETRY_MS until space returns, or after a compensation that
+   * failed, at most COMPENSATION_ATTEMPTS times in all. A shutdown or a lost lease ends the retries; recovery then
+   * takes the operation as it takes any other. A cancellation does not: the outcome was decided before it.
    */
   private async untilSettled(job: Running, settle: () => Promise<void>): Promise<void> {
-    for (let failedCompensations = 0; ; ) {
+    for (;;) {
       try {
         return await settle();
       } catch (error) {
         const compensation = error instanceof CompensationFailed;
         if (!isStorageFull(error) && !compensation) throw error;
-        if (job.abort.signal.aborted || this.stopped) {
+        const interruption = job.abort.signal.aborted ? (job.abort.signal.reason as Interruption) : null;
+        if ((interruption && interruption.cause !== 'cancelled') || this.stopped) {
           this.logger.warn({ operationId: job.operation.id }, compensation ? 'putting things back still fails; the operation is left to recovery' : 'the disk is still full; the operation is left to recovery');
           return;
         }
-        let retryInMs = SETTLE_RETRY_MS;
+        const retryInMs = compensation ? compensationRetryMs(job) : SETTLE_RETRY_MS;
         if (compensation) {
-          failedCompensations += 1;
-          retryInMs = Math.min(SETTLE_RETRY_MS * 2 ** (failedCompensations - 1), MAX_COMPENSATION_RETRY_MS);
           this.logger.error({ err: error.failure, operationId: job.operation.id, retryInMs }, 'compensation failed: it is tried again, and the operation ends once it succeeds');
         } else {
           this.logger.warn({ operationId: job.operation.id, retryInMs }, 'the disk is full: the outcome of the operation will be recorded when space returns');
         }
-        await sleep(retryInMs, undefined, { signal: job.abort.signal }).catch(() => undefined);
+        // A cancelled job's signal has fired already: waited out in full, not skipped.
+        await sleep(retryInMs, undefined, interruption ? {} : { signal: job.abort.signal }).catch(() => undefined);
       }
     }
   }
@@ -460,15 +490,16 @@ export class OperationRunner {
       this.logger.warn({ operationId: operation.id, why: interruption.message }, 'lost the lease of a running operation; another runner owns it now');
       return;
     }
-    let outcome: Stop;
-    if (interruption?.cause === 'cancelled') outcome = CANCELLED;
-    else if (interruption?.cause === 'shutdown') outcome = this.interrupted(operation, interruption.message);
-    else {
-      const failure = describeFailure(error);
-      if (failure.code === 'INTERNAL_SERVER_ERROR') this.logger.error({ err: error, operationId: operation.id }, 'operation crashed');
-      outcome = { status: 'FAILED', ...failure };
+    if (!job.stop) {
+      if (interruption?.cause === 'cancelled') job.stop = CANCELLED;
+      else if (interruption?.cause === 'shutdown') job.stop = this.interrupted(operation, interruption.message);
+      else {
+        const failure = describeFailure(error);
+        if (failure.code === 'INTERNAL_SERVER_ERROR') this.logger.error({ err: error, operationId: operation.id }, 'operation crashed');
+        job.stop = { status: 'FAILED', ...failure };
+      }
     }
-    await this.compensateAndRecord(job, outcome);
+    await this.compensateAndRecord(job, job.stop);
   }
 
   /** An interrupted attempt: queued again while attempts remain, else FAILED with INTERRUPTED. */
@@ -498,10 +529,15 @@ export class OperationRunner {
       completed = await handler?.compensate(operation, { code: outcome.code, message: outcome.message, retry: outcome.status === 'QUEUED' });
     } catch (err) {
       if (isStorageFull(err)) throw err; // settled again once space returns
-      // Not back at its starting point (a restore's instance still RESTORING and READ_ONLY): recorded as ended anyway,
-      // nothing ever put it back, since recovery looks only at RUNNING operations. Tried again instead (untilSettled):
-      // the failure is most often a moment's (a dropped database session, a deadlock, a busy SQLite).
-      throw new CompensationFailed(err);
+      // Not back at its starting point (a restore's instance still RESTORING and READ_ONLY): recorded as ended at once,
+      // nothing ever put it back, since recovery looks only at RUNNING operations. Tried again (untilSettled,
+      // settleTaken): the failure is most often a moment's (a dropped database session, a deadlock, a busy SQLite).
+      job.failedCompensations += 1;
+      if (job.failedCompensations < COMPENSATION_ATTEMPTS) throw new CompensationFailed(err);
+      this.logger.error({ err, operationId: operation.id, attempts: job.failedCompensations }, 'compensation failed on every try; the operation ends without putting things back');
+      // Not back at its starting point: another attempt would start from an unknown state.
+      const note = `${outcome.message}; putting things back failed (see the server log)`;
+      outcome = { status: outcome.status === 'CANCELLED' ? 'CANCELLED' : 'FAILED', code: outcome.code, message: note };
     }
     try {
       await this.record(job, completed === true ? { status: 'SUCCEEDED', cancellable: false } : outcome);
@@ -667,7 +703,12 @@ export class OperationRunner {
 
 class NotRecorded extends Error {}
 
-/** A compensation that failed for another reason than a full disk: tried again (untilSettled). */
+/** The wait before a compensation that failed is tried again: SETTLE_RETRY_MS, doubled after each failure. */
+function compensationRetryMs(job: Running): number {
+  return SETTLE_RETRY_MS * 2 ** Math.max(0, job.failedCompensations - 1);
+}
+
+/** A compensation that failed for another reason than a full disk: tried again (untilSettled, settleTaken). */
 class CompensationFailed extends Error {
   constructor(readonly failure: unknown) {
     super('compensation failed');
