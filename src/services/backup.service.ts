@@ -19,7 +19,7 @@ import { OperationEntity } from '../entities/operation.entity';
 import { logRestorePoint, newestBase, RestorePointEntity } from '../entities/restore-point.entity';
 import { SnapshotEntity } from '../entities/snapshot.entity';
 import { StoreEpochEntity } from '../entities/store-epoch.entity';
-import { BlobIntegrityError, CryptoError } from '../crypto/errors';
+import { BlobIntegrityError, CryptoError, UnknownKeyError } from '../crypto/errors';
 import { AppError, isAppError } from '../errors/app-error';
 import { isStorageFull } from '../errors/storage-full';
 import { assertMayStillFit, type BaseCapture, type GraphReadView, type GraphStoreProvider, type SealedStore, type WriteLimits } from '../graph/graph-store';
@@ -282,10 +282,7 @@ export class BackupService {
    * a second later, each next one twice as late, up to BASE_POLICY.maxRetryMs.
    */
   private async takeBaseOrRetry(instance: InstanceEntity, epoch: StoreEpochEntity): Promise<void> {
-    if (await this.takeBase(instance)) return;
-    const failures = (this.failedBases.get(instance.id) ?? 0) + 1;
-    this.failedBases.set(instance.id, failures);
-    this.considerLater(instance.id, epoch.epoch, Math.min(1000 * 2 ** (failures - 1), BASE_POLICY.maxRetryMs));
+    if (!(await this.takeBase(instance))) this.retryBase(instance.id, epoch.epoch);
   }
 
   /** The policy looks at the instance again in `waitMs`, unless a look is already due; not if the epoch ended meanwhile. */
@@ -520,9 +517,10 @@ export class BackupService {
     } catch (error) {
       if (error instanceof BlobNotFoundError) throw new ManifestDamage(point, `the manifest of restore point ${point.id} is missing`);
       const message = `the manifest of restore point ${point.id} is damaged: ${(error as Error).message}`;
-      // A master key not configured now, or backup storage out of reach, says nothing about the bytes.
       if (error instanceof BlobIntegrityError || error instanceof SyntaxError) throw new ManifestDamage(point, message);
-      throw new AppError('INVALID_BACKUP_FILE', message);
+      // A master key not configured now, or backup storage out of reach, says nothing about the bytes: said as it is
+      // (as INVALID_BACKUP_FILE, a verification recorded a sound snapshot as damaged, and a restore said so).
+      throw error;
     }
     if (manifest.version !== MANIFEST_VERSION || manifest.id !== point.id || manifest.tenantId !== point.tenantId) {
       throw new ManifestDamage(point, `the manifest of restore point ${point.id} does not describe it`);
@@ -1170,21 +1168,28 @@ export class BackupService {
    */
   private rebase(instance: InstanceEntity): void {
     if (this.baseUnderWay(instance.id)) this.rebases.set(instance.id, instance.storeGeneration);
-    else void this.rebaseNow(instance);
+    else {
+      void this.takeBase(instance)
+        .then((taken) => (taken ? undefined : this.retryBaseOfCurrentStore(instance)))
+        .catch((err: unknown) => this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed'));
+    }
   }
 
   /**
-   * The base a damage asked for, tried again as the policy's are when it fails (takeBaseOrRetry): taken once, a base
-   * that failed (the blob store away for a moment) was tried again only at the next shipped segment, and an instance
-   * nobody wrote to kept no restore window meanwhile.
+   * A base a damage asked for failed: tried again as the policy's are (takeBaseOrRetry). Taken once, a base that failed
+   * (the blob store away for a moment) was tried again only at the next shipped segment, and an instance nobody wrote
+   * to kept no restore window meanwhile.
    */
-  private async rebaseNow(instance: InstanceEntity): Promise<void> {
-    try {
-      const epoch = await this.log.currentEpoch(instance.id);
-      if (epoch) await this.takeBaseOrRetry(instance, epoch);
-    } catch (err) {
-      this.logger.warn({ err, instanceId: instance.id }, 'deciding on a base of the store failed');
-    }
+  private async retryBaseOfCurrentStore(instance: InstanceEntity): Promise<void> {
+    const epoch = await this.log.currentEpoch(instance.id);
+    if (epoch) this.retryBase(instance.id, epoch.epoch);
+  }
+
+  /** Counts a base of the instance that failed, and looks again a second later, each next time twice as late. */
+  private retryBase(instanceId: string, epoch: number): void {
+    const failures = (this.failedBases.get(instanceId) ?? 0) + 1;
+    this.failedBases.set(instanceId, failures);
+    this.considerLater(instanceId, epoch, Math.min(1000 * 2 ** (failures - 1), BASE_POLICY.maxRetryMs));
   }
 
   /**
@@ -1228,7 +1233,12 @@ export class BackupService {
       context.signal.throwIfAborted();
     } catch (error) {
       if (error instanceof AppError) throw error;
-      throw new AppError('INVALID_BACKUP_FILE', `the stored archive is damaged: ${(error as Error).message}`);
+      // Only what the bytes say is damage: a cancellation, a shutdown or backup storage out of reach (a reset
+      // connection) was recorded as damage on a sound snapshot, which retention then no longer counted.
+      if (isArchiveError(error) || error instanceof BlobNotFoundError || (error instanceof CryptoError && !(error instanceof UnknownKeyError))) {
+        throw new AppError('INVALID_BACKUP_FILE', `the stored archive is damaged: ${(error as Error).message}`);
+      }
+      throw error;
     }
     const sha256 = digest.digest('hex');
     if (snapshot.sha256 !== null && sha256 !== snapshot.sha256) {

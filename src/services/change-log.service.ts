@@ -482,8 +482,12 @@ export class ChangeLogService {
     position: StorePosition,
     startedAt = Math.min(position.at ?? Date.now(), Date.now()),
   ): Promise<StoreEpochEntity> {
-    await this.db.transaction((manager) => startEpoch(manager, instance, position.epoch, { anchor: 'NONE' }, startedAt));
-    await this.epochs.update({ epoch: position.epoch }, { shippedSeq: position.seq });
+    // Shipped through its position from the start, in the same transaction: set after, it moved back what another
+    // replica shipped of the store in between, and the next read found a gap, recorded as damage.
+    await this.db.transaction(async (manager) => {
+      await startEpoch(manager, instance, position.epoch, { anchor: 'NONE' }, startedAt);
+      await manager.update(StoreEpochEntity, { epoch: position.epoch }, { shippedSeq: position.seq });
+    });
     this.logger.info({ instanceId: instance.id, epoch: position.epoch }, 'change log started for a store that had none');
     return (await this.epochs.findOneByOrFail({ epoch: position.epoch }));
   }
