@@ -8,7 +8,7 @@ import { ExportTokenEntity } from '../entities/export-token.entity';
 import type { SnapshotEntity } from '../entities/snapshot.entity';
 import { AppError, type ErrorCode, isAppError } from '../errors/app-error';
 import type { InstanceService } from './instance.service';
-import { holdOperationInputs } from './operation-inputs';
+import { holdSnapshotForReading } from './operation-inputs';
 import { type Principal, requireRole } from './principal';
 import type { SnapshotService } from './snapshot.service';
 import type { TenantService } from './tenant.service';
@@ -93,11 +93,11 @@ export class ExportService {
     const now = Date.now();
     const expiresAt = now + this.config.exportUrlTtlMs;
     try {
-      // The link goes in with the snapshot held (holdOperationInputs): a deletion, or retention's (which keeps a
-      // snapshot with a valid link), either sees the link or is seen. Inserted, then looked for, a link made while a
-      // sweep's removal was not yet committed found the row, and was handed out for a snapshot gone a moment later.
+      // The link goes in with the snapshot held: a deletion, or retention's (which keeps a snapshot with a valid link),
+      // either sees the link or is seen. Inserted, then looked for, a link made while a sweep's removal was not yet
+      // committed found the row, and was handed out for a snapshot gone a moment later.
       await this.db.transaction(async (manager) => {
-        await holdOperationInputs(manager, { snapshotId: snapshot.id });
+        await holdSnapshotForReading(manager, snapshot.id);
         await manager.insert(ExportTokenEntity, {
           id: randomUUID(),
           tenantId: principal.tenantId,

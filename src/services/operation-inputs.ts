@@ -59,3 +59,16 @@ export async function holdOperationInputs(manager: EntityManager, inputs: Operat
     if (!held.affected) throw notFound('export destination', inputs.destinationId);
   }
 }
+
+/**
+ * Holds a COMPLETED snapshot against its deletion until the end of the transaction, as holdOperationInputs does, but
+ * without writing it (PostgreSQL: a shared row lock; SQLite runs one transaction at a time): for what is no operation
+ * (an export link), whose update would announce a change of the tenant's data (its response cache's version).
+ */
+export async function holdSnapshotForReading(manager: EntityManager, snapshotId: string): Promise<void> {
+  const query = manager.createQueryBuilder(SnapshotEntity, 's').select(['s.id', 's.status']).where('s.id = :snapshotId', { snapshotId });
+  if (manager.connection.options.type === 'postgres') query.setLock('pessimistic_read');
+  const held = await query.getOne();
+  if (!held) throw notFound('snapshot', snapshotId);
+  if (held.status !== 'COMPLETED') throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${held.id} is ${held.status}, not COMPLETED`);
+}
