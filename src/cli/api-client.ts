@@ -67,10 +67,11 @@ export class ApiClient {
     }
     if (!/^https?:\/\/[^/]/i.test(url)) throw new UsageError(`the server URL "${url}" must start with http:// or https://`);
     if (!key) throw new UsageError('an API key is required: set SNAPGRAPH_API_KEY (or pass --key)');
-    if (!/^[\x21-\x7e]+$/.test(key)) {
-      // An HTTP header cannot carry it, and fetch's refusal repeated the key whole, as a server it "cannot reach".
+    if (!/^[\x21-\x7e\xa1-\xff]+$/.test(key)) {
+      // An HTTP header cannot carry it (Latin-1 at most: a bootstrap token may hold é), and fetch's refusal repeated the
+      // key whole, as a server it "cannot reach".
       throw new UsageError(
-        'the API key holds a character a key never has (a line break, a space, or one beyond ASCII such as a typographic quote): ' +
+        'the API key holds a character a key never has (a line break, a space, or one beyond Latin-1 such as a typographic quote): ' +
           'give the key alone, as `snapgraph tenant create` or createApiKey printed it',
       );
     }

@@ -106,7 +106,7 @@ async function streamToStdout(link: ExportLink): Promise<number> {
   const interrupted = new Promise<never>((_, reject) => interruption.onRequest(() => reject(new Error('interrupted'))));
   interrupted.catch(() => undefined);
   try {
-    const { body } = await openDownload(link, 0, link.sha256, controller.signal);
+    const { body } = await openDownload(link, 0, controller.signal);
     // stdout stays open: the process writes its last line to stderr and exits with the status that says how it went.
     await pipeline(body, counted, process.stdout, { end: false });
     // The pipeline is done once stdout took the last bytes, not once they reached the reader: a pipe writes later.
@@ -169,7 +169,8 @@ async function saveAs(part: string, target: string): Promise<void> {
  * The file beside a .part that names the archive its bytes are the start of (`<file>.part.sha256`: its sha256). A
  * rerun into the same file for another snapshot (a cron job's fixed -o, or two snapshots in one second under the
  * default name) resumed the .part all the same, sending the new archive's own sha256 as If-Range, which always
- * matched: it spliced the new archive onto the old one's start, and failed at the end as damaged.
+ * matched: it spliced the new archive onto the old one's start, and failed at the end as damaged. One of another
+ * archive is started over at once (one of the same size was even taken as complete, and failed likewise).
  */
 const archiveOf = (part: string) => `${part}.sha256`;
 
@@ -183,8 +184,13 @@ async function download(link: ExportLink, part: string, interruption: Interrupti
   let hash = createHash('sha256');
   let offset = (await sizeOf(part)) ?? 0;
   // A .part an earlier release left names no archive: taken as this one's start, as then (its sha256 checks it at the end).
-  const startOf = offset > 0 ? ((await readFile(archiveOf(part), 'utf8').catch(() => null))?.trim() ?? link.sha256) : link.sha256;
-  if (offset > link.sizeBytes && startOf === link.sha256) {
+  const startOf = offset > 0 ? (await readFile(archiveOf(part), 'utf8').catch(() => null))?.trim() : undefined;
+  if (startOf !== undefined && startOf !== link.sha256) {
+    process.stderr.write(`${part} holds the start of another archive (sha256 ${startOf}); starting over\n`);
+    await removePart(part);
+    offset = 0;
+  }
+  if (offset > link.sizeBytes) {
     await removePart(part);
     offset = 0;
   }
@@ -198,7 +204,7 @@ async function download(link: ExportLink, part: string, interruption: Interrupti
 
   const controller = new AbortController();
   interruption.onRequest(() => controller.abort());
-  const { body, from } = await openDownload(link, offset, startOf, controller.signal).catch(async (error) => {
+  const { body, from } = await openDownload(link, offset, controller.signal).catch(async (error) => {
     if (interruption.isRequested) throw resumeHint(offset, link, part);
     if (error instanceof RangeNotSatisfiable) {
       await removePart(part);
@@ -207,8 +213,7 @@ async function download(link: ExportLink, part: string, interruption: Interrupti
     throw error;
   });
   if (from === 0 && offset > 0) {
-    const why = startOf === link.sha256 ? 'the server sent the whole file' : `${part} holds the start of another archive (sha256 ${startOf})`;
-    process.stderr.write(`${why}; starting over\n`);
+    process.stderr.write('the server sent the whole file; starting over\n');
     hash = createHash('sha256');
   }
   if (from === 0) await nameArchive(part, link.sha256, body);
@@ -230,13 +235,10 @@ async function nameArchive(part: string, sha256: string, body: Readable): Promis
   }
 }
 
-/**
- * GET the link, with Range + If-Range when resuming; `from` is where the body starts (0 when the server sent all).
- * `startOf`: the sha256 of the archive the partial file is the start of, sent as If-Range: one of another archive gets
- * the whole new file instead of a bad splice.
- */
-async function openDownload(link: ExportLink, offset: number, startOf: string, signal: AbortSignal): Promise<{ body: Readable; from: number }> {
-  const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-`, 'if-range': `"${startOf}"` } : {};
+/** GET the link, with Range + If-Range when resuming; `from` is where the body starts (0 when the server sent all). */
+async function openDownload(link: ExportLink, offset: number, signal: AbortSignal): Promise<{ body: Readable; from: number }> {
+  // If-Range: the export changed since the partial file was begun (its archive produced again) gets the whole file.
+  const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-`, 'if-range': `"${link.sha256}"` } : {};
   const response = await fetch(link.url, { headers, signal }).catch((error: Error) => {
     if (error.name === 'AbortError') throw error;
     // The link's address is the server's SNAPGRAPH_PUBLIC_URL when set (a proxy's public name, say), else one of its
