@@ -267,7 +267,7 @@ async function listen(app: App, schema: GraphQLSchema): Promise<RunningServer> {
         // The cost needs the variables: `nodes(first: $f)` costs what $f says.
         requestDidStart: async () => ({
           didResolveOperation: async ({ schema: operationSchema, document, operationName, operation, request }) => {
-            const refusal = (operation && listVariableRefusal(operation, request.variables)) ?? costRefusal(operationSchema, document, operationName, request.variables, limits);
+            const refusal = (operation && listVariableRefusal(operationSchema, operation, request.variables)) ?? costRefusal(operationSchema, document, operationName, request.variables, limits);
             if (refusal) throw refusal;
           },
         }),

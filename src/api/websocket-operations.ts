@@ -60,7 +60,7 @@ function checkOperation(schema: GraphQLSchema, limits: QueryLimits, options: { i
         : 'the document has several operations: name the one to run (operationName)';
       return [new GraphQLError(message, { extensions: { code: 'BAD_USER_INPUT' } })];
     }
-    const tooLong = listVariableRefusal(operation, payload.variables);
+    const tooLong = listVariableRefusal(schema, operation, payload.variables);
     if (tooLong) return [tooLong];
     const variables = getVariableValues(schema, operation.variableDefinitions ?? [], payload.variables ?? {});
     if (variables.errors) return variables.errors.map(asBadUserInput);

@@ -37,6 +37,8 @@ const aliasedPages = (count: number) =>
 const limitOf = (result: GqlResult) => expectCode(result, 'BAD_USER_INPUT').extensions?.limit;
 
 const DELETE_NODES = 'mutation ($id: ID!, $ids: [ID!]!) { deleteNodes(instanceId: $id, ids: $ids) }';
+const CREATE_NODE = 'mutation ($id: ID!, $node: NodeInput!) { createNodes(instanceId: $id, nodes: [$node]) { id } }';
+const CREATE_NODES = 'mutation ($id: ID!, $nodes: [NodeInput!]!) { createNodes(instanceId: $id, nodes: $nodes) { id } }';
 
 describe('abusive requests', () => {
   const suite = serverPerSuite({ config: { maxUploadBytes: 100_000 } });
@@ -59,6 +61,8 @@ describe('abusive requests', () => {
       ['100 aliases of nodes(first: $f)', gql(server, aliasedPages(100), { id: instanceId, f: 1000 }), 'aliases'],
       // Converted whole before the batch's own check: 4.5 million of them held the event loop for 10 s.
       ['a write batch of 200,000 ids', gql(server, DELETE_NODES, { id: instanceId, ids: Array.from({ length: 200_000 }, (_, i) => String(i + 1)) }), 'items'],
+      ['a node of 200,000 labels', gql(server, CREATE_NODE, { id: instanceId, node: { labels: Array.from({ length: 200_000 }, () => 'L') } }), 'items'],
+      ['100 nodes of 9,999 labels each', gql(server, CREATE_NODES, { id: instanceId, nodes: Array.from({ length: 100 }, () => ({ labels: Array.from({ length: 9_999 }, () => 'L') })) }), 'items'],
     ];
     const trivial = gql(server, '{ viewer { role } }');
     assert.equal(expectData(await trivial).viewer.role, 'ADMIN');
