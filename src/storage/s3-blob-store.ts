@@ -11,6 +11,7 @@ import {
   HeadBucketCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListPartsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   type S3Client,
@@ -375,7 +376,7 @@ export class S3BlobStore implements BlobStore {
       );
       for (const upload of page.Uploads ?? []) {
         if (!upload.UploadId || !upload.Key || this.#inFlight.has(upload.UploadId)) continue;
-        if (olderThanMs > 0 && (upload.Initiated?.getTime() ?? 0) > cutoff) continue;
+        if (olderThanMs > 0 && (await this.#lastWrittenAt(upload.Key, upload.UploadId, upload.Initiated)) > cutoff) continue;
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: upload.Key, UploadId: upload.UploadId }));
         removed += 1;
       }
@@ -384,6 +385,29 @@ export class S3BlobStore implements BlobStore {
       uploadIdMarker = more ? page.NextUploadIdMarker : undefined;
     } while (keyMarker);
     return removed;
+  }
+
+  /**
+   * When a multipart upload was last written to: its newest part's time, else its start. By its start alone, a write
+   * still going an hour after it began (a 4 GiB upload at a client's pace, a large export) was aborted by any replica
+   * that booted then, and failed.
+   */
+  async #lastWrittenAt(key: string, uploadId: string, initiated: Date | undefined): Promise<number> {
+    let last = initiated?.getTime() ?? 0;
+    let marker: string | undefined;
+    do {
+      const page = await this.client
+        .send(new ListPartsCommand({ Bucket: this.location.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }))
+        .catch((error: unknown) => {
+          // Completed or aborted since it was listed: nothing to abort.
+          if (s3ErrorCode(error) === 'NoSuchUpload') return null;
+          throw error;
+        });
+      if (page === null) return Number.POSITIVE_INFINITY;
+      for (const part of page.Parts ?? []) last = Math.max(last, part.LastModified?.getTime() ?? 0);
+      marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
+    } while (marker);
+    return last;
   }
 
   async destroy(): Promise<void> {

@@ -418,6 +418,22 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
     assert.equal((await unfinishedUploads()).length, 0);
   });
 
+  // A boot's clean-up beside other replicas aborts uploads nobody has written to for a while: judged by their start, a
+  // write still going long after it began (a 4 GiB upload at a client's pace) was aborted, and failed.
+  it('spares an unfinished upload started long ago whose last part is recent, and aborts it once that is old too', async function () {
+    this.timeout(30_000);
+    const key = `${location.prefix}/tenants/t/slow.blob`;
+    const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+    await client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: 1, Body: randomBytes(MIN_PART_BYTES) }));
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    await client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: 2, Body: Buffer.from('still writing') }));
+    assert.equal(await newStore().removeTemporaryFiles({ olderThanMs: 2_000 }), 0, 'a write still going was aborted');
+    assert.equal((await unfinishedUploads()).length, 1);
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    assert.equal(await newStore().removeTemporaryFiles({ olderThanMs: 2_000 }), 1);
+    assert.equal((await unfinishedUploads()).length, 0);
+  });
+
   it("tells a multipart upload's id before its first part, so that what a dead writer left can be aborted", async function () {
     this.timeout(60_000);
     const store = newStore({ partBytes: MIN_PART_BYTES, partConcurrency: 2 });
