@@ -135,7 +135,21 @@ export function createInMemoryEventBus(): EventBus {
   };
 }
 
-export async function createRedisEventBus(url: string, logger: Logger): Promise<EventBus> {
+/**
+ * How often the subscribing connection is asked a PING, and how long its answer may take before the connection is
+ * taken for dead and made again. A connection that stops carrying data without closing (a NAT or load balancer dropping
+ * an idle one, a partition, the Redis host gone) was noticed only by the kernel's keepalive, after about two hours:
+ * meanwhile no event of another replica arrived (a revocation among them), a new progress subscription waited for its
+ * SUBSCRIBE's answer for good, and the readiness check, which asked the publishing connection only, said ready.
+ */
+export interface RedisHeartbeat {
+  everyMs: number;
+  deadlineMs: number;
+}
+
+const REDIS_HEARTBEAT: RedisHeartbeat = { everyMs: 5_000, deadlineMs: 5_000 };
+
+export async function createRedisEventBus(url: string, logger: Logger, heartbeat: RedisHeartbeat = REDIS_HEARTBEAT): Promise<EventBus> {
   // Loaded only with REDIS_URL set: a server on its own does not pay for it at every boot.
   const { Redis } = await import('ioredis');
   const options = { lazyConnect: true, maxRetriesPerRequest: 3 };
@@ -188,6 +202,38 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
       () => undefined,
     );
   });
+  /**
+   * A connection's answer to a PING within the deadline; else its socket is destroyed, and ioredis makes it again (the
+   * subscribing one's 'close' tells that events were lost). Ending it gracefully waited on a peer that no longer answers.
+   */
+  const answersPing = (client: Redis, name: string, what: string): Promise<boolean> =>
+    new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        logger.warn({ deadlineMs: heartbeat.deadlineMs }, `the ${name} connection to Redis did not answer a PING (${what}); it is made again`);
+        (client as unknown as { stream?: { destroy(): void } }).stream?.destroy();
+        resolve(false);
+      }, heartbeat.deadlineMs);
+      client.ping().then(
+        () => {
+          clearTimeout(timer);
+          resolve(true);
+        },
+        () => {
+          // Failed at once: ioredis's own reconnection is under way.
+          clearTimeout(timer);
+          resolve(false);
+        },
+      );
+    });
+  const pinging = new Set<Redis>();
+  const beat = setInterval(() => {
+    for (const [name, client] of [['publishing', publishClient], ['subscribing', subscribeClient]] as const) {
+      if (pinging.has(client) || client.status !== 'ready') continue;
+      pinging.add(client);
+      void answersPing(client, name, 'heartbeat').finally(() => pinging.delete(client));
+    }
+  }, heartbeat.everyMs);
+  beat.unref();
   return {
     pubSub: createTypedPubSub(eventTarget),
     isDelivering: () => delivering,
@@ -214,11 +260,15 @@ export async function createRedisEventBus(url: string, logger: Logger): Promise<
       if (publishClient.status !== 'ready') throw new Error(`events reach no other replica: the publishing connection to Redis is ${publishClient.status}`);
       // ioredis's own errors name no server ("Reached the max retries per request limit" while it reconnects, before
       // either connection's status says so): the readiness check is read by an operator who must know what is away.
-      await publishClient.ping().catch((error: Error) => {
-        throw new Error(`Redis does not answer a PING on the publishing connection: ${error.message}`, { cause: error });
-      });
+      for (const [name, client, lost] of [
+        ['publishing', publishClient, 'events reach no other replica'],
+        ['subscribing', subscribeClient, 'events of other replicas may not reach this one'],
+      ] as const) {
+        if (!(await answersPing(client, name, 'readiness check'))) throw new Error(`Redis does not answer a PING on the ${name} connection: ${lost}`);
+      }
     },
     close: async () => {
+      clearInterval(beat);
       publishClient.disconnect();
       subscribeClient.disconnect();
     },
@@ -270,10 +320,26 @@ function redisEventTarget(
     logger.warn({ err: withoutCommandArguments(error) }, `Redis ${what} failed; events are lost until Redis answers again`);
   };
   publishClient.on('ready', () => (failing.publish = false));
+  /**
+   * Channels nobody listens to any more whose UNSUBSCRIBE failed (Redis away): ioredis still counts them as subscribed
+   * and subscribes them again when it reconnects, so each outage left those of the listeners that ended during it
+   * subscribed for good (every run's and progress stream's, fanned out to this replica for nothing). Dropped at 'ready'.
+   */
+  const abandoned = new Set<string>();
   subscribeClient.on('ready', () => {
     failing.subscribe = false;
     if (unsubscribed.size > 0) subscribe([...unsubscribed]);
+    if (abandoned.size > 0) {
+      const channels = [...abandoned].filter((channel) => !listeners.has(channel));
+      abandoned.clear();
+      if (channels.length > 0) unsubscribe(channels);
+    }
   });
+  const unsubscribe = (channels: string[]) =>
+    subscribeClient.unsubscribe(...channels).catch((error: unknown) => {
+      for (const channel of channels) if (!listeners.has(channel)) abandoned.add(channel);
+      failed('subscribe')(error);
+    });
   const subscribe = (channels: string[]) => {
     let settle!: () => void;
     const confirmation = new Promise<void>((resolve) => (settle = resolve));
@@ -319,6 +385,7 @@ function redisEventTarget(
       let callbacks = listeners.get(channel);
       if (!callbacks) {
         listeners.set(channel, (callbacks = new Set()));
+        abandoned.delete(channel);
         subscribe([channel]);
       }
       callbacks.add(listener);
@@ -329,7 +396,7 @@ function redisEventTarget(
       listeners.delete(channel);
       unsubscribed.delete(channel);
       confirmations.delete(channel);
-      subscribeClient.unsubscribe(channel).catch(failed('subscribe'));
+      void unsubscribe([channel]);
     },
     dispatchEvent(event: CustomEvent) {
       publishClient.publish(event.type, event.detail === undefined ? '' : JSON.stringify(event.detail)).catch(failed('publish'));

@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createRedisEventBus, type OperationControlPayload } from '../../src/events/event-bus';
 import type { Logger } from '../../src/logging/logger';
+import { type CuttableProxy, cuttableProxy } from '../support/cuttable-proxy';
 import { redisUnavailable, TEST_REDIS_URL } from '../support/replicas';
 import { eventually } from '../support/wait';
 
@@ -53,4 +54,71 @@ describe('the Redis event bus', function () {
       await bus.close();
     }
   });
+
+  const quiet = { info: () => undefined, error: () => undefined, warn: () => undefined } as unknown as Logger;
+  const redisPort = () => Number(new URL(TEST_REDIS_URL).port || 6379);
+  const throughProxy = (proxy: CuttableProxy) => {
+    const url = new URL(TEST_REDIS_URL);
+    url.hostname = '127.0.0.1';
+    url.port = String(proxy.port);
+    return url.toString();
+  };
+
+  // A NAT or load balancer that drops an idle connection without closing it: only the kernel's keepalive noticed, after
+  // about two hours, and meanwhile no event of another replica arrived, a new subscription waited for its SUBSCRIBE's
+  // answer for good, and the readiness check (which asked the publishing connection only) said ready.
+  it('makes the subscribing connection again when it stops answering, saying events were lost, and delivers after it', async () => {
+    const proxy = await cuttableProxy(new URL(TEST_REDIS_URL).hostname, redisPort());
+    const bus = await createRedisEventBus(throughProxy(proxy), quiet, { everyMs: 200, deadlineMs: 500 });
+    const other = new Redis(TEST_REDIS_URL);
+    let lost = 0;
+    bus.onDeliveryLost(() => (lost += 1));
+    try {
+      proxy.stall();
+      await assert.rejects(bus.probe(), /does not answer a PING/);
+      await eventually(() => lost === 1, { what: 'the lost delivery to be told', timeoutMs: 5_000 });
+      await eventually(() => bus.isDelivering(), { what: 'delivery to resume on a new connection', timeoutMs: 10_000 });
+      const operationId = randomUUID();
+      const events = bus.pubSub.subscribe('operation.control', operationId);
+      const first = events.next();
+      await bus.subscribed('operation.control', operationId);
+      const sent: OperationControlPayload = { operationId, action: 'cancel' };
+      await other.publish(`operation.control:${operationId}`, JSON.stringify(sent));
+      assert.deepEqual((await first).value, sent);
+      await events.return();
+      await bus.probe();
+    } finally {
+      other.disconnect();
+      await bus.close();
+      await proxy.close();
+    }
+  });
+
+  it('leaves no channel subscribed whose listener ended while Redis was away', async () => {
+    const proxy = await cuttableProxy(new URL(TEST_REDIS_URL).hostname, redisPort());
+    const bus = await createRedisEventBus(throughProxy(proxy), quiet);
+    const other = new Redis(TEST_REDIS_URL);
+    const subscribers = async (channel: string) => Number(((await other.pubsub('NUMSUB', channel)) as [string, number])[1]);
+    try {
+      const operationId = randomUUID();
+      const channel = `operation.control:${operationId}`;
+      const events = bus.pubSub.subscribe('operation.control', operationId);
+      void events.next();
+      await bus.subscribed('operation.control', operationId);
+      assert.equal(await subscribers(channel), 1);
+      proxy.cut();
+      await eventually(() => !bus.isDelivering(), { what: 'the outage to be seen' });
+      await events.return();
+      // Its UNSUBSCRIBE fails once ioredis gives up on the commands queued meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      proxy.mend();
+      await eventually(() => bus.isDelivering(), { what: 'delivery to resume', timeoutMs: 10_000 });
+      await eventually(async () => (await subscribers(channel)) === 0, { what: 'the channel to be unsubscribed', timeoutMs: 5_000 });
+    } finally {
+      other.disconnect();
+      await bus.close();
+      await proxy.close();
+    }
+  });
 });
+
