@@ -166,16 +166,19 @@ export class S3BlobStore implements BlobStore {
       for (let next: IteratorResult<Buffer> = second; !next.done; next = await parts.next()) await uploads.add(next.value);
       const { etags, digests, sizeBytes } = await uploads.finish();
       await beforeCommit?.();
-      const completed = await this.client.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.location.bucket,
-          Key: objectKey,
-          UploadId: uploadId,
-          MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
-        }),
-        { abortSignal: abandon.signal },
-      );
-      await this.#verifyStored(objectKey, sizeBytes, compositeEtag(digests), completed, abandon.signal);
+      const expectedEtag = compositeEtag(digests);
+      const completed = await this.client
+        .send(
+          new CompleteMultipartUploadCommand({
+            Bucket: this.location.bucket,
+            Key: objectKey,
+            UploadId: uploadId,
+            MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
+          }),
+          { abortSignal: abandon.signal },
+        )
+        .catch((error: unknown) => this.#completedAfterAll(error, objectKey, sizeBytes, expectedEtag, abandon.signal));
+      await this.#verifyStored(objectKey, sizeBytes, expectedEtag, completed, abandon.signal);
       return { sizeBytes };
     } catch (error) {
       abandon.abort();
@@ -235,6 +238,25 @@ export class S3BlobStore implements BlobStore {
    * not (403: no s3:GetObject, as docs/s3.md allows an export destination's keys): every part was checked on its way,
    * and the service assembled them by the ETags they were given.
    */
+  /**
+   * A completion that failed with NoSuchUpload: the SDK sent it again after its answer was lost (a reset connection,
+   * a timeout), and the service had completed it the first time. The object is there, these parts' (its composite ETag
+   * and size say so): the write succeeded, where it was reported failed (an export recorded FAILED, its copy in the
+   * tenant's bucket). Any other failure stands.
+   */
+  async #completedAfterAll(
+    error: unknown,
+    objectKey: string,
+    sizeBytes: number,
+    expectedEtag: string,
+    signal: AbortSignal,
+  ): Promise<CompleteMultipartUploadOutput> {
+    if (s3ErrorCode(error) !== 'NoSuchUpload') throw error;
+    const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: objectKey }), { abortSignal: signal }).catch(() => null);
+    if (!head || head.ContentLength !== sizeBytes || compositeEtagOf(head) !== expectedEtag) throw error;
+    return { ETag: head.ETag };
+  }
+
   async #verifyStored(objectKey: string, sizeBytes: number, expectedEtag: string, completed: CompleteMultipartUploadOutput, signal: AbortSignal): Promise<void> {
     let etag = compositeEtagOf(completed);
     let storedBytes: number | undefined;

@@ -499,6 +499,50 @@ describeS3('S3BlobStore (on the local S3 endpoint)', ({ s3 }) => {
    * Runs `body` with a store (parts of 5 MiB, two at a time) in front of the endpoint: every request passes, but part
    * uploads are held and never answered (`held`).
    */
+  // The SDK sends a completion again when its answer is lost; a service done with it may answer NoSuchUpload (Swift
+  // answers it again; the proxy answers as such a service would).
+  it('takes a completion whose answer was lost, once the object is there with the parts sent (the SDK sent it again)', async function () {
+    this.timeout(60_000);
+    let lost = 0;
+    const proxy = createHttpServer((request, response) => {
+      const completing = request.method === 'POST' && /[?&]uploadId=/.test(request.url ?? '') && !/[?&]partNumber=/.test(request.url ?? '');
+      if (completing && lost > 0) {
+        request.resume();
+        response.writeHead(404, { 'content-type': 'application/xml' });
+        response.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist.</Message></Error>');
+        return;
+      }
+      const target = new URL(request.url ?? '/', s3().endpoint);
+      const forwarded = httpRequest(target, { method: request.method, headers: request.headers }, (answer) => {
+        if (completing && lost === 0) {
+          lost += 1;
+          answer.resume();
+          answer.on('end', () => response.socket?.destroy()); // done by the service, its answer lost on the way
+          return;
+        }
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      });
+      forwarded.on('error', () => response.destroy());
+      request.pipe(forwarded);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    try {
+      const store = new S3BlobStore(testS3Client({ ...s3(), endpoint: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` }, s3().blobs), location, {
+        partBytes: MIN_PART_BYTES,
+      });
+      const bytes = randomBytes(MIN_PART_BYTES * 2 + 7);
+      assert.deepEqual(await store.write(KEY, Readable.from([bytes])), { sizeBytes: bytes.length });
+      assert.equal(lost, 1, 'no completion answer was lost');
+      const read: Buffer[] = [];
+      for await (const piece of await newStore().read(KEY)) read.push(piece as Buffer);
+      assert.deepEqual(Buffer.concat(read), bytes);
+    } finally {
+      proxy.closeAllConnections();
+      proxy.close();
+    }
+  });
+
   async function withPartsHeld(body: (stalled: S3BlobStore, held: ServerResponse[]) => Promise<void>): Promise<void> {
     const held: ServerResponse[] = [];
     const proxy = createHttpServer((request, response) => {
