@@ -1405,9 +1405,11 @@ export class BackupService {
         try {
           manifest = await this.readManifest(point);
         } catch (error) {
-          if (!isAppError(error) || error.code !== 'INVALID_BACKUP_FILE') throw error;
+          // Damaged, or not readable now (a master key not configured, backup storage out of reach): either way its
+          // chunks are not known, and the chunk sweep is skipped (collect()); the rest of the collection goes on.
+          if (isAppError(error) && error.code !== 'INVALID_BACKUP_FILE') throw error;
           // Gone meanwhile (another replica's collection), its chunks are not needed: only a recorded one counts.
-          if (await this.points.existsBy({ id: point.id })) unreadable.push({ restorePointId: point.id, why: error.message });
+          if (await this.points.existsBy({ id: point.id })) unreadable.push({ restorePointId: point.id, why: (error as Error).message });
           continue;
         }
         await marks.add((manifest.base?.chunks ?? []).map((ref) => ref.id));
