@@ -90,6 +90,8 @@ export class OperationRunner {
    * the compensation itself: stop() waits for them, under their leases, before the process closes its stores.
    */
   private readonly compensating = new Map<string, Promise<void>>();
+  /** Aborted by stop(): ends the waits between tries of a settling (its operation is then left to recovery). */
+  private stopping = new AbortController();
   /**
    * Recoveries of orphans under way: stop() waits for them too. One may be taking an orphan's row when stop() is called
    * (its compensation not in `compensating` yet): it went on to compensate it after stop() had resolved, with the lease no
@@ -119,6 +121,7 @@ export class OperationRunner {
 
   async start(): Promise<void> {
     this.stopped = false;
+    this.stopping = new AbortController();
     const every = (ms: number, fn: () => Promise<void>) => {
       const timer = setInterval(() => fn().catch((err) => this.logger.error({ err }, 'operation runner tick failed')), ms);
       timer.unref();
@@ -140,6 +143,7 @@ export class OperationRunner {
    */
   async stop(graceMs = 0): Promise<void> {
     this.stopped = true;
+    this.stopping.abort();
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.pollTimer = null;
     await this.polling;
@@ -231,7 +235,8 @@ export class OperationRunner {
           if (this.stopped) return;
           const retryInMs = compensationRetryMs(job);
           this.logger.error({ err: error.failure, operationId: operation.id, retryInMs }, 'compensation failed: it is tried again, and the operation ends once it succeeds');
-          await sleep(retryInMs);
+          await sleep(retryInMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+          if (this.stopped) return;
         }
       }
     };
@@ -474,8 +479,14 @@ export class OperationRunner {
         } else {
           this.logger.warn({ operationId: job.operation.id, retryInMs }, 'the disk is full: the outcome of the operation will be recorded when space returns');
         }
-        // A cancelled job's signal has fired already: waited out in full, not skipped.
-        await sleep(retryInMs, undefined, interruption ? {} : { signal: job.abort.signal }).catch(() => undefined);
+        // A cancelled job's signal has fired already: the wait is cut short by a stop only.
+        await sleep(retryInMs, undefined, { signal: interruption ? this.stopping.signal : AbortSignal.any([job.abort.signal, this.stopping.signal]) }).catch(
+          () => undefined,
+        );
+        if (this.stopped) {
+          this.logger.warn({ operationId: job.operation.id }, 'stopping while the outcome of the operation waits to be recorded; it is left to recovery');
+          return;
+        }
       }
     }
   }
