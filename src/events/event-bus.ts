@@ -205,16 +205,29 @@ export async function createRedisEventBus(url: string, logger: Logger, heartbeat
   /**
    * A connection's answer to a PING within the deadline; else its socket is destroyed, and ioredis makes it again (the
    * subscribing one's 'close' tells that events were lost). Ending it gracefully waited on a peer that no longer answers.
+   * One PING at a time per connection, shared by the heartbeat and the readiness check.
    */
-  const answersPing = (client: Redis, name: string, what: string): Promise<boolean> =>
-    new Promise((resolve) => {
+  let closed = false;
+  const inFlight = new Map<Redis, Promise<boolean>>();
+  const answersPing = (client: Redis, name: string): Promise<boolean> => {
+    const pending = inFlight.get(client);
+    if (pending) return pending;
+    const asked = new Promise<boolean>((resolve) => {
+      let answered = false;
       const timer = setTimeout(() => {
-        logger.warn({ deadlineMs: heartbeat.deadlineMs }, `the ${name} connection to Redis did not answer a PING (${what}); it is made again`);
-        (client as unknown as { stream?: { destroy(): void } }).stream?.destroy();
-        resolve(false);
+        // Decided after the event loop's next look at the sockets: after a stall of the loop (timers run before it reads
+        // them), an answer that came meanwhile is read first.
+        setImmediate(() => {
+          if (answered || closed) return resolve(answered);
+          logger.warn({ deadlineMs: heartbeat.deadlineMs }, `the ${name} connection to Redis did not answer a PING; it is made again`);
+          (client as unknown as { stream?: { destroy(): void } }).stream?.destroy();
+          resolve(false);
+        });
       }, heartbeat.deadlineMs);
+      timer.unref();
       client.ping().then(
         () => {
+          answered = true;
           clearTimeout(timer);
           resolve(true);
         },
@@ -224,14 +237,16 @@ export async function createRedisEventBus(url: string, logger: Logger, heartbeat
           resolve(false);
         },
       );
-    });
-  const pinging = new Set<Redis>();
+    }).finally(() => inFlight.delete(client));
+    inFlight.set(client, asked);
+    return asked;
+  };
+  const connections = [
+    ['publishing', publishClient, 'events reach no other replica'],
+    ['subscribing', subscribeClient, 'events of other replicas may not reach this one'],
+  ] as const;
   const beat = setInterval(() => {
-    for (const [name, client] of [['publishing', publishClient], ['subscribing', subscribeClient]] as const) {
-      if (pinging.has(client) || client.status !== 'ready') continue;
-      pinging.add(client);
-      void answersPing(client, name, 'heartbeat').finally(() => pinging.delete(client));
-    }
+    for (const [name, client] of connections) if (client.status === 'ready') void answersPing(client, name);
   }, heartbeat.everyMs);
   beat.unref();
   return {
@@ -260,14 +275,12 @@ export async function createRedisEventBus(url: string, logger: Logger, heartbeat
       if (publishClient.status !== 'ready') throw new Error(`events reach no other replica: the publishing connection to Redis is ${publishClient.status}`);
       // ioredis's own errors name no server ("Reached the max retries per request limit" while it reconnects, before
       // either connection's status says so): the readiness check is read by an operator who must know what is away.
-      for (const [name, client, lost] of [
-        ['publishing', publishClient, 'events reach no other replica'],
-        ['subscribing', subscribeClient, 'events of other replicas may not reach this one'],
-      ] as const) {
-        if (!(await answersPing(client, name, 'readiness check'))) throw new Error(`Redis does not answer a PING on the ${name} connection: ${lost}`);
-      }
+      const answers = await Promise.all(connections.map(([name, client]) => answersPing(client, name)));
+      const silent = connections.find((_, i) => !answers[i]);
+      if (silent) throw new Error(`Redis does not answer a PING on the ${silent[0]} connection: ${silent[2]}`);
     },
     close: async () => {
+      closed = true;
       clearInterval(beat);
       publishClient.disconnect();
       subscribeClient.disconnect();

@@ -422,10 +422,13 @@ export class S3BlobStore implements BlobStore {
         .send(new ListPartsCommand({ Bucket: this.location.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }))
         .catch((error: unknown) => {
           // Completed or aborted since it was listed: nothing to abort.
-          if (s3ErrorCode(error) === 'NoSuchUpload') return null;
+          if (s3ErrorCode(error) === 'NoSuchUpload') return Number.POSITIVE_INFINITY;
+          // Keys that may not list an upload's parts (s3:ListMultipartUploadParts): judged by its start, as before.
+          if (s3Status(error) === 403) return null;
           throw error;
         });
-      if (page === null) return Number.POSITIVE_INFINITY;
+      if (page === null) return last;
+      if (typeof page === 'number') return page;
       for (const part of page.Parts ?? []) last = Math.max(last, part.LastModified?.getTime() ?? 0);
       marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
     } while (marker);
