@@ -37,6 +37,12 @@ export interface Page<T> {
   bytes: number;
 }
 
+/** The nodes an update answers, and the bytes of stored properties they hold (what the answer carries). */
+export interface UpdatedNodes {
+  nodes: NodeRecord[];
+  bytes: number;
+}
+
 export interface PageRequest {
   first: number;
   /** Return items whose id is greater than this one. */
@@ -138,7 +144,7 @@ export interface GraphStore {
    * `withProperties: false` leaves their properties out (empty), as a relabelling whose answer does not show them
    * needs; with them, nodes holding more than UPDATE_ANSWER_BYTES of properties are BAD_USER_INPUT, nothing written.
    */
-  updateNodes(updates: NodeUpdate[], limits: WriteLimits, options?: { withProperties?: boolean; maxAnswerBytes?: number }): Promise<NodeRecord[]>;
+  updateNodes(updates: NodeUpdate[], limits: WriteLimits, options?: { withProperties?: boolean; maxAnswerBytes?: number }): Promise<UpdatedNodes>;
   /** Deletes the nodes and every relationship attached to them; ids that name no node are ignored. */
   deleteNodes(ids: string[]): Promise<number>;
   /** A page of at most `first` items, fewer when their data passes PAGE_BYTES (sqlite-graph-store.ts), with hasNextPage. */

@@ -19,6 +19,7 @@ import type {
   RelationshipDraft,
   SealedStore,
   StorePosition,
+  UpdatedNodes,
   WriteLimits,
 } from './graph-store';
 import { WritesFencedError } from './graph-store';
@@ -338,7 +339,7 @@ export class SqliteGraphStore implements GraphStore {
     updates: NodeUpdate[],
     limits: WriteLimits,
     { withProperties = true, maxAnswerBytes = UPDATE_ANSWER_BYTES }: { withProperties?: boolean; maxAnswerBytes?: number } = {},
-  ): Promise<NodeRecord[]> {
+  ): Promise<UpdatedNodes> {
     const rows = updates.map((update) => [
       parseEntityId(update.id),
       update.labels === undefined ? null : [...new Set(update.labels)],
@@ -346,7 +347,7 @@ export class SqliteGraphStore implements GraphStore {
     ] as const);
     const ids = rows.map((row) => row[0]);
     if (new Set(ids).size !== ids.length) throw badInput('a batch of updates names a node more than once');
-    if (ids.length === 0) return [];
+    if (ids.length === 0) return { nodes: [], bytes: 0 };
     const payload = batchPayload(
       rows,
       // The line's punctuation for the row's `[` `,` `,` `]`, and what the node keeps, at least `[]` or `{}`, for a `null`.
@@ -397,7 +398,7 @@ export class SqliteGraphStore implements GraphStore {
         `SELECT n.id, n.labels, ${withProperties ? 'n.properties' : `'{}' AS properties`} FROM json_each(?1) u JOIN nodes n ON n.id = u.value ORDER BY u.key`,
         [JSON.stringify(ids)],
       );
-      return updated.map(toNode);
+      return { nodes: updated.map(toNode), bytes: withProperties ? updated.reduce((sum, row) => sum + Buffer.byteLength(row.properties), 0) : 0 };
     });
   }
 

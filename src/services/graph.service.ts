@@ -3,7 +3,7 @@ import { AppError, badInput, instanceUnavailable } from '../errors/app-error';
 import { asStorageFull } from '../errors/storage-full';
 import type { InstanceEntity } from '../entities/instance.entity';
 import { MAX_NAME_LENGTH, MAX_PROPERTY_DEPTH, nameProblem } from '../graph/graph-rules';
-import { type GraphStore, type NodeDraft, type NodeUpdate, type Page, type RelationshipDraft, WritesFencedError } from '../graph/graph-store';
+import { type GraphStore, type NodeDraft, type NodeUpdate, type Page, type RelationshipDraft, type UpdatedNodes, WritesFencedError } from '../graph/graph-store';
 import type { NodeRecord, PropertyMap, RelationshipRecord } from '../graph/records';
 import type { Logger } from '../logging/logger';
 import type { InstanceService } from './instance.service';
@@ -76,7 +76,7 @@ export class GraphService {
     instanceId: string,
     inputs: NodeUpdateInput[],
     { withProperties = true, maxAnswerBytes }: { withProperties?: boolean; maxAnswerBytes?: number } = {},
-  ): Promise<NodeRecord[]> {
+  ): Promise<UpdatedNodes> {
     requireRole(principal, 'MEMBER', 'writing data');
     checkBatch(inputs.length);
     const updates: NodeUpdate[] = inputs.map((input) => ({

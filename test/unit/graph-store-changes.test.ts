@@ -383,7 +383,7 @@ describe('graph store change log, base copies and replay', function () {
         ],
         LIMITS,
       );
-      const updated = await store.updateNodes(
+      const { nodes: updated, bytes } = await store.updateNodes(
         [
           { id: c.id, labels: ['Robot', 'Robot'] },
           { id: a.id, labels: ['Person'], properties: { name: 'a2', nested: { x: [1, 2] } } },
@@ -391,6 +391,7 @@ describe('graph store change log, base copies and replay', function () {
         ],
         LIMITS,
       );
+      assert.equal(bytes, Buffer.byteLength('{"name":"c"}{"name":"a2","nested":{"x":[1,2]}}{}'), 'the stored properties the answer carries');
       assert.deepEqual(updated, [
         { id: c.id, labels: ['Robot'], properties: { name: 'c' } },
         { id: a.id, labels: ['Person'], properties: { name: 'a2', nested: { x: [1, 2] } } },

@@ -227,7 +227,7 @@ describe('point-in-time restore as a property', function () {
           const change = this.random();
           return { id, ...(change < 0.7 ? { properties: this.properties() } : {}), ...(change > 0.5 ? { labels: this.labels() } : {}) };
         });
-        for (const node of await graph.updateNodes(principal, this.instanceId, input)) this.nodes.set(node.id, node);
+        for (const node of (await graph.updateNodes(principal, this.instanceId, input)).nodes) this.nodes.set(node.id, node);
         what = `updateNodes ×${input.length}`;
       } else {
         const doomed = new Set(this.some(ids, 2));

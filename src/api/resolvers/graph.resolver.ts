@@ -76,7 +76,7 @@ export class GraphResolver {
   }
 
   @Mutation(() => [GraphNode], { description: 'replaces labels and/or properties of existing nodes; all or nothing (NOT_FOUND names a missing id)' })
-  updateNodes(
+  async updateNodes(
     @Caller() caller: Principal,
     @Ctx() { services, answerBudget }: ApiContext,
     @Arg('instanceId', () => ID) instanceId: string,
@@ -84,10 +84,10 @@ export class GraphResolver {
     @Info() info: GraphQLResolveInfo,
   ): Promise<GraphNode[]> {
     const withProperties = info.fieldNodes.some((field) => field.selectionSet && selects(field.selectionSet, 'properties', info.fragments));
-    if (!withProperties) return services.graph.updateNodes(caller, instanceId, nodes, { withProperties });
+    if (!withProperties) return (await services.graph.updateNodes(caller, instanceId, nodes, { withProperties })).nodes;
     return answerBudget.spend(async (maxAnswerBytes) => {
-      const updated = await services.graph.updateNodes(caller, instanceId, nodes, { withProperties, maxAnswerBytes });
-      return { value: updated, bytes: updated.reduce((sum, node) => sum + Buffer.byteLength(JSON.stringify(node.properties)), 0) };
+      const { nodes: updated, bytes } = await services.graph.updateNodes(caller, instanceId, nodes, { withProperties, maxAnswerBytes });
+      return { value: updated, bytes };
     });
   }
 
