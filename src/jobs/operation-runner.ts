@@ -232,11 +232,7 @@ export class OperationRunner {
           if (!(error instanceof CompensationFailed)) throw error;
           // Stopping: its lease is no longer renewed, and once it lapses, recovery (the next process, or another
           // replica) compensates it again.
-          if (this.stopped) return;
-          const retryInMs = compensationRetryMs(job);
-          this.logger.error({ err: error.failure, operationId: operation.id, retryInMs }, 'compensation failed: it is tried again, and the operation ends once it succeeds');
-          await sleep(retryInMs, undefined, { signal: this.stopping.signal }).catch(() => undefined);
-          if (this.stopped) return;
+          if (!(await this.waitToSettleAgain(job, error, this.stopping.signal))) return;
         }
       }
     };
@@ -473,22 +469,33 @@ export class OperationRunner {
           this.logger.warn({ operationId: job.operation.id }, compensation ? 'putting things back still fails; the operation is left to recovery' : 'the disk is still full; the operation is left to recovery');
           return;
         }
-        const retryInMs = compensation ? compensationRetryMs(job) : SETTLE_RETRY_MS;
-        if (compensation) {
-          this.logger.error({ err: error.failure, operationId: job.operation.id, retryInMs }, 'compensation failed: it is tried again, and the operation ends once it succeeds');
-        } else {
-          this.logger.warn({ operationId: job.operation.id, retryInMs }, 'the disk is full: the outcome of the operation will be recorded when space returns');
-        }
         // A cancelled job's signal has fired already: the wait is cut short by a stop only.
-        await sleep(retryInMs, undefined, { signal: interruption ? this.stopping.signal : AbortSignal.any([job.abort.signal, this.stopping.signal]) }).catch(
-          () => undefined,
-        );
-        if (this.stopped) {
+        const signal = interruption ? this.stopping.signal : AbortSignal.any([job.abort.signal, this.stopping.signal]);
+        if (!(await this.waitToSettleAgain(job, error, signal))) {
           this.logger.warn({ operationId: job.operation.id }, 'stopping while the outcome of the operation waits to be recorded; it is left to recovery');
           return;
         }
       }
     }
+  }
+
+  /**
+   * Says why a settling is tried again (`failure`: a compensation that failed, or a full disk), and waits until then:
+   * after a failed compensation, twice as long as after the one before; a full disk, SETTLE_RETRY_MS. False once the
+   * runner is stopping: no try is made then.
+   */
+  private async waitToSettleAgain(job: Running, failure: unknown, signal: AbortSignal): Promise<boolean> {
+    if (this.stopped) return false;
+    const { id: operationId } = job.operation;
+    let retryInMs = SETTLE_RETRY_MS;
+    if (failure instanceof CompensationFailed) {
+      retryInMs = SETTLE_RETRY_MS * 2 ** Math.max(0, job.failedCompensations - 1);
+      this.logger.error({ err: failure.failure, operationId, retryInMs }, 'compensation failed: it is tried again, and the operation ends once it succeeds');
+    } else {
+      this.logger.warn({ operationId, retryInMs }, 'the disk is full: the outcome of the operation will be recorded when space returns');
+    }
+    await sleep(retryInMs, undefined, { signal }).catch(() => undefined);
+    return !this.stopped;
   }
 
   /** A run that threw or was interrupted: compensated, then FAILED, CANCELLED or queued again. */
@@ -713,11 +720,6 @@ export class OperationRunner {
 }
 
 class NotRecorded extends Error {}
-
-/** The wait before a compensation that failed is tried again: SETTLE_RETRY_MS, doubled after each failure. */
-function compensationRetryMs(job: Running): number {
-  return SETTLE_RETRY_MS * 2 ** Math.max(0, job.failedCompensations - 1);
-}
 
 /** A compensation that failed for another reason than a full disk: tried again (untilSettled, settleTaken). */
 class CompensationFailed extends Error {
