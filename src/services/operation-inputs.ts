@@ -23,9 +23,9 @@ export interface OperationInputs {
  * (DESTROYING), then looks for operations on its data; deleteSnapshot (and deleteExportDestination) removes the row,
  * then looks for operations that read it (write to it) in one transaction, undone when it finds one. A request that passed its own checks just before, and
  * inserted its operation just after that look, was accepted and then FAILED with NOT_FOUND once it ran. Here the
- * request writes first too (an update that changes nothing: on PostgreSQL it waits for a deletion's uncommitted write
- * and reads the row as that left it, and a deletion waits for it in turn; SQLite runs one transaction at a time):
- * whichever comes second sees the other and refuses.
+ * request holds the rows first too (an instance by an update that changes nothing, a snapshot by a shared row lock:
+ * on PostgreSQL either waits for a deletion's uncommitted write and reads the row as that left it, and a deletion waits
+ * for it in turn; SQLite runs one transaction at a time): whichever comes second sees the other and refuses.
  */
 export async function holdOperationInputs(manager: EntityManager, inputs: OperationInputs): Promise<void> {
   // Instances in the order of their ids: two requests holding the same two rows never wait for each other in a cycle.
@@ -46,14 +46,7 @@ export async function holdOperationInputs(manager: EntityManager, inputs: Operat
     }
     throw conflict(`instance ${id}, whose data the operation would read, is being deleted; nothing was queued`);
   }
-  if (inputs.snapshotId) {
-    const held = await manager.update(SnapshotEntity, { id: inputs.snapshotId, status: 'COMPLETED' }, { status: 'COMPLETED' });
-    if (!held.affected) {
-      const current = await manager.findOneBy(SnapshotEntity, { id: inputs.snapshotId });
-      if (!current) throw notFound('snapshot', inputs.snapshotId);
-      throw new AppError('SNAPSHOT_NOT_READY', `snapshot ${current.id} is ${current.status}, not COMPLETED`);
-    }
-  }
+  if (inputs.snapshotId) await holdSnapshotForReading(manager, inputs.snapshotId);
   if (inputs.destinationId) {
     const held = await manager.update(ExportDestinationEntity, { id: inputs.destinationId }, { name: () => 'name' });
     if (!held.affected) throw notFound('export destination', inputs.destinationId);
@@ -61,9 +54,10 @@ export async function holdOperationInputs(manager: EntityManager, inputs: Operat
 }
 
 /**
- * Holds a COMPLETED snapshot against its deletion until the end of the transaction, as holdOperationInputs does, but
- * without writing it (PostgreSQL: a shared row lock; SQLite runs one transaction at a time): for what is no operation
- * (an export link), whose update would announce a change of the tenant's data (its response cache's version).
+ * Holds a COMPLETED snapshot against its deletion until the end of the transaction (an operation's input, an export
+ * link), without writing it: PostgreSQL, a shared row lock, which a deletion's write waits for and which waits for a
+ * deletion's uncommitted write (the row then read as that left it); SQLite runs one transaction at a time. A write that
+ * changes nothing held it as well, but announced a change of the tenant's data (its response cache's version).
  */
 export async function holdSnapshotForReading(manager: EntityManager, snapshotId: string): Promise<void> {
   const query = manager.createQueryBuilder(SnapshotEntity, 's').select(['s.id', 's.status']).where('s.id = :snapshotId', { snapshotId });
