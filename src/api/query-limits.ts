@@ -184,8 +184,8 @@ const PAGE_ARGUMENTS = new Set(['first', 'last']);
 
 /**
  * Items a list in the variables may hold: the largest write batch (MAX_BATCH), and all of them together a hundred
- * times that (a full batch of nodes with many labels each). Checked on the variables as sent, walking them by their types (a list inside an input object too: a node's
- * labels), before graphql-js converts them: the batch's own check came after, and a 60 MiB body of 4.5 million tiny
+ * times that (a full batch of nodes with many labels each). Checked on the variables as sent, walking them by their
+ * types (a list inside an input object too: a node's labels), before graphql-js converts them: the batch's own check came after, and a 60 MiB body of 4.5 million tiny
  * items was converted whole first, holding the event loop (and every other request) for 10 s and 1.2 GB of heap.
  */
 export const MAX_LIST_VARIABLE_ITEMS = MAX_BATCH;
@@ -198,8 +198,9 @@ export function listVariableRefusal(
   variables: Record<string, unknown> | null | undefined,
 ): GraphQLError | null {
   let total = 0;
-  const refusal = (where: string, found: number, max: number, what: string) =>
-    new GraphQLError(`${where} ${where.startsWith('the lists') ? 'hold' : 'holds'} ${found} items${what}, over this server's limit of ${max}: send it in batches`, {
+  /** `what` says what holds the `found` items, verb and all. */
+  const refusal = (what: string, found: number, max: number) =>
+    new GraphQLError(`${what}, over this server's limit of ${max}: send it in batches`, {
       extensions: { code: 'BAD_USER_INPUT', limit: 'items', max, found, http: { status: 400 } },
     });
   const walk = (type: GraphQLInputType, value: unknown, where: string): GraphQLError | null => {
@@ -207,9 +208,9 @@ export function listVariableRefusal(
     if (isNonNullType(type)) return walk(type.ofType, value, where);
     if (isListType(type)) {
       if (!Array.isArray(value)) return walk(type.ofType, value, where); // one item, taken as a list of one
-      if (value.length > MAX_LIST_VARIABLE_ITEMS) return refusal(`the list ${where}`, value.length, MAX_LIST_VARIABLE_ITEMS, '');
+      if (value.length > MAX_LIST_VARIABLE_ITEMS) return refusal(`the list ${where} holds ${value.length} items`, value.length, MAX_LIST_VARIABLE_ITEMS);
       total += value.length;
-      if (total > MAX_VARIABLE_ITEMS) return refusal('the lists of the variables', total, MAX_VARIABLE_ITEMS, ' together (at least)');
+      if (total > MAX_VARIABLE_ITEMS) return refusal(`the lists of the variables hold ${total} items together (at least)`, total, MAX_VARIABLE_ITEMS);
       for (const item of value) {
         const refused = walk(type.ofType, item, where);
         if (refused) return refused;

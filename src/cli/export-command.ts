@@ -152,13 +152,15 @@ async function targetPath(output: string | undefined, fileName: string): Promise
  * without hard links gets the check and the rename.
  */
 async function saveAs(part: string, target: string): Promise<void> {
+  const appeared = () =>
+    new CliError(`${target} appeared during the download; the archive is kept in ${part}: move it, or remove ${target} and run the command again`);
   try {
     await link(part, target);
   } catch (error) {
     const { code } = error as NodeJS.ErrnoException;
-    if (code === 'EEXIST') throw new CliError(`${target} appeared during the download; the archive is kept in ${part}: move it, or remove ${target} and run the command again`);
+    if (code === 'EEXIST') throw appeared();
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw cannotWrite(target, error);
-    if ((await sizeOf(target)) !== null) throw new CliError(`${target} appeared during the download; the archive is kept in ${part}: move it, or remove ${target} and run the command again`);
+    if ((await sizeOf(target)) !== null) throw appeared();
     await rename(part, target);
     return;
   }

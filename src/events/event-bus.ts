@@ -136,7 +136,7 @@ export function createInMemoryEventBus(): EventBus {
 }
 
 /**
- * How often the subscribing connection is asked a PING, and how long its answer may take before the connection is
+ * How often each connection to Redis is asked a PING, and how long its answer may take before the connection is
  * taken for dead and made again. A connection that stops carrying data without closing (a NAT or load balancer dropping
  * an idle one, a partition, the Redis host gone) was noticed only by the kernel's keepalive, after about two hours:
  * meanwhile no event of another replica arrived (a revocation among them), a new progress subscription waited for its
@@ -171,8 +171,12 @@ export async function createRedisEventBus(url: string, logger: Logger, heartbeat
   } finally {
     for (const client of [publishClient, subscribeClient]) client.off('error', failedAtBoot);
   }
+  const connections = [
+    ['publishing', publishClient, 'events reach no other replica'],
+    ['subscribing', subscribeClient, 'events of other replicas may not reach this one'],
+  ] as const;
   // Without a listener ioredis prints every failed reconnection to stderr; one warning per outage says enough.
-  for (const [name, client] of [['publishing', publishClient], ['subscribing', subscribeClient]] as const) {
+  for (const [name, client] of connections) {
     let reported = false;
     client.on('error', (error: unknown) => {
       if (!reported) logger.warn({ err: withoutCommandArguments(error) }, `the ${name} connection to Redis failed; retrying`);
@@ -241,10 +245,6 @@ export async function createRedisEventBus(url: string, logger: Logger, heartbeat
     inFlight.set(client, asked);
     return asked;
   };
-  const connections = [
-    ['publishing', publishClient, 'events reach no other replica'],
-    ['subscribing', subscribeClient, 'events of other replicas may not reach this one'],
-  ] as const;
   const beat = setInterval(() => {
     for (const [name, client] of connections) if (client.status === 'ready') void answersPing(client, name);
   }, heartbeat.everyMs);

@@ -398,7 +398,8 @@ export class S3BlobStore implements BlobStore {
       );
       for (const upload of page.Uploads ?? []) {
         if (!upload.UploadId || !upload.Key || this.#inFlight.has(upload.UploadId)) continue;
-        if (olderThanMs > 0 && (await this.#lastWrittenAt(upload.Key, upload.UploadId, upload.Initiated)) > cutoff) continue;
+        // Started recently, or written to recently (its parts listed only for those started long ago).
+        if (olderThanMs > 0 && ((upload.Initiated?.getTime() ?? 0) > cutoff || (await this.#newestPartAt(upload.Key, upload.UploadId)) > cutoff)) continue;
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: upload.Key, UploadId: upload.UploadId }));
         removed += 1;
       }
@@ -410,29 +411,26 @@ export class S3BlobStore implements BlobStore {
   }
 
   /**
-   * When a multipart upload was last written to: its newest part's time, else its start. By its start alone, a write
-   * still going an hour after it began (a 4 GiB upload at a client's pace, a large export) was aborted by any replica
-   * that booted then, and failed.
+   * When a multipart upload's newest part was written (0: none, or the keys may not list them, s3:ListMultipartUploadParts;
+   * Infinity: it ended meanwhile). By its start alone, a write still going an hour after it began (a 4 GiB upload at a
+   * client's pace, a large export) was aborted by any replica that booted then, and failed.
    */
-  async #lastWrittenAt(key: string, uploadId: string, initiated: Date | undefined): Promise<number> {
-    let last = initiated?.getTime() ?? 0;
-    let marker: string | undefined;
-    do {
-      const page = await this.client
-        .send(new ListPartsCommand({ Bucket: this.location.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }))
-        .catch((error: unknown) => {
-          // Completed or aborted since it was listed: nothing to abort.
-          if (s3ErrorCode(error) === 'NoSuchUpload') return Number.POSITIVE_INFINITY;
-          // Keys that may not list an upload's parts (s3:ListMultipartUploadParts): judged by its start, as before.
-          if (s3Status(error) === 403) return null;
-          throw error;
-        });
-      if (page === null) return last;
-      if (typeof page === 'number') return page;
-      for (const part of page.Parts ?? []) last = Math.max(last, part.LastModified?.getTime() ?? 0);
-      marker = page.IsTruncated ? page.NextPartNumberMarker : undefined;
-    } while (marker);
-    return last;
+  async #newestPartAt(key: string, uploadId: string): Promise<number> {
+    let newest = 0;
+    for (let marker: string | undefined, more = true; more; ) {
+      let page;
+      try {
+        page = await this.client.send(new ListPartsCommand({ Bucket: this.location.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }));
+      } catch (error) {
+        if (s3ErrorCode(error) === 'NoSuchUpload') return Number.POSITIVE_INFINITY; // completed or aborted: nothing to abort
+        if (s3Status(error) === 403) return newest;
+        throw error;
+      }
+      for (const part of page.Parts ?? []) newest = Math.max(newest, part.LastModified?.getTime() ?? 0);
+      marker = page.NextPartNumberMarker;
+      more = page.IsTruncated === true && marker !== undefined;
+    }
+    return newest;
   }
 
   async destroy(): Promise<void> {
