@@ -308,16 +308,22 @@ describe('backup storage', () => {
     assert.equal((await restoreAndWait(server, snapshot.id)).status, 'SUCCEEDED');
   });
 
+  /** A new tenant's instance of 3,000 nodes (enough that its snapshot is a base of its own, with a manifest), and that snapshot. */
+  async function tenantWithBaseSnapshot(name: string) {
+    const tenant = await createTenant(suite.server, name);
+    const instance = await createInstance(suite.server, { name, tier: 'PROFESSIONAL' }, tenant.apiKey);
+    await createNodes(suite.server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: [`L${i % 3}`], properties: noise() })), tenant.apiKey);
+    const snapshot = await takeSnapshot(suite.server, instance.id, { key: tenant.apiKey });
+    return { tenant, instance, snapshot };
+  }
+
   // A manifest that cannot be read (damaged, missing, or readable only under a master key not configured now) may list
   // chunks still needed: its chunks must stay. It stopped the whole collection of its tenant, for as long as a
   // snapshot (or the window) kept its restore point: export copies, orphaned segments and manifests stayed for ever.
   it('goes on collecting a tenant with a manifest it cannot read, keeping every chunk and saying which restore point stops the chunk sweep', async function () {
     this.timeout(60_000);
     const { server } = suite;
-    const tenant = await createTenant(server, 'unreadable-manifest');
-    const instance = await createInstance(server, { name: 'unreadable', tier: 'PROFESSIONAL' }, tenant.apiKey);
-    await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: [`L${i % 3}`], properties: noise() })), tenant.apiKey);
-    const snapshot = await takeSnapshot(server, instance.id, { key: tenant.apiKey });
+    const { tenant, instance, snapshot } = await tenantWithBaseSnapshot('unreadable-manifest');
     const graphOfTenant = async (id: string) => ({
       nodes: await allNodes(server, id, { key: tenant.apiKey }),
       relationships: await allRelationships(server, id, { key: tenant.apiKey }),
@@ -350,11 +356,7 @@ describe('backup storage', () => {
   it('goes on collecting a tenant with a manifest sealed under a master key not configured now', async function () {
     this.timeout(60_000);
     const { server } = suite;
-    const tenant = await createTenant(server, 'foreign-key-manifest');
-    const instance = await createInstance(server, { name: 'foreign key', tier: 'PROFESSIONAL' }, tenant.apiKey);
-    // Enough that the snapshot is a base of its own, with a manifest.
-    await createNodes(server, instance.id, Array.from({ length: 3_000 }, (_, i) => ({ labels: [`L${i % 3}`], properties: noise() })), tenant.apiKey);
-    await takeSnapshot(server, instance.id, { key: tenant.apiKey });
+    const { tenant } = await tenantWithBaseSnapshot('foreign-key-manifest');
     const blobs = new FilesystemBlobStore(join(server.dataDir, 'blobs'));
     const foreign = new EncryptedBlobStore(blobs, new Keyring(MasterKey.generate()));
     const manifests = join(server.dataDir, 'blobs', 'tenants', tenant.tenantId, 'manifests');

@@ -126,6 +126,35 @@ describe('restore attempts', function () {
     assert.equal(stats.nodeCount, 0);
   }
 
+  /** A restore of an empty snapshot over an instance with a store of its own, its handler, and its events. */
+  async function restoreOverInstance(backups: BackupService, { name = 'restored over', storeGeneration = 1 } = {}) {
+    const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
+    const events = createInMemoryEventBus();
+    const instances = new InstanceService(db, config, stores, events);
+    const tenantId = randomUUID();
+    const instanceId = randomUUID();
+    await insertInstanceRow(db, { id: instanceId, tenantId, name, storeGeneration });
+    await stores.create(instanceId, storeGeneration);
+    const empty = { nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 };
+    const snapshot = { id: randomUUID(), tenantId, instanceId, status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID(), contents: empty } as unknown as SnapshotEntity;
+    // The safety snapshot taken before the restore: recorded and captured as nothing (the restore's own work is tested).
+    const snapshots = {
+      byId: async (id: string) => (id === snapshot.id ? snapshot : null),
+      newSnapshot: () => ({ id: randomUUID() }),
+      insert: async () => undefined,
+      capture: async () => undefined,
+      keepSafetySnapshot: async () => undefined,
+      deleteUnlessRead: async () => 'deleted',
+    } as unknown as SnapshotService;
+    const handler = new RestoreOperationHandler('RESTORE', instances, snapshots, stores, {} as EncryptedBlobStore, backups, { offeredThrough: async () => -1 } as unknown as ChangeLogService, new Metrics());
+    const availability: string[] = [];
+    const subscription = events.pubSub.subscribe('instance.availability', tenantId);
+    void (async () => {
+      for await (const event of subscription) availability.push(event.availability);
+    })();
+    return { instances, tenantId, instanceId, snapshot, handler, availability, events, stop: () => subscription.return() };
+  }
+
   it("a stale attempt that stops after the next one swapped its store in leaves that store alone", async () => {
     const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
     const instances = new InstanceService(db, config, stores, createInMemoryEventBus());
@@ -165,36 +194,9 @@ describe('restore attempts', function () {
   });
 
   it("a stale attempt of a restore that was ended leaves the next restore's store alone", async () => {
-    const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
-    const instances = new InstanceService(db, config, stores, createInMemoryEventBus());
-    const tenantId = randomUUID();
-    const instanceId = randomUUID();
-    await insertInstanceRow(db, { id: instanceId, tenantId, name: 'restored twice', storeGeneration: 3 });
-    await stores.create(instanceId, 3);
-    const empty = { nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 };
-    const snapshot = { id: randomUUID(), tenantId, instanceId, status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID(), contents: empty } as unknown as SnapshotEntity;
     // The snapshot's data written back: the first restore's stops half-way until the test lets it go on.
     const held = firstWriteHeldBack();
-    const { backups } = held;
-    // Safety snapshots taken at once, and nothing to remove of them.
-    const snapshots = {
-      byId: async (id: string) => (id === snapshot.id ? snapshot : null),
-      newSnapshot: () => ({ id: randomUUID() }),
-      insert: async () => undefined,
-      capture: async () => undefined,
-      keepSafetySnapshot: async () => undefined,
-      deleteUnlessRead: async () => 'deleted',
-    } as unknown as SnapshotService;
-    const handler = new RestoreOperationHandler(
-      'RESTORE',
-      instances,
-      snapshots,
-      stores,
-      {} as EncryptedBlobStore,
-      backups,
-      { offeredThrough: async () => -1 } as unknown as ChangeLogService,
-      new Metrics(),
-    );
+    const { tenantId, instanceId, snapshot, handler, stop } = await restoreOverInstance(held.backups, { name: 'restored twice', storeGeneration: 3 });
 
     const first = (await runningOperation({ tenantId, instanceId, kind: 'RESTORE', snapshotId: snapshot.id }))(1);
     const resumeStale = await startStale(handler, first, held);
@@ -209,6 +211,7 @@ describe('restore attempts', function () {
     await resumeStale();
 
     await assertStoreInPlace(instanceId);
+    await stop();
   });
 
   it('a stale attempt that resumes only after the next one ended leaves the instance as that one left it', async () => {
@@ -248,35 +251,6 @@ describe('restore attempts', function () {
     );
     assert.equal(written, null, 'the stale attempt froze the store');
   });
-
-  /** A restore of an empty snapshot over an instance with a store of its own, its handler, and its events. */
-  async function restoreOverInstance(backups: BackupService) {
-    const config = { tiers: DEFAULT_TIER_POLICIES, bytesPerStorageGB: 2 ** 30 } as AppConfig;
-    const events = createInMemoryEventBus();
-    const instances = new InstanceService(db, config, stores, events);
-    const tenantId = randomUUID();
-    const instanceId = randomUUID();
-    await insertInstanceRow(db, { id: instanceId, tenantId, name: 'restored over', storeGeneration: 1 });
-    await stores.create(instanceId, 1);
-    const empty = { nodeCount: 0, relationshipCount: 0, labels: [], relationshipTypes: [], storeSizeBytes: 0 };
-    const snapshot = { id: randomUUID(), tenantId, instanceId, status: 'COMPLETED', engineVersion: 'V5', restorePointId: randomUUID(), contents: empty } as unknown as SnapshotEntity;
-    // The safety snapshot taken before the restore: recorded and captured as nothing (the restore's own work is tested).
-    const snapshots = {
-      byId: async () => snapshot,
-      newSnapshot: () => ({ id: randomUUID() }),
-      insert: async () => undefined,
-      capture: async () => undefined,
-      keepSafetySnapshot: async () => undefined,
-      deleteUnlessRead: async () => 'deleted',
-    } as unknown as SnapshotService;
-    const handler = new RestoreOperationHandler('RESTORE', instances, snapshots, stores, {} as EncryptedBlobStore, backups, { offeredThrough: async () => -1 } as unknown as ChangeLogService, new Metrics());
-    const availability: string[] = [];
-    const subscription = events.pubSub.subscribe('instance.availability', tenantId);
-    void (async () => {
-      for await (const event of subscription) availability.push(event.availability);
-    })();
-    return { instances, tenantId, instanceId, snapshot, handler, availability, events, stop: () => subscription.return() };
-  }
 
   // The runner commits the swap with SUCCEEDED, and commits it again once space returns when that failed on a full disk.
   it('announces AVAILABLE after a swap whose first commit a full disk rolled back', async () => {
