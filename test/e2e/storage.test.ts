@@ -317,6 +317,20 @@ describe('backup storage', () => {
     return { tenant, instance, snapshot };
   }
 
+  /**
+   * Plants an unnamed manifest beside `manifests` (what a crash between a base's manifest and its restore point leaves),
+   * waits for a collection to remove it, and returns the log line saying that its chunk sweep was skipped.
+   */
+  async function chunkSweepSkipped(manifests: string) {
+    const orphan = join(manifests, `${randomUUID()}.json`);
+    writeFileSync(orphan, randomBytes(4096));
+    const logsBefore = suite.server.logs().length;
+    await eventually(() => !existsSync(orphan), { timeoutMs: 20_000, what: 'the unnamed manifest to be removed' });
+    const told = parseLogLines(suite.server.logs().slice(logsBefore)).find((line) => line.msg === 'skipped the chunk sweep of backup storage: a manifest cannot be read');
+    assert.ok(told, 'no log line says that the chunk sweep is skipped');
+    return told;
+  }
+
   // A manifest that cannot be read (damaged, missing, or readable only under a master key not configured now) may list
   // chunks still needed: its chunks must stay. It stopped the whole collection of its tenant, for as long as a
   // snapshot (or the window) kept its restore point: export copies, orphaned segments and manifests stayed for ever.
@@ -334,12 +348,7 @@ describe('backup storage', () => {
     assert.ok(sound.size > 0, 'no manifest on disk');
     // Every manifest of the tenant unreadable: were the chunk sweep to go on without them, no chunk would be live.
     for (const path of sound.keys()) writeFileSync(path, randomBytes(4096));
-    const orphan = join(manifests, `${randomUUID()}.json`);
-    writeFileSync(orphan, randomBytes(4096));
-    const logsBefore = server.logs().length;
-    await eventually(() => !existsSync(orphan), { timeoutMs: 20_000, what: 'the unnamed manifest to be removed' });
-    const told = parseLogLines(server.logs().slice(logsBefore)).find((line) => line.msg === 'skipped the chunk sweep of backup storage: a manifest cannot be read');
-    assert.ok(told, 'no log line says that the chunk sweep is skipped');
+    const told = await chunkSweepSkipped(manifests);
     assert.equal(told.tenantId, tenant.tenantId);
     assert.ok(JSON.stringify(told.snapshotIds).includes(snapshot.id), `the log line names the snapshot on the manifest: ${JSON.stringify(told)}`);
     // The manifests readable again (a master key configured back, the S3 outage over): every chunk is still there.
@@ -364,12 +373,7 @@ describe('backup storage', () => {
     assert.ok(keys.length > 0, 'no manifest on disk');
     const sound = new Map(keys.map((key) => [key, readFileSync(join(server.dataDir, 'blobs', key))]));
     for (const key of keys) await foreign.write(key, Readable.from([Buffer.from('{"sealed":"under another key"}')]));
-    const orphan = join(manifests, `${randomUUID()}.json`);
-    writeFileSync(orphan, randomBytes(4096));
-    const logsBefore = server.logs().length;
-    await eventually(() => !existsSync(orphan), { timeoutMs: 20_000, what: 'the unnamed manifest to be removed' });
-    const told = parseLogLines(server.logs().slice(logsBefore)).find((line) => line.msg === 'skipped the chunk sweep of backup storage: a manifest cannot be read');
-    assert.ok(told, 'no log line says that the chunk sweep is skipped');
+    await chunkSweepSkipped(manifests);
     for (const [key, bytes] of sound) writeFileSync(join(server.dataDir, 'blobs', key), bytes);
   });
 
